@@ -1,0 +1,53 @@
+# Usher's build. `make run` starts a server on ./data; `make test` installs the
+# pinned tools into ./bin and runs everything CI runs.
+
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned tool versions, installed from the Go module proxy into ./bin.
+TOOLS := \
+	github.com/bufbuild/buf/cmd/buf@v1.75.0 \
+	google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 \
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
+	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+
+.PHONY: run build test lint generate check-generated tools bench fuzz clean
+
+run: build
+	$(BIN)/usher serve
+
+build:
+	go build -o $(BIN)/usher ./cmd/usher
+
+test: tools lint check-generated
+	go test -race -count=1 ./...
+
+lint: tools
+	buf lint
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo 'gofmt: the files above need formatting'; exit 1; }
+
+generate: tools
+	buf generate
+
+# gen/ must be exactly what buf generate makes of proto/.
+check-generated: tools
+	@rm -rf $(BIN)/gen-check && buf generate --output $(BIN)/gen-check
+	@diff -r gen $(BIN)/gen-check/gen || { echo 'gen/ is stale: run make generate and commit it'; exit 1; }
+	@rm -rf $(BIN)/gen-check
+
+tools: $(BIN)/.tools
+
+$(BIN)/.tools: Makefile
+	@mkdir -p $(BIN)
+	@for t in $(TOOLS); do echo "go install $$t"; GOBIN=$(BIN) go install $$t || exit 1; done
+	@touch $@
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/
+
+fuzz:
+	go test -run '^$$' -fuzz FuzzValidateResource -fuzztime 60s ./authz/
+
+clean:
+	rm -rf $(BIN) data

@@ -1,0 +1,165 @@
+package authz
+
+import (
+	"math/bits"
+	"slices"
+	"strings"
+)
+
+// bitset is a set of interned permissions.
+type bitset []uint64
+
+func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
+
+func (b bitset) has(i int32) bool {
+	w := int(i >> 6)
+	return w < len(b) && b[w]&(1<<(uint(i)&63)) != 0
+}
+
+func (b bitset) set(i int32) { b[i>>6] |= 1 << (uint(i) & 63) }
+
+func (b bitset) union(o bitset) {
+	for i := range o {
+		b[i] |= o[i]
+	}
+}
+
+func (b bitset) subtract(o bitset) {
+	for i := range o {
+		b[i] &^= o[i]
+	}
+}
+
+func (b bitset) subsetOf(o bitset) bool {
+	for i := range b {
+		if i >= len(o) {
+			if b[i] != 0 {
+				return false
+			}
+			continue
+		}
+		if b[i]&^o[i] != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (b bitset) each(fn func(int32)) {
+	for w, word := range b {
+		for word != 0 {
+			t := bits.TrailingZeros64(word)
+			fn(int32(w*64 + t))
+			word &^= 1 << uint(t)
+		}
+	}
+}
+
+// catalog is the permission tree, interned: permission i is the i-th name in
+// sorted order, and implied[i] holds i with everything it implies.
+type catalog struct {
+	perms   []Permission // sorted by name
+	ids     map[string]int32
+	implied []bitset
+	all     bitset
+}
+
+// newCatalog interns perms. It reports the first undeclared parent or cycle
+// as an Invalid error on field (e.g. "policy.permissions").
+func newCatalog(perms []Permission, field string) (*catalog, error) {
+	c := &catalog{perms: slices.Clone(perms), ids: make(map[string]int32, len(perms))}
+	slices.SortFunc(c.perms, func(a, b Permission) int { return strings.Compare(a.Name, b.Name) })
+	for i, p := range c.perms {
+		if _, dup := c.ids[p.Name]; dup {
+			return nil, errorf(Invalid, field, p.Name, "permission is declared twice")
+		}
+		c.ids[p.Name] = int32(i)
+	}
+	children := make([][]int32, len(c.perms))
+	for i, p := range c.perms {
+		for _, parent := range p.Parents {
+			pi, ok := c.ids[parent]
+			if !ok {
+				return nil, errorf(Invalid, field, p.Name, "parent %q is not a declared permission", parent)
+			}
+			children[pi] = append(children[pi], int32(i))
+		}
+	}
+	// Depth-first closure with cycle detection: 0 unvisited, 1 on the stack,
+	// 2 done.
+	state := make([]uint8, len(c.perms))
+	c.implied = make([]bitset, len(c.perms))
+	var visit func(i int32) error
+	visit = func(i int32) error {
+		switch state[i] {
+		case 1:
+			return errorf(Invalid, field, c.perms[i].Name, "permission implies itself through its children (a cycle)")
+		case 2:
+			return nil
+		}
+		state[i] = 1
+		set := newBitset(len(c.perms))
+		set.set(i)
+		for _, ch := range children[i] {
+			if err := visit(ch); err != nil {
+				return err
+			}
+			set.union(c.implied[ch])
+		}
+		c.implied[i] = set
+		state[i] = 2
+		return nil
+	}
+	c.all = newBitset(len(c.perms))
+	for i := range c.perms {
+		if err := visit(int32(i)); err != nil {
+			return nil, err
+		}
+		c.all.set(int32(i))
+	}
+	return c, nil
+}
+
+// id returns the interned permission, or -1 when it is not declared.
+func (c *catalog) id(name string) int32 {
+	if i, ok := c.ids[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// closure is the set of permissions that holding names implies; "*" is all.
+// Undeclared names are skipped: callers validate first.
+func (c *catalog) closure(names []string) bitset {
+	set := newBitset(len(c.perms))
+	for _, n := range names {
+		if n == Wildcard {
+			set.union(c.all)
+			continue
+		}
+		if i := c.id(n); i >= 0 {
+			set.union(c.implied[i])
+		}
+	}
+	return set
+}
+
+// undeclared returns the index of the first name that is neither declared
+// nor, when wildcard is true, "*"; -1 if all are.
+func (c *catalog) undeclared(names []string, wildcard bool) int {
+	for i, n := range names {
+		if n == Wildcard && wildcard {
+			continue
+		}
+		if c.id(n) < 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *catalog) names(set bitset) []string {
+	out := make([]string, 0, 8)
+	set.each(func(i int32) { out = append(out, c.perms[i].Name) })
+	return out
+}

@@ -1,0 +1,92 @@
+package authz
+
+import (
+	"context"
+	"time"
+)
+
+// Grant binds g.Subject to g.Role on g.Resource. The resource must be
+// registered and the role visible there (NotFound), the resource's type one
+// the role may be bound on, and the role's holders on the resource below its
+// max_holders (FailedPrecondition). Granting the same triple again updates
+// its expiry.
+func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error) {
+	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
+		x := e.idx
+		n, err := x.registered("resource", g.Resource)
+		if err != nil {
+			return nil, err
+		}
+		def := x.resolve(n, x.roleID(g.Role))
+		if def == nil {
+			return nil, errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
+		}
+		if len(def.BindableOn) > 0 && !contains(def.BindableOn, n.typ) {
+			return nil, errorf(FailedPrecondition, "role", g.Role,
+				"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
+				def.BindableOn, def.Scope, g.Resource, n.typ)
+		}
+		if !g.Expires.IsZero() && !g.Expires.After(now) {
+			return nil, errorf(Invalid, "expire_time", g.Expires.UTC().Format(time.RFC3339Nano), "expiry must be in the future")
+		}
+		h := holder{g.Subject, x.roleID(g.Role)}
+		old, held := n.grants[h]
+		if held && old == expiry(g.Expires) {
+			return nil, nil
+		}
+		if def.MaxHolders > 0 && !(held && live(old, now.UnixNano())) {
+			if count := x.holders(n, h.role, now.UnixNano()); count >= int(def.MaxHolders) {
+				return nil, errorf(FailedPrecondition, "role", g.Role,
+					"role already has %d of at most %d holders on %q (max_holders at %q)",
+					count, def.MaxHolders, g.Resource, def.Scope)
+			}
+		}
+		g.Expires = g.Expires.UTC()
+		return []Change{{Op: OpPutGrant, Grant: &g}}, nil
+	})
+}
+
+// Revoke removes the grant of role to subject on resource; NotFound when
+// there is none.
+func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, error) {
+	return e.write(ctx, by, func(time.Time) ([]Change, error) {
+		x := e.idx
+		n, err := x.registered("resource", g.Resource)
+		if err != nil {
+			return nil, err
+		}
+		if _, held := n.grants[holder{g.Subject, x.roleID(g.Role)}]; !held {
+			return nil, errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
+		}
+		return []Change{{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}}}, nil
+	})
+}
+
+// holders counts the subjects holding role on n itself, unexpired.
+func (x *Index) holders(n *node, role int32, now int64) int {
+	count := 0
+	for h, exp := range n.grants {
+		if h.role == role && live(exp, now) {
+			count++
+		}
+	}
+	return count
+}
+
+// registered returns the node of a resource a write names, or NotFound.
+func (x *Index) registered(field, name string) (*node, error) {
+	n := x.nodes[name]
+	if n == nil {
+		return nil, errorf(NotFound, field, name, "resource is not registered")
+	}
+	return n, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,153 @@
+package authz
+
+import (
+	"fmt"
+	"time"
+)
+
+// Revision numbers committed writes. Every write bumps the one global
+// revision; 0 means "nothing written yet".
+type Revision uint64
+
+// RootName is the reserved resource that is the parent of every resource that
+// has no other.
+const RootName = "root"
+
+// Wildcard in a role's permissions means every permission; in its assignable
+// roles, any role whose permissions the holder has.
+const Wildcard = "*"
+
+// Permission is an entry of the permission catalog. Holding a permission
+// implies every permission that names it as a parent, transitively.
+type Permission struct {
+	Name        string   `json:"name"`
+	Parents     []string `json:"parents,omitempty"`
+	Description string   `json:"description,omitempty"`
+}
+
+// Resource is a node of the resource tree.
+type Resource struct {
+	Name   string `json:"name"`
+	Parent string `json:"parent"`
+}
+
+// Role is a named bundle of permissions defined at a scope.
+type Role struct {
+	Name            string   `json:"name"`
+	Scope           string   `json:"scope"`
+	Permissions     []string `json:"permissions,omitempty"`
+	AssignableRoles []string `json:"assignable_roles,omitempty"`
+	BindableOn      []string `json:"bindable_on,omitempty"`
+	MaxHolders      uint32   `json:"max_holders,omitempty"`
+	Description     string   `json:"description,omitempty"`
+}
+
+// Grant binds a subject to a role on a resource and its descendants. A zero
+// Expires means the grant never expires.
+type Grant struct {
+	Subject  string    `json:"subject"`
+	Role     string    `json:"role"`
+	Resource string    `json:"resource"`
+	Expires  time.Time `json:"expires,omitzero"`
+}
+
+// Block denies a subject permissions (all of them when Permissions is empty)
+// on a resource and its descendants, overriding every grant.
+type Block struct {
+	Subject     string    `json:"subject"`
+	Resource    string    `json:"resource"`
+	Permissions []string  `json:"permissions,omitempty"`
+	Expires     time.Time `json:"expires,omitzero"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// Policy is a permission catalog with the resources and roles that use it.
+type Policy struct {
+	Permissions []Permission
+	Resources   []Resource
+	Roles       []Role
+}
+
+// Op says what a Change does.
+type Op uint8
+
+// The operations a change set is made of. Deletions carry only the key fields
+// of what they delete.
+const (
+	OpPutPermission Op = iota + 1
+	OpDeletePermission
+	OpPutResource
+	OpDeleteResource
+	OpPutRole
+	OpDeleteRole
+	OpPutGrant
+	OpDeleteGrant
+	OpPutBlock
+	OpDeleteBlock
+)
+
+var opNames = map[Op]string{
+	OpPutPermission:    "put_permission",
+	OpDeletePermission: "delete_permission",
+	OpPutResource:      "put_resource",
+	OpDeleteResource:   "delete_resource",
+	OpPutRole:          "put_role",
+	OpDeleteRole:       "delete_role",
+	OpPutGrant:         "put_grant",
+	OpDeleteGrant:      "delete_grant",
+	OpPutBlock:         "put_block",
+	OpDeleteBlock:      "delete_block",
+}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// MarshalText writes the op's name, so change records read well.
+func (o Op) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// UnmarshalText reads an op's name.
+func (o *Op) UnmarshalText(b []byte) error {
+	for k, v := range opNames {
+		if v == string(b) {
+			*o = k
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown change op %q", b)
+}
+
+// Change is one entity put or deleted. Exactly the field that matches Op is
+// set.
+type Change struct {
+	Op         Op          `json:"op"`
+	Permission *Permission `json:"permission,omitempty"`
+	Resource   *Resource   `json:"resource,omitempty"`
+	Role       *Role       `json:"role,omitempty"`
+	Grant      *Grant      `json:"grant,omitempty"`
+	Block      *Block      `json:"block,omitempty"`
+}
+
+// ChangeSet is what one write changed, as committed: the unit of the change
+// log and of the stream that feeds an Index.
+type ChangeSet struct {
+	Revision Revision  `json:"revision"`
+	Time     time.Time `json:"time"`
+	Caller   string    `json:"caller"`
+	Actor    string    `json:"actor,omitempty"`
+	Changes  []Change  `json:"changes"`
+}
+
+// Snapshot is every entity at one revision, as a backend loads it at
+// start-up.
+type Snapshot struct {
+	Revision    Revision
+	Permissions []Permission
+	Resources   []Resource
+	Roles       []Role
+	Grants      []Grant
+	Blocks      []Block
+}

@@ -1,0 +1,172 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ApplyPolicy makes the permission catalog exactly p's and puts p's resources
+// (in order, so parents come first) and roles, in one write. What p does not
+// list is left alone, so roles and blocks already stored must name only
+// permissions p declares. Applying a policy already in force writes nothing
+// and reports changed false.
+func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy) (rev Revision, changed bool, err error) {
+	rev, err = e.write(ctx, by, func(time.Time) ([]Change, error) {
+		changes, err := e.idx.planPolicy(p)
+		changed = len(changes) > 0
+		return changes, err
+	})
+	return rev, changed, err
+}
+
+func (x *Index) planPolicy(p Policy) ([]Change, error) {
+	perms := make([]Permission, len(p.Permissions))
+	seen := map[string]bool{}
+	for i, perm := range p.Permissions {
+		if seen[perm.Name] {
+			return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].name", i), perm.Name, "permission is declared twice")
+		}
+		seen[perm.Name] = true
+		perm.Parents = sortedSet(perm.Parents)
+		perms[i] = perm
+	}
+	for i, perm := range p.Permissions {
+		for j, parent := range perm.Parents {
+			if !seen[parent] {
+				return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].parents[%d]", i, j), parent, "parent is not declared in the policy")
+			}
+		}
+	}
+	cat, err := newCatalog(perms, "policy.permissions")
+	if err != nil {
+		return nil, err
+	}
+	var changes []Change
+	for _, perm := range cat.perms {
+		if i := x.cat.id(perm.Name); i >= 0 && samePermission(x.cat.perms[i], perm) {
+			continue
+		}
+		changes = append(changes, Change{Op: OpPutPermission, Permission: &perm})
+	}
+	for _, old := range x.cat.perms {
+		if cat.id(old.Name) < 0 {
+			changes = append(changes, Change{Op: OpDeletePermission, Permission: &Permission{Name: old.Name}})
+		}
+	}
+
+	// parents overlays the tree with the policy's resources, in order.
+	parents := map[string]string{}
+	parentOf := func(name string) (string, bool) {
+		if p, ok := parents[name]; ok {
+			return p, true
+		}
+		if n := x.nodes[name]; n != nil {
+			if n.parent == nil {
+				return "", true
+			}
+			return n.parent.name, true
+		}
+		return "", false
+	}
+	for i, r := range p.Resources {
+		field := fmt.Sprintf("policy.resources[%d]", i)
+		if r.Parent == "" {
+			r.Parent = RootName
+		}
+		if r.Name == RootName {
+			return nil, errorf(Invalid, field+".name", r.Name, "root is reserved and always registered")
+		}
+		if _, ok := parentOf(r.Parent); !ok {
+			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name)
+		}
+		for a, ok := r.Parent, true; ok && a != ""; a, ok = parentOf(a) {
+			if a == r.Name {
+				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
+					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
+			}
+		}
+		if cur, ok := parentOf(r.Name); ok && cur == r.Parent {
+			continue
+		}
+		parents[r.Name] = r.Parent
+		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
+	}
+
+	redefined := map[[2]string]bool{}
+	for i, r := range p.Roles {
+		field := fmt.Sprintf("policy.roles[%d]", i)
+		r = normalizeRole(r)
+		key := [2]string{r.Scope, r.Name}
+		if redefined[key] {
+			return nil, errorf(Invalid, field+".name", r.Name, "role is defined twice at %q", r.Scope)
+		}
+		redefined[key] = true
+		if _, ok := parentOf(r.Scope); !ok {
+			return nil, errorf(NotFound, field+".scope", r.Scope, "resource is neither registered nor listed in the policy")
+		}
+		if j := cat.undeclared(r.Permissions, true); j >= 0 {
+			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), r.Permissions[j], "permission is not declared in the policy")
+		}
+		if n := x.nodes[r.Scope]; n != nil {
+			if old := n.roles[x.roleID(r.Name)]; old != nil && sameRole(old.Role, r) {
+				continue
+			}
+		}
+		changes = append(changes, Change{Op: OpPutRole, Role: &r})
+	}
+
+	// What the policy leaves alone must still make sense under its catalog.
+	for _, n := range x.nodes {
+		for _, d := range n.roles {
+			if redefined[[2]string{d.Scope, d.Name}] {
+				continue
+			}
+			if j := cat.undeclared(d.Permissions, true); j >= 0 {
+				return nil, errorf(Invalid, "policy.permissions", d.Permissions[j],
+					"permission is missing from the policy but named by role %q at %q", d.Name, d.Scope)
+			}
+		}
+		for _, b := range n.blocks {
+			if j := cat.undeclared(b.Permissions, false); j >= 0 {
+				return nil, errorf(Invalid, "policy.permissions", b.Permissions[j],
+					"permission is missing from the policy but named by the block of %q on %q", b.Subject, b.Resource)
+			}
+		}
+	}
+	return changes, nil
+}
+
+func samePermission(a, b Permission) bool {
+	return a.Name == b.Name && a.Description == b.Description && slices.Equal(a.Parents, b.Parents)
+}
+
+// ExportPolicy returns the catalog, every resource (parents before
+// children) and every role definition, so that applying it to an empty
+// store rebuilds the same tree and roles.
+func (x *Index) ExportPolicy() (Policy, Revision) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	p := Policy{Permissions: slices.Clone(x.cat.perms)}
+	children := map[*node][]*node{}
+	for _, n := range x.nodes {
+		if n.parent != nil {
+			children[n.parent] = append(children[n.parent], n)
+		}
+	}
+	queue := []*node{x.root}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		if n != x.root {
+			p.Resources = append(p.Resources, Resource{Name: n.name, Parent: n.parent.name})
+		}
+		p.Roles = append(p.Roles, x.rolesAt(n)...)
+		kids := children[n]
+		slices.SortFunc(kids, func(a, b *node) int { return strings.Compare(a.name, b.name) })
+		queue = append(queue, kids...)
+	}
+	return p, x.rev
+}

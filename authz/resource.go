@@ -1,0 +1,91 @@
+package authz
+
+import (
+	"context"
+	"time"
+)
+
+// PutResource registers r under r.Parent ("root" when empty), or moves it
+// there if it is registered already. The parent must be registered
+// (NotFound) and must not be r or below it (FailedPrecondition).
+func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revision, error) {
+	if r.Parent == "" {
+		r.Parent = RootName
+	}
+	return e.write(ctx, by, func(time.Time) ([]Change, error) {
+		x := e.idx
+		if r.Name == RootName {
+			return nil, errorf(Invalid, "name", r.Name, "root is reserved and always registered")
+		}
+		parent, err := x.registered("parent", r.Parent)
+		if err != nil {
+			return nil, err
+		}
+		if n := x.nodes[r.Name]; n != nil {
+			if n.parent == parent {
+				return nil, nil
+			}
+			if isUnder(parent, n) {
+				return nil, errorf(FailedPrecondition, "parent", r.Parent,
+					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
+			}
+		}
+		return []Change{{Op: OpPutResource, Resource: &r}}, nil
+	})
+}
+
+// DeleteResource removes a resource with no children, and with it the
+// grants, blocks and role definitions on it.
+func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Revision, error) {
+	return e.write(ctx, by, func(time.Time) ([]Change, error) {
+		x := e.idx
+		if name == RootName {
+			return nil, errorf(Invalid, "name", name, "root cannot be deleted")
+		}
+		n, err := x.registered("name", name)
+		if err != nil {
+			return nil, err
+		}
+		if n.children > 0 {
+			return nil, errorf(FailedPrecondition, "name", name,
+				"resource has %d children; delete or move them first", n.children)
+		}
+		var changes []Change
+		for _, g := range x.grantsOn(n) {
+			changes = append(changes, Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: name}})
+		}
+		for _, b := range sortedBlocks(n) {
+			changes = append(changes, Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: name}})
+		}
+		for _, r := range x.rolesAt(n) {
+			changes = append(changes, Change{Op: OpDeleteRole, Role: &Role{Name: r.Name, Scope: name}})
+		}
+		changes = append(changes, Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
+		return changes, nil
+	})
+}
+
+// ResourceInfo is a registered resource with its place in the tree.
+type ResourceInfo struct {
+	Resource
+	Ancestors []string // from the parent up to root
+	Children  int
+}
+
+// GetResource returns a registered resource, or NotFound.
+func (x *Index) GetResource(name string) (ResourceInfo, Revision, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	n, err := x.registered("name", name)
+	if err != nil {
+		return ResourceInfo{}, x.rev, err
+	}
+	info := ResourceInfo{Resource: Resource{Name: name}, Children: n.children}
+	if n.parent != nil {
+		info.Parent = n.parent.name
+	}
+	for a := n.parent; a != nil; a = a.parent {
+		info.Ancestors = append(info.Ancestors, a.name)
+	}
+	return info, x.rev, nil
+}

@@ -1,0 +1,53 @@
+// Command usher is Usher's one binary: `usher serve` runs the server, and the
+// other subcommands are clients of a running one.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: usher <command> [flags]
+
+commands:
+  serve     run the server on a bbolt file
+  check     ask whether a subject holds a permission on a resource
+  grant     grant a role to a subject on a resource
+  revoke    revoke a grant
+  apply     apply a policy file (YAML or JSON) to a running server
+  export    print the running server's policy as JSON
+
+Run 'usher <command> -h' for the flags of one command.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"serve":  serve,
+		"check":  check,
+		"grant":  grant,
+		"revoke": revoke,
+		"apply":  apply,
+		"export": export,
+	}
+	run, ok := cmds[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "usher: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err := run(os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "usher %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// envOr returns the environment variable key, or def when it is unset.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

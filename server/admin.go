@@ -1,0 +1,235 @@
+package server
+
+import (
+	"context"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+type adminServer struct {
+	usherv1.UnimplementedAdminServiceServer
+	engine *authz.Engine
+}
+
+func author(ctx context.Context, actor string) authz.Author {
+	return authz.Author{Caller: callerOf(ctx), Actor: actor}
+}
+
+func (s *adminServer) Grant(ctx context.Context, req *usherv1.GrantRequest) (*usherv1.GrantResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.role("role", req.GetRole())
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.Grant(ctx, author(ctx, req.GetActor()), authz.Grant{
+		Subject: req.GetSubject(), Role: req.GetRole(), Resource: req.GetResource(), Expires: fromTimestamp(req.GetExpireTime()),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.GrantResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) Revoke(ctx context.Context, req *usherv1.RevokeRequest) (*usherv1.RevokeResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.role("role", req.GetRole())
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.Revoke(ctx, author(ctx, req.GetActor()), authz.Grant{
+		Subject: req.GetSubject(), Role: req.GetRole(), Resource: req.GetResource(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.RevokeResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) ListGrants(ctx context.Context, req *usherv1.ListGrantsRequest) (*usherv1.ListGrantsResponse, error) {
+	var v validator
+	if req.GetSubject() != "" {
+		v.subject("subject", req.GetSubject())
+	}
+	v.optionalResource("resource", req.GetResource())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
+		return nil, toStatus(err)
+	}
+	grants, next, rev, err := s.engine.Index().ListGrants(
+		authz.GrantFilter{Subject: req.GetSubject(), Resource: req.GetResource()},
+		int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &usherv1.ListGrantsResponse{NextPageToken: next, Revision: uint64(rev)}
+	for _, g := range grants {
+		out.Grants = append(out.Grants, toGrant(g))
+	}
+	return out, nil
+}
+
+func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesRequest) (*usherv1.ListRolesResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
+		return nil, toStatus(err)
+	}
+	roles, rev, err := s.engine.Index().ListRoles(req.GetResource())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &usherv1.ListRolesResponse{Revision: uint64(rev)}
+	for _, r := range roles {
+		out.Roles = append(out.Roles, toRole(r))
+	}
+	return out, nil
+}
+
+func (s *adminServer) PutRole(ctx context.Context, req *usherv1.PutRoleRequest) (*usherv1.PutRoleResponse, error) {
+	var v validator
+	role := fromRole(req.GetRole())
+	v.roleDef("role.", &role)
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.PutRole(ctx, author(ctx, req.GetActor()), role)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.PutRoleResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) DeleteRole(ctx context.Context, req *usherv1.DeleteRoleRequest) (*usherv1.DeleteRoleResponse, error) {
+	var v validator
+	v.role("name", req.GetName())
+	v.resource("scope", req.GetScope())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.DeleteRole(ctx, author(ctx, req.GetActor()), req.GetScope(), req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.DeleteRoleResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) PutResource(ctx context.Context, req *usherv1.PutResourceRequest) (*usherv1.PutResourceResponse, error) {
+	var v validator
+	v.resource("name", req.GetName())
+	v.optionalResource("parent", req.GetParent())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.PutResource(ctx, author(ctx, req.GetActor()), authz.Resource{Name: req.GetName(), Parent: req.GetParent()})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.PutResourceResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceRequest) (*usherv1.GetResourceResponse, error) {
+	var v validator
+	v.resource("name", req.GetName())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
+		return nil, toStatus(err)
+	}
+	info, rev, err := s.engine.Index().GetResource(req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.GetResourceResponse{
+		Resource:  &usherv1.Resource{Name: info.Name, Parent: info.Parent},
+		Ancestors: info.Ancestors,
+		Children:  uint32(info.Children),
+		Revision:  uint64(rev),
+	}, nil
+}
+
+func (s *adminServer) DeleteResource(ctx context.Context, req *usherv1.DeleteResourceRequest) (*usherv1.DeleteResourceResponse, error) {
+	var v validator
+	v.resource("name", req.GetName())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.DeleteResource(ctx, author(ctx, req.GetActor()), req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.DeleteResourceResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) Block(ctx context.Context, req *usherv1.BlockRequest) (*usherv1.BlockResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.resource("resource", req.GetResource())
+	v.permissions("permissions", req.GetPermissions(), false)
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.Block(ctx, author(ctx, req.GetActor()), authz.Block{
+		Subject: req.GetSubject(), Resource: req.GetResource(), Permissions: req.GetPermissions(),
+		Expires: fromTimestamp(req.GetExpireTime()), Reason: req.GetReason(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.BlockResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) (*usherv1.UnblockResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.Unblock(ctx, author(ctx, req.GetActor()), req.GetSubject(), req.GetResource())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.UnblockResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
+	p := fromPolicy(req.GetPolicy())
+	var v validator
+	v.policy(p)
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, changed, err := s.engine.ApplyPolicy(ctx, author(ctx, req.GetActor()), p)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: changed}, nil
+}
+
+func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
+	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
+		return nil, toStatus(err)
+	}
+	p, rev := s.engine.Index().ExportPolicy()
+	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev)}, nil
+}

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"fmt"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// validator collects the first shape error of a request; the engine then
+// judges meaning (is it declared, registered, visible).
+type validator struct{ err error }
+
+func (v *validator) add(err error) {
+	if v.err == nil {
+		v.err = err
+	}
+}
+
+func (v *validator) subject(field, value string)  { v.add(authz.ValidateSubject(field, value)) }
+func (v *validator) resource(field, value string) { v.add(authz.ValidateResource(field, value)) }
+func (v *validator) permission(field, value string) {
+	v.add(authz.ValidatePermission(field, value))
+}
+func (v *validator) role(field, value string) { v.add(authz.ValidateRoleName(field, value)) }
+
+// optionalResource allows empty, for a parent that defaults to root.
+func (v *validator) optionalResource(field, value string) {
+	if value != "" {
+		v.resource(field, value)
+	}
+}
+
+// actor checks the optional actor of a write.
+func (v *validator) actor(value string) {
+	if value != "" {
+		v.subject("actor", value)
+	}
+}
+
+// permissions checks each entry; "*" is allowed where wildcard is.
+func (v *validator) permissions(field string, values []string, wildcard bool) {
+	for i, p := range values {
+		if wildcard && p == authz.Wildcard {
+			continue
+		}
+		v.permission(fmt.Sprintf("%s[%d]", field, i), p)
+	}
+}
+
+func (v *validator) roleDef(prefix string, r *authz.Role) {
+	v.role(prefix+"name", r.Name)
+	v.resource(prefix+"scope", r.Scope)
+	v.permissions(prefix+"permissions", r.Permissions, true)
+	for i, a := range r.AssignableRoles {
+		if a != authz.Wildcard {
+			v.role(fmt.Sprintf("%sassignable_roles[%d]", prefix, i), a)
+		}
+	}
+	for i, t := range r.BindableOn {
+		v.add(authz.ValidateType(fmt.Sprintf("%sbindable_on[%d]", prefix, i), t))
+	}
+}
+
+func (v *validator) policy(p authz.Policy) {
+	for i, perm := range p.Permissions {
+		v.permission(fmt.Sprintf("policy.permissions[%d].name", i), perm.Name)
+		v.permissions(fmt.Sprintf("policy.permissions[%d].parents", i), perm.Parents, false)
+	}
+	for i, r := range p.Resources {
+		v.resource(fmt.Sprintf("policy.resources[%d].name", i), r.Name)
+		v.optionalResource(fmt.Sprintf("policy.resources[%d].parent", i), r.Parent)
+	}
+	for i := range p.Roles {
+		v.roleDef(fmt.Sprintf("policy.roles[%d].", i), &p.Roles[i])
+	}
+}

@@ -1,0 +1,267 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// DefaultLockTimeout is how long Open waits for another holder of the file
+// to let go when Options.LockTimeout is not set.
+const DefaultLockTimeout = time.Second
+
+// ErrClosed is returned by every call made after Close.
+var ErrClosed = errors.New("storage: store is closed")
+
+// Options tune Open.
+type Options struct {
+	// LockTimeout bounds the wait for bbolt's exclusive file lock; zero or
+	// negative means DefaultLockTimeout. bbolt itself would wait forever,
+	// which turns a second server started on the same file into a silent
+	// hang.
+	LockTimeout time.Duration
+}
+
+// Store is the bbolt Backend: one file, one writer at a time.
+type Store struct {
+	db   *bbolt.DB
+	path string
+
+	// writer is a one-slot semaphore rather than a mutex so that a Commit
+	// waiting for its turn can give up when its context is cancelled. It
+	// also guards watchers and closed, so a watcher is registered strictly
+	// between two commits and never misses or half-sees one.
+	writer   chan struct{}
+	watchers []func(authz.ChangeSet)
+	closed   bool
+}
+
+var _ Backend = (*Store)(nil)
+
+// Open opens the store at path, creating its directory, the file and the
+// buckets if they are missing. It fails after opts.LockTimeout if another
+// process holds the file.
+func Open(path string, opts Options) (*Store, error) {
+	timeout := opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("storage: open %s: another process is using it (its lock was not released within %s): %w", path, timeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %q: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	return &Store{db: db, path: path, writer: make(chan struct{}, 1)}, nil
+}
+
+// Path is the file the store was opened on, for logs and error messages.
+func (s *Store) Path() string { return s.path }
+
+// Commit implements Backend. Commits are serialized: each is its own bbolt
+// transaction, and the next one starts only after the previous one's watchers
+// have returned, which is what keeps deliveries in revision order.
+func (s *Store) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	select {
+	case s.writer <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-s.writer }()
+	// select picks at random when both are ready; a cancelled caller must
+	// still commit nothing.
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if s.closed {
+		return 0, ErrClosed
+	}
+
+	committed := committedCopy(cs)
+	if committed.Time.IsZero() {
+		// Stamped under the writer lock so that log times never go
+		// backwards as revisions go forwards.
+		committed.Time = time.Now().UTC()
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := openBuckets(tx)
+		last, err := decodeRevision(b.meta.Get(keyRevision))
+		if err != nil {
+			return err
+		}
+		committed.Revision = last + 1
+		for i := range committed.Changes {
+			if err := b.apply(&committed.Changes[i]); err != nil {
+				return fmt.Errorf("change %d (%s): %w", i, committed.Changes[i].Op, err)
+			}
+		}
+		record, err := json.Marshal(committed)
+		if err != nil {
+			return fmt.Errorf("encode change set: %w", err)
+		}
+		rev := encodeRevision(committed.Revision)
+		// The change log only ever grows at its end, so full pages waste
+		// nothing and halve its size compared with bbolt's default split.
+		b.changes.FillPercent = 1.0
+		if err := b.changes.Put(rev, record); err != nil {
+			return err
+		}
+		return b.meta.Put(keyRevision, rev)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: commit: %w", closedAsErrClosed(err))
+	}
+	for _, fn := range s.watchers {
+		fn(committed)
+	}
+	return committed.Revision, nil
+}
+
+// Watch implements Backend. fn runs on the committing goroutine while the
+// store holds its writer lock, so it must be quick, must not modify the
+// change set (all watchers share it), and must not call Commit or Watch.
+// Watch waits for an in-flight commit to finish, so a caller that reads
+// Revision or Snapshot after Watch returns sees every later change through fn.
+func (s *Store) Watch(fn func(authz.ChangeSet)) {
+	s.writer <- struct{}{}
+	defer func() { <-s.writer }()
+	s.watchers = append(s.watchers, fn)
+}
+
+// Close waits for an in-flight commit and its watchers, then releases the
+// file. Closing twice is harmless.
+func (s *Store) Close() error {
+	s.writer <- struct{}{}
+	defer func() { <-s.writer }()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.watchers = nil
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("storage: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// closedAsErrClosed gives callers one error to test for after Close, whatever
+// call noticed it.
+func closedAsErrClosed(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// buckets are looked up once per transaction rather than once per change.
+type buckets struct {
+	meta, permissions, resources, roles, grants, blocks, changes *bbolt.Bucket
+}
+
+// openBuckets relies on Open having created every bucket; a nil one would be
+// a corrupt file and panics on first use.
+func openBuckets(tx *bbolt.Tx) buckets {
+	return buckets{
+		meta:        tx.Bucket(bucketMeta),
+		permissions: tx.Bucket(bucketPermissions),
+		resources:   tx.Bucket(bucketResources),
+		roles:       tx.Bucket(bucketRoles),
+		grants:      tx.Bucket(bucketGrants),
+		blocks:      tx.Bucket(bucketBlocks),
+		changes:     tx.Bucket(bucketChanges),
+	}
+}
+
+// apply writes one change. It checks only what it needs to build keys and
+// values; whether the change is allowed was decided before Commit.
+func (b buckets) apply(c *authz.Change) error {
+	switch c.Op {
+	case authz.OpPutPermission, authz.OpDeletePermission:
+		if c.Permission == nil {
+			return errMissingEntity("permission")
+		}
+		return putOrDelete(b.permissions, c.Op == authz.OpPutPermission, c.Permission, permissionKey)
+	case authz.OpPutResource, authz.OpDeleteResource:
+		if c.Resource == nil {
+			return errMissingEntity("resource")
+		}
+		return putOrDelete(b.resources, c.Op == authz.OpPutResource, c.Resource, resourceKey)
+	case authz.OpPutRole, authz.OpDeleteRole:
+		if c.Role == nil {
+			return errMissingEntity("role")
+		}
+		return putOrDelete(b.roles, c.Op == authz.OpPutRole, c.Role, roleKey)
+	case authz.OpPutBlock, authz.OpDeleteBlock:
+		if c.Block == nil {
+			return errMissingEntity("block")
+		}
+		return putOrDelete(b.blocks, c.Op == authz.OpPutBlock, c.Block, blockKey)
+	case authz.OpPutGrant, authz.OpDeleteGrant:
+		if c.Grant == nil {
+			return errMissingEntity("grant")
+		}
+		k, err := grantKey(c.Grant)
+		if err != nil {
+			return err
+		}
+		if c.Op == authz.OpDeleteGrant {
+			return b.grants.Delete(k)
+		}
+		v, err := encodeExpiry(c.Grant.Expires)
+		if err != nil {
+			return err
+		}
+		return b.grants.Put(k, v)
+	default:
+		return fmt.Errorf("unknown op %d", uint8(c.Op))
+	}
+}
+
+// putOrDelete stores entities whose value is their JSON; grants are the
+// exception because their key already says everything but the expiry.
+func putOrDelete[T any](b *bbolt.Bucket, put bool, entity *T, key func(*T) ([]byte, error)) error {
+	k, err := key(entity)
+	if err != nil {
+		return err
+	}
+	if !put {
+		return b.Delete(k)
+	}
+	v, err := json.Marshal(entity)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, v)
+}
+
+func errMissingEntity(kind string) error {
+	return fmt.Errorf("%s is not set", kind)
+}

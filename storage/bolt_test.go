@@ -1,0 +1,168 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/storagetest"
+)
+
+func openStore(t testing.TB, path string) *storage.Store {
+	t.Helper()
+	s, err := storage.Open(path, storage.Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, dir string) storage.Backend {
+		return openStore(t, filepath.Join(dir, "usher.db"))
+	})
+}
+
+func TestOpenCreatesDirectoryAndFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nested", "data", "usher.db")
+	s := openStore(t, path)
+	defer s.Close()
+
+	dir, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The umask may only take bits away, never add them.
+	if perm := dir.Mode().Perm(); perm&^0o750 != 0 {
+		t.Errorf("directory mode %v, want at most 0750", perm)
+	}
+	file, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := file.Mode().Perm(); perm&^0o600 != 0 {
+		t.Errorf("file mode %v, want at most 0600", perm)
+	}
+}
+
+func TestOpenFailsWhileAnotherHoldsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.db")
+	first := openStore(t, path)
+	defer first.Close()
+
+	const timeout = 200 * time.Millisecond
+	start := time.Now()
+	second, err := storage.Open(path, storage.Options{LockTimeout: timeout})
+	elapsed := time.Since(start)
+	if err == nil {
+		second.Close()
+		t.Fatal("second Open of a held file succeeded")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another process is using it") {
+		t.Errorf("error %q does not name the path and say another process is using it", err)
+	}
+	// bbolt polls the lock every 50ms and gives up a poll early.
+	if elapsed < timeout/2 || elapsed > timeout+2*time.Second {
+		t.Errorf("second Open failed after %s, want about %s", elapsed, timeout)
+	}
+}
+
+func TestCallsAfterCloseFail(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "usher.db"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := s.Commit(context.Background(), authz.ChangeSet{}); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Commit after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Snapshot(); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Snapshot after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Changes(0, 1); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Changes after Close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Revision(); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("Revision after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestCommitRefusesWhatCannotBeStored(t *testing.T) {
+	tests := []struct {
+		name   string
+		change authz.Change
+	}{
+		{"a name with a NUL byte would read back as another key",
+			authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:a\x00b", Role: "r", Resource: "doc:1"}}},
+		{"an expiry at the Unix epoch would read back as never",
+			authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:a", Role: "r", Resource: "doc:1", Expires: time.Unix(0, 0)}}},
+		{"an expiry past 2262 does not fit in 8 bytes of nanoseconds",
+			authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:a", Role: "r", Resource: "doc:1", Expires: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}}},
+		{"an unknown op", authz.Change{Op: 99}},
+	}
+	s := openStore(t, filepath.Join(t.TempDir(), "usher.db"))
+	defer s.Close()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Commit(context.Background(), authz.ChangeSet{Changes: []authz.Change{tc.change}})
+			if err == nil {
+				t.Fatal("Commit succeeded")
+			}
+			if rev, _ := s.Revision(); rev != 0 {
+				t.Errorf("Revision() = %d after a refused commit, want 0", rev)
+			}
+		})
+	}
+}
+
+func BenchmarkCommitGrant(b *testing.B) {
+	s := openStore(b, filepath.Join(b.TempDir(), "usher.db"))
+	defer s.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		g := authz.Grant{Subject: fmt.Sprintf("user:u%d", i), Role: "viewer", Resource: "doc:1"}
+		cs := authz.ChangeSet{Caller: "service:bench", Changes: []authz.Change{{Op: authz.OpPutGrant, Grant: &g}}}
+		if _, err := s.Commit(ctx, cs); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkSnapshot measures start-up loading, dominated by grants.
+func BenchmarkSnapshot(b *testing.B) {
+	const batches, perBatch = 10, 10_000
+	s := openStore(b, filepath.Join(b.TempDir(), "usher.db"))
+	defer s.Close()
+	for i := range batches {
+		cs := authz.ChangeSet{Caller: "service:bench"}
+		for j := range perBatch {
+			g := authz.Grant{Subject: fmt.Sprintf("user:u%d-%d", i, j), Role: "viewer", Resource: "doc:1"}
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant, Grant: &g})
+		}
+		if _, err := s.Commit(context.Background(), cs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		snap, err := s.Snapshot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(snap.Grants) != batches*perBatch {
+			b.Fatalf("loaded %d grants", len(snap.Grants))
+		}
+	}
+}
