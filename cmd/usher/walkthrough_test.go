@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// step is one command of the README's walk-through and the output it shows.
+type step struct {
+	command string
+	want    string
+	fails   bool // the output is an error, shown in a text block
+}
+
+var fence = regexp.MustCompile("(?s)```(sh|json|text)\n(.*?)```")
+
+// readmeSteps extracts the commands between the walk-through markers, each
+// followed by its output block.
+func readmeSteps(t *testing.T) []step {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- walkthrough:start -->")
+	section, _, ok2 := strings.Cut(rest, "<!-- walkthrough:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no walkthrough:start/end markers")
+	}
+	var steps []step
+	blocks := fence.FindAllStringSubmatch(section, -1)
+	for i := 0; i < len(blocks); i++ {
+		if blocks[i][1] != "sh" {
+			t.Fatalf("README walk-through: block %d is %s, want a sh command", i, blocks[i][1])
+		}
+		if i+1 == len(blocks) || blocks[i+1][1] == "sh" {
+			t.Fatalf("README walk-through: command %q has no output block after it", blocks[i][2])
+		}
+		steps = append(steps, step{command: strings.TrimSpace(blocks[i][2]), want: strings.TrimSpace(blocks[i+1][2]), fails: blocks[i+1][1] == "text"})
+		i++
+	}
+	return steps
+}
+
+// startBinary builds usher and serves a fresh data file on a free port,
+// returning the address it printed.
+func startBinary(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "usher")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data", "usher.db"))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("usher serve exited with %v after SIGTERM", err)
+		}
+	})
+	lines := bufio.NewScanner(stdout)
+	addr := make(chan string, 1)
+	go func() {
+		for lines.Scan() {
+			if m := regexp.MustCompile(`serving gRPC on (\S+)`).FindStringSubmatch(lines.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return a
+	case <-time.After(30 * time.Second):
+		t.Fatal("usher serve did not say where it listens within 30s")
+		return ""
+	}
+}
+
+// grpcurlPath finds the pinned grpcurl that make tools installs.
+func grpcurlPath(t *testing.T) string {
+	if p, err := filepath.Abs("../../bin/grpcurl"); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("grpcurl")
+	if err != nil {
+		t.Fatal("grpcurl is not installed: run `make tools` (make test does) to put the pinned version in ./bin")
+	}
+	return p
+}
+
+func TestREADMEWalkthrough(t *testing.T) {
+	steps := readmeSteps(t)
+	if len(steps) < 10 {
+		t.Fatalf("README walk-through has %d steps; expected the whole tour", len(steps))
+	}
+	grpcurl := grpcurlPath(t)
+	addr := startBinary(t)
+	for i, s := range steps {
+		if !strings.HasPrefix(s.command, "grpcurl ") {
+			t.Fatalf("step %d: %q is not a grpcurl command", i+1, s.command)
+		}
+		command := grpcurl + strings.TrimPrefix(strings.ReplaceAll(s.command, "127.0.0.1:7070", addr), "grpcurl")
+		out, err := exec.Command("sh", "-c", command).CombinedOutput()
+		got := strings.TrimSpace(string(out))
+		if s.fails != (err != nil) {
+			t.Fatalf("step %d: %s\nexit error %v, want failure %v; output:\n%s", i+1, s.command, err, s.fails, got)
+		}
+		if got != s.want {
+			t.Fatalf("step %d: %s\ngot:\n%s\nwant (README):\n%s", i+1, s.command, got, s.want)
+		}
+	}
+}
