@@ -1,10 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,153 +17,96 @@ import (
 	"github.com/usher-authz/usher/policy"
 )
 
-// clientFlags are the flags every client subcommand shares.
-type clientFlags struct {
-	fs      *flag.FlagSet
-	addr    *string
-	timeout *time.Duration
-}
+// errDenied makes `usher check` exit non-zero on a denial, so scripts can
+// branch on it.
+var errDenied = fmt.Errorf("denied")
 
-func newClientFlags(name, args string) *clientFlags {
+// rpc is a client subcommand: it turns its positional arguments into one call
+// and returns the response to print.
+type rpc func(ctx context.Context, conn *grpc.ClientConn, args []string) (proto.Message, error)
+
+// runClient parses the shared client flags and nargs positional arguments,
+// dials the server, makes the call and prints the response as JSON.
+func runClient(name, argsUsage string, nargs int, args []string, call rpc) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: usher %s [flags] %s\n", name, args)
+		fmt.Fprintf(fs.Output(), "usage: usher %s [flags] %s\n", name, argsUsage)
 		fs.PrintDefaults()
 	}
-	return &clientFlags{
-		fs:      fs,
-		addr:    fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (env USHER_ADDR)"),
-		timeout: fs.Duration("timeout", 10*time.Second, "deadline of the call"),
-	}
-}
-
-// parse parses args and requires n positional arguments.
-func (c *clientFlags) parse(args []string, n int) error {
-	if err := c.fs.Parse(args); err != nil {
+	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (env USHER_ADDR)")
+	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the call")
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if c.fs.NArg() != n {
-		c.fs.Usage()
-		return fmt.Errorf("want %d arguments, got %d", n, c.fs.NArg())
+	if fs.NArg() != nargs {
+		fs.Usage()
+		return fmt.Errorf("want %d arguments, got %d", nargs, fs.NArg())
 	}
-	return nil
-}
-
-// dial connects to the server and returns a context bounded by the timeout.
-func (c *clientFlags) dial() (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *c.timeout)
-	return conn, ctx, cancel, nil
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resp, err := call(ctx, conn, fs.Args())
+	if resp != nil {
+		printJSON(resp)
+	}
+	return err
 }
 
+// printJSON prints m indented; protojson's own indentation is deliberately
+// unstable, so encoding/json lays it out.
 func printJSON(m proto.Message) {
-	fmt.Println(protojson.MarshalOptions{Multiline: true, EmitUnpopulated: false}.Format(m))
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var out bytes.Buffer
+	json.Indent(&out, raw, "", "  ")
+	fmt.Println(out.String())
 }
 
 func check(args []string) error {
-	c := newClientFlags("check", "SUBJECT PERMISSION RESOURCE")
-	if err := c.parse(args, 3); err != nil {
-		return err
-	}
-	conn, ctx, cancel, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer cancel()
-	a := c.fs.Args()
-	resp, err := usherv1.NewAuthorizationServiceClient(conn).Check(ctx, &usherv1.CheckRequest{Subject: a[0], Permission: a[1], Resource: a[2]})
-	if err != nil {
-		return err
-	}
-	printJSON(resp)
-	if !resp.GetDecision().GetAllowed() {
-		os.Exit(3)
-	}
-	return nil
+	return runClient("check", "SUBJECT PERMISSION RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
+		resp, err := usherv1.NewAuthorizationServiceClient(conn).Check(ctx, &usherv1.CheckRequest{Subject: a[0], Permission: a[1], Resource: a[2]})
+		if err == nil && !resp.GetDecision().GetAllowed() {
+			return resp, errDenied
+		}
+		return resp, err
+	})
 }
 
 func grant(args []string) error {
-	c := newClientFlags("grant", "SUBJECT ROLE RESOURCE")
-	if err := c.parse(args, 3); err != nil {
-		return err
-	}
-	conn, ctx, cancel, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer cancel()
-	a := c.fs.Args()
-	resp, err := usherv1.NewAdminServiceClient(conn).Grant(ctx, &usherv1.GrantRequest{Subject: a[0], Role: a[1], Resource: a[2]})
-	if err != nil {
-		return err
-	}
-	printJSON(resp)
-	return nil
+	return runClient("grant", "SUBJECT ROLE RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
+		return usherv1.NewAdminServiceClient(conn).Grant(ctx, &usherv1.GrantRequest{Subject: a[0], Role: a[1], Resource: a[2]})
+	})
 }
 
 func revoke(args []string) error {
-	c := newClientFlags("revoke", "SUBJECT ROLE RESOURCE")
-	if err := c.parse(args, 3); err != nil {
-		return err
-	}
-	conn, ctx, cancel, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer cancel()
-	a := c.fs.Args()
-	resp, err := usherv1.NewAdminServiceClient(conn).Revoke(ctx, &usherv1.RevokeRequest{Subject: a[0], Role: a[1], Resource: a[2]})
-	if err != nil {
-		return err
-	}
-	printJSON(resp)
-	return nil
+	return runClient("revoke", "SUBJECT ROLE RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
+		return usherv1.NewAdminServiceClient(conn).Revoke(ctx, &usherv1.RevokeRequest{Subject: a[0], Role: a[1], Resource: a[2]})
+	})
 }
 
 func apply(args []string) error {
-	c := newClientFlags("apply", "POLICY_FILE")
-	if err := c.parse(args, 1); err != nil {
-		return err
-	}
-	p, err := policy.Load(c.fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	conn, ctx, cancel, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer cancel()
-	resp, err := usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-	if err != nil {
-		return err
-	}
-	printJSON(resp)
-	return nil
+	return runClient("apply", "POLICY_FILE", 1, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
+		p, err := policy.Load(a[0])
+		if err != nil {
+			return nil, err
+		}
+		return usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+	})
 }
 
 func export(args []string) error {
-	c := newClientFlags("export", "")
-	if err := c.parse(args, 0); err != nil {
-		return err
-	}
-	conn, ctx, cancel, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer cancel()
-	resp, err := usherv1.NewAdminServiceClient(conn).ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
-	if err != nil {
-		return err
-	}
-	printJSON(resp.GetPolicy())
-	return nil
+	return runClient("export", "", 0, args, func(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
+		resp, err := usherv1.NewAdminServiceClient(conn).ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
+		if err != nil {
+			return nil, err
+		}
+		return resp.GetPolicy(), nil
+	})
 }

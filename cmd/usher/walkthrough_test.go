@@ -51,10 +51,10 @@ func readmeSteps(t *testing.T) []step {
 
 // startBinary builds usher and serves a fresh data file on a free port,
 // returning the address it printed.
-func startBinary(t *testing.T) string {
+func startBinary(t *testing.T) (bin, addr string) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "usher")
+	bin = filepath.Join(dir, "usher")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -74,20 +74,20 @@ func startBinary(t *testing.T) string {
 		}
 	})
 	lines := bufio.NewScanner(stdout)
-	addr := make(chan string, 1)
+	listening := make(chan string, 1)
 	go func() {
 		for lines.Scan() {
 			if m := regexp.MustCompile(`serving gRPC on (\S+)`).FindStringSubmatch(lines.Text()); m != nil {
-				addr <- m[1]
+				listening <- m[1]
 			}
 		}
 	}()
 	select {
-	case a := <-addr:
-		return a
+	case addr = <-listening:
+		return bin, addr
 	case <-time.After(30 * time.Second):
 		t.Fatal("usher serve did not say where it listens within 30s")
-		return ""
+		return "", ""
 	}
 }
 
@@ -111,7 +111,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatalf("README walk-through has %d steps; expected the whole tour", len(steps))
 	}
 	grpcurl := grpcurlPath(t)
-	addr := startBinary(t)
+	_, addr := startBinary(t)
 	for i, s := range steps {
 		if !strings.HasPrefix(s.command, "grpcurl ") {
 			t.Fatalf("step %d: %q is not a grpcurl command", i+1, s.command)
@@ -125,5 +125,31 @@ func TestREADMEWalkthrough(t *testing.T) {
 		if got != s.want {
 			t.Fatalf("step %d: %s\ngot:\n%s\nwant (README):\n%s", i+1, s.command, got, s.want)
 		}
+	}
+}
+
+func TestClientCommands(t *testing.T) {
+	bin, addr := startBinary(t)
+	usher := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args[:1:1], append([]string{"--addr", addr}, args[1:]...)...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := usher("check", "user:dana", "join-call", "root"); err == nil || !strings.Contains(out, "REASON_NO_GRANT") {
+		t.Fatalf("check before the grant: err %v, output %s; want a denial with REASON_NO_GRANT and a non-zero exit", err, out)
+	}
+	if out, err := usher("grant", "user:dana", "host", "root"); err != nil || !strings.Contains(out, `"revision": "2"`) {
+		t.Fatalf("grant: err %v, output %s; want revision 2", err, out)
+	}
+	if out, err := usher("check", "user:dana", "join-call", "root"); err != nil || !strings.Contains(out, "REASON_GRANTED") {
+		t.Fatalf("check after the grant: err %v, output %s", err, out)
+	}
+	if out, err := usher("export"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
+		t.Fatalf("export: err %v, output %s", err, out)
+	}
+	if out, err := usher("revoke", "user:dana", "host", "root"); err != nil || !strings.Contains(out, `"revision": "3"`) {
+		t.Fatalf("revoke: err %v, output %s", err, out)
+	}
+	if out, err := usher("grant", "user:dana", "no-such-role", "root"); err == nil || !strings.Contains(out, "NotFound") {
+		t.Fatalf("grant of an undefined role: err %v, output %s; want NotFound", err, out)
 	}
 }
