@@ -1,0 +1,139 @@
+package policy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
+)
+
+// applyToFreshStore validates and applies data as a policy on an empty store
+// and returns the engine.
+func applyToFreshStore(t *testing.T, name string, data []byte) *authz.Engine {
+	t.Helper()
+	msg, err := policy.Parse(name, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := server.FromPolicy(msg)
+	if err := server.ValidatePolicy(p); err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	idx, err := authz.NewIndex(authz.Snapshot{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Watch(idx.Apply)
+	engine := authz.NewEngine(idx, store)
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, p); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return engine
+}
+
+func TestShippedPoliciesApply(t *testing.T) {
+	names := policy.Shipped()
+	if len(names) == 0 {
+		t.Fatal("no shipped policies")
+	}
+	for _, name := range names {
+		p, err := policy.Load(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(p.GetPermissions()) == 0 || len(p.GetRoles()) == 0 {
+			t.Fatalf("%s: %d permissions, %d roles", name, len(p.GetPermissions()), len(p.GetRoles()))
+		}
+	}
+}
+
+// The default policy carries Stream Video's call capabilities (seeds/003):
+// "The list of call capabilities that you can include in your role
+// configurations", and its five built-in call roles.
+func TestDefaultPolicyHasStreamCallModel(t *testing.T) {
+	data, err := os.ReadFile("policies/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := applyToFreshStore(t, "default.yaml", data)
+	capabilities := []string{"join-call", "read-call", "create-call", "join-ended-call", "join-backstage",
+		"update-call", "update-call-settings", "screenshare", "send-video", "send-audio", "start-record-call",
+		"stop-record-call", "start-broadcast-call", "stop-broadcast-call", "end-call", "mute-users",
+		"update-call-permissions", "block-users", "create-reaction", "pin-for-everyone", "remove-call-member",
+		"start-transcription-call", "stop-transcription-call"}
+	export, _ := engine.Index().ExportPolicy()
+	declared := map[string]bool{}
+	for _, p := range export.Permissions {
+		declared[p.Name] = true
+	}
+	for _, c := range capabilities {
+		if !declared[c] {
+			t.Errorf("capability %q is not declared", c)
+		}
+	}
+	roles, _, err := engine.Index().ListRoles(authz.RootName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, r := range roles {
+		have[r.Name] = true
+	}
+	for _, r := range []string{"user", "moderator", "host", "admin", "call-member"} {
+		if !have[r] {
+			t.Errorf("built-in call role %q is missing", r)
+		}
+	}
+}
+
+func TestREADMEPolicyExampleApplies(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Policy files.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no yaml example under Policy files")
+	}
+	engine := applyToFreshStore(t, "README example", m[1])
+	// The call type's redefinition of host applies to its calls.
+	if _, err := engine.PutResource(context.Background(), authz.Author{}, authz.Resource{Name: "call:livestream:1", Parent: "calltype:livestream"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Grant(context.Background(), authz.Author{}, authz.Grant{Subject: "user:a", Role: "host", Resource: "call:livestream:1"}); err != nil {
+		t.Fatal(err)
+	}
+	perms, _, _ := engine.Index().ListPermissions("user:a", "call:livestream:1")
+	if strings.Join(perms, ",") != "join-call" {
+		t.Fatalf("host on a livestream call holds %v, want only join-call", perms)
+	}
+}
+
+func TestParseRefusesUnknownFieldsNamingTheFile(t *testing.T) {
+	_, err := policy.Parse("acme.yaml", []byte("permissions:\n  - name: join-call\n    parent: [x]\n"))
+	if err == nil || !strings.Contains(err.Error(), "acme.yaml") || !strings.Contains(err.Error(), "parent") {
+		t.Fatalf("got %v, want an error naming acme.yaml and the unknown field", err)
+	}
+}
+
+func TestParseReadsJSON(t *testing.T) {
+	p, err := policy.Parse("p.json", []byte(`{"permissions": [{"name": "join-call"}], "roles": [{"name": "user", "scope": "root", "permissions": ["join-call"], "max_holders": 2}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GetRoles()[0].GetMaxHolders() != 2 {
+		t.Fatalf("max_holders = %d, want 2", p.GetRoles()[0].GetMaxHolders())
+	}
+}
