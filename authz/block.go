@@ -12,6 +12,7 @@ import (
 // with everything they imply, on b.Resource and below, replacing an earlier
 // block of the subject there.
 func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, error) {
+	asked := b.Permissions // errors index the request's list, not the sorted one
 	b.Permissions = sortedSet(b.Permissions)
 	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
 		x := e.idx
@@ -19,8 +20,8 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, error
 		if err != nil {
 			return nil, err
 		}
-		if i := x.cat.undeclared(b.Permissions, false); i >= 0 {
-			return nil, errorf(Invalid, fmt.Sprintf("permissions[%d]", i), b.Permissions[i], "permission is not declared in the catalog")
+		if i := x.cat.undeclared(asked, false); i >= 0 {
+			return nil, errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
 		}
 		if !b.Expires.IsZero() && !b.Expires.After(now) {
 			return nil, errorf(Invalid, "expire_time", b.Expires.UTC().Format(time.RFC3339Nano), "expiry must be in the future")

@@ -39,6 +39,11 @@ func (x *Index) ListGrants(f GrantFilter, pageSize int, pageToken string) ([]Gra
 	now := time.Now().UnixNano()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	if f.Resource != "" {
+		if _, err := x.registered("resource", f.Resource); err != nil {
+			return nil, "", x.rev, err
+		}
+	}
 	var all []Grant
 	switch {
 	case f.Subject != "":
@@ -57,10 +62,7 @@ func (x *Index) ListGrants(f GrantFilter, pageSize int, pageToken string) ([]Gra
 			}
 		}
 	case f.Resource != "":
-		n, err := x.registered("resource", f.Resource)
-		if err != nil {
-			return nil, "", x.rev, err
-		}
+		n := x.nodes[f.Resource]
 		for h, exp := range n.grants {
 			if live(exp, now) {
 				all = append(all, x.grant(h.subject, h.role, n, exp))

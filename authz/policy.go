@@ -98,6 +98,7 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 	redefined := map[[2]string]bool{}
 	for i, r := range p.Roles {
 		field := fmt.Sprintf("policy.roles[%d]", i)
+		asked := r.Permissions // errors index the policy's list, not the sorted one
 		r = normalizeRole(r)
 		key := [2]string{r.Scope, r.Name}
 		if redefined[key] {
@@ -107,8 +108,8 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		if _, ok := parentOf(r.Scope); !ok {
 			return nil, errorf(NotFound, field+".scope", r.Scope, "resource is neither registered nor listed in the policy")
 		}
-		if j := cat.undeclared(r.Permissions, true); j >= 0 {
-			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), r.Permissions[j], "permission is not declared in the policy")
+		if j := cat.undeclared(asked, true); j >= 0 {
+			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), asked[j], "permission is not declared in the policy")
 		}
 		if n := x.nodes[r.Scope]; n != nil {
 			if old := n.roles[x.roleID(r.Name)]; old != nil && sameRole(old.Role, r) {
@@ -150,6 +151,9 @@ func (x *Index) ExportPolicy() (Policy, Revision) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	p := Policy{Permissions: slices.Clone(x.cat.perms)}
+	for i := range p.Permissions {
+		p.Permissions[i].Parents = slices.Clone(p.Permissions[i].Parents)
+	}
 	children := map[*node][]*node{}
 	for _, n := range x.nodes {
 		if n.parent != nil {

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -29,9 +30,44 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 				return nil, errorf(FailedPrecondition, "parent", r.Parent,
 					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
 			}
+			if orphan := x.orphanedByMove(n, parent); orphan != "" {
+				return nil, errorf(FailedPrecondition, "parent", r.Parent,
+					"moving %q under %q would leave %s with no definition of its role; revoke it first", r.Name, r.Parent, orphan)
+			}
 		}
 		return []Change{{Op: OpPutResource, Resource: &r}}, nil
 	})
+}
+
+// orphanedByMove describes a grant in n's subtree whose role resolves today
+// but would not once n hangs under parent; "" when there is none.
+func (x *Index) orphanedByMove(n, parent *node) string {
+	for _, m := range x.nodes {
+		if len(m.grants) == 0 || !isUnder(m, n) {
+			continue
+		}
+		for h := range m.grants {
+			if x.resolve(m, h.role) != nil && resolveMoved(m, h.role, n, parent) == nil {
+				return fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[h.role], h.subject, m.name)
+			}
+		}
+	}
+	return ""
+}
+
+// resolveMoved resolves role at m as if moved hung under parent.
+func resolveMoved(m *node, role int32, moved, parent *node) *roleDef {
+	for a := m; a != nil; {
+		if d := a.roles[role]; d != nil {
+			return d
+		}
+		if a == moved {
+			a = parent
+		} else {
+			a = a.parent
+		}
+	}
+	return nil
 }
 
 // DeleteResource removes a resource with no children, and with it the

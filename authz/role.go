@@ -12,6 +12,7 @@ import (
 // name there. The scope must be registered (NotFound) and every permission
 // declared or "*" (Invalid).
 func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, error) {
+	asked := r // errors index the request's lists, not the sorted ones
 	r = normalizeRole(r)
 	return e.write(ctx, by, func(time.Time) ([]Change, error) {
 		x := e.idx
@@ -19,7 +20,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 		if err != nil {
 			return nil, err
 		}
-		if err := x.checkRolePermissions(r, "role."); err != nil {
+		if err := x.checkRolePermissions(asked, "role."); err != nil {
 			return nil, err
 		}
 		if old := n.roles[x.roleID(r.Name)]; old != nil && sameRole(old.Role, r) {
@@ -100,7 +101,7 @@ func (x *Index) ListRoles(resource string) ([]Role, Revision, error) {
 		for id, d := range a.roles {
 			if !seen[id] {
 				seen[id] = true
-				out = append(out, d.Role)
+				out = append(out, cloneRole(d.Role))
 			}
 		}
 	}
@@ -112,10 +113,19 @@ func (x *Index) ListRoles(resource string) ([]Role, Revision, error) {
 func (x *Index) rolesAt(n *node) []Role {
 	out := make([]Role, 0, len(n.roles))
 	for _, d := range n.roles {
-		out = append(out, d.Role)
+		out = append(out, cloneRole(d.Role))
 	}
 	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// cloneRole copies a role's lists, so that what leaves the index cannot
+// change it.
+func cloneRole(r Role) Role {
+	r.Permissions = slices.Clone(r.Permissions)
+	r.AssignableRoles = slices.Clone(r.AssignableRoles)
+	r.BindableOn = slices.Clone(r.BindableOn)
+	return r
 }
 
 // normalizeRole sorts and de-duplicates a role's lists, so that equal

@@ -1,0 +1,301 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// memBackend is the smallest Backend there is: it numbers change sets 1, 2,
+// 3, ..., keeps them, and feeds each to the index before returning, as a
+// storage backend's watch would.
+type memBackend struct {
+	mu       sync.Mutex
+	idx      *authz.Index
+	rev      authz.Revision
+	sets     []authz.ChangeSet
+	failNext error
+}
+
+func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := b.failNext; err != nil {
+		b.failNext = nil
+		return 0, err
+	}
+	b.rev++
+	cs.Revision = b.rev
+	b.sets = append(b.sets, cs)
+	b.idx.Apply(cs)
+	return b.rev, nil
+}
+
+// failNextCommit makes the next Commit fail with err, committing nothing.
+func (b *memBackend) failNextCommit(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failNext = err
+}
+
+// committed returns the change sets committed so far.
+func (b *memBackend) committed() []authz.ChangeSet {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]authz.ChangeSet(nil), b.sets...)
+}
+
+func (b *memBackend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sets)
+}
+
+// world is an index, an engine on it and a memBackend feeding it, with a
+// policy applied: each helper is one write that must succeed.
+type world struct {
+	t   testing.TB
+	ctx context.Context
+	by  authz.Author
+	idx *authz.Index
+	eng *authz.Engine
+	be  *memBackend
+}
+
+func newWorld(t testing.TB, p authz.Policy) *world {
+	t.Helper()
+	idx, err := authz.NewIndex(authz.Snapshot{})
+	if err != nil {
+		t.Fatalf("NewIndex(empty snapshot): %v", err)
+	}
+	be := &memBackend{idx: idx}
+	w := &world{t: t, ctx: t.Context(), by: authz.Author{Caller: "test"}, idx: idx, eng: authz.NewEngine(idx, be), be: be}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p); err != nil {
+		t.Fatalf("ApplyPolicy: %v", err)
+	}
+	return w
+}
+
+func (w *world) ok(what string, _ authz.Revision, err error) {
+	w.t.Helper()
+	if err != nil {
+		w.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// put registers (or moves) name under parent.
+func (w *world) put(name, parent string) {
+	w.t.Helper()
+	rev, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: name, Parent: parent})
+	w.ok("PutResource "+name, rev, err)
+}
+
+func (w *world) role(r authz.Role) {
+	w.t.Helper()
+	rev, err := w.eng.PutRole(w.ctx, w.by, r)
+	w.ok("PutRole "+r.Name+" at "+r.Scope, rev, err)
+}
+
+func (w *world) grant(subject, role, resource string) {
+	w.t.Helper()
+	w.grantUntil(subject, role, resource, time.Time{})
+}
+
+func (w *world) grantUntil(subject, role, resource string, expires time.Time) {
+	w.t.Helper()
+	rev, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: subject, Role: role, Resource: resource, Expires: expires})
+	w.ok("Grant "+role+" to "+subject+" on "+resource, rev, err)
+}
+
+func (w *world) block(b authz.Block) {
+	w.t.Helper()
+	rev, err := w.eng.Block(w.ctx, w.by, b)
+	w.ok("Block "+b.Subject+" on "+b.Resource, rev, err)
+}
+
+// store commits changes straight through the backend, as a replica's feed
+// would deliver them: for state the engine no longer accepts, such as a
+// grant whose expiry has passed since it was written.
+func (w *world) store(changes ...authz.Change) {
+	w.t.Helper()
+	if _, err := w.be.Commit(w.ctx, authz.ChangeSet{Caller: "test", Changes: changes}); err != nil {
+		w.t.Fatalf("Commit: %v", err)
+	}
+}
+
+func (w *world) check(subject, permission, resource string) authz.Decision {
+	w.t.Helper()
+	d, _, err := w.idx.Check(authz.Query{Subject: subject, Permission: permission, Resource: resource})
+	if err != nil {
+		w.t.Fatalf("Check(%s, %s, %s): %v", subject, permission, resource, err)
+	}
+	return d
+}
+
+func (w *world) permissions(subject, resource string) []string {
+	w.t.Helper()
+	perms, ok, _ := w.idx.ListPermissions(subject, resource)
+	if !ok {
+		w.t.Fatalf("ListPermissions(%s, %s): resource is not registered", subject, resource)
+	}
+	return perms
+}
+
+// refuses runs a write that must be refused with code, on field and value,
+// with both in its message, and without writing anything: the backend gets no
+// change set and the index's revision stays put.
+func (w *world) refuses(code authz.Code, field, value string, write func() (authz.Revision, error)) *authz.Error {
+	w.t.Helper()
+	sets, rev := w.be.count(), w.idx.Revision()
+	_, err := write()
+	var e *authz.Error
+	if !errors.As(err, &e) {
+		w.t.Fatalf("want a refusal with code %d on %s %q, got %v", code, field, value, err)
+	}
+	if got := authz.CodeOf(err); got != code {
+		w.t.Errorf("code = %d, want %d (%v)", got, code, err)
+	}
+	if e.Field != field || e.Value != value {
+		w.t.Errorf("refusal names %s %q, want %s %q (%v)", e.Field, e.Value, field, value, err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, field) || !strings.Contains(msg, strconv.Quote(value)) {
+		w.t.Errorf("message %q does not name %s %q", msg, field, value)
+	}
+	w.unchanged(sets, rev)
+	return e
+}
+
+// writesNothing runs a write that must succeed without committing: it
+// answers the current revision and the backend gets no change set.
+func (w *world) writesNothing(write func() (authz.Revision, error)) {
+	w.t.Helper()
+	sets, rev := w.be.count(), w.idx.Revision()
+	got, err := write()
+	if err != nil {
+		w.t.Fatalf("write: %v", err)
+	}
+	if got != rev {
+		w.t.Errorf("write answered revision %d, want the current %d", got, rev)
+	}
+	w.unchanged(sets, rev)
+}
+
+func (w *world) unchanged(sets int, rev authz.Revision) {
+	w.t.Helper()
+	if n := w.be.count(); n != sets {
+		w.t.Errorf("the backend got %d new change sets, want none", n-sets)
+	}
+	if got := w.idx.Revision(); got != rev {
+		w.t.Errorf("index revision moved from %d to %d", rev, got)
+	}
+}
+
+// lastOps returns the ops of the last committed change set.
+func (w *world) lastOps() []string {
+	w.t.Helper()
+	sets := w.be.committed()
+	if len(sets) == 0 {
+		w.t.Fatal("nothing was committed")
+	}
+	var ops []string
+	for _, c := range sets[len(sets)-1].Changes {
+		ops = append(ops, c.Op.String())
+	}
+	return ops
+}
+
+// Stream Video's 23 call capabilities (seeds/003), and one reserved
+// permission that a domain permission implies, as DESIGN.md has it:
+// "Stream's block-users implies" usher.blocks.write.
+var streamCapabilities = []string{
+	"join-call", "read-call", "create-call", "join-ended-call", "join-backstage",
+	"update-call", "update-call-settings", "screenshare", "send-video", "send-audio",
+	"start-record-call", "stop-record-call", "start-broadcast-call", "stop-broadcast-call",
+	"end-call", "mute-users", "update-call-permissions", "block-users", "create-reaction",
+	"pin-for-everyone", "remove-call-member", "start-transcription-call", "stop-transcription-call",
+}
+
+var callMemberCapabilities = []string{"join-call", "read-call", "send-audio", "send-video", "screenshare", "create-reaction"}
+
+// streamPolicy is Stream Video's built-in call roles at root over a small
+// tree:
+//
+//	root
+//	├── account:acme
+//	│   ├── calltype:default    ── call:default:1
+//	│   └── calltype:livestream ── call:livestream:42, call:livestream:43
+//	└── account:globex
+//	    └── calltype:globex     ── call:globex:7
+//
+// The roles' capabilities are this fixture's choice (the seed leaves them to
+// Stream's dashboard); host is "one host per room": max_holders 1 and
+// bindable only on calls.
+func streamPolicy() authz.Policy {
+	var p authz.Policy
+	for _, c := range streamCapabilities {
+		p.Permissions = append(p.Permissions, authz.Permission{Name: c})
+	}
+	p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.blocks.write", Parents: []string{"block-users"}})
+	p.Resources = []authz.Resource{
+		{Name: "account:acme"},
+		{Name: "calltype:default", Parent: "account:acme"},
+		{Name: "calltype:livestream", Parent: "account:acme"},
+		{Name: "call:default:1", Parent: "calltype:default"},
+		{Name: "call:livestream:42", Parent: "calltype:livestream"},
+		{Name: "call:livestream:43", Parent: "calltype:livestream"},
+		{Name: "account:globex"},
+		{Name: "calltype:globex", Parent: "account:globex"},
+		{Name: "call:globex:7", Parent: "calltype:globex"},
+	}
+	moderator := append([]string{"mute-users", "block-users", "remove-call-member", "pin-for-everyone"}, callMemberCapabilities...)
+	p.Roles = []authz.Role{
+		{Name: "user", Scope: "root", Permissions: []string{"join-call", "read-call", "create-reaction"}},
+		{Name: "call-member", Scope: "root", Permissions: callMemberCapabilities},
+		{Name: "moderator", Scope: "root", Permissions: moderator},
+		{Name: "host", Scope: "root", Permissions: append([]string{"end-call", "update-call", "start-record-call", "stop-record-call"}, moderator...),
+			MaxHolders: 1, BindableOn: []string{"call"}},
+		{Name: "admin", Scope: "root", Permissions: []string{authz.Wildcard}},
+	}
+	return p
+}
+
+// alfaviewPolicy is the permission tree of seeds/004:
+//
+//	company.manage-settings
+//	├── company.show-usernames
+//	├── users.administrate
+//	│   └── users.list
+//	└── rooms.administrate
+//	    ├── rooms.list
+//	    └── rooms.create
+//
+// with usher.blocks.write below two domain permissions (a DAG), and one role
+// per permission, named after it, at root.
+func alfaviewPolicy() authz.Policy {
+	p := authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "company.manage-settings", Description: "Manage company settings"},
+			{Name: "company.show-usernames", Parents: []string{"company.manage-settings"}, Description: "Show all usernames"},
+			{Name: "users.administrate", Parents: []string{"company.manage-settings"}, Description: "Administrate users"},
+			{Name: "users.list", Parents: []string{"users.administrate"}, Description: "List all users"},
+			{Name: "rooms.administrate", Parents: []string{"company.manage-settings"}, Description: "Administrate rooms"},
+			{Name: "rooms.list", Parents: []string{"rooms.administrate"}, Description: "List all rooms"},
+			{Name: "rooms.create", Parents: []string{"rooms.administrate"}, Description: "Create a room"},
+			{Name: "usher.blocks.write", Parents: []string{"users.administrate", "rooms.administrate"}},
+		},
+		Resources: []authz.Resource{{Name: "company:alfa"}, {Name: "room:alfa-lobby", Parent: "company:alfa"}},
+	}
+	for _, perm := range p.Permissions {
+		p.Roles = append(p.Roles, authz.Role{Name: "has." + perm.Name, Scope: "root", Permissions: []string{perm.Name}})
+	}
+	return p
+}

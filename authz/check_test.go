@@ -1,0 +1,434 @@
+package authz_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+func TestCheck(t *testing.T) {
+	past := time.Now().Add(-time.Hour)
+	future := time.Now().Add(time.Hour)
+	storeGrant := func(w *world, g authz.Grant) { w.store(authz.Change{Op: authz.OpPutGrant, Grant: &g}) }
+	storeBlock := func(w *world, b authz.Block) { w.store(authz.Change{Op: authz.OpPutBlock, Block: &b}) }
+	granted := func(role, scope string) authz.Decision {
+		return authz.Decision{Allowed: true, Reason: authz.ReasonGranted, Role: role, Scope: scope}
+	}
+	blocked := func(scope, reason string) authz.Decision {
+		return authz.Decision{Reason: authz.ReasonBlocked, Scope: scope, BlockReason: reason}
+	}
+	noGrant := authz.Decision{Reason: authz.ReasonNoGrant}
+
+	cases := []struct {
+		name  string
+		setup func(w *world)
+		q     authz.Query
+		want  authz.Decision
+	}{
+		{
+			name:  "GRANTED carries the role and the scope where it was granted",
+			setup: func(w *world) { w.grant("user:alice", "call-member", "call:livestream:42") },
+			q:     authz.Query{Subject: "user:alice", Permission: "send-audio", Resource: "call:livestream:42"},
+			want:  granted("call-member", "call:livestream:42"),
+		},
+		{
+			name:  "Everything granted on a resource applies to all its descendants",
+			setup: func(w *world) { w.grant("user:alice", "moderator", "account:acme") },
+			q:     authz.Query{Subject: "user:alice", Permission: "mute-users", Resource: "call:livestream:42"},
+			want:  granted("moderator", "account:acme"),
+		},
+		{
+			name:  "a grant applies on the resource and its descendants, not on its ancestors",
+			setup: func(w *world) { w.grant("user:alice", "moderator", "call:livestream:42") },
+			q:     authz.Query{Subject: "user:alice", Permission: "mute-users", Resource: "calltype:livestream"},
+			want:  noGrant,
+		},
+		{
+			name:  "a grant does not apply to a sibling",
+			setup: func(w *world) { w.grant("user:alice", "moderator", "call:livestream:42") },
+			q:     authz.Query{Subject: "user:alice", Permission: "mute-users", Resource: "call:livestream:43"},
+			want:  noGrant,
+		},
+		{
+			name: "walk from the resource up to root: the first grant that matches allows",
+			setup: func(w *world) {
+				w.grant("user:alice", "admin", "account:acme")
+				w.grant("user:alice", "call-member", "call:livestream:42")
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "send-video", Resource: "call:livestream:42"},
+			want: granted("call-member", "call:livestream:42"),
+		},
+		{
+			name: "a nearer grant whose role lacks the permission does not stop the walk",
+			setup: func(w *world) {
+				w.grant("user:alice", "admin", "account:acme")
+				w.grant("user:alice", "user", "call:livestream:42")
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "end-call", Resource: "call:livestream:42"},
+			want: granted("admin", "account:acme"),
+		},
+		{
+			name: "several roles on one resource: the answer names one that holds the permission",
+			setup: func(w *world) {
+				w.grant("user:alice", "user", "call:livestream:42")
+				w.grant("user:alice", "moderator", "call:livestream:42")
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "block-users", Resource: "call:livestream:42"},
+			want: granted("moderator", "call:livestream:42"),
+		},
+		{
+			name:  "`*` in a role means every permission",
+			setup: func(w *world) { w.grant("user:alice", "admin", "root") },
+			q:     authz.Query{Subject: "user:alice", Permission: "stop-transcription-call", Resource: "call:globex:7"},
+			want:  granted("admin", "root"),
+		},
+		{
+			name:  "holding a permission implies all its descendants (block-users implies usher.blocks.write)",
+			setup: func(w *world) { w.grant("user:alice", "moderator", "calltype:livestream") },
+			q:     authz.Query{Subject: "user:alice", Permission: "usher.blocks.write", Resource: "call:livestream:42"},
+			want:  granted("moderator", "calltype:livestream"),
+		},
+		{
+			name:  "else deny, reason NO_GRANT: a role without the permission",
+			setup: func(w *world) { w.grant("user:alice", "call-member", "call:livestream:42") },
+			q:     authz.Query{Subject: "user:alice", Permission: "end-call", Resource: "call:livestream:42"},
+			want:  noGrant,
+		},
+		{
+			name:  "else deny, reason NO_GRANT: a subject with no grants at all",
+			setup: func(w *world) { w.grant("user:alice", "admin", "root") },
+			q:     authz.Query{Subject: "user:bob", Permission: "join-call", Resource: "call:livestream:42"},
+			want:  noGrant,
+		},
+		{
+			name:  "else deny, reason NO_GRANT: grants in another account do not reach here",
+			setup: func(w *world) { w.grant("user:alice", "admin", "account:globex") },
+			q:     authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want:  noGrant,
+		},
+		{
+			name: "an expired grant counts as absent",
+			setup: func(w *world) {
+				storeGrant(w, authz.Grant{Subject: "user:alice", Role: "admin", Resource: "account:acme", Expires: past})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: noGrant,
+		},
+		{
+			name: "an expired grant counts as absent, and an unexpired one further up still allows",
+			setup: func(w *world) {
+				storeGrant(w, authz.Grant{Subject: "user:alice", Role: "admin", Resource: "call:livestream:42", Expires: past})
+				w.grant("user:alice", "call-member", "account:acme")
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: granted("call-member", "account:acme"),
+		},
+		{
+			name:  "a grant with an expiry still in the future counts",
+			setup: func(w *world) { w.grantUntil("user:alice", "call-member", "call:livestream:42", future) },
+			q:     authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want:  granted("call-member", "call:livestream:42"),
+		},
+		{
+			name: "a block overrides every grant",
+			setup: func(w *world) {
+				w.grant("user:alice", "admin", "root")
+				w.grant("user:alice", "host", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42", Reason: "spam"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: blocked("call:livestream:42", "spam"),
+		},
+		{
+			name: "BLOCKED carries the block's scope and reason text: deactivating a user in one account",
+			setup: func(w *world) {
+				w.grant("user:alice", "host", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "account:acme", Reason: "deactivated by acme"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: blocked("account:acme", "deactivated by acme"),
+		},
+		{
+			name: "a block above a nearer grant still overrides it",
+			setup: func(w *world) {
+				w.grant("user:alice", "call-member", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "root", Reason: "deactivated everywhere"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: blocked("root", "deactivated everywhere"),
+		},
+		{
+			name: "a block applies on the resource and its descendants, not on its ancestors",
+			setup: func(w *world) {
+				w.grant("user:alice", "admin", "account:acme")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "calltype:livestream"},
+			want: granted("admin", "account:acme"),
+		},
+		{
+			name: "a block applies to its subject only",
+			setup: func(w *world) {
+				w.grant("user:bob", "call-member", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42"})
+			},
+			q:    authz.Query{Subject: "user:bob", Permission: "join-call", Resource: "call:livestream:42"},
+			want: granted("call-member", "call:livestream:42"),
+		},
+		{
+			name: "a block with a permission list blocks those permissions",
+			setup: func(w *world) {
+				w.grant("user:alice", "moderator", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "calltype:livestream", Permissions: []string{"send-video"}, Reason: "camera off"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "send-video", Resource: "call:livestream:42"},
+			want: blocked("calltype:livestream", "camera off"),
+		},
+		{
+			name: "a block with a permission list blocks what they imply",
+			setup: func(w *world) {
+				w.grant("user:alice", "moderator", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42", Permissions: []string{"block-users"}})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "usher.blocks.write", Resource: "call:livestream:42"},
+			want: blocked("call:livestream:42", ""),
+		},
+		{
+			name: "a block with a permission list does not block other permissions",
+			setup: func(w *world) {
+				w.grant("user:alice", "moderator", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42", Permissions: []string{"send-video", "block-users"}})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "send-audio", Resource: "call:livestream:42"},
+			want: granted("moderator", "call:livestream:42"),
+		},
+		{
+			name: "a block of a permission does not block its parent",
+			setup: func(w *world) {
+				w.grant("user:alice", "moderator", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42", Permissions: []string{"usher.blocks.write"}})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "block-users", Resource: "call:livestream:42"},
+			want: granted("moderator", "call:livestream:42"),
+		},
+		{
+			name: "an unexpired block with an expiry blocks",
+			setup: func(w *world) {
+				w.grant("user:alice", "call-member", "call:livestream:42")
+				w.block(authz.Block{Subject: "user:alice", Resource: "call:livestream:42", Expires: future, Reason: "timeout"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: blocked("call:livestream:42", "timeout"),
+		},
+		{
+			name: "if an unexpired block on the way covers the permission: an expired block counts as absent",
+			setup: func(w *world) {
+				w.grant("user:alice", "call-member", "call:livestream:42")
+				storeBlock(w, authz.Block{Subject: "user:alice", Resource: "account:acme", Expires: past, Reason: "timeout"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+			want: granted("call-member", "call:livestream:42"),
+		},
+		{
+			name: "a block without a grant still answers BLOCKED, not NO_GRANT",
+			setup: func(w *world) {
+				w.block(authz.Block{Subject: "user:alice", Resource: "account:acme", Reason: "banned"})
+			},
+			q:    authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:default:1"},
+			want: blocked("account:acme", "banned"),
+		},
+		{
+			name:  "an unknown resource is not an error: the answer is deny with reason UNKNOWN_RESOURCE",
+			setup: func(w *world) { w.grant("user:alice", "admin", "root") },
+			q:     authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:999"},
+			want:  authz.Decision{Reason: authz.ReasonUnknownResource},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, streamPolicy())
+			tc.setup(w)
+			got, rev, err := w.idx.Check(tc.q)
+			if err != nil {
+				t.Fatalf("Check(%+v): %v", tc.q, err)
+			}
+			if got != tc.want {
+				t.Errorf("Check(%+v) = %+v, want %+v", tc.q, got, tc.want)
+			}
+			if rev != w.idx.Revision() {
+				t.Errorf("answered at revision %d, want the index's %d", rev, w.idx.Revision())
+			}
+		})
+	}
+}
+
+func TestCheckRefusals(t *testing.T) {
+	cases := []struct {
+		name  string
+		q     authz.Query
+		field string
+		value string
+	}{
+		{"the permission must be declared, else INVALID_ARGUMENT", authz.Query{Subject: "user:alice", Permission: "join-cal", Resource: "call:livestream:42"}, "permission", "join-cal"},
+		{"the permission must be declared, else INVALID_ARGUMENT, even on an unknown resource", authz.Query{Subject: "user:alice", Permission: "fly", Resource: "call:nowhere"}, "permission", "fly"},
+		{"`*` is not a permission one can check", authz.Query{Subject: "user:alice", Permission: "*", Resource: "root"}, "permission", "*"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, streamPolicy())
+			w.grant("user:alice", "admin", "root")
+			_, _, err := w.idx.Check(tc.q)
+			wantError(t, err, authz.Invalid, tc.field, tc.value)
+		})
+	}
+}
+
+// wantError asserts err is an *authz.Error with code on field and value.
+func wantError(t *testing.T, err error, code authz.Code, field, value string) {
+	t.Helper()
+	e, ok := err.(*authz.Error)
+	if !ok {
+		t.Fatalf("want an *authz.Error with code %d on %s %q, got %v", code, field, value, err)
+	}
+	if authz.CodeOf(err) != code || e.Field != field || e.Value != value {
+		t.Errorf("got code %d on %s %q (%v), want code %d on %s %q", e.Code, e.Field, e.Value, err, code, field, value)
+	}
+}
+
+func TestCheckRevision(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	q := authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"}
+	for i, want := range []authz.Revision{2, 3} {
+		_, rev, err := w.idx.Check(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev != want {
+			t.Errorf("Every response carries the revision it was answered at: got %d, want %d", rev, want)
+		}
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	if _, rev, _ := w.idx.CheckBatch([]authz.Query{q}); rev != 4 {
+		t.Errorf("CheckBatch answered at revision %d, want 4", rev)
+	}
+	if _, _, rev := w.idx.ListPermissions("user:alice", "call:livestream:42"); rev != 4 {
+		t.Errorf("ListPermissions answered at revision %d, want 4", rev)
+	}
+}
+
+func TestCheckBatch(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	w.block(authz.Block{Subject: "user:bob", Resource: "account:acme", Reason: "banned"})
+	qs := []authz.Query{
+		{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:42"},
+		{Subject: "user:alice", Permission: "end-call", Resource: "call:livestream:42"},
+		{Subject: "user:bob", Permission: "join-call", Resource: "call:livestream:42"},
+		{Subject: "user:alice", Permission: "join-call", Resource: "call:livestream:404"},
+		{Subject: "user:alice", Permission: "send-audio", Resource: "call:livestream:42"},
+	}
+
+	t.Run("CheckBatch answers many checks in one call, in order", func(t *testing.T) {
+		got, rev, err := w.idx.CheckBatch(qs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rev != w.idx.Revision() {
+			t.Errorf("revision %d, want %d", rev, w.idx.Revision())
+		}
+		if len(got) != len(qs) {
+			t.Fatalf("got %d answers to %d checks", len(got), len(qs))
+		}
+		for i, q := range qs {
+			want, _, _ := w.idx.Check(q)
+			if got[i] != want {
+				t.Errorf("answer %d = %+v, want Check's %+v", i, got[i], want)
+			}
+		}
+		wantReasons := []authz.Reason{authz.ReasonGranted, authz.ReasonNoGrant, authz.ReasonBlocked, authz.ReasonUnknownResource, authz.ReasonGranted}
+		for i, r := range wantReasons {
+			if got[i].Reason != r {
+				t.Errorf("answer %d reason %d, want %d", i, got[i].Reason, r)
+			}
+		}
+	})
+
+	t.Run("an undeclared permission in checks[i] is INVALID_ARGUMENT naming checks[i]", func(t *testing.T) {
+		bad := slices.Clone(qs)
+		bad[3].Permission = "join-cal"
+		got, _, err := w.idx.CheckBatch(bad)
+		wantError(t, err, authz.Invalid, "checks[3].permission", "join-cal")
+		if got != nil {
+			t.Errorf("answers %v alongside an error", got)
+		}
+		// The batch's error does not leak into Check's own error.
+		_, _, err = w.idx.Check(bad[3])
+		wantError(t, err, authz.Invalid, "permission", "join-cal")
+	})
+
+	t.Run("an empty batch answers nothing", func(t *testing.T) {
+		got, _, err := w.idx.CheckBatch(nil)
+		if err != nil || len(got) != 0 {
+			t.Errorf("CheckBatch(nil) = %v, %v", got, err)
+		}
+	})
+}
+
+// TestListPermissionsIsCheck proves that ListPermissions "returns the
+// subject's effective permission set": exactly the declared permissions Check
+// allows, for every subject and resource of a world with inherited grants,
+// overrides, partial and full blocks and expired entries.
+func TestListPermissionsIsCheck(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(authz.Role{Name: "admin", Scope: "calltype:livestream", Permissions: []string{"send-audio", "send-video", "mute-users"}})
+	w.grant("user:alice", "admin", "account:acme")
+	w.grant("user:alice", "call-member", "call:globex:7")
+	w.grant("user:bob", "moderator", "calltype:livestream")
+	w.grant("user:bob", "user", "account:globex")
+	w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"block-users", "send-video"}})
+	w.grant("user:carol", "host", "call:default:1")
+	w.block(authz.Block{Subject: "user:carol", Resource: "account:acme"})
+	w.grant("user:dave", "user", "root")
+	w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:dave", Role: "admin", Resource: "account:acme", Expires: time.Now().Add(-time.Minute)}})
+	w.store(authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:dave", Resource: "root", Expires: time.Now().Add(-time.Minute)}})
+
+	export, _ := w.idx.ExportPolicy()
+	resources := []string{"root"}
+	for _, r := range export.Resources {
+		resources = append(resources, r.Name)
+	}
+	var declared []string
+	for _, p := range export.Permissions {
+		declared = append(declared, p.Name)
+	}
+	for _, subject := range []string{"user:alice", "user:bob", "user:carol", "user:dave", "user:nobody"} {
+		for _, resource := range resources {
+			t.Run(subject+" on "+resource, func(t *testing.T) {
+				list := w.permissions(subject, resource)
+				if !slices.IsSorted(list) {
+					t.Errorf("ListPermissions is not in name order: %v", list)
+				}
+				var allowed []string
+				for _, perm := range declared {
+					if w.check(subject, perm, resource).Allowed {
+						allowed = append(allowed, perm)
+					}
+				}
+				if !slices.Equal(list, allowed) {
+					t.Errorf("ListPermissions = %v\nCheck allows    %v", list, allowed)
+				}
+			})
+		}
+	}
+
+	t.Run("ListPermissions of an unknown resource says it is not registered", func(t *testing.T) {
+		perms, ok, _ := w.idx.ListPermissions("user:alice", "call:livestream:404")
+		if ok || len(perms) != 0 {
+			t.Errorf("ListPermissions(unknown) = %v, %v; want nothing, false", perms, ok)
+		}
+	})
+}

@@ -1,0 +1,344 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// writes is one of every engine write, each valid against streamPolicy's
+// world, so that only the author or the backend can make it fail.
+func writes(w *world, by authz.Author) []struct {
+	name  string
+	write func() (authz.Revision, error)
+} {
+	ctx := w.ctx
+	policy := streamPolicy()
+	policy.Resources = append(policy.Resources, authz.Resource{Name: "call:default:2", Parent: "calltype:default"})
+	return []struct {
+		name  string
+		write func() (authz.Revision, error)
+	}{
+		{"Grant", func() (authz.Revision, error) {
+			return w.eng.Grant(ctx, by, authz.Grant{Subject: "user:zoe", Role: "moderator", Resource: "call:livestream:42"})
+		}},
+		{"Revoke", func() (authz.Revision, error) {
+			return w.eng.Revoke(ctx, by, authz.Grant{Subject: "user:alice", Role: "call-member", Resource: "call:livestream:42"})
+		}},
+		{"PutResource", func() (authz.Revision, error) {
+			return w.eng.PutResource(ctx, by, authz.Resource{Name: "call:livestream:44", Parent: "calltype:livestream"})
+		}},
+		{"DeleteResource", func() (authz.Revision, error) { return w.eng.DeleteResource(ctx, by, "call:livestream:42") }},
+		{"PutRole", func() (authz.Revision, error) {
+			return w.eng.PutRole(ctx, by, authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"end-call"}})
+		}},
+		{"DeleteRole", func() (authz.Revision, error) { return w.eng.DeleteRole(ctx, by, "root", "user") }},
+		{"Block", func() (authz.Revision, error) {
+			return w.eng.Block(ctx, by, authz.Block{Subject: "user:alice", Resource: "account:acme"})
+		}},
+		{"Unblock", func() (authz.Revision, error) { return w.eng.Unblock(ctx, by, "user:bob", "account:acme") }},
+		{"ApplyPolicy", func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(ctx, by, policy)
+			return rev, err
+		}},
+	}
+}
+
+// writableWorld is streamPolicy's world with a grant and a block for Revoke
+// and Unblock to remove.
+func writableWorld(t *testing.T) *world {
+	w := newWorld(t, streamPolicy())
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	w.block(authz.Block{Subject: "user:bob", Resource: "account:acme", Reason: "banned"})
+	return w
+}
+
+func TestWriteWithActor(t *testing.T) {
+	for _, wr := range writes(writableWorld(t), authz.Author{}) {
+		t.Run("a write with an actor is refused with UNIMPLEMENTED until delegation is enabled: "+wr.name, func(t *testing.T) {
+			w := writableWorld(t)
+			for _, x := range writes(w, authz.Author{Caller: "svc:console", Actor: "user:alice"}) {
+				if x.name == wr.name {
+					w.refuses(authz.Unimplemented, "actor", "user:alice", x.write)
+				}
+			}
+			// The same write on the caller's own authority goes through.
+			for _, x := range writes(w, w.by) {
+				if x.name == wr.name {
+					if _, err := x.write(); err != nil {
+						t.Errorf("%s without an actor: %v", x.name, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestWriteBackendFailure(t *testing.T) {
+	diskFull := errors.New("disk full")
+	for _, wr := range writes(writableWorld(t), authz.Author{}) {
+		t.Run("a backend commit failure yields UNAVAILABLE and leaves the index unchanged: "+wr.name, func(t *testing.T) {
+			w := writableWorld(t)
+			var x func() (authz.Revision, error)
+			for _, c := range writes(w, w.by) {
+				if c.name == wr.name {
+					x = c.write
+				}
+			}
+			before := state(t, w)
+			sets, rev := w.be.count(), w.idx.Revision()
+			w.be.failNextCommit(diskFull)
+			_, err := x()
+			if authz.CodeOf(err) != authz.Unavailable || !errors.Is(err, diskFull) {
+				t.Errorf("%s with a failing backend = %v, want UNAVAILABLE wrapping the cause", wr.name, err)
+			}
+			w.unchanged(sets, rev)
+			if after := state(t, w); !reflect.DeepEqual(before, after) {
+				t.Errorf("A failed write changes nothing, but the index changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+			// Retried, it commits.
+			got, err := x()
+			if err != nil || got != rev+1 {
+				t.Errorf("%s retried = revision %d, %v; want %d", wr.name, got, err, rev+1)
+			}
+		})
+	}
+
+	t.Run("a write whose context is cancelled commits nothing and says so", func(t *testing.T) {
+		w := writableWorld(t)
+		ctx, cancel := context.WithCancel(w.ctx)
+		cancel()
+		sets, rev := w.be.count(), w.idx.Revision()
+		_, err := w.eng.Grant(ctx, w.by, authz.Grant{Subject: "user:zoe", Role: "moderator", Resource: "call:livestream:42"})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Grant with a cancelled context = %v, want context.Canceled", err)
+		}
+		w.unchanged(sets, rev)
+	})
+}
+
+// state is what the index answers about streamPolicy's world.
+func state(t *testing.T, w *world) any {
+	t.Helper()
+	p, rev := w.idx.ExportPolicy()
+	var grants []authz.Grant
+	var perms [][]string
+	for _, r := range append([]string{"root"}, resourceNames(p)...) {
+		gs, _, _, err := w.idx.ListGrants(authz.GrantFilter{Resource: r}, authz.MaxPageSize, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		grants = append(grants, gs...)
+		for _, s := range []string{"user:alice", "user:bob", "user:zoe"} {
+			perms = append(perms, w.permissions(s, r))
+		}
+	}
+	return struct {
+		Policy      authz.Policy
+		Revision    authz.Revision
+		Grants      []authz.Grant
+		Permissions [][]string
+	}{p, rev, grants, perms}
+}
+
+func resourceNames(p authz.Policy) []string {
+	var out []string
+	for _, r := range p.Resources {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+func TestWriteRevisions(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	start := time.Now().Add(-time.Second)
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	rev, err := w.eng.PutResource(w.ctx, authz.Author{Caller: "svc:console"}, authz.Resource{Name: "call:livestream:44", Parent: "calltype:livestream"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != 3 || w.idx.Revision() != 3 {
+		t.Errorf("Writes return the new revision: got %d, index at %d, want 3", rev, w.idx.Revision())
+	}
+	sets := w.be.committed()
+	for i, cs := range sets {
+		if cs.Revision != authz.Revision(i+1) {
+			t.Errorf("change set %d has revision %d", i, cs.Revision)
+		}
+	}
+	last := sets[len(sets)-1]
+	if last.Caller != "svc:console" || last.Actor != "" || last.Time.Before(start) || last.Time.Location() != time.UTC {
+		t.Errorf("the change record names caller %q, actor %q, time %v", last.Caller, last.Actor, last.Time)
+	}
+}
+
+func TestAwait(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	t.Run("Reads accept a minimum revision: one already reached returns at once", func(t *testing.T) {
+		for _, min := range []authz.Revision{0, 1} {
+			if err := w.eng.Await(w.ctx, min); err != nil {
+				t.Errorf("Await(%d) at revision 1: %v", min, err)
+			}
+		}
+	})
+	t.Run("Reads accept a minimum revision: one not reached in time is FAILED_PRECONDITION", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(w.ctx, 20*time.Millisecond)
+		defer cancel()
+		err := w.eng.Await(ctx, 5)
+		wantError(t, err, authz.FailedPrecondition, "min_revision", "5")
+	})
+	t.Run("Reads accept a minimum revision: a waiting read returns once a write reaches it", func(t *testing.T) {
+		done := make(chan error, 1)
+		go func() { done <- w.eng.Await(w.ctx, 2) }()
+		time.Sleep(10 * time.Millisecond)
+		w.grant("user:alice", "call-member", "call:livestream:42")
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Await(2) after revision 2 was written: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Await(2) did not return after revision 2 was written")
+		}
+	})
+}
+
+// TestIndexFeed proves "the index is fed by a stream of committed changes":
+// replaying a backend's change sets into a fresh index rebuilds the same
+// answers, and replays of what it has applied are ignored.
+func TestIndexFeed(t *testing.T) {
+	w := writableWorld(t)
+	w.role(streamAdminOverride)
+	w.grant("user:carol", "admin", "account:acme")
+	w.put("call:livestream:42", "calltype:default")
+	w.block(authz.Block{Subject: "user:carol", Resource: "calltype:default", Permissions: []string{"end-call"}})
+
+	replica, err := authz.NewIndex(authz.Snapshot{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := w.be.committed()
+	for _, cs := range sets {
+		replica.Apply(cs)
+	}
+	for _, cs := range sets[:3] { // a feed may replay
+		replica.Apply(cs)
+	}
+	if replica.Revision() != w.idx.Revision() {
+		t.Fatalf("replica at revision %d, want %d", replica.Revision(), w.idx.Revision())
+	}
+	a, _ := w.idx.ExportPolicy()
+	b, _ := replica.ExportPolicy()
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("replica's policy differs:\n got %+v\nwant %+v", b, a)
+	}
+	for _, s := range []string{"user:alice", "user:bob", "user:carol"} {
+		for _, r := range append([]string{"root"}, resourceNames(a)...) {
+			for _, p := range streamCapabilities {
+				q := authz.Query{Subject: s, Permission: p, Resource: r}
+				d1, _, _ := w.idx.Check(q)
+				d2, _, _ := replica.Check(q)
+				if d1 != d2 {
+					t.Errorf("Check(%+v): %+v in the index, %+v in the replica", q, d1, d2)
+				}
+			}
+		}
+	}
+}
+
+func TestNewIndex(t *testing.T) {
+	snap := authz.Snapshot{
+		Revision:    7,
+		Permissions: []authz.Permission{{Name: "join-call"}, {Name: "send-audio", Parents: []string{"join-call"}}},
+		// A child before its parent: a backend may load them in any order.
+		Resources: []authz.Resource{{Name: "call:default:1", Parent: "account:acme"}, {Name: "account:acme", Parent: "root"}},
+		Roles:     []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"join-call"}}},
+		Grants:    []authz.Grant{{Subject: "user:alice", Role: "member", Resource: "account:acme"}},
+		Blocks:    []authz.Block{{Subject: "user:bob", Resource: "call:default:1"}},
+	}
+	t.Run("an index is built from a snapshot", func(t *testing.T) {
+		x, err := authz.NewIndex(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, rev, err := x.Check(authz.Query{Subject: "user:alice", Permission: "send-audio", Resource: "call:default:1"})
+		if err != nil || rev != 7 || !d.Allowed || d.Scope != "account:acme" {
+			t.Errorf("Check = %+v at %d, %v", d, rev, err)
+		}
+		x.Apply(authz.ChangeSet{Revision: 7, Changes: []authz.Change{{Op: authz.OpDeleteGrant, Grant: &snap.Grants[0]}}})
+		if d, _, _ := x.Check(authz.Query{Subject: "user:alice", Permission: "join-call", Resource: "account:acme"}); !d.Allowed {
+			t.Error("a change set at the snapshot's revision was applied; it must be ignored")
+		}
+	})
+	broken := []struct {
+		name string
+		edit func(s *authz.Snapshot)
+	}{
+		{"a resource whose parent is not in the snapshot", func(s *authz.Snapshot) { s.Resources[0].Parent = "account:gone" }},
+		{"a role whose scope is not in the snapshot", func(s *authz.Snapshot) { s.Roles[0].Scope = "account:gone" }},
+		{"a grant on a resource not in the snapshot", func(s *authz.Snapshot) { s.Grants[0].Resource = "account:gone" }},
+		{"a block on a resource not in the snapshot", func(s *authz.Snapshot) { s.Blocks[0].Resource = "account:gone" }},
+		{"a catalog with an undeclared parent", func(s *authz.Snapshot) { s.Permissions[1].Parents = []string{"gone"} }},
+	}
+	for _, tc := range broken {
+		t.Run("NewIndex refuses "+tc.name, func(t *testing.T) {
+			s := snap
+			s.Resources = append([]authz.Resource(nil), snap.Resources...)
+			s.Roles = append([]authz.Role(nil), snap.Roles...)
+			s.Grants = append([]authz.Grant(nil), snap.Grants...)
+			s.Blocks = append([]authz.Block(nil), snap.Blocks...)
+			s.Permissions = append([]authz.Permission(nil), snap.Permissions...)
+			tc.edit(&s)
+			if _, err := authz.NewIndex(s); err == nil {
+				t.Error("NewIndex accepted it")
+			}
+		})
+	}
+}
+
+// TestConcurrentChecksAndWrites gives the race detector checks, lists and
+// writes to interleave.
+func TestConcurrentChecksAndWrites(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				subject := fmt.Sprintf("user:u%d", i%8)
+				w.idx.Check(authz.Query{Subject: subject, Permission: "join-call", Resource: "call:livestream:42"})
+				w.idx.CheckBatch([]authz.Query{{Subject: subject, Permission: "send-audio", Resource: "call:default:1"}})
+				w.idx.ListPermissions(subject, "call:livestream:42")
+				if r == 0 {
+					w.idx.ListGrants(authz.GrantFilter{Resource: "call:livestream:42"}, 0, "")
+					w.idx.ListRoles("call:livestream:42")
+				}
+			}
+		})
+	}
+	for i := range 50 {
+		subject := fmt.Sprintf("user:u%d", i%8)
+		if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: subject, Role: "call-member", Resource: "call:livestream:42"}); err != nil {
+			t.Error(err)
+		}
+		if _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: subject, Resource: "account:acme", Reason: fmt.Sprint(i)}); err != nil {
+			t.Error(err)
+		}
+		if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "guest", Scope: "calltype:livestream", Permissions: []string{streamCapabilities[i%len(streamCapabilities)]}}); err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

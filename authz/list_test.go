@@ -1,0 +1,196 @@
+package authz_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+func TestListGrants(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	later := time.Now().Add(time.Hour).Truncate(time.Second)
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	w.grant("user:alice", "moderator", "account:acme")
+	w.grantUntil("user:alice", "user", "call:globex:7", later)
+	w.grant("user:bob", "host", "call:livestream:42")
+	w.grant("user:bob", "call-member", "call:livestream:42")
+	w.grant("user:carol", "admin", "root")
+	w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:carol", Role: "user", Resource: "call:default:1", Expires: time.Now().Add(-time.Second)}})
+
+	g := func(subject, role, resource string) authz.Grant {
+		return authz.Grant{Subject: subject, Role: role, Resource: resource}
+	}
+	cases := []struct {
+		name string
+		f    authz.GrantFilter
+		want []authz.Grant
+	}{
+		{"ListGrants by subject, ordered by resource", authz.GrantFilter{Subject: "user:alice"}, []authz.Grant{
+			g("user:alice", "moderator", "account:acme"),
+			{Subject: "user:alice", Role: "user", Resource: "call:globex:7", Expires: later.UTC()},
+			g("user:alice", "call-member", "call:livestream:42"),
+		}},
+		{"ListGrants by resource (that very resource), ordered by subject and role", authz.GrantFilter{Resource: "call:livestream:42"}, []authz.Grant{
+			g("user:alice", "call-member", "call:livestream:42"),
+			g("user:bob", "call-member", "call:livestream:42"),
+			g("user:bob", "host", "call:livestream:42"),
+		}},
+		{"ListGrants by resource lists no inherited grants", authz.GrantFilter{Resource: "calltype:livestream"}, nil},
+		{"ListGrants by subject and resource", authz.GrantFilter{Subject: "user:bob", Resource: "call:livestream:42"}, []authz.Grant{
+			g("user:bob", "call-member", "call:livestream:42"),
+			g("user:bob", "host", "call:livestream:42"),
+		}},
+		{"An expired grant counts as absent: ListGrants by subject leaves it out", authz.GrantFilter{Subject: "user:carol"}, []authz.Grant{
+			g("user:carol", "admin", "root"),
+		}},
+		{"An expired grant counts as absent: ListGrants by resource leaves it out", authz.GrantFilter{Resource: "call:default:1"}, nil},
+		{"a subject with no grants has an empty list", authz.GrantFilter{Subject: "user:nobody"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, next, rev, err := w.idx.ListGrants(tc.f, 0, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if next != "" {
+				t.Errorf("a short list has a next page token %q", next)
+			}
+			if rev != w.idx.Revision() {
+				t.Errorf("answered at revision %d, want %d", rev, w.idx.Revision())
+			}
+			if !slices.EqualFunc(got, tc.want, sameGrant) {
+				t.Errorf("ListGrants(%+v) =\n%+v\nwant\n%+v", tc.f, got, tc.want)
+			}
+		})
+	}
+}
+
+func sameGrant(a, b authz.Grant) bool {
+	return a.Subject == b.Subject && a.Role == b.Role && a.Resource == b.Resource && a.Expires.Equal(b.Expires)
+}
+
+func TestListGrantsPages(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	var changes []authz.Change
+	for i := range 120 {
+		changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%03d", i), Role: "call-member", Resource: "call:livestream:42"}})
+		if i%3 == 0 {
+			changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%03d", i), Role: "moderator", Resource: "call:livestream:42"}})
+		}
+	}
+	for _, r := range []string{"root", "account:acme", "account:globex", "calltype:default", "calltype:livestream", "call:default:1", "call:livestream:43", "call:globex:7"} {
+		for _, role := range []string{"user", "moderator"} {
+			changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:roamer", Role: role, Resource: r}})
+		}
+	}
+	w.store(changes...)
+
+	walk := func(t *testing.T, f authz.GrantFilter, size int) (pages [][]authz.Grant) {
+		t.Helper()
+		token := ""
+		for {
+			page, next, _, err := w.idx.ListGrants(f, size, token)
+			if err != nil {
+				t.Fatalf("page %d: %v", len(pages), err)
+			}
+			pages = append(pages, page)
+			if next == "" {
+				return pages
+			}
+			if len(pages) > 1000 {
+				t.Fatal("pagination does not end")
+			}
+			token = next
+		}
+	}
+	cases := []struct {
+		name  string
+		f     authz.GrantFilter
+		size  int
+		pages []int // sizes of the pages
+	}{
+		{"page tokens cover all grants of a resource exactly once", authz.GrantFilter{Resource: "call:livestream:42"}, 7, []int{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6}},
+		{"page tokens cover all grants of a subject exactly once", authz.GrantFilter{Subject: "user:roamer"}, 5, []int{5, 5, 5, 1}},
+		{"a page size that divides the list ends without an empty page", authz.GrantFilter{Subject: "user:roamer"}, 4, []int{4, 4, 4, 4}},
+		{"page size 0 means the default page size", authz.GrantFilter{Resource: "call:livestream:42"}, 0, []int{authz.DefaultPageSize, 160 - authz.DefaultPageSize}},
+		{"the largest page size is allowed", authz.GrantFilter{Resource: "call:livestream:42"}, authz.MaxPageSize, []int{160}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			all, _, _, err := w.idx.ListGrants(tc.f, authz.MaxPageSize, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages := walk(t, tc.f, tc.size)
+			var sizes []int
+			var got []authz.Grant
+			for _, p := range pages {
+				sizes = append(sizes, len(p))
+				got = append(got, p...)
+			}
+			if !slices.Equal(sizes, tc.pages) {
+				t.Errorf("page sizes %v, want %v", sizes, tc.pages)
+			}
+			if !slices.EqualFunc(got, all, sameGrant) {
+				t.Errorf("the pages hold %d grants, not the %d of the whole list in order", len(got), len(all))
+			}
+		})
+	}
+
+	t.Run("a page token stays good after the grant it ends on is revoked", func(t *testing.T) {
+		f := authz.GrantFilter{Subject: "user:roamer"}
+		first, next, _, err := w.idx.ListGrants(f, 3, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := first[len(first)-1]
+		if _, err := w.eng.Revoke(w.ctx, w.by, last); err != nil {
+			t.Fatal(err)
+		}
+		rest, _, _, err := w.idx.ListGrants(f, authz.MaxPageSize, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rest) != 13 || slices.ContainsFunc(rest, func(g authz.Grant) bool {
+			return slices.ContainsFunc(first, func(f authz.Grant) bool { return sameGrant(f, g) })
+		}) {
+			t.Errorf("after the first page of 3 of 16 and a revoke of its last, the rest holds %d grants (%v), want the other 13", len(rest), rest)
+		}
+	})
+}
+
+func TestListGrantsRefusals(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grant("user:alice", "call-member", "call:livestream:42")
+	twoParts := base64.RawURLEncoding.EncodeToString([]byte("call:livestream:42\x00user:alice"))
+	cases := []struct {
+		name  string
+		f     authz.GrantFilter
+		size  int
+		token string
+		code  authz.Code
+		field string
+		value string
+	}{
+		{"a negative page_size is INVALID_ARGUMENT", authz.GrantFilter{Subject: "user:alice"}, -1, "", authz.Invalid, "page_size", "-1"},
+		{"a page_size above the maximum is INVALID_ARGUMENT", authz.GrantFilter{Subject: "user:alice"}, authz.MaxPageSize + 1, "", authz.Invalid, "page_size", "1001"},
+		{"a page_token that is not base64 is INVALID_ARGUMENT", authz.GrantFilter{Subject: "user:alice"}, 0, "not a token!", authz.Invalid, "page_token", "not a token!"},
+		{"a page_token this server did not return is INVALID_ARGUMENT", authz.GrantFilter{Subject: "user:alice"}, 0, twoParts, authz.Invalid, "page_token", twoParts},
+		{"ListGrants needs a subject or a resource", authz.GrantFilter{}, 0, "", authz.Invalid, "subject", ""},
+		{"ListGrants by an unregistered resource is NOT_FOUND", authz.GrantFilter{Resource: "call:livestream:404"}, 0, "", authz.NotFound, "resource", "call:livestream:404"},
+		{"ListGrants of a subject on an unregistered resource is NOT_FOUND too", authz.GrantFilter{Subject: "user:alice", Resource: "call:livestream:404"}, 0, "", authz.NotFound, "resource", "call:livestream:404"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, next, _, err := w.idx.ListGrants(tc.f, tc.size, tc.token)
+			wantError(t, err, tc.code, tc.field, tc.value)
+			if len(got) != 0 || next != "" {
+				t.Errorf("a refusal came with grants %v and token %q", got, next)
+			}
+		})
+	}
+}

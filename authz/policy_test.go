@@ -1,0 +1,272 @@
+package authz_test
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+func TestApplyPolicy(t *testing.T) {
+	t.Run("a policy is applied in one write", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		sets := w.be.committed()
+		if len(sets) != 1 || sets[0].Revision != 1 {
+			t.Fatalf("committed %d change sets, want one at revision 1", len(sets))
+		}
+		count := map[string]int{}
+		for _, op := range w.lastOps() {
+			count[op]++
+		}
+		want := map[string]int{"put_permission": 24, "put_resource": 9, "put_role": 5}
+		if !reflect.DeepEqual(count, want) {
+			t.Errorf("the policy committed %v, want %v", count, want)
+		}
+	})
+
+	t.Run("Applying a policy already in force writes nothing and reports changed false", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		p := streamPolicy()
+		slices.Reverse(p.Roles[1].Permissions) // the same definition, listed differently
+		p.Roles[1].Permissions = append(p.Roles[1].Permissions, "join-call")
+		sets, rev := w.be.count(), w.idx.Revision()
+		got, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed || got != rev {
+			t.Errorf("ApplyPolicy again = revision %d, changed %v; want %d, false", got, changed, rev)
+		}
+		w.unchanged(sets, rev)
+	})
+
+	t.Run("What p does not list is left alone", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.put("call:livestream:99", "calltype:livestream")
+		w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
+		w.grant("user:alice", "stage-manager", "call:livestream:99")
+		p := streamPolicy()
+		p.Roles[0].Permissions = []string{"join-call"}
+		_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p)
+		if err != nil || !changed {
+			t.Fatalf("ApplyPolicy(changed user role) = changed %v, %v", changed, err)
+		}
+		if got := w.lastOps(); !slices.Equal(got, []string{"put_role"}) {
+			t.Errorf("the policy committed %v, want only the changed role", got)
+		}
+		if d := w.check("user:alice", "start-broadcast-call", "call:livestream:99"); !d.Allowed {
+			t.Errorf("a role and a resource the policy does not list were disturbed: %+v", d)
+		}
+	})
+
+	t.Run("the policy's resources are put in order, so it may move one", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		p := streamPolicy()
+		p.Resources = append(p.Resources, authz.Resource{Name: "call:livestream:42", Parent: "calltype:default"})
+		if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p); err != nil {
+			t.Fatal(err)
+		}
+		wantResource(t, w, "call:livestream:42", "calltype:default", []string{"calltype:default", "account:acme", "root"}, 0)
+	})
+
+	t.Run("changing the permission tree changes what every role implies", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.grant("user:alice", "moderator", "call:livestream:42")
+		w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"end-call"}})
+		w.grant("user:bob", "host", "call:livestream:42")
+		if !w.check("user:alice", "usher.blocks.write", "call:livestream:42").Allowed {
+			t.Fatal("block-users should imply usher.blocks.write before the change")
+		}
+		p := streamPolicy()
+		p.Permissions[len(p.Permissions)-1].Parents = nil // usher.blocks.write no longer below block-users
+		p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.resources.write", Parents: []string{"end-call"}})
+		if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p); err != nil {
+			t.Fatal(err)
+		}
+		if d := w.check("user:alice", "usher.blocks.write", "call:livestream:42"); d.Allowed {
+			t.Errorf("block-users still implies usher.blocks.write after the policy removed the link: %+v", d)
+		}
+		if d := w.check("user:alice", "block-users", "call:livestream:42"); !d.Allowed {
+			t.Errorf("moderator lost block-users: %+v", d)
+		}
+		if d := w.check("user:bob", "usher.resources.write", "call:livestream:42"); d.Reason != authz.ReasonBlocked {
+			t.Errorf("a block of end-call should now cover its new child usher.resources.write: %+v", d)
+		}
+		if d := w.check("user:bob", "mute-users", "call:livestream:42"); !d.Allowed {
+			t.Errorf("host lost mute-users when the catalog was renumbered: %+v", d)
+		}
+	})
+}
+
+func TestApplyPolicyRefusals(t *testing.T) {
+	without := func(p authz.Policy, name string) authz.Policy {
+		p.Permissions = slices.DeleteFunc(p.Permissions, func(perm authz.Permission) bool { return perm.Name == name })
+		return p
+	}
+	cases := []struct {
+		name   string
+		setup  func(w *world)
+		policy func() authz.Policy
+		code   authz.Code
+		field  string
+		value  string
+	}{
+		{
+			name: "removing a permission still named by a role is INVALID_ARGUMENT and writes nothing",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
+			},
+			policy: func() authz.Policy {
+				return without(streamPolicy(), "start-broadcast-call")
+			},
+			code: authz.Invalid, field: "policy.permissions", value: "start-broadcast-call",
+		},
+		{
+			name: "removing a permission still named by a block is INVALID_ARGUMENT and writes nothing",
+			setup: func(w *world) {
+				w.block(authz.Block{Subject: "user:bob", Resource: "account:acme", Permissions: []string{"join-backstage"}})
+			},
+			policy: func() authz.Policy { return without(streamPolicy(), "join-backstage") },
+			code:   authz.Invalid, field: "policy.permissions", value: "join-backstage",
+		},
+		{
+			name: "Roles may only name declared permissions: policy.roles[1].permissions[0]",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Roles[1].Permissions = []string{"join-cal"}
+				return p
+			},
+			code: authz.Invalid, field: "policy.roles[1].permissions[0]", value: "join-cal",
+		},
+		{
+			name: "Roles may only name declared permissions: the index is the policy's, not the sorted one",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Roles[2].Permissions = []string{"send-video", "join-cal"}
+				return p
+			},
+			code: authz.Invalid, field: "policy.roles[2].permissions[1]", value: "join-cal",
+		},
+		{
+			name: "a role defined twice at one scope",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Roles = append(p.Roles, authz.Role{Name: "user", Scope: "root", Permissions: []string{"join-call"}})
+				return p
+			},
+			code: authz.Invalid, field: "policy.roles[5].name", value: "user",
+		},
+		{
+			name: "on a write: resource not registered -> NOT_FOUND (a role's scope)",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Roles[3].Scope = "account:initech"
+				return p
+			},
+			code: authz.NotFound, field: "policy.roles[3].scope", value: "account:initech",
+		},
+		{
+			name: "on a write: resource not registered -> NOT_FOUND (a parent listed after its child)",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append([]authz.Resource{{Name: "call:webinar:1", Parent: "calltype:webinar"}, {Name: "calltype:webinar"}}, p.Resources...)
+				return p
+			},
+			code: authz.NotFound, field: "policy.resources[0].parent", value: "calltype:webinar",
+		},
+		{
+			name: "root is the reserved resource",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources, authz.Resource{Name: "root"})
+				return p
+			},
+			code: authz.Invalid, field: "policy.resources[9].name", value: "root",
+		},
+		{
+			name: "it may be moved to another parent (never under itself): a stored descendant",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources, authz.Resource{Name: "account:acme", Parent: "call:livestream:42"})
+				return p
+			},
+			code: authz.FailedPrecondition, field: "policy.resources[9].parent", value: "call:livestream:42",
+		},
+		{
+			name: "it may be moved to another parent (never under itself): a descendant earlier in the policy",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources,
+					authz.Resource{Name: "workspace:a"}, authz.Resource{Name: "workspace:b", Parent: "workspace:a"},
+					authz.Resource{Name: "workspace:a", Parent: "workspace:b"})
+				return p
+			},
+			code: authz.FailedPrecondition, field: "policy.resources[11].parent", value: "workspace:b",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, streamPolicy())
+			if tc.setup != nil {
+				tc.setup(w)
+			}
+			before, _ := w.idx.ExportPolicy()
+			w.refuses(tc.code, tc.field, tc.value, func() (authz.Revision, error) {
+				rev, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, tc.policy())
+				if changed {
+					t.Error("a refused policy reports changed true")
+				}
+				return rev, err
+			})
+			if after, _ := w.idx.ExportPolicy(); !reflect.DeepEqual(before, after) {
+				t.Errorf("A failed write changes nothing: the export differs\nbefore %+v\nafter  %+v", before, after)
+			}
+		})
+	}
+}
+
+func TestExportPolicy(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(streamAdminOverride)
+	w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"stop-broadcast-call", "start-broadcast-call"},
+		AssignableRoles: []string{"call-member"}, BindableOn: []string{"call"}, MaxHolders: 3, Description: "runs the show"})
+	w.put("workspace:acme-sales", "account:acme")
+	w.put("calltype:livestream", "workspace:acme-sales") // moved: a parent registered after its child
+	w.put("event:launch", "workspace:acme-sales")
+	w.role(authz.Role{Name: "producer", Scope: "event:launch", Permissions: []string{"join-backstage"}})
+
+	export, rev := w.idx.ExportPolicy()
+	if rev != w.idx.Revision() {
+		t.Errorf("exported at revision %d, want %d", rev, w.idx.Revision())
+	}
+	for i, r := range export.Resources {
+		for _, earlier := range export.Resources[i:] {
+			if earlier.Name == r.Parent {
+				t.Errorf("the export lists %s before its parent %s", r.Name, r.Parent)
+			}
+		}
+	}
+
+	t.Run("ExportPolicy then ApplyPolicy to a fresh index reproduces the same export", func(t *testing.T) {
+		fresh := newWorld(t, export)
+		again, _ := fresh.idx.ExportPolicy()
+		if !reflect.DeepEqual(again, export) {
+			t.Errorf("re-exported policy differs:\n got %+v\nwant %+v", again, export)
+		}
+		for _, q := range [][3]string{{"admin", "end-call", "call:livestream:42"}, {"admin", "end-call", "call:default:1"}, {"producer", "join-backstage", "event:launch"}} {
+			w.grant("user:probe", q[0], q[2])
+			fresh.grant("user:probe", q[0], q[2])
+			if a, b := w.check("user:probe", q[1], q[2]), fresh.check("user:probe", q[1], q[2]); a != b {
+				t.Errorf("Check(%v) differs: %+v in the original, %+v in the copy", q, a, b)
+			}
+		}
+	})
+
+	t.Run("ExportPolicy then ApplyPolicy to the same index changes nothing", func(t *testing.T) {
+		w.writesNothing(func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(w.ctx, w.by, export)
+			return rev, err
+		})
+	})
+}

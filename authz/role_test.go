@@ -1,0 +1,248 @@
+package authz_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// streamAdminOverride is seeds/003's createCallType example: the call type
+// overrides the capabilities of the built-in admin role.
+var streamAdminOverride = authz.Role{Name: "admin", Scope: "calltype:livestream", Permissions: []string{"send-audio", "send-video", "mute-users"}}
+
+func TestRoleResolution(t *testing.T) {
+	type check struct {
+		subject, permission, resource string
+		allowed                       bool
+		scope                         string // where the deciding grant is, when allowed
+	}
+	cases := []struct {
+		name   string
+		setup  func(w *world)
+		checks []check
+	}{
+		{
+			name:  "a call type can redefine what a role means for its calls (Stream: \"The following example overrides the capabilities of the built-in admin role\")",
+			setup: func(w *world) { w.grant("user:alice", "admin", "call:livestream:42") },
+			checks: []check{
+				{"user:alice", "send-audio", "call:livestream:42", true, "call:livestream:42"},
+				{"user:alice", "send-video", "call:livestream:42", true, "call:livestream:42"},
+				{"user:alice", "mute-users", "call:livestream:42", true, "call:livestream:42"},
+				{"user:alice", "end-call", "call:livestream:42", false, ""},
+				{"user:alice", "join-call", "call:livestream:42", false, ""},
+			},
+		},
+		{
+			name:  "calls of other call types keep the built-in one",
+			setup: func(w *world) { w.grant("user:alice", "admin", "call:default:1") },
+			checks: []check{
+				{"user:alice", "end-call", "call:default:1", true, "call:default:1"},
+				{"user:alice", "join-call", "call:default:1", true, "call:default:1"},
+			},
+		},
+		{
+			name:  "A role name is resolved at the resource being checked, not where it was granted",
+			setup: func(w *world) { w.grant("user:alice", "admin", "account:acme") },
+			checks: []check{
+				{"user:alice", "end-call", "account:acme", true, "account:acme"},
+				{"user:alice", "end-call", "call:default:1", true, "account:acme"},
+				{"user:alice", "end-call", "calltype:livestream", false, ""},
+				{"user:alice", "end-call", "call:livestream:42", false, ""},
+				{"user:alice", "send-audio", "call:livestream:42", true, "account:acme"},
+			},
+		},
+		{
+			name: "the nearest definition of that name on the way from that resource up to root gives its permissions",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "user", Scope: "account:acme", Permissions: []string{"join-call"}})
+				w.role(authz.Role{Name: "user", Scope: "calltype:livestream", Permissions: []string{"join-call", "send-audio"}})
+				w.grant("user:alice", "user", "root")
+			},
+			checks: []check{
+				{"user:alice", "send-audio", "call:livestream:42", true, "root"},
+				{"user:alice", "read-call", "call:livestream:42", false, ""},
+				{"user:alice", "join-call", "call:default:1", true, "root"},
+				{"user:alice", "send-audio", "call:default:1", false, ""},
+				{"user:alice", "read-call", "call:default:1", false, ""},
+				{"user:alice", "read-call", "call:globex:7", true, "root"},
+				{"user:alice", "read-call", "root", true, "root"},
+			},
+		},
+		{
+			name: "an account defines its own custom roles at account:acme",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call", "stop-broadcast-call"}})
+				w.grant("user:alice", "stage-manager", "calltype:livestream")
+			},
+			checks: []check{
+				{"user:alice", "start-broadcast-call", "call:livestream:43", true, "calltype:livestream"},
+				{"user:alice", "join-call", "call:livestream:43", false, ""},
+			},
+		},
+		{
+			name: "redefining a role at the same scope replaces it, and checks follow at once",
+			setup: func(w *world) {
+				w.grant("user:alice", "call-member", "call:livestream:42")
+				w.role(authz.Role{Name: "call-member", Scope: "root", Permissions: []string{"join-call"}})
+			},
+			checks: []check{
+				{"user:alice", "join-call", "call:livestream:42", true, "call:livestream:42"},
+				{"user:alice", "send-audio", "call:livestream:42", false, ""},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, streamPolicy())
+			w.role(streamAdminOverride)
+			tc.setup(w)
+			for _, c := range tc.checks {
+				d := w.check(c.subject, c.permission, c.resource)
+				if d.Allowed != c.allowed || d.Scope != c.scope {
+					t.Errorf("Check(%s, %s, %s) = %+v, want allowed %v with scope %q", c.subject, c.permission, c.resource, d, c.allowed, c.scope)
+				}
+			}
+		})
+	}
+}
+
+func TestPutRole(t *testing.T) {
+	t.Run("Roles may only name declared permissions, so a typo is an error: INVALID_ARGUMENT naming role.permissions[i]", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.refuses(authz.Invalid, "role.permissions[1]", "send-vidoe", func() (authz.Revision, error) {
+			return w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "presenter", Scope: "account:acme", Permissions: []string{"send-audio", "send-vidoe", "mute-users"}})
+		})
+	})
+	t.Run("on a write: resource not registered -> NOT_FOUND (the role's scope)", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.refuses(authz.NotFound, "role.scope", "account:initech", func() (authz.Revision, error) {
+			return w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "presenter", Scope: "account:initech", Permissions: []string{"send-audio"}})
+		})
+	})
+	t.Run("putting the same definition again writes nothing, whatever the order of its lists", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		r := authz.Role{Name: "presenter", Scope: "account:acme", Permissions: []string{"send-video", "send-audio"}, BindableOn: []string{"call", "calltype"}, MaxHolders: 2}
+		w.role(r)
+		r.Permissions = []string{"send-audio", "send-video", "send-audio"}
+		r.BindableOn = []string{"calltype", "call"}
+		w.writesNothing(func() (authz.Revision, error) { return w.eng.PutRole(w.ctx, w.by, r) })
+	})
+	t.Run("a changed definition is written", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		r := authz.Role{Name: "presenter", Scope: "account:acme", Permissions: []string{"send-audio"}}
+		w.role(r)
+		before := w.be.count()
+		r.MaxHolders = 1
+		w.role(r)
+		if w.be.count() != before+1 {
+			t.Errorf("changing max_holders wrote %d change sets, want 1", w.be.count()-before)
+		}
+	})
+}
+
+func TestDeleteRole(t *testing.T) {
+	t.Run("DeleteRole is refused while grants would be left without a definition", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
+		w.grant("user:alice", "stage-manager", "call:livestream:42")
+		e := w.refuses(authz.FailedPrecondition, "name", "stage-manager", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager")
+		})
+		if !strings.Contains(e.Reason, "user:alice on call:livestream:42") {
+			t.Errorf("the refusal does not name the grant that holds it: %v", e)
+		}
+		if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "stage-manager", Resource: "call:livestream:42"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager"); err != nil {
+			t.Errorf("DeleteRole once its grants are revoked: %v", err)
+		}
+	})
+	t.Run("DeleteRole of the built-in is refused while a grant on a call of another call type relies on it", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.role(streamAdminOverride)
+		w.grant("user:alice", "admin", "call:livestream:42")
+		w.grant("user:bob", "admin", "call:default:1")
+		e := w.refuses(authz.FailedPrecondition, "name", "admin", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "root", "admin")
+		})
+		if !strings.Contains(e.Reason, "1 grants") || !strings.Contains(e.Reason, "user:bob on call:default:1") {
+			t.Errorf("the refusal should count only bob's grant (alice's is covered by the override): %v", e)
+		}
+	})
+	t.Run("deleting an override falls back to the next definition up", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.role(streamAdminOverride)
+		w.grant("user:alice", "admin", "call:livestream:42")
+		if d := w.check("user:alice", "end-call", "call:livestream:42"); d.Allowed {
+			t.Fatalf("the override should not allow end-call: %+v", d)
+		}
+		if _, err := w.eng.DeleteRole(w.ctx, w.by, "calltype:livestream", "admin"); err != nil {
+			t.Fatal(err)
+		}
+		if d := w.check("user:alice", "end-call", "call:livestream:42"); !d.Allowed {
+			t.Errorf("with the override deleted, the built-in admin should allow end-call: %+v", d)
+		}
+	})
+	t.Run("role not visible at that scope -> NOT_FOUND", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.refuses(authz.NotFound, "name", "admin", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "account:acme", "admin")
+		})
+	})
+	t.Run("on a write: resource not registered -> NOT_FOUND (the scope)", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.refuses(authz.NotFound, "scope", "account:initech", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "account:initech", "admin")
+		})
+	})
+}
+
+func TestListRoles(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(streamAdminOverride)
+	w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
+	cases := []struct {
+		name     string
+		resource string
+		want     []string // name@scope, by name
+	}{
+		{"ListRoles returns the nearest definitions with their scope: the call type's admin", "call:livestream:42",
+			[]string{"admin@calltype:livestream", "call-member@root", "host@root", "moderator@root", "stage-manager@account:acme", "user@root"}},
+		{"ListRoles returns the nearest definitions with their scope: the override is defined at the call type itself", "calltype:livestream",
+			[]string{"admin@calltype:livestream", "call-member@root", "host@root", "moderator@root", "stage-manager@account:acme", "user@root"}},
+		{"ListRoles returns the nearest definitions with their scope: another call type keeps the built-in admin", "call:default:1",
+			[]string{"admin@root", "call-member@root", "host@root", "moderator@root", "stage-manager@account:acme", "user@root"}},
+		{"ListRoles returns the nearest definitions with their scope: another account sees no acme role", "call:globex:7",
+			[]string{"admin@root", "call-member@root", "host@root", "moderator@root", "user@root"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			roles, rev, err := w.idx.ListRoles(tc.resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != w.idx.Revision() {
+				t.Errorf("answered at revision %d, want %d", rev, w.idx.Revision())
+			}
+			var got []string
+			for _, r := range roles {
+				got = append(got, r.Name+"@"+r.Scope)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("ListRoles(%s) = %v, want %v", tc.resource, got, tc.want)
+			}
+			for _, r := range roles {
+				if r.Name == "admin" && r.Scope == "calltype:livestream" && !slices.Equal(r.Permissions, []string{"mute-users", "send-audio", "send-video"}) {
+					t.Errorf("the override is listed with permissions %v", r.Permissions)
+				}
+			}
+		})
+	}
+	t.Run("ListRoles of an unregistered resource is NOT_FOUND", func(t *testing.T) {
+		_, _, err := w.idx.ListRoles("call:livestream:404")
+		wantError(t, err, authz.NotFound, "resource", "call:livestream:404")
+	})
+}
