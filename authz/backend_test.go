@@ -40,6 +40,18 @@ func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revi
 	return b.rev, nil
 }
 
+func (b *memBackend) Changes(after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []authz.ChangeSet
+	for _, cs := range b.sets {
+		if cs.Revision > after && len(out) < limit {
+			out = append(out, cs)
+		}
+	}
+	return out, nil
+}
+
 // failNextCommit makes the next Commit fail with err, committing nothing.
 func (b *memBackend) failNextCommit(err error) {
 	b.mu.Lock()

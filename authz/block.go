@@ -20,11 +20,14 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, error
 		if err != nil {
 			return nil, err
 		}
+		if err := x.requirePermission(by, n, PermBlocksWrite, "blocking a subject on it"); err != nil {
+			return nil, err
+		}
 		if i := x.cat.undeclared(asked, false); i >= 0 {
 			return nil, errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
 		}
-		if !b.Expires.IsZero() && !b.Expires.After(now) {
-			return nil, errorf(Invalid, "expire_time", b.Expires.UTC().Format(time.RFC3339Nano), "expiry must be in the future")
+		if err := checkExpiry(b.Expires, now); err != nil {
+			return nil, err
 		}
 		b.Expires = b.Expires.UTC()
 		if old := n.blocks[b.Subject]; old != nil && sameBlock(old.Block, b) {
@@ -40,6 +43,9 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource strin
 	return e.write(ctx, by, func(time.Time) ([]Change, error) {
 		n, err := e.idx.registered("resource", resource)
 		if err != nil {
+			return nil, err
+		}
+		if err := e.idx.requirePermission(by, n, PermBlocksWrite, "unblocking a subject on it"); err != nil {
 			return nil, err
 		}
 		if n.blocks[subject] == nil {

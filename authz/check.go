@@ -64,6 +64,8 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, Revision, error) {
 	return out, x.rev, nil
 }
 
+func nowNano() int64 { return time.Now().UnixNano() }
+
 func checkField(i int) string {
 	return "checks[" + strconv.Itoa(i) + "]."
 }

@@ -10,9 +10,11 @@ import (
 
 // Backend is where the engine commits writes. Commit makes a change set
 // durable and atomic under the next revision before it returns, and delivers
-// it to the index's feed (Index.Apply), directly or through a watch.
+// it to the index's feed (Index.Apply), directly or through a watch. Changes
+// reads the change log back, oldest first.
 type Backend interface {
 	Commit(ctx context.Context, cs ChangeSet) (Revision, error)
+	Changes(after Revision, limit int) ([]ChangeSet, error)
 }
 
 // Author says who makes a write: the authenticated caller, and the end user
@@ -63,10 +65,6 @@ func (e *Engine) Await(ctx context.Context, min Revision) error {
 // waits until the index has applied it. A plan that changes nothing writes
 // nothing and answers the current revision.
 func (e *Engine) write(ctx context.Context, by Author, plan func(now time.Time) ([]Change, error)) (Revision, error) {
-	if by.Actor != "" {
-		return 0, errorf(Unimplemented, "actor", by.Actor,
-			"writes on behalf of an actor are not enabled on this server; omit actor to act on the caller's authority")
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -21,13 +22,18 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 		if def == nil {
 			return nil, errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
 		}
+		if by.Actor != "" {
+			if err := x.mayGrant(by.Actor, g.Role, n, now.UnixNano()); err != nil {
+				return nil, err
+			}
+		}
 		if len(def.BindableOn) > 0 && !contains(def.BindableOn, n.typ) {
 			return nil, errorf(FailedPrecondition, "role", g.Role,
 				"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
 				def.BindableOn, def.Scope, g.Resource, n.typ)
 		}
-		if !g.Expires.IsZero() && !g.Expires.After(now) {
-			return nil, errorf(Invalid, "expire_time", g.Expires.UTC().Format(time.RFC3339Nano), "expiry must be in the future")
+		if err := checkExpiry(g.Expires, now); err != nil {
+			return nil, err
 		}
 		h := holder{g.Subject, x.roleID(g.Role)}
 		old, held := n.grants[h]
@@ -49,7 +55,7 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 // Revoke removes the grant of role to subject on resource; NotFound when
 // there is none.
 func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, error) {
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
+	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
 		x := e.idx
 		n, err := x.registered("resource", g.Resource)
 		if err != nil {
@@ -58,8 +64,33 @@ func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, erro
 		if _, held := n.grants[holder{g.Subject, x.roleID(g.Role)}]; !held {
 			return nil, errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
 		}
+		if by.Actor != "" {
+			if err := x.mayRevoke(by.Actor, g, n, now.UnixNano()); err != nil {
+				return nil, err
+			}
+		}
 		return []Change{{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}}}, nil
 	})
+}
+
+// latestExpiry is the last instant whose Unix nanoseconds fit the index's
+// int64, in 2262.
+var latestExpiry = time.Unix(0, math.MaxInt64).UTC()
+
+// checkExpiry refuses an expiry that is not in the future or is too far in
+// it to be represented; the zero time means never.
+func checkExpiry(t, now time.Time) error {
+	if t.IsZero() {
+		return nil
+	}
+	if !t.After(now) {
+		return errorf(Invalid, "expire_time", t.UTC().Format(time.RFC3339Nano), "expiry must be in the future")
+	}
+	if t.After(latestExpiry) {
+		return errorf(Invalid, "expire_time", t.UTC().Format(time.RFC3339Nano),
+			"expiry must be before %s; leave it unset for never", latestExpiry.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // holders counts the subjects holding role on n itself, unexpired.

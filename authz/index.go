@@ -24,17 +24,20 @@ type Index struct {
 	roleIDs   map[string]int32 // interned role names
 	roleNames []string
 	subjects  map[string]*subjectIndex
+	creators  map[string]string // resource type -> creator role
 }
 
 // node is a registered resource.
 type node struct {
 	name     string
 	typ      string
+	creator  string
 	parent   *node
 	children int
-	roles    map[int32]*roleDef     // role definitions at this scope
-	grants   map[holder]int64       // grants on this resource: expiry in unix ns, 0 for never
-	blocks   map[string]*blockEntry // blocks on this resource, by subject
+	roles    map[int32]*roleDef       // role definitions at this scope
+	grants   map[holder]int64         // grants on this resource: expiry in unix ns, 0 for never
+	blocks   map[string]*blockEntry   // blocks on this resource, by subject
+	quotas   map[quotaKey]*quotaEntry // quotas on this resource's subtree
 }
 
 type holder struct {
@@ -81,6 +84,7 @@ func NewIndex(s Snapshot) (*Index, error) {
 		nodes:    make(map[string]*node, len(s.Resources)+1),
 		roleIDs:  make(map[string]int32),
 		subjects: make(map[string]*subjectIndex),
+		creators: make(map[string]string),
 	}
 	cat, err := newCatalog(s.Permissions, "permissions")
 	if err != nil {
@@ -90,7 +94,7 @@ func NewIndex(s Snapshot) (*Index, error) {
 	x.root = &node{name: RootName, typ: RootName}
 	x.nodes[RootName] = x.root
 	for _, r := range s.Resources {
-		x.nodes[r.Name] = &node{name: r.Name, typ: TypeOf(r.Name)}
+		x.nodes[r.Name] = &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
 	}
 	for _, r := range s.Resources {
 		p := x.nodes[r.Parent]
@@ -118,6 +122,23 @@ func NewIndex(s Snapshot) (*Index, error) {
 			return nil, fmt.Errorf("block of %q: resource %q is not registered", b.Subject, b.Resource)
 		}
 		x.putBlock(b)
+	}
+	for _, q := range s.Quotas {
+		n := x.nodes[q.Scope]
+		if n == nil {
+			return nil, fmt.Errorf("quota on %q: scope is not registered", q.Scope)
+		}
+		if n.quotas == nil {
+			n.quotas = make(map[quotaKey]*quotaEntry)
+		}
+		n.quotas[quotaKey{q.ResourceType, q.Subject}] = &quotaEntry{Quota: q}
+	}
+	// One pass counts every quota's use.
+	for _, n := range x.nodes {
+		x.count(n, 1)
+	}
+	for _, c := range s.CreatorRoles {
+		x.creators[c.ResourceType] = c.Role
 	}
 	return x, nil
 }
@@ -175,6 +196,14 @@ func (x *Index) Apply(cs ChangeSet) {
 			x.putBlock(*c.Block)
 		case OpDeleteBlock:
 			x.deleteBlock(c.Block.Subject, c.Block.Resource)
+		case OpPutQuota:
+			x.putQuota(*c.Quota)
+		case OpDeleteQuota:
+			x.deleteQuota(*c.Quota)
+		case OpPutCreatorRole:
+			x.creators[c.CreatorRole.ResourceType] = c.CreatorRole.Role
+		case OpDeleteCreatorRole:
+			delete(x.creators, c.CreatorRole.ResourceType)
 		}
 	}
 	if catalogChanged {
@@ -221,15 +250,34 @@ func (x *Index) roleID(name string) int32 {
 
 func (x *Index) putResource(r Resource) {
 	n := x.nodes[r.Name]
+	var subtree []*node
 	if n == nil {
-		n = &node{name: r.Name, typ: TypeOf(r.Name)}
+		n = &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
 		x.nodes[r.Name] = n
-	}
-	if n.parent != nil {
+		subtree = []*node{n}
+	} else {
+		subtree = x.subtree(n)
+		for _, m := range subtree {
+			x.count(m, -1)
+		}
 		n.parent.children--
 	}
 	n.parent = x.nodes[r.Parent]
 	n.parent.children++
+	for _, m := range subtree {
+		x.count(m, 1)
+	}
+}
+
+// subtree returns n and every resource below it.
+func (x *Index) subtree(n *node) []*node {
+	var out []*node
+	for _, m := range x.nodes {
+		if isUnder(m, n) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (x *Index) deleteResource(name string) {
@@ -240,6 +288,7 @@ func (x *Index) deleteResource(name string) {
 	for h := range n.grants {
 		x.deleteGrant(Grant{Subject: h.subject, Role: x.roleNames[h.role], Resource: name})
 	}
+	x.count(n, -1)
 	n.parent.children--
 	delete(x.nodes, name)
 }

@@ -25,10 +25,12 @@ type Permission struct {
 	Description string   `json:"description,omitempty"`
 }
 
-// Resource is a node of the resource tree.
+// Resource is a node of the resource tree. Creator is the actor who
+// registered it, if one did; quotas per subject count by it.
 type Resource struct {
-	Name   string `json:"name"`
-	Parent string `json:"parent"`
+	Name    string `json:"name"`
+	Parent  string `json:"parent"`
+	Creator string `json:"creator,omitempty"`
 }
 
 // Role is a named bundle of permissions defined at a scope.
@@ -61,11 +63,30 @@ type Block struct {
 	Reason      string    `json:"reason,omitempty"`
 }
 
-// Policy is a permission catalog with the resources and roles that use it.
+// Quota limits how many resources of ResourceType may exist in Scope's
+// subtree; with a Subject, how many that subject may register there.
+type Quota struct {
+	Scope        string `json:"scope"`
+	ResourceType string `json:"resource_type"`
+	Subject      string `json:"subject,omitempty"`
+	Limit        uint32 `json:"limit"`
+}
+
+// CreatorRole is granted to the actor who registers a resource of
+// ResourceType, in the same transaction.
+type CreatorRole struct {
+	ResourceType string `json:"resource_type"`
+	Role         string `json:"role"`
+}
+
+// Policy is a permission catalog with the resources, roles, creator roles
+// and quotas that use it.
 type Policy struct {
-	Permissions []Permission
-	Resources   []Resource
-	Roles       []Role
+	Permissions  []Permission
+	Resources    []Resource
+	Roles        []Role
+	CreatorRoles []CreatorRole
+	Quotas       []Quota
 }
 
 // Op says what a Change does.
@@ -84,19 +105,27 @@ const (
 	OpDeleteGrant
 	OpPutBlock
 	OpDeleteBlock
+	OpPutQuota
+	OpDeleteQuota
+	OpPutCreatorRole
+	OpDeleteCreatorRole
 )
 
 var opNames = map[Op]string{
-	OpPutPermission:    "put_permission",
-	OpDeletePermission: "delete_permission",
-	OpPutResource:      "put_resource",
-	OpDeleteResource:   "delete_resource",
-	OpPutRole:          "put_role",
-	OpDeleteRole:       "delete_role",
-	OpPutGrant:         "put_grant",
-	OpDeleteGrant:      "delete_grant",
-	OpPutBlock:         "put_block",
-	OpDeleteBlock:      "delete_block",
+	OpPutPermission:     "put_permission",
+	OpDeletePermission:  "delete_permission",
+	OpPutResource:       "put_resource",
+	OpDeleteResource:    "delete_resource",
+	OpPutRole:           "put_role",
+	OpDeleteRole:        "delete_role",
+	OpPutGrant:          "put_grant",
+	OpDeleteGrant:       "delete_grant",
+	OpPutBlock:          "put_block",
+	OpDeleteBlock:       "delete_block",
+	OpPutQuota:          "put_quota",
+	OpDeleteQuota:       "delete_quota",
+	OpPutCreatorRole:    "put_creator_role",
+	OpDeleteCreatorRole: "delete_creator_role",
 }
 
 func (o Op) String() string {
@@ -123,12 +152,14 @@ func (o *Op) UnmarshalText(b []byte) error {
 // Change is one entity put or deleted. Exactly the field that matches Op is
 // set.
 type Change struct {
-	Op         Op          `json:"op"`
-	Permission *Permission `json:"permission,omitempty"`
-	Resource   *Resource   `json:"resource,omitempty"`
-	Role       *Role       `json:"role,omitempty"`
-	Grant      *Grant      `json:"grant,omitempty"`
-	Block      *Block      `json:"block,omitempty"`
+	Op          Op           `json:"op"`
+	Permission  *Permission  `json:"permission,omitempty"`
+	Resource    *Resource    `json:"resource,omitempty"`
+	Role        *Role        `json:"role,omitempty"`
+	Grant       *Grant       `json:"grant,omitempty"`
+	Block       *Block       `json:"block,omitempty"`
+	Quota       *Quota       `json:"quota,omitempty"`
+	CreatorRole *CreatorRole `json:"creator_role,omitempty"`
 }
 
 // ChangeSet is what one write changed, as committed: the unit of the change
@@ -144,10 +175,12 @@ type ChangeSet struct {
 // Snapshot is every entity at one revision, as a backend loads it at
 // start-up.
 type Snapshot struct {
-	Revision    Revision
-	Permissions []Permission
-	Resources   []Resource
-	Roles       []Role
-	Grants      []Grant
-	Blocks      []Block
+	Revision     Revision
+	Permissions  []Permission
+	Resources    []Resource
+	Roles        []Role
+	Grants       []Grant
+	Blocks       []Block
+	Quotas       []Quota
+	CreatorRoles []CreatorRole
 }

@@ -14,6 +14,9 @@ import (
 // permissions p declares. Applying a policy already in force writes nothing
 // and reports changed false.
 func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy) (rev Revision, changed bool, err error) {
+	if by.Actor != "" {
+		return 0, false, errorf(Invalid, "actor", by.Actor, "a policy is applied on the caller's own authority; omit actor")
+	}
 	rev, err = e.write(ctx, by, func(time.Time) ([]Change, error) {
 		changes, err := e.idx.planPolicy(p)
 		changed = len(changes) > 0
@@ -119,6 +122,36 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		changes = append(changes, Change{Op: OpPutRole, Role: &r})
 	}
 
+	creatorTypes := map[string]bool{}
+	for i, c := range p.CreatorRoles {
+		if creatorTypes[c.ResourceType] {
+			return nil, errorf(Invalid, fmt.Sprintf("policy.creator_roles[%d].resource_type", i), c.ResourceType,
+				"resource type has two creator roles")
+		}
+		creatorTypes[c.ResourceType] = true
+		if x.creators[c.ResourceType] != c.Role {
+			changes = append(changes, Change{Op: OpPutCreatorRole, CreatorRole: &CreatorRole{ResourceType: c.ResourceType, Role: c.Role}})
+		}
+	}
+	quotas := map[Quota]bool{}
+	for i, q := range p.Quotas {
+		field := fmt.Sprintf("policy.quotas[%d]", i)
+		key := Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}
+		if quotas[key] {
+			return nil, errorf(Invalid, field+".resource_type", q.ResourceType, "quota is listed twice for scope %q and subject %q", q.Scope, q.Subject)
+		}
+		quotas[key] = true
+		if _, ok := parentOf(q.Scope); !ok {
+			return nil, errorf(NotFound, field+".scope", q.Scope, "resource is neither registered nor listed in the policy")
+		}
+		if n := x.nodes[q.Scope]; n != nil {
+			if old := n.quotas[quotaKey{q.ResourceType, q.Subject}]; old != nil && old.Quota == q {
+				continue
+			}
+		}
+		changes = append(changes, Change{Op: OpPutQuota, Quota: &q})
+	}
+
 	// What the policy leaves alone must still make sense under its catalog.
 	for _, n := range x.nodes {
 		for _, d := range n.roles {
@@ -168,9 +201,16 @@ func (x *Index) ExportPolicy() (Policy, Revision) {
 			p.Resources = append(p.Resources, Resource{Name: n.name, Parent: n.parent.name})
 		}
 		p.Roles = append(p.Roles, x.rolesAt(n)...)
+		for _, q := range x.quotasAt(n) {
+			p.Quotas = append(p.Quotas, q.Quota)
+		}
 		kids := children[n]
 		slices.SortFunc(kids, func(a, b *node) int { return strings.Compare(a.name, b.name) })
 		queue = append(queue, kids...)
 	}
+	for typ, role := range x.creators {
+		p.CreatorRoles = append(p.CreatorRoles, CreatorRole{ResourceType: typ, Role: role})
+	}
+	slices.SortFunc(p.CreatorRoles, func(a, b CreatorRole) int { return strings.Compare(a.ResourceType, b.ResourceType) })
 	return p, x.rev
 }

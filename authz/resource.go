@@ -8,7 +8,11 @@ import (
 
 // PutResource registers r under r.Parent ("root" when empty), or moves it
 // there if it is registered already. The parent must be registered
-// (NotFound) and must not be r or below it (FailedPrecondition).
+// (NotFound) and must not be r or below it (FailedPrecondition); the quotas
+// above the parent must have room (ResourceExhausted). An actor needs
+// usher.resources.write on the parent (and, for a move, on the old parent
+// too); registering as an actor records the actor as creator and grants it
+// the policy's creator role for the type, in the same write.
 func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revision, error) {
 	if r.Parent == "" {
 		r.Parent = RootName
@@ -23,20 +27,53 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 			return nil, err
 		}
 		if n := x.nodes[r.Name]; n != nil {
-			if n.parent == parent {
-				return nil, nil
-			}
-			if isUnder(parent, n) {
-				return nil, errorf(FailedPrecondition, "parent", r.Parent,
-					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
-			}
-			if orphan := x.orphanedByMove(n, parent); orphan != "" {
-				return nil, errorf(FailedPrecondition, "parent", r.Parent,
-					"moving %q under %q would leave %s with no definition of its role; revoke it first", r.Name, r.Parent, orphan)
-			}
+			return x.planMove(by, n, parent)
 		}
-		return []Change{{Op: OpPutResource, Resource: &r}}, nil
+		if err := x.requirePermission(by, parent, PermResourcesWrite, "registering a resource under it"); err != nil {
+			return nil, err
+		}
+		r.Creator = by.Actor
+		placed := &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
+		if err := x.checkQuotas(placing(placed), nil, parent); err != nil {
+			return nil, err
+		}
+		changes := []Change{{Op: OpPutResource, Resource: &r}}
+		if role := x.creators[placed.typ]; role != "" && by.Actor != "" {
+			def := x.resolve(parent, x.roleID(role))
+			if def == nil || (len(def.BindableOn) > 0 && !contains(def.BindableOn, placed.typ)) {
+				return nil, errorf(FailedPrecondition, "name", r.Name,
+					"the creator role %q of %s resources cannot be granted on it: it is not defined at %q or above, or not bindable on %s",
+					role, placed.typ, r.Parent, placed.typ)
+			}
+			changes = append(changes, Change{Op: OpPutGrant, Grant: &Grant{Subject: by.Actor, Role: role, Resource: r.Name}})
+		}
+		return changes, nil
 	})
+}
+
+// planMove moves n under parent.
+func (x *Index) planMove(by Author, n, parent *node) ([]Change, error) {
+	if n.parent == parent {
+		return nil, nil
+	}
+	if isUnder(parent, n) {
+		return nil, errorf(FailedPrecondition, "parent", parent.name,
+			"moving %q under %q would form a cycle: the parent is the resource itself or below it", n.name, parent.name)
+	}
+	if err := x.requirePermission(by, n.parent, PermResourcesWrite, "moving a resource out of it"); err != nil {
+		return nil, err
+	}
+	if err := x.requirePermission(by, parent, PermResourcesWrite, "moving a resource under it"); err != nil {
+		return nil, err
+	}
+	if orphan := x.orphanedByMove(n, parent); orphan != "" {
+		return nil, errorf(FailedPrecondition, "parent", parent.name,
+			"moving %q under %q would leave %s with no definition of its role; revoke it first", n.name, parent.name, orphan)
+	}
+	if err := x.checkQuotas(placing(x.subtree(n)...), n, parent); err != nil {
+		return nil, err
+	}
+	return []Change{{Op: OpPutResource, Resource: &Resource{Name: n.name, Parent: parent.name, Creator: n.creator}}}, nil
 }
 
 // orphanedByMove describes a grant in n's subtree whose role resolves today
@@ -82,6 +119,9 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		if err != nil {
 			return nil, err
 		}
+		if err := x.requirePermission(by, n.parent, PermResourcesWrite, "deleting a resource under it"); err != nil {
+			return nil, err
+		}
 		if n.children > 0 {
 			return nil, errorf(FailedPrecondition, "name", name,
 				"resource has %d children; delete or move them first", n.children)
@@ -95,6 +135,9 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		}
 		for _, r := range x.rolesAt(n) {
 			changes = append(changes, Change{Op: OpDeleteRole, Role: &Role{Name: r.Name, Scope: name}})
+		}
+		for _, q := range x.quotasAt(n) {
+			changes = append(changes, Change{Op: OpDeleteQuota, Quota: &Quota{Scope: name, ResourceType: q.ResourceType, Subject: q.Subject}})
 		}
 		changes = append(changes, Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
 		return changes, nil
@@ -116,7 +159,7 @@ func (x *Index) GetResource(name string) (ResourceInfo, Revision, error) {
 	if err != nil {
 		return ResourceInfo{}, x.rev, err
 	}
-	info := ResourceInfo{Resource: Resource{Name: name}, Children: n.children}
+	info := ResourceInfo{Resource: Resource{Name: name, Creator: n.creator}, Children: n.children}
 	if n.parent != nil {
 		info.Parent = n.parent.name
 	}

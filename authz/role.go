@@ -20,6 +20,9 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 		if err != nil {
 			return nil, err
 		}
+		if err := x.requirePermission(by, n, PermRolesWrite, "defining a role at it"); err != nil {
+			return nil, err
+		}
 		if err := x.checkRolePermissions(asked, "role."); err != nil {
 			return nil, err
 		}
@@ -46,6 +49,9 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		x := e.idx
 		n, err := x.registered("scope", scope)
 		if err != nil {
+			return nil, err
+		}
+		if err := x.requirePermission(by, n, PermRolesWrite, "deleting a role defined at it"); err != nil {
 			return nil, err
 		}
 		id := x.roleID(name)
@@ -95,6 +101,11 @@ func (x *Index) ListRoles(resource string) ([]Role, Revision, error) {
 	if err != nil {
 		return nil, x.rev, err
 	}
+	return x.visibleRoles(n), x.rev, nil
+}
+
+// visibleRoles returns the definitions that apply at n, by name.
+func (x *Index) visibleRoles(n *node) []Role {
 	seen := map[int32]bool{}
 	var out []Role
 	for a := n; a != nil; a = a.parent {
@@ -106,7 +117,7 @@ func (x *Index) ListRoles(resource string) ([]Role, Revision, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
-	return out, x.rev, nil
+	return out
 }
 
 // rolesAt returns the definitions made at n itself, by name.

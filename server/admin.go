@@ -61,8 +61,8 @@ func (s *adminServer) ListGrants(ctx context.Context, req *usherv1.ListGrantsReq
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	grants, next, rev, err := s.engine.Index().ListGrants(
 		authz.GrantFilter{Subject: req.GetSubject(), Resource: req.GetResource()},
@@ -83,8 +83,8 @@ func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesReque
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	roles, rev, err := s.engine.Index().ListRoles(req.GetResource())
 	if err != nil {
@@ -148,8 +148,8 @@ func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	info, rev, err := s.engine.Index().GetResource(req.GetName())
 	if err != nil {
@@ -227,8 +227,8 @@ func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyR
 }
 
 func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	p, rev := s.engine.Index().ExportPolicy()
 	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev)}, nil

@@ -24,8 +24,8 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	d, rev, err := s.engine.Index().Check(authz.Query{
 		Subject: req.GetSubject(), Permission: req.GetPermission(), Resource: req.GetResource(),
@@ -53,8 +53,8 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	ds, rev, err := s.engine.Index().CheckBatch(qs)
 	if err != nil {
@@ -74,8 +74,8 @@ func (s *authorizationServer) ListPermissions(ctx context.Context, req *usherv1.
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.engine.Await(ctx, authz.Revision(req.GetMinRevision())); err != nil {
-		return nil, toStatus(err)
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
 	}
 	perms, known, rev := s.engine.Index().ListPermissions(req.GetSubject(), req.GetResource())
 	return &usherv1.ListPermissionsResponse{Permissions: perms, ResourceKnown: known, Revision: uint64(rev)}, nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -74,3 +75,20 @@ func slogLogger(l *slog.Logger) logging.Logger {
 // callerOf names the caller of a request for the change log. Until callers
 // authenticate, every caller is anonymous.
 func callerOf(context.Context) string { return "anonymous" }
+
+// await waits until the index reaches a read's min_revision (0: no wait). It
+// stops waiting a little before the caller's deadline, so that the
+// FAILED_PRECONDITION saying the revision was not reached arrives before the
+// caller's own deadline fires and hides it behind DEADLINE_EXCEEDED.
+func await(ctx context.Context, e *authz.Engine, rev uint64) error {
+	if rev == 0 {
+		return nil
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		margin := min(time.Until(deadline)/10, 100*time.Millisecond)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+		defer cancel()
+	}
+	return toStatus(e.Await(ctx, authz.Revision(rev)))
+}

@@ -183,7 +183,7 @@ func closedAsErrClosed(err error) error {
 
 // buckets are looked up once per transaction rather than once per change.
 type buckets struct {
-	meta, permissions, resources, roles, grants, blocks, changes *bbolt.Bucket
+	meta, permissions, resources, roles, grants, blocks, changes, quotas, creators *bbolt.Bucket
 }
 
 // openBuckets relies on Open having created every bucket; a nil one would be
@@ -197,6 +197,8 @@ func openBuckets(tx *bbolt.Tx) buckets {
 		grants:      tx.Bucket(bucketGrants),
 		blocks:      tx.Bucket(bucketBlocks),
 		changes:     tx.Bucket(bucketChanges),
+		quotas:      tx.Bucket(bucketQuotas),
+		creators:    tx.Bucket(bucketCreators),
 	}
 }
 
@@ -224,6 +226,16 @@ func (b buckets) apply(c *authz.Change) error {
 			return errMissingEntity("block")
 		}
 		return putOrDelete(b.blocks, c.Op == authz.OpPutBlock, c.Block, blockKey)
+	case authz.OpPutQuota, authz.OpDeleteQuota:
+		if c.Quota == nil {
+			return errMissingEntity("quota")
+		}
+		return putOrDelete(b.quotas, c.Op == authz.OpPutQuota, c.Quota, quotaKey)
+	case authz.OpPutCreatorRole, authz.OpDeleteCreatorRole:
+		if c.CreatorRole == nil {
+			return errMissingEntity("creator role")
+		}
+		return putOrDelete(b.creators, c.Op == authz.OpPutCreatorRole, c.CreatorRole, creatorRoleKey)
 	case authz.OpPutGrant, authz.OpDeleteGrant:
 		if c.Grant == nil {
 			return errMissingEntity("grant")

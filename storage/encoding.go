@@ -20,10 +20,12 @@ var (
 	bucketGrants      = []byte("grants")
 	bucketBlocks      = []byte("blocks")
 	bucketChanges     = []byte("changes")
+	bucketQuotas      = []byte("quotas")
+	bucketCreators    = []byte("creator_roles")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketPermissions, bucketResources, bucketRoles,
-		bucketGrants, bucketBlocks, bucketChanges,
+		bucketGrants, bucketBlocks, bucketChanges, bucketQuotas, bucketCreators,
 	}
 
 	keyRevision = []byte("revision")
@@ -81,6 +83,12 @@ func permissionKey(p *authz.Permission) ([]byte, error) { return compositeKey(p.
 func resourceKey(r *authz.Resource) ([]byte, error)     { return compositeKey(r.Name) }
 func roleKey(r *authz.Role) ([]byte, error)             { return compositeKey(r.Scope, r.Name) }
 func blockKey(b *authz.Block) ([]byte, error)           { return compositeKey(b.Subject, b.Resource) }
+func quotaKey(q *authz.Quota) ([]byte, error) {
+	return compositeKey(q.Scope, q.ResourceType, q.Subject)
+}
+func creatorRoleKey(c *authz.CreatorRole) ([]byte, error) {
+	return compositeKey(c.ResourceType)
+}
 
 func grantKey(g *authz.Grant) ([]byte, error) {
 	return compositeKey(g.Subject, g.Resource, g.Role)
@@ -167,6 +175,14 @@ func committedCopy(cs authz.ChangeSet) authz.ChangeSet {
 			b.Permissions = cloneStrings(b.Permissions)
 			b.Expires = b.Expires.UTC()
 			d.Block = &b
+		}
+		if c.Quota != nil {
+			q := *c.Quota
+			d.Quota = &q
+		}
+		if c.CreatorRole != nil {
+			cr := *c.CreatorRole
+			d.CreatorRole = &cr
 		}
 		out.Changes[i] = d
 	}

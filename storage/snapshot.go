@@ -32,6 +32,12 @@ func (s *Store) Snapshot() (authz.Snapshot, error) {
 		if snap.Blocks, err = loadJSON[authz.Block](b.blocks, bucketBlocks); err != nil {
 			return err
 		}
+		if snap.Quotas, err = loadJSON[authz.Quota](b.quotas, bucketQuotas); err != nil {
+			return err
+		}
+		if snap.CreatorRoles, err = loadJSON[authz.CreatorRole](b.creators, bucketCreators); err != nil {
+			return err
+		}
 		return b.grants.ForEach(func(k, v []byte) error {
 			g, err := decodeGrant(k, v)
 			if err != nil {

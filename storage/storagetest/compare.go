@@ -45,6 +45,8 @@ func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 	for _, b := range s.Blocks {
 		out.Blocks = append(out.Blocks, normalBlock(b))
 	}
+	out.Quotas = nonEmpty(s.Quotas)
+	out.CreatorRoles = nonEmpty(s.CreatorRoles)
 	return out
 }
 
@@ -141,7 +143,7 @@ func normalBlock(b authz.Block) authz.Block {
 // are reflect.DeepEqual exactly when they are Equal.
 func instant(t time.Time) time.Time { return t.UTC() }
 
-func nonEmpty(s []string) []string {
+func nonEmpty[T any](s []T) []T {
 	if len(s) == 0 {
 		return nil
 	}

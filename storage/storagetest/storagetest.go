@@ -402,6 +402,8 @@ type fixture struct {
 	roles       []authz.Role
 	grants      []authz.Grant
 	blocks      []authz.Block
+	quotas      []authz.Quota
+	creators    []authz.CreatorRole
 }
 
 func world() *fixture {
@@ -413,7 +415,7 @@ func world() *fixture {
 			{Name: "call.block-users"},
 		},
 		resources: []authz.Resource{
-			{Name: "account:acme", Parent: "root"},
+			{Name: "account:acme", Parent: "root", Creator: "user:alice"},
 			{Name: "calltype:livestream", Parent: "account:acme"},
 			{Name: "call:livestream:42", Parent: "calltype:livestream"},
 			{Name: "call:livestream:420", Parent: "calltype:livestream"},
@@ -437,6 +439,14 @@ func world() *fixture {
 			{Subject: "user:mallory", Resource: "account:acme", Reason: "spam"},
 			{Subject: "user:mallory", Resource: "call:livestream:42", Permissions: []string{"call.join"}, Expires: soon},
 		},
+		quotas: []authz.Quota{
+			{Scope: "account:acme", ResourceType: "call", Limit: 100},
+			{Scope: "account:acme", ResourceType: "call", Subject: "user:alice", Limit: 3},
+		},
+		creators: []authz.CreatorRole{
+			{ResourceType: "call", Role: "host"},
+			{ResourceType: "event", Role: "owner"},
+		},
 	}
 }
 
@@ -457,6 +467,12 @@ func (f *fixture) puts() []authz.Change {
 	for _, b := range f.blocks {
 		cs = append(cs, put(b))
 	}
+	for _, q := range f.quotas {
+		cs = append(cs, put(q))
+	}
+	for _, c := range f.creators {
+		cs = append(cs, put(c))
+	}
 	return cs
 }
 
@@ -464,12 +480,14 @@ func (f *fixture) puts() []authz.Change {
 // resources in key order, the order the Snapshot contract promises.
 func (f *fixture) snapshot(rev authz.Revision) authz.Snapshot {
 	s := authz.Snapshot{
-		Revision:    rev,
-		Permissions: slices.Clone(f.permissions),
-		Resources:   slices.Clone(f.resources),
-		Roles:       slices.Clone(f.roles),
-		Grants:      slices.Clone(f.grants),
-		Blocks:      slices.Clone(f.blocks),
+		Revision:     rev,
+		Permissions:  slices.Clone(f.permissions),
+		Resources:    slices.Clone(f.resources),
+		Roles:        slices.Clone(f.roles),
+		Grants:       slices.Clone(f.grants),
+		Blocks:       slices.Clone(f.blocks),
+		Quotas:       slices.Clone(f.quotas),
+		CreatorRoles: slices.Clone(f.creators),
 	}
 	slices.SortFunc(s.Permissions, func(a, b authz.Permission) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(s.Roles, func(a, b authz.Role) int { return compareKeys(a.Scope, a.Name, b.Scope, b.Name) })
@@ -528,6 +546,10 @@ func change(entity any, put bool) authz.Change {
 		return authz.Change{Op: pick(authz.OpPutGrant, authz.OpDeleteGrant), Grant: &e}
 	case authz.Block:
 		return authz.Change{Op: pick(authz.OpPutBlock, authz.OpDeleteBlock), Block: &e}
+	case authz.Quota:
+		return authz.Change{Op: pick(authz.OpPutQuota, authz.OpDeleteQuota), Quota: &e}
+	case authz.CreatorRole:
+		return authz.Change{Op: pick(authz.OpPutCreatorRole, authz.OpDeleteCreatorRole), CreatorRole: &e}
 	}
 	panic(fmt.Sprintf("storagetest: no change for %T", entity))
 }

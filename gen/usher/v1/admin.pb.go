@@ -399,9 +399,11 @@ func (x *ListGrantsResponse) GetRevision() uint64 {
 }
 
 type ListRolesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Resource    string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	MinRevision uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// When set, only the roles this subject may grant at resource.
+	AssignableBy  string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +450,13 @@ func (x *ListRolesRequest) GetMinRevision() uint64 {
 		return x.MinRevision
 	}
 	return 0
+}
+
+func (x *ListRolesRequest) GetAssignableBy() string {
+	if x != nil {
+		return x.AssignableBy
+	}
+	return ""
 }
 
 type ListRolesResponse struct {
@@ -1460,6 +1469,475 @@ func (x *ExportPolicyResponse) GetRevision() uint64 {
 	return 0
 }
 
+type PutQuotaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         *Quota                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutQuotaRequest) Reset() {
+	*x = PutQuotaRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutQuotaRequest) ProtoMessage() {}
+
+func (x *PutQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutQuotaRequest.ProtoReflect.Descriptor instead.
+func (*PutQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PutQuotaRequest) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *PutQuotaRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type PutQuotaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutQuotaResponse) Reset() {
+	*x = PutQuotaResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutQuotaResponse) ProtoMessage() {}
+
+func (x *PutQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutQuotaResponse.ProtoReflect.Descriptor instead.
+func (*PutQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PutQuotaResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type DeleteQuotaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Scope         string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Subject       string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteQuotaRequest) Reset() {
+	*x = DeleteQuotaRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteQuotaRequest) ProtoMessage() {}
+
+func (x *DeleteQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteQuotaRequest.ProtoReflect.Descriptor instead.
+func (*DeleteQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeleteQuotaRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *DeleteQuotaRequest) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *DeleteQuotaRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeleteQuotaRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type DeleteQuotaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteQuotaResponse) Reset() {
+	*x = DeleteQuotaResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteQuotaResponse) ProtoMessage() {}
+
+func (x *DeleteQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteQuotaResponse.ProtoReflect.Descriptor instead.
+func (*DeleteQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteQuotaResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type ListQuotasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quotas on this resource and its ancestors.
+	Resource      string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	MinRevision   uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuotasRequest) Reset() {
+	*x = ListQuotasRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuotasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuotasRequest) ProtoMessage() {}
+
+func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuotasRequest.ProtoReflect.Descriptor instead.
+func (*ListQuotasRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListQuotasRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ListQuotasRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
+type ListQuotasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quotas        []*Quota               `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuotasResponse) Reset() {
+	*x = ListQuotasResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuotasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuotasResponse) ProtoMessage() {}
+
+func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuotasResponse.ProtoReflect.Descriptor instead.
+func (*ListQuotasResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListQuotasResponse) GetQuotas() []*Quota {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+func (x *ListQuotasResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type ListChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each filter keeps the records that touch it: a change of that subject's
+	// grants or blocks, a change on or of that resource, writes by that actor
+	// or caller. Filters combine with AND.
+	Subject  string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Actor    string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Caller   string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
+	// Default 100, at most 1000.
+	PageSize      int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesRequest) Reset() {
+	*x = ListChangesRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesRequest) ProtoMessage() {}
+
+func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListChangesRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListChangesRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListChangesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListChangesRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
+type ListChangesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Changes       []*ChangeRecord        `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesResponse) Reset() {
+	*x = ListChangesResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesResponse) ProtoMessage() {}
+
+func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListChangesResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListChangesResponse) GetChanges() []*ChangeRecord {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ListChangesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListChangesResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_usher_v1_admin_proto protoreflect.FileDescriptor
 
 const file_usher_v1_admin_proto_rawDesc = "" +
@@ -1491,10 +1969,11 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x12ListGrantsResponse\x12'\n" +
 	"\x06grants\x18\x01 \x03(\v2\x0f.usher.v1.GrantR\x06grants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"Q\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"v\n" +
 	"\x10ListRolesRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"U\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\x12#\n" +
+	"\rassignable_by\x18\x03 \x01(\tR\fassignableBy\"U\n" +
 	"\x11ListRolesResponse\x12$\n" +
 	"\x05roles\x18\x01 \x03(\v2\x0e.usher.v1.RoleR\x05roles\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\"J\n" +
@@ -1554,7 +2033,38 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\fmin_revision\x18\x01 \x01(\x04R\vminRevision\"\\\n" +
 	"\x14ExportPolicyResponse\x12(\n" +
 	"\x06policy\x18\x01 \x01(\v2\x10.usher.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision2\x9f\a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"N\n" +
+	"\x0fPutQuotaRequest\x12%\n" +
+	"\x05quota\x18\x01 \x01(\v2\x0f.usher.v1.QuotaR\x05quota\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\".\n" +
+	"\x10PutQuotaResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x7f\n" +
+	"\x12DeleteQuotaRequest\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\"1\n" +
+	"\x13DeleteQuotaResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"R\n" +
+	"\x11ListQuotasRequest\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12!\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"Y\n" +
+	"\x12ListQuotasResponse\x12'\n" +
+	"\x06quotas\x18\x01 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xd7\x01\n" +
+	"\x12ListChangesRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
+	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06caller\x18\x04 \x01(\tR\x06caller\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12!\n" +
+	"\fmin_revision\x18\a \x01(\x04R\vminRevision\"\x8b\x01\n" +
+	"\x13ListChangesResponse\x120\n" +
+	"\achanges\x18\x01 \x03(\v2\x16.usher.v1.ChangeRecordR\achanges\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision2\xc3\t\n" +
 	"\fAdminService\x128\n" +
 	"\x05Grant\x12\x16.usher.v1.GrantRequest\x1a\x17.usher.v1.GrantResponse\x12;\n" +
 	"\x06Revoke\x12\x17.usher.v1.RevokeRequest\x1a\x18.usher.v1.RevokeResponse\x12G\n" +
@@ -1570,7 +2080,12 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x05Block\x12\x16.usher.v1.BlockRequest\x1a\x17.usher.v1.BlockResponse\x12>\n" +
 	"\aUnblock\x12\x18.usher.v1.UnblockRequest\x1a\x19.usher.v1.UnblockResponse\x12J\n" +
 	"\vApplyPolicy\x12\x1c.usher.v1.ApplyPolicyRequest\x1a\x1d.usher.v1.ApplyPolicyResponse\x12M\n" +
-	"\fExportPolicy\x12\x1d.usher.v1.ExportPolicyRequest\x1a\x1e.usher.v1.ExportPolicyResponseB\x8e\x01\n" +
+	"\fExportPolicy\x12\x1d.usher.v1.ExportPolicyRequest\x1a\x1e.usher.v1.ExportPolicyResponse\x12A\n" +
+	"\bPutQuota\x12\x19.usher.v1.PutQuotaRequest\x1a\x1a.usher.v1.PutQuotaResponse\x12J\n" +
+	"\vDeleteQuota\x12\x1c.usher.v1.DeleteQuotaRequest\x1a\x1d.usher.v1.DeleteQuotaResponse\x12G\n" +
+	"\n" +
+	"ListQuotas\x12\x1b.usher.v1.ListQuotasRequest\x1a\x1c.usher.v1.ListQuotasResponse\x12J\n" +
+	"\vListChanges\x12\x1c.usher.v1.ListChangesRequest\x1a\x1d.usher.v1.ListChangesResponseB\x8e\x01\n" +
 	"\fcom.usher.v1B\n" +
 	"AdminProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -1586,7 +2101,7 @@ func file_usher_v1_admin_proto_rawDescGZIP() []byte {
 	return file_usher_v1_admin_proto_rawDescData
 }
 
-var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_usher_v1_admin_proto_goTypes = []any{
 	(*GrantRequest)(nil),           // 0: usher.v1.GrantRequest
 	(*GrantResponse)(nil),          // 1: usher.v1.GrantResponse
@@ -1614,52 +2129,73 @@ var file_usher_v1_admin_proto_goTypes = []any{
 	(*ApplyPolicyResponse)(nil),    // 23: usher.v1.ApplyPolicyResponse
 	(*ExportPolicyRequest)(nil),    // 24: usher.v1.ExportPolicyRequest
 	(*ExportPolicyResponse)(nil),   // 25: usher.v1.ExportPolicyResponse
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
-	(*Grant)(nil),                  // 27: usher.v1.Grant
-	(*Role)(nil),                   // 28: usher.v1.Role
-	(*Resource)(nil),               // 29: usher.v1.Resource
-	(*Policy)(nil),                 // 30: usher.v1.Policy
+	(*PutQuotaRequest)(nil),        // 26: usher.v1.PutQuotaRequest
+	(*PutQuotaResponse)(nil),       // 27: usher.v1.PutQuotaResponse
+	(*DeleteQuotaRequest)(nil),     // 28: usher.v1.DeleteQuotaRequest
+	(*DeleteQuotaResponse)(nil),    // 29: usher.v1.DeleteQuotaResponse
+	(*ListQuotasRequest)(nil),      // 30: usher.v1.ListQuotasRequest
+	(*ListQuotasResponse)(nil),     // 31: usher.v1.ListQuotasResponse
+	(*ListChangesRequest)(nil),     // 32: usher.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),    // 33: usher.v1.ListChangesResponse
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*Grant)(nil),                  // 35: usher.v1.Grant
+	(*Role)(nil),                   // 36: usher.v1.Role
+	(*Resource)(nil),               // 37: usher.v1.Resource
+	(*Policy)(nil),                 // 38: usher.v1.Policy
+	(*Quota)(nil),                  // 39: usher.v1.Quota
+	(*ChangeRecord)(nil),           // 40: usher.v1.ChangeRecord
 }
 var file_usher_v1_admin_proto_depIdxs = []int32{
-	26, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
-	28, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
-	28, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
-	29, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
-	26, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
-	30, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
-	30, // 7: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
-	0,  // 8: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
-	2,  // 9: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
-	4,  // 10: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
-	6,  // 11: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
-	8,  // 12: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
-	10, // 13: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
-	12, // 14: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
-	14, // 15: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
-	16, // 16: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
-	18, // 17: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
-	20, // 18: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
-	22, // 19: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
-	24, // 20: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
-	1,  // 21: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
-	3,  // 22: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
-	5,  // 23: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
-	7,  // 24: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
-	9,  // 25: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
-	11, // 26: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
-	13, // 27: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
-	15, // 28: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
-	17, // 29: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
-	19, // 30: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
-	21, // 31: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
-	23, // 32: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
-	25, // 33: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
-	21, // [21:34] is the sub-list for method output_type
-	8,  // [8:21] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	34, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
+	35, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
+	36, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
+	36, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
+	37, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
+	34, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
+	38, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
+	38, // 7: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
+	39, // 8: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
+	39, // 9: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
+	40, // 10: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
+	0,  // 11: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
+	2,  // 12: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
+	4,  // 13: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
+	6,  // 14: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
+	8,  // 15: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
+	10, // 16: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
+	12, // 17: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
+	14, // 18: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
+	16, // 19: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
+	18, // 20: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
+	20, // 21: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
+	22, // 22: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
+	24, // 23: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
+	26, // 24: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
+	28, // 25: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
+	30, // 26: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
+	32, // 27: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
+	1,  // 28: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
+	3,  // 29: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
+	5,  // 30: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
+	7,  // 31: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
+	9,  // 32: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
+	11, // 33: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
+	13, // 34: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
+	15, // 35: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
+	17, // 36: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
+	19, // 37: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
+	21, // 38: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
+	23, // 39: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
+	25, // 40: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
+	27, // 41: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
+	29, // 42: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
+	31, // 43: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
+	33, // 44: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
+	28, // [28:45] is the sub-list for method output_type
+	11, // [11:28] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_admin_proto_init() }
@@ -1674,7 +2210,7 @@ func file_usher_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_admin_proto_rawDesc), len(file_usher_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

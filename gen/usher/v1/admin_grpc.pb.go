@@ -32,6 +32,10 @@ const (
 	AdminService_Unblock_FullMethodName        = "/usher.v1.AdminService/Unblock"
 	AdminService_ApplyPolicy_FullMethodName    = "/usher.v1.AdminService/ApplyPolicy"
 	AdminService_ExportPolicy_FullMethodName   = "/usher.v1.AdminService/ExportPolicy"
+	AdminService_PutQuota_FullMethodName       = "/usher.v1.AdminService/PutQuota"
+	AdminService_DeleteQuota_FullMethodName    = "/usher.v1.AdminService/DeleteQuota"
+	AdminService_ListQuotas_FullMethodName     = "/usher.v1.AdminService/ListQuotas"
+	AdminService_ListChanges_FullMethodName    = "/usher.v1.AdminService/ListChanges"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -74,6 +78,14 @@ type AdminServiceClient interface {
 	ApplyPolicy(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error)
 	// ExportPolicy returns the catalog, every resource and every role.
 	ExportPolicy(ctx context.Context, in *ExportPolicyRequest, opts ...grpc.CallOption) (*ExportPolicyResponse, error)
+	// PutQuota sets the limit of a quota, creating it if needed.
+	PutQuota(ctx context.Context, in *PutQuotaRequest, opts ...grpc.CallOption) (*PutQuotaResponse, error)
+	// DeleteQuota removes a quota.
+	DeleteQuota(ctx context.Context, in *DeleteQuotaRequest, opts ...grpc.CallOption) (*DeleteQuotaResponse, error)
+	// ListQuotas lists the quotas on a resource and above it, with their use.
+	ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error)
+	// ListChanges reads the change log, newest last, optionally filtered.
+	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
 }
 
 type adminServiceClient struct {
@@ -214,6 +226,46 @@ func (c *adminServiceClient) ExportPolicy(ctx context.Context, in *ExportPolicyR
 	return out, nil
 }
 
+func (c *adminServiceClient) PutQuota(ctx context.Context, in *PutQuotaRequest, opts ...grpc.CallOption) (*PutQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutQuotaResponse)
+	err := c.cc.Invoke(ctx, AdminService_PutQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteQuota(ctx context.Context, in *DeleteQuotaRequest, opts ...grpc.CallOption) (*DeleteQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteQuotaResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQuotasResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListQuotas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChangesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -254,6 +306,14 @@ type AdminServiceServer interface {
 	ApplyPolicy(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error)
 	// ExportPolicy returns the catalog, every resource and every role.
 	ExportPolicy(context.Context, *ExportPolicyRequest) (*ExportPolicyResponse, error)
+	// PutQuota sets the limit of a quota, creating it if needed.
+	PutQuota(context.Context, *PutQuotaRequest) (*PutQuotaResponse, error)
+	// DeleteQuota removes a quota.
+	DeleteQuota(context.Context, *DeleteQuotaRequest) (*DeleteQuotaResponse, error)
+	// ListQuotas lists the quotas on a resource and above it, with their use.
+	ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error)
+	// ListChanges reads the change log, newest last, optionally filtered.
+	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -302,6 +362,18 @@ func (UnimplementedAdminServiceServer) ApplyPolicy(context.Context, *ApplyPolicy
 }
 func (UnimplementedAdminServiceServer) ExportPolicy(context.Context, *ExportPolicyRequest) (*ExportPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExportPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) PutQuota(context.Context, *PutQuotaRequest) (*PutQuotaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutQuota not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteQuota(context.Context, *DeleteQuotaRequest) (*DeleteQuotaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteQuota not implemented")
+}
+func (UnimplementedAdminServiceServer) ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListQuotas not implemented")
+}
+func (UnimplementedAdminServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -558,6 +630,78 @@ func _AdminService_ExportPolicy_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PutQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PutQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PutQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PutQuota(ctx, req.(*PutQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteQuota(ctx, req.(*DeleteQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListQuotas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQuotasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListQuotas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListQuotas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListQuotas(ctx, req.(*ListQuotasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListChanges(ctx, req.(*ListChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -616,6 +760,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExportPolicy",
 			Handler:    _AdminService_ExportPolicy_Handler,
+		},
+		{
+			MethodName: "PutQuota",
+			Handler:    _AdminService_PutQuota_Handler,
+		},
+		{
+			MethodName: "DeleteQuota",
+			Handler:    _AdminService_DeleteQuota_Handler,
+		},
+		{
+			MethodName: "ListQuotas",
+			Handler:    _AdminService_ListQuotas_Handler,
+		},
+		{
+			MethodName: "ListChanges",
+			Handler:    _AdminService_ListChanges_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

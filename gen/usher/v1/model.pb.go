@@ -28,7 +28,9 @@ type Resource struct {
 	// e.g. "call:livestream:42".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The parent resource; "root" for a top-level resource.
-	Parent        string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Output only: the actor who registered the resource, if one did.
+	Creator       string `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +75,13 @@ func (x *Resource) GetName() string {
 func (x *Resource) GetParent() string {
 	if x != nil {
 		return x.Parent
+	}
+	return ""
+}
+
+func (x *Resource) GetCreator() string {
+	if x != nil {
+		return x.Creator
 	}
 	return ""
 }
@@ -394,6 +403,143 @@ func (x *Block) GetReason() string {
 	return ""
 }
 
+// Quota limits how many resources of a type may exist in a scope's subtree,
+// or how many one subject may register there.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource whose subtree is limited.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type counted, e.g. "call".
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// When set, only resources this subject registered (as an actor) count.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// At most this many; 0 forbids registering any.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Output only: how many there are now.
+	Used          uint32 `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_usher_v1_model_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Quota) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Quota) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *Quota) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Quota) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Quota) GetUsed() uint32 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+// CreatorRole is granted to the actor who registers a resource of its type,
+// in the same transaction.
+type CreatorRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResourceType  string                 `protobuf:"bytes,1,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatorRole) Reset() {
+	*x = CreatorRole{}
+	mi := &file_usher_v1_model_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatorRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatorRole) ProtoMessage() {}
+
+func (x *CreatorRole) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatorRole.ProtoReflect.Descriptor instead.
+func (*CreatorRole) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreatorRole) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *CreatorRole) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 // Policy is a permission catalog with the roles and resources that use it.
 // Applying a policy makes the catalog exactly the policy's, and puts every
 // resource and role it lists; what it does not list is left alone.
@@ -401,15 +547,18 @@ type Policy struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Permissions []*Permission          `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// Registered in order, so a parent comes before its children.
-	Resources     []*Resource `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
-	Roles         []*Role     `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	Resources []*Resource `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
+	Roles     []*Role     `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	// At most one per resource type.
+	CreatorRoles  []*CreatorRole `protobuf:"bytes,4,rep,name=creator_roles,json=creatorRoles,proto3" json:"creator_roles,omitempty"`
+	Quotas        []*Quota       `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_usher_v1_model_proto_msgTypes[5]
+	mi := &file_usher_v1_model_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +570,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[5]
+	mi := &file_usher_v1_model_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +583,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{5}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Policy) GetPermissions() []*Permission {
@@ -458,14 +607,281 @@ func (x *Policy) GetRoles() []*Role {
 	return nil
 }
 
+func (x *Policy) GetCreatorRoles() []*CreatorRole {
+	if x != nil {
+		return x.CreatorRoles
+	}
+	return nil
+}
+
+func (x *Policy) GetQuotas() []*Quota {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+// Change is one entity put or deleted by a write. Deletions carry only the
+// key fields of what they delete.
+type Change struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// e.g. "put_grant", "delete_resource".
+	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	// Types that are valid to be assigned to Entity:
+	//
+	//	*Change_Permission
+	//	*Change_Resource
+	//	*Change_Role
+	//	*Change_Grant
+	//	*Change_Block
+	//	*Change_Quota
+	//	*Change_CreatorRole
+	Entity        isChange_Entity `protobuf_oneof:"entity"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Change) Reset() {
+	*x = Change{}
+	mi := &file_usher_v1_model_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Change) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Change) ProtoMessage() {}
+
+func (x *Change) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Change.ProtoReflect.Descriptor instead.
+func (*Change) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Change) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *Change) GetEntity() isChange_Entity {
+	if x != nil {
+		return x.Entity
+	}
+	return nil
+}
+
+func (x *Change) GetPermission() *Permission {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Permission); ok {
+			return x.Permission
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetResource() *Resource {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Resource); ok {
+			return x.Resource
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetRole() *Role {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Role); ok {
+			return x.Role
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetGrant() *Grant {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Grant); ok {
+			return x.Grant
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetBlock() *Block {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Block); ok {
+			return x.Block
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetQuota() *Quota {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Quota); ok {
+			return x.Quota
+		}
+	}
+	return nil
+}
+
+func (x *Change) GetCreatorRole() *CreatorRole {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_CreatorRole); ok {
+			return x.CreatorRole
+		}
+	}
+	return nil
+}
+
+type isChange_Entity interface {
+	isChange_Entity()
+}
+
+type Change_Permission struct {
+	Permission *Permission `protobuf:"bytes,2,opt,name=permission,proto3,oneof"`
+}
+
+type Change_Resource struct {
+	Resource *Resource `protobuf:"bytes,3,opt,name=resource,proto3,oneof"`
+}
+
+type Change_Role struct {
+	Role *Role `protobuf:"bytes,4,opt,name=role,proto3,oneof"`
+}
+
+type Change_Grant struct {
+	Grant *Grant `protobuf:"bytes,5,opt,name=grant,proto3,oneof"`
+}
+
+type Change_Block struct {
+	Block *Block `protobuf:"bytes,6,opt,name=block,proto3,oneof"`
+}
+
+type Change_Quota struct {
+	Quota *Quota `protobuf:"bytes,7,opt,name=quota,proto3,oneof"`
+}
+
+type Change_CreatorRole struct {
+	CreatorRole *CreatorRole `protobuf:"bytes,8,opt,name=creator_role,json=creatorRole,proto3,oneof"`
+}
+
+func (*Change_Permission) isChange_Entity() {}
+
+func (*Change_Resource) isChange_Entity() {}
+
+func (*Change_Role) isChange_Entity() {}
+
+func (*Change_Grant) isChange_Entity() {}
+
+func (*Change_Block) isChange_Entity() {}
+
+func (*Change_Quota) isChange_Entity() {}
+
+func (*Change_CreatorRole) isChange_Entity() {}
+
+// ChangeRecord is one committed write, as the change log keeps it.
+type ChangeRecord struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The authenticated caller that made the write.
+	Caller string `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The end user it acted for, if any.
+	Actor         string    `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Changes       []*Change `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeRecord) Reset() {
+	*x = ChangeRecord{}
+	mi := &file_usher_v1_model_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeRecord) ProtoMessage() {}
+
+func (x *ChangeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeRecord.ProtoReflect.Descriptor instead.
+func (*ChangeRecord) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ChangeRecord) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ChangeRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ChangeRecord) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *ChangeRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ChangeRecord) GetChanges() []*Change {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 var File_usher_v1_model_proto protoreflect.FileDescriptor
 
 const file_usher_v1_model_proto_rawDesc = "" +
 	"\n" +
-	"\x14usher/v1/model.proto\x12\busher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n" +
+	"\x14usher/v1/model.proto\x12\busher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06parent\x18\x02 \x01(\tR\x06parent\"\\\n" +
+	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x18\n" +
+	"\acreator\x18\x03 \x01(\tR\acreator\"\\\n" +
 	"\n" +
 	"Permission\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -493,11 +909,40 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\vpermissions\x18\x03 \x03(\tR\vpermissions\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x98\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x86\x01\n" +
+	"\x05Quota\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04used\x18\x05 \x01(\rR\x04used\"F\n" +
+	"\vCreatorRole\x12#\n" +
+	"\rresource_type\x18\x01 \x01(\tR\fresourceType\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\xfd\x01\n" +
 	"\x06Policy\x126\n" +
 	"\vpermissions\x18\x01 \x03(\v2\x14.usher.v1.PermissionR\vpermissions\x120\n" +
 	"\tresources\x18\x02 \x03(\v2\x12.usher.v1.ResourceR\tresources\x12$\n" +
-	"\x05roles\x18\x03 \x03(\v2\x0e.usher.v1.RoleR\x05rolesB\x8e\x01\n" +
+	"\x05roles\x18\x03 \x03(\v2\x0e.usher.v1.RoleR\x05roles\x12:\n" +
+	"\rcreator_roles\x18\x04 \x03(\v2\x15.usher.v1.CreatorRoleR\fcreatorRoles\x12'\n" +
+	"\x06quotas\x18\x05 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\"\xe9\x02\n" +
+	"\x06Change\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x126\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\v2\x14.usher.v1.PermissionH\x00R\n" +
+	"permission\x120\n" +
+	"\bresource\x18\x03 \x01(\v2\x12.usher.v1.ResourceH\x00R\bresource\x12$\n" +
+	"\x04role\x18\x04 \x01(\v2\x0e.usher.v1.RoleH\x00R\x04role\x12'\n" +
+	"\x05grant\x18\x05 \x01(\v2\x0f.usher.v1.GrantH\x00R\x05grant\x12'\n" +
+	"\x05block\x18\x06 \x01(\v2\x0f.usher.v1.BlockH\x00R\x05block\x12'\n" +
+	"\x05quota\x18\a \x01(\v2\x0f.usher.v1.QuotaH\x00R\x05quota\x12:\n" +
+	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRoleB\b\n" +
+	"\x06entity\"\xb4\x01\n" +
+	"\fChangeRecord\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
+	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achangesB\x8e\x01\n" +
 	"\fcom.usher.v1B\n" +
 	"ModelProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -513,27 +958,42 @@ func file_usher_v1_model_proto_rawDescGZIP() []byte {
 	return file_usher_v1_model_proto_rawDescData
 }
 
-var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_usher_v1_model_proto_goTypes = []any{
 	(*Resource)(nil),              // 0: usher.v1.Resource
 	(*Permission)(nil),            // 1: usher.v1.Permission
 	(*Role)(nil),                  // 2: usher.v1.Role
 	(*Grant)(nil),                 // 3: usher.v1.Grant
 	(*Block)(nil),                 // 4: usher.v1.Block
-	(*Policy)(nil),                // 5: usher.v1.Policy
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Quota)(nil),                 // 5: usher.v1.Quota
+	(*CreatorRole)(nil),           // 6: usher.v1.CreatorRole
+	(*Policy)(nil),                // 7: usher.v1.Policy
+	(*Change)(nil),                // 8: usher.v1.Change
+	(*ChangeRecord)(nil),          // 9: usher.v1.ChangeRecord
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_usher_v1_model_proto_depIdxs = []int32{
-	6, // 0: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
-	6, // 1: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
-	1, // 2: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
-	0, // 3: usher.v1.Policy.resources:type_name -> usher.v1.Resource
-	2, // 4: usher.v1.Policy.roles:type_name -> usher.v1.Role
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	10, // 0: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	10, // 1: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 2: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
+	0,  // 3: usher.v1.Policy.resources:type_name -> usher.v1.Resource
+	2,  // 4: usher.v1.Policy.roles:type_name -> usher.v1.Role
+	6,  // 5: usher.v1.Policy.creator_roles:type_name -> usher.v1.CreatorRole
+	5,  // 6: usher.v1.Policy.quotas:type_name -> usher.v1.Quota
+	1,  // 7: usher.v1.Change.permission:type_name -> usher.v1.Permission
+	0,  // 8: usher.v1.Change.resource:type_name -> usher.v1.Resource
+	2,  // 9: usher.v1.Change.role:type_name -> usher.v1.Role
+	3,  // 10: usher.v1.Change.grant:type_name -> usher.v1.Grant
+	4,  // 11: usher.v1.Change.block:type_name -> usher.v1.Block
+	5,  // 12: usher.v1.Change.quota:type_name -> usher.v1.Quota
+	6,  // 13: usher.v1.Change.creator_role:type_name -> usher.v1.CreatorRole
+	10, // 14: usher.v1.ChangeRecord.time:type_name -> google.protobuf.Timestamp
+	8,  // 15: usher.v1.ChangeRecord.changes:type_name -> usher.v1.Change
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_model_proto_init() }
@@ -541,13 +1001,22 @@ func file_usher_v1_model_proto_init() {
 	if File_usher_v1_model_proto != nil {
 		return
 	}
+	file_usher_v1_model_proto_msgTypes[8].OneofWrappers = []any{
+		(*Change_Permission)(nil),
+		(*Change_Resource)(nil),
+		(*Change_Role)(nil),
+		(*Change_Grant)(nil),
+		(*Change_Block)(nil),
+		(*Change_Quota)(nil),
+		(*Change_CreatorRole)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_model_proto_rawDesc), len(file_usher_v1_model_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,132 @@
+package authz
+
+import "slices"
+
+// Reserved permissions govern Usher's own data. A policy declares them and
+// implies them from its domain permissions through the permission tree; an
+// actor needs them at the scope a write concerns.
+const (
+	PermResourcesWrite = "usher.resources.write"
+	PermRolesWrite     = "usher.roles.write"
+	PermBlocksWrite    = "usher.blocks.write"
+	PermQuotasWrite    = "usher.quotas.write"
+)
+
+// requirePermission refuses a write by an actor who lacks perm at n, as Check
+// would see it. Without an actor the caller acts on its own authority.
+func (x *Index) requirePermission(by Author, n *node, perm, what string) error {
+	if by.Actor == "" {
+		return nil
+	}
+	id := x.cat.id(perm)
+	if id >= 0 && x.effective(by.Actor, n, nowNano()).has(id) {
+		return nil
+	}
+	return errorf(PermissionDenied, "actor", by.Actor,
+		"actor lacks %q on %q, which %s requires", perm, n.name, what)
+}
+
+// mayGrant applies DESIGN.md's Grant rule for an actor: some role the actor
+// holds at n lists role in assignable_roles, or lists "*" and role's
+// permissions at n are a subset of the actor's effective permissions there.
+func (x *Index) mayGrant(actor, role string, n *node, now int64) error {
+	target := x.resolve(n, x.roleID(role))
+	if target == nil {
+		return errorf(NotFound, "role", role, "no role of that name is defined at %q or above it", n.name)
+	}
+	effective := x.effective(actor, n, now)
+	wildcard := false
+	if !x.blockedFromAll(actor, n, now) {
+		for _, d := range x.heldRoles(actor, n, now) {
+			if slices.Contains(d.AssignableRoles, role) {
+				return nil
+			}
+			wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
+		}
+	}
+	if !wildcard {
+		return errorf(PermissionDenied, "actor", actor,
+			"may not grant role %q on %q: no role the actor holds there lists it in assignable_roles", role, n.name)
+	}
+	if missing := x.firstMissing(target.perms, effective); missing != "" {
+		return errorf(PermissionDenied, "actor", actor,
+			"may not grant role %q on %q: only permissions the actor has can be granted, and the actor lacks %q there",
+			role, n.name, missing)
+	}
+	return nil
+}
+
+// heldRoles returns the definitions, resolved at n, of the actor's unexpired
+// grants on n and its ancestors.
+func (x *Index) heldRoles(actor string, n *node, now int64) []*roleDef {
+	si := x.subjects[actor]
+	if si == nil {
+		return nil
+	}
+	var out []*roleDef
+	for a := n; a != nil; a = a.parent {
+		for _, g := range si.grants[a] {
+			if live(g.expires, now) {
+				if d := x.resolve(n, g.role); d != nil {
+					out = append(out, d)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// blockedFromAll reports whether a block of every permission covers subject
+// at n.
+func (x *Index) blockedFromAll(subject string, n *node, now int64) bool {
+	for a := n; a != nil; a = a.parent {
+		if b := a.blocks[subject]; b != nil && b.perms == nil && live(b.expires, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstMissing names the first permission of want that have lacks, or "".
+func (x *Index) firstMissing(want, have bitset) string {
+	missing := ""
+	want.each(func(i int32) {
+		if missing == "" && !have.has(i) {
+			missing = x.cat.perms[i].Name
+		}
+	})
+	return missing
+}
+
+// mayRevoke applies the Revoke rule: the actor could grant that binding now,
+// and it is not the actor's own.
+func (x *Index) mayRevoke(actor string, g Grant, n *node, now int64) error {
+	if g.Subject == actor {
+		return errorf(PermissionDenied, "actor", actor,
+			"may not revoke role %q on %q: it is not possible to revoke your own grants", g.Role, n.name)
+	}
+	if err := x.mayGrant(actor, g.Role, n, now); err != nil {
+		e := err.(*Error)
+		return errorf(e.Code, e.Field, e.Value, "may not revoke: %s", e.Reason)
+	}
+	return nil
+}
+
+// AssignableRoles returns the roles visible at resource that actor may grant
+// there.
+func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error) {
+	now := nowNano()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	n, err := x.registered("resource", resource)
+	if err != nil {
+		return nil, x.rev, err
+	}
+	var out []Role
+	for _, r := range x.visibleRoles(n) {
+		if x.mayGrant(actor, r.Name, n, now) == nil {
+			out = append(out, r)
+		}
+	}
+	return out, x.rev, nil
+}

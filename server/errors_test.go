@@ -1,0 +1,513 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// errorWorld is the world of the error cases: checkWorld's tree with roles
+// and grants that the refused writes would have to touch.
+func errorWorld(f *fixture) {
+	f.world()
+	f.putRole(&usherv1.Role{Name: "presenter", Scope: acme, Permissions: []string{"screenshare", "pin-for-everyone"}, MaxHolders: 1, BindableOn: []string{"call"}})
+	f.grant("user:p1", "presenter", stream42)
+	f.putRole(&usherv1.Role{Name: "producer", Scope: livestream, Permissions: []string{"join-backstage"}})
+	f.putRole(&usherv1.Role{Name: "guest", Scope: acme, Permissions: []string{"join-call"}})
+	f.grant("user:g", "guest", sales)
+	f.grant("user:alice", "host", stream42)
+	f.block(&usherv1.BlockRequest{Subject: "user:eve", Resource: acme, Reason: "fraud"})
+}
+
+// catalogOnly is a policy with the server's current catalog and nothing
+// else, so that applying it with one addition tests only that addition.
+func catalogOnly(ctx context.Context, f *fixture) *usherv1.Policy {
+	resp, err := f.admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
+	if err != nil {
+		f.t.Fatalf("ExportPolicy: %v", err)
+	}
+	return &usherv1.Policy{Permissions: resp.GetPolicy().GetPermissions()}
+}
+
+// exported is the server's current policy.
+func exported(ctx context.Context, f *fixture) *usherv1.Policy {
+	resp, err := f.admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
+	if err != nil {
+		f.t.Fatalf("ExportPolicy: %v", err)
+	}
+	return resp.GetPolicy()
+}
+
+type errorCase struct {
+	name  string
+	call  func(ctx context.Context, f *fixture) error
+	code  codes.Code
+	field string // the exact field the message must name
+	value string // the offending value, quoted after the field
+}
+
+var errorCases = []errorCase{
+	// INVALID_ARGUMENT: malformed names.
+	{name: "a subject without a kind is malformed", code: codes.InvalidArgument, field: "subject", value: "alice",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "alice", Permission: "join-call", Resource: stream42})
+			return err
+		}},
+	{name: "a resource without an id is malformed", code: codes.InvalidArgument, field: "resource", value: "call:",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "call:"})
+			return err
+		}},
+	{name: "a permission with capitals is malformed", code: codes.InvalidArgument, field: "permission", value: "Join-Call",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "Join-Call", Resource: stream42})
+			return err
+		}},
+	{name: "a malformed subject in a batch is named by its index", code: codes.InvalidArgument, field: "checks[1].subject", value: "user:",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
+				{Subject: "user:", Permission: "join-call", Resource: stream42},
+			}})
+			return err
+		}},
+	{name: "an empty batch is refused", code: codes.InvalidArgument, field: "checks", value: "0",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{})
+			return err
+		}},
+	{name: "ListPermissions refuses a resource type with capitals", code: codes.InvalidArgument, field: "resource", value: "Call:x",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.ListPermissions(ctx, &usherv1.ListPermissionsRequest{Subject: "user:alice", Resource: "Call:x"})
+			return err
+		}},
+	{name: "Grant refuses a subject with an empty id", code: codes.InvalidArgument, field: "subject", value: "user:",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:", Role: "host", Resource: stream42})
+			return err
+		}},
+	{name: "Grant refuses a role name with capitals", code: codes.InvalidArgument, field: "role", value: "Host",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "Host", Resource: stream42})
+			return err
+		}},
+	{name: "Grant refuses a resource type starting with a digit", code: codes.InvalidArgument, field: "resource", value: "9call:x",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: "9call:x"})
+			return err
+		}},
+	{name: "Grant refuses an expiry in the past", code: codes.InvalidArgument, field: "expire_time", value: "2020-01-02T03:04:05Z",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42,
+				ExpireTime: timestamp(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))})
+			return err
+		}},
+	{name: "Revoke refuses a role name with a space", code: codes.InvalidArgument, field: "role", value: "call member",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "call member", Resource: stream42})
+			return err
+		}},
+	{name: "PutResource refuses to register root", code: codes.InvalidArgument, field: "name", value: "root",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "root", Parent: acme})
+			return err
+		}},
+	{name: "PutResource refuses a parent without an id", code: codes.InvalidArgument, field: "parent", value: "account",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "workspace:new", Parent: "account"})
+			return err
+		}},
+	{name: "DeleteResource refuses to delete root", code: codes.InvalidArgument, field: "name", value: "root",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: "root"})
+			return err
+		}},
+	{name: "PutRole refuses a malformed role name", code: codes.InvalidArgument, field: "role.name", value: "Producer",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "Producer", Scope: acme, Permissions: []string{"join-call"}}})
+			return err
+		}},
+	{name: "PutRole refuses a malformed permission, named by its index", code: codes.InvalidArgument, field: "role.permissions[1]", value: "Send Video",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call", "Send Video"}}})
+			return err
+		}},
+	{name: "PutRole refuses a malformed assignable role", code: codes.InvalidArgument, field: "role.assignable_roles[0]", value: "Bad Role",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call"}, AssignableRoles: []string{"Bad Role"}}})
+			return err
+		}},
+	{name: "PutRole refuses a malformed bindable type", code: codes.InvalidArgument, field: "role.bindable_on[0]", value: "Call",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call"}, BindableOn: []string{"Call"}}})
+			return err
+		}},
+	{name: "DeleteRole refuses a malformed scope", code: codes.InvalidArgument, field: "scope", value: "acme",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "guest", Scope: "acme"})
+			return err
+		}},
+	{name: "Unblock refuses a malformed subject", code: codes.InvalidArgument, field: "subject", value: "User:eve",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "User:eve", Resource: acme})
+			return err
+		}},
+	{name: "a write refuses a malformed actor", code: codes.InvalidArgument, field: "actor", value: "alice",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42, Actor: "alice"})
+			return err
+		}},
+	{name: "ListGrants needs a subject or a resource", code: codes.InvalidArgument, field: "subject", value: "",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{})
+			return err
+		}},
+	{name: "ListGrants refuses a page size above 1000", code: codes.InvalidArgument, field: "page_size", value: "5000",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageSize: 5000})
+			return err
+		}},
+	{name: "ListGrants refuses a page token it did not issue", code: codes.InvalidArgument, field: "page_token", value: "!!",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageToken: "!!"})
+			return err
+		}},
+	{name: "ListRoles refuses a malformed resource", code: codes.InvalidArgument, field: "resource", value: "call",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call"})
+			return err
+		}},
+	{name: "GetResource refuses a malformed name", code: codes.InvalidArgument, field: "name", value: "",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.GetResource(ctx, &usherv1.GetResourceRequest{})
+			return err
+		}},
+
+	// INVALID_ARGUMENT: undeclared permissions.
+	{name: "Check refuses an undeclared permission", code: codes.InvalidArgument, field: "permission", value: "teleport",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "teleport", Resource: stream42})
+			return err
+		}},
+	{name: "Check refuses an undeclared permission even on an unknown resource", code: codes.InvalidArgument, field: "permission", value: "teleport",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "teleport", Resource: "call:livestream:404"})
+			return err
+		}},
+	{name: "CheckBatch names the index of an undeclared permission", code: codes.InvalidArgument, field: "checks[2].permission", value: "teleport",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
+				{Subject: "user:bob", Permission: "end-call", Resource: meeting7},
+				{Subject: "user:alice", Permission: "teleport", Resource: stream42},
+			}})
+			return err
+		}},
+	{name: "PutRole names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, field: "role.permissions[1]", value: "bogus",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call", "bogus"}}})
+			return err
+		}},
+	{name: "Block names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, field: "permissions[1]", value: "bogus",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: acme, Permissions: []string{"join-call", "bogus"}})
+			return err
+		}},
+	{name: "Block refuses an undeclared permission", code: codes.InvalidArgument, field: "permissions[0]", value: "teleport",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: acme, Permissions: []string{"teleport"}})
+			return err
+		}},
+
+	// INVALID_ARGUMENT: bad policies.
+	{name: "a policy naming an undeclared parent permission is refused", code: codes.InvalidArgument, field: "policy.permissions[0].parents[0]", value: "nope",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "record.download", Parents: []string{"nope"}}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy whose permissions imply each other in a cycle is refused", code: codes.InvalidArgument, field: "policy.permissions", value: "a",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append(p.Permissions, &usherv1.Permission{Name: "a", Parents: []string{"b"}}, &usherv1.Permission{Name: "b", Parents: []string{"a"}})
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy declaring a permission twice is refused", code: codes.InvalidArgument, field: "policy.permissions[1].name", value: "a",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "a"}, {Name: "a"}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy with a malformed permission name is refused", code: codes.InvalidArgument, field: "policy.permissions[0].name", value: "Record",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "Record"}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy role naming an undeclared permission is refused, by its index in the policy", code: codes.InvalidArgument, field: "policy.roles[0].permissions[1]", value: "bogus",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Roles = []*usherv1.Role{{Name: "new", Scope: acme, Permissions: []string{"join-call", "bogus"}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy defining a role twice at one scope is refused", code: codes.InvalidArgument, field: "policy.roles[1].name", value: "new",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Roles = []*usherv1.Role{{Name: "new", Scope: acme}, {Name: "new", Scope: acme}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy dropping a permission that a stored role names is refused", code: codes.InvalidArgument, field: "policy.permissions", value: "pin-for-everyone",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			for i, perm := range p.Permissions {
+				if perm.GetName() == "pin-for-everyone" {
+					p.Permissions = append(p.Permissions[:i:i], p.Permissions[i+1:]...)
+					break
+				}
+			}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+
+	// NOT_FOUND: on a write, a resource not registered or a role not visible.
+	{name: "Grant on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: "call:livestream:404"})
+			return err
+		}},
+	{name: "Grant of a role defined at another call type", code: codes.NotFound, field: "role", value: "producer",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "producer", Resource: meeting7})
+			return err
+		}},
+	{name: "Grant of a role defined below the resource", code: codes.NotFound, field: "role", value: "producer",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "producer", Resource: sales})
+			return err
+		}},
+	{name: "Grant of a role defined nowhere", code: codes.NotFound, field: "role", value: "juggler",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "juggler", Resource: stream42})
+			return err
+		}},
+	{name: "PutResource under an unregistered parent", code: codes.NotFound, field: "parent", value: "account:nope",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "workspace:nope-hq", Parent: "account:nope"})
+			return err
+		}},
+	{name: "PutRole at an unregistered scope", code: codes.NotFound, field: "role.scope", value: "account:nope",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: "account:nope", Permissions: []string{"join-call"}}})
+			return err
+		}},
+	{name: "Revoke of a grant that does not exist", code: codes.NotFound, field: "role", value: "moderator",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "moderator", Resource: stream42})
+			return err
+		}},
+	{name: "Revoke on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "host", Resource: "call:livestream:404"})
+			return err
+		}},
+	{name: "Block on an unregistered resource", code: codes.NotFound, field: "resource", value: "account:nope",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: "account:nope"})
+			return err
+		}},
+	{name: "Unblock of a block that does not exist", code: codes.NotFound, field: "subject", value: "user:alice",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "user:alice", Resource: acme})
+			return err
+		}},
+	{name: "DeleteRole of a role defined nowhere", code: codes.NotFound, field: "name", value: "juggler",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "juggler", Scope: acme})
+			return err
+		}},
+	{name: "DeleteRole at a scope where the role is visible but not defined", code: codes.NotFound, field: "name", value: "host",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "host", Scope: acme})
+			return err
+		}},
+	{name: "DeleteResource of an unregistered resource", code: codes.NotFound, field: "name", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: "call:livestream:404"})
+			return err
+		}},
+	{name: "a policy resource under an unregistered parent", code: codes.NotFound, field: "policy.resources[0].parent", value: "account:nope",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Resources = []*usherv1.Resource{{Name: "workspace:nope-hq", Parent: "account:nope"}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy role at an unregistered scope", code: codes.NotFound, field: "policy.roles[0].scope", value: "account:nope",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Roles = []*usherv1.Role{{Name: "new", Scope: "account:nope", Permissions: []string{"join-call"}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "GetResource of an unregistered resource", code: codes.NotFound, field: "name", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.GetResource(ctx, &usherv1.GetResourceRequest{Name: "call:livestream:404"})
+			return err
+		}},
+	{name: "ListRoles at an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call:livestream:404"})
+			return err
+		}},
+	{name: "ListGrants on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: "call:livestream:404"})
+			return err
+		}},
+
+	// FAILED_PRECONDITION: cycles, children, max holders.
+	{name: "moving a resource under its own descendant would form a cycle", code: codes.FailedPrecondition, field: "parent", value: stream42,
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: acme, Parent: stream42})
+			return err
+		}},
+	{name: "moving a resource under itself would form a cycle", code: codes.FailedPrecondition, field: "parent", value: sales,
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: sales, Parent: sales})
+			return err
+		}},
+	{name: "a policy moving a resource under its descendant would form a cycle", code: codes.FailedPrecondition, field: "policy.resources[0].parent", value: stream42,
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Resources = []*usherv1.Resource{{Name: acme, Parent: stream42}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "deleting a resource with children is refused", code: codes.FailedPrecondition, field: "name", value: sales,
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: sales})
+			return err
+		}},
+	{name: "a grant beyond max_holders is refused", code: codes.FailedPrecondition, field: "role", value: "presenter",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: stream42})
+			return err
+		}},
+	{name: "a grant on a type outside bindable_on is refused", code: codes.FailedPrecondition, field: "role", value: "presenter",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: sales})
+			return err
+		}},
+	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, field: "name", value: "guest",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "guest", Scope: acme})
+			return err
+		}},
+}
+
+// actorCases are otherwise valid writes of every kind on behalf of an actor
+// whose own permissions do not allow them: "With an actor, the actor's own
+// permissions decide" (DESIGN.md, Delegation). A policy is applied on the
+// caller's own authority only.
+func actorCases() []errorCase {
+	const actor = "user:alice"
+	write := func(name string, call func(ctx context.Context, f *fixture) error) errorCase {
+		code := codes.PermissionDenied
+		if name == "ApplyPolicy" {
+			code = codes.InvalidArgument
+		}
+		return errorCase{name: name + " on behalf of an actor without the power is refused", code: code,
+			field: "actor", value: actor, call: call}
+	}
+	return []errorCase{
+		write("Grant", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:new", Role: "call-member", Resource: stream42, Actor: actor})
+			return err
+		}),
+		write("Revoke", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "host", Resource: stream42, Actor: actor})
+			return err
+		}),
+		write("PutRole", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call"}}, Actor: actor})
+			return err
+		}),
+		write("DeleteRole", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "producer", Scope: livestream, Actor: actor})
+			return err
+		}),
+		write("PutResource", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "event:launch", Parent: sales, Actor: actor})
+			return err
+		}),
+		write("DeleteResource", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: meeting7, Actor: actor})
+			return err
+		}),
+		write("Block", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:new", Resource: acme, Actor: actor})
+			return err
+		}),
+		write("Unblock", func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "user:eve", Resource: acme, Actor: actor})
+			return err
+		}),
+		write("ApplyPolicy", func(ctx context.Context, f *fixture) error {
+			p := proto.Clone(exported(ctx, f)).(*usherv1.Policy)
+			p.Resources = append(p.Resources, &usherv1.Resource{Name: "account:globex"})
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p, Actor: actor})
+			return err
+		}),
+	}
+}
+
+// TestErrors runs every refusal against one server and proves, after each,
+// the code, that the message names the field and the value, and that the
+// server's readable state did not change.
+func TestErrors(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	subjects := []string{"user:alice", "user:bob", "user:eve", "user:g", "user:p1", "user:p2", "user:new"}
+	before := f.snapshotState(subjects...)
+	for _, c := range append(errorCases, actorCases()...) {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.call(f.ctx(), f)
+			st := wantCode(t, err, c.code)
+			if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+				t.Errorf("a refused call wrote something: %s", strings.Join(diff, "; "))
+			}
+			want := fmt.Sprintf("%s %q", c.field, c.value)
+			if !strings.Contains(st.Message(), want) {
+				t.Errorf("message %q does not name %s", st.Message(), want)
+			}
+		})
+	}
+}
+
+// TestErrorsAreStatuses guards the mapping itself: a refusal is never
+// UNKNOWN or INTERNAL, whatever the request.
+func TestErrorsAreStatuses(t *testing.T) {
+	f := newServer(t)
+	_, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{})
+	if code := status.Code(err); code != codes.InvalidArgument {
+		t.Errorf("PutRole without a role answered %s (%v), want InvalidArgument", code, err)
+	}
+	_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{})
+	if code := status.Code(err); code == codes.Unknown || code == codes.Internal {
+		t.Errorf("ApplyPolicy without a policy answered %s (%v)", code, err)
+	}
+}
