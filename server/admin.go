@@ -80,13 +80,22 @@ func (s *adminServer) ListGrants(ctx context.Context, req *usherv1.ListGrantsReq
 func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesRequest) (*usherv1.ListRolesResponse, error) {
 	var v validator
 	v.resource("resource", req.GetResource())
+	if req.GetAssignableBy() != "" {
+		v.subject("assignable_by", req.GetAssignableBy())
+	}
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	roles, rev, err := s.engine.Index().ListRoles(req.GetResource())
+	list := s.engine.Index().ListRoles
+	if actor := req.GetAssignableBy(); actor != "" {
+		list = func(resource string) ([]authz.Role, authz.Revision, error) {
+			return s.engine.Index().AssignableRoles(resource, actor)
+		}
+	}
+	roles, rev, err := list(req.GetResource())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -156,7 +165,7 @@ func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceR
 		return nil, toStatus(err)
 	}
 	return &usherv1.GetResourceResponse{
-		Resource:  &usherv1.Resource{Name: info.Name, Parent: info.Parent},
+		Resource:  &usherv1.Resource{Name: info.Name, Parent: info.Parent, Creator: info.Creator},
 		Ancestors: info.Ancestors,
 		Children:  uint32(info.Children),
 		Revision:  uint64(rev),
@@ -232,4 +241,85 @@ func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolic
 	}
 	p, rev := s.engine.Index().ExportPolicy()
 	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) PutQuota(ctx context.Context, req *usherv1.PutQuotaRequest) (*usherv1.PutQuotaResponse, error) {
+	q := fromQuota(req.GetQuota())
+	var v validator
+	v.quota("quota.", q)
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.PutQuota(ctx, author(ctx, req.GetActor()), q)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.PutQuotaResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) DeleteQuota(ctx context.Context, req *usherv1.DeleteQuotaRequest) (*usherv1.DeleteQuotaResponse, error) {
+	q := authz.Quota{Scope: req.GetScope(), ResourceType: req.GetResourceType(), Subject: req.GetSubject()}
+	var v validator
+	v.quota("", q)
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.DeleteQuota(ctx, author(ctx, req.GetActor()), q)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.DeleteQuotaResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) ListQuotas(ctx context.Context, req *usherv1.ListQuotasRequest) (*usherv1.ListQuotasResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
+	}
+	quotas, rev, err := s.engine.Index().ListQuotas(req.GetResource())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &usherv1.ListQuotasResponse{Revision: uint64(rev)}
+	for _, q := range quotas {
+		m := toQuota(q.Quota)
+		m.Used = uint32(q.Used)
+		out.Quotas = append(out.Quotas, m)
+	}
+	return out, nil
+}
+
+func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesRequest) (*usherv1.ListChangesResponse, error) {
+	var v validator
+	if req.GetSubject() != "" {
+		v.subject("subject", req.GetSubject())
+	}
+	v.optionalResource("resource", req.GetResource())
+	if req.GetActor() != "" {
+		v.subject("actor", req.GetActor())
+	}
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
+	}
+	rev := s.engine.Index().Revision()
+	changes, next, err := s.engine.ListChanges(authz.ChangeFilter{
+		Subject: req.GetSubject(), Resource: req.GetResource(), Actor: req.GetActor(), Caller: req.GetCaller(),
+	}, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &usherv1.ListChangesResponse{NextPageToken: next, Revision: uint64(rev)}
+	for _, cs := range changes {
+		out.Changes = append(out.Changes, toChangeRecord(cs))
+	}
+	return out, nil
 }

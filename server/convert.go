@@ -81,7 +81,54 @@ func fromPolicy(p *usherv1.Policy) authz.Policy {
 	for _, r := range p.GetRoles() {
 		out.Roles = append(out.Roles, fromRole(r))
 	}
+	for _, c := range p.GetCreatorRoles() {
+		out.CreatorRoles = append(out.CreatorRoles, authz.CreatorRole{ResourceType: c.GetResourceType(), Role: c.GetRole()})
+	}
+	for _, q := range p.GetQuotas() {
+		out.Quotas = append(out.Quotas, fromQuota(q))
+	}
 	return out
+}
+
+func fromQuota(q *usherv1.Quota) authz.Quota {
+	return authz.Quota{Scope: q.GetScope(), ResourceType: q.GetResourceType(), Subject: q.GetSubject(), Limit: q.GetLimit()}
+}
+
+func toQuota(q authz.Quota) *usherv1.Quota {
+	return &usherv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit}
+}
+
+func toChangeRecord(cs authz.ChangeSet) *usherv1.ChangeRecord {
+	out := &usherv1.ChangeRecord{Revision: uint64(cs.Revision), Time: toTimestamp(cs.Time), Caller: cs.Caller, Actor: cs.Actor}
+	for _, c := range cs.Changes {
+		ch := &usherv1.Change{Op: c.Op.String()}
+		switch {
+		case c.Permission != nil:
+			ch.Entity = &usherv1.Change_Permission{Permission: &usherv1.Permission{
+				Name: c.Permission.Name, Parents: c.Permission.Parents, Description: c.Permission.Description}}
+		case c.Resource != nil:
+			ch.Entity = &usherv1.Change_Resource{Resource: &usherv1.Resource{
+				Name: c.Resource.Name, Parent: c.Resource.Parent, Creator: c.Resource.Creator}}
+		case c.Role != nil:
+			ch.Entity = &usherv1.Change_Role{Role: toRole(*c.Role)}
+		case c.Grant != nil:
+			ch.Entity = &usherv1.Change_Grant{Grant: toGrant(*c.Grant)}
+		case c.Block != nil:
+			ch.Entity = &usherv1.Change_Block{Block: toBlock(*c.Block)}
+		case c.Quota != nil:
+			ch.Entity = &usherv1.Change_Quota{Quota: toQuota(*c.Quota)}
+		case c.CreatorRole != nil:
+			ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: &usherv1.CreatorRole{
+				ResourceType: c.CreatorRole.ResourceType, Role: c.CreatorRole.Role}}
+		}
+		out.Changes = append(out.Changes, ch)
+	}
+	return out
+}
+
+func toBlock(b authz.Block) *usherv1.Block {
+	return &usherv1.Block{Subject: b.Subject, Resource: b.Resource, Permissions: b.Permissions,
+		ExpireTime: toTimestamp(b.Expires), Reason: b.Reason}
 }
 
 // FromPolicy converts a policy message to the engine's form.
@@ -107,6 +154,12 @@ func toPolicy(p authz.Policy) *usherv1.Policy {
 	}
 	for _, r := range p.Roles {
 		out.Roles = append(out.Roles, toRole(r))
+	}
+	for _, c := range p.CreatorRoles {
+		out.CreatorRoles = append(out.CreatorRoles, &usherv1.CreatorRole{ResourceType: c.ResourceType, Role: c.Role})
+	}
+	for _, q := range p.Quotas {
+		out.Quotas = append(out.Quotas, toQuota(q))
 	}
 	return out
 }

@@ -424,7 +424,7 @@ var errorCases = []errorCase{
 // permissions decide" (DESIGN.md, Delegation). A policy is applied on the
 // caller's own authority only.
 func actorCases() []errorCase {
-	const actor = "user:alice"
+	const actor = "user:nobody" // holds no grant anywhere
 	write := func(name string, call func(ctx context.Context, f *fixture) error) errorCase {
 		code := codes.PermissionDenied
 		if name == "ApplyPolicy" {

@@ -73,4 +73,19 @@ func (v *validator) policy(p authz.Policy) {
 	for i := range p.Roles {
 		v.roleDef(fmt.Sprintf("policy.roles[%d].", i), &p.Roles[i])
 	}
+	for i, c := range p.CreatorRoles {
+		v.add(authz.ValidateType(fmt.Sprintf("policy.creator_roles[%d].resource_type", i), c.ResourceType))
+		v.role(fmt.Sprintf("policy.creator_roles[%d].role", i), c.Role)
+	}
+	for i, q := range p.Quotas {
+		v.quota(fmt.Sprintf("policy.quotas[%d].", i), q)
+	}
+}
+
+func (v *validator) quota(prefix string, q authz.Quota) {
+	v.resource(prefix+"scope", q.Scope)
+	v.add(authz.ValidateType(prefix+"resource_type", q.ResourceType))
+	if q.Subject != "" {
+		v.subject(prefix+"subject", q.Subject)
+	}
 }
