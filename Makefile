@@ -46,8 +46,10 @@ $(BIN)/.tools: Makefile
 bench:
 	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/
 
+FUZZTIME ?= 60s
 fuzz:
-	go test -run '^$$' -fuzz FuzzValidateResource -fuzztime 60s ./authz/
+	@for f in FuzzValidateResource FuzzValidateSubject FuzzValidatePermission; do \
+		go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./authz/ || exit 1; done
 
 clean:
 	rm -rf $(BIN) data
