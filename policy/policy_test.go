@@ -103,11 +103,16 @@ func TestREADMEPolicyExampleApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)## Policy files.*?```yaml\n(.*?)```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("README.md has no yaml example under Policy files")
+	_, section, _ := strings.Cut(string(readme), "## Policy files")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var example []byte
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(section, -1) {
+		example = append(example, m[1]...)
 	}
-	engine := applyToFreshStore(t, "README example", m[1])
+	if !strings.Contains(string(example), "creator_roles") {
+		t.Fatalf("README.md's Policy files section has no complete yaml example:\n%s", example)
+	}
+	engine := applyToFreshStore(t, "README example", example)
 	// The call type's redefinition of host applies to its calls.
 	if _, err := engine.PutResource(context.Background(), authz.Author{}, authz.Resource{Name: "call:livestream:1", Parent: "calltype:livestream"}); err != nil {
 		t.Fatal(err)
