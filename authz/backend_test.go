@@ -3,6 +3,8 @@ package authz_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,9 +23,13 @@ type memBackend struct {
 	rev      authz.Revision
 	sets     []authz.ChangeSet
 	failNext error
+	// delay holds every commit back this long, widening the window between
+	// a write's validation and its commit that the engine must keep closed.
+	delay time.Duration
 }
 
 func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
+	time.Sleep(b.delay)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -308,6 +314,120 @@ func alfaviewPolicy() authz.Policy {
 	}
 	for _, perm := range p.Permissions {
 		p.Roles = append(p.Roles, authz.Role{Name: "has." + perm.Name, Scope: "root", Permissions: []string{perm.Name}})
+	}
+	return p
+}
+
+// as is the author of a write that a service makes on behalf of actor.
+func as(actor string) authz.Author { return authz.Author{Caller: "svc:console", Actor: actor} }
+
+// mentions fails unless e's message quotes every one of words, as a refusal
+// that says which rule refused it must.
+func mentions(t testing.TB, e *authz.Error, words ...string) {
+	t.Helper()
+	if e == nil {
+		return
+	}
+	for _, w := range words {
+		if !strings.Contains(e.Error(), strconv.Quote(w)) {
+			t.Errorf("message %q does not name %q", e.Error(), w)
+		}
+	}
+}
+
+// VancastVideo's role names at each level (seeds/002).
+var (
+	vancastEventRoles     = []string{"event.manager", "event.moderator", "event.owner", "event.producer"}
+	vancastWorkspaceRoles = []string{"workspace.administrator", "workspace.owner", "workspace.producer"}
+)
+
+// vancastPolicy is VancastVideo's account > workspace > event roles
+// (seeds/002) over a small tree:
+//
+//	root
+//	└── account:vancast
+//	    ├── workspace:vancast-live ── event:launch
+//	    └── workspace:vancast-sales
+//
+// Every role is built in at root and bindable only on its level. Who may add
+// whom is assignable_roles: an event Owner any event role, a Manager "any
+// role except Owner", a Producer "only new Producer collaborators", a
+// Moderator none. A workspace Owner has "All permissions over the
+// Workspace", which this fixture takes to include adding collaborators to its
+// events. The reserved permissions hang below the domain permissions that
+// imply them: creating workspaces and events is usher.resources.write, the
+// Account's Plan usher.quotas.write, custom roles usher.roles.write, adding or
+// removing account users usher.blocks.write. Whoever registers a workspace or
+// an event as an actor becomes its Owner.
+func vancastPolicy() authz.Policy {
+	account := []string{"account.billing.view", "account.console", "account.credits.buy", "account.plan.manage",
+		"account.roles.manage", "account.users.manage", "account.workspaces.create"}
+	workspace := []string{"workspace.admins.add", "workspace.events.create", "workspace.events.manage", "workspace.settings.manage"}
+	event := []string{"event.control-room.manage", "event.delete", "event.links.manage", "event.on-demand.manage",
+		"event.qa.moderate", "event.sessions.manage", "event.streaming.launch", "event.webcast.content", "event.webcast.edit"}
+	var p authz.Policy
+	for _, list := range [][]string{account, workspace, event} {
+		for _, name := range list {
+			p.Permissions = append(p.Permissions, authz.Permission{Name: name})
+		}
+	}
+	p.Permissions = append(p.Permissions,
+		authz.Permission{Name: "usher.resources.write", Parents: []string{"account.workspaces.create", "workspace.events.create"}},
+		authz.Permission{Name: "usher.quotas.write", Parents: []string{"account.plan.manage"}},
+		authz.Permission{Name: "usher.roles.write", Parents: []string{"account.roles.manage"}},
+		authz.Permission{Name: "usher.blocks.write", Parents: []string{"account.users.manage"}},
+	)
+	p.Resources = []authz.Resource{
+		{Name: "account:vancast"},
+		{Name: "workspace:vancast-live", Parent: "account:vancast"},
+		{Name: "workspace:vancast-sales", Parent: "account:vancast"},
+		{Name: "event:launch", Parent: "workspace:vancast-live"},
+	}
+	on := func(typ string) []string { return []string{typ} }
+	p.Roles = []authz.Role{
+		{Name: "account.owner", Scope: "root", Permissions: account, AssignableRoles: []string{"account.owner", "account.administrator"}, BindableOn: on("account")},
+		{Name: "account.administrator", Scope: "root", Permissions: []string{"account.console", "account.roles.manage", "account.workspaces.create"}, BindableOn: on("account")},
+		{Name: "workspace.owner", Scope: "root", Permissions: workspace, AssignableRoles: append(slices.Clone(vancastWorkspaceRoles), vancastEventRoles...), BindableOn: on("workspace")},
+		{Name: "workspace.administrator", Scope: "root", Permissions: []string{"workspace.events.create", "workspace.events.manage"}, AssignableRoles: []string{"workspace.producer"}, BindableOn: on("workspace")},
+		{Name: "workspace.producer", Scope: "root", Permissions: []string{"workspace.events.manage"}, BindableOn: on("workspace")},
+		{Name: "event.owner", Scope: "root", Permissions: event, AssignableRoles: vancastEventRoles, BindableOn: on("event")},
+		{Name: "event.manager", Scope: "root", Permissions: slices.DeleteFunc(slices.Clone(event), func(s string) bool { return s == "event.delete" }),
+			AssignableRoles: []string{"event.manager", "event.moderator", "event.producer"}, BindableOn: on("event")},
+		{Name: "event.producer", Scope: "root", Permissions: []string{"event.control-room.manage", "event.links.manage", "event.streaming.launch"},
+			AssignableRoles: []string{"event.producer"}, BindableOn: on("event")},
+		{Name: "event.moderator", Scope: "root", Permissions: []string{"event.qa.moderate"}, BindableOn: on("event")},
+	}
+	p.CreatorRoles = []authz.CreatorRole{{ResourceType: "event", Role: "event.owner"}, {ResourceType: "workspace", Role: "workspace.owner"}}
+	return p
+}
+
+// alfaviewRoles names seeds/004's permissions as its administration
+// interface does, one role per permission.
+var alfaviewRoles = map[string]string{
+	"manage-company-settings": "company.manage-settings",
+	"show-all-usernames":      "company.show-usernames",
+	"administrate-users":      "users.administrate",
+	"list-all-users":          "users.list",
+	"administrate-rooms":      "rooms.administrate",
+	"list-all-rooms":          "rooms.list",
+	"create-a-room":           "rooms.create",
+}
+
+// alfaviewUsersPolicy is alfaviewPolicy's permission tree with one role per
+// permission at root (role "administrate-users" = [users.administrate]).
+// "Only users with the Administrate users permission can grant or revoke
+// permissions for other users. Only permissions that the user has can be
+// granted": the roles whose permission is or implies Administrate users
+// assign "*", and no other role assigns anything.
+func alfaviewUsersPolicy() authz.Policy {
+	p := alfaviewPolicy()
+	p.Roles = nil
+	for _, name := range slices.Sorted(maps.Keys(alfaviewRoles)) {
+		r := authz.Role{Name: name, Scope: "root", Permissions: []string{alfaviewRoles[name]}}
+		if name == "administrate-users" || name == "manage-company-settings" {
+			r.AssignableRoles = []string{authz.Wildcard}
+		}
+		p.Roles = append(p.Roles, r)
 	}
 	return p
 }

@@ -113,7 +113,7 @@ func (x *Index) mayRevoke(actor string, g Grant, n *node, now int64) error {
 }
 
 // AssignableRoles returns the roles visible at resource that actor may grant
-// there.
+// there: those mayGrant allows and whose bindable_on admits the resource.
 func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error) {
 	now := nowNano()
 	x.mu.RLock()
@@ -124,7 +124,7 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 	}
 	var out []Role
 	for _, r := range x.visibleRoles(n) {
-		if x.mayGrant(actor, r.Name, n, now) == nil {
+		if (len(r.BindableOn) == 0 || contains(r.BindableOn, n.typ)) && x.mayGrant(actor, r.Name, n, now) == nil {
 			out = append(out, r)
 		}
 	}

@@ -61,13 +61,15 @@ func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, erro
 		if err != nil {
 			return nil, err
 		}
-		if _, held := n.grants[holder{g.Subject, x.roleID(g.Role)}]; !held {
-			return nil, errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
-		}
+		// The actor's power is judged first, so that an actor without it
+		// cannot learn which grants exist.
 		if by.Actor != "" {
 			if err := x.mayRevoke(by.Actor, g, n, now.UnixNano()); err != nil {
 				return nil, err
 			}
+		}
+		if _, held := n.grants[holder{g.Subject, x.roleID(g.Role)}]; !held {
+			return nil, errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
 		}
 		return []Change{{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}}}, nil
 	})

@@ -94,6 +94,9 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		if cur, ok := parentOf(r.Name); ok && cur == r.Parent {
 			continue
 		}
+		if n := x.nodes[r.Name]; n != nil {
+			r.Creator = n.creator // a move keeps who registered it
+		}
 		parents[r.Name] = r.Parent
 		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
 	}
@@ -198,7 +201,7 @@ func (x *Index) ExportPolicy() (Policy, Revision) {
 		n := queue[0]
 		queue = queue[1:]
 		if n != x.root {
-			p.Resources = append(p.Resources, Resource{Name: n.name, Parent: n.parent.name})
+			p.Resources = append(p.Resources, Resource{Name: n.name, Parent: n.parent.name, Creator: n.creator})
 		}
 		p.Roles = append(p.Roles, x.rolesAt(n)...)
 		for _, q := range x.quotasAt(n) {

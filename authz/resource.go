@@ -54,7 +54,9 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 // planMove moves n under parent.
 func (x *Index) planMove(by Author, n, parent *node) ([]Change, error) {
 	if n.parent == parent {
-		return nil, nil
+		// Nothing moves, but an actor who could not register it there is
+		// refused, as every other write checks the actor before comparing.
+		return nil, x.requirePermission(by, parent, PermResourcesWrite, "registering a resource under it")
 	}
 	if isUnder(parent, n) {
 		return nil, errorf(FailedPrecondition, "parent", parent.name,

@@ -76,7 +76,7 @@ func fromPolicy(p *usherv1.Policy) authz.Policy {
 		})
 	}
 	for _, r := range p.GetResources() {
-		out.Resources = append(out.Resources, authz.Resource{Name: r.GetName(), Parent: r.GetParent()})
+		out.Resources = append(out.Resources, authz.Resource{Name: r.GetName(), Parent: r.GetParent(), Creator: r.GetCreator()})
 	}
 	for _, r := range p.GetRoles() {
 		out.Roles = append(out.Roles, fromRole(r))
@@ -150,7 +150,7 @@ func toPolicy(p authz.Policy) *usherv1.Policy {
 		})
 	}
 	for _, r := range p.Resources {
-		out.Resources = append(out.Resources, &usherv1.Resource{Name: r.Name, Parent: r.Parent})
+		out.Resources = append(out.Resources, &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator})
 	}
 	for _, r := range p.Roles {
 		out.Roles = append(out.Roles, toRole(r))

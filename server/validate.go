@@ -69,6 +69,9 @@ func (v *validator) policy(p authz.Policy) {
 	for i, r := range p.Resources {
 		v.resource(fmt.Sprintf("policy.resources[%d].name", i), r.Name)
 		v.optionalResource(fmt.Sprintf("policy.resources[%d].parent", i), r.Parent)
+		if r.Creator != "" {
+			v.subject(fmt.Sprintf("policy.resources[%d].creator", i), r.Creator)
+		}
 	}
 	for i := range p.Roles {
 		v.roleDef(fmt.Sprintf("policy.roles[%d].", i), &p.Roles[i])

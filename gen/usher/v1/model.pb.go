@@ -29,7 +29,8 @@ type Resource struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The parent resource; "root" for a top-level resource.
 	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	// Output only: the actor who registered the resource, if one did.
+	// The actor who registered the resource, if one did. Set by the server on
+	// registration; a policy may carry it to restore an exported tree.
 	Creator       string `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,589 @@
+package authz_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Quoted rules: DESIGN.md's "Delegation: who may change what", and the seeds
+// that it serves.
+const (
+	ruleBind       = "some role the actor holds at s (inherited counts) lists R in assignable_roles (like Kubernetes' bind: no further test)"
+	ruleNoEscalate = "lists * and R's permissions at s are a subset of the actor's effective permissions at s (no escalation: \"only permissions that the user has can be granted\")"
+	ruleExpired    = "expired grants give no power"
+	ruleBlocked    = "a block takes the blocked powers away"
+	vancastOwner   = "The Owner of an event can add new Collaborators to help him manage the event"
+	vancastManager = "A Manager can add new collaborators with any role except Owner"
+	vancastProd    = "A Producer can add only new Producer collaborators"
+	vancastMod     = "Moderator | Can Only: - Access de Q&A moderators console"
+	alfaOnlyAdmins = "Only users with the Administrate users permission can grant or revoke permissions for other users"
+	alfaOnlyHeld   = "Only permissions that the user has can be granted to other users"
+	alfaNotOwn     = "It is not possible to revoke your own permissions"
+	alfaSettings   = "in order to grant or revoke the Manage company settings permission, you must have this permission yourself. The Administrate users permission alone is not sufficient"
+	ruleRevoke     = "Revoke: allowed when the actor could grant that binding now"
+)
+
+// vancastWorld is vancastPolicy's world with one holder of each event role on
+// event:launch, and a workspace Owner and Producer on its workspace.
+func vancastWorld(t *testing.T) *world {
+	w := newWorld(t, vancastPolicy())
+	for _, r := range []string{"owner", "manager", "producer", "moderator"} {
+		w.grant("user:"+r, "event."+r, "event:launch")
+	}
+	w.grant("user:ws-owner", "workspace.owner", "workspace:vancast-live")
+	w.grant("user:ws-admin", "workspace.administrator", "workspace:vancast-live")
+	w.grant("user:ws-producer", "workspace.producer", "workspace:vancast-live")
+	return w
+}
+
+// alfaviewWorld is alfaviewUsersPolicy's world: user:owner holds Manage
+// company settings, user:admin Administrate users, user:roomie Create a
+// room and Administrate rooms, user:bob List all users and Manage company
+// settings, all at company:alfa.
+func alfaviewWorld(t *testing.T) *world {
+	w := newWorld(t, alfaviewUsersPolicy())
+	w.grant("user:owner", "manage-company-settings", "company:alfa")
+	w.grant("user:admin", "administrate-users", "company:alfa")
+	w.grant("user:roomie", "create-a-room", "company:alfa")
+	w.grant("user:roomie", "administrate-rooms", "company:alfa")
+	w.grant("user:bob", "list-all-users", "company:alfa")
+	w.grant("user:bob", "manage-company-settings", "company:alfa")
+	return w
+}
+
+// delegation is one delegated write: actor does it on world's state after
+// setup; allowed says whether the rule lets it through, and a refusal must
+// name mention (besides the actor).
+type delegation struct {
+	name     string
+	world    func(*testing.T) *world
+	setup    func(w *world)
+	actor    string
+	grant    authz.Grant
+	allowed  bool
+	mentions []string
+}
+
+// grantCases are Grant's rule, by VancastVideo's and alfaview's words.
+func grantCases() []delegation {
+	var cases []delegation
+	add := func(name string, world func(*testing.T) *world, actor, role, resource string, allowed bool) {
+		cases = append(cases, delegation{name: name, world: world, actor: actor,
+			grant: authz.Grant{Subject: "user:new", Role: role, Resource: resource}, allowed: allowed})
+	}
+	// VancastVideo's event level, every role by every role.
+	matrix := []struct {
+		rule   string
+		actor  string
+		allows []string
+	}{
+		{vancastOwner, "user:owner", vancastEventRoles},
+		{vancastManager, "user:manager", []string{"event.manager", "event.moderator", "event.producer"}},
+		{vancastProd, "user:producer", []string{"event.producer"}},
+		{vancastMod, "user:moderator", nil},
+	}
+	for _, m := range matrix {
+		for _, role := range vancastEventRoles {
+			allowed := slices.Contains(m.allows, role)
+			verb := " may not add "
+			if allowed {
+				verb = " adds "
+			}
+			add(m.rule+": "+m.actor+verb+role, vancastWorld, m.actor, role, "event:launch", allowed)
+		}
+	}
+	add(ruleBind+": a workspace Owner adds an event Producer to an event of its workspace", vancastWorld, "user:ws-owner", "event.producer", "event:launch", true)
+	add(ruleBind+": a workspace Producer's role lists nothing, so it adds no event collaborator", vancastWorld, "user:ws-producer", "event.producer", "event:launch", false)
+	add(ruleBind+": a workspace Administrator may add a workspace Producer", vancastWorld, "user:ws-admin", "workspace.producer", "workspace:vancast-live", true)
+	add("Administrator | All permissions over the Workspace except: - Add new Administrators to the Workspace", vancastWorld, "user:ws-admin", "workspace.administrator", "workspace:vancast-live", false)
+	add(ruleBind+": an event role held on one event gives no power on another", func(t *testing.T) *world {
+		w := vancastWorld(t)
+		w.put("event:gala", "workspace:vancast-live")
+		return w
+	}, "user:manager", "event.producer", "event:gala", false)
+	add(ruleBind+": an actor with no grants at all", vancastWorld, "user:stranger", "event.moderator", "event:launch", false)
+
+	// alfaview: "*" and the subset test.
+	add(alfaOnlyHeld+": Administrate users grants List all users, which it implies", alfaviewWorld, "user:admin", "list-all-users", "company:alfa", true)
+	add(alfaOnlyHeld+": Administrate users grants Administrate users", alfaviewWorld, "user:admin", "administrate-users", "company:alfa", true)
+	add(alfaOnlyHeld+": Administrate users may not grant Show all usernames, which it lacks", alfaviewWorld, "user:admin", "show-all-usernames", "company:alfa", false)
+	add(alfaOnlyHeld+": Administrate users may not grant Create a room, which it lacks", alfaviewWorld, "user:admin", "create-a-room", "company:alfa", false)
+	add(alfaSettings+" (grant, by Administrate users)", alfaviewWorld, "user:admin", "manage-company-settings", "company:alfa", false)
+	add(alfaSettings+" (grant, by one who has it)", alfaviewWorld, "user:owner", "manage-company-settings", "company:alfa", true)
+	add(alfaOnlyHeld+": Manage company settings implies, so grants, Create a room", alfaviewWorld, "user:owner", "create-a-room", "company:alfa", true)
+	add(alfaOnlyAdmins+": Create a room may not grant Create a room", alfaviewWorld, "user:roomie", "create-a-room", "company:alfa", false)
+	add(alfaOnlyAdmins+": Administrate rooms may not grant List all rooms", alfaviewWorld, "user:roomie", "list-all-rooms", "company:alfa", false)
+	add(ruleNoEscalate+" (inherited counts: granted at the company, granting on a room)", alfaviewWorld, "user:admin", "list-all-users", "room:alfa-lobby", true)
+
+	// The mentions of refusals, and the cases whose state needs more.
+	for i := range cases {
+		c := &cases[i]
+		c.mentions = []string{c.grant.Role, c.grant.Resource}
+	}
+	more := []delegation{
+		{name: ruleExpired + ": a Manager whose grant has expired adds no one", world: vancastWorld,
+			setup: func(w *world) {
+				w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:lapsed", Role: "event.manager", Resource: "event:launch", Expires: time.Now().Add(-time.Minute)}})
+			},
+			actor: "user:lapsed", grant: authz.Grant{Subject: "user:new", Role: "event.producer", Resource: "event:launch"}},
+		{name: ruleExpired + ": Administrate users that has expired grants nothing", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:lapsed", Role: "administrate-users", Resource: "company:alfa", Expires: time.Now().Add(-time.Minute)}})
+			},
+			actor: "user:lapsed", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}},
+		{name: ruleExpired + ": a grant with an expiry still ahead gives power", world: vancastWorld,
+			setup: func(w *world) { w.grantUntil("user:temp", "event.manager", "event:launch", time.Now().Add(time.Hour)) },
+			actor: "user:temp", grant: authz.Grant{Subject: "user:new", Role: "event.producer", Resource: "event:launch"}, allowed: true},
+		{name: ruleBlocked + ": a block of everything above the event removes a Manager's power to add", world: vancastWorld,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:manager", Resource: "workspace:vancast-live"}) },
+			actor: "user:manager", grant: authz.Grant{Subject: "user:new", Role: "event.moderator", Resource: "event:launch"}},
+		{name: ruleBlocked + ": a block of everything removes the power of \"*\" too", world: alfaviewWorld,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:admin", Resource: "company:alfa"}) },
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}},
+		{name: ruleBlocked + ": a block of everything on a room removes the power there", world: alfaviewWorld,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:admin", Resource: "room:alfa-lobby"}) },
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "room:alfa-lobby"}},
+		{name: ruleBlocked + ": a block on a room leaves the power on the company", world: alfaviewWorld,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:admin", Resource: "room:alfa-lobby"}) },
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}, allowed: true},
+		{name: ruleBlocked + ": a block that has expired takes nothing away", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.store(authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:admin", Resource: "company:alfa", Expires: time.Now().Add(-time.Minute)}})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}, allowed: true},
+		{name: ruleBlocked + ": a block of Create a room takes it out of the subset test", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.grant("user:admin", "create-a-room", "company:alfa")
+				w.block(authz.Block{Subject: "user:admin", Resource: "company:alfa", Permissions: []string{"rooms.create"}})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "create-a-room", Resource: "company:alfa"}, mentions: []string{"rooms.create"}},
+		{name: ruleBlocked + ": a block of Create a room leaves the rest of the subset test", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.grant("user:admin", "create-a-room", "company:alfa")
+				w.block(authz.Block{Subject: "user:admin", Resource: "company:alfa", Permissions: []string{"rooms.create"}})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}, allowed: true},
+		{name: ruleBind + ": a partial block does not undo the listing, which needs no further test", world: vancastWorld,
+			setup: func(w *world) {
+				w.block(authz.Block{Subject: "user:manager", Resource: "event:launch", Permissions: []string{"event.qa.moderate"}})
+			},
+			actor: "user:manager", grant: authz.Grant{Subject: "user:new", Role: "event.moderator", Resource: "event:launch"}, allowed: true},
+		{name: ruleNoEscalate + ": R's permissions at s, where a custom definition of R applies", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "list-all-users", Scope: "room:alfa-lobby", Permissions: []string{"users.list", "rooms.list"}})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "room:alfa-lobby"}, mentions: []string{"rooms.list"}},
+		{name: ruleNoEscalate + ": the actor's effective permissions at s count every role it holds", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.grant("user:admin", "list-all-rooms", "company:alfa")
+				w.role(authz.Role{Name: "room-helper", Scope: "company:alfa", Permissions: []string{"users.list", "rooms.list"}})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "room-helper", Resource: "company:alfa"}, allowed: true},
+	}
+	for _, c := range more {
+		c.mentions = append(c.mentions, c.grant.Role, c.grant.Resource)
+		cases = append(cases, c)
+	}
+	return cases
+}
+
+func TestDelegatedGrant(t *testing.T) {
+	for _, c := range grantCases() {
+		t.Run(c.name, func(t *testing.T) {
+			w := c.world(t)
+			if c.setup != nil {
+				c.setup(w)
+			}
+			grant := func() (authz.Revision, error) { return w.eng.Grant(w.ctx, as(c.actor), c.grant) }
+			if !c.allowed {
+				e := w.refuses(authz.PermissionDenied, "actor", c.actor, grant)
+				mentions(t, e, c.mentions...)
+				return
+			}
+			rev := w.idx.Revision()
+			got, err := grant()
+			if err != nil {
+				t.Fatalf("Grant by %s: %v", c.actor, err)
+			}
+			if got != rev+1 {
+				t.Errorf("Grant by %s answered revision %d, want %d", c.actor, got, rev+1)
+			}
+			gs, _, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: c.grant.Subject, Resource: c.grant.Resource}, 0, "")
+			if err != nil || len(gs) != 1 || gs[0].Role != c.grant.Role {
+				t.Errorf("after Grant by %s, ListGrants = %v, %v", c.actor, gs, err)
+			}
+			if cs := w.be.committed(); cs[len(cs)-1].Actor != c.actor || cs[len(cs)-1].Caller != "svc:console" {
+				t.Errorf("the change record names caller %q and actor %q", cs[len(cs)-1].Caller, cs[len(cs)-1].Actor)
+			}
+		})
+	}
+}
+
+// TestDelegatedGrantMessages pins the two refusals' sentences: which rule
+// refused, and what the actor lacks.
+func TestDelegatedGrantMessages(t *testing.T) {
+	t.Run("Every refusal says which rule refused it: not listed in assignable_roles", func(t *testing.T) {
+		w := vancastWorld(t)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:manager", func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:manager"), authz.Grant{Subject: "user:new", Role: "event.owner", Resource: "event:launch"})
+		})
+		mentions(t, e, "user:manager", "event.owner", "event:launch")
+		if e != nil && !strings.Contains(e.Reason, "assignable_roles") {
+			t.Errorf("the refusal %q does not name assignable_roles", e.Reason)
+		}
+	})
+	t.Run("Every refusal says which rule refused it: "+alfaOnlyHeld, func(t *testing.T) {
+		w := alfaviewWorld(t)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:admin", func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:admin"), authz.Grant{Subject: "user:new", Role: "manage-company-settings", Resource: "company:alfa"})
+		})
+		mentions(t, e, "manage-company-settings", "company:alfa", "company.manage-settings")
+		if e != nil && !strings.Contains(e.Reason, "only permissions the actor has can be granted") {
+			t.Errorf("the refusal %q does not name the rule", e.Reason)
+		}
+	})
+	t.Run("a role not visible at the scope is NOT_FOUND before any delegation test", func(t *testing.T) {
+		w := vancastWorld(t)
+		w.refuses(authz.NotFound, "role", "event.janitor", func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:stranger"), authz.Grant{Subject: "user:new", Role: "event.janitor", Resource: "event:launch"})
+		})
+	})
+	t.Run("granting again what is already granted is still refused to an actor without the power", func(t *testing.T) {
+		w := vancastWorld(t)
+		w.refuses(authz.PermissionDenied, "actor", "user:moderator", func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:moderator"), authz.Grant{Subject: "user:producer", Role: "event.producer", Resource: "event:launch"})
+		})
+	})
+}
+
+func TestVancastWorkspace(t *testing.T) {
+	newEvent := authz.Resource{Name: "event:gala", Parent: "workspace:vancast-live"}
+	t.Run("A Workspace Producer cannot create a new event", func(t *testing.T) {
+		w := vancastWorld(t)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:ws-producer", func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:ws-producer"), newEvent)
+		})
+		mentions(t, e, "usher.resources.write", "workspace:vancast-live")
+	})
+	t.Run("A Workspace Producer could become an event owner when someone else, with the appropriate permission, creates the event and adds them as an event owner", func(t *testing.T) {
+		w := vancastWorld(t)
+		if _, err := w.eng.PutResource(w.ctx, as("user:ws-admin"), newEvent); err != nil {
+			t.Fatalf("a workspace Administrator creates an event: %v", err)
+		}
+		if _, err := w.eng.Grant(w.ctx, as("user:ws-admin"), authz.Grant{Subject: "user:ws-producer", Role: "event.owner", Resource: "event:gala"}); err != nil {
+			t.Fatalf("the event's creator, its Owner, adds the workspace Producer as an event owner: %v", err)
+		}
+		if d := w.check("user:ws-producer", "event.delete", "event:gala"); !d.Allowed || d.Role != "event.owner" {
+			t.Errorf("the workspace Producer is not the event's owner: %+v", d)
+		}
+		// As an Owner now, they add collaborators of any role.
+		if _, err := w.eng.Grant(w.ctx, as("user:ws-producer"), authz.Grant{Subject: "user:new", Role: "event.manager", Resource: "event:gala"}); err != nil {
+			t.Errorf("the new event owner adds a Manager: %v", err)
+		}
+		// And still cannot create an event of their own.
+		w.refuses(authz.PermissionDenied, "actor", "user:ws-producer", func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:ws-producer"), authz.Resource{Name: "event:own", Parent: "workspace:vancast-live"})
+		})
+	})
+	t.Run("The Account user that creates a new Workspace becomes the Owner of that Workspace", func(t *testing.T) {
+		w := vancastWorld(t)
+		w.grant("user:acct-admin", "account.administrator", "account:vancast")
+		if _, err := w.eng.PutResource(w.ctx, as("user:acct-admin"), authz.Resource{Name: "workspace:new", Parent: "account:vancast"}); err != nil {
+			t.Fatal(err)
+		}
+		if d := w.check("user:acct-admin", "workspace.settings.manage", "workspace:new"); !d.Allowed || d.Role != "workspace.owner" {
+			t.Errorf("the creator is not the workspace's Owner: %+v", d)
+		}
+	})
+	t.Run("To create a new Workspace you must be an Account user", func(t *testing.T) {
+		w := vancastWorld(t)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:ws-owner", func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:ws-owner"), authz.Resource{Name: "workspace:new", Parent: "account:vancast"})
+		})
+		mentions(t, e, "usher.resources.write", "account:vancast")
+	})
+}
+
+func TestDelegatedRevoke(t *testing.T) {
+	cases := []delegation{
+		{name: ruleRevoke + ": a Manager removes a Producer", world: vancastWorld,
+			actor: "user:manager", grant: authz.Grant{Subject: "user:producer", Role: "event.producer", Resource: "event:launch"}, allowed: true},
+		{name: ruleRevoke + ": a Manager may not remove the Owner, whom it could not add", world: vancastWorld,
+			actor: "user:manager", grant: authz.Grant{Subject: "user:owner", Role: "event.owner", Resource: "event:launch"}},
+		{name: ruleRevoke + ": a Producer removes another Producer", world: vancastWorld,
+			actor: "user:producer", grant: authz.Grant{Subject: "user:other", Role: "event.producer", Resource: "event:launch"}, allowed: true,
+			setup: func(w *world) { w.grant("user:other", "event.producer", "event:launch") }},
+		{name: ruleRevoke + ": a Producer may not remove the Moderator", world: vancastWorld,
+			actor: "user:producer", grant: authz.Grant{Subject: "user:moderator", Role: "event.moderator", Resource: "event:launch"}},
+		{name: ruleRevoke + ": a Moderator removes no one", world: vancastWorld,
+			actor: "user:moderator", grant: authz.Grant{Subject: "user:producer", Role: "event.producer", Resource: "event:launch"}},
+		{name: ruleRevoke + ": the Owner removes a Manager", world: vancastWorld,
+			actor: "user:owner", grant: authz.Grant{Subject: "user:manager", Role: "event.manager", Resource: "event:launch"}, allowed: true},
+		{name: ruleRevoke + " (" + ruleExpired + ")", world: vancastWorld,
+			setup: func(w *world) {
+				w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:lapsed", Role: "event.manager", Resource: "event:launch", Expires: time.Now().Add(-time.Minute)}})
+			},
+			actor: "user:lapsed", grant: authz.Grant{Subject: "user:producer", Role: "event.producer", Resource: "event:launch"}},
+		{name: ruleRevoke + " (" + ruleBlocked + ")", world: vancastWorld,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:manager", Resource: "account:vancast"}) },
+			actor: "user:manager", grant: authz.Grant{Subject: "user:producer", Role: "event.producer", Resource: "event:launch"}},
+		{name: alfaNotOwn + ": even for an Owner", world: vancastWorld,
+			actor: "user:owner", grant: authz.Grant{Subject: "user:owner", Role: "event.owner", Resource: "event:launch"}},
+		{name: alfaNotOwn + ": a Manager's own role", world: vancastWorld,
+			actor: "user:manager", grant: authz.Grant{Subject: "user:manager", Role: "event.manager", Resource: "event:launch"}},
+		{name: alfaNotOwn + ": Administrate users", world: alfaviewWorld,
+			actor: "user:admin", grant: authz.Grant{Subject: "user:admin", Role: "administrate-users", Resource: "company:alfa"}},
+		{name: alfaNotOwn + ": Manage company settings", world: alfaviewWorld,
+			actor: "user:owner", grant: authz.Grant{Subject: "user:owner", Role: "manage-company-settings", Resource: "company:alfa"}},
+		{name: alfaOnlyAdmins + " (revoke)", world: alfaviewWorld,
+			actor: "user:admin", grant: authz.Grant{Subject: "user:bob", Role: "list-all-users", Resource: "company:alfa"}, allowed: true},
+		{name: alfaOnlyAdmins + " (revoke, by one without it)", world: alfaviewWorld,
+			actor: "user:roomie", grant: authz.Grant{Subject: "user:bob", Role: "list-all-users", Resource: "company:alfa"}},
+		{name: alfaSettings + " (revoke, by Administrate users)", world: alfaviewWorld,
+			actor: "user:admin", grant: authz.Grant{Subject: "user:bob", Role: "manage-company-settings", Resource: "company:alfa"}, mentions: []string{"company.manage-settings"}},
+		{name: alfaSettings + " (revoke, by one who has it)", world: alfaviewWorld,
+			actor: "user:owner", grant: authz.Grant{Subject: "user:bob", Role: "manage-company-settings", Resource: "company:alfa"}, allowed: true},
+		{name: alfaOnlyHeld + " (revoke): Administrate users may not revoke Create a room", world: alfaviewWorld,
+			actor: "user:admin", grant: authz.Grant{Subject: "user:roomie", Role: "create-a-room", Resource: "company:alfa"}, mentions: []string{"rooms.create"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := c.world(t)
+			if c.setup != nil {
+				c.setup(w)
+			}
+			revoke := func() (authz.Revision, error) { return w.eng.Revoke(w.ctx, as(c.actor), c.grant) }
+			if !c.allowed {
+				e := w.refuses(authz.PermissionDenied, "actor", c.actor, revoke)
+				mentions(t, e, append([]string{c.grant.Role, c.grant.Resource}, c.mentions...)...)
+				if e != nil && !strings.Contains(e.Reason, "revoke") {
+					t.Errorf("the refusal %q does not say it refused a revoke", e.Reason)
+				}
+				if own := "not possible to revoke your own"; e != nil && c.grant.Subject == c.actor && !strings.Contains(e.Reason, own) {
+					t.Errorf("the refusal %q does not say %q", e.Reason, own)
+				}
+				return
+			}
+			if _, err := revoke(); err != nil {
+				t.Fatalf("Revoke by %s: %v", c.actor, err)
+			}
+			if gs, _, _, _ := w.idx.ListGrants(authz.GrantFilter{Subject: c.grant.Subject, Resource: c.grant.Resource}, 0, ""); slices.ContainsFunc(gs, func(g authz.Grant) bool { return g.Role == c.grant.Role }) {
+				t.Errorf("the grant is still there: %v", gs)
+			}
+		})
+	}
+}
+
+// reserved is one write governed by a reserved permission, by an actor.
+type reserved struct {
+	name     string
+	world    func(*testing.T) *world
+	setup    func(w *world)
+	actor    string
+	write    func(w *world, by authz.Author) (authz.Revision, error)
+	allowed  bool
+	mentions []string // a refusal's permission and scope
+}
+
+func TestReservedPermissions(t *testing.T) {
+	const implied = "these reserved permissions are implied from domain permissions through the permission tree"
+	putEvent := func(name, parent string) func(w *world, by authz.Author) (authz.Revision, error) {
+		return func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, by, authz.Resource{Name: name, Parent: parent})
+		}
+	}
+	customRole := authz.Role{Name: "event.translator", Scope: "account:vancast", Permissions: []string{"event.qa.moderate"}}
+	putRole := func(r authz.Role) func(w *world, by authz.Author) (authz.Revision, error) {
+		return func(w *world, by authz.Author) (authz.Revision, error) { return w.eng.PutRole(w.ctx, by, r) }
+	}
+	deleteRole := func(scope, name string) func(w *world, by authz.Author) (authz.Revision, error) {
+		return func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, by, scope, name)
+		}
+	}
+	quota := authz.Quota{Scope: "account:vancast", ResourceType: "event", Limit: 10}
+	putQuota := func(w *world, by authz.Author) (authz.Revision, error) { return w.eng.PutQuota(w.ctx, by, quota) }
+	deleteQuota := func(w *world, by authz.Author) (authz.Revision, error) { return w.eng.DeleteQuota(w.ctx, by, quota) }
+	block := func(resource string) func(w *world, by authz.Author) (authz.Revision, error) {
+		return func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.Block(w.ctx, by, authz.Block{Subject: "user:troll", Resource: resource, Reason: "spam"})
+		}
+	}
+	unblock := func(resource string) func(w *world, by authz.Author) (authz.Revision, error) {
+		return func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.Unblock(w.ctx, by, "user:troll", resource)
+		}
+	}
+	accountUsers := func(t *testing.T) *world {
+		w := vancastWorld(t)
+		w.grant("user:acct-owner", "account.owner", "account:vancast")
+		w.grant("user:acct-admin", "account.administrator", "account:vancast")
+		w.role(customRole)
+		rev, err := w.eng.PutQuota(w.ctx, w.by, quota)
+		w.ok("PutQuota", rev, err)
+		return w
+	}
+	streamModerator := func(t *testing.T) *world {
+		w := newWorld(t, streamPolicy())
+		w.grant("user:mod", "moderator", "call:livestream:42")
+		w.block(authz.Block{Subject: "user:troll", Resource: "call:livestream:42"})
+		w.block(authz.Block{Subject: "user:troll", Resource: "account:acme"})
+		return w
+	}
+	const rw, qw, rolew, bw = "usher.resources.write", "usher.quotas.write", "usher.roles.write", "usher.blocks.write"
+	cases := []reserved{
+		{name: "PutResource needs usher.resources.write at the parent: " + implied + " (workspace.events.create)", world: vancastWorld,
+			actor: "user:ws-admin", write: putEvent("event:gala", "workspace:vancast-live"), allowed: true},
+		{name: "PutResource needs usher.resources.write at the parent: refused below another workspace", world: vancastWorld,
+			actor: "user:ws-admin", write: putEvent("event:gala", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-sales"}},
+		{name: "PutResource needs usher.resources.write at the parent: an event Owner registers nothing beside its event", world: vancastWorld,
+			actor: "user:owner", write: putEvent("event:gala", "workspace:vancast-live"), mentions: []string{rw, "workspace:vancast-live"}},
+		{name: "PutResource needs usher.resources.write at the parent, even to register again what is already there", world: vancastWorld,
+			actor: "user:ws-producer", write: putEvent("event:launch", "workspace:vancast-live"), mentions: []string{rw, "workspace:vancast-live"}},
+		{name: "a move needs usher.resources.write at the old parent", world: vancastWorld,
+			setup: func(w *world) { w.grant("user:sales-admin", "workspace.administrator", "workspace:vancast-sales") },
+			actor: "user:sales-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-live"}},
+		{name: "a move needs usher.resources.write at the new parent", world: vancastWorld,
+			actor: "user:ws-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-sales"}},
+		{name: "a move needs usher.resources.write at the old and the new parent: an Account user has it at both", world: accountUsers,
+			actor: "user:acct-admin", write: putEvent("event:launch", "workspace:vancast-sales"), allowed: true},
+		{name: "DeleteResource needs usher.resources.write at the parent: an event Owner may not delete its event that way", world: vancastWorld,
+			actor: "user:owner", write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "event:launch")
+			},
+			mentions: []string{rw, "workspace:vancast-live"}},
+		{name: "DeleteResource needs usher.resources.write at the parent: a workspace Administrator may", world: vancastWorld,
+			actor: "user:ws-admin", write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "event:launch")
+			}, allowed: true},
+		{name: "PutRole needs usher.roles.write at the role's scope: " + implied + " (account.roles.manage)", world: accountUsers,
+			actor: "user:acct-admin", write: putRole(authz.Role{Name: "event.interpreter", Scope: "account:vancast", Permissions: []string{"event.qa.moderate"}}), allowed: true},
+		{name: "PutRole needs usher.roles.write at the role's scope: a workspace Owner has none", world: accountUsers,
+			actor: "user:ws-owner", write: putRole(authz.Role{Name: "event.interpreter", Scope: "workspace:vancast-live", Permissions: []string{"event.qa.moderate"}}),
+			mentions: []string{rolew, "workspace:vancast-live"}},
+		{name: "PutRole needs usher.roles.write at the role's scope: not at root", world: accountUsers,
+			actor: "user:acct-admin", write: putRole(authz.Role{Name: "event.interpreter", Scope: "root", Permissions: []string{"event.qa.moderate"}}),
+			mentions: []string{rolew, "root"}},
+		{name: "DeleteRole needs usher.roles.write at the role's scope", world: accountUsers,
+			actor: "user:acct-admin", write: deleteRole("account:vancast", "event.translator"), allowed: true},
+		{name: "DeleteRole needs usher.roles.write at the role's scope: refused to one without it", world: accountUsers,
+			actor: "user:owner", write: deleteRole("account:vancast", "event.translator"), mentions: []string{rolew, "account:vancast"}},
+		{name: "PutQuota needs usher.quotas.write at the quota scope: " + implied + " (the Account's Plan)", world: accountUsers,
+			actor: "user:acct-owner", write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutQuota(w.ctx, by, authz.Quota{Scope: "account:vancast", ResourceType: "workspace", Limit: 3})
+			}, allowed: true},
+		{name: "PutQuota needs usher.quotas.write: an Administrator \"Cannot see or update the Account's Plan\"", world: accountUsers,
+			actor: "user:acct-admin", write: putQuota, mentions: []string{qw, "account:vancast"}},
+		{name: "DeleteQuota needs usher.quotas.write at the quota scope", world: accountUsers,
+			actor: "user:acct-owner", write: deleteQuota, allowed: true},
+		{name: "DeleteQuota needs usher.quotas.write: an Administrator \"Cannot see or update the Account's Plan\"", world: accountUsers,
+			actor: "user:acct-admin", write: deleteQuota, mentions: []string{qw, "account:vancast"}},
+		{name: "Block needs usher.blocks.write at the block's resource: Stream's block-users implies it, in a call", world: streamModerator,
+			actor: "user:mod", write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Block(w.ctx, by, authz.Block{Subject: "user:heckler", Resource: "call:livestream:42"})
+			}, allowed: true},
+		{name: "Block needs usher.blocks.write at the block's resource: a call's moderator may not block at the account", world: streamModerator,
+			actor: "user:mod", write: block("account:acme"), mentions: []string{bw, "account:acme"}},
+		{name: "Block needs usher.blocks.write at the block's resource: nor in another call", world: streamModerator,
+			actor: "user:mod", write: block("call:livestream:43"), mentions: []string{bw, "call:livestream:43"}},
+		{name: "Unblock needs usher.blocks.write at the block's resource: in a call", world: streamModerator,
+			actor: "user:mod", write: unblock("call:livestream:42"), allowed: true},
+		{name: "Unblock needs usher.blocks.write at the block's resource: not at the account", world: streamModerator,
+			actor: "user:mod", write: unblock("account:acme"), mentions: []string{bw, "account:acme"}},
+		{name: ruleBlocked + ": a moderator blocked from block-users loses usher.blocks.write", world: streamModerator,
+			setup: func(w *world) {
+				w.block(authz.Block{Subject: "user:mod", Resource: "call:livestream:42", Permissions: []string{"block-users"}})
+			},
+			actor: "user:mod", write: block("call:livestream:42"), mentions: []string{bw, "call:livestream:42"}},
+		{name: ruleBlocked + ": an Account Administrator blocked from everything creates no workspace", world: accountUsers,
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:acct-admin", Resource: "account:vancast"}) },
+			actor: "user:acct-admin", write: putEvent("workspace:new", "account:vancast"), mentions: []string{rw, "account:vancast"}},
+		{name: ruleExpired + ": an expired Administrator creates no workspace", world: vancastWorld,
+			setup: func(w *world) {
+				w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:lapsed", Role: "account.administrator", Resource: "account:vancast", Expires: time.Now().Add(-time.Minute)}})
+			},
+			actor: "user:lapsed", write: putEvent("workspace:new", "account:vancast"), mentions: []string{rw, "account:vancast"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := c.world(t)
+			if c.setup != nil {
+				c.setup(w)
+			}
+			write := func() (authz.Revision, error) { return c.write(w, as(c.actor)) }
+			if !c.allowed {
+				e := w.refuses(authz.PermissionDenied, "actor", c.actor, write)
+				mentions(t, e, c.mentions...)
+				return
+			}
+			rev := w.idx.Revision()
+			if got, err := write(); err != nil || got != rev+1 {
+				t.Fatalf("write by %s = revision %d, %v; want %d", c.actor, got, err, rev+1)
+			}
+		})
+	}
+}
+
+func TestAssignableRoles(t *testing.T) {
+	cases := []struct {
+		name     string
+		world    func(*testing.T) *world
+		resource string
+		actor    string
+		want     []string
+	}{
+		{vancastOwner, vancastWorld, "event:launch", "user:owner", vancastEventRoles},
+		{vancastManager, vancastWorld, "event:launch", "user:manager", []string{"event.manager", "event.moderator", "event.producer"}},
+		{vancastProd, vancastWorld, "event:launch", "user:producer", []string{"event.producer"}},
+		{vancastMod + ": no one", vancastWorld, "event:launch", "user:moderator", nil},
+		{"ListRoles (optionally only those a given actor may assign): an actor with no grants assigns none", vancastWorld, "event:launch", "user:stranger", nil},
+		{"a workspace Owner's roles on an event of its workspace: those bindable on events", vancastWorld, "event:launch", "user:ws-owner", vancastEventRoles},
+		{"a workspace Owner's roles on its workspace: those bindable on workspaces", vancastWorld, "workspace:vancast-live", "user:ws-owner", vancastWorkspaceRoles},
+		{"an event role gives nothing to assign on the workspace above it", vancastWorld, "workspace:vancast-live", "user:owner", nil},
+		{alfaOnlyHeld + ": Administrate users", alfaviewWorld, "company:alfa", "user:admin", []string{"administrate-users", "list-all-users"}},
+		{alfaOnlyHeld + ": Manage company settings, every permission below it", alfaviewWorld, "company:alfa", "user:owner",
+			[]string{"administrate-rooms", "administrate-users", "create-a-room", "list-all-rooms", "list-all-users", "manage-company-settings", "show-all-usernames"}},
+		{alfaOnlyAdmins + ": Create a room and Administrate rooms assign nothing", alfaviewWorld, "company:alfa", "user:roomie", nil},
+	}
+	for _, c := range cases {
+		t.Run("AssignableRoles returns exactly the roles the actor may grant there: "+c.name, func(t *testing.T) {
+			w := c.world(t)
+			roles, rev, err := w.idx.AssignableRoles(c.resource, c.actor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev != w.idx.Revision() {
+				t.Errorf("answered at revision %d, want %d", rev, w.idx.Revision())
+			}
+			var got []string
+			for _, r := range roles {
+				got = append(got, r.Name)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("AssignableRoles(%s, %s) = %v, want %v", c.resource, c.actor, got, c.want)
+			}
+			// Each one listed is a grant the actor may make, and no other.
+			all, _, _ := w.idx.ListRoles(c.resource)
+			for _, r := range all {
+				_, err := w.eng.Grant(w.ctx, as(c.actor), authz.Grant{Subject: "user:probe", Role: r.Name, Resource: c.resource})
+				if listed := slices.Contains(c.want, r.Name); listed != (err == nil) {
+					t.Errorf("role %s: listed %v, but Grant by %s = %v", r.Name, listed, c.actor, err)
+				}
+				if err == nil {
+					if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:probe", Role: r.Name, Resource: c.resource}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+	t.Run("AssignableRoles of a resource not registered is NOT_FOUND", func(t *testing.T) {
+		w := vancastWorld(t)
+		_, _, err := w.idx.AssignableRoles("event:nowhere", "user:owner")
+		wantError(t, err, authz.NotFound, "resource", "event:nowhere")
+	})
+}
