@@ -16,36 +16,12 @@ func (s *Store) Snapshot() (authz.Snapshot, error) {
 	var snap authz.Snapshot
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		b := openBuckets(tx)
-		var err error
-		if snap.Revision, err = decodeRevision(b.meta.Get(keyRevision)); err != nil {
+		rev, err := decodeRevision(b.meta.Get(keyRevision))
+		if err != nil {
 			return err
 		}
-		if snap.Permissions, err = loadJSON[authz.Permission](b.permissions, bucketPermissions); err != nil {
-			return err
-		}
-		if snap.Resources, err = loadJSON[authz.Resource](b.resources, bucketResources); err != nil {
-			return err
-		}
-		if snap.Roles, err = loadJSON[authz.Role](b.roles, bucketRoles); err != nil {
-			return err
-		}
-		if snap.Blocks, err = loadJSON[authz.Block](b.blocks, bucketBlocks); err != nil {
-			return err
-		}
-		if snap.Quotas, err = loadJSON[authz.Quota](b.quotas, bucketQuotas); err != nil {
-			return err
-		}
-		if snap.CreatorRoles, err = loadJSON[authz.CreatorRole](b.creators, bucketCreators); err != nil {
-			return err
-		}
-		return b.grants.ForEach(func(k, v []byte) error {
-			g, err := decodeGrant(k, v)
-			if err != nil {
-				return err
-			}
-			snap.Grants = append(snap.Grants, g)
-			return nil
-		})
+		snap, err = b.entities.snapshot(rev)
+		return err
 	})
 	if err != nil {
 		return authz.Snapshot{}, fmt.Errorf("storage: snapshot: %w", closedAsErrClosed(err))
@@ -53,9 +29,42 @@ func (s *Store) Snapshot() (authz.Snapshot, error) {
 	return snap, nil
 }
 
+// snapshot decodes every entity, in key order.
+func (b entities) snapshot(rev authz.Revision) (authz.Snapshot, error) {
+	snap := authz.Snapshot{Revision: rev}
+	var err error
+	if snap.Permissions, err = loadJSON[authz.Permission](b.permissions, bucketPermissions); err != nil {
+		return snap, err
+	}
+	if snap.Resources, err = loadJSON[authz.Resource](b.resources, bucketResources); err != nil {
+		return snap, err
+	}
+	if snap.Roles, err = loadJSON[authz.Role](b.roles, bucketRoles); err != nil {
+		return snap, err
+	}
+	if snap.Blocks, err = loadJSON[authz.Block](b.blocks, bucketBlocks); err != nil {
+		return snap, err
+	}
+	if snap.Quotas, err = loadJSON[authz.Quota](b.quotas, bucketQuotas); err != nil {
+		return snap, err
+	}
+	if snap.CreatorRoles, err = loadJSON[authz.CreatorRole](b.creators, bucketCreators); err != nil {
+		return snap, err
+	}
+	err = b.grants.ForEach(func(k, v []byte) error {
+		g, err := decodeGrant(k, v)
+		if err != nil {
+			return err
+		}
+		snap.Grants = append(snap.Grants, g)
+		return nil
+	})
+	return snap, err
+}
+
 // loadJSON decodes a bucket in key order; the key is not consulted because
 // each value repeats its key fields.
-func loadJSON[T any](b *bbolt.Bucket, name []byte) ([]T, error) {
+func loadJSON[T any](b kv, name []byte) ([]T, error) {
 	var out []T
 	err := b.ForEach(func(k, v []byte) error {
 		var e T

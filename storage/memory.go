@@ -1,0 +1,198 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Memory is a Backend that keeps everything in memory and forgets it on
+// Close: for `usher policy test` and `usher policy validate`, which must not
+// need a server or a file. It encodes entities exactly as the bbolt Store
+// does, so it refuses what the Store refuses.
+type Memory struct {
+	*memData
+	closed   bool
+	watchers []func(authz.ChangeSet)
+}
+
+// memData is what a Memory holds; handles from Reopen share it.
+type memData struct {
+	mu    sync.Mutex
+	rev   authz.Revision
+	log   []authz.ChangeSet
+	state entities
+}
+
+// NewMemory returns an empty in-memory backend.
+func NewMemory() *Memory {
+	return &Memory{memData: &memData{state: entities{
+		permissions: memKV{}, resources: memKV{}, roles: memKV{}, grants: memKV{},
+		blocks: memKV{}, quotas: memKV{}, creators: memKV{},
+	}}}
+}
+
+// Reopen returns a new handle on the same data, as opening a file again
+// would; m may be closed.
+func (m *Memory) Reopen() *Memory {
+	return &Memory{memData: m.memData}
+}
+
+// Commit implements Backend. Changes are staged first and written only when
+// every one of them encodes, so a malformed change set commits nothing.
+func (m *Memory) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	committed := committedCopy(cs)
+	if committed.Time.IsZero() {
+		committed.Time = time.Now().UTC()
+	}
+	staged := entities{
+		permissions: &stagedKV{}, resources: &stagedKV{}, roles: &stagedKV{}, grants: &stagedKV{},
+		blocks: &stagedKV{}, quotas: &stagedKV{}, creators: &stagedKV{},
+	}
+	for i := range committed.Changes {
+		if err := staged.apply(&committed.Changes[i]); err != nil {
+			return 0, fmt.Errorf("storage: commit: change %d (%s): %w", i, committed.Changes[i].Op, err)
+		}
+	}
+	for _, pair := range [][2]kv{
+		{staged.permissions, m.state.permissions}, {staged.resources, m.state.resources},
+		{staged.roles, m.state.roles}, {staged.grants, m.state.grants}, {staged.blocks, m.state.blocks},
+		{staged.quotas, m.state.quotas}, {staged.creators, m.state.creators},
+	} {
+		pair[0].(*stagedKV).flush(pair[1].(memKV))
+	}
+	m.rev++
+	committed.Revision = m.rev
+	m.log = append(m.log, committed)
+	for _, fn := range m.watchers {
+		fn(committed)
+	}
+	return m.rev, nil
+}
+
+// Snapshot implements Backend.
+func (m *Memory) Snapshot() (authz.Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return authz.Snapshot{}, ErrClosed
+	}
+	return m.state.snapshot(m.rev)
+}
+
+// Changes implements Backend.
+func (m *Memory) Changes(after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if after >= m.rev {
+		return nil, nil
+	}
+	// Revision r is at index r-1.
+	rest := m.log[after:]
+	return slices.Clone(rest[:min(limit, len(rest))]), nil
+}
+
+// Watch implements Backend.
+func (m *Memory) Watch(fn func(authz.ChangeSet)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.watchers = append(m.watchers, fn)
+}
+
+// Revision implements Backend.
+func (m *Memory) Revision() (authz.Revision, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	return m.rev, nil
+}
+
+// Close implements Backend; what was stored is gone.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.watchers = nil
+	return nil
+}
+
+// memKV is a bucket as a map; ForEach visits keys in byte order, as bbolt
+// does.
+type memKV map[string][]byte
+
+func (b memKV) Put(k, v []byte) error {
+	b[string(k)] = slices.Clone(v)
+	return nil
+}
+
+func (b memKV) Delete(k []byte) error {
+	delete(b, string(k))
+	return nil
+}
+
+func (b memKV) ForEach(fn func(k, v []byte) error) error {
+	keys := make([]string, 0, len(b))
+	for k := range b {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if err := fn([]byte(k), b[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stagedKV records puts and deletes until the whole change set has encoded.
+type stagedKV struct {
+	ops []stagedOp
+}
+
+type stagedOp struct {
+	key, value []byte // value nil: delete
+}
+
+func (s *stagedKV) Put(k, v []byte) error {
+	s.ops = append(s.ops, stagedOp{slices.Clone(k), slices.Clone(v)})
+	return nil
+}
+
+func (s *stagedKV) Delete(k []byte) error {
+	s.ops = append(s.ops, stagedOp{key: slices.Clone(k)})
+	return nil
+}
+
+func (s *stagedKV) ForEach(func(k, v []byte) error) error {
+	return fmt.Errorf("storage: a staged bucket cannot be read")
+}
+
+func (s *stagedKV) flush(into memKV) {
+	for _, op := range s.ops {
+		if op.value == nil {
+			delete(into, string(op.key))
+		} else {
+			into[string(op.key)] = op.value
+		}
+	}
+}
