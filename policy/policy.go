@@ -58,3 +58,14 @@ func Shipped() []string {
 	}
 	return names
 }
+
+// Describe returns the first comment line of a shipped policy, which says
+// what it models.
+func Describe(name string) string {
+	data, err := shipped.ReadFile("policies/" + name + ".yaml")
+	if err != nil {
+		return ""
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	return strings.TrimSpace(strings.TrimPrefix(first, "#"))
+}

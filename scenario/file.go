@@ -1,0 +1,204 @@
+package scenario
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is a parsed scenario file.
+type File struct {
+	Path   string
+	Policy string // a policy file, relative to the scenario file, or a shipped policy's name
+	Steps  []Step
+}
+
+// Step is one line of a scenario: exactly one action, with what it expects.
+type Step struct {
+	Line  int
+	Quote string `yaml:"quote"`
+
+	// Writes. Without Refused a write is setup and must succeed; with it, it
+	// is an expectation that the write is refused with that code.
+	Register   *Register `yaml:"register"`
+	Delete     *Delete   `yaml:"delete"`
+	Grant      *Binding  `yaml:"grant"`
+	Revoke     *Binding  `yaml:"revoke"`
+	Block      *Block    `yaml:"block"`
+	Unblock    *Block    `yaml:"unblock"`
+	PutRole    *Role     `yaml:"put_role"`
+	DeleteRole *Role     `yaml:"delete_role"`
+	PutQuota   *Quota    `yaml:"put_quota"`
+	Refused    string    `yaml:"refused"`
+
+	// Reads, each an expectation.
+	Check       *Check       `yaml:"check"`
+	Permissions *Permissions `yaml:"permissions"`
+	Roles       *Roles       `yaml:"roles"`
+
+	// What a check expects: Allowed always, the rest when set.
+	Allowed *bool  `yaml:"allowed"`
+	Reason  string `yaml:"reason"`
+	Role    string `yaml:"role"`
+	Scope   string `yaml:"scope"`
+	// What permissions or roles expect: exactly this set.
+	Exactly []string `yaml:"exactly"`
+}
+
+// Register registers (or moves) a resource.
+type Register struct {
+	Name   string `yaml:"name"`
+	Parent string `yaml:"parent"`
+	Actor  string `yaml:"actor"`
+}
+
+// Delete deletes a resource.
+type Delete struct {
+	Name  string `yaml:"name"`
+	Actor string `yaml:"actor"`
+}
+
+// Binding is a grant or a revoke.
+type Binding struct {
+	Subject  string `yaml:"subject"`
+	Role     string `yaml:"role"`
+	Resource string `yaml:"resource"`
+	Actor    string `yaml:"actor"`
+}
+
+// Block is a block or an unblock.
+type Block struct {
+	Subject     string   `yaml:"subject"`
+	Resource    string   `yaml:"resource"`
+	Permissions []string `yaml:"permissions"`
+	Reason      string   `yaml:"reason"`
+	Actor       string   `yaml:"actor"`
+}
+
+// Role defines or deletes a role.
+type Role struct {
+	Name            string   `yaml:"name"`
+	Scope           string   `yaml:"scope"`
+	Permissions     []string `yaml:"permissions"`
+	AssignableRoles []string `yaml:"assignable_roles"`
+	BindableOn      []string `yaml:"bindable_on"`
+	MaxHolders      uint32   `yaml:"max_holders"`
+	Actor           string   `yaml:"actor"`
+}
+
+// Quota sets a quota.
+type Quota struct {
+	Scope        string `yaml:"scope"`
+	ResourceType string `yaml:"resource_type"`
+	Subject      string `yaml:"subject"`
+	Limit        uint32 `yaml:"limit"`
+	Actor        string `yaml:"actor"`
+}
+
+// Check asks whether a subject holds a permission on a resource.
+type Check struct {
+	Subject    string `yaml:"subject"`
+	Permission string `yaml:"permission"`
+	Resource   string `yaml:"resource"`
+}
+
+// Permissions asks for a subject's effective permissions on a resource.
+type Permissions struct {
+	Subject  string `yaml:"subject"`
+	Resource string `yaml:"resource"`
+}
+
+// Roles asks for the roles visible at a resource, or those an actor may
+// assign there.
+type Roles struct {
+	Resource     string `yaml:"resource"`
+	AssignableBy string `yaml:"assignable_by"`
+}
+
+var actions = []string{"register", "delete", "grant", "revoke", "block", "unblock", "put_role", "delete_role",
+	"put_quota", "check", "permissions", "roles"}
+
+var stepKeys = append([]string{"quote", "refused", "allowed", "reason", "role", "scope", "exactly"}, actions...)
+
+// Parse reads a scenario file. Errors name the file and line.
+func Parse(path string, data []byte) (*File, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: a scenario is a mapping with policy and steps", path)
+	}
+	f := &File{Path: path}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, value := root.Content[i], root.Content[i+1]
+		switch key.Value {
+		case "policy":
+			f.Policy = value.Value
+		case "steps":
+			if value.Kind != yaml.SequenceNode {
+				return nil, fmt.Errorf("%s:%d: steps must be a list", path, value.Line)
+			}
+			for _, n := range value.Content {
+				s, err := parseStep(n)
+				if err != nil {
+					return nil, fmt.Errorf("%s:%d: %w", path, n.Line, err)
+				}
+				f.Steps = append(f.Steps, s)
+			}
+		default:
+			return nil, fmt.Errorf("%s:%d: unknown field %q (want policy, steps)", path, key.Line, key.Value)
+		}
+	}
+	if f.Policy == "" {
+		return nil, fmt.Errorf("%s: no policy named", path)
+	}
+	return f, nil
+}
+
+// parseStep decodes one step strictly: unknown fields anywhere in it are
+// errors, and it must hold exactly one action.
+func parseStep(n *yaml.Node) (Step, error) {
+	var s Step
+	if n.Kind != yaml.MappingNode {
+		return s, fmt.Errorf("a step is a mapping")
+	}
+	var found []string
+	for i := 0; i < len(n.Content); i += 2 {
+		key := n.Content[i].Value
+		if !slices.Contains(stepKeys, key) {
+			return s, fmt.Errorf("unknown field %q in a step", key)
+		}
+		if slices.Contains(actions, key) {
+			found = append(found, key)
+		}
+	}
+	if len(found) != 1 {
+		return s, fmt.Errorf("a step has exactly one of %s; this one has %v", strings.Join(actions, ", "), found)
+	}
+	var raw strings.Builder
+	enc := yaml.NewEncoder(&raw)
+	if err := enc.Encode(n); err != nil {
+		return s, err
+	}
+	dec := yaml.NewDecoder(strings.NewReader(raw.String()))
+	dec.KnownFields(true)
+	if err := dec.Decode(&s); err != nil {
+		return s, err
+	}
+	s.Line = n.Line
+	return s, nil
+}
+
+// Load reads and parses a scenario file.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}

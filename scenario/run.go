@@ -1,0 +1,353 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
+)
+
+// Result is the outcome of one scenario file: each expectation passed or
+// failed, and each failure as a "file:line: what" line.
+type Result struct {
+	Passed, Failed int
+	Failures       []string
+}
+
+// codeNames spell authz's codes as gRPC does, as scenario files name them.
+var codeNames = map[authz.Code]string{
+	authz.Invalid:            "INVALID_ARGUMENT",
+	authz.NotFound:           "NOT_FOUND",
+	authz.FailedPrecondition: "FAILED_PRECONDITION",
+	authz.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	authz.PermissionDenied:   "PERMISSION_DENIED",
+	authz.Unavailable:        "UNAVAILABLE",
+}
+
+var reasonNames = map[authz.Reason]string{
+	authz.ReasonGranted:         "GRANTED",
+	authz.ReasonBlocked:         "BLOCKED",
+	authz.ReasonNoGrant:         "NO_GRANT",
+	authz.ReasonUnknownResource: "UNKNOWN_RESOURCE",
+}
+
+// Run replays f against a fresh in-memory engine with f's policy applied.
+// It fails as a whole only when the policy cannot be loaded or applied.
+func Run(f *File) (Result, error) {
+	engine, err := newEngine(f)
+	if err != nil {
+		return Result{}, err
+	}
+	r := &runner{file: f, engine: engine, ctx: context.Background()}
+	for _, s := range f.Steps {
+		r.step(s)
+	}
+	return r.res, nil
+}
+
+// LoadPolicy resolves a scenario's policy: a file next to the scenario, or a
+// shipped policy.
+func LoadPolicy(f *File) (authz.Policy, error) {
+	name := f.Policy
+	if candidate := filepath.Join(filepath.Dir(f.Path), name); fileExists(candidate) {
+		name = candidate
+	}
+	msg, err := policy.Load(name)
+	if err != nil {
+		return authz.Policy{}, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
+	}
+	p := server.FromPolicy(msg)
+	if err := server.ValidatePolicy(p); err != nil {
+		return authz.Policy{}, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
+	}
+	return p, nil
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
+}
+
+func newEngine(f *File) (*authz.Engine, error) {
+	p, err := LoadPolicy(f)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := NewMemoryEngine()
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher policy test"}, p); err != nil {
+		return nil, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
+	}
+	return engine, nil
+}
+
+// NewMemoryEngine returns an engine on an empty in-memory backend.
+func NewMemoryEngine() (*authz.Engine, error) {
+	mem := storage.NewMemory()
+	idx, err := authz.NewIndex(authz.Snapshot{})
+	if err != nil {
+		return nil, err
+	}
+	mem.Watch(idx.Apply)
+	return authz.NewEngine(idx, mem), nil
+}
+
+type runner struct {
+	file   *File
+	engine *authz.Engine
+	ctx    context.Context
+	res    Result
+}
+
+func (r *runner) fail(s Step, format string, args ...any) {
+	r.res.Failed++
+	msg := fmt.Sprintf(format, args...)
+	if s.Quote != "" {
+		msg = fmt.Sprintf("%q: %s", s.Quote, msg)
+	}
+	r.res.Failures = append(r.res.Failures, fmt.Sprintf("%s:%d: %s", r.file.Path, s.Line, msg))
+}
+
+func (r *runner) step(s Step) {
+	switch {
+	case s.Check != nil:
+		r.check(s)
+	case s.Permissions != nil:
+		r.permissions(s)
+	case s.Roles != nil:
+		r.roles(s)
+	default:
+		what, err := r.write(s)
+		r.wrote(s, what, err)
+	}
+}
+
+// write performs a write step and describes it.
+func (r *runner) write(s Step) (string, error) {
+	e, ctx := r.engine, r.ctx
+	by := func(actor string) authz.Author { return authz.Author{Caller: "usher policy test", Actor: actor} }
+	switch {
+	case s.Register != nil:
+		w := s.Register
+		what := fmt.Sprintf("register %s under %s", w.Name, or(w.Parent, authz.RootName))
+		if err := names(w.Actor, [2]string{"resource", w.Name}, [2]string{"resource?", w.Parent}); err != nil {
+			return what, err
+		}
+		_, err := e.PutResource(ctx, by(w.Actor), authz.Resource{Name: w.Name, Parent: w.Parent})
+		return what, err
+	case s.Delete != nil:
+		w := s.Delete
+		what := "delete " + w.Name
+		if err := names(w.Actor, [2]string{"resource", w.Name}); err != nil {
+			return what, err
+		}
+		_, err := e.DeleteResource(ctx, by(w.Actor), w.Name)
+		return what, err
+	case s.Grant != nil, s.Revoke != nil:
+		w, verb, op := s.Grant, "grant", e.Grant
+		if w == nil {
+			w, verb, op = s.Revoke, "revoke", e.Revoke
+		}
+		what := fmt.Sprintf("%s %s %s on %s", verb, w.Subject, w.Role, w.Resource)
+		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"role", w.Role}, [2]string{"resource", w.Resource}); err != nil {
+			return what, err
+		}
+		_, err := op(ctx, by(w.Actor), authz.Grant{Subject: w.Subject, Role: w.Role, Resource: w.Resource})
+		return what, err
+	case s.Block != nil:
+		w := s.Block
+		what := fmt.Sprintf("block %s on %s", w.Subject, w.Resource)
+		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
+			return what, err
+		}
+		_, err := e.Block(ctx, by(w.Actor), authz.Block{Subject: w.Subject, Resource: w.Resource, Permissions: w.Permissions, Reason: w.Reason})
+		return what, err
+	case s.Unblock != nil:
+		w := s.Unblock
+		what := fmt.Sprintf("unblock %s on %s", w.Subject, w.Resource)
+		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
+			return what, err
+		}
+		_, err := e.Unblock(ctx, by(w.Actor), w.Subject, w.Resource)
+		return what, err
+	case s.PutRole != nil:
+		w := s.PutRole
+		what := fmt.Sprintf("put role %s at %s", w.Name, w.Scope)
+		if err := names(w.Actor, [2]string{"role", w.Name}, [2]string{"resource", w.Scope}); err != nil {
+			return what, err
+		}
+		_, err := e.PutRole(ctx, by(w.Actor), authz.Role{Name: w.Name, Scope: w.Scope, Permissions: w.Permissions,
+			AssignableRoles: w.AssignableRoles, BindableOn: w.BindableOn, MaxHolders: w.MaxHolders})
+		return what, err
+	case s.DeleteRole != nil:
+		w := s.DeleteRole
+		what := fmt.Sprintf("delete role %s at %s", w.Name, w.Scope)
+		if err := names(w.Actor, [2]string{"role", w.Name}, [2]string{"resource", w.Scope}); err != nil {
+			return what, err
+		}
+		_, err := e.DeleteRole(ctx, by(w.Actor), w.Scope, w.Name)
+		return what, err
+	case s.PutQuota != nil:
+		w := s.PutQuota
+		what := fmt.Sprintf("put quota on %s for %s", w.Scope, w.ResourceType)
+		if err := names(w.Actor, [2]string{"resource", w.Scope}, [2]string{"subject?", w.Subject}); err != nil {
+			return what, err
+		}
+		_, err := e.PutQuota(ctx, by(w.Actor), authz.Quota{Scope: w.Scope, ResourceType: w.ResourceType, Subject: w.Subject, Limit: w.Limit})
+		return what, err
+	}
+	return "", fmt.Errorf("no action")
+}
+
+// wrote judges a write: setup must succeed; with refused, it must be refused
+// with that code.
+func (r *runner) wrote(s Step, what string, err error) {
+	if s.Refused == "" {
+		if err != nil {
+			r.fail(s, "%s: %v", what, err)
+		}
+		return
+	}
+	if err == nil {
+		r.fail(s, "%s was allowed, want it refused with %s", what, s.Refused)
+		return
+	}
+	if got := codeNames[authz.CodeOf(err)]; got != s.Refused {
+		r.fail(s, "%s was refused with %s (%v), want %s", what, or(got, "an unexpected error"), err, s.Refused)
+		return
+	}
+	r.res.Passed++
+}
+
+func (r *runner) check(s Step) {
+	c := s.Check
+	what := fmt.Sprintf("check %s %s on %s", c.Subject, c.Permission, c.Resource)
+	if s.Allowed == nil {
+		r.fail(s, "%s: the step says nothing about allowed", what)
+		return
+	}
+	if err := names("", [2]string{"subject", c.Subject}, [2]string{"resource", c.Resource}); err != nil {
+		r.fail(s, "%s: %v", what, err)
+		return
+	}
+	d, _, err := r.engine.Index().Check(authz.Query{Subject: c.Subject, Permission: c.Permission, Resource: c.Resource})
+	if err != nil {
+		r.fail(s, "%s: %v", what, err)
+		return
+	}
+	got := fmt.Sprintf("allowed %v (%s", d.Allowed, reasonNames[d.Reason])
+	if d.Role != "" {
+		got += " by " + d.Role
+	}
+	if d.Scope != "" {
+		got += " at " + d.Scope
+	}
+	got += ")"
+	switch {
+	case d.Allowed != *s.Allowed:
+		r.fail(s, "%s: %s, want allowed %v", what, got, *s.Allowed)
+	case s.Reason != "" && reasonNames[d.Reason] != s.Reason:
+		r.fail(s, "%s: %s, want reason %s", what, got, s.Reason)
+	case s.Role != "" && d.Role != s.Role:
+		r.fail(s, "%s: %s, want role %s", what, got, s.Role)
+	case s.Scope != "" && d.Scope != s.Scope:
+		r.fail(s, "%s: %s, want scope %s", what, got, s.Scope)
+	default:
+		r.res.Passed++
+	}
+}
+
+func (r *runner) permissions(s Step) {
+	p := s.Permissions
+	what := fmt.Sprintf("permissions of %s on %s", p.Subject, p.Resource)
+	got, known, _ := r.engine.Index().ListPermissions(p.Subject, p.Resource)
+	if !known {
+		r.fail(s, "%s: the resource is not registered", what)
+		return
+	}
+	r.sameSet(s, what, got, s.Exactly)
+}
+
+func (r *runner) roles(s Step) {
+	q := s.Roles
+	what := "roles at " + q.Resource
+	list, _, err := r.engine.Index().ListRoles(q.Resource)
+	if q.AssignableBy != "" {
+		what = fmt.Sprintf("roles %s may assign at %s", q.AssignableBy, q.Resource)
+		list, _, err = r.engine.Index().AssignableRoles(q.Resource, q.AssignableBy)
+	}
+	if err != nil {
+		r.fail(s, "%s: %v", what, err)
+		return
+	}
+	var got []string
+	for _, role := range list {
+		got = append(got, role.Name)
+	}
+	r.sameSet(s, what, got, s.Exactly)
+}
+
+func (r *runner) sameSet(s Step, what string, got, want []string) {
+	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+	if slices.Equal(got, want) {
+		r.res.Passed++
+		return
+	}
+	var missing, extra []string
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			missing = append(missing, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			extra = append(extra, g)
+		}
+	}
+	r.fail(s, "%s: missing %v, unexpected %v", what, missing, extra)
+}
+
+// names checks the shape of the names a step uses, as the server's edge
+// does; a kind ending in "?" may be empty.
+func names(actor string, pairs ...[2]string) error {
+	if actor != "" {
+		if err := authz.ValidateSubject("actor", actor); err != nil {
+			return err
+		}
+	}
+	for _, p := range pairs {
+		kind, value := strings.TrimSuffix(p[0], "?"), p[1]
+		if value == "" && kind != p[0] {
+			continue
+		}
+		var err error
+		switch kind {
+		case "resource":
+			err = authz.ValidateResource(kind, value)
+		case "subject":
+			err = authz.ValidateSubject(kind, value)
+		case "role":
+			err = authz.ValidateRoleName(kind, value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,95 @@
+package scenario_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/scenario"
+)
+
+// Every shipped scenario replays cleanly.
+func TestShippedScenarios(t *testing.T) {
+	files, err := filepath.Glob("../policy/scenarios/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenario files: %v", err)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			f, err := scenario.Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := scenario.Run(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range res.Failures {
+				t.Error(line)
+			}
+			if res.Passed == 0 {
+				t.Error("no expectation ran")
+			}
+		})
+	}
+}
+
+const sample = `policy: default
+steps:
+  - register: {name: account:acme}
+  - grant: {subject: user:a, role: user, resource: account:acme}
+  - check: {subject: user:a, permission: join-call, resource: account:acme}
+    allowed: true
+  - quote: a user cannot end calls
+    check: {subject: user:a, permission: end-call, resource: account:acme}
+    allowed: true
+  - grant: {subject: user:b, role: owner, resource: account:acme, actor: user:a}
+    refused: NOT_FOUND
+  - grant: {subject: user:b, role: owner, resource: account:acme, actor: user:a}
+    refused: PERMISSION_DENIED
+  - permissions: {subject: user:a, resource: account:acme}
+    exactly: [join-call]
+  - grant: {subject: user:c, role: nobody, resource: account:acme}
+`
+
+func TestRunReportsEachFailingExpectationWithItsLine(t *testing.T) {
+	f, err := scenario.Parse("sample.yaml", []byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := scenario.Run(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed != 2 || res.Failed != 4 {
+		t.Fatalf("passed %d, failed %d, want 2 and 4; failures: %v", res.Passed, res.Failed, res.Failures)
+	}
+	want := []string{
+		`sample.yaml:7: "a user cannot end calls": check user:a end-call on account:acme: allowed false (NO_GRANT), want allowed true`,
+		`sample.yaml:10: grant user:b owner on account:acme was refused with PERMISSION_DENIED`,
+		`sample.yaml:14: permissions of user:a on account:acme: missing [], unexpected [`,
+		`sample.yaml:16: grant user:c nobody on account:acme: role "nobody"`,
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(res.Failures[i], w) {
+			t.Errorf("failure %d = %q, want it to start with %q", i, res.Failures[i], w)
+		}
+	}
+}
+
+func TestParseRefusesMalformedSteps(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"an unknown field", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    alowed: true\n", `sample.yaml:3: unknown field "alowed"`},
+		{"an unknown field inside an action", "policy: default\nsteps:\n  - grant: {subjet: user:a}\n", "sample.yaml:3:"},
+		{"two actions in one step", "policy: default\nsteps:\n  - grant: {subject: user:a}\n    revoke: {subject: user:a}\n", "exactly one of"},
+		{"no policy", "steps: []\n", "no policy named"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := scenario.Parse("sample.yaml", []byte(c.yaml))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}
