@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
@@ -19,7 +20,9 @@ import (
 )
 
 // New returns a gRPC server with Usher's services, grpc.health.v1 and server
-// reflection registered, logging and panic recovery installed.
+// reflection registered, logging and panic recovery installed. With
+// WithCallers among opts, it authenticates callers; without, every caller is
+// anonymous and may call everything.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -31,16 +34,24 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 			return status.Errorf(codes.Internal, "internal error")
 		}),
 	}
-	opts = append(opts,
-		grpc.ChainUnaryInterceptor(
-			logging.UnaryServerInterceptor(slogLogger(logger), logOpts...),
-			recovery.UnaryServerInterceptor(recoverOpts...),
-		),
-		grpc.ChainStreamInterceptor(
-			logging.StreamServerInterceptor(slogLogger(logger), logOpts...),
-			recovery.StreamServerInterceptor(recoverOpts...),
-		),
-	)
+	// Logging comes first so that it sees, and logs, the calls that
+	// authentication refuses.
+	unary := []grpc.UnaryServerInterceptor{
+		logging.UnaryServerInterceptor(slogLogger(logger), logOpts...),
+		recovery.UnaryServerInterceptor(recoverOpts...),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		logging.StreamServerInterceptor(slogLogger(logger), logOpts...),
+		recovery.StreamServerInterceptor(recoverOpts...),
+	}
+	for _, o := range opts {
+		if c, ok := o.(callersOption); ok && c.src != nil {
+			authFunc := authenticator{src: c.src}.authenticate
+			unary = append(unary, auth.UnaryServerInterceptor(authFunc))
+			stream = append(stream, auth.StreamServerInterceptor(authFunc))
+		}
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	s := grpc.NewServer(opts...)
 	usherv1.RegisterAuthorizationServiceServer(s, &authorizationServer{engine: engine})
 	usherv1.RegisterAdminServiceServer(s, &adminServer{engine: engine})
@@ -72,9 +83,14 @@ func slogLogger(l *slog.Logger) logging.Logger {
 	})
 }
 
-// callerOf names the caller of a request for the change log. Until callers
-// authenticate, every caller is anonymous.
-func callerOf(context.Context) string { return "anonymous" }
+// callerOf names the caller of a request for the change log: the
+// authenticated caller, or "anonymous" when the server has no callers file.
+func callerOf(ctx context.Context) string {
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+		return c.Name
+	}
+	return "anonymous"
+}
 
 // await waits until the index reaches a read's min_revision (0: no wait). It
 // stops waiting a little before the caller's deadline, so that the

@@ -14,8 +14,9 @@ commands:
   check     ask whether a subject holds a permission on a resource
   grant     grant a role to a subject on a resource
   revoke    revoke a grant
-  apply     apply a policy file (YAML or JSON) to a running server
-  export    print the running server's policy as JSON
+  changes   print the change log, optionally filtered
+  policy    list, validate, test, apply and export policies
+  token     make a bearer token and its hash for a callers file
 
 Run 'usher <command> -h' for the flags of one command.
 `
@@ -26,12 +27,13 @@ func main() {
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
-		"serve":  serve,
-		"check":  check,
-		"grant":  grant,
-		"revoke": revoke,
-		"apply":  apply,
-		"export": export,
+		"serve":   serve,
+		"check":   check,
+		"grant":   grant,
+		"revoke":  revoke,
+		"changes": changes,
+		"policy":  policyCmd,
+		"token":   token,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
@@ -25,6 +28,14 @@ func serve(args []string) error {
 		"policy file or shipped policy name to apply at start-up (env USHER_POLICY); without it, an empty data file gets the default policy")
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
 	verbose := fs.Bool("v", false, "log every call at debug level")
+	callersFile := fs.String("callers", envOr("USHER_CALLERS", ""),
+		"callers file (YAML) naming who may call and their kind, check or admin; reread when it changes (env USHER_CALLERS)")
+	tlsFiles := server.TLSFiles{}
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", envOr("USHER_TLS_CERT", ""), "serve TLS with this PEM certificate chain; reread when it changes (env USHER_TLS_CERT)")
+	fs.StringVar(&tlsFiles.Key, "tls-key", envOr("USHER_TLS_KEY", ""), "the PEM key of --tls-cert (env USHER_TLS_KEY)")
+	fs.StringVar(&tlsFiles.ClientCA, "client-ca", envOr("USHER_CLIENT_CA", ""),
+		"verify client certificates against this PEM CA bundle, for callers identified by certificate; reread when it changes (env USHER_CLIENT_CA)")
+	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -33,6 +44,47 @@ func serve(args []string) error {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	// Who may call is settled before the data file is opened: a server that
+	// refuses to start must not have touched anything.
+	var serverOpts []grpc.ServerOption
+	security := "unauthenticated"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	switch {
+	case *callersFile != "":
+		src, err := server.NewCallerSource(*callersFile, logger)
+		if err != nil {
+			return err
+		}
+		go src.Watch(ctx)
+		serverOpts = append(serverOpts, server.WithCallers(src))
+		security = fmt.Sprintf("%d callers from %s", src.Current().Len(), *callersFile)
+	case tlsFiles.ClientCA != "":
+		return fmt.Errorf("--client-ca needs --callers: the callers file says which certificate is which caller")
+	case !isLoopback(*addr) && !*allowUnauthenticated:
+		return fmt.Errorf("refusing to serve %s without authentication, where anyone who can reach it could write: "+
+			"give --callers FILE (see 'usher token'), listen on loopback (--addr 127.0.0.1:7070) "+
+			"or pass --allow-unauthenticated", *addr)
+	case !isLoopback(*addr):
+		fmt.Fprintf(os.Stderr, "WARNING: no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write\n", *addr)
+	default:
+		fmt.Fprintln(os.Stderr, "WARNING: no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
+	}
+	switch {
+	case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
+		tlsConfig, err := server.NewTLSConfig(tlsFiles, logger)
+		if err != nil {
+			return err
+		}
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		security += ", TLS"
+		if tlsFiles.ClientCA != "" {
+			security += " with client certificates"
+		}
+	case *callersFile != "" && !isLoopback(*addr):
+		fmt.Fprintf(os.Stderr, "WARNING: no --tls-cert: bearer tokens cross the network to %s in plaintext\n", *addr)
+	}
 
 	store, err := storage.Open(*data, storage.Options{})
 	if err != nil {
@@ -67,11 +119,12 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := server.New(engine, logger)
-	fmt.Printf("usher: serving gRPC on %s (data %s, revision %d)\n", lis.Addr(), *data, idx.Revision())
-
+	srv := server.New(engine, logger, serverOpts...)
+	// Signals are caught before the address is printed, so that whoever
+	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	fmt.Printf("usher: serving gRPC on %s (data %s, revision %d; %s)\n", lis.Addr(), *data, idx.Revision(), security)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	select {
@@ -88,6 +141,20 @@ func serve(args []string) error {
 		srv.Stop()
 	}
 	return nil
+}
+
+// isLoopback says whether addr (host:port) listens on loopback only:
+// 127.0.0.0/8, ::1 or localhost. An empty host listens everywhere.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func applyPolicy(engine *authz.Engine, name string) error {

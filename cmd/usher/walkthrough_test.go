@@ -130,8 +130,14 @@ func TestREADMEWalkthrough(t *testing.T) {
 
 func TestClientCommands(t *testing.T) {
 	bin, addr := startBinary(t)
+	// usher runs a client command, with --addr after the command's words.
 	usher := func(args ...string) (string, error) {
-		out, err := exec.Command(bin, append(args[:1:1], append([]string{"--addr", addr}, args[1:]...)...)...).CombinedOutput()
+		words := 1
+		if args[0] == "policy" {
+			words = 2
+		}
+		argv := append(append(args[:words:words], "--addr", addr), args[words:]...)
+		out, err := exec.Command(bin, argv...).CombinedOutput()
 		return string(out), err
 	}
 	if out, err := usher("check", "user:dana", "join-call", "root"); err == nil || !strings.Contains(out, "REASON_NO_GRANT") {
@@ -143,7 +149,7 @@ func TestClientCommands(t *testing.T) {
 	if out, err := usher("check", "user:dana", "join-call", "root"); err != nil || !strings.Contains(out, "REASON_GRANTED") {
 		t.Fatalf("check after the grant: err %v, output %s", err, out)
 	}
-	if out, err := usher("export"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
+	if out, err := usher("policy", "export"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
 		t.Fatalf("export: err %v, output %s", err, out)
 	}
 	if out, err := usher("revoke", "user:dana", "host", "root"); err != nil || !strings.Contains(out, `"revision": "3"`) {
@@ -151,5 +157,45 @@ func TestClientCommands(t *testing.T) {
 	}
 	if out, err := usher("grant", "user:dana", "no-such-role", "root"); err == nil || !strings.Contains(out, "NotFound") {
 		t.Fatalf("grant of an undefined role: err %v, output %s; want NotFound", err, out)
+	}
+	out, err := usher("changes", "--subject", "user:dana")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "2\t") || !strings.Contains(lines[0], "anonymous\tput_grant") ||
+		!strings.Contains(lines[1], "delete_grant") {
+		t.Fatalf("changes --subject user:dana: err %v, output:\n%s\nwant the grant at revision 2 and its revoke", err, out)
+	}
+}
+
+func TestPolicyCommands(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "usher")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	usher := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := usher("policy", "list"); err != nil || !strings.Contains(out, "default") {
+		t.Fatalf("policy list: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("permissions:\n  - name: join-call\nroles:\n  - {name: guest, scope: root, permissions: [join-call, send-audoi]}\n"), 0o600)
+	out, err := usher("policy", "validate", bad)
+	if err == nil || !strings.Contains(out, bad+`: roles[0].permissions[1] "send-audoi": permission is not declared in the policy`) {
+		t.Fatalf("policy validate of a bad policy: err %v, output:\n%s", err, out)
+	}
+	if out, err := usher("policy", "validate", "../../policy/policies/default.yaml"); err != nil || !strings.Contains(out, "valid") {
+		t.Fatalf("policy validate of the default policy: %v\n%s", err, out)
+	}
+	scenario := filepath.Join(dir, "s.yaml")
+	os.WriteFile(scenario, []byte("policy: default\nsteps:\n  - register: {name: account:a}\n  - check: {subject: user:x, permission: join-call, resource: account:a}\n    allowed: true\n"), 0o600)
+	out, err = usher("policy", "test", scenario)
+	if err == nil || !strings.Contains(out, scenario+":4: check user:x join-call on account:a: allowed false (NO_GRANT), want allowed true") ||
+		!strings.Contains(out, "0 passed, 1 failed") {
+		t.Fatalf("policy test of a failing scenario: err %v, output:\n%s", err, out)
+	}
+	if out, err := usher("policy", "test", "../../policy/scenarios/default.yaml"); err != nil || !strings.Contains(out, " passed, 0 failed") {
+		t.Fatalf("policy test of the default scenario: %v\n%s", err, out)
 	}
 }

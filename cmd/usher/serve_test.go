@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/x509/pkix"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/internal/testpki"
+)
+
+// buildUsher builds the binary into a fresh directory.
+func buildUsher(t *testing.T) (bin, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "usher")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin, dir
+}
+
+// syncBuffer is a process's stderr, read while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServe runs `usher serve args...` and returns the address it says it
+// serves on and its stderr so far; it is stopped with SIGTERM at cleanup.
+func startServe(t *testing.T, bin string, args ...string) (addr string, stderr *syncBuffer) {
+	t.Helper()
+	stderr = &syncBuffer{}
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	listening := make(chan string, 1)
+	go func() {
+		lines := bufio.NewScanner(stdout)
+		for lines.Scan() {
+			if m := regexp.MustCompile(`serving gRPC on (\S+)`).FindStringSubmatch(lines.Text()); m != nil {
+				listening <- m[1]
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-exited; err != nil {
+			t.Errorf("usher serve exited with %v after SIGTERM; stderr:\n%s", err, stderr)
+		}
+	})
+	select {
+	case addr = <-listening:
+		return addr, stderr
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("usher serve %s exited: %v; stderr:\n%s", strings.Join(args, " "), err, stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("usher serve did not say where it listens within 30s; stderr:\n%s", stderr)
+	}
+	return "", nil
+}
+
+func TestServeRefusesToServeANonLoopbackAddressUnauthenticated(t *testing.T) {
+	bin, dir := buildUsher(t)
+	data := filepath.Join(dir, "data", "usher.db")
+	out, err := exec.Command(bin, "serve", "--addr", "0.0.0.0:0", "--data", data).CombinedOutput()
+	if err == nil {
+		t.Fatalf("usher serve --addr 0.0.0.0:0 without callers started; output:\n%s", out)
+	}
+	for _, want := range []string{"refusing to serve 0.0.0.0:0 without authentication", "--callers", "--allow-unauthenticated"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output does not say %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("the refused server created its data file (stat: %v)", err)
+	}
+}
+
+func TestServeUnauthenticatedWarns(t *testing.T) {
+	bin, dir := buildUsher(t)
+	t.Run("on loopback it serves and warns", func(t *testing.T) {
+		_, stderr := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "loopback.db"))
+		if !strings.Contains(stderr.String(), "WARNING: no callers file") || !strings.Contains(stderr.String(), "loopback only") {
+			t.Errorf("no warning on stderr:\n%s", stderr)
+		}
+	})
+	t.Run("with --allow-unauthenticated it serves a non-loopback address and warns", func(t *testing.T) {
+		_, stderr := startServe(t, bin, "--addr", "0.0.0.0:0", "--allow-unauthenticated", "--data", filepath.Join(dir, "open.db"))
+		if !strings.Contains(stderr.String(), "WARNING: no callers file and --allow-unauthenticated") {
+			t.Errorf("no warning on stderr:\n%s", stderr)
+		}
+	})
+}
+
+func TestServeRefusesABrokenCallersFile(t *testing.T) {
+	bin, dir := buildUsher(t)
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, []byte("callers:\n  - {name: a, kind: root, token_sha256: "+strings.Repeat("ab", 32)+"}\n"))
+	out, err := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), callers+`: callers[0].kind "root"`) {
+		t.Fatalf("usher serve with a broken callers file: %v\n%s", err, out)
+	}
+}
+
+// tokenOf runs `usher token` and returns the token and its hash.
+func tokenOf(t *testing.T, bin string) (token, hash string) {
+	t.Helper()
+	out, err := exec.Command(bin, "token").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^token: (\S+)\ntoken_sha256: ([0-9a-f]{64})$`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("usher token printed %q", out)
+	}
+	return m[1], m[2]
+}
+
+func TestClientCommandsAuthenticate(t *testing.T) {
+	bin, dir := buildUsher(t)
+	adminToken, adminHash := tokenOf(t, bin)
+	if other, _ := tokenOf(t, bin); other == adminToken {
+		t.Fatal("usher token printed the same token twice")
+	}
+	ca := testpki.NewCA(t, "acme CA")
+	certFile, keyFile := ca.Server(t, "usher").Write(t, dir, "server")
+	caFile := filepath.Join(dir, "ca.crt")
+	testpki.WriteFile(t, caFile, ca.PEM())
+	sidecarCert, sidecarKey := ca.Client(t, pkix.Name{CommonName: "sidecar", Organization: []string{"acme"}}).Write(t, dir, "sidecar")
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
+  - {name: backend, kind: admin, token_sha256: %s}
+  - {name: sidecar, kind: check, certificate_subject: "CN=sidecar,O=acme"}
+`, adminHash))
+
+	addr, stderr := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--callers", callers, "--tls-cert", certFile, "--tls-key", keyFile, "--client-ca", caFile)
+	if strings.Contains(stderr.String(), "WARNING") {
+		t.Errorf("warned with a callers file:\n%s", stderr)
+	}
+	usher := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args[:1:1], append([]string{"--addr", addr, "--tls-ca", caFile}, args[1:]...)...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := usher("grant", "user:dana", "host", "root"); err == nil || !strings.Contains(out, "Unauthenticated") {
+		t.Fatalf("grant without credentials: err %v, output %s; want Unauthenticated", err, out)
+	}
+	if out, err := usher("grant", "--token", adminToken, "user:dana", "host", "root"); err != nil || !strings.Contains(out, `"revision": "2"`) {
+		t.Fatalf("grant with the admin token: err %v, output %s", err, out)
+	}
+	sidecar := []string{"--tls-cert", sidecarCert, "--tls-key", sidecarKey}
+	if out, err := usher(append(append([]string{"check"}, sidecar...), "user:dana", "join-call", "root")...); err != nil || !strings.Contains(out, "REASON_GRANTED") {
+		t.Fatalf("check with the sidecar's certificate: err %v, output %s", err, out)
+	}
+	if out, err := usher(append(append([]string{"revoke"}, sidecar...), "user:dana", "host", "root")...); err == nil || !strings.Contains(out, "PermissionDenied") {
+		t.Fatalf("revoke with the sidecar's certificate: err %v, output %s; want PermissionDenied", err, out)
+	}
+	cmd := exec.Command(bin, "revoke", "--addr", addr, "--tls-ca", caFile, "user:dana", "host", "root")
+	cmd.Env = append(os.Environ(), "USHER_TOKEN="+adminToken)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"revision": "3"`) {
+		t.Fatalf("revoke with USHER_TOKEN: err %v, output %s", err, out)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:7070":  true,
+		"127.1.2.3:7070":  true,
+		"[::1]:7070":      true,
+		"localhost:7070":  true,
+		":7070":           false, // every interface
+		"0.0.0.0:7070":    false,
+		"[::]:7070":       false,
+		"10.0.0.7:7070":   false,
+		"usher.acme:7070": false, // a name might resolve anywhere
+		"127.0.0.1":       false, // not host:port, so net.Listen refuses it anyway
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

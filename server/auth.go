@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"strings"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// WithCallers makes the server authenticate every call (health checks
+// excepted) against the callers src holds, and refuse what a caller's kind
+// does not allow. Without it, every caller is anonymous and may call
+// everything.
+func WithCallers(src *CallerSource) grpc.ServerOption {
+	return callersOption{src: src}
+}
+
+// callersOption carries a CallerSource through New's grpc.ServerOption list;
+// gRPC itself ignores it.
+type callersOption struct {
+	grpc.EmptyServerOption
+	src *CallerSource
+}
+
+// callerKey is the context key of the authenticated Caller.
+type callerKey struct{}
+
+// services each kind may call besides its own; health is open to all.
+var (
+	healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
+	checkPrefix  = "/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/"
+	anyKind      = []string{
+		"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/",
+		"/" + reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName + "/",
+	}
+)
+
+// authenticator is the AuthFunc of go-grpc-middleware's auth interceptor.
+type authenticator struct {
+	src *CallerSource
+}
+
+// authenticate identifies the caller of a call and checks that its kind may
+// call the method. Health checks pass without credentials, for load
+// balancers' probes.
+func (a authenticator) authenticate(ctx context.Context) (context.Context, error) {
+	method, _ := grpc.Method(ctx)
+	if strings.HasPrefix(method, healthPrefix) {
+		return ctx, nil
+	}
+	caller, err := a.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !caller.Kind.mayCall(method) {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"caller %q is a %s caller and may not call %s: %s callers may call only %s",
+			caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName)
+	}
+	return context.WithValue(ctx, callerKey{}, caller), nil
+}
+
+// identify finds the caller by its bearer token or else by its verified
+// client certificate. A token that matches nobody is refused even when a
+// certificate would match: a caller that sends a wrong token has a bug the
+// operator should see.
+func (a authenticator) identify(ctx context.Context) (Caller, error) {
+	callers := a.src.Current()
+	if len(metadata.ValueFromIncomingContext(ctx, "authorization")) > 0 {
+		token, err := auth.AuthFromMD(ctx, "bearer")
+		if err != nil {
+			return Caller{}, status.Error(codes.Unauthenticated, `the authorization header must be "bearer <token>"`)
+		}
+		if c, ok := callers.ByToken(token); ok {
+			return c, nil
+		}
+		return Caller{}, status.Error(codes.Unauthenticated, "the bearer token matches no caller")
+	}
+	if cert := clientCertificate(ctx); cert != nil {
+		if c, ok := callers.ByCertificate(cert); ok {
+			return c, nil
+		}
+		return Caller{}, status.Errorf(codes.Unauthenticated, "the client certificate %q matches no caller", cert.Subject.String())
+	}
+	return Caller{}, status.Error(codes.Unauthenticated,
+		`no credentials: send "authorization: bearer <token>" metadata or a client certificate`)
+}
+
+// clientCertificate is the client's certificate if the TLS handshake
+// verified it against the client CA, else nil.
+func clientCertificate(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return info.State.VerifiedChains[0][0]
+}
+
+// mayCall says whether a caller of kind k may call the full method name.
+func (k CallerKind) mayCall(method string) bool {
+	if k == KindAdmin || strings.HasPrefix(method, checkPrefix) {
+		return true
+	}
+	for _, prefix := range anyKind {
+		if strings.HasPrefix(method, prefix) {
+			return true
+		}
+	}
+	return false
+}

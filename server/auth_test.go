@@ -1,0 +1,489 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/testpki"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
+)
+
+// authWorld is a server that authenticates callers over TLS with client
+// certificates, the callers file it reads, and the credentials of its
+// callers.
+type authWorld struct {
+	t     *testing.T
+	addr  string
+	store *storage.Store
+	logs  *logBuffer
+
+	callersFile               string
+	certFile, keyFile, caFile string
+	ca, foreignCA             *testpki.CA
+	adminToken, checkToken    string
+	adminCert, checkCert      testpki.Pair
+	strangerCert, forgedCert  testpki.Pair
+	serverCert                testpki.Pair
+}
+
+// The callers file of authWorld: a check and an admin caller by token, and
+// the same by certificate subject.
+const authCallers = `callers:
+  - name: sidecar-eu1
+    kind: check
+    token_sha256: %s
+  - name: backend
+    kind: admin
+    token_sha256: %s
+  - name: console
+    kind: admin
+    certificate_subject: CN=console,O=acme
+  - name: sidecar-us1
+    kind: check
+    certificate_subject: CN=sidecar-us1,O=acme
+`
+
+func newAuthWorld(t *testing.T) *authWorld {
+	t.Helper()
+	dir := t.TempDir()
+	w := &authWorld{t: t, logs: &logBuffer{}, ca: testpki.NewCA(t, "acme CA"), foreignCA: testpki.NewCA(t, "foreign CA")}
+	w.adminToken, w.checkToken = newToken(t), newToken(t)
+	w.adminCert = w.ca.Client(t, pkix.Name{CommonName: "console", Organization: []string{"acme"}})
+	w.checkCert = w.ca.Client(t, pkix.Name{CommonName: "sidecar-us1", Organization: []string{"acme"}})
+	w.strangerCert = w.ca.Client(t, pkix.Name{CommonName: "stranger", Organization: []string{"acme"}})
+	// The foreign CA issues a certificate with the admin's very subject.
+	w.forgedCert = w.foreignCA.Client(t, pkix.Name{CommonName: "console", Organization: []string{"acme"}})
+	w.serverCert = w.ca.Server(t, "usher")
+	w.certFile, w.keyFile = w.serverCert.Write(t, dir, "server")
+	w.caFile = filepath.Join(dir, "client-ca.crt")
+	testpki.WriteFile(t, w.caFile, w.ca.PEM())
+	w.callersFile = filepath.Join(dir, "callers.yaml")
+	writeCallers(t, w.callersFile, fmt.Sprintf(authCallers, hashOf(w.checkToken), hashOf(w.adminToken)))
+
+	logger := w.logs.logger()
+	src, err := server.NewCallerSource(w.callersFile, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { src.Watch(ctx); close(watched) }()
+	t.Cleanup(func() { cancel(); <-watched })
+	tlsConfig, err := server.NewTLSConfig(server.TLSFiles{Cert: w.certFile, Key: w.keyFile, ClientCA: w.caFile}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr, w.store = serveWith(t, dir, logger, server.WithCallers(src), grpc.Creds(credentials.NewTLS(tlsConfig)))
+	return w
+}
+
+// serveWith wires a server as `usher serve` does, with the default policy,
+// passing opts to server.New, and returns its address and store.
+func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *storage.Store) {
+	t.Helper()
+	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := store.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := authz.NewIndex(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Watch(idx.Apply)
+	engine := authz.NewEngine(idx, store)
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg)); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(engine, logger, opts...)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+		if err := store.Close(); err != nil {
+			t.Errorf("store.Close: %v", err)
+		}
+	})
+	return lis.Addr().String(), store
+}
+
+// bearer sends a token as "authorization: bearer <token>" on every call.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+// credential is how a test client presents itself.
+type credential struct {
+	token  string
+	header string // a raw authorization header, instead of a token
+	cert   *testpki.Pair
+}
+
+// dial connects to the world's server over TLS, trusting its CA, with cred.
+func (w *authWorld) dial(cred credential) *grpc.ClientConn {
+	w.t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(w.ca.Cert)
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cred.cert != nil {
+		pair, err := tls.X509KeyPair(cred.cert.CertPEM, cred.cert.KeyPEM)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		// Sent whatever CAs the server says it accepts, as an attacker would.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	switch {
+	case cred.token != "":
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(cred.token)))
+	case cred.header != "":
+		opts = append(opts, grpc.WithPerRPCCredentials(rawHeader(cred.header)))
+	}
+	conn, err := grpc.NewClient(w.addr, opts...)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// rawHeader sends an authorization header as given.
+type rawHeader string
+
+func (h rawHeader) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": string(h)}, nil
+}
+func (rawHeader) RequireTransportSecurity() bool { return false }
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func checkCall(t *testing.T, conn *grpc.ClientConn) error {
+	_, err := usherv1.NewAuthorizationServiceClient(conn).Check(callCtx(t),
+		&usherv1.CheckRequest{Subject: "user:dana", Permission: "join-call", Resource: "root"})
+	return err
+}
+
+// grantCall grants subject the host role on root.
+func grantCall(t *testing.T, conn *grpc.ClientConn, subject string) (*usherv1.GrantResponse, error) {
+	return usherv1.NewAdminServiceClient(conn).Grant(callCtx(t),
+		&usherv1.GrantRequest{Subject: subject, Role: "host", Resource: "root"})
+}
+
+// lastCaller is the caller the change log recorded for the newest write.
+func (w *authWorld) lastCaller() (string, authz.Revision) {
+	w.t.Helper()
+	rev, err := w.store.Revision()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	changes, err := w.store.Changes(rev-1, 1)
+	if err != nil || len(changes) != 1 {
+		w.t.Fatalf("Changes(%d): %v, %d records", rev-1, err, len(changes))
+	}
+	return changes[0].Caller, rev
+}
+
+func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
+	w := newAuthWorld(t)
+	cases := []struct {
+		name string
+		cred credential
+		want string
+	}{
+		{"a call without credentials is UNAUTHENTICATED", credential{}, "no credentials"},
+		{"an unknown bearer token is UNAUTHENTICATED", credential{token: newToken(t)}, "matches no caller"},
+		{"the stored hash is not a token", credential{token: hashOf(w.adminToken)}, "matches no caller"},
+		{"an authorization header without the bearer scheme is UNAUTHENTICATED", credential{header: "basic " + w.adminToken}, "bearer <token>"},
+		{"a client certificate of the CA that no caller names is UNAUTHENTICATED", credential{cert: &w.strangerCert}, `"CN=stranger,O=acme" matches no caller`},
+		{"a wrong token is refused even with a good certificate", credential{token: newToken(t), cert: &w.adminCert}, "matches no caller"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			st := wantCode(t, checkCall(t, conn), codes.Unauthenticated)
+			if !strings.Contains(st.Message(), c.want) {
+				t.Errorf("message %q does not say %q", st.Message(), c.want)
+			}
+			rev, _ := w.store.Revision()
+			_, err := grantCall(t, conn, "user:dana")
+			wantCode(t, err, codes.Unauthenticated)
+			if now, _ := w.store.Revision(); now != rev {
+				t.Errorf("an unauthenticated Grant moved the revision from %d to %d", rev, now)
+			}
+		})
+	}
+	// The logging interceptor sits outside authentication, so refusals are
+	// logged.
+	if !strings.Contains(w.logs.String(), "grpc.code=Unauthenticated") {
+		t.Errorf("refused calls were not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
+	w := newAuthWorld(t)
+	for _, c := range []struct {
+		name, caller string
+		cred         credential
+	}{
+		{"a check caller by token", "sidecar-eu1", credential{token: w.checkToken}},
+		{"a check caller by certificate", "sidecar-us1", credential{cert: &w.checkCert}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			if err := checkCall(t, conn); err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if _, err := usherv1.NewAuthorizationServiceClient(conn).ListPermissions(callCtx(t),
+				&usherv1.ListPermissionsRequest{Subject: "user:dana", Resource: "root"}); err != nil {
+				t.Fatalf("ListPermissions: %v", err)
+			}
+			rev, _ := w.store.Revision()
+			_, err := grantCall(t, conn, "user:dana")
+			st := wantCode(t, err, codes.PermissionDenied)
+			for _, want := range []string{fmt.Sprintf("%q", c.caller), "check caller", "/usher.v1.AdminService/Grant"} {
+				if !strings.Contains(st.Message(), want) {
+					t.Errorf("message %q does not name %s", st.Message(), want)
+				}
+			}
+			if now, _ := w.store.Revision(); now != rev {
+				t.Errorf("a refused Grant moved the revision from %d to %d", rev, now)
+			}
+			if _, err := usherv1.NewAdminServiceClient(conn).ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{}); status.Code(err) != codes.PermissionDenied {
+				t.Errorf("ExportPolicy by a check caller: %v; want PermissionDenied", err)
+			}
+		})
+	}
+	grants, err := usherv1.NewAdminServiceClient(w.dial(credential{token: w.adminToken})).ListGrants(callCtx(t), &usherv1.ListGrantsRequest{Subject: "user:dana"})
+	if err != nil || len(grants.GetGrants()) != 0 {
+		t.Fatalf("after refused Grants: %v, grants %v; want none", err, grants.GetGrants())
+	}
+}
+
+func TestAdminCallersWriteUnderTheirName(t *testing.T) {
+	w := newAuthWorld(t)
+	for _, c := range []struct {
+		name, caller string
+		cred         credential
+	}{
+		{"an admin caller by token", "backend", credential{token: w.adminToken}},
+		{"an admin caller by client certificate", "console", credential{cert: &w.adminCert}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			resp, err := grantCall(t, conn, "user:granted-by-"+c.caller)
+			if err != nil {
+				t.Fatalf("Grant: %v", err)
+			}
+			caller, rev := w.lastCaller()
+			if uint64(rev) != resp.GetRevision() || caller != c.caller {
+				t.Errorf("change log: revision %d by %q; want revision %d by %q", rev, caller, resp.GetRevision(), c.caller)
+			}
+			if err := checkCall(t, conn); err != nil {
+				t.Errorf("an admin caller's Check: %v", err)
+			}
+		})
+	}
+}
+
+func TestACertificateFromAnotherCAIsRefused(t *testing.T) {
+	w := newAuthWorld(t)
+	// It carries the admin's subject: only the CA tells them apart.
+	conn := w.dial(credential{cert: &w.forgedCert})
+	_, err := grantCall(t, conn, "user:dana")
+	if code := status.Code(err); code != codes.Unavailable && code != codes.Unauthenticated {
+		t.Fatalf("Grant with a foreign CA's certificate: %v; want a failed handshake or Unauthenticated", err)
+	}
+	if rev, _ := w.store.Revision(); rev != 1 {
+		t.Fatalf("revision %d after the refused Grant; want 1", rev)
+	}
+}
+
+func TestHealthNeedsNoCredentials(t *testing.T) {
+	w := newAuthWorld(t)
+	resp, err := healthpb.NewHealthClient(w.dial(credential{})).Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "usher.v1.AuthorizationService"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health check without credentials: %v, %v", resp, err)
+	}
+}
+
+func TestReflectionNeedsAnAuthenticatedCaller(t *testing.T) {
+	w := newAuthWorld(t)
+	list := func(conn *grpc.ClientConn) error {
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx(t))
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			return err
+		}
+		_, err = stream.Recv()
+		return err
+	}
+	wantCode(t, list(w.dial(credential{})), codes.Unauthenticated)
+	if err := list(w.dial(credential{token: w.checkToken})); err != nil {
+		t.Fatalf("reflection for a check caller: %v", err)
+	}
+	if err := list(w.dial(credential{cert: &w.adminCert})); err != nil {
+		t.Fatalf("reflection for an admin caller: %v", err)
+	}
+}
+
+func TestCallersFileChangesTakeEffectWithoutRestart(t *testing.T) {
+	w := newAuthWorld(t)
+	newcomer := newToken(t)
+	oldAdmin := w.dial(credential{token: w.adminToken})
+	if _, err := grantCall(t, oldAdmin, "user:dana"); err != nil {
+		t.Fatalf("Grant before the change: %v", err)
+	}
+	// The backend's token is replaced by the newcomer's.
+	writeCallers(t, w.callersFile, fmt.Sprintf(`callers:
+  - {name: sidecar-eu1, kind: check, token_sha256: %s}
+  - {name: newcomer, kind: admin, token_sha256: %s}
+`, hashOf(w.checkToken), hashOf(newcomer)))
+	newAdmin := w.dial(credential{token: newcomer})
+	eventually(t, 5*time.Second, "the added token is accepted", func() bool {
+		_, err := usherv1.NewAdminServiceClient(newAdmin).ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{})
+		return err == nil
+	})
+	wantCode(t, checkCall(t, oldAdmin), codes.Unauthenticated)
+	if _, err := usherv1.NewAdminServiceClient(newAdmin).Revoke(callCtx(t), &usherv1.RevokeRequest{Subject: "user:dana", Role: "host", Resource: "root"}); err != nil {
+		t.Fatalf("Revoke by the newcomer: %v", err)
+	}
+	if caller, _ := w.lastCaller(); caller != "newcomer" {
+		t.Errorf("change log caller %q; want newcomer", caller)
+	}
+
+	// A broken file keeps the callers in force and says why.
+	writeCallers(t, w.callersFile, "callers:\n  - {name: newcomer, kind: wizard, token_sha256: "+hashOf(newcomer)+"}\n")
+	eventually(t, 5*time.Second, "the broken file is reported", func() bool {
+		return strings.Contains(w.logs.String(), `callers[0].kind \"wizard\"`)
+	})
+	if err := checkCall(t, newAdmin); err != nil {
+		t.Fatalf("after a broken callers file, the previous callers stay: %v", err)
+	}
+}
+
+func TestServerCertificateAndClientCAReloadWithoutRestart(t *testing.T) {
+	w := newAuthWorld(t)
+	servedCert := func(conn *grpc.ClientConn) *x509.Certificate {
+		t.Helper()
+		var p peer.Peer
+		if _, err := healthpb.NewHealthClient(conn).Check(callCtx(t), &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+			t.Fatalf("health check: %v", err)
+		}
+		return p.AuthInfo.(credentials.TLSInfo).State.PeerCertificates[0]
+	}
+	if got := servedCert(w.dial(credential{})); !got.Equal(w.serverCert.Cert) {
+		t.Fatalf("served %s, want the first certificate", got.Subject)
+	}
+	renewed := w.ca.Server(t, "usher renewed")
+	renewed.Write(t, filepath.Dir(w.certFile), "server")
+	if got := servedCert(w.dial(credential{})); !got.Equal(renewed.Cert) {
+		t.Fatalf("a new connection got %s after the files were replaced; want the renewed certificate", got.Subject)
+	}
+
+	// The client CA file now also trusts the foreign CA.
+	testpki.WriteFile(t, w.caFile, append(w.ca.PEM(), w.foreignCA.PEM()...))
+	if _, err := grantCall(t, w.dial(credential{cert: &w.forgedCert}), "user:dana"); err != nil {
+		t.Fatalf("Grant with a certificate of the newly trusted CA: %v", err)
+	}
+	if caller, _ := w.lastCaller(); caller != "console" {
+		t.Errorf("change log caller %q; want console", caller)
+	}
+
+	// A broken certificate file keeps the last good one in use.
+	if err := os.WriteFile(w.certFile, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedCert(w.dial(credential{})); !got.Equal(renewed.Cert) {
+		t.Fatalf("after a broken certificate file, served %s; want the renewed certificate", got.Subject)
+	}
+	if !strings.Contains(w.logs.String(), "TLS certificate not reloaded") {
+		t.Errorf("the broken certificate file was not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+func TestWithoutCallersEveryCallerIsAnonymous(t *testing.T) {
+	addr, store := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := grantCall(t, conn, "user:dana"); err != nil {
+		t.Fatalf("Grant without callers: %v", err)
+	}
+	changes, err := store.Changes(1, 1)
+	if err != nil || len(changes) != 1 || changes[0].Caller != "anonymous" {
+		t.Fatalf("change log: %v, %+v; want one write by anonymous", err, changes)
+	}
+}
+
+func TestTokensWorkWithoutTLS(t *testing.T) {
+	token := newToken(t)
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, file, "callers:\n  - {name: local-admin, kind: admin, token_sha256: "+hashOf(token)+"}\n")
+	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, store := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler), server.WithCallers(src))
+	dial := func(opts ...grpc.DialOption) *grpc.ClientConn {
+		conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	wantCode(t, checkCall(t, dial()), codes.Unauthenticated)
+	if _, err := grantCall(t, dial(grpc.WithPerRPCCredentials(bearer(token))), "user:dana"); err != nil {
+		t.Fatalf("Grant with the token: %v", err)
+	}
+	if changes, err := store.Changes(1, 1); err != nil || len(changes) != 1 || changes[0].Caller != "local-admin" {
+		t.Fatalf("change log: %v, %+v; want one write by local-admin", err, changes)
+	}
+}

@@ -1,0 +1,348 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+
+	"sigs.k8s.io/yaml"
+)
+
+// CallerKind says which services a caller may call.
+type CallerKind string
+
+const (
+	// KindCheck callers, such as the sidecars next to media servers, may call
+	// only the AuthorizationService.
+	KindCheck CallerKind = "check"
+	// KindAdmin callers, the platform's services, may call everything.
+	KindAdmin CallerKind = "admin"
+)
+
+// Caller is one entry of a callers file: a name for the change log, a kind,
+// and the credentials that identify it. Usher keeps only the SHA-256 of a
+// bearer token, never the token.
+type Caller struct {
+	Name string
+	Kind CallerKind
+
+	tokenSHA256        []byte // 32 bytes, or nil
+	certificateSubject string // RFC 2253, as x509.Certificate.Subject.String() prints it
+	certificateSHA256  []byte // of the DER certificate, or nil
+}
+
+// Callers is the set of callers one reading of a callers file defines.
+type Callers struct {
+	list []Caller
+}
+
+// Len is the number of callers.
+func (c *Callers) Len() int { return len(c.list) }
+
+// ByToken returns the caller whose stored hash is the SHA-256 of token. It
+// compares against every entry in constant time, so neither the answer's
+// timing nor a lookup structure tells how close a guess came.
+func (c *Callers) ByToken(token string) (Caller, bool) {
+	sum := sha256.Sum256([]byte(token))
+	found := -1
+	for i := range c.list {
+		if c.list[i].tokenSHA256 == nil {
+			continue
+		}
+		if subtle.ConstantTimeCompare(sum[:], c.list[i].tokenSHA256) == 1 && found < 0 {
+			found = i
+		}
+	}
+	if found < 0 {
+		return Caller{}, false
+	}
+	return c.list[found], true
+}
+
+// ByCertificate returns the caller a verified client certificate identifies,
+// by the SHA-256 of its DER encoding or else by its subject: a pinned
+// certificate is the more precise match.
+func (c *Callers) ByCertificate(cert *x509.Certificate) (Caller, bool) {
+	sum := sha256.Sum256(cert.Raw)
+	for _, caller := range c.list {
+		if caller.certificateSHA256 != nil && subtle.ConstantTimeCompare(sum[:], caller.certificateSHA256) == 1 {
+			return caller, true
+		}
+	}
+	subject := cert.Subject.String()
+	for _, caller := range c.list {
+		if caller.certificateSubject != "" && caller.certificateSubject == subject {
+			return caller, true
+		}
+	}
+	return Caller{}, false
+}
+
+// callerEntry is one entry of the callers file as written.
+type callerEntry struct {
+	Name               string `json:"name"`
+	Kind               string `json:"kind"`
+	TokenSHA256        string `json:"token_sha256"`
+	CertificateSubject string `json:"certificate_subject"`
+	CertificateSHA256  string `json:"certificate_sha256"`
+}
+
+// LoadCallers reads and parses a callers file.
+func LoadCallers(file string) (*Callers, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCallers(file, data)
+}
+
+// ParseCallers parses the YAML (or JSON) of a callers file; file names it in
+// errors. Parsing is strict: an unknown field, a malformed hash, an unknown
+// kind, a duplicate name or credential, an entry nothing identifies or a file
+// without callers is an error naming the entry's field and value.
+func ParseCallers(file string, data []byte) (*Callers, error) {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	var doc struct {
+		Callers []json.RawMessage `json:"callers"`
+	}
+	if err := decodeStrict(js, &doc, ""); err != nil {
+		return nil, fail("%v", err)
+	}
+	if len(doc.Callers) == 0 {
+		return nil, fail("callers: the file names no callers, so nobody could call")
+	}
+	c := &Callers{}
+	names := map[string]int{}
+	credentials := map[string]int{} // "token_sha256 <hex>" etc. to the entry using it
+	for i, raw := range doc.Callers {
+		path := fmt.Sprintf("callers[%d]", i)
+		var e callerEntry
+		if err := decodeStrict(raw, &e, path); err != nil {
+			return nil, fail("%v", err)
+		}
+		caller, err := e.caller(path)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if j, dup := names[caller.Name]; dup {
+			return nil, fail("%s.name %q: callers[%d] has the same name", path, e.Name, j)
+		}
+		names[caller.Name] = i
+		for _, cred := range []struct {
+			field string
+			value []byte
+		}{
+			{"token_sha256", caller.tokenSHA256},
+			{"certificate_subject", []byte(caller.certificateSubject)},
+			{"certificate_sha256", caller.certificateSHA256},
+		} {
+			if len(cred.value) == 0 {
+				continue
+			}
+			key := cred.field + " " + string(cred.value)
+			if j, dup := credentials[key]; dup {
+				return nil, fail("%s.%s: callers[%d] has the same %s, so it would not say which caller presented it", path, cred.field, j, cred.field)
+			}
+			credentials[key] = i
+		}
+		c.list = append(c.list, caller)
+	}
+	return c, nil
+}
+
+// caller checks an entry and converts it; path is where it is in the file.
+func (e callerEntry) caller(path string) (Caller, error) {
+	c := Caller{Name: e.Name, Kind: CallerKind(e.Kind), certificateSubject: e.CertificateSubject}
+	switch {
+	case e.Name == "":
+		return c, fmt.Errorf("%s.name: must not be empty", path)
+	case len(e.Name) > 128:
+		return c, fmt.Errorf("%s.name %q: longer than 128 characters", path, e.Name)
+	case strings.IndexFunc(e.Name, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0:
+		return c, fmt.Errorf("%s.name %q: must be printable without spaces", path, e.Name)
+	}
+	if c.Kind != KindCheck && c.Kind != KindAdmin {
+		return c, fmt.Errorf("%s.kind %q: must be %q or %q", path, e.Kind, KindCheck, KindAdmin)
+	}
+	var err error
+	if e.TokenSHA256 != "" {
+		if c.tokenSHA256, err = parseSHA256(e.TokenSHA256); err != nil {
+			return c, fmt.Errorf("%s.token_sha256 %q: %v", path, e.TokenSHA256, err)
+		}
+	}
+	if e.CertificateSHA256 != "" {
+		// openssl x509 -fingerprint -sha256 prints the hash with colons.
+		if c.certificateSHA256, err = parseSHA256(strings.ReplaceAll(e.CertificateSHA256, ":", "")); err != nil {
+			return c, fmt.Errorf("%s.certificate_sha256 %q: %v", path, e.CertificateSHA256, err)
+		}
+	}
+	if e.CertificateSubject != "" && !strings.Contains(e.CertificateSubject, "=") {
+		return c, fmt.Errorf("%s.certificate_subject %q: must be a distinguished name such as CN=console,O=acme", path, e.CertificateSubject)
+	}
+	if e.CertificateSubject != "" && e.CertificateSHA256 != "" {
+		return c, fmt.Errorf("%s.certificate_subject %q: give certificate_subject or certificate_sha256, not both", path, e.CertificateSubject)
+	}
+	if c.tokenSHA256 == nil && c.certificateSHA256 == nil && c.certificateSubject == "" {
+		return c, fmt.Errorf("%s (name %q): needs token_sha256, certificate_subject or certificate_sha256 to identify the caller", path, e.Name)
+	}
+	return c, nil
+}
+
+// parseSHA256 decodes 64 hexadecimal characters.
+func parseSHA256(s string) ([]byte, error) {
+	if len(s) != 2*sha256.Size {
+		return nil, fmt.Errorf("must be %d hexadecimal characters (a SHA-256), got %d", 2*sha256.Size, len(s))
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("must be hexadecimal (a SHA-256)")
+	}
+	return b, nil
+}
+
+// decodeStrict decodes JSON refusing unknown fields; path is where js is in
+// the file, for the message.
+func decodeStrict(js []byte, v any, path string) error {
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	err := d.Decode(v)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
+		at := strings.TrimPrefix(strings.Join([]string{path, typeErr.Field}, "."), ".")
+		if at == "" {
+			return fmt.Errorf("want a mapping with a callers list, got %s", typeErr.Value)
+		}
+		want := "a string"
+		if at == "callers" {
+			want = "a list of callers"
+		} else if typeErr.Value == "number" {
+			want = "a string (quote it: YAML read a number)"
+		}
+		return fmt.Errorf("%s: want %s, got %s", at, want, typeErr.Value)
+	default:
+		// The "json: " prefix would confuse: the file is YAML more often.
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		if path != "" {
+			msg = path + ": " + msg
+		}
+		return errors.New(msg)
+	}
+}
+
+// CallerSource holds the callers of a callers file and reads the file again
+// when it changes, so that callers are added and removed without a restart.
+// A reading that fails keeps the previous callers.
+type CallerSource struct {
+	file    string
+	logger  *slog.Logger
+	current atomic.Pointer[Callers]
+
+	mu    sync.Mutex // serializes reloads
+	stamp string     // of the file as last read
+}
+
+// NewCallerSource reads file, which must parse: a server does not start with
+// a broken callers file.
+func NewCallerSource(file string, logger *slog.Logger) (*CallerSource, error) {
+	s := &CallerSource{file: file, logger: logger}
+	if _, err := s.reload(true); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// File is the callers file's path.
+func (s *CallerSource) File() string { return s.file }
+
+// Current is the callers as last read successfully.
+func (s *CallerSource) Current() *Callers { return s.current.Load() }
+
+// Reload reads the file again now, whether or not it changed.
+func (s *CallerSource) Reload() error {
+	_, err := s.reload(true)
+	return err
+}
+
+// Watch checks the file every second until ctx ends and reloads it when its
+// modification time or size changed.
+func (s *CallerSource) Watch(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_, _ = s.reload(false)
+		}
+	}
+}
+
+// reload reads the file if force or if it changed since the last reading,
+// and reports whether it read it. Failures are logged once per change of the
+// file, not once per poll.
+func (s *CallerSource) reload(force bool) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The stamp is taken before reading, so a write that lands during the
+	// reading changes the stamp again and is read at the next poll.
+	stamp, err := stampFiles(s.file)
+	if err != nil {
+		stamp = "unreadable: " + err.Error()
+	}
+	if !force && stamp == s.stamp {
+		return false, nil
+	}
+	s.stamp = stamp
+	var c *Callers
+	if err == nil {
+		c, err = LoadCallers(s.file)
+	}
+	if err != nil {
+		if s.current.Load() != nil {
+			s.logger.Error("callers file not reloaded; the previous callers stay in force", "file", s.file, "err", err)
+		}
+		return true, err
+	}
+	previous := s.current.Swap(c)
+	if previous != nil {
+		s.logger.Info("callers file reloaded", "file", s.file, "callers", c.Len())
+	}
+	return true, nil
+}
+
+// stampFiles identifies the current contents of files by modification time
+// and size, cheaply enough to check at every TLS handshake.
+func stampFiles(files ...string) (string, error) {
+	var b strings.Builder
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", f, fi.ModTime().UnixNano(), fi.Size())
+	}
+	return b.String(), nil
+}
