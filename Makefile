@@ -11,7 +11,7 @@ TOOLS := \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: run build test lint generate check-generated tools bench fuzz clean
+.PHONY: run build test scenarios lint generate check-generated tools bench fuzz clean
 
 run: build
 	$(BIN)/usher serve
@@ -19,8 +19,12 @@ run: build
 build:
 	go build -o $(BIN)/usher ./cmd/usher
 
-test: tools lint check-generated
+test: tools lint check-generated scenarios
 	go test -race -count=1 ./...
+
+# Every shipped policy's scenario file, replayed from its document.
+scenarios: build
+	$(BIN)/usher policy test policy/scenarios/*.yaml
 
 lint: tools
 	buf lint
@@ -47,9 +51,10 @@ bench:
 	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/
 
 FUZZTIME ?= 60s
+FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission server:FuzzParseCallers
 fuzz:
-	@for f in FuzzValidateResource FuzzValidateSubject FuzzValidatePermission; do \
-		go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./authz/ || exit 1; done
+	@for t in $(FUZZ); do \
+		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done
 
 clean:
 	rm -rf $(BIN) data
