@@ -5,8 +5,14 @@ import "slices"
 // Reserved permissions govern Usher's own data. A policy declares them and
 // implies them from its domain permissions through the permission tree; an
 // actor needs them at the scope a write concerns.
+//
+// usher.resources.write may be narrowed to one resource type by a suffix:
+// usher.resources.write.room lets its holder register, move and delete rooms
+// only. usher.resources.delete on a resource lets its holder delete that
+// resource itself, as an event's owner may delete the event.
 const (
-	PermResourcesWrite = "usher.resources.write"
+	PermResourcesWrite  = "usher.resources.write"
+	PermResourcesDelete = "usher.resources.delete"
 	PermRolesWrite     = "usher.roles.write"
 	PermBlocksWrite    = "usher.blocks.write"
 	PermQuotasWrite    = "usher.quotas.write"
@@ -18,12 +24,30 @@ func (x *Index) requirePermission(by Author, n *node, perm, what string) error {
 	if by.Actor == "" {
 		return nil
 	}
-	id := x.cat.id(perm)
-	if id >= 0 && x.effective(by.Actor, n, nowNano()).has(id) {
+	if x.holds(by.Actor, n, perm) {
 		return nil
 	}
 	return errorf(PermissionDenied, "actor", by.Actor,
 		"actor lacks %q on %q, which %s requires", perm, n.name, what)
+}
+
+// requireResourceWrite refuses a write of a resource of type typ under scope
+// by an actor who holds neither usher.resources.write nor
+// usher.resources.write.<typ> there.
+func (x *Index) requireResourceWrite(by Author, scope *node, typ, what string) error {
+	if by.Actor == "" {
+		return nil
+	}
+	if x.holds(by.Actor, scope, PermResourcesWrite+"."+typ) {
+		return nil
+	}
+	return x.requirePermission(by, scope, PermResourcesWrite, what)
+}
+
+// holds reports whether subject's effective permissions at n include perm.
+func (x *Index) holds(subject string, n *node, perm string) bool {
+	id := x.cat.id(perm)
+	return id >= 0 && x.effective(subject, n, nowNano()).has(id)
 }
 
 // mayGrant applies DESIGN.md's Grant rule for an actor: some role the actor

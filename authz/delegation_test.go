@@ -587,3 +587,48 @@ func TestAssignableRoles(t *testing.T) {
 		wantError(t, err, authz.NotFound, "resource", "event:nowhere")
 	})
 }
+
+// usher.resources.write narrowed to one type, and usher.resources.delete on a
+// resource itself: "Create a room" registers rooms and nothing else, and an
+// event's owner may delete the event it owns (VancastVideo: "Owner | All
+// permissions over the event"; "Manager | Full permissions over the event,
+// except deleting the event").
+func TestNarrowResourceWrites(t *testing.T) {
+	p := authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "create-a-room"},
+			{Name: "usher.resources.write.room", Parents: []string{"create-a-room"}},
+			{Name: "event.delete"},
+			{Name: "usher.resources.delete", Parents: []string{"event.delete"}},
+			{Name: "usher.resources.write"},
+		},
+		Resources: []authz.Resource{{Name: "company:alfa"}, {Name: "event:launch", Parent: "company:alfa"}},
+		Roles: []authz.Role{
+			{Name: "room-creator", Scope: "root", Permissions: []string{"create-a-room"}},
+			{Name: "event-owner", Scope: "root", Permissions: []string{"event.delete"}},
+			{Name: "event-manager", Scope: "root"},
+		},
+	}
+	w := newWorld(t, p)
+	w.grant("apikey:k7", "room-creator", "company:alfa")
+	w.grant("user:owner", "event-owner", "event:launch")
+	w.grant("user:manager", "event-manager", "event:launch")
+	as := func(actor string) authz.Author { return authz.Author{Caller: "svc:test", Actor: actor} }
+
+	if _, err := w.eng.PutResource(w.ctx, as("apikey:k7"), authz.Resource{Name: "room:r1", Parent: "company:alfa"}); err != nil {
+		t.Fatalf("usher.resources.write.room registers a room: %v", err)
+	}
+	e := w.refuses(authz.PermissionDenied, "actor", "apikey:k7", func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, as("apikey:k7"), authz.Resource{Name: "event:other", Parent: "company:alfa"})
+	})
+	mentions(t, e, "usher.resources.write", "company:alfa")
+	if _, err := w.eng.DeleteResource(w.ctx, as("apikey:k7"), "room:r1"); err != nil {
+		t.Fatalf("usher.resources.write.room deletes a room under the scope: %v", err)
+	}
+	w.refuses(authz.PermissionDenied, "actor", "user:manager", func() (authz.Revision, error) {
+		return w.eng.DeleteResource(w.ctx, as("user:manager"), "event:launch")
+	})
+	if _, err := w.eng.DeleteResource(w.ctx, as("user:owner"), "event:launch"); err != nil {
+		t.Fatalf("usher.resources.delete on the event lets its owner delete it: %v", err)
+	}
+}

@@ -10,8 +10,8 @@ import (
 // there if it is registered already. The parent must be registered
 // (NotFound) and must not be r or below it (FailedPrecondition); the quotas
 // above the parent must have room (ResourceExhausted). An actor needs
-// usher.resources.write on the parent (and, for a move, on the old parent
-// too); registering as an actor records the actor as creator and grants it
+// usher.resources.write, or usher.resources.write.<type>, on the parent (and,
+// for a move, on the old parent too); registering as an actor records the actor as creator and grants it
 // the policy's creator role for the type, in the same write.
 func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revision, error) {
 	if r.Parent == "" {
@@ -29,7 +29,7 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 		if n := x.nodes[r.Name]; n != nil {
 			return x.planMove(by, n, parent)
 		}
-		if err := x.requirePermission(by, parent, PermResourcesWrite, "registering a resource under it"); err != nil {
+		if err := x.requireResourceWrite(by, parent, TypeOf(r.Name), "registering a resource under it"); err != nil {
 			return nil, err
 		}
 		r.Creator = by.Actor
@@ -56,16 +56,16 @@ func (x *Index) planMove(by Author, n, parent *node) ([]Change, error) {
 	if n.parent == parent {
 		// Nothing moves, but an actor who could not register it there is
 		// refused, as every other write checks the actor before comparing.
-		return nil, x.requirePermission(by, parent, PermResourcesWrite, "registering a resource under it")
+		return nil, x.requireResourceWrite(by, parent, n.typ, "registering a resource under it")
 	}
 	if isUnder(parent, n) {
 		return nil, errorf(FailedPrecondition, "parent", parent.name,
 			"moving %q under %q would form a cycle: the parent is the resource itself or below it", n.name, parent.name)
 	}
-	if err := x.requirePermission(by, n.parent, PermResourcesWrite, "moving a resource out of it"); err != nil {
+	if err := x.requireResourceWrite(by, n.parent, n.typ, "moving a resource out of it"); err != nil {
 		return nil, err
 	}
-	if err := x.requirePermission(by, parent, PermResourcesWrite, "moving a resource under it"); err != nil {
+	if err := x.requireResourceWrite(by, parent, n.typ, "moving a resource under it"); err != nil {
 		return nil, err
 	}
 	if orphan := x.orphanedByMove(n, parent); orphan != "" {
@@ -110,7 +110,9 @@ func resolveMoved(m *node, role int32, moved, parent *node) *roleDef {
 }
 
 // DeleteResource removes a resource with no children, and with it the
-// grants, blocks and role definitions on it.
+// grants, blocks, role definitions and quotas on it. An actor needs
+// usher.resources.write (or .<type>) on the parent, or usher.resources.delete
+// on the resource itself.
 func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Revision, error) {
 	return e.write(ctx, by, func(time.Time) ([]Change, error) {
 		x := e.idx
@@ -121,8 +123,10 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		if err != nil {
 			return nil, err
 		}
-		if err := x.requirePermission(by, n.parent, PermResourcesWrite, "deleting a resource under it"); err != nil {
-			return nil, err
+		if by.Actor != "" && !x.holds(by.Actor, n, PermResourcesDelete) {
+			if err := x.requireResourceWrite(by, n.parent, n.typ, "deleting a resource under it"); err != nil {
+				return nil, err
+			}
 		}
 		if n.children > 0 {
 			return nil, errorf(FailedPrecondition, "name", name,
