@@ -13,9 +13,9 @@ import "slices"
 const (
 	PermResourcesWrite  = "usher.resources.write"
 	PermResourcesDelete = "usher.resources.delete"
-	PermRolesWrite     = "usher.roles.write"
-	PermBlocksWrite    = "usher.blocks.write"
-	PermQuotasWrite    = "usher.quotas.write"
+	PermRolesWrite      = "usher.roles.write"
+	PermBlocksWrite     = "usher.blocks.write"
+	PermQuotasWrite     = "usher.quotas.write"
 )
 
 // requirePermission refuses a write by an actor who lacks perm at n, as Check
