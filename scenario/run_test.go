@@ -1,7 +1,9 @@
 package scenario_test
 
 import (
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -31,6 +33,29 @@ func TestShippedScenarios(t *testing.T) {
 				t.Error("no expectation ran")
 			}
 		})
+	}
+}
+
+// The example in the README's "Policy tests" section passes.
+func TestREADMEScenarioExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Policy tests.*?```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no scenario example under Policy tests")
+	}
+	f, err := scenario.Parse("README example", m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := scenario.Run(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 0 || res.Passed != 3 {
+		t.Fatalf("passed %d, failed %d: %v", res.Passed, res.Failed, res.Failures)
 	}
 }
 
