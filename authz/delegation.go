@@ -72,7 +72,7 @@ func (x *Index) mayGrant(actor, role string, n *node, now int64) error {
 		return errorf(PermissionDenied, "actor", actor,
 			"may not grant role %q on %q: no role the actor holds there lists it in assignable_roles", role, n.name)
 	}
-	if missing := x.firstMissing(target.perms, effective); missing != "" {
+	if missing := x.firstMissing(target, effective); missing != "" {
 		return errorf(PermissionDenied, "actor", actor,
 			"may not grant role %q on %q: only permissions the actor has can be granted, and the actor lacks %q there",
 			role, n.name, missing)
@@ -111,10 +111,17 @@ func (x *Index) blockedFromAll(subject string, n *node, now int64) bool {
 	return false
 }
 
-// firstMissing names the first permission of want that have lacks, or "".
-func (x *Index) firstMissing(want, have bitset) string {
+// firstMissing names a permission of role that have lacks, or "": the first
+// one the role lists whose implied set is not all held, so that a refusal
+// names "company.settings" rather than one of its many children.
+func (x *Index) firstMissing(role *roleDef, have bitset) string {
+	for _, name := range role.Permissions {
+		if name != Wildcard && !x.cat.closure([]string{name}).subsetOf(have) {
+			return name
+		}
+	}
 	missing := ""
-	want.each(func(i int32) {
+	role.perms.each(func(i int32) {
 		if missing == "" && !have.has(i) {
 			missing = x.cat.perms[i].Name
 		}
