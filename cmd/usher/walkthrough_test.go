@@ -12,53 +12,80 @@ import (
 	"time"
 )
 
-// step is one command of the README's walk-through and the output it shows.
+// step is one command of a README section and the output it shows.
 type step struct {
 	command string
 	want    string
+	checked bool // an output block follows; setup commands only must succeed
 	fails   bool // the output is an error, shown in a text block
 }
 
 var fence = regexp.MustCompile("(?s)```(sh|json|text)\n(.*?)```")
 
-// readmeSteps extracts the commands between the walk-through markers, each
-// followed by its output block.
-func readmeSteps(t *testing.T) []step {
+// readmeSteps extracts the commands of the README section between the
+// markers NAME:start and NAME:end. A sh block followed by an output block is
+// one command whose output must match; a sh block followed by another (or
+// by nothing) holds setup commands, a line each, that must succeed.
+func readmeSteps(t *testing.T, name string) []step {
 	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "<!-- walkthrough:start -->")
-	section, _, ok2 := strings.Cut(rest, "<!-- walkthrough:end -->")
+	_, rest, ok := strings.Cut(string(readme), "<!-- "+name+":start -->")
+	section, _, ok2 := strings.Cut(rest, "<!-- "+name+":end -->")
 	if !ok || !ok2 {
-		t.Fatal("README.md has no walkthrough:start/end markers")
+		t.Fatalf("README.md has no %s:start/end markers", name)
 	}
 	var steps []step
 	blocks := fence.FindAllStringSubmatch(section, -1)
 	for i := 0; i < len(blocks); i++ {
 		if blocks[i][1] != "sh" {
-			t.Fatalf("README walk-through: block %d is %s, want a sh command", i, blocks[i][1])
+			t.Fatalf("README %s: block %d is %s, want a sh command", name, i, blocks[i][1])
 		}
 		if i+1 == len(blocks) || blocks[i+1][1] == "sh" {
-			t.Fatalf("README walk-through: command %q has no output block after it", blocks[i][2])
+			for _, line := range strings.Split(strings.TrimSpace(blocks[i][2]), "\n") {
+				steps = append(steps, step{command: strings.TrimSpace(line)})
+			}
+			continue
 		}
-		steps = append(steps, step{command: strings.TrimSpace(blocks[i][2]), want: strings.TrimSpace(blocks[i+1][2]), fails: blocks[i+1][1] == "text"})
+		steps = append(steps, step{command: strings.TrimSpace(blocks[i][2]), want: strings.TrimSpace(blocks[i+1][2]),
+			checked: true, fails: blocks[i+1][1] == "text"})
 		i++
 	}
 	return steps
 }
 
+// runSteps runs a README section's grpcurl commands against addr.
+func runSteps(t *testing.T, steps []step, addr string) {
+	t.Helper()
+	grpcurl := grpcurlPath(t)
+	for i, s := range steps {
+		if !strings.HasPrefix(s.command, "grpcurl ") {
+			t.Fatalf("step %d: %q is not a grpcurl command", i+1, s.command)
+		}
+		command := grpcurl + strings.TrimPrefix(strings.ReplaceAll(s.command, "127.0.0.1:7070", addr), "grpcurl")
+		out, err := exec.Command("sh", "-c", command).CombinedOutput()
+		got := strings.TrimSpace(string(out))
+		if s.fails != (err != nil) {
+			t.Fatalf("step %d: %s\nexit error %v, want failure %v; output:\n%s", i+1, s.command, err, s.fails, got)
+		}
+		if s.checked && got != s.want {
+			t.Fatalf("step %d: %s\ngot:\n%s\nwant (README):\n%s", i+1, s.command, got, s.want)
+		}
+	}
+}
+
 // startBinary builds usher and serves a fresh data file on a free port,
 // returning the address it printed.
-func startBinary(t *testing.T) (bin, addr string) {
+func startBinary(t *testing.T, serveArgs ...string) (bin, addr string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin = filepath.Join(dir, "usher")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data", "usher.db"))
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data", "usher.db")}, serveArgs...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,25 +133,22 @@ func grpcurlPath(t *testing.T) string {
 }
 
 func TestREADMEWalkthrough(t *testing.T) {
-	steps := readmeSteps(t)
+	steps := readmeSteps(t, "walkthrough")
 	if len(steps) < 10 {
 		t.Fatalf("README walk-through has %d steps; expected the whole tour", len(steps))
 	}
-	grpcurl := grpcurlPath(t)
 	_, addr := startBinary(t)
-	for i, s := range steps {
-		if !strings.HasPrefix(s.command, "grpcurl ") {
-			t.Fatalf("step %d: %q is not a grpcurl command", i+1, s.command)
-		}
-		command := grpcurl + strings.TrimPrefix(strings.ReplaceAll(s.command, "127.0.0.1:7070", addr), "grpcurl")
-		out, err := exec.Command("sh", "-c", command).CombinedOutput()
-		got := strings.TrimSpace(string(out))
-		if s.fails != (err != nil) {
-			t.Fatalf("step %d: %s\nexit error %v, want failure %v; output:\n%s", i+1, s.command, err, s.fails, got)
-		}
-		if got != s.want {
-			t.Fatalf("step %d: %s\ngot:\n%s\nwant (README):\n%s", i+1, s.command, got, s.want)
-		}
+	runSteps(t, steps, addr)
+}
+
+// Each seed system's README section, against a server on its policy.
+func TestREADMESeedSections(t *testing.T) {
+	for _, name := range []string{"livebox", "livecaller", "vancast", "stream", "alfaview"} {
+		t.Run(name, func(t *testing.T) {
+			steps := readmeSteps(t, "seed:"+name)
+			_, addr := startBinary(t, "--policy", name)
+			runSteps(t, steps, addr)
+		})
 	}
 }
 
