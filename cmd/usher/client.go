@@ -9,11 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -168,7 +170,12 @@ func apply(args []string) error {
 		if err != nil {
 			return nil, err
 		}
-		return usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+		resp, err := usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+		if err != nil {
+			// The server names the field's path; say which file it is in.
+			return nil, fmt.Errorf("%s: %s", a[0], strings.TrimPrefix(status.Convert(err).Message(), "policy."))
+		}
+		return resp, nil
 	})
 }
 

@@ -173,6 +173,11 @@ func TestClientCommands(t *testing.T) {
 	if out, err := usher("check", "user:dana", "join-call", "root"); err != nil || !strings.Contains(out, "REASON_GRANTED") {
 		t.Fatalf("check after the grant: err %v, output %s", err, out)
 	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("permissions:\n  - {name: join-call, parents: [nope]}\n"), 0o600)
+	if out, err := usher("policy", "apply", bad); err == nil || !strings.Contains(out, bad+`: permissions[0].parents[0] "nope"`) {
+		t.Fatalf("policy apply of a bad file: err %v, output %s; want the file and the field's path", err, out)
+	}
 	if out, err := usher("policy", "export"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
 		t.Fatalf("export: err %v, output %s", err, out)
 	}
