@@ -59,6 +59,7 @@ type blockEntry struct {
 // subjectIndex holds one subject's grants by resource, each resource's list
 // sorted by role name so that Check's answer is deterministic.
 type subjectIndex struct {
+	name   string // the one copy of the subject's name the index keeps
 	grants map[*node][]binding
 }
 
@@ -311,15 +312,18 @@ func (x *Index) putGrant(g Grant) {
 	n := x.nodes[g.Resource]
 	role := x.internRole(g.Role)
 	exp := expiry(g.Expires)
+	si := x.subjects[g.Subject]
+	if si == nil {
+		// A fresh copy, so that the name does not pin the buffer it was
+		// sliced from (a storage key, a request).
+		name := strings.Clone(g.Subject)
+		si = &subjectIndex{name: name, grants: make(map[*node][]binding, 1)}
+		x.subjects[name] = si
+	}
 	if n.grants == nil {
 		n.grants = make(map[holder]int64)
 	}
-	n.grants[holder{g.Subject, role}] = exp
-	si := x.subjects[g.Subject]
-	if si == nil {
-		si = &subjectIndex{grants: make(map[*node][]binding, 1)}
-		x.subjects[g.Subject] = si
-	}
+	n.grants[holder{si.name, role}] = exp
 	list := si.grants[n]
 	i, found := slices.BinarySearchFunc(list, g.Role, func(b binding, name string) int {
 		return strings.Compare(x.roleNames[b.role], name)

@@ -1,0 +1,122 @@
+package bench_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/bench"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
+)
+
+func small() bench.Shape {
+	return bench.Shape{Accounts: 3, WorkspacesPerAccount: 2, CallTypesPerSpace: 2, CallsPerType: 5,
+		Users: 200, Grants: 2_000, Blocks: 20, Seed: 7}
+}
+
+func generate(t *testing.T, s bench.Shape) bench.Platform {
+	t.Helper()
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bench.Generate(s, server.FromPolicy(msg))
+}
+
+func TestGenerateIsDeterministicAndShaped(t *testing.T) {
+	s := small()
+	a, b := generate(t, s), generate(t, s)
+	if !reflect.DeepEqual(a.Snapshot, b.Snapshot) {
+		t.Fatal("the same shape and seed gave two platforms")
+	}
+	if got, want := len(a.Snapshot.Resources), 3+3*2+3*2*2+3*2*2*5; got != want {
+		t.Errorf("%d resources, want %d", got, want)
+	}
+	if len(a.Snapshot.Grants) != s.Grants || len(a.Snapshot.Blocks) != s.Blocks {
+		t.Errorf("%d grants and %d blocks, want %d and %d", len(a.Snapshot.Grants), len(a.Snapshot.Blocks), s.Grants, s.Blocks)
+	}
+	levels := map[string]int{}
+	for _, g := range a.Snapshot.Grants {
+		levels[authz.TypeOf(g.Resource)]++
+	}
+	for _, typ := range []string{"account", "workspace", "calltype", "call"} {
+		if levels[typ] == 0 {
+			t.Errorf("no grants on %s resources: %v", typ, levels)
+		}
+	}
+	s.Seed++
+	if reflect.DeepEqual(a.Snapshot.Grants, generate(t, s).Snapshot.Grants) {
+		t.Error("another seed gave the same grants")
+	}
+}
+
+// A populated file loads into an index that answers every drawn query as
+// the query says.
+func TestImportedPlatformAnswersTheQueries(t *testing.T) {
+	p := generate(t, small())
+	store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if rev, err := store.Import(p.Snapshot, "test"); err != nil || rev != 1 {
+		t.Fatalf("Import = %d, %v", rev, err)
+	}
+	if _, err := store.Import(p.Snapshot, "test"); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("a second import: %v, want a refusal", err)
+	}
+	snap, err := store.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Grants) != len(p.Snapshot.Grants) || len(snap.Resources) != len(p.Snapshot.Resources) {
+		t.Fatalf("loaded %d grants and %d resources, want %d and %d", len(snap.Grants), len(snap.Resources), len(p.Snapshot.Grants), len(p.Snapshot.Resources))
+	}
+	idx, err := authz.NewIndex(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := bench.Queries(p, idx, 300, 1)
+	kinds := map[string]int{}
+	for _, q := range queries {
+		kinds[q.Kind]++
+		d, _, err := idx.Check(q.Query)
+		if err != nil || d.Allowed != q.Allowed {
+			t.Fatalf("%+v: %+v, %v", q, d, err)
+		}
+		if q.Kind == "inherited" && d.Scope == q.Resource || q.Kind == "direct" && d.Scope != q.Resource {
+			t.Errorf("%s query %+v decided at %s", q.Kind, q.Query, d.Scope)
+		}
+	}
+	if kinds["direct"] != 100 || kinds["inherited"] != 100 || kinds["denied"] != 100 {
+		t.Errorf("mix %v, want a third of each", kinds)
+	}
+}
+
+func TestClosedLoopRunsForItsDurationAndMeasuresEveryCall(t *testing.T) {
+	fail := errors.New("refused")
+	start := time.Now()
+	s := bench.ClosedLoop(context.Background(), "sleep", 4, 200*time.Millisecond, func(ctx context.Context, w, seq int) error {
+		time.Sleep(time.Millisecond)
+		if seq == 0 {
+			return fail
+		}
+		return nil
+	})
+	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
+		t.Errorf("ran %s for a 200ms run", took)
+	}
+	if s.Calls < 40 || s.Errors != 4 || !errors.Is(s.FirstError, fail) {
+		t.Errorf("calls %d, errors %d (%v); want dozens of calls and one error per worker", s.Calls, s.Errors, s.FirstError)
+	}
+	if p50, p99 := s.Percentile(0.5), s.Percentile(0.99); p50 < time.Millisecond || p99 < p50 {
+		t.Errorf("p50 %s, p99 %s", p50, p99)
+	}
+}
