@@ -47,8 +47,10 @@ $(BIN)/.tools: Makefile
 	@for t in $(TOOLS); do echo "go install $$t"; GOBIN=$(BIN) go install $$t || exit 1; done
 	@touch $@
 
-bench:
+# Go benchmarks, then a short load run against a server on loopback.
+bench: build
 	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/
+	bench/run.sh
 
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission server:FuzzParseCallers
