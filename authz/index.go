@@ -160,20 +160,35 @@ func (x *Index) Apply(cs ChangeSet) {
 	if cs.Revision <= x.rev {
 		return
 	}
-	catalogChanged := false
-	perms := x.cat.perms
+	// Catalog changes are gathered first and the catalog rebuilt once.
+	var catalogChanges map[string]*Permission // nil value: deleted
 	for _, c := range cs.Changes {
 		switch c.Op {
 		case OpPutPermission:
-			perms = slices.DeleteFunc(slices.Clone(perms), func(p Permission) bool { return p.Name == c.Permission.Name })
-			perms = append(perms, *c.Permission)
-			catalogChanged = true
+			if catalogChanges == nil {
+				catalogChanges = map[string]*Permission{}
+			}
+			catalogChanges[c.Permission.Name] = c.Permission
 		case OpDeletePermission:
-			perms = slices.DeleteFunc(slices.Clone(perms), func(p Permission) bool { return p.Name == c.Permission.Name })
-			catalogChanged = true
+			if catalogChanges == nil {
+				catalogChanges = map[string]*Permission{}
+			}
+			catalogChanges[c.Permission.Name] = nil
 		}
 	}
+	catalogChanged := catalogChanges != nil
 	if catalogChanged {
+		perms := make([]Permission, 0, len(x.cat.perms)+len(catalogChanges))
+		for _, p := range x.cat.perms {
+			if _, changed := catalogChanges[p.Name]; !changed {
+				perms = append(perms, p)
+			}
+		}
+		for _, p := range catalogChanges {
+			if p != nil {
+				perms = append(perms, *p)
+			}
+		}
 		// The engine validated the catalog before committing it.
 		if cat, err := newCatalog(perms, "permissions"); err == nil {
 			x.cat = cat
