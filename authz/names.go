@@ -8,9 +8,12 @@ import (
 
 // Name rules, from DESIGN.md's model table.
 const (
-	maxTypeLen       = 32
-	maxIDLen         = 256
-	maxPermissionLen = 128
+	// MaxTypeLen is the longest resource type or subject kind, in bytes.
+	MaxTypeLen = 32
+	// MaxIDLen is the longest id of a resource or subject, in characters.
+	MaxIDLen = 256
+	// MaxPermissionLen is the longest permission or role name, in bytes.
+	MaxPermissionLen = 128
 )
 
 // ValidateResource checks that value is "root" or a well-formed type:id.
@@ -71,8 +74,8 @@ func validateTypedName(field, value, what string) error {
 	if id == "" {
 		return errorf(Invalid, field, value, "%s id must not be empty", what)
 	}
-	if n := utf8.RuneCountInString(id); n > maxIDLen {
-		return errorf(Invalid, field, value, "%s id is %d characters long; at most %d are allowed", what, n, maxIDLen)
+	if n := utf8.RuneCountInString(id); n > MaxIDLen {
+		return errorf(Invalid, field, value, "%s id is %d characters long; at most %d are allowed", what, n, MaxIDLen)
 	}
 	for i, r := range id {
 		if r == utf8.RuneError || !unicode.IsGraphic(r) || unicode.IsSpace(r) {
@@ -83,7 +86,7 @@ func validateTypedName(field, value, what string) error {
 }
 
 func validType(t string) bool {
-	if t == "" || len(t) > maxTypeLen || t[0] < 'a' || t[0] > 'z' {
+	if t == "" || len(t) > MaxTypeLen || t[0] < 'a' || t[0] > 'z' {
 		return false
 	}
 	for i := 1; i < len(t); i++ {
@@ -99,8 +102,8 @@ func validateDotted(field, value, what string) error {
 	if value == "" {
 		return errorf(Invalid, field, value, "%s must not be empty", what)
 	}
-	if len(value) > maxPermissionLen {
-		return errorf(Invalid, field, value, "%s is %d characters long; at most %d are allowed", what, len(value), maxPermissionLen)
+	if len(value) > MaxPermissionLen {
+		return errorf(Invalid, field, value, "%s is %d characters long; at most %d are allowed", what, len(value), MaxPermissionLen)
 	}
 	for i := 0; i < len(value); i++ {
 		c := value[i]

@@ -58,6 +58,7 @@ func (s *adminServer) ListGrants(ctx context.Context, req *usherv1.ListGrantsReq
 		v.subject("subject", req.GetSubject())
 	}
 	v.optionalResource("resource", req.GetResource())
+	v.pageToken(req.GetPageToken())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
@@ -190,6 +191,8 @@ func (s *adminServer) Block(ctx context.Context, req *usherv1.BlockRequest) (*us
 	var v validator
 	v.subject("subject", req.GetSubject())
 	v.resource("resource", req.GetResource())
+	v.count("permissions", len(req.GetPermissions()), MaxBlockPermissions, "permissions in a block")
+	v.text("reason", req.GetReason())
 	v.permissions("permissions", req.GetPermissions(), false)
 	v.actor(req.GetActor())
 	if v.err != nil {
@@ -304,6 +307,7 @@ func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesR
 	if req.GetActor() != "" {
 		v.subject("actor", req.GetActor())
 	}
+	v.pageToken(req.GetPageToken())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}

@@ -8,9 +8,6 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
-// MaxBatch is the most checks one CheckBatch may ask.
-const MaxBatch = 1000
-
 type authorizationServer struct {
 	usherv1.UnimplementedAuthorizationServiceServer
 	engine *authz.Engine

@@ -20,10 +20,12 @@ import (
 )
 
 // New returns a gRPC server with Usher's services, grpc.health.v1 and server
-// reflection registered, logging and panic recovery installed. With
-// WithCallers among opts, it authenticates callers; without, every caller is
-// anonymous and may call everything.
+// reflection registered, logging and panic recovery installed, reading
+// requests of at most MaxMessageSize bytes (an option in opts may change
+// it). With WithCallers among opts, it authenticates callers; without,
+// every caller is anonymous and may call everything.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(callLevel),

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/usher-authz/usher/authz"
@@ -11,9 +12,16 @@ import (
 type validator struct{ err error }
 
 func (v *validator) add(err error) {
-	if v.err == nil {
-		v.err = err
+	if v.err != nil || err == nil {
+		return
 	}
+	var e *authz.Error
+	if errors.As(err, &e) && len(e.Value) > maxEchoedValue {
+		c := *e
+		c.Value = clip(e.Value)
+		err = &c
+	}
+	v.err = err
 }
 
 func (v *validator) subject(field, value string)  { v.add(authz.ValidateSubject(field, value)) }
@@ -40,6 +48,9 @@ func (v *validator) actor(value string) {
 // permissions checks each entry; "*" is allowed where wildcard is.
 func (v *validator) permissions(field string, values []string, wildcard bool) {
 	for i, p := range values {
+		if v.err != nil {
+			return
+		}
 		if wildcard && p == authz.Wildcard {
 			continue
 		}
@@ -50,6 +61,13 @@ func (v *validator) permissions(field string, values []string, wildcard bool) {
 func (v *validator) roleDef(prefix string, r *authz.Role) {
 	v.role(prefix+"name", r.Name)
 	v.resource(prefix+"scope", r.Scope)
+	v.count(prefix+"permissions", len(r.Permissions), MaxRolePermissions, "permissions in a role")
+	v.count(prefix+"assignable_roles", len(r.AssignableRoles), MaxRoleAssignableRoles, "assignable roles in a role")
+	v.count(prefix+"bindable_on", len(r.BindableOn), MaxRoleBindableOn, "resource types in a role's bindable_on")
+	v.text(prefix+"description", r.Description)
+	if v.err != nil {
+		return // the lists may be too long to walk
+	}
 	v.permissions(prefix+"permissions", r.Permissions, true)
 	for i, a := range r.AssignableRoles {
 		if a != authz.Wildcard {
@@ -62,9 +80,23 @@ func (v *validator) roleDef(prefix string, r *authz.Role) {
 }
 
 func (v *validator) policy(p authz.Policy) {
+	v.count("policy.permissions", len(p.Permissions), MaxPolicyPermissions, "permissions in a policy")
+	v.count("policy.resources", len(p.Resources), MaxPolicyResources, "resources in a policy")
+	v.count("policy.roles", len(p.Roles), MaxPolicyRoles, "roles in a policy")
+	v.count("policy.creator_roles", len(p.CreatorRoles), MaxPolicyCreatorRoles, "creator roles in a policy")
+	v.count("policy.quotas", len(p.Quotas), MaxPolicyQuotas, "quotas in a policy")
+	if v.err != nil {
+		return // the lists may be too long to walk
+	}
 	for i, perm := range p.Permissions {
-		v.permission(fmt.Sprintf("policy.permissions[%d].name", i), perm.Name)
-		v.permissions(fmt.Sprintf("policy.permissions[%d].parents", i), perm.Parents, false)
+		prefix := fmt.Sprintf("policy.permissions[%d].", i)
+		v.permission(prefix+"name", perm.Name)
+		v.count(prefix+"parents", len(perm.Parents), MaxPermissionParents, "parents of a permission")
+		v.text(prefix+"description", perm.Description)
+		if v.err != nil {
+			return
+		}
+		v.permissions(prefix+"parents", perm.Parents, false)
 	}
 	for i, r := range p.Resources {
 		v.resource(fmt.Sprintf("policy.resources[%d].name", i), r.Name)
@@ -74,7 +106,9 @@ func (v *validator) policy(p authz.Policy) {
 		}
 	}
 	for i := range p.Roles {
-		v.roleDef(fmt.Sprintf("policy.roles[%d].", i), &p.Roles[i])
+		if v.roleDef(fmt.Sprintf("policy.roles[%d].", i), &p.Roles[i]); v.err != nil {
+			return
+		}
 	}
 	for i, c := range p.CreatorRoles {
 		v.add(authz.ValidateType(fmt.Sprintf("policy.creator_roles[%d].resource_type", i), c.ResourceType))

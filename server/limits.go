@@ -1,0 +1,130 @@
+package server
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Limits on what one request may carry, so that no caller can make the
+// server hold unbounded memory or spend unbounded time on one call, and no
+// stored text is too long to echo. Each refusal names the field and states
+// the limit.
+//
+//	what                                  limit        refused with
+//	one request message, encoded          4 MiB        RESOURCE_EXHAUSTED, by grpc-go: "grpc: received
+//	                                                   message larger than max (N vs. 4194304)"
+//	checks in one CheckBatch              1 to 1,000   INVALID_ARGUMENT
+//	resource type, subject kind           32 bytes     INVALID_ARGUMENT (authz.MaxTypeLen)
+//	resource id, subject id               256 chars    INVALID_ARGUMENT (authz.MaxIDLen)
+//	permission name, role name            128 bytes    INVALID_ARGUMENT (authz.MaxPermissionLen)
+//	page_size of ListGrants, ListChanges  0 to 1,000   INVALID_ARGUMENT (authz.MaxPageSize)
+//	page_token                            4,096 bytes  INVALID_ARGUMENT
+//	permissions declared by a policy      10,000       INVALID_ARGUMENT
+//	resources listed by a policy          100,000      INVALID_ARGUMENT
+//	roles defined by a policy             10,000       INVALID_ARGUMENT
+//	creator roles of a policy             1,000        INVALID_ARGUMENT
+//	quotas of a policy                    10,000       INVALID_ARGUMENT
+//	parents of one permission             100          INVALID_ARGUMENT
+//	permissions of one role               1,000        INVALID_ARGUMENT
+//	assignable_roles of one role          1,000        INVALID_ARGUMENT
+//	bindable_on of one role               100          INVALID_ARGUMENT
+//	permissions of one block              1,000        INVALID_ARGUMENT
+//	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
+//	reason of a block                     1,024 bytes  INVALID_ARGUMENT
+//
+// The policy limits apply to ApplyPolicy and to every policy loaded through
+// ValidatePolicy (usher serve --policy, usher policy validate). The server
+// sets no limit of its own on what it sends: an ExportPolicy answer grows
+// with the store, and a client that wants more than grpc-go's default
+// 4 MiB must raise its grpc.MaxCallRecvMsgSize.
+//
+// A refusal quotes an offending value of more than 512 bytes only by its
+// start and length. A request that is not valid protobuf (truncated,
+// garbled, a string that is not UTF-8) never reaches a handler: grpc-go
+// refuses it with INTERNAL "grpc: failed to unmarshal the received message".
+const (
+	// MaxMessageSize is the largest request message the server reads, in
+	// bytes (grpc.MaxRecvMsgSize). It is grpc-go's default, set explicitly
+	// so that it is a documented part of the API.
+	MaxMessageSize = 4 << 20
+
+	// MaxBatch is the most checks one CheckBatch may ask.
+	MaxBatch = 1000
+
+	// MaxPageSize is the largest page_size of a list call.
+	MaxPageSize = authz.MaxPageSize
+	// MaxPageTokenLen is the longest page_token accepted, in bytes: well
+	// above any token the server returns.
+	MaxPageTokenLen = 4096
+
+	// MaxPolicyPermissions is the most permissions a policy may declare.
+	MaxPolicyPermissions = 10_000
+	// MaxPolicyResources is the most resources a policy may list.
+	MaxPolicyResources = 100_000
+	// MaxPolicyRoles is the most role definitions a policy may hold.
+	MaxPolicyRoles = 10_000
+	// MaxPolicyCreatorRoles is the most creator roles a policy may name.
+	MaxPolicyCreatorRoles = 1_000
+	// MaxPolicyQuotas is the most quotas a policy may hold.
+	MaxPolicyQuotas = 10_000
+
+	// MaxPermissionParents is the most parents one permission may name.
+	MaxPermissionParents = 100
+	// MaxRolePermissions is the most permissions one role may list.
+	MaxRolePermissions = 1_000
+	// MaxRoleAssignableRoles is the most assignable_roles one role may list.
+	MaxRoleAssignableRoles = 1_000
+	// MaxRoleBindableOn is the most resource types one role's bindable_on
+	// may list.
+	MaxRoleBindableOn = 100
+	// MaxBlockPermissions is the most permissions one block may list.
+	MaxBlockPermissions = 1_000
+
+	// MaxTextLen is the longest free text (a description, a block's
+	// reason), in bytes.
+	MaxTextLen = 1024
+)
+
+// maxEchoedValue is the longest value a refusal quotes whole; longer ones
+// (a 4 MiB "name") are cut, so that the error stays small.
+const maxEchoedValue = 512
+
+// count refuses a list of n entries when more than limit are allowed.
+func (v *validator) count(field string, n, limit int, what string) {
+	if n > limit {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: fmt.Sprint(n),
+			Reason: fmt.Sprintf("at most %d %s are allowed", limit, what)})
+	}
+}
+
+// text refuses free text longer than MaxTextLen bytes.
+func (v *validator) text(field, value string) {
+	if len(value) > MaxTextLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
+			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), MaxTextLen)})
+	}
+}
+
+// pageToken refuses a page_token longer than MaxPageTokenLen bytes; the
+// engine judges whether it is one the server returned.
+func (v *validator) pageToken(value string) {
+	if len(value) > MaxPageTokenLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "page_token", Value: value,
+			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), MaxPageTokenLen)})
+	}
+}
+
+// clip shortens a value too long to quote whole, keeping valid UTF-8 and
+// saying how long it was.
+func clip(s string) string {
+	if len(s) <= maxEchoedValue {
+		return s
+	}
+	cut := maxEchoedValue / 2
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
+}
