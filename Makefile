@@ -21,6 +21,7 @@ build:
 
 test: tools lint check-generated scenarios
 	go test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=3s
 
 # Every shipped policy's scenario file, replayed from its document.
 scenarios: build
@@ -53,7 +54,8 @@ bench: build
 	bench/run.sh
 
 FUZZTIME ?= 60s
-FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission server:FuzzParseCallers
+FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
+	server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

@@ -190,8 +190,19 @@ func parseStep(n *yaml.Node) (Step, error) {
 	if err := dec.Decode(&s); err != nil {
 		return s, err
 	}
+	if !s.hasAction() {
+		return s, fmt.Errorf("the step's %s has no value", found[0])
+	}
 	s.Line = n.Line
 	return s, nil
+}
+
+// hasAction reports whether the step's action has a value: `grant:` alone
+// decodes to nothing.
+func (s Step) hasAction() bool {
+	return s.Register != nil || s.Delete != nil || s.Grant != nil || s.Revoke != nil || s.Block != nil ||
+		s.Unblock != nil || s.PutRole != nil || s.DeleteRole != nil || s.PutQuota != nil || s.Check != nil ||
+		s.Permissions != nil || s.Roles != nil
 }
 
 // Load reads and parses a scenario file.
