@@ -17,6 +17,9 @@ commands:
   changes   print the change log, optionally filtered
   policy    list, validate, test, apply and export policies
   token     make a bearer token and its hash for a callers file
+  backup    save a consistent copy of a running server's data file
+  restore   put a backup in place of a stopped server's data file
+  bench     populate a synthetic platform and load a running server
 
 Run 'usher <command> -h' for the flags of one command.
 `
@@ -34,6 +37,9 @@ func main() {
 		"changes": changes,
 		"policy":  policyCmd,
 		"token":   token,
+		"backup":  backup,
+		"restore": restore,
+		"bench":   benchCmd,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -86,6 +87,7 @@ func serve(args []string) error {
 		fmt.Fprintf(os.Stderr, "WARNING: no --tls-cert: bearer tokens cross the network to %s in plaintext\n", *addr)
 	}
 
+	start := time.Now()
 	store, err := storage.Open(*data, storage.Options{})
 	if err != nil {
 		return err
@@ -95,7 +97,6 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	idx, err := authz.NewIndex(snap)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *data, err)
@@ -104,8 +105,13 @@ func serve(args []string) error {
 	engine := authz.NewEngine(idx, store)
 	logger.Info("index loaded", "file", *data, "revision", snap.Revision,
 		"resources", len(snap.Resources), "grants", len(snap.Grants), "took", time.Since(start).Round(time.Millisecond))
+	// The snapshot is garbage now; hand its memory back rather than keep
+	// it resident for the life of the process.
+	empty := snap.Revision == 0
+	snap = authz.Snapshot{}
+	debug.FreeOSMemory()
 
-	if name := *policyFile; name != "" || snap.Revision == 0 {
+	if name := *policyFile; name != "" || empty {
 		if name == "" {
 			name = "default"
 		}
@@ -119,7 +125,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := server.New(engine, logger, serverOpts...)
+	srv := server.New(engine, logger, append(serverOpts, server.WithBackup(store))...)
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
@@ -133,13 +139,22 @@ func serve(args []string) error {
 	case sig := <-stop:
 		logger.Info("shutting down", "signal", sig.String())
 	}
+	// GracefulStop stops accepting at once and waits for in-flight calls;
+	// past the drain bound, Stop cancels those still running. Closing the
+	// store then waits for a commit in progress, so the file is released
+	// between two transactions.
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(*drain):
+		logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
 		srv.Stop()
 	}
+	if err := store.Close(); err != nil {
+		return err
+	}
+	logger.Info("stopped", "file", *data, "revision", idx.Revision())
 	return nil
 }
 

@@ -1938,6 +1938,105 @@ func (x *ListChangesResponse) GetRevision() uint64 {
 	return 0
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the copy holds; set in the first message only.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The copy's size in bytes; set in the first message only.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// The next bytes of the file; empty in the first message.
+	Chunk         []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BackupResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 var File_usher_v1_admin_proto protoreflect.FileDescriptor
 
 const file_usher_v1_admin_proto_rawDesc = "" +
@@ -2064,7 +2163,13 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x13ListChangesResponse\x120\n" +
 	"\achanges\x18\x01 \x03(\v2\x16.usher.v1.ChangeRecordR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision2\xc3\t\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\x0f\n" +
+	"\rBackupRequest\"V\n" +
+	"\x0eBackupResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x14\n" +
+	"\x05chunk\x18\x03 \x01(\fR\x05chunk2\x82\n" +
+	"\n" +
 	"\fAdminService\x128\n" +
 	"\x05Grant\x12\x16.usher.v1.GrantRequest\x1a\x17.usher.v1.GrantResponse\x12;\n" +
 	"\x06Revoke\x12\x17.usher.v1.RevokeRequest\x1a\x18.usher.v1.RevokeResponse\x12G\n" +
@@ -2085,7 +2190,8 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\vDeleteQuota\x12\x1c.usher.v1.DeleteQuotaRequest\x1a\x1d.usher.v1.DeleteQuotaResponse\x12G\n" +
 	"\n" +
 	"ListQuotas\x12\x1b.usher.v1.ListQuotasRequest\x1a\x1c.usher.v1.ListQuotasResponse\x12J\n" +
-	"\vListChanges\x12\x1c.usher.v1.ListChangesRequest\x1a\x1d.usher.v1.ListChangesResponseB\x8e\x01\n" +
+	"\vListChanges\x12\x1c.usher.v1.ListChangesRequest\x1a\x1d.usher.v1.ListChangesResponse\x12=\n" +
+	"\x06Backup\x12\x17.usher.v1.BackupRequest\x1a\x18.usher.v1.BackupResponse0\x01B\x8e\x01\n" +
 	"\fcom.usher.v1B\n" +
 	"AdminProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -2101,7 +2207,7 @@ func file_usher_v1_admin_proto_rawDescGZIP() []byte {
 	return file_usher_v1_admin_proto_rawDescData
 }
 
-var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_usher_v1_admin_proto_goTypes = []any{
 	(*GrantRequest)(nil),           // 0: usher.v1.GrantRequest
 	(*GrantResponse)(nil),          // 1: usher.v1.GrantResponse
@@ -2137,26 +2243,28 @@ var file_usher_v1_admin_proto_goTypes = []any{
 	(*ListQuotasResponse)(nil),     // 31: usher.v1.ListQuotasResponse
 	(*ListChangesRequest)(nil),     // 32: usher.v1.ListChangesRequest
 	(*ListChangesResponse)(nil),    // 33: usher.v1.ListChangesResponse
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*Grant)(nil),                  // 35: usher.v1.Grant
-	(*Role)(nil),                   // 36: usher.v1.Role
-	(*Resource)(nil),               // 37: usher.v1.Resource
-	(*Policy)(nil),                 // 38: usher.v1.Policy
-	(*Quota)(nil),                  // 39: usher.v1.Quota
-	(*ChangeRecord)(nil),           // 40: usher.v1.ChangeRecord
+	(*BackupRequest)(nil),          // 34: usher.v1.BackupRequest
+	(*BackupResponse)(nil),         // 35: usher.v1.BackupResponse
+	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
+	(*Grant)(nil),                  // 37: usher.v1.Grant
+	(*Role)(nil),                   // 38: usher.v1.Role
+	(*Resource)(nil),               // 39: usher.v1.Resource
+	(*Policy)(nil),                 // 40: usher.v1.Policy
+	(*Quota)(nil),                  // 41: usher.v1.Quota
+	(*ChangeRecord)(nil),           // 42: usher.v1.ChangeRecord
 }
 var file_usher_v1_admin_proto_depIdxs = []int32{
-	34, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
-	35, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
-	36, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
-	36, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
-	37, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
-	34, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
-	38, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
-	38, // 7: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
-	39, // 8: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
-	39, // 9: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
-	40, // 10: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
+	36, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
+	38, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
+	38, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
+	39, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
+	36, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
+	40, // 7: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
+	41, // 8: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
+	41, // 9: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
+	42, // 10: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
 	0,  // 11: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
 	2,  // 12: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
 	4,  // 13: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
@@ -2174,25 +2282,27 @@ var file_usher_v1_admin_proto_depIdxs = []int32{
 	28, // 25: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
 	30, // 26: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
 	32, // 27: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
-	1,  // 28: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
-	3,  // 29: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
-	5,  // 30: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
-	7,  // 31: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
-	9,  // 32: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
-	11, // 33: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
-	13, // 34: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
-	15, // 35: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
-	17, // 36: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
-	19, // 37: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
-	21, // 38: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
-	23, // 39: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
-	25, // 40: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
-	27, // 41: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
-	29, // 42: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
-	31, // 43: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
-	33, // 44: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
-	28, // [28:45] is the sub-list for method output_type
-	11, // [11:28] is the sub-list for method input_type
+	34, // 28: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
+	1,  // 29: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
+	3,  // 30: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
+	5,  // 31: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
+	7,  // 32: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
+	9,  // 33: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
+	11, // 34: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
+	13, // 35: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
+	15, // 36: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
+	17, // 37: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
+	19, // 38: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
+	21, // 39: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
+	23, // 40: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
+	25, // 41: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
+	27, // 42: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
+	29, // 43: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
+	31, // 44: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
+	33, // 45: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
+	35, // 46: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
+	29, // [29:47] is the sub-list for method output_type
+	11, // [11:29] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -2210,7 +2320,7 @@ func file_usher_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_admin_proto_rawDesc), len(file_usher_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

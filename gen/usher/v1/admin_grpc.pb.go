@@ -36,6 +36,7 @@ const (
 	AdminService_DeleteQuota_FullMethodName    = "/usher.v1.AdminService/DeleteQuota"
 	AdminService_ListQuotas_FullMethodName     = "/usher.v1.AdminService/ListQuotas"
 	AdminService_ListChanges_FullMethodName    = "/usher.v1.AdminService/ListChanges"
+	AdminService_Backup_FullMethodName         = "/usher.v1.AdminService/Backup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -86,6 +87,11 @@ type AdminServiceClient interface {
 	ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error)
 	// ListChanges reads the change log, newest last, optionally filtered.
 	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
+	// Backup streams a consistent copy of the bbolt data file, read in one
+	// transaction while writes continue: first a message with the revision the
+	// copy holds and its size, then the file's bytes in order. `usher backup`
+	// saves it; `usher restore` puts it in place of a stopped server's file.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
 type adminServiceClient struct {
@@ -266,6 +272,25 @@ func (c *adminServiceClient) ListChanges(ctx context.Context, in *ListChangesReq
 	return out, nil
 }
 
+func (c *adminServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -314,6 +339,11 @@ type AdminServiceServer interface {
 	ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error)
 	// ListChanges reads the change log, newest last, optionally filtered.
 	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
+	// Backup streams a consistent copy of the bbolt data file, read in one
+	// transaction while writes continue: first a message with the revision the
+	// copy holds and its size, then the file's bytes in order. `usher backup`
+	// saves it; `usher restore` puts it in place of a stopped server's file.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -374,6 +404,9 @@ func (UnimplementedAdminServiceServer) ListQuotas(context.Context, *ListQuotasRe
 }
 func (UnimplementedAdminServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
+}
+func (UnimplementedAdminServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -702,6 +735,17 @@ func _AdminService_ListChanges_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -778,6 +822,12 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_ListChanges_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _AdminService_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "usher/v1/admin.proto",
 }

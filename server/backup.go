@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// backupChunkSize is the most file bytes one BackupResponse carries: well
+// under gRPC's 4 MiB message limit, large enough that a big file is few
+// messages.
+const backupChunkSize = 256 << 10
+
+// BackupSource is what AdminService.Backup copies; storage.Store is one.
+type BackupSource interface {
+	// Backup writes a consistent copy of the data to w and returns the
+	// revision it holds, calling begin first with that revision and the
+	// copy's size in bytes.
+	Backup(w io.Writer, begin func(rev authz.Revision, size int64) error) (authz.Revision, error)
+}
+
+// WithBackup lets AdminService.Backup stream copies of src; without it,
+// Backup answers UNIMPLEMENTED.
+//
+// New knows only the engine, so src reaches the handler through the call's
+// context, put there by an interceptor that touches Backup calls only. It is
+// the outermost interceptor: authentication and logging still run inside it.
+func WithBackup(src BackupSource) grpc.ServerOption {
+	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if info.FullMethod != usherv1.AdminService_Backup_FullMethodName {
+			return handler(srv, ss)
+		}
+		return handler(srv, backupStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), backupKey{}, src)})
+	})
+}
+
+// backupKey is the context key of the BackupSource.
+type backupKey struct{}
+
+// backupStream is a server stream whose context carries the BackupSource.
+type backupStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s backupStream) Context() context.Context { return s.ctx }
+
+// Backup streams the copy: a first message with its revision and size, then
+// its bytes. A client that goes away ends the copy, and with it the read
+// transaction that holds up commits needing the file to grow.
+func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreamingServer[usherv1.BackupResponse]) error {
+	src, ok := stream.Context().Value(backupKey{}).(BackupSource)
+	if !ok {
+		return status.Error(codes.Unimplemented, "this server has no data file to back up")
+	}
+	w := &chunkWriter{stream: stream}
+	_, err := src.Backup(w, func(rev authz.Revision, size int64) error {
+		if err := stream.Send(&usherv1.BackupResponse{Revision: uint64(rev), Size: size}); err != nil {
+			w.sendErr = err
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = w.flush()
+	}
+	switch {
+	case err == nil:
+		return nil
+	case w.sendErr != nil:
+		// The stream broke; its error says how (cancelled, deadline, gone).
+		return w.sendErr
+	case stream.Context().Err() != nil:
+		return status.FromContextError(stream.Context().Err()).Err()
+	default:
+		return status.Errorf(codes.Internal, "backup: %v", err)
+	}
+}
+
+// chunkWriter sends what is written to it as BackupResponse chunks of at
+// most backupChunkSize bytes.
+type chunkWriter struct {
+	stream  grpc.ServerStreamingServer[usherv1.BackupResponse]
+	buf     []byte
+	sendErr error
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, backupChunkSize)
+		}
+		k := min(len(p), backupChunkSize-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == backupChunkSize {
+			if err := w.flush(); err != nil {
+				return n - len(p), err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flush sends the buffered bytes. A sent message keeps its buffer, which
+// gRPC may still be reading, so the next bytes go to a new one.
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if err := w.stream.Send(&usherv1.BackupResponse{Chunk: w.buf}); err != nil {
+		w.sendErr = err
+		return err
+	}
+	w.buf = nil
+	return nil
+}
