@@ -26,6 +26,8 @@ type memBackend struct {
 	// delay holds every commit back this long, widening the window between
 	// a write's validation and its commit that the engine must keep closed.
 	delay time.Duration
+	// batches counts CommitBatch calls, to see group commit at work.
+	batches int
 }
 
 func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
@@ -44,6 +46,21 @@ func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revi
 	b.sets = append(b.sets, cs)
 	b.idx.Apply(cs)
 	return b.rev, nil
+}
+
+func (b *memBackend) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
+	b.mu.Lock()
+	b.batches++
+	b.mu.Unlock()
+	var revs []authz.Revision
+	for _, cs := range css {
+		rev, err := b.Commit(ctx, cs)
+		if err != nil {
+			return nil, err
+		}
+		revs = append(revs, rev)
+	}
+	return revs, nil
 }
 
 func (b *memBackend) Changes(after authz.Revision, limit int) ([]authz.ChangeSet, error) {

@@ -12,7 +12,8 @@ import (
 // max_holders (FailedPrecondition). Granting the same triple again updates
 // its expiry.
 func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error) {
-	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
+	keys := func() conflicts { return e.idx.bindingConflicts(by, g) }
+	return e.grouped(ctx, by, keys, func(now time.Time) ([]Change, error) {
 		x := e.idx
 		n, err := x.registered("resource", g.Resource)
 		if err != nil {
@@ -55,7 +56,8 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 // Revoke removes the grant of role to subject on resource; NotFound when
 // there is none.
 func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, error) {
-	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
+	keys := func() conflicts { return e.idx.bindingConflicts(by, g) }
+	return e.grouped(ctx, by, keys, func(now time.Time) ([]Change, error) {
 		x := e.idx
 		n, err := x.registered("resource", g.Resource)
 		if err != nil {
@@ -73,6 +75,27 @@ func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, erro
 		}
 		return []Change{{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}}}, nil
 	})
+}
+
+// bindingConflicts is what granting or revoking g touches, for group commit:
+// the binding itself; the role's holders on the resource when the role
+// limits them; the subject's grants, which an actor's power is judged on;
+// and, for an actor, the actor's own grants. Everything else a grant's plan
+// reads (resources, roles, blocks, the catalog) only exclusive writes change.
+func (x *Index) bindingConflicts(by Author, g Grant) conflicts {
+	c := conflicts{
+		writes: []string{"binding\x00" + g.Subject + "\x00" + g.Resource + "\x00" + g.Role},
+		marks:  []string{"subject\x00" + g.Subject},
+	}
+	if n := x.nodes[g.Resource]; n != nil {
+		if d := x.resolve(n, x.roleID(g.Role)); d != nil && d.MaxHolders > 0 {
+			c.writes = append(c.writes, "holders\x00"+g.Resource+"\x00"+g.Role)
+		}
+	}
+	if by.Actor != "" {
+		c.reads = append(c.reads, "subject\x00"+by.Actor)
+	}
+	return c
 }
 
 // latestExpiry is the last instant whose Unix nanoseconds fit the index's

@@ -21,6 +21,10 @@ type Backend interface {
 	// revision order, before returning. A context cancelled before the commit
 	// starts commits nothing.
 	Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error)
+	// CommitBatch is Commit for several change sets in one transaction:
+	// they take consecutive revisions, are delivered to watchers in order,
+	// and are all committed or none is.
+	CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error)
 	// Snapshot loads every entity at one consistent revision.
 	Snapshot() (authz.Snapshot, error)
 	// Changes returns up to limit change sets with revision > after, oldest

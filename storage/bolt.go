@@ -83,33 +83,48 @@ func Open(path string, opts Options) (*Store, error) {
 // Path is the file the store was opened on, for logs and error messages.
 func (s *Store) Path() string { return s.path }
 
-// Commit implements Backend. Commits are serialized: each is its own bbolt
-// transaction, and the next one starts only after the previous one's watchers
-// have returned, which is what keeps deliveries in revision order.
+// Commit implements Backend: CommitBatch of one change set.
 func (s *Store) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
-	if err := ctx.Err(); err != nil {
+	revs, err := s.CommitBatch(ctx, []authz.ChangeSet{cs})
+	if err != nil {
 		return 0, err
+	}
+	return revs[0], nil
+}
+
+// CommitBatch implements Backend: the change sets take consecutive
+// revisions in one bbolt transaction, so one fsync makes them all durable.
+// Commits are serialized, and the next one starts only after the previous
+// one's watchers have returned, which is what keeps deliveries in revision
+// order.
+func (s *Store) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	select {
 	case s.writer <- struct{}{}:
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return nil, ctx.Err()
 	}
 	defer func() { <-s.writer }()
 	// select picks at random when both are ready; a cancelled caller must
 	// still commit nothing.
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if s.closed {
-		return 0, ErrClosed
+		return nil, ErrClosed
 	}
 
-	committed := committedCopy(cs)
-	if committed.Time.IsZero() {
-		// Stamped under the writer lock so that log times never go
-		// backwards as revisions go forwards.
-		committed.Time = time.Now().UTC()
+	committed := make([]authz.ChangeSet, len(css))
+	// Stamped under the writer lock so that log times never go backwards as
+	// revisions go forwards.
+	now := time.Now().UTC()
+	for i, cs := range css {
+		committed[i] = committedCopy(cs)
+		if committed[i].Time.IsZero() {
+			committed[i].Time = now
+		}
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := openBuckets(tx)
@@ -117,32 +132,38 @@ func (s *Store) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision,
 		if err != nil {
 			return err
 		}
-		committed.Revision = last + 1
-		for i := range committed.Changes {
-			if err := b.apply(&committed.Changes[i]); err != nil {
-				return fmt.Errorf("change %d (%s): %w", i, committed.Changes[i].Op, err)
-			}
-		}
-		record, err := json.Marshal(committed)
-		if err != nil {
-			return fmt.Errorf("encode change set: %w", err)
-		}
-		rev := encodeRevision(committed.Revision)
 		// The change log only ever grows at its end, so full pages waste
 		// nothing and halve its size compared with bbolt's default split.
 		b.changes.FillPercent = 1.0
-		if err := b.changes.Put(rev, record); err != nil {
-			return err
+		for k := range committed {
+			cs := &committed[k]
+			cs.Revision = last + 1 + authz.Revision(k)
+			for i := range cs.Changes {
+				if err := b.apply(&cs.Changes[i]); err != nil {
+					return fmt.Errorf("change %d (%s): %w", i, cs.Changes[i].Op, err)
+				}
+			}
+			record, err := json.Marshal(cs)
+			if err != nil {
+				return fmt.Errorf("encode change set: %w", err)
+			}
+			if err := b.changes.Put(encodeRevision(cs.Revision), record); err != nil {
+				return err
+			}
 		}
-		return b.meta.Put(keyRevision, rev)
+		return b.meta.Put(keyRevision, encodeRevision(last+authz.Revision(len(committed))))
 	})
 	if err != nil {
-		return 0, fmt.Errorf("storage: commit: %w", closedAsErrClosed(err))
+		return nil, fmt.Errorf("storage: commit: %w", closedAsErrClosed(err))
 	}
-	for _, fn := range s.watchers {
-		fn(committed)
+	revs := make([]authz.Revision, len(committed))
+	for k, cs := range committed {
+		revs[k] = cs.Revision
+		for _, fn := range s.watchers {
+			fn(cs)
+		}
 	}
-	return committed.Revision, nil
+	return revs, nil
 }
 
 // Watch implements Backend. fn runs on the committing goroutine while the

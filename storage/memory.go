@@ -42,28 +42,42 @@ func (m *Memory) Reopen() *Memory {
 	return &Memory{memData: m.memData}
 }
 
-// Commit implements Backend. Changes are staged first and written only when
-// every one of them encodes, so a malformed change set commits nothing.
+// Commit implements Backend: CommitBatch of one change set.
 func (m *Memory) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
-	if err := ctx.Err(); err != nil {
+	revs, err := m.CommitBatch(ctx, []authz.ChangeSet{cs})
+	if err != nil {
 		return 0, err
+	}
+	return revs[0], nil
+}
+
+// CommitBatch implements Backend. Changes are staged first and written only
+// when every one of them encodes, so a malformed change set commits nothing
+// of its batch.
+func (m *Memory) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return 0, ErrClosed
-	}
-	committed := committedCopy(cs)
-	if committed.Time.IsZero() {
-		committed.Time = time.Now().UTC()
+		return nil, ErrClosed
 	}
 	staged := entities{
 		permissions: &stagedKV{}, resources: &stagedKV{}, roles: &stagedKV{}, grants: &stagedKV{},
 		blocks: &stagedKV{}, quotas: &stagedKV{}, creators: &stagedKV{},
 	}
-	for i := range committed.Changes {
-		if err := staged.apply(&committed.Changes[i]); err != nil {
-			return 0, fmt.Errorf("storage: commit: change %d (%s): %w", i, committed.Changes[i].Op, err)
+	committed := make([]authz.ChangeSet, len(css))
+	now := time.Now().UTC()
+	for k, cs := range css {
+		committed[k] = committedCopy(cs)
+		if committed[k].Time.IsZero() {
+			committed[k].Time = now
+		}
+		for i := range committed[k].Changes {
+			if err := staged.apply(&committed[k].Changes[i]); err != nil {
+				return nil, fmt.Errorf("storage: commit: change %d (%s): %w", i, committed[k].Changes[i].Op, err)
+			}
 		}
 	}
 	for _, pair := range [][2]kv{
@@ -73,13 +87,19 @@ func (m *Memory) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision
 	} {
 		pair[0].(*stagedKV).flush(pair[1].(memKV))
 	}
-	m.rev++
-	committed.Revision = m.rev
-	m.log = append(m.log, committed)
-	for _, fn := range m.watchers {
-		fn(committed)
+	revs := make([]authz.Revision, len(committed))
+	for k := range committed {
+		m.rev++
+		committed[k].Revision = m.rev
+		revs[k] = m.rev
+		m.log = append(m.log, committed[k])
 	}
-	return m.rev, nil
+	for _, cs := range committed {
+		for _, fn := range m.watchers {
+			fn(cs)
+		}
+	}
+	return revs, nil
 }
 
 // Snapshot implements Backend.

@@ -326,6 +326,13 @@ func (s *failingStore) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Re
 	return s.Store.Commit(ctx, cs)
 }
 
+func (s *failingStore) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
+	if err := s.fail.Load(); err != nil {
+		return nil, fmt.Errorf("storage: commit: write %s: %w", s.Path(), *err)
+	}
+	return s.Store.CommitBatch(ctx, css)
+}
+
 // TestWritesFailUnavailableWhenCommitsFail covers what a test without a
 // mount cannot make happen for real: a read-only file system. The server is
 // wired as `usher serve` wires it, over a store whose commits fail.

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T, dir string) storage.Backend) {
 		{"a cancelled context commits nothing", testCancelled},
 		{"a change set with a malformed change commits nothing", testMalformed},
 		{"concurrent commits get distinct, gap-free revisions", testConcurrentCommits},
+		{"a batch takes consecutive revisions, delivered in order", testBatch},
+		{"a batch with one malformed change set commits none of it", testMalformedBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,6 +314,65 @@ func testMalformed(t *testing.T, h *harness) {
 	if n := len(w.got()); n != 0 {
 		t.Errorf("watcher got %d change sets, want none", n)
 	}
+}
+
+func testBatch(t *testing.T, h *harness) {
+	var w recorder
+	h.b.Watch(w.record)
+	if _, err := h.b.Commit(context.Background(), changeSet("svc", put(grant("user:a", "viewer", "doc:1", time.Time{})))); err != nil {
+		t.Fatal(err)
+	}
+	batch := []authz.ChangeSet{
+		changeSet("svc", put(grant("user:b", "viewer", "doc:1", time.Time{}))),
+		changeSet("console", del(grant("user:a", "viewer", "doc:1", time.Time{}))),
+		changeSet("svc", put(grant("user:c", "viewer", "doc:1", time.Time{}))),
+	}
+	revs, err := h.b.CommitBatch(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 3 || revs[0] != 2 || revs[1] != 3 || revs[2] != 4 {
+		t.Fatalf("CommitBatch = %v, want [2 3 4]", revs)
+	}
+	if got := w.got(); len(got) != 4 || got[1].Revision != 2 || got[2].Caller != "console" || got[3].Revision != 4 {
+		t.Errorf("watcher got %s, want revisions 1 to 4 in order", describeAll(got))
+	}
+	logged, err := h.b.Changes(1, 10)
+	if err != nil || len(logged) != 3 || logged[1].Caller != "console" {
+		t.Errorf("Changes(1) = %s, %v; want the batch's three change sets", describeAll(logged), err)
+	}
+	h.reopen()
+	snap := h.snapshot()
+	if snap.Revision != 4 || len(snap.Grants) != 2 {
+		t.Errorf("after a reopen: revision %d and grants %v, want 4 and user:b, user:c", snap.Revision, snap.Grants)
+	}
+}
+
+func testMalformedBatch(t *testing.T, h *harness) {
+	var w recorder
+	h.b.Watch(w.record)
+	_, err := h.b.CommitBatch(context.Background(), []authz.ChangeSet{
+		changeSet("svc", put(grant("user:a", "viewer", "doc:1", time.Time{}))),
+		changeSet("svc", authz.Change{Op: authz.OpPutGrant}), // the grant is missing
+	})
+	if err == nil {
+		t.Fatal("CommitBatch with a malformed change set succeeded")
+	}
+	if got := h.revision(); got != 0 {
+		t.Errorf("Revision() = %d, want 0", got)
+	}
+	wantSnapshot(t, h.snapshot(), authz.Snapshot{})
+	if n := len(w.got()); n != 0 {
+		t.Errorf("watcher got %d change sets, want none", n)
+	}
+}
+
+func describeAll(css []authz.ChangeSet) string {
+	var parts []string
+	for _, cs := range css {
+		parts = append(parts, fmt.Sprintf("%d by %s", cs.Revision, cs.Caller))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 func testConcurrentCommits(t *testing.T, h *harness) {
