@@ -230,6 +230,16 @@ func (x *Index) Apply(cs ChangeSet) {
 	x.changed = make(chan struct{})
 }
 
+// Counts returns how many resources (root aside) and grants the index holds.
+func (x *Index) Counts() (resources, grants int) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, n := range x.nodes {
+		grants += len(n.grants)
+	}
+	return len(x.nodes) - 1, grants
+}
+
 // WaitFor returns once the index has applied rev, or with ctx's error.
 func (x *Index) WaitFor(ctx context.Context, rev Revision) error {
 	for {

@@ -31,12 +31,10 @@ func applyToFreshStore(t *testing.T, name string, data []byte) *authz.Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	idx, err := authz.NewIndex(authz.Snapshot{})
+	engine, err := authz.Start(store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
 	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, p); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

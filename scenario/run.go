@@ -92,13 +92,7 @@ func newEngine(f *File) (*authz.Engine, error) {
 
 // NewMemoryEngine returns an engine on an empty in-memory backend.
 func NewMemoryEngine() (*authz.Engine, error) {
-	mem := storage.NewMemory()
-	idx, err := authz.NewIndex(authz.Snapshot{})
-	if err != nil {
-		return nil, err
-	}
-	mem.Watch(idx.Apply)
-	return authz.NewEngine(idx, mem), nil
+	return authz.Start(storage.NewMemory())
 }
 
 type runner struct {

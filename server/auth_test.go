@@ -110,16 +110,10 @@ func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := store.Snapshot()
+	engine, err := authz.Start(store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, err := authz.NewIndex(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
 	msg, err := policy.Load("default")
 	if err != nil {
 		t.Fatal(err)

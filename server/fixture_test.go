@@ -41,27 +41,20 @@ type fixture struct {
 }
 
 // startServer wires a server the way `usher serve` does: storage.Open,
-// Snapshot, authz.NewIndex, Watch(idx.Apply), NewEngine, then the default
-// policy when the store is empty, then server.New on 127.0.0.1:0.
+// authz.Start, then the default policy when the store is empty, then
+// server.New on 127.0.0.1:0.
 func startServer(t *testing.T, dir string) *fixture {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
-	snap, err := store.Snapshot()
+	engine, err := authz.Start(store)
 	if err != nil {
 		_ = store.Close()
-		t.Fatalf("Snapshot: %v", err)
+		t.Fatalf("authz.Start: %v", err)
 	}
-	idx, err := authz.NewIndex(snap)
-	if err != nil {
-		_ = store.Close()
-		t.Fatalf("NewIndex: %v", err)
-	}
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
-	if snap.Revision == 0 {
+	if engine.Index().Revision() == 0 {
 		msg, err := policy.Load("default")
 		if err != nil {
 			_ = store.Close()

@@ -113,13 +113,11 @@ func malformed(subject, permission, resource string) string {
 // checkServer serves a small world on an in-memory listener: user:alice
 // is a member on account:acme, user:mallory is blocked on call:acme:1.
 func checkServer(f *testing.F) (*authz.Index, *grpc.ClientConn) {
-	idx, err := authz.NewIndex(authz.Snapshot{})
+	engine, err := authz.Start(storage.NewMemory())
 	if err != nil {
 		f.Fatal(err)
 	}
-	store := storage.NewMemory()
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
+	idx := engine.Index()
 	ctx, by := context.Background(), authz.Author{Caller: "fuzz"}
 	p := authz.Policy{
 		Permissions: []authz.Permission{{Name: "join-call"}, {Name: "read-call", Parents: []string{"join-call"}}},

@@ -566,16 +566,10 @@ func startLoggedServer(t *testing.T, logger *slog.Logger) *grpc.ClientConn {
 		t.Fatalf("storage.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	snap, err := store.Snapshot()
+	engine, err := authz.Start(store)
 	if err != nil {
-		t.Fatalf("Snapshot: %v", err)
+		t.Fatalf("authz.Start: %v", err)
 	}
-	idx, err := authz.NewIndex(snap)
-	if err != nil {
-		t.Fatalf("NewIndex: %v", err)
-	}
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
 	msg, err := policy.Load("default")
 	if err != nil {
 		t.Fatalf("policy.Load(default): %v", err)

@@ -345,16 +345,10 @@ func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 			}
 			defer store.Close()
 			fs := &failingStore{Store: store}
-			snap, err := store.Snapshot()
+			engine, err := authz.Start(fs)
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx, err := authz.NewIndex(snap)
-			if err != nil {
-				t.Fatal(err)
-			}
-			store.Watch(idx.Apply)
-			engine := authz.NewEngine(idx, fs)
 			msg, err := policy.Load("default")
 			if err != nil {
 				t.Fatal(err)
@@ -379,6 +373,7 @@ func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 			if _, err := admin.Grant(t.Context(), &usherv1.GrantRequest{Subject: "user:dana", Role: "host", Resource: "root"}); err != nil {
 				t.Fatal(err)
 			}
+			idx := engine.Index()
 			rev := idx.Revision()
 			fs.fail.Store(&[]error{errno}[0])
 			writes := map[string]func() error{

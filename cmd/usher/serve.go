@@ -93,22 +93,17 @@ func serve(args []string) error {
 		return err
 	}
 	defer store.Close()
-	snap, err := store.Snapshot()
-	if err != nil {
-		return err
-	}
-	idx, err := authz.NewIndex(snap)
+	engine, err := authz.Start(store)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *data, err)
 	}
-	store.Watch(idx.Apply)
-	engine := authz.NewEngine(idx, store)
-	logger.Info("index loaded", "file", *data, "revision", snap.Revision,
-		"resources", len(snap.Resources), "grants", len(snap.Grants), "took", time.Since(start).Round(time.Millisecond))
-	// The snapshot is garbage now; hand its memory back rather than keep
-	// it resident for the life of the process.
-	empty := snap.Revision == 0
-	snap = authz.Snapshot{}
+	idx := engine.Index()
+	resources, grants := idx.Counts()
+	logger.Info("index loaded", "file", *data, "revision", idx.Revision(),
+		"resources", resources, "grants", grants, "took", time.Since(start).Round(time.Millisecond))
+	// The snapshot the index was built from is garbage now; hand its memory
+	// back rather than keep it resident for the life of the process.
+	empty := idx.Revision() == 0
 	debug.FreeOSMemory()
 
 	if name := *policyFile; name != "" || empty {
