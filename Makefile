@@ -50,7 +50,7 @@ $(BIN)/.tools: Makefile
 
 # Go benchmarks, then a short load run against a server on loopback.
 bench: build
-	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/
+	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/ ./server/
 	bench/run.sh
 
 FUZZTIME ?= 60s

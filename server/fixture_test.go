@@ -29,7 +29,7 @@ import (
 // fixture is one Usher server on a loopback listener, backed by a bbolt file
 // in dir, with generated clients connected to it over a real gRPC connection.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	conn   *grpc.ClientConn
 	authz  usherv1.AuthorizationServiceClient
@@ -43,7 +43,7 @@ type fixture struct {
 // startServer wires a server the way `usher serve` does: storage.Open,
 // authz.Start, then the default policy when the store is empty, then
 // server.New on 127.0.0.1:0.
-func startServer(t *testing.T, dir string) *fixture {
+func startServer(t testing.TB, dir string) *fixture {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
 	if err != nil {
