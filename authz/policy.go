@@ -100,6 +100,7 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		parents[r.Name] = r.Parent
 		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
 	}
+	changes = x.dropResourceRoundTrips(changes)
 
 	redefined := map[[2]string]bool{}
 	for i, r := range p.Roles {
@@ -174,6 +175,26 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		}
 	}
 	return changes, nil
+}
+
+// dropResourceRoundTrips removes the resource changes of a policy that
+// registers a resource and then moves it back where it already is: when
+// every resource they touch ends under the parent it has now, they change
+// nothing, and applying the policy again must write nothing.
+func (x *Index) dropResourceRoundTrips(changes []Change) []Change {
+	final := map[string]string{}
+	for _, c := range changes {
+		if c.Op == OpPutResource {
+			final[c.Resource.Name] = c.Resource.Parent
+		}
+	}
+	for name, parent := range final {
+		n := x.nodes[name]
+		if n == nil || n.parent == nil || n.parent.name != parent {
+			return changes
+		}
+	}
+	return slices.DeleteFunc(changes, func(c Change) bool { return c.Op == OpPutResource })
 }
 
 func samePermission(a, b Permission) bool {

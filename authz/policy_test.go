@@ -41,6 +41,20 @@ func TestApplyPolicy(t *testing.T) {
 		w.unchanged(sets, rev)
 	})
 
+	t.Run("Applying a policy already in force writes nothing, even one that registers a resource and moves it", func(t *testing.T) {
+		p := streamPolicy()
+		// call:globex:7 is listed under account:acme first, then moved back.
+		p.Resources = append(p.Resources[:8], authz.Resource{Name: "call:globex:7", Parent: "account:acme"},
+			authz.Resource{Name: "call:globex:7", Parent: "calltype:globex"})
+		w := newWorld(t, p)
+		sets, rev := w.be.count(), w.idx.Revision()
+		got, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p)
+		if err != nil || changed || got != rev {
+			t.Errorf("ApplyPolicy again = revision %d, changed %v, %v; want %d, false", got, changed, err, rev)
+		}
+		w.unchanged(sets, rev)
+	})
+
 	t.Run("What p does not list is left alone", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())
 		w.put("call:livestream:99", "calltype:livestream")
