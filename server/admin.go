@@ -10,6 +10,7 @@ import (
 type adminServer struct {
 	usherv1.UnimplementedAdminServiceServer
 	engine *authz.Engine
+	backup BackupSource // nil: Backup is UNIMPLEMENTED
 }
 
 func author(ctx context.Context, actor string) authz.Author {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"io"
 
 	"google.golang.org/grpc"
@@ -26,37 +25,34 @@ type BackupSource interface {
 }
 
 // WithBackup lets AdminService.Backup stream copies of src; without it,
-// Backup answers UNIMPLEMENTED.
-//
-// New knows only the engine, so src reaches the handler through the call's
-// context, put there by an interceptor that touches Backup calls only. It is
-// the outermost interceptor: authentication and logging still run inside it.
+// Backup answers UNIMPLEMENTED. It is a grpc.ServerOption so that New's
+// signature stays that of grpc.NewServer; New takes it out of the options.
 func WithBackup(src BackupSource) grpc.ServerOption {
-	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if info.FullMethod != usherv1.AdminService_Backup_FullMethodName {
-			return handler(srv, ss)
+	return backupOption{src: src}
+}
+
+// backupOption carries a BackupSource through New's options.
+type backupOption struct {
+	grpc.EmptyServerOption
+	src BackupSource
+}
+
+// backupSource finds the BackupSource among opts, if any.
+func backupSource(opts []grpc.ServerOption) BackupSource {
+	for _, o := range opts {
+		if b, ok := o.(backupOption); ok {
+			return b.src
 		}
-		return handler(srv, backupStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), backupKey{}, src)})
-	})
+	}
+	return nil
 }
-
-// backupKey is the context key of the BackupSource.
-type backupKey struct{}
-
-// backupStream is a server stream whose context carries the BackupSource.
-type backupStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s backupStream) Context() context.Context { return s.ctx }
 
 // Backup streams the copy: a first message with its revision and size, then
 // its bytes. A client that goes away ends the copy, and with it the read
 // transaction that holds up commits needing the file to grow.
 func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreamingServer[usherv1.BackupResponse]) error {
-	src, ok := stream.Context().Value(backupKey{}).(BackupSource)
-	if !ok {
+	src := s.backup
+	if src == nil {
 		return status.Error(codes.Unimplemented, "this server has no data file to back up")
 	}
 	w := &chunkWriter{stream: stream}

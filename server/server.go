@@ -56,7 +56,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	s := grpc.NewServer(opts...)
 	usherv1.RegisterAuthorizationServiceServer(s, &authorizationServer{engine: engine})
-	usherv1.RegisterAdminServiceServer(s, &adminServer{engine: engine})
+	usherv1.RegisterAdminServiceServer(s, &adminServer{engine: engine, backup: backupSource(opts)})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(usherv1.AuthorizationService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
