@@ -155,7 +155,7 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 	}
 	var out []Role
 	for _, r := range x.visibleRoles(n) {
-		if (len(r.BindableOn) == 0 || contains(r.BindableOn, n.typ)) && x.mayGrant(actor, r.Name, n, now) == nil {
+		if r.bindableOn(n.typ) && x.mayGrant(actor, r.Name, n, now) == nil {
 			out = append(out, r)
 		}
 	}

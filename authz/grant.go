@@ -28,7 +28,7 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 				return nil, err
 			}
 		}
-		if len(def.BindableOn) > 0 && !contains(def.BindableOn, n.typ) {
+		if !def.bindableOn(n.typ) {
 			return nil, errorf(FailedPrecondition, "role", g.Role,
 				"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
 				def.BindableOn, def.Scope, g.Resource, n.typ)

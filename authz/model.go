@@ -44,6 +44,12 @@ type Role struct {
 	Description     string   `json:"description,omitempty"`
 }
 
+// bindableOn reports whether the role may be granted on resources of type
+// typ: bindable_on lists the types, and an empty list allows any.
+func (r Role) bindableOn(typ string) bool {
+	return len(r.BindableOn) == 0 || contains(r.BindableOn, typ)
+}
+
 // Grant binds a subject to a role on a resource and its descendants. A zero
 // Expires means the grant never expires.
 type Grant struct {

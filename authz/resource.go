@@ -40,7 +40,7 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 		changes := []Change{{Op: OpPutResource, Resource: &r}}
 		if role := x.creators[placed.typ]; role != "" && by.Actor != "" {
 			def := x.resolve(parent, x.roleID(role))
-			if def == nil || (len(def.BindableOn) > 0 && !contains(def.BindableOn, placed.typ)) {
+			if def == nil || !def.bindableOn(placed.typ) {
 				return nil, errorf(FailedPrecondition, "name", r.Name,
 					"the creator role %q of %s resources cannot be granted on it: it is not defined at %q or above, or not bindable on %s",
 					role, placed.typ, r.Parent, placed.typ)

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage"
@@ -22,6 +24,12 @@ func applyToFreshStore(t *testing.T, name string, data []byte) *authz.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return applyMessage(t, name, msg)
+}
+
+// applyMessage validates and applies a parsed policy on an empty store.
+func applyMessage(t *testing.T, name string, msg *usherv1.Policy) *authz.Engine {
+	t.Helper()
 	p := server.FromPolicy(msg)
 	if err := server.ValidatePolicy(p); err != nil {
 		t.Fatal(err)
@@ -41,19 +49,29 @@ func applyToFreshStore(t *testing.T, name string, data []byte) *authz.Engine {
 	return engine
 }
 
+// Every shipped policy applies to an empty store, and applying it again
+// writes nothing.
 func TestShippedPoliciesApply(t *testing.T) {
 	names := policy.Shipped()
-	if len(names) == 0 {
-		t.Fatal("no shipped policies")
+	if want := []string{"alfaview", "default", "livebox", "livecaller", "stream", "vancast"}; !slices.Equal(names, want) {
+		t.Fatalf("shipped policies %v, want %v", names, want)
 	}
 	for _, name := range names {
-		p, err := policy.Load(name)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(p.GetPermissions()) == 0 || len(p.GetRoles()) == 0 {
-			t.Fatalf("%s: %d permissions, %d roles", name, len(p.GetPermissions()), len(p.GetRoles()))
-		}
+		t.Run(name, func(t *testing.T) {
+			msg, err := policy.Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if policy.Describe(name) == "" {
+				t.Errorf("%s has no first-line comment for usher policy list", name)
+			}
+			engine := applyMessage(t, name, msg)
+			rev := engine.Index().Revision()
+			again, changed, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg))
+			if err != nil || changed || again != rev {
+				t.Errorf("applying %s again: revision %d -> %d, changed %v, %v", name, rev, again, changed, err)
+			}
+		})
 	}
 }
 

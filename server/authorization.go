@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/usher-authz/usher/authz"
@@ -14,12 +15,8 @@ type authorizationServer struct {
 }
 
 func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckRequest) (*usherv1.CheckResponse, error) {
-	var v validator
-	v.subject("subject", req.GetSubject())
-	v.permission("permission", req.GetPermission())
-	v.resource("resource", req.GetResource())
-	if v.err != nil {
-		return nil, toStatus(v.err)
+	if err := checkQuery(req.GetSubject(), req.GetPermission(), req.GetResource()); err != nil {
+		return nil, toStatus(err)
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
@@ -33,22 +30,30 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 	return &usherv1.CheckResponse{Decision: toDecision(d), Revision: uint64(rev)}, nil
 }
 
+// checkQuery checks the shape of one check's names.
+func checkQuery(subject, permission, resource string) error {
+	var v validator
+	v.subject("subject", subject)
+	v.permission("permission", permission)
+	v.resource("resource", resource)
+	return v.err
+}
+
 func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.CheckBatchRequest) (*usherv1.CheckBatchResponse, error) {
 	if n := len(req.GetChecks()); n == 0 || n > MaxBatch {
 		return nil, toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
-	var v validator
 	qs := make([]authz.Query, len(req.GetChecks()))
 	for i, c := range req.GetChecks() {
-		prefix := fmt.Sprintf("checks[%d].", i)
-		v.subject(prefix+"subject", c.GetSubject())
-		v.permission(prefix+"permission", c.GetPermission())
-		v.resource(prefix+"resource", c.GetResource())
+		if err := checkQuery(c.GetSubject(), c.GetPermission(), c.GetResource()); err != nil {
+			var e *authz.Error
+			if errors.As(err, &e) {
+				err = e.WithField(fmt.Sprintf("checks[%d].", i))
+			}
+			return nil, toStatus(err)
+		}
 		qs[i] = authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
-	}
-	if v.err != nil {
-		return nil, toStatus(v.err)
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err

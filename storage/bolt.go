@@ -116,16 +116,9 @@ func (s *Store) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz
 		return nil, ErrClosed
 	}
 
-	committed := make([]authz.ChangeSet, len(css))
 	// Stamped under the writer lock so that log times never go backwards as
 	// revisions go forwards.
-	now := time.Now().UTC()
-	for i, cs := range css {
-		committed[i] = committedCopy(cs)
-		if committed[i].Time.IsZero() {
-			committed[i].Time = now
-		}
-	}
+	committed := committedCopies(css, time.Now().UTC())
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := openBuckets(tx)
 		last, err := decodeRevision(b.meta.Get(keyRevision))

@@ -138,6 +138,19 @@ func decodeExpiry(b []byte) (time.Time, error) {
 	return time.Unix(0, n).UTC(), nil
 }
 
+// committedCopies copies a batch as committedCopy does, stamping those
+// without a time with now.
+func committedCopies(css []authz.ChangeSet, now time.Time) []authz.ChangeSet {
+	out := make([]authz.ChangeSet, len(css))
+	for i, cs := range css {
+		out[i] = committedCopy(cs)
+		if out[i].Time.IsZero() {
+			out[i].Time = now
+		}
+	}
+	return out
+}
+
 // committedCopy is what the store writes and hands to watchers: a copy the
 // caller can no longer mutate, with every time in UTC and without monotonic
 // readings, so that the watchers see exactly what Changes later reads back.

@@ -67,13 +67,8 @@ func (m *Memory) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]auth
 		permissions: &stagedKV{}, resources: &stagedKV{}, roles: &stagedKV{}, grants: &stagedKV{},
 		blocks: &stagedKV{}, quotas: &stagedKV{}, creators: &stagedKV{},
 	}
-	committed := make([]authz.ChangeSet, len(css))
-	now := time.Now().UTC()
-	for k, cs := range css {
-		committed[k] = committedCopy(cs)
-		if committed[k].Time.IsZero() {
-			committed[k].Time = now
-		}
+	committed := committedCopies(css, time.Now().UTC())
+	for k := range committed {
 		for i := range committed[k].Changes {
 			if err := staged.apply(&committed[k].Changes[i]); err != nil {
 				return nil, fmt.Errorf("storage: commit: change %d (%s): %w", i, committed[k].Changes[i].Op, err)

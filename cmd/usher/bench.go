@@ -114,6 +114,11 @@ func benchCheck(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	conn, err := benchConn(*addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	p, err := generate(*shape)
 	if err != nil {
 		return err
@@ -123,11 +128,6 @@ func benchCheck(args []string) error {
 		return err
 	}
 	queries := bench.Queries(p, idx, 30_000, shape.Seed)
-	conn, err := benchConn(*addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	client := usherv1.NewAuthorizationServiceClient(conn)
 	health := healthpb.NewHealthClient(conn)
 	ctx := context.Background()

@@ -68,22 +68,12 @@ func formatRecord(rec *usherv1.ChangeRecord) string {
 	return fmt.Sprintf("%d\t%s\t%s\t%s", rec.GetRevision(), rec.GetTime().AsTime().Format(time.RFC3339), who, strings.Join(parts, "; "))
 }
 
+// entityOf is whichever entity a change carries, or nil.
 func entityOf(c *usherv1.Change) proto.Message {
-	switch e := c.GetEntity().(type) {
-	case *usherv1.Change_Permission:
-		return e.Permission
-	case *usherv1.Change_Resource:
-		return e.Resource
-	case *usherv1.Change_Role:
-		return e.Role
-	case *usherv1.Change_Grant:
-		return e.Grant
-	case *usherv1.Change_Block:
-		return e.Block
-	case *usherv1.Change_Quota:
-		return e.Quota
-	case *usherv1.Change_CreatorRole:
-		return e.CreatorRole
+	m := c.ProtoReflect()
+	field := m.WhichOneof(m.Descriptor().Oneofs().ByName("entity"))
+	if field == nil {
+		return nil
 	}
-	return nil
+	return m.Get(field).Message().Interface()
 }
