@@ -1,7 +1,8 @@
 package authz
 
 import (
-	"fmt"
+	"context"
+	"errors"
 	"strconv"
 )
 
@@ -33,56 +34,63 @@ func (f ChangeFilter) Matches(cs ChangeSet) bool {
 
 // touches names the subject and the resources a change is about.
 func (c Change) touches() (subject string, resources []string) {
-	switch {
-	case c.Grant != nil:
-		return c.Grant.Subject, []string{c.Grant.Resource}
-	case c.Block != nil:
-		return c.Block.Subject, []string{c.Block.Resource}
-	case c.Quota != nil:
-		return c.Quota.Subject, []string{c.Quota.Scope}
-	case c.Resource != nil:
-		return c.Resource.Creator, []string{c.Resource.Name, c.Resource.Parent}
-	case c.Role != nil:
-		return "", []string{c.Role.Scope}
+	switch e := c.entity().(type) {
+	case *Grant:
+		return e.Subject, []string{e.Resource}
+	case *Block:
+		return e.Subject, []string{e.Resource}
+	case *Quota:
+		return e.Subject, []string{e.Scope}
+	case *Resource:
+		return e.Creator, []string{e.Name, e.Parent}
+	case *Role:
+		return "", []string{e.Scope}
 	}
 	return "", nil
 }
 
 // ListChanges returns one page of the change sets that match f, oldest
-// first, and the token of the next page ("" on the last).
-func (e *Engine) ListChanges(f ChangeFilter, pageSize int, pageToken string) ([]ChangeSet, string, error) {
-	if pageSize < 0 || pageSize > MaxPageSize {
-		return nil, "", errorf(Invalid, "page_size", fmt.Sprint(pageSize), "page size must be between 0 and %d", MaxPageSize)
-	}
-	if pageSize == 0 {
-		pageSize = DefaultPageSize
+// first, and the token of the next page ("" on the last). A page reads at
+// most scanBudget change sets of the log, so a filter that matches few comes
+// back with a short page and a token to go on rather than reading the whole
+// log in one call.
+func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, size int, token string) ([]ChangeSet, string, error) {
+	size, err := pageSize(size)
+	if err != nil {
+		return nil, "", err
 	}
 	var after Revision
-	if pageToken != "" {
-		n, err := strconv.ParseUint(pageToken, 10, 64)
+	if token != "" {
+		n, err := strconv.ParseUint(token, 10, 64)
 		if err != nil {
-			return nil, "", errorf(Invalid, "page_token", pageToken, "not a token this server returned")
+			return nil, "", errorf(Invalid, "page_token", token, "not a token this server returned")
 		}
 		after = Revision(n)
 	}
 	var page []ChangeSet
-	for {
-		batch, err := e.backend.Changes(after, 256)
+	for scanned := 0; scanned < scanBudget; {
+		batch, err := e.backend.Changes(ctx, after, min(256, scanBudget-scanned))
+		if errors.Is(err, ErrCompacted) {
+			return nil, "", errorf(FailedPrecondition, "page_token", token,
+				"the change log no longer reaches back to revision %d; it was compacted", after)
+		}
 		if err != nil {
 			return nil, "", &Error{Code: Unavailable, Reason: "reading the change log: " + err.Error(), Err: err}
 		}
 		for _, cs := range batch {
 			after = cs.Revision
+			scanned++
 			if !f.Matches(cs) {
 				continue
 			}
 			page = append(page, cs)
-			if len(page) == pageSize {
+			if len(page) == size {
 				return page, strconv.FormatUint(uint64(after), 10), nil
 			}
 		}
-		if len(batch) < 256 {
+		if len(batch) == 0 {
 			return page, "", nil
 		}
 	}
+	return page, strconv.FormatUint(uint64(after), 10), nil
 }

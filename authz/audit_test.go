@@ -28,7 +28,7 @@ func auditWorld(t *testing.T) *world {
 	w.must("3")(w.eng.PutResource(w.ctx, ann, authz.Resource{Name: "event:gala", Parent: "workspace:vancast-live"}))
 	w.must("4")(w.eng.Grant(w.ctx, web, authz.Grant{Subject: "user:bob", Role: "event.producer", Resource: "event:gala"}))
 	w.must("5")(w.eng.Grant(w.ctx, console, authz.Grant{Subject: "user:cid", Role: "event.moderator", Resource: "event:launch"}))
-	w.must("6")(w.eng.Block(w.ctx, console, authz.Block{Subject: "user:bob", Resource: "event:gala", Reason: "spam"}))
+	w.must("6")(noID(w.eng.Block(w.ctx, console, authz.Block{Subject: "user:bob", Resource: "event:gala", Reason: "spam"})))
 	w.must("7")(w.eng.Revoke(w.ctx, web, authz.Grant{Subject: "user:bob", Role: "event.producer", Resource: "event:gala"}))
 	w.must("8")(w.eng.PutRole(w.ctx, admin, authz.Role{Name: "event.translator", Scope: "account:vancast", Permissions: []string{"event.qa.moderate"}}))
 	w.must("9")(w.eng.PutQuota(w.ctx, admin, authz.Quota{Scope: "account:vancast", ResourceType: "event", Subject: "user:ann", Limit: 5}))
@@ -44,7 +44,7 @@ func allChanges(t *testing.T, w *world, f authz.ChangeFilter, size int) []authz.
 	var out []authz.ChangeSet
 	token := ""
 	for range 10000 {
-		page, next, err := w.eng.ListChanges(f, size, token)
+		page, next, err := w.eng.ListChanges(w.ctx, f, size, token)
 		if err != nil {
 			t.Fatalf("ListChanges(%+v, %d, %q): %v", f, size, token, err)
 		}
@@ -166,19 +166,19 @@ func TestListChangesPages(t *testing.T) {
 	t.Run("a page token stays good as the log grows: the next page holds what was written since", func(t *testing.T) {
 		w := auditWorld(t)
 		f := authz.ChangeFilter{Actor: "user:ann"}
-		page, token, err := w.eng.ListChanges(f, 3, "")
+		page, token, err := w.eng.ListChanges(w.ctx, f, 3, "")
 		if err != nil || !slices.Equal(revisions(page), []authz.Revision{3, 4, 7}) || token == "" {
 			t.Fatalf("first page = %v, %q, %v", revisions(page), token, err)
 		}
 		w.must("Grant for ann")(w.eng.Grant(w.ctx, authz.Author{Caller: "svc:web", Actor: "user:ann"}, authz.Grant{Subject: "user:dee", Role: "workspace.producer", Resource: "workspace:vancast-live"}))
-		page, token, err = w.eng.ListChanges(f, 3, token)
+		page, token, err = w.eng.ListChanges(w.ctx, f, 3, token)
 		if err != nil || !slices.Equal(revisions(page), []authz.Revision{10}) || token != "" {
 			t.Errorf("next page = %v, %q, %v; want [10] and the last page", revisions(page), token, err)
 		}
 	})
 	t.Run("ListChanges of an empty filter result is one empty last page", func(t *testing.T) {
 		w := auditWorld(t)
-		page, token, err := w.eng.ListChanges(authz.ChangeFilter{Caller: "svc:nobody"}, 0, "")
+		page, token, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{Caller: "svc:nobody"}, 0, "")
 		if err != nil || len(page) != 0 || token != "" {
 			t.Errorf("= %v, %q, %v", page, token, err)
 		}
@@ -186,14 +186,14 @@ func TestListChangesPages(t *testing.T) {
 	for _, token := range []string{"abc", "-1", "1.5", "0x10", " 3"} {
 		t.Run("a bad page_token is INVALID_ARGUMENT: "+token, func(t *testing.T) {
 			w := auditWorld(t)
-			_, _, err := w.eng.ListChanges(authz.ChangeFilter{}, 0, token)
+			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 0, token)
 			wantError(t, err, authz.Invalid, "page_token", token)
 		})
 	}
 	for _, size := range []int{-1, authz.MaxPageSize + 1} {
 		t.Run(fmt.Sprintf("a page_size out of range is INVALID_ARGUMENT: %d", size), func(t *testing.T) {
 			w := auditWorld(t)
-			_, _, err := w.eng.ListChanges(authz.ChangeFilter{}, size, "")
+			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, size, "")
 			wantError(t, err, authz.Invalid, "page_size", fmt.Sprint(size))
 		})
 	}

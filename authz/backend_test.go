@@ -12,109 +12,102 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
-// memBackend is the smallest Backend there is: it numbers change sets 1, 2,
-// 3, ..., keeps them, and feeds each to the index before returning, as a
-// storage backend's watch would.
-type memBackend struct {
+// testBackend is a real backend (storage/memory) with what the engine's
+// tests need to widen windows and break commits: a delay before each
+// commit, an error injected into the next, and a count of transactions.
+type testBackend struct {
+	*memory.Memory
 	mu       sync.Mutex
-	idx      *authz.Index
-	rev      authz.Revision
-	sets     []authz.ChangeSet
 	failNext error
-	// delay holds every commit back this long, widening the window between
-	// a write's validation and its commit that the engine must keep closed.
-	delay time.Duration
-	// batches counts CommitBatch calls, to see group commit at work.
-	batches int
+	delay    time.Duration
+	batches  int
 }
 
-func (b *memBackend) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
-	time.Sleep(b.delay)
+func (b *testBackend) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	if err := b.failNext; err != nil {
-		b.failNext = nil
-		return 0, err
-	}
-	b.rev++
-	cs.Revision = b.rev
-	b.sets = append(b.sets, cs)
-	b.idx.Apply(cs)
-	return b.rev, nil
-}
-
-func (b *memBackend) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
-	b.mu.Lock()
+	delay, fail := b.delay, b.failNext
+	b.failNext = nil
 	b.batches++
 	b.mu.Unlock()
-	var revs []authz.Revision
-	for _, cs := range css {
-		rev, err := b.Commit(ctx, cs)
-		if err != nil {
-			return nil, err
-		}
-		revs = append(revs, rev)
+	time.Sleep(delay)
+	if fail != nil {
+		return nil, fail
 	}
-	return revs, nil
+	return b.Memory.Commit(ctx, ws)
 }
 
-func (b *memBackend) Changes(after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+// setDelay holds every commit back this long, widening the window between
+// a write's plan and its commit that the engine must keep closed.
+func (b *testBackend) setDelay(d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []authz.ChangeSet
-	for _, cs := range b.sets {
-		if cs.Revision > after && len(out) < limit {
-			out = append(out, cs)
-		}
-	}
-	return out, nil
+	b.delay = d
 }
 
 // failNextCommit makes the next Commit fail with err, committing nothing.
-func (b *memBackend) failNextCommit(err error) {
+func (b *testBackend) failNextCommit(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failNext = err
 }
 
+func (b *testBackend) transactions() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.batches
+}
+
 // committed returns the change sets committed so far.
-func (b *memBackend) committed() []authz.ChangeSet {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]authz.ChangeSet(nil), b.sets...)
+func (b *testBackend) committed() []authz.ChangeSet {
+	var out []authz.ChangeSet
+	for {
+		batch, err := b.Changes(context.Background(), authz.Revision(len(out)), 1000)
+		if err != nil {
+			panic(err)
+		}
+		if len(batch) == 0 {
+			return out
+		}
+		out = append(out, batch...)
+	}
 }
 
-func (b *memBackend) count() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.sets)
+func (b *testBackend) count() int {
+	rev, err := b.Revision(context.Background())
+	if err != nil {
+		panic(err)
+	}
+	return int(rev)
 }
 
-// world is an index, an engine on it and a memBackend feeding it, with a
-// policy applied: each helper is one write that must succeed.
+// world is an engine on a memory backend with a policy applied, read on a
+// manual clock: each helper is one write that must succeed.
 type world struct {
-	t   testing.TB
-	ctx context.Context
-	by  authz.Author
-	idx *authz.Index
-	eng *authz.Engine
-	be  *memBackend
+	t     testing.TB
+	ctx   context.Context
+	by    authz.Author
+	idx   *authz.Index
+	eng   *authz.Engine
+	be    *testBackend
+	clock *authz.ManualClock
 }
 
 func newWorld(t testing.TB, p authz.Policy) *world {
 	t.Helper()
-	idx, err := authz.NewIndex(authz.Snapshot{})
+	// The clock starts at the real time, so that an expiry an hour from
+	// time.Now() is an hour ahead; tests move it to let time pass.
+	clock := authz.NewManualClock(time.Now())
+	be := &testBackend{Memory: memory.New()}
+	eng, err := authz.Start(t.Context(), be, authz.Options{Clock: clock})
 	if err != nil {
-		t.Fatalf("NewIndex(empty snapshot): %v", err)
+		t.Fatalf("Start: %v", err)
 	}
-	be := &memBackend{idx: idx}
-	w := &world{t: t, ctx: t.Context(), by: authz.Author{Caller: "test"}, idx: idx, eng: authz.NewEngine(idx, be), be: be}
-	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p); err != nil {
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), by: authz.Author{Caller: "test"}, idx: eng.Index(), eng: eng, be: be, clock: clock}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatalf("ApplyPolicy: %v", err)
 	}
 	return w
@@ -151,10 +144,12 @@ func (w *world) grantUntil(subject, role, resource string, expires time.Time) {
 	w.ok("Grant "+role+" to "+subject+" on "+resource, rev, err)
 }
 
-func (w *world) block(b authz.Block) {
+// block blocks and returns the block's ID.
+func (w *world) block(b authz.Block) string {
 	w.t.Helper()
-	rev, err := w.eng.Block(w.ctx, w.by, b)
+	rev, id, err := w.eng.Block(w.ctx, w.by, b)
 	w.ok("Block "+b.Subject+" on "+b.Resource, rev, err)
+	return id
 }
 
 // store commits changes straight through the backend, as a replica's feed
@@ -162,8 +157,12 @@ func (w *world) block(b authz.Block) {
 // grant whose expiry has passed since it was written.
 func (w *world) store(changes ...authz.Change) {
 	w.t.Helper()
-	if _, err := w.be.Commit(w.ctx, authz.ChangeSet{Caller: "test", Changes: changes}); err != nil {
+	res, err := w.be.Commit(w.ctx, []authz.Write{{Planned: w.idx.Revision(), Set: authz.ChangeSet{Caller: "test", Changes: changes}}})
+	if err != nil {
 		w.t.Fatalf("Commit: %v", err)
+	}
+	if err := w.idx.WaitFor(w.ctx, res[0].Revision); err != nil {
+		w.t.Fatalf("WaitFor: %v", err)
 	}
 }
 
@@ -178,7 +177,7 @@ func (w *world) check(subject, permission, resource string) authz.Decision {
 
 func (w *world) permissions(subject, resource string) []string {
 	w.t.Helper()
-	perms, ok, _ := w.idx.ListPermissions(subject, resource)
+	perms, ok, _ := w.idx.ListPermissions(subject, resource, false)
 	if !ok {
 		w.t.Fatalf("ListPermissions(%s, %s): resource is not registered", subject, resource)
 	}
@@ -279,7 +278,9 @@ func streamPolicy() authz.Policy {
 	for _, c := range streamCapabilities {
 		p.Permissions = append(p.Permissions, authz.Permission{Name: c})
 	}
-	p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.blocks.write", Parents: []string{"block-users"}})
+	p.Permissions = append(p.Permissions,
+		authz.Permission{Name: "usher.blocks.write", Parents: []string{"block-users"}},
+		authz.Permission{Name: "usher.grants.write", Parents: []string{"update-call-permissions"}})
 	p.Resources = []authz.Resource{
 		{Name: "account:acme"},
 		{Name: "calltype:default", Parent: "account:acme"},
@@ -326,6 +327,11 @@ func alfaviewPolicy() authz.Policy {
 			{Name: "rooms.list", Parents: []string{"rooms.administrate"}, Description: "List all rooms"},
 			{Name: "rooms.create", Parents: []string{"rooms.administrate"}, Description: "Create a room"},
 			{Name: "usher.blocks.write", Parents: []string{"users.administrate", "rooms.administrate"}},
+			{Name: "usher.grants.write", Parents: []string{"users.administrate"}},
+			{Name: "usher.resources.create.room", Parents: []string{"rooms.create"}},
+			{Name: "usher.resources.create.department", Parents: []string{"rooms.administrate"}},
+			{Name: "usher.resources.delete", Parents: []string{"rooms.administrate"}},
+			{Name: "usher.resources.move", Parents: []string{"rooms.administrate"}},
 		},
 		Resources: []authz.Resource{{Name: "company:alfa"}, {Name: "room:alfa-lobby", Parent: "company:alfa"}},
 	}
@@ -372,15 +378,15 @@ var (
 // Moderator none. A workspace Owner has "All permissions over the
 // Workspace", which this fixture takes to include adding collaborators to its
 // events. The reserved permissions hang below the domain permissions that
-// imply them: creating workspaces and events is usher.resources.write, the
+// imply them: creating workspaces and events is usher.resources.create, the
 // Account's Plan usher.quotas.write, custom roles usher.roles.write, adding or
 // removing account users usher.blocks.write. Whoever registers a workspace or
 // an event as an actor becomes its Owner.
 func vancastPolicy() authz.Policy {
 	account := []string{"account.billing.view", "account.console", "account.credits.buy", "account.plan.manage",
 		"account.roles.manage", "account.users.manage", "account.workspaces.create"}
-	workspace := []string{"workspace.admins.add", "workspace.events.create", "workspace.events.manage", "workspace.settings.manage"}
-	event := []string{"event.control-room.manage", "event.delete", "event.links.manage", "event.on-demand.manage",
+	workspace := []string{"workspace.admins.add", "workspace.events.create", "workspace.events.manage", "workspace.settings.manage", "workspace.users.add"}
+	event := []string{"event.collaborators.add", "event.control-room.manage", "event.delete", "event.links.manage", "event.on-demand.manage",
 		"event.qa.moderate", "event.sessions.manage", "event.streaming.launch", "event.webcast.content", "event.webcast.edit"}
 	var p authz.Policy
 	for _, list := range [][]string{account, workspace, event} {
@@ -389,7 +395,12 @@ func vancastPolicy() authz.Policy {
 		}
 	}
 	p.Permissions = append(p.Permissions,
-		authz.Permission{Name: "usher.resources.write", Parents: []string{"account.workspaces.create", "workspace.events.create"}},
+		authz.Permission{Name: "usher.resources.create.workspace", Parents: []string{"account.workspaces.create"}},
+		authz.Permission{Name: "usher.resources.create.event", Parents: []string{"workspace.events.create"}},
+		authz.Permission{Name: "usher.resources.create.folder", Parents: []string{"account.console"}},
+		authz.Permission{Name: "usher.resources.delete.event", Parents: []string{"event.delete"}},
+		authz.Permission{Name: "usher.resources.move.event", Parents: []string{"workspace.events.manage"}},
+		authz.Permission{Name: "usher.grants.write", Parents: []string{"account.users.manage", "workspace.users.add", "event.collaborators.add"}},
 		authz.Permission{Name: "usher.quotas.write", Parents: []string{"account.plan.manage"}},
 		authz.Permission{Name: "usher.roles.write", Parents: []string{"account.roles.manage"}},
 		authz.Permission{Name: "usher.blocks.write", Parents: []string{"account.users.manage"}},
@@ -405,12 +416,12 @@ func vancastPolicy() authz.Policy {
 		{Name: "account.owner", Scope: "root", Permissions: account, AssignableRoles: []string{"account.owner", "account.administrator"}, BindableOn: on("account")},
 		{Name: "account.administrator", Scope: "root", Permissions: []string{"account.console", "account.roles.manage", "account.workspaces.create"}, BindableOn: on("account")},
 		{Name: "workspace.owner", Scope: "root", Permissions: workspace, AssignableRoles: append(slices.Clone(vancastWorkspaceRoles), vancastEventRoles...), BindableOn: on("workspace")},
-		{Name: "workspace.administrator", Scope: "root", Permissions: []string{"workspace.events.create", "workspace.events.manage"}, AssignableRoles: []string{"workspace.producer"}, BindableOn: on("workspace")},
+		{Name: "workspace.administrator", Scope: "root", Permissions: []string{"workspace.events.create", "workspace.events.manage", "workspace.users.add"}, AssignableRoles: []string{"workspace.producer"}, BindableOn: on("workspace")},
 		{Name: "workspace.producer", Scope: "root", Permissions: []string{"workspace.events.manage"}, BindableOn: on("workspace")},
 		{Name: "event.owner", Scope: "root", Permissions: event, AssignableRoles: vancastEventRoles, BindableOn: on("event")},
 		{Name: "event.manager", Scope: "root", Permissions: slices.DeleteFunc(slices.Clone(event), func(s string) bool { return s == "event.delete" }),
 			AssignableRoles: []string{"event.manager", "event.moderator", "event.producer"}, BindableOn: on("event")},
-		{Name: "event.producer", Scope: "root", Permissions: []string{"event.control-room.manage", "event.links.manage", "event.streaming.launch"},
+		{Name: "event.producer", Scope: "root", Permissions: []string{"event.collaborators.add", "event.control-room.manage", "event.links.manage", "event.streaming.launch"},
 			AssignableRoles: []string{"event.producer"}, BindableOn: on("event")},
 		{Name: "event.moderator", Scope: "root", Permissions: []string{"event.qa.moderate"}, BindableOn: on("event")},
 	}
@@ -447,4 +458,36 @@ func alfaviewUsersPolicy() authz.Policy {
 		p.Roles = append(p.Roles, r)
 	}
 	return p
+}
+
+// noID drops the block ID Block returns, for helpers that take a write
+// returning a revision and an error.
+func noID(rev authz.Revision, _ string, err error) (authz.Revision, error) { return rev, err }
+
+// exportAll pages through ExportPolicy and returns the whole policy and the
+// revision of its last page.
+func exportAll(w *world) (authz.Policy, authz.Revision) {
+	w.t.Helper()
+	var (
+		all   authz.Policy
+		token string
+		rev   authz.Revision
+	)
+	for {
+		p, next, r, err := w.idx.ExportPolicy(authz.MaxPageSize, token)
+		if err != nil {
+			w.t.Fatalf("ExportPolicy: %v", err)
+		}
+		all.Permissions = append(all.Permissions, p.Permissions...)
+		all.Resources = append(all.Resources, p.Resources...)
+		all.Roles = append(all.Roles, p.Roles...)
+		all.CreatorRoles = append(all.CreatorRoles, p.CreatorRoles...)
+		all.Quotas = append(all.Quotas, p.Quotas...)
+		all.DefaultQuotas = append(all.DefaultQuotas, p.DefaultQuotas...)
+		rev = r
+		if next == "" {
+			return all, rev
+		}
+		token = next
+	}
 }

@@ -227,7 +227,7 @@ func BenchmarkListPermissions(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				q := qs[i%benchQueries]
-				s.idx.ListPermissions(q.Subject, q.Resource)
+				s.idx.ListPermissions(q.Subject, q.Resource, false)
 				i++
 			}
 		})

@@ -2,70 +2,152 @@ package authz
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 )
 
+// MaxBlocksPerBinding is the most blocks one subject may carry on one
+// resource.
+const MaxBlocksPerBinding = 100
+
 // Block denies b.Subject the listed permissions (all when none are listed),
-// with everything they imply, on b.Resource and below, replacing an earlier
-// block of the subject there.
-func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, error) {
+// with everything they imply, on b.Resource and below. Blocks are additive:
+// a new block never replaces or weakens another. A block with an ID that
+// exists replaces that block; without an ID, the block gets a new one.
+func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, string, error) {
 	asked := b.Permissions // errors index the request's list, not the sorted one
 	b.Permissions = sortedSet(b.Permissions)
-	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
-		x := e.idx
-		n, err := x.registered("resource", b.Resource)
+	if b.ID == "" {
+		b.ID = newBlockID()
+	}
+	rev, err := e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("block %q on %q", b.Subject, b.Resource)
+		res, err := x.registered("resource", b.Resource)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := x.requirePermission(by, n, PermBlocksWrite, "blocking a subject on it"); err != nil {
-			return nil, err
+		p.guard(resourceKey(b.Resource), keyCatalog)
+		if by.Actor != "" && b.Subject == by.Actor {
+			return p.selfService("block", "block itself")
+		}
+		if err := p.require(res, PermBlocksWrite, "blocking a subject on it"); err != nil {
+			return err
 		}
 		if i := x.cat.undeclared(asked, false); i >= 0 {
-			return nil, errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
+			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
 		}
-		if err := checkExpiry(b.Expires, now); err != nil {
-			return nil, err
+		if err := checkExpiry(b.Expires, p.now); err != nil {
+			return err
 		}
 		b.Expires = b.Expires.UTC()
-		if old := n.blocks[b.Subject]; old != nil && sameBlock(old.Block, b) {
-			return nil, nil
+		p.guard(subjectKey(b.Subject))
+		var existing []*blockEntry
+		if s := x.subj.lookup(b.Subject); s != noName {
+			existing = x.blocksOn(s, res)
 		}
-		return []Change{{Op: OpPutBlock, Block: &b}}, nil
+		if i, found := searchBlock(existing, b.ID); found {
+			if sameBlock(existing[i].Block, b) {
+				return nil
+			}
+		} else if len(existing) >= MaxBlocksPerBinding {
+			return errorf(ResourceExhausted, "subject", b.Subject,
+				"subject already carries %d blocks on %q, the most one subject may carry on one resource; unblock some first", len(existing), b.Resource)
+		}
+		p.change(Change{Op: OpPutBlock, Block: &b})
+		return nil
+	})
+	return rev, b.ID, err
+}
+
+// Unblock lifts the block of subject on resource with the given ID, or,
+// with no ID, every block of subject there that the author may lift (all of
+// them for the platform). NotFound when there is none; PermissionDenied when
+// an actor may lift none of them.
+func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id string) (Revision, error) {
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("unblock %q on %q", subject, resource)
+		res, err := x.registered("resource", resource)
+		if err != nil {
+			return err
+		}
+		p.guard(resourceKey(resource))
+		if by.Actor != "" && subject == by.Actor {
+			return p.selfService("unblock", "unblock itself")
+		}
+		if err := p.require(res, PermBlocksWrite, "unblocking a subject on it"); err != nil {
+			return err
+		}
+		p.guard(subjectKey(subject))
+		var blocks []*blockEntry
+		if s := x.subj.lookup(subject); s != noName {
+			blocks = x.blocksOn(s, res)
+		}
+		if id != "" {
+			i, found := searchBlock(blocks, id)
+			if !found {
+				return errorf(NotFound, "block_id", id, "%q carries no block with that ID on %q", subject, resource)
+			}
+			blocks = blocks[i : i+1]
+		}
+		if len(blocks) == 0 {
+			return errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource)
+		}
+		lift := func(b *blockEntry) Change {
+			return Change{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: resource, ID: b.ID}}
+		}
+		if by.Actor == "" || id != "" {
+			for _, b := range blocks {
+				p.change(lift(b))
+			}
+			return nil
+		}
+		// Every block the actor may lift, each judged with those before it.
+		var first error
+		for _, b := range blocks {
+			p.change(lift(b))
+			if err := p.judge.verify(); err != nil {
+				p.changes, p.touches = p.changes[:len(p.changes)-1], p.touches[:len(p.touches)-len(x.touches(lift(b)))]
+				if first == nil {
+					first = err
+				}
+			}
+		}
+		if len(p.changes) == 0 {
+			return first
+		}
+		return nil
 	})
 }
 
-// Unblock removes the block of subject on resource; NotFound when there is
-// none.
-func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource string) (Revision, error) {
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
-		n, err := e.idx.registered("resource", resource)
-		if err != nil {
-			return nil, err
-		}
-		if err := e.idx.requirePermission(by, n, PermBlocksWrite, "unblocking a subject on it"); err != nil {
-			return nil, err
-		}
-		if n.blocks[subject] == nil {
-			return nil, errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource)
-		}
-		return []Change{{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: resource}}}, nil
-	})
+func newBlockID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func sameBlock(a, b Block) bool {
-	return a.Subject == b.Subject && a.Resource == b.Resource && a.Reason == b.Reason &&
+	return a.Subject == b.Subject && a.Resource == b.Resource && a.ID == b.ID && a.Reason == b.Reason &&
 		a.Expires.Equal(b.Expires) && slices.Equal(a.Permissions, b.Permissions)
 }
 
-// sortedBlocks returns the blocks on n by subject.
-func sortedBlocks(n *node) []Block {
-	out := make([]Block, 0, len(n.blocks))
-	for _, b := range n.blocks {
-		out = append(out, b.Block)
+// blocksAt returns every block on id, by subject and ID.
+func (x *Index) blocksAt(id uint32) []Block {
+	var out []Block
+	for _, s := range x.blockedOn[id] {
+		for _, b := range x.blocks[pairKey(s, id)] {
+			out = append(out, b.Block)
+		}
 	}
-	slices.SortFunc(out, func(a, b Block) int { return strings.Compare(a.Subject, b.Subject) })
+	slices.SortFunc(out, func(a, b Block) int {
+		if c := strings.Compare(a.Subject, b.Subject); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out
 }

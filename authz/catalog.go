@@ -30,6 +30,38 @@ func (b bitset) subtract(o bitset) {
 	}
 }
 
+// minus returns a new set of b's members that are not in o.
+func (b bitset) minus(o bitset) bitset {
+	out := slices.Clone(b)
+	out.subtract(o)
+	return out
+}
+
+func (b bitset) equal(o bitset) bool {
+	for i := range max(len(b), len(o)) {
+		var x, y uint64
+		if i < len(b) {
+			x = b[i]
+		}
+		if i < len(o) {
+			y = o[i]
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func (b bitset) empty() bool {
+	for _, w := range b {
+		if w != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (b bitset) subsetOf(o bitset) bool {
 	for i := range b {
 		if i >= len(o) {
@@ -58,10 +90,11 @@ func (b bitset) each(fn func(int32)) {
 // catalog is the permission tree, interned: permission i is the i-th name in
 // sorted order, and implied[i] holds i with everything it implies.
 type catalog struct {
-	perms   []Permission // sorted by name
-	ids     map[string]int32
-	implied []bitset
-	all     bitset
+	perms    []Permission // sorted by name
+	ids      map[string]int32
+	implied  []bitset
+	all      bitset
+	reserved bitset // Usher's own permissions, usher.*
 }
 
 // newCatalog interns perms. It reports the first undeclared parent or cycle
@@ -111,11 +144,15 @@ func newCatalog(perms []Permission, field string) (*catalog, error) {
 		return nil
 	}
 	c.all = newBitset(len(c.perms))
+	c.reserved = newBitset(len(c.perms))
 	for i := range c.perms {
 		if err := visit(int32(i)); err != nil {
 			return nil, err
 		}
 		c.all.set(int32(i))
+		if IsReserved(c.perms[i].Name) {
+			c.reserved.set(int32(i))
+		}
 	}
 	return c, nil
 }
@@ -158,8 +195,52 @@ func (c *catalog) undeclared(names []string, wildcard bool) int {
 	return -1
 }
 
+// top names the broadest permission in set, for messages: of those whose
+// implied permissions are all in set, the one that implies the most; "" for
+// an empty set. "company.manage-settings" says more than one of its many
+// children.
+func (c *catalog) top(set bitset) string {
+	best, most := -1, 0
+	set.each(func(i int32) {
+		if !c.implied[i].subsetOf(set) {
+			return
+		}
+		n := 0
+		c.implied[i].each(func(int32) { n++ })
+		if n > most {
+			best, most = int(i), n
+		}
+	})
+	if best < 0 {
+		return ""
+	}
+	return c.perms[best].Name
+}
+
+// missing names a permission of role that have lacks, or "": preferably one
+// the role lists by name, so that a refusal says "company.manage-settings"
+// as the role's author wrote it.
+func (c *catalog) missing(role *roleDef, have bitset) string {
+	for _, name := range role.Permissions {
+		if name != Wildcard && !c.closure([]string{name}).subsetOf(have) {
+			if i := c.id(name); i >= 0 && !have.has(i) {
+				return name
+			}
+			return c.top(c.closure([]string{name}).minus(have))
+		}
+	}
+	return c.top(role.perms.minus(have))
+}
+
 func (c *catalog) names(set bitset) []string {
 	out := make([]string, 0, 8)
 	set.each(func(i int32) { out = append(out, c.perms[i].Name) })
 	return out
 }
+
+// ReservedPrefix starts the names of Usher's own permissions, which govern
+// its data rather than a platform's domain.
+const ReservedPrefix = "usher."
+
+// IsReserved reports whether a permission is one of Usher's own.
+func IsReserved(perm string) bool { return strings.HasPrefix(perm, ReservedPrefix) }

@@ -1,9 +1,6 @@
 package authz
 
-import (
-	"strconv"
-	"time"
-)
+import "strconv"
 
 // Reason says why a check was decided the way it was.
 type Reason uint8
@@ -24,8 +21,9 @@ type Decision struct {
 	Role string
 	// Scope is the resource the deciding grant or block is on.
 	Scope string
-	// BlockReason is the deciding block's reason text (ReasonBlocked).
+	// BlockReason and BlockID are the deciding block's (ReasonBlocked).
 	BlockReason string
+	BlockID     string
 }
 
 // Query is one check: may Subject hold Permission on Resource?
@@ -40,31 +38,35 @@ type Query struct {
 // that covers the permission denies; else the nearest unexpired grant whose
 // role, resolved at the checked resource, holds the permission allows.
 func (x *Index) Check(q Query) (Decision, Revision, error) {
-	now := time.Now().UnixNano()
+	now := x.now()
 	x.mu.RLock()
-	defer x.mu.RUnlock()
 	d, err := x.check(q, now)
-	return d, x.rev, err
+	rev := x.rev
+	x.mu.RUnlock()
+	return d, rev, err
 }
 
-// CheckBatch decides every query at one revision. An error names the index
-// of the query it is about.
-func (x *Index) CheckBatch(qs []Query) ([]Decision, Revision, error) {
-	now := time.Now().UnixNano()
+// CheckBatch decides every query at one revision. A query that is not valid
+// gets its own error, naming its position; the others are answered.
+func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
+	now := x.now()
 	out := make([]Decision, len(qs))
+	var errs []error
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for i, q := range qs {
 		d, err := x.check(q, now)
 		if err != nil {
-			return nil, x.rev, err.(*Error).WithField(checkField(i))
+			if errs == nil {
+				errs = make([]error, len(qs))
+			}
+			errs[i] = err.(*Error).WithField(checkField(i))
+			continue
 		}
 		out[i] = d
 	}
-	return out, x.rev, nil
+	return out, errs, x.rev
 }
-
-func nowNano() int64 { return time.Now().UnixNano() }
 
 func checkField(i int) string {
 	return "checks[" + strconv.Itoa(i) + "]."
@@ -75,70 +77,100 @@ func (x *Index) check(q Query, now int64) (Decision, error) {
 	if perm < 0 {
 		return Decision{}, errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
 	}
-	n := x.nodes[q.Resource]
-	if n == nil {
+	res := x.lookupNode(q.Resource)
+	if res == noNode {
 		return Decision{Reason: ReasonUnknownResource}, nil
 	}
-	si := x.subjects[q.Subject]
-	var granted Decision
-	for a := n; a != nil; a = a.parent {
-		if a.blocks != nil {
-			if b := a.blocks[q.Subject]; b != nil && live(b.expires, now) && (b.perms == nil || b.perms.has(perm)) {
-				return Decision{Reason: ReasonBlocked, Scope: a.name, BlockReason: b.Reason}, nil
-			}
-		}
-		if granted.Allowed || si == nil {
-			continue
-		}
-		for _, g := range si.grants[a] {
-			if !live(g.expires, now) {
-				continue
-			}
-			if d := x.resolve(n, g.role); d != nil && d.perms.has(perm) {
-				granted = Decision{Allowed: true, Reason: ReasonGranted, Role: x.roleNames[g.role], Scope: a.name}
-				break
-			}
-		}
+	s := x.subj.lookup(q.Subject)
+	if s == noName {
+		return Decision{Reason: ReasonNoGrant}, nil
 	}
-	if granted.Allowed {
-		return granted, nil
+	var buf [MaxDepth + 1]uint32
+	path := x.path(res, buf[:0])
+	if b, at := x.blocking(s, path, perm, now); b != nil {
+		return Decision{Reason: ReasonBlocked, Scope: x.name(at), BlockReason: b.Reason, BlockID: b.ID}, nil
+	}
+	if g, ok := x.granting(s, path, perm, now); ok {
+		return Decision{Allowed: true, Reason: ReasonGranted, Role: x.roleNames[g.role], Scope: x.name(g.res)}, nil
 	}
 	return Decision{Reason: ReasonNoGrant}, nil
 }
 
-// ListPermissions returns the subject's effective permissions on resource, in
-// catalog (name) order, and whether the resource is registered.
-func (x *Index) ListPermissions(subject, resource string) ([]string, bool, Revision) {
-	now := time.Now().UnixNano()
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	n := x.nodes[resource]
-	if n == nil {
-		return nil, false, x.rev
+// blocking returns the first live block of s on path that covers perm, and
+// the resource it is on.
+func (x *Index) blocking(s uint32, path []uint32, perm int32, now int64) (*blockEntry, uint32) {
+	for _, a := range path {
+		for _, b := range x.blocksOn(s, a) {
+			if b.covers(perm, now) {
+				return b, a
+			}
+		}
 	}
-	return x.cat.names(x.effective(subject, n, now)), true, x.rev
+	return nil, noNode
 }
 
-// effective is the set Check would allow for subject at n.
-func (x *Index) effective(subject string, n *node, now int64) bitset {
-	set := newBitset(len(x.cat.perms))
-	if si := x.subjects[subject]; si != nil {
-		for a := n; a != nil; a = a.parent {
-			for _, g := range si.grants[a] {
-				if !live(g.expires, now) {
-					continue
+// granting returns the nearest live grant of s on path whose role, resolved
+// at path[0], holds perm.
+func (x *Index) granting(s uint32, path []uint32, perm int32, now int64) (subjectGrant, bool) {
+	if x.bySubject.count(s) == 0 {
+		return subjectGrant{}, false
+	}
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := x.resolve(path, g.role); d != nil && d.perms.has(perm) {
+					return g, true
 				}
-				if d := x.resolve(n, g.role); d != nil {
+			}
+		}
+	}
+	return subjectGrant{}, false
+}
+
+// ListPermissions returns the subject's effective permissions on resource,
+// by name, and whether the resource is registered. Usher's own reserved
+// permissions (usher.*) are left out unless reserved is true.
+func (x *Index) ListPermissions(subject, resource string, reserved bool) ([]string, bool, Revision) {
+	now := x.now()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	res := x.lookupNode(resource)
+	if res == noNode {
+		return nil, false, x.rev
+	}
+	set := x.effective(x.subj.lookup(subject), res, now)
+	if !reserved {
+		set.subtract(x.cat.reserved)
+	}
+	return x.cat.names(set), true, x.rev
+}
+
+// effective is the set Check would allow for subject s at res.
+func (x *Index) effective(s, res uint32, now int64) bitset {
+	var buf [MaxDepth + 1]uint32
+	return x.effectiveOn(s, x.path(res, buf[:0]), now)
+}
+
+// effectiveOn is effective for the resource path[0] with its path to root.
+func (x *Index) effectiveOn(s uint32, path []uint32, now int64) bitset {
+	set := newBitset(len(x.cat.perms))
+	if s == noName {
+		return set
+	}
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := x.resolve(path, g.role); d != nil {
 					set.union(d.perms)
 				}
 			}
 		}
 	}
-	for a := n; a != nil; a = a.parent {
-		if a.blocks == nil {
-			continue
-		}
-		if b := a.blocks[subject]; b != nil && live(b.expires, now) {
+	for _, a := range path {
+		for _, b := range x.blocksOn(s, a) {
+			if !live(b.exp, now) {
+				continue
+			}
 			if b.perms == nil {
 				return newBitset(len(x.cat.perms))
 			}

@@ -3,6 +3,7 @@ package authz_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,6 +256,13 @@ func TestCheck(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Check(%+v): %v", tc.q, err)
 			}
+			if got.Reason == authz.ReasonBlocked {
+				// Check's reason names the deciding block.
+				if got.BlockID == "" {
+					t.Errorf("Check(%+v) = %+v: BLOCKED without the block's ID", tc.q, got)
+				}
+				got.BlockID = ""
+			}
 			if got != tc.want {
 				t.Errorf("Check(%+v) = %+v, want %+v", tc.q, got, tc.want)
 			}
@@ -312,10 +320,10 @@ func TestCheckRevision(t *testing.T) {
 		}
 		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
 	}
-	if _, rev, _ := w.idx.CheckBatch([]authz.Query{q}); rev != 4 {
+	if _, _, rev := w.idx.CheckBatch([]authz.Query{q}); rev != 4 {
 		t.Errorf("CheckBatch answered at revision %d, want 4", rev)
 	}
-	if _, _, rev := w.idx.ListPermissions("user:alice", "call:livestream:42"); rev != 4 {
+	if _, _, rev := w.idx.ListPermissions("user:alice", "call:livestream:42", false); rev != 4 {
 		t.Errorf("ListPermissions answered at revision %d, want 4", rev)
 	}
 }
@@ -333,9 +341,9 @@ func TestCheckBatch(t *testing.T) {
 	}
 
 	t.Run("CheckBatch answers many checks in one call, in order", func(t *testing.T) {
-		got, rev, err := w.idx.CheckBatch(qs)
-		if err != nil {
-			t.Fatal(err)
+		got, errs, rev := w.idx.CheckBatch(qs)
+		if errs != nil {
+			t.Fatal(errs)
 		}
 		if rev != w.idx.Revision() {
 			t.Errorf("revision %d, want %d", rev, w.idx.Revision())
@@ -357,23 +365,32 @@ func TestCheckBatch(t *testing.T) {
 		}
 	})
 
-	t.Run("an undeclared permission in checks[i] is INVALID_ARGUMENT naming checks[i]", func(t *testing.T) {
+	t.Run("an undeclared permission in checks[i] gets its own INVALID_ARGUMENT naming checks[i]; the others are answered", func(t *testing.T) {
 		bad := slices.Clone(qs)
 		bad[3].Permission = "join-cal"
-		got, _, err := w.idx.CheckBatch(bad)
-		wantError(t, err, authz.Invalid, "checks[3].permission", "join-cal")
-		if got != nil {
-			t.Errorf("answers %v alongside an error", got)
+		got, errs, _ := w.idx.CheckBatch(bad)
+		if len(errs) != len(bad) {
+			t.Fatalf("errors %v, want one slot per check", errs)
+		}
+		wantError(t, errs[3], authz.Invalid, "checks[3].permission", "join-cal")
+		for i, q := range bad {
+			if i == 3 {
+				continue
+			}
+			want, _, _ := w.idx.Check(q)
+			if errs[i] != nil || got[i] != want {
+				t.Errorf("check %d beside the bad one: %+v, %v; want Check's %+v", i, got[i], errs[i], want)
+			}
 		}
 		// The batch's error does not leak into Check's own error.
-		_, _, err = w.idx.Check(bad[3])
+		_, _, err := w.idx.Check(bad[3])
 		wantError(t, err, authz.Invalid, "permission", "join-cal")
 	})
 
 	t.Run("an empty batch answers nothing", func(t *testing.T) {
-		got, _, err := w.idx.CheckBatch(nil)
-		if err != nil || len(got) != 0 {
-			t.Errorf("CheckBatch(nil) = %v, %v", got, err)
+		got, errs, _ := w.idx.CheckBatch(nil)
+		if errs != nil || len(got) != 0 {
+			t.Errorf("CheckBatch(nil) = %v, %v", got, errs)
 		}
 	})
 }
@@ -396,7 +413,7 @@ func TestListPermissionsIsCheck(t *testing.T) {
 	w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:dave", Role: "admin", Resource: "account:acme", Expires: time.Now().Add(-time.Minute)}})
 	w.store(authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:dave", Resource: "root", Expires: time.Now().Add(-time.Minute)}})
 
-	export, _ := w.idx.ExportPolicy()
+	export, _ := exportAll(w)
 	resources := []string{"root"}
 	for _, r := range export.Resources {
 		resources = append(resources, r.Name)
@@ -408,25 +425,34 @@ func TestListPermissionsIsCheck(t *testing.T) {
 	for _, subject := range []string{"user:alice", "user:bob", "user:carol", "user:dave", "user:nobody"} {
 		for _, resource := range resources {
 			t.Run(subject+" on "+resource, func(t *testing.T) {
-				list := w.permissions(subject, resource)
-				if !slices.IsSorted(list) {
-					t.Errorf("ListPermissions is not in name order: %v", list)
+				all, _, _ := w.idx.ListPermissions(subject, resource, true)
+				if !slices.IsSorted(all) {
+					t.Errorf("ListPermissions is not in name order: %v", all)
 				}
-				var allowed []string
+				var allowed, domain []string
 				for _, perm := range declared {
 					if w.check(subject, perm, resource).Allowed {
 						allowed = append(allowed, perm)
+						if !strings.HasPrefix(perm, "usher.") {
+							domain = append(domain, perm)
+						}
 					}
 				}
-				if !slices.Equal(list, allowed) {
-					t.Errorf("ListPermissions = %v\nCheck allows    %v", list, allowed)
+				if !slices.Equal(all, allowed) {
+					t.Errorf("ListPermissions with reserved = %v\nCheck allows    %v", all, allowed)
+				}
+				// ListPermissions and the capability sets derived from it show
+				// domain permissions only; reserved usher.* permissions appear
+				// only when asked for.
+				if list := w.permissions(subject, resource); !slices.Equal(list, domain) {
+					t.Errorf("ListPermissions = %v\nwant the domain permissions Check allows %v", list, domain)
 				}
 			})
 		}
 	}
 
 	t.Run("ListPermissions of an unknown resource says it is not registered", func(t *testing.T) {
-		perms, ok, _ := w.idx.ListPermissions("user:alice", "call:livestream:404")
+		perms, ok, _ := w.idx.ListPermissions("user:alice", "call:livestream:404", false)
 		if ok || len(perms) != 0 {
 			t.Errorf("ListPermissions(unknown) = %v, %v; want nothing, false", perms, ok)
 		}

@@ -1,97 +1,112 @@
 package authz
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // Reserved permissions govern Usher's own data. A policy declares them and
 // implies them from its domain permissions through the permission tree; an
 // actor needs them at the scope a write concerns.
 //
-// usher.resources.write may be narrowed to one resource type by a suffix:
-// usher.resources.write.room lets its holder register, move and delete rooms
-// only. usher.resources.delete on a resource lets its holder delete that
-// resource itself, as an event's owner may delete the event.
+// The three resource permissions may be narrowed to one resource type by a
+// suffix: usher.resources.create.room lets its holder register rooms only.
 const (
-	PermResourcesWrite  = "usher.resources.write"
+	PermGrantsWrite     = "usher.grants.write"
+	PermResourcesCreate = "usher.resources.create"
 	PermResourcesDelete = "usher.resources.delete"
+	PermResourcesMove   = "usher.resources.move"
 	PermRolesWrite      = "usher.roles.write"
 	PermBlocksWrite     = "usher.blocks.write"
 	PermQuotasWrite     = "usher.quotas.write"
 )
 
-// requirePermission refuses a write by an actor who lacks perm at n, as Check
-// would see it. Without an actor the caller acts on its own authority.
-func (x *Index) requirePermission(by Author, n *node, perm, what string) error {
-	if by.Actor == "" {
-		return nil
-	}
-	if x.holds(by.Actor, n, perm) {
-		return nil
-	}
-	return errorf(PermissionDenied, "actor", by.Actor,
-		"actor lacks %q on %q, which %s requires", perm, n.name, what)
+// Limits on the work a write by an actor may ask of the engine, which judges
+// its effect on every subject it could change (see judge). The platform,
+// writing without an actor, is not judged and not limited by them.
+const (
+	// MaxActorMove is the most resources a subtree moved by an actor may
+	// hold.
+	MaxActorMove = 10_000
+	// MaxJudged is the most (subject, resource) pairs one write by an actor
+	// may change the permissions of, as the engine counts them.
+	MaxJudged = 1_000_000
+)
+
+// The rules of DESIGN.md's delegation invariant, as refusals name them.
+const (
+	RuleNoEscalation  = "no escalation"
+	RuleNoOverreach   = "no overreach"
+	RuleNoSelfService = "no self-service"
+)
+
+// guardActor records what judging the actor's power reads: its grants and
+// blocks, the roles, the catalog and the shape of the tree.
+func (p *plan) guardActor() {
+	p.guard(subjectKey(p.by.Actor), keyRoles, keyCatalog, keyTree)
 }
 
-// requireResourceWrite refuses a write of a resource of type typ under scope
-// by an actor who holds neither usher.resources.write nor
-// usher.resources.write.<typ> there.
-func (x *Index) requireResourceWrite(by Author, scope *node, typ, what string) error {
-	if by.Actor == "" {
-		return nil
-	}
-	if x.holds(by.Actor, scope, PermResourcesWrite+"."+typ) {
-		return nil
-	}
-	return x.requirePermission(by, scope, PermResourcesWrite, what)
+// actorHolds reports whether the actor's effective permissions at id include
+// perm, as Check would see them.
+func (p *plan) actorHolds(id uint32, perm string) bool {
+	x := p.x
+	i := x.cat.id(perm)
+	return i >= 0 && x.effective(x.subj.lookup(p.by.Actor), id, p.now).has(i)
 }
 
-// holds reports whether subject's effective permissions at n include perm.
-func (x *Index) holds(subject string, n *node, perm string) bool {
-	id := x.cat.id(perm)
-	return id >= 0 && x.effective(subject, n, nowNano()).has(id)
+// require refuses a write by an actor who lacks perm at id. Without an actor
+// the caller acts on its own authority.
+func (p *plan) require(id uint32, perm, what string) error {
+	if p.by.Actor == "" {
+		return nil
+	}
+	p.guardActor()
+	if p.actorHolds(id, perm) {
+		return nil
+	}
+	return p.lacks(id, perm, what)
 }
 
-// mayGrant applies DESIGN.md's Grant rule for an actor: some role the actor
-// holds at n lists role in assignable_roles, or lists "*" and role's
-// permissions at n are a subset of the actor's effective permissions there.
-func (x *Index) mayGrant(actor, role string, n *node, now int64) error {
-	target := x.resolve(n, x.roleID(role))
-	if target == nil {
-		return errorf(NotFound, "role", role, "no role of that name is defined at %q or above it", n.name)
+// requireTyped is require for a resource permission that may be narrowed to
+// typ: base.typ or base itself will do.
+func (p *plan) requireTyped(id uint32, base, typ, what string) error {
+	if p.by.Actor == "" {
+		return nil
 	}
-	effective := x.effective(actor, n, now)
-	wildcard := false
-	if !x.blockedFromAll(actor, n, now) {
-		for _, d := range x.heldRoles(actor, n, now) {
-			if slices.Contains(d.AssignableRoles, role) {
+	p.guardActor()
+	if p.actorHolds(id, base+"."+typ) || p.actorHolds(id, base) {
+		return nil
+	}
+	return p.lacks(id, base+"."+typ, what)
+}
+
+func (p *plan) lacks(id uint32, perm, what string) error {
+	e := errorf(PermissionDenied, "actor", p.by.Actor,
+		"actor lacks %q on %q, which %s requires", perm, p.x.name(id), what)
+	e.Rule = "missing permission"
+	e.Meta = map[string]string{"permission": perm, "resource": p.x.name(id)}
+	return e
+}
+
+// heldRoles returns the definitions, resolved at path[0], of the live
+// grants of s on path; none when a block of everything covers s there, for a
+// block takes the blocked powers away.
+func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
+	if s == noName {
+		return nil
+	}
+	for _, a := range path {
+		for _, b := range x.blocksOn(s, a) {
+			if b.perms == nil && live(b.exp, now) {
 				return nil
 			}
-			wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
 		}
 	}
-	if !wildcard {
-		return errorf(PermissionDenied, "actor", actor,
-			"may not grant role %q on %q: no role the actor holds there lists it in assignable_roles", role, n.name)
-	}
-	if missing := x.firstMissing(target, effective); missing != "" {
-		return errorf(PermissionDenied, "actor", actor,
-			"may not grant role %q on %q: only permissions the actor has can be granted, and the actor lacks %q there",
-			role, n.name, missing)
-	}
-	return nil
-}
-
-// heldRoles returns the definitions, resolved at n, of the actor's unexpired
-// grants on n and its ancestors.
-func (x *Index) heldRoles(actor string, n *node, now int64) []*roleDef {
-	si := x.subjects[actor]
-	if si == nil {
-		return nil
-	}
 	var out []*roleDef
-	for a := n; a != nil; a = a.parent {
-		for _, g := range si.grants[a] {
-			if live(g.expires, now) {
-				if d := x.resolve(n, g.role); d != nil {
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := x.resolve(path, g.role); d != nil {
 					out = append(out, d)
 				}
 			}
@@ -100,62 +115,631 @@ func (x *Index) heldRoles(actor string, n *node, now int64) []*roleDef {
 	return out
 }
 
-// blockedFromAll reports whether a block of every permission covers subject
-// at n.
-func (x *Index) blockedFromAll(subject string, n *node, now int64) bool {
-	for a := n; a != nil; a = a.parent {
-		if b := a.blocks[subject]; b != nil && b.perms == nil && live(b.expires, now) {
+// mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
+// at res, and some role the actor holds there lists role in
+// assignable_roles, or lists "*" and role's permissions are a subset of the
+// actor's effective permissions wherever the grant would give them: at res
+// and at every resource below it where role is redefined.
+func (p *plan) mayGrant(role string, res uint32, verb string) error {
+	x := p.x
+	p.guardActor()
+	if !p.actorHolds(res, PermGrantsWrite) {
+		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: the actor lacks %q there",
+			verb, role, x.name(res), PermGrantsWrite)
+		e.Rule = "missing permission"
+		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
+		return e
+	}
+	actor := x.subj.lookup(p.by.Actor)
+	var buf [MaxDepth + 1]uint32
+	path := x.path(res, buf[:0])
+	wildcard := false
+	for _, d := range x.heldRoles(actor, path, p.now) {
+		if slices.Contains(d.AssignableRoles, role) {
+			return nil
+		}
+		wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
+	}
+	deny := func(format string, args ...any) error {
+		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))
+		e.Rule = "not assignable"
+		e.Meta = map[string]string{"role": role, "resource": x.name(res)}
+		return e
+	}
+	if !wildcard {
+		return deny("no role the actor holds there lists it in assignable_roles")
+	}
+	id := x.roleID(role)
+	points := []uint32{res}
+	for _, scope := range x.roleScopes[id] {
+		if scope != res && x.under(scope, res) {
+			points = append(points, scope)
+		}
+	}
+	for _, at := range points {
+		target := x.resolveAt(at, id)
+		if target == nil {
+			continue
+		}
+		have := x.effective(actor, at, p.now)
+		if missing := x.cat.missing(target, have); missing != "" {
+			if at == res {
+				return deny("only permissions the actor has can be granted, and the actor lacks %q there", missing)
+			}
+			return deny("only permissions the actor has can be granted; %q redefines it below, with %q, which the actor lacks there",
+				x.name(at), missing)
+		}
+	}
+	return nil
+}
+
+// judge holds a write by an actor to DESIGN.md's delegation invariant. It
+// compares every subject's effective permissions, before and after the
+// write, on every resource the write could change them on:
+//
+//  1. no escalation: what a subject gains there, the actor holds there or
+//     may assign there by name;
+//  2. no overreach: what a subject other than the actor loses there, the
+//     actor holds there or may assign there by name;
+//  3. no self-service: the actor's own permissions, and the roles it may
+//     assign, change nowhere, except that it may lose its own grants on a
+//     resource it deletes.
+//
+// "Everywhere" is finite: a subject's permissions can differ between a
+// resource and its parent only where the subject has a grant or a block or
+// where a role is defined, so the judge evaluates, below each resource the
+// write touches, those resources and no others.
+type judge struct {
+	p     *plan
+	extra []judgedRegion // regions a planner names beyond what the changes say
+	// exempt are the resources the write deletes: the actor may lose its
+	// own grants there.
+	exempt map[uint32]bool
+}
+
+type judgedRegion struct {
+	root     uint32
+	subjects []string
+}
+
+func newJudge(p *plan) *judge { return &judge{p: p, exempt: map[uint32]bool{}} }
+
+// view is the index as a write would leave it: the index itself with the
+// write's changes laid over it, for judging. A view with no changes is the
+// index as it is.
+type view struct {
+	x        *Index
+	parents  map[uint32]uint32
+	grants   map[uint64][]subjectGrant
+	blocks   map[uint64][]*blockEntry
+	roles    map[uint64]*roleDef // nil: deleted
+	newSubj  map[string]uint32
+	newRoles map[string]uint32
+}
+
+func (v *view) subject(name string) uint32 {
+	if s := v.x.subj.lookup(name); s != noName {
+		return s
+	}
+	if s, ok := v.newSubj[name]; ok {
+		return s
+	}
+	s := uint32(1<<31 + len(v.newSubj))
+	v.newSubj[name] = s
+	return s
+}
+
+func (v *view) role(name string) uint32 {
+	if r := v.x.roleID(name); r != noName {
+		return r
+	}
+	if r, ok := v.newRoles[name]; ok {
+		return r
+	}
+	r := uint32(1<<31 + len(v.newRoles))
+	v.newRoles[name] = r
+	return r
+}
+
+func (v *view) parent(id uint32) uint32 {
+	if p, ok := v.parents[id]; ok {
+		return p
+	}
+	return v.x.nodes[id].parent
+}
+
+func (v *view) path(id uint32, buf []uint32) []uint32 {
+	for ; id != noNode; id = v.parent(id) {
+		buf = append(buf, id)
+	}
+	return buf
+}
+
+func (v *view) under(n, anc uint32) bool {
+	for ; n != noNode; n = v.parent(n) {
+		if n == anc {
 			return true
 		}
 	}
 	return false
 }
 
-// firstMissing names a permission of role that have lacks, or "": the first
-// one the role lists whose implied set is not all held, so that a refusal
-// names "company.settings" rather than one of its many children.
-func (x *Index) firstMissing(role *roleDef, have bitset) string {
-	for _, name := range role.Permissions {
-		if name != Wildcard && !x.cat.closure([]string{name}).subsetOf(have) {
-			return name
-		}
+func (v *view) grantsOn(s, id uint32) []subjectGrant {
+	if list, ok := v.grants[pairKey(s, id)]; ok {
+		return list
 	}
-	missing := ""
-	role.perms.each(func(i int32) {
-		if missing == "" && !have.has(i) {
-			missing = x.cat.perms[i].Name
-		}
-	})
-	return missing
+	if s >= 1<<31 {
+		return nil
+	}
+	return v.x.grantsOn(s, id)
 }
 
-// mayRevoke applies the Revoke rule: the actor could grant that binding now,
-// and it is not the actor's own.
-func (x *Index) mayRevoke(actor string, g Grant, n *node, now int64) error {
-	if g.Subject == actor {
-		return errorf(PermissionDenied, "actor", actor,
-			"may not revoke role %q on %q: it is not possible to revoke your own grants", g.Role, n.name)
+func (v *view) blocksOn(s, id uint32) []*blockEntry {
+	if list, ok := v.blocks[pairKey(s, id)]; ok {
+		return list
 	}
-	if err := x.mayGrant(actor, g.Role, n, now); err != nil {
-		e := err.(*Error)
-		return errorf(e.Code, e.Field, e.Value, "may not revoke: %s", e.Reason)
+	return v.x.blocksOn(s, id)
+}
+
+func (v *view) resolve(path []uint32, role uint32) *roleDef {
+	for _, a := range path {
+		if d, ok := v.roles[roleKey(a, role)]; ok {
+			if d != nil {
+				return d
+			}
+			continue
+		}
+		if v.x.nodes[a].flags&nodeRoles != 0 {
+			if d := v.x.roleDefs[roleKey(a, role)]; d != nil {
+				return d
+			}
+		}
 	}
 	return nil
 }
 
+// effective is the set Check would allow for s at path[0].
+func (v *view) effective(s uint32, path []uint32, now int64) bitset {
+	set := newBitset(len(v.x.cat.perms))
+	for _, a := range path {
+		for _, g := range v.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := v.resolve(path, g.role); d != nil {
+					set.union(d.perms)
+				}
+			}
+		}
+	}
+	for _, a := range path {
+		for _, b := range v.blocksOn(s, a) {
+			if !live(b.exp, now) {
+				continue
+			}
+			if b.perms == nil {
+				return newBitset(len(v.x.cat.perms))
+			}
+			set.subtract(b.perms)
+		}
+	}
+	return set
+}
+
+// power is what s may hand out at path[0]: its effective permissions, and
+// those of every role a role it holds there lists by name in
+// assignable_roles, each resolved there; and the names it may assign.
+func (v *view) power(s uint32, path []uint32, now int64) (bitset, []string) {
+	set := v.effective(s, path, now)
+	var names []string
+	for _, a := range path {
+		for _, b := range v.blocksOn(s, a) {
+			if b.perms == nil && live(b.exp, now) {
+				return set, nil
+			}
+		}
+	}
+	for _, a := range path {
+		for _, g := range v.grantsOn(s, a) {
+			if !live(g.exp, now) {
+				continue
+			}
+			d := v.resolve(path, g.role)
+			if d == nil {
+				continue
+			}
+			for _, name := range d.AssignableRoles {
+				names = append(names, name)
+				if name == Wildcard {
+					continue
+				}
+				if r := v.resolve(path, v.role(name)); r != nil {
+					set.union(r.perms)
+				}
+			}
+		}
+	}
+	return set, sortedSet(names)
+}
+
+// lay puts the write's changes over v. Changes on resources the write
+// registers are left out: nothing was held on them before.
+func (v *view) lay(changes []Change) {
+	x := v.x
+	for _, c := range changes {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			res := x.lookupNode(c.Grant.Resource)
+			if res == noNode {
+				continue
+			}
+			s, role := v.subject(c.Grant.Subject), v.role(c.Grant.Role)
+			k := pairKey(s, res)
+			list := slices.Clone(v.grantsOn(s, res))
+			list = slices.DeleteFunc(list, func(g subjectGrant) bool { return g.role == role })
+			if c.Op == OpPutGrant {
+				list = append(list, subjectGrant{res: res, role: role, exp: expiry(c.Grant.Expires)})
+			}
+			v.grants[k] = list
+		case OpPutBlock, OpDeleteBlock:
+			res := x.lookupNode(c.Block.Resource)
+			if res == noNode {
+				continue
+			}
+			s := v.subject(c.Block.Subject)
+			k := pairKey(s, res)
+			list := slices.Clone(v.blocksOn(s, res))
+			list = slices.DeleteFunc(list, func(b *blockEntry) bool { return b.ID == c.Block.ID })
+			if c.Op == OpPutBlock {
+				list = append(list, x.blockEntry(*c.Block))
+			}
+			v.blocks[k] = list
+		case OpPutRole:
+			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
+				v.roles[roleKey(scope, v.role(c.Role.Name))] = &roleDef{Role: *c.Role, perms: x.cat.closure(c.Role.Permissions)}
+			}
+		case OpDeleteRole:
+			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
+				v.roles[roleKey(scope, v.role(c.Role.Name))] = nil
+			}
+		case OpPutResource:
+			id, parent := x.lookupNode(c.Resource.Name), x.lookupNode(c.Resource.Parent)
+			if id != noNode && parent != noNode {
+				v.parents[id] = parent
+			}
+		}
+	}
+}
+
+// affect names subjects whose permissions a write changes below root beyond
+// what its changes say: a planner that knows more than the changes (none do
+// today) adds them here.
+func (j *judge) affect(root uint32, subjects ...string) {
+	j.extra = append(j.extra, judgedRegion{root: root, subjects: subjects})
+}
+
+// verify judges the plan's changes.
+func (j *judge) verify() error {
+	p, x := j.p, j.p.x
+	before := &view{x: x}
+	after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
+		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{},
+		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}}
+	after.lay(p.changes)
+	before.newSubj, before.newRoles = after.newSubj, after.newRoles
+
+	regions := map[uint32]map[string]bool{}
+	add := func(root uint32, subjects ...string) {
+		if regions[root] == nil {
+			regions[root] = map[string]bool{}
+		}
+		for _, s := range subjects {
+			regions[root][s] = true
+		}
+	}
+	for _, r := range j.extra {
+		add(r.root, r.subjects...)
+	}
+	for _, c := range p.changes {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			if res := x.lookupNode(c.Grant.Resource); res != noNode {
+				add(res, c.Grant.Subject)
+			}
+		case OpPutBlock, OpDeleteBlock:
+			if res := x.lookupNode(c.Block.Resource); res != noNode {
+				add(res, c.Block.Subject)
+			}
+		case OpPutRole, OpDeleteRole:
+			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
+				subjects, err := j.holders(scope, c.Role.Name)
+				if err != nil {
+					return err
+				}
+				add(scope, subjects...)
+			}
+		case OpPutResource:
+			id := x.lookupNode(c.Resource.Name)
+			if id == noNode {
+				continue
+			}
+			subjects, err := j.moved(id, x.lookupNode(c.Resource.Parent))
+			if err != nil {
+				return err
+			}
+			add(id, subjects...)
+		case OpDeleteResource:
+			if id := x.lookupNode(c.Resource.Name); id != noNode {
+				j.exempt[id] = true
+			}
+		}
+	}
+	actorName := p.by.Actor
+	actor := after.subject(actorName)
+	defs := j.roleDefPoints(after)
+	powers := map[uint32]bitset{}
+	judged := 0
+	roots := make([]uint32, 0, len(regions))
+	for root := range regions {
+		roots = append(roots, root)
+	}
+	slices.Sort(roots)
+	for _, root := range roots {
+		names := regions[root]
+		names[actorName] = true
+		subjects := make([]string, 0, len(names))
+		for s := range names {
+			subjects = append(subjects, s)
+		}
+		slices.Sort(subjects)
+		for _, name := range subjects {
+			s := after.subject(name)
+			for _, at := range j.points(after, root, s, actor, defs) {
+				if judged++; judged > MaxJudged {
+					return errorf(ResourceExhausted, "actor", actorName,
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+				}
+				var bb, ab [MaxDepth + 1]uint32
+				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
+				was, is := before.effective(s, pb, p.now), after.effective(s, pa, p.now)
+				if s == actor {
+					if err := j.self(before, after, pb, pa, was, is, at); err != nil {
+						return err
+					}
+					continue
+				}
+				if was.equal(is) {
+					continue
+				}
+				p.guard(subjectKey(name))
+				pow, ok := powers[at]
+				if !ok {
+					pow, _ = before.power(actor, pb, p.now)
+					powers[at] = pow
+				}
+				if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
+					return j.refuse(RuleNoEscalation, name, missing, at, "would gain %q on %q, which the actor neither holds there nor may assign")
+				}
+				if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
+					return j.refuse(RuleNoOverreach, name, missing, at, "would lose %q on %q, which the actor neither holds there nor may assign")
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// self applies rule 3 to the actor at one resource.
+func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at uint32) error {
+	p, x := j.p, j.p.x
+	if missing := x.cat.top(is.minus(was)); missing != "" {
+		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would gain %q on %q itself")
+	}
+	if missing := x.cat.top(was.minus(is)); missing != "" && !j.exempt[at] {
+		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would lose %q on %q itself")
+	}
+	actor := after.subject(p.by.Actor)
+	_, assignedBefore := before.power(actor, pb, p.now)
+	_, assignedAfter := after.power(actor, pa, p.now)
+	if !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
+		doing := ""
+		if p.doing != "" {
+			doing = "may not " + p.doing + ": "
+		}
+		e := errorf(PermissionDenied, "actor", p.by.Actor,
+			"%s%s: the write would change the roles the actor may assign on %q (from %v to %v)", doing, RuleNoSelfService, x.name(at), assignedBefore, assignedAfter)
+		e.Rule = RuleNoSelfService
+		e.Meta = map[string]string{"subject": p.by.Actor, "resource": x.name(at)}
+		return e
+	}
+	return nil
+}
+
+func (j *judge) refuse(rule, subject, perm string, at uint32, format string) error {
+	p, x := j.p, j.p.x
+	what := fmt.Sprintf(format, perm, x.name(at))
+	msg := fmt.Sprintf("%s: %q %s", rule, subject, what)
+	if rule == RuleNoSelfService {
+		msg = fmt.Sprintf("%s: %s", rule, what)
+	}
+	if p.doing != "" {
+		msg = "may not " + p.doing + ": " + msg
+	}
+	e := errorf(PermissionDenied, "actor", p.by.Actor, "%s", msg)
+	e.Rule = rule
+	e.Meta = map[string]string{"subject": subject, "permission": perm, "resource": x.name(at)}
+	return e
+}
+
+// holders returns the subjects holding role where a definition at scope
+// could apply: on scope, its ancestors, and below it.
+func (j *judge) holders(scope uint32, role string) ([]string, error) {
+	p, x := j.p, j.p.x
+	p.guard(holdersKey(role))
+	id := x.roleID(role)
+	if id == noName || x.roleHolders[id] == 0 {
+		return nil, nil
+	}
+	seen := map[uint32]bool{}
+	for a := x.nodes[scope].parent; a != noNode; a = x.nodes[a].parent {
+		for _, g := range x.holdersOf(a, id) {
+			seen[g.subj] = true
+		}
+	}
+	visited := 0
+	var err error
+	x.walk(scope, func(n uint32) bool {
+		if visited++; visited > MaxJudged {
+			err = errorf(ResourceExhausted, "actor", p.by.Actor,
+				"the role's scope holds more than %d resources, the most a role write by an actor may judge; the platform may make it without an actor", MaxJudged)
+			return false
+		}
+		for _, g := range x.holdersOf(n, id) {
+			seen[g.subj] = true
+		}
+		return true
+	})
+	return j.names(seen), err
+}
+
+// moved returns the subjects whose permissions below id may change when it
+// moves under parent: those with grants or blocks on the ancestors it leaves
+// or joins, and the holders of roles defined there.
+func (j *judge) moved(id, parent uint32) ([]string, error) {
+	p, x := j.p, j.p.x
+	size := 0
+	x.walk(id, func(uint32) bool { size++; return size <= MaxActorMove })
+	if size > MaxActorMove {
+		return nil, errorf(ResourceExhausted, "name", x.name(id),
+			"an actor may move a subtree of at most %d resources; this one holds more (the platform may move it without an actor)", MaxActorMove)
+	}
+	old := map[uint32]bool{}
+	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+		old[a] = true
+	}
+	var changed []uint32 // ancestors on one path and not the other
+	common := map[uint32]bool{}
+	for a := parent; a != noNode; a = x.nodes[a].parent {
+		if old[a] {
+			common[a] = true
+		} else {
+			changed = append(changed, a)
+		}
+	}
+	for a := range old {
+		if !common[a] {
+			changed = append(changed, a)
+		}
+	}
+	slices.Sort(changed)
+	seen := map[uint32]bool{}
+	var roles []uint32
+	for _, a := range changed {
+		p.guard(bindingsKey(x.name(a)))
+		for _, g := range x.byResource.get(a) {
+			seen[g.subj] = true
+		}
+		for _, s := range x.blockedOn[a] {
+			seen[s] = true
+		}
+		roles = append(roles, x.rolesAt[a]...)
+	}
+	for _, role := range sortedUnique(roles) {
+		p.guard(holdersKey(x.roleNames[role]))
+		for a := range common {
+			for _, g := range x.holdersOf(a, role) {
+				seen[g.subj] = true
+			}
+		}
+		x.walk(id, func(n uint32) bool {
+			for _, g := range x.holdersOf(n, role) {
+				seen[g.subj] = true
+			}
+			return true
+		})
+	}
+	return j.names(seen), nil
+}
+
+func (j *judge) names(ids map[uint32]bool) []string {
+	out := make([]string, 0, len(ids))
+	for s := range ids {
+		out = append(out, j.p.x.subj.name(s))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// roleDefPoints returns every resource that defines a role, before or after
+// the write.
+func (j *judge) roleDefPoints(after *view) []uint32 {
+	x := j.p.x
+	var out []uint32
+	for _, scopes := range x.roleScopes {
+		out = append(out, scopes...)
+	}
+	for k := range after.roles {
+		out = append(out, uint32(k>>32))
+	}
+	return sortedUnique(out)
+}
+
+// points returns the resources in root's subtree where s's effective
+// permissions, or the actor's power, can differ from their parent's: root
+// itself, and where s or the actor has a grant or a block, or a role is
+// defined.
+func (j *judge) points(v *view, root, s, actor uint32, defs []uint32) []uint32 {
+	x := v.x
+	out := []uint32{root}
+	consider := func(id uint32) {
+		if id != root && v.under(id, root) {
+			out = append(out, id)
+		}
+	}
+	for _, subject := range []uint32{s, actor} {
+		if subject < 1<<31 {
+			for _, g := range x.bySubject.get(subject) {
+				consider(g.res)
+			}
+			for _, res := range x.subjBlocks[subject] {
+				consider(res)
+			}
+		}
+		for k := range v.grants {
+			if uint32(k>>32) == subject {
+				consider(uint32(k))
+			}
+		}
+		for k := range v.blocks {
+			if uint32(k>>32) == subject {
+				consider(uint32(k))
+			}
+		}
+	}
+	for _, id := range defs {
+		consider(id)
+	}
+	return sortedUnique(out)
+}
+
+func sortedUnique(list []uint32) []uint32 {
+	slices.Sort(list)
+	return slices.Compact(list)
+}
+
 // AssignableRoles returns the roles visible at resource that actor may grant
-// there: those mayGrant allows and whose bindable_on admits the resource.
+// there: those the Grant rule allows and whose bindable_on admits the
+// resource.
 func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error) {
-	now := nowNano()
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	n, err := x.registered("resource", resource)
+	now := x.now()
+	x.view.RLock()
+	defer x.view.RUnlock()
+	id, err := x.registered("resource", resource)
 	if err != nil {
 		return nil, x.rev, err
 	}
+	p := &plan{x: x, by: Author{Actor: actor}, now: now}
 	var out []Role
-	for _, r := range x.visibleRoles(n) {
-		if r.bindableOn(n.typ) && x.mayGrant(actor, r.Name, n, now) == nil {
+	for _, r := range x.visibleRoles(id) {
+		if r.bindableOn(x.typeName(id)) && p.mayGrant(r.Name, id, "grant") == nil {
 			out = append(out, r)
 		}
 	}

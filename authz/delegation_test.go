@@ -12,19 +12,20 @@ import (
 // Quoted rules: DESIGN.md's "Delegation: who may change what", and the seeds
 // that it serves.
 const (
-	ruleBind       = "some role the actor holds at s (inherited counts) lists R in assignable_roles (like Kubernetes' bind: no further test)"
-	ruleNoEscalate = "lists * and R's permissions at s are a subset of the actor's effective permissions at s (no escalation: \"only permissions that the user has can be granted\")"
-	ruleExpired    = "expired grants give no power"
-	ruleBlocked    = "a block takes the blocked powers away"
-	vancastOwner   = "The Owner of an event can add new Collaborators to help him manage the event"
-	vancastManager = "A Manager can add new collaborators with any role except Owner"
-	vancastProd    = "A Producer can add only new Producer collaborators"
-	vancastMod     = "Moderator | Can Only: - Access de Q&A moderators console"
-	alfaOnlyAdmins = "Only users with the Administrate users permission can grant or revoke permissions for other users"
-	alfaOnlyHeld   = "Only permissions that the user has can be granted to other users"
-	alfaNotOwn     = "It is not possible to revoke your own permissions"
-	alfaSettings   = "in order to grant or revoke the Manage company settings permission, you must have this permission yourself. The Administrate users permission alone is not sufficient"
-	ruleRevoke     = "Revoke: allowed when the actor could grant that binding now"
+	ruleBind         = "some role the actor holds at s (inherited counts) lists R in assignable_roles (like Kubernetes' bind: no further test)"
+	ruleNoEscalate   = "lists * and R's permissions at s are a subset of the actor's effective permissions at s (no escalation: \"only permissions that the user has can be granted\")"
+	ruleExpired      = "expired grants give no power"
+	ruleBlocked      = "a block takes the blocked powers away"
+	vancastOwner     = "The Owner of an event can add new Collaborators to help him manage the event"
+	vancastManager   = "A Manager can add new collaborators with any role except Owner"
+	vancastProd      = "A Producer can add only new Producer collaborators"
+	vancastMod       = "Moderator | Can Only: - Access de Q&A moderators console"
+	alfaOnlyAdmins   = "Only users with the Administrate users permission can grant or revoke permissions for other users"
+	alfaOnlyHeld     = "Only permissions that the user has can be granted to other users"
+	alfaNotOwn       = "It is not possible to revoke your own permissions"
+	alfaSettings     = "in order to grant or revoke the Manage company settings permission, you must have this permission yourself. The Administrate users permission alone is not sufficient"
+	ruleRevoke       = "Revoke: allowed when the actor could grant that binding now"
+	ruleNoEscalation = "No escalation"
 )
 
 // vancastWorld is vancastPolicy's world with one holder of each event role on
@@ -147,9 +148,15 @@ func grantCases() []delegation {
 		{name: ruleBlocked + ": a block of everything on a room removes the power there", world: alfaviewWorld,
 			setup: func(w *world) { w.block(authz.Block{Subject: "user:admin", Resource: "room:alfa-lobby"}) },
 			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "room:alfa-lobby"}},
-		{name: ruleBlocked + ": a block on a room leaves the power on the company", world: alfaviewWorld,
+		{name: ruleBlocked + ": a block on a room leaves the power on the company where the grant does not reach the room", world: alfaviewWorld,
+			setup: func(w *world) {
+				w.put("room:alfa-other", "company:alfa")
+				w.block(authz.Block{Subject: "user:admin", Resource: "room:alfa-lobby"})
+			},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "room:alfa-other"}, allowed: true},
+		{name: ruleNoEscalation + ": a permission that a subject gains on a resource is one the actor holds there, so an actor blocked in a room may not grant above it what would reach the room", world: alfaviewWorld,
 			setup: func(w *world) { w.block(authz.Block{Subject: "user:admin", Resource: "room:alfa-lobby"}) },
-			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}, allowed: true},
+			actor: "user:admin", grant: authz.Grant{Subject: "user:new", Role: "list-all-users", Resource: "company:alfa"}, mentions: []string{"users.list", "room:alfa-lobby"}},
 		{name: ruleBlocked + ": a block that has expired takes nothing away", world: alfaviewWorld,
 			setup: func(w *world) {
 				w.store(authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:admin", Resource: "company:alfa", Expires: time.Now().Add(-time.Minute)}})
@@ -267,7 +274,7 @@ func TestVancastWorkspace(t *testing.T) {
 		e := w.refuses(authz.PermissionDenied, "actor", "user:ws-producer", func() (authz.Revision, error) {
 			return w.eng.PutResource(w.ctx, as("user:ws-producer"), newEvent)
 		})
-		mentions(t, e, "usher.resources.write", "workspace:vancast-live")
+		mentions(t, e, "usher.resources.create.event", "workspace:vancast-live")
 	})
 	t.Run("A Workspace Producer could become an event owner when someone else, with the appropriate permission, creates the event and adds them as an event owner", func(t *testing.T) {
 		w := vancastWorld(t)
@@ -304,7 +311,7 @@ func TestVancastWorkspace(t *testing.T) {
 		e := w.refuses(authz.PermissionDenied, "actor", "user:ws-owner", func() (authz.Revision, error) {
 			return w.eng.PutResource(w.ctx, as("user:ws-owner"), authz.Resource{Name: "workspace:new", Parent: "account:vancast"})
 		})
-		mentions(t, e, "usher.resources.write", "account:vancast")
+		mentions(t, e, "usher.resources.create.workspace", "account:vancast")
 	})
 }
 
@@ -410,12 +417,12 @@ func TestReservedPermissions(t *testing.T) {
 	deleteQuota := func(w *world, by authz.Author) (authz.Revision, error) { return w.eng.DeleteQuota(w.ctx, by, quota) }
 	block := func(resource string) func(w *world, by authz.Author) (authz.Revision, error) {
 		return func(w *world, by authz.Author) (authz.Revision, error) {
-			return w.eng.Block(w.ctx, by, authz.Block{Subject: "user:troll", Resource: resource, Reason: "spam"})
+			return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:troll", Resource: resource, Reason: "spam"}))
 		}
 	}
 	unblock := func(resource string) func(w *world, by authz.Author) (authz.Revision, error) {
 		return func(w *world, by authz.Author) (authz.Revision, error) {
-			return w.eng.Unblock(w.ctx, by, "user:troll", resource)
+			return w.eng.Unblock(w.ctx, by, "user:troll", resource, "")
 		}
 	}
 	accountUsers := func(t *testing.T) *world {
@@ -434,34 +441,41 @@ func TestReservedPermissions(t *testing.T) {
 		w.block(authz.Block{Subject: "user:troll", Resource: "account:acme"})
 		return w
 	}
-	const rw, qw, rolew, bw = "usher.resources.write", "usher.quotas.write", "usher.roles.write", "usher.blocks.write"
+	const (
+		create, move, del = "usher.resources.create.event", "usher.resources.move.event", "usher.resources.delete.event"
+		qw, rolew, bw     = "usher.quotas.write", "usher.roles.write", "usher.blocks.write"
+	)
+	deleteEvent := func(w *world, by authz.Author) (authz.Revision, error) {
+		return w.eng.DeleteResource(w.ctx, by, "event:launch")
+	}
 	cases := []reserved{
-		{name: "PutResource needs usher.resources.write at the parent: " + implied + " (workspace.events.create)", world: vancastWorld,
+		{name: "usher.resources.create at the parent registers a child: " + implied + " (workspace.events.create)", world: vancastWorld,
 			actor: "user:ws-admin", write: putEvent("event:gala", "workspace:vancast-live"), allowed: true},
-		{name: "PutResource needs usher.resources.write at the parent: refused below another workspace", world: vancastWorld,
-			actor: "user:ws-admin", write: putEvent("event:gala", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-sales"}},
-		{name: "PutResource needs usher.resources.write at the parent: an event Owner registers nothing beside its event", world: vancastWorld,
-			actor: "user:owner", write: putEvent("event:gala", "workspace:vancast-live"), mentions: []string{rw, "workspace:vancast-live"}},
-		{name: "PutResource needs usher.resources.write at the parent, even to register again what is already there", world: vancastWorld,
-			actor: "user:ws-producer", write: putEvent("event:launch", "workspace:vancast-live"), mentions: []string{rw, "workspace:vancast-live"}},
-		{name: "a move needs usher.resources.write at the old parent", world: vancastWorld,
+		{name: "usher.resources.create at the parent registers a child: refused below another workspace", world: vancastWorld,
+			actor: "user:ws-admin", write: putEvent("event:gala", "workspace:vancast-sales"), mentions: []string{create, "workspace:vancast-sales"}},
+		{name: "usher.resources.create at the parent registers a child: an event Owner registers nothing beside its event", world: vancastWorld,
+			actor: "user:owner", write: putEvent("event:gala", "workspace:vancast-live"), mentions: []string{create, "workspace:vancast-live"}},
+		{name: "usher.resources.create at the parent, even to register again what is already there", world: vancastWorld,
+			actor: "user:ws-producer", write: putEvent("event:launch", "workspace:vancast-live"), mentions: []string{create, "workspace:vancast-live"}},
+		{name: "usher.resources.move at the resource plus create at the new parent moves it: refused without move at the resource", world: vancastWorld,
 			setup: func(w *world) { w.grant("user:sales-admin", "workspace.administrator", "workspace:vancast-sales") },
-			actor: "user:sales-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-live"}},
-		{name: "a move needs usher.resources.write at the new parent", world: vancastWorld,
-			actor: "user:ws-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{rw, "workspace:vancast-sales"}},
-		{name: "a move needs usher.resources.write at the old and the new parent: an Account user has it at both", world: accountUsers,
-			actor: "user:acct-admin", write: putEvent("event:launch", "workspace:vancast-sales"), allowed: true},
-		{name: "DeleteResource needs usher.resources.write at the parent: an event Owner may not delete its event that way", world: vancastWorld,
-			actor: "user:owner", write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.DeleteResource(w.ctx, by, "event:launch")
-			},
-			mentions: []string{rw, "workspace:vancast-live"}},
-		{name: "DeleteResource needs usher.resources.write at the parent: a workspace Administrator may", world: vancastWorld,
-			actor: "user:ws-admin", write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.DeleteResource(w.ctx, by, "event:launch")
-			}, allowed: true},
+			actor: "user:sales-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{move, "event:launch"}},
+		{name: "usher.resources.move at the resource plus create at the new parent moves it: refused without create at the new parent", world: vancastWorld,
+			actor: "user:ws-admin", write: putEvent("event:launch", "workspace:vancast-sales"), mentions: []string{create, "workspace:vancast-sales"}},
+		{name: "usher.resources.move at the resource plus create at the new parent moves it: the Owner of both workspaces", world: vancastWorld,
+			setup: func(w *world) { w.grant("user:ws-owner", "workspace.owner", "workspace:vancast-sales") },
+			actor: "user:ws-owner", write: putEvent("event:launch", "workspace:vancast-sales"), allowed: true},
+		{name: "usher.resources.delete at the resource itself deletes it: an event's Owner deletes the event", world: vancastWorld,
+			actor: "user:owner", write: deleteEvent, allowed: true},
+		{name: "usher.resources.delete at the resource itself: a workspace Administrator with no role on the event may not delete it", world: vancastWorld,
+			actor: "user:ws-admin", write: deleteEvent, mentions: []string{del, "event:launch"}},
+		{name: "Cannot: - Delete the event (a Manager)", world: vancastWorld,
+			actor: "user:manager", write: deleteEvent, mentions: []string{del, "event:launch"}},
 		{name: "PutRole needs usher.roles.write at the role's scope: " + implied + " (account.roles.manage)", world: accountUsers,
-			actor: "user:acct-admin", write: putRole(authz.Role{Name: "event.interpreter", Scope: "account:vancast", Permissions: []string{"event.qa.moderate"}}), allowed: true},
+			actor: "user:acct-admin", write: putRole(authz.Role{Name: "account.auditor", Scope: "account:vancast", Permissions: []string{"account.console"}}), allowed: true},
+		{name: "a role definition is bounded by the actor's own permissions: an Administrator may not define an event role it does not hold", world: accountUsers,
+			actor: "user:acct-admin", write: putRole(authz.Role{Name: "event.interpreter", Scope: "account:vancast", Permissions: []string{"event.qa.moderate"}}),
+			mentions: []string{"event.qa.moderate", "account:vancast"}},
 		{name: "PutRole needs usher.roles.write at the role's scope: a workspace Owner has none", world: accountUsers,
 			actor: "user:ws-owner", write: putRole(authz.Role{Name: "event.interpreter", Scope: "workspace:vancast-live", Permissions: []string{"event.qa.moderate"}}),
 			mentions: []string{rolew, "workspace:vancast-live"}},
@@ -484,7 +498,7 @@ func TestReservedPermissions(t *testing.T) {
 			actor: "user:acct-admin", write: deleteQuota, mentions: []string{qw, "account:vancast"}},
 		{name: "Block needs usher.blocks.write at the block's resource: Stream's block-users implies it, in a call", world: streamModerator,
 			actor: "user:mod", write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.Block(w.ctx, by, authz.Block{Subject: "user:heckler", Resource: "call:livestream:42"})
+				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:heckler", Resource: "call:livestream:42"}))
 			}, allowed: true},
 		{name: "Block needs usher.blocks.write at the block's resource: a call's moderator may not block at the account", world: streamModerator,
 			actor: "user:mod", write: block("account:acme"), mentions: []string{bw, "account:acme"}},
@@ -501,12 +515,12 @@ func TestReservedPermissions(t *testing.T) {
 			actor: "user:mod", write: block("call:livestream:42"), mentions: []string{bw, "call:livestream:42"}},
 		{name: ruleBlocked + ": an Account Administrator blocked from everything creates no workspace", world: accountUsers,
 			setup: func(w *world) { w.block(authz.Block{Subject: "user:acct-admin", Resource: "account:vancast"}) },
-			actor: "user:acct-admin", write: putEvent("workspace:new", "account:vancast"), mentions: []string{rw, "account:vancast"}},
+			actor: "user:acct-admin", write: putEvent("workspace:new", "account:vancast"), mentions: []string{"usher.resources.create.workspace", "account:vancast"}},
 		{name: ruleExpired + ": an expired Administrator creates no workspace", world: vancastWorld,
 			setup: func(w *world) {
 				w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:lapsed", Role: "account.administrator", Resource: "account:vancast", Expires: time.Now().Add(-time.Minute)}})
 			},
-			actor: "user:lapsed", write: putEvent("workspace:new", "account:vancast"), mentions: []string{rw, "account:vancast"}},
+			actor: "user:lapsed", write: putEvent("workspace:new", "account:vancast"), mentions: []string{"usher.resources.create.workspace", "account:vancast"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -588,21 +602,23 @@ func TestAssignableRoles(t *testing.T) {
 	})
 }
 
-// usher.resources.write narrowed to one type, and usher.resources.delete on a
-// resource itself: "Create a room" registers rooms and nothing else, and an
-// event's owner may delete the event it owns (VancastVideo: "Owner | All
-// permissions over the event"; "Manager | Full permissions over the event,
-// except deleting the event").
+// usher.resources.create|delete|move, each narrowed to one type by a suffix,
+// with delete held at the resource itself: "Create a room" registers rooms
+// and nothing else, and moves or deletes no one's rooms; an event's owner
+// deletes the event it owns (VancastVideo: "Owner | All permissions over the
+// event"; "Manager | Full permissions over the event, except deleting the
+// event").
 func TestNarrowResourceWrites(t *testing.T) {
 	p := authz.Policy{
 		Permissions: []authz.Permission{
 			{Name: "create-a-room"},
-			{Name: "usher.resources.write.room", Parents: []string{"create-a-room"}},
+			{Name: "usher.resources.create.room", Parents: []string{"create-a-room"}},
 			{Name: "event.delete"},
 			{Name: "usher.resources.delete", Parents: []string{"event.delete"}},
-			{Name: "usher.resources.write"},
+			{Name: "usher.resources.create"},
+			{Name: "usher.resources.move"},
 		},
-		Resources: []authz.Resource{{Name: "company:alfa"}, {Name: "event:launch", Parent: "company:alfa"}},
+		Resources: []authz.Resource{{Name: "company:alfa"}, {Name: "department:d1", Parent: "company:alfa"}, {Name: "event:launch", Parent: "company:alfa"}},
 		Roles: []authz.Role{
 			{Name: "room-creator", Scope: "root", Permissions: []string{"create-a-room"}},
 			{Name: "event-owner", Scope: "root", Permissions: []string{"event.delete"}},
@@ -611,20 +627,26 @@ func TestNarrowResourceWrites(t *testing.T) {
 	}
 	w := newWorld(t, p)
 	w.grant("apikey:k7", "room-creator", "company:alfa")
+	w.grant("apikey:k8", "room-creator", "company:alfa")
 	w.grant("user:owner", "event-owner", "event:launch")
 	w.grant("user:manager", "event-manager", "event:launch")
 	as := func(actor string) authz.Author { return authz.Author{Caller: "svc:test", Actor: actor} }
 
 	if _, err := w.eng.PutResource(w.ctx, as("apikey:k7"), authz.Resource{Name: "room:r1", Parent: "company:alfa"}); err != nil {
-		t.Fatalf("usher.resources.write.room registers a room: %v", err)
+		t.Fatalf("usher.resources.create.room registers a room: %v", err)
 	}
 	e := w.refuses(authz.PermissionDenied, "actor", "apikey:k7", func() (authz.Revision, error) {
 		return w.eng.PutResource(w.ctx, as("apikey:k7"), authz.Resource{Name: "event:other", Parent: "company:alfa"})
 	})
-	mentions(t, e, "usher.resources.write", "company:alfa")
-	if _, err := w.eng.DeleteResource(w.ctx, as("apikey:k7"), "room:r1"); err != nil {
-		t.Fatalf("usher.resources.write.room deletes a room under the scope: %v", err)
-	}
+	mentions(t, e, "usher.resources.create.event", "company:alfa")
+	e = w.refuses(authz.PermissionDenied, "actor", "apikey:k8", func() (authz.Revision, error) {
+		return w.eng.DeleteResource(w.ctx, as("apikey:k8"), "room:r1")
+	})
+	mentions(t, e, "usher.resources.delete.room", "room:r1")
+	e = w.refuses(authz.PermissionDenied, "actor", "apikey:k8", func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, as("apikey:k8"), authz.Resource{Name: "room:r1", Parent: "department:d1"})
+	})
+	mentions(t, e, "usher.resources.move.room", "room:r1")
 	w.refuses(authz.PermissionDenied, "actor", "user:manager", func() (authz.Revision, error) {
 		return w.eng.DeleteResource(w.ctx, as("user:manager"), "event:launch")
 	})

@@ -53,7 +53,7 @@ type model struct {
 	order    []string                  // registered resources, in registration order
 	roles    map[[2]string]authz.Role  // (scope, name)
 	grants   map[[3]string]time.Time   // (subject, role, resource) -> expiry
-	blocks   map[[2]string]authz.Block // (subject, resource)
+	blocks   map[[3]string]authz.Block // (subject, resource, ID)
 }
 
 var (
@@ -73,7 +73,7 @@ func differentialWorld(t *testing.T, seed uint64) (checks, lists int) {
 		parent: map[string]string{},
 		roles:  map[[2]string]authz.Role{},
 		grants: map[[3]string]time.Time{},
-		blocks: map[[2]string]authz.Block{},
+		blocks: map[[3]string]authz.Block{},
 	}
 	m.generateCatalog(rng)
 	for i := range 2 + rng.IntN(7) {
@@ -161,16 +161,16 @@ func differentialWorld(t *testing.T, seed uint64) (checks, lists int) {
 			// referencePermissions defines it, what its Check allows.
 			var want []string
 			for _, permission := range permissions {
-				allowed, reason, role, scope := ref.check(subject, permission, resource)
-				if allowed {
+				answer := ref.check(subject, permission, resource)
+				if answer.Allowed {
 					want = append(want, permission)
 				}
-				want, wantErr := m.decision(subject, allowed, reason, role, scope)
+				want, wantErr := m.decision(subject, answer)
 				for _, x := range indexes {
 					got, _, err := x.idx.Check(authz.Query{Subject: subject, Permission: permission, Resource: resource})
 					checks++
 					if wantErr != (err != nil) || (err != nil && (authz.CodeOf(err) != authz.Invalid || err.(*authz.Error).Field != "permission")) {
-						t.Fatalf("Check(%s, %s, %s) on %s: error %v, want %s\n%s", subject, permission, resource, x.name, err, reason, m.describe(subject, resource, now))
+						t.Fatalf("Check(%s, %s, %s) on %s: error %v, want %s\n%s", subject, permission, resource, x.name, err, answer.Reason, m.describe(subject, resource, now))
 					}
 					if got != want {
 						t.Fatalf("Check(%s, %s, %s) on %s:\n  engine    %s\n  reference %s\n%s", subject, permission, resource, x.name, show(got), show(want), m.describe(subject, resource, now))
@@ -179,7 +179,7 @@ func differentialWorld(t *testing.T, seed uint64) (checks, lists int) {
 			}
 			slices.Sort(want)
 			for _, x := range indexes {
-				got, ok, _ := x.idx.ListPermissions(subject, resource)
+				got, ok, _ := x.idx.ListPermissions(subject, resource, false)
 				lists++
 				if ok != ref.registered(resource) || !slices.Equal(got, want) {
 					t.Fatalf("ListPermissions(%s, %s) on %s:\n  engine    %v (registered %v)\n  reference %v\n%s", subject, resource, x.name, got, ok, want, m.describe(subject, resource, now))
@@ -285,7 +285,7 @@ func (m *model) write(t *testing.T, w *world, rng *rand.Rand, op byte, start tim
 	ctx, by := w.ctx, w.by
 	switch op {
 	case 'C':
-		_, _, err := w.eng.ApplyPolicy(ctx, by, authz.Policy{Permissions: m.perms})
+		_, _, err := w.eng.ApplyPolicy(ctx, by, authz.Policy{Permissions: m.perms}, authz.ApplyOptions{})
 		refused("ApplyPolicy(final catalog)", err)
 		m.early = nil
 	case 'g':
@@ -303,10 +303,15 @@ func (m *model) write(t *testing.T, w *world, rng *rand.Rand, op byte, start tim
 				b.Permissions = append(b.Permissions, p)
 			}
 		}
-		if _, err := w.eng.Block(ctx, by, b); refused("Block", err, authz.Invalid) {
+		_, id, err := w.eng.Block(ctx, by, b)
+		if refused("Block", err, authz.Invalid) {
+			b.ID = fmt.Sprintf("stored%d", rng.IntN(3))
 			w.store(authz.Change{Op: authz.OpPutBlock, Block: &b})
+		} else {
+			b.ID = id
 		}
-		m.blocks[[2]string{b.Subject, b.Resource}] = b
+		b.Permissions = slices.Sorted(slices.Values(b.Permissions))
+		m.blocks[[3]string{b.Subject, b.Resource, b.ID}] = b
 	case 'r':
 		if len(m.grants) == 0 {
 			return
@@ -320,9 +325,15 @@ func (m *model) write(t *testing.T, w *world, rng *rand.Rand, op byte, start tim
 			return
 		}
 		k := pick(rng, slices.SortedFunc(maps.Keys(m.blocks), cmpKeys))
-		_, err := w.eng.Unblock(ctx, by, k[0], k[1])
-		refused("Unblock", err)
-		delete(m.blocks, k)
+		if rng.IntN(2) == 0 {
+			_, err := w.eng.Unblock(ctx, by, k[0], k[1], k[2])
+			refused("Unblock", err)
+			delete(m.blocks, k)
+		} else {
+			_, err := w.eng.Unblock(ctx, by, k[0], k[1], "")
+			refused("Unblock", err)
+			maps.DeleteFunc(m.blocks, func(b [3]string, _ authz.Block) bool { return b[0] == k[0] && b[1] == k[1] })
+		}
 	case 'm':
 		if len(m.order) == 0 {
 			return
@@ -358,7 +369,7 @@ func (m *model) write(t *testing.T, w *world, rng *rand.Rand, op byte, start tim
 		delete(m.parent, name)
 		m.order = slices.DeleteFunc(m.order, func(r string) bool { return r == name })
 		maps.DeleteFunc(m.grants, func(k [3]string, _ time.Time) bool { return k[2] == name })
-		maps.DeleteFunc(m.blocks, func(k [2]string, _ authz.Block) bool { return k[1] == name })
+		maps.DeleteFunc(m.blocks, func(k [3]string, _ authz.Block) bool { return k[1] == name })
 		maps.DeleteFunc(m.roles, func(k [2]string, _ authz.Role) bool { return k[0] == name })
 	}
 }
@@ -417,14 +428,15 @@ func (m *model) only(s authz.Snapshot, subject string) authz.Snapshot {
 
 // decision is the reference's answer as the engine's Decision, with the
 // deciding block's reason text; wantErr for an undeclared permission.
-func (m *model) decision(subject string, allowed bool, reason, role, scope string) (d authz.Decision, wantErr bool) {
-	switch reason {
+func (m *model) decision(subject string, a refAnswer) (d authz.Decision, wantErr bool) {
+	switch a.Reason {
 	case refInvalid:
 		return authz.Decision{}, true
 	case refGranted:
-		return authz.Decision{Allowed: allowed, Reason: authz.ReasonGranted, Role: role, Scope: scope}, false
+		return authz.Decision{Allowed: a.Allowed, Reason: authz.ReasonGranted, Role: a.Role, Scope: a.Scope}, false
 	case refBlocked:
-		return authz.Decision{Reason: authz.ReasonBlocked, Scope: scope, BlockReason: m.blocks[[2]string{subject, scope}].Reason}, false
+		return authz.Decision{Reason: authz.ReasonBlocked, Scope: a.Scope, BlockID: a.Block,
+			BlockReason: m.blocks[[3]string{subject, a.Scope, a.Block}].Reason}, false
 	case refUnknownResource:
 		return authz.Decision{Reason: authz.ReasonUnknownResource}, false
 	default:
@@ -474,7 +486,10 @@ func (m *model) describe(subject, resource string, now time.Time) string {
 				fmt.Fprintf(&b, "  grant %s to %s on %s%s\n", k[1], subject, at, expiry(m.grants[k]))
 			}
 		}
-		if bl, ok := m.blocks[[2]string{subject, at}]; ok {
+		for _, bl := range m.blocks {
+			if bl.Subject != subject || bl.Resource != at {
+				continue
+			}
 			fmt.Fprintf(&b, "  block of %s on %s of %v%s, reason %q\n", subject, at, bl.Permissions, expiry(bl.Expires), bl.Reason)
 		}
 	}

@@ -4,21 +4,62 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Backend is where the engine commits writes. Commit makes a change set
-// durable and atomic under the next revision before it returns, and delivers
-// it to the index's feed (Index.Apply), directly or through a watch. Changes
-// reads the change log back, oldest first.
+// Backend is the storage the engine commits to and the index is fed from.
+// storage/storagetest is the conformance suite every implementation passes.
 type Backend interface {
-	Commit(ctx context.Context, cs ChangeSet) (Revision, error)
-	// CommitBatch commits several change sets in one transaction, under
-	// consecutive revisions: all of them, or none.
-	CommitBatch(ctx context.Context, css []ChangeSet) ([]Revision, error)
-	Changes(after Revision, limit int) ([]ChangeSet, error)
+	// Commit commits each write whose guards no commit has touched after
+	// the revision it was planned at, in order, in one atomic transaction:
+	// the writes that conflict are left out and reported, the others take
+	// consecutive revisions. It returns only once those are durable. An
+	// error means nothing was committed.
+	Commit(ctx context.Context, ws []Write) ([]Committed, error)
+	// Load sends every entity at one revision to sink and returns that
+	// revision; Watch from it continues with no gap.
+	Load(ctx context.Context, sink Sink) (Revision, error)
+	// Watch yields every change set committed after after, in order, until
+	// ctx ends or an error: ErrCompacted when the log no longer reaches
+	// back to after.
+	Watch(ctx context.Context, after Revision) iter.Seq2[ChangeSet, error]
+	// Changes returns up to limit change sets after after, oldest first;
+	// ErrCompacted when the log no longer reaches back that far.
+	Changes(ctx context.Context, after Revision, limit int) ([]ChangeSet, error)
+	// Close releases the backend; calls after it fail.
+	Close() error
 }
+
+// Write is a change set on its way to a backend, with what its plan read.
+type Write struct {
+	// Planned is the revision of the index the change set was planned on.
+	Planned Revision
+	// Guards are the keys the plan read: if a commit after Planned touched
+	// any of them, the write conflicts.
+	Guards []string
+	// Touches are the keys this write changes.
+	Touches []string
+	Set     ChangeSet
+}
+
+// Committed is what became of one write of a Commit.
+type Committed struct {
+	// Revision is the write's revision, when it was committed.
+	Revision Revision
+	// Conflict is a guard that moved, when it was not; Latest is the
+	// revision the backend was at.
+	Conflict string
+	Latest   Revision
+}
+
+// ErrCompacted is returned by Watch and Changes for a revision the change
+// log no longer reaches back to: the reader must load a snapshot again.
+var ErrCompacted = errors.New("the change log was compacted past the requested revision")
 
 // Author says who makes a write: the authenticated caller, and the end user
 // it acts for, if any.
@@ -27,46 +68,172 @@ type Author struct {
 	Actor  string
 }
 
+// maxAttempts is how many times a write is planned again after conflicting
+// with another before it is given up as Aborted.
+const maxAttempts = 10
+
+// maxBatch is how many writes one backend transaction carries at most.
+const maxBatch = 64
+
 // Engine validates writes against the index and commits them through the
 // backend, so that what was checked is what is written.
 //
-// Grants and revokes are group-committed: each is planned against the index
-// while earlier ones are still being committed, provided it touches nothing
-// they touch (conflict keys, see grouped), and all that are queued commit in
-// one backend transaction. Every other write runs alone: it waits until
-// nothing is queued or committing, then plans and commits by itself.
+// A write is planned under the index's view lock, at the index's revision,
+// recording the keys it read (guards) and the keys it changes (touches). It
+// then joins the queue of the committer, which sends whatever is queued to
+// the backend in one transaction (group commit). The backend commits each
+// write whose guards no later commit touched; the others are planned again.
+// Within one process, a write whose guards a queued write is about to touch
+// waits for that write instead of conflicting with it.
 type Engine struct {
-	idx     *Index
 	backend Backend
-	now     func() time.Time
+	clock   Clock
+	logger  *slog.Logger
+	idx     atomic.Pointer[Index]
 
-	mu        sync.Mutex
-	idle      *sync.Cond      // broadcast when a batch ends or an exclusive write does
-	queued    []*pendingWrite // planned, waiting for the committer
-	pending   map[string]int  // conflict keys of queued and committing writes
-	batches   int             // batches being committed (0 or 1)
-	exclusive int             // exclusive writes waiting or running
+	mu      sync.Mutex
+	idle    *sync.Cond     // broadcast when a batch ends
+	queued  []*pending     // planned, waiting for the committer
+	touched map[string]int // touches of queued and committing writes
+	running bool           // the committer goroutine is running
+
+	stop    context.CancelFunc
+	fed     chan struct{} // closed when the feed goroutine returns
+	state   atomic.Int32  // a State
+	resyncs atomic.Int64
 }
 
-// pendingWrite is a planned change set on its way to the backend.
-type pendingWrite struct {
-	cs   ChangeSet
-	keys []string
-	rev  Revision
+// pending is a planned write on its way to the backend.
+type pending struct {
+	w    Write
+	ctx  context.Context
+	res  Committed
 	err  error
 	done chan struct{}
 }
 
-// NewEngine returns an engine that validates against idx and commits to b.
-// The caller wires b's committed changes into idx.Apply.
-func NewEngine(idx *Index, b Backend) *Engine {
-	e := &Engine{idx: idx, backend: b, now: time.Now, pending: map[string]int{}}
-	e.idle = sync.NewCond(&e.mu)
-	return e
+// State is whether an engine's index is current.
+type State int32
+
+// The states of an engine's index.
+const (
+	// Serving: the index follows the backend's commits.
+	Serving State = iota
+	// Resyncing: the index could not follow and is being rebuilt from a
+	// snapshot; checks are answered from the old one meanwhile.
+	Resyncing
+	// Stopped: the engine was closed.
+	Stopped
+)
+
+// Options configure Start.
+type Options struct {
+	Clock  Clock        // default SystemClock
+	Logger *slog.Logger // default discards
 }
 
-// Index returns the index the engine reads.
-func (e *Engine) Index() *Index { return e.idx }
+// Start builds an index from the backend's snapshot, follows its commits
+// from then on, and returns an engine that commits to it. Close stops it.
+func Start(ctx context.Context, b Backend, opts Options) (*Engine, error) {
+	if opts.Clock == nil {
+		opts.Clock = SystemClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, touched: map[string]int{}, fed: make(chan struct{})}
+	e.idle = sync.NewCond(&e.mu)
+	idx, err := e.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.idx.Store(idx)
+	feedCtx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	go e.feed(feedCtx)
+	return e, nil
+}
+
+func (e *Engine) load(ctx context.Context) (*Index, error) {
+	b := NewBuilder(e.clock)
+	rev, err := e.backend.Load(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("loading the index: %w", err)
+	}
+	idx, err := b.Build(rev)
+	if err != nil {
+		return nil, fmt.Errorf("building the index: %w", err)
+	}
+	return idx, nil
+}
+
+// Close stops following the backend. It does not close the backend.
+func (e *Engine) Close() {
+	e.state.Store(int32(Stopped))
+	e.stop()
+	<-e.fed
+}
+
+// Index returns the index the engine reads. It may be replaced by a fresh
+// one after a resync; callers take it anew for each request.
+func (e *Engine) Index() *Index { return e.idx.Load() }
+
+// State reports whether the index is current.
+func (e *Engine) State() State { return State(e.state.Load()) }
+
+// Clock returns the engine's clock.
+func (e *Engine) Clock() Clock { return e.clock }
+
+// Backend returns the backend the engine commits to.
+func (e *Engine) Backend() Backend { return e.backend }
+
+// feed applies the backend's commits to the index as they arrive. A change
+// set the index cannot apply, or a log compacted past the index's revision,
+// makes it build a new index from a snapshot and switch to it.
+func (e *Engine) feed(ctx context.Context) {
+	defer close(e.fed)
+	for ctx.Err() == nil {
+		idx := e.Index()
+		err := e.follow(ctx, idx)
+		if ctx.Err() != nil {
+			return
+		}
+		e.state.Store(int32(Resyncing))
+		e.logger.Warn("the index stopped following the backend; loading a snapshot", "revision", idx.Revision(), "error", err)
+		for ctx.Err() == nil {
+			fresh, err := e.load(ctx)
+			if err == nil {
+				e.idx.Store(fresh)
+				e.resyncs.Add(1)
+				// Writers waiting on the old index's revision wake up.
+				idx.markReplaced()
+				break
+			}
+			e.logger.Error("loading a snapshot failed; retrying", "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		e.state.Store(int32(Serving))
+	}
+}
+
+// follow applies change sets to idx until ctx ends or something fails.
+func (e *Engine) follow(ctx context.Context, idx *Index) error {
+	for cs, err := range e.backend.Watch(ctx, idx.Revision()) {
+		if err != nil {
+			return err
+		}
+		if err := idx.Apply(cs); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Resyncs counts the times the index was rebuilt from a snapshot.
+func (e *Engine) Resyncs() int64 { return e.resyncs.Load() }
 
 // maxRevisionWait bounds how long a read waits for a min_revision that the
 // index has not reached.
@@ -75,162 +242,196 @@ const maxRevisionWait = 5 * time.Second
 // Await returns once the index has reached min, waiting at most until ctx's
 // deadline or maxRevisionWait.
 func (e *Engine) Await(ctx context.Context, min Revision) error {
-	if min == 0 || e.idx.Revision() >= min {
+	if min == 0 || e.Index().Revision() >= min {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
 	defer cancel()
-	if err := e.idx.WaitFor(ctx, min); err != nil {
+	if err := e.waitFor(ctx, min); err != nil {
 		return errorf(FailedPrecondition, "min_revision", fmt.Sprint(min),
-			"revision not reached; the latest applied revision is %d", e.idx.Revision())
+			"revision not reached; the latest applied revision is %d", e.Index().Revision())
 	}
 	return nil
 }
 
-// write runs plan alone: after every queued and committing write has
-// finished, with no other write planning. It runs under the index's read
-// lock; what it returns is committed and applied to the index before write
-// returns. A plan that changes nothing writes nothing and answers the current
-// revision.
-func (e *Engine) write(ctx context.Context, by Author, plan func(now time.Time) ([]Change, error)) (Revision, error) {
-	e.mu.Lock()
-	e.exclusive++
-	for len(e.queued) > 0 || e.batches > 0 {
-		e.idle.Wait()
-	}
-	defer func() {
-		e.exclusive--
-		e.idle.Broadcast()
-		e.mu.Unlock()
-	}()
-	now := e.now()
-	e.idx.mu.RLock()
-	changes, err := plan(now)
-	rev := e.idx.rev
-	e.idx.mu.RUnlock()
-	if err != nil || len(changes) == 0 {
-		return rev, err
-	}
-	revs, err := e.backend.CommitBatch(ctx, []ChangeSet{{Time: now.UTC(), Caller: by.Caller, Actor: by.Actor, Changes: changes}})
-	if err != nil {
-		return 0, commitError(err)
-	}
-	return revs[0], e.idx.WaitFor(ctx, revs[0])
-}
-
-// conflicts are what a grouped write touches. It may join the queue only
-// when none of its writes (state it changes and that its own plan depends
-// on) or reads (state its plan depends on) is pending; once queued, its
-// writes and marks (state it changes that only others' reads depend on) are
-// pending until its batch ends.
-type conflicts struct {
-	writes, marks, reads []string
-}
-
-// grouped plans a write that may be committed with others. keys names what
-// it touches, read under the index's read lock; while any of those is pending
-// the write waits. Then plan runs as in write, and the change set joins the
-// next batch.
-func (e *Engine) grouped(ctx context.Context, by Author, keys func() conflicts, plan func(now time.Time) ([]Change, error)) (Revision, error) {
-	e.mu.Lock()
-	var (
-		c       conflicts
-		changes []Change
-		err     error
-		rev     Revision
-		now     time.Time
-	)
+// waitFor waits until the current index, whichever it is, has applied rev.
+func (e *Engine) waitFor(ctx context.Context, rev Revision) error {
 	for {
-		for e.exclusive > 0 {
-			e.idle.Wait()
+		idx := e.Index()
+		err := idx.WaitFor(ctx, rev)
+		if err == nil || ctx.Err() != nil {
+			return err
 		}
-		now = e.now()
-		e.idx.mu.RLock()
-		c = keys()
-		clear := !e.anyPending(c.writes) && !e.anyPending(c.reads)
-		if clear {
-			changes, err = plan(now)
-			rev = e.idx.rev
+		// The index broke or was replaced: wait on its successor.
+		select {
+		case <-idx.replaced:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		e.idx.mu.RUnlock()
-		if clear {
-			break
+	}
+}
+
+// plan is a write being planned: what it read and what it will change.
+type plan struct {
+	x       *Index
+	by      Author
+	now     int64
+	guards  []string
+	touches []string
+	changes []Change
+	judge   *judge // what the delegation invariant must hold, for an actor
+	doing   string // what the write does, for refusals: "grant role "host" on "call:1""
+}
+
+// does names what the write does, for the judge's refusals.
+func (p *plan) does(format string, args ...any) { p.doing = fmt.Sprintf(format, args...) }
+
+// guard records keys the plan read.
+func (p *plan) guard(keys ...string) { p.guards = append(p.guards, keys...) }
+
+// change adds a change to the write, with the keys it touches.
+func (p *plan) change(c Change) {
+	p.changes = append(p.changes, c)
+	p.touches = append(p.touches, p.x.touches(c)...)
+}
+
+// write plans a write with fn and commits what it plans, planning again
+// when it conflicts with a write committed meanwhile. fn runs under the
+// index's view lock and must not keep the index. A plan that changes nothing
+// writes nothing and answers the current revision.
+func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Revision, error) {
+	for attempt := 1; ; {
+		x := e.Index()
+		p := &plan{x: x, by: by, now: e.clock.Now().UnixNano()}
+		if by.Actor != "" {
+			p.judge = newJudge(p)
 		}
-		e.idle.Wait()
+		x.view.RLock()
+		err := fn(p)
+		if err == nil && p.judge != nil && len(p.changes) > 0 {
+			err = p.judge.verify()
+		}
+		planned := x.rev
+		x.view.RUnlock()
+		if err != nil {
+			return 0, err
+		}
+		if len(p.changes) == 0 {
+			return planned, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		w := &pending{ctx: ctx, done: make(chan struct{}), w: Write{
+			Planned: planned,
+			Guards:  dedupe(p.guards),
+			Touches: dedupe(p.touches),
+			Set:     ChangeSet{Time: time.Unix(0, p.now).UTC(), Caller: by.Caller, Actor: by.Actor, Changes: p.changes},
+		}}
+		if !e.enqueue(w) {
+			continue // a queued write is about to change what this one read
+		}
+		<-w.done
+		if w.err != nil {
+			return 0, commitError(w.err)
+		}
+		if w.res.Conflict != "" {
+			if attempt == maxAttempts {
+				return 0, &Error{Code: Aborted, Field: "", Reason: fmt.Sprintf(
+					"the write conflicted with concurrent writes %d times (last on %q); try again", attempt, w.res.Conflict)}
+			}
+			attempt++
+			wctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
+			err := e.waitFor(wctx, w.res.Latest)
+			cancel()
+			if err != nil && ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			continue
+		}
+		return w.res.Revision, e.waitFor(ctx, w.res.Revision)
 	}
-	if err != nil || len(changes) == 0 {
-		e.mu.Unlock()
-		return rev, err
+}
+
+// enqueue queues w for the committer, unless one of its guards is touched
+// by a write already queued or committing: then it waits for that batch to
+// end and reports false, and the write is planned again.
+func (e *Engine) enqueue(w *pending) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, k := range w.w.Guards {
+		if e.touched[k] > 0 {
+			for e.touched[k] > 0 {
+				e.idle.Wait()
+			}
+			return false
+		}
 	}
-	// A caller that has given up is not written for.
-	if err := ctx.Err(); err != nil {
-		e.mu.Unlock()
-		return 0, err
-	}
-	w := &pendingWrite{
-		cs:   ChangeSet{Time: now.UTC(), Caller: by.Caller, Actor: by.Actor, Changes: changes},
-		keys: append(c.writes, c.marks...),
-		done: make(chan struct{}),
-	}
-	for _, k := range w.keys {
-		e.pending[k]++
+	for _, k := range w.w.Touches {
+		e.touched[k]++
 	}
 	e.queued = append(e.queued, w)
-	if e.batches == 0 {
-		e.batches = 1
+	if !e.running {
+		e.running = true
 		go e.commitBatches()
 	}
-	e.mu.Unlock()
-	<-w.done
-	if w.err != nil {
-		return 0, commitError(w.err)
-	}
-	return w.rev, e.idx.WaitFor(ctx, w.rev)
-}
-
-func (e *Engine) anyPending(keys []string) bool {
-	for _, k := range keys {
-		if e.pending[k] > 0 {
-			return true
-		}
-	}
-	return false
+	return true
 }
 
 // commitBatches commits what is queued, one batch per backend transaction,
-// until the queue is empty. Writes queue up behind the batch in flight.
+// until the queue is empty. A batch's writes are released once the index
+// has applied them, so that a write planned after them sees them.
 func (e *Engine) commitBatches() {
 	e.mu.Lock()
 	for len(e.queued) > 0 {
-		batch := e.queued
-		e.queued = nil
+		n := min(len(e.queued), maxBatch)
+		batch := e.queued[:n:n]
+		e.queued = slices.Clone(e.queued[n:])
 		e.mu.Unlock()
-		css := make([]ChangeSet, len(batch))
-		for i, w := range batch {
-			css[i] = w.cs
-		}
-		// The batch commits whatever its writers' contexts do now: each was
-		// planned against what the others left alone, and dropping one would
-		// not undo anything.
-		revs, err := e.backend.CommitBatch(context.Background(), css)
-		e.mu.Lock()
-		for i, w := range batch {
-			if err != nil {
-				w.err = err
-			} else {
-				w.rev = revs[i]
+
+		ws := make([]Write, 0, len(batch))
+		live := batch[:0:0]
+		for _, p := range batch {
+			// A caller that gave up before its batch started is not written
+			// for.
+			if err := p.ctx.Err(); err != nil {
+				p.err = err
+				continue
 			}
-			for _, k := range w.keys {
-				if e.pending[k]--; e.pending[k] == 0 {
-					delete(e.pending, k)
+			ws = append(ws, p.w)
+			live = append(live, p)
+		}
+		var results []Committed
+		var err error
+		if len(ws) > 0 {
+			results, err = e.backend.Commit(context.Background(), ws)
+		}
+		var last Revision
+		for i, p := range live {
+			if err != nil {
+				p.err = err
+				continue
+			}
+			p.res = results[i]
+			last = max(last, results[i].Revision)
+		}
+		if last > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), maxRevisionWait)
+			_ = e.waitFor(ctx, last)
+			cancel()
+		}
+		e.mu.Lock()
+		for _, p := range batch {
+			for _, k := range p.w.Touches {
+				if e.touched[k]--; e.touched[k] == 0 {
+					delete(e.touched, k)
 				}
 			}
-			close(w.done)
+			close(p.done)
 		}
 		e.idle.Broadcast()
 	}
-	e.batches = 0
-	e.idle.Broadcast()
+	e.running = false
 	e.mu.Unlock()
 }
 
@@ -240,4 +441,13 @@ func commitError(err error) error {
 		return err
 	}
 	return &Error{Code: Unavailable, Reason: "the write was not committed: " + err.Error(), Err: err}
+}
+
+func dedupe(keys []string) []string {
+	if len(keys) == 0 {
+		return nil
+	}
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }

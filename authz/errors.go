@@ -26,6 +26,8 @@ const (
 	Unimplemented
 	// Unavailable: the backend could not commit the write.
 	Unavailable
+	// Aborted: the write kept conflicting with concurrent writes.
+	Aborted
 )
 
 // Error is a refusal that names the offending field and value.
@@ -36,6 +38,12 @@ type Error struct {
 	// Reason completes the sentence `field "value": reason`.
 	Reason string
 	Err    error // the cause, for Unavailable
+	// Rule names the rule that refused, for machine-readable details: a
+	// delegation rule ("no escalation"), a missing permission, a limit.
+	Rule string
+	// Meta carries what the refusal is about, e.g. subject, permission and
+	// resource.
+	Meta map[string]string
 }
 
 func (e *Error) Error() string {

@@ -15,8 +15,8 @@ import (
 // with its own revision after its commit.
 func TestConcurrentGrantsAreGroupCommitted(t *testing.T) {
 	w := newWorld(t, streamPolicy())
-	w.be.delay = 2 * time.Millisecond
-	start, batches := w.idx.Revision(), w.be.batches
+	w.be.setDelay(2 * time.Millisecond)
+	start, batches := w.idx.Revision(), w.be.transactions()
 	const n = 64
 	revs := make([]authz.Revision, n)
 	errs := make([]error, n)
@@ -41,7 +41,7 @@ func TestConcurrentGrantsAreGroupCommitted(t *testing.T) {
 			t.Fatalf("revisions %v, want %d..%d once each", revs, start+1, start+n)
 		}
 	}
-	if used := w.be.batches - batches; used >= n/2 {
+	if used := w.be.transactions() - batches; used >= n/2 {
 		t.Errorf("%d grants took %d backend transactions; want them grouped", n, used)
 	}
 }
@@ -52,7 +52,7 @@ func TestConcurrentGrantsAreGroupCommitted(t *testing.T) {
 // while grants on it stream in takes them all with it.
 func TestConflictingWritesSeeEachOther(t *testing.T) {
 	w := newWorld(t, streamPolicy())
-	w.be.delay = time.Millisecond
+	w.be.setDelay(time.Millisecond)
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {

@@ -3,46 +3,99 @@ package authz
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 )
 
 // Index is the in-memory state that answers checks without touching disk. It
-// is built from a Snapshot and kept current only by Apply, with the change
+// is built from a snapshot and kept current only by Apply, with the change
 // sets a backend has committed, so any backend that can stream its commits
 // can feed it.
+//
+// Subjects, resources and resource types are interned to integers, and
+// grants kept in pointer-free lists by subject and by resource, so that the
+// garbage collector has almost nothing to scan however large the index
+// grows (see names and lists).
+//
+// Two locks guard it. Check and the other short reads take mu. Planning a
+// write and reading a page of an admin list take view, which may be held
+// for longer. Apply takes view and then mu, so it changes nothing under
+// either kind of reader; a slow admin read therefore delays the next Apply,
+// but never a Check, which waits only for Apply's own short section.
 type Index struct {
-	mu      sync.RWMutex
-	rev     Revision
-	changed chan struct{} // closed and replaced at every Apply
+	mu       sync.RWMutex
+	view     sync.RWMutex
+	rev      Revision
+	changed  chan struct{} // closed and replaced at every Apply
+	replaced chan struct{} // closed when the engine switches to a fresh index
+	once     sync.Once
+	clock    Clock
+	broken   error // set when a change set could not be applied
 
-	cat       *catalog
-	nodes     map[string]*node
-	root      *node
-	roleIDs   map[string]int32 // interned role names
-	roleNames []string
-	subjects  map[string]*subjectIndex
-	creators  map[string]string // resource type -> creator role
+	cat *catalog
+
+	res        *names // resource names; the id is the index into nodes
+	nodes      []node
+	types      *names            // resource types
+	typeRefs   []uint32          // resources of each type
+	typeCounts map[uint64]uint32 // descendants of each type below a resource: typeKey(rid, type)
+	root       uint32
+
+	subj     *names
+	subjRefs []uint32 // what refers to each subject: grants, blocks, creations, quotas
+
+	roleIDs     map[string]uint32
+	roleNames   []string
+	roleDefs    map[uint64]*roleDef // roleKey(scope, role)
+	roleScopes  map[uint32][]uint32 // role -> resources that define it
+	rolesAt     map[uint32][]uint32 // resource -> roles defined there
+	roleHolders []int               // grants of each role, expired or not
+
+	bySubject  lists[subjectGrant]  // sorted by resource, then role name
+	byResource lists[resourceGrant] // sorted by role, then subject
+	grants     int
+	created    lists[uint32] // by subject: resources it registered, sorted
+
+	blocks     map[uint64][]*blockEntry // pairKey(subject, resource), sorted by ID
+	subjBlocks map[uint32][]uint32      // subject -> resources where it is blocked, sorted
+	blockedOn  map[uint32][]uint32      // resource -> subjects blocked there, sorted
+	nblocks    int
+
+	quotas        map[uint32][]Quota        // scope -> its quotas, by type and subject
+	creators      map[string]string         // resource type -> creator role
+	defaultQuotas map[string][]DefaultQuota // scope type -> its default quotas
 }
 
-// node is a registered resource.
+// node is a registered resource. Children form a doubly linked list through
+// first, next and prev, so that a subtree is walked in what it holds and a
+// move relinks in constant time.
 type node struct {
-	name     string
-	typ      string
-	creator  string
-	parent   *node
-	children int
-	roles    map[int32]*roleDef       // role definitions at this scope
-	grants   map[holder]int64         // grants on this resource: expiry in unix ns, 0 for never
-	blocks   map[string]*blockEntry   // blocks on this resource, by subject
-	quotas   map[quotaKey]*quotaEntry // quotas on this resource's subtree
+	parent, first, next, prev uint32
+	children                  uint32
+	creator                   uint32 // subject id + 1; 0 when none
+	typ                       uint32
+	flags                     uint8
 }
 
-type holder struct {
-	subject string
-	role    int32
+const (
+	nodeLive   uint8 = 1 << iota
+	nodeRoles        // role definitions are made here
+	nodeBlocks       // some subject is blocked here
+	nodeQuotas       // quotas are set here
+)
+
+// subjectGrant is a grant as its subject's list holds it.
+type subjectGrant struct {
+	res  uint32
+	role uint32
+	exp  int64 // unix nanoseconds; 0 for never
+}
+
+// resourceGrant is a grant as its resource's list holds it.
+type resourceGrant struct {
+	role uint32
+	subj uint32
+	exp  int64
 }
 
 type roleDef struct {
@@ -52,21 +105,13 @@ type roleDef struct {
 
 type blockEntry struct {
 	Block
-	perms   bitset // nil: every permission
-	expires int64
+	perms bitset // nil: every permission
+	exp   int64
 }
 
-// subjectIndex holds one subject's grants by resource, each resource's list
-// sorted by role name so that Check's answer is deterministic.
-type subjectIndex struct {
-	name   string // the one copy of the subject's name the index keeps
-	grants map[*node][]binding
-}
-
-type binding struct {
-	role    int32
-	expires int64
-}
+func typeKey(rid, typ uint32) uint64     { return uint64(rid)<<32 | uint64(typ) }
+func roleKey(rid, role uint32) uint64    { return uint64(rid)<<32 | uint64(role) }
+func pairKey(subject, rid uint32) uint64 { return uint64(subject)<<32 | uint64(rid) }
 
 func expiry(t time.Time) int64 {
 	if t.IsZero() {
@@ -77,71 +122,46 @@ func expiry(t time.Time) int64 {
 
 func live(expires, now int64) bool { return expires == 0 || expires > now }
 
-// NewIndex builds an index from a snapshot.
+func expiryTime(exp int64) time.Time {
+	if exp == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, exp).UTC()
+}
+
+// NewIndex builds an index from a snapshot, reading time from the system
+// clock.
 func NewIndex(s Snapshot) (*Index, error) {
+	b := NewBuilder(SystemClock{})
+	if err := s.Load(b); err != nil {
+		return nil, err
+	}
+	return b.Build(s.Revision)
+}
+
+func newIndex(clock Clock) *Index {
 	x := &Index{
-		rev:      s.Revision,
-		changed:  make(chan struct{}),
-		nodes:    make(map[string]*node, len(s.Resources)+1),
-		roleIDs:  make(map[string]int32),
-		subjects: make(map[string]*subjectIndex),
-		creators: make(map[string]string),
+		changed:       make(chan struct{}),
+		replaced:      make(chan struct{}),
+		clock:         clock,
+		res:           newNames(),
+		types:         newNames(),
+		typeCounts:    map[uint64]uint32{},
+		subj:          newNames(),
+		roleIDs:       map[string]uint32{},
+		roleDefs:      map[uint64]*roleDef{},
+		roleScopes:    map[uint32][]uint32{},
+		rolesAt:       map[uint32][]uint32{},
+		blocks:        map[uint64][]*blockEntry{},
+		subjBlocks:    map[uint32][]uint32{},
+		blockedOn:     map[uint32][]uint32{},
+		quotas:        map[uint32][]Quota{},
+		creators:      map[string]string{},
+		defaultQuotas: map[string][]DefaultQuota{},
 	}
-	cat, err := newCatalog(s.Permissions, "permissions")
-	if err != nil {
-		return nil, fmt.Errorf("loading the permission catalog: %w", err)
-	}
-	x.cat = cat
-	x.root = &node{name: RootName, typ: RootName}
-	x.nodes[RootName] = x.root
-	for _, r := range s.Resources {
-		x.nodes[r.Name] = &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
-	}
-	for _, r := range s.Resources {
-		p := x.nodes[r.Parent]
-		if p == nil {
-			return nil, fmt.Errorf("resource %q: parent %q is not registered", r.Name, r.Parent)
-		}
-		n := x.nodes[r.Name]
-		n.parent = p
-		p.children++
-	}
-	for _, r := range s.Roles {
-		if x.nodes[r.Scope] == nil {
-			return nil, fmt.Errorf("role %q: scope %q is not registered", r.Name, r.Scope)
-		}
-		x.putRole(r)
-	}
-	for _, g := range s.Grants {
-		if x.nodes[g.Resource] == nil {
-			return nil, fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
-		}
-		x.putGrant(g)
-	}
-	for _, b := range s.Blocks {
-		if x.nodes[b.Resource] == nil {
-			return nil, fmt.Errorf("block of %q: resource %q is not registered", b.Subject, b.Resource)
-		}
-		x.putBlock(b)
-	}
-	for _, q := range s.Quotas {
-		n := x.nodes[q.Scope]
-		if n == nil {
-			return nil, fmt.Errorf("quota on %q: scope is not registered", q.Scope)
-		}
-		if n.quotas == nil {
-			n.quotas = make(map[quotaKey]*quotaEntry)
-		}
-		n.quotas[quotaKey{q.ResourceType, q.Subject}] = &quotaEntry{Quota: q}
-	}
-	// One pass counts every quota's use.
-	for _, n := range x.nodes {
-		x.count(n, 1)
-	}
-	for _, c := range s.CreatorRoles {
-		x.creators[c.ResourceType] = c.Role
-	}
-	return x, nil
+	x.cat, _ = newCatalog(nil, "permissions")
+	x.root = x.addNode(RootName, noNode)
+	return x
 }
 
 // Revision is the revision of the last change set applied.
@@ -151,33 +171,117 @@ func (x *Index) Revision() Revision {
 	return x.rev
 }
 
-// Apply brings a committed change set into the index. Change sets must arrive
-// in revision order; one at or below the index's revision is ignored, so a
-// feed may replay.
-func (x *Index) Apply(cs ChangeSet) {
+// Broken returns the error of a change set the index could not apply, or
+// nil. A broken index must be rebuilt from a snapshot.
+func (x *Index) Broken() error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.broken
+}
+
+// Apply brings committed change sets into the index, in revision order. A
+// change set at or below the index's revision is skipped, so a feed may
+// replay. A change set that does not fit the index (it names a resource that
+// is not registered, a move that would form a cycle) is an error that marks
+// the index broken: it keeps answering at the revision it had, and refuses
+// every later change set.
+func (x *Index) Apply(css ...ChangeSet) error {
+	x.view.Lock()
+	defer x.view.Unlock()
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if cs.Revision <= x.rev {
-		return
+	if x.broken != nil {
+		return x.broken
 	}
+	applied := false
+	for i := range css {
+		cs := &css[i]
+		if cs.Revision <= x.rev {
+			continue
+		}
+		if err := x.fits(cs); err != nil {
+			x.broken = fmt.Errorf("change set at revision %d: %w", cs.Revision, err)
+			break
+		}
+		if err := x.apply(cs); err != nil {
+			x.broken = fmt.Errorf("change set at revision %d: %w", cs.Revision, err)
+			break
+		}
+		x.rev = cs.Revision
+		applied = true
+	}
+	if applied {
+		close(x.changed)
+		x.changed = make(chan struct{})
+	}
+	return x.broken
+}
+
+// fits refuses a change set before any of it is applied when it names a
+// resource that neither is registered nor is registered earlier in the set.
+func (x *Index) fits(cs *ChangeSet) error {
+	created := map[string]bool{} // registered (true) or deleted (false) earlier in the set
+	exists := func(name string) bool {
+		if v, ok := created[name]; ok {
+			return v
+		}
+		return x.lookupNode(name) != noNode
+	}
+	need := func(what, name string) error {
+		if !exists(name) {
+			return fmt.Errorf("%s names resource %q, which is not registered", what, name)
+		}
+		return nil
+	}
+	for _, c := range cs.Changes {
+		if err := c.Check(); err != nil {
+			return err
+		}
+		var err error
+		switch c.Op {
+		case OpPutResource:
+			if c.Resource.Name == RootName {
+				err = fmt.Errorf("root cannot be put")
+			} else if err = need("put_resource's parent", c.Resource.Parent); err == nil {
+				created[c.Resource.Name] = true
+			}
+		case OpDeleteResource:
+			if c.Resource.Name == RootName {
+				err = fmt.Errorf("root cannot be deleted")
+			}
+			created[c.Resource.Name] = false
+		case OpPutRole:
+			err = need("put_role", c.Role.Scope)
+		case OpPutGrant:
+			err = need("put_grant", c.Grant.Resource)
+		case OpPutBlock:
+			err = need("put_block", c.Block.Resource)
+		case OpPutQuota:
+			err = need("put_quota", c.Quota.Scope)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x *Index) apply(cs *ChangeSet) error {
 	// Catalog changes are gathered first and the catalog rebuilt once.
 	var catalogChanges map[string]*Permission // nil value: deleted
 	for _, c := range cs.Changes {
-		switch c.Op {
-		case OpPutPermission:
+		if c.Permission != nil {
 			if catalogChanges == nil {
 				catalogChanges = map[string]*Permission{}
 			}
-			catalogChanges[c.Permission.Name] = c.Permission
-		case OpDeletePermission:
-			if catalogChanges == nil {
-				catalogChanges = map[string]*Permission{}
+			if c.Op == OpPutPermission {
+				catalogChanges[c.Permission.Name] = c.Permission
+			} else {
+				catalogChanges[c.Permission.Name] = nil
 			}
-			catalogChanges[c.Permission.Name] = nil
 		}
 	}
-	catalogChanged := catalogChanges != nil
-	if catalogChanged {
+	if catalogChanges != nil {
 		perms := make([]Permission, 0, len(x.cat.perms)+len(catalogChanges))
 		for _, p := range x.cat.perms {
 			if _, changed := catalogChanges[p.Name]; !changed {
@@ -189,15 +293,17 @@ func (x *Index) Apply(cs ChangeSet) {
 				perms = append(perms, *p)
 			}
 		}
-		// The engine validated the catalog before committing it.
-		if cat, err := newCatalog(perms, "permissions"); err == nil {
-			x.cat = cat
+		cat, err := newCatalog(perms, "permissions")
+		if err != nil {
+			return err
 		}
+		x.cat = cat
 	}
 	for _, c := range cs.Changes {
+		var err error
 		switch c.Op {
 		case OpPutResource:
-			x.putResource(*c.Resource)
+			err = x.putResource(*c.Resource)
 		case OpDeleteResource:
 			x.deleteResource(c.Resource.Name)
 		case OpPutRole:
@@ -211,7 +317,7 @@ func (x *Index) Apply(cs ChangeSet) {
 		case OpPutBlock:
 			x.putBlock(*c.Block)
 		case OpDeleteBlock:
-			x.deleteBlock(c.Block.Subject, c.Block.Resource)
+			x.deleteBlock(*c.Block)
 		case OpPutQuota:
 			x.putQuota(*c.Quota)
 		case OpDeleteQuota:
@@ -220,34 +326,40 @@ func (x *Index) Apply(cs ChangeSet) {
 			x.creators[c.CreatorRole.ResourceType] = c.CreatorRole.Role
 		case OpDeleteCreatorRole:
 			delete(x.creators, c.CreatorRole.ResourceType)
+		case OpPutDefaultQuota:
+			x.putDefaultQuota(*c.DefaultQuota)
+		case OpDeleteDefaultQuota:
+			x.deleteDefaultQuota(*c.DefaultQuota)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if catalogChanged {
+	if catalogChanges != nil {
 		x.rebuildPermissionSets()
 	}
-	x.rev = cs.Revision
-	close(x.changed)
-	x.changed = make(chan struct{})
+	return nil
 }
 
-// Counts returns how many resources (root aside) and grants the index holds.
-func (x *Index) Counts() (resources, grants int) {
+// Counts returns how many resources (root aside), grants and blocks the
+// index holds.
+func (x *Index) Counts() (resources, grants, blocks int) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for _, n := range x.nodes {
-		grants += len(n.grants)
-	}
-	return len(x.nodes) - 1, grants
+	return x.res.Len() - 1, x.grants, x.nblocks
 }
 
 // WaitFor returns once the index has applied rev, or with ctx's error.
 func (x *Index) WaitFor(ctx context.Context, rev Revision) error {
 	for {
 		x.mu.RLock()
-		cur, ch := x.rev, x.changed
+		cur, ch, broken := x.rev, x.changed, x.broken
 		x.mu.RUnlock()
 		if cur >= rev {
 			return nil
+		}
+		if broken != nil {
+			return broken
 		}
 		select {
 		case <-ch:
@@ -257,185 +369,74 @@ func (x *Index) WaitFor(ctx context.Context, rev Revision) error {
 	}
 }
 
-func (x *Index) internRole(name string) int32 {
-	if id, ok := x.roleIDs[name]; ok {
-		return id
-	}
-	id := int32(len(x.roleNames))
-	x.roleIDs[name] = id
-	x.roleNames = append(x.roleNames, name)
-	return id
+// changedSince returns a channel closed at the next Apply, and the revision
+// until then.
+func (x *Index) changedSince() (<-chan struct{}, Revision) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.changed, x.rev
 }
 
-func (x *Index) roleID(name string) int32 {
-	if id, ok := x.roleIDs[name]; ok {
-		return id
-	}
-	return -1
-}
+// markReplaced tells whoever waits on x that a fresh index took its place.
+func (x *Index) markReplaced() { x.once.Do(func() { close(x.replaced) }) }
 
-func (x *Index) putResource(r Resource) {
-	n := x.nodes[r.Name]
-	var subtree []*node
-	if n == nil {
-		n = &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
-		x.nodes[r.Name] = n
-		subtree = []*node{n}
-	} else {
-		subtree = x.subtree(n)
-		for _, m := range subtree {
-			x.count(m, -1)
-		}
-		n.parent.children--
-	}
-	n.parent = x.nodes[r.Parent]
-	n.parent.children++
-	for _, m := range subtree {
-		x.count(m, 1)
-	}
-}
-
-// subtree returns n and every resource below it.
-func (x *Index) subtree(n *node) []*node {
-	var out []*node
-	for _, m := range x.nodes {
-		if isUnder(m, n) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (x *Index) deleteResource(name string) {
-	n := x.nodes[name]
-	if n == nil {
-		return
-	}
-	for h := range n.grants {
-		x.deleteGrant(Grant{Subject: h.subject, Role: x.roleNames[h.role], Resource: name})
-	}
-	x.count(n, -1)
-	n.parent.children--
-	delete(x.nodes, name)
-}
-
-func (x *Index) putRole(r Role) {
-	n := x.nodes[r.Scope]
-	if n.roles == nil {
-		n.roles = make(map[int32]*roleDef)
-	}
-	n.roles[x.internRole(r.Name)] = &roleDef{Role: r, perms: x.cat.closure(r.Permissions)}
-}
-
-func (x *Index) deleteRole(scope, name string) {
-	if n := x.nodes[scope]; n != nil {
-		delete(n.roles, x.roleID(name))
-	}
-}
-
-func (x *Index) putGrant(g Grant) {
-	n := x.nodes[g.Resource]
-	role := x.internRole(g.Role)
-	exp := expiry(g.Expires)
-	si := x.subjects[g.Subject]
-	if si == nil {
-		// A fresh copy, so that the name does not pin the buffer it was
-		// sliced from (a storage key, a request).
-		name := strings.Clone(g.Subject)
-		si = &subjectIndex{name: name, grants: make(map[*node][]binding, 1)}
-		x.subjects[name] = si
-	}
-	if n.grants == nil {
-		n.grants = make(map[holder]int64)
-	}
-	n.grants[holder{si.name, role}] = exp
-	list := si.grants[n]
-	i, found := slices.BinarySearchFunc(list, g.Role, func(b binding, name string) int {
-		return strings.Compare(x.roleNames[b.role], name)
-	})
-	if found {
-		list[i].expires = exp
-		return
-	}
-	si.grants[n] = slices.Insert(list, i, binding{role: role, expires: exp})
-}
-
-func (x *Index) deleteGrant(g Grant) {
-	n := x.nodes[g.Resource]
-	role := x.roleID(g.Role)
-	if n == nil || role < 0 {
-		return
-	}
-	delete(n.grants, holder{g.Subject, role})
-	si := x.subjects[g.Subject]
-	if si == nil {
-		return
-	}
-	list := slices.DeleteFunc(si.grants[n], func(b binding) bool { return b.role == role })
-	if len(list) == 0 {
-		delete(si.grants, n)
-		if len(si.grants) == 0 {
-			delete(x.subjects, g.Subject)
-		}
-		return
-	}
-	si.grants[n] = list
-}
-
-func (x *Index) putBlock(b Block) {
-	n := x.nodes[b.Resource]
-	if n.blocks == nil {
-		n.blocks = make(map[string]*blockEntry)
-	}
-	n.blocks[b.Subject] = x.blockEntry(b)
-}
-
-func (x *Index) blockEntry(b Block) *blockEntry {
-	e := &blockEntry{Block: b, expires: expiry(b.Expires)}
-	if len(b.Permissions) > 0 {
-		e.perms = x.cat.closure(b.Permissions)
-	}
-	return e
-}
-
-func (x *Index) deleteBlock(subject, resource string) {
-	if n := x.nodes[resource]; n != nil {
-		delete(n.blocks, subject)
-	}
-}
+// now is the index clock's reading in unix nanoseconds.
+func (x *Index) now() int64 { return x.clock.Now().UnixNano() }
 
 // rebuildPermissionSets recomputes every bitset after the catalog changed,
 // since permission numbers follow the catalog's order.
 func (x *Index) rebuildPermissionSets() {
-	for _, n := range x.nodes {
-		for id, d := range n.roles {
-			n.roles[id] = &roleDef{Role: d.Role, perms: x.cat.closure(d.Permissions)}
+	for k, d := range x.roleDefs {
+		x.roleDefs[k] = &roleDef{Role: d.Role, perms: x.cat.closure(d.Permissions)}
+	}
+	for k, list := range x.blocks {
+		for i, b := range list {
+			list[i] = x.blockEntry(b.Block)
 		}
-		for s, b := range n.blocks {
-			n.blocks[s] = x.blockEntry(b.Block)
-		}
+		x.blocks[k] = list
 	}
 }
 
-// resolve returns the definition of role that applies at n: the nearest one
-// on the way from n up to root.
-func (x *Index) resolve(n *node, role int32) *roleDef {
-	for ; n != nil; n = n.parent {
-		if n.roles != nil {
-			if d := n.roles[role]; d != nil {
-				return d
-			}
-		}
+// internRole returns a role name's number, adding it if needed.
+func (x *Index) internRole(name string) uint32 {
+	if id, ok := x.roleIDs[name]; ok {
+		return id
 	}
-	return nil
+	id := uint32(len(x.roleNames))
+	name = cloneString(name)
+	x.roleIDs[name] = id
+	x.roleNames = append(x.roleNames, name)
+	x.roleHolders = append(x.roleHolders, 0)
+	return id
 }
 
-// isUnder reports whether n is anc or one of its descendants.
-func isUnder(n, anc *node) bool {
-	for ; n != nil; n = n.parent {
-		if n == anc {
-			return true
-		}
+// roleID returns a role name's number, or noName.
+func (x *Index) roleID(name string) uint32 {
+	if id, ok := x.roleIDs[name]; ok {
+		return id
 	}
-	return false
+	return noName
 }
+
+// internSubject returns a subject's id, adding it if needed, and counts one
+// more reference to it.
+func (x *Index) refSubject(name string) uint32 {
+	id, added := x.subj.intern(name)
+	if added {
+		for int(id) >= len(x.subjRefs) {
+			x.subjRefs = append(x.subjRefs, 0)
+		}
+		x.subjRefs[id] = 0
+	}
+	x.subjRefs[id]++
+	return id
+}
+
+// unrefSubject drops one reference, forgetting the subject at the last.
+func (x *Index) unrefSubject(id uint32) {
+	if x.subjRefs[id]--; x.subjRefs[id] == 0 {
+		x.subj.release(id)
+	}
+}
+
+func cloneString(s string) string { return string([]byte(s)) }

@@ -1,12 +1,12 @@
 package authz
 
 import (
-	"cmp"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Page sizes of list calls.
@@ -15,6 +15,69 @@ const (
 	MaxPageSize     = 1000
 )
 
+// scanBudget bounds how many entries one page of an admin list may look at,
+// so that a page costs at most this much whatever the filter matches; a page
+// that runs out of budget is returned short, with a token to go on.
+const scanBudget = 10_000
+
+// pageSize checks and defaults a requested page size.
+func pageSize(n int) (int, error) {
+	if n < 0 || n > MaxPageSize {
+		return 0, errorf(Invalid, "page_size", fmt.Sprint(n), "page size must be between 0 and %d", MaxPageSize)
+	}
+	if n == 0 {
+		n = DefaultPageSize
+	}
+	return n, nil
+}
+
+// pageToken is where a list goes on: the request it belongs to (a hash of
+// the filter) and a position in the list's own order.
+type pageToken struct {
+	filter uint64
+	pos    []uint32
+	text   string
+}
+
+func filterHash(parts ...string) uint64 {
+	h := fnv.New64a()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
+
+func (t pageToken) encode() string {
+	b := binary.BigEndian.AppendUint64(nil, t.filter)
+	for _, p := range t.pos {
+		b = binary.BigEndian.AppendUint32(b, p)
+	}
+	b = append(b, t.text...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodePageToken reads a token of a request with the given filter hash and
+// n positions; "" is the first page (nil).
+func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
+	if token == "" {
+		return nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) < 8+4*n {
+		return nil, errorf(Invalid, "page_token", token, "not a token this server returned")
+	}
+	t := &pageToken{filter: binary.BigEndian.Uint64(raw)}
+	if t.filter != filter {
+		return nil, errorf(Invalid, "page_token", token, "the token belongs to a request with other filters; start again without it")
+	}
+	for i := range n {
+		t.pos = append(t.pos, binary.BigEndian.Uint32(raw[8+4*i:]))
+	}
+	t.text = string(raw[8+4*n:])
+	return t, nil
+}
+
 // GrantFilter selects grants: of Subject, on Resource (that very resource),
 // or both; at least one is set.
 type GrantFilter struct {
@@ -22,105 +85,223 @@ type GrantFilter struct {
 	Resource string
 }
 
-// ListGrants returns one page of the unexpired grants that match f, ordered
-// by resource, subject and role, and the token of the next page ("" on the
-// last).
-func (x *Index) ListGrants(f GrantFilter, pageSize int, pageToken string) ([]Grant, string, Revision, error) {
-	if pageSize < 0 || pageSize > MaxPageSize {
-		return nil, "", 0, errorf(Invalid, "page_size", fmt.Sprint(pageSize), "page size must be between 0 and %d", MaxPageSize)
-	}
-	if pageSize == 0 {
-		pageSize = DefaultPageSize
-	}
-	after, err := decodePageToken(pageToken)
+// ListGrants returns one page of the unexpired grants that match f and the
+// token of the next page ("" on the last). A subject's grants come by
+// resource, a resource's by role; both in an order that stays put between
+// pages. A page looks at no more than scanBudget grants, so one may come
+// back short of page_size, with a token, when many grants have expired.
+func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, string, Revision, error) {
+	size, err := pageSize(size)
 	if err != nil {
 		return nil, "", 0, err
 	}
-	now := time.Now().UnixNano()
-	x.mu.RLock()
-	defer x.mu.RUnlock()
+	filter := filterHash("grants", f.Subject, f.Resource)
+	after, err := decodePageToken(token, filter, 2)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	now := x.now()
+	x.view.RLock()
+	defer x.view.RUnlock()
+	res := noNode
 	if f.Resource != "" {
-		if _, err := x.registered("resource", f.Resource); err != nil {
+		if res, err = x.registered("resource", f.Resource); err != nil {
 			return nil, "", x.rev, err
 		}
 	}
-	var all []Grant
+	var out []Grant
+	next := ""
 	switch {
 	case f.Subject != "":
-		si := x.subjects[f.Subject]
-		if si == nil {
+		s := x.subj.lookup(f.Subject)
+		if s == noName {
 			break
 		}
-		for n, list := range si.grants {
-			if f.Resource != "" && n.name != f.Resource {
-				continue
-			}
-			for _, b := range list {
-				if live(b.expires, now) {
-					all = append(all, x.grant(f.Subject, b.role, n, b.expires))
-				}
+		list := x.bySubject.get(s)
+		i := 0
+		if res != noNode {
+			i, _ = x.findSubjectGrant(s, res, 0)
+			for i > 0 && list[i-1].res == res {
+				i--
 			}
 		}
-	case f.Resource != "":
-		n := x.nodes[f.Resource]
-		for h, exp := range n.grants {
-			if live(exp, now) {
-				all = append(all, x.grant(h.subject, h.role, n, exp))
+		if after != nil && int(after.pos[1]) < len(x.roleNames) {
+			var found bool
+			if i, found = x.findSubjectGrant(s, after.pos[0], after.pos[1]); found {
+				i++
+			}
+		}
+		for scanned := 0; i < len(list) && (res == noNode || list[i].res == res); i++ {
+			g := list[i]
+			if len(out) == size || scanned == scanBudget {
+				last := list[i-1]
+				next = pageToken{filter: filter, pos: []uint32{last.res, last.role}}.encode()
+				break
+			}
+			scanned++
+			if live(g.exp, now) {
+				out = append(out, x.grantOf(s, g.role, g.res, g.exp))
+			}
+		}
+	case res != noNode:
+		list := x.byResource.get(res)
+		i := 0
+		if after != nil {
+			i, _ = x.findResourceGrant(res, after.pos[0], after.pos[1])
+			if i < len(list) && list[i].role == after.pos[0] && list[i].subj == after.pos[1] {
+				i++
+			}
+		}
+		for scanned := 0; i < len(list); i++ {
+			g := list[i]
+			if len(out) == size || scanned == scanBudget {
+				last := list[i-1]
+				next = pageToken{filter: filter, pos: []uint32{last.role, last.subj}}.encode()
+				break
+			}
+			scanned++
+			if live(g.exp, now) {
+				out = append(out, x.grantOf(g.subj, g.role, res, g.exp))
 			}
 		}
 	default:
 		return nil, "", x.rev, errorf(Invalid, "subject", "", "name a subject, a resource or both")
 	}
-	slices.SortFunc(all, compareGrants)
-	start := 0
+	return out, next, x.rev, nil
+}
+
+// pageOf returns the page of a list sorted by key that starts after the
+// token's key, with the token of the next page.
+func pageOf[T any](list []T, key func(T) string, size int, token string, filter uint64) ([]T, string, error) {
+	size, err := pageSize(size)
+	if err != nil {
+		return nil, "", err
+	}
+	after, err := decodePageToken(token, filter, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	i := 0
 	if after != nil {
-		start, _ = slices.BinarySearchFunc(all, *after, compareGrants)
-		for start < len(all) && compareGrants(all[start], *after) <= 0 {
-			start++
+		i, _ = slices.BinarySearchFunc(list, after.text, func(v T, k string) int { return strings.Compare(key(v), k) })
+		if i < len(list) && key(list[i]) == after.text {
+			i++
 		}
 	}
-	page := all[start:min(start+pageSize, len(all))]
+	page := list[i:min(i+size, len(list))]
 	next := ""
-	if start+len(page) < len(all) {
-		next = encodePageToken(page[len(page)-1])
+	if i+len(page) < len(list) {
+		next = pageToken{filter: filter, text: key(page[len(page)-1])}.encode()
 	}
-	return page, next, x.rev, nil
+	return page, next, nil
 }
 
-func (x *Index) grant(subject string, role int32, n *node, exp int64) Grant {
-	g := Grant{Subject: subject, Role: x.roleNames[role], Resource: n.name}
-	if exp != 0 {
-		g.Expires = time.Unix(0, exp).UTC()
+// ListRolesPage is ListRoles (or, with assignableBy, AssignableRoles) a
+// page at a time, by name.
+func (x *Index) ListRolesPage(resource, assignableBy string, size int, token string) ([]Role, string, Revision, error) {
+	list, rev, err := x.ListRoles(resource)
+	if assignableBy != "" {
+		list, rev, err = x.AssignableRoles(resource, assignableBy)
 	}
-	return g
+	if err != nil {
+		return nil, "", rev, err
+	}
+	page, next, err := pageOf(list, func(r Role) string { return r.Name }, size, token, filterHash("roles", resource, assignableBy))
+	return page, next, rev, err
 }
 
-// grantsOn returns every grant made on n, expired or not, ordered.
-func (x *Index) grantsOn(n *node) []Grant {
-	out := make([]Grant, 0, len(n.grants))
-	for h, exp := range n.grants {
-		out = append(out, x.grant(h.subject, h.role, n, exp))
+// ListQuotasPage is ListQuotas a page at a time, nearest scope first.
+func (x *Index) ListQuotasPage(resource string, size int, token string) ([]QuotaUse, string, Revision, error) {
+	list, rev, err := x.ListQuotas(resource)
+	if err != nil {
+		return nil, "", rev, err
 	}
-	slices.SortFunc(out, compareGrants)
-	return out
+	keys := make([]string, len(list))
+	for i, q := range list {
+		keys[i] = fmt.Sprintf("%04d\x00%s\x00%s", i, q.ResourceType, q.Subject)
+	}
+	indexed := make([]int, len(list))
+	for i := range indexed {
+		indexed[i] = i
+	}
+	page, next, err := pageOf(indexed, func(i int) string { return keys[i] }, size, token, filterHash("quotas", resource))
+	out := make([]QuotaUse, len(page))
+	for i, j := range page {
+		out[i] = list[j]
+	}
+	return out, next, rev, err
 }
 
-func compareGrants(a, b Grant) int {
-	return cmp.Or(strings.Compare(a.Resource, b.Resource), strings.Compare(a.Subject, b.Subject), strings.Compare(a.Role, b.Role))
+// ExportPolicy returns one page of the policy in force: the first page
+// carries the catalog, creator roles and default quotas; every page carries
+// up to size resources, parents before children, with the roles and quotas
+// defined on them. Applying every page's policy in order to an empty store
+// rebuilds the same tree, roles and quotas.
+func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
+	size, err := pageSize(size)
+	if err != nil {
+		return Policy{}, "", 0, err
+	}
+	filter := filterHash("export")
+	after, err := decodePageToken(token, filter, 0)
+	if err != nil {
+		return Policy{}, "", 0, err
+	}
+	x.view.RLock()
+	defer x.view.RUnlock()
+	var p Policy
+	start := x.root
+	if after == nil {
+		p.Permissions = slices.Clone(x.cat.perms)
+		for i := range p.Permissions {
+			p.Permissions[i].Parents = slices.Clone(p.Permissions[i].Parents)
+		}
+		for _, typ := range sortedKeys(x.creators) {
+			p.CreatorRoles = append(p.CreatorRoles, CreatorRole{ResourceType: typ, Role: x.creators[typ]})
+		}
+		for _, typ := range sortedKeys(x.defaultQuotas) {
+			p.DefaultQuotas = append(p.DefaultQuotas, x.defaultQuotas[typ]...)
+		}
+	} else {
+		if start = x.lookupNode(after.text); start == noNode {
+			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
+				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text)
+		}
+		start = x.nextPreorder(start, x.root)
+	}
+	last := noNode
+	for n := start; n != noNode && len(p.Resources) < size; n = x.nextPreorder(n, x.root) {
+		if n != x.root {
+			p.Resources = append(p.Resources, Resource{Name: x.name(n), Parent: x.name(x.nodes[n].parent), Creator: x.creatorName(n)})
+		}
+		p.Roles = append(p.Roles, x.definedAt(n)...)
+		p.Quotas = append(p.Quotas, x.quotas[n]...)
+		last = n
+	}
+	next := ""
+	if last != noNode && x.nextPreorder(last, x.root) != noNode {
+		next = pageToken{filter: filter, text: x.name(last)}.encode()
+	}
+	return p, next, x.rev, nil
 }
 
-func encodePageToken(g Grant) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(g.Resource + "\x00" + g.Subject + "\x00" + g.Role))
+// nextPreorder is the resource after n in a preorder walk of top's subtree,
+// or noNode.
+func (x *Index) nextPreorder(n, top uint32) uint32 {
+	if c := x.nodes[n].first; c != noNode {
+		return c
+	}
+	for ; n != top && n != noNode; n = x.nodes[n].parent {
+		if s := x.nodes[n].next; s != noNode {
+			return s
+		}
+	}
+	return noNode
 }
 
-func decodePageToken(token string) (*Grant, error) {
-	if token == "" {
-		return nil, nil
+func (x *Index) creatorName(id uint32) string {
+	if c := x.nodes[id].creator; c != 0 {
+		return x.subj.name(c - 1)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	parts := strings.Split(string(raw), "\x00")
-	if err != nil || len(parts) != 3 {
-		return nil, errorf(Invalid, "page_token", token, "not a token this server returned")
-	}
-	return &Grant{Resource: parts[0], Subject: parts[1], Role: parts[2]}, nil
+	return ""
 }

@@ -20,28 +20,28 @@ const Wildcard = "*"
 // Permission is an entry of the permission catalog. Holding a permission
 // implies every permission that names it as a parent, transitively.
 type Permission struct {
-	Name        string   `json:"name"`
-	Parents     []string `json:"parents,omitempty"`
-	Description string   `json:"description,omitempty"`
+	Name        string
+	Parents     []string
+	Description string
 }
 
 // Resource is a node of the resource tree. Creator is the actor who
 // registered it, if one did; quotas per subject count by it.
 type Resource struct {
-	Name    string `json:"name"`
-	Parent  string `json:"parent"`
-	Creator string `json:"creator,omitempty"`
+	Name    string
+	Parent  string
+	Creator string
 }
 
 // Role is a named bundle of permissions defined at a scope.
 type Role struct {
-	Name            string   `json:"name"`
-	Scope           string   `json:"scope"`
-	Permissions     []string `json:"permissions,omitempty"`
-	AssignableRoles []string `json:"assignable_roles,omitempty"`
-	BindableOn      []string `json:"bindable_on,omitempty"`
-	MaxHolders      uint32   `json:"max_holders,omitempty"`
-	Description     string   `json:"description,omitempty"`
+	Name            string
+	Scope           string
+	Permissions     []string
+	AssignableRoles []string
+	BindableOn      []string
+	MaxHolders      uint32
+	Description     string
 }
 
 // bindableOn reports whether the role may be granted on resources of type
@@ -53,46 +53,58 @@ func (r Role) bindableOn(typ string) bool {
 // Grant binds a subject to a role on a resource and its descendants. A zero
 // Expires means the grant never expires.
 type Grant struct {
-	Subject  string    `json:"subject"`
-	Role     string    `json:"role"`
-	Resource string    `json:"resource"`
-	Expires  time.Time `json:"expires,omitzero"`
+	Subject  string
+	Role     string
+	Resource string
+	Expires  time.Time
 }
 
 // Block denies a subject permissions (all of them when Permissions is empty)
-// on a resource and its descendants, overriding every grant.
+// on a resource and its descendants, overriding every grant. A subject may
+// carry several blocks on one resource; ID tells them apart.
 type Block struct {
-	Subject     string    `json:"subject"`
-	Resource    string    `json:"resource"`
-	Permissions []string  `json:"permissions,omitempty"`
-	Expires     time.Time `json:"expires,omitzero"`
-	Reason      string    `json:"reason,omitempty"`
+	Subject     string
+	Resource    string
+	ID          string
+	Permissions []string
+	Expires     time.Time
+	Reason      string
 }
 
 // Quota limits how many resources of ResourceType may exist in Scope's
 // subtree; with a Subject, how many that subject may register there.
 type Quota struct {
-	Scope        string `json:"scope"`
-	ResourceType string `json:"resource_type"`
-	Subject      string `json:"subject,omitempty"`
-	Limit        uint32 `json:"limit"`
+	Scope        string
+	ResourceType string
+	Subject      string
+	Limit        uint32
+}
+
+// DefaultQuota is the quota every newly registered resource of ScopeType
+// starts with, in the same write: Livebox's "within the limits you
+// allocate" holds from the first room.
+type DefaultQuota struct {
+	ScopeType    string
+	ResourceType string
+	Limit        uint32
 }
 
 // CreatorRole is granted to the actor who registers a resource of
 // ResourceType, in the same transaction.
 type CreatorRole struct {
-	ResourceType string `json:"resource_type"`
-	Role         string `json:"role"`
+	ResourceType string
+	Role         string
 }
 
 // Policy is a permission catalog with the resources, roles, creator roles
 // and quotas that use it.
 type Policy struct {
-	Permissions  []Permission
-	Resources    []Resource
-	Roles        []Role
-	CreatorRoles []CreatorRole
-	Quotas       []Quota
+	Permissions   []Permission
+	Resources     []Resource
+	Roles         []Role
+	CreatorRoles  []CreatorRole
+	Quotas        []Quota
+	DefaultQuotas []DefaultQuota
 }
 
 // Op says what a Change does.
@@ -115,78 +127,130 @@ const (
 	OpDeleteQuota
 	OpPutCreatorRole
 	OpDeleteCreatorRole
+	OpPutDefaultQuota
+	OpDeleteDefaultQuota
 )
 
-var opNames = map[Op]string{
-	OpPutPermission:     "put_permission",
-	OpDeletePermission:  "delete_permission",
-	OpPutResource:       "put_resource",
-	OpDeleteResource:    "delete_resource",
-	OpPutRole:           "put_role",
-	OpDeleteRole:        "delete_role",
-	OpPutGrant:          "put_grant",
-	OpDeleteGrant:       "delete_grant",
-	OpPutBlock:          "put_block",
-	OpDeleteBlock:       "delete_block",
-	OpPutQuota:          "put_quota",
-	OpDeleteQuota:       "delete_quota",
-	OpPutCreatorRole:    "put_creator_role",
-	OpDeleteCreatorRole: "delete_creator_role",
+var opNames = [...]string{
+	OpPutPermission:      "put_permission",
+	OpDeletePermission:   "delete_permission",
+	OpPutResource:        "put_resource",
+	OpDeleteResource:     "delete_resource",
+	OpPutRole:            "put_role",
+	OpDeleteRole:         "delete_role",
+	OpPutGrant:           "put_grant",
+	OpDeleteGrant:        "delete_grant",
+	OpPutBlock:           "put_block",
+	OpDeleteBlock:        "delete_block",
+	OpPutQuota:           "put_quota",
+	OpDeleteQuota:        "delete_quota",
+	OpPutCreatorRole:     "put_creator_role",
+	OpDeleteCreatorRole:  "delete_creator_role",
+	OpPutDefaultQuota:    "put_default_quota",
+	OpDeleteDefaultQuota: "delete_default_quota",
 }
 
 func (o Op) String() string {
-	if s, ok := opNames[o]; ok {
-		return s
+	if int(o) < len(opNames) && opNames[o] != "" {
+		return opNames[o]
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
-// MarshalText writes the op's name, so change records read well.
-func (o Op) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+// Valid reports whether o is one of the operations above.
+func (o Op) Valid() bool { return o >= OpPutPermission && o <= OpDeleteDefaultQuota }
 
-// UnmarshalText reads an op's name.
-func (o *Op) UnmarshalText(b []byte) error {
-	for k, v := range opNames {
-		if v == string(b) {
-			*o = k
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown change op %q", b)
-}
+// Put reports whether o puts an entity rather than deleting one.
+func (o Op) Put() bool { return o%2 == 1 }
 
 // Change is one entity put or deleted. Exactly the field that matches Op is
 // set.
 type Change struct {
-	Op          Op           `json:"op"`
-	Permission  *Permission  `json:"permission,omitempty"`
-	Resource    *Resource    `json:"resource,omitempty"`
-	Role        *Role        `json:"role,omitempty"`
-	Grant       *Grant       `json:"grant,omitempty"`
-	Block       *Block       `json:"block,omitempty"`
-	Quota       *Quota       `json:"quota,omitempty"`
-	CreatorRole *CreatorRole `json:"creator_role,omitempty"`
+	Op           Op
+	Permission   *Permission
+	Resource     *Resource
+	Role         *Role
+	Grant        *Grant
+	Block        *Block
+	Quota        *Quota
+	CreatorRole  *CreatorRole
+	DefaultQuota *DefaultQuota
+}
+
+// entity returns the one entity the change carries, or nil.
+func (c Change) entity() any {
+	switch {
+	case c.Permission != nil:
+		return c.Permission
+	case c.Resource != nil:
+		return c.Resource
+	case c.Role != nil:
+		return c.Role
+	case c.Grant != nil:
+		return c.Grant
+	case c.Block != nil:
+		return c.Block
+	case c.Quota != nil:
+		return c.Quota
+	case c.CreatorRole != nil:
+		return c.CreatorRole
+	case c.DefaultQuota != nil:
+		return c.DefaultQuota
+	}
+	return nil
+}
+
+// Check reports a change whose entity does not match its op, which no
+// backend may store and no index may apply.
+func (c Change) Check() error {
+	if !c.Op.Valid() {
+		return fmt.Errorf("unknown change op %d", uint8(c.Op))
+	}
+	var ok bool
+	switch c.Op {
+	case OpPutPermission, OpDeletePermission:
+		ok = c.Permission != nil
+	case OpPutResource, OpDeleteResource:
+		ok = c.Resource != nil
+	case OpPutRole, OpDeleteRole:
+		ok = c.Role != nil
+	case OpPutGrant, OpDeleteGrant:
+		ok = c.Grant != nil
+	case OpPutBlock, OpDeleteBlock:
+		ok = c.Block != nil
+	case OpPutQuota, OpDeleteQuota:
+		ok = c.Quota != nil
+	case OpPutCreatorRole, OpDeleteCreatorRole:
+		ok = c.CreatorRole != nil
+	case OpPutDefaultQuota, OpDeleteDefaultQuota:
+		ok = c.DefaultQuota != nil
+	}
+	if !ok {
+		return fmt.Errorf("change %s carries no entity of its kind", c.Op)
+	}
+	return nil
 }
 
 // ChangeSet is what one write changed, as committed: the unit of the change
 // log and of the stream that feeds an Index.
 type ChangeSet struct {
-	Revision Revision  `json:"revision"`
-	Time     time.Time `json:"time"`
-	Caller   string    `json:"caller"`
-	Actor    string    `json:"actor,omitempty"`
-	Changes  []Change  `json:"changes"`
+	Revision Revision
+	Time     time.Time
+	Caller   string
+	Actor    string
+	Changes  []Change
 }
 
 // Snapshot is every entity at one revision, as a backend loads it at
 // start-up.
 type Snapshot struct {
-	Revision     Revision
-	Permissions  []Permission
-	Resources    []Resource
-	Roles        []Role
-	Grants       []Grant
-	Blocks       []Block
-	Quotas       []Quota
-	CreatorRoles []CreatorRole
+	Revision      Revision
+	Permissions   []Permission
+	Resources     []Resource
+	Roles         []Role
+	Grants        []Grant
+	Blocks        []Block
+	Quotas        []Quota
+	CreatorRoles  []CreatorRole
+	DefaultQuotas []DefaultQuota
 }

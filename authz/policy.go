@@ -1,31 +1,110 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 )
 
-// ApplyPolicy makes the permission catalog exactly p's and puts p's resources
-// (in order, so parents come first) and roles, in one write. What p does not
-// list is left alone, so roles and blocks already stored must name only
-// permissions p declares. Applying a policy already in force writes nothing
-// and reports changed false.
-func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy) (rev Revision, changed bool, err error) {
-	if by.Actor != "" {
-		return 0, false, errorf(Invalid, "actor", by.Actor, "a policy is applied on the caller's own authority; omit actor")
-	}
-	rev, err = e.write(ctx, by, func(time.Time) ([]Change, error) {
-		changes, err := e.idx.planPolicy(p)
-		changed = len(changes) > 0
-		return changes, err
-	})
-	return rev, changed, err
+// ApplyOptions change what ApplyPolicy does.
+type ApplyOptions struct {
+	// Prune removes what the policy does not list: role definitions,
+	// quotas, creator roles and default quotas. Resources, grants and blocks
+	// are never pruned; a role still held is not either (FailedPrecondition).
+	Prune bool
+	// DryRun plans and validates the policy and reports what it would
+	// change, writing nothing.
+	DryRun bool
 }
 
-func (x *Index) planPolicy(p Policy) ([]Change, error) {
+// ApplyPolicy makes the permission catalog exactly p's and puts p's
+// resources (in order, so parents come first), roles, creator roles, quotas
+// and default quotas, in one write. Without Prune, what p does not list is
+// left alone, so roles and blocks already stored must name only permissions p
+// declares. The write is held to every rule a write of its parts would be:
+// quotas, the depth of the tree, and no grant left without a definition of
+// its role. It returns the changes it made (or, dry, would make); applying a
+// policy already in force writes nothing and returns none.
+func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts ApplyOptions) (Revision, []Change, error) {
+	if by.Actor != "" {
+		return 0, nil, errorf(Invalid, "actor", by.Actor, "a policy is applied on the caller's own authority; omit actor")
+	}
+	var changes []Change
+	rev, err := e.write(ctx, by, func(pl *plan) error {
+		cs, err := pl.x.planPolicy(p, opts)
+		if err != nil {
+			return err
+		}
+		// A policy reads nearly everything: it is planned on a quiet world.
+		pl.guard(keyCatalog, keyRoles, keyTree)
+		for _, c := range cs {
+			pl.change(c)
+			for _, k := range pl.x.touches(c) {
+				pl.guard(k)
+			}
+		}
+		changes = cs
+		if opts.DryRun {
+			pl.changes = nil
+		}
+		return nil
+	})
+	return rev, changes, err
+}
+
+// policyView is the tree and roles as a policy being planned leaves them:
+// the index with the policy's resources and role definitions laid over it.
+type policyView struct {
+	x       *Index
+	parents map[string]string // resource -> parent, for resources the policy puts
+	roles   map[[2]string]*Role
+}
+
+func (v *policyView) parentOf(name string) (string, bool) {
+	if p, ok := v.parents[name]; ok {
+		return p, true
+	}
+	if id := v.x.lookupNode(name); id != noNode {
+		if v.x.nodes[id].parent == noNode {
+			return "", true
+		}
+		return v.x.name(v.x.nodes[id].parent), true
+	}
+	return "", false
+}
+
+func (v *policyView) exists(name string) bool {
+	_, ok := v.parentOf(name)
+	return ok
+}
+
+// resolve finds the definition of role that applies at name in the view.
+func (v *policyView) resolve(name, role string) bool {
+	for a, ok := name, true; ok && a != ""; a, ok = v.parentOf(a) {
+		if d, changed := v.roles[[2]string{a, role}]; changed {
+			if d != nil {
+				return true
+			}
+		} else if id := v.x.lookupNode(a); id != noNode {
+			if r := v.x.roleID(role); r != noName && v.x.roleDefs[roleKey(id, r)] != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (v *policyView) depth(name string) int {
+	d := 0
+	for a, ok := v.parentOf(name); ok && a != ""; a, ok = v.parentOf(a) {
+		d++
+	}
+	return d
+}
+
+func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	perms := make([]Permission, len(p.Permissions))
 	seen := map[string]bool{}
 	for i, perm := range p.Permissions {
@@ -60,20 +139,8 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		}
 	}
 
-	// parents overlays the tree with the policy's resources, in order.
-	parents := map[string]string{}
-	parentOf := func(name string) (string, bool) {
-		if p, ok := parents[name]; ok {
-			return p, true
-		}
-		if n := x.nodes[name]; n != nil {
-			if n.parent == nil {
-				return "", true
-			}
-			return n.parent.name, true
-		}
-		return "", false
-	}
+	v := &policyView{x: x, parents: map[string]string{}, roles: map[[2]string]*Role{}}
+	var placed []string // resources the policy registers or moves, in order
 	for i, r := range p.Resources {
 		field := fmt.Sprintf("policy.resources[%d]", i)
 		if r.Parent == "" {
@@ -82,48 +149,72 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 		if r.Name == RootName {
 			return nil, errorf(Invalid, field+".name", r.Name, "root is reserved and always registered")
 		}
-		if _, ok := parentOf(r.Parent); !ok {
+		if !v.exists(r.Parent) {
 			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name)
 		}
-		for a, ok := r.Parent, true; ok && a != ""; a, ok = parentOf(a) {
+		for a, ok := r.Parent, true; ok && a != ""; a, ok = v.parentOf(a) {
 			if a == r.Name {
 				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
 					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
 			}
 		}
-		if cur, ok := parentOf(r.Name); ok && cur == r.Parent {
+		if cur, ok := v.parentOf(r.Name); ok && cur == r.Parent {
 			continue
 		}
-		if n := x.nodes[r.Name]; n != nil {
-			r.Creator = n.creator // a move keeps who registered it
+		if d := v.depth(r.Parent) + 1; d > MaxDepth {
+			return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth)
 		}
-		parents[r.Name] = r.Parent
+		if id := x.lookupNode(r.Name); id != noNode {
+			if c := x.nodes[id].creator; c != 0 {
+				r.Creator = x.subj.name(c - 1) // a move keeps who registered it
+			}
+			if d := v.depth(r.Parent) + 1 + x.height(id); d > MaxDepth {
+				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
+					"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", r.Name, r.Parent, d, MaxDepth)
+			}
+		}
+		v.parents[r.Name] = r.Parent
+		placed = append(placed, r.Name)
 		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
 	}
 	changes = x.dropResourceRoundTrips(changes)
 
-	redefined := map[[2]string]bool{}
+	listed := map[[2]string]bool{}
 	for i, r := range p.Roles {
 		field := fmt.Sprintf("policy.roles[%d]", i)
 		asked := r.Permissions // errors index the policy's list, not the sorted one
 		r = normalizeRole(r)
 		key := [2]string{r.Scope, r.Name}
-		if redefined[key] {
+		if listed[key] {
 			return nil, errorf(Invalid, field+".name", r.Name, "role is defined twice at %q", r.Scope)
 		}
-		redefined[key] = true
-		if _, ok := parentOf(r.Scope); !ok {
+		listed[key] = true
+		if !v.exists(r.Scope) {
 			return nil, errorf(NotFound, field+".scope", r.Scope, "resource is neither registered nor listed in the policy")
 		}
 		if j := cat.undeclared(asked, true); j >= 0 {
 			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), asked[j], "permission is not declared in the policy")
 		}
-		if n := x.nodes[r.Scope]; n != nil {
-			if old := n.roles[x.roleID(r.Name)]; old != nil && sameRole(old.Role, r) {
-				continue
+		v.roles[key] = &r
+		if id := x.lookupNode(r.Scope); id != noNode {
+			if role := x.roleID(r.Name); role != noName {
+				if old := x.roleDefs[roleKey(id, role)]; old != nil && sameRole(old.Role, r) {
+					continue
+				}
 			}
 		}
 		changes = append(changes, Change{Op: OpPutRole, Role: &r})
+	}
+	if opts.Prune {
+		for _, k := range x.sortedRoleKeys() {
+			d := x.roleDefs[k]
+			key := [2]string{d.Scope, d.Name}
+			if !listed[key] {
+				v.roles[key] = nil
+				changes = append(changes, Change{Op: OpDeleteRole, Role: &Role{Name: d.Name, Scope: d.Scope}})
+			}
+		}
 	}
 
 	creatorTypes := map[string]bool{}
@@ -137,44 +228,205 @@ func (x *Index) planPolicy(p Policy) ([]Change, error) {
 			changes = append(changes, Change{Op: OpPutCreatorRole, CreatorRole: &CreatorRole{ResourceType: c.ResourceType, Role: c.Role}})
 		}
 	}
-	quotas := map[Quota]bool{}
+	if opts.Prune {
+		for _, typ := range sortedKeys(x.creators) {
+			if !creatorTypes[typ] {
+				changes = append(changes, Change{Op: OpDeleteCreatorRole, CreatorRole: &CreatorRole{ResourceType: typ, Role: x.creators[typ]}})
+			}
+		}
+	}
+
+	defaults := map[[2]string]bool{}
+	for i, d := range p.DefaultQuotas {
+		key := [2]string{d.ScopeType, d.ResourceType}
+		if defaults[key] {
+			return nil, errorf(Invalid, fmt.Sprintf("policy.default_quotas[%d].resource_type", i), d.ResourceType,
+				"default quota is listed twice for scope type %q", d.ScopeType)
+		}
+		defaults[key] = true
+		if slices.Contains(x.defaultQuotas[d.ScopeType], d) {
+			continue
+		}
+		changes = append(changes, Change{Op: OpPutDefaultQuota, DefaultQuota: &d})
+	}
+	if opts.Prune {
+		for _, typ := range sortedKeys(x.defaultQuotas) {
+			for _, d := range x.defaultQuotas[typ] {
+				if !defaults[[2]string{d.ScopeType, d.ResourceType}] {
+					changes = append(changes, Change{Op: OpDeleteDefaultQuota, DefaultQuota: &DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType}})
+				}
+			}
+		}
+	}
+
+	quotas := map[Quota]Quota{} // key fields -> the policy's quota, for the quota check below
 	for i, q := range p.Quotas {
 		field := fmt.Sprintf("policy.quotas[%d]", i)
 		key := Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}
-		if quotas[key] {
+		if _, dup := quotas[key]; dup {
 			return nil, errorf(Invalid, field+".resource_type", q.ResourceType, "quota is listed twice for scope %q and subject %q", q.Scope, q.Subject)
 		}
-		quotas[key] = true
-		if _, ok := parentOf(q.Scope); !ok {
+		quotas[key] = q
+		if !v.exists(q.Scope) {
 			return nil, errorf(NotFound, field+".scope", q.Scope, "resource is neither registered nor listed in the policy")
 		}
-		if n := x.nodes[q.Scope]; n != nil {
-			if old := n.quotas[quotaKey{q.ResourceType, q.Subject}]; old != nil && old.Quota == q {
+		if id := x.lookupNode(q.Scope); id != noNode {
+			if old, ok := x.quotaAt(id, q.ResourceType, q.Subject); ok && old == q {
 				continue
 			}
 		}
 		changes = append(changes, Change{Op: OpPutQuota, Quota: &q})
 	}
-
-	// What the policy leaves alone must still make sense under its catalog.
-	for _, n := range x.nodes {
-		for _, d := range n.roles {
-			if redefined[[2]string{d.Scope, d.Name}] {
-				continue
-			}
-			if j := cat.undeclared(d.Permissions, true); j >= 0 {
-				return nil, errorf(Invalid, "policy.permissions", d.Permissions[j],
-					"permission is missing from the policy but named by role %q at %q", d.Name, d.Scope)
+	if opts.Prune {
+		for _, scope := range x.sortedQuotaScopes() {
+			for _, q := range x.quotas[scope] {
+				key := Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}
+				if _, ok := quotas[key]; !ok {
+					quotas[key] = Quota{} // removed: no limit
+					changes = append(changes, Change{Op: OpDeleteQuota, Quota: &key})
+				}
 			}
 		}
-		for _, b := range n.blocks {
+	}
+
+	// What the policy leaves alone must still make sense under its catalog.
+	for _, k := range x.sortedRoleKeys() {
+		d := x.roleDefs[k]
+		if _, changed := v.roles[[2]string{d.Scope, d.Name}]; changed {
+			continue
+		}
+		if j := cat.undeclared(d.Permissions, true); j >= 0 {
+			return nil, errorf(Invalid, "policy.permissions", d.Permissions[j],
+				"permission is missing from the policy but named by role %q at %q", d.Name, d.Scope)
+		}
+	}
+	for _, list := range x.blocks {
+		for _, b := range list {
 			if j := cat.undeclared(b.Permissions, false); j >= 0 {
 				return nil, errorf(Invalid, "policy.permissions", b.Permissions[j],
 					"permission is missing from the policy but named by the block of %q on %q", b.Subject, b.Resource)
 			}
 		}
 	}
+	if err := x.policyOrphans(v, placed); err != nil {
+		return nil, err
+	}
+	if err := x.policyQuotas(v, placed, quotas); err != nil {
+		return nil, err
+	}
 	return changes, nil
+}
+
+// policyOrphans refuses a policy that would leave a grant with no
+// definition of its role: one whose definition the policy prunes, or below a
+// resource the policy moves away from its definition.
+func (x *Index) policyOrphans(v *policyView, placed []string) error {
+	check := func(res uint32, role uint32) error {
+		name, roleName := x.name(res), x.roleNames[role]
+		if x.resolveAt(res, role) != nil && !v.resolve(name, roleName) {
+			return errorf(FailedPrecondition, "policy.roles", roleName,
+				"the policy would leave the grants of %q on %q with no definition of the role; revoke them first or keep the role", roleName, name)
+		}
+		return nil
+	}
+	for key, d := range v.roles {
+		if d != nil {
+			continue
+		}
+		scope, role := x.lookupNode(key[0]), x.roleID(key[1])
+		if scope == noNode || role == noName || x.roleHolders[role] == 0 {
+			continue
+		}
+		var err error
+		x.walk(scope, func(n uint32) bool {
+			if len(x.holdersOf(n, role)) > 0 {
+				err = check(n, role)
+			}
+			return err == nil
+		})
+		for a := x.nodes[scope].parent; err == nil && a != noNode; a = x.nodes[a].parent {
+			if len(x.holdersOf(a, role)) > 0 {
+				// A holder above the scope resolves at the scope too.
+				err = check(scope, role)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, name := range placed {
+		id := x.lookupNode(name)
+		if id == noNode {
+			continue
+		}
+		var err error
+		x.walk(id, func(n uint32) bool {
+			for _, g := range x.byResource.get(n) {
+				if err = check(n, g.role); err != nil {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// policyQuotas refuses a policy whose resources would take a quota past its
+// limit, counting the quotas as the policy leaves them.
+func (x *Index) policyQuotas(v *policyView, placed []string, quotas map[Quota]Quota) error {
+	limit := func(scope, typ, subject string) (uint32, bool) {
+		if q, ok := quotas[Quota{Scope: scope, ResourceType: typ, Subject: subject}]; ok {
+			return q.Limit, q != Quota{}
+		}
+		if id := x.lookupNode(scope); id != noNode {
+			if q, ok := x.quotaAt(id, typ, subject); ok {
+				return q.Limit, true
+			}
+		}
+		return 0, false
+	}
+	used := func(scope, typ, subject string) int {
+		if id := x.lookupNode(scope); id != noNode {
+			return x.used(Quota{Scope: scope, ResourceType: typ, Subject: subject})
+		}
+		return 0
+	}
+	delta := map[Quota]int{}
+	for _, name := range placed {
+		var add placement
+		oldAncestors := map[string]bool{}
+		if id := x.lookupNode(name); id != noNode {
+			add = x.placementOf(id)
+			for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+				oldAncestors[x.name(a)] = true
+			}
+		} else {
+			add = placement{}
+			add.add(TypeOf(name), "")
+		}
+		for a, ok := v.parentOf(name); ok && a != ""; a, ok = v.parentOf(a) {
+			if oldAncestors[a] {
+				continue
+			}
+			for key, n := range add {
+				max, ok := limit(a, key[0], key[1])
+				if !ok {
+					continue
+				}
+				k := Quota{Scope: a, ResourceType: key[0], Subject: key[1]}
+				delta[k] += n
+				if u := used(a, key[0], key[1]) + delta[k]; u > int(max) {
+					return errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a, key[0]),
+						"the policy would put %d %s resources below %q, where at most %d may exist", u, key[0], a, max)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // dropResourceRoundTrips removes the resource changes of a policy that
@@ -189,8 +441,8 @@ func (x *Index) dropResourceRoundTrips(changes []Change) []Change {
 		}
 	}
 	for name, parent := range final {
-		n := x.nodes[name]
-		if n == nil || n.parent == nil || n.parent.name != parent {
+		id := x.lookupNode(name)
+		if id == noNode || x.nodes[id].parent == noNode || x.name(x.nodes[id].parent) != parent {
 			return changes
 		}
 	}
@@ -201,40 +453,32 @@ func samePermission(a, b Permission) bool {
 	return a.Name == b.Name && a.Description == b.Description && slices.Equal(a.Parents, b.Parents)
 }
 
-// ExportPolicy returns the catalog, every resource (parents before
-// children) and every role definition, so that applying it to an empty
-// store rebuilds the same tree and roles.
-func (x *Index) ExportPolicy() (Policy, Revision) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	p := Policy{Permissions: slices.Clone(x.cat.perms)}
-	for i := range p.Permissions {
-		p.Permissions[i].Parents = slices.Clone(p.Permissions[i].Parents)
+func (x *Index) sortedRoleKeys() []uint64 {
+	keys := make([]uint64, 0, len(x.roleDefs))
+	for k := range x.roleDefs {
+		keys = append(keys, k)
 	}
-	children := map[*node][]*node{}
-	for _, n := range x.nodes {
-		if n.parent != nil {
-			children[n.parent] = append(children[n.parent], n)
-		}
+	slices.SortFunc(keys, func(a, b uint64) int {
+		da, db := x.roleDefs[a], x.roleDefs[b]
+		return cmp.Or(strings.Compare(da.Scope, db.Scope), strings.Compare(da.Name, db.Name))
+	})
+	return keys
+}
+
+func (x *Index) sortedQuotaScopes() []uint32 {
+	scopes := make([]uint32, 0, len(x.quotas))
+	for s := range x.quotas {
+		scopes = append(scopes, s)
 	}
-	queue := []*node{x.root}
-	for len(queue) > 0 {
-		n := queue[0]
-		queue = queue[1:]
-		if n != x.root {
-			p.Resources = append(p.Resources, Resource{Name: n.name, Parent: n.parent.name, Creator: n.creator})
-		}
-		p.Roles = append(p.Roles, x.rolesAt(n)...)
-		for _, q := range x.quotasAt(n) {
-			p.Quotas = append(p.Quotas, q.Quota)
-		}
-		kids := children[n]
-		slices.SortFunc(kids, func(a, b *node) int { return strings.Compare(a.name, b.name) })
-		queue = append(queue, kids...)
+	slices.SortFunc(scopes, func(a, b uint32) int { return strings.Compare(x.name(a), x.name(b)) })
+	return scopes
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	for typ, role := range x.creators {
-		p.CreatorRoles = append(p.CreatorRoles, CreatorRole{ResourceType: typ, Role: role})
-	}
-	slices.SortFunc(p.CreatorRoles, func(a, b CreatorRole) int { return strings.Compare(a.ResourceType, b.ResourceType) })
-	return p, x.rev
+	slices.Sort(keys)
+	return keys
 }

@@ -6,18 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 )
-
-type quotaKey struct {
-	typ     string
-	subject string
-}
-
-type quotaEntry struct {
-	Quota
-	used int
-}
 
 // QuotaUse is a quota with how many resources count against it now.
 type QuotaUse struct {
@@ -25,149 +14,234 @@ type QuotaUse struct {
 	Used int
 }
 
-// count adds delta to the use of every quota above n that n counts against.
-func (x *Index) count(n *node, delta int) {
-	for a := n.parent; a != nil; a = a.parent {
-		if a.quotas == nil {
-			continue
-		}
-		if e := a.quotas[quotaKey{n.typ, ""}]; e != nil {
-			e.used += delta
-		}
-		if n.creator != "" {
-			if e := a.quotas[quotaKey{n.typ, n.creator}]; e != nil {
-				e.used += delta
-			}
-		}
-	}
-}
-
 func (x *Index) putQuota(q Quota) {
-	n := x.nodes[q.Scope]
-	if n.quotas == nil {
-		n.quotas = make(map[quotaKey]*quotaEntry)
-	}
-	key := quotaKey{q.ResourceType, q.Subject}
-	if e := n.quotas[key]; e != nil {
-		e.Quota = q
+	scope := x.lookupNode(q.Scope)
+	list := x.quotas[scope]
+	i, found := slices.BinarySearchFunc(list, q, compareQuotaKeys)
+	if found {
+		list[i] = q
 		return
 	}
-	e := &quotaEntry{Quota: q}
-	for _, m := range x.subtree(n) {
-		if m != n && m.typ == q.ResourceType && (q.Subject == "" || m.creator == q.Subject) {
-			e.used++
-		}
+	if q.Subject != "" {
+		x.refSubject(q.Subject)
 	}
-	n.quotas[key] = e
+	x.quotas[scope] = slices.Insert(list, i, q)
+	x.nodes[scope].flags |= nodeQuotas
 }
 
 func (x *Index) deleteQuota(q Quota) {
-	if n := x.nodes[q.Scope]; n != nil {
-		delete(n.quotas, quotaKey{q.ResourceType, q.Subject})
+	scope := x.lookupNode(q.Scope)
+	if scope == noNode {
+		return
 	}
+	list := x.quotas[scope]
+	i, found := slices.BinarySearchFunc(list, q, compareQuotaKeys)
+	if !found {
+		return
+	}
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(x.quotas, scope)
+		x.nodes[scope].flags &^= nodeQuotas
+	} else {
+		x.quotas[scope] = list
+	}
+	if q.Subject != "" {
+		x.unrefSubject(x.subj.lookup(q.Subject))
+	}
+}
+
+func (x *Index) putDefaultQuota(d DefaultQuota) {
+	list := x.defaultQuotas[d.ScopeType]
+	i, found := slices.BinarySearchFunc(list, d.ResourceType, func(e DefaultQuota, t string) int { return strings.Compare(e.ResourceType, t) })
+	if found {
+		list[i] = d
+		return
+	}
+	x.defaultQuotas[d.ScopeType] = slices.Insert(list, i, d)
+}
+
+func (x *Index) deleteDefaultQuota(d DefaultQuota) {
+	list := x.defaultQuotas[d.ScopeType]
+	i, found := slices.BinarySearchFunc(list, d.ResourceType, func(e DefaultQuota, t string) int { return strings.Compare(e.ResourceType, t) })
+	if !found {
+		return
+	}
+	if list = slices.Delete(list, i, i+1); len(list) == 0 {
+		delete(x.defaultQuotas, d.ScopeType)
+	} else {
+		x.defaultQuotas[d.ScopeType] = list
+	}
+}
+
+// quotaAt returns the quota at scope for typ and subject, if there is one.
+func (x *Index) quotaAt(scope uint32, typ, subject string) (Quota, bool) {
+	if x.nodes[scope].flags&nodeQuotas == 0 {
+		return Quota{}, false
+	}
+	list := x.quotas[scope]
+	i, found := slices.BinarySearchFunc(list, Quota{ResourceType: typ, Subject: subject}, compareQuotaKeys)
+	if !found {
+		return Quota{}, false
+	}
+	return list[i], true
+}
+
+// used counts the resources below q's scope that count against it: of its
+// type, and registered by its subject when it names one.
+func (x *Index) used(q Quota) int {
+	scope := x.lookupNode(q.Scope)
+	typ := x.types.lookup(q.ResourceType)
+	if scope == noNode || typ == noName {
+		return 0
+	}
+	if q.Subject == "" {
+		return int(x.typeCounts[typeKey(scope, typ)])
+	}
+	s := x.subj.lookup(q.Subject)
+	if s == noName {
+		return 0
+	}
+	n := 0
+	for _, id := range x.created.get(s) {
+		if id != scope && x.nodes[id].typ == typ && x.under(id, scope) {
+			n++
+		}
+	}
+	return n
+}
+
+// placement counts resources by type, and by type and creator, as quotas
+// count them.
+type placement map[[2]string]int
+
+func (p placement) add(typ, creator string) {
+	p[[2]string{typ, ""}]++
+	if creator != "" {
+		p[[2]string{typ, creator}]++
+	}
+}
+
+// placementOf counts id's subtree, id included.
+func (x *Index) placementOf(id uint32) placement {
+	p := placement{}
+	x.walk(id, func(m uint32) bool {
+		creator := ""
+		if c := x.nodes[m].creator; c != 0 {
+			creator = x.subj.name(c - 1)
+		}
+		p.add(x.typeName(m), creator)
+		return true
+	})
+	return p
 }
 
 // checkQuotas refuses placing resources under parent when that would take
-// any quota on parent or above past its limit. add counts what is placed, by
-// type and by type and creator. For a move, moved is the subtree's root:
-// quotas above it that already count it are not charged twice.
-func (x *Index) checkQuotas(add map[quotaKey]int, moved, parent *node) error {
-	for a := parent; a != nil; a = a.parent {
-		if a.quotas == nil || (moved != nil && isUnder(moved, a)) {
+// any quota on parent or above past its limit. For a move, moved is the
+// subtree's root: quotas above it that already count it are not charged
+// twice. It returns the scopes whose quotas it read, for guards.
+func (x *Index) checkQuotas(add placement, moved, parent uint32) ([]uint32, error) {
+	var scopes []uint32
+	for a := parent; a != noNode; a = x.nodes[a].parent {
+		if moved != noNode && x.under(moved, a) {
 			continue
 		}
-		for key, n := range add {
-			e := a.quotas[key]
-			if e == nil || e.used+n <= int(e.Limit) {
+		scopes = append(scopes, a)
+		if x.nodes[a].flags&nodeQuotas == 0 {
+			continue
+		}
+		keys := make([][2]string, 0, len(add))
+		for k := range add {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b [2]string) int { return cmp.Or(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1])) })
+		for _, key := range keys {
+			q, ok := x.quotaAt(a, key[0], key[1])
+			if !ok {
+				continue
+			}
+			used, n := x.used(q), add[key]
+			if used+n <= int(q.Limit) {
 				continue
 			}
 			whose := ""
-			if key.subject != "" {
-				whose = fmt.Sprintf(" registered by %q", key.subject)
+			if key[1] != "" {
+				whose = fmt.Sprintf(" registered by %q", key[1])
 			}
-			return errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a.name, key.typ),
+			return scopes, errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", x.name(a), key[0]),
 				"at most %d %s resources%s may exist below %q; %d do, and this write adds %d",
-				e.Limit, key.typ, whose, a.name, e.used, n)
+				q.Limit, key[0], whose, x.name(a), used, n)
 		}
 	}
-	return nil
-}
-
-// placing counts resources by quota key, as checkQuotas takes them.
-func placing(nodes ...*node) map[quotaKey]int {
-	add := map[quotaKey]int{}
-	for _, m := range nodes {
-		add[quotaKey{m.typ, ""}]++
-		if m.creator != "" {
-			add[quotaKey{m.typ, m.creator}]++
-		}
-	}
-	return add
+	return scopes, nil
 }
 
 // PutQuota sets a quota's limit. Lowering a limit below the current use is
 // allowed: it only stops further registrations.
 func (e *Engine) PutQuota(ctx context.Context, by Author, q Quota) (Revision, error) {
-	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
-		x := e.idx
-		n, err := x.registered("quota.scope", q.Scope)
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		scope, err := x.registered("quota.scope", q.Scope)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := x.requirePermission(by, n, PermQuotasWrite, "setting a quota on it"); err != nil {
-			return nil, err
+		p.guard(resourceKey(q.Scope), quotaScopeKey(q.Scope))
+		if err := p.require(scope, PermQuotasWrite, "setting a quota on it"); err != nil {
+			return err
 		}
-		if old := n.quotas[quotaKey{q.ResourceType, q.Subject}]; old != nil && old.Quota == q {
-			return nil, nil
+		if old, ok := x.quotaAt(scope, q.ResourceType, q.Subject); ok && old == q {
+			return nil
 		}
-		return []Change{{Op: OpPutQuota, Quota: &q}}, nil
+		p.change(Change{Op: OpPutQuota, Quota: &q})
+		return nil
 	})
 }
 
 // DeleteQuota removes a quota; NotFound when there is none.
 func (e *Engine) DeleteQuota(ctx context.Context, by Author, q Quota) (Revision, error) {
-	return e.write(ctx, by, func(now time.Time) ([]Change, error) {
-		x := e.idx
-		n, err := x.registered("scope", q.Scope)
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		scope, err := x.registered("scope", q.Scope)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := x.requirePermission(by, n, PermQuotasWrite, "removing a quota from it"); err != nil {
-			return nil, err
+		p.guard(resourceKey(q.Scope), quotaScopeKey(q.Scope))
+		if err := p.require(scope, PermQuotasWrite, "removing a quota from it"); err != nil {
+			return err
 		}
-		if n.quotas[quotaKey{q.ResourceType, q.Subject}] == nil {
-			return nil, errorf(NotFound, "resource_type", q.ResourceType, "no such quota on %q (subject %q)", q.Scope, q.Subject)
+		if _, ok := x.quotaAt(scope, q.ResourceType, q.Subject); !ok {
+			return errorf(NotFound, "resource_type", q.ResourceType, "no such quota on %q (subject %q)", q.Scope, q.Subject)
 		}
-		return []Change{{Op: OpDeleteQuota, Quota: &Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}}}, nil
+		p.change(Change{Op: OpDeleteQuota, Quota: &Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}})
+		return nil
 	})
 }
 
 // ListQuotas returns the quotas on resource and its ancestors, nearest
 // first, with their use.
 func (x *Index) ListQuotas(resource string) ([]QuotaUse, Revision, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	n, err := x.registered("resource", resource)
+	x.view.RLock()
+	defer x.view.RUnlock()
+	id, err := x.registered("resource", resource)
 	if err != nil {
 		return nil, x.rev, err
 	}
 	var out []QuotaUse
-	for a := n; a != nil; a = a.parent {
+	for a := id; a != noNode; a = x.nodes[a].parent {
 		out = append(out, x.quotasAt(a)...)
 	}
 	return out, x.rev, nil
 }
 
-// quotasAt returns the quotas on n itself, ordered.
-func (x *Index) quotasAt(n *node) []QuotaUse {
+// quotasAt returns the quotas on id itself with their use, ordered.
+func (x *Index) quotasAt(id uint32) []QuotaUse {
 	var out []QuotaUse
-	for _, e := range n.quotas {
-		out = append(out, QuotaUse{Quota: e.Quota, Used: e.used})
+	for _, q := range x.quotas[id] {
+		out = append(out, QuotaUse{Quota: q, Used: x.used(q)})
 	}
-	slices.SortFunc(out, compareQuotas)
 	return out
 }
 
-func compareQuotas(a, b QuotaUse) int {
+func compareQuotaKeys(a, b Quota) int {
 	return cmp.Or(strings.Compare(a.ResourceType, b.ResourceType), strings.Compare(a.Subject, b.Subject))
 }

@@ -30,7 +30,7 @@ const (
 //	    └── client:other     ── folder:o1
 //
 // "Dedicated Conference" may create rooms (rooms.create implies
-// usher.resources.write) and use them; "Shared" may use the master admin's
+// usher.resources.create.room) and use them; "Shared" may use the master admin's
 // rooms; "Unshared" may use only rooms no other sub-user holds: max_holders
 // 1 on rooms.
 func liveboxPolicy() authz.Policy {
@@ -38,7 +38,9 @@ func liveboxPolicy() authz.Policy {
 		Permissions: []authz.Permission{
 			{Name: "rooms.use"},
 			{Name: "rooms.create"},
-			{Name: "usher.resources.write", Parents: []string{"rooms.create"}},
+			{Name: "rooms.assign"},
+			{Name: "usher.resources.create.room", Parents: []string{"rooms.create"}},
+			{Name: "usher.grants.write", Parents: []string{"rooms.assign"}},
 		},
 		Resources: []authz.Resource{
 			{Name: "account:livebox"},
@@ -301,7 +303,7 @@ func TestQuotaConcurrent(t *testing.T) {
 		w.quota(authz.Quota{Scope: "client:dedicated", ResourceType: "room", Limit: 10})
 		w.grant("user:sub1", "dedicated-conference", "client:dedicated")
 		w.quota(authz.Quota{Scope: "client:dedicated", ResourceType: "room", Subject: "user:sub1", Limit: 4})
-		w.be.delay = time.Millisecond
+		w.be.setDelay(time.Millisecond)
 		rev := w.idx.Revision()
 		var wg sync.WaitGroup
 		errs := make([]error, 64)
@@ -363,7 +365,7 @@ func TestQuotaRebuild(t *testing.T) {
 	w.must("DeleteResource")(w.eng.DeleteResource(w.ctx, w.by, "room:m2"))
 	w.quota(authz.Quota{Scope: "folder:d1", ResourceType: "room", Limit: 9}) // set after the rooms exist
 
-	p, rev := w.idx.ExportPolicy()
+	p, rev := exportAll(w)
 	snap := authz.Snapshot{Revision: rev, Permissions: p.Permissions, Roles: p.Roles, Quotas: p.Quotas, CreatorRoles: p.CreatorRoles}
 	for _, r := range p.Resources {
 		info, _, err := w.idx.GetResource(r.Name)
@@ -433,7 +435,7 @@ func TestMaxHolders(t *testing.T) {
 			mentions(t, e, "room:r1")
 		}},
 		{ruleMaxHolders + ": also when an actor who may grant it asks", func(t *testing.T, w *world) {
-			w.role(authz.Role{Name: "room-admin", Scope: "root", Permissions: []string{"rooms.use"}, AssignableRoles: []string{"unshared"}})
+			w.role(authz.Role{Name: "room-admin", Scope: "root", Permissions: []string{"rooms.use", "rooms.assign"}, AssignableRoles: []string{"unshared"}})
 			w.grant("user:admin", "room-admin", "account:livebox")
 			w.grant("user:sub1", "unshared", "room:r1")
 			w.refuses(authz.FailedPrecondition, "role", "unshared", func() (authz.Revision, error) {
@@ -469,7 +471,7 @@ func TestMaxHolders(t *testing.T) {
 	t.Run(ruleMaxHolders+", atomically even under concurrent grants", func(t *testing.T) {
 		w := newWorld(t, liveboxPolicy())
 		w.put("room:r1", "client:other")
-		w.be.delay = time.Millisecond
+		w.be.setDelay(time.Millisecond)
 		rev := w.idx.Revision()
 		errs := make([]error, 32)
 		var wg sync.WaitGroup

@@ -56,8 +56,16 @@ func newReference(s authz.Snapshot, now time.Time) *reference {
 // referenceCheck is DESIGN.md's Check of (subject, permission, resource) in
 // s at now. reason is one of the refXxx strings; role and scope are the
 // deciding grant's (GRANTED), scope the deciding block's (BLOCKED).
-func referenceCheck(s authz.Snapshot, now time.Time, subject, permission, resource string) (allowed bool, reason, role, scope string) {
+func referenceCheck(s authz.Snapshot, now time.Time, subject, permission, resource string) refAnswer {
 	return newReference(s, now).check(subject, permission, resource)
+}
+
+// refAnswer is the reference's answer to a check: allowed or not, the reason
+// (one of the refXxx strings), the deciding grant's role and scope
+// (GRANTED), or the deciding block's scope and ID (BLOCKED).
+type refAnswer struct {
+	Allowed                    bool
+	Reason, Role, Scope, Block string
 }
 
 // referencePermissions is ListPermissions: "the subject's effective
@@ -67,26 +75,35 @@ func referencePermissions(s authz.Snapshot, now time.Time, subject, resource str
 	return newReference(s, now).permissions(subject, resource)
 }
 
-func (r *reference) check(subject, permission, resource string) (allowed bool, reason, role, scope string) {
+func (r *reference) check(subject, permission, resource string) refAnswer {
 	// 1. "the permission must be declared, else INVALID_ARGUMENT; an unknown
 	//    resource is not an error: the answer is deny with reason
 	//    UNKNOWN_RESOURCE"
 	if !r.declared(permission) {
-		return false, refInvalid, "", ""
+		return refAnswer{Reason: refInvalid}
 	}
 	if !r.registered(resource) {
-		return false, refUnknownResource, "", ""
+		return refAnswer{Reason: refUnknownResource}
 	}
 	path := r.path(resource)
 
 	// 2. "walk from the resource up to root; if an unexpired block on the way
 	//    covers the permission: deny, reason BLOCKED (with the block's scope
-	//    and reason text)"
+	//    and reason text)". A subject may carry several blocks on one
+	//    resource; DESIGN.md says Check's reason names the deciding block
+	//    but not which of several is "first": the engine takes the one with
+	//    the lowest ID, and the reference mirrors that tie-break.
 	for _, at := range path {
+		decided := ""
 		for _, b := range r.s.Blocks {
 			if b.Subject == subject && b.Resource == at && r.unexpired(b.Expires) && r.covers(b, permission) {
-				return false, refBlocked, "", at
+				if decided == "" || b.ID < decided {
+					decided = b.ID
+				}
 			}
+		}
+		if decided != "" {
+			return refAnswer{Reason: refBlocked, Scope: at, Block: decided}
 		}
 	}
 
@@ -108,13 +125,13 @@ func (r *reference) check(subject, permission, resource string) (allowed bool, r
 		slices.SortFunc(here, func(a, b authz.Grant) int { return strings.Compare(a.Role, b.Role) })
 		for _, g := range here {
 			if perms, ok := r.resolve(g.Role, path); ok && r.grants(perms, permission) {
-				return true, refGranted, g.Role, at
+				return refAnswer{Allowed: true, Reason: refGranted, Role: g.Role, Scope: at}
 			}
 		}
 	}
 
 	// 4. "else deny, reason NO_GRANT"
-	return false, refNoGrant, "", ""
+	return refAnswer{Reason: refNoGrant}
 }
 
 func (r *reference) permissions(subject, resource string) []string {
@@ -123,7 +140,7 @@ func (r *reference) permissions(subject, resource string) []string {
 	}
 	var out []string
 	for _, p := range r.s.Permissions {
-		if ok, _, _, _ := r.check(subject, p.Name, resource); ok {
+		if r.check(subject, p.Name, resource).Allowed {
 			out = append(out, p.Name)
 		}
 	}
@@ -243,36 +260,32 @@ func TestReference(t *testing.T) {
 			{Subject: "user:cat", Role: "admin", Resource: "root"},
 		},
 		Blocks: []authz.Block{
-			{Subject: "user:cat", Resource: "room:lobby", Permissions: []string{"rooms.create"}, Reason: "spam"},
-			{Subject: "user:cat", Resource: "room:stage", Expires: now.Add(-time.Minute)},
+			{Subject: "user:cat", Resource: "room:lobby", ID: "b2", Permissions: []string{"rooms.create"}, Reason: "spam"},
+			{Subject: "user:cat", Resource: "room:lobby", ID: "b1", Permissions: []string{"rooms.create", "rooms.list"}, Reason: "noisy", Expires: now.Add(-time.Minute)},
+			{Subject: "user:cat", Resource: "room:stage", ID: "b1", Expires: now.Add(-time.Minute)},
 		},
 	}
-	type answer struct {
-		allowed             bool
-		reason, role, scope string
-	}
+	type answer = refAnswer
 	cases := []struct {
 		name                          string
 		subject, permission, resource string
 		want                          answer
 	}{
-		{"an undeclared permission is INVALID_ARGUMENT", "user:ann", "rooms.delete", "room:lobby", answer{false, refInvalid, "", ""}},
-		{"an unknown resource is UNKNOWN_RESOURCE", "user:ann", "rooms.list", "room:attic", answer{false, refUnknownResource, "", ""}},
-		{"a grant applies below its resource, through implication", "user:ann", "usher.blocks.write", "room:lobby", answer{true, refGranted, "host", "account:acme"}},
-		{"of two matching grants on one resource the first by role name decides", "user:ann", "rooms.list", "room:lobby", answer{true, refGranted, "host", "account:acme"}},
-		{"a role is resolved at the checked resource", "user:ann", "rooms.create", "room:stage", answer{false, refNoGrant, "", ""}},
-		{"another grant still matches where the nearest definition is narrower", "user:ann", "rooms.list", "room:stage", answer{true, refGranted, "host", "account:acme"}},
-		{"an expired grant counts as absent", "user:bob", "users.manage", "room:lobby", answer{false, refNoGrant, "", ""}},
-		{"an unexpired grant counts", "user:bob", "rooms.list", "room:lobby", answer{true, refGranted, "lister", "room:lobby"}},
-		{"a block covers what its permissions imply", "user:cat", "usher.blocks.write", "room:lobby", answer{false, refBlocked, "", "room:lobby"}},
-		{"a block does not cover what it does not imply", "user:cat", "rooms.list", "room:lobby", answer{true, refGranted, "admin", "root"}},
-		{"an expired block counts as absent", "user:cat", "rooms.create", "room:stage", answer{true, refGranted, "admin", "root"}},
+		{"an undeclared permission is INVALID_ARGUMENT", "user:ann", "rooms.delete", "room:lobby", answer{false, refInvalid, "", "", ""}},
+		{"an unknown resource is UNKNOWN_RESOURCE", "user:ann", "rooms.list", "room:attic", answer{false, refUnknownResource, "", "", ""}},
+		{"a grant applies below its resource, through implication", "user:ann", "usher.blocks.write", "room:lobby", answer{true, refGranted, "host", "account:acme", ""}},
+		{"of two matching grants on one resource the first by role name decides", "user:ann", "rooms.list", "room:lobby", answer{true, refGranted, "host", "account:acme", ""}},
+		{"a role is resolved at the checked resource", "user:ann", "rooms.create", "room:stage", answer{false, refNoGrant, "", "", ""}},
+		{"another grant still matches where the nearest definition is narrower", "user:ann", "rooms.list", "room:stage", answer{true, refGranted, "host", "account:acme", ""}},
+		{"an expired grant counts as absent", "user:bob", "users.manage", "room:lobby", answer{false, refNoGrant, "", "", ""}},
+		{"an unexpired grant counts", "user:bob", "rooms.list", "room:lobby", answer{true, refGranted, "lister", "room:lobby", ""}},
+		{"a block covers what its permissions imply", "user:cat", "usher.blocks.write", "room:lobby", answer{false, refBlocked, "", "room:lobby", "b2"}},
+		{"a block does not cover what it does not imply", "user:cat", "rooms.list", "room:lobby", answer{true, refGranted, "admin", "root", ""}},
+		{"an expired block counts as absent", "user:cat", "rooms.create", "room:stage", answer{true, refGranted, "admin", "root", ""}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var got answer
-			got.allowed, got.reason, got.role, got.scope = referenceCheck(s, now, c.subject, c.permission, c.resource)
-			if got != c.want {
+			if got := referenceCheck(s, now, c.subject, c.permission, c.resource); got != c.want {
 				t.Errorf("referenceCheck(%s, %s, %s) = %+v, want %+v", c.subject, c.permission, c.resource, got, c.want)
 			}
 		})

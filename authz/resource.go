@@ -3,150 +3,227 @@ package authz
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // PutResource registers r under r.Parent ("root" when empty), or moves it
-// there if it is registered already. The parent must be registered
-// (NotFound) and must not be r or below it (FailedPrecondition); the quotas
+// there if it is registered already.
+//
+// The parent must be registered (NotFound), must not be r or below it, and
+// must leave the tree at most MaxDepth deep (FailedPrecondition); the quotas
 // above the parent must have room (ResourceExhausted). An actor needs
-// usher.resources.write, or usher.resources.write.<type>, on the parent (and,
-// for a move, on the old parent too); registering as an actor records the actor as creator and grants it
-// the policy's creator role for the type, in the same write.
+// usher.resources.create (or .<type>) on the parent to register; to move,
+// usher.resources.move (or .<type>) on the resource itself and create on the
+// new parent. Registering as an actor records the actor as creator and
+// grants it the policy's creator role for the type, in the same write;
+// every registration gets the policy's default quotas for its type.
 func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revision, error) {
 	if r.Parent == "" {
 		r.Parent = RootName
 	}
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
-		x := e.idx
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
 		if r.Name == RootName {
-			return nil, errorf(Invalid, "name", r.Name, "root is reserved and always registered")
+			return errorf(Invalid, "name", r.Name, "root is reserved and always registered")
 		}
 		parent, err := x.registered("parent", r.Parent)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if n := x.nodes[r.Name]; n != nil {
-			return x.planMove(by, n, parent)
+		p.guard(resourceKey(r.Name), resourceKey(r.Parent))
+		if id := x.lookupNode(r.Name); id != noNode {
+			p.does("move %q under %q", r.Name, r.Parent)
+			return p.move(id, parent)
 		}
-		if err := x.requireResourceWrite(by, parent, TypeOf(r.Name), "registering a resource under it"); err != nil {
-			return nil, err
+		p.does("register %q under %q", r.Name, r.Parent)
+		typ := TypeOf(r.Name)
+		if err := p.requireTyped(parent, PermResourcesCreate, typ, "registering a resource under it"); err != nil {
+			return err
+		}
+		if d := x.depth(parent) + 1; d > MaxDepth {
+			return errorf(FailedPrecondition, "parent", r.Parent,
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth)
 		}
 		r.Creator = by.Actor
-		placed := &node{name: r.Name, typ: TypeOf(r.Name), creator: r.Creator}
-		if err := x.checkQuotas(placing(placed), nil, parent); err != nil {
-			return nil, err
+		add := placement{}
+		add.add(typ, r.Creator)
+		scopes, err := x.checkQuotas(add, noNode, parent)
+		for _, a := range scopes {
+			p.guard(quotaScopeKey(x.name(a)))
 		}
-		changes := []Change{{Op: OpPutResource, Resource: &r}}
-		if role := x.creators[placed.typ]; role != "" && by.Actor != "" {
-			def := x.resolve(parent, x.roleID(role))
-			if def == nil || !def.bindableOn(placed.typ) {
-				return nil, errorf(FailedPrecondition, "name", r.Name,
-					"the creator role %q of %s resources cannot be granted on it: it is not defined at %q or above, or not bindable on %s",
-					role, placed.typ, r.Parent, placed.typ)
+		if err != nil {
+			return err
+		}
+		p.guard(keyCatalog)
+		p.change(Change{Op: OpPutResource, Resource: &r})
+		if role := x.creators[typ]; role != "" && by.Actor != "" {
+			p.guard(keyRoles)
+			var def *roleDef
+			if id := x.roleID(role); id != noName {
+				def = x.resolveAt(parent, id)
 			}
-			changes = append(changes, Change{Op: OpPutGrant, Grant: &Grant{Subject: by.Actor, Role: role, Resource: r.Name}})
+			if def == nil || !def.bindableOn(typ) {
+				return errorf(FailedPrecondition, "name", r.Name,
+					"the creator role %q of %s resources cannot be granted on it: it is not defined at %q or above, or not bindable on %s",
+					role, typ, r.Parent, typ)
+			}
+			p.change(Change{Op: OpPutGrant, Grant: &Grant{Subject: by.Actor, Role: role, Resource: r.Name}})
 		}
-		return changes, nil
+		for _, d := range x.defaultQuotas[typ] {
+			p.change(Change{Op: OpPutQuota, Quota: &Quota{Scope: r.Name, ResourceType: d.ResourceType, Limit: d.Limit}})
+		}
+		return nil
 	})
 }
 
-// planMove moves n under parent.
-func (x *Index) planMove(by Author, n, parent *node) ([]Change, error) {
-	if n.parent == parent {
-		// Nothing moves, but an actor who could not register it there is
-		// refused, as every other write checks the actor before comparing.
-		return nil, x.requireResourceWrite(by, parent, n.typ, "registering a resource under it")
+// move plans moving id under parent.
+func (p *plan) move(id, parent uint32) error {
+	x := p.x
+	name, typ := x.name(id), x.typeName(id)
+	if err := p.requireTyped(id, PermResourcesMove, typ, "moving it"); err != nil {
+		return err
 	}
-	if isUnder(parent, n) {
-		return nil, errorf(FailedPrecondition, "parent", parent.name,
-			"moving %q under %q would form a cycle: the parent is the resource itself or below it", n.name, parent.name)
+	if err := p.requireTyped(parent, PermResourcesCreate, typ, "moving a resource under it"); err != nil {
+		return err
 	}
-	if err := x.requireResourceWrite(by, n.parent, n.typ, "moving a resource out of it"); err != nil {
-		return nil, err
+	old := x.nodes[id].parent
+	if old == parent {
+		return nil
 	}
-	if err := x.requireResourceWrite(by, parent, n.typ, "moving a resource under it"); err != nil {
-		return nil, err
+	p.guard(keyTree, resourceKey(x.name(old)))
+	if x.under(parent, id) {
+		return errorf(FailedPrecondition, "parent", x.name(parent),
+			"moving %q under %q would form a cycle: the parent is the resource itself or below it", name, x.name(parent))
 	}
-	if orphan := x.orphanedByMove(n, parent); orphan != "" {
-		return nil, errorf(FailedPrecondition, "parent", parent.name,
-			"moving %q under %q would leave %s with no definition of its role; revoke it first", n.name, parent.name, orphan)
+	if d := x.depth(parent) + 1 + x.height(id); d > MaxDepth {
+		return errorf(FailedPrecondition, "parent", x.name(parent),
+			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth)
 	}
-	if err := x.checkQuotas(placing(x.subtree(n)...), n, parent); err != nil {
-		return nil, err
+	if orphan := p.orphanedByMove(id, parent); orphan != "" {
+		return errorf(FailedPrecondition, "parent", x.name(parent),
+			"moving %q under %q would leave %s with no definition of its role; revoke it first", name, x.name(parent), orphan)
 	}
-	return []Change{{Op: OpPutResource, Resource: &Resource{Name: n.name, Parent: parent.name, Creator: n.creator}}}, nil
-}
-
-// orphanedByMove describes a grant in n's subtree whose role resolves today
-// but would not once n hangs under parent; "" when there is none.
-func (x *Index) orphanedByMove(n, parent *node) string {
-	for _, m := range x.nodes {
-		if len(m.grants) == 0 || !isUnder(m, n) {
-			continue
-		}
-		for h := range m.grants {
-			if x.resolve(m, h.role) != nil && resolveMoved(m, h.role, n, parent) == nil {
-				return fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[h.role], h.subject, m.name)
-			}
-		}
+	if err := p.quotasForMove(id, parent); err != nil {
+		return err
 	}
-	return ""
-}
-
-// resolveMoved resolves role at m as if moved hung under parent.
-func resolveMoved(m *node, role int32, moved, parent *node) *roleDef {
-	for a := m; a != nil; {
-		if d := a.roles[role]; d != nil {
-			return d
-		}
-		if a == moved {
-			a = parent
-		} else {
-			a = a.parent
-		}
+	creator := ""
+	if c := x.nodes[id].creator; c != 0 {
+		creator = x.subj.name(c - 1)
 	}
+	p.change(Change{Op: OpPutResource, Resource: &Resource{Name: name, Parent: x.name(parent), Creator: creator}})
 	return nil
+}
+
+// leftAncestors returns the ancestors id has now that it would not have
+// under parent.
+func (x *Index) leftAncestors(id, parent uint32) []uint32 {
+	var out []uint32
+	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+		if !x.under(parent, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// orphanedByMove describes a grant in id's subtree whose role resolves
+// today but would not once id hangs under parent; "" when there is none.
+// Only a definition on an ancestor that id leaves can go missing, so a move
+// that leaves no definition behind costs nothing here.
+func (p *plan) orphanedByMove(id, parent uint32) string {
+	x := p.x
+	var roles []uint32
+	for _, a := range x.leftAncestors(id, parent) {
+		roles = append(roles, x.rolesAt[a]...)
+	}
+	if len(roles) == 0 {
+		return ""
+	}
+	p.guard(keyRoles)
+	v := &view{x: x, parents: map[uint32]uint32{id: parent}}
+	orphan := ""
+	for _, role := range sortedUnique(roles) {
+		p.guard(holdersKey(x.roleNames[role]))
+		x.walk(id, func(n uint32) bool {
+			for _, g := range x.holdersOf(n, role) {
+				var buf [MaxDepth + 1]uint32
+				if x.resolveAt(n, role) != nil && v.resolve(v.path(n, buf[:0]), role) == nil {
+					orphan = fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[role], x.subj.name(g.subj), x.name(n))
+					return false
+				}
+			}
+			return true
+		})
+		if orphan != "" {
+			break
+		}
+	}
+	return orphan
+}
+
+// quotasForMove refuses a move that would take a quota above the new
+// parent past its limit. The subtree is counted only when some ancestor it
+// joins carries quotas.
+func (p *plan) quotasForMove(id, parent uint32) error {
+	x := p.x
+	any := false
+	for a := parent; a != noNode; a = x.nodes[a].parent {
+		if !x.under(id, a) && x.nodes[a].flags&nodeQuotas != 0 {
+			any = true
+			break
+		}
+	}
+	if !any {
+		for a := parent; a != noNode; a = x.nodes[a].parent {
+			p.guard(quotaScopeKey(x.name(a)))
+		}
+		return nil
+	}
+	scopes, err := x.checkQuotas(x.placementOf(id), id, parent)
+	for _, a := range scopes {
+		p.guard(quotaScopeKey(x.name(a)))
+	}
+	return err
 }
 
 // DeleteResource removes a resource with no children, and with it the
 // grants, blocks, role definitions and quotas on it. An actor needs
-// usher.resources.write (or .<type>) on the parent, or usher.resources.delete
-// on the resource itself.
+// usher.resources.delete (or .<type>) on the resource itself, and the
+// removal of what others hold there is judged like revokes and unblocks.
 func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Revision, error) {
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
-		x := e.idx
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
 		if name == RootName {
-			return nil, errorf(Invalid, "name", name, "root cannot be deleted")
+			return errorf(Invalid, "name", name, "root cannot be deleted")
 		}
-		n, err := x.registered("name", name)
+		id, err := x.registered("name", name)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if by.Actor != "" && !x.holds(by.Actor, n, PermResourcesDelete) {
-			if err := x.requireResourceWrite(by, n.parent, n.typ, "deleting a resource under it"); err != nil {
-				return nil, err
-			}
+		p.does("delete %q", name)
+		p.guard(resourceKey(name), bindingsKey(name), quotaScopeKey(name))
+		if err := p.requireTyped(id, PermResourcesDelete, x.typeName(id), "deleting it"); err != nil {
+			return err
 		}
-		if n.children > 0 {
-			return nil, errorf(FailedPrecondition, "name", name,
-				"resource has %d children; delete or move them first", n.children)
+		if n := x.nodes[id].children; n > 0 {
+			return errorf(FailedPrecondition, "name", name, "resource has %d children; delete or move them first", n)
 		}
-		var changes []Change
-		for _, g := range x.grantsOn(n) {
-			changes = append(changes, Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: name}})
+		for _, g := range x.byResource.get(id) {
+			p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name}})
 		}
-		for _, b := range sortedBlocks(n) {
-			changes = append(changes, Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: name}})
+		for _, b := range x.blocksAt(id) {
+			p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: name, ID: b.ID}})
 		}
-		for _, r := range x.rolesAt(n) {
-			changes = append(changes, Change{Op: OpDeleteRole, Role: &Role{Name: r.Name, Scope: name}})
+		if len(x.rolesAt[id]) > 0 {
+			p.guard(keyRoles)
 		}
-		for _, q := range x.quotasAt(n) {
-			changes = append(changes, Change{Op: OpDeleteQuota, Quota: &Quota{Scope: name, ResourceType: q.ResourceType, Subject: q.Subject}})
+		for _, r := range x.definedAt(id) {
+			p.change(Change{Op: OpDeleteRole, Role: &Role{Name: r.Name, Scope: name}})
 		}
-		changes = append(changes, Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
-		return changes, nil
+		for _, q := range x.quotas[id] {
+			p.change(Change{Op: OpDeleteQuota, Quota: &Quota{Scope: name, ResourceType: q.ResourceType, Subject: q.Subject}})
+		}
+		p.change(Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
+		return nil
 	})
 }
 
@@ -161,16 +238,20 @@ type ResourceInfo struct {
 func (x *Index) GetResource(name string) (ResourceInfo, Revision, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	n, err := x.registered("name", name)
+	id, err := x.registered("name", name)
 	if err != nil {
 		return ResourceInfo{}, x.rev, err
 	}
-	info := ResourceInfo{Resource: Resource{Name: name, Creator: n.creator}, Children: n.children}
-	if n.parent != nil {
-		info.Parent = n.parent.name
+	n := x.nodes[id]
+	info := ResourceInfo{Resource: Resource{Name: name}, Children: int(n.children)}
+	if n.creator != 0 {
+		info.Creator = x.subj.name(n.creator - 1)
 	}
-	for a := n.parent; a != nil; a = a.parent {
-		info.Ancestors = append(info.Ancestors, a.name)
+	if n.parent != noNode {
+		info.Parent = x.name(n.parent)
+	}
+	for a := n.parent; a != noNode; a = x.nodes[a].parent {
+		info.Ancestors = append(info.Ancestors, x.name(a))
 	}
 	return info, x.rev, nil
 }

@@ -4,161 +4,152 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
-	"time"
 )
 
 // PutRole defines r at r.Scope, replacing an earlier definition of the same
 // name there. The scope must be registered (NotFound) and every permission
 // declared or "*" (Invalid).
+//
+// An actor needs usher.roles.write at the scope, and a definition is a grant
+// to every holder of that name below the scope: its permissions must be the
+// actor's own there, every role it lists in assignable_roles one the actor
+// may grant there ("*" only for an actor that holds "*" itself), and what it
+// changes for the holders is judged by the delegation invariant.
 func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, error) {
 	asked := r // errors index the request's lists, not the sorted ones
 	r = normalizeRole(r)
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
-		x := e.idx
-		n, err := x.registered("role.scope", r.Scope)
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("define role %q at %q", r.Name, r.Scope)
+		scope, err := x.registered("role.scope", r.Scope)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := x.requirePermission(by, n, PermRolesWrite, "defining a role at it"); err != nil {
-			return nil, err
+		p.guard(resourceKey(r.Scope), keyRoles, keyCatalog)
+		if err := p.require(scope, PermRolesWrite, "defining a role at it"); err != nil {
+			return err
 		}
-		if err := x.checkRolePermissions(asked, "role."); err != nil {
-			return nil, err
+		if i := x.cat.undeclared(asked.Permissions, true); i >= 0 {
+			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog")
 		}
-		if old := n.roles[x.roleID(r.Name)]; old != nil && sameRole(old.Role, r) {
-			return nil, nil
+		if id := x.roleID(r.Name); id != noName {
+			if old := x.roleDefs[roleKey(scope, id)]; old != nil && sameRole(old.Role, r) {
+				return nil
+			}
 		}
-		return []Change{{Op: OpPutRole, Role: &r}}, nil
+		if by.Actor != "" {
+			if err := p.boundedDefinition(scope, r, asked); err != nil {
+				return err
+			}
+		}
+		p.change(Change{Op: OpPutRole, Role: &r})
+		return nil
 	})
 }
 
-func (x *Index) checkRolePermissions(r Role, prefix string) error {
-	if i := x.cat.undeclared(r.Permissions, true); i >= 0 {
-		return errorf(Invalid, fmt.Sprintf("%spermissions[%d]", prefix, i), r.Permissions[i],
-			"permission is not declared in the catalog")
+// boundedDefinition applies rule 1 to a role definition itself, whoever
+// holds it now: its permissions are the actor's own at the scope, and it
+// lets its holders assign only what the actor may assign there.
+func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
+	x := p.x
+	actor := x.subj.lookup(p.by.Actor)
+	have := x.effective(actor, scope, p.now)
+	if missing := x.cat.top(x.cat.closure(r.Permissions).minus(have)); missing != "" {
+		e := errorf(PermissionDenied, "actor", p.by.Actor,
+			"%s: the definition of %q at %q would carry %q, which the actor does not hold there", RuleNoEscalation, r.Name, r.Scope, missing)
+		e.Rule = RuleNoEscalation
+		e.Meta = map[string]string{"role": r.Name, "permission": missing, "resource": r.Scope}
+		return e
+	}
+	var buf [MaxDepth + 1]uint32
+	held := x.heldRoles(actor, x.path(scope, buf[:0]), p.now)
+	for i, name := range asked.AssignableRoles {
+		ok := false
+		if name == Wildcard {
+			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, Wildcard) })
+		} else if x.roleID(name) == noName || x.resolveAt(scope, x.roleID(name)) == nil {
+			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
+		} else {
+			ok = p.mayGrant(name, scope, "grant") == nil
+		}
+		if !ok {
+			e := errorf(PermissionDenied, fmt.Sprintf("role.assignable_roles[%d]", i), name,
+				"%s: actor %q may not grant %q at %q, so a role it defines may not let others grant it", RuleNoEscalation, p.by.Actor, name, r.Scope)
+			e.Rule = RuleNoEscalation
+			e.Meta = map[string]string{"actor": p.by.Actor, "role": name, "resource": r.Scope}
+			return e
+		}
 	}
 	return nil
 }
 
-// DeleteRole removes the definition of name at scope. It is refused while
-// a grant of that role would be left with no definition visible at its
-// resource.
+// DeleteRole removes the definition of name at scope. It is refused while a
+// grant of that role would be left with no definition visible at its
+// resource. Only the holders of the role are looked at.
 func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) (Revision, error) {
-	return e.write(ctx, by, func(time.Time) ([]Change, error) {
-		x := e.idx
-		n, err := x.registered("scope", scope)
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("delete role %q at %q", name, scope)
+		id, err := x.registered("scope", scope)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if err := x.requirePermission(by, n, PermRolesWrite, "deleting a role defined at it"); err != nil {
-			return nil, err
+		p.guard(resourceKey(scope), keyRoles)
+		if err := p.require(id, PermRolesWrite, "deleting a role defined at it"); err != nil {
+			return err
 		}
-		id := x.roleID(name)
-		def := n.roles[id]
-		if def == nil {
-			return nil, errorf(NotFound, "name", name, "no role of that name is defined at %q", scope)
+		role := x.roleID(name)
+		if role == noName || x.roleDefs[roleKey(id, role)] == nil {
+			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope)
 		}
-		orphans, example := 0, ""
-		for _, m := range x.nodes {
-			if len(m.grants) == 0 || !isUnder(m, n) {
-				continue
-			}
-			for h := range m.grants {
-				if h.role == id && x.resolveWithout(m, id, n) == nil {
-					orphans++
-					example = fmt.Sprintf("%s on %s", h.subject, m.name)
-				}
-			}
-		}
-		if orphans > 0 {
-			return nil, errorf(FailedPrecondition, "name", name,
+		if orphans, example := x.orphanedByDeletion(id, role); orphans > 0 {
+			return errorf(FailedPrecondition, "name", name,
 				"role at %q is still held by %d grants that no other definition would cover (e.g. %s); revoke them first",
 				scope, orphans, example)
 		}
-		return []Change{{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}}}, nil
+		p.guard(holdersKey(name))
+		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})
+		return nil
 	})
 }
 
-// resolveWithout resolves role at n as if skip had no definition of it.
-func (x *Index) resolveWithout(n *node, role int32, skip *node) *roleDef {
-	for ; n != nil; n = n.parent {
-		if n != skip && n.roles != nil {
-			if d := n.roles[role]; d != nil {
-				return d
+// orphanedByDeletion counts the grants of role in scope's subtree that the
+// definition at scope is the only one to cover. With no definition above
+// scope, every holder below that no lower definition covers is one.
+func (x *Index) orphanedByDeletion(scope, role uint32) (int, string) {
+	if x.roleHolders[role] == 0 {
+		return 0, ""
+	}
+	above := x.nodes[scope].parent != noNode && x.resolveAt(x.nodes[scope].parent, role) != nil
+	if above {
+		return 0, ""
+	}
+	orphans, example := 0, ""
+	x.walk(scope, func(n uint32) bool {
+		if n != scope && x.roleDefs[roleKey(n, role)] != nil {
+			return true // a lower definition covers this subtree... and its own children
+		}
+		for _, g := range x.holdersOf(n, role) {
+			if x.resolveAt(n, role) == x.roleDefs[roleKey(scope, role)] {
+				orphans++
+				if example == "" {
+					example = fmt.Sprintf("%s on %s", x.subj.name(g.subj), x.name(n))
+				}
 			}
 		}
-	}
-	return nil
+		return true
+	})
+	return orphans, example
 }
 
 // ListRoles returns the roles visible at resource, by name, each as the
 // definition that applies there (its Scope says where that is).
 func (x *Index) ListRoles(resource string) ([]Role, Revision, error) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	n, err := x.registered("resource", resource)
+	x.view.RLock()
+	defer x.view.RUnlock()
+	id, err := x.registered("resource", resource)
 	if err != nil {
 		return nil, x.rev, err
 	}
-	return x.visibleRoles(n), x.rev, nil
-}
-
-// visibleRoles returns the definitions that apply at n, by name.
-func (x *Index) visibleRoles(n *node) []Role {
-	seen := map[int32]bool{}
-	var out []Role
-	for a := n; a != nil; a = a.parent {
-		for id, d := range a.roles {
-			if !seen[id] {
-				seen[id] = true
-				out = append(out, cloneRole(d.Role))
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-// rolesAt returns the definitions made at n itself, by name.
-func (x *Index) rolesAt(n *node) []Role {
-	out := make([]Role, 0, len(n.roles))
-	for _, d := range n.roles {
-		out = append(out, cloneRole(d.Role))
-	}
-	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}
-
-// cloneRole copies a role's lists, so that what leaves the index cannot
-// change it.
-func cloneRole(r Role) Role {
-	r.Permissions = slices.Clone(r.Permissions)
-	r.AssignableRoles = slices.Clone(r.AssignableRoles)
-	r.BindableOn = slices.Clone(r.BindableOn)
-	return r
-}
-
-// normalizeRole sorts and de-duplicates a role's lists, so that equal
-// definitions compare equal.
-func normalizeRole(r Role) Role {
-	r.Permissions = sortedSet(r.Permissions)
-	r.AssignableRoles = sortedSet(r.AssignableRoles)
-	r.BindableOn = sortedSet(r.BindableOn)
-	return r
-}
-
-func sortedSet(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return slices.Compact(s)
-}
-
-func sameRole(a, b Role) bool {
-	return a.Name == b.Name && a.Scope == b.Scope && a.MaxHolders == b.MaxHolders && a.Description == b.Description &&
-		slices.Equal(a.Permissions, b.Permissions) && slices.Equal(a.AssignableRoles, b.AssignableRoles) &&
-		slices.Equal(a.BindableOn, b.BindableOn)
+	return x.visibleRoles(id), x.rev, nil
 }

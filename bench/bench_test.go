@@ -14,6 +14,7 @@ import (
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 func small() bench.Shape {
@@ -61,7 +62,7 @@ func TestGenerateIsDeterministicAndShaped(t *testing.T) {
 // the query says.
 func TestImportedPlatformAnswersTheQueries(t *testing.T) {
 	p := generate(t, small())
-	store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "usher.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func TestImportedPlatformAnswersTheQueries(t *testing.T) {
 	if _, err := store.Import(p.Snapshot, "test"); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("a second import: %v, want a refusal", err)
 	}
-	snap, err := store.Snapshot()
+	snap, err := storage.Snapshot(context.Background(), store)
 	if err != nil {
 		t.Fatal(err)
 	}

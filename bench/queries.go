@@ -59,7 +59,7 @@ func Queries(p Platform, idx *authz.Index, n int, seed uint64) []Query {
 // allowedAt finds a permission subject holds on resource whose decision
 // passes want.
 func allowedAt(idx *authz.Index, subject, resource string, want func(authz.Decision) bool) (authz.Query, bool) {
-	perms, _, _ := idx.ListPermissions(subject, resource)
+	perms, _, _ := idx.ListPermissions(subject, resource, false)
 	for _, perm := range perms {
 		q := authz.Query{Subject: subject, Permission: perm, Resource: resource}
 		if d, _, err := idx.Check(q); err == nil && d.Allowed && want(d) {

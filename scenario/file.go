@@ -23,16 +23,22 @@ type Step struct {
 
 	// Writes. Without Refused a write is setup and must succeed; with it, it
 	// is an expectation that the write is refused with that code.
-	Register   *Register `yaml:"register"`
-	Delete     *Delete   `yaml:"delete"`
-	Grant      *Binding  `yaml:"grant"`
-	Revoke     *Binding  `yaml:"revoke"`
-	Block      *Block    `yaml:"block"`
-	Unblock    *Block    `yaml:"unblock"`
-	PutRole    *Role     `yaml:"put_role"`
-	DeleteRole *Role     `yaml:"delete_role"`
-	PutQuota   *Quota    `yaml:"put_quota"`
-	Refused    string    `yaml:"refused"`
+	Register    *Register `yaml:"register"`
+	Delete      *Delete   `yaml:"delete"`
+	Grant       *Binding  `yaml:"grant"`
+	Revoke      *Binding  `yaml:"revoke"`
+	Block       *Block    `yaml:"block"`
+	Unblock     *Block    `yaml:"unblock"`
+	PutRole     *Role     `yaml:"put_role"`
+	DeleteRole  *Role     `yaml:"delete_role"`
+	PutQuota    *Quota    `yaml:"put_quota"`
+	DeleteQuota *Quota    `yaml:"delete_quota"`
+	Refused     string    `yaml:"refused"`
+	// Rule is the rule a refusal must name, e.g. "no escalation".
+	Rule string `yaml:"rule"`
+
+	// Advance lets time pass on the scenario's clock, e.g. "2h".
+	Advance string `yaml:"advance"`
 
 	// Reads, each an expectation.
 	Check       *Check       `yaml:"check"`
@@ -67,15 +73,21 @@ type Binding struct {
 	Role     string `yaml:"role"`
 	Resource string `yaml:"resource"`
 	Actor    string `yaml:"actor"`
+	// ExpiresIn makes a grant expire that long after the scenario's clock,
+	// e.g. "1h".
+	ExpiresIn string `yaml:"expires_in"`
 }
 
-// Block is a block or an unblock.
+// Block is a block or an unblock. ID names a block within the scenario, so
+// that a later unblock can lift that one; an unblock without one lifts all.
 type Block struct {
 	Subject     string   `yaml:"subject"`
 	Resource    string   `yaml:"resource"`
 	Permissions []string `yaml:"permissions"`
 	Reason      string   `yaml:"reason"`
 	Actor       string   `yaml:"actor"`
+	ID          string   `yaml:"id"`
+	ExpiresIn   string   `yaml:"expires_in"`
 }
 
 // Role defines or deletes a role.
@@ -119,9 +131,9 @@ type Roles struct {
 }
 
 var actions = []string{"register", "delete", "grant", "revoke", "block", "unblock", "put_role", "delete_role",
-	"put_quota", "check", "permissions", "roles"}
+	"put_quota", "delete_quota", "advance", "check", "permissions", "roles"}
 
-var stepKeys = append([]string{"quote", "refused", "allowed", "reason", "role", "scope", "exactly"}, actions...)
+var stepKeys = append([]string{"quote", "refused", "rule", "allowed", "reason", "role", "scope", "exactly"}, actions...)
 
 // Parse reads a scenario file. Errors name the file and line.
 func Parse(path string, data []byte) (*File, error) {
@@ -201,8 +213,8 @@ func parseStep(n *yaml.Node) (Step, error) {
 // decodes to nothing.
 func (s Step) hasAction() bool {
 	return s.Register != nil || s.Delete != nil || s.Grant != nil || s.Revoke != nil || s.Block != nil ||
-		s.Unblock != nil || s.PutRole != nil || s.DeleteRole != nil || s.PutQuota != nil || s.Check != nil ||
-		s.Permissions != nil || s.Roles != nil
+		s.Unblock != nil || s.PutRole != nil || s.DeleteRole != nil || s.PutQuota != nil || s.DeleteQuota != nil ||
+		s.Advance != "" || s.Check != nil || s.Permissions != nil || s.Roles != nil
 }
 
 // Load reads and parses a scenario file.

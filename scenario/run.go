@@ -2,23 +2,27 @@ package scenario
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // Result is the outcome of one scenario file: each expectation passed or
 // failed, and each failure as a "file:line: what" line.
 type Result struct {
 	Passed, Failed int
-	Failures       []string
+	// NotRun counts the steps after a failed setup step.
+	NotRun   int
+	Failures []string
 }
 
 // codeNames spell authz's codes as gRPC does, as scenario files name them.
@@ -29,6 +33,7 @@ var codeNames = map[authz.Code]string{
 	authz.ResourceExhausted:  "RESOURCE_EXHAUSTED",
 	authz.PermissionDenied:   "PERMISSION_DENIED",
 	authz.Unavailable:        "UNAVAILABLE",
+	authz.Aborted:            "ABORTED",
 }
 
 var reasonNames = map[authz.Reason]string{
@@ -38,16 +43,27 @@ var reasonNames = map[authz.Reason]string{
 	authz.ReasonUnknownResource: "UNKNOWN_RESOURCE",
 }
 
-// Run replays f against a fresh in-memory engine with f's policy applied.
-// It fails as a whole only when the policy cannot be loaded or applied.
+// epoch is when a scenario's clock starts; advance steps move it.
+var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Run replays f against a fresh in-memory engine with f's policy applied,
+// on a clock of its own. It fails as a whole only when the policy cannot be
+// loaded or applied. A setup step that fails stops the scenario there: the
+// expectations after it would only repeat its failure, so they are counted
+// as not run.
 func Run(f *File) (Result, error) {
-	engine, err := newEngine(f)
+	clock := authz.NewManualClock(epoch)
+	engine, err := newEngine(f, clock)
 	if err != nil {
 		return Result{}, err
 	}
-	r := &runner{file: f, engine: engine, ctx: context.Background()}
-	for _, s := range f.Steps {
-		r.step(s)
+	defer engine.Close()
+	r := &runner{file: f, engine: engine, ctx: context.Background(), clock: clock, blocks: map[string]string{}}
+	for i, s := range f.Steps {
+		if !r.step(s) {
+			r.res.NotRun = len(f.Steps) - i - 1
+			break
+		}
 	}
 	return r.res, nil
 }
@@ -75,30 +91,34 @@ func fileExists(path string) bool {
 	return err == nil && !st.IsDir()
 }
 
-func newEngine(f *File) (*authz.Engine, error) {
+func newEngine(f *File, clock authz.Clock) (*authz.Engine, error) {
 	p, err := LoadPolicy(f)
 	if err != nil {
 		return nil, err
 	}
-	engine, err := NewMemoryEngine()
+	engine, err := NewMemoryEngine(clock)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher policy test"}, p); err != nil {
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher policy test"}, p, authz.ApplyOptions{}); err != nil {
+		engine.Close()
 		return nil, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
 	}
 	return engine, nil
 }
 
-// NewMemoryEngine returns an engine on an empty in-memory backend.
-func NewMemoryEngine() (*authz.Engine, error) {
-	return authz.Start(storage.NewMemory())
+// NewMemoryEngine returns an engine on an empty in-memory backend, reading
+// time from clock (nil for the system's).
+func NewMemoryEngine(clock authz.Clock) (*authz.Engine, error) {
+	return authz.Start(context.Background(), memory.New(), authz.Options{Clock: clock})
 }
 
 type runner struct {
 	file   *File
 	engine *authz.Engine
 	ctx    context.Context
+	clock  *authz.ManualClock
+	blocks map[string]string // a block's name in the scenario -> its ID
 	res    Result
 }
 
@@ -111,7 +131,9 @@ func (r *runner) fail(s Step, format string, args ...any) {
 	r.res.Failures = append(r.res.Failures, fmt.Sprintf("%s:%d: %s", r.file.Path, s.Line, msg))
 }
 
-func (r *runner) step(s Step) {
+// step runs one step and reports whether the scenario may go on: false
+// after a setup step that failed.
+func (r *runner) step(s Step) bool {
 	switch {
 	case s.Check != nil:
 		r.check(s)
@@ -119,10 +141,30 @@ func (r *runner) step(s Step) {
 		r.permissions(s)
 	case s.Roles != nil:
 		r.roles(s)
+	case s.Advance != "":
+		d, err := time.ParseDuration(s.Advance)
+		if err != nil || d < 0 {
+			r.fail(s, "advance %q: not a duration ahead, such as 90m", s.Advance)
+			return false
+		}
+		r.clock.Advance(d)
 	default:
 		what, err := r.write(s)
-		r.wrote(s, what, err)
+		return r.wrote(s, what, err)
 	}
+	return true
+}
+
+// expiry is the instant a step's expires_in names on the scenario's clock.
+func (r *runner) expiry(in string) (time.Time, error) {
+	if in == "" {
+		return time.Time{}, nil
+	}
+	d, err := time.ParseDuration(in)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("expires_in %q: %w", in, err)
+	}
+	return r.clock.Now().Add(d), nil
 }
 
 // write performs a write step and describes it.
@@ -155,7 +197,11 @@ func (r *runner) write(s Step) (string, error) {
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"role", w.Role}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
-		_, err := op(ctx, by(w.Actor), authz.Grant{Subject: w.Subject, Role: w.Role, Resource: w.Resource})
+		expires, err := r.expiry(w.ExpiresIn)
+		if err != nil {
+			return what, err
+		}
+		_, err = op(ctx, by(w.Actor), authz.Grant{Subject: w.Subject, Role: w.Role, Resource: w.Resource, Expires: expires})
 		return what, err
 	case s.Block != nil:
 		w := s.Block
@@ -163,7 +209,15 @@ func (r *runner) write(s Step) (string, error) {
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
-		_, err := e.Block(ctx, by(w.Actor), authz.Block{Subject: w.Subject, Resource: w.Resource, Permissions: w.Permissions, Reason: w.Reason})
+		expires, err := r.expiry(w.ExpiresIn)
+		if err != nil {
+			return what, err
+		}
+		_, id, err := e.Block(ctx, by(w.Actor), authz.Block{Subject: w.Subject, Resource: w.Resource, Permissions: w.Permissions,
+			Reason: w.Reason, Expires: expires})
+		if err == nil && w.ID != "" {
+			r.blocks[w.ID] = id
+		}
 		return what, err
 	case s.Unblock != nil:
 		w := s.Unblock
@@ -171,7 +225,13 @@ func (r *runner) write(s Step) (string, error) {
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
-		_, err := e.Unblock(ctx, by(w.Actor), w.Subject, w.Resource)
+		id := ""
+		if w.ID != "" {
+			if id = r.blocks[w.ID]; id == "" {
+				return what, fmt.Errorf("no block named %q was made earlier in the scenario", w.ID)
+			}
+		}
+		_, err := e.Unblock(ctx, by(w.Actor), w.Subject, w.Resource, id)
 		return what, err
 	case s.PutRole != nil:
 		w := s.PutRole
@@ -198,28 +258,46 @@ func (r *runner) write(s Step) (string, error) {
 		}
 		_, err := e.PutQuota(ctx, by(w.Actor), authz.Quota{Scope: w.Scope, ResourceType: w.ResourceType, Subject: w.Subject, Limit: w.Limit})
 		return what, err
+	case s.DeleteQuota != nil:
+		w := s.DeleteQuota
+		what := fmt.Sprintf("delete quota on %s for %s", w.Scope, w.ResourceType)
+		if err := names(w.Actor, [2]string{"resource", w.Scope}, [2]string{"subject?", w.Subject}); err != nil {
+			return what, err
+		}
+		_, err := e.DeleteQuota(ctx, by(w.Actor), authz.Quota{Scope: w.Scope, ResourceType: w.ResourceType, Subject: w.Subject})
+		return what, err
 	}
 	return "", fmt.Errorf("no action")
 }
 
 // wrote judges a write: setup must succeed; with refused, it must be refused
-// with that code.
-func (r *runner) wrote(s Step, what string, err error) {
+// with that code (and, with rule, by that rule). It reports false for a
+// setup step that failed.
+func (r *runner) wrote(s Step, what string, err error) bool {
 	if s.Refused == "" {
 		if err != nil {
 			r.fail(s, "%s: %v", what, err)
+			return false
 		}
-		return
+		return true
 	}
 	if err == nil {
 		r.fail(s, "%s was allowed, want it refused with %s", what, s.Refused)
-		return
+		return true
 	}
 	if got := codeNames[authz.CodeOf(err)]; got != s.Refused {
 		r.fail(s, "%s was refused with %s (%v), want %s", what, or(got, "an unexpected error"), err, s.Refused)
-		return
+		return true
+	}
+	if s.Rule != "" {
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Rule != s.Rule {
+			r.fail(s, "%s was refused (%v), but not by the rule %q", what, err, s.Rule)
+			return true
+		}
 	}
 	r.res.Passed++
+	return true
 }
 
 func (r *runner) check(s Step) {
@@ -263,7 +341,7 @@ func (r *runner) check(s Step) {
 func (r *runner) permissions(s Step) {
 	p := s.Permissions
 	what := fmt.Sprintf("permissions of %s on %s", p.Subject, p.Resource)
-	got, known, _ := r.engine.Index().ListPermissions(p.Subject, p.Resource)
+	got, known, _ := r.engine.Index().ListPermissions(p.Subject, p.Resource, false)
 	if !known {
 		r.fail(s, "%s: the resource is not registered", what)
 		return

@@ -26,8 +26,12 @@ func (s *adminServer) Grant(ctx context.Context, req *usherv1.GrantRequest) (*us
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
+	expires := v.timestamp("expire_time", req.GetExpireTime())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
 	rev, err := s.engine.Grant(ctx, author(ctx, req.GetActor()), authz.Grant{
-		Subject: req.GetSubject(), Role: req.GetRole(), Resource: req.GetResource(), Expires: fromTimestamp(req.GetExpireTime()),
+		Subject: req.GetSubject(), Role: req.GetRole(), Resource: req.GetResource(), Expires: expires,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -85,23 +89,18 @@ func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesReque
 	if req.GetAssignableBy() != "" {
 		v.subject("assignable_by", req.GetAssignableBy())
 	}
+	v.pageToken(req.GetPageToken())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	list := s.engine.Index().ListRoles
-	if actor := req.GetAssignableBy(); actor != "" {
-		list = func(resource string) ([]authz.Role, authz.Revision, error) {
-			return s.engine.Index().AssignableRoles(resource, actor)
-		}
-	}
-	roles, rev, err := list(req.GetResource())
+	roles, next, rev, err := s.engine.Index().ListRolesPage(req.GetResource(), req.GetAssignableBy(), int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &usherv1.ListRolesResponse{Revision: uint64(rev)}
+	out := &usherv1.ListRolesResponse{Revision: uint64(rev), NextPageToken: next}
 	for _, r := range roles {
 		out.Roles = append(out.Roles, toRole(r))
 	}
@@ -195,29 +194,32 @@ func (s *adminServer) Block(ctx context.Context, req *usherv1.BlockRequest) (*us
 	v.count("permissions", len(req.GetPermissions()), MaxBlockPermissions, "permissions in a block")
 	v.text("reason", req.GetReason())
 	v.permissions("permissions", req.GetPermissions(), false)
+	v.blockID("block_id", req.GetBlockId())
 	v.actor(req.GetActor())
+	expires := v.timestamp("expire_time", req.GetExpireTime())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.Block(ctx, author(ctx, req.GetActor()), authz.Block{
-		Subject: req.GetSubject(), Resource: req.GetResource(), Permissions: req.GetPermissions(),
-		Expires: fromTimestamp(req.GetExpireTime()), Reason: req.GetReason(),
+	rev, id, err := s.engine.Block(ctx, author(ctx, req.GetActor()), authz.Block{
+		Subject: req.GetSubject(), Resource: req.GetResource(), ID: req.GetBlockId(), Permissions: req.GetPermissions(),
+		Expires: expires, Reason: req.GetReason(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &usherv1.BlockResponse{Revision: uint64(rev)}, nil
+	return &usherv1.BlockResponse{Revision: uint64(rev), BlockId: id}, nil
 }
 
 func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) (*usherv1.UnblockResponse, error) {
 	var v validator
 	v.subject("subject", req.GetSubject())
 	v.resource("resource", req.GetResource())
+	v.blockID("block_id", req.GetBlockId())
 	v.actor(req.GetActor())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.Unblock(ctx, author(ctx, req.GetActor()), req.GetSubject(), req.GetResource())
+	rev, err := s.engine.Unblock(ctx, author(ctx, req.GetActor()), req.GetSubject(), req.GetResource(), req.GetBlockId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -232,19 +234,31 @@ func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, changed, err := s.engine.ApplyPolicy(ctx, author(ctx, req.GetActor()), p)
+	rev, changes, err := s.engine.ApplyPolicy(ctx, author(ctx, req.GetActor()), p, authz.ApplyOptions{Prune: req.GetPrune(), DryRun: req.GetDryRun()})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: changed}, nil
+	out := &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: len(changes) > 0 && !req.GetDryRun()}
+	for _, c := range changes {
+		out.Changes = append(out.Changes, toChange(c))
+	}
+	return out, nil
 }
 
 func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
+	var v validator
+	v.pageToken(req.GetPageToken())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	p, rev := s.engine.Index().ExportPolicy()
-	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev)}, nil
+	p, next, rev, err := s.engine.Index().ExportPolicy(int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev), NextPageToken: next}, nil
 }
 
 func (s *adminServer) PutQuota(ctx context.Context, req *usherv1.PutQuotaRequest) (*usherv1.PutQuotaResponse, error) {
@@ -280,17 +294,18 @@ func (s *adminServer) DeleteQuota(ctx context.Context, req *usherv1.DeleteQuotaR
 func (s *adminServer) ListQuotas(ctx context.Context, req *usherv1.ListQuotasRequest) (*usherv1.ListQuotasResponse, error) {
 	var v validator
 	v.resource("resource", req.GetResource())
+	v.pageToken(req.GetPageToken())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	quotas, rev, err := s.engine.Index().ListQuotas(req.GetResource())
+	quotas, next, rev, err := s.engine.Index().ListQuotasPage(req.GetResource(), int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &usherv1.ListQuotasResponse{Revision: uint64(rev)}
+	out := &usherv1.ListQuotasResponse{Revision: uint64(rev), NextPageToken: next}
 	for _, q := range quotas {
 		m := toQuota(q.Quota)
 		m.Used = uint32(q.Used)
@@ -316,7 +331,7 @@ func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesR
 		return nil, err
 	}
 	rev := s.engine.Index().Revision()
-	changes, next, err := s.engine.ListChanges(authz.ChangeFilter{
+	changes, next, err := s.engine.ListChanges(ctx, authz.ChangeFilter{
 		Subject: req.GetSubject(), Resource: req.GetResource(), Actor: req.GetActor(), Caller: req.GetCaller(),
 	}, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {

@@ -30,7 +30,7 @@ import (
 	"github.com/usher-authz/usher/internal/testpki"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // authWorld is a server that authenticates callers over TLS with client
@@ -39,7 +39,7 @@ import (
 type authWorld struct {
 	t     *testing.T
 	addr  string
-	store *storage.Store
+	store *bolt.Store
 	logs  *logBuffer
 
 	callersFile               string
@@ -104,13 +104,13 @@ func newAuthWorld(t *testing.T) *authWorld {
 
 // serveWith wires a server as `usher serve` does, with the default policy,
 // passing opts to server.New, and returns its address and store.
-func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *storage.Store) {
+func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *bolt.Store) {
 	t.Helper()
-	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
+	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := authz.Start(store)
+	engine, err := authz.Start(context.Background(), store, authz.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg)); err != nil {
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -211,11 +211,11 @@ func grantCall(t *testing.T, conn *grpc.ClientConn, subject string) (*usherv1.Gr
 // lastCaller is the caller the change log recorded for the newest write.
 func (w *authWorld) lastCaller() (string, authz.Revision) {
 	w.t.Helper()
-	rev, err := w.store.Revision()
+	rev, err := w.store.Revision(context.Background())
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	changes, err := w.store.Changes(rev-1, 1)
+	changes, err := w.store.Changes(context.Background(), rev-1, 1)
 	if err != nil || len(changes) != 1 {
 		w.t.Fatalf("Changes(%d): %v, %d records", rev-1, err, len(changes))
 	}
@@ -243,10 +243,10 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 			if !strings.Contains(st.Message(), c.want) {
 				t.Errorf("message %q does not say %q", st.Message(), c.want)
 			}
-			rev, _ := w.store.Revision()
+			rev, _ := w.store.Revision(context.Background())
 			_, err := grantCall(t, conn, "user:dana")
 			wantCode(t, err, codes.Unauthenticated)
-			if now, _ := w.store.Revision(); now != rev {
+			if now, _ := w.store.Revision(context.Background()); now != rev {
 				t.Errorf("an unauthenticated Grant moved the revision from %d to %d", rev, now)
 			}
 		})
@@ -276,7 +276,7 @@ func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
 				&usherv1.ListPermissionsRequest{Subject: "user:dana", Resource: "root"}); err != nil {
 				t.Fatalf("ListPermissions: %v", err)
 			}
-			rev, _ := w.store.Revision()
+			rev, _ := w.store.Revision(context.Background())
 			_, err := grantCall(t, conn, "user:dana")
 			st := wantCode(t, err, codes.PermissionDenied)
 			for _, want := range []string{fmt.Sprintf("%q", c.caller), "check caller", "/usher.v1.AdminService/Grant"} {
@@ -284,7 +284,7 @@ func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
 					t.Errorf("message %q does not name %s", st.Message(), want)
 				}
 			}
-			if now, _ := w.store.Revision(); now != rev {
+			if now, _ := w.store.Revision(context.Background()); now != rev {
 				t.Errorf("a refused Grant moved the revision from %d to %d", rev, now)
 			}
 			if _, err := usherv1.NewAdminServiceClient(conn).ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{}); status.Code(err) != codes.PermissionDenied {
@@ -332,7 +332,7 @@ func TestACertificateFromAnotherCAIsRefused(t *testing.T) {
 	if code := status.Code(err); code != codes.Unavailable && code != codes.Unauthenticated {
 		t.Fatalf("Grant with a foreign CA's certificate: %v; want a failed handshake or Unauthenticated", err)
 	}
-	if rev, _ := w.store.Revision(); rev != 1 {
+	if rev, _ := w.store.Revision(context.Background()); rev != 1 {
 		t.Fatalf("revision %d after the refused Grant; want 1", rev)
 	}
 }
@@ -454,7 +454,7 @@ func TestWithoutCallersEveryCallerIsAnonymous(t *testing.T) {
 	if _, err := grantCall(t, conn, "user:dana"); err != nil {
 		t.Fatalf("Grant without callers: %v", err)
 	}
-	changes, err := store.Changes(1, 1)
+	changes, err := store.Changes(context.Background(), 1, 1)
 	if err != nil || len(changes) != 1 || changes[0].Caller != "anonymous" {
 		t.Fatalf("change log: %v, %+v; want one write by anonymous", err, changes)
 	}
@@ -481,7 +481,7 @@ func TestTokensWorkWithoutTLS(t *testing.T) {
 	if _, err := grantCall(t, dial(grpc.WithPerRPCCredentials(bearer(token))), "user:dana"); err != nil {
 		t.Fatalf("Grant with the token: %v", err)
 	}
-	if changes, err := store.Changes(1, 1); err != nil || len(changes) != 1 || changes[0].Caller != "local-admin" {
+	if changes, err := store.Changes(context.Background(), 1, 1); err != nil || len(changes) != 1 || changes[0].Caller != "local-admin" {
 		t.Fatalf("change log: %v, %+v; want one write by local-admin", err, changes)
 	}
 }

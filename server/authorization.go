@@ -44,26 +44,37 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		return nil, toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
+	// A check that is not well formed gets its own error; it is asked of
+	// the index with a permission no catalog declares, so that the batch
+	// keeps its positions and the others are answered at one revision.
 	qs := make([]authz.Query, len(req.GetChecks()))
+	shape := make([]error, len(req.GetChecks()))
 	for i, c := range req.GetChecks() {
 		if err := checkQuery(c.GetSubject(), c.GetPermission(), c.GetResource()); err != nil {
 			var e *authz.Error
 			if errors.As(err, &e) {
 				err = e.WithField(fmt.Sprintf("checks[%d].", i))
 			}
-			return nil, toStatus(err)
+			shape[i] = err
+			continue
 		}
 		qs[i] = authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	ds, rev, err := s.engine.Index().CheckBatch(qs)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	ds, errs, rev := s.engine.Index().CheckBatch(qs)
 	out := &usherv1.CheckBatchResponse{Decisions: make([]*usherv1.Decision, len(ds)), Revision: uint64(rev)}
 	for i, d := range ds {
+		err := shape[i]
+		if err == nil && errs != nil {
+			err = errs[i]
+		}
+		if err != nil {
+			out.Decisions[i] = &usherv1.Decision{}
+			out.Errors = append(out.Errors, toCheckError(i, err))
+			continue
+		}
 		out.Decisions[i] = toDecision(d)
 	}
 	return out, nil
@@ -79,6 +90,6 @@ func (s *authorizationServer) ListPermissions(ctx context.Context, req *usherv1.
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	perms, known, rev := s.engine.Index().ListPermissions(req.GetSubject(), req.GetResource())
+	perms, known, rev := s.engine.Index().ListPermissions(req.GetSubject(), req.GetResource(), req.GetIncludeReserved())
 	return &usherv1.ListPermissionsResponse{Permissions: perms, ResourceKnown: known, Revision: uint64(rev)}, nil
 }

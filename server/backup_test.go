@@ -20,12 +20,12 @@ import (
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // storeSource is the BackupSource of a store that serveWith opens after the
 // option naming it is made.
-type storeSource struct{ store atomic.Pointer[storage.Store] }
+type storeSource struct{ store atomic.Pointer[bolt.Store] }
 
 func (s *storeSource) Backup(w io.Writer, begin func(authz.Revision, int64) error) (authz.Revision, error) {
 	return s.store.Load().Backup(w, begin)
@@ -33,7 +33,7 @@ func (s *storeSource) Backup(w io.Writer, begin func(authz.Revision, int64) erro
 
 // serveBackups starts a server with WithBackup on its own store, which holds
 // enough grants for a copy to span several messages, and returns a client.
-func serveBackups(t *testing.T, opts ...grpc.ServerOption) (*grpc.ClientConn, *storage.Store) {
+func serveBackups(t *testing.T, opts ...grpc.ServerOption) (*grpc.ClientConn, *bolt.Store) {
 	t.Helper()
 	src := &storeSource{}
 	addr, store := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler), append(opts, server.WithBackup(src))...)
@@ -42,7 +42,7 @@ func serveBackups(t *testing.T, opts ...grpc.ServerOption) (*grpc.ClientConn, *s
 	for i := range 5000 {
 		bulk = append(bulk, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:bulk-%d", i), Role: "user", Resource: "root"}})
 	}
-	if _, err := store.Commit(context.Background(), authz.ChangeSet{Caller: "test", Changes: bulk}); err != nil {
+	if _, err := store.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "test", Changes: bulk}}}); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -125,7 +125,7 @@ func TestBackupStreamsAConsistentCopyWhileWritesContinue(t *testing.T) {
 		if messages < 3 {
 			t.Errorf("a %d-byte copy came in %d messages, want several chunks", head.GetSize(), messages)
 		}
-		rev, err := storage.Verify(path)
+		rev, err := bolt.Verify(path)
 		if err != nil || uint64(rev) != head.GetRevision() {
 			t.Fatalf("Verify(copy) = %d, %v; want the announced revision %d", rev, err, head.GetRevision())
 		}
@@ -136,7 +136,7 @@ func TestBackupStreamsAConsistentCopyWhileWritesContinue(t *testing.T) {
 	if revs[0] == revs[2] {
 		t.Errorf("every copy is at revision %d: the writes did not continue during the backups", revs[0])
 	}
-	if now, _ := store.Revision(); uint64(now) <= revs[0] {
+	if now, _ := store.Revision(context.Background()); uint64(now) <= revs[0] {
 		t.Errorf("the store is at revision %d, the first copy at %d", now, revs[0])
 	}
 }

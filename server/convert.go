@@ -37,6 +37,7 @@ func toDecision(d authz.Decision) *usherv1.Decision {
 		Role:        d.Role,
 		Scope:       d.Scope,
 		BlockReason: d.BlockReason,
+		BlockId:     d.BlockID,
 	}
 }
 
@@ -87,6 +88,9 @@ func fromPolicy(p *usherv1.Policy) authz.Policy {
 	for _, q := range p.GetQuotas() {
 		out.Quotas = append(out.Quotas, fromQuota(q))
 	}
+	for _, d := range p.GetDefaultQuotas() {
+		out.DefaultQuotas = append(out.DefaultQuotas, authz.DefaultQuota{ScopeType: d.GetScopeType(), ResourceType: d.GetResourceType(), Limit: d.GetLimit()})
+	}
 	return out
 }
 
@@ -101,33 +105,44 @@ func toQuota(q authz.Quota) *usherv1.Quota {
 func toChangeRecord(cs authz.ChangeSet) *usherv1.ChangeRecord {
 	out := &usherv1.ChangeRecord{Revision: uint64(cs.Revision), Time: toTimestamp(cs.Time), Caller: cs.Caller, Actor: cs.Actor}
 	for _, c := range cs.Changes {
-		ch := &usherv1.Change{Op: c.Op.String()}
-		switch {
-		case c.Permission != nil:
-			ch.Entity = &usherv1.Change_Permission{Permission: &usherv1.Permission{
-				Name: c.Permission.Name, Parents: c.Permission.Parents, Description: c.Permission.Description}}
-		case c.Resource != nil:
-			ch.Entity = &usherv1.Change_Resource{Resource: &usherv1.Resource{
-				Name: c.Resource.Name, Parent: c.Resource.Parent, Creator: c.Resource.Creator}}
-		case c.Role != nil:
-			ch.Entity = &usherv1.Change_Role{Role: toRole(*c.Role)}
-		case c.Grant != nil:
-			ch.Entity = &usherv1.Change_Grant{Grant: toGrant(*c.Grant)}
-		case c.Block != nil:
-			ch.Entity = &usherv1.Change_Block{Block: toBlock(*c.Block)}
-		case c.Quota != nil:
-			ch.Entity = &usherv1.Change_Quota{Quota: toQuota(*c.Quota)}
-		case c.CreatorRole != nil:
-			ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: &usherv1.CreatorRole{
-				ResourceType: c.CreatorRole.ResourceType, Role: c.CreatorRole.Role}}
-		}
-		out.Changes = append(out.Changes, ch)
+		out.Changes = append(out.Changes, toChange(c))
 	}
 	return out
 }
 
+// toChange converts a change; the API's ops are numbered as the engine's.
+func toChange(c authz.Change) *usherv1.Change {
+	ch := &usherv1.Change{Op: usherv1.Op(c.Op)}
+	switch {
+	case c.Permission != nil:
+		ch.Entity = &usherv1.Change_Permission{Permission: &usherv1.Permission{
+			Name: c.Permission.Name, Parents: c.Permission.Parents, Description: c.Permission.Description}}
+	case c.Resource != nil:
+		ch.Entity = &usherv1.Change_Resource{Resource: &usherv1.Resource{
+			Name: c.Resource.Name, Parent: c.Resource.Parent, Creator: c.Resource.Creator}}
+	case c.Role != nil:
+		ch.Entity = &usherv1.Change_Role{Role: toRole(*c.Role)}
+	case c.Grant != nil:
+		ch.Entity = &usherv1.Change_Grant{Grant: toGrant(*c.Grant)}
+	case c.Block != nil:
+		ch.Entity = &usherv1.Change_Block{Block: toBlock(*c.Block)}
+	case c.Quota != nil:
+		ch.Entity = &usherv1.Change_Quota{Quota: toQuota(*c.Quota)}
+	case c.CreatorRole != nil:
+		ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: &usherv1.CreatorRole{
+			ResourceType: c.CreatorRole.ResourceType, Role: c.CreatorRole.Role}}
+	case c.DefaultQuota != nil:
+		ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: toDefaultQuota(*c.DefaultQuota)}
+	}
+	return ch
+}
+
+func toDefaultQuota(d authz.DefaultQuota) *usherv1.DefaultQuota {
+	return &usherv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}
+}
+
 func toBlock(b authz.Block) *usherv1.Block {
-	return &usherv1.Block{Subject: b.Subject, Resource: b.Resource, Permissions: b.Permissions,
+	return &usherv1.Block{Subject: b.Subject, Resource: b.Resource, Id: b.ID, Permissions: b.Permissions,
 		ExpireTime: toTimestamp(b.Expires), Reason: b.Reason}
 }
 
@@ -160,6 +175,9 @@ func toPolicy(p authz.Policy) *usherv1.Policy {
 	}
 	for _, q := range p.Quotas {
 		out.Quotas = append(out.Quotas, toQuota(q))
+	}
+	for _, d := range p.DefaultQuotas {
+		out.DefaultQuotas = append(out.DefaultQuotas, toDefaultQuota(d))
 	}
 	return out
 }

@@ -23,7 +23,7 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // fixture is one Usher server on a loopback listener, backed by a bbolt file
@@ -45,11 +45,11 @@ type fixture struct {
 // server.New on 127.0.0.1:0.
 func startServer(t testing.TB, dir string) *fixture {
 	t.Helper()
-	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
+	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
-	engine, err := authz.Start(store)
+	engine, err := authz.Start(context.Background(), store, authz.Options{})
 	if err != nil {
 		_ = store.Close()
 		t.Fatalf("authz.Start: %v", err)
@@ -65,7 +65,7 @@ func startServer(t testing.TB, dir string) *fixture {
 			_ = store.Close()
 			t.Fatalf("default policy: %v", err)
 		}
-		if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, p); err != nil {
+		if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, p, authz.ApplyOptions{}); err != nil {
 			_ = store.Close()
 			t.Fatalf("ApplyPolicy(default): %v", err)
 		}

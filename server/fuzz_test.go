@@ -20,7 +20,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // FuzzCheckRequest sends arbitrary subject, permission and resource strings
@@ -113,7 +113,7 @@ func malformed(subject, permission, resource string) string {
 // checkServer serves a small world on an in-memory listener: user:alice
 // is a member on account:acme, user:mallory is blocked on call:acme:1.
 func checkServer(f *testing.F) (*authz.Index, *grpc.ClientConn) {
-	engine, err := authz.Start(storage.NewMemory())
+	engine, err := authz.Start(context.Background(), memory.New(), authz.Options{})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func checkServer(f *testing.F) (*authz.Index, *grpc.ClientConn) {
 		Resources:   []authz.Resource{{Name: "account:acme"}, {Name: "call:acme:1", Parent: "account:acme"}},
 		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"join-call"}}},
 	}
-	if _, _, err := engine.ApplyPolicy(ctx, by, p); err != nil {
+	if _, _, err := engine.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		f.Fatal(err)
 	}
 	for _, g := range []string{"user:alice", "user:mallory"} {
@@ -132,7 +132,7 @@ func checkServer(f *testing.F) (*authz.Index, *grpc.ClientConn) {
 			f.Fatal(err)
 		}
 	}
-	if _, err := engine.Block(ctx, by, authz.Block{Subject: "user:mallory", Resource: "call:acme:1", Reason: "spam"}); err != nil {
+	if _, _, err := engine.Block(ctx, by, authz.Block{Subject: "user:mallory", Resource: "call:acme:1", Reason: "spam"}); err != nil {
 		f.Fatal(err)
 	}
 

@@ -29,7 +29,7 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // bytesCodec sends a []byte as the encoded request and reads the answer as
@@ -561,12 +561,12 @@ var panickingService = grpc.ServiceDesc{
 // returns, and answers a connection to it.
 func startLoggedServer(t *testing.T, logger *slog.Logger) *grpc.ClientConn {
 	t.Helper()
-	store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "usher.db"), bolt.Options{})
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	engine, err := authz.Start(store)
+	engine, err := authz.Start(context.Background(), store, authz.Options{})
 	if err != nil {
 		t.Fatalf("authz.Start: %v", err)
 	}
@@ -574,7 +574,7 @@ func startLoggedServer(t *testing.T, logger *slog.Logger) *grpc.ClientConn {
 	if err != nil {
 		t.Fatalf("policy.Load(default): %v", err)
 	}
-	if _, _, err := engine.ApplyPolicy(t.Context(), authz.Author{Caller: "test"}, server.FromPolicy(msg)); err != nil {
+	if _, _, err := engine.ApplyPolicy(t.Context(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
 		t.Fatalf("ApplyPolicy(default): %v", err)
 	}
 

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -115,20 +116,20 @@ func TestSeedDelegationRulesOverAuthenticatedConnections(t *testing.T) {
 	for i, c := range cases {
 		t.Run(fmt.Sprintf("%d %s", i, c.quote), func(t *testing.T) {
 			ctx := callCtx(t)
-			before, _ := w.store.Revision()
+			before, _ := w.store.Revision(ctx)
 			var err error
 			if c.revoke {
 				_, err = backend.Revoke(ctx, &usherv1.RevokeRequest{Subject: c.subject, Role: c.role, Resource: c.resource, Actor: c.actor})
 			} else {
 				_, err = backend.Grant(ctx, &usherv1.GrantRequest{Subject: c.subject, Role: c.role, Resource: c.resource, Actor: c.actor})
 			}
-			after, _ := w.store.Revision()
+			after, _ := w.store.Revision(ctx)
 			if c.allowed {
 				if err != nil {
 					t.Fatalf("%s on behalf of %s: %v", c.role, c.actor, err)
 				}
 				caller, _ := w.lastCaller()
-				changes, _ := w.store.Changes(after-1, 1)
+				changes, _ := w.store.Changes(context.Background(), after-1, 1)
 				if caller != "backend" || changes[0].Actor != c.actor {
 					t.Errorf("change log says caller %q actor %q, want backend for %s", caller, changes[0].Actor, c.actor)
 				}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
 var codeOf = map[authz.Code]codes.Code{
@@ -18,6 +19,18 @@ var codeOf = map[authz.Code]codes.Code{
 	authz.PermissionDenied:   codes.PermissionDenied,
 	authz.Unimplemented:      codes.Unimplemented,
 	authz.Unavailable:        codes.Unavailable,
+	authz.Aborted:            codes.Aborted,
+}
+
+// toCheckError is the error of one check of a batch.
+func toCheckError(i int, err error) *usherv1.CheckError {
+	st, _ := status.FromError(toStatus(err))
+	out := &usherv1.CheckError{Index: uint32(i), Code: int32(st.Code()), Message: st.Message()}
+	var e *authz.Error
+	if errors.As(err, &e) {
+		out.Field, out.Value = e.Field, e.Value
+	}
+	return out
 }
 
 // toStatus maps an error from the engine to the status a client sees.

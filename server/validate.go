@@ -3,6 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -85,6 +88,7 @@ func (v *validator) policy(p authz.Policy) {
 	v.count("policy.roles", len(p.Roles), MaxPolicyRoles, "roles in a policy")
 	v.count("policy.creator_roles", len(p.CreatorRoles), MaxPolicyCreatorRoles, "creator roles in a policy")
 	v.count("policy.quotas", len(p.Quotas), MaxPolicyQuotas, "quotas in a policy")
+	v.count("policy.default_quotas", len(p.DefaultQuotas), MaxPolicyQuotas, "default quotas in a policy")
 	if v.err != nil {
 		return // the lists may be too long to walk
 	}
@@ -117,6 +121,10 @@ func (v *validator) policy(p authz.Policy) {
 	for i, q := range p.Quotas {
 		v.quota(fmt.Sprintf("policy.quotas[%d].", i), q)
 	}
+	for i, d := range p.DefaultQuotas {
+		v.add(authz.ValidateType(fmt.Sprintf("policy.default_quotas[%d].scope_type", i), d.ScopeType))
+		v.add(authz.ValidateType(fmt.Sprintf("policy.default_quotas[%d].resource_type", i), d.ResourceType))
+	}
 }
 
 func (v *validator) quota(prefix string, q authz.Quota) {
@@ -125,4 +133,45 @@ func (v *validator) quota(prefix string, q authz.Quota) {
 	if q.Subject != "" {
 		v.subject(prefix+"subject", q.Subject)
 	}
+}
+
+// maxBlockIDLen is the longest block id a request may name.
+const maxBlockIDLen = 64
+
+// blockID checks the form of an optional block id: letters, digits, '.',
+// '_' and '-', at most maxBlockIDLen of them.
+func (v *validator) blockID(field, value string) {
+	if len(value) > maxBlockIDLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
+			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), maxBlockIDLen)})
+		return
+	}
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value, Reason: "a block id is made of letters, digits, '.', '_' and '-'"})
+			return
+		}
+	}
+}
+
+// timestamp converts an optional expiry: unset is never; a set one must be
+// a valid Timestamp (nanos within a second) after the Unix epoch, for the
+// zero instant of year 1 would otherwise read as never.
+func (v *validator) timestamp(field string, ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	value := fmt.Sprintf("%ds %dns", ts.GetSeconds(), ts.GetNanos())
+	if err := ts.CheckValid(); err != nil {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value, Reason: "not a valid timestamp: " + err.Error()})
+		return time.Time{}
+	}
+	t := ts.AsTime()
+	if !t.After(time.Unix(0, 0)) {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: t.Format(time.RFC3339Nano),
+			Reason: "an expiry must be after the Unix epoch; leave it unset for never"})
+		return time.Time{}
+	}
+	return t
 }

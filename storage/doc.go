@@ -1,11 +1,12 @@
-// Package storage persists Usher's authorization data in bbolt, the source of
-// truth behind the in-memory index that answers Check.
+// Package storage is the contract between Usher's engine and the places its
+// data lives, and what every backend shares: the record format (how domain
+// values become bytes), the guard bookkeeping of single-process backends,
+// and the conformance suite (storagetest) that every backend passes.
 //
-// It knows bytes and transactions, not rules: it applies change sets that the
-// authz engine has already validated, atomically and durably, numbers each with
-// a global revision, keeps the change log, and hands every committed change set
-// to its watchers. Whether a grant is allowed, a role visible or a quota
-// exceeded is decided in authz/, never here. It must not import gRPC or
-// server/, so that a second backend (an etcd cluster) can replace it behind
-// Backend without the engine or the API noticing.
+// The backends live below it, each with its heavy dependency to itself:
+// storage/bolt (an embedded bbolt file, the default), storage/memory (for
+// policy tests and tools) and storage/etcd (a cluster). They know bytes and
+// transactions, not rules: whether a grant is allowed, a role visible or a
+// quota exceeded is decided in authz/, never here. Nothing here imports gRPC
+// or server/.
 package storage

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // backup saves a running server's data file: the copy is written beside
@@ -28,7 +28,7 @@ func backup(args []string) error {
 		if err != nil {
 			return nil, err
 		}
-		err = storage.ReplaceFile(a[0], func(f *os.File) error {
+		err = bolt.ReplaceFile(a[0], func(f *os.File) error {
 			var n int64
 			for {
 				msg, err := stream.Recv()
@@ -47,7 +47,7 @@ func backup(args []string) error {
 			if n != head.GetSize() {
 				return fmt.Errorf("the server sent %d bytes, announced %d", n, head.GetSize())
 			}
-			rev, err := storage.Verify(f.Name())
+			rev, err := bolt.Verify(f.Name())
 			if err != nil {
 				return err
 			}
@@ -82,7 +82,7 @@ func restore(args []string) error {
 	if _, err := os.Stat(*data); err == nil && !*force {
 		return fmt.Errorf("%s exists: stop its server and pass --force to replace it", *data)
 	}
-	rev, err := storage.Restore(fs.Arg(0), *data, *force)
+	rev, err := bolt.Restore(fs.Arg(0), *data, *force)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 const benchUsage = `usage: usher bench <command> [flags]
@@ -82,7 +82,7 @@ func benchPopulate(args []string) error {
 		return err
 	}
 	generated := time.Since(start)
-	store, err := storage.Open(*data, storage.Options{})
+	store, err := bolt.Open(*data, bolt.Options{})
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // The load tools' refusals: they aim at loopback only, and populate never
@@ -45,12 +47,12 @@ func TestBenchPopulateSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.Open(data, storage.Options{})
+	store, err := bolt.Open(data, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	snap, err := store.Snapshot()
+	snap, err := storage.Snapshot(context.Background(), store)
 	if err != nil {
 		t.Fatal(err)
 	}

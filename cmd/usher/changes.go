@@ -63,7 +63,7 @@ func formatRecord(rec *usherv1.ChangeRecord) string {
 			b, _ := protojson.Marshal(m)
 			entity = " " + string(b)
 		}
-		parts = append(parts, c.GetOp()+entity)
+		parts = append(parts, opName(c.GetOp())+entity)
 	}
 	return fmt.Sprintf("%d\t%s\t%s\t%s", rec.GetRevision(), rec.GetTime().AsTime().Format(time.RFC3339), who, strings.Join(parts, "; "))
 }
@@ -76,4 +76,9 @@ func entityOf(c *usherv1.Change) proto.Message {
 		return nil
 	}
 	return m.Get(field).Message().Interface()
+}
+
+// opName spells an op as the change log always has: "put_grant".
+func opName(op usherv1.Op) string {
+	return strings.ToLower(strings.TrimPrefix(op.String(), "OP_"))
 }

@@ -23,7 +23,7 @@ import (
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // usherProcess is a running `usher serve` that a test stops as it likes:
@@ -132,7 +132,7 @@ func checkFile(t *testing.T, path string) uint64 {
 	if err != nil {
 		t.Fatalf("bbolt check of %s: %v", path, err)
 	}
-	rev, err := storage.Verify(path)
+	rev, err := bolt.Verify(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // A test binary started with these variables set does not run tests: it
@@ -315,22 +315,15 @@ func TestAFullDiskFailsWritesNotChecks(t *testing.T) {
 // failingStore is the bbolt store with a switch that makes every commit fail
 // as a full or read-only file system makes it fail.
 type failingStore struct {
-	*storage.Store
+	*bolt.Store
 	fail atomic.Pointer[error]
 }
 
-func (s *failingStore) Commit(ctx context.Context, cs authz.ChangeSet) (authz.Revision, error) {
-	if err := s.fail.Load(); err != nil {
-		return 0, fmt.Errorf("storage: commit: write %s: %w", s.Path(), *err)
-	}
-	return s.Store.Commit(ctx, cs)
-}
-
-func (s *failingStore) CommitBatch(ctx context.Context, css []authz.ChangeSet) ([]authz.Revision, error) {
+func (s *failingStore) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed, error) {
 	if err := s.fail.Load(); err != nil {
 		return nil, fmt.Errorf("storage: commit: write %s: %w", s.Path(), *err)
 	}
-	return s.Store.CommitBatch(ctx, css)
+	return s.Store.Commit(ctx, ws)
 }
 
 // TestWritesFailUnavailableWhenCommitsFail covers what a test without a
@@ -339,13 +332,13 @@ func (s *failingStore) CommitBatch(ctx context.Context, css []authz.ChangeSet) (
 func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EROFS, syscall.EIO} {
 		t.Run(errno.Error(), func(t *testing.T) {
-			store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
+			store, err := bolt.Open(filepath.Join(t.TempDir(), "usher.db"), bolt.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer store.Close()
 			fs := &failingStore{Store: store}
-			engine, err := authz.Start(fs)
+			engine, err := authz.Start(t.Context(), fs, authz.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -353,7 +346,7 @@ func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := engine.ApplyPolicy(t.Context(), authz.Author{Caller: "test"}, server.FromPolicy(msg)); err != nil {
+			if _, _, err := engine.ApplyPolicy(t.Context(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -406,7 +399,7 @@ func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 					t.Errorf("Check of %s with commits failing = %v at revision %d, %v; want %s at %d", subject, resp.GetDecision(), resp.GetRevision(), err, want, rev)
 				}
 			}
-			if got, err := store.Revision(); err != nil || got != rev || idx.Revision() != rev {
+			if got, err := store.Revision(context.Background()); err != nil || got != rev || idx.Revision() != rev {
 				t.Errorf("after the failed writes the store is at %d (%v) and the index at %d, want both at %d", got, err, idx.Revision(), rev)
 			}
 			// Backups read, so they keep working.

@@ -74,10 +74,10 @@ func validatePolicy(file string) error {
 	err = server.ValidatePolicy(p)
 	if err == nil {
 		var engine *authz.Engine
-		if engine, err = scenario.NewMemoryEngine(); err != nil {
+		if engine, err = scenario.NewMemoryEngine(nil); err != nil {
 			return err
 		}
-		_, _, err = engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher policy validate"}, p)
+		_, _, err = engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher policy validate"}, p, authz.ApplyOptions{})
 	}
 	var e *authz.Error
 	if errors.As(err, &e) {
@@ -98,7 +98,7 @@ func testScenarios(files []string) error {
 	if len(files) == 0 {
 		return errors.New("usage: usher policy test FILE...")
 	}
-	passed, failed := 0, 0
+	passed, failed, notRun := 0, 0, 0
 	for _, file := range files {
 		f, err := scenario.Load(file)
 		if err == nil {
@@ -109,13 +109,21 @@ func testScenarios(files []string) error {
 				}
 				passed += res.Passed
 				failed += res.Failed
+				notRun += res.NotRun
+				if res.NotRun > 0 {
+					fmt.Printf("%s: %d steps not run after the failed setup step\n", file, res.NotRun)
+				}
 				continue
 			}
 		}
 		fmt.Println(err)
 		failed++
 	}
-	fmt.Printf("%d passed, %d failed\n", passed, failed)
+	if notRun > 0 {
+		fmt.Printf("%d passed, %d failed, %d not run\n", passed, failed, notRun)
+	} else {
+		fmt.Printf("%d passed, %d failed\n", passed, failed)
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d expectations failed", failed)
 	}

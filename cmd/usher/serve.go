@@ -18,7 +18,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 func serve(args []string) error {
@@ -88,19 +88,20 @@ func serve(args []string) error {
 	}
 
 	start := time.Now()
-	store, err := storage.Open(*data, storage.Options{})
+	store, err := bolt.Open(*data, bolt.Options{})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	engine, err := authz.Start(store)
+	engine, err := authz.Start(ctx, store, authz.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("%s: %w", *data, err)
 	}
+	defer engine.Close()
 	idx := engine.Index()
-	resources, grants := idx.Counts()
+	resources, grants, blocks := idx.Counts()
 	logger.Info("index loaded", "file", *data, "revision", idx.Revision(),
-		"resources", resources, "grants", grants, "took", time.Since(start).Round(time.Millisecond))
+		"resources", resources, "grants", grants, "blocks", blocks, "took", time.Since(start).Round(time.Millisecond))
 	// The snapshot the index was built from is garbage now; hand its memory
 	// back rather than keep it resident for the life of the process.
 	empty := idx.Revision() == 0
@@ -149,7 +150,7 @@ func serve(args []string) error {
 	if err := store.Close(); err != nil {
 		return err
 	}
-	logger.Info("stopped", "file", *data, "revision", idx.Revision())
+	logger.Info("stopped", "file", *data, "revision", engine.Index().Revision())
 	return nil
 }
 
@@ -176,7 +177,7 @@ func applyPolicy(engine *authz.Engine, name string) error {
 	if err := server.ValidatePolicy(p); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher serve --policy"}, p); err != nil {
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher serve --policy"}, p, authz.ApplyOptions{}); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
 	"slices"
@@ -11,9 +12,10 @@ import (
 	"github.com/usher-authz/usher/authz"
 )
 
-// Backends may return times in any zone and with empty slices as nil or not;
-// comparisons normalise both away, so times compare as instants (as with
-// time.Time.Equal) and everything else with reflect.DeepEqual.
+// Backends may return entities in any order, times in any zone and empty
+// slices as nil or not; comparisons normalise those away and compare
+// everything else whole, with reflect.DeepEqual, so that a backend that drops
+// a field fails.
 
 func wantSnapshot(t *testing.T, got, want authz.Snapshot) {
 	t.Helper()
@@ -23,19 +25,13 @@ func wantSnapshot(t *testing.T, got, want authz.Snapshot) {
 	}
 }
 
-// normalSnapshot sorts resources because backends may load them in any
-// order: the index links parents after loading them all.
 func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 	out := authz.Snapshot{Revision: s.Revision}
 	for _, p := range s.Permissions {
 		p.Parents = nonEmpty(p.Parents)
 		out.Permissions = append(out.Permissions, p)
 	}
-	out.Resources = slices.Clone(s.Resources)
-	slices.SortFunc(out.Resources, func(a, b authz.Resource) int { return strings.Compare(a.Name, b.Name) })
-	if len(out.Resources) == 0 {
-		out.Resources = nil
-	}
+	out.Resources = nonEmpty(slices.Clone(s.Resources))
 	for _, r := range s.Roles {
 		out.Roles = append(out.Roles, normalRole(r))
 	}
@@ -45,8 +41,27 @@ func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 	for _, b := range s.Blocks {
 		out.Blocks = append(out.Blocks, normalBlock(b))
 	}
-	out.Quotas = nonEmpty(s.Quotas)
-	out.CreatorRoles = nonEmpty(s.CreatorRoles)
+	out.Quotas = nonEmpty(slices.Clone(s.Quotas))
+	out.CreatorRoles = nonEmpty(slices.Clone(s.CreatorRoles))
+	out.DefaultQuotas = nonEmpty(slices.Clone(s.DefaultQuotas))
+	slices.SortFunc(out.Permissions, func(a, b authz.Permission) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out.Resources, func(a, b authz.Resource) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out.Roles, func(a, b authz.Role) int {
+		return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(out.Grants, func(a, b authz.Grant) int {
+		return cmp.Or(strings.Compare(a.Subject, b.Subject), strings.Compare(a.Resource, b.Resource), strings.Compare(a.Role, b.Role))
+	})
+	slices.SortFunc(out.Blocks, func(a, b authz.Block) int {
+		return cmp.Or(strings.Compare(a.Subject, b.Subject), strings.Compare(a.Resource, b.Resource), strings.Compare(a.ID, b.ID))
+	})
+	slices.SortFunc(out.Quotas, func(a, b authz.Quota) int {
+		return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.ResourceType, b.ResourceType), strings.Compare(a.Subject, b.Subject))
+	})
+	slices.SortFunc(out.CreatorRoles, func(a, b authz.CreatorRole) int { return strings.Compare(a.ResourceType, b.ResourceType) })
+	slices.SortFunc(out.DefaultQuotas, func(a, b authz.DefaultQuota) int {
+		return cmp.Or(strings.Compare(a.ScopeType, b.ScopeType), strings.Compare(a.ResourceType, b.ResourceType))
+	})
 	return out
 }
 
@@ -64,45 +79,53 @@ func diffChangeSets(got, want []authz.ChangeSet) string {
 }
 
 func revisions(css []authz.ChangeSet) string {
-	var rs []string
+	var revs []string
 	for _, cs := range css {
-		rs = append(rs, fmt.Sprint(cs.Revision))
+		revs = append(revs, fmt.Sprint(cs.Revision))
 	}
-	return "revisions [" + strings.Join(rs, " ") + "]"
+	return strings.Join(revs, ",")
 }
 
 func describe(cs authz.ChangeSet) string {
-	s := fmt.Sprintf("{rev %d time %s caller %q actor %q", cs.Revision, cs.Time, cs.Caller, cs.Actor)
+	s := fmt.Sprintf("rev %d at %s by %q for %q:", cs.Revision, cs.Time.Format(time.RFC3339Nano), cs.Caller, cs.Actor)
 	for _, c := range cs.Changes {
-		s += " " + c.Op.String() + ":"
-		switch {
-		case c.Permission != nil:
-			s += fmt.Sprintf("%+v", *c.Permission)
-		case c.Resource != nil:
-			s += fmt.Sprintf("%+v", *c.Resource)
-		case c.Role != nil:
-			s += fmt.Sprintf("%+v", *c.Role)
-		case c.Grant != nil:
-			s += fmt.Sprintf("%+v", *c.Grant)
-		case c.Block != nil:
-			s += fmt.Sprintf("%+v", *c.Block)
-		}
+		s += fmt.Sprintf(" %s%+v", c.Op, entity(c))
 	}
-	return s + "}"
+	return s
+}
+
+func entity(c authz.Change) any {
+	switch {
+	case c.Permission != nil:
+		return *c.Permission
+	case c.Resource != nil:
+		return *c.Resource
+	case c.Role != nil:
+		return *c.Role
+	case c.Grant != nil:
+		return *c.Grant
+	case c.Block != nil:
+		return *c.Block
+	case c.Quota != nil:
+		return *c.Quota
+	case c.CreatorRole != nil:
+		return *c.CreatorRole
+	case c.DefaultQuota != nil:
+		return *c.DefaultQuota
+	}
+	return nil
 }
 
 func normalChangeSet(cs authz.ChangeSet) authz.ChangeSet {
-	out := authz.ChangeSet{Revision: cs.Revision, Time: instant(cs.Time), Caller: cs.Caller, Actor: cs.Actor}
+	out := cs
+	out.Time = cs.Time.UTC()
+	out.Changes = nil
 	for _, c := range cs.Changes {
-		d := authz.Change{Op: c.Op}
+		d := c
 		if c.Permission != nil {
 			p := *c.Permission
 			p.Parents = nonEmpty(p.Parents)
 			d.Permission = &p
-		}
-		if c.Resource != nil {
-			r := *c.Resource
-			d.Resource = &r
 		}
 		if c.Role != nil {
 			r := normalRole(*c.Role)
@@ -139,9 +162,12 @@ func normalBlock(b authz.Block) authz.Block {
 	return b
 }
 
-// instant drops the zone and the monotonic reading, after which two times
-// are reflect.DeepEqual exactly when they are Equal.
-func instant(t time.Time) time.Time { return t.UTC() }
+func instant(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
 
 func nonEmpty[T any](s []T) []T {
 	if len(s) == 0 {

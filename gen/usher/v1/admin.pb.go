@@ -338,7 +338,10 @@ func (x *ListGrantsRequest) GetMinRevision() uint64 {
 
 type ListGrantsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Ordered by resource, then subject, then role.
+	// A subject's grants by resource, a resource's by role, in an order that
+	// stays put from page to page. A page looks at a bounded number of
+	// grants, so it may come back short, with a token, when many of those it
+	// looked at had expired.
 	Grants []*Grant `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
@@ -403,7 +406,10 @@ type ListRolesRequest struct {
 	Resource    string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	MinRevision uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// When set, only the roles this subject may grant at resource.
-	AssignableBy  string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
+	AssignableBy string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
+	// At most this many roles per page (default 100, at most 1000).
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,11 +465,27 @@ func (x *ListRolesRequest) GetAssignableBy() string {
 	return ""
 }
 
+func (x *ListRolesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRolesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListRolesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ordered by name; scope says where the applicable definition lives.
-	Roles         []*Role `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
-	Revision      uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Roles    []*Role `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +532,13 @@ func (x *ListRolesResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListRolesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PutRoleRequest struct {
@@ -1040,10 +1069,13 @@ type BlockRequest struct {
 	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Empty to block every permission.
-	Permissions   []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	Actor         string                 `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	Permissions []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Reason      string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor       string                 `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Empty for a new block, which adds to the subject's other blocks there;
+	// the id of an existing block to replace that one.
+	BlockId       string `protobuf:"bytes,7,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1120,9 +1152,18 @@ func (x *BlockRequest) GetActor() string {
 	return ""
 }
 
+func (x *BlockRequest) GetBlockId() string {
+	if x != nil {
+		return x.BlockId
+	}
+	return ""
+}
+
 type BlockResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The block's id, for Unblock.
+	BlockId       string `protobuf:"bytes,2,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1164,11 +1205,21 @@ func (x *BlockResponse) GetRevision() uint64 {
 	return 0
 }
 
+func (x *BlockResponse) GetBlockId() string {
+	if x != nil {
+		return x.BlockId
+	}
+	return ""
+}
+
 type UnblockRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Actor    string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The block to lift; empty for every block of the subject on the resource
+	// that the actor may lift.
+	BlockId       string `protobuf:"bytes,4,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1224,6 +1275,13 @@ func (x *UnblockRequest) GetActor() string {
 	return ""
 }
 
+func (x *UnblockRequest) GetBlockId() string {
+	if x != nil {
+		return x.BlockId
+	}
+	return ""
+}
+
 type UnblockResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -1269,9 +1327,14 @@ func (x *UnblockResponse) GetRevision() uint64 {
 }
 
 type ApplyPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Actor  string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Also remove what the policy does not list: role definitions, quotas,
+	// creator roles and default quotas (never resources, grants or blocks).
+	Prune bool `protobuf:"varint,3,opt,name=prune,proto3" json:"prune,omitempty"`
+	// Validate and report the changes without writing them.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1320,11 +1383,27 @@ func (x *ApplyPolicyRequest) GetActor() string {
 	return ""
 }
 
+func (x *ApplyPolicyRequest) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *ApplyPolicyRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type ApplyPolicyResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// False when the policy was already in force and nothing was written.
-	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	Changed bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// What the policy changed, or would change for a dry run.
+	Changes       []*Change `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1373,9 +1452,19 @@ func (x *ApplyPolicyResponse) GetChanged() bool {
 	return false
 }
 
+func (x *ApplyPolicyResponse) GetChanges() []*Change {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 type ExportPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MinRevision   uint64                 `protobuf:"varint,1,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	MinRevision uint64                 `protobuf:"varint,1,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// At most this many resources per page (default 100, at most 1000).
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1417,10 +1506,30 @@ func (x *ExportPolicyRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+func (x *ExportPolicyRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ExportPolicyRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ExportPolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first page carries the catalog, creator roles and default quotas;
+	// every page carries resources, parents before children, with the roles
+	// and quotas defined on them. Applying the pages in order to an empty
+	// store rebuilds the tree, roles and quotas.
+	Policy   *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1467,6 +1576,13 @@ func (x *ExportPolicyResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ExportPolicyResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PutQuotaRequest struct {
@@ -1680,8 +1796,11 @@ func (x *DeleteQuotaResponse) GetRevision() uint64 {
 type ListQuotasRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The quotas on this resource and its ancestors.
-	Resource      string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	MinRevision   uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	Resource    string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	MinRevision uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// At most this many quotas per page (default 100, at most 1000).
+	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1730,10 +1849,27 @@ func (x *ListQuotasRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+func (x *ListQuotasRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListQuotasRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListQuotasResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Quotas        []*Quota               `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The nearest scope first.
+	Quotas   []*Quota `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	Revision uint64   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1780,6 +1916,13 @@ func (x *ListQuotasResponse) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListQuotasResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListChangesRequest struct {
@@ -2068,14 +2211,18 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x12ListGrantsResponse\x12'\n" +
 	"\x06grants\x18\x01 \x03(\v2\x0f.usher.v1.GrantR\x06grants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"v\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xb2\x01\n" +
 	"\x10ListRolesRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12!\n" +
 	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\x12#\n" +
-	"\rassignable_by\x18\x03 \x01(\tR\fassignableBy\"U\n" +
+	"\rassignable_by\x18\x03 \x01(\tR\fassignableBy\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"}\n" +
 	"\x11ListRolesResponse\x12$\n" +
 	"\x05roles\x18\x01 \x03(\v2\x0e.usher.v1.RoleR\x05roles\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"J\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"J\n" +
 	"\x0ePutRoleRequest\x12\"\n" +
 	"\x04role\x18\x01 \x01(\v2\x0e.usher.v1.RoleR\x04role\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\"-\n" +
@@ -2105,7 +2252,7 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\"4\n" +
 	"\x16DeleteResourceResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xd1\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xec\x01\n" +
 	"\fBlockRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12 \n" +
@@ -2113,26 +2260,36 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05actor\x18\x06 \x01(\tR\x05actor\"+\n" +
+	"\x05actor\x18\x06 \x01(\tR\x05actor\x12\x19\n" +
+	"\bblock_id\x18\a \x01(\tR\ablockId\"F\n" +
 	"\rBlockResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\\\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x19\n" +
+	"\bblock_id\x18\x02 \x01(\tR\ablockId\"w\n" +
 	"\x0eUnblockRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
-	"\x05actor\x18\x03 \x01(\tR\x05actor\"-\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x19\n" +
+	"\bblock_id\x18\x04 \x01(\tR\ablockId\"-\n" +
 	"\x0fUnblockResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"T\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x83\x01\n" +
 	"\x12ApplyPolicyRequest\x12(\n" +
 	"\x06policy\x18\x01 \x01(\v2\x10.usher.v1.PolicyR\x06policy\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"K\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x14\n" +
+	"\x05prune\x18\x03 \x01(\bR\x05prune\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"w\n" +
 	"\x13ApplyPolicyResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
-	"\achanged\x18\x02 \x01(\bR\achanged\"8\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12*\n" +
+	"\achanges\x18\x03 \x03(\v2\x10.usher.v1.ChangeR\achanges\"t\n" +
 	"\x13ExportPolicyRequest\x12!\n" +
-	"\fmin_revision\x18\x01 \x01(\x04R\vminRevision\"\\\n" +
+	"\fmin_revision\x18\x01 \x01(\x04R\vminRevision\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n" +
 	"\x14ExportPolicyResponse\x12(\n" +
 	"\x06policy\x18\x01 \x01(\v2\x10.usher.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"N\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"N\n" +
 	"\x0fPutQuotaRequest\x12%\n" +
 	"\x05quota\x18\x01 \x01(\v2\x0f.usher.v1.QuotaR\x05quota\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\".\n" +
@@ -2144,13 +2301,17 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\"1\n" +
 	"\x13DeleteQuotaResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"R\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\x8e\x01\n" +
 	"\x11ListQuotasRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"Y\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x12ListQuotasResponse\x12'\n" +
 	"\x06quotas\x18\x01 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\xd7\x01\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xd7\x01\n" +
 	"\x12ListChangesRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
@@ -2250,8 +2411,9 @@ var file_usher_v1_admin_proto_goTypes = []any{
 	(*Role)(nil),                   // 38: usher.v1.Role
 	(*Resource)(nil),               // 39: usher.v1.Resource
 	(*Policy)(nil),                 // 40: usher.v1.Policy
-	(*Quota)(nil),                  // 41: usher.v1.Quota
-	(*ChangeRecord)(nil),           // 42: usher.v1.ChangeRecord
+	(*Change)(nil),                 // 41: usher.v1.Change
+	(*Quota)(nil),                  // 42: usher.v1.Quota
+	(*ChangeRecord)(nil),           // 43: usher.v1.ChangeRecord
 }
 var file_usher_v1_admin_proto_depIdxs = []int32{
 	36, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
@@ -2261,51 +2423,52 @@ var file_usher_v1_admin_proto_depIdxs = []int32{
 	39, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
 	36, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
 	40, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
-	40, // 7: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
-	41, // 8: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
-	41, // 9: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
-	42, // 10: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
-	0,  // 11: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
-	2,  // 12: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
-	4,  // 13: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
-	6,  // 14: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
-	8,  // 15: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
-	10, // 16: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
-	12, // 17: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
-	14, // 18: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
-	16, // 19: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
-	18, // 20: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
-	20, // 21: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
-	22, // 22: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
-	24, // 23: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
-	26, // 24: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
-	28, // 25: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
-	30, // 26: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
-	32, // 27: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
-	34, // 28: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
-	1,  // 29: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
-	3,  // 30: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
-	5,  // 31: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
-	7,  // 32: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
-	9,  // 33: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
-	11, // 34: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
-	13, // 35: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
-	15, // 36: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
-	17, // 37: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
-	19, // 38: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
-	21, // 39: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
-	23, // 40: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
-	25, // 41: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
-	27, // 42: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
-	29, // 43: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
-	31, // 44: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
-	33, // 45: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
-	35, // 46: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
-	29, // [29:47] is the sub-list for method output_type
-	11, // [11:29] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	41, // 7: usher.v1.ApplyPolicyResponse.changes:type_name -> usher.v1.Change
+	40, // 8: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
+	42, // 9: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
+	42, // 10: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
+	43, // 11: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
+	0,  // 12: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
+	2,  // 13: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
+	4,  // 14: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
+	6,  // 15: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
+	8,  // 16: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
+	10, // 17: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
+	12, // 18: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
+	14, // 19: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
+	16, // 20: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
+	18, // 21: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
+	20, // 22: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
+	22, // 23: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
+	24, // 24: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
+	26, // 25: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
+	28, // 26: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
+	30, // 27: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
+	32, // 28: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
+	34, // 29: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
+	1,  // 30: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
+	3,  // 31: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
+	5,  // 32: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
+	7,  // 33: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
+	9,  // 34: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
+	11, // 35: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
+	13, // 36: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
+	15, // 37: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
+	17, // 38: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
+	19, // 39: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
+	21, // 40: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
+	23, // 41: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
+	25, // 42: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
+	27, // 43: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
+	29, // 44: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
+	31, // 45: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
+	33, // 46: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
+	35, // 47: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
+	30, // [30:48] is the sub-list for method output_type
+	12, // [12:30] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_admin_proto_init() }

@@ -95,7 +95,9 @@ type Decision struct {
 	// resource the block is on.
 	Scope string `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
 	// For REASON_BLOCKED: the reason text recorded with the block.
-	BlockReason   string `protobuf:"bytes,5,opt,name=block_reason,json=blockReason,proto3" json:"block_reason,omitempty"`
+	BlockReason string `protobuf:"bytes,5,opt,name=block_reason,json=blockReason,proto3" json:"block_reason,omitempty"`
+	// For REASON_BLOCKED: the deciding block's id.
+	BlockId       string `protobuf:"bytes,6,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +163,13 @@ func (x *Decision) GetScope() string {
 func (x *Decision) GetBlockReason() string {
 	if x != nil {
 		return x.BlockReason
+	}
+	return ""
+}
+
+func (x *Decision) GetBlockId() string {
+	if x != nil {
+		return x.BlockId
 	}
 	return ""
 }
@@ -405,9 +414,13 @@ func (x *CheckBatchRequest) GetMinRevision() uint64 {
 
 type CheckBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// One decision per check, in request order.
-	Decisions     []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
-	Revision      uint64      `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// One decision per check, in request order. A check that could not be
+	// answered has an empty decision here and its error in errors.
+	Decisions []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Revision  uint64      `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The checks that could not be answered (an undeclared permission, a
+	// malformed name), by position; the others are answered.
+	Errors        []*CheckError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,18 +469,108 @@ func (x *CheckBatchResponse) GetRevision() uint64 {
 	return 0
 }
 
-type ListPermissionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+func (x *CheckBatchResponse) GetErrors() []*CheckError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// CheckError is why one check of a batch could not be answered.
+type CheckError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The check's position in the request.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The gRPC status code it would have had alone, e.g. 3 (INVALID_ARGUMENT).
+	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The offending field, e.g. "checks[2].permission", and its value.
+	Field         string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	Value         string `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *CheckError) Reset() {
+	*x = CheckError{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckError) ProtoMessage() {}
+
+func (x *CheckError) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckError.ProtoReflect.Descriptor instead.
+func (*CheckError) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CheckError) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CheckError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CheckError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CheckError) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *CheckError) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ListPermissionsRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Subject     string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Resource    string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	MinRevision uint64                 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// Also list Usher's own reserved permissions (usher.*), which are left
+	// out of the capability set otherwise.
+	IncludeReserved bool `protobuf:"varint,4,opt,name=include_reserved,json=includeReserved,proto3" json:"include_reserved,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
 func (x *ListPermissionsRequest) Reset() {
 	*x = ListPermissionsRequest{}
-	mi := &file_usher_v1_authorization_proto_msgTypes[6]
+	mi := &file_usher_v1_authorization_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +582,7 @@ func (x *ListPermissionsRequest) String() string {
 func (*ListPermissionsRequest) ProtoMessage() {}
 
 func (x *ListPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_authorization_proto_msgTypes[6]
+	mi := &file_usher_v1_authorization_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +595,7 @@ func (x *ListPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{6}
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPermissionsRequest) GetSubject() string {
@@ -516,6 +619,13 @@ func (x *ListPermissionsRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+func (x *ListPermissionsRequest) GetIncludeReserved() bool {
+	if x != nil {
+		return x.IncludeReserved
+	}
+	return false
+}
+
 type ListPermissionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The effective permissions, in catalog order. Empty for an unknown resource
@@ -530,7 +640,7 @@ type ListPermissionsResponse struct {
 
 func (x *ListPermissionsResponse) Reset() {
 	*x = ListPermissionsResponse{}
-	mi := &file_usher_v1_authorization_proto_msgTypes[7]
+	mi := &file_usher_v1_authorization_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +652,7 @@ func (x *ListPermissionsResponse) String() string {
 func (*ListPermissionsResponse) ProtoMessage() {}
 
 func (x *ListPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_authorization_proto_msgTypes[7]
+	mi := &file_usher_v1_authorization_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +665,7 @@ func (x *ListPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{7}
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPermissionsResponse) GetPermissions() []string {
@@ -583,13 +693,14 @@ var File_usher_v1_authorization_proto protoreflect.FileDescriptor
 
 const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\n" +
-	"\x1cusher/v1/authorization.proto\x12\busher.v1\"\x9b\x01\n" +
+	"\x1cusher/v1/authorization.proto\x12\busher.v1\"\xb6\x01\n" +
 	"\bDecision\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.usher.v1.ReasonR\x06reason\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x14\n" +
 	"\x05scope\x18\x04 \x01(\tR\x05scope\x12!\n" +
-	"\fblock_reason\x18\x05 \x01(\tR\vblockReason\"\x87\x01\n" +
+	"\fblock_reason\x18\x05 \x01(\tR\vblockReason\x12\x19\n" +
+	"\bblock_id\x18\x06 \x01(\tR\ablockId\"\x87\x01\n" +
 	"\fCheckRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1e\n" +
 	"\n" +
@@ -608,14 +719,23 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\bresource\x18\x03 \x01(\tR\bresource\"c\n" +
 	"\x11CheckBatchRequest\x12+\n" +
 	"\x06checks\x18\x01 \x03(\v2\x13.usher.v1.CheckItemR\x06checks\x12!\n" +
-	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"b\n" +
+	"\fmin_revision\x18\x02 \x01(\x04R\vminRevision\"\x90\x01\n" +
 	"\x12CheckBatchResponse\x120\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x12.usher.v1.DecisionR\tdecisions\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"q\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12,\n" +
+	"\x06errors\x18\x03 \x03(\v2\x14.usher.v1.CheckErrorR\x06errors\"|\n" +
+	"\n" +
+	"CheckError\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\tR\x05value\"\x9c\x01\n" +
 	"\x16ListPermissionsRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12!\n" +
-	"\fmin_revision\x18\x03 \x01(\x04R\vminRevision\"~\n" +
+	"\fmin_revision\x18\x03 \x01(\x04R\vminRevision\x12)\n" +
+	"\x10include_reserved\x18\x04 \x01(\bR\x0fincludeReserved\"~\n" +
 	"\x17ListPermissionsResponse\x12 \n" +
 	"\vpermissions\x18\x01 \x03(\tR\vpermissions\x12%\n" +
 	"\x0eresource_known\x18\x02 \x01(\bR\rresourceKnown\x12\x1a\n" +
@@ -646,7 +766,7 @@ func file_usher_v1_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_usher_v1_authorization_proto_goTypes = []any{
 	(Reason)(0),                     // 0: usher.v1.Reason
 	(*Decision)(nil),                // 1: usher.v1.Decision
@@ -655,25 +775,27 @@ var file_usher_v1_authorization_proto_goTypes = []any{
 	(*CheckItem)(nil),               // 4: usher.v1.CheckItem
 	(*CheckBatchRequest)(nil),       // 5: usher.v1.CheckBatchRequest
 	(*CheckBatchResponse)(nil),      // 6: usher.v1.CheckBatchResponse
-	(*ListPermissionsRequest)(nil),  // 7: usher.v1.ListPermissionsRequest
-	(*ListPermissionsResponse)(nil), // 8: usher.v1.ListPermissionsResponse
+	(*CheckError)(nil),              // 7: usher.v1.CheckError
+	(*ListPermissionsRequest)(nil),  // 8: usher.v1.ListPermissionsRequest
+	(*ListPermissionsResponse)(nil), // 9: usher.v1.ListPermissionsResponse
 }
 var file_usher_v1_authorization_proto_depIdxs = []int32{
 	0, // 0: usher.v1.Decision.reason:type_name -> usher.v1.Reason
 	1, // 1: usher.v1.CheckResponse.decision:type_name -> usher.v1.Decision
 	4, // 2: usher.v1.CheckBatchRequest.checks:type_name -> usher.v1.CheckItem
 	1, // 3: usher.v1.CheckBatchResponse.decisions:type_name -> usher.v1.Decision
-	2, // 4: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
-	5, // 5: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
-	7, // 6: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
-	3, // 7: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
-	6, // 8: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
-	8, // 9: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 4: usher.v1.CheckBatchResponse.errors:type_name -> usher.v1.CheckError
+	2, // 5: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
+	5, // 6: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
+	8, // 7: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
+	3, // 8: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
+	6, // 9: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
+	9, // 10: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_authorization_proto_init() }
@@ -687,7 +809,7 @@ func file_usher_v1_authorization_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_authorization_proto_rawDesc), len(file_usher_v1_authorization_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,98 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Op says what a Change does.
+type Op int32
+
+const (
+	Op_OP_UNSPECIFIED          Op = 0
+	Op_OP_PUT_PERMISSION       Op = 1
+	Op_OP_DELETE_PERMISSION    Op = 2
+	Op_OP_PUT_RESOURCE         Op = 3
+	Op_OP_DELETE_RESOURCE      Op = 4
+	Op_OP_PUT_ROLE             Op = 5
+	Op_OP_DELETE_ROLE          Op = 6
+	Op_OP_PUT_GRANT            Op = 7
+	Op_OP_DELETE_GRANT         Op = 8
+	Op_OP_PUT_BLOCK            Op = 9
+	Op_OP_DELETE_BLOCK         Op = 10
+	Op_OP_PUT_QUOTA            Op = 11
+	Op_OP_DELETE_QUOTA         Op = 12
+	Op_OP_PUT_CREATOR_ROLE     Op = 13
+	Op_OP_DELETE_CREATOR_ROLE  Op = 14
+	Op_OP_PUT_DEFAULT_QUOTA    Op = 15
+	Op_OP_DELETE_DEFAULT_QUOTA Op = 16
+)
+
+// Enum value maps for Op.
+var (
+	Op_name = map[int32]string{
+		0:  "OP_UNSPECIFIED",
+		1:  "OP_PUT_PERMISSION",
+		2:  "OP_DELETE_PERMISSION",
+		3:  "OP_PUT_RESOURCE",
+		4:  "OP_DELETE_RESOURCE",
+		5:  "OP_PUT_ROLE",
+		6:  "OP_DELETE_ROLE",
+		7:  "OP_PUT_GRANT",
+		8:  "OP_DELETE_GRANT",
+		9:  "OP_PUT_BLOCK",
+		10: "OP_DELETE_BLOCK",
+		11: "OP_PUT_QUOTA",
+		12: "OP_DELETE_QUOTA",
+		13: "OP_PUT_CREATOR_ROLE",
+		14: "OP_DELETE_CREATOR_ROLE",
+		15: "OP_PUT_DEFAULT_QUOTA",
+		16: "OP_DELETE_DEFAULT_QUOTA",
+	}
+	Op_value = map[string]int32{
+		"OP_UNSPECIFIED":          0,
+		"OP_PUT_PERMISSION":       1,
+		"OP_DELETE_PERMISSION":    2,
+		"OP_PUT_RESOURCE":         3,
+		"OP_DELETE_RESOURCE":      4,
+		"OP_PUT_ROLE":             5,
+		"OP_DELETE_ROLE":          6,
+		"OP_PUT_GRANT":            7,
+		"OP_DELETE_GRANT":         8,
+		"OP_PUT_BLOCK":            9,
+		"OP_DELETE_BLOCK":         10,
+		"OP_PUT_QUOTA":            11,
+		"OP_DELETE_QUOTA":         12,
+		"OP_PUT_CREATOR_ROLE":     13,
+		"OP_DELETE_CREATOR_ROLE":  14,
+		"OP_PUT_DEFAULT_QUOTA":    15,
+		"OP_DELETE_DEFAULT_QUOTA": 16,
+	}
+)
+
+func (x Op) Enum() *Op {
+	p := new(Op)
+	*p = x
+	return p
+}
+
+func (x Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_usher_v1_model_proto_enumTypes[0].Descriptor()
+}
+
+func (Op) Type() protoreflect.EnumType {
+	return &file_usher_v1_model_proto_enumTypes[0]
+}
+
+func (x Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Op.Descriptor instead.
+func (Op) EnumDescriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{0}
+}
+
 // Resource is a node of the resource tree, named type:id.
 type Resource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -326,15 +418,19 @@ func (x *Grant) GetExpireTime() *timestamppb.Timestamp {
 }
 
 // Block denies a subject permissions on a resource and its descendants,
-// overriding every grant.
+// overriding every grant. A subject may carry several blocks on one
+// resource, each with its own permissions, expiry and reason; id tells them
+// apart.
 type Block struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The permissions blocked, with everything they imply; empty for all.
-	Permissions   []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Permissions []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Reason      string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The block's identity among the subject's blocks on the resource.
+	Id            string `protobuf:"bytes,6,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +496,13 @@ func (x *Block) GetExpireTime() *timestamppb.Timestamp {
 func (x *Block) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *Block) GetId() string {
+	if x != nil {
+		return x.Id
 	}
 	return ""
 }
@@ -541,6 +644,72 @@ func (x *CreatorRole) GetRole() string {
 	return ""
 }
 
+// DefaultQuota is the quota every newly registered resource of scope_type
+// starts with, in the same write: "within the limits you allocate" holds
+// from the first room, before any plan allocates one.
+type DefaultQuota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The type of the resources that get the quota, e.g. "account".
+	ScopeType string `protobuf:"bytes,1,opt,name=scope_type,json=scopeType,proto3" json:"scope_type,omitempty"`
+	// The type counted below them, e.g. "room".
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// At most this many; 0 forbids registering any until the limit is raised.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefaultQuota) Reset() {
+	*x = DefaultQuota{}
+	mi := &file_usher_v1_model_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefaultQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefaultQuota) ProtoMessage() {}
+
+func (x *DefaultQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefaultQuota.ProtoReflect.Descriptor instead.
+func (*DefaultQuota) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DefaultQuota) GetScopeType() string {
+	if x != nil {
+		return x.ScopeType
+	}
+	return ""
+}
+
+func (x *DefaultQuota) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *DefaultQuota) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // Policy is a permission catalog with the roles and resources that use it.
 // Applying a policy makes the catalog exactly the policy's, and puts every
 // resource and role it lists; what it does not list is left alone.
@@ -551,15 +720,17 @@ type Policy struct {
 	Resources []*Resource `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
 	Roles     []*Role     `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
 	// At most one per resource type.
-	CreatorRoles  []*CreatorRole `protobuf:"bytes,4,rep,name=creator_roles,json=creatorRoles,proto3" json:"creator_roles,omitempty"`
-	Quotas        []*Quota       `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	CreatorRoles []*CreatorRole `protobuf:"bytes,4,rep,name=creator_roles,json=creatorRoles,proto3" json:"creator_roles,omitempty"`
+	Quotas       []*Quota       `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	// At most one per scope type and resource type.
+	DefaultQuotas []*DefaultQuota `protobuf:"bytes,6,rep,name=default_quotas,json=defaultQuotas,proto3" json:"default_quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_usher_v1_model_proto_msgTypes[7]
+	mi := &file_usher_v1_model_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +742,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[7]
+	mi := &file_usher_v1_model_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +755,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{7}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Policy) GetPermissions() []*Permission {
@@ -622,12 +793,18 @@ func (x *Policy) GetQuotas() []*Quota {
 	return nil
 }
 
+func (x *Policy) GetDefaultQuotas() []*DefaultQuota {
+	if x != nil {
+		return x.DefaultQuotas
+	}
+	return nil
+}
+
 // Change is one entity put or deleted by a write. Deletions carry only the
 // key fields of what they delete.
 type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// e.g. "put_grant", "delete_resource".
-	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	Op    Op                     `protobuf:"varint,10,opt,name=op,proto3,enum=usher.v1.Op" json:"op,omitempty"`
 	// Types that are valid to be assigned to Entity:
 	//
 	//	*Change_Permission
@@ -637,6 +814,7 @@ type Change struct {
 	//	*Change_Block
 	//	*Change_Quota
 	//	*Change_CreatorRole
+	//	*Change_DefaultQuota
 	Entity        isChange_Entity `protobuf_oneof:"entity"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -644,7 +822,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_usher_v1_model_proto_msgTypes[8]
+	mi := &file_usher_v1_model_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +834,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[8]
+	mi := &file_usher_v1_model_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,14 +847,14 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{8}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *Change) GetOp() string {
+func (x *Change) GetOp() Op {
 	if x != nil {
 		return x.Op
 	}
-	return ""
+	return Op_OP_UNSPECIFIED
 }
 
 func (x *Change) GetEntity() isChange_Entity {
@@ -749,6 +927,15 @@ func (x *Change) GetCreatorRole() *CreatorRole {
 	return nil
 }
 
+func (x *Change) GetDefaultQuota() *DefaultQuota {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_DefaultQuota); ok {
+			return x.DefaultQuota
+		}
+	}
+	return nil
+}
+
 type isChange_Entity interface {
 	isChange_Entity()
 }
@@ -781,6 +968,10 @@ type Change_CreatorRole struct {
 	CreatorRole *CreatorRole `protobuf:"bytes,8,opt,name=creator_role,json=creatorRole,proto3,oneof"`
 }
 
+type Change_DefaultQuota struct {
+	DefaultQuota *DefaultQuota `protobuf:"bytes,9,opt,name=default_quota,json=defaultQuota,proto3,oneof"`
+}
+
 func (*Change_Permission) isChange_Entity() {}
 
 func (*Change_Resource) isChange_Entity() {}
@@ -794,6 +985,8 @@ func (*Change_Block) isChange_Entity() {}
 func (*Change_Quota) isChange_Entity() {}
 
 func (*Change_CreatorRole) isChange_Entity() {}
+
+func (*Change_DefaultQuota) isChange_Entity() {}
 
 // ChangeRecord is one committed write, as the change log keeps it.
 type ChangeRecord struct {
@@ -811,7 +1004,7 @@ type ChangeRecord struct {
 
 func (x *ChangeRecord) Reset() {
 	*x = ChangeRecord{}
-	mi := &file_usher_v1_model_proto_msgTypes[9]
+	mi := &file_usher_v1_model_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +1016,7 @@ func (x *ChangeRecord) String() string {
 func (*ChangeRecord) ProtoMessage() {}
 
 func (x *ChangeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[9]
+	mi := &file_usher_v1_model_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +1029,7 @@ func (x *ChangeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRecord.ProtoReflect.Descriptor instead.
 func (*ChangeRecord) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{9}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ChangeRecord) GetRevision() uint64 {
@@ -903,14 +1096,15 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xb4\x01\n" +
+	"expireTime\"\xc4\x01\n" +
 	"\x05Block\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12 \n" +
 	"\vpermissions\x18\x03 \x03(\tR\vpermissions\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x86\x01\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02id\x18\x06 \x01(\tR\x02id\"\x86\x01\n" +
 	"\x05Quota\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x18\n" +
@@ -919,15 +1113,22 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x04used\x18\x05 \x01(\rR\x04used\"F\n" +
 	"\vCreatorRole\x12#\n" +
 	"\rresource_type\x18\x01 \x01(\tR\fresourceType\x12\x12\n" +
-	"\x04role\x18\x02 \x01(\tR\x04role\"\xfd\x01\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"h\n" +
+	"\fDefaultQuota\x12\x1d\n" +
+	"\n" +
+	"scope_type\x18\x01 \x01(\tR\tscopeType\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xbc\x02\n" +
 	"\x06Policy\x126\n" +
 	"\vpermissions\x18\x01 \x03(\v2\x14.usher.v1.PermissionR\vpermissions\x120\n" +
 	"\tresources\x18\x02 \x03(\v2\x12.usher.v1.ResourceR\tresources\x12$\n" +
 	"\x05roles\x18\x03 \x03(\v2\x0e.usher.v1.RoleR\x05roles\x12:\n" +
 	"\rcreator_roles\x18\x04 \x03(\v2\x15.usher.v1.CreatorRoleR\fcreatorRoles\x12'\n" +
-	"\x06quotas\x18\x05 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\"\xe9\x02\n" +
-	"\x06Change\x12\x0e\n" +
-	"\x02op\x18\x01 \x01(\tR\x02op\x126\n" +
+	"\x06quotas\x18\x05 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12=\n" +
+	"\x0edefault_quotas\x18\x06 \x03(\v2\x16.usher.v1.DefaultQuotaR\rdefaultQuotas\"\xc5\x03\n" +
+	"\x06Change\x12\x1c\n" +
+	"\x02op\x18\n" +
+	" \x01(\x0e2\f.usher.v1.OpR\x02op\x126\n" +
 	"\n" +
 	"permission\x18\x02 \x01(\v2\x14.usher.v1.PermissionH\x00R\n" +
 	"permission\x120\n" +
@@ -936,14 +1137,34 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x05grant\x18\x05 \x01(\v2\x0f.usher.v1.GrantH\x00R\x05grant\x12'\n" +
 	"\x05block\x18\x06 \x01(\v2\x0f.usher.v1.BlockH\x00R\x05block\x12'\n" +
 	"\x05quota\x18\a \x01(\v2\x0f.usher.v1.QuotaH\x00R\x05quota\x12:\n" +
-	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRoleB\b\n" +
-	"\x06entity\"\xb4\x01\n" +
+	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRole\x12=\n" +
+	"\rdefault_quota\x18\t \x01(\v2\x16.usher.v1.DefaultQuotaH\x00R\fdefaultQuotaB\b\n" +
+	"\x06entityJ\x04\b\x01\x10\x02R\aop_name\"\xb4\x01\n" +
 	"\fChangeRecord\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
 	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
-	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achangesB\x8e\x01\n" +
+	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achanges*\xfc\x02\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11OP_PUT_PERMISSION\x10\x01\x12\x18\n" +
+	"\x14OP_DELETE_PERMISSION\x10\x02\x12\x13\n" +
+	"\x0fOP_PUT_RESOURCE\x10\x03\x12\x16\n" +
+	"\x12OP_DELETE_RESOURCE\x10\x04\x12\x0f\n" +
+	"\vOP_PUT_ROLE\x10\x05\x12\x12\n" +
+	"\x0eOP_DELETE_ROLE\x10\x06\x12\x10\n" +
+	"\fOP_PUT_GRANT\x10\a\x12\x13\n" +
+	"\x0fOP_DELETE_GRANT\x10\b\x12\x10\n" +
+	"\fOP_PUT_BLOCK\x10\t\x12\x13\n" +
+	"\x0fOP_DELETE_BLOCK\x10\n" +
+	"\x12\x10\n" +
+	"\fOP_PUT_QUOTA\x10\v\x12\x13\n" +
+	"\x0fOP_DELETE_QUOTA\x10\f\x12\x17\n" +
+	"\x13OP_PUT_CREATOR_ROLE\x10\r\x12\x1a\n" +
+	"\x16OP_DELETE_CREATOR_ROLE\x10\x0e\x12\x18\n" +
+	"\x14OP_PUT_DEFAULT_QUOTA\x10\x0f\x12\x1b\n" +
+	"\x17OP_DELETE_DEFAULT_QUOTA\x10\x10B\x8e\x01\n" +
 	"\fcom.usher.v1B\n" +
 	"ModelProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -959,42 +1180,48 @@ func file_usher_v1_model_proto_rawDescGZIP() []byte {
 	return file_usher_v1_model_proto_rawDescData
 }
 
-var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_usher_v1_model_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_usher_v1_model_proto_goTypes = []any{
-	(*Resource)(nil),              // 0: usher.v1.Resource
-	(*Permission)(nil),            // 1: usher.v1.Permission
-	(*Role)(nil),                  // 2: usher.v1.Role
-	(*Grant)(nil),                 // 3: usher.v1.Grant
-	(*Block)(nil),                 // 4: usher.v1.Block
-	(*Quota)(nil),                 // 5: usher.v1.Quota
-	(*CreatorRole)(nil),           // 6: usher.v1.CreatorRole
-	(*Policy)(nil),                // 7: usher.v1.Policy
-	(*Change)(nil),                // 8: usher.v1.Change
-	(*ChangeRecord)(nil),          // 9: usher.v1.ChangeRecord
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(Op)(0),                       // 0: usher.v1.Op
+	(*Resource)(nil),              // 1: usher.v1.Resource
+	(*Permission)(nil),            // 2: usher.v1.Permission
+	(*Role)(nil),                  // 3: usher.v1.Role
+	(*Grant)(nil),                 // 4: usher.v1.Grant
+	(*Block)(nil),                 // 5: usher.v1.Block
+	(*Quota)(nil),                 // 6: usher.v1.Quota
+	(*CreatorRole)(nil),           // 7: usher.v1.CreatorRole
+	(*DefaultQuota)(nil),          // 8: usher.v1.DefaultQuota
+	(*Policy)(nil),                // 9: usher.v1.Policy
+	(*Change)(nil),                // 10: usher.v1.Change
+	(*ChangeRecord)(nil),          // 11: usher.v1.ChangeRecord
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_usher_v1_model_proto_depIdxs = []int32{
-	10, // 0: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
-	10, // 1: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 2: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
-	0,  // 3: usher.v1.Policy.resources:type_name -> usher.v1.Resource
-	2,  // 4: usher.v1.Policy.roles:type_name -> usher.v1.Role
-	6,  // 5: usher.v1.Policy.creator_roles:type_name -> usher.v1.CreatorRole
-	5,  // 6: usher.v1.Policy.quotas:type_name -> usher.v1.Quota
-	1,  // 7: usher.v1.Change.permission:type_name -> usher.v1.Permission
-	0,  // 8: usher.v1.Change.resource:type_name -> usher.v1.Resource
-	2,  // 9: usher.v1.Change.role:type_name -> usher.v1.Role
-	3,  // 10: usher.v1.Change.grant:type_name -> usher.v1.Grant
-	4,  // 11: usher.v1.Change.block:type_name -> usher.v1.Block
-	5,  // 12: usher.v1.Change.quota:type_name -> usher.v1.Quota
-	6,  // 13: usher.v1.Change.creator_role:type_name -> usher.v1.CreatorRole
-	10, // 14: usher.v1.ChangeRecord.time:type_name -> google.protobuf.Timestamp
-	8,  // 15: usher.v1.ChangeRecord.changes:type_name -> usher.v1.Change
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 0: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 1: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 2: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
+	1,  // 3: usher.v1.Policy.resources:type_name -> usher.v1.Resource
+	3,  // 4: usher.v1.Policy.roles:type_name -> usher.v1.Role
+	7,  // 5: usher.v1.Policy.creator_roles:type_name -> usher.v1.CreatorRole
+	6,  // 6: usher.v1.Policy.quotas:type_name -> usher.v1.Quota
+	8,  // 7: usher.v1.Policy.default_quotas:type_name -> usher.v1.DefaultQuota
+	0,  // 8: usher.v1.Change.op:type_name -> usher.v1.Op
+	2,  // 9: usher.v1.Change.permission:type_name -> usher.v1.Permission
+	1,  // 10: usher.v1.Change.resource:type_name -> usher.v1.Resource
+	3,  // 11: usher.v1.Change.role:type_name -> usher.v1.Role
+	4,  // 12: usher.v1.Change.grant:type_name -> usher.v1.Grant
+	5,  // 13: usher.v1.Change.block:type_name -> usher.v1.Block
+	6,  // 14: usher.v1.Change.quota:type_name -> usher.v1.Quota
+	7,  // 15: usher.v1.Change.creator_role:type_name -> usher.v1.CreatorRole
+	8,  // 16: usher.v1.Change.default_quota:type_name -> usher.v1.DefaultQuota
+	12, // 17: usher.v1.ChangeRecord.time:type_name -> google.protobuf.Timestamp
+	10, // 18: usher.v1.ChangeRecord.changes:type_name -> usher.v1.Change
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_model_proto_init() }
@@ -1002,7 +1229,7 @@ func file_usher_v1_model_proto_init() {
 	if File_usher_v1_model_proto != nil {
 		return
 	}
-	file_usher_v1_model_proto_msgTypes[8].OneofWrappers = []any{
+	file_usher_v1_model_proto_msgTypes[9].OneofWrappers = []any{
 		(*Change_Permission)(nil),
 		(*Change_Resource)(nil),
 		(*Change_Role)(nil),
@@ -1010,19 +1237,21 @@ func file_usher_v1_model_proto_init() {
 		(*Change_Block)(nil),
 		(*Change_Quota)(nil),
 		(*Change_CreatorRole)(nil),
+		(*Change_DefaultQuota)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_model_proto_rawDesc), len(file_usher_v1_model_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_usher_v1_model_proto_goTypes,
 		DependencyIndexes: file_usher_v1_model_proto_depIdxs,
+		EnumInfos:         file_usher_v1_model_proto_enumTypes,
 		MessageInfos:      file_usher_v1_model_proto_msgTypes,
 	}.Build()
 	File_usher_v1_model_proto = out.File

@@ -1,4 +1,4 @@
-package storage_test
+package bolt_test
 
 import (
 	"bytes"
@@ -17,11 +17,13 @@ import (
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // churn commits change sets of every common kind until stop is closed: each
 // writes a grant and a resource, and every third deletes an earlier grant.
-func churn(t *testing.T, s *storage.Store, stop <-chan struct{}) (done func()) {
+func churn(t *testing.T, s *bolt.Store, stop <-chan struct{}) (done func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 0; ; i++ {
@@ -37,7 +39,7 @@ func churn(t *testing.T, s *storage.Store, stop <-chan struct{}) (done func()) {
 			if i%3 == 2 {
 				changes = append(changes, authz.Change{Op: authz.OpDeleteGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d", i-2), Role: "owner", Resource: fmt.Sprintf("event:e%d", i-2)}})
 			}
-			if _, err := s.Commit(context.Background(), authz.ChangeSet{Caller: "churn", Changes: changes}); err != nil {
+			if _, err := commit(s, authz.ChangeSet{Caller: "churn", Changes: changes}); err != nil {
 				t.Errorf("Commit: %v", err)
 				return
 			}
@@ -47,11 +49,11 @@ func churn(t *testing.T, s *storage.Store, stop <-chan struct{}) (done func()) {
 }
 
 // waitForRevision waits until the store has committed rev.
-func waitForRevision(t *testing.T, s *storage.Store, rev authz.Revision) {
+func waitForRevision(t *testing.T, s *bolt.Store, rev authz.Revision) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		r, err := s.Revision()
+		r, err := s.Revision(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,17 +71,17 @@ func waitForRevision(t *testing.T, s *storage.Store, rev authz.Revision) {
 // the store held at rev.
 func stateAt(t *testing.T, s storage.Backend, rev authz.Revision) (authz.Snapshot, []authz.ChangeSet) {
 	t.Helper()
-	log, err := s.Changes(0, int(rev))
+	log, err := s.Changes(context.Background(), 0, int(rev))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := storage.NewMemory()
+	m := memory.New()
 	for _, cs := range log {
-		if _, err := m.Commit(context.Background(), cs); err != nil {
+		if _, err := commit(m, cs); err != nil {
 			t.Fatal(err)
 		}
 	}
-	snap, err := m.Snapshot()
+	snap, err := snapshot(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func TestBackupWhileCommitting(t *testing.T) {
 		if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := storage.Verify(path); err != nil || got != rev {
+		if got, err := bolt.Verify(path); err != nil || got != rev {
 			t.Fatalf("Verify(backup) = %d, %v; want %d", got, err, rev)
 		}
 		revs = append(revs, rev)
@@ -126,11 +128,11 @@ func TestBackupWhileCommitting(t *testing.T) {
 
 	for i, rev := range revs {
 		copy := openStore(t, filepath.Join(dir, fmt.Sprintf("backup-%d.db", i)))
-		got, err := copy.Snapshot()
+		got, err := snapshot(copy)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gotLog, err := copy.Changes(0, int(rev)+10)
+		gotLog, err := copy.Changes(context.Background(), 0, int(rev)+10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +187,7 @@ func backupFile(t *testing.T, dir string) (path string, rev authz.Revision, snap
 	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if snap, err = s.Snapshot(); err != nil {
+	if snap, err = snapshot(s); err != nil {
 		t.Fatal(err)
 	}
 	return path, rev, snap
@@ -222,7 +224,7 @@ func TestVerifyRefusesWhatIsNotAWholeDataFile(t *testing.T) {
 		{"a bbolt file without Usher's buckets is refused", foreign, `bucket "meta" is missing`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if rev, err := storage.Verify(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if rev, err := bolt.Verify(tc.path); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Verify(%s) = %d, %v; want an error saying %q", tc.path, rev, err, tc.want)
 			}
 		})
@@ -235,13 +237,13 @@ func TestRestore(t *testing.T) {
 
 	t.Run("restore into a new path gives the backed-up data", func(t *testing.T) {
 		path := filepath.Join(dir, "new", "data", "usher.db")
-		got, err := storage.Restore(backup, path, false)
+		got, err := bolt.Restore(backup, path, false)
 		if err != nil || got != rev {
 			t.Fatalf("Restore = %d, %v; want %d", got, err, rev)
 		}
 		s := openStore(t, path)
 		defer s.Close()
-		snap, err := s.Snapshot()
+		snap, err := snapshot(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,16 +258,16 @@ func TestRestore(t *testing.T) {
 		path := filepath.Join(dir, "existing.db")
 		openStore(t, path).Close()
 		before, _ := os.ReadFile(path)
-		if _, err := storage.Restore(backup, path, false); err == nil || !strings.Contains(err.Error(), "exists") {
+		if _, err := bolt.Restore(backup, path, false); err == nil || !strings.Contains(err.Error(), "exists") {
 			t.Fatalf("Restore over an existing file = %v, want a refusal saying it exists", err)
 		}
 		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
 			t.Error("the refused restore changed the existing file")
 		}
-		if got, err := storage.Restore(backup, path, true); err != nil || got != rev {
+		if got, err := bolt.Restore(backup, path, true); err != nil || got != rev {
 			t.Fatalf("Restore with replace = %d, %v; want %d", got, err, rev)
 		}
-		if got, err := storage.Verify(path); err != nil || got != rev {
+		if got, err := bolt.Verify(path); err != nil || got != rev {
 			t.Errorf("after Restore with replace the file holds revision %d (%v), want %d", got, err, rev)
 		}
 	})
@@ -273,10 +275,10 @@ func TestRestore(t *testing.T) {
 		path := filepath.Join(dir, "held.db")
 		s := openStore(t, path)
 		defer s.Close()
-		if _, err := storage.Restore(backup, path, true); err == nil || !strings.Contains(err.Error(), "in use") {
+		if _, err := bolt.Restore(backup, path, true); err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Fatalf("Restore over a held file = %v, want a refusal saying it is in use", err)
 		}
-		if r, err := s.Revision(); err != nil || r != 0 {
+		if r, err := s.Revision(context.Background()); err != nil || r != 0 {
 			t.Errorf("the held store reads revision %d, %v after the refused restore; want 0", r, err)
 		}
 	})
@@ -286,7 +288,7 @@ func TestRestore(t *testing.T) {
 		before, _ := os.ReadFile(path)
 		bad := filepath.Join(dir, "bad.db")
 		os.WriteFile(bad, []byte("garbage"), 0o600)
-		if _, err := storage.Restore(bad, path, true); err == nil {
+		if _, err := bolt.Restore(bad, path, true); err == nil {
 			t.Fatal("Restore of a garbage backup succeeded")
 		}
 		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {

@@ -1,6 +1,7 @@
-package storage
+package bolt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
 )
 
 // Backup writes a consistent copy of the data file to w while commits
@@ -28,7 +30,7 @@ func (s *Store) Backup(w io.Writer, begin func(rev authz.Revision, size int64) e
 	var rev authz.Revision
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		var err error
-		if rev, err = decodeRevision(openBuckets(tx).meta.Get(keyRevision)); err != nil {
+		if rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision)); err != nil {
 			return err
 		}
 		if begin != nil {
@@ -111,25 +113,47 @@ func Verify(path string) (authz.Revision, error) {
 	return rev, nil
 }
 
-// verifyContents reads every page of every bucket and returns the revision.
+// verifyContents reads every page of every bucket, decoding every record,
+// and returns the revision.
 func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
-	for _, name := range allBuckets {
+	for _, name := range allBuckets() {
 		if tx.Bucket(name) == nil {
 			return 0, fmt.Errorf("bucket %q is missing: not an Usher data file", name)
 		}
 	}
-	b := openBuckets(tx)
-	rev, err := decodeRevision(b.meta.Get(keyRevision))
+	meta := tx.Bucket(bucketMeta)
+	if f := meta.Get(keyFormat); len(f) != 1 || f[0] != fileFormat {
+		return 0, fmt.Errorf("the file is in format %v, not %d", f, fileFormat)
+	}
+	rev, err := storage.DecodeRevision(meta.Get(keyRevision))
 	if err != nil {
 		return 0, err
 	}
-	if _, err := b.entities.snapshot(rev); err != nil {
+	compacted, err := storage.DecodeRevision(meta.Get(keyCompacted))
+	if err != nil {
 		return 0, err
 	}
-	var last authz.Revision
-	err = b.changes.ForEach(func(k, _ []byte) error {
-		last, err = decodeRevision(k)
-		return err
+	b := authz.NewBuilder(authz.SystemClock{})
+	if err := loadEntities(context.Background(), tx, b); err != nil {
+		return 0, err
+	}
+	if _, err := b.Build(rev); err != nil {
+		return 0, err
+	}
+	last := compacted
+	err = tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
+		r, err := storage.DecodeRevision(k)
+		if err != nil {
+			return err
+		}
+		if r != last+1 {
+			return fmt.Errorf("revision %d follows %d", r, last)
+		}
+		if _, err := storage.DecodeChangeSet(v); err != nil {
+			return fmt.Errorf("revision %d: %w", r, err)
+		}
+		last = r
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("change log: %w", err)

@@ -1,8 +1,8 @@
-package storage
+package bolt
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
 )
 
 // importBatch is how many entities one import transaction writes: large
@@ -25,8 +26,17 @@ const importBatch = 200_000
 func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, error) {
 	s.writer <- struct{}{}
 	defer func() { <-s.writer }()
-	if rev, err := s.Revision(); err != nil || rev != 0 {
+	if rev, err := s.Revision(context.Background()); err != nil || rev != 0 {
 		return 0, fmt.Errorf("storage: import into %s: the store is not empty (revision %d, %v)", s.path, rev, err)
+	}
+	var entries []storage.Entry
+	add := func(c authz.Change) error {
+		e, err := storage.EntryOf(c)
+		if err != nil {
+			return fmt.Errorf("storage: import: %s: %w", c.Op, err)
+		}
+		entries = append(entries, e)
+		return nil
 	}
 	var changes []authz.Change
 	for i := range snap.Permissions {
@@ -47,28 +57,32 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 	for i := range snap.CreatorRoles {
 		changes = append(changes, authz.Change{Op: authz.OpPutCreatorRole, CreatorRole: &snap.CreatorRoles[i]})
 	}
-	// Grants go in key order, which bbolt appends fastest.
-	keys := make([][]byte, len(snap.Grants))
-	order := make([]int, len(snap.Grants))
-	for i := range snap.Grants {
-		k, err := grantKey(&snap.Grants[i])
-		if err != nil {
-			return 0, fmt.Errorf("storage: import: grant %d: %w", i, err)
-		}
-		keys[i], order[i] = k, i
+	for i := range snap.DefaultQuotas {
+		changes = append(changes, authz.Change{Op: authz.OpPutDefaultQuota, DefaultQuota: &snap.DefaultQuotas[i]})
 	}
-	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
-	for _, i := range order {
+	for i := range snap.Grants {
 		changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &snap.Grants[i]})
 	}
-	for start := 0; start < len(changes); start += importBatch {
-		batch := changes[start:min(start+importBatch, len(changes))]
+	for _, c := range changes {
+		if err := add(c); err != nil {
+			return 0, err
+		}
+	}
+	// Keys go in order within each bucket, which bbolt appends fastest.
+	slices.SortStableFunc(entries, func(a, b storage.Entry) int {
+		if a.Kind != b.Kind {
+			return int(a.Kind) - int(b.Kind)
+		}
+		return bytes.Compare(a.Key, b.Key)
+	})
+	for start := 0; start < len(entries); start += importBatch {
+		batch := entries[start:min(start+importBatch, len(entries))]
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			b := openBuckets(tx)
-			tx.Bucket(bucketGrants).FillPercent = 1.0
-			for i := range batch {
-				if err := b.apply(&batch[i]); err != nil {
-					return fmt.Errorf("%s: %w", batch[i].Op, err)
+			for _, e := range batch {
+				b := tx.Bucket(bucketOf(e.Kind))
+				b.FillPercent = 1.0
+				if err := b.Put(e.Key, e.Value); err != nil {
+					return fmt.Errorf("%s %q: %w", e.Kind, e.Key, err)
 				}
 			}
 			return nil
@@ -83,19 +97,20 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 		Caller: fmt.Sprintf("%s (import of %d permissions, %d resources, %d roles, %d grants, %d blocks)",
 			caller, len(snap.Permissions), len(snap.Resources), len(snap.Roles), len(snap.Grants), len(snap.Blocks)),
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b := openBuckets(tx)
-		v, err := json.Marshal(record)
-		if err != nil {
+	v, err := storage.EncodeChangeSet(record)
+	if err != nil {
+		return 0, err
+	}
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketChanges).Put(storage.EncodeRevision(1), v); err != nil {
 			return err
 		}
-		if err := b.changes.Put(encodeRevision(1), v); err != nil {
-			return err
-		}
-		return b.meta.Put(keyRevision, encodeRevision(1))
+		return tx.Bucket(bucketMeta).Put(keyRevision, storage.EncodeRevision(1))
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: import into %s: %w", s.path, err)
 	}
+	s.versions = storage.NewVersions(1, 0)
+	s.publish([]authz.ChangeSet{record})
 	return 1, nil
 }

@@ -1,0 +1,142 @@
+package authz
+
+import "strings"
+
+// Grants are kept twice: in their subject's list, sorted by resource and then
+// role name, which is what Check walks; and in their resource's list, sorted
+// by role and then subject, which is what holder counts, deletions and
+// listings by resource read.
+
+// putGrant stores g, or updates its expiry.
+func (x *Index) putGrant(g Grant) {
+	res := x.lookupNode(g.Resource)
+	role := x.internRole(g.Role)
+	exp := expiry(g.Expires)
+	s := x.subj.lookup(g.Subject)
+	if s != noName {
+		if i, found := x.findSubjectGrant(s, res, role); found {
+			x.bySubject.set(s, i, subjectGrant{res: res, role: role, exp: exp})
+			j, _ := x.findResourceGrant(res, role, s)
+			x.byResource.set(res, j, resourceGrant{role: role, subj: s, exp: exp})
+			return
+		}
+	}
+	s = x.refSubject(g.Subject)
+	i, _ := x.findSubjectGrant(s, res, role)
+	x.bySubject.insert(s, i, subjectGrant{res: res, role: role, exp: exp})
+	j, _ := x.findResourceGrant(res, role, s)
+	x.byResource.insert(res, j, resourceGrant{role: role, subj: s, exp: exp})
+	x.roleHolders[role]++
+	x.grants++
+}
+
+// deleteGrant removes g's binding, if it is there.
+func (x *Index) deleteGrant(g Grant) {
+	res, role, s := x.lookupNode(g.Resource), x.roleID(g.Role), x.subj.lookup(g.Subject)
+	if res == noNode || role == noName || s == noName {
+		return
+	}
+	i, found := x.findSubjectGrant(s, res, role)
+	if !found {
+		return
+	}
+	x.bySubject.remove(s, i)
+	j, _ := x.findResourceGrant(res, role, s)
+	x.byResource.remove(res, j)
+	x.roleHolders[role]--
+	x.grants--
+	x.unrefSubject(s)
+}
+
+// findSubjectGrant returns the position of (res, role) in s's list, or where
+// it would go.
+func (x *Index) findSubjectGrant(s, res, role uint32) (int, bool) {
+	list := x.bySubject.get(s)
+	name := x.roleNames[role]
+	lo, hi := 0, len(list)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		g := list[m]
+		if g.res < res || g.res == res && strings.Compare(x.roleNames[g.role], name) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(list) && list[lo].res == res && list[lo].role == role
+}
+
+// findResourceGrant returns the position of (role, s) in res's list, or
+// where it would go.
+func (x *Index) findResourceGrant(res, role, s uint32) (int, bool) {
+	list := x.byResource.get(res)
+	lo, hi := 0, len(list)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		g := list[m]
+		if g.role < role || g.role == role && g.subj < s {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(list) && list[lo].role == role && list[lo].subj == s
+}
+
+// grantsOn returns the part of s's list on resource res.
+func (x *Index) grantsOn(s, res uint32) []subjectGrant {
+	list := x.bySubject.get(s)
+	if len(list) <= 8 {
+		for i, g := range list {
+			if g.res == res {
+				j := i + 1
+				for j < len(list) && list[j].res == res {
+					j++
+				}
+				return list[i:j]
+			}
+		}
+		return nil
+	}
+	lo, hi := 0, len(list)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if list[m].res < res {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	j := lo
+	for j < len(list) && list[j].res == res {
+		j++
+	}
+	return list[lo:j]
+}
+
+// holdersOf returns the part of res's list that holds role.
+func (x *Index) holdersOf(res, role uint32) []resourceGrant {
+	list := x.byResource.get(res)
+	i, _ := x.findResourceGrant(res, role, 0)
+	j := i
+	for j < len(list) && list[j].role == role {
+		j++
+	}
+	return list[i:j]
+}
+
+// liveHolders counts the subjects holding role on res itself, unexpired.
+func (x *Index) liveHolders(res, role uint32, now int64) int {
+	n := 0
+	for _, g := range x.holdersOf(res, role) {
+		if live(g.exp, now) {
+			n++
+		}
+	}
+	return n
+}
+
+// grantOf rebuilds a grant from its ids.
+func (x *Index) grantOf(s, role, res uint32, exp int64) Grant {
+	return Grant{Subject: x.subj.name(s), Role: x.roleNames[role], Resource: x.name(res), Expires: expiryTime(exp)}
+}

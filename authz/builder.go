@@ -1,0 +1,368 @@
+package authz
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Sink receives every entity of a snapshot, as a backend loads them:
+// permissions first, then resources (in any order), then everything that
+// names resources. Strings passed to a Sink may alias the backend's buffers
+// and are valid only during the call.
+type Sink interface {
+	Permission(Permission) error
+	Resource(Resource) error
+	Role(Role) error
+	Grant(Grant) error
+	Block(Block) error
+	Quota(Quota) error
+	CreatorRole(CreatorRole) error
+	DefaultQuota(DefaultQuota) error
+}
+
+// Load sends every entity of s to sink, in the order Sink asks for.
+func (s Snapshot) Load(sink Sink) error {
+	for _, p := range s.Permissions {
+		if err := sink.Permission(p); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.Resources {
+		if err := sink.Resource(r); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.Roles {
+		if err := sink.Role(r); err != nil {
+			return err
+		}
+	}
+	for _, g := range s.Grants {
+		if err := sink.Grant(g); err != nil {
+			return err
+		}
+	}
+	for _, b := range s.Blocks {
+		if err := sink.Block(b); err != nil {
+			return err
+		}
+	}
+	for _, q := range s.Quotas {
+		if err := sink.Quota(q); err != nil {
+			return err
+		}
+	}
+	for _, c := range s.CreatorRoles {
+		if err := sink.CreatorRole(c); err != nil {
+			return err
+		}
+	}
+	for _, d := range s.DefaultQuotas {
+		if err := sink.DefaultQuota(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Builder is a Sink that builds an Index. Grants are appended unsorted and
+// sorted once by Build, so that loading millions of them costs a sort rather
+// than a million insertions.
+type Builder struct {
+	x       *Index
+	perms   []Permission
+	parents []uint32 // by resource id: its parent's id, noNode for none yet
+	catalog bool     // the catalog is built
+	err     error
+}
+
+// NewBuilder returns an empty builder whose index reads time from clock.
+func NewBuilder(clock Clock) *Builder {
+	return &Builder{x: newIndex(clock)}
+}
+
+func (b *Builder) buildCatalog() error {
+	if b.catalog {
+		return nil
+	}
+	cat, err := newCatalog(b.perms, "permissions")
+	if err != nil {
+		return fmt.Errorf("loading the permission catalog: %w", err)
+	}
+	b.x.cat, b.catalog, b.perms = cat, true, nil
+	return nil
+}
+
+// Permission implements Sink.
+func (b *Builder) Permission(p Permission) error {
+	if b.catalog {
+		return fmt.Errorf("permission %q: permissions must come before every other entity", p.Name)
+	}
+	p.Name, p.Parents, p.Description = cloneString(p.Name), cloneStrings(p.Parents), cloneString(p.Description)
+	b.perms = append(b.perms, p)
+	return nil
+}
+
+// Resource implements Sink. Parents may arrive after their children.
+func (b *Builder) Resource(r Resource) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	x := b.x
+	if r.Name == RootName {
+		return fmt.Errorf("resource %q is reserved", r.Name)
+	}
+	parentName := r.Parent
+	if parentName == "" {
+		parentName = RootName
+	}
+	if x.lookupNode(r.Name) != noNode {
+		return fmt.Errorf("resource %q is loaded twice", r.Name)
+	}
+	id := x.addNode(r.Name, noNode)
+	parent, _ := x.res.intern(parentName)
+	for int(id) >= len(b.parents) {
+		b.parents = append(b.parents, noNode)
+	}
+	b.parents[id] = parent
+	if r.Creator != "" {
+		s := x.refSubject(r.Creator)
+		x.nodes[id].creator = s + 1
+		x.created.insert(s, x.created.count(s), id)
+	}
+	return nil
+}
+
+// Role implements Sink.
+func (b *Builder) Role(r Role) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	if b.x.lookupNode(r.Scope) == noNode {
+		return fmt.Errorf("role %q: scope %q is not registered", r.Name, r.Scope)
+	}
+	r.Name, r.Scope, r.Description = cloneString(r.Name), cloneString(r.Scope), cloneString(r.Description)
+	r.Permissions, r.AssignableRoles, r.BindableOn = cloneStrings(r.Permissions), cloneStrings(r.AssignableRoles), cloneStrings(r.BindableOn)
+	b.x.putRole(r)
+	return nil
+}
+
+// Grant implements Sink.
+func (b *Builder) Grant(g Grant) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	x := b.x
+	res := x.lookupNode(g.Resource)
+	if res == noNode {
+		return fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
+	}
+	role := x.internRole(g.Role)
+	s := x.refSubject(g.Subject)
+	exp := expiry(g.Expires)
+	x.bySubject.insert(s, x.bySubject.count(s), subjectGrant{res: res, role: role, exp: exp})
+	x.byResource.insert(res, x.byResource.count(res), resourceGrant{role: role, subj: s, exp: exp})
+	x.roleHolders[role]++
+	x.grants++
+	return nil
+}
+
+// Block implements Sink.
+func (b *Builder) Block(bl Block) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	if b.x.lookupNode(bl.Resource) == noNode {
+		return fmt.Errorf("block of %q: resource %q is not registered", bl.Subject, bl.Resource)
+	}
+	bl.Subject, bl.Resource, bl.ID, bl.Reason = cloneString(bl.Subject), cloneString(bl.Resource), cloneString(bl.ID), cloneString(bl.Reason)
+	bl.Permissions = cloneStrings(bl.Permissions)
+	b.x.putBlock(bl)
+	return nil
+}
+
+// Quota implements Sink.
+func (b *Builder) Quota(q Quota) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	if b.x.lookupNode(q.Scope) == noNode {
+		return fmt.Errorf("quota on %q: scope is not registered", q.Scope)
+	}
+	q.Scope, q.ResourceType, q.Subject = cloneString(q.Scope), cloneString(q.ResourceType), cloneString(q.Subject)
+	b.x.putQuota(q)
+	return nil
+}
+
+// CreatorRole implements Sink.
+func (b *Builder) CreatorRole(c CreatorRole) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	b.x.creators[cloneString(c.ResourceType)] = cloneString(c.Role)
+	return nil
+}
+
+// DefaultQuota implements Sink.
+func (b *Builder) DefaultQuota(d DefaultQuota) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	d.ScopeType, d.ResourceType = cloneString(d.ScopeType), cloneString(d.ResourceType)
+	b.x.putDefaultQuota(d)
+	return nil
+}
+
+// Build links the tree, sorts the grant lists and returns the index at rev.
+// The builder must not be used afterwards.
+func (b *Builder) Build(rev Revision) (*Index, error) {
+	if err := b.buildCatalog(); err != nil {
+		return nil, err
+	}
+	x := b.x
+	for id, parent := range b.parents {
+		if parent == noNode {
+			continue
+		}
+		if int(parent) >= len(x.nodes) || x.nodes[parent].flags&nodeLive == 0 {
+			return nil, fmt.Errorf("resource %q: parent %q is not registered", x.name(uint32(id)), x.res.name(parent))
+		}
+		x.link(uint32(id), parent)
+	}
+	// Every resource must hang from root: a stored cycle would make every
+	// walk to root endless.
+	reached := 0
+	x.walk(x.root, func(uint32) bool { reached++; return true })
+	if reached != x.res.Len() {
+		return nil, fmt.Errorf("%d resources do not hang from root: their parents form a cycle", x.res.Len()-reached)
+	}
+	for id := range x.nodes {
+		n := &x.nodes[id]
+		if n.flags&nodeLive == 0 || uint32(id) == x.root {
+			continue
+		}
+		for a := n.parent; a != noNode; a = x.nodes[a].parent {
+			x.typeCounts[typeKey(a, n.typ)]++
+		}
+	}
+	for s := range x.subj.maxID() {
+		list := x.bySubject.get(uint32(s))
+		slices.SortFunc(list, func(a, b subjectGrant) int {
+			if a.res != b.res {
+				return cmpUint32(a.res, b.res)
+			}
+			return strings.Compare(x.roleNames[a.role], x.roleNames[b.role])
+		})
+		if i := duplicateGrant(list); i >= 0 {
+			return nil, fmt.Errorf("grant of %q to %q on %q is loaded twice", x.roleNames[list[i].role], x.subj.name(uint32(s)), x.name(list[i].res))
+		}
+		created := x.created.get(uint32(s))
+		slices.Sort(created)
+	}
+	for id := range x.nodes {
+		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
+			if a.role != b.role {
+				return cmpUint32(a.role, b.role)
+			}
+			return cmpUint32(a.subj, b.subj)
+		})
+	}
+	x.rev = rev
+	b.x = nil
+	return x, nil
+}
+
+func duplicateGrant(list []subjectGrant) int {
+	for i := 1; i < len(list); i++ {
+		if list[i].res == list[i-1].res && list[i].role == list[i-1].role {
+			return i
+		}
+	}
+	return -1
+}
+
+func cmpUint32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cloneStrings(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = cloneString(v)
+	}
+	return out
+}
+
+// Collector is a Sink that keeps every entity in a Snapshot, copying what
+// it keeps: for tests, tools and backups that want the values themselves.
+type Collector struct {
+	Snapshot Snapshot
+}
+
+// Permission implements Sink.
+func (c *Collector) Permission(p Permission) error {
+	p.Name, p.Parents, p.Description = cloneString(p.Name), cloneStrings(p.Parents), cloneString(p.Description)
+	c.Snapshot.Permissions = append(c.Snapshot.Permissions, p)
+	return nil
+}
+
+// Resource implements Sink.
+func (c *Collector) Resource(r Resource) error {
+	r.Name, r.Parent, r.Creator = cloneString(r.Name), cloneString(r.Parent), cloneString(r.Creator)
+	c.Snapshot.Resources = append(c.Snapshot.Resources, r)
+	return nil
+}
+
+// Role implements Sink.
+func (c *Collector) Role(r Role) error {
+	r.Name, r.Scope, r.Description = cloneString(r.Name), cloneString(r.Scope), cloneString(r.Description)
+	r.Permissions, r.AssignableRoles, r.BindableOn = cloneStrings(r.Permissions), cloneStrings(r.AssignableRoles), cloneStrings(r.BindableOn)
+	c.Snapshot.Roles = append(c.Snapshot.Roles, r)
+	return nil
+}
+
+// Grant implements Sink.
+func (c *Collector) Grant(g Grant) error {
+	g.Subject, g.Role, g.Resource = cloneString(g.Subject), cloneString(g.Role), cloneString(g.Resource)
+	c.Snapshot.Grants = append(c.Snapshot.Grants, g)
+	return nil
+}
+
+// Block implements Sink.
+func (c *Collector) Block(b Block) error {
+	b.Subject, b.Resource, b.ID, b.Reason = cloneString(b.Subject), cloneString(b.Resource), cloneString(b.ID), cloneString(b.Reason)
+	b.Permissions = cloneStrings(b.Permissions)
+	c.Snapshot.Blocks = append(c.Snapshot.Blocks, b)
+	return nil
+}
+
+// Quota implements Sink.
+func (c *Collector) Quota(q Quota) error {
+	q.Scope, q.ResourceType, q.Subject = cloneString(q.Scope), cloneString(q.ResourceType), cloneString(q.Subject)
+	c.Snapshot.Quotas = append(c.Snapshot.Quotas, q)
+	return nil
+}
+
+// CreatorRole implements Sink.
+func (c *Collector) CreatorRole(cr CreatorRole) error {
+	cr.ResourceType, cr.Role = cloneString(cr.ResourceType), cloneString(cr.Role)
+	c.Snapshot.CreatorRoles = append(c.Snapshot.CreatorRoles, cr)
+	return nil
+}
+
+// DefaultQuota implements Sink.
+func (c *Collector) DefaultQuota(d DefaultQuota) error {
+	d.ScopeType, d.ResourceType = cloneString(d.ScopeType), cloneString(d.ResourceType)
+	c.Snapshot.DefaultQuotas = append(c.Snapshot.DefaultQuotas, d)
+	return nil
+}

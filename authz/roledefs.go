@@ -1,0 +1,137 @@
+package authz
+
+import (
+	"slices"
+	"strings"
+)
+
+// putRole stores a role definition at its scope.
+func (x *Index) putRole(r Role) {
+	scope := x.lookupNode(r.Scope)
+	role := x.internRole(r.Name)
+	k := roleKey(scope, role)
+	if x.roleDefs[k] == nil {
+		x.roleScopes[role] = insertSorted(x.roleScopes[role], scope)
+		x.rolesAt[scope] = insertSorted(x.rolesAt[scope], role)
+		x.nodes[scope].flags |= nodeRoles
+	}
+	x.roleDefs[k] = &roleDef{Role: cloneRole(r), perms: x.cat.closure(r.Permissions)}
+}
+
+// deleteRole removes the definition of name at scope, if there is one.
+func (x *Index) deleteRole(scope, name string) {
+	id, role := x.lookupNode(scope), x.roleID(name)
+	if id == noNode || role == noName || x.roleDefs[roleKey(id, role)] == nil {
+		return
+	}
+	delete(x.roleDefs, roleKey(id, role))
+	x.roleScopes[role] = removeSorted(x.roleScopes[role], id)
+	if len(x.roleScopes[role]) == 0 {
+		delete(x.roleScopes, role)
+	}
+	x.rolesAt[id] = removeSorted(x.rolesAt[id], role)
+	if len(x.rolesAt[id]) == 0 {
+		delete(x.rolesAt, id)
+		x.nodes[id].flags &^= nodeRoles
+	}
+}
+
+// resolve returns the definition of role that applies at path[0]: the
+// nearest one on the path up to root.
+func (x *Index) resolve(path []uint32, role uint32) *roleDef {
+	for _, a := range path {
+		if x.nodes[a].flags&nodeRoles != 0 {
+			if d := x.roleDefs[roleKey(a, role)]; d != nil {
+				return d
+			}
+		}
+	}
+	return nil
+}
+
+// resolveAt is resolve from a resource id.
+func (x *Index) resolveAt(id, role uint32) *roleDef {
+	for a := id; a != noNode; a = x.nodes[a].parent {
+		if x.nodes[a].flags&nodeRoles != 0 {
+			if d := x.roleDefs[roleKey(a, role)]; d != nil {
+				return d
+			}
+		}
+	}
+	return nil
+}
+
+// visibleRoles returns the definitions that apply at id, by name.
+func (x *Index) visibleRoles(id uint32) []Role {
+	seen := map[uint32]bool{}
+	var out []Role
+	for a := id; a != noNode; a = x.nodes[a].parent {
+		for _, role := range x.rolesAt[a] {
+			if !seen[role] {
+				seen[role] = true
+				out = append(out, cloneRole(x.roleDefs[roleKey(a, role)].Role))
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// definedAt returns the definitions made at id itself, by name.
+func (x *Index) definedAt(id uint32) []Role {
+	out := make([]Role, 0, len(x.rolesAt[id]))
+	for _, role := range x.rolesAt[id] {
+		out = append(out, cloneRole(x.roleDefs[roleKey(id, role)].Role))
+	}
+	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// cloneRole copies a role's lists, so that what leaves the index cannot
+// change it.
+func cloneRole(r Role) Role {
+	r.Permissions = slices.Clone(r.Permissions)
+	r.AssignableRoles = slices.Clone(r.AssignableRoles)
+	r.BindableOn = slices.Clone(r.BindableOn)
+	return r
+}
+
+// normalizeRole sorts and de-duplicates a role's lists, so that equal
+// definitions compare equal.
+func normalizeRole(r Role) Role {
+	r.Permissions = sortedSet(r.Permissions)
+	r.AssignableRoles = sortedSet(r.AssignableRoles)
+	r.BindableOn = sortedSet(r.BindableOn)
+	return r
+}
+
+func sortedSet(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+func sameRole(a, b Role) bool {
+	return a.Name == b.Name && a.Scope == b.Scope && a.MaxHolders == b.MaxHolders && a.Description == b.Description &&
+		slices.Equal(a.Permissions, b.Permissions) && slices.Equal(a.AssignableRoles, b.AssignableRoles) &&
+		slices.Equal(a.BindableOn, b.BindableOn)
+}
+
+func insertSorted(list []uint32, v uint32) []uint32 {
+	i := searchUint32(list, v)
+	if i < len(list) && list[i] == v {
+		return list
+	}
+	return slices.Insert(list, i, v)
+}
+
+func removeSorted(list []uint32, v uint32) []uint32 {
+	i := searchUint32(list, v)
+	if i < len(list) && list[i] == v {
+		return slices.Delete(list, i, i+1)
+	}
+	return list
+}

@@ -1,0 +1,188 @@
+package bolt
+
+import (
+	"context"
+	"fmt"
+	"iter"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
+)
+
+// Load implements authz.Backend. Everything is read in one bbolt read
+// transaction, which is what makes the revision and the entities agree while
+// commits keep running.
+func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, error) {
+	var rev authz.Revision
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			var err error
+			if rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision)); err != nil {
+				return err
+			}
+			return loadEntities(ctx, tx, sink)
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: load %s: %w", s.path, closedAsErrClosed(err))
+	}
+	return rev, nil
+}
+
+// loadEntities sends every entity to sink, kind by kind in load order.
+func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
+	for _, kind := range storage.Kinds {
+		b := tx.Bucket(bucketOf(kind))
+		if b == nil {
+			return fmt.Errorf("bucket %q is missing: not an Usher data file", kind)
+		}
+		n := 0
+		err := b.ForEach(func(k, v []byte) error {
+			if n++; n%65536 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return storage.Decode(kind, k, v, sink)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Revision implements storage.Backend.
+func (s *Store) Revision(context.Context) (authz.Revision, error) {
+	var rev authz.Revision
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: revision: %w", closedAsErrClosed(err))
+	}
+	return rev, nil
+}
+
+// Changes implements authz.Backend. limit must be positive: the log grows
+// without bound, so an unbounded read is never what a caller wants.
+func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)
+	}
+	s.mu.Lock()
+	compacted := s.compacted
+	// The latest change sets are in memory: a reader that keeps up never
+	// reads the file.
+	if len(s.recent) > 0 && after+1 >= s.recent[0].Revision && after >= compacted {
+		i := int(after + 1 - s.recent[0].Revision)
+		out := append([]authz.ChangeSet(nil), s.recent[min(i, len(s.recent)):min(i+limit, len(s.recent))]...)
+		s.mu.Unlock()
+		return out, nil
+	}
+	s.mu.Unlock()
+	if after < compacted {
+		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+	}
+	if after == ^authz.Revision(0) {
+		return nil, nil
+	}
+	var out []authz.ChangeSet
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketChanges).Cursor()
+		for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			cs, err := storage.DecodeChangeSet(v)
+			if err != nil {
+				return fmt.Errorf("change set %x: %w", k, err)
+			}
+			out = append(out, cs)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
+	}
+	return out, nil
+}
+
+// Watch implements authz.Backend: what is committed after after, from the
+// log and then as it is committed, until ctx ends or the store closes.
+func (s *Store) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		for {
+			s.mu.Lock()
+			notify, rev := s.notify, s.rev
+			s.mu.Unlock()
+			if after < rev {
+				batch, err := s.Changes(ctx, after, 256)
+				if err != nil {
+					yield(authz.ChangeSet{}, err)
+					return
+				}
+				for _, cs := range batch {
+					if !yield(cs, nil) {
+						return
+					}
+					after = cs.Revision
+				}
+				continue
+			}
+			select {
+			case <-notify:
+			case <-ctx.Done():
+				return
+			case <-s.done:
+				yield(authz.ChangeSet{}, storage.ErrClosed)
+				return
+			}
+		}
+	}
+}
+
+// Compact implements storage.Backend.
+func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
+	select {
+	case s.writer <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.writer }()
+	if s.closed {
+		return storage.ErrClosed
+	}
+	s.mu.Lock()
+	before = min(before, s.rev)
+	if before <= s.compacted {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketChanges).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.First() {
+			rev, err := storage.DecodeRevision(k)
+			if err != nil {
+				return err
+			}
+			if rev > before {
+				break
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keyCompacted, storage.EncodeRevision(before))
+	})
+	if err != nil {
+		return fmt.Errorf("storage: compact: %w", closedAsErrClosed(err))
+	}
+	s.mu.Lock()
+	s.compacted = before
+	for len(s.recent) > 0 && s.recent[0].Revision <= before {
+		s.recent = s.recent[1:]
+	}
+	s.mu.Unlock()
+	return nil
+}

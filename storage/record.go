@@ -1,0 +1,398 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+	"unsafe"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/usher-authz/usher/authz"
+	recordv1 "github.com/usher-authz/usher/gen/usher/storage/v1"
+)
+
+// This file is the record format, the one place where domain values become
+// bytes and back. Every backend stores an entity under a key of its Kind and
+// a value that starts with a format byte; what follows is a
+// usher.storage.v1 message (grants: an 8-byte expiry, since their key holds
+// everything else). A value with an unknown format byte is refused, never
+// guessed at.
+
+// Kind is a kind of stored entity; each has its own keyspace.
+type Kind uint8
+
+// The kinds of stored entities, in the order a snapshot loads them.
+const (
+	KindPermission Kind = iota + 1
+	KindResource
+	KindRole
+	KindGrant
+	KindBlock
+	KindQuota
+	KindCreatorRole
+	KindDefaultQuota
+)
+
+// Kinds lists every kind in load order.
+var Kinds = []Kind{KindPermission, KindResource, KindRole, KindGrant, KindBlock, KindQuota, KindCreatorRole, KindDefaultQuota}
+
+var kindNames = map[Kind]string{
+	KindPermission: "permissions", KindResource: "resources", KindRole: "roles", KindGrant: "grants",
+	KindBlock: "blocks", KindQuota: "quotas", KindCreatorRole: "creator_roles", KindDefaultQuota: "default_quotas",
+}
+
+// String is the kind's keyspace name: a bbolt bucket, an etcd key prefix.
+func (k Kind) String() string { return kindNames[k] }
+
+// formatV1 starts every value written by this version of Usher.
+const formatV1 byte = 1
+
+// keySep joins the parts of composite keys. Names never contain it, and it
+// sorts before every printable byte, so all keys that share a leading part
+// (a subject's grants, a scope's roles) are adjacent in key order.
+const keySep = "\x00"
+
+// Entry is one stored entity as a backend writes it: its kind, its key and,
+// for a put, its value (nil for a deletion).
+type Entry struct {
+	Kind  Kind
+	Key   []byte
+	Value []byte
+}
+
+// EntryOf returns what a change writes: its kind and key, and the encoded
+// entity for a put.
+func EntryOf(c authz.Change) (Entry, error) {
+	if err := c.Check(); err != nil {
+		return Entry{}, err
+	}
+	var (
+		e   Entry
+		msg proto.Message
+		err error
+	)
+	switch c.Op {
+	case authz.OpPutPermission, authz.OpDeletePermission:
+		p := c.Permission
+		e.Kind = KindPermission
+		e.Key, err = compositeKey(p.Name)
+		msg = &recordv1.Permission{Name: p.Name, Parents: p.Parents, Description: p.Description}
+	case authz.OpPutResource, authz.OpDeleteResource:
+		r := c.Resource
+		e.Kind = KindResource
+		e.Key, err = compositeKey(r.Name)
+		msg = &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator}
+	case authz.OpPutRole, authz.OpDeleteRole:
+		r := c.Role
+		e.Kind = KindRole
+		e.Key, err = compositeKey(r.Scope, r.Name)
+		msg = roleRecord(r)
+	case authz.OpPutGrant, authz.OpDeleteGrant:
+		g := c.Grant
+		e.Kind = KindGrant
+		e.Key, err = compositeKey(g.Subject, g.Resource, g.Role)
+		if err == nil && c.Op.Put() {
+			e.Value, err = encodeGrantValue(g.Expires)
+		}
+		return e, err
+	case authz.OpPutBlock, authz.OpDeleteBlock:
+		b := c.Block
+		e.Kind = KindBlock
+		e.Key, err = compositeKey(b.Subject, b.Resource, b.ID)
+		var exp int64
+		if c.Op.Put() {
+			exp, err = encodeExpiry(b.Expires)
+		}
+		msg = &recordv1.Block{Subject: b.Subject, Resource: b.Resource, Id: b.ID, Permissions: b.Permissions, Expires: exp, Reason: b.Reason}
+	case authz.OpPutQuota, authz.OpDeleteQuota:
+		q := c.Quota
+		e.Kind = KindQuota
+		e.Key, err = compositeKey(q.Scope, q.ResourceType, q.Subject)
+		msg = &recordv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit}
+	case authz.OpPutCreatorRole, authz.OpDeleteCreatorRole:
+		cr := c.CreatorRole
+		e.Kind = KindCreatorRole
+		e.Key, err = compositeKey(cr.ResourceType)
+		msg = &recordv1.CreatorRole{ResourceType: cr.ResourceType, Role: cr.Role}
+	case authz.OpPutDefaultQuota, authz.OpDeleteDefaultQuota:
+		d := c.DefaultQuota
+		e.Kind = KindDefaultQuota
+		e.Key, err = compositeKey(d.ScopeType, d.ResourceType)
+		msg = &recordv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}
+	}
+	if err != nil || !c.Op.Put() {
+		return e, err
+	}
+	e.Value, err = encodeRecord(msg)
+	return e, err
+}
+
+func roleRecord(r *authz.Role) *recordv1.Role {
+	return &recordv1.Role{Name: r.Name, Scope: r.Scope, Permissions: r.Permissions, AssignableRoles: r.AssignableRoles,
+		BindableOn: r.BindableOn, MaxHolders: r.MaxHolders, Description: r.Description}
+}
+
+func encodeRecord(m proto.Message) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{formatV1}, b...), nil
+}
+
+// decodeRecord reads a value written by encodeRecord into m.
+func decodeRecord(v []byte, m proto.Message) error {
+	if len(v) == 0 || v[0] != formatV1 {
+		return errFormat(v)
+	}
+	return proto.Unmarshal(v[1:], m)
+}
+
+func errFormat(v []byte) error {
+	if len(v) == 0 {
+		return fmt.Errorf("empty value")
+	}
+	return fmt.Errorf("value in record format %d, which this version of Usher does not read", v[0])
+}
+
+// Decode sends the entity stored under key and value to sink. The strings a
+// grant carries alias key: sink must copy what it keeps, as authz.Sink
+// says.
+func Decode(kind Kind, key, value []byte, sink authz.Sink) error {
+	if kind == KindGrant {
+		g, err := decodeGrant(key, value)
+		if err != nil {
+			return err
+		}
+		return sink.Grant(g)
+	}
+	var err error
+	switch kind {
+	case KindPermission:
+		var r recordv1.Permission
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Permission(authz.Permission{Name: r.Name, Parents: r.Parents, Description: r.Description})
+		}
+	case KindResource:
+		var r recordv1.Resource
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Resource(authz.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator})
+		}
+	case KindRole:
+		var r recordv1.Role
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Role(fromRoleRecord(&r))
+		}
+	case KindBlock:
+		var r recordv1.Block
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Block(fromBlockRecord(&r))
+		}
+	case KindQuota:
+		var r recordv1.Quota
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Quota(authz.Quota{Scope: r.Scope, ResourceType: r.ResourceType, Subject: r.Subject, Limit: r.Limit})
+		}
+	case KindCreatorRole:
+		var r recordv1.CreatorRole
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.CreatorRole(authz.CreatorRole{ResourceType: r.ResourceType, Role: r.Role})
+		}
+	case KindDefaultQuota:
+		var r recordv1.DefaultQuota
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.DefaultQuota(authz.DefaultQuota{ScopeType: r.ScopeType, ResourceType: r.ResourceType, Limit: r.Limit})
+		}
+	default:
+		err = fmt.Errorf("unknown kind %d", kind)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", kind, key, err)
+	}
+	return nil
+}
+
+func fromRoleRecord(r *recordv1.Role) authz.Role {
+	return authz.Role{Name: r.Name, Scope: r.Scope, Permissions: r.Permissions, AssignableRoles: r.AssignableRoles,
+		BindableOn: r.BindableOn, MaxHolders: r.MaxHolders, Description: r.Description}
+}
+
+func fromBlockRecord(r *recordv1.Block) authz.Block {
+	return authz.Block{Subject: r.Subject, Resource: r.Resource, ID: r.Id, Permissions: r.Permissions,
+		Expires: decodeExpiry(r.Expires), Reason: r.Reason}
+}
+
+// EncodeChangeSet is the change log's value for cs.
+func EncodeChangeSet(cs authz.ChangeSet) ([]byte, error) {
+	m := &recordv1.ChangeSet{Revision: uint64(cs.Revision), Time: cs.Time.UnixNano(), Caller: cs.Caller, Actor: cs.Actor}
+	for i, c := range cs.Changes {
+		if err := c.Check(); err != nil {
+			return nil, fmt.Errorf("change %d: %w", i, err)
+		}
+		rc := &recordv1.Change{Op: recordv1.Op(c.Op)}
+		switch c.Op {
+		case authz.OpPutPermission, authz.OpDeletePermission:
+			p := c.Permission
+			rc.Entity = &recordv1.Change_Permission{Permission: &recordv1.Permission{Name: p.Name, Parents: p.Parents, Description: p.Description}}
+		case authz.OpPutResource, authz.OpDeleteResource:
+			r := c.Resource
+			rc.Entity = &recordv1.Change_Resource{Resource: &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator}}
+		case authz.OpPutRole, authz.OpDeleteRole:
+			rc.Entity = &recordv1.Change_Role{Role: roleRecord(c.Role)}
+		case authz.OpPutGrant, authz.OpDeleteGrant:
+			g := c.Grant
+			exp, err := encodeExpiry(g.Expires)
+			if err != nil {
+				return nil, fmt.Errorf("change %d: %w", i, err)
+			}
+			rc.Entity = &recordv1.Change_Grant{Grant: &recordv1.Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource, Expires: exp}}
+		case authz.OpPutBlock, authz.OpDeleteBlock:
+			b := c.Block
+			exp, err := encodeExpiry(b.Expires)
+			if err != nil {
+				return nil, fmt.Errorf("change %d: %w", i, err)
+			}
+			rc.Entity = &recordv1.Change_Block{Block: &recordv1.Block{Subject: b.Subject, Resource: b.Resource, Id: b.ID,
+				Permissions: b.Permissions, Expires: exp, Reason: b.Reason}}
+		case authz.OpPutQuota, authz.OpDeleteQuota:
+			q := c.Quota
+			rc.Entity = &recordv1.Change_Quota{Quota: &recordv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit}}
+		case authz.OpPutCreatorRole, authz.OpDeleteCreatorRole:
+			cr := c.CreatorRole
+			rc.Entity = &recordv1.Change_CreatorRole{CreatorRole: &recordv1.CreatorRole{ResourceType: cr.ResourceType, Role: cr.Role}}
+		case authz.OpPutDefaultQuota, authz.OpDeleteDefaultQuota:
+			d := c.DefaultQuota
+			rc.Entity = &recordv1.Change_DefaultQuota{DefaultQuota: &recordv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}}
+		}
+		m.Changes = append(m.Changes, rc)
+	}
+	return encodeRecord(m)
+}
+
+// DecodeChangeSet reads a change log value.
+func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
+	var m recordv1.ChangeSet
+	if err := decodeRecord(v, &m); err != nil {
+		return authz.ChangeSet{}, err
+	}
+	cs := authz.ChangeSet{Revision: authz.Revision(m.Revision), Time: time.Unix(0, m.Time).UTC(), Caller: m.Caller, Actor: m.Actor}
+	for i, rc := range m.Changes {
+		c := authz.Change{Op: authz.Op(rc.Op)}
+		switch e := rc.Entity.(type) {
+		case *recordv1.Change_Permission:
+			c.Permission = &authz.Permission{Name: e.Permission.Name, Parents: e.Permission.Parents, Description: e.Permission.Description}
+		case *recordv1.Change_Resource:
+			c.Resource = &authz.Resource{Name: e.Resource.Name, Parent: e.Resource.Parent, Creator: e.Resource.Creator}
+		case *recordv1.Change_Role:
+			r := fromRoleRecord(e.Role)
+			c.Role = &r
+		case *recordv1.Change_Grant:
+			c.Grant = &authz.Grant{Subject: e.Grant.Subject, Role: e.Grant.Role, Resource: e.Grant.Resource, Expires: decodeExpiry(e.Grant.Expires)}
+		case *recordv1.Change_Block:
+			b := fromBlockRecord(e.Block)
+			c.Block = &b
+		case *recordv1.Change_Quota:
+			c.Quota = &authz.Quota{Scope: e.Quota.Scope, ResourceType: e.Quota.ResourceType, Subject: e.Quota.Subject, Limit: e.Quota.Limit}
+		case *recordv1.Change_CreatorRole:
+			c.CreatorRole = &authz.CreatorRole{ResourceType: e.CreatorRole.ResourceType, Role: e.CreatorRole.Role}
+		case *recordv1.Change_DefaultQuota:
+			c.DefaultQuota = &authz.DefaultQuota{ScopeType: e.DefaultQuota.ScopeType, ResourceType: e.DefaultQuota.ResourceType, Limit: e.DefaultQuota.Limit}
+		}
+		if err := c.Check(); err != nil {
+			return authz.ChangeSet{}, fmt.Errorf("change set %d, change %d: %w", m.Revision, i, err)
+		}
+		cs.Changes = append(cs.Changes, c)
+	}
+	return cs, nil
+}
+
+// compositeKey refuses parts containing keySep because such a part would
+// silently read back as a different key.
+func compositeKey(parts ...string) ([]byte, error) {
+	n := len(parts) - 1
+	for _, p := range parts {
+		if strings.Contains(p, keySep) {
+			return nil, fmt.Errorf("name %q contains a NUL byte", p)
+		}
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, keySep...)
+		}
+		k = append(k, p...)
+	}
+	return k, nil
+}
+
+// decodeGrant rebuilds a grant from its key and value without copying: its
+// strings alias key.
+func decodeGrant(k, v []byte) (authz.Grant, error) {
+	if bytes.Count(k, []byte(keySep)) != 2 {
+		return authz.Grant{}, fmt.Errorf("grant key %q: want subject, resource and role", k)
+	}
+	if len(v) != 9 || v[0] != formatV1 {
+		return authz.Grant{}, fmt.Errorf("grant key %q: %w", k, errGrantValue(v))
+	}
+	s := unsafe.String(unsafe.SliceData(k), len(k))
+	i := strings.IndexByte(s, 0)
+	j := i + 1 + strings.IndexByte(s[i+1:], 0)
+	exp := decodeExpiry(int64(binary.BigEndian.Uint64(v[1:])))
+	return authz.Grant{Subject: s[:i], Resource: s[i+1 : j], Role: s[j+1:], Expires: exp}, nil
+}
+
+func errGrantValue(v []byte) error {
+	if len(v) > 0 && v[0] != formatV1 {
+		return errFormat(v)
+	}
+	return fmt.Errorf("grant value has %d bytes, want 9", len(v))
+}
+
+func encodeGrantValue(t time.Time) ([]byte, error) {
+	n, err := encodeExpiry(t)
+	if err != nil {
+		return nil, err
+	}
+	return binary.BigEndian.AppendUint64([]byte{formatV1}, uint64(n)), nil
+}
+
+// encodeExpiry maps "never" (the zero time) to 0 and refuses what cannot be
+// told apart from it or does not fit: the Unix epoch and instants before it,
+// and instants past 2262.
+func encodeExpiry(t time.Time) (int64, error) {
+	if t.IsZero() {
+		return 0, nil
+	}
+	if !t.After(time.Unix(0, 0)) || t.After(time.Unix(0, 1<<63-1)) {
+		return 0, fmt.Errorf("expiry %s is outside the storable range: after the Unix epoch and before 2262", t.UTC())
+	}
+	return t.UnixNano(), nil
+}
+
+func decodeExpiry(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// EncodeRevision encodes a revision as a change log key. It is big-endian so that byte order is revision order, which
+// the change log relies on to seek and scan.
+func EncodeRevision(r authz.Revision) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(r))
+}
+
+// DecodeRevision reads EncodeRevision's bytes; nil is revision 0.
+func DecodeRevision(b []byte) (authz.Revision, error) {
+	if b == nil {
+		return 0, nil
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("revision value has %d bytes, want 8", len(b))
+	}
+	return authz.Revision(binary.BigEndian.Uint64(b)), nil
+}
