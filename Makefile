@@ -41,12 +41,19 @@ check-generated: tools
 	@diff -r gen $(BIN)/gen-check/gen || { echo 'gen/ is stale: run make generate and commit it'; exit 1; }
 	@rm -rf $(BIN)/gen-check
 
-tools: $(BIN)/.tools
+tools: $(BIN)/.tools $(BIN)/etcd
 
 $(BIN)/.tools: Makefile
 	@mkdir -p $(BIN)
 	@for t in $(TOOLS); do echo "go install $$t"; GOBIN=$(BIN) go install $$t || exit 1; done
 	@touch $@
+
+# The etcd server that internal/etcdtest runs, at the version tools/etcd/go.mod
+# pins: its module cannot be go installed at a version (it has replace
+# directives), and building it from a module of its own keeps etcd's server
+# out of Usher's go.mod.
+$(BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum
+	cd tools/etcd && go build -o $@ go.etcd.io/etcd/server/v3
 
 # Go benchmarks, then a short load run against a server on loopback.
 bench: build
