@@ -67,7 +67,7 @@ type envoyWorld struct {
 
 // newEnvoyEngine builds an engine on a bbolt file, applies envoyPolicy and
 // registers and grants the world above.
-func newEnvoyEngine(t *testing.T) *authz.Engine {
+func newEnvoyEngine(t testing.TB) *authz.Engine {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), "usher.db"), storage.Options{})
 	if err != nil {
@@ -105,7 +105,7 @@ func newEnvoyEngine(t *testing.T) *authz.Engine {
 
 // startEnvoy serves cfg against a fresh world and checker (the world's
 // index when checker is nil) on the server server.New builds.
-func startEnvoy(t *testing.T, cfg server.EnvoyConfig, checker server.Checker) *envoyWorld {
+func startEnvoy(t testing.TB, cfg server.EnvoyConfig, checker server.Checker) *envoyWorld {
 	t.Helper()
 	engine := newEnvoyEngine(t)
 	if checker == nil {
