@@ -31,7 +31,10 @@ func (k APIKey) Validate() error {
 	return nil
 }
 
+// String names the key and hides the secret.
 func (k APIKey) String() string { return k.Key + " (secret redacted)" }
+
+// GoString is String for %#v.
 func (k APIKey) GoString() string {
 	return fmt.Sprintf("livekit.APIKey{Key: %q, Secret: redacted}", k.Key)
 }
