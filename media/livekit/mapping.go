@@ -1,0 +1,173 @@
+package livekit
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/livekit/protocol/auth"
+	lkproto "github.com/livekit/protocol/livekit"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Mapping says which Usher permission gives each field of LiveKit's video
+// grant. A field that names no permission is never granted: forgetting a
+// line of the mapping takes a power away rather than handing it to everyone.
+//
+// In a policy it reads:
+//
+//	room_join: join-call
+//	can_publish_sources: {microphone: send-audio, camera: send-video, screen_share: screenshare}
+//	can_subscribe: join-call
+//	can_publish_data: create-reaction
+//	room_admin: update-call-permissions
+//	room_record: start-record-call
+//	hidden: join-backstage
+type Mapping struct {
+	// RoomJoin gives roomJoin; it is required, and a participant who does
+	// not hold it gets no token at all.
+	RoomJoin string `json:"room_join" yaml:"room_join"`
+	// CanPublish, when set, must be held for any publishing. With
+	// CanPublishSources empty it gives canPublish for every source.
+	CanPublish string `json:"can_publish,omitempty" yaml:"can_publish,omitempty"`
+	// CanPublishSources maps a LiveKit track source (camera, microphone,
+	// screen_share, screen_share_audio) to the permission that lets a
+	// participant publish it. canPublish is true when at least one source is
+	// granted.
+	CanPublishSources map[string]string `json:"can_publish_sources,omitempty" yaml:"can_publish_sources,omitempty"`
+	// CanSubscribe gives canSubscribe.
+	CanSubscribe string `json:"can_subscribe,omitempty" yaml:"can_subscribe,omitempty"`
+	// CanPublishData gives canPublishData (chat, reactions, data messages).
+	CanPublishData string `json:"can_publish_data,omitempty" yaml:"can_publish_data,omitempty"`
+	// RoomAdmin gives roomAdmin: moderating the room through LiveKit's API.
+	RoomAdmin string `json:"room_admin,omitempty" yaml:"room_admin,omitempty"`
+	// RoomRecord gives roomRecord: starting egress.
+	RoomRecord string `json:"room_record,omitempty" yaml:"room_record,omitempty"`
+	// Hidden gives hidden: the participant is invisible to the others.
+	Hidden string `json:"hidden,omitempty" yaml:"hidden,omitempty"`
+}
+
+// Sources are LiveKit's track sources a Mapping may name, in the order a
+// token lists them.
+var Sources = []string{"camera", "microphone", "screen_share", "screen_share_audio"}
+
+// sourceEnum holds LiveKit's enum value of each source, so that a source
+// name LiveKit would not recognise is refused here rather than silently
+// read as "unknown" by the SFU.
+var sourceEnum = map[string]lkproto.TrackSource{
+	"camera":             lkproto.TrackSource_CAMERA,
+	"microphone":         lkproto.TrackSource_MICROPHONE,
+	"screen_share":       lkproto.TrackSource_SCREEN_SHARE,
+	"screen_share_audio": lkproto.TrackSource_SCREEN_SHARE_AUDIO,
+}
+
+// Validate checks that room_join is set, that every source is one of
+// Sources and that every permission is well formed. Whether the permissions
+// are declared is for the policy that holds the mapping to check, against
+// its catalog (see Permissions). Errors are *authz.Error values naming the
+// field, e.g. `can_publish_sources.camera "Send Video": ...`.
+func (m Mapping) Validate() error {
+	if m.RoomJoin == "" {
+		return &authz.Error{Code: authz.Invalid, Field: "room_join", Value: "",
+			Reason: "a mapping must name the permission that gives roomJoin, or no participant could enter a room"}
+	}
+	for _, f := range m.fields() {
+		if f.perm == "" {
+			continue
+		}
+		if err := authz.ValidatePermission(f.name, f.perm); err != nil {
+			return err
+		}
+	}
+	for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
+		if _, ok := sourceEnum[src]; !ok {
+			return &authz.Error{Code: authz.Invalid, Field: "can_publish_sources", Value: src,
+				Reason: "not a LiveKit track source; one of " + strings.Join(Sources, ", ")}
+		}
+		field := "can_publish_sources." + src
+		perm := m.CanPublishSources[src]
+		if perm == "" {
+			return &authz.Error{Code: authz.Invalid, Field: field, Value: perm,
+				Reason: "a source must name the permission that lets a participant publish it; leave the source out to refuse it to everyone"}
+		}
+		if err := authz.ValidatePermission(field, perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Permissions lists every permission the mapping names, sorted and without
+// repeats, for a policy to check against its catalog.
+func (m Mapping) Permissions() []string {
+	var out []string
+	for _, f := range m.fields() {
+		if f.perm != "" {
+			out = append(out, f.perm)
+		}
+	}
+	for _, p := range m.CanPublishSources {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+type mappedField struct{ name, perm string }
+
+// fields are the single-permission fields, by their YAML names.
+func (m Mapping) fields() []mappedField {
+	return []mappedField{
+		{"room_join", m.RoomJoin},
+		{"can_publish", m.CanPublish},
+		{"can_subscribe", m.CanSubscribe},
+		{"can_publish_data", m.CanPublishData},
+		{"room_admin", m.RoomAdmin},
+		{"room_record", m.RoomRecord},
+		{"hidden", m.Hidden},
+	}
+}
+
+// VideoGrant is the grant for a participant of room who holds granted, the
+// effective permissions ListPermissions returns for the call.
+//
+// LiveKit reads an unset canPublish, canSubscribe or canPublishData as
+// true, and an empty canPublishSources as "every source", so every one of
+// them is set explicitly here, and canPublish is false whenever no source is
+// granted: a participant muted on every source must not fall back to
+// publishing them all.
+func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
+	held := make(map[string]bool, len(granted))
+	for _, p := range granted {
+		held[p] = true
+	}
+	has := func(perm string) bool { return perm != "" && held[perm] }
+
+	g := &auth.VideoGrant{
+		Room:       room,
+		RoomJoin:   has(m.RoomJoin),
+		RoomAdmin:  has(m.RoomAdmin),
+		RoomRecord: has(m.RoomRecord),
+		Hidden:     has(m.Hidden),
+	}
+	publish := m.CanPublish == "" || held[m.CanPublish]
+	var sources []lkproto.TrackSource
+	if len(m.CanPublishSources) == 0 {
+		publish = has(m.CanPublish)
+	} else if publish {
+		for _, src := range Sources {
+			if perm, ok := m.CanPublishSources[src]; ok && held[perm] {
+				sources = append(sources, sourceEnum[src])
+			}
+		}
+		publish = len(sources) > 0
+	}
+	g.SetCanPublish(publish)
+	if publish && len(sources) > 0 {
+		g.SetCanPublishSources(sources)
+	}
+	g.SetCanSubscribe(has(m.CanSubscribe))
+	g.SetCanPublishData(has(m.CanPublishData))
+	return g
+}

@@ -1,0 +1,321 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/golang-jwt/jwt/v5"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Checker answers one check. *authz.Index is one; the Envoy handler needs
+// nothing else of the engine.
+type Checker interface {
+	Check(authz.Query) (authz.Decision, authz.Revision, error)
+}
+
+// The headers an allowed request carries upstream. Each overwrites what
+// the client may have sent under that name, so an upstream can trust them.
+const (
+	HeaderSubject  = "x-usher-subject"
+	HeaderRole     = "x-usher-role"
+	HeaderScope    = "x-usher-scope"
+	HeaderRevision = "x-usher-revision"
+	// HeaderReason carries a denial's reason to the client; on an allowed
+	// request it is removed, so that upstream never sees a forged one.
+	HeaderReason = "x-usher-reason"
+)
+
+// The reasons a denied request's x-usher-reason header and body give:
+// Check's, and the Envoy mapping's own.
+const (
+	ReasonNoGrant         = "NO_GRANT"
+	ReasonBlocked         = "BLOCKED"
+	ReasonUnknownResource = "UNKNOWN_RESOURCE"
+	// ReasonNoRoute: no rule matches the method and path.
+	ReasonNoRoute = "NO_ROUTE"
+	// ReasonUnauthenticated: the subject is missing or its token invalid.
+	ReasonUnauthenticated = "UNAUTHENTICATED"
+	// ReasonInvalidResource: the path makes a resource name that cannot
+	// exist, such as one with a control character.
+	ReasonInvalidResource = "INVALID_RESOURCE"
+)
+
+var envoyReasons = map[authz.Reason]string{
+	authz.ReasonBlocked:         ReasonBlocked,
+	authz.ReasonNoGrant:         ReasonNoGrant,
+	authz.ReasonUnknownResource: ReasonUnknownResource,
+}
+
+// RegisterEnvoy serves envoy.service.auth.v3.Authorization/Check on s,
+// answering each request with the check cfg maps it to. It reads the JWT
+// key, if cfg has one, and refuses a configuration that does not validate.
+//
+// Allowed requests go upstream with x-usher-subject, x-usher-role,
+// x-usher-scope and x-usher-revision; denied ones get 403 (401 for a
+// missing or invalid subject, 400 for a path that makes no resource name)
+// with the reason in x-usher-reason and a JSON body. An error of the
+// checker is the call's gRPC status, and Envoy's failure_mode_allow
+// decides.
+func RegisterEnvoy(s *grpc.Server, cfg EnvoyConfig, c Checker) error {
+	routes, err := cfg.compile()
+	if err != nil {
+		return err
+	}
+	h := &envoyServer{checker: c, routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix}
+	if j := cfg.Subject.JWT; j != nil {
+		key, err := j.verificationKey()
+		if err != nil {
+			return err
+		}
+		opts := []jwt.ParserOption{
+			jwt.WithValidMethods([]string{j.Algorithm}),
+			jwt.WithExpirationRequired(),
+		}
+		if j.Issuer != "" {
+			opts = append(opts, jwt.WithIssuer(j.Issuer))
+		}
+		if j.Audience != "" {
+			opts = append(opts, jwt.WithAudience(j.Audience))
+		}
+		h.jwt = &jwtSubject{
+			parser: jwt.NewParser(opts...),
+			key:    key,
+			header: cmp.Or(j.Header, "authorization"),
+			claim:  cmp.Or(j.Claim, "sub"),
+		}
+	}
+	authv3.RegisterAuthorizationServer(s, h)
+	return nil
+}
+
+type envoyServer struct {
+	authv3.UnimplementedAuthorizationServer
+	checker Checker
+	routes  []envoyRoute
+	header  string      // the subject's header, or
+	jwt     *jwtSubject // the token it comes from
+	prefix  string
+}
+
+type jwtSubject struct {
+	parser *jwt.Parser
+	key    any
+	header string
+	claim  string
+}
+
+// Check authenticates the subject first, so that a client without one
+// learns nothing of the routes, then finds the rule, then asks the checker.
+func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	http := req.GetAttributes().GetRequest().GetHttp()
+	if http == nil {
+		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute, "not an HTTP request: Usher maps only HTTP requests to checks", nil), nil
+	}
+	subject, err := h.subject(http)
+	if err != nil {
+		var extra []*corev3.HeaderValueOption
+		if h.jwt != nil {
+			extra = append(extra, overwriteHeader("www-authenticate", `Bearer error="invalid_token"`))
+		}
+		return denied(typev3.StatusCode_Unauthorized, ReasonUnauthenticated, err.Error(), extra), nil
+	}
+	path, _, _ := strings.Cut(http.GetPath(), "?")
+	rt, vars, ok := h.route(http.GetMethod(), path)
+	if !ok {
+		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute,
+			fmt.Sprintf("no rule matches %s %s", http.GetMethod(), clip(path)), nil), nil
+	}
+	resource := expand(rt.resource, func(name string) string { return vars[name] })
+	if err := authz.ValidateResource("resource", resource); err != nil {
+		var e *authz.Error
+		if errors.As(err, &e) {
+			e.Value = clip(e.Value)
+		}
+		return denied(typev3.StatusCode_BadRequest, ReasonInvalidResource, err.Error(), nil), nil
+	}
+	d, rev, err := h.checker.Check(authz.Query{Subject: subject, Permission: rt.permission, Resource: resource})
+	if err != nil {
+		var e *authz.Error
+		if errors.As(err, &e) {
+			err = e.WithField(fmt.Sprintf("rules[%d].", rt.index))
+		}
+		return nil, toStatus(err)
+	}
+	revision := strconv.FormatUint(uint64(rev), 10)
+	if !d.Allowed {
+		return denied(typev3.StatusCode_Forbidden, envoyReasons[d.Reason], denial(subject, rt.permission, resource, d),
+			[]*corev3.HeaderValueOption{overwriteHeader(HeaderRevision, revision)}), nil
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				overwriteHeader(HeaderSubject, subject),
+				overwriteHeader(HeaderRole, d.Role),
+				overwriteHeader(HeaderScope, d.Scope),
+				overwriteHeader(HeaderRevision, revision),
+			},
+			HeadersToRemove: []string{HeaderReason},
+		}},
+	}, nil
+}
+
+// subject finds the request's subject, or says why there is none.
+func (h *envoyServer) subject(http *authv3.AttributeContext_HttpRequest) (string, error) {
+	name := h.header
+	if h.jwt != nil {
+		name = h.jwt.header
+	}
+	value, err := headerValue(http, name)
+	if err != nil {
+		return "", err
+	}
+	if h.jwt != nil {
+		if value, err = h.jwt.subject(value); err != nil {
+			return "", err
+		}
+	}
+	subject := h.prefix + value
+	if err := authz.ValidateSubject("subject", subject); err != nil {
+		var e *authz.Error
+		if errors.As(err, &e) {
+			e.Value = clip(e.Value)
+		}
+		return "", err
+	}
+	return subject, nil
+}
+
+// headerValue reads one header, from headers or, when Envoy sends raw
+// headers (encode_raw_headers), from header_map, where a header sent twice
+// is refused rather than guessed at.
+func headerValue(http *authv3.AttributeContext_HttpRequest, name string) (string, error) {
+	if v, ok := http.GetHeaders()[name]; ok && v != "" {
+		return v, nil
+	}
+	var values []string
+	for _, hv := range http.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(hv.GetKey(), name) {
+			v := string(hv.GetRawValue())
+			if v == "" {
+				v = hv.GetValue()
+			}
+			values = append(values, v)
+		}
+	}
+	switch {
+	case len(values) > 1:
+		return "", fmt.Errorf("header %s: sent %d times", name, len(values))
+	case len(values) == 0 || values[0] == "":
+		return "", fmt.Errorf("header %s: missing", name)
+	}
+	return values[0], nil
+}
+
+// subject verifies the token in value and returns its subject claim.
+func (j *jwtSubject) subject(value string) (string, error) {
+	token := value
+	if scheme, rest, ok := strings.Cut(value, " "); ok {
+		if !strings.EqualFold(scheme, "bearer") {
+			return "", fmt.Errorf("header %s: want a bearer token, got scheme %q", j.header, clip(scheme))
+		}
+		token = strings.TrimSpace(rest)
+	}
+	claims := jwt.MapClaims{}
+	if _, err := j.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return j.key, nil }); err != nil {
+		return "", fmt.Errorf("header %s: invalid token: %v", j.header, err)
+	}
+	sub, ok := claims[j.claim].(string)
+	if !ok || sub == "" {
+		return "", fmt.Errorf("header %s: the token has no string claim %q", j.header, j.claim)
+	}
+	return sub, nil
+}
+
+// route finds the first rule matching the request. Every segment is
+// percent-decoded first; a path with an empty, "." or ".." segment, a bad
+// escape, or an escaped "/", matches no rule, so that no spelling of a path
+// reaches a rule written for another.
+func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string, bool) {
+	if !strings.HasPrefix(path, "/") {
+		return envoyRoute{}, nil, false
+	}
+	var segments []string
+	if path != "/" {
+		segments = strings.Split(path[1:], "/")
+	}
+	for i, s := range segments {
+		d, err := url.PathUnescape(s)
+		if err != nil || d == "" || d == "." || d == ".." || strings.Contains(d, "/") {
+			return envoyRoute{}, nil, false
+		}
+		segments[i] = d
+	}
+	for _, rt := range h.routes {
+		if vars, ok := rt.match(method, segments); ok {
+			return rt, vars, true
+		}
+	}
+	return envoyRoute{}, nil, false
+}
+
+// denial explains a denied check to the client. A block's reason text is a
+// moderator's note and stays in Usher.
+func denial(subject, permission, resource string, d authz.Decision) string {
+	switch d.Reason {
+	case authz.ReasonBlocked:
+		return fmt.Sprintf("%s is blocked from %s on %s", subject, permission, d.Scope)
+	case authz.ReasonUnknownResource:
+		return fmt.Sprintf("%s is not registered", resource)
+	default:
+		return fmt.Sprintf("%s holds no grant of %s on %s", subject, permission, resource)
+	}
+}
+
+func denied(code typev3.StatusCode, reason, message string, extra []*corev3.HeaderValueOption) *authv3.CheckResponse {
+	rpc := codes.PermissionDenied
+	switch code {
+	case typev3.StatusCode_Unauthorized:
+		rpc = codes.Unauthenticated
+	case typev3.StatusCode_BadRequest:
+		rpc = codes.InvalidArgument
+	}
+	body, _ := json.Marshal(struct {
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	}{reason, message})
+	headers := append([]*corev3.HeaderValueOption{
+		overwriteHeader(HeaderReason, reason),
+		overwriteHeader("content-type", "application/json"),
+	}, extra...)
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(rpc), Message: message},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: code},
+			Headers: headers,
+			Body:    string(body) + "\n",
+		}},
+	}
+}
+
+// header sets a header, replacing any value it had.
+func overwriteHeader(key, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

@@ -1,0 +1,704 @@
+package server_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage/bolt"
+)
+
+// The world of the Envoy tests, under a small policy of its own:
+//
+//	root
+//	└── account:globex            bob: member
+//	    ├── call:meeting:7        alice: host; carol: member; dave: blocked from join-call
+//	    └── call:meeting:8
+//
+// carol is blocked from join-call at account:globex, where dave holds
+// member; erin holds nothing.
+const (
+	globex   = "account:globex"
+	meeting8 = "call:meeting:8"
+)
+
+var envoyPolicy = authz.Policy{
+	Permissions: []authz.Permission{
+		{Name: "call.manage"},
+		{Name: "join-call", Parents: []string{"call.manage"}},
+		{Name: "read-call", Parents: []string{"call.manage"}},
+		{Name: "send-audio", Parents: []string{"call.manage"}},
+	},
+	Roles: []authz.Role{
+		{Name: "host", Scope: authz.RootName, Permissions: []string{"call.manage"}},
+		{Name: "member", Scope: authz.RootName, Permissions: []string{"join-call", "read-call", "send-audio"}},
+	},
+}
+
+// envoyWorld is an Usher server with Envoy's service registered, on a
+// loopback listener, and a client speaking Envoy's ext_authz protocol.
+type envoyWorld struct {
+	engine *authz.Engine
+	client authv3.AuthorizationClient
+}
+
+// newEnvoyEngine builds an engine on a bbolt file, applies envoyPolicy and
+// registers and grants the world above.
+func newEnvoyEngine(t testing.TB) *authz.Engine {
+	t.Helper()
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "usher.db"), bolt.Options{})
+	if err != nil {
+		t.Fatalf("storage.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	engine, err := authz.Start(context.Background(), store, authz.Options{})
+	if err != nil {
+		t.Fatalf("authz.Start: %v", err)
+	}
+	ctx, by := t.Context(), authz.Author{Caller: "test"}
+	if _, _, err := engine.ApplyPolicy(ctx, by, envoyPolicy, authz.ApplyOptions{}); err != nil {
+		t.Fatalf("ApplyPolicy: %v", err)
+	}
+	for _, r := range []authz.Resource{{Name: globex}, {Name: meeting7, Parent: globex}, {Name: meeting8, Parent: globex}} {
+		if _, err := engine.PutResource(ctx, by, r); err != nil {
+			t.Fatalf("PutResource(%s): %v", r.Name, err)
+		}
+	}
+	for _, g := range []authz.Grant{
+		{Subject: "user:alice", Role: "host", Resource: meeting7},
+		{Subject: "user:bob", Role: "member", Resource: globex},
+		{Subject: "user:carol", Role: "member", Resource: meeting7},
+		{Subject: "user:dave", Role: "member", Resource: globex},
+	} {
+		if _, err := engine.Grant(ctx, by, g); err != nil {
+			t.Fatalf("Grant(%+v): %v", g, err)
+		}
+	}
+	if _, _, err := engine.Block(ctx, by, authz.Block{Subject: "user:carol", Resource: globex, Permissions: []string{"join-call"}, Reason: "spam in the lobby"}); err != nil {
+		t.Fatalf("Block: %v", err)
+	}
+	return engine
+}
+
+// startEnvoy serves cfg against a fresh world and checker (the world's
+// index when checker is nil) on the server server.New builds.
+func startEnvoy(t testing.TB, cfg server.EnvoyConfig, checker server.Checker) *envoyWorld {
+	t.Helper()
+	engine := newEnvoyEngine(t)
+	if checker == nil {
+		checker = engine.Index()
+	}
+	srv := server.New(engine, slog.New(slog.DiscardHandler))
+	if err := server.RegisterEnvoy(srv, cfg, checker); err != nil {
+		t.Fatalf("RegisterEnvoy: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lis)
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc.NewClient: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.GracefulStop()
+		<-served
+	})
+	return &envoyWorld{engine: engine, client: authv3.NewAuthorizationClient(conn)}
+}
+
+var callRules = []server.EnvoyRule{
+	{Method: "POST", Path: "/calls/{type}/{id}/join", Resource: "call:{type}:{id}", Permission: "join-call"},
+	{Method: "GET", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+	{Method: "*", Path: "/accounts/{account}/calls", Resource: "account:{account}", Permission: "read-call"},
+}
+
+func headerConfig() server.EnvoyConfig {
+	return server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id", Prefix: "user:"}, Rules: callRules}
+}
+
+// httpRequest is what Envoy's ext_authz filter sends for one request.
+func httpRequest(method, path string, headers map[string]string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-1", Method: method, Path: path, Host: "api.example.com", Scheme: "https", Protocol: "HTTP/1.1",
+			Headers: headers,
+		}},
+	}}
+}
+
+// envoyAnswer is a CheckResponse read the way Envoy reads it.
+type envoyAnswer struct {
+	code    codes.Code        // the response's status: OK lets the request through
+	http    int               // the denied response's HTTP status; 0 when allowed
+	headers map[string]string // added upstream when allowed, sent to the client when denied
+	removed []string
+	reason  string // the denied body's reason
+	message string // the denied body's message
+	body    string
+}
+
+func (w *envoyWorld) ask(t *testing.T, req *authv3.CheckRequest) envoyAnswer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := w.client.Check(ctx, req)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	a := envoyAnswer{code: codes.Code(resp.GetStatus().GetCode()), headers: map[string]string{}}
+	var hs []*corev3.HeaderValueOption
+	if ok := resp.GetOkResponse(); ok != nil {
+		if a.code != codes.OK {
+			t.Errorf("an OkResponse with status %s", a.code)
+		}
+		hs, a.removed = ok.GetHeaders(), ok.GetHeadersToRemove()
+	} else if d := resp.GetDeniedResponse(); d != nil {
+		if a.code == codes.OK {
+			t.Errorf("a DeniedResponse with status OK")
+		}
+		a.http, hs, a.body = int(d.GetStatus().GetCode()), d.GetHeaders(), d.GetBody()
+		var body struct{ Reason, Message string }
+		if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil {
+			t.Errorf("the denied body %q is not JSON: %v", d.GetBody(), err)
+		}
+		a.reason, a.message = body.Reason, body.Message
+		if body.Reason == "" {
+			t.Errorf("the denied body %q has no reason", d.GetBody())
+		}
+	} else {
+		t.Fatalf("the response has neither an ok nor a denied HTTP response: %v", resp)
+	}
+	for _, h := range hs {
+		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetAppend() != nil {
+			t.Errorf("header %s does not overwrite what the client sent: %v", h.GetHeader().GetKey(), h)
+		}
+		a.headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	return a
+}
+
+func revisionOf(w *envoyWorld) string {
+	return strconv.FormatUint(uint64(w.engine.Index().Revision()), 10)
+}
+
+func TestEnvoyAllowsWithTheDecisionInHeaders(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	tests := []struct {
+		name, method, path, user, role, scope string
+	}{
+		{"a host joins her call", "POST", "/calls/meeting/7/join", "alice", "host", meeting7},
+		{"an account member's grant reaches every call below it", "GET", "/calls/meeting/8", "bob", "member", globex},
+		{"the query string plays no part", "POST", "/calls/meeting/7/join?lang=de&x=/accounts", "alice", "host", meeting7},
+		{"a percent-escaped segment is compared decoded", "POST", "/calls/meet%69ng/7/join", "alice", "host", meeting7},
+		{"a rule with method * matches any method", "DELETE", "/accounts/globex/calls", "bob", "member", globex},
+		{"a block of join-call leaves read-call", "GET", "/calls/meeting/7", "carol", "member", meeting7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := w.ask(t, httpRequest(tt.method, tt.path, map[string]string{"x-user-id": tt.user, "x-usher-role": "forged"}))
+			if a.code != codes.OK {
+				t.Fatalf("denied: %+v", a)
+			}
+			want := map[string]string{
+				"x-usher-subject":  "user:" + tt.user,
+				"x-usher-role":     tt.role,
+				"x-usher-scope":    tt.scope,
+				"x-usher-revision": revisionOf(w),
+			}
+			if !mapsEqual(a.headers, want) {
+				t.Errorf("headers = %v, want %v", a.headers, want)
+			}
+			if !slices.Equal(a.removed, []string{"x-usher-reason"}) {
+				t.Errorf("headers to remove = %v, want [x-usher-reason]", a.removed)
+			}
+		})
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestEnvoyDenies(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	tests := []struct {
+		name    string
+		req     *authv3.CheckRequest
+		code    codes.Code
+		http    int
+		reason  string
+		message string
+	}{
+		{"a subject without a grant is denied NO_GRANT",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "erin"}),
+			codes.PermissionDenied, 403, "NO_GRANT", "user:erin holds no grant of join-call on call:meeting:7"},
+		{"a host of one call holds nothing on another",
+			httpRequest("GET", "/calls/meeting/8", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_GRANT", "user:alice holds no grant of read-call on call:meeting:8"},
+		{"a block at the account overrides a call grant: BLOCKED",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "carol"}),
+			codes.PermissionDenied, 403, "BLOCKED", "user:carol is blocked from join-call on account:globex"},
+		{"an unregistered call is denied UNKNOWN_RESOURCE",
+			httpRequest("POST", "/calls/meeting/99/join", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "UNKNOWN_RESOURCE", "call:meeting:99 is not registered"},
+		{"a method no rule names is denied NO_ROUTE",
+			httpRequest("DELETE", "/calls/meeting/7", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches DELETE /calls/meeting/7"},
+		{"a path no rule names is denied NO_ROUTE",
+			httpRequest("GET", "/admin/users", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /admin/users"},
+		{"a trailing slash is another path",
+			httpRequest("GET", "/calls/meeting/7/", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/meeting/7/"},
+		{"a dot-dot segment matches no rule",
+			httpRequest("GET", "/calls/meeting/../7", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/meeting/../7"},
+		{"an escaped dot-dot segment matches no rule",
+			httpRequest("GET", "/calls/%2e%2e/7", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/%2e%2e/7"},
+		{"an escaped slash does not make two segments one",
+			httpRequest("GET", "/calls/meeting/7%2F8", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/meeting/7%2F8"},
+		{"a bad escape matches no rule",
+			httpRequest("GET", "/calls/meeting/7%zz", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/meeting/7%zz"},
+		{"a request without HTTP attributes is denied NO_ROUTE",
+			&authv3.CheckRequest{Attributes: &authv3.AttributeContext{}},
+			codes.PermissionDenied, 403, "NO_ROUTE", "not an HTTP request: Usher maps only HTTP requests to checks"},
+		{"a missing subject header is 401",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-other": "alice"}),
+			codes.Unauthenticated, 401, "UNAUTHENTICATED", "header x-user-id: missing"},
+		{"an empty subject header is 401",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": ""}),
+			codes.Unauthenticated, 401, "UNAUTHENTICATED", "header x-user-id: missing"},
+		{"a subject that is no name is 401",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "al\x01ice"}),
+			codes.Unauthenticated, 401, "UNAUTHENTICATED", `subject "user:al\x01ice"`},
+		{"the subject is checked before the route, so it is 401 on any path",
+			httpRequest("GET", "/admin/users", nil),
+			codes.Unauthenticated, 401, "UNAUTHENTICATED", "header x-user-id: missing"},
+		{"a path that makes no resource name is 400",
+			httpRequest("GET", "/calls/meeting/"+strings.Repeat("9", 300), map[string]string{"x-user-id": "alice"}),
+			codes.InvalidArgument, 400, "INVALID_RESOURCE", `resource "call:meeting:99999`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := w.ask(t, tt.req)
+			if a.code != tt.code || a.http != tt.http || a.reason != tt.reason {
+				t.Fatalf("answer = %s %d %s (%q), want %s %d %s", a.code, a.http, a.reason, a.message, tt.code, tt.http, tt.reason)
+			}
+			if !strings.HasPrefix(a.message, tt.message) {
+				t.Errorf("message = %q, want it to start with %q", a.message, tt.message)
+			}
+			if a.headers["x-usher-reason"] != tt.reason || a.headers["content-type"] != "application/json" {
+				t.Errorf("headers = %v", a.headers)
+			}
+			if _, ok := a.headers["x-usher-role"]; ok {
+				t.Errorf("a denial carries a role: %v", a.headers)
+			}
+			if strings.Contains(a.body, "spam") {
+				t.Errorf("the body %q shows the block's reason text, a moderator's note", a.body)
+			}
+			if len(a.body) > 1024 {
+				t.Errorf("the body is %d bytes: long values must be clipped", len(a.body))
+			}
+		})
+	}
+	// A denial decided by Check says at which revision.
+	a := w.ask(t, httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "erin"}))
+	if a.headers["x-usher-revision"] != revisionOf(w) {
+		t.Errorf("x-usher-revision = %q, want %s", a.headers["x-usher-revision"], revisionOf(w))
+	}
+}
+
+func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
+	if a := w.ask(t, join); a.reason != "NO_GRANT" {
+		t.Fatalf("before the grant: %+v", a)
+	}
+	rev, err := w.engine.Grant(t.Context(), authz.Author{Caller: "test"}, authz.Grant{Subject: "user:erin", Role: "member", Resource: meeting8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.engine.Await(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	a := w.ask(t, join)
+	if a.code != codes.OK || a.headers["x-usher-revision"] != strconv.FormatUint(uint64(rev), 10) {
+		t.Fatalf("after the grant at revision %d: %+v", rev, a)
+	}
+	rev, _, err = w.engine.Block(t.Context(), authz.Author{Caller: "test"}, authz.Block{Subject: "user:erin", Resource: meeting8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.engine.Await(t.Context(), rev); err != nil {
+		t.Fatal(err)
+	}
+	if a := w.ask(t, join); a.reason != "BLOCKED" {
+		t.Fatalf("after a block of everything: %+v", a)
+	}
+}
+
+func TestEnvoyReadsRawHeaders(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	raw := func(kv ...string) *authv3.CheckRequest {
+		req := httpRequest("POST", "/calls/meeting/7/join", nil)
+		hm := &corev3.HeaderMap{}
+		for i := 0; i < len(kv); i += 2 {
+			hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+		}
+		req.Attributes.Request.Http.HeaderMap = hm
+		return req
+	}
+	if a := w.ask(t, raw(":path", "/calls/meeting/7/join", "x-user-id", "alice")); a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" {
+		t.Errorf("encode_raw_headers: %+v", a)
+	}
+	if a := w.ask(t, raw("x-user-id", "erin", "x-user-id", "alice")); a.http != 401 || a.message != "header x-user-id: sent 2 times" {
+		t.Errorf("a subject header sent twice: %+v", a)
+	}
+}
+
+// The JWT tests' keys.
+var (
+	hmacSecret = []byte("0123456789abcdef0123456789abcdef-usher")
+	rsaKeys    = sync.OnceValues(func() (*rsa.PrivateKey, *rsa.PrivateKey) {
+		a, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		b, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		return a, b
+	})
+)
+
+func publicPEM(t *testing.T, k *rsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func writeFile(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatalf("signing: %v", err)
+	}
+	return s
+}
+
+// claims are valid claims for sub, from a minute ago to a minute ahead.
+func claims(sub string) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{"sub": sub, "iss": "https://id.example.com", "aud": "usher", "iat": now.Add(-time.Minute).Unix(),
+		"nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Minute).Unix()}
+}
+
+func with(c jwt.MapClaims, kv ...any) jwt.MapClaims {
+	out := jwt.MapClaims{}
+	for k, v := range c {
+		out[k] = v
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(out, kv[i].(string))
+		} else {
+			out[kv[i].(string)] = kv[i+1]
+		}
+	}
+	return out
+}
+
+func TestEnvoyJWTHS256(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Subject = server.EnvoySubject{Prefix: "user:", JWT: &server.EnvoyJWT{
+		Algorithm: "HS256", KeyFile: writeFile(t, "jwt.secret", append(slices.Clone(hmacSecret), '\n')),
+		Issuer: "https://id.example.com", Audience: "usher",
+	}}
+	w := startEnvoy(t, cfg, nil)
+	join := func(authorization string) *authv3.CheckRequest {
+		h := map[string]string{}
+		if authorization != "" {
+			h["authorization"] = authorization
+		}
+		return httpRequest("POST", "/calls/meeting/7/join", h)
+	}
+	hs := func(c jwt.MapClaims) string { return "Bearer " + sign(t, jwt.SigningMethodHS256, hmacSecret, c) }
+
+	a := w.ask(t, join(hs(claims("alice"))))
+	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" || a.headers["x-usher-role"] != "host" {
+		t.Fatalf("a valid token: %+v", a)
+	}
+	if a := w.ask(t, join("bearer "+sign(t, jwt.SigningMethodHS256, hmacSecret, claims("erin")))); a.reason != "NO_GRANT" {
+		t.Errorf("a valid token of a subject without a grant (and a lower-case scheme): %+v", a)
+	}
+
+	none := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("alice"))
+	refusals := []struct {
+		name, authorization, message string
+	}{
+		{"no token", "", "header authorization: missing"},
+		{"a bad signature", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-another"), claims("alice")), "signature is invalid"},
+		{"an expired token", hs(with(claims("alice"), "exp", time.Now().Add(-time.Second).Unix())), "token is expired"},
+		{"a token not valid yet", hs(with(claims("alice"), "nbf", time.Now().Add(time.Hour).Unix())), "token is not valid yet"},
+		{"a token without exp", hs(with(claims("alice"), "exp", nil)), "exp claim is required"},
+		{"another issuer", hs(with(claims("alice"), "iss", "https://evil.example.com")), "token has invalid issuer"},
+		{"another audience", hs(with(claims("alice"), "aud", "billing")), "token has invalid audience"},
+		{"no subject claim", hs(with(claims("alice"), "sub", nil)), `the token has no string claim "sub"`},
+		{"a subject claim that is not a string", hs(with(claims("alice"), "sub", 42)), `the token has no string claim "sub"`},
+		{"alg none", "Bearer " + none, "signing method none is invalid"},
+		{"an RS256 token where HS256 is configured", "Bearer " + sign(t, jwt.SigningMethodRS256, func() *rsa.PrivateKey { k, _ := rsaKeys(); return k }(), claims("alice")), "signing method RS256 is invalid"},
+		{"another scheme", "Basic YWxpY2U6c2VjcmV0", `want a bearer token, got scheme "Basic"`},
+		{"not a JWT", "Bearer not.a.jwt", "token is malformed"},
+		{"a subject claim that makes no subject name", hs(with(claims("alice"), "sub", "al\x01ice")), `subject "user:al\x01ice"`},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			a := w.ask(t, join(tt.authorization))
+			if a.code != codes.Unauthenticated || a.http != 401 || a.reason != "UNAUTHENTICATED" {
+				t.Fatalf("answer = %+v, want 401 UNAUTHENTICATED", a)
+			}
+			if !strings.Contains(a.message, tt.message) {
+				t.Errorf("message = %q, want it to say %q", a.message, tt.message)
+			}
+			if a.headers["www-authenticate"] != `Bearer error="invalid_token"` {
+				t.Errorf("www-authenticate = %q", a.headers["www-authenticate"])
+			}
+		})
+	}
+}
+
+func TestEnvoyJWTRS256(t *testing.T) {
+	key, other := rsaKeys()
+	pub := publicPEM(t, key)
+	t.Setenv("USHER_TEST_JWT_KEY", string(pub))
+	cfg := headerConfig()
+	cfg.Subject = server.EnvoySubject{Prefix: "user:", JWT: &server.EnvoyJWT{
+		Algorithm: "RS256", KeyEnv: "USHER_TEST_JWT_KEY", Header: "x-id-token", Claim: "email",
+	}}
+	w := startEnvoy(t, cfg, nil)
+	join := func(token string) *authv3.CheckRequest {
+		return httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-id-token": token})
+	}
+	c := with(claims(""), "email", "alice")
+	if a := w.ask(t, join(sign(t, jwt.SigningMethodRS256, key, c))); a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" {
+		t.Fatalf("a valid bare token in a custom header, subject from a custom claim: %+v", a)
+	}
+	for _, tt := range []struct{ name, token, message string }{
+		{"signed by another key", sign(t, jwt.SigningMethodRS256, other, c), "verification error"},
+		{"HS256 signed with the public key as the secret", sign(t, jwt.SigningMethodHS256, pub, c), "signing method HS256 is invalid"},
+		{"expired", sign(t, jwt.SigningMethodRS256, key, with(c, "exp", time.Now().Add(-time.Minute).Unix())), "token is expired"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if a := w.ask(t, join(tt.token)); a.http != 401 || !strings.Contains(a.message, tt.message) {
+				t.Errorf("answer = %+v, want 401 saying %q", a, tt.message)
+			}
+		})
+	}
+}
+
+// failingChecker fails every check with err.
+type failingChecker struct{ err error }
+
+func (c failingChecker) Check(authz.Query) (authz.Decision, authz.Revision, error) {
+	return authz.Decision{}, 0, c.err
+}
+
+func TestEnvoyCheckerErrorsAreStatuses(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Rules = append(cfg.Rules, server.EnvoyRule{Method: "POST", Path: "/calls/{type}/{id}/fly", Resource: "call:{type}:{id}", Permission: "fly"})
+	w := startEnvoy(t, cfg, nil)
+	_, err := w.client.Check(t.Context(), httpRequest("POST", "/calls/meeting/7/fly", map[string]string{"x-user-id": "alice"}))
+	st := wantCode(t, err, codes.InvalidArgument)
+	if want := `rules[3].permission "fly": permission is not declared in the catalog`; st.Message() != want {
+		t.Errorf("message = %q, want %q", st.Message(), want)
+	}
+
+	down := startEnvoy(t, headerConfig(), failingChecker{&authz.Error{Code: authz.Unavailable, Reason: "the index is reloading"}})
+	_, err = down.client.Check(t.Context(), httpRequest("GET", "/calls/meeting/7", map[string]string{"x-user-id": "alice"}))
+	wantCode(t, err, codes.Unavailable)
+}
+
+func TestRegisterEnvoyRefuses(t *testing.T) {
+	key, _ := rsaKeys()
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwtConfig := func(j server.EnvoyJWT) server.EnvoyConfig {
+		cfg := headerConfig()
+		cfg.Subject = server.EnvoySubject{JWT: &j}
+		return cfg
+	}
+	tests := []struct {
+		name string
+		cfg  server.EnvoyConfig
+		want string
+	}{
+		{"a config that does not validate", server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}}, `rules "": no rules`},
+		{"a key file that is not there", jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: "/nonexistent/jwt.secret"}), `subject.jwt.key_file "/nonexistent/jwt.secret"`},
+		{"a short HS256 secret", jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "s", []byte("short\n"))}), "the HS256 secret is 5 bytes long; at least 32 are needed"},
+		{"an RS256 key that is not PEM", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", hmacSecret)}), "not an RSA public key in PEM"},
+		{"an RSA key under 2048 bits", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", publicPEM(t, small))}), "the RSA key has 1024 bits"},
+		{"an unset key variable", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyEnv: "USHER_TEST_UNSET_KEY"}), `subject.jwt.key_env "USHER_TEST_UNSET_KEY": the variable is not set`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := server.RegisterEnvoy(grpc.NewServer(), tt.cfg, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("RegisterEnvoy = %v, want an error saying %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), string(hmacSecret)) {
+				t.Errorf("the error shows the secret: %v", err)
+			}
+		})
+	}
+	if err := server.RegisterEnvoy(grpc.NewServer(), jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", publicPEM(t, key))}), nil); err != nil {
+		t.Errorf("a good RS256 key file: %v", err)
+	}
+}
+
+func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
+	rule := server.EnvoyRule{Method: "GET", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"}
+	withRule := func(change func(*server.EnvoyRule)) server.EnvoyConfig {
+		r := rule
+		change(&r)
+		return server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{r}}
+	}
+	withSubject := func(s server.EnvoySubject) server.EnvoyConfig {
+		return server.EnvoyConfig{Subject: s, Rules: []server.EnvoyRule{rule}}
+	}
+	hs := func(j server.EnvoyJWT) *server.EnvoyJWT { return &j }
+	tests := []struct {
+		name         string
+		cfg          server.EnvoyConfig
+		field, value string
+	}{
+		{"a subject must come from somewhere", withSubject(server.EnvoySubject{}), "subject", ""},
+		{"a header or a JWT, not both", withSubject(server.EnvoySubject{Header: "x-user-id", JWT: hs(server.EnvoyJWT{Algorithm: "HS256", KeyFile: "k"})}), "subject.header", "x-user-id"},
+		{"Envoy passes header names in lower case", withSubject(server.EnvoySubject{Header: "X-User-Id"}), "subject.header", "X-User-Id"},
+		{"a prefix must be a subject kind and a colon", withSubject(server.EnvoySubject{Header: "x-user-id", Prefix: "user"}), "subject.prefix", "user"},
+		{"a prefix kind must be well formed", withSubject(server.EnvoySubject{Header: "x-user-id", Prefix: "User:"}), "subject.prefix", "User:"},
+		{"only HS256 and RS256", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "none", KeyFile: "k"})}), "subject.jwt.algorithm", "none"},
+		{"a JWT needs a key", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256"})}), "subject.jwt.key_file", ""},
+		{"a key from one place", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", KeyEnv: "K"})}), "subject.jwt.key_file", "k"},
+		{"a JWT header name in lower case", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", Header: "Authorization"})}), "subject.jwt.header", "Authorization"},
+		{"no rules would deny everything", server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}}, "rules", ""},
+		{"a method is upper case", withRule(func(r *server.EnvoyRule) { r.Method = "get" }), "rules[0].method", "get"},
+		{"a method is required", withRule(func(r *server.EnvoyRule) { r.Method = "" }), "rules[0].method", ""},
+		{"a path starts with /", withRule(func(r *server.EnvoyRule) { r.Path = "calls/{id}" }), "rules[0].path", "calls/{id}"},
+		{"an empty segment matches nothing", withRule(func(r *server.EnvoyRule) { r.Path = "/calls//{type}/{id}" }), "rules[0].path", "/calls//{type}/{id}"},
+		{"a trailing slash is an empty segment", withRule(func(r *server.EnvoyRule) { r.Path = "/calls/{type}/{id}/" }), "rules[0].path", "/calls/{type}/{id}/"},
+		{"a dot-dot segment matches nothing", withRule(func(r *server.EnvoyRule) { r.Path = "/calls/../{type}/{id}" }), "rules[0].path", "/calls/../{type}/{id}"},
+		{"a variable is a whole segment", withRule(func(r *server.EnvoyRule) { r.Path = "/calls/{type}/{id}.json" }), "rules[0].path", "/calls/{type}/{id}.json"},
+		{"a variable appears once", withRule(func(r *server.EnvoyRule) { r.Path = "/calls/{id}/{id}" }), "rules[0].path", "/calls/{id}/{id}"},
+		{"a variable name is lower case", withRule(func(r *server.EnvoyRule) { r.Path = "/calls/{Type}/{id}" }), "rules[0].path", "/calls/{Type}/{id}"},
+		{"a literal is written unescaped", withRule(func(r *server.EnvoyRule) { r.Path = "/c%61lls/{type}/{id}" }), "rules[0].path", "/c%61lls/{type}/{id}"},
+		{"the resource's variables come from the path", withRule(func(r *server.EnvoyRule) { r.Resource = "call:{kind}:{id}" }), "rules[0].resource", "call:{kind}:{id}"},
+		{"the resource must make a resource name", withRule(func(r *server.EnvoyRule) { r.Resource = "Call:{type}:{id}" }), "rules[0].resource", "Call:{type}:{id}"},
+		{"the resource must have a type", withRule(func(r *server.EnvoyRule) { r.Resource = "{id}" }), "rules[0].resource", "{id}"},
+		{"the resource's braces balance", withRule(func(r *server.EnvoyRule) { r.Resource = "call:{type:{id}" }), "rules[0].resource", "call:{type:{id}"},
+		{"a stray closing brace", withRule(func(r *server.EnvoyRule) { r.Resource = "call:type}:{id}" }), "rules[0].resource", "call:type}:{id}"},
+		{"a resource is required", withRule(func(r *server.EnvoyRule) { r.Resource = "" }), "rules[0].resource", ""},
+		{"a permission is well formed", withRule(func(r *server.EnvoyRule) { r.Permission = "Read Call" }), "rules[0].permission", "Read Call"},
+		{"a rule an earlier one always wins over is refused",
+			server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{
+				{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+				{Method: "GET", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "join-call"},
+			}}, "rules[1].path", "/calls/meeting/{id}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			var e *authz.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("Validate() = %v, want an *authz.Error", err)
+			}
+			if e.Code != authz.Invalid || e.Field != tt.field || e.Value != tt.value {
+				t.Errorf("Validate() = %q: field %q value %q, want %q %q", err, e.Field, e.Value, tt.field, tt.value)
+			}
+		})
+	}
+
+	// A literal rule before a general one is how exceptions are written.
+	ok := server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{
+		{Method: "GET", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "join-call"},
+		{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+		{Method: "GET", Path: "/", Resource: "root", Permission: "read-call"},
+	}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("a specific rule before a general one: %v", err)
+	}
+}
+
+func TestParseEnvoyConfigIsStrict(t *testing.T) {
+	_, err := server.ParseEnvoyConfig([]byte("subject: {header: x-user-id}\nrules:\n  - {method: GET, path: /, resource: root, permision: read-call}\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "permision"`) {
+		t.Errorf("a misspelt field: %v", err)
+	}
+	_, err = server.ParseEnvoyConfig([]byte("subject: {header: x-user-id}\nsubject: {header: x-other}\n"))
+	if err == nil || !strings.Contains(err.Error(), `key "subject" already set`) {
+		t.Errorf("a field twice: %v", err)
+	}
+	if _, err := server.LoadEnvoyConfig(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
+		t.Error("a missing file loads")
+	}
+	path := writeFile(t, "envoy.yaml", []byte("subject: {header: x-user-id}\nrules: []\n"))
+	if _, err := server.LoadEnvoyConfig(path); err == nil || !strings.HasPrefix(err.Error(), path+": rules") {
+		t.Errorf("an error names the file and the field: %v", err)
+	}
+}
