@@ -38,6 +38,9 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			}
 		}
 		if by.Actor != "" {
+			if err := p.notHeld(scope, r.Name, "redefine"); err != nil {
+				return err
+			}
 			if err := p.boundedDefinition(scope, r, asked); err != nil {
 				return err
 			}
@@ -45,6 +48,29 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 		p.change(Change{Op: OpPutRole, Role: &r})
 		return nil
 	})
+}
+
+// notHeld refuses an actor's write of a definition of a role it holds
+// where that definition could apply: on the scope, above it or below it.
+// Redefining a role one holds is writing one's own binding by other means.
+func (p *plan) notHeld(scope uint32, role, verb string) error {
+	x := p.x
+	p.guard(subjectKey(p.by.Actor))
+	s, id := x.subj.lookup(p.by.Actor), x.roleID(role)
+	if s == noName || id == noName {
+		return nil
+	}
+	for _, g := range x.bySubject.get(s) {
+		if g.role == id && live(g.exp, p.now) && (x.under(scope, g.res) || x.under(g.res, scope)) {
+			e := errorf(PermissionDenied, "actor", p.by.Actor,
+				"may not %s role %q at %q: %s: the actor holds it on %q, and an actor may not redefine a role it holds",
+				verb, role, x.name(scope), RuleNoSelfService, x.name(g.res))
+			e.Rule = RuleNoSelfService
+			e.Meta = map[string]string{"subject": p.by.Actor, "role": role, "resource": x.name(g.res)}
+			return e
+		}
+	}
+	return nil
 }
 
 // boundedDefinition applies rule 1 to a role definition itself, whoever
@@ -101,6 +127,11 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		role := x.roleID(name)
 		if role == noName || x.roleDefs[roleKey(id, role)] == nil {
 			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope)
+		}
+		if by.Actor != "" {
+			if err := p.notHeld(id, name, "delete"); err != nil {
+				return err
+			}
 		}
 		if orphans, example := x.orphanedByDeletion(id, role); orphans > 0 {
 			return errorf(FailedPrecondition, "name", name,
