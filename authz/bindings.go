@@ -4,8 +4,8 @@ import "strings"
 
 // Grants are kept twice: in their subject's list, sorted by resource and then
 // role name, which is what Check walks; and in their resource's list, sorted
-// by role and then subject, which is what holder counts, deletions and
-// listings by resource read.
+// by role name and then subject name, which is what holder counts, deletions
+// and listings by resource read.
 
 // putGrant stores g, or updates its expiry.
 func (x *Index) putGrant(g Grant) {
@@ -69,18 +69,32 @@ func (x *Index) findSubjectGrant(s, res, role uint32) (int, bool) {
 // findResourceGrant returns the position of (role, s) in res's list, or
 // where it would go.
 func (x *Index) findResourceGrant(res, role, s uint32) (int, bool) {
+	i := x.searchResourceGrants(res, x.roleNames[role], x.subj.name(s))
+	list := x.byResource.get(res)
+	return i, i < len(list) && list[i].role == role && list[i].subj == s
+}
+
+// searchResourceGrants returns the first position of res's list at or after
+// (role, subject), by name.
+func (x *Index) searchResourceGrants(res uint32, role, subject string) int {
 	list := x.byResource.get(res)
 	lo, hi := 0, len(list)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		g := list[m]
-		if g.role < role || g.role == role && g.subj < s {
+		if x.compareResourceGrant(list[m], role, subject) < 0 {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return lo, lo < len(list) && list[lo].role == role && list[lo].subj == s
+	return lo
+}
+
+func (x *Index) compareResourceGrant(g resourceGrant, role, subject string) int {
+	if c := strings.Compare(x.roleNames[g.role], role); c != 0 {
+		return c
+	}
+	return strings.Compare(x.subj.name(g.subj), subject)
 }
 
 // grantsOn returns the part of s's list on resource res.
@@ -117,7 +131,10 @@ func (x *Index) grantsOn(s, res uint32) []subjectGrant {
 // holdersOf returns the part of res's list that holds role.
 func (x *Index) holdersOf(res, role uint32) []resourceGrant {
 	list := x.byResource.get(res)
-	i, _ := x.findResourceGrant(res, role, 0)
+	if len(list) == 0 {
+		return nil
+	}
+	i := x.searchResourceGrants(res, x.roleNames[role], "")
 	j := i
 	for j < len(list) && list[j].role == role {
 		j++

@@ -262,10 +262,7 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 	}
 	for id := range x.nodes {
 		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
-			if a.role != b.role {
-				return cmpUint32(a.role, b.role)
-			}
-			return cmpUint32(a.subj, b.subj)
+			return x.compareResourceGrant(a, x.roleNames[b.role], x.subj.name(b.subj))
 		})
 	}
 	x.rev = rev

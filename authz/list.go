@@ -86,9 +86,9 @@ type GrantFilter struct {
 }
 
 // ListGrants returns one page of the unexpired grants that match f and the
-// token of the next page ("" on the last). A subject's grants come by
-// resource, a resource's by role; both in an order that stays put between
-// pages. A page looks at no more than scanBudget grants, so one may come
+// token of the next page ("" on the last). A resource's grants come by role
+// name and then subject name; a subject's by resource, in an order that
+// stays put between pages. A page looks at no more than scanBudget grants, so one may come
 // back short of page_size, with a token, when many grants have expired.
 func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, string, Revision, error) {
 	size, err := pageSize(size)
@@ -147,8 +147,9 @@ func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, stri
 		list := x.byResource.get(res)
 		i := 0
 		if after != nil {
-			i, _ = x.findResourceGrant(res, after.pos[0], after.pos[1])
-			if i < len(list) && list[i].role == after.pos[0] && list[i].subj == after.pos[1] {
+			role, subject, _ := strings.Cut(after.text, "\x00")
+			i = x.searchResourceGrants(res, role, subject)
+			if i < len(list) && x.compareResourceGrant(list[i], role, subject) == 0 {
 				i++
 			}
 		}
@@ -156,7 +157,7 @@ func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, stri
 			g := list[i]
 			if len(out) == size || scanned == scanBudget {
 				last := list[i-1]
-				next = pageToken{filter: filter, pos: []uint32{last.role, last.subj}}.encode()
+				next = pageToken{filter: filter, pos: []uint32{0, 0}, text: x.roleNames[last.role] + "\x00" + x.subj.name(last.subj)}.encode()
 				break
 			}
 			scanned++

@@ -58,10 +58,11 @@ func TestDelegatedWritesOverGRPC(t *testing.T) {
 	if err != nil || got.GetResource().GetCreator() != "user:olga" {
 		t.Errorf("GetResource = %v, %v; want creator user:olga", got, err)
 	}
-	// The host may not register resources: usher.resources.write is not his.
-	_, err = f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "call:livestream:43", Parent: livestream, Actor: "user:hank"})
+	// The host may not register call types: usher.resources.create.calltype
+	// is not his.
+	_, err = f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "calltype:webinar", Parent: sales, Actor: "user:hank"})
 	st = wantCode(t, err, codes.PermissionDenied)
-	if !strings.Contains(st.Message(), "usher.resources.write") {
+	if !strings.Contains(st.Message(), "usher.resources.create.calltype") {
 		t.Errorf("refusal %q does not name the reserved permission", st.Message())
 	}
 

@@ -71,13 +71,12 @@ var errorCases = []errorCase{
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "Join-Call", Resource: stream42})
 			return err
 		}},
-	{name: "a malformed subject in a batch is named by its index", code: codes.InvalidArgument, field: "checks[1].subject", value: "user:",
+	{name: "a malformed subject in a batch gets its own error, named by its index", code: codes.InvalidArgument, field: "checks[1].subject", value: "user:",
 		call: func(ctx context.Context, f *fixture) error {
-			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+			return batchItemError(f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
 				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
 				{Subject: "user:", Permission: "join-call", Resource: stream42},
-			}})
-			return err
+			}}))
 		}},
 	{name: "an empty batch is refused", code: codes.InvalidArgument, field: "checks", value: "0",
 		call: func(ctx context.Context, f *fixture) error {
@@ -202,14 +201,13 @@ var errorCases = []errorCase{
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "teleport", Resource: "call:livestream:404"})
 			return err
 		}},
-	{name: "CheckBatch names the index of an undeclared permission", code: codes.InvalidArgument, field: "checks[2].permission", value: "teleport",
+	{name: "CheckBatch answers an undeclared permission with an error of its own, naming its index", code: codes.InvalidArgument, field: "checks[2].permission", value: "teleport",
 		call: func(ctx context.Context, f *fixture) error {
-			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+			return batchItemError(f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
 				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
 				{Subject: "user:bob", Permission: "end-call", Resource: meeting7},
 				{Subject: "user:alice", Permission: "teleport", Resource: stream42},
-			}})
-			return err
+			}}))
 		}},
 	{name: "PutRole names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, field: "role.permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
@@ -473,6 +471,24 @@ func actorCases() []errorCase {
 			return err
 		}),
 	}
+}
+
+// batchItemError is the one error of a batch whose other checks were
+// answered, as the status the check would have had alone.
+func batchItemError(resp *usherv1.CheckBatchResponse, err error) error {
+	if err != nil {
+		return err
+	}
+	errs := resp.GetErrors()
+	if len(errs) != 1 {
+		return fmt.Errorf("the batch answered %d errors, want one", len(errs))
+	}
+	for i, d := range resp.GetDecisions() {
+		if i != int(errs[0].GetIndex()) && d.GetReason() == usherv1.Reason_REASON_UNSPECIFIED {
+			return fmt.Errorf("check %d beside the bad one was not answered", i)
+		}
+	}
+	return status.Error(codes.Code(errs[0].GetCode()), errs[0].GetMessage())
 }
 
 // TestErrors runs every refusal against one server and proves, after each,

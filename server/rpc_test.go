@@ -153,8 +153,8 @@ func TestCheck(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}
-			if !proto.Equal(resp.GetDecision(), c.want) {
-				t.Errorf("decision = %v, want %v", resp.GetDecision(), c.want)
+			if got := withoutBlockID(t, resp.GetDecision()); !proto.Equal(got, c.want) {
+				t.Errorf("decision = %v, want %v", got, c.want)
 			}
 			if resp.GetRevision() != rev {
 				t.Errorf("revision = %d, want %d, the last write's", resp.GetRevision(), rev)
@@ -181,10 +181,26 @@ func TestCheckBatch(t *testing.T) {
 		t.Fatalf("got %d decisions for %d checks", len(resp.GetDecisions()), len(checkCases))
 	}
 	for i, c := range checkCases {
-		if !proto.Equal(resp.GetDecisions()[i], c.want) {
-			t.Errorf("decisions[%d] (%s) = %v, want %v", i, c.name, resp.GetDecisions()[i], c.want)
+		if got := withoutBlockID(t, resp.GetDecisions()[i]); !proto.Equal(got, c.want) {
+			t.Errorf("decisions[%d] (%s) = %v, want %v", i, c.name, got, c.want)
 		}
 	}
+	if len(resp.GetErrors()) != 0 {
+		t.Errorf("errors = %v, want none", resp.GetErrors())
+	}
+}
+
+// withoutBlockID checks that a BLOCKED decision names its block, as Check's
+// reason names the deciding block, and returns it without the id, which the
+// server chose.
+func withoutBlockID(t *testing.T, d *usherv1.Decision) *usherv1.Decision {
+	t.Helper()
+	d = proto.Clone(d).(*usherv1.Decision)
+	if d.GetReason() == usherv1.Reason_REASON_BLOCKED && d.GetBlockId() == "" {
+		t.Errorf("decision %v: BLOCKED without the deciding block's id", d)
+	}
+	d.BlockId = ""
+	return d
 }
 
 func TestListPermissions(t *testing.T) {
@@ -196,7 +212,9 @@ func TestListPermissions(t *testing.T) {
 	}
 	var everything []string
 	for _, perm := range p.GetPermissions() {
-		everything = append(everything, perm.GetName())
+		if !strings.HasPrefix(perm.GetName(), "usher.") {
+			everything = append(everything, perm.GetName())
+		}
 	}
 	cases := []struct {
 		name              string
@@ -205,9 +223,10 @@ func TestListPermissions(t *testing.T) {
 		known             bool
 	}{
 		{"an owner holds every permission below the account", "user:alice", stream42, sorted(everything), true},
-		// block-users implies the reserved usher.blocks.write (DESIGN.md: "Stream's block-users implies it").
+		// ListPermissions shows domain permissions only: block-users implies
+		// the reserved usher.blocks.write, which is left out.
 		{"a host's set is the union of the host and user grants, with what they imply", "user:bob", stream42,
-			sorted(append(defaultRole(t, "host").GetPermissions(), "usher.blocks.write")), true},
+			sorted(defaultRole(t, "host").GetPermissions()), true},
 		{"a role redefined at the call type gives its own set", "user:carol", stream42, []string{"join-call", "read-call", "send-audio"}, true},
 		{"the root definition applies under another call type", "user:carol", meeting7, sorted(defaultRole(t, "user").GetPermissions()), true},
 		{"a block of one permission removes it from the set", "user:erin", meeting7, []string{"create-reaction", "join-call", "read-call", "send-audio", "send-video"}, true},
@@ -232,6 +251,17 @@ func TestListPermissions(t *testing.T) {
 			}
 		})
 	}
+	t.Run("reserved usher.* permissions appear only when asked for", func(t *testing.T) {
+		resp, err := f.authz.ListPermissions(f.ctx(), &usherv1.ListPermissionsRequest{Subject: "user:bob", Resource: stream42, IncludeReserved: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sorted(append(defaultRole(t, "host").GetPermissions(),
+			"usher.blocks.write", "usher.grants.write", "usher.resources.create.call", "usher.resources.delete.call"))
+		if !slices.Equal(resp.GetPermissions(), want) {
+			t.Errorf("permissions with reserved = %v, want %v", resp.GetPermissions(), want)
+		}
+	})
 }
 
 // TestWritesAnswerTheRevisionTheyCreated walks through every write RPC: each
@@ -294,11 +324,14 @@ func TestWritesAnswerTheRevisionTheyCreated(t *testing.T) {
 			return r.GetRevision(), err
 		}},
 		{"blocking", true, func() (uint64, error) {
-			r, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: sales, Reason: "spam"})
+			r, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: sales, Reason: "spam", BlockId: "spam-1"})
+			if err == nil && r.GetBlockId() != "spam-1" {
+				t.Errorf("block_id = %q, want the one asked for", r.GetBlockId())
+			}
 			return r.GetRevision(), err
 		}},
-		{"blocking again the same way", false, func() (uint64, error) {
-			r, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: sales, Reason: "spam"})
+		{"blocking again the same way, with the block's id", false, func() (uint64, error) {
+			r, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: sales, Reason: "spam", BlockId: "spam-1"})
 			return r.GetRevision(), err
 		}},
 		{"applying the policy already in force", false, func() (uint64, error) {
@@ -460,7 +493,7 @@ func TestListGrantsPagination(t *testing.T) {
 	f.grant("user:p3", "host", stream42)
 	f.grant("user:p3", "call-member", meeting7)
 
-	t.Run("pages of a resource's grants are ordered by subject then role", func(t *testing.T) {
+	t.Run("pages of a resource's grants are ordered by role then subject", func(t *testing.T) {
 		var got []string
 		token := ""
 		var sizes []int
@@ -485,8 +518,8 @@ func TestListGrantsPagination(t *testing.T) {
 		}
 		wantPairs := []string{
 			"user:p0 call-member", "user:p1 call-member", "user:p2 call-member",
-			"user:p3 call-member", "user:p3 host", "user:p4 call-member",
-			"user:p5 call-member", "user:p6 call-member",
+			"user:p3 call-member", "user:p4 call-member", "user:p5 call-member",
+			"user:p6 call-member", "user:p3 host",
 		}
 		if !slices.Equal(got, wantPairs) {
 			t.Errorf("grants = %v, want %v", got, wantPairs)
@@ -521,8 +554,12 @@ func TestListGrantsPagination(t *testing.T) {
 		}
 	})
 
-	t.Run("a subject's grants are ordered by resource", func(t *testing.T) {
+	t.Run("a subject's grants are listed by resource, in an order that stays put", func(t *testing.T) {
 		got := f.listGrants("user:p3", "")
+		if again := f.listGrants("user:p3", ""); !equalGrants(got, again) {
+			t.Errorf("ListGrants(user:p3) changed order between calls: %v, then %v", got, again)
+		}
+		slices.SortStableFunc(got, func(a, b *usherv1.Grant) int { return strings.Compare(a.GetResource(), b.GetResource()) })
 		want := []*usherv1.Grant{
 			{Subject: "user:p3", Role: "call-member", Resource: stream42},
 			{Subject: "user:p3", Role: "host", Resource: stream42},
@@ -797,7 +834,7 @@ func TestBlockAndUnblock(t *testing.T) {
 	rev := f.block(&usherv1.BlockRequest{Subject: "user:vi", Resource: livestream, Permissions: []string{"send-video"}, Reason: "camera abuse"})
 	d, checkRev := f.check("user:vi", "send-video", stream42)
 	want := &usherv1.Decision{Reason: usherv1.Reason_REASON_BLOCKED, Scope: livestream, BlockReason: "camera abuse"}
-	if !proto.Equal(d, want) || checkRev != rev {
+	if d = withoutBlockID(t, d); !proto.Equal(d, want) || checkRev != rev {
 		t.Errorf("blocked: %v at %d, want %v at %d", d, checkRev, want, rev)
 	}
 	if d, _ := f.check("user:vi", "send-audio", stream42); !d.GetAllowed() {
@@ -811,8 +848,11 @@ func TestBlockAndUnblock(t *testing.T) {
 		f.block(&usherv1.BlockRequest{Subject: "user:vi", Resource: livestream, Permissions: []string{"call.manage"}, Reason: "suspended"})
 		d, _ := f.check("user:vi", "send-audio", stream42)
 		want := &usherv1.Decision{Reason: usherv1.Reason_REASON_BLOCKED, Scope: livestream, BlockReason: "suspended"}
-		if !proto.Equal(d, want) {
-			t.Errorf("the new block replaces the old one: %v, want %v", d, want)
+		if d = withoutBlockID(t, d); !proto.Equal(d, want) {
+			t.Errorf("a second block adds to the first: %v, want %v", d, want)
+		}
+		if d, _ := f.check("user:vi", "send-video", stream42); d.GetReason() != usherv1.Reason_REASON_BLOCKED {
+			t.Errorf("the first block no longer applies: %v", d)
 		}
 		if got := f.listPermissions("user:vi", stream42); len(got) != 0 {
 			t.Errorf("ListPermissions = %v, want none", got)

@@ -28,6 +28,7 @@ permissions:
   - {name: vc.event.control-room, parents: [vc.event.all]}
   - {name: vc.event.qa-console, parents: [vc.event.all]}
   - {name: vc.event.webcast-page, parents: [vc.event.all]}
+  - {name: vc.event.collaborators, parents: [vc.event.all]}
   - {name: company.settings}
   - {name: company.usernames, parents: [company.settings]}
   - {name: company.users, parents: [company.settings]}
@@ -35,7 +36,7 @@ permissions:
   - {name: company.rooms, parents: [company.settings]}
   - {name: company.rooms.list, parents: [company.rooms]}
   - {name: company.rooms.create, parents: [company.rooms]}
-  - {name: usher.resources.write.room, parents: [company.rooms.create]}
+  - {name: usher.resources.create.room, parents: [company.rooms.create]}
 resources:
   - {name: "account:vancast"}
   - {name: "event:gala", parent: "account:vancast"}
@@ -43,10 +44,10 @@ resources:
 roles:
   - {name: event-owner, scope: root, bindable_on: [event], permissions: [vc.event.all], assignable_roles: ["*"]}
   - {name: event-manager, scope: root, bindable_on: [event],
-     permissions: [vc.event.links, vc.event.engines, vc.event.control-room, vc.event.qa-console, vc.event.webcast-page],
+     permissions: [vc.event.links, vc.event.engines, vc.event.control-room, vc.event.qa-console, vc.event.webcast-page, vc.event.collaborators],
      assignable_roles: [event-manager, event-producer, event-moderator]}
   - {name: event-producer, scope: root, bindable_on: [event],
-     permissions: [vc.event.links, vc.event.engines, vc.event.control-room], assignable_roles: [event-producer]}
+     permissions: [vc.event.links, vc.event.engines, vc.event.control-room, vc.event.collaborators], assignable_roles: [event-producer]}
   - {name: event-moderator, scope: root, bindable_on: [event], permissions: [vc.event.qa-console]}
   - {name: manage-company-settings, scope: root, permissions: [company.settings], assignable_roles: ["*"]}
   - {name: administrate-users, scope: root, permissions: [company.users], assignable_roles: ["*"]}
@@ -66,6 +67,12 @@ func applySeedPolicy(t *testing.T, admin usherv1.AdminServiceClient) {
 		t.Fatal(err)
 	}
 	proto.Merge(p, extra)
+	// Adding collaborators and administrating users is granting.
+	for _, perm := range p.GetPermissions() {
+		if perm.GetName() == "usher.grants.write" {
+			perm.Parents = append(perm.Parents, "vc.event.collaborators", "company.users")
+		}
+	}
 	if _, err := admin.ApplyPolicy(callCtx(t), &usherv1.ApplyPolicyRequest{Policy: p}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +110,10 @@ func TestSeedDelegationRulesOverAuthenticatedConnections(t *testing.T) {
 		{"A Manager can add new collaborators with any role except Owner", "user:manager", "event-owner", "event:gala", false, "user:c5", false, "assignable_roles"},
 		{"A Producer can add only new Producer collaborators", "user:producer", "event-producer", "event:gala", false, "user:c6", true, ""},
 		{"A Producer ... Cannot: - Add Collaborators other than Producers", "user:producer", "event-moderator", "event:gala", false, "user:c7", false, "assignable_roles"},
-		{"Moderator | Can Only: - Access de Q&A moderators console", "user:moderator", "event-moderator", "event:gala", false, "user:c8", false, "assignable_roles"},
+		{"Moderator | Can Only: - Access de Q&A moderators console", "user:moderator", "event-moderator", "event:gala", false, "user:c8", false, `lacks "usher.grants.write"`},
 		{"Only permissions that the user has can be granted to other users.", "user:hr", "list-all-users", "company:alfa", false, "user:c9", true, ""},
 		{"Only permissions that the user has can be granted to other users.", "user:hr", "create-a-room", "company:alfa", false, "user:c10", false, "only permissions the actor has can be granted"},
-		{"Only users with the Administrate users permission can grant or revoke permissions for other users.", "user:c9", "list-all-users", "company:alfa", false, "user:c11", false, "assignable_roles"},
+		{"Only users with the Administrate users permission can grant or revoke permissions for other users.", "user:c9", "list-all-users", "company:alfa", false, "user:c11", false, `lacks "usher.grants.write"`},
 		{"It is not possible to revoke your own permissions.", "user:hr", "administrate-users", "company:alfa", true, "user:hr", false, "revoke your own"},
 		{"in order to grant or revoke the Manage company settings permission, you must have this permission yourself. The Administrate users permission alone is not sufficient.", "user:hr", "manage-company-settings", "company:alfa", false, "user:c12", false, `lacks "company.settings"`},
 		{"in order to grant or revoke the Manage company settings permission, you must have this permission yourself.", "user:boss", "manage-company-settings", "company:alfa", false, "user:c12", true, ""},
