@@ -195,19 +195,20 @@ func (c *catalog) undeclared(names []string, wildcard bool) int {
 	return -1
 }
 
-// top names the broadest permission in set, for messages: of those whose
-// implied permissions are all in set, the one that implies the most; "" for
-// an empty set. "company.manage-settings" says more than one of its many
-// children.
+// top names the permission of set that says most about it, for messages:
+// the one that implies the most of set's members (a domain permission over a
+// reserved one when they tie); "" for an empty set. "account.manage" says
+// more than one of the reserved permissions it implies.
 func (c *catalog) top(set bitset) string {
 	best, most := -1, 0
 	set.each(func(i int32) {
-		if !c.implied[i].subsetOf(set) {
-			return
-		}
 		n := 0
-		c.implied[i].each(func(int32) { n++ })
-		if n > most {
+		c.implied[i].each(func(j int32) {
+			if set.has(j) {
+				n++
+			}
+		})
+		if n > most || n == most && best >= 0 && IsReserved(c.perms[best].Name) && !IsReserved(c.perms[i].Name) {
 			best, most = int(i), n
 		}
 	})

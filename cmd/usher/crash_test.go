@@ -299,13 +299,24 @@ func (cw *crashWorld) observe(t *testing.T, conn *grpc.ClientConn) seen {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin := usherv1.NewAdminServiceClient(conn)
-	exp, err := admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
+	exp, err := admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{PageSize: 1000})
 	if err != nil {
 		t.Fatalf("ExportPolicy: %v", err)
 	}
 	s := seen{revision: exp.GetRevision(), grants: map[string]bool{}, events: map[string]bool{}, ownerGrants: map[string]bool{}, blocks: map[string]bool{}}
-	for _, r := range exp.GetPolicy().GetResources() {
-		s.events[r.GetName()] = true
+	for {
+		for _, r := range exp.GetPolicy().GetResources() {
+			s.events[r.GetName()] = true
+		}
+		if exp.GetNextPageToken() == "" {
+			break
+		}
+		if exp, err = admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{PageSize: 1000, PageToken: exp.GetNextPageToken(), MinRevision: s.revision}); err != nil {
+			t.Fatalf("ExportPolicy: %v", err)
+		}
+		if exp.GetRevision() != s.revision {
+			t.Fatalf("ExportPolicy pages at revisions %d and %d: nothing else writes", s.revision, exp.GetRevision())
+		}
 	}
 	list := func(req *usherv1.ListGrantsRequest, each func(*usherv1.Grant)) {
 		req.PageSize, req.MinRevision = 1000, s.revision
