@@ -106,6 +106,16 @@ func newAuthWorld(t *testing.T) *authWorld {
 // passing opts to server.New, and returns its address and store.
 func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *storage.Store) {
 	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, lis, dir, logger, opts...)
+}
+
+// serveOn is serveWith on a listener of the caller's.
+func serveOn(t *testing.T, lis net.Listener, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *storage.Store) {
+	t.Helper()
 	store, err := storage.Open(filepath.Join(dir, "usher.db"), storage.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -119,10 +129,6 @@ func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.Serve
 		t.Fatal(err)
 	}
 	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg)); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		t.Fatal(err)
 	}
 	srv := server.New(engine, logger, opts...)

@@ -32,6 +32,14 @@ func TestPeerKey(t *testing.T) {
 	}
 }
 
+func TestRoomForConns(t *testing.T) {
+	for fds, want := range map[uint64]int{1024: 960, 20000: 19936, 100: 50, 1 << 40: 1 << 30} {
+		if got := roomForConns(fds); got != want {
+			t.Errorf("roomForConns(%d) = %d, want %d", fds, got, want)
+		}
+	}
+}
+
 // syncLog is a log that tests read while the server writes it.
 type syncLog struct {
 	mu sync.Mutex
