@@ -106,6 +106,16 @@ func newAuthWorld(t *testing.T) *authWorld {
 // passing opts to server.New, and returns its address and store.
 func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *bolt.Store) {
 	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, lis, dir, logger, opts...)
+}
+
+// serveOn is serveWith on a listener of the caller's.
+func serveOn(t *testing.T, lis net.Listener, dir string, logger *slog.Logger, opts ...grpc.ServerOption) (string, *bolt.Store) {
+	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -119,10 +129,6 @@ func serveWith(t *testing.T, dir string, logger *slog.Logger, opts ...grpc.Serve
 		t.Fatal(err)
 	}
 	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		t.Fatal(err)
 	}
 	srv := server.New(engine, logger, opts...)
@@ -401,6 +407,73 @@ func TestCallersFileChangesTakeEffectWithoutRestart(t *testing.T) {
 	})
 	if err := checkCall(t, newAdmin); err != nil {
 		t.Fatalf("after a broken callers file, the previous callers stay: %v", err)
+	}
+}
+
+// rewriteKeepingStat writes data over file in place, as an editor or a
+// rotation that keeps the modification time (cp -p, rsync -t) does, and
+// fails the test unless the file's size and modification time are what
+// they were: only its contents tell that it changed.
+func rewriteKeepingStat(t *testing.T, file string, data []byte) {
+	t.Helper()
+	before, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(file, time.Time{}, before.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("%s: rewritten with size %d and time %s, want %d and %s", file, after.Size(), after.ModTime(), before.Size(), before.ModTime())
+	}
+}
+
+func TestACallersFileRewrittenWithItsSizeAndTimeTakesEffect(t *testing.T) {
+	w := newAuthWorld(t)
+	oldAdmin := w.dial(credential{token: w.adminToken})
+	if err := checkCall(t, oldAdmin); err != nil {
+		t.Fatalf("the backend's token before the rotation: %v", err)
+	}
+	// The backend's token is rotated: the same line with another hash.
+	rotated := newToken(t)
+	rewriteKeepingStat(t, w.callersFile, fmt.Appendf(nil, authCallers, hashOf(w.checkToken), hashOf(rotated)))
+	newAdmin := w.dial(credential{token: rotated})
+	eventually(t, 5*time.Second, "the rotated token is accepted", func() bool { return checkCall(t, newAdmin) == nil })
+	wantCode(t, checkCall(t, oldAdmin), codes.Unauthenticated)
+	if !strings.Contains(w.logs.String(), "callers file reloaded") {
+		t.Errorf("the reload was not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+func TestAServerCertificateRewrittenWithItsSizeAndTimeIsServed(t *testing.T) {
+	w := newAuthWorld(t)
+	// ECDSA signatures vary in length by a byte or two: issue until the
+	// renewed certificate and key are as long as the first.
+	var renewed testpki.Pair
+	for range 100 {
+		renewed = w.ca.Server(t, "usher")
+		if len(renewed.CertPEM) == len(w.serverCert.CertPEM) && len(renewed.KeyPEM) == len(w.serverCert.KeyPEM) {
+			break
+		}
+	}
+	if len(renewed.CertPEM) != len(w.serverCert.CertPEM) || len(renewed.KeyPEM) != len(w.serverCert.KeyPEM) {
+		t.Fatal("no renewed certificate of the first one's length in 100 tries")
+	}
+	rewriteKeepingStat(t, w.keyFile, renewed.KeyPEM)
+	rewriteKeepingStat(t, w.certFile, renewed.CertPEM)
+	var p peer.Peer
+	if _, err := healthpb.NewHealthClient(w.dial(credential{})).Check(callCtx(t), &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
+		t.Fatalf("health check: %v", err)
+	}
+	if got := p.AuthInfo.(credentials.TLSInfo).State.PeerCertificates[0]; !got.Equal(renewed.Cert) {
+		t.Fatalf("a new connection got certificate %d after the files were rewritten; want the renewed %d", got.SerialNumber, renewed.Cert.SerialNumber)
 	}
 }
 

@@ -259,8 +259,8 @@ type CallerSource struct {
 	logger  *slog.Logger
 	current atomic.Pointer[Callers]
 
-	mu    sync.Mutex // serializes reloads
-	stamp string     // of the file as last read
+	mu     sync.Mutex // serializes reloads
+	digest string     // of the file's contents as last read
 }
 
 // NewCallerSource reads file, which must parse: a server does not start with
@@ -285,8 +285,8 @@ func (s *CallerSource) Reload() error {
 	return err
 }
 
-// Watch checks the file every second until ctx ends and reloads it when its
-// modification time or size changed.
+// Watch reads the file every second until ctx ends and reloads the callers
+// when its contents changed.
 func (s *CallerSource) Watch(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -300,25 +300,20 @@ func (s *CallerSource) Watch(ctx context.Context) {
 	}
 }
 
-// reload reads the file if force or if it changed since the last reading,
-// and reports whether it read it. Failures are logged once per change of the
-// file, not once per poll.
+// reload parses the file if force or if its contents changed since the
+// last reading, and reports whether it did. Failures are logged once per
+// change of the file, not once per poll.
 func (s *CallerSource) reload(force bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// The stamp is taken before reading, so a write that lands during the
-	// reading changes the stamp again and is read at the next poll.
-	stamp, err := stampFiles(s.file)
-	if err != nil {
-		stamp = "unreadable: " + err.Error()
-	}
-	if !force && stamp == s.stamp {
+	contents, digest, err := readFiles(s.file)
+	if !force && digest == s.digest {
 		return false, nil
 	}
-	s.stamp = stamp
+	s.digest = digest
 	var c *Callers
 	if err == nil {
-		c, err = LoadCallers(s.file)
+		c, err = ParseCallers(s.file, contents[0])
 	}
 	if err != nil {
 		if s.current.Load() != nil {
@@ -333,16 +328,21 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 	return true, nil
 }
 
-// stampFiles identifies the current contents of files by modification time
-// and size, cheaply enough to check at every TLS handshake.
-func stampFiles(files ...string) (string, error) {
-	var b strings.Builder
-	for _, f := range files {
-		fi, err := os.Stat(f)
+// readFiles reads files and returns their contents and a digest of them:
+// the SHA-256 of each, so that a change is seen whatever it leaves of the
+// modification time and size (a rotation that writes a same-sized file and
+// keeps the time, a copy with cp -p). A failure to read is its own digest,
+// so that it is logged once, not at every reading.
+func readFiles(files ...string) ([][]byte, string, error) {
+	contents := make([][]byte, len(files))
+	digest := make([]byte, 0, len(files)*sha256.Size)
+	for i, f := range files {
+		data, err := os.ReadFile(f)
 		if err != nil {
-			return "", err
+			return nil, "unreadable: " + err.Error(), err
 		}
-		fmt.Fprintf(&b, "%s %d %d\n", f, fi.ModTime().UnixNano(), fi.Size())
+		sum := sha256.Sum256(data)
+		contents[i], digest = data, append(digest, sum[:]...)
 	}
-	return b.String(), nil
+	return contents, string(digest), nil
 }

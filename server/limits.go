@@ -40,6 +40,10 @@ import (
 // with the store, and a client that wants more than grpc-go's default
 // 4 MiB must raise its grpc.MaxCallRecvMsgSize.
 //
+// What a client may make the server hold before its calls are
+// authenticated, connections, streams, headers and requests still
+// arriving, is bounded by ConnLimits.
+//
 // A refusal quotes an offending value of more than 512 bytes only by its
 // start and length. A request that is not valid protobuf (truncated,
 // garbled, a string that is not UTF-8) never reaches a handler: grpc-go

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 )
 
@@ -17,9 +16,9 @@ type TLSFiles struct {
 	ClientCA  string // empty: client certificates are not requested
 }
 
-// NewTLSConfig returns a server TLS configuration that reads files again when
-// their modification time or size changes, checked at each handshake, so
-// that a renewed certificate or CA is used by new connections without a
+// NewTLSConfig returns a server TLS configuration that reads its files at
+// each handshake and loads them again when their contents changed, so that
+// a renewed certificate or CA is used by new connections without a
 // restart. A reading that fails keeps the previous certificate or CA and is
 // logged. With a client CA, client certificates are requested and verified
 // but not required, so that callers with a bearer token connect without one.
@@ -35,25 +34,22 @@ func NewTLSConfig(files TLSFiles, logger *slog.Logger) (*tls.Config, error) {
 	if files.ClientCA != "" {
 		clientAuth = tls.VerifyClientCertIfGiven
 	}
-	getCertificate := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		cert, _, err := r.current()
-		return cert, err
-	}
+	// The files are read once per handshake, here, and the certificate
+	// and CA pool returned go together.
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		ClientAuth:     clientAuth,
-		GetCertificate: getCertificate,
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: clientAuth,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			_, pool, err := r.current()
+			cert, pool, err := r.current()
 			if err != nil {
 				return nil, err
 			}
 			return &tls.Config{
-				MinVersion:     tls.VersionTLS12,
-				NextProtos:     []string{"h2"}, // gRPC needs ALPN h2
-				ClientAuth:     clientAuth,
-				ClientCAs:      pool,
-				GetCertificate: getCertificate,
+				MinVersion:   tls.VersionTLS12,
+				NextProtos:   []string{"h2"}, // gRPC needs ALPN h2
+				ClientAuth:   clientAuth,
+				ClientCAs:    pool,
+				Certificates: []tls.Certificate{*cert},
 			}, nil
 		}}, nil
 }
@@ -64,49 +60,49 @@ type tlsFiles struct {
 	logger *slog.Logger
 
 	mu          sync.Mutex
-	certStamp   string
-	caStamp     string
+	certDigest  string
+	caDigest    string
 	certificate *tls.Certificate
 	clientCAs   *x509.CertPool
 }
 
-// current returns the certificate and client CA pool, reading the files again
-// first if they changed.
+// current returns the certificate and client CA pool, loading them again
+// first if the files' contents changed.
 func (r *tlsFiles) current() (*tls.Certificate, *x509.CertPool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	loadCert := func() (*tls.Certificate, error) {
-		cert, err := tls.LoadX509KeyPair(r.files.Cert, r.files.Key)
+	loadCert := func(pem [][]byte) (*tls.Certificate, error) {
+		cert, err := tls.X509KeyPair(pem[0], pem[1])
 		return &cert, err
 	}
-	if err := reread(r.logger, "TLS certificate", &r.certStamp, &r.certificate, loadCert, r.files.Cert, r.files.Key); err != nil {
+	if err := reread(r.logger, "TLS certificate", &r.certDigest, &r.certificate, loadCert, r.files.Cert, r.files.Key); err != nil {
 		return nil, nil, err
 	}
 	if r.files.ClientCA == "" {
 		return r.certificate, nil, nil
 	}
-	loadCA := func() (*x509.CertPool, error) { return loadCertPool(r.files.ClientCA) }
-	if err := reread(r.logger, "TLS client CA", &r.caStamp, &r.clientCAs, loadCA, r.files.ClientCA); err != nil {
+	loadCA := func(pem [][]byte) (*x509.CertPool, error) { return certPool(r.files.ClientCA, pem[0]) }
+	if err := reread(r.logger, "TLS client CA", &r.caDigest, &r.clientCAs, loadCA, r.files.ClientCA); err != nil {
 		return nil, nil, err
 	}
 	return r.certificate, r.clientCAs, nil
 }
 
-// reread replaces *value with load's result when files changed since *stamp.
-// A failed load keeps the previous value and is logged; with no previous
-// value it is an error. The stamp is kept even on failure: a certificate and
-// its key are rarely replaced at the same instant, and the next change of
-// either file is read again.
-func reread[T any](logger *slog.Logger, what string, stamp *string, value **T, load func() (*T, error), files ...string) error {
-	now, err := stampFiles(files...)
-	if err != nil {
-		now = "unreadable: " + err.Error()
-	}
-	if now == *stamp && *value != nil {
+// reread replaces *value with what load makes of files' contents when they
+// changed since *digest. A failed load keeps the previous value and is
+// logged; with no previous value it is an error. The digest is kept even
+// on failure: a certificate and its key are rarely replaced at the same
+// instant, and the next change of either file is loaded again.
+func reread[T any](logger *slog.Logger, what string, digest *string, value **T, load func([][]byte) (*T, error), files ...string) error {
+	contents, now, err := readFiles(files...)
+	if now == *digest && *value != nil {
 		return nil
 	}
-	*stamp = now
-	v, err := load()
+	*digest = now
+	var v *T
+	if err == nil {
+		v, err = load(contents)
+	}
 	switch {
 	case err == nil:
 		if *value != nil {
@@ -121,12 +117,8 @@ func reread[T any](logger *slog.Logger, what string, stamp *string, value **T, l
 	return nil
 }
 
-// loadCertPool reads a PEM file of one or more CA certificates.
-func loadCertPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
+// certPool parses the PEM of one or more CA certificates read from file.
+func certPool(file string, pem []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", file)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -37,8 +38,44 @@ func serve(args []string) error {
 	fs.StringVar(&tlsFiles.ClientCA, "client-ca", envOr("USHER_CLIENT_CA", ""),
 		"verify client certificates against this PEM CA bundle, for callers identified by certificate; reread when it changes (env USHER_CLIENT_CA)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
+
+	// Connection limits: one flag per field of server.ConnLimits, each
+	// defaulting to server.DefaultConnLimits (see README, "Reliability and
+	// limits").
+	limits := server.DefaultConnLimits()
+	fs.IntVar(&limits.MaxConns, "max-conns", limits.MaxConns,
+		"most connections held at once; more are closed when accepted (0: as many as the file-descriptor limit allows)")
+	fs.IntVar(&limits.MaxConnsPerPeer, "max-conns-per-peer", limits.MaxConnsPerPeer,
+		"most connections one IPv4 address or IPv6 /64 may hold at once (0: no limit)")
+	fs.Func("max-streams", fmt.Sprintf("most `calls` in flight on one connection (0: no limit) (default %d)", limits.MaxStreams),
+		func(s string) error { return parseUint32(s, &limits.MaxStreams) })
+	fs.Func("max-header-bytes", fmt.Sprintf("largest header list of a call, in `bytes` (default %d)", limits.MaxHeaderBytes),
+		func(s string) error { return parseUint32(s, &limits.MaxHeaderBytes) })
+	fs.Int64Var(&limits.ReceiveBudget, "receive-budget", limits.ReceiveBudget,
+		"most bytes that requests still arriving may hold across all connections (0: no limit)")
+	fs.DurationVar(&limits.RequestTimeout, "request-timeout", limits.RequestTimeout,
+		"close a connection whose request has not arrived in full this long after its headers (0: never)")
+	fs.DurationVar(&limits.HandshakeTimeout, "handshake-timeout", limits.HandshakeTimeout,
+		"close a new connection that has not finished its TLS and HTTP/2 handshake in this time")
+	fs.DurationVar(&limits.IdleTimeout, "idle-timeout", limits.IdleTimeout,
+		"close a connection with no call in flight for this long (0: never)")
+	fs.DurationVar(&limits.KeepaliveTime, "keepalive-time", limits.KeepaliveTime,
+		"ping a connection silent for this long")
+	fs.DurationVar(&limits.KeepaliveTimeout, "keepalive-timeout", limits.KeepaliveTimeout,
+		"close a pinged connection that has not answered in this time")
+	fs.DurationVar(&limits.KeepaliveMinTime, "keepalive-min-time", limits.KeepaliveMinTime,
+		"disconnect a client that pings more often than this")
+	fs.Func("stream-window", fmt.Sprintf("fixed HTTP/2 flow-control window of a stream, in `bytes` (default %d)", limits.StreamWindow),
+		func(s string) error { return parseInt32(s, &limits.StreamWindow) })
+	fs.Func("conn-window", fmt.Sprintf("fixed HTTP/2 flow-control window of a connection, in `bytes` (default %d)", limits.ConnWindow),
+		func(s string) error { return parseInt32(s, &limits.ConnWindow) })
+	// End of the connection limits.
+
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := limits.Validate(); err != nil {
+		return fmt.Errorf("connection limits: %w", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -72,13 +109,14 @@ func serve(args []string) error {
 	default:
 		fmt.Fprintln(os.Stderr, "WARNING: no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
 	}
+	var creds credentials.TransportCredentials // nil: plaintext
 	switch {
 	case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
 		tlsConfig, err := server.NewTLSConfig(tlsFiles, logger)
 		if err != nil {
 			return err
 		}
-		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		creds = credentials.NewTLS(tlsConfig)
 		security += ", TLS"
 		if tlsFiles.ClientCA != "" {
 			security += " with client certificates"
@@ -121,7 +159,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := server.New(engine, logger, append(serverOpts, server.WithBackup(store))...)
+	lis, limitOpts := limits.Apply(lis, creds, logger)
+	srv := server.New(engine, logger, append(append(serverOpts, limitOpts...), server.WithBackup(store))...)
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
@@ -166,6 +205,20 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// parseUint32 and parseInt32 read a flag's value into a field of that size,
+// refusing what does not fit.
+func parseUint32(s string, v *uint32) error {
+	n, err := strconv.ParseUint(s, 0, 32)
+	*v = uint32(n)
+	return err
+}
+
+func parseInt32(s string, v *int32) error {
+	n, err := strconv.ParseInt(s, 0, 32)
+	*v = int32(n)
+	return err
 }
 
 func applyPolicy(engine *authz.Engine, name string) error {

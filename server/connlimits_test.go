@@ -1,0 +1,172 @@
+package server_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/testpki"
+	"github.com/usher-authz/usher/server"
+)
+
+func TestConnLimitsValidate(t *testing.T) {
+	if err := server.DefaultConnLimits().Validate(); err != nil {
+		t.Fatalf("the default limits: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*server.ConnLimits)
+		err    string
+	}{
+		{"a negative total is refused", func(l *server.ConnLimits) { l.MaxConns = -1 }, "MaxConns -1: must be at least 0"},
+		{"a negative per-peer limit is refused", func(l *server.ConnLimits) { l.MaxConnsPerPeer = -5 }, "MaxConnsPerPeer -5: must be at least 0"},
+		{"a header limit under 1 KiB is refused", func(l *server.ConnLimits) { l.MaxHeaderBytes = 100 }, "MaxHeaderBytes 100: must be at least 1024"},
+		{"a budget smaller than one request message is refused", func(l *server.ConnLimits) { l.ReceiveBudget = 1 << 20 },
+			"ReceiveBudget 1048576: must be 0 (no limit) or at least the largest request message, 4194304 bytes"},
+		{"a window grpc-go would ignore is refused", func(l *server.ConnLimits) { l.StreamWindow = 1000 }, "StreamWindow 1000: must be at least 65535"},
+		{"a negative timeout is refused", func(l *server.ConnLimits) { l.RequestTimeout = -time.Second }, "RequestTimeout -1s: must not be negative"},
+		{"a handshake without a timeout is refused: grpc-go reads 0 as at once", func(l *server.ConnLimits) { l.HandshakeTimeout = 0 }, "HandshakeTimeout 0s: must be positive"},
+		{"keepalive without a minimum interval is refused: grpc-go reads 0 as 5 minutes", func(l *server.ConnLimits) { l.KeepaliveMinTime = 0 }, "KeepaliveMinTime 0s: must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := server.DefaultConnLimits()
+			tc.change(&l)
+			if err := l.Validate(); err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Validate() = %v, want %q", err, tc.err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*server.ConnLimits)
+	}{
+		{"no connection limits", func(l *server.ConnLimits) { l.MaxConns, l.MaxConnsPerPeer, l.MaxStreams = 0, 0, 0 }},
+		{"no budget and no request timeout", func(l *server.ConnLimits) { l.ReceiveBudget, l.RequestTimeout = 0, 0 }},
+		{"connections never idle out", func(l *server.ConnLimits) { l.IdleTimeout = 0 }},
+	} {
+		t.Run("zero means "+tc.name, func(t *testing.T) {
+			l := server.DefaultConnLimits()
+			tc.change(&l)
+			if err := l.Validate(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestConnLimitsKeepCallersWorking serves through everything Apply adds, over
+// plaintext and over TLS, and calls as each kind of caller does: by token,
+// by client certificate, with a request near the message limit, and with
+// more calls at once than a connection may carry.
+func TestConnLimitsKeepCallersWorking(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "acme CA")
+	certFile, keyFile := ca.Server(t, "usher").Write(t, dir, "server")
+	caFile := filepath.Join(dir, "client-ca.crt")
+	testpki.WriteFile(t, caFile, ca.PEM())
+	consoleCert := ca.Client(t, pkix.Name{CommonName: "console", Organization: []string{"acme"}})
+	token := newToken(t)
+	callersFile := filepath.Join(dir, "callers.yaml")
+	writeCallers(t, callersFile, "callers:\n  - {name: backend, kind: admin, token_sha256: "+hashOf(token)+"}\n"+
+		"  - {name: console, kind: admin, certificate_subject: 'CN=console,O=acme'}\n")
+	logs := &logBuffer{}
+	src, err := server.NewCallerSource(callersFile, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig, err := server.NewTLSConfig(server.TLSFiles{Cert: certFile, Key: keyFile, ClientCA: caFile}, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	pair, err := tls.X509KeyPair(consoleCert.CertPEM, consoleCert.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	limits := server.DefaultConnLimits()
+	limits.MaxStreams = 4
+	for _, tc := range []struct {
+		name    string
+		creds   credentials.TransportCredentials // the server's; nil: plaintext
+		clients map[string]credentials.TransportCredentials
+	}{
+		{"plaintext", nil, map[string]credentials.TransportCredentials{"token": insecure.NewCredentials()}},
+		{"TLS", credentials.NewTLS(tlsConfig), map[string]credentials.TransportCredentials{
+			"token":              credentials.NewTLS(&tls.Config{RootCAs: roots}),
+			"client certificate": credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, opts := limits.Apply(lis, tc.creds, logs.logger())
+			addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), append(opts, server.WithCallers(src))...)
+			for how, creds := range tc.clients {
+				opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+				if how == "token" {
+					opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+				}
+				conn, err := grpc.NewClient(addr, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				if _, err := grantCall(t, conn, "user:dana"); err != nil {
+					t.Errorf("Grant by %s: %v", how, err)
+				}
+				// More checks at once than the 4 streams a connection may
+				// carry: the client queues them.
+				errs := make(chan error, 20)
+				for range 20 {
+					go func() { errs <- checkCall(t, conn) }()
+				}
+				for range 20 {
+					if err := <-errs; err != nil {
+						t.Errorf("Check by %s, 20 at once: %v", how, err)
+					}
+				}
+				// A batch larger than a connection's allowance draws on
+				// the budget.
+				batch := &usherv1.CheckBatchRequest{}
+				for range server.MaxBatch {
+					batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: "user:" + strings.Repeat("d", 256), Permission: "join-call", Resource: "root"})
+				}
+				if _, err := usherv1.NewAuthorizationServiceClient(conn).CheckBatch(callCtx(t), batch); err != nil {
+					t.Errorf("CheckBatch of %d bytes by %s: %v", proto.Size(batch), how, err)
+				}
+				// A request just under the message limit arrives whole, to
+				// be refused for what it says; one past it is refused by
+				// grpc-go; the connection goes on.
+				check := func(n int) error {
+					_, err := usherv1.NewAuthorizationServiceClient(conn).Check(callCtx(t),
+						&usherv1.CheckRequest{Subject: "user:" + strings.Repeat("d", n), Permission: "join-call", Resource: "root"})
+					return err
+				}
+				wantCode(t, check(server.MaxMessageSize-100), codes.InvalidArgument)
+				wantCode(t, check(server.MaxMessageSize), codes.ResourceExhausted)
+				if err := checkCall(t, conn); err != nil {
+					t.Errorf("Check by %s after a refused message: %v", how, err)
+				}
+			}
+		})
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("callers within the limits were refused:\n%s", logs.String())
+	}
+}

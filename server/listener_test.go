@@ -1,0 +1,153 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPeerKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, addr, key string
+	}{
+		{"an IPv4 peer is its address", "192.0.2.7:4000", "192.0.2.7"},
+		{"an IPv4 peer over IPv6 is its IPv4 address", "[::ffff:192.0.2.7]:4000", "192.0.2.7"},
+		{"an IPv6 peer is its /64", "[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:4000", "2001:db8:1:2::/64"},
+		{"IPv6 addresses of one /64 are one peer", "[2001:db8:1:2::1]:5000", "2001:db8:1:2::/64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, err := net.ResolveTCPAddr("tcp", tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := peerKey(addr); got != tc.key {
+				t.Errorf("peerKey(%s) = %q, want %q", tc.addr, got, tc.key)
+			}
+		})
+	}
+}
+
+func TestRoomForConns(t *testing.T) {
+	for fds, want := range map[uint64]int{1024: 960, 20000: 19936, 100: 50, 1 << 40: 1 << 30} {
+		if got := roomForConns(fds); got != want {
+			t.Errorf("roomForConns(%d) = %d, want %d", fds, got, want)
+		}
+	}
+}
+
+// syncLog is a log that tests read while the server writes it.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// dialFrom connects to addr from a loopback address of its own; Linux
+// routes all of 127.0.0.0/8 to lo, other systems may not.
+func dialFrom(t *testing.T, addr, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot connect from %s: %v", from, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedSoon says whether the listener's side closed c within a moment.
+func closedSoon(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func TestLimitListener(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncLog
+	lis := newLimitListener(inner, 4, 2, newRefusalLog(slog.New(slog.NewTextHandler(&logs, nil))))
+	defer lis.Close()
+	accepted := make(chan net.Conn, 100)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	addr := inner.Addr().String()
+	held := func(from string) (net.Conn, bool) {
+		t.Helper()
+		c := dialFrom(t, addr, from)
+		return c, !closedSoon(c)
+	}
+
+	if _, ok := held("127.0.0.2"); !ok {
+		t.Fatal("the first connection of a peer was closed")
+	}
+	if _, ok := held("127.0.0.2"); !ok {
+		t.Fatal("the second connection of a peer, at its limit of 2, was closed")
+	}
+	if _, ok := held("127.0.0.2"); ok {
+		t.Fatal("a third connection of a peer with a limit of 2 was held")
+	}
+	if _, ok := held("127.0.0.3"); !ok {
+		t.Fatal("another peer's connection was closed")
+	}
+	if _, ok := held("127.0.0.4"); !ok {
+		t.Fatal("the fourth connection, at the total of 4, was closed")
+	}
+	if _, ok := held("127.0.0.5"); ok {
+		t.Fatal("a fifth connection was held with a total of 4")
+	}
+	(<-accepted).Close()
+	if _, ok := held("127.0.0.5"); !ok {
+		t.Fatal("a connection was closed after one of the 4 held ended")
+	}
+
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`level=WARN msg="connection refused: the peer holds its limit of connections" peer=127\.0\.0\.2:\d+ peer_key=127\.0\.0\.2 max_conns_per_peer=2`),
+		regexp.MustCompile(`level=WARN msg="connection refused: the server holds its limit of connections" peer=127\.0\.0\.5:\d+ max_conns=4`),
+	} {
+		if !want.MatchString(logs.String()) {
+			t.Errorf("the log does not match %s:\n%s", want, logs.String())
+		}
+	}
+
+	// A flood of refusals, the server holding its 4, writes a few lines,
+	// then says how many it left out.
+	for range 50 {
+		held("127.0.0.6")
+	}
+	time.Sleep(time.Second / refusalsPerSecond)
+	held("127.0.0.6")
+	lines := strings.Count(logs.String(), "the server holds its limit")
+	if lines > refusalBurst+3 {
+		t.Errorf("52 refusals wrote %d lines:\n%s", lines, logs.String())
+	}
+	if !regexp.MustCompile(`server holds its limit.* not_logged_since_last=\d+`).MatchString(logs.String()) {
+		t.Errorf("no line says how many refusals were not logged:\n%s", logs.String())
+	}
+}
