@@ -89,6 +89,7 @@ type Engine struct {
 	backend Backend
 	clock   Clock
 	logger  *slog.Logger
+	timeout time.Duration
 	idx     atomic.Pointer[Index]
 
 	mu      sync.Mutex
@@ -130,7 +131,15 @@ const (
 type Options struct {
 	Clock  Clock        // default SystemClock
 	Logger *slog.Logger // default discards
+	// CommitTimeout bounds one backend transaction, so that a backend cut
+	// off from its cluster fails writes rather than holds them; default
+	// DefaultCommitTimeout.
+	CommitTimeout time.Duration
 }
+
+// DefaultCommitTimeout is how long a backend transaction may take before
+// its writes fail as Unavailable.
+const DefaultCommitTimeout = 10 * time.Second
 
 // Start builds an index from the backend's snapshot, follows its commits
 // from then on, and returns an engine that commits to it. Close stops it.
@@ -141,7 +150,10 @@ func Start(ctx context.Context, b Backend, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, touched: map[string]int{}, fed: make(chan struct{})}
+	if opts.CommitTimeout <= 0 {
+		opts.CommitTimeout = DefaultCommitTimeout
+	}
+	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, touched: map[string]int{}, fed: make(chan struct{})}
 	e.idle = sync.NewCond(&e.mu)
 	idx, err := e.load(ctx)
 	if err != nil {
@@ -189,17 +201,30 @@ func (e *Engine) Backend() Backend { return e.backend }
 
 // feed applies the backend's commits to the index as they arrive. A change
 // set the index cannot apply, or a log compacted past the index's revision,
-// makes it build a new index from a snapshot and switch to it.
+// makes it build a new index from a snapshot and switch to it; a feed that
+// fails otherwise (a backend out of reach) is followed again after a pause,
+// from the revision the index has.
 func (e *Engine) feed(ctx context.Context) {
 	defer close(e.fed)
+	pause := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		idx := e.Index()
 		err := e.follow(ctx, idx)
 		if ctx.Err() != nil {
 			return
 		}
+		if idx.Broken() == nil && !errors.Is(err, ErrCompacted) {
+			e.logger.Warn("the index lost its feed; following again", "revision", idx.Revision(), "error", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 5*time.Second)
+			continue
+		}
+		pause = 100 * time.Millisecond
 		e.state.Store(int32(Resyncing))
-		e.logger.Warn("the index stopped following the backend; loading a snapshot", "revision", idx.Revision(), "error", err)
+		e.logger.Warn("the index cannot follow the backend; loading a snapshot", "revision", idx.Revision(), "error", err)
 		for ctx.Err() == nil {
 			fresh, err := e.load(ctx)
 			if err == nil {
@@ -230,6 +255,24 @@ func (e *Engine) follow(ctx context.Context, idx *Index) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// Check is the current index's Check: for callers that keep the engine
+// rather than an index, which a resync replaces.
+func (e *Engine) Check(q Query) (Decision, Revision, error) { return e.Index().Check(q) }
+
+// Latest asks the backend for its latest revision, when it can say: the
+// revision the index is behind of.
+func (e *Engine) Latest(ctx context.Context) (Revision, error) {
+	r, ok := e.backend.(interface {
+		Revision(context.Context) (Revision, error)
+	})
+	if !ok {
+		return 0, errors.New("the backend does not say its revision")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return r.Revision(ctx)
 }
 
 // Resyncs counts the times the index was rebuilt from a snapshot.
@@ -404,7 +447,9 @@ func (e *Engine) commitBatches() {
 		var results []Committed
 		var err error
 		if len(ws) > 0 {
-			results, err = e.backend.Commit(context.Background(), ws)
+			ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+			results, err = e.backend.Commit(ctx, ws)
+			cancel()
 		}
 		var last Revision
 		for i, p := range live {

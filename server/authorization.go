@@ -11,7 +11,16 @@ import (
 
 type authorizationServer struct {
 	usherv1.UnimplementedAuthorizationServiceServer
-	engine *authz.Engine
+	engine  *authz.Engine
+	serving func() bool
+}
+
+func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRevisionRequest) (*usherv1.GetRevisionResponse, error) {
+	out := &usherv1.GetRevisionResponse{Revision: uint64(s.engine.Index().Revision()), Serving: s.serving()}
+	if latest, err := s.engine.Latest(ctx); err == nil {
+		out.Latest = uint64(latest)
+	}
+	return out, nil
 }
 
 func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckRequest) (*usherv1.CheckResponse, error) {

@@ -112,7 +112,7 @@ func startEnvoy(t testing.TB, cfg server.EnvoyConfig, checker server.Checker) *e
 		checker = engine.Index()
 	}
 	srv := server.New(engine, slog.New(slog.DiscardHandler))
-	if err := server.RegisterEnvoy(srv, cfg, checker); err != nil {
+	if err := server.RegisterEnvoy(srv.Server, cfg, checker); err != nil {
 		t.Fatalf("RegisterEnvoy: %v", err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
@@ -19,12 +21,24 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
+// Server is a gRPC server with Usher's services, and the health it reports:
+// SERVING while its index follows the storage backend, NOT_SERVING while it
+// rebuilds the index from a snapshot and from the moment it starts draining.
+type Server struct {
+	*grpc.Server
+	health   *health.Server
+	engine   *authz.Engine
+	draining atomic.Bool
+	stop     chan struct{}
+	once     sync.Once
+}
+
 // New returns a gRPC server with Usher's services, grpc.health.v1 and server
 // reflection registered, logging and panic recovery installed, reading
 // requests of at most MaxMessageSize bytes (an option in opts may change
 // it). With WithCallers among opts, it authenticates callers; without,
 // every caller is anonymous and may call everything.
-func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -54,16 +68,69 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		}
 	}
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
-	s := grpc.NewServer(opts...)
-	usherv1.RegisterAuthorizationServiceServer(s, &authorizationServer{engine: engine})
-	usherv1.RegisterAdminServiceServer(s, &adminServer{engine: engine, backup: backupSource(opts)})
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(usherv1.AuthorizationService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(usherv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, hs)
-	reflection.Register(s)
+	gs := grpc.NewServer(opts...)
+	s := &Server{Server: gs, health: health.NewServer(), engine: engine, stop: make(chan struct{})}
+	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving})
+	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+	s.report()
+	go s.follow()
 	return s
+}
+
+// healthPoll is how often the server looks at its engine's state.
+const healthPoll = 200 * time.Millisecond
+
+// serving reports whether the server should be sent calls.
+func (s *Server) serving() bool {
+	return !s.draining.Load() && s.engine.State() == authz.Serving
+}
+
+// report sets every service's health from serving.
+func (s *Server) report() {
+	status := healthpb.HealthCheckResponse_NOT_SERVING
+	if s.serving() {
+		status = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, name := range []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(name, status)
+	}
+}
+
+// follow keeps the health current until the server stops.
+func (s *Server) follow() {
+	t := time.NewTicker(healthPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.report()
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// Drain reports NOT_SERVING from now on, so that load balancers send no new
+// calls, while calls in flight and new ones still get answers.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.report()
+}
+
+// GracefulStop drains, then stops accepting and waits for calls in flight.
+func (s *Server) GracefulStop() {
+	s.Drain()
+	s.once.Do(func() { close(s.stop) })
+	s.Server.GracefulStop()
+}
+
+// Stop drains, then closes every connection at once.
+func (s *Server) Stop() {
+	s.Drain()
+	s.once.Do(func() { close(s.stop) })
+	s.Server.Stop()
 }
 
 // callLevel keeps successful calls, the hot path among them, at debug level

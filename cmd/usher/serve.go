@@ -19,13 +19,12 @@ import (
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage/bolt"
 )
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "address to listen on (env USHER_ADDR)")
-	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file (env USHER_DATA)")
+	backend := addBackendFlags(fs)
 	policyFile := fs.String("policy", envOr("USHER_POLICY", ""),
 		"policy file or shipped policy name to apply at start-up (env USHER_POLICY); without it, an empty data file gets the default policy")
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
@@ -126,19 +125,19 @@ func serve(args []string) error {
 	}
 
 	start := time.Now()
-	store, err := bolt.Open(*data, bolt.Options{})
+	store, err := backend.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer store.close()
 	engine, err := authz.Start(ctx, store, authz.Options{Logger: logger})
 	if err != nil {
-		return fmt.Errorf("%s: %w", *data, err)
+		return fmt.Errorf("%s: %w", store.where, err)
 	}
 	defer engine.Close()
 	idx := engine.Index()
 	resources, grants, blocks := idx.Counts()
-	logger.Info("index loaded", "file", *data, "revision", idx.Revision(),
+	logger.Info("index loaded", "from", store.where, "revision", idx.Revision(),
 		"resources", resources, "grants", grants, "blocks", blocks, "took", time.Since(start).Round(time.Millisecond))
 	// The snapshot the index was built from is garbage now; hand its memory
 	// back rather than keep it resident for the life of the process.
@@ -160,12 +159,16 @@ func serve(args []string) error {
 		return err
 	}
 	lis, limitOpts := limits.Apply(lis, creds, logger)
-	srv := server.New(engine, logger, append(append(serverOpts, limitOpts...), server.WithBackup(store))...)
+	serverOpts = append(serverOpts, limitOpts...)
+	if store.backup != nil {
+		serverOpts = append(serverOpts, server.WithBackup(store.backup))
+	}
+	srv := server.New(engine, logger, serverOpts...)
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	fmt.Printf("usher: serving gRPC on %s (data %s, revision %d; %s)\n", lis.Addr(), *data, idx.Revision(), security)
+	fmt.Printf("usher: serving gRPC on %s (data %s, revision %d; %s)\n", lis.Addr(), store.where, idx.Revision(), security)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	select {
@@ -186,10 +189,11 @@ func serve(args []string) error {
 		logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
 		srv.Stop()
 	}
-	if err := store.Close(); err != nil {
+	engine.Close()
+	if err := store.close(); err != nil {
 		return err
 	}
-	logger.Info("stopped", "file", *data, "revision", engine.Index().Revision())
+	logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -35,6 +36,10 @@ type Options struct {
 	// which turns a second server started on the same file into a silent
 	// hang.
 	LockTimeout time.Duration
+	// Retain is how many change sets the change log keeps: once it holds
+	// twice as many, the store compacts it down to Retain in the
+	// background. 0 keeps every change set, the audit trail whole.
+	Retain authz.Revision
 }
 
 // Bucket names and meta keys are part of the file format.
@@ -69,6 +74,9 @@ type Store struct {
 	writer   chan struct{}
 	closed   bool
 	versions *storage.Versions
+	retain   authz.Revision
+
+	compacting atomic.Bool
 
 	mu        sync.Mutex // guards what watchers read
 	rev       authz.Revision
@@ -129,7 +137,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	return &Store{
-		db: db, path: path, writer: make(chan struct{}, 1), versions: storage.NewVersions(rev, 0),
+		db: db, path: path, writer: make(chan struct{}, 1), versions: storage.NewVersions(rev, 0), retain: opts.Retain,
 		rev: rev, compacted: compacted, notify: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
@@ -255,7 +263,27 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 		}
 	}
 	s.publish(committed)
+	s.maybeCompact()
 	return results, nil
+}
+
+// maybeCompact starts a compaction in the background once the log holds
+// twice the change sets the store retains. It runs under the writer lock
+// that Commit holds, so it only reads what Commit guards.
+func (s *Store) maybeCompact() {
+	if s.retain == 0 {
+		return
+	}
+	s.mu.Lock()
+	rev, compacted := s.rev, s.compacted
+	s.mu.Unlock()
+	if rev-compacted <= 2*s.retain || !s.compacting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.compacting.Store(false)
+		_ = s.Compact(context.Background(), rev-s.retain)
+	}()
 }
 
 // conflict returns the guard of w that moved since it was planned, also by

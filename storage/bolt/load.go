@@ -141,23 +141,40 @@ func (s *Store) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz
 	}
 }
 
-// Compact implements storage.Backend.
+// compactBatch is how many change sets one compaction transaction deletes,
+// so that compacting a long log never holds the writer for long.
+const compactBatch = 10_000
+
+// Compact implements storage.Backend. It deletes a batch of change sets per
+// transaction, moving the horizon with each.
 func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
+	for {
+		done, err := s.compactBatch(ctx, before)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// compactBatch deletes up to compactBatch change sets at or before before,
+// and reports whether none are left.
+func (s *Store) compactBatch(ctx context.Context, before authz.Revision) (bool, error) {
 	select {
 	case s.writer <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	defer func() { <-s.writer }()
 	if s.closed {
-		return storage.ErrClosed
+		return false, storage.ErrClosed
 	}
 	s.mu.Lock()
 	before = min(before, s.rev)
 	if before <= s.compacted {
 		s.mu.Unlock()
-		return nil
+		return true, nil
 	}
+	upTo := min(before, s.compacted+compactBatch)
 	s.mu.Unlock()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketChanges).Cursor()
@@ -166,23 +183,23 @@ func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
 			if err != nil {
 				return err
 			}
-			if rev > before {
+			if rev > upTo {
 				break
 			}
 			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyCompacted, storage.EncodeRevision(before))
+		return tx.Bucket(bucketMeta).Put(keyCompacted, storage.EncodeRevision(upTo))
 	})
 	if err != nil {
-		return fmt.Errorf("storage: compact: %w", closedAsErrClosed(err))
+		return false, fmt.Errorf("storage: compact: %w", closedAsErrClosed(err))
 	}
 	s.mu.Lock()
-	s.compacted = before
-	for len(s.recent) > 0 && s.recent[0].Revision <= before {
+	s.compacted = upTo
+	for len(s.recent) > 0 && s.recent[0].Revision <= upTo {
 		s.recent = s.recent[1:]
 	}
 	s.mu.Unlock()
-	return nil
+	return upTo == before, nil
 }

@@ -689,6 +689,106 @@ func (x *ListPermissionsResponse) GetRevision() uint64 {
 	return 0
 }
 
+type GetRevisionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevisionRequest) Reset() {
+	*x = GetRevisionRequest{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevisionRequest) ProtoMessage() {}
+
+func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
+func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{9}
+}
+
+type GetRevisionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision checks are answered at.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The latest revision committed to the storage backend, as far as this
+	// server can tell; 0 when the backend is out of reach.
+	Latest uint64 `protobuf:"varint,2,opt,name=latest,proto3" json:"latest,omitempty"`
+	// False while the server rebuilds its index from a snapshot, or drains.
+	Serving       bool `protobuf:"varint,3,opt,name=serving,proto3" json:"serving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevisionResponse) Reset() {
+	*x = GetRevisionResponse{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevisionResponse) ProtoMessage() {}
+
+func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
+func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetRevisionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *GetRevisionResponse) GetLatest() uint64 {
+	if x != nil {
+		return x.Latest
+	}
+	return 0
+}
+
+func (x *GetRevisionResponse) GetServing() bool {
+	if x != nil {
+		return x.Serving
+	}
+	return false
+}
+
 var File_usher_v1_authorization_proto protoreflect.FileDescriptor
 
 const file_usher_v1_authorization_proto_rawDesc = "" +
@@ -739,18 +839,24 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\x17ListPermissionsResponse\x12 \n" +
 	"\vpermissions\x18\x01 \x03(\tR\vpermissions\x12%\n" +
 	"\x0eresource_known\x18\x02 \x01(\bR\rresourceKnown\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision*z\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\x14\n" +
+	"\x12GetRevisionRequest\"c\n" +
+	"\x13GetRevisionResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06latest\x18\x02 \x01(\x04R\x06latest\x12\x18\n" +
+	"\aserving\x18\x03 \x01(\bR\aserving*z\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREASON_GRANTED\x10\x01\x12\x12\n" +
 	"\x0eREASON_BLOCKED\x10\x02\x12\x13\n" +
 	"\x0fREASON_NO_GRANT\x10\x03\x12\x1b\n" +
-	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xf1\x01\n" +
+	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xbd\x02\n" +
 	"\x14AuthorizationService\x128\n" +
 	"\x05Check\x12\x16.usher.v1.CheckRequest\x1a\x17.usher.v1.CheckResponse\x12G\n" +
 	"\n" +
 	"CheckBatch\x12\x1b.usher.v1.CheckBatchRequest\x1a\x1c.usher.v1.CheckBatchResponse\x12V\n" +
-	"\x0fListPermissions\x12 .usher.v1.ListPermissionsRequest\x1a!.usher.v1.ListPermissionsResponseB\x96\x01\n" +
+	"\x0fListPermissions\x12 .usher.v1.ListPermissionsRequest\x1a!.usher.v1.ListPermissionsResponse\x12J\n" +
+	"\vGetRevision\x12\x1c.usher.v1.GetRevisionRequest\x1a\x1d.usher.v1.GetRevisionResponseB\x96\x01\n" +
 	"\fcom.usher.v1B\x12AuthorizationProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
 var (
@@ -766,7 +872,7 @@ func file_usher_v1_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_usher_v1_authorization_proto_goTypes = []any{
 	(Reason)(0),                     // 0: usher.v1.Reason
 	(*Decision)(nil),                // 1: usher.v1.Decision
@@ -778,24 +884,28 @@ var file_usher_v1_authorization_proto_goTypes = []any{
 	(*CheckError)(nil),              // 7: usher.v1.CheckError
 	(*ListPermissionsRequest)(nil),  // 8: usher.v1.ListPermissionsRequest
 	(*ListPermissionsResponse)(nil), // 9: usher.v1.ListPermissionsResponse
+	(*GetRevisionRequest)(nil),      // 10: usher.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),     // 11: usher.v1.GetRevisionResponse
 }
 var file_usher_v1_authorization_proto_depIdxs = []int32{
-	0, // 0: usher.v1.Decision.reason:type_name -> usher.v1.Reason
-	1, // 1: usher.v1.CheckResponse.decision:type_name -> usher.v1.Decision
-	4, // 2: usher.v1.CheckBatchRequest.checks:type_name -> usher.v1.CheckItem
-	1, // 3: usher.v1.CheckBatchResponse.decisions:type_name -> usher.v1.Decision
-	7, // 4: usher.v1.CheckBatchResponse.errors:type_name -> usher.v1.CheckError
-	2, // 5: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
-	5, // 6: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
-	8, // 7: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
-	3, // 8: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
-	6, // 9: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
-	9, // 10: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: usher.v1.Decision.reason:type_name -> usher.v1.Reason
+	1,  // 1: usher.v1.CheckResponse.decision:type_name -> usher.v1.Decision
+	4,  // 2: usher.v1.CheckBatchRequest.checks:type_name -> usher.v1.CheckItem
+	1,  // 3: usher.v1.CheckBatchResponse.decisions:type_name -> usher.v1.Decision
+	7,  // 4: usher.v1.CheckBatchResponse.errors:type_name -> usher.v1.CheckError
+	2,  // 5: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
+	5,  // 6: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
+	8,  // 7: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
+	10, // 8: usher.v1.AuthorizationService.GetRevision:input_type -> usher.v1.GetRevisionRequest
+	3,  // 9: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
+	6,  // 10: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
+	9,  // 11: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
+	11, // 12: usher.v1.AuthorizationService.GetRevision:output_type -> usher.v1.GetRevisionResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_authorization_proto_init() }
@@ -809,7 +919,7 @@ func file_usher_v1_authorization_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_authorization_proto_rawDesc), len(file_usher_v1_authorization_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

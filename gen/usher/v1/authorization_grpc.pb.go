@@ -22,6 +22,7 @@ const (
 	AuthorizationService_Check_FullMethodName           = "/usher.v1.AuthorizationService/Check"
 	AuthorizationService_CheckBatch_FullMethodName      = "/usher.v1.AuthorizationService/CheckBatch"
 	AuthorizationService_ListPermissions_FullMethodName = "/usher.v1.AuthorizationService/ListPermissions"
+	AuthorizationService_GetRevision_FullMethodName     = "/usher.v1.AuthorizationService/GetRevision"
 )
 
 // AuthorizationServiceClient is the client API for AuthorizationService service.
@@ -41,6 +42,9 @@ type AuthorizationServiceClient interface {
 	// ListPermissions returns the subject's effective permission set on a
 	// resource: every permission Check would allow there.
 	ListPermissions(ctx context.Context, in *ListPermissionsRequest, opts ...grpc.CallOption) (*ListPermissionsResponse, error)
+	// GetRevision says which revision this server answers at, and how far
+	// behind the latest committed one it is: a replica's lag.
+	GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error)
 }
 
 type authorizationServiceClient struct {
@@ -81,6 +85,16 @@ func (c *authorizationServiceClient) ListPermissions(ctx context.Context, in *Li
 	return out, nil
 }
 
+func (c *authorizationServiceClient) GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRevisionResponse)
+	err := c.cc.Invoke(ctx, AuthorizationService_GetRevision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthorizationServiceServer is the server API for AuthorizationService service.
 // All implementations must embed UnimplementedAuthorizationServiceServer
 // for forward compatibility.
@@ -98,6 +112,9 @@ type AuthorizationServiceServer interface {
 	// ListPermissions returns the subject's effective permission set on a
 	// resource: every permission Check would allow there.
 	ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error)
+	// GetRevision says which revision this server answers at, and how far
+	// behind the latest committed one it is: a replica's lag.
+	GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error)
 	mustEmbedUnimplementedAuthorizationServiceServer()
 }
 
@@ -116,6 +133,9 @@ func (UnimplementedAuthorizationServiceServer) CheckBatch(context.Context, *Chec
 }
 func (UnimplementedAuthorizationServiceServer) ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPermissions not implemented")
+}
+func (UnimplementedAuthorizationServiceServer) GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRevision not implemented")
 }
 func (UnimplementedAuthorizationServiceServer) mustEmbedUnimplementedAuthorizationServiceServer() {}
 func (UnimplementedAuthorizationServiceServer) testEmbeddedByValue()                              {}
@@ -192,6 +212,24 @@ func _AuthorizationService_ListPermissions_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthorizationService_GetRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRevisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthorizationServiceServer).GetRevision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthorizationService_GetRevision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthorizationServiceServer).GetRevision(ctx, req.(*GetRevisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthorizationService_ServiceDesc is the grpc.ServiceDesc for AuthorizationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -210,6 +248,10 @@ var AuthorizationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPermissions",
 			Handler:    _AuthorizationService_ListPermissions_Handler,
+		},
+		{
+			MethodName: "GetRevision",
+			Handler:    _AuthorizationService_GetRevision_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

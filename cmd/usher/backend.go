@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/etcd"
+)
+
+// backendFlags say where a server keeps its data: a bbolt file, or an etcd
+// cluster when --etcd is given.
+type backendFlags struct {
+	data         string
+	endpoints    string
+	prefix       string
+	ca           string
+	cert         string
+	key          string
+	user         string
+	passwordFile string
+	maxTxnOps    int
+	retain       uint64
+}
+
+func addBackendFlags(fs *flag.FlagSet) *backendFlags {
+	b := &backendFlags{}
+	fs.StringVar(&b.data, "data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file (env USHER_DATA)")
+	fs.StringVar(&b.endpoints, "etcd", envOr("USHER_ETCD", ""),
+		"comma-separated etcd endpoints: keep the data in that cluster instead of a file, as one replica of many (env USHER_ETCD)")
+	fs.StringVar(&b.prefix, "etcd-prefix", envOr("USHER_ETCD_PREFIX", "/usher/"), "the key prefix Usher's data lives under in etcd (env USHER_ETCD_PREFIX)")
+	fs.StringVar(&b.ca, "etcd-ca", envOr("USHER_ETCD_CA", ""), "verify etcd's server certificates against this PEM CA bundle (env USHER_ETCD_CA)")
+	fs.StringVar(&b.cert, "etcd-cert", envOr("USHER_ETCD_CERT", ""), "client certificate to present to etcd (env USHER_ETCD_CERT)")
+	fs.StringVar(&b.key, "etcd-key", envOr("USHER_ETCD_KEY", ""), "the PEM key of --etcd-cert (env USHER_ETCD_KEY)")
+	fs.StringVar(&b.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD")
+	fs.StringVar(&b.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password")
+	fs.IntVar(&b.maxTxnOps, "etcd-max-txn-ops", 128, "the cluster's --max-txn-ops: the most operations one etcd transaction may hold")
+	fs.Uint64Var(&b.retain, "log-retention", 0,
+		"change sets the change log keeps; older ones are compacted away (0: all; with --etcd, "+fmt.Sprint(etcd.DefaultRetain)+" when unset)")
+	return b
+}
+
+// openedBackend is a backend with what serve needs beside it.
+type openedBackend struct {
+	storage.Backend
+	where  string              // for logs: "data/usher.db", "etcd 10.0.0.1:2379 /usher/"
+	backup server.BackupSource // nil: Backup is unavailable
+	close  func() error        // closes the backend and what it needs
+}
+
+func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
+	if b.endpoints == "" {
+		store, err := bolt.Open(b.data, bolt.Options{Retain: authz.Revision(b.retain)})
+		if err != nil {
+			return nil, err
+		}
+		return &openedBackend{Backend: store, where: b.data, backup: store, close: store.Close}, nil
+	}
+	cfg := clientv3.Config{
+		Endpoints:   strings.Split(b.endpoints, ","),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	}
+	if b.ca != "" || b.cert != "" {
+		tlsInfo := transport.TLSInfo{TrustedCAFile: b.ca, CertFile: b.cert, KeyFile: b.key}
+		tlsConfig, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+		cfg.TLS = tlsConfig
+	}
+	if b.user != "" {
+		password := os.Getenv("USHER_ETCD_PASSWORD")
+		if b.passwordFile != "" {
+			raw, err := os.ReadFile(b.passwordFile)
+			if err != nil {
+				return nil, fmt.Errorf("--etcd-password-file: %w", err)
+			}
+			password = strings.TrimRight(string(raw), "\r\n")
+		}
+		cfg.Username, cfg.Password = b.user, password
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", b.endpoints, err)
+	}
+	// Fail at start-up, not at the first write, when the cluster is out of
+	// reach.
+	reach, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(reach, b.prefix+"rev"); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: %w", b.endpoints, err)
+	}
+	retain := authz.Revision(b.retain)
+	if retain == 0 {
+		retain = etcd.DefaultRetain
+	}
+	store := etcd.New(cli, etcd.Options{Prefix: b.prefix, MaxTxnOps: b.maxTxnOps, Retain: retain})
+	return &openedBackend{
+		Backend: store,
+		where:   fmt.Sprintf("etcd %s %s", b.endpoints, b.prefix),
+		close: sync.OnceValue(func() error {
+			store.Close()
+			return cli.Close()
+		}),
+	}, nil
+}

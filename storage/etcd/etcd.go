@@ -1,0 +1,729 @@
+// Package etcd is Usher's cluster storage backend: the state, the change log
+// and the guard keys of conditional commits live in an etcd cluster under a
+// key prefix, so that any number of Usher replicas, each with the whole index
+// in memory, can write and follow one history.
+//
+// Keys under the prefix:
+//
+//	rev                    the latest revision (8 bytes, big-endian)
+//	compacted              the revision the change log was compacted up to
+//	e/<kind>/<key>         an entity, in the record format of package storage
+//	log/<16 hex digits>    a committed change set, by revision
+//	v/<guard key>          the revision that last touched a guard key
+//
+// A commit reads the revision key and the guard keys of its writes, decides
+// which writes conflict, and commits the others in one etcd transaction that
+// compares every key it read against the mod revision it saw: if anything
+// moved in between, it reads again. Revisions are Usher's own, consecutive
+// and global across replicas; etcd's revision only orders the transactions.
+//
+// Nothing outside this package imports the etcd client.
+package etcd
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"iter"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
+)
+
+// Options tune New.
+type Options struct {
+	// Prefix is where Usher's keys live; default "/usher/".
+	Prefix string
+	// MaxTxnOps is the most operations one etcd transaction may hold, as
+	// the cluster's --max-txn-ops says (etcd's default is 128). A batch of
+	// writes that needs more is committed in several transactions, each
+	// write whole in one; a single write that needs more is refused.
+	MaxTxnOps int
+	// Retain is how many change sets the log keeps; older ones are
+	// compacted away by Compact, which the backend calls itself once the
+	// log holds twice as many. 0 keeps everything.
+	Retain authz.Revision
+	// RetryConflicts bounds how often a commit reads again when another
+	// replica committed between its read and its transaction.
+	RetryConflicts int
+}
+
+// DefaultRetain is how many change sets the log keeps by default: enough
+// for a replica that was away for a while to catch up without a snapshot.
+const DefaultRetain = 100_000
+
+// Store is the etcd Backend.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+	opts   Options
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}
+	// compacting is set while a compaction runs, so that commits start at
+	// most one.
+	compacting bool
+}
+
+var _ storage.Backend = (*Store)(nil)
+
+// New returns a Store on cli. It does not close cli.
+func New(cli *clientv3.Client, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = "/usher/"
+	}
+	if !strings.HasSuffix(opts.Prefix, "/") {
+		opts.Prefix += "/"
+	}
+	if opts.MaxTxnOps <= 0 {
+		opts.MaxTxnOps = 128
+	}
+	if opts.RetryConflicts <= 0 {
+		opts.RetryConflicts = 50
+	}
+	return &Store{cli: cli, prefix: opts.Prefix, opts: opts, done: make(chan struct{})}
+}
+
+func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(parts, "") }
+
+func (s *Store) revKey() string       { return s.key("rev") }
+func (s *Store) compactedKey() string { return s.key("compacted") }
+func (s *Store) logKey(r authz.Revision) string {
+	return s.key("log/", fmt.Sprintf("%016x", uint64(r)))
+}
+func (s *Store) logPrefix() string { return s.key("log/") }
+func (s *Store) entityKey(k storage.Kind, key []byte) string {
+	return s.key("e/", k.String(), "/", string(key))
+}
+func (s *Store) entityPrefix(k storage.Kind) string { return s.key("e/", k.String(), "/") }
+
+// versionKey holds a guard key's last touch. Guard keys may hold any byte
+// but are compared whole, so they are hex-encoded to keep the keyspace
+// readable with etcdctl.
+func (s *Store) versionKey(guard string) string {
+	return s.key("v/", hex.EncodeToString([]byte(guard)))
+}
+
+func encodeRev(r authz.Revision) string { return string(storage.EncodeRevision(r)) }
+
+func decodeRev(b []byte) (authz.Revision, error) { return storage.DecodeRevision(b) }
+
+func (s *Store) check() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return storage.ErrClosed
+	}
+	return nil
+}
+
+// Commit implements authz.Backend.
+func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	results := make([]authz.Committed, len(ws))
+	// Encode every write first: a malformed one commits nothing.
+	encoded := make([][]clientv3.Op, len(ws))
+	for i, w := range ws {
+		ops, err := s.entityOps(w.Set)
+		if err != nil {
+			return nil, fmt.Errorf("storage: commit: %w", err)
+		}
+		encoded[i] = ops
+	}
+	for start := 0; start < len(ws); {
+		end, err := s.chunk(ws, encoded, start)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.commitChunk(ctx, ws[start:end], encoded[start:end], results[start:end]); err != nil {
+			if start == 0 {
+				return nil, err
+			}
+			// Earlier chunks are committed: report the rest as failed
+			// conflicts, to be planned again, rather than lose the
+			// acknowledgements of the first.
+			for i := start; i < len(ws); i++ {
+				results[i] = authz.Committed{Conflict: "(the backend failed: " + err.Error() + ")"}
+			}
+			break
+		}
+		start = end
+	}
+	s.maybeCompact(results)
+	return results, nil
+}
+
+// chunk returns the end of the longest run of writes from start whose
+// operations fit one transaction.
+func (s *Store) chunk(ws []authz.Write, encoded [][]clientv3.Op, start int) (int, error) {
+	ops := 1 // the revision key
+	for i := start; i < len(ws); i++ {
+		n := len(encoded[i]) + 1 + 2*len(ws[i].Guards) + len(ws[i].Touches)
+		if i == start && ops+n > s.opts.MaxTxnOps {
+			return 0, fmt.Errorf("storage: commit: the write needs %d operations in one etcd transaction, more than %d (raise etcd's --max-txn-ops and the backend's MaxTxnOps)",
+				ops+n, s.opts.MaxTxnOps)
+		}
+		if ops+n > s.opts.MaxTxnOps {
+			return i, nil
+		}
+		ops += n
+	}
+	return len(ws), nil
+}
+
+// entityOps are the puts and deletes of a change set's entities.
+func (s *Store) entityOps(cs authz.ChangeSet) ([]clientv3.Op, error) {
+	ops := make([]clientv3.Op, 0, len(cs.Changes))
+	for i, c := range cs.Changes {
+		e, err := storage.EntryOf(c)
+		if err != nil {
+			return nil, fmt.Errorf("change %d (%s): %w", i, c.Op, err)
+		}
+		k := s.entityKey(e.Kind, e.Key)
+		if e.Value == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, string(e.Value)))
+		}
+	}
+	return ops, nil
+}
+
+// commitChunk commits the writes that do not conflict, in one transaction.
+func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]clientv3.Op, results []authz.Committed) error {
+	guards := map[string]bool{}
+	for _, w := range ws {
+		for _, g := range w.Guards {
+			guards[g] = true
+		}
+	}
+	keys := make([]string, 0, len(guards))
+	for g := range guards {
+		keys = append(keys, g)
+	}
+	sort.Strings(keys)
+	for attempt := 0; ; attempt++ {
+		if attempt == s.opts.RetryConflicts {
+			for i := range results {
+				results[i] = authz.Committed{Conflict: "(other replicas kept committing in between)"}
+			}
+			return nil
+		}
+		// Read the revision and every guard key at one etcd revision.
+		reads := []clientv3.Op{clientv3.OpGet(s.revKey()), clientv3.OpGet(s.compactedKey())}
+		for _, g := range keys {
+			reads = append(reads, clientv3.OpGet(s.versionKey(g)))
+		}
+		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return fmt.Errorf("storage: commit: reading the guards: %w", err)
+		}
+		latest, revMod, err := value(resp.Responses[0])
+		if err != nil {
+			return err
+		}
+		compacted, _, err := value(resp.Responses[1])
+		if err != nil {
+			return err
+		}
+		seen := map[string]authz.Revision{}
+		mods := map[string]int64{}
+		for i, g := range keys {
+			v, mod, err := value(resp.Responses[i+2])
+			if err != nil {
+				return err
+			}
+			seen[g], mods[g] = v, mod
+		}
+		// Decide, in order, which writes commit.
+		touched := map[string]bool{}
+		var ops []clientv3.Op
+		next := latest
+		for i, w := range ws {
+			results[i] = authz.Committed{}
+			if k := conflict(w, seen, touched, compacted); k != "" {
+				results[i] = authz.Committed{Conflict: k, Latest: latest}
+				continue
+			}
+			next++
+			cs := w.Set
+			cs.Revision = next
+			if cs.Time.IsZero() {
+				cs.Time = time.Now()
+			}
+			cs.Time = cs.Time.UTC()
+			record, err := storage.EncodeChangeSet(cs)
+			if err != nil {
+				return fmt.Errorf("storage: commit: %w", err)
+			}
+			ops = append(ops, encoded[i]...)
+			ops = append(ops, clientv3.OpPut(s.logKey(next), string(record)))
+			for _, k := range w.Touches {
+				touched[k] = true
+			}
+			results[i].Revision = next
+		}
+		if next == latest {
+			return nil
+		}
+		for k := range touched {
+			ops = append(ops, clientv3.OpPut(s.versionKey(k), encodeRev(next)))
+		}
+		ops = append(ops, clientv3.OpPut(s.revKey(), encodeRev(next)))
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.revKey()), "=", revMod)}
+		for _, g := range keys {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.versionKey(g)), "=", mods[g]))
+		}
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			// A transaction that timed out may or may not have committed:
+			// the caller sees UNAVAILABLE, and its write is found, or not,
+			// in the log.
+			return fmt.Errorf("storage: commit: %w", err)
+		}
+		if tr.Succeeded {
+			return nil
+		}
+	}
+}
+
+// conflict returns the first guard of w touched after w.Planned, by the
+// store or by a write earlier in the same transaction, or "".
+func conflict(w authz.Write, seen map[string]authz.Revision, touched map[string]bool, compacted authz.Revision) string {
+	if w.Planned < compacted {
+		return fmt.Sprintf("(planned at revision %d, before the log's horizon %d)", w.Planned, compacted)
+	}
+	for _, g := range w.Guards {
+		if seen[g] > w.Planned || touched[g] {
+			return g
+		}
+	}
+	return ""
+}
+
+// value decodes the revision held by a Get's key, with its mod revision; an
+// absent key is revision 0 at mod revision 0.
+func value(r *etcdserverpb.ResponseOp) (authz.Revision, int64, error) {
+	kvs := r.GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return 0, 0, nil
+	}
+	rev, err := decodeRev(kvs[0].Value)
+	if err != nil {
+		return 0, 0, fmt.Errorf("storage: key %q: %w", kvs[0].Key, err)
+	}
+	return rev, kvs[0].ModRevision, nil
+}
+
+// Revision implements storage.Backend.
+func (s *Store) Revision(ctx context.Context) (authz.Revision, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	resp, err := s.cli.Get(ctx, s.revKey())
+	if err != nil {
+		return 0, fmt.Errorf("storage: revision: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return decodeRev(resp.Kvs[0].Value)
+}
+
+// pageSize is how many keys one range read returns.
+const pageSize = 10_000
+
+// scan sends every key under prefix, at etcd revision at, to fn, a page at
+// a time.
+func (s *Store) scan(ctx context.Context, prefix string, at int64, fn func(k, v []byte) error) error {
+	from, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	for {
+		resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(at), clientv3.WithLimit(pageSize))
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			if err := fn(kv.Key, kv.Value); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Load implements authz.Backend: every entity at one etcd revision.
+func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	resp, err := s.cli.Get(ctx, s.revKey())
+	if err != nil {
+		return 0, fmt.Errorf("storage: load: %w", err)
+	}
+	at := resp.Header.Revision
+	var rev authz.Revision
+	if len(resp.Kvs) > 0 {
+		if rev, err = decodeRev(resp.Kvs[0].Value); err != nil {
+			return 0, err
+		}
+	}
+	for _, kind := range storage.Kinds {
+		prefix := s.entityPrefix(kind)
+		err := s.scan(ctx, prefix, at, func(k, v []byte) error {
+			return storage.Decode(kind, k[len(prefix):], v, sink)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("storage: load %s: %w", kind, err)
+		}
+	}
+	return rev, nil
+}
+
+// Changes implements authz.Backend.
+func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	css, _, err := s.changes(ctx, after, limit, 0)
+	return css, err
+}
+
+// changes reads up to limit change sets after after, at etcd revision at (0:
+// the latest), and returns the etcd revision it read at.
+func (s *Store) changes(ctx context.Context, after authz.Revision, limit int, at int64) ([]authz.ChangeSet, int64, error) {
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.logPrefix())), clientv3.WithLimit(int64(limit))}
+	if at > 0 {
+		opts = append(opts, clientv3.WithRev(at))
+	}
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.compactedKey()),
+		clientv3.OpGet(s.logKey(after+1), opts...),
+	).Commit()
+	if err != nil {
+		return nil, 0, fmt.Errorf("storage: changes: %w", err)
+	}
+	compacted, _, err := value(resp.Responses[0])
+	if err != nil {
+		return nil, 0, err
+	}
+	if after < compacted {
+		return nil, 0, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+	}
+	var out []authz.ChangeSet
+	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
+		cs, err := storage.DecodeChangeSet(kv.Value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("storage: change set %q: %w", kv.Key, err)
+		}
+		out = append(out, cs)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Watch implements authz.Backend: what the log holds after after, then
+// what is committed, from an etcd watch on the log that starts where the
+// read left off, so that nothing falls between them.
+func (s *Store) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-s.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		for {
+			// Catch up from the log, then watch from the etcd revision
+			// the last read saw.
+			var at int64
+			for {
+				batch, rev, err := s.changes(ctx, after, 256, 0)
+				if err != nil {
+					if ctx.Err() != nil {
+						s.ended(yield)
+						return
+					}
+					yield(authz.ChangeSet{}, err)
+					return
+				}
+				at = rev
+				for _, cs := range batch {
+					if !yield(cs, nil) {
+						return
+					}
+					after = cs.Revision
+				}
+				if len(batch) < 256 {
+					break
+				}
+			}
+			wctx, stop := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			ch := s.cli.Watch(wctx, s.logPrefix(), clientv3.WithPrefix(), clientv3.WithRev(at+1), clientv3.WithProgressNotify())
+		watching:
+			for resp := range ch {
+				if err := resp.Err(); err != nil {
+					// A compacted etcd history, a lost leader: read the
+					// log again from what was delivered.
+					break watching
+				}
+				var sets []authz.ChangeSet
+				for _, ev := range resp.Events {
+					if ev.Type != clientv3.EventTypePut {
+						continue // compaction deletes old entries
+					}
+					cs, err := storage.DecodeChangeSet(ev.Kv.Value)
+					if err != nil {
+						stop()
+						yield(authz.ChangeSet{}, fmt.Errorf("storage: change set %q: %w", ev.Kv.Key, err))
+						return
+					}
+					sets = append(sets, cs)
+				}
+				sort.Slice(sets, func(i, j int) bool { return sets[i].Revision < sets[j].Revision })
+				for _, cs := range sets {
+					if cs.Revision <= after {
+						continue
+					}
+					if cs.Revision != after+1 {
+						break watching // a gap: read the log again
+					}
+					if !yield(cs, nil) {
+						stop()
+						return
+					}
+					after = cs.Revision
+				}
+			}
+			stop()
+			if ctx.Err() != nil {
+				s.ended(yield)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				s.ended(yield)
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// ended reports a watch that the store's Close ended, and says nothing of
+// one its caller's context ended.
+func (s *Store) ended(yield func(authz.ChangeSet, error) bool) {
+	select {
+	case <-s.done:
+		yield(authz.ChangeSet{}, storage.ErrClosed)
+	default:
+	}
+}
+
+// Compact implements storage.Backend: it drops the log up to before, a page
+// at a time, then the guard keys no plan can read any longer, and moves
+// the horizon.
+func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	latest, err := s.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	before = min(before, latest)
+	resp, err := s.cli.Get(ctx, s.compactedKey())
+	if err != nil {
+		return fmt.Errorf("storage: compact: %w", err)
+	}
+	var compacted authz.Revision
+	if len(resp.Kvs) > 0 {
+		if compacted, err = decodeRev(resp.Kvs[0].Value); err != nil {
+			return err
+		}
+	}
+	if before <= compacted {
+		return nil
+	}
+	// The horizon moves first: a plan older than it conflicts from now on,
+	// so dropping what it could have read is safe.
+	if _, err := s.cli.Put(ctx, s.compactedKey(), encodeRev(before)); err != nil {
+		return fmt.Errorf("storage: compact: %w", err)
+	}
+	if _, err := s.cli.Delete(ctx, s.logPrefix(), clientv3.WithRange(s.logKey(before+1))); err != nil {
+		return fmt.Errorf("storage: compact: %w", err)
+	}
+	var stale []string
+	err = s.scan(ctx, s.key("v/"), 0, func(k, v []byte) error {
+		if r, err := decodeRev(v); err == nil && r <= before {
+			stale = append(stale, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: compact: %w", err)
+	}
+	// Only keys untouched since the scan go; a few per transaction, each
+	// compared with what the scan saw.
+	per := max(1, s.opts.MaxTxnOps/2)
+	for len(stale) > 0 {
+		n := min(len(stale), per)
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, k := range stale[:n] {
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(k), "<", encodeRev(before+1)))
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		if _, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("storage: compact: %w", err)
+		}
+		stale = stale[n:]
+	}
+	return nil
+}
+
+// maybeCompact starts a compaction in the background once the log holds
+// twice the change sets the store retains.
+func (s *Store) maybeCompact(results []authz.Committed) {
+	if s.opts.Retain == 0 {
+		return
+	}
+	var last authz.Revision
+	for _, r := range results {
+		last = max(last, r.Revision)
+	}
+	if last == 0 || last%1024 != 0 || last <= 2*s.opts.Retain {
+		return
+	}
+	s.mu.Lock()
+	if s.compacting || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.compacting = true
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			s.mu.Lock()
+			s.compacting = false
+			s.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = s.Compact(ctx, last-s.opts.Retain)
+	}()
+}
+
+// Close implements authz.Backend: it ends every watch. It does not close
+// the client.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	return nil
+}
+
+// errNotEmpty is Import's refusal of a prefix that already holds data.
+var errNotEmpty = errors.New("the prefix already holds Usher data")
+
+// Import writes snap under the prefix as revision snap.Revision, with the log
+// beginning after it: for `usher migrate`. The prefix must be empty.
+func (s *Store) Import(ctx context.Context, snap authz.Snapshot, caller string) error {
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("storage: import: %w", err)
+	}
+	if resp.Count > 0 {
+		return fmt.Errorf("storage: import into %s: %w (%d keys)", s.prefix, errNotEmpty, resp.Count)
+	}
+	var ops []clientv3.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		ops = ops[:0]
+		return err
+	}
+	add := func(c authz.Change) error {
+		more, err := s.entityOps(authz.ChangeSet{Changes: []authz.Change{c}})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, more...)
+		if len(ops) >= s.opts.MaxTxnOps {
+			return flush()
+		}
+		return nil
+	}
+	for _, c := range changesOf(snap) {
+		if err := add(c); err != nil {
+			return fmt.Errorf("storage: import: %w", err)
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("storage: import: %w", err)
+	}
+	_, err = s.cli.Txn(ctx).Then(
+		clientv3.OpPut(s.compactedKey(), encodeRev(snap.Revision)),
+		clientv3.OpPut(s.revKey(), encodeRev(snap.Revision)),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("storage: import: %w", err)
+	}
+	return nil
+}
+
+// changesOf turns a snapshot into the puts that store it.
+func changesOf(snap authz.Snapshot) []authz.Change {
+	var out []authz.Change
+	for i := range snap.Permissions {
+		out = append(out, authz.Change{Op: authz.OpPutPermission, Permission: &snap.Permissions[i]})
+	}
+	for i := range snap.Resources {
+		out = append(out, authz.Change{Op: authz.OpPutResource, Resource: &snap.Resources[i]})
+	}
+	for i := range snap.Roles {
+		out = append(out, authz.Change{Op: authz.OpPutRole, Role: &snap.Roles[i]})
+	}
+	for i := range snap.Grants {
+		out = append(out, authz.Change{Op: authz.OpPutGrant, Grant: &snap.Grants[i]})
+	}
+	for i := range snap.Blocks {
+		out = append(out, authz.Change{Op: authz.OpPutBlock, Block: &snap.Blocks[i]})
+	}
+	for i := range snap.Quotas {
+		out = append(out, authz.Change{Op: authz.OpPutQuota, Quota: &snap.Quotas[i]})
+	}
+	for i := range snap.CreatorRoles {
+		out = append(out, authz.Change{Op: authz.OpPutCreatorRole, CreatorRole: &snap.CreatorRoles[i]})
+	}
+	for i := range snap.DefaultQuotas {
+		out = append(out, authz.Change{Op: authz.OpPutDefaultQuota, DefaultQuota: &snap.DefaultQuotas[i]})
+	}
+	return out
+}
