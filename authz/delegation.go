@@ -500,6 +500,9 @@ func (j *judge) verify() error {
 				var bb, ab [MaxDepth + 1]uint32
 				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
 				was, is := before.effective(s, pb, p.now), after.effective(s, pa, p.now)
+				if err := j.blocksMoved(before, after, s, name, pb, pa, at); err != nil {
+					return err
+				}
 				if s == actor {
 					if err := j.self(before, after, pb, pa, was, is, at); err != nil {
 						return err
@@ -525,6 +528,67 @@ func (j *judge) verify() error {
 		}
 	}
 	return nil
+}
+
+// blocksMoved holds a write that changes which blocks apply to subject s at
+// a resource to the rules of Block and Unblock: a move that takes a
+// resource out from under a block, or a delete that takes a block with it,
+// lifts the block as an Unblock would, and a move under a block imposes it
+// as a Block would. Either needs usher.blocks.write where the block is; the
+// actor never lifts its own (no self-service).
+func (j *judge) blocksMoved(before, after *view, s uint32, name string, pb, pa []uint32, at uint32) error {
+	was, is := before.applying(s, pb, j.p.now), after.applying(s, pa, j.p.now)
+	if len(was) == 0 && len(is) == 0 {
+		return nil
+	}
+	p, x := j.p, j.p.x
+	changed := func(from, to []appliedBlock, verb string) error {
+		for _, b := range from {
+			if slices.Contains(to, b) {
+				continue
+			}
+			if name == p.by.Actor && verb == "lift" {
+				e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s: %s: the write would lift the actor's own block %q on %q",
+					p.doing, RuleNoSelfService, b.id, x.name(b.res))
+				e.Rule = RuleNoSelfService
+				e.Meta = map[string]string{"subject": name, "block_id": b.id, "resource": x.name(b.res)}
+				return e
+			}
+			if !p.actorHolds(b.res, PermBlocksWrite) {
+				e := errorf(PermissionDenied, "actor", p.by.Actor,
+					"may not %s: it would %s the block %q of %q on %q, which needs %q there, and the actor lacks it",
+					p.doing, verb, b.id, name, x.name(b.res), PermBlocksWrite)
+				e.Rule = "missing permission"
+				e.Meta = map[string]string{"permission": PermBlocksWrite, "subject": name, "resource": x.name(b.res)}
+				return e
+			}
+		}
+		return nil
+	}
+	if err := changed(was, is, "lift"); err != nil {
+		return err
+	}
+	return changed(is, was, "impose")
+}
+
+// appliedBlock is a block that applies at some resource: where it is and
+// its ID.
+type appliedBlock struct {
+	res uint32
+	id  string
+}
+
+// applying returns the live blocks of s on path.
+func (v *view) applying(s uint32, path []uint32, now int64) []appliedBlock {
+	var out []appliedBlock
+	for _, a := range path {
+		for _, b := range v.blocksOn(s, a) {
+			if live(b.exp, now) {
+				out = append(out, appliedBlock{res: a, id: b.ID})
+			}
+		}
+	}
+	return out
 }
 
 // self applies rule 3 to the actor at one resource.

@@ -102,3 +102,56 @@ func (s *authorizationServer) ListPermissions(ctx context.Context, req *usherv1.
 	perms, known, rev := s.engine.Index().ListPermissions(req.GetSubject(), req.GetResource(), req.GetIncludeReserved())
 	return &usherv1.ListPermissionsResponse{Permissions: perms, ResourceKnown: known, Revision: uint64(rev)}, nil
 }
+
+func (s *authorizationServer) LookupResources(ctx context.Context, req *usherv1.LookupResourcesRequest) (*usherv1.LookupResourcesResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.permission("permission", req.GetPermission())
+	v.add(authz.ValidateType("resource_type", req.GetResourceType()))
+	v.optionalResource("under", req.GetUnder())
+	v.pageToken(req.GetPageToken())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
+	}
+	found, next, rev, err := s.engine.LookupResources(ctx, authz.LookupResourcesQuery{
+		Subject: req.GetSubject(), Permission: req.GetPermission(), Type: req.GetResourceType(), Under: req.GetUnder(),
+	}, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.LookupResourcesResponse{Resources: toLookedUp(found), NextPageToken: next, Revision: uint64(rev)}, nil
+}
+
+func (s *authorizationServer) LookupSubjects(ctx context.Context, req *usherv1.LookupSubjectsRequest) (*usherv1.LookupSubjectsResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.permission("permission", req.GetPermission())
+	if k := req.GetSubjectKind(); k != "" {
+		v.add(authz.ValidateType("subject_kind", k))
+	}
+	v.pageToken(req.GetPageToken())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		return nil, err
+	}
+	found, next, rev, err := s.engine.LookupSubjects(ctx, authz.LookupSubjectsQuery{
+		Resource: req.GetResource(), Permission: req.GetPermission(), Kind: req.GetSubjectKind(),
+	}, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.LookupSubjectsResponse{Subjects: toLookedUp(found), NextPageToken: next, Revision: uint64(rev)}, nil
+}
+
+func toLookedUp(found []authz.Found) []*usherv1.LookedUp {
+	out := make([]*usherv1.LookedUp, len(found))
+	for i, f := range found {
+		out[i] = &usherv1.LookedUp{Name: f.Name, Role: f.Role, Scope: f.Scope}
+	}
+	return out
+}

@@ -789,6 +789,371 @@ func (x *GetRevisionResponse) GetServing() bool {
 	return false
 }
 
+type LookupResourcesRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Subject string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// A declared permission, e.g. "join-call".
+	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	// The type of the resources to list, e.g. "call".
+	ResourceType string `protobuf:"bytes,3,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// Only resources at or below this one; empty for root.
+	Under string `protobuf:"bytes,4,opt,name=under,proto3" json:"under,omitempty"`
+	// At most this many per page (default 100, at most 1000).
+	PageSize      int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupResourcesRequest) Reset() {
+	*x = LookupResourcesRequest{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupResourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupResourcesRequest) ProtoMessage() {}
+
+func (x *LookupResourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupResourcesRequest.ProtoReflect.Descriptor instead.
+func (*LookupResourcesRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LookupResourcesRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *LookupResourcesRequest) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *LookupResourcesRequest) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *LookupResourcesRequest) GetUnder() string {
+	if x != nil {
+		return x.Under
+	}
+	return ""
+}
+
+func (x *LookupResourcesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *LookupResourcesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *LookupResourcesRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
+type LookupResourcesResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources []*LookedUp            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The revision every page of the lookup is answered at.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupResourcesResponse) Reset() {
+	*x = LookupResourcesResponse{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupResourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupResourcesResponse) ProtoMessage() {}
+
+func (x *LookupResourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupResourcesResponse.ProtoReflect.Descriptor instead.
+func (*LookupResourcesResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LookupResourcesResponse) GetResources() []*LookedUp {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *LookupResourcesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *LookupResourcesResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type LookupSubjectsRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Resource   string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Permission string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	// Only subjects of this kind, e.g. "user"; empty for all.
+	SubjectKind   string `protobuf:"bytes,3,opt,name=subject_kind,json=subjectKind,proto3" json:"subject_kind,omitempty"`
+	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	MinRevision   uint64 `protobuf:"varint,6,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupSubjectsRequest) Reset() {
+	*x = LookupSubjectsRequest{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupSubjectsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupSubjectsRequest) ProtoMessage() {}
+
+func (x *LookupSubjectsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupSubjectsRequest.ProtoReflect.Descriptor instead.
+func (*LookupSubjectsRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LookupSubjectsRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *LookupSubjectsRequest) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *LookupSubjectsRequest) GetSubjectKind() string {
+	if x != nil {
+		return x.SubjectKind
+	}
+	return ""
+}
+
+func (x *LookupSubjectsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *LookupSubjectsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *LookupSubjectsRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
+}
+
+type LookupSubjectsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subjects      []*LookedUp            `protobuf:"bytes,1,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupSubjectsResponse) Reset() {
+	*x = LookupSubjectsResponse{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupSubjectsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupSubjectsResponse) ProtoMessage() {}
+
+func (x *LookupSubjectsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupSubjectsResponse.ProtoReflect.Descriptor instead.
+func (*LookupSubjectsResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LookupSubjectsResponse) GetSubjects() []*LookedUp {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
+}
+
+func (x *LookupSubjectsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *LookupSubjectsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// LookedUp is one answer of a lookup: a resource or a subject, with the
+// role that decides Check there and the resource its grant is on.
+type LookedUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Scope         string                 `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookedUp) Reset() {
+	*x = LookedUp{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookedUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookedUp) ProtoMessage() {}
+
+func (x *LookedUp) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookedUp.ProtoReflect.Descriptor instead.
+func (*LookedUp) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LookedUp) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LookedUp) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *LookedUp) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
 var File_usher_v1_authorization_proto protoreflect.FileDescriptor
 
 const file_usher_v1_authorization_proto_rawDesc = "" +
@@ -844,18 +1209,53 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x16\n" +
 	"\x06latest\x18\x02 \x01(\x04R\x06latest\x12\x18\n" +
-	"\aserving\x18\x03 \x01(\bR\aserving*z\n" +
+	"\aserving\x18\x03 \x01(\bR\aserving\"\xec\x01\n" +
+	"\x16LookupResourcesRequest\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\tR\n" +
+	"permission\x12#\n" +
+	"\rresource_type\x18\x03 \x01(\tR\fresourceType\x12\x14\n" +
+	"\x05under\x18\x04 \x01(\tR\x05under\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12!\n" +
+	"\fmin_revision\x18\a \x01(\x04R\vminRevision\"\x8f\x01\n" +
+	"\x17LookupResourcesResponse\x120\n" +
+	"\tresources\x18\x01 \x03(\v2\x12.usher.v1.LookedUpR\tresources\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"\xd5\x01\n" +
+	"\x15LookupSubjectsRequest\x12\x1a\n" +
+	"\bresource\x18\x01 \x01(\tR\bresource\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\tR\n" +
+	"permission\x12!\n" +
+	"\fsubject_kind\x18\x03 \x01(\tR\vsubjectKind\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12!\n" +
+	"\fmin_revision\x18\x06 \x01(\x04R\vminRevision\"\x8c\x01\n" +
+	"\x16LookupSubjectsResponse\x12.\n" +
+	"\bsubjects\x18\x01 \x03(\v2\x12.usher.v1.LookedUpR\bsubjects\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"H\n" +
+	"\bLookedUp\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope*z\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREASON_GRANTED\x10\x01\x12\x12\n" +
 	"\x0eREASON_BLOCKED\x10\x02\x12\x13\n" +
 	"\x0fREASON_NO_GRANT\x10\x03\x12\x1b\n" +
-	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xbd\x02\n" +
+	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xea\x03\n" +
 	"\x14AuthorizationService\x128\n" +
 	"\x05Check\x12\x16.usher.v1.CheckRequest\x1a\x17.usher.v1.CheckResponse\x12G\n" +
 	"\n" +
 	"CheckBatch\x12\x1b.usher.v1.CheckBatchRequest\x1a\x1c.usher.v1.CheckBatchResponse\x12V\n" +
-	"\x0fListPermissions\x12 .usher.v1.ListPermissionsRequest\x1a!.usher.v1.ListPermissionsResponse\x12J\n" +
+	"\x0fListPermissions\x12 .usher.v1.ListPermissionsRequest\x1a!.usher.v1.ListPermissionsResponse\x12V\n" +
+	"\x0fLookupResources\x12 .usher.v1.LookupResourcesRequest\x1a!.usher.v1.LookupResourcesResponse\x12S\n" +
+	"\x0eLookupSubjects\x12\x1f.usher.v1.LookupSubjectsRequest\x1a .usher.v1.LookupSubjectsResponse\x12J\n" +
 	"\vGetRevision\x12\x1c.usher.v1.GetRevisionRequest\x1a\x1d.usher.v1.GetRevisionResponseB\x96\x01\n" +
 	"\fcom.usher.v1B\x12AuthorizationProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -872,7 +1272,7 @@ func file_usher_v1_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_usher_v1_authorization_proto_goTypes = []any{
 	(Reason)(0),                     // 0: usher.v1.Reason
 	(*Decision)(nil),                // 1: usher.v1.Decision
@@ -886,6 +1286,11 @@ var file_usher_v1_authorization_proto_goTypes = []any{
 	(*ListPermissionsResponse)(nil), // 9: usher.v1.ListPermissionsResponse
 	(*GetRevisionRequest)(nil),      // 10: usher.v1.GetRevisionRequest
 	(*GetRevisionResponse)(nil),     // 11: usher.v1.GetRevisionResponse
+	(*LookupResourcesRequest)(nil),  // 12: usher.v1.LookupResourcesRequest
+	(*LookupResourcesResponse)(nil), // 13: usher.v1.LookupResourcesResponse
+	(*LookupSubjectsRequest)(nil),   // 14: usher.v1.LookupSubjectsRequest
+	(*LookupSubjectsResponse)(nil),  // 15: usher.v1.LookupSubjectsResponse
+	(*LookedUp)(nil),                // 16: usher.v1.LookedUp
 }
 var file_usher_v1_authorization_proto_depIdxs = []int32{
 	0,  // 0: usher.v1.Decision.reason:type_name -> usher.v1.Reason
@@ -893,19 +1298,25 @@ var file_usher_v1_authorization_proto_depIdxs = []int32{
 	4,  // 2: usher.v1.CheckBatchRequest.checks:type_name -> usher.v1.CheckItem
 	1,  // 3: usher.v1.CheckBatchResponse.decisions:type_name -> usher.v1.Decision
 	7,  // 4: usher.v1.CheckBatchResponse.errors:type_name -> usher.v1.CheckError
-	2,  // 5: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
-	5,  // 6: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
-	8,  // 7: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
-	10, // 8: usher.v1.AuthorizationService.GetRevision:input_type -> usher.v1.GetRevisionRequest
-	3,  // 9: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
-	6,  // 10: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
-	9,  // 11: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
-	11, // 12: usher.v1.AuthorizationService.GetRevision:output_type -> usher.v1.GetRevisionResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	16, // 5: usher.v1.LookupResourcesResponse.resources:type_name -> usher.v1.LookedUp
+	16, // 6: usher.v1.LookupSubjectsResponse.subjects:type_name -> usher.v1.LookedUp
+	2,  // 7: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
+	5,  // 8: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
+	8,  // 9: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
+	12, // 10: usher.v1.AuthorizationService.LookupResources:input_type -> usher.v1.LookupResourcesRequest
+	14, // 11: usher.v1.AuthorizationService.LookupSubjects:input_type -> usher.v1.LookupSubjectsRequest
+	10, // 12: usher.v1.AuthorizationService.GetRevision:input_type -> usher.v1.GetRevisionRequest
+	3,  // 13: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
+	6,  // 14: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
+	9,  // 15: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
+	13, // 16: usher.v1.AuthorizationService.LookupResources:output_type -> usher.v1.LookupResourcesResponse
+	15, // 17: usher.v1.AuthorizationService.LookupSubjects:output_type -> usher.v1.LookupSubjectsResponse
+	11, // 18: usher.v1.AuthorizationService.GetRevision:output_type -> usher.v1.GetRevisionResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_authorization_proto_init() }
@@ -919,7 +1330,7 @@ func file_usher_v1_authorization_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_authorization_proto_rawDesc), len(file_usher_v1_authorization_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,8 @@ const (
 	AuthorizationService_Check_FullMethodName           = "/usher.v1.AuthorizationService/Check"
 	AuthorizationService_CheckBatch_FullMethodName      = "/usher.v1.AuthorizationService/CheckBatch"
 	AuthorizationService_ListPermissions_FullMethodName = "/usher.v1.AuthorizationService/ListPermissions"
+	AuthorizationService_LookupResources_FullMethodName = "/usher.v1.AuthorizationService/LookupResources"
+	AuthorizationService_LookupSubjects_FullMethodName  = "/usher.v1.AuthorizationService/LookupSubjects"
 	AuthorizationService_GetRevision_FullMethodName     = "/usher.v1.AuthorizationService/GetRevision"
 )
 
@@ -42,6 +44,16 @@ type AuthorizationServiceClient interface {
 	// ListPermissions returns the subject's effective permission set on a
 	// resource: every permission Check would allow there.
 	ListPermissions(ctx context.Context, in *ListPermissionsRequest, opts ...grpc.CallOption) (*ListPermissionsResponse, error)
+	// LookupResources lists every resource of a type, below a scope, where
+	// the subject holds a permission: what Check would allow, with the
+	// deciding role and scope. Pages are full or the last; every page is
+	// answered at the first page's revision, or refused with
+	// FAILED_PRECONDITION when the answer may have changed since, for the
+	// lookup to start again.
+	LookupResources(ctx context.Context, in *LookupResourcesRequest, opts ...grpc.CallOption) (*LookupResourcesResponse, error)
+	// LookupSubjects lists every subject that holds a permission on a
+	// resource, paged as LookupResources.
+	LookupSubjects(ctx context.Context, in *LookupSubjectsRequest, opts ...grpc.CallOption) (*LookupSubjectsResponse, error)
 	// GetRevision says which revision this server answers at, and how far
 	// behind the latest committed one it is: a replica's lag.
 	GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error)
@@ -85,6 +97,26 @@ func (c *authorizationServiceClient) ListPermissions(ctx context.Context, in *Li
 	return out, nil
 }
 
+func (c *authorizationServiceClient) LookupResources(ctx context.Context, in *LookupResourcesRequest, opts ...grpc.CallOption) (*LookupResourcesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupResourcesResponse)
+	err := c.cc.Invoke(ctx, AuthorizationService_LookupResources_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authorizationServiceClient) LookupSubjects(ctx context.Context, in *LookupSubjectsRequest, opts ...grpc.CallOption) (*LookupSubjectsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupSubjectsResponse)
+	err := c.cc.Invoke(ctx, AuthorizationService_LookupSubjects_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authorizationServiceClient) GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetRevisionResponse)
@@ -112,6 +144,16 @@ type AuthorizationServiceServer interface {
 	// ListPermissions returns the subject's effective permission set on a
 	// resource: every permission Check would allow there.
 	ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error)
+	// LookupResources lists every resource of a type, below a scope, where
+	// the subject holds a permission: what Check would allow, with the
+	// deciding role and scope. Pages are full or the last; every page is
+	// answered at the first page's revision, or refused with
+	// FAILED_PRECONDITION when the answer may have changed since, for the
+	// lookup to start again.
+	LookupResources(context.Context, *LookupResourcesRequest) (*LookupResourcesResponse, error)
+	// LookupSubjects lists every subject that holds a permission on a
+	// resource, paged as LookupResources.
+	LookupSubjects(context.Context, *LookupSubjectsRequest) (*LookupSubjectsResponse, error)
 	// GetRevision says which revision this server answers at, and how far
 	// behind the latest committed one it is: a replica's lag.
 	GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error)
@@ -133,6 +175,12 @@ func (UnimplementedAuthorizationServiceServer) CheckBatch(context.Context, *Chec
 }
 func (UnimplementedAuthorizationServiceServer) ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPermissions not implemented")
+}
+func (UnimplementedAuthorizationServiceServer) LookupResources(context.Context, *LookupResourcesRequest) (*LookupResourcesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupResources not implemented")
+}
+func (UnimplementedAuthorizationServiceServer) LookupSubjects(context.Context, *LookupSubjectsRequest) (*LookupSubjectsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupSubjects not implemented")
 }
 func (UnimplementedAuthorizationServiceServer) GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRevision not implemented")
@@ -212,6 +260,42 @@ func _AuthorizationService_ListPermissions_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthorizationService_LookupResources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupResourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthorizationServiceServer).LookupResources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthorizationService_LookupResources_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthorizationServiceServer).LookupResources(ctx, req.(*LookupResourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthorizationService_LookupSubjects_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupSubjectsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthorizationServiceServer).LookupSubjects(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthorizationService_LookupSubjects_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthorizationServiceServer).LookupSubjects(ctx, req.(*LookupSubjectsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthorizationService_GetRevision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRevisionRequest)
 	if err := dec(in); err != nil {
@@ -248,6 +332,14 @@ var AuthorizationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPermissions",
 			Handler:    _AuthorizationService_ListPermissions_Handler,
+		},
+		{
+			MethodName: "LookupResources",
+			Handler:    _AuthorizationService_LookupResources_Handler,
+		},
+		{
+			MethodName: "LookupSubjects",
+			Handler:    _AuthorizationService_LookupSubjects_Handler,
 		},
 		{
 			MethodName: "GetRevision",

@@ -1,0 +1,401 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Lookups answer Check's question the other way round: every resource of a
+// type where a subject holds a permission (the call list of an app), and
+// every subject that holds a permission on a resource (a participant list).
+// They are answered a page at a time, each page full or the last, and every
+// page of one lookup at the revision of its first page: the page token
+// carries that revision, and a later page is refused when the index has
+// since changed in a way that could change the answer.
+
+// LookupResourcesQuery asks for every resource of Type below Under (root
+// when empty) where Subject holds Permission.
+type LookupResourcesQuery struct {
+	Subject    string
+	Permission string
+	Type       string
+	Under      string
+}
+
+// LookupSubjectsQuery asks for every subject holding Permission on
+// Resource, of Kind when set ("user").
+type LookupSubjectsQuery struct {
+	Resource   string
+	Permission string
+	Kind       string
+}
+
+// Found is one answer of a lookup: a resource or a subject, with the
+// decision Check gives there (the deciding role and the scope of its grant).
+type Found struct {
+	Name  string
+	Role  string
+	Scope string
+}
+
+// maxLookupChanges is how many change sets a later page of a lookup reads
+// to decide whether its answer still holds at the first page's revision.
+const maxLookupChanges = 1000
+
+// LookupResources returns one page of q's answer, in the order of the tree,
+// with the token of the next page ("" on the last) and the revision every
+// page is answered at.
+func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, size int, token string) ([]Found, string, Revision, error) {
+	size, err := pageSize(size)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	filter := filterHash("lookup-resources", q.Subject, q.Permission, q.Type, q.Under)
+	after, err := decodePageToken(token, filter, 4)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	relevant := func(x *Index, c Change) bool {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			return c.Grant.Subject == q.Subject
+		case OpPutBlock, OpDeleteBlock:
+			return c.Block.Subject == q.Subject
+		case OpPutResource, OpDeleteResource:
+			// A resource of the type comes or goes or moves; or one that
+			// has resources of the type below it moves. A leaf of another
+			// type, registered, moved or deleted, changes nothing.
+			if TypeOf(c.Resource.Name) == q.Type {
+				return true
+			}
+			id, typ := x.lookupNode(c.Resource.Name), x.types.lookup(q.Type)
+			return id != noNode && typ != noName && x.typeCounts[typeKey(id, typ)] > 0
+		}
+		return c.Op == OpPutRole || c.Op == OpDeleteRole || c.Op == OpPutPermission || c.Op == OpDeletePermission
+	}
+	var (
+		out  []Found
+		next string
+		rev  Revision
+	)
+	err = e.atRevision(ctx, after, relevant, func(x *Index, at Revision) error {
+		rev = at
+		out, next, err = x.lookupResources(q, size, after, filter, at)
+		return err
+	})
+	return out, next, rev, err
+}
+
+// LookupSubjects returns one page of q's answer, nearest grants first, with
+// the token of the next page and the revision every page is answered at.
+func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size int, token string) ([]Found, string, Revision, error) {
+	size, err := pageSize(size)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	filter := filterHash("lookup-subjects", q.Resource, q.Permission, q.Kind)
+	after, err := decodePageToken(token, filter, 4)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	var path map[string]bool
+	relevant := func(_ *Index, c Change) bool {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			return path[c.Grant.Resource]
+		case OpPutBlock, OpDeleteBlock:
+			return path[c.Block.Resource]
+		case OpPutResource, OpDeleteResource:
+			return path[c.Resource.Name] // the resource or an ancestor moves or goes
+		}
+		return c.Op == OpPutRole || c.Op == OpDeleteRole || c.Op == OpPutPermission || c.Op == OpDeletePermission
+	}
+	var (
+		out  []Found
+		next string
+		rev  Revision
+	)
+	err = e.atRevision(ctx, after, relevant, func(x *Index, at Revision) error {
+		rev = at
+		if path == nil {
+			path = map[string]bool{}
+			if id := x.lookupNode(q.Resource); id != noNode {
+				for a := id; a != noNode; a = x.nodes[a].parent {
+					path[x.name(a)] = true
+				}
+			}
+		}
+		out, next, err = x.lookupSubjects(q, size, after, filter, at)
+		return err
+	})
+	return out, next, rev, err
+}
+
+// atRevision runs fn under the index's view lock, with the revision a
+// lookup's page is answered at: the index's own for a first page; for a
+// later page, the first page's, provided no change set committed since
+// touches what the lookup reads (relevant says). A page whose answer may
+// have changed is refused, for the lookup to start again.
+func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func(*Index, Change) bool, fn func(x *Index, at Revision) error) error {
+	for tries := 0; ; tries++ {
+		x := e.Index()
+		x.view.RLock()
+		now := x.rev
+		if after == nil {
+			err := fn(x, now)
+			x.view.RUnlock()
+			return err
+		}
+		at := Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
+		if at == now {
+			err := fn(x, at)
+			x.view.RUnlock()
+			return err
+		}
+		x.view.RUnlock()
+		if at > now || now-at > maxLookupChanges || tries == 3 {
+			return lookupMoved(at, now)
+		}
+		var sets []ChangeSet
+		for from := at; from < now; {
+			batch, err := e.backend.Changes(ctx, from, int(now-from))
+			if err != nil || len(batch) == 0 {
+				return lookupMoved(at, now)
+			}
+			sets = append(sets, batch...)
+			from = batch[len(batch)-1].Revision
+		}
+		for _, cs := range sets {
+			if cs.Revision > now {
+				break
+			}
+			if slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) }) {
+				return lookupMoved(at, cs.Revision)
+			}
+		}
+		// Nothing relevant changed up to now: answer at now, and call it
+		// the first page's revision, which gives the same answer.
+		x.view.RLock()
+		if x.rev == now {
+			err := fn(x, at)
+			x.view.RUnlock()
+			return err
+		}
+		x.view.RUnlock()
+	}
+}
+
+func lookupMoved(at, now Revision) error {
+	return errorf(FailedPrecondition, "page_token", fmt.Sprint(at),
+		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now)
+}
+
+// lookupToken is the token of a lookup's next page: the revision, a
+// position (two numbers) and a name.
+func lookupToken(filter uint64, at Revision, a, b uint32, text string) string {
+	return pageToken{filter: filter, pos: []uint32{uint32(at >> 32), uint32(at), a, b}, text: text}.encode()
+}
+
+func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
+	perm := x.cat.id(q.Permission)
+	if perm < 0 {
+		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
+	}
+	under := x.root
+	if q.Under != "" {
+		var err error
+		if under, err = x.registered("under", q.Under); err != nil {
+			return nil, "", err
+		}
+	}
+	typ := x.types.lookup(q.Type)
+	s := x.subj.lookup(q.Subject)
+	if typ == noName || s == noName {
+		return nil, "", nil
+	}
+	now := x.now()
+	roots := x.lookupRoots(s, under, now)
+	// The token names the next answer, which the page resumes at.
+	start, resume := 0, noNode
+	if after != nil {
+		start = int(after.pos[2])
+		if start >= len(roots) {
+			return nil, "", lookupMoved(at, at)
+		}
+		if resume = x.lookupNode(after.text); resume == noNode || !x.under(resume, roots[start]) {
+			return nil, "", lookupMoved(at, at)
+		}
+	}
+	var out []Found
+	var buf [MaxDepth + 1]uint32
+	for i := start; i < len(roots); i++ {
+		top := roots[i]
+		n := top
+		if i == start && resume != noNode {
+			n = resume
+		} else if x.nodes[top].typ != typ {
+			n = x.nextOfType(top, top, typ)
+		}
+		for ; n != noNode; n = x.nextOfType(n, top, typ) {
+			path := x.path(n, buf[:0])
+			if b, _ := x.blocking(s, path, perm, now); b != nil {
+				continue
+			}
+			g, ok := x.granting(s, path, perm, now)
+			if !ok {
+				continue
+			}
+			if len(out) == size {
+				return out, lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+			}
+			out = append(out, Found{Name: x.name(n), Role: x.roleNames[g.role], Scope: x.name(g.res)})
+		}
+	}
+	return out, "", nil
+}
+
+// lookupRoots are the disjoint subtrees below under that s's live grants
+// reach: the resources of grants inside under, and under itself for grants
+// above it; none of them below another, in the order of their ids.
+func (x *Index) lookupRoots(s, under uint32, now int64) []uint32 {
+	var roots []uint32
+	for _, g := range x.bySubject.get(s) {
+		if !live(g.exp, now) {
+			continue
+		}
+		switch {
+		case x.under(g.res, under):
+			roots = append(roots, g.res)
+		case x.under(under, g.res):
+			roots = append(roots, under)
+		}
+	}
+	all := sortedUnique(roots)
+	var out []uint32
+	for _, r := range all {
+		covered := false
+		for a := x.nodes[r].parent; a != noNode && !covered; a = x.nodes[a].parent {
+			_, covered = slices.BinarySearch(all, a)
+		}
+		if !covered {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// nextOfType is the first resource of type typ after n in a preorder walk of
+// top's subtree, skipping subtrees that hold none.
+func (x *Index) nextOfType(n, top, typ uint32) uint32 {
+	for {
+		// Down into n's children while a child may hold typ, else across
+		// and up.
+		next := noNode
+		for c := x.nodes[n].first; c != noNode; c = x.nodes[c].next {
+			if x.nodes[c].typ == typ || x.typeCounts[typeKey(c, typ)] > 0 {
+				next = c
+				break
+			}
+		}
+		for next == noNode && n != top {
+			for c := x.nodes[n].next; c != noNode; c = x.nodes[c].next {
+				if x.nodes[c].typ == typ || x.typeCounts[typeKey(c, typ)] > 0 {
+					next = c
+					break
+				}
+			}
+			if next == noNode {
+				n = x.nodes[n].parent
+			}
+		}
+		if next == noNode {
+			return noNode
+		}
+		if x.nodes[next].typ == typ {
+			return next
+		}
+		n = next
+	}
+}
+
+func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
+	perm := x.cat.id(q.Permission)
+	if perm < 0 {
+		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
+	}
+	res, err := x.registered("resource", q.Resource)
+	if err != nil {
+		return nil, "", err
+	}
+	now := x.now()
+	var buf [MaxDepth + 1]uint32
+	path := x.path(res, buf[:0])
+	level, role, subject := 0, "", ""
+	if after != nil {
+		level = int(after.pos[2])
+		role, subject, _ = strings.Cut(after.text, "\x00")
+	}
+	var out []Found
+	for ; level < len(path); level++ {
+		a := path[level]
+		list := x.byResource.get(a)
+		i := 0
+		if after != nil && level == int(after.pos[2]) {
+			// The token names the next answer, which the page resumes at.
+			i = x.searchResourceGrants(a, role, subject)
+		}
+		for ; i < len(list); i++ {
+			g := list[i]
+			if !live(g.exp, now) {
+				continue
+			}
+			name := x.subj.name(g.subj)
+			if q.Kind != "" && TypeOf(name) != q.Kind {
+				continue
+			}
+			// A subject is answered at its nearest grant, once.
+			if x.earlierGrant(g.subj, path[:level], now) || x.earlierRole(g.subj, a, g.role, now) {
+				continue
+			}
+			if b, _ := x.blocking(g.subj, path, perm, now); b != nil {
+				continue
+			}
+			d, ok := x.granting(g.subj, path, perm, now)
+			if !ok {
+				continue
+			}
+			if len(out) == size {
+				return out, lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+name), nil
+			}
+			out = append(out, Found{Name: name, Role: x.roleNames[d.role], Scope: x.name(d.res)})
+		}
+	}
+	return out, "", nil
+}
+
+// earlierGrant reports whether s holds a live grant on one of levels.
+func (x *Index) earlierGrant(s uint32, levels []uint32, now int64) bool {
+	for _, a := range levels {
+		for _, g := range x.grantsOn(s, a) {
+			if live(g.exp, now) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// earlierRole reports whether s holds a live grant on a of a role that
+// sorts before role: where a resource's list, ordered by role name, meets s
+// first.
+func (x *Index) earlierRole(s, a, role uint32, now int64) bool {
+	name := x.roleNames[role]
+	for _, g := range x.grantsOn(s, a) {
+		if live(g.exp, now) && strings.Compare(x.roleNames[g.role], name) < 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,230 @@
+package authz_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
+)
+
+// lookupWorld is a random platform for the lookups: a tree of accounts,
+// workspaces, call types and calls, Stream's roles redefined here and
+// there, grants (some expired) and blocks (some partial).
+func lookupWorld(t *testing.T, seed uint64) (*world, []string, []string) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed^0xabcdef))
+	p := streamPolicy()
+	p.Resources = nil
+	p.Roles[3].MaxHolders, p.Roles[3].BindableOn = 0, nil // host: any number, anywhere
+	w := newWorld(t, p)
+	resources := []string{}
+	var level func(parent, typ string, depth int)
+	types := []string{"account", "workspace", "calltype", "call"}
+	level = func(parent, typ string, depth int) {
+		for i := range 1 + rng.IntN(3) {
+			name := fmt.Sprintf("%s:%s-%d", typ, strings.TrimPrefix(strings.ReplaceAll(parent, ":", "-"), "root"), i)
+			w.put(name, parent)
+			resources = append(resources, name)
+			if depth+1 < len(types) && rng.IntN(4) > 0 {
+				level(name, types[depth+1], depth+1)
+			}
+		}
+	}
+	level("root", "account", 0)
+	subjects := []string{"user:ann", "user:bob", "user:cat", "user:dan", "apikey:k1", "apikey:k2"}
+	roles := []string{"user", "call-member", "moderator", "host", "admin"}
+	for range rng.IntN(4) {
+		r := authz.Role{Name: pick(rng, roles), Scope: pick(rng, resources), Permissions: []string{pick(rng, streamCapabilities), pick(rng, streamCapabilities)}}
+		w.role(r)
+	}
+	for range 5 + rng.IntN(25) {
+		g := authz.Grant{Subject: pick(rng, subjects), Role: pick(rng, roles), Resource: pick(rng, append(resources, authz.RootName))}
+		if rng.IntN(5) == 0 {
+			g.Expires = time.Now().Add(-time.Hour)
+			w.store(authz.Change{Op: authz.OpPutGrant, Grant: &g})
+			continue
+		}
+		w.grantUntil(g.Subject, g.Role, g.Resource, time.Time{})
+	}
+	for range rng.IntN(5) {
+		b := authz.Block{Subject: pick(rng, subjects), Resource: pick(rng, resources)}
+		if rng.IntN(2) == 0 {
+			b.Permissions = []string{pick(rng, streamCapabilities)}
+		}
+		w.block(b)
+	}
+	return w, resources, subjects
+}
+
+// TestLookupDifferential holds both lookups to the reference evaluator:
+// LookupResources answers exactly the resources of the type below the scope
+// where the reference's Check allows, and LookupSubjects exactly the
+// subjects it allows there, each with the reference's deciding role and
+// scope, over pages of three that are each full or the last.
+func TestLookupDifferential(t *testing.T) {
+	for seed := range uint64(60) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			w, resources, subjects := lookupWorld(t, seed)
+			snap, err := storage.Snapshot(w.ctx, w.be)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := w.clock.Now()
+			perms := []string{"join-call", "end-call", "mute-users", "screenshare", "block-users"}
+			unders := append([]string{""}, resources[:min(3, len(resources))]...)
+			for _, s := range subjects {
+				for _, typ := range []string{"call", "calltype", "workspace"} {
+					for _, under := range unders {
+						for _, perm := range perms {
+							q := authz.LookupResourcesQuery{Subject: s, Permission: perm, Type: typ, Under: under}
+							got := allPages(t, func(token string) ([]authz.Found, string, error) {
+								f, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
+								return f, next, err
+							})
+							var want []authz.Found
+							for _, r := range resources {
+								if authz.TypeOf(r) != typ || under != "" && !below(snap, r, under) {
+									continue
+								}
+								if a := referenceCheck(snap, now, s, perm, r); a.Allowed {
+									want = append(want, authz.Found{Name: r, Role: a.Role, Scope: a.Scope})
+								}
+							}
+							if d := diffFound(got, want); d != "" {
+								t.Fatalf("LookupResources(%+v): %s", q, d)
+							}
+						}
+					}
+				}
+			}
+			for _, r := range append(resources, authz.RootName) {
+				for _, perm := range perms {
+					for _, kind := range []string{"", "user", "apikey"} {
+						q := authz.LookupSubjectsQuery{Resource: r, Permission: perm, Kind: kind}
+						got := allPages(t, func(token string) ([]authz.Found, string, error) {
+							f, next, _, err := w.eng.LookupSubjects(w.ctx, q, 3, token)
+							return f, next, err
+						})
+						var want []authz.Found
+						for _, s := range subjects {
+							if kind != "" && authz.TypeOf(s) != kind {
+								continue
+							}
+							if a := referenceCheck(snap, now, s, perm, r); a.Allowed {
+								want = append(want, authz.Found{Name: s, Role: a.Role, Scope: a.Scope})
+							}
+						}
+						if d := diffFound(got, want); d != "" {
+							t.Fatalf("LookupSubjects(%+v): %s", q, d)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// allPages walks a lookup's pages, requiring each but the last to be full
+// and no answer to repeat.
+func allPages(t *testing.T, page func(token string) ([]authz.Found, string, error)) []authz.Found {
+	t.Helper()
+	var all []authz.Found
+	token := ""
+	for n := 0; ; n++ {
+		got, next, err := page(token)
+		if err != nil {
+			t.Fatalf("page %d: %v", n, err)
+		}
+		if next != "" && len(got) != 3 {
+			t.Fatalf("page %d holds %d answers and a next page: a page is full or the last", n, len(got))
+		}
+		all = append(all, got...)
+		if next == "" {
+			return all
+		}
+		token = next
+	}
+}
+
+func below(s authz.Snapshot, r, anc string) bool {
+	parent := map[string]string{}
+	for _, res := range s.Resources {
+		parent[res.Name] = res.Parent
+	}
+	for ; r != ""; r = parent[r] {
+		if r == anc {
+			return true
+		}
+	}
+	return false
+}
+
+func diffFound(got, want []authz.Found) string {
+	seen := map[string]bool{}
+	for _, f := range got {
+		if seen[f.Name] {
+			return fmt.Sprintf("%s answered twice in %v", f.Name, got)
+		}
+		seen[f.Name] = true
+	}
+	byName := func(a, b authz.Found) int { return strings.Compare(a.Name, b.Name) }
+	got, want = slices.Clone(got), slices.Clone(want)
+	slices.SortFunc(got, byName)
+	slices.SortFunc(want, byName)
+	if !slices.Equal(got, want) {
+		return fmt.Sprintf("\n got %v\nwant %v", got, want)
+	}
+	return ""
+}
+
+// TestLookupPagesAtOneRevision: every page of a lookup is answered at the
+// revision of its first; a write that cannot change the answer leaves the
+// next page good, and one that may change it refuses the next page.
+func TestLookupPagesAtOneRevision(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 5 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+	first, next, rev, err := w.eng.LookupResources(w.ctx, q, 3, "")
+	if err != nil || len(first) != 3 || next == "" {
+		t.Fatalf("first page = %v, %q, %v", first, next, err)
+	}
+	w.grant("user:eve", "call-member", "calltype:livestream") // another subject's grant
+	w.put("account:other", "")                                // a resource of another type
+	all := first
+	for next != "" {
+		page, more, rev2, err := w.eng.LookupResources(w.ctx, q, 3, next)
+		if err != nil {
+			t.Fatalf("a page after writes that cannot change the answer: %v", err)
+		}
+		if rev2 != rev {
+			t.Errorf("a later page answered at revision %d, the first at %d", rev2, rev)
+		}
+		all, next = append(all, page...), more
+	}
+	if len(all) != 7 {
+		t.Errorf("the pages hold %d answers, want the 7 calls", len(all))
+	}
+	_, next, _, err = w.eng.LookupResources(w.ctx, q, 3, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:bob", "host", "call:livestream:42") // bob's own grants change
+	_, _, _, err = w.eng.LookupResources(w.ctx, q, 3, next)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" {
+		t.Errorf("a page after a write that may change the answer = %v, want FAILED_PRECONDITION on page_token", err)
+	}
+	_, _, _, err = w.eng.LookupSubjects(w.ctx, authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}, 3, next)
+	if !errors.As(err, &e) || e.Code != authz.Invalid || e.Field != "page_token" {
+		t.Errorf("a token of another lookup = %v, want INVALID_ARGUMENT on page_token", err)
+	}
+}
