@@ -19,6 +19,7 @@ type Sink interface {
 	Quota(Quota) error
 	CreatorRole(CreatorRole) error
 	DefaultQuota(DefaultQuota) error
+	Admission(Admission) error
 }
 
 // Load sends every entity of s to sink, in the order Sink asks for.
@@ -63,7 +64,45 @@ func (s Snapshot) Load(sink Sink) error {
 			return err
 		}
 	}
+	for _, a := range s.Admissions {
+		if err := sink.Admission(a); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// Changes returns the puts that store every entity of s, grants last.
+func (s Snapshot) Changes() []Change {
+	var out []Change
+	for i := range s.Permissions {
+		out = append(out, Change{Op: OpPutPermission, Permission: &s.Permissions[i]})
+	}
+	for i := range s.Resources {
+		out = append(out, Change{Op: OpPutResource, Resource: &s.Resources[i]})
+	}
+	for i := range s.Roles {
+		out = append(out, Change{Op: OpPutRole, Role: &s.Roles[i]})
+	}
+	for i := range s.Blocks {
+		out = append(out, Change{Op: OpPutBlock, Block: &s.Blocks[i]})
+	}
+	for i := range s.Quotas {
+		out = append(out, Change{Op: OpPutQuota, Quota: &s.Quotas[i]})
+	}
+	for i := range s.CreatorRoles {
+		out = append(out, Change{Op: OpPutCreatorRole, CreatorRole: &s.CreatorRoles[i]})
+	}
+	for i := range s.DefaultQuotas {
+		out = append(out, Change{Op: OpPutDefaultQuota, DefaultQuota: &s.DefaultQuotas[i]})
+	}
+	for i := range s.Admissions {
+		out = append(out, Change{Op: OpPutAdmission, Admission: &s.Admissions[i]})
+	}
+	for i := range s.Grants {
+		out = append(out, Change{Op: OpPutGrant, Grant: &s.Grants[i]})
+	}
+	return out
 }
 
 // Builder is a Sink that builds an Index. Grants are appended unsorted and
@@ -126,6 +165,7 @@ func (b *Builder) Resource(r Resource) error {
 		b.parents = append(b.parents, noNode)
 	}
 	b.parents[id] = parent
+	x.setStage(id, r)
 	if r.Creator != "" {
 		s := x.refSubject(r.Creator)
 		x.nodes[id].creator = s + 1
@@ -212,6 +252,42 @@ func (b *Builder) DefaultQuota(d DefaultQuota) error {
 	d.ScopeType, d.ResourceType = cloneString(d.ScopeType), cloneString(d.ResourceType)
 	b.x.putDefaultQuota(d)
 	return nil
+}
+
+// Admission implements Sink.
+func (b *Builder) Admission(a Admission) error {
+	if err := b.buildCatalog(); err != nil {
+		return err
+	}
+	if a.Scope != "" && b.x.lookupNode(a.Scope) == noNode {
+		return fmt.Errorf("admission rule for %s: scope %q is not registered", a.ResourceType, a.Scope)
+	}
+	b.x.putAdmission(cloneAdmission(a))
+	return nil
+}
+
+// cloneAdmission copies the strings of a, which may alias a backend's
+// buffers.
+func cloneAdmission(a Admission) Admission {
+	a.Scope, a.ResourceType = cloneString(a.Scope), cloneString(a.ResourceType)
+	a.Join, a.Backstage, a.Stage = cloneString(a.Join), cloneString(a.Backstage), cloneString(a.Stage)
+	a.UncountedRoles, a.ExclusiveRoles = cloneStrings(a.UncountedRoles), cloneStrings(a.ExclusiveRoles)
+	if l := a.Lobby; l != nil {
+		a.Lobby = &Lobby{Admit: cloneString(l.Admit), Role: cloneString(l.Role), Bypass: cloneString(l.Bypass)}
+	}
+	if m := a.Media; m != nil {
+		c := MediaMapping{RoomJoin: cloneString(m.RoomJoin), CanPublish: cloneString(m.CanPublish),
+			CanSubscribe: cloneString(m.CanSubscribe), CanPublishData: cloneString(m.CanPublishData),
+			RoomAdmin: cloneString(m.RoomAdmin), RoomRecord: cloneString(m.RoomRecord), Hidden: cloneString(m.Hidden)}
+		if len(m.CanPublishSources) > 0 {
+			c.CanPublishSources = make(map[string]string, len(m.CanPublishSources))
+			for k, v := range m.CanPublishSources {
+				c.CanPublishSources[cloneString(k)] = cloneString(v)
+			}
+		}
+		a.Media = &c
+	}
+	return a
 }
 
 // Build links the tree, sorts the grant lists and returns the index at rev.
@@ -361,5 +437,11 @@ func (c *Collector) CreatorRole(cr CreatorRole) error {
 func (c *Collector) DefaultQuota(d DefaultQuota) error {
 	d.ScopeType, d.ResourceType = cloneString(d.ScopeType), cloneString(d.ResourceType)
 	c.Snapshot.DefaultQuotas = append(c.Snapshot.DefaultQuotas, d)
+	return nil
+}
+
+// Admission implements Sink.
+func (c *Collector) Admission(a Admission) error {
+	c.Snapshot.Admissions = append(c.Snapshot.Admissions, cloneAdmission(a))
 	return nil
 }

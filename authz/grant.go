@@ -20,12 +20,7 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 			return err
 		}
 		p.guard(resourceKey(g.Resource), keyRoles)
-		role := x.roleID(g.Role)
-		var def *roleDef
-		if role != noName {
-			def = x.resolveAt(res, role)
-		}
-		if def == nil {
+		if x.resolveRole(res, g.Role) == nil {
 			return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
 		}
 		if by.Actor != "" {
@@ -35,38 +30,61 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 			if err := p.mayGrant(g.Role, res, "grant"); err != nil {
 				return err
 			}
-			p.guard(subjectKey(g.Subject))
 		}
-		if !def.bindableOn(x.typeName(res)) {
-			return errorf(FailedPrecondition, "role", g.Role,
-				"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
-				def.BindableOn, def.Scope, g.Resource, x.typeName(res))
-		}
-		if err := checkExpiry(g.Expires, p.now); err != nil {
-			return err
-		}
-		p.guard(bindingKey(g.Subject, g.Resource, g.Role))
-		held, old := false, int64(0)
-		if s := x.subj.lookup(g.Subject); s != noName {
-			if i, found := x.findSubjectGrant(s, res, role); found {
-				held, old = true, x.bySubject.get(s)[i].exp
-			}
-		}
-		if held && old == expiry(g.Expires) {
-			return nil
-		}
-		if def.MaxHolders > 0 && !(held && live(old, p.now)) {
-			p.guard(bindingsKey(g.Resource))
-			if n := x.liveHolders(res, role, p.now); n >= int(def.MaxHolders) {
-				return errorf(FailedPrecondition, "role", g.Role,
-					"role already has %d of at most %d holders on %q (max_holders at %q)",
-					n, def.MaxHolders, g.Resource, def.Scope)
-			}
-		}
-		g.Expires = g.Expires.UTC()
-		p.change(Change{Op: OpPutGrant, Grant: &g})
-		return nil
+		return p.grant(g, res)
 	})
+}
+
+// resolveRole returns the definition of role that applies at res, or nil.
+func (x *Index) resolveRole(res uint32, role string) *roleDef {
+	if id := x.roleID(role); id != noName {
+		return x.resolveAt(res, id)
+	}
+	return nil
+}
+
+// grant plans putting g on res once the actor's authority is established:
+// the role's binding rules, the expiry and max_holders.
+func (p *plan) grant(g Grant, res uint32) error {
+	x := p.x
+	p.guard(resourceKey(g.Resource), keyRoles)
+	role := x.roleID(g.Role)
+	def := x.resolveRole(res, g.Role)
+	if def == nil {
+		return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
+	}
+	if p.by.Actor != "" {
+		p.guard(subjectKey(g.Subject))
+	}
+	if !def.bindableOn(x.typeName(res)) {
+		return errorf(FailedPrecondition, "role", g.Role,
+			"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
+			def.BindableOn, def.Scope, g.Resource, x.typeName(res))
+	}
+	if err := checkExpiry(g.Expires, p.now); err != nil {
+		return err
+	}
+	p.guard(bindingKey(g.Subject, g.Resource, g.Role))
+	held, old := false, int64(0)
+	if s := x.subj.lookup(g.Subject); s != noName {
+		if i, found := x.findSubjectGrant(s, res, role); found {
+			held, old = true, x.bySubject.get(s)[i].exp
+		}
+	}
+	if held && old == expiry(g.Expires) {
+		return nil
+	}
+	if def.MaxHolders > 0 && !(held && live(old, p.now)) {
+		p.guard(bindingsKey(g.Resource))
+		if n := x.liveHolders(res, role, p.now); n >= int(def.MaxHolders) {
+			return errorf(FailedPrecondition, "role", g.Role,
+				"role already has %d of at most %d holders on %q (max_holders at %q)",
+				n, def.MaxHolders, g.Resource, def.Scope)
+		}
+	}
+	g.Expires = g.Expires.UTC()
+	p.change(Change{Op: OpPutGrant, Grant: &g})
+	return nil
 }
 
 // Revoke removes the grant of role to subject on resource; NotFound when

@@ -7,7 +7,7 @@ package authz
 // is planned again. Every commit touches the keys of what it changes, as
 // touches says. Keys are compared for equality only.
 const (
-	keyCatalog = "catalog" // the permission catalog, creator roles, default quotas
+	keyCatalog = "catalog" // the permission catalog, creator roles, default quotas, admission rules
 	keyRoles   = "roles"   // every role definition
 	keyTree    = "tree"    // the shape of the tree: moves
 )
@@ -39,7 +39,7 @@ func quotaScopeKey(name string) string { return "q\x00" + name }
 func (x *Index) touches(c Change) []string {
 	switch c.Op {
 	case OpPutPermission, OpDeletePermission, OpPutCreatorRole, OpDeleteCreatorRole,
-		OpPutDefaultQuota, OpDeleteDefaultQuota:
+		OpPutDefaultQuota, OpDeleteDefaultQuota, OpPutAdmission, OpDeleteAdmission:
 		return []string{keyCatalog}
 	case OpPutRole, OpDeleteRole:
 		return []string{keyRoles}

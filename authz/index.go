@@ -64,6 +64,9 @@ type Index struct {
 	quotas        map[uint32][]Quota        // scope -> its quotas, by type and subject
 	creators      map[string]string         // resource type -> creator role
 	defaultQuotas map[string][]DefaultQuota // scope type -> its default quotas
+
+	admissions map[string]map[uint32]*Admission // resource type -> scope -> rule
+	stages     map[uint32]stage                 // calls' schedules, where set
 }
 
 // node is a registered resource. Children form a doubly linked list through
@@ -158,6 +161,8 @@ func newIndex(clock Clock) *Index {
 		quotas:        map[uint32][]Quota{},
 		creators:      map[string]string{},
 		defaultQuotas: map[string][]DefaultQuota{},
+		admissions:    map[string]map[uint32]*Admission{},
+		stages:        map[uint32]stage{},
 	}
 	x.cat, _ = newCatalog(nil, "permissions")
 	x.root = x.addNode(RootName, noNode)
@@ -258,6 +263,10 @@ func (x *Index) fits(cs *ChangeSet) error {
 			err = need("put_block", c.Block.Resource)
 		case OpPutQuota:
 			err = need("put_quota", c.Quota.Scope)
+		case OpPutAdmission:
+			if c.Admission.Scope != "" {
+				err = need("put_admission", c.Admission.Scope)
+			}
 		}
 		if err != nil {
 			return err
@@ -330,6 +339,10 @@ func (x *Index) apply(cs *ChangeSet) error {
 			x.putDefaultQuota(*c.DefaultQuota)
 		case OpDeleteDefaultQuota:
 			x.deleteDefaultQuota(*c.DefaultQuota)
+		case OpPutAdmission:
+			x.putAdmission(*c.Admission)
+		case OpDeleteAdmission:
+			x.deleteAdmission(c.Admission.Scope, c.Admission.ResourceType)
 		}
 		if err != nil {
 			return err

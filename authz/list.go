@@ -235,8 +235,8 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 
 // ExportPolicy returns one page of the policy in force: the first page
 // carries the catalog, creator roles and default quotas; every page carries
-// up to size resources, parents before children, with the roles and quotas
-// defined on them. Applying every page's policy in order to an empty store
+// up to size resources, parents before children, with the roles, quotas and
+// admission rules defined on them. Applying every page's policy in order to an empty store
 // rebuilds the same tree, roles and quotas.
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
@@ -273,10 +273,11 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	last := noNode
 	for n := start; n != noNode && len(p.Resources) < size; n = x.nextPreorder(n, x.root) {
 		if n != x.root {
-			p.Resources = append(p.Resources, Resource{Name: x.name(n), Parent: x.name(x.nodes[n].parent), Creator: x.creatorName(n)})
+			p.Resources = append(p.Resources, x.withStage(n, Resource{Name: x.name(n), Parent: x.name(x.nodes[n].parent), Creator: x.creatorName(n)}))
 		}
 		p.Roles = append(p.Roles, x.definedAt(n)...)
 		p.Quotas = append(p.Quotas, x.quotas[n]...)
+		p.Admissions = append(p.Admissions, x.admissionsAt(n)...)
 		last = n
 	}
 	next := ""

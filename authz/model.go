@@ -26,11 +26,15 @@ type Permission struct {
 }
 
 // Resource is a node of the resource tree. Creator is the actor who
-// registered it, if one did; quotas per subject count by it.
+// registered it, if one did; quotas per subject count by it. StartsAt and
+// Live are a call's stage, which its Admission rule reads: when it starts,
+// and whether it has gone live.
 type Resource struct {
-	Name    string
-	Parent  string
-	Creator string
+	Name     string
+	Parent   string
+	Creator  string
+	StartsAt time.Time
+	Live     bool
 }
 
 // Role is a named bundle of permissions defined at a scope.
@@ -96,8 +100,59 @@ type CreatorRole struct {
 	Role         string
 }
 
-// Policy is a permission catalog with the resources, roles, creator roles
-// and quotas that use it.
+// Admission says how subjects join the resources of ResourceType at or
+// below Scope (DESIGN.md, "Admission: joining a call"); the rule at the
+// nearest scope wins. Permissions left empty are never held.
+type Admission struct {
+	Scope        string
+	ResourceType string
+	// Join is the permission that lets a subject in.
+	Join string
+	// Backstage lets its holders in before the call opens.
+	Backstage string
+	// RequireLive keeps calls closed until they go live.
+	RequireLive bool
+	// JoinAhead opens a call this long before it starts.
+	JoinAhead time.Duration
+	// Stage lets an actor schedule a call and take it live.
+	Stage string
+	// Lobby, when set, makes subjects wait to be admitted.
+	Lobby *Lobby
+	// MaxParticipants bounds the counted live sessions; 0 for no limit.
+	MaxParticipants uint32
+	// UncountedRoles' holders do not count against MaxParticipants.
+	UncountedRoles []string
+	// ExclusiveRoles may each be held by one participant at a time.
+	ExclusiveRoles []string
+	// Lease is how long a session lives without renewal.
+	Lease time.Duration
+	// Media maps capabilities to LiveKit's video grant.
+	Media *MediaMapping
+}
+
+// Lobby is where subjects wait to be admitted: those who hold Admit,
+// Bypass, or a grant of Role on the call itself go straight in.
+type Lobby struct {
+	Admit  string
+	Role   string
+	Bypass string
+}
+
+// MediaMapping says which permission gives each field of LiveKit's video
+// grant; media/livekit's Mapping is the same struct, with the token.
+type MediaMapping struct {
+	RoomJoin          string
+	CanPublish        string
+	CanPublishSources map[string]string
+	CanSubscribe      string
+	CanPublishData    string
+	RoomAdmin         string
+	RoomRecord        string
+	Hidden            string
+}
+
+// Policy is a permission catalog with the resources, roles, creator roles,
+// quotas and admission rules that use it.
 type Policy struct {
 	Permissions   []Permission
 	Resources     []Resource
@@ -105,6 +160,7 @@ type Policy struct {
 	CreatorRoles  []CreatorRole
 	Quotas        []Quota
 	DefaultQuotas []DefaultQuota
+	Admissions    []Admission
 }
 
 // Op says what a Change does.
@@ -129,6 +185,8 @@ const (
 	OpDeleteCreatorRole
 	OpPutDefaultQuota
 	OpDeleteDefaultQuota
+	OpPutAdmission
+	OpDeleteAdmission
 )
 
 var opNames = [...]string{
@@ -148,6 +206,8 @@ var opNames = [...]string{
 	OpDeleteCreatorRole:  "delete_creator_role",
 	OpPutDefaultQuota:    "put_default_quota",
 	OpDeleteDefaultQuota: "delete_default_quota",
+	OpPutAdmission:       "put_admission",
+	OpDeleteAdmission:    "delete_admission",
 }
 
 func (o Op) String() string {
@@ -158,7 +218,7 @@ func (o Op) String() string {
 }
 
 // Valid reports whether o is one of the operations above.
-func (o Op) Valid() bool { return o >= OpPutPermission && o <= OpDeleteDefaultQuota }
+func (o Op) Valid() bool { return o >= OpPutPermission && o <= OpDeleteAdmission }
 
 // Put reports whether o puts an entity rather than deleting one.
 func (o Op) Put() bool { return o%2 == 1 }
@@ -175,6 +235,7 @@ type Change struct {
 	Quota        *Quota
 	CreatorRole  *CreatorRole
 	DefaultQuota *DefaultQuota
+	Admission    *Admission
 }
 
 // entity returns the one entity the change carries, or nil.
@@ -196,6 +257,8 @@ func (c Change) entity() any {
 		return c.CreatorRole
 	case c.DefaultQuota != nil:
 		return c.DefaultQuota
+	case c.Admission != nil:
+		return c.Admission
 	}
 	return nil
 }
@@ -224,6 +287,8 @@ func (c Change) Check() error {
 		ok = c.CreatorRole != nil
 	case OpPutDefaultQuota, OpDeleteDefaultQuota:
 		ok = c.DefaultQuota != nil
+	case OpPutAdmission, OpDeleteAdmission:
+		ok = c.Admission != nil
 	}
 	if !ok {
 		return fmt.Errorf("change %s carries no entity of its kind", c.Op)
@@ -253,4 +318,5 @@ type Snapshot struct {
 	Quotas        []Quota
 	CreatorRoles  []CreatorRole
 	DefaultQuotas []DefaultQuota
+	Admissions    []Admission
 }

@@ -75,6 +75,12 @@ func (v *policyView) parentOf(name string) (string, bool) {
 	return "", false
 }
 
+// moved reports whether the policy already places name.
+func (v *policyView) moved(name string) bool {
+	_, ok := v.parents[name]
+	return ok
+}
+
 func (v *policyView) exists(name string) bool {
 	_, ok := v.parentOf(name)
 	return ok
@@ -159,6 +165,10 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 			}
 		}
 		if cur, ok := v.parentOf(r.Name); ok && cur == r.Parent {
+			if id := x.lookupNode(r.Name); id != noNode && !v.moved(r.Name) && !x.sameStage(id, r) {
+				r.Creator = x.creatorName(id)
+				changes = append(changes, Change{Op: OpPutResource, Resource: &r})
+			}
 			continue
 		}
 		if d := v.depth(r.Parent) + 1; d > MaxDepth {
@@ -173,6 +183,9 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
 					"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", r.Name, r.Parent, d, MaxDepth)
 			}
+		}
+		if id := x.lookupNode(r.Name); id != noNode && r.StartsAt.IsZero() && !r.Live {
+			r = x.withStage(id, r) // a move keeps the stage, unless the policy sets one
 		}
 		v.parents[r.Name] = r.Parent
 		placed = append(placed, r.Name)
@@ -256,6 +269,45 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 					changes = append(changes, Change{Op: OpDeleteDefaultQuota, DefaultQuota: &DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType}})
 				}
 			}
+		}
+	}
+
+	rules := map[[2]string]bool{}
+	for i, a := range p.Admissions {
+		field := fmt.Sprintf("policy.admissions[%d]", i)
+		if err := ValidateAdmission(field, a); err != nil {
+			return nil, err
+		}
+		a = normalizeAdmission(a)
+		key := [2]string{a.Scope, a.ResourceType}
+		if rules[key] {
+			return nil, errorf(Invalid, field+".resource_type", a.ResourceType, "admission rule is listed twice for scope %q", a.Scope)
+		}
+		rules[key] = true
+		if !v.exists(a.Scope) {
+			return nil, errorf(NotFound, field+".scope", a.Scope, "resource is neither registered nor listed in the policy")
+		}
+		if f, perm := a.undeclaredIn(cat); f != "" {
+			return nil, errorf(Invalid, field+"."+f, perm, "permission is not declared in the policy")
+		}
+		if id := x.lookupNode(a.Scope); id != noNode {
+			if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
+				continue
+			}
+		}
+		changes = append(changes, Change{Op: OpPutAdmission, Admission: &a})
+	}
+	for _, old := range x.allAdmissions() {
+		if rules[[2]string{old.Scope, old.ResourceType}] {
+			continue
+		}
+		if opts.Prune {
+			changes = append(changes, Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: old.Scope, ResourceType: old.ResourceType}})
+			continue
+		}
+		if f, perm := old.undeclaredIn(cat); f != "" {
+			return nil, errorf(Invalid, "policy.permissions", perm,
+				"permission is missing from the policy but named by %s of the admission rule for %s at %q", f, old.ResourceType, old.Scope)
 		}
 	}
 
@@ -434,19 +486,29 @@ func (x *Index) policyQuotas(v *policyView, placed []string, quotas map[Quota]Qu
 // every resource they touch ends under the parent it has now, they change
 // nothing, and applying the policy again must write nothing.
 func (x *Index) dropResourceRoundTrips(changes []Change) []Change {
-	final := map[string]string{}
+	final := map[string]Resource{}
 	for _, c := range changes {
 		if c.Op == OpPutResource {
-			final[c.Resource.Name] = c.Resource.Parent
+			final[c.Resource.Name] = *c.Resource
 		}
 	}
-	for name, parent := range final {
+	for name, r := range final {
 		id := x.lookupNode(name)
-		if id == noNode || x.nodes[id].parent == noNode || x.name(x.nodes[id].parent) != parent {
+		if id == noNode || x.nodes[id].parent == noNode || x.name(x.nodes[id].parent) != r.Parent || !x.sameStage(id, r) {
 			return changes
 		}
 	}
 	return slices.DeleteFunc(changes, func(c Change) bool { return c.Op == OpPutResource })
+}
+
+// sameStage reports whether r's stage is id's; a policy resource without a
+// stage leaves the stage alone.
+func (x *Index) sameStage(id uint32, r Resource) bool {
+	if r.StartsAt.IsZero() && !r.Live {
+		return true
+	}
+	cur := x.withStage(id, Resource{})
+	return cur.StartsAt.Equal(r.StartsAt) && cur.Live == r.Live
 }
 
 func samePermission(a, b Permission) bool {

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // PutResource registers r under r.Parent ("root" when empty), or moves it
@@ -32,6 +33,10 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 		p.guard(resourceKey(r.Name), resourceKey(r.Parent))
 		if id := x.lookupNode(r.Name); id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
+			if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
+				return errorf(Invalid, "start_time", r.StartsAt.UTC().Format(time.RFC3339),
+					"%q is registered: PutResource moves it and keeps its stage; change the stage with Schedule or GoLive", r.Name)
+			}
 			return p.move(id, parent)
 		}
 		p.does("register %q under %q", r.Name, r.Parent)
@@ -109,7 +114,8 @@ func (p *plan) move(id, parent uint32) error {
 	if c := x.nodes[id].creator; c != 0 {
 		creator = x.subj.name(c - 1)
 	}
-	p.change(Change{Op: OpPutResource, Resource: &Resource{Name: name, Parent: x.name(parent), Creator: creator}})
+	moved := x.withStage(id, Resource{Name: name, Parent: x.name(parent), Creator: creator})
+	p.change(Change{Op: OpPutResource, Resource: &moved})
 	return nil
 }
 
@@ -222,6 +228,10 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		for _, q := range x.quotas[id] {
 			p.change(Change{Op: OpDeleteQuota, Quota: &Quota{Scope: name, ResourceType: q.ResourceType, Subject: q.Subject}})
 		}
+		for _, a := range x.admissionsAt(id) {
+			p.guard(keyCatalog)
+			p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: name, ResourceType: a.ResourceType}})
+		}
 		p.change(Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
 		return nil
 	})
@@ -243,7 +253,7 @@ func (x *Index) GetResource(name string) (ResourceInfo, Revision, error) {
 		return ResourceInfo{}, x.rev, err
 	}
 	n := x.nodes[id]
-	info := ResourceInfo{Resource: Resource{Name: name}, Children: int(n.children)}
+	info := ResourceInfo{Resource: x.withStage(id, Resource{Name: name}), Children: int(n.children)}
 	if n.creator != 0 {
 		info.Creator = x.subj.name(n.creator - 1)
 	}

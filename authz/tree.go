@@ -106,6 +106,7 @@ func (x *Index) walk(id uint32, visit func(uint32) bool) bool {
 func (x *Index) putResource(r Resource) error {
 	parent := x.lookupNode(r.Parent)
 	if id := x.lookupNode(r.Name); id != noNode {
+		x.setStage(id, r)
 		if x.nodes[id].parent == parent {
 			return nil
 		}
@@ -119,6 +120,7 @@ func (x *Index) putResource(r Resource) error {
 		return nil
 	}
 	id := x.addNode(r.Name, parent)
+	x.setStage(id, r)
 	if r.Creator != "" {
 		s := x.refSubject(r.Creator)
 		x.nodes[id].creator = s + 1
@@ -159,6 +161,10 @@ func (x *Index) deleteResource(name string) {
 	for _, q := range append([]Quota(nil), x.quotas[id]...) {
 		x.deleteQuota(q)
 	}
+	for _, a := range x.admissionsAt(id) {
+		x.deleteAdmission(name, a.ResourceType)
+	}
+	delete(x.stages, id)
 	x.countSubtree(id, -1)
 	x.unlink(id)
 	if c := x.nodes[id].creator; c != 0 {

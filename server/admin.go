@@ -142,10 +142,12 @@ func (s *adminServer) PutResource(ctx context.Context, req *usherv1.PutResourceR
 	v.resource("name", req.GetName())
 	v.optionalResource("parent", req.GetParent())
 	v.actor(req.GetActor())
+	starts := v.timestamp("start_time", req.GetStartTime())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.PutResource(ctx, author(ctx, req.GetActor()), authz.Resource{Name: req.GetName(), Parent: req.GetParent()})
+	rev, err := s.engine.PutResource(ctx, author(ctx, req.GetActor()),
+		authz.Resource{Name: req.GetName(), Parent: req.GetParent(), StartsAt: starts, Live: req.GetLive()})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -166,7 +168,7 @@ func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceR
 		return nil, toStatus(err)
 	}
 	return &usherv1.GetResourceResponse{
-		Resource:  &usherv1.Resource{Name: info.Name, Parent: info.Parent, Creator: info.Creator},
+		Resource:  toResource(info.Resource),
 		Ancestors: info.Ancestors,
 		Children:  uint32(info.Children),
 		Revision:  uint64(rev),

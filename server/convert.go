@@ -3,6 +3,7 @@ package server
 import (
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/authz"
@@ -77,7 +78,7 @@ func fromPolicy(p *usherv1.Policy) authz.Policy {
 		})
 	}
 	for _, r := range p.GetResources() {
-		out.Resources = append(out.Resources, authz.Resource{Name: r.GetName(), Parent: r.GetParent(), Creator: r.GetCreator()})
+		out.Resources = append(out.Resources, fromResource(r))
 	}
 	for _, r := range p.GetRoles() {
 		out.Roles = append(out.Roles, fromRole(r))
@@ -90,6 +91,69 @@ func fromPolicy(p *usherv1.Policy) authz.Policy {
 	}
 	for _, d := range p.GetDefaultQuotas() {
 		out.DefaultQuotas = append(out.DefaultQuotas, authz.DefaultQuota{ScopeType: d.GetScopeType(), ResourceType: d.GetResourceType(), Limit: d.GetLimit()})
+	}
+	for _, a := range p.GetAdmissions() {
+		out.Admissions = append(out.Admissions, fromAdmission(a))
+	}
+	return out
+}
+
+func fromResource(r *usherv1.Resource) authz.Resource {
+	return authz.Resource{Name: r.GetName(), Parent: r.GetParent(), Creator: r.GetCreator(),
+		StartsAt: fromTimestamp(r.GetStartTime()), Live: r.GetLive()}
+}
+
+func toResource(r authz.Resource) *usherv1.Resource {
+	return &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartTime: toTimestamp(r.StartsAt), Live: r.Live}
+}
+
+// fromDuration reads an optional duration; one that is not valid reads as
+// negative, which every bound refuses.
+func fromDuration(d *durationpb.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	if d.CheckValid() != nil {
+		return -1
+	}
+	return d.AsDuration()
+}
+
+func toDuration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func fromAdmission(a *usherv1.Admission) authz.Admission {
+	out := authz.Admission{Scope: a.GetScope(), ResourceType: a.GetResourceType(), Join: a.GetJoinPermission(),
+		Backstage: a.GetBackstagePermission(), RequireLive: a.GetBackstage(), JoinAhead: fromDuration(a.GetJoinAhead()),
+		Stage: a.GetStagePermission(), MaxParticipants: a.GetMaxParticipants(), UncountedRoles: a.GetUncountedRoles(),
+		ExclusiveRoles: a.GetExclusiveRoles(), Lease: fromDuration(a.GetLease())}
+	if l := a.GetLobby(); l != nil {
+		out.Lobby = &authz.Lobby{Admit: l.GetAdmitPermission(), Role: l.GetAdmitRole(), Bypass: l.GetBypassPermission()}
+	}
+	if m := a.GetLivekit(); m != nil {
+		out.Media = &authz.MediaMapping{RoomJoin: m.GetRoomJoin(), CanPublish: m.GetCanPublish(), CanPublishSources: m.GetCanPublishSources(),
+			CanSubscribe: m.GetCanSubscribe(), CanPublishData: m.GetCanPublishData(), RoomAdmin: m.GetRoomAdmin(),
+			RoomRecord: m.GetRoomRecord(), Hidden: m.GetHidden()}
+	}
+	return out
+}
+
+func toAdmission(a authz.Admission) *usherv1.Admission {
+	out := &usherv1.Admission{Scope: a.Scope, ResourceType: a.ResourceType, JoinPermission: a.Join,
+		BackstagePermission: a.Backstage, Backstage: a.RequireLive, JoinAhead: toDuration(a.JoinAhead),
+		StagePermission: a.Stage, MaxParticipants: a.MaxParticipants, UncountedRoles: a.UncountedRoles,
+		ExclusiveRoles: a.ExclusiveRoles, Lease: toDuration(a.Lease)}
+	if l := a.Lobby; l != nil {
+		out.Lobby = &usherv1.Lobby{AdmitPermission: l.Admit, AdmitRole: l.Role, BypassPermission: l.Bypass}
+	}
+	if m := a.Media; m != nil {
+		out.Livekit = &usherv1.LiveKitMapping{RoomJoin: m.RoomJoin, CanPublish: m.CanPublish, CanPublishSources: m.CanPublishSources,
+			CanSubscribe: m.CanSubscribe, CanPublishData: m.CanPublishData, RoomAdmin: m.RoomAdmin,
+			RoomRecord: m.RoomRecord, Hidden: m.Hidden}
 	}
 	return out
 }
@@ -118,8 +182,7 @@ func toChange(c authz.Change) *usherv1.Change {
 		ch.Entity = &usherv1.Change_Permission{Permission: &usherv1.Permission{
 			Name: c.Permission.Name, Parents: c.Permission.Parents, Description: c.Permission.Description}}
 	case c.Resource != nil:
-		ch.Entity = &usherv1.Change_Resource{Resource: &usherv1.Resource{
-			Name: c.Resource.Name, Parent: c.Resource.Parent, Creator: c.Resource.Creator}}
+		ch.Entity = &usherv1.Change_Resource{Resource: toResource(*c.Resource)}
 	case c.Role != nil:
 		ch.Entity = &usherv1.Change_Role{Role: toRole(*c.Role)}
 	case c.Grant != nil:
@@ -133,6 +196,8 @@ func toChange(c authz.Change) *usherv1.Change {
 			ResourceType: c.CreatorRole.ResourceType, Role: c.CreatorRole.Role}}
 	case c.DefaultQuota != nil:
 		ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: toDefaultQuota(*c.DefaultQuota)}
+	case c.Admission != nil:
+		ch.Entity = &usherv1.Change_Admission{Admission: toAdmission(*c.Admission)}
 	}
 	return ch
 }
@@ -165,7 +230,7 @@ func toPolicy(p authz.Policy) *usherv1.Policy {
 		})
 	}
 	for _, r := range p.Resources {
-		out.Resources = append(out.Resources, &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator})
+		out.Resources = append(out.Resources, toResource(r))
 	}
 	for _, r := range p.Roles {
 		out.Roles = append(out.Roles, toRole(r))
@@ -178,6 +243,9 @@ func toPolicy(p authz.Policy) *usherv1.Policy {
 	}
 	for _, d := range p.DefaultQuotas {
 		out.DefaultQuotas = append(out.DefaultQuotas, toDefaultQuota(d))
+	}
+	for _, a := range p.Admissions {
+		out.Admissions = append(out.Admissions, toAdmission(a))
 	}
 	return out
 }

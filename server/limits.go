@@ -73,6 +73,8 @@ const (
 	MaxPolicyCreatorRoles = 1_000
 	// MaxPolicyQuotas is the most quotas a policy may hold.
 	MaxPolicyQuotas = 10_000
+	// MaxPolicyAdmissions is the most admission rules a policy may hold.
+	MaxPolicyAdmissions = 1_000
 
 	// MaxPermissionParents is the most parents one permission may name.
 	MaxPermissionParents = 100

@@ -89,6 +89,7 @@ func (v *validator) policy(p authz.Policy) {
 	v.count("policy.creator_roles", len(p.CreatorRoles), MaxPolicyCreatorRoles, "creator roles in a policy")
 	v.count("policy.quotas", len(p.Quotas), MaxPolicyQuotas, "quotas in a policy")
 	v.count("policy.default_quotas", len(p.DefaultQuotas), MaxPolicyQuotas, "default quotas in a policy")
+	v.count("policy.admissions", len(p.Admissions), MaxPolicyAdmissions, "admission rules in a policy")
 	if v.err != nil {
 		return // the lists may be too long to walk
 	}
@@ -124,6 +125,9 @@ func (v *validator) policy(p authz.Policy) {
 	for i, d := range p.DefaultQuotas {
 		v.add(authz.ValidateType(fmt.Sprintf("policy.default_quotas[%d].scope_type", i), d.ScopeType))
 		v.add(authz.ValidateType(fmt.Sprintf("policy.default_quotas[%d].resource_type", i), d.ResourceType))
+	}
+	for i, a := range p.Admissions {
+		v.add(authz.ValidateAdmission(fmt.Sprintf("policy.admissions[%d]", i), a))
 	}
 }
 
@@ -170,7 +174,7 @@ func (v *validator) timestamp(field string, ts *timestamppb.Timestamp) time.Time
 	t := ts.AsTime()
 	if !t.After(time.Unix(0, 0)) {
 		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: t.Format(time.RFC3339Nano),
-			Reason: "an expiry must be after the Unix epoch; leave it unset for never"})
+			Reason: "a time must be after the Unix epoch; leave it unset for none"})
 		return time.Time{}
 	}
 	return t

@@ -34,14 +34,16 @@ const (
 	KindQuota
 	KindCreatorRole
 	KindDefaultQuota
+	KindAdmission
 )
 
 // Kinds lists every kind in load order.
-var Kinds = []Kind{KindPermission, KindResource, KindRole, KindGrant, KindBlock, KindQuota, KindCreatorRole, KindDefaultQuota}
+var Kinds = []Kind{KindPermission, KindResource, KindRole, KindGrant, KindBlock, KindQuota, KindCreatorRole, KindDefaultQuota, KindAdmission}
 
 var kindNames = map[Kind]string{
 	KindPermission: "permissions", KindResource: "resources", KindRole: "roles", KindGrant: "grants",
 	KindBlock: "blocks", KindQuota: "quotas", KindCreatorRole: "creator_roles", KindDefaultQuota: "default_quotas",
+	KindAdmission: "admissions",
 }
 
 // String is the kind's keyspace name: a bbolt bucket, an etcd key prefix.
@@ -84,7 +86,11 @@ func EntryOf(c authz.Change) (Entry, error) {
 		r := c.Resource
 		e.Kind = KindResource
 		e.Key, err = compositeKey(r.Name)
-		msg = &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator}
+		var starts int64
+		if c.Op.Put() {
+			starts, err = encodeExpiry(r.StartsAt)
+		}
+		msg = &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartsAt: starts, Live: r.Live}
 	case authz.OpPutRole, authz.OpDeleteRole:
 		r := c.Role
 		e.Kind = KindRole
@@ -122,6 +128,11 @@ func EntryOf(c authz.Change) (Entry, error) {
 		e.Kind = KindDefaultQuota
 		e.Key, err = compositeKey(d.ScopeType, d.ResourceType)
 		msg = &recordv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}
+	case authz.OpPutAdmission, authz.OpDeleteAdmission:
+		a := c.Admission
+		e.Kind = KindAdmission
+		e.Key, err = compositeKey(scopeOf(a.Scope), a.ResourceType)
+		msg = admissionRecord(a)
 	}
 	if err != nil || !c.Op.Put() {
 		return e, err
@@ -179,7 +190,7 @@ func Decode(kind Kind, key, value []byte, sink authz.Sink) error {
 	case KindResource:
 		var r recordv1.Resource
 		if err = decodeRecord(value, &r); err == nil {
-			err = sink.Resource(authz.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator})
+			err = sink.Resource(fromResourceRecord(&r))
 		}
 	case KindRole:
 		var r recordv1.Role
@@ -206,6 +217,11 @@ func Decode(kind Kind, key, value []byte, sink authz.Sink) error {
 		if err = decodeRecord(value, &r); err == nil {
 			err = sink.DefaultQuota(authz.DefaultQuota{ScopeType: r.ScopeType, ResourceType: r.ResourceType, Limit: r.Limit})
 		}
+	case KindAdmission:
+		var r recordv1.Admission
+		if err = decodeRecord(value, &r); err == nil {
+			err = sink.Admission(fromAdmissionRecord(&r))
+		}
 	default:
 		err = fmt.Errorf("unknown kind %d", kind)
 	}
@@ -218,6 +234,46 @@ func Decode(kind Kind, key, value []byte, sink authz.Sink) error {
 func fromRoleRecord(r *recordv1.Role) authz.Role {
 	return authz.Role{Name: r.Name, Scope: r.Scope, Permissions: r.Permissions, AssignableRoles: r.AssignableRoles,
 		BindableOn: r.BindableOn, MaxHolders: r.MaxHolders, Description: r.Description}
+}
+
+func fromResourceRecord(r *recordv1.Resource) authz.Resource {
+	return authz.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartsAt: decodeExpiry(r.StartsAt), Live: r.Live}
+}
+
+// scopeOf keys a rule at root and one with an empty scope alike.
+func scopeOf(scope string) string {
+	if scope == "" {
+		return authz.RootName
+	}
+	return scope
+}
+
+func admissionRecord(a *authz.Admission) *recordv1.Admission {
+	r := &recordv1.Admission{Scope: scopeOf(a.Scope), ResourceType: a.ResourceType, Join: a.Join, Backstage: a.Backstage,
+		RequireLive: a.RequireLive, JoinAhead: int64(a.JoinAhead), Stage: a.Stage, MaxParticipants: a.MaxParticipants,
+		UncountedRoles: a.UncountedRoles, ExclusiveRoles: a.ExclusiveRoles, Lease: int64(a.Lease)}
+	if l := a.Lobby; l != nil {
+		r.Lobby = &recordv1.Lobby{Admit: l.Admit, Role: l.Role, Bypass: l.Bypass}
+	}
+	if m := a.Media; m != nil {
+		r.Media = &recordv1.MediaMapping{RoomJoin: m.RoomJoin, CanPublish: m.CanPublish, CanPublishSources: m.CanPublishSources,
+			CanSubscribe: m.CanSubscribe, CanPublishData: m.CanPublishData, RoomAdmin: m.RoomAdmin, RoomRecord: m.RoomRecord, Hidden: m.Hidden}
+	}
+	return r
+}
+
+func fromAdmissionRecord(r *recordv1.Admission) authz.Admission {
+	a := authz.Admission{Scope: r.Scope, ResourceType: r.ResourceType, Join: r.Join, Backstage: r.Backstage,
+		RequireLive: r.RequireLive, JoinAhead: time.Duration(r.JoinAhead), Stage: r.Stage, MaxParticipants: r.MaxParticipants,
+		UncountedRoles: r.UncountedRoles, ExclusiveRoles: r.ExclusiveRoles, Lease: time.Duration(r.Lease)}
+	if l := r.Lobby; l != nil {
+		a.Lobby = &authz.Lobby{Admit: l.Admit, Role: l.Role, Bypass: l.Bypass}
+	}
+	if m := r.Media; m != nil {
+		a.Media = &authz.MediaMapping{RoomJoin: m.RoomJoin, CanPublish: m.CanPublish, CanPublishSources: m.CanPublishSources,
+			CanSubscribe: m.CanSubscribe, CanPublishData: m.CanPublishData, RoomAdmin: m.RoomAdmin, RoomRecord: m.RoomRecord, Hidden: m.Hidden}
+	}
+	return a
 }
 
 func fromBlockRecord(r *recordv1.Block) authz.Block {
@@ -239,7 +295,11 @@ func EncodeChangeSet(cs authz.ChangeSet) ([]byte, error) {
 			rc.Entity = &recordv1.Change_Permission{Permission: &recordv1.Permission{Name: p.Name, Parents: p.Parents, Description: p.Description}}
 		case authz.OpPutResource, authz.OpDeleteResource:
 			r := c.Resource
-			rc.Entity = &recordv1.Change_Resource{Resource: &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator}}
+			starts, err := encodeExpiry(r.StartsAt)
+			if err != nil {
+				return nil, fmt.Errorf("change %d: %w", i, err)
+			}
+			rc.Entity = &recordv1.Change_Resource{Resource: &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartsAt: starts, Live: r.Live}}
 		case authz.OpPutRole, authz.OpDeleteRole:
 			rc.Entity = &recordv1.Change_Role{Role: roleRecord(c.Role)}
 		case authz.OpPutGrant, authz.OpDeleteGrant:
@@ -266,6 +326,8 @@ func EncodeChangeSet(cs authz.ChangeSet) ([]byte, error) {
 		case authz.OpPutDefaultQuota, authz.OpDeleteDefaultQuota:
 			d := c.DefaultQuota
 			rc.Entity = &recordv1.Change_DefaultQuota{DefaultQuota: &recordv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}}
+		case authz.OpPutAdmission, authz.OpDeleteAdmission:
+			rc.Entity = &recordv1.Change_Admission{Admission: admissionRecord(c.Admission)}
 		}
 		m.Changes = append(m.Changes, rc)
 	}
@@ -285,7 +347,8 @@ func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
 		case *recordv1.Change_Permission:
 			c.Permission = &authz.Permission{Name: e.Permission.Name, Parents: e.Permission.Parents, Description: e.Permission.Description}
 		case *recordv1.Change_Resource:
-			c.Resource = &authz.Resource{Name: e.Resource.Name, Parent: e.Resource.Parent, Creator: e.Resource.Creator}
+			r := fromResourceRecord(e.Resource)
+			c.Resource = &r
 		case *recordv1.Change_Role:
 			r := fromRoleRecord(e.Role)
 			c.Role = &r
@@ -300,6 +363,9 @@ func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
 			c.CreatorRole = &authz.CreatorRole{ResourceType: e.CreatorRole.ResourceType, Role: e.CreatorRole.Role}
 		case *recordv1.Change_DefaultQuota:
 			c.DefaultQuota = &authz.DefaultQuota{ScopeType: e.DefaultQuota.ScopeType, ResourceType: e.DefaultQuota.ResourceType, Limit: e.DefaultQuota.Limit}
+		case *recordv1.Change_Admission:
+			a := fromAdmissionRecord(e.Admission)
+			c.Admission = &a
 		}
 		if err := c.Check(); err != nil {
 			return authz.ChangeSet{}, fmt.Errorf("change set %d, change %d: %w", m.Revision, i, err)

@@ -38,31 +38,7 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 		entries = append(entries, e)
 		return nil
 	}
-	var changes []authz.Change
-	for i := range snap.Permissions {
-		changes = append(changes, authz.Change{Op: authz.OpPutPermission, Permission: &snap.Permissions[i]})
-	}
-	for i := range snap.Resources {
-		changes = append(changes, authz.Change{Op: authz.OpPutResource, Resource: &snap.Resources[i]})
-	}
-	for i := range snap.Roles {
-		changes = append(changes, authz.Change{Op: authz.OpPutRole, Role: &snap.Roles[i]})
-	}
-	for i := range snap.Blocks {
-		changes = append(changes, authz.Change{Op: authz.OpPutBlock, Block: &snap.Blocks[i]})
-	}
-	for i := range snap.Quotas {
-		changes = append(changes, authz.Change{Op: authz.OpPutQuota, Quota: &snap.Quotas[i]})
-	}
-	for i := range snap.CreatorRoles {
-		changes = append(changes, authz.Change{Op: authz.OpPutCreatorRole, CreatorRole: &snap.CreatorRoles[i]})
-	}
-	for i := range snap.DefaultQuotas {
-		changes = append(changes, authz.Change{Op: authz.OpPutDefaultQuota, DefaultQuota: &snap.DefaultQuotas[i]})
-	}
-	for i := range snap.Grants {
-		changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &snap.Grants[i]})
-	}
+	changes := snap.Changes()
 	for _, c := range changes {
 		if err := add(c); err != nil {
 			return 0, err

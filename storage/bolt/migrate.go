@@ -90,6 +90,10 @@ type (
 	}
 )
 
+func (r legacyResource) resource() authz.Resource {
+	return authz.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator}
+}
+
 var legacyOps = map[string]authz.Op{
 	"put_permission": authz.OpPutPermission, "delete_permission": authz.OpDeletePermission,
 	"put_resource": authz.OpPutResource, "delete_resource": authz.OpDeleteResource,
@@ -111,7 +115,7 @@ func (c legacyChange) change() (authz.Change, error) {
 		p := authz.Permission(*c.Permission)
 		out.Permission = &p
 	case c.Resource != nil:
-		r := authz.Resource(*c.Resource)
+		r := c.Resource.resource()
 		out.Resource = &r
 	case c.Role != nil:
 		r := authz.Role(*c.Role)
@@ -165,7 +169,7 @@ func migrationSteps() []migrationStep {
 			return authz.Change{Op: authz.OpPutPermission, Permission: &e}
 		})},
 		{bucketOf(storage.KindResource), legacyEntity[legacyResource, authz.Resource](func(r legacyResource) authz.Change {
-			e := authz.Resource(r)
+			e := r.resource()
 			return authz.Change{Op: authz.OpPutResource, Resource: &e}
 		})},
 		{bucketOf(storage.KindRole), legacyEntity[legacyRole, authz.Role](func(r legacyRole) authz.Change {

@@ -67,7 +67,7 @@ func readDump(t *testing.T) (authz.Snapshot, []authz.ChangeSet) {
 		want.Permissions = append(want.Permissions, authz.Permission(p))
 	}
 	for _, r := range d.Snapshot.Resources {
-		want.Resources = append(want.Resources, authz.Resource(r))
+		want.Resources = append(want.Resources, r.resource())
 	}
 	for _, r := range d.Snapshot.Roles {
 		want.Roles = append(want.Roles, authz.Role(r))

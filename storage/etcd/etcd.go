@@ -680,7 +680,7 @@ func (s *Store) Import(ctx context.Context, snap authz.Snapshot, caller string) 
 		}
 		return nil
 	}
-	for _, c := range changesOf(snap) {
+	for _, c := range snap.Changes() {
 		if err := add(c); err != nil {
 			return fmt.Errorf("storage: import: %w", err)
 		}
@@ -696,34 +696,4 @@ func (s *Store) Import(ctx context.Context, snap authz.Snapshot, caller string) 
 		return fmt.Errorf("storage: import: %w", err)
 	}
 	return nil
-}
-
-// changesOf turns a snapshot into the puts that store it.
-func changesOf(snap authz.Snapshot) []authz.Change {
-	var out []authz.Change
-	for i := range snap.Permissions {
-		out = append(out, authz.Change{Op: authz.OpPutPermission, Permission: &snap.Permissions[i]})
-	}
-	for i := range snap.Resources {
-		out = append(out, authz.Change{Op: authz.OpPutResource, Resource: &snap.Resources[i]})
-	}
-	for i := range snap.Roles {
-		out = append(out, authz.Change{Op: authz.OpPutRole, Role: &snap.Roles[i]})
-	}
-	for i := range snap.Grants {
-		out = append(out, authz.Change{Op: authz.OpPutGrant, Grant: &snap.Grants[i]})
-	}
-	for i := range snap.Blocks {
-		out = append(out, authz.Change{Op: authz.OpPutBlock, Block: &snap.Blocks[i]})
-	}
-	for i := range snap.Quotas {
-		out = append(out, authz.Change{Op: authz.OpPutQuota, Quota: &snap.Quotas[i]})
-	}
-	for i := range snap.CreatorRoles {
-		out = append(out, authz.Change{Op: authz.OpPutCreatorRole, CreatorRole: &snap.CreatorRoles[i]})
-	}
-	for i := range snap.DefaultQuotas {
-		out = append(out, authz.Change{Op: authz.OpPutDefaultQuota, DefaultQuota: &snap.DefaultQuotas[i]})
-	}
-	return out
 }

@@ -31,7 +31,9 @@ func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 		p.Parents = nonEmpty(p.Parents)
 		out.Permissions = append(out.Permissions, p)
 	}
-	out.Resources = nonEmpty(slices.Clone(s.Resources))
+	for _, r := range s.Resources {
+		out.Resources = append(out.Resources, normalResource(r))
+	}
 	for _, r := range s.Roles {
 		out.Roles = append(out.Roles, normalRole(r))
 	}
@@ -44,6 +46,9 @@ func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 	out.Quotas = nonEmpty(slices.Clone(s.Quotas))
 	out.CreatorRoles = nonEmpty(slices.Clone(s.CreatorRoles))
 	out.DefaultQuotas = nonEmpty(slices.Clone(s.DefaultQuotas))
+	for _, a := range s.Admissions {
+		out.Admissions = append(out.Admissions, normalAdmission(a))
+	}
 	slices.SortFunc(out.Permissions, func(a, b authz.Permission) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(out.Resources, func(a, b authz.Resource) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(out.Roles, func(a, b authz.Role) int {
@@ -61,6 +66,9 @@ func normalSnapshot(s authz.Snapshot) authz.Snapshot {
 	slices.SortFunc(out.CreatorRoles, func(a, b authz.CreatorRole) int { return strings.Compare(a.ResourceType, b.ResourceType) })
 	slices.SortFunc(out.DefaultQuotas, func(a, b authz.DefaultQuota) int {
 		return cmp.Or(strings.Compare(a.ScopeType, b.ScopeType), strings.Compare(a.ResourceType, b.ResourceType))
+	})
+	slices.SortFunc(out.Admissions, func(a, b authz.Admission) int {
+		return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.ResourceType, b.ResourceType))
 	})
 	return out
 }
@@ -112,6 +120,8 @@ func entity(c authz.Change) any {
 		return *c.CreatorRole
 	case c.DefaultQuota != nil:
 		return *c.DefaultQuota
+	case c.Admission != nil:
+		return *c.Admission
 	}
 	return nil
 }
@@ -139,6 +149,14 @@ func normalChangeSet(cs authz.ChangeSet) authz.ChangeSet {
 			b := normalBlock(*c.Block)
 			d.Block = &b
 		}
+		if c.Resource != nil {
+			r := normalResource(*c.Resource)
+			d.Resource = &r
+		}
+		if c.Admission != nil {
+			a := normalAdmission(*c.Admission)
+			d.Admission = &a
+		}
 		out.Changes = append(out.Changes, d)
 	}
 	return out
@@ -149,6 +167,24 @@ func normalRole(r authz.Role) authz.Role {
 	r.AssignableRoles = nonEmpty(r.AssignableRoles)
 	r.BindableOn = nonEmpty(r.BindableOn)
 	return r
+}
+
+func normalResource(r authz.Resource) authz.Resource {
+	r.StartsAt = instant(r.StartsAt)
+	return r
+}
+
+func normalAdmission(a authz.Admission) authz.Admission {
+	a.UncountedRoles = nonEmpty(a.UncountedRoles)
+	a.ExclusiveRoles = nonEmpty(a.ExclusiveRoles)
+	if a.Media != nil {
+		m := *a.Media
+		if len(m.CanPublishSources) == 0 {
+			m.CanPublishSources = nil
+		}
+		a.Media = &m
+	}
+	return a
 }
 
 func normalGrant(g authz.Grant) authz.Grant {

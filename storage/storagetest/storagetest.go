@@ -285,6 +285,7 @@ func testDeletes(t *testing.T, h *harness) {
 		del(authz.Quota{Scope: "account:acme", ResourceType: "call", Subject: "user:alice"}),
 		del(authz.CreatorRole{ResourceType: "call"}),
 		del(authz.DefaultQuota{ScopeType: "account", ResourceType: "call"}),
+		del(authz.Admission{Scope: "calltype:livestream", ResourceType: "call"}),
 		del(authz.Grant{Subject: "user:nobody", Resource: "account:acme", Role: "owner"}),
 	))
 	w.permissions = without(w.permissions, func(p authz.Permission) bool { return p.Name == "call.join" })
@@ -297,6 +298,7 @@ func testDeletes(t *testing.T, h *harness) {
 	w.quotas = without(w.quotas, func(q authz.Quota) bool { return q.Subject == "user:alice" })
 	w.creatorRoles = without(w.creatorRoles, func(c authz.CreatorRole) bool { return c.ResourceType == "call" })
 	w.defaultQuotas = without(w.defaultQuotas, func(d authz.DefaultQuota) bool { return d.ResourceType == "call" })
+	w.admissions = without(w.admissions, func(a authz.Admission) bool { return a.Scope == "calltype:livestream" && a.ResourceType == "call" })
 	wantSnapshot(t, h.snapshot(), w.snapshot(rev))
 }
 
@@ -665,6 +667,8 @@ func change(e any, put bool) authz.Change {
 		return authz.Change{Op: pick(authz.OpPutCreatorRole, authz.OpDeleteCreatorRole), CreatorRole: &v}
 	case authz.DefaultQuota:
 		return authz.Change{Op: pick(authz.OpPutDefaultQuota, authz.OpDeleteDefaultQuota), DefaultQuota: &v}
+	case authz.Admission:
+		return authz.Change{Op: pick(authz.OpPutAdmission, authz.OpDeleteAdmission), Admission: &v}
 	}
 	panic(fmt.Sprintf("no change for %T", e))
 }
@@ -680,6 +684,7 @@ type fixture struct {
 	quotas        []authz.Quota
 	creatorRoles  []authz.CreatorRole
 	defaultQuotas []authz.DefaultQuota
+	admissions    []authz.Admission
 }
 
 func world() *fixture {
@@ -692,7 +697,7 @@ func world() *fixture {
 		resources: []authz.Resource{
 			{Name: "account:acme", Parent: "root"},
 			{Name: "calltype:livestream", Parent: "account:acme", Creator: "user:alice"},
-			{Name: "call:livestream:42", Parent: "calltype:livestream"},
+			{Name: "call:livestream:42", Parent: "calltype:livestream", StartsAt: time.Date(2030, 1, 1, 9, 30, 0, 7, berlin), Live: true},
 			{Name: "call:livestream:420", Parent: "calltype:livestream"},
 		},
 		roles: []authz.Role{
@@ -718,6 +723,16 @@ func world() *fixture {
 		},
 		creatorRoles:  []authz.CreatorRole{{ResourceType: "call", Role: "host"}, {ResourceType: "event", Role: "owner"}},
 		defaultQuotas: []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call", Limit: 0}, {ScopeType: "account", ResourceType: "room", Limit: 3}},
+		admissions: []authz.Admission{
+			{Scope: "root", ResourceType: "call", Join: "call.join", Lease: 45 * time.Second},
+			{Scope: "calltype:livestream", ResourceType: "call", Join: "call.join", Backstage: "call.join-backstage", RequireLive: true,
+				JoinAhead: 10 * time.Minute, Stage: "call.manage", MaxParticipants: 50,
+				UncountedRoles: []string{"host"}, ExclusiveRoles: []string{"guest"},
+				Lobby: &authz.Lobby{Admit: "call.manage", Role: "guest", Bypass: "call.join-backstage"},
+				Media: &authz.MediaMapping{RoomJoin: "call.join", CanPublishSources: map[string]string{"camera": "call.manage", "microphone": "call.join"},
+					CanSubscribe: "call.join", Hidden: "call.join-backstage"}},
+			{Scope: "calltype:livestream", ResourceType: "callx", Join: "call.manage"},
+		},
 	}
 }
 
@@ -747,6 +762,9 @@ func (f *fixture) puts() []authz.Change {
 	for _, e := range f.defaultQuotas {
 		out = append(out, put(e))
 	}
+	for _, e := range f.admissions {
+		out = append(out, put(e))
+	}
 	return out
 }
 
@@ -754,6 +772,7 @@ func (f *fixture) snapshot(rev authz.Revision) authz.Snapshot {
 	return authz.Snapshot{
 		Revision: rev, Permissions: f.permissions, Resources: f.resources, Roles: f.roles, Grants: f.grants,
 		Blocks: f.blocks, Quotas: f.quotas, CreatorRoles: f.creatorRoles, DefaultQuotas: f.defaultQuotas,
+		Admissions: f.admissions,
 	}
 }
 

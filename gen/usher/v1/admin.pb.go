@@ -745,8 +745,13 @@ type PutResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Empty for "root".
-	Parent        string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	Actor  string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// A call's stage, at registration (see Resource); a move keeps the stage
+	// and refuses a different one: AdmissionService.Schedule and GoLive
+	// change it.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	Live          bool                   `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +805,20 @@ func (x *PutResourceRequest) GetActor() string {
 		return x.Actor
 	}
 	return ""
+}
+
+func (x *PutResourceRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *PutResourceRequest) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
 }
 
 type PutResourceResponse struct {
@@ -2233,11 +2252,14 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\"0\n" +
 	"\x12DeleteRoleResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"V\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa5\x01\n" +
 	"\x12PutResourceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x14\n" +
-	"\x05actor\x18\x03 \x01(\tR\x05actor\"1\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x12\n" +
+	"\x04live\x18\x05 \x01(\bR\x04live\"1\n" +
 	"\x13PutResourceResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"K\n" +
 	"\x12GetResourceRequest\x12\x12\n" +
@@ -2420,55 +2442,56 @@ var file_usher_v1_admin_proto_depIdxs = []int32{
 	37, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
 	38, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
 	38, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
-	39, // 4: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
-	36, // 5: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 6: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
-	41, // 7: usher.v1.ApplyPolicyResponse.changes:type_name -> usher.v1.Change
-	40, // 8: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
-	42, // 9: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
-	42, // 10: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
-	43, // 11: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
-	0,  // 12: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
-	2,  // 13: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
-	4,  // 14: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
-	6,  // 15: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
-	8,  // 16: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
-	10, // 17: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
-	12, // 18: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
-	14, // 19: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
-	16, // 20: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
-	18, // 21: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
-	20, // 22: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
-	22, // 23: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
-	24, // 24: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
-	26, // 25: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
-	28, // 26: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
-	30, // 27: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
-	32, // 28: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
-	34, // 29: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
-	1,  // 30: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
-	3,  // 31: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
-	5,  // 32: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
-	7,  // 33: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
-	9,  // 34: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
-	11, // 35: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
-	13, // 36: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
-	15, // 37: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
-	17, // 38: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
-	19, // 39: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
-	21, // 40: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
-	23, // 41: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
-	25, // 42: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
-	27, // 43: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
-	29, // 44: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
-	31, // 45: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
-	33, // 46: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
-	35, // 47: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
-	30, // [30:48] is the sub-list for method output_type
-	12, // [12:30] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	36, // 4: usher.v1.PutResourceRequest.start_time:type_name -> google.protobuf.Timestamp
+	39, // 5: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
+	36, // 6: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 7: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
+	41, // 8: usher.v1.ApplyPolicyResponse.changes:type_name -> usher.v1.Change
+	40, // 9: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
+	42, // 10: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
+	42, // 11: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
+	43, // 12: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
+	0,  // 13: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
+	2,  // 14: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
+	4,  // 15: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
+	6,  // 16: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
+	8,  // 17: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
+	10, // 18: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
+	12, // 19: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
+	14, // 20: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
+	16, // 21: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
+	18, // 22: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
+	20, // 23: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
+	22, // 24: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
+	24, // 25: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
+	26, // 26: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
+	28, // 27: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
+	30, // 28: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
+	32, // 29: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
+	34, // 30: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
+	1,  // 31: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
+	3,  // 32: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
+	5,  // 33: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
+	7,  // 34: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
+	9,  // 35: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
+	11, // 36: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
+	13, // 37: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
+	15, // 38: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
+	17, // 39: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
+	19, // 40: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
+	21, // 41: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
+	23, // 42: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
+	25, // 43: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
+	27, // 44: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
+	29, // 45: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
+	31, // 46: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
+	33, // 47: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
+	35, // 48: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
+	31, // [31:49] is the sub-list for method output_type
+	13, // [13:31] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_admin_proto_init() }

@@ -9,6 +9,7 @@ package usherv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -43,6 +44,8 @@ const (
 	Op_OP_DELETE_CREATOR_ROLE  Op = 14
 	Op_OP_PUT_DEFAULT_QUOTA    Op = 15
 	Op_OP_DELETE_DEFAULT_QUOTA Op = 16
+	Op_OP_PUT_ADMISSION        Op = 17
+	Op_OP_DELETE_ADMISSION     Op = 18
 )
 
 // Enum value maps for Op.
@@ -65,6 +68,8 @@ var (
 		14: "OP_DELETE_CREATOR_ROLE",
 		15: "OP_PUT_DEFAULT_QUOTA",
 		16: "OP_DELETE_DEFAULT_QUOTA",
+		17: "OP_PUT_ADMISSION",
+		18: "OP_DELETE_ADMISSION",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED":          0,
@@ -84,6 +89,8 @@ var (
 		"OP_DELETE_CREATOR_ROLE":  14,
 		"OP_PUT_DEFAULT_QUOTA":    15,
 		"OP_DELETE_DEFAULT_QUOTA": 16,
+		"OP_PUT_ADMISSION":        17,
+		"OP_DELETE_ADMISSION":     18,
 	}
 )
 
@@ -123,7 +130,15 @@ type Resource struct {
 	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	// The actor who registered the resource, if one did. Set by the server on
 	// registration; a policy may carry it to restore an exported tree.
-	Creator       string `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
+	Creator string `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
+	// When the call starts: the Admission rule for its type opens it
+	// join_ahead before. Unset for a call that is open as soon as it exists.
+	// Set at registration or with AdmissionService.Schedule.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// The call has gone live (AdmissionService.GoLive): where its Admission
+	// rule keeps calls backstage, only now may subjects without the backstage
+	// permission join.
+	Live          bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,6 +192,20 @@ func (x *Resource) GetCreator() string {
 		return x.Creator
 	}
 	return ""
+}
+
+func (x *Resource) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Resource) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
 }
 
 // Permission is an entry of the permission catalog. Holding a permission
@@ -710,6 +739,344 @@ func (x *DefaultQuota) GetLimit() uint32 {
 	return 0
 }
 
+// Admission says how subjects join the resources of one type at or below a
+// scope: AdmissionService.Join's rule. The rule at the nearest scope on the
+// way up to root wins, so a call type may have its own.
+type Admission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource the rule belongs to; "root" (or empty) for every resource
+	// of the type.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type of the resources joined, e.g. "call".
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The permission that lets a subject join. Required.
+	JoinPermission string `protobuf:"bytes,3,opt,name=join_permission,json=joinPermission,proto3" json:"join_permission,omitempty"`
+	// The permission that lets a subject join before the call opens: before
+	// join_ahead ahead of its start time, or before it goes live.
+	BackstagePermission string `protobuf:"bytes,4,opt,name=backstage_permission,json=backstagePermission,proto3" json:"backstage_permission,omitempty"`
+	// Calls open only when they go live (AdmissionService.GoLive); until
+	// then only holders of backstage_permission may join.
+	Backstage bool `protobuf:"varint,5,opt,name=backstage,proto3" json:"backstage,omitempty"`
+	// How long before its start time a call opens; zero opens it at the start
+	// time. At most 7 days.
+	JoinAhead *durationpb.Duration `protobuf:"bytes,6,opt,name=join_ahead,json=joinAhead,proto3" json:"join_ahead,omitempty"`
+	// The permission that lets an actor schedule a call or take it live;
+	// without one, only callers acting on their own authority may.
+	StagePermission string `protobuf:"bytes,7,opt,name=stage_permission,json=stagePermission,proto3" json:"stage_permission,omitempty"`
+	// When set, subjects wait in the lobby until someone admits them.
+	Lobby *Lobby `protobuf:"bytes,8,opt,name=lobby,proto3" json:"lobby,omitempty"`
+	// At most this many subjects in the call at once, counting live sessions
+	// of subjects who hold none of uncounted_roles; 0 for no limit.
+	MaxParticipants uint32 `protobuf:"varint,9,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
+	// Roles whose holders do not count against max_participants (recorders,
+	// interpreters, hosts).
+	UncountedRoles []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
+	// Roles of which at most one holder may be in a call at a time: Livebox's
+	// Unshared mode, "rooms not used by any other sub-users".
+	ExclusiveRoles []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
+	// How long a session lives without KeepAlive; default 30s, from 1s to 24h.
+	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	// Maps capabilities to LiveKit's video grant; when set, an admitted Join
+	// carries a signed LiveKit access token.
+	Livekit       *LiveKitMapping `protobuf:"bytes,13,opt,name=livekit,proto3" json:"livekit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admission) Reset() {
+	*x = Admission{}
+	mi := &file_usher_v1_model_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admission) ProtoMessage() {}
+
+func (x *Admission) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admission.ProtoReflect.Descriptor instead.
+func (*Admission) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Admission) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Admission) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *Admission) GetJoinPermission() string {
+	if x != nil {
+		return x.JoinPermission
+	}
+	return ""
+}
+
+func (x *Admission) GetBackstagePermission() string {
+	if x != nil {
+		return x.BackstagePermission
+	}
+	return ""
+}
+
+func (x *Admission) GetBackstage() bool {
+	if x != nil {
+		return x.Backstage
+	}
+	return false
+}
+
+func (x *Admission) GetJoinAhead() *durationpb.Duration {
+	if x != nil {
+		return x.JoinAhead
+	}
+	return nil
+}
+
+func (x *Admission) GetStagePermission() string {
+	if x != nil {
+		return x.StagePermission
+	}
+	return ""
+}
+
+func (x *Admission) GetLobby() *Lobby {
+	if x != nil {
+		return x.Lobby
+	}
+	return nil
+}
+
+func (x *Admission) GetMaxParticipants() uint32 {
+	if x != nil {
+		return x.MaxParticipants
+	}
+	return 0
+}
+
+func (x *Admission) GetUncountedRoles() []string {
+	if x != nil {
+		return x.UncountedRoles
+	}
+	return nil
+}
+
+func (x *Admission) GetExclusiveRoles() []string {
+	if x != nil {
+		return x.ExclusiveRoles
+	}
+	return nil
+}
+
+func (x *Admission) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *Admission) GetLivekit() *LiveKitMapping {
+	if x != nil {
+		return x.Livekit
+	}
+	return nil
+}
+
+// Lobby is where subjects wait to be admitted.
+type Lobby struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The permission that lets an actor list, admit and deny those waiting;
+	// its holders skip the lobby. Required.
+	AdmitPermission string `protobuf:"bytes,1,opt,name=admit_permission,json=admitPermission,proto3" json:"admit_permission,omitempty"`
+	// The role Admit grants the admitted subject on the call; its holders
+	// there skip the lobby. Required.
+	AdmitRole string `protobuf:"bytes,2,opt,name=admit_role,json=admitRole,proto3" json:"admit_role,omitempty"`
+	// A permission whose holders skip the lobby too (members, say); optional.
+	BypassPermission string `protobuf:"bytes,3,opt,name=bypass_permission,json=bypassPermission,proto3" json:"bypass_permission,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Lobby) Reset() {
+	*x = Lobby{}
+	mi := &file_usher_v1_model_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lobby) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lobby) ProtoMessage() {}
+
+func (x *Lobby) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lobby.ProtoReflect.Descriptor instead.
+func (*Lobby) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Lobby) GetAdmitPermission() string {
+	if x != nil {
+		return x.AdmitPermission
+	}
+	return ""
+}
+
+func (x *Lobby) GetAdmitRole() string {
+	if x != nil {
+		return x.AdmitRole
+	}
+	return ""
+}
+
+func (x *Lobby) GetBypassPermission() string {
+	if x != nil {
+		return x.BypassPermission
+	}
+	return ""
+}
+
+// LiveKitMapping says which permission gives each field of LiveKit's video
+// grant. A field that names no permission is never granted.
+type LiveKitMapping struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gives roomJoin; required.
+	RoomJoin string `protobuf:"bytes,1,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
+	// Must be held for any publishing; with can_publish_sources empty it
+	// gives canPublish for every source.
+	CanPublish string `protobuf:"bytes,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	// Track source (camera, microphone, screen_share, screen_share_audio) to
+	// the permission that lets a participant publish it.
+	CanPublishSources map[string]string `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CanSubscribe      string            `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	CanPublishData    string            `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	RoomAdmin         string            `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
+	RoomRecord        string            `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
+	Hidden            string            `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *LiveKitMapping) Reset() {
+	*x = LiveKitMapping{}
+	mi := &file_usher_v1_model_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveKitMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveKitMapping) ProtoMessage() {}
+
+func (x *LiveKitMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_model_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveKitMapping.ProtoReflect.Descriptor instead.
+func (*LiveKitMapping) Descriptor() ([]byte, []int) {
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LiveKitMapping) GetRoomJoin() string {
+	if x != nil {
+		return x.RoomJoin
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetCanPublish() string {
+	if x != nil {
+		return x.CanPublish
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetCanPublishSources() map[string]string {
+	if x != nil {
+		return x.CanPublishSources
+	}
+	return nil
+}
+
+func (x *LiveKitMapping) GetCanSubscribe() string {
+	if x != nil {
+		return x.CanSubscribe
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetCanPublishData() string {
+	if x != nil {
+		return x.CanPublishData
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetRoomAdmin() string {
+	if x != nil {
+		return x.RoomAdmin
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetRoomRecord() string {
+	if x != nil {
+		return x.RoomRecord
+	}
+	return ""
+}
+
+func (x *LiveKitMapping) GetHidden() string {
+	if x != nil {
+		return x.Hidden
+	}
+	return ""
+}
+
 // Policy is a permission catalog with the roles and resources that use it.
 // Applying a policy makes the catalog exactly the policy's, and puts every
 // resource and role it lists; what it does not list is left alone.
@@ -724,13 +1091,15 @@ type Policy struct {
 	Quotas       []*Quota       `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
 	// At most one per scope type and resource type.
 	DefaultQuotas []*DefaultQuota `protobuf:"bytes,6,rep,name=default_quotas,json=defaultQuotas,proto3" json:"default_quotas,omitempty"`
+	// At most one per scope and resource type.
+	Admissions    []*Admission `protobuf:"bytes,7,rep,name=admissions,proto3" json:"admissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_usher_v1_model_proto_msgTypes[8]
+	mi := &file_usher_v1_model_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +1111,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[8]
+	mi := &file_usher_v1_model_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1124,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{8}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Policy) GetPermissions() []*Permission {
@@ -800,6 +1169,13 @@ func (x *Policy) GetDefaultQuotas() []*DefaultQuota {
 	return nil
 }
 
+func (x *Policy) GetAdmissions() []*Admission {
+	if x != nil {
+		return x.Admissions
+	}
+	return nil
+}
+
 // Change is one entity put or deleted by a write. Deletions carry only the
 // key fields of what they delete.
 type Change struct {
@@ -815,6 +1191,7 @@ type Change struct {
 	//	*Change_Quota
 	//	*Change_CreatorRole
 	//	*Change_DefaultQuota
+	//	*Change_Admission
 	Entity        isChange_Entity `protobuf_oneof:"entity"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -822,7 +1199,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_usher_v1_model_proto_msgTypes[9]
+	mi := &file_usher_v1_model_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +1211,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[9]
+	mi := &file_usher_v1_model_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +1224,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{9}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Change) GetOp() Op {
@@ -936,6 +1313,15 @@ func (x *Change) GetDefaultQuota() *DefaultQuota {
 	return nil
 }
 
+func (x *Change) GetAdmission() *Admission {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Admission); ok {
+			return x.Admission
+		}
+	}
+	return nil
+}
+
 type isChange_Entity interface {
 	isChange_Entity()
 }
@@ -972,6 +1358,10 @@ type Change_DefaultQuota struct {
 	DefaultQuota *DefaultQuota `protobuf:"bytes,9,opt,name=default_quota,json=defaultQuota,proto3,oneof"`
 }
 
+type Change_Admission struct {
+	Admission *Admission `protobuf:"bytes,11,opt,name=admission,proto3,oneof"`
+}
+
 func (*Change_Permission) isChange_Entity() {}
 
 func (*Change_Resource) isChange_Entity() {}
@@ -987,6 +1377,8 @@ func (*Change_Quota) isChange_Entity() {}
 func (*Change_CreatorRole) isChange_Entity() {}
 
 func (*Change_DefaultQuota) isChange_Entity() {}
+
+func (*Change_Admission) isChange_Entity() {}
 
 // ChangeRecord is one committed write, as the change log keeps it.
 type ChangeRecord struct {
@@ -1004,7 +1396,7 @@ type ChangeRecord struct {
 
 func (x *ChangeRecord) Reset() {
 	*x = ChangeRecord{}
-	mi := &file_usher_v1_model_proto_msgTypes[10]
+	mi := &file_usher_v1_model_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1408,7 @@ func (x *ChangeRecord) String() string {
 func (*ChangeRecord) ProtoMessage() {}
 
 func (x *ChangeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_model_proto_msgTypes[10]
+	mi := &file_usher_v1_model_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1421,7 @@ func (x *ChangeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRecord.ProtoReflect.Descriptor instead.
 func (*ChangeRecord) Descriptor() ([]byte, []int) {
-	return file_usher_v1_model_proto_rawDescGZIP(), []int{10}
+	return file_usher_v1_model_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ChangeRecord) GetRevision() uint64 {
@@ -1071,11 +1463,14 @@ var File_usher_v1_model_proto protoreflect.FileDescriptor
 
 const file_usher_v1_model_proto_rawDesc = "" +
 	"\n" +
-	"\x14usher/v1/model.proto\x12\busher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
+	"\x14usher/v1/model.proto\x12\busher.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x18\n" +
-	"\acreator\x18\x03 \x01(\tR\acreator\"\\\n" +
+	"\acreator\x18\x03 \x01(\tR\acreator\x129\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x12\n" +
+	"\x04live\x18\x05 \x01(\bR\x04live\"\\\n" +
 	"\n" +
 	"Permission\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -1118,14 +1513,53 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\n" +
 	"scope_type\x18\x01 \x01(\tR\tscopeType\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xbc\x02\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xae\x04\n" +
+	"\tAdmission\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12'\n" +
+	"\x0fjoin_permission\x18\x03 \x01(\tR\x0ejoinPermission\x121\n" +
+	"\x14backstage_permission\x18\x04 \x01(\tR\x13backstagePermission\x12\x1c\n" +
+	"\tbackstage\x18\x05 \x01(\bR\tbackstage\x128\n" +
+	"\n" +
+	"join_ahead\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\tjoinAhead\x12)\n" +
+	"\x10stage_permission\x18\a \x01(\tR\x0fstagePermission\x12%\n" +
+	"\x05lobby\x18\b \x01(\v2\x0f.usher.v1.LobbyR\x05lobby\x12)\n" +
+	"\x10max_participants\x18\t \x01(\rR\x0fmaxParticipants\x12'\n" +
+	"\x0funcounted_roles\x18\n" +
+	" \x03(\tR\x0euncountedRoles\x12'\n" +
+	"\x0fexclusive_roles\x18\v \x03(\tR\x0eexclusiveRoles\x12/\n" +
+	"\x05lease\x18\f \x01(\v2\x19.google.protobuf.DurationR\x05lease\x122\n" +
+	"\alivekit\x18\r \x01(\v2\x18.usher.v1.LiveKitMappingR\alivekit\"~\n" +
+	"\x05Lobby\x12)\n" +
+	"\x10admit_permission\x18\x01 \x01(\tR\x0fadmitPermission\x12\x1d\n" +
+	"\n" +
+	"admit_role\x18\x02 \x01(\tR\tadmitRole\x12+\n" +
+	"\x11bypass_permission\x18\x03 \x01(\tR\x10bypassPermission\"\x9c\x03\n" +
+	"\x0eLiveKitMapping\x12\x1b\n" +
+	"\troom_join\x18\x01 \x01(\tR\broomJoin\x12\x1f\n" +
+	"\vcan_publish\x18\x02 \x01(\tR\n" +
+	"canPublish\x12_\n" +
+	"\x13can_publish_sources\x18\x03 \x03(\v2/.usher.v1.LiveKitMapping.CanPublishSourcesEntryR\x11canPublishSources\x12#\n" +
+	"\rcan_subscribe\x18\x04 \x01(\tR\fcanSubscribe\x12(\n" +
+	"\x10can_publish_data\x18\x05 \x01(\tR\x0ecanPublishData\x12\x1d\n" +
+	"\n" +
+	"room_admin\x18\x06 \x01(\tR\troomAdmin\x12\x1f\n" +
+	"\vroom_record\x18\a \x01(\tR\n" +
+	"roomRecord\x12\x16\n" +
+	"\x06hidden\x18\b \x01(\tR\x06hidden\x1aD\n" +
+	"\x16CanPublishSourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf1\x02\n" +
 	"\x06Policy\x126\n" +
 	"\vpermissions\x18\x01 \x03(\v2\x14.usher.v1.PermissionR\vpermissions\x120\n" +
 	"\tresources\x18\x02 \x03(\v2\x12.usher.v1.ResourceR\tresources\x12$\n" +
 	"\x05roles\x18\x03 \x03(\v2\x0e.usher.v1.RoleR\x05roles\x12:\n" +
 	"\rcreator_roles\x18\x04 \x03(\v2\x15.usher.v1.CreatorRoleR\fcreatorRoles\x12'\n" +
 	"\x06quotas\x18\x05 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12=\n" +
-	"\x0edefault_quotas\x18\x06 \x03(\v2\x16.usher.v1.DefaultQuotaR\rdefaultQuotas\"\xc5\x03\n" +
+	"\x0edefault_quotas\x18\x06 \x03(\v2\x16.usher.v1.DefaultQuotaR\rdefaultQuotas\x123\n" +
+	"\n" +
+	"admissions\x18\a \x03(\v2\x13.usher.v1.AdmissionR\n" +
+	"admissions\"\xfa\x03\n" +
 	"\x06Change\x12\x1c\n" +
 	"\x02op\x18\n" +
 	" \x01(\x0e2\f.usher.v1.OpR\x02op\x126\n" +
@@ -1138,14 +1572,15 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x05block\x18\x06 \x01(\v2\x0f.usher.v1.BlockH\x00R\x05block\x12'\n" +
 	"\x05quota\x18\a \x01(\v2\x0f.usher.v1.QuotaH\x00R\x05quota\x12:\n" +
 	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRole\x12=\n" +
-	"\rdefault_quota\x18\t \x01(\v2\x16.usher.v1.DefaultQuotaH\x00R\fdefaultQuotaB\b\n" +
+	"\rdefault_quota\x18\t \x01(\v2\x16.usher.v1.DefaultQuotaH\x00R\fdefaultQuota\x123\n" +
+	"\tadmission\x18\v \x01(\v2\x13.usher.v1.AdmissionH\x00R\tadmissionB\b\n" +
 	"\x06entityJ\x04\b\x01\x10\x02R\aop_name\"\xb4\x01\n" +
 	"\fChangeRecord\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
 	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
-	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achanges*\xfc\x02\n" +
+	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achanges*\xab\x03\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OP_PUT_PERMISSION\x10\x01\x12\x18\n" +
@@ -1164,7 +1599,9 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x13OP_PUT_CREATOR_ROLE\x10\r\x12\x1a\n" +
 	"\x16OP_DELETE_CREATOR_ROLE\x10\x0e\x12\x18\n" +
 	"\x14OP_PUT_DEFAULT_QUOTA\x10\x0f\x12\x1b\n" +
-	"\x17OP_DELETE_DEFAULT_QUOTA\x10\x10B\x8e\x01\n" +
+	"\x17OP_DELETE_DEFAULT_QUOTA\x10\x10\x12\x14\n" +
+	"\x10OP_PUT_ADMISSION\x10\x11\x12\x17\n" +
+	"\x13OP_DELETE_ADMISSION\x10\x12B\x8e\x01\n" +
 	"\fcom.usher.v1B\n" +
 	"ModelProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
@@ -1181,7 +1618,7 @@ func file_usher_v1_model_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_model_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_usher_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_usher_v1_model_proto_goTypes = []any{
 	(Op)(0),                       // 0: usher.v1.Op
 	(*Resource)(nil),              // 1: usher.v1.Resource
@@ -1192,36 +1629,49 @@ var file_usher_v1_model_proto_goTypes = []any{
 	(*Quota)(nil),                 // 6: usher.v1.Quota
 	(*CreatorRole)(nil),           // 7: usher.v1.CreatorRole
 	(*DefaultQuota)(nil),          // 8: usher.v1.DefaultQuota
-	(*Policy)(nil),                // 9: usher.v1.Policy
-	(*Change)(nil),                // 10: usher.v1.Change
-	(*ChangeRecord)(nil),          // 11: usher.v1.ChangeRecord
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Admission)(nil),             // 9: usher.v1.Admission
+	(*Lobby)(nil),                 // 10: usher.v1.Lobby
+	(*LiveKitMapping)(nil),        // 11: usher.v1.LiveKitMapping
+	(*Policy)(nil),                // 12: usher.v1.Policy
+	(*Change)(nil),                // 13: usher.v1.Change
+	(*ChangeRecord)(nil),          // 14: usher.v1.ChangeRecord
+	nil,                           // 15: usher.v1.LiveKitMapping.CanPublishSourcesEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
 }
 var file_usher_v1_model_proto_depIdxs = []int32{
-	12, // 0: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
-	12, // 1: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 2: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
-	1,  // 3: usher.v1.Policy.resources:type_name -> usher.v1.Resource
-	3,  // 4: usher.v1.Policy.roles:type_name -> usher.v1.Role
-	7,  // 5: usher.v1.Policy.creator_roles:type_name -> usher.v1.CreatorRole
-	6,  // 6: usher.v1.Policy.quotas:type_name -> usher.v1.Quota
-	8,  // 7: usher.v1.Policy.default_quotas:type_name -> usher.v1.DefaultQuota
-	0,  // 8: usher.v1.Change.op:type_name -> usher.v1.Op
-	2,  // 9: usher.v1.Change.permission:type_name -> usher.v1.Permission
-	1,  // 10: usher.v1.Change.resource:type_name -> usher.v1.Resource
-	3,  // 11: usher.v1.Change.role:type_name -> usher.v1.Role
-	4,  // 12: usher.v1.Change.grant:type_name -> usher.v1.Grant
-	5,  // 13: usher.v1.Change.block:type_name -> usher.v1.Block
-	6,  // 14: usher.v1.Change.quota:type_name -> usher.v1.Quota
-	7,  // 15: usher.v1.Change.creator_role:type_name -> usher.v1.CreatorRole
-	8,  // 16: usher.v1.Change.default_quota:type_name -> usher.v1.DefaultQuota
-	12, // 17: usher.v1.ChangeRecord.time:type_name -> google.protobuf.Timestamp
-	10, // 18: usher.v1.ChangeRecord.changes:type_name -> usher.v1.Change
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 0: usher.v1.Resource.start_time:type_name -> google.protobuf.Timestamp
+	16, // 1: usher.v1.Grant.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 2: usher.v1.Block.expire_time:type_name -> google.protobuf.Timestamp
+	17, // 3: usher.v1.Admission.join_ahead:type_name -> google.protobuf.Duration
+	10, // 4: usher.v1.Admission.lobby:type_name -> usher.v1.Lobby
+	17, // 5: usher.v1.Admission.lease:type_name -> google.protobuf.Duration
+	11, // 6: usher.v1.Admission.livekit:type_name -> usher.v1.LiveKitMapping
+	15, // 7: usher.v1.LiveKitMapping.can_publish_sources:type_name -> usher.v1.LiveKitMapping.CanPublishSourcesEntry
+	2,  // 8: usher.v1.Policy.permissions:type_name -> usher.v1.Permission
+	1,  // 9: usher.v1.Policy.resources:type_name -> usher.v1.Resource
+	3,  // 10: usher.v1.Policy.roles:type_name -> usher.v1.Role
+	7,  // 11: usher.v1.Policy.creator_roles:type_name -> usher.v1.CreatorRole
+	6,  // 12: usher.v1.Policy.quotas:type_name -> usher.v1.Quota
+	8,  // 13: usher.v1.Policy.default_quotas:type_name -> usher.v1.DefaultQuota
+	9,  // 14: usher.v1.Policy.admissions:type_name -> usher.v1.Admission
+	0,  // 15: usher.v1.Change.op:type_name -> usher.v1.Op
+	2,  // 16: usher.v1.Change.permission:type_name -> usher.v1.Permission
+	1,  // 17: usher.v1.Change.resource:type_name -> usher.v1.Resource
+	3,  // 18: usher.v1.Change.role:type_name -> usher.v1.Role
+	4,  // 19: usher.v1.Change.grant:type_name -> usher.v1.Grant
+	5,  // 20: usher.v1.Change.block:type_name -> usher.v1.Block
+	6,  // 21: usher.v1.Change.quota:type_name -> usher.v1.Quota
+	7,  // 22: usher.v1.Change.creator_role:type_name -> usher.v1.CreatorRole
+	8,  // 23: usher.v1.Change.default_quota:type_name -> usher.v1.DefaultQuota
+	9,  // 24: usher.v1.Change.admission:type_name -> usher.v1.Admission
+	16, // 25: usher.v1.ChangeRecord.time:type_name -> google.protobuf.Timestamp
+	13, // 26: usher.v1.ChangeRecord.changes:type_name -> usher.v1.Change
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_model_proto_init() }
@@ -1229,7 +1679,7 @@ func file_usher_v1_model_proto_init() {
 	if File_usher_v1_model_proto != nil {
 		return
 	}
-	file_usher_v1_model_proto_msgTypes[9].OneofWrappers = []any{
+	file_usher_v1_model_proto_msgTypes[12].OneofWrappers = []any{
 		(*Change_Permission)(nil),
 		(*Change_Resource)(nil),
 		(*Change_Role)(nil),
@@ -1238,6 +1688,7 @@ func file_usher_v1_model_proto_init() {
 		(*Change_Quota)(nil),
 		(*Change_CreatorRole)(nil),
 		(*Change_DefaultQuota)(nil),
+		(*Change_Admission)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1245,7 +1696,7 @@ func file_usher_v1_model_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_model_proto_rawDesc), len(file_usher_v1_model_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -47,6 +47,8 @@ const (
 	Op_OP_DELETE_CREATOR_ROLE  Op = 14
 	Op_OP_PUT_DEFAULT_QUOTA    Op = 15
 	Op_OP_DELETE_DEFAULT_QUOTA Op = 16
+	Op_OP_PUT_ADMISSION        Op = 17
+	Op_OP_DELETE_ADMISSION     Op = 18
 )
 
 // Enum value maps for Op.
@@ -69,6 +71,8 @@ var (
 		14: "OP_DELETE_CREATOR_ROLE",
 		15: "OP_PUT_DEFAULT_QUOTA",
 		16: "OP_DELETE_DEFAULT_QUOTA",
+		17: "OP_PUT_ADMISSION",
+		18: "OP_DELETE_ADMISSION",
 	}
 	Op_value = map[string]int32{
 		"OP_UNSPECIFIED":          0,
@@ -88,6 +92,8 @@ var (
 		"OP_DELETE_CREATOR_ROLE":  14,
 		"OP_PUT_DEFAULT_QUOTA":    15,
 		"OP_DELETE_DEFAULT_QUOTA": 16,
+		"OP_PUT_ADMISSION":        17,
+		"OP_DELETE_ADMISSION":     18,
 	}
 )
 
@@ -181,10 +187,13 @@ func (x *Permission) GetDescription() string {
 
 // Resource is a node of the resource tree.
 type Resource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Parent        string                 `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Creator       string                 `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Parent  string                 `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	Creator string                 `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
+	// When the call starts, Unix nanoseconds; 0 for unset.
+	StartsAt      int64 `protobuf:"varint,4,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
+	Live          bool  `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -238,6 +247,20 @@ func (x *Resource) GetCreator() string {
 		return x.Creator
 	}
 	return ""
+}
+
+func (x *Resource) GetStartsAt() int64 {
+	if x != nil {
+		return x.StartsAt
+	}
+	return 0
+}
+
+func (x *Resource) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
 }
 
 // Role is a role definition at a scope.
@@ -673,6 +696,311 @@ func (x *DefaultQuota) GetLimit() uint32 {
 	return 0
 }
 
+// Admission is the rule for joining resources of a type below a scope.
+type Admission struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Scope        string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ResourceType string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Join         string                 `protobuf:"bytes,3,opt,name=join,proto3" json:"join,omitempty"`
+	Backstage    string                 `protobuf:"bytes,4,opt,name=backstage,proto3" json:"backstage,omitempty"`
+	RequireLive  bool                   `protobuf:"varint,5,opt,name=require_live,json=requireLive,proto3" json:"require_live,omitempty"`
+	// Nanoseconds.
+	JoinAhead       int64    `protobuf:"varint,6,opt,name=join_ahead,json=joinAhead,proto3" json:"join_ahead,omitempty"`
+	Stage           string   `protobuf:"bytes,7,opt,name=stage,proto3" json:"stage,omitempty"`
+	Lobby           *Lobby   `protobuf:"bytes,8,opt,name=lobby,proto3" json:"lobby,omitempty"`
+	MaxParticipants uint32   `protobuf:"varint,9,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
+	UncountedRoles  []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
+	ExclusiveRoles  []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
+	// Nanoseconds; 0 for the default.
+	Lease         int64         `protobuf:"varint,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	Media         *MediaMapping `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admission) Reset() {
+	*x = Admission{}
+	mi := &file_usher_storage_v1_records_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admission) ProtoMessage() {}
+
+func (x *Admission) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_storage_v1_records_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admission.ProtoReflect.Descriptor instead.
+func (*Admission) Descriptor() ([]byte, []int) {
+	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Admission) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Admission) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *Admission) GetJoin() string {
+	if x != nil {
+		return x.Join
+	}
+	return ""
+}
+
+func (x *Admission) GetBackstage() string {
+	if x != nil {
+		return x.Backstage
+	}
+	return ""
+}
+
+func (x *Admission) GetRequireLive() bool {
+	if x != nil {
+		return x.RequireLive
+	}
+	return false
+}
+
+func (x *Admission) GetJoinAhead() int64 {
+	if x != nil {
+		return x.JoinAhead
+	}
+	return 0
+}
+
+func (x *Admission) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *Admission) GetLobby() *Lobby {
+	if x != nil {
+		return x.Lobby
+	}
+	return nil
+}
+
+func (x *Admission) GetMaxParticipants() uint32 {
+	if x != nil {
+		return x.MaxParticipants
+	}
+	return 0
+}
+
+func (x *Admission) GetUncountedRoles() []string {
+	if x != nil {
+		return x.UncountedRoles
+	}
+	return nil
+}
+
+func (x *Admission) GetExclusiveRoles() []string {
+	if x != nil {
+		return x.ExclusiveRoles
+	}
+	return nil
+}
+
+func (x *Admission) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *Admission) GetMedia() *MediaMapping {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+// Lobby is an admission rule's waiting room.
+type Lobby struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Admit         string                 `protobuf:"bytes,1,opt,name=admit,proto3" json:"admit,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Bypass        string                 `protobuf:"bytes,3,opt,name=bypass,proto3" json:"bypass,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lobby) Reset() {
+	*x = Lobby{}
+	mi := &file_usher_storage_v1_records_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lobby) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lobby) ProtoMessage() {}
+
+func (x *Lobby) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_storage_v1_records_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lobby.ProtoReflect.Descriptor instead.
+func (*Lobby) Descriptor() ([]byte, []int) {
+	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Lobby) GetAdmit() string {
+	if x != nil {
+		return x.Admit
+	}
+	return ""
+}
+
+func (x *Lobby) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Lobby) GetBypass() string {
+	if x != nil {
+		return x.Bypass
+	}
+	return ""
+}
+
+// MediaMapping maps permissions to LiveKit's video grant.
+type MediaMapping struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RoomJoin          string                 `protobuf:"bytes,1,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
+	CanPublish        string                 `protobuf:"bytes,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	CanPublishSources map[string]string      `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CanSubscribe      string                 `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	CanPublishData    string                 `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	RoomAdmin         string                 `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
+	RoomRecord        string                 `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
+	Hidden            string                 `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *MediaMapping) Reset() {
+	*x = MediaMapping{}
+	mi := &file_usher_storage_v1_records_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaMapping) ProtoMessage() {}
+
+func (x *MediaMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_storage_v1_records_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaMapping.ProtoReflect.Descriptor instead.
+func (*MediaMapping) Descriptor() ([]byte, []int) {
+	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MediaMapping) GetRoomJoin() string {
+	if x != nil {
+		return x.RoomJoin
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetCanPublish() string {
+	if x != nil {
+		return x.CanPublish
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetCanPublishSources() map[string]string {
+	if x != nil {
+		return x.CanPublishSources
+	}
+	return nil
+}
+
+func (x *MediaMapping) GetCanSubscribe() string {
+	if x != nil {
+		return x.CanSubscribe
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetCanPublishData() string {
+	if x != nil {
+		return x.CanPublishData
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetRoomAdmin() string {
+	if x != nil {
+		return x.RoomAdmin
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetRoomRecord() string {
+	if x != nil {
+		return x.RoomRecord
+	}
+	return ""
+}
+
+func (x *MediaMapping) GetHidden() string {
+	if x != nil {
+		return x.Hidden
+	}
+	return ""
+}
+
 // Change is one entity put or deleted.
 type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -687,6 +1015,7 @@ type Change struct {
 	//	*Change_Quota
 	//	*Change_CreatorRole
 	//	*Change_DefaultQuota
+	//	*Change_Admission
 	Entity        isChange_Entity `protobuf_oneof:"entity"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -694,7 +1023,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_usher_storage_v1_records_proto_msgTypes[8]
+	mi := &file_usher_storage_v1_records_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +1035,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_storage_v1_records_proto_msgTypes[8]
+	mi := &file_usher_storage_v1_records_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +1048,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{8}
+	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Change) GetOp() Op {
@@ -808,6 +1137,15 @@ func (x *Change) GetDefaultQuota() *DefaultQuota {
 	return nil
 }
 
+func (x *Change) GetAdmission() *Admission {
+	if x != nil {
+		if x, ok := x.Entity.(*Change_Admission); ok {
+			return x.Admission
+		}
+	}
+	return nil
+}
+
 type isChange_Entity interface {
 	isChange_Entity()
 }
@@ -844,6 +1182,10 @@ type Change_DefaultQuota struct {
 	DefaultQuota *DefaultQuota `protobuf:"bytes,9,opt,name=default_quota,json=defaultQuota,proto3,oneof"`
 }
 
+type Change_Admission struct {
+	Admission *Admission `protobuf:"bytes,10,opt,name=admission,proto3,oneof"`
+}
+
 func (*Change_Permission) isChange_Entity() {}
 
 func (*Change_Resource) isChange_Entity() {}
@@ -860,6 +1202,8 @@ func (*Change_CreatorRole) isChange_Entity() {}
 
 func (*Change_DefaultQuota) isChange_Entity() {}
 
+func (*Change_Admission) isChange_Entity() {}
+
 // ChangeSet is one committed write, as the change log keeps it.
 type ChangeSet struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -875,7 +1219,7 @@ type ChangeSet struct {
 
 func (x *ChangeSet) Reset() {
 	*x = ChangeSet{}
-	mi := &file_usher_storage_v1_records_proto_msgTypes[9]
+	mi := &file_usher_storage_v1_records_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1231,7 @@ func (x *ChangeSet) String() string {
 func (*ChangeSet) ProtoMessage() {}
 
 func (x *ChangeSet) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_storage_v1_records_proto_msgTypes[9]
+	mi := &file_usher_storage_v1_records_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1244,7 @@ func (x *ChangeSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeSet.ProtoReflect.Descriptor instead.
 func (*ChangeSet) Descriptor() ([]byte, []int) {
-	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{9}
+	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ChangeSet) GetRevision() uint64 {
@@ -947,11 +1291,13 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"Permission\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aparents\x18\x02 \x03(\tR\aparents\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"P\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"\x81\x01\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x18\n" +
-	"\acreator\x18\x03 \x01(\tR\acreator\"\xe1\x01\n" +
+	"\acreator\x18\x03 \x01(\tR\acreator\x12\x1b\n" +
+	"\tstarts_at\x18\x04 \x01(\x03R\bstartsAt\x12\x12\n" +
+	"\x04live\x18\x05 \x01(\bR\x04live\"\xe1\x01\n" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12 \n" +
@@ -986,7 +1332,42 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
 	"scope_type\x18\x01 \x01(\tR\tscopeType\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xfe\x03\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xc8\x03\n" +
+	"\tAdmission\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x12\n" +
+	"\x04join\x18\x03 \x01(\tR\x04join\x12\x1c\n" +
+	"\tbackstage\x18\x04 \x01(\tR\tbackstage\x12!\n" +
+	"\frequire_live\x18\x05 \x01(\bR\vrequireLive\x12\x1d\n" +
+	"\n" +
+	"join_ahead\x18\x06 \x01(\x03R\tjoinAhead\x12\x14\n" +
+	"\x05stage\x18\a \x01(\tR\x05stage\x12-\n" +
+	"\x05lobby\x18\b \x01(\v2\x17.usher.storage.v1.LobbyR\x05lobby\x12)\n" +
+	"\x10max_participants\x18\t \x01(\rR\x0fmaxParticipants\x12'\n" +
+	"\x0funcounted_roles\x18\n" +
+	" \x03(\tR\x0euncountedRoles\x12'\n" +
+	"\x0fexclusive_roles\x18\v \x03(\tR\x0eexclusiveRoles\x12\x14\n" +
+	"\x05lease\x18\f \x01(\x03R\x05lease\x124\n" +
+	"\x05media\x18\r \x01(\v2\x1e.usher.storage.v1.MediaMappingR\x05media\"I\n" +
+	"\x05Lobby\x12\x14\n" +
+	"\x05admit\x18\x01 \x01(\tR\x05admit\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +
+	"\x06bypass\x18\x03 \x01(\tR\x06bypass\"\xa0\x03\n" +
+	"\fMediaMapping\x12\x1b\n" +
+	"\troom_join\x18\x01 \x01(\tR\broomJoin\x12\x1f\n" +
+	"\vcan_publish\x18\x02 \x01(\tR\n" +
+	"canPublish\x12e\n" +
+	"\x13can_publish_sources\x18\x03 \x03(\v25.usher.storage.v1.MediaMapping.CanPublishSourcesEntryR\x11canPublishSources\x12#\n" +
+	"\rcan_subscribe\x18\x04 \x01(\tR\fcanSubscribe\x12(\n" +
+	"\x10can_publish_data\x18\x05 \x01(\tR\x0ecanPublishData\x12\x1d\n" +
+	"\n" +
+	"room_admin\x18\x06 \x01(\tR\troomAdmin\x12\x1f\n" +
+	"\vroom_record\x18\a \x01(\tR\n" +
+	"roomRecord\x12\x16\n" +
+	"\x06hidden\x18\b \x01(\tR\x06hidden\x1aD\n" +
+	"\x16CanPublishSourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x04\n" +
 	"\x06Change\x12$\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x14.usher.storage.v1.OpR\x02op\x12>\n" +
 	"\n" +
@@ -998,14 +1379,16 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\x05block\x18\x06 \x01(\v2\x17.usher.storage.v1.BlockH\x00R\x05block\x12/\n" +
 	"\x05quota\x18\a \x01(\v2\x17.usher.storage.v1.QuotaH\x00R\x05quota\x12B\n" +
 	"\fcreator_role\x18\b \x01(\v2\x1d.usher.storage.v1.CreatorRoleH\x00R\vcreatorRole\x12E\n" +
-	"\rdefault_quota\x18\t \x01(\v2\x1e.usher.storage.v1.DefaultQuotaH\x00R\fdefaultQuotaB\b\n" +
+	"\rdefault_quota\x18\t \x01(\v2\x1e.usher.storage.v1.DefaultQuotaH\x00R\fdefaultQuota\x12;\n" +
+	"\tadmission\x18\n" +
+	" \x01(\v2\x1b.usher.storage.v1.AdmissionH\x00R\tadmissionB\b\n" +
 	"\x06entity\"\x9d\x01\n" +
 	"\tChangeSet\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x16\n" +
 	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x122\n" +
-	"\achanges\x18\x05 \x03(\v2\x18.usher.storage.v1.ChangeR\achanges*\xfc\x02\n" +
+	"\achanges\x18\x05 \x03(\v2\x18.usher.storage.v1.ChangeR\achanges*\xab\x03\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OP_PUT_PERMISSION\x10\x01\x12\x18\n" +
@@ -1024,7 +1407,9 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\x13OP_PUT_CREATOR_ROLE\x10\r\x12\x1a\n" +
 	"\x16OP_DELETE_CREATOR_ROLE\x10\x0e\x12\x18\n" +
 	"\x14OP_PUT_DEFAULT_QUOTA\x10\x0f\x12\x1b\n" +
-	"\x17OP_DELETE_DEFAULT_QUOTA\x10\x10B\xc3\x01\n" +
+	"\x17OP_DELETE_DEFAULT_QUOTA\x10\x10\x12\x14\n" +
+	"\x10OP_PUT_ADMISSION\x10\x11\x12\x17\n" +
+	"\x13OP_DELETE_ADMISSION\x10\x12B\xc3\x01\n" +
 	"\x14com.usher.storage.v1B\fRecordsProtoP\x01Z;github.com/usher-authz/usher/gen/usher/storage/v1;storagev1\xa2\x02\x03USX\xaa\x02\x10Usher.Storage.V1\xca\x02\x10Usher\\Storage\\V1\xe2\x02\x1cUsher\\Storage\\V1\\GPBMetadata\xea\x02\x12Usher::Storage::V1b\x06proto3"
 
 var (
@@ -1040,7 +1425,7 @@ func file_usher_storage_v1_records_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_storage_v1_records_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_usher_storage_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_usher_storage_v1_records_proto_goTypes = []any{
 	(Op)(0),              // 0: usher.storage.v1.Op
 	(*Permission)(nil),   // 1: usher.storage.v1.Permission
@@ -1051,25 +1436,33 @@ var file_usher_storage_v1_records_proto_goTypes = []any{
 	(*Quota)(nil),        // 6: usher.storage.v1.Quota
 	(*CreatorRole)(nil),  // 7: usher.storage.v1.CreatorRole
 	(*DefaultQuota)(nil), // 8: usher.storage.v1.DefaultQuota
-	(*Change)(nil),       // 9: usher.storage.v1.Change
-	(*ChangeSet)(nil),    // 10: usher.storage.v1.ChangeSet
+	(*Admission)(nil),    // 9: usher.storage.v1.Admission
+	(*Lobby)(nil),        // 10: usher.storage.v1.Lobby
+	(*MediaMapping)(nil), // 11: usher.storage.v1.MediaMapping
+	(*Change)(nil),       // 12: usher.storage.v1.Change
+	(*ChangeSet)(nil),    // 13: usher.storage.v1.ChangeSet
+	nil,                  // 14: usher.storage.v1.MediaMapping.CanPublishSourcesEntry
 }
 var file_usher_storage_v1_records_proto_depIdxs = []int32{
-	0,  // 0: usher.storage.v1.Change.op:type_name -> usher.storage.v1.Op
-	1,  // 1: usher.storage.v1.Change.permission:type_name -> usher.storage.v1.Permission
-	2,  // 2: usher.storage.v1.Change.resource:type_name -> usher.storage.v1.Resource
-	3,  // 3: usher.storage.v1.Change.role:type_name -> usher.storage.v1.Role
-	4,  // 4: usher.storage.v1.Change.grant:type_name -> usher.storage.v1.Grant
-	5,  // 5: usher.storage.v1.Change.block:type_name -> usher.storage.v1.Block
-	6,  // 6: usher.storage.v1.Change.quota:type_name -> usher.storage.v1.Quota
-	7,  // 7: usher.storage.v1.Change.creator_role:type_name -> usher.storage.v1.CreatorRole
-	8,  // 8: usher.storage.v1.Change.default_quota:type_name -> usher.storage.v1.DefaultQuota
-	9,  // 9: usher.storage.v1.ChangeSet.changes:type_name -> usher.storage.v1.Change
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	10, // 0: usher.storage.v1.Admission.lobby:type_name -> usher.storage.v1.Lobby
+	11, // 1: usher.storage.v1.Admission.media:type_name -> usher.storage.v1.MediaMapping
+	14, // 2: usher.storage.v1.MediaMapping.can_publish_sources:type_name -> usher.storage.v1.MediaMapping.CanPublishSourcesEntry
+	0,  // 3: usher.storage.v1.Change.op:type_name -> usher.storage.v1.Op
+	1,  // 4: usher.storage.v1.Change.permission:type_name -> usher.storage.v1.Permission
+	2,  // 5: usher.storage.v1.Change.resource:type_name -> usher.storage.v1.Resource
+	3,  // 6: usher.storage.v1.Change.role:type_name -> usher.storage.v1.Role
+	4,  // 7: usher.storage.v1.Change.grant:type_name -> usher.storage.v1.Grant
+	5,  // 8: usher.storage.v1.Change.block:type_name -> usher.storage.v1.Block
+	6,  // 9: usher.storage.v1.Change.quota:type_name -> usher.storage.v1.Quota
+	7,  // 10: usher.storage.v1.Change.creator_role:type_name -> usher.storage.v1.CreatorRole
+	8,  // 11: usher.storage.v1.Change.default_quota:type_name -> usher.storage.v1.DefaultQuota
+	9,  // 12: usher.storage.v1.Change.admission:type_name -> usher.storage.v1.Admission
+	12, // 13: usher.storage.v1.ChangeSet.changes:type_name -> usher.storage.v1.Change
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_usher_storage_v1_records_proto_init() }
@@ -1077,7 +1470,7 @@ func file_usher_storage_v1_records_proto_init() {
 	if File_usher_storage_v1_records_proto != nil {
 		return
 	}
-	file_usher_storage_v1_records_proto_msgTypes[8].OneofWrappers = []any{
+	file_usher_storage_v1_records_proto_msgTypes[11].OneofWrappers = []any{
 		(*Change_Permission)(nil),
 		(*Change_Resource)(nil),
 		(*Change_Role)(nil),
@@ -1086,6 +1479,7 @@ func file_usher_storage_v1_records_proto_init() {
 		(*Change_Quota)(nil),
 		(*Change_CreatorRole)(nil),
 		(*Change_DefaultQuota)(nil),
+		(*Change_Admission)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1093,7 +1487,7 @@ func file_usher_storage_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_storage_v1_records_proto_rawDesc), len(file_usher_storage_v1_records_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

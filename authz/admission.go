@@ -1,0 +1,516 @@
+package authz
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The bounds of an Admission rule.
+const (
+	DefaultLease = 30 * time.Second
+	MinLease     = time.Second
+	MaxLease     = 24 * time.Hour
+	MaxJoinAhead = 7 * 24 * time.Hour
+	// MaxParticipants bounds max_participants: sessions are held in memory.
+	MaxParticipants = 1_000_000
+	// maxRuleRoles bounds uncounted_roles and exclusive_roles.
+	maxRuleRoles = 64
+)
+
+// mediaSources are the LiveKit track sources a MediaMapping may name.
+var mediaSources = []string{"camera", "microphone", "screen_share", "screen_share_audio"}
+
+// ValidateAdmission checks the shape of a: names well formed, durations
+// within bounds, the lobby complete. Whether its permissions are declared
+// and its scope registered is the write's to check. field prefixes the
+// field names of errors, e.g. "policy.admissions[2]".
+func ValidateAdmission(field string, a Admission) error {
+	if field != "" {
+		field += "."
+	}
+	if a.Scope != "" && a.Scope != RootName {
+		if err := ValidateResource(field+"scope", a.Scope); err != nil {
+			return err
+		}
+	}
+	if err := ValidateType(field+"resource_type", a.ResourceType); err != nil {
+		return err
+	}
+	if a.Join == "" {
+		return errorf(Invalid, field+"join_permission", "", "an admission rule must name the permission that joins")
+	}
+	perms := []struct{ name, value string }{
+		{"join_permission", a.Join}, {"backstage_permission", a.Backstage}, {"stage_permission", a.Stage},
+	}
+	if l := a.Lobby; l != nil {
+		if l.Admit == "" {
+			return errorf(Invalid, field+"lobby.admit_permission", "", "a lobby must name the permission that admits")
+		}
+		if l.Role == "" {
+			return errorf(Invalid, field+"lobby.admit_role", "", "a lobby must name the role an admission grants")
+		}
+		if err := ValidateRoleName(field+"lobby.admit_role", l.Role); err != nil {
+			return err
+		}
+		perms = append(perms, struct{ name, value string }{"lobby.admit_permission", l.Admit},
+			struct{ name, value string }{"lobby.bypass_permission", l.Bypass})
+	}
+	for _, p := range perms {
+		if p.value == "" {
+			continue
+		}
+		if err := ValidatePermission(field+p.name, p.value); err != nil {
+			return err
+		}
+	}
+	if a.MaxParticipants > MaxParticipants {
+		return errorf(Invalid, field+"max_participants", fmt.Sprint(a.MaxParticipants),
+			"at most %d participants; 0 for no limit", MaxParticipants)
+	}
+	for _, list := range []struct {
+		name  string
+		roles []string
+	}{{"uncounted_roles", a.UncountedRoles}, {"exclusive_roles", a.ExclusiveRoles}} {
+		if len(list.roles) > maxRuleRoles {
+			return errorf(Invalid, field+list.name, fmt.Sprint(len(list.roles)), "at most %d roles", maxRuleRoles)
+		}
+		for i, r := range list.roles {
+			if err := ValidateRoleName(fmt.Sprintf("%s%s[%d]", field, list.name, i), r); err != nil {
+				return err
+			}
+		}
+	}
+	if a.Lease != 0 && (a.Lease < MinLease || a.Lease > MaxLease) {
+		return errorf(Invalid, field+"lease", a.Lease.String(), "a lease is from %s to %s; unset for %s", MinLease, MaxLease, DefaultLease)
+	}
+	if a.JoinAhead < 0 || a.JoinAhead > MaxJoinAhead {
+		return errorf(Invalid, field+"join_ahead", a.JoinAhead.String(), "from 0 to %s", MaxJoinAhead)
+	}
+	if m := a.Media; m != nil {
+		if m.RoomJoin == "" {
+			return errorf(Invalid, field+"livekit.room_join", "", "a LiveKit mapping must name the permission that gives roomJoin")
+		}
+		single := []struct{ name, value string }{
+			{"room_join", m.RoomJoin}, {"can_publish", m.CanPublish}, {"can_subscribe", m.CanSubscribe},
+			{"can_publish_data", m.CanPublishData}, {"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}, {"hidden", m.Hidden},
+		}
+		for _, f := range single {
+			if f.value == "" {
+				continue
+			}
+			if err := ValidatePermission(field+"livekit."+f.name, f.value); err != nil {
+				return err
+			}
+		}
+		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
+			f := field + "livekit.can_publish_sources." + src
+			if !slices.Contains(mediaSources, src) {
+				return errorf(Invalid, field+"livekit.can_publish_sources", src, "not a LiveKit track source; one of %v", mediaSources)
+			}
+			if err := ValidatePermission(f, m.CanPublishSources[src]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// LeaseOf is the rule's lease, its default when unset.
+func (a *Admission) LeaseOf() time.Duration {
+	if a.Lease == 0 {
+		return DefaultLease
+	}
+	return a.Lease
+}
+
+// permissions lists every permission a names, with the field naming each.
+func (a *Admission) permissions() [][2]string {
+	out := [][2]string{{"join_permission", a.Join}, {"backstage_permission", a.Backstage}, {"stage_permission", a.Stage}}
+	if l := a.Lobby; l != nil {
+		out = append(out, [2]string{"lobby.admit_permission", l.Admit}, [2]string{"lobby.bypass_permission", l.Bypass})
+	}
+	if m := a.Media; m != nil {
+		out = append(out, [2]string{"livekit.room_join", m.RoomJoin}, [2]string{"livekit.can_publish", m.CanPublish},
+			[2]string{"livekit.can_subscribe", m.CanSubscribe}, [2]string{"livekit.can_publish_data", m.CanPublishData},
+			[2]string{"livekit.room_admin", m.RoomAdmin}, [2]string{"livekit.room_record", m.RoomRecord},
+			[2]string{"livekit.hidden", m.Hidden})
+		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
+			out = append(out, [2]string{"livekit.can_publish_sources." + src, m.CanPublishSources[src]})
+		}
+	}
+	return slices.DeleteFunc(out, func(p [2]string) bool { return p[1] == "" })
+}
+
+// normalizeAdmission gives a the form the index keeps: root for an empty
+// scope, role lists sorted without repeats, the lease's default spelled out
+// as unset.
+func normalizeAdmission(a Admission) Admission {
+	if a.Scope == "" {
+		a.Scope = RootName
+	}
+	a.UncountedRoles = sortedSet(a.UncountedRoles)
+	a.ExclusiveRoles = sortedSet(a.ExclusiveRoles)
+	if a.Lease == DefaultLease {
+		a.Lease = 0
+	}
+	if a.Lobby != nil {
+		l := *a.Lobby
+		a.Lobby = &l
+	}
+	if a.Media != nil {
+		m := *a.Media
+		m.CanPublishSources = maps.Clone(m.CanPublishSources)
+		if len(m.CanPublishSources) == 0 {
+			m.CanPublishSources = nil
+		}
+		a.Media = &m
+	}
+	return a
+}
+
+func sameAdmission(a, b Admission) bool {
+	a, b = normalizeAdmission(a), normalizeAdmission(b)
+	sameLobby := (a.Lobby == nil) == (b.Lobby == nil) && (a.Lobby == nil || *a.Lobby == *b.Lobby)
+	sameMedia := (a.Media == nil) == (b.Media == nil)
+	if sameMedia && a.Media != nil {
+		ma, mb := *a.Media, *b.Media
+		sameMedia = maps.Equal(ma.CanPublishSources, mb.CanPublishSources)
+		ma.CanPublishSources, mb.CanPublishSources = nil, nil
+		sameMedia = sameMedia && ma.RoomJoin == mb.RoomJoin && ma.CanPublish == mb.CanPublish &&
+			ma.CanSubscribe == mb.CanSubscribe && ma.CanPublishData == mb.CanPublishData &&
+			ma.RoomAdmin == mb.RoomAdmin && ma.RoomRecord == mb.RoomRecord && ma.Hidden == mb.Hidden
+	}
+	return sameLobby && sameMedia && a.Scope == b.Scope && a.ResourceType == b.ResourceType &&
+		a.Join == b.Join && a.Backstage == b.Backstage && a.RequireLive == b.RequireLive &&
+		a.JoinAhead == b.JoinAhead && a.Stage == b.Stage && a.MaxParticipants == b.MaxParticipants &&
+		slices.Equal(a.UncountedRoles, b.UncountedRoles) && slices.Equal(a.ExclusiveRoles, b.ExclusiveRoles) &&
+		a.Lease == b.Lease
+}
+
+// undeclaredIn returns the field and permission of the first permission a
+// names that cat does not declare.
+func (a *Admission) undeclaredIn(cat *catalog) (string, string) {
+	for _, p := range a.permissions() {
+		if cat.id(p[1]) < 0 {
+			return p[0], p[1]
+		}
+	}
+	return "", ""
+}
+
+func (x *Index) putAdmission(a Admission) {
+	a = normalizeAdmission(a)
+	scope := x.lookupNode(a.Scope)
+	if scope == noNode {
+		return
+	}
+	byScope := x.admissions[a.ResourceType]
+	if byScope == nil {
+		byScope = map[uint32]*Admission{}
+		x.admissions[a.ResourceType] = byScope
+	}
+	byScope[scope] = &a
+}
+
+func (x *Index) deleteAdmission(scope, typ string) {
+	if scope == "" {
+		scope = RootName
+	}
+	id := x.lookupNode(scope)
+	if byScope := x.admissions[typ]; byScope != nil && id != noNode {
+		delete(byScope, id)
+		if len(byScope) == 0 {
+			delete(x.admissions, typ)
+		}
+	}
+}
+
+// admissionsAt returns the rules whose scope is id, sorted by type.
+func (x *Index) admissionsAt(id uint32) []Admission {
+	var out []Admission
+	for _, typ := range sortedKeys(x.admissions) {
+		if a := x.admissions[typ][id]; a != nil {
+			out = append(out, *a)
+		}
+	}
+	return out
+}
+
+// allAdmissions returns every rule, by scope name and type.
+func (x *Index) allAdmissions() []Admission {
+	var out []Admission
+	for _, typ := range sortedKeys(x.admissions) {
+		for _, a := range x.admissions[typ] {
+			out = append(out, *a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Admission) int {
+		return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.ResourceType, b.ResourceType))
+	})
+	return out
+}
+
+// admissionOn returns the rule that governs path[0]: the one for its type
+// at the nearest scope on path.
+func (x *Index) admissionOn(path []uint32) *Admission {
+	if len(path) == 0 {
+		return nil
+	}
+	byScope := x.admissions[x.typeName(path[0])]
+	if len(byScope) == 0 {
+		return nil
+	}
+	for _, a := range path {
+		if r := byScope[a]; r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// stage is a call's schedule: StartsAt and Live of its Resource.
+type stage struct {
+	startsAt int64
+	live     bool
+}
+
+func (x *Index) setStage(id uint32, r Resource) {
+	if s := (stage{expiry(r.StartsAt), r.Live}); s != (stage{}) {
+		x.stages[id] = s
+	} else {
+		delete(x.stages, id)
+	}
+}
+
+// withStage returns r with the stage of id.
+func (x *Index) withStage(id uint32, r Resource) Resource {
+	s := x.stages[id]
+	r.StartsAt, r.Live = expiryTime(s.startsAt), s.live
+	return r
+}
+
+// Presence is what Join decides from: a subject's standing at a resource
+// and the rule that governs it, read at one revision.
+type Presence struct {
+	Revision Revision
+	// Known: the resource is registered.
+	Known bool
+	// Rule governs the resource; nil when none does.
+	Rule *Admission
+	// StartsAt and Live are the resource's stage.
+	StartsAt time.Time
+	Live     bool
+	// Blocked: a block covers Rule.Join; BlockID and Scope say which.
+	Blocked bool
+	BlockID string
+	// Joins: a grant holds Rule.Join; Role and Scope say which.
+	Joins bool
+	Role  string
+	Scope string
+	// Capabilities are the subject's effective permissions there, Usher's
+	// reserved ones left out: what ListPermissions returns.
+	Capabilities []string
+	// Roles are the roles of the subject's live grants on the way to root,
+	// sorted; none when a block of everything covers the subject.
+	Roles []string
+	// Backstage: the subject holds Rule.Backstage.
+	Backstage bool
+	// SkipsLobby: the subject holds the lobby's admit or bypass permission,
+	// or a grant of its admit role on the resource itself.
+	SkipsLobby bool
+	// Until is the earliest expiry of a live grant or block of the subject
+	// on the way to root: when its standing may change with no write. Zero
+	// when nothing expires.
+	Until time.Time
+}
+
+// Presence reads subject's standing at resource. Unknown resources and
+// subjects are not errors: Known is false, or the subject holds nothing.
+func (x *Index) Presence(subject, resource string) Presence {
+	now := x.now()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := Presence{Revision: x.rev}
+	res := x.lookupNode(resource)
+	if res == noNode {
+		return out
+	}
+	out.Known = true
+	var buf [MaxDepth + 1]uint32
+	path := x.path(res, buf[:0])
+	st := x.stages[res]
+	out.StartsAt, out.Live = expiryTime(st.startsAt), st.live
+	out.Rule = x.admissionOn(path)
+	s := x.subj.lookup(subject)
+	if s == noName {
+		return out
+	}
+	set := x.effectiveOn(s, path, now)
+	holds := func(perm string) bool {
+		i := x.cat.id(perm)
+		return i >= 0 && set.has(i)
+	}
+	if r := out.Rule; r != nil {
+		if perm := x.cat.id(r.Join); perm >= 0 {
+			if b, at := x.blocking(s, path, perm, now); b != nil {
+				out.Blocked, out.BlockID, out.Scope = true, b.ID, x.name(at)
+			} else if g, ok := x.granting(s, path, perm, now); ok {
+				out.Joins, out.Role, out.Scope = true, x.roleNames[g.role], x.name(g.res)
+			}
+		}
+		out.Backstage = r.Backstage != "" && holds(r.Backstage)
+		if l := r.Lobby; l != nil {
+			out.SkipsLobby = holds(l.Admit) || (l.Bypass != "" && holds(l.Bypass))
+			if role := x.roleID(l.Role); !out.SkipsLobby && role != noName {
+				if i, found := x.findSubjectGrant(s, res, role); found && live(x.bySubject.get(s)[i].exp, now) {
+					out.SkipsLobby = true
+				}
+			}
+		}
+	}
+	out.Capabilities = x.cat.names(set.minus(x.cat.reserved))
+	var until int64
+	soonest := func(exp int64) {
+		if exp != 0 && exp > now && (until == 0 || exp < until) {
+			until = exp
+		}
+	}
+	whole := false
+	for _, a := range path {
+		for _, b := range x.blocksOn(s, a) {
+			if live(b.exp, now) {
+				soonest(b.exp)
+				whole = whole || b.perms == nil
+			}
+		}
+	}
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if !live(g.exp, now) {
+				continue
+			}
+			soonest(g.exp)
+			if !whole && x.resolve(path, g.role) != nil {
+				out.Roles = append(out.Roles, x.roleNames[g.role])
+			}
+		}
+	}
+	out.Roles = sortedSet(out.Roles)
+	out.Until = expiryTime(until)
+	return out
+}
+
+// Under reports whether resource is at or below scope; false when either
+// is not registered.
+func (x *Index) Under(resource, scope string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	r, s := x.lookupNode(resource), x.lookupNode(scope)
+	return r != noNode && s != noNode && x.under(r, s)
+}
+
+// Schedule sets when resource starts (zero clears it). The resource must be
+// governed by an Admission rule (FailedPrecondition), and an actor must
+// hold the rule's stage permission there.
+func (e *Engine) Schedule(ctx context.Context, by Author, resource string, startsAt time.Time) (Revision, error) {
+	if !startsAt.IsZero() && (startsAt.Before(time.Unix(0, 0)) || startsAt.After(latestExpiry)) {
+		return 0, errorf(Invalid, "start_time", startsAt.UTC().Format(time.RFC3339Nano),
+			"a start time is between 1970 and %s", latestExpiry.Format(time.RFC3339))
+	}
+	return e.setStage(ctx, by, resource, "schedule", func(r *Resource) { r.StartsAt = startsAt.UTC() })
+}
+
+// GoLive takes resource live, or back to backstage, under the same rules as
+// Schedule.
+func (e *Engine) GoLive(ctx context.Context, by Author, resource string, live bool) (Revision, error) {
+	verb := "take live"
+	if !live {
+		verb = "take backstage"
+	}
+	return e.setStage(ctx, by, resource, verb, func(r *Resource) { r.Live = live })
+}
+
+func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string, set func(*Resource)) (Revision, error) {
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("%s %q", verb, resource)
+		id, err := x.registered("resource", resource)
+		if err != nil {
+			return err
+		}
+		if id == x.root {
+			return errorf(Invalid, "resource", resource, "root has no stage")
+		}
+		p.guard(resourceKey(resource), keyCatalog, keyTree)
+		var buf [MaxDepth + 1]uint32
+		rule := x.admissionOn(x.path(id, buf[:0]))
+		if rule == nil {
+			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource)
+		}
+		if by.Actor != "" && rule.Stage == "" {
+			e := errorf(PermissionDenied, "actor", by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
+			e.Rule = "missing permission"
+			return e
+		}
+		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
+			return err
+		}
+		cur := x.withStage(id, x.resourceAt(id))
+		next := cur
+		set(&next)
+		if next.StartsAt.Equal(cur.StartsAt) && next.Live == cur.Live {
+			return nil
+		}
+		p.change(Change{Op: OpPutResource, Resource: &next})
+		return nil
+	})
+}
+
+// resourceAt returns the registered resource id as a Resource, without its
+// stage.
+func (x *Index) resourceAt(id uint32) Resource {
+	r := Resource{Name: x.name(id)}
+	if p := x.nodes[id].parent; p != noNode {
+		r.Parent = x.name(p)
+	}
+	if c := x.nodes[id].creator; c != 0 {
+		r.Creator = x.subj.name(c - 1)
+	}
+	return r
+}
+
+// Admit lets subject into resource from its lobby: it grants the lobby's
+// admit role on resource, until expires (zero: never). An actor must hold
+// the lobby's admit permission there; the grant is then judged as any
+// actor's grant is (no escalation, no overreach, no self-service), with the
+// admit permission in place of usher.grants.write.
+func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string, expires time.Time) (Revision, error) {
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("admit %q to %q", subject, resource)
+		id, err := x.registered("resource", resource)
+		if err != nil {
+			return err
+		}
+		p.guard(resourceKey(resource), keyCatalog, keyTree, keyRoles)
+		var buf [MaxDepth + 1]uint32
+		rule := x.admissionOn(x.path(id, buf[:0]))
+		if rule == nil || rule.Lobby == nil {
+			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource)
+		}
+		if by.Actor != "" {
+			if subject == by.Actor {
+				return p.selfService("admit", "admit itself")
+			}
+			if err := p.require(id, rule.Lobby.Admit, "to admit to it"); err != nil {
+				return err
+			}
+		}
+		return p.grant(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id)
+	})
+}
