@@ -98,6 +98,8 @@ type Engine struct {
 	touched map[string]int // touches of queued and committing writes
 	running bool           // the committer goroutine is running
 
+	listeners atomic.Pointer[[]func(*Index, *ChangeSet)]
+
 	stop    context.CancelFunc
 	fed     chan struct{} // closed when the feed goroutine returns
 	state   atomic.Int32  // a State
@@ -232,6 +234,7 @@ func (e *Engine) feed(ctx context.Context) {
 				e.resyncs.Add(1)
 				// Writers waiting on the old index's revision wake up.
 				idx.markReplaced()
+				e.notify(fresh, nil)
 				break
 			}
 			e.logger.Error("loading a snapshot failed; retrying", "error", err)
@@ -253,8 +256,35 @@ func (e *Engine) follow(ctx context.Context, idx *Index) error {
 		if err := idx.Apply(cs); err != nil {
 			return err
 		}
+		e.notify(idx, &cs)
 	}
 	return ctx.Err()
+}
+
+// Listen registers fn, which the feed calls after the index applies each
+// change set, and with a nil set after it switches to a fresh index (when
+// anything may have changed). fn runs on the feed's goroutine and must not
+// block: the index waits for it.
+func (e *Engine) Listen(fn func(x *Index, cs *ChangeSet)) {
+	for {
+		old := e.listeners.Load()
+		var next []func(*Index, *ChangeSet)
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, fn)
+		if e.listeners.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
+
+func (e *Engine) notify(x *Index, cs *ChangeSet) {
+	if fns := e.listeners.Load(); fns != nil {
+		for _, fn := range *fns {
+			fn(x, cs)
+		}
+	}
 }
 
 // Check is the current index's Check: for callers that keep the engine

@@ -1,0 +1,540 @@
+package admission
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/media/livekit"
+)
+
+// Outcome is what a Join decided; the values are usher.v1.Outcome's.
+type Outcome uint8
+
+// The outcomes of DESIGN.md's Join, in the order they are decided.
+const (
+	Admitted Outcome = iota + 1
+	Lobby
+	Blocked
+	NoGrant
+	NotStarted
+	Full
+	InUse
+)
+
+var outcomeNames = [...]string{Admitted: "ADMITTED", Lobby: "LOBBY", Blocked: "BLOCKED", NoGrant: "NO_GRANT",
+	NotStarted: "NOT_STARTED", Full: "FULL", InUse: "IN_USE"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) && outcomeNames[o] != "" {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// Options configure a Manager.
+type Options struct {
+	// Store keeps the sessions; default a MemoryStore on Clock.
+	Store Store
+	// LiveKit signs the tokens of admitted joins where the rule maps
+	// capabilities to LiveKit's grant; without it Join carries no token.
+	LiveKit *livekit.APIKey
+	Logger  *slog.Logger
+	// MaxWatchers bounds the WatchCall streams of the node; default
+	// DefaultMaxWatchers.
+	MaxWatchers int
+	// WatchBuffer is how many events a stream may fall behind by before it
+	// is cut off; default DefaultWatchBuffer.
+	WatchBuffer int
+	// Remember is how many ended sessions are kept for streams that
+	// resume; default DefaultRemember.
+	Remember int
+}
+
+// Defaults of Options.
+const (
+	DefaultMaxWatchers = 10_000
+	DefaultWatchBuffer = 4096
+	DefaultRemember    = 65_536
+)
+
+// Manager answers Join and the calls around it from the engine's index and
+// a Store, and tells watchers what changes in their calls.
+type Manager struct {
+	engine *authz.Engine
+	clock  authz.Clock
+	store  Store
+	key    *livekit.APIKey
+	logger *slog.Logger
+	v      *view
+}
+
+// New returns a manager over engine. Close stops it; it does not close the
+// engine.
+func New(engine *authz.Engine, opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Store == nil {
+		opts.Store = NewMemoryStore(MemoryOptions{Clock: engine.Clock()})
+	}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = DefaultMaxWatchers
+	}
+	if opts.WatchBuffer <= 0 {
+		opts.WatchBuffer = DefaultWatchBuffer
+	}
+	if opts.Remember <= 0 {
+		opts.Remember = DefaultRemember
+	}
+	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, key: opts.LiveKit, logger: opts.Logger}
+	m.v = newView(m, opts)
+	engine.Listen(m.v.applied)
+	go m.v.loop()
+	return m
+}
+
+// Close stops the manager and its store; open watches end.
+func (m *Manager) Close() error {
+	m.v.close()
+	return m.store.Close()
+}
+
+// Result is the answer to a Join or a Knock.
+type Result struct {
+	Outcome Outcome
+	// Reason says why, for people.
+	Reason string
+	// Capabilities are the subject's permissions in the call (Admitted).
+	Capabilities []string
+	// Session is the session (Admitted) or the knock (Lobby): its ID and
+	// when it expires.
+	Session string
+	Expires time.Time
+	Lease   time.Duration
+	// Token is a LiveKit access token, and Grant the video grant it
+	// carries (Admitted, where the rule maps to LiveKit).
+	Token string
+	Grant *auth.VideoGrant
+	// Role and Scope are the grant that gives the join permission; for
+	// Blocked, Scope is where the block is.
+	Role, Scope string
+	BlockID     string
+	// OpensAt is when the call opens (NotStarted), when known.
+	OpensAt time.Time
+	// Backstage: admitted before the call opened.
+	Backstage bool
+	// Exclusive is the exclusive role in use (InUse).
+	Exclusive string
+	Revision  authz.Revision
+}
+
+// Join decides whether subject may enter resource now, as DESIGN.md's
+// "Admission: joining a call" says, and makes it a session if so. An
+// unknown resource is NotFound; one no admission rule governs is
+// FailedPrecondition.
+func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.Revision) (Result, error) {
+	p, err := m.presence(ctx, subject, resource, min)
+	if err != nil {
+		return Result{}, err
+	}
+	now := m.clock.Now()
+	r, decided := m.gate(p, subject, resource, now)
+	if decided {
+		if r.Outcome == Lobby {
+			return m.knock(ctx, r, p, subject, resource, "", now)
+		}
+		return r, nil
+	}
+	rule := p.Rule
+	counted := rule.MaxParticipants > 0 && !overlaps(p.Roles, rule.UncountedRoles)
+	exclusive := intersect(p.Roles, rule.ExclusiveRoles)
+	lease := rule.LeaseOf()
+	if rule.Media != nil {
+		r.Grant = livekit.Mapping(*rule.Media).VideoGrant(resource, p.Capabilities)
+		if !r.Grant.RoomJoin {
+			r.Outcome, r.Grant = NoGrant, nil
+			r.Reason = fmt.Sprintf("%s lacks %q in %s, which LiveKit's roomJoin requires", subject, rule.Media.RoomJoin, resource)
+			return r, nil
+		}
+	}
+	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
+		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
+	out, detail, err := m.store.Join(ctx, s, func(others []Session) (Outcome, string) {
+		if counted {
+			n := 0
+			for _, o := range others {
+				if o.Counted {
+					n++
+				}
+			}
+			if n >= int(rule.MaxParticipants) {
+				return Full, ""
+			}
+		}
+		for _, o := range others {
+			for _, role := range o.Exclusive {
+				if slices.Contains(exclusive, role) {
+					return InUse, role
+				}
+			}
+		}
+		return Admitted, ""
+	})
+	if err != nil {
+		return Result{}, storeError(err)
+	}
+	r.Outcome = out
+	switch out {
+	case Full:
+		r.Grant = nil
+		r.Reason = fmt.Sprintf("%s has %d of at most %d participants (max_participants of the rule at %q)", resource, rule.MaxParticipants, rule.MaxParticipants, rule.Scope)
+		return r, nil
+	case InUse:
+		r.Grant = nil
+		r.Exclusive = detail
+		r.Reason = fmt.Sprintf("%s is in use by another holder of %q, which one participant at a time may hold there", resource, detail)
+		return r, nil
+	}
+	m.v.joined(s)
+	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
+	r.Reason = fmt.Sprintf("%s joins %s by %q, held as %q on %q", subject, resource, rule.Join, p.Role, p.Scope)
+	if r.Backstage {
+		r.Reason += ", backstage"
+	}
+	if rule.Media != nil && m.key != nil {
+		r.Token, err = livekit.Mapping(*rule.Media).Token(*m.key, subject, resource, p.Capabilities, lease)
+		if err != nil {
+			// The mapping and key were checked; the session must not stay
+			// without the token that goes with it.
+			m.store.End(context.WithoutCancel(ctx), s.ID, Ending{Why: Left})
+			return Result{}, fmt.Errorf("signing the LiveKit token: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// presence reads subject's standing at resource at min or later, and
+// refuses a resource that is unknown or that no rule governs.
+func (m *Manager) presence(ctx context.Context, subject, resource string, min authz.Revision) (authz.Presence, error) {
+	if err := authz.ValidateSubject("subject", subject); err != nil {
+		return authz.Presence{}, err
+	}
+	if err := authz.ValidateResource("resource", resource); err != nil {
+		return authz.Presence{}, err
+	}
+	if err := m.engine.Await(ctx, min); err != nil {
+		return authz.Presence{}, err
+	}
+	p := m.engine.Index().Presence(subject, resource)
+	if !p.Known {
+		return p, &authz.Error{Code: authz.NotFound, Field: "resource", Value: resource, Reason: "resource is not registered"}
+	}
+	if p.Rule == nil {
+		return p, &authz.Error{Code: authz.FailedPrecondition, Field: "resource", Value: resource,
+			Reason: fmt.Sprintf("no admission rule governs %s resources there; the policy's admissions say who may join what", authz.TypeOf(resource))}
+	}
+	return p, nil
+}
+
+// gate decides what needs no session: Blocked, NoGrant, NotStarted and
+// Lobby, in that order. It reports false when the subject may go on to the
+// capacity and occupancy checks.
+func (m *Manager) gate(p authz.Presence, subject, resource string, now time.Time) (Result, bool) {
+	rule := p.Rule
+	r := Result{Revision: p.Revision, Role: p.Role, Scope: p.Scope}
+	switch {
+	case p.Blocked:
+		r.Outcome, r.BlockID = Blocked, p.BlockID
+		r.Reason = fmt.Sprintf("%s is blocked from %q on %q (block %q)", subject, rule.Join, p.Scope, p.BlockID)
+		return r, true
+	case !p.Joins:
+		r.Outcome = NoGrant
+		r.Reason = fmt.Sprintf("no grant of %s holds %q on %s or above it", subject, rule.Join, resource)
+		return r, true
+	}
+	if closed, opens, why := notOpen(p, now); closed {
+		if !p.Backstage {
+			r.Outcome, r.OpensAt = NotStarted, opens
+			r.Reason = resource + " " + why
+			if rule.Backstage != "" {
+				r.Reason += fmt.Sprintf("; until then only holders of %q may join", rule.Backstage)
+			}
+			return r, true
+		}
+		r.Backstage = true
+	}
+	if l := rule.Lobby; l != nil && !p.SkipsLobby {
+		r.Outcome = Lobby
+		r.Reason = fmt.Sprintf("%s waits in the lobby of %s until a holder of %q admits it", subject, resource, l.Admit)
+		return r, true
+	}
+	return r, false
+}
+
+// notOpen reports whether the call p is about has not opened by now, when
+// it opens if that is known, and why.
+func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
+	rule := p.Rule
+	if rule.RequireLive && !p.Live {
+		return true, time.Time{}, "is backstage until it goes live"
+	}
+	if !p.StartsAt.IsZero() {
+		opens := p.StartsAt.Add(-rule.JoinAhead)
+		if now.Before(opens) {
+			return true, opens, fmt.Sprintf("opens at %s, %s before it starts", opens.UTC().Format(time.RFC3339), rule.JoinAhead)
+		}
+	}
+	return false, time.Time{}, ""
+}
+
+// knock puts subject in the lobby, or renews its knock there.
+func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject, resource, note string, now time.Time) (Result, error) {
+	lease := p.Rule.LeaseOf()
+	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Note: note, Knocked: now, Expires: now.Add(lease)})
+	if err != nil {
+		return Result{}, storeError(err)
+	}
+	r.Session, r.Expires, r.Lease = k.ID, k.Expires, lease
+	return r, nil
+}
+
+// MaxNoteLen bounds a knock's note.
+const MaxNoteLen = 256
+
+// Knock puts subject in resource's lobby when Join would send it there;
+// otherwise it answers what Join would, without joining.
+func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Result, error) {
+	if len(note) > MaxNoteLen {
+		return Result{}, &authz.Error{Code: authz.Invalid, Field: "note", Value: note[:32] + "...",
+			Reason: fmt.Sprintf("a note is at most %d bytes; this one is %d", MaxNoteLen, len(note))}
+	}
+	p, err := m.presence(ctx, subject, resource, 0)
+	if err != nil {
+		return Result{}, err
+	}
+	now := m.clock.Now()
+	r, decided := m.gate(p, subject, resource, now)
+	if !decided {
+		r.Outcome = Admitted
+		r.Reason = fmt.Sprintf("%s may join %s without knocking", subject, resource)
+		return r, nil
+	}
+	if r.Outcome != Lobby {
+		return r, nil
+	}
+	return m.knock(ctx, r, p, subject, resource, note, now)
+}
+
+// Renewal is the answer to a KeepAlive.
+type Renewal struct {
+	// Outcome is Admitted for a renewed session, Lobby for a renewed knock
+	// (Admitted once the subject may join), or why a session was ended.
+	Outcome Outcome
+	Reason  string
+	Expires time.Time
+}
+
+// KeepAlive renews a session or a knock. A session whose subject is now
+// blocked from the call, or holds no grant of its join permission, is
+// ended instead; so is a knock. NotFound when the session has ended.
+func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
+	if s, ok := m.store.Session(id); ok {
+		p := m.engine.Index().Presence(s.Subject, s.Call)
+		if out, why := ejects(p, s.Subject, s.Call); out != 0 {
+			m.store.End(ctx, id, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID})
+			return Renewal{Outcome: out, Reason: why}, nil
+		}
+		s, err := m.store.Renew(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
+		if err != nil {
+			return Renewal{}, storeError(err)
+		}
+		return Renewal{Outcome: Admitted, Reason: "renewed", Expires: s.Expires}, nil
+	}
+	k, ok := m.store.KnockOf(id)
+	if !ok {
+		return Renewal{}, storeError(ErrNoSession)
+	}
+	p := m.engine.Index().Presence(k.Subject, k.Call)
+	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
+		m.store.Unknock(ctx, k.Call, k.Subject, Denied)
+		return Renewal{Outcome: out, Reason: why}, nil
+	}
+	k, err := m.store.RenewKnock(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
+	if err != nil {
+		return Renewal{}, storeError(err)
+	}
+	if p.SkipsLobby || p.Rule.Lobby == nil {
+		return Renewal{Outcome: Admitted, Reason: k.Subject + " may join now", Expires: k.Expires}, nil
+	}
+	return Renewal{Outcome: Lobby, Reason: "still waiting", Expires: k.Expires}, nil
+}
+
+// ejects says whether p's subject may no longer be in the call: the
+// outcome that would refuse it, or 0.
+func ejects(p authz.Presence, subject, call string) (Outcome, string) {
+	switch {
+	case !p.Known:
+		return NoGrant, call + " is no longer registered"
+	case p.Rule == nil:
+		return NoGrant, "no admission rule governs " + call + " any more"
+	case p.Blocked:
+		return Blocked, fmt.Sprintf("%s is blocked from %q on %q (block %q)", subject, p.Rule.Join, p.Scope, p.BlockID)
+	case !p.Joins:
+		return NoGrant, fmt.Sprintf("no grant of %s holds %q on %s any more", subject, p.Rule.Join, call)
+	}
+	return 0, ""
+}
+
+// Leave ends a session or a knock; NotFound when there is none.
+func (m *Manager) Leave(ctx context.Context, id string) error {
+	if _, err := m.store.End(ctx, id, Ending{Why: Left}); err == nil || !errors.Is(err, ErrNoSession) {
+		return storeError(err)
+	}
+	k, ok := m.store.KnockOf(id)
+	if !ok {
+		return storeError(ErrNoSession)
+	}
+	_, err := m.store.Unknock(ctx, k.Call, k.Subject, Left)
+	return storeError(err)
+}
+
+// Lobby lists who waits to enter resource. An actor must hold the lobby's
+// admit permission there.
+func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, error) {
+	if _, err := m.lobbyRule(resource, actor, "list the lobby of"); err != nil {
+		return nil, err
+	}
+	knocks := m.store.Knocks(resource)
+	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
+	return knocks, nil
+}
+
+// lobbyRule returns the lobby of resource's rule, refusing an actor
+// without its admit permission.
+func (m *Manager) lobbyRule(resource, actor, what string) (*authz.Lobby, error) {
+	p, err := m.presence(context.Background(), actorOrNobody(actor), resource, 0)
+	if err != nil {
+		return nil, err
+	}
+	l := p.Rule.Lobby
+	if l == nil {
+		return nil, &authz.Error{Code: authz.FailedPrecondition, Field: "resource", Value: resource,
+			Reason: fmt.Sprintf("%s has no lobby: the admission rule at %q has none", resource, p.Rule.Scope)}
+	}
+	if actor == "" {
+		return l, nil
+	}
+	if err := authz.ValidateSubject("actor", actor); err != nil {
+		return nil, err
+	}
+	d, _, err := m.engine.Check(authz.Query{Subject: actor, Permission: l.Admit, Resource: resource})
+	if err != nil {
+		return nil, err
+	}
+	if !d.Allowed {
+		return nil, &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: actor, Rule: "missing permission",
+			Reason: fmt.Sprintf("may not %s %q: the actor lacks %q there", what, resource, l.Admit),
+			Meta:   map[string]string{"permission": l.Admit, "resource": resource}}
+	}
+	return l, nil
+}
+
+func actorOrNobody(actor string) string {
+	if actor == "" {
+		return "usher:nobody"
+	}
+	return actor
+}
+
+// Admit lets subject into resource: a grant of the lobby's admit role on
+// resource, judged as the engine's Admit says, after which the subject's
+// knock ends and watchers hear of it.
+func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
+	if err := authz.ValidateSubject("subject", subject); err != nil {
+		return 0, err
+	}
+	rev, err := m.engine.Admit(ctx, by, resource, subject, expires)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
+		m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+	}
+	m.v.announce(resource, Event{Kind: EventAdmitted, Revision: rev, Time: m.clock.Now(), Subject: subject})
+	return rev, nil
+}
+
+// Deny takes subject out of resource's lobby. An actor must hold the
+// lobby's admit permission there, and may not deny itself; NotFound when
+// the subject is not waiting.
+func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject string) error {
+	if err := authz.ValidateSubject("subject", subject); err != nil {
+		return err
+	}
+	if by.Actor != "" && by.Actor == subject {
+		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
+			Reason: "may not deny itself: " + authz.RuleNoSelfService}
+	}
+	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
+		return err
+	}
+	found, err := m.store.Unknock(ctx, resource, subject, Denied)
+	if err != nil {
+		return storeError(err)
+	}
+	if !found {
+		return &authz.Error{Code: authz.NotFound, Field: "subject", Value: subject, Reason: "is not waiting in the lobby of " + resource}
+	}
+	return nil
+}
+
+// storeError maps a store's errors to the engine's codes.
+func storeError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNoSession):
+		return &authz.Error{Code: authz.NotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
+	case errors.Is(err, ErrTooMany):
+		return &authz.Error{Code: authz.ResourceExhausted, Field: "", Reason: "this server holds as many sessions as it may; try another"}
+	}
+	var e *authz.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &authz.Error{Code: authz.Unavailable, Reason: "the session store failed", Err: err}
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func overlaps(a, b []string) bool {
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,317 @@
+package admission_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+// world is an engine on a memory backend with a conferencing policy, and a
+// manager over it, on a manual clock.
+type world struct {
+	t     *testing.T
+	ctx   context.Context
+	eng   *authz.Engine
+	m     *admission.Manager
+	clock *authz.ManualClock
+	by    authz.Author
+}
+
+var start = time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+
+// policy: calls below account:acme; hosts run them, members join them,
+// guests are what the lobby admits; call:acme:big holds 3 counted
+// participants (hosts uncounted); call:acme:stage goes live; rooms are
+// used by one "unshared" sub-user at a time.
+func policy() authz.Policy {
+	perms := []string{"call.join", "call.admit", "call.stage", "call.backstage", "send-audio", "send-video", "usher.grants.write", "usher.blocks.write"}
+	var p authz.Policy
+	for _, n := range perms {
+		p.Permissions = append(p.Permissions, authz.Permission{Name: n})
+	}
+	p.Resources = []authz.Resource{
+		{Name: "account:acme"},
+		{Name: "call:acme:1", Parent: "account:acme"},
+		{Name: "call:acme:big", Parent: "account:acme"},
+		{Name: "calltype:stage", Parent: "account:acme"},
+		{Name: "call:acme:stage", Parent: "calltype:stage"},
+		{Name: "room:acme:a", Parent: "account:acme"},
+	}
+	p.Roles = []authz.Role{
+		{Name: "host", Scope: "root", Permissions: []string{"call.join", "call.admit", "call.stage", "call.backstage", "send-audio", "send-video", "usher.grants.write", "usher.blocks.write"}, AssignableRoles: []string{"*"}},
+		{Name: "member", Scope: "root", Permissions: []string{"call.join", "send-audio", "send-video"}},
+		{Name: "guest", Scope: "root", Permissions: []string{"call.join", "send-audio"}},
+		{Name: "unshared", Scope: "root", Permissions: []string{"call.join", "send-audio", "send-video"}},
+	}
+	p.Admissions = []authz.Admission{
+		{ResourceType: "call", Join: "call.join", Backstage: "call.backstage", Stage: "call.stage", JoinAhead: 10 * time.Minute,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "guest", Bypass: "send-video"}, Lease: 10 * time.Second,
+			Media: &authz.MediaMapping{RoomJoin: "call.join", CanPublishSources: map[string]string{"microphone": "send-audio", "camera": "send-video"}, CanSubscribe: "call.join"}},
+		{Scope: "calltype:stage", ResourceType: "call", Join: "call.join", Backstage: "call.backstage", RequireLive: true, Stage: "call.stage"},
+		{ResourceType: "room", Join: "call.join", ExclusiveRoles: []string{"unshared"}},
+	}
+	return p
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	clock := authz.NewManualClock(start)
+	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), eng: eng, clock: clock, by: authz.Author{Caller: "test"}}
+	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, policy(), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.m = admission.New(eng, admission.Options{})
+	t.Cleanup(func() { w.m.Close() })
+	return w
+}
+
+func (w *world) grant(subject, role, resource string) {
+	w.t.Helper()
+	if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: subject, Role: role, Resource: resource}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) join(subject, resource string) admission.Result {
+	w.t.Helper()
+	r, err := w.m.Join(w.ctx, subject, resource, 0)
+	if err != nil {
+		w.t.Fatalf("Join(%s, %s): %v", subject, resource, err)
+	}
+	return r
+}
+
+func (w *world) wantJoin(subject, resource string, want admission.Outcome) admission.Result {
+	w.t.Helper()
+	r := w.join(subject, resource)
+	if r.Outcome != want {
+		w.t.Fatalf("Join(%s, %s) = %s (%s), want %s", subject, resource, r.Outcome, r.Reason, want)
+	}
+	return r
+}
+
+func TestJoinOutcomes(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	w.grant("user:guest", "guest", "account:acme")
+
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if r.Session == "" || !r.Expires.Equal(start.Add(10*time.Second)) || r.Role != "member" || r.Scope != "account:acme" {
+		t.Errorf("admitted join = %+v", r)
+	}
+	if !slices.Equal(r.Capabilities, []string{"call.join", "send-audio", "send-video"}) {
+		t.Errorf("capabilities = %v", r.Capabilities)
+	}
+	w.wantJoin("user:nobody", "call:acme:1", admission.NoGrant)
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:member", Resource: "call:acme:1", Permissions: []string{"call.join"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := w.wantJoin("user:member", "call:acme:1", admission.Blocked)
+	if b.BlockID == "" || b.Scope != "call:acme:1" {
+		t.Errorf("blocked join = %+v", b)
+	}
+	w.wantJoin("user:member", "call:acme:stage", admission.NotStarted)
+	w.wantJoin("user:host", "call:acme:stage", admission.Admitted)
+	if _, err := w.eng.GoLive(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:stage", true); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:member", "call:acme:stage", admission.Admitted)
+
+	_, err := w.m.Join(w.ctx, "user:member", "call:acme:nope", 0)
+	if authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("Join on an unregistered call = %v, want NotFound", err)
+	}
+	_, err = w.m.Join(w.ctx, "user:member", "account:acme", 0)
+	if authz.CodeOf(err) != authz.FailedPrecondition {
+		t.Errorf("Join on a resource no rule governs = %v, want FailedPrecondition", err)
+	}
+}
+
+func TestScheduledCallOpensJoinAheadBeforeItStarts(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "account:acme")
+	w.grant("user:host", "host", "account:acme")
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", start.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r := w.wantJoin("user:member", "call:acme:1", admission.NotStarted)
+	if want := start.Add(50 * time.Minute); !r.OpensAt.Equal(want) {
+		t.Errorf("opens at %v, want %v", r.OpensAt, want)
+	}
+	if r := w.wantJoin("user:host", "call:acme:1", admission.Admitted); !r.Backstage {
+		t.Errorf("a host joining before the call opens is not marked backstage: %+v", r)
+	}
+	w.clock.Advance(50 * time.Minute)
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+}
+
+func TestConcurrentJoinsFillACallExactly(t *testing.T) {
+	w := newWorld(t)
+	// A call of capacity 50, and 500 subjects who may all join it.
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, func() authz.Policy {
+		p := policy()
+		p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join", MaxParticipants: 50, UncountedRoles: []string{"host"}})
+		return p
+	}(), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		w.grant(fmt.Sprintf("user:u%03d", i), "member", "call:acme:big")
+	}
+	var wg sync.WaitGroup
+	outcomes := make([]admission.Outcome, 500)
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := w.m.Join(w.ctx, fmt.Sprintf("user:u%03d", i), "call:acme:big", 0)
+			if err != nil {
+				t.Error(err)
+			}
+			outcomes[i] = r.Outcome
+		}()
+	}
+	wg.Wait()
+	count := map[admission.Outcome]int{}
+	for _, o := range outcomes {
+		count[o]++
+	}
+	if count[admission.Admitted] != 50 || count[admission.Full] != 450 {
+		t.Errorf("500 concurrent joins of a call of capacity 50: %v", count)
+	}
+	w.grant("user:host", "host", "account:acme")
+	w.wantJoin("user:host", "call:acme:big", admission.Admitted) // uncounted
+}
+
+func TestUnsharedRoomIsUsedByOneSubUserAtATime(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:sub1", "unshared", "account:acme")
+	w.grant("user:sub2", "unshared", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	first := w.wantJoin("user:sub1", "room:acme:a", admission.Admitted)
+	r := w.wantJoin("user:sub2", "room:acme:a", admission.InUse)
+	if r.Exclusive != "unshared" {
+		t.Errorf("in use by %q, want unshared", r.Exclusive)
+	}
+	w.wantJoin("user:member", "room:acme:a", admission.Admitted) // not an unshared sub-user
+	if err := w.m.Leave(w.ctx, first.Session); err != nil {
+		t.Fatal(err)
+	}
+	second := w.wantJoin("user:sub2", "room:acme:a", admission.Admitted)
+	w.wantJoin("user:sub1", "room:acme:a", admission.InUse)
+	// The second one's media server dies: its lease lapses.
+	w.clock.Advance(authz.DefaultLease + time.Second)
+	if _, err := w.m.KeepAlive(w.ctx, second.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of a lapsed session = %v, want NotFound", err)
+	}
+	w.wantJoin("user:sub1", "room:acme:a", admission.Admitted)
+}
+
+func TestLobbyAdmitAndDeny(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
+	host := authz.Author{Caller: "test", Actor: "user:host"}
+	r := w.wantJoin("user:visitor", "call:acme:1", admission.NoGrant)
+	_ = r
+	// A visitor with no grant cannot even knock; one with a grant below the
+	// lobby's bypass waits.
+	w.grant("user:guest", "guest", "account:acme")
+	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "Gus from Globex")
+	if err != nil || k.Outcome != admission.Lobby || k.Session == "" {
+		t.Fatalf("Knock = %+v, %v", k, err)
+	}
+	list, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host")
+	if err != nil || len(list) != 1 || list[0].Subject != "user:guest" || list[0].Note != "Gus from Globex" {
+		t.Fatalf("Lobby = %+v, %v", list, err)
+	}
+	if _, err := w.m.Lobby(w.ctx, "call:acme:1", "user:guest"); authz.CodeOf(err) != authz.PermissionDenied {
+		t.Errorf("a guest listing the lobby = %v, want PermissionDenied", err)
+	}
+	if _, err := w.m.Admit(w.ctx, authz.Author{Caller: "test", Actor: "user:guest"}, "call:acme:1", "user:guest", time.Time{}); authz.CodeOf(err) != authz.PermissionDenied {
+		t.Errorf("admitting oneself = %v, want PermissionDenied", err)
+	}
+	if _, err := w.m.Admit(w.ctx, host, "call:acme:1", "user:guest", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("the admitted guest is still in the lobby: %+v", list)
+	}
+
+	w.grant("user:guest2", "guest", "account:acme")
+	w.wantJoin("user:guest2", "call:acme:1", admission.Lobby)
+	if err := w.m.Deny(w.ctx, host, "call:acme:1", "user:guest2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.m.Deny(w.ctx, host, "call:acme:1", "user:guest2"); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("denying one not waiting = %v, want NotFound", err)
+	}
+	w.wantJoin("user:guest2", "call:acme:1", admission.Lobby)
+}
+
+func TestWatchCallSeesChangesAndEjections(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "account:acme")
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch, err := w.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	if len(watch.Initial) != 2 || watch.Initial[0].Kind != admission.EventPresent || watch.Initial[0].Session != r.Session ||
+		watch.Initial[1].Kind != admission.EventSynced {
+		t.Fatalf("initial = %+v", watch.Initial)
+	}
+	next := func(want admission.EventKind) admission.Event {
+		t.Helper()
+		select {
+		case ev, ok := <-watch.C:
+			if !ok {
+				t.Fatalf("watch ended: %v", watch.Err())
+			}
+			if ev.Kind != want {
+				t.Fatalf("event %+v, want kind %d", ev, want)
+			}
+			return ev
+		case <-time.After(2 * time.Second):
+			t.Fatalf("no event of kind %d", want)
+		}
+		return admission.Event{}
+	}
+	host := authz.Author{Caller: "test", Actor: "user:host"}
+	// Muted: a block of send-audio.
+	if _, _, err := w.eng.Block(w.ctx, host, authz.Block{Subject: "user:member", Resource: "call:acme:1", Permissions: []string{"send-audio"}}); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(admission.EventChanged)
+	if slices.Contains(ev.Capabilities, "send-audio") || ev.Grant == nil || slices.ContainsFunc(ev.Grant.CanPublishSources, func(s string) bool { return strings.EqualFold(s, "microphone") }) {
+		t.Errorf("muted: %+v grant %+v", ev, ev.Grant)
+	}
+	// Banned: a block of everything.
+	if _, _, err := w.eng.Block(w.ctx, host, authz.Block{Subject: "user:member", Resource: "call:acme:1", Reason: "spam"}); err != nil {
+		t.Fatal(err)
+	}
+	ev = next(admission.EventEjected)
+	if ev.Outcome != admission.Blocked || ev.Session != r.Session {
+		t.Errorf("ejected: %+v", ev)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of an ejected session = %v", err)
+	}
+}

@@ -1,0 +1,404 @@
+package admission
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// MemoryStore keeps sessions and knocks in this process: what one node
+// needs. A restart forgets them; media servers join their participants
+// again.
+type MemoryStore struct {
+	clock       authz.Clock
+	maxSessions int
+	maxKnocks   int
+
+	mu       sync.Mutex
+	calls    map[string]*callState
+	sessions map[string]*Session // by id
+	knocks   map[string]*Knock   // by id
+	expiries expiryHeap
+	pending  []StoreEvent
+	signal   chan struct{} // capacity 1: pending has events
+
+	events chan []StoreEvent
+	stop   chan struct{}
+	done   sync.WaitGroup
+	closed bool
+}
+
+type callState struct {
+	sessions map[string]*Session // by subject
+	knocks   map[string]*Knock   // by subject
+}
+
+// MemoryOptions bound a MemoryStore.
+type MemoryOptions struct {
+	Clock authz.Clock // default authz.SystemClock
+	// MaxSessions bounds the live sessions and knocks of the node; default
+	// DefaultMaxSessions.
+	MaxSessions int
+	// MaxKnocks bounds the knocks of one call; default DefaultMaxKnocks.
+	MaxKnocks int
+}
+
+// Defaults of MemoryOptions.
+const (
+	DefaultMaxSessions = 1_000_000
+	DefaultMaxKnocks   = 1_000
+)
+
+// sweepEvery is how often lapsed leases are looked for; a lapse is
+// reported at most this late.
+const sweepEvery = 50 * time.Millisecond
+
+// NewMemoryStore returns an empty store; Close stops it.
+func NewMemoryStore(opts MemoryOptions) *MemoryStore {
+	if opts.Clock == nil {
+		opts.Clock = authz.SystemClock{}
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.MaxKnocks <= 0 {
+		opts.MaxKnocks = DefaultMaxKnocks
+	}
+	m := &MemoryStore{
+		clock: opts.Clock, maxSessions: opts.MaxSessions, maxKnocks: opts.MaxKnocks,
+		calls: map[string]*callState{}, sessions: map[string]*Session{}, knocks: map[string]*Knock{},
+		signal: make(chan struct{}, 1), events: make(chan []StoreEvent), stop: make(chan struct{}),
+	}
+	m.done.Add(2)
+	go m.pump()
+	go m.sweeper()
+	return m
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// Join implements Store.
+func (m *MemoryStore) Join(_ context.Context, s Session, decide func([]Session) (Outcome, string)) (Outcome, string, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now)
+	c := m.calls[s.Call]
+	var others []Session
+	var old *Session
+	if c != nil {
+		others = make([]Session, 0, len(c.sessions))
+		for subject, o := range c.sessions {
+			if subject == s.Subject {
+				old = o
+				continue
+			}
+			others = append(others, *o)
+		}
+	}
+	out, detail := decide(others)
+	if out != Admitted {
+		return out, detail, nil
+	}
+	if old == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+		return 0, "", ErrTooMany
+	}
+	if c == nil {
+		c = &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}}
+		m.calls[s.Call] = c
+	}
+	if old != nil {
+		m.endSession(c, old, Ending{Why: Replaced}, now)
+	}
+	if k := c.knocks[s.Subject]; k != nil {
+		m.endKnock(c, k, Entered, now)
+	}
+	stored := s
+	c.sessions[s.Subject] = &stored
+	m.sessions[s.ID] = &stored
+	heap.Push(&m.expiries, expiry{at: s.Expires.UnixNano(), id: s.ID})
+	m.emit(StoreEvent{Session: &stored, Time: now})
+	return Admitted, detail, nil
+}
+
+// Renew implements Store.
+func (m *MemoryStore) Renew(_ context.Context, id string, expires time.Time) (Session, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil || !s.Expires.After(now) {
+		return Session{}, ErrNoSession
+	}
+	if expires.After(s.Expires) {
+		s.Expires = expires
+		heap.Push(&m.expiries, expiry{at: expires.UnixNano(), id: id})
+	}
+	return *s, nil
+}
+
+// End implements Store.
+func (m *MemoryStore) End(_ context.Context, id string, why Ending) (Session, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil {
+		return Session{}, ErrNoSession
+	}
+	out := *s
+	m.endSession(m.calls[s.Call], s, why, now)
+	return out, nil
+}
+
+// Session implements Store.
+func (m *MemoryStore) Session(id string) (Session, bool) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil || !s.Expires.After(now) {
+		return Session{}, false
+	}
+	return *s, true
+}
+
+// Sessions implements Store.
+func (m *MemoryStore) Sessions(call string) []Session {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[call]
+	if c == nil {
+		return nil
+	}
+	out := make([]Session, 0, len(c.sessions))
+	for _, s := range c.sessions {
+		if s.Expires.After(now) {
+			out = append(out, *s)
+		}
+	}
+	return out
+}
+
+// Knock implements Store.
+func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now)
+	c := m.calls[k.Call]
+	if c == nil {
+		c = &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}}
+		m.calls[k.Call] = c
+	}
+	if old := c.knocks[k.Subject]; old != nil {
+		old.Expires = k.Expires
+		if k.Note != "" {
+			old.Note = k.Note
+		}
+		heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: old.ID, knock: true})
+		return *old, nil
+	}
+	if len(c.knocks) >= m.maxKnocks || len(m.sessions)+len(m.knocks) >= m.maxSessions {
+		m.dropIfEmpty(k.Call, c)
+		return Knock{}, ErrTooMany
+	}
+	stored := k
+	c.knocks[k.Subject] = &stored
+	m.knocks[k.ID] = &stored
+	heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: k.ID, knock: true})
+	m.emit(StoreEvent{Knock: &stored, Time: now})
+	return stored, nil
+}
+
+// Unknock implements Store.
+func (m *MemoryStore) Unknock(_ context.Context, call, subject string, why Why) (bool, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[call]
+	if c == nil || c.knocks[subject] == nil {
+		return false, nil
+	}
+	m.endKnock(c, c.knocks[subject], why, now)
+	return true, nil
+}
+
+// RenewKnock implements Store.
+func (m *MemoryStore) RenewKnock(_ context.Context, id string, expires time.Time) (Knock, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := m.knocks[id]
+	if k == nil || !k.Expires.After(now) {
+		return Knock{}, ErrNoSession
+	}
+	if expires.After(k.Expires) {
+		k.Expires = expires
+		heap.Push(&m.expiries, expiry{at: expires.UnixNano(), id: id, knock: true})
+	}
+	return *k, nil
+}
+
+// KnockOf implements Store.
+func (m *MemoryStore) KnockOf(id string) (Knock, bool) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := m.knocks[id]
+	if k == nil || !k.Expires.After(now) {
+		return Knock{}, false
+	}
+	return *k, true
+}
+
+// Knocks implements Store.
+func (m *MemoryStore) Knocks(call string) []Knock {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[call]
+	if c == nil {
+		return nil
+	}
+	out := make([]Knock, 0, len(c.knocks))
+	for _, k := range c.knocks {
+		if k.Expires.After(now) {
+			out = append(out, *k)
+		}
+	}
+	return out
+}
+
+// Events implements Store.
+func (m *MemoryStore) Events() <-chan []StoreEvent { return m.events }
+
+// Close implements Store.
+func (m *MemoryStore) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	close(m.stop)
+	m.done.Wait()
+	return nil
+}
+
+func (m *MemoryStore) endSession(c *callState, s *Session, why Ending, now time.Time) {
+	delete(m.sessions, s.ID)
+	if c != nil && c.sessions[s.Subject] == s {
+		delete(c.sessions, s.Subject)
+		m.dropIfEmpty(s.Call, c)
+	}
+	m.emit(StoreEvent{Session: s, Ended: &why, Time: now})
+}
+
+func (m *MemoryStore) endKnock(c *callState, k *Knock, why Why, now time.Time) {
+	delete(m.knocks, k.ID)
+	if c != nil && c.knocks[k.Subject] == k {
+		delete(c.knocks, k.Subject)
+		m.dropIfEmpty(k.Call, c)
+	}
+	m.emit(StoreEvent{Knock: k, Ended: &Ending{Why: why}, Time: now})
+}
+
+func (m *MemoryStore) dropIfEmpty(call string, c *callState) {
+	if len(c.sessions) == 0 && len(c.knocks) == 0 {
+		delete(m.calls, call)
+	}
+}
+
+// sweep ends every session and knock whose lease ran out by now.
+func (m *MemoryStore) sweep(now time.Time) {
+	at := now.UnixNano()
+	for m.expiries.Len() > 0 && m.expiries[0].at <= at {
+		e := heap.Pop(&m.expiries).(expiry)
+		if e.knock {
+			if k := m.knocks[e.id]; k != nil && k.Expires.UnixNano() == e.at {
+				m.endKnock(m.calls[k.Call], k, Lapsed, now)
+			}
+			continue
+		}
+		if s := m.sessions[e.id]; s != nil && s.Expires.UnixNano() == e.at {
+			m.endSession(m.calls[s.Call], s, Ending{Why: Lapsed}, now)
+		}
+	}
+}
+
+func (m *MemoryStore) sweeper() {
+	defer m.done.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			now := m.clock.Now()
+			m.mu.Lock()
+			m.sweep(now)
+			m.mu.Unlock()
+		}
+	}
+}
+
+// emit queues an event; m.mu is held, so events of one call keep their
+// order.
+func (m *MemoryStore) emit(e StoreEvent) {
+	m.pending = append(m.pending, e)
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pump hands the queued events to the consumer, in batches.
+func (m *MemoryStore) pump() {
+	defer m.done.Done()
+	defer close(m.events)
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.signal:
+		}
+		m.mu.Lock()
+		batch := m.pending
+		m.pending = nil
+		m.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		select {
+		case m.events <- batch:
+		case <-m.stop:
+			return
+		}
+	}
+}
+
+type expiry struct {
+	at    int64
+	id    string
+	knock bool
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

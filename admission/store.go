@@ -1,0 +1,119 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Session is a subject's presence in a call: a lease its media server
+// renews. A subject has at most one session per call.
+type Session struct {
+	ID      string
+	Subject string
+	Call    string
+	Joined  time.Time
+	Expires time.Time
+	// Counted: the session counts against the call's max_participants.
+	Counted bool
+	// Exclusive are the exclusive roles the subject held when it joined.
+	Exclusive []string
+	// Capabilities are the subject's permissions in the call when it
+	// joined, at Revision.
+	Capabilities []string
+	Revision     authz.Revision
+}
+
+// Knock is a subject waiting in a call's lobby, on a lease like a
+// session's.
+type Knock struct {
+	ID      string
+	Subject string
+	Call    string
+	Note    string
+	Knocked time.Time
+	Expires time.Time
+}
+
+// Why says how a session or a knock ended.
+type Why uint8
+
+// The ways a session or a knock ends.
+const (
+	// Left: the media server called Leave.
+	Left Why = iota + 1
+	// Lapsed: the lease ran out.
+	Lapsed
+	// Ejected: the subject may no longer be in the call.
+	Ejected
+	// Replaced: the subject joined the call again.
+	Replaced
+	// LetIn: a knock ended because the subject was admitted.
+	LetIn
+	// Denied: a knock ended because someone turned it down.
+	Denied
+	// Entered: a knock ended because the subject joined.
+	Entered
+)
+
+// Ending is why a session ended, with the outcome that ejected it.
+type Ending struct {
+	Why     Why
+	Outcome Outcome
+	BlockID string
+}
+
+// StoreEvent is a change a Store reports, in the order it happened for any
+// one call: a session or knock that began or ended, here or on another
+// node sharing the store.
+type StoreEvent struct {
+	Session *Session // a session began (Ended is nil) or ended
+	Knock   *Knock   // a knock began or was renewed (Ended is nil), or ended
+	Ended   *Ending
+	Time    time.Time
+}
+
+// Store keeps live sessions and knocks: in memory on one node
+// (MemoryStore), in etcd leases on a cluster. Every method is safe for
+// concurrent use.
+type Store interface {
+	// Join makes s the subject's session in its call if decide, given the
+	// call's other live sessions, answers Admitted; the decision and the
+	// session are atomic with every other Join on the call. A session the
+	// subject already had in the call ends as Replaced.
+	Join(ctx context.Context, s Session, decide func(others []Session) (Outcome, string)) (Outcome, string, error)
+	// Renew moves the lease of a live session to expires.
+	// ErrNoSession when the session ended.
+	Renew(ctx context.Context, id string, expires time.Time) (Session, error)
+	// End ends a live session; ErrNoSession when it ended already.
+	End(ctx context.Context, id string, why Ending) (Session, error)
+	// Session returns a live session.
+	Session(id string) (Session, bool)
+	// Sessions returns the live sessions of call.
+	Sessions(call string) []Session
+	// Knock puts k in its call's lobby, or renews the subject's knock
+	// there, keeping its id.
+	Knock(ctx context.Context, k Knock) (Knock, error)
+	// Unknock takes subject out of call's lobby; false when it was not
+	// there.
+	Unknock(ctx context.Context, call, subject string, why Why) (bool, error)
+	// RenewKnock moves the lease of a knock to expires; ErrNoSession when
+	// it ended.
+	RenewKnock(ctx context.Context, id string, expires time.Time) (Knock, error)
+	// KnockOf returns a live knock.
+	KnockOf(id string) (Knock, bool)
+	// Knocks returns who waits in call's lobby.
+	Knocks(call string) []Knock
+	// Events delivers what happens, for one consumer.
+	Events() <-chan []StoreEvent
+	// Close stops the store; a cluster store revokes its leases.
+	Close() error
+}
+
+// ErrNoSession is the error of a session or knock that is not live.
+var ErrNoSession = errors.New("no live session or knock with that id")
+
+// ErrTooMany is the error of a Join or Knock past the store's bounds.
+var ErrTooMany = errors.New("too many sessions")

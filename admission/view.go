@@ -1,0 +1,582 @@
+package admission
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/media/livekit"
+)
+
+// EventKind says what an Event reports; the values are
+// usher.v1.CallEventKind's.
+type EventKind uint8
+
+// The kinds of events a watch receives.
+const (
+	// EventPresent: a participant in the call as the watch starts.
+	EventPresent EventKind = iota + 1
+	// EventWaiting: a subject in the lobby as the watch starts.
+	EventWaiting
+	// EventSynced: what follows happens live.
+	EventSynced
+	EventJoined
+	// EventChanged: a participant's capabilities changed.
+	EventChanged
+	// EventEjected: a participant may no longer be in the call; its
+	// session has ended.
+	EventEjected
+	EventLeft
+	EventLapsed
+	EventKnocked
+	EventAdmitted
+	EventDenied
+)
+
+// Event is one thing that happened in a call.
+type Event struct {
+	Kind     EventKind
+	Revision authz.Revision
+	Time     time.Time
+	Subject  string
+	Session  string
+	// Capabilities and Grant (where the rule maps to LiveKit) are the
+	// participant's, for Present, Joined and Changed.
+	Capabilities []string
+	Grant        *auth.VideoGrant
+	// Outcome and BlockID say why a participant was ejected.
+	Outcome Outcome
+	BlockID string
+	Note    string
+	// Reset (Synced): the watch could not resume and sent the whole state.
+	Reset bool
+}
+
+// view is the manager's picture of every live session, fed by the store's
+// events, and kept against the index: when a change set or the passing of
+// time changes a participant's standing, it tells the call's watchers, and
+// ends the session of one who may no longer be there. One goroutine, loop,
+// does all of it; mu guards what Watch reads.
+type view struct {
+	m *Manager
+
+	mu        sync.Mutex
+	sessions  map[string]*tracked            // by session id
+	byCall    map[string]map[string]*tracked // call -> session id ->
+	bySubject map[string]map[string]*tracked // subject -> session id ->
+	watchers  map[string]map[*Watch]struct{} // call ->
+	nwatchers int
+	maxWatch  int
+	buffer    int
+	ended     []endedSession // a ring of the last sessions to end
+	endedNext int
+	forgotten authz.Revision // the latest revision of an ended session the ring dropped
+	dues      dueHeap
+	closed    bool
+
+	appliedMu  sync.Mutex
+	appliedQ   []*authz.ChangeSet
+	appliedAll bool // a resync, or more change sets than are worth sifting
+	appliedSig chan struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type tracked struct {
+	s     Session
+	caps  []string
+	rev   authz.Revision // when caps last changed
+	media *authz.MediaMapping
+	due   int64 // when to look again, unix nanoseconds; 0 for never
+}
+
+type endedSession struct {
+	call string
+	ev   Event
+}
+
+// maxQueuedSets is how many change sets wait to be sifted before the view
+// looks at every session instead.
+const maxQueuedSets = 1024
+
+// tickEvery is how often the view looks for grants and blocks that expired.
+const tickEvery = 20 * time.Millisecond
+
+func newView(m *Manager, opts Options) *view {
+	return &view{
+		m: m, sessions: map[string]*tracked{}, byCall: map[string]map[string]*tracked{},
+		bySubject: map[string]map[string]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
+		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
+		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+}
+
+// applied is the engine's listener: it queues the change set for loop.
+func (v *view) applied(_ *authz.Index, cs *authz.ChangeSet) {
+	v.appliedMu.Lock()
+	if cs == nil || len(v.appliedQ) >= maxQueuedSets {
+		v.appliedAll, v.appliedQ = true, nil
+	} else if !v.appliedAll {
+		v.appliedQ = append(v.appliedQ, cs)
+	}
+	v.appliedMu.Unlock()
+	select {
+	case v.appliedSig <- struct{}{}:
+	default:
+	}
+}
+
+func (v *view) loop() {
+	defer close(v.done)
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	events := v.m.store.Events()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case batch, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			v.storeEvents(batch)
+		case <-v.appliedSig:
+			v.sift()
+		case <-tick.C:
+			v.expire()
+		}
+	}
+}
+
+func (v *view) close() {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return
+	}
+	v.closed = true
+	v.mu.Unlock()
+	close(v.stop)
+	<-v.done
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, ws := range v.watchers {
+		for w := range ws {
+			v.drop(w, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping; resume the watch on another"})
+		}
+	}
+}
+
+func (v *view) revision() authz.Revision { return v.m.engine.Index().Revision() }
+
+// storeEvents brings the store's events into the view and tells watchers.
+func (v *view) storeEvents(batch []StoreEvent) {
+	x := v.m.engine.Index()
+	var eject []ejection
+	v.mu.Lock()
+	for _, e := range batch {
+		switch {
+		case e.Session != nil && e.Ended == nil:
+			if v.sessions[e.Session.ID] == nil {
+				eject = v.join(x, *e.Session, e.Time, eject)
+			}
+		case e.Session != nil:
+			s := e.Session
+			if t := v.sessions[s.ID]; t != nil {
+				v.remove(t)
+			}
+			kind := map[Why]EventKind{Left: EventLeft, Lapsed: EventLapsed, Ejected: EventEjected}[e.Ended.Why]
+			if kind == 0 {
+				continue // replaced: the new session's Joined says it all
+			}
+			ev := Event{Kind: kind, Revision: x.Revision(), Time: e.Time, Subject: s.Subject, Session: s.ID,
+				Outcome: e.Ended.Outcome, BlockID: e.Ended.BlockID}
+			v.remember(s.Call, ev)
+			v.broadcast(s.Call, ev)
+		case e.Knock != nil && e.Ended == nil:
+			k := e.Knock
+			v.broadcast(k.Call, Event{Kind: EventKnocked, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID, Note: k.Note})
+		case e.Knock != nil:
+			k := e.Knock
+			kind := map[Why]EventKind{Left: EventLeft, Lapsed: EventLapsed, Denied: EventDenied}[e.Ended.Why]
+			if kind != 0 {
+				v.broadcast(k.Call, Event{Kind: kind, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID})
+			}
+		}
+	}
+	v.mu.Unlock()
+	v.eject(eject)
+}
+
+// join brings a session that began into the view and tells the call's
+// watchers. v.mu is held.
+func (v *view) join(x *authz.Index, s Session, at time.Time, eject []ejection) []ejection {
+	t := &tracked{s: s, caps: s.Capabilities, rev: s.Revision}
+	v.add(t)
+	// The index may have moved since the join read it.
+	p := x.Presence(s.Subject, s.Call)
+	if out, _ := ejects(p, s.Subject, s.Call); out != 0 {
+		eject = append(eject, ejection{s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+	} else {
+		if !slices.Equal(p.Capabilities, t.caps) {
+			t.caps, t.rev = p.Capabilities, p.Revision
+		}
+		t.media = p.Rule.Media
+		v.schedule(t, p.Until)
+	}
+	v.broadcast(s.Call, v.participant(EventJoined, t, at))
+	return eject
+}
+
+// joined brings a session this node just made into the view, so that a
+// watch started after Join returns sees it; the store's event for it then
+// finds it there. A session that has ended since is left out.
+func (v *view) joined(s Session) {
+	x := v.m.engine.Index()
+	v.mu.Lock()
+	var eject []ejection
+	if v.sessions[s.ID] == nil {
+		if _, live := v.m.store.Session(s.ID); live {
+			eject = v.join(x, s, s.Joined, nil)
+		}
+	}
+	v.mu.Unlock()
+	v.eject(eject)
+}
+
+type ejection struct {
+	id  string
+	why Ending
+}
+
+// eject ends the sessions of participants who may no longer be there; the
+// store's events then tell the watchers.
+func (v *view) eject(list []ejection) {
+	for _, e := range list {
+		if _, err := v.m.store.End(context.Background(), e.id, e.why); err != nil && err != ErrNoSession {
+			v.m.logger.Warn("a session could not be ended", "session", e.id, "error", err)
+		}
+	}
+}
+
+func (v *view) add(t *tracked) {
+	if old := v.sessions[t.s.ID]; old != nil {
+		v.remove(old)
+	}
+	v.sessions[t.s.ID] = t
+	put := func(m map[string]map[string]*tracked, k string) {
+		if m[k] == nil {
+			m[k] = map[string]*tracked{}
+		}
+		m[k][t.s.ID] = t
+	}
+	put(v.byCall, t.s.Call)
+	put(v.bySubject, t.s.Subject)
+}
+
+func (v *view) remove(t *tracked) {
+	delete(v.sessions, t.s.ID)
+	del := func(m map[string]map[string]*tracked, k string) {
+		delete(m[k], t.s.ID)
+		if len(m[k]) == 0 {
+			delete(m, k)
+		}
+	}
+	del(v.byCall, t.s.Call)
+	del(v.bySubject, t.s.Subject)
+	t.due = 0
+}
+
+// sift finds the sessions the queued change sets may have changed, and
+// looks at them again.
+func (v *view) sift() {
+	v.appliedMu.Lock()
+	sets, all := v.appliedQ, v.appliedAll
+	v.appliedQ, v.appliedAll = nil, false
+	v.appliedMu.Unlock()
+	x := v.m.engine.Index()
+	v.mu.Lock()
+	dirty := map[*tracked]bool{}
+	if all {
+		for _, t := range v.sessions {
+			dirty[t] = true
+		}
+	}
+	for _, cs := range sets {
+		if len(dirty) == len(v.sessions) {
+			break
+		}
+		for _, c := range cs.Changes {
+			v.touched(x, c, dirty)
+		}
+	}
+	eject := v.reread(x, dirty)
+	v.mu.Unlock()
+	v.eject(eject)
+}
+
+// touched marks the sessions c may change the standing of.
+func (v *view) touched(x *authz.Index, c authz.Change, dirty map[*tracked]bool) {
+	subjectAt := func(subject, resource string) {
+		for _, t := range v.bySubject[subject] {
+			if !dirty[t] && x.Under(t.s.Call, resource) {
+				dirty[t] = true
+			}
+		}
+	}
+	below := func(scope string) {
+		for call, ts := range v.byCall {
+			if call == scope || x.Under(call, scope) {
+				for _, t := range ts {
+					dirty[t] = true
+				}
+			}
+		}
+	}
+	switch {
+	case c.Grant != nil:
+		subjectAt(c.Grant.Subject, c.Grant.Resource)
+	case c.Block != nil:
+		subjectAt(c.Block.Subject, c.Block.Resource)
+	case c.Role != nil:
+		below(c.Role.Scope)
+	case c.Resource != nil:
+		below(c.Resource.Name)
+	case c.Admission != nil:
+		scope := c.Admission.Scope
+		if scope == "" {
+			scope = authz.RootName
+		}
+		below(scope)
+	case c.Permission != nil:
+		for _, t := range v.sessions {
+			dirty[t] = true
+		}
+	}
+}
+
+// reread looks at each session of dirty against x: a participant who may
+// no longer be there is to be ejected; one whose capabilities changed is
+// told. v.mu is held.
+func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
+	var eject []ejection
+	now := v.m.clock.Now()
+	for t := range dirty {
+		p := x.Presence(t.s.Subject, t.s.Call)
+		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
+			eject = append(eject, ejection{t.s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+			t.due = 0
+			continue
+		}
+		v.schedule(t, p.Until)
+		if slices.Equal(p.Capabilities, t.caps) && p.Rule.Media == t.media {
+			continue
+		}
+		t.caps, t.rev, t.media = p.Capabilities, p.Revision, p.Rule.Media
+		v.broadcast(t.s.Call, v.participant(EventChanged, t, now))
+	}
+	return eject
+}
+
+// schedule makes the view look at t again at until, when a grant or a
+// block of its subject expires.
+func (v *view) schedule(t *tracked, until time.Time) {
+	if until.IsZero() {
+		t.due = 0
+		return
+	}
+	t.due = until.UnixNano()
+	heap.Push(&v.dues, due{at: t.due, t: t})
+}
+
+// expire looks again at the sessions whose grants or blocks have expired.
+func (v *view) expire() {
+	now := v.m.clock.Now().UnixNano()
+	v.mu.Lock()
+	dirty := map[*tracked]bool{}
+	for v.dues.Len() > 0 && v.dues[0].at <= now {
+		d := heap.Pop(&v.dues).(due)
+		if d.t.due == d.at && v.sessions[d.t.s.ID] == d.t {
+			dirty[d.t] = true
+		}
+	}
+	var eject []ejection
+	if len(dirty) > 0 {
+		eject = v.reread(v.m.engine.Index(), dirty)
+	}
+	v.mu.Unlock()
+	v.eject(eject)
+}
+
+// participant is the event of kind about t.
+func (v *view) participant(kind EventKind, t *tracked, at time.Time) Event {
+	ev := Event{Kind: kind, Revision: t.rev, Time: at, Subject: t.s.Subject, Session: t.s.ID, Capabilities: t.caps}
+	if t.media != nil {
+		ev.Grant = livekit.Mapping(*t.media).VideoGrant(t.s.Call, t.caps)
+	}
+	return ev
+}
+
+// remember keeps an ended session's event for watches that resume.
+func (v *view) remember(call string, ev Event) {
+	e := endedSession{call: call, ev: ev}
+	if len(v.ended) < cap(v.ended) {
+		v.ended = append(v.ended, e)
+		return
+	}
+	v.forgotten = max(v.forgotten, v.ended[v.endedNext].ev.Revision)
+	v.ended[v.endedNext] = e
+	v.endedNext = (v.endedNext + 1) % len(v.ended)
+}
+
+// broadcast sends ev to call's watchers; one that has fallen too far
+// behind is cut off. v.mu is held.
+func (v *view) broadcast(call string, ev Event) {
+	for w := range v.watchers[call] {
+		select {
+		case w.c <- ev:
+		default:
+			v.drop(w, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+				Reason: fmt.Sprintf("the watch fell %d events behind; resume it from the last revision received", v.buffer)})
+		}
+	}
+}
+
+// announce is broadcast for callers outside the view.
+func (v *view) announce(call string, ev Event) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.broadcast(call, ev)
+}
+
+// drop ends w with err. v.mu is held.
+func (v *view) drop(w *Watch, err error) {
+	ws := v.watchers[w.call]
+	if _, ok := ws[w]; !ok {
+		return
+	}
+	delete(ws, w)
+	if len(ws) == 0 {
+		delete(v.watchers, w.call)
+	}
+	v.nwatchers--
+	w.err = err
+	close(w.c)
+}
+
+// Watch follows what happens in a call: Initial holds the state to start
+// from, C what happens next. It ends when Close is called, or with Err set
+// when it falls behind or the manager stops.
+type Watch struct {
+	Initial []Event
+	C       <-chan Event
+	c       chan Event
+	call    string
+	v       *view
+	err     error
+}
+
+// Err says why C was closed; nil after Close.
+func (w *Watch) Err() error {
+	w.v.mu.Lock()
+	defer w.v.mu.Unlock()
+	return w.err
+}
+
+// Close ends the watch.
+func (w *Watch) Close() {
+	w.v.mu.Lock()
+	defer w.v.mu.Unlock()
+	v := w.v
+	if _, ok := v.watchers[w.call][w]; ok {
+		v.drop(w, nil)
+	}
+}
+
+// Watch starts following call. With after 0, Initial says who is in the
+// call and who waits in its lobby; otherwise it says what changed at
+// after or later: the participants whose capabilities changed (Present),
+// the sessions that ended, and the lobby. A resume from further back than
+// the manager remembers sends the whole state, with Reset on its Synced
+// event.
+func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
+	p, err := m.presence(context.Background(), "usher:nobody", call, 0)
+	if err != nil {
+		return nil, err
+	}
+	v := m.v
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping"}
+	}
+	if v.nwatchers >= v.maxWatch {
+		return nil, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+			Reason: fmt.Sprintf("this server already serves %d call watches, as many as it may", v.maxWatch)}
+	}
+	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
+	w.C = w.c
+	now := m.clock.Now()
+	reset := after > 0 && after <= v.forgotten
+	whole := after == 0 || reset
+	// The store is the truth about who is there; the view may not have
+	// heard of the latest joins yet, and then their Joined follows.
+	sessions := m.store.Sessions(call)
+	slices.SortFunc(sessions, func(a, b Session) int { return a.Joined.Compare(b.Joined) })
+	for _, s := range sessions {
+		t := v.sessions[s.ID]
+		if t == nil {
+			t = &tracked{s: s, caps: s.Capabilities, rev: s.Revision, media: p.Rule.Media}
+		}
+		if whole || t.rev >= after {
+			w.Initial = append(w.Initial, v.participant(EventPresent, t, now))
+		}
+	}
+	if !whole {
+		for i := range v.ended {
+			e := v.ended[(v.endedNext+i)%len(v.ended)]
+			if e.call == call && e.ev.Revision >= after {
+				w.Initial = append(w.Initial, e.ev)
+			}
+		}
+	}
+	knocks := m.store.Knocks(call)
+	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
+	rev := v.revision()
+	for _, k := range knocks {
+		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
+	}
+	w.Initial = append(w.Initial, Event{Kind: EventSynced, Revision: rev, Time: now, Reset: reset})
+	if v.watchers[call] == nil {
+		v.watchers[call] = map[*Watch]struct{}{}
+	}
+	v.watchers[call][w] = struct{}{}
+	v.nwatchers++
+	return w, nil
+}
+
+type due struct {
+	at int64
+	t  *tracked
+}
+
+type dueHeap []due
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(due)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return d
+}
