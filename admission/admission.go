@@ -102,6 +102,9 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	return m
 }
 
+// Engine is the engine the manager reads.
+func (m *Manager) Engine() *authz.Engine { return m.engine }
+
 // Close stops the manager and its store; open watches end.
 func (m *Manager) Close() error {
 	m.v.close()
@@ -132,7 +135,8 @@ type Result struct {
 	OpensAt time.Time
 	// Backstage: admitted before the call opened.
 	Backstage bool
-	// Exclusive is the exclusive role in use (InUse).
+	// Exclusive is what another participant holds exclusively (InUse):
+	// "role NAME" or "permission NAME".
 	Exclusive string
 	Revision  authz.Revision
 }
@@ -156,7 +160,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	}
 	rule := p.Rule
 	counted := rule.MaxParticipants > 0 && !overlaps(p.Roles, rule.UncountedRoles)
-	exclusive := intersect(p.Roles, rule.ExclusiveRoles)
+	exclusive := p.Exclusive
 	lease := rule.LeaseOf()
 	if rule.Media != nil {
 		r.Grant = livekit.Mapping(*rule.Media).VideoGrant(resource, p.Capabilities)
@@ -201,7 +205,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	case InUse:
 		r.Grant = nil
 		r.Exclusive = detail
-		r.Reason = fmt.Sprintf("%s is in use by another holder of %q, which one participant at a time may hold there", resource, detail)
+		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
 		return r, nil
 	}
 	m.v.joined(s)
@@ -527,14 +531,4 @@ func overlaps(a, b []string) bool {
 		}
 	}
 	return false
-}
-
-func intersect(a, b []string) []string {
-	var out []string
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }

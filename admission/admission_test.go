@@ -205,7 +205,7 @@ func TestUnsharedRoomIsUsedByOneSubUserAtATime(t *testing.T) {
 	w.grant("user:member", "member", "account:acme")
 	first := w.wantJoin("user:sub1", "room:acme:a", admission.Admitted)
 	r := w.wantJoin("user:sub2", "room:acme:a", admission.InUse)
-	if r.Exclusive != "unshared" {
+	if r.Exclusive != "role unshared" {
 		t.Errorf("in use by %q, want unshared", r.Exclusive)
 	}
 	w.wantJoin("user:member", "room:acme:a", admission.Admitted) // not an unshared sub-user

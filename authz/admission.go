@@ -68,6 +68,14 @@ func ValidateAdmission(field string, a Admission) error {
 			return err
 		}
 	}
+	if len(a.ExclusivePermissions) > maxRuleRoles {
+		return errorf(Invalid, field+"exclusive_permissions", fmt.Sprint(len(a.ExclusivePermissions)), "at most %d permissions", maxRuleRoles)
+	}
+	for i, p := range a.ExclusivePermissions {
+		if err := ValidatePermission(fmt.Sprintf("%sexclusive_permissions[%d]", field, i), p); err != nil {
+			return err
+		}
+	}
 	if a.MaxParticipants > MaxParticipants {
 		return errorf(Invalid, field+"max_participants", fmt.Sprint(a.MaxParticipants),
 			"at most %d participants; 0 for no limit", MaxParticipants)
@@ -134,6 +142,9 @@ func (a *Admission) permissions() [][2]string {
 	if l := a.Lobby; l != nil {
 		out = append(out, [2]string{"lobby.admit_permission", l.Admit}, [2]string{"lobby.bypass_permission", l.Bypass})
 	}
+	for i, p := range a.ExclusivePermissions {
+		out = append(out, [2]string{fmt.Sprintf("exclusive_permissions[%d]", i), p})
+	}
 	if m := a.Media; m != nil {
 		out = append(out, [2]string{"livekit.room_join", m.RoomJoin}, [2]string{"livekit.can_publish", m.CanPublish},
 			[2]string{"livekit.can_subscribe", m.CanSubscribe}, [2]string{"livekit.can_publish_data", m.CanPublishData},
@@ -155,6 +166,7 @@ func normalizeAdmission(a Admission) Admission {
 	}
 	a.UncountedRoles = sortedSet(a.UncountedRoles)
 	a.ExclusiveRoles = sortedSet(a.ExclusiveRoles)
+	a.ExclusivePermissions = sortedSet(a.ExclusivePermissions)
 	if a.Lease == DefaultLease {
 		a.Lease = 0
 	}
@@ -189,6 +201,7 @@ func sameAdmission(a, b Admission) bool {
 		a.Join == b.Join && a.Backstage == b.Backstage && a.RequireLive == b.RequireLive &&
 		a.JoinAhead == b.JoinAhead && a.Stage == b.Stage && a.MaxParticipants == b.MaxParticipants &&
 		slices.Equal(a.UncountedRoles, b.UncountedRoles) && slices.Equal(a.ExclusiveRoles, b.ExclusiveRoles) &&
+		slices.Equal(a.ExclusivePermissions, b.ExclusivePermissions) &&
 		a.Lease == b.Lease
 }
 
@@ -318,6 +331,9 @@ type Presence struct {
 	// Roles are the roles of the subject's live grants on the way to root,
 	// sorted; none when a block of everything covers the subject.
 	Roles []string
+	// Exclusive is what the subject holds of the rule's exclusive roles and
+	// permissions, as "role NAME" and "permission NAME".
+	Exclusive []string
 	// Backstage: the subject holds Rule.Backstage.
 	Backstage bool
 	// SkipsLobby: the subject holds the lobby's admit or bypass permission,
@@ -401,6 +417,18 @@ func (x *Index) Presence(subject, resource string) Presence {
 		}
 	}
 	out.Roles = sortedSet(out.Roles)
+	if r := out.Rule; r != nil {
+		for _, role := range r.ExclusiveRoles {
+			if slices.Contains(out.Roles, role) {
+				out.Exclusive = append(out.Exclusive, "role "+role)
+			}
+		}
+		for _, perm := range r.ExclusivePermissions {
+			if holds(perm) {
+				out.Exclusive = append(out.Exclusive, "permission "+perm)
+			}
+		}
+	}
 	out.Until = expiryTime(until)
 	return out
 }
@@ -513,4 +541,71 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		}
 		return p.grant(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id)
 	})
+}
+
+// PutAdmission sets the admission rule for a's resource type at its scope.
+// Rules are the platform's: an actor may not write them, for a rule decides
+// who may join what (PermissionDenied). The scope must be registered
+// (NotFound) and the rule's permissions declared (Invalid).
+func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revision, error) {
+	if err := ValidateAdmission("admission", a); err != nil {
+		return 0, err
+	}
+	a = normalizeAdmission(a)
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("set the admission rule for %s at %q", a.ResourceType, a.Scope)
+		if err := p.platformOnly("admission rules"); err != nil {
+			return err
+		}
+		id, err := x.registered("admission.scope", a.Scope)
+		if err != nil {
+			return err
+		}
+		p.guard(keyCatalog, resourceKey(a.Scope))
+		if f, perm := a.undeclaredIn(x.cat); f != "" {
+			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog")
+		}
+		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
+			return nil
+		}
+		p.change(Change{Op: OpPutAdmission, Admission: &a})
+		return nil
+	})
+}
+
+// DeleteAdmission removes the admission rule for typ at scope; NotFound
+// when there is none. Like PutAdmission, it is the platform's.
+func (e *Engine) DeleteAdmission(ctx context.Context, by Author, scope, typ string) (Revision, error) {
+	if scope == "" {
+		scope = RootName
+	}
+	return e.write(ctx, by, func(p *plan) error {
+		x := p.x
+		p.does("delete the admission rule for %s at %q", typ, scope)
+		if err := p.platformOnly("admission rules"); err != nil {
+			return err
+		}
+		id, err := x.registered("scope", scope)
+		if err != nil {
+			return err
+		}
+		p.guard(keyCatalog)
+		if x.admissions[typ][id] == nil {
+			return errorf(NotFound, "resource_type", typ, "no admission rule for it is set at %q", scope)
+		}
+		p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: scope, ResourceType: typ}})
+		return nil
+	})
+}
+
+// platformOnly refuses a write by an actor of what only the platform
+// writes.
+func (p *plan) platformOnly(what string) error {
+	if p.by.Actor == "" {
+		return nil
+	}
+	e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
+	e.Rule = "platform only"
+	return e
 }

@@ -272,6 +272,7 @@ func cloneAdmission(a Admission) Admission {
 	a.Scope, a.ResourceType = cloneString(a.Scope), cloneString(a.ResourceType)
 	a.Join, a.Backstage, a.Stage = cloneString(a.Join), cloneString(a.Backstage), cloneString(a.Stage)
 	a.UncountedRoles, a.ExclusiveRoles = cloneStrings(a.UncountedRoles), cloneStrings(a.ExclusiveRoles)
+	a.ExclusivePermissions = cloneStrings(a.ExclusivePermissions)
 	if l := a.Lobby; l != nil {
 		a.Lobby = &Lobby{Admit: cloneString(l.Admit), Role: cloneString(l.Role), Bypass: cloneString(l.Bypass)}
 	}

@@ -122,8 +122,10 @@ type Admission struct {
 	MaxParticipants uint32
 	// UncountedRoles' holders do not count against MaxParticipants.
 	UncountedRoles []string
-	// ExclusiveRoles may each be held by one participant at a time.
-	ExclusiveRoles []string
+	// ExclusiveRoles and ExclusivePermissions may each be held by one
+	// participant of a call at a time.
+	ExclusiveRoles       []string
+	ExclusivePermissions []string
 	// Lease is how long a session lives without renewal.
 	Lease time.Duration
 	// Media maps capabilities to LiveKit's video grant.

@@ -33,12 +33,19 @@ type Step struct {
 	DeleteRole  *Role     `yaml:"delete_role"`
 	PutQuota    *Quota    `yaml:"put_quota"`
 	DeleteQuota *Quota    `yaml:"delete_quota"`
+	Admit       *Binding  `yaml:"admit"`
 	Refused     string    `yaml:"refused"`
 	// Rule is the rule a refusal must name, e.g. "no escalation".
 	Rule string `yaml:"rule"`
 
 	// Advance lets time pass on the scenario's clock, e.g. "2h".
 	Advance string `yaml:"advance"`
+
+	// Join asks to enter a call; with Outcome it is an expectation, without
+	// it setup that must be admitted. Leave ends the subject's session.
+	Join    *Presence `yaml:"join"`
+	Leave   *Presence `yaml:"leave"`
+	Outcome string    `yaml:"outcome"`
 
 	// Reads, each an expectation.
 	Check       *Check       `yaml:"check"`
@@ -52,6 +59,12 @@ type Step struct {
 	Scope   string `yaml:"scope"`
 	// What permissions or roles expect: exactly this set.
 	Exactly []string `yaml:"exactly"`
+}
+
+// Presence names a subject in a call.
+type Presence struct {
+	Subject  string `yaml:"subject"`
+	Resource string `yaml:"resource"`
 }
 
 // Register registers (or moves) a resource.
@@ -131,9 +144,9 @@ type Roles struct {
 }
 
 var actions = []string{"register", "delete", "grant", "revoke", "block", "unblock", "put_role", "delete_role",
-	"put_quota", "delete_quota", "advance", "check", "permissions", "roles"}
+	"put_quota", "delete_quota", "admit", "advance", "join", "leave", "check", "permissions", "roles"}
 
-var stepKeys = append([]string{"quote", "refused", "rule", "allowed", "reason", "role", "scope", "exactly"}, actions...)
+var stepKeys = append([]string{"quote", "refused", "rule", "allowed", "reason", "role", "scope", "exactly", "outcome"}, actions...)
 
 // Parse reads a scenario file. Errors name the file and line.
 func Parse(path string, data []byte) (*File, error) {
@@ -214,7 +227,7 @@ func parseStep(n *yaml.Node) (Step, error) {
 func (s Step) hasAction() bool {
 	return s.Register != nil || s.Delete != nil || s.Grant != nil || s.Revoke != nil || s.Block != nil ||
 		s.Unblock != nil || s.PutRole != nil || s.DeleteRole != nil || s.PutQuota != nil || s.DeleteQuota != nil ||
-		s.Advance != "" || s.Check != nil || s.Permissions != nil || s.Roles != nil
+		s.Admit != nil || s.Advance != "" || s.Join != nil || s.Leave != nil || s.Check != nil || s.Permissions != nil || s.Roles != nil
 }
 
 // Load reads and parses a scenario file.

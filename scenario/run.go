@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
@@ -58,7 +59,10 @@ func Run(f *File) (Result, error) {
 		return Result{}, err
 	}
 	defer engine.Close()
-	r := &runner{file: f, engine: engine, ctx: context.Background(), clock: clock, blocks: map[string]string{}}
+	sessions := admission.New(engine, admission.Options{})
+	defer sessions.Close()
+	r := &runner{file: f, engine: engine, sessions: sessions, joined: map[Presence]string{},
+		ctx: context.Background(), clock: clock, blocks: map[string]string{}}
 	for i, s := range f.Steps {
 		if !r.step(s) {
 			r.res.NotRun = len(f.Steps) - i - 1
@@ -114,8 +118,10 @@ func NewMemoryEngine(clock authz.Clock) (*authz.Engine, error) {
 }
 
 type runner struct {
-	file   *File
-	engine *authz.Engine
+	file     *File
+	engine   *authz.Engine
+	sessions *admission.Manager
+	joined   map[Presence]string // a subject in a call -> its session
 	ctx    context.Context
 	clock  *authz.ManualClock
 	blocks map[string]string // a block's name in the scenario -> its ID
@@ -141,6 +147,19 @@ func (r *runner) step(s Step) bool {
 		r.permissions(s)
 	case s.Roles != nil:
 		r.roles(s)
+	case s.Join != nil:
+		return r.join(s)
+	case s.Leave != nil:
+		id := r.joined[*s.Leave]
+		if id == "" {
+			r.fail(s, "leave: %s did not join %s earlier in the scenario", s.Leave.Subject, s.Leave.Resource)
+			return false
+		}
+		delete(r.joined, *s.Leave)
+		if err := r.sessions.Leave(r.ctx, id); err != nil {
+			r.fail(s, "leave %s: %v", s.Leave.Resource, err)
+			return false
+		}
 	case s.Advance != "":
 		d, err := time.ParseDuration(s.Advance)
 		if err != nil || d < 0 {
@@ -258,6 +277,18 @@ func (r *runner) write(s Step) (string, error) {
 		}
 		_, err := e.PutQuota(ctx, by(w.Actor), authz.Quota{Scope: w.Scope, ResourceType: w.ResourceType, Subject: w.Subject, Limit: w.Limit})
 		return what, err
+	case s.Admit != nil:
+		w := s.Admit
+		what := fmt.Sprintf("admit %s to %s", w.Subject, w.Resource)
+		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
+			return what, err
+		}
+		expires, err := r.expiry(w.ExpiresIn)
+		if err != nil {
+			return what, err
+		}
+		_, err = r.sessions.Admit(ctx, by(w.Actor), w.Resource, w.Subject, expires)
+		return what, err
 	case s.DeleteQuota != nil:
 		w := s.DeleteQuota
 		what := fmt.Sprintf("delete quota on %s for %s", w.Scope, w.ResourceType)
@@ -297,6 +328,30 @@ func (r *runner) wrote(s Step, what string, err error) bool {
 		}
 	}
 	r.res.Passed++
+	return true
+}
+
+// join asks admission; without an outcome the step is setup and must be
+// admitted.
+func (r *runner) join(s Step) bool {
+	j := s.Join
+	what := fmt.Sprintf("join %s to %s", j.Subject, j.Resource)
+	res, err := r.sessions.Join(r.ctx, j.Subject, j.Resource, 0)
+	if err != nil {
+		r.fail(s, "%s: %v", what, err)
+		return s.Outcome != ""
+	}
+	if res.Outcome == admission.Admitted {
+		r.joined[*j] = res.Session
+	}
+	want := or(s.Outcome, admission.Admitted.String())
+	if got := res.Outcome.String(); got != want {
+		r.fail(s, "%s: %s (%s), want %s", what, got, res.Reason, want)
+		return s.Outcome != ""
+	}
+	if s.Outcome != "" {
+		r.res.Passed++
+	}
 	return true
 }
 

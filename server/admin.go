@@ -293,6 +293,39 @@ func (s *adminServer) DeleteQuota(ctx context.Context, req *usherv1.DeleteQuotaR
 	return &usherv1.DeleteQuotaResponse{Revision: uint64(rev)}, nil
 }
 
+func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissionRequest) (*usherv1.PutAdmissionResponse, error) {
+	var v validator
+	if req.GetAdmission() == nil {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "admission", Reason: "the rule to set is missing"})
+	} else {
+		v.add(authz.ValidateAdmission("admission", fromAdmission(req.GetAdmission())))
+	}
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), fromAdmission(req.GetAdmission()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.PutAdmissionResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *adminServer) DeleteAdmission(ctx context.Context, req *usherv1.DeleteAdmissionRequest) (*usherv1.DeleteAdmissionResponse, error) {
+	var v validator
+	v.optionalResource("scope", req.GetScope())
+	v.add(authz.ValidateType("resource_type", req.GetResourceType()))
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	rev, err := s.engine.DeleteAdmission(ctx, author(ctx, req.GetActor()), req.GetScope(), req.GetResourceType())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.DeleteAdmissionResponse{Revision: uint64(rev)}, nil
+}
+
 func (s *adminServer) ListQuotas(ctx context.Context, req *usherv1.ListQuotasRequest) (*usherv1.ListQuotasResponse, error) {
 	var v validator
 	v.resource("resource", req.GetResource())

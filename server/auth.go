@@ -40,8 +40,13 @@ type callerKey struct{}
 // services each kind may call besides its own; health is open to all.
 var (
 	healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
-	checkPrefix  = "/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/"
-	anyKind      = []string{
+	// checkKind are the services check callers (media servers' sidecars)
+	// may call.
+	checkKind = []string{
+		"/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/",
+		"/" + usherv1.AdmissionService_ServiceDesc.ServiceName + "/",
+	}
+	anyKind = []string{
 		"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/",
 		"/" + reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName + "/",
 	}
@@ -66,8 +71,9 @@ func (a authenticator) authenticate(ctx context.Context) (context.Context, error
 	}
 	if !caller.Kind.mayCall(method) {
 		return nil, status.Errorf(codes.PermissionDenied,
-			"caller %q is a %s caller and may not call %s: %s callers may call only %s",
-			caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName)
+			"caller %q is a %s caller and may not call %s: %s callers may call only %s and %s",
+			caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName,
+			usherv1.AdmissionService_ServiceDesc.ServiceName)
 	}
 	return context.WithValue(ctx, callerKey{}, caller), nil
 }
@@ -114,8 +120,13 @@ func clientCertificate(ctx context.Context) *x509.Certificate {
 
 // mayCall says whether a caller of kind k may call the full method name.
 func (k CallerKind) mayCall(method string) bool {
-	if k == KindAdmin || strings.HasPrefix(method, checkPrefix) {
+	if k == KindAdmin {
 		return true
+	}
+	for _, prefix := range checkKind {
+		if strings.HasPrefix(method, prefix) {
+			return true
+		}
 	}
 	for _, prefix := range anyKind {
 		if strings.HasPrefix(method, prefix) {

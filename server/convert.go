@@ -130,7 +130,7 @@ func fromAdmission(a *usherv1.Admission) authz.Admission {
 	out := authz.Admission{Scope: a.GetScope(), ResourceType: a.GetResourceType(), Join: a.GetJoinPermission(),
 		Backstage: a.GetBackstagePermission(), RequireLive: a.GetBackstage(), JoinAhead: fromDuration(a.GetJoinAhead()),
 		Stage: a.GetStagePermission(), MaxParticipants: a.GetMaxParticipants(), UncountedRoles: a.GetUncountedRoles(),
-		ExclusiveRoles: a.GetExclusiveRoles(), Lease: fromDuration(a.GetLease())}
+		ExclusiveRoles: a.GetExclusiveRoles(), ExclusivePermissions: a.GetExclusivePermissions(), Lease: fromDuration(a.GetLease())}
 	if l := a.GetLobby(); l != nil {
 		out.Lobby = &authz.Lobby{Admit: l.GetAdmitPermission(), Role: l.GetAdmitRole(), Bypass: l.GetBypassPermission()}
 	}
@@ -146,7 +146,7 @@ func toAdmission(a authz.Admission) *usherv1.Admission {
 	out := &usherv1.Admission{Scope: a.Scope, ResourceType: a.ResourceType, JoinPermission: a.Join,
 		BackstagePermission: a.Backstage, Backstage: a.RequireLive, JoinAhead: toDuration(a.JoinAhead),
 		StagePermission: a.Stage, MaxParticipants: a.MaxParticipants, UncountedRoles: a.UncountedRoles,
-		ExclusiveRoles: a.ExclusiveRoles, Lease: toDuration(a.Lease)}
+		ExclusiveRoles: a.ExclusiveRoles, ExclusivePermissions: a.ExclusivePermissions, Lease: toDuration(a.Lease)}
 	if l := a.Lobby; l != nil {
 		out.Lobby = &usherv1.Lobby{AdmitPermission: l.Admit, AdmitRole: l.Role, BypassPermission: l.Bypass}
 	}

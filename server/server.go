@@ -72,6 +72,9 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, stop: make(chan struct{})}
 	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving})
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
+	if m := admissionManager(opts); m != nil {
+		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
+	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	s.report()
@@ -93,7 +96,8 @@ func (s *Server) report() {
 	if s.serving() {
 		status = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, name := range []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName} {
+	for _, name := range []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName,
+		usherv1.AdmissionService_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(name, status)
 	}
 }

@@ -251,7 +251,8 @@ func scopeOf(scope string) string {
 func admissionRecord(a *authz.Admission) *recordv1.Admission {
 	r := &recordv1.Admission{Scope: scopeOf(a.Scope), ResourceType: a.ResourceType, Join: a.Join, Backstage: a.Backstage,
 		RequireLive: a.RequireLive, JoinAhead: int64(a.JoinAhead), Stage: a.Stage, MaxParticipants: a.MaxParticipants,
-		UncountedRoles: a.UncountedRoles, ExclusiveRoles: a.ExclusiveRoles, Lease: int64(a.Lease)}
+		UncountedRoles: a.UncountedRoles, ExclusiveRoles: a.ExclusiveRoles, ExclusivePermissions: a.ExclusivePermissions,
+		Lease: int64(a.Lease)}
 	if l := a.Lobby; l != nil {
 		r.Lobby = &recordv1.Lobby{Admit: l.Admit, Role: l.Role, Bypass: l.Bypass}
 	}
@@ -265,7 +266,8 @@ func admissionRecord(a *authz.Admission) *recordv1.Admission {
 func fromAdmissionRecord(r *recordv1.Admission) authz.Admission {
 	a := authz.Admission{Scope: r.Scope, ResourceType: r.ResourceType, Join: r.Join, Backstage: r.Backstage,
 		RequireLive: r.RequireLive, JoinAhead: time.Duration(r.JoinAhead), Stage: r.Stage, MaxParticipants: r.MaxParticipants,
-		UncountedRoles: r.UncountedRoles, ExclusiveRoles: r.ExclusiveRoles, Lease: time.Duration(r.Lease)}
+		UncountedRoles: r.UncountedRoles, ExclusiveRoles: r.ExclusiveRoles, ExclusivePermissions: r.ExclusivePermissions,
+		Lease: time.Duration(r.Lease)}
 	if l := r.Lobby; l != nil {
 		a.Lobby = &authz.Lobby{Admit: l.Admit, Role: l.Role, Bypass: l.Bypass}
 	}

@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/media/livekit"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 )
@@ -36,6 +38,11 @@ func serve(args []string) error {
 	fs.StringVar(&tlsFiles.Key, "tls-key", envOr("USHER_TLS_KEY", ""), "the PEM key of --tls-cert (env USHER_TLS_KEY)")
 	fs.StringVar(&tlsFiles.ClientCA, "client-ca", envOr("USHER_CLIENT_CA", ""),
 		"verify client certificates against this PEM CA bundle, for callers identified by certificate; reread when it changes (env USHER_CLIENT_CA)")
+	livekitKeyFile := fs.String("livekit-key-file", envOr("USHER_LIVEKIT_KEY_FILE", ""),
+		"LiveKit key file (livekit-server's format, 'key: secret' lines, readable by its owner only) to sign the tokens of admitted joins; "+
+			"without it, the key comes from USHER_LIVEKIT_API_KEY and USHER_LIVEKIT_API_SECRET, and without those Join issues no token (env USHER_LIVEKIT_KEY_FILE)")
+	livekitKeyName := fs.String("livekit-key", envOr("USHER_LIVEKIT_KEY", ""), "which key of --livekit-key-file to use, when it holds several (env USHER_LIVEKIT_KEY)")
+	maxSessions := fs.Int("max-sessions", admission.DefaultMaxSessions, "most live sessions and lobby knocks this server keeps")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
@@ -108,6 +115,10 @@ func serve(args []string) error {
 	default:
 		fmt.Fprintln(os.Stderr, "WARNING: no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
 	}
+	key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
+	if err != nil {
+		return err
+	}
 	var creds credentials.TransportCredentials // nil: plaintext
 	switch {
 	case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
@@ -163,6 +174,17 @@ func serve(args []string) error {
 	if store.backup != nil {
 		serverOpts = append(serverOpts, server.WithBackup(store.backup))
 	}
+	sessions := admission.New(engine, admission.Options{
+		Store:   admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: *maxSessions}),
+		LiveKit: key, Logger: logger,
+	})
+	defer sessions.Close()
+	if key != nil {
+		logger.Info("admitted joins carry LiveKit tokens where the policy maps capabilities to LiveKit", "api_key", key.Key)
+	} else {
+		logger.Info("no LiveKit key: admitted joins carry no token")
+	}
+	serverOpts = append(serverOpts, server.WithAdmission(sessions))
 	srv := server.New(engine, logger, serverOpts...)
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
@@ -195,6 +217,23 @@ func serve(args []string) error {
 	}
 	logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
 	return nil
+}
+
+// livekitKey reads the LiveKit key from file, else from the environment;
+// nil when neither names one.
+func livekitKey(file, name string) (*livekit.APIKey, error) {
+	if file == "" {
+		if _, ok := os.LookupEnv(livekit.EnvAPIKey); !ok {
+			if _, ok := os.LookupEnv(livekit.EnvAPISecret); !ok {
+				return nil, nil
+			}
+		}
+	}
+	k, err := livekit.LoadKey(file, name, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("LiveKit key: %w", err)
+	}
+	return &k, nil
 }
 
 // isLoopback says whether addr (host:port) listens on loopback only:

@@ -177,6 +177,7 @@ func normalResource(r authz.Resource) authz.Resource {
 func normalAdmission(a authz.Admission) authz.Admission {
 	a.UncountedRoles = nonEmpty(a.UncountedRoles)
 	a.ExclusiveRoles = nonEmpty(a.ExclusiveRoles)
+	a.ExclusivePermissions = nonEmpty(a.ExclusivePermissions)
 	if a.Media != nil {
 		m := *a.Media
 		if len(m.CanPublishSources) == 0 {

@@ -727,7 +727,7 @@ func world() *fixture {
 			{Scope: "root", ResourceType: "call", Join: "call.join", Lease: 45 * time.Second},
 			{Scope: "calltype:livestream", ResourceType: "call", Join: "call.join", Backstage: "call.join-backstage", RequireLive: true,
 				JoinAhead: 10 * time.Minute, Stage: "call.manage", MaxParticipants: 50,
-				UncountedRoles: []string{"host"}, ExclusiveRoles: []string{"guest"},
+				UncountedRoles: []string{"host"}, ExclusiveRoles: []string{"guest"}, ExclusivePermissions: []string{"call.join-backstage"},
 				Lobby: &authz.Lobby{Admit: "call.manage", Role: "guest", Bypass: "call.join-backstage"},
 				Media: &authz.MediaMapping{RoomJoin: "call.join", CanPublishSources: map[string]string{"camera": "call.manage", "microphone": "call.join"},
 					CanSubscribe: "call.join", Hidden: "call.join-backstage"}},

@@ -1812,6 +1812,209 @@ func (x *DeleteQuotaResponse) GetRevision() uint64 {
 	return 0
 }
 
+type PutAdmissionRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Admission *Admission             `protobuf:"bytes,1,opt,name=admission,proto3" json:"admission,omitempty"`
+	// Must be empty: admission rules are written on the caller's own
+	// authority.
+	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAdmissionRequest) Reset() {
+	*x = PutAdmissionRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAdmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAdmissionRequest) ProtoMessage() {}
+
+func (x *PutAdmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAdmissionRequest.ProtoReflect.Descriptor instead.
+func (*PutAdmissionRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PutAdmissionRequest) GetAdmission() *Admission {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
+}
+
+func (x *PutAdmissionRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type PutAdmissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAdmissionResponse) Reset() {
+	*x = PutAdmissionResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAdmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAdmissionResponse) ProtoMessage() {}
+
+func (x *PutAdmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAdmissionResponse.ProtoReflect.Descriptor instead.
+func (*PutAdmissionResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PutAdmissionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type DeleteAdmissionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty for "root".
+	Scope         string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	ResourceType  string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAdmissionRequest) Reset() {
+	*x = DeleteAdmissionRequest{}
+	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAdmissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAdmissionRequest) ProtoMessage() {}
+
+func (x *DeleteAdmissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAdmissionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAdmissionRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DeleteAdmissionRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *DeleteAdmissionRequest) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
+func (x *DeleteAdmissionRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type DeleteAdmissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAdmissionResponse) Reset() {
+	*x = DeleteAdmissionResponse{}
+	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAdmissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAdmissionResponse) ProtoMessage() {}
+
+func (x *DeleteAdmissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAdmissionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAdmissionResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteAdmissionResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type ListQuotasRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The quotas on this resource and its ancestors.
@@ -1826,7 +2029,7 @@ type ListQuotasRequest struct {
 
 func (x *ListQuotasRequest) Reset() {
 	*x = ListQuotasRequest{}
-	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	mi := &file_usher_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +2041,7 @@ func (x *ListQuotasRequest) String() string {
 func (*ListQuotasRequest) ProtoMessage() {}
 
 func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[30]
+	mi := &file_usher_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2054,7 @@ func (x *ListQuotasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotasRequest.ProtoReflect.Descriptor instead.
 func (*ListQuotasRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListQuotasRequest) GetResource() string {
@@ -1895,7 +2098,7 @@ type ListQuotasResponse struct {
 
 func (x *ListQuotasResponse) Reset() {
 	*x = ListQuotasResponse{}
-	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	mi := &file_usher_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2110,7 @@ func (x *ListQuotasResponse) String() string {
 func (*ListQuotasResponse) ProtoMessage() {}
 
 func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[31]
+	mi := &file_usher_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2123,7 @@ func (x *ListQuotasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQuotasResponse.ProtoReflect.Descriptor instead.
 func (*ListQuotasResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListQuotasResponse) GetQuotas() []*Quota {
@@ -1963,7 +2166,7 @@ type ListChangesRequest struct {
 
 func (x *ListChangesRequest) Reset() {
 	*x = ListChangesRequest{}
-	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	mi := &file_usher_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2178,7 @@ func (x *ListChangesRequest) String() string {
 func (*ListChangesRequest) ProtoMessage() {}
 
 func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[32]
+	mi := &file_usher_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2191,7 @@ func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
 func (*ListChangesRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListChangesRequest) GetSubject() string {
@@ -2051,7 +2254,7 @@ type ListChangesResponse struct {
 
 func (x *ListChangesResponse) Reset() {
 	*x = ListChangesResponse{}
-	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	mi := &file_usher_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2266,7 @@ func (x *ListChangesResponse) String() string {
 func (*ListChangesResponse) ProtoMessage() {}
 
 func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[33]
+	mi := &file_usher_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2279,7 @@ func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
 func (*ListChangesResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListChangesResponse) GetChanges() []*ChangeRecord {
@@ -2108,7 +2311,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_usher_v1_admin_proto_msgTypes[34]
+	mi := &file_usher_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2323,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[34]
+	mi := &file_usher_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2336,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type BackupResponse struct {
@@ -2150,7 +2353,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_usher_v1_admin_proto_msgTypes[35]
+	mi := &file_usher_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2365,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_usher_v1_admin_proto_msgTypes[35]
+	mi := &file_usher_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2378,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_usher_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_usher_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BackupResponse) GetRevision() uint64 {
@@ -2323,6 +2526,17 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\"1\n" +
 	"\x13DeleteQuotaResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"^\n" +
+	"\x13PutAdmissionRequest\x121\n" +
+	"\tadmission\x18\x01 \x01(\v2\x13.usher.v1.AdmissionR\tadmission\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"2\n" +
+	"\x14PutAdmissionResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"i\n" +
+	"\x16DeleteAdmissionRequest\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\"5\n" +
+	"\x17DeleteAdmissionResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"\x8e\x01\n" +
 	"\x11ListQuotasRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12!\n" +
@@ -2351,8 +2565,7 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x0eBackupResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x14\n" +
-	"\x05chunk\x18\x03 \x01(\fR\x05chunk2\x82\n" +
-	"\n" +
+	"\x05chunk\x18\x03 \x01(\fR\x05chunk2\xa9\v\n" +
 	"\fAdminService\x128\n" +
 	"\x05Grant\x12\x16.usher.v1.GrantRequest\x1a\x17.usher.v1.GrantResponse\x12;\n" +
 	"\x06Revoke\x12\x17.usher.v1.RevokeRequest\x1a\x18.usher.v1.RevokeResponse\x12G\n" +
@@ -2370,7 +2583,9 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\vApplyPolicy\x12\x1c.usher.v1.ApplyPolicyRequest\x1a\x1d.usher.v1.ApplyPolicyResponse\x12M\n" +
 	"\fExportPolicy\x12\x1d.usher.v1.ExportPolicyRequest\x1a\x1e.usher.v1.ExportPolicyResponse\x12A\n" +
 	"\bPutQuota\x12\x19.usher.v1.PutQuotaRequest\x1a\x1a.usher.v1.PutQuotaResponse\x12J\n" +
-	"\vDeleteQuota\x12\x1c.usher.v1.DeleteQuotaRequest\x1a\x1d.usher.v1.DeleteQuotaResponse\x12G\n" +
+	"\vDeleteQuota\x12\x1c.usher.v1.DeleteQuotaRequest\x1a\x1d.usher.v1.DeleteQuotaResponse\x12M\n" +
+	"\fPutAdmission\x12\x1d.usher.v1.PutAdmissionRequest\x1a\x1e.usher.v1.PutAdmissionResponse\x12V\n" +
+	"\x0fDeleteAdmission\x12 .usher.v1.DeleteAdmissionRequest\x1a!.usher.v1.DeleteAdmissionResponse\x12G\n" +
 	"\n" +
 	"ListQuotas\x12\x1b.usher.v1.ListQuotasRequest\x1a\x1c.usher.v1.ListQuotasResponse\x12J\n" +
 	"\vListChanges\x12\x1c.usher.v1.ListChangesRequest\x1a\x1d.usher.v1.ListChangesResponse\x12=\n" +
@@ -2390,108 +2605,118 @@ func file_usher_v1_admin_proto_rawDescGZIP() []byte {
 	return file_usher_v1_admin_proto_rawDescData
 }
 
-var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_usher_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_usher_v1_admin_proto_goTypes = []any{
-	(*GrantRequest)(nil),           // 0: usher.v1.GrantRequest
-	(*GrantResponse)(nil),          // 1: usher.v1.GrantResponse
-	(*RevokeRequest)(nil),          // 2: usher.v1.RevokeRequest
-	(*RevokeResponse)(nil),         // 3: usher.v1.RevokeResponse
-	(*ListGrantsRequest)(nil),      // 4: usher.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),     // 5: usher.v1.ListGrantsResponse
-	(*ListRolesRequest)(nil),       // 6: usher.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),      // 7: usher.v1.ListRolesResponse
-	(*PutRoleRequest)(nil),         // 8: usher.v1.PutRoleRequest
-	(*PutRoleResponse)(nil),        // 9: usher.v1.PutRoleResponse
-	(*DeleteRoleRequest)(nil),      // 10: usher.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),     // 11: usher.v1.DeleteRoleResponse
-	(*PutResourceRequest)(nil),     // 12: usher.v1.PutResourceRequest
-	(*PutResourceResponse)(nil),    // 13: usher.v1.PutResourceResponse
-	(*GetResourceRequest)(nil),     // 14: usher.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),    // 15: usher.v1.GetResourceResponse
-	(*DeleteResourceRequest)(nil),  // 16: usher.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil), // 17: usher.v1.DeleteResourceResponse
-	(*BlockRequest)(nil),           // 18: usher.v1.BlockRequest
-	(*BlockResponse)(nil),          // 19: usher.v1.BlockResponse
-	(*UnblockRequest)(nil),         // 20: usher.v1.UnblockRequest
-	(*UnblockResponse)(nil),        // 21: usher.v1.UnblockResponse
-	(*ApplyPolicyRequest)(nil),     // 22: usher.v1.ApplyPolicyRequest
-	(*ApplyPolicyResponse)(nil),    // 23: usher.v1.ApplyPolicyResponse
-	(*ExportPolicyRequest)(nil),    // 24: usher.v1.ExportPolicyRequest
-	(*ExportPolicyResponse)(nil),   // 25: usher.v1.ExportPolicyResponse
-	(*PutQuotaRequest)(nil),        // 26: usher.v1.PutQuotaRequest
-	(*PutQuotaResponse)(nil),       // 27: usher.v1.PutQuotaResponse
-	(*DeleteQuotaRequest)(nil),     // 28: usher.v1.DeleteQuotaRequest
-	(*DeleteQuotaResponse)(nil),    // 29: usher.v1.DeleteQuotaResponse
-	(*ListQuotasRequest)(nil),      // 30: usher.v1.ListQuotasRequest
-	(*ListQuotasResponse)(nil),     // 31: usher.v1.ListQuotasResponse
-	(*ListChangesRequest)(nil),     // 32: usher.v1.ListChangesRequest
-	(*ListChangesResponse)(nil),    // 33: usher.v1.ListChangesResponse
-	(*BackupRequest)(nil),          // 34: usher.v1.BackupRequest
-	(*BackupResponse)(nil),         // 35: usher.v1.BackupResponse
-	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
-	(*Grant)(nil),                  // 37: usher.v1.Grant
-	(*Role)(nil),                   // 38: usher.v1.Role
-	(*Resource)(nil),               // 39: usher.v1.Resource
-	(*Policy)(nil),                 // 40: usher.v1.Policy
-	(*Change)(nil),                 // 41: usher.v1.Change
-	(*Quota)(nil),                  // 42: usher.v1.Quota
-	(*ChangeRecord)(nil),           // 43: usher.v1.ChangeRecord
+	(*GrantRequest)(nil),            // 0: usher.v1.GrantRequest
+	(*GrantResponse)(nil),           // 1: usher.v1.GrantResponse
+	(*RevokeRequest)(nil),           // 2: usher.v1.RevokeRequest
+	(*RevokeResponse)(nil),          // 3: usher.v1.RevokeResponse
+	(*ListGrantsRequest)(nil),       // 4: usher.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),      // 5: usher.v1.ListGrantsResponse
+	(*ListRolesRequest)(nil),        // 6: usher.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),       // 7: usher.v1.ListRolesResponse
+	(*PutRoleRequest)(nil),          // 8: usher.v1.PutRoleRequest
+	(*PutRoleResponse)(nil),         // 9: usher.v1.PutRoleResponse
+	(*DeleteRoleRequest)(nil),       // 10: usher.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),      // 11: usher.v1.DeleteRoleResponse
+	(*PutResourceRequest)(nil),      // 12: usher.v1.PutResourceRequest
+	(*PutResourceResponse)(nil),     // 13: usher.v1.PutResourceResponse
+	(*GetResourceRequest)(nil),      // 14: usher.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),     // 15: usher.v1.GetResourceResponse
+	(*DeleteResourceRequest)(nil),   // 16: usher.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),  // 17: usher.v1.DeleteResourceResponse
+	(*BlockRequest)(nil),            // 18: usher.v1.BlockRequest
+	(*BlockResponse)(nil),           // 19: usher.v1.BlockResponse
+	(*UnblockRequest)(nil),          // 20: usher.v1.UnblockRequest
+	(*UnblockResponse)(nil),         // 21: usher.v1.UnblockResponse
+	(*ApplyPolicyRequest)(nil),      // 22: usher.v1.ApplyPolicyRequest
+	(*ApplyPolicyResponse)(nil),     // 23: usher.v1.ApplyPolicyResponse
+	(*ExportPolicyRequest)(nil),     // 24: usher.v1.ExportPolicyRequest
+	(*ExportPolicyResponse)(nil),    // 25: usher.v1.ExportPolicyResponse
+	(*PutQuotaRequest)(nil),         // 26: usher.v1.PutQuotaRequest
+	(*PutQuotaResponse)(nil),        // 27: usher.v1.PutQuotaResponse
+	(*DeleteQuotaRequest)(nil),      // 28: usher.v1.DeleteQuotaRequest
+	(*DeleteQuotaResponse)(nil),     // 29: usher.v1.DeleteQuotaResponse
+	(*PutAdmissionRequest)(nil),     // 30: usher.v1.PutAdmissionRequest
+	(*PutAdmissionResponse)(nil),    // 31: usher.v1.PutAdmissionResponse
+	(*DeleteAdmissionRequest)(nil),  // 32: usher.v1.DeleteAdmissionRequest
+	(*DeleteAdmissionResponse)(nil), // 33: usher.v1.DeleteAdmissionResponse
+	(*ListQuotasRequest)(nil),       // 34: usher.v1.ListQuotasRequest
+	(*ListQuotasResponse)(nil),      // 35: usher.v1.ListQuotasResponse
+	(*ListChangesRequest)(nil),      // 36: usher.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),     // 37: usher.v1.ListChangesResponse
+	(*BackupRequest)(nil),           // 38: usher.v1.BackupRequest
+	(*BackupResponse)(nil),          // 39: usher.v1.BackupResponse
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*Grant)(nil),                   // 41: usher.v1.Grant
+	(*Role)(nil),                    // 42: usher.v1.Role
+	(*Resource)(nil),                // 43: usher.v1.Resource
+	(*Policy)(nil),                  // 44: usher.v1.Policy
+	(*Change)(nil),                  // 45: usher.v1.Change
+	(*Quota)(nil),                   // 46: usher.v1.Quota
+	(*Admission)(nil),               // 47: usher.v1.Admission
+	(*ChangeRecord)(nil),            // 48: usher.v1.ChangeRecord
 }
 var file_usher_v1_admin_proto_depIdxs = []int32{
-	36, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
-	38, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
-	38, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
-	36, // 4: usher.v1.PutResourceRequest.start_time:type_name -> google.protobuf.Timestamp
-	39, // 5: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
-	36, // 6: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
-	40, // 7: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
-	41, // 8: usher.v1.ApplyPolicyResponse.changes:type_name -> usher.v1.Change
-	40, // 9: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
-	42, // 10: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
-	42, // 11: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
-	43, // 12: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
-	0,  // 13: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
-	2,  // 14: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
-	4,  // 15: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
-	6,  // 16: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
-	8,  // 17: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
-	10, // 18: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
-	12, // 19: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
-	14, // 20: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
-	16, // 21: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
-	18, // 22: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
-	20, // 23: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
-	22, // 24: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
-	24, // 25: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
-	26, // 26: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
-	28, // 27: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
-	30, // 28: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
-	32, // 29: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
-	34, // 30: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
-	1,  // 31: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
-	3,  // 32: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
-	5,  // 33: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
-	7,  // 34: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
-	9,  // 35: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
-	11, // 36: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
-	13, // 37: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
-	15, // 38: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
-	17, // 39: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
-	19, // 40: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
-	21, // 41: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
-	23, // 42: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
-	25, // 43: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
-	27, // 44: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
-	29, // 45: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
-	31, // 46: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
-	33, // 47: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
-	35, // 48: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
-	31, // [31:49] is the sub-list for method output_type
-	13, // [13:31] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	40, // 0: usher.v1.GrantRequest.expire_time:type_name -> google.protobuf.Timestamp
+	41, // 1: usher.v1.ListGrantsResponse.grants:type_name -> usher.v1.Grant
+	42, // 2: usher.v1.ListRolesResponse.roles:type_name -> usher.v1.Role
+	42, // 3: usher.v1.PutRoleRequest.role:type_name -> usher.v1.Role
+	40, // 4: usher.v1.PutResourceRequest.start_time:type_name -> google.protobuf.Timestamp
+	43, // 5: usher.v1.GetResourceResponse.resource:type_name -> usher.v1.Resource
+	40, // 6: usher.v1.BlockRequest.expire_time:type_name -> google.protobuf.Timestamp
+	44, // 7: usher.v1.ApplyPolicyRequest.policy:type_name -> usher.v1.Policy
+	45, // 8: usher.v1.ApplyPolicyResponse.changes:type_name -> usher.v1.Change
+	44, // 9: usher.v1.ExportPolicyResponse.policy:type_name -> usher.v1.Policy
+	46, // 10: usher.v1.PutQuotaRequest.quota:type_name -> usher.v1.Quota
+	47, // 11: usher.v1.PutAdmissionRequest.admission:type_name -> usher.v1.Admission
+	46, // 12: usher.v1.ListQuotasResponse.quotas:type_name -> usher.v1.Quota
+	48, // 13: usher.v1.ListChangesResponse.changes:type_name -> usher.v1.ChangeRecord
+	0,  // 14: usher.v1.AdminService.Grant:input_type -> usher.v1.GrantRequest
+	2,  // 15: usher.v1.AdminService.Revoke:input_type -> usher.v1.RevokeRequest
+	4,  // 16: usher.v1.AdminService.ListGrants:input_type -> usher.v1.ListGrantsRequest
+	6,  // 17: usher.v1.AdminService.ListRoles:input_type -> usher.v1.ListRolesRequest
+	8,  // 18: usher.v1.AdminService.PutRole:input_type -> usher.v1.PutRoleRequest
+	10, // 19: usher.v1.AdminService.DeleteRole:input_type -> usher.v1.DeleteRoleRequest
+	12, // 20: usher.v1.AdminService.PutResource:input_type -> usher.v1.PutResourceRequest
+	14, // 21: usher.v1.AdminService.GetResource:input_type -> usher.v1.GetResourceRequest
+	16, // 22: usher.v1.AdminService.DeleteResource:input_type -> usher.v1.DeleteResourceRequest
+	18, // 23: usher.v1.AdminService.Block:input_type -> usher.v1.BlockRequest
+	20, // 24: usher.v1.AdminService.Unblock:input_type -> usher.v1.UnblockRequest
+	22, // 25: usher.v1.AdminService.ApplyPolicy:input_type -> usher.v1.ApplyPolicyRequest
+	24, // 26: usher.v1.AdminService.ExportPolicy:input_type -> usher.v1.ExportPolicyRequest
+	26, // 27: usher.v1.AdminService.PutQuota:input_type -> usher.v1.PutQuotaRequest
+	28, // 28: usher.v1.AdminService.DeleteQuota:input_type -> usher.v1.DeleteQuotaRequest
+	30, // 29: usher.v1.AdminService.PutAdmission:input_type -> usher.v1.PutAdmissionRequest
+	32, // 30: usher.v1.AdminService.DeleteAdmission:input_type -> usher.v1.DeleteAdmissionRequest
+	34, // 31: usher.v1.AdminService.ListQuotas:input_type -> usher.v1.ListQuotasRequest
+	36, // 32: usher.v1.AdminService.ListChanges:input_type -> usher.v1.ListChangesRequest
+	38, // 33: usher.v1.AdminService.Backup:input_type -> usher.v1.BackupRequest
+	1,  // 34: usher.v1.AdminService.Grant:output_type -> usher.v1.GrantResponse
+	3,  // 35: usher.v1.AdminService.Revoke:output_type -> usher.v1.RevokeResponse
+	5,  // 36: usher.v1.AdminService.ListGrants:output_type -> usher.v1.ListGrantsResponse
+	7,  // 37: usher.v1.AdminService.ListRoles:output_type -> usher.v1.ListRolesResponse
+	9,  // 38: usher.v1.AdminService.PutRole:output_type -> usher.v1.PutRoleResponse
+	11, // 39: usher.v1.AdminService.DeleteRole:output_type -> usher.v1.DeleteRoleResponse
+	13, // 40: usher.v1.AdminService.PutResource:output_type -> usher.v1.PutResourceResponse
+	15, // 41: usher.v1.AdminService.GetResource:output_type -> usher.v1.GetResourceResponse
+	17, // 42: usher.v1.AdminService.DeleteResource:output_type -> usher.v1.DeleteResourceResponse
+	19, // 43: usher.v1.AdminService.Block:output_type -> usher.v1.BlockResponse
+	21, // 44: usher.v1.AdminService.Unblock:output_type -> usher.v1.UnblockResponse
+	23, // 45: usher.v1.AdminService.ApplyPolicy:output_type -> usher.v1.ApplyPolicyResponse
+	25, // 46: usher.v1.AdminService.ExportPolicy:output_type -> usher.v1.ExportPolicyResponse
+	27, // 47: usher.v1.AdminService.PutQuota:output_type -> usher.v1.PutQuotaResponse
+	29, // 48: usher.v1.AdminService.DeleteQuota:output_type -> usher.v1.DeleteQuotaResponse
+	31, // 49: usher.v1.AdminService.PutAdmission:output_type -> usher.v1.PutAdmissionResponse
+	33, // 50: usher.v1.AdminService.DeleteAdmission:output_type -> usher.v1.DeleteAdmissionResponse
+	35, // 51: usher.v1.AdminService.ListQuotas:output_type -> usher.v1.ListQuotasResponse
+	37, // 52: usher.v1.AdminService.ListChanges:output_type -> usher.v1.ListChangesResponse
+	39, // 53: usher.v1.AdminService.Backup:output_type -> usher.v1.BackupResponse
+	34, // [34:54] is the sub-list for method output_type
+	14, // [14:34] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_admin_proto_init() }
@@ -2506,7 +2731,7 @@ func file_usher_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_admin_proto_rawDesc), len(file_usher_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,24 +19,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_Grant_FullMethodName          = "/usher.v1.AdminService/Grant"
-	AdminService_Revoke_FullMethodName         = "/usher.v1.AdminService/Revoke"
-	AdminService_ListGrants_FullMethodName     = "/usher.v1.AdminService/ListGrants"
-	AdminService_ListRoles_FullMethodName      = "/usher.v1.AdminService/ListRoles"
-	AdminService_PutRole_FullMethodName        = "/usher.v1.AdminService/PutRole"
-	AdminService_DeleteRole_FullMethodName     = "/usher.v1.AdminService/DeleteRole"
-	AdminService_PutResource_FullMethodName    = "/usher.v1.AdminService/PutResource"
-	AdminService_GetResource_FullMethodName    = "/usher.v1.AdminService/GetResource"
-	AdminService_DeleteResource_FullMethodName = "/usher.v1.AdminService/DeleteResource"
-	AdminService_Block_FullMethodName          = "/usher.v1.AdminService/Block"
-	AdminService_Unblock_FullMethodName        = "/usher.v1.AdminService/Unblock"
-	AdminService_ApplyPolicy_FullMethodName    = "/usher.v1.AdminService/ApplyPolicy"
-	AdminService_ExportPolicy_FullMethodName   = "/usher.v1.AdminService/ExportPolicy"
-	AdminService_PutQuota_FullMethodName       = "/usher.v1.AdminService/PutQuota"
-	AdminService_DeleteQuota_FullMethodName    = "/usher.v1.AdminService/DeleteQuota"
-	AdminService_ListQuotas_FullMethodName     = "/usher.v1.AdminService/ListQuotas"
-	AdminService_ListChanges_FullMethodName    = "/usher.v1.AdminService/ListChanges"
-	AdminService_Backup_FullMethodName         = "/usher.v1.AdminService/Backup"
+	AdminService_Grant_FullMethodName           = "/usher.v1.AdminService/Grant"
+	AdminService_Revoke_FullMethodName          = "/usher.v1.AdminService/Revoke"
+	AdminService_ListGrants_FullMethodName      = "/usher.v1.AdminService/ListGrants"
+	AdminService_ListRoles_FullMethodName       = "/usher.v1.AdminService/ListRoles"
+	AdminService_PutRole_FullMethodName         = "/usher.v1.AdminService/PutRole"
+	AdminService_DeleteRole_FullMethodName      = "/usher.v1.AdminService/DeleteRole"
+	AdminService_PutResource_FullMethodName     = "/usher.v1.AdminService/PutResource"
+	AdminService_GetResource_FullMethodName     = "/usher.v1.AdminService/GetResource"
+	AdminService_DeleteResource_FullMethodName  = "/usher.v1.AdminService/DeleteResource"
+	AdminService_Block_FullMethodName           = "/usher.v1.AdminService/Block"
+	AdminService_Unblock_FullMethodName         = "/usher.v1.AdminService/Unblock"
+	AdminService_ApplyPolicy_FullMethodName     = "/usher.v1.AdminService/ApplyPolicy"
+	AdminService_ExportPolicy_FullMethodName    = "/usher.v1.AdminService/ExportPolicy"
+	AdminService_PutQuota_FullMethodName        = "/usher.v1.AdminService/PutQuota"
+	AdminService_DeleteQuota_FullMethodName     = "/usher.v1.AdminService/DeleteQuota"
+	AdminService_PutAdmission_FullMethodName    = "/usher.v1.AdminService/PutAdmission"
+	AdminService_DeleteAdmission_FullMethodName = "/usher.v1.AdminService/DeleteAdmission"
+	AdminService_ListQuotas_FullMethodName      = "/usher.v1.AdminService/ListQuotas"
+	AdminService_ListChanges_FullMethodName     = "/usher.v1.AdminService/ListChanges"
+	AdminService_Backup_FullMethodName          = "/usher.v1.AdminService/Backup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -83,6 +85,13 @@ type AdminServiceClient interface {
 	PutQuota(ctx context.Context, in *PutQuotaRequest, opts ...grpc.CallOption) (*PutQuotaResponse, error)
 	// DeleteQuota removes a quota.
 	DeleteQuota(ctx context.Context, in *DeleteQuotaRequest, opts ...grpc.CallOption) (*DeleteQuotaResponse, error)
+	// PutAdmission sets the admission rule for a resource type at a scope: who
+	// may join those resources and how (see AdmissionService). Rules are the
+	// platform's: a request with an actor is refused.
+	PutAdmission(ctx context.Context, in *PutAdmissionRequest, opts ...grpc.CallOption) (*PutAdmissionResponse, error)
+	// DeleteAdmission removes the admission rule for a resource type at a
+	// scope.
+	DeleteAdmission(ctx context.Context, in *DeleteAdmissionRequest, opts ...grpc.CallOption) (*DeleteAdmissionResponse, error)
 	// ListQuotas lists the quotas on a resource and above it, with their use.
 	ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error)
 	// ListChanges reads the change log, newest last, optionally filtered.
@@ -252,6 +261,26 @@ func (c *adminServiceClient) DeleteQuota(ctx context.Context, in *DeleteQuotaReq
 	return out, nil
 }
 
+func (c *adminServiceClient) PutAdmission(ctx context.Context, in *PutAdmissionRequest, opts ...grpc.CallOption) (*PutAdmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutAdmissionResponse)
+	err := c.cc.Invoke(ctx, AdminService_PutAdmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteAdmission(ctx context.Context, in *DeleteAdmissionRequest, opts ...grpc.CallOption) (*DeleteAdmissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAdmissionResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteAdmission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ListQuotas(ctx context.Context, in *ListQuotasRequest, opts ...grpc.CallOption) (*ListQuotasResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListQuotasResponse)
@@ -335,6 +364,13 @@ type AdminServiceServer interface {
 	PutQuota(context.Context, *PutQuotaRequest) (*PutQuotaResponse, error)
 	// DeleteQuota removes a quota.
 	DeleteQuota(context.Context, *DeleteQuotaRequest) (*DeleteQuotaResponse, error)
+	// PutAdmission sets the admission rule for a resource type at a scope: who
+	// may join those resources and how (see AdmissionService). Rules are the
+	// platform's: a request with an actor is refused.
+	PutAdmission(context.Context, *PutAdmissionRequest) (*PutAdmissionResponse, error)
+	// DeleteAdmission removes the admission rule for a resource type at a
+	// scope.
+	DeleteAdmission(context.Context, *DeleteAdmissionRequest) (*DeleteAdmissionResponse, error)
 	// ListQuotas lists the quotas on a resource and above it, with their use.
 	ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error)
 	// ListChanges reads the change log, newest last, optionally filtered.
@@ -398,6 +434,12 @@ func (UnimplementedAdminServiceServer) PutQuota(context.Context, *PutQuotaReques
 }
 func (UnimplementedAdminServiceServer) DeleteQuota(context.Context, *DeleteQuotaRequest) (*DeleteQuotaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteQuota not implemented")
+}
+func (UnimplementedAdminServiceServer) PutAdmission(context.Context, *PutAdmissionRequest) (*PutAdmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutAdmission not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteAdmission(context.Context, *DeleteAdmissionRequest) (*DeleteAdmissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteAdmission not implemented")
 }
 func (UnimplementedAdminServiceServer) ListQuotas(context.Context, *ListQuotasRequest) (*ListQuotasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListQuotas not implemented")
@@ -699,6 +741,42 @@ func _AdminService_DeleteQuota_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PutAdmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutAdmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PutAdmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PutAdmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PutAdmission(ctx, req.(*PutAdmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteAdmission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAdmissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteAdmission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteAdmission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteAdmission(ctx, req.(*DeleteAdmissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ListQuotas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListQuotasRequest)
 	if err := dec(in); err != nil {
@@ -812,6 +890,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteQuota",
 			Handler:    _AdminService_DeleteQuota_Handler,
+		},
+		{
+			MethodName: "PutAdmission",
+			Handler:    _AdminService_PutAdmission_Handler,
+		},
+		{
+			MethodName: "DeleteAdmission",
+			Handler:    _AdminService_DeleteAdmission_Handler,
 		},
 		{
 			MethodName: "ListQuotas",

@@ -276,8 +276,9 @@ type JoinResponse struct {
 	OpenTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
 	// ADMITTED before the call opened, by the backstage permission.
 	Backstage bool `protobuf:"varint,13,opt,name=backstage,proto3" json:"backstage,omitempty"`
-	// IN_USE: the exclusive role in use.
-	ExclusiveRole string `protobuf:"bytes,14,opt,name=exclusive_role,json=exclusiveRole,proto3" json:"exclusive_role,omitempty"`
+	// IN_USE: what another participant holds exclusively, "role NAME" or
+	// "permission NAME".
+	Exclusive string `protobuf:"bytes,14,opt,name=exclusive,proto3" json:"exclusive,omitempty"`
 	// The revision the decision was made at.
 	Revision      uint64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -405,9 +406,9 @@ func (x *JoinResponse) GetBackstage() bool {
 	return false
 }
 
-func (x *JoinResponse) GetExclusiveRole() string {
+func (x *JoinResponse) GetExclusive() string {
 	if x != nil {
-		return x.ExclusiveRole
+		return x.Exclusive
 	}
 	return ""
 }
@@ -1673,7 +1674,7 @@ const file_usher_v1_admission_proto_rawDesc = "" +
 	"\vJoinRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12!\n" +
-	"\fmin_revision\x18\x03 \x01(\x04R\vminRevision\"\xc5\x04\n" +
+	"\fmin_revision\x18\x03 \x01(\x04R\vminRevision\"\xbc\x04\n" +
 	"\fJoinResponse\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.usher.v1.OutcomeR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\"\n" +
@@ -1690,8 +1691,8 @@ const file_usher_v1_admission_proto_rawDesc = "" +
 	" \x01(\tR\x05scope\x12\x19\n" +
 	"\bblock_id\x18\v \x01(\tR\ablockId\x127\n" +
 	"\topen_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bopenTime\x12\x1c\n" +
-	"\tbackstage\x18\r \x01(\bR\tbackstage\x12%\n" +
-	"\x0eexclusive_role\x18\x0e \x01(\tR\rexclusiveRole\x12\x1a\n" +
+	"\tbackstage\x18\r \x01(\bR\tbackstage\x12\x1c\n" +
+	"\texclusive\x18\x0e \x01(\tR\texclusive\x12\x1a\n" +
 	"\brevision\x18\x0f \x01(\x04R\brevision\"\xb7\x02\n" +
 	"\fLiveKitGrant\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x1b\n" +

@@ -771,9 +771,12 @@ type Admission struct {
 	// Roles whose holders do not count against max_participants (recorders,
 	// interpreters, hosts).
 	UncountedRoles []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
-	// Roles of which at most one holder may be in a call at a time: Livebox's
-	// Unshared mode, "rooms not used by any other sub-users".
+	// Roles of which at most one holder may be in a call at a time.
 	ExclusiveRoles []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
+	// Permissions of which at most one holder may be in a call at a time:
+	// Livebox's Unshared mode, "rooms not used by any other sub-users", where
+	// the sub-users' roles are the tenant's own.
+	ExclusivePermissions []string `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
 	// How long a session lives without KeepAlive; default 30s, from 1s to 24h.
 	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
 	// Maps capabilities to LiveKit's video grant; when set, an admitted Join
@@ -886,6 +889,13 @@ func (x *Admission) GetUncountedRoles() []string {
 func (x *Admission) GetExclusiveRoles() []string {
 	if x != nil {
 		return x.ExclusiveRoles
+	}
+	return nil
+}
+
+func (x *Admission) GetExclusivePermissions() []string {
+	if x != nil {
+		return x.ExclusivePermissions
 	}
 	return nil
 }
@@ -1513,7 +1523,7 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\n" +
 	"scope_type\x18\x01 \x01(\tR\tscopeType\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xae\x04\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xe3\x04\n" +
 	"\tAdmission\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12'\n" +
@@ -1527,7 +1537,8 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x10max_participants\x18\t \x01(\rR\x0fmaxParticipants\x12'\n" +
 	"\x0funcounted_roles\x18\n" +
 	" \x03(\tR\x0euncountedRoles\x12'\n" +
-	"\x0fexclusive_roles\x18\v \x03(\tR\x0eexclusiveRoles\x12/\n" +
+	"\x0fexclusive_roles\x18\v \x03(\tR\x0eexclusiveRoles\x123\n" +
+	"\x15exclusive_permissions\x18\x0e \x03(\tR\x14exclusivePermissions\x12/\n" +
 	"\x05lease\x18\f \x01(\v2\x19.google.protobuf.DurationR\x05lease\x122\n" +
 	"\alivekit\x18\r \x01(\v2\x18.usher.v1.LiveKitMappingR\alivekit\"~\n" +
 	"\x05Lobby\x12)\n" +

@@ -712,10 +712,11 @@ type Admission struct {
 	UncountedRoles  []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
 	ExclusiveRoles  []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
 	// Nanoseconds; 0 for the default.
-	Lease         int64         `protobuf:"varint,12,opt,name=lease,proto3" json:"lease,omitempty"`
-	Media         *MediaMapping `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lease                int64         `protobuf:"varint,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	Media                *MediaMapping `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	ExclusivePermissions []string      `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Admission) Reset() {
@@ -835,6 +836,13 @@ func (x *Admission) GetLease() int64 {
 func (x *Admission) GetMedia() *MediaMapping {
 	if x != nil {
 		return x.Media
+	}
+	return nil
+}
+
+func (x *Admission) GetExclusivePermissions() []string {
+	if x != nil {
+		return x.ExclusivePermissions
 	}
 	return nil
 }
@@ -1332,7 +1340,7 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\n" +
 	"scope_type\x18\x01 \x01(\tR\tscopeType\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xc8\x03\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xfd\x03\n" +
 	"\tAdmission\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12#\n" +
 	"\rresource_type\x18\x02 \x01(\tR\fresourceType\x12\x12\n" +
@@ -1348,7 +1356,8 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	" \x03(\tR\x0euncountedRoles\x12'\n" +
 	"\x0fexclusive_roles\x18\v \x03(\tR\x0eexclusiveRoles\x12\x14\n" +
 	"\x05lease\x18\f \x01(\x03R\x05lease\x124\n" +
-	"\x05media\x18\r \x01(\v2\x1e.usher.storage.v1.MediaMappingR\x05media\"I\n" +
+	"\x05media\x18\r \x01(\v2\x1e.usher.storage.v1.MediaMappingR\x05media\x123\n" +
+	"\x15exclusive_permissions\x18\x0e \x03(\tR\x14exclusivePermissions\"I\n" +
 	"\x05Lobby\x12\x14\n" +
 	"\x05admit\x18\x01 \x01(\tR\x05admit\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x16\n" +

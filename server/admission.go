@@ -1,0 +1,288 @@
+package server
+
+import (
+	"context"
+	"slices"
+
+	"github.com/livekit/protocol/auth"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// WithAdmission serves usher.v1.AdmissionService from m.
+func WithAdmission(m *admission.Manager) grpc.ServerOption {
+	return admissionOption{m: m}
+}
+
+// admissionOption carries a Manager through New's grpc.ServerOption list;
+// gRPC itself ignores it.
+type admissionOption struct {
+	grpc.EmptyServerOption
+	m *admission.Manager
+}
+
+func admissionManager(opts []grpc.ServerOption) *admission.Manager {
+	for _, o := range opts {
+		if a, ok := o.(admissionOption); ok {
+			return a.m
+		}
+	}
+	return nil
+}
+
+type admissionServer struct {
+	usherv1.UnimplementedAdmissionServiceServer
+	m    *admission.Manager
+	stop <-chan struct{} // closed when the server stops: watches end
+}
+
+// maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
+// hex digits.
+const maxSessionIDLen = 64
+
+func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*usherv1.JoinResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.resource("resource", req.GetResource())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	r, err := s.m.Join(ctx, req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return toJoinResponse(r), nil
+}
+
+func toJoinResponse(r admission.Result) *usherv1.JoinResponse {
+	out := &usherv1.JoinResponse{
+		Outcome: usherv1.Outcome(r.Outcome), Reason: r.Reason, Capabilities: r.Capabilities,
+		SessionId: r.Session, ExpireTime: toTimestamp(r.Expires), LivekitToken: r.Token,
+		LivekitGrant: toLiveKitGrant(r.Grant), Role: r.Role, Scope: r.Scope, BlockId: r.BlockID,
+		OpenTime: toTimestamp(r.OpensAt), Backstage: r.Backstage, Exclusive: r.Exclusive, Revision: uint64(r.Revision),
+	}
+	if r.Lease > 0 {
+		out.Lease = durationpb.New(r.Lease)
+	}
+	return out
+}
+
+func toLiveKitGrant(g *auth.VideoGrant) *usherv1.LiveKitGrant {
+	if g == nil {
+		return nil
+	}
+	out := &usherv1.LiveKitGrant{Room: g.Room, RoomJoin: g.RoomJoin, RoomAdmin: g.RoomAdmin, RoomRecord: g.RoomRecord,
+		Hidden: g.Hidden, CanPublish: g.GetCanPublish(), CanSubscribe: g.GetCanSubscribe(), CanPublishData: g.GetCanPublishData()}
+	out.CanPublishSources = slices.Clone(g.CanPublishSources)
+	return out
+}
+
+func (v *validator) sessionID(value string) {
+	if value == "" || len(value) > maxSessionIDLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "session_id", Value: value,
+			Reason: "a session id is what Join or Knock returned: 1 to 64 bytes"})
+	}
+}
+
+func (s *admissionServer) KeepAlive(ctx context.Context, req *usherv1.KeepAliveRequest) (*usherv1.KeepAliveResponse, error) {
+	var v validator
+	v.sessionID(req.GetSessionId())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	r, err := s.m.KeepAlive(ctx, req.GetSessionId())
+	if err != nil {
+		return nil, toStatus(withValue(err, req.GetSessionId()))
+	}
+	return &usherv1.KeepAliveResponse{Outcome: usherv1.Outcome(r.Outcome), Reason: r.Reason, ExpireTime: toTimestamp(r.Expires)}, nil
+}
+
+func (s *admissionServer) Leave(ctx context.Context, req *usherv1.LeaveRequest) (*usherv1.LeaveResponse, error) {
+	var v validator
+	v.sessionID(req.GetSessionId())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := s.m.Leave(ctx, req.GetSessionId()); err != nil {
+		return nil, toStatus(withValue(err, req.GetSessionId()))
+	}
+	return &usherv1.LeaveResponse{}, nil
+}
+
+// withValue names the session id in a session error.
+func withValue(err error, id string) error {
+	if e, ok := err.(*authz.Error); ok && e.Field == "session_id" && e.Value == "" {
+		c := *e
+		c.Value = id
+		return &c
+	}
+	return err
+}
+
+func (s *admissionServer) Knock(ctx context.Context, req *usherv1.KnockRequest) (*usherv1.KnockResponse, error) {
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.resource("resource", req.GetResource())
+	v.text("note", req.GetNote())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	r, err := s.m.Knock(ctx, req.GetSubject(), req.GetResource(), req.GetNote())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.KnockResponse{Outcome: usherv1.Outcome(r.Outcome), Reason: r.Reason, SessionId: r.Session, ExpireTime: toTimestamp(r.Expires)}, nil
+}
+
+func (s *admissionServer) ListLobby(ctx context.Context, req *usherv1.ListLobbyRequest) (*usherv1.ListLobbyResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	knocks, err := s.m.Lobby(ctx, req.GetResource(), req.GetActor())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &usherv1.ListLobbyResponse{}
+	for _, k := range knocks {
+		out.Entries = append(out.Entries, &usherv1.LobbyEntry{Subject: k.Subject, Note: k.Note,
+			KnockTime: toTimestamp(k.Knocked), ExpireTime: toTimestamp(k.Expires)})
+	}
+	return out, nil
+}
+
+// ownAuthority refuses a write on the caller's own authority by a check
+// caller: a media server's sidecar may admit, deny or take a call live only
+// for an end user who may.
+func ownAuthority(ctx context.Context, actor string) error {
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok && c.Kind == KindCheck && actor == "" {
+		return status.Errorf(codes.PermissionDenied,
+			"caller %q is a %s caller: it may admit, deny, schedule or take a call live only for an actor, who must hold the permission", c.Name, c.Kind)
+	}
+	return nil
+}
+
+func (s *admissionServer) Admit(ctx context.Context, req *usherv1.AdmitRequest) (*usherv1.AdmitResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.subject("subject", req.GetSubject())
+	v.actor(req.GetActor())
+	expires := v.timestamp("expire_time", req.GetExpireTime())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := ownAuthority(ctx, req.GetActor()); err != nil {
+		return nil, err
+	}
+	rev, err := s.m.Admit(ctx, author(ctx, req.GetActor()), req.GetResource(), req.GetSubject(), expires)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.AdmitResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *admissionServer) Deny(ctx context.Context, req *usherv1.DenyRequest) (*usherv1.DenyResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.subject("subject", req.GetSubject())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := ownAuthority(ctx, req.GetActor()); err != nil {
+		return nil, err
+	}
+	if err := s.m.Deny(ctx, author(ctx, req.GetActor()), req.GetResource(), req.GetSubject()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.DenyResponse{}, nil
+}
+
+func (s *admissionServer) Schedule(ctx context.Context, req *usherv1.ScheduleRequest) (*usherv1.ScheduleResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	starts := v.timestamp("start_time", req.GetStartTime())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := ownAuthority(ctx, req.GetActor()); err != nil {
+		return nil, err
+	}
+	rev, err := s.m.Engine().Schedule(ctx, author(ctx, req.GetActor()), req.GetResource(), starts)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.ScheduleResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *admissionServer) GoLive(ctx context.Context, req *usherv1.GoLiveRequest) (*usherv1.GoLiveResponse, error) {
+	var v validator
+	v.resource("resource", req.GetResource())
+	v.actor(req.GetActor())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
+	if err := ownAuthority(ctx, req.GetActor()); err != nil {
+		return nil, err
+	}
+	rev, err := s.m.Engine().GoLive(ctx, author(ctx, req.GetActor()), req.GetResource(), req.GetLive())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.GoLiveResponse{Revision: uint64(rev)}, nil
+}
+
+func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.ServerStreamingServer[usherv1.WatchCallResponse]) error {
+	var v validator
+	v.resource("resource", req.GetResource())
+	if v.err != nil {
+		return toStatus(v.err)
+	}
+	w, err := s.m.Watch(req.GetResource(), authz.Revision(req.GetAfterRevision()))
+	if err != nil {
+		return toStatus(err)
+	}
+	defer w.Close()
+	for _, ev := range w.Initial {
+		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
+			return err
+		}
+	}
+	ctx := stream.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stop:
+			return status.Error(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received")
+		case ev, ok := <-w.C:
+			if !ok {
+				if err := w.Err(); err != nil {
+					return toStatus(err)
+				}
+				return nil
+			}
+			if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func toCallEvent(ev admission.Event) *usherv1.CallEvent {
+	return &usherv1.CallEvent{
+		Kind: usherv1.CallEventKind(ev.Kind), Revision: uint64(ev.Revision), Time: toTimestamp(ev.Time),
+		Subject: ev.Subject, SessionId: ev.Session, Capabilities: slices.Clone(ev.Capabilities),
+		LivekitGrant: toLiveKitGrant(ev.Grant), Outcome: usherv1.Outcome(ev.Outcome), BlockId: ev.BlockID,
+		Note: ev.Note, Reset_: ev.Reset,
+	}
+}
