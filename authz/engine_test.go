@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // writes is one of every engine write, each valid against streamPolicy's
@@ -125,6 +126,45 @@ func TestWriteBackendFailure(t *testing.T) {
 		}
 		w.unchanged(sets, rev)
 	})
+}
+
+// hangingBackend is a backend whose commits never finish: an etcd cluster
+// that lost its quorum holds a transaction until its context ends.
+type hangingBackend struct{ *memory.Memory }
+
+func (hangingBackend) Commit(ctx context.Context, _ []authz.Write) ([]authz.Committed, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("storage: commit: %w", ctx.Err())
+}
+
+// A commit that outlasts CommitTimeout is the backend failing, not the
+// caller's deadline passing: the caller, whose deadline is far off, sees
+// UNAVAILABLE once the timeout ends the commit.
+func TestCommitTimeoutIsUnavailable(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	eng, err := authz.Start(t.Context(), hangingBackend{memory.New()}, authz.Options{CommitTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	began := time.Now()
+	_, err = eng.PutResource(ctx, authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+	if authz.CodeOf(err) != authz.Unavailable || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a write whose commit outlasts CommitTimeout = %v, want UNAVAILABLE wrapping the commit's deadline", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the write failed after %v, with a commit timeout of %v", took, timeout)
+	}
+
+	// The caller's own deadline is still reported as the caller's.
+	ctx, cancel = context.WithTimeout(t.Context(), timeout/5)
+	defer cancel()
+	_, err = eng.PutResource(ctx, authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+	if !errors.Is(err, context.DeadlineExceeded) || authz.CodeOf(err) != 0 {
+		t.Errorf("a write whose caller's deadline passes first = %v, want context.DeadlineExceeded", err)
+	}
 }
 
 // state is what the index answers about streamPolicy's world.
