@@ -810,7 +810,7 @@ func TestReplicasSurviveKilledMembers(t *testing.T) {
 	opts := authz.Options{CommitTimeout: 3 * time.Second}
 	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), opts)
 	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), opts)
-	applyDefaultPolicy(t, a)
+	b.await(applyDefaultPolicy(t, a))
 
 	l := &ledger{acked: map[string]authz.Revision{}, unknown: map[string]error{}, revs: map[authz.Revision]string{}}
 	stop := make(chan struct{})
