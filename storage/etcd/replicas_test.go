@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"reflect"
 	"slices"
@@ -475,6 +476,110 @@ func testLimits(t *testing.T, c *etcdtest.Cluster) {
 	if registered != events.ok || granted != speakers.ok {
 		t.Errorf("etcd holds %d events under workspace:quota and %d speakers; %d and %d were acknowledged", registered, granted, events.ok, speakers.ok)
 	}
+	sameState(t, nil, a, b)
+
+	// Churn: places are freed and taken again on both replicas at once,
+	// by deletes, moves out of and into the quota's scope, and revokes.
+	// Replaying the log shows the limits held at every revision, not only
+	// at the end.
+	from := latest
+	inScope := map[string]bool{}
+	for _, res := range snap.Resources {
+		if res.Parent == "workspace:quota" {
+			inScope[res.Name] = true
+		}
+	}
+	holders := map[string]bool{}
+	for _, g := range snap.Grants {
+		if g.Role == "speaker" {
+			holders[g.Subject] = true
+		}
+	}
+	stop := make(chan struct{})
+	var churned, other atomic.Int64
+	for w := range 8 {
+		r := []*replica{a, b}[w%2]
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 0))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// Names from small pools, so that the writers collide.
+				event := fmt.Sprintf("event:e%d", rng.IntN(writers))
+				subject := fmt.Sprintf("user:s%d", rng.IntN(writers/5))
+				var err error
+				switch n := rng.IntN(5); n {
+				case 0:
+					_, err = r.engine.DeleteResource(ctx, admin, event)
+				case 1, 2:
+					parent := []string{"workspace:quota", "workspace:stage"}[n-1]
+					_, err = r.engine.PutResource(ctx, admin, authz.Resource{Name: event, Parent: parent})
+				case 3:
+					_, err = r.engine.Revoke(ctx, admin, authz.Grant{Subject: subject, Role: "speaker", Resource: "event:stage"})
+				default:
+					_, err = r.engine.Grant(ctx, admin, authz.Grant{Subject: subject, Role: "speaker", Resource: "event:stage"})
+				}
+				switch authz.CodeOf(err) {
+				case 0:
+					if err != nil {
+						t.Errorf("%s: %v", r.name, err)
+						return
+					}
+					churned.Add(1)
+				case authz.ResourceExhausted, authz.FailedPrecondition, authz.NotFound, authz.Aborted:
+					other.Add(1)
+				default:
+					t.Errorf("%s: %v", r.name, err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	latest = a.latest()
+	var peak, peakHolders int
+	for after := from; after < latest; {
+		css, err := a.store.Changes(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cs := range css {
+			for _, ch := range cs.Changes {
+				switch {
+				case ch.Op == authz.OpPutResource:
+					inScope[ch.Resource.Name] = ch.Resource.Parent == "workspace:quota"
+				case ch.Op == authz.OpDeleteResource:
+					delete(inScope, ch.Resource.Name)
+				case ch.Op == authz.OpPutGrant && ch.Grant.Role == "speaker":
+					holders[ch.Grant.Subject] = true
+				case ch.Op == authz.OpDeleteGrant && ch.Grant.Role == "speaker":
+					delete(holders, ch.Grant.Subject)
+				}
+			}
+			n := 0
+			for _, in := range inScope {
+				if in {
+					n++
+				}
+			}
+			peak, peakHolders = max(peak, n), max(peakHolders, len(holders))
+			if n > quota || len(holders) > maxHolders {
+				t.Fatalf("at revision %d, %d events are under workspace:quota (at most %d) and %d subjects hold speaker (at most %d)", cs.Revision, n, quota, len(holders), maxHolders)
+			}
+		}
+		after = css[len(css)-1].Revision
+	}
+	t.Logf("churn: %d writes made and %d refused over revisions %d to %d; at most %d events in scope and %d speakers", churned.Load(), other.Load(), from, latest, peak, peakHolders)
+	if churned.Load() == 0 {
+		t.Error("the churn made no write")
+	}
+	a.await(latest)
+	b.await(latest)
 	sameState(t, nil, a, b)
 }
 
