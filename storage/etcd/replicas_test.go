@@ -68,7 +68,7 @@ type replica struct {
 }
 
 // startReplica starts a replica under prefix with an etcd client of cfg.
-func startReplica(t *testing.T, c *etcdtest.Cluster, name, prefix string, cfg clientv3.Config, opts authz.Options) *replica {
+func startReplica(t *testing.T, name, prefix string, cfg clientv3.Config, opts authz.Options) *replica {
 	t.Helper()
 	cli, err := clientv3.New(cfg)
 	if err != nil {
@@ -378,8 +378,8 @@ func testLimits(t *testing.T, c *etcdtest.Cluster) {
 		writers    = 150 // of each kind
 	)
 	prefix := prefixOf(t)
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), authz.Options{})
-	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
 	ctx := context.Background()
 	applyDefaultPolicy(t, a)
 	for _, res := range []authz.Resource{{Name: "account:acme"}, {Name: "workspace:quota", Parent: "account:acme"}, {Name: "workspace:stage", Parent: "account:acme"}, {Name: "event:stage", Parent: "workspace:stage"}} {
@@ -588,8 +588,8 @@ func testLimits(t *testing.T, c *etcdtest.Cluster) {
 // power away on the other, also from writes planned before the block arrived.
 func testDelegation(t *testing.T, c *etcdtest.Cluster) {
 	prefix := prefixOf(t)
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), authz.Options{})
-	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
 	ctx := context.Background()
 	applyDefaultPolicy(t, a)
 	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "account:acme"}))
@@ -701,8 +701,8 @@ func testDelegation(t *testing.T, c *etcdtest.Cluster) {
 // write's revision as min_revision, both ways, over gRPC.
 func testReadYourWrites(t *testing.T, c *etcdtest.Cluster) {
 	prefix := prefixOf(t)
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), authz.Options{})
-	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
 	applyDefaultPolicy(t, a)
 	a.serve()
 	b.serve()
@@ -763,8 +763,8 @@ func testReadYourWrites(t *testing.T, c *etcdtest.Cluster) {
 // and ends up answering alike.
 func testRestart(t *testing.T, c *etcdtest.Cluster) {
 	prefix := prefixOf(t)
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), authz.Options{})
-	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
 	ctx := context.Background()
 	applyDefaultPolicy(t, a)
 	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "account:acme"}))
@@ -822,10 +822,6 @@ func testRestart(t *testing.T, c *etcdtest.Cluster) {
 	sameState(t, nil, a, b)
 	t.Logf("replicas identical at revision %d after three restarts", latest)
 }
-
-// errUnknown marks a write whose outcome its writer does not know: it
-// failed, or timed out, after it may have reached etcd.
-var errUnknown = errors.New("outcome unknown")
 
 // ledger is every write of a load and what its writer knows of it.
 type ledger struct {
@@ -913,8 +909,8 @@ func TestReplicasSurviveKilledMembers(t *testing.T) {
 	// A commit that an election holds up fails after a few seconds rather
 	// than the default ten, so that the writers move on.
 	opts := authz.Options{CommitTimeout: 3 * time.Second}
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), opts)
-	b := startReplica(t, c, "replica B", prefix, c.ClientConfig(), opts)
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), opts)
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), opts)
 	b.await(applyDefaultPolicy(t, a))
 
 	l := &ledger{acked: map[string]authz.Revision{}, unknown: map[string]error{}, revs: map[authz.Revision]string{}}
@@ -1010,12 +1006,12 @@ func TestReplicasSurviveKilledMembers(t *testing.T) {
 func TestReplicaCutOff(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	prefix := prefixOf(t)
-	a := startReplica(t, c, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
 	// The replica talks to member 0 only, the one left running.
 	cfg := c.ClientConfig()
 	cfg.Endpoints = []string{c.Endpoint(0)}
 	const commitTimeout = time.Second
-	cut := startReplica(t, c, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: commitTimeout})
+	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: commitTimeout})
 	applyDefaultPolicy(t, a)
 	ctx := context.Background()
 	last := a.must("Grant")(a.engine.Grant(ctx, admin, authz.Grant{Subject: "user:before", Role: "user", Resource: authz.RootName}))
