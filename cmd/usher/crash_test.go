@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/internal/etcdtest"
 	"github.com/usher-authz/usher/server"
@@ -437,11 +438,21 @@ func TestCrashSafety(t *testing.T) {
 		crashSafety(t, bin, 6, []string{"--etcd", strings.Join(c.Endpoints(), ","), "--etcd-prefix", prefix}, func(t *testing.T) uint64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			rev, err := store.Revision(ctx)
-			if err != nil {
-				t.Fatalf("the revision etcd holds: %v", err)
+			// A transaction the killed process had sent may still reach
+			// etcd just after its death: the revision counts once it
+			// stays put.
+			var last authz.Revision
+			for i := 0; ; i++ {
+				rev, err := store.Revision(ctx)
+				if err != nil {
+					t.Fatalf("the revision etcd holds: %v", err)
+				}
+				if i > 0 && rev == last {
+					return uint64(rev)
+				}
+				last = rev
+				time.Sleep(100 * time.Millisecond)
 			}
-			return uint64(rev)
 		})
 	})
 }
