@@ -72,39 +72,6 @@ func (s Snapshot) Load(sink Sink) error {
 	return nil
 }
 
-// Changes returns the puts that store every entity of s, grants last.
-func (s Snapshot) Changes() []Change {
-	var out []Change
-	for i := range s.Permissions {
-		out = append(out, Change{Op: OpPutPermission, Permission: &s.Permissions[i]})
-	}
-	for i := range s.Resources {
-		out = append(out, Change{Op: OpPutResource, Resource: &s.Resources[i]})
-	}
-	for i := range s.Roles {
-		out = append(out, Change{Op: OpPutRole, Role: &s.Roles[i]})
-	}
-	for i := range s.Blocks {
-		out = append(out, Change{Op: OpPutBlock, Block: &s.Blocks[i]})
-	}
-	for i := range s.Quotas {
-		out = append(out, Change{Op: OpPutQuota, Quota: &s.Quotas[i]})
-	}
-	for i := range s.CreatorRoles {
-		out = append(out, Change{Op: OpPutCreatorRole, CreatorRole: &s.CreatorRoles[i]})
-	}
-	for i := range s.DefaultQuotas {
-		out = append(out, Change{Op: OpPutDefaultQuota, DefaultQuota: &s.DefaultQuotas[i]})
-	}
-	for i := range s.Admissions {
-		out = append(out, Change{Op: OpPutAdmission, Admission: &s.Admissions[i]})
-	}
-	for i := range s.Grants {
-		out = append(out, Change{Op: OpPutGrant, Grant: &s.Grants[i]})
-	}
-	return out
-}
-
 // Builder is a Sink that builds an Index. Grants are appended unsorted and
 // sorted once by Build, so that loading millions of them costs a sort rather
 // than a million insertions.

@@ -406,7 +406,7 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		}
 		<-w.done
 		if w.err != nil {
-			return 0, commitError(w.err)
+			return 0, commitError(ctx, w.err)
 		}
 		if w.res.Conflict != "" {
 			if attempt == maxAttempts {
@@ -510,10 +510,14 @@ func (e *Engine) commitBatches() {
 	e.mu.Unlock()
 }
 
-// commitError is what a caller sees of a failed commit.
-func commitError(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+// commitError is what a caller sees of a failed commit. The caller's own
+// context ending is reported as such; the commit's context ending is not the
+// caller's deadline but CommitTimeout, a backend that did not answer in time
+// (an etcd cut off from its quorum), and so Unavailable like any other
+// failure.
+func commitError(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return ctx.Err()
 	}
 	return &Error{Code: Unavailable, Reason: "the write was not committed: " + err.Error(), Err: err}
 }

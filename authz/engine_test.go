@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // writes is one of every engine write, each valid against streamPolicy's
@@ -125,6 +127,108 @@ func TestWriteBackendFailure(t *testing.T) {
 		}
 		w.unchanged(sets, rev)
 	})
+}
+
+// hangingBackend is a backend whose commits never finish: an etcd cluster
+// that lost its quorum holds a transaction until its context ends.
+type hangingBackend struct{ *memory.Memory }
+
+func (hangingBackend) Commit(ctx context.Context, _ []authz.Write) ([]authz.Committed, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("storage: commit: %w", ctx.Err())
+}
+
+// A commit that outlasts CommitTimeout is the backend failing, not the
+// caller's deadline passing: the caller, whose deadline is far off, sees
+// UNAVAILABLE once the timeout ends the commit.
+func TestCommitTimeoutIsUnavailable(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	eng, err := authz.Start(t.Context(), hangingBackend{memory.New()}, authz.Options{CommitTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	began := time.Now()
+	_, err = eng.PutResource(ctx, authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+	if authz.CodeOf(err) != authz.Unavailable || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a write whose commit outlasts CommitTimeout = %v, want UNAVAILABLE wrapping the commit's deadline", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the write failed after %v, with a commit timeout of %v", took, timeout)
+	}
+
+	// The caller's own deadline is still reported as the caller's.
+	ctx, cancel = context.WithTimeout(t.Context(), timeout/5)
+	defer cancel()
+	_, err = eng.PutResource(ctx, authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+	if !errors.Is(err, context.DeadlineExceeded) || authz.CodeOf(err) != 0 {
+		t.Errorf("a write whose caller's deadline passes first = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// gatedBackend holds the engine's feed back until open is closed, so that
+// the log can be compacted past the index before the feed reads it.
+type gatedBackend struct {
+	*memory.Memory
+	open chan struct{}
+}
+
+func (b gatedBackend) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		select {
+		case <-b.open:
+		case <-ctx.Done():
+			return
+		}
+		for cs, err := range b.Memory.Watch(ctx, after) {
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
+// A read waiting for a revision while the index is rebuilt from a snapshot,
+// because the log was compacted past it, is answered by the fresh index as
+// soon as it has the revision, not at the end of the wait.
+func TestAwaitAcrossAResync(t *testing.T) {
+	ctx := t.Context()
+	be := gatedBackend{memory.New(), make(chan struct{})}
+	eng, err := authz.Start(ctx, be, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	// Written by another replica, and compacted, while this one's feed
+	// was held back.
+	var last authz.Revision
+	for _, name := range []string{"account:a", "account:b", "account:c"} {
+		res, err := be.Commit(ctx, []authz.Write{{Set: authz.ChangeSet{Changes: []authz.Change{
+			{Op: authz.OpPutResource, Resource: &authz.Resource{Name: name, Parent: authz.RootName}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res[0].Revision
+	}
+	if err := be.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	awaited := make(chan error, 1)
+	began := time.Now()
+	go func() { awaited <- eng.Await(ctx, last) }()
+	time.Sleep(50 * time.Millisecond) // the read waits on the old index
+	close(be.open)
+	if err := <-awaited; err != nil {
+		t.Fatalf("Await(%d) across a resync: %v", last, err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("Await(%d) returned %v after the resync began", last, took.Round(time.Millisecond))
+	}
+	if eng.Resyncs() != 1 {
+		t.Errorf("%d resyncs, want 1", eng.Resyncs())
+	}
 }
 
 // state is what the index answers about streamPolicy's world.

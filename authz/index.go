@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -362,7 +363,13 @@ func (x *Index) Counts() (resources, grants, blocks int) {
 	return x.res.Len() - 1, x.grants, x.nblocks
 }
 
-// WaitFor returns once the index has applied rev, or with ctx's error.
+// ErrReplaced is WaitFor's answer once the engine has switched to a fresh
+// index: this one applies nothing more, and the revision is to be awaited
+// on the engine's current index.
+var ErrReplaced = errors.New("the index was replaced by one loaded from a snapshot")
+
+// WaitFor returns once the index has applied rev, or with ctx's error, or
+// with ErrReplaced when a fresh index takes its place.
 func (x *Index) WaitFor(ctx context.Context, rev Revision) error {
 	for {
 		x.mu.RLock()
@@ -374,8 +381,13 @@ func (x *Index) WaitFor(ctx context.Context, rev Revision) error {
 		if broken != nil {
 			return broken
 		}
+		// An index replaced after a compaction is not broken, and is
+		// never applied to again: without this a waiter would sleep until
+		// its deadline while the fresh index already has its revision.
 		select {
 		case <-ch:
+		case <-x.replaced:
+			return ErrReplaced
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -122,10 +122,10 @@ type runner struct {
 	engine   *authz.Engine
 	sessions *admission.Manager
 	joined   map[Presence]string // a subject in a call -> its session
-	ctx    context.Context
-	clock  *authz.ManualClock
-	blocks map[string]string // a block's name in the scenario -> its ID
-	res    Result
+	ctx      context.Context
+	clock    *authz.ManualClock
+	blocks   map[string]string // a block's name in the scenario -> its ID
+	res      Result
 }
 
 func (r *runner) fail(s Step, format string, args ...any) {

@@ -23,8 +23,15 @@ import (
 // backendFlags say where a server keeps its data: a bbolt file, or an etcd
 // cluster when --etcd is given.
 type backendFlags struct {
-	data         string
-	endpoints    string
+	data      string
+	endpoints string
+	retain    uint64
+	*etcdFlags
+}
+
+// etcdFlags say how to reach the etcd cluster and where in it Usher's data
+// lives, beside the endpoints, which each command names its own way.
+type etcdFlags struct {
 	prefix       string
 	ca           string
 	cert         string
@@ -32,7 +39,6 @@ type backendFlags struct {
 	user         string
 	passwordFile string
 	maxTxnOps    int
-	retain       uint64
 }
 
 func addBackendFlags(fs *flag.FlagSet) *backendFlags {
@@ -40,16 +46,63 @@ func addBackendFlags(fs *flag.FlagSet) *backendFlags {
 	fs.StringVar(&b.data, "data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file (env USHER_DATA)")
 	fs.StringVar(&b.endpoints, "etcd", envOr("USHER_ETCD", ""),
 		"comma-separated etcd endpoints: keep the data in that cluster instead of a file, as one replica of many (env USHER_ETCD)")
-	fs.StringVar(&b.prefix, "etcd-prefix", envOr("USHER_ETCD_PREFIX", "/usher/"), "the key prefix Usher's data lives under in etcd (env USHER_ETCD_PREFIX)")
-	fs.StringVar(&b.ca, "etcd-ca", envOr("USHER_ETCD_CA", ""), "verify etcd's server certificates against this PEM CA bundle (env USHER_ETCD_CA)")
-	fs.StringVar(&b.cert, "etcd-cert", envOr("USHER_ETCD_CERT", ""), "client certificate to present to etcd (env USHER_ETCD_CERT)")
-	fs.StringVar(&b.key, "etcd-key", envOr("USHER_ETCD_KEY", ""), "the PEM key of --etcd-cert (env USHER_ETCD_KEY)")
-	fs.StringVar(&b.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD")
-	fs.StringVar(&b.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password")
-	fs.IntVar(&b.maxTxnOps, "etcd-max-txn-ops", 128, "the cluster's --max-txn-ops: the most operations one etcd transaction may hold")
+	b.etcdFlags = addEtcdFlags(fs)
 	fs.Uint64Var(&b.retain, "log-retention", 0,
 		"change sets the change log keeps; older ones are compacted away (0: all; with --etcd, "+fmt.Sprint(etcd.DefaultRetain)+" when unset)")
 	return b
+}
+
+func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
+	e := &etcdFlags{}
+	fs.StringVar(&e.prefix, "etcd-prefix", envOr("USHER_ETCD_PREFIX", "/usher/"), "the key prefix Usher's data lives under in etcd (env USHER_ETCD_PREFIX)")
+	fs.StringVar(&e.ca, "etcd-ca", envOr("USHER_ETCD_CA", ""), "verify etcd's server certificates against this PEM CA bundle (env USHER_ETCD_CA)")
+	fs.StringVar(&e.cert, "etcd-cert", envOr("USHER_ETCD_CERT", ""), "client certificate to present to etcd (env USHER_ETCD_CERT)")
+	fs.StringVar(&e.key, "etcd-key", envOr("USHER_ETCD_KEY", ""), "the PEM key of --etcd-cert (env USHER_ETCD_KEY)")
+	fs.StringVar(&e.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD")
+	fs.StringVar(&e.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password")
+	fs.IntVar(&e.maxTxnOps, "etcd-max-txn-ops", 128, "the cluster's --max-txn-ops: the most operations one etcd transaction may hold")
+	return e
+}
+
+// client connects to the cluster at endpoints (comma-separated) and checks
+// that it answers, so that a cluster out of reach fails a command at its
+// start rather than at its first write.
+func (e *etcdFlags) client(ctx context.Context, endpoints string) (*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:   strings.Split(endpoints, ","),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	}
+	if e.ca != "" || e.cert != "" {
+		tlsInfo := transport.TLSInfo{TrustedCAFile: e.ca, CertFile: e.cert, KeyFile: e.key}
+		tlsConfig, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+		cfg.TLS = tlsConfig
+	}
+	if e.user != "" {
+		password := os.Getenv("USHER_ETCD_PASSWORD")
+		if e.passwordFile != "" {
+			raw, err := os.ReadFile(e.passwordFile)
+			if err != nil {
+				return nil, fmt.Errorf("--etcd-password-file: %w", err)
+			}
+			password = strings.TrimRight(string(raw), "\r\n")
+		}
+		cfg.Username, cfg.Password = e.user, password
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", endpoints, err)
+	}
+	reach, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(reach, e.prefix+"rev"); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %s: %w", endpoints, err)
+	}
+	return cli, nil
 }
 
 // openedBackend is a backend with what serve needs beside it.
@@ -68,41 +121,9 @@ func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
 		}
 		return &openedBackend{Backend: store, where: b.data, backup: store, close: store.Close}, nil
 	}
-	cfg := clientv3.Config{
-		Endpoints:   strings.Split(b.endpoints, ","),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	}
-	if b.ca != "" || b.cert != "" {
-		tlsInfo := transport.TLSInfo{TrustedCAFile: b.ca, CertFile: b.cert, KeyFile: b.key}
-		tlsConfig, err := tlsInfo.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcd TLS: %w", err)
-		}
-		cfg.TLS = tlsConfig
-	}
-	if b.user != "" {
-		password := os.Getenv("USHER_ETCD_PASSWORD")
-		if b.passwordFile != "" {
-			raw, err := os.ReadFile(b.passwordFile)
-			if err != nil {
-				return nil, fmt.Errorf("--etcd-password-file: %w", err)
-			}
-			password = strings.TrimRight(string(raw), "\r\n")
-		}
-		cfg.Username, cfg.Password = b.user, password
-	}
-	cli, err := clientv3.New(cfg)
+	cli, err := b.client(ctx, b.endpoints)
 	if err != nil {
-		return nil, fmt.Errorf("etcd %s: %w", b.endpoints, err)
-	}
-	// Fail at start-up, not at the first write, when the cluster is out of
-	// reach.
-	reach, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := cli.Get(reach, b.prefix+"rev"); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd %s: %w", b.endpoints, err)
+		return nil, err
 	}
 	retain := authz.Revision(b.retain)
 	if retain == 0 {

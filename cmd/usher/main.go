@@ -19,6 +19,7 @@ commands:
   token     make a bearer token and its hash for a callers file
   backup    save a consistent copy of a running server's data file
   restore   put a backup in place of a stopped server's data file
+  migrate   copy the data from a bbolt file into etcd, or from etcd into a file
   bench     populate a synthetic platform and load a running server
 
 Run 'usher <command> -h' for the flags of one command.
@@ -39,6 +40,7 @@ func main() {
 		"token":   token,
 		"backup":  backup,
 		"restore": restore,
+		"migrate": migrate,
 		"bench":   benchCmd,
 	}
 	run, ok := cmds[os.Args[1]]

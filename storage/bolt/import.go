@@ -18,31 +18,37 @@ import (
 // transaction's dirty pages stay a few hundred megabytes at most.
 const importBatch = 200_000
 
-// Import writes snap into an empty store as revision 1, bypassing the
-// engine: for loading a generated platform (usher bench populate) quickly.
-// The change log records one change set naming the caller and what was
-// imported, not every entity. Nothing is validated beyond what encoding
-// needs, so snap must be consistent (parents registered, roles visible).
+// Import writes snap into an empty store, bypassing the engine, and returns
+// the revision the store is at: for `usher migrate`, which copies a store
+// whole, and for loading a generated platform quickly (usher bench populate).
+//
+// A snapshot at a revision keeps it, so that the revisions clients were told
+// (min_revision, Watch) mean the same in the copy; the change log begins
+// after it, its history staying with the source. A snapshot at revision 0,
+// a generated platform, becomes revision 1, whose change set names the
+// caller and what was imported rather than every entity. Nothing is
+// validated beyond what encoding needs, so snap must be consistent (parents
+// registered, roles visible).
 func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, error) {
 	s.writer <- struct{}{}
 	defer func() { <-s.writer }()
+	if s.closed {
+		return 0, storage.ErrClosed
+	}
 	if rev, err := s.Revision(context.Background()); err != nil || rev != 0 {
 		return 0, fmt.Errorf("storage: import into %s: the store is not empty (revision %d, %v)", s.path, rev, err)
 	}
+	// Entities at revision 0 are what a failed import left.
+	if some, err := s.holdsEntities(); err != nil || some {
+		return 0, fmt.Errorf("storage: import into %s: the store is not empty (it holds entities at revision 0, %v)", s.path, err)
+	}
 	var entries []storage.Entry
-	add := func(c authz.Change) error {
+	for _, c := range storage.Puts(snap) {
 		e, err := storage.EntryOf(c)
 		if err != nil {
-			return fmt.Errorf("storage: import: %s: %w", c.Op, err)
+			return 0, fmt.Errorf("storage: import: %s: %w", c.Op, err)
 		}
 		entries = append(entries, e)
-		return nil
-	}
-	changes := snap.Changes()
-	for _, c := range changes {
-		if err := add(c); err != nil {
-			return 0, err
-		}
 	}
 	// Keys go in order within each bucket, which bbolt appends fastest.
 	slices.SortStableFunc(entries, func(a, b storage.Entry) int {
@@ -67,6 +73,9 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 			return 0, fmt.Errorf("storage: import into %s: %w", s.path, err)
 		}
 	}
+	if snap.Revision > 0 {
+		return s.importedAt(snap.Revision)
+	}
 	record := authz.ChangeSet{
 		Revision: 1,
 		Time:     time.Now().UTC(),
@@ -89,4 +98,41 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 	s.versions = storage.NewVersions(1, 0)
 	s.publish([]authz.ChangeSet{record})
 	return 1, nil
+}
+
+// importedAt puts the store at rev with an empty change log compacted up to
+// it: a reader from an earlier revision must load a snapshot.
+func (s *Store) importedAt(rev authz.Revision) (authz.Revision, error) {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyCompacted, storage.EncodeRevision(rev)); err != nil {
+			return err
+		}
+		return meta.Put(keyRevision, storage.EncodeRevision(rev))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("storage: import into %s: %w", s.path, err)
+	}
+	s.versions = storage.NewVersions(rev, 0)
+	s.mu.Lock()
+	s.rev, s.compacted = rev, rev
+	// Watchers wake up, find the log compacted past them, and load anew.
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.mu.Unlock()
+	return rev, nil
+}
+
+// holdsEntities reports whether any entity is stored.
+func (s *Store) holdsEntities() (bool, error) {
+	some := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		for _, k := range storage.Kinds {
+			if key, _ := tx.Bucket(bucketOf(k)).Cursor().First(); key != nil {
+				some = true
+			}
+		}
+		return nil
+	})
+	return some, err
 }

@@ -647,51 +647,61 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// errNotEmpty is Import's refusal of a prefix that already holds data.
-var errNotEmpty = errors.New("the prefix already holds Usher data")
+// ErrNotEmpty is Import's refusal of a prefix that holds data, or that
+// another writer wrote under during the import.
+var ErrNotEmpty = errors.New("the prefix already holds Usher data")
 
 // Import writes snap under the prefix as revision snap.Revision, with the log
-// beginning after it: for `usher migrate`. The prefix must be empty.
-func (s *Store) Import(ctx context.Context, snap authz.Snapshot, caller string) error {
+// beginning after it: for `usher migrate`. The prefix must be empty. The
+// entities take several transactions; every one of them, and the last,
+// which sets the revision, commits only while the revision key is absent,
+// so that a server writing under the prefix meanwhile fails the import
+// rather than mixing its writes into it.
+func (s *Store) Import(ctx context.Context, snap authz.Snapshot) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return fmt.Errorf("storage: import: %w", err)
 	}
 	if resp.Count > 0 {
-		return fmt.Errorf("storage: import into %s: %w (%d keys)", s.prefix, errNotEmpty, resp.Count)
+		return fmt.Errorf("storage: import into %s: %w (%d keys)", s.prefix, ErrNotEmpty, resp.Count)
 	}
-	var ops []clientv3.Op
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		ops = ops[:0]
-		return err
-	}
-	add := func(c authz.Change) error {
-		more, err := s.entityOps(authz.ChangeSet{Changes: []authz.Change{c}})
+	untouched := clientv3.Compare(clientv3.CreateRevision(s.revKey()), "=", 0)
+	commit := func(ops ...clientv3.Op) error {
+		resp, err := s.cli.Txn(ctx).If(untouched).Then(ops...).Commit()
 		if err != nil {
 			return err
 		}
-		ops = append(ops, more...)
-		if len(ops) >= s.opts.MaxTxnOps {
-			return flush()
+		if !resp.Succeeded {
+			return fmt.Errorf("%w: another writer committed under %s during the import", ErrNotEmpty, s.prefix)
 		}
 		return nil
 	}
-	for _, c := range snap.Changes() {
-		if err := add(c); err != nil {
+	var ops []clientv3.Op
+	for _, c := range storage.Puts(snap) {
+		more, err := s.entityOps(authz.ChangeSet{Changes: []authz.Change{c}})
+		if err != nil {
+			return fmt.Errorf("storage: import: %w", err)
+		}
+		ops = append(ops, more...)
+		if len(ops) >= s.opts.MaxTxnOps {
+			if err := commit(ops...); err != nil {
+				return fmt.Errorf("storage: import: %w", err)
+			}
+			ops = ops[:0]
+		}
+	}
+	if len(ops) > 0 {
+		if err := commit(ops...); err != nil {
 			return fmt.Errorf("storage: import: %w", err)
 		}
 	}
-	if err := flush(); err != nil {
-		return fmt.Errorf("storage: import: %w", err)
-	}
-	_, err = s.cli.Txn(ctx).Then(
+	err = commit(
 		clientv3.OpPut(s.compactedKey(), encodeRev(snap.Revision)),
 		clientv3.OpPut(s.revKey(), encodeRev(snap.Revision)),
-	).Commit()
+	)
 	if err != nil {
 		return fmt.Errorf("storage: import: %w", err)
 	}
