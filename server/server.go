@@ -38,8 +38,7 @@ type Server struct {
 // reflection registered, logging and panic recovery installed, reading
 // requests of at most MaxMessageSize bytes (an option in opts may change
 // it). With WithCallers among opts, it authenticates callers; without,
-// every caller is anonymous and may call everything. WithWatchLimits bounds
-// the Watch streams; without it, DefaultWatchLimits do.
+// every caller is anonymous and may call everything.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
 	logOpts := []logging.Option{

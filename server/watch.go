@@ -46,7 +46,8 @@ func (l WatchLimits) Validate() error {
 	return nil
 }
 
-// WithWatchLimits sets the limits of Watch streams.
+// WithWatchLimits sets the limits of Watch streams; a server given none
+// has DefaultWatchLimits.
 func WithWatchLimits(l WatchLimits) grpc.ServerOption { return watchOption{limits: l} }
 
 // watchOption carries WatchLimits through New's grpc.ServerOption list;
