@@ -327,6 +327,12 @@ func (e *Engine) Await(ctx context.Context, min Revision) error {
 	return nil
 }
 
+// WaitApplied returns once the index has applied rev, following it across
+// a resync, or with ctx's error: for streams that wake up at each commit.
+func (e *Engine) WaitApplied(ctx context.Context, rev Revision) error {
+	return e.waitFor(ctx, rev)
+}
+
 // waitFor waits until the current index, whichever it is, has applied rev.
 func (e *Engine) waitFor(ctx context.Context, rev Revision) error {
 	for {

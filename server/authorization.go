@@ -13,6 +13,7 @@ type authorizationServer struct {
 	usherv1.UnimplementedAuthorizationServiceServer
 	engine  *authz.Engine
 	serving func() bool
+	watches *watches
 }
 
 func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRevisionRequest) (*usherv1.GetRevisionResponse, error) {

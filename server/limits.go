@@ -33,6 +33,8 @@ import (
 //	permissions of one block              1,000        INVALID_ARGUMENT
 //	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
+//	caller filter of a Watch              128 bytes    INVALID_ARGUMENT
+//	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
 // ValidatePolicy (usher serve --policy, usher policy validate). The server

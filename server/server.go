@@ -28,6 +28,7 @@ type Server struct {
 	*grpc.Server
 	health   *health.Server
 	engine   *authz.Engine
+	watches  *watches
 	draining atomic.Bool
 	stop     chan struct{}
 	once     sync.Once
@@ -69,8 +70,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	}
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
-	s := &Server{Server: gs, health: health.NewServer(), engine: engine, stop: make(chan struct{})}
-	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving})
+	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{})}
+	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving, watches: s.watches})
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
 	if m := admissionManager(opts); m != nil {
 		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
@@ -117,9 +118,13 @@ func (s *Server) follow() {
 }
 
 // Drain reports NOT_SERVING from now on, so that load balancers send no new
-// calls, while calls in flight and new ones still get answers.
+// calls, while calls in flight and new ones still get answers. Watch streams
+// are the exception: they end with UNAVAILABLE, for their clients to watch
+// again elsewhere, and new ones are refused, since a stream never finishes
+// by itself and would hold GracefulStop for ever.
 func (s *Server) Drain() {
 	s.draining.Store(true)
+	s.watches.drain()
 	s.report()
 }
 

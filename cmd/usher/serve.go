@@ -76,12 +76,20 @@ func serve(args []string) error {
 	fs.Func("conn-window", fmt.Sprintf("fixed HTTP/2 flow-control window of a connection, in `bytes` (default %d)", limits.ConnWindow),
 		func(s string) error { return parseInt32(s, &limits.ConnWindow) })
 	// End of the connection limits.
+	watchLimits := server.DefaultWatchLimits()
+	fs.IntVar(&watchLimits.MaxStreams, "max-watches", watchLimits.MaxStreams,
+		"most Watch streams held at once; more are refused with RESOURCE_EXHAUSTED (0: refuse every Watch)")
+	fs.DurationVar(&watchLimits.Progress, "watch-progress", watchLimits.Progress,
+		"send a Watch stream that has had no message for this long one with the revision it has reached (0: never)")
 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("connection limits: %w", err)
+	}
+	if err := watchLimits.Validate(); err != nil {
+		return fmt.Errorf("watch limits: %w", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -171,6 +179,7 @@ func serve(args []string) error {
 	}
 	lis, limitOpts := limits.Apply(lis, creds, logger)
 	serverOpts = append(serverOpts, limitOpts...)
+	serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits))
 	if store.backup != nil {
 		serverOpts = append(serverOpts, server.WithBackup(store.backup))
 	}

@@ -1154,11 +1154,152 @@ func (x *LookedUp) GetScope() string {
 	return ""
 }
 
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stream the change sets committed after this revision. 0 starts at the
+	// revision this server answers at now: only what is committed from then
+	// on, never the history (ListChanges reads that).
+	AfterRevision uint64 `protobuf:"varint,1,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
+	// Each filter keeps the change sets that touch it, as ListChanges's do: a
+	// change of that subject's grants, blocks or quotas, a change on or of
+	// that resource (not of those below it), writes by that actor or caller.
+	// Filters combine with AND; revisions still advance past the change sets
+	// they leave out.
+	Subject  string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Actor    string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// A caller's name, at most 128 bytes.
+	Caller        string `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchRequest) GetAfterRevision() uint64 {
+	if x != nil {
+		return x.AfterRevision
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A committed change set; unset in the first message and in progress
+	// messages.
+	Change *ChangeRecord `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Every change set up to and including this revision has been sent, or
+	// left out by the filters: the after_revision to resume from.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_usher_v1_authorization_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_usher_v1_authorization_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchResponse) GetChange() *ChangeRecord {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_usher_v1_authorization_proto protoreflect.FileDescriptor
 
 const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\n" +
-	"\x1cusher/v1/authorization.proto\x12\busher.v1\"\xb6\x01\n" +
+	"\x1cusher/v1/authorization.proto\x12\busher.v1\x1a\x14usher/v1/model.proto\"\xb6\x01\n" +
 	"\bDecision\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.usher.v1.ReasonR\x06reason\x12\x12\n" +
@@ -1242,13 +1383,22 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\bLookedUp\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
-	"\x05scope\x18\x03 \x01(\tR\x05scope*z\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\"\x99\x01\n" +
+	"\fWatchRequest\x12%\n" +
+	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06caller\x18\x05 \x01(\tR\x06caller\"[\n" +
+	"\rWatchResponse\x12.\n" +
+	"\x06change\x18\x01 \x01(\v2\x16.usher.v1.ChangeRecordR\x06change\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision*z\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREASON_GRANTED\x10\x01\x12\x12\n" +
 	"\x0eREASON_BLOCKED\x10\x02\x12\x13\n" +
 	"\x0fREASON_NO_GRANT\x10\x03\x12\x1b\n" +
-	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xea\x03\n" +
+	"\x17REASON_UNKNOWN_RESOURCE\x10\x042\xa6\x04\n" +
 	"\x14AuthorizationService\x128\n" +
 	"\x05Check\x12\x16.usher.v1.CheckRequest\x1a\x17.usher.v1.CheckResponse\x12G\n" +
 	"\n" +
@@ -1256,7 +1406,8 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\x0fListPermissions\x12 .usher.v1.ListPermissionsRequest\x1a!.usher.v1.ListPermissionsResponse\x12V\n" +
 	"\x0fLookupResources\x12 .usher.v1.LookupResourcesRequest\x1a!.usher.v1.LookupResourcesResponse\x12S\n" +
 	"\x0eLookupSubjects\x12\x1f.usher.v1.LookupSubjectsRequest\x1a .usher.v1.LookupSubjectsResponse\x12J\n" +
-	"\vGetRevision\x12\x1c.usher.v1.GetRevisionRequest\x1a\x1d.usher.v1.GetRevisionResponseB\x96\x01\n" +
+	"\vGetRevision\x12\x1c.usher.v1.GetRevisionRequest\x1a\x1d.usher.v1.GetRevisionResponse\x12:\n" +
+	"\x05Watch\x12\x16.usher.v1.WatchRequest\x1a\x17.usher.v1.WatchResponse0\x01B\x96\x01\n" +
 	"\fcom.usher.v1B\x12AuthorizationProtoP\x01Z1github.com/usher-authz/usher/gen/usher/v1;usherv1\xa2\x02\x03UXX\xaa\x02\bUsher.V1\xca\x02\bUsher\\V1\xe2\x02\x14Usher\\V1\\GPBMetadata\xea\x02\tUsher::V1b\x06proto3"
 
 var (
@@ -1272,7 +1423,7 @@ func file_usher_v1_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_usher_v1_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_usher_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_usher_v1_authorization_proto_goTypes = []any{
 	(Reason)(0),                     // 0: usher.v1.Reason
 	(*Decision)(nil),                // 1: usher.v1.Decision
@@ -1291,6 +1442,9 @@ var file_usher_v1_authorization_proto_goTypes = []any{
 	(*LookupSubjectsRequest)(nil),   // 14: usher.v1.LookupSubjectsRequest
 	(*LookupSubjectsResponse)(nil),  // 15: usher.v1.LookupSubjectsResponse
 	(*LookedUp)(nil),                // 16: usher.v1.LookedUp
+	(*WatchRequest)(nil),            // 17: usher.v1.WatchRequest
+	(*WatchResponse)(nil),           // 18: usher.v1.WatchResponse
+	(*ChangeRecord)(nil),            // 19: usher.v1.ChangeRecord
 }
 var file_usher_v1_authorization_proto_depIdxs = []int32{
 	0,  // 0: usher.v1.Decision.reason:type_name -> usher.v1.Reason
@@ -1300,23 +1454,26 @@ var file_usher_v1_authorization_proto_depIdxs = []int32{
 	7,  // 4: usher.v1.CheckBatchResponse.errors:type_name -> usher.v1.CheckError
 	16, // 5: usher.v1.LookupResourcesResponse.resources:type_name -> usher.v1.LookedUp
 	16, // 6: usher.v1.LookupSubjectsResponse.subjects:type_name -> usher.v1.LookedUp
-	2,  // 7: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
-	5,  // 8: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
-	8,  // 9: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
-	12, // 10: usher.v1.AuthorizationService.LookupResources:input_type -> usher.v1.LookupResourcesRequest
-	14, // 11: usher.v1.AuthorizationService.LookupSubjects:input_type -> usher.v1.LookupSubjectsRequest
-	10, // 12: usher.v1.AuthorizationService.GetRevision:input_type -> usher.v1.GetRevisionRequest
-	3,  // 13: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
-	6,  // 14: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
-	9,  // 15: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
-	13, // 16: usher.v1.AuthorizationService.LookupResources:output_type -> usher.v1.LookupResourcesResponse
-	15, // 17: usher.v1.AuthorizationService.LookupSubjects:output_type -> usher.v1.LookupSubjectsResponse
-	11, // 18: usher.v1.AuthorizationService.GetRevision:output_type -> usher.v1.GetRevisionResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	19, // 7: usher.v1.WatchResponse.change:type_name -> usher.v1.ChangeRecord
+	2,  // 8: usher.v1.AuthorizationService.Check:input_type -> usher.v1.CheckRequest
+	5,  // 9: usher.v1.AuthorizationService.CheckBatch:input_type -> usher.v1.CheckBatchRequest
+	8,  // 10: usher.v1.AuthorizationService.ListPermissions:input_type -> usher.v1.ListPermissionsRequest
+	12, // 11: usher.v1.AuthorizationService.LookupResources:input_type -> usher.v1.LookupResourcesRequest
+	14, // 12: usher.v1.AuthorizationService.LookupSubjects:input_type -> usher.v1.LookupSubjectsRequest
+	10, // 13: usher.v1.AuthorizationService.GetRevision:input_type -> usher.v1.GetRevisionRequest
+	17, // 14: usher.v1.AuthorizationService.Watch:input_type -> usher.v1.WatchRequest
+	3,  // 15: usher.v1.AuthorizationService.Check:output_type -> usher.v1.CheckResponse
+	6,  // 16: usher.v1.AuthorizationService.CheckBatch:output_type -> usher.v1.CheckBatchResponse
+	9,  // 17: usher.v1.AuthorizationService.ListPermissions:output_type -> usher.v1.ListPermissionsResponse
+	13, // 18: usher.v1.AuthorizationService.LookupResources:output_type -> usher.v1.LookupResourcesResponse
+	15, // 19: usher.v1.AuthorizationService.LookupSubjects:output_type -> usher.v1.LookupSubjectsResponse
+	11, // 20: usher.v1.AuthorizationService.GetRevision:output_type -> usher.v1.GetRevisionResponse
+	18, // 21: usher.v1.AuthorizationService.Watch:output_type -> usher.v1.WatchResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_usher_v1_authorization_proto_init() }
@@ -1324,13 +1481,14 @@ func file_usher_v1_authorization_proto_init() {
 	if File_usher_v1_authorization_proto != nil {
 		return
 	}
+	file_usher_v1_model_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_usher_v1_authorization_proto_rawDesc), len(file_usher_v1_authorization_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	AuthorizationService_LookupResources_FullMethodName = "/usher.v1.AuthorizationService/LookupResources"
 	AuthorizationService_LookupSubjects_FullMethodName  = "/usher.v1.AuthorizationService/LookupSubjects"
 	AuthorizationService_GetRevision_FullMethodName     = "/usher.v1.AuthorizationService/GetRevision"
+	AuthorizationService_Watch_FullMethodName           = "/usher.v1.AuthorizationService/Watch"
 )
 
 // AuthorizationServiceClient is the client API for AuthorizationService service.
@@ -57,6 +58,32 @@ type AuthorizationServiceClient interface {
 	// GetRevision says which revision this server answers at, and how far
 	// behind the latest committed one it is: a replica's lag.
 	GetRevision(ctx context.Context, in *GetRevisionRequest, opts ...grpc.CallOption) (*GetRevisionResponse, error)
+	// Watch streams the change sets committed after a revision, in order, as
+	// they are committed: for sidecars and services that keep a copy of what
+	// they need and follow it. The first message carries no change and says
+	// the revision the stream starts after; then each change set comes in a
+	// message of its own, and a progress message, with no change, follows
+	// any 30 seconds (the server's --watch-progress) in which nothing was
+	// sent. Each message's revision is how far the stream has come: after a
+	// disconnect, Watch again after the last revision received, and nothing
+	// is missed or sent twice.
+	//
+	// The stream ends with:
+	//   - OUT_OF_RANGE, with a google.rpc.ErrorInfo of domain "usher.v1" and
+	//     reason "COMPACTED", when the change log no longer reaches back to the
+	//     revision (it keeps --log-retention change sets): reload what you keep
+	//     (ExportPolicy, ListGrants, ...) and watch after the lowest revision
+	//     those reads answered; a change you already read applies again
+	//     harmlessly, since each puts or deletes a whole entity. Reason
+	//     "FUTURE_REVISION" when after_revision is past the latest committed
+	//     revision, as from a data file restored from an older backup: reload
+	//     the same way. The metadata holds "after_revision" and, when the
+	//     server can read it, "latest_revision".
+	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
+	//     Watch streams as it may (--max-watches, 1024 by default).
+	//   - UNAVAILABLE when the server shuts down or cannot read its change
+	//     log: watch again, on another server if need be.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type authorizationServiceClient struct {
@@ -127,6 +154,25 @@ func (c *authorizationServiceClient) GetRevision(ctx context.Context, in *GetRev
 	return out, nil
 }
 
+func (c *authorizationServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthorizationService_ServiceDesc.Streams[0], AuthorizationService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthorizationService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // AuthorizationServiceServer is the server API for AuthorizationService service.
 // All implementations must embed UnimplementedAuthorizationServiceServer
 // for forward compatibility.
@@ -157,6 +203,32 @@ type AuthorizationServiceServer interface {
 	// GetRevision says which revision this server answers at, and how far
 	// behind the latest committed one it is: a replica's lag.
 	GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error)
+	// Watch streams the change sets committed after a revision, in order, as
+	// they are committed: for sidecars and services that keep a copy of what
+	// they need and follow it. The first message carries no change and says
+	// the revision the stream starts after; then each change set comes in a
+	// message of its own, and a progress message, with no change, follows
+	// any 30 seconds (the server's --watch-progress) in which nothing was
+	// sent. Each message's revision is how far the stream has come: after a
+	// disconnect, Watch again after the last revision received, and nothing
+	// is missed or sent twice.
+	//
+	// The stream ends with:
+	//   - OUT_OF_RANGE, with a google.rpc.ErrorInfo of domain "usher.v1" and
+	//     reason "COMPACTED", when the change log no longer reaches back to the
+	//     revision (it keeps --log-retention change sets): reload what you keep
+	//     (ExportPolicy, ListGrants, ...) and watch after the lowest revision
+	//     those reads answered; a change you already read applies again
+	//     harmlessly, since each puts or deletes a whole entity. Reason
+	//     "FUTURE_REVISION" when after_revision is past the latest committed
+	//     revision, as from a data file restored from an older backup: reload
+	//     the same way. The metadata holds "after_revision" and, when the
+	//     server can read it, "latest_revision".
+	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
+	//     Watch streams as it may (--max-watches, 1024 by default).
+	//   - UNAVAILABLE when the server shuts down or cannot read its change
+	//     log: watch again, on another server if need be.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedAuthorizationServiceServer()
 }
 
@@ -184,6 +256,9 @@ func (UnimplementedAuthorizationServiceServer) LookupSubjects(context.Context, *
 }
 func (UnimplementedAuthorizationServiceServer) GetRevision(context.Context, *GetRevisionRequest) (*GetRevisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRevision not implemented")
+}
+func (UnimplementedAuthorizationServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedAuthorizationServiceServer) mustEmbedUnimplementedAuthorizationServiceServer() {}
 func (UnimplementedAuthorizationServiceServer) testEmbeddedByValue()                              {}
@@ -314,6 +389,17 @@ func _AuthorizationService_GetRevision_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthorizationService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthorizationServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthorizationService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // AuthorizationService_ServiceDesc is the grpc.ServiceDesc for AuthorizationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,6 +432,12 @@ var AuthorizationService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthorizationService_GetRevision_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _AuthorizationService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "usher/v1/authorization.proto",
 }

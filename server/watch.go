@@ -1,0 +1,285 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// WatchLimits bound the Watch streams a server holds.
+type WatchLimits struct {
+	// MaxStreams is the most Watch streams open at once; a Watch past it
+	// is refused with RESOURCE_EXHAUSTED. 0 refuses every Watch.
+	MaxStreams int
+	// Progress is how long a stream may go without a message before the
+	// server sends one with the revision the stream has reached: a
+	// heartbeat that keeps proxies from closing an idle stream, and a
+	// recent revision to resume from for a client whose filters leave out
+	// what is committed. 0 sends none.
+	Progress time.Duration
+}
+
+// DefaultWatchLimits are the limits of a server given no WithWatchLimits.
+func DefaultWatchLimits() WatchLimits {
+	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second}
+}
+
+// Validate refuses negative limits, naming the field and the value.
+func (l WatchLimits) Validate() error {
+	switch {
+	case l.MaxStreams < 0:
+		return fmt.Errorf("MaxStreams %d: must not be negative", l.MaxStreams)
+	case l.Progress < 0:
+		return fmt.Errorf("Progress %s: must not be negative", l.Progress)
+	}
+	return nil
+}
+
+// WithWatchLimits sets the limits of Watch streams; a server given none
+// has DefaultWatchLimits.
+func WithWatchLimits(l WatchLimits) grpc.ServerOption { return watchOption{limits: l} }
+
+// watchOption carries WatchLimits through New's grpc.ServerOption list;
+// gRPC itself ignores it.
+type watchOption struct {
+	grpc.EmptyServerOption
+	limits WatchLimits
+}
+
+// watchLimits finds the WatchLimits among opts, or the defaults.
+func watchLimits(opts []grpc.ServerOption) WatchLimits {
+	l := DefaultWatchLimits()
+	for _, o := range opts {
+		if w, ok := o.(watchOption); ok {
+			l = w.limits
+		}
+	}
+	return l
+}
+
+// errorDomain is the domain of the google.rpc.ErrorInfo details Usher sends.
+const errorDomain = "usher.v1"
+
+// watchPage is how many change sets a stream reads from the log at a time:
+// with the message gRPC is sending, all that a stream holds. A client that
+// reads slowly holds up its own stream, by HTTP/2 flow control, and no more.
+const watchPage = 64
+
+// maxCallerLen is the longest caller name a callers file may hold, and so
+// the longest caller filter of a Watch.
+const maxCallerLen = 128
+
+// watches counts the Watch streams open and ends them when the server
+// drains: a stream would otherwise keep GracefulStop waiting for ever.
+type watches struct {
+	limits  WatchLimits
+	open    atomic.Int64
+	drained context.Context
+	drain   context.CancelFunc
+}
+
+func newWatches(l WatchLimits) *watches {
+	w := &watches{limits: l}
+	w.drained, w.drain = context.WithCancel(context.Background())
+	return w
+}
+
+// admit counts a new stream in, or refuses it; release counts it out.
+func (w *watches) admit() (release func(), err error) {
+	if w.drained.Err() != nil {
+		return nil, status.Error(codes.Unavailable, "the server is shutting down: watch on another server")
+	}
+	if n := w.open.Add(1); n > int64(w.limits.MaxStreams) {
+		w.open.Add(-1)
+		return nil, withErrorInfo(codes.ResourceExhausted,
+			fmt.Sprintf("too many Watch streams: this server holds at most %d at once; watch again later", w.limits.MaxStreams),
+			"WATCH_LIMIT", map[string]string{"limit": strconv.Itoa(w.limits.MaxStreams)})
+	}
+	return func() { w.open.Add(-1) }, nil
+}
+
+// Watch streams the change sets committed after a revision. It reads the
+// log a page at a time and, once caught up, waits for the index to apply
+// a newer revision: every stream reads the backend's log rather than
+// holding a watch of its own on it, whose buffer a slow client would grow.
+func (s *authorizationServer) Watch(req *usherv1.WatchRequest, stream grpc.ServerStreamingServer[usherv1.WatchResponse]) error {
+	filter, err := watchFilter(req)
+	if err != nil {
+		return toStatus(err)
+	}
+	after := authz.Revision(req.GetAfterRevision())
+	release, err := s.watches.admit()
+	if err != nil {
+		return err
+	}
+	defer release()
+	// The stream ends when its client goes or the server drains.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.watches.drained, cancel)
+	defer stop()
+	if after == 0 {
+		after = s.engine.Index().Revision()
+	} else if err := s.notAhead(ctx, after); err != nil {
+		return err
+	}
+	w := &watch{engine: s.engine, stream: stream, filter: filter, after: after, progress: s.watches.limits.Progress}
+	err = w.run(ctx)
+	return s.watchEnded(stream.Context(), w.after, err)
+}
+
+// watchFilter checks a Watch's filters.
+func watchFilter(req *usherv1.WatchRequest) (authz.ChangeFilter, error) {
+	var v validator
+	if req.GetSubject() != "" {
+		v.subject("subject", req.GetSubject())
+	}
+	v.optionalResource("resource", req.GetResource())
+	if req.GetActor() != "" {
+		v.subject("actor", req.GetActor())
+	}
+	if len(req.GetCaller()) > maxCallerLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "caller", Value: req.GetCaller(),
+			Reason: fmt.Sprintf("longer than %d bytes, the longest caller name", maxCallerLen)})
+	}
+	return authz.ChangeFilter{Subject: req.GetSubject(), Resource: req.GetResource(), Actor: req.GetActor(), Caller: req.GetCaller()}, v.err
+}
+
+// notAhead refuses a revision past the latest committed one: the client's
+// copy comes from a history this server's log does not hold.
+func (s *authorizationServer) notAhead(ctx context.Context, after authz.Revision) error {
+	latest, err := s.engine.Latest(ctx)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "reading the latest revision: %v", err)
+	}
+	if after <= latest {
+		return nil
+	}
+	return withErrorInfo(codes.OutOfRange,
+		fmt.Sprintf("after_revision %q: past the latest committed revision, %d, so not from this server's history "+
+			"(a data file restored from an older backup?): reload what you keep and watch after the revision you read it at", fmt.Sprint(after), latest),
+		"FUTURE_REVISION", map[string]string{"after_revision": fmt.Sprint(after), "latest_revision": fmt.Sprint(latest)})
+}
+
+// watchEnded is the status a stream that reached after ends with.
+func (s *authorizationServer) watchEnded(client context.Context, after authz.Revision, err error) error {
+	switch {
+	case client.Err() != nil:
+		return status.FromContextError(client.Err()).Err()
+	case s.watches.drained.Err() != nil:
+		return status.Errorf(codes.Unavailable, "the server is shutting down: watch again after revision %d, on another server", after)
+	case errors.Is(err, authz.ErrCompacted):
+		md := map[string]string{"after_revision": fmt.Sprint(after)}
+		if latest, err := s.engine.Latest(client); err == nil {
+			md["latest_revision"] = fmt.Sprint(latest)
+		}
+		return withErrorInfo(codes.OutOfRange,
+			fmt.Sprintf("after_revision %q: the change log no longer reaches back to it (compacted): reload what you keep and watch after the revision you read it at", fmt.Sprint(after)),
+			"COMPACTED", md)
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "reading the change log: %v: watch again after revision %d", err, after)
+}
+
+// withErrorInfo is a status with a google.rpc.ErrorInfo detail.
+func withErrorInfo(code codes.Code, msg, reason string, metadata map[string]string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: metadata})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// watch is one Watch stream.
+type watch struct {
+	engine   *authz.Engine
+	stream   grpc.ServerStreamingServer[usherv1.WatchResponse]
+	filter   authz.ChangeFilter
+	after    authz.Revision // every change set up to it was sent or filtered out
+	progress time.Duration
+	lastSent time.Time
+}
+
+// run sends a first message, then what the log holds after w.after and
+// what is committed from then on, until ctx ends or something fails.
+func (w *watch) run(ctx context.Context) error {
+	started := false
+	for {
+		batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
+		if err != nil {
+			return err
+		}
+		// The first read has found the revision in the log.
+		if !started {
+			started = true
+			if err := w.send(nil); err != nil {
+				return err
+			}
+		}
+		for _, cs := range batch {
+			w.after = cs.Revision
+			if w.filter.Matches(cs) {
+				if err := w.send(toChangeRecord(cs)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if w.progress > 0 && time.Since(w.lastSent) >= w.progress {
+			if err := w.send(nil); err != nil {
+				return err
+			}
+		}
+		if len(batch) < watchPage {
+			if err := w.wait(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// wait returns once the index has applied a revision after w.after,
+// sending a progress message whenever w.progress passes without one.
+func (w *watch) wait(ctx context.Context) error {
+	for {
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if w.progress > 0 {
+			wctx, cancel = context.WithDeadline(ctx, w.lastSent.Add(w.progress))
+		}
+		err := w.engine.WaitApplied(wctx, w.after+1)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case wctx.Err() == nil:
+			return err
+		}
+		if err := w.send(nil); err != nil {
+			return err
+		}
+	}
+}
+
+// send sends a change set, or a progress message when rec is nil, with the
+// revision the stream has reached.
+func (w *watch) send(rec *usherv1.ChangeRecord) error {
+	w.lastSent = time.Now()
+	return w.stream.Send(&usherv1.WatchResponse{Change: rec, Revision: uint64(w.after)})
+}
