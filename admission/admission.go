@@ -411,6 +411,24 @@ func (m *Manager) Leave(ctx context.Context, id string) error {
 	return storeError(err)
 }
 
+// LeaveCall ends subject's session in resource, or its knock there;
+// NotFound when it has neither.
+func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
+	for _, s := range m.store.Sessions(resource) {
+		if s.Subject == subject {
+			return m.Leave(ctx, s.ID)
+		}
+	}
+	found, err := m.store.Unknock(ctx, resource, subject, Left)
+	if err != nil {
+		return storeError(err)
+	}
+	if !found {
+		return &authz.Error{Code: authz.NotFound, Field: "subject", Value: subject, Reason: "has no session in " + resource + ", nor a knock"}
+	}
+	return nil
+}
+
 // Lobby lists who waits to enter resource. An actor must hold the lobby's
 // admit permission there.
 func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, error) {

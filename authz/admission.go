@@ -424,13 +424,38 @@ func (x *Index) Presence(subject, resource string) Presence {
 			}
 		}
 		for _, perm := range r.ExclusivePermissions {
-			if holds(perm) {
+			if x.namedBy(s, path, perm, now) {
 				out.Exclusive = append(out.Exclusive, "permission "+perm)
 			}
 		}
 	}
 	out.Until = expiryTime(until)
 	return out
+}
+
+// namedBy reports whether s holds perm at path[0] through a role whose
+// definition there names it, or a permission that implies it: an exclusive
+// permission marks a mode a role gives, and a role of "*", which holds
+// everything, gives no mode.
+func (x *Index) namedBy(s uint32, path []uint32, perm string, now int64) bool {
+	i := x.cat.id(perm)
+	if i < 0 {
+		return false
+	}
+	if b, _ := x.blocking(s, path, i, now); b != nil {
+		return false
+	}
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if !live(g.exp, now) {
+				continue
+			}
+			if d := x.resolve(path, g.role); d != nil && !slices.Contains(d.Permissions, Wildcard) && d.perms.has(i) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Under reports whether resource is at or below scope; false when either

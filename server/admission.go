@@ -105,12 +105,28 @@ func (s *admissionServer) KeepAlive(ctx context.Context, req *usherv1.KeepAliveR
 
 func (s *admissionServer) Leave(ctx context.Context, req *usherv1.LeaveRequest) (*usherv1.LeaveResponse, error) {
 	var v validator
-	v.sessionID(req.GetSessionId())
+	id := req.GetSessionId()
+	switch {
+	case id != "" && (req.GetSubject() != "" || req.GetResource() != ""):
+		v.add(&authz.Error{Code: authz.Invalid, Field: "session_id", Value: id,
+			Reason: "name the session either by its id or by subject and resource, not both"})
+	case id != "":
+		v.sessionID(id)
+	default:
+		v.subject("subject", req.GetSubject())
+		v.resource("resource", req.GetResource())
+	}
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := s.m.Leave(ctx, req.GetSessionId()); err != nil {
-		return nil, toStatus(withValue(err, req.GetSessionId()))
+	var err error
+	if id != "" {
+		err = withValue(s.m.Leave(ctx, id), id)
+	} else {
+		err = s.m.LeaveCall(ctx, req.GetSubject(), req.GetResource())
+	}
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	return &usherv1.LeaveResponse{}, nil
 }

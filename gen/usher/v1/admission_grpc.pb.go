@@ -51,7 +51,8 @@ type AdmissionServiceClient interface {
 	// KeepAlive renews a session's lease. A session whose subject may no
 	// longer be in the call is ended instead, and the answer says why.
 	KeepAlive(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (*KeepAliveResponse, error)
-	// Leave ends a session.
+	// Leave ends a session or a knock: the one session_id names, or the
+	// subject's in the resource.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// Knock puts subject in the lobby of resource, where Join would send it;
 	// otherwise it answers what Join would, and puts nobody anywhere.
@@ -214,7 +215,8 @@ type AdmissionServiceServer interface {
 	// KeepAlive renews a session's lease. A session whose subject may no
 	// longer be in the call is ended instead, and the answer says why.
 	KeepAlive(context.Context, *KeepAliveRequest) (*KeepAliveResponse, error)
-	// Leave ends a session.
+	// Leave ends a session or a knock: the one session_id names, or the
+	// subject's in the resource.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// Knock puts subject in the lobby of resource, where Join would send it;
 	// otherwise it answers what Join would, and puts nobody anywhere.

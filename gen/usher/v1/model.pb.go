@@ -775,7 +775,9 @@ type Admission struct {
 	ExclusiveRoles []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
 	// Permissions of which at most one holder may be in a call at a time:
 	// Livebox's Unshared mode, "rooms not used by any other sub-users", where
-	// the sub-users' roles are the tenant's own.
+	// the sub-users' roles are the tenant's own. A permission counts when a
+	// role the subject holds names it (or one that implies it); a role of "*"
+	// marks no one.
 	ExclusivePermissions []string `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
 	// How long a session lives without KeepAlive; default 30s, from 1s to 24h.
 	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
