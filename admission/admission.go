@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/livekit/protocol/auth"
@@ -159,7 +160,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		return r, nil
 	}
 	rule := p.Rule
-	counted := rule.MaxParticipants > 0 && !overlaps(p.Roles, rule.UncountedRoles)
+	counted := !overlaps(p.Roles, rule.UncountedRoles)
 	exclusive := p.Exclusive
 	lease := rule.LeaseOf()
 	if rule.Media != nil {
@@ -171,17 +172,17 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
-		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
+		Roles: p.Roles, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
 	out, detail, err := m.store.Join(ctx, s, func(others []Session) (Outcome, string) {
-		if counted {
+		if counted && rule.MaxParticipants > 0 {
 			n := 0
 			for _, o := range others {
-				if o.Counted {
+				if !overlaps(o.Roles, rule.UncountedRoles) {
 					n++
 				}
 			}
 			if n >= int(rule.MaxParticipants) {
-				return Full, ""
+				return Full, strconv.Itoa(n)
 			}
 		}
 		for _, o := range others {
@@ -200,7 +201,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	switch out {
 	case Full:
 		r.Grant = nil
-		r.Reason = fmt.Sprintf("%s has %d of at most %d participants (max_participants of the rule at %q)", resource, rule.MaxParticipants, rule.MaxParticipants, rule.Scope)
+		r.Reason = fmt.Sprintf("%s has %s of at most %d participants (max_participants of the rule at %q)", resource, detail, rule.MaxParticipants, rule.Scope)
 		return r, nil
 	case InUse:
 		r.Grant = nil

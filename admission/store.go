@@ -16,9 +16,11 @@ type Session struct {
 	Call    string
 	Joined  time.Time
 	Expires time.Time
-	// Counted: the session counts against the call's max_participants.
-	Counted bool
-	// Exclusive are the exclusive roles the subject held when it joined.
+	// Roles are the roles the subject held in the call when it joined:
+	// whether it counts against max_participants is read from them.
+	Roles []string
+	// Exclusive is what the subject held of the rule's exclusive roles and
+	// permissions when it joined ("role NAME", "permission NAME").
 	Exclusive []string
 	// Capabilities are the subject's permissions in the call when it
 	// joined, at Revision.

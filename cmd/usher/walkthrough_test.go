@@ -251,3 +251,13 @@ func TestPolicyCommands(t *testing.T) {
 		t.Fatalf("policy test of the default scenario: %v\n%s", err, out)
 	}
 }
+
+// The join walk-through, against a server with a LiveKit key in its
+// environment, as the README starts it.
+func TestREADMEJoin(t *testing.T) {
+	steps := readmeSteps(t, "join")
+	t.Setenv("USHER_LIVEKIT_API_KEY", "devkey")
+	t.Setenv("USHER_LIVEKIT_API_SECRET", "devsecret-at-least-32-bytes-long")
+	_, addr := startBinary(t)
+	runSteps(t, steps, addr)
+}
