@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/livekit/protocol/auth"
@@ -161,7 +160,6 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	}
 	rule := p.Rule
 	counted := !overlaps(p.Roles, rule.UncountedRoles)
-	exclusive := p.Exclusive
 	lease := rule.LeaseOf()
 	if rule.Media != nil {
 		r.Grant = livekit.Mapping(*rule.Media).VideoGrant(resource, p.Capabilities)
@@ -172,28 +170,8 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
-		Roles: p.Roles, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
-	out, detail, err := m.store.Join(ctx, s, func(others []Session) (Outcome, string) {
-		if counted && rule.MaxParticipants > 0 {
-			n := 0
-			for _, o := range others {
-				if !overlaps(o.Roles, rule.UncountedRoles) {
-					n++
-				}
-			}
-			if n >= int(rule.MaxParticipants) {
-				return Full, strconv.Itoa(n)
-			}
-		}
-		for _, o := range others {
-			for _, role := range o.Exclusive {
-				if slices.Contains(exclusive, role) {
-					return InUse, role
-				}
-			}
-		}
-		return Admitted, ""
-	})
+		Counted: counted, Exclusive: p.Exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
+	out, detail, err := m.store.Join(ctx, s, rule.MaxParticipants)
 	if err != nil {
 		return Result{}, storeError(err)
 	}
@@ -209,7 +187,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
 		return r, nil
 	}
-	m.v.joined(s)
+	m.v.joined(s, p)
 	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
 	r.Reason = fmt.Sprintf("%s joins %s by %q, held as %q on %q", subject, resource, rule.Join, p.Role, p.Scope)
 	if r.Backstage {

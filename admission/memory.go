@@ -3,6 +3,8 @@ package admission
 import (
 	"container/heap"
 	"context"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +36,58 @@ type MemoryStore struct {
 type callState struct {
 	sessions map[string]*Session // by subject
 	knocks   map[string]*Knock   // by subject
+	counted  int                 // sessions with Counted
+	marks    map[string]int      // exclusive mark -> sessions holding it
+}
+
+func newCallState() *callState {
+	return &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}, marks: map[string]int{}}
+}
+
+// room decides whether s fits among the call's sessions other than old,
+// the subject's own.
+func (c *callState) room(s *Session, old *Session, max uint32) (Outcome, string) {
+	if s.Counted && max > 0 {
+		n := c.counted
+		if old != nil && old.Counted {
+			n--
+		}
+		if n >= int(max) {
+			return Full, strconv.Itoa(n)
+		}
+	}
+	for _, mark := range s.Exclusive {
+		n := c.marks[mark]
+		if old != nil && slices.Contains(old.Exclusive, mark) {
+			n--
+		}
+		if n > 0 {
+			return InUse, mark
+		}
+	}
+	return Admitted, ""
+}
+
+func (c *callState) add(s *Session) {
+	c.sessions[s.Subject] = s
+	if s.Counted {
+		c.counted++
+	}
+	for _, mark := range s.Exclusive {
+		c.marks[mark]++
+	}
+}
+
+func (c *callState) remove(s *Session) {
+	delete(c.sessions, s.Subject)
+	if s.Counted {
+		c.counted--
+	}
+	for _, mark := range s.Exclusive {
+		if c.marks[mark]--; c.marks[mark] == 0 {
+			delete(c.marks, mark)
+		}
+	}
 }
 
 // MemoryOptions bound a MemoryStore.
@@ -81,34 +135,26 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 var _ Store = (*MemoryStore)(nil)
 
 // Join implements Store.
-func (m *MemoryStore) Join(_ context.Context, s Session, decide func([]Session) (Outcome, string)) (Outcome, string, error) {
+func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, string, error) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep(now)
 	c := m.calls[s.Call]
-	var others []Session
 	var old *Session
 	if c != nil {
-		others = make([]Session, 0, len(c.sessions))
-		for subject, o := range c.sessions {
-			if subject == s.Subject {
-				old = o
-				continue
-			}
-			others = append(others, *o)
+		old = c.sessions[s.Subject]
+		if out, detail := c.room(&s, old, max); out != Admitted {
+			return out, detail, nil
 		}
-	}
-	out, detail := decide(others)
-	if out != Admitted {
+	} else if out, detail := newCallState().room(&s, nil, max); out != Admitted {
 		return out, detail, nil
 	}
 	if old == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
 	if c == nil {
-		c = &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}}
-		m.calls[s.Call] = c
+		c = newCallState()
 	}
 	if old != nil {
 		m.endSession(c, old, Ending{Why: Replaced}, now)
@@ -116,12 +162,13 @@ func (m *MemoryStore) Join(_ context.Context, s Session, decide func([]Session) 
 	if k := c.knocks[s.Subject]; k != nil {
 		m.endKnock(c, k, Entered, now)
 	}
+	m.calls[s.Call] = c // ending the others may have dropped it
 	stored := s
-	c.sessions[s.Subject] = &stored
+	c.add(&stored)
 	m.sessions[s.ID] = &stored
 	heap.Push(&m.expiries, expiry{at: s.Expires.UnixNano(), id: s.ID})
 	m.emit(StoreEvent{Session: &stored, Time: now})
-	return Admitted, detail, nil
+	return Admitted, "", nil
 }
 
 // Renew implements Store.
@@ -192,7 +239,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	m.sweep(now)
 	c := m.calls[k.Call]
 	if c == nil {
-		c = &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}}
+		c = newCallState()
 		m.calls[k.Call] = c
 	}
 	if old := c.knocks[k.Subject]; old != nil {
@@ -294,7 +341,7 @@ func (m *MemoryStore) Close() error {
 func (m *MemoryStore) endSession(c *callState, s *Session, why Ending, now time.Time) {
 	delete(m.sessions, s.ID)
 	if c != nil && c.sessions[s.Subject] == s {
-		delete(c.sessions, s.Subject)
+		c.remove(s)
 		m.dropIfEmpty(s.Call, c)
 	}
 	m.emit(StoreEvent{Session: s, Ended: &why, Time: now})

@@ -16,9 +16,10 @@ type Session struct {
 	Call    string
 	Joined  time.Time
 	Expires time.Time
-	// Roles are the roles the subject held in the call when it joined:
-	// whether it counts against max_participants is read from them.
-	Roles []string
+	// Counted: the session counts against the call's max_participants;
+	// the rule in force when it joined said so (it held none of the
+	// uncounted roles).
+	Counted bool
 	// Exclusive is what the subject held of the rule's exclusive roles and
 	// permissions when it joined ("role NAME", "permission NAME").
 	Exclusive []string
@@ -81,11 +82,13 @@ type StoreEvent struct {
 // (MemoryStore), in etcd leases on a cluster. Every method is safe for
 // concurrent use.
 type Store interface {
-	// Join makes s the subject's session in its call if decide, given the
-	// call's other live sessions, answers Admitted; the decision and the
-	// session are atomic with every other Join on the call. A session the
-	// subject already had in the call ends as Replaced.
-	Join(ctx context.Context, s Session, decide func(others []Session) (Outcome, string)) (Outcome, string, error)
+	// Join makes s the subject's session in its call unless, among the
+	// call's other live sessions, max (when not 0) counted ones leave no
+	// room for a counted s (Full, with how many there are), or one holds
+	// any of s.Exclusive (InUse, with which). The decision and the session
+	// are atomic with every other Join on the call. A session the subject
+	// already had in the call ends as Replaced.
+	Join(ctx context.Context, s Session, max uint32) (Outcome, string, error)
 	// Renew moves the lease of a live session to expires.
 	// ErrNoSession when the session ended.
 	Renew(ctx context.Context, id string, expires time.Time) (Session, error)

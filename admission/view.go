@@ -186,7 +186,7 @@ func (v *view) storeEvents(batch []StoreEvent) {
 		switch {
 		case e.Session != nil && e.Ended == nil:
 			if v.sessions[e.Session.ID] == nil {
-				eject = v.join(x, *e.Session, e.Time, eject)
+				eject = v.join(x, *e.Session, e.Time, nil, eject)
 			}
 		case e.Session != nil:
 			s := e.Session
@@ -217,13 +217,16 @@ func (v *view) storeEvents(batch []StoreEvent) {
 }
 
 // join brings a session that began into the view and tells the call's
-// watchers. v.mu is held.
-func (v *view) join(x *authz.Index, s Session, at time.Time, eject []ejection) []ejection {
+// watchers. p is what the join read, when this node made it; the index may
+// have moved since, and then the session is read again. v.mu is held.
+func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, eject []ejection) []ejection {
 	t := &tracked{s: s, caps: s.Capabilities, rev: s.Revision}
 	v.add(t)
-	// The index may have moved since the join read it.
-	p := x.Presence(s.Subject, s.Call)
-	if out, _ := ejects(p, s.Subject, s.Call); out != 0 {
+	if p == nil || x.Revision() != p.Revision {
+		now := x.Presence(s.Subject, s.Call)
+		p = &now
+	}
+	if out, _ := ejects(*p, s.Subject, s.Call); out != 0 {
 		eject = append(eject, ejection{s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
 	} else {
 		if !slices.Equal(p.Capabilities, t.caps) {
@@ -232,20 +235,22 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, eject []ejection) [
 		t.media = p.Rule.Media
 		v.schedule(t, p.Until)
 	}
-	v.broadcast(s.Call, v.participant(EventJoined, t, at))
+	if len(v.watchers[s.Call]) > 0 {
+		v.broadcast(s.Call, v.participant(EventJoined, t, at))
+	}
 	return eject
 }
 
 // joined brings a session this node just made into the view, so that a
 // watch started after Join returns sees it; the store's event for it then
 // finds it there. A session that has ended since is left out.
-func (v *view) joined(s Session) {
+func (v *view) joined(s Session, p authz.Presence) {
 	x := v.m.engine.Index()
 	v.mu.Lock()
 	var eject []ejection
 	if v.sessions[s.ID] == nil {
 		if _, live := v.m.store.Session(s.ID); live {
-			eject = v.join(x, s, s.Joined, nil)
+			eject = v.join(x, s, s.Joined, &p, nil)
 		}
 	}
 	v.mu.Unlock()

@@ -1,0 +1,60 @@
+package admission_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/media/livekit"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+// benchWorld is a manager over 1,000 members of call:acme:1, with or
+// without a LiveKit key.
+func benchWorld(b *testing.B, key *livekit.APIKey) (*admission.Manager, []string) {
+	b.Helper()
+	eng, err := authz.Start(b.Context(), memory.New(), authz.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	by := authz.Author{Caller: "bench"}
+	if _, _, err := eng.ApplyPolicy(b.Context(), by, policy(), authz.ApplyOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	subjects := make([]string, 1000)
+	for i := range subjects {
+		subjects[i] = fmt.Sprintf("user:u%04d", i)
+		if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: subjects[i], Role: "member", Resource: "call:acme:1"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := admission.New(eng, admission.Options{LiveKit: key})
+	b.Cleanup(func() { m.Close() })
+	return m, subjects
+}
+
+// BenchmarkJoin measures an admitted Join, which replaces the subject's
+// session in the call, in process, with and without a signed token.
+func BenchmarkJoin(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		key  *livekit.APIKey
+	}{{"no token", nil}, {"with token", &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			m, subjects := benchWorld(b, tc.key)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					r, err := m.Join(b.Context(), subjects[i%len(subjects)], "call:acme:1", 0)
+					if err != nil || r.Outcome != admission.Admitted {
+						b.Fatalf("Join = %+v, %v", r, err)
+					}
+					i++
+				}
+			})
+		})
+	}
+}
