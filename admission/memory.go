@@ -167,7 +167,9 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	c.add(&stored)
 	m.sessions[s.ID] = &stored
 	heap.Push(&m.expiries, expiry{at: s.Expires.UnixNano(), id: s.ID})
-	m.emit(StoreEvent{Session: &stored, Time: now})
+	// The event gets a copy: Renew changes the stored session.
+	began := stored
+	m.emit(StoreEvent{Session: &began, Time: now})
 	return Admitted, "", nil
 }
 
@@ -258,7 +260,8 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	c.knocks[k.Subject] = &stored
 	m.knocks[k.ID] = &stored
 	heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: k.ID, knock: true})
-	m.emit(StoreEvent{Knock: &stored, Time: now})
+	began := stored
+	m.emit(StoreEvent{Knock: &began, Time: now})
 	return stored, nil
 }
 

@@ -3,6 +3,8 @@ package admission
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/usher-authz/usher/authz"
@@ -115,6 +117,33 @@ type Store interface {
 	Events() <-chan []StoreEvent
 	// Close stops the store; a cluster store revokes its leases.
 	Close() error
+}
+
+// Room decides whether s fits among others, the call's other live
+// sessions: Full (with how many count) when max is not 0, s counts, and
+// max others count; InUse (with which) when another holds one of
+// s.Exclusive; else Admitted. A store that reads a call whole decides with
+// it; MemoryStore keeps the counts instead and decides alike.
+func Room(others []Session, s Session, max uint32) (Outcome, string) {
+	if s.Counted && max > 0 {
+		n := 0
+		for _, o := range others {
+			if o.Counted {
+				n++
+			}
+		}
+		if n >= int(max) {
+			return Full, strconv.Itoa(n)
+		}
+	}
+	for _, mark := range s.Exclusive {
+		for _, o := range others {
+			if slices.Contains(o.Exclusive, mark) {
+				return InUse, mark
+			}
+		}
+	}
+	return Admitted, ""
 }
 
 // ErrNoSession is the error of a session or knock that is not live.

@@ -111,6 +111,10 @@ type openedBackend struct {
 	where  string              // for logs: "data/usher.db", "etcd 10.0.0.1:2379 /usher/"
 	backup server.BackupSource // nil: Backup is unavailable
 	close  func() error        // closes the backend and what it needs
+	// etcd and prefix are the cluster's client and key prefix, in the etcd
+	// mode: admission keeps its sessions there too.
+	etcd   *clientv3.Client
+	prefix string
 }
 
 func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
@@ -133,6 +137,8 @@ func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
 	return &openedBackend{
 		Backend: store,
 		where:   fmt.Sprintf("etcd %s %s", b.endpoints, b.prefix),
+		etcd:    cli,
+		prefix:  b.prefix,
 		close: sync.OnceValue(func() error {
 			store.Close()
 			return cli.Close()

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/media/livekit"
 	"github.com/usher-authz/usher/policy"
@@ -183,10 +184,19 @@ func serve(args []string) error {
 	if store.backup != nil {
 		serverOpts = append(serverOpts, server.WithBackup(store.backup))
 	}
-	sessions := admission.New(engine, admission.Options{
-		Store:   admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: *maxSessions}),
-		LiveKit: key, Logger: logger,
-	})
+	// Sessions live in this process on one node, and in etcd leases, shared
+	// by every replica, on a cluster.
+	var sessionStore admission.Store
+	if store.etcd != nil {
+		sessionStore, err = etcdstore.New(ctx, store.etcd, etcdstore.Options{
+			Prefix: store.prefix, Clock: engine.Clock(), Logger: logger, MaxSessions: *maxSessions})
+		if err != nil {
+			return fmt.Errorf("%s: sessions: %w", store.where, err)
+		}
+	} else {
+		sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions})
+	}
+	sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger})
 	defer sessions.Close()
 	if key != nil {
 		logger.Info("admitted joins carry LiveKit tokens where the policy maps capabilities to LiveKit", "api_key", key.Key)
@@ -220,6 +230,7 @@ func serve(args []string) error {
 		logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
 		srv.Stop()
 	}
+	sessions.Close()
 	engine.Close()
 	if err := store.close(); err != nil {
 		return err

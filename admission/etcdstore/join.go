@@ -1,0 +1,147 @@
+package etcdstore
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/admission"
+)
+
+// Join implements admission.Store: admission.Room decides on the call's other sessions
+// as etcd holds them at one revision, and the session is committed only if
+// none was added or changed since; see the package doc.
+func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (admission.Outcome, string, error) {
+	if err := s.check(); err != nil {
+		return 0, "", err
+	}
+	value, err := encodeSession(sess, s.opts.Node)
+	if err != nil {
+		return 0, "", err
+	}
+	if len(value) > s.opts.MaxValueBytes {
+		return 0, "", s.tooBig("session", sess.ID, len(value))
+	}
+	unlock, err := s.lockCall(ctx, sess.Call)
+	if err != nil {
+		return 0, "", err
+	}
+	defer unlock()
+
+	key, knockKey := s.sessionKey(sess.Call, sess.Subject), s.knockKey(sess.Call, sess.Subject)
+	from := s.sessionRange(sess.Call)
+	end := clientv3.GetPrefixRangeEnd(from)
+	var lease clientv3.LeaseID
+	defer func() {
+		if lease != 0 {
+			s.revoke(lease)
+		}
+	}()
+	for attempt := range s.opts.RetryConflicts {
+		if err := backoff(ctx, attempt); err != nil {
+			return 0, "", err
+		}
+		read, err := s.cli.Txn(ctx).Then(clientv3.OpGet(from, clientv3.WithRange(end)), clientv3.OpGet(knockKey)).Commit()
+		if err != nil {
+			return 0, "", err
+		}
+		at := read.Header.Revision
+		var others []admission.Session
+		var old, knock *entry
+		var oldMod, knockMod int64 // compared even when a record cannot be read
+		for _, kv := range read.Responses[0].GetResponseRange().Kvs {
+			if string(kv.Key) == key {
+				oldMod = kv.ModRevision
+			}
+			e, err := s.decodeEntry(kv)
+			if err != nil {
+				s.log.Warn("a session record could not be read; the join does not count it", "error", err)
+				continue
+			}
+			if e.s.Subject == sess.Subject {
+				old = e
+				continue
+			}
+			others = append(others, e.s)
+		}
+		if kvs := read.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			knockMod = kvs[0].ModRevision
+			if knock, err = s.decodeEntry(kvs[0]); err != nil {
+				s.log.Warn("a knock record could not be read; the join deletes it", "error", err)
+			}
+		}
+		out, detail := admission.Room(others, sess, max)
+		if out != admission.Admitted {
+			return out, detail, nil
+		}
+		if oldMod == 0 && s.count() >= s.opts.MaxSessions {
+			return 0, "", admission.ErrTooMany
+		}
+		if lease == 0 {
+			if lease, err = s.grant(ctx, sess.Expires.Sub(sess.Joined)); err != nil {
+				return 0, "", err
+			}
+		}
+		now := s.clock.Now()
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(from), "<", at+1).WithRange(end),
+			clientv3.Compare(clientv3.ModRevision(key), "=", oldMod),
+			clientv3.Compare(clientv3.ModRevision(knockKey), "=", knockMod),
+		}
+		ops := []clientv3.Op{
+			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
+			clientv3.OpPut(s.idKey(sess.ID), string(encodeID(false, sess.Call, sess.Subject, nil, now, s.opts.Node)), clientv3.WithLease(lease)),
+		}
+		if old != nil {
+			ops = append(ops, s.endOp(old, admission.Ending{Why: admission.Replaced}, now))
+		}
+		if knockMod != 0 {
+			ops = append(ops, clientv3.OpDelete(knockKey))
+		}
+		if knock != nil {
+			ops = append(ops, s.endOp(knock, admission.Ending{Why: admission.Entered}, now))
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return 0, "", err
+		}
+		if !resp.Succeeded {
+			continue
+		}
+		lease = 0 // the session's now
+		for _, e := range []*entry{old, knock} {
+			if e != nil {
+				s.revoke(e.lease)
+			}
+		}
+		s.await(ctx, resp.Header.Revision)
+		return admission.Admitted, detail, nil
+	}
+	return 0, "", s.contended(sess.Call)
+}
+
+// endOp writes why beside e's i/ key, under e's lease, for the watchers of
+// the transaction that deletes or overwrites e's key.
+func (s *Store) endOp(e *entry, why admission.Ending, at time.Time) clientv3.Op {
+	return clientv3.OpPut(s.idKey(e.id()), string(encodeID(e.knock, e.call(), e.subject(), &why, at, s.opts.Node)),
+		clientv3.WithLease(e.lease))
+}
+
+// backoff waits a little before attempt, more the more attempts failed, so
+// that replicas contending for one call do not keep colliding.
+func backoff(ctx context.Context, attempt int) error {
+	if attempt == 0 {
+		return ctx.Err()
+	}
+	d := rand.N(time.Duration(min(attempt, 25)) * 2 * time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

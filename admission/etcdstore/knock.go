@@ -1,0 +1,166 @@
+package etcdstore
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/admission"
+)
+
+// Knock implements admission.Store. A new knock counts the call's knocks in
+// etcd and commits only if none was added since, as Join does for sessions.
+func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, error) {
+	if err := s.check(); err != nil {
+		return admission.Knock{}, err
+	}
+	unlock, err := s.lockCall(ctx, k.Call)
+	if err != nil {
+		return admission.Knock{}, err
+	}
+	defer unlock()
+	key := s.knockKey(k.Call, k.Subject)
+	from := s.knockRange(k.Call)
+	end := clientv3.GetPrefixRangeEnd(from)
+	var lease clientv3.LeaseID
+	defer func() {
+		if lease != 0 {
+			s.revoke(lease)
+		}
+	}()
+	for attempt := range s.opts.RetryConflicts {
+		if err := backoff(ctx, attempt); err != nil {
+			return admission.Knock{}, err
+		}
+		read, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(from, clientv3.WithRange(end), clientv3.WithCountOnly())).Commit()
+		if err != nil {
+			return admission.Knock{}, err
+		}
+		if kvs := read.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			old, err := s.decodeEntry(kvs[0])
+			if err != nil {
+				return admission.Knock{}, err
+			}
+			done, err := s.reknock(ctx, old, k)
+			if err != nil {
+				return admission.Knock{}, err
+			}
+			if done {
+				return old.k, nil
+			}
+			continue
+		}
+		if read.Responses[1].GetResponseRange().Count >= int64(s.opts.MaxKnocks) || s.count() >= s.opts.MaxSessions {
+			return admission.Knock{}, admission.ErrTooMany
+		}
+		value, err := encodeKnock(k, s.opts.Node)
+		if err != nil {
+			return admission.Knock{}, err
+		}
+		if len(value) > s.opts.MaxValueBytes {
+			return admission.Knock{}, s.tooBig("knock", k.ID, len(value))
+		}
+		if lease == 0 {
+			if lease, err = s.grant(ctx, k.Expires.Sub(k.Knocked)); err != nil {
+				return admission.Knock{}, err
+			}
+		}
+		resp, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(from), "<", read.Header.Revision+1).WithRange(end),
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		).Then(
+			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
+			clientv3.OpPut(s.idKey(k.ID), string(encodeID(true, k.Call, k.Subject, nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)),
+		).Commit()
+		if err != nil {
+			return admission.Knock{}, err
+		}
+		if resp.Succeeded {
+			lease = 0
+			s.await(ctx, resp.Header.Revision)
+			return k, nil
+		}
+	}
+	return admission.Knock{}, s.contended(k.Call)
+}
+
+// reknock renews the subject's knock old as k asks, keeping its id, and
+// puts the new expiry and note where every replica sees them. It reports
+// false when old changed meanwhile and must be read again.
+func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (bool, error) {
+	old.k.Expires = k.Expires
+	if k.Note != "" {
+		old.k.Note = k.Note
+	}
+	value, err := encodeKnock(old.k, s.opts.Node)
+	if err != nil {
+		return false, err
+	}
+	if len(value) > s.opts.MaxValueBytes {
+		return false, s.tooBig("knock", old.k.ID, len(value))
+	}
+	lease := old.lease
+	ka, err := s.cli.KeepAliveOnce(ctx, lease)
+	if isLeaseGone(err) {
+		return false, nil // it is ending
+	}
+	if err != nil {
+		return false, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease))}
+	if k.Expires.After(s.clock.Now().Add(time.Duration(ka.TTL) * time.Second)) {
+		if lease, err = s.grant(ctx, k.Expires.Sub(s.clock.Now())); err != nil {
+			return false, err
+		}
+		ops = []clientv3.Op{
+			clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease)),
+			clientv3.OpPut(s.idKey(old.k.ID), string(encodeID(true, old.k.Call, old.k.Subject, nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)),
+		}
+	}
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(old.key), "=", old.mod)).Then(ops...).Commit()
+	if err != nil || !resp.Succeeded {
+		if lease != old.lease {
+			s.revoke(lease)
+		}
+		return false, err
+	}
+	if lease != old.lease {
+		s.revoke(old.lease)
+	}
+	s.await(ctx, resp.Header.Revision)
+	return true, nil
+}
+
+// Unknock implements admission.Store.
+func (s *Store) Unknock(ctx context.Context, call, subject string, why admission.Why) (bool, error) {
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	key := s.knockKey(call, subject)
+	s.mu.Lock()
+	var e *entry
+	if c := s.c.byKey[key]; c != nil {
+		cp := *c
+		e = &cp
+	}
+	s.mu.Unlock()
+	if e == nil {
+		// Not here yet, perhaps: ask etcd.
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		if len(resp.Kvs) == 0 {
+			return false, nil
+		}
+		if e, err = s.decodeEntry(resp.Kvs[0]); err != nil {
+			return false, err
+		}
+	}
+	err := s.end(ctx, e, admission.Ending{Why: why})
+	if isNoSession(err) {
+		return false, nil
+	}
+	return err == nil, err
+}

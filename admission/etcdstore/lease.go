@@ -1,0 +1,230 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/admission"
+)
+
+// Renew implements admission.Store: a KeepAliveOnce of the session's lease,
+// and a longer lease when expires is further off than its TTL reaches.
+func (s *Store) Renew(ctx context.Context, id string, expires time.Time) (admission.Session, error) {
+	e, err := s.renew(ctx, id, false, expires)
+	if err != nil {
+		return admission.Session{}, err
+	}
+	return e.s, nil
+}
+
+// RenewKnock implements admission.Store, as Renew does for sessions.
+func (s *Store) RenewKnock(ctx context.Context, id string, expires time.Time) (admission.Knock, error) {
+	e, err := s.renew(ctx, id, true, expires)
+	if err != nil {
+		return admission.Knock{}, err
+	}
+	return e.k, nil
+}
+
+func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.Time) (*entry, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	e, err := s.locate(ctx, id, knock)
+	if err != nil {
+		return nil, err
+	}
+	ka, err := s.cli.KeepAliveOnce(ctx, e.lease)
+	if isLeaseGone(err) {
+		return nil, admission.ErrNoSession
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !expires.After(e.expires()) {
+		return e, nil // a lease only moves forward
+	}
+	if reach := s.clock.Now().Add(time.Duration(ka.TTL) * time.Second); expires.After(reach) {
+		return s.relet(ctx, e, expires)
+	}
+	e.setExpires(expires)
+	s.mu.Lock()
+	if c := s.c.byID[id]; c != nil && c.lease == e.lease && expires.After(c.expires()) {
+		c.setExpires(expires)
+	}
+	s.mu.Unlock()
+	return e, nil
+}
+
+// relet puts e again, expiring at expires, under a new lease long enough.
+func (s *Store) relet(ctx context.Context, e *entry, expires time.Time) (*entry, error) {
+	lease, err := s.grant(ctx, expires.Sub(s.clock.Now()))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if lease != 0 {
+			s.revoke(lease)
+		}
+	}()
+	for attempt := range s.opts.RetryConflicts {
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+		e.setExpires(expires)
+		value, err := s.encode(e)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(lease)),
+				clientv3.OpPut(s.idKey(e.id()), string(encodeID(e.knock, e.call(), e.subject(), nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease))).
+			Else(clientv3.OpGet(e.key)).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if resp.Succeeded {
+			old := e.lease
+			e.lease, e.mod, lease = lease, resp.Header.Revision, 0
+			s.revoke(old)
+			s.await(ctx, resp.Header.Revision)
+			return e, nil
+		}
+		if e, err = s.current(resp, e.id()); err != nil {
+			return nil, err
+		}
+	}
+	return nil, s.contended(e.call())
+}
+
+// End implements admission.Store.
+func (s *Store) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {
+	if err := s.check(); err != nil {
+		return admission.Session{}, err
+	}
+	e, err := s.locate(ctx, id, false)
+	if err != nil {
+		return admission.Session{}, err
+	}
+	if err := s.end(ctx, e, why); err != nil {
+		return admission.Session{}, err
+	}
+	return e.s, nil
+}
+
+// end deletes e's key and writes why beside it, then revokes its lease.
+func (s *Store) end(ctx context.Context, e *entry, why admission.Ending) error {
+	for attempt := range s.opts.RetryConflicts {
+		if err := backoff(ctx, attempt); err != nil {
+			return err
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+			Then(clientv3.OpDelete(e.key), s.endOp(e, why, s.clock.Now())).
+			Else(clientv3.OpGet(e.key)).Commit()
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			s.revoke(e.lease)
+			s.await(ctx, resp.Header.Revision)
+			return nil
+		}
+		// Renewed under a new lease, or gone.
+		if *e, err = deref(s.current(resp, e.id())); err != nil {
+			return err
+		}
+	}
+	return s.contended(e.call())
+}
+
+// locate finds the live session or knock of id: in the local picture, or,
+// when the watch has not brought it yet (made a moment ago through another
+// replica), in etcd.
+func (s *Store) locate(ctx context.Context, id string, knock bool) (*entry, error) {
+	s.mu.Lock()
+	if e := s.c.byID[id]; e != nil {
+		c := *e
+		s.mu.Unlock()
+		if c.knock != knock {
+			return nil, admission.ErrNoSession
+		}
+		return &c, nil
+	}
+	s.mu.Unlock()
+	resp, err := s.cli.Get(ctx, s.idKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, admission.ErrNoSession
+	}
+	r, err := decodeID(resp.Kvs[0].Value)
+	if err != nil || r.Ended != nil || r.Knock != knock {
+		return nil, admission.ErrNoSession
+	}
+	key := s.sessionKey(r.Call, r.Subject)
+	if knock {
+		key = s.knockKey(r.Call, r.Subject)
+	}
+	resp, err = s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, admission.ErrNoSession
+	}
+	e, err := s.decodeEntry(resp.Kvs[0])
+	if err != nil || e.id() != id {
+		return nil, admission.ErrNoSession
+	}
+	return e, nil
+}
+
+// current reads, from the Else branch of a transaction that compared a key,
+// what the key holds now: the session or knock of id, or ErrNoSession.
+func (s *Store) current(resp *clientv3.TxnResponse, id string) (*entry, error) {
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return nil, admission.ErrNoSession
+	}
+	e, err := s.decodeEntry(kvs[0])
+	if err != nil || e.id() != id {
+		return nil, admission.ErrNoSession
+	}
+	return e, nil
+}
+
+func deref(e *entry, err error) (entry, error) {
+	if err != nil {
+		return entry{}, err
+	}
+	return *e, nil
+}
+
+func (s *Store) encode(e *entry) ([]byte, error) {
+	if e.knock {
+		return encodeKnock(e.k, s.opts.Node)
+	}
+	return encodeSession(e.s, s.opts.Node)
+}
+
+func (e *entry) expires() time.Time {
+	if e.knock {
+		return e.k.Expires
+	}
+	return e.s.Expires
+}
+
+func (e *entry) setExpires(t time.Time) {
+	if e.knock {
+		e.k.Expires = t
+	} else {
+		e.s.Expires = t
+	}
+}
+
+func isLeaseGone(err error) bool { return errors.Is(err, rpctypes.ErrLeaseNotFound) }

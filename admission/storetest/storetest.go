@@ -1,0 +1,561 @@
+// Package storetest is the conformance suite every admission.Store must
+// pass, so that the in-memory store of one node and the etcd store of a
+// cluster are proved by the same cases, as storage/storagetest proves the
+// storage backends. A store shared by replicas also runs the cases that need
+// two of them.
+//
+// Leases run in real time here: the cases that let one lapse use a lease of
+// a second or two (a second is etcd's shortest), and every case runs in
+// parallel with the others.
+//
+// It imports testing and is meant only for _test.go files.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+)
+
+// Bounds are the limits a case opens a store with; zero means the store's
+// default.
+type Bounds struct {
+	MaxSessions int
+	MaxKnocks   int
+}
+
+// Backend opens the stores the suite proves.
+type Backend struct {
+	// Open returns a new, empty store with bounds b; Run closes it.
+	Open func(t *testing.T, b Bounds) admission.Store
+	// Replica returns another replica's store over the same sessions as
+	// of, for a store a cluster shares; nil for a store of one node. Run
+	// closes it.
+	Replica func(t *testing.T, of admission.Store, b Bounds) admission.Store
+}
+
+// Run proves a store.
+func Run(t *testing.T, b Backend) {
+	tests := []struct {
+		name     string
+		replicas bool
+		run      func(t *testing.T, h *harness)
+	}{
+		{"an admitted join makes the session whole", false, testJoin},
+		{"a join refused for capacity or occupancy makes nothing and says why", false, testRefused},
+		{"a subject's second join replaces its session, which ends as Replaced and is not among the others", false, testReplace},
+		{"a join ends the subject's knock in that call as Entered", false, testEntered},
+		{"a second knock renews the subject's knock, keeping its id, and changes the note only when given one", false, testReknock},
+		{"Unknock ends a knock with the reason given, and is false when the subject is not waiting", false, testUnknock},
+		{"Renew moves a lease forward and never back; an ended session is ErrNoSession", false, testRenew},
+		{"End ends a session with its reason, outcome and block id; a second End is ErrNoSession", false, testEnd},
+		{"a session or knock whose lease runs out unrenewed ends as Lapsed", false, testLapse},
+		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
+		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
+		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
+		{"a store holds at most MaxSessions sessions and knocks; a replacement still joins and a refusal comes first", false, testSessionBound},
+		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
+		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
+		{"concurrent joins across replicas admit exactly the call's capacity", true, testReplicaCapacity},
+		{"a session nobody renews lapses for every replica", true, testReplicaLapse},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.replicas && b.Replica == nil {
+				t.Skip("the store is one node's")
+			}
+			t.Parallel()
+			tc.run(t, &harness{t: t, ctx: context.Background(), b: b})
+		})
+	}
+}
+
+const call = "call:acme:1"
+
+func testJoin(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	a := session(call, "user:a", time.Minute)
+	out, detail, err := n.Join(h.ctx, a, admit)
+	if err != nil || out != admission.Admitted || detail != "" {
+		t.Fatalf("Join = %s, %q, %v; want ADMITTED", out, detail, err)
+	}
+	if got, ok := n.Session(a.ID); !ok || !sameSession(got, a) {
+		t.Errorf("Session = %s, %t; want %s", describeSession(got), ok, describeSession(a))
+	}
+	n.expect(began(a))
+
+	b := session(call, "user:b", time.Minute)
+	n.mustJoin(b)
+	x := session("call:acme:2", "user:a", time.Minute)
+	x.Counted, x.Exclusive, x.Capabilities = false, nil, nil
+	// The other call's sessions take no room in this one.
+	if out := n.join(x, capacity(1)); out != admission.Admitted {
+		t.Errorf("a join of another call, with room for one, = %s; want ADMITTED", out)
+	}
+	if got, want := sessionsOf(n, call), describeSessions(a, b); !slices.Equal(got, want) {
+		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	if got, want := sessionsOf(n, x.Call), describeSessions(x); !slices.Equal(got, want) {
+		t.Errorf("Sessions(%s) = %v, want %v", x.Call, got, want)
+	}
+	n.expect(began(b), began(x))
+}
+
+func testRefused(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	in := session(call, "user:in", time.Minute)
+	in.Exclusive = []string{"role unshared"}
+	n.mustJoin(in)
+	uncounted := session(call, "user:host", time.Minute)
+	uncounted.Counted = false
+	n.mustJoin(uncounted)
+	a := session(call, "user:a", time.Minute)
+	if out, detail, err := n.Join(h.ctx, a, capacity(1)); err != nil || out != admission.Full || detail != "1" {
+		t.Errorf("Join into a full call = %s, %q, %v; want FULL, \"1\"", out, detail, err)
+	}
+	a.Exclusive = []string{"permission rooms.claim", "role unshared"}
+	if out, detail, err := n.Join(h.ctx, a, admit); err != nil || out != admission.InUse || detail != "role unshared" {
+		t.Errorf("Join of a second holder = %s, %q, %v; want IN_USE, \"role unshared\"", out, detail, err)
+	}
+	if _, ok := n.Session(a.ID); ok {
+		t.Error("a refused join left a session")
+	}
+	// The subject's own session takes no room from its next one.
+	again := session(call, "user:in", time.Minute)
+	again.Exclusive = []string{"role unshared"}
+	if out := n.join(again, capacity(1)); out != admission.Admitted {
+		t.Errorf("joining again into one's own place = %s; want ADMITTED", out)
+	}
+	n.mustKnock(knock("call:acme:2", "user:d", "", time.Minute))
+	n.Unknock(h.ctx, call, "user:b", admission.Denied)
+	n.mustKnock(knock(call, "user:d", "", time.Minute))
+}
+
+func testReplace(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	a1, b := session(call, "user:a", time.Minute), session(call, "user:b", time.Minute)
+	n.mustJoin(a1)
+	n.mustJoin(b)
+	n.expect(began(a1), began(b))
+
+	// With room for two counted participants, a's own session leaves room
+	// for its next one.
+	a2 := session(call, "user:a", 2*time.Minute)
+	if out := n.join(a2, capacity(2)); out != admission.Admitted {
+		t.Fatalf("joining again in a call of two = %s; want ADMITTED", out)
+	}
+	if _, ok := n.Session(a1.ID); ok {
+		t.Error("the replaced session is still live")
+	}
+	if got, want := sessionsOf(n, call), describeSessions(a2, b); !slices.Equal(got, want) {
+		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	n.expect(ended(a1, admission.Ending{Why: admission.Replaced}), began(a2))
+	if _, err := n.Renew(h.ctx, a1.ID, time.Now().Add(time.Hour)); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of a replaced session: %v, want ErrNoSession", err)
+	}
+	if _, err := n.End(h.ctx, a1.ID, admission.Ending{Why: admission.Left}); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("End of a replaced session: %v, want ErrNoSession", err)
+	}
+}
+
+func testEntered(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	k := n.mustKnock(knock(call, "user:a", "let me in", time.Minute))
+	other := n.mustKnock(knock("call:acme:2", "user:a", "", time.Minute))
+	n.expect(knocked(k), knocked(other))
+	if got, want := knocksOf(n, call), describeKnocks(k); !slices.Equal(got, want) {
+		t.Errorf("Knocks = %v, want %v", got, want)
+	}
+	if got, ok := n.KnockOf(k.ID); !ok || !sameKnock(got, k) {
+		t.Errorf("KnockOf = %s, %t; want %s", describeKnock(got), ok, describeKnock(k))
+	}
+	s := session(call, "user:a", time.Minute)
+	n.mustJoin(s)
+	n.expect(unknocked(k, admission.Entered), began(s))
+	if _, ok := n.KnockOf(k.ID); ok {
+		t.Error("the knock of a subject that joined is still live")
+	}
+	if got := n.Knocks(call); len(got) != 0 {
+		t.Errorf("Knocks = %v after the subject joined", describeKnocks(got...))
+	}
+	if got, want := knocksOf(n, other.Call), describeKnocks(other); !slices.Equal(got, want) {
+		t.Errorf("the subject's knock in another call: Knocks = %v, want %v", got, want)
+	}
+}
+
+func testReknock(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	k := knock(call, "user:a", "hello", time.Minute)
+	if got := n.mustKnock(k); !sameKnock(got, k) {
+		t.Fatalf("Knock = %s, want %s", describeKnock(got), describeKnock(k))
+	}
+	again := knock(call, "user:a", "", 2*time.Minute)
+	want := k
+	want.Expires = again.Expires
+	if got := n.mustKnock(again); !sameKnock(got, want) {
+		t.Errorf("a second knock without a note = %s, want %s", describeKnock(got), describeKnock(want))
+	}
+	third := knock(call, "user:a", "still here", 3*time.Minute)
+	want.Note, want.Expires = third.Note, third.Expires
+	if got := n.mustKnock(third); !sameKnock(got, want) {
+		t.Errorf("a third knock with a note = %s, want %s", describeKnock(got), describeKnock(want))
+	}
+	if got, ok := n.KnockOf(k.ID); !ok || !sameKnock(got, want) {
+		t.Errorf("KnockOf = %s, %t; want %s", describeKnock(got), ok, describeKnock(want))
+	}
+	if _, ok := n.KnockOf(again.ID); ok {
+		t.Error("a renewing knock's own id is live")
+	}
+	if found, err := n.Unknock(h.ctx, call, "user:a", admission.Left); !found || err != nil {
+		t.Fatalf("Unknock = %t, %v", found, err)
+	}
+	// The renewals told nothing: the knock began, then ended.
+	n.expect(knocked(k), unknocked(want, admission.Left))
+}
+
+func testUnknock(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	for i, why := range []admission.Why{admission.Left, admission.Denied, admission.LetIn} {
+		k := n.mustKnock(knock(call, "user:"+string(rune('a'+i)), "", time.Minute))
+		found, err := n.Unknock(h.ctx, call, k.Subject, why)
+		if !found || err != nil {
+			t.Fatalf("Unknock = %t, %v", found, err)
+		}
+		if _, ok := n.KnockOf(k.ID); ok {
+			t.Errorf("knock %s is live after Unknock", k.Subject)
+		}
+		n.expect(knocked(k), unknocked(k, why))
+		if found, err := n.Unknock(h.ctx, call, k.Subject, why); found || err != nil {
+			t.Errorf("a second Unknock = %t, %v; want false", found, err)
+		}
+	}
+	if found, err := n.Unknock(h.ctx, "call:acme:none", "user:a", admission.Left); found || err != nil {
+		t.Errorf("Unknock in a call nobody knocked at = %t, %v; want false", found, err)
+	}
+	if got := n.Knocks(call); len(got) != 0 {
+		t.Errorf("Knocks = %v", describeKnocks(got...))
+	}
+}
+
+func testRenew(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	s := session(call, "user:a", time.Minute)
+	n.mustJoin(s)
+	// Further than the first lease reaches: a store of leases needs a longer
+	// one.
+	later := s.Expires.Add(time.Minute)
+	got, err := n.Renew(h.ctx, s.ID, later)
+	want := s
+	want.Expires = later
+	if err != nil || !sameSession(got, want) {
+		t.Fatalf("Renew = %s, %v; want %s", describeSession(got), err, describeSession(want))
+	}
+	if got, err := n.Renew(h.ctx, s.ID, s.Expires); err != nil || !sameSession(got, want) {
+		t.Errorf("Renew to an earlier expiry = %s, %v; want it unmoved, %s", describeSession(got), err, describeSession(want))
+	}
+	if got, ok := n.Session(s.ID); !ok || !sameSession(got, want) {
+		t.Errorf("Session = %s, %t; want %s", describeSession(got), ok, describeSession(want))
+	}
+	if _, err := n.Renew(h.ctx, newID(), later); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of an unknown id: %v, want ErrNoSession", err)
+	}
+	if _, err := n.RenewKnock(h.ctx, s.ID, later); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("RenewKnock of a session: %v, want ErrNoSession", err)
+	}
+
+	k := n.mustKnock(knock(call, "user:b", "", time.Minute))
+	wantK := k
+	wantK.Expires = k.Expires.Add(time.Minute)
+	if got, err := n.RenewKnock(h.ctx, k.ID, wantK.Expires); err != nil || !sameKnock(got, wantK) {
+		t.Errorf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(wantK))
+	}
+	if got, err := n.RenewKnock(h.ctx, k.ID, k.Expires); err != nil || !sameKnock(got, wantK) {
+		t.Errorf("RenewKnock to an earlier expiry = %s, %v; want it unmoved, %s", describeKnock(got), err, describeKnock(wantK))
+	}
+	if _, err := n.Renew(h.ctx, k.ID, later); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of a knock: %v, want ErrNoSession", err)
+	}
+
+	n.mustEnd(s.ID, admission.Ending{Why: admission.Left})
+	if _, err := n.Renew(h.ctx, s.ID, later); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of an ended session: %v, want ErrNoSession", err)
+	}
+	n.Unknock(h.ctx, call, k.Subject, admission.Left)
+	if _, err := n.RenewKnock(h.ctx, k.ID, later); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("RenewKnock of an ended knock: %v, want ErrNoSession", err)
+	}
+	// Renewals tell nothing; the ends carry the renewed expiries.
+	n.expect(began(s), knocked(k), ended(want, admission.Ending{Why: admission.Left}), unknocked(wantK, admission.Left))
+}
+
+func testEnd(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	a, b := session(call, "user:a", time.Minute), session(call, "user:b", time.Minute)
+	n.mustJoin(a)
+	n.mustJoin(b)
+	n.expect(began(a), began(b))
+	ejected := admission.Ending{Why: admission.Ejected, Outcome: admission.Blocked, BlockID: "blk-7"}
+	if got := n.mustEnd(a.ID, ejected); !sameSession(got, a) {
+		t.Errorf("End returned %s, want %s", describeSession(got), describeSession(a))
+	}
+	if _, ok := n.Session(a.ID); ok {
+		t.Error("an ended session is live")
+	}
+	if got, want := sessionsOf(n, call), describeSessions(b); !slices.Equal(got, want) {
+		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	n.expect(ended(a, ejected))
+	if _, err := n.End(h.ctx, a.ID, ejected); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("a second End: %v, want ErrNoSession", err)
+	}
+	if _, err := n.End(h.ctx, newID(), ejected); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("End of an unknown id: %v, want ErrNoSession", err)
+	}
+	k := n.mustKnock(knock(call, "user:c", "", time.Minute))
+	if _, err := n.End(h.ctx, k.ID, ejected); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("End of a knock: %v, want ErrNoSession", err)
+	}
+	n.mustEnd(b.ID, admission.Ending{Why: admission.Left})
+	n.expect(knocked(k), ended(b, admission.Ending{Why: admission.Left}))
+	if got := n.Sessions(call); len(got) != 0 {
+		t.Errorf("Sessions = %v", describeSessions(got...))
+	}
+}
+
+func testLapse(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	s := session(call, "user:a", time.Second)
+	n.mustJoin(s)
+	k := n.mustKnock(knock(call, "user:b", "", time.Second))
+	long := session(call, "user:c", time.Minute)
+	n.mustJoin(long)
+	n.expect(began(s), knocked(k), began(long))
+	n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
+	if _, ok := n.Session(s.ID); ok {
+		t.Error("a lapsed session is live")
+	}
+	if _, ok := n.KnockOf(k.ID); ok {
+		t.Error("a lapsed knock is live")
+	}
+	if got, want := sessionsOf(n, call), describeSessions(long); !slices.Equal(got, want) {
+		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	if _, err := n.Renew(h.ctx, s.ID, time.Now().Add(time.Minute)); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of a lapsed session: %v, want ErrNoSession", err)
+	}
+	// The lapsed session is not replaced: it is gone.
+	again := session(call, "user:a", time.Minute)
+	n.mustJoin(again)
+	n.expect(began(again))
+}
+
+func testRenewKeepsAlive(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	// Two seconds, renewed every quarter: a slow machine has room.
+	s := session(call, "user:a", 2*time.Second)
+	n.mustJoin(s)
+	want := s
+	for range 12 {
+		time.Sleep(250 * time.Millisecond)
+		want.Expires = time.Now().Add(2 * time.Second)
+		if _, err := n.Renew(h.ctx, s.ID, want.Expires); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+	}
+	if _, ok := n.Session(s.ID); !ok {
+		t.Fatal("a renewed session is not live")
+	}
+	n.expect(began(s), ended(want, admission.Ending{Why: admission.Lapsed}))
+}
+
+func testOrder(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	kb := n.mustKnock(knock(call, "user:b", "", time.Minute))
+	a1 := session(call, "user:a", time.Minute)
+	n.mustJoin(a1)
+	a2 := session(call, "user:a", time.Minute)
+	n.mustJoin(a2)
+	b := session(call, "user:b", time.Minute)
+	n.mustJoin(b)
+	kc := n.mustKnock(knock(call, "user:c", "", time.Minute))
+	n.Unknock(h.ctx, call, "user:c", admission.Denied)
+	n.mustEnd(a2.ID, admission.Ending{Why: admission.Left})
+	ejected := admission.Ending{Why: admission.Ejected, Outcome: admission.NoGrant}
+	n.mustEnd(b.ID, ejected)
+	n.expect(
+		knocked(kb),
+		began(a1),
+		ended(a1, admission.Ending{Why: admission.Replaced}), began(a2),
+		unknocked(kb, admission.Entered), began(b),
+		knocked(kc), unknocked(kc, admission.Denied),
+		ended(a2, admission.Ending{Why: admission.Left}),
+		ended(b, ejected),
+	)
+}
+
+func testKnockBound(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxKnocks: 3})
+	var first admission.Knock
+	for i := range 3 {
+		k := n.mustKnock(knock(call, "user:"+string(rune('a'+i)), "", time.Minute))
+		if i == 0 {
+			first = k
+		}
+	}
+	if _, err := n.Knock(h.ctx, knock(call, "user:d", "", time.Minute)); !errors.Is(err, admission.ErrTooMany) {
+		t.Fatalf("a fourth knock: %v, want ErrTooMany", err)
+	}
+	if got := n.mustKnock(knock(call, "user:a", "", 2*time.Minute)); got.ID != first.ID {
+		t.Errorf("a renewing knock at the bound got id %s, want %s", got.ID, first.ID)
+	}
+	n.mustKnock(knock("call:acme:2", "user:d", "", time.Minute))
+	n.Unknock(h.ctx, call, "user:b", admission.Denied)
+	n.mustKnock(knock(call, "user:d", "", time.Minute))
+}
+
+func testSessionBound(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 3})
+	a, b := session(call, "user:a", time.Minute), session(call, "user:b", time.Minute)
+	n.mustJoin(a)
+	n.mustJoin(b)
+	n.mustKnock(knock(call, "user:c", "", time.Minute))
+	d := session(call, "user:d", time.Minute)
+	if _, _, err := n.Join(h.ctx, d, admit); !errors.Is(err, admission.ErrTooMany) {
+		t.Fatalf("a join past the bound: %v, want ErrTooMany", err)
+	}
+	if out, _, err := n.Join(h.ctx, d, capacity(2)); out != admission.Full || err != nil {
+		t.Errorf("a refused join past the bound = %s, %v; want FULL", out, err)
+	}
+	if _, err := n.Knock(h.ctx, knock(call, "user:e", "", time.Minute)); !errors.Is(err, admission.ErrTooMany) {
+		t.Errorf("a knock past the bound: %v, want ErrTooMany", err)
+	}
+	n.mustJoin(session(call, "user:a", time.Minute))
+	n.mustEnd(b.ID, admission.Ending{Why: admission.Left})
+	n.mustJoin(d)
+}
+
+func testConcurrent(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	admitted := joinAll(t, []*node{n}, 100, 10)
+	if admitted != 10 {
+		t.Errorf("%d of 100 concurrent joins admitted to a call of 10", admitted)
+	}
+	if got := len(n.Sessions(call)); got != 10 {
+		t.Errorf("the call holds %d sessions, want 10", got)
+	}
+}
+
+// joinAll joins total subjects to call at once, spread over nodes, each
+// deciding on capacity c, and returns how many were admitted.
+func joinAll(t *testing.T, nodes []*node, total, c int) int {
+	t.Helper()
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	for i := range total {
+		wg.Go(func() {
+			s := session(call, "user:"+newID()[:12], time.Minute)
+			out, _, err := nodes[i%len(nodes)].Join(context.Background(), s, capacity(c))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if out == admission.Admitted {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Join: %v", err)
+	}
+	return int(admitted.Load())
+}
+
+func testReplicaSees(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	b := h.replica(a, Bounds{})
+
+	s := session(call, "user:a", time.Minute)
+	a.mustJoin(s)
+	b.expect(began(s))
+	if got, ok := b.Session(s.ID); !ok || !sameSession(got, s) {
+		t.Errorf("the replica's Session = %s, %t; want %s", describeSession(got), ok, describeSession(s))
+	}
+	k := b.mustKnock(knock(call, "user:b", "", time.Minute))
+	a.expect(began(s), knocked(k))
+	if got, want := knocksOf(a, call), describeKnocks(k); !slices.Equal(got, want) {
+		t.Errorf("Knocks on the other replica = %v, want %v", got, want)
+	}
+
+	// Renewed and ended through the replica that did not make it.
+	want := s
+	want.Expires = s.Expires.Add(time.Minute)
+	if got, err := b.Renew(h.ctx, s.ID, want.Expires); err != nil || !sameSession(got, want) {
+		t.Fatalf("Renew on the replica = %s, %v; want %s", describeSession(got), err, describeSession(want))
+	}
+	ejected := admission.Ending{Why: admission.Ejected, Outcome: admission.Blocked, BlockID: "blk-1"}
+	b.mustEnd(s.ID, ejected)
+	a.expect(ended(want, ejected))
+	b.expect(knocked(k), ended(want, ejected))
+	if found, err := a.Unknock(h.ctx, call, "user:b", admission.Denied); !found || err != nil {
+		t.Fatalf("Unknock on the other replica = %t, %v", found, err)
+	}
+	b.expect(unknocked(k, admission.Denied))
+	a.expect(unknocked(k, admission.Denied))
+
+	// A replacement through the other replica.
+	s1 := session(call, "user:c", time.Minute)
+	a.mustJoin(s1)
+	s2 := session(call, "user:c", time.Minute)
+	b.mustJoin(s2)
+	a.expect(began(s1), ended(s1, admission.Ending{Why: admission.Replaced}), began(s2))
+
+	// Left through the other replica at once, before its picture may have
+	// caught up.
+	s3 := session(call, "user:d", time.Minute)
+	a.mustJoin(s3)
+	if _, err := b.End(h.ctx, s3.ID, admission.Ending{Why: admission.Left}); err != nil {
+		t.Fatalf("End on the other replica at once: %v", err)
+	}
+	a.expect(began(s3), ended(s3, admission.Ending{Why: admission.Left}))
+	b.eventually("the other replica to forget the session", func() bool {
+		_, ok := b.Session(s3.ID)
+		return !ok
+	})
+}
+
+func testReplicaCapacity(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	b := h.replica(a, Bounds{})
+	admitted := joinAll(t, []*node{a, b}, 500, 50)
+	if admitted != 50 {
+		t.Errorf("%d of 500 concurrent joins over two replicas admitted to a call of 50", admitted)
+	}
+	for i, n := range []*node{a, b} {
+		n.eventually("both replicas to see 50 sessions", func() bool { return len(n.Sessions(call)) == 50 })
+		if got := len(n.Sessions(call)); got != 50 {
+			t.Errorf("replica %d sees %d sessions, want 50", i, got)
+		}
+	}
+}
+
+func testReplicaLapse(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	b := h.replica(a, Bounds{})
+	s := session(call, "user:a", time.Second)
+	a.mustJoin(s)
+	k := b.mustKnock(knock(call, "user:b", "", time.Second))
+	for _, n := range []*node{a, b} {
+		n.expect(began(s), knocked(k))
+		n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
+	}
+}
