@@ -21,8 +21,8 @@ func errorWorld(f *fixture) {
 	f.putRole(&usherv1.Role{Name: "presenter", Scope: acme, Permissions: []string{"screenshare", "pin-for-everyone"}, MaxHolders: 1, BindableOn: []string{"call"}})
 	f.grant("user:p1", "presenter", stream42)
 	f.putRole(&usherv1.Role{Name: "producer", Scope: livestream, Permissions: []string{"join-backstage"}})
-	f.putRole(&usherv1.Role{Name: "guest", Scope: acme, Permissions: []string{"join-call"}})
-	f.grant("user:g", "guest", sales)
+	f.putRole(&usherv1.Role{Name: "visitor", Scope: acme, Permissions: []string{"join-call"}})
+	f.grant("user:g", "visitor", sales)
 	f.grant("user:alice", "host", stream42)
 	f.block(&usherv1.BlockRequest{Subject: "user:eve", Resource: acme, Reason: "fraud"})
 }
@@ -151,7 +151,7 @@ var errorCases = []errorCase{
 		}},
 	{name: "DeleteRole refuses a malformed scope", code: codes.InvalidArgument, field: "scope", value: "acme",
 		call: func(ctx context.Context, f *fixture) error {
-			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "guest", Scope: "acme"})
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "visitor", Scope: "acme"})
 			return err
 		}},
 	{name: "Unblock refuses a malformed subject", code: codes.InvalidArgument, field: "subject", value: "User:eve",
@@ -410,9 +410,9 @@ var errorCases = []errorCase{
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: sales})
 			return err
 		}},
-	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, field: "name", value: "guest",
+	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, field: "name", value: "visitor",
 		call: func(ctx context.Context, f *fixture) error {
-			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "guest", Scope: acme})
+			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "visitor", Scope: acme})
 			return err
 		}},
 }

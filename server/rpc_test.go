@@ -622,13 +622,13 @@ func TestListRoles(t *testing.T) {
 		want     map[string]string
 	}{
 		{"at root only the built-in roles are visible", "root",
-			map[string]string{"admin": "root", "call-member": "root", "host": "root", "moderator": "root", "owner": "root", "user": "root"}},
+			map[string]string{"admin": "root", "call-member": "root", "guest": "root", "host": "root", "moderator": "root", "owner": "root", "user": "root"}},
 		{"an account sees its custom roles", sales,
-			map[string]string{"admin": "root", "call-member": "root", "host": "root", "moderator": "root", "owner": "root", "producer": acme, "user": "root"}},
+			map[string]string{"admin": "root", "call-member": "root", "guest": "root", "host": "root", "moderator": "root", "owner": "root", "producer": acme, "user": "root"}},
 		{"a call sees the nearest definition of each role", stream42,
-			map[string]string{"admin": "root", "call-member": "root", "host": stream42, "moderator": "root", "owner": "root", "producer": acme, "user": livestream}},
+			map[string]string{"admin": "root", "call-member": "root", "guest": "root", "host": stream42, "moderator": "root", "owner": "root", "producer": acme, "user": livestream}},
 		{"a sibling call type's redefinition is not visible", meeting7,
-			map[string]string{"admin": "root", "call-member": "root", "host": "root", "moderator": "root", "owner": "root", "producer": acme, "user": "root"}},
+			map[string]string{"admin": "root", "call-member": "root", "guest": "root", "host": "root", "moderator": "root", "owner": "root", "producer": acme, "user": "root"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
