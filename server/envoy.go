@@ -21,8 +21,10 @@ import (
 	"github.com/usher-authz/usher/authz"
 )
 
-// Checker answers one check. *authz.Index is one; the Envoy handler needs
-// nothing else of the engine.
+// Checker answers one check; the Envoy handler needs nothing else of the
+// engine. *authz.Engine is one, answering from whichever index is current;
+// an *authz.Index is one too, but one that a resync has replaced goes on
+// answering from the revision it stopped at.
 type Checker interface {
 	Check(authz.Query) (authz.Decision, authz.Revision, error)
 }
