@@ -409,6 +409,7 @@ func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 type heldFeed struct {
 	*memory.Memory
 	held    atomic.Bool
+	holding chan struct{} // gets a value once a change set is held back
 	release chan struct{}
 }
 
@@ -416,6 +417,10 @@ func (b *heldFeed) Watch(ctx context.Context, after authz.Revision) iter.Seq2[au
 	return func(yield func(authz.ChangeSet, error) bool) {
 		for cs, err := range b.Memory.Watch(ctx, after) {
 			if err == nil && b.held.Load() {
+				select {
+				case b.holding <- struct{}{}:
+				default:
+				}
 				select {
 				case <-b.release:
 					yield(authz.ChangeSet{}, authz.ErrCompacted)
@@ -431,7 +436,7 @@ func (b *heldFeed) Watch(ctx context.Context, after authz.Revision) iter.Seq2[au
 }
 
 func TestEnvoyAnswersFromTheIndexAResyncPutsInPlace(t *testing.T) {
-	feed := &heldFeed{Memory: memory.New(), release: make(chan struct{})}
+	feed := &heldFeed{Memory: memory.New(), holding: make(chan struct{}, 1), release: make(chan struct{})}
 	w := serveEnvoy(t, newEnvoyEngineOn(t, feed), headerConfig(), nil)
 	stale := w.engine.Index()
 	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
@@ -450,6 +455,11 @@ func TestEnvoyAnswersFromTheIndexAResyncPutsInPlace(t *testing.T) {
 	rev, err := replica.Grant(t.Context(), authz.Author{Caller: "test"}, authz.Grant{Subject: "user:erin", Role: "member", Resource: meeting8})
 	if err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-feed.holding:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the engine's feed never received the replica's grant")
 	}
 	feed.held.Store(false)
 	close(feed.release)
