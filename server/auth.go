@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"strings"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -40,11 +41,12 @@ type callerKey struct{}
 // services each kind may call besides its own; health is open to all.
 var (
 	healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
-	// checkKind are the services check callers (media servers' sidecars)
-	// may call.
+	// checkKind are the services check callers (media servers' sidecars,
+	// Envoy) may call.
 	checkKind = []string{
 		"/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/",
 		"/" + usherv1.AdmissionService_ServiceDesc.ServiceName + "/",
+		"/" + authv3.Authorization_ServiceDesc.ServiceName + "/",
 	}
 	anyKind = []string{
 		"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/",
@@ -71,9 +73,9 @@ func (a authenticator) authenticate(ctx context.Context) (context.Context, error
 	}
 	if !caller.Kind.mayCall(method) {
 		return nil, status.Errorf(codes.PermissionDenied,
-			"caller %q is a %s caller and may not call %s: %s callers may call only %s and %s",
+			"caller %q is a %s caller and may not call %s: %s callers may call only %s, %s and %s",
 			caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName,
-			usherv1.AdmissionService_ServiceDesc.ServiceName)
+			usherv1.AdmissionService_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	return context.WithValue(ctx, callerKey{}, caller), nil
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -98,7 +99,14 @@ func newAuthWorld(t *testing.T) *authWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.addr, w.store = serveWith(t, dir, logger, server.WithCallers(src), grpc.Creds(credentials.NewTLS(tlsConfig)))
+	envoy, err := server.NewEnvoyService(server.EnvoyConfig{
+		Subject: server.EnvoySubject{Header: "x-user-id", Prefix: "user:"},
+		Rules:   []server.EnvoyRule{{Method: "GET", Path: "/", Resource: "root", Permission: "join-call"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr, w.store = serveWith(t, dir, logger, server.WithCallers(src), server.WithEnvoy(envoy), grpc.Creds(credentials.NewTLS(tlsConfig)))
 	return w
 }
 
@@ -208,6 +216,20 @@ func checkCall(t *testing.T, conn *grpc.ClientConn) error {
 	return err
 }
 
+// envoyCall asks what authWorld's Envoy service answers for user:dana's
+// GET /, as Envoy's ext_authz filter would: an error only when the call
+// itself fails.
+func envoyCall(t *testing.T, conn *grpc.ClientConn) error {
+	resp, err := authv3.NewAuthorizationClient(conn).Check(callCtx(t), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Path: "/", Headers: map[string]string{"x-user-id": "dana"}}},
+	}})
+	if err == nil && resp.GetHttpResponse() == nil {
+		t.Errorf("Envoy's Check answered without an HTTP response: %v", resp)
+	}
+	return err
+}
+
 // grantCall grants subject the host role on root.
 func grantCall(t *testing.T, conn *grpc.ClientConn, subject string) (*usherv1.GrantResponse, error) {
 	return usherv1.NewAdminServiceClient(conn).Grant(callCtx(t),
@@ -249,6 +271,7 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 			if !strings.Contains(st.Message(), c.want) {
 				t.Errorf("message %q does not say %q", st.Message(), c.want)
 			}
+			wantCode(t, envoyCall(t, conn), codes.Unauthenticated)
 			rev, _ := w.store.Revision(context.Background())
 			_, err := grantCall(t, conn, "user:dana")
 			wantCode(t, err, codes.Unauthenticated)
@@ -264,7 +287,7 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 	}
 }
 
-func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
+func TestCheckCallersMayOnlyCallTheChecksOfUsherAndEnvoy(t *testing.T) {
 	w := newAuthWorld(t)
 	for _, c := range []struct {
 		name, caller string
@@ -282,10 +305,15 @@ func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
 				&usherv1.ListPermissionsRequest{Subject: "user:dana", Resource: "root"}); err != nil {
 				t.Fatalf("ListPermissions: %v", err)
 			}
+			// Envoy is a check caller: its ext_authz filter asks only this.
+			if err := envoyCall(t, conn); err != nil {
+				t.Fatalf("Envoy's Check: %v", err)
+			}
 			rev, _ := w.store.Revision(context.Background())
 			_, err := grantCall(t, conn, "user:dana")
 			st := wantCode(t, err, codes.PermissionDenied)
-			for _, want := range []string{fmt.Sprintf("%q", c.caller), "check caller", "/usher.v1.AdminService/Grant"} {
+			for _, want := range []string{fmt.Sprintf("%q", c.caller), "check caller", "/usher.v1.AdminService/Grant",
+				"may call only usher.v1.AuthorizationService, usher.v1.AdmissionService and envoy.service.auth.v3.Authorization"} {
 				if !strings.Contains(st.Message(), want) {
 					t.Errorf("message %q does not name %s", st.Message(), want)
 				}
@@ -298,9 +326,13 @@ func TestCheckCallersMayOnlyCallTheAuthorizationService(t *testing.T) {
 			}
 		})
 	}
-	grants, err := usherv1.NewAdminServiceClient(w.dial(credential{token: w.adminToken})).ListGrants(callCtx(t), &usherv1.ListGrantsRequest{Subject: "user:dana"})
+	admin := w.dial(credential{token: w.adminToken})
+	grants, err := usherv1.NewAdminServiceClient(admin).ListGrants(callCtx(t), &usherv1.ListGrantsRequest{Subject: "user:dana"})
 	if err != nil || len(grants.GetGrants()) != 0 {
 		t.Fatalf("after refused Grants: %v, grants %v; want none", err, grants.GetGrants())
+	}
+	if err := envoyCall(t, admin); err != nil {
+		t.Fatalf("Envoy's Check by an admin caller: %v", err)
 	}
 }
 

@@ -25,8 +25,9 @@ import (
 type CallerKind string
 
 const (
-	// KindCheck callers, such as the sidecars next to media servers, may call
-	// only the AuthorizationService.
+	// KindCheck callers, such as the sidecars next to media servers and
+	// Envoy, may call only the AuthorizationService, the AdmissionService
+	// and Envoy's envoy.service.auth.v3.Authorization.
 	KindCheck CallerKind = "check"
 	// KindAdmin callers, the platform's services, may call everything.
 	KindAdmin CallerKind = "admin"

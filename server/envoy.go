@@ -21,8 +21,10 @@ import (
 	"github.com/usher-authz/usher/authz"
 )
 
-// Checker answers one check. *authz.Index is one; the Envoy handler needs
-// nothing else of the engine.
+// Checker answers one check; the Envoy handler needs nothing else of the
+// engine. *authz.Engine is one, answering from whichever index is current;
+// an *authz.Index is one too, but one that a resync has replaced goes on
+// answering from the revision it stopped at.
 type Checker interface {
 	Check(authz.Query) (authz.Decision, authz.Revision, error)
 }
@@ -71,15 +73,32 @@ var envoyReasons = map[authz.Reason]string{
 // checker is the call's gRPC status, and Envoy's failure_mode_allow
 // decides.
 func RegisterEnvoy(s *grpc.Server, cfg EnvoyConfig, c Checker) error {
-	routes, err := cfg.compile()
+	e, err := NewEnvoyService(cfg)
 	if err != nil {
 		return err
 	}
-	h := &envoyServer{checker: c, routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix}
+	e.register(s, c)
+	return nil
+}
+
+// EnvoyService is an EnvoyConfig made ready to serve: its rules compiled
+// and its JWT key read, so that `usher serve` refuses a bad file or key
+// before it listens. WithEnvoy hands it to New.
+type EnvoyService struct {
+	h envoyServer // without its checker, which New supplies
+}
+
+// NewEnvoyService validates cfg and reads its JWT key, if it has one.
+func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
+	routes, err := cfg.compile()
+	if err != nil {
+		return nil, err
+	}
+	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix}
 	if j := cfg.Subject.JWT; j != nil {
 		key, err := j.verificationKey()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts := []jwt.ParserOption{
 			jwt.WithValidMethods([]string{j.Algorithm}),
@@ -98,7 +117,37 @@ func RegisterEnvoy(s *grpc.Server, cfg EnvoyConfig, c Checker) error {
 			claim:  cmp.Or(j.Claim, "sub"),
 		}
 	}
-	authv3.RegisterAuthorizationServer(s, h)
+	return &EnvoyService{h: h}, nil
+}
+
+// register serves e on s, asking c.
+func (e *EnvoyService) register(s *grpc.Server, c Checker) {
+	h := e.h
+	h.checker = c
+	authv3.RegisterAuthorizationServer(s, &h)
+}
+
+// WithEnvoy makes New serve envoy.service.auth.v3.Authorization with e
+// beside Usher's own services, answering from the engine's index as it is
+// at each call, so that a rebuilt index is used as soon as it is in place.
+// Without it, the service is not registered.
+func WithEnvoy(e *EnvoyService) grpc.ServerOption {
+	return envoyOption{service: e}
+}
+
+// envoyOption carries an EnvoyService through New's options.
+type envoyOption struct {
+	grpc.EmptyServerOption
+	service *EnvoyService
+}
+
+// envoyService finds the EnvoyService among opts, if any.
+func envoyService(opts []grpc.ServerOption) *EnvoyService {
+	for _, o := range opts {
+		if e, ok := o.(envoyOption); ok && e.service != nil {
+			return e.service
+		}
+	}
 	return nil
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 )
 
-// EnvoyConfig says how RegisterEnvoy turns an HTTP request that Envoy's
+// EnvoyConfig says how Usher turns an HTTP request that Envoy's
 // ext_authz filter asks about into an Usher check: who the subject is, and,
 // from the first rule that matches the method and path, which permission
 // on which resource. In YAML:
@@ -79,7 +79,7 @@ type EnvoyRule struct {
 	Permission string `json:"permission"`
 }
 
-// The shortest keys RegisterEnvoy accepts: an HS256 secret shorter than the
+// The shortest keys NewEnvoyService accepts: an HS256 secret shorter than the
 // hash, or an RSA key under 2048 bits, is weaker than what it signs.
 const (
 	minHMACSecretLen = 32
@@ -88,7 +88,7 @@ const (
 
 // LoadEnvoyConfig reads a YAML (or JSON) EnvoyConfig strictly, an unknown
 // field being an error, and validates it. Keys are read later, by
-// RegisterEnvoy.
+// NewEnvoyService.
 func LoadEnvoyConfig(file string) (EnvoyConfig, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {

@@ -1,14 +1,16 @@
 package server_test
 
 import (
+	"cmp"
 	"os"
 	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -26,8 +28,30 @@ func yamlBlocks(t *testing.T, file string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return yamlBlocksOf(t, file, string(data))
+}
+
+// sectionYAMLBlocks returns the ```yaml blocks of one section of a Markdown
+// file: from its heading to the next heading of the same level.
+func sectionYAMLBlocks(t *testing.T, file, heading string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s has no section %q", file, heading)
+	}
+	level, _, _ := strings.Cut(heading, " ")
+	section, _, _ = strings.Cut(section, "\n"+level+" ")
+	return yamlBlocksOf(t, file, section)
+}
+
+func yamlBlocksOf(t *testing.T, file, text string) []string {
+	t.Helper()
 	var blocks []string
-	for _, part := range strings.Split(string(data), "```yaml\n")[1:] {
+	for _, part := range strings.Split(text, "```yaml\n")[1:] {
 		block, _, ok := strings.Cut(part, "```")
 		if !ok {
 			t.Fatalf("%s: a yaml block is not closed", file)
@@ -65,6 +89,73 @@ func TestEnvoyDocConfigs(t *testing.T) {
 	validateEnvoy(t, &b)
 	if got := len(b.GetStaticResources().GetClusters()); got != 2 {
 		t.Errorf("Envoy's config has %d clusters, want usher and api", got)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatalf("Envoy's listener has no HttpConnectionManager: %v", err)
+	}
+	checkExtAuthz(t, hcm.GetHttpFilters(), cfg)
+}
+
+// TestEnvoyREADMEConfigs proves the same of the README's short section:
+// its mapping loads, and its http_filters are those of an
+// HttpConnectionManager, every typed_config valid for Envoy v3.
+func TestEnvoyREADMEConfigs(t *testing.T) {
+	blocks := sectionYAMLBlocks(t, "../README.md", "## Gating HTTP APIs with Envoy")
+	if len(blocks) != 2 {
+		t.Fatalf("README.md's Envoy section has %d yaml blocks, want Usher's and Envoy's", len(blocks))
+	}
+	cfg, err := server.ParseEnvoyConfig([]byte(blocks[0]))
+	if err != nil {
+		t.Fatalf("Usher's config: %v", err)
+	}
+	js, err := yaml.YAMLToJSONStrict([]byte(blocks[1]))
+	if err != nil {
+		t.Fatalf("Envoy's config: %v", err)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := protojson.Unmarshal(js, &hcm); err != nil {
+		t.Fatalf("Envoy's config is not an HttpConnectionManager's http_filters: %v", err)
+	}
+	// The manager itself is a fragment, without stat_prefix or routes: only
+	// its filters are validated.
+	for _, f := range hcm.GetHttpFilters() {
+		validateEnvoy(t, f)
+	}
+	checkExtAuthz(t, hcm.GetHttpFilters(), cfg)
+}
+
+// checkExtAuthz checks that filters ask Usher, as cfg is served, before
+// the router: over the v3 protocol, failing closed, and sending the header
+// the subject comes from.
+func checkExtAuthz(t *testing.T, filters []*hcmv3.HttpFilter, cfg server.EnvoyConfig) {
+	t.Helper()
+	if len(filters) != 2 || filters[0].GetName() != "envoy.filters.http.ext_authz" || filters[1].GetName() != "envoy.filters.http.router" {
+		t.Fatalf("http_filters are not ext_authz then the router: %v", filters)
+	}
+	var ext extauthzv3.ExtAuthz
+	if err := filters[0].GetTypedConfig().UnmarshalTo(&ext); err != nil {
+		t.Fatalf("ext_authz's typed_config: %v", err)
+	}
+	if ext.GetTransportApiVersion() != corev3.ApiVersion_V3 {
+		t.Errorf("transport_api_version = %s, want V3", ext.GetTransportApiVersion())
+	}
+	if ext.GetFailureModeAllow() {
+		t.Errorf("failure_mode_allow is true: Envoy would let requests through when Usher cannot answer")
+	}
+	if ext.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "usher" {
+		t.Errorf("grpc_service = %v, want the usher cluster", ext.GetGrpcService())
+	}
+	header := cfg.Subject.Header
+	if j := cfg.Subject.JWT; j != nil {
+		header = cmp.Or(j.Header, "authorization")
+	}
+	sent := false
+	for _, p := range ext.GetAllowedHeaders().GetPatterns() {
+		sent = sent || p.GetExact() == header
+	}
+	if ext.GetAllowedHeaders() != nil && !sent {
+		t.Errorf("allowed_headers %v leave out %s, where Usher reads the subject", ext.GetAllowedHeaders(), header)
 	}
 }
 

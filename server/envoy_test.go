@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"iter"
 	"log/slog"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,10 +27,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // The world of the Envoy tests, under a small policy of its own:
@@ -62,6 +66,7 @@ var envoyPolicy = authz.Policy{
 // loopback listener, and a client speaking Envoy's ext_authz protocol.
 type envoyWorld struct {
 	engine *authz.Engine
+	conn   *grpc.ClientConn
 	client authv3.AuthorizationClient
 }
 
@@ -74,10 +79,17 @@ func newEnvoyEngine(t testing.TB) *authz.Engine {
 		t.Fatalf("storage.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	engine, err := authz.Start(context.Background(), store, authz.Options{})
+	return newEnvoyEngineOn(t, store)
+}
+
+// newEnvoyEngineOn is newEnvoyEngine on a backend of the caller's.
+func newEnvoyEngineOn(t testing.TB, backend authz.Backend) *authz.Engine {
+	t.Helper()
+	engine, err := authz.Start(context.Background(), backend, authz.Options{})
 	if err != nil {
 		t.Fatalf("authz.Start: %v", err)
 	}
+	t.Cleanup(engine.Close)
 	ctx, by := t.Context(), authz.Author{Caller: "test"}
 	if _, _, err := engine.ApplyPolicy(ctx, by, envoyPolicy, authz.ApplyOptions{}); err != nil {
 		t.Fatalf("ApplyPolicy: %v", err)
@@ -103,17 +115,29 @@ func newEnvoyEngine(t testing.TB) *authz.Engine {
 	return engine
 }
 
-// startEnvoy serves cfg against a fresh world and checker (the world's
-// index when checker is nil) on the server server.New builds.
+// startEnvoy serves cfg against a fresh world on the server server.New
+// builds: as `usher serve --envoy-config` does, through WithEnvoy, when
+// checker is nil, else asking checker, through RegisterEnvoy.
 func startEnvoy(t testing.TB, cfg server.EnvoyConfig, checker server.Checker) *envoyWorld {
 	t.Helper()
-	engine := newEnvoyEngine(t)
+	return serveEnvoy(t, newEnvoyEngine(t), cfg, checker)
+}
+
+// serveEnvoy is startEnvoy on an engine of the caller's.
+func serveEnvoy(t testing.TB, engine *authz.Engine, cfg server.EnvoyConfig, checker server.Checker) *envoyWorld {
+	t.Helper()
+	var srv *server.Server
 	if checker == nil {
-		checker = engine.Index()
-	}
-	srv := server.New(engine, slog.New(slog.DiscardHandler))
-	if err := server.RegisterEnvoy(srv.Server, cfg, checker); err != nil {
-		t.Fatalf("RegisterEnvoy: %v", err)
+		e, err := server.NewEnvoyService(cfg)
+		if err != nil {
+			t.Fatalf("NewEnvoyService: %v", err)
+		}
+		srv = server.New(engine, slog.New(slog.DiscardHandler), server.WithEnvoy(e))
+	} else {
+		srv = server.New(engine, slog.New(slog.DiscardHandler))
+		if err := server.RegisterEnvoy(srv.Server, cfg, checker); err != nil {
+			t.Fatalf("RegisterEnvoy: %v", err)
+		}
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -133,7 +157,7 @@ func startEnvoy(t testing.TB, cfg server.EnvoyConfig, checker server.Checker) *e
 		srv.GracefulStop()
 		<-served
 	})
-	return &envoyWorld{engine: engine, client: authv3.NewAuthorizationClient(conn)}
+	return &envoyWorld{engine: engine, conn: conn, client: authv3.NewAuthorizationClient(conn)}
 }
 
 var callRules = []server.EnvoyRule{
@@ -377,6 +401,112 @@ func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 	if a := w.ask(t, join); a.reason != "BLOCKED" {
 		t.Fatalf("after a block of everything: %+v", a)
 	}
+}
+
+// heldFeed is a backend whose feed to the engine can be held back and then
+// cut with ErrCompacted, as a replica's is when it falls behind the change
+// log's retention: the engine then loads a fresh index in place of its own.
+type heldFeed struct {
+	*memory.Memory
+	held    atomic.Bool
+	holding chan struct{} // gets a value once a change set is held back
+	release chan struct{}
+}
+
+func (b *heldFeed) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		for cs, err := range b.Memory.Watch(ctx, after) {
+			if err == nil && b.held.Load() {
+				select {
+				case b.holding <- struct{}{}:
+				default:
+				}
+				select {
+				case <-b.release:
+					yield(authz.ChangeSet{}, authz.ErrCompacted)
+				case <-ctx.Done():
+				}
+				return
+			}
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
+func TestEnvoyAnswersFromTheIndexAResyncPutsInPlace(t *testing.T) {
+	feed := &heldFeed{Memory: memory.New(), holding: make(chan struct{}, 1), release: make(chan struct{})}
+	w := serveEnvoy(t, newEnvoyEngineOn(t, feed), headerConfig(), nil)
+	stale := w.engine.Index()
+	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
+	if a := w.ask(t, join); a.reason != "NO_GRANT" {
+		t.Fatalf("before the grant: %+v", a)
+	}
+
+	// Another replica grants while this one's feed is held, then the feed
+	// is cut, and this one reloads.
+	feed.held.Store(true)
+	replica, err := authz.Start(t.Context(), feed.Memory, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	rev, err := replica.Grant(t.Context(), authz.Author{Caller: "test"}, authz.Grant{Subject: "user:erin", Role: "member", Resource: meeting8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-feed.holding:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the engine's feed never received the replica's grant")
+	}
+	feed.held.Store(false)
+	close(feed.release)
+	for deadline := time.Now().Add(10 * time.Second); w.engine.Resyncs() == 0 || w.engine.Index().Revision() < rev; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no resync to revision %d: %d resyncs, at revision %d", rev, w.engine.Resyncs(), w.engine.Index().Revision())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if d, _, err := stale.Check(authz.Query{Subject: "user:erin", Permission: "join-call", Resource: meeting8}); err != nil || d.Allowed {
+		t.Fatalf("the replaced index answers %+v, %v: the test proves nothing", d, err)
+	}
+	a := w.ask(t, join)
+	if a.code != codes.OK || a.headers["x-usher-revision"] != strconv.FormatUint(uint64(rev), 10) {
+		t.Fatalf("after the resync to revision %d: %+v", rev, a)
+	}
+}
+
+func TestEnvoyIsServedOnlyWithWithEnvoy(t *testing.T) {
+	const service = "envoy.service.auth.v3.Authorization"
+	health := func(conn *grpc.ClientConn) (healthpb.HealthCheckResponse_ServingStatus, error) {
+		resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: service})
+		return resp.GetStatus(), err
+	}
+
+	w := startEnvoy(t, headerConfig(), nil)
+	if got, err := health(w.conn); err != nil || got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health of %s with WithEnvoy: %v, %v; want SERVING", service, got, err)
+	}
+
+	srv := server.New(newEnvoyEngine(t), slog.New(slog.DiscardHandler))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = authv3.NewAuthorizationClient(conn).Check(t.Context(), httpRequest("GET", "/calls/meeting/7", map[string]string{"x-user-id": "alice"}))
+	wantCode(t, err, codes.Unimplemented)
+	_, err = health(conn)
+	wantCode(t, err, codes.NotFound)
 }
 
 func TestEnvoyReadsRawHeaders(t *testing.T) {

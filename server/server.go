@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -32,13 +33,15 @@ type Server struct {
 	draining atomic.Bool
 	stop     chan struct{}
 	once     sync.Once
+	services []string // the services whose health report follows serving
 }
 
 // New returns a gRPC server with Usher's services, grpc.health.v1 and server
 // reflection registered, logging and panic recovery installed, reading
 // requests of at most MaxMessageSize bytes (an option in opts may change
 // it). With WithCallers among opts, it authenticates callers; without,
-// every caller is anonymous and may call everything.
+// every caller is anonymous and may call everything. With WithEnvoy, it
+// also serves Envoy's envoy.service.auth.v3.Authorization.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
 	logOpts := []logging.Option{
@@ -70,11 +73,19 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	}
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
-	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{})}
+	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
+		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName,
+			usherv1.AdmissionService_ServiceDesc.ServiceName}}
 	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving, watches: s.watches})
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
 	if m := admissionManager(opts); m != nil {
 		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
+	}
+	if e := envoyService(opts); e != nil {
+		// The engine, not its index: the engine answers from the index in
+		// place at each call, which a resync replaces.
+		e.register(gs, engine)
+		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
@@ -97,8 +108,7 @@ func (s *Server) report() {
 	if s.serving() {
 		status = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, name := range []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName,
-		usherv1.AdmissionService_ServiceDesc.ServiceName} {
+	for _, name := range s.services {
 		s.health.SetServingStatus(name, status)
 	}
 }

@@ -44,6 +44,8 @@ func serve(args []string) error {
 			"without it, the key comes from USHER_LIVEKIT_API_KEY and USHER_LIVEKIT_API_SECRET, and without those Join issues no token (env USHER_LIVEKIT_KEY_FILE)")
 	livekitKeyName := fs.String("livekit-key", envOr("USHER_LIVEKIT_KEY", ""), "which key of --livekit-key-file to use, when it holds several (env USHER_LIVEKIT_KEY)")
 	maxSessions := fs.Int("max-sessions", admission.DefaultMaxSessions, "most live sessions and lobby knocks this server keeps")
+	envoyConfig := fs.String("envoy-config", envOr("USHER_ENVOY_CONFIG", ""),
+		"also serve Envoy's ext_authz (envoy.service.auth.v3.Authorization), mapping requests to checks as this YAML file says; see docs/envoy.md (env USHER_ENVOY_CONFIG)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
@@ -98,9 +100,18 @@ func serve(args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	// Who may call is settled before the data file is opened: a server that
-	// refuses to start must not have touched anything.
+	// Who may call, and what the Envoy service answers, are settled before
+	// the data file is opened: a server that refuses to start must not have
+	// touched anything.
 	var serverOpts []grpc.ServerOption
+	if *envoyConfig != "" {
+		envoy, err := loadEnvoy(*envoyConfig)
+		if err != nil {
+			return err
+		}
+		serverOpts = append(serverOpts, server.WithEnvoy(envoy))
+		logger.Info("Envoy ext_authz mapping loaded", "config", *envoyConfig)
+	}
 	security := "unauthenticated"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -282,6 +293,20 @@ func parseInt32(s string, v *int32) error {
 	n, err := strconv.ParseInt(s, 0, 32)
 	*v = int32(n)
 	return err
+}
+
+// loadEnvoy reads an Envoy mapping and its JWT key; errors name the file
+// and the field.
+func loadEnvoy(file string) (*server.EnvoyService, error) {
+	cfg, err := server.LoadEnvoyConfig(file)
+	if err != nil {
+		return nil, fmt.Errorf("--envoy-config: %w", err)
+	}
+	envoy, err := server.NewEnvoyService(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--envoy-config: %s: %w", file, err)
+	}
+	return envoy, nil
 }
 
 func applyPolicy(engine *authz.Engine, name string) error {
