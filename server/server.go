@@ -74,12 +74,12 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
-		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName,
-			usherv1.AdmissionService_ServiceDesc.ServiceName}}
+		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
 	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving, watches: s.watches})
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
 	if m := admissionManager(opts); m != nil {
 		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
+		s.services = append(s.services, usherv1.AdmissionService_ServiceDesc.ServiceName)
 	}
 	if e := envoyService(opts); e != nil {
 		// The engine, not its index: the engine answers from the index in
