@@ -576,6 +576,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 	if err := ValidateAdmission("admission", a); err != nil {
 		return 0, err
 	}
+	asked := a // errors index the request's lists, not the sorted ones
 	a = normalizeAdmission(a)
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -588,7 +589,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 			return err
 		}
 		p.guard(keyCatalog, resourceKey(a.Scope))
-		if f, perm := a.undeclaredIn(x.cat); f != "" {
+		if f, perm := asked.undeclaredIn(x.cat); f != "" {
 			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog")
 		}
 		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
