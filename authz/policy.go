@@ -155,6 +155,9 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if r.Name == RootName {
 			return nil, errorf(Invalid, field+".name", r.Name, "root is reserved and always registered")
 		}
+		if err := checkStart(field+".start_time", r.StartsAt); err != nil {
+			return nil, err
+		}
 		if !v.exists(r.Parent) {
 			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name)
 		}
