@@ -3,6 +3,7 @@ package authz_test
 import (
 	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -1265,4 +1266,345 @@ func TestPresence(t *testing.T) {
 			}
 		})
 	}
+}
+
+// presenceWorlds is how many random worlds TestPresenceDifferential builds.
+const presenceWorlds = 150
+
+// TestPresenceDifferential holds Index.Presence to a reference written from
+// DESIGN.md and Presence's documentation, over random small worlds: a tree
+// of at most 12 resources, at most 4 role names defined and redefined at
+// random scopes, grants and blocks with and without expiry, and admission
+// rules at random scopes, asked of every subject on every resource at
+// instants around the expiries. Each world is asked of an index loaded
+// from its snapshot and of an engine's index fed it as one change set.
+func TestPresenceDifferential(t *testing.T) {
+	for seed := range uint64(presenceWorlds) {
+		rng := rand.New(rand.NewPCG(seed, 0xad317))
+		s, subjects, instants := randomPresenceWorld(rng)
+
+		clock := authz.NewManualClock(instants[0])
+		b := authz.NewBuilder(clock)
+		if err := s.Load(b); err != nil {
+			t.Fatalf("seed %d: loading the snapshot: %v", seed, err)
+		}
+		loaded, err := b.Build(1)
+		if err != nil {
+			t.Fatalf("seed %d: Build: %v", seed, err)
+		}
+		fed := newWorld(t, authz.Policy{})
+		fed.store(snapshotChanges(s)...)
+		indexes := []struct {
+			name  string
+			idx   *authz.Index
+			clock *authz.ManualClock
+		}{{"an index loaded from the snapshot", loaded, clock}, {"an engine's index, fed", fed.idx, fed.clock}}
+
+		resources := []string{authz.RootName, "ghost:1"}
+		for _, r := range s.Resources {
+			resources = append(resources, r.Name)
+		}
+		for _, at := range instants {
+			for _, subject := range append(subjects, "user:nobody") {
+				for _, resource := range resources {
+					want, wantRule := referencePresence(s, at, subject, resource)
+					for _, x := range indexes {
+						x.clock.Set(at)
+						got := x.idx.Presence(subject, resource)
+						diffs := presenceDiff(got, want)
+						if !reflect.DeepEqual(got.Rule, wantRule) {
+							diffs = append(diffs, fmt.Sprintf("Rule = %+v, want %+v", got.Rule, wantRule))
+						}
+						if len(diffs) > 0 {
+							t.Fatalf("seed %d, at +%v, Presence(%s, %s) on %s:\n  %s\n%s", seed, at.Sub(instants[0]), subject, resource, x.name,
+								strings.Join(diffs, "\n  "), describePresenceWorld(s, subject))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// presenceBase is the instant the random worlds' expiries count from.
+var presenceBase = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// randomPresenceWorld returns a random world, its subjects, and the
+// instants to ask it at, in order.
+func randomPresenceWorld(rng *rand.Rand) (authz.Snapshot, []string, []time.Time) {
+	var s authz.Snapshot
+	// A permission DAG in a random order, with one reserved permission.
+	names := []string{"call.join", "call.stage", "lobby.admit", "lobby.skip", "call.backstage", "media.mute", "usher.grants.write"}
+	rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	for i, n := range names {
+		p := authz.Permission{Name: n}
+		for range rng.IntN(3) {
+			if i > 0 {
+				if parent := pick(rng, names[:i]); !slices.Contains(p.Parents, parent) {
+					p.Parents = append(p.Parents, parent)
+				}
+			}
+		}
+		s.Permissions = append(s.Permissions, p)
+	}
+	slices.Sort(names)
+	subset := func(list []string, max int) []string {
+		var out []string
+		for range rng.IntN(max + 1) {
+			if v := pick(rng, list); !slices.Contains(out, v) {
+				out = append(out, v)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	minute := func(k int) time.Time { return presenceBase.Add(time.Duration(k) * time.Minute) }
+	expiry := func() time.Time {
+		if rng.IntN(2) == 0 {
+			return time.Time{}
+		}
+		return minute(rng.IntN(8) - 2) // some expired before the base
+	}
+
+	// A tree of 1-12 resources.
+	types := []string{"account", "room", "call"}
+	scopes := []string{authz.RootName}
+	for i := range 1 + rng.IntN(12) {
+		r := authz.Resource{Name: fmt.Sprintf("%s:%d", pick(rng, types), i), Parent: pick(rng, scopes)}
+		if rng.IntN(3) == 0 {
+			r.StartsAt = minute(rng.IntN(10))
+		}
+		r.Live = rng.IntN(3) == 0
+		s.Resources = append(s.Resources, r)
+		scopes = append(scopes, r.Name)
+	}
+
+	// 1-4 role names, each defined at root or not, and redefined below.
+	roles := []string{"host", "guest", "mod", "admin"}[:1+rng.IntN(4)]
+	defined := map[[2]string]bool{}
+	for range 1 + rng.IntN(7) {
+		r := authz.Role{Name: pick(rng, roles), Scope: authz.RootName}
+		if rng.IntN(2) == 0 {
+			r.Scope = pick(rng, scopes)
+		}
+		if defined[[2]string{r.Scope, r.Name}] {
+			continue
+		}
+		defined[[2]string{r.Scope, r.Name}] = true
+		if rng.IntN(6) == 0 {
+			r.Permissions = []string{authz.Wildcard}
+		} else {
+			r.Permissions = subset(names, 3)
+		}
+		s.Roles = append(s.Roles, r)
+	}
+
+	subjects := []string{"user:s0", "user:s1", "user:s2"}
+	granted := map[[3]string]bool{}
+	for range rng.IntN(16) {
+		g := authz.Grant{Subject: pick(rng, subjects), Role: pick(rng, append(roles, "undefined")), Resource: pick(rng, scopes), Expires: expiry()}
+		if granted[[3]string{g.Subject, g.Role, g.Resource}] {
+			continue
+		}
+		granted[[3]string{g.Subject, g.Role, g.Resource}] = true
+		s.Grants = append(s.Grants, g)
+	}
+	for i := range rng.IntN(6) {
+		b := authz.Block{Subject: pick(rng, subjects), Resource: pick(rng, scopes), ID: fmt.Sprintf("b%d", i), Expires: expiry()}
+		if rng.IntN(3) > 0 {
+			b.Permissions = subset(names, 2)
+		}
+		s.Blocks = append(s.Blocks, b)
+	}
+
+	// 0-2 rules per type, at random scopes.
+	ruled := map[[2]string]bool{}
+	optional := func() string {
+		if rng.IntN(2) == 0 {
+			return ""
+		}
+		return pick(rng, names)
+	}
+	for _, typ := range types {
+		for range rng.IntN(3) {
+			a := authz.Admission{Scope: pick(rng, scopes), ResourceType: typ, Join: pick(rng, names), Backstage: optional(), Stage: optional(),
+				ExclusiveRoles: subset(append(roles, "undefined"), 2), ExclusivePermissions: subset(names, 2)}
+			if ruled[[2]string{a.Scope, typ}] {
+				continue
+			}
+			ruled[[2]string{a.Scope, typ}] = true
+			if rng.IntN(2) == 0 {
+				a.Lobby = &authz.Lobby{Admit: pick(rng, names), Role: pick(rng, append(roles, "undefined")), Bypass: optional()}
+			}
+			s.Admissions = append(s.Admissions, a)
+		}
+	}
+
+	// The base, and four instants just before, at or just after an expiry.
+	instants := []time.Time{presenceBase}
+	for range 4 {
+		instants = append(instants, minute(rng.IntN(7)).Add(time.Duration(rng.IntN(3)-1)))
+	}
+	slices.SortFunc(instants, func(a, b time.Time) int { return a.Compare(b) })
+	return s, subjects, slices.Compact(instants)
+}
+
+// snapshotChanges is s as one change set's changes, parents before
+// children.
+func snapshotChanges(s authz.Snapshot) []authz.Change {
+	var out []authz.Change
+	for _, p := range s.Permissions {
+		out = append(out, authz.Change{Op: authz.OpPutPermission, Permission: &p})
+	}
+	for _, r := range s.Resources {
+		out = append(out, authz.Change{Op: authz.OpPutResource, Resource: &r})
+	}
+	for _, r := range s.Roles {
+		out = append(out, authz.Change{Op: authz.OpPutRole, Role: &r})
+	}
+	for _, g := range s.Grants {
+		out = append(out, authz.Change{Op: authz.OpPutGrant, Grant: &g})
+	}
+	for _, b := range s.Blocks {
+		out = append(out, authz.Change{Op: authz.OpPutBlock, Block: &b})
+	}
+	for _, a := range s.Admissions {
+		out = append(out, authz.Change{Op: authz.OpPutAdmission, Admission: &a})
+	}
+	return out
+}
+
+// referencePresence is Presence from DESIGN.md: the reference evaluator's
+// Check and ListPermissions decide what Check would, and the rule, the
+// roles, Exclusive, SkipsLobby and Until are worked out here from the
+// snapshot, with none of the index's structures. It returns the rule apart.
+func referencePresence(s authz.Snapshot, now time.Time, subject, resource string) (authz.Presence, *authz.Admission) {
+	r := newReference(s, now)
+	var out authz.Presence
+	if !r.registered(resource) {
+		return out, nil
+	}
+	out.Known = true
+	path := r.path(resource)
+	for _, res := range s.Resources {
+		if res.Name == resource {
+			out.StartsAt, out.Live = res.StartsAt, res.Live
+		}
+	}
+	// The rule for the resource's type at the nearest scope on its path.
+	var rule *authz.Admission
+	for _, at := range path {
+		for _, a := range s.Admissions {
+			scope := cmp.Or(a.Scope, authz.RootName)
+			if scope == at && a.ResourceType == authz.TypeOf(resource) && rule == nil {
+				rule = &a
+			}
+		}
+	}
+	holds := func(perm string) bool { return perm != "" && r.check(subject, perm, resource).Allowed }
+	var live []authz.Grant // the subject's unexpired grants on the path
+	for _, g := range s.Grants {
+		if g.Subject == subject && slices.Contains(path, g.Resource) && r.unexpired(g.Expires) {
+			live = append(live, g)
+		}
+	}
+	if rule != nil {
+		switch c := r.check(subject, rule.Join, resource); c.Reason {
+		case refBlocked:
+			out.Blocked, out.BlockID, out.Scope = true, c.Block, c.Scope
+		case refGranted:
+			out.Joins, out.Role, out.Scope = true, c.Role, c.Scope
+		}
+		out.Backstage = holds(rule.Backstage)
+		if l := rule.Lobby; l != nil {
+			out.SkipsLobby = holds(l.Admit) || holds(l.Bypass)
+			for _, g := range live {
+				if g.Role == l.Role && g.Resource == resource {
+					out.SkipsLobby = true
+				}
+			}
+		}
+	}
+	for _, p := range r.permissions(subject, resource) {
+		if !authz.IsReserved(p) {
+			out.Capabilities = append(out.Capabilities, p)
+		}
+	}
+	whole := false
+	var until time.Time
+	soonest := func(t time.Time) {
+		if !t.IsZero() && (until.IsZero() || t.Before(until)) {
+			until = t
+		}
+	}
+	for _, b := range s.Blocks {
+		if b.Subject == subject && slices.Contains(path, b.Resource) && r.unexpired(b.Expires) {
+			whole = whole || len(b.Permissions) == 0
+			soonest(b.Expires)
+		}
+	}
+	for _, g := range live {
+		soonest(g.Expires)
+		if _, ok := r.resolve(g.Role, path); ok && !whole && !slices.Contains(out.Roles, g.Role) {
+			out.Roles = append(out.Roles, g.Role)
+		}
+	}
+	slices.Sort(out.Roles)
+	out.Until = until
+	if rule != nil {
+		for _, role := range rule.ExclusiveRoles {
+			if slices.Contains(out.Roles, role) {
+				out.Exclusive = append(out.Exclusive, "role "+role)
+			}
+		}
+		for _, perm := range rule.ExclusivePermissions {
+			if r.check(subject, perm, resource).Reason == refBlocked {
+				continue
+			}
+			named := false
+			for _, g := range live {
+				perms, ok := r.resolve(g.Role, path)
+				if !ok || slices.Contains(perms, authz.Wildcard) {
+					continue
+				}
+				for _, p := range perms {
+					named = named || r.implies(p, perm)
+				}
+			}
+			if named {
+				out.Exclusive = append(out.Exclusive, "permission "+perm)
+			}
+		}
+	}
+	return out, rule
+}
+
+// describePresenceWorld prints a world for a failure message: the tree, the
+// roles, the rules, and the subject's grants and blocks.
+func describePresenceWorld(s authz.Snapshot, subject string) string {
+	var b strings.Builder
+	for _, p := range s.Permissions {
+		fmt.Fprintf(&b, "  permission %s parents %v\n", p.Name, p.Parents)
+	}
+	for _, r := range s.Resources {
+		fmt.Fprintf(&b, "  resource %s under %s, starts %v, live %v\n", r.Name, r.Parent, r.StartsAt.Sub(presenceBase), r.Live)
+	}
+	for _, r := range s.Roles {
+		fmt.Fprintf(&b, "  role %s at %s: %v\n", r.Name, r.Scope, r.Permissions)
+	}
+	for _, a := range s.Admissions {
+		fmt.Fprintf(&b, "  rule for %s at %s: join %s, backstage %q, exclusive %v %v, lobby %+v\n", a.ResourceType, a.Scope, a.Join, a.Backstage,
+			a.ExclusiveRoles, a.ExclusivePermissions, a.Lobby)
+	}
+	for _, g := range s.Grants {
+		if g.Subject == subject {
+			fmt.Fprintf(&b, "  grant %s on %s, expires %v\n", g.Role, g.Resource, g.Expires.Sub(presenceBase))
+		}
+	}
+	for _, bl := range s.Blocks {
+		if bl.Subject == subject {
+			fmt.Fprintf(&b, "  block %s on %s of %v, expires %v\n", bl.ID, bl.Resource, bl.Permissions, bl.Expires.Sub(presenceBase))
+		}
+	}
+	return b.String()
 }
