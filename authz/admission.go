@@ -471,11 +471,21 @@ func (x *Index) Under(resource, scope string) bool {
 // governed by an Admission rule (FailedPrecondition), and an actor must
 // hold the rule's stage permission there.
 func (e *Engine) Schedule(ctx context.Context, by Author, resource string, startsAt time.Time) (Revision, error) {
-	if !startsAt.IsZero() && (startsAt.Before(time.Unix(0, 0)) || startsAt.After(latestExpiry)) {
-		return 0, errorf(Invalid, "start_time", startsAt.UTC().Format(time.RFC3339Nano),
-			"a start time is between 1970 and %s", latestExpiry.Format(time.RFC3339))
+	if err := checkStart("start_time", startsAt); err != nil {
+		return 0, err
 	}
 	return e.setStage(ctx, by, resource, "schedule", func(r *Resource) { r.StartsAt = startsAt.UTC() })
+}
+
+// checkStart refuses a start time that cannot be stored: the zero time is
+// none, and any other is after the Unix epoch (which would read as none)
+// and before 2262.
+func checkStart(field string, t time.Time) error {
+	if !t.IsZero() && (!t.After(time.Unix(0, 0)) || t.After(latestExpiry)) {
+		return errorf(Invalid, field, t.UTC().Format(time.RFC3339Nano),
+			"a start time is after the Unix epoch and before %s; leave it unset for none", latestExpiry.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // GoLive takes resource live, or back to backstage, under the same rules as
@@ -576,6 +586,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 	if err := ValidateAdmission("admission", a); err != nil {
 		return 0, err
 	}
+	asked := a // errors index the request's lists, not the sorted ones
 	a = normalizeAdmission(a)
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -588,7 +599,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 			return err
 		}
 		p.guard(keyCatalog, resourceKey(a.Scope))
-		if f, perm := a.undeclaredIn(x.cat); f != "" {
+		if f, perm := asked.undeclaredIn(x.cat); f != "" {
 			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog")
 		}
 		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {

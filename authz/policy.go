@@ -155,6 +155,9 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if r.Name == RootName {
 			return nil, errorf(Invalid, field+".name", r.Name, "root is reserved and always registered")
 		}
+		if err := checkStart(field+".start_time", r.StartsAt); err != nil {
+			return nil, err
+		}
 		if !v.exists(r.Parent) {
 			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name)
 		}
@@ -278,6 +281,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if err := ValidateAdmission(field, a); err != nil {
 			return nil, err
 		}
+		asked := a // errors index the policy's lists, not the sorted ones
 		a = normalizeAdmission(a)
 		key := [2]string{a.Scope, a.ResourceType}
 		if rules[key] {
@@ -287,7 +291,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if !v.exists(a.Scope) {
 			return nil, errorf(NotFound, field+".scope", a.Scope, "resource is neither registered nor listed in the policy")
 		}
-		if f, perm := a.undeclaredIn(cat); f != "" {
+		if f, perm := asked.undeclaredIn(cat); f != "" {
 			return nil, errorf(Invalid, field+"."+f, perm, "permission is not declared in the policy")
 		}
 		if id := x.lookupNode(a.Scope); id != noNode {

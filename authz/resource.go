@@ -21,6 +21,9 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 	if r.Parent == "" {
 		r.Parent = RootName
 	}
+	if err := checkStart("start_time", r.StartsAt); err != nil {
+		return 0, err
+	}
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
 		if r.Name == RootName {
