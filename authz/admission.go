@@ -274,7 +274,13 @@ func (x *Index) admissionOn(path []uint32) *Admission {
 	if len(path) == 0 {
 		return nil
 	}
-	byScope := x.admissions[x.typeName(path[0])]
+	return x.admissionFor(x.typeName(path[0]), path)
+}
+
+// admissionFor returns the rule for resources of typ at the nearest scope
+// on path.
+func (x *Index) admissionFor(typ string, path []uint32) *Admission {
+	byScope := x.admissions[typ]
 	if len(byScope) == 0 {
 		return nil
 	}
@@ -532,6 +538,24 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		p.change(Change{Op: OpPutResource, Resource: &next})
 		return nil
 	})
+}
+
+// mayStage refuses an actor who registers name under parent with a stage
+// when it may not set one: the admission rule that will govern it must name
+// a stage permission, held at parent.
+func (p *plan) mayStage(typ string, parent uint32, name string) error {
+	var buf [MaxDepth + 1]uint32
+	p.guard(keyCatalog)
+	rule := p.x.admissionFor(typ, p.x.path(parent, buf[:0]))
+	switch {
+	case rule == nil:
+		return errorf(FailedPrecondition, "start_time", name, "no admission rule governs %s resources there, so a stage means nothing", typ)
+	case rule.Stage == "":
+		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
+		e.Rule = "missing permission"
+		return e
+	}
+	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
 }
 
 // resourceAt returns the registered resource id as a Resource, without its

@@ -61,13 +61,15 @@ func admissionPolicy() authz.Policy {
 	p.Permissions = append(p.Permissions,
 		authz.Permission{Name: "admit-participants"},
 		authz.Permission{Name: "skip-lobby"},
-		authz.Permission{Name: "call.control"})
+		authz.Permission{Name: "call.control"},
+		authz.Permission{Name: "usher.resources.create.call", Parents: []string{"create-call"}})
 	p.Roles = append(p.Roles,
 		authz.Role{Name: "guest", Scope: "root", Permissions: []string{"join-call", "read-call"}},
 		authz.Role{Name: "doorkeeper", Scope: "root", Permissions: []string{"admit-participants", "join-call", "read-call"}},
 		authz.Role{Name: "producer", Scope: "root", Permissions: []string{"join-call", "update-call"}},
 		authz.Role{Name: "crew", Scope: "root", Permissions: []string{"join-backstage", "join-call"}},
-		authz.Role{Name: "director", Scope: "root", Permissions: []string{"call.control", "join-call"}})
+		authz.Role{Name: "director", Scope: "root", Permissions: []string{"call.control", "join-call"}},
+		authz.Role{Name: "organizer", Scope: "root", Permissions: []string{"create-call", "join-call"}})
 	p.Admissions = []authz.Admission{rootCallRule(), livestreamRule(), globexRule()}
 	return p
 }
@@ -830,6 +832,14 @@ func TestStage(t *testing.T) {
 				return w.eng.Schedule(w.ctx, as("user:gus"), lobbyCall, starts)
 			},
 			code: authz.PermissionDenied, field: "actor", value: "user:gus", rule: "missing permission",
+		},
+		{
+			name:  "an actor who may register calls but not stage them may not register one with a stage",
+			setup: func(w *world) { w.grant("user:ola", "organizer", "calltype:default") },
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.PutResource(w.ctx, as("user:ola"), authz.Resource{Name: "call:default:77", Parent: "calltype:default", StartsAt: starts})
+			},
+			code: authz.PermissionDenied, field: "actor", value: "user:ola", rule: "missing permission",
 		},
 		{
 			name:  "an actor without the stage permission may not go live",

@@ -458,8 +458,8 @@ func (j *judge) verify() error {
 			}
 		case OpPutResource:
 			id := x.lookupNode(c.Resource.Name)
-			if id == noNode {
-				continue
+			if id == noNode || x.nodes[id].parent == x.lookupNode(c.Resource.Parent) {
+				continue // a registration, or a stage that changes no one's permissions
 			}
 			subjects, err := j.moved(id, x.lookupNode(c.Resource.Parent))
 			if err != nil {

@@ -51,6 +51,11 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 			return errorf(FailedPrecondition, "parent", r.Parent,
 				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth)
 		}
+		if by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
+			if err := p.mayStage(typ, parent, r.Name); err != nil {
+				return err
+			}
+		}
 		r.Creator = by.Actor
 		add := placement{}
 		add.add(typ, r.Creator)

@@ -1542,9 +1542,11 @@ func (x *ExportPolicyRequest) GetPageToken() string {
 type ExportPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first page carries the catalog, creator roles and default quotas;
-	// every page carries resources, parents before children, with the roles
-	// and quotas defined on them. Applying the pages in order to an empty
-	// store rebuilds the tree, roles and quotas.
+	// every page carries resources, parents before children, with the roles,
+	// quotas and admission rules defined on them. The pages merged into one
+	// policy (as `usher policy export` does), applied to an empty store,
+	// rebuild the tree, roles, quotas and rules; a later page alone lacks the
+	// catalog its roles name.
 	Policy   *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Empty on the last page.
