@@ -121,3 +121,39 @@ func TestClosedLoopRunsForItsDurationAndMeasuresEveryCall(t *testing.T) {
 		t.Errorf("p50 %s, p99 %s", p50, p99)
 	}
 }
+
+// Joins draws distinct pairs that the default policy's admission rule for
+// calls lets in: the join permission, and read-call to pass the lobby.
+func TestJoinsAreDistinctAndAdmitted(t *testing.T) {
+	p := generate(t, small())
+	idx, err := authz.NewIndex(p.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joins, err := bench.Joins(p, idx, 300, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(joins) != 300 {
+		t.Fatalf("%d joins, want 300", len(joins))
+	}
+	seen := map[bench.Join]bool{}
+	for _, j := range joins {
+		if seen[j] {
+			t.Errorf("%+v drawn twice: its sessions would replace each other", j)
+		}
+		seen[j] = true
+		for _, perm := range []string{"join-call", "read-call"} {
+			if d, _, err := idx.Check(authz.Query{Subject: j.Subject, Permission: perm, Resource: j.Call}); err != nil || !d.Allowed {
+				t.Errorf("%+v: %s %+v, %v; want allowed", j, perm, d, err)
+			}
+		}
+	}
+	if _, err := bench.Joins(p, idx, 1_000_000, 1); err == nil {
+		t.Error("a million joins drawn from 2,000 grants; want a refusal")
+	}
+	p.Snapshot.Admissions = nil
+	if _, err := bench.Joins(p, idx, 10, 1); err == nil || !strings.Contains(err.Error(), "no admission rule") {
+		t.Errorf("Joins without an admission rule: %v", err)
+	}
+}
