@@ -104,18 +104,21 @@ func TestImportedPlatformAnswersTheQueries(t *testing.T) {
 func TestClosedLoopRunsForItsDurationAndMeasuresEveryCall(t *testing.T) {
 	fail := errors.New("refused")
 	start := time.Now()
-	s := bench.ClosedLoop(context.Background(), "sleep", 4, 200*time.Millisecond, func(ctx context.Context, w, seq int) error {
+	s := bench.ClosedLoop(context.Background(), "sleep", 4, 200*time.Millisecond, func(ctx context.Context, w, seq int) (string, error) {
 		time.Sleep(time.Millisecond)
 		if seq == 0 {
-			return fail
+			return "first", fail
 		}
-		return nil
+		return "", nil
 	})
 	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
 		t.Errorf("ran %s for a 200ms run", took)
 	}
 	if s.Calls < 40 || s.Errors != 4 || !errors.Is(s.FirstError, fail) {
 		t.Errorf("calls %d, errors %d (%v); want dozens of calls and one error per worker", s.Calls, s.Errors, s.FirstError)
+	}
+	if !reflect.DeepEqual(s.Outcomes, map[string]int{"first": 4}) {
+		t.Errorf("outcomes %v, want the first call of each of the 4 workers", s.Outcomes)
 	}
 	if p50, p99 := s.Percentile(0.5), s.Percentile(0.99); p50 < time.Millisecond || p99 < p50 {
 		t.Errorf("p50 %s, p99 %s", p50, p99)

@@ -46,6 +46,9 @@ func TestPacerDeliversTheRateToAServerThatKeepsUp(t *testing.T) {
 	if !r.Delivered() || r.Achieved() > 500 {
 		t.Errorf("achieved %.0f/s of 500/s; want delivered and never more than asked", r.Achieved())
 	}
+	if got := WritesOf(r); !got.Delivered || got.Sent != r.Stats.Calls || got.P50 < Micros(2*time.Millisecond) {
+		t.Errorf("writes %+v", got)
+	}
 }
 
 // A server that cannot keep up is not given a politer rate: calls beyond
