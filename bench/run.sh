@@ -29,7 +29,17 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# client runs a load client in the background and waits for it, so that a
+# signal stops the run at once rather than after the client's phase ends.
+client() {
+  "$@" &
+  local p=$!
+  pids+=("$p")
+  wait "$p"
+}
 
 # await waits until a process started in the background prints $2 into $3.
 await() {
@@ -67,7 +77,7 @@ load() {
     mkdir -p "$BENCH_JSON"
     json=(--json "$BENCH_JSON/$name.json")
   fi
-  "$usher" bench "$@" "${common[@]}" "${json[@]}" || { status=1; echo "bench/run.sh: usher bench $name failed" >&2; }
+  client "$usher" bench "$@" "${common[@]}" "${json[@]}" || { status=1; echo "bench/run.sh: usher bench $name failed" >&2; }
 }
 load check check --concurrency 8,32
 load listpermissions listpermissions --concurrency 32
@@ -76,5 +86,5 @@ load join join --concurrency 32
 load check-writes check --concurrency 32 --writes "$writes"
 echo
 echo "== usher bench grant"
-"$usher" bench grant --addr "$addr" --duration "$duration" || status=1
+client "$usher" bench grant --addr "$addr" --duration "$duration" || status=1
 exit $status
