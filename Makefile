@@ -55,7 +55,8 @@ $(BIN)/.tools: Makefile
 $(BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	cd tools/etcd && go build -o $@ go.etcd.io/etcd/server/v3
 
-# Go benchmarks, then a short load run against a server on loopback.
+# Go benchmarks, then a load run on loopback: Usher against a bare gRPC
+# server (the floor), interleaved; BENCH_DURATION sets each phase's time.
 bench: build
 	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/ ./server/
 	bench/run.sh
