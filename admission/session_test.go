@@ -192,3 +192,19 @@ func TestASubjectWhoJoinsFromTheLobbyIsInTheCall(t *testing.T) {
 		t.Errorf("LeaveCall of the guest: %v", err)
 	}
 }
+
+func TestAKnockingSubjectWhoMayJoinIsNotRefusedForItsOwnKnock(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{MaxSessions: 2})
+	w.grant("user:guest", "guest", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	// The node is at its bound: the member's session and the guest's knock.
+	// The guest is let in by a grant; joining ends its knock, so the count
+	// stays at two.
+	w.grant("user:guest", "member", "call:acme:1")
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("lobby after the join = %+v", list)
+	}
+}
