@@ -412,10 +412,17 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 	w, store := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
 	const call = "call:acme:1"
 	const subjects = 16
+	const capacity = 6
+	rule := policy().Admissions[0]
+	rule.Scope, rule.MaxParticipants = call, capacity
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, rule); err != nil {
+		t.Fatal(err)
+	}
 	name := func(i int) string { return fmt.Sprintf("user:c%02d", i) }
 	for i := range subjects {
 		w.grant(name(i), "member", "account:acme")
 	}
+	var joined sync.Map // every session id Join returned
 	watch := w.watch(call)
 	drained := make(chan int)
 	go func() {
@@ -444,6 +451,9 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 					var r admission.Result
 					if r, err = w.m.Join(ctx, subject, call, 0); err == nil && r.Session != "" {
 						ids[subject] = r.Session
+						if r.Outcome == admission.Admitted {
+							joined.Store(r.Session, subject)
+						}
 					}
 				case 2:
 					if id := ids[subject]; id != "" {
@@ -498,6 +508,22 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 			}
 		}
 	}()
+	// The call never holds more than its capacity.
+	stopSampling := make(chan struct{})
+	sampled := make(chan int)
+	go func() {
+		most := 0
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- most
+				return
+			default:
+			}
+			most = max(most, len(store.Sessions(call)))
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -505,7 +531,29 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the joins and writes did not finish in 20 s: a deadlock?")
 	}
+	close(stopSampling)
+	if most := <-sampled; most > capacity {
+		t.Errorf("the call held %d sessions at once; its capacity is %d", most, capacity)
+	}
 	t.Logf("%d session operations", ops.Load())
+	// Every session that is live is the call's, one per subject.
+	listed := map[string]bool{}
+	bySubject := map[string]int{}
+	for _, s := range store.Sessions(call) {
+		listed[s.ID] = true
+		bySubject[s.Subject]++
+	}
+	joined.Range(func(id, subject any) bool {
+		if _, live := store.Session(id.(string)); live && !listed[id.(string)] {
+			t.Errorf("session %s of %s is live but not listed in the call", id, subject)
+		}
+		return true
+	})
+	for subject, n := range bySubject {
+		if n > 1 {
+			t.Errorf("%s has %d sessions in the call", subject, n)
+		}
+	}
 
 	// The view catches up with the last writes: every live session's
 	// subject may be in the call.
