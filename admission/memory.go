@@ -150,7 +150,8 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	} else if out, detail := newCallState().room(&s, nil, max); out != Admitted {
 		return out, detail, nil
 	}
-	if old == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	// A session that replaces the subject's own, or its knock, adds none.
+	if old == nil && (c == nil || c.knocks[s.Subject] == nil) && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
 	if c == nil {
