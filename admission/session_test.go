@@ -89,31 +89,24 @@ type unheardStore struct {
 	*admission.MemoryStore
 	subject  string
 	revealed atomic.Bool
-	events   chan []admission.StoreEvent
 }
 
 func newUnheardStore(clock authz.Clock, subject string) *unheardStore {
-	s := &unheardStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock}), subject: subject,
-		events: make(chan []admission.StoreEvent)}
-	go func() {
-		defer close(s.events)
-		for batch := range s.MemoryStore.Events() {
-			kept := batch[:0:0]
-			for _, e := range batch {
-				if e.Session != nil && e.Ended == nil && e.Session.Subject == subject {
-					continue
-				}
-				kept = append(kept, e)
-			}
-			if len(kept) > 0 {
-				s.events <- kept
-			}
-		}
-	}()
-	return s
+	return &unheardStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock}), subject: subject}
 }
 
-func (s *unheardStore) Events() <-chan []admission.StoreEvent { return s.events }
+// Take leaves out the beginnings of the subject's sessions.
+func (s *unheardStore) Take() []admission.StoreEvent {
+	batch := s.MemoryStore.Take()
+	kept := batch[:0:0]
+	for _, e := range batch {
+		if e.Session != nil && e.Ended == nil && e.Session.Subject == s.subject {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	return kept
+}
 
 func (s *unheardStore) Session(id string) (admission.Session, bool) {
 	sess, ok := s.MemoryStore.Session(id)

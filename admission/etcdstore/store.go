@@ -172,7 +172,6 @@ type Store struct {
 	signal   chan struct{}
 	closed   bool
 
-	events chan []admission.StoreEvent
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -191,9 +190,8 @@ func New(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error
 		s.cancel()
 		return nil, err
 	}
-	s.done.Add(2)
+	s.done.Add(1)
 	go s.follow()
-	go s.pump()
 	return s, nil
 }
 
@@ -235,7 +233,7 @@ func newStore(cli *clientv3.Client, opts Options) *Store {
 	s := &Store{
 		cli: cli, opts: opts, clock: opts.Clock, log: opts.Logger, prefix: opts.Prefix + "adm/",
 		locks: map[string]*callLock{}, c: newCache(), advanced: make(chan struct{}),
-		collapse: opts.MaxPending, signal: make(chan struct{}, 1), events: make(chan []admission.StoreEvent),
+		collapse: opts.MaxPending, signal: make(chan struct{}, 1),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -311,9 +309,6 @@ func (s *Store) Knocks(call string) []admission.Knock {
 	}
 	return out
 }
-
-// Events implements admission.Store.
-func (s *Store) Events() <-chan []admission.StoreEvent { return s.events }
 
 // Close implements admission.Store. It does not close the client.
 func (s *Store) Close() error {
