@@ -116,10 +116,7 @@ func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
 }
 
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
-// at res, and some role the actor holds there lists role in
-// assignable_roles, or lists "*" and role's permissions are a subset of the
-// actor's effective permissions wherever the grant would give them: at res
-// and at every resource below it where role is redefined.
+// at res, and the actor may assign role there (mayAssign).
 func (p *plan) mayGrant(role string, res uint32, verb string) error {
 	x := p.x
 	p.guardActor()
@@ -130,6 +127,17 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
 		return e
 	}
+	return p.mayAssign(role, res, verb)
+}
+
+// mayAssign reports whether role is one of the actor's own assignable roles
+// at res: some role the actor holds there lists it in assignable_roles, or
+// lists "*" and role's permissions are a subset of the actor's effective
+// permissions wherever a grant would give them: at res and at every resource
+// below it where role is redefined.
+func (p *plan) mayAssign(role string, res uint32, verb string) error {
+	x := p.x
+	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])

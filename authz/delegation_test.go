@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"testing"
@@ -652,5 +653,77 @@ func TestNarrowResourceWrites(t *testing.T) {
 	})
 	if _, err := w.eng.DeleteResource(w.ctx, as("user:owner"), "event:launch"); err != nil {
 		t.Fatalf("usher.resources.delete on the event lets its owner delete it: %v", err)
+	}
+}
+
+// roomPolicy is a room under an account, and roles to hold there: a
+// manager manages rooms and assigns guests; an organizer writes roles
+// without granting any, though its role lists the guest; in room:r a
+// narrower manager assigns no one.
+func roomPolicy() authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "room.manage"},
+			{Name: "room.join"},
+			{Name: "roles.manage"},
+			{Name: "usher.grants.write", Parents: []string{"room.manage"}},
+			{Name: "usher.resources.delete", Parents: []string{"room.manage"}},
+			{Name: "usher.roles.write", Parents: []string{"roles.manage"}},
+		},
+		Resources: []authz.Resource{{Name: "account:a"}, {Name: "room:r", Parent: "account:a"}},
+		Roles: []authz.Role{
+			{Name: "manager", Scope: "root", Permissions: []string{"room.manage"}, AssignableRoles: []string{"guest"}},
+			{Name: "manager", Scope: "room:r", Permissions: []string{"room.manage"}},
+			{Name: "guest", Scope: "root", Permissions: []string{"room.join"}},
+			{Name: "organizer", Scope: "root", Permissions: []string{"roles.manage", "room.join"}, AssignableRoles: []string{"guest"}},
+		},
+	}
+}
+
+// TestDelegationInvariantCases are delegated writes on the edges of the
+// rules per operation, each named after the sentence of DESIGN.md that
+// decides it.
+func TestDelegationInvariantCases(t *testing.T) {
+	type invariantCase struct {
+		reserved
+		field, value string // the refusal's, when not the actor
+	}
+	cases := []invariantCase{
+		{reserved: reserved{name: "Roles: its permissions and assignable_roles are bounded by the actor's own (rule 1): an organizer whose role lists guest defines a role that lists guest, though it holds no usher.grants.write",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:org", "organizer", "account:a")
+				return w
+			},
+			actor: "user:org", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "host", Scope: "account:a", Permissions: []string{"room.join"}, AssignableRoles: []string{"guest"}})
+			}}},
+		{reserved: reserved{name: "Roles: its permissions and assignable_roles are bounded by the actor's own (rule 1): not a role its own roles do not list",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:org", "organizer", "account:a")
+				return w
+			},
+			actor: "user:org", mentions: []string{"manager", "account:a"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "host", Scope: "account:a", Permissions: []string{"room.join"}, AssignableRoles: []string{"manager"}})
+			}}, field: "role.assignable_roles[0]", value: "manager"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := c.world(t)
+			write := func() (authz.Revision, error) { return c.write(w, as(c.actor)) }
+			if !c.allowed {
+				field, value := cmp.Or(c.field, "actor"), cmp.Or(c.value, c.actor)
+				e := w.refuses(authz.PermissionDenied, field, value, write)
+				mentions(t, e, c.mentions...)
+				return
+			}
+			rev := w.idx.Revision()
+			if got, err := write(); err != nil || got != rev+1 {
+				t.Fatalf("write by %s = revision %d, %v; want %d", c.actor, got, err, rev+1)
+			}
+		})
 	}
 }
