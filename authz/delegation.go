@@ -545,9 +545,12 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would lose %q on %q itself")
 	}
 	actor := after.subject(p.by.Actor)
+	// On a resource it deletes the actor may lose roles to assign, with its
+	// grants there, but gain none.
 	_, assignedBefore := before.power(actor, pb, p.now)
 	_, assignedAfter := after.power(actor, pa, p.now)
-	if !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
+	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
+	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
 		doing := ""
 		if p.doing != "" {
 			doing = "may not " + p.doing + ": "

@@ -709,6 +709,37 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "host", Scope: "account:a", Permissions: []string{"room.join"}, AssignableRoles: []string{"manager"}})
 			}}, field: "role.assignable_roles[0]", value: "manager"},
+		{reserved: reserved{name: "No self-service: the actor never gets around that indirectly, by deleting the resource they are on, or by redefining a role it holds: deleting a room that narrows the actor's role there is deleting that definition",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "account:a")
+				return w
+			},
+			actor: "user:m", mentions: []string{"room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "room:r")
+			}}},
+		{reserved: reserved{name: "No self-service: by redefining a role it holds: the same definition deleted directly",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "account:a")
+				w.grant("user:m", "organizer", "account:a")
+				return w
+			},
+			actor: "user:m", mentions: []string{"manager", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "room:r", "manager")
+			}}},
+		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "room:r")
+				return w
+			},
+			actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "room:r")
+			}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
