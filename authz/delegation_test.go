@@ -680,6 +680,15 @@ func roomPolicy() authz.Policy {
 	}
 }
 
+// guestWorld is roomPolicy's world with a manager of the account, who in
+// room:r assigns no one, and a guest of the account.
+func guestWorld(t *testing.T) *world {
+	w := newWorld(t, roomPolicy())
+	w.grant("user:m", "manager", "account:a")
+	w.grant("user:g", "guest", "account:a")
+	return w
+}
+
 // TestDelegationInvariantCases are delegated writes on the edges of the
 // rules per operation, each named after the sentence of DESIGN.md that
 // decides it.
@@ -729,6 +738,26 @@ func TestDelegationInvariantCases(t *testing.T) {
 			actor: "user:m", mentions: []string{"manager", "room:r"},
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.DeleteRole(w.ctx, by, "room:r", "manager")
+			}}},
+		{reserved: reserved{name: "Revoke: what the holder loses is bounded by rule 2: a manager narrowed in room:r may not revoke a guest of the account, who would lose room.join in room:r",
+			world: guestWorld, actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Revoke(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a"})
+			}}},
+		{reserved: reserved{name: "A re-grant that changes an expiry is a grant (and, if it shortens it, a revoke): nor may it cut that grant short",
+			world: guestWorld, actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(time.Hour)})
+			}}},
+		{reserved: reserved{name: "A re-grant that changes an expiry is a grant: lengthening it takes nothing",
+			world: func(t *testing.T) *world {
+				w := guestWorld(t)
+				w.grantUntil("user:g", "guest", "account:a", w.clock.Now().Add(time.Hour))
+				return w
+			},
+			actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(2 * time.Hour)})
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
