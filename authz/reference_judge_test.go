@@ -117,13 +117,10 @@ type judgement struct {
 func referenceJudge(before authz.Snapshot, actor string, w refWrite, now time.Time) (after authz.Snapshot, verdicts []refVerdict) {
 	j := &judgement{actor: actor, now: now, s: before, before: newReference(before, now)}
 	after, judged := j.apply(w)
-	if judged {
-		j.out = append(j.out, j.invariant(after)...)
-	}
 	if !judged {
-		after = before
+		return before, j.out
 	}
-	return after, j.out
+	return after, append(j.out, j.invariant(after)...)
 }
 
 func (j *judgement) refuse(code authz.Code, rule, format string, args ...any) {
@@ -131,9 +128,9 @@ func (j *judgement) refuse(code authz.Code, rule, format string, args ...any) {
 }
 
 // apply plans w as DESIGN.md's rules per operation say, recording what they
-// refuse, and returns the state after; judged is false when there is no
-// state after (the write cannot be applied) or it changes nothing that the
-// invariant could see (an invalid request).
+// refuse, and returns the state after; judged is false when that leaves the
+// invariant nothing to compare: the write cannot be applied, is invalid, or
+// changes nothing.
 func (j *judgement) apply(w refWrite) (authz.Snapshot, bool) {
 	switch w.Op {
 	case "Grant":
@@ -179,24 +176,31 @@ func (j *judgement) requireTyped(resource, base, typ, what string) {
 }
 
 // mayGrant is DESIGN.md's Grant rule for the actor: "Grant role R on
-// resource s needs usher.grants.write at s, and: some role the actor holds
-// at s lists R in assignable_roles (no further test), or lists * and R's
-// permissions are a subset of the actor's effective permissions wherever the
-// grant would give them: at s and at every resource below s where R is
-// redefined".
+// resource s needs usher.grants.write at s, and" R is one the actor may
+// assign there.
 func (j *judgement) mayGrant(role, s, verb string) {
-	r := j.before
 	j.require(s, authz.PermGrantsWrite, verb+" of "+role)
+	if why := j.mayAssign(role, s); why != "" {
+		j.refuse(authz.PermissionDenied, refNotAssignable, "%s", why)
+	}
+}
+
+// mayAssign says why the actor may not assign role at s, or "" when it may:
+// "some role the actor holds at s lists R in assignable_roles (no further
+// test), or lists * and R's permissions are a subset of the actor's
+// effective permissions wherever the grant would give them: at s and at
+// every resource below s where R is redefined".
+func (j *judgement) mayAssign(role, s string) string {
+	r := j.before
 	wildcard := false
 	for _, d := range r.heldRoles(j.actor, s) {
 		if slices.Contains(d.AssignableRoles, role) {
-			return
+			return ""
 		}
 		wildcard = wildcard || slices.Contains(d.AssignableRoles, authz.Wildcard)
 	}
 	if !wildcard {
-		j.refuse(authz.PermissionDenied, refNotAssignable, "no role the actor holds at %s lists %s in assignable_roles", s, role)
-		return
+		return fmt.Sprintf("no role the actor holds at %s lists %s in assignable_roles", s, role)
 	}
 	points := []string{s}
 	for _, d := range r.s.Roles {
@@ -211,11 +215,11 @@ func (j *judgement) mayGrant(role, s, verb string) {
 		}
 		for _, p := range r.carries(def) {
 			if !r.holds(j.actor, p, at) {
-				j.refuse(authz.PermissionDenied, refNotAssignable, "%s carries %s at %s, which the actor lacks there", role, p, at)
-				return
+				return fmt.Sprintf("%s carries %s at %s, which the actor lacks there", role, p, at)
 			}
 		}
 	}
+	return ""
 }
 
 // grant: "Grant role R on resource s ...". The resource must be registered
@@ -462,10 +466,11 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 			break
 		}
 	}
-	// ... and every role it lets its holders assign is one the actor may
-	// assign there: listed by a role the actor holds, or, through "*", one
-	// whose permissions the actor has wherever it would give them; "*"
-	// itself only for an actor whose roles list "*".
+	// ... and every role it lets its holders assign is one of the actor's
+	// own assignable roles there: listed by a role the actor holds, or,
+	// through "*", one whose permissions the actor has wherever it would
+	// give them; "*" itself only for an actor whose roles list "*". The
+	// definition grants no one, so it needs no usher.grants.write.
 	held := r.heldRoles(j.actor, role.Scope)
 	for _, name := range role.AssignableRoles {
 		if slices.ContainsFunc(held, func(d authz.Role) bool { return slices.Contains(d.AssignableRoles, name) }) {
@@ -474,12 +479,8 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 		// A role not visible at the scope is granted there by no one (it
 		// is NOT_FOUND), so only a listing by name lets the actor hand it
 		// on.
-		if _, visible := r.definition(name, role.Scope); visible && name != authz.Wildcard {
-			sub := &judgement{actor: j.actor, now: j.now, s: j.s, before: r}
-			sub.mayGrant(name, role.Scope, "grant")
-			if !slices.ContainsFunc(sub.out, func(v refVerdict) bool { return v.Rule == refNotAssignable }) {
-				continue
-			}
+		if _, visible := r.definition(name, role.Scope); visible && name != authz.Wildcard && j.mayAssign(name, role.Scope) == "" {
+			continue
 		}
 		j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would let its holders assign %s, which the actor may not", role.Name, role.Scope, name)
 		break
