@@ -133,6 +133,10 @@ func invariantWorld(t *testing.T, seed uint64, rerun string, tally *invariantTal
 	w := newWorld(t, g.policy())
 	g.populate(w)
 	for i := range 6 + g.rng.IntN(10) {
+		if g.rng.IntN(5) == 0 {
+			// Time passes, and some grants and blocks run out.
+			w.clock.Advance(time.Duration(g.rng.Int64N(int64(30 * time.Hour))))
+		}
 		before := load(w)
 		now := w.clock.Now()
 		ref := newReference(before, now)
