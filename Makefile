@@ -63,7 +63,7 @@ bench: build
 
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
-	server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario
+	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

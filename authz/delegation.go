@@ -116,10 +116,7 @@ func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
 }
 
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
-// at res, and some role the actor holds there lists role in
-// assignable_roles, or lists "*" and role's permissions are a subset of the
-// actor's effective permissions wherever the grant would give them: at res
-// and at every resource below it where role is redefined.
+// at res, and the actor may assign role there (mayAssign).
 func (p *plan) mayGrant(role string, res uint32, verb string) error {
 	x := p.x
 	p.guardActor()
@@ -130,6 +127,17 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
 		return e
 	}
+	return p.mayAssign(role, res, verb)
+}
+
+// mayAssign reports whether role is one of the actor's own assignable roles
+// at res: some role the actor holds there lists it in assignable_roles, or
+// lists "*" and role's permissions are a subset of the actor's effective
+// permissions wherever a grant would give them: at res and at every resource
+// below it where role is redefined.
+func (p *plan) mayAssign(role string, res uint32, verb string) error {
+	x := p.x
+	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
@@ -601,9 +609,12 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would lose %q on %q itself")
 	}
 	actor := after.subject(p.by.Actor)
+	// On a resource it deletes the actor may lose roles to assign, with its
+	// grants there, but gain none.
 	_, assignedBefore := before.power(actor, pb, p.now)
 	_, assignedAfter := after.power(actor, pa, p.now)
-	if !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
+	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
+	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
 		doing := ""
 		if p.doing != "" {
 			doing = "may not " + p.doing + ": "

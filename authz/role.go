@@ -12,9 +12,11 @@ import (
 //
 // An actor needs usher.roles.write at the scope, and a definition is a grant
 // to every holder of that name below the scope: its permissions must be the
-// actor's own there, every role it lists in assignable_roles one the actor
-// may grant there ("*" only for an actor that holds "*" itself), and what it
-// changes for the holders is judged by the delegation invariant.
+// actor's own there, every role it lists in assignable_roles one of the
+// actor's own assignable roles there ("*" only for an actor that holds "*"
+// itself), and what it changes for the holders is judged by the delegation
+// invariant. Defining a role grants no one, so it needs no
+// usher.grants.write: a holder of the role does, to use it.
 func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, error) {
 	asked := r // errors index the request's lists, not the sorted ones
 	r = normalizeRole(r)
@@ -96,7 +98,7 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 		} else if x.roleID(name) == noName || x.resolveAt(scope, x.roleID(name)) == nil {
 			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
 		} else {
-			ok = p.mayGrant(name, scope, "grant") == nil
+			ok = p.mayAssign(name, scope, "grant") == nil
 		}
 		if !ok {
 			e := errorf(PermissionDenied, fmt.Sprintf("role.assignable_roles[%d]", i), name,
