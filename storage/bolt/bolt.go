@@ -93,6 +93,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
+	removeOrphans(filepath.Dir(path), snapshotPrefix(path))
 	if err := checkFile(path, timeout); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
