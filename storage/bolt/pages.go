@@ -197,7 +197,7 @@ func (c *pageChecker) page(id uint64) (flags, count uint16, b []byte, err error)
 	}
 	for p := id; p <= id+overflow; p++ {
 		if c.seen[p] {
-			return 0, 0, nil, fmt.Errorf("page %d is reached twice", p)
+			return 0, 0, nil, fmt.Errorf("page %d is reached twice: from two places, or in a loop", p)
 		}
 		c.seen[p] = true
 	}
