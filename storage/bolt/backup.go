@@ -247,8 +247,15 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
 		}
 		// A shared bbolt lock conflicts with a server's exclusive one and is
-		// held until the new file is in place.
-		db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
+		// held until the new file is in place. The file may be the damaged
+		// one a restore is for: bbolt only reads its meta pages here, and
+		// one it cannot open is replaced all the same.
+		var db *bbolt.DB
+		err := unpanicked(func() error {
+			var err error
+			db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
+			return err
+		})
 		if errors.Is(err, berrors.ErrTimeout) {
 			return 0, fmt.Errorf("storage: restore: %s is in use, by a running server perhaps: stop it first", path)
 		}

@@ -292,6 +292,24 @@ func TestRestore(t *testing.T) {
 			t.Errorf("the held store reads revision %d, %v after the refused restore; want 0", r, err)
 		}
 	})
+	t.Run("restore replaces a damaged data file", func(t *testing.T) {
+		for name, damage := range map[string]func([]byte) []byte{
+			"cut off":     func(b []byte) []byte { return b[:len(b)/3] },
+			"zeroed":      func(b []byte) []byte { return make([]byte, len(b)) },
+			"meta broken": func(b []byte) []byte { b[20] ^= 0xff; b[4096+20] ^= 0xff; return b },
+		} {
+			path := filepath.Join(dir, "damaged-"+strings.ReplaceAll(name, " ", "-")+".db")
+			openStore(t, path).Close()
+			b, _ := os.ReadFile(path)
+			os.WriteFile(path, damage(b), 0o600)
+			if got, err := bolt.Restore(backup, path, true); err != nil || got != rev {
+				t.Fatalf("Restore over a data file %s = %d, %v; want %d", name, got, err, rev)
+			}
+			if got, err := bolt.Verify(path); err != nil || got != rev {
+				t.Errorf("after Restore over a data file %s, it holds revision %d (%v), want %d", name, got, err, rev)
+			}
+		}
+	})
 	t.Run("restore refuses a bad backup and leaves the data file alone", func(t *testing.T) {
 		path := filepath.Join(dir, "kept.db")
 		openStore(t, path).Close()
