@@ -284,13 +284,28 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 // tempfile.go), fsync'd and renamed over path once write succeeds, and the
 // directory is fsync'd after the rename. A crash leaves the old file or the
 // whole new one; a failed write, or a process killed at any point, leaves
-// the old file and no temporary one. write may open f.Name() to inspect what
-// it wrote before the rename.
-func ReplaceFile(path string, write func(f *os.File) error) error {
+// the old file and no temporary one, and a failed write no directory it
+// made either. write may open f.Name() to inspect what it wrote before the
+// rename.
+func ReplaceFile(path string, write func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
+	var made []string // the directories MkdirAll is about to make, deepest first
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			for _, d := range made {
+				os.Remove(d) // only if empty: nothing of anyone else's goes
+			}
+		}
+	}()
 	prefix := "." + filepath.Base(path) + ".tmp-"
 	removeOrphans(dir, prefix)
 	t, err := createTemp(dir, prefix)
