@@ -63,7 +63,8 @@ bench: build
 
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
-	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario
+	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario \
+	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

@@ -55,10 +55,12 @@ func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 // Revision implements storage.Backend.
 func (s *Store) Revision(context.Context) (authz.Revision, error) {
 	var rev authz.Revision
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
-		return err
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			var err error
+			rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
+			return err
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: revision: %w", closedAsErrClosed(err))
@@ -90,16 +92,18 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 		return nil, nil
 	}
 	var out []authz.ChangeSet
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketChanges).Cursor()
-		for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			cs, err := storage.DecodeChangeSet(v)
-			if err != nil {
-				return fmt.Errorf("change set %x: %w", k, err)
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			c := tx.Bucket(bucketChanges).Cursor()
+			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+				cs, err := storage.DecodeChangeSet(v)
+				if err != nil {
+					return fmt.Errorf("change set %x: %w", k, err)
+				}
+				out = append(out, cs)
 			}
-			out = append(out, cs)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
