@@ -16,8 +16,18 @@ TOOLS := \
 run: build
 	$(BIN)/usher serve
 
+# What `usher version` reports, set at link time since the Go tool stamps
+# nothing in a git worktree, with -buildvcs=false or in an image build
+# (.git stays out of its context). VERSION is the tag at HEAD, if any;
+# `make image VERSION=v1.2.3` for a release.
+VERSION ?= $(shell git describe --tags --exact-match --dirty 2>/dev/null)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+MODIFIED ?= $(shell git rev-parse HEAD >/dev/null 2>&1 && { test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true; })
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_TIME) -X main.modified=$(MODIFIED)
+
 build:
-	go build -o $(BIN)/usher ./cmd/usher
+	go build -ldflags '$(LDFLAGS)' -o $(BIN)/usher ./cmd/usher
 
 test: tools lint check-generated scenarios
 	go test -race -count=1 ./...
