@@ -11,7 +11,7 @@ TOOLS := \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: run build test scenarios lint generate check-generated tools bench fuzz clean
+.PHONY: run build image test scenarios lint generate check-generated tools bench fuzz clean
 
 run: build
 	$(BIN)/usher serve
@@ -28,6 +28,15 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTim
 
 build:
 	go build -ldflags '$(LDFLAGS)' -o $(BIN)/usher ./cmd/usher
+
+# The container image (deploy/Containerfile), with podman or else buildah;
+# CONTAINER_TOOL=docker for Docker's builder.
+CONTAINER_TOOL ?= $(shell command -v podman || command -v buildah)
+IMAGE ?= usher:$(or $(VERSION),dev)
+image:
+	@test -n "$(CONTAINER_TOOL)" || { echo 'make image: neither podman nor buildah is installed (apt-get install podman, or CONTAINER_TOOL=docker)'; exit 1; }
+	$(CONTAINER_TOOL) build -f deploy/Containerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+		--build-arg COMMIT=$(COMMIT) --build-arg COMMIT_TIME=$(COMMIT_TIME) --build-arg MODIFIED=$(MODIFIED) .
 
 test: tools lint check-generated scenarios
 	go test -race -count=1 ./...
