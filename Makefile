@@ -11,7 +11,7 @@ TOOLS := \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: run build image test scenarios lint generate check-generated tools bench fuzz clean
+.PHONY: run build image test scenarios manifests lint generate check-generated tools bench fuzz clean
 
 run: build
 	$(BIN)/usher serve
@@ -38,13 +38,19 @@ image:
 	$(CONTAINER_TOOL) build -f deploy/Containerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
 		--build-arg COMMIT=$(COMMIT) --build-arg COMMIT_TIME=$(COMMIT_TIME) --build-arg MODIFIED=$(MODIFIED) .
 
-test: tools lint check-generated scenarios
+test: tools lint check-generated scenarios manifests
 	go test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=3s
 
 # Every shipped policy's scenario file, replayed from its document.
 scenarios: build
 	$(BIN)/usher policy test policy/scenarios/*.yaml
+
+# The Kubernetes manifests, parsed into the API types by a module of their
+# own (deploy/kubernetes/go.mod, keeping k8s.io/api out of Usher's) and
+# checked against the binary just built.
+manifests: build
+	cd deploy/kubernetes && go vet ./... && USHER_BIN=$(BIN)/usher go test -count=1 ./...
 
 lint: tools
 	buf lint
