@@ -30,12 +30,14 @@ build:
 	go build -ldflags '$(LDFLAGS)' -o $(BIN)/usher ./cmd/usher
 
 # The container image (deploy/Containerfile), with podman or else buildah;
-# CONTAINER_TOOL=docker for Docker's builder.
+# CONTAINER_TOOL=docker for Docker's builder, IMAGE_FLAGS for more of the
+# builder's flags (--platform, --pull=never, ...).
 CONTAINER_TOOL ?= $(shell command -v podman || command -v buildah)
 IMAGE ?= usher:$(or $(VERSION),dev)
+IMAGE_FLAGS ?=
 image:
 	@test -n "$(CONTAINER_TOOL)" || { echo 'make image: neither podman nor buildah is installed (apt-get install podman, or CONTAINER_TOOL=docker)'; exit 1; }
-	$(CONTAINER_TOOL) build -f deploy/Containerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+	$(CONTAINER_TOOL) build $(IMAGE_FLAGS) -f deploy/Containerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
 		--build-arg COMMIT=$(COMMIT) --build-arg COMMIT_TIME=$(COMMIT_TIME) --build-arg MODIFIED=$(MODIFIED) .
 
 test: tools lint check-generated scenarios manifests
