@@ -220,6 +220,11 @@ func prepare(db *bbolt.DB) error {
 	return nil
 }
 
+// addedLater reports whether kind was added to format 2 after files were
+// written in it: such a file lacks its bucket until a server opens it for
+// writing, and holds none of it.
+func addedLater(kind storage.Kind) bool { return kind == storage.KindAdmission }
+
 func allBuckets() [][]byte {
 	out := [][]byte{bucketMeta, bucketChanges}
 	for _, k := range storage.Kinds {

@@ -35,6 +35,9 @@ func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, erro
 func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 	for _, kind := range storage.Kinds {
 		b := tx.Bucket(bucketOf(kind))
+		if b == nil && addedLater(kind) {
+			continue // a file written before the kind existed holds none
+		}
 		if b == nil {
 			return fmt.Errorf("bucket %q is missing: not an Usher data file", kind)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -90,7 +91,9 @@ func verifyFile(path string, limit int64) (rev authz.Revision, size int64, err e
 // and returns the revision.
 func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
 	for _, name := range allBuckets() {
-		if tx.Bucket(name) == nil {
+		if tx.Bucket(name) == nil && !slices.ContainsFunc(storage.Kinds, func(k storage.Kind) bool {
+			return addedLater(k) && string(bucketOf(k)) == string(name)
+		}) {
 			return 0, fmt.Errorf("bucket %q is missing: not an Usher data file", name)
 		}
 	}
