@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,15 +13,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/admission"
-	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
-	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // refusal is what a test expects a status's details to say.
@@ -239,83 +234,27 @@ func TestCheckBatchItemsCarryTheirReason(t *testing.T) {
 	}
 }
 
-// admissionWorld is a server with AdmissionService, under the default
-// policy and checkWorld's tree, that authenticates an admin and a check
-// caller by bearer token.
-type admissionWorld struct {
-	admin usherv1.AdminServiceClient
-	join  usherv1.AdmissionServiceClient // as the admin caller
-	check usherv1.AdmissionServiceClient // as the check caller
-}
-
-func newAdmissionWorld(t *testing.T) *admissionWorld {
+// admissionCallers is an admission server (admWorld) that authenticates an
+// admin and a check caller by bearer token, and clients of it as each.
+func admissionCallers(t *testing.T) (admin, check usherv1.AdmissionServiceClient) {
 	t.Helper()
-	dir := t.TempDir()
 	adminToken, checkToken := newToken(t), newToken(t)
-	callers := filepath.Join(dir, "callers.yaml")
+	callers := filepath.Join(t.TempDir(), "callers.yaml")
 	writeCallers(t, callers, fmt.Sprintf("callers:\n  - {name: backend, kind: admin, token_sha256: %s}\n  - {name: sidecar, kind: check, token_sha256: %s}\n",
 		hashOf(adminToken), hashOf(checkToken)))
-	logger := slog.New(slog.DiscardHandler)
-	src, err := server.NewCallerSource(callers, logger)
+	src, err := server.NewCallerSource(callers, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := authz.Start(context.Background(), store, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := policy.Load("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sessions := admission.New(engine, admission.Options{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := server.New(engine, logger, server.WithAdmission(sessions), server.WithCallers(src))
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-		sessions.Close()
-		engine.Close()
-		if err := store.Close(); err != nil {
-			t.Errorf("store.Close: %v", err)
-		}
-	})
-	dial := func(token string) *grpc.ClientConn {
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(bearer(token)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	admin, sidecar := dial(adminToken), dial(checkToken)
-	w := &admissionWorld{admin: usherv1.NewAdminServiceClient(admin),
-		join: usherv1.NewAdmissionServiceClient(admin), check: usherv1.NewAdmissionServiceClient(sidecar)}
-	for _, r := range []struct{ name, parent string }{{acme, ""}, {sales, acme}, {livestream, sales}, {stream42, livestream}} {
-		if _, err := w.admin.PutResource(callCtx(t), &usherv1.PutResourceRequest{Name: r.name, Parent: r.parent}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return w
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
+	return usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))),
+		usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))))
 }
 
 // TestAdmissionRefusalsCarryDetails reads the details of
 // usher.v1.AdmissionService's refusals through its generated client.
 func TestAdmissionRefusalsCarryDetails(t *testing.T) {
-	w := newAdmissionWorld(t)
+	join, check := admissionCallers(t)
 	cases := []struct {
 		name string
 		call func(ctx context.Context) error
@@ -323,32 +262,32 @@ func TestAdmissionRefusalsCarryDetails(t *testing.T) {
 		want refusal
 	}{
 		{"Join of an unregistered call", func(ctx context.Context) error {
-			_, err := w.join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: "call:livestream:404"})
+			_, err := join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: "call:livestream:404"})
 			return err
 		}, codes.NotFound, refusal{reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404"}},
 		{"Join of a resource no admission rule governs", func(ctx context.Context) error {
-			_, err := w.join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: sales})
+			_, err := join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: sales})
 			return err
 		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
 		{"KeepAlive of a session that never was", func(ctx context.Context) error {
-			_, err := w.join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: "0123456789abcdef"})
+			_, err := join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: "0123456789abcdef"})
 			return err
 		}, codes.NotFound, refusal{reason: "SESSION_NOT_FOUND", field: "session_id", value: "0123456789abcdef"}},
 		{"KeepAlive of a session id longer than any Usher makes", func(ctx context.Context) error {
-			_, err := w.join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: strings.Repeat("a", 65)})
+			_, err := join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: strings.Repeat("a", 65)})
 			return err
 		}, codes.InvalidArgument, refusal{reason: "INVALID_FIELD", field: "session_id", value: strings.Repeat("a", 65)}},
 		{"Deny of a subject not waiting in the lobby", func(ctx context.Context) error {
-			_, err := w.join.Deny(ctx, &usherv1.DenyRequest{Resource: stream42, Subject: "user:zed"})
+			_, err := join.Deny(ctx, &usherv1.DenyRequest{Resource: stream42, Subject: "user:zed"})
 			return err
 		}, codes.NotFound, refusal{reason: "KNOCK_NOT_FOUND", field: "subject", value: "user:zed"}},
 		{"ListLobby by an actor without the lobby's admit permission", func(ctx context.Context) error {
-			_, err := w.join.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: stream42, Actor: "user:nobody"})
+			_, err := join.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: stream42, Actor: "user:nobody"})
 			return err
 		}, codes.PermissionDenied, refusal{reason: "MISSING_PERMISSION", field: "actor", value: "user:nobody",
 			meta: map[string]string{"rule": "missing permission", "permission": "update-call-permissions", "resource": stream42}}},
 		{"a check caller admitting on its own authority", func(ctx context.Context) error {
-			_, err := w.check.Admit(ctx, &usherv1.AdmitRequest{Resource: stream42, Subject: "user:zed"})
+			_, err := check.Admit(ctx, &usherv1.AdmitRequest{Resource: stream42, Subject: "user:zed"})
 			return err
 		}, codes.PermissionDenied, refusal{reason: "CALLER_KIND", meta: map[string]string{"caller": "sidecar", "kind": "check"}}},
 	}
