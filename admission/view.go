@@ -166,7 +166,7 @@ func (v *view) close() {
 	defer v.mu.Unlock()
 	for _, ws := range v.watchers {
 		for w := range ws {
-			v.drop(w, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping; resume the watch on another"})
+			v.drop(w, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping; resume the watch on another"})
 		}
 	}
 }
@@ -475,7 +475,7 @@ func (v *view) broadcast(call string, ev Event) {
 		select {
 		case w.c <- ev:
 		default:
-			v.drop(w, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+			v.drop(w, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchFellBehind, Field: "resource", Value: call,
 				Reason: fmt.Sprintf("the watch fell %d events behind; resume it from the last revision received", v.buffer)})
 		}
 	}
@@ -547,10 +547,10 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
-		return nil, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping"}
+		return nil, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping"}
 	}
 	if v.nwatchers >= v.maxWatch {
-		return nil, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
 			Reason: fmt.Sprintf("this server already serves %d call watches, as many as it may", v.maxWatch)}
 	}
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}

@@ -519,11 +519,11 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		var buf [MaxDepth + 1]uint32
 		rule := x.admissionOn(x.path(id, buf[:0]))
 		if rule == nil {
-			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource)
+			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource).as(KindNoAdmissionRule)
 		}
 		if by.Actor != "" && rule.Stage == "" {
 			e := errorf(PermissionDenied, "actor", by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
-			e.Rule = "missing permission"
+			e.Rule = RuleMissingPermission
 			return e
 		}
 		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
@@ -549,10 +549,10 @@ func (p *plan) mayStage(typ string, parent uint32, name string) error {
 	rule := p.x.admissionFor(typ, p.x.path(parent, buf[:0]))
 	switch {
 	case rule == nil:
-		return errorf(FailedPrecondition, "start_time", name, "no admission rule governs %s resources there, so a stage means nothing", typ)
+		return errorf(FailedPrecondition, "start_time", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
 	case rule.Stage == "":
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
-		e.Rule = "missing permission"
+		e.Rule = RuleMissingPermission
 		return e
 	}
 	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
@@ -588,7 +588,7 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		var buf [MaxDepth + 1]uint32
 		rule := x.admissionOn(x.path(id, buf[:0]))
 		if rule == nil || rule.Lobby == nil {
-			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource)
+			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource).as(KindNoLobby)
 		}
 		if by.Actor != "" {
 			if subject == by.Actor {
@@ -624,7 +624,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 		}
 		p.guard(keyCatalog, resourceKey(a.Scope))
 		if f, perm := asked.undeclaredIn(x.cat); f != "" {
-			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog")
+			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
 			return nil
@@ -652,7 +652,7 @@ func (e *Engine) DeleteAdmission(ctx context.Context, by Author, scope, typ stri
 		}
 		p.guard(keyCatalog)
 		if x.admissions[typ][id] == nil {
-			return errorf(NotFound, "resource_type", typ, "no admission rule for it is set at %q", scope)
+			return errorf(NotFound, "resource_type", typ, "no admission rule for it is set at %q", scope).as(KindAdmissionRuleNotFound)
 		}
 		p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: scope, ResourceType: typ}})
 		return nil
@@ -666,6 +666,6 @@ func (p *plan) platformOnly(what string) error {
 		return nil
 	}
 	e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
-	e.Rule = "platform only"
+	e.Rule = RulePlatformOnly
 	return e
 }

@@ -39,7 +39,7 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 			return err
 		}
 		if i := x.cat.undeclared(asked, false); i >= 0 {
-			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
+			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if err := checkExpiry(b.Expires, p.now); err != nil {
 			return err
@@ -105,12 +105,12 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		if id != "" {
 			i, found := searchBlock(blocks, id)
 			if !found {
-				return errorf(NotFound, "block_id", id, "%q carries no block with that ID on %q", subject, resource)
+				return errorf(NotFound, "block_id", id, "%q carries no block with that ID on %q", subject, resource).as(KindBlockNotFound)
 			}
 			blocks = blocks[i : i+1]
 		}
 		if len(blocks) == 0 {
-			return errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource)
+			return errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource).as(KindBlockNotFound)
 		}
 		lift := func(b *blockEntry) Change {
 			return Change{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: resource, ID: b.ID}}

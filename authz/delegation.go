@@ -38,6 +38,10 @@ const (
 	RuleNoEscalation  = "no escalation"
 	RuleNoOverreach   = "no overreach"
 	RuleNoSelfService = "no self-service"
+	// The rules that refuse an actor before its effect is judged.
+	RuleMissingPermission = "missing permission"
+	RuleNotAssignable     = "not assignable"
+	RulePlatformOnly      = "platform only"
 )
 
 // guardActor records what judging the actor's power reads: its grants and
@@ -83,7 +87,7 @@ func (p *plan) requireTyped(id uint32, base, typ, what string) error {
 func (p *plan) lacks(id uint32, perm, what string) error {
 	e := errorf(PermissionDenied, "actor", p.by.Actor,
 		"actor lacks %q on %q, which %s requires", perm, p.x.name(id), what)
-	e.Rule = "missing permission"
+	e.Rule = RuleMissingPermission
 	e.Meta = map[string]string{"permission": perm, "resource": p.x.name(id)}
 	return e
 }
@@ -123,7 +127,7 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 	if !p.actorHolds(res, PermGrantsWrite) {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: the actor lacks %q there",
 			verb, role, x.name(res), PermGrantsWrite)
-		e.Rule = "missing permission"
+		e.Rule = RuleMissingPermission
 		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
 		return e
 	}
@@ -150,7 +154,7 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 	}
 	deny := func(format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))
-		e.Rule = "not assignable"
+		e.Rule = RuleNotAssignable
 		e.Meta = map[string]string{"role": role, "resource": x.name(res)}
 		return e
 	}
@@ -566,7 +570,7 @@ func (j *judge) blocksMoved(before, after *view, s uint32, name string, pb, pa [
 				e := errorf(PermissionDenied, "actor", p.by.Actor,
 					"may not %s: it would %s the block %q of %q on %q, which needs %q there, and the actor lacks it",
 					p.doing, verb, b.id, name, x.name(b.res), PermBlocksWrite)
-				e.Rule = "missing permission"
+				e.Rule = RuleMissingPermission
 				e.Meta = map[string]string{"permission": PermBlocksWrite, "subject": name, "resource": x.name(b.res)}
 				return e
 			}

@@ -266,7 +266,7 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	} else {
 		if start = x.lookupNode(after.text); start == noNode {
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
-				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text)
+				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text).as(KindPageTokenExpired)
 		}
 		start = x.nextPreorder(start, x.root)
 	}

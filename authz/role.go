@@ -32,7 +32,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			return err
 		}
 		if i := x.cat.undeclared(asked.Permissions, true); i >= 0 {
-			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog")
+			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if id := x.roleID(r.Name); id != noName {
 			if old := x.roleDefs[roleKey(scope, id)]; old != nil && sameRole(old.Role, r) {
@@ -128,7 +128,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		}
 		role := x.roleID(name)
 		if role == noName || x.roleDefs[roleKey(id, role)] == nil {
-			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope)
+			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope).as(KindRoleNotFound)
 		}
 		if by.Actor != "" {
 			if err := p.notHeld(id, name, "delete"); err != nil {
@@ -138,7 +138,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		if orphans, example := x.orphanedByDeletion(id, role); orphans > 0 {
 			return errorf(FailedPrecondition, "name", name,
 				"role at %q is still held by %d grants that no other definition would cover (e.g. %s); revoke them first",
-				scope, orphans, example)
+				scope, orphans, example).as(KindRoleInUse)
 		}
 		p.guard(holdersKey(name))
 		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})

@@ -259,7 +259,7 @@ func searchUint32(list []uint32, v uint32) int {
 func (x *Index) registered(field, name string) (uint32, error) {
 	id := x.lookupNode(name)
 	if id == noNode {
-		return noNode, errorf(NotFound, field, name, "resource is not registered")
+		return noNode, errorf(NotFound, field, name, "resource is not registered").as(KindResourceNotFound)
 	}
 	return id, nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 
 	"google.golang.org/grpc"
@@ -52,7 +53,7 @@ func backupSource(opts []grpc.ServerOption) BackupSource {
 func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreamingServer[usherv1.BackupResponse]) error {
 	src := s.backup
 	if src == nil {
-		return status.Error(codes.Unimplemented, "this server has no data file to back up")
+		return refuse(codes.Unimplemented, "this server has no data file to back up", details{reason: reasonNoDataFile})
 	}
 	w := &chunkWriter{stream: stream}
 	_, err := src.Backup(w, func(m storage.Manifest) error {
@@ -75,7 +76,7 @@ func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreami
 	case stream.Context().Err() != nil:
 		return status.FromContextError(stream.Context().Err()).Err()
 	default:
-		return status.Errorf(codes.Internal, "backup: %v", err)
+		return refuse(codes.Internal, fmt.Sprintf("backup: %v", err), details{reason: reasonInternal})
 	}
 }
 

@@ -180,7 +180,7 @@ type Store struct {
 var _ admission.Store = (*Store)(nil)
 
 // errClosed is the error of a write after Close.
-var errClosed = &authz.Error{Code: authz.Unavailable, Reason: "the session store is closed"}
+var errClosed = &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableSessionStore, Reason: "the session store is closed"}
 
 // New lists the sessions and knocks under the prefix and starts following
 // them. It does not close cli; Close stops the store.
