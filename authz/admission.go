@@ -549,7 +549,7 @@ func (p *plan) mayStage(typ string, parent uint32, name string) error {
 	rule := p.x.admissionFor(typ, p.x.path(parent, buf[:0]))
 	switch {
 	case rule == nil:
-		return errorf(FailedPrecondition, "start_time", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
+		return errorf(FailedPrecondition, "name", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
 	case rule.Stage == "":
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
 		e.Rule = RuleMissingPermission
