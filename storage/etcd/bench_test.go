@@ -144,7 +144,7 @@ func BenchmarkReplicaStartup(b *testing.B) {
 		b.Fatal(err)
 	}
 	p := bench.Generate(bench.DefaultShape(), server.FromPolicy(msg))
-	store := etcd.New(cluster.Client(b), etcd.Options{Prefix: "/startup/", MaxTxnOps: etcdtest.MaxTxnOps})
+	store := etcd.New(cluster.Client(b), etcd.Options{Prefix: "/startup/", MaxTxnOps: 1000})
 	defer store.Close()
 	t0 := time.Now()
 	if err := store.Import(context.Background(), p.Snapshot); err != nil {
