@@ -151,6 +151,9 @@ func BenchmarkReplicaStartup(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("imported %d resources and %d grants in %s", len(p.Snapshot.Resources), len(p.Snapshot.Grants), time.Since(t0).Round(time.Millisecond))
+	if st, err := cluster.Client(b).Status(context.Background(), cluster.Endpoint(0)); err == nil {
+		b.Logf("etcd's database: %d MB (%d MB in use)", st.DbSize>>20, st.DbSizeInUse>>20)
+	}
 	b.ResetTimer()
 	for range b.N {
 		t0 := time.Now()
