@@ -10,6 +10,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/memory"
 )
 
@@ -77,26 +78,7 @@ var writeBenchWorld = sync.OnceValues(func() (*writeWorld, error) {
 		}
 	}
 	be := memory.New()
-	var changes []authz.Change
-	for i := range snap.Permissions {
-		changes = append(changes, authz.Change{Op: authz.OpPutPermission, Permission: &snap.Permissions[i]})
-	}
-	for i := range snap.Resources {
-		changes = append(changes, authz.Change{Op: authz.OpPutResource, Resource: &snap.Resources[i]})
-	}
-	for i := range snap.Roles {
-		changes = append(changes, authz.Change{Op: authz.OpPutRole, Role: &snap.Roles[i]})
-	}
-	for i := range snap.Grants {
-		changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &snap.Grants[i]})
-	}
-	for i := range snap.Admissions {
-		changes = append(changes, authz.Change{Op: authz.OpPutAdmission, Admission: &snap.Admissions[i]})
-	}
-	for i := range snap.CreatorRoles {
-		changes = append(changes, authz.Change{Op: authz.OpPutCreatorRole, CreatorRole: &snap.CreatorRoles[i]})
-	}
-	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: changes}}}); err != nil {
+	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: storage.Puts(snap)}}}); err != nil {
 		return nil, err
 	}
 	eng, err := authz.Start(context.Background(), be, authz.Options{})

@@ -14,6 +14,7 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/memory"
 )
 
@@ -29,23 +30,7 @@ func BenchmarkCheckBatchRPC(b *testing.B) {
 	shape.Accounts, shape.Users, shape.Grants = 20, 100_000, 200_000
 	p := bench.Generate(shape, server.FromPolicy(msg))
 	be := memory.New()
-	var changes []authz.Change
-	for i := range p.Snapshot.Permissions {
-		changes = append(changes, authz.Change{Op: authz.OpPutPermission, Permission: &p.Snapshot.Permissions[i]})
-	}
-	for i := range p.Snapshot.Resources {
-		changes = append(changes, authz.Change{Op: authz.OpPutResource, Resource: &p.Snapshot.Resources[i]})
-	}
-	for i := range p.Snapshot.Roles {
-		changes = append(changes, authz.Change{Op: authz.OpPutRole, Role: &p.Snapshot.Roles[i]})
-	}
-	for i := range p.Snapshot.Grants {
-		changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &p.Snapshot.Grants[i]})
-	}
-	for i := range p.Snapshot.Blocks {
-		changes = append(changes, authz.Change{Op: authz.OpPutBlock, Block: &p.Snapshot.Blocks[i]})
-	}
-	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: changes}}}); err != nil {
+	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: storage.Puts(p.Snapshot)}}}); err != nil {
 		b.Fatal(err)
 	}
 	eng, err := authz.Start(context.Background(), be, authz.Options{})
