@@ -2321,7 +2321,7 @@ func (x *ListQuotasResponse) GetNextPageToken() string {
 
 // ListChangesRequest reads the change log. INVALID_ARGUMENT for a
 // malformed filter; FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the log
-// was compacted past the token.
+// was compacted past after_revision or the token.
 type ListChangesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Each filter keeps the records that touch it: a change of that subject's
@@ -2334,14 +2334,21 @@ type ListChangesRequest struct {
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Keep writes made for this actor (kind:id); empty for all.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	// Keep writes by this caller, as ChangeRecord.caller; empty for all.
+	// Keep writes by this caller, as ChangeRecord.caller; empty for all. At
+	// most 128 bytes, the longest caller name.
 	Caller string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
 	// At most this many records per page: default 100, at most 1000.
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// The next_page_token of the previous page.
+	// The next_page_token of the previous page, with the filters and
+	// after_revision as they were; INVALID_ARGUMENT for a token of another
+	// request.
 	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// As CheckRequest.min_revision.
-	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	MinRevision uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// Read the records committed after this revision; 0 for the whole log.
+	// To follow the log, pass the revision of the last record read, or use
+	// Watch.
+	AfterRevision uint64 `protobuf:"varint,8,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2421,6 +2428,13 @@ func (x *ListChangesRequest) GetPageToken() string {
 func (x *ListChangesRequest) GetMinRevision() uint64 {
 	if x != nil {
 		return x.MinRevision
+	}
+	return 0
+}
+
+func (x *ListChangesRequest) GetAfterRevision() uint64 {
+	if x != nil {
+		return x.AfterRevision
 	}
 	return 0
 }
@@ -2757,7 +2771,7 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x12ListQuotasResponse\x12'\n" +
 	"\x06quotas\x18\x01 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xd7\x01\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xfe\x01\n" +
 	"\x12ListChangesRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
@@ -2766,7 +2780,8 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\x12!\n" +
-	"\fmin_revision\x18\a \x01(\x04R\vminRevision\"\x8b\x01\n" +
+	"\fmin_revision\x18\a \x01(\x04R\vminRevision\x12%\n" +
+	"\x0eafter_revision\x18\b \x01(\x04R\rafterRevision\"\x8b\x01\n" +
 	"\x13ListChangesResponse\x120\n" +
 	"\achanges\x18\x01 \x03(\v2\x16.usher.v1.ChangeRecordR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
