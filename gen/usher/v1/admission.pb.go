@@ -975,7 +975,7 @@ func (x *ListLobbyRequest) GetActor() string {
 // holds at most 1,000 knocks, the most any page of a list holds.
 type ListLobbyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Those waiting, who knocked first first.
+	// Those waiting, earliest knock first.
 	Entries       []*LobbyEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

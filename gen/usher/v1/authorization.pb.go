@@ -670,8 +670,8 @@ func (x *ListPermissionsRequest) GetIncludeReserved() bool {
 // ListPermissionsResponse is a subject's capability set on a resource.
 type ListPermissionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The effective permissions, in catalog order. Empty for an unknown resource
-	// or a subject blocked from everything.
+	// The effective permissions, by name. Empty for an unknown resource or a
+	// subject blocked from everything.
 	Permissions []string `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// False when the resource is not registered.
 	ResourceKnown bool `protobuf:"varint,2,opt,name=resource_known,json=resourceKnown,proto3" json:"resource_known,omitempty"`
