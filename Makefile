@@ -11,7 +11,7 @@ TOOLS := \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: run build image test scenarios manifests lint generate check-generated tools bench fuzz clean
+.PHONY: run build image test scenarios manifests lint release-api generate check-generated tools bench fuzz clean
 
 run: build
 	$(BIN)/usher serve
@@ -54,10 +54,23 @@ scenarios: build
 manifests: build
 	cd deploy/kubernetes && go vet ./... && USHER_BIN=$(BIN)/usher go test -count=1 ./...
 
+# The protos must be linted, formatted, and wire- and source-compatible with
+# the API as last released: RELEASE_API, a buf image committed beside them
+# (no tags or history needed, so a shallow clone checks it too).
+RELEASE_API := api/release.binpb
+
 lint: tools
 	buf lint
+	buf format -d --exit-code
+	buf breaking --against $(RELEASE_API)
 	go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'); echo 'gofmt: the files above need formatting'; exit 1; }
+
+# Cutting a release: make the released API the one later changes must keep
+# to, and commit it with the release. Comments are left out of the image, so
+# that editing one never changes it.
+release-api: lint
+	buf build --exclude-source-info -o $(RELEASE_API)
 
 generate: tools
 	buf generate

@@ -49,29 +49,35 @@ func (c Change) touches() (subject string, resources []string) {
 	return "", nil
 }
 
-// ListChanges returns one page of the change sets that match f, oldest
-// first, and the token of the next page ("" on the last). A page reads at
-// most scanBudget change sets of the log, so a filter that matches few comes
-// back with a short page and a token to go on rather than reading the whole
-// log in one call.
-func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, size int, token string) ([]ChangeSet, string, error) {
+// ListChanges returns one page of the change sets after revision after that
+// match f, oldest first, and the token of the next page ("" on the last). A
+// token belongs to f and after: it is refused with other filters. A page
+// reads at most scanBudget change sets of the log, so a filter that matches
+// few comes back with a short page and a token to go on rather than reading
+// the whole log in one call.
+func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
 	size, err := pageSize(size)
 	if err != nil {
 		return nil, "", err
 	}
-	var after Revision
-	if token != "" {
-		n, err := strconv.ParseUint(token, 10, 64)
-		if err != nil {
-			return nil, "", errorf(Invalid, "page_token", token, "not a token this server returned")
-		}
-		after = Revision(n)
+	filter := filterHash("changes", f.Subject, f.Resource, f.Actor, f.Caller, strconv.FormatUint(uint64(after), 10))
+	t, err := decodePageToken(token, filter, 2)
+	if err != nil {
+		return nil, "", err
+	}
+	field, value := "after_revision", strconv.FormatUint(uint64(after), 10)
+	if t != nil {
+		after = Revision(uint64(t.pos[0])<<32 | uint64(t.pos[1]))
+		field, value = "page_token", token
+	}
+	next := func() string {
+		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
 	}
 	var page []ChangeSet
 	for scanned := 0; scanned < scanBudget; {
 		batch, err := e.backend.Changes(ctx, after, min(256, scanBudget-scanned))
 		if errors.Is(err, ErrCompacted) {
-			return nil, "", errorf(FailedPrecondition, "page_token", token,
+			return nil, "", errorf(FailedPrecondition, field, value,
 				"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)
 		}
 		if err != nil {
@@ -85,12 +91,12 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, size int, toke
 			}
 			page = append(page, cs)
 			if len(page) == size {
-				return page, strconv.FormatUint(uint64(after), 10), nil
+				return page, next(), nil
 			}
 		}
 		if len(batch) == 0 {
 			return page, "", nil
 		}
 	}
-	return page, strconv.FormatUint(uint64(after), 10), nil
+	return page, next(), nil
 }

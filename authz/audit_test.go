@@ -44,7 +44,7 @@ func allChanges(t *testing.T, w *world, f authz.ChangeFilter, size int) []authz.
 	var out []authz.ChangeSet
 	token := ""
 	for range 10000 {
-		page, next, err := w.eng.ListChanges(w.ctx, f, size, token)
+		page, next, err := w.eng.ListChanges(w.ctx, f, 0, size, token)
 		if err != nil {
 			t.Fatalf("ListChanges(%+v, %d, %q): %v", f, size, token, err)
 		}
@@ -166,34 +166,89 @@ func TestListChangesPages(t *testing.T) {
 	t.Run("a page token stays good as the log grows: the next page holds what was written since", func(t *testing.T) {
 		w := auditWorld(t)
 		f := authz.ChangeFilter{Actor: "user:ann"}
-		page, token, err := w.eng.ListChanges(w.ctx, f, 3, "")
+		page, token, err := w.eng.ListChanges(w.ctx, f, 0, 3, "")
 		if err != nil || !slices.Equal(revisions(page), []authz.Revision{3, 4, 7}) || token == "" {
 			t.Fatalf("first page = %v, %q, %v", revisions(page), token, err)
 		}
 		w.must("Grant for ann")(w.eng.Grant(w.ctx, authz.Author{Caller: "svc:web", Actor: "user:ann"}, authz.Grant{Subject: "user:dee", Role: "workspace.producer", Resource: "workspace:vancast-live"}))
-		page, token, err = w.eng.ListChanges(w.ctx, f, 3, token)
+		page, token, err = w.eng.ListChanges(w.ctx, f, 0, 3, token)
 		if err != nil || !slices.Equal(revisions(page), []authz.Revision{10}) || token != "" {
 			t.Errorf("next page = %v, %q, %v; want [10] and the last page", revisions(page), token, err)
 		}
 	})
 	t.Run("ListChanges of an empty filter result is one empty last page", func(t *testing.T) {
 		w := auditWorld(t)
-		page, token, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{Caller: "svc:nobody"}, 0, "")
+		page, token, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{Caller: "svc:nobody"}, 0, 0, "")
 		if err != nil || len(page) != 0 || token != "" {
 			t.Errorf("= %v, %q, %v", page, token, err)
 		}
 	})
-	for _, token := range []string{"abc", "-1", "1.5", "0x10", " 3"} {
+	t.Run("after_revision starts the log after it, and pages go on from there", func(t *testing.T) {
+		w := auditWorld(t)
+		var got []authz.Revision
+		token := ""
+		for range 10 {
+			page, next, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 5, 2, token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, revisions(page)...)
+			if token = next; token == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, []authz.Revision{6, 7, 8, 9}) {
+			t.Errorf("after revision 5: %v, want [6 7 8 9]", got)
+		}
+	})
+	t.Run("a page token is bound to the filters and after_revision it was made for", func(t *testing.T) {
+		w := auditWorld(t)
+		f := authz.ChangeFilter{Actor: "user:ann"}
+		_, token, err := w.eng.ListChanges(w.ctx, f, 0, 1, "")
+		if err != nil || token == "" {
+			t.Fatalf("first page: token %q, %v", token, err)
+		}
+		for _, other := range []struct {
+			name  string
+			f     authz.ChangeFilter
+			after authz.Revision
+		}{
+			{"no filter", authz.ChangeFilter{}, 0},
+			{"another actor", authz.ChangeFilter{Actor: "user:bob"}, 0},
+			{"an added caller", authz.ChangeFilter{Actor: "user:ann", Caller: "svc:web"}, 0},
+			{"another after_revision", f, 2},
+		} {
+			_, _, err := w.eng.ListChanges(w.ctx, other.f, other.after, 1, token)
+			if e, ok := err.(*authz.Error); !ok || e.Code != authz.Invalid || e.Field != "page_token" {
+				t.Errorf("the token with %s: %v, want INVALID_ARGUMENT on page_token", other.name, err)
+			}
+		}
+		if page, _, err := w.eng.ListChanges(w.ctx, f, 0, 1, token); err != nil || !slices.Equal(revisions(page), []authz.Revision{4}) {
+			t.Errorf("the token with its own filter: %v, %v; want [4]", revisions(page), err)
+		}
+	})
+	t.Run("an after_revision the log was compacted past is FAILED_PRECONDITION", func(t *testing.T) {
+		w := auditWorld(t)
+		if err := w.be.Compact(w.ctx, 5); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 3, 0, "")
+		wantError(t, err, authz.FailedPrecondition, "after_revision", "3")
+		if page, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 5, 0, ""); err != nil || !slices.Equal(revisions(page), []authz.Revision{6, 7, 8, 9}) {
+			t.Errorf("after the compaction point: %v, %v; want [6 7 8 9]", revisions(page), err)
+		}
+	})
+	for _, token := range []string{"abc", "-1", "1.5", "0x10", " 3", "3"} {
 		t.Run("a bad page_token is INVALID_ARGUMENT: "+token, func(t *testing.T) {
 			w := auditWorld(t)
-			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 0, token)
+			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 0, 0, token)
 			wantError(t, err, authz.Invalid, "page_token", token)
 		})
 	}
 	for _, size := range []int{-1, authz.MaxPageSize + 1} {
 		t.Run(fmt.Sprintf("a page_size out of range is INVALID_ARGUMENT: %d", size), func(t *testing.T) {
 			w := auditWorld(t)
-			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, size, "")
+			_, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 0, size, "")
 			wantError(t, err, authz.Invalid, "page_size", fmt.Sprint(size))
 		})
 	}

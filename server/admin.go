@@ -358,6 +358,7 @@ func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesR
 	if req.GetActor() != "" {
 		v.subject("actor", req.GetActor())
 	}
+	v.callerFilter(req.GetCaller())
 	v.pageToken(req.GetPageToken())
 	if v.err != nil {
 		return nil, toStatus(v.err)
@@ -368,7 +369,7 @@ func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesR
 	rev := s.engine.Index().Revision()
 	changes, next, err := s.engine.ListChanges(ctx, authz.ChangeFilter{
 		Subject: req.GetSubject(), Resource: req.GetResource(), Actor: req.GetActor(), Caller: req.GetCaller(),
-	}, int(req.GetPageSize()), req.GetPageToken())
+	}, authz.Revision(req.GetAfterRevision()), int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, toStatus(err)
 	}

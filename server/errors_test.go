@@ -180,6 +180,11 @@ var errorCases = []errorCase{
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageToken: "!!"})
 			return err
 		}},
+	{name: "ListChanges refuses a caller filter longer than any caller name", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "caller", value: strings.Repeat("c", 129),
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListChanges(ctx, &usherv1.ListChangesRequest{Caller: strings.Repeat("c", 129)})
+			return err
+		}},
 	{name: "ListRoles refuses a malformed resource", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "call",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call"})

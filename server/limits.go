@@ -19,7 +19,7 @@ import (
 //	resource type, subject kind           32 bytes     INVALID_ARGUMENT (authz.MaxTypeLen)
 //	resource id, subject id               256 chars    INVALID_ARGUMENT (authz.MaxIDLen)
 //	permission name, role name            128 bytes    INVALID_ARGUMENT (authz.MaxPermissionLen)
-//	page_size of ListGrants, ListChanges  0 to 1,000   INVALID_ARGUMENT (authz.MaxPageSize)
+//	page_size of a list call              0 to 1,000   INVALID_ARGUMENT (authz.MaxPageSize)
 //	page_token                            4,096 bytes  INVALID_ARGUMENT
 //	permissions declared by a policy      10,000       INVALID_ARGUMENT
 //	resources listed by a policy          100,000      INVALID_ARGUMENT
@@ -33,7 +33,7 @@ import (
 //	permissions of one block              1,000        INVALID_ARGUMENT
 //	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
-//	caller filter of a Watch              128 bytes    INVALID_ARGUMENT
+//	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through

@@ -76,6 +76,14 @@ const watchPage = 64
 // the longest caller filter of a Watch.
 const maxCallerLen = 128
 
+// callerFilter refuses a caller filter longer than any caller name.
+func (v *validator) callerFilter(value string) {
+	if len(value) > maxCallerLen {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "caller", Value: value,
+			Reason: fmt.Sprintf("longer than %d bytes, the longest caller name", maxCallerLen)})
+	}
+}
+
 // watches counts the Watch streams open and ends them when the server
 // drains: a stream would otherwise keep GracefulStop waiting for ever.
 type watches struct {
@@ -147,10 +155,7 @@ func watchFilter(req *usherv1.WatchRequest) (authz.ChangeFilter, error) {
 	if req.GetActor() != "" {
 		v.subject("actor", req.GetActor())
 	}
-	if len(req.GetCaller()) > maxCallerLen {
-		v.add(&authz.Error{Code: authz.Invalid, Field: "caller", Value: req.GetCaller(),
-			Reason: fmt.Sprintf("longer than %d bytes, the longest caller name", maxCallerLen)})
-	}
+	v.callerFilter(req.GetCaller())
 	return authz.ChangeFilter{Subject: req.GetSubject(), Resource: req.GetResource(), Actor: req.GetActor(), Caller: req.GetCaller()}, v.err
 }
 

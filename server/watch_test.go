@@ -168,7 +168,7 @@ func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
 // logged is the change log's record of rev, as ListChanges answers it.
 func (w *watchWorld) logged(rev uint64) *usherv1.ChangeRecord {
 	w.t.Helper()
-	resp, err := w.admin.ListChanges(callCtx(w.t), &usherv1.ListChangesRequest{PageToken: fmt.Sprint(rev - 1), PageSize: 1})
+	resp, err := w.admin.ListChanges(callCtx(w.t), &usherv1.ListChangesRequest{AfterRevision: rev - 1, PageSize: 1})
 	if err != nil || len(resp.GetChanges()) != 1 {
 		w.t.Fatalf("ListChanges after %d: %v, %d records", rev-1, err, len(resp.GetChanges()))
 	}

@@ -22,14 +22,25 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GrantRequest binds a subject to a role on a resource.
 type GrantRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Role     string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Resource string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	// Unset for a grant that never expires.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject granted, as kind:id, e.g. "user:alice".
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// A role visible at resource: NOT_FOUND (ROLE_NOT_FOUND) otherwise.
+	// FAILED_PRECONDITION when its bindable_on leaves out the resource's type
+	// (NOT_BINDABLE) or it has max_holders holders there (MAX_HOLDERS).
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// A registered resource (NOT_FOUND otherwise): the grant applies there and
+	// below.
+	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Unset for a grant that never expires; otherwise in the future and
+	// before 2262 (INVALID_ARGUMENT).
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// The end user on whose behalf the caller acts; empty for the caller itself.
+	// An actor needs usher.grants.write on resource and a role there that may
+	// assign this one, and may not grant itself: PERMISSION_DENIED otherwise,
+	// with the rule in the ErrorInfo's reason.
 	Actor         string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -100,9 +111,12 @@ func (x *GrantRequest) GetActor() string {
 	return ""
 }
 
+// GrantResponse answers a Grant.
 type GrantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the grant was committed at; the current one when the grant
+	// was already in force as asked.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,12 +158,20 @@ func (x *GrantResponse) GetRevision() uint64 {
 	return 0
 }
 
+// RevokeRequest removes one grant. NOT_FOUND (GRANT_NOT_FOUND) when the
+// subject holds no grant of the role on that very resource.
 type RevokeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject whose grant to remove.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The role of the grant.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The resource the grant is on (not one below it).
+	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	// As GrantRequest.actor: an actor needs what granting the role would
+	// need, may take away only what it could give, and may not revoke its
+	// own grants.
+	Actor         string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -212,9 +234,11 @@ func (x *RevokeRequest) GetActor() string {
 	return ""
 }
 
+// RevokeResponse answers a Revoke.
 type RevokeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the removal was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,16 +280,22 @@ func (x *RevokeResponse) GetRevision() uint64 {
 	return 0
 }
 
+// ListGrantsRequest lists unexpired grants. INVALID_ARGUMENT when neither
+// subject nor resource is set; NOT_FOUND when resource is not registered.
 type ListGrantsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At least one of subject and resource. With resource, only grants made on
 	// that very resource are listed, not those inherited from its ancestors.
-	Subject  string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Only the grants made on this resource; empty for a subject's grants
+	// everywhere.
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// At most this many grants per page (default 100, at most 1000).
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// The next_page_token of the previous page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// The next_page_token of the previous page, with subject and resource as
+	// they were; INVALID_ARGUMENT for a token of another request.
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// As CheckRequest.min_revision.
 	MinRevision   uint64 `protobuf:"varint,5,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -336,6 +366,7 @@ func (x *ListGrantsRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// ListGrantsResponse is one page of a ListGrants.
 type ListGrantsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A subject's grants by resource, a resource's by role, in an order that
@@ -345,6 +376,7 @@ type ListGrantsResponse struct {
 	Grants []*Grant `protobuf:"bytes,1,rep,name=grants,proto3" json:"grants,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The revision the page was read at.
 	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -401,14 +433,23 @@ func (x *ListGrantsResponse) GetRevision() uint64 {
 	return 0
 }
 
+// ListRolesRequest lists the roles visible at a resource. NOT_FOUND when
+// the resource is not registered.
 type ListRolesRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Resource    string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	MinRevision uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
-	// When set, only the roles this subject may grant at resource.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the roles are resolved: each name's nearest definition at or
+	// above it.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// As CheckRequest.min_revision.
+	MinRevision uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// When set, only the roles this subject may grant at resource, as Grant
+	// would judge it for this actor.
 	AssignableBy string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
 	// At most this many roles per page (default 100, at most 1000).
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with resource and
+	// assignable_by as they were; INVALID_ARGUMENT for a token of another
+	// request.
 	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -479,11 +520,13 @@ func (x *ListRolesRequest) GetPageToken() string {
 	return ""
 }
 
+// ListRolesResponse is one page of a ListRoles.
 type ListRolesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Ordered by name; scope says where the applicable definition lives.
-	Roles    []*Role `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
-	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Roles []*Role `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	// The revision the page was read at.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -541,10 +584,17 @@ func (x *ListRolesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// PutRoleRequest defines or redefines a role. INVALID_ARGUMENT for a
+// malformed name or an undeclared permission; NOT_FOUND when the scope is
+// not registered.
 type PutRoleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          *Role                  `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The definition, which replaces any of the same name at role.scope.
+	Role *Role `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.roles.write at the scope,
+	// may give the role only permissions and assignable roles it has there,
+	// and may not redefine a role it holds.
+	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -593,9 +643,12 @@ func (x *PutRoleRequest) GetActor() string {
 	return ""
 }
 
+// PutRoleResponse answers a PutRole.
 type PutRoleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the definition was committed at; the current one when it
+	// was already in force.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -637,11 +690,18 @@ func (x *PutRoleResponse) GetRevision() uint64 {
 	return 0
 }
 
+// DeleteRoleRequest removes a role definition. NOT_FOUND (ROLE_NOT_FOUND)
+// when none is defined at the scope; FAILED_PRECONDITION (ROLE_IN_USE)
+// while grants would be left with no definition of the role.
 type DeleteRoleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Scope         string                 `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
-	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The resource the definition belongs to.
+	Scope string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.roles.write at the scope
+	// and may not delete a role it holds.
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -697,9 +757,11 @@ func (x *DeleteRoleRequest) GetActor() string {
 	return ""
 }
 
+// DeleteRoleResponse answers a DeleteRole.
 type DeleteRoleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the removal was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,17 +803,29 @@ func (x *DeleteRoleResponse) GetRevision() uint64 {
 	return 0
 }
 
+// PutResourceRequest registers a resource, or moves a registered one.
+// NOT_FOUND when the parent is not registered; FAILED_PRECONDITION for a
+// move under itself (CYCLE) or a tree deeper than 32 (MAX_DEPTH);
+// RESOURCE_EXHAUSTED (QUOTA_EXCEEDED) when a quota above has no room.
 type PutResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The resource, as type:id; not "root".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Empty for "root".
 	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Actor  string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// As GrantRequest.actor. Registering needs usher.resources.create (or
+	// usher.resources.create.TYPE) on the parent, and makes the actor the
+	// creator, with the policy's creator role; moving needs
+	// usher.resources.move on the resource and create on the new parent.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// A call's stage, at registration (see Resource); a move keeps the stage
 	// and refuses a different one: AdmissionService.Schedule and GoLive
-	// change it.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	Live          bool                   `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
+	// change it. A stage needs an admission rule for the type
+	// (FAILED_PRECONDITION otherwise), and an actor needs its
+	// stage_permission.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Register the call already live; see start_time.
+	Live          bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -821,9 +895,12 @@ func (x *PutResourceRequest) GetLive() bool {
 	return false
 }
 
+// PutResourceResponse answers a PutResource.
 type PutResourceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the registration or move was committed at; the current
+	// one when the resource was already there, under that parent.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -865,10 +942,14 @@ func (x *PutResourceResponse) GetRevision() uint64 {
 	return 0
 }
 
+// GetResourceRequest reads one resource. NOT_FOUND when it is not
+// registered.
 type GetResourceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource, as type:id, or "root".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// As CheckRequest.min_revision.
+	MinRevision   uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,13 +998,16 @@ func (x *GetResourceRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// GetResourceResponse is a resource with its place in the tree.
 type GetResourceResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource *Resource              `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource, with its parent, creator and stage.
+	Resource *Resource `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The ancestors from the parent up to root.
 	Ancestors []string `protobuf:"bytes,2,rep,name=ancestors,proto3" json:"ancestors,omitempty"`
 	// How many resources have this one as parent.
-	Children      uint32 `protobuf:"varint,3,opt,name=children,proto3" json:"children,omitempty"`
+	Children uint32 `protobuf:"varint,3,opt,name=children,proto3" json:"children,omitempty"`
+	// The revision it was read at.
 	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -987,10 +1071,17 @@ func (x *GetResourceResponse) GetRevision() uint64 {
 	return 0
 }
 
+// DeleteResourceRequest removes a resource. INVALID_ARGUMENT for root;
+// NOT_FOUND when it is not registered; FAILED_PRECONDITION (HAS_CHILDREN)
+// while it has children.
 type DeleteResourceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource to delete.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.resources.delete (or
+	// usher.resources.delete.TYPE) on the resource itself, and may take from
+	// others only what it could revoke or block directly.
+	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,9 +1130,11 @@ func (x *DeleteResourceRequest) GetActor() string {
 	return ""
 }
 
+// DeleteResourceResponse answers a DeleteResource.
 type DeleteResourceResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the deletion was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,15 +1176,25 @@ func (x *DeleteResourceResponse) GetRevision() uint64 {
 	return 0
 }
 
+// BlockRequest adds or replaces a block. INVALID_ARGUMENT for an
+// undeclared permission; NOT_FOUND when the resource is not registered;
+// RESOURCE_EXHAUSTED when the subject already carries 100 blocks there.
 type BlockRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	// Empty to block every permission.
-	Permissions []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Reason      string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	Actor       string                 `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject to block, as kind:id.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The resource the block is on; it applies there and below.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// Empty to block every permission; at most 1,000, each declared.
+	Permissions []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// When the block lapses; unset for never, otherwise in the future.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Free text for the decisions it makes; at most 1,024 bytes.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.blocks.write on resource,
+	// may block only what it holds or may assign there, and may not block
+	// itself.
+	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Empty for a new block, which adds to the subject's other blocks there;
 	// the id of an existing block to replace that one.
 	BlockId       string `protobuf:"bytes,7,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
@@ -1178,9 +1281,11 @@ func (x *BlockRequest) GetBlockId() string {
 	return ""
 }
 
+// BlockResponse answers a Block.
 type BlockResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the block was committed at.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The block's id, for Unblock.
 	BlockId       string `protobuf:"bytes,2,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1231,11 +1336,18 @@ func (x *BlockResponse) GetBlockId() string {
 	return ""
 }
 
+// UnblockRequest lifts blocks. NOT_FOUND (BLOCK_NOT_FOUND) when there is
+// no such block.
 type UnblockRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Actor    string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The blocked subject.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The resource the block is on.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.blocks.write on resource,
+	// may give back only what it could grant, and may not unblock itself;
+	// PERMISSION_DENIED when it may lift none of the blocks.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// The block to lift; empty for every block of the subject on the resource
 	// that the actor may lift.
 	BlockId       string `protobuf:"bytes,4,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
@@ -1301,9 +1413,11 @@ func (x *UnblockRequest) GetBlockId() string {
 	return ""
 }
 
+// UnblockResponse answers an Unblock.
 type UnblockResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the removal was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1345,12 +1459,23 @@ func (x *UnblockResponse) GetRevision() uint64 {
 	return 0
 }
 
+// ApplyPolicyRequest applies a policy. INVALID_ARGUMENT for a malformed or
+// inconsistent policy (a permission still named by a stored role or block
+// but missing from the catalog: PERMISSION_IN_USE), naming the field path;
+// NOT_FOUND for a parent or scope neither registered nor listed before;
+// FAILED_PRECONDITION when the tree or a held role would break;
+// RESOURCE_EXHAUSTED when a quota would be exceeded.
 type ApplyPolicyRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Actor  string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy, within the limits its fields state.
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Must be empty (INVALID_ARGUMENT otherwise): a policy is applied on the
+	// caller's own authority.
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Also remove what the policy does not list: role definitions, quotas,
-	// creator roles and default quotas (never resources, grants or blocks).
+	// creator roles, default quotas and admission rules (never resources,
+	// grants or blocks). A role still held is not removed
+	// (FAILED_PRECONDITION).
 	Prune bool `protobuf:"varint,3,opt,name=prune,proto3" json:"prune,omitempty"`
 	// Validate and report the changes without writing them.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
@@ -1416,9 +1541,12 @@ func (x *ApplyPolicyRequest) GetDryRun() bool {
 	return false
 }
 
+// ApplyPolicyResponse says what a policy changed.
 type ApplyPolicyResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the changes were committed at; the current one when
+	// nothing changed or for a dry run.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// False when the policy was already in force and nothing was written.
 	Changed bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
 	// What the policy changed, or would change for a dry run.
@@ -1478,11 +1606,16 @@ func (x *ApplyPolicyResponse) GetChanges() []*Change {
 	return nil
 }
 
+// ExportPolicyRequest reads the policy in force, a page at a time.
 type ExportPolicyRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	MinRevision uint64                 `protobuf:"varint,1,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As CheckRequest.min_revision.
+	MinRevision uint64 `protobuf:"varint,1,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// At most this many resources per page (default 100, at most 1000).
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; INVALID_ARGUMENT for a token
+	// of another request, FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the
+	// resource the last page ended at was deleted since.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1539,6 +1672,7 @@ func (x *ExportPolicyRequest) GetPageToken() string {
 	return ""
 }
 
+// ExportPolicyResponse is one page of the policy in force.
 type ExportPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first page carries the catalog, creator roles and default quotas;
@@ -1547,8 +1681,9 @@ type ExportPolicyResponse struct {
 	// policy (as `usher policy export` does), applied to an empty store,
 	// rebuild the tree, roles, quotas and rules; a later page alone lacks the
 	// catalog its roles name.
-	Policy   *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The revision this page was read at; each page is read at its own.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1606,10 +1741,14 @@ func (x *ExportPolicyResponse) GetNextPageToken() string {
 	return ""
 }
 
+// PutQuotaRequest sets a quota. NOT_FOUND when its scope is not
+// registered.
 type PutQuotaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Quota         *Quota                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quota; used is ignored.
+	Quota *Quota `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.quotas.write on the scope.
+	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1658,9 +1797,12 @@ func (x *PutQuotaRequest) GetActor() string {
 	return ""
 }
 
+// PutQuotaResponse answers a PutQuota.
 type PutQuotaResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the quota was committed at; the current one when it was
+	// already so.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,12 +1844,18 @@ func (x *PutQuotaResponse) GetRevision() uint64 {
 	return 0
 }
 
+// DeleteQuotaRequest removes a quota, named by its key fields. NOT_FOUND
+// (QUOTA_NOT_FOUND) when there is none.
 type DeleteQuotaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scope         string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Subject       string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quota's scope.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type it counts.
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The subject it counts for; empty for the quota on everyone.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// As GrantRequest.actor. An actor needs usher.quotas.write on the scope.
+	Actor         string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1770,9 +1918,11 @@ func (x *DeleteQuotaRequest) GetActor() string {
 	return ""
 }
 
+// DeleteQuotaResponse answers a DeleteQuota.
 type DeleteQuotaResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the removal was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1814,11 +1964,15 @@ func (x *DeleteQuotaResponse) GetRevision() uint64 {
 	return 0
 }
 
+// PutAdmissionRequest sets an admission rule. INVALID_ARGUMENT for a
+// malformed rule or an undeclared permission; NOT_FOUND when its scope is
+// not registered.
 type PutAdmissionRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Admission *Admission             `protobuf:"bytes,1,opt,name=admission,proto3" json:"admission,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rule, which replaces any for its scope and resource type.
+	Admission *Admission `protobuf:"bytes,1,opt,name=admission,proto3" json:"admission,omitempty"`
 	// Must be empty: admission rules are written on the caller's own
-	// authority.
+	// authority (PERMISSION_DENIED, PLATFORM_ONLY, otherwise).
 	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1868,9 +2022,12 @@ func (x *PutAdmissionRequest) GetActor() string {
 	return ""
 }
 
+// PutAdmissionResponse answers a PutAdmission.
 type PutAdmissionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the rule was committed at; the current one when it was
+	// already in force.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1912,11 +2069,15 @@ func (x *PutAdmissionResponse) GetRevision() uint64 {
 	return 0
 }
 
+// DeleteAdmissionRequest removes an admission rule. NOT_FOUND
+// (ADMISSION_RULE_NOT_FOUND) when there is none.
 type DeleteAdmissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty for "root".
-	Scope         string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	ResourceType  string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type the rule governs, e.g. "call".
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// Must be empty, as PutAdmissionRequest.actor.
 	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1973,9 +2134,11 @@ func (x *DeleteAdmissionRequest) GetActor() string {
 	return ""
 }
 
+// DeleteAdmissionResponse answers a DeleteAdmission.
 type DeleteAdmissionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the removal was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2017,13 +2180,18 @@ func (x *DeleteAdmissionResponse) GetRevision() uint64 {
 	return 0
 }
 
+// ListQuotasRequest lists the quotas that bound registrations at a
+// resource. NOT_FOUND when it is not registered.
 type ListQuotasRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The quotas on this resource and its ancestors.
-	Resource    string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// As CheckRequest.min_revision.
 	MinRevision uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// At most this many quotas per page (default 100, at most 1000).
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with resource as it was;
+	// INVALID_ARGUMENT for a token of another request.
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2087,11 +2255,13 @@ func (x *ListQuotasRequest) GetPageToken() string {
 	return ""
 }
 
+// ListQuotasResponse is one page of a ListQuotas.
 type ListQuotasResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The nearest scope first.
-	Quotas   []*Quota `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
-	Revision uint64   `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Quotas []*Quota `protobuf:"bytes,1,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	// The revision the page was read at.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2149,19 +2319,36 @@ func (x *ListQuotasResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListChangesRequest reads the change log. INVALID_ARGUMENT for a
+// malformed filter; FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the log
+// was compacted past after_revision or the token.
 type ListChangesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Each filter keeps the records that touch it: a change of that subject's
-	// grants or blocks, a change on or of that resource, writes by that actor
-	// or caller. Filters combine with AND.
-	Subject  string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// grants, blocks or quotas, a change on or of that resource, writes by
+	// that actor or caller. Filters combine with AND.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Keep records that change this resource, the grants, blocks, quotas or
+	// roles on it, or which resources are registered under it; empty for
+	// all.
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Actor    string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	Caller   string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
-	// Default 100, at most 1000.
-	PageSize      int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// Keep writes made for this actor (kind:id); empty for all.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Keep writes by this caller, as ChangeRecord.caller; empty for all. At
+	// most 128 bytes, the longest caller name.
+	Caller string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
+	// At most this many records per page: default 100, at most 1000.
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with the filters and
+	// after_revision as they were; INVALID_ARGUMENT for a token of another
+	// request.
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// As CheckRequest.min_revision.
+	MinRevision uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	// Read the records committed after this revision; 0 for the whole log.
+	// To follow the log, pass the revision of the last record read, or use
+	// Watch.
+	AfterRevision uint64 `protobuf:"varint,8,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2245,11 +2432,24 @@ func (x *ListChangesRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+func (x *ListChangesRequest) GetAfterRevision() uint64 {
+	if x != nil {
+		return x.AfterRevision
+	}
+	return 0
+}
+
+// ListChangesResponse is one page of the change log.
 type ListChangesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Changes       []*ChangeRecord        `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The matching records, oldest first. A page reads at most 10,000
+	// records of the log, so a filter that matches few may come back short,
+	// with a token.
+	Changes []*ChangeRecord `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Empty once the log has been read to its end.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The revision the server answered at when the page was read.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2305,6 +2505,8 @@ func (x *ListChangesResponse) GetRevision() uint64 {
 	return 0
 }
 
+// BackupRequest has no fields. UNIMPLEMENTED (NO_DATA_FILE) on a server
+// with no data file of its own, as over etcd.
 type BackupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2341,6 +2543,7 @@ func (*BackupRequest) Descriptor() ([]byte, []int) {
 	return file_usher_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
+// BackupResponse is one message of a Backup stream.
 type BackupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision the copy holds; set in the first message only.
@@ -2568,7 +2771,7 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x12ListQuotasResponse\x12'\n" +
 	"\x06quotas\x18\x01 \x03(\v2\x0f.usher.v1.QuotaR\x06quotas\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12&\n" +
-	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xd7\x01\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\xfe\x01\n" +
 	"\x12ListChangesRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x14\n" +
@@ -2577,7 +2780,8 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\x12!\n" +
-	"\fmin_revision\x18\a \x01(\x04R\vminRevision\"\x8b\x01\n" +
+	"\fmin_revision\x18\a \x01(\x04R\vminRevision\x12%\n" +
+	"\x0eafter_revision\x18\b \x01(\x04R\rafterRevision\"\x8b\x01\n" +
 	"\x13ListChangesResponse\x120\n" +
 	"\achanges\x18\x01 \x03(\v2\x16.usher.v1.ChangeRecordR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +

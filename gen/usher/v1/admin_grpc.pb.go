@@ -49,7 +49,12 @@ const (
 // grants, blocks and the policy. Every write is durable when it returns and
 // answers the revision it created; a write that would change nothing answers
 // the current revision and writes nothing. Every write takes an optional
-// actor: the end user on whose behalf the caller acts.
+// actor: the end user on whose behalf the caller acts. A write by an actor
+// too wide to judge (moving more than 10,000 resources, changing more than
+// 1,000,000 subject and resource pairs) fails with RESOURCE_EXHAUSTED; the
+// caller may make it on its own authority. A write fails with UNAVAILABLE
+// when the storage backend cannot commit it, and ABORTED when it kept
+// conflicting with concurrent writes; both may be tried again.
 type AdminServiceClient interface {
 	// Grant binds subject to role on resource. The role must be visible at the
 	// resource. Granting the same triple again updates its expiry.
@@ -70,16 +75,19 @@ type AdminServiceClient interface {
 	// GetResource returns a registered resource.
 	GetResource(ctx context.Context, in *GetResourceRequest, opts ...grpc.CallOption) (*GetResourceResponse, error)
 	// DeleteResource removes a resource that has no children, with the grants,
-	// blocks and role definitions on it.
+	// blocks, role definitions, quotas and admission rules on it.
 	DeleteResource(ctx context.Context, in *DeleteResourceRequest, opts ...grpc.CallOption) (*DeleteResourceResponse, error)
 	// Block denies a subject permissions on a resource, overriding grants.
 	Block(ctx context.Context, in *BlockRequest, opts ...grpc.CallOption) (*BlockResponse, error)
 	// Unblock removes a block.
 	Unblock(ctx context.Context, in *UnblockRequest, opts ...grpc.CallOption) (*UnblockResponse, error)
 	// ApplyPolicy makes the permission catalog the policy's and puts its
-	// resources and roles, in one transaction.
+	// resources, roles, creator roles, quotas, default quotas and admission
+	// rules, in one transaction.
 	ApplyPolicy(ctx context.Context, in *ApplyPolicyRequest, opts ...grpc.CallOption) (*ApplyPolicyResponse, error)
-	// ExportPolicy returns the catalog, every resource and every role.
+	// ExportPolicy returns the policy in force, a page of resources at a
+	// time: the catalog, every resource, and the roles, quotas and rules
+	// defined on them.
 	ExportPolicy(ctx context.Context, in *ExportPolicyRequest, opts ...grpc.CallOption) (*ExportPolicyResponse, error)
 	// PutQuota sets the limit of a quota, creating it if needed.
 	PutQuota(ctx context.Context, in *PutQuotaRequest, opts ...grpc.CallOption) (*PutQuotaResponse, error)
@@ -331,7 +339,12 @@ type AdminService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 // grants, blocks and the policy. Every write is durable when it returns and
 // answers the revision it created; a write that would change nothing answers
 // the current revision and writes nothing. Every write takes an optional
-// actor: the end user on whose behalf the caller acts.
+// actor: the end user on whose behalf the caller acts. A write by an actor
+// too wide to judge (moving more than 10,000 resources, changing more than
+// 1,000,000 subject and resource pairs) fails with RESOURCE_EXHAUSTED; the
+// caller may make it on its own authority. A write fails with UNAVAILABLE
+// when the storage backend cannot commit it, and ABORTED when it kept
+// conflicting with concurrent writes; both may be tried again.
 type AdminServiceServer interface {
 	// Grant binds subject to role on resource. The role must be visible at the
 	// resource. Granting the same triple again updates its expiry.
@@ -352,16 +365,19 @@ type AdminServiceServer interface {
 	// GetResource returns a registered resource.
 	GetResource(context.Context, *GetResourceRequest) (*GetResourceResponse, error)
 	// DeleteResource removes a resource that has no children, with the grants,
-	// blocks and role definitions on it.
+	// blocks, role definitions, quotas and admission rules on it.
 	DeleteResource(context.Context, *DeleteResourceRequest) (*DeleteResourceResponse, error)
 	// Block denies a subject permissions on a resource, overriding grants.
 	Block(context.Context, *BlockRequest) (*BlockResponse, error)
 	// Unblock removes a block.
 	Unblock(context.Context, *UnblockRequest) (*UnblockResponse, error)
 	// ApplyPolicy makes the permission catalog the policy's and puts its
-	// resources and roles, in one transaction.
+	// resources, roles, creator roles, quotas, default quotas and admission
+	// rules, in one transaction.
 	ApplyPolicy(context.Context, *ApplyPolicyRequest) (*ApplyPolicyResponse, error)
-	// ExportPolicy returns the catalog, every resource and every role.
+	// ExportPolicy returns the policy in force, a page of resources at a
+	// time: the catalog, every resource, and the roles, quotas and rules
+	// defined on them.
 	ExportPolicy(context.Context, *ExportPolicyRequest) (*ExportPolicyResponse, error)
 	// PutQuota sets the limit of a quota, creating it if needed.
 	PutQuota(context.Context, *PutQuotaRequest) (*PutQuotaResponse, error)

@@ -27,6 +27,7 @@ const (
 type Outcome int32
 
 const (
+	// Not an outcome: unset where a message has none.
 	Outcome_OUTCOME_UNSPECIFIED Outcome = 0
 	// The subject is in the call: session_id, capabilities and the token say
 	// how.
@@ -101,6 +102,7 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 type CallEventKind int32
 
 const (
+	// Never sent.
 	CallEventKind_CALL_EVENT_KIND_UNSPECIFIED CallEventKind = 0
 	// A participant in the call as the stream (re)starts, with its
 	// capabilities.
@@ -111,6 +113,7 @@ const (
 	// that reaches back further than the server remembers sends the whole
 	// state with reset set: forget what you knew.
 	CallEventKind_CALL_EVENT_KIND_SYNCED CallEventKind = 3
+	// A subject joined, with its capabilities.
 	CallEventKind_CALL_EVENT_KIND_JOINED CallEventKind = 4
 	// A participant's capabilities changed: the new set, and the LiveKit
 	// grant to update the participant to.
@@ -118,12 +121,17 @@ const (
 	// The participant may no longer be in the call (outcome says why): the
 	// session has ended, and the media server should remove it.
 	CallEventKind_CALL_EVENT_KIND_EJECTED CallEventKind = 6
-	CallEventKind_CALL_EVENT_KIND_LEFT    CallEventKind = 7
-	// The session's lease ran out without KeepAlive.
-	CallEventKind_CALL_EVENT_KIND_LAPSED   CallEventKind = 8
-	CallEventKind_CALL_EVENT_KIND_KNOCKED  CallEventKind = 9
+	// A participant, or a subject waiting in the lobby, left (Leave).
+	CallEventKind_CALL_EVENT_KIND_LEFT CallEventKind = 7
+	// A session's or a knock's lease ran out without KeepAlive.
+	CallEventKind_CALL_EVENT_KIND_LAPSED CallEventKind = 8
+	// A subject knocked and waits in the lobby.
+	CallEventKind_CALL_EVENT_KIND_KNOCKED CallEventKind = 9
+	// A subject was admitted (Admit).
 	CallEventKind_CALL_EVENT_KIND_ADMITTED CallEventKind = 10
-	CallEventKind_CALL_EVENT_KIND_DENIED   CallEventKind = 11
+	// A waiting subject was denied (Deny), or may no longer join and its
+	// knock ended.
+	CallEventKind_CALL_EVENT_KIND_DENIED CallEventKind = 11
 )
 
 // Enum value maps for CallEventKind.
@@ -185,6 +193,10 @@ func (CallEventKind) EnumDescriptor() ([]byte, []int) {
 	return file_usher_v1_admission_proto_rawDescGZIP(), []int{1}
 }
 
+// JoinRequest asks to enter a call. NOT_FOUND when the resource is not
+// registered; FAILED_PRECONDITION (NO_ADMISSION_RULE) when no admission
+// rule governs it; RESOURCE_EXHAUSTED (SESSION_LIMIT) when the server holds
+// as many sessions and knocks as it may (1,000,000).
 type JoinRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// e.g. "user:alice"; the LiveKit identity of the token.
@@ -248,9 +260,11 @@ func (x *JoinRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// JoinResponse is a Join's outcome; which fields are set depends on it.
 type JoinResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Outcome Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was decided. Every outcome is an answer, not an error.
+	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
 	// Says why, for people.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// ADMITTED: the subject's permissions in the call, as ListPermissions
@@ -260,15 +274,18 @@ type JoinResponse struct {
 	SessionId string `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// ADMITTED and LOBBY: when the lease lapses without KeepAlive.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Lease      *durationpb.Duration   `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	// ADMITTED and LOBBY: the rule's lease, how often to KeepAlive at least.
+	Lease *durationpb.Duration `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
 	// ADMITTED, where the rule has a LiveKit mapping and the server a key: a
 	// LiveKit access token valid no longer than the lease.
 	LivekitToken string `protobuf:"bytes,7,opt,name=livekit_token,json=livekitToken,proto3" json:"livekit_token,omitempty"`
 	// The video grant the token carries.
 	LivekitGrant *LiveKitGrant `protobuf:"bytes,8,opt,name=livekit_grant,json=livekitGrant,proto3" json:"livekit_grant,omitempty"`
 	// ADMITTED, NOT_STARTED, LOBBY, FULL, IN_USE: the role that gives the join
-	// permission, and the resource its grant is on.
-	Role  string `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
+	// permission.
+	Role string `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
+	// The resource that role's grant is on; BLOCKED: the resource the block
+	// is on.
 	Scope string `protobuf:"bytes,10,opt,name=scope,proto3" json:"scope,omitempty"`
 	// BLOCKED: the deciding block, and the resource it is on (scope).
 	BlockId string `protobuf:"bytes,11,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
@@ -423,20 +440,28 @@ func (x *JoinResponse) GetRevision() uint64 {
 // LiveKitGrant is the video grant of a LiveKit token: what LiveKit's
 // UpdateParticipant takes when capabilities change mid-call.
 type LiveKitGrant struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Room       string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
-	RoomJoin   bool                   `protobuf:"varint,2,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
-	CanPublish bool                   `protobuf:"varint,3,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The LiveKit room: the call's resource name.
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// LiveKit's roomJoin: the participant may enter the room.
+	RoomJoin bool `protobuf:"varint,2,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
+	// LiveKit's canPublish.
+	CanPublish bool `protobuf:"varint,3,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
 	// LiveKit track sources: camera, microphone, screen_share,
 	// screen_share_audio.
 	CanPublishSources []string `protobuf:"bytes,4,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty"`
-	CanSubscribe      bool     `protobuf:"varint,5,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
-	CanPublishData    bool     `protobuf:"varint,6,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
-	RoomAdmin         bool     `protobuf:"varint,7,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
-	RoomRecord        bool     `protobuf:"varint,8,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
-	Hidden            bool     `protobuf:"varint,9,opt,name=hidden,proto3" json:"hidden,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// LiveKit's canSubscribe.
+	CanSubscribe bool `protobuf:"varint,5,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	// LiveKit's canPublishData.
+	CanPublishData bool `protobuf:"varint,6,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	// LiveKit's roomAdmin.
+	RoomAdmin bool `protobuf:"varint,7,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
+	// LiveKit's roomRecord.
+	RoomRecord bool `protobuf:"varint,8,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
+	// LiveKit's hidden.
+	Hidden        bool `protobuf:"varint,9,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LiveKitGrant) Reset() {
@@ -532,9 +557,13 @@ func (x *LiveKitGrant) GetHidden() bool {
 	return false
 }
 
+// KeepAliveRequest renews a session or a knock.
 type KeepAliveRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What Join or Knock returned: 1 to 64 bytes (INVALID_ARGUMENT
+	// otherwise); NOT_FOUND (SESSION_NOT_FOUND) once it has ended or
+	// lapsed.
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -576,12 +605,17 @@ func (x *KeepAliveRequest) GetSessionId() string {
 	return ""
 }
 
+// KeepAliveResponse says whether the session or knock lives on.
 type KeepAliveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// OUTCOME_ADMITTED when the lease was renewed; BLOCKED or NO_GRANT when
-	// the subject may no longer be in the call, and the session has ended.
-	Outcome       Outcome                `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// For a session: ADMITTED when the lease was renewed; BLOCKED or NO_GRANT
+	// when the subject may no longer be in the call, and the session has
+	// ended. For a knock: LOBBY while it waits, ADMITTED once the subject may
+	// Join, BLOCKED or NO_GRANT when the knock has ended.
+	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
+	// Says why, for people.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the renewed lease lapses; unset when it has ended.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -638,12 +672,15 @@ func (x *KeepAliveResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// LeaveRequest ends a session or a knock, by id or by subject and call;
+// INVALID_ARGUMENT for both. NOT_FOUND when there is none.
 type LeaveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Either the session or knock Join returned...
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// ...or the subject and the call it is in.
-	Subject       string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The call, with subject.
 	Resource      string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -700,6 +737,7 @@ func (x *LeaveRequest) GetResource() string {
 	return ""
 }
 
+// LeaveResponse has no fields.
 type LeaveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -736,10 +774,14 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_usher_v1_admission_proto_rawDescGZIP(), []int{6}
 }
 
+// KnockRequest puts a subject in a call's lobby. Errors as Join's, and
+// RESOURCE_EXHAUSTED when the lobby already holds 1,000 knocks.
 type KnockRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As JoinRequest.subject.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The call.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Shown to those who admit, e.g. a display name; at most 256 bytes.
 	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -797,14 +839,17 @@ func (x *KnockRequest) GetNote() string {
 	return ""
 }
 
+// KnockResponse answers a Knock.
 type KnockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// LOBBY: the subject is waiting. Otherwise what Join would answer, and
 	// nothing was done.
 	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
-	Reason  string  `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Says why, for people.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// LOBBY: the knock, renewed by KeepAlive, and when it lapses.
-	SessionId     string                 `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// LOBBY: when the knock lapses without KeepAlive.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -868,10 +913,15 @@ func (x *KnockResponse) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ListLobbyRequest lists a call's lobby. NOT_FOUND when the call is not
+// registered; FAILED_PRECONDITION (NO_ADMISSION_RULE, NO_LOBBY) when its
+// rule has no lobby.
 type ListLobbyRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	// The end user asking; they must hold the lobby's admit permission.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The end user asking; they must hold the lobby's admit permission
+	// (PERMISSION_DENIED otherwise). Empty for the caller's own authority.
 	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -921,9 +971,12 @@ func (x *ListLobbyRequest) GetActor() string {
 	return ""
 }
 
+// ListLobbyResponse is a call's whole lobby. It needs no paging: a call
+// holds at most 1,000 knocks, the most any page of a list holds.
 type ListLobbyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*LobbyEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Those waiting, earliest knock first.
+	Entries       []*LobbyEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -967,10 +1020,14 @@ func (x *ListLobbyResponse) GetEntries() []*LobbyEntry {
 
 // LobbyEntry is a subject waiting in a lobby.
 type LobbyEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Note          string                 `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
-	KnockTime     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=knock_time,json=knockTime,proto3" json:"knock_time,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who waits.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The note it knocked with.
+	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	// When it first knocked.
+	KnockTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=knock_time,json=knockTime,proto3" json:"knock_time,omitempty"`
+	// When the knock lapses without KeepAlive.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1034,11 +1091,17 @@ func (x *LobbyEntry) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// AdmitRequest lets a subject in. FAILED_PRECONDITION (NO_LOBBY) when no
+// rule with a lobby governs the call; the grant may fail as Grant does.
 type AdmitRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	Subject  string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
-	// The end user admitting; empty for the caller's own authority.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The subject to let in; it need not be waiting.
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The end user admitting; empty for the caller's own authority, which a
+	// check caller does not have (PERMISSION_DENIED, CALLER_KIND). An actor
+	// needs the lobby's admit permission and may not admit itself.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// When the admission (the grant of the admit role) lapses; unset for
 	// never.
@@ -1105,9 +1168,11 @@ func (x *AdmitRequest) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// AdmitResponse answers an Admit.
 type AdmitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the grant was committed at.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1149,11 +1214,16 @@ func (x *AdmitResponse) GetRevision() uint64 {
 	return 0
 }
 
+// DenyRequest takes a subject out of a lobby. NOT_FOUND (KNOCK_NOT_FOUND)
+// when it is not waiting.
 type DenyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
-	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The subject waiting.
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// As AdmitRequest.actor; an actor may not deny itself.
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1209,6 +1279,8 @@ func (x *DenyRequest) GetActor() string {
 	return ""
 }
 
+// DenyResponse has no fields: the lobby lives outside the revisioned store,
+// so a denial has no revision.
 type DenyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1245,12 +1317,18 @@ func (*DenyResponse) Descriptor() ([]byte, []int) {
 	return file_usher_v1_admission_proto_rawDescGZIP(), []int{15}
 }
 
+// ScheduleRequest sets when a call starts. INVALID_ARGUMENT for root;
+// FAILED_PRECONDITION (NO_ADMISSION_RULE) when no rule governs the call.
 type ScheduleRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// When the call starts; unset clears it.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// The end user scheduling; empty for the caller's own authority, which a
+	// check caller does not have. An actor needs the rule's stage_permission
+	// on the call; a rule without one leaves staging to the platform.
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1306,9 +1384,12 @@ func (x *ScheduleRequest) GetActor() string {
 	return ""
 }
 
+// ScheduleResponse answers a Schedule.
 type ScheduleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the change was committed at; the current one when the
+	// start time was already so.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1350,11 +1431,14 @@ func (x *ScheduleResponse) GetRevision() uint64 {
 	return 0
 }
 
+// GoLiveRequest takes a call live or backstage. Errors as Schedule's.
 type GoLiveRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// True takes the call live; false back to backstage.
-	Live          bool   `protobuf:"varint,2,opt,name=live,proto3" json:"live,omitempty"`
+	Live bool `protobuf:"varint,2,opt,name=live,proto3" json:"live,omitempty"`
+	// As ScheduleRequest.actor.
 	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1411,9 +1495,12 @@ func (x *GoLiveRequest) GetActor() string {
 	return ""
 }
 
+// GoLiveResponse answers a GoLive.
 type GoLiveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the change was committed at; the current one when the
+	// call was already so.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1455,9 +1542,16 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 	return 0
 }
 
+// WatchCallRequest starts a WatchCall. NOT_FOUND when the call is not
+// registered; FAILED_PRECONDITION (NO_ADMISSION_RULE) when no rule governs
+// it; RESOURCE_EXHAUSTED (WATCH_LIMIT) past 10,000 call watches on the
+// server. The stream ends with RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when
+// the client falls 4,096 events behind, and UNAVAILABLE (SHUTTING_DOWN)
+// when the server stops: resume from the last revision received.
 type WatchCallRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Resource string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call.
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// 0: start with the state of every participant and knock, then follow.
 	// Otherwise resume: the participants that changed at this revision or
 	// later, and the sessions that ended since.
@@ -1510,9 +1604,11 @@ func (x *WatchCallRequest) GetAfterRevision() uint64 {
 	return 0
 }
 
+// WatchCallResponse is one message of a WatchCall stream.
 type WatchCallResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *CallEvent             `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Event         *CallEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1554,21 +1650,29 @@ func (x *WatchCallResponse) GetEvent() *CallEvent {
 	return nil
 }
 
+// CallEvent is one thing that happened in a call.
 type CallEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Kind  CallEventKind          `protobuf:"varint,1,opt,name=kind,proto3,enum=usher.v1.CallEventKind" json:"kind,omitempty"`
+	// What happened.
+	Kind CallEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=usher.v1.CallEventKind" json:"kind,omitempty"`
 	// The index revision the event happened at; resume from the last one
 	// seen.
-	Revision  uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Time      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	Subject   string                 `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
-	SessionId string                 `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When it happened, by the server's clock.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// The subject it happened to.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The session (or knock) it is about.
+	SessionId string `protobuf:"bytes,5,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// PRESENT, JOINED, CHANGED: the subject's capabilities in the call.
-	Capabilities []string      `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities []string `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// PRESENT, JOINED, CHANGED, where the rule maps to LiveKit: the video
+	// grant the capabilities give.
 	LivekitGrant *LiveKitGrant `protobuf:"bytes,7,opt,name=livekit_grant,json=livekitGrant,proto3" json:"livekit_grant,omitempty"`
 	// EJECTED: why.
 	Outcome Outcome `protobuf:"varint,8,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
-	BlockId string  `protobuf:"bytes,9,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
+	// EJECTED by a block: the block's id.
+	BlockId string `protobuf:"bytes,9,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	// KNOCKED, WAITING: the knock's note.
 	Note string `protobuf:"bytes,10,opt,name=note,proto3" json:"note,omitempty"`
 	// SYNCED: the stream starts over.

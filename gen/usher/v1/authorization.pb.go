@@ -25,6 +25,8 @@ const (
 type Reason int32
 
 const (
+	// Not a decision: the empty Decision of a check in a CheckBatch that has
+	// an error instead.
 	Reason_REASON_UNSPECIFIED Reason = 0
 	// A grant of the subject on the resource or one of its ancestors holds the
 	// permission; role and scope say which.
@@ -85,9 +87,11 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 
 // Decision is the answer to one check.
 type Decision struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	Reason  Reason                 `protobuf:"varint,2,opt,name=reason,proto3,enum=usher.v1.Reason" json:"reason,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True only for REASON_GRANTED.
+	Allowed bool `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// Why the check was decided so.
+	Reason Reason `protobuf:"varint,2,opt,name=reason,proto3,enum=usher.v1.Reason" json:"reason,omitempty"`
 	// For REASON_GRANTED: the role that holds the permission, as resolved at the
 	// checked resource.
 	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
@@ -174,15 +178,23 @@ func (x *Decision) GetBlockId() string {
 	return ""
 }
 
+// CheckRequest asks whether subject holds permission on resource.
+// INVALID_ARGUMENT for a malformed name or an undeclared permission
+// (reason UNDECLARED_PERMISSION).
 type CheckRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The subject, as kind:id, e.g. "user:alice".
+	// The subject, as kind:id, e.g. "user:alice": kind matches
+	// [a-z][a-z0-9_-]{0,31}, id is 1 to 256 printable characters without
+	// spaces. An unknown subject holds nothing: REASON_NO_GRANT.
 	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	// A declared permission, e.g. "join-call".
 	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
 	// The resource, as type:id, e.g. "call:livestream:42", or "root".
 	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	// Answer at this revision or later (read-your-writes); 0 for any.
+	// Answer at this revision or later (read-your-writes): the server waits
+	// up to 5 seconds, and returns before the call's deadline, for its index
+	// to reach it, then fails with FAILED_PRECONDITION, reason
+	// REVISION_NOT_REACHED. 0 answers at once.
 	MinRevision   uint64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -246,9 +258,11 @@ func (x *CheckRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// CheckResponse is the answer to a Check.
 type CheckResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Decision *Decision              `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The decision.
+	Decision *Decision `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
 	// The revision the answer was computed at.
 	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -301,10 +315,13 @@ func (x *CheckResponse) GetRevision() uint64 {
 
 // CheckItem is one question of a CheckBatch.
 type CheckItem struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Permission    string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
-	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As CheckRequest.subject.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// As CheckRequest.permission.
+	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	// As CheckRequest.resource.
+	Resource      string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,10 +377,15 @@ func (x *CheckItem) GetResource() string {
 	return ""
 }
 
+// CheckBatchRequest asks many checks at once.
 type CheckBatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checks        []*CheckItem           `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
-	MinRevision   uint64                 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1,000 checks; INVALID_ARGUMENT for none or more. A malformed or
+	// undeclared item fails alone, in CheckBatchResponse.errors.
+	Checks []*CheckItem `protobuf:"bytes,1,rep,name=checks,proto3" json:"checks,omitempty"`
+	// As CheckRequest.min_revision; when it is not reached the whole batch
+	// fails.
+	MinRevision   uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,12 +434,14 @@ func (x *CheckBatchRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// CheckBatchResponse answers every check of a batch at one revision.
 type CheckBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One decision per check, in request order. A check that could not be
 	// answered has an empty decision here and its error in errors.
 	Decisions []*Decision `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
-	Revision  uint64      `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The revision every decision was computed at.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The checks that could not be answered (an undeclared permission, a
 	// malformed name), by position; the others are answered.
 	Errors        []*CheckError `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
@@ -482,10 +506,12 @@ type CheckError struct {
 	// The check's position in the request.
 	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// The gRPC status code it would have had alone, e.g. 3 (INVALID_ARGUMENT).
-	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Code int32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message it would have had alone.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	// The offending field, e.g. "checks[2].permission", and its value.
+	// The offending field, e.g. "checks[2].permission".
 	Field string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	// The offending value, e.g. "teleport".
 	Value string `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
 	// The reason of the google.rpc.ErrorInfo the status would have carried
 	// alone, e.g. "UNDECLARED_PERMISSION".
@@ -566,11 +592,16 @@ func (x *CheckError) GetReason() string {
 	return ""
 }
 
+// ListPermissionsRequest asks for a subject's effective permissions on a
+// resource. INVALID_ARGUMENT for a malformed name.
 type ListPermissionsRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Subject     string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource    string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	MinRevision uint64                 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As CheckRequest.subject.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// As CheckRequest.resource; an unknown resource is not an error.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// As CheckRequest.min_revision.
+	MinRevision uint64 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// Also list Usher's own reserved permissions (usher.*), which are left
 	// out of the capability set otherwise.
 	IncludeReserved bool `protobuf:"varint,4,opt,name=include_reserved,json=includeReserved,proto3" json:"include_reserved,omitempty"`
@@ -636,13 +667,15 @@ func (x *ListPermissionsRequest) GetIncludeReserved() bool {
 	return false
 }
 
+// ListPermissionsResponse is a subject's capability set on a resource.
 type ListPermissionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The effective permissions, in catalog order. Empty for an unknown resource
-	// or a subject blocked from everything.
+	// The effective permissions, by name. Empty for an unknown resource or a
+	// subject blocked from everything.
 	Permissions []string `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// False when the resource is not registered.
-	ResourceKnown bool   `protobuf:"varint,2,opt,name=resource_known,json=resourceKnown,proto3" json:"resource_known,omitempty"`
+	ResourceKnown bool `protobuf:"varint,2,opt,name=resource_known,json=resourceKnown,proto3" json:"resource_known,omitempty"`
+	// The revision the set was computed at.
 	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -699,6 +732,7 @@ func (x *ListPermissionsResponse) GetRevision() uint64 {
 	return 0
 }
 
+// GetRevisionRequest has no fields.
 type GetRevisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -735,6 +769,7 @@ func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
 	return file_usher_v1_authorization_proto_rawDescGZIP(), []int{9}
 }
 
+// GetRevisionResponse says where this server is.
 type GetRevisionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision checks are answered at.
@@ -799,18 +834,29 @@ func (x *GetRevisionResponse) GetServing() bool {
 	return false
 }
 
+// LookupResourcesRequest asks for every resource of a type, at or below a
+// scope, where a subject holds a permission. INVALID_ARGUMENT for a
+// malformed name or an undeclared permission; NOT_FOUND when under is not
+// registered.
 type LookupResourcesRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Subject string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As CheckRequest.subject. An unknown subject finds nothing.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	// A declared permission, e.g. "join-call".
 	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
-	// The type of the resources to list, e.g. "call".
+	// The type of the resources to list, e.g. "call". A type no resource has
+	// finds nothing.
 	ResourceType string `protobuf:"bytes,3,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
 	// Only resources at or below this one; empty for root.
 	Under string `protobuf:"bytes,4,opt,name=under,proto3" json:"under,omitempty"`
 	// At most this many per page (default 100, at most 1000).
-	PageSize      int32  `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with the other fields as
+	// they were (page_size may change); INVALID_ARGUMENT for a token of
+	// another request, FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the
+	// answer may have changed since the first page.
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// As CheckRequest.min_revision.
 	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -895,9 +941,11 @@ func (x *LookupResourcesRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// LookupResourcesResponse is one page of a LookupResources.
 type LookupResourcesResponse struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Resources []*LookedUp            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resources found, in the order of the tree.
+	Resources []*LookedUp `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The revision every page of the lookup is answered at.
@@ -957,14 +1005,22 @@ func (x *LookupResourcesResponse) GetRevision() uint64 {
 	return 0
 }
 
+// LookupSubjectsRequest asks for every subject that holds a permission on
+// a resource. INVALID_ARGUMENT for a malformed name or an undeclared
+// permission; NOT_FOUND when the resource is not registered.
 type LookupSubjectsRequest struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Resource   string                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	Permission string                 `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource, as type:id, or "root".
+	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	// A declared permission, e.g. "join-call".
+	Permission string `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
 	// Only subjects of this kind, e.g. "user"; empty for all.
-	SubjectKind   string `protobuf:"bytes,3,opt,name=subject_kind,json=subjectKind,proto3" json:"subject_kind,omitempty"`
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	SubjectKind string `protobuf:"bytes,3,opt,name=subject_kind,json=subjectKind,proto3" json:"subject_kind,omitempty"`
+	// At most this many per page (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// As LookupResourcesRequest.page_token.
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// As CheckRequest.min_revision.
 	MinRevision   uint64 `protobuf:"varint,6,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1042,11 +1098,17 @@ func (x *LookupSubjectsRequest) GetMinRevision() uint64 {
 	return 0
 }
 
+// LookupSubjectsResponse is one page of a LookupSubjects.
 type LookupSubjectsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subjects      []*LookedUp            `protobuf:"bytes,1,rep,name=subjects,proto3" json:"subjects,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subjects found, each once: those granted on the resource itself
+	// first, then on its parent and so on up to root, by role name and then
+	// subject name on each. Blocked subjects are left out.
+	Subjects []*LookedUp `protobuf:"bytes,1,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The revision every page of the lookup is answered at.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1105,10 +1167,13 @@ func (x *LookupSubjectsResponse) GetRevision() uint64 {
 // LookedUp is one answer of a lookup: a resource or a subject, with the
 // role that decides Check there and the resource its grant is on.
 type LookedUp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Scope         string                 `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource (LookupResources) or the subject (LookupSubjects).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The role that gives the permission, as Decision.role.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The resource that role's grant is on, as Decision.scope.
+	Scope         string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1164,6 +1229,7 @@ func (x *LookedUp) GetScope() string {
 	return ""
 }
 
+// WatchRequest starts a Watch. INVALID_ARGUMENT for a malformed filter.
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream the change sets committed after this revision. 0 starts at the
@@ -1175,9 +1241,13 @@ type WatchRequest struct {
 	// that resource (not of those below it), writes by that actor or caller.
 	// Filters combine with AND; revisions still advance past the change sets
 	// they leave out.
-	Subject  string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Keep change sets that change this resource, the grants, blocks, quotas
+	// or roles on it, or which resources are registered under it; empty for
+	// all.
 	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Actor    string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Keep writes made for this actor (kind:id); empty for all.
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// A caller's name, at most 128 bytes.
 	Caller        string `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1249,6 +1319,7 @@ func (x *WatchRequest) GetCaller() string {
 	return ""
 }
 
+// WatchResponse is one message of a Watch stream.
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A committed change set; unset in the first message and in progress

@@ -23,29 +23,49 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Op says what a Change does.
+// Op says what a Change does: put (create or replace) or delete one
+// entity, whose kind the Change's entity field names.
 type Op int32
 
 const (
-	Op_OP_UNSPECIFIED          Op = 0
-	Op_OP_PUT_PERMISSION       Op = 1
-	Op_OP_DELETE_PERMISSION    Op = 2
-	Op_OP_PUT_RESOURCE         Op = 3
-	Op_OP_DELETE_RESOURCE      Op = 4
-	Op_OP_PUT_ROLE             Op = 5
-	Op_OP_DELETE_ROLE          Op = 6
-	Op_OP_PUT_GRANT            Op = 7
-	Op_OP_DELETE_GRANT         Op = 8
-	Op_OP_PUT_BLOCK            Op = 9
-	Op_OP_DELETE_BLOCK         Op = 10
-	Op_OP_PUT_QUOTA            Op = 11
-	Op_OP_DELETE_QUOTA         Op = 12
-	Op_OP_PUT_CREATOR_ROLE     Op = 13
-	Op_OP_DELETE_CREATOR_ROLE  Op = 14
-	Op_OP_PUT_DEFAULT_QUOTA    Op = 15
+	// Never written.
+	Op_OP_UNSPECIFIED Op = 0
+	// A permission was declared, or its parents or description changed.
+	Op_OP_PUT_PERMISSION Op = 1
+	// A permission left the catalog (ApplyPolicy).
+	Op_OP_DELETE_PERMISSION Op = 2
+	// A resource was registered or moved, or its stage changed.
+	Op_OP_PUT_RESOURCE Op = 3
+	// A resource was deleted; the same change set deletes what was on it.
+	Op_OP_DELETE_RESOURCE Op = 4
+	// A role was defined or redefined at a scope.
+	Op_OP_PUT_ROLE Op = 5
+	// A role definition was removed from a scope.
+	Op_OP_DELETE_ROLE Op = 6
+	// A grant was made, or its expiry changed.
+	Op_OP_PUT_GRANT Op = 7
+	// A grant was revoked.
+	Op_OP_DELETE_GRANT Op = 8
+	// A block was added or replaced.
+	Op_OP_PUT_BLOCK Op = 9
+	// A block was lifted.
+	Op_OP_DELETE_BLOCK Op = 10
+	// A quota was set.
+	Op_OP_PUT_QUOTA Op = 11
+	// A quota was removed.
+	Op_OP_DELETE_QUOTA Op = 12
+	// A creator role was set for a resource type.
+	Op_OP_PUT_CREATOR_ROLE Op = 13
+	// A resource type's creator role was removed.
+	Op_OP_DELETE_CREATOR_ROLE Op = 14
+	// A default quota was set.
+	Op_OP_PUT_DEFAULT_QUOTA Op = 15
+	// A default quota was removed.
 	Op_OP_DELETE_DEFAULT_QUOTA Op = 16
-	Op_OP_PUT_ADMISSION        Op = 17
-	Op_OP_DELETE_ADMISSION     Op = 18
+	// An admission rule was set.
+	Op_OP_PUT_ADMISSION Op = 17
+	// An admission rule was removed.
+	Op_OP_DELETE_ADMISSION Op = 18
 )
 
 // Enum value maps for Op.
@@ -124,7 +144,9 @@ func (Op) EnumDescriptor() ([]byte, []int) {
 // Resource is a node of the resource tree, named type:id.
 type Resource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// e.g. "call:livestream:42".
+	// type:id, e.g. "call:livestream:42": type matches [a-z][a-z0-9_-]{0,31},
+	// id is 1 to 256 printable characters without spaces and may hold ':'
+	// and '/'.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The parent resource; "root" for a top-level resource.
 	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
@@ -213,11 +235,14 @@ func (x *Resource) GetLive() bool {
 // parents.
 type Permission struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// e.g. "rooms.create".
+	// e.g. "rooms.create": [a-z0-9][a-z0-9._-]*, at most 128 bytes. Names
+	// starting "usher." are Usher's own reserved permissions.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The permissions that imply this one.
-	Parents       []string `protobuf:"bytes,2,rep,name=parents,proto3" json:"parents,omitempty"`
-	Description   string   `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// The permissions that imply this one, each declared in the same catalog;
+	// at most 100, and no cycles.
+	Parents []string `protobuf:"bytes,2,rep,name=parents,proto3" json:"parents,omitempty"`
+	// Free text for people, at most 1,024 bytes.
+	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,20 +303,22 @@ func (x *Permission) GetDescription() string {
 // up to root wins, so a call type can redefine a role for its calls.
 type Role struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// e.g. "host".
+	// e.g. "host": the form of a permission name.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The resource the definition belongs to; "root" for built-in roles.
 	Scope string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
-	// Declared permissions, or "*" for every permission.
+	// Declared permissions, or "*" for every permission; at most 1,000.
 	Permissions []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// Roles a holder may grant to others at this scope ("*": any whose
-	// permissions the holder has).
+	// permissions the holder has); at most 1,000.
 	AssignableRoles []string `protobuf:"bytes,4,rep,name=assignable_roles,json=assignableRoles,proto3" json:"assignable_roles,omitempty"`
-	// Resource types the role may be granted on; empty for anywhere.
+	// Resource types the role may be granted on; empty for anywhere. At most
+	// 100.
 	BindableOn []string `protobuf:"bytes,5,rep,name=bindable_on,json=bindableOn,proto3" json:"bindable_on,omitempty"`
 	// At most this many subjects may hold the role on one resource; 0 for no
 	// limit.
-	MaxHolders    uint32 `protobuf:"varint,6,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
+	MaxHolders uint32 `protobuf:"varint,6,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
+	// Free text for people, at most 1,024 bytes.
 	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -378,10 +405,13 @@ func (x *Role) GetDescription() string {
 
 // Grant binds a subject to a role on a resource and its descendants.
 type Grant struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Role     string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Resource string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject holding the role, as kind:id.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The role's name, resolved at each resource checked.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The resource the grant is on.
+	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The grant counts as absent from this time on; unset for never.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -451,14 +481,21 @@ func (x *Grant) GetExpireTime() *timestamppb.Timestamp {
 // resource, each with its own permissions, expiry and reason; id tells them
 // apart.
 type Block struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject blocked, as kind:id.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The resource the block is on.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The permissions blocked, with everything they imply; empty for all.
-	Permissions []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Reason      string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	// The block's identity among the subject's blocks on the resource.
+	Permissions []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// The block counts as absent from this time on; unset for never.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Free text shown in the decisions the block makes
+	// (Decision.block_reason); at most 1,024 bytes.
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The block's identity among the subject's blocks on the resource:
+	// letters, digits, '.', '_' and '-', at most 64 bytes. Blocks the server
+	// names get 16 hex digits.
 	Id            string `protobuf:"bytes,6,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -546,7 +583,8 @@ type Quota struct {
 	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
 	// When set, only resources this subject registered (as an actor) count.
 	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
-	// At most this many; 0 forbids registering any.
+	// At most this many; 0 forbids registering any. A limit below the
+	// current use is allowed and only stops further registrations.
 	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Output only: how many there are now.
 	Used          uint32 `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
@@ -622,9 +660,13 @@ func (x *Quota) GetUsed() uint32 {
 // CreatorRole is granted to the actor who registers a resource of its type,
 // in the same transaction.
 type CreatorRole struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ResourceType  string                 `protobuf:"bytes,1,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The type of the resources registered, e.g. "event".
+	ResourceType string `protobuf:"bytes,1,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The role granted on the new resource; it must be visible at the parent
+	// and bindable on the type, else registering as an actor fails with
+	// FAILED_PRECONDITION (CREATOR_ROLE_NOT_GRANTABLE).
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,18 +808,20 @@ type Admission struct {
 	// When set, subjects wait in the lobby until someone admits them.
 	Lobby *Lobby `protobuf:"bytes,8,opt,name=lobby,proto3" json:"lobby,omitempty"`
 	// At most this many subjects in the call at once, counting live sessions
-	// of subjects who hold none of uncounted_roles; 0 for no limit.
+	// of subjects who hold none of uncounted_roles; 0 for no limit, at most
+	// 1,000,000.
 	MaxParticipants uint32 `protobuf:"varint,9,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
 	// Roles whose holders do not count against max_participants (recorders,
-	// interpreters, hosts).
+	// interpreters, hosts); at most 64.
 	UncountedRoles []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
-	// Roles of which at most one holder may be in a call at a time.
+	// Roles of which at most one holder may be in a call at a time; at most
+	// 64.
 	ExclusiveRoles []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
 	// Permissions of which at most one holder may be in a call at a time:
 	// Livebox's Unshared mode, "rooms not used by any other sub-users", where
 	// the sub-users' roles are the tenant's own. A permission counts when a
 	// role the subject holds names it (or one that implies it); a role of "*"
-	// marks no one.
+	// marks no one. At most 64.
 	ExclusivePermissions []string `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
 	// How long a session lives without KeepAlive; default 30s, from 1s to 24h.
 	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
@@ -994,13 +1038,18 @@ type LiveKitMapping struct {
 	// Track source (camera, microphone, screen_share, screen_share_audio) to
 	// the permission that lets a participant publish it.
 	CanPublishSources map[string]string `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	CanSubscribe      string            `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
-	CanPublishData    string            `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
-	RoomAdmin         string            `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
-	RoomRecord        string            `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
-	Hidden            string            `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Gives canSubscribe: receiving the others' tracks.
+	CanSubscribe string `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	// Gives canPublishData: sending data messages.
+	CanPublishData string `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	// Gives roomAdmin: LiveKit's moderation (mute, remove participants).
+	RoomAdmin string `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
+	// Gives roomRecord: starting LiveKit egress (recordings).
+	RoomRecord string `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
+	// Gives hidden: the participant is in the room but not shown to others.
+	Hidden        string `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LiveKitMapping) Reset() {
@@ -1093,17 +1142,21 @@ func (x *LiveKitMapping) GetHidden() string {
 // Applying a policy makes the catalog exactly the policy's, and puts every
 // resource and role it lists; what it does not list is left alone.
 type Policy struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Permissions []*Permission          `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	// Registered in order, so a parent comes before its children.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole catalog; at most 10,000 permissions.
+	Permissions []*Permission `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// Registered in order, so a parent comes before its children; at most
+	// 100,000.
 	Resources []*Resource `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty"`
-	Roles     []*Role     `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
-	// At most one per resource type.
+	// Role definitions, at most one per name and scope; at most 10,000.
+	Roles []*Role `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	// At most one per resource type; at most 1,000.
 	CreatorRoles []*CreatorRole `protobuf:"bytes,4,rep,name=creator_roles,json=creatorRoles,proto3" json:"creator_roles,omitempty"`
-	Quotas       []*Quota       `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
-	// At most one per scope type and resource type.
+	// At most one per scope, resource type and subject; at most 10,000.
+	Quotas []*Quota `protobuf:"bytes,5,rep,name=quotas,proto3" json:"quotas,omitempty"`
+	// At most one per scope type and resource type; at most 10,000.
 	DefaultQuotas []*DefaultQuota `protobuf:"bytes,6,rep,name=default_quotas,json=defaultQuotas,proto3" json:"default_quotas,omitempty"`
-	// At most one per scope and resource type.
+	// At most one per scope and resource type; at most 1,000.
 	Admissions    []*Admission `protobuf:"bytes,7,rep,name=admissions,proto3" json:"admissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1192,7 +1245,10 @@ func (x *Policy) GetAdmissions() []*Admission {
 // key fields of what they delete.
 type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Op    Op                     `protobuf:"varint,10,opt,name=op,proto3,enum=usher.v1.Op" json:"op,omitempty"`
+	// What the change does to the entity.
+	Op Op `protobuf:"varint,10,opt,name=op,proto3,enum=usher.v1.Op" json:"op,omitempty"`
+	// The entity put, whole, or the key fields of the one deleted.
+	//
 	// Types that are valid to be assigned to Entity:
 	//
 	//	*Change_Permission
@@ -1339,38 +1395,47 @@ type isChange_Entity interface {
 }
 
 type Change_Permission struct {
+	// For OP_PUT_PERMISSION and OP_DELETE_PERMISSION.
 	Permission *Permission `protobuf:"bytes,2,opt,name=permission,proto3,oneof"`
 }
 
 type Change_Resource struct {
+	// For OP_PUT_RESOURCE and OP_DELETE_RESOURCE.
 	Resource *Resource `protobuf:"bytes,3,opt,name=resource,proto3,oneof"`
 }
 
 type Change_Role struct {
+	// For OP_PUT_ROLE and OP_DELETE_ROLE.
 	Role *Role `protobuf:"bytes,4,opt,name=role,proto3,oneof"`
 }
 
 type Change_Grant struct {
+	// For OP_PUT_GRANT and OP_DELETE_GRANT.
 	Grant *Grant `protobuf:"bytes,5,opt,name=grant,proto3,oneof"`
 }
 
 type Change_Block struct {
+	// For OP_PUT_BLOCK and OP_DELETE_BLOCK.
 	Block *Block `protobuf:"bytes,6,opt,name=block,proto3,oneof"`
 }
 
 type Change_Quota struct {
+	// For OP_PUT_QUOTA and OP_DELETE_QUOTA.
 	Quota *Quota `protobuf:"bytes,7,opt,name=quota,proto3,oneof"`
 }
 
 type Change_CreatorRole struct {
+	// For OP_PUT_CREATOR_ROLE and OP_DELETE_CREATOR_ROLE.
 	CreatorRole *CreatorRole `protobuf:"bytes,8,opt,name=creator_role,json=creatorRole,proto3,oneof"`
 }
 
 type Change_DefaultQuota struct {
+	// For OP_PUT_DEFAULT_QUOTA and OP_DELETE_DEFAULT_QUOTA.
 	DefaultQuota *DefaultQuota `protobuf:"bytes,9,opt,name=default_quota,json=defaultQuota,proto3,oneof"`
 }
 
 type Change_Admission struct {
+	// For OP_PUT_ADMISSION and OP_DELETE_ADMISSION.
 	Admission *Admission `protobuf:"bytes,11,opt,name=admission,proto3,oneof"`
 }
 
@@ -1394,13 +1459,17 @@ func (*Change_Admission) isChange_Entity() {}
 
 // ChangeRecord is one committed write, as the change log keeps it.
 type ChangeRecord struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Time     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	// The authenticated caller that made the write.
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the write created; revisions are global and only grow.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When the write was committed, by the server's clock.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The authenticated caller that made the write ("anonymous" on a server
+	// without a callers file).
 	Caller string `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
 	// The end user it acted for, if any.
-	Actor         string    `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// What the write changed, in the order applied.
 	Changes       []*Change `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

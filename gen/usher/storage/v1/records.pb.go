@@ -26,29 +26,48 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Op says what a Change does.
+// Op says what a Change does; the numbers are usher.v1.Op's.
 type Op int32
 
 const (
-	Op_OP_UNSPECIFIED          Op = 0
-	Op_OP_PUT_PERMISSION       Op = 1
-	Op_OP_DELETE_PERMISSION    Op = 2
-	Op_OP_PUT_RESOURCE         Op = 3
-	Op_OP_DELETE_RESOURCE      Op = 4
-	Op_OP_PUT_ROLE             Op = 5
-	Op_OP_DELETE_ROLE          Op = 6
-	Op_OP_PUT_GRANT            Op = 7
-	Op_OP_DELETE_GRANT         Op = 8
-	Op_OP_PUT_BLOCK            Op = 9
-	Op_OP_DELETE_BLOCK         Op = 10
-	Op_OP_PUT_QUOTA            Op = 11
-	Op_OP_DELETE_QUOTA         Op = 12
-	Op_OP_PUT_CREATOR_ROLE     Op = 13
-	Op_OP_DELETE_CREATOR_ROLE  Op = 14
-	Op_OP_PUT_DEFAULT_QUOTA    Op = 15
+	// Never written.
+	Op_OP_UNSPECIFIED Op = 0
+	// Puts a permission.
+	Op_OP_PUT_PERMISSION Op = 1
+	// Deletes a permission.
+	Op_OP_DELETE_PERMISSION Op = 2
+	// Puts a resource.
+	Op_OP_PUT_RESOURCE Op = 3
+	// Deletes a resource.
+	Op_OP_DELETE_RESOURCE Op = 4
+	// Puts a role definition.
+	Op_OP_PUT_ROLE Op = 5
+	// Deletes a role definition.
+	Op_OP_DELETE_ROLE Op = 6
+	// Puts a grant.
+	Op_OP_PUT_GRANT Op = 7
+	// Deletes a grant.
+	Op_OP_DELETE_GRANT Op = 8
+	// Puts a block.
+	Op_OP_PUT_BLOCK Op = 9
+	// Deletes a block.
+	Op_OP_DELETE_BLOCK Op = 10
+	// Puts a quota.
+	Op_OP_PUT_QUOTA Op = 11
+	// Deletes a quota.
+	Op_OP_DELETE_QUOTA Op = 12
+	// Puts a creator role.
+	Op_OP_PUT_CREATOR_ROLE Op = 13
+	// Deletes a creator role.
+	Op_OP_DELETE_CREATOR_ROLE Op = 14
+	// Puts a default quota.
+	Op_OP_PUT_DEFAULT_QUOTA Op = 15
+	// Deletes a default quota.
 	Op_OP_DELETE_DEFAULT_QUOTA Op = 16
-	Op_OP_PUT_ADMISSION        Op = 17
-	Op_OP_DELETE_ADMISSION     Op = 18
+	// Puts an admission rule.
+	Op_OP_PUT_ADMISSION Op = 17
+	// Deletes an admission rule.
+	Op_OP_DELETE_ADMISSION Op = 18
 )
 
 // Enum value maps for Op.
@@ -124,12 +143,15 @@ func (Op) EnumDescriptor() ([]byte, []int) {
 	return file_usher_storage_v1_records_proto_rawDescGZIP(), []int{0}
 }
 
-// Permission is an entry of the permission catalog.
+// Permission is an entry of the permission catalog, stored under its name.
 type Permission struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Parents       []string               `protobuf:"bytes,2,rep,name=parents,proto3" json:"parents,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The permission's name, e.g. "rooms.create".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The names of the permissions that imply this one.
+	Parents []string `protobuf:"bytes,2,rep,name=parents,proto3" json:"parents,omitempty"`
+	// The catalog's free text for people.
+	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,15 +207,20 @@ func (x *Permission) GetDescription() string {
 	return ""
 }
 
-// Resource is a node of the resource tree.
+// Resource is a node of the resource tree, stored under its name.
 type Resource struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Parent  string                 `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
-	Creator string                 `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource's name, type:id.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The parent's name; "root" for a top-level resource.
+	Parent string `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The actor who registered it; empty when a caller did on its own
+	// authority.
+	Creator string `protobuf:"bytes,3,opt,name=creator,proto3" json:"creator,omitempty"`
 	// When the call starts, Unix nanoseconds; 0 for unset.
-	StartsAt      int64 `protobuf:"varint,4,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
-	Live          bool  `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
+	StartsAt int64 `protobuf:"varint,4,opt,name=starts_at,json=startsAt,proto3" json:"starts_at,omitempty"`
+	// Whether the call has gone live.
+	Live          bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -263,18 +290,25 @@ func (x *Resource) GetLive() bool {
 	return false
 }
 
-// Role is a role definition at a scope.
+// Role is a role definition at a scope, stored under scope and name.
 type Role struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Scope           string                 `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
-	Permissions     []string               `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
-	AssignableRoles []string               `protobuf:"bytes,4,rep,name=assignable_roles,json=assignableRoles,proto3" json:"assignable_roles,omitempty"`
-	BindableOn      []string               `protobuf:"bytes,5,rep,name=bindable_on,json=bindableOn,proto3" json:"bindable_on,omitempty"`
-	MaxHolders      uint32                 `protobuf:"varint,6,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
-	Description     string                 `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The resource the definition belongs to.
+	Scope string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The permissions it carries, sorted, or "*" for all.
+	Permissions []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// The roles its holders may grant at the scope, or "*".
+	AssignableRoles []string `protobuf:"bytes,4,rep,name=assignable_roles,json=assignableRoles,proto3" json:"assignable_roles,omitempty"`
+	// The resource types it may be granted on; empty for any.
+	BindableOn []string `protobuf:"bytes,5,rep,name=bindable_on,json=bindableOn,proto3" json:"bindable_on,omitempty"`
+	// The most holders on one resource; 0 for no limit.
+	MaxHolders uint32 `protobuf:"varint,6,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
+	// The definition's free text for people.
+	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Role) Reset() {
@@ -359,10 +393,13 @@ func (x *Role) GetDescription() string {
 // Grant binds a subject to a role on a resource. Stored grants keep only
 // their expiry in the value; the key holds the rest.
 type Grant struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Role     string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Resource string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject holding the role.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The role's name.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The resource the grant is on.
+	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Unix nanoseconds; 0 for never.
 	Expires       int64 `protobuf:"varint,4,opt,name=expires,proto3" json:"expires,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -427,15 +464,21 @@ func (x *Grant) GetExpires() int64 {
 	return 0
 }
 
-// Block denies a subject permissions on a resource.
+// Block denies a subject permissions on a resource, stored under subject,
+// resource and id.
 type Block struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Subject     string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	Resource    string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Id          string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
-	Permissions []string               `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject blocked.
+	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The resource the block is on.
+	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The block's id among the subject's blocks on the resource.
+	Id string `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// The permissions blocked, sorted; empty for all.
+	Permissions []string `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// Unix nanoseconds; 0 for never.
-	Expires       int64  `protobuf:"varint,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	Expires int64 `protobuf:"varint,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	// The reason text given with the block.
 	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -513,13 +556,18 @@ func (x *Block) GetReason() string {
 	return ""
 }
 
-// Quota limits resources of a type in a scope's subtree.
+// Quota limits resources of a type in a scope's subtree, stored under
+// scope, resource type and subject.
 type Quota struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Scope         string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Subject       string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource whose subtree is limited.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type counted.
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// Only resources this subject registered count; empty for all.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The most resources of the type.
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,11 +630,14 @@ func (x *Quota) GetLimit() uint32 {
 	return 0
 }
 
-// CreatorRole is granted to whoever registers a resource of its type.
+// CreatorRole is granted to whoever registers a resource of its type,
+// stored under the type.
 type CreatorRole struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ResourceType  string                 `protobuf:"bytes,1,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The type of the resources registered.
+	ResourceType string `protobuf:"bytes,1,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The role granted on them.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,12 +686,16 @@ func (x *CreatorRole) GetRole() string {
 	return ""
 }
 
-// DefaultQuota is set on every new resource of its scope type.
+// DefaultQuota is set on every new resource of its scope type, stored
+// under scope type and resource type.
 type DefaultQuota struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ScopeType     string                 `protobuf:"bytes,1,opt,name=scope_type,json=scopeType,proto3" json:"scope_type,omitempty"`
-	ResourceType  string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The type of the resources that get the quota.
+	ScopeType string `protobuf:"bytes,1,opt,name=scope_type,json=scopeType,proto3" json:"scope_type,omitempty"`
+	// The type counted below them.
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The quota's limit.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,25 +751,39 @@ func (x *DefaultQuota) GetLimit() uint32 {
 	return 0
 }
 
-// Admission is the rule for joining resources of a type below a scope.
+// Admission is the rule for joining resources of a type below a scope,
+// stored under scope and resource type.
 type Admission struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Scope        string                 `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
-	ResourceType string                 `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
-	Join         string                 `protobuf:"bytes,3,opt,name=join,proto3" json:"join,omitempty"`
-	Backstage    string                 `protobuf:"bytes,4,opt,name=backstage,proto3" json:"backstage,omitempty"`
-	RequireLive  bool                   `protobuf:"varint,5,opt,name=require_live,json=requireLive,proto3" json:"require_live,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource the rule belongs to; "root" for every resource of the
+	// type.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The type of the resources joined.
+	ResourceType string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	// The permission that joins.
+	Join string `protobuf:"bytes,3,opt,name=join,proto3" json:"join,omitempty"`
+	// The permission that joins before the call opens; empty for none.
+	Backstage string `protobuf:"bytes,4,opt,name=backstage,proto3" json:"backstage,omitempty"`
+	// Calls open only once live (usher.v1.Admission.backstage).
+	RequireLive bool `protobuf:"varint,5,opt,name=require_live,json=requireLive,proto3" json:"require_live,omitempty"`
 	// Nanoseconds.
-	JoinAhead       int64    `protobuf:"varint,6,opt,name=join_ahead,json=joinAhead,proto3" json:"join_ahead,omitempty"`
-	Stage           string   `protobuf:"bytes,7,opt,name=stage,proto3" json:"stage,omitempty"`
-	Lobby           *Lobby   `protobuf:"bytes,8,opt,name=lobby,proto3" json:"lobby,omitempty"`
-	MaxParticipants uint32   `protobuf:"varint,9,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
-	UncountedRoles  []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
-	ExclusiveRoles  []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
+	JoinAhead int64 `protobuf:"varint,6,opt,name=join_ahead,json=joinAhead,proto3" json:"join_ahead,omitempty"`
+	// The permission that schedules a call or takes it live; empty for none.
+	Stage string `protobuf:"bytes,7,opt,name=stage,proto3" json:"stage,omitempty"`
+	// The lobby; unset for none.
+	Lobby *Lobby `protobuf:"bytes,8,opt,name=lobby,proto3" json:"lobby,omitempty"`
+	// The most counted participants; 0 for no limit.
+	MaxParticipants uint32 `protobuf:"varint,9,opt,name=max_participants,json=maxParticipants,proto3" json:"max_participants,omitempty"`
+	// Roles whose holders are not counted.
+	UncountedRoles []string `protobuf:"bytes,10,rep,name=uncounted_roles,json=uncountedRoles,proto3" json:"uncounted_roles,omitempty"`
+	// Roles at most one holder of which may be in a call.
+	ExclusiveRoles []string `protobuf:"bytes,11,rep,name=exclusive_roles,json=exclusiveRoles,proto3" json:"exclusive_roles,omitempty"`
 	// Nanoseconds; 0 for the default.
-	Lease                int64         `protobuf:"varint,12,opt,name=lease,proto3" json:"lease,omitempty"`
-	Media                *MediaMapping `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
-	ExclusivePermissions []string      `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
+	Lease int64 `protobuf:"varint,12,opt,name=lease,proto3" json:"lease,omitempty"`
+	// The LiveKit mapping; unset for none.
+	Media *MediaMapping `protobuf:"bytes,13,opt,name=media,proto3" json:"media,omitempty"`
+	// Permissions at most one holder of which may be in a call.
+	ExclusivePermissions []string `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -849,10 +918,13 @@ func (x *Admission) GetExclusivePermissions() []string {
 
 // Lobby is an admission rule's waiting room.
 type Lobby struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Admit         string                 `protobuf:"bytes,1,opt,name=admit,proto3" json:"admit,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Bypass        string                 `protobuf:"bytes,3,opt,name=bypass,proto3" json:"bypass,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The permission that lists, admits and denies those waiting.
+	Admit string `protobuf:"bytes,1,opt,name=admit,proto3" json:"admit,omitempty"`
+	// The role an admission grants.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// A permission whose holders skip the lobby; empty for none.
+	Bypass        string `protobuf:"bytes,3,opt,name=bypass,proto3" json:"bypass,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -908,19 +980,29 @@ func (x *Lobby) GetBypass() string {
 	return ""
 }
 
-// MediaMapping maps permissions to LiveKit's video grant.
+// MediaMapping maps permissions to LiveKit's video grant: each field holds
+// the permission that gives the grant's field of that name, empty for
+// none.
 type MediaMapping struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	RoomJoin          string                 `protobuf:"bytes,1,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
-	CanPublish        string                 `protobuf:"bytes,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
-	CanPublishSources map[string]string      `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	CanSubscribe      string                 `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
-	CanPublishData    string                 `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
-	RoomAdmin         string                 `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
-	RoomRecord        string                 `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
-	Hidden            string                 `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gives roomJoin.
+	RoomJoin string `protobuf:"bytes,1,opt,name=room_join,json=roomJoin,proto3" json:"room_join,omitempty"`
+	// Gives canPublish.
+	CanPublish string `protobuf:"bytes,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
+	// Track source to the permission that publishes it.
+	CanPublishSources map[string]string `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Gives canSubscribe.
+	CanSubscribe string `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
+	// Gives canPublishData.
+	CanPublishData string `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
+	// Gives roomAdmin.
+	RoomAdmin string `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
+	// Gives roomRecord.
+	RoomRecord string `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
+	// Gives hidden.
+	Hidden        string `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MediaMapping) Reset() {
@@ -1012,7 +1094,10 @@ func (x *MediaMapping) GetHidden() string {
 // Change is one entity put or deleted.
 type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Op    Op                     `protobuf:"varint,1,opt,name=op,proto3,enum=usher.storage.v1.Op" json:"op,omitempty"`
+	// What the change does to the entity.
+	Op Op `protobuf:"varint,1,opt,name=op,proto3,enum=usher.storage.v1.Op" json:"op,omitempty"`
+	// The entity put, whole, or the key fields of the one deleted.
+	//
 	// Types that are valid to be assigned to Entity:
 	//
 	//	*Change_Permission
@@ -1159,38 +1244,47 @@ type isChange_Entity interface {
 }
 
 type Change_Permission struct {
+	// For OP_PUT_PERMISSION and OP_DELETE_PERMISSION.
 	Permission *Permission `protobuf:"bytes,2,opt,name=permission,proto3,oneof"`
 }
 
 type Change_Resource struct {
+	// For OP_PUT_RESOURCE and OP_DELETE_RESOURCE.
 	Resource *Resource `protobuf:"bytes,3,opt,name=resource,proto3,oneof"`
 }
 
 type Change_Role struct {
+	// For OP_PUT_ROLE and OP_DELETE_ROLE.
 	Role *Role `protobuf:"bytes,4,opt,name=role,proto3,oneof"`
 }
 
 type Change_Grant struct {
+	// For OP_PUT_GRANT and OP_DELETE_GRANT.
 	Grant *Grant `protobuf:"bytes,5,opt,name=grant,proto3,oneof"`
 }
 
 type Change_Block struct {
+	// For OP_PUT_BLOCK and OP_DELETE_BLOCK.
 	Block *Block `protobuf:"bytes,6,opt,name=block,proto3,oneof"`
 }
 
 type Change_Quota struct {
+	// For OP_PUT_QUOTA and OP_DELETE_QUOTA.
 	Quota *Quota `protobuf:"bytes,7,opt,name=quota,proto3,oneof"`
 }
 
 type Change_CreatorRole struct {
+	// For OP_PUT_CREATOR_ROLE and OP_DELETE_CREATOR_ROLE.
 	CreatorRole *CreatorRole `protobuf:"bytes,8,opt,name=creator_role,json=creatorRole,proto3,oneof"`
 }
 
 type Change_DefaultQuota struct {
+	// For OP_PUT_DEFAULT_QUOTA and OP_DELETE_DEFAULT_QUOTA.
 	DefaultQuota *DefaultQuota `protobuf:"bytes,9,opt,name=default_quota,json=defaultQuota,proto3,oneof"`
 }
 
 type Change_Admission struct {
+	// For OP_PUT_ADMISSION and OP_DELETE_ADMISSION.
 	Admission *Admission `protobuf:"bytes,10,opt,name=admission,proto3,oneof"`
 }
 
@@ -1212,14 +1306,19 @@ func (*Change_DefaultQuota) isChange_Entity() {}
 
 func (*Change_Admission) isChange_Entity() {}
 
-// ChangeSet is one committed write, as the change log keeps it.
+// ChangeSet is one committed write, as the change log keeps it under its
+// revision.
 type ChangeSet struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Unix nanoseconds.
-	Time          int64     `protobuf:"varint,2,opt,name=time,proto3" json:"time,omitempty"`
-	Caller        string    `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
-	Actor         string    `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision the write created.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// When it was committed, Unix nanoseconds.
+	Time int64 `protobuf:"varint,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The authenticated caller that made it.
+	Caller string `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The end user it acted for; empty for the caller's own authority.
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// What it changed, in the order applied.
 	Changes       []*Change `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
