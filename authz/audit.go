@@ -74,8 +74,20 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
 	}
 	var page []ChangeSet
+	fromStart := t == nil && after == 0
 	for scanned := 0; scanned < scanBudget; {
 		batch, err := e.backend.Changes(ctx, after, min(256, scanBudget-scanned))
+		if errors.Is(err, ErrCompacted) && fromStart {
+			// Asked for the whole log: it begins where compaction left it.
+			if s, ok := e.backend.(interface {
+				LogStart(context.Context) (Revision, error)
+			}); ok {
+				if start, err := s.LogStart(ctx); err == nil && start > after {
+					after, fromStart = start, false
+					continue
+				}
+			}
+		}
 		if errors.Is(err, ErrCompacted) {
 			return nil, "", errorf(FailedPrecondition, field, value,
 				"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)

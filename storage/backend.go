@@ -19,6 +19,9 @@ type Backend interface {
 	// Watch and Changes from earlier revisions then fail with
 	// authz.ErrCompacted. The state itself is untouched.
 	Compact(ctx context.Context, before authz.Revision) error
+	// LogStart is the revision the change log begins after: what Compact
+	// last dropped up to, 0 when it holds every change set.
+	LogStart(ctx context.Context) (authz.Revision, error)
 }
 
 // ErrClosed is returned by every call made after Close.

@@ -73,6 +73,14 @@ func (s *Store) Revision(context.Context) (authz.Revision, error) {
 
 // Changes implements authz.Backend. limit must be positive: the log grows
 // without bound, so an unbounded read is never what a caller wants.
+// LogStart implements storage.Backend.
+func (s *Store) LogStart(context.Context) (authz.Revision, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.compacted, nil
+}
+
+// Changes implements authz.Backend.
 func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)

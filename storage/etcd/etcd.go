@@ -329,6 +329,21 @@ func value(r *etcdserverpb.ResponseOp) (authz.Revision, int64, error) {
 	return rev, kvs[0].ModRevision, nil
 }
 
+// LogStart implements storage.Backend.
+func (s *Store) LogStart(ctx context.Context) (authz.Revision, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	resp, err := s.cli.Get(ctx, s.compactedKey())
+	if err != nil {
+		return 0, fmt.Errorf("storage: log start: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return decodeRev(resp.Kvs[0].Value)
+}
+
 // Revision implements storage.Backend.
 func (s *Store) Revision(ctx context.Context) (authz.Revision, error) {
 	if err := s.check(); err != nil {

@@ -157,6 +157,17 @@ func (m *Memory) Load(_ context.Context, sink authz.Sink) (authz.Revision, error
 }
 
 // Changes implements authz.Backend.
+// LogStart implements storage.Backend.
+func (m *Memory) LogStart(context.Context) (authz.Revision, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, storage.ErrClosed
+	}
+	return m.compacted, nil
+}
+
+// Changes implements authz.Backend.
 func (m *Memory) Changes(_ context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)
