@@ -216,3 +216,19 @@ func IsDenied(err error) bool {
 func IsUnauthenticated(err error) bool {
 	return status.Code(err) == codes.Unauthenticated
 }
+
+// transient says whether a call that failed with err may succeed if made
+// again: the server was out of reach, restarting or busy.
+func transient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Unknown:
+		return true
+	case codes.ResourceExhausted:
+		// Usher's limits that lift with time; not a message too large.
+		switch Reason(err) {
+		case ReasonWatchLimit, ReasonWatchFellBehind, ReasonSessionLimit:
+			return true
+		}
+	}
+	return false
+}
