@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -116,4 +117,38 @@ func stringConstants(t *testing.T, file string, keep func(name string, spec *ast
 		}
 	}
 	return out
+}
+
+// TestTheREADMEShowsThePackageExample keeps the README's snippet the body
+// of Example, which the compiler checks.
+func TestTheREADMEShowsThePackageExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Calling Usher from Go\n")
+	if !ok {
+		t.Fatal(`README.md has no section "Calling Usher from Go"`)
+	}
+	_, block, ok := strings.Cut(section, "```go\n")
+	block, _, closed := strings.Cut(block, "```\n")
+	if !ok || !closed {
+		t.Fatal("README.md's section Calling Usher from Go has no go block")
+	}
+	example, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, ok := strings.Cut(string(example), "\nfunc Example() {\n")
+	body, _, closed = strings.Cut(body, "\n}\n")
+	if !ok || !closed {
+		t.Fatal("example_test.go has no func Example")
+	}
+	lines := strings.Split(body, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "\t")
+	}
+	if want := strings.Join(lines, "\n") + "\n"; block != want {
+		t.Errorf("README.md's snippet:\n%s\nExample's body:\n%s", block, want)
+	}
 }
