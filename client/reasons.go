@@ -1,0 +1,94 @@
+package client
+
+// The reasons of Usher's refusals, as Error.Reason holds them, grouped by
+// the code they come with (README, "Errors"). A new reason may be added to
+// a code; treat one you do not know as the code alone.
+
+// InvalidArgument.
+const (
+	ReasonInvalidField         = "INVALID_FIELD"         // malformed, out of range, missing
+	ReasonUndeclaredPermission = "UNDECLARED_PERMISSION" // not in the catalog
+	ReasonPermissionInUse      = "PERMISSION_IN_USE"     // a policy drops a permission still named
+)
+
+// NotFound.
+const (
+	ReasonNotFound              = "NOT_FOUND"
+	ReasonResourceNotFound      = "RESOURCE_NOT_FOUND"
+	ReasonRoleNotFound          = "ROLE_NOT_FOUND" // not visible at that scope
+	ReasonGrantNotFound         = "GRANT_NOT_FOUND"
+	ReasonBlockNotFound         = "BLOCK_NOT_FOUND"
+	ReasonQuotaNotFound         = "QUOTA_NOT_FOUND"
+	ReasonAdmissionRuleNotFound = "ADMISSION_RULE_NOT_FOUND"
+	ReasonSessionNotFound       = "SESSION_NOT_FOUND"
+	ReasonKnockNotFound         = "KNOCK_NOT_FOUND" // not waiting in the lobby
+)
+
+// FailedPrecondition.
+const (
+	ReasonFailedPrecondition = "FAILED_PRECONDITION"
+	ReasonCycle              = "CYCLE"
+	ReasonHasChildren        = "HAS_CHILDREN"
+	ReasonMaxDepth           = "MAX_DEPTH"
+	ReasonMaxHolders         = "MAX_HOLDERS"
+	ReasonNotBindable        = "NOT_BINDABLE" // outside the role's bindable_on
+	ReasonRoleInUse          = "ROLE_IN_USE"
+	ReasonCreatorRole        = "CREATOR_ROLE_NOT_GRANTABLE"
+	ReasonRevisionNotReached = "REVISION_NOT_REACHED" // a read's MinRevision
+	ReasonPageTokenExpired   = "PAGE_TOKEN_EXPIRED"
+	ReasonNoAdmissionRule    = "NO_ADMISSION_RULE"
+	ReasonNoLobby            = "NO_LOBBY"
+)
+
+// ResourceExhausted.
+const (
+	ReasonLimitExceeded   = "LIMIT_EXCEEDED" // a fixed limit
+	ReasonQuotaExceeded   = "QUOTA_EXCEEDED"
+	ReasonSessionLimit    = "SESSION_LIMIT"
+	ReasonWatchLimit      = "WATCH_LIMIT"       // the server holds as many Watch streams as it may
+	ReasonWatchFellBehind = "WATCH_FELL_BEHIND" // a WatchCall stream that did not keep up
+)
+
+// PermissionDenied: one reason per delegation rule, and the caller's kind.
+const (
+	ReasonPermissionDenied  = "PERMISSION_DENIED"
+	ReasonNoEscalation      = "NO_ESCALATION"
+	ReasonNoOverreach       = "NO_OVERREACH"
+	ReasonNoSelfService     = "NO_SELF_SERVICE"
+	ReasonMissingPermission = "MISSING_PERMISSION"
+	ReasonNotAssignable     = "NOT_ASSIGNABLE"
+	ReasonPlatformOnly      = "PLATFORM_ONLY"
+	ReasonCallerKind        = "CALLER_KIND" // a check caller outside its services, or writing on its own authority
+)
+
+// Unauthenticated.
+const (
+	ReasonNoCredentials          = "NO_CREDENTIALS"
+	ReasonMalformedAuthorization = "MALFORMED_AUTHORIZATION"
+	ReasonBadToken               = "BAD_TOKEN"
+	ReasonUnknownCertificate     = "UNKNOWN_CERTIFICATE"
+)
+
+// Unavailable.
+const (
+	ReasonUnavailable             = "UNAVAILABLE"
+	ReasonUnavailableStorage      = "UNAVAILABLE_STORAGE"
+	ReasonUnavailableSessionStore = "UNAVAILABLE_SESSION_STORE"
+	ReasonShuttingDown            = "SHUTTING_DOWN"
+)
+
+// OutOfRange: a Watch's after_revision.
+const (
+	ReasonCompacted      = "COMPACTED"
+	ReasonFutureRevision = "FUTURE_REVISION"
+)
+
+// The other codes.
+const (
+	ReasonAbortedConflicts = "ABORTED_CONFLICTS" // Aborted: try the write again
+	ReasonUnimplemented    = "UNIMPLEMENTED"     // Unimplemented
+	ReasonNoDataFile       = "NO_DATA_FILE"      // Unimplemented: Backup of a server without a data file
+	ReasonInternal         = "INTERNAL"          // Internal
+	ReasonCancelled        = "CANCELLED"         // Canceled, as the server saw it
+	ReasonDeadlineExceeded = "DEADLINE_EXCEEDED" // DeadlineExceeded, as the server saw it
+)
