@@ -344,7 +344,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	}
 	k, ok := m.store.KnockOf(id)
 	if !ok {
-		return Renewal{}, storeError(ErrNoSession)
+		return m.ended(id)
 	}
 	p := m.engine.Index().Presence(k.Subject, k.Call)
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
@@ -359,6 +359,26 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		return Renewal{Outcome: Admitted, Reason: k.Subject + " may join now", Expires: k.Expires}, nil
 	}
 	return Renewal{Outcome: Lobby, Reason: "still waiting", Expires: k.Expires}, nil
+}
+
+// ended answers a KeepAlive of a session or knock that is gone: an eject
+// says why, an admitted knock says to join; otherwise NotFound, saying how
+// it ended when that is remembered.
+func (m *Manager) ended(id string) (Renewal, error) {
+	e, ok := m.v.ending(id)
+	switch {
+	case !ok:
+		return Renewal{}, storeError(ErrNoSession)
+	case e.Why == Ejected:
+		return Renewal{Outcome: e.Outcome, Reason: "the session was ended: the participant may no longer be in the call"}, nil
+	case e.Why == LetIn:
+		return Renewal{Outcome: Admitted, Reason: "admitted from the lobby: join now"}, nil
+	}
+	err := storeError(ErrNoSession).(*authz.Error)
+	err.Reason = "the session or knock has ended: " + map[Why]string{Left: "it left", Lapsed: "its lease ran out",
+		Replaced: "the subject joined again, as another session", Denied: "it was denied entry",
+		Entered: "the knock became a session"}[e.Why]
+	return Renewal{}, err
 }
 
 // ejects says whether p's subject may no longer be in the call: the

@@ -311,8 +311,9 @@ func TestWatchCallSeesChangesAndEjections(t *testing.T) {
 	if ev.Outcome != admission.Blocked || ev.Session != r.Session {
 		t.Errorf("ejected: %+v", ev)
 	}
-	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
-		t.Errorf("KeepAlive of an ejected session = %v", err)
+	// A KeepAlive after the eject says why the session ended.
+	if got, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || got.Outcome != admission.Blocked {
+		t.Errorf("KeepAlive of an ejected session = %+v, %v; want BLOCKED", got, err)
 	}
 }
 

@@ -144,8 +144,12 @@ func TestKeepAliveEndsTheSessionOfABlockedParticipant(t *testing.T) {
 	if ev.Outcome != admission.Blocked || ev.BlockID != blockID || ev.Session != r.Session {
 		t.Errorf("ejected = %+v, want outcome BLOCKED, block %q, session %q", ev, blockID, r.Session)
 	}
-	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
-		t.Errorf("KeepAlive after the session ended = %v, want NotFound", err)
+	// Later KeepAlives still say why the session ended.
+	if again, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || again.Outcome != admission.Blocked || !again.Expires.IsZero() {
+		t.Errorf("KeepAlive after the session ended = %+v, %v; want BLOCKED and no renewal", again, err)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, "0123456789abcdef0123456789abcdef"); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of a session that never was = %v, want NotFound", err)
 	}
 }
 

@@ -85,6 +85,12 @@ type view struct {
 	appliedAll bool // a resync, or more change sets than are worth sifting
 	appliedSig chan struct{}
 
+	// endings remembers how the last sessions and knocks ended, by id, for
+	// a KeepAlive that comes after: a ring of ids bounds it.
+	endings     map[string]Ending
+	endingOrder []string
+	endingNext  int
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -114,6 +120,7 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string]map[string]*tracked{},
 		bySubject: map[string]map[string]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
+		endings: map[string]Ending{}, endingOrder: make([]string, 0, opts.Remember),
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -218,6 +225,7 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			if t := v.sessions[s.ID]; t != nil {
 				v.remove(t)
 			}
+			v.ended1(s.ID, *e.Ended)
 			kind := endKind(e.Ended.Why)
 			if kind == 0 {
 				continue // replaced: the new session's Joined says it all
@@ -231,6 +239,7 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			v.broadcast(k.Call, Event{Kind: EventKnocked, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID, Note: k.Note})
 		case e.Knock != nil:
 			k := e.Knock
+			v.ended1(k.ID, *e.Ended)
 			kind := endKind(e.Ended.Why)
 			if kind != 0 && kind != EventEjected {
 				v.broadcast(k.Call, Event{Kind: kind, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID})
@@ -466,6 +475,27 @@ func (v *view) remember(call string, ev Event) {
 	v.forgotten = max(v.forgotten, v.ended[v.endedNext].ev.Revision)
 	v.ended[v.endedNext] = e
 	v.endedNext = (v.endedNext + 1) % len(v.ended)
+}
+
+// ended1 remembers how the session or knock id ended. v.mu is held.
+func (v *view) ended1(id string, why Ending) {
+	if len(v.endingOrder) < cap(v.endingOrder) {
+		v.endingOrder = append(v.endingOrder, id)
+	} else {
+		delete(v.endings, v.endingOrder[v.endingNext])
+		v.endingOrder[v.endingNext] = id
+		v.endingNext = (v.endingNext + 1) % len(v.endingOrder)
+	}
+	v.endings[id] = why
+}
+
+// ending says how the session or knock id ended, if the view still
+// remembers it.
+func (v *view) ending(id string) (Ending, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.endings[id]
+	return e, ok
 }
 
 // broadcast sends ev to call's watchers; one that has fallen too far

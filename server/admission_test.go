@@ -941,8 +941,8 @@ func measureWatchCall(t *testing.T) latencies {
 		if a.ev.GetOutcome() != usherv1.Outcome_OUTCOME_BLOCKED || a.ev.GetBlockId() != ban.GetBlockId() || a.ev.GetSessionId() != sessions[i] {
 			t.Errorf("ejected: %v, want outcome BLOCKED, block %q, session %q", a.ev, ban.GetBlockId(), sessions[i])
 		}
-		if _, err := w.adm.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: sessions[i]}); status.Code(err) != codes.NotFound {
-			t.Errorf("KeepAlive of the ejected session: %v, want NOT_FOUND", err)
+		if resp, err := w.adm.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: sessions[i]}); err != nil || resp.GetOutcome() != usherv1.Outcome_OUTCOME_BLOCKED || resp.GetExpireTime() != nil {
+			t.Errorf("KeepAlive of the ejected session: %v, %v; want BLOCKED, not renewed", resp, err)
 		}
 	}
 
@@ -975,10 +975,11 @@ func TestWatchCallResumesFromARevision(t *testing.T) {
 		t.Fatal(err)
 	}
 	banID := w.block("user:banned", meeting7)
-	// The view ejects the banned participant on its own.
+	// The banned participant is ejected: by the view on its own, or by
+	// this KeepAlive's own look; either way it answers why.
 	eventually(t, 2*time.Second, "the ban ejects", func() bool {
-		_, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: ids["user:banned"]})
-		return status.Code(err) == codes.NotFound
+		resp, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: ids["user:banned"]})
+		return err == nil && resp.GetOutcome() == usherv1.Outcome_OUTCOME_BLOCKED
 	})
 
 	resumed := watchCall(t, w.adm, meeting7, last).initial()

@@ -610,8 +610,11 @@ type KeepAliveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// For a session: ADMITTED when the lease was renewed; BLOCKED or NO_GRANT
 	// when the subject may no longer be in the call, and the session has
-	// ended. For a knock: LOBBY while it waits, ADMITTED once the subject may
-	// Join, BLOCKED or NO_GRANT when the knock has ended.
+	// ended (this KeepAlive ended it, or an eject did before; the server
+	// remembers the last endings). For a knock: LOBBY while it waits,
+	// ADMITTED once the subject may Join (after an Admit too), BLOCKED or
+	// NO_GRANT when the knock has ended. A session or knock that left,
+	// lapsed or was denied is NOT_FOUND, its message saying which.
 	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
 	// Says why, for people.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
