@@ -525,6 +525,9 @@ func storeError(err error) error {
 		return nil
 	case errors.Is(err, ErrNoSession):
 		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
+	case errors.Is(err, ErrLobbyFull):
+		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource",
+			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
 	case errors.Is(err, ErrTooMany):
 		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit, Reason: "this server holds as many sessions as it may; try another"}
 	}

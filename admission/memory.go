@@ -251,7 +251,11 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 		heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: old.ID, knock: true})
 		return *old, nil
 	}
-	if len(c.knocks) >= m.maxKnocks || len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	if len(c.knocks) >= m.maxKnocks {
+		m.dropIfEmpty(k.Call, c)
+		return Knock{}, ErrLobbyFull
+	}
+	if len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		m.dropIfEmpty(k.Call, c)
 		return Knock{}, ErrTooMany
 	}

@@ -178,3 +178,7 @@ var ErrNoSession = errors.New("no live session or knock with that id")
 
 // ErrTooMany is the error of a Join or Knock past the store's bounds.
 var ErrTooMany = errors.New("too many sessions")
+
+// ErrLobbyFull is the error of a Knock on a call whose lobby holds as many
+// knocks as a lobby may.
+var ErrLobbyFull = errors.New("the lobby is full")

@@ -51,7 +51,10 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			}
 			continue
 		}
-		if read.Responses[1].GetResponseRange().Count >= int64(s.opts.MaxKnocks) || s.count() >= s.opts.MaxSessions {
+		if read.Responses[1].GetResponseRange().Count >= int64(s.opts.MaxKnocks) {
+			return admission.Knock{}, admission.ErrLobbyFull
+		}
+		if s.count() >= s.opts.MaxSessions {
 			return admission.Knock{}, admission.ErrTooMany
 		}
 		value, err := encodeKnock(k, s.opts.Node)

@@ -409,8 +409,8 @@ func testKnockBound(t *testing.T, h *harness) {
 			first = k
 		}
 	}
-	if _, err := n.Knock(h.ctx, knock(call, "user:d", "", time.Minute)); !errors.Is(err, admission.ErrTooMany) {
-		t.Fatalf("a fourth knock: %v, want ErrTooMany", err)
+	if _, err := n.Knock(h.ctx, knock(call, "user:d", "", time.Minute)); !errors.Is(err, admission.ErrLobbyFull) {
+		t.Fatalf("a fourth knock: %v, want ErrLobbyFull", err)
 	}
 	if got := n.mustKnock(knock(call, "user:a", "", 2*time.Minute)); got.ID != first.ID {
 		t.Errorf("a renewing knock at the bound got id %s, want %s", got.ID, first.ID)
