@@ -113,6 +113,10 @@ type Store interface {
 	KnockOf(id string) (Knock, bool)
 	// Knocks returns who waits in call's lobby.
 	Knocks(call string) []Knock
+	// Len counts the live sessions and knocks the store holds (a cluster
+	// store: its picture of every replica's), for metrics; one whose lease
+	// has just run out may still be counted.
+	Len() (sessions, knocks int)
 	// Events delivers what happens, for one consumer.
 	Events() <-chan []StoreEvent
 	// Close stops the store; a cluster store revokes its leases.
