@@ -9,7 +9,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,33 +43,7 @@ type Server struct {
 // also serves Envoy's envoy.service.auth.v3.Authorization.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
-	logOpts := []logging.Option{
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(callLevel),
-	}
-	recoverOpts := []recovery.Option{
-		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-			logger.ErrorContext(ctx, "handler panicked", "panic", p)
-			return status.Errorf(codes.Internal, "internal error")
-		}),
-	}
-	// Logging comes first so that it sees, and logs, the calls that
-	// authentication refuses.
-	unary := []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(slogLogger(logger), logOpts...),
-		recovery.UnaryServerInterceptor(recoverOpts...),
-	}
-	stream := []grpc.StreamServerInterceptor{
-		logging.StreamServerInterceptor(slogLogger(logger), logOpts...),
-		recovery.StreamServerInterceptor(recoverOpts...),
-	}
-	for _, o := range opts {
-		if c, ok := o.(callersOption); ok && c.src != nil {
-			authFunc := authenticator{src: c.src}.authenticate
-			unary = append(unary, auth.UnaryServerInterceptor(authFunc))
-			stream = append(stream, auth.StreamServerInterceptor(authFunc))
-		}
-	}
+	unary, stream := interceptors(logger, opts)
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
@@ -92,6 +65,35 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	s.report()
 	go s.follow()
 	return s
+}
+
+// interceptors returns the interceptors New installs, outermost first:
+// logging, panic recovery, then authentication when opts has callers.
+// Logging comes before authentication so that it sees, and logs, the calls
+// that authentication refuses.
+func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	recoverOpts := []recovery.Option{
+		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+			logger.ErrorContext(ctx, "handler panicked", "panic", p)
+			return status.Errorf(codes.Internal, "internal error")
+		}),
+	}
+	unary := []grpc.UnaryServerInterceptor{
+		unaryCallLog(logger),
+		recovery.UnaryServerInterceptor(recoverOpts...),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		streamCallLog(logger),
+		recovery.StreamServerInterceptor(recoverOpts...),
+	}
+	for _, o := range opts {
+		if c, ok := o.(callersOption); ok && c.src != nil {
+			authFunc := authenticator{src: c.src}.authenticate
+			unary = append(unary, auth.UnaryServerInterceptor(authFunc))
+			stream = append(stream, auth.StreamServerInterceptor(authFunc))
+		}
+	}
+	return unary, stream
 }
 
 // healthPoll is how often the server looks at its engine's state.
@@ -150,25 +152,6 @@ func (s *Server) Stop() {
 	s.Drain()
 	s.once.Do(func() { close(s.stop) })
 	s.Server.Stop()
-}
-
-// callLevel keeps successful calls, the hot path among them, at debug level
-// and logs refusals and failures.
-func callLevel(code codes.Code) logging.Level {
-	switch code {
-	case codes.OK:
-		return logging.LevelDebug
-	case codes.Internal, codes.Unavailable, codes.DataLoss, codes.Unknown:
-		return logging.LevelError
-	default:
-		return logging.LevelInfo
-	}
-}
-
-func slogLogger(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
 }
 
 // callerOf names the caller of a request for the change log: the
