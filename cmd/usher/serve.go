@@ -31,7 +31,10 @@ func serve(args []string) error {
 	policyFile := fs.String("policy", envOr("USHER_POLICY", ""),
 		"policy file or shipped policy name to apply at start-up (env USHER_POLICY); without it, an empty data file gets the default policy")
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
-	verbose := fs.Bool("v", false, "log every call at debug level")
+	logFormat := fs.String("log-format", envOr("USHER_LOG_FORMAT", "text"), "log as `json` lines or as text (env USHER_LOG_FORMAT)")
+	logLevel := fs.String("log-level", envOr("USHER_LOG_LEVEL", "info"),
+		"log from this `level` up: debug (every call), info (refused calls), warn or error (failed calls) (env USHER_LOG_LEVEL)")
+	verbose := fs.Bool("v", false, "the same as --log-level debug")
 	callersFile := fs.String("callers", envOr("USHER_CALLERS", ""),
 		"callers file (YAML) naming who may call and their kind, check or admin; reread when it changes (env USHER_CALLERS)")
 	tlsFiles := server.TLSFiles{}
@@ -94,11 +97,26 @@ func serve(args []string) error {
 	if err := watchLimits.Validate(); err != nil {
 		return fmt.Errorf("watch limits: %w", err)
 	}
-	level := slog.LevelInfo
+	level, err := server.ParseLevel(*logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger, err := server.NewLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		return fmt.Errorf("--log-format: %w", err)
+	}
+	// Warnings stand out on a terminal; in a JSON log they are records like
+	// the others, so that every line parses.
+	warn := func(format string, args ...any) {
+		if *logFormat == "json" {
+			logger.Warn(fmt.Sprintf(format, args...))
+			return
+		}
+		fmt.Fprintf(os.Stderr, "WARNING: "+format+"\n", args...)
+	}
 
 	// Who may call, and what the Envoy service answers, are settled before
 	// the data file is opened: a server that refuses to start must not have
@@ -131,9 +149,9 @@ func serve(args []string) error {
 			"give --callers FILE (see 'usher token'), listen on loopback (--addr 127.0.0.1:7070) "+
 			"or pass --allow-unauthenticated", *addr)
 	case !isLoopback(*addr):
-		fmt.Fprintf(os.Stderr, "WARNING: no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write\n", *addr)
+		warn("no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write", *addr)
 	default:
-		fmt.Fprintln(os.Stderr, "WARNING: no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
+		warn("no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
 	}
 	key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
 	if err != nil {
@@ -152,7 +170,7 @@ func serve(args []string) error {
 			security += " with client certificates"
 		}
 	case *callersFile != "" && !isLoopback(*addr):
-		fmt.Fprintf(os.Stderr, "WARNING: no --tls-cert: bearer tokens cross the network to %s in plaintext\n", *addr)
+		warn("no --tls-cert: bearer tokens cross the network to %s in plaintext", *addr)
 	}
 
 	start := time.Now()
