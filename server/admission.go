@@ -38,8 +38,9 @@ func admissionManager(opts []grpc.ServerOption) *admission.Manager {
 
 type admissionServer struct {
 	usherv1.UnimplementedAdmissionServiceServer
-	m    *admission.Manager
-	stop <-chan struct{} // closed when the server stops: watches end
+	m     *admission.Manager
+	stop  <-chan struct{} // closed when the server stops: watches end
+	joins decisionCounter // Join's outcomes, when the server has metrics
 }
 
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
@@ -57,6 +58,7 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.joins.add(int(r.Outcome))
 	return toJoinResponse(r), nil
 }
 

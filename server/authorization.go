@@ -14,6 +14,8 @@ type authorizationServer struct {
 	engine  *authz.Engine
 	serving func() bool
 	watches *watches
+	// checks and batchChecks count decisions, when the server has metrics.
+	checks, batchChecks decisionCounter
 }
 
 func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRevisionRequest) (*usherv1.GetRevisionResponse, error) {
@@ -37,6 +39,7 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.checks.add(int(d.Reason))
 	return &usherv1.CheckResponse{Decision: toDecision(d), Revision: uint64(rev)}, nil
 }
 
@@ -83,8 +86,10 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		if err != nil {
 			out.Decisions[i] = &usherv1.Decision{}
 			out.Errors = append(out.Errors, toCheckError(i, err))
+			s.batchChecks.add(0)
 			continue
 		}
+		s.batchChecks.add(int(d.Reason))
 		out.Decisions[i] = toDecision(d)
 	}
 	return out, nil

@@ -47,12 +47,13 @@ type fixture struct {
 // server.New on 127.0.0.1:0.
 func startServer(t testing.TB, dir string) *fixture {
 	t.Helper()
-	return startServerWith(t, dir, slog.New(slog.DiscardHandler))
+	return startServerWith(t, dir, slog.New(slog.DiscardHandler), nil)
 }
 
 // startServerWith starts a server as startServer does, logging to logger,
-// with opts passed to server.New.
-func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts ...grpc.ServerOption) *fixture {
+// with the options opts makes (given the engine, when not nil) passed to
+// server.New.
+func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*authz.Engine) []grpc.ServerOption) *fixture {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
 	if err != nil {
@@ -85,7 +86,11 @@ func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts ...grpc
 		_ = store.Close()
 		t.Fatalf("listen: %v", err)
 	}
-	srv := server.New(engine, logger, opts...)
+	var serverOpts []grpc.ServerOption
+	if opts != nil {
+		serverOpts = opts(engine)
+	}
+	srv := server.New(engine, logger, serverOpts...)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -51,7 +51,7 @@ func TestJSONLogsAtInfoLogRefusedCallsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := startServerWith(t, t.TempDir(), logger)
+	f := startServerWith(t, t.TempDir(), logger, nil)
 	f.putResource("account:acme", "")
 	f.grant("user:alice", "host", "account:acme")
 	for range 3 {
@@ -93,7 +93,7 @@ func TestDebugLogsEveryCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := startServerWith(t, t.TempDir(), logger)
+	f := startServerWith(t, t.TempDir(), logger, nil)
 	f.putResource("account:acme", "")
 	f.check("user:alice", "join-call", "account:acme")
 	f.stop()

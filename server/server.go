@@ -48,29 +48,42 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	gs := grpc.NewServer(opts...)
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
-	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving, watches: s.watches})
+	metrics := metricsOf(opts)
+	az := &authorizationServer{engine: engine, serving: s.serving, watches: s.watches}
+	if metrics != nil {
+		az.checks, az.batchChecks = metrics.check, metrics.batch
+	}
+	usherv1.RegisterAuthorizationServiceServer(gs, az)
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
-	if m := admissionManager(opts); m != nil {
-		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
+	sessions := admissionManager(opts)
+	if sessions != nil {
+		as := &admissionServer{m: sessions, stop: s.stop}
+		if metrics != nil {
+			as.joins = metrics.join
+		}
+		usherv1.RegisterAdmissionServiceServer(gs, as)
 		s.services = append(s.services, usherv1.AdmissionService_ServiceDesc.ServiceName)
 	}
 	if e := envoyService(opts); e != nil {
 		// The engine, not its index: the engine answers from the index in
 		// place at each call, which a resync replaces.
-		e.register(gs, engine)
+		e.register(gs, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
+	if metrics != nil {
+		metrics.attach(s, sessions)
+	}
 	s.report()
 	go s.follow()
 	return s
 }
 
 // interceptors returns the interceptors New installs, outermost first:
-// logging, panic recovery, then authentication when opts has callers.
-// Logging comes before authentication so that it sees, and logs, the calls
-// that authentication refuses.
+// metrics when opts has them, logging, panic recovery, then authentication
+// when opts has callers. Metrics and logging come before authentication so
+// that they see, count and log, the calls that authentication refuses.
 func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	recoverOpts := []recovery.Option{
 		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
@@ -78,14 +91,14 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 			return status.Errorf(codes.Internal, "internal error")
 		}),
 	}
-	unary := []grpc.UnaryServerInterceptor{
-		unaryCallLog(logger),
-		recovery.UnaryServerInterceptor(recoverOpts...),
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if m := metricsOf(opts); m != nil {
+		unary = append(unary, m.rpc.UnaryServerInterceptor())
+		stream = append(stream, m.rpc.StreamServerInterceptor())
 	}
-	stream := []grpc.StreamServerInterceptor{
-		streamCallLog(logger),
-		recovery.StreamServerInterceptor(recoverOpts...),
-	}
+	unary = append(unary, unaryCallLog(logger), recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, streamCallLog(logger), recovery.StreamServerInterceptor(recoverOpts...))
 	for _, o := range opts {
 		if c, ok := o.(callersOption); ok && c.src != nil {
 			authFunc := authenticator{src: c.src}.authenticate
