@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -50,6 +52,9 @@ func serve(args []string) error {
 	envoyConfig := fs.String("envoy-config", envOr("USHER_ENVOY_CONFIG", ""),
 		"also serve Envoy's ext_authz (envoy.service.auth.v3.Authorization), mapping requests to checks as this YAML file says; see docs/envoy.md (env USHER_ENVOY_CONFIG)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
+	metricsAddr := fs.String("metrics-addr", envOr("USHER_METRICS_ADDR", ""),
+		"serve Prometheus metrics over HTTP at this address's /metrics, apart from the gRPC port (empty: no metrics) (env USHER_METRICS_ADDR)")
+	profiling := fs.Bool("pprof", false, "also serve Go's profiles at /debug/pprof/ on --metrics-addr, which should then be reachable only by operators")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
 	// defaulting to server.DefaultConnLimits (see README, "Reliability and
@@ -90,6 +95,9 @@ func serve(args []string) error {
 
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *profiling && *metricsAddr == "" {
+		return fmt.Errorf("--pprof serves on --metrics-addr: give both")
 	}
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("connection limits: %w", err)
@@ -179,7 +187,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer store.close()
-	engine, err := authz.Start(ctx, store, authz.Options{Logger: logger})
+	// The backend itself rather than its wrapper, whose interface would
+	// hide what metrics read of it (bbolt's WriteTime).
+	engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("%s: %w", store.where, err)
 	}
@@ -233,7 +243,20 @@ func serve(args []string) error {
 		logger.Info("no LiveKit key: admitted joins carry no token")
 	}
 	serverOpts = append(serverOpts, server.WithAdmission(sessions))
+	var metrics *server.Metrics
+	if *metricsAddr != "" {
+		metrics = server.NewMetrics()
+		serverOpts = append(serverOpts, server.WithMetrics(metrics))
+	}
 	srv := server.New(engine, logger, serverOpts...)
+	if metrics != nil {
+		stopMetrics, err := serveMetrics(*metricsAddr, metrics, *profiling, logger)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer stopMetrics()
+	}
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
@@ -266,6 +289,30 @@ func serve(args []string) error {
 	}
 	logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
 	return nil
+}
+
+// serveMetrics serves metrics (and profiles) over HTTP on addr until the
+// returned stop is called.
+func serveMetrics(addr string, metrics *server.Metrics, profiling bool, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	if profiling && !isLoopback(addr) {
+		logger.Warn("--pprof on a non-loopback --metrics-addr: whoever reaches it can profile the server", "addr", lis.Addr().String())
+	}
+	hs := &http.Server{Handler: server.MetricsMux(metrics, profiling), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("the metrics listener failed", "error", err)
+		}
+	}()
+	fmt.Printf("usher: serving metrics on http://%s/metrics\n", lis.Addr())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
 }
 
 // livekitKey reads the LiveKit key from file, else from the environment;

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// `usher serve --metrics-addr --log-format json`: metrics on their own
+// listener, and a stderr every line of which is a JSON record.
+func TestServeMetricsAndJSONLogs(t *testing.T) {
+	bin, dir := buildUsher(t)
+	addr, printed, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
+	m := regexp.MustCompile(`serving metrics on (http://\S+/metrics)`).FindStringSubmatch(printed.String())
+	if m == nil {
+		t.Fatalf("usher serve did not say where it serves metrics; stdout:\n%s", printed)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := usherv1.NewAuthorizationServiceClient(conn)
+	if _, err := client.Check(t.Context(), &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Check(t.Context(), &usherv1.CheckRequest{Subject: "a", Permission: "join-call", Resource: "call:x:1"}); err == nil {
+		t.Fatal("a malformed Check succeeded")
+	}
+
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", m[1], err)
+	}
+	for _, name := range []string{"grpc_server_handled_total", "grpc_server_handling_seconds", "usher_decisions_total",
+		"usher_index_revision", "usher_backend_revision", "usher_index_grants", "usher_sessions", "usher_commit_duration_seconds",
+		"usher_storage_write_seconds_total", "go_goroutines", "process_resident_memory_bytes"} {
+		if families[name] == nil {
+			t.Errorf("%s has no %s", m[1], name)
+		}
+	}
+	if resp, err := http.Get(strings.TrimSuffix(m[1], "/metrics") + "/debug/pprof/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/debug/pprof/ without --pprof: %s", resp.Status)
+		}
+	}
+
+	logged := stderr.String()
+	if !strings.Contains(logged, `"grpc.code":"InvalidArgument"`) {
+		t.Errorf("the refused Check was not logged:\n%s", logged)
+	}
+	for line := range strings.Lines(logged) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("stderr line is not JSON (%v): %s", err, line)
+			continue
+		}
+		if rec["level"] == nil || rec["msg"] == nil {
+			t.Errorf("stderr record has no level or msg: %s", line)
+		}
+		if rec["level"] == "DEBUG" {
+			t.Errorf("a debug record at --log-level info: %s", line)
+		}
+	}
+}
+
+func TestServeRefusesBadObservabilityFlags(t *testing.T) {
+	bin, dir := buildUsher(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-format", "xml"}, `log format "xml"`},
+		{[]string{"--log-level", "loud"}, `log level "loud"`},
+		{[]string{"--pprof"}, "--pprof serves on --metrics-addr"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db")}, c.args...)
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("usher %s: %v\n%s\nwant it refused saying %q", strings.Join(c.args, " "), err, out, c.want)
+		}
+	}
+}
