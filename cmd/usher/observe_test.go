@@ -92,11 +92,32 @@ func TestServeRefusesBadObservabilityFlags(t *testing.T) {
 		{[]string{"--log-format", "xml"}, `log format "xml"`},
 		{[]string{"--log-level", "loud"}, `log level "loud"`},
 		{[]string{"--pprof"}, "--pprof serves on --metrics-addr"},
+		{[]string{"--trace-sample-ratio", "1.5"}, "--trace-sample-ratio 1.5: want 0 to 1"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db")}, c.args...)
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("usher %s: %v\n%s\nwant it refused saying %q", strings.Join(c.args, " "), err, out, c.want)
 		}
+	}
+}
+
+// With a collector named, calls are traced and the exporter is shut down
+// at exit, even when the collector is not there.
+func TestServeTracesToAnOTLPEndpoint(t *testing.T) {
+	bin, dir := buildUsher(t)
+	addr, _, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--otlp-endpoint", "http://127.0.0.1:1", "--trace-sample-ratio", "1")
+	if !strings.Contains(stderr.String(), "tracing over OTLP") {
+		t.Errorf("usher serve did not say it traces:\n%s", stderr)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := usherv1.NewAuthorizationServiceClient(conn).Check(t.Context(),
+		&usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}); err != nil {
+		t.Fatal(err)
 	}
 }

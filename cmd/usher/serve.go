@@ -54,6 +54,12 @@ func serve(args []string) error {
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
 	metricsAddr := fs.String("metrics-addr", envOr("USHER_METRICS_ADDR", ""),
 		"serve Prometheus metrics over HTTP at this address's /metrics, apart from the gRPC port (empty: no metrics) (env USHER_METRICS_ADDR)")
+	tracing := server.TracingConfig{}
+	fs.StringVar(&tracing.Endpoint, "otlp-endpoint", "",
+		"export traces over OTLP/gRPC to this collector, host:port (TLS) or http://host:port (plaintext); "+
+			"without it, to OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing")
+	fs.Float64Var(&tracing.SampleRatio, "trace-sample-ratio", server.DefaultSampleRatio,
+		"share of calls traced among those whose caller sent no sampled trace (a sampled caller's trace is always continued)")
 	profiling := fs.Bool("pprof", false, "also serve Go's profiles at /debug/pprof/ on --metrics-addr, which should then be reachable only by operators")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
@@ -95,6 +101,9 @@ func serve(args []string) error {
 
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if r := tracing.SampleRatio; r < 0 || r > 1 {
+		return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
 	}
 	if *profiling && *metricsAddr == "" {
 		return fmt.Errorf("--pprof serves on --metrics-addr: give both")
@@ -243,6 +252,25 @@ func serve(args []string) error {
 		logger.Info("no LiveKit key: admitted joins carry no token")
 	}
 	serverOpts = append(serverOpts, server.WithAdmission(sessions))
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		tracing.Version = bi.Main.Version
+	}
+	tp, err := server.StartTracing(ctx, tracing)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		serverOpts = append(serverOpts, server.WithTracing(tp))
+		defer func() {
+			// What is still buffered goes out before the process does.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				logger.Warn("flushing traces failed", "error", err)
+			}
+		}()
+		logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
+	}
 	var metrics *server.Metrics
 	if *metricsAddr != "" {
 		metrics = server.NewMetrics()
