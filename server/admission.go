@@ -41,6 +41,7 @@ type admissionServer struct {
 	m     *admission.Manager
 	stop  <-chan struct{} // closed when the server stops: watches end
 	joins decisionCounter // Join's outcomes, when the server has metrics
+	log   *DecisionLog    // nil: no decision log
 }
 
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
@@ -59,6 +60,9 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 		return nil, toStatus(err)
 	}
 	s.joins.add(int(r.Outcome))
+	if s.log != nil {
+		s.log.join(ctx, req.GetSubject(), req.GetResource(), r)
+	}
 	return toJoinResponse(r), nil
 }
 

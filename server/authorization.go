@@ -16,6 +16,7 @@ type authorizationServer struct {
 	watches *watches
 	// checks and batchChecks count decisions, when the server has metrics.
 	checks, batchChecks decisionCounter
+	decisionLog         *DecisionLog // nil: no decision log
 }
 
 func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRevisionRequest) (*usherv1.GetRevisionResponse, error) {
@@ -33,13 +34,15 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	d, rev, err := s.engine.Index().Check(authz.Query{
-		Subject: req.GetSubject(), Permission: req.GetPermission(), Resource: req.GetResource(),
-	})
+	q := authz.Query{Subject: req.GetSubject(), Permission: req.GetPermission(), Resource: req.GetResource()}
+	d, rev, err := s.engine.Index().Check(q)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	s.checks.add(int(d.Reason))
+	if s.decisionLog != nil {
+		s.decisionLog.check(ctx, "Check", q, d, nil, rev)
+	}
 	return &usherv1.CheckResponse{Decision: toDecision(d), Revision: uint64(rev)}, nil
 }
 
@@ -82,6 +85,10 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		err := shape[i]
 		if err == nil && errs != nil {
 			err = errs[i]
+		}
+		if s.decisionLog != nil {
+			c := req.GetChecks()[i]
+			s.decisionLog.check(ctx, "CheckBatch", authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}, d, err, rev)
 		}
 		if err != nil {
 			out.Decisions[i] = &usherv1.Decision{}

@@ -194,12 +194,23 @@ func metricsOf(opts []grpc.ServerOption) *Metrics {
 	return nil
 }
 
-// attach starts reading s at every scrape and its engine's commits as they
-// happen, and gives every method of s a series at zero.
-func (m *Metrics) attach(s *Server, sessions *admission.Manager) {
+// attach starts reading s (and its decision log, if any) at every scrape
+// and its engine's commits as they happen, and gives every method of s a
+// series at zero.
+func (m *Metrics) attach(s *Server, sessions *admission.Manager, log *DecisionLog) {
 	m.rpc.InitializeMetrics(s.Server)
 	s.engine.ObserveCommits(m.observeCommit)
 	m.reg.MustRegister(&stateCollector{s: s, sessions: sessions})
+	if log != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "usher_decision_log_written_total", Help: "Decisions written to the decision log.",
+			}, func() float64 { return float64(log.Written()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "usher_decision_log_dropped_total", Help: "Sampled decisions dropped: the log's queue was full, or a write failed.",
+			}, func() float64 { return float64(log.Dropped()) }),
+		)
+	}
 }
 
 // stateCollector reads what a server holds at each scrape, so that keeping

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -110,7 +111,9 @@ func newMetricsWorld(t *testing.T) *metricsWorld {
 	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(e *authz.Engine) []grpc.ServerOption {
 		sessions := admission.New(e, admission.Options{})
 		t.Cleanup(func() { sessions.Close() })
-		return []grpc.ServerOption{server.WithMetrics(m), server.WithAdmission(sessions), server.WithEnvoy(envoy)}
+		log := server.NewDecisionLog(io.Discard, nil, 1)
+		t.Cleanup(func() { log.Close() })
+		return []grpc.ServerOption{server.WithMetrics(m), server.WithAdmission(sessions), server.WithEnvoy(envoy), server.WithDecisionLog(log)}
 	})
 	h := httptest.NewServer(server.MetricsMux(m, false))
 	t.Cleanup(h.Close)
@@ -219,6 +222,20 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 		if got, ok := d.after.value(name); !ok || got != want {
 			t.Errorf("%s = %v (present %t), want %v", name, got, ok, want)
 		}
+	}
+	// Check, CheckBatch and Join: 4, 3 and 2 decisions, written or dropped.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := scrapeMetrics(t, w.url)
+		written, _ := s.value("usher_decision_log_written_total")
+		dropped, ok := s.value("usher_decision_log_dropped_total")
+		if ok && written+dropped == 9 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the decision log wrote %v and dropped %v decisions; want 9 in all", written, dropped)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if resources != 2 || grants == 0 {
 		t.Errorf("index holds %d resources and %d grants; the test expected 2 and some", resources, grants)

@@ -49,7 +49,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
 	metrics := metricsOf(opts)
-	az := &authorizationServer{engine: engine, serving: s.serving, watches: s.watches}
+	decisionLog := decisionLogOf(opts)
+	az := &authorizationServer{engine: engine, serving: s.serving, watches: s.watches, decisionLog: decisionLog}
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
@@ -57,7 +58,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
-		as := &admissionServer{m: sessions, stop: s.stop}
+		as := &admissionServer{m: sessions, stop: s.stop, log: decisionLog}
 		if metrics != nil {
 			as.joins = metrics.join
 		}
@@ -73,7 +74,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	if metrics != nil {
-		metrics.attach(s, sessions)
+		metrics.attach(s, sessions, decisionLog)
 	}
 	s.report()
 	go s.follow()
