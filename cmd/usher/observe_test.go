@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -17,12 +19,14 @@ import (
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
-// `usher serve --metrics-addr --log-format json`: metrics on their own
-// listener, and a stderr every line of which is a JSON record.
+// `usher serve --metrics-addr --log-format json --decision-log FILE`:
+// metrics on their own listener, a stderr every line of which is a JSON
+// record, and decisions in a file of their own.
 func TestServeMetricsAndJSONLogs(t *testing.T) {
 	bin, dir := buildUsher(t)
+	decisions := filepath.Join(dir, "decisions.jsonl")
 	addr, printed, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
-		"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
+		"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info", "--decision-log", decisions)
 	m := regexp.MustCompile(`serving metrics on (http://\S+/metrics)`).FindStringSubmatch(printed.String())
 	if m == nil {
 		t.Fatalf("usher serve did not say where it serves metrics; stdout:\n%s", printed)
@@ -64,6 +68,19 @@ func TestServeMetricsAndJSONLogs(t *testing.T) {
 		}
 	}
 
+	// The decision log is written as its queue drains.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(decisions)
+		if strings.Contains(string(data), `"method":"Check","caller":"anonymous","subject":"user:a","permission":"join-call","resource":"call:x:1","allowed":false,"reason":"UNKNOWN_RESOURCE"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the decision log holds no Check after 10s:\n%s", data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	logged := stderr.String()
 	if !strings.Contains(logged, `"grpc.code":"InvalidArgument"`) {
 		t.Errorf("the refused Check was not logged:\n%s", logged)
@@ -92,6 +109,7 @@ func TestServeRefusesBadObservabilityFlags(t *testing.T) {
 		{[]string{"--log-format", "xml"}, `log format "xml"`},
 		{[]string{"--log-level", "loud"}, `log level "loud"`},
 		{[]string{"--pprof"}, "--pprof serves on --metrics-addr"},
+		{[]string{"--decision-sample", "-1"}, "--decision-sample -1: want 0 to 1"},
 		{[]string{"--trace-sample-ratio", "1.5"}, "--trace-sample-ratio 1.5: want 0 to 1"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db")}, c.args...)

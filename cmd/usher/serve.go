@@ -60,6 +60,10 @@ func serve(args []string) error {
 			"without it, to OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing")
 	fs.Float64Var(&tracing.SampleRatio, "trace-sample-ratio", server.DefaultSampleRatio,
 		"share of calls traced among those whose caller sent no sampled trace (a sampled caller's trace is always continued)")
+	decisionLog := fs.String("decision-log", envOr("USHER_DECISION_LOG", ""),
+		"write Check, CheckBatch and Join decisions as JSON lines to this `file` (appended to) or to stderr; "+
+			"from a queue, off the calls' path: what it cannot keep up with is dropped and counted (env USHER_DECISION_LOG)")
+	decisionSample := fs.Float64("decision-sample", 1, "share of decisions --decision-log writes, 0 to 1")
 	profiling := fs.Bool("pprof", false, "also serve Go's profiles at /debug/pprof/ on --metrics-addr, which should then be reachable only by operators")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
@@ -101,6 +105,9 @@ func serve(args []string) error {
 
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if r := *decisionSample; r < 0 || r > 1 {
+		return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
 	}
 	if r := tracing.SampleRatio; r < 0 || r > 1 {
 		return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
@@ -270,6 +277,20 @@ func serve(args []string) error {
 			}
 		}()
 		logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
+	}
+	if *decisionLog != "" {
+		log, err := server.OpenDecisionLog(*decisionLog, *decisionSample)
+		if err != nil {
+			return err
+		}
+		// Closed once the server has stopped, writing what is queued.
+		defer func() {
+			if err := log.Close(); err != nil {
+				logger.Error("the decision log failed", "error", err)
+			}
+		}()
+		serverOpts = append(serverOpts, server.WithDecisionLog(log))
+		logger.Info("decision log", "to", *decisionLog, "sample", *decisionSample)
 	}
 	var metrics *server.Metrics
 	if *metricsAddr != "" {
