@@ -40,7 +40,9 @@ type Server struct {
 // requests of at most MaxMessageSize bytes (an option in opts may change
 // it). With WithCallers among opts, it authenticates callers; without,
 // every caller is anonymous and may call everything. With WithEnvoy, it
-// also serves Envoy's envoy.service.auth.v3.Authorization.
+// also serves Envoy's envoy.service.auth.v3.Authorization. WithMetrics,
+// WithTracing and WithDecisionLog make it observable; without them, it pays
+// nothing for them.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
 	unary, stream := interceptors(logger, opts)
