@@ -43,6 +43,7 @@ func TestTracingIsOffUnlessConfigured(t *testing.T) {
 	f := newServer(t)
 	f.putResource("account:acme", "")
 	f.check("user:a", "join-call", "account:acme")
+	f.stop()
 	if spans := rec.Ended(); len(spans) != 0 {
 		t.Errorf("a server without tracing made %d spans, the first %q", len(spans), spans[0].Name())
 	}
@@ -95,6 +96,9 @@ func TestTracingMakesASpanPerCallContinuingTheCallers(t *testing.T) {
 	if _, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "account:acme"}); err != nil {
 		t.Fatal(err)
 	}
+	// A server span ends after its response has gone out; once the server
+	// has stopped, every one has.
+	f.stop()
 	byName := map[string]sdktrace.ReadOnlySpan{}
 	for _, s := range rec.Ended() {
 		byName[s.Name()] = s
