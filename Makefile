@@ -11,21 +11,48 @@ TOOLS := \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
-.PHONY: run build test scenarios lint generate check-generated tools bench fuzz clean
+.PHONY: run build image test scenarios manifests lint generate check-generated tools bench fuzz clean
 
 run: build
 	$(BIN)/usher serve
 
-build:
-	go build -o $(BIN)/usher ./cmd/usher
+# What `usher version` reports, set at link time since the Go tool stamps
+# nothing in a git worktree, with -buildvcs=false or in an image build
+# (.git stays out of its context). VERSION is the tag at HEAD, if any;
+# `make image VERSION=v1.2.3` for a release.
+VERSION ?= $(shell git describe --tags --exact-match --dirty 2>/dev/null)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_TIME ?= $(shell TZ=UTC git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+MODIFIED ?= $(shell git rev-parse HEAD >/dev/null 2>&1 && { test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true; })
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_TIME) -X main.modified=$(MODIFIED)
 
-test: tools lint check-generated scenarios
+build:
+	go build -ldflags '$(LDFLAGS)' -o $(BIN)/usher ./cmd/usher
+
+# The container image (deploy/Containerfile), with podman or else buildah;
+# CONTAINER_TOOL=docker for Docker's builder, IMAGE_FLAGS for more of the
+# builder's flags (--platform, --pull=never, ...).
+CONTAINER_TOOL ?= $(shell command -v podman || command -v buildah)
+IMAGE ?= usher:$(or $(VERSION),dev)
+IMAGE_FLAGS ?=
+image:
+	@test -n "$(CONTAINER_TOOL)" || { echo 'make image: neither podman nor buildah is installed (apt-get install podman, or CONTAINER_TOOL=docker)'; exit 1; }
+	$(CONTAINER_TOOL) build $(IMAGE_FLAGS) -f deploy/Containerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+		--build-arg COMMIT=$(COMMIT) --build-arg COMMIT_TIME=$(COMMIT_TIME) --build-arg MODIFIED=$(MODIFIED) .
+
+test: tools lint check-generated scenarios manifests
 	go test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=3s
 
 # Every shipped policy's scenario file, replayed from its document.
 scenarios: build
 	$(BIN)/usher policy test policy/scenarios/*.yaml
+
+# The Kubernetes manifests, parsed into the API types by a module of their
+# own (deploy/kubernetes/go.mod, keeping k8s.io/api out of Usher's) and
+# checked against the binary just built.
+manifests: build
+	cd deploy/kubernetes && go vet ./... && USHER_BIN=$(BIN)/usher go test -count=1 ./...
 
 lint: tools
 	buf lint
@@ -55,14 +82,16 @@ $(BIN)/.tools: Makefile
 $(BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	cd tools/etcd && go build -o $@ go.etcd.io/etcd/server/v3
 
-# Go benchmarks, then a short load run against a server on loopback.
+# Go benchmarks, then a load run on loopback: Usher against a bare gRPC
+# server (the floor), interleaved; BENCH_DURATION sets each phase's time.
 bench: build
 	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/ ./server/
 	bench/run.sh
 
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
-	server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario
+	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario \
+	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

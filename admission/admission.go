@@ -213,7 +213,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason += ", backstage"
 	}
 	if rule.Media != nil && m.key != nil {
-		r.Token, err = livekit.Mapping(*rule.Media).Token(*m.key, subject, resource, p.Capabilities, lease)
+		r.Token, err = m.key.Sign(subject, r.Grant, lease)
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.
@@ -238,10 +238,10 @@ func (m *Manager) presence(ctx context.Context, subject, resource string, min au
 	}
 	p := m.engine.Index().Presence(subject, resource)
 	if !p.Known {
-		return p, &authz.Error{Code: authz.NotFound, Field: "resource", Value: resource, Reason: "resource is not registered"}
+		return p, &authz.Error{Code: authz.NotFound, Kind: authz.KindResourceNotFound, Field: "resource", Value: resource, Reason: "resource is not registered"}
 	}
 	if p.Rule == nil {
-		return p, &authz.Error{Code: authz.FailedPrecondition, Field: "resource", Value: resource,
+		return p, &authz.Error{Code: authz.FailedPrecondition, Kind: authz.KindNoAdmissionRule, Field: "resource", Value: resource,
 			Reason: fmt.Sprintf("no admission rule governs %s resources there; the policy's admissions say who may join what", authz.TypeOf(resource))}
 	}
 	return p, nil
@@ -422,7 +422,7 @@ func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error
 		return storeError(err)
 	}
 	if !found {
-		return &authz.Error{Code: authz.NotFound, Field: "subject", Value: subject, Reason: "has no session in " + resource + ", nor a knock"}
+		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "subject", Value: subject, Reason: "has no session in " + resource + ", nor a knock"}
 	}
 	return nil
 }
@@ -447,7 +447,7 @@ func (m *Manager) lobbyRule(resource, actor, what string) (*authz.Lobby, error) 
 	}
 	l := p.Rule.Lobby
 	if l == nil {
-		return nil, &authz.Error{Code: authz.FailedPrecondition, Field: "resource", Value: resource,
+		return nil, &authz.Error{Code: authz.FailedPrecondition, Kind: authz.KindNoLobby, Field: "resource", Value: resource,
 			Reason: fmt.Sprintf("%s has no lobby: the admission rule at %q has none", resource, p.Rule.Scope)}
 	}
 	if actor == "" {
@@ -461,7 +461,7 @@ func (m *Manager) lobbyRule(resource, actor, what string) (*authz.Lobby, error) 
 		return nil, err
 	}
 	if !d.Allowed {
-		return nil, &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: actor, Rule: "missing permission",
+		return nil, &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: actor, Rule: authz.RuleMissingPermission,
 			Reason: fmt.Sprintf("may not %s %q: the actor lacks %q there", what, resource, l.Admit),
 			Meta:   map[string]string{"permission": l.Admit, "resource": resource}}
 	}
@@ -512,7 +512,7 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 		return storeError(err)
 	}
 	if !found {
-		return &authz.Error{Code: authz.NotFound, Field: "subject", Value: subject, Reason: "is not waiting in the lobby of " + resource}
+		return &authz.Error{Code: authz.NotFound, Kind: authz.KindKnockNotFound, Field: "subject", Value: subject, Reason: "is not waiting in the lobby of " + resource}
 	}
 	return nil
 }
@@ -523,15 +523,15 @@ func storeError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrNoSession):
-		return &authz.Error{Code: authz.NotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
+		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
 	case errors.Is(err, ErrTooMany):
-		return &authz.Error{Code: authz.ResourceExhausted, Field: "", Reason: "this server holds as many sessions as it may; try another"}
+		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit, Reason: "this server holds as many sessions as it may; try another"}
 	}
 	var e *authz.Error
 	if errors.As(err, &e) {
 		return err
 	}
-	return &authz.Error{Code: authz.Unavailable, Reason: "the session store failed", Err: err}
+	return &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableSessionStore, Reason: "the session store failed", Err: err}
 }
 
 func newID() string {

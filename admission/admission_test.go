@@ -315,3 +315,61 @@ func TestWatchCallSeesChangesAndEjections(t *testing.T) {
 		t.Errorf("KeepAlive of an ejected session = %v", err)
 	}
 }
+
+// A watcher removing participants by subject must see a session end before
+// the subject's next one begins: Leave then Join, and a lapse then a rejoin,
+// reach it in that order.
+func TestWatchCallKeepsEachSubjectsEventsInOrder(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	watch, err := w.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	next := func() admission.Event {
+		t.Helper()
+		select {
+		case ev := <-watch.C:
+			return ev
+		case <-time.After(2 * time.Second):
+			t.Fatal("no event")
+		}
+		return admission.Event{}
+	}
+	for range 50 {
+		r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	w.clock.Advance(11 * time.Second) // the lease is 10s
+	again := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	var got []string
+	for range 50*2 + 3 {
+		ev := next()
+		got = append(got, fmt.Sprintf("%d %s", ev.Kind, ev.Session))
+	}
+	live := ""
+	for i, line := range got {
+		var kind admission.EventKind
+		var id string
+		fmt.Sscan(line, &kind, &id)
+		switch kind {
+		case admission.EventJoined:
+			if live != "" {
+				t.Fatalf("event %d: %s joined while %s was still in: %v", i, id, live, got)
+			}
+			live = id
+		case admission.EventLeft, admission.EventLapsed:
+			if id != live {
+				t.Fatalf("event %d: %s ended, but %s is the live one: %v", i, id, live, got)
+			}
+			live = ""
+		}
+	}
+	if live != again.Session || got[len(got)-2] != fmt.Sprintf("%d %s", admission.EventLapsed, last.Session) {
+		t.Errorf("the watch ends with %v; want %s lapsed, then %s", got[len(got)-3:], last.Session, again.Session)
+	}
+}

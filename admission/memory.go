@@ -27,7 +27,6 @@ type MemoryStore struct {
 	pending  []StoreEvent
 	signal   chan struct{} // capacity 1: pending has events
 
-	events chan []StoreEvent
 	stop   chan struct{}
 	done   sync.WaitGroup
 	closed bool
@@ -124,10 +123,9 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	m := &MemoryStore{
 		clock: opts.Clock, maxSessions: opts.MaxSessions, maxKnocks: opts.MaxKnocks,
 		calls: map[string]*callState{}, sessions: map[string]*Session{}, knocks: map[string]*Knock{},
-		signal: make(chan struct{}, 1), events: make(chan []StoreEvent), stop: make(chan struct{}),
+		signal: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
-	m.done.Add(2)
-	go m.pump()
+	m.done.Add(1)
 	go m.sweeper()
 	return m
 }
@@ -150,7 +148,8 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	} else if out, detail := newCallState().room(&s, nil, max); out != Admitted {
 		return out, detail, nil
 	}
-	if old == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	// A session that replaces the subject's own, or its knock, adds none.
+	if old == nil && (c == nil || c.knocks[s.Subject] == nil) && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
 	if c == nil {
@@ -331,8 +330,17 @@ func (m *MemoryStore) Knocks(call string) []Knock {
 	return out
 }
 
-// Events implements Store.
-func (m *MemoryStore) Events() <-chan []StoreEvent { return m.events }
+// Pending implements Store.
+func (m *MemoryStore) Pending() <-chan struct{} { return m.signal }
+
+// Take implements Store.
+func (m *MemoryStore) Take() []StoreEvent {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	batch := m.pending
+	m.pending = nil
+	return batch
+}
 
 // Close implements Store.
 func (m *MemoryStore) Close() error {
@@ -413,31 +421,6 @@ func (m *MemoryStore) emit(e StoreEvent) {
 	select {
 	case m.signal <- struct{}{}:
 	default:
-	}
-}
-
-// pump hands the queued events to the consumer, in batches.
-func (m *MemoryStore) pump() {
-	defer m.done.Done()
-	defer close(m.events)
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-m.signal:
-		}
-		m.mu.Lock()
-		batch := m.pending
-		m.pending = nil
-		m.mu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		select {
-		case m.events <- batch:
-		case <-m.stop:
-			return
-		}
 	}
 }
 

@@ -117,10 +117,37 @@ type Store interface {
 	// store: its picture of every replica's), for metrics; one whose lease
 	// has just run out may still be counted.
 	Len() (sessions, knocks int)
-	// Events delivers what happens, for one consumer.
-	Events() <-chan []StoreEvent
+	// Pending is signalled when events are queued for Take.
+	Pending() <-chan struct{}
+	// Take returns the queued events, for one consumer, in the order they
+	// happened for any one call.
+	Take() []StoreEvent
 	// Close stops the store; a cluster store revokes its leases.
 	Close() error
+}
+
+// Feed hands s's events to a channel, batch by batch, until ctx ends: for
+// consumers that want a channel rather than Pending and Take.
+func Feed(ctx context.Context, s Store) <-chan []StoreEvent {
+	out := make(chan []StoreEvent)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.Pending():
+			}
+			if batch := s.Take(); len(batch) > 0 {
+				select {
+				case out <- batch:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
 }
 
 // Room decides whether s fits among others, the call's other live

@@ -137,17 +137,13 @@ func (v *view) loop() {
 	defer close(v.done)
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
-	events := v.m.store.Events()
+	pending := v.m.store.Pending()
 	for {
 		select {
 		case <-v.stop:
 			return
-		case batch, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			v.storeEvents(batch)
+		case <-pending:
+			v.storeEvents()
 		case <-v.appliedSig:
 			v.sift()
 		case <-tick.C:
@@ -170,7 +166,7 @@ func (v *view) close() {
 	defer v.mu.Unlock()
 	for _, ws := range v.watchers {
 		for w := range ws {
-			v.drop(w, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping; resume the watch on another"})
+			v.drop(w, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping; resume the watch on another"})
 		}
 	}
 }
@@ -178,22 +174,51 @@ func (v *view) close() {
 func (v *view) revision() authz.Revision { return v.m.engine.Index().Revision() }
 
 // storeEvents brings the store's events into the view and tells watchers.
-func (v *view) storeEvents(batch []StoreEvent) {
+func (v *view) storeEvents() {
 	x := v.m.engine.Index()
-	var eject []ejection
 	v.mu.Lock()
-	for _, e := range batch {
+	eject := v.consume(x, nil, "", nil)
+	v.mu.Unlock()
+	v.eject(eject)
+}
+
+// endKind is the event that tells watchers of an ending; 0 for endings
+// that need none (a replaced session, a knock that became a session).
+func endKind(why Why) EventKind {
+	switch why {
+	case Left:
+		return EventLeft
+	case Lapsed:
+		return EventLapsed
+	case Ejected:
+		return EventEjected
+	case Denied:
+		return EventDenied
+	}
+	return 0
+}
+
+// consume takes the store's queued events into the view, in their order,
+// and tells watchers. Taking them under v.mu keeps every event of a call in
+// the store's order, whoever takes them. v.mu is held.
+// A join this node just made is known by its id, with what it read (p).
+func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Presence) []ejection {
+	for _, e := range v.m.store.Take() {
 		switch {
 		case e.Session != nil && e.Ended == nil:
 			if v.sessions[e.Session.ID] == nil {
-				eject = v.join(x, *e.Session, e.Time, nil, eject)
+				var read *authz.Presence
+				if e.Session.ID == own {
+					read = p
+				}
+				eject = v.join(x, *e.Session, e.Time, read, eject)
 			}
 		case e.Session != nil:
 			s := e.Session
 			if t := v.sessions[s.ID]; t != nil {
 				v.remove(t)
 			}
-			kind := map[Why]EventKind{Left: EventLeft, Lapsed: EventLapsed, Ejected: EventEjected}[e.Ended.Why]
+			kind := endKind(e.Ended.Why)
 			if kind == 0 {
 				continue // replaced: the new session's Joined says it all
 			}
@@ -206,14 +231,13 @@ func (v *view) storeEvents(batch []StoreEvent) {
 			v.broadcast(k.Call, Event{Kind: EventKnocked, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID, Note: k.Note})
 		case e.Knock != nil:
 			k := e.Knock
-			kind := map[Why]EventKind{Left: EventLeft, Lapsed: EventLapsed, Denied: EventDenied}[e.Ended.Why]
-			if kind != 0 {
+			kind := endKind(e.Ended.Why)
+			if kind != 0 && kind != EventEjected {
 				v.broadcast(k.Call, Event{Kind: kind, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID})
 			}
 		}
 	}
-	v.mu.Unlock()
-	v.eject(eject)
+	return eject
 }
 
 // join brings a session that began into the view and tells the call's
@@ -247,10 +271,12 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 func (v *view) joined(s Session, p authz.Presence) {
 	x := v.m.engine.Index()
 	v.mu.Lock()
-	var eject []ejection
+	// What the store queued before the join (the end of the subject's last
+	// session, say) goes first, and likely the join itself with it.
+	eject := v.consume(x, nil, s.ID, &p)
 	if v.sessions[s.ID] == nil {
 		if _, live := v.m.store.Session(s.ID); live {
-			eject = v.join(x, s, s.Joined, &p, nil)
+			eject = v.join(x, s, s.Joined, &p, eject)
 		}
 	}
 	v.mu.Unlock()
@@ -449,7 +475,7 @@ func (v *view) broadcast(call string, ev Event) {
 		select {
 		case w.c <- ev:
 		default:
-			v.drop(w, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+			v.drop(w, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchFellBehind, Field: "resource", Value: call,
 				Reason: fmt.Sprintf("the watch fell %d events behind; resume it from the last revision received", v.buffer)})
 		}
 	}
@@ -521,10 +547,10 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
-		return nil, &authz.Error{Code: authz.Unavailable, Reason: "the server is stopping"}
+		return nil, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping"}
 	}
 	if v.nwatchers >= v.maxWatch {
-		return nil, &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
 			Reason: fmt.Sprintf("this server already serves %d call watches, as many as it may", v.maxWatch)}
 	}
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}

@@ -274,7 +274,13 @@ func (x *Index) admissionOn(path []uint32) *Admission {
 	if len(path) == 0 {
 		return nil
 	}
-	byScope := x.admissions[x.typeName(path[0])]
+	return x.admissionFor(x.typeName(path[0]), path)
+}
+
+// admissionFor returns the rule for resources of typ at the nearest scope
+// on path.
+func (x *Index) admissionFor(typ string, path []uint32) *Admission {
+	byScope := x.admissions[typ]
 	if len(byScope) == 0 {
 		return nil
 	}
@@ -471,11 +477,21 @@ func (x *Index) Under(resource, scope string) bool {
 // governed by an Admission rule (FailedPrecondition), and an actor must
 // hold the rule's stage permission there.
 func (e *Engine) Schedule(ctx context.Context, by Author, resource string, startsAt time.Time) (Revision, error) {
-	if !startsAt.IsZero() && (startsAt.Before(time.Unix(0, 0)) || startsAt.After(latestExpiry)) {
-		return 0, errorf(Invalid, "start_time", startsAt.UTC().Format(time.RFC3339Nano),
-			"a start time is between 1970 and %s", latestExpiry.Format(time.RFC3339))
+	if err := checkStart("start_time", startsAt); err != nil {
+		return 0, err
 	}
 	return e.setStage(ctx, by, resource, "schedule", func(r *Resource) { r.StartsAt = startsAt.UTC() })
+}
+
+// checkStart refuses a start time that cannot be stored: the zero time is
+// none, and any other is after the Unix epoch (which would read as none)
+// and before 2262.
+func checkStart(field string, t time.Time) error {
+	if !t.IsZero() && (!t.After(time.Unix(0, 0)) || t.After(latestExpiry)) {
+		return errorf(Invalid, field, t.UTC().Format(time.RFC3339Nano),
+			"a start time is after the Unix epoch and before %s; leave it unset for none", latestExpiry.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // GoLive takes resource live, or back to backstage, under the same rules as
@@ -503,11 +519,11 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		var buf [MaxDepth + 1]uint32
 		rule := x.admissionOn(x.path(id, buf[:0]))
 		if rule == nil {
-			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource)
+			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource).as(KindNoAdmissionRule)
 		}
 		if by.Actor != "" && rule.Stage == "" {
 			e := errorf(PermissionDenied, "actor", by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
-			e.Rule = "missing permission"
+			e.Rule = RuleMissingPermission
 			return e
 		}
 		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
@@ -522,6 +538,24 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		p.change(Change{Op: OpPutResource, Resource: &next})
 		return nil
 	})
+}
+
+// mayStage refuses an actor who registers name under parent with a stage
+// when it may not set one: the admission rule that will govern it must name
+// a stage permission, held at parent.
+func (p *plan) mayStage(typ string, parent uint32, name string) error {
+	var buf [MaxDepth + 1]uint32
+	p.guard(keyCatalog)
+	rule := p.x.admissionFor(typ, p.x.path(parent, buf[:0]))
+	switch {
+	case rule == nil:
+		return errorf(FailedPrecondition, "name", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
+	case rule.Stage == "":
+		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
+		e.Rule = RuleMissingPermission
+		return e
+	}
+	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
 }
 
 // resourceAt returns the registered resource id as a Resource, without its
@@ -554,7 +588,7 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		var buf [MaxDepth + 1]uint32
 		rule := x.admissionOn(x.path(id, buf[:0]))
 		if rule == nil || rule.Lobby == nil {
-			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource)
+			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource).as(KindNoLobby)
 		}
 		if by.Actor != "" {
 			if subject == by.Actor {
@@ -576,6 +610,7 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 	if err := ValidateAdmission("admission", a); err != nil {
 		return 0, err
 	}
+	asked := a // errors index the request's lists, not the sorted ones
 	a = normalizeAdmission(a)
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -588,8 +623,8 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 			return err
 		}
 		p.guard(keyCatalog, resourceKey(a.Scope))
-		if f, perm := a.undeclaredIn(x.cat); f != "" {
-			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog")
+		if f, perm := asked.undeclaredIn(x.cat); f != "" {
+			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
 			return nil
@@ -617,7 +652,7 @@ func (e *Engine) DeleteAdmission(ctx context.Context, by Author, scope, typ stri
 		}
 		p.guard(keyCatalog)
 		if x.admissions[typ][id] == nil {
-			return errorf(NotFound, "resource_type", typ, "no admission rule for it is set at %q", scope)
+			return errorf(NotFound, "resource_type", typ, "no admission rule for it is set at %q", scope).as(KindAdmissionRuleNotFound)
 		}
 		p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: scope, ResourceType: typ}})
 		return nil
@@ -631,6 +666,6 @@ func (p *plan) platformOnly(what string) error {
 		return nil
 	}
 	e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
-	e.Rule = "platform only"
+	e.Rule = RulePlatformOnly
 	return e
 }

@@ -72,10 +72,10 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, size int, toke
 		batch, err := e.backend.Changes(ctx, after, min(256, scanBudget-scanned))
 		if errors.Is(err, ErrCompacted) {
 			return nil, "", errorf(FailedPrecondition, "page_token", token,
-				"the change log no longer reaches back to revision %d; it was compacted", after)
+				"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)
 		}
 		if err != nil {
-			return nil, "", &Error{Code: Unavailable, Reason: "reading the change log: " + err.Error(), Err: err}
+			return nil, "", &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
 		}
 		for _, cs := range batch {
 			after = cs.Revision

@@ -484,6 +484,7 @@ func exportAll(w *world) (authz.Policy, authz.Revision) {
 		all.CreatorRoles = append(all.CreatorRoles, p.CreatorRoles...)
 		all.Quotas = append(all.Quotas, p.Quotas...)
 		all.DefaultQuotas = append(all.DefaultQuotas, p.DefaultQuotas...)
+		all.Admissions = append(all.Admissions, p.Admissions...)
 		rev = r
 		if next == "" {
 			return all, rev

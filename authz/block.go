@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MaxBlocksPerBinding is the most blocks one subject may carry on one
@@ -38,7 +39,7 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 			return err
 		}
 		if i := x.cat.undeclared(asked, false); i >= 0 {
-			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog")
+			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if err := checkExpiry(b.Expires, p.now); err != nil {
 			return err
@@ -52,6 +53,20 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 		if i, found := searchBlock(existing, b.ID); found {
 			if sameBlock(existing[i].Block, b) {
 				return nil
+			}
+			// A block that replaces one with an earlier expiry lifts it when
+			// it runs out, as a grant whose expiry is shortened revokes it:
+			// "an unblock gives back only what rule 1 allows", judged now.
+			if old := existing[i].exp; by.Actor != "" && live(old, p.now) && !b.Expires.IsZero() && (old == 0 || expiry(b.Expires) < old) {
+				n, m := len(p.changes), len(p.touches)
+				p.does("block %q on %q until %s, lifting block %q then", b.Subject, b.Resource, b.Expires.Format(time.RFC3339), b.ID)
+				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: b.Resource, ID: b.ID}})
+				err := p.judge.verify()
+				p.changes, p.touches = p.changes[:n], p.touches[:m]
+				if err != nil {
+					return err
+				}
+				p.does("block %q on %q", b.Subject, b.Resource)
 			}
 		} else if len(existing) >= MaxBlocksPerBinding {
 			return errorf(ResourceExhausted, "subject", b.Subject,
@@ -90,12 +105,12 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		if id != "" {
 			i, found := searchBlock(blocks, id)
 			if !found {
-				return errorf(NotFound, "block_id", id, "%q carries no block with that ID on %q", subject, resource)
+				return errorf(NotFound, "block_id", id, "%q carries no block with that ID on %q", subject, resource).as(KindBlockNotFound)
 			}
 			blocks = blocks[i : i+1]
 		}
 		if len(blocks) == 0 {
-			return errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource)
+			return errorf(NotFound, "subject", subject, "subject is not blocked on %q", resource).as(KindBlockNotFound)
 		}
 		lift := func(b *blockEntry) Change {
 			return Change{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: resource, ID: b.ID}}

@@ -75,7 +75,7 @@ func checkField(i int) string {
 func (x *Index) check(q Query, now int64) (Decision, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
-		return Decision{}, errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
+		return Decision{}, errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 	}
 	res := x.lookupNode(q.Resource)
 	if res == noNode {

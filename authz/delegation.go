@@ -38,6 +38,10 @@ const (
 	RuleNoEscalation  = "no escalation"
 	RuleNoOverreach   = "no overreach"
 	RuleNoSelfService = "no self-service"
+	// The rules that refuse an actor before its effect is judged.
+	RuleMissingPermission = "missing permission"
+	RuleNotAssignable     = "not assignable"
+	RulePlatformOnly      = "platform only"
 )
 
 // guardActor records what judging the actor's power reads: its grants and
@@ -83,7 +87,7 @@ func (p *plan) requireTyped(id uint32, base, typ, what string) error {
 func (p *plan) lacks(id uint32, perm, what string) error {
 	e := errorf(PermissionDenied, "actor", p.by.Actor,
 		"actor lacks %q on %q, which %s requires", perm, p.x.name(id), what)
-	e.Rule = "missing permission"
+	e.Rule = RuleMissingPermission
 	e.Meta = map[string]string{"permission": perm, "resource": p.x.name(id)}
 	return e
 }
@@ -116,20 +120,28 @@ func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
 }
 
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
-// at res, and some role the actor holds there lists role in
-// assignable_roles, or lists "*" and role's permissions are a subset of the
-// actor's effective permissions wherever the grant would give them: at res
-// and at every resource below it where role is redefined.
+// at res, and the actor may assign role there (mayAssign).
 func (p *plan) mayGrant(role string, res uint32, verb string) error {
 	x := p.x
 	p.guardActor()
 	if !p.actorHolds(res, PermGrantsWrite) {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: the actor lacks %q there",
 			verb, role, x.name(res), PermGrantsWrite)
-		e.Rule = "missing permission"
+		e.Rule = RuleMissingPermission
 		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
 		return e
 	}
+	return p.mayAssign(role, res, verb)
+}
+
+// mayAssign reports whether role is one of the actor's own assignable roles
+// at res: some role the actor holds there lists it in assignable_roles, or
+// lists "*" and role's permissions are a subset of the actor's effective
+// permissions wherever a grant would give them: at res and at every resource
+// below it where role is redefined.
+func (p *plan) mayAssign(role string, res uint32, verb string) error {
+	x := p.x
+	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
@@ -142,7 +154,7 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 	}
 	deny := func(format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))
-		e.Rule = "not assignable"
+		e.Rule = RuleNotAssignable
 		e.Meta = map[string]string{"role": role, "resource": x.name(res)}
 		return e
 	}
@@ -458,8 +470,8 @@ func (j *judge) verify() error {
 			}
 		case OpPutResource:
 			id := x.lookupNode(c.Resource.Name)
-			if id == noNode {
-				continue
+			if id == noNode || x.nodes[id].parent == x.lookupNode(c.Resource.Parent) {
+				continue // a registration, or a stage that changes no one's permissions
 			}
 			subjects, err := j.moved(id, x.lookupNode(c.Resource.Parent))
 			if err != nil {
@@ -558,7 +570,7 @@ func (j *judge) blocksMoved(before, after *view, s uint32, name string, pb, pa [
 				e := errorf(PermissionDenied, "actor", p.by.Actor,
 					"may not %s: it would %s the block %q of %q on %q, which needs %q there, and the actor lacks it",
 					p.doing, verb, b.id, name, x.name(b.res), PermBlocksWrite)
-				e.Rule = "missing permission"
+				e.Rule = RuleMissingPermission
 				e.Meta = map[string]string{"permission": PermBlocksWrite, "subject": name, "resource": x.name(b.res)}
 				return e
 			}
@@ -601,9 +613,12 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would lose %q on %q itself")
 	}
 	actor := after.subject(p.by.Actor)
+	// On a resource it deletes the actor may lose roles to assign, with its
+	// grants there, but gain none.
 	_, assignedBefore := before.power(actor, pb, p.now)
 	_, assignedAfter := after.power(actor, pa, p.now)
-	if !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
+	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
+	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
 		doing := ""
 		if p.doing != "" {
 			doing = "may not " + p.doing + ": "

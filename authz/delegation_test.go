@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"testing"
@@ -652,5 +653,163 @@ func TestNarrowResourceWrites(t *testing.T) {
 	})
 	if _, err := w.eng.DeleteResource(w.ctx, as("user:owner"), "event:launch"); err != nil {
 		t.Fatalf("usher.resources.delete on the event lets its owner delete it: %v", err)
+	}
+}
+
+// roomPolicy is a room under an account, and roles to hold there: a
+// manager manages rooms and assigns guests; an organizer writes roles
+// without granting any, though its role lists the guest; in room:r a
+// narrower manager assigns no one.
+func roomPolicy() authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "room.manage"},
+			{Name: "room.join"},
+			{Name: "roles.manage"},
+			{Name: "usher.grants.write", Parents: []string{"room.manage"}},
+			{Name: "usher.resources.delete", Parents: []string{"room.manage"}},
+			{Name: "usher.blocks.write", Parents: []string{"room.manage"}},
+			{Name: "usher.roles.write", Parents: []string{"roles.manage"}},
+		},
+		Resources: []authz.Resource{{Name: "account:a"}, {Name: "room:r", Parent: "account:a"}},
+		Roles: []authz.Role{
+			{Name: "manager", Scope: "root", Permissions: []string{"room.manage"}, AssignableRoles: []string{"guest"}},
+			{Name: "manager", Scope: "room:r", Permissions: []string{"room.manage"}},
+			{Name: "guest", Scope: "root", Permissions: []string{"room.join"}},
+			{Name: "organizer", Scope: "root", Permissions: []string{"roles.manage", "room.join"}, AssignableRoles: []string{"guest"}},
+		},
+	}
+}
+
+// guestWorld is roomPolicy's world with a manager of the account, who in
+// room:r assigns no one, and a guest of the account.
+func guestWorld(t *testing.T) *world {
+	w := newWorld(t, roomPolicy())
+	w.grant("user:m", "manager", "account:a")
+	w.grant("user:g", "guest", "account:a")
+	return w
+}
+
+// bannedGuestWorld is guestWorld with the guest banned from the account,
+// until expires (zero: for good).
+func bannedGuestWorld(expires time.Time) func(t *testing.T) *world {
+	return func(t *testing.T) *world {
+		w := guestWorld(t)
+		w.block(authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: expires})
+		return w
+	}
+}
+
+// TestDelegationInvariantCases are delegated writes on the edges of the
+// rules per operation, each named after the sentence of DESIGN.md that
+// decides it.
+func TestDelegationInvariantCases(t *testing.T) {
+	type invariantCase struct {
+		reserved
+		field, value string // the refusal's, when not the actor
+	}
+	cases := []invariantCase{
+		{reserved: reserved{name: "Roles: its permissions and assignable_roles are bounded by the actor's own (rule 1): an organizer whose role lists guest defines a role that lists guest, though it holds no usher.grants.write",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:org", "organizer", "account:a")
+				return w
+			},
+			actor: "user:org", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "host", Scope: "account:a", Permissions: []string{"room.join"}, AssignableRoles: []string{"guest"}})
+			}}},
+		{reserved: reserved{name: "Roles: its permissions and assignable_roles are bounded by the actor's own (rule 1): not a role its own roles do not list",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:org", "organizer", "account:a")
+				return w
+			},
+			actor: "user:org", mentions: []string{"manager", "account:a"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "host", Scope: "account:a", Permissions: []string{"room.join"}, AssignableRoles: []string{"manager"}})
+			}}, field: "role.assignable_roles[0]", value: "manager"},
+		{reserved: reserved{name: "No self-service: the actor never gets around that indirectly, by deleting the resource they are on, or by redefining a role it holds: deleting a room that narrows the actor's role there is deleting that definition",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "account:a")
+				return w
+			},
+			actor: "user:m", mentions: []string{"room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "room:r")
+			}}},
+		{reserved: reserved{name: "No self-service: by redefining a role it holds: the same definition deleted directly",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "account:a")
+				w.grant("user:m", "organizer", "account:a")
+				return w
+			},
+			actor: "user:m", mentions: []string{"manager", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "room:r", "manager")
+			}}},
+		{reserved: reserved{name: "Revoke: what the holder loses is bounded by rule 2: a manager narrowed in room:r may not revoke a guest of the account, who would lose room.join in room:r",
+			world: guestWorld, actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Revoke(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a"})
+			}}},
+		{reserved: reserved{name: "A re-grant that changes an expiry is a grant (and, if it shortens it, a revoke): nor may it cut that grant short",
+			world: guestWorld, actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(time.Hour)})
+			}}},
+		{reserved: reserved{name: "A re-grant that changes an expiry is a grant: lengthening it takes nothing",
+			world: func(t *testing.T) *world {
+				w := guestWorld(t)
+				w.grantUntil("user:g", "guest", "account:a", w.clock.Now().Add(time.Hour))
+				return w
+			},
+			actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(2 * time.Hour)})
+			}}},
+		{reserved: reserved{name: "an unblock gives back only what rule 1 allows: a manager narrowed in room:r may not lift a ban of the guest, who would get room.join back in room:r",
+			world: bannedGuestWorld(time.Time{}), actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Unblock(w.ctx, by, "user:g", "account:a", "ban")
+			}}},
+		{reserved: reserved{name: "a later block never weakens an earlier one: nor does one that replaces the ban to run out sooner, which lifts it then",
+			world: bannedGuestWorld(time.Time{}), actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: w.clock.Now().Add(time.Hour)}))
+			}}},
+		{reserved: reserved{name: "a block that replaces the ban to last longer gives nothing back",
+			world: bannedGuestWorld(time.Now().Add(time.Hour)), actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: w.clock.Now().Add(2 * time.Hour)}))
+			}}},
+		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:m", "manager", "room:r")
+				return w
+			},
+			actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteResource(w.ctx, by, "room:r")
+			}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := c.world(t)
+			write := func() (authz.Revision, error) { return c.write(w, as(c.actor)) }
+			if !c.allowed {
+				field, value := cmp.Or(c.field, "actor"), cmp.Or(c.value, c.actor)
+				e := w.refuses(authz.PermissionDenied, field, value, write)
+				mentions(t, e, c.mentions...)
+				return
+			}
+			rev := w.idx.Revision()
+			if got, err := write(); err != nil || got != rev+1 {
+				t.Fatalf("write by %s = revision %d, %v; want %d", c.actor, got, err, rev+1)
+			}
+		})
 	}
 }

@@ -338,8 +338,11 @@ func (e *Engine) Await(ctx context.Context, min Revision) error {
 	ctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
 	defer cancel()
 	if err := e.waitFor(ctx, min); err != nil {
-		return errorf(FailedPrecondition, "min_revision", fmt.Sprint(min),
-			"revision not reached; the latest applied revision is %d", e.Index().Revision())
+		latest := e.Index().Revision()
+		refusal := errorf(FailedPrecondition, "min_revision", fmt.Sprint(min),
+			"revision not reached; the latest applied revision is %d", latest).as(KindRevisionNotReached)
+		refusal.Meta = map[string]string{"latest_revision": fmt.Sprint(latest)}
+		return refusal
 	}
 	return nil
 }
@@ -548,7 +551,7 @@ func commitError(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return ctx.Err()
 	}
-	return &Error{Code: Unavailable, Reason: "the write was not committed: " + err.Error(), Err: err}
+	return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "the write was not committed: " + err.Error(), Err: err}
 }
 
 func dedupe(keys []string) []string {

@@ -44,6 +44,9 @@ type Error struct {
 	// Meta carries what the refusal is about, e.g. subject, permission and
 	// resource.
 	Meta map[string]string
+	// Kind tells apart refusals that share a Code, e.g. a cycle from a
+	// resource with children; empty leaves it to KindOf.
+	Kind Kind
 }
 
 func (e *Error) Error() string {
@@ -63,6 +66,12 @@ func (e *Error) WithField(prefix string) *Error {
 	return &c
 }
 
+// as sets e's Kind, where it is built: errorf(...).as(KindCycle).
+func (e *Error) as(k Kind) *Error {
+	e.Kind = k
+	return e
+}
+
 func errorf(code Code, field, value, format string, args ...any) *Error {
 	return &Error{Code: code, Field: field, Value: value, Reason: fmt.Sprintf(format, args...)}
 }
@@ -74,4 +83,109 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return 0
+}
+
+// Kind is a refusal's stable reason, in UPPER_SNAKE_CASE: what a program
+// switches on where a person reads the message. The server sends it as the
+// reason of a google.rpc.ErrorInfo.
+type Kind string
+
+// The kinds of refusal. Each belongs to one Code; the first of each group
+// is that Code's kind when nothing tells it apart.
+const (
+	// Invalid.
+	KindInvalidField         Kind = "INVALID_FIELD"
+	KindUndeclaredPermission Kind = "UNDECLARED_PERMISSION"
+	KindPermissionInUse      Kind = "PERMISSION_IN_USE"
+
+	// NotFound.
+	KindNotFound              Kind = "NOT_FOUND"
+	KindResourceNotFound      Kind = "RESOURCE_NOT_FOUND"
+	KindRoleNotFound          Kind = "ROLE_NOT_FOUND"
+	KindGrantNotFound         Kind = "GRANT_NOT_FOUND"
+	KindBlockNotFound         Kind = "BLOCK_NOT_FOUND"
+	KindQuotaNotFound         Kind = "QUOTA_NOT_FOUND"
+	KindAdmissionRuleNotFound Kind = "ADMISSION_RULE_NOT_FOUND"
+	KindSessionNotFound       Kind = "SESSION_NOT_FOUND"
+	KindKnockNotFound         Kind = "KNOCK_NOT_FOUND"
+
+	// FailedPrecondition.
+	KindFailedPrecondition Kind = "FAILED_PRECONDITION"
+	KindCycle              Kind = "CYCLE"
+	KindHasChildren        Kind = "HAS_CHILDREN"
+	KindMaxDepth           Kind = "MAX_DEPTH"
+	KindMaxHolders         Kind = "MAX_HOLDERS"
+	KindNotBindable        Kind = "NOT_BINDABLE"
+	KindRoleInUse          Kind = "ROLE_IN_USE"
+	KindCreatorRole        Kind = "CREATOR_ROLE_NOT_GRANTABLE"
+	KindRevisionNotReached Kind = "REVISION_NOT_REACHED"
+	KindPageTokenExpired   Kind = "PAGE_TOKEN_EXPIRED"
+	KindNoAdmissionRule    Kind = "NO_ADMISSION_RULE"
+	KindNoLobby            Kind = "NO_LOBBY"
+
+	// ResourceExhausted.
+	KindLimitExceeded   Kind = "LIMIT_EXCEEDED"
+	KindQuotaExceeded   Kind = "QUOTA_EXCEEDED"
+	KindSessionLimit    Kind = "SESSION_LIMIT"
+	KindWatchLimit      Kind = "WATCH_LIMIT"
+	KindWatchFellBehind Kind = "WATCH_FELL_BEHIND"
+
+	// PermissionDenied: one kind per delegation rule (see KindOf).
+	KindPermissionDenied  Kind = "PERMISSION_DENIED"
+	KindNoEscalation      Kind = "NO_ESCALATION"
+	KindNoOverreach       Kind = "NO_OVERREACH"
+	KindNoSelfService     Kind = "NO_SELF_SERVICE"
+	KindMissingPermission Kind = "MISSING_PERMISSION"
+	KindNotAssignable     Kind = "NOT_ASSIGNABLE"
+	KindPlatformOnly      Kind = "PLATFORM_ONLY"
+
+	// Unimplemented.
+	KindUnimplemented Kind = "UNIMPLEMENTED"
+
+	// Unavailable.
+	KindUnavailable             Kind = "UNAVAILABLE"
+	KindUnavailableStorage      Kind = "UNAVAILABLE_STORAGE"
+	KindUnavailableSessionStore Kind = "UNAVAILABLE_SESSION_STORE"
+	KindShuttingDown            Kind = "SHUTTING_DOWN"
+
+	// Aborted.
+	KindAbortedConflicts Kind = "ABORTED_CONFLICTS"
+)
+
+// codeKinds are the kinds of each Code when an Error sets none.
+var codeKinds = map[Code]Kind{
+	Invalid:            KindInvalidField,
+	NotFound:           KindNotFound,
+	FailedPrecondition: KindFailedPrecondition,
+	ResourceExhausted:  KindLimitExceeded,
+	PermissionDenied:   KindPermissionDenied,
+	Unimplemented:      KindUnimplemented,
+	Unavailable:        KindUnavailable,
+	Aborted:            KindAbortedConflicts,
+}
+
+// ruleKinds are the kinds of refusals by a delegation rule.
+var ruleKinds = map[string]Kind{
+	RuleNoEscalation:      KindNoEscalation,
+	RuleNoOverreach:       KindNoOverreach,
+	RuleNoSelfService:     KindNoSelfService,
+	RuleMissingPermission: KindMissingPermission,
+	RuleNotAssignable:     KindNotAssignable,
+	RulePlatformOnly:      KindPlatformOnly,
+}
+
+// KindOf returns the Kind of err if it is or wraps an *Error, else "": the
+// Error's own, else its Rule's, else its Code's.
+func KindOf(err error) Kind {
+	var e *Error
+	if !errors.As(err, &e) {
+		return ""
+	}
+	if e.Kind != "" {
+		return e.Kind
+	}
+	if k, ok := ruleKinds[e.Rule]; ok {
+		return k
+	}
+	return codeKinds[e.Code]
 }

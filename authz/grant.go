@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"time"
 )
@@ -21,7 +22,7 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 		}
 		p.guard(resourceKey(g.Resource), keyRoles)
 		if x.resolveRole(res, g.Role) == nil {
-			return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
+			return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource).as(KindRoleNotFound)
 		}
 		if by.Actor != "" {
 			if g.Subject == by.Actor {
@@ -51,7 +52,7 @@ func (p *plan) grant(g Grant, res uint32) error {
 	role := x.roleID(g.Role)
 	def := x.resolveRole(res, g.Role)
 	if def == nil {
-		return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource)
+		return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource).as(KindRoleNotFound)
 	}
 	if p.by.Actor != "" {
 		p.guard(subjectKey(g.Subject))
@@ -59,7 +60,7 @@ func (p *plan) grant(g Grant, res uint32) error {
 	if !def.bindableOn(x.typeName(res)) {
 		return errorf(FailedPrecondition, "role", g.Role,
 			"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
-			def.BindableOn, def.Scope, g.Resource, x.typeName(res))
+			def.BindableOn, def.Scope, g.Resource, x.typeName(res)).as(KindNotBindable)
 	}
 	if err := checkExpiry(g.Expires, p.now); err != nil {
 		return err
@@ -77,12 +78,27 @@ func (p *plan) grant(g Grant, res uint32) error {
 	if def.MaxHolders > 0 && !(held && live(old, p.now)) {
 		p.guard(bindingsKey(g.Resource))
 		if n := x.liveHolders(res, role, p.now); n >= int(def.MaxHolders) {
-			return errorf(FailedPrecondition, "role", g.Role,
+			e := errorf(FailedPrecondition, "role", g.Role,
 				"role already has %d of at most %d holders on %q (max_holders at %q)",
-				n, def.MaxHolders, g.Resource, def.Scope)
+				n, def.MaxHolders, g.Resource, def.Scope).as(KindMaxHolders)
+			e.Meta = map[string]string{"resource": g.Resource, "max_holders": fmt.Sprint(def.MaxHolders), "scope": def.Scope}
+			return e
 		}
 	}
 	g.Expires = g.Expires.UTC()
+	// "A re-grant that changes an expiry is a grant (and, if it shortens
+	// it, a revoke)": what the holder loses when the grant runs out is
+	// judged now, as the revoke it will be.
+	if p.by.Actor != "" && held && live(old, p.now) && !g.Expires.IsZero() && (old == 0 || expiry(g.Expires) < old) {
+		n, m, doing := len(p.changes), len(p.touches), p.doing
+		p.does("cut short the grant of role %q on %q", g.Role, g.Resource)
+		p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}})
+		err := p.judge.verify()
+		p.changes, p.touches, p.doing = p.changes[:n], p.touches[:m], doing
+		if err != nil {
+			return err
+		}
+	}
 	p.change(Change{Op: OpPutGrant, Grant: &g})
 	return nil
 }
@@ -111,10 +127,10 @@ func (e *Engine) Revoke(ctx context.Context, by Author, g Grant) (Revision, erro
 		p.guard(bindingKey(g.Subject, g.Resource, g.Role))
 		s, role := x.subj.lookup(g.Subject), x.roleID(g.Role)
 		if s == noName || role == noName {
-			return errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
+			return errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource).as(KindGrantNotFound)
 		}
 		if _, found := x.findSubjectGrant(s, res, role); !found {
-			return errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource)
+			return errorf(NotFound, "role", g.Role, "%q holds no grant of that role on %q", g.Subject, g.Resource).as(KindGrantNotFound)
 		}
 		p.guard(subjectKey(g.Subject))
 		p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}})

@@ -443,25 +443,31 @@ func (x *Index) roleID(name string) uint32 {
 	return noName
 }
 
-// internSubject returns a subject's id, adding it if needed, and counts one
+// refSubject returns a subject's id, adding it if needed, and counts one
 // more reference to it.
-func (x *Index) refSubject(name string) uint32 {
-	id, added := x.subj.intern(name)
+func (x *Index) refSubject(name string) uint32 { return ref(x.subj, &x.subjRefs, name) }
+
+// ref interns name in t and counts one more reference to it in refs.
+func ref(t *names, refs *[]uint32, name string) uint32 {
+	id, added := t.intern(name)
 	if added {
-		for int(id) >= len(x.subjRefs) {
-			x.subjRefs = append(x.subjRefs, 0)
+		for int(id) >= len(*refs) {
+			*refs = append(*refs, 0)
 		}
-		x.subjRefs[id] = 0
+		(*refs)[id] = 0
 	}
-	x.subjRefs[id]++
+	(*refs)[id]++
 	return id
 }
 
-// unrefSubject drops one reference, forgetting the subject at the last.
-func (x *Index) unrefSubject(id uint32) {
-	if x.subjRefs[id]--; x.subjRefs[id] == 0 {
-		x.subj.release(id)
+// unref drops one reference to id, forgetting it in t at the last.
+func unref(t *names, refs []uint32, id uint32) {
+	if refs[id]--; refs[id] == 0 {
+		t.release(id)
 	}
 }
+
+// unrefSubject drops one reference, forgetting the subject at the last.
+func (x *Index) unrefSubject(id uint32) { unref(x.subj, x.subjRefs, id) }
 
 func cloneString(s string) string { return string([]byte(s)) }

@@ -236,8 +236,8 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // ExportPolicy returns one page of the policy in force: the first page
 // carries the catalog, creator roles and default quotas; every page carries
 // up to size resources, parents before children, with the roles, quotas and
-// admission rules defined on them. Applying every page's policy in order to an empty store
-// rebuilds the same tree, roles and quotas.
+// admission rules defined on them. The pages merged into one policy, applied
+// to an empty store, rebuild the same tree, roles, quotas and rules.
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -266,7 +266,7 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	} else {
 		if start = x.lookupNode(after.text); start == noNode {
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
-				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text)
+				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text).as(KindPageTokenExpired)
 		}
 		start = x.nextPreorder(start, x.root)
 	}

@@ -189,7 +189,7 @@ func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func
 
 func lookupMoved(at, now Revision) error {
 	return errorf(FailedPrecondition, "page_token", fmt.Sprint(at),
-		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now)
+		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now).as(KindPageTokenExpired)
 }
 
 // lookupToken is the token of a lookup's next page: the revision, a
@@ -201,7 +201,7 @@ func lookupToken(filter uint64, at Revision, a, b uint32, text string) string {
 func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
-		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
+		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 	}
 	under := x.root
 	if q.Under != "" {
@@ -323,7 +323,7 @@ func (x *Index) nextOfType(n, top, typ uint32) uint32 {
 func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
-		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog")
+		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 	}
 	res, err := x.registered("resource", q.Resource)
 	if err != nil {

@@ -124,7 +124,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	for i, perm := range p.Permissions {
 		for j, parent := range perm.Parents {
 			if !seen[parent] {
-				return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].parents[%d]", i, j), parent, "parent is not declared in the policy")
+				return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].parents[%d]", i, j), parent, "parent is not declared in the policy").as(KindUndeclaredPermission)
 			}
 		}
 	}
@@ -155,13 +155,16 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if r.Name == RootName {
 			return nil, errorf(Invalid, field+".name", r.Name, "root is reserved and always registered")
 		}
+		if err := checkStart(field+".start_time", r.StartsAt); err != nil {
+			return nil, err
+		}
 		if !v.exists(r.Parent) {
-			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name)
+			return nil, errorf(NotFound, field+".parent", r.Parent, "resource is neither registered nor listed before %q", r.Name).as(KindResourceNotFound)
 		}
 		for a, ok := r.Parent, true; ok && a != ""; a, ok = v.parentOf(a) {
 			if a == r.Name {
 				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
-					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent)
+					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent).as(KindCycle)
 			}
 		}
 		if cur, ok := v.parentOf(r.Name); ok && cur == r.Parent {
@@ -173,7 +176,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		if d := v.depth(r.Parent) + 1; d > MaxDepth {
 			return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
-				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth)
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
 		}
 		if id := x.lookupNode(r.Name); id != noNode {
 			if c := x.nodes[id].creator; c != 0 {
@@ -181,7 +184,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 			}
 			if d := v.depth(r.Parent) + 1 + x.height(id); d > MaxDepth {
 				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
-					"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", r.Name, r.Parent, d, MaxDepth)
+					"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", r.Name, r.Parent, d, MaxDepth).as(KindMaxDepth)
 			}
 		}
 		if id := x.lookupNode(r.Name); id != noNode && r.StartsAt.IsZero() && !r.Live {
@@ -204,10 +207,10 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		listed[key] = true
 		if !v.exists(r.Scope) {
-			return nil, errorf(NotFound, field+".scope", r.Scope, "resource is neither registered nor listed in the policy")
+			return nil, errorf(NotFound, field+".scope", r.Scope, "resource is neither registered nor listed in the policy").as(KindResourceNotFound)
 		}
 		if j := cat.undeclared(asked, true); j >= 0 {
-			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), asked[j], "permission is not declared in the policy")
+			return nil, errorf(Invalid, fmt.Sprintf("%s.permissions[%d]", field, j), asked[j], "permission is not declared in the policy").as(KindUndeclaredPermission)
 		}
 		v.roles[key] = &r
 		if id := x.lookupNode(r.Scope); id != noNode {
@@ -278,6 +281,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if err := ValidateAdmission(field, a); err != nil {
 			return nil, err
 		}
+		asked := a // errors index the policy's lists, not the sorted ones
 		a = normalizeAdmission(a)
 		key := [2]string{a.Scope, a.ResourceType}
 		if rules[key] {
@@ -285,10 +289,10 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		rules[key] = true
 		if !v.exists(a.Scope) {
-			return nil, errorf(NotFound, field+".scope", a.Scope, "resource is neither registered nor listed in the policy")
+			return nil, errorf(NotFound, field+".scope", a.Scope, "resource is neither registered nor listed in the policy").as(KindResourceNotFound)
 		}
-		if f, perm := a.undeclaredIn(cat); f != "" {
-			return nil, errorf(Invalid, field+"."+f, perm, "permission is not declared in the policy")
+		if f, perm := asked.undeclaredIn(cat); f != "" {
+			return nil, errorf(Invalid, field+"."+f, perm, "permission is not declared in the policy").as(KindUndeclaredPermission)
 		}
 		if id := x.lookupNode(a.Scope); id != noNode {
 			if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
@@ -307,7 +311,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		if f, perm := old.undeclaredIn(cat); f != "" {
 			return nil, errorf(Invalid, "policy.permissions", perm,
-				"permission is missing from the policy but named by %s of the admission rule for %s at %q", f, old.ResourceType, old.Scope)
+				"permission is missing from the policy but named by %s of the admission rule for %s at %q", f, old.ResourceType, old.Scope).as(KindPermissionInUse)
 		}
 	}
 
@@ -320,7 +324,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		quotas[key] = q
 		if !v.exists(q.Scope) {
-			return nil, errorf(NotFound, field+".scope", q.Scope, "resource is neither registered nor listed in the policy")
+			return nil, errorf(NotFound, field+".scope", q.Scope, "resource is neither registered nor listed in the policy").as(KindResourceNotFound)
 		}
 		if id := x.lookupNode(q.Scope); id != noNode {
 			if old, ok := x.quotaAt(id, q.ResourceType, q.Subject); ok && old == q {
@@ -349,14 +353,14 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		if j := cat.undeclared(d.Permissions, true); j >= 0 {
 			return nil, errorf(Invalid, "policy.permissions", d.Permissions[j],
-				"permission is missing from the policy but named by role %q at %q", d.Name, d.Scope)
+				"permission is missing from the policy but named by role %q at %q", d.Name, d.Scope).as(KindPermissionInUse)
 		}
 	}
 	for _, list := range x.blocks {
 		for _, b := range list {
 			if j := cat.undeclared(b.Permissions, false); j >= 0 {
 				return nil, errorf(Invalid, "policy.permissions", b.Permissions[j],
-					"permission is missing from the policy but named by the block of %q on %q", b.Subject, b.Resource)
+					"permission is missing from the policy but named by the block of %q on %q", b.Subject, b.Resource).as(KindPermissionInUse)
 			}
 		}
 	}
@@ -377,7 +381,7 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		name, roleName := x.name(res), x.roleNames[role]
 		if x.resolveAt(res, role) != nil && !v.resolve(name, roleName) {
 			return errorf(FailedPrecondition, "policy.roles", roleName,
-				"the policy would leave the grants of %q on %q with no definition of the role; revoke them first or keep the role", roleName, name)
+				"the policy would leave the grants of %q on %q with no definition of the role; revoke them first or keep the role", roleName, name).as(KindRoleInUse)
 		}
 		return nil
 	}
@@ -472,8 +476,10 @@ func (x *Index) policyQuotas(v *policyView, placed []string, quotas map[Quota]Qu
 				k := Quota{Scope: a, ResourceType: key[0], Subject: key[1]}
 				delta[k] += n
 				if u := used(a, key[0], key[1]) + delta[k]; u > int(max) {
-					return errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a, key[0]),
-						"the policy would put %d %s resources below %q, where at most %d may exist", u, key[0], a, max)
+					e := errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a, key[0]),
+						"the policy would put %d %s resources below %q, where at most %d may exist", u, key[0], a, max).as(KindQuotaExceeded)
+					e.Meta = map[string]string{"scope": a, "resource_type": key[0], "limit": fmt.Sprint(max), "used": fmt.Sprint(u)}
+					return e
 				}
 			}
 		}

@@ -168,9 +168,14 @@ func (x *Index) checkQuotas(add placement, moved, parent uint32) ([]uint32, erro
 			if key[1] != "" {
 				whose = fmt.Sprintf(" registered by %q", key[1])
 			}
-			return scopes, errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", x.name(a), key[0]),
+			e := errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", x.name(a), key[0]),
 				"at most %d %s resources%s may exist below %q; %d do, and this write adds %d",
-				q.Limit, key[0], whose, x.name(a), used, n)
+				q.Limit, key[0], whose, x.name(a), used, n).as(KindQuotaExceeded)
+			e.Meta = map[string]string{"scope": x.name(a), "resource_type": key[0], "limit": fmt.Sprint(q.Limit), "used": fmt.Sprint(used)}
+			if key[1] != "" {
+				e.Meta["subject"] = key[1]
+			}
+			return scopes, e
 		}
 	}
 	return scopes, nil
@@ -210,7 +215,7 @@ func (e *Engine) DeleteQuota(ctx context.Context, by Author, q Quota) (Revision,
 			return err
 		}
 		if _, ok := x.quotaAt(scope, q.ResourceType, q.Subject); !ok {
-			return errorf(NotFound, "resource_type", q.ResourceType, "no such quota on %q (subject %q)", q.Scope, q.Subject)
+			return errorf(NotFound, "resource_type", q.ResourceType, "no such quota on %q (subject %q)", q.Scope, q.Subject).as(KindQuotaNotFound)
 		}
 		p.change(Change{Op: OpDeleteQuota, Quota: &Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}})
 		return nil

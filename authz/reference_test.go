@@ -36,10 +36,11 @@ type reference struct {
 	now     time.Time
 	parent  map[string]string   // resource -> its parent; root is absent
 	parents map[string][]string // declared permission -> its parents
+	paths   map[string][]string // resource -> path, as path computes it once
 }
 
 func newReference(s authz.Snapshot, now time.Time) *reference {
-	r := &reference{s: s, now: now, parent: map[string]string{}, parents: map[string][]string{}}
+	r := &reference{s: s, now: now, parent: map[string]string{}, parents: map[string][]string{}, paths: map[string][]string{}}
 	for _, res := range s.Resources {
 		p := res.Parent
 		if p == "" {
@@ -161,11 +162,15 @@ func (r *reference) registered(resource string) bool {
 
 // path is resource, its parent, its parent's parent, ..., root.
 func (r *reference) path(resource string) []string {
+	if out, ok := r.paths[resource]; ok {
+		return out
+	}
 	out := []string{resource}
 	for at := resource; at != authz.RootName; {
 		at = r.parent[at]
 		out = append(out, at)
 	}
+	r.paths[resource] = out
 	return out
 }
 

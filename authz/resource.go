@@ -21,6 +21,9 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 	if r.Parent == "" {
 		r.Parent = RootName
 	}
+	if err := checkStart("start_time", r.StartsAt); err != nil {
+		return 0, err
+	}
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
 		if r.Name == RootName {
@@ -46,7 +49,12 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 		}
 		if d := x.depth(parent) + 1; d > MaxDepth {
 			return errorf(FailedPrecondition, "parent", r.Parent,
-				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth)
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
+		}
+		if by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
+			if err := p.mayStage(typ, parent, r.Name); err != nil {
+				return err
+			}
 		}
 		r.Creator = by.Actor
 		add := placement{}
@@ -69,7 +77,7 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 			if def == nil || !def.bindableOn(typ) {
 				return errorf(FailedPrecondition, "name", r.Name,
 					"the creator role %q of %s resources cannot be granted on it: it is not defined at %q or above, or not bindable on %s",
-					role, typ, r.Parent, typ)
+					role, typ, r.Parent, typ).as(KindCreatorRole)
 			}
 			p.change(Change{Op: OpPutGrant, Grant: &Grant{Subject: by.Actor, Role: role, Resource: r.Name}})
 		}
@@ -97,15 +105,15 @@ func (p *plan) move(id, parent uint32) error {
 	p.guard(keyTree, resourceKey(x.name(old)))
 	if x.under(parent, id) {
 		return errorf(FailedPrecondition, "parent", x.name(parent),
-			"moving %q under %q would form a cycle: the parent is the resource itself or below it", name, x.name(parent))
+			"moving %q under %q would form a cycle: the parent is the resource itself or below it", name, x.name(parent)).as(KindCycle)
 	}
 	if d := x.depth(parent) + 1 + x.height(id); d > MaxDepth {
 		return errorf(FailedPrecondition, "parent", x.name(parent),
-			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth)
+			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth).as(KindMaxDepth)
 	}
 	if orphan := p.orphanedByMove(id, parent); orphan != "" {
 		return errorf(FailedPrecondition, "parent", x.name(parent),
-			"moving %q under %q would leave %s with no definition of its role; revoke it first", name, x.name(parent), orphan)
+			"moving %q under %q would leave %s with no definition of its role; revoke it first", name, x.name(parent), orphan).as(KindRoleInUse)
 	}
 	if err := p.quotasForMove(id, parent); err != nil {
 		return err
@@ -211,7 +219,7 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			return err
 		}
 		if n := x.nodes[id].children; n > 0 {
-			return errorf(FailedPrecondition, "name", name, "resource has %d children; delete or move them first", n)
+			return errorf(FailedPrecondition, "name", name, "resource has %d children; delete or move them first", n).as(KindHasChildren)
 		}
 		for _, g := range x.byResource.get(id) {
 			p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name}})

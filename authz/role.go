@@ -12,9 +12,11 @@ import (
 //
 // An actor needs usher.roles.write at the scope, and a definition is a grant
 // to every holder of that name below the scope: its permissions must be the
-// actor's own there, every role it lists in assignable_roles one the actor
-// may grant there ("*" only for an actor that holds "*" itself), and what it
-// changes for the holders is judged by the delegation invariant.
+// actor's own there, every role it lists in assignable_roles one of the
+// actor's own assignable roles there ("*" only for an actor that holds "*"
+// itself), and what it changes for the holders is judged by the delegation
+// invariant. Defining a role grants no one, so it needs no
+// usher.grants.write: a holder of the role does, to use it.
 func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, error) {
 	asked := r // errors index the request's lists, not the sorted ones
 	r = normalizeRole(r)
@@ -30,7 +32,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			return err
 		}
 		if i := x.cat.undeclared(asked.Permissions, true); i >= 0 {
-			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog")
+			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if id := x.roleID(r.Name); id != noName {
 			if old := x.roleDefs[roleKey(scope, id)]; old != nil && sameRole(old.Role, r) {
@@ -96,7 +98,7 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 		} else if x.roleID(name) == noName || x.resolveAt(scope, x.roleID(name)) == nil {
 			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
 		} else {
-			ok = p.mayGrant(name, scope, "grant") == nil
+			ok = p.mayAssign(name, scope, "grant") == nil
 		}
 		if !ok {
 			e := errorf(PermissionDenied, fmt.Sprintf("role.assignable_roles[%d]", i), name,
@@ -126,7 +128,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		}
 		role := x.roleID(name)
 		if role == noName || x.roleDefs[roleKey(id, role)] == nil {
-			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope)
+			return errorf(NotFound, "name", name, "no role of that name is defined at %q", scope).as(KindRoleNotFound)
 		}
 		if by.Actor != "" {
 			if err := p.notHeld(id, name, "delete"); err != nil {
@@ -136,7 +138,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		if orphans, example := x.orphanedByDeletion(id, role); orphans > 0 {
 			return errorf(FailedPrecondition, "name", name,
 				"role at %q is still held by %d grants that no other definition would cover (e.g. %s); revoke them first",
-				scope, orphans, example)
+				scope, orphans, example).as(KindRoleInUse)
 		}
 		p.guard(holdersKey(name))
 		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})

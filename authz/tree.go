@@ -181,23 +181,9 @@ func (x *Index) deleteResource(name string) {
 }
 
 // refType returns a resource type's id, counting one more resource of it.
-func (x *Index) refType(typ string) uint32 {
-	id, added := x.types.intern(typ)
-	if added {
-		for int(id) >= len(x.typeRefs) {
-			x.typeRefs = append(x.typeRefs, 0)
-		}
-		x.typeRefs[id] = 0
-	}
-	x.typeRefs[id]++
-	return id
-}
+func (x *Index) refType(typ string) uint32 { return ref(x.types, &x.typeRefs, typ) }
 
-func (x *Index) unrefType(id uint32) {
-	if x.typeRefs[id]--; x.typeRefs[id] == 0 {
-		x.types.release(id)
-	}
-}
+func (x *Index) unrefType(id uint32) { unref(x.types, x.typeRefs, id) }
 
 // under reports whether n is anc or one of its descendants.
 func (x *Index) under(n, anc uint32) bool {
@@ -259,7 +245,7 @@ func searchUint32(list []uint32, v uint32) int {
 func (x *Index) registered(field, name string) (uint32, error) {
 	id := x.lookupNode(name)
 	if id == noNode {
-		return noNode, errorf(NotFound, field, name, "resource is not registered")
+		return noNode, errorf(NotFound, field, name, "resource is not registered").as(KindResourceNotFound)
 	}
 	return id, nil
 }

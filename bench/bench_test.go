@@ -104,12 +104,12 @@ func TestImportedPlatformAnswersTheQueries(t *testing.T) {
 func TestClosedLoopRunsForItsDurationAndMeasuresEveryCall(t *testing.T) {
 	fail := errors.New("refused")
 	start := time.Now()
-	s := bench.ClosedLoop(context.Background(), "sleep", 4, 200*time.Millisecond, func(ctx context.Context, w, seq int) error {
+	s := bench.ClosedLoop(context.Background(), "sleep", 4, 200*time.Millisecond, func(ctx context.Context, w, seq int) (string, error) {
 		time.Sleep(time.Millisecond)
 		if seq == 0 {
-			return fail
+			return "first", fail
 		}
-		return nil
+		return "", nil
 	})
 	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
 		t.Errorf("ran %s for a 200ms run", took)
@@ -117,7 +117,46 @@ func TestClosedLoopRunsForItsDurationAndMeasuresEveryCall(t *testing.T) {
 	if s.Calls < 40 || s.Errors != 4 || !errors.Is(s.FirstError, fail) {
 		t.Errorf("calls %d, errors %d (%v); want dozens of calls and one error per worker", s.Calls, s.Errors, s.FirstError)
 	}
+	if !reflect.DeepEqual(s.Outcomes, map[string]int{"first": 4}) {
+		t.Errorf("outcomes %v, want the first call of each of the 4 workers", s.Outcomes)
+	}
 	if p50, p99 := s.Percentile(0.5), s.Percentile(0.99); p50 < time.Millisecond || p99 < p50 {
 		t.Errorf("p50 %s, p99 %s", p50, p99)
+	}
+}
+
+// Joins draws distinct pairs that the default policy's admission rule for
+// calls lets in: the join permission, and read-call to pass the lobby.
+func TestJoinsAreDistinctAndAdmitted(t *testing.T) {
+	p := generate(t, small())
+	idx, err := authz.NewIndex(p.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joins, err := bench.Joins(p, idx, 300, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(joins) != 300 {
+		t.Fatalf("%d joins, want 300", len(joins))
+	}
+	seen := map[bench.Join]bool{}
+	for _, j := range joins {
+		if seen[j] {
+			t.Errorf("%+v drawn twice: its sessions would replace each other", j)
+		}
+		seen[j] = true
+		for _, perm := range []string{"join-call", "read-call"} {
+			if d, _, err := idx.Check(authz.Query{Subject: j.Subject, Permission: perm, Resource: j.Call}); err != nil || !d.Allowed {
+				t.Errorf("%+v: %s %+v, %v; want allowed", j, perm, d, err)
+			}
+		}
+	}
+	if _, err := bench.Joins(p, idx, 1_000_000, 1); err == nil {
+		t.Error("a million joins drawn from 2,000 grants; want a refusal")
+	}
+	p.Snapshot.Admissions = nil
+	if _, err := bench.Joins(p, idx, 10, 1); err == nil || !strings.Contains(err.Error(), "no admission rule") {
+		t.Errorf("Joins without an admission rule: %v", err)
 	}
 }

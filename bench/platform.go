@@ -57,6 +57,9 @@ func Generate(s Shape, base authz.Policy) Platform {
 	snap.Permissions = base.Permissions
 	snap.Roles = append(snap.Roles, base.Roles...)
 	snap.CreatorRoles = base.CreatorRoles
+	// The policy's admission rules, so that Join on a populated server
+	// admits as the policy says.
+	snap.Admissions = base.Admissions
 	add := func(level Level, name, parent string) {
 		snap.Resources = append(snap.Resources, authz.Resource{Name: name, Parent: parent})
 		p.Levels[level] = append(p.Levels[level], name)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strings"
 
@@ -67,4 +68,66 @@ func allowedAt(idx *authz.Index, subject, resource string, want func(authz.Decis
 		}
 	}
 	return authz.Query{}, false
+}
+
+// Join is one (subject, call) pair of the join load, with the outcome the
+// platform's admission rule for calls gives it.
+type Join struct {
+	Subject, Call string
+}
+
+// Joins draws n distinct (subject, call) pairs that the platform admits: the
+// subject holds the rule's join permission on the call, by a grant on it or
+// inherited, no block covers it, and it passes the lobby by holding the
+// lobby's bypass or admit permission. The calls have no start time, no
+// capacity and no exclusive role, so nothing else can keep the subject out.
+// Joining again as the same subject in the same call replaces the session,
+// so a load that replays the pairs keeps at most n sessions live. It fails
+// when the platform has no admission rule for calls.
+func Joins(p Platform, idx *authz.Index, n int, seed uint64) ([]Join, error) {
+	var rule *authz.Admission
+	for i, a := range p.Snapshot.Admissions {
+		if a.ResourceType == "call" {
+			rule = &p.Snapshot.Admissions[i]
+		}
+	}
+	if rule == nil {
+		return nil, fmt.Errorf("the platform has no admission rule for calls")
+	}
+	holds := func(subject, perm, call string) bool {
+		if perm == "" {
+			return false
+		}
+		d, _, err := idx.Check(authz.Query{Subject: subject, Permission: perm, Resource: call})
+		return err == nil && d.Allowed
+	}
+	rng := rand.New(rand.NewPCG(seed, seed+2))
+	grants := p.Snapshot.Grants
+	seen := map[Join]bool{}
+	var out []Join
+	// Draws stop when 100,000 in a row found nothing new: the platform
+	// holds fewer pairs than asked.
+	for misses := 0; len(out) < n && misses < 100_000; misses++ {
+		g := grants[rng.IntN(len(grants))]
+		call := g.Resource
+		if below := p.CallsBelow[g.Resource]; len(below) > 0 {
+			call = below[rng.IntN(len(below))]
+		} else if !strings.HasPrefix(call, "call:") {
+			continue
+		}
+		j := Join{Subject: g.Subject, Call: call}
+		if seen[j] || !holds(j.Subject, rule.Join, call) {
+			continue
+		}
+		if l := rule.Lobby; l != nil && !holds(j.Subject, l.Bypass, call) && !holds(j.Subject, l.Admit, call) {
+			continue
+		}
+		seen[j] = true
+		out = append(out, j)
+		misses = -1
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("found %d admitted (subject, call) pairs, want %d: the platform is too small", len(out), n)
+	}
+	return out, nil
 }

@@ -1,23 +1,90 @@
 #!/usr/bin/env bash
-# A short load run on loopback: populate a platform of a million grants,
-# start usher on it, load Check against the health check, Check while grants
-# stream in, and durable Grants; then stop the server. make bench runs it.
+# A load run on loopback: populate a platform (a million grants by default),
+# start usher on it with a LiveKit key so that admitted joins carry a token,
+# start the floor (a bare gRPC server serving only the health check), and
+# load each against the other, interleaved in short rounds: Check at 8 and 32
+# calls in flight, ListPermissions, CheckBatch, Join at 32, Check while
+# grants stream in, then durable Grants. Everything started here is stopped
+# on the way out, failed or not. make bench runs it.
+#
+#   BENCH_DURATION  each phase's measured time (default 5s)
+#   BENCH_SHAPE     platform flags for populate and the loads, e.g.
+#                   "--accounts 10 --workspaces 10 --calltypes 1 --calls 100 --users 100000 --grants 200000"
+#   BENCH_WRITES    grants a second during the last Check phase (default 1000)
+#   BENCH_JSON      a directory to write each load's figures into, as JSON
+#   BENCH_PORT      usher's port (default 7171); the floor takes the next one
 set -euo pipefail
 usher=${USHER:-bin/usher}
 dir=$(mktemp -d)
-addr=127.0.0.1:${BENCH_PORT:-7171}
+port=${BENCH_PORT:-7171}
+addr=127.0.0.1:$port
+floor_addr=127.0.0.1:$((port + 1))
 duration=${BENCH_DURATION:-5s}
-trap 'kill "${pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+writes=${BENCH_WRITES:-1000}
+read -r -a shape <<<"${BENCH_SHAPE:-}"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-"$usher" bench populate --data "$dir/usher.db"
+# client runs a load client in the background and waits for it, so that a
+# signal stops the run at once rather than after the client's phase ends.
+client() {
+  "$@" &
+  local p=$!
+  pids+=("$p")
+  wait "$p"
+}
+
+# await waits until a process started in the background prints $2 into $3.
+await() {
+  until grep -qs "$2" "$3"; do
+    kill -0 "$1" 2>/dev/null || { cat "$3"; echo "bench/run.sh: $1 exited before it said '$2'" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+"$usher" bench populate --data "$dir/usher.db" "${shape[@]}"
 start=$(date +%s%N)
-"$usher" serve --addr "$addr" --data "$dir/usher.db" >"$dir/serve.out" 2>&1 &
+# The LiveKit secret goes through the environment, never a flag in ps.
+USHER_LIVEKIT_API_KEY=bench USHER_LIVEKIT_API_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n') \
+  "$usher" serve --addr "$addr" --data "$dir/usher.db" >"$dir/serve.out" 2>&1 &
 pid=$!
-until grep -q 'serving gRPC' "$dir/serve.out"; do
-  kill -0 "$pid" 2>/dev/null || { cat "$dir/serve.out"; exit 1; }
-  sleep 0.05
-done
-echo "start-up: $(( ($(date +%s%N) - start) / 1000000 )) ms to serving; resident memory: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$pid/status)"
-"$usher" bench check --addr "$addr" --duration "$duration"
-"$usher" bench check --addr "$addr" --duration "$duration" --writes 100
-"$usher" bench grant --addr "$addr" --duration "$duration"
+pids+=("$pid")
+await "$pid" 'serving gRPC' "$dir/serve.out"
+echo "start-up: $(( ($(date +%s%N) - start) / 1000000 )) ms to serving; resident memory: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+"$usher" bench floor --addr "$floor_addr" >"$dir/floor.out" 2>&1 &
+floor_pid=$!
+pids+=("$floor_pid")
+await "$floor_pid" 'serving grpc.health.v1' "$dir/floor.out"
+
+common=(--addr "$addr" --server-pid "$pid" --floor "$floor_addr" --floor-pid "$floor_pid" --duration "$duration" "${shape[@]}")
+status=0
+# load runs one load command, and goes on to the next when it fails (a load
+# that errs or a write rate not delivered), so that the run reports them all.
+load() {
+  local name=$1
+  shift
+  echo
+  echo "== $name: usher bench $*"
+  json=()
+  if [[ -n ${BENCH_JSON:-} ]]; then
+    mkdir -p "$BENCH_JSON"
+    json=(--json "$BENCH_JSON/$name.json")
+  fi
+  client "$usher" bench "$@" "${common[@]}" "${json[@]}" || { status=1; echo "bench/run.sh: usher bench $name failed" >&2; }
+}
+load check check --concurrency 8,32
+load listpermissions listpermissions --concurrency 32
+load checkbatch checkbatch --concurrency 32
+load join join --concurrency 32
+load check-writes check --concurrency 32 --writes "$writes"
+echo
+echo "== usher bench grant"
+client "$usher" bench grant --addr "$addr" --duration "$duration" || status=1
+exit $status

@@ -2,12 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/livekit/protocol/auth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/usher-authz/usher/admission"
@@ -186,8 +186,9 @@ func (s *admissionServer) ListLobby(ctx context.Context, req *usherv1.ListLobbyR
 // for an end user who may.
 func ownAuthority(ctx context.Context, actor string) error {
 	if c, ok := ctx.Value(callerKey{}).(Caller); ok && c.Kind == KindCheck && actor == "" {
-		return status.Errorf(codes.PermissionDenied,
-			"caller %q is a %s caller: it may admit, deny, schedule or take a call live only for an actor, who must hold the permission", c.Name, c.Kind)
+		return refuse(codes.PermissionDenied,
+			fmt.Sprintf("caller %q is a %s caller: it may admit, deny, schedule or take a call live only for an actor, who must hold the permission", c.Name, c.Kind),
+			details{reason: reasonCallerKind, meta: map[string]string{"caller": c.Name, "kind": string(c.Kind)}})
 	}
 	return nil
 }
@@ -285,7 +286,8 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		case <-ctx.Done():
 			return nil
 		case <-s.stop:
-			return status.Error(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received")
+			return refuse(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received",
+				details{reason: string(authz.KindShuttingDown)})
 		case ev, ok := <-w.C:
 			if !ok {
 				if err := w.Err(); err != nil {

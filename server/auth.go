@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -15,7 +16,6 @@ import (
 	"google.golang.org/grpc/peer"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
-	"google.golang.org/grpc/status"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
@@ -72,10 +72,11 @@ func (a authenticator) authenticate(ctx context.Context) (context.Context, error
 		return nil, err
 	}
 	if !caller.Kind.mayCall(method) {
-		return nil, status.Errorf(codes.PermissionDenied,
-			"caller %q is a %s caller and may not call %s: %s callers may call only %s, %s and %s",
-			caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName,
-			usherv1.AdmissionService_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName)
+		return nil, refuse(codes.PermissionDenied,
+			fmt.Sprintf("caller %q is a %s caller and may not call %s: %s callers may call only %s, %s and %s",
+				caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName,
+				usherv1.AdmissionService_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName),
+			details{reason: reasonCallerKind, meta: map[string]string{"caller": caller.Name, "kind": string(caller.Kind), "method": method}})
 	}
 	return context.WithValue(ctx, callerKey{}, caller), nil
 }
@@ -89,21 +90,23 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 	if len(metadata.ValueFromIncomingContext(ctx, "authorization")) > 0 {
 		token, err := auth.AuthFromMD(ctx, "bearer")
 		if err != nil {
-			return Caller{}, status.Error(codes.Unauthenticated, `the authorization header must be "bearer <token>"`)
+			return Caller{}, refuse(codes.Unauthenticated, `the authorization header must be "bearer <token>"`,
+				details{reason: reasonMalformedAuthorization})
 		}
 		if c, ok := callers.ByToken(token); ok {
 			return c, nil
 		}
-		return Caller{}, status.Error(codes.Unauthenticated, "the bearer token matches no caller")
+		return Caller{}, refuse(codes.Unauthenticated, "the bearer token matches no caller", details{reason: reasonBadToken})
 	}
 	if cert := clientCertificate(ctx); cert != nil {
 		if c, ok := callers.ByCertificate(cert); ok {
 			return c, nil
 		}
-		return Caller{}, status.Errorf(codes.Unauthenticated, "the client certificate %q matches no caller", cert.Subject.String())
+		return Caller{}, refuse(codes.Unauthenticated, fmt.Sprintf("the client certificate %q matches no caller", cert.Subject.String()),
+			details{reason: reasonUnknownCertificate, meta: map[string]string{"certificate_subject": cert.Subject.String()}})
 	}
-	return Caller{}, status.Error(codes.Unauthenticated,
-		`no credentials: send "authorization: bearer <token>" metadata or a client certificate`)
+	return Caller{}, refuse(codes.Unauthenticated,
+		`no credentials: send "authorization: bearer <token>" metadata or a client certificate`, details{reason: reasonNoCredentials})
 }
 
 // clientCertificate is the client's certificate if the TLS handshake

@@ -253,16 +253,19 @@ func (w *authWorld) lastCaller() (string, authz.Revision) {
 func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 	w := newAuthWorld(t)
 	cases := []struct {
-		name string
-		cred credential
-		want string
+		name    string
+		cred    credential
+		want    string
+		details refusal
 	}{
-		{"a call without credentials is UNAUTHENTICATED", credential{}, "no credentials"},
-		{"an unknown bearer token is UNAUTHENTICATED", credential{token: newToken(t)}, "matches no caller"},
-		{"the stored hash is not a token", credential{token: hashOf(w.adminToken)}, "matches no caller"},
-		{"an authorization header without the bearer scheme is UNAUTHENTICATED", credential{header: "basic " + w.adminToken}, "bearer <token>"},
-		{"a client certificate of the CA that no caller names is UNAUTHENTICATED", credential{cert: &w.strangerCert}, `"CN=stranger,O=acme" matches no caller`},
-		{"a wrong token is refused even with a good certificate", credential{token: newToken(t), cert: &w.adminCert}, "matches no caller"},
+		{"a call without credentials is UNAUTHENTICATED", credential{}, "no credentials", refusal{reason: "NO_CREDENTIALS"}},
+		{"an unknown bearer token is UNAUTHENTICATED", credential{token: newToken(t)}, "matches no caller", refusal{reason: "BAD_TOKEN"}},
+		{"the stored hash is not a token", credential{token: hashOf(w.adminToken)}, "matches no caller", refusal{reason: "BAD_TOKEN"}},
+		{"an authorization header without the bearer scheme is UNAUTHENTICATED", credential{header: "basic " + w.adminToken}, "bearer <token>",
+			refusal{reason: "MALFORMED_AUTHORIZATION"}},
+		{"a client certificate of the CA that no caller names is UNAUTHENTICATED", credential{cert: &w.strangerCert}, `"CN=stranger,O=acme" matches no caller`,
+			refusal{reason: "UNKNOWN_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=stranger,O=acme"}}},
+		{"a wrong token is refused even with a good certificate", credential{token: newToken(t), cert: &w.adminCert}, "matches no caller", refusal{reason: "BAD_TOKEN"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -271,10 +274,11 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 			if !strings.Contains(st.Message(), c.want) {
 				t.Errorf("message %q does not say %q", st.Message(), c.want)
 			}
-			wantCode(t, envoyCall(t, conn), codes.Unauthenticated)
+			wantDetails(t, st, c.details)
+			wantDetails(t, wantCode(t, envoyCall(t, conn), codes.Unauthenticated), c.details)
 			rev, _ := w.store.Revision(context.Background())
 			_, err := grantCall(t, conn, "user:dana")
-			wantCode(t, err, codes.Unauthenticated)
+			wantDetails(t, wantCode(t, err, codes.Unauthenticated), c.details)
 			if now, _ := w.store.Revision(context.Background()); now != rev {
 				t.Errorf("an unauthenticated Grant moved the revision from %d to %d", rev, now)
 			}
@@ -318,6 +322,8 @@ func TestCheckCallersMayOnlyCallTheChecksOfUsherAndEnvoy(t *testing.T) {
 					t.Errorf("message %q does not name %s", st.Message(), want)
 				}
 			}
+			wantDetails(t, st, refusal{reason: "CALLER_KIND",
+				meta: map[string]string{"caller": c.caller, "kind": "check", "method": "/usher.v1.AdminService/Grant"}})
 			if now, _ := w.store.Revision(context.Background()); now != rev {
 				t.Errorf("a refused Grant moved the revision from %d to %d", rev, now)
 			}

@@ -28,14 +28,21 @@ func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRev
 }
 
 func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckRequest) (*usherv1.CheckResponse, error) {
-	if err := checkQuery(req.GetSubject(), req.GetPermission(), req.GetResource()); err != nil {
-		return nil, toStatus(err)
-	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
-		return nil, err
-	}
 	q := authz.Query{Subject: req.GetSubject(), Permission: req.GetPermission(), Resource: req.GetResource()}
+	if !cheapToAsk(q) || req.GetMinRevision() != 0 {
+		if err := checkQuery(q.Subject, q.Permission, q.Resource); err != nil {
+			return nil, toStatus(err)
+		}
+		if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+			return nil, err
+		}
+	}
 	d, rev, err := s.engine.Index().Check(q)
+	if !byKnownNames(d, err) {
+		if err := checkQuery(q.Subject, q.Permission, q.Resource); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -44,6 +51,22 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 		s.decisionLog.check(ctx, "Check", q, d, nil, rev)
 	}
 	return &usherv1.CheckResponse{Decision: toDecision(d), Revision: uint64(rev)}, nil
+}
+
+// A check is asked of the index before its names are checked for shape,
+// which costs more than the answer: only a name the index does not know can
+// be malformed, so the shape is checked when the answer is a denial for want
+// of a grant or a resource, or an error. cheapToAsk keeps names so long
+// that hashing them would cost more than refusing them out of that path.
+func cheapToAsk(q authz.Query) bool {
+	return len(q.Subject)+len(q.Permission)+len(q.Resource) <= 1024
+}
+
+// byKnownNames reports whether an answer could only come from names the
+// index holds: a grant or a block of a registered subject on a registered
+// resource, for a declared permission.
+func byKnownNames(d authz.Decision, err error) bool {
+	return err == nil && (d.Reason == authz.ReasonGranted || d.Reason == authz.ReasonBlocked)
 }
 
 // checkQuery checks the shape of one check's names.
@@ -63,18 +86,16 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	// A check that is not well formed gets its own error; it is asked of
 	// the index with a permission no catalog declares, so that the batch
 	// keeps its positions and the others are answered at one revision.
-	qs := make([]authz.Query, len(req.GetChecks()))
-	shape := make([]error, len(req.GetChecks()))
-	for i, c := range req.GetChecks() {
-		if err := checkQuery(c.GetSubject(), c.GetPermission(), c.GetResource()); err != nil {
-			var e *authz.Error
-			if errors.As(err, &e) {
-				err = e.WithField(fmt.Sprintf("checks[%d].", i))
-			}
-			shape[i] = err
+	checks := req.GetChecks()
+	qs := make([]authz.Query, len(checks))
+	shape := make([]error, len(checks))
+	for i, c := range checks {
+		q := authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
+		if !cheapToAsk(q) {
+			shape[i] = shapeError(i, q)
 			continue
 		}
-		qs[i] = authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
+		qs[i] = q
 	}
 	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
 		return nil, err
@@ -86,8 +107,13 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		if err == nil && errs != nil {
 			err = errs[i]
 		}
+		if err == nil && !byKnownNames(d, nil) || err != nil && shape[i] == nil {
+			if e := shapeError(i, qs[i]); e != nil {
+				err = e
+			}
+		}
 		if s.decisionLog != nil {
-			c := req.GetChecks()[i]
+			c := checks[i]
 			s.decisionLog.check(ctx, "CheckBatch", authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}, d, err, rev)
 		}
 		if err != nil {
@@ -100,6 +126,17 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		out.Decisions[i] = toDecision(d)
 	}
 	return out, nil
+}
+
+// shapeError is the error of the i-th check of a batch whose names are not
+// well formed, or nil.
+func shapeError(i int, q authz.Query) error {
+	err := checkQuery(q.Subject, q.Permission, q.Resource)
+	var e *authz.Error
+	if errors.As(err, &e) {
+		return e.WithField(fmt.Sprintf("checks[%d].", i))
+	}
+	return err
 }
 
 func (s *authorizationServer) ListPermissions(ctx context.Context, req *usherv1.ListPermissionsRequest) (*usherv1.ListPermissionsResponse, error) {

@@ -1,14 +1,15 @@
 package server
 
 import (
+	"fmt"
 	"io"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/storage"
 )
 
 // backupChunkSize is the most file bytes one BackupResponse carries: well
@@ -16,12 +17,11 @@ import (
 // messages.
 const backupChunkSize = 256 << 10
 
-// BackupSource is what AdminService.Backup copies; storage.Store is one.
+// BackupSource is what AdminService.Backup copies; bolt.Store is one.
 type BackupSource interface {
-	// Backup writes a consistent copy of the data to w and returns the
-	// revision it holds, calling begin first with that revision and the
-	// copy's size in bytes.
-	Backup(w io.Writer, begin func(rev authz.Revision, size int64) error) (authz.Revision, error)
+	// Backup writes a consistent copy of the data to w and returns its
+	// manifest, calling begin with the manifest before the first byte.
+	Backup(w io.Writer, begin func(storage.Manifest) error) (storage.Manifest, error)
 }
 
 // WithBackup lets AdminService.Backup stream copies of src; without it,
@@ -47,17 +47,18 @@ func backupSource(opts []grpc.ServerOption) BackupSource {
 	return nil
 }
 
-// Backup streams the copy: a first message with its revision and size, then
-// its bytes. A client that goes away ends the copy, and with it the read
-// transaction that holds up commits needing the file to grow.
+// Backup streams the copy: a first message with its manifest, then its
+// bytes. A client that goes away ends the copy, and with it the copy's
+// claim on the server's disk.
 func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreamingServer[usherv1.BackupResponse]) error {
 	src := s.backup
 	if src == nil {
-		return status.Error(codes.Unimplemented, "this server has no data file to back up")
+		return refuse(codes.Unimplemented, "this server has no data file to back up", details{reason: reasonNoDataFile})
 	}
 	w := &chunkWriter{stream: stream}
-	_, err := src.Backup(w, func(rev authz.Revision, size int64) error {
-		if err := stream.Send(&usherv1.BackupResponse{Revision: uint64(rev), Size: size}); err != nil {
+	_, err := src.Backup(w, func(m storage.Manifest) error {
+		head := &usherv1.BackupResponse{Revision: uint64(m.Revision), Size: m.Size, Format: m.Format, Sha256: m.SHA256[:]}
+		if err := stream.Send(head); err != nil {
 			w.sendErr = err
 			return err
 		}
@@ -75,7 +76,7 @@ func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreami
 	case stream.Context().Err() != nil:
 		return status.FromContextError(stream.Context().Err()).Err()
 	default:
-		return status.Errorf(codes.Internal, "backup: %v", err)
+		return refuse(codes.Internal, fmt.Sprintf("backup: %v", err), details{reason: reasonInternal})
 	}
 }
 

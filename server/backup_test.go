@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,6 +23,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
+	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
@@ -27,7 +31,7 @@ import (
 // option naming it is made.
 type storeSource struct{ store atomic.Pointer[bolt.Store] }
 
-func (s *storeSource) Backup(w io.Writer, begin func(authz.Revision, int64) error) (authz.Revision, error) {
+func (s *storeSource) Backup(w io.Writer, begin func(storage.Manifest) error) (storage.Manifest, error) {
 	return s.store.Load().Backup(w, begin)
 }
 
@@ -65,8 +69,8 @@ func receiveBackup(t *testing.T, conn *grpc.ClientConn, path string) (*usherv1.B
 	if err != nil {
 		t.Fatalf("Backup: %v", err)
 	}
-	if head.GetRevision() == 0 || head.GetSize() == 0 || len(head.GetChunk()) != 0 {
-		t.Fatalf("first message %v, want the revision and size and no bytes", head)
+	if head.GetRevision() == 0 || head.GetSize() == 0 || head.GetFormat() != 2 || len(head.GetSha256()) != sha256.Size || len(head.GetChunk()) != 0 {
+		t.Fatalf("first message %v, want the manifest (revision, size, format 2, SHA-256) and no bytes", head)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -74,6 +78,7 @@ func receiveBackup(t *testing.T, conn *grpc.ClientConn, path string) (*usherv1.B
 	}
 	defer f.Close()
 	messages := 1
+	digest := sha256.New()
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -83,13 +88,18 @@ func receiveBackup(t *testing.T, conn *grpc.ClientConn, path string) (*usherv1.B
 			t.Fatalf("Backup after %d messages: %v", messages, err)
 		}
 		messages++
-		if msg.GetRevision() != 0 || msg.GetSize() != 0 || len(msg.GetChunk()) == 0 || len(msg.GetChunk()) > 256<<10 {
-			t.Fatalf("message %d: revision %d, size %d, %d bytes; want only 1 to 256 KiB of bytes", messages, msg.GetRevision(), msg.GetSize(), len(msg.GetChunk()))
+		if msg.GetRevision() != 0 || msg.GetSize() != 0 || msg.GetFormat() != 0 || msg.GetSha256() != nil || len(msg.GetChunk()) == 0 || len(msg.GetChunk()) > 256<<10 {
+			t.Fatalf("message %d: revision %d, size %d, format %d, SHA-256 %x, %d bytes; want only 1 to 256 KiB of bytes",
+				messages, msg.GetRevision(), msg.GetSize(), msg.GetFormat(), msg.GetSha256(), len(msg.GetChunk()))
 		}
 		f.Write(msg.GetChunk())
+		digest.Write(msg.GetChunk())
 	}
 	if info, _ := f.Stat(); info.Size() != head.GetSize() {
 		t.Fatalf("received %d bytes, announced %d", info.Size(), head.GetSize())
+	}
+	if got := digest.Sum(nil); !bytes.Equal(got, head.GetSha256()) {
+		t.Fatalf("received bytes of SHA-256 %x, announced %x", got, head.GetSha256())
 	}
 	return head, messages
 }
@@ -207,5 +217,117 @@ func TestOnlyAdminCallersMayBackUp(t *testing.T) {
 	wantCode(t, backup(check), codes.PermissionDenied)
 	if err := backup(admin); err != nil {
 		t.Fatalf("Backup by an admin caller: %v", err)
+	}
+}
+
+// slowConn lets its reader have about rate bytes a second, as a client on a
+// slow link, or one that reads slowly, would.
+type slowConn struct {
+	net.Conn
+	rate int
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	const step = 64
+	time.Sleep(time.Second * step / time.Duration(c.rate))
+	return c.Conn.Read(p[:min(len(p), step)])
+}
+
+// A backup read at 1 KiB/s takes hours; every write meanwhile, including
+// those that make bbolt grow (and so remap) the file, is acknowledged within
+// a second, as without a backup.
+func TestASlowBackupReaderDoesNotHoldUpWrites(t *testing.T) {
+	conn, store := serveBackups(t)
+	admin := usherv1.NewAdminServiceClient(conn)
+	// The usual latency, on this machine as loaded as it is now: a grant
+	// during the backup may take a second, or five times the slowest of
+	// these if that is more.
+	var usual time.Duration
+	for i := range 10 {
+		began := time.Now()
+		if _, err := admin.Grant(callCtx(t), &usherv1.GrantRequest{Subject: fmt.Sprintf("user:before-%d", i), Role: "host", Resource: "root"}); err != nil {
+			t.Fatal(err)
+		}
+		usual = max(usual, time.Since(began))
+	}
+	grantBound := max(time.Second, 5*usual)
+	slow, err := grpc.NewClient(conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return &slowConn{Conn: c, rate: 1024}, err
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	backupCtx, stop := context.WithCancel(t.Context())
+	defer stop()
+	stream, err := usherv1.NewAdminServiceClient(slow).Backup(backupCtx, &usherv1.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reading := time.Now()
+	head, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(store.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := info.Size()
+
+	// Grants one at a time through the API, and between them bulk commits
+	// that grow the file: bbolt maps a power of two at least the file's
+	// size, so a file grown past twice its size has been remapped at least
+	// once. A bulk commit takes longer than a grant on a loaded machine, but
+	// one held up by the backup would wait until its end, hours away.
+	const bulkBound = 5 * time.Second
+	var slowestGrant, slowestBulk time.Duration
+	grants := 0
+	for i := 0; info.Size() <= 2*start; i++ {
+		if i == 200 {
+			t.Fatalf("the file grew only from %d to %d bytes in 200 bulk commits", start, info.Size())
+		}
+		began := time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), grantBound)
+		_, err := admin.Grant(ctx, &usherv1.GrantRequest{Subject: fmt.Sprintf("user:w%d", i), Role: "host", Resource: "root"})
+		cancel()
+		if err != nil {
+			t.Fatalf("Grant %d while a backup is read at 1 KiB/s: %v (after %s)", i, err, time.Since(began))
+		}
+		slowestGrant = max(slowestGrant, time.Since(began))
+		grants++
+
+		began = time.Now()
+		var bulk []authz.Change
+		for j := range 500 {
+			bulk = append(bulk, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:grow-%d-%d", i, j), Role: "user", Resource: "root"}})
+		}
+		committed := make(chan error, 1)
+		go func() {
+			_, err := store.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "test", Changes: bulk}}})
+			committed <- err
+		}()
+		select {
+		case err := <-committed:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(bulkBound):
+			stop() // lets the commit through, if the backup holds it up
+			t.Fatalf("a commit of 500 grants waited more than %s while a backup is read at 1 KiB/s", bulkBound)
+		}
+		slowestBulk = max(slowestBulk, time.Since(began))
+		if info, err = os.Stat(store.Path()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("while a %d-byte backup was read at 1 KiB/s, the file grew from %d to %d bytes; the slowest of %d grants took %s (%s before the backup), of as many commits of 500 grants %s",
+		head.GetSize(), start, info.Size(), grants, slowestGrant, usual, slowestBulk)
+	// At 1 KiB/s the stream has carried a sliver of the copy: the writes
+	// ran while it was read, not after.
+	if read := int64(time.Since(reading).Seconds() * 1024); read > head.GetSize()/2 {
+		t.Fatalf("the writes took %s: long enough to read half the backup at 1 KiB/s", time.Since(reading))
 	}
 }

@@ -47,161 +47,162 @@ func exported(ctx context.Context, f *fixture) *usherv1.Policy {
 }
 
 type errorCase struct {
-	name  string
-	call  func(ctx context.Context, f *fixture) error
-	code  codes.Code
-	field string // the exact field the message must name
-	value string // the offending value, quoted after the field
+	name   string
+	call   func(ctx context.Context, f *fixture) error
+	code   codes.Code
+	reason string // the ErrorInfo's reason
+	field  string // the exact field the message must name
+	value  string // the offending value, quoted after the field
 }
 
 var errorCases = []errorCase{
 	// INVALID_ARGUMENT: malformed names.
-	{name: "a subject without a kind is malformed", code: codes.InvalidArgument, field: "subject", value: "alice",
+	{name: "a subject without a kind is malformed", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "subject", value: "alice",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "alice", Permission: "join-call", Resource: stream42})
 			return err
 		}},
-	{name: "a resource without an id is malformed", code: codes.InvalidArgument, field: "resource", value: "call:",
+	{name: "a resource without an id is malformed", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "call:",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "call:"})
 			return err
 		}},
-	{name: "a permission with capitals is malformed", code: codes.InvalidArgument, field: "permission", value: "Join-Call",
+	{name: "a permission with capitals is malformed", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "permission", value: "Join-Call",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "Join-Call", Resource: stream42})
 			return err
 		}},
-	{name: "a malformed subject in a batch gets its own error, named by its index", code: codes.InvalidArgument, field: "checks[1].subject", value: "user:",
+	{name: "a malformed subject in a batch gets its own error, named by its index", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "checks[1].subject", value: "user:",
 		call: func(ctx context.Context, f *fixture) error {
 			return batchItemError(f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
 				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
 				{Subject: "user:", Permission: "join-call", Resource: stream42},
 			}}))
 		}},
-	{name: "an empty batch is refused", code: codes.InvalidArgument, field: "checks", value: "0",
+	{name: "an empty batch is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "checks", value: "0",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{})
 			return err
 		}},
-	{name: "ListPermissions refuses a resource type with capitals", code: codes.InvalidArgument, field: "resource", value: "Call:x",
+	{name: "ListPermissions refuses a resource type with capitals", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "Call:x",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.ListPermissions(ctx, &usherv1.ListPermissionsRequest{Subject: "user:alice", Resource: "Call:x"})
 			return err
 		}},
-	{name: "Grant refuses a subject with an empty id", code: codes.InvalidArgument, field: "subject", value: "user:",
+	{name: "Grant refuses a subject with an empty id", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "subject", value: "user:",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:", Role: "host", Resource: stream42})
 			return err
 		}},
-	{name: "Grant refuses a role name with capitals", code: codes.InvalidArgument, field: "role", value: "Host",
+	{name: "Grant refuses a role name with capitals", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role", value: "Host",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "Host", Resource: stream42})
 			return err
 		}},
-	{name: "Grant refuses a resource type starting with a digit", code: codes.InvalidArgument, field: "resource", value: "9call:x",
+	{name: "Grant refuses a resource type starting with a digit", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "9call:x",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: "9call:x"})
 			return err
 		}},
-	{name: "Grant refuses an expiry in the past", code: codes.InvalidArgument, field: "expire_time", value: "2020-01-02T03:04:05Z",
+	{name: "Grant refuses an expiry in the past", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "expire_time", value: "2020-01-02T03:04:05Z",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42,
 				ExpireTime: timestamp(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))})
 			return err
 		}},
-	{name: "Revoke refuses a role name with a space", code: codes.InvalidArgument, field: "role", value: "call member",
+	{name: "Revoke refuses a role name with a space", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role", value: "call member",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "call member", Resource: stream42})
 			return err
 		}},
-	{name: "PutResource refuses to register root", code: codes.InvalidArgument, field: "name", value: "root",
+	{name: "PutResource refuses to register root", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "name", value: "root",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "root", Parent: acme})
 			return err
 		}},
-	{name: "PutResource refuses a parent without an id", code: codes.InvalidArgument, field: "parent", value: "account",
+	{name: "PutResource refuses a parent without an id", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "parent", value: "account",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "workspace:new", Parent: "account"})
 			return err
 		}},
-	{name: "DeleteResource refuses to delete root", code: codes.InvalidArgument, field: "name", value: "root",
+	{name: "DeleteResource refuses to delete root", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "name", value: "root",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: "root"})
 			return err
 		}},
-	{name: "PutRole refuses a malformed role name", code: codes.InvalidArgument, field: "role.name", value: "Producer",
+	{name: "PutRole refuses a malformed role name", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role.name", value: "Producer",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "Producer", Scope: acme, Permissions: []string{"join-call"}}})
 			return err
 		}},
-	{name: "PutRole refuses a malformed permission, named by its index", code: codes.InvalidArgument, field: "role.permissions[1]", value: "Send Video",
+	{name: "PutRole refuses a malformed permission, named by its index", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role.permissions[1]", value: "Send Video",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call", "Send Video"}}})
 			return err
 		}},
-	{name: "PutRole refuses a malformed assignable role", code: codes.InvalidArgument, field: "role.assignable_roles[0]", value: "Bad Role",
+	{name: "PutRole refuses a malformed assignable role", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role.assignable_roles[0]", value: "Bad Role",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call"}, AssignableRoles: []string{"Bad Role"}}})
 			return err
 		}},
-	{name: "PutRole refuses a malformed bindable type", code: codes.InvalidArgument, field: "role.bindable_on[0]", value: "Call",
+	{name: "PutRole refuses a malformed bindable type", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role.bindable_on[0]", value: "Call",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call"}, BindableOn: []string{"Call"}}})
 			return err
 		}},
-	{name: "DeleteRole refuses a malformed scope", code: codes.InvalidArgument, field: "scope", value: "acme",
+	{name: "DeleteRole refuses a malformed scope", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "scope", value: "acme",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "visitor", Scope: "acme"})
 			return err
 		}},
-	{name: "Unblock refuses a malformed subject", code: codes.InvalidArgument, field: "subject", value: "User:eve",
+	{name: "Unblock refuses a malformed subject", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "subject", value: "User:eve",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "User:eve", Resource: acme})
 			return err
 		}},
-	{name: "a write refuses a malformed actor", code: codes.InvalidArgument, field: "actor", value: "alice",
+	{name: "a write refuses a malformed actor", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "actor", value: "alice",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42, Actor: "alice"})
 			return err
 		}},
-	{name: "ListGrants needs a subject or a resource", code: codes.InvalidArgument, field: "subject", value: "",
+	{name: "ListGrants needs a subject or a resource", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "subject", value: "",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{})
 			return err
 		}},
-	{name: "ListGrants refuses a page size above 1000", code: codes.InvalidArgument, field: "page_size", value: "5000",
+	{name: "ListGrants refuses a page size above 1000", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "page_size", value: "5000",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageSize: 5000})
 			return err
 		}},
-	{name: "ListGrants refuses a page token it did not issue", code: codes.InvalidArgument, field: "page_token", value: "!!",
+	{name: "ListGrants refuses a page token it did not issue", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "page_token", value: "!!",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageToken: "!!"})
 			return err
 		}},
-	{name: "ListRoles refuses a malformed resource", code: codes.InvalidArgument, field: "resource", value: "call",
+	{name: "ListRoles refuses a malformed resource", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "call",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call"})
 			return err
 		}},
-	{name: "GetResource refuses a malformed name", code: codes.InvalidArgument, field: "name", value: "",
+	{name: "GetResource refuses a malformed name", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "name", value: "",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.GetResource(ctx, &usherv1.GetResourceRequest{})
 			return err
 		}},
 
 	// INVALID_ARGUMENT: undeclared permissions.
-	{name: "Check refuses an undeclared permission", code: codes.InvalidArgument, field: "permission", value: "teleport",
+	{name: "Check refuses an undeclared permission", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "permission", value: "teleport",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "teleport", Resource: stream42})
 			return err
 		}},
-	{name: "Check refuses an undeclared permission even on an unknown resource", code: codes.InvalidArgument, field: "permission", value: "teleport",
+	{name: "Check refuses an undeclared permission even on an unknown resource", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "permission", value: "teleport",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "teleport", Resource: "call:livestream:404"})
 			return err
 		}},
-	{name: "CheckBatch answers an undeclared permission with an error of its own, naming its index", code: codes.InvalidArgument, field: "checks[2].permission", value: "teleport",
+	{name: "CheckBatch answers an undeclared permission with an error of its own, naming its index", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "checks[2].permission", value: "teleport",
 		call: func(ctx context.Context, f *fixture) error {
 			return batchItemError(f.authz.CheckBatch(ctx, &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
 				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
@@ -209,66 +210,66 @@ var errorCases = []errorCase{
 				{Subject: "user:alice", Permission: "teleport", Resource: stream42},
 			}}))
 		}},
-	{name: "PutRole names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, field: "role.permissions[1]", value: "bogus",
+	{name: "PutRole names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "role.permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call", "bogus"}}})
 			return err
 		}},
-	{name: "Block names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, field: "permissions[1]", value: "bogus",
+	{name: "Block names an undeclared permission by its index in the request, not in sorted order", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: acme, Permissions: []string{"join-call", "bogus"}})
 			return err
 		}},
-	{name: "Block refuses an undeclared permission", code: codes.InvalidArgument, field: "permissions[0]", value: "teleport",
+	{name: "Block refuses an undeclared permission", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "permissions[0]", value: "teleport",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: acme, Permissions: []string{"teleport"}})
 			return err
 		}},
 
 	// INVALID_ARGUMENT: bad policies.
-	{name: "a policy naming an undeclared parent permission is refused", code: codes.InvalidArgument, field: "policy.permissions[0].parents[0]", value: "nope",
+	{name: "a policy naming an undeclared parent permission is refused", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "policy.permissions[0].parents[0]", value: "nope",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Permissions = append([]*usherv1.Permission{{Name: "record.download", Parents: []string{"nope"}}}, p.Permissions...)
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy whose permissions imply each other in a cycle is refused", code: codes.InvalidArgument, field: "policy.permissions", value: "a",
+	{name: "a policy whose permissions imply each other in a cycle is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions", value: "a",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Permissions = append(p.Permissions, &usherv1.Permission{Name: "a", Parents: []string{"b"}}, &usherv1.Permission{Name: "b", Parents: []string{"a"}})
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy declaring a permission twice is refused", code: codes.InvalidArgument, field: "policy.permissions[1].name", value: "a",
+	{name: "a policy declaring a permission twice is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[1].name", value: "a",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Permissions = append([]*usherv1.Permission{{Name: "a"}, {Name: "a"}}, p.Permissions...)
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy with a malformed permission name is refused", code: codes.InvalidArgument, field: "policy.permissions[0].name", value: "Record",
+	{name: "a policy with a malformed permission name is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "Record",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Permissions = append([]*usherv1.Permission{{Name: "Record"}}, p.Permissions...)
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy role naming an undeclared permission is refused, by its index in the policy", code: codes.InvalidArgument, field: "policy.roles[0].permissions[1]", value: "bogus",
+	{name: "a policy role naming an undeclared permission is refused, by its index in the policy", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "policy.roles[0].permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Roles = []*usherv1.Role{{Name: "new", Scope: acme, Permissions: []string{"join-call", "bogus"}}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy defining a role twice at one scope is refused", code: codes.InvalidArgument, field: "policy.roles[1].name", value: "new",
+	{name: "a policy defining a role twice at one scope is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.roles[1].name", value: "new",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Roles = []*usherv1.Role{{Name: "new", Scope: acme}, {Name: "new", Scope: acme}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy dropping a permission that a stored role names is refused", code: codes.InvalidArgument, field: "policy.permissions", value: "pin-for-everyone",
+	{name: "a policy dropping a permission that a stored role names is refused", code: codes.InvalidArgument, reason: "PERMISSION_IN_USE", field: "policy.permissions", value: "pin-for-everyone",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			for i, perm := range p.Permissions {
@@ -282,135 +283,135 @@ var errorCases = []errorCase{
 		}},
 
 	// NOT_FOUND: on a write, a resource not registered or a role not visible.
-	{name: "Grant on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+	{name: "Grant on an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: "call:livestream:404"})
 			return err
 		}},
-	{name: "Grant of a role defined at another call type", code: codes.NotFound, field: "role", value: "producer",
+	{name: "Grant of a role defined at another call type", code: codes.NotFound, reason: "ROLE_NOT_FOUND", field: "role", value: "producer",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "producer", Resource: meeting7})
 			return err
 		}},
-	{name: "Grant of a role defined below the resource", code: codes.NotFound, field: "role", value: "producer",
+	{name: "Grant of a role defined below the resource", code: codes.NotFound, reason: "ROLE_NOT_FOUND", field: "role", value: "producer",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "producer", Resource: sales})
 			return err
 		}},
-	{name: "Grant of a role defined nowhere", code: codes.NotFound, field: "role", value: "juggler",
+	{name: "Grant of a role defined nowhere", code: codes.NotFound, reason: "ROLE_NOT_FOUND", field: "role", value: "juggler",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "juggler", Resource: stream42})
 			return err
 		}},
-	{name: "PutResource under an unregistered parent", code: codes.NotFound, field: "parent", value: "account:nope",
+	{name: "PutResource under an unregistered parent", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "parent", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "workspace:nope-hq", Parent: "account:nope"})
 			return err
 		}},
-	{name: "PutRole at an unregistered scope", code: codes.NotFound, field: "role.scope", value: "account:nope",
+	{name: "PutRole at an unregistered scope", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "role.scope", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: "account:nope", Permissions: []string{"join-call"}}})
 			return err
 		}},
-	{name: "Revoke of a grant that does not exist", code: codes.NotFound, field: "role", value: "moderator",
+	{name: "Revoke of a grant that does not exist", code: codes.NotFound, reason: "GRANT_NOT_FOUND", field: "role", value: "moderator",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "moderator", Resource: stream42})
 			return err
 		}},
-	{name: "Revoke on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+	{name: "Revoke on an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:alice", Role: "host", Resource: "call:livestream:404"})
 			return err
 		}},
-	{name: "Block on an unregistered resource", code: codes.NotFound, field: "resource", value: "account:nope",
+	{name: "Block on an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "resource", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:alice", Resource: "account:nope"})
 			return err
 		}},
-	{name: "Unblock of a block that does not exist", code: codes.NotFound, field: "subject", value: "user:alice",
+	{name: "Unblock of a block that does not exist", code: codes.NotFound, reason: "BLOCK_NOT_FOUND", field: "subject", value: "user:alice",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "user:alice", Resource: acme})
 			return err
 		}},
-	{name: "DeleteRole of a role defined nowhere", code: codes.NotFound, field: "name", value: "juggler",
+	{name: "DeleteRole of a role defined nowhere", code: codes.NotFound, reason: "ROLE_NOT_FOUND", field: "name", value: "juggler",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "juggler", Scope: acme})
 			return err
 		}},
-	{name: "DeleteRole at a scope where the role is visible but not defined", code: codes.NotFound, field: "name", value: "host",
+	{name: "DeleteRole at a scope where the role is visible but not defined", code: codes.NotFound, reason: "ROLE_NOT_FOUND", field: "name", value: "host",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "host", Scope: acme})
 			return err
 		}},
-	{name: "DeleteResource of an unregistered resource", code: codes.NotFound, field: "name", value: "call:livestream:404",
+	{name: "DeleteResource of an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "name", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: "call:livestream:404"})
 			return err
 		}},
-	{name: "a policy resource under an unregistered parent", code: codes.NotFound, field: "policy.resources[0].parent", value: "account:nope",
+	{name: "a policy resource under an unregistered parent", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "policy.resources[0].parent", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Resources = []*usherv1.Resource{{Name: "workspace:nope-hq", Parent: "account:nope"}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "a policy role at an unregistered scope", code: codes.NotFound, field: "policy.roles[0].scope", value: "account:nope",
+	{name: "a policy role at an unregistered scope", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "policy.roles[0].scope", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Roles = []*usherv1.Role{{Name: "new", Scope: "account:nope", Permissions: []string{"join-call"}}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "GetResource of an unregistered resource", code: codes.NotFound, field: "name", value: "call:livestream:404",
+	{name: "GetResource of an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "name", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.GetResource(ctx, &usherv1.GetResourceRequest{Name: "call:livestream:404"})
 			return err
 		}},
-	{name: "ListRoles at an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+	{name: "ListRoles at an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call:livestream:404"})
 			return err
 		}},
-	{name: "ListGrants on an unregistered resource", code: codes.NotFound, field: "resource", value: "call:livestream:404",
+	{name: "ListGrants on an unregistered resource", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: "call:livestream:404"})
 			return err
 		}},
 
 	// FAILED_PRECONDITION: cycles, children, max holders.
-	{name: "moving a resource under its own descendant would form a cycle", code: codes.FailedPrecondition, field: "parent", value: stream42,
+	{name: "moving a resource under its own descendant would form a cycle", code: codes.FailedPrecondition, reason: "CYCLE", field: "parent", value: stream42,
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: acme, Parent: stream42})
 			return err
 		}},
-	{name: "moving a resource under itself would form a cycle", code: codes.FailedPrecondition, field: "parent", value: sales,
+	{name: "moving a resource under itself would form a cycle", code: codes.FailedPrecondition, reason: "CYCLE", field: "parent", value: sales,
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: sales, Parent: sales})
 			return err
 		}},
-	{name: "a policy moving a resource under its descendant would form a cycle", code: codes.FailedPrecondition, field: "policy.resources[0].parent", value: stream42,
+	{name: "a policy moving a resource under its descendant would form a cycle", code: codes.FailedPrecondition, reason: "CYCLE", field: "policy.resources[0].parent", value: stream42,
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
 			p.Resources = []*usherv1.Resource{{Name: acme, Parent: stream42}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
-	{name: "deleting a resource with children is refused", code: codes.FailedPrecondition, field: "name", value: sales,
+	{name: "deleting a resource with children is refused", code: codes.FailedPrecondition, reason: "HAS_CHILDREN", field: "name", value: sales,
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: sales})
 			return err
 		}},
-	{name: "a grant beyond max_holders is refused", code: codes.FailedPrecondition, field: "role", value: "presenter",
+	{name: "a grant beyond max_holders is refused", code: codes.FailedPrecondition, reason: "MAX_HOLDERS", field: "role", value: "presenter",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: stream42})
 			return err
 		}},
-	{name: "a grant on a type outside bindable_on is refused", code: codes.FailedPrecondition, field: "role", value: "presenter",
+	{name: "a grant on a type outside bindable_on is refused", code: codes.FailedPrecondition, reason: "NOT_BINDABLE", field: "role", value: "presenter",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: sales})
 			return err
 		}},
-	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, field: "name", value: "visitor",
+	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, reason: "ROLE_IN_USE", field: "name", value: "visitor",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "visitor", Scope: acme})
 			return err
@@ -424,11 +425,11 @@ var errorCases = []errorCase{
 func actorCases() []errorCase {
 	const actor = "user:nobody" // holds no grant anywhere
 	write := func(name string, call func(ctx context.Context, f *fixture) error) errorCase {
-		code := codes.PermissionDenied
+		code, reason := codes.PermissionDenied, "MISSING_PERMISSION"
 		if name == "ApplyPolicy" {
-			code = codes.InvalidArgument
+			code, reason = codes.InvalidArgument, "INVALID_FIELD"
 		}
-		return errorCase{name: name + " on behalf of an actor without the power is refused", code: code,
+		return errorCase{name: name + " on behalf of an actor without the power is refused", code: code, reason: reason,
 			field: "actor", value: actor, call: call}
 	}
 	return []errorCase{
@@ -488,12 +489,23 @@ func batchItemError(resp *usherv1.CheckBatchResponse, err error) error {
 			return fmt.Errorf("check %d beside the bad one was not answered", i)
 		}
 	}
-	return status.Error(codes.Code(errs[0].GetCode()), errs[0].GetMessage())
+	return batchItem{errs[0]}
+}
+
+// batchItem is the error of one check of a batch, as a status without
+// details: the CheckError carries its reason, field and value itself.
+type batchItem struct{ *usherv1.CheckError }
+
+func (b batchItem) Error() string { return b.GRPCStatus().Err().Error() }
+
+func (b batchItem) GRPCStatus() *status.Status {
+	return status.New(codes.Code(b.GetCode()), b.GetMessage())
 }
 
 // TestErrors runs every refusal against one server and proves, after each,
-// the code, that the message names the field and the value, and that the
-// server's readable state did not change.
+// the code, that the message names the field and the value, that the
+// details carry them with the reason, and that the server's readable state
+// did not change.
 func TestErrors(t *testing.T) {
 	f := newServer(t)
 	errorWorld(f)
@@ -510,6 +522,13 @@ func TestErrors(t *testing.T) {
 			if !strings.Contains(st.Message(), want) {
 				t.Errorf("message %q does not name %s", st.Message(), want)
 			}
+			if b, ok := err.(batchItem); ok {
+				if b.GetReason() != c.reason || b.GetField() != c.field || b.GetValue() != c.value {
+					t.Errorf("CheckError reason %q field %q value %q, want %q %q %q", b.GetReason(), b.GetField(), b.GetValue(), c.reason, c.field, c.value)
+				}
+				return
+			}
+			wantDetails(t, st, refusal{reason: c.reason, field: c.field, value: c.value})
 		})
 	}
 }

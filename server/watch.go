@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,9 +67,6 @@ func watchLimits(opts []grpc.ServerOption) WatchLimits {
 	return l
 }
 
-// errorDomain is the domain of the google.rpc.ErrorInfo details Usher sends.
-const errorDomain = "usher.v1"
-
 // watchPage is how many change sets a stream reads from the log at a time:
 // with the message gRPC is sending, all that a stream holds. A client that
 // reads slowly holds up its own stream, by HTTP/2 flow control, and no more.
@@ -98,13 +94,15 @@ func newWatches(l WatchLimits) *watches {
 // admit counts a new stream in, or refuses it; release counts it out.
 func (w *watches) admit() (release func(), err error) {
 	if w.drained.Err() != nil {
-		return nil, status.Error(codes.Unavailable, "the server is shutting down: watch on another server")
+		return nil, refuse(codes.Unavailable, "the server is shutting down: watch on another server",
+			details{reason: string(authz.KindShuttingDown)})
 	}
 	if n := w.open.Add(1); n > int64(w.limits.MaxStreams) {
 		w.open.Add(-1)
-		return nil, withErrorInfo(codes.ResourceExhausted,
+		return nil, refuse(codes.ResourceExhausted,
 			fmt.Sprintf("too many Watch streams: this server holds at most %d at once; watch again later", w.limits.MaxStreams),
-			"WATCH_LIMIT", map[string]string{"limit": strconv.Itoa(w.limits.MaxStreams)})
+			details{reason: string(authz.KindWatchLimit), meta: map[string]string{"limit": strconv.Itoa(w.limits.MaxStreams)},
+				why: fmt.Sprintf("this server holds at most %d Watch streams at once", w.limits.MaxStreams)})
 	}
 	return func() { w.open.Add(-1) }, nil
 }
@@ -161,15 +159,17 @@ func watchFilter(req *usherv1.WatchRequest) (authz.ChangeFilter, error) {
 func (s *authorizationServer) notAhead(ctx context.Context, after authz.Revision) error {
 	latest, err := s.engine.Latest(ctx)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "reading the latest revision: %v", err)
+		return refuse(codes.Unavailable, fmt.Sprintf("reading the latest revision: %v", err),
+			details{reason: string(authz.KindUnavailableStorage)})
 	}
 	if after <= latest {
 		return nil
 	}
-	return withErrorInfo(codes.OutOfRange,
+	return refuse(codes.OutOfRange,
 		fmt.Sprintf("after_revision %q: past the latest committed revision, %d, so not from this server's history "+
 			"(a data file restored from an older backup?): reload what you keep and watch after the revision you read it at", fmt.Sprint(after), latest),
-		"FUTURE_REVISION", map[string]string{"after_revision": fmt.Sprint(after), "latest_revision": fmt.Sprint(latest)})
+		details{reason: reasonFutureRevision, field: "after_revision", value: fmt.Sprint(after),
+			meta: map[string]string{"after_revision": fmt.Sprint(after), "latest_revision": fmt.Sprint(latest)}})
 }
 
 // watchEnded is the status a stream that reached after ends with.
@@ -178,29 +178,22 @@ func (s *authorizationServer) watchEnded(client context.Context, after authz.Rev
 	case client.Err() != nil:
 		return status.FromContextError(client.Err()).Err()
 	case s.watches.drained.Err() != nil:
-		return status.Errorf(codes.Unavailable, "the server is shutting down: watch again after revision %d, on another server", after)
+		return refuse(codes.Unavailable, fmt.Sprintf("the server is shutting down: watch again after revision %d, on another server", after),
+			details{reason: string(authz.KindShuttingDown), meta: map[string]string{"after_revision": fmt.Sprint(after)}})
 	case errors.Is(err, authz.ErrCompacted):
 		md := map[string]string{"after_revision": fmt.Sprint(after)}
 		if latest, err := s.engine.Latest(client); err == nil {
 			md["latest_revision"] = fmt.Sprint(latest)
 		}
-		return withErrorInfo(codes.OutOfRange,
+		return refuse(codes.OutOfRange,
 			fmt.Sprintf("after_revision %q: the change log no longer reaches back to it (compacted): reload what you keep and watch after the revision you read it at", fmt.Sprint(after)),
-			"COMPACTED", md)
+			details{reason: reasonCompacted, field: "after_revision", value: fmt.Sprint(after), meta: md})
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Errorf(codes.Unavailable, "reading the change log: %v: watch again after revision %d", err, after)
-}
-
-// withErrorInfo is a status with a google.rpc.ErrorInfo detail.
-func withErrorInfo(code codes.Code, msg, reason string, metadata map[string]string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: metadata})
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
+	return refuse(codes.Unavailable, fmt.Sprintf("reading the change log: %v: watch again after revision %d", err, after),
+		details{reason: string(authz.KindUnavailableStorage), meta: map[string]string{"after_revision": fmt.Sprint(after)}})
 }
 
 // watch is one Watch stream.

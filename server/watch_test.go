@@ -279,7 +279,7 @@ func TestWatchOfACompactedRevisionSaysReload(t *testing.T) {
 		t.Fatalf("status %s %q, want OUT_OF_RANGE saying the log was compacted and to reload", st.Code(), st.Message())
 	}
 	info := errorInfo(t, st)
-	want := map[string]string{"after_revision": "2", "latest_revision": fmt.Sprint(latest)}
+	want := map[string]string{"after_revision": "2", "latest_revision": fmt.Sprint(latest), "field": "after_revision", "value": "2"}
 	if info.GetReason() != "COMPACTED" || info.GetDomain() != "usher.v1" || fmt.Sprint(info.GetMetadata()) != fmt.Sprint(want) {
 		t.Errorf("ErrorInfo %v, want reason COMPACTED, domain usher.v1, metadata %v", info, want)
 	}
@@ -299,7 +299,8 @@ func TestWatchPastTheLatestRevisionIsOutOfRange(t *testing.T) {
 		t.Fatalf("status %s %q, want OUT_OF_RANGE naming the latest revision", st.Code(), st.Message())
 	}
 	info := errorInfo(t, st)
-	want := map[string]string{"after_revision": fmt.Sprint(latest + 5), "latest_revision": fmt.Sprint(latest)}
+	want := map[string]string{"after_revision": fmt.Sprint(latest + 5), "latest_revision": fmt.Sprint(latest),
+		"field": "after_revision", "value": fmt.Sprint(latest + 5)}
 	if info.GetReason() != "FUTURE_REVISION" || fmt.Sprint(info.GetMetadata()) != fmt.Sprint(want) {
 		t.Errorf("ErrorInfo %v, want reason FUTURE_REVISION, metadata %v", info, want)
 	}
@@ -374,9 +375,7 @@ func TestWatchStreamsPastTheLimitAreRefused(t *testing.T) {
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "at most 2") {
 		t.Fatalf("a third stream: %s %q, want RESOURCE_EXHAUSTED naming the limit of 2", st.Code(), st.Message())
 	}
-	if info := errorInfo(t, st); info.GetReason() != "WATCH_LIMIT" || info.GetMetadata()["limit"] != "2" {
-		t.Errorf("ErrorInfo %v, want WATCH_LIMIT with limit 2", info)
-	}
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "2"}})
 	// Checks are not held up by the streams.
 	if _, err := w.authz.Check(callCtx(t), &usherv1.CheckRequest{Subject: "user:dana", Permission: "join-call", Resource: "root"}); err != nil {
 		t.Fatal(err)

@@ -173,7 +173,7 @@ func TestStoreEdges(t *testing.T) {
 	}
 	drain := func(s *etcdstore.Store) {
 		go func() {
-			for range s.Events() {
+			for range admission.Feed(t.Context(), s) {
 			}
 		}()
 	}
@@ -188,8 +188,8 @@ func TestStoreEdges(t *testing.T) {
 		var out []admission.StoreEvent
 		for {
 			select {
-			case batch := <-s.Events():
-				out = append(out, batch...)
+			case <-s.Pending():
+				out = append(out, s.Take()...)
 			case <-time.After(quiet):
 				return out
 			}

@@ -4,9 +4,6 @@ import (
 	"github.com/usher-authz/usher/admission"
 )
 
-// maxBatch bounds the events handed to the consumer at once.
-const maxBatch = 4096
-
 // emit queues events for the consumer. s.mu is held, so the queue keeps
 // etcd's order.
 func (s *Store) emit(evs ...admission.StoreEvent) {
@@ -65,36 +62,15 @@ func (s *Store) collapsePending() {
 		"dropped", dropped, "queued", len(kept))
 }
 
-// pump hands the queued events to the consumer, in batches, until Close.
-func (s *Store) pump() {
-	defer s.done.Done()
-	defer close(s.events)
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-s.signal:
-		}
-		for {
-			s.mu.Lock()
-			n := min(len(s.pending), maxBatch)
-			batch := make([]admission.StoreEvent, n)
-			copy(batch, s.pending)
-			clear(s.pending[:n])
-			s.pending = s.pending[n:]
-			if len(s.pending) == 0 {
-				s.pending = nil
-				s.collapse = s.opts.MaxPending
-			}
-			s.mu.Unlock()
-			if n == 0 {
-				break
-			}
-			select {
-			case s.events <- batch:
-			case <-s.ctx.Done():
-				return
-			}
-		}
-	}
+// Take implements admission.Store.
+func (s *Store) Take() []admission.StoreEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := s.pending
+	s.pending = nil
+	s.collapse = s.opts.MaxPending
+	return batch
 }
+
+// Pending implements admission.Store.
+func (s *Store) Pending() <-chan struct{} { return s.signal }

@@ -28,7 +28,7 @@ func TestFollowAfterCompaction(t *testing.T) {
 	}
 	defer other.Close()
 	go func() {
-		for range other.Events() {
+		for range admission.Feed(t.Context(), other) {
 		}
 	}()
 	now := time.Now()
@@ -74,10 +74,10 @@ func TestFollowAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s.done.Add(2)
+	s.done.Add(1)
 	go s.follow()
-	go s.pump()
 	defer s.Close()
+	events := admission.Feed(t.Context(), s)
 	var got []string
 	describe := func(e admission.StoreEvent) string {
 		id := ""
@@ -95,7 +95,7 @@ func TestFollowAfterCompaction(t *testing.T) {
 	want := []string{"began " + gone.ID, "began " + kept.ID, "began " + replaced.ID}
 	for len(got) < len(want)+5 {
 		select {
-		case batch := <-s.Events():
+		case batch := <-events:
 			for _, e := range batch {
 				got = append(got, describe(e))
 			}

@@ -76,7 +76,8 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 		if out != admission.Admitted {
 			return out, detail, nil
 		}
-		if oldMod == 0 && s.count() >= s.opts.MaxSessions {
+		// A session that replaces the subject's own, or its knock, adds none.
+		if oldMod == 0 && knockMod == 0 && s.count() >= s.opts.MaxSessions {
 			return 0, "", admission.ErrTooMany
 		}
 		if lease == 0 {

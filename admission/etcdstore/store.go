@@ -172,7 +172,6 @@ type Store struct {
 	signal   chan struct{}
 	closed   bool
 
-	events chan []admission.StoreEvent
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -181,7 +180,7 @@ type Store struct {
 var _ admission.Store = (*Store)(nil)
 
 // errClosed is the error of a write after Close.
-var errClosed = &authz.Error{Code: authz.Unavailable, Reason: "the session store is closed"}
+var errClosed = &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableSessionStore, Reason: "the session store is closed"}
 
 // New lists the sessions and knocks under the prefix and starts following
 // them. It does not close cli; Close stops the store.
@@ -191,9 +190,8 @@ func New(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error
 		s.cancel()
 		return nil, err
 	}
-	s.done.Add(2)
+	s.done.Add(1)
 	go s.follow()
-	go s.pump()
 	return s, nil
 }
 
@@ -235,7 +233,7 @@ func newStore(cli *clientv3.Client, opts Options) *Store {
 	s := &Store{
 		cli: cli, opts: opts, clock: opts.Clock, log: opts.Logger, prefix: opts.Prefix + "adm/",
 		locks: map[string]*callLock{}, c: newCache(), advanced: make(chan struct{}),
-		collapse: opts.MaxPending, signal: make(chan struct{}, 1), events: make(chan []admission.StoreEvent),
+		collapse: opts.MaxPending, signal: make(chan struct{}, 1),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -323,9 +321,6 @@ func (s *Store) Knocks(call string) []admission.Knock {
 	}
 	return out
 }
-
-// Events implements admission.Store.
-func (s *Store) Events() <-chan []admission.StoreEvent { return s.events }
 
 // Close implements admission.Store. It does not close the client.
 func (s *Store) Close() error {

@@ -45,15 +45,17 @@ func (h *harness) replica(of *node, b Bounds) *node {
 }
 
 func (h *harness) track(s admission.Store) *node {
-	n := &node{Store: s, t: h.t, rec: newRecorder(s.Events())}
+	ctx, stop := context.WithCancel(context.Background())
+	n := &node{Store: s, t: h.t, rec: newRecorder(admission.Feed(ctx, s))}
 	h.t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			h.t.Errorf("Close: %v", err)
 		}
+		stop()
 		select {
 		case <-n.rec.done:
 		case <-time.After(waitAtMost):
-			h.t.Errorf("Events was not closed %s after Close", waitAtMost)
+			h.t.Errorf("the events feed did not end %s after Close", waitAtMost)
 		}
 	})
 	return n

@@ -60,7 +60,7 @@ func Run(t *testing.T, b Backend) {
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
-		{"a store holds at most MaxSessions sessions and knocks; a replacement still joins and a refusal comes first", false, testSessionBound},
+		{"a store holds at most MaxSessions sessions and knocks; a replacement or a knocking subject still joins and a refusal comes first", false, testSessionBound},
 		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
 		{"Len counts live sessions and knocks once each, replacements and renewals included", false, testLen},
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
@@ -466,6 +466,9 @@ func testSessionBound(t *testing.T, h *harness) {
 	n.mustJoin(session(call, "user:a", time.Minute))
 	n.mustEnd(b.ID, admission.Ending{Why: admission.Left})
 	n.mustJoin(d)
+	// At the bound again: a, d and c's knock. c's join ends its knock, so
+	// it adds nothing.
+	n.mustJoin(session(call, "user:c", time.Minute))
 }
 
 func testConcurrent(t *testing.T, h *harness) {

@@ -2,22 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
-// backup saves a running server's data file: the copy is written beside
-// FILE, checked to open as the revision the server announced, and only then
-// renamed to FILE, so FILE is always a whole backup or absent.
+// backup saves a running server's data file as a backup: the copy the
+// server streams, followed by its manifest. bolt.SaveBackup checks the file
+// as restore would before it puts it at FILE, so FILE is always a whole
+// backup or absent, and a killed backup leaves no file behind.
 func backup(args []string) error {
 	return runClient("backup", "FILE", 1, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
 		stream, err := usherv1.NewAdminServiceClient(conn).Backup(ctx, &usherv1.BackupRequest{})
@@ -28,39 +29,34 @@ func backup(args []string) error {
 		if err != nil {
 			return nil, err
 		}
-		err = bolt.ReplaceFile(a[0], func(f *os.File) error {
-			var n int64
-			for {
-				msg, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				k, err := f.Write(msg.GetChunk())
-				n += int64(k)
-				if err != nil {
-					return err
-				}
-			}
-			if n != head.GetSize() {
-				return fmt.Errorf("the server sent %d bytes, announced %d", n, head.GetSize())
-			}
-			rev, err := bolt.Verify(f.Name())
-			if err != nil {
-				return err
-			}
-			if uint64(rev) != head.GetRevision() {
-				return fmt.Errorf("the copy holds revision %d, the server announced %d", rev, head.GetRevision())
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", a[0], err)
+		m := storage.Manifest{Format: head.GetFormat(), Revision: authz.Revision(head.GetRevision()), Size: head.GetSize()}
+		if copy(m.SHA256[:], head.GetSha256()) != len(m.SHA256) {
+			return nil, fmt.Errorf("the server announced a SHA-256 of %d bytes, want %d", len(head.GetSha256()), len(m.SHA256))
+		}
+		if err := bolt.SaveBackup(a[0], m, &chunkReader{stream: stream}); err != nil {
+			return nil, err
 		}
 		return head, nil
 	})
+}
+
+// chunkReader reads the bytes of a Backup stream's messages after the first.
+type chunkReader struct {
+	stream grpc.ServerStreamingClient[usherv1.BackupResponse]
+	chunk  []byte
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.chunk) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the stream's end
+		}
+		r.chunk = msg.GetChunk()
+	}
+	n := copy(p, r.chunk)
+	r.chunk = r.chunk[n:]
+	return n, nil
 }
 
 // restore puts a backup in place of a stopped server's data file.

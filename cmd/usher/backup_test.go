@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -276,6 +277,20 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	if out, err := usher("restore", "--data", sourceData, "--force", backup); err == nil || !strings.Contains(out, "in use") {
 		t.Errorf("restore over the running source's file: %v\n%s\nwant a refusal saying it is in use", err, out)
+	}
+	// A flipped bit anywhere in the backup, and restore refuses it.
+	whole, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := filepath.Join(dir, "backups", "damaged.backup")
+	whole[len(whole)/3] ^= 0x08
+	os.WriteFile(damaged, whole, 0o600)
+	if out, err := usher("restore", "--data", restored, damaged); err == nil || !strings.Contains(out, "the backup is damaged") {
+		t.Errorf("restore of a backup with a flipped bit: %v\n%s\nwant a refusal saying it is damaged", err, out)
+	}
+	if _, err := os.Stat(filepath.Dir(restored)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused restore made %s (stat: %v)", filepath.Dir(restored), err)
 	}
 	out2, err := usher("restore", "--data", restored, backup)
 	if err != nil || !strings.Contains(out2, fmt.Sprintf("(revision %d)", rev)) {

@@ -5,14 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
@@ -23,9 +24,13 @@ import (
 const benchUsage = `usage: usher bench <command> [flags]
 
 commands:
-  populate   write a synthetic platform straight into a new data file
-  check      load a running server's Check, then its health check, and compare
-  grant      measure durable Grant throughput and latency with concurrent writers
+  populate         write a synthetic platform straight into a new data file
+  floor            serve grpc.health.v1 only, as a bare gRPC server: the floor the load commands compare with
+  check            load a running server's Check, interleaved with the floor (and usher's own health check)
+  listpermissions  the same with ListPermissions
+  checkbatch       the same with CheckBatch, 100 checks a call
+  join             the same with AdmissionService.Join, admitted joins that carry a LiveKit token
+  grant            measure durable Grant throughput and latency with concurrent writers
 `
 
 func benchCmd(args []string) error {
@@ -35,8 +40,10 @@ func benchCmd(args []string) error {
 	switch args[0] {
 	case "populate":
 		return benchPopulate(args[1:])
-	case "check":
-		return benchCheck(args[1:])
+	case "floor":
+		return benchFloor(args[1:])
+	case "check", "listpermissions", "checkbatch", "join":
+		return benchLoad(args[0], args[1:])
 	case "grant":
 		return benchGrant(args[1:])
 	}
@@ -104,81 +111,6 @@ func benchConn(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
-func benchCheck(args []string) error {
-	fs := flag.NewFlagSet("bench check", flag.ContinueOnError)
-	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (loopback)")
-	concurrency := fs.Int("concurrency", 32, "calls in flight")
-	duration := fs.Duration("duration", 10*time.Second, "how long each phase runs")
-	writes := fs.Int("writes", 0, "grants per second to make during the Check phase")
-	shape := shapeFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	conn, err := benchConn(*addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	p, err := generate(*shape)
-	if err != nil {
-		return err
-	}
-	idx, err := authz.NewIndex(p.Snapshot)
-	if err != nil {
-		return err
-	}
-	queries := bench.Queries(p, idx, 30_000, shape.Seed)
-	client := usherv1.NewAuthorizationServiceClient(conn)
-	health := healthpb.NewHealthClient(conn)
-	ctx := context.Background()
-	// Warm the connection and the server up before measuring.
-	bench.ClosedLoop(ctx, "warm-up", *concurrency, time.Second, func(ctx context.Context, w, seq int) error {
-		_, err := client.Check(ctx, checkRequest(queries[(seq*(*concurrency)+w)%len(queries)]))
-		return err
-	})
-
-	wrong := make([]int, *concurrency)
-	writeCtx, stopWrites := context.WithCancel(ctx)
-	writesDone := make(chan bench.Stats, 1)
-	go func() {
-		writesDone <- bench.Paced(writeCtx, "grant (background)", *writes, grantCall(conn, "bench-bg"))
-	}()
-	checks := bench.ClosedLoop(ctx, "check", *concurrency, *duration, func(ctx context.Context, w, seq int) error {
-		q := queries[(seq*(*concurrency)+w)%len(queries)]
-		resp, err := client.Check(ctx, checkRequest(q))
-		if err == nil && resp.GetDecision().GetAllowed() != q.Allowed && *writes == 0 {
-			wrong[w]++
-		}
-		return err
-	})
-	stopWrites()
-	background := <-writesDone
-	healths := bench.ClosedLoop(ctx, "health", *concurrency, *duration, func(ctx context.Context, w, seq int) error {
-		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
-		return err
-	})
-	mismatches := 0
-	for _, n := range wrong {
-		mismatches += n
-	}
-	fmt.Printf("%d queries over %d resources and %d grants; concurrency %d, %s per phase\n",
-		len(queries), len(p.Snapshot.Resources), len(p.Snapshot.Grants), *concurrency, *duration)
-	printStats(checks, healths)
-	if *writes > 0 {
-		printStats(background)
-	}
-	fmt.Printf("check/health: throughput %.2f, p50 %.2f, p99 %.2f, p99.9 %.2f\n",
-		checks.RPS()/healths.RPS(), ratio(checks, healths, 0.5), ratio(checks, healths, 0.99), ratio(checks, healths, 0.999))
-	if mismatches > 0 {
-		return fmt.Errorf("%d checks answered differently from the platform's index", mismatches)
-	}
-	return nil
-}
-
-func checkRequest(q bench.Query) *usherv1.CheckRequest {
-	return &usherv1.CheckRequest{Subject: q.Subject, Permission: q.Permission, Resource: q.Resource}
-}
-
 // grantCall returns a call that grants a new subject the user role on root
 // each time.
 func grantCall(conn *grpc.ClientConn, prefix string) func(ctx context.Context, seq int) error {
@@ -209,35 +141,47 @@ func benchGrant(args []string) error {
 	for w := range calls {
 		calls[w] = grantCall(conn, fmt.Sprintf("bench-w%d", w))
 	}
-	grants := bench.ClosedLoop(context.Background(), "grant", *writers, *duration, func(ctx context.Context, w, seq int) error {
-		return calls[w](ctx, seq)
+	grants := bench.ClosedLoop(context.Background(), "grant", *writers, *duration, func(ctx context.Context, w, seq int) (string, error) {
+		return "", calls[w](ctx, seq)
 	})
 	fmt.Printf("%d writers, %s; every grant acknowledged after its commit\n", *writers, *duration)
-	printStats(grants)
+	run := bench.Run{Concurrency: *writers, Phases: []bench.Phase{bench.PhaseOf(grants, "usher", bench.Stats{})}}
+	run.Print(os.Stdout)
 	if grants.Errors > 0 {
 		return fmt.Errorf("%d grants failed", grants.Errors)
 	}
 	return nil
 }
 
-func printStats(all ...bench.Stats) {
-	fmt.Printf("%-20s %9s %9s %9s %9s %9s %9s %7s\n", "", "calls", "rps", "p50", "p90", "p99", "p99.9", "errors")
-	for _, s := range all {
-		fmt.Printf("%-20s %9d %9.0f %9s %9s %9s %9s %7d\n", s.Name, s.Calls, s.RPS(),
-			round(s.Percentile(0.5)), round(s.Percentile(0.9)), round(s.Percentile(0.99)), round(s.Percentile(0.999)), s.Errors)
+// benchFloor serves the floor until it is told to stop. It prints its
+// address first, so that whoever started it on port 0 can read it.
+func benchFloor(args []string) error {
+	fs := flag.NewFlagSet("bench floor", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:7172", "address to listen on (loopback)")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	for _, s := range all {
-		if s.FirstError != nil {
-			fmt.Printf("%s: first error: %v\n", s.Name, s.FirstError)
-		}
+	if !isLoopback(*addr) {
+		return fmt.Errorf("--addr %s: the floor listens on loopback only", *addr)
+	}
+	lis, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := bench.Floor()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	fmt.Printf("%s %s\n", floorBanner, lis.Addr())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	select {
+	case err := <-served:
+		return err
+	case <-stop:
+		srv.Stop()
+		return nil
 	}
 }
 
-func round(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
-
-func ratio(a, b bench.Stats, q float64) float64 {
-	if b.Percentile(q) == 0 {
-		return 0
-	}
-	return float64(a.Percentile(q)) / float64(b.Percentile(q))
-}
+// floorBanner starts the line the floor prints, followed by its address.
+const floorBanner = "usher bench floor: serving grpc.health.v1 on"

@@ -181,10 +181,21 @@ func apply(args []string) error {
 
 func export(args []string) error {
 	return runClient("policy export", "", 0, args, func(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
-		resp, err := usherv1.NewAdminServiceClient(conn).ExportPolicy(ctx, &usherv1.ExportPolicyRequest{})
-		if err != nil {
-			return nil, err
+		// Every page, merged into one policy: the first carries the catalog,
+		// each the resources, roles, quotas and rules of its part of the tree.
+		admin := usherv1.NewAdminServiceClient(conn)
+		policy := &usherv1.Policy{}
+		req := &usherv1.ExportPolicyRequest{PageSize: 1000}
+		for {
+			resp, err := admin.ExportPolicy(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			proto.Merge(policy, resp.GetPolicy())
+			if resp.GetNextPageToken() == "" {
+				return policy, nil
+			}
+			req.PageToken = resp.GetNextPageToken()
 		}
-		return resp.GetPolicy(), nil
 	})
 }

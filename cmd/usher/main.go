@@ -21,6 +21,8 @@ commands:
   restore   put a backup in place of a stopped server's data file
   migrate   copy the data from a bbolt file into etcd, or from etcd into a file
   bench     populate a synthetic platform and load a running server
+  health    ask a running server whether it is serving, as a probe would
+  version   print the version, commit and Go version of this binary (also --version)
 
 Run 'usher <command> -h' for the flags of one command.
 `
@@ -42,6 +44,10 @@ func main() {
 		"restore": restore,
 		"migrate": migrate,
 		"bench":   benchCmd,
+		"health":  health,
+		"version": versionCmd,
+		// The spelling many tools answer to, beside the command.
+		"--version": versionCmd,
 	}
 	run, ok := cmds[os.Args[1]]
 	if !ok {

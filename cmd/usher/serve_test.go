@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/testpki"
+	"github.com/usher-authz/usher/storage/bolt"
 )
 
 // buildUsher builds the binary into a fresh directory.
@@ -218,5 +223,96 @@ func TestIsLoopback(t *testing.T) {
 		if got := isLoopback(addr); got != want {
 			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// damagedDataFiles writes a data file of enough grants that their bucket's
+// root is a branch page, and two damaged copies: one cut in half, one whose
+// grants root points its first child back at itself.
+func damagedDataFiles(t *testing.T, dir string) (cut, loop string) {
+	t.Helper()
+	path := filepath.Join(dir, "good.db")
+	store, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := authz.ChangeSet{Caller: "test"}
+	for i := range 5000 {
+		cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d", i), Role: "user", Resource: "root"}})
+	}
+	if _, err := store.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut = filepath.Join(dir, "cut.db")
+	if err := os.WriteFile(cut, b[:len(b)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// bbolt's layout: of the two meta pages, the one of the higher
+	// transaction id is current; after a 16-byte page header it holds
+	// magic, version, page size, flags, then the root bucket's page, and
+	// the transaction id 48 bytes in. The root bucket is a leaf page whose
+	// 16-byte elements (flags, pos, key size, value size) point at keys and
+	// values; a bucket's value starts with its root page.
+	le := binary.LittleEndian
+	pageSize := uint64(le.Uint32(b[24:]))
+	meta := b[16:]
+	if le.Uint64(b[pageSize+16+48:]) > le.Uint64(meta[48:]) {
+		meta = b[pageSize+16:]
+	}
+	root := le.Uint64(meta[16:])
+	page := func(id uint64) []byte { return b[id*pageSize : (id+1)*pageSize] }
+	var grants uint64
+	p := page(root)
+	for i := range int(le.Uint16(p[10:])) {
+		e := p[16+16*i:]
+		key := e[le.Uint32(e[4:]) : le.Uint32(e[4:])+le.Uint32(e[8:])]
+		if string(key) == "grants" {
+			grants = le.Uint64(e[le.Uint32(e[4:])+le.Uint32(e[8:]):])
+		}
+	}
+	p = page(grants)
+	if grants == 0 || le.Uint16(p[8:]) != 0x01 {
+		t.Fatalf("the grants bucket's root %d is not a branch page", grants)
+	}
+	le.PutUint64(p[16+8:], grants)
+	loop = filepath.Join(dir, "loop.db")
+	if err := os.WriteFile(loop, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cut, loop
+}
+
+func TestServeRefusesADamagedDataFile(t *testing.T) {
+	bin, dir := buildUsher(t)
+	cut, loop := damagedDataFiles(t, dir)
+	for _, tc := range []struct{ name, data, want string }{
+		{"a data file cut in half is refused", cut, "the file is cut off"},
+		{"a data file whose tree loops is refused", loop, `bucket "grants": page`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := os.ReadFile(tc.data)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, "serve", "--addr", "127.0.0.1:0", "--data", tc.data).CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatalf("usher serve did not exit within 30s; output:\n%.2000s", out)
+			}
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Errorf("usher serve exited with %v, want exit status 1", err)
+			}
+			want := "usher serve: storage: open " + tc.data + ": the data file is damaged (restore it from a backup with usher restore): "
+			if !strings.Contains(string(out), want) || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "panic") || strings.Contains(string(out), "goroutine ") {
+				t.Errorf("usher serve's output:\n%.2000s\nwant a line saying %q, then %q, and no panic", out, want, tc.want)
+			}
+			if after, _ := os.ReadFile(tc.data); !bytes.Equal(before, after) {
+				t.Error("usher serve changed the damaged file it refused")
+			}
+		})
 	}
 }

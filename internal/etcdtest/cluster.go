@@ -56,10 +56,27 @@ type Cluster struct {
 	mu sync.Mutex // guards the members' processes
 }
 
+// Options change how the members run.
+type Options struct {
+	// Durable makes every member fsync, as production does; without it
+	// they skip fsync (a killed process's writes survive in the page
+	// cache), which keeps tests fast. Benchmarks of durable writes set it.
+	Durable bool
+	// QuotaBackendBytes overrides the QuotaBackendBytes default, for
+	// benchmarks that store more.
+	QuotaBackendBytes int
+}
+
 // Start starts an n-member cluster and returns once every member serves
 // linearizable reads. The members are killed when the test ends, and their
 // logs are printed if it failed. A missing etcd binary fails the test.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest.Start: n = %d: a cluster needs at least one member", n)
@@ -81,7 +98,7 @@ func Start(t testing.TB, n int) *Cluster {
 		initial = append(initial, m.name+"="+m.peerURL)
 	}
 	for _, m := range c.members {
-		m.args = m.flags(strings.Join(initial, ","), token)
+		m.args = m.flags(strings.Join(initial, ","), token, opts)
 	}
 	t.Cleanup(c.cleanup)
 

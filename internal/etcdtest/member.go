@@ -53,8 +53,12 @@ func newMember(dir string, i, clientPort, peerPort int) *member {
 
 // flags are the member's etcd flags, the same on every start: etcd reads the
 // initial cluster only when its data dir is empty and ignores it afterwards.
-func (m *member) flags(initialCluster, token string) []string {
-	return []string{
+func (m *member) flags(initialCluster, token string, opts Options) []string {
+	quota := QuotaBackendBytes
+	if opts.QuotaBackendBytes > 0 {
+		quota = opts.QuotaBackendBytes
+	}
+	flags := []string{
 		"--name=" + m.name,
 		"--data-dir=" + m.dataDir,
 		"--listen-client-urls=" + m.clientURL,
@@ -71,17 +75,20 @@ func (m *member) flags(initialCluster, token string) []string {
 		"--election-timeout=500",
 		"--max-txn-ops=" + strconv.Itoa(MaxTxnOps),
 		"--max-request-bytes=" + strconv.Itoa(MaxRequestBytes),
-		"--quota-backend-bytes=" + strconv.Itoa(QuotaBackendBytes),
-		// The members are killed, never the machine: what a killed process
-		// wrote is in the page cache and survives it, so fsync would only
-		// slow the tests on a shared disk without making them prove more.
-		"--unsafe-no-fsync",
+		"--quota-backend-bytes=" + strconv.Itoa(quota),
 		"--logger=zap",
 		"--log-outputs=stderr",
 		"--log-level=info",
 		// A failed test prints the log for a person to read.
 		"--log-format=console",
 	}
+	if !opts.Durable {
+		// The members are killed, never the machine: what a killed process
+		// wrote is in the page cache and survives it, so fsync would only
+		// slow the tests on a shared disk without making them prove more.
+		flags = append(flags, "--unsafe-no-fsync")
+	}
+	return flags
 }
 
 // start starts a process of the member, its output appended to its log.

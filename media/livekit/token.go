@@ -2,9 +2,8 @@ package livekit
 
 import (
 	"fmt"
-	"time"
-
 	"github.com/livekit/protocol/auth"
+	"time"
 )
 
 // MinSecretLen is the shortest API secret accepted, in bytes: LiveKit's
@@ -55,23 +54,30 @@ func (m Mapping) Token(key APIKey, identity, room string, granted []string, ttl 
 	if err := key.Validate(); err != nil {
 		return "", err
 	}
-	switch {
-	case identity == "":
-		return "", fmt.Errorf("identity: must not be empty")
-	case room == "":
+	if room == "" {
 		return "", fmt.Errorf("room: must not be empty")
-	case ttl < time.Second:
-		return "", fmt.Errorf("ttl %q: a token must be valid for at least 1s", ttl)
 	}
 	grant := m.VideoGrant(room, granted)
 	if !grant.RoomJoin {
 		return "", fmt.Errorf("identity %q: does not hold %q, which room_join requires, in room %q", identity, m.RoomJoin, room)
 	}
-	// LiveKit stamps iat and nbf with now and exp with now+validFor, each
-	// truncated to the second; whole seconds keep exp-iat within ttl too.
-	return auth.NewAccessToken(key.Key, key.Secret).
-		SetIdentity(identity).
-		SetVideoGrant(grant).
-		SetValidFor(ttl.Truncate(time.Second)).
-		ToJWT()
+	return key.Sign(identity, grant, ttl)
+}
+
+// Sign signs a token for identity with grant, valid for ttl (cut to whole
+// seconds, at least one), for a grant a Mapping made: the grant must join
+// its room. A server checks its key once, with Validate, and then signs
+// with it for every admitted join.
+func (k APIKey) Sign(identity string, grant *auth.VideoGrant, ttl time.Duration) (string, error) {
+	switch {
+	case identity == "":
+		return "", fmt.Errorf("identity: must not be empty")
+	case ttl < time.Second:
+		return "", fmt.Errorf("ttl %q: a token must be valid for at least 1s", ttl)
+	case grant == nil || !grant.RoomJoin || grant.Room == "":
+		return "", fmt.Errorf("identity %q: the grant does not join a room", identity)
+	}
+	// Like LiveKit, iat and nbf are now and exp now+ttl, each truncated to
+	// the second; whole seconds keep exp-iat within ttl too.
+	return sign(k, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
 }

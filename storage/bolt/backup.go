@@ -1,13 +1,13 @@
 package bolt
 
 import (
-	"context"
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -16,184 +16,246 @@ import (
 	"github.com/usher-authz/usher/storage"
 )
 
-// Backup writes a consistent copy of the data file to w while commits
-// continue, and returns the revision the copy holds. The copy is one bbolt
-// read transaction written out whole (tx.WriteTo), so it is a data file that
-// Open accepts as it is. begin, when not nil, is called before the first
-// byte with the revision and the copy's size, so that a stream can announce
-// them; an error from begin or from w stops the copy and is returned.
+// A backup file is a data file, its content, followed by the manifest that
+// storage.Manifest describes: the content's format, revision, size and
+// SHA-256. The content is a consistent copy that Open accepts as it is;
+// Restore checks the manifest, the length, the digest and then the content
+// (Verify) before it puts the content in place.
+
+// Backup writes a backup's content, a consistent copy of the data file, to
+// w while commits continue, and returns its manifest. begin, when not nil,
+// is called with the manifest before the first byte, so that a stream can
+// announce it; an error from begin or from w stops the copy and is
+// returned.
 //
 // bbolt cannot remap its file while a read transaction is open, so a commit
-// that needs the file to grow waits until the copy is written: a slow reader
-// of a backup holds up such writes.
-func (s *Store) Backup(w io.Writer, begin func(rev authz.Revision, size int64) error) (authz.Revision, error) {
-	var rev authz.Revision
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		if rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision)); err != nil {
-			return err
-		}
-		if begin != nil {
-			if err := begin(rev, tx.Size()); err != nil {
-				return err
-			}
-		}
-		_, err = tx.WriteTo(w)
-		return err
-	})
+// that needs the file to grow waits for every reader. The copy is therefore
+// first written whole to an unnamed file beside the data file, at the disk's
+// speed, and the transaction ends before w reads a byte: however slowly w
+// reads, it holds up no commit. Until Backup returns, the copy takes as much
+// disk space as the data file.
+func (s *Store) Backup(w io.Writer, begin func(storage.Manifest) error) (storage.Manifest, error) {
+	snap, m, err := s.snapshot()
 	if err != nil {
-		return 0, fmt.Errorf("storage: backup %s: %w", s.path, closedAsErrClosed(err))
+		return storage.Manifest{}, fmt.Errorf("storage: backup %s: %w", s.path, err)
 	}
-	return rev, nil
+	defer snap.discard()
+	if begin != nil {
+		if err := begin(m); err != nil {
+			return storage.Manifest{}, fmt.Errorf("storage: backup %s: %w", s.path, err)
+		}
+	}
+	if _, err := io.Copy(w, io.NewSectionReader(snap.f, 0, m.Size)); err != nil {
+		return storage.Manifest{}, fmt.Errorf("storage: backup %s: %w", s.path, err)
+	}
+	return m, nil
 }
 
-// Verify checks that path holds a whole Usher data file and returns its
-// revision: the file is as long as its meta page says, every bucket Open
-// creates is there, every entity decodes, the change log ends at the
-// revision, and bbolt's own consistency check passes. It opens the file
-// read-only and changes nothing; it fails after DefaultLockTimeout if a
-// server holds the file.
-//
-// bbolt trusts its pages and panics, or faults, on some corruptions; Verify
-// reads every page itself first and turns those into errors, so that bbolt's
-// checker, which runs on a goroutine of its own, meets only a file that
-// reads. A file crafted to pass the one and crash the other is not guarded
-// against.
-func Verify(path string) (authz.Revision, error) {
-	info, err := os.Stat(path)
+// snapshotPrefix names the copies Backup makes where a file cannot be made
+// without a name; they are unlinked at once, and Open removes any that a
+// crash left in between.
+func snapshotPrefix(path string) string { return "." + filepath.Base(path) + ".backup-" }
+
+// snapshot writes one read transaction to a temporary file and returns it
+// with its manifest.
+func (s *Store) snapshot() (*tempFile, storage.Manifest, error) {
+	snap, err := createTemp(filepath.Dir(s.path), snapshotPrefix(s.path))
 	if err != nil {
-		return 0, fmt.Errorf("storage: verify: %w", err)
+		return nil, storage.Manifest{}, err
 	}
-	var rev authz.Revision
+	if err := snap.unlink(); err != nil {
+		snap.discard()
+		return nil, storage.Manifest{}, err
+	}
+	m := storage.Manifest{Format: fileFormat}
 	err = unpanicked(func() error {
-		// Open reads only the meta pages; the freelist, which a cut-off
-		// file lacks, is loaded by the second Open, once the length is
-		// known to be right.
-		opts := &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout}
-		db, err := bbolt.Open(path, 0o600, opts)
-		if errors.Is(err, berrors.ErrTimeout) {
-			return fmt.Errorf("another process is using it: %w", err)
-		}
-		if err != nil {
-			return fmt.Errorf("not a bbolt data file: %w", err)
-		}
-		var size int64
-		db.View(func(tx *bbolt.Tx) error { size = tx.Size(); return nil })
-		db.Close()
-		if size > info.Size() {
-			return fmt.Errorf("the file is cut off: %d bytes of %d", info.Size(), size)
-		}
-		opts.PreLoadFreelist = true
-		if db, err = bbolt.Open(path, 0o600, opts); err != nil {
-			return err
-		}
-		defer db.Close()
-		return db.View(func(tx *bbolt.Tx) error {
+		return s.db.View(func(tx *bbolt.Tx) error {
 			var err error
-			if rev, err = verifyContents(tx); err != nil {
+			if m.Revision, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision)); err != nil {
 				return err
 			}
-			// The checker runs until its channel is drained; the first
-			// problem is enough to refuse the file.
-			var problem error
-			for err := range tx.Check() {
-				if problem == nil {
-					problem = err
-				}
-			}
-			if problem != nil {
-				return fmt.Errorf("bbolt check: %w", problem)
-			}
-			return nil
+			m.Size = tx.Size()
+			_, err = tx.WriteTo(snap.f)
+			return err
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("storage: verify %s: %w", path, err)
+		snap.discard()
+		return nil, storage.Manifest{}, closedAsErrClosed(err)
 	}
-	return rev, nil
+	// Hashed from the copy, after the transaction, which is then as short
+	// as the disk allows.
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(snap.f, 0, m.Size)); err != nil {
+		snap.discard()
+		return nil, storage.Manifest{}, err
+	}
+	h.Sum(m.SHA256[:0])
+	return snap, m, nil
 }
 
-// verifyContents reads every page of every bucket, decoding every record,
-// and returns the revision.
-func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
-	for _, name := range allBuckets() {
-		if tx.Bucket(name) == nil {
-			return 0, fmt.Errorf("bucket %q is missing: not an Usher data file", name)
+// SaveBackup writes a backup file at path: m.Size bytes of content read
+// from r, then the manifest m. The file is checked as Restore would check
+// it (VerifyBackup) before it is put in place, atomically; until then it has
+// no name (see ReplaceFile), so a failed or killed save leaves nothing
+// behind, and a file already at path is kept.
+func SaveBackup(path string, m storage.Manifest, r io.Reader) error {
+	if m.Format != fileFormat {
+		return fmt.Errorf("storage: save backup %s: the content is a data file of format %d; this version of Usher reads format %d", path, m.Format, fileFormat)
+	}
+	err := ReplaceFile(path, func(f *os.File) error {
+		n, err := io.Copy(f, io.LimitReader(r, m.Size+1))
+		switch {
+		case err != nil:
+			return fmt.Errorf("after %d of %d bytes: %w", n, m.Size, err)
+		case n < m.Size:
+			return fmt.Errorf("the content ended after %d bytes, the manifest says %d", n, m.Size)
+		case n > m.Size:
+			return fmt.Errorf("the content goes on past the %d bytes the manifest says", m.Size)
 		}
-	}
-	meta := tx.Bucket(bucketMeta)
-	if f := meta.Get(keyFormat); len(f) != 1 || f[0] != fileFormat {
-		return 0, fmt.Errorf("the file is in format %v, not %d", f, fileFormat)
-	}
-	rev, err := storage.DecodeRevision(meta.Get(keyRevision))
-	if err != nil {
-		return 0, err
-	}
-	compacted, err := storage.DecodeRevision(meta.Get(keyCompacted))
-	if err != nil {
-		return 0, err
-	}
-	b := authz.NewBuilder(authz.SystemClock{})
-	if err := loadEntities(context.Background(), tx, b); err != nil {
-		return 0, err
-	}
-	if _, err := b.Build(rev); err != nil {
-		return 0, err
-	}
-	last := compacted
-	err = tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
-		r, err := storage.DecodeRevision(k)
-		if err != nil {
+		if _, err := f.Write(m.Marshal()); err != nil {
 			return err
 		}
-		if r != last+1 {
-			return fmt.Errorf("revision %d follows %d", r, last)
-		}
-		if _, err := storage.DecodeChangeSet(v); err != nil {
-			return fmt.Errorf("revision %d: %w", r, err)
-		}
-		last = r
-		return nil
+		_, err = VerifyBackup(f.Name())
+		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("change log: %w", err)
+		return fmt.Errorf("storage: save backup %s: %w", path, err)
 	}
-	if last != rev {
-		return 0, fmt.Errorf("the change log ends at revision %d, the file is at %d", last, rev)
-	}
-	return rev, nil
+	return nil
 }
 
-// unpanicked runs fn, turning a panic or a memory fault (a page beyond the
-// end of a mapped file) into an error.
-func unpanicked(fn func() error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("corrupt: %v", p)
-		}
-	}()
-	return fn()
-}
-
-// Restore puts a copy of the backup file at path, for a server to open there,
-// and returns the revision it holds. The backup is verified first. Restore
-// refuses while a process (a server) holds path and, unless replace is set,
-// whenever path exists. The copy is written to a temporary file beside path,
-// fsync'd and renamed over it, so a crash leaves either the old file or the
-// whole new one.
-func Restore(backup, path string, replace bool) (authz.Revision, error) {
-	rev, err := Verify(backup)
+// VerifyBackup checks the backup file at path as Restore does, and returns
+// its manifest: the manifest, the file's length, the content's SHA-256,
+// then the content as a data file (Verify), at the manifest's revision.
+func VerifyBackup(path string) (storage.Manifest, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return storage.Manifest{}, fmt.Errorf("storage: verify backup: %w", err)
+	}
+	defer f.Close()
+	m, err := readManifest(f)
+	if err == nil {
+		err = checkDigest(io.NewSectionReader(f, 0, m.Size), m)
+	}
+	if err == nil {
+		err = checkContent(path, m)
+	}
+	if err != nil {
+		return storage.Manifest{}, fmt.Errorf("storage: verify backup %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// readManifest reads and checks the manifest at the end of the backup file
+// f, and the file's length against it. For a file without one, it says what
+// the file seems to be instead.
+func readManifest(f *os.File) (storage.Manifest, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return storage.Manifest{}, err
+	}
+	size := info.Size()
+	tail := make([]byte, min(size, storage.ManifestSize))
+	if _, err := f.ReadAt(tail, size-int64(len(tail))); err != nil {
+		return storage.Manifest{}, err
+	}
+	m, err := storage.ParseManifest(tail)
+	if errors.Is(err, storage.ErrNoManifest) {
+		return storage.Manifest{}, withoutManifest(f, size)
+	}
+	if err != nil {
+		return storage.Manifest{}, fmt.Errorf("manifest: %w", err)
+	}
+	if m.Format != fileFormat {
+		return storage.Manifest{}, fmt.Errorf("the backup holds a data file of format %d; this version of Usher reads format %d", m.Format, fileFormat)
+	}
+	if want := m.Size + storage.ManifestSize; size != want {
+		return storage.Manifest{}, fmt.Errorf("the backup is %d bytes long; its manifest says %d of content and %d of manifest, %d in all",
+			size, m.Size, storage.ManifestSize, want)
+	}
+	return m, nil
+}
+
+// withoutManifest explains a file that does not end with a manifest.
+func withoutManifest(f *os.File, size int64) error {
+	m, err := chooseMeta(f, size)
+	if err != nil {
+		return fmt.Errorf("not an Usher backup: %v, and it does not start as a data file (%v)", storage.ErrNoManifest, err)
+	}
+	content := int64(m.pages) * int64(m.pageSize)
+	if size < content {
+		return fmt.Errorf("the backup is cut off: %d bytes, its content alone takes %d", size, content)
+	}
+	if size < content+storage.ManifestSize {
+		if next := make([]byte, 1); size > content {
+			if _, err := f.ReadAt(next, content); err == nil && next[0] == ' ' {
+				return fmt.Errorf("the backup is cut off: %d bytes, its content and manifest take %d", size, content+storage.ManifestSize)
+			}
+		}
+	}
+	return fmt.Errorf("it is a bare data file, not a backup: %v (make backups with usher backup)", storage.ErrNoManifest)
+}
+
+// checkDigest reads the content from r and compares its SHA-256 with the
+// manifest's.
+func checkDigest(r io.Reader, m storage.Manifest) error {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return err
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, m.SHA256[:]) {
+		return fmt.Errorf("the content's SHA-256 is %x, the manifest says %x: the backup is damaged", got, m.SHA256)
+	}
+	return nil
+}
+
+// checkContent verifies the data file in the first m.Size bytes of path and
+// compares it with the manifest.
+func checkContent(path string, m storage.Manifest) error {
+	rev, size, err := verifyFile(path, m.Size)
+	switch {
+	case err != nil:
+		return fmt.Errorf("the content is not a sound data file: %w", err)
+	case size != m.Size:
+		return fmt.Errorf("the content's pages take %d bytes, the manifest says %d", size, m.Size)
+	case rev != m.Revision:
+		return fmt.Errorf("the content holds revision %d, the manifest says %d", rev, m.Revision)
+	}
+	return nil
+}
+
+// Restore puts the content of the backup file at path, for a server to open
+// there, and returns the revision it holds. The manifest and the file's
+// length are checked first; the content is then copied beside path, its
+// SHA-256 compared with the manifest's as it is copied, the copy verified
+// (Verify), and only then renamed over path. Any failure leaves path as it
+// was. Restore refuses while a process (a server) holds path and, unless
+// replace is set, whenever path exists.
+func Restore(backup, path string, replace bool) (authz.Revision, error) {
+	f, err := os.Open(backup)
+	if err != nil {
+		return 0, fmt.Errorf("storage: restore: %w", err)
+	}
+	defer f.Close()
+	m, err := readManifest(f)
+	if err != nil {
+		return 0, fmt.Errorf("storage: restore %s: %w", backup, err)
 	}
 	if _, err := os.Stat(path); err == nil {
 		if !replace {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
 		}
 		// A shared bbolt lock conflicts with a server's exclusive one and is
-		// held until the new file is in place.
-		db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
+		// held until the new file is in place. The file may be the damaged
+		// one a restore is for: bbolt only reads its meta pages here, and
+		// one it cannot open is replaced all the same.
+		var db *bbolt.DB
+		err := unpanicked(func() error {
+			var err error
+			db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
+			return err
+		})
 		if errors.Is(err, berrors.ErrTimeout) {
 			return 0, fmt.Errorf("storage: restore: %s is in use, by a running server perhaps: stop it first", path)
 		}
@@ -203,63 +265,60 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("storage: restore: %w", err)
 	}
-	err = ReplaceFile(path, func(f *os.File) error {
-		src, err := os.Open(backup)
-		if err != nil {
+	err = ReplaceFile(path, func(tmp *os.File) error {
+		// What is verified is the copy, not the backup, which could
+		// change meanwhile.
+		if err := checkDigest(io.TeeReader(io.NewSectionReader(f, 0, m.Size), tmp), m); err != nil {
 			return err
 		}
-		defer src.Close()
-		_, err = io.Copy(f, src)
-		return err
+		return checkContent(tmp.Name(), m)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: restore %s to %s: %w", backup, path, err)
 	}
-	return rev, nil
+	return m.Revision, nil
 }
 
 // ReplaceFile creates or replaces the file at path with what write writes to
-// f, atomically and durably: f is a temporary file in path's directory,
-// fsync'd and renamed over path once write succeeds, and the directory is
-// fsync'd after the rename. A crash leaves the old file or the whole new one;
-// a failed write leaves the old file and no temporary one. write may read
-// f.Name() to inspect what it wrote before the rename.
+// f, atomically and durably: f is a temporary file in path's directory (see
+// tempfile.go), fsync'd and renamed over path once write succeeds, and the
+// directory is fsync'd after the rename. A crash leaves the old file or the
+// whole new one; a failed write, or a process killed at any point, leaves
+// the old file and no temporary one, and a failed write no directory it
+// made either. write may open f.Name() to inspect what it wrote before the
+// rename.
 func ReplaceFile(path string, write func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
+	var made []string // the directories MkdirAll is about to make, deepest first
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			for _, d := range made {
+				os.Remove(d) // only if empty: nothing of anyone else's goes
+			}
 		}
 	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a directory, which makes a rename into it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	prefix := "." + filepath.Base(path) + ".tmp-"
+	removeOrphans(dir, prefix)
+	t, err := createTemp(dir, prefix)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	if err := write(t.f); err != nil {
+		t.discard()
+		return err
+	}
+	if err := t.publish(path, prefix); err != nil {
+		t.discard()
+		return err
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package bolt_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -99,17 +100,17 @@ func TestBackupWhileCommitting(t *testing.T) {
 	for i := range 5 {
 		waitForRevision(t, s, authz.Revision(10*(i+1)))
 		var buf bytes.Buffer
-		var announced authz.Revision
-		var size int64
-		rev, err := s.Backup(&buf, func(rev authz.Revision, n int64) error {
-			announced, size = rev, n
+		var announced storage.Manifest
+		m, err := s.Backup(&buf, func(m storage.Manifest) error {
+			announced = m
 			return nil
 		})
 		if err != nil {
 			t.Fatalf("Backup: %v", err)
 		}
-		if rev != announced || size != int64(buf.Len()) {
-			t.Errorf("Backup returned revision %d after announcing %d, wrote %d bytes after announcing %d", rev, announced, buf.Len(), size)
+		rev := m.Revision
+		if m != announced || m.Size != int64(buf.Len()) || m.SHA256 != sha256.Sum256(buf.Bytes()) {
+			t.Errorf("Backup returned %+v after announcing %+v, and wrote %d bytes", m, announced, buf.Len())
 		}
 		path := filepath.Join(dir, fmt.Sprintf("backup-%d.db", i))
 		if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
@@ -151,7 +152,7 @@ func TestBackupStopsAtTheFirstError(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "usher.db"))
 	refused := errors.New("client went away")
 	var buf bytes.Buffer
-	if _, err := s.Backup(&buf, func(authz.Revision, int64) error { return refused }); !errors.Is(err, refused) || buf.Len() != 0 {
+	if _, err := s.Backup(&buf, func(storage.Manifest) error { return refused }); !errors.Is(err, refused) || buf.Len() != 0 {
 		t.Errorf("Backup with a failing begin = %v after %d bytes; want the error and nothing written", err, buf.Len())
 	}
 	// bbolt does not wrap the writer's error, so only its text is kept.
@@ -168,7 +169,8 @@ type failingWriter struct{ err error }
 
 func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
 
-// backupFile commits a few change sets and writes a backup of them to a file.
+// backupFile commits a few change sets and saves a backup of them in a
+// file, as usher backup does.
 func backupFile(t *testing.T, dir string) (path string, rev authz.Revision, snap authz.Snapshot) {
 	t.Helper()
 	s := openStore(t, filepath.Join(dir, "source.db"))
@@ -179,26 +181,34 @@ func backupFile(t *testing.T, dir string) (path string, rev authz.Revision, snap
 	close(stop)
 	wait()
 	var buf bytes.Buffer
-	rev, err := s.Backup(&buf, nil)
+	m, err := s.Backup(&buf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path = filepath.Join(dir, "backup.db")
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+	path = filepath.Join(dir, "backup.usher")
+	if err := bolt.SaveBackup(path, m, &buf); err != nil {
 		t.Fatal(err)
 	}
 	if snap, err = snapshot(s); err != nil {
 		t.Fatal(err)
 	}
-	return path, rev, snap
+	return path, m.Revision, snap
 }
 
 func TestVerifyRefusesWhatIsNotAWholeDataFile(t *testing.T) {
 	dir := t.TempDir()
-	good, _, _ := backupFile(t, dir)
-	whole, err := os.ReadFile(good)
+	backup, _, _ := backupFile(t, dir)
+	b, err := os.ReadFile(backup)
 	if err != nil {
 		t.Fatal(err)
+	}
+	whole := b[:len(b)-storage.ManifestSize]
+	good := filepath.Join(dir, "good.db")
+	if err := os.WriteFile(good, whole, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bolt.Verify(good); err != nil {
+		t.Fatalf("Verify of a backup's content: %v", err)
 	}
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
@@ -282,6 +292,24 @@ func TestRestore(t *testing.T) {
 			t.Errorf("the held store reads revision %d, %v after the refused restore; want 0", r, err)
 		}
 	})
+	t.Run("restore replaces a damaged data file", func(t *testing.T) {
+		for name, damage := range map[string]func([]byte) []byte{
+			"cut off":     func(b []byte) []byte { return b[:len(b)/3] },
+			"zeroed":      func(b []byte) []byte { return make([]byte, len(b)) },
+			"meta broken": func(b []byte) []byte { b[20] ^= 0xff; b[4096+20] ^= 0xff; return b },
+		} {
+			path := filepath.Join(dir, "damaged-"+strings.ReplaceAll(name, " ", "-")+".db")
+			openStore(t, path).Close()
+			b, _ := os.ReadFile(path)
+			os.WriteFile(path, damage(b), 0o600)
+			if got, err := bolt.Restore(backup, path, true); err != nil || got != rev {
+				t.Fatalf("Restore over a data file %s = %d, %v; want %d", name, got, err, rev)
+			}
+			if got, err := bolt.Verify(path); err != nil || got != rev {
+				t.Errorf("after Restore over a data file %s, it holds revision %d (%v), want %d", name, got, err, rev)
+			}
+		}
+	})
 	t.Run("restore refuses a bad backup and leaves the data file alone", func(t *testing.T) {
 		path := filepath.Join(dir, "kept.db")
 		openStore(t, path).Close()
@@ -295,4 +323,93 @@ func TestRestore(t *testing.T) {
 			t.Error("the refused restore changed the data file")
 		}
 	})
+}
+
+// stalledWriter takes its first write and then blocks until released: a
+// backup client that stopped reading.
+type stalledWriter struct {
+	first   chan struct{} // closed at the first write
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.first) })
+	<-w.release
+	return len(p), nil
+}
+
+// bbolt remaps its file to grow it, and a remap waits for every read
+// transaction: a backup copied from its transaction straight to a client
+// that stops reading would hold up every commit that grows the file.
+func TestAStalledBackupReaderDoesNotHoldUpCommits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.db")
+	s := openStore(t, path)
+	defer s.Close()
+	bulk := func(i int) authz.ChangeSet {
+		cs := authz.ChangeSet{Caller: "test"}
+		for j := range 500 {
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d-%d", i, j), Role: "owner", Resource: "root"}})
+		}
+		return cs
+	}
+	for i := range 10 {
+		if _, err := commit(s, bulk(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := info.Size()
+
+	w := &stalledWriter{first: make(chan struct{}), release: make(chan struct{})}
+	defer close(w.release)
+	backup := make(chan error, 1)
+	go func() {
+		_, err := s.Backup(w, nil)
+		backup <- err
+	}()
+	<-w.first
+	// The map is a power of two at least the file's size, so a file grown
+	// to more than twice its size has been remapped at least once.
+	// A commit of 500 grants takes milliseconds, a second on a loaded
+	// machine under the race detector; one held up by the backup would
+	// wait as long as its reader stalls.
+	const bound = 5 * time.Second
+	var slowest time.Duration
+	for i := 10; ; i++ {
+		done := make(chan error, 1)
+		began := time.Now()
+		go func() {
+			_, err := commit(s, bulk(i))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(bound):
+			t.Fatalf("a commit waited more than %s while a backup's reader stalled", bound)
+		}
+		slowest = max(slowest, time.Since(began))
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size() > 2*start {
+			t.Logf("the file grew from %d to %d bytes in %d commits while the backup stalled; the slowest took %s", start, info.Size(), i-9, slowest)
+			break
+		}
+		if i > 500 {
+			t.Fatalf("the file grew only from %d to %d bytes in 500 commits", start, info.Size())
+		}
+	}
+	select {
+	case err := <-backup:
+		t.Fatalf("the backup ended (%v) while its reader stalled", err)
+	default:
+	}
 }

@@ -92,13 +92,17 @@ var _ storage.Backend = (*Store)(nil)
 // buckets if they are missing, and migrating a file of an earlier format.
 // It fails after opts.LockTimeout if another process holds the file, and
 // with an error, never a panic, on a file that is not a whole Usher data
-// file.
+// file: the structure of an existing file is checked before bbolt reads it.
 func Open(path string, opts Options) (s *Store, err error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	removeOrphans(filepath.Dir(path), snapshotPrefix(path))
+	if err := checkFile(path, timeout); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	var db *bbolt.DB
@@ -142,6 +146,49 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}, nil
 }
 
+// checkFile checks the structure of the file at path, if it has any, before
+// bbolt opens it for writing (see checkPages). It holds bbolt's shared lock
+// meanwhile, so that a file another process is writing is reported as in
+// use rather than as damaged.
+func checkFile(path string, timeout time.Duration) error {
+	info, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) || err == nil && info.Size() == 0 {
+		return nil // bbolt makes a new file
+	}
+	if err != nil {
+		return err
+	}
+	var db *bbolt.DB
+	lockErr := unpanicked(func() error {
+		var err error
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
+	if errors.Is(lockErr, berrors.ErrTimeout) {
+		return fmt.Errorf("another process is using it (its lock was not released within %s): %w", timeout, lockErr)
+	}
+	if lockErr == nil {
+		defer db.Close()
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if info, err = f.Stat(); err != nil {
+		return err
+	}
+	// A file bbolt could not open is checked all the same, for a better
+	// reason than bbolt's "invalid database".
+	if err := checkPages(f, info.Size()); err != nil {
+		return fmt.Errorf("the data file is damaged (restore it from a backup with usher restore): %w", err)
+	}
+	if lockErr != nil {
+		return fmt.Errorf("not a usable data file: %w", lockErr)
+	}
+	return nil
+}
+
 // prepare creates the buckets of a new file, and migrates one of an earlier
 // format.
 func prepare(db *bbolt.DB) error {
@@ -172,6 +219,11 @@ func prepare(db *bbolt.DB) error {
 	}
 	return nil
 }
+
+// addedLater reports whether kind was added to format 2 after files were
+// written in it: such a file lacks its bucket until a server opens it for
+// writing, and holds none of it.
+func addedLater(kind storage.Kind) bool { return kind == storage.KindAdmission }
 
 func allBuckets() [][]byte {
 	out := [][]byte{bucketMeta, bucketChanges}

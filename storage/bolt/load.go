@@ -35,6 +35,9 @@ func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, erro
 func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 	for _, kind := range storage.Kinds {
 		b := tx.Bucket(bucketOf(kind))
+		if b == nil && addedLater(kind) {
+			continue // a file written before the kind existed holds none
+		}
 		if b == nil {
 			return fmt.Errorf("bucket %q is missing: not an Usher data file", kind)
 		}
@@ -55,10 +58,12 @@ func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 // Revision implements storage.Backend.
 func (s *Store) Revision(context.Context) (authz.Revision, error) {
 	var rev authz.Revision
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
-		return err
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			var err error
+			rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
+			return err
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: revision: %w", closedAsErrClosed(err))
@@ -90,16 +95,18 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 		return nil, nil
 	}
 	var out []authz.ChangeSet
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucketChanges).Cursor()
-		for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			cs, err := storage.DecodeChangeSet(v)
-			if err != nil {
-				return fmt.Errorf("change set %x: %w", k, err)
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			c := tx.Bucket(bucketChanges).Cursor()
+			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+				cs, err := storage.DecodeChangeSet(v)
+				if err != nil {
+					return fmt.Errorf("change set %x: %w", k, err)
+				}
+				out = append(out, cs)
 			}
-			out = append(out, cs)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))

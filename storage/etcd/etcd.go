@@ -344,27 +344,52 @@ func (s *Store) Revision(ctx context.Context) (authz.Revision, error) {
 	return decodeRev(resp.Kvs[0].Value)
 }
 
-// pageSize is how many keys one range read returns.
-const pageSize = 10_000
+// pageSize is how many keys one range read returns. etcd counts every key of
+// the range left to read at each page, so a page's cost grows with what
+// remains: large pages keep a million grants to a few dozen reads (about
+// 10 MB each).
+const pageSize = 100_000
 
 // scan sends every key under prefix, at etcd revision at, to fn, a page at
 // a time.
 func (s *Store) scan(ctx context.Context, prefix string, at int64, fn func(k, v []byte) error) error {
-	from, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	type page struct {
+		resp *clientv3.GetResponse
+		err  error
+	}
+	fetch := func(from string) <-chan page {
+		c := make(chan page, 1)
+		go func() {
+			resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(at), clientv3.WithLimit(pageSize))
+			c <- page{resp, err}
+		}()
+		return c
+	}
+	// The next page is asked for as soon as a page arrives, so that etcd
+	// reads it while this one is decoded.
+	pending := fetch(prefix)
 	for {
-		resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithRev(at), clientv3.WithLimit(pageSize))
-		if err != nil {
-			return err
+		p := <-pending
+		if p.err != nil {
+			return p.err
 		}
-		for _, kv := range resp.Kvs {
+		kvs := p.resp.Kvs
+		more := p.resp.More && len(kvs) > 0
+		if more {
+			pending = fetch(string(kvs[len(kvs)-1].Key) + "\x00")
+		}
+		for _, kv := range kvs {
 			if err := fn(kv.Key, kv.Value); err != nil {
+				if more {
+					<-pending
+				}
 				return err
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		if !more {
 			return nil
 		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
 

@@ -1542,9 +1542,11 @@ func (x *ExportPolicyRequest) GetPageToken() string {
 type ExportPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first page carries the catalog, creator roles and default quotas;
-	// every page carries resources, parents before children, with the roles
-	// and quotas defined on them. Applying the pages in order to an empty
-	// store rebuilds the tree, roles and quotas.
+	// every page carries resources, parents before children, with the roles,
+	// quotas and admission rules defined on them. The pages merged into one
+	// policy (as `usher policy export` does), applied to an empty store,
+	// rebuild the tree, roles, quotas and rules; a later page alone lacks the
+	// catalog its roles name.
 	Policy   *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
 	Revision uint64  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Empty on the last page.
@@ -2346,7 +2348,12 @@ type BackupResponse struct {
 	// The copy's size in bytes; set in the first message only.
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// The next bytes of the file; empty in the first message.
-	Chunk         []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Chunk []byte `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// The format of the data file the copy is (2 for this version of Usher);
+	// set in the first message only.
+	Format uint32 `protobuf:"varint,4,opt,name=format,proto3" json:"format,omitempty"`
+	// The SHA-256 of the copy's bytes; set in the first message only.
+	Sha256        []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2398,6 +2405,20 @@ func (x *BackupResponse) GetSize() int64 {
 func (x *BackupResponse) GetChunk() []byte {
 	if x != nil {
 		return x.Chunk
+	}
+	return nil
+}
+
+func (x *BackupResponse) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
 	}
 	return nil
 }
@@ -2561,11 +2582,13 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\achanges\x18\x01 \x03(\v2\x16.usher.v1.ChangeRecordR\achanges\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1a\n" +
 	"\brevision\x18\x03 \x01(\x04R\brevision\"\x0f\n" +
-	"\rBackupRequest\"V\n" +
+	"\rBackupRequest\"\x86\x01\n" +
 	"\x0eBackupResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x14\n" +
-	"\x05chunk\x18\x03 \x01(\fR\x05chunk2\xa9\v\n" +
+	"\x05chunk\x18\x03 \x01(\fR\x05chunk\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\rR\x06format\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha2562\xa9\v\n" +
 	"\fAdminService\x128\n" +
 	"\x05Grant\x12\x16.usher.v1.GrantRequest\x1a\x17.usher.v1.GrantResponse\x12;\n" +
 	"\x06Revoke\x12\x17.usher.v1.RevokeRequest\x1a\x18.usher.v1.RevokeResponse\x12G\n" +

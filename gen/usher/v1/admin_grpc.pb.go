@@ -97,9 +97,12 @@ type AdminServiceClient interface {
 	// ListChanges reads the change log, newest last, optionally filtered.
 	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
 	// Backup streams a consistent copy of the bbolt data file, read in one
-	// transaction while writes continue: first a message with the revision the
-	// copy holds and its size, then the file's bytes in order. `usher backup`
-	// saves it; `usher restore` puts it in place of a stopped server's file.
+	// transaction while writes continue: first a message with the copy's
+	// manifest (its format, revision, size and SHA-256), then the copy's bytes
+	// in order. The copy is taken whole on the server's disk before the first
+	// message, so a slow reader holds up no write. `usher backup` saves the
+	// bytes followed by the manifest; `usher restore` checks both and puts the
+	// copy in place of a stopped server's file.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
@@ -376,9 +379,12 @@ type AdminServiceServer interface {
 	// ListChanges reads the change log, newest last, optionally filtered.
 	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
 	// Backup streams a consistent copy of the bbolt data file, read in one
-	// transaction while writes continue: first a message with the revision the
-	// copy holds and its size, then the file's bytes in order. `usher backup`
-	// saves it; `usher restore` puts it in place of a stopped server's file.
+	// transaction while writes continue: first a message with the copy's
+	// manifest (its format, revision, size and SHA-256), then the copy's bytes
+	// in order. The copy is taken whole on the server's disk before the first
+	// message, so a slow reader holds up no write. `usher backup` saves the
+	// bytes followed by the manifest; `usher restore` checks both and puts the
+	// copy in place of a stopped server's file.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -485,8 +485,11 @@ type CheckError struct {
 	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// The offending field, e.g. "checks[2].permission", and its value.
-	Field         string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
-	Value         string `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	Field string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	Value string `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	// The reason of the google.rpc.ErrorInfo the status would have carried
+	// alone, e.g. "UNDECLARED_PERMISSION".
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +555,13 @@ func (x *CheckError) GetField() string {
 func (x *CheckError) GetValue() string {
 	if x != nil {
 		return x.Value
+	}
+	return ""
+}
+
+func (x *CheckError) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1329,14 +1339,15 @@ const file_usher_v1_authorization_proto_rawDesc = "" +
 	"\x12CheckBatchResponse\x120\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x12.usher.v1.DecisionR\tdecisions\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12,\n" +
-	"\x06errors\x18\x03 \x03(\v2\x14.usher.v1.CheckErrorR\x06errors\"|\n" +
+	"\x06errors\x18\x03 \x03(\v2\x14.usher.v1.CheckErrorR\x06errors\"\x94\x01\n" +
 	"\n" +
 	"CheckError\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
 	"\x05field\x18\x04 \x01(\tR\x05field\x12\x14\n" +
-	"\x05value\x18\x05 \x01(\tR\x05value\"\x9c\x01\n" +
+	"\x05value\x18\x05 \x01(\tR\x05value\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x9c\x01\n" +
 	"\x16ListPermissionsRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12!\n" +

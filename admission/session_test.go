@@ -1,0 +1,598 @@
+package admission_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+// newWorldWith is newWorld with the manager's options, its store on the
+// world's clock when opts names none.
+func newWorldWith(t *testing.T, opts admission.Options, mem admission.MemoryOptions) (*world, admission.Store) {
+	t.Helper()
+	clock := authz.NewManualClock(start)
+	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), eng: eng, clock: clock, by: authz.Author{Caller: "test"}}
+	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, policy(), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Store == nil {
+		mem.Clock = clock
+		opts.Store = admission.NewMemoryStore(mem)
+	}
+	w.m = admission.New(eng, opts)
+	t.Cleanup(func() { w.m.Close() })
+	return w, opts.Store
+}
+
+func (w *world) block(subject, resource string, perms ...string) string {
+	w.t.Helper()
+	_, id, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: subject, Resource: resource, Permissions: perms})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return id
+}
+
+func (w *world) watch(call string) *admission.Watch {
+	w.t.Helper()
+	watch, err := w.m.Watch(call, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(watch.Close)
+	return watch
+}
+
+// nextEvent is the next event of watch that match accepts, skipping others;
+// the test fails after 2 s without one.
+func nextEvent(t *testing.T, watch *admission.Watch, what string, match func(admission.Event) bool) admission.Event {
+	t.Helper()
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case ev, ok := <-watch.C:
+			if !ok {
+				t.Fatalf("waiting for %s: the watch ended: %v", what, watch.Err())
+			}
+			if match(ev) {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no event: %s", what)
+		}
+	}
+}
+
+func kindOf(kind admission.EventKind, subject string) func(admission.Event) bool {
+	return func(ev admission.Event) bool { return ev.Kind == kind && ev.Subject == subject }
+}
+
+// unheardStore keeps one subject's sessions from the manager's view: their
+// beginnings are not reported, and Session denies them until reveal. It
+// stands for a store whose events lag, as another node's on a cluster
+// would, so that only KeepAlive's own look at the index can end them.
+type unheardStore struct {
+	*admission.MemoryStore
+	subject  string
+	revealed atomic.Bool
+}
+
+func newUnheardStore(clock authz.Clock, subject string) *unheardStore {
+	return &unheardStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock}), subject: subject}
+}
+
+// Take leaves out the beginnings of the subject's sessions.
+func (s *unheardStore) Take() []admission.StoreEvent {
+	batch := s.MemoryStore.Take()
+	kept := batch[:0:0]
+	for _, e := range batch {
+		if e.Session != nil && e.Ended == nil && e.Session.Subject == s.subject {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	return kept
+}
+
+func (s *unheardStore) Session(id string) (admission.Session, bool) {
+	sess, ok := s.MemoryStore.Session(id)
+	if ok && sess.Subject == s.subject && !s.revealed.Load() {
+		return admission.Session{}, false
+	}
+	return sess, ok
+}
+
+func TestKeepAliveEndsTheSessionOfABlockedParticipant(t *testing.T) {
+	store := newUnheardStore(nil, "user:member")
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	blockID := w.block("user:member", "call:acme:1")
+	// The view never heard of the session, so nothing but KeepAlive can
+	// end it.
+	time.Sleep(50 * time.Millisecond)
+	if _, live := store.MemoryStore.Session(r.Session); !live {
+		t.Fatal("the session ended before KeepAlive: the test does not isolate KeepAlive")
+	}
+	store.revealed.Store(true)
+	ren, err := w.m.KeepAlive(w.ctx, r.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
+		t.Errorf("KeepAlive of a blocked participant = %+v, want BLOCKED and no renewal", ren)
+	}
+	if _, live := store.MemoryStore.Session(r.Session); live {
+		t.Error("the blocked participant's session outlived its KeepAlive")
+	}
+	ev := nextEvent(t, watch, "EJECTED of the blocked participant", kindOf(admission.EventEjected, "user:member"))
+	if ev.Outcome != admission.Blocked || ev.BlockID != blockID || ev.Session != r.Session {
+		t.Errorf("ejected = %+v, want outcome BLOCKED, block %q, session %q", ev, blockID, r.Session)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive after the session ended = %v, want NotFound", err)
+	}
+}
+
+func TestKeepAliveEndsTheSessionOfAParticipantWhoseGrantWasRevoked(t *testing.T) {
+	store := newUnheardStore(nil, "user:member")
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:member", Role: "member", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	store.revealed.Store(true)
+	ren, err := w.m.KeepAlive(w.ctx, r.Session)
+	if err != nil || ren.Outcome != admission.NoGrant {
+		t.Fatalf("KeepAlive after the revoke = %+v, %v; want NO_GRANT", ren, err)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive after the session ended = %v, want NotFound", err)
+	}
+}
+
+func TestKeepAliveRenewsTheLease(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	w.clock.Advance(8 * time.Second)
+	ren, err := w.m.KeepAlive(w.ctx, r.Session)
+	if err != nil || ren.Outcome != admission.Admitted {
+		t.Fatalf("KeepAlive = %+v, %v", ren, err)
+	}
+	if want := start.Add(18 * time.Second); !ren.Expires.Equal(want) {
+		t.Errorf("renewed until %s, want %s (now + the 10 s lease)", ren.Expires, want)
+	}
+	// Past the first lease, the session lives on.
+	w.clock.Advance(8 * time.Second)
+	if ren, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Fatalf("KeepAlive past the first lease = %+v, %v", ren, err)
+	}
+}
+
+func TestAKnockIsKeptAliveUntilTheSubjectMayJoin(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "Gus")
+	if err != nil || k.Outcome != admission.Lobby || k.Session == "" {
+		t.Fatalf("Knock = %+v, %v", k, err)
+	}
+	w.clock.Advance(5 * time.Second)
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Lobby {
+		t.Fatalf("KeepAlive of a knock = %+v, %v; want LOBBY", ren, err)
+	}
+	if want := start.Add(15 * time.Second); !ren.Expires.Equal(want) {
+		t.Errorf("knock renewed until %s, want %s", ren.Expires, want)
+	}
+	// Knocking again keeps the knock.
+	again, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	if err != nil || again.Session != k.Session {
+		t.Errorf("a second knock = %+v, %v; want the same knock %q", again, err, k.Session)
+	}
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 1 || list[0].Note != "Gus" {
+		t.Errorf("lobby = %+v, want one knock with the first note", list)
+	}
+	// A grant that skips the lobby (not an Admit): the knock says so.
+	w.grant("user:guest", "member", "call:acme:1")
+	ren, err = w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Admitted {
+		t.Fatalf("KeepAlive of a knock whose subject may now join = %+v, %v; want ADMITTED", ren, err)
+	}
+	j := w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	if j.Session == k.Session {
+		t.Error("the session took the knock's id")
+	}
+	// Joining ended the knock.
+	if _, err := w.m.KeepAlive(w.ctx, k.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of a knock that became a session = %v, want NotFound", err)
+	}
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("lobby after the join = %+v", list)
+	}
+}
+
+func TestAKnockOfABlockedSubjectEndsAtKeepAlive(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	watch := w.watch("call:acme:1")
+	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", k, err)
+	}
+	nextEvent(t, watch, "KNOCKED", kindOf(admission.EventKnocked, "user:guest"))
+	w.block("user:guest", "account:acme")
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Blocked {
+		t.Fatalf("KeepAlive of a blocked knock = %+v, %v; want BLOCKED", ren, err)
+	}
+	nextEvent(t, watch, "DENIED", kindOf(admission.EventDenied, "user:guest"))
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("the blocked subject still waits: %+v", list)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, k.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of the ended knock = %v, want NotFound", err)
+	}
+}
+
+func TestUnrenewedKnocksAndSessionsLapse(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	watch := w.watch("call:acme:1")
+	k := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	nextEvent(t, watch, "JOINED", kindOf(admission.EventJoined, "user:member"))
+	w.clock.Advance(10*time.Second + time.Millisecond)
+	// The sweeper runs on a real ticker and reads the manual clock.
+	for _, want := range []struct {
+		subject, id string
+	}{{"user:guest", k.Session}, {"user:member", r.Session}} {
+		ev := nextEvent(t, watch, "LAPSED of "+want.subject, kindOf(admission.EventLapsed, want.subject))
+		if ev.Session != want.id {
+			t.Errorf("lapsed %+v, want id %q", ev, want.id)
+		}
+	}
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("a lapsed knock is still listed: %+v", list)
+	}
+	for _, id := range []string{k.Session, r.Session} {
+		if _, err := w.m.KeepAlive(w.ctx, id); authz.CodeOf(err) != authz.NotFound {
+			t.Errorf("KeepAlive of lapsed %s = %v, want NotFound", id, err)
+		}
+		if err := w.m.Leave(w.ctx, id); authz.CodeOf(err) != authz.NotFound {
+			t.Errorf("Leave of lapsed %s = %v, want NotFound", id, err)
+		}
+	}
+}
+
+func TestJoiningAgainReplacesTheSession(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
+	// call:acme:1 holds one counted participant.
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "call:acme:1", ResourceType: "call", Join: "call.join", MaxParticipants: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:member", "member", "account:acme")
+	w.grant("user:other", "member", "account:acme")
+	watch := w.watch("call:acme:1")
+	first := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	nextEvent(t, watch, "JOINED (first)", kindOf(admission.EventJoined, "user:member"))
+	// Its own old session does not count against it.
+	second := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if second.Session == first.Session {
+		t.Fatal("joining again kept the session id")
+	}
+	ev := nextEvent(t, watch, "an event after the second join", func(ev admission.Event) bool { return ev.Subject == "user:member" })
+	if ev.Kind != admission.EventJoined || ev.Session != second.Session {
+		t.Errorf("after the second join the watch saw %+v, want JOINED of %q and nothing of the old one", ev, second.Session)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, first.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of the replaced session = %v, want NotFound", err)
+	}
+	if err := w.m.Leave(w.ctx, first.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("Leave of the replaced session = %v, want NotFound", err)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, second.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the new session = %+v, %v", ren, err)
+	}
+	w.wantJoin("user:other", "call:acme:1", admission.Full)
+	again := w.watch("call:acme:1")
+	var present []string
+	for _, ev := range again.Initial {
+		if ev.Kind == admission.EventPresent {
+			present = append(present, ev.Session)
+		}
+	}
+	if !slices.Equal(present, []string{second.Session}) {
+		t.Errorf("present after the replace: %v, want only %q", present, second.Session)
+	}
+}
+
+func TestASubUserWhoRejoinsKeepsTheRoomInUse(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:sub1", "unshared", "account:acme")
+	w.grant("user:sub2", "unshared", "account:acme")
+	w.wantJoin("user:sub1", "room:acme:a", admission.Admitted)
+	// Its media server reconnects it: the second join replaces the first
+	// session, and the room is still in use.
+	w.wantJoin("user:sub1", "room:acme:a", admission.Admitted)
+	w.wantJoin("user:sub2", "room:acme:a", admission.InUse)
+	if err := w.m.LeaveCall(w.ctx, "user:sub1", "room:acme:a"); err != nil {
+		t.Fatalf("LeaveCall of the rejoined sub-user: %v", err)
+	}
+	w.wantJoin("user:sub2", "room:acme:a", admission.Admitted)
+}
+
+func TestASubjectWhoJoinsFromTheLobbyIsInTheCall(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	// Let in by a grant rather than Admit, it joins while its knock is
+	// still there: the knock ends and the session is the call's.
+	w.grant("user:guest", "member", "call:acme:1")
+	r := w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	if len(watch.Initial) != 2 || watch.Initial[0].Kind != admission.EventPresent || watch.Initial[0].Session != r.Session {
+		t.Errorf("a watch of the call starts with %+v, want the guest present", watch.Initial)
+	}
+	if err := w.m.LeaveCall(w.ctx, "user:guest", "call:acme:1"); err != nil {
+		t.Errorf("LeaveCall of the guest: %v", err)
+	}
+}
+
+func TestTheNodeHoldsAtMostMaxSessions(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{MaxSessions: 2})
+	for _, s := range []string{"user:a", "user:b", "user:c"} {
+		w.grant(s, "member", "account:acme")
+	}
+	a := w.wantJoin("user:a", "call:acme:1", admission.Admitted)
+	w.wantJoin("user:b", "room:acme:a", admission.Admitted)
+	_, err := w.m.Join(w.ctx, "user:c", "call:acme:1", 0)
+	if authz.CodeOf(err) != authz.ResourceExhausted {
+		t.Fatalf("a join past MaxSessions = %v, want ResourceExhausted", err)
+	}
+	// Replacing a session adds none.
+	a = w.wantJoin("user:a", "call:acme:1", admission.Admitted)
+	// Knocks count too.
+	w.grant("user:guest", "guest", "account:acme")
+	if _, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", ""); authz.CodeOf(err) != authz.ResourceExhausted {
+		t.Errorf("a knock past MaxSessions = %v, want ResourceExhausted", err)
+	}
+	if err := w.m.Leave(w.ctx, a.Session); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:c", "call:acme:1", admission.Admitted)
+}
+
+func TestAKnockingSubjectWhoMayJoinIsNotRefusedForItsOwnKnock(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{MaxSessions: 2})
+	w.grant("user:guest", "guest", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	// The node is at its bound: the member's session and the guest's knock.
+	// The guest is let in by a grant; joining ends its knock, so the count
+	// stays at two.
+	w.grant("user:guest", "member", "call:acme:1")
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("lobby after the join = %+v", list)
+	}
+}
+
+// TestSessionsStayConsistentUnderConcurrentJoinsAndWrites runs joins,
+// leaves and keep-alives of many subjects against grants, revokes, blocks
+// and unblocks of the same subjects; under -race it proves the manager
+// shares nothing unguarded, and at the end every live session belongs to
+// a subject who may be there, with the capabilities the index gives it.
+func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
+	w, store := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
+	const call = "call:acme:1"
+	const subjects = 16
+	const capacity = 6
+	rule := policy().Admissions[0]
+	rule.Scope, rule.MaxParticipants = call, capacity
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, rule); err != nil {
+		t.Fatal(err)
+	}
+	name := func(i int) string { return fmt.Sprintf("user:c%02d", i) }
+	for i := range subjects {
+		w.grant(name(i), "member", "account:acme")
+	}
+	var joined sync.Map // every session id Join returned
+	watch := w.watch(call)
+	drained := make(chan int)
+	go func() {
+		n := 0
+		for range watch.C {
+			n++
+		}
+		drained <- n
+	}()
+
+	ctx, cancel := context.WithTimeout(w.ctx, 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var ops atomic.Int64
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			ids := map[string]string{}
+			for range 300 {
+				subject := name(rng.IntN(subjects))
+				var err error
+				switch rng.IntN(5) {
+				case 0, 1:
+					var r admission.Result
+					if r, err = w.m.Join(ctx, subject, call, 0); err == nil && r.Session != "" {
+						ids[subject] = r.Session
+						if r.Outcome == admission.Admitted {
+							joined.Store(r.Session, subject)
+						}
+					}
+				case 2:
+					if id := ids[subject]; id != "" {
+						_, err = w.m.KeepAlive(ctx, id)
+					}
+				case 3:
+					if id := ids[subject]; id != "" {
+						err = w.m.Leave(ctx, id)
+						delete(ids, subject)
+					}
+				case 4:
+					err = w.m.LeaveCall(ctx, subject, call)
+				}
+				if err != nil && authz.CodeOf(err) != authz.NotFound {
+					t.Errorf("%s: %v", subject, err)
+					return
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(99, 1))
+		for range 200 {
+			subject := name(rng.IntN(subjects))
+			var err error
+			switch rng.IntN(6) {
+			case 0:
+				_, _, err = w.eng.Block(ctx, w.by, authz.Block{Subject: subject, Resource: call, Permissions: []string{"send-audio"}})
+			case 1:
+				_, _, err = w.eng.Block(ctx, w.by, authz.Block{Subject: subject, Resource: "account:acme"})
+			case 2:
+				if _, err = w.eng.Unblock(ctx, w.by, subject, call, ""); authz.CodeOf(err) == authz.NotFound {
+					err = nil
+				}
+				if _, e := w.eng.Unblock(ctx, w.by, subject, "account:acme", ""); authz.CodeOf(e) != authz.NotFound && err == nil {
+					err = e
+				}
+			case 3:
+				_, err = w.eng.Revoke(ctx, w.by, authz.Grant{Subject: subject, Role: "member", Resource: "account:acme"})
+				if authz.CodeOf(err) == authz.NotFound {
+					err = nil
+				}
+			case 4, 5:
+				_, err = w.eng.Grant(ctx, w.by, authz.Grant{Subject: subject, Role: "member", Resource: "account:acme"})
+			}
+			if err != nil {
+				t.Errorf("write on %s: %v", subject, err)
+				return
+			}
+		}
+	}()
+	// The call never holds more than its capacity.
+	stopSampling := make(chan struct{})
+	sampled := make(chan int)
+	go func() {
+		most := 0
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- most
+				return
+			default:
+			}
+			most = max(most, len(store.Sessions(call)))
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the joins and writes did not finish in 20 s: a deadlock?")
+	}
+	close(stopSampling)
+	if most := <-sampled; most > capacity {
+		t.Errorf("the call held %d sessions at once; its capacity is %d", most, capacity)
+	}
+	t.Logf("%d session operations", ops.Load())
+	// Every session that is live is the call's, one per subject.
+	listed := map[string]bool{}
+	bySubject := map[string]int{}
+	for _, s := range store.Sessions(call) {
+		listed[s.ID] = true
+		bySubject[s.Subject]++
+	}
+	joined.Range(func(id, subject any) bool {
+		if _, live := store.Session(id.(string)); live && !listed[id.(string)] {
+			t.Errorf("session %s of %s is live but not listed in the call", id, subject)
+		}
+		return true
+	})
+	for subject, n := range bySubject {
+		if n > 1 {
+			t.Errorf("%s has %d sessions in the call", subject, n)
+		}
+	}
+
+	// The view catches up with the last writes: every live session's
+	// subject may be in the call.
+	x := w.eng.Index()
+	stray := func() []string {
+		var out []string
+		for _, s := range store.Sessions(call) {
+			p := x.Presence(s.Subject, call)
+			if p.Blocked || !p.Joins {
+				out = append(out, s.Subject)
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for len(stray()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := stray(); len(s) > 0 {
+		t.Fatalf("live sessions of subjects who may not be in the call: %v", s)
+	}
+	// A new watch sees exactly the store's sessions, each with the
+	// capabilities the index gives its subject now.
+	live := map[string]string{}
+	for _, s := range store.Sessions(call) {
+		live[s.ID] = s.Subject
+	}
+	again := w.watch(call)
+	present := 0
+	for _, ev := range again.Initial {
+		if ev.Kind != admission.EventPresent {
+			continue
+		}
+		present++
+		if live[ev.Session] != ev.Subject {
+			t.Errorf("present %s (%s), which the store does not hold", ev.Subject, ev.Session)
+		}
+		if want := x.Presence(ev.Subject, call).Capabilities; !slices.Equal(ev.Capabilities, want) {
+			t.Errorf("%s present with %v, but the index gives %v", ev.Subject, ev.Capabilities, want)
+		}
+	}
+	if present != len(live) {
+		t.Errorf("%d present, %d live sessions", present, len(live))
+	}
+	watch.Close()
+	if n := <-drained; n == 0 {
+		t.Error("the first watch saw nothing happen")
+	}
+}

@@ -1,0 +1,207 @@
+package admission_test
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/media/livekit"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+var tokenKey = livekit.APIKey{Key: "APIadmission", Secret: "admission-test-secret-0123456789abcdef"}
+
+// tokenLease is the lease of the token policy's calls, and so the longest a
+// token may live.
+const tokenLease = 20 * time.Second
+
+// tokenPolicy maps every field of LiveKit's video grant to a permission of
+// its own, so that each field can be seen to follow its permission.
+// room.enter (roomJoin) is apart from call.join (the rule's join
+// permission), for a subject may hold one without the other.
+func tokenPolicy() authz.Policy {
+	perms := []string{"call.join", "room.enter", "send-audio", "send-video", "screenshare", "subscribe", "chat", "moderate", "record", "hide"}
+	var p authz.Policy
+	for _, n := range perms {
+		p.Permissions = append(p.Permissions, authz.Permission{Name: n})
+	}
+	p.Resources = []authz.Resource{{Name: "account:acme"}, {Name: "call:acme:1", Parent: "account:acme"}}
+	p.Roles = []authz.Role{
+		{Name: "host", Scope: "root", Permissions: []string{"*"}},
+		{Name: "member", Scope: "root", Permissions: []string{"call.join", "room.enter", "send-audio", "send-video", "screenshare", "subscribe", "chat"}},
+		{Name: "viewer", Scope: "root", Permissions: []string{"call.join", "room.enter", "subscribe"}},
+		{Name: "recorder", Scope: "root", Permissions: []string{"call.join", "room.enter", "subscribe", "record", "hide"}},
+		{Name: "talker", Scope: "root", Permissions: []string{"call.join", "room.enter", "send-audio"}},
+		// Holds the join permission but not roomJoin's.
+		{Name: "outsider", Scope: "root", Permissions: []string{"call.join", "subscribe"}},
+	}
+	p.Admissions = []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: tokenLease,
+		Media: &authz.MediaMapping{
+			RoomJoin:          "room.enter",
+			CanPublishSources: map[string]string{"microphone": "send-audio", "camera": "send-video", "screen_share": "screenshare", "screen_share_audio": "screenshare"},
+			CanSubscribe:      "subscribe",
+			CanPublishData:    "chat",
+			RoomAdmin:         "moderate",
+			RoomRecord:        "record",
+			Hidden:            "hide",
+		}}}
+	return p
+}
+
+// newTokenWorld is an engine on the system clock, since LiveKit stamps
+// tokens with it, and a manager that signs with tokenKey (or none).
+func newTokenWorld(t *testing.T, key *livekit.APIKey) *world {
+	t.Helper()
+	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), eng: eng, by: authz.Author{Caller: "test"}}
+	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, tokenPolicy(), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.m = admission.New(eng, admission.Options{LiveKit: key})
+	t.Cleanup(func() { w.m.Close() })
+	return w
+}
+
+// lkGrant is what a test compares of a video grant.
+type lkGrant struct {
+	join, publish, subscribe, data, admin, record, hidden bool
+	sources                                               []string
+}
+
+func readLKGrant(g *auth.VideoGrant) lkGrant {
+	out := lkGrant{join: g.RoomJoin, publish: g.GetCanPublish(), subscribe: g.GetCanSubscribe(), data: g.GetCanPublishData(),
+		admin: g.RoomAdmin, record: g.RoomRecord, hidden: g.Hidden}
+	for _, s := range g.CanPublishSources {
+		out.sources = append(out.sources, strings.ToLower(s))
+	}
+	slices.Sort(out.sources)
+	return out
+}
+
+func TestAnAdmittedJoinCarriesATokenLiveKitAccepts(t *testing.T) {
+	w := newTokenWorld(t, &tokenKey)
+	const call = "call:acme:1"
+	all := []string{"camera", "microphone", "screen_share", "screen_share_audio"}
+	tests := []struct {
+		name    string
+		role    string
+		blocked []string // permissions a block on the call takes away
+		want    lkGrant
+	}{
+		{"a host's token grants every field", "host", nil,
+			lkGrant{join: true, publish: true, subscribe: true, data: true, admin: true, record: true, hidden: true, sources: all}},
+		{"a member publishes every source, visibly, without admin or record", "member", nil,
+			lkGrant{join: true, publish: true, subscribe: true, data: true, sources: all}},
+		{"a member blocked from send-audio gets no microphone", "member", []string{"send-audio"},
+			lkGrant{join: true, publish: true, subscribe: true, data: true, sources: []string{"camera", "screen_share", "screen_share_audio"}}},
+		{"a member blocked from every source publishes nothing", "member", []string{"send-audio", "send-video", "screenshare"},
+			lkGrant{join: true, subscribe: true, data: true}},
+		{"a viewer without any publishing permission has canPublish false", "viewer", nil,
+			lkGrant{join: true, subscribe: true}},
+		{"a recorder is hidden and records", "recorder", nil,
+			lkGrant{join: true, subscribe: true, record: true, hidden: true}},
+		{"a talker publishes its microphone only, and neither subscribes nor sends data", "talker", nil,
+			lkGrant{join: true, publish: true, sources: []string{"microphone"}}},
+		{"a host blocked from moderate is no room admin", "host", []string{"moderate"},
+			lkGrant{join: true, publish: true, subscribe: true, data: true, record: true, hidden: true, sources: all}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			subject := "user:" + strings.Repeat("x", i+1)
+			w.grant(subject, tt.role, call)
+			if tt.blocked != nil {
+				if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: subject, Resource: call, Permissions: tt.blocked}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := time.Now()
+			r := w.wantJoin(subject, call, admission.Admitted)
+			after := time.Now()
+			if r.Token == "" || r.Grant == nil {
+				t.Fatalf("an admitted join with a LiveKit mapping and key carries no token: %+v", r)
+			}
+			v, err := auth.ParseAPIToken(r.Token)
+			if err != nil {
+				t.Fatalf("auth.ParseAPIToken: %v", err)
+			}
+			claims, grants, err := v.Verify(tokenKey.Secret)
+			if err != nil {
+				t.Fatalf("LiveKit's verifier refuses the token: %v", err)
+			}
+			if _, _, err := v.Verify("another-secret-another-secret-0123456789"); err == nil {
+				t.Error("the token verifies with another secret")
+			}
+			if v.APIKey() != tokenKey.Key {
+				t.Errorf("api key %q, want %q", v.APIKey(), tokenKey.Key)
+			}
+			if v.Identity() != subject || grants.Identity != subject {
+				t.Errorf("identity %q / %q, want the subject %q", v.Identity(), grants.Identity, subject)
+			}
+			if grants.Video == nil || grants.Video.Room != call {
+				t.Fatalf("video grant %+v, want room %q", grants.Video, call)
+			}
+			exp := claims.ExpiresAt.Time
+			if !exp.After(before) || exp.After(after.Add(r.Lease)) {
+				t.Errorf("token expires at %s; want after now (%s) and no later than now + lease %s (%s)",
+					exp, before, r.Lease, after.Add(r.Lease))
+			}
+			if r.Lease != tokenLease {
+				t.Errorf("lease %s, want the rule's %s", r.Lease, tokenLease)
+			}
+			if got := readLKGrant(grants.Video); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("signed grant = %+v\nwant           %+v\n(capabilities %v)", got, tt.want, r.Capabilities)
+			}
+			if !reflect.DeepEqual(grants.Video, r.Grant) {
+				t.Errorf("the signed grant %+v differs from the one Join reports %+v", grants.Video, r.Grant)
+			}
+			for _, p := range tt.blocked {
+				if slices.Contains(r.Capabilities, p) {
+					t.Errorf("capabilities %v hold the blocked %q", r.Capabilities, p)
+				}
+			}
+		})
+	}
+}
+
+func TestJoinWithoutRoomJoinGetsNoToken(t *testing.T) {
+	w := newTokenWorld(t, &tokenKey)
+	w.grant("user:outsider", "outsider", "call:acme:1")
+	r := w.wantJoin("user:outsider", "call:acme:1", admission.NoGrant)
+	if r.Token != "" || r.Grant != nil || r.Session != "" {
+		t.Errorf("a subject without roomJoin's permission got token %q, grant %+v, session %q", r.Token, r.Grant, r.Session)
+	}
+	if !strings.Contains(r.Reason, `"room.enter"`) {
+		t.Errorf("reason %q does not name the missing room_join permission", r.Reason)
+	}
+	// It made no session: the call is empty for a watcher.
+	watch, err := w.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	if len(watch.Initial) != 1 || watch.Initial[0].Kind != admission.EventSynced {
+		t.Errorf("a NO_GRANT join left state behind: %+v", watch.Initial)
+	}
+}
+
+func TestWithoutAKeyAJoinCarriesTheGrantButNoToken(t *testing.T) {
+	w := newTokenWorld(t, nil)
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if r.Token != "" {
+		t.Errorf("a manager without a key signed a token")
+	}
+	if r.Grant == nil || !r.Grant.RoomJoin || r.Grant.Room != "call:acme:1" {
+		t.Errorf("grant %+v, want the member's video grant", r.Grant)
+	}
+}

@@ -1,0 +1,1206 @@
+package authz_test
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// The reference judge holds one write made by an actor to DESIGN.md's
+// "Delegation: who may change what". It applies the write to a copy of a
+// plain Snapshot, as the engine would, and compares every subject's
+// effective permissions on every resource before and after by brute force,
+// with the reference evaluator's Check. Like the evaluator it is simple and
+// slow on purpose: each step is a sentence of the document.
+//
+// What it says is a list of verdicts, one per rule the write breaks; an
+// empty list means the write is allowed. The property test in
+// invariant_test.go holds the engine to it.
+
+// refWrite is one write by an actor. Op is the engine's method name; the
+// fields that Op reads are set.
+type refWrite struct {
+	Op       string         // Grant, Revoke, PutResource, DeleteResource, PutRole, DeleteRole, Block, Unblock, PutQuota, DeleteQuota
+	Grant    authz.Grant    // Grant; Revoke (Expires unused)
+	Block    authz.Block    // Block, with its ID; Unblock: Subject, Resource and ID ("" for all)
+	Resource authz.Resource // PutResource; DeleteResource: Name
+	Role     authz.Role     // PutRole; DeleteRole: Name and Scope
+	Quota    authz.Quota    // PutQuota; DeleteQuota: Scope, ResourceType, Subject
+}
+
+func (w refWrite) String() string {
+	switch w.Op {
+	case "Grant":
+		return fmt.Sprintf("Grant(%s %s on %s%s)", w.Grant.Subject, w.Grant.Role, w.Grant.Resource, showExpiry(w.Grant.Expires))
+	case "Revoke":
+		return fmt.Sprintf("Revoke(%s %s on %s)", w.Grant.Subject, w.Grant.Role, w.Grant.Resource)
+	case "PutResource":
+		return fmt.Sprintf("PutResource(%s under %s)", w.Resource.Name, w.Resource.Parent)
+	case "DeleteResource":
+		return fmt.Sprintf("DeleteResource(%s)", w.Resource.Name)
+	case "PutRole":
+		r := w.Role
+		return fmt.Sprintf("PutRole(%s at %s = %v, assigns %v, bindable on %v, max %d)", r.Name, r.Scope, r.Permissions, r.AssignableRoles, r.BindableOn, r.MaxHolders)
+	case "DeleteRole":
+		return fmt.Sprintf("DeleteRole(%s at %s)", w.Role.Name, w.Role.Scope)
+	case "Block":
+		b := w.Block
+		return fmt.Sprintf("Block(%s on %s, id %s, of %v%s)", b.Subject, b.Resource, b.ID, b.Permissions, showExpiry(b.Expires))
+	case "Unblock":
+		return fmt.Sprintf("Unblock(%s on %s, id %q)", w.Block.Subject, w.Block.Resource, w.Block.ID)
+	case "PutQuota", "DeleteQuota":
+		q := w.Quota
+		return fmt.Sprintf("%s(%s at %s for %q, limit %d)", w.Op, q.ResourceType, q.Scope, q.Subject, q.Limit)
+	}
+	return w.Op
+}
+
+func showExpiry(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return " until " + t.UTC().Format(time.RFC3339)
+}
+
+// The two PERMISSION_DENIED rules that are not the invariant's, as the
+// engine's refusals name them.
+const (
+	refMissing       = "missing permission"
+	refNotAssignable = "not assignable"
+)
+
+// refVerdict is one rule a write breaks: the code it is refused with and,
+// for PERMISSION_DENIED, the rule (one of the invariant's three, refMissing
+// with the reserved permission lacked, or refNotAssignable).
+type refVerdict struct {
+	Code       authz.Code
+	Rule       string
+	Permission string
+	Detail     string
+}
+
+func (v refVerdict) String() string {
+	code := map[authz.Code]string{authz.Invalid: "INVALID_ARGUMENT", authz.NotFound: "NOT_FOUND",
+		authz.FailedPrecondition: "FAILED_PRECONDITION", authz.ResourceExhausted: "RESOURCE_EXHAUSTED",
+		authz.PermissionDenied: "PERMISSION_DENIED"}[v.Code]
+	if v.Rule != "" {
+		code += " " + v.Rule
+	}
+	return code + ": " + v.Detail
+}
+
+// judgement is one write being judged.
+type judgement struct {
+	actor  string
+	now    time.Time
+	s      authz.Snapshot // the state before
+	before *reference
+	out    []refVerdict
+
+	// How the invariant compares a resource that exists on one side only,
+	// and the creator role exception.
+	registers *authz.Resource // a resource the write registers
+	deletes   *authz.Resource // a resource the write deletes
+	creator   *authz.Grant    // the creator role granted with a registration
+}
+
+// referenceJudge judges w, made by actor at now on the state before. It
+// returns the state after, as the engine leaves it when it accepts the
+// write, and every rule the write breaks; none means the write is allowed.
+// When a write cannot be applied at all (a resource that is not there, a
+// cycle), after is before.
+func referenceJudge(before authz.Snapshot, actor string, w refWrite, now time.Time) (after authz.Snapshot, verdicts []refVerdict) {
+	j := &judgement{actor: actor, now: now, s: before, before: newReference(before, now)}
+	after, judged := j.apply(w)
+	if !judged {
+		return before, j.out
+	}
+	return after, append(j.out, j.invariant(after)...)
+}
+
+func (j *judgement) refuse(code authz.Code, rule, format string, args ...any) {
+	j.out = append(j.out, refVerdict{Code: code, Rule: rule, Detail: fmt.Sprintf(format, args...)})
+}
+
+// apply plans w as DESIGN.md's rules per operation say, recording what they
+// refuse, and returns the state after; judged is false when that leaves the
+// invariant nothing to compare: the write cannot be applied, is invalid, or
+// changes nothing.
+func (j *judgement) apply(w refWrite) (authz.Snapshot, bool) {
+	switch w.Op {
+	case "Grant":
+		return j.grant(w.Grant)
+	case "Revoke":
+		return j.revoke(w.Grant)
+	case "PutResource":
+		return j.putResource(w.Resource)
+	case "DeleteResource":
+		return j.deleteResource(w.Resource.Name)
+	case "PutRole":
+		return j.putRole(w.Role)
+	case "DeleteRole":
+		return j.deleteRole(w.Role.Scope, w.Role.Name)
+	case "Block":
+		return j.block(w.Block)
+	case "Unblock":
+		return j.unblock(w.Block.Subject, w.Block.Resource, w.Block.ID)
+	case "PutQuota":
+		return j.putQuota(w.Quota)
+	case "DeleteQuota":
+		return j.deleteQuota(w.Quota)
+	}
+	panic("unknown write " + w.Op)
+}
+
+// "Every refusal is PERMISSION_DENIED with a message naming the rule, the
+// actor, and what it lacked": the reserved permission perm at resource.
+func (j *judgement) require(resource, perm, what string) {
+	if !j.before.holds(j.actor, perm, resource) {
+		j.out = append(j.out, refVerdict{Code: authz.PermissionDenied, Rule: refMissing, Permission: perm,
+			Detail: fmt.Sprintf("%s needs %s at %s", what, perm, resource)})
+	}
+}
+
+// requireTyped: the resource permissions "may be narrowed to one type by a
+// suffix, usher.resources.create.room".
+func (j *judgement) requireTyped(resource, base, typ, what string) {
+	if !j.before.holds(j.actor, base+"."+typ, resource) && !j.before.holds(j.actor, base, resource) {
+		j.out = append(j.out, refVerdict{Code: authz.PermissionDenied, Rule: refMissing, Permission: base + "." + typ,
+			Detail: fmt.Sprintf("%s needs %s (or %s) at %s", what, base+"."+typ, base, resource)})
+	}
+}
+
+// mayGrant is DESIGN.md's Grant rule for the actor: "Grant role R on
+// resource s needs usher.grants.write at s, and" R is one the actor may
+// assign there.
+func (j *judgement) mayGrant(role, s, verb string) {
+	j.require(s, authz.PermGrantsWrite, verb+" of "+role)
+	if why := j.mayAssign(role, s); why != "" {
+		j.refuse(authz.PermissionDenied, refNotAssignable, "%s", why)
+	}
+}
+
+// mayAssign says why the actor may not assign role at s, or "" when it may:
+// "some role the actor holds at s lists R in assignable_roles (no further
+// test), or lists * and R's permissions are a subset of the actor's
+// effective permissions wherever the grant would give them: at s and at
+// every resource below s where R is redefined".
+func (j *judgement) mayAssign(role, s string) string {
+	r := j.before
+	wildcard := false
+	for _, d := range r.heldRoles(j.actor, s) {
+		if slices.Contains(d.AssignableRoles, role) {
+			return ""
+		}
+		wildcard = wildcard || slices.Contains(d.AssignableRoles, authz.Wildcard)
+	}
+	if !wildcard {
+		return fmt.Sprintf("no role the actor holds at %s lists %s in assignable_roles", s, role)
+	}
+	points := []string{s}
+	for _, d := range r.s.Roles {
+		if d.Name == role && d.Scope != s && r.under(d.Scope, s) {
+			points = append(points, d.Scope)
+		}
+	}
+	for _, at := range points {
+		def, ok := r.definition(role, at)
+		if !ok {
+			continue
+		}
+		for _, p := range r.carries(def) {
+			if !r.holds(j.actor, p, at) {
+				return fmt.Sprintf("%s carries %s at %s, which the actor lacks there", role, p, at)
+			}
+		}
+	}
+	return ""
+}
+
+// grant: "Grant role R on resource s ...". The resource must be registered
+// and the role visible there (NOT_FOUND), the grant may not be the actor's
+// own ("it does not grant itself"), bindable_on and max_holders hold
+// (FAILED_PRECONDITION), and an expiry lies in the future.
+func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(g.Resource) {
+		j.refuse(authz.NotFound, "", "%s is not registered", g.Resource)
+		return j.s, false
+	}
+	def, ok := r.definition(g.Role, g.Resource)
+	if !ok {
+		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
+		return j.s, false
+	}
+	if g.Subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would grant itself %s", g.Role)
+	}
+	j.mayGrant(g.Role, g.Resource, "grant")
+	// "bindable_on: resource types where it may be granted (empty:
+	// anywhere)".
+	if len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, authz.TypeOf(g.Resource)) {
+		j.refuse(authz.FailedPrecondition, "", "%s is bindable only on %v", g.Role, def.BindableOn)
+	}
+	// "max_holders: at most this many subjects may hold it on one
+	// resource"; one who holds it already takes no new place.
+	if def.MaxHolders > 0 {
+		holders := 0
+		already := false
+		for _, h := range r.s.Grants {
+			if h.Role == g.Role && h.Resource == g.Resource && r.unexpired(h.Expires) {
+				holders++
+				already = already || h.Subject == g.Subject
+			}
+		}
+		if !already && holders >= int(def.MaxHolders) {
+			j.refuse(authz.FailedPrecondition, "", "%s already has %d of at most %d holders on %s", g.Role, holders, def.MaxHolders, g.Resource)
+		}
+	}
+	// An expired grant counts as absent: one cannot be written.
+	if !g.Expires.IsZero() && !g.Expires.After(j.now) {
+		j.refuse(authz.Invalid, "", "expiry %s is not in the future", g.Expires)
+		return j.s, false
+	}
+	after := clone(j.s)
+	after.Grants = slices.DeleteFunc(after.Grants, func(h authz.Grant) bool { return sameBinding(h, g) })
+	// "A re-grant that changes an expiry is a grant (and, if it shortens
+	// it, a revoke)": what the holder loses when the binding runs out is
+	// judged now, as the revoke it is.
+	for _, old := range j.s.Grants {
+		if sameBinding(old, g) && r.unexpired(old.Expires) && !g.Expires.IsZero() && (old.Expires.IsZero() || g.Expires.Before(old.Expires)) {
+			j.out = append(j.out, j.invariant(after)...)
+		}
+	}
+	g.Expires = g.Expires.UTC()
+	after.Grants = append(after.Grants, g)
+	return after, true
+}
+
+// revoke: "Revoke needs what granting that binding would need now, and
+// what the holder loses is bounded by rule 2"; the actor does not "revoke
+// its own grants".
+func (j *judgement) revoke(g authz.Grant) (authz.Snapshot, bool) {
+	if !j.before.registered(g.Resource) {
+		j.refuse(authz.NotFound, "", "%s is not registered", g.Resource)
+		return j.s, false
+	}
+	if g.Subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "it is not possible to revoke your own permissions")
+	}
+	j.mayGrant(g.Role, g.Resource, "revoke")
+	if !slices.ContainsFunc(j.s.Grants, func(h authz.Grant) bool { return sameBinding(h, g) }) {
+		j.refuse(authz.NotFound, "", "%s holds no grant of %s on %s", g.Subject, g.Role, g.Resource)
+		return j.s, false
+	}
+	after := clone(j.s)
+	after.Grants = slices.DeleteFunc(after.Grants, func(h authz.Grant) bool { return sameBinding(h, g) })
+	return after, true
+}
+
+// putResource registers r or, when it is registered, moves it: "Each
+// resource is registered with one parent (default root); it may be moved
+// to another parent (never under itself)".
+func (j *judgement) putResource(res authz.Resource) (authz.Snapshot, bool) {
+	r := j.before
+	if res.Parent == "" {
+		res.Parent = authz.RootName
+	}
+	if res.Name == authz.RootName {
+		j.refuse(authz.Invalid, "", "root is reserved")
+		return j.s, false
+	}
+	if !r.registered(res.Parent) {
+		j.refuse(authz.NotFound, "", "parent %s is not registered", res.Parent)
+		return j.s, false
+	}
+	if r.registered(res.Name) {
+		return j.move(res.Name, res.Parent)
+	}
+	return j.register(res.Name, res.Parent)
+}
+
+// register: "usher.resources.create at the parent registers a child";
+// quotas on its ancestors must have room; whoever registers it as an actor
+// gets the creator role of its type "in the same transaction"; it starts
+// with its type's default quotas.
+func (j *judgement) register(name, parent string) (authz.Snapshot, bool) {
+	r := j.before
+	typ := authz.TypeOf(name)
+	j.requireTyped(parent, authz.PermResourcesCreate, typ, "registering "+name)
+	if r.depth(parent)+1 > authz.MaxDepth {
+		j.refuse(authz.FailedPrecondition, "", "%s would be deeper than %d", name, authz.MaxDepth)
+	}
+	after := clone(j.s)
+	res := authz.Resource{Name: name, Parent: parent, Creator: j.actor}
+	after.Resources = append(after.Resources, res)
+	for _, c := range j.s.CreatorRoles {
+		if c.ResourceType != typ {
+			continue
+		}
+		def, ok := r.definition(c.Role, parent)
+		if !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
+			j.refuse(authz.FailedPrecondition, "", "the creator role %s cannot be granted on %s", c.Role, name)
+			continue
+		}
+		j.creator = &authz.Grant{Subject: j.actor, Role: c.Role, Resource: name}
+		after.Grants = append(after.Grants, *j.creator)
+	}
+	for _, d := range j.s.DefaultQuotas {
+		if d.ScopeType == typ {
+			after.Quotas = append(after.Quotas, authz.Quota{Scope: name, ResourceType: d.ResourceType, Limit: d.Limit})
+		}
+	}
+	j.quotas(after)
+	j.registers = &res
+	return after, true
+}
+
+// move: "usher.resources.move at the resource plus create at the new
+// parent moves it"; never under itself; no deeper than the tree may be; no
+// grant left without a definition of its role; quotas above the new parent
+// must have room for the subtree.
+func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
+	r := j.before
+	typ := authz.TypeOf(name)
+	j.requireTyped(name, authz.PermResourcesMove, typ, "moving "+name)
+	j.requireTyped(parent, authz.PermResourcesCreate, typ, "moving "+name+" under "+parent)
+	if r.parent[name] == parent {
+		return j.s, false // already there: nothing changes
+	}
+	if r.under(parent, name) {
+		j.refuse(authz.FailedPrecondition, "", "moving %s under %s would form a cycle", name, parent)
+		return j.s, false
+	}
+	if r.depth(parent)+1+r.height(name) > authz.MaxDepth {
+		j.refuse(authz.FailedPrecondition, "", "moving %s under %s would make the tree deeper than %d", name, parent, authz.MaxDepth)
+	}
+	// "one may not delete (or move) a resource to shed one's own block or to
+	// take from others what one could not take from them directly": a block
+	// on an ancestor the resource leaves is lifted below it as an Unblock
+	// would lift it, and one on an ancestor it joins is imposed as a Block
+	// would impose it; each needs usher.blocks.write where the block is.
+	left, joined := map[string]bool{}, map[string]bool{}
+	for a := r.parent[name]; a != ""; a = r.parent[a] {
+		left[a] = true
+	}
+	for a := parent; a != ""; a = r.parent[a] {
+		if left[a] {
+			delete(left, a)
+		} else {
+			joined[a] = true
+		}
+	}
+	for _, b := range j.s.Blocks {
+		if !b.Expires.IsZero() && !b.Expires.After(j.now) {
+			continue
+		}
+		switch {
+		case left[b.Resource]:
+			j.blockMoved(b, "lifting")
+		case joined[b.Resource]:
+			j.blockMoved(b, "imposing")
+		}
+	}
+	after := clone(j.s)
+	for i, res := range after.Resources {
+		if res.Name == name {
+			after.Resources[i].Parent = parent
+		}
+	}
+	j.orphans(after)
+	j.quotas(after)
+	return after, true
+}
+
+// blockMoved holds a block a move or a delete lifts or imposes to the rules
+// of Unblock and Block: usher.blocks.write where it is, and never lifting
+// the actor's own ("it does not ... block or unblock itself").
+func (j *judgement) blockMoved(b authz.Block, verb string) {
+	if verb == "lifting" && b.Subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the write would lift the actor's own block %s on %s", b.ID, b.Resource)
+	}
+	j.require(b.Resource, authz.PermBlocksWrite, fmt.Sprintf("%s the block %s of %s", verb, b.ID, b.Subject))
+}
+
+// deleteResource: "usher.resources.delete at the resource itself deletes
+// it"; "deleting one with children is refused"; "A delete removes every
+// binding and block on the resource", and with them its role definitions
+// and quotas.
+func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
+	r := j.before
+	if name == authz.RootName {
+		j.refuse(authz.Invalid, "", "root cannot be deleted")
+		return j.s, false
+	}
+	if !r.registered(name) {
+		j.refuse(authz.NotFound, "", "%s is not registered", name)
+		return j.s, false
+	}
+	j.requireTyped(name, authz.PermResourcesDelete, authz.TypeOf(name), "deleting "+name)
+	for _, res := range j.s.Resources {
+		if r.parent[res.Name] == name {
+			j.refuse(authz.FailedPrecondition, "", "%s has children", name)
+			return j.s, false
+		}
+	}
+	for _, b := range j.s.Blocks {
+		if b.Resource == name && (b.Expires.IsZero() || b.Expires.After(j.now)) {
+			j.blockMoved(b, "lifting")
+		}
+	}
+	after := clone(j.s)
+	var gone authz.Resource
+	after.Resources = slices.DeleteFunc(after.Resources, func(res authz.Resource) bool {
+		if res.Name == name {
+			gone = res
+			return true
+		}
+		return false
+	})
+	after.Grants = slices.DeleteFunc(after.Grants, func(g authz.Grant) bool { return g.Resource == name })
+	after.Blocks = slices.DeleteFunc(after.Blocks, func(b authz.Block) bool { return b.Resource == name })
+	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Scope == name })
+	after.Quotas = slices.DeleteFunc(after.Quotas, func(q authz.Quota) bool { return q.Scope == name })
+	gone.Parent = r.parent[name]
+	j.deletes = &gone
+	return after, true
+}
+
+// putRole: "usher.roles.write at the scope defines, redefines or deletes a
+// role there. A definition is a grant to every holder of that name below
+// the scope: its permissions and assignable_roles are bounded by the
+// actor's own (rule 1)"; and the actor does not redefine "a role it
+// holds". Roles may only name declared permissions.
+func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(role.Scope) {
+		j.refuse(authz.NotFound, "", "scope %s is not registered", role.Scope)
+		return j.s, false
+	}
+	j.require(role.Scope, authz.PermRolesWrite, "defining "+role.Name)
+	invalid := false
+	for _, p := range role.Permissions {
+		if p != authz.Wildcard && !r.declared(p) {
+			j.refuse(authz.Invalid, "", "%s is not declared", p)
+			invalid = true
+		}
+	}
+	if invalid {
+		return j.s, false
+	}
+	role = normalized(role)
+	for _, d := range j.s.Roles {
+		if d.Name == role.Name && d.Scope == role.Scope && sameDefinition(d, role) {
+			return j.s, false // defined so already: nothing changes
+		}
+	}
+	j.notHeld(role.Scope, role.Name)
+	// Bounded by the actor's own: every permission it carries is one the
+	// actor holds at the scope ...
+	for _, p := range r.carries(role) {
+		if !r.holds(j.actor, p, role.Scope) {
+			j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would carry %s, which the actor lacks there", role.Name, role.Scope, p)
+			break
+		}
+	}
+	// ... and every role it lets its holders assign is one of the actor's
+	// own assignable roles there: listed by a role the actor holds, or,
+	// through "*", one whose permissions the actor has wherever it would
+	// give them; "*" itself only for an actor whose roles list "*". The
+	// definition grants no one, so it needs no usher.grants.write.
+	held := r.heldRoles(j.actor, role.Scope)
+	for _, name := range role.AssignableRoles {
+		if slices.ContainsFunc(held, func(d authz.Role) bool { return slices.Contains(d.AssignableRoles, name) }) {
+			continue
+		}
+		// A role not visible at the scope is granted there by no one (it
+		// is NOT_FOUND), so only a listing by name lets the actor hand it
+		// on.
+		if _, visible := r.definition(name, role.Scope); visible && name != authz.Wildcard && j.mayAssign(name, role.Scope) == "" {
+			continue
+		}
+		j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would let its holders assign %s, which the actor may not", role.Name, role.Scope, name)
+		break
+	}
+	after := clone(j.s)
+	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
+	after.Roles = append(after.Roles, role)
+	return after, true
+}
+
+// deleteRole: usher.roles.write at the scope; not a role the actor holds;
+// not while a grant would be left with no definition of its role.
+func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(scope) {
+		j.refuse(authz.NotFound, "", "scope %s is not registered", scope)
+		return j.s, false
+	}
+	j.require(scope, authz.PermRolesWrite, "deleting "+name)
+	if !slices.ContainsFunc(j.s.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope }) {
+		j.refuse(authz.NotFound, "", "no role %s is defined at %s", name, scope)
+		return j.s, false
+	}
+	j.notHeld(scope, name)
+	after := clone(j.s)
+	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
+	j.orphans(after)
+	return after, true
+}
+
+// notHeld: the actor never gets around rule 3 "by redefining a role it
+// holds": an unexpired grant of it on the scope, above it or below it,
+// where the definition could apply.
+func (j *judgement) notHeld(scope, name string) {
+	r := j.before
+	for _, g := range j.s.Grants {
+		if g.Subject == j.actor && g.Role == name && r.unexpired(g.Expires) && (r.under(scope, g.Resource) || r.under(g.Resource, scope)) {
+			j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor holds %s on %s and may not redefine it at %s", name, g.Resource, scope)
+			return
+		}
+	}
+}
+
+// block: "Block / Unblock need usher.blocks.write at the resource"; the
+// actor does not block itself; a block lists declared permissions and
+// expires in the future. Block.ID is the engine's handle: an ID the subject
+// carries there already replaces that block.
+func (j *judgement) block(b authz.Block) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(b.Resource) {
+		j.refuse(authz.NotFound, "", "%s is not registered", b.Resource)
+		return j.s, false
+	}
+	if b.Subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would block itself")
+	}
+	j.require(b.Resource, authz.PermBlocksWrite, "blocking "+b.Subject)
+	invalid := false
+	for _, p := range b.Permissions {
+		if !r.declared(p) {
+			j.refuse(authz.Invalid, "", "%s is not declared", p)
+			invalid = true
+		}
+	}
+	if !b.Expires.IsZero() && !b.Expires.After(j.now) {
+		j.refuse(authz.Invalid, "", "expiry %s is not in the future", b.Expires)
+		invalid = true
+	}
+	if invalid {
+		return j.s, false
+	}
+	b.Permissions = slices.Compact(slices.Sorted(slices.Values(b.Permissions)))
+	b.Expires = b.Expires.UTC()
+	after := clone(j.s)
+	carried := 0
+	replaced := slices.ContainsFunc(j.s.Blocks, func(o authz.Block) bool { return sameBlockKey(o, b) })
+	for _, o := range j.s.Blocks {
+		if o.Subject == b.Subject && o.Resource == b.Resource {
+			carried++
+		}
+	}
+	if !replaced && carried >= authz.MaxBlocksPerBinding {
+		j.refuse(authz.ResourceExhausted, "", "%s carries %d blocks on %s already", b.Subject, carried, b.Resource)
+	}
+	after.Blocks = slices.DeleteFunc(after.Blocks, func(o authz.Block) bool { return sameBlockKey(o, b) })
+	// A block that replaces one with an earlier expiry lifts it when it
+	// runs out, as a grant whose expiry is shortened revokes it then: "an
+	// unblock gives back only what rule 1 allows", judged now.
+	for _, old := range j.s.Blocks {
+		if sameBlockKey(old, b) && r.unexpired(old.Expires) && !b.Expires.IsZero() && (old.Expires.IsZero() || b.Expires.Before(old.Expires)) {
+			j.out = append(j.out, j.invariant(after)...)
+		}
+	}
+	after.Blocks = append(after.Blocks, b)
+	return after, true
+}
+
+// unblock: "Unblock lifts one block, or all that the actor may lift", and
+// "an unblock gives back only what rule 1 allows". Of several blocks that
+// the actor may lift one at a time but not together, DESIGN.md does not
+// say which; the engine lifts them in ID order, each judged with those
+// before it, and the reference does the same.
+func (j *judgement) unblock(subject, resource, id string) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(resource) {
+		j.refuse(authz.NotFound, "", "%s is not registered", resource)
+		return j.s, false
+	}
+	if subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would unblock itself")
+	}
+	j.require(resource, authz.PermBlocksWrite, "unblocking "+subject)
+	var ids []string
+	for _, b := range j.s.Blocks {
+		if b.Subject == subject && b.Resource == resource && (id == "" || b.ID == id) {
+			ids = append(ids, b.ID)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) == 0 {
+		j.refuse(authz.NotFound, "", "%s carries no such block on %s", subject, resource)
+		return j.s, false
+	}
+	lift := func(ids []string) authz.Snapshot {
+		after := clone(j.s)
+		after.Blocks = slices.DeleteFunc(after.Blocks, func(b authz.Block) bool {
+			return b.Subject == subject && b.Resource == resource && slices.Contains(ids, b.ID)
+		})
+		return after
+	}
+	if id != "" {
+		return lift(ids), true
+	}
+	var lifted []string
+	var first []refVerdict
+	for _, b := range ids {
+		if vs := j.invariant(lift(append(slices.Clone(lifted), b))); len(vs) > 0 {
+			if first == nil {
+				first = vs
+			}
+			continue
+		}
+		lifted = append(lifted, b)
+	}
+	if len(lifted) == 0 {
+		j.out = append(j.out, first...)
+		return j.s, false
+	}
+	return lift(lifted), true
+}
+
+// putQuota: "Quotas: usher.quotas.write at the scope."
+func (j *judgement) putQuota(q authz.Quota) (authz.Snapshot, bool) {
+	if !j.before.registered(q.Scope) {
+		j.refuse(authz.NotFound, "", "scope %s is not registered", q.Scope)
+		return j.s, false
+	}
+	j.require(q.Scope, authz.PermQuotasWrite, "setting a quota")
+	after := clone(j.s)
+	after.Quotas = slices.DeleteFunc(after.Quotas, func(o authz.Quota) bool { return sameQuotaKey(o, q) })
+	after.Quotas = append(after.Quotas, q)
+	return after, true
+}
+
+func (j *judgement) deleteQuota(q authz.Quota) (authz.Snapshot, bool) {
+	if !j.before.registered(q.Scope) {
+		j.refuse(authz.NotFound, "", "scope %s is not registered", q.Scope)
+		return j.s, false
+	}
+	j.require(q.Scope, authz.PermQuotasWrite, "removing a quota")
+	if !slices.ContainsFunc(j.s.Quotas, func(o authz.Quota) bool { return sameQuotaKey(o, q) }) {
+		j.refuse(authz.NotFound, "", "no such quota at %s", q.Scope)
+		return j.s, false
+	}
+	after := clone(j.s)
+	after.Quotas = slices.DeleteFunc(after.Quotas, func(o authz.Quota) bool { return sameQuotaKey(o, q) })
+	return after, true
+}
+
+// quotas: "at most limit resources of that type may exist in the scope's
+// subtree (created by that subject, if one is named)". A write that adds
+// to a quota's use past its limit is RESOURCE_EXHAUSTED; a limit lowered
+// below the use "only stops further registrations".
+func (j *judgement) quotas(after authz.Snapshot) {
+	a := newReference(after, j.now)
+	for _, q := range after.Quotas {
+		was, is := j.before.used(q), a.used(q)
+		if is > was && is > int(q.Limit) {
+			j.refuse(authz.ResourceExhausted, "", "at most %d %s may exist below %s (subject %q); the write makes %d", q.Limit, q.ResourceType, q.Scope, q.Subject, is)
+		}
+	}
+}
+
+// orphans: no grant may be left with no definition of its role visible at
+// its resource, where one was visible before.
+func (j *judgement) orphans(after authz.Snapshot) {
+	a := newReference(after, j.now)
+	for _, g := range after.Grants {
+		if _, was := j.before.definition(g.Role, g.Resource); was {
+			if _, is := a.definition(g.Role, g.Resource); !is {
+				j.refuse(authz.FailedPrecondition, "", "the grant of %s to %s on %s would be left with no definition", g.Role, g.Subject, g.Resource)
+				return
+			}
+		}
+	}
+}
+
+// invariant is "The delegation invariant": "Compare every subject's
+// effective permissions on every resource before and after the write".
+//
+// A resource the write registers is compared as a bare child of its parent
+// before, so that what it inherits is not a gain, and a resource it deletes
+// as a bare leaf after, so that what the delete takes with it (bindings,
+// blocks, role definitions) is. The creator role is left out of the state
+// after: it is "The one exception".
+func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
+	b, a := j.s, after
+	if j.registers != nil {
+		b = clone(b)
+		b.Resources = append(b.Resources, authz.Resource{Name: j.registers.Name, Parent: j.registers.Parent})
+	}
+	if j.deletes != nil {
+		a = clone(a)
+		a.Resources = append(a.Resources, *j.deletes)
+	}
+	if j.creator != nil {
+		a = clone(a)
+		a.Grants = slices.DeleteFunc(a.Grants, func(g authz.Grant) bool { return sameBinding(g, *j.creator) })
+	}
+	resources := []string{authz.RootName}
+	for _, res := range b.Resources {
+		resources = append(resources, res.Name)
+	}
+	subjects := map[string]bool{j.actor: true}
+	for _, s := range []authz.Snapshot{b, a} {
+		for _, g := range s.Grants {
+			subjects[g.Subject] = true
+		}
+		for _, bl := range s.Blocks {
+			subjects[bl.Subject] = true
+		}
+	}
+	// Check of a subject reads only that subject's grants and blocks, so
+	// each subject is looked at in a copy of the state that holds only its
+	// own: the same answers, with much less to scan.
+	rbs, ras := map[string]*reference{}, map[string]*reference{}
+	for s := range subjects {
+		rbs[s], ras[s] = newReference(ownedBy(b, s), j.now), newReference(ownedBy(a, s), j.now)
+	}
+	var out []refVerdict
+	refuse := func(rule, format string, args ...any) {
+		out = append(out, refVerdict{Code: authz.PermissionDenied, Rule: rule, Detail: fmt.Sprintf(format, args...)})
+	}
+	for _, res := range resources {
+		// "the actor's own power decides": judged before the write.
+		power, assigns := rbs[j.actor].power(j.actor, res)
+		for _, s := range slices.Sorted(maps.Keys(subjects)) {
+			was, is := set(rbs[s].permissions(s, res)), set(ras[s].permissions(s, res))
+			gained, lost := minus(is, was), minus(was, is)
+			if s == j.actor {
+				// 3. "No self-service. The actor never writes its own
+				//    bindings or blocks ... and never gets around that
+				//    indirectly, by deleting, moving or re-registering the
+				//    resource they are on, or by redefining a role it
+				//    holds": its own power changes nowhere, except that
+				//    it may lose what it holds on a resource it deletes
+				//    ("an event's Owner deletes the event").
+				_, assignsAfter := ras[j.actor].power(j.actor, res)
+				exempt := j.deletes != nil && j.deletes.Name == res
+				for _, p := range gained {
+					refuse(authz.RuleNoSelfService, "the actor would gain %s on %s", p, res)
+				}
+				for _, n := range minus(assignsAfter, assigns) {
+					refuse(authz.RuleNoSelfService, "the actor would become able to assign %s on %s", n, res)
+				}
+				if exempt {
+					continue
+				}
+				for _, p := range lost {
+					refuse(authz.RuleNoSelfService, "the actor would lose %s on %s", p, res)
+				}
+				for _, n := range minus(assigns, assignsAfter) {
+					refuse(authz.RuleNoSelfService, "the actor would no longer assign %s on %s", n, res)
+				}
+				continue
+			}
+			// 1. "No escalation. A permission that a subject gains on a
+			//    resource is one the actor holds there, or one carried
+			//    by a role that a role the actor holds there lists by
+			//    name in assignable_roles."
+			for _, p := range gained {
+				if !power[p] {
+					refuse(authz.RuleNoEscalation, "%s would gain %s on %s, which the actor neither holds there nor may assign", s, p, res)
+				}
+			}
+			// 2. "No overreach. A permission that a subject other than
+			//    the actor loses on a resource is one the actor holds
+			//    there, or one carried by a role the actor may assign
+			//    there by name." Losing is "no longer holding it at
+			//    all", which the comparison of effective sets is.
+			for _, p := range lost {
+				if !power[p] {
+					refuse(authz.RuleNoOverreach, "%s would lose %s on %s, which the actor neither holds there nor may assign", s, p, res)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// ownedBy is s with only subject's grants and blocks.
+func ownedBy(s authz.Snapshot, subject string) authz.Snapshot {
+	s.Grants = slices.DeleteFunc(slices.Clone(s.Grants), func(g authz.Grant) bool { return g.Subject != subject })
+	s.Blocks = slices.DeleteFunc(slices.Clone(s.Blocks), func(b authz.Block) bool { return b.Subject != subject })
+	return s
+}
+
+// holds is Check's answer.
+func (r *reference) holds(subject, permission, resource string) bool {
+	return r.check(subject, permission, resource).Allowed
+}
+
+// definition is the role definition that applies at resource: "the
+// nearest definition of that name on the way from that resource up to
+// root".
+func (r *reference) definition(role, resource string) (authz.Role, bool) {
+	if !r.registered(resource) {
+		return authz.Role{}, false
+	}
+	for _, at := range r.path(resource) {
+		for _, d := range r.s.Roles {
+			if d.Name == role && d.Scope == at {
+				return d, true
+			}
+		}
+	}
+	return authz.Role{}, false
+}
+
+// carries is every declared permission a definition gives, with the
+// tree's implication.
+func (r *reference) carries(def authz.Role) []string {
+	var out []string
+	for _, p := range r.s.Permissions {
+		if r.grants(def.Permissions, p.Name) {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// heldRoles are the definitions, resolved at resource, of the roles subject
+// holds there through unexpired grants on the way up to root: "expired
+// grants give no power and a block takes the blocked powers away", so a
+// block of everything on the way leaves none.
+func (r *reference) heldRoles(subject, resource string) []authz.Role {
+	path := r.path(resource)
+	for _, at := range path {
+		for _, b := range r.s.Blocks {
+			if b.Subject == subject && b.Resource == at && len(b.Permissions) == 0 && r.unexpired(b.Expires) {
+				return nil
+			}
+		}
+	}
+	var out []authz.Role
+	for _, at := range path {
+		for _, g := range r.s.Grants {
+			if g.Subject == subject && g.Resource == at && r.unexpired(g.Expires) {
+				if d, ok := r.definition(g.Role, resource); ok {
+					out = append(out, d)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// power is what subject may hand out at resource, as rules 1 and 2 bound
+// it: the permissions it holds there and those "carried by a role that a
+// role the actor holds there lists by name in assignable_roles"; and the
+// names its roles list there.
+func (r *reference) power(subject, resource string) (perms, assigns map[string]bool) {
+	perms, assigns = set(r.permissions(subject, resource)), map[string]bool{}
+	for _, d := range r.heldRoles(subject, resource) {
+		for _, name := range d.AssignableRoles {
+			assigns[name] = true
+			if def, ok := r.definition(name, resource); ok && name != authz.Wildcard {
+				for _, p := range r.carries(def) {
+					perms[p] = true
+				}
+			}
+		}
+	}
+	return perms, assigns
+}
+
+// under reports whether resource is ancestor or below it.
+func (r *reference) under(resource, ancestor string) bool {
+	return r.registered(resource) && slices.Contains(r.path(resource), ancestor)
+}
+
+// depth is how many levels below root resource is.
+func (r *reference) depth(resource string) int { return len(r.path(resource)) - 1 }
+
+// height is how many levels the subtree below resource has.
+func (r *reference) height(resource string) int {
+	h := 0
+	for child, p := range r.parent {
+		if p == resource {
+			h = max(h, 1+r.height(child))
+		}
+	}
+	return h
+}
+
+// used counts what a quota limits: the resources of its type strictly
+// below its scope, registered by its subject if it names one.
+func (r *reference) used(q authz.Quota) int {
+	n := 0
+	for _, res := range r.s.Resources {
+		if res.Name != q.Scope && authz.TypeOf(res.Name) == q.ResourceType && r.under(res.Name, q.Scope) &&
+			(q.Subject == "" || res.Creator == q.Subject) {
+			n++
+		}
+	}
+	return n
+}
+
+// clone copies a snapshot's lists, so that a write planned on it leaves the
+// original alone; entities are replaced, never edited in place.
+func clone(s authz.Snapshot) authz.Snapshot {
+	s.Permissions = slices.Clone(s.Permissions)
+	s.Resources = slices.Clone(s.Resources)
+	s.Roles = slices.Clone(s.Roles)
+	s.Grants = slices.Clone(s.Grants)
+	s.Blocks = slices.Clone(s.Blocks)
+	s.Quotas = slices.Clone(s.Quotas)
+	s.CreatorRoles = slices.Clone(s.CreatorRoles)
+	s.DefaultQuotas = slices.Clone(s.DefaultQuotas)
+	return s
+}
+
+// normalized is a role as the engine stores it: its lists sorted, without
+// repeats, empty as nil.
+func normalized(r authz.Role) authz.Role {
+	norm := func(list []string) []string {
+		if len(list) == 0 {
+			return nil
+		}
+		return slices.Compact(slices.Sorted(slices.Values(list)))
+	}
+	r.Permissions, r.AssignableRoles, r.BindableOn = norm(r.Permissions), norm(r.AssignableRoles), norm(r.BindableOn)
+	return r
+}
+
+func sameDefinition(a, b authz.Role) bool {
+	a, b = normalized(a), normalized(b)
+	return a.Name == b.Name && a.Scope == b.Scope && a.MaxHolders == b.MaxHolders && a.Description == b.Description &&
+		slices.Equal(a.Permissions, b.Permissions) && slices.Equal(a.AssignableRoles, b.AssignableRoles) && slices.Equal(a.BindableOn, b.BindableOn)
+}
+
+func sameBinding(a, b authz.Grant) bool {
+	return a.Subject == b.Subject && a.Role == b.Role && a.Resource == b.Resource
+}
+
+func sameBlockKey(a, b authz.Block) bool {
+	return a.Subject == b.Subject && a.Resource == b.Resource && a.ID == b.ID
+}
+
+func sameQuotaKey(a, b authz.Quota) bool {
+	return a.Scope == b.Scope && a.ResourceType == b.ResourceType && a.Subject == b.Subject
+}
+
+func set(list []string) map[string]bool {
+	out := make(map[string]bool, len(list))
+	for _, s := range list {
+		out[s] = true
+	}
+	return out
+}
+
+// minus is a's members that b lacks, sorted.
+func minus(a, b map[string]bool) []string {
+	var out []string
+	for s := range a {
+		if !b[s] {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// describeSnapshot prints a state one entity a line, sorted, with expiries
+// relative to now: for failure messages, and to compare two states.
+func describeSnapshot(s authz.Snapshot, now time.Time) []string {
+	when := func(t time.Time) string {
+		switch {
+		case t.IsZero():
+			return ""
+		case t.After(now):
+			return fmt.Sprintf(" (expires in %s, at %d)", t.Sub(now).Round(time.Minute), t.UnixNano())
+		default:
+			return fmt.Sprintf(" (expired %s ago, at %d)", now.Sub(t).Round(time.Minute), t.UnixNano())
+		}
+	}
+	var out []string
+	for _, p := range s.Permissions {
+		out = append(out, fmt.Sprintf("permission %s < %v", p.Name, p.Parents))
+	}
+	for _, r := range s.Resources {
+		out = append(out, fmt.Sprintf("resource %s under %s by %q", r.Name, r.Parent, r.Creator))
+	}
+	for _, r := range s.Roles {
+		r = normalized(r)
+		out = append(out, fmt.Sprintf("role %s at %s = %v, assigns %v, bindable on %v, max %d", r.Name, r.Scope, r.Permissions, r.AssignableRoles, r.BindableOn, r.MaxHolders))
+	}
+	for _, g := range s.Grants {
+		out = append(out, fmt.Sprintf("grant %s to %s on %s%s", g.Role, g.Subject, g.Resource, when(g.Expires)))
+	}
+	for _, b := range s.Blocks {
+		out = append(out, fmt.Sprintf("block %s of %s on %s of %v%s", b.ID, b.Subject, b.Resource, b.Permissions, when(b.Expires)))
+	}
+	for _, q := range s.Quotas {
+		out = append(out, fmt.Sprintf("quota %s at %s for %q: %d", q.ResourceType, q.Scope, q.Subject, q.Limit))
+	}
+	for _, c := range s.CreatorRoles {
+		out = append(out, fmt.Sprintf("creator role of %s: %s", c.ResourceType, c.Role))
+	}
+	for _, d := range s.DefaultQuotas {
+		out = append(out, fmt.Sprintf("default quota of %s for %s: %d", d.ScopeType, d.ResourceType, d.Limit))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// diffSnapshots says what one state has that the other lacks, and the
+// other way round; "" when they are the same.
+func diffSnapshots(got, want authz.Snapshot, now time.Time) string {
+	g, w := set(describeSnapshot(got, now)), set(describeSnapshot(want, now))
+	var b strings.Builder
+	for _, line := range minus(g, w) {
+		fmt.Fprintf(&b, "  + %s\n", line)
+	}
+	for _, line := range minus(w, g) {
+		fmt.Fprintf(&b, "  - %s\n", line)
+	}
+	return b.String()
+}
+
+// TestReferenceJudge checks the reference judge itself on a world small
+// enough to work out by hand, with DESIGN.md's own examples, so that the
+// property test does not hold the engine to a judge that is wrong the same
+// way.
+func TestReferenceJudge(t *testing.T) {
+	now := time.Now()
+	s := authz.Snapshot{
+		Permissions: []authz.Permission{
+			{Name: "call.admin"},
+			{Name: "call.join"},
+			{Name: "call.moderate"},
+			{Name: "call.record"},
+			{Name: "call.speak"},
+			{Name: "usher.blocks.write", Parents: []string{"call.moderate"}},
+			{Name: "usher.grants.write", Parents: []string{"call.moderate"}},
+			{Name: "usher.resources.create.call", Parents: []string{"call.admin"}},
+			{Name: "usher.resources.delete", Parents: []string{"call.admin"}},
+			{Name: "usher.resources.move", Parents: []string{"call.moderate"}},
+			{Name: "usher.roles.write", Parents: []string{"call.admin"}},
+		},
+		Resources: []authz.Resource{
+			{Name: "account:a"},
+			{Name: "account:b"},
+			{Name: "call:c1", Parent: "account:a"},
+			{Name: "call:c2", Parent: "account:a"},
+		},
+		Roles: []authz.Role{
+			{Name: "host", Scope: "root", Permissions: []string{"call.admin", "call.join", "call.moderate", "call.speak"}, AssignableRoles: []string{"guest", "moderator", "speaker"}},
+			{Name: "moderator", Scope: "root", Permissions: []string{"call.join", "call.moderate", "call.speak"}, AssignableRoles: []string{"guest"}},
+			{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "speaker", Scope: "root", Permissions: []string{"call.join", "call.speak"}},
+			{Name: "recorder", Scope: "root", Permissions: []string{"call.join", "call.record"}},
+		},
+		Grants: []authz.Grant{
+			{Subject: "user:owner", Role: "host", Resource: "account:a"},
+			{Subject: "user:host", Role: "host", Resource: "call:c1"},
+			{Subject: "user:mod", Role: "moderator", Resource: "call:c1"},
+			{Subject: "user:mod", Role: "host", Resource: "account:b"},
+			{Subject: "user:g", Role: "guest", Resource: "call:c1"},
+			{Subject: "user:rec", Role: "recorder", Resource: "call:c1"},
+			{Subject: "user:rec", Role: "recorder", Resource: "account:a"},
+		},
+		Blocks: []authz.Block{
+			{Subject: "user:owner", Resource: "call:c2", ID: "b1", Permissions: []string{"call.speak"}},
+			{Subject: "user:g", Resource: "call:c1", ID: "b1"},
+			{Subject: "user:g", Resource: "call:c1", ID: "b2", Permissions: []string{"call.join"}},
+		},
+		CreatorRoles:  []authz.CreatorRole{{ResourceType: "call", Role: "host"}},
+		DefaultQuotas: []authz.DefaultQuota{{ScopeType: "call", ResourceType: "room", Limit: 2}},
+	}
+	const (
+		escalation   = "PERMISSION_DENIED " + authz.RuleNoEscalation
+		overreach    = "PERMISSION_DENIED " + authz.RuleNoOverreach
+		self         = "PERMISSION_DENIED " + authz.RuleNoSelfService
+		missing      = "PERMISSION_DENIED " + refMissing
+		unassigned   = "PERMISSION_DENIED " + refNotAssignable
+		precondition = "FAILED_PRECONDITION"
+	)
+	cases := []struct {
+		name  string
+		actor string
+		write refWrite
+		want  []string                  // the rules broken, each once
+		after func(authz.Snapshot) bool // what the state after must show, when allowed
+	}{
+		{"a moderator cannot ban the host who appointed him", "user:mod",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:host", Resource: "call:c1", ID: "b9"}}, []string{overreach}, nil},
+		{"muting their audio, which the actor holds, does not", "user:mod",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:host", Resource: "call:c1", ID: "b9", Permissions: []string{"call.speak"}}}, nil, nil},
+		{"an unblock gives back only what rule 1 allows: all the blocks of a guest the moderator may lift", "user:mod",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:g", Resource: "call:c1"}}, nil,
+			func(a authz.Snapshot) bool {
+				return !slices.ContainsFunc(a.Blocks, func(b authz.Block) bool { return b.Subject == "user:g" })
+			}},
+		{"lifting one of two blocks gives nothing back", "user:owner",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b2"}}, nil, nil},
+		{"it is not possible to revoke your own permissions", "user:host",
+			refWrite{Op: "Revoke", Grant: authz.Grant{Subject: "user:host", Role: "host", Resource: "call:c1"}}, []string{self, unassigned}, nil},
+		{"the actor never unblocks itself", "user:owner",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:owner", Resource: "call:c2", ID: "b1"}}, []string{self}, nil},
+		{"Revoke needs what granting that binding would need now: a moderator may not remove a speaker", "user:mod",
+			refWrite{Op: "Revoke", Grant: authz.Grant{Subject: "user:rec", Role: "recorder", Resource: "call:c1"}}, []string{unassigned}, nil},
+		{"whoever registers such a resource as an actor gets that role on it: the one exception", "user:owner",
+			refWrite{Op: "PutResource", Resource: authz.Resource{Name: "call:c3", Parent: "account:a"}}, nil,
+			func(a authz.Snapshot) bool {
+				return slices.ContainsFunc(a.Grants, func(g authz.Grant) bool {
+					return g == authz.Grant{Subject: "user:owner", Role: "host", Resource: "call:c3"}
+				}) && slices.Contains(a.Quotas, authz.Quota{Scope: "call:c3", ResourceType: "room", Limit: 2}) &&
+					slices.Contains(a.Resources, authz.Resource{Name: "call:c3", Parent: "account:a", Creator: "user:owner"})
+			}},
+		{"usher.resources.create at the parent registers a child", "user:mod",
+			refWrite{Op: "PutResource", Resource: authz.Resource{Name: "call:c3", Parent: "account:a"}}, []string{missing}, nil},
+		{"an event's Owner deletes the event: it removes every binding and block on it, and what others lose there the owner holds", "user:host",
+			refWrite{Op: "DeleteResource", Resource: authz.Resource{Name: "call:c1"}}, nil,
+			func(a authz.Snapshot) bool {
+				return !slices.ContainsFunc(a.Grants, func(g authz.Grant) bool { return g.Resource == "call:c1" }) &&
+					!slices.ContainsFunc(a.Blocks, func(b authz.Block) bool { return b.Resource == "call:c1" }) &&
+					!slices.ContainsFunc(a.Resources, func(r authz.Resource) bool { return r.Name == "call:c1" })
+			}},
+		{"losing means no longer holding it at all: the recorder keeps call.record from the account", "user:owner",
+			refWrite{Op: "DeleteResource", Resource: authz.Resource{Name: "call:c1"}}, nil, nil},
+		{"one may not delete a resource to shed one's own block", "user:owner",
+			refWrite{Op: "DeleteResource", Resource: authz.Resource{Name: "call:c2"}}, []string{self}, nil},
+		{"moving another's subtree under one's own: the mover gains its power there, and takes from the owner what it could not", "user:mod",
+			refWrite{Op: "PutResource", Resource: authz.Resource{Name: "call:c1", Parent: "account:b"}}, []string{overreach, self}, nil},
+		{"never under itself", "user:owner",
+			refWrite{Op: "PutResource", Resource: authz.Resource{Name: "account:a", Parent: "call:c1"}}, []string{precondition, missing}, nil},
+		{"by redefining a role it holds", "user:owner",
+			refWrite{Op: "PutRole", Role: authz.Role{Name: "host", Scope: "call:c2", Permissions: []string{"call.join"}}}, []string{self}, nil},
+		{"a definition is a grant to every holder of that name below the scope: bounded by the actor's own", "user:owner",
+			refWrite{Op: "PutRole", Role: authz.Role{Name: "guest", Scope: "call:c2", Permissions: []string{"call.record"}}}, []string{escalation}, nil},
+		{"what it takes away from holders is bounded by rule 2", "user:owner",
+			refWrite{Op: "PutRole", Role: authz.Role{Name: "recorder", Scope: "call:c1", Permissions: []string{"call.join"}}}, []string{overreach}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			after, verdicts := referenceJudge(s, c.actor, c.write, now)
+			var got []string
+			for _, v := range verdicts {
+				got = append(got, strings.TrimSuffix(refVerdict{Code: v.Code, Rule: v.Rule}.String(), ": "))
+			}
+			got = slices.Compact(slices.Sorted(slices.Values(got)))
+			if !slices.Equal(got, c.want) {
+				t.Errorf("%s by %s breaks %q, want %q; verdicts:\n%v", c.write, c.actor, got, c.want, verdicts)
+			}
+			if c.after != nil && !c.after(after) {
+				t.Errorf("%s by %s leaves:\n  %s", c.write, c.actor, strings.Join(describeSnapshot(after, now), "\n  "))
+			}
+		})
+	}
+}

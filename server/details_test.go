@@ -1,0 +1,322 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/usher-authz/usher/admission"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+// refusal is what a test expects a status's details to say.
+type refusal struct {
+	reason       string
+	field, value string            // "" expects neither in the metadata
+	meta         map[string]string // entries the metadata must hold besides
+}
+
+// wantDetails fails the test unless st carries an ErrorInfo of domain
+// usher.v1 with want's reason and metadata, and the detail its code calls
+// for: BadRequest naming the field, PreconditionFailure of the reason's
+// type about the value, QuotaFailure about the value. It returns the
+// ErrorInfo.
+func wantDetails(t *testing.T, st *status.Status, want refusal) *errdetails.ErrorInfo {
+	t.Helper()
+	var (
+		info  *errdetails.ErrorInfo
+		bad   *errdetails.BadRequest
+		pre   *errdetails.PreconditionFailure
+		quota *errdetails.QuotaFailure
+	)
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			info = d
+		case *errdetails.BadRequest:
+			bad = d
+		case *errdetails.PreconditionFailure:
+			pre = d
+		case *errdetails.QuotaFailure:
+			quota = d
+		case error:
+			t.Fatalf("a detail of %s %q does not decode: %v", st.Code(), st.Message(), d)
+		}
+	}
+	if info == nil {
+		t.Fatalf("%s %q carries no ErrorInfo", st.Code(), st.Message())
+	}
+	if info.GetReason() != want.reason || info.GetDomain() != "usher.v1" {
+		t.Errorf("ErrorInfo reason %q domain %q, want %q in usher.v1 (%q)", info.GetReason(), info.GetDomain(), want.reason, st.Message())
+	}
+	md := info.GetMetadata()
+	if want.field != "" {
+		if md["field"] != want.field || md["value"] != want.value {
+			t.Errorf("ErrorInfo metadata names field %q value %q, want %q %q", md["field"], md["value"], want.field, want.value)
+		}
+	} else if _, ok := md["field"]; ok {
+		t.Errorf("ErrorInfo metadata names field %q, want none", md["field"])
+	}
+	for k, v := range want.meta {
+		if md[k] != v {
+			t.Errorf("ErrorInfo metadata[%q] = %q, want %q (metadata %v)", k, md[k], v, md)
+		}
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		if v := bad.GetFieldViolations(); len(v) != 1 || v[0].GetField() != want.field || v[0].GetDescription() == "" || v[0].GetReason() != want.reason {
+			t.Errorf("BadRequest %v, want one violation of field %q with a description and reason %q", bad, want.field, want.reason)
+		}
+	case codes.FailedPrecondition:
+		if v := pre.GetViolations(); len(v) != 1 || v[0].GetType() != want.reason || v[0].GetSubject() != want.value || v[0].GetDescription() == "" {
+			t.Errorf("PreconditionFailure %v, want one violation of type %q about %q with a description", pre, want.reason, want.value)
+		}
+	case codes.ResourceExhausted:
+		if v := quota.GetViolations(); len(v) != 1 || v[0].GetSubject() != want.value || v[0].GetDescription() == "" {
+			t.Errorf("QuotaFailure %v, want one violation about %q with a description", quota, want.value)
+		}
+	}
+	if st.Code() != codes.InvalidArgument && bad != nil {
+		t.Errorf("%s carries a BadRequest: %v", st.Code(), bad)
+	}
+	if st.Code() != codes.FailedPrecondition && pre != nil {
+		t.Errorf("%s carries a PreconditionFailure: %v", st.Code(), pre)
+	}
+	if st.Code() != codes.ResourceExhausted && quota != nil {
+		t.Errorf("%s carries a QuotaFailure: %v", st.Code(), quota)
+	}
+	return info
+}
+
+// delegationWorld is errorWorld with the default scenario's delegation
+// cast: sam administers the sales workspace with a role that may assign
+// hosts, moderators and members; olga owns the account; hank hosts a call.
+func delegationWorld(f *fixture) {
+	errorWorld(f)
+	f.putRole(&usherv1.Role{Name: "workspace-admin", Scope: acme, Permissions: []string{"workspace.manage"},
+		AssignableRoles: []string{"host", "moderator", "call-member"}})
+	f.grant("user:sam", "workspace-admin", sales)
+	f.grant("user:olga", "owner", acme)
+	f.grant("user:hank", "host", stream42)
+}
+
+// TestDelegationRefusalsNameTheirRule proves that each delegation rule's
+// refusal says which rule refused, and what about, in its ErrorInfo.
+func TestDelegationRefusalsNameTheirRule(t *testing.T) {
+	f := newServer(t)
+	delegationWorld(f)
+	cases := []struct {
+		name string
+		call func(ctx context.Context) error
+		want refusal
+	}{
+		{"no escalation: a definition carries only what the actor holds",
+			func(ctx context.Context) error {
+				_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Actor: "user:sam",
+					Role: &usherv1.Role{Name: "moderator", Scope: sales, Permissions: []string{"account.manage"}}})
+				return err
+			},
+			refusal{reason: "NO_ESCALATION", field: "actor", value: "user:sam",
+				meta: map[string]string{"rule": "no escalation", "role": "moderator", "permission": "account.manage", "resource": sales}}},
+		{"no overreach: a full block of someone who holds more than the actor",
+			func(ctx context.Context) error {
+				_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:olga", Resource: sales, Actor: "user:sam"})
+				return err
+			},
+			refusal{reason: "NO_OVERREACH", field: "actor", value: "user:sam",
+				meta: map[string]string{"rule": "no overreach", "subject": "user:olga", "resource": sales}}},
+		{"no self-service: an actor may not revoke its own grants",
+			func(ctx context.Context) error {
+				_, err := f.admin.Revoke(ctx, &usherv1.RevokeRequest{Subject: "user:sam", Role: "workspace-admin", Resource: sales, Actor: "user:sam"})
+				return err
+			},
+			refusal{reason: "NO_SELF_SERVICE", field: "actor", value: "user:sam",
+				meta: map[string]string{"rule": "no self-service", "subject": "user:sam"}}},
+		{"an actor without usher.grants.write may not grant",
+			func(ctx context.Context) error {
+				_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:new", Role: "call-member", Resource: stream42, Actor: "user:nobody"})
+				return err
+			},
+			refusal{reason: "MISSING_PERMISSION", field: "actor", value: "user:nobody",
+				meta: map[string]string{"rule": "missing permission", "permission": "usher.grants.write", "resource": stream42, "role": "call-member"}}},
+		{"a host may add members but not owners",
+			func(ctx context.Context) error {
+				_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:mia", Role: "owner", Resource: stream42, Actor: "user:hank"})
+				return err
+			},
+			refusal{reason: "NOT_ASSIGNABLE", field: "actor", value: "user:hank",
+				meta: map[string]string{"rule": "not assignable", "role": "owner", "resource": stream42}}},
+		{"admission rules are the platform's",
+			func(ctx context.Context) error {
+				_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Actor: "user:olga",
+					Admission: &usherv1.Admission{Scope: acme, ResourceType: "call", JoinPermission: "join-call"}})
+				return err
+			},
+			refusal{reason: "PLATFORM_ONLY", field: "actor", value: "user:olga",
+				meta: map[string]string{"rule": "platform only"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			wantDetails(t, wantCode(t, c.call(f.ctx()), codes.PermissionDenied), c.want)
+		})
+	}
+}
+
+func TestQuotaRefusalsCarryAQuotaFailure(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	ctx := f.ctx()
+	if _, err := f.admin.PutQuota(ctx, &usherv1.PutQuotaRequest{Quota: &usherv1.Quota{Scope: sales, ResourceType: "call", Limit: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "call:meeting:9", Parent: meeting})
+	st := wantCode(t, err, codes.ResourceExhausted)
+	wantDetails(t, st, refusal{reason: "QUOTA_EXCEEDED", field: "quota", value: sales + "/call",
+		meta: map[string]string{"scope": sales, "resource_type": "call", "limit": "2", "used": "2"}})
+	for _, d := range st.Details() {
+		if q, ok := d.(*errdetails.QuotaFailure); ok {
+			if v := q.GetViolations()[0]; v.GetQuotaValue() != 2 || v.GetQuotaId() != "QUOTA_EXCEEDED" {
+				t.Errorf("QuotaFailure violation %v, want quota_value 2 and quota_id QUOTA_EXCEEDED", v)
+			}
+		}
+	}
+}
+
+func TestMaxHoldersNamesTheLimit(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	_, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: stream42})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "MAX_HOLDERS", field: "role", value: "presenter",
+		meta: map[string]string{"resource": stream42, "max_holders": "1", "scope": acme}})
+}
+
+func TestRevisionNotReachedNamesTheLatest(t *testing.T) {
+	f := newServer(t)
+	rev := f.world()
+	ctx, cancel := context.WithTimeout(f.ctx(), 500*time.Millisecond)
+	defer cancel()
+	_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: stream42, MinRevision: rev + 100})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
+		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
+}
+
+// A batch's bad item says its reason in its CheckError, as its status
+// would alone.
+func TestCheckBatchItemsCarryTheirReason(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	resp, err := f.authz.CheckBatch(f.ctx(), &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+		{Subject: "user:alice", Permission: "join-call", Resource: stream42},
+		{Subject: "user:alice", Permission: "teleport", Resource: stream42},
+		{Subject: "alice", Permission: "join-call", Resource: stream42},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range resp.GetErrors() {
+		got = append(got, fmt.Sprintf("%d %s %s=%q", e.GetIndex(), e.GetReason(), e.GetField(), e.GetValue()))
+	}
+	want := []string{`1 UNDECLARED_PERMISSION checks[1].permission="teleport"`, `2 INVALID_FIELD checks[2].subject="alice"`}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors %q, want %q", got, want)
+	}
+}
+
+// admissionCallers is an admission server (admWorld) that authenticates an
+// admin and a check caller by bearer token, and clients of it as each.
+func admissionCallers(t *testing.T) (admin, check usherv1.AdmissionServiceClient) {
+	t.Helper()
+	adminToken, checkToken := newToken(t), newToken(t)
+	callers := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, callers, fmt.Sprintf("callers:\n  - {name: backend, kind: admin, token_sha256: %s}\n  - {name: sidecar, kind: check, token_sha256: %s}\n",
+		hashOf(adminToken), hashOf(checkToken)))
+	src, err := server.NewCallerSource(callers, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
+	return usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))),
+		usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))))
+}
+
+// TestAdmissionRefusalsCarryDetails reads the details of
+// usher.v1.AdmissionService's refusals through its generated client.
+func TestAdmissionRefusalsCarryDetails(t *testing.T) {
+	join, check := admissionCallers(t)
+	cases := []struct {
+		name string
+		call func(ctx context.Context) error
+		code codes.Code
+		want refusal
+	}{
+		{"Join of an unregistered call", func(ctx context.Context) error {
+			_, err := join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: "call:livestream:404"})
+			return err
+		}, codes.NotFound, refusal{reason: "RESOURCE_NOT_FOUND", field: "resource", value: "call:livestream:404"}},
+		{"Join of a resource no admission rule governs", func(ctx context.Context) error {
+			_, err := join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: sales})
+			return err
+		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
+		{"KeepAlive of a session that never was", func(ctx context.Context) error {
+			_, err := join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: "0123456789abcdef"})
+			return err
+		}, codes.NotFound, refusal{reason: "SESSION_NOT_FOUND", field: "session_id", value: "0123456789abcdef"}},
+		{"KeepAlive of a session id longer than any Usher makes", func(ctx context.Context) error {
+			_, err := join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: strings.Repeat("a", 65)})
+			return err
+		}, codes.InvalidArgument, refusal{reason: "INVALID_FIELD", field: "session_id", value: strings.Repeat("a", 65)}},
+		{"Deny of a subject not waiting in the lobby", func(ctx context.Context) error {
+			_, err := join.Deny(ctx, &usherv1.DenyRequest{Resource: stream42, Subject: "user:zed"})
+			return err
+		}, codes.NotFound, refusal{reason: "KNOCK_NOT_FOUND", field: "subject", value: "user:zed"}},
+		{"ListLobby by an actor without the lobby's admit permission", func(ctx context.Context) error {
+			_, err := join.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: stream42, Actor: "user:nobody"})
+			return err
+		}, codes.PermissionDenied, refusal{reason: "MISSING_PERMISSION", field: "actor", value: "user:nobody",
+			meta: map[string]string{"rule": "missing permission", "permission": "update-call-permissions", "resource": stream42}}},
+		{"a check caller admitting on its own authority", func(ctx context.Context) error {
+			_, err := check.Admit(ctx, &usherv1.AdmitRequest{Resource: stream42, Subject: "user:zed"})
+			return err
+		}, codes.PermissionDenied, refusal{reason: "CALLER_KIND", meta: map[string]string{"caller": "sidecar", "kind": "check"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			wantDetails(t, wantCode(t, c.call(callCtx(t)), c.code), c.want)
+		})
+	}
+}
+
+// A refusal of a huge value quotes it cut short in its details too, as in
+// its message, so that the trailer stays small.
+func TestDetailsQuoteAHugeValueCut(t *testing.T) {
+	f := newServer(t)
+	huge := "user:" + strings.Repeat("a", 1<<20)
+	_, err := f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: huge, Permission: "join-call", Resource: "root"})
+	st := wantCode(t, err, codes.InvalidArgument)
+	info := wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "subject", value: clipped(t, st)})
+	if v := info.GetMetadata()["value"]; len(v) > 1024 || !strings.HasSuffix(v, fmt.Sprintf("(%d bytes)", len(huge))) {
+		t.Errorf("the value in the details is %d bytes long, ending %q; want it cut, saying how long it was", len(v), v[max(0, len(v)-20):])
+	}
+}
+
+// clipped is the value a message about the subject quotes.
+func clipped(t *testing.T, st *status.Status) string {
+	t.Helper()
+	var v string
+	if _, err := fmt.Sscanf(st.Message(), "subject %q:", &v); err != nil {
+		t.Fatalf("message %.80q: %v", st.Message(), err)
+	}
+	return v
+}
