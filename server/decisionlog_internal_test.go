@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"io"
+	"math"
 	"testing"
 
 	"github.com/usher-authz/usher/authz"
@@ -25,8 +26,14 @@ func TestDecisionLogDropsWhenFullAndNeverAllocates(t *testing.T) {
 	if got := l.Dropped(); got == 0 || got > uint64(n-DecisionQueue) {
 		t.Errorf("dropped %d of %d offered; want some, at most %d", got, n, n-DecisionQueue)
 	}
-	if allocs := testing.AllocsPerRun(1000, func() { l.check(ctx, "Check", q, d, nil, 7) }); allocs != 0 {
-		t.Errorf("offering a decision allocates %v times", allocs)
+	// AllocsPerRun counts every goroutine's: the least of three readings
+	// leaves out those of other tests' servers winding down.
+	least := math.Inf(1)
+	for range 3 {
+		least = min(least, testing.AllocsPerRun(1000, func() { l.check(ctx, "Check", q, d, nil, 7) }))
+	}
+	if least != 0 {
+		t.Errorf("offering a decision allocates %v times", least)
 	}
 	r.Close()
 	if err := l.Close(); err == nil {
