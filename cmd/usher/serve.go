@@ -259,9 +259,7 @@ func serve(args []string) error {
 		logger.Info("no LiveKit key: admitted joins carry no token")
 	}
 	serverOpts = append(serverOpts, server.WithAdmission(sessions))
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		tracing.Version = bi.Main.Version
-	}
+	tracing.Version = readBuildVersion().Version
 	tp, err := server.StartTracing(ctx, tracing)
 	if err != nil {
 		return err
