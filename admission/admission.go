@@ -111,6 +111,25 @@ func (m *Manager) Close() error {
 	return m.store.Close()
 }
 
+// Counts is what a manager holds at one moment.
+type Counts struct {
+	// Sessions and Knocks are the store's live sessions and lobby knocks.
+	Sessions, Knocks int
+	// Watches are the WatchCall streams this node serves.
+	Watches int
+}
+
+// Counts says how many sessions, knocks and call watches there are now,
+// for metrics.
+func (m *Manager) Counts() Counts {
+	var c Counts
+	c.Sessions, c.Knocks = m.store.Len()
+	m.v.mu.Lock()
+	c.Watches = m.v.nwatchers
+	m.v.mu.Unlock()
+	return c
+}
+
 // Result is the answer to a Join or a Knock.
 type Result struct {
 	Outcome Outcome

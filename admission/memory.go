@@ -232,6 +232,13 @@ func (m *MemoryStore) Sessions(call string) []Session {
 	return out
 }
 
+// Len implements Store.
+func (m *MemoryStore) Len() (sessions, knocks int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions), len(m.knocks)
+}
+
 // Knock implements Store.
 func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	now := m.clock.Now()

@@ -113,6 +113,10 @@ type Store interface {
 	KnockOf(id string) (Knock, bool)
 	// Knocks returns who waits in call's lobby.
 	Knocks(call string) []Knock
+	// Len counts the live sessions and knocks the store holds (a cluster
+	// store: its picture of every replica's), for metrics; one whose lease
+	// has just run out may still be counted.
+	Len() (sessions, knocks int)
 	// Pending is signalled when events are queued for Take.
 	Pending() <-chan struct{}
 	// Take returns the queued events, for one consumer, in the order they

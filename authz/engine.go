@@ -99,6 +99,7 @@ type Engine struct {
 	running bool           // the committer goroutine is running
 
 	listeners atomic.Pointer[[]func(*Index, *ChangeSet)]
+	commits   atomic.Pointer[func(CommitStats)]
 
 	stop    context.CancelFunc
 	fed     chan struct{} // closed when the feed goroutine returns
@@ -277,6 +278,22 @@ func (e *Engine) Listen(fn func(x *Index, cs *ChangeSet)) {
 			return
 		}
 	}
+}
+
+// CommitStats describes one backend transaction of the committer.
+type CommitStats struct {
+	// Writes is how many writes the transaction carried, Took how long the
+	// backend took to commit them (for bbolt, the fsync included).
+	Writes int
+	Took   time.Duration
+	Err    error
+}
+
+// ObserveCommits registers fn, which the committer calls after each backend
+// transaction, replacing any fn registered before: for metrics. fn runs on
+// the committer's goroutine, between two transactions, and must be quick.
+func (e *Engine) ObserveCommits(fn func(CommitStats)) {
+	e.commits.Store(&fn)
 }
 
 func (e *Engine) notify(x *Index, cs *ChangeSet) {
@@ -486,9 +503,15 @@ func (e *Engine) commitBatches() {
 		var results []Committed
 		var err error
 		if len(ws) > 0 {
+			// Wall time, not the engine's clock: this measures the backend,
+			// and a fake clock in tests would not move.
+			start := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 			results, err = e.backend.Commit(ctx, ws)
 			cancel()
+			if fn := e.commits.Load(); fn != nil {
+				(*fn)(CommitStats{Writes: len(ws), Took: time.Since(start), Err: err})
+			}
 		}
 		var last Revision
 		for i, p := range live {

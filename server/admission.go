@@ -38,8 +38,10 @@ func admissionManager(opts []grpc.ServerOption) *admission.Manager {
 
 type admissionServer struct {
 	usherv1.UnimplementedAdmissionServiceServer
-	m    *admission.Manager
-	stop <-chan struct{} // closed when the server stops: watches end
+	m     *admission.Manager
+	stop  <-chan struct{} // closed when the server stops: watches end
+	joins decisionCounter // Join's outcomes, when the server has metrics
+	log   *DecisionLog    // nil: no decision log
 }
 
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
@@ -56,6 +58,10 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	r, err := s.m.Join(ctx, req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	s.joins.add(int(r.Outcome))
+	if s.log != nil {
+		s.log.join(ctx, req.GetSubject(), req.GetResource(), r)
 	}
 	return toJoinResponse(r), nil
 }

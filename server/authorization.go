@@ -14,6 +14,9 @@ type authorizationServer struct {
 	engine  *authz.Engine
 	serving func() bool
 	watches *watches
+	// checks and batchChecks count decisions, when the server has metrics.
+	checks, batchChecks decisionCounter
+	decisionLog         *DecisionLog // nil: no decision log
 }
 
 func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRevisionRequest) (*usherv1.GetRevisionResponse, error) {
@@ -42,6 +45,10 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 	}
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	s.checks.add(int(d.Reason))
+	if s.decisionLog != nil {
+		s.decisionLog.check(ctx, "Check", q, d, nil, rev)
 	}
 	return &usherv1.CheckResponse{Decision: toDecision(d), Revision: uint64(rev)}, nil
 }
@@ -105,11 +112,17 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 				err = e
 			}
 		}
+		if s.decisionLog != nil {
+			c := checks[i]
+			s.decisionLog.check(ctx, "CheckBatch", authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}, d, err, rev)
+		}
 		if err != nil {
 			out.Decisions[i] = &usherv1.Decision{}
 			out.Errors = append(out.Errors, toCheckError(i, err))
+			s.batchChecks.add(0)
 			continue
 		}
+		s.batchChecks.add(int(d.Reason))
 		out.Decisions[i] = toDecision(d)
 	}
 	return out, nil

@@ -77,7 +77,7 @@ func RegisterEnvoy(s *grpc.Server, cfg EnvoyConfig, c Checker) error {
 	if err != nil {
 		return err
 	}
-	e.register(s, c)
+	e.register(s, c, nil)
 	return nil
 }
 
@@ -120,10 +120,11 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	return &EnvoyService{h: h}, nil
 }
 
-// register serves e on s, asking c.
-func (e *EnvoyService) register(s *grpc.Server, c Checker) {
+// register serves e on s, asking c, counting decisions in m (when not nil).
+func (e *EnvoyService) register(s *grpc.Server, c Checker, m *Metrics) {
 	h := e.h
 	h.checker = c
+	h.metrics = m
 	authv3.RegisterAuthorizationServer(s, &h)
 }
 
@@ -158,6 +159,7 @@ type envoyServer struct {
 	header  string      // the subject's header, or
 	jwt     *jwtSubject // the token it comes from
 	prefix  string
+	metrics *Metrics // nil: decisions are not counted
 }
 
 type jwtSubject struct {
@@ -167,12 +169,22 @@ type jwtSubject struct {
 	claim  string
 }
 
-// Check authenticates the subject first, so that a client without one
-// learns nothing of the routes, then finds the rule, then asks the checker.
+// Check answers Envoy, counting the decision by its reason.
 func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, reason, err := h.decide(req)
+	if err == nil {
+		h.metrics.countEnvoy(reason)
+	}
+	return resp, err
+}
+
+// decide authenticates the subject first, so that a client without one
+// learns nothing of the routes, then finds the rule, then asks the checker.
+// It says the reason of its answer: GRANTED or the denial's.
+func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, string, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	if http == nil {
-		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute, "not an HTTP request: Usher maps only HTTP requests to checks", nil), nil
+		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute, "not an HTTP request: Usher maps only HTTP requests to checks", nil), ReasonNoRoute, nil
 	}
 	subject, err := h.subject(http)
 	if err != nil {
@@ -180,13 +192,13 @@ func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv
 		if h.jwt != nil {
 			extra = append(extra, overwriteHeader("www-authenticate", `Bearer error="invalid_token"`))
 		}
-		return denied(typev3.StatusCode_Unauthorized, ReasonUnauthenticated, err.Error(), extra), nil
+		return denied(typev3.StatusCode_Unauthorized, ReasonUnauthenticated, err.Error(), extra), ReasonUnauthenticated, nil
 	}
 	path, _, _ := strings.Cut(http.GetPath(), "?")
 	rt, vars, ok := h.route(http.GetMethod(), path)
 	if !ok {
 		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute,
-			fmt.Sprintf("no rule matches %s %s", http.GetMethod(), clip(path)), nil), nil
+			fmt.Sprintf("no rule matches %s %s", http.GetMethod(), clip(path)), nil), ReasonNoRoute, nil
 	}
 	resource := expand(rt.resource, func(name string) string { return vars[name] })
 	if err := authz.ValidateResource("resource", resource); err != nil {
@@ -194,7 +206,7 @@ func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv
 		if errors.As(err, &e) {
 			e.Value = clip(e.Value)
 		}
-		return denied(typev3.StatusCode_BadRequest, ReasonInvalidResource, err.Error(), nil), nil
+		return denied(typev3.StatusCode_BadRequest, ReasonInvalidResource, err.Error(), nil), ReasonInvalidResource, nil
 	}
 	d, rev, err := h.checker.Check(authz.Query{Subject: subject, Permission: rt.permission, Resource: resource})
 	if err != nil {
@@ -202,12 +214,13 @@ func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv
 		if errors.As(err, &e) {
 			err = e.WithField(fmt.Sprintf("rules[%d].", rt.index))
 		}
-		return nil, toStatus(err)
+		return nil, "", toStatus(err)
 	}
 	revision := strconv.FormatUint(uint64(rev), 10)
 	if !d.Allowed {
-		return denied(typev3.StatusCode_Forbidden, envoyReasons[d.Reason], denial(subject, rt.permission, resource, d),
-			[]*corev3.HeaderValueOption{overwriteHeader(HeaderRevision, revision)}), nil
+		reason := envoyReasons[d.Reason]
+		return denied(typev3.StatusCode_Forbidden, reason, denial(subject, rt.permission, resource, d),
+			[]*corev3.HeaderValueOption{overwriteHeader(HeaderRevision, revision)}), reason, nil
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.OK)},
@@ -220,7 +233,7 @@ func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv
 			},
 			HeadersToRemove: []string{HeaderReason},
 		}},
-	}, nil
+	}, reasonNames[authz.ReasonGranted], nil
 }
 
 // subject finds the request's subject, or says why there is none.

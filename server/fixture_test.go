@@ -35,6 +35,8 @@ type fixture struct {
 	authz  usherv1.AuthorizationServiceClient
 	admin  usherv1.AdminServiceClient
 	health healthpb.HealthClient
+	engine *authz.Engine
+	addr   string
 	// stop closes the connection, stops the server gracefully and closes the
 	// store; calling it again does nothing.
 	stop func()
@@ -44,6 +46,14 @@ type fixture struct {
 // authz.Start, then the default policy when the store is empty, then
 // server.New on 127.0.0.1:0.
 func startServer(t testing.TB, dir string) *fixture {
+	t.Helper()
+	return startServerWith(t, dir, slog.New(slog.DiscardHandler), nil)
+}
+
+// startServerWith starts a server as startServer does, logging to logger,
+// with the options opts makes (given the engine, when not nil) passed to
+// server.New.
+func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*authz.Engine) []grpc.ServerOption) *fixture {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(dir, "usher.db"), bolt.Options{})
 	if err != nil {
@@ -76,7 +86,11 @@ func startServer(t testing.TB, dir string) *fixture {
 		_ = store.Close()
 		t.Fatalf("listen: %v", err)
 	}
-	srv := server.New(engine, slog.New(slog.DiscardHandler))
+	var serverOpts []grpc.ServerOption
+	if opts != nil {
+		serverOpts = opts(engine)
+	}
+	srv := server.New(engine, logger, serverOpts...)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -89,7 +103,7 @@ func startServer(t testing.TB, dir string) *fixture {
 		t.Fatalf("grpc.NewClient: %v", err)
 	}
 	f := &fixture{
-		t: t, dir: dir, conn: conn,
+		t: t, dir: dir, conn: conn, engine: engine, addr: lis.Addr().String(),
 		authz:  usherv1.NewAuthorizationServiceClient(conn),
 		admin:  usherv1.NewAdminServiceClient(conn),
 		health: healthpb.NewHealthClient(conn),

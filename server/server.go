@@ -9,7 +9,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -41,29 +40,68 @@ type Server struct {
 // requests of at most MaxMessageSize bytes (an option in opts may change
 // it). With WithCallers among opts, it authenticates callers; without,
 // every caller is anonymous and may call everything. With WithEnvoy, it
-// also serves Envoy's envoy.service.auth.v3.Authorization.
+// also serves Envoy's envoy.service.auth.v3.Authorization. WithMetrics,
+// WithTracing and WithDecisionLog make it observable; without them, it pays
+// nothing for them.
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}, opts...)
-	logOpts := []logging.Option{
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(callLevel),
+	unary, stream := interceptors(logger, opts)
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	gs := grpc.NewServer(opts...)
+	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
+		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
+	metrics := metricsOf(opts)
+	decisionLog := decisionLogOf(opts)
+	az := &authorizationServer{engine: engine, serving: s.serving, watches: s.watches, decisionLog: decisionLog}
+	if metrics != nil {
+		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
+	usherv1.RegisterAuthorizationServiceServer(gs, az)
+	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
+	sessions := admissionManager(opts)
+	if sessions != nil {
+		as := &admissionServer{m: sessions, stop: s.stop, log: decisionLog}
+		if metrics != nil {
+			as.joins = metrics.join
+		}
+		usherv1.RegisterAdmissionServiceServer(gs, as)
+		s.services = append(s.services, usherv1.AdmissionService_ServiceDesc.ServiceName)
+	}
+	if e := envoyService(opts); e != nil {
+		// The engine, not its index: the engine answers from the index in
+		// place at each call, which a resync replaces.
+		e.register(gs, engine, metrics)
+		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
+	}
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+	if metrics != nil {
+		metrics.attach(s, sessions, decisionLog)
+	}
+	s.report()
+	go s.follow()
+	return s
+}
+
+// interceptors returns the interceptors New installs, outermost first:
+// metrics when opts has them, logging, panic recovery, then authentication
+// when opts has callers. Metrics and logging come before authentication so
+// that they see, count and log, the calls that authentication refuses.
+func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	recoverOpts := []recovery.Option{
 		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 			logger.ErrorContext(ctx, "handler panicked", "panic", p)
 			return status.Errorf(codes.Internal, "internal error")
 		}),
 	}
-	// Logging comes first so that it sees, and logs, the calls that
-	// authentication refuses.
-	unary := []grpc.UnaryServerInterceptor{
-		logging.UnaryServerInterceptor(slogLogger(logger), logOpts...),
-		recovery.UnaryServerInterceptor(recoverOpts...),
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if m := metricsOf(opts); m != nil {
+		unary = append(unary, m.rpc.UnaryServerInterceptor())
+		stream = append(stream, m.rpc.StreamServerInterceptor())
 	}
-	stream := []grpc.StreamServerInterceptor{
-		logging.StreamServerInterceptor(slogLogger(logger), logOpts...),
-		recovery.StreamServerInterceptor(recoverOpts...),
-	}
+	unary = append(unary, unaryCallLog(logger), recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, streamCallLog(logger), recovery.StreamServerInterceptor(recoverOpts...))
 	for _, o := range opts {
 		if c, ok := o.(callersOption); ok && c.src != nil {
 			authFunc := authenticator{src: c.src}.authenticate
@@ -71,27 +109,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 			stream = append(stream, auth.StreamServerInterceptor(authFunc))
 		}
 	}
-	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
-	gs := grpc.NewServer(opts...)
-	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
-		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
-	usherv1.RegisterAuthorizationServiceServer(gs, &authorizationServer{engine: engine, serving: s.serving, watches: s.watches})
-	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
-	if m := admissionManager(opts); m != nil {
-		usherv1.RegisterAdmissionServiceServer(gs, &admissionServer{m: m, stop: s.stop})
-		s.services = append(s.services, usherv1.AdmissionService_ServiceDesc.ServiceName)
-	}
-	if e := envoyService(opts); e != nil {
-		// The engine, not its index: the engine answers from the index in
-		// place at each call, which a resync replaces.
-		e.register(gs, engine)
-		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
-	}
-	healthpb.RegisterHealthServer(gs, s.health)
-	reflection.Register(gs)
-	s.report()
-	go s.follow()
-	return s
+	return unary, stream
 }
 
 // healthPoll is how often the server looks at its engine's state.
@@ -150,25 +168,6 @@ func (s *Server) Stop() {
 	s.Drain()
 	s.once.Do(func() { close(s.stop) })
 	s.Server.Stop()
-}
-
-// callLevel keeps successful calls, the hot path among them, at debug level
-// and logs refusals and failures.
-func callLevel(code codes.Code) logging.Level {
-	switch code {
-	case codes.OK:
-		return logging.LevelDebug
-	case codes.Internal, codes.Unavailable, codes.DataLoss, codes.Unknown:
-		return logging.LevelError
-	default:
-		return logging.LevelInfo
-	}
-}
-
-func slogLogger(l *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		l.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
 }
 
 // callerOf names the caller of a request for the change log: the

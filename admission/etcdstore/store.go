@@ -284,6 +284,18 @@ func (s *Store) Sessions(call string) []admission.Session {
 	return out
 }
 
+// Len implements admission.Store. It counts call by call, at a metrics
+// scrape rather than on every write.
+func (s *Store) Len() (sessions, knocks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.c.calls {
+		sessions += len(c.sessions)
+		knocks += len(c.knocks)
+	}
+	return sessions, knocks
+}
+
 // KnockOf implements admission.Store.
 func (s *Store) KnockOf(id string) (admission.Knock, bool) {
 	s.mu.Lock()

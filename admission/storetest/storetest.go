@@ -14,6 +14,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,7 @@ func Run(t *testing.T, b Backend) {
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
 		{"a store holds at most MaxSessions sessions and knocks; a replacement or a knocking subject still joins and a refusal comes first", false, testSessionBound},
 		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
+		{"Len counts live sessions and knocks once each, replacements and renewals included", false, testLen},
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
 		{"concurrent joins across replicas admit exactly the call's capacity", true, testReplicaCapacity},
 		{"a session nobody renews lapses for every replica", true, testReplicaLapse},
@@ -242,6 +244,31 @@ func testUnknock(t *testing.T, h *harness) {
 	if got := n.Knocks(call); len(got) != 0 {
 		t.Errorf("Knocks = %v", describeKnocks(got...))
 	}
+}
+
+func testLen(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	holds := func(sessions, knocks int) {
+		t.Helper()
+		n.eventually(fmt.Sprintf("Len = %d sessions, %d knocks", sessions, knocks), func() bool {
+			s, k := n.Len()
+			return s == sessions && k == knocks
+		})
+	}
+	holds(0, 0)
+	a, b := session(call, "user:a", time.Minute), session(call, "user:b", time.Minute)
+	n.mustJoin(a)
+	n.mustJoin(b)
+	n.mustJoin(session(call, "user:a", time.Minute))
+	n.mustJoin(session("call:acme:2", "user:a", time.Minute))
+	k := n.mustKnock(knock(call, "user:c", "", time.Minute))
+	n.mustKnock(knock(call, "user:c", "again", time.Minute))
+	holds(3, 1)
+	n.mustEnd(b.ID, admission.Ending{Why: admission.Left})
+	if _, err := n.Unknock(h.ctx, call, k.Subject, admission.Left); err != nil {
+		t.Fatal(err)
+	}
+	holds(2, 0)
 }
 
 func testRenew(t *testing.T, h *harness) {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -31,7 +33,10 @@ func serve(args []string) error {
 	policyFile := fs.String("policy", envOr("USHER_POLICY", ""),
 		"policy file or shipped policy name to apply at start-up (env USHER_POLICY); without it, an empty data file gets the default policy")
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
-	verbose := fs.Bool("v", false, "log every call at debug level")
+	logFormat := fs.String("log-format", envOr("USHER_LOG_FORMAT", "text"), "log as `json` lines or as text (env USHER_LOG_FORMAT)")
+	logLevel := fs.String("log-level", envOr("USHER_LOG_LEVEL", "info"),
+		"log from this `level` up: debug (every call), info (refused calls), warn or error (failed calls) (env USHER_LOG_LEVEL)")
+	verbose := fs.Bool("v", false, "the same as --log-level debug")
 	callersFile := fs.String("callers", envOr("USHER_CALLERS", ""),
 		"callers file (YAML) naming who may call and their kind, check or admin; reread when it changes (env USHER_CALLERS)")
 	tlsFiles := server.TLSFiles{}
@@ -47,6 +52,19 @@ func serve(args []string) error {
 	envoyConfig := fs.String("envoy-config", envOr("USHER_ENVOY_CONFIG", ""),
 		"also serve Envoy's ext_authz (envoy.service.auth.v3.Authorization), mapping requests to checks as this YAML file says; see docs/envoy.md (env USHER_ENVOY_CONFIG)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
+	metricsAddr := fs.String("metrics-addr", envOr("USHER_METRICS_ADDR", ""),
+		"serve Prometheus metrics over HTTP at this address's /metrics, apart from the gRPC port (empty: no metrics) (env USHER_METRICS_ADDR)")
+	tracing := server.TracingConfig{}
+	fs.StringVar(&tracing.Endpoint, "otlp-endpoint", "",
+		"export traces over OTLP/gRPC to this collector, host:port (TLS) or http://host:port (plaintext); "+
+			"without it, to OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing")
+	fs.Float64Var(&tracing.SampleRatio, "trace-sample-ratio", server.DefaultSampleRatio,
+		"share of calls traced among those whose caller sent no sampled trace (a sampled caller's trace is always continued)")
+	decisionLog := fs.String("decision-log", envOr("USHER_DECISION_LOG", ""),
+		"write Check, CheckBatch and Join decisions as JSON lines to this `file` (appended to) or to stderr; "+
+			"from a queue, off the calls' path: what it cannot keep up with is dropped and counted (env USHER_DECISION_LOG)")
+	decisionSample := fs.Float64("decision-sample", 1, "share of decisions --decision-log writes, 0 to 1")
+	profiling := fs.Bool("pprof", false, "also serve Go's profiles at /debug/pprof/ on --metrics-addr, which should then be reachable only by operators")
 
 	// Connection limits: one flag per field of server.ConnLimits, each
 	// defaulting to server.DefaultConnLimits (see README, "Reliability and
@@ -88,17 +106,41 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if r := *decisionSample; r < 0 || r > 1 {
+		return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
+	}
+	if r := tracing.SampleRatio; r < 0 || r > 1 {
+		return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
+	}
+	if *profiling && *metricsAddr == "" {
+		return fmt.Errorf("--pprof serves on --metrics-addr: give both")
+	}
 	if err := limits.Validate(); err != nil {
 		return fmt.Errorf("connection limits: %w", err)
 	}
 	if err := watchLimits.Validate(); err != nil {
 		return fmt.Errorf("watch limits: %w", err)
 	}
-	level := slog.LevelInfo
+	level, err := server.ParseLevel(*logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger, err := server.NewLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		return fmt.Errorf("--log-format: %w", err)
+	}
+	// Warnings stand out on a terminal; in a JSON log they are records like
+	// the others, so that every line parses.
+	warn := func(format string, args ...any) {
+		if *logFormat == "json" {
+			logger.Warn(fmt.Sprintf(format, args...))
+			return
+		}
+		fmt.Fprintf(os.Stderr, "WARNING: "+format+"\n", args...)
+	}
 
 	// Who may call, and what the Envoy service answers, are settled before
 	// the data file is opened: a server that refuses to start must not have
@@ -131,9 +173,9 @@ func serve(args []string) error {
 			"give --callers FILE (see 'usher token'), listen on loopback (--addr 127.0.0.1:7070) "+
 			"or pass --allow-unauthenticated", *addr)
 	case !isLoopback(*addr):
-		fmt.Fprintf(os.Stderr, "WARNING: no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write\n", *addr)
+		warn("no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write", *addr)
 	default:
-		fmt.Fprintln(os.Stderr, "WARNING: no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
+		warn("no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
 	}
 	key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
 	if err != nil {
@@ -152,7 +194,7 @@ func serve(args []string) error {
 			security += " with client certificates"
 		}
 	case *callersFile != "" && !isLoopback(*addr):
-		fmt.Fprintf(os.Stderr, "WARNING: no --tls-cert: bearer tokens cross the network to %s in plaintext\n", *addr)
+		warn("no --tls-cert: bearer tokens cross the network to %s in plaintext", *addr)
 	}
 
 	start := time.Now()
@@ -161,7 +203,9 @@ func serve(args []string) error {
 		return err
 	}
 	defer store.close()
-	engine, err := authz.Start(ctx, store, authz.Options{Logger: logger})
+	// The backend itself rather than its wrapper, whose interface would
+	// hide what metrics read of it (bbolt's WriteTime).
+	engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("%s: %w", store.where, err)
 	}
@@ -215,7 +259,51 @@ func serve(args []string) error {
 		logger.Info("no LiveKit key: admitted joins carry no token")
 	}
 	serverOpts = append(serverOpts, server.WithAdmission(sessions))
+	tracing.Version = readBuildVersion().Version
+	tp, err := server.StartTracing(ctx, tracing)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		serverOpts = append(serverOpts, server.WithTracing(tp))
+		defer func() {
+			// What is still buffered goes out before the process does.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				logger.Warn("flushing traces failed", "error", err)
+			}
+		}()
+		logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
+	}
+	if *decisionLog != "" {
+		log, err := server.OpenDecisionLog(*decisionLog, *decisionSample)
+		if err != nil {
+			return err
+		}
+		// Closed once the server has stopped, writing what is queued.
+		defer func() {
+			if err := log.Close(); err != nil {
+				logger.Error("the decision log failed", "error", err)
+			}
+		}()
+		serverOpts = append(serverOpts, server.WithDecisionLog(log))
+		logger.Info("decision log", "to", *decisionLog, "sample", *decisionSample)
+	}
+	var metrics *server.Metrics
+	if *metricsAddr != "" {
+		metrics = server.NewMetrics()
+		serverOpts = append(serverOpts, server.WithMetrics(metrics))
+	}
 	srv := server.New(engine, logger, serverOpts...)
+	if metrics != nil {
+		stopMetrics, err := serveMetrics(*metricsAddr, metrics, *profiling, logger)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer stopMetrics()
+	}
 	// Signals are caught before the address is printed, so that whoever
 	// reads it may stop the server at once.
 	stop := make(chan os.Signal, 1)
@@ -248,6 +336,30 @@ func serve(args []string) error {
 	}
 	logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
 	return nil
+}
+
+// serveMetrics serves metrics (and profiles) over HTTP on addr until the
+// returned stop is called.
+func serveMetrics(addr string, metrics *server.Metrics, profiling bool, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
+	}
+	if profiling && !isLoopback(addr) {
+		logger.Warn("--pprof on a non-loopback --metrics-addr: whoever reaches it can profile the server", "addr", lis.Addr().String())
+	}
+	hs := &http.Server{Handler: server.MetricsMux(metrics, profiling), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("the metrics listener failed", "error", err)
+		}
+	}()
+	fmt.Printf("usher: serving metrics on http://%s/metrics\n", lis.Addr())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
 }
 
 // livekitKey reads the LiveKit key from file, else from the environment;

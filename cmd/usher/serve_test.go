@@ -56,7 +56,15 @@ func (b *syncBuffer) String() string {
 // serves on and its stderr so far; it is stopped with SIGTERM at cleanup.
 func startServe(t *testing.T, bin string, args ...string) (addr string, stderr *syncBuffer) {
 	t.Helper()
-	stderr = &syncBuffer{}
+	addr, _, stderr = startServeOutput(t, bin, args...)
+	return addr, stderr
+}
+
+// startServeOutput is startServe, also returning what the server printed
+// on stdout up to the line that says where it serves gRPC.
+func startServeOutput(t *testing.T, bin string, args ...string) (addr string, printed *syncBuffer, stderr *syncBuffer) {
+	t.Helper()
+	stderr, printed = &syncBuffer{}, &syncBuffer{}
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -71,6 +79,7 @@ func startServe(t *testing.T, bin string, args ...string) (addr string, stderr *
 	go func() {
 		lines := bufio.NewScanner(stdout)
 		for lines.Scan() {
+			fmt.Fprintln(printed, lines.Text())
 			if m := regexp.MustCompile(`serving gRPC on (\S+)`).FindStringSubmatch(lines.Text()); m != nil {
 				listening <- m[1]
 			}
@@ -85,14 +94,14 @@ func startServe(t *testing.T, bin string, args ...string) (addr string, stderr *
 	})
 	select {
 	case addr = <-listening:
-		return addr, stderr
+		return addr, printed, stderr
 	case err := <-exited:
 		exited <- err
 		t.Fatalf("usher serve %s exited: %v; stderr:\n%s", strings.Join(args, " "), err, stderr)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("usher serve did not say where it listens within 30s; stderr:\n%s", stderr)
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 func TestServeRefusesToServeANonLoopbackAddressUnauthenticated(t *testing.T) {

@@ -236,6 +236,14 @@ func allBuckets() [][]byte {
 // Path is the file the store was opened on, for logs and error messages.
 func (s *Store) Path() string { return s.path }
 
+// WriteTime is how long bbolt has spent writing committed pages and
+// fdatasync'ing the file since the store was opened: the disk's share of
+// commit latency, for metrics.
+func (s *Store) WriteTime() time.Duration {
+	st := s.db.Stats()
+	return st.TxStats.GetWriteTime()
+}
+
 // Commit implements authz.Backend: the writes whose guards did not move
 // take consecutive revisions in one bbolt transaction, so one fsync makes
 // them all durable. A write whose guard a write before it in the same batch

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// `usher serve --metrics-addr --log-format json --decision-log FILE`:
+// metrics on their own listener, a stderr every line of which is a JSON
+// record, and decisions in a file of their own.
+func TestServeMetricsAndJSONLogs(t *testing.T) {
+	bin, dir := buildUsher(t)
+	decisions := filepath.Join(dir, "decisions.jsonl")
+	addr, printed, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info", "--decision-log", decisions)
+	m := regexp.MustCompile(`serving metrics on (http://\S+/metrics)`).FindStringSubmatch(printed.String())
+	if m == nil {
+		t.Fatalf("usher serve did not say where it serves metrics; stdout:\n%s", printed)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := usherv1.NewAuthorizationServiceClient(conn)
+	if _, err := client.Check(t.Context(), &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Check(t.Context(), &usherv1.CheckRequest{Subject: "a", Permission: "join-call", Resource: "call:x:1"}); err == nil {
+		t.Fatal("a malformed Check succeeded")
+	}
+
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", m[1], err)
+	}
+	for _, name := range []string{"grpc_server_handled_total", "grpc_server_handling_seconds", "usher_decisions_total",
+		"usher_index_revision", "usher_backend_revision", "usher_index_grants", "usher_sessions", "usher_commit_duration_seconds",
+		"usher_storage_write_seconds_total", "go_goroutines", "process_resident_memory_bytes"} {
+		if families[name] == nil {
+			t.Errorf("%s has no %s", m[1], name)
+		}
+	}
+	if resp, err := http.Get(strings.TrimSuffix(m[1], "/metrics") + "/debug/pprof/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/debug/pprof/ without --pprof: %s", resp.Status)
+		}
+	}
+
+	// The decision log is written as its queue drains.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(decisions)
+		if strings.Contains(string(data), `"method":"Check","caller":"anonymous","subject":"user:a","permission":"join-call","resource":"call:x:1","allowed":false,"reason":"UNKNOWN_RESOURCE"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the decision log holds no Check after 10s:\n%s", data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	logged := stderr.String()
+	if !strings.Contains(logged, `"grpc.code":"InvalidArgument"`) {
+		t.Errorf("the refused Check was not logged:\n%s", logged)
+	}
+	for line := range strings.Lines(logged) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("stderr line is not JSON (%v): %s", err, line)
+			continue
+		}
+		if rec["level"] == nil || rec["msg"] == nil {
+			t.Errorf("stderr record has no level or msg: %s", line)
+		}
+		if rec["level"] == "DEBUG" {
+			t.Errorf("a debug record at --log-level info: %s", line)
+		}
+	}
+}
+
+func TestServeRefusesBadObservabilityFlags(t *testing.T) {
+	bin, dir := buildUsher(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-format", "xml"}, `log format "xml"`},
+		{[]string{"--log-level", "loud"}, `log level "loud"`},
+		{[]string{"--pprof"}, "--pprof serves on --metrics-addr"},
+		{[]string{"--decision-sample", "-1"}, "--decision-sample -1: want 0 to 1"},
+		{[]string{"--trace-sample-ratio", "1.5"}, "--trace-sample-ratio 1.5: want 0 to 1"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db")}, c.args...)
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("usher %s: %v\n%s\nwant it refused saying %q", strings.Join(c.args, " "), err, out, c.want)
+		}
+	}
+}
+
+// With a collector named, calls are traced and the exporter is shut down
+// at exit, even when the collector is not there.
+func TestServeTracesToAnOTLPEndpoint(t *testing.T) {
+	bin, dir := buildUsher(t)
+	addr, _, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--otlp-endpoint", "http://127.0.0.1:1", "--trace-sample-ratio", "1")
+	if !strings.Contains(stderr.String(), "tracing over OTLP") {
+		t.Errorf("usher serve did not say it traces:\n%s", stderr)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := usherv1.NewAuthorizationServiceClient(conn).Check(t.Context(),
+		&usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}); err != nil {
+		t.Fatal(err)
+	}
+}

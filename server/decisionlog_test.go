@@ -1,0 +1,89 @@
+package server_test
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+func TestDecisionLogWritesDecisionsAsJSONLines(t *testing.T) {
+	out := &logBuffer{}
+	log := server.NewDecisionLog(out, nil, 1)
+	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(e *authz.Engine) []grpc.ServerOption {
+		sessions := admission.New(e, admission.Options{})
+		t.Cleanup(func() { sessions.Close() })
+		return []grpc.ServerOption{server.WithDecisionLog(log), server.WithAdmission(sessions)}
+	})
+	f.putResource("account:acme", "")
+	f.putResource("call:acme:1", "account:acme")
+	f.grant("user:hana", "host", "call:acme:1")
+	f.check("user:hana", "join-call", "call:acme:1")
+	f.check("user:zed", "join-call", "call:acme:1")
+	if _, err := f.authz.CheckBatch(f.ctx(), &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+		{Subject: "user:hana", Permission: "join-call", Resource: "call:acme:1"},
+		{Subject: "zed", Permission: "join-call", Resource: "call:acme:1"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := usherv1.NewAdmissionServiceClient(f.conn).Join(f.ctx(), &usherv1.JoinRequest{Subject: "user:hana", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.stop()
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var got []string
+	for line := range strings.Lines(out.String()) {
+		var r struct {
+			Time                                          string
+			Method, Caller, Subject, Permission, Resource string
+			Allowed                                       bool
+			Reason, Role, Scope, Error                    string
+			Session                                       string `json:"session_id"`
+			Revision                                      uint64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("decision log line is not JSON: %v\n%s", err, line)
+		}
+		if r.Time == "" || r.Caller != "anonymous" || r.Revision == 0 {
+			t.Errorf("line lacks its time, caller or revision: %s", line)
+		}
+		if (r.Method == "Join") != (r.Session != "") {
+			t.Errorf("a Join and only a Join has a session id: %s", line)
+		}
+		if (r.Reason == "INVALID") != (r.Error != "") {
+			t.Errorf("an invalid item and only one has an error: %s", line)
+		}
+		got = append(got, strings.Join([]string{r.Method, r.Subject, r.Permission, r.Resource, map[bool]string{true: "allowed", false: "denied"}[r.Allowed], r.Reason, r.Role}, " "))
+	}
+	want := []string{
+		"Check user:hana join-call call:acme:1 allowed GRANTED host",
+		"Check user:zed join-call call:acme:1 denied NO_GRANT ",
+		"CheckBatch user:hana join-call call:acme:1 allowed GRANTED host",
+		"CheckBatch zed join-call call:acme:1 denied INVALID ",
+		"Join user:hana  call:acme:1 allowed ADMITTED host",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("decision log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if log.Written() != 5 || log.Dropped() != 0 {
+		t.Errorf("Written, Dropped = %d, %d; want 5, 0", log.Written(), log.Dropped())
+	}
+}
+
+func TestDecisionLogRefusesABadRate(t *testing.T) {
+	for _, rate := range []float64{-0.1, 1.5} {
+		if _, err := server.OpenDecisionLog(t.TempDir()+"/d.log", rate); err == nil {
+			t.Errorf("OpenDecisionLog took rate %v", rate)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+// jsonLines parses every line of a JSON log, failing the test on one that
+// is not a JSON object with a time, a level and a message.
+func jsonLines(t *testing.T, log string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.Lines(log) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := rec[k]; !ok {
+				t.Errorf("log line has no %q: %s", k, line)
+			}
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// finishedCalls are the records of calls the server logged.
+func finishedCalls(recs []map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, r := range recs {
+		if r["msg"] == "finished call" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestJSONLogsAtInfoLogRefusedCallsOnly(t *testing.T) {
+	logs := &logBuffer{}
+	logger, err := server.NewLogger(logs, "json", slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startServerWith(t, t.TempDir(), logger, nil)
+	f.putResource("account:acme", "")
+	f.grant("user:alice", "host", "account:acme")
+	for range 3 {
+		f.check("user:alice", "join-call", "account:acme")
+	}
+	_, err = f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: "alice", Permission: "join-call", Resource: "account:acme"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Check of a malformed subject: %v", err)
+	}
+	f.stop()
+
+	calls := finishedCalls(jsonLines(t, logs.String()))
+	if len(calls) != 1 {
+		t.Fatalf("logged %d calls, want only the refused one:\n%s", len(calls), logs.String())
+	}
+	want := map[string]any{
+		"level": "INFO", "grpc.service": "usher.v1.AuthorizationService", "grpc.method": "Check",
+		"grpc.code": "InvalidArgument", "grpc.component": "server", "grpc.method_type": "unary",
+	}
+	for k, v := range want {
+		if calls[0][k] != v {
+			t.Errorf("%s = %v, want %v", k, calls[0][k], v)
+		}
+	}
+	if e, _ := calls[0]["grpc.error"].(string); !strings.Contains(e, "subject") {
+		t.Errorf("grpc.error = %q, want the refusal's message", e)
+	}
+	if _, ok := calls[0]["grpc.time_ms"].(float64); !ok {
+		t.Errorf("grpc.time_ms = %v, want a number", calls[0]["grpc.time_ms"])
+	}
+	if _, ok := calls[0]["peer.address"]; !ok {
+		t.Error("no peer.address")
+	}
+}
+
+func TestDebugLogsEveryCall(t *testing.T) {
+	logs := &logBuffer{}
+	logger, err := server.NewLogger(logs, "json", slog.LevelDebug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startServerWith(t, t.TempDir(), logger, nil)
+	f.putResource("account:acme", "")
+	f.check("user:alice", "join-call", "account:acme")
+	f.stop()
+	var checks []map[string]any
+	for _, r := range finishedCalls(jsonLines(t, logs.String())) {
+		if r["grpc.method"] == "Check" {
+			checks = append(checks, r)
+		}
+	}
+	if len(checks) != 1 || checks[0]["level"] != "DEBUG" || checks[0]["grpc.code"] != "OK" {
+		t.Fatalf("Check logged as %v; want one line at DEBUG with grpc.code OK", checks)
+	}
+	if _, ok := checks[0]["grpc.time_ms"].(float64); !ok {
+		t.Errorf("grpc.time_ms = %v, want a number, as at info level", checks[0]["grpc.time_ms"])
+	}
+}
+
+func TestLoggerSettings(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want slog.Level
+	}{{"debug", slog.LevelDebug}, {"INFO", slog.LevelInfo}, {"warn", slog.LevelWarn}, {"error", slog.LevelError}} {
+		if got, err := server.ParseLevel(c.in); err != nil || got != c.want {
+			t.Errorf("ParseLevel(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	if _, err := server.ParseLevel("loud"); err == nil || !strings.Contains(err.Error(), `"loud"`) {
+		t.Errorf("ParseLevel(loud) = %v; want an error naming it", err)
+	}
+	if _, err := server.NewLogger(&bytes.Buffer{}, "xml", slog.LevelInfo); err == nil || !strings.Contains(err.Error(), `"xml"`) {
+		t.Errorf("NewLogger(xml) = %v; want an error naming it", err)
+	}
+	var text bytes.Buffer
+	logger, err := server.NewLogger(&text, "text", slog.LevelWarn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.Info("dropped")
+	logger.Warn("kept", "k", 1)
+	if got := text.String(); strings.Contains(got, "dropped") || !strings.Contains(got, "level=WARN msg=kept k=1") {
+		t.Errorf("text log at warn = %q", got)
+	}
+}

@@ -1,0 +1,130 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+// recordingProvider records every span it ends.
+func recordingProvider() (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	rec := tracetest.NewSpanRecorder()
+	return sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.AlwaysSample())), rec
+}
+
+func TestTracingIsOffUnlessConfigured(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	tp, err := server.StartTracing(t.Context(), server.TracingConfig{SampleRatio: server.DefaultSampleRatio})
+	if tp != nil || err != nil {
+		t.Fatalf("StartTracing without an endpoint = %v, %v; want no provider", tp, err)
+	}
+
+	// A server without WithTracing has no stats handler: even with a
+	// global provider that records, a call leaves no span.
+	global, rec := recordingProvider()
+	otel.SetTracerProvider(global)
+	t.Cleanup(func() { otel.SetTracerProvider(tracenoop.NewTracerProvider()) })
+	f := newServer(t)
+	f.putResource("account:acme", "")
+	f.check("user:a", "join-call", "account:acme")
+	f.stop()
+	if spans := rec.Ended(); len(spans) != 0 {
+		t.Errorf("a server without tracing made %d spans, the first %q", len(spans), spans[0].Name())
+	}
+}
+
+func TestStartTracingWithAnEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  string
+		cfg  server.TracingConfig
+	}{
+		{"the flag's host:port", "", server.TracingConfig{Endpoint: "127.0.0.1:4317", SampleRatio: 1}},
+		{"the flag's URL", "", server.TracingConfig{Endpoint: "http://127.0.0.1:4317", SampleRatio: 1}},
+		{"the standard environment variable", "http://127.0.0.1:4317", server.TracingConfig{SampleRatio: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.env)
+			tp, err := server.StartTracing(t.Context(), c.cfg)
+			if err != nil || tp == nil {
+				t.Fatalf("StartTracing = %v, %v; want a provider", tp, err)
+			}
+			// Nothing listens there: shutting down gives up on the
+			// batch rather than hang.
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(ctx)
+		})
+	}
+	if _, err := server.StartTracing(t.Context(), server.TracingConfig{Endpoint: "127.0.0.1:4317", SampleRatio: 2}); err == nil {
+		t.Error("StartTracing took a sample ratio of 2")
+	}
+}
+
+func TestTracingMakesASpanPerCallContinuingTheCallers(t *testing.T) {
+	tp, rec := recordingProvider()
+	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(*authz.Engine) []grpc.ServerOption {
+		return []grpc.ServerOption{server.WithTracing(tp)}
+	})
+	f.putResource("account:acme", "")
+	if _, err := f.health.Check(f.ctx(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// A caller's trace context, as W3C traceparent.
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled,
+	})
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), parent), carrier)
+	ctx := metadata.AppendToOutgoingContext(f.ctx(), "traceparent", carrier.Get("traceparent"))
+	if _, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	// A server span ends after its response has gone out; once the server
+	// has stopped, every one has.
+	f.stop()
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		byName[s.Name()] = s
+	}
+	if _, ok := byName["grpc.health.v1.Health/Check"]; ok {
+		t.Error("a health check was traced")
+	}
+	if _, ok := byName["usher.v1.AdminService/PutResource"]; !ok {
+		t.Errorf("no span for PutResource among %v", names(rec.Ended()))
+	}
+	check, ok := byName["usher.v1.AuthorizationService/Check"]
+	if !ok {
+		t.Fatalf("no span for Check among %v", names(rec.Ended()))
+	}
+	if check.SpanKind() != trace.SpanKindServer {
+		t.Errorf("Check's span is of kind %v", check.SpanKind())
+	}
+	if check.Parent().TraceID() != parent.TraceID() || check.Parent().SpanID() != parent.SpanID() {
+		t.Errorf("Check's span has parent %v, want the caller's %v", check.Parent(), parent)
+	}
+}
+
+func names(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name())
+	}
+	return out
+}
