@@ -208,7 +208,8 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	}
 	m.v.joined(s, p)
 	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
-	r.Reason = fmt.Sprintf("%s joins %s by %q, held as %q on %q", subject, resource, rule.Join, p.Role, p.Scope)
+	// Built without fmt: this is the hot path, and names need no escaping.
+	r.Reason = subject + " joins " + resource + ` by "` + rule.Join + `", held as "` + p.Role + `" on "` + p.Scope + `"`
 	if r.Backstage {
 		r.Reason += ", backstage"
 	}
@@ -352,7 +353,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	if s, ok := m.store.Session(id); ok {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		if out, why := ejects(p, s.Subject, s.Call); out != 0 {
-			m.store.End(ctx, id, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID})
+			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+			m.store.End(ctx, id, e)
+			m.v.note(id, e)
 			return Renewal{Outcome: out, Reason: why}, nil
 		}
 		s, err := m.store.Renew(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
@@ -368,6 +371,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	p := m.engine.Index().Presence(k.Subject, k.Call)
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
 		m.store.Unknock(ctx, k.Call, k.Subject, Denied)
+		m.v.note(id, Ending{Why: Denied})
 		return Renewal{Outcome: out, Reason: why}, nil
 	}
 	k, err := m.store.RenewKnock(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))

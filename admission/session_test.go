@@ -166,8 +166,12 @@ func TestKeepAliveEndsTheSessionOfAParticipantWhoseGrantWasRevoked(t *testing.T)
 	if err != nil || ren.Outcome != admission.NoGrant {
 		t.Fatalf("KeepAlive after the revoke = %+v, %v; want NO_GRANT", ren, err)
 	}
-	if _, err := w.m.KeepAlive(w.ctx, r.Session); authz.CodeOf(err) != authz.NotFound {
-		t.Errorf("KeepAlive after the session ended = %v, want NotFound", err)
+	// Later KeepAlives still say why the session ended, and renew nothing.
+	if again, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || again.Outcome != admission.NoGrant || !again.Expires.IsZero() {
+		t.Errorf("KeepAlive after the session ended = %+v, %v; want NO_GRANT and no renewal", again, err)
+	}
+	if _, live := store.MemoryStore.Session(r.Session); live {
+		t.Error("the session of the revoked participant outlived its KeepAlive")
 	}
 }
 

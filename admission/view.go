@@ -68,8 +68,8 @@ type view struct {
 
 	mu        sync.Mutex
 	sessions  map[string]*tracked            // by session id
-	byCall    map[string]map[string]*tracked // call -> session id ->
-	bySubject map[string]map[string]*tracked // subject -> session id ->
+	byCall    map[string][]*tracked // call -> its sessions, in no order
+	bySubject map[string][]*tracked // subject -> its sessions, in no order
 	watchers  map[string]map[*Watch]struct{} // call ->
 	nwatchers int
 	maxWatch  int
@@ -101,6 +101,8 @@ type tracked struct {
 	rev   authz.Revision // when caps last changed
 	media *authz.MediaMapping
 	due   int64 // when to look again, unix nanoseconds; 0 for never
+	// Where t is in its call's and its subject's lists.
+	callAt, subjectAt int
 }
 
 type endedSession struct {
@@ -117,8 +119,8 @@ const tickEvery = 20 * time.Millisecond
 
 func newView(m *Manager, opts Options) *view {
 	return &view{
-		m: m, sessions: map[string]*tracked{}, byCall: map[string]map[string]*tracked{},
-		bySubject: map[string]map[string]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
+		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
+		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
 		endings: map[string]Ending{}, endingOrder: make([]string, 0, opts.Remember),
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
@@ -312,26 +314,30 @@ func (v *view) add(t *tracked) {
 		v.remove(old)
 	}
 	v.sessions[t.s.ID] = t
-	put := func(m map[string]map[string]*tracked, k string) {
-		if m[k] == nil {
-			m[k] = map[string]*tracked{}
-		}
-		m[k][t.s.ID] = t
-	}
-	put(v.byCall, t.s.Call)
-	put(v.bySubject, t.s.Subject)
+	t.callAt, t.subjectAt = len(v.byCall[t.s.Call]), len(v.bySubject[t.s.Subject])
+	v.byCall[t.s.Call] = append(v.byCall[t.s.Call], t)
+	v.bySubject[t.s.Subject] = append(v.bySubject[t.s.Subject], t)
 }
 
 func (v *view) remove(t *tracked) {
 	delete(v.sessions, t.s.ID)
-	del := func(m map[string]map[string]*tracked, k string) {
-		delete(m[k], t.s.ID)
-		if len(m[k]) == 0 {
-			delete(m, k)
-		}
+	// Each list moves its last session into t's place.
+	calls := v.byCall[t.s.Call]
+	last := calls[len(calls)-1]
+	calls[t.callAt], last.callAt = last, t.callAt
+	if calls = calls[:len(calls)-1]; len(calls) == 0 {
+		delete(v.byCall, t.s.Call)
+	} else {
+		v.byCall[t.s.Call] = calls
 	}
-	del(v.byCall, t.s.Call)
-	del(v.bySubject, t.s.Subject)
+	subjects := v.bySubject[t.s.Subject]
+	last = subjects[len(subjects)-1]
+	subjects[t.subjectAt], last.subjectAt = last, t.subjectAt
+	if subjects = subjects[:len(subjects)-1]; len(subjects) == 0 {
+		delete(v.bySubject, t.s.Subject)
+	} else {
+		v.bySubject[t.s.Subject] = subjects
+	}
 	t.due = 0
 }
 
@@ -477,8 +483,20 @@ func (v *view) remember(call string, ev Event) {
 	v.endedNext = (v.endedNext + 1) % len(v.ended)
 }
 
-// ended1 remembers how the session or knock id ended. v.mu is held.
+// note remembers how the session or knock id ended, for KeepAlives that
+// ask again before the store's event reaches the view.
+func (v *view) note(id string, why Ending) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ended1(id, why)
+}
+
+// ended1 remembers how the session or knock id ended; the first word on
+// an id stands. v.mu is held.
 func (v *view) ended1(id string, why Ending) {
+	if _, ok := v.endings[id]; ok {
+		return
+	}
 	if len(v.endingOrder) < cap(v.endingOrder) {
 		v.endingOrder = append(v.endingOrder, id)
 	} else {
