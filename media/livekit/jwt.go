@@ -103,8 +103,17 @@ func appendVideoGrant(b []byte, g *auth.VideoGrant) []byte {
 	return append(b, '}')
 }
 
-// appendString writes s as a JSON string.
+// appendString writes s as a JSON string, as encoding/json writes it.
+// Names are plain ASCII, which needs no escaping; anything else goes
+// through encoding/json.
 func appendString(b []byte, s string) []byte {
-	quoted, _ := json.Marshal(s) // a string always marshals
-	return append(b, quoted...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			quoted, _ := json.Marshal(s) // a string always marshals
+			return append(b, quoted...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
