@@ -68,8 +68,8 @@ type view struct {
 
 	mu        sync.Mutex
 	sessions  map[string]*tracked            // by session id
-	byCall    map[string][]*tracked // call -> its sessions, in no order
-	bySubject map[string][]*tracked // subject -> its sessions, in no order
+	byCall    map[string][]*tracked          // call -> its sessions, in no order
+	bySubject map[string][]*tracked          // subject -> its sessions, in no order
 	watchers  map[string]map[*Watch]struct{} // call ->
 	nwatchers int
 	maxWatch  int
