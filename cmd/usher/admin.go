@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// adminCommands are the clients of the AdminService, beside backup (with
+// the server's commands) and policy.
+func adminCommands() []*cobra.Command {
+	return []*cobra.Command{grantCommand(), revokeCommand(), changesCommand()}
+}
+
+// admin is the AdminService client of conn.
+func admin(conn *grpc.ClientConn) usherv1.AdminServiceClient {
+	return usherv1.NewAdminServiceClient(conn)
+}
+
+func grantCommand() *cobra.Command {
+	var req usherv1.GrantRequest
+	cmd := &cobra.Command{
+		Use:   "grant SUBJECT ROLE RESOURCE",
+		Short: "Grant a role to a subject on a resource",
+		Long: `Grant binds SUBJECT to ROLE on RESOURCE, and prints the revision it made.
+The role must be visible at the resource. Granting the same triple again
+updates its expiry.`,
+		Example: `  usher grant user:dana host call:standup
+  usher grant user:eve call-member call:standup --output table`,
+		Args: argsExactly("SUBJECT", "ROLE", "RESOURCE"),
+	}
+	c := addClientFlags(cmd, callTimeout)
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		req.Subject, req.Role, req.Resource = a[0], a[1], a[2]
+		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+			return admin(conn).Grant(ctx, &req)
+		}, nil)
+	}
+	return cmd
+}
+
+func revokeCommand() *cobra.Command {
+	var req usherv1.RevokeRequest
+	cmd := &cobra.Command{
+		Use:     "revoke SUBJECT ROLE RESOURCE",
+		Short:   "Revoke a grant",
+		Long:    `Revoke removes the grant of ROLE to SUBJECT on RESOURCE, and prints the revision it made.`,
+		Example: `  usher revoke user:eve call-member call:standup`,
+		Args:    argsExactly("SUBJECT", "ROLE", "RESOURCE"),
+	}
+	c := addClientFlags(cmd, callTimeout)
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		req.Subject, req.Role, req.Resource = a[0], a[1], a[2]
+		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+			return admin(conn).Revoke(ctx, &req)
+		}, nil)
+	}
+	return cmd
+}
