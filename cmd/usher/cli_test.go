@@ -104,6 +104,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"version", "extra"}, "want no arguments, got 1"},
 		{[]string{"check", "a", "b", "c", "--timeout", "soon"}, `invalid argument "soon" for "--timeout"`},
 		{[]string{"check", "a", "b", "c", "--output", "yaml"}, `--output "yaml": want json or table`},
+		{[]string{"grant", "a", "b", "c", "--expires", "tomorrow"}, "want an RFC 3339 time"},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
 	} {
 		code, stdout, stderr := runCode(c.args...)
