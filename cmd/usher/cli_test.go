@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -76,7 +77,7 @@ func TestHelpExitsZero(t *testing.T) {
 		}
 	}
 	// A group alone is its help.
-	for _, group := range []string{"policy", "bench"} {
+	for _, group := range []string{"policy", "bench", "roles", "resources", "quotas", "admissions"} {
 		if code, stdout, _ := runCode(group); code != exitOK || !strings.Contains(stdout, "usher "+group+" [command]") {
 			t.Errorf("usher %s: exit %d, stdout:\n%s", group, code, stdout)
 		}
@@ -96,6 +97,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bench", "nonsense"}, `unknown command "nonsense" for "usher bench"`},
 		{[]string{"help", "nonsense"}, `unknown command "nonsense" for "usher"`},
 		{[]string{"help", "policy", "nonsense"}, `unknown command "nonsense" for "usher policy"`},
+		{[]string{"help", "roles", "nonsense"}, `unknown command "nonsense" for "usher roles"`},
 		{[]string{"--nonsense"}, "unknown flag: --nonsense"},
 		{[]string{"check", "--nonsense", "a", "b", "c"}, "unknown flag: --nonsense"},
 		{[]string{"check", "user:dana", "join-call"}, "want 3 arguments (SUBJECT PERMISSION RESOURCE), got 2"},
@@ -105,6 +107,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"check", "a", "b", "c", "--timeout", "soon"}, `invalid argument "soon" for "--timeout"`},
 		{[]string{"check", "a", "b", "c", "--output", "yaml"}, `--output "yaml": want json or table`},
 		{[]string{"grant", "a", "b", "c", "--expires", "tomorrow"}, "want an RFC 3339 time"},
+		{[]string{"list-grants"}, "give --subject, --resource or both"},
+		{[]string{"quotas", "put", "root", "call", "many"}, `LIMIT "many": want a whole number`},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
 	} {
 		code, stdout, stderr := runCode(c.args...)
@@ -200,4 +204,42 @@ func tableRows(out string) [][]string {
 		rows = append(rows, regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1))
 	}
 	return rows
+}
+
+func TestOutputTable(t *testing.T) {
+	bin, addr := startBinary(t)
+	usher := cliAgainst(t, bin, addr)
+	for _, args := range [][]string{
+		{"resources", "put", "account:acme"},
+		{"grant", "user:dana", "host", "account:acme", "--expires", "2099-01-01T00:00:00Z"},
+		{"grant", "user:eve", "user", "account:acme"},
+	} {
+		if code, _, stderr := usher(args...); code != exitOK {
+			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	// One answer: a field a line.
+	_, stdout, _ := usher("check", "user:dana", "join-call", "account:acme", "-o", "table")
+	want := [][]string{{"allowed", "true"}, {"reason", "GRANTED"}, {"role", "host"}, {"scope", "account:acme"}, {"revision", "4"}}
+	if got := tableRows(stdout); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("check --output table:\n%s\nwant rows %q", stdout, want)
+	}
+	// A list: a header, then a row per entry, with the columns any sets.
+	_, stdout, _ = usher("list-grants", "--resource", "account:acme", "--output", "table")
+	want = [][]string{{"SUBJECT", "ROLE", "RESOURCE", "EXPIRE_TIME"}, {"user:dana", "host", "account:acme", "2099-01-01T00:00:00Z"}, {"user:eve", "user", "account:acme"}}
+	if got := tableRows(stdout); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("list-grants --output table:\n%s\nwant rows %q", stdout, want)
+	}
+	_, stdout, _ = usher("changes", "--subject", "user:eve", "--output", "table")
+	rows := tableRows(stdout)
+	if len(rows) != 2 || !slices.Equal(rows[0], []string{"REVISION", "TIME", "WHO", "CHANGES"}) || rows[1][0] != "4" ||
+		rows[1][2] != "anonymous" || !strings.HasPrefix(rows[1][3], `put_grant {"subject":"user:eve"`) {
+		t.Errorf("changes --output table:\n%s", stdout)
+	}
+	// JSON is protojson: the same answer, parsed.
+	_, stdout, _ = usher("list-grants", "--resource", "account:acme")
+	var grants struct{ Grants []map[string]any }
+	if err := json.Unmarshal([]byte(stdout), &grants); err != nil || len(grants.Grants) != 2 {
+		t.Errorf("list-grants: %v\n%s", err, stdout)
+	}
 }

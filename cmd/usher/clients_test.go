@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -58,10 +60,41 @@ func (c *cliSteps) field(out, name string) string {
 // be made on someone's behalf, --expires where a write expires.
 func TestAdminCommands(t *testing.T) {
 	c := newCLISteps(t)
-	c.ok("grant", "user:hana", "host", "root")
-	c.ok("grant", "user:mo", "call-member", "root", "--actor", "user:hana", "--expires", "2h")
-	c.step(exitError, nil, "grant", "user:mo", "host", "root", "--actor", "user:mo")
-	c.step(exitOK, says(`"actor": "user:hana"`, `"expireTime": "`), "changes", "--subject", "user:mo")
-	c.ok("revoke", "user:mo", "call-member", "root", "--actor", "user:hana")
-	c.step(exitOK, says("delete_grant"), "changes", "--actor", "user:hana", "-o", "table")
+	c.ok("resources", "put", "account:acme")
+	c.ok("resources", "put", "call:acme:standup", "--parent", "account:acme", "--start", "2099-01-01T09:00:00Z")
+	c.step(exitOK, says(`"parent": "account:acme"`, `"ancestors": [`, `"startTime": "2099-01-01T09:00:00Z"`), "resources", "get", "call:acme:standup")
+	c.ok("roles", "put", "speaker", "--scope", "account:acme", "--permission", "join-call,send-audio", "--bindable-on", "call", "--description", "Speaks")
+	c.step(exitOK, says("speaker", "account:acme", "join-call,send-audio"), "roles", "list", "call:acme:standup", "-o", "table")
+	c.ok("resources", "put", "room:acme:spare", "--parent", "account:acme")
+	c.ok("resources", "delete", "room:acme:spare")
+
+	// Grants, with an actor and an expiry; a grant the actor may not make
+	// is refused.
+	c.ok("grant", "user:hana", "host", "call:acme:standup")
+	c.ok("grant", "user:mo", "call-member", "call:acme:standup", "--actor", "user:hana", "--expires", "2h")
+	c.step(exitError, nil, "grant", "user:mo", "host", "call:acme:standup", "--actor", "user:mo")
+	c.step(exitOK, says(`"subject": "user:mo"`, `"expireTime": "`), "list-grants", "--resource", "call:acme:standup")
+	c.step(exitOK, says(`"resource": "call:acme:standup"`), "list-grants", "--subject", "user:hana")
+	c.ok("revoke", "user:mo", "call-member", "call:acme:standup", "--actor", "user:hana")
+
+	// Blocks, with an actor, an expiry, a reason and an id.
+	c.ok("grant", "user:mo", "call-member", "call:acme:standup")
+	out := c.ok("block", "user:mo", "call:acme:standup", "--permission", "send-audio", "--reason", "muted by the host", "--actor", "user:hana", "--expires", "30m")
+	id := c.field(out, "blockId")
+	c.step(exitDenied, says("BLOCKED", "muted by the host", id), "check", "user:mo", "send-audio", "call:acme:standup", "-o", "table")
+	c.ok("block", "user:mo", "call:acme:standup", "--id", id, "--permission", "send-audio,send-video", "--actor", "user:hana")
+	c.ok("unblock", "user:mo", "call:acme:standup", "--id", id, "--actor", "user:hana")
+	c.ok("check", "user:mo", "send-audio", "call:acme:standup")
+
+	// Quotas and admission rules.
+	c.ok("quotas", "put", "account:acme", "call", "5")
+	c.step(exitOK, says("account:acme", "call", "5"), "quotas", "list", "call:acme:standup", "-o", "table")
+	c.ok("quotas", "delete", "account:acme", "call")
+	rule := filepath.Join(t.TempDir(), "rule.yaml")
+	os.WriteFile(rule, []byte("{scope: call:acme:standup, resource_type: call, join_permission: join-call, max_participants: 10}\n"), 0o600)
+	c.ok("admissions", "put", rule)
+	c.step(exitOK, says(`"maxParticipants": 10`), "policy", "export")
+	c.ok("admissions", "delete", "call:acme:standup", "call")
+	c.ok("roles", "delete", "speaker", "--scope", "account:acme")
+	c.step(exitOK, says("put_resource {\"name\":\"account:acme\"", "call:acme:standup"), "changes", "--resource", "account:acme", "--limit", "2", "-o", "table")
 }
