@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,4 +98,44 @@ func TestAdminCommands(t *testing.T) {
 	c.ok("admissions", "delete", "call:acme:standup", "call")
 	c.ok("roles", "delete", "speaker", "--scope", "account:acme")
 	c.step(exitOK, says("put_resource {\"name\":\"account:acme\"", "call:acme:standup"), "changes", "--resource", "account:acme", "--limit", "2", "-o", "table")
+}
+
+// The AuthorizationService from the CLI: the reads, CheckBatch from a file
+// or stdin, and the Watch stream.
+func TestAuthorizationCommands(t *testing.T) {
+	c := newCLISteps(t)
+	c.ok("resources", "put", "account:acme")
+	c.ok("resources", "put", "call:acme:standup", "--parent", "account:acme")
+	c.ok("grant", "user:hana", "host", "call:acme:standup")
+	c.ok("grant", "user:mo", "user", "account:acme")
+
+	c.step(exitOK, says(`"join-call"`), "list-permissions", "user:mo", "call:acme:standup")
+	c.step(exitOK, says("usher.grants.write"), "list-permissions", "user:hana", "call:acme:standup", "--include-reserved", "-o", "table")
+	c.step(exitOK, says(`"name": "call:acme:standup"`, `"role": "host"`), "lookup-resources", "user:hana", "join-call", "call")
+	c.step(exitOK, says("user:hana", "user:mo"), "lookup-subjects", "call:acme:standup", "join-call", "--kind", "user", "-o", "table")
+	c.step(exitOK, says(`"revision": "5"`, `"serving": true`), "revision")
+
+	batch := filepath.Join(t.TempDir(), "checks.txt")
+	os.WriteFile(batch, []byte("# who may speak\nuser:hana send-audio call:acme:standup\nuser:gus read-call call:acme:standup\n"), 0o600)
+	c.step(exitDenied, says("user:hana", "GRANTED", "NO_GRANT"), "check-batch", batch, "-o", "table")
+	os.WriteFile(batch, []byte("user:hana send-audio call:acme:standup\nuser:hana shout call:acme:standup\n"), 0o600)
+	c.step(exitError, says("UNDECLARED_PERMISSION"), "check-batch", batch, "-o", "table")
+	cmd := exec.Command(c.bin, "check-batch", "--addr", c.addr)
+	cmd.Stdin = strings.NewReader(`{"checks": [{"subject": "user:hana", "permission": "join-call", "resource": "call:acme:standup"}]}`)
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), `"allowed": true`) {
+		t.Fatalf("check-batch of JSON on stdin: %v\n%s", err, out)
+	}
+
+	// Watch follows until --timeout, and that is a success; a line of JSON
+	// a message.
+	out := c.ok("watch", "--after", "1", "--timeout", "2s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 || lines[0] != `{"revision":"1"}` || !strings.Contains(lines[1], `"revision":"2"`) {
+		t.Errorf("watch --after 1: want a JSON line per message, the first at revision 1:\n%s", out)
+	}
+	c.step(exitOK, says("1\t(progress)", "put_resource"), "watch", "--after", "1", "--resource", "account:acme", "--timeout", "2s", "-o", "table")
+	code, _, stderr := c.usher("watch", "--after", "99")
+	if code != exitError || !strings.Contains(stderr, "usher watch: OutOfRange: ") || !strings.Contains(stderr, "reason FUTURE_REVISION") {
+		t.Errorf("watch after a future revision: exit %d, stderr:\n%s", code, stderr)
+	}
 }
