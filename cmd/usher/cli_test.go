@@ -109,6 +109,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"grant", "a", "b", "c", "--expires", "tomorrow"}, "want an RFC 3339 time"},
 		{[]string{"list-grants"}, "give --subject, --resource or both"},
 		{[]string{"quotas", "put", "root", "call", "many"}, `LIMIT "many": want a whole number`},
+		{[]string{"schedule", "call:x"}, "give TIME, or --clear"},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
 	} {
 		code, stdout, stderr := runCode(c.args...)

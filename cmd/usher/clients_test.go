@@ -139,3 +139,45 @@ func TestAuthorizationCommands(t *testing.T) {
 		t.Errorf("watch after a future revision: exit %d, stderr:\n%s", code, stderr)
 	}
 }
+
+// The AdmissionService from the CLI, through a call with a lobby: join and
+// knock exit 3 for an outcome that does not let the subject in.
+func TestAdmissionCommands(t *testing.T) {
+	c := newCLISteps(t)
+	c.ok("resources", "put", "account:acme")
+	c.ok("resources", "put", "call:acme:standup", "--parent", "account:acme")
+	c.ok("grant", "user:hana", "host", "call:acme:standup")
+	c.ok("grant", "user:gus", "guest", "call:acme:standup")
+	rule := filepath.Join(t.TempDir(), "rule.yaml")
+	os.WriteFile(rule, []byte(`scope: call:acme:standup
+resource_type: call
+join_permission: join-call
+stage_permission: update-call
+lobby: {admit_permission: update-call-permissions, admit_role: call-member, bypass_permission: read-call}
+`), 0o600)
+	c.ok("admissions", "put", rule)
+
+	out := c.step(exitOK, says("OUTCOME_ADMITTED"), "join", "user:hana", "call:acme:standup")
+	session := c.field(out, "sessionId")
+	c.step(exitOK, says("OUTCOME_ADMITTED"), "keepalive", session)
+	c.step(exitDenied, says("OUTCOME_LOBBY"), "join", "user:gus", "call:acme:standup")
+	c.step(exitOK, says("SUBJECT", "user:gus"), "lobby", "call:acme:standup", "--actor", "user:hana", "-o", "table")
+	c.ok("deny", "user:gus", "call:acme:standup", "--actor", "user:hana")
+	c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "Gus from sales")
+	c.ok("admit", "user:gus", "call:acme:standup", "--actor", "user:hana", "--expires", "2h")
+	c.step(exitOK, says("outcome", "ADMITTED"), "join", "user:gus", "call:acme:standup", "-o", "table")
+	c.step(exitDenied, says("OUTCOME_NO_GRANT"), "knock", "user:nobody", "call:acme:standup")
+
+	c.step(exitOK, says("SYNCED", "user:hana", "user:gus"), "watch-call", "call:acme:standup", "--timeout", "2s", "-o", "table")
+	c.step(exitOK, says("CALL_EVENT_KIND_SYNCED"), "watch-call", "call:acme:standup", "--timeout", "2s")
+	c.ok("leave", session)
+	c.ok("leave", "user:gus", "call:acme:standup")
+
+	c.ok("schedule", "call:acme:standup", "2h", "--actor", "user:hana")
+	c.step(exitOK, says(`"startTime"`), "resources", "get", "call:acme:standup")
+	c.ok("schedule", "call:acme:standup", "--clear", "--actor", "user:hana")
+	c.ok("go-live", "call:acme:standup", "--actor", "user:hana")
+	c.step(exitOK, says(`"live": true`), "resources", "get", "call:acme:standup")
+	c.ok("go-live", "call:acme:standup", "--backstage")
+	c.step(exitOK, says("call:acme:standup"), "resources", "get", "call:acme:standup", "-o", "table")
+}

@@ -103,6 +103,7 @@ refuses: a denied check, a join that was not admitted.`,
 		&cobra.Group{ID: groupServer, Title: "Running a server:"},
 		&cobra.Group{ID: groupCheck, Title: "Asking (AuthorizationService):"},
 		&cobra.Group{ID: groupAdmin, Title: "Administering (AdminService):"},
+		&cobra.Group{ID: groupAdmission, Title: "Joining calls (AdmissionService):"},
 		&cobra.Group{ID: groupOther, Title: "Other commands:"},
 	)
 	add := func(group string, cmds ...*cobra.Command) {
@@ -114,6 +115,7 @@ refuses: a denied check, a join that was not admitted.`,
 	add(groupServer, serveCommand(), backupCommand(), restoreCommand(), migrateCommand(), healthCommand(), benchCommand())
 	add(groupCheck, authorizationCommands()...)
 	add(groupAdmin, adminCommands()...)
+	add(groupAdmission, admissionCommands()...)
 	add(groupOther, policyCommand(), tokenCommand(), versionCommand())
 	root.SetHelpCommandGroupID(groupOther)
 	return root
@@ -121,10 +123,11 @@ refuses: a denied check, a join that was not admitted.`,
 
 // Help groups of the root command.
 const (
-	groupServer = "server"
-	groupCheck  = "check"
-	groupAdmin  = "admin"
-	groupOther  = "other"
+	groupServer    = "server"
+	groupCheck     = "check"
+	groupAdmin     = "admin"
+	groupAdmission = "admission"
+	groupOther     = "other"
 )
 
 // envOr returns the environment variable key, or def when it is unset.
