@@ -110,6 +110,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"list-grants"}, "give --subject, --resource or both"},
 		{[]string{"quotas", "put", "root", "call", "many"}, `LIMIT "many": want a whole number`},
 		{[]string{"schedule", "call:x"}, "give TIME, or --clear"},
+		{[]string{"completion", "tcsh"}, `invalid argument "tcsh"`},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
 	} {
 		code, stdout, stderr := runCode(c.args...)
@@ -146,6 +147,29 @@ func TestFlagsAnywhere(t *testing.T) {
 		if code != exitError || !strings.Contains(stderr, notABackup+": not an Usher backup") {
 			t.Errorf("usher %s: exit %d, stderr:\n%s\nwant the backup refused", strings.Join(args, " "), code, stderr)
 		}
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	for shell, marker := range map[string]string{
+		"bash":       "__start_usher",
+		"zsh":        "#compdef usher",
+		"fish":       "complete -c usher",
+		"powershell": "Register-ArgumentCompleter",
+	} {
+		code, stdout, stderr := runCode("completion", shell)
+		if code != exitOK || !strings.Contains(stdout, marker) || stderr != "" {
+			t.Errorf("usher completion %s: exit %d, stderr %q, script without %q", shell, code, stderr, marker)
+		}
+	}
+	// The scripts ask the binary: it completes commands and flag values.
+	code, stdout, _ := runCode("__complete", "rol")
+	if code != exitOK || !strings.Contains(stdout, "roles") {
+		t.Errorf("completing rol: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = runCode("__complete", "check", "--output", "")
+	if code != exitOK || !strings.Contains(stdout, "json") || !strings.Contains(stdout, "table") {
+		t.Errorf("completing --output: exit %d\n%s", code, stdout)
 	}
 }
 

@@ -116,7 +116,7 @@ refuses: a denied check, a join that was not admitted.`,
 	add(groupCheck, authorizationCommands()...)
 	add(groupAdmin, adminCommands()...)
 	add(groupAdmission, admissionCommands()...)
-	add(groupOther, policyCommand(), tokenCommand(), versionCommand())
+	add(groupOther, policyCommand(), tokenCommand(), versionCommand(), completionCommand())
 	root.SetHelpCommandGroupID(groupOther)
 	return root
 }
