@@ -231,6 +231,25 @@ func tableRows(out string) [][]string {
 	return rows
 }
 
+// The README's command line section, against a fresh server: each command
+// run as written, with usher on the PATH and USHER_ADDR set.
+func TestREADMECommandLine(t *testing.T) {
+	steps := readmeSteps(t, "cli")
+	bin, addr := startBinary(t)
+	for i, s := range steps {
+		if !strings.HasPrefix(s.command, "usher ") {
+			t.Fatalf("step %d: %q is not a usher command", i+1, s.command)
+		}
+		cmd := exec.Command("sh", "-c", s.command)
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"), "USHER_ADDR="+addr)
+		out, err := cmd.CombinedOutput()
+		got := strings.TrimSpace(string(out))
+		if s.checked && !matches(got, s.want) || !s.checked && err != nil {
+			t.Fatalf("step %d: %s\nexit %v, got:\n%s\nwant (README):\n%s", i+1, s.command, err, got, s.want)
+		}
+	}
+}
+
 func TestOutputTable(t *testing.T) {
 	bin, addr := startBinary(t)
 	usher := cliAgainst(t, bin, addr)
