@@ -23,18 +23,21 @@ func changesCommand() *cobra.Command {
 		Short: "Print the change log, optionally filtered",
 		Long: `Changes prints the change log, oldest first: each write's revision, time,
 caller and actor, and what it changed. It follows every page until the log
-(or --limit) is exhausted. The filters combine with AND.
+(or --limit) is exhausted. The filters combine with AND; --after skips the
+records up to a revision, e.g. the last one read.
 
 With --output table each write is a line: revision, time, who (the caller,
 "for" the actor), and each change as its op and entity in JSON.`,
 		Example: `  usher changes
   usher changes --subject user:dana --output table
-  usher changes --resource call:standup --limit 20`,
+  usher changes --resource call:standup --limit 20
+  usher changes --after 1200`,
 		Args: argsExactly(),
 	}
 	c := addClientFlags(cmd, callTimeout)
 	minRevisionFlag(cmd, &req.MinRevision)
 	changeFilters(cmd, &req.Subject, &req.Resource, &req.Actor, &req.Caller)
+	cmd.Flags().Uint64Var(&req.AfterRevision, "after", 0, "only the records committed after this `revision` (0: the whole log)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many records (0: all)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {

@@ -98,6 +98,10 @@ func TestAdminCommands(t *testing.T) {
 	c.ok("admissions", "delete", "call:acme:standup", "call")
 	c.ok("roles", "delete", "speaker", "--scope", "account:acme")
 	c.step(exitOK, says("put_resource {\"name\":\"account:acme\"", "call:acme:standup"), "changes", "--resource", "account:acme", "--limit", "2", "-o", "table")
+	out = c.ok("changes", "--after", "2", "--limit", "1")
+	if !strings.Contains(out, `"revision": "3"`) || strings.Contains(out, `"revision": "2"`) {
+		t.Errorf("changes --after 2 --limit 1: want the record of revision 3 alone:\n%s", out)
+	}
 }
 
 // The AuthorizationService from the CLI: the reads, CheckBatch from a file
