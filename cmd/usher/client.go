@@ -13,11 +13,10 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-authz/usher/client"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 )
@@ -126,28 +125,30 @@ func (c *clientFlags) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
 
-// dial connects to --addr with the TLS and bearer token the flags give.
+// dial connects to --addr as client/ does (keepalives, retried reads,
+// pages up to 64 MiB), with the TLS and bearer token the flags give.
+// Plaintext goes to any address, as it always has from the command line:
+// a proxy or a mesh may encrypt the network.
 func (c *clientFlags) dial() (*grpc.ClientConn, error) {
-	creds, err := c.tls.credentials()
+	cfg, err := c.tls.config()
 	if err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	token := c.token
-	if c.tokenFile != "" {
-		raw, err := os.ReadFile(c.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-		token = strings.TrimSpace(string(raw))
-		if token == "" {
-			return nil, fmt.Errorf("--token-file %s: the file is empty", c.tokenFile)
-		}
+	opts := []client.Option{client.WithInsecure()}
+	if cfg != nil {
+		opts = []client.Option{client.WithTLSConfig(cfg)}
 	}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
+	switch {
+	case c.tokenFile != "":
+		opts = append(opts, client.WithTokenFile(c.tokenFile))
+	case c.token != "":
+		opts = append(opts, client.WithToken(c.token))
 	}
-	return grpc.NewClient(c.addr, opts...)
+	cl, err := client.New(c.addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Conn(), nil
 }
 
 // tlsClient is the TLS a client subcommand dials with.
@@ -156,10 +157,11 @@ type tlsClient struct {
 	ca, cert, key, serverName string
 }
 
-// credentials are TLS if any TLS flag is given, else plaintext.
-func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
+// config is the TLS configuration if any TLS flag is given, else nil for
+// plaintext.
+func (c tlsClient) config() (*tls.Config, error) {
 	if !c.enabled && c.ca == "" && c.cert == "" && c.key == "" && c.serverName == "" {
-		return insecure.NewCredentials(), nil
+		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
 	if c.ca != "" {
@@ -179,19 +181,8 @@ func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return credentials.NewTLS(cfg), nil
+	return cfg, nil
 }
-
-// bearerToken sends "authorization: bearer <token>" with every call. It is
-// sent over plaintext too, for a server on loopback or behind a proxy that
-// terminates TLS.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "bearer " + string(t)}, nil
-}
-
-func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // apply applies the policy file a[0] to a running server.
 func apply(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
