@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -41,7 +41,7 @@ type etcdFlags struct {
 	maxTxnOps    int
 }
 
-func addBackendFlags(fs *flag.FlagSet) *backendFlags {
+func addBackendFlags(fs *pflag.FlagSet) *backendFlags {
 	b := &backendFlags{}
 	fs.StringVar(&b.data, "data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file (env USHER_DATA)")
 	fs.StringVar(&b.endpoints, "etcd", envOr("USHER_ETCD", ""),
@@ -52,7 +52,7 @@ func addBackendFlags(fs *flag.FlagSet) *backendFlags {
 	return b
 }
 
-func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
+func addEtcdFlags(fs *pflag.FlagSet) *etcdFlags {
 	e := &etcdFlags{}
 	fs.StringVar(&e.prefix, "etcd-prefix", envOr("USHER_ETCD_PREFIX", "/usher/"), "the key prefix Usher's data lives under in etcd (env USHER_ETCD_PREFIX)")
 	fs.StringVar(&e.ca, "etcd-ca", envOr("USHER_ETCD_CA", ""), "verify etcd's server certificates against this PEM CA bundle (env USHER_ETCD_CA)")

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -15,29 +15,50 @@ import (
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
+func backupCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backup FILE",
+		Short: "Save a consistent copy of a running server's data file",
+		Long: `Backup saves a consistent copy of a running server's bbolt data file at
+FILE, taken while writes go on, and prints its manifest: the format,
+revision, size and SHA-256 of the copy. The copy is checked as restore would
+check it before it is put at FILE, so FILE is always a whole backup or
+absent, and a killed backup leaves no file behind. Backup is an AdminService
+call: it needs an admin caller's token where the server has a callers file.`,
+		Example: `  usher backup backups/usher-$(date +%F).db
+  usher backup /backups/nightly.db --addr usher:7070 --tls-ca ca.crt --token-file /etc/usher/token --timeout 30m`,
+		Args: argsExactly("FILE"),
+	}
+	c := addClientFlags(cmd, callTimeout)
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+			return backup(ctx, conn, a[0])
+		}, nil)
+	}
+	return cmd
+}
+
 // backup saves a running server's data file as a backup: the copy the
 // server streams, followed by its manifest. bolt.SaveBackup checks the file
-// as restore would before it puts it at FILE, so FILE is always a whole
+// as restore would before it puts it at file, so file is always a whole
 // backup or absent, and a killed backup leaves no file behind.
-func backup(args []string) error {
-	return runClient("backup", "FILE", 1, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-		stream, err := usherv1.NewAdminServiceClient(conn).Backup(ctx, &usherv1.BackupRequest{})
-		if err != nil {
-			return nil, err
-		}
-		head, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		m := storage.Manifest{Format: head.GetFormat(), Revision: authz.Revision(head.GetRevision()), Size: head.GetSize()}
-		if copy(m.SHA256[:], head.GetSha256()) != len(m.SHA256) {
-			return nil, fmt.Errorf("the server announced a SHA-256 of %d bytes, want %d", len(head.GetSha256()), len(m.SHA256))
-		}
-		if err := bolt.SaveBackup(a[0], m, &chunkReader{stream: stream}); err != nil {
-			return nil, err
-		}
-		return head, nil
-	})
+func backup(ctx context.Context, conn *grpc.ClientConn, file string) (*usherv1.BackupResponse, error) {
+	stream, err := usherv1.NewAdminServiceClient(conn).Backup(ctx, &usherv1.BackupRequest{})
+	if err != nil {
+		return nil, err
+	}
+	head, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	m := storage.Manifest{Format: head.GetFormat(), Revision: authz.Revision(head.GetRevision()), Size: head.GetSize()}
+	if copy(m.SHA256[:], head.GetSha256()) != len(m.SHA256) {
+		return nil, fmt.Errorf("the server announced a SHA-256 of %d bytes, want %d", len(head.GetSha256()), len(m.SHA256))
+	}
+	if err := bolt.SaveBackup(file, m, &chunkReader{stream: stream}); err != nil {
+		return nil, err
+	}
+	return head, nil
 }
 
 // chunkReader reads the bytes of a Backup stream's messages after the first.
@@ -59,29 +80,32 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// restore puts a backup in place of a stopped server's data file.
-func restore(args []string) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+func restoreCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Put a backup in place of a stopped server's data file",
+		Long: `Restore checks the backup FILE (its manifest, length, SHA-256, revision and
+soundness) and puts the copy in place of the data file --data, whose server
+must be stopped. An existing data file is replaced only with --force. A
+backup that fails a check is refused, naming the check, and --data is left
+untouched.`,
+		Example: `  usher restore backups/usher-2026-12-01.db --data data/usher.db
+  usher restore --data /var/lib/usher/usher.db --force /backups/nightly.db`,
+		Args: argsExactly("FILE"),
+	}
+	fs := cmd.Flags()
 	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file to restore to (env USHER_DATA); its server must be stopped")
 	force := fs.Bool("force", false, "replace the data file if it exists")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: usher restore [flags] FILE")
-		fs.PrintDefaults()
+	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+		if _, err := os.Stat(*data); err == nil && !*force {
+			return fmt.Errorf("%s exists: stop its server and pass --force to replace it", *data)
+		}
+		rev, err := bolt.Restore(a[0], *data, *force)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "usher: restored %s to %s (revision %d)\n", a[0], *data, rev)
+		return nil
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return fmt.Errorf("want 1 argument, got %d", fs.NArg())
-	}
-	if _, err := os.Stat(*data); err == nil && !*force {
-		return fmt.Errorf("%s exists: stop its server and pass --force to replace it", *data)
-	}
-	rev, err := bolt.Restore(fs.Arg(0), *data, *force)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("usher: restored %s to %s (revision %d)\n", fs.Arg(0), *data, rev)
-	return nil
+	return cmd
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -21,38 +21,48 @@ import (
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
-const benchUsage = `usage: usher bench <command> [flags]
+func benchCommand() *cobra.Command {
+	load := func(mode, short, long string) *cobra.Command {
+		cmd := &cobra.Command{
+			Use:   mode,
+			Short: short,
+			Long: long + `
 
-commands:
-  populate         write a synthetic platform straight into a new data file
-  floor            serve grpc.health.v1 only, as a bare gRPC server: the floor the load commands compare with
-  check            load a running server's Check, interleaved with the floor (and usher's own health check)
-  listpermissions  the same with ListPermissions
-  checkbatch       the same with CheckBatch, 100 checks a call
-  join             the same with AdmissionService.Join, admitted joins that carry a LiveKit token
-  grant            measure durable Grant throughput and latency with concurrent writers
-`
-
-func benchCmd(args []string) error {
-	if len(args) == 0 {
-		return errors.New(benchUsage)
+Run it against a server started on a data file that 'usher bench populate'
+wrote with the same shape flags; it refuses a server of another shape
+before it measures anything.`,
+			Example: "  usher bench " + mode + " --addr 127.0.0.1:7171 --duration 10s",
+			Args:    argsExactly(),
+		}
+		parsed := addLoadFlags(cmd.Flags(), mode)
+		cmd.RunE = func(*cobra.Command, []string) error {
+			f, err := parsed()
+			if err != nil {
+				return &usageError{err}
+			}
+			return benchLoad(mode, f)
+		}
+		return cmd
 	}
-	switch args[0] {
-	case "populate":
-		return benchPopulate(args[1:])
-	case "floor":
-		return benchFloor(args[1:])
-	case "check", "listpermissions", "checkbatch", "join":
-		return benchLoad(args[0], args[1:])
-	case "grant":
-		return benchGrant(args[1:])
-	}
-	return fmt.Errorf("unknown bench command %q\n\n%s", args[0], benchUsage)
+	return group("bench", "Populate a synthetic platform and load a running server",
+		`Bench measures a running server against a floor: a bare gRPC server that
+serves only grpc.health.v1, run interleaved with Usher so that both meet the
+same machine. The load tools aim at loopback addresses only.`,
+		`  usher bench populate --data /tmp/bench/usher.db
+  usher bench check --addr 127.0.0.1:7171 --duration 10s`,
+		benchPopulateCommand(), benchFloorCommand(),
+		load("check", "Load a running server's Check, interleaved with the floor (and usher's own health check)",
+			"Check replays distinct Check queries, a third allowed by a grant on the call, a third inherited, a third denied."),
+		load("listpermissions", "The same with ListPermissions", "Listpermissions replays ListPermissions over the same (subject, call) pairs."),
+		load("checkbatch", "The same with CheckBatch, 100 checks a call", "Checkbatch replays CheckBatch calls of --batch checks each, and reports answers per second."),
+		load("join", "The same with AdmissionService.Join, admitted joins that carry a LiveKit token",
+			"Join replays joins the default policy admits; a join replaces the subject's session in that call."),
+		benchGrantCommand())
 }
 
 // shapeFlags defines the platform's size; populate and check must be given
 // the same ones.
-func shapeFlags(fs *flag.FlagSet) *bench.Shape {
+func shapeFlags(fs *pflag.FlagSet) *bench.Shape {
 	s := bench.DefaultShape()
 	fs.IntVar(&s.Accounts, "accounts", s.Accounts, "accounts")
 	fs.IntVar(&s.WorkspacesPerAccount, "workspaces", s.WorkspacesPerAccount, "workspaces per account")
@@ -73,34 +83,44 @@ func generate(s bench.Shape) (bench.Platform, error) {
 	return bench.Generate(s, server.FromPolicy(msg)), nil
 }
 
-func benchPopulate(args []string) error {
-	fs := flag.NewFlagSet("bench populate", flag.ContinueOnError)
+func benchPopulateCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "populate",
+		Short: "Write a synthetic platform straight into a new data file",
+		Long: `Populate generates a platform of accounts, workspaces, call types, calls,
+users, grants and blocks on the default policy, as the shape flags say, and
+writes it straight into a new data file for 'usher serve'.`,
+		Example: `  usher bench populate --data /tmp/bench/usher.db
+  usher bench populate --data /tmp/bench/usher.db --grants 100000 --seed 7`,
+		Args: argsExactly(),
+	}
+	fs := cmd.Flags()
 	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to create (must not exist)")
 	shape := shapeFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if _, err := os.Stat(*data); err == nil {
+			return fmt.Errorf("%s exists; populate writes a new data file", *data)
+		}
+		start := time.Now()
+		p, err := generate(*shape)
+		if err != nil {
+			return err
+		}
+		generated := time.Since(start)
+		store, err := bolt.Open(*data, bolt.Options{})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if _, err := store.Import(p.Snapshot, "usher bench populate"); err != nil {
+			return err
+		}
+		fmt.Printf("populated %s: %d resources, %d grants, %d blocks, %d roles in %s (generating took %s)\n",
+			*data, len(p.Snapshot.Resources), len(p.Snapshot.Grants), len(p.Snapshot.Blocks), len(p.Snapshot.Roles),
+			time.Since(start).Round(time.Millisecond), generated.Round(time.Millisecond))
+		return nil
 	}
-	if _, err := os.Stat(*data); err == nil {
-		return fmt.Errorf("%s exists; populate writes a new data file", *data)
-	}
-	start := time.Now()
-	p, err := generate(*shape)
-	if err != nil {
-		return err
-	}
-	generated := time.Since(start)
-	store, err := bolt.Open(*data, bolt.Options{})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	if _, err := store.Import(p.Snapshot, "usher bench populate"); err != nil {
-		return err
-	}
-	fmt.Printf("populated %s: %d resources, %d grants, %d blocks, %d roles in %s (generating took %s)\n",
-		*data, len(p.Snapshot.Resources), len(p.Snapshot.Grants), len(p.Snapshot.Blocks), len(p.Snapshot.Roles),
-		time.Since(start).Round(time.Millisecond), generated.Round(time.Millisecond))
-	return nil
+	return cmd
 }
 
 // benchConn dials a loopback server; the load tools never aim elsewhere.
@@ -124,63 +144,80 @@ func grantCall(conn *grpc.ClientConn, prefix string) func(ctx context.Context, s
 	}
 }
 
-func benchGrant(args []string) error {
-	fs := flag.NewFlagSet("bench grant", flag.ContinueOnError)
+func benchGrantCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "grant",
+		Short:   "Measure durable Grant throughput and latency with concurrent writers",
+		Long:    "Grant makes grants of new subjects from --writers concurrent writers for --duration, each acknowledged after its commit, and reports their rate and latency.",
+		Example: "  usher bench grant --addr 127.0.0.1:7171 --writers 32 --duration 10s",
+		Args:    argsExactly(),
+	}
+	fs := cmd.Flags()
 	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (loopback)")
 	writers := fs.Int("writers", 32, "concurrent writers")
 	duration := fs.Duration("duration", 10*time.Second, "how long to write")
-	if err := fs.Parse(args); err != nil {
-		return err
+	cmd.RunE = func(*cobra.Command, []string) error {
+		conn, err := benchConn(*addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		calls := make([]func(context.Context, int) error, *writers)
+		for w := range calls {
+			calls[w] = grantCall(conn, fmt.Sprintf("bench-w%d", w))
+		}
+		grants := bench.ClosedLoop(context.Background(), "grant", *writers, *duration, func(ctx context.Context, w, seq int) (string, error) {
+			return "", calls[w](ctx, seq)
+		})
+		fmt.Printf("%d writers, %s; every grant acknowledged after its commit\n", *writers, *duration)
+		run := bench.Run{Concurrency: *writers, Phases: []bench.Phase{bench.PhaseOf(grants, "usher", bench.Stats{})}}
+		run.Print(os.Stdout)
+		if grants.Errors > 0 {
+			return fmt.Errorf("%d grants failed", grants.Errors)
+		}
+		return nil
 	}
-	conn, err := benchConn(*addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	calls := make([]func(context.Context, int) error, *writers)
-	for w := range calls {
-		calls[w] = grantCall(conn, fmt.Sprintf("bench-w%d", w))
-	}
-	grants := bench.ClosedLoop(context.Background(), "grant", *writers, *duration, func(ctx context.Context, w, seq int) (string, error) {
-		return "", calls[w](ctx, seq)
-	})
-	fmt.Printf("%d writers, %s; every grant acknowledged after its commit\n", *writers, *duration)
-	run := bench.Run{Concurrency: *writers, Phases: []bench.Phase{bench.PhaseOf(grants, "usher", bench.Stats{})}}
-	run.Print(os.Stdout)
-	if grants.Errors > 0 {
-		return fmt.Errorf("%d grants failed", grants.Errors)
-	}
-	return nil
+	return cmd
 }
 
 // benchFloor serves the floor until it is told to stop. It prints its
 // address first, so that whoever started it on port 0 can read it.
-func benchFloor(args []string) error {
-	fs := flag.NewFlagSet("bench floor", flag.ContinueOnError)
+func benchFloorCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "floor",
+		Short: "Serve grpc.health.v1 only, as a bare gRPC server: the floor the load commands compare with",
+		Long: `Floor serves grpc.health.v1 only, with grpc-go's own health server: the
+floor the load commands measure Usher against. It prints its address, and
+serves until SIGINT or SIGTERM. Without --floor, the load commands start one
+of their own.`,
+		Example: "  usher bench floor --addr 127.0.0.1:7172",
+		Args:    argsExactly(),
+	}
+	fs := cmd.Flags()
 	addr := fs.String("addr", "127.0.0.1:7172", "address to listen on (loopback)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if !isLoopback(*addr) {
+			return fmt.Errorf("--addr %s: the floor listens on loopback only", *addr)
+		}
+		lis, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return err
+		}
+		srv := bench.Floor()
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+		fmt.Printf("%s %s\n", floorBanner, lis.Addr())
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(lis) }()
+		select {
+		case err := <-served:
+			return err
+		case <-stop:
+			srv.Stop()
+			return nil
+		}
 	}
-	if !isLoopback(*addr) {
-		return fmt.Errorf("--addr %s: the floor listens on loopback only", *addr)
-	}
-	lis, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	srv := bench.Floor()
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	fmt.Printf("%s %s\n", floorBanner, lis.Addr())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	select {
-	case err := <-served:
-		return err
-	case <-stop:
-		srv.Stop()
-		return nil
-	}
+	return cmd
 }
 
 // floorBanner starts the line the floor prints, followed by its address.

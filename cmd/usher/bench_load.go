@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
@@ -38,8 +38,9 @@ type loadFlags struct {
 	shape               *bench.Shape
 }
 
-func parseLoadFlags(mode string, args []string) (*loadFlags, error) {
-	fs := flag.NewFlagSet("bench "+mode, flag.ContinueOnError)
+// addLoadFlags defines the flags of a load command on fs, and returns what
+// reads them once they are parsed.
+func addLoadFlags(fs *pflag.FlagSet, mode string) func() (*loadFlags, error) {
 	f := &loadFlags{}
 	fs.StringVar(&f.addr, "addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "usher server address (loopback)")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "pid of the usher server, for its CPU time and resident memory (bench/run.sh passes it)")
@@ -66,27 +67,26 @@ func parseLoadFlags(mode string, args []string) (*loadFlags, error) {
 		fs.IntVar(&f.batch, "batch", 100, "checks per CheckBatch call")
 	}
 	f.shape = shapeFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	for _, s := range strings.Split(conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("--concurrency %q: want positive numbers separated by commas", conc)
+	return func() (*loadFlags, error) {
+		for _, s := range strings.Split(conc, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("--concurrency %q: want positive numbers separated by commas", conc)
+			}
+			f.concurrency = append(f.concurrency, n)
 		}
-		f.concurrency = append(f.concurrency, n)
+		switch {
+		case f.plan.Duration <= 0:
+			return nil, fmt.Errorf("--duration %s: want a positive duration", f.plan.Duration)
+		case f.requests <= 0:
+			return nil, fmt.Errorf("--requests %d: want at least 1", f.requests)
+		case f.writes < 0:
+			return nil, fmt.Errorf("--writes %d: want 0 or more", f.writes)
+		case mode == "checkbatch" && f.batch <= 0:
+			return nil, fmt.Errorf("--batch %d: want at least 1", f.batch)
+		}
+		return f, nil
 	}
-	switch {
-	case f.plan.Duration <= 0:
-		return nil, fmt.Errorf("--duration %s: want a positive duration", f.plan.Duration)
-	case f.requests <= 0:
-		return nil, fmt.Errorf("--requests %d: want at least 1", f.requests)
-	case f.writes < 0:
-		return nil, fmt.Errorf("--writes %d: want 0 or more", f.writes)
-	case mode == "checkbatch" && f.batch <= 0:
-		return nil, fmt.Errorf("--batch %d: want at least 1", f.batch)
-	}
-	return f, nil
 }
 
 // workload is what one load command sends: the pre-encoded requests of its
@@ -103,11 +103,7 @@ type workload struct {
 	verify func(ctx context.Context) error
 }
 
-func benchLoad(mode string, args []string) error {
-	f, err := parseLoadFlags(mode, args)
-	if err != nil {
-		return err
-	}
+func benchLoad(mode string, f *loadFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	conn, err := benchConn(f.addr)

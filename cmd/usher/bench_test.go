@@ -26,7 +26,7 @@ func TestBenchRefusals(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"check", "--addr", "10.0.0.1:7070"}, {"grant", "--addr", "10.0.0.1:7070"}} {
-		if err := benchCmd(args); err == nil || !strings.Contains(err.Error(), "loopback") {
+		if _, err := runIn(append([]string{"bench"}, args...)...); err == nil || !strings.Contains(err.Error(), "loopback") {
 			t.Errorf("usher bench %v = %v, want a refusal naming loopback", args, err)
 		}
 	}
@@ -34,13 +34,13 @@ func TestBenchRefusals(t *testing.T) {
 	if err := os.WriteFile(data, []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := benchCmd([]string{"populate", "--data", data, "--grants", "10"}); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := runIn("bench", "populate", "--data", data, "--grants", "10"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("populate over an existing file = %v, want a refusal", err)
 	}
 	if got, _ := os.ReadFile(data); string(got) != "precious" {
 		t.Errorf("populate changed the existing file to %q", got)
 	}
-	if err := benchCmd([]string{"nonsense"}); err == nil || !strings.Contains(err.Error(), "unknown bench command") {
+	if _, err := runIn("bench", "nonsense"); err == nil || !strings.Contains(err.Error(), `unknown command "nonsense" for "usher bench"`) {
 		t.Errorf("usher bench nonsense = %v", err)
 	}
 }
@@ -48,8 +48,8 @@ func TestBenchRefusals(t *testing.T) {
 // A small populate writes a data file a server can start on.
 func TestBenchPopulateSmall(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "usher.db")
-	err := benchCmd([]string{"populate", "--data", data, "--accounts", "2", "--workspaces", "2", "--calltypes", "2",
-		"--calls", "3", "--users", "50", "--grants", "300", "--blocks", "5"})
+	_, err := runIn("bench", "populate", "--data", data, "--accounts", "2", "--workspaces", "2", "--calltypes", "2",
+		"--calls", "3", "--users", "50", "--grants", "300", "--blocks", "5")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,89 +1,154 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-authz/usher/client"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 )
 
-// errDenied makes `usher check` exit non-zero on a denial, so scripts can
-// branch on it.
-var errDenied = fmt.Errorf("denied")
-
-// rpc is a client subcommand: it turns its positional arguments into one call
-// and returns the response to print.
-type rpc func(ctx context.Context, conn *grpc.ClientConn, args []string) (proto.Message, error)
-
-// runClient parses the shared client flags and nargs positional arguments,
-// dials the server, makes the call and prints the response as JSON.
-func runClient(name, argsUsage string, nargs int, args []string, call rpc) error {
-	return runClientWith(name, argsUsage, nargs, args, nil, call)
+// clientFlags are the flags every client command takes: where the server
+// is, how to authenticate, how long to wait and how to print the answer.
+type clientFlags struct {
+	addr      string
+	timeout   time.Duration
+	token     string
+	tokenFile string
+	tls       tlsClient
+	output    string
 }
 
-// runClientWith is runClient for a subcommand with flags of its own, which
-// moreFlags defines.
-func runClientWith(name, argsUsage string, nargs int, args []string, moreFlags func(*flag.FlagSet), call rpc) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	if moreFlags != nil {
-		moreFlags(fs)
+// addClientFlags defines the client flags on cmd; timeout is the default
+// deadline of its call, 0 for none (a stream that follows until stopped).
+func addClientFlags(cmd *cobra.Command, timeout time.Duration) *clientFlags {
+	c := &clientFlags{}
+	fs := cmd.Flags()
+	fs.StringVarP(&c.output, "output", "o", "json", "print the answer in this `format`: json (protojson, for programs) or table (aligned, for people)")
+	conn := pflag.NewFlagSet("connection", pflag.ContinueOnError)
+	conn.StringVar(&c.addr, "addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (env USHER_ADDR)")
+	conn.DurationVar(&c.timeout, "timeout", timeout, "deadline of the call (0: none)")
+	conn.StringVar(&c.token, "token", envOr("USHER_TOKEN", ""), "bearer token to authenticate with, from 'usher token' (env USHER_TOKEN)")
+	conn.StringVar(&c.tokenFile, "token-file", envOr("USHER_TOKEN_FILE", ""), "read the bearer token from this file, e.g. a mounted Secret, in place of --token (env USHER_TOKEN_FILE)")
+	conn.BoolVar(&c.tls.enabled, "tls", false, "use TLS, verifying the server against the system's roots (implied by the other --tls flags)")
+	conn.StringVar(&c.tls.ca, "tls-ca", envOr("USHER_TLS_CA", ""), "use TLS, verifying the server against this PEM CA bundle (env USHER_TLS_CA)")
+	conn.StringVar(&c.tls.cert, "tls-cert", envOr("USHER_CLIENT_CERT", ""), "use TLS and present this PEM client certificate (env USHER_CLIENT_CERT)")
+	conn.StringVar(&c.tls.key, "tls-key", envOr("USHER_CLIENT_KEY", ""), "the PEM key of --tls-cert (env USHER_CLIENT_KEY)")
+	conn.StringVar(&c.tls.serverName, "tls-server-name", "", "name to verify the server's certificate against, if not the host of --addr")
+	conn.VisitAll(func(f *pflag.Flag) {
+		f.Annotations = map[string][]string{flagGroupAnnotation: {"connection"}}
+	})
+	fs.AddFlagSet(conn)
+	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"json", "table"}, cobra.ShellCompDirectiveNoFileComp))
+	for _, name := range []string{"addr", "tls-server-name", "token"} {
+		cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: usher %s [flags] %s\n", name, argsUsage)
-		fs.PrintDefaults()
+	return c
+}
+
+// printer is how the answer is printed, as --output says.
+func (c *clientFlags) printer(cmd *cobra.Command) (*printer, error) {
+	switch c.output {
+	case "json", "table":
+		return &printer{w: cmd.OutOrStdout(), table: c.output == "table"}, nil
 	}
-	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (env USHER_ADDR)")
-	timeout := fs.Duration("timeout", 10*time.Second, "deadline of the call")
-	bearer := fs.String("token", envOr("USHER_TOKEN", ""), "bearer token to authenticate with, from 'usher token' (env USHER_TOKEN)")
-	var tc tlsClient
-	fs.BoolVar(&tc.enabled, "tls", false, "use TLS, verifying the server against the system's roots (implied by the other --tls flags)")
-	fs.StringVar(&tc.ca, "tls-ca", envOr("USHER_TLS_CA", ""), "use TLS, verifying the server against this PEM CA bundle (env USHER_TLS_CA)")
-	fs.StringVar(&tc.cert, "tls-cert", envOr("USHER_CLIENT_CERT", ""), "use TLS and present this PEM client certificate (env USHER_CLIENT_CERT)")
-	fs.StringVar(&tc.key, "tls-key", envOr("USHER_CLIENT_KEY", ""), "the PEM key of --tls-cert (env USHER_CLIENT_KEY)")
-	fs.StringVar(&tc.serverName, "tls-server-name", "", "name to verify the server's certificate against, if not the host of --addr")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != nargs {
-		fs.Usage()
-		return fmt.Errorf("want %d arguments, got %d", nargs, fs.NArg())
-	}
-	creds, err := tc.credentials()
+	return nil, usagef("--output %q: want json or table", c.output)
+}
+
+// An rpc makes the calls of one command over conn and returns the answer
+// to print, if any. It may return an answer and an error both: a denied
+// check prints the decision and exits 3.
+type rpc func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error)
+
+// call dials the server, makes the command's calls within --timeout and
+// prints the answer with table, or the generic table when table is nil.
+func (c *clientFlags) call(cmd *cobra.Command, do rpc, table tableFunc) error {
+	p, err := c.printer(cmd)
 	if err != nil {
 		return err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-	if *bearer != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(*bearer)))
-	}
-	conn, err := grpc.NewClient(*addr, opts...)
+	conn, err := c.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := c.context()
 	defer cancel()
-	resp, err := call(ctx, conn, fs.Args())
-	if resp != nil {
-		printJSON(resp)
+	resp, err := do(ctx, conn)
+	// A failed call answers a nil message: nothing is printed, rather
+	// than an empty one.
+	if resp != nil && resp.ProtoReflect().IsValid() {
+		p.print(resp, table)
 	}
 	return err
+}
+
+// stream is call for a command that prints as it receives: do prints each
+// message with the printer it is given. A stream that --timeout ends has
+// done what was asked of it.
+func (c *clientFlags) stream(cmd *cobra.Command, do func(ctx context.Context, conn *grpc.ClientConn, p *printer) error) error {
+	p, err := c.printer(cmd)
+	if err != nil {
+		return err
+	}
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := c.context()
+	defer cancel()
+	err = do(ctx, conn, p)
+	if c.timeout > 0 && status.Code(err) == codes.DeadlineExceeded {
+		return nil
+	}
+	return err
+}
+
+func (c *clientFlags) context() (context.Context, context.CancelFunc) {
+	if c.timeout <= 0 {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithTimeout(context.Background(), c.timeout)
+}
+
+// dial connects to --addr as client/ does (keepalives, retried reads,
+// pages up to 64 MiB), with the TLS and bearer token the flags give.
+// Plaintext goes to any address, as it always has from the command line:
+// a proxy or a mesh may encrypt the network.
+func (c *clientFlags) dial() (*grpc.ClientConn, error) {
+	cfg, err := c.tls.config()
+	if err != nil {
+		return nil, err
+	}
+	opts := []client.Option{client.WithInsecure()}
+	if cfg != nil {
+		opts = []client.Option{client.WithTLSConfig(cfg)}
+	}
+	switch {
+	case c.tokenFile != "":
+		opts = append(opts, client.WithTokenFile(c.tokenFile))
+	case c.token != "":
+		opts = append(opts, client.WithToken(c.token))
+	}
+	cl, err := client.New(c.addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return cl.Conn(), nil
 }
 
 // tlsClient is the TLS a client subcommand dials with.
@@ -92,10 +157,11 @@ type tlsClient struct {
 	ca, cert, key, serverName string
 }
 
-// credentials are TLS if any TLS flag is given, else plaintext.
-func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
+// config is the TLS configuration if any TLS flag is given, else nil for
+// plaintext.
+func (c tlsClient) config() (*tls.Config, error) {
 	if !c.enabled && c.ca == "" && c.cert == "" && c.key == "" && c.serverName == "" {
-		return insecure.NewCredentials(), nil
+		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
 	if c.ca != "" {
@@ -115,87 +181,39 @@ func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	return credentials.NewTLS(cfg), nil
+	return cfg, nil
 }
 
-// bearerToken sends "authorization: bearer <token>" with every call. It is
-// sent over plaintext too, for a server on loopback or behind a proxy that
-// terminates TLS.
-type bearerToken string
-
-func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "bearer " + string(t)}, nil
-}
-
-func (bearerToken) RequireTransportSecurity() bool { return false }
-
-// printJSON prints m indented; protojson's own indentation is deliberately
-// unstable, so encoding/json lays it out.
-func printJSON(m proto.Message) {
-	raw, err := protojson.Marshal(m)
+// apply applies the policy file a[0] to a running server.
+func apply(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
+	p, err := policy.Load(a[0])
 	if err != nil {
-		fmt.Println(err)
-		return
+		return nil, err
 	}
-	var out bytes.Buffer
-	json.Indent(&out, raw, "", "  ")
-	fmt.Println(out.String())
+	resp, err := usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+	if err != nil {
+		// The server names the field's path; say which file it is in.
+		return nil, fmt.Errorf("%s: %s", a[0], strings.TrimPrefix(status.Convert(err).Message(), "policy."))
+	}
+	return resp, nil
 }
 
-func check(args []string) error {
-	return runClient("check", "SUBJECT PERMISSION RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-		resp, err := usherv1.NewAuthorizationServiceClient(conn).Check(ctx, &usherv1.CheckRequest{Subject: a[0], Permission: a[1], Resource: a[2]})
-		if err == nil && !resp.GetDecision().GetAllowed() {
-			return resp, errDenied
-		}
-		return resp, err
-	})
-}
-
-func grant(args []string) error {
-	return runClient("grant", "SUBJECT ROLE RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-		return usherv1.NewAdminServiceClient(conn).Grant(ctx, &usherv1.GrantRequest{Subject: a[0], Role: a[1], Resource: a[2]})
-	})
-}
-
-func revoke(args []string) error {
-	return runClient("revoke", "SUBJECT ROLE RESOURCE", 3, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-		return usherv1.NewAdminServiceClient(conn).Revoke(ctx, &usherv1.RevokeRequest{Subject: a[0], Role: a[1], Resource: a[2]})
-	})
-}
-
-func apply(args []string) error {
-	return runClient("policy apply", "POLICY_FILE", 1, args, func(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-		p, err := policy.Load(a[0])
+// export reads a running server's policy.
+func export(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
+	// Every page, merged into one policy: the first carries the catalog,
+	// each the resources, roles, quotas and rules of its part of the tree.
+	admin := usherv1.NewAdminServiceClient(conn)
+	policy := &usherv1.Policy{}
+	req := &usherv1.ExportPolicyRequest{PageSize: 1000}
+	for {
+		resp, err := admin.ExportPolicy(ctx, req)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-		if err != nil {
-			// The server names the field's path; say which file it is in.
-			return nil, fmt.Errorf("%s: %s", a[0], strings.TrimPrefix(status.Convert(err).Message(), "policy."))
+		proto.Merge(policy, resp.GetPolicy())
+		if resp.GetNextPageToken() == "" {
+			return policy, nil
 		}
-		return resp, nil
-	})
-}
-
-func export(args []string) error {
-	return runClient("policy export", "", 0, args, func(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
-		// Every page, merged into one policy: the first carries the catalog,
-		// each the resources, roles, quotas and rules of its part of the tree.
-		admin := usherv1.NewAdminServiceClient(conn)
-		policy := &usherv1.Policy{}
-		req := &usherv1.ExportPolicyRequest{PageSize: 1000}
-		for {
-			resp, err := admin.ExportPolicy(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			proto.Merge(policy, resp.GetPolicy())
-			if resp.GetNextPageToken() == "" {
-				return policy, nil
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-	})
+		req.PageToken = resp.GetNextPageToken()
+	}
 }

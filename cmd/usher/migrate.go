@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/storage"
@@ -14,45 +15,38 @@ import (
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
-const migrateUsage = `usage: usher migrate --from FILE --to-etcd ENDPOINTS [--etcd-prefix P] [etcd flags]
-       usher migrate --from-etcd ENDPOINTS [--etcd-prefix P] [etcd flags] --to FILE
-
-Copies Usher's data whole, from a bbolt data file into an etcd cluster or back,
-at the revision it is at, so that revisions clients hold stay meaningful; the
-copy's change log begins after that revision. The target must be empty. No
-server may run on the source file; servers over the target start after the
-copy. The copy is loaded again and compared with the source, entity by entity.
-
-`
-
-func migrate(args []string) error { return migrateTo(os.Stdout, args) }
-
-// migrateTo runs `usher migrate` and says what it copied on w.
-func migrateTo(w io.Writer, args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+func migrateCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Copy the data from a bbolt file into etcd, or from etcd into a file",
+		Long: `Migrate copies Usher's data whole, from a bbolt data file into an etcd
+cluster (--from FILE --to-etcd ENDPOINTS) or back (--from-etcd ENDPOINTS
+--to FILE), at the revision it is at, so that revisions clients hold stay
+meaningful; the copy's change log begins after that revision. The target
+must be empty. No server may run on the source file; servers over the
+target start after the copy. The copy is loaded again and compared with the
+source, entity by entity. The etcd TLS and user flags are usher serve's.`,
+		Example: `  usher migrate --from data/usher.db --to-etcd https://etcd-0:2379 --etcd-prefix /usher/ --etcd-ca ca.crt
+  usher migrate --from-etcd https://etcd-0:2379 --etcd-prefix /usher/ --to data/usher.db`,
+		Args: argsExactly(),
+	}
+	fs := cmd.Flags()
 	from := fs.String("from", "", "bbolt data `file` to copy from")
 	toEtcd := fs.String("to-etcd", "", "comma-separated etcd `endpoints` to copy into, under --etcd-prefix")
 	fromEtcd := fs.String("from-etcd", "", "comma-separated etcd `endpoints` to copy from, under --etcd-prefix")
 	to := fs.String("to", "", "bbolt data `file` to copy into; it must not exist or must hold nothing")
 	ef := addEtcdFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), migrateUsage)
-		fs.PrintDefaults()
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, w := context.Background(), cmd.OutOrStdout()
+		switch {
+		case *from != "" && *toEtcd != "" && *fromEtcd == "" && *to == "":
+			return fileToEtcd(ctx, w, *from, *toEtcd, ef)
+		case *fromEtcd != "" && *to != "" && *from == "" && *toEtcd == "":
+			return etcdToFile(ctx, w, *fromEtcd, *to, ef)
+		}
+		return usagef("give --from FILE and --to-etcd ENDPOINTS, or --from-etcd ENDPOINTS and --to FILE")
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	ctx := context.Background()
-	switch {
-	case *from != "" && *toEtcd != "" && *fromEtcd == "" && *to == "":
-		return fileToEtcd(ctx, w, *from, *toEtcd, ef)
-	case *fromEtcd != "" && *to != "" && *from == "" && *toEtcd == "":
-		return etcdToFile(ctx, w, *fromEtcd, *to, ef)
-	}
-	return errors.New("give --from FILE and --to-etcd ENDPOINTS, or --from-etcd ENDPOINTS and --to FILE")
+	return cmd
 }
 
 func fileToEtcd(ctx context.Context, w io.Writer, from, endpoints string, ef *etcdFlags) error {

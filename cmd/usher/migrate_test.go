@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -111,9 +110,7 @@ func TestMigrate(t *testing.T) {
 	ctx := context.Background()
 
 	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := migrateTo(&out, args)
-		return out.String(), err
+		return runIn(append([]string{"migrate"}, args...)...)
 	}
 	out, err := run("--from", src, "--to-etcd", endpoints, "--etcd-prefix", prefix)
 	if err != nil {
@@ -200,7 +197,7 @@ func TestMigrateRefuses(t *testing.T) {
 		{"an empty file", []string{"--from", empty, "--to-etcd", "127.0.0.1:1"}, "holds nothing"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := migrateTo(&bytes.Buffer{}, c.args)
+			_, err := runIn(append([]string{"migrate"}, c.args...)...)
 			if err == nil || !strings.Contains(err.Error(), c.says) {
 				t.Errorf("migrate %q: %v; want an error saying %q", c.args, err, c.says)
 			}

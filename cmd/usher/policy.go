@@ -6,42 +6,91 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/scenario"
 	"github.com/usher-authz/usher/server"
 )
 
-const policyUsage = `usage: usher policy <command>
-
-commands:
-  list                 the policies shipped in the binary
-  validate FILE...     check policy files without a server
-  test FILE...         run scenario files without a server
-  apply FILE           apply a policy file to a running server
-  export               print the running server's policy as JSON
-`
-
-func policyCmd(args []string) error {
-	if len(args) == 0 {
-		return errors.New(policyUsage)
+func policyCommand() *cobra.Command {
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List the policies shipped in the binary",
+		Long:    "List prints the name and description of each policy shipped in the binary, which serve --policy, apply and scenario files take by name.",
+		Example: `  usher policy list`,
+		Args:    argsExactly(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, name := range policy.Shipped() {
+				fmt.Fprintf(cmd.OutOrStdout(), "%-12s %s\n", name, policy.Describe(name))
+			}
+			return nil
+		},
 	}
-	switch args[0] {
-	case "list":
-		for _, name := range policy.Shipped() {
-			fmt.Printf("%-12s %s\n", name, policy.Describe(name))
-		}
-		return nil
-	case "validate":
-		return validatePolicies(args[1:])
-	case "test":
-		return testScenarios(args[1:])
-	case "apply":
-		return apply(args[1:])
-	case "export":
-		return export(args[1:])
+	validate := &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check policy files without a server",
+		Long: `Validate checks each policy file's shape and meaning, as a server would
+apply it to an empty store, and prints "FILE: valid" or what is wrong,
+naming the file and the field's path. It exits 1 when any file is invalid.`,
+		Example: `  usher policy validate policy.yaml
+  usher policy validate policy/policies/*.yaml`,
+		Args: argsBetween(1, -1, "FILE..."),
+		RunE: func(_ *cobra.Command, files []string) error { return validatePolicies(files) },
 	}
-	return fmt.Errorf("unknown policy command %q\n\n%s", args[0], policyUsage)
+	test := &cobra.Command{
+		Use:   "test FILE...",
+		Short: "Run scenario files without a server",
+		Long: `Test replays scenario files against an in-memory server on the policy each
+names, and prints a line per failing expectation and a summary. It exits 1
+when any expectation failed.`,
+		Example: `  usher policy test policy/scenarios/default.yaml
+  usher policy test policy/scenarios/*.yaml`,
+		Args: argsBetween(1, -1, "FILE..."),
+		RunE: func(_ *cobra.Command, files []string) error { return testScenarios(files) },
+	}
+	applyCmd := &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Apply a policy file, or a shipped policy, to a running server",
+		Long: `Apply applies the policy FILE (or the shipped policy of that name, see
+'usher policy list') to a running server, in one transaction, and prints
+the revision it made.`,
+		Example: `  usher policy apply policy.yaml
+  usher policy apply livebox --addr usher.internal:7070 --tls-ca ca.crt`,
+		Args: argsExactly("FILE"),
+	}
+	applyFlags := addClientFlags(applyCmd, callTimeout)
+	applyCmd.RunE = func(cmd *cobra.Command, a []string) error {
+		return applyFlags.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+			return apply(ctx, conn, a)
+		}, nil)
+	}
+	exportCmd := &cobra.Command{
+		Use:   "export",
+		Short: "Print a running server's policy",
+		Long: `Export prints the running server's policy, every page merged into one: the
+catalog, resources, roles, quotas and admission rules. Applied to an empty
+store, it rebuilds them.`,
+		Example: `  usher policy export > policy.json`,
+		Args:    argsExactly(),
+	}
+	exportFlags := addClientFlags(exportCmd, callTimeout)
+	exportCmd.RunE = func(cmd *cobra.Command, a []string) error {
+		return exportFlags.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+			return export(ctx, conn, a)
+		}, nil)
+	}
+	return group("policy", "List, validate, test, apply and export policies",
+		`Policy works with policy files: the permission catalog, resources, roles,
+quotas and admission rules of a platform, in YAML or JSON. Validate and test
+need no server; apply and export are clients of a running one.`,
+		`  usher policy validate policy.yaml
+  usher policy test policy/scenarios/*.yaml
+  usher policy apply policy.yaml`,
+		list, validate, test, applyCmd, exportCmd)
 }
 
 // validatePolicies checks each file's shape and meaning by applying it to an

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -26,8 +26,28 @@ import (
 	"github.com/usher-authz/usher/server"
 )
 
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+func serveCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server on a bbolt file or an etcd cluster",
+		Long: `Serve runs Usher: the AuthorizationService, AdminService and
+AdmissionService over gRPC, with grpc.health.v1 and reflection, on --addr.
+It keeps its data in the bbolt file --data, or with --etcd in an etcd
+cluster, as one replica of many. An empty data file gets the default policy
+(or --policy). It prints the address it serves on once it is ready, and
+stops on SIGINT or SIGTERM, letting calls in flight finish for --drain.
+
+Without --callers, every caller is unauthenticated and may write, so it
+serves only a loopback address unless --allow-unauthenticated is given.
+Flags that name a file or a secret may be set instead by the USHER_
+variable their help names.`,
+		Example: `  usher serve
+  usher serve --addr 127.0.0.1:7070 --data data/usher.db --policy livebox
+  usher serve --addr 0.0.0.0:7070 --callers callers.yaml --tls-cert server.crt --tls-key server.key
+  usher serve --etcd https://etcd-0:2379,https://etcd-1:2379 --etcd-ca ca.crt`,
+		Args: argsExactly(),
+	}
+	fs := cmd.Flags()
 	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "address to listen on (env USHER_ADDR)")
 	backend := addBackendFlags(fs)
 	policyFile := fs.String("policy", envOr("USHER_POLICY", ""),
@@ -36,7 +56,7 @@ func serve(args []string) error {
 	logFormat := fs.String("log-format", envOr("USHER_LOG_FORMAT", "text"), "log as `json` lines or as text (env USHER_LOG_FORMAT)")
 	logLevel := fs.String("log-level", envOr("USHER_LOG_LEVEL", "info"),
 		"log from this `level` up: debug (every call), info (refused calls), warn or error (failed calls) (env USHER_LOG_LEVEL)")
-	verbose := fs.Bool("v", false, "the same as --log-level debug")
+	verbose := fs.BoolP("verbose", "v", false, "the same as --log-level debug")
 	callersFile := fs.String("callers", envOr("USHER_CALLERS", ""),
 		"callers file (YAML) naming who may call and their kind, check or admin; reread when it changes (env USHER_CALLERS)")
 	tlsFiles := server.TLSFiles{}
@@ -103,239 +123,239 @@ func serve(args []string) error {
 	fs.DurationVar(&watchLimits.Progress, "watch-progress", watchLimits.Progress,
 		"send a Watch stream that has had no message for this long one with the revision it has reached (0: never)")
 
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if r := *decisionSample; r < 0 || r > 1 {
-		return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
-	}
-	if r := tracing.SampleRatio; r < 0 || r > 1 {
-		return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
-	}
-	if *profiling && *metricsAddr == "" {
-		return fmt.Errorf("--pprof serves on --metrics-addr: give both")
-	}
-	if err := limits.Validate(); err != nil {
-		return fmt.Errorf("connection limits: %w", err)
-	}
-	if err := watchLimits.Validate(); err != nil {
-		return fmt.Errorf("watch limits: %w", err)
-	}
-	level, err := server.ParseLevel(*logLevel)
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	logger, err := server.NewLogger(os.Stderr, *logFormat, level)
-	if err != nil {
-		return fmt.Errorf("--log-format: %w", err)
-	}
-	// Warnings stand out on a terminal; in a JSON log they are records like
-	// the others, so that every line parses.
-	warn := func(format string, args ...any) {
-		if *logFormat == "json" {
-			logger.Warn(fmt.Sprintf(format, args...))
-			return
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if r := *decisionSample; r < 0 || r > 1 {
+			return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
 		}
-		fmt.Fprintf(os.Stderr, "WARNING: "+format+"\n", args...)
-	}
-
-	// Who may call, and what the Envoy service answers, are settled before
-	// the data file is opened: a server that refuses to start must not have
-	// touched anything.
-	var serverOpts []grpc.ServerOption
-	if *envoyConfig != "" {
-		envoy, err := loadEnvoy(*envoyConfig)
+		if r := tracing.SampleRatio; r < 0 || r > 1 {
+			return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
+		}
+		if *profiling && *metricsAddr == "" {
+			return fmt.Errorf("--pprof serves on --metrics-addr: give both")
+		}
+		if err := limits.Validate(); err != nil {
+			return fmt.Errorf("connection limits: %w", err)
+		}
+		if err := watchLimits.Validate(); err != nil {
+			return fmt.Errorf("watch limits: %w", err)
+		}
+		level, err := server.ParseLevel(*logLevel)
 		if err != nil {
-			return err
+			return fmt.Errorf("--log-level: %w", err)
 		}
-		serverOpts = append(serverOpts, server.WithEnvoy(envoy))
-		logger.Info("Envoy ext_authz mapping loaded", "config", *envoyConfig)
-	}
-	security := "unauthenticated"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	switch {
-	case *callersFile != "":
-		src, err := server.NewCallerSource(*callersFile, logger)
+		if *verbose {
+			level = slog.LevelDebug
+		}
+		logger, err := server.NewLogger(os.Stderr, *logFormat, level)
 		if err != nil {
-			return err
+			return fmt.Errorf("--log-format: %w", err)
 		}
-		go src.Watch(ctx)
-		serverOpts = append(serverOpts, server.WithCallers(src))
-		security = fmt.Sprintf("%d callers from %s", src.Current().Len(), *callersFile)
-	case tlsFiles.ClientCA != "":
-		return fmt.Errorf("--client-ca needs --callers: the callers file says which certificate is which caller")
-	case !isLoopback(*addr) && !*allowUnauthenticated:
-		return fmt.Errorf("refusing to serve %s without authentication, where anyone who can reach it could write: "+
-			"give --callers FILE (see 'usher token'), listen on loopback (--addr 127.0.0.1:7070) "+
-			"or pass --allow-unauthenticated", *addr)
-	case !isLoopback(*addr):
-		warn("no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write", *addr)
-	default:
-		warn("no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
-	}
-	key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
-	if err != nil {
-		return err
-	}
-	var creds credentials.TransportCredentials // nil: plaintext
-	switch {
-	case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
-		tlsConfig, err := server.NewTLSConfig(tlsFiles, logger)
-		if err != nil {
-			return err
-		}
-		creds = credentials.NewTLS(tlsConfig)
-		security += ", TLS"
-		if tlsFiles.ClientCA != "" {
-			security += " with client certificates"
-		}
-	case *callersFile != "" && !isLoopback(*addr):
-		warn("no --tls-cert: bearer tokens cross the network to %s in plaintext", *addr)
-	}
-
-	start := time.Now()
-	store, err := backend.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer store.close()
-	// The backend itself rather than its wrapper, whose interface would
-	// hide what metrics read of it (bbolt's WriteTime).
-	engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger})
-	if err != nil {
-		return fmt.Errorf("%s: %w", store.where, err)
-	}
-	defer engine.Close()
-	idx := engine.Index()
-	resources, grants, blocks := idx.Counts()
-	logger.Info("index loaded", "from", store.where, "revision", idx.Revision(),
-		"resources", resources, "grants", grants, "blocks", blocks, "took", time.Since(start).Round(time.Millisecond))
-	// The snapshot the index was built from is garbage now; hand its memory
-	// back rather than keep it resident for the life of the process.
-	empty := idx.Revision() == 0
-	debug.FreeOSMemory()
-
-	if name := *policyFile; name != "" || empty {
-		if name == "" {
-			name = "default"
-		}
-		if err := applyPolicy(engine, name); err != nil {
-			return err
-		}
-		logger.Info("policy applied", "policy", name, "revision", idx.Revision())
-	}
-
-	lis, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	lis, limitOpts := limits.Apply(lis, creds, logger)
-	serverOpts = append(serverOpts, limitOpts...)
-	serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits))
-	if store.backup != nil {
-		serverOpts = append(serverOpts, server.WithBackup(store.backup))
-	}
-	// Sessions live in this process on one node, and in etcd leases, shared
-	// by every replica, on a cluster.
-	var sessionStore admission.Store
-	if store.etcd != nil {
-		sessionStore, err = etcdstore.New(ctx, store.etcd, etcdstore.Options{
-			Prefix: store.prefix, Clock: engine.Clock(), Logger: logger, MaxSessions: *maxSessions})
-		if err != nil {
-			return fmt.Errorf("%s: sessions: %w", store.where, err)
-		}
-	} else {
-		sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions})
-	}
-	sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger})
-	defer sessions.Close()
-	if key != nil {
-		logger.Info("admitted joins carry LiveKit tokens where the policy maps capabilities to LiveKit", "api_key", key.Key)
-	} else {
-		logger.Info("no LiveKit key: admitted joins carry no token")
-	}
-	serverOpts = append(serverOpts, server.WithAdmission(sessions))
-	tracing.Version = readBuildVersion().Version
-	tp, err := server.StartTracing(ctx, tracing)
-	if err != nil {
-		return err
-	}
-	if tp != nil {
-		serverOpts = append(serverOpts, server.WithTracing(tp))
-		defer func() {
-			// What is still buffered goes out before the process does.
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := tp.Shutdown(ctx); err != nil {
-				logger.Warn("flushing traces failed", "error", err)
+		// Warnings stand out on a terminal; in a JSON log they are records like
+		// the others, so that every line parses.
+		warn := func(format string, args ...any) {
+			if *logFormat == "json" {
+				logger.Warn(fmt.Sprintf(format, args...))
+				return
 			}
-		}()
-		logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
-	}
-	if *decisionLog != "" {
-		log, err := server.OpenDecisionLog(*decisionLog, *decisionSample)
+			fmt.Fprintf(os.Stderr, "WARNING: "+format+"\n", args...)
+		}
+
+		// Who may call, and what the Envoy service answers, are settled before
+		// the data file is opened: a server that refuses to start must not have
+		// touched anything.
+		var serverOpts []grpc.ServerOption
+		if *envoyConfig != "" {
+			envoy, err := loadEnvoy(*envoyConfig)
+			if err != nil {
+				return err
+			}
+			serverOpts = append(serverOpts, server.WithEnvoy(envoy))
+			logger.Info("Envoy ext_authz mapping loaded", "config", *envoyConfig)
+		}
+		security := "unauthenticated"
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		switch {
+		case *callersFile != "":
+			src, err := server.NewCallerSource(*callersFile, logger)
+			if err != nil {
+				return err
+			}
+			go src.Watch(ctx)
+			serverOpts = append(serverOpts, server.WithCallers(src))
+			security = fmt.Sprintf("%d callers from %s", src.Current().Len(), *callersFile)
+		case tlsFiles.ClientCA != "":
+			return fmt.Errorf("--client-ca needs --callers: the callers file says which certificate is which caller")
+		case !isLoopback(*addr) && !*allowUnauthenticated:
+			return fmt.Errorf("refusing to serve %s without authentication, where anyone who can reach it could write: "+
+				"give --callers FILE (see 'usher token'), listen on loopback (--addr 127.0.0.1:7070) "+
+				"or pass --allow-unauthenticated", *addr)
+		case !isLoopback(*addr):
+			warn("no callers file and --allow-unauthenticated: every caller that can reach %s is unauthenticated and may write", *addr)
+		default:
+			warn("no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
+		}
+		key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
 		if err != nil {
 			return err
 		}
-		// Closed once the server has stopped, writing what is queued.
-		defer func() {
-			if err := log.Close(); err != nil {
-				logger.Error("the decision log failed", "error", err)
+		var creds credentials.TransportCredentials // nil: plaintext
+		switch {
+		case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
+			tlsConfig, err := server.NewTLSConfig(tlsFiles, logger)
+			if err != nil {
+				return err
 			}
-		}()
-		serverOpts = append(serverOpts, server.WithDecisionLog(log))
-		logger.Info("decision log", "to", *decisionLog, "sample", *decisionSample)
-	}
-	var metrics *server.Metrics
-	if *metricsAddr != "" {
-		metrics = server.NewMetrics()
-		serverOpts = append(serverOpts, server.WithMetrics(metrics))
-	}
-	srv := server.New(engine, logger, serverOpts...)
-	if metrics != nil {
-		stopMetrics, err := serveMetrics(*metricsAddr, metrics, *profiling, logger)
+			creds = credentials.NewTLS(tlsConfig)
+			security += ", TLS"
+			if tlsFiles.ClientCA != "" {
+				security += " with client certificates"
+			}
+		case *callersFile != "" && !isLoopback(*addr):
+			warn("no --tls-cert: bearer tokens cross the network to %s in plaintext", *addr)
+		}
+
+		start := time.Now()
+		store, err := backend.open(ctx)
 		if err != nil {
+			return err
+		}
+		defer store.close()
+		// The backend itself rather than its wrapper, whose interface would
+		// hide what metrics read of it (bbolt's WriteTime).
+		engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger})
+		if err != nil {
+			return fmt.Errorf("%s: %w", store.where, err)
+		}
+		defer engine.Close()
+		idx := engine.Index()
+		resources, grants, blocks := idx.Counts()
+		logger.Info("index loaded", "from", store.where, "revision", idx.Revision(),
+			"resources", resources, "grants", grants, "blocks", blocks, "took", time.Since(start).Round(time.Millisecond))
+		// The snapshot the index was built from is garbage now; hand its memory
+		// back rather than keep it resident for the life of the process.
+		empty := idx.Revision() == 0
+		debug.FreeOSMemory()
+
+		if name := *policyFile; name != "" || empty {
+			if name == "" {
+				name = "default"
+			}
+			if err := applyPolicy(engine, name); err != nil {
+				return err
+			}
+			logger.Info("policy applied", "policy", name, "revision", idx.Revision())
+		}
+
+		lis, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return err
+		}
+		lis, limitOpts := limits.Apply(lis, creds, logger)
+		serverOpts = append(serverOpts, limitOpts...)
+		serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits))
+		if store.backup != nil {
+			serverOpts = append(serverOpts, server.WithBackup(store.backup))
+		}
+		// Sessions live in this process on one node, and in etcd leases, shared
+		// by every replica, on a cluster.
+		var sessionStore admission.Store
+		if store.etcd != nil {
+			sessionStore, err = etcdstore.New(ctx, store.etcd, etcdstore.Options{
+				Prefix: store.prefix, Clock: engine.Clock(), Logger: logger, MaxSessions: *maxSessions})
+			if err != nil {
+				return fmt.Errorf("%s: sessions: %w", store.where, err)
+			}
+		} else {
+			sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions})
+		}
+		sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger})
+		defer sessions.Close()
+		if key != nil {
+			logger.Info("admitted joins carry LiveKit tokens where the policy maps capabilities to LiveKit", "api_key", key.Key)
+		} else {
+			logger.Info("no LiveKit key: admitted joins carry no token")
+		}
+		serverOpts = append(serverOpts, server.WithAdmission(sessions))
+		tracing.Version = readBuildVersion().Version
+		tp, err := server.StartTracing(ctx, tracing)
+		if err != nil {
+			return err
+		}
+		if tp != nil {
+			serverOpts = append(serverOpts, server.WithTracing(tp))
+			defer func() {
+				// What is still buffered goes out before the process does.
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := tp.Shutdown(ctx); err != nil {
+					logger.Warn("flushing traces failed", "error", err)
+				}
+			}()
+			logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
+		}
+		if *decisionLog != "" {
+			log, err := server.OpenDecisionLog(*decisionLog, *decisionSample)
+			if err != nil {
+				return err
+			}
+			// Closed once the server has stopped, writing what is queued.
+			defer func() {
+				if err := log.Close(); err != nil {
+					logger.Error("the decision log failed", "error", err)
+				}
+			}()
+			serverOpts = append(serverOpts, server.WithDecisionLog(log))
+			logger.Info("decision log", "to", *decisionLog, "sample", *decisionSample)
+		}
+		var metrics *server.Metrics
+		if *metricsAddr != "" {
+			metrics = server.NewMetrics()
+			serverOpts = append(serverOpts, server.WithMetrics(metrics))
+		}
+		srv := server.New(engine, logger, serverOpts...)
+		if metrics != nil {
+			stopMetrics, err := serveMetrics(*metricsAddr, metrics, *profiling, logger)
+			if err != nil {
+				srv.Stop()
+				return err
+			}
+			defer stopMetrics()
+		}
+		// Signals are caught before the address is printed, so that whoever
+		// reads it may stop the server at once.
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+		fmt.Printf("usher: serving gRPC on %s (data %s, revision %d; %s)\n", lis.Addr(), store.where, idx.Revision(), security)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(lis) }()
+		select {
+		case err := <-served:
+			return err
+		case sig := <-stop:
+			logger.Info("shutting down", "signal", sig.String())
+		}
+		// GracefulStop stops accepting at once and waits for in-flight calls;
+		// past the drain bound, Stop cancels those still running. Closing the
+		// store then waits for a commit in progress, so the file is released
+		// between two transactions.
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(*drain):
+			logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
 			srv.Stop()
+		}
+		sessions.Close()
+		engine.Close()
+		if err := store.close(); err != nil {
 			return err
 		}
-		defer stopMetrics()
+		logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
+		return nil
 	}
-	// Signals are caught before the address is printed, so that whoever
-	// reads it may stop the server at once.
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	fmt.Printf("usher: serving gRPC on %s (data %s, revision %d; %s)\n", lis.Addr(), store.where, idx.Revision(), security)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	select {
-	case err := <-served:
-		return err
-	case sig := <-stop:
-		logger.Info("shutting down", "signal", sig.String())
-	}
-	// GracefulStop stops accepting at once and waits for in-flight calls;
-	// past the drain bound, Stop cancels those still running. Closing the
-	// store then waits for a commit in progress, so the file is released
-	// between two transactions.
-	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(*drain):
-		logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
-		srv.Stop()
-	}
-	sessions.Close()
-	engine.Close()
-	if err := store.close(); err != nil {
-		return err
-	}
-	logger.Info("stopped", "from", store.where, "revision", engine.Index().Revision())
-	return nil
+	return cmd
 }
 
 // serveMetrics serves metrics (and profiles) over HTTP on addr until the

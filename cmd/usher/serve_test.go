@@ -205,6 +205,11 @@ func TestClientCommandsAuthenticate(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"revision": "3"`) {
 		t.Fatalf("revoke with USHER_TOKEN: err %v, output %s", err, out)
 	}
+	tokenFile := filepath.Join(dir, "token")
+	testpki.WriteFile(t, tokenFile, []byte(adminToken+"\n"))
+	if out, err := usher("grant", "user:dana", "host", "root", "--token-file", tokenFile); err != nil || !strings.Contains(out, `"revision": "4"`) {
+		t.Fatalf("grant with --token-file: err %v, output %s", err, out)
+	}
 }
 
 func TestIsLoopback(t *testing.T) {
@@ -316,3 +321,13 @@ func TestServeRefusesADamagedDataFile(t *testing.T) {
 		})
 	}
 }
+
+// bearerToken sends "authorization: bearer <token>" with every call of a
+// test's own connection.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/spf13/cobra"
 )
 
 // Set at link time (the Makefile's LDFLAGS) for builds that have no VCS
@@ -98,19 +98,16 @@ func (v buildVersion) write(w io.Writer) {
 	}
 }
 
-// versionCmd prints the version, commit and Go version of this binary.
-func versionCmd(args []string) error {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: usher version\n\nPrints the module version, VCS commit and Go version this binary was built from.")
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version, commit and Go version of this binary (also --version)",
+		Long:    "Version prints the module version, VCS commit and Go version this binary was built from.",
+		Example: "  usher version\n  usher --version",
+		Args:    argsExactly(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			readBuildVersion().write(cmd.OutOrStdout())
+			return nil
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return fmt.Errorf("want no arguments, got %d", fs.NArg())
-	}
-	readBuildVersion().write(os.Stdout)
-	return nil
 }

@@ -215,10 +215,10 @@ func TestClientCommands(t *testing.T) {
 	if out, err := usher("grant", "user:dana", "no-such-role", "root"); err == nil || !strings.Contains(out, "NotFound") {
 		t.Fatalf("grant of an undefined role: err %v, output %s; want NotFound", err, out)
 	}
-	out, err := usher("changes", "--subject", "user:dana")
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "2\t") || !strings.Contains(lines[0], "anonymous\tput_grant") ||
-		!strings.Contains(lines[1], "delete_grant") {
+	out, err := usher("changes", "--subject", "user:dana", "--output", "table")
+	rows := tableRows(out)
+	if err != nil || len(rows) != 3 || rows[1][0] != "2" || rows[1][2] != "anonymous" || !strings.HasPrefix(rows[1][3], "put_grant") ||
+		!strings.HasPrefix(rows[2][3], "delete_grant") {
 		t.Fatalf("changes --subject user:dana: err %v, output:\n%s\nwant the grant at revision 2 and its revoke", err, out)
 	}
 }
