@@ -124,7 +124,7 @@ func (o *options) transport(target string) (credentials.TransportCredentials, er
 			return nil, err
 		}
 		return credentials.NewTLS(cfg), nil
-	case o.insecure || isLocal(target):
+	case o.insecure || IsLoopback(target):
 		return insecure.NewCredentials(), nil
 	}
 	return nil, fmt.Errorf("usher client: %s is not a loopback address: give WithTLS or WithTLSConfig, "+
@@ -158,9 +158,10 @@ func (o *options) tlsFromFiles() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// isLocal says whether target reaches a server on this machine: a Unix
+// IsLoopback says whether target reaches a server on this machine: a Unix
 // socket, localhost or a loopback IP, with or without a resolver scheme.
-func isLocal(target string) bool {
+// New sends plaintext only to such a target unless WithInsecure.
+func IsLoopback(target string) bool {
 	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
 		return true
 	}

@@ -112,6 +112,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"schedule", "call:x"}, "give TIME, or --clear"},
 		{[]string{"completion", "tcsh"}, `invalid argument "tcsh"`},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
+		{[]string{"check", "a", "b", "c", "--addr", "usher.internal:7070", "--token", "secret"}, "--addr usher.internal:7070 is not a loopback address"},
+		{[]string{"revision", "--addr", "10.0.0.7:7070"}, "give --tls or --tls-ca, or --insecure"},
+		{[]string{"revision", "--addr", "usher.internal:7070", "--insecure", "--tls"}, "--insecure with TLS: give one"},
 	} {
 		code, stdout, stderr := runCode(c.args...)
 		if code != exitUsage || stdout != "" || !strings.Contains(stderr, c.says) || !strings.Contains(stderr, "--help' for usage.") {

@@ -29,6 +29,7 @@ type clientFlags struct {
 	token     string
 	tokenFile string
 	tls       tlsClient
+	insecure  bool
 	output    string
 }
 
@@ -48,6 +49,7 @@ func addClientFlags(cmd *cobra.Command, timeout time.Duration) *clientFlags {
 	conn.StringVar(&c.tls.cert, "tls-cert", envOr("USHER_CLIENT_CERT", ""), "use TLS and present this PEM client certificate (env USHER_CLIENT_CERT)")
 	conn.StringVar(&c.tls.key, "tls-key", envOr("USHER_CLIENT_KEY", ""), "the PEM key of --tls-cert (env USHER_CLIENT_KEY)")
 	conn.StringVar(&c.tls.serverName, "tls-server-name", "", "name to verify the server's certificate against, if not the host of --addr")
+	conn.BoolVar(&c.insecure, "insecure", false, "call an --addr that is not loopback in plaintext, the token included: only where something else encrypts the network (a mesh)")
 	conn.VisitAll(func(f *pflag.Flag) {
 		f.Annotations = map[string][]string{flagGroupAnnotation: {"connection"}}
 	})
@@ -127,16 +129,23 @@ func (c *clientFlags) context() (context.Context, context.CancelFunc) {
 
 // dial connects to --addr as client/ does (keepalives, retried reads,
 // pages up to 64 MiB), with the TLS and bearer token the flags give.
-// Plaintext goes to any address, as it always has from the command line:
-// a proxy or a mesh may encrypt the network.
+// Plaintext goes to a loopback address, or anywhere with --insecure: a
+// token never crosses a network in the clear by accident.
 func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 	cfg, err := c.tls.config()
 	if err != nil {
 		return nil, err
 	}
-	opts := []client.Option{client.WithInsecure()}
-	if cfg != nil {
-		opts = []client.Option{client.WithTLSConfig(cfg)}
+	var opts []client.Option
+	switch {
+	case cfg != nil && c.insecure:
+		return nil, usagef("--insecure with TLS: give one")
+	case cfg != nil:
+		opts = append(opts, client.WithTLSConfig(cfg))
+	case c.insecure:
+		opts = append(opts, client.WithInsecure())
+	case !client.IsLoopback(c.addr):
+		return nil, usagef("--addr %s is not a loopback address: give --tls or --tls-ca, or --insecure if something else encrypts the network (calls and the token would cross it in plaintext)", c.addr)
 	}
 	switch {
 	case c.tokenFile != "":
