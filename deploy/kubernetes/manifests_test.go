@@ -388,8 +388,14 @@ func (c *checker) checkServer(t *testing.T, where string, pod corev1.PodSpec) in
 		t.Fatalf("%s: --addr %q: %v", where, inv.flags["addr"], err)
 	}
 	port, _ := strconv.ParseInt(portText, 10, 32)
-	if len(ctr.Ports) != 1 || ctr.Ports[0].Name != "grpc" || int64(ctr.Ports[0].ContainerPort) != port {
-		t.Errorf("%s: want one container port named grpc, %d, where --addr listens; have %+v", where, port, ctr.Ports)
+	_, metricsText, err := net.SplitHostPort(inv.flags["metrics-addr"])
+	if err != nil {
+		t.Fatalf("%s: --metrics-addr %q: %v (Prometheus must be able to scrape the server)", where, inv.flags["metrics-addr"], err)
+	}
+	metrics, _ := strconv.ParseInt(metricsText, 10, 32)
+	if len(ctr.Ports) != 2 || ctr.Ports[0].Name != "grpc" || int64(ctr.Ports[0].ContainerPort) != port ||
+		ctr.Ports[1].Name != "metrics" || int64(ctr.Ports[1].ContainerPort) != metrics {
+		t.Errorf("%s: want container ports grpc %d, where --addr listens, and metrics %d, where --metrics-addr does; have %+v", where, port, metrics, ctr.Ports)
 	}
 	if int32(port) != c.image.port {
 		t.Errorf("%s: serves on %d, the image exposes %d", where, port, c.image.port)
