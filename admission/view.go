@@ -325,6 +325,7 @@ func (v *view) remove(t *tracked) {
 	calls := v.byCall[t.s.Call]
 	last := calls[len(calls)-1]
 	calls[t.callAt], last.callAt = last, t.callAt
+	calls[len(calls)-1] = nil
 	if calls = calls[:len(calls)-1]; len(calls) == 0 {
 		delete(v.byCall, t.s.Call)
 	} else {
@@ -333,6 +334,7 @@ func (v *view) remove(t *tracked) {
 	subjects := v.bySubject[t.s.Subject]
 	last = subjects[len(subjects)-1]
 	subjects[t.subjectAt], last.subjectAt = last, t.subjectAt
+	subjects[len(subjects)-1] = nil
 	if subjects = subjects[:len(subjects)-1]; len(subjects) == 0 {
 		delete(v.bySubject, t.s.Subject)
 	} else {
