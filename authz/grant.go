@@ -48,7 +48,9 @@ func (x *Index) resolveRole(res uint32, role string) *roleDef {
 // the role's binding rules, the expiry and max_holders.
 func (p *plan) grant(g Grant, res uint32) error {
 	x := p.x
-	p.guard(resourceKey(g.Resource), keyRoles)
+	// The role's definition is resolved along the resource's path, which a
+	// move changes.
+	p.guard(resourceKey(g.Resource), keyRoles, keyTree)
 	role := x.roleID(g.Role)
 	def := x.resolveRole(res, g.Role)
 	if def == nil {

@@ -34,6 +34,13 @@ func holdersKey(role string) string { return "h\x00" + role }
 // them.
 func quotaScopeKey(name string) string { return "q\x00" + name }
 
+// subtreeKey covers what lies below a resource, as a move of it carries it
+// along: how many resources of each type, and how deep. A registration
+// touches it on every ancestor; a move guards it on the resource it moves,
+// so that a resource registered below during the move's commit is counted
+// against the quotas and the depth limit where it lands.
+func subtreeKey(name string) string { return "t\x00" + name }
+
 // touches returns the keys a change touches, read against x before the
 // change set it belongs to is applied (a move's old parent comes from x).
 func (x *Index) touches(c Change) []string {
@@ -55,8 +62,14 @@ func (x *Index) touches(c Change) []string {
 		keys = x.quotaTouches(keys, c.Resource.Parent)
 		if id := x.lookupNode(c.Resource.Name); id != noNode {
 			old := x.name(x.nodes[id].parent)
-			keys = append(keys, keyTree, resourceKey(old))
+			keys = append(keys, keyTree, resourceKey(old), subtreeKey(c.Resource.Name))
 			keys = x.quotaTouches(keys, old)
+			return keys
+		}
+		// A parent registered in the same change set adds the rest of the
+		// path with its own registration.
+		for a := x.lookupNode(c.Resource.Parent); a != noNode && x.nodes[a].parent != noNode; a = x.nodes[a].parent {
+			keys = append(keys, subtreeKey(x.name(a)))
 		}
 		return keys
 	case OpDeleteResource:

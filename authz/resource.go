@@ -43,6 +43,9 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 			return p.move(id, parent)
 		}
 		p.does("register %q under %q", r.Name, r.Parent)
+		// The depth and the quotas below are read along the parent's path,
+		// which a move changes.
+		p.guard(keyTree)
 		typ := TypeOf(r.Name)
 		if err := p.requireTyped(parent, PermResourcesCreate, typ, "registering a resource under it"); err != nil {
 			return err
@@ -102,7 +105,7 @@ func (p *plan) move(id, parent uint32) error {
 	if old == parent {
 		return nil
 	}
-	p.guard(keyTree, resourceKey(x.name(old)))
+	p.guard(keyTree, resourceKey(x.name(old)), subtreeKey(name))
 	if x.under(parent, id) {
 		return errorf(FailedPrecondition, "parent", x.name(parent),
 			"moving %q under %q would form a cycle: the parent is the resource itself or below it", name, x.name(parent)).as(KindCycle)

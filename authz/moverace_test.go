@@ -1,0 +1,167 @@
+package authz_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// chain registers folder:a1 under parent, folder:a2 under it, and so on to
+// folder:aN, and returns the deepest.
+func (w *world) chain(parent string, n int) string {
+	w.t.Helper()
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("folder:a%d", i)
+		w.put(name, parent)
+		parent = name
+	}
+	return parent
+}
+
+// "a maximum tree depth (a policy/server limit with a clear
+// INVALID_ARGUMENT or FAILED_PRECONDITION naming it)": root is level 0, and
+// a resource MaxDepth levels below it is the deepest there may be, however
+// it would get there.
+func TestTheTreeIsAtMostMaxDepthDeep(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	deepest := w.chain("", authz.MaxDepth)
+	if d := w.refuses(authz.FailedPrecondition, "parent", deepest, func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:too-deep", Parent: deepest})
+	}); d.Kind != authz.KindMaxDepth {
+		t.Errorf("registering below level %d: kind %s, want %s", authz.MaxDepth, d.Kind, authz.KindMaxDepth)
+	}
+	// A subtree of two levels moved under level 31 would reach 33.
+	w.put("folder:b1", "")
+	w.put("folder:b2", "folder:b1")
+	level31 := fmt.Sprintf("folder:a%d", authz.MaxDepth-1)
+	if d := w.refuses(authz.FailedPrecondition, "parent", level31, func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:b1", Parent: level31})
+	}); d.Kind != authz.KindMaxDepth {
+		t.Errorf("moving two levels under level %d: kind %s, want %s", authz.MaxDepth-1, d.Kind, authz.KindMaxDepth)
+	}
+	// One level fits.
+	w.put("folder:b2", "")
+	w.put("folder:b1", level31)
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:b2", Parent: "folder:b1"}); authz.CodeOf(err) != authz.FailedPrecondition {
+		t.Errorf("registering at level %d: %v, want the depth refused", authz.MaxDepth+1, err)
+	}
+}
+
+// race runs two writes whose plans overlap (each commit is held back, so
+// both are planned before either commits) and returns their errors.
+func race(w *world, a, b func() (authz.Revision, error)) (errA, errB error) {
+	w.be.setDelay(100 * time.Millisecond)
+	defer w.be.setDelay(0)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, errA = a() })
+	wg.Go(func() { _, errB = b() })
+	wg.Wait()
+	return errA, errB
+}
+
+// oneRefused requires that exactly one of two racing writes was refused,
+// with kind.
+func oneRefused(t *testing.T, what string, errA, errB error, kind authz.Kind) {
+	t.Helper()
+	refused := errA
+	if errA == nil {
+		refused = errB
+	} else if errB != nil {
+		t.Fatalf("%s: both refused: %v; %v", what, errA, errB)
+	}
+	var e *authz.Error
+	if !errors.As(refused, &e) || e.Kind != kind {
+		t.Fatalf("%s: errors %v; %v; want exactly one refused with %s", what, errA, errB, kind)
+	}
+}
+
+// A move carries the resources registered below it while it commits: the
+// quotas where the subtree lands count them, whichever commits first.
+func TestAMoveCountsWhatIsRegisteredBelowItMeanwhile(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, streamPolicy())
+		w.put("folder:y", "")
+		w.put("folder:a", "")
+		w.put("folder:p", "folder:a")
+		rev, err := w.eng.PutQuota(w.ctx, w.by, authz.Quota{Scope: "folder:y", ResourceType: "folder", Limit: 2})
+		w.ok("PutQuota", rev, err)
+		move := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:a", Parent: "folder:y"})
+		}
+		register := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:c", Parent: "folder:p"})
+		}
+		if round%2 == 1 {
+			move, register = register, move
+		}
+		errA, errB := race(w, move, register)
+		oneRefused(t, fmt.Sprintf("round %d: moving a 2-folder subtree under a quota of 2 while a folder is registered in it", round), errA, errB, authz.KindQuotaExceeded)
+		uses, _, err := w.idx.ListQuotas("folder:y")
+		if err != nil || len(uses) != 1 || uses[0].Used > 2 {
+			t.Errorf("round %d: quotas at folder:y = %+v, %v; want 2 used of 2 at most", round, uses, err)
+		}
+	}
+}
+
+// The same for the depth limit: a resource registered at the bottom of a
+// subtree being moved deeper is judged where it lands.
+func TestAMoveCountsWhatIsRegisteredBelowItForTheDepth(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, streamPolicy())
+		w.put("folder:y", "")
+		bottom := w.chain("", authz.MaxDepth-1) // moved under folder:y, it reaches MaxDepth
+		move := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:a1", Parent: "folder:y"})
+		}
+		register := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:c", Parent: bottom})
+		}
+		if round%2 == 1 {
+			move, register = register, move
+		}
+		errA, errB := race(w, move, register)
+		oneRefused(t, fmt.Sprintf("round %d: moving a %d-level chain one level down while a resource is registered at its bottom", round, authz.MaxDepth-1), errA, errB, authz.KindMaxDepth)
+		if c, _, err := w.idx.GetResource("folder:c"); err == nil && len(c.Ancestors) > authz.MaxDepth {
+			t.Errorf("round %d: folder:c is %d levels deep", round, len(c.Ancestors))
+		}
+	}
+}
+
+// A grant resolves its role along the resource's path: a move that takes
+// the resource away from the role's definition meanwhile leaves no grant
+// without one.
+func TestAMoveAndAGrantBelowItLeaveNoOrphan(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, streamPolicy())
+		w.put("folder:y", "")
+		w.put("folder:a", "")
+		w.put("folder:p", "folder:a")
+		w.put("folder:q", "folder:p")
+		w.role(authz.Role{Name: "reader", Scope: "folder:a", Permissions: []string{"read-call"}})
+		move := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:p", Parent: "folder:y"})
+		}
+		grant := func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:x", Role: "reader", Resource: "folder:q"})
+		}
+		if round%2 == 1 {
+			move, grant = grant, move
+		}
+		errA, errB := race(w, move, grant)
+		if errA == nil && errB == nil {
+			t.Fatalf("round %d: the move and the grant of a role defined only above the old place both committed", round)
+		}
+		if errA != nil && errB != nil {
+			t.Fatalf("round %d: both refused: %v; %v", round, errA, errB)
+		}
+		if d := w.check("user:x", "read-call", "folder:q"); d.Allowed {
+			if p, _, _ := w.idx.GetResource("folder:p"); p.Parent == "folder:y" {
+				t.Errorf("round %d: user:x reads folder:q under folder:y, where reader is not defined: %+v", round, d)
+			}
+		}
+	}
+}
