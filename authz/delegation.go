@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Reserved permissions govern Usher's own data. A policy declares them and
@@ -511,30 +512,36 @@ func (j *judge) verify() error {
 				}
 				var bb, ab [MaxDepth + 1]uint32
 				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
-				was, is := before.effective(s, pb, p.now), after.effective(s, pa, p.now)
 				if err := j.blocksMoved(before, after, s, name, pb, pa, at); err != nil {
 					return err
 				}
-				if s == actor {
-					if err := j.self(before, after, pb, pa, was, is, at); err != nil {
-						return err
+				// The write is compared now and at every moment a grant or
+				// block of s on the path runs out: a block that outlasts a
+				// ban, or an unblock under a shorter one, takes or gives
+				// then what it does not now.
+				for _, t := range instants(before, after, s, pb, pa, p.now) {
+					was, is := before.effective(s, pb, t), after.effective(s, pa, t)
+					if s == actor {
+						if err := j.self(before, after, pb, pa, was, is, at, t); err != nil {
+							return err
+						}
+						continue
 					}
-					continue
-				}
-				if was.equal(is) {
-					continue
-				}
-				p.guard(subjectKey(name))
-				pow, ok := powers[at]
-				if !ok {
-					pow, _ = before.power(actor, pb, p.now)
-					powers[at] = pow
-				}
-				if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
-					return j.refuse(RuleNoEscalation, name, missing, at, "would gain %q on %q, which the actor neither holds there nor may assign")
-				}
-				if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
-					return j.refuse(RuleNoOverreach, name, missing, at, "would lose %q on %q, which the actor neither holds there nor may assign")
+					if was.equal(is) {
+						continue
+					}
+					p.guard(subjectKey(name))
+					pow, ok := powers[at]
+					if !ok {
+						pow, _ = before.power(actor, pb, p.now)
+						powers[at] = pow
+					}
+					if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
+						return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
+					}
+					if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
+						return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
+					}
 				}
 			}
 		}
@@ -603,20 +610,61 @@ func (v *view) applying(s uint32, path []uint32, now int64) []appliedBlock {
 	return out
 }
 
-// self applies rule 3 to the actor at one resource.
-func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at uint32) error {
+// instants are the moments at which the write is compared for subject s
+// on a path: now, and each later moment at which one of s's grants or
+// blocks on the path, before or after the write, runs out.
+func instants(before, after *view, s uint32, pb, pa []uint32, now int64) []int64 {
+	out := []int64{now}
+	add := func(exp int64) {
+		if exp > now && !slices.Contains(out, exp) {
+			out = append(out, exp)
+		}
+	}
+	for i, v := range []*view{before, after} {
+		path := pb
+		if i == 1 {
+			path = pa
+		}
+		for _, a := range path {
+			for _, g := range v.grantsOn(s, a) {
+				add(g.exp)
+			}
+			for _, b := range v.blocksOn(s, a) {
+				add(b.exp)
+			}
+		}
+	}
+	slices.Sort(out[1:])
+	return out
+}
+
+// when qualifies a finding at moment t: now, or from a later time on.
+func (j *judge) when(format string, t int64) string {
+	if t == j.p.now {
+		return format
+	}
+	return format + " from " + expiryTime(t).Format(time.RFC3339) + " on, when a grant or block runs out"
+}
+
+// self applies rule 3 to the actor at one resource, at moment t: its
+// permissions change nowhere, and neither does what it may give, by its
+// own permissions or by the roles it may assign by name.
+func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at uint32, t int64) error {
 	p, x := j.p, j.p.x
 	if missing := x.cat.top(is.minus(was)); missing != "" {
-		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would gain %q on %q itself")
+		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would gain %q on %q itself", t))
 	}
 	if missing := x.cat.top(was.minus(is)); missing != "" && !j.exempt[at] {
-		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, "the actor would lose %q on %q itself")
+		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would lose %q on %q itself", t))
 	}
 	actor := after.subject(p.by.Actor)
 	// On a resource it deletes the actor may lose roles to assign, with its
 	// grants there, but gain none.
-	_, assignedBefore := before.power(actor, pb, p.now)
-	_, assignedAfter := after.power(actor, pa, p.now)
+	powerBefore, assignedBefore := before.power(actor, pb, t)
+	powerAfter, assignedAfter := after.power(actor, pa, t)
+	if missing := x.cat.top(powerAfter.minus(powerBefore)); missing != "" {
+		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would become able to give %q on %q, through a role it may assign", t))
+	}
 	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
 	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
 		doing := ""

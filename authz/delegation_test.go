@@ -760,13 +760,13 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(time.Hour)})
 			}}},
-		{reserved: reserved{name: "A re-grant that changes an expiry is a grant: lengthening it takes nothing",
+		{reserved: reserved{name: "A re-grant that changes an expiry is a grant: lengthening it gives, for the time it adds, what a grant would: room.join in room:r, which a manager narrowed there may not give",
 			world: func(t *testing.T) *world {
 				w := guestWorld(t)
 				w.grantUntil("user:g", "guest", "account:a", w.clock.Now().Add(time.Hour))
 				return w
 			},
-			actor: "user:m", allowed: true,
+			actor: "user:m", mentions: []string{"room.join", "room:r"},
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a", Expires: w.clock.Now().Add(2 * time.Hour)})
 			}}},
@@ -780,10 +780,56 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: w.clock.Now().Add(time.Hour)}))
 			}}},
-		{reserved: reserved{name: "a block that replaces the ban to last longer gives nothing back",
-			world: bannedGuestWorld(time.Now().Add(time.Hour)), actor: "user:m", allowed: true,
+		{reserved: reserved{name: "a later block never weakens an earlier one, and one that outlasts it is a block for the time it adds: a manager narrowed in room:r may not make the ban last longer, taking room.join in room:r then",
+			world: bannedGuestWorld(time.Now().Add(time.Hour)), actor: "user:m", mentions: []string{"room.join", "room:r"},
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: w.clock.Now().Add(2 * time.Hour)}))
+			}}},
+		{reserved: reserved{name: "Blocks are additive, and a block is judged for as long as it lasts: a manager narrowed in room:r may not add a ban for good under the platform's ban of an hour, which would take room.join in room:r when that one runs out",
+			world: bannedGuestWorld(time.Now().Add(time.Hour)), actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a"}))
+			}}},
+		{reserved: reserved{name: "Blocks are additive: a block for good under the platform's ban of an hour is within a manager's power on the account where it holds room.join",
+			world: func(t *testing.T) *world {
+				w := bannedGuestWorld(time.Now().Add(time.Hour))(t)
+				w.grant("user:m", "organizer", "room:r")
+				return w
+			},
+			actor: "user:m", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return noID(w.eng.Block(w.ctx, by, authz.Block{Subject: "user:g", Resource: "account:a", Permissions: []string{"room.join"}}))
+			}}},
+		{reserved: reserved{name: "an unblock gives back only what rule 1 allows, whenever it gives it: lifting a ban for good under a block of an hour gives room.join in room:r back when that one runs out",
+			world: func(t *testing.T) *world {
+				w := bannedGuestWorld(time.Time{})(t)
+				w.block(authz.Block{Subject: "user:g", Resource: "account:a", ID: "hour", Expires: w.clock.Now().Add(time.Hour)})
+				return w
+			},
+			actor: "user:m", mentions: []string{"room.join", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Unblock(w.ctx, by, "user:g", "account:a", "ban")
+			}}},
+		{reserved: reserved{name: "No self-service: a role the actor may assign by name is not a way around its own block: an organizer blocked from roles.manage in room:r may not put roles.manage into guest, which it could then give there",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:o", "organizer", "account:a")
+				w.block(authz.Block{Subject: "user:o", Resource: "room:r", Permissions: []string{"roles.manage"}})
+				return w
+			},
+			actor: "user:o", mentions: []string{"roles.manage", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "guest", Scope: "account:a", Permissions: []string{"room.join", "roles.manage"}})
+			}}},
+		{reserved: reserved{name: "Roles: an organizer not blocked anywhere may put a permission it holds into a role it assigns by name",
+			world: func(t *testing.T) *world {
+				w := newWorld(t, roomPolicy())
+				w.grant("user:o", "organizer", "account:a")
+				return w
+			},
+			actor: "user:o", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "guest", Scope: "account:a", Permissions: []string{"room.join", "roles.manage"}})
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {

@@ -768,64 +768,94 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 	// Check of a subject reads only that subject's grants and blocks, so
 	// each subject is looked at in a copy of the state that holds only its
 	// own: the same answers, with much less to scan.
-	rbs, ras := map[string]*reference{}, map[string]*reference{}
+	owned := map[string][2]authz.Snapshot{}
 	for s := range subjects {
-		rbs[s], ras[s] = newReference(ownedBy(b, s), j.now), newReference(ownedBy(a, s), j.now)
+		owned[s] = [2]authz.Snapshot{ownedBy(b, s), ownedBy(a, s)}
+	}
+	// "before and after the write" is every moment after it: now, and
+	// whenever one of the subject's grants or blocks runs out, before or
+	// after the write, its permissions may change.
+	instants := func(s string) []time.Time {
+		out := []time.Time{j.now}
+		for _, snap := range owned[s] {
+			for _, g := range snap.Grants {
+				if g.Expires.After(j.now) {
+					out = append(out, g.Expires)
+				}
+			}
+			for _, bl := range snap.Blocks {
+				if bl.Expires.After(j.now) {
+					out = append(out, bl.Expires)
+				}
+			}
+		}
+		slices.SortFunc(out[1:], time.Time.Compare)
+		return slices.CompactFunc(out, time.Time.Equal)
 	}
 	var out []refVerdict
 	refuse := func(rule, format string, args ...any) {
 		out = append(out, refVerdict{Code: authz.PermissionDenied, Rule: rule, Detail: fmt.Sprintf(format, args...)})
 	}
-	for _, res := range resources {
-		// "the actor's own power decides": judged before the write.
-		power, assigns := rbs[j.actor].power(j.actor, res)
-		for _, s := range slices.Sorted(maps.Keys(subjects)) {
-			was, is := set(rbs[s].permissions(s, res)), set(ras[s].permissions(s, res))
-			gained, lost := minus(is, was), minus(was, is)
-			if s == j.actor {
-				// 3. "No self-service. The actor never writes its own
-				//    bindings or blocks ... and never gets around that
-				//    indirectly, by deleting, moving or re-registering the
-				//    resource they are on, or by redefining a role it
-				//    holds": its own power changes nowhere, except that
-				//    it may lose what it holds on a resource it deletes
-				//    ("an event's Owner deletes the event").
-				_, assignsAfter := ras[j.actor].power(j.actor, res)
-				exempt := j.deletes != nil && j.deletes.Name == res
-				for _, p := range gained {
-					refuse(authz.RuleNoSelfService, "the actor would gain %s on %s", p, res)
-				}
-				for _, n := range minus(assignsAfter, assigns) {
-					refuse(authz.RuleNoSelfService, "the actor would become able to assign %s on %s", n, res)
-				}
-				if exempt {
+	actorBefore := newReference(owned[j.actor][0], j.now)
+	for _, s := range slices.Sorted(maps.Keys(subjects)) {
+		for _, t := range instants(s) {
+			rb, ra := newReference(owned[s][0], t), newReference(owned[s][1], t)
+			for _, res := range resources {
+				was, is := set(rb.permissions(s, res)), set(ra.permissions(s, res))
+				gained, lost := minus(is, was), minus(was, is)
+				if s == j.actor {
+					// 3. "No self-service. The actor never writes its own
+					//    bindings or blocks ... and never gets around that
+					//    indirectly, by deleting, moving or re-registering the
+					//    resource they are on, or by redefining a role it
+					//    holds": its own power changes nowhere, neither what
+					//    it holds nor what it may give, except that it may
+					//    lose what it holds on a resource it deletes ("an
+					//    event's Owner deletes the event").
+					powerBefore, assigns := rb.power(j.actor, res)
+					powerAfter, assignsAfter := ra.power(j.actor, res)
+					exempt := j.deletes != nil && j.deletes.Name == res
+					for _, p := range gained {
+						refuse(authz.RuleNoSelfService, "the actor would gain %s on %s at %s", p, res, t)
+					}
+					for _, p := range minus(powerAfter, powerBefore) {
+						refuse(authz.RuleNoSelfService, "the actor would become able to give %s on %s at %s", p, res, t)
+					}
+					for _, n := range minus(assignsAfter, assigns) {
+						refuse(authz.RuleNoSelfService, "the actor would become able to assign %s on %s at %s", n, res, t)
+					}
+					if exempt {
+						continue
+					}
+					for _, p := range lost {
+						refuse(authz.RuleNoSelfService, "the actor would lose %s on %s at %s", p, res, t)
+					}
+					for _, n := range minus(assigns, assignsAfter) {
+						refuse(authz.RuleNoSelfService, "the actor would no longer assign %s on %s at %s", n, res, t)
+					}
 					continue
 				}
+				// "the actor's own power decides": judged before the write,
+				// now.
+				power, _ := actorBefore.power(j.actor, res)
+				// 1. "No escalation. A permission that a subject gains on a
+				//    resource is one the actor holds there, or one carried
+				//    by a role that a role the actor holds there lists by
+				//    name in assignable_roles."
+				for _, p := range gained {
+					if !power[p] {
+						refuse(authz.RuleNoEscalation, "%s would gain %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
+					}
+				}
+				// 2. "No overreach. A permission that a subject other than
+				//    the actor loses on a resource is one the actor holds
+				//    there, or one carried by a role the actor may assign
+				//    there by name." Losing is "no longer holding it at
+				//    all", which the comparison of effective sets is.
 				for _, p := range lost {
-					refuse(authz.RuleNoSelfService, "the actor would lose %s on %s", p, res)
-				}
-				for _, n := range minus(assigns, assignsAfter) {
-					refuse(authz.RuleNoSelfService, "the actor would no longer assign %s on %s", n, res)
-				}
-				continue
-			}
-			// 1. "No escalation. A permission that a subject gains on a
-			//    resource is one the actor holds there, or one carried
-			//    by a role that a role the actor holds there lists by
-			//    name in assignable_roles."
-			for _, p := range gained {
-				if !power[p] {
-					refuse(authz.RuleNoEscalation, "%s would gain %s on %s, which the actor neither holds there nor may assign", s, p, res)
-				}
-			}
-			// 2. "No overreach. A permission that a subject other than
-			//    the actor loses on a resource is one the actor holds
-			//    there, or one carried by a role the actor may assign
-			//    there by name." Losing is "no longer holding it at
-			//    all", which the comparison of effective sets is.
-			for _, p := range lost {
-				if !power[p] {
-					refuse(authz.RuleNoOverreach, "%s would lose %s on %s, which the actor neither holds there nor may assign", s, p, res)
+					if !power[p] {
+						refuse(authz.RuleNoOverreach, "%s would lose %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
+					}
 				}
 			}
 		}
@@ -1182,8 +1212,8 @@ func TestReferenceJudge(t *testing.T) {
 			refWrite{Op: "PutResource", Resource: authz.Resource{Name: "account:a", Parent: "call:c1"}}, []string{precondition, missing}, nil},
 		{"by redefining a role it holds", "user:owner",
 			refWrite{Op: "PutRole", Role: authz.Role{Name: "host", Scope: "call:c2", Permissions: []string{"call.join"}}}, []string{self}, nil},
-		{"a definition is a grant to every holder of that name below the scope: bounded by the actor's own", "user:owner",
-			refWrite{Op: "PutRole", Role: authz.Role{Name: "guest", Scope: "call:c2", Permissions: []string{"call.record"}}}, []string{escalation}, nil},
+		{"a definition is a grant to every holder of that name below the scope: bounded by the actor's own; and the owner, whose role lists guest, would become able to give call.record through it", "user:owner",
+			refWrite{Op: "PutRole", Role: authz.Role{Name: "guest", Scope: "call:c2", Permissions: []string{"call.record"}}}, []string{escalation, self}, nil},
 		{"what it takes away from holders is bounded by rule 2", "user:owner",
 			refWrite{Op: "PutRole", Role: authz.Role{Name: "recorder", Scope: "call:c1", Permissions: []string{"call.join"}}}, []string{overreach}, nil},
 	}
