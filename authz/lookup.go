@@ -41,8 +41,10 @@ type Found struct {
 }
 
 // maxLookupChanges is how many change sets a later page of a lookup reads
-// to decide whether its answer still holds at the first page's revision.
-const maxLookupChanges = 1000
+// to decide whether its answer still holds at the first page's revision:
+// those committed since the page before it was answered, which its token
+// says.
+const maxLookupChanges = 10000
 
 // LookupResources returns one page of q's answer, in the order of the tree,
 // with the token of the next page ("" on the last) and the revision every
@@ -53,12 +55,23 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-resources", q.Subject, q.Permission, q.Type, q.Under)
-	after, err := decodePageToken(token, filter, 4)
+	after, err := decodePageToken(token, filter, 6)
 	if err != nil {
 		return nil, "", 0, err
 	}
+	var holds map[string]bool // the roles the subject holds anywhere
 	relevant := func(x *Index, c Change) bool {
 		switch c.Op {
+		case OpPutRole, OpDeleteRole:
+			if holds == nil {
+				holds = map[string]bool{}
+				if s := x.subj.lookup(q.Subject); s != noName {
+					for _, g := range x.bySubject.get(s) {
+						holds[x.roleNames[g.role]] = true
+					}
+				}
+			}
+			return holds[c.Role.Name]
 		case OpPutGrant, OpDeleteGrant:
 			return c.Grant.Subject == q.Subject
 		case OpPutBlock, OpDeleteBlock:
@@ -73,15 +86,15 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 			id, typ := x.lookupNode(c.Resource.Name), x.types.lookup(q.Type)
 			return id != noNode && typ != noName && x.typeCounts[typeKey(id, typ)] > 0
 		}
-		return c.Op == OpPutRole || c.Op == OpDeleteRole || c.Op == OpPutPermission || c.Op == OpDeletePermission
+		return c.Op == OpPutPermission || c.Op == OpDeletePermission
 	}
 	var (
 		out  []Found
 		next string
 		rev  Revision
 	)
-	err = e.atRevision(ctx, after, relevant, func(x *Index, at Revision) error {
-		rev = at
+	err = e.atRevision(ctx, after, relevant, func(x *Index, at lookupAt) error {
+		rev = at.rev
 		out, next, err = x.lookupResources(q, size, after, filter, at)
 		return err
 	})
@@ -96,29 +109,12 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-subjects", q.Resource, q.Permission, q.Kind)
-	after, err := decodePageToken(token, filter, 4)
+	after, err := decodePageToken(token, filter, 6)
 	if err != nil {
 		return nil, "", 0, err
 	}
-	var path map[string]bool
-	relevant := func(_ *Index, c Change) bool {
-		switch c.Op {
-		case OpPutGrant, OpDeleteGrant:
-			return path[c.Grant.Resource]
-		case OpPutBlock, OpDeleteBlock:
-			return path[c.Block.Resource]
-		case OpPutResource, OpDeleteResource:
-			return path[c.Resource.Name] // the resource or an ancestor moves or goes
-		}
-		return c.Op == OpPutRole || c.Op == OpDeleteRole || c.Op == OpPutPermission || c.Op == OpDeletePermission
-	}
-	var (
-		out  []Found
-		next string
-		rev  Revision
-	)
-	err = e.atRevision(ctx, after, relevant, func(x *Index, at Revision) error {
-		rev = at
+	var path map[string]bool // the resource and its ancestors
+	relevant := func(x *Index, c Change) bool {
 		if path == nil {
 			path = map[string]bool{}
 			if id := x.lookupNode(q.Resource); id != noNode {
@@ -127,39 +123,69 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 				}
 			}
 		}
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			return path[c.Grant.Resource]
+		case OpPutBlock, OpDeleteBlock:
+			return path[c.Block.Resource]
+		case OpPutResource, OpDeleteResource:
+			return path[c.Resource.Name] // the resource or an ancestor moves or goes
+		case OpPutRole, OpDeleteRole:
+			return path[c.Role.Scope] // a definition that applies on the resource
+		}
+		return c.Op == OpPutPermission || c.Op == OpDeletePermission
+	}
+	var (
+		out  []Found
+		next string
+		rev  Revision
+	)
+	err = e.atRevision(ctx, after, relevant, func(x *Index, at lookupAt) error {
+		rev = at.rev
 		out, next, err = x.lookupSubjects(q, size, after, filter, at)
 		return err
 	})
 	return out, next, rev, err
 }
 
+// lookupAt is the revision a page of a lookup is answered at, and the
+// revision up to which the change sets since have been found to leave the
+// answer as it was (the index's, when the page was answered).
+type lookupAt struct{ rev, checked Revision }
+
 // atRevision runs fn under the index's view lock, with the revision a
 // lookup's page is answered at: the index's own for a first page; for a
 // later page, the first page's, provided no change set committed since
-// touches what the lookup reads (relevant says). A page whose answer may
-// have changed is refused, for the lookup to start again.
-func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func(*Index, Change) bool, fn func(x *Index, at Revision) error) error {
+// touches what the lookup reads (relevant says). Each page's token says up
+// to which revision that was found, so a page reads only the change sets
+// committed since the page before it. A page whose answer may have changed
+// is refused, for the lookup to start again.
+func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func(*Index, Change) bool, fn func(x *Index, at lookupAt) error) error {
+	var at, checked Revision
+	if after != nil {
+		at = Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
+		checked = max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
+	}
 	for tries := 0; ; tries++ {
 		x := e.Index()
 		x.view.RLock()
 		now := x.rev
 		if after == nil {
-			err := fn(x, now)
+			err := fn(x, lookupAt{now, now})
 			x.view.RUnlock()
 			return err
 		}
-		at := Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
-		if at == now {
-			err := fn(x, at)
+		if checked == now {
+			err := fn(x, lookupAt{at, now})
 			x.view.RUnlock()
 			return err
 		}
 		x.view.RUnlock()
-		if at > now || now-at > maxLookupChanges || tries == 3 {
+		if checked > now || now-checked > maxLookupChanges || tries == 3 {
 			return lookupMoved(at, now)
 		}
 		var sets []ChangeSet
-		for from := at; from < now; {
+		for from := checked; from < now; {
 			batch, err := e.backend.Changes(ctx, from, int(now-from))
 			if err != nil || len(batch) == 0 {
 				return lookupMoved(at, now)
@@ -177,13 +203,7 @@ func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func
 		}
 		// Nothing relevant changed up to now: answer at now, and call it
 		// the first page's revision, which gives the same answer.
-		x.view.RLock()
-		if x.rev == now {
-			err := fn(x, at)
-			x.view.RUnlock()
-			return err
-		}
-		x.view.RUnlock()
+		checked = now
 	}
 }
 
@@ -192,13 +212,14 @@ func lookupMoved(at, now Revision) error {
 		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now).as(KindPageTokenExpired)
 }
 
-// lookupToken is the token of a lookup's next page: the revision, a
-// position (two numbers) and a name.
-func lookupToken(filter uint64, at Revision, a, b uint32, text string) string {
-	return pageToken{filter: filter, pos: []uint32{uint32(at >> 32), uint32(at), a, b}, text: text}.encode()
+// lookupToken is the token of a lookup's next page: the revision of its
+// answer, a position (two numbers), the revision up to which the answer is
+// known to hold, and a name.
+func lookupToken(filter uint64, at lookupAt, a, b uint32, text string) string {
+	return pageToken{filter: filter, pos: []uint32{uint32(at.rev >> 32), uint32(at.rev), a, b, uint32(at.checked >> 32), uint32(at.checked)}, text: text}.encode()
 }
 
-func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
+func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at lookupAt) ([]Found, string, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
 		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)
@@ -222,10 +243,10 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	if after != nil {
 		start = int(after.pos[2])
 		if start >= len(roots) {
-			return nil, "", lookupMoved(at, at)
+			return nil, "", lookupMoved(at.rev, at.checked)
 		}
 		if resume = x.lookupNode(after.text); resume == noNode || !x.under(resume, roots[start]) {
-			return nil, "", lookupMoved(at, at)
+			return nil, "", lookupMoved(at.rev, at.checked)
 		}
 	}
 	var out []Found
@@ -320,7 +341,7 @@ func (x *Index) nextOfType(n, top, typ uint32) uint32 {
 	}
 }
 
-func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken, filter uint64, at Revision) ([]Found, string, error) {
+func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken, filter uint64, at lookupAt) ([]Found, string, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
 		return nil, "", errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)

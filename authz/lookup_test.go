@@ -228,3 +228,95 @@ func TestLookupPagesAtOneRevision(t *testing.T) {
 		t.Errorf("a token of another lookup = %v, want INVALID_ARGUMENT on page_token", err)
 	}
 }
+
+// A later page of LookupSubjects sees what changed on the resource's path
+// since the first page, as LookupResources sees the subject's grants.
+func TestLookupSubjectsPagesSeeChangesOnThePath(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 5 {
+		w.grant(fmt.Sprintf("user:s%d", i), "call-member", "calltype:livestream")
+	}
+	q := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	_, next, _, err := w.eng.LookupSubjects(w.ctx, q, 2, "")
+	if err != nil || next == "" {
+		t.Fatalf("first page: %q, %v", next, err)
+	}
+	w.grant("user:late", "call-member", "account:acme") // on an ancestor of the call
+	_, _, _, err = w.eng.LookupSubjects(w.ctx, q, 2, next)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" {
+		t.Errorf("a page after a grant on the call's path = %v, want FAILED_PRECONDITION on page_token", err)
+	}
+}
+
+// Role definitions change a lookup's answer only where they apply: a role
+// the subject holds nowhere, or one defined off the resource's path, leaves
+// the pages going; one the subject holds does not.
+func TestLookupPagesOutliveRoleDefinitionsThatCannotChangeThem(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 5 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+		w.grant(fmt.Sprintf("user:s%d", i), "call-member", "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	resources := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+	subjects := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	_, nextR, _, err := w.eng.LookupResources(w.ctx, resources, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, nextS, _, err := w.eng.LookupSubjects(w.ctx, subjects, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.role(authz.Role{Name: "auditor", Scope: "account:globex", Permissions: []string{"read-call"}})
+	if _, _, _, err := w.eng.LookupResources(w.ctx, resources, 2, nextR); err != nil {
+		t.Errorf("LookupResources after a role bob holds nowhere was defined: %v", err)
+	}
+	if _, _, _, err := w.eng.LookupSubjects(w.ctx, subjects, 2, nextS); err != nil {
+		t.Errorf("LookupSubjects after a role was defined off the call's path: %v", err)
+	}
+	_, nextR, _, _ = w.eng.LookupResources(w.ctx, resources, 2, "")
+	_, nextS, _, _ = w.eng.LookupSubjects(w.ctx, subjects, 2, "")
+	w.role(authz.Role{Name: "call-member", Scope: "calltype:livestream", Permissions: []string{"read-call"}})
+	var e *authz.Error
+	if _, _, _, err := w.eng.LookupResources(w.ctx, resources, 2, nextR); !errors.As(err, &e) || e.Code != authz.FailedPrecondition {
+		t.Errorf("LookupResources after bob's role was redefined = %v, want FAILED_PRECONDITION", err)
+	}
+	if _, _, _, err := w.eng.LookupSubjects(w.ctx, subjects, 2, nextS); !errors.As(err, &e) || e.Code != authz.FailedPrecondition {
+		t.Errorf("LookupSubjects after a role was redefined on the call's path = %v, want FAILED_PRECONDITION", err)
+	}
+}
+
+// A lookup whose pages keep coming goes on however many unrelated writes
+// commit in all: each page reads only what committed since the one before.
+func TestALookupOutlivesABusyPlatform(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 6 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+	all, next, rev, err := w.eng.LookupResources(w.ctx, q, 3, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0
+	for next != "" {
+		for range 800 { // others' grants
+			w.grant(fmt.Sprintf("user:o%d", writes), "call-member", "call:livestream:42")
+			writes++
+		}
+		page, more, rev2, err := w.eng.LookupResources(w.ctx, q, 3, next)
+		if err != nil {
+			t.Fatalf("a page after %d unrelated writes in all: %v", writes, err)
+		}
+		if rev2 != rev {
+			t.Errorf("a later page answered at revision %d, the first at %d", rev2, rev)
+		}
+		all, next = append(all, page...), more
+	}
+	if len(all) != 8 || writes <= 1000 {
+		t.Errorf("%d answers over %d writes; want the 8 calls over more than 1,000 writes", len(all), writes)
+	}
+}
