@@ -70,9 +70,9 @@ const (
 // connections by the thousand, over plaintext and over TLS without a client
 // certificate. While it lasts, a caller with a token keeps checking, each
 // Check within a 2 s deadline, and a new connection's health check from
-// another address keeps being answered; the server's peak RSS stays under
-// rssBound (the same attack took it past 6 GiB and out of memory without the
-// limits).
+// another address keeps being answered; the server's peak RSS stays within
+// rssGrowth of its size at rest (the same attack took it past 6 GiB and out
+// of memory without the limits).
 func TestServeHoldsAgainstHostileClients(t *testing.T) {
 	// Both servers are attacked at once, and the test holds every idle
 	// connection it opens, refused or not, until it ends.
