@@ -77,7 +77,7 @@ type view struct {
 	ended     []endedSession // a ring of the last sessions to end
 	endedNext int
 	forgotten authz.Revision // the latest revision of an ended session the ring dropped
-	dues      dueHeap
+	dues      dueHeap        // the tracked sessions with a due time, once each
 	closed    bool
 
 	appliedMu  sync.Mutex
@@ -101,6 +101,7 @@ type tracked struct {
 	rev   authz.Revision // when caps last changed
 	media *authz.MediaMapping
 	due   int64 // when to look again, unix nanoseconds; 0 for never
+	dueAt int   // where t is in v.dues, when due is not 0
 	// Where t is in its call's and its subject's lists.
 	callAt, subjectAt int
 }
@@ -340,7 +341,7 @@ func (v *view) remove(t *tracked) {
 	} else {
 		v.bySubject[t.s.Subject] = subjects
 	}
-	t.due = 0
+	v.unschedule(t)
 }
 
 // sift finds the sessions the queued change sets may have changed, and
@@ -421,7 +422,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		p := x.Presence(t.s.Subject, t.s.Call)
 		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
 			eject = append(eject, ejection{t.s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
-			t.due = 0
+			v.unschedule(t)
 			continue
 		}
 		v.schedule(t, p.Until)
@@ -435,14 +436,28 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 }
 
 // schedule makes the view look at t again at until, when a grant or a
-// block of its subject expires.
+// block of its subject expires: t's one entry in v.dues, added or moved.
+// v.mu is held.
 func (v *view) schedule(t *tracked, until time.Time) {
 	if until.IsZero() {
-		t.due = 0
+		v.unschedule(t)
+		return
+	}
+	if t.due != 0 {
+		t.due = until.UnixNano()
+		heap.Fix(&v.dues, t.dueAt)
 		return
 	}
 	t.due = until.UnixNano()
-	heap.Push(&v.dues, due{at: t.due, t: t})
+	heap.Push(&v.dues, t)
+}
+
+// unschedule takes t out of v.dues. v.mu is held.
+func (v *view) unschedule(t *tracked) {
+	if t.due != 0 {
+		heap.Remove(&v.dues, t.dueAt)
+		t.due = 0
+	}
 }
 
 // expire looks again at the sessions whose grants or blocks have expired.
@@ -450,11 +465,10 @@ func (v *view) expire() {
 	now := v.m.clock.Now().UnixNano()
 	v.mu.Lock()
 	dirty := map[*tracked]bool{}
-	for v.dues.Len() > 0 && v.dues[0].at <= now {
-		d := heap.Pop(&v.dues).(due)
-		if d.t.due == d.at && v.sessions[d.t.s.ID] == d.t {
-			dirty[d.t] = true
-		}
+	for v.dues.Len() > 0 && v.dues[0].due <= now {
+		t := heap.Pop(&v.dues).(*tracked)
+		t.due = 0
+		dirty[t] = true
 	}
 	var eject []ejection
 	if len(dirty) > 0 {
@@ -644,20 +658,24 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	return w, nil
 }
 
-type due struct {
-	at int64
-	t  *tracked
-}
-
-type dueHeap []due
+// dueHeap orders tracked sessions by when to look at them again.
+type dueHeap []*tracked
 
 func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(due)) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].dueAt, h[j].dueAt = i, j
+}
+func (h *dueHeap) Push(x any) {
+	t := x.(*tracked)
+	t.dueAt = len(*h)
+	*h = append(*h, t)
+}
 func (h *dueHeap) Pop() any {
 	old := *h
-	d := old[len(old)-1]
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return d
+	return t
 }
