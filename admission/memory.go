@@ -192,6 +192,28 @@ func (m *MemoryStore) Renew(_ context.Context, id string, expires time.Time) (Se
 	return *s, nil
 }
 
+// Mark implements Store.
+func (m *MemoryStore) Mark(_ context.Context, id string, counted bool, exclusive []string) (Session, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil || !s.Expires.After(now) {
+		return Session{}, ErrNoSession
+	}
+	// The call's counts follow the marks.
+	c := m.calls[s.Call]
+	counts := c != nil && c.sessions[s.Subject] == s
+	if counts {
+		c.remove(s)
+	}
+	s.Counted, s.Exclusive = counted, slices.Clone(exclusive)
+	if counts {
+		c.add(s)
+	}
+	return *s, nil
+}
+
 // End implements Store.
 func (m *MemoryStore) End(_ context.Context, id string, why Ending) (Session, error) {
 	now := m.clock.Now()
