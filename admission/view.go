@@ -91,6 +91,12 @@ type view struct {
 	endingOrder []string
 	endingNext  int
 
+	// remarks are the sessions whose Counted or Exclusive the store has yet
+	// to be told of; markMu keeps those who tell it in the order the view
+	// read the marks, so that an older reading never lands last.
+	remarks map[string]bool
+	markMu  sync.Mutex
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -123,7 +129,7 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
-		endings: map[string]Ending{}, endingOrder: make([]string, 0, opts.Remember),
+		endings: map[string]Ending{}, remarks: map[string]bool{}, endingOrder: make([]string, 0, opts.Remember),
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -189,7 +195,7 @@ func (v *view) storeEvents() {
 	v.mu.Lock()
 	eject := v.consume(x, nil, "", nil)
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // endKind is the event that tells watchers of an ending; 0 for endings
@@ -270,6 +276,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		}
 		t.media = p.Rule.Media
 		v.schedule(t, p.Until)
+		v.remark(t, *p)
 	}
 	if len(v.watchers[s.Call]) > 0 {
 		v.broadcast(s.Call, v.participant(EventJoined, t, at))
@@ -292,7 +299,55 @@ func (v *view) joined(s Session, p authz.Presence) {
 		}
 	}
 	v.mu.Unlock()
+	v.followUp(eject)
+}
+
+// followUp does what the view decided under v.mu and leaves to the store:
+// it ends the sessions of eject, then marks the sessions whose standing
+// changed.
+func (v *view) followUp(eject []ejection) {
 	v.eject(eject)
+	v.mark()
+}
+
+// remark notes that t's marks differ from what the rule in force reads of
+// its subject now (p), for mark to tell the store: a host demoted to member
+// counts from now on, a member granted an exclusive role holds the room.
+// Nobody is evicted for it; the joins that follow see it. v.mu is held.
+func (v *view) remark(t *tracked, p authz.Presence) {
+	counted := !overlaps(p.Roles, p.Rule.UncountedRoles)
+	if counted == t.s.Counted && slices.Equal(p.Exclusive, t.s.Exclusive) {
+		return
+	}
+	t.s.Counted, t.s.Exclusive = counted, p.Exclusive
+	v.remarks[t.s.ID] = true
+}
+
+// mark tells the store the marks remark noted, as they stand now.
+func (v *view) mark() {
+	v.mu.Lock()
+	none := len(v.remarks) == 0
+	v.mu.Unlock()
+	if none {
+		return
+	}
+	v.markMu.Lock()
+	defer v.markMu.Unlock()
+	v.mu.Lock()
+	var marks []Session
+	for id := range v.remarks {
+		if t := v.sessions[id]; t != nil {
+			marks = append(marks, t.s)
+		}
+	}
+	clear(v.remarks)
+	v.mu.Unlock()
+	for _, s := range marks {
+		if _, err := v.m.store.Mark(context.Background(), s.ID, s.Counted, s.Exclusive); err != nil && err != ErrNoSession {
+			v.m.logger.Warn("a session's capacity and occupancy marks could not be updated; joins may count it as it joined",
+				"session", s.ID, "error", err)
+		}
+	}
 }
 
 type ejection struct {
@@ -369,7 +424,7 @@ func (v *view) sift() {
 	}
 	eject := v.reread(x, dirty)
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // touched marks the sessions c may change the standing of.
@@ -426,6 +481,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 			continue
 		}
 		v.schedule(t, p.Until)
+		v.remark(t, p)
 		if slices.Equal(p.Capabilities, t.caps) && p.Rule.Media == t.media {
 			continue
 		}
@@ -475,7 +531,7 @@ func (v *view) expire() {
 		eject = v.reread(v.m.engine.Index(), dirty)
 	}
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // participant is the event of kind about t.
