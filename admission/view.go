@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -671,7 +672,8 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	}
 	if v.nwatchers >= v.maxWatch {
 		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
-			Reason: fmt.Sprintf("this server already serves %d call watches, as many as it may", v.maxWatch)}
+			Reason: fmt.Sprintf("this server serves at most %d WatchCall streams at once; watch again later, or on another server", v.maxWatch),
+			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}
 	}
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
 	w.C = w.c

@@ -1079,6 +1079,17 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 	t.Logf("the slow client read %d of %d events before RESOURCE_EXHAUSTED", read, 2*pairs)
 }
 
+func TestWatchCallsPastTheLimitAreRefused(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{MaxWatchers: 2})
+	for range 2 {
+		watchCall(t, w.adm, meeting7, 0).initial()
+	}
+	err := watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
+	wantStatus(t, err, codes.ResourceExhausted, "at most 2 WatchCall streams")
+	st, _ := status.FromError(err)
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", field: "resource", value: meeting7, meta: map[string]string{"limit": "2"}})
+}
+
 func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{})
 	w.grant("user:member", "call-member", meeting7)
