@@ -48,21 +48,25 @@ type Options struct {
 	// capabilities to LiveKit's grant; without it Join carries no token.
 	LiveKit *livekit.APIKey
 	Logger  *slog.Logger
-	// MaxWatchers bounds the WatchCall streams of the node; default
-	// DefaultMaxWatchers.
+	// MaxWatchers bounds the WatchCall streams of the node (usher serve
+	// --max-call-watches); default DefaultMaxWatchers.
 	MaxWatchers int
 	// WatchBuffer is how many events a stream may fall behind by before it
-	// is cut off; default DefaultWatchBuffer.
+	// is cut off, to resume from the last revision it received; default
+	// DefaultWatchBuffer. Each stream holds its buffer from the start.
 	WatchBuffer int
 	// Remember is how many ended sessions are kept for streams that
 	// resume; default DefaultRemember.
 	Remember int
 }
 
-// Defaults of Options.
+// Defaults of Options. An Event takes 152 bytes in a stream's buffer (its
+// strings and lists are shared with the view's), so the defaults bound what
+// call watches hold to 1,024 × 256 × 152 bytes, 38 MiB. A stream cut for
+// falling behind resumes from the last revision it received.
 const (
-	DefaultMaxWatchers = 10_000
-	DefaultWatchBuffer = 4096
+	DefaultMaxWatchers = 1_024
+	DefaultWatchBuffer = 256
 	DefaultRemember    = 65_536
 )
 

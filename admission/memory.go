@@ -23,7 +23,11 @@ type MemoryStore struct {
 	calls    map[string]*callState
 	sessions map[string]*Session // by id
 	knocks   map[string]*Knock   // by id
+	// expiries orders the leases of live sessions and knocks, one entry
+	// each; leases finds an entry, to move it on renewal or drop it at the
+	// end.
 	expiries expiryHeap
+	leases   map[leaseOf]*expiry
 	pending  []StoreEvent
 	signal   chan struct{} // capacity 1: pending has events
 
@@ -123,7 +127,7 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	m := &MemoryStore{
 		clock: opts.Clock, maxSessions: opts.MaxSessions, maxKnocks: opts.MaxKnocks,
 		calls: map[string]*callState{}, sessions: map[string]*Session{}, knocks: map[string]*Knock{},
-		signal: make(chan struct{}, 1), stop: make(chan struct{}),
+		leases: map[leaseOf]*expiry{}, signal: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	m.done.Add(1)
 	go m.sweeper()
@@ -165,7 +169,7 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	stored := s
 	c.add(&stored)
 	m.sessions[s.ID] = &stored
-	heap.Push(&m.expiries, expiry{at: s.Expires.UnixNano(), id: s.ID})
+	m.setLease(leaseOf{id: s.ID}, s.Expires)
 	// The event gets a copy: Renew changes the stored session.
 	began := stored
 	m.emit(StoreEvent{Session: &began, Time: now})
@@ -183,7 +187,29 @@ func (m *MemoryStore) Renew(_ context.Context, id string, expires time.Time) (Se
 	}
 	if expires.After(s.Expires) {
 		s.Expires = expires
-		heap.Push(&m.expiries, expiry{at: expires.UnixNano(), id: id})
+		m.setLease(leaseOf{id: id}, expires)
+	}
+	return *s, nil
+}
+
+// Mark implements Store.
+func (m *MemoryStore) Mark(_ context.Context, id string, counted bool, exclusive []string) (Session, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil || !s.Expires.After(now) {
+		return Session{}, ErrNoSession
+	}
+	// The call's counts follow the marks.
+	c := m.calls[s.Call]
+	counts := c != nil && c.sessions[s.Subject] == s
+	if counts {
+		c.remove(s)
+	}
+	s.Counted, s.Exclusive = counted, slices.Clone(exclusive)
+	if counts {
+		c.add(s)
 	}
 	return *s, nil
 }
@@ -255,7 +281,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 		if k.Note != "" {
 			old.Note = k.Note
 		}
-		heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: old.ID, knock: true})
+		m.setLease(leaseOf{id: old.ID, knock: true}, k.Expires)
 		return *old, nil
 	}
 	if len(c.knocks) >= m.maxKnocks {
@@ -269,7 +295,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	stored := k
 	c.knocks[k.Subject] = &stored
 	m.knocks[k.ID] = &stored
-	heap.Push(&m.expiries, expiry{at: k.Expires.UnixNano(), id: k.ID, knock: true})
+	m.setLease(leaseOf{id: k.ID, knock: true}, k.Expires)
 	began := stored
 	m.emit(StoreEvent{Knock: &began, Time: now})
 	return stored, nil
@@ -299,7 +325,7 @@ func (m *MemoryStore) RenewKnock(_ context.Context, id string, expires time.Time
 	}
 	if expires.After(k.Expires) {
 		k.Expires = expires
-		heap.Push(&m.expiries, expiry{at: expires.UnixNano(), id: id, knock: true})
+		m.setLease(leaseOf{id: id, knock: true}, expires)
 	}
 	return *k, nil
 }
@@ -362,6 +388,7 @@ func (m *MemoryStore) Close() error {
 
 func (m *MemoryStore) endSession(c *callState, s *Session, why Ending, now time.Time) {
 	delete(m.sessions, s.ID)
+	m.dropLease(leaseOf{id: s.ID})
 	if c != nil && c.sessions[s.Subject] == s {
 		c.remove(s)
 		m.dropIfEmpty(s.Call, c)
@@ -371,6 +398,7 @@ func (m *MemoryStore) endSession(c *callState, s *Session, why Ending, now time.
 
 func (m *MemoryStore) endKnock(c *callState, k *Knock, why Why, now time.Time) {
 	delete(m.knocks, k.ID)
+	m.dropLease(leaseOf{id: k.ID, knock: true})
 	if c != nil && c.knocks[k.Subject] == k {
 		delete(c.knocks, k.Subject)
 		m.dropIfEmpty(k.Call, c)
@@ -388,16 +416,36 @@ func (m *MemoryStore) dropIfEmpty(call string, c *callState) {
 func (m *MemoryStore) sweep(now time.Time) {
 	at := now.UnixNano()
 	for m.expiries.Len() > 0 && m.expiries[0].at <= at {
-		e := heap.Pop(&m.expiries).(expiry)
-		if e.knock {
-			if k := m.knocks[e.id]; k != nil && k.Expires.UnixNano() == e.at {
-				m.endKnock(m.calls[k.Call], k, Lapsed, now)
-			}
-			continue
-		}
-		if s := m.sessions[e.id]; s != nil && s.Expires.UnixNano() == e.at {
+		e := m.expiries[0]
+		// Ending it drops its entry.
+		if k := m.knocks[e.id]; e.knock && k != nil {
+			m.endKnock(m.calls[k.Call], k, Lapsed, now)
+		} else if s := m.sessions[e.id]; !e.knock && s != nil {
 			m.endSession(m.calls[s.Call], s, Ending{Why: Lapsed}, now)
+		} else {
+			m.dropLease(e.leaseOf) // cannot happen: an entry outlived its session
 		}
+	}
+}
+
+// setLease makes l's lease run out at expires: its one entry in the heap,
+// added or moved. m.mu is held.
+func (m *MemoryStore) setLease(l leaseOf, expires time.Time) {
+	if e := m.leases[l]; e != nil {
+		e.at = expires.UnixNano()
+		heap.Fix(&m.expiries, e.index)
+		return
+	}
+	e := &expiry{leaseOf: l, at: expires.UnixNano()}
+	m.leases[l] = e
+	heap.Push(&m.expiries, e)
+}
+
+// dropLease takes l's entry out of the heap. m.mu is held.
+func (m *MemoryStore) dropLease(l leaseOf) {
+	if e := m.leases[l]; e != nil {
+		heap.Remove(&m.expiries, e.index)
+		delete(m.leases, l)
 	}
 }
 
@@ -428,21 +476,35 @@ func (m *MemoryStore) emit(e StoreEvent) {
 	}
 }
 
-type expiry struct {
-	at    int64
+// leaseOf names a session's or a knock's lease.
+type leaseOf struct {
 	id    string
 	knock bool
 }
 
-type expiryHeap []expiry
+type expiry struct {
+	leaseOf
+	at    int64 // unix nanoseconds
+	index int   // in the heap
+}
+
+type expiryHeap []*expiry
 
 func (h expiryHeap) Len() int           { return len(h) }
 func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	e := x.(*expiry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
 func (h *expiryHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return e
 }

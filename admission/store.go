@@ -19,11 +19,12 @@ type Session struct {
 	Joined  time.Time
 	Expires time.Time
 	// Counted: the session counts against the call's max_participants;
-	// the rule in force when it joined said so (it held none of the
-	// uncounted roles).
+	// the rule in force said so (it held none of the uncounted roles) when
+	// it joined, or when the manager last marked it.
 	Counted bool
 	// Exclusive is what the subject held of the rule's exclusive roles and
-	// permissions when it joined ("role NAME", "permission NAME").
+	// permissions ("role NAME", "permission NAME") when it joined, or when
+	// the manager last marked it.
 	Exclusive []string
 	// Capabilities are the subject's permissions in the call when it
 	// joined, at Revision.
@@ -91,6 +92,12 @@ type Store interface {
 	// are atomic with every other Join on the call. A session the subject
 	// already had in the call ends as Replaced.
 	Join(ctx context.Context, s Session, max uint32) (Outcome, string, error)
+	// Mark sets a live session's Counted and Exclusive anew, as the rule
+	// in force reads its subject after a grant, a revoke or a role changed,
+	// for the joins that follow to see. It decides nothing: the session
+	// stays even if the call is now over capacity or shares an exclusive
+	// mark. ErrNoSession when the session ended.
+	Mark(ctx context.Context, id string, counted bool, exclusive []string) (Session, error)
 	// Renew moves the lease of a live session to expires.
 	// ErrNoSession when the session ended.
 	Renew(ctx context.Context, id string, expires time.Time) (Session, error)

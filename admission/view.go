@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -77,7 +78,7 @@ type view struct {
 	ended     []endedSession // a ring of the last sessions to end
 	endedNext int
 	forgotten authz.Revision // the latest revision of an ended session the ring dropped
-	dues      dueHeap
+	dues      dueHeap        // the tracked sessions with a due time, once each
 	closed    bool
 
 	appliedMu  sync.Mutex
@@ -91,6 +92,12 @@ type view struct {
 	endingOrder []string
 	endingNext  int
 
+	// remarks are the sessions whose Counted or Exclusive the store has yet
+	// to be told of; markMu keeps those who tell it in the order the view
+	// read the marks, so that an older reading never lands last.
+	remarks map[string]bool
+	markMu  sync.Mutex
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -101,6 +108,7 @@ type tracked struct {
 	rev   authz.Revision // when caps last changed
 	media *authz.MediaMapping
 	due   int64 // when to look again, unix nanoseconds; 0 for never
+	dueAt int   // where t is in v.dues, when due is not 0
 	// Where t is in its call's and its subject's lists.
 	callAt, subjectAt int
 }
@@ -122,7 +130,7 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
-		endings: map[string]Ending{}, endingOrder: make([]string, 0, opts.Remember),
+		endings: map[string]Ending{}, remarks: map[string]bool{}, endingOrder: make([]string, 0, opts.Remember),
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -188,7 +196,7 @@ func (v *view) storeEvents() {
 	v.mu.Lock()
 	eject := v.consume(x, nil, "", nil)
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // endKind is the event that tells watchers of an ending; 0 for endings
@@ -269,6 +277,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		}
 		t.media = p.Rule.Media
 		v.schedule(t, p.Until)
+		v.remark(t, *p)
 	}
 	if len(v.watchers[s.Call]) > 0 {
 		v.broadcast(s.Call, v.participant(EventJoined, t, at))
@@ -291,7 +300,55 @@ func (v *view) joined(s Session, p authz.Presence) {
 		}
 	}
 	v.mu.Unlock()
+	v.followUp(eject)
+}
+
+// followUp does what the view decided under v.mu and leaves to the store:
+// it ends the sessions of eject, then marks the sessions whose standing
+// changed.
+func (v *view) followUp(eject []ejection) {
 	v.eject(eject)
+	v.mark()
+}
+
+// remark notes that t's marks differ from what the rule in force reads of
+// its subject now (p), for mark to tell the store: a host demoted to member
+// counts from now on, a member granted an exclusive role holds the room.
+// Nobody is evicted for it; the joins that follow see it. v.mu is held.
+func (v *view) remark(t *tracked, p authz.Presence) {
+	counted := !overlaps(p.Roles, p.Rule.UncountedRoles)
+	if counted == t.s.Counted && slices.Equal(p.Exclusive, t.s.Exclusive) {
+		return
+	}
+	t.s.Counted, t.s.Exclusive = counted, p.Exclusive
+	v.remarks[t.s.ID] = true
+}
+
+// mark tells the store the marks remark noted, as they stand now.
+func (v *view) mark() {
+	v.mu.Lock()
+	none := len(v.remarks) == 0
+	v.mu.Unlock()
+	if none {
+		return
+	}
+	v.markMu.Lock()
+	defer v.markMu.Unlock()
+	v.mu.Lock()
+	var marks []Session
+	for id := range v.remarks {
+		if t := v.sessions[id]; t != nil {
+			marks = append(marks, t.s)
+		}
+	}
+	clear(v.remarks)
+	v.mu.Unlock()
+	for _, s := range marks {
+		if _, err := v.m.store.Mark(context.Background(), s.ID, s.Counted, s.Exclusive); err != nil && err != ErrNoSession {
+			v.m.logger.Warn("a session's capacity and occupancy marks could not be updated; joins may count it as it joined",
+				"session", s.ID, "error", err)
+		}
+	}
 }
 
 type ejection struct {
@@ -340,7 +397,7 @@ func (v *view) remove(t *tracked) {
 	} else {
 		v.bySubject[t.s.Subject] = subjects
 	}
-	t.due = 0
+	v.unschedule(t)
 }
 
 // sift finds the sessions the queued change sets may have changed, and
@@ -368,7 +425,7 @@ func (v *view) sift() {
 	}
 	eject := v.reread(x, dirty)
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // touched marks the sessions c may change the standing of.
@@ -421,10 +478,11 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		p := x.Presence(t.s.Subject, t.s.Call)
 		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
 			eject = append(eject, ejection{t.s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
-			t.due = 0
+			v.unschedule(t)
 			continue
 		}
 		v.schedule(t, p.Until)
+		v.remark(t, p)
 		if slices.Equal(p.Capabilities, t.caps) && p.Rule.Media == t.media {
 			continue
 		}
@@ -435,14 +493,28 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 }
 
 // schedule makes the view look at t again at until, when a grant or a
-// block of its subject expires.
+// block of its subject expires: t's one entry in v.dues, added or moved.
+// v.mu is held.
 func (v *view) schedule(t *tracked, until time.Time) {
 	if until.IsZero() {
-		t.due = 0
+		v.unschedule(t)
+		return
+	}
+	if t.due != 0 {
+		t.due = until.UnixNano()
+		heap.Fix(&v.dues, t.dueAt)
 		return
 	}
 	t.due = until.UnixNano()
-	heap.Push(&v.dues, due{at: t.due, t: t})
+	heap.Push(&v.dues, t)
+}
+
+// unschedule takes t out of v.dues. v.mu is held.
+func (v *view) unschedule(t *tracked) {
+	if t.due != 0 {
+		heap.Remove(&v.dues, t.dueAt)
+		t.due = 0
+	}
 }
 
 // expire looks again at the sessions whose grants or blocks have expired.
@@ -450,18 +522,17 @@ func (v *view) expire() {
 	now := v.m.clock.Now().UnixNano()
 	v.mu.Lock()
 	dirty := map[*tracked]bool{}
-	for v.dues.Len() > 0 && v.dues[0].at <= now {
-		d := heap.Pop(&v.dues).(due)
-		if d.t.due == d.at && v.sessions[d.t.s.ID] == d.t {
-			dirty[d.t] = true
-		}
+	for v.dues.Len() > 0 && v.dues[0].due <= now {
+		t := heap.Pop(&v.dues).(*tracked)
+		t.due = 0
+		dirty[t] = true
 	}
 	var eject []ejection
 	if len(dirty) > 0 {
 		eject = v.reread(v.m.engine.Index(), dirty)
 	}
 	v.mu.Unlock()
-	v.eject(eject)
+	v.followUp(eject)
 }
 
 // participant is the event of kind about t.
@@ -601,7 +672,8 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	}
 	if v.nwatchers >= v.maxWatch {
 		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
-			Reason: fmt.Sprintf("this server already serves %d call watches, as many as it may", v.maxWatch)}
+			Reason: fmt.Sprintf("this server serves at most %d WatchCall streams at once; watch again later, or on another server", v.maxWatch),
+			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}
 	}
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
 	w.C = w.c
@@ -644,20 +716,24 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	return w, nil
 }
 
-type due struct {
-	at int64
-	t  *tracked
-}
-
-type dueHeap []due
+// dueHeap orders tracked sessions by when to look at them again.
+type dueHeap []*tracked
 
 func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(due)) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].dueAt, h[j].dueAt = i, j
+}
+func (h *dueHeap) Push(x any) {
+	t := x.(*tracked)
+	t.dueAt = len(*h)
+	*h = append(*h, t)
+}
 func (h *dueHeap) Pop() any {
 	old := *h
-	d := old[len(old)-1]
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
-	return d
+	return t
 }

@@ -825,6 +825,69 @@ func TestWatchCallTellsOfEachChangeWithin100ms(t *testing.T) {
 	}
 }
 
+// A muted participant unmuted, by an Unblock or by its block running out,
+// gets its capability back: WatchCall says CHANGED, with the microphone in
+// the LiveKit grant again.
+func TestWatchCallTellsOfAnUnblockAndABlockExpiring(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	ctx := callCtx(t)
+	for _, subject := range []string{"user:unblocked", "user:expired"} {
+		w.grant(subject, "call-member", meeting7)
+	}
+	watch := watchCall(t, w.adm, meeting7, 0)
+	watch.initial()
+	sessions := map[string]string{}
+	for _, subject := range []string{"user:unblocked", "user:expired"} {
+		sessions[subject] = w.join(w.adm, subject, meeting7, usherv1.Outcome_OUTCOME_ADMITTED).GetSessionId()
+		watch.next("JOINED", event(usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, subject))
+	}
+	muted := func(subject string, expires time.Time) string {
+		t.Helper()
+		req := &usherv1.BlockRequest{Subject: subject, Resource: meeting7, Permissions: []string{"send-audio"}}
+		if !expires.IsZero() {
+			req.ExpireTime = timestamppb.New(expires)
+		}
+		resp, err := w.admin.Block(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := watch.next("CHANGED by the mute of "+subject, changed(subject, func(ev *usherv1.CallEvent) bool {
+			return !slices.Contains(ev.GetCapabilities(), "send-audio")
+		}))
+		if hasSource(a.ev.GetLivekitGrant(), "microphone") {
+			t.Errorf("muted: livekit_grant %v, want no microphone", a.ev.GetLivekitGrant())
+		}
+		return resp.GetBlockId()
+	}
+	restored := func(subject, how string) {
+		t.Helper()
+		a := watch.next("CHANGED by "+how, changed(subject, func(ev *usherv1.CallEvent) bool {
+			return slices.Contains(ev.GetCapabilities(), "send-audio")
+		}))
+		if !hasSource(a.ev.GetLivekitGrant(), "microphone") || !a.ev.GetLivekitGrant().GetRoomJoin() {
+			t.Errorf("%s: livekit_grant %v, want the microphone back", how, a.ev.GetLivekitGrant())
+		}
+		if a.ev.GetSessionId() != sessions[subject] {
+			t.Errorf("%s: CHANGED of session %q, want %q", how, a.ev.GetSessionId(), sessions[subject])
+		}
+	}
+
+	id := muted("user:unblocked", time.Time{})
+	if _, err := w.admin.Unblock(ctx, &usherv1.UnblockRequest{Subject: "user:unblocked", Resource: meeting7, BlockId: id}); err != nil {
+		t.Fatal(err)
+	}
+	restored("user:unblocked", "the unblock")
+
+	muted("user:expired", time.Now().Add(300*time.Millisecond))
+	restored("user:expired", "the block's expiry")
+	// Both are still in the call.
+	for subject, id := range sessions {
+		if r, err := w.adm.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: id}); err != nil || r.GetOutcome() != usherv1.Outcome_OUTCOME_ADMITTED {
+			t.Errorf("KeepAlive of %s = %v, %v; want ADMITTED", subject, r, err)
+		}
+	}
+}
+
 // measureWatchCall is one measurement of TestWatchCallTellsOfEachChangeWithin100ms.
 func measureWatchCall(t *testing.T) latencies {
 	t.Helper()
@@ -1077,6 +1140,17 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 		t.Errorf("the slow client read all %d events: it never fell behind", read)
 	}
 	t.Logf("the slow client read %d of %d events before RESOURCE_EXHAUSTED", read, 2*pairs)
+}
+
+func TestWatchCallsPastTheLimitAreRefused(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{MaxWatchers: 2})
+	for range 2 {
+		watchCall(t, w.adm, meeting7, 0).initial()
+	}
+	err := watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
+	wantStatus(t, err, codes.ResourceExhausted, "at most 2 WatchCall streams")
+	st, _ := status.FromError(err)
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", field: "resource", value: meeting7, meta: map[string]string{"limit": "2"}})
 }
 
 func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {

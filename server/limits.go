@@ -35,6 +35,7 @@ import (
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
+//	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
 // ValidatePolicy (usher serve --policy, usher policy validate). The server

@@ -56,6 +56,7 @@ func Run(t *testing.T, b Backend) {
 		{"Unknock ends a knock with the reason given, and is false when the subject is not waiting", false, testUnknock},
 		{"Renew moves a lease forward and never back; an ended session is ErrNoSession", false, testRenew},
 		{"End ends a session with its reason, outcome and block id; a second End is ErrNoSession", false, testEnd},
+		{"Mark sets a session's marks for the joins that follow, ends nobody and reports nothing; an ended session is ErrNoSession", false, testMark},
 		{"a session or knock whose lease runs out unrenewed ends as Lapsed", false, testLapse},
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
@@ -66,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
 		{"concurrent joins across replicas admit exactly the call's capacity", true, testReplicaCapacity},
 		{"a session nobody renews lapses for every replica", true, testReplicaLapse},
+		{"a replica's joins see the marks another set", true, testReplicaMark},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -320,6 +322,100 @@ func testRenew(t *testing.T, h *harness) {
 	}
 	// Renewals tell nothing; the ends carry the renewed expiries.
 	n.expect(began(s), knocked(k), ended(want, admission.Ending{Why: admission.Left}), unknocked(wantK, admission.Left))
+}
+
+func testMark(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	// Two hosts, uncounted, and a member in a call of two counted.
+	h1, h2, m := session(call, "user:h1", time.Minute), session(call, "user:h2", time.Minute), session(call, "user:m", time.Minute)
+	h1.Counted, h2.Counted = false, false
+	for _, s := range []admission.Session{h1, h2, m} {
+		if out := n.join(s, capacity(2)); out != admission.Admitted {
+			t.Fatalf("Join(%s) = %s, want ADMITTED", s.Subject, out)
+		}
+	}
+	n.expect(began(h1), began(h2), began(m))
+	// Both demoted: three count in a call of two, and nobody is ended.
+	for _, s := range []*admission.Session{&h1, &h2} {
+		s.Counted = true
+		got, err := n.Mark(h.ctx, s.ID, true, nil)
+		if err != nil || !sameSession(got, *s) {
+			t.Fatalf("Mark = %s, %v; want %s", describeSession(got), err, describeSession(*s))
+		}
+	}
+	if got, want := sessionsOf(n, call), describeSessions(h1, h2, m); !slices.Equal(got, want) {
+		t.Errorf("Sessions after Mark = %v, want %v", got, want)
+	}
+	late := session(call, "user:late", time.Minute)
+	if out, detail, err := n.Join(h.ctx, late, capacity(2)); err != nil || out != admission.Full || detail != "3" {
+		t.Errorf("Join after two were marked counted = %s, %q, %v; want FULL, \"3\"", out, detail, err)
+	}
+	// The member granted an exclusive role holds it from now on.
+	m.Exclusive = []string{"role unshared"}
+	if got, err := n.Mark(h.ctx, m.ID, true, m.Exclusive); err != nil || !sameSession(got, m) {
+		t.Fatalf("Mark = %s, %v; want %s", describeSession(got), err, describeSession(m))
+	}
+	if got, ok := n.Session(m.ID); !ok || !sameSession(got, m) {
+		t.Errorf("Session after Mark = %s, %t; want %s", describeSession(got), ok, describeSession(m))
+	}
+	unshared := session(call, "user:u", time.Minute)
+	unshared.Counted, unshared.Exclusive = false, []string{"role unshared"}
+	if out, detail, err := n.Join(h.ctx, unshared, admit); err != nil || out != admission.InUse || detail != "role unshared" {
+		t.Errorf("Join of a second holder after Mark = %s, %q, %v; want IN_USE, \"role unshared\"", out, detail, err)
+	}
+	// Marked back: the room is free, and one host uncounted again leaves
+	// room for one.
+	m.Exclusive = nil
+	if _, err := n.Mark(h.ctx, m.ID, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	h1.Counted = false
+	if _, err := n.Mark(h.ctx, h1.ID, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out := n.join(unshared, admit); out != admission.Admitted {
+		t.Errorf("the second holder's join once the room is free = %s; want ADMITTED", out)
+	}
+	if out := n.join(late, capacity(3)); out != admission.Admitted {
+		t.Errorf("a counted join into a call of three, two counted = %s; want ADMITTED", out)
+	}
+	// Mark reports nothing: the next events are the joins'.
+	n.expect(began(unshared), began(late))
+	if got, want := sessionsOf(n, call), describeSessions(h1, h2, m, unshared, late); !slices.Equal(got, want) {
+		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	n.mustEnd(m.ID, admission.Ending{Why: admission.Left})
+	if _, err := n.Mark(h.ctx, m.ID, true, nil); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Mark of an ended session: %v, want ErrNoSession", err)
+	}
+	if _, err := n.Mark(h.ctx, "never", true, nil); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Mark of no session: %v, want ErrNoSession", err)
+	}
+}
+
+func testReplicaMark(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	b := h.replica(a, Bounds{})
+	s := session(call, "user:a", time.Minute)
+	s.Counted = false
+	a.mustJoin(s)
+	b.expect(began(s))
+	s.Counted, s.Exclusive = true, []string{"role unshared"}
+	if _, err := b.Mark(h.ctx, s.ID, true, s.Exclusive); err != nil {
+		t.Fatalf("Mark on the replica that did not make it: %v", err)
+	}
+	a.eventually("the other replica to see the marks", func() bool {
+		got, ok := a.Session(s.ID)
+		return ok && sameSession(got, s)
+	})
+	other := session(call, "user:b", time.Minute)
+	other.Exclusive = []string{"role unshared"}
+	if out, detail, err := a.Join(h.ctx, other, capacity(1)); err != nil || out != admission.Full || detail != "1" {
+		t.Errorf("Join on the other replica = %s, %q, %v; want FULL, \"1\"", out, detail, err)
+	}
+	if out, detail, err := a.Join(h.ctx, other, admit); err != nil || out != admission.InUse || detail != "role unshared" {
+		t.Errorf("Join on the other replica = %s, %q, %v; want IN_USE, \"role unshared\"", out, detail, err)
+	}
 }
 
 func testEnd(t *testing.T, h *harness) {

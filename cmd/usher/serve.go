@@ -122,6 +122,9 @@ variable their help names.`,
 		"most Watch streams held at once; more are refused with RESOURCE_EXHAUSTED (0: refuse every Watch)")
 	fs.DurationVar(&watchLimits.Progress, "watch-progress", watchLimits.Progress,
 		"send a Watch stream that has had no message for this long one with the revision it has reached (0: never)")
+	maxCallWatches := fs.Int("max-call-watches", admission.DefaultMaxWatchers,
+		fmt.Sprintf("most WatchCall streams held at once, counted apart from --max-watches; more are refused with RESOURCE_EXHAUSTED. "+
+			"Each holds a buffer of %d events (about 38 KiB)", admission.DefaultWatchBuffer))
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if r := *decisionSample; r < 0 || r > 1 {
@@ -129,6 +132,9 @@ variable their help names.`,
 		}
 		if r := tracing.SampleRatio; r < 0 || r > 1 {
 			return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
+		}
+		if *maxCallWatches < 1 {
+			return fmt.Errorf("--max-call-watches %d: want at least 1", *maxCallWatches)
 		}
 		if *profiling && *metricsAddr == "" {
 			return fmt.Errorf("--pprof serves on --metrics-addr: give both")
@@ -269,7 +275,7 @@ variable their help names.`,
 		} else {
 			sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions})
 		}
-		sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger})
+		sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger, MaxWatchers: *maxCallWatches})
 		defer sessions.Close()
 		if key != nil {
 			logger.Info("admitted joins carry LiveKit tokens where the policy maps capabilities to LiveKit", "api_key", key.Key)

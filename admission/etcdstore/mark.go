@@ -1,0 +1,58 @@
+package etcdstore
+
+import (
+	"context"
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/admission"
+)
+
+// Mark implements admission.Store: the session's record put again with its
+// new marks, under the same lease, if nobody changed it since it was read.
+// A record that already carries them is not written, so that replicas that
+// each mark the same session after one grant write it once.
+func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+	if err := s.check(); err != nil {
+		return admission.Session{}, err
+	}
+	e, err := s.locate(ctx, id, false)
+	if err != nil {
+		return admission.Session{}, err
+	}
+	for attempt := range s.opts.RetryConflicts {
+		if err := backoff(ctx, attempt); err != nil {
+			return admission.Session{}, err
+		}
+		if e.s.Counted == counted && slices.Equal(e.s.Exclusive, exclusive) {
+			return e.s, nil
+		}
+		e.s.Counted, e.s.Exclusive = counted, slices.Clone(exclusive)
+		value, err := s.encode(e)
+		if err != nil {
+			return admission.Session{}, err
+		}
+		if len(value) > s.opts.MaxValueBytes {
+			return admission.Session{}, s.tooBig("session", id, len(value))
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(e.lease))).
+			Else(clientv3.OpGet(e.key)).Commit()
+		if isLeaseGone(err) {
+			return admission.Session{}, admission.ErrNoSession
+		}
+		if err != nil {
+			return admission.Session{}, err
+		}
+		if resp.Succeeded {
+			s.await(ctx, resp.Header.Revision)
+			return e.s, nil
+		}
+		// Renewed under a new lease, marked by another replica, or gone.
+		if e, err = s.current(resp, id); err != nil {
+			return admission.Session{}, err
+		}
+	}
+	return admission.Session{}, s.contended(e.call())
+}

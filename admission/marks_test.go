@@ -1,0 +1,121 @@
+package admission_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+)
+
+// eventually fails the test when cond has not held within 2 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 2 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// marked reports whether subject's session in call is counted, and what it
+// holds exclusively, as the store says.
+func marked(st admission.Store, call, subject string) (bool, []string, bool) {
+	for _, s := range st.Sessions(call) {
+		if s.Subject == subject {
+			return s.Counted, s.Exclusive, true
+		}
+	}
+	return false, nil, false
+}
+
+func (w *world) revoke(subject, role, resource string) {
+	w.t.Helper()
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: subject, Role: role, Resource: resource}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) wantInCall(sessions ...string) {
+	w.t.Helper()
+	for _, id := range sessions {
+		if r, err := w.m.KeepAlive(w.ctx, id); err != nil || r.Outcome != admission.Admitted {
+			w.t.Errorf("KeepAlive of session %s = %+v, %v; want it still ADMITTED", id, r, err)
+		}
+	}
+}
+
+func TestHostsDemotedToMembersCountAgainstCapacity(t *testing.T) {
+	w, st := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
+	p := policy()
+	p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join",
+		MaxParticipants: 2, UncountedRoles: []string{"host"}})
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:h1", "host", "call:acme:big")
+	w.grant("user:h2", "host", "call:acme:big")
+	w.grant("user:late", "member", "call:acme:big")
+	h1 := w.wantJoin("user:h1", "call:acme:big", admission.Admitted)
+	h2 := w.wantJoin("user:h2", "call:acme:big", admission.Admitted)
+	// Both demoted to members: a member's grant, then the host's revoked.
+	for _, h := range []string{"user:h1", "user:h2"} {
+		w.grant(h, "member", "call:acme:big")
+		w.revoke(h, "host", "call:acme:big")
+	}
+	eventually(t, "the demoted hosts' sessions count", func() bool {
+		c1, _, _ := marked(st, "call:acme:big", "user:h1")
+		c2, _, _ := marked(st, "call:acme:big", "user:h2")
+		return c1 && c2
+	})
+	if r := w.wantJoin("user:late", "call:acme:big", admission.Full); r.Reason == "" {
+		t.Errorf("FULL without a reason: %+v", r)
+	}
+	// Nobody already in is evicted for it.
+	w.wantInCall(h1.Session, h2.Session)
+
+	// One promoted back to host stops counting: room for one more.
+	w.grant("user:h1", "host", "call:acme:big")
+	eventually(t, "the promoted host's session stops counting", func() bool {
+		c, _, _ := marked(st, "call:acme:big", "user:h1")
+		return !c
+	})
+	w.wantJoin("user:late", "call:acme:big", admission.Admitted)
+}
+
+func TestAMemberGrantedTheUnsharedRoleHoldsTheRoom(t *testing.T) {
+	w, st := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
+	w.grant("user:a", "member", "account:acme")
+	w.grant("user:b", "unshared", "account:acme")
+	w.grant("user:c", "unshared", "account:acme")
+	a := w.wantJoin("user:a", "room:acme:a", admission.Admitted)
+	w.grant("user:a", "unshared", "room:acme:a")
+	eventually(t, "user:a's session holds the unshared role", func() bool {
+		_, ex, _ := marked(st, "room:acme:a", "user:a")
+		return slices.Equal(ex, []string{"role unshared"})
+	})
+	if r := w.wantJoin("user:b", "room:acme:a", admission.InUse); r.Exclusive != "role unshared" {
+		t.Errorf("IN_USE by %q, want \"role unshared\"", r.Exclusive)
+	}
+	w.wantInCall(a.Session)
+
+	// The role revoked again (a member still), the room is free.
+	w.revoke("user:a", "unshared", "room:acme:a")
+	eventually(t, "user:a's session holds nothing exclusively", func() bool {
+		_, ex, in := marked(st, "room:acme:a", "user:a")
+		return in && len(ex) == 0
+	})
+	b := w.wantJoin("user:b", "room:acme:a", admission.Admitted)
+	// Granting the role to one who is in beside another holder evicts
+	// neither; the next holder still finds the room in use.
+	w.grant("user:a", "unshared", "room:acme:a")
+	eventually(t, "user:a's session holds the unshared role again", func() bool {
+		_, ex, _ := marked(st, "room:acme:a", "user:a")
+		return len(ex) == 1
+	})
+	w.wantInCall(a.Session, b.Session)
+	w.wantJoin("user:c", "room:acme:a", admission.InUse)
+}

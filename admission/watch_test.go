@@ -1,0 +1,69 @@
+package admission_test
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+)
+
+// A WatchCall stream holds a buffer of DefaultWatchBuffer events, and a
+// node at most DefaultMaxWatchers of them: what the defaults let call
+// watches hold stays in tens of MiB.
+func TestCallWatchesHoldTensOfMiBAtMostByDefault(t *testing.T) {
+	w := newWorld(t)
+	watch := w.watch("call:acme:1")
+	if got := cap(watch.C); got != admission.DefaultWatchBuffer || got > 256 {
+		t.Errorf("a watch's buffer holds %d events, want DefaultWatchBuffer (%d), at most 256", got, admission.DefaultWatchBuffer)
+	}
+	const bound = 64 << 20
+	held := admission.DefaultMaxWatchers * admission.DefaultWatchBuffer * int(unsafe.Sizeof(admission.Event{}))
+	if held > bound {
+		t.Errorf("%d watches of %d events of %d bytes hold %d MiB, more than %d MiB",
+			admission.DefaultMaxWatchers, admission.DefaultWatchBuffer, unsafe.Sizeof(admission.Event{}), held>>20, bound>>20)
+	}
+}
+
+// A watch whose reader stops is cut once its buffer is full, with
+// ResourceExhausted saying it fell behind, and resumes from the last
+// revision it received.
+func TestAWatchThatFallsBehindIsCutAndResumes(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	w.grant("user:busy", "member", "call:acme:1")
+	in := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	last := watch.Initial[len(watch.Initial)-1].Revision
+	// More joins and leaves than the buffer holds, none read.
+	for range admission.DefaultWatchBuffer {
+		r := w.wantJoin("user:busy", "call:acme:1", admission.Admitted)
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for ev := range watch.C {
+		n++
+		last = max(last, ev.Revision)
+	}
+	if n != admission.DefaultWatchBuffer {
+		t.Errorf("the watch delivered %d events before it was cut, want its buffer's %d", n, admission.DefaultWatchBuffer)
+	}
+	err := watch.Err()
+	if authz.CodeOf(err) != authz.ResourceExhausted || authz.KindOf(err) != authz.KindWatchFellBehind {
+		t.Fatalf("the cut watch's error: %v, want ResourceExhausted %s", err, authz.KindWatchFellBehind)
+	}
+	resumed, err := w.m.Watch("call:acme:1", last)
+	if err != nil {
+		t.Fatalf("resuming from revision %d: %v", last, err)
+	}
+	defer resumed.Close()
+	synced := resumed.Initial[len(resumed.Initial)-1]
+	if synced.Kind != admission.EventSynced || synced.Reset {
+		t.Errorf("the resumed watch ends its initial state with %+v, want SYNCED without a reset", synced)
+	}
+	if counts := w.m.Counts(); counts.Watches != 1 || counts.Sessions != 1 {
+		t.Errorf("Counts = %+v, want the resumed watch and %s's session", counts, in.Session)
+	}
+}
