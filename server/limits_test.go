@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -307,7 +308,10 @@ func TestLimits(t *testing.T) {
 			t.Parallel()
 			f := newServer(t)
 			f.world()
-			ctx := f.ctx()
+			// The cases run in parallel and some send policies of 100,000
+			// entries: under -race on two loaded cores that takes seconds.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
 
 			err := tc.at(ctx, f)
 			if got := status.Code(err); got != tc.atCode {
