@@ -97,11 +97,17 @@ type world struct {
 
 func newWorld(t testing.TB, p authz.Policy) *world {
 	t.Helper()
+	return newLimitedWorld(t, p, authz.Limits{})
+}
+
+// newLimitedWorld is newWorld with an engine held to limits.
+func newLimitedWorld(t testing.TB, p authz.Policy, limits authz.Limits) *world {
+	t.Helper()
 	// The clock starts at the real time, so that an expiry an hour from
 	// time.Now() is an hour ahead; tests move it to let time pass.
 	clock := authz.NewManualClock(time.Now())
 	be := &testBackend{Memory: memory.New()}
-	eng, err := authz.Start(t.Context(), be, authz.Options{Clock: clock})
+	eng, err := authz.Start(t.Context(), be, authz.Options{Clock: clock, Limits: limits})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -255,3 +255,39 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkListQuotasPage reads the first page of the quotas above a call
+// whose account carries a quota on a subject that registered many calls:
+// a page costs its size, not what the subject registered.
+func BenchmarkListQuotasPage(b *testing.B) {
+	w := newWorld(b, streamPolicy())
+	w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Subject: "user:alice", Limit: 1 << 20})
+	var changes []authz.Change
+	for i := range 20_000 {
+		changes = append(changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{
+			Name: fmt.Sprintf("call:livestream:b%d", i), Parent: "calltype:livestream", Creator: "user:alice"}})
+	}
+	w.store(changes...)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := w.idx.ListQuotasPage("call:livestream:42", 100, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkListRolesPage reads a page of 100 of the roles visible at a
+// call whose account defines MaxRolesPerScope of them.
+func BenchmarkListRolesPage(b *testing.B) {
+	p := streamPolicy()
+	for i := range authz.MaxRolesPerScope {
+		p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("r%04d", i), Scope: "account:acme", Permissions: []string{"join-call"}})
+	}
+	w := newWorld(b, p)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, err := w.idx.ListRolesPage("call:livestream:42", "", 100, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

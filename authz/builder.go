@@ -304,6 +304,10 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 		created := x.created.get(uint32(s))
 		slices.Sort(created)
 	}
+	// The quotas naming a subject were loaded before the tree was linked.
+	for k := range x.subjectUse {
+		x.subjectUse[k] = x.countCreated(k.subject, k.scope, k.typ)
+	}
 	for id := range x.nodes {
 		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
 			return x.compareResourceGrant(a, x.roleNames[b.role], x.subj.name(b.subj))

@@ -27,7 +27,7 @@ const (
 // writing without an actor, is not judged and not limited by them.
 const (
 	// MaxActorMove is the most resources a subtree moved by an actor may
-	// hold.
+	// hold, unless Options.Limits says otherwise.
 	MaxActorMove = 10_000
 	// MaxJudged is the most (subject, resource) pairs one write by an actor
 	// may change the permissions of, as the engine counts them.
@@ -733,10 +733,11 @@ func (j *judge) holders(scope uint32, role string) ([]string, error) {
 func (j *judge) moved(id, parent uint32) ([]string, error) {
 	p, x := j.p, j.p.x
 	size := 0
-	x.walk(id, func(uint32) bool { size++; return size <= MaxActorMove })
-	if size > MaxActorMove {
+	limit := p.limits.ActorMove
+	x.walk(id, func(uint32) bool { size++; return size <= limit })
+	if size > limit {
 		return nil, errorf(ResourceExhausted, "name", x.name(id),
-			"an actor may move a subtree of at most %d resources; this one holds more (the platform may move it without an actor)", MaxActorMove)
+			"an actor may move a subtree of at most %d resources; this one holds more (the platform may move it without an actor)", limit)
 	}
 	old := map[uint32]bool{}
 	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
@@ -863,7 +864,7 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 	if err != nil {
 		return nil, x.rev, err
 	}
-	p := &plan{x: x, by: Author{Actor: actor}, now: now}
+	p := &plan{x: x, by: Author{Actor: actor}, limits: Limits{}.withDefaults(), now: now}
 	var out []Role
 	for _, r := range x.visibleRoles(id) {
 		if r.bindableOn(x.typeName(id)) && p.mayGrant(r.Name, id, "grant") == nil {

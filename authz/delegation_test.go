@@ -859,3 +859,57 @@ func TestDelegationInvariantCases(t *testing.T) {
 		})
 	}
 }
+
+// ruleActorMove is MaxActorMove's rule: the engine judges an actor's move
+// over the whole subtree, so an actor's move is bounded; the platform's is
+// not judged.
+const ruleActorMove = "an actor may move a subtree of at most MaxActorMove resources; the platform may move it without an actor"
+
+func TestActorMoveLimit(t *testing.T) {
+	if authz.MaxActorMove != 10_000 {
+		t.Errorf("MaxActorMove = %d, want 10,000 as documented", authz.MaxActorMove)
+	}
+	// calltype:livestream holds itself and two calls; a third makes four.
+	world := func(t *testing.T) *world {
+		p := streamPolicy()
+		p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermResourcesMove}, authz.Permission{Name: authz.PermResourcesCreate})
+		w := newLimitedWorld(t, p, authz.Limits{ActorMove: 3})
+		w.grant("user:ann", "admin", "account:acme")
+		w.put("event:launch", "account:acme")
+		return w
+	}
+	t.Run(ruleActorMove+": a subtree of the limit moves", func(t *testing.T) {
+		w := world(t)
+		w.must("PutResource as user:ann")(w.eng.PutResource(w.ctx, as("user:ann"), authz.Resource{Name: "calltype:livestream", Parent: "event:launch"}))
+	})
+	t.Run(ruleActorMove+": one more and the actor's move is RESOURCE_EXHAUSTED, naming the limit", func(t *testing.T) {
+		w := world(t)
+		w.put("call:livestream:44", "calltype:livestream")
+		e := w.refuses(authz.ResourceExhausted, "name", "calltype:livestream", func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:ann"), authz.Resource{Name: "calltype:livestream", Parent: "event:launch"})
+		})
+		if msg := e.Error(); !strings.Contains(msg, "at most 3 resources") || !strings.Contains(msg, "without an actor") {
+			t.Errorf("refusal %q does not name the limit, 3 resources, and the platform's way", msg)
+		}
+		if w.parentOf("calltype:livestream") != "account:acme" {
+			t.Errorf("the refused move moved calltype:livestream to %q", w.parentOf("calltype:livestream"))
+		}
+	})
+	t.Run(ruleActorMove+": the platform moves it", func(t *testing.T) {
+		w := world(t)
+		w.put("call:livestream:44", "calltype:livestream")
+		w.put("calltype:livestream", "event:launch")
+		if got := w.parentOf("calltype:livestream"); got != "event:launch" {
+			t.Errorf("parent after the platform's move = %q, want event:launch", got)
+		}
+	})
+}
+
+func (w *world) parentOf(name string) string {
+	w.t.Helper()
+	info, _, err := w.idx.GetResource(name)
+	if err != nil {
+		w.t.Fatalf("GetResource(%s): %v", name, err)
+	}
+	return info.Resource.Parent
+}

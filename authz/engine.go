@@ -90,6 +90,7 @@ type Engine struct {
 	clock   Clock
 	logger  *slog.Logger
 	timeout time.Duration
+	limits  Limits
 	idx     atomic.Pointer[Index]
 
 	mu      sync.Mutex
@@ -138,6 +139,9 @@ type Options struct {
 	// off from its cluster fails writes rather than holds them; default
 	// DefaultCommitTimeout.
 	CommitTimeout time.Duration
+	// Limits bound what a scope may hold and what a write by an actor may
+	// ask; zero fields take their defaults.
+	Limits Limits
 }
 
 // DefaultCommitTimeout is how long a backend transaction may take before
@@ -156,7 +160,7 @@ func Start(ctx context.Context, b Backend, opts Options) (*Engine, error) {
 	if opts.CommitTimeout <= 0 {
 		opts.CommitTimeout = DefaultCommitTimeout
 	}
-	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, touched: map[string]int{}, fed: make(chan struct{})}
+	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, limits: opts.Limits.withDefaults(), touched: map[string]int{}, fed: make(chan struct{})}
 	e.idle = sync.NewCond(&e.mu)
 	idx, err := e.load(ctx)
 	if err != nil {
@@ -374,6 +378,7 @@ func (e *Engine) waitFor(ctx context.Context, rev Revision) error {
 type plan struct {
 	x       *Index
 	by      Author
+	limits  Limits
 	now     int64
 	guards  []string
 	touches []string
@@ -401,12 +406,15 @@ func (p *plan) change(c Change) {
 func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Revision, error) {
 	for attempt := 1; ; {
 		x := e.Index()
-		p := &plan{x: x, by: by, now: e.clock.Now().UnixNano()}
+		p := &plan{x: x, by: by, limits: e.limits, now: e.clock.Now().UnixNano()}
 		if by.Actor != "" {
 			p.judge = newJudge(p)
 		}
 		x.view.RLock()
 		err := fn(p)
+		if err == nil && len(p.changes) > 0 {
+			err = p.scopeLimits(p.changes)
+		}
 		if err == nil && p.judge != nil && len(p.changes) > 0 {
 			err = p.judge.verify()
 		}

@@ -49,7 +49,7 @@ type Index struct {
 	roleNames   []string
 	roleDefs    map[uint64]*roleDef // roleKey(scope, role)
 	roleScopes  map[uint32][]uint32 // role -> resources that define it
-	rolesAt     map[uint32][]uint32 // resource -> roles defined there
+	rolesAt     map[uint32][]uint32 // resource -> roles defined there, by name
 	roleHolders []int               // grants of each role, expired or not
 
 	bySubject  lists[subjectGrant]  // sorted by resource, then role name
@@ -63,6 +63,7 @@ type Index struct {
 	nblocks    int
 
 	quotas        map[uint32][]Quota        // scope -> its quotas, by type and subject
+	subjectUse    map[subjectQuotaKey]int   // what counts against each quota that names a subject
 	creators      map[string]string         // resource type -> creator role
 	defaultQuotas map[string][]DefaultQuota // scope type -> its default quotas
 
@@ -160,6 +161,7 @@ func newIndex(clock Clock) *Index {
 		subjBlocks:    map[uint32][]uint32{},
 		blockedOn:     map[uint32][]uint32{},
 		quotas:        map[uint32][]Quota{},
+		subjectUse:    map[subjectQuotaKey]int{},
 		creators:      map[string]string{},
 		defaultQuotas: map[string][]DefaultQuota{},
 		admissions:    map[string]map[uint32]*Admission{},

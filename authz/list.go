@@ -171,66 +171,152 @@ func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, stri
 	return out, next, x.rev, nil
 }
 
-// pageOf returns the page of a list sorted by key that starts after the
-// token's key, with the token of the next page.
-func pageOf[T any](list []T, key func(T) string, size int, token string, filter uint64) ([]T, string, error) {
-	size, err := pageSize(size)
-	if err != nil {
-		return nil, "", err
-	}
-	after, err := decodePageToken(token, filter, 0)
-	if err != nil {
-		return nil, "", err
-	}
-	i := 0
-	if after != nil {
-		i, _ = slices.BinarySearchFunc(list, after.text, func(v T, k string) int { return strings.Compare(key(v), k) })
-		if i < len(list) && key(list[i]) == after.text {
-			i++
-		}
-	}
-	page := list[i:min(i+size, len(list))]
-	next := ""
-	if i+len(page) < len(list) {
-		next = pageToken{filter: filter, text: key(page[len(page)-1])}.encode()
-	}
-	return page, next, nil
-}
+// assignableBudget is how many roles, per role asked for, one page of the
+// roles an actor may assign looks at: each costs a Grant rule's judgement,
+// so a page that runs out of budget is returned short, with a token to go on.
+const assignableBudget = 4
 
 // ListRolesPage is ListRoles (or, with assignableBy, AssignableRoles) a
-// page at a time, by name.
+// page at a time, by name. A page looks at one entry per ancestor for each
+// role it returns, not at every role visible; a page of the roles an actor
+// may assign looks at no more than assignableBudget times its size, so it
+// may come back short of page_size, with a token, and the last page may be
+// empty.
 func (x *Index) ListRolesPage(resource, assignableBy string, size int, token string) ([]Role, string, Revision, error) {
-	list, rev, err := x.ListRoles(resource)
-	if assignableBy != "" {
-		list, rev, err = x.AssignableRoles(resource, assignableBy)
-	}
+	size, err := pageSize(size)
 	if err != nil {
-		return nil, "", rev, err
+		return nil, "", 0, err
 	}
-	page, next, err := pageOf(list, func(r Role) string { return r.Name }, size, token, filterHash("roles", resource, assignableBy))
-	return page, next, rev, err
+	filter := filterHash("roles", resource, assignableBy)
+	after, err := decodePageToken(token, filter, 0)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	now := x.now()
+	x.view.RLock()
+	defer x.view.RUnlock()
+	id, err := x.registered("resource", resource)
+	if err != nil {
+		return nil, "", x.rev, err
+	}
+	var p *plan
+	budget := size
+	if assignableBy != "" {
+		p = &plan{x: x, by: Author{Actor: assignableBy}, limits: Limits{}.withDefaults(), now: now}
+		budget = assignableBudget * size
+	}
+	typ := x.typeName(id)
+	var out []Role
+	next, last, looked := "", "", 0
+	x.visibleRolesAfter(id, after, func(d *roleDef) bool {
+		if len(out) == size || looked == budget {
+			next = pageToken{filter: filter, text: last}.encode()
+			return false
+		}
+		looked++
+		last = d.Name
+		if p == nil || d.bindableOn(typ) && p.mayGrant(d.Name, id, "grant") == nil {
+			out = append(out, cloneRole(d.Role))
+		}
+		return true
+	})
+	return out, next, x.rev, nil
 }
 
-// ListQuotasPage is ListQuotas a page at a time, nearest scope first.
+// visibleRolesAfter calls visit with the definitions that apply at id, by
+// name, from the first after the token's name (from the first of all with
+// no token), while visit returns true. The definitions made on each
+// ancestor are merged in name order, the nearest winning, so each one
+// visited costs a look at one entry per ancestor.
+func (x *Index) visibleRolesAfter(id uint32, after *pageToken, visit func(*roleDef) bool) {
+	var buf [MaxDepth + 1]uint32
+	path := x.path(id, buf[:0])
+	heads := make([][]uint32, len(path))
+	for i, a := range path {
+		list := x.rolesAt[a]
+		if after != nil {
+			j, found := x.searchRolesAt(list, after.text)
+			if found {
+				j++
+			}
+			list = list[j:]
+		}
+		heads[i] = list
+	}
+	for {
+		best := -1
+		for i, h := range heads {
+			if len(h) > 0 && (best < 0 || x.roleNames[h[0]] < x.roleNames[heads[best][0]]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return
+		}
+		role := heads[best][0]
+		d := x.roleDefs[roleKey(path[best], role)]
+		for i, h := range heads {
+			if len(h) > 0 && h[0] == role {
+				heads[i] = h[1:]
+			}
+		}
+		if !visit(d) {
+			return
+		}
+	}
+}
+
+// ListQuotasPage is ListQuotas a page at a time, nearest scope first and on
+// each scope by type and subject. A page looks at the quotas it returns and
+// at each ancestor once, and counts the use of only the quotas it returns.
 func (x *Index) ListQuotasPage(resource string, size int, token string) ([]QuotaUse, string, Revision, error) {
-	list, rev, err := x.ListQuotas(resource)
+	size, err := pageSize(size)
 	if err != nil {
-		return nil, "", rev, err
+		return nil, "", 0, err
 	}
-	keys := make([]string, len(list))
-	for i, q := range list {
-		keys[i] = fmt.Sprintf("%04d\x00%s\x00%s", i, q.ResourceType, q.Subject)
+	filter := filterHash("quotas", resource)
+	after, err := decodePageToken(token, filter, 1)
+	if err != nil {
+		return nil, "", 0, err
 	}
-	indexed := make([]int, len(list))
-	for i := range indexed {
-		indexed[i] = i
+	x.view.RLock()
+	defer x.view.RUnlock()
+	id, err := x.registered("resource", resource)
+	if err != nil {
+		return nil, "", x.rev, err
 	}
-	page, next, err := pageOf(indexed, func(i int) string { return keys[i] }, size, token, filterHash("quotas", resource))
-	out := make([]QuotaUse, len(page))
-	for i, j := range page {
-		out[i] = list[j]
+	// The token holds the last quota's distance from resource and its key.
+	a, level, i := id, uint32(0), 0
+	if after != nil {
+		for ; level < after.pos[0] && a != noNode; level++ {
+			a = x.nodes[a].parent
+		}
+		if a != noNode {
+			typ, subject, _ := strings.Cut(after.text, "\x00")
+			var found bool
+			i, found = slices.BinarySearchFunc(x.quotas[a], Quota{ResourceType: typ, Subject: subject}, compareQuotaKeys)
+			if found {
+				i++
+			}
+		}
 	}
-	return out, next, rev, err
+	var out []QuotaUse
+	next, lastLevel := "", uint32(0)
+	for ; a != noNode && next == ""; a, level, i = x.nodes[a].parent, level+1, 0 {
+		if x.nodes[a].flags&nodeQuotas == 0 {
+			continue
+		}
+		for list := x.quotas[a]; i < len(list); i++ {
+			if len(out) == size {
+				last := out[len(out)-1]
+				next = pageToken{filter: filter, pos: []uint32{lastLevel}, text: last.ResourceType + "\x00" + last.Subject}.encode()
+				break
+			}
+			out = append(out, QuotaUse{Quota: list[i], Used: x.used(list[i])})
+			lastLevel = level
+		}
+	}
+	return out, next, x.rev, nil
 }
 
 // ExportPolicy returns one page of the policy in force: the first page

@@ -206,3 +206,145 @@ func TestListGrantsRefusals(t *testing.T) {
 		})
 	}
 }
+
+// rulePageCost is DESIGN.md's "ordered indexes for pages: nothing on a write
+// or a page scans the world".
+const rulePageCost = "Children per node, counts per subtree, ordered indexes for pages: nothing on a write or a page scans the world"
+
+// pagesWorld is streamPolicy with n roles and n quotas (half of them naming
+// a subject) defined on account:acme, a role shadowed there, and a subject
+// that registered resources below it.
+func pagesWorld(t *testing.T, n int) *world {
+	t.Helper()
+	p := streamPolicy()
+	for i := range n {
+		p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("r%04d", i), Scope: "account:acme", Permissions: []string{"join-call"}})
+		q := authz.Quota{Scope: "account:acme", ResourceType: fmt.Sprintf("t%04d", i), Limit: 10}
+		if i%2 == 1 {
+			q.Subject = "user:alice"
+		}
+		p.Quotas = append(p.Quotas, q)
+	}
+	p.Roles = append(p.Roles, authz.Role{Name: "moderator", Scope: "account:acme", Permissions: []string{"join-call"}})
+	p.Quotas = append(p.Quotas, authz.Quota{Scope: "root", ResourceType: "call", Limit: 100},
+		authz.Quota{Scope: "calltype:livestream", ResourceType: "call", Subject: "user:alice", Limit: 100})
+	w := newWorld(t, p)
+	for i := range 5 {
+		w.store(authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{
+			Name: fmt.Sprintf("call:livestream:a%d", i), Parent: "calltype:livestream", Creator: "user:alice"}})
+	}
+	return w
+}
+
+func TestRoleAndQuotaPages(t *testing.T) {
+	w := pagesWorld(t, 7)
+	w.grant("user:mod", "moderator", "call:livestream:42")
+	at := "call:livestream:42"
+	roles := func(assignableBy string, size int) []string {
+		var out []string
+		token := ""
+		for {
+			page, next, _, err := w.idx.ListRolesPage(at, assignableBy, size, token)
+			if err != nil {
+				t.Fatalf("ListRolesPage(size %d): %v", size, err)
+			}
+			for _, r := range page {
+				out = append(out, r.Name+" at "+r.Scope)
+			}
+			if next == "" {
+				return out
+			}
+			token = next
+		}
+	}
+	quotas := func(size int) []string {
+		var out []string
+		token := ""
+		for {
+			page, next, _, err := w.idx.ListQuotasPage(at, size, token)
+			if err != nil {
+				t.Fatalf("ListQuotasPage(size %d): %v", size, err)
+			}
+			for _, q := range page {
+				out = append(out, fmt.Sprintf("%s %s %s used %d", q.Scope, q.ResourceType, q.Subject, q.Used))
+			}
+			if next == "" {
+				return out
+			}
+			token = next
+		}
+	}
+	whole, _, _ := w.idx.ListRoles(at)
+	var wantRoles []string
+	for _, r := range whole {
+		wantRoles = append(wantRoles, r.Name+" at "+r.Scope)
+	}
+	assignable, _, _ := w.idx.AssignableRoles(at, "user:mod")
+	var wantAssignable []string
+	for _, r := range assignable {
+		wantAssignable = append(wantAssignable, r.Name+" at "+r.Scope)
+	}
+	allQuotas, _, _ := w.idx.ListQuotas(at)
+	var wantQuotas []string
+	for _, q := range allQuotas {
+		wantQuotas = append(wantQuotas, fmt.Sprintf("%s %s %s used %d", q.Scope, q.ResourceType, q.Subject, q.Used))
+	}
+	if !slices.Contains(wantRoles, "moderator at account:acme") || slices.Contains(wantRoles, "moderator at root") {
+		t.Fatalf("ListRoles %v: the nearest definition of moderator is account:acme's", wantRoles)
+	}
+	if !slices.Contains(wantQuotas, "calltype:livestream call user:alice used 5") || !slices.Contains(wantQuotas, "root call  used 9") {
+		t.Fatalf("ListQuotas %v: want alice's 5 calls below calltype:livestream and 9 calls below root", wantQuotas)
+	}
+	for _, size := range []int{1, 2, 3, 100} {
+		if got := roles("", size); !slices.Equal(got, wantRoles) {
+			t.Errorf("ListRolesPage pages of %d, joined:\n%v\nwant ListRoles's\n%v", size, got, wantRoles)
+		}
+		if got := roles("user:mod", size); !slices.Equal(got, wantAssignable) {
+			t.Errorf("ListRolesPage assignable by user:mod, pages of %d, joined:\n%v\nwant AssignableRoles's\n%v", size, got, wantAssignable)
+		}
+		if got := quotas(size); !slices.Equal(got, wantQuotas) {
+			t.Errorf("ListQuotasPage pages of %d, joined:\n%v\nwant ListQuotas's\n%v", size, got, wantQuotas)
+		}
+	}
+	t.Run("a token is bound to its filter", func(t *testing.T) {
+		_, next, _, _ := w.idx.ListQuotasPage(at, 1, "")
+		if _, _, _, err := w.idx.ListQuotasPage("account:acme", 1, next); authz.CodeOf(err) != authz.Invalid {
+			t.Errorf("ListQuotasPage of another resource with the token: %v, want INVALID_ARGUMENT", err)
+		}
+		_, next, _, _ = w.idx.ListRolesPage(at, "", 1, "")
+		if _, _, _, err := w.idx.ListRolesPage(at, "user:mod", 1, next); authz.CodeOf(err) != authz.Invalid {
+			t.Errorf("ListRolesPage assignable with a plain token: %v, want INVALID_ARGUMENT", err)
+		}
+	})
+}
+
+func TestRoleAndQuotaPagesCostTheirSize(t *testing.T) {
+	// A page's allocations grow with what it builds: a page of one that
+	// built the whole list first would grow with n.
+	cost := func(n int) (rolesFirst, rolesLater, quotasFirst, quotasLater float64) {
+		w := pagesWorld(t, n)
+		at := "call:livestream:42"
+		_, rolesToken, _, _ := w.idx.ListRolesPage(at, "", n/2, "")
+		_, quotasToken, _, _ := w.idx.ListQuotasPage(at, n/2, "")
+		rolesFirst = testing.AllocsPerRun(20, func() { w.idx.ListRolesPage(at, "", 1, "") })
+		rolesLater = testing.AllocsPerRun(20, func() { w.idx.ListRolesPage(at, "", 1, rolesToken) })
+		quotasFirst = testing.AllocsPerRun(20, func() { w.idx.ListQuotasPage(at, 1, "") })
+		quotasLater = testing.AllocsPerRun(20, func() { w.idx.ListQuotasPage(at, 1, quotasToken) })
+		return
+	}
+	s1, s2, s3, s4 := cost(10)
+	b1, b2, b3, b4 := cost(400)
+	for _, c := range []struct {
+		what       string
+		small, big float64
+	}{
+		{"the first page of ListRolesPage", s1, b1},
+		{"a later page of ListRolesPage", s2, b2},
+		{"the first page of ListQuotasPage", s3, b3},
+		{"a later page of ListQuotasPage", s4, b4},
+	} {
+		if c.big > c.small+2 {
+			t.Errorf("%s: %s of size 1 allocates %.0f times among 400 entries per scope, %.0f among 10", rulePageCost, c.what, c.big, c.small)
+		}
+	}
+}

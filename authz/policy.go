@@ -37,6 +37,11 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 		if err != nil {
 			return err
 		}
+		// A dry run writes nothing, so the limits write would check are
+		// checked here.
+		if err := pl.scopeLimits(cs); err != nil {
+			return err
+		}
 		// A policy reads nearly everything: it is planned on a quiet world.
 		pl.guard(keyCatalog, keyRoles, keyTree)
 		for _, c := range cs {

@@ -131,6 +131,8 @@ func TestApplyPolicyRefusals(t *testing.T) {
 		code   authz.Code
 		field  string
 		value  string
+		kind   authz.Kind         // when set, the refusal's kind
+		opts   authz.ApplyOptions // how the policy is applied
 	}{
 		{
 			name: "removing a permission still named by a role is INVALID_ARGUMENT and writes nothing",
@@ -224,6 +226,68 @@ func TestApplyPolicyRefusals(t *testing.T) {
 			},
 			code: authz.FailedPrecondition, field: "policy.resources[11].parent", value: "workspace:b",
 		},
+		{
+			name: ruleQuota + ": a policy registering a resource past a quota",
+			setup: func(w *world) {
+				w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Limit: 3})
+			},
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources, authz.Resource{Name: "call:default:2", Parent: "calltype:default"})
+				return p
+			},
+			code: authz.ResourceExhausted, field: "quota", value: "account:acme/call", kind: authz.KindQuotaExceeded,
+		},
+		{
+			name: ruleQuota + ": a quota the policy itself sets",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Quotas = []authz.Quota{{Scope: "account:globex", ResourceType: "call", Limit: 1}}
+				p.Resources = append(p.Resources, authz.Resource{Name: "call:globex:8", Parent: "calltype:globex"})
+				return p
+			},
+			code: authz.ResourceExhausted, field: "quota", value: "account:globex/call", kind: authz.KindQuotaExceeded,
+		},
+		{
+			name: ruleQuotaSubject + ": a policy moving a subject's resources under its quota",
+			setup: func(w *world) {
+				w.put("workspace:w", "root")
+				for _, call := range []string{"call:w:1", "call:w:2"} {
+					w.store(authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: call, Parent: "workspace:w", Creator: "user:alice"}})
+				}
+				w.store(authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: "call:livestream:a", Parent: "calltype:livestream", Creator: "user:alice"}})
+				w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Subject: "user:alice", Limit: 2})
+			},
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources, authz.Resource{Name: "workspace:w", Parent: "account:acme"})
+				return p
+			},
+			code: authz.ResourceExhausted, field: "quota", value: "account:acme/call", kind: authz.KindQuotaExceeded,
+		},
+		{
+			name: "the policy would leave a grant with no definition of its role: a resource moved away from the definition",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"join-call"}})
+				w.grant("user:bob", "stage-manager", "call:livestream:42")
+			},
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources, authz.Resource{Name: "calltype:livestream", Parent: "account:globex"})
+				return p
+			},
+			code: authz.FailedPrecondition, field: "policy.roles", value: "stage-manager", kind: authz.KindRoleInUse,
+		},
+		{
+			name: "the policy would leave a grant with no definition of its role: a pruned definition",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"join-call"}})
+				w.grant("user:bob", "stage-manager", "call:livestream:42")
+			},
+			policy: streamPolicy,
+			opts:   authz.ApplyOptions{Prune: true},
+			code:   authz.FailedPrecondition, field: "policy.roles", value: "stage-manager", kind: authz.KindRoleInUse,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,13 +296,16 @@ func TestApplyPolicyRefusals(t *testing.T) {
 				tc.setup(w)
 			}
 			before, _ := exportAll(w)
-			w.refuses(tc.code, tc.field, tc.value, func() (authz.Revision, error) {
-				rev, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, tc.policy(), authz.ApplyOptions{})
+			e := w.refuses(tc.code, tc.field, tc.value, func() (authz.Revision, error) {
+				rev, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, tc.policy(), tc.opts)
 				if changed != nil {
 					t.Errorf("a refused policy reports changes %v", changed)
 				}
 				return rev, err
 			})
+			if tc.kind != "" && e.Kind != tc.kind {
+				t.Errorf("refusal kind %s, want %s (%v)", e.Kind, tc.kind, e)
+			}
 			if after, _ := exportAll(w); !reflect.DeepEqual(before, after) {
 				t.Errorf("A failed write changes nothing: the export differs\nbefore %+v\nafter  %+v", before, after)
 			}

@@ -23,7 +23,8 @@ func (x *Index) putQuota(q Quota) {
 		return
 	}
 	if q.Subject != "" {
-		x.refSubject(q.Subject)
+		s := x.refSubject(q.Subject)
+		x.subjectUse[subjectQuotaKey{scope, s, q.ResourceType}] = x.countCreated(s, scope, q.ResourceType)
 	}
 	x.quotas[scope] = slices.Insert(list, i, q)
 	x.nodes[scope].flags |= nodeQuotas
@@ -47,7 +48,50 @@ func (x *Index) deleteQuota(q Quota) {
 		x.quotas[scope] = list
 	}
 	if q.Subject != "" {
-		x.unrefSubject(x.subj.lookup(q.Subject))
+		s := x.subj.lookup(q.Subject)
+		delete(x.subjectUse, subjectQuotaKey{scope, s, q.ResourceType})
+		x.unrefSubject(s)
+	}
+}
+
+// subjectQuotaKey names the count of a quota that names a subject: its
+// scope, its subject's id (which the quota keeps interned) and its type.
+type subjectQuotaKey struct {
+	scope, subject uint32
+	typ            string
+}
+
+// countCreated counts the resources of typ strictly below scope that s
+// registered, by going through all that s registered. It runs once when a
+// quota naming s is set (and at load); from then on the count is kept as
+// resources come and go (countSubtree).
+func (x *Index) countCreated(s, scope uint32, typ string) int {
+	t := x.types.lookup(typ)
+	if t == noName {
+		return 0
+	}
+	n := 0
+	for _, id := range x.created.get(s) {
+		if id != scope && x.nodes[id].typ == t && x.under(id, scope) {
+			n++
+		}
+	}
+	return n
+}
+
+// countQuotaSubjects adds delta times the counts of created, by type and
+// creator, to the quotas naming a subject on id's ancestors.
+func (x *Index) countQuotaSubjects(id uint32, created map[[2]uint32]int, delta int) {
+	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+		if x.nodes[a].flags&nodeQuotas == 0 {
+			continue
+		}
+		for k, n := range created {
+			key := subjectQuotaKey{a, k[1], x.types.name(k[0])}
+			if v, ok := x.subjectUse[key]; ok {
+				x.subjectUse[key] = v + delta*n
+			}
+		}
 	}
 }
 
@@ -88,7 +132,8 @@ func (x *Index) quotaAt(scope uint32, typ, subject string) (Quota, bool) {
 }
 
 // used counts the resources below q's scope that count against it: of its
-// type, and registered by its subject when it names one.
+// type, and registered by its subject when it names one. Both counts are
+// kept as resources come and go, so a quota that is set costs a lookup.
 func (x *Index) used(q Quota) int {
 	scope := x.lookupNode(q.Scope)
 	typ := x.types.lookup(q.ResourceType)
@@ -102,13 +147,11 @@ func (x *Index) used(q Quota) int {
 	if s == noName {
 		return 0
 	}
-	n := 0
-	for _, id := range x.created.get(s) {
-		if id != scope && x.nodes[id].typ == typ && x.under(id, scope) {
-			n++
-		}
+	if n, ok := x.subjectUse[subjectQuotaKey{scope, s, q.ResourceType}]; ok {
+		return n
 	}
-	return n
+	// No such quota is set (a policy being planned asks): count.
+	return x.countCreated(s, scope, q.ResourceType)
 }
 
 // placement counts resources by type, and by type and creator, as quotas

@@ -614,3 +614,50 @@ func TestCreatorRole(t *testing.T) {
 		})
 	}
 }
+
+func TestQuotaSubjectCountKept(t *testing.T) {
+	w := newWorld(t, liveboxPolicy())
+	w.grant("user:sub1", "dedicated-conference", "account:livebox")
+	for _, scope := range []string{"account:livebox", "client:dedicated", "folder:d1"} {
+		w.quota(authz.Quota{Scope: scope, ResourceType: "room", Subject: "user:sub1", Limit: 10})
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want map[string]int // scope -> user:sub1's rooms below it
+	}{
+		{"rooms the subject registers count on every scope above them", func() {
+			w.putAs("user:sub1", "room:a", "folder:d1")
+			w.putAs("user:sub1", "room:b", "client:dedicated")
+			w.putAs("user:sub1", "room:c", "folder:o1")
+			w.put("room:m", "folder:d1") // the platform's: not the subject's
+		}, map[string]int{"account:livebox": 3, "client:dedicated": 2, "folder:d1": 1}},
+		{"a moved subtree takes its count from the scopes it leaves to those it joins", func() {
+			w.put("folder:d1", "client:other")
+		}, map[string]int{"account:livebox": 3, "client:dedicated": 1, "folder:d1": 1}},
+		{"a moved room counts where it lands", func() {
+			w.put("room:c", "folder:d1")
+		}, map[string]int{"account:livebox": 3, "client:dedicated": 1, "folder:d1": 2}},
+		{"a deleted room counts no more", func() {
+			w.must("DeleteResource room:a")(w.eng.DeleteResource(w.ctx, w.by, "room:a"))
+		}, map[string]int{"account:livebox": 2, "client:dedicated": 1, "folder:d1": 1}},
+		{"a quota set after the rooms exist counts them", func() {
+			w.quota(authz.Quota{Scope: "client:other", ResourceType: "room", Subject: "user:sub1", Limit: 10})
+		}, map[string]int{"account:livebox": 2, "client:dedicated": 1, "folder:d1": 1, "client:other": 1}},
+		{"a quota's new limit keeps its count", func() {
+			w.quota(authz.Quota{Scope: "client:other", ResourceType: "room", Subject: "user:sub1", Limit: 1})
+			w.putAs("user:sub1", "room:d", "client:dedicated")
+		}, map[string]int{"account:livebox": 3, "client:dedicated": 2, "folder:d1": 1, "client:other": 1}},
+	}
+	for _, s := range steps {
+		s.do()
+		for scope, want := range s.want {
+			if got := w.used(scope, "room", "user:sub1"); got != want {
+				t.Errorf("%s: %s: %s: used %d, want %d", ruleQuotaSubject, s.name, scope, got, want)
+			}
+		}
+	}
+	w.refuses(authz.ResourceExhausted, "quota", "client:other/room", func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, as("user:sub1"), authz.Resource{Name: "room:e", Parent: "client:other"})
+	})
+}

@@ -12,7 +12,9 @@ func (x *Index) putRole(r Role) {
 	k := roleKey(scope, role)
 	if x.roleDefs[k] == nil {
 		x.roleScopes[role] = insertSorted(x.roleScopes[role], scope)
-		x.rolesAt[scope] = insertSorted(x.rolesAt[scope], role)
+		list := x.rolesAt[scope]
+		i, _ := x.searchRolesAt(list, r.Name)
+		x.rolesAt[scope] = slices.Insert(list, i, role)
 		x.nodes[scope].flags |= nodeRoles
 	}
 	x.roleDefs[k] = &roleDef{Role: cloneRole(r), perms: x.cat.closure(r.Permissions)}
@@ -29,11 +31,18 @@ func (x *Index) deleteRole(scope, name string) {
 	if len(x.roleScopes[role]) == 0 {
 		delete(x.roleScopes, role)
 	}
-	x.rolesAt[id] = removeSorted(x.rolesAt[id], role)
+	if i, found := x.searchRolesAt(x.rolesAt[id], name); found {
+		x.rolesAt[id] = slices.Delete(x.rolesAt[id], i, i+1)
+	}
 	if len(x.rolesAt[id]) == 0 {
 		delete(x.rolesAt, id)
 		x.nodes[id].flags &^= nodeRoles
 	}
+}
+
+// searchRolesAt finds name in a list of rolesAt, which is sorted by name.
+func (x *Index) searchRolesAt(list []uint32, name string) (int, bool) {
+	return slices.BinarySearchFunc(list, name, func(role uint32, name string) int { return strings.Compare(x.roleNames[role], name) })
 }
 
 // resolve returns the definition of role that applies at path[0]: the
@@ -83,7 +92,6 @@ func (x *Index) definedAt(id uint32) []Role {
 	for _, role := range x.rolesAt[id] {
 		out = append(out, cloneRole(x.roleDefs[roleKey(id, role)].Role))
 	}
-	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

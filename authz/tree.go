@@ -64,7 +64,10 @@ func (x *Index) unlink(id uint32) {
 // countSubtree adds delta, for every resource in id's subtree, to the type
 // counts of id's ancestors: what quotas read.
 func (x *Index) countSubtree(id uint32, delta int) {
-	counts := x.subtreeTypes(id)
+	counts, created := x.subtreeTypes(id)
+	if len(created) > 0 {
+		x.countQuotaSubjects(id, created, delta)
+	}
 	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
 		for typ, n := range counts {
 			k := typeKey(a, typ)
@@ -78,14 +81,23 @@ func (x *Index) countSubtree(id uint32, delta int) {
 	}
 }
 
-// subtreeTypes counts the resources of id's subtree, id included, by type.
-func (x *Index) subtreeTypes(id uint32) map[uint32]int {
+// subtreeTypes counts the resources of id's subtree, id included, by type,
+// and those with a creator by type and creator's subject id.
+func (x *Index) subtreeTypes(id uint32) (map[uint32]int, map[[2]uint32]int) {
 	counts := map[uint32]int{}
+	var created map[[2]uint32]int
 	x.walk(id, func(m uint32) bool {
-		counts[x.nodes[m].typ]++
+		n := &x.nodes[m]
+		counts[n.typ]++
+		if n.creator != 0 {
+			if created == nil {
+				created = map[[2]uint32]int{}
+			}
+			created[[2]uint32{n.typ, n.creator - 1}]++
+		}
 		return true
 	})
-	return counts
+	return counts, created
 }
 
 // walk visits id and its descendants, parents before children, while visit
@@ -126,6 +138,8 @@ func (x *Index) putResource(r Resource) error {
 		x.nodes[id].creator = s + 1
 		list := x.created.get(s)
 		x.created.insert(s, searchUint32(list, id), id)
+		// addNode counted the resource before it had a creator.
+		x.countQuotaSubjects(id, map[[2]uint32]int{{x.nodes[id].typ, s}: 1}, 1)
 	}
 	return nil
 }

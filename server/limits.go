@@ -36,6 +36,9 @@ import (
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
+//	ancestors of a resource below root    32           FAILED_PRECONDITION (authz.MaxDepth)
+//	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)
+//	quotas on one resource                10,000       RESOURCE_EXHAUSTED (authz.MaxQuotasPerScope)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
 // ValidatePolicy (usher serve --policy, usher policy validate). The server

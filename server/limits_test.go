@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
 )
@@ -132,9 +133,16 @@ func limitCases(t *testing.T) []limitCase {
 		return p
 	}
 	roles := func(ctx context.Context, f *fixture, n int) *usherv1.Policy {
+		// Spread over resources of the policy's own: one resource defines
+		// at most authz.MaxRolesPerScope.
 		p := catalogOnly(ctx, f)
+		const perScope = authz.MaxRolesPerScope / 2
 		for i := range n {
-			p.Roles = append(p.Roles, &usherv1.Role{Name: fmt.Sprintf("role-%d", i), Scope: "root", Permissions: []string{"join-call"}})
+			scope := fmt.Sprintf("r:%d", i/perScope)
+			if i%perScope == 0 {
+				p.Resources = append(p.Resources, &usherv1.Resource{Name: scope})
+			}
+			p.Roles = append(p.Roles, &usherv1.Role{Name: fmt.Sprintf("role-%d", i), Scope: scope, Permissions: []string{"join-call"}})
 		}
 		return p
 	}
