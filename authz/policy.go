@@ -10,9 +10,13 @@ import (
 
 // ApplyOptions change what ApplyPolicy does.
 type ApplyOptions struct {
-	// Prune removes what the policy does not list: role definitions,
-	// quotas, creator roles and default quotas. Resources, grants and blocks
-	// are never pruned; a role still held is not either (FailedPrecondition).
+	// Prune removes what the policy does not list: creator roles, default
+	// quotas, and the role definitions, quotas and admission rules at the
+	// scopes the policy manages, which are root and the resources it lists.
+	// What is defined on other resources (an account's custom roles, the
+	// quotas of its plan) is left alone, as are resources, grants and
+	// blocks. A role that would leave grants with no definition is not
+	// pruned: the policy is refused (FailedPrecondition), naming the grants.
 	Prune bool
 	// DryRun plans and validates the policy and reports what it would
 	// change, writing nothing.
@@ -201,6 +205,15 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	}
 	changes = x.dropResourceRoundTrips(changes)
 
+	// The scopes the policy manages: root and the resources it lists. Prune
+	// removes only what is defined there; roles, quotas and rules defined on
+	// resources registered at run time (an account's custom roles, its
+	// plan's quotas) are the platform's data, not the policy's.
+	managed := map[string]bool{RootName: true}
+	for _, r := range p.Resources {
+		managed[r.Name] = true
+	}
+
 	listed := map[[2]string]bool{}
 	for i, r := range p.Roles {
 		field := fmt.Sprintf("policy.roles[%d]", i)
@@ -231,7 +244,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		for _, k := range x.sortedRoleKeys() {
 			d := x.roleDefs[k]
 			key := [2]string{d.Scope, d.Name}
-			if !listed[key] {
+			if !listed[key] && managed[d.Scope] {
 				v.roles[key] = nil
 				changes = append(changes, Change{Op: OpDeleteRole, Role: &Role{Name: d.Name, Scope: d.Scope}})
 			}
@@ -310,7 +323,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		if rules[[2]string{old.Scope, old.ResourceType}] {
 			continue
 		}
-		if opts.Prune {
+		if opts.Prune && managed[old.Scope] {
 			changes = append(changes, Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: old.Scope, ResourceType: old.ResourceType}})
 			continue
 		}
@@ -342,7 +355,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		for _, scope := range x.sortedQuotaScopes() {
 			for _, q := range x.quotas[scope] {
 				key := Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}
-				if _, ok := quotas[key]; !ok {
+				if _, ok := quotas[key]; !ok && managed[q.Scope] {
 					quotas[key] = Quota{} // removed: no limit
 					changes = append(changes, Change{Op: OpDeleteQuota, Quota: &key})
 				}
@@ -380,15 +393,34 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 
 // policyOrphans refuses a policy that would leave a grant with no
 // definition of its role: one whose definition the policy prunes, or below a
-// resource the policy moves away from its definition.
+// resource the policy moves away from its definition. The refusal names
+// every such role and the grants that hold it, so that one reading tells
+// what to revoke.
 func (x *Index) policyOrphans(v *policyView, placed []string) error {
-	check := func(res uint32, role uint32) error {
+	var (
+		roles  []string            // in the order found
+		grants map[string][]string // role -> "subject on resource"
+		seen   = map[[3]uint32]bool{}
+		total  int
+	)
+	grants = map[string][]string{}
+	// orphaned records the grants of role on at if the role would resolve
+	// nowhere at res once the policy is applied.
+	orphaned := func(res, at, role uint32) {
 		name, roleName := x.name(res), x.roleNames[role]
-		if x.resolveAt(res, role) != nil && !v.resolve(name, roleName) {
-			return errorf(FailedPrecondition, "policy.roles", roleName,
-				"the policy would leave the grants of %q on %q with no definition of the role; revoke them first or keep the role", roleName, name).as(KindRoleInUse)
+		if x.resolveAt(res, role) == nil || v.resolve(name, roleName) {
+			return
 		}
-		return nil
+		for _, g := range x.holdersOf(at, role) {
+			if key := [3]uint32{role, g.subj, at}; !seen[key] {
+				seen[key] = true
+				if len(grants[roleName]) == 0 {
+					roles = append(roles, roleName)
+				}
+				grants[roleName] = append(grants[roleName], fmt.Sprintf("%s on %s", x.subj.name(g.subj), x.name(at)))
+				total++
+			}
+		}
 	}
 	for key, d := range v.roles {
 		if d != nil {
@@ -398,21 +430,13 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		if scope == noNode || role == noName || x.roleHolders[role] == 0 {
 			continue
 		}
-		var err error
 		x.walk(scope, func(n uint32) bool {
-			if len(x.holdersOf(n, role)) > 0 {
-				err = check(n, role)
-			}
-			return err == nil
+			orphaned(n, n, role)
+			return true
 		})
-		for a := x.nodes[scope].parent; err == nil && a != noNode; a = x.nodes[a].parent {
-			if len(x.holdersOf(a, role)) > 0 {
-				// A holder above the scope resolves at the scope too.
-				err = check(scope, role)
-			}
-		}
-		if err != nil {
-			return err
+		// A holder above the scope resolves at the scope too.
+		for a := x.nodes[scope].parent; a != noNode; a = x.nodes[a].parent {
+			orphaned(scope, a, role)
 		}
 	}
 	for _, name := range placed {
@@ -420,20 +444,33 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		if id == noNode {
 			continue
 		}
-		var err error
 		x.walk(id, func(n uint32) bool {
 			for _, g := range x.byResource.get(n) {
-				if err = check(n, g.role); err != nil {
-					return false
-				}
+				orphaned(n, n, g.role)
 			}
 			return true
 		})
-		if err != nil {
-			return err
-		}
 	}
-	return nil
+	if total == 0 {
+		return nil
+	}
+	slices.Sort(roles)
+	const shown = 5 // grants named per role
+	parts := make([]string, len(roles))
+	for i, r := range roles {
+		list := grants[r]
+		slices.Sort(list)
+		held := strings.Join(list[:min(len(list), shown)], ", ")
+		if len(list) > shown {
+			held += fmt.Sprintf(" and %d more", len(list)-shown)
+		}
+		parts[i] = fmt.Sprintf("%q, held by %s", r, held)
+	}
+	e := errorf(FailedPrecondition, "policy.roles", roles[0],
+		"the policy would leave %d grants with no definition of their role: %s; revoke them first or keep the roles",
+		total, strings.Join(parts, "; ")).as(KindRoleInUse)
+	e.Meta = map[string]string{"roles": strings.Join(roles, ","), "grants": fmt.Sprint(total)}
+	return e
 }
 
 // policyQuotas refuses a policy whose resources would take a quota past its

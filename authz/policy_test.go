@@ -373,3 +373,72 @@ func normalPolicy(p authz.Policy) authz.Policy {
 	})
 	return p
 }
+
+func TestApplyPolicyPrune(t *testing.T) {
+	t.Run("prune removes what root and the policy's resources define beyond the policy, and leaves what resources registered at run time define", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.put("account:initech", "root") // registered by the platform, not listed in the policy
+		w.role(authz.Role{Name: "stage-manager", Scope: "account:initech", Permissions: []string{"start-broadcast-call"}})
+		w.quota(authz.Quota{Scope: "account:initech", ResourceType: "call", Limit: 5})
+		w.putAdmission(authz.Admission{Scope: "account:initech", ResourceType: "call", Join: "join-call"})
+		w.role(authz.Role{Name: "extra", Scope: "root", Permissions: []string{"join-call"}})
+		w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Limit: 5})
+		w.putAdmission(authz.Admission{Scope: "calltype:livestream", ResourceType: "call", Join: "join-call"})
+
+		_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, streamPolicy(), authz.ApplyOptions{Prune: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range changed {
+			switch {
+			case c.Role != nil:
+				got = append(got, c.Op.String()+" "+c.Role.Name+"@"+c.Role.Scope)
+			case c.Quota != nil:
+				got = append(got, c.Op.String()+" "+c.Quota.Scope)
+			case c.Admission != nil:
+				got = append(got, c.Op.String()+" "+c.Admission.Scope)
+			default:
+				got = append(got, c.Op.String())
+			}
+		}
+		want := []string{"delete_role extra@root", "delete_admission calltype:livestream", "delete_quota account:acme"}
+		if !slices.Equal(got, want) {
+			t.Errorf("prune changed %v, want %v", got, want)
+		}
+		roles, _, _ := w.idx.ListRoles("account:initech")
+		if !slices.ContainsFunc(roles, func(r authz.Role) bool { return r.Name == "stage-manager" }) {
+			t.Error("prune removed a custom role of a resource the policy does not list")
+		}
+		if w.used("account:initech", "call", "") < 0 {
+			t.Error("prune removed the quota of a resource the policy does not list")
+		}
+	})
+
+	t.Run("a pruned role still held is refused, naming every grant that holds it", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.role(authz.Role{Name: "extra", Scope: "root", Permissions: []string{"join-call"}})
+		w.role(authz.Role{Name: "spare", Scope: "account:acme", Permissions: []string{"join-call"}})
+		w.role(authz.Role{Name: "unheld", Scope: "root", Permissions: []string{"join-call"}})
+		w.grant("user:ann", "extra", "account:acme")
+		w.grant("user:bo", "extra", "call:livestream:42")
+		w.grant("user:cy", "spare", "calltype:default")
+		before, _ := exportAll(w)
+		e := w.refuses(authz.FailedPrecondition, "policy.roles", "extra", func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(w.ctx, w.by, streamPolicy(), authz.ApplyOptions{Prune: true})
+			return rev, err
+		})
+		for _, want := range []string{`3 grants`, `"extra", held by user:ann on account:acme, user:bo on call:livestream:42`,
+			`"spare", held by user:cy on calltype:default`} {
+			if e == nil || !strings.Contains(e.Reason, want) {
+				t.Errorf("refusal %v does not say %s", e, want)
+			}
+		}
+		if e != nil && strings.Contains(e.Reason, "unheld") {
+			t.Errorf("refusal %v names a role no grant holds", e)
+		}
+		if after, _ := exportAll(w); !reflect.DeepEqual(before, after) {
+			t.Error("A failed write changes nothing: the export differs")
+		}
+	})
+}

@@ -1472,10 +1472,13 @@ type ApplyPolicyRequest struct {
 	// Must be empty (INVALID_ARGUMENT otherwise): a policy is applied on the
 	// caller's own authority.
 	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	// Also remove what the policy does not list: role definitions, quotas,
-	// creator roles, default quotas and admission rules (never resources,
-	// grants or blocks). A role still held is not removed
-	// (FAILED_PRECONDITION).
+	// Also remove what the policy does not list: creator roles, default
+	// quotas, and the role definitions, quotas and admission rules on root and
+	// on the resources the policy lists. What resources registered at run
+	// time define (an account's custom roles, its plan's quotas) is left
+	// alone, as are resources, grants and blocks. A role still held is not
+	// removed: the policy is refused (FAILED_PRECONDITION), naming the grants
+	// that hold it.
 	Prune bool `protobuf:"varint,3,opt,name=prune,proto3" json:"prune,omitempty"`
 	// Validate and report the changes without writing them.
 	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
