@@ -15,7 +15,8 @@ import (
 
 // FuzzParsePolicy feeds arbitrary bytes through the path a policy file
 // takes at startup or in ApplyPolicy: Parse, server.ValidatePolicy, then
-// the engine. Nothing may panic; every refusal past Parse is an *authz.Error
+// the engine, and through Validate. Nothing may panic; every finding and
+// every line of Parse's error names the file; every refusal past Parse is an *authz.Error
 // (so the server maps it to INVALID_ARGUMENT and friends, not INTERNAL); a
 // refused policy writes nothing; an accepted one, applied again, writes
 // nothing, and what ExportPolicy gives
@@ -27,10 +28,18 @@ import (
 func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte("permissions: [{name: a}, {name: b, parents: [a]}]\nroles: [{name: r, scope: root, permissions: [a]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, _ := policy.Read("fuzz.yaml", data)
+		for _, d := range policy.Validate(doc) {
+			if !strings.HasPrefix(d.String(), "fuzz.yaml:") {
+				t.Fatalf("finding %q does not name the file", d)
+			}
+		}
 		msg, err := policy.Parse("fuzz.yaml", data)
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "fuzz.yaml: ") {
-				t.Fatalf("error %q does not name the file", err)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "fuzz.yaml:") {
+					t.Fatalf("error line %q does not name the file", line)
+				}
 			}
 			return
 		}

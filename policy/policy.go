@@ -2,14 +2,10 @@ package policy
 
 import (
 	"embed"
-	"fmt"
 	"os"
 	"path"
 	"slices"
 	"strings"
-
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
@@ -17,36 +13,46 @@ import (
 //go:embed policies/*.yaml
 var shipped embed.FS
 
-// Parse reads a policy from YAML or JSON (JSON is YAML). Field names are the
-// proto's, in snake_case or lowerCamelCase; unknown fields are errors. name
-// is used in messages, e.g. the file's path.
+// Parse reads a policy from YAML or JSON, as Read does; its error lists
+// every schema error, each at its line and column.
 func Parse(name string, data []byte) (*usherv1.Policy, error) {
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	d, diags := Read(name, data)
+	if err := diags.Err(); err != nil {
+		return nil, err
 	}
-	p := &usherv1.Policy{}
-	if err := protojson.Unmarshal(js, p); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return p, nil
+	return d.Policy, nil
 }
 
 // Load reads a policy file, or a shipped policy when name is one of Shipped()
-// and no file of that name exists.
+// and no file of that name exists; its error lists every schema error.
 func Load(name string) (*usherv1.Policy, error) {
+	d, diags, err := LoadDocument(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := diags.Err(); err != nil {
+		return nil, err
+	}
+	return d.Policy, nil
+}
+
+// LoadDocument reads a policy file, or a shipped policy when name is one
+// of Shipped() and no file of that name exists, with the schema errors
+// Read finds; the error is for a file that cannot be read at all.
+func LoadDocument(name string) (*Document, Diagnostics, error) {
 	data, err := os.ReadFile(name)
 	if err != nil {
 		if !os.IsNotExist(err) || !slices.Contains(Shipped(), name) {
-			return nil, err
+			return nil, nil, err
 		}
 		data, err = shipped.ReadFile("policies/" + name + ".yaml")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		name = "shipped policy " + name
 	}
-	return Parse(name, data)
+	d, diags := Read(name, data)
+	return d, diags, nil
 }
 
 // Shipped lists the names of the policies embedded in the binary.

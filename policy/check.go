@@ -1,0 +1,544 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// Check reports what is wrong with a document's policy beyond its schema,
+// all at once: names of the wrong shape, and every reference the policy
+// makes to itself.
+//
+// Errors: a permission, role, resource or rule given twice; a permission
+// parent, a role's permission or an admission rule's permission that is
+// not declared; permissions that imply themselves in a cycle; an usher.*
+// permission Usher does not check; an assignable role, creator role or
+// admission rule role that the policy does not define; a creator role that
+// is not bindable on its type; a resource listed before its parent.
+//
+// Warnings, which do not make the file invalid, are what may be right on
+// a server but not in the file alone: a scope or parent the policy does not
+// list (it may be registered already), and a resource type in bindable_on,
+// a creator role, a quota, a default quota or an admission rule that
+// nothing else in the policy names and that is a letter or two from one
+// that something does (a misspelling, most likely; resource types are not
+// declared, so a type named nowhere else may be one registered only at run
+// time).
+func Check(d *Document) Diagnostics {
+	c := &checker{doc: d, p: d.Policy, declared: map[string]int{}, roles: map[string][]int{},
+		listed: map[string]int{}, types: map[string]map[string]bool{}, warnedScope: map[string]bool{}}
+	c.index()
+	c.permissions()
+	c.resources()
+	c.roleDefs()
+	c.creatorRoles()
+	c.quotas()
+	c.defaultQuotas()
+	c.admissions()
+	return c.diags
+}
+
+type checker struct {
+	doc   *Document
+	p     *usherv1.Policy
+	diags Diagnostics
+
+	declared map[string]int   // permission -> its first index
+	roles    map[string][]int // role name -> the indexes of its definitions
+	listed   map[string]int   // resource -> its first index
+	// types holds where each resource type is named: "resources",
+	// "scopes", "permissions" (usher.resources.create.TYPE), and each
+	// field that names types.
+	types       map[string]map[string]bool
+	warnedScope map[string]bool
+}
+
+// Where resource types are named, for types: a type is known when it is
+// named somewhere other than the field being checked.
+const (
+	inResources   = "resources"
+	inScopes      = "scopes"
+	inPermissions = "permissions"
+	inBindable    = "bindable_on"
+	inCreators    = "creator_roles"
+	inQuotas      = "quotas"
+	inDefaults    = "default_quotas"
+	inAdmissions  = "admissions"
+)
+
+func (c *checker) index() {
+	for i, perm := range c.p.GetPermissions() {
+		if _, dup := c.declared[perm.GetName()]; !dup {
+			c.declared[perm.GetName()] = i
+		}
+		if typ, ok := reservedType(perm.GetName()); ok && typ != "" {
+			c.namesType(typ, inPermissions)
+		}
+	}
+	for i, r := range c.p.GetResources() {
+		if _, dup := c.listed[r.GetName()]; !dup {
+			c.listed[r.GetName()] = i
+		}
+		c.namesType(authz.TypeOf(r.GetName()), inResources)
+		if r.GetParent() != "" {
+			c.namesType(authz.TypeOf(r.GetParent()), inResources)
+		}
+	}
+	for i, r := range c.p.GetRoles() {
+		c.roles[r.GetName()] = append(c.roles[r.GetName()], i)
+		c.namesType(authz.TypeOf(r.GetScope()), inScopes)
+		for _, t := range r.GetBindableOn() {
+			c.namesType(t, inBindable)
+		}
+	}
+	for _, cr := range c.p.GetCreatorRoles() {
+		c.namesType(cr.GetResourceType(), inCreators)
+	}
+	for _, q := range c.p.GetQuotas() {
+		c.namesType(authz.TypeOf(q.GetScope()), inScopes)
+		c.namesType(q.GetResourceType(), inQuotas)
+	}
+	for _, d := range c.p.GetDefaultQuotas() {
+		c.namesType(d.GetScopeType(), inDefaults)
+		c.namesType(d.GetResourceType(), inDefaults)
+	}
+	for _, a := range c.p.GetAdmissions() {
+		if a.GetScope() != "" {
+			c.namesType(authz.TypeOf(a.GetScope()), inScopes)
+		}
+		c.namesType(a.GetResourceType(), inAdmissions)
+	}
+}
+
+func (c *checker) namesType(typ, where string) {
+	if typ == "" {
+		return
+	}
+	if c.types[typ] == nil {
+		c.types[typ] = map[string]bool{}
+	}
+	c.types[typ][where] = true
+}
+
+// report adds a finding about the value at path: `"VALUE": reason`.
+func (c *checker) report(path, value string, warning bool, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if value != "" {
+		msg = fmt.Sprintf("%q: %s", value, msg)
+	}
+	c.diags = append(c.diags, c.doc.Diagnose(path, warning, "%s", msg))
+}
+
+func (c *checker) errorf(path, value, format string, args ...any) {
+	c.report(path, value, false, format, args...)
+}
+
+func (c *checker) warnf(path, value, format string, args ...any) {
+	c.report(path, value, true, format, args...)
+}
+
+// shape reports a malformed name, as authz's validators judge it; it
+// reports whether the name was well formed.
+func (c *checker) shape(err error) bool {
+	if err == nil {
+		return true
+	}
+	var e *authz.Error
+	if !errors.As(err, &e) {
+		c.diags = append(c.diags, c.doc.Diagnose("", false, "%v", err))
+		return false
+	}
+	c.errorf(e.Field, e.Value, "%s", e.Reason)
+	return false
+}
+
+// line says where an earlier entry is, for "given twice" messages.
+func (c *checker) line(path string) string {
+	if p := c.doc.Position(path); p.Line > 0 {
+		return fmt.Sprintf(" (first at line %d)", p.Line)
+	}
+	return ""
+}
+
+// didYouMean suggests the nearest of candidates to a misspelt name.
+func didYouMean(name string, candidates []string) string {
+	if s := closest(name, candidates); s != "" {
+		return fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return ""
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (c *checker) permissions() {
+	for i, perm := range c.p.GetPermissions() {
+		path := fmt.Sprintf("permissions[%d]", i)
+		name := perm.GetName()
+		if c.shape(authz.ValidatePermission(path+".name", name)) {
+			if _, ok := reservedType(name); authz.IsReserved(name) && !ok {
+				if s := didYouMean(name, reservedNames); s != "" {
+					c.errorf(path+".name", name, "Usher checks no permission of this name%s", s)
+				} else {
+					c.errorf(path+".name", name, "Usher checks no permission of this name; its own are %s, the last three optionally narrowed to a resource type (usher.resources.create.room)",
+						strings.Join(reservedNames, ", "))
+				}
+			}
+		}
+		if first := c.declared[name]; first != i {
+			c.errorf(path+".name", name, "permission is declared twice%s", c.line(fmt.Sprintf("permissions[%d]", first)))
+		}
+		for j, parent := range perm.GetParents() {
+			ppath := fmt.Sprintf("%s.parents[%d]", path, j)
+			if !c.shape(authz.ValidatePermission(ppath, parent)) {
+				continue
+			}
+			if _, ok := c.declared[parent]; !ok && !c.doc.broken["permissions"] {
+				c.errorf(ppath, parent, "parent is not declared in the policy%s", didYouMean(parent, keys(c.declared)))
+			}
+		}
+	}
+	c.permissionCycles()
+}
+
+// permissionCycles reports each cycle of the permission tree once, at the
+// parent that closes it.
+func (c *checker) permissionCycles() {
+	perms := c.p.GetPermissions()
+	state := make([]uint8, len(perms)) // 0 unvisited, 1 on the path, 2 done
+	var path []string
+	var visit func(i int)
+	visit = func(i int) {
+		state[i] = 1
+		path = append(path, perms[i].GetName())
+		for j, parent := range perms[i].GetParents() {
+			pi, ok := c.declared[parent]
+			if !ok {
+				continue
+			}
+			switch state[pi] {
+			case 0:
+				visit(pi)
+			case 1:
+				cycle := path[slices.Index(path, parent):]
+				var b strings.Builder
+				for k, name := range cycle {
+					if k > 0 {
+						b.WriteString(", which is below ")
+					}
+					b.WriteString(name)
+				}
+				c.errorf(fmt.Sprintf("permissions[%d].parents[%d]", i, j), parent,
+					"permissions imply themselves in a cycle: %s, which is below %s", b.String(), parent)
+			}
+		}
+		path = path[:len(path)-1]
+		state[i] = 2
+	}
+	for i := range perms {
+		if state[i] == 0 && c.declared[perms[i].GetName()] == i {
+			visit(i)
+		}
+	}
+}
+
+// reservedNames are the permissions Usher checks itself; the resource ones
+// may be narrowed to a type (usher.resources.create.room).
+var reservedNames = []string{authz.PermGrantsWrite, authz.PermBlocksWrite, authz.PermRolesWrite, authz.PermQuotasWrite,
+	authz.PermResourcesCreate, authz.PermResourcesMove, authz.PermResourcesDelete}
+
+// reservedType reports whether perm is one of Usher's own permissions,
+// and the resource type it is narrowed to, if any.
+func reservedType(perm string) (string, bool) {
+	if slices.Contains(reservedNames, perm) {
+		return "", true
+	}
+	for _, p := range []string{authz.PermResourcesCreate, authz.PermResourcesMove, authz.PermResourcesDelete} {
+		if typ, ok := strings.CutPrefix(perm, p+"."); ok && authz.ValidateType("", typ) == nil {
+			return typ, true
+		}
+	}
+	return "", false
+}
+
+func (c *checker) resources() {
+	for i, r := range c.p.GetResources() {
+		path := fmt.Sprintf("resources[%d]", i)
+		name := r.GetName()
+		if c.shape(authz.ValidateResource(path+".name", name)) && name == authz.RootName {
+			c.errorf(path+".name", name, "root is reserved and always registered")
+		}
+		if first := c.listed[name]; first != i {
+			c.errorf(path+".name", name, "resource is listed twice%s", c.line(fmt.Sprintf("resources[%d]", first)))
+		}
+		if parent := r.GetParent(); parent != "" && parent != authz.RootName && c.shape(authz.ValidateResource(path+".parent", parent)) {
+			switch at, ok := c.listed[parent]; {
+			case parent == name:
+				c.errorf(path+".parent", parent, "a resource cannot be its own parent")
+			case ok && at > i:
+				c.errorf(path+".parent", parent, "parent is listed after the resource%s; list parents first",
+					strings.Replace(c.line(fmt.Sprintf("resources[%d]", at)), "first ", "", 1))
+			case !ok:
+				c.unlisted(path+".parent", parent)
+			}
+		}
+		if r.GetCreator() != "" {
+			c.shape(authz.ValidateSubject(path+".creator", r.GetCreator()))
+		}
+	}
+}
+
+// unlisted warns, once per resource, of a scope or parent the policy does
+// not list.
+func (c *checker) unlisted(path, resource string) {
+	if resource == "" || resource == authz.RootName || c.warnedScope[resource] || c.doc.broken["resources"] {
+		return
+	}
+	if _, ok := c.listed[resource]; ok {
+		return
+	}
+	c.warnedScope[resource] = true
+	c.warnf(path, resource, "resource is not listed in the policy; applying the policy needs it registered already")
+}
+
+// scope checks a role's, quota's or rule's scope.
+func (c *checker) scope(path, scope string) {
+	if c.shape(authz.ValidateResource(path, scope)) {
+		c.unlisted(path, scope)
+	}
+}
+
+// knownType warns of a resource type that only the field where names and
+// that is a letter or two away from a type named elsewhere: a misspelling.
+// A type named nowhere else is not reported otherwise, for resources of
+// that type may be registered only at run time (accounts, say).
+func (c *checker) knownType(path, typ, where string) {
+	if !c.shape(authz.ValidateType(path, typ)) || typ == authz.RootName {
+		return
+	}
+	for w := range c.types[typ] {
+		if w != where {
+			return
+		}
+	}
+	var named []string
+	for t, wheres := range c.types {
+		if t != typ && !(len(wheres) == 1 && wheres[where]) {
+			named = append(named, t)
+		}
+	}
+	if s := closest(typ, named); s != "" {
+		c.warnf(path, typ, "nothing else in the policy names this resource type; did you mean %q?", s)
+	}
+}
+
+// role checks a reference to a role by name.
+func (c *checker) role(path, name string) bool {
+	if !c.shape(authz.ValidateRoleName(path, name)) {
+		return false
+	}
+	if len(c.roles[name]) == 0 {
+		if c.doc.broken["roles"] {
+			return false // it may be among the roles that could not be read
+		}
+		c.errorf(path, name, "role is not defined in the policy%s", didYouMean(name, keys(c.roles)))
+		return false
+	}
+	return true
+}
+
+// permission checks a reference to a permission.
+func (c *checker) permission(path, name string) {
+	if !c.shape(authz.ValidatePermission(path, name)) {
+		return
+	}
+	if _, ok := c.declared[name]; !ok && !c.doc.broken["permissions"] {
+		c.errorf(path, name, "permission is not declared in the policy%s", didYouMean(name, keys(c.declared)))
+	}
+}
+
+func (c *checker) roleDefs() {
+	seen := map[[2]string]int{}
+	for i, r := range c.p.GetRoles() {
+		path := fmt.Sprintf("roles[%d]", i)
+		c.shape(authz.ValidateRoleName(path+".name", r.GetName()))
+		scope := r.GetScope()
+		c.scope(path+".scope", scope)
+		key := [2]string{scope, r.GetName()}
+		if first, dup := seen[key]; dup {
+			c.errorf(path+".name", r.GetName(), "role is defined twice at %q%s", scope, c.line(fmt.Sprintf("roles[%d]", first)))
+		} else {
+			seen[key] = i
+		}
+		for j, perm := range r.GetPermissions() {
+			if perm != authz.Wildcard {
+				c.permission(fmt.Sprintf("%s.permissions[%d]", path, j), perm)
+			}
+		}
+		for j, a := range r.GetAssignableRoles() {
+			if a != authz.Wildcard {
+				c.role(fmt.Sprintf("%s.assignable_roles[%d]", path, j), a)
+			}
+		}
+		for j, t := range r.GetBindableOn() {
+			c.knownType(fmt.Sprintf("%s.bindable_on[%d]", path, j), t, inBindable)
+		}
+	}
+}
+
+func (c *checker) creatorRoles() {
+	seen := map[string]int{}
+	for i, cr := range c.p.GetCreatorRoles() {
+		path := fmt.Sprintf("creator_roles[%d]", i)
+		typ := cr.GetResourceType()
+		c.knownType(path+".resource_type", typ, inCreators)
+		if first, dup := seen[typ]; dup {
+			c.errorf(path+".resource_type", typ, "resource type has two creator roles%s", c.line(fmt.Sprintf("creator_roles[%d]", first)))
+		} else {
+			seen[typ] = i
+		}
+		if !c.role(path+".role", cr.GetRole()) {
+			continue
+		}
+		// Registering a resource as an actor grants its creator role on it
+		// in the same write; a role that cannot be bound there fails it.
+		var where []string
+		bindable := false
+		for _, j := range c.roles[cr.GetRole()] {
+			def := c.p.GetRoles()[j]
+			if len(def.GetBindableOn()) == 0 || slices.Contains(def.GetBindableOn(), typ) {
+				bindable = true
+				break
+			}
+			where = append(where, fmt.Sprintf("%v at %s", def.GetBindableOn(), def.GetScope()))
+		}
+		if !bindable {
+			c.errorf(path+".role", cr.GetRole(), "role may not be granted on %s resources (bindable_on %s), so registering one as an actor would fail",
+				typ, strings.Join(where, ", "))
+		}
+	}
+}
+
+func (c *checker) quotas() {
+	seen := map[[3]string]int{}
+	for i, q := range c.p.GetQuotas() {
+		path := fmt.Sprintf("quotas[%d]", i)
+		c.scope(path+".scope", q.GetScope())
+		c.knownType(path+".resource_type", q.GetResourceType(), inQuotas)
+		if q.GetSubject() != "" {
+			c.shape(authz.ValidateSubject(path+".subject", q.GetSubject()))
+		}
+		key := [3]string{q.GetScope(), q.GetResourceType(), q.GetSubject()}
+		if first, dup := seen[key]; dup {
+			c.errorf(path+".resource_type", q.GetResourceType(), "quota is listed twice for scope %q and subject %q%s",
+				q.GetScope(), q.GetSubject(), c.line(fmt.Sprintf("quotas[%d]", first)))
+		} else {
+			seen[key] = i
+		}
+	}
+}
+
+func (c *checker) defaultQuotas() {
+	seen := map[[2]string]int{}
+	for i, d := range c.p.GetDefaultQuotas() {
+		path := fmt.Sprintf("default_quotas[%d]", i)
+		c.knownType(path+".scope_type", d.GetScopeType(), inDefaults)
+		c.knownType(path+".resource_type", d.GetResourceType(), inDefaults)
+		key := [2]string{d.GetScopeType(), d.GetResourceType()}
+		if first, dup := seen[key]; dup {
+			c.errorf(path+".resource_type", d.GetResourceType(), "default quota is listed twice for scope type %q%s",
+				d.GetScopeType(), c.line(fmt.Sprintf("default_quotas[%d]", first)))
+		} else {
+			seen[key] = i
+		}
+	}
+}
+
+func (c *checker) admissions() {
+	seen := map[[2]string]int{}
+	for i, a := range c.p.GetAdmissions() {
+		path := fmt.Sprintf("admissions[%d]", i)
+		if !c.shape(authz.ValidateAdmission(path, toAuthzAdmission(a))) {
+			continue
+		}
+		scope := a.GetScope()
+		if scope == "" {
+			scope = authz.RootName
+		}
+		c.unlisted(path+".scope", scope)
+		c.knownType(path+".resource_type", a.GetResourceType(), inAdmissions)
+		key := [2]string{scope, a.GetResourceType()}
+		if first, dup := seen[key]; dup {
+			c.errorf(path+".resource_type", a.GetResourceType(), "admission rule is listed twice for scope %q%s",
+				scope, c.line(fmt.Sprintf("admissions[%d]", first)))
+		} else {
+			seen[key] = i
+		}
+		for _, f := range admissionPermissions(a) {
+			c.permission(path+"."+f[0], f[1])
+		}
+		for _, f := range admissionRoles(a) {
+			c.role(path+"."+f[0], f[1])
+		}
+	}
+}
+
+// admissionPermissions lists the permissions an admission rule names, each
+// with its field's path within the rule.
+func admissionPermissions(a *usherv1.Admission) [][2]string {
+	var out [][2]string
+	add := func(field, perm string) {
+		if perm != "" {
+			out = append(out, [2]string{field, perm})
+		}
+	}
+	add("join_permission", a.GetJoinPermission())
+	add("backstage_permission", a.GetBackstagePermission())
+	add("stage_permission", a.GetStagePermission())
+	if l := a.GetLobby(); l != nil {
+		add("lobby.admit_permission", l.GetAdmitPermission())
+		add("lobby.bypass_permission", l.GetBypassPermission())
+	}
+	for j, p := range a.GetExclusivePermissions() {
+		add(fmt.Sprintf("exclusive_permissions[%d]", j), p)
+	}
+	if m := a.GetLivekit(); m != nil {
+		add("livekit.room_join", m.GetRoomJoin())
+		add("livekit.can_publish", m.GetCanPublish())
+		for _, src := range keys(m.GetCanPublishSources()) {
+			add("livekit.can_publish_sources."+src, m.GetCanPublishSources()[src])
+		}
+		add("livekit.can_subscribe", m.GetCanSubscribe())
+		add("livekit.can_publish_data", m.GetCanPublishData())
+		add("livekit.room_admin", m.GetRoomAdmin())
+		add("livekit.room_record", m.GetRoomRecord())
+		add("livekit.hidden", m.GetHidden())
+	}
+	return out
+}
+
+// admissionRoles lists the roles an admission rule names.
+func admissionRoles(a *usherv1.Admission) [][2]string {
+	var out [][2]string
+	if l := a.GetLobby(); l != nil && l.GetAdmitRole() != "" {
+		out = append(out, [2]string{"lobby.admit_role", l.GetAdmitRole()})
+	}
+	for j, r := range a.GetUncountedRoles() {
+		out = append(out, [2]string{fmt.Sprintf("uncounted_roles[%d]", j), r})
+	}
+	for j, r := range a.GetExclusiveRoles() {
+		out = append(out, [2]string{fmt.Sprintf("exclusive_roles[%d]", j), r})
+	}
+	return out
+}

@@ -1,0 +1,135 @@
+package policy_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/policy"
+)
+
+// base is a valid policy the cases below break one way each.
+const base = `permissions:
+  - name: call.manage
+  - {name: join-call, parents: [call.manage]}
+  - {name: usher.resources.create.call, parents: [call.manage]}
+resources:
+  - {name: account:acme}
+roles:
+  - {name: host, scope: root, permissions: [call.manage], assignable_roles: [member], bindable_on: [call]}
+  - {name: member, scope: root, permissions: [join-call]}
+creator_roles:
+  - {resource_type: call, role: host}
+`
+
+// validate is every finding about a policy file, as `usher policy
+// validate` prints them.
+func validate(t *testing.T, data string) policy.Diagnostics {
+	t.Helper()
+	d, _ := policy.Read("p.yaml", []byte(data))
+	return policy.Validate(d)
+}
+
+func TestValidateChecksEveryCrossReference(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"the base policy is valid", base, nil},
+		{"a permission's parent must be declared", strings.Replace(base, "parents: [call.manage]}\n  - {name: usher", "parents: [call.manag]}\n  - {name: usher", 1),
+			[]string{`p.yaml:3:33: permissions[1].parents[0]: "call.manag": parent is not declared in the policy (did you mean "call.manage"?)`}},
+		{"a field is given once", base + "permissions: []\n",
+			[]string{`p.yaml:12:1: permissions: the field is given twice (first at line 1)`}},
+		{"a typo is an error, not a silent hole: a permission declared twice", strings.Replace(base, "  - name: call.manage\n", "  - name: call.manage\n  - name: call.manage\n", 1),
+			[]string{`p.yaml:3:11: permissions[1].name: "call.manage": permission is declared twice (first at line 2)`}},
+		{"permissions form a tree or a DAG, never a cycle", strings.Replace(base, "  - name: call.manage\n", "  - {name: call.manage, parents: [join-call]}\n", 1),
+			[]string{`p.yaml:3:33: permissions[1].parents[0]: "call.manage": permissions imply themselves in a cycle: call.manage, which is below join-call, which is below call.manage`}},
+		{"usher.* permissions are Usher's own: one Usher does not check is an error", strings.Replace(base, "usher.resources.create.call", "usher.resource.create.call", 1),
+			[]string{`p.yaml:4:12: permissions[2].name: "usher.resource.create.call": Usher checks no permission of this name; its own are usher.grants.write, usher.blocks.write, usher.roles.write, usher.quotas.write, usher.resources.create, usher.resources.move, usher.resources.delete, the last three optionally narrowed to a resource type (usher.resources.create.room)`}},
+		{"Roles may only name declared permissions", strings.Replace(base, "permissions: [join-call]}", "permissions: [join-call, send-audio]}", 1),
+			[]string{`p.yaml:9:58: roles[1].permissions[1]: "send-audio": permission is not declared in the policy`}},
+		{"assignable_roles name roles the policy defines", strings.Replace(base, "assignable_roles: [member]", `assignable_roles: ["*", membr]`, 1),
+			[]string{`p.yaml:8:83: roles[0].assignable_roles[1]: "membr": role is not defined in the policy (did you mean "member"?)`}},
+		{"a creator role is a role the policy defines", strings.Replace(base, "role: host}", "role: owner}", 1),
+			[]string{`p.yaml:11:33: creator_roles[0].role: "owner": role is not defined in the policy`}},
+		{"a creator role may be granted on its type, or registering one as an actor would fail", base + "  - {resource_type: account, role: host}\n",
+			[]string{`p.yaml:12:36: creator_roles[1].role: "host": role may not be granted on account resources (bindable_on [call] at root), so registering one as an actor would fail`}},
+		{"a resource type has one creator role", base + "  - {resource_type: call, role: member}\n",
+			[]string{`p.yaml:12:21: creator_roles[1].resource_type: "call": resource type has two creator roles (first at line 11)`}},
+		{"a role is defined once at a scope", strings.Replace(base, "creator_roles", "  - {name: member, scope: root}\ncreator_roles", 1),
+			[]string{`p.yaml:10:12: roles[2].name: "member": role is defined twice at "root" (first at line 9)`}},
+		{"a misspelt resource type in bindable_on is a warning, with the type meant", strings.Replace(base, "bindable_on: [call]", "bindable_on: [cal]", 1),
+			[]string{
+				`p.yaml:8:101: warning: roles[0].bindable_on[0]: "cal": nothing else in the policy names this resource type; did you mean "call"?`,
+				`p.yaml:11:33: creator_roles[0].role: "host": role may not be granted on call resources (bindable_on [cal] at root), so registering one as an actor would fail`,
+			}},
+		{"a type named nowhere else, and like none that is, may be registered at run time", strings.Replace(base, "permissions: [join-call]}", "permissions: [join-call], bindable_on: [workspace]}", 1),
+			nil},
+		{"a parent is listed before the resources below it", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: call:acme:1, parent: account:acme}\n  - {name: account:acme}\n", 1),
+			[]string{`p.yaml:6:33: resources[0].parent: "account:acme": parent is listed after the resource (at line 7); list parents first`}},
+		{"a resource is listed once", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: account:acme}\n  - {name: account:acme}\n", 1),
+			[]string{`p.yaml:7:12: resources[1].name: "account:acme": resource is listed twice (first at line 6)`}},
+		{"root is the reserved resource", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: root}\n", 1),
+			[]string{`p.yaml:6:12: resources[0].name: "root": root is reserved and always registered`}},
+		{"a scope the policy does not list may be registered already: a warning, once", base + "quotas:\n  - {scope: account:globex, resource_type: call, limit: 3}\n  - {scope: account:globex, resource_type: call, subject: user:ann, limit: 1}\n",
+			[]string{`p.yaml:13:13: warning: quotas[0].scope: "account:globex": resource is not listed in the policy; applying the policy needs it registered already`}},
+		{"a quota is listed once for its scope, type and subject", base + "quotas:\n  - {scope: account:acme, resource_type: call, limit: 3}\n  - {scope: account:acme, resource_type: call, limit: 4}\n",
+			[]string{`p.yaml:14:42: quotas[1].resource_type: "call": quota is listed twice for scope "account:acme" and subject "" (first at line 13)`}},
+		{"default quotas' types: a misspelt one is a warning", base + "default_quotas:\n  - {scope_type: account, resource_type: cal, limit: 0}\n",
+			[]string{`p.yaml:13:42: warning: default_quotas[0].resource_type: "cal": nothing else in the policy names this resource type; did you mean "call"?`}},
+		{"a default quota is listed once per scope type and type", base + "default_quotas:\n  - {scope_type: account, resource_type: call, limit: 0}\n  - {scope_type: account, resource_type: call, limit: 1}\n",
+			[]string{`p.yaml:14:42: default_quotas[1].resource_type: "call": default quota is listed twice for scope type "account" (first at line 13)`}},
+		{"admission rules name declared permissions and defined roles", base + "admissions:\n  - {resource_type: call, join_permission: join-cal, uncounted_roles: [hots], lobby: {admit_permission: call.manage, admit_role: guest}}\n",
+			[]string{
+				`p.yaml:13:44: admissions[0].join_permission: "join-cal": permission is not declared in the policy (did you mean "join-call"?)`,
+				`p.yaml:13:72: admissions[0].uncounted_roles[0]: "hots": role is not defined in the policy (did you mean "host"?)`,
+				`p.yaml:13:130: admissions[0].lobby.admit_role: "guest": role is not defined in the policy`,
+			}},
+		{"an admission rule's lobby names the permission that admits", base + "admissions:\n  - {resource_type: call, join_permission: join-call, lobby: {admit_role: member}}\n",
+			[]string{`p.yaml:13:62: admissions[0].lobby.admit_permission: a lobby must name the permission that admits`}},
+		{"an admission rule is listed once per scope and type", base + "admissions:\n  - {resource_type: call, join_permission: join-call}\n  - {scope: root, resource_type: call, join_permission: join-call}\n",
+			[]string{`p.yaml:14:34: admissions[1].resource_type: "call": admission rule is listed twice for scope "root" (first at line 13)`}},
+		{"names of the wrong shape, every one", strings.Replace(strings.Replace(base, "{name: member,", "{name: Member,", 1), "{name: account:acme}", "{name: acme}", 1),
+			[]string{
+				`p.yaml:6:12: resources[0].name: "acme": resource must have the form type:id`,
+				`p.yaml:8:78: roles[0].assignable_roles[0]: "member": role is not defined in the policy (did you mean "Member"?)`,
+				`p.yaml:9:12: roles[1].name: "Member": role must match [a-z0-9][a-z0-9._-]*`,
+			}},
+		{"what only applying shows, at its field: a start time before the epoch", strings.Replace(base, "{name: account:acme}", `{name: account:acme, start_time: "1960-01-01T00:00:00Z"}`, 1),
+			[]string{`p.yaml:6:38: resources[0].start_time: "1960-01-01T00:00:00Z": a start time is after the Unix epoch and before 2262-04-11T23:47:16Z; leave it unset for none`}},
+		{"a misspelt list hides no error and makes none up", strings.Replace(base, "roles:\n", "role:\n", 1),
+			[]string{`p.yaml:7:1: role: unknown field "role" (did you mean "roles"?)`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sameLines(t, validate(t, c.yaml), c.want...)
+		})
+	}
+}
+
+// The shipped policies are the examples users copy: not one finding.
+func TestShippedPoliciesHaveNoFindings(t *testing.T) {
+	for _, name := range policy.Shipped() {
+		d, _, err := policy.LoadDocument(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range policy.Validate(d) {
+			t.Errorf("%s", f)
+		}
+	}
+}
+
+func TestDiagnosticsSummary(t *testing.T) {
+	ds := validate(t, base+"quotas:\n  - {scope: account:globex, resource_type: call, limit: 3}\n  - {scope: account:acme, resource_type: cal, limit: 3}\n")
+	if got := ds.Summary(); got != "0 errors, 2 warnings" {
+		t.Errorf("Summary() = %q", got)
+	}
+	if ds.Err() != nil {
+		t.Errorf("warnings alone make an error: %v", ds.Err())
+	}
+	ds = validate(t, strings.Replace(base, "role: host}", "role: owner}", 1))
+	if err := ds.Err(); err == nil || ds.Summary() != "1 error, 0 warnings" {
+		t.Errorf("Err() = %v, Summary() = %q", err, ds.Summary())
+	}
+}

@@ -1,0 +1,163 @@
+package policy_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
+)
+
+// lines renders findings as `usher policy validate` prints them.
+func lines(ds policy.Diagnostics) []string {
+	var out []string
+	for _, d := range ds.Sorted() {
+		out = append(out, d.String())
+	}
+	return out
+}
+
+func sameLines(t *testing.T, got policy.Diagnostics, want ...string) {
+	t.Helper()
+	g := lines(got)
+	if strings.Join(g, "\n") != strings.Join(want, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(g, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestReadReportsEverySchemaErrorAtItsLine(t *testing.T) {
+	const file = `permissions:
+  - name: join-call
+  - {name: send-audio, parent: [join-call]}
+roles:
+  - name: host
+    scope: root
+    permisions: [join-call]
+    max_holders: -1
+  - name: guest
+    scope: root
+    permissions: join-call
+    bindable_on: [[call]]
+    max_holders: lots
+    name: visitor
+quotas:
+  - {scope: account:a, resource_type: call, limit: 4294967296}
+admissions:
+  - resource_type: call
+    join_permission: join-call
+    lease: soon
+    backstage: maybe
+    livekit: {room_join: join-call, can_publish_sources: {camera: [send-video]}}
+creators: []
+`
+	_, diags := policy.Read("acme.yaml", []byte(file))
+	sameLines(t, diags,
+		`acme.yaml:3:24: permissions[1].parent: unknown field "parent" (did you mean "parents"?)`,
+		`acme.yaml:7:5: roles[0].permisions: unknown field "permisions" (did you mean "permissions"?)`,
+		`acme.yaml:8:18: roles[0].max_holders: must not be negative, got -1`,
+		`acme.yaml:11:18: roles[1].permissions: want a list, got "join-call"`,
+		`acme.yaml:12:19: roles[1].bindable_on[0]: want a single value, got a list`,
+		`acme.yaml:13:18: roles[1].max_holders: want a whole number from 0 to 4294967295, got "lots"`,
+		`acme.yaml:14:5: roles[1].name: the field is given twice (first at line 9)`,
+		`acme.yaml:16:52: quotas[0].limit: want a whole number from 0 to 4294967295, got 4294967296`,
+		`acme.yaml:20:12: admissions[0].lease: want a duration such as 30s or 15m, got "soon"`,
+		`acme.yaml:21:16: admissions[0].backstage: want true or false, got "maybe"`,
+		`acme.yaml:22:67: admissions[0].livekit.can_publish_sources.camera: want a single value, got a list`,
+		`acme.yaml:23:1: creators: unknown field "creators" (Policy has permissions, resources, roles, creator_roles, quotas, default_quotas, admissions)`,
+	)
+}
+
+func TestReadPointsIntoJSONByColumn(t *testing.T) {
+	_, diags := policy.Read("p.json", []byte(`{"permissions": [{"name": "a"}], "roles": [{"name": "r", "scope": "root", "permisions": ["a"], "maxHolders": 2}]}`))
+	sameLines(t, diags, `p.json:1:75: roles[0].permisions: unknown field "permisions" (did you mean "permissions"?)`)
+}
+
+func TestReadRefusesWhatIsNoPolicy(t *testing.T) {
+	cases := []struct{ name, data, want string }{
+		{"an empty file", "", `e.yaml: the file holds no policy; a policy is a mapping with permissions, roles and the rest`},
+		{"a file of comments", "# nothing\n", `e.yaml: the file holds no policy; a policy is a mapping with permissions, roles and the rest`},
+		{"null", "~\n", `e.yaml: the file holds no policy; a policy is a mapping with permissions, roles and the rest`},
+		{"a list", "- name: a\n", `e.yaml:1:1: want a mapping of Policy fields, got a list`},
+		{"not YAML", "permissions: [a\nroles: x\n", `e.yaml:1:1: not valid YAML: did not find expected ',' or ']'`},
+		{"two documents", "permissions: []\n---\nroles: []\n", `e.yaml:2:1: a policy file holds one YAML document; a second one starts here`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, diags := policy.Read("e.yaml", []byte(c.data))
+			sameLines(t, diags, c.want)
+		})
+	}
+}
+
+func TestReadFollowsAnchorsAndMergeKeys(t *testing.T) {
+	p, err := policy.Parse("a.yaml", []byte(`permissions:
+  - &join {name: join-call}
+  - {name: send-audio, parents: [join-call]}
+roles:
+  - &base {name: user, scope: root, permissions: [join-call], max_holders: 2}
+  - <<: *base
+    name: speaker
+    permissions: [join-call, send-audio]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.GetRoles()[1]; r.GetName() != "speaker" || r.GetScope() != "root" || r.GetMaxHolders() != 2 || len(r.GetPermissions()) != 2 {
+		t.Errorf("merged role = %v", r)
+	}
+}
+
+// The reader takes the proto as its schema: for every shipped policy it
+// reads exactly what protojson reads from the same file converted to JSON.
+func TestReadAgreesWithProtojson(t *testing.T) {
+	files, _ := filepath.Glob("policies/*.yaml")
+	files = append(files, "testdata/all-fields.yaml")
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := policy.Parse(file, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			js, err := yaml.YAMLToJSON(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &usherv1.Policy{}
+			if err := protojson.Unmarshal(js, want); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("read\n%v\nprotojson reads\n%v", got, want)
+			}
+		})
+	}
+}
+
+func TestPositionFallsBackToTheEnclosingField(t *testing.T) {
+	d, diags := policy.Read("p.yaml", []byte("admissions:\n  - resource_type: call\n    lobby: {admit_role: x}\n"))
+	if len(diags) > 0 {
+		t.Fatal(diags)
+	}
+	for path, want := range map[string]policy.Position{
+		"admissions[0].lobby.admit_permission":        {3, 12}, // left out: the lobby
+		"policy.admissions[0].join_permission":        {2, 5},  // left out: the rule; the engine's prefix ignored
+		"admissions[0].lobby.admit_role":              {3, 25},
+		"admissions[0].resource_type":                 {2, 20},
+		"roles[3].permissions[1]":                     {1, 1}, // nothing of it: the file
+		"admissions[0].livekit.can_publish_sources.x": {2, 5},
+	} {
+		if got := d.Position(path); got != want {
+			t.Errorf("Position(%s) = %v, want %v", path, got, want)
+		}
+	}
+}

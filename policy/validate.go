@@ -1,0 +1,91 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+// Validate returns every finding about a document: the schema errors Read
+// found, what Check finds, and then, when there is no error, an apply of the
+// policy to an empty in-memory engine, which judges what only applying
+// shows (the depth of the tree, the quotas the policy's own resources use,
+// the shape of admission rules). So a policy Validate passes applies to an
+// empty server; resources the policy names but does not list are
+// registered there first, under root, as they would be on the server the
+// policy is meant for.
+func Validate(d *Document) Diagnostics {
+	diags := append(slices.Clone(d.read), Check(d)...)
+	if diags.Errors() > 0 {
+		return diags
+	}
+	if err := tryApply(d.Policy); err != nil {
+		diags = append(diags, d.FromError(err))
+	}
+	return diags
+}
+
+func tryApply(p *usherv1.Policy) error {
+	ctx := context.Background()
+	engine, err := authz.Start(ctx, memory.New(), authz.Options{})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	by := authz.Author{Caller: "usher policy validate"}
+	for _, name := range unlistedScopes(p) {
+		if _, err := engine.PutResource(ctx, by, authz.Resource{Name: name}); err != nil {
+			return err
+		}
+	}
+	_, _, err = engine.ApplyPolicy(ctx, by, ToAuthz(p), authz.ApplyOptions{})
+	return err
+}
+
+// unlistedScopes are the resources p names as a scope or a parent without
+// listing them.
+func unlistedScopes(p *usherv1.Policy) []string {
+	listed := map[string]bool{authz.RootName: true, "": true}
+	for _, r := range p.GetResources() {
+		listed[r.GetName()] = true
+	}
+	var out []string
+	add := func(name string) {
+		if !listed[name] {
+			listed[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, r := range p.GetResources() {
+		add(r.GetParent())
+	}
+	for _, r := range p.GetRoles() {
+		add(r.GetScope())
+	}
+	for _, q := range p.GetQuotas() {
+		add(q.GetScope())
+	}
+	for _, a := range p.GetAdmissions() {
+		add(a.GetScope())
+	}
+	return out
+}
+
+// FromError places an error about the policy in the file: an *authz.Error
+// from the engine or a server's validation, whose field is a path in the
+// policy, goes to that field's line, written `"VALUE": reason`; any other
+// error to the file as a whole.
+func (d *Document) FromError(err error) Diagnostic {
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Field == "" {
+		return d.Diagnose("", false, "%v", err)
+	}
+	if e.Value == "" {
+		return d.Diagnose(e.Field, false, "%s", e.Reason)
+	}
+	return d.Diagnose(e.Field, false, "%q: %s", e.Value, e.Reason)
+}
