@@ -1,0 +1,208 @@
+package policy_test
+
+import (
+	"bytes"
+	"context"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
+)
+
+// inForce applies a shipped policy to an empty engine, then runs setup.
+func inForce(t *testing.T, name string, setup func(e *authz.Engine)) *authz.Engine {
+	t.Helper()
+	msg, err := policy.Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := memoryEngine(t)
+	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(msg), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(engine)
+	}
+	return engine
+}
+
+func render(entries []policy.Entry, detail policy.Detail) string {
+	var b bytes.Buffer
+	policy.Render(&b, entries, detail)
+	return b.String()
+}
+
+// A policy in force differs from its file in nothing, however the file
+// spells it: the diff normalizes as the engine does.
+func TestDiffOfThePolicyInForceIsEmpty(t *testing.T) {
+	for _, name := range append(policy.Shipped(), "testdata/all-fields.yaml") {
+		t.Run(name, func(t *testing.T) {
+			msg, err := policy.Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			engine := memoryEngine(t)
+			if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(msg), authz.ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := policy.Diff(old, msg); len(d) > 0 {
+				t.Errorf("the diff of %s against itself in force:\n%s", name, render(d, policy.AllFields))
+			}
+		})
+	}
+}
+
+func TestDiffShowsAdditionsChangesAndRemovals(t *testing.T) {
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	engine := inForce(t, "default", func(e *authz.Engine) {
+		// The platform's data: an account and its custom role, which no
+		// policy file lists.
+		if _, err := e.PutResource(ctx, by, authz.Resource{Name: "account:acme"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.PutRole(ctx, by, authz.Role{Name: "producer", Scope: "account:acme", Permissions: []string{"join-call"}}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	file, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Roles = slices.DeleteFunc(file.Roles, func(r *usherv1.Role) bool { return r.GetName() == "guest" })
+	for _, r := range file.Roles {
+		if r.GetName() == "user" {
+			r.Permissions = append(slices.DeleteFunc(r.Permissions, func(p string) bool { return p == "screenshare" }), "end-call")
+			r.MaxHolders = 3
+		}
+	}
+	file.Roles = append(file.Roles, &usherv1.Role{Name: "viewer", Scope: "root", Permissions: []string{"read-call"}, BindableOn: []string{"call"}})
+	file.Permissions = slices.DeleteFunc(file.Permissions, func(p *usherv1.Permission) bool { return p.GetName() == "pin-for-everyone" })
+	file.CreatorRoles = file.CreatorRoles[:1]
+
+	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(policy.Diff(old, file), policy.ChangedFields)
+	want := `- permission pin-for-everyone
+~ role user at root
+    permissions: +end-call -screenshare
+    max_holders: 0 -> 3
++ role viewer at root
+- role guest at root (with --prune)
+- creator role for call (with --prune)
+`
+	if got != want {
+		t.Errorf("diff:\n%s\nwant:\n%s", got, want)
+	}
+	if strings.Contains(got, "producer") {
+		t.Error("the diff names a custom role of a resource the file does not list")
+	}
+	if got := render(policy.Diff(old, file)[2:3], policy.AllFields); got != "+ role viewer at root\n    permissions: [read-call]\n    bindable_on: [call]\n" {
+		t.Errorf("an addition's fields:\n%s", got)
+	}
+}
+
+// Changes describes what the engine did: a put of something that was
+// there is a change, with its fields; of something that was not, an
+// addition.
+func TestChangesSaysWhetherAPutAddsOrChanges(t *testing.T) {
+	engine := inForce(t, "default", nil)
+	file, _ := policy.Load("default")
+	file.Roles[0].Description = "The owner."
+	file.Roles = append(file.Roles, &usherv1.Role{Name: "viewer", Scope: "root", Permissions: []string{"read-call"}})
+	file.Admissions[0].MaxParticipants = 100
+	file.Admissions = append(file.Admissions, &usherv1.Admission{ResourceType: "event", JoinPermission: "join-call"})
+	file.Roles = slices.DeleteFunc(file.Roles, func(r *usherv1.Role) bool { return r.GetName() == "guest" })
+
+	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, changes, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(policy.Changes(old, policy.FromAuthzChanges(changes)), policy.AllFields)
+	want := `~ role owner at root
+    description: "Everything on the resource it is granted on and below; grants any role within that." -> "The owner."
++ role viewer at root
+    permissions: [read-call]
+- role guest at root
+~ admission rule for call at root
+    max_participants: 0 -> 100
++ admission rule for event at root
+    join_permission: join-call
+`
+	if got != want {
+		t.Errorf("changes:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// InForce reads no more pages than it needs.
+func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
+	pages := []*usherv1.Policy{
+		{Permissions: []*usherv1.Permission{{Name: "a"}}, Roles: []*usherv1.Role{{Name: "r", Scope: "root"}},
+			Resources: []*usherv1.Resource{{Name: "account:a", Parent: "root"}}},
+		{Resources: []*usherv1.Resource{{Name: "account:b", Parent: "root"}}, Roles: []*usherv1.Role{{Name: "r", Scope: "account:b"}}},
+		{Resources: []*usherv1.Resource{{Name: "account:c", Parent: "root"}}},
+	}
+	read := 0
+	page := func(token string) (*usherv1.Policy, string, error) {
+		i := 0
+		if token != "" {
+			i = int(token[0] - '0')
+		}
+		read++
+		next := ""
+		if i+1 < len(pages) {
+			next = string(rune('0' + i + 1))
+		}
+		return pages[i], next, nil
+	}
+	for _, c := range []struct {
+		want  []string
+		pages int
+		roles int
+	}{
+		{[]string{"root"}, 1, 1},
+		{[]string{"root", "account:a"}, 1, 1},
+		{[]string{"account:b"}, 2, 2},
+		{[]string{"account:z"}, 3, 1}, // not registered: every page
+	} {
+		read = 0
+		p, err := policy.InForce(page, c.want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if read != c.pages || len(p.GetRoles()) != c.roles || len(p.GetPermissions()) != 1 {
+			t.Errorf("InForce(%v) read %d pages and kept %d roles, want %d and %d", c.want, read, len(p.GetRoles()), c.pages, c.roles)
+		}
+	}
+}
+
+// The policy package's conversion is the server's.
+func TestConversionAgreesWithTheServer(t *testing.T) {
+	for _, name := range append(policy.Shipped(), "testdata/all-fields.yaml") {
+		msg, err := policy.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := policy.ToAuthz(msg)
+		if want := server.FromPolicy(msg); !reflect.DeepEqual(p, want) {
+			t.Errorf("%s: ToAuthz\n%+v\nserver.FromPolicy\n%+v", name, p, want)
+		}
+		if back := policy.ToAuthz(policy.FromAuthz(p)); !reflect.DeepEqual(back, p) {
+			t.Errorf("%s: ToAuthz(FromAuthz(p)) differs from p", name)
+		}
+	}
+}

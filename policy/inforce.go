@@ -1,0 +1,115 @@
+package policy
+
+import (
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// ExportPage returns one page of the policy in force, as ExportPolicy
+// does: the first page (token "") carries the catalog, creator roles and
+// default quotas, and every page the resources of its part of the tree,
+// parents first, with what is defined on them and, on the first, on root.
+// next is empty on the last page.
+type ExportPage func(token string) (page *usherv1.Policy, next string, err error)
+
+// InForce reads the part of the policy in force that a policy file can
+// change: the catalog, creator roles, default quotas, and the resources in
+// want (with their roles, quotas and admission rules) and root's. It stops
+// paging as soon as every resource in want has been seen, so that a diff of
+// a policy that manages a few resources does not read a large tree.
+func InForce(page ExportPage, want []string) (*usherv1.Policy, error) {
+	missing, wanted := map[string]bool{}, map[string]bool{"": true, authz.RootName: true}
+	for _, name := range want {
+		wanted[name] = true
+		if name != authz.RootName {
+			missing[name] = true
+		}
+	}
+	keep := func(scope string) bool { return wanted[scope] }
+	out := &usherv1.Policy{}
+	token := ""
+	for {
+		p, next, err := page(token)
+		if err != nil {
+			return nil, err
+		}
+		if token == "" {
+			out.Permissions = p.GetPermissions()
+			out.CreatorRoles = p.GetCreatorRoles()
+			out.DefaultQuotas = p.GetDefaultQuotas()
+		}
+		for _, r := range p.GetResources() {
+			if keep(r.GetName()) {
+				out.Resources = append(out.Resources, r)
+				delete(missing, r.GetName())
+			}
+		}
+		for _, r := range p.GetRoles() {
+			if keep(r.GetScope()) {
+				out.Roles = append(out.Roles, r)
+			}
+		}
+		for _, q := range p.GetQuotas() {
+			if keep(q.GetScope()) {
+				out.Quotas = append(out.Quotas, q)
+			}
+		}
+		for _, a := range p.GetAdmissions() {
+			if keep(a.GetScope()) {
+				out.Admissions = append(out.Admissions, a)
+			}
+		}
+		if next == "" || len(missing) == 0 {
+			return out, nil
+		}
+		token = next
+	}
+}
+
+// Managed lists the resources a policy manages: root and those it lists.
+func Managed(p *usherv1.Policy) []string {
+	out := []string{authz.RootName}
+	for _, r := range p.GetResources() {
+		out = append(out, r.GetName())
+	}
+	return out
+}
+
+// EnginePages pages through an engine's export, for InForce in the process
+// that holds the engine.
+func EnginePages(x *authz.Index) ExportPage {
+	return func(token string) (*usherv1.Policy, string, error) {
+		p, next, _, err := x.ExportPolicy(authz.MaxPageSize, token)
+		if err != nil {
+			return nil, "", err
+		}
+		return FromAuthz(p), next, nil
+	}
+}
+
+// Touches lists the resources whose definitions applying p may change:
+// root, the resources p lists, and the scopes of its roles, quotas and
+// admission rules.
+func Touches(p *usherv1.Policy) []string {
+	out := Managed(p)
+	seen := map[string]bool{}
+	for _, r := range out {
+		seen[r] = true
+	}
+	add := func(scope string) {
+		if scope != "" && !seen[scope] {
+			seen[scope] = true
+			out = append(out, scope)
+		}
+	}
+	for _, r := range p.GetRoles() {
+		add(r.GetScope())
+	}
+	for _, q := range p.GetQuotas() {
+		add(q.GetScope())
+	}
+	for _, a := range p.GetAdmissions() {
+		add(a.GetScope())
+	}
+	return out
+}
