@@ -238,3 +238,63 @@ func Load(path string) (*File, error) {
 	}
 	return Parse(path, data)
 }
+
+// Expectation reports whether the step is an expectation, which passes or
+// fails, rather than setup, which must succeed for the scenario to go on:
+// a read, a write with refused, a join with an outcome.
+func (s Step) Expectation() bool {
+	return s.Check != nil || s.Permissions != nil || s.Roles != nil || s.Refused != "" || (s.Join != nil && s.Outcome != "")
+}
+
+// Describe says what the step does, e.g. "check user:a join-call on
+// account:acme"; failures start with it.
+func (s Step) Describe() string {
+	switch {
+	case s.Check != nil:
+		return fmt.Sprintf("check %s %s on %s", s.Check.Subject, s.Check.Permission, s.Check.Resource)
+	case s.Permissions != nil:
+		return fmt.Sprintf("permissions of %s on %s", s.Permissions.Subject, s.Permissions.Resource)
+	case s.Roles != nil && s.Roles.AssignableBy != "":
+		return fmt.Sprintf("roles %s may assign at %s", s.Roles.AssignableBy, s.Roles.Resource)
+	case s.Roles != nil:
+		return "roles at " + s.Roles.Resource
+	case s.Join != nil:
+		return fmt.Sprintf("join %s to %s", s.Join.Subject, s.Join.Resource)
+	case s.Leave != nil:
+		return fmt.Sprintf("leave %s from %s", s.Leave.Subject, s.Leave.Resource)
+	case s.Advance != "":
+		return "advance " + s.Advance
+	case s.Register != nil:
+		return fmt.Sprintf("register %s under %s", s.Register.Name, or(s.Register.Parent, "root"))
+	case s.Delete != nil:
+		return "delete " + s.Delete.Name
+	case s.Grant != nil:
+		return fmt.Sprintf("grant %s %s on %s", s.Grant.Subject, s.Grant.Role, s.Grant.Resource)
+	case s.Revoke != nil:
+		return fmt.Sprintf("revoke %s %s on %s", s.Revoke.Subject, s.Revoke.Role, s.Revoke.Resource)
+	case s.Block != nil:
+		return fmt.Sprintf("block %s on %s", s.Block.Subject, s.Block.Resource)
+	case s.Unblock != nil:
+		return fmt.Sprintf("unblock %s on %s", s.Unblock.Subject, s.Unblock.Resource)
+	case s.PutRole != nil:
+		return fmt.Sprintf("put role %s at %s", s.PutRole.Name, s.PutRole.Scope)
+	case s.DeleteRole != nil:
+		return fmt.Sprintf("delete role %s at %s", s.DeleteRole.Name, s.DeleteRole.Scope)
+	case s.PutQuota != nil:
+		return fmt.Sprintf("put quota on %s for %s", s.PutQuota.Scope, s.PutQuota.ResourceType)
+	case s.DeleteQuota != nil:
+		return fmt.Sprintf("delete quota on %s for %s", s.DeleteQuota.Scope, s.DeleteQuota.ResourceType)
+	case s.Admit != nil:
+		return fmt.Sprintf("admit %s to %s", s.Admit.Subject, s.Admit.Resource)
+	}
+	return "an empty step"
+}
+
+// Name is how reports and --run name the step: its quote, or else what it
+// does.
+func (s Step) Name() string {
+	if s.Quote != "" {
+		return s.Quote
+	}
+	return s.Describe()
+}

@@ -13,7 +13,6 @@ import (
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/memory"
 )
 
@@ -21,9 +20,75 @@ import (
 // failed, and each failure as a "file:line: what" line.
 type Result struct {
 	Passed, Failed int
-	// NotRun counts the steps after a failed setup step.
+	// NotRun counts the expectations after a failed setup step.
 	NotRun   int
 	Failures []string
+	// Steps are what became of every step, in order.
+	Steps []Outcome
+}
+
+// Status is what became of a step.
+type Status int
+
+// The statuses of a step.
+const (
+	Passed Status = iota
+	Failed
+	// NotRun: a setup step before it failed, so the scenario stopped.
+	NotRun
+)
+
+func (s Status) String() string {
+	return [...]string{"passed", "failed", "not run"}[s]
+}
+
+// Outcome is what became of one step.
+type Outcome struct {
+	Line int
+	// Name is the step's quote, or what it does.
+	Name string
+	// What says what the step does, e.g. "check user:a join-call on
+	// account:acme".
+	What string
+	// Expectation is false for a setup step.
+	Expectation bool
+	Status      Status
+	// Message says why the step failed or was not run.
+	Message string
+}
+
+// Select keeps the expectations keep selects, and every failed setup step
+// (which explains the expectations not run after it), recounting.
+func (r Result) Select(keep func(Outcome) bool) Result {
+	var out Result
+	for _, o := range r.Steps {
+		if o.Expectation && !keep(o) || !o.Expectation && o.Status != Failed {
+			if !o.Expectation {
+				out.Steps = append(out.Steps, o) // setup that ran
+			}
+			continue
+		}
+		out.Steps = append(out.Steps, o)
+	}
+	out.count()
+	return out
+}
+
+// count derives the counts and failure lines from Steps.
+func (r *Result) count() {
+	r.Passed, r.Failed, r.NotRun, r.Failures = 0, 0, 0, nil
+	for _, o := range r.Steps {
+		switch {
+		case o.Status == Failed:
+			r.Failed++
+			r.Failures = append(r.Failures, o.Message)
+		case !o.Expectation:
+		case o.Status == Passed:
+			r.Passed++
+		case o.Status == NotRun:
+			r.NotRun++
+		}
+	}
 }
 
 // codeNames spell authz's codes as gRPC does, as scenario files name them.
@@ -63,31 +128,43 @@ func Run(f *File) (Result, error) {
 	defer sessions.Close()
 	r := &runner{file: f, engine: engine, sessions: sessions, joined: map[Presence]string{},
 		ctx: context.Background(), clock: clock, blocks: map[string]string{}}
-	for i, s := range f.Steps {
-		if !r.step(s) {
-			r.res.NotRun = len(f.Steps) - i - 1
-			break
+	stopped := 0 // the line of the setup step that failed
+	for _, s := range f.Steps {
+		o := Outcome{Line: s.Line, Name: s.Name(), What: s.Describe(), Expectation: s.Expectation()}
+		if stopped > 0 {
+			o.Status, o.Message = NotRun, fmt.Sprintf("%s:%d: not run: the setup step at line %d failed", f.Path, s.Line, stopped)
+			r.res.Steps = append(r.res.Steps, o)
+			continue
+		}
+		r.failure = ""
+		goOn := r.step(s)
+		if r.failure != "" {
+			o.Status, o.Message = Failed, r.failure
+		}
+		r.res.Steps = append(r.res.Steps, o)
+		if !goOn {
+			stopped = s.Line
 		}
 	}
+	r.res.count()
 	return r.res, nil
 }
 
-// LoadPolicy resolves a scenario's policy: a file next to the scenario, or a
-// shipped policy.
+// LoadPolicy resolves a scenario's policy, a file next to the scenario or
+// a shipped policy, and validates it as `usher policy validate` does.
 func LoadPolicy(f *File) (authz.Policy, error) {
 	name := f.Policy
 	if candidate := filepath.Join(filepath.Dir(f.Path), name); fileExists(candidate) {
 		name = candidate
 	}
-	msg, err := policy.Load(name)
+	doc, _, err := policy.LoadDocument(name)
+	if err == nil {
+		err = policy.Validate(doc).Err()
+	}
 	if err != nil {
 		return authz.Policy{}, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
 	}
-	p := server.FromPolicy(msg)
-	if err := server.ValidatePolicy(p); err != nil {
-		return authz.Policy{}, fmt.Errorf("%s: policy %s: %w", f.Path, f.Policy, err)
-	}
-	return p, nil
+	return policy.ToAuthz(doc.Policy), nil
 }
 
 func fileExists(path string) bool {
@@ -126,15 +203,15 @@ type runner struct {
 	clock    *authz.ManualClock
 	blocks   map[string]string // a block's name in the scenario -> its ID
 	res      Result
+	failure  string // the current step's failure line, if it failed
 }
 
 func (r *runner) fail(s Step, format string, args ...any) {
-	r.res.Failed++
 	msg := fmt.Sprintf(format, args...)
 	if s.Quote != "" {
 		msg = fmt.Sprintf("%q: %s", s.Quote, msg)
 	}
-	r.res.Failures = append(r.res.Failures, fmt.Sprintf("%s:%d: %s", r.file.Path, s.Line, msg))
+	r.failure = fmt.Sprintf("%s:%d: %s", r.file.Path, s.Line, msg)
 }
 
 // step runs one step and reports whether the scenario may go on: false
@@ -193,7 +270,7 @@ func (r *runner) write(s Step) (string, error) {
 	switch {
 	case s.Register != nil:
 		w := s.Register
-		what := fmt.Sprintf("register %s under %s", w.Name, or(w.Parent, authz.RootName))
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"resource", w.Name}, [2]string{"resource?", w.Parent}); err != nil {
 			return what, err
 		}
@@ -201,18 +278,18 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.Delete != nil:
 		w := s.Delete
-		what := "delete " + w.Name
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"resource", w.Name}); err != nil {
 			return what, err
 		}
 		_, err := e.DeleteResource(ctx, by(w.Actor), w.Name)
 		return what, err
 	case s.Grant != nil, s.Revoke != nil:
-		w, verb, op := s.Grant, "grant", e.Grant
+		w, op := s.Grant, e.Grant
 		if w == nil {
-			w, verb, op = s.Revoke, "revoke", e.Revoke
+			w, op = s.Revoke, e.Revoke
 		}
-		what := fmt.Sprintf("%s %s %s on %s", verb, w.Subject, w.Role, w.Resource)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"role", w.Role}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
@@ -224,7 +301,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.Block != nil:
 		w := s.Block
-		what := fmt.Sprintf("block %s on %s", w.Subject, w.Resource)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
@@ -240,7 +317,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.Unblock != nil:
 		w := s.Unblock
-		what := fmt.Sprintf("unblock %s on %s", w.Subject, w.Resource)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
@@ -254,7 +331,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.PutRole != nil:
 		w := s.PutRole
-		what := fmt.Sprintf("put role %s at %s", w.Name, w.Scope)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"role", w.Name}, [2]string{"resource", w.Scope}); err != nil {
 			return what, err
 		}
@@ -263,7 +340,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.DeleteRole != nil:
 		w := s.DeleteRole
-		what := fmt.Sprintf("delete role %s at %s", w.Name, w.Scope)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"role", w.Name}, [2]string{"resource", w.Scope}); err != nil {
 			return what, err
 		}
@@ -271,7 +348,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.PutQuota != nil:
 		w := s.PutQuota
-		what := fmt.Sprintf("put quota on %s for %s", w.Scope, w.ResourceType)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"resource", w.Scope}, [2]string{"subject?", w.Subject}); err != nil {
 			return what, err
 		}
@@ -279,7 +356,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.Admit != nil:
 		w := s.Admit
-		what := fmt.Sprintf("admit %s to %s", w.Subject, w.Resource)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"subject", w.Subject}, [2]string{"resource", w.Resource}); err != nil {
 			return what, err
 		}
@@ -291,7 +368,7 @@ func (r *runner) write(s Step) (string, error) {
 		return what, err
 	case s.DeleteQuota != nil:
 		w := s.DeleteQuota
-		what := fmt.Sprintf("delete quota on %s for %s", w.Scope, w.ResourceType)
+		what := s.Describe()
 		if err := names(w.Actor, [2]string{"resource", w.Scope}, [2]string{"subject?", w.Subject}); err != nil {
 			return what, err
 		}
@@ -327,7 +404,6 @@ func (r *runner) wrote(s Step, what string, err error) bool {
 			return true
 		}
 	}
-	r.res.Passed++
 	return true
 }
 
@@ -335,7 +411,7 @@ func (r *runner) wrote(s Step, what string, err error) bool {
 // admitted.
 func (r *runner) join(s Step) bool {
 	j := s.Join
-	what := fmt.Sprintf("join %s to %s", j.Subject, j.Resource)
+	what := s.Describe()
 	res, err := r.sessions.Join(r.ctx, j.Subject, j.Resource, 0)
 	if err != nil {
 		r.fail(s, "%s: %v", what, err)
@@ -349,15 +425,12 @@ func (r *runner) join(s Step) bool {
 		r.fail(s, "%s: %s (%s), want %s", what, got, res.Reason, want)
 		return s.Outcome != ""
 	}
-	if s.Outcome != "" {
-		r.res.Passed++
-	}
 	return true
 }
 
 func (r *runner) check(s Step) {
 	c := s.Check
-	what := fmt.Sprintf("check %s %s on %s", c.Subject, c.Permission, c.Resource)
+	what := s.Describe()
 	if s.Allowed == nil {
 		r.fail(s, "%s: the step says nothing about allowed", what)
 		return
@@ -388,14 +461,12 @@ func (r *runner) check(s Step) {
 		r.fail(s, "%s: %s, want role %s", what, got, s.Role)
 	case s.Scope != "" && d.Scope != s.Scope:
 		r.fail(s, "%s: %s, want scope %s", what, got, s.Scope)
-	default:
-		r.res.Passed++
 	}
 }
 
 func (r *runner) permissions(s Step) {
 	p := s.Permissions
-	what := fmt.Sprintf("permissions of %s on %s", p.Subject, p.Resource)
+	what := s.Describe()
 	got, known, _ := r.engine.Index().ListPermissions(p.Subject, p.Resource, false)
 	if !known {
 		r.fail(s, "%s: the resource is not registered", what)
@@ -406,10 +477,9 @@ func (r *runner) permissions(s Step) {
 
 func (r *runner) roles(s Step) {
 	q := s.Roles
-	what := "roles at " + q.Resource
+	what := s.Describe()
 	list, _, err := r.engine.Index().ListRoles(q.Resource)
 	if q.AssignableBy != "" {
-		what = fmt.Sprintf("roles %s may assign at %s", q.AssignableBy, q.Resource)
 		list, _, err = r.engine.Index().AssignableRoles(q.Resource, q.AssignableBy)
 	}
 	if err != nil {
@@ -426,7 +496,6 @@ func (r *runner) roles(s Step) {
 func (r *runner) sameSet(s Step, what string, got, want []string) {
 	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
 	if slices.Equal(got, want) {
-		r.res.Passed++
 		return
 	}
 	var missing, extra []string
