@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/usher-authz/usher/client"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
-	"github.com/usher-authz/usher/policy"
 )
 
 // clientFlags are the flags every client command takes: where the server
@@ -191,20 +189,6 @@ func (c tlsClient) config() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
-}
-
-// apply applies the policy file a[0] to a running server.
-func apply(ctx context.Context, conn *grpc.ClientConn, a []string) (proto.Message, error) {
-	p, err := policy.Load(a[0])
-	if err != nil {
-		return nil, err
-	}
-	resp, err := usherv1.NewAdminServiceClient(conn).ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-	if err != nil {
-		// The server names the field's path; say which file it is in.
-		return nil, fmt.Errorf("%s: %s", a[0], strings.TrimPrefix(status.Convert(err).Message(), "policy."))
-	}
-	return resp, nil
 }
 
 // export reads a running server's policy.

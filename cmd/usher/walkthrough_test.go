@@ -215,7 +215,7 @@ func TestClientCommands(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte("permissions:\n  - {name: join-call, parents: [nope]}\n"), 0o600)
-	if out, err := usher("policy", "apply", bad); err == nil || !strings.Contains(out, bad+`: permissions[0].parents[0] "nope"`) {
+	if out, err := usher("policy", "apply", bad); err == nil || !strings.Contains(out, bad+`:2:33: permissions[0].parents[0]: "nope"`) {
 		t.Fatalf("policy apply of a bad file: err %v, output %s; want the file and the field's path", err, out)
 	}
 	if out, err := usher("policy", "export"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
@@ -251,7 +251,7 @@ func TestPolicyCommands(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("permissions:\n  - name: join-call\nroles:\n  - {name: guest, scope: root, permissions: [join-call, send-audoi]}\n"), 0o600)
 	out, err := usher("policy", "validate", bad)
-	if err == nil || !strings.Contains(out, bad+`: roles[0].permissions[1] "send-audoi": permission is not declared in the policy`) {
+	if err == nil || !strings.Contains(out, bad+`:4:57: roles[0].permissions[1]: "send-audoi": permission is not declared in the policy`) {
 		t.Fatalf("policy validate of a bad policy: err %v, output:\n%s", err, out)
 	}
 	if out, err := usher("policy", "validate", "../../policy/policies/default.yaml"); err != nil || !strings.Contains(out, "valid") {
