@@ -107,6 +107,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"policy", "apply"}, "want 1 argument (FILE), got 0"},
 		{[]string{"policy", "diff", "a.yaml", "b.yaml"}, "want 1 argument (FILE), got 2"},
 		{[]string{"policy", "diff", "a.yaml", "--output", "yaml"}, `--output "yaml": want json or table`},
+		{[]string{"serve", "--policy-mode", "sometimes"}, `--policy-mode "sometimes": want one of apply, prune, check`},
 		{[]string{"restore"}, "want 1 argument (FILE), got 0"},
 		{[]string{"version", "extra"}, "want no arguments, got 1"},
 		{[]string{"check", "a", "b", "c", "--timeout", "soon"}, `invalid argument "soon" for "--timeout"`},

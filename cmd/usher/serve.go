@@ -22,7 +22,6 @@ import (
 	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/media/livekit"
-	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -37,12 +36,20 @@ cluster, as one replica of many. An empty data file gets the default policy
 (or --policy). It prints the address it serves on once it is ready, and
 stops on SIGINT or SIGTERM, letting calls in flight finish for --drain.
 
+On a data file that holds a policy already, --policy-mode says what
+--policy does: apply the file, leaving what it does not list alone (apply,
+the default), apply it and remove what it does not list on root and on its
+resources (prune), or only check that it is in force (check). A file that
+cannot be applied to the data, or in check mode one that is not in force,
+makes serve refuse to start, printing what differs; the data is untouched.
+
 Without --callers, every caller is unauthenticated and may write, so it
 serves only a loopback address unless --allow-unauthenticated is given.
 Flags that name a file or a secret may be set instead by the USHER_
 variable their help names.`,
 		Example: `  usher serve
   usher serve --addr 127.0.0.1:7070 --data data/usher.db --policy livebox
+  usher serve --data data/usher.db --policy rooms.yaml --policy-mode prune
   usher serve --addr 0.0.0.0:7070 --callers callers.yaml --tls-cert server.crt --tls-key server.key
   usher serve --etcd https://etcd-0:2379,https://etcd-1:2379 --etcd-ca ca.crt`,
 		Args: argsExactly(),
@@ -52,6 +59,8 @@ variable their help names.`,
 	backend := addBackendFlags(fs)
 	policyFile := fs.String("policy", envOr("USHER_POLICY", ""),
 		"policy file or shipped policy name to apply at start-up (env USHER_POLICY); without it, an empty data file gets the default policy")
+	policyMode := fs.String("policy-mode", envOr("USHER_POLICY_MODE", policyApply), policyModeUsage)
+	cmd.RegisterFlagCompletionFunc("policy-mode", cobra.FixedCompletions(policyModes, cobra.ShellCompDirectiveNoFileComp))
 	drain := fs.Duration("drain", 10*time.Second, "how long in-flight calls may take to finish at shutdown")
 	logFormat := fs.String("log-format", envOr("USHER_LOG_FORMAT", "text"), "log as `json` lines or as text (env USHER_LOG_FORMAT)")
 	logLevel := fs.String("log-level", envOr("USHER_LOG_LEVEL", "info"),
@@ -144,6 +153,9 @@ variable their help names.`,
 		}
 		if err := watchLimits.Validate(); err != nil {
 			return fmt.Errorf("watch limits: %w", err)
+		}
+		if err := checkPolicyMode(*policyMode); err != nil {
+			return err
 		}
 		level, err := server.ParseLevel(*logLevel)
 		if err != nil {
@@ -247,7 +259,7 @@ variable their help names.`,
 			if name == "" {
 				name = "default"
 			}
-			if err := applyPolicy(engine, name); err != nil {
+			if err := applyPolicy(engine, name, *policyMode, logger); err != nil {
 				return err
 			}
 			logger.Info("policy applied", "policy", name, "revision", idx.Revision())
@@ -445,19 +457,4 @@ func loadEnvoy(file string) (*server.EnvoyService, error) {
 		return nil, fmt.Errorf("--envoy-config: %s: %w", file, err)
 	}
 	return envoy, nil
-}
-
-func applyPolicy(engine *authz.Engine, name string) error {
-	msg, err := policy.Load(name)
-	if err != nil {
-		return err
-	}
-	p := server.FromPolicy(msg)
-	if err := server.ValidatePolicy(p); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "usher serve --policy"}, p, authz.ApplyOptions{}); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
 }
