@@ -466,9 +466,13 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		}
 		parts[i] = fmt.Sprintf("%q, held by %s", r, held)
 	}
+	grantsText := fmt.Sprintf("%d grants", total)
+	if total == 1 {
+		grantsText = "1 grant"
+	}
 	e := errorf(FailedPrecondition, "policy.roles", roles[0],
-		"the policy would leave %d grants with no definition of their role: %s; revoke them first or keep the roles",
-		total, strings.Join(parts, "; ")).as(KindRoleInUse)
+		"the policy would leave %s with no definition of their role: %s; revoke them first or keep the roles",
+		grantsText, strings.Join(parts, "; ")).as(KindRoleInUse)
 	e.Meta = map[string]string{"roles": strings.Join(roles, ","), "grants": fmt.Sprint(total)}
 	return e
 }
