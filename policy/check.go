@@ -332,10 +332,16 @@ func (c *checker) knownType(path, typ, where string) {
 			return
 		}
 	}
+	// A type counts as named when something other than this field's kind
+	// or a bindable_on names it: bindable_on is where misspellings are
+	// looked for, not evidence of a type.
 	var named []string
 	for t, wheres := range c.types {
-		if t != typ && !(len(wheres) == 1 && wheres[where]) {
-			named = append(named, t)
+		for w := range wheres {
+			if t != typ && w != where && w != inBindable {
+				named = append(named, t)
+				break
+			}
 		}
 	}
 	if s := closest(typ, named); s != "" {
