@@ -126,6 +126,10 @@ func TestBenchLoadsBesideTheFloor(t *testing.T) {
 				if w := run.Writes; w == nil || w.Rate != 200 || !w.Delivered || w.Errors != 0 {
 					t.Errorf("check --writes 200 at %d: writes %+v", run.Concurrency, w)
 				}
+				if c := run.Compared; len(c) != 1 || c[0].Phase != "usher check +200 grants/s" || c[0].Base != "usher check" ||
+					c[0].ThroughputRatio <= 0 || c[0].MinThroughput != 0.85 || c[0].MaxP99 != 1.5 {
+					t.Errorf("check --writes 200 at %d: compared %+v, want the phase against Check alone", run.Concurrency, c)
+				}
 			case "checkbatch":
 				if ph := run.Phases[1]; ph.ItemsPerCall != 10 || ph.ItemsPerSecond < 9*ph.RPS {
 					t.Errorf("checkbatch: %+v", ph)
