@@ -160,3 +160,120 @@ func TestJoinsAreDistinctAndAdmitted(t *testing.T) {
 		t.Errorf("Joins without an admission rule: %v", err)
 	}
 }
+
+// A crowd is one more call holding a grant to each of its own subjects; the
+// load's queries and joins never draw from it.
+func TestCrowdIsOneCallTheLoadsLeaveOut(t *testing.T) {
+	s := small()
+	s.Crowd = 500
+	p := generate(t, s)
+	if p.Crowd != bench.CrowdCall {
+		t.Fatalf("crowd %q", p.Crowd)
+	}
+	on, subjects := 0, map[string]bool{}
+	for _, g := range p.Snapshot.Grants {
+		if g.Resource == bench.CrowdCall {
+			on++
+			subjects[g.Subject] = true
+		}
+	}
+	if on != 500 || len(subjects) != 500 || len(p.Snapshot.Grants) != s.Grants+500 {
+		t.Errorf("%d grants on the crowd to %d subjects, %d in all; want 500 to 500, %d in all", on, len(subjects), len(p.Snapshot.Grants), s.Grants+500)
+	}
+	without := small()
+	if !reflect.DeepEqual(p.Snapshot.Grants[:s.Grants], generate(t, without).Snapshot.Grants) {
+		t.Error("a crowd changed the rest of the platform")
+	}
+	idx, err := authz.NewIndex(p.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range bench.Queries(p, idx, 600, 1) {
+		if q.Resource == bench.CrowdCall || subjects[q.Subject] {
+			t.Fatalf("query %+v drawn from the crowd", q)
+		}
+	}
+	joins, err := bench.Joins(p, idx, 300, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range joins {
+		if j.Call == bench.CrowdCall || subjects[j.Subject] {
+			t.Fatalf("join %+v drawn from the crowd", j)
+		}
+	}
+}
+
+// A history is grants and their revokes: applied to the platform, it
+// leaves every grant as it was, with each subject of the history in many
+// change sets.
+func TestHistoryLeavesThePlatformAsItWas(t *testing.T) {
+	p := generate(t, small())
+	idx, err := authz.NewIndex(p.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := bench.History(p, 4000, 1)
+	if len(sets) != 4000 {
+		t.Fatalf("%d change sets, want 4000", len(sets))
+	}
+	per := map[string]int{}
+	for i, cs := range sets {
+		cs.Revision = authz.Revision(i + 2)
+		idx.Apply(cs)
+		per[cs.Changes[0].Grant.Subject]++
+	}
+	if _, grants, _ := idx.Counts(); grants != len(p.Snapshot.Grants) {
+		t.Errorf("%d grants after the history, want %d", grants, len(p.Snapshot.Grants))
+	}
+	if len(per) < bench.HistorySubjects/2 || per[bench.HistorySubject(0)] == 0 {
+		t.Errorf("the history's subjects: %d of them; want most of %d", len(per), bench.HistorySubjects)
+	}
+}
+
+// Read back from a data file, a platform's sampler finds the levels and the
+// calls below each resource as Generate made them, keeps a uniform sample of
+// the grants, and leaves the crowd out; the queries drawn from it are
+// answered as they say.
+func TestSamplerReadsThePlatformBack(t *testing.T) {
+	s := small()
+	s.Crowd = 100
+	p := generate(t, s)
+	b := authz.NewBuilder(authz.SystemClock{})
+	sampler := &bench.Sampler{Sink: b, Keep: 500, Seed: 1}
+	if err := p.Snapshot.Load(sampler); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := b.Build(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := sampler.Platform()
+	if !reflect.DeepEqual(back.Levels, p.Levels) || back.Crowd != bench.CrowdCall {
+		t.Errorf("levels %v (crowd %q), want %v", back.Levels, back.Crowd, p.Levels)
+	}
+	if !reflect.DeepEqual(back.CallsBelow, p.CallsBelow) {
+		t.Error("calls below differ from the generated platform's")
+	}
+	if len(back.Snapshot.Grants) != 500 || sampler.Grants() != s.Grants {
+		t.Errorf("kept %d of %d grants, want 500 of %d", len(back.Snapshot.Grants), sampler.Grants(), s.Grants)
+	}
+	for _, g := range back.Snapshot.Grants {
+		if g.Resource == bench.CrowdCall {
+			t.Fatalf("sampled the crowd's %+v", g)
+		}
+	}
+	queries := bench.Queries(back, idx, 300, 1)
+	path := filepath.Join(t.TempDir(), "queries.json")
+	if err := (bench.QueryFile{Resources: 10, Grants: 20, Queries: queries}).Save(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := bench.LoadQueryFile(path)
+	if err != nil || f.Resources != 10 || f.Grants != 20 || !reflect.DeepEqual(f.Queries, queries) {
+		t.Fatalf("read back %d queries (%v), want what was saved", len(f.Queries), err)
+	}
+	c, err := bench.TimeChecks(idx, []authz.Query{queries[0].Query, queries[2].Query}, 10*time.Millisecond, 3)
+	if err != nil || c.Queries != 2 || len(c.Timings) != 3 || c.NsPerCheck <= 0 || c.AllocsPerOp > 0.01 {
+		t.Errorf("TimeChecks = %+v, %v; want three timings without allocations", c, err)
+	}
+}

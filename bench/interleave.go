@@ -18,7 +18,10 @@ type Target struct {
 	PID int
 	// Items is how many answers one call carries; 0 counts as 1.
 	Items int
-	Call  Call
+	// Call is the load's call; nil for a phase that runs its Background
+	// alone (lookups with nothing beside them), whose figures are the
+	// Background's own.
+	Call Call
 	// Background, when set, runs beside this target's load in each of its
 	// rounds until its context ends, and is waited for before the next
 	// round starts: the grants of check --writes.
@@ -69,7 +72,7 @@ func Order(n, r int) []int {
 // when not nil, is called after every round.
 func Interleave(ctx context.Context, p Plan, targets []Target, afterRound func()) []Stats {
 	for _, t := range targets {
-		if p.Warmup > 0 && ctx.Err() == nil {
+		if p.Warmup > 0 && ctx.Err() == nil && t.Call != nil {
 			ClosedLoop(ctx, t.Name, p.Workers, p.Warmup, t.Call)
 		}
 	}
@@ -106,7 +109,17 @@ func runRound(ctx context.Context, t Target, workers int, d time.Duration) Stats
 		go func() { defer bg.Done(); t.Background(bgCtx) }()
 	}
 	server0, client0 := cpu(t.PID), cpu(os.Getpid())
-	s := ClosedLoop(ctx, t.Name, workers, d, t.Call)
+	var s Stats
+	if t.Call != nil {
+		s = ClosedLoop(ctx, t.Name, workers, d, t.Call)
+	} else {
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+		s = Stats{Name: t.Name, Elapsed: time.Since(start)}
+	}
 	stopBackground()
 	bg.Wait()
 	if t.PID != 0 {

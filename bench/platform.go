@@ -17,8 +17,20 @@ type Shape struct {
 	Users                int
 	Grants               int
 	Blocks               int
-	Seed                 uint64
+	// Crowd is how many grants of the user role one call, CrowdCall,
+	// holds besides those above, each to a subject of its own: a
+	// livestream's audience, for listings that page through one
+	// resource's grants. The load's queries leave it out.
+	Crowd int
+	Seed  uint64
 }
+
+// CrowdCall is the call that holds a platform's crowd, below the first
+// call type.
+const CrowdCall = "call:crowd"
+
+// crowdSubject is the i-th subject of the crowd.
+func crowdSubject(i int) string { return fmt.Sprintf("user:crowd-%d", i) }
 
 // DefaultShape is a million grants over about 100,000 resources.
 func DefaultShape() Shape {
@@ -45,6 +57,8 @@ type Platform struct {
 	// Calls below each account, workspace and call type, for inherited
 	// checks.
 	CallsBelow map[string][]string
+	// Crowd is CrowdCall when the platform has a crowd, else "".
+	Crowd string
 }
 
 // Generate builds the platform of shape s on the catalog and roles of base
@@ -115,6 +129,14 @@ func Generate(s Shape, base authz.Policy) Platform {
 		}
 		seen[key] = true
 		snap.Grants = append(snap.Grants, g)
+	}
+	if s.Crowd > 0 && len(p.Levels[LevelCallType]) > 0 {
+		// Not among the calls of Levels: queries and joins leave it out.
+		p.Crowd = CrowdCall
+		snap.Resources = append(snap.Resources, authz.Resource{Name: CrowdCall, Parent: p.Levels[LevelCallType][0]})
+		for i := range s.Crowd {
+			snap.Grants = append(snap.Grants, authz.Grant{Subject: crowdSubject(i), Role: "user", Resource: CrowdCall})
+		}
 	}
 	blocked := map[[2]string]bool{}
 	for len(snap.Blocks) < s.Blocks && len(p.Levels[LevelCall]) > 0 {

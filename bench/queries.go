@@ -20,7 +20,7 @@ type Query struct {
 // idx is the platform's index; it decides which draws fit each kind.
 func Queries(p Platform, idx *authz.Index, n int, seed uint64) []Query {
 	rng := rand.New(rand.NewPCG(seed, seed+1))
-	grants := p.Snapshot.Grants
+	grants := p.drawable()
 	calls := p.Levels[LevelCall]
 	var out []Query
 	for len(out) < n {
@@ -52,6 +52,20 @@ func Queries(p Platform, idx *authz.Index, n int, seed uint64) []Query {
 			if d, _, err := idx.Check(q); err == nil && !d.Allowed {
 				out = append(out, Query{Query: q, Kind: "denied"})
 			}
+		}
+	}
+	return out
+}
+
+// drawable are the grants loads are drawn from: all but the crowd's.
+func (p Platform) drawable() []authz.Grant {
+	if p.Crowd == "" {
+		return p.Snapshot.Grants
+	}
+	out := make([]authz.Grant, 0, len(p.Snapshot.Grants))
+	for _, g := range p.Snapshot.Grants {
+		if g.Resource != p.Crowd {
+			out = append(out, g)
 		}
 	}
 	return out
@@ -102,7 +116,7 @@ func Joins(p Platform, idx *authz.Index, n int, seed uint64) ([]Join, error) {
 		return err == nil && d.Allowed
 	}
 	rng := rand.New(rand.NewPCG(seed, seed+2))
-	grants := p.Snapshot.Grants
+	grants := p.drawable()
 	seen := map[Join]bool{}
 	var out []Join
 	// Draws stop when 100,000 in a row found nothing new: the platform

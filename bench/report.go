@@ -77,6 +77,60 @@ type Run struct {
 	Phases      []Phase `json:"phases"`
 	// Writes is the background grant load of check --writes.
 	Writes *Writes `json:"writes,omitempty"`
+	// Listings are the background listings of lookup and admin, per kind.
+	Listings []Listing `json:"listings,omitempty"`
+	// Compared are phases measured against another phase of the run
+	// rather than the floor: Check with something beside it against Check
+	// alone.
+	Compared []Comparison `json:"compared,omitempty"`
+}
+
+// Listing is what a Lister measured of one kind of listing: each call (a
+// page), and each whole listing, its pages' times added up.
+type Listing struct {
+	// Lister names the phase it ran beside ("usher check +lookups", or
+	// alone).
+	Lister   string `json:"lister"`
+	Kind     string `json:"kind"`
+	Pages    int    `json:"pages"`
+	PageP50  Micros `json:"page_p50_us"`
+	PageP99  Micros `json:"page_p99_us"`
+	PageMax  Micros `json:"page_max_us"`
+	Wholes   int    `json:"wholes"`
+	WholeP50 Micros `json:"whole_p50_us,omitempty"`
+	WholeP99 Micros `json:"whole_p99_us,omitempty"`
+	WholeMax Micros `json:"whole_max_us,omitempty"`
+	// The answers and pages of a whole listing, fewest and most.
+	ItemsMin int `json:"items_min,omitempty"`
+	ItemsMax int `json:"items_max,omitempty"`
+	PagesMin int `json:"pages_min,omitempty"`
+	PagesMax int `json:"pages_max,omitempty"`
+}
+
+// Comparison is one phase against another of the same run, with the
+// targets the ratios are held to (0 for none).
+type Comparison struct {
+	Phase           string  `json:"phase"`
+	Base            string  `json:"base"`
+	ThroughputRatio float64 `json:"throughput_ratio"`
+	P99Ratio        float64 `json:"p99_ratio"`
+	MinThroughput   float64 `json:"min_throughput_ratio,omitempty"`
+	MaxP99          float64 `json:"max_p99_ratio,omitempty"`
+	Met             bool    `json:"met"`
+}
+
+// Compare holds phase a against base, within the targets given (0 for
+// none).
+func Compare(a, base Phase, minThroughput, maxP99 float64) Comparison {
+	c := Comparison{Phase: a.Name, Base: base.Name, MinThroughput: minThroughput, MaxP99: maxP99}
+	if base.RPS > 0 {
+		c.ThroughputRatio = a.RPS / base.RPS
+	}
+	if base.P99 > 0 {
+		c.P99Ratio = float64(a.P99) / float64(base.P99)
+	}
+	c.Met = (minThroughput == 0 || c.ThroughputRatio >= minThroughput) && (maxP99 == 0 || c.P99Ratio > 0 && c.P99Ratio <= maxP99)
+	return c
 }
 
 // Phase is one target's figures, summed over its rounds.
@@ -198,11 +252,11 @@ func (r Report) WriteJSON(path string) error {
 // ratios to the floor, then the outcomes, the background writes and the
 // errors.
 func (run Run) Print(w io.Writer) {
-	fmt.Fprintf(w, "%-22s %9s %9s %8s %8s %8s %8s %6s %6s %6s %8s %8s %9s\n",
+	fmt.Fprintf(w, "%-28s %9s %9s %8s %8s %8s %8s %6s %6s %6s %8s %8s %9s\n",
 		"concurrency "+fmt.Sprint(run.Concurrency), "calls", "rps", "p50", "p90", "p99", "p99.9", "errors",
 		"x rps", "x p99", "srv cpu", "cli cpu", "srv rss")
 	for _, p := range run.Phases {
-		fmt.Fprintf(w, "%-22s %9d %9.0f %8s %8s %8s %8s %6d %6s %6s %8s %8s %9s\n",
+		fmt.Fprintf(w, "%-28s %9d %9.0f %8s %8s %8s %8s %6d %6s %6s %8s %8s %9s\n",
 			p.Name, p.Calls, p.RPS, us(p.P50), us(p.P90), us(p.P99), us(p.P999), p.Errors,
 			ratio(p.ThroughputRatio), ratio(p.P99Ratio), us(p.ServerCPUPerCall), us(p.ClientCPUPerCall), mib(p.RSSPeak))
 	}
@@ -225,6 +279,23 @@ func (run Run) Print(w io.Writer) {
 		if p.FirstError != "" {
 			fmt.Fprintf(w, "%s: %d errors, the first: %s\n", p.Name, p.Errors, p.FirstError)
 		}
+	}
+	if len(run.Listings) > 0 {
+		fmt.Fprintf(w, "%-28s %-40s %7s %8s %8s %8s %6s %8s %8s %8s %11s %7s\n",
+			"listings beside", "kind", "pages", "p50", "p99", "max", "whole", "p50", "p99", "max", "answers", "pages")
+		for _, l := range run.Listings {
+			fmt.Fprintf(w, "%-28s %-40s %7d %8s %8s %8s %6d %8s %8s %8s %11s %7s\n",
+				l.Lister, l.Kind, l.Pages, us(l.PageP50), us(l.PageP99), us(l.PageMax), l.Wholes,
+				us(l.WholeP50), us(l.WholeP99), us(l.WholeMax), span(l.ItemsMin, l.ItemsMax), span(l.PagesMin, l.PagesMax))
+		}
+	}
+	for _, c := range run.Compared {
+		verdict := "met"
+		if !c.Met {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(w, "%s / %s: throughput %s%s, p99 %s%s: %s\n", c.Phase, c.Base,
+			ratio(c.ThroughputRatio), bound(">=", c.MinThroughput), ratio(c.P99Ratio), bound("<=", c.MaxP99), verdict)
 	}
 	if wr := run.Writes; wr != nil {
 		fmt.Fprintf(w, "%s: asked %d/s, delivered %.0f/s (%.1f%%) over %.1fs: %d sent, %d failed, %d not sent (too many in flight); p50 %s, p99 %s\n",
@@ -257,6 +328,25 @@ func us(m Micros) string {
 	default:
 		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 	}
+}
+
+// span prints a range of counts, or one count.
+func span(lo, hi int) string {
+	switch {
+	case hi == 0:
+		return "-"
+	case lo == hi:
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+// bound prints a target, if there is one.
+func bound(op string, v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (target %s %.2f)", op, v)
 }
 
 func ratio(r float64) string {

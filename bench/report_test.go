@@ -118,3 +118,38 @@ func TestRunPrint(t *testing.T) {
 		}
 	}
 }
+
+// A phase held against another of its run: the ratios, and whether they
+// keep to the targets.
+func TestCompareHoldsAPhaseToItsTargets(t *testing.T) {
+	idle := Phase{Name: "usher check", RPS: 1000, P99: Micros(time.Millisecond)}
+	busy := Phase{Name: "usher check +lookups", RPS: 900, P99: Micros(1200 * time.Microsecond)}
+	for _, c := range []struct {
+		minThroughput, maxP99 float64
+		met                   bool
+	}{
+		{0.85, 1.5, true},
+		{0.95, 1.5, false},
+		{0, 1.1, false},
+		{0, 1.3, true},
+		{0, 0, true},
+	} {
+		got := Compare(busy, idle, c.minThroughput, c.maxP99)
+		if got.ThroughputRatio != 0.9 || got.P99Ratio != 1.2 || got.Met != c.met {
+			t.Errorf("targets %g and %g: %+v, want ratios 0.9 and 1.2, met %t", c.minThroughput, c.maxP99, got, c.met)
+		}
+	}
+	var out strings.Builder
+	run := Run{Concurrency: 8,
+		Listings: []Listing{{Lister: "lookups alone", Kind: "LookupSubjects, large answers", Pages: 40, PageP50: Micros(300 * time.Microsecond),
+			Wholes: 10, WholeP50: Micros(1200 * time.Microsecond), ItemsMin: 380, ItemsMax: 395, PagesMin: 4, PagesMax: 4}},
+		Compared: []Comparison{Compare(busy, idle, 0, 1.1)},
+	}
+	run.Print(&out)
+	for _, want := range []string{"LookupSubjects, large answers", "300.0us", "1.20ms", "380-395",
+		"usher check +lookups / usher check: throughput 0.90, p99 1.20 (target <= 1.10): NOT met"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the text lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -3,14 +3,20 @@
 # start usher on it with a LiveKit key so that admitted joins carry a token,
 # start the floor (a bare gRPC server serving only the health check), and
 # load each against the other, interleaved in short rounds: Check at 8 and 32
-# calls in flight, ListPermissions, CheckBatch, Join at 32, Check while
-# grants stream in, then durable Grants. Everything started here is stopped
-# on the way out, failed or not. make bench runs it.
+# calls in flight, ListPermissions, CheckBatch, Join at 32, Check beside
+# lookups and beside an administrator's listings and moves at 8 and 32, Check
+# while grants stream in, then durable Grants. Everything started here is
+# stopped on the way out, failed or not. make bench runs it.
 #
 #   BENCH_DURATION  each phase's measured time (default 5s)
 #   BENCH_SHAPE     platform flags for populate and the loads, e.g.
 #                   "--accounts 10 --workspaces 10 --calltypes 1 --calls 100 --users 100000 --grants 200000"
-#   BENCH_WRITES    grants a second during the last Check phase (default 1000)
+#                   (add --crowd 200000 for one call with that many grants, which admin pages through)
+#   BENCH_HISTORY   change sets of history populate writes, for admin's ListChanges (default 0)
+#   BENCH_LOADS     which loads, of check listpermissions checkbatch join lookup admin check-writes grant
+#                   (default all, in that order)
+#   BENCH_LISTING   more flags for lookup and admin: "--rate 200", "--page-size 1000"
+#   BENCH_WRITES    grants a second during the check-writes phase (default 1000)
 #   BENCH_JSON      a directory to write each load's figures into, as JSON
 #   BENCH_PORT      usher's port (default 7171); the floor takes the next one
 set -euo pipefail
@@ -21,6 +27,9 @@ addr=127.0.0.1:$port
 floor_addr=127.0.0.1:$((port + 1))
 duration=${BENCH_DURATION:-5s}
 writes=${BENCH_WRITES:-1000}
+history=${BENCH_HISTORY:-0}
+read -r -a listing <<<"${BENCH_LISTING:-}"
+read -r -a loads <<<"${BENCH_LOADS:-check listpermissions checkbatch join lookup admin check-writes grant}"
 read -r -a shape <<<"${BENCH_SHAPE:-}"
 pids=()
 cleanup() {
@@ -49,7 +58,7 @@ await() {
   done
 }
 
-"$usher" bench populate --data "$dir/usher.db" "${shape[@]}"
+"$usher" bench populate --data "$dir/usher.db" --history "$history" "${shape[@]}"
 start=$(date +%s%N)
 # The LiveKit secret goes through the environment, never a flag in ps.
 USHER_LIVEKIT_API_KEY=bench USHER_LIVEKIT_API_SECRET=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n') \
@@ -79,12 +88,18 @@ load() {
   fi
   client "$usher" bench "$@" "${common[@]}" "${json[@]}" || { status=1; echo "bench/run.sh: usher bench $name failed" >&2; }
 }
-load check check --concurrency 8,32
-load listpermissions listpermissions --concurrency 32
-load checkbatch checkbatch --concurrency 32
-load join join --concurrency 32
-load check-writes check --concurrency 32 --writes "$writes"
-echo
-echo "== usher bench grant"
-client "$usher" bench grant --addr "$addr" --duration "$duration" || status=1
+for l in "${loads[@]}"; do
+  case $l in
+  check) load check check --concurrency 8,32 ;;
+  listpermissions | checkbatch | join) load "$l" "$l" --concurrency 32 ;;
+  lookup | admin) load "$l" "$l" --concurrency 8,32 "${listing[@]}" ;;
+  check-writes) load check-writes check --concurrency 32 --writes "$writes" ;;
+  grant)
+    echo
+    echo "== usher bench grant"
+    client "$usher" bench grant --addr "$addr" --duration "$duration" || status=1
+    ;;
+  *) echo "bench/run.sh: unknown load $l" >&2; status=1 ;;
+  esac
+done
 exit $status

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
@@ -57,7 +58,19 @@ same machine. The load tools aim at loopback addresses only.`,
 		load("checkbatch", "The same with CheckBatch, 100 checks a call", "Checkbatch replays CheckBatch calls of --batch checks each, and reports answers per second."),
 		load("join", "The same with AdmissionService.Join, admitted joins that carry a LiveKit token",
 			"Join replays joins the default policy admits; a join replaces the subject's session in that call."),
-		benchGrantCommand())
+		load("lookup", "Check alone, beside lookups (LookupResources, LookupSubjects) paged to their end, and the lookups alone",
+			`Lookup runs Check alone, Check beside a client that follows lookups page by
+page to their end (LookupResources of the calls a user may join,
+LookupSubjects of the users who may join a call, for the users and calls
+with the largest answers and as many with typical ones), and the lookups
+alone, and compares Check's p99 beside them with Check's alone.`),
+		load("admin", "Check alone, and beside an administrator paging ListGrants and ListChanges and moving a workspace",
+			`Admin runs Check alone, Check beside an administrator who pages through a
+resource's grants (the crowd's, when populate was given --crowd), pages
+through the change log with filters (populate --history makes it long) and
+moves a workspace to another account and back, and the administrator alone;
+it compares Check's p99 beside the administrator with Check's alone.`),
+		benchGrantCommand(), benchInProcessCommand())
 }
 
 // shapeFlags defines the platform's size; populate and check must be given
@@ -71,6 +84,7 @@ func shapeFlags(fs *pflag.FlagSet) *bench.Shape {
 	fs.IntVar(&s.Users, "users", s.Users, "users")
 	fs.IntVar(&s.Grants, "grants", s.Grants, "grants")
 	fs.IntVar(&s.Blocks, "blocks", s.Blocks, "blocks")
+	fs.IntVar(&s.Crowd, "crowd", s.Crowd, "grants on one more call, "+bench.CrowdCall+", each to a subject of its own (the admin load pages through them)")
 	fs.Uint64Var(&s.Seed, "seed", s.Seed, "seed of the generator")
 	return &s
 }
@@ -96,6 +110,7 @@ writes it straight into a new data file for 'usher serve'.`,
 	}
 	fs := cmd.Flags()
 	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to create (must not exist)")
+	history := fs.Int("history", 0, "change sets to write after the platform, grants then their revokes, which leave it as it was: a long change log")
 	shape := shapeFlags(fs)
 	cmd.RunE = func(*cobra.Command, []string) error {
 		if _, err := os.Stat(*data); err == nil {
@@ -115,12 +130,40 @@ writes it straight into a new data file for 'usher serve'.`,
 		if _, err := store.Import(p.Snapshot, "usher bench populate"); err != nil {
 			return err
 		}
-		fmt.Printf("populated %s: %d resources, %d grants, %d blocks, %d roles in %s (generating took %s)\n",
-			*data, len(p.Snapshot.Resources), len(p.Snapshot.Grants), len(p.Snapshot.Blocks), len(p.Snapshot.Roles),
+		if err := writeHistory(store, bench.History(p, *history, shape.Seed)); err != nil {
+			return err
+		}
+		fmt.Printf("populated %s: %d resources, %d grants, %d blocks, %d roles, %d change sets of history in %s (generating took %s)\n",
+			*data, len(p.Snapshot.Resources), len(p.Snapshot.Grants), len(p.Snapshot.Blocks), len(p.Snapshot.Roles), *history,
 			time.Since(start).Round(time.Millisecond), generated.Round(time.Millisecond))
 		return nil
 	}
 	return cmd
+}
+
+// writeHistory commits sets, a thousand to a transaction, each at a
+// revision of its own.
+func writeHistory(store *bolt.Store, sets []authz.ChangeSet) error {
+	for at := 0; at < len(sets); at += 1000 {
+		rev, err := store.Revision(context.Background())
+		if err != nil {
+			return err
+		}
+		var ws []authz.Write
+		for _, cs := range sets[at:min(at+1000, len(sets))] {
+			ws = append(ws, authz.Write{Planned: rev, Set: cs})
+		}
+		done, err := store.Commit(context.Background(), ws)
+		if err != nil {
+			return fmt.Errorf("writing the history: %w", err)
+		}
+		for _, c := range done {
+			if c.Revision == 0 {
+				return fmt.Errorf("writing the history: a change set conflicted on %s", c.Conflict)
+			}
+		}
+	}
+	return nil
 }
 
 // benchConn dials a loopback server; the load tools never aim elsewhere.

@@ -36,6 +36,13 @@ type loadFlags struct {
 	health              bool
 	jsonPath            string
 	shape               *bench.Shape
+	// queries is a file of queries to replay, instead of drawing them from
+	// the generated platform (check only).
+	queries string
+	// pageSize and pick shape the listings of lookup and admin, rate paces
+	// them.
+	pageSize, pick int
+	rate           float64
 }
 
 // addLoadFlags defines the flags of a load command on fs, and returns what
@@ -47,7 +54,7 @@ func addLoadFlags(fs *pflag.FlagSet, mode string) func() (*loadFlags, error) {
 	fs.StringVar(&f.floor, "floor", "", "address of a running 'usher bench floor'; without it, the tool starts one of its own")
 	fs.IntVar(&f.floorPID, "floor-pid", 0, "pid of the --floor server, for its CPU time and resident memory")
 	conc := "32"
-	if mode == "check" {
+	if mode == "check" || mode == "lookup" || mode == "admin" {
 		conc = "8,32"
 	}
 	fs.Func("concurrency", fmt.Sprintf("calls in flight; a comma-separated list runs each in turn (default %s)", conc), func(s string) error {
@@ -63,8 +70,18 @@ func addLoadFlags(fs *pflag.FlagSet, mode string) func() (*loadFlags, error) {
 	if mode == "check" {
 		fs.IntVar(&f.writes, "writes", 0, "grants per second to make in the background during a second Check phase; fails if fewer than 95% are delivered")
 	}
+	if mode == "check" {
+		fs.StringVar(&f.queries, "queries", "", "replay the queries of this file (usher bench inprocess --save-queries) rather than generate the platform to draw them")
+	}
 	if mode == "checkbatch" {
 		fs.IntVar(&f.batch, "batch", 100, "checks per CheckBatch call")
+	}
+	if mode == "lookup" || mode == "admin" {
+		fs.IntVar(&f.pageSize, "page-size", 100, "answers a page of the background listings asks for")
+		fs.Float64Var(&f.rate, "rate", 0, "calls a second the background client makes at most; 0 makes them back to back, as fast as the server answers")
+	}
+	if mode == "lookup" {
+		fs.IntVar(&f.pick, "pick", 5, "subjects (and calls) of each kind to look up: those with the largest answers, and as many around the median")
 	}
 	f.shape = shapeFlags(fs)
 	return func() (*loadFlags, error) {
@@ -84,6 +101,12 @@ func addLoadFlags(fs *pflag.FlagSet, mode string) func() (*loadFlags, error) {
 			return nil, fmt.Errorf("--writes %d: want 0 or more", f.writes)
 		case mode == "checkbatch" && f.batch <= 0:
 			return nil, fmt.Errorf("--batch %d: want at least 1", f.batch)
+		case (mode == "lookup" || mode == "admin") && (f.pageSize <= 0 || f.pageSize > 1000):
+			return nil, fmt.Errorf("--page-size %d: want 1 to 1000", f.pageSize)
+		case f.rate < 0:
+			return nil, fmt.Errorf("--rate %g: want 0 or more", f.rate)
+		case mode == "lookup" && f.pick <= 0:
+			return nil, fmt.Errorf("--pick %d: want at least 1", f.pick)
 		}
 		return f, nil
 	}
@@ -125,19 +148,45 @@ func benchLoad(mode string, f *loadFlags) error {
 	}
 	defer floorConn.Close()
 
-	p, err := generate(*f.shape)
-	if err != nil {
-		return err
+	var (
+		p   bench.Platform
+		idx *authz.Index
+		w   *workload
+	)
+	workloadOf := bench.Workload{Users: f.shape.Users}
+	if f.queries != "" {
+		qf, err := bench.LoadQueryFile(f.queries)
+		if err != nil {
+			return err
+		}
+		if w, err = checkWorkload(conn, qf.Queries); err != nil {
+			return err
+		}
+		workloadOf.Resources, workloadOf.Grants = qf.Resources, qf.Grants
+	} else {
+		if p, err = generate(*f.shape); err != nil {
+			return err
+		}
+		if idx, err = authz.NewIndex(p.Snapshot); err != nil {
+			return err
+		}
+		if w, err = newWorkload(mode, f, p, idx, conn); err != nil {
+			return err
+		}
+		workloadOf.Resources, workloadOf.Grants = len(p.Snapshot.Resources), len(p.Snapshot.Grants)
 	}
-	idx, err := authz.NewIndex(p.Snapshot)
-	if err != nil {
-		return err
-	}
-	w, err := newWorkload(mode, f, p, idx, conn)
-	if err != nil {
-		return err
-	}
+	workloadOf.Requests = len(w.requests)
 	if err := w.verify(ctx); err != nil {
+		return err
+	}
+	var side func(workers int) sideLoad
+	switch mode {
+	case "lookup":
+		side, err = lookupLoad(ctx, f, p, conn)
+	case "admin":
+		side, err = adminLoad(ctx, f, p, conn)
+	}
+	if err != nil {
 		return err
 	}
 	healthReq, err := bench.Encode(&healthpb.HealthCheckRequest{})
@@ -146,7 +195,7 @@ func benchLoad(mode string, f *loadFlags) error {
 	}
 	report := bench.Report{
 		Mode: mode, Time: time.Now().UTC(), Duration: bench.Seconds(f.plan.Duration), Round: bench.Seconds(f.plan.Round),
-		Workload: bench.Workload{Resources: len(p.Snapshot.Resources), Grants: len(p.Snapshot.Grants), Users: f.shape.Users, Requests: len(w.requests)},
+		Workload: workloadOf,
 		Machine:  bench.Machine{CPUs: runtime.NumCPU()},
 	}
 	observeLoad := func() {
@@ -157,7 +206,7 @@ func benchLoad(mode string, f *loadFlags) error {
 	observeLoad()
 	rounds, each := f.plan.Rounds()
 	fmt.Printf("%s over %d resources and %d grants, %d distinct requests; each phase %s in %d rounds of %s, interleaved with the floor at %s\n",
-		mode, len(p.Snapshot.Resources), len(p.Snapshot.Grants), len(w.requests), f.plan.Duration, rounds, each, f.floor)
+		mode, workloadOf.Resources, workloadOf.Grants, len(w.requests), f.plan.Duration, rounds, each, f.floor)
 	if f.serverPID == 0 {
 		fmt.Println("no --server-pid: usher's CPU time and memory are not measured")
 	}
@@ -172,13 +221,19 @@ func benchLoad(mode string, f *loadFlags) error {
 		}
 		usher := bench.Target{Name: w.name, Server: "usher", PID: f.serverPID, Items: w.items, Call: replay(conn, w, workers)}
 		targets = append(targets, usher)
-		var pacer *bench.Pacer
-		if f.writes > 0 {
-			pacer = &bench.Pacer{Name: "grants (background)", Rate: f.writes, Call: grantCall(conn, "bench-bg")}
-			loaded := usher
-			loaded.Name = fmt.Sprintf("%s +%d grants/s", w.name, f.writes)
-			loaded.Background = pacer.Run
-			targets = append(targets, loaded)
+		var s sideLoad
+		switch {
+		case side != nil:
+			s = side(workers)
+		case f.writes > 0:
+			s = writesLoad(f, conn)
+		}
+		for _, ph := range s.phases {
+			t := bench.Target{Name: ph.name, Server: "usher", PID: f.serverPID, Items: w.items, Background: ph.background}
+			if !ph.alone {
+				t.Call = usher.Call
+			}
+			targets = append(targets, t)
 		}
 		stats := bench.Interleave(ctx, bench.Plan{Workers: workers, Duration: f.plan.Duration, Round: f.plan.Round, Warmup: f.plan.Warmup},
 			targets, observeLoad)
@@ -186,14 +241,29 @@ func benchLoad(mode string, f *loadFlags) error {
 			return ctx.Err()
 		}
 		run := bench.Run{Concurrency: workers}
-		for i, s := range stats {
-			run.Phases = append(run.Phases, bench.PhaseOf(s, targets[i].Server, stats[0]))
-			if s.Errors > 0 {
-				failures = append(failures, fmt.Sprintf("%s at concurrency %d: %d errors", s.Name, workers, s.Errors))
+		phases := map[string]bench.Phase{}
+		for i, st := range stats {
+			if targets[i].Call == nil {
+				continue
+			}
+			ph := bench.PhaseOf(st, targets[i].Server, stats[0])
+			phases[ph.Name] = ph
+			run.Phases = append(run.Phases, ph)
+			if st.Errors > 0 {
+				failures = append(failures, fmt.Sprintf("%s at concurrency %d: %d errors", st.Name, workers, st.Errors))
 			}
 		}
-		if pacer != nil {
-			run.Writes = bench.WritesOf(pacer.Result())
+		for _, c := range s.compare {
+			run.Compared = append(run.Compared, bench.Compare(phases[c.phase], phases[usher.Name], c.minThroughput, c.maxP99))
+		}
+		for _, l := range s.listers {
+			run.Listings = append(run.Listings, l.Listings()...)
+			if n, err := l.Errors(); n > 0 {
+				failures = append(failures, fmt.Sprintf("%s at concurrency %d: %d calls failed, the first: %v", l.Name, workers, n, err))
+			}
+		}
+		if s.pacer != nil {
+			run.Writes = bench.WritesOf(s.pacer.Result())
 			if !run.Writes.Delivered {
 				failures = append(failures, fmt.Sprintf("at concurrency %d, %d grants/s were asked and %.0f/s delivered", workers, f.writes, run.Writes.Achieved))
 			}
@@ -253,12 +323,9 @@ func newWorkload(mode string, f *loadFlags, p bench.Platform, idx *authz.Index, 
 	}
 	var err error
 	switch mode {
-	case "check":
-		w.method = usherv1.AuthorizationService_Check_FullMethodName
-		for _, q := range queries {
-			w.requests, err = appendEncoded(w.requests, &usherv1.CheckRequest{Subject: q.Subject, Permission: q.Permission, Resource: q.Resource}, err)
-		}
-		w.verify = verifyChecks(conn, queries)
+	case "check", "lookup", "admin":
+		// lookup and admin load Check, with their listings beside it.
+		return checkWorkload(conn, queries)
 	case "listpermissions":
 		w.method = usherv1.AuthorizationService_ListPermissions_FullMethodName
 		for _, q := range queries {
@@ -297,6 +364,68 @@ func newWorkload(mode string, f *loadFlags, p bench.Platform, idx *authz.Index, 
 		return nil, fmt.Errorf("unknown load %q", mode)
 	}
 	return w, err
+}
+
+// checkWorkload replays queries as Checks.
+func checkWorkload(conn *grpc.ClientConn, queries []bench.Query) (*workload, error) {
+	w := &workload{name: "usher check", method: usherv1.AuthorizationService_Check_FullMethodName, verify: verifyChecks(conn, queries)}
+	var err error
+	for _, q := range queries {
+		w.requests, err = appendEncoded(w.requests, &usherv1.CheckRequest{Subject: q.Subject, Permission: q.Permission, Resource: q.Resource}, err)
+	}
+	return w, err
+}
+
+// sideLoad is what runs beside the Usher phase in phases of its own, and
+// how those compare with it: grants streaming in, lookups, admin listings.
+type sideLoad struct {
+	phases  []sidePhase
+	pacer   *bench.Pacer
+	listers []*bench.Lister
+	compare []comparison
+}
+
+// sidePhase is a phase that runs background beside the Usher phase's load,
+// or alone.
+type sidePhase struct {
+	name       string
+	background func(ctx context.Context)
+	alone      bool
+}
+
+// comparison holds a side phase against the Usher phase alone.
+type comparison struct {
+	phase                 string
+	minThroughput, maxP99 float64
+}
+
+// Targets of issue 11 and of the README for Check beside other work: with
+// grants streaming in, Check keeps 0.85 of its throughput and 1.5x its p99;
+// beside lookups 1.3x its p99, beside admin listings and moves 1.5x.
+const (
+	writesMinThroughput = 0.85
+	writesMaxP99        = 1.5
+	lookupMaxP99        = 1.3
+	adminMaxP99         = 1.5
+)
+
+// besideName names the phase of Check with a background client beside it.
+func besideName(what string, f *loadFlags) string {
+	if f.rate > 0 {
+		return fmt.Sprintf("usher check +%s %g/s", what, f.rate)
+	}
+	return "usher check +" + what
+}
+
+// writesLoad streams f.writes grants a second beside Check.
+func writesLoad(f *loadFlags, conn *grpc.ClientConn) sideLoad {
+	pacer := &bench.Pacer{Name: "grants (background)", Rate: f.writes, Call: grantCall(conn, "bench-bg")}
+	name := fmt.Sprintf("usher check +%d grants/s", f.writes)
+	return sideLoad{
+		phases:  []sidePhase{{name: name, background: pacer.Run}},
+		pacer:   pacer,
+		compare: []comparison{{phase: name, minThroughput: writesMinThroughput, maxP99: writesMaxP99}},
+	}
 }
 
 // appendEncoded encodes m onto reqs, unless an earlier encoding failed.

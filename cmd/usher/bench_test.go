@@ -126,6 +126,10 @@ func TestBenchLoadsBesideTheFloor(t *testing.T) {
 				if w := run.Writes; w == nil || w.Rate != 200 || !w.Delivered || w.Errors != 0 {
 					t.Errorf("check --writes 200 at %d: writes %+v", run.Concurrency, w)
 				}
+				if c := run.Compared; len(c) != 1 || c[0].Phase != "usher check +200 grants/s" || c[0].Base != "usher check" ||
+					c[0].ThroughputRatio <= 0 || c[0].MinThroughput != 0.85 || c[0].MaxP99 != 1.5 {
+					t.Errorf("check --writes 200 at %d: compared %+v, want the phase against Check alone", run.Concurrency, c)
+				}
 			case "checkbatch":
 				if ph := run.Phases[1]; ph.ItemsPerCall != 10 || ph.ItemsPerSecond < 9*ph.RPS {
 					t.Errorf("checkbatch: %+v", ph)
@@ -151,5 +155,91 @@ func TestBenchLoadsBesideTheFloor(t *testing.T) {
 	other := append([]string{"bench", "check", "--seed", "99"}, quick...)
 	if out, err := exec.Command(bin, other...).CombinedOutput(); err == nil || !strings.Contains(string(out), "same shape flags") {
 		t.Errorf("a load with another seed: %v\n%s", err, out)
+	}
+}
+
+// The lookup and admin loads compare Check beside their listings with Check
+// alone, and report each kind of listing; inprocess times Check on a data
+// file and saves its queries for check --queries to replay.
+func TestBenchListingsAndInProcess(t *testing.T) {
+	bin, dir := buildUsher(t)
+	data := filepath.Join(dir, "usher.db")
+	shape := []string{"--accounts", "2", "--workspaces", "2", "--calltypes", "1", "--calls", "5", "--users", "300", "--grants", "2000", "--blocks", "10", "--crowd", "500"}
+	if out, err := exec.Command(bin, append([]string{"bench", "populate", "--data", data, "--history", "3000"}, shape...)...).CombinedOutput(); err != nil {
+		t.Fatalf("populate: %v\n%s", err, out)
+	}
+	queries, inJSON := filepath.Join(dir, "queries.json"), filepath.Join(dir, "inprocess.json")
+	out, err := exec.Command(bin, "bench", "inprocess", "--data", data, "--requests", "300", "--cached", "30",
+		"--duration", "20ms", "--save-queries", queries, "--json", inJSON).CombinedOutput()
+	if err != nil {
+		t.Fatalf("inprocess: %v\n%s", err, out)
+	}
+	var in bench.InProcess
+	if b, err := os.ReadFile(inJSON); err != nil || json.Unmarshal(b, &in) != nil {
+		t.Fatalf("inprocess JSON: %v\n%s", err, b)
+	}
+	if in.Grants != 2500 || in.FileBytes == 0 || len(in.Checks) != 2 || in.Checks[0].Queries != 300 || in.Checks[1].Queries != 30 || in.Checks[0].NsPerCheck <= 0 {
+		t.Errorf("inprocess %+v", in)
+	}
+
+	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", data)
+	p := startUsher(t, cmd)
+	defer p.cmd.Process.Signal(syscall.SIGTERM)
+	quick := []string{"--addr", p.addr, "--server-pid", strconv.Itoa(p.cmd.Process.Pid),
+		"--duration", "300ms", "--round", "100ms", "--warmup", "50ms", "--requests", "300", "--concurrency", "2"}
+	for _, c := range []struct {
+		mode   string
+		args   []string
+		phases []string
+		kinds  []string
+	}{
+		{"lookup", append([]string{"--pick", "2"}, shape...), []string{"floor health", "usher check", "usher check +lookups"},
+			[]string{"LookupResources, large answers", "LookupResources, typical answers", "LookupSubjects, large answers", "LookupSubjects, typical answers"}},
+		{"admin", shape, []string{"floor health", "usher check", "usher check +admin"},
+			[]string{"ListGrants of call:crowd", "ListChanges by subject", "PutResource, a workspace moved and back"}},
+		{"check", []string{"--queries", queries, "--health=false"}, []string{"floor health", "usher check"}, nil},
+	} {
+		path := filepath.Join(dir, c.mode+".json")
+		args := append(append([]string{"bench", c.mode, "--json", path}, quick...), c.args...)
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("usher %s: %v\n%s", strings.Join(args, " "), err, out)
+			continue
+		}
+		var report bench.Report
+		if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &report) != nil {
+			t.Fatalf("%s JSON: %v", c.mode, err)
+		}
+		run := report.Runs[0]
+		var names []string
+		for _, ph := range run.Phases {
+			names = append(names, ph.Name)
+		}
+		if !slices.Equal(names, c.phases) {
+			t.Errorf("%s: phases %v, want %v", c.mode, names, c.phases)
+		}
+		kinds := map[string]bench.Listing{}
+		for _, l := range run.Listings {
+			kinds[l.Kind] = l
+		}
+		for _, k := range c.kinds {
+			if l, ok := kinds[k]; !ok || l.Pages == 0 {
+				t.Errorf("%s: no %q among the listings %+v", c.mode, k, run.Listings)
+			}
+		}
+		if c.kinds != nil && (len(run.Compared) != 1 || run.Compared[0].Base != "usher check" || run.Compared[0].P99Ratio <= 0) {
+			t.Errorf("%s: compared %+v", c.mode, run.Compared)
+		}
+		if c.mode == "admin" {
+			if l := kinds["ListGrants of call:crowd"]; l.Wholes > 0 && l.ItemsMax != 500 {
+				t.Errorf("admin: a whole listing of the crowd gave %d grants, want 500", l.ItemsMax)
+			}
+			if !strings.Contains(string(out), "the change log holds 3001 change sets") {
+				t.Errorf("admin did not find the history:\n%s", out)
+			}
+		}
+		if c.mode == "check" && report.Workload.Grants != 2500 {
+			t.Errorf("check --queries: workload %+v", report.Workload)
+		}
 	}
 }
