@@ -24,9 +24,10 @@ import (
 // writers, and how long a replica takes to start on a million grants. Run
 // with
 //
-//	go test -run '^$' -bench . -benchtime 2000x ./storage/etcd/
+//	go test -run '^$' -bench 'BenchmarkReplicationLag|BenchmarkWriters' -benchtime 2000x ./storage/etcd/
+//	go test -run '^$' -bench BenchmarkReplicaStartup -benchtime 1x ./storage/etcd/
 //
-// (the start-up benchmark runs once whatever -benchtime says).
+// (each start-up loads a million grants: give it -benchtime 1x).
 
 // benchReplicas starts a cluster and two engines over one prefix, each with
 // a client of its own, with the default policy applied.
@@ -152,7 +153,7 @@ func BenchmarkReplicaStartup(b *testing.B) {
 	}
 	b.Logf("imported %d resources and %d grants in %s", len(p.Snapshot.Resources), len(p.Snapshot.Grants), time.Since(t0).Round(time.Millisecond))
 	if st, err := cluster.Client(b).Status(context.Background(), cluster.Endpoint(0)); err == nil {
-		b.Logf("etcd's database: %d MB (%d MB in use)", st.DbSize>>20, st.DbSizeInUse>>20)
+		b.Logf("etcd's database: %d MiB (%d MiB in use)", st.DbSize>>20, st.DbSizeInUse>>20)
 	}
 	b.ResetTimer()
 	for range b.N {
