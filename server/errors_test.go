@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
@@ -108,6 +109,18 @@ var errorCases = []errorCase{
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42,
 				ExpireTime: timestamp(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))})
+			return err
+		}},
+	{name: "Grant refuses the zero instant of year 1 as an expiry, which would read as never", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "expire_time", value: "0001-01-01T00:00:00Z",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:bob", Role: "host", Resource: stream42,
+				ExpireTime: &timestamppb.Timestamp{Seconds: -62135596800}})
+			return err
+		}},
+	{name: "Block refuses an expiry with negative nanos", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "expire_time", value: "4102444800s -1ns",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: stream42,
+				ExpireTime: &timestamppb.Timestamp{Seconds: 4102444800, Nanos: -1}})
 			return err
 		}},
 	{name: "Revoke refuses a role name with a space", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "role", value: "call member",
