@@ -475,7 +475,7 @@ func (c *checker) admissions() {
 	seen := map[[2]string]int{}
 	for i, a := range c.p.GetAdmissions() {
 		path := fmt.Sprintf("admissions[%d]", i)
-		if !c.shape(authz.ValidateAdmission(path, toAuthzAdmission(a))) {
+		if !c.shape(authz.ValidateAdmission(path, AdmissionToAuthz(a))) {
 			continue
 		}
 		scope := a.GetScope()

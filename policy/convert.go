@@ -38,12 +38,13 @@ func ToAuthz(p *usherv1.Policy) authz.Policy {
 		out.DefaultQuotas = append(out.DefaultQuotas, authz.DefaultQuota{ScopeType: d.GetScopeType(), ResourceType: d.GetResourceType(), Limit: d.GetLimit()})
 	}
 	for _, a := range p.GetAdmissions() {
-		out.Admissions = append(out.Admissions, toAuthzAdmission(a))
+		out.Admissions = append(out.Admissions, AdmissionToAuthz(a))
 	}
 	return out
 }
 
-func toAuthzAdmission(a *usherv1.Admission) authz.Admission {
+// AdmissionToAuthz converts an admission rule message to the engine's form.
+func AdmissionToAuthz(a *usherv1.Admission) authz.Admission {
 	out := authz.Admission{Scope: a.GetScope(), ResourceType: a.GetResourceType(), Join: a.GetJoinPermission(),
 		Backstage: a.GetBackstagePermission(), RequireLive: a.GetBackstage(), JoinAhead: fromDuration(a.GetJoinAhead()),
 		Stage: a.GetStagePermission(), MaxParticipants: a.GetMaxParticipants(), UncountedRoles: a.GetUncountedRoles(),
@@ -84,12 +85,13 @@ func FromAuthz(p authz.Policy) *usherv1.Policy {
 		out.DefaultQuotas = append(out.DefaultQuotas, &usherv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit})
 	}
 	for _, a := range p.Admissions {
-		out.Admissions = append(out.Admissions, fromAuthzAdmission(a))
+		out.Admissions = append(out.Admissions, AdmissionFromAuthz(a))
 	}
 	return out
 }
 
-func fromAuthzAdmission(a authz.Admission) *usherv1.Admission {
+// AdmissionFromAuthz converts an admission rule to its message.
+func AdmissionFromAuthz(a authz.Admission) *usherv1.Admission {
 	out := &usherv1.Admission{Scope: a.Scope, ResourceType: a.ResourceType, JoinPermission: a.Join,
 		BackstagePermission: a.Backstage, Backstage: a.RequireLive, JoinAhead: toDuration(a.JoinAhead),
 		StagePermission: a.Stage, MaxParticipants: a.MaxParticipants, UncountedRoles: a.UncountedRoles,

@@ -5,6 +5,7 @@ import (
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
 )
 
 type adminServer struct {
@@ -298,13 +299,13 @@ func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissio
 	if req.GetAdmission() == nil {
 		v.add(&authz.Error{Code: authz.Invalid, Field: "admission", Reason: "the rule to set is missing"})
 	} else {
-		v.add(authz.ValidateAdmission("admission", fromAdmission(req.GetAdmission())))
+		v.add(authz.ValidateAdmission("admission", policy.AdmissionToAuthz(req.GetAdmission())))
 	}
 	v.actor(req.GetActor())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), fromAdmission(req.GetAdmission()))
+	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), policy.AdmissionToAuthz(req.GetAdmission()))
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -3,11 +3,11 @@ package server
 import (
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
 )
 
 func fromTimestamp(ts *timestamppb.Timestamp) time.Time {
@@ -70,33 +70,7 @@ func toGrant(g authz.Grant) *usherv1.Grant {
 	return &usherv1.Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource, ExpireTime: toTimestamp(g.Expires)}
 }
 
-func fromPolicy(p *usherv1.Policy) authz.Policy {
-	var out authz.Policy
-	for _, perm := range p.GetPermissions() {
-		out.Permissions = append(out.Permissions, authz.Permission{
-			Name: perm.GetName(), Parents: perm.GetParents(), Description: perm.GetDescription(),
-		})
-	}
-	for _, r := range p.GetResources() {
-		out.Resources = append(out.Resources, fromResource(r))
-	}
-	for _, r := range p.GetRoles() {
-		out.Roles = append(out.Roles, fromRole(r))
-	}
-	for _, c := range p.GetCreatorRoles() {
-		out.CreatorRoles = append(out.CreatorRoles, authz.CreatorRole{ResourceType: c.GetResourceType(), Role: c.GetRole()})
-	}
-	for _, q := range p.GetQuotas() {
-		out.Quotas = append(out.Quotas, fromQuota(q))
-	}
-	for _, d := range p.GetDefaultQuotas() {
-		out.DefaultQuotas = append(out.DefaultQuotas, authz.DefaultQuota{ScopeType: d.GetScopeType(), ResourceType: d.GetResourceType(), Limit: d.GetLimit()})
-	}
-	for _, a := range p.GetAdmissions() {
-		out.Admissions = append(out.Admissions, fromAdmission(a))
-	}
-	return out
-}
+func fromPolicy(p *usherv1.Policy) authz.Policy { return policy.ToAuthz(p) }
 
 func fromResource(r *usherv1.Resource) authz.Resource {
 	return authz.Resource{Name: r.GetName(), Parent: r.GetParent(), Creator: r.GetCreator(),
@@ -105,57 +79,6 @@ func fromResource(r *usherv1.Resource) authz.Resource {
 
 func toResource(r authz.Resource) *usherv1.Resource {
 	return &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartTime: toTimestamp(r.StartsAt), Live: r.Live}
-}
-
-// fromDuration reads an optional duration; one that is not valid reads as
-// negative, which every bound refuses.
-func fromDuration(d *durationpb.Duration) time.Duration {
-	if d == nil {
-		return 0
-	}
-	if d.CheckValid() != nil {
-		return -1
-	}
-	return d.AsDuration()
-}
-
-func toDuration(d time.Duration) *durationpb.Duration {
-	if d == 0 {
-		return nil
-	}
-	return durationpb.New(d)
-}
-
-func fromAdmission(a *usherv1.Admission) authz.Admission {
-	out := authz.Admission{Scope: a.GetScope(), ResourceType: a.GetResourceType(), Join: a.GetJoinPermission(),
-		Backstage: a.GetBackstagePermission(), RequireLive: a.GetBackstage(), JoinAhead: fromDuration(a.GetJoinAhead()),
-		Stage: a.GetStagePermission(), MaxParticipants: a.GetMaxParticipants(), UncountedRoles: a.GetUncountedRoles(),
-		ExclusiveRoles: a.GetExclusiveRoles(), ExclusivePermissions: a.GetExclusivePermissions(), Lease: fromDuration(a.GetLease())}
-	if l := a.GetLobby(); l != nil {
-		out.Lobby = &authz.Lobby{Admit: l.GetAdmitPermission(), Role: l.GetAdmitRole(), Bypass: l.GetBypassPermission()}
-	}
-	if m := a.GetLivekit(); m != nil {
-		out.Media = &authz.MediaMapping{RoomJoin: m.GetRoomJoin(), CanPublish: m.GetCanPublish(), CanPublishSources: m.GetCanPublishSources(),
-			CanSubscribe: m.GetCanSubscribe(), CanPublishData: m.GetCanPublishData(), RoomAdmin: m.GetRoomAdmin(),
-			RoomRecord: m.GetRoomRecord(), Hidden: m.GetHidden()}
-	}
-	return out
-}
-
-func toAdmission(a authz.Admission) *usherv1.Admission {
-	out := &usherv1.Admission{Scope: a.Scope, ResourceType: a.ResourceType, JoinPermission: a.Join,
-		BackstagePermission: a.Backstage, Backstage: a.RequireLive, JoinAhead: toDuration(a.JoinAhead),
-		StagePermission: a.Stage, MaxParticipants: a.MaxParticipants, UncountedRoles: a.UncountedRoles,
-		ExclusiveRoles: a.ExclusiveRoles, ExclusivePermissions: a.ExclusivePermissions, Lease: toDuration(a.Lease)}
-	if l := a.Lobby; l != nil {
-		out.Lobby = &usherv1.Lobby{AdmitPermission: l.Admit, AdmitRole: l.Role, BypassPermission: l.Bypass}
-	}
-	if m := a.Media; m != nil {
-		out.Livekit = &usherv1.LiveKitMapping{RoomJoin: m.RoomJoin, CanPublish: m.CanPublish, CanPublishSources: m.CanPublishSources,
-			CanSubscribe: m.CanSubscribe, CanPublishData: m.CanPublishData, RoomAdmin: m.RoomAdmin,
-			RoomRecord: m.RoomRecord, Hidden: m.Hidden}
-	}
-	return out
 }
 
 func fromQuota(q *usherv1.Quota) authz.Quota {
@@ -197,7 +120,7 @@ func toChange(c authz.Change) *usherv1.Change {
 	case c.DefaultQuota != nil:
 		ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: toDefaultQuota(*c.DefaultQuota)}
 	case c.Admission != nil:
-		ch.Entity = &usherv1.Change_Admission{Admission: toAdmission(*c.Admission)}
+		ch.Entity = &usherv1.Change_Admission{Admission: policy.AdmissionFromAuthz(*c.Admission)}
 	}
 	return ch
 }
@@ -222,30 +145,4 @@ func ValidatePolicy(p authz.Policy) error {
 	return v.err
 }
 
-func toPolicy(p authz.Policy) *usherv1.Policy {
-	out := &usherv1.Policy{}
-	for _, perm := range p.Permissions {
-		out.Permissions = append(out.Permissions, &usherv1.Permission{
-			Name: perm.Name, Parents: perm.Parents, Description: perm.Description,
-		})
-	}
-	for _, r := range p.Resources {
-		out.Resources = append(out.Resources, toResource(r))
-	}
-	for _, r := range p.Roles {
-		out.Roles = append(out.Roles, toRole(r))
-	}
-	for _, c := range p.CreatorRoles {
-		out.CreatorRoles = append(out.CreatorRoles, &usherv1.CreatorRole{ResourceType: c.ResourceType, Role: c.Role})
-	}
-	for _, q := range p.Quotas {
-		out.Quotas = append(out.Quotas, toQuota(q))
-	}
-	for _, d := range p.DefaultQuotas {
-		out.DefaultQuotas = append(out.DefaultQuotas, toDefaultQuota(d))
-	}
-	for _, a := range p.Admissions {
-		out.Admissions = append(out.Admissions, toAdmission(a))
-	}
-	return out
-}
+func toPolicy(p authz.Policy) *usherv1.Policy { return policy.FromAuthz(p) }
