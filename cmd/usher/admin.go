@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -445,14 +444,7 @@ a policy file's admissions entries are written, in YAML or JSON.`,
 // readAdmission reads one Admission from a YAML or JSON file, or stdin for
 // "-"; field names are the proto's, unknown ones errors.
 func readAdmission(stdin io.Reader, name string) (*usherv1.Admission, error) {
-	var data []byte
-	var err error
-	if name == "-" {
-		data, err = io.ReadAll(stdin)
-		name = "stdin"
-	} else {
-		data, err = os.ReadFile(name)
-	}
+	data, name, err := readInput(stdin, name)
 	if err != nil {
 		return nil, err
 	}

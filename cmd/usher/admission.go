@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
@@ -295,20 +293,7 @@ that is a success.`,
 			if err != nil {
 				return err
 			}
-			received, last := false, uint64(0)
-			for {
-				msg, err := stream.Recv()
-				switch {
-				case errors.Is(err, io.EOF):
-					return nil
-				case err != nil && received:
-					return fmt.Errorf("%w (resume with --after %d)", err, last)
-				case err != nil:
-					return err
-				}
-				received, last = true, msg.GetEvent().GetRevision()
-				p.line(msg, callEventLine)
-			}
+			return follow(stream.Recv, func(m *usherv1.WatchCallResponse) uint64 { return m.GetEvent().GetRevision() }, p, callEventLine)
 		})
 	}
 	return cmd

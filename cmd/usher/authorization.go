@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -129,14 +127,7 @@ not be answered, or the call failed.`,
 
 // readChecks reads the checks of a batch from a file, or stdin for "-".
 func readChecks(stdin io.Reader, name string) (*usherv1.CheckBatchRequest, error) {
-	var data []byte
-	var err error
-	if name == "-" {
-		data, err = io.ReadAll(stdin)
-		name = "stdin"
-	} else {
-		data, err = os.ReadFile(name)
-	}
+	data, name, err := readInput(stdin, name)
 	if err != nil {
 		return nil, err
 	}
@@ -313,20 +304,7 @@ that is a success.`,
 			if err != nil {
 				return err
 			}
-			received, last := false, uint64(0)
-			for {
-				msg, err := stream.Recv()
-				switch {
-				case errors.Is(err, io.EOF):
-					return nil
-				case err != nil && received:
-					return fmt.Errorf("%w (resume with --after %d)", err, last)
-				case err != nil:
-					return err
-				}
-				received, last = true, msg.GetRevision()
-				p.line(msg, watchLine)
-			}
+			return follow(stream.Recv, (*usherv1.WatchResponse).GetRevision, p, watchLine)
 		})
 	}
 	return cmd

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -286,4 +288,34 @@ func isWellKnown(md protoreflect.MessageDescriptor) bool {
 		return true
 	}
 	return false
+}
+
+// follow prints each message of a stream as a line until it ends; an error
+// after the first message says the revision to resume after.
+func follow[M proto.Message](recv func() (M, error), revision func(M) uint64, p *printer, text func(proto.Message) string) error {
+	received, last := false, uint64(0)
+	for {
+		msg, err := recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil && received:
+			return fmt.Errorf("%w (resume with --after %d)", err, last)
+		case err != nil:
+			return err
+		}
+		received, last = true, revision(msg)
+		p.line(msg, text)
+	}
+}
+
+// readInput reads the file name, or stdin for "-", and returns its bytes
+// and the name to report errors under.
+func readInput(stdin io.Reader, name string) ([]byte, string, error) {
+	if name == "-" {
+		data, err := io.ReadAll(stdin)
+		return data, "stdin", err
+	}
+	data, err := os.ReadFile(name)
+	return data, name, err
 }
