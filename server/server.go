@@ -47,9 +47,11 @@ type Server struct {
 func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *Server {
 	// Calls run on a pool of goroutines that keep their grown stacks, rather
 	// than on a new goroutine each whose stack grows again on every call:
-	// on the hot path, that growth costs more than the check.
+	// on the hot path, that growth costs more than the check. The pool is
+	// as large as the calls a busy server has in flight, since a call that
+	// finds every worker busy gets a new goroutine after all.
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}, opts...)
+		grpc.NumStreamWorkers(uint32(max(256, 16*runtime.GOMAXPROCS(0))))}, opts...)
 	unary, stream := interceptors(logger, opts)
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
