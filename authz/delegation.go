@@ -32,6 +32,11 @@ const (
 	// MaxJudged is the most (subject, resource) pairs one write by an actor
 	// may change the permissions of, as the engine counts them.
 	MaxJudged = 1_000_000
+	// MaxJudgedMoments is the most moments at which one subject's
+	// permissions on one resource are compared for a write by an actor:
+	// now, and each time one of its grants or blocks on the way to the
+	// resource runs out. Each costs what comparing it now does.
+	MaxJudgedMoments = 256
 )
 
 // The rules of DESIGN.md's delegation invariant, as refusals name them.
@@ -519,7 +524,17 @@ func (j *judge) verify() error {
 				// block of s on the path runs out: a block that outlasts a
 				// ban, or an unblock under a shorter one, takes or gives
 				// then what it does not now.
-				for _, t := range instants(before, after, s, pb, pa, p.now) {
+				moments := instants(before, after, s, pb, pa, p.now)
+				if len(moments) > MaxJudgedMoments {
+					return errorf(ResourceExhausted, "actor", actorName,
+						"%q holds grants and blocks on the way to %q that run out at more than %d different times, the most a write by an actor is judged at; the platform may make it without an actor",
+						name, x.name(at), MaxJudgedMoments)
+				}
+				if judged += len(moments) - 1; judged > MaxJudged {
+					return errorf(ResourceExhausted, "actor", actorName,
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+				}
+				for _, t := range moments {
 					was, is := before.effective(s, pb, t), after.effective(s, pa, t)
 					if s == actor {
 						if err := j.self(before, after, pb, pa, was, is, at, t); err != nil {

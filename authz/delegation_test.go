@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -912,4 +913,30 @@ func (w *world) parentOf(name string) string {
 		w.t.Fatalf("GetResource(%s): %v", name, err)
 	}
 	return info.Resource.Parent
+}
+
+// A write by an actor is judged at every moment one of a subject's grants
+// or blocks runs out; a subject carrying more such moments on the way to a
+// resource than MaxJudgedMoments makes the write too costly to judge, and
+// it is refused rather than judged for as long as that takes. The platform
+// may still make it.
+func TestActorWritesJudgeABoundedNumberOfMoments(t *testing.T) {
+	w := newWorld(t, roomPolicy())
+	w.grant("user:m", "manager", "account:a")
+	start := w.clock.Now()
+	for i := range authz.MaxJudgedMoments {
+		resource := []string{"account:a", "room:r", "root"}[i%3]
+		w.block(authz.Block{Subject: "user:g", Resource: resource, ID: fmt.Sprintf("b%d", i),
+			Permissions: []string{"roles.manage"}, Expires: start.Add(time.Duration(i+1) * time.Minute)})
+	}
+	grant := authz.Grant{Subject: "user:g", Role: "guest", Resource: "account:a"}
+	e := w.refuses(authz.ResourceExhausted, "actor", "user:m", func() (authz.Revision, error) {
+		return w.eng.Grant(w.ctx, authz.Author{Caller: "test", Actor: "user:m"}, grant)
+	})
+	if !strings.Contains(e.Error(), fmt.Sprint(authz.MaxJudgedMoments)) || !strings.Contains(e.Error(), "without an actor") {
+		t.Errorf("refusal %q does not name the limit and the way around it", e)
+	}
+	if _, err := w.eng.Grant(w.ctx, w.by, grant); err != nil {
+		t.Errorf("the platform's grant: %v", err)
+	}
 }
