@@ -230,7 +230,7 @@ func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) 
 }
 
 func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
-	p := fromPolicy(req.GetPolicy())
+	p := policy.ToAuthz(req.GetPolicy())
 	var v validator
 	v.policy(p)
 	v.actor(req.GetActor())
@@ -241,11 +241,7 @@ func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: len(changes) > 0 && !req.GetDryRun()}
-	for _, c := range changes {
-		out.Changes = append(out.Changes, toChange(c))
-	}
-	return out, nil
+	return &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: len(changes) > 0 && !req.GetDryRun(), Changes: toChanges(changes)}, nil
 }
 
 func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
@@ -261,7 +257,7 @@ func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolic
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &usherv1.ExportPolicyResponse{Policy: toPolicy(p), Revision: uint64(rev), NextPageToken: next}, nil
+	return &usherv1.ExportPolicyResponse{Policy: policy.FromAuthz(p), Revision: uint64(rev), NextPageToken: next}, nil
 }
 
 func (s *adminServer) PutQuota(ctx context.Context, req *usherv1.PutQuotaRequest) (*usherv1.PutQuotaResponse, error) {

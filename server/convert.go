@@ -70,13 +70,6 @@ func toGrant(g authz.Grant) *usherv1.Grant {
 	return &usherv1.Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource, ExpireTime: toTimestamp(g.Expires)}
 }
 
-func fromPolicy(p *usherv1.Policy) authz.Policy { return policy.ToAuthz(p) }
-
-func fromResource(r *usherv1.Resource) authz.Resource {
-	return authz.Resource{Name: r.GetName(), Parent: r.GetParent(), Creator: r.GetCreator(),
-		StartsAt: fromTimestamp(r.GetStartTime()), Live: r.GetLive()}
-}
-
 func toResource(r authz.Resource) *usherv1.Resource {
 	return &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartTime: toTimestamp(r.StartsAt), Live: r.Live}
 }
@@ -90,43 +83,23 @@ func toQuota(q authz.Quota) *usherv1.Quota {
 }
 
 func toChangeRecord(cs authz.ChangeSet) *usherv1.ChangeRecord {
-	out := &usherv1.ChangeRecord{Revision: uint64(cs.Revision), Time: toTimestamp(cs.Time), Caller: cs.Caller, Actor: cs.Actor}
-	for _, c := range cs.Changes {
-		out.Changes = append(out.Changes, toChange(c))
+	return &usherv1.ChangeRecord{Revision: uint64(cs.Revision), Time: toTimestamp(cs.Time), Caller: cs.Caller, Actor: cs.Actor,
+		Changes: toChanges(cs.Changes)}
+}
+
+// toChanges converts changes: the policy package converts what a policy
+// holds, and grants and blocks, which no policy holds, are converted here.
+func toChanges(cs []authz.Change) []*usherv1.Change {
+	out := policy.FromAuthzChanges(cs)
+	for i, c := range cs {
+		switch {
+		case c.Grant != nil:
+			out[i].Entity = &usherv1.Change_Grant{Grant: toGrant(*c.Grant)}
+		case c.Block != nil:
+			out[i].Entity = &usherv1.Change_Block{Block: toBlock(*c.Block)}
+		}
 	}
 	return out
-}
-
-// toChange converts a change; the API's ops are numbered as the engine's.
-func toChange(c authz.Change) *usherv1.Change {
-	ch := &usherv1.Change{Op: usherv1.Op(c.Op)}
-	switch {
-	case c.Permission != nil:
-		ch.Entity = &usherv1.Change_Permission{Permission: &usherv1.Permission{
-			Name: c.Permission.Name, Parents: c.Permission.Parents, Description: c.Permission.Description}}
-	case c.Resource != nil:
-		ch.Entity = &usherv1.Change_Resource{Resource: toResource(*c.Resource)}
-	case c.Role != nil:
-		ch.Entity = &usherv1.Change_Role{Role: toRole(*c.Role)}
-	case c.Grant != nil:
-		ch.Entity = &usherv1.Change_Grant{Grant: toGrant(*c.Grant)}
-	case c.Block != nil:
-		ch.Entity = &usherv1.Change_Block{Block: toBlock(*c.Block)}
-	case c.Quota != nil:
-		ch.Entity = &usherv1.Change_Quota{Quota: toQuota(*c.Quota)}
-	case c.CreatorRole != nil:
-		ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: &usherv1.CreatorRole{
-			ResourceType: c.CreatorRole.ResourceType, Role: c.CreatorRole.Role}}
-	case c.DefaultQuota != nil:
-		ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: toDefaultQuota(*c.DefaultQuota)}
-	case c.Admission != nil:
-		ch.Entity = &usherv1.Change_Admission{Admission: policy.AdmissionFromAuthz(*c.Admission)}
-	}
-	return ch
-}
-
-func toDefaultQuota(d authz.DefaultQuota) *usherv1.DefaultQuota {
-	return &usherv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}
 }
 
 func toBlock(b authz.Block) *usherv1.Block {
@@ -135,7 +108,7 @@ func toBlock(b authz.Block) *usherv1.Block {
 }
 
 // FromPolicy converts a policy message to the engine's form.
-func FromPolicy(p *usherv1.Policy) authz.Policy { return fromPolicy(p) }
+func FromPolicy(p *usherv1.Policy) authz.Policy { return policy.ToAuthz(p) }
 
 // ValidatePolicy checks the shape of every name in a policy, naming the
 // field path of the first malformed one.
@@ -144,5 +117,3 @@ func ValidatePolicy(p authz.Policy) error {
 	v.policy(p)
 	return v.err
 }
-
-func toPolicy(p authz.Policy) *usherv1.Policy { return policy.FromAuthz(p) }
