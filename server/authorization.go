@@ -29,7 +29,8 @@ func (s *authorizationServer) GetRevision(ctx context.Context, _ *usherv1.GetRev
 
 func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckRequest) (*usherv1.CheckResponse, error) {
 	q := authz.Query{Subject: req.GetSubject(), Permission: req.GetPermission(), Resource: req.GetResource()}
-	if !cheapToAsk(q) || req.GetMinRevision() != 0 {
+	checked := !cheapToAsk(q) || req.GetMinRevision() != 0
+	if checked {
 		if err := checkQuery(q.Subject, q.Permission, q.Resource); err != nil {
 			return nil, toStatus(err)
 		}
@@ -38,7 +39,7 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 		}
 	}
 	d, rev, err := s.engine.Index().Check(q)
-	if !byKnownNames(d, err) {
+	if !checked && !byKnownNames(d, err) {
 		if err := checkQuery(q.Subject, q.Permission, q.Resource); err != nil {
 			return nil, toStatus(err)
 		}
