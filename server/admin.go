@@ -292,16 +292,17 @@ func (s *adminServer) DeleteQuota(ctx context.Context, req *usherv1.DeleteQuotaR
 
 func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissionRequest) (*usherv1.PutAdmissionResponse, error) {
 	var v validator
+	rule := policy.AdmissionToAuthz(req.GetAdmission())
 	if req.GetAdmission() == nil {
 		v.add(&authz.Error{Code: authz.Invalid, Field: "admission", Reason: "the rule to set is missing"})
 	} else {
-		v.add(authz.ValidateAdmission("admission", policy.AdmissionToAuthz(req.GetAdmission())))
+		v.add(authz.ValidateAdmission("admission", rule))
 	}
 	v.actor(req.GetActor())
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), policy.AdmissionToAuthz(req.GetAdmission()))
+	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), rule)
 	if err != nil {
 		return nil, toStatus(err)
 	}
