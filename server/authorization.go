@@ -84,9 +84,11 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		return nil, toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
-	// A check that is not well formed gets its own error; it is asked of
-	// the index with a permission no catalog declares, so that the batch
-	// keeps its positions and the others are answered at one revision.
+	// A check that is not well formed gets its own error. One too long to
+	// ask is asked of the index as an empty query, and any other is asked
+	// as it is and its shape checked only when the answer could come from a
+	// name the index does not hold, so that the batch keeps its positions
+	// and the others are answered at one revision.
 	checks := req.GetChecks()
 	qs := make([]authz.Query, len(checks))
 	shape := make([]error, len(checks))
