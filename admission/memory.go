@@ -143,21 +143,16 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	defer m.mu.Unlock()
 	m.sweep(now)
 	c := m.calls[s.Call]
-	var old *Session
-	if c != nil {
-		old = c.sessions[s.Subject]
-		if out, detail := c.room(&s, old, max); out != Admitted {
-			return out, detail, nil
-		}
-	} else if out, detail := newCallState().room(&s, nil, max); out != Admitted {
+	if c == nil {
+		c = newCallState() // kept only if s joins
+	}
+	old := c.sessions[s.Subject]
+	if out, detail := c.room(&s, old, max); out != Admitted {
 		return out, detail, nil
 	}
 	// A session that replaces the subject's own, or its knock, adds none.
-	if old == nil && (c == nil || c.knocks[s.Subject] == nil) && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	if old == nil && c.knocks[s.Subject] == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
-	}
-	if c == nil {
-		c = newCallState()
 	}
 	if old != nil {
 		m.endSession(c, old, Ending{Why: Replaced}, now)
