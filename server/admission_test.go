@@ -490,6 +490,10 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:guest", Actor: "user:stranger"})
 			return err
 		}, codes.PermissionDenied, named("actor", "user:stranger")},
+		{"Deny: an actor who may admit may not deny itself", func() error {
+			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:host", Actor: "user:host"})
+			return err
+		}, codes.PermissionDenied, named("actor", "user:host") + ": may not deny itself"},
 
 		{"Schedule: a malformed resource", func() error {
 			_, err := a.Schedule(ctx, &usherv1.ScheduleRequest{Resource: "call:meeting 7"})
