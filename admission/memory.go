@@ -1,7 +1,6 @@
 package admission
 
 import (
-	"container/heap"
 	"context"
 	"slices"
 	"strconv"
@@ -26,7 +25,7 @@ type MemoryStore struct {
 	// expiries orders the leases of live sessions and knocks, one entry
 	// each; leases finds an entry, to move it on renewal or drop it at the
 	// end.
-	expiries expiryHeap
+	expiries dueQueue[*expiry]
 	leases   map[leaseOf]*expiry
 	pending  []StoreEvent
 	signal   chan struct{} // capacity 1: pending has events
@@ -143,21 +142,16 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	defer m.mu.Unlock()
 	m.sweep(now)
 	c := m.calls[s.Call]
-	var old *Session
-	if c != nil {
-		old = c.sessions[s.Subject]
-		if out, detail := c.room(&s, old, max); out != Admitted {
-			return out, detail, nil
-		}
-	} else if out, detail := newCallState().room(&s, nil, max); out != Admitted {
+	if c == nil {
+		c = newCallState() // kept only if s joins
+	}
+	old := c.sessions[s.Subject]
+	if out, detail := c.room(&s, old, max); out != Admitted {
 		return out, detail, nil
 	}
 	// A session that replaces the subject's own, or its knock, adds none.
-	if old == nil && (c == nil || c.knocks[s.Subject] == nil) && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	if old == nil && c.knocks[s.Subject] == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
-	}
-	if c == nil {
-		c = newCallState()
 	}
 	if old != nil {
 		m.endSession(c, old, Ending{Why: Replaced}, now)
@@ -414,16 +408,13 @@ func (m *MemoryStore) dropIfEmpty(call string, c *callState) {
 
 // sweep ends every session and knock whose lease ran out by now.
 func (m *MemoryStore) sweep(now time.Time) {
-	at := now.UnixNano()
-	for m.expiries.Len() > 0 && m.expiries[0].at <= at {
-		e := m.expiries[0]
-		// Ending it drops its entry.
+	for e, ok := m.expiries.next(now.UnixNano()); ok; e, ok = m.expiries.next(now.UnixNano()) {
 		if k := m.knocks[e.id]; e.knock && k != nil {
 			m.endKnock(m.calls[k.Call], k, Lapsed, now)
 		} else if s := m.sessions[e.id]; !e.knock && s != nil {
 			m.endSession(m.calls[s.Call], s, Ending{Why: Lapsed}, now)
 		} else {
-			m.dropLease(e.leaseOf) // cannot happen: an entry outlived its session
+			delete(m.leases, e.leaseOf) // cannot happen: an entry outlived its session
 		}
 	}
 }
@@ -431,20 +422,18 @@ func (m *MemoryStore) sweep(now time.Time) {
 // setLease makes l's lease run out at expires: its one entry in the heap,
 // added or moved. m.mu is held.
 func (m *MemoryStore) setLease(l leaseOf, expires time.Time) {
-	if e := m.leases[l]; e != nil {
-		e.at = expires.UnixNano()
-		heap.Fix(&m.expiries, e.index)
-		return
+	e := m.leases[l]
+	if e == nil {
+		e = &expiry{leaseOf: l}
+		m.leases[l] = e
 	}
-	e := &expiry{leaseOf: l, at: expires.UnixNano()}
-	m.leases[l] = e
-	heap.Push(&m.expiries, e)
+	m.expiries.set(e, expires.UnixNano())
 }
 
 // dropLease takes l's entry out of the heap. m.mu is held.
 func (m *MemoryStore) dropLease(l leaseOf) {
 	if e := m.leases[l]; e != nil {
-		heap.Remove(&m.expiries, e.index)
+		m.expiries.drop(e)
 		delete(m.leases, l)
 	}
 }
@@ -484,27 +473,7 @@ type leaseOf struct {
 
 type expiry struct {
 	leaseOf
-	at    int64 // unix nanoseconds
-	index int   // in the heap
+	due
 }
 
-type expiryHeap []*expiry
-
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *expiryHeap) Push(x any) {
-	e := x.(*expiry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return e
-}
+func (e *expiry) slot() *due { return &e.due }

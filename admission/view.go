@@ -1,7 +1,6 @@
 package admission
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"slices"
@@ -77,8 +76,8 @@ type view struct {
 	buffer    int
 	ended     []endedSession // a ring of the last sessions to end
 	endedNext int
-	forgotten authz.Revision // the latest revision of an ended session the ring dropped
-	dues      dueHeap        // the tracked sessions with a due time, once each
+	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
+	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
 	closed    bool
 
 	appliedMu  sync.Mutex
@@ -107,11 +106,12 @@ type tracked struct {
 	caps  []string
 	rev   authz.Revision // when caps last changed
 	media *authz.MediaMapping
-	due   int64 // when to look again, unix nanoseconds; 0 for never
-	dueAt int   // where t is in v.dues, when due is not 0
+	due   due // when to look again, when queued in v.dues
 	// Where t is in its call's and its subject's lists.
 	callAt, subjectAt int
 }
+
+func (t *tracked) slot() *due { return &t.due }
 
 type endedSession struct {
 	call string
@@ -500,31 +500,18 @@ func (v *view) schedule(t *tracked, until time.Time) {
 		v.unschedule(t)
 		return
 	}
-	if t.due != 0 {
-		t.due = until.UnixNano()
-		heap.Fix(&v.dues, t.dueAt)
-		return
-	}
-	t.due = until.UnixNano()
-	heap.Push(&v.dues, t)
+	v.dues.set(t, until.UnixNano())
 }
 
 // unschedule takes t out of v.dues. v.mu is held.
-func (v *view) unschedule(t *tracked) {
-	if t.due != 0 {
-		heap.Remove(&v.dues, t.dueAt)
-		t.due = 0
-	}
-}
+func (v *view) unschedule(t *tracked) { v.dues.drop(t) }
 
 // expire looks again at the sessions whose grants or blocks have expired.
 func (v *view) expire() {
 	now := v.m.clock.Now().UnixNano()
 	v.mu.Lock()
 	dirty := map[*tracked]bool{}
-	for v.dues.Len() > 0 && v.dues[0].due <= now {
-		t := heap.Pop(&v.dues).(*tracked)
-		t.due = 0
+	for t, ok := v.dues.next(now); ok; t, ok = v.dues.next(now) {
 		dirty[t] = true
 	}
 	var eject []ejection
@@ -714,26 +701,4 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	v.watchers[call][w] = struct{}{}
 	v.nwatchers++
 	return w, nil
-}
-
-// dueHeap orders tracked sessions by when to look at them again.
-type dueHeap []*tracked
-
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].due < h[j].due }
-func (h dueHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].dueAt, h[j].dueAt = i, j
-}
-func (h *dueHeap) Push(x any) {
-	t := x.(*tracked)
-	t.dueAt = len(*h)
-	*h = append(*h, t)
-}
-func (h *dueHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return t
 }

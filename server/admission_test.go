@@ -344,6 +344,10 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Join(ctx, &usherv1.JoinRequest{Subject: "user:guest", Resource: "Call:1"})
 			return err
 		}, codes.InvalidArgument, named("resource", "Call:1")},
+		{"Join: a subject past the longest quoted is cut in the refusal", func() error {
+			_, err := a.Join(ctx, &usherv1.JoinRequest{Subject: "user:" + strings.Repeat("x", 4096), Resource: meeting7})
+			return err
+		}, codes.InvalidArgument, "(4101 bytes)"},
 		{"Join: an unknown resource is NOT_FOUND", func() error {
 			_, err := a.Join(ctx, &usherv1.JoinRequest{Subject: "user:guest", Resource: "call:meeting:404"})
 			return err
@@ -490,6 +494,10 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:guest", Actor: "user:stranger"})
 			return err
 		}, codes.PermissionDenied, named("actor", "user:stranger")},
+		{"Deny: an actor who may admit may not deny itself", func() error {
+			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:host", Actor: "user:host"})
+			return err
+		}, codes.PermissionDenied, named("actor", "user:host") + ": may not deny itself"},
 
 		{"Schedule: a malformed resource", func() error {
 			_, err := a.Schedule(ctx, &usherv1.ScheduleRequest{Resource: "call:meeting 7"})

@@ -2,8 +2,9 @@ package livekit
 
 import (
 	"fmt"
-	"github.com/livekit/protocol/auth"
 	"time"
+
+	"github.com/livekit/protocol/auth"
 )
 
 // MinSecretLen is the shortest API secret accepted, in bytes: LiveKit's
