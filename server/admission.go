@@ -49,14 +49,15 @@ type admissionServer struct {
 const maxSessionIDLen = 64
 
 func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*usherv1.JoinResponse, error) {
-	// The manager validates the subject and the resource before anything
-	// else, as the validator would: on the hot path they are not read
-	// twice. The validator still cuts a long value in the refusal.
+	var v validator
+	v.subject("subject", req.GetSubject())
+	v.resource("resource", req.GetResource())
+	if v.err != nil {
+		return nil, toStatus(v.err)
+	}
 	r, err := s.m.Join(ctx, req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
 	if err != nil {
-		var v validator
-		v.add(err)
-		return nil, toStatus(v.err)
+		return nil, toStatus(err)
 	}
 	s.joins.add(int(r.Outcome))
 	if s.log != nil {
