@@ -462,3 +462,41 @@ func TestSaveBackupRefusesContentItsManifestDoesNotDescribe(t *testing.T) {
 		})
 	}
 }
+
+func TestVerifyWantsEveryBucketButThoseOfLaterKinds(t *testing.T) {
+	dir := t.TempDir()
+	backup, rev, _ := backupFile(t, dir)
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// without is a copy of the backup's content without bucket.
+	without := func(bucket string) string {
+		path := filepath.Join(dir, "without-"+bucket+".db")
+		if err := os.WriteFile(path, b[:len(b)-storage.ManifestSize], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bbolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(func(tx *bbolt.Tx) error { return tx.DeleteBucket([]byte(bucket)) }); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	t.Run("a file written before admissions existed is whole", func(t *testing.T) {
+		if got, err := bolt.Verify(without("admissions")); err != nil || got != rev {
+			t.Errorf("Verify = %d, %v; want %d", got, err, rev)
+		}
+	})
+	for _, bucket := range []string{"meta", "changes", "grants", "default_quotas"} {
+		t.Run("a file without the "+bucket+" bucket is refused", func(t *testing.T) {
+			want := fmt.Sprintf("bucket %q is missing", bucket)
+			if got, err := bolt.Verify(without(bucket)); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Verify = %d, %v; want an error saying %q", got, err, want)
+			}
+		})
+	}
+}
