@@ -259,12 +259,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		// held until the new file is in place. The file may be the damaged
 		// one a restore is for: bbolt only reads its meta pages here, and
 		// one it cannot open is replaced all the same.
-		var db *bbolt.DB
-		err := unpanicked(func() error {
-			var err error
-			db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
-			return err
-		})
+		db, err := openShared(path, DefaultLockTimeout)
 		if errors.Is(err, berrors.ErrTimeout) {
 			return 0, fmt.Errorf("storage: restore: %s is in use, by a running server perhaps: stop it first", path)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -136,6 +137,17 @@ func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
 		return 0, fmt.Errorf("the change log ends at revision %d, the file is at %d", last, rev)
 	}
 	return rev, nil
+}
+
+// openShared opens path read-only, which takes bbolt's shared lock: it
+// fails with berrors.ErrTimeout after timeout while a writer holds the file.
+// bbolt reads only the meta pages here.
+func openShared(path string, timeout time.Duration) (db *bbolt.DB, err error) {
+	err = unpanicked(func() error {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
+	return db, err
 }
 
 // unpanicked runs fn, turning a panic or a memory fault (a page beyond the
