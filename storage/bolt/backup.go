@@ -96,7 +96,7 @@ func (s *Store) snapshot() (*tempFile, storage.Manifest, error) {
 
 // SaveBackup writes a backup file at path: m.Size bytes of content read
 // from r, then the manifest m. The file is checked as Restore would check
-// it (VerifyBackup) before it is put in place, atomically; until then it has
+// it (the length, the digest, then the content) before it is put in place, atomically; until then it has
 // no name (see ReplaceFile), so a failed or killed save leaves nothing
 // behind, and a file already at path is kept.
 func SaveBackup(path string, m storage.Manifest, r io.Reader) error {
@@ -104,7 +104,9 @@ func SaveBackup(path string, m storage.Manifest, r io.Reader) error {
 		return fmt.Errorf("storage: save backup %s: the content is a data file of format %d; this version of Usher reads format %d", path, m.Format, fileFormat)
 	}
 	err := ReplaceFile(path, func(f *os.File) error {
-		n, err := io.Copy(f, io.LimitReader(r, m.Size+1))
+		// Hashed as it is written, as Restore does, rather than read back.
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, m.Size+1))
 		switch {
 		case err != nil:
 			return fmt.Errorf("after %d of %d bytes: %w", n, m.Size, err)
@@ -113,11 +115,13 @@ func SaveBackup(path string, m storage.Manifest, r io.Reader) error {
 		case n > m.Size:
 			return fmt.Errorf("the content goes on past the %d bytes the manifest says", m.Size)
 		}
+		if err := sameDigest(h.Sum(nil), m); err != nil {
+			return err
+		}
 		if _, err := f.Write(m.Marshal()); err != nil {
 			return err
 		}
-		_, err = VerifyBackup(f.Name())
-		return err
+		return checkContent(f.Name(), m)
 	})
 	if err != nil {
 		return fmt.Errorf("storage: save backup %s: %w", path, err)
@@ -204,7 +208,12 @@ func checkDigest(r io.Reader, m storage.Manifest) error {
 	if _, err := io.Copy(h, r); err != nil {
 		return err
 	}
-	if got := h.Sum(nil); !bytes.Equal(got, m.SHA256[:]) {
+	return sameDigest(h.Sum(nil), m)
+}
+
+// sameDigest compares the content's SHA-256, got, with the manifest's.
+func sameDigest(got []byte, m storage.Manifest) error {
+	if !bytes.Equal(got, m.SHA256[:]) {
 		return fmt.Errorf("the content's SHA-256 is %x, the manifest says %x: the backup is damaged", got, m.SHA256)
 	}
 	return nil
@@ -250,12 +259,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		// held until the new file is in place. The file may be the damaged
 		// one a restore is for: bbolt only reads its meta pages here, and
 		// one it cannot open is replaced all the same.
-		var db *bbolt.DB
-		err := unpanicked(func() error {
-			var err error
-			db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
-			return err
-		})
+		db, err := openShared(path, DefaultLockTimeout)
 		if errors.Is(err, berrors.ErrTimeout) {
 			return 0, fmt.Errorf("storage: restore: %s is in use, by a running server perhaps: stop it first", path)
 		}

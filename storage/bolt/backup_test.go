@@ -413,3 +413,90 @@ func TestAStalledBackupReaderDoesNotHoldUpCommits(t *testing.T) {
 	default:
 	}
 }
+
+func TestSaveBackupRefusesContentItsManifestDoesNotDescribe(t *testing.T) {
+	dir := t.TempDir()
+	backup, _, _ := backupFile(t, dir)
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := b[:len(b)-storage.ManifestSize]
+	m, err := storage.ParseManifest(b[len(b)-storage.ManifestSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := bytes.Clone(content)
+	damaged[len(damaged)/2] ^= 0xFF
+	for _, tc := range []struct {
+		name    string
+		content []byte
+		edit    func(*storage.Manifest)
+		want    string
+	}{
+		{"content shorter than the manifest says is refused", content[:len(content)-1], nil, "the content ended after"},
+		{"content longer than the manifest says is refused", append(bytes.Clone(content), 0), nil, "goes on past"},
+		{"content whose digest is not the manifest's is refused", damaged, nil, "SHA-256"},
+		{"a manifest of another revision is refused", content, func(m *storage.Manifest) { m.Revision++ }, "the content holds revision"},
+		{"a manifest of another format is refused", content, func(m *storage.Manifest) { m.Format++ }, "format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "kept.usher")
+			if err := os.WriteFile(path, []byte("the old backup"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			m := m
+			if tc.edit != nil {
+				tc.edit(&m)
+			}
+			err := bolt.SaveBackup(path, m, bytes.NewReader(tc.content))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("SaveBackup = %v, want an error saying %q", err, tc.want)
+			}
+			if got, _ := os.ReadFile(path); string(got) != "the old backup" {
+				t.Errorf("the refused save left %d bytes at its path, want the old file", len(got))
+			}
+			if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+				t.Errorf("the directory holds %d files after the refused save, want 1", len(entries))
+			}
+		})
+	}
+}
+
+func TestVerifyWantsEveryBucketButThoseOfLaterKinds(t *testing.T) {
+	dir := t.TempDir()
+	backup, rev, _ := backupFile(t, dir)
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// without is a copy of the backup's content without bucket.
+	without := func(bucket string) string {
+		path := filepath.Join(dir, "without-"+bucket+".db")
+		if err := os.WriteFile(path, b[:len(b)-storage.ManifestSize], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bbolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.Update(func(tx *bbolt.Tx) error { return tx.DeleteBucket([]byte(bucket)) }); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	t.Run("a file written before admissions existed is whole", func(t *testing.T) {
+		if got, err := bolt.Verify(without("admissions")); err != nil || got != rev {
+			t.Errorf("Verify = %d, %v; want %d", got, err, rev)
+		}
+	})
+	for _, bucket := range []string{"meta", "changes", "grants", "default_quotas"} {
+		t.Run("a file without the "+bucket+" bucket is refused", func(t *testing.T) {
+			want := fmt.Sprintf("bucket %q is missing", bucket)
+			if got, err := bolt.Verify(without(bucket)); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Verify = %d, %v; want an error saying %q", got, err, want)
+			}
+		})
+	}
+}

@@ -158,12 +158,7 @@ func checkFile(path string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	var db *bbolt.DB
-	lockErr := unpanicked(func() error {
-		var err error
-		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
-		return err
-	})
+	db, lockErr := openShared(path, timeout)
 	if errors.Is(lockErr, berrors.ErrTimeout) {
 		return fmt.Errorf("another process is using it (its lock was not released within %s): %w", timeout, lockErr)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/bolt"
@@ -68,6 +70,9 @@ func TestImportKeepsTheRevision(t *testing.T) {
 	if css, err := store.Changes(ctx, want.Revision, 10); err != nil || len(css) != 0 {
 		t.Errorf("Changes after the import: %d change sets, %v; want none", len(css), err)
 	}
+	if start, err := store.LogStart(ctx); err != nil || start != want.Revision {
+		t.Errorf("LogStart after the import = %d, %v; want %d", start, err, want.Revision)
+	}
 	if _, err := store.Import(want, "test"); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("a second Import: %v; want a refusal", err)
 	}
@@ -91,5 +96,28 @@ func TestImportKeepsTheRevision(t *testing.T) {
 	}
 	if rev, err := bolt.Verify(path); err != nil || rev != want.Revision+1 {
 		t.Errorf("Verify = revision %d, %v; want %d", rev, err, want.Revision+1)
+	}
+}
+
+// A failed import may leave entities behind at revision 0; a second import
+// must not mix its own with them.
+func TestImportRefusesWhatAFailedImportLeft(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.db")
+	openStore(t, path).Close()
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte("default_quotas")).Put([]byte("left"), []byte("behind"))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := openStore(t, path)
+	defer store.Close()
+	if rev, err := store.Import(migrated(), "test"); err == nil || !strings.Contains(err.Error(), "entities at revision 0") {
+		t.Errorf("Import over a failed import's leftovers = %d, %v; want a refusal", rev, err)
 	}
 }

@@ -71,8 +71,6 @@ func (s *Store) Revision(context.Context) (authz.Revision, error) {
 	return rev, nil
 }
 
-// Changes implements authz.Backend. limit must be positive: the log grows
-// without bound, so an unbounded read is never what a caller wants.
 // LogStart implements storage.Backend.
 func (s *Store) LogStart(context.Context) (authz.Revision, error) {
 	s.mu.Lock()
@@ -80,7 +78,8 @@ func (s *Store) LogStart(context.Context) (authz.Revision, error) {
 	return s.compacted, nil
 }
 
-// Changes implements authz.Backend.
+// Changes implements authz.Backend. limit must be positive: the log grows
+// without bound, so an unbounded read is never what a caller wants.
 func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)

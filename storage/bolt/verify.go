@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"slices"
+	"time"
 
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -90,10 +90,9 @@ func verifyFile(path string, limit int64) (rev authz.Revision, size int64, err e
 // verifyContents reads every page of every bucket, decoding every record,
 // and returns the revision.
 func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
-	for _, name := range allBuckets() {
-		if tx.Bucket(name) == nil && !slices.ContainsFunc(storage.Kinds, func(k storage.Kind) bool {
-			return addedLater(k) && string(bucketOf(k)) == string(name)
-		}) {
+	// loadEntities checks the buckets of the kinds.
+	for _, name := range [][]byte{bucketMeta, bucketChanges} {
+		if tx.Bucket(name) == nil {
 			return 0, fmt.Errorf("bucket %q is missing: not an Usher data file", name)
 		}
 	}
@@ -138,6 +137,17 @@ func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
 		return 0, fmt.Errorf("the change log ends at revision %d, the file is at %d", last, rev)
 	}
 	return rev, nil
+}
+
+// openShared opens path read-only, which takes bbolt's shared lock: it
+// fails with berrors.ErrTimeout after timeout while a writer holds the file.
+// bbolt reads only the meta pages here.
+func openShared(path string, timeout time.Duration) (db *bbolt.DB, err error) {
+	err = unpanicked(func() error {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: timeout})
+		return err
+	})
+	return db, err
 }
 
 // unpanicked runs fn, turning a panic or a memory fault (a page beyond the

@@ -60,6 +60,9 @@ func TestImport(t *testing.T) {
 		if _, err := store.Changes(ctx, want.Revision-1, 10); !errors.Is(err, authz.ErrCompacted) {
 			t.Errorf("Changes after %d, before the import: %v; want ErrCompacted", want.Revision-1, err)
 		}
+		if start, err := store.LogStart(ctx); err != nil || start != want.Revision {
+			t.Errorf("LogStart after the import = %d, %v; want %d", start, err, want.Revision)
+		}
 		if err := store.Import(ctx, want); !errors.Is(err, etcd.ErrNotEmpty) {
 			t.Errorf("a second Import: %v; want ErrNotEmpty", err)
 		}

@@ -156,7 +156,6 @@ func (m *Memory) Load(_ context.Context, sink authz.Sink) (authz.Revision, error
 	return m.rev, nil
 }
 
-// Changes implements authz.Backend.
 // LogStart implements storage.Backend.
 func (m *Memory) LogStart(context.Context) (authz.Revision, error) {
 	m.mu.Lock()

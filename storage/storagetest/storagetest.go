@@ -447,10 +447,16 @@ func testCompaction(t *testing.T, h *harness) {
 		h.commit(changeSet("svc", put(grant(fmt.Sprintf("user:c%d", i), "viewer", "doc:1", time.Time{}))))
 	}
 	before := h.snapshot()
+	if start, err := h.b.LogStart(context.Background()); err != nil || start != 0 {
+		t.Errorf("LogStart before any Compact = %d, %v; want 0", start, err)
+	}
 	if err := h.b.Compact(context.Background(), 3); err != nil {
 		t.Fatalf("Compact(3): %v", err)
 	}
 	check := func(t *testing.T) {
+		if start, err := h.b.LogStart(context.Background()); err != nil || start != 3 {
+			t.Errorf("LogStart after Compact(3) = %d, %v; want 3", start, err)
+		}
 		if _, err := h.b.Changes(context.Background(), 2, 10); !errors.Is(err, authz.ErrCompacted) {
 			t.Errorf("Changes(2) after Compact(3) = %v, want ErrCompacted", err)
 		}
