@@ -529,7 +529,7 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
 			return err
 		}
-		cur := x.withStage(id, x.resourceAt(id))
+		cur := x.resourceAt(id)
 		next := cur
 		set(&next)
 		if next.StartsAt.Equal(cur.StartsAt) && next.Live == cur.Live {
@@ -558,17 +558,14 @@ func (p *plan) mayStage(typ string, parent uint32, name string) error {
 	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
 }
 
-// resourceAt returns the registered resource id as a Resource, without its
+// resourceAt returns the registered resource id as a Resource, with its
 // stage.
 func (x *Index) resourceAt(id uint32) Resource {
-	r := Resource{Name: x.name(id)}
+	r := Resource{Name: x.name(id), Creator: x.creatorName(id)}
 	if p := x.nodes[id].parent; p != noNode {
 		r.Parent = x.name(p)
 	}
-	if c := x.nodes[id].creator; c != 0 {
-		r.Creator = x.subj.name(c - 1)
-	}
-	return r
+	return x.withStage(id, r)
 }
 
 // Admit lets subject into resource from its lobby: it grants the lobby's

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 )
 
 // MaxBlocksPerBinding is the most blocks one subject may carry on one
@@ -53,20 +52,6 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 		if i, found := searchBlock(existing, b.ID); found {
 			if sameBlock(existing[i].Block, b) {
 				return nil
-			}
-			// A block that replaces one with an earlier expiry lifts it when
-			// it runs out, as a grant whose expiry is shortened revokes it:
-			// "an unblock gives back only what rule 1 allows", judged now.
-			if old := existing[i].exp; by.Actor != "" && live(old, p.now) && !b.Expires.IsZero() && (old == 0 || expiry(b.Expires) < old) {
-				n, m := len(p.changes), len(p.touches)
-				p.does("block %q on %q until %s, lifting block %q then", b.Subject, b.Resource, b.Expires.Format(time.RFC3339), b.ID)
-				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: b.Resource, ID: b.ID}})
-				err := p.judge.verify()
-				p.changes, p.touches = p.changes[:n], p.touches[:m]
-				if err != nil {
-					return err
-				}
-				p.does("block %q on %q", b.Subject, b.Resource)
 			}
 		} else if len(existing) >= MaxBlocksPerBinding {
 			return errorf(ResourceExhausted, "subject", b.Subject,

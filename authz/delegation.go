@@ -631,7 +631,7 @@ func (v *view) applying(s uint32, path []uint32, now int64) []appliedBlock {
 func instants(before, after *view, s uint32, pb, pa []uint32, now int64) []int64 {
 	out := []int64{now}
 	add := func(exp int64) {
-		if exp > now && !slices.Contains(out, exp) {
+		if exp > now {
 			out = append(out, exp)
 		}
 	}
@@ -649,8 +649,10 @@ func instants(before, after *view, s uint32, pb, pa []uint32, now int64) []int64
 			}
 		}
 	}
+	// Sorted and then made unique, not searched at each add: a subject may
+	// carry thousands of grants and blocks on one path.
 	slices.Sort(out[1:])
-	return out
+	return slices.Compact(out)
 }
 
 // when qualifies a finding at moment t: now, or from a later time on.

@@ -88,19 +88,6 @@ func (p *plan) grant(g Grant, res uint32) error {
 		}
 	}
 	g.Expires = g.Expires.UTC()
-	// "A re-grant that changes an expiry is a grant (and, if it shortens
-	// it, a revoke)": what the holder loses when the grant runs out is
-	// judged now, as the revoke it will be.
-	if p.by.Actor != "" && held && live(old, p.now) && !g.Expires.IsZero() && (old == 0 || expiry(g.Expires) < old) {
-		n, m, doing := len(p.changes), len(p.touches), p.doing
-		p.does("cut short the grant of role %q on %q", g.Role, g.Resource)
-		p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource}})
-		err := p.judge.verify()
-		p.changes, p.touches, p.doing = p.changes[:n], p.touches[:m], doing
-		if err != nil {
-			return err
-		}
-	}
 	p.change(Change{Op: OpPutGrant, Grant: &g})
 	return nil
 }

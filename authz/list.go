@@ -359,7 +359,7 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	last := noNode
 	for n := start; n != noNode && len(p.Resources) < size; n = x.nextPreorder(n, x.root) {
 		if n != x.root {
-			p.Resources = append(p.Resources, x.withStage(n, Resource{Name: x.name(n), Parent: x.name(x.nodes[n].parent), Creator: x.creatorName(n)}))
+			p.Resources = append(p.Resources, x.resourceAt(n))
 		}
 		p.Roles = append(p.Roles, x.definedAt(n)...)
 		p.Quotas = append(p.Quotas, x.quotas[n]...)

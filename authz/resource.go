@@ -121,11 +121,8 @@ func (p *plan) move(id, parent uint32) error {
 	if err := p.quotasForMove(id, parent); err != nil {
 		return err
 	}
-	creator := ""
-	if c := x.nodes[id].creator; c != 0 {
-		creator = x.subj.name(c - 1)
-	}
-	moved := x.withStage(id, Resource{Name: name, Parent: x.name(parent), Creator: creator})
+	moved := x.resourceAt(id)
+	moved.Parent = x.name(parent)
 	p.change(Change{Op: OpPutResource, Resource: &moved})
 	return nil
 }
@@ -264,13 +261,7 @@ func (x *Index) GetResource(name string) (ResourceInfo, Revision, error) {
 		return ResourceInfo{}, x.rev, err
 	}
 	n := x.nodes[id]
-	info := ResourceInfo{Resource: x.withStage(id, Resource{Name: name}), Children: int(n.children)}
-	if n.creator != 0 {
-		info.Creator = x.subj.name(n.creator - 1)
-	}
-	if n.parent != noNode {
-		info.Parent = x.name(n.parent)
-	}
+	info := ResourceInfo{Resource: x.resourceAt(id), Children: int(n.children)}
 	for a := n.parent; a != noNode; a = x.nodes[a].parent {
 		info.Ancestors = append(info.Ancestors, x.name(a))
 	}
