@@ -198,7 +198,7 @@ func (b *Builder) Quota(q Quota) error {
 		return fmt.Errorf("quota on %q: scope is not registered", q.Scope)
 	}
 	q.Scope, q.ResourceType, q.Subject = cloneString(q.Scope), cloneString(q.ResourceType), cloneString(q.Subject)
-	b.x.putQuota(q)
+	b.x.placeQuota(q, false)
 	return nil
 }
 
@@ -305,9 +305,7 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 		slices.Sort(created)
 	}
 	// The quotas naming a subject were loaded before the tree was linked.
-	for k := range x.subjectUse {
-		x.subjectUse[k] = x.countCreated(k.subject, k.scope, k.typ)
-	}
+	x.countSubjectQuotas()
 	for id := range x.nodes {
 		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
 			return x.compareResourceGrant(a, x.roleNames[b.role], x.subj.name(b.subj))

@@ -14,7 +14,11 @@ type QuotaUse struct {
 	Used int
 }
 
-func (x *Index) putQuota(q Quota) {
+func (x *Index) putQuota(q Quota) { x.placeQuota(q, true) }
+
+// placeQuota puts q; a quota naming a subject gets its count now when
+// count says so, else later, with every other (see countSubjectQuotas).
+func (x *Index) placeQuota(q Quota, count bool) {
 	scope := x.lookupNode(q.Scope)
 	list := x.quotas[scope]
 	i, found := slices.BinarySearchFunc(list, q, compareQuotaKeys)
@@ -24,7 +28,11 @@ func (x *Index) putQuota(q Quota) {
 	}
 	if q.Subject != "" {
 		s := x.refSubject(q.Subject)
-		x.subjectUse[subjectQuotaKey{scope, s, q.ResourceType}] = x.countCreated(s, scope, q.ResourceType)
+		n := 0
+		if count {
+			n = x.countCreated(s, scope, q.ResourceType)
+		}
+		x.subjectUse[subjectQuotaKey{scope, s, q.ResourceType}] = n
 	}
 	x.quotas[scope] = slices.Insert(list, i, q)
 	x.nodes[scope].flags |= nodeQuotas
@@ -77,6 +85,32 @@ func (x *Index) countCreated(s, scope uint32, typ string) int {
 		}
 	}
 	return n
+}
+
+// countSubjectQuotas counts, for every quota naming a subject, the
+// resources of its type below its scope that the subject registered:
+// each such subject's registrations once, each up its ancestors, however
+// many quotas name it.
+func (x *Index) countSubjectQuotas() {
+	subjects := map[uint32]bool{}
+	for k := range x.subjectUse {
+		x.subjectUse[k] = 0
+		subjects[k.subject] = true
+	}
+	for s := range subjects {
+		for _, id := range x.created.get(s) {
+			typ := x.types.name(x.nodes[id].typ)
+			for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+				if x.nodes[a].flags&nodeQuotas == 0 {
+					continue
+				}
+				key := subjectQuotaKey{a, s, typ}
+				if _, ok := x.subjectUse[key]; ok {
+					x.subjectUse[key]++
+				}
+			}
+		}
+	}
 }
 
 // countQuotaSubjects adds delta times the counts of created, by type and

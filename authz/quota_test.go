@@ -660,4 +660,29 @@ func TestQuotaSubjectCountKept(t *testing.T) {
 	w.refuses(authz.ResourceExhausted, "quota", "client:other/room", func() (authz.Revision, error) {
 		return w.eng.PutResource(w.ctx, as("user:sub1"), authz.Resource{Name: "room:e", Parent: "client:other"})
 	})
+	// An index loaded from the stored state counts them all again.
+	b := authz.NewBuilder(w.clock)
+	rev, err := w.be.Load(w.ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := b.Build(rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for scope, want := range steps[len(steps)-1].want {
+		qs, _, err := loaded.ListQuotas(scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := -1
+		for _, q := range qs {
+			if q.Scope == scope && q.ResourceType == "room" && q.Subject == "user:sub1" {
+				got = q.Used
+			}
+		}
+		if got != want {
+			t.Errorf("loaded from the stored state: %s: used %d, want %d", scope, got, want)
+		}
+	}
 }
