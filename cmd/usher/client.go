@@ -189,21 +189,20 @@ func (c tlsClient) config() (*tls.Config, error) {
 }
 
 // export reads a running server's policy.
-func export(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
+func export(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
 	// Every page, merged into one policy: the first carries the catalog,
 	// each the resources, roles, quotas and rules of its part of the tree.
-	admin := usherv1.NewAdminServiceClient(conn)
-	policy := &usherv1.Policy{}
-	req := &usherv1.ExportPolicyRequest{PageSize: 1000}
-	for {
-		resp, err := admin.ExportPolicy(ctx, req)
+	page := serverPages(ctx, admin(conn))
+	all := &usherv1.Policy{}
+	for token := ""; ; {
+		p, next, err := page(token)
 		if err != nil {
 			return nil, err
 		}
-		proto.Merge(policy, resp.GetPolicy())
-		if resp.GetNextPageToken() == "" {
-			return policy, nil
+		proto.Merge(all, p)
+		if next == "" {
+			return all, nil
 		}
-		req.PageToken = resp.GetNextPageToken()
+		token = next
 	}
 }

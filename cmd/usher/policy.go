@@ -229,9 +229,9 @@ store, it rebuilds them; as JSON it is a policy file.`,
 		Args:    argsExactly(),
 	}
 	c := addClientFlags(cmd, callTimeout)
-	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
-			return export(ctx, conn, a)
+			return export(ctx, conn)
 		}, nil)
 	}
 	return cmd
