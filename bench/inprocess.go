@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -89,10 +87,4 @@ func (r InProcess) Print(w io.Writer) {
 }
 
 // WriteJSON writes r to path, indented.
-func (r InProcess) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (r InProcess) WriteJSON(path string) error { return writeJSON(path, r) }

@@ -240,8 +240,11 @@ func WritesOf(r PacedResult) *Writes {
 }
 
 // WriteJSON writes the report to path, indented.
-func (r Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+func (r Report) WriteJSON(path string) error { return writeJSON(path, r) }
+
+// writeJSON writes v to path as indented JSON.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

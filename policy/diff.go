@@ -108,27 +108,31 @@ type entity struct {
 // The kinds, in the order a diff lists them.
 var kinds = []string{"permission", "resource", "role", "creator role", "quota", "default quota", "admission rule"}
 
+// id tells entities apart: one kind and key is one definition.
+func (e entity) id() string { return e.kind + "\x00" + e.key }
+
+// byID indexes entities by id.
+func byID(es []entity) map[string]entity {
+	out := make(map[string]entity, len(es))
+	for _, e := range es {
+		out[e.id()] = e
+	}
+	return out
+}
+
 func entities(p *usherv1.Policy) []entity {
 	var out []entity
-	for _, m := range p.GetPermissions() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetResources() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetRoles() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetCreatorRoles() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetQuotas() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetDefaultQuotas() {
-		out = append(out, newEntity(m))
-	}
-	for _, m := range p.GetAdmissions() {
+	out = appendEntities(out, p.GetPermissions())
+	out = appendEntities(out, p.GetResources())
+	out = appendEntities(out, p.GetRoles())
+	out = appendEntities(out, p.GetCreatorRoles())
+	out = appendEntities(out, p.GetQuotas())
+	out = appendEntities(out, p.GetDefaultQuotas())
+	return appendEntities(out, p.GetAdmissions())
+}
+
+func appendEntities[M proto.Message](out []entity, ms []M) []entity {
+	for _, m := range ms {
 		out = append(out, newEntity(m))
 	}
 	return out
@@ -221,14 +225,12 @@ func Diff(old, new *usherv1.Policy) []Entry {
 	for _, r := range new.GetResources() {
 		managed[r.GetName()] = true
 	}
-	before := map[string]entity{}
-	for _, e := range entities(old) {
-		before[e.kind+"\x00"+e.key] = e
-	}
+	olds := entities(old)
+	before := byID(olds)
 	var out []Entry
 	after := map[string]bool{}
 	for _, e := range entities(new) {
-		id := e.kind + "\x00" + e.key
+		id := e.id()
 		if after[id] {
 			continue // listed twice: Check reports it
 		}
@@ -242,8 +244,8 @@ func Diff(old, new *usherv1.Policy) []Entry {
 			out = append(out, Entry{Sign: '~', Kind: e.kind, Name: e.name, Fields: fs})
 		}
 	}
-	for _, e := range entities(old) {
-		id := e.kind + "\x00" + e.key
+	for _, e := range olds {
+		id := e.id()
 		if after[id] || e.kind == "resource" || (e.scope != "" && !managed[e.scope]) {
 			continue
 		}
@@ -261,10 +263,7 @@ func Diff(old, new *usherv1.Policy) []Entry {
 // changes touch): a put of something old lacks is an addition, of
 // something old has a change with the fields that differ.
 func Changes(old *usherv1.Policy, changes []*usherv1.Change) []Entry {
-	before := map[string]entity{}
-	for _, e := range entities(old) {
-		before[e.kind+"\x00"+e.key] = e
-	}
+	before := byID(entities(old))
 	var out []Entry
 	for _, c := range changes {
 		m := changeEntity(c)
@@ -272,7 +271,7 @@ func Changes(old *usherv1.Policy, changes []*usherv1.Change) []Entry {
 			continue
 		}
 		e := newEntity(m)
-		b, existed := before[e.kind+"\x00"+e.key]
+		b, existed := before[e.id()]
 		switch {
 		case strings.HasPrefix(c.GetOp().String(), "OP_DELETE_"):
 			out = append(out, Entry{Sign: '-', Kind: e.kind, Name: e.name})
@@ -378,10 +377,16 @@ func or(s, def string) string {
 	return s
 }
 
+// minus lists the members of a that b lacks, in a's order: a set
+// difference in time linear in both, for lists as long as a file makes them.
 func minus(a, b []string) []string {
+	inB := make(map[string]bool, len(b))
+	for _, x := range b {
+		inB[x] = true
+	}
 	var out []string
 	for _, x := range a {
-		if !slices.Contains(b, x) {
+		if !inB[x] {
 			out = append(out, x)
 		}
 	}

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -187,6 +188,36 @@ func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
 		if read != c.pages || len(p.GetRoles()) != c.roles || len(p.GetPermissions()) != 1 {
 			t.Errorf("InForce(%v) read %d pages and kept %d roles, want %d and %d", c.want, read, len(p.GetRoles()), c.pages, c.roles)
 		}
+	}
+}
+
+// A page that fails fails the read: a diff is never made against part of
+// the policy in force.
+func TestInForceFailsWithItsPage(t *testing.T) {
+	refused := errors.New("refused")
+	page := func(token string) (*usherv1.Policy, string, error) {
+		if token == "" {
+			return &usherv1.Policy{Permissions: []*usherv1.Permission{{Name: "a"}}}, "1", nil
+		}
+		return nil, "", refused
+	}
+	if p, err := policy.InForce(page, []string{"account:a"}); !errors.Is(err, refused) || p != nil {
+		t.Errorf("InForce with a failing second page = %v, %v; want nil and the page's error", p, err)
+	}
+}
+
+// A policy touches root, the resources it lists and the scopes its roles,
+// quotas and admission rules are defined at, each once.
+func TestTouchesNamesEveryScopeOnce(t *testing.T) {
+	p := &usherv1.Policy{
+		Resources:  []*usherv1.Resource{{Name: "account:a"}},
+		Roles:      []*usherv1.Role{{Name: "r", Scope: "account:a"}, {Name: "s", Scope: "account:b"}},
+		Quotas:     []*usherv1.Quota{{Scope: "account:c", ResourceType: "call"}, {Scope: "root", ResourceType: "call"}},
+		Admissions: []*usherv1.Admission{{ResourceType: "call"}, {Scope: "account:d", ResourceType: "call"}},
+	}
+	want := []string{"root", "account:a", "account:b", "account:c", "account:d"}
+	if got := policy.Touches(p); !slices.Equal(got, want) {
+		t.Errorf("Touches = %v, want %v", got, want)
 	}
 }
 

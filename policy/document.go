@@ -531,7 +531,9 @@ func fieldNames(md protoreflect.MessageDescriptor) []string {
 func closest(word string, candidates []string) string {
 	best, bestDist := "", 3
 	for _, c := range candidates {
-		if c == word {
+		// Each edit changes the length by one at most: a candidate whose
+		// length alone puts it as far as the best is not measured.
+		if c == word || max(len(c)-len(word), len(word)-len(c)) >= bestDist {
 			continue
 		}
 		if d := editDistance(word, c); d < bestDist && 2*d < max(len(word), 2) {

@@ -96,20 +96,25 @@ func Touches(p *usherv1.Policy) []string {
 	for _, r := range out {
 		seen[r] = true
 	}
-	add := func(scope string) {
+	eachScope(p, func(scope string) {
 		if scope != "" && !seen[scope] {
 			seen[scope] = true
 			out = append(out, scope)
 		}
-	}
+	})
+	return out
+}
+
+// eachScope visits the scope of each of p's roles, quotas and admission
+// rules.
+func eachScope(p *usherv1.Policy, visit func(scope string)) {
 	for _, r := range p.GetRoles() {
-		add(r.GetScope())
+		visit(r.GetScope())
 	}
 	for _, q := range p.GetQuotas() {
-		add(q.GetScope())
+		visit(q.GetScope())
 	}
 	for _, a := range p.GetAdmissions() {
-		add(a.GetScope())
+		visit(a.GetScope())
 	}
-	return out
 }

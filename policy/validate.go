@@ -63,15 +63,7 @@ func unlistedScopes(p *usherv1.Policy) []string {
 	for _, r := range p.GetResources() {
 		add(r.GetParent())
 	}
-	for _, r := range p.GetRoles() {
-		add(r.GetScope())
-	}
-	for _, q := range p.GetQuotas() {
-		add(q.GetScope())
-	}
-	for _, a := range p.GetAdmissions() {
-		add(a.GetScope())
-	}
+	eachScope(p, add)
 	return out
 }
 

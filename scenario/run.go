@@ -57,18 +57,14 @@ type Outcome struct {
 	Message string
 }
 
-// Select keeps the expectations keep selects, and every failed setup step
-// (which explains the expectations not run after it), recounting.
+// Select keeps the expectations keep selects and every setup step (a
+// failed one explains the expectations not run after it), recounting.
 func (r Result) Select(keep func(Outcome) bool) Result {
 	var out Result
 	for _, o := range r.Steps {
-		if o.Expectation && !keep(o) || !o.Expectation && o.Status != Failed {
-			if !o.Expectation {
-				out.Steps = append(out.Steps, o) // setup that ran
-			}
-			continue
+		if !o.Expectation || keep(o) {
+			out.Steps = append(out.Steps, o)
 		}
-		out.Steps = append(out.Steps, o)
 	}
 	out.count()
 	return out

@@ -76,6 +76,20 @@ type rpc func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error)
 // call dials the server, makes the command's calls within --timeout and
 // prints the answer with table, or the generic table when table is nil.
 func (c *clientFlags) call(cmd *cobra.Command, do rpc, table tableFunc) error {
+	return c.session(cmd, func(ctx context.Context, conn *grpc.ClientConn, p *printer) error {
+		resp, err := do(ctx, conn)
+		// A failed call answers a nil message: nothing is printed, rather
+		// than an empty one.
+		if resp != nil && resp.ProtoReflect().IsValid() {
+			p.print(resp, table)
+		}
+		return err
+	})
+}
+
+// session dials the server and runs do within --timeout, with the printer
+// --output asks for.
+func (c *clientFlags) session(cmd *cobra.Command, do func(ctx context.Context, conn *grpc.ClientConn, p *printer) error) error {
 	p, err := c.printer(cmd)
 	if err != nil {
 		return err
@@ -87,31 +101,14 @@ func (c *clientFlags) call(cmd *cobra.Command, do rpc, table tableFunc) error {
 	defer conn.Close()
 	ctx, cancel := c.context()
 	defer cancel()
-	resp, err := do(ctx, conn)
-	// A failed call answers a nil message: nothing is printed, rather
-	// than an empty one.
-	if resp != nil && resp.ProtoReflect().IsValid() {
-		p.print(resp, table)
-	}
-	return err
+	return do(ctx, conn, p)
 }
 
 // stream is call for a command that prints as it receives: do prints each
 // message with the printer it is given. A stream that --timeout ends has
 // done what was asked of it.
 func (c *clientFlags) stream(cmd *cobra.Command, do func(ctx context.Context, conn *grpc.ClientConn, p *printer) error) error {
-	p, err := c.printer(cmd)
-	if err != nil {
-		return err
-	}
-	conn, err := c.dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := c.context()
-	defer cancel()
-	err = do(ctx, conn, p)
+	err := c.session(cmd, do)
 	if c.timeout > 0 && status.Code(err) == codes.DeadlineExceeded {
 		return nil
 	}
@@ -192,21 +189,20 @@ func (c tlsClient) config() (*tls.Config, error) {
 }
 
 // export reads a running server's policy.
-func export(ctx context.Context, conn *grpc.ClientConn, _ []string) (proto.Message, error) {
+func export(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
 	// Every page, merged into one policy: the first carries the catalog,
 	// each the resources, roles, quotas and rules of its part of the tree.
-	admin := usherv1.NewAdminServiceClient(conn)
-	policy := &usherv1.Policy{}
-	req := &usherv1.ExportPolicyRequest{PageSize: 1000}
-	for {
-		resp, err := admin.ExportPolicy(ctx, req)
+	page := serverPages(ctx, admin(conn))
+	all := &usherv1.Policy{}
+	for token := ""; ; {
+		p, next, err := page(token)
 		if err != nil {
 			return nil, err
 		}
-		proto.Merge(policy, resp.GetPolicy())
-		if resp.GetNextPageToken() == "" {
-			return policy, nil
+		proto.Merge(all, p)
+		if next == "" {
+			return all, nil
 		}
-		req.PageToken = resp.GetNextPageToken()
+		token = next
 	}
 }

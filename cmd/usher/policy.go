@@ -195,34 +195,25 @@ with its fields below it, or "no differences: the file is in force".`,
 	}
 	c := addClientFlags(cmd, callTimeout)
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
-		p, err := c.printer(cmd)
-		if err != nil {
-			return err
-		}
-		conn, err := c.dial()
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		doc, err := loadValid(a[0], cmd.ErrOrStderr())
-		if err != nil {
-			return err
-		}
-		ctx, cancel := c.context()
-		defer cancel()
-		before, err := policy.InForce(serverPages(ctx, admin(conn)), policy.Touches(doc.Policy))
-		if err != nil {
-			return fmt.Errorf("reading the policy in force: %w", err)
-		}
-		entries := policy.Diff(before, doc.Policy)
-		if !p.table {
-			return writeDiffJSON(p.w, entries)
-		}
-		policy.Render(p.w, entries, policy.AllFields)
-		if len(entries) == 0 {
-			fmt.Fprintln(p.w, "no differences: the file is in force")
-		}
-		return nil
+		return c.session(cmd, func(ctx context.Context, conn *grpc.ClientConn, p *printer) error {
+			doc, err := loadValid(a[0], cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			before, err := inForce(ctx, admin(conn), doc)
+			if err != nil {
+				return err
+			}
+			entries := policy.Diff(before, doc.Policy)
+			if !p.table {
+				return writeDiffJSON(p.w, entries)
+			}
+			policy.Render(p.w, entries, policy.AllFields)
+			if len(entries) == 0 {
+				fmt.Fprintln(p.w, "no differences: the file is in force")
+			}
+			return nil
+		})
 	}
 	return cmd
 }
@@ -238,9 +229,9 @@ store, it rebuilds them; as JSON it is a policy file.`,
 		Args:    argsExactly(),
 	}
 	c := addClientFlags(cmd, callTimeout)
-	cmd.RunE = func(cmd *cobra.Command, a []string) error {
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
-			return export(ctx, conn, a)
+			return export(ctx, conn)
 		}, nil)
 	}
 	return cmd
@@ -326,8 +317,8 @@ func applyFile(ctx context.Context, admin usherv1.AdminServiceClient, file strin
 		return nil, nil, err
 	}
 	if readBefore {
-		if before, err = policy.InForce(serverPages(ctx, admin), policy.Touches(doc.Policy)); err != nil {
-			return nil, nil, fmt.Errorf("reading the policy in force: %w", err)
+		if before, err = inForce(ctx, admin, doc); err != nil {
+			return nil, nil, err
 		}
 	}
 	resp, err = admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: doc.Policy, Prune: o.prune, DryRun: o.dryRun})
@@ -335,6 +326,15 @@ func applyFile(ctx context.Context, admin usherv1.AdminServiceClient, file strin
 		return nil, nil, explainRefusal(doc, err, o.prune)
 	}
 	return before, resp, nil
+}
+
+// inForce reads the policy in force where applying doc may change it.
+func inForce(ctx context.Context, admin usherv1.AdminServiceClient, doc *policy.Document) (*usherv1.Policy, error) {
+	before, err := policy.InForce(serverPages(ctx, admin), policy.Touches(doc.Policy))
+	if err != nil {
+		return nil, fmt.Errorf("reading the policy in force: %w", err)
+	}
+	return before, nil
 }
 
 // writeApplied is the table of an ApplyPolicyResponse: a line per

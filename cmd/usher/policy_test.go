@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/xml"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -297,4 +298,25 @@ steps:
 	wantLines(t, "--run matching nothing", out, code, exitError, `no expectation matches --run "nothing like this"`)
 	out, code = runBinary(t, bin, "policy", "test", suite, "--run", "rooms/(")
 	wantLines(t, "--run that is no regular expression", out, code, exitUsage, `--run "rooms/(": error parsing regexp`)
+}
+
+// A diff, or an apply printed as a table, that cannot read the policy in
+// force says so and prints nothing on stdout.
+func TestPolicyDiffWithoutAServerSaysWhatItCouldNotRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	for _, args := range [][]string{
+		{"policy", "diff", "default", "--addr", addr},
+		{"policy", "apply", "default", "--addr", addr, "--output", "table"},
+	} {
+		code, stdout, stderr := runCode(args...)
+		if code != exitError || stdout != "" || !strings.Contains(stderr, "reading the policy in force: ") {
+			t.Errorf("usher %s: exit %d, stdout %q, stderr:\n%s\nwant exit %d and the policy in force unread",
+				strings.Join(args, " "), code, stdout, stderr, exitError)
+		}
+	}
 }
