@@ -43,7 +43,7 @@ call: it needs an admin caller's token where the server has a callers file.`,
 // as restore would before it puts it at file, so file is always a whole
 // backup or absent, and a killed backup leaves no file behind.
 func backup(ctx context.Context, conn *grpc.ClientConn, file string) (*usherv1.BackupResponse, error) {
-	stream, err := usherv1.NewAdminServiceClient(conn).Backup(ctx, &usherv1.BackupRequest{})
+	stream, err := admin(conn).Backup(ctx, &usherv1.BackupRequest{})
 	if err != nil {
 		return nil, err
 	}

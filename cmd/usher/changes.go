@@ -41,7 +41,7 @@ With --output table each write is a line: revision, time, who (the caller,
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many records (0: all)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
-			client := usherv1.NewAdminServiceClient(conn)
+			client := admin(conn)
 			all := &usherv1.ListChangesResponse{}
 			for {
 				resp, err := client.ListChanges(ctx, &req)
