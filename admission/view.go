@@ -652,6 +652,10 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 		return nil, err
 	}
 	v := m.v
+	// The store's events so far first: a session ended before the watch
+	// began (by a KeepAlive that has answered, say) is no longer among the
+	// store's, and its ending must be among those the view remembers.
+	v.storeEvents()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
