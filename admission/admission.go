@@ -76,7 +76,7 @@ type Manager struct {
 	engine *authz.Engine
 	clock  authz.Clock
 	store  Store
-	key    *livekit.APIKey
+	signer *livekit.Signer // nil without a LiveKit key
 	logger *slog.Logger
 	v      *view
 }
@@ -99,7 +99,10 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	if opts.Remember <= 0 {
 		opts.Remember = DefaultRemember
 	}
-	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, key: opts.LiveKit, logger: opts.Logger}
+	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, logger: opts.Logger}
+	if opts.LiveKit != nil {
+		m.signer = opts.LiveKit.Signer()
+	}
 	m.v = newView(m, opts)
 	engine.Listen(m.v.applied)
 	go m.v.loop()
@@ -217,8 +220,8 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	if r.Backstage {
 		r.Reason += ", backstage"
 	}
-	if rule.Media != nil && m.key != nil {
-		r.Token, err = m.key.Sign(subject, r.Grant, lease)
+	if rule.Media != nil && m.signer != nil {
+		r.Token, err = m.signer.Sign(subject, r.Grant, lease)
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.

@@ -1,6 +1,8 @@
 package livekit
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"math/rand/v2"
@@ -47,6 +49,7 @@ func TestSignWritesWhatLiveKitWrites(t *testing.T) {
 		return perms[rng.IntN(len(perms))]
 	}
 	key := APIKey{Key: "APIkey", Secret: "a-secret-that-is-at-least-32-bytes-long"}
+	mac := hmac.New(sha256.New, []byte(key.Secret))
 	for i := range 2000 {
 		m := Mapping{RoomJoin: perms[rng.IntN(len(perms))], CanPublish: pick(), CanSubscribe: pick(), CanPublishData: pick(),
 			RoomAdmin: pick(), RoomRecord: pick(), Hidden: pick()}
@@ -66,7 +69,10 @@ func TestSignWritesWhatLiveKitWrites(t *testing.T) {
 		}
 		identity, room := "user:u\"ser-"+strings.Repeat("é", i%3), "call:x/<y>&z"
 		grant := m.VideoGrant(room, granted)
-		ours := sign(key, identity, grant, time.Now(), 30*time.Second)
+		// As a Signer does, one keyed hash signs every token, reset in
+		// between.
+		mac.Reset()
+		ours := sign(key, mac, identity, grant, time.Now(), 30*time.Second)
 		theirs, err := auth.NewAccessToken(key.Key, key.Secret).SetIdentity(identity).SetVideoGrant(grant).SetValidFor(30 * time.Second).ToJWT()
 		if err != nil {
 			t.Fatal(err)
@@ -99,5 +105,53 @@ func BenchmarkToken(b *testing.B) {
 		if _, err := m.Token(key, "user:x", "call:y", []string{"join", "video", "audio"}, 30*time.Second); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A Signer refuses what APIKey.Sign refuses, with the same words.
+func TestSignerRefusesWhatSignRefuses(t *testing.T) {
+	key := APIKey{Key: "k", Secret: "a-secret-that-is-at-least-32-bytes-long"}
+	joins := &auth.VideoGrant{RoomJoin: true, Room: "call:y"}
+	for _, tc := range []struct {
+		name     string
+		identity string
+		grant    *auth.VideoGrant
+		ttl      time.Duration
+		want     string
+	}{
+		{"no identity", "", joins, time.Minute, "identity: must not be empty"},
+		{"under a second", "user:x", joins, 999 * time.Millisecond, `ttl "999ms": a token must be valid for at least 1s`},
+		{"no grant", "user:x", nil, time.Minute, `identity "user:x": the grant does not join a room`},
+		{"no room", "user:x", &auth.VideoGrant{RoomJoin: true}, time.Minute, `identity "user:x": the grant does not join a room`},
+		{"no room_join", "user:x", &auth.VideoGrant{Room: "call:y"}, time.Minute, `identity "user:x": the grant does not join a room`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, sign := range map[string]func(string, *auth.VideoGrant, time.Duration) (string, error){
+				"APIKey.Sign": key.Sign, "Signer.Sign": key.Signer().Sign,
+			} {
+				token, err := sign(tc.identity, tc.grant, tc.ttl)
+				if err == nil || err.Error() != tc.want || token != "" {
+					t.Errorf("%s = %q, %v; want the error %q", name, token, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSign(b *testing.B) {
+	key := APIKey{Key: "k", Secret: "a-secret-that-is-at-least-32-bytes-long"}
+	grant := Mapping{RoomJoin: "join", CanPublishSources: map[string]string{"camera": "video", "microphone": "audio"}, CanSubscribe: "join"}.
+		VideoGrant("call:y", []string{"join", "video", "audio"})
+	for name, sign := range map[string]func(string, *auth.VideoGrant, time.Duration) (string, error){
+		"key": key.Sign, "signer": key.Signer().Sign,
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := sign("user:x", grant, 30*time.Second); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

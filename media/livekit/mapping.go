@@ -138,11 +138,9 @@ func (m Mapping) fields() []mappedField {
 // granted: a participant muted on every source must not fall back to
 // publishing them all.
 func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
-	held := make(map[string]bool, len(granted))
-	for _, p := range granted {
-		held[p] = true
-	}
-	has := func(perm string) bool { return perm != "" && held[perm] }
+	// granted is a participant's few permissions: a scan beats a set.
+	held := func(perm string) bool { return slices.Contains(granted, perm) }
+	has := func(perm string) bool { return perm != "" && held(perm) }
 
 	g := &auth.VideoGrant{
 		Room:       room,
@@ -151,13 +149,13 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 		RoomRecord: has(m.RoomRecord),
 		Hidden:     has(m.Hidden),
 	}
-	publish := m.CanPublish == "" || held[m.CanPublish]
+	publish := m.CanPublish == "" || held(m.CanPublish)
 	var sources []lkproto.TrackSource
 	if len(m.CanPublishSources) == 0 {
 		publish = has(m.CanPublish)
 	} else if publish {
 		for _, src := range Sources {
-			if perm, ok := m.CanPublishSources[src]; ok && held[perm] {
+			if perm, ok := m.CanPublishSources[src]; ok && held(perm) {
 				sources = append(sources, sourceEnum[src])
 			}
 		}

@@ -1,6 +1,8 @@
 package livekit
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -70,15 +72,24 @@ func (m Mapping) Token(key APIKey, identity, room string, granted []string, ttl 
 // its room. A server checks its key once, with Validate, and then signs
 // with it for every admitted join.
 func (k APIKey) Sign(identity string, grant *auth.VideoGrant, ttl time.Duration) (string, error) {
-	switch {
-	case identity == "":
-		return "", fmt.Errorf("identity: must not be empty")
-	case ttl < time.Second:
-		return "", fmt.Errorf("ttl %q: a token must be valid for at least 1s", ttl)
-	case grant == nil || !grant.RoomJoin || grant.Room == "":
-		return "", fmt.Errorf("identity %q: the grant does not join a room", identity)
+	if err := signable(identity, grant, ttl); err != nil {
+		return "", err
 	}
 	// Like LiveKit, iat and nbf are now and exp now+ttl, each truncated to
 	// the second; whole seconds keep exp-iat within ttl too.
-	return sign(k, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
+	mac := hmac.New(sha256.New, []byte(k.Secret))
+	return sign(k, mac, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
+}
+
+// signable refuses what Sign must not sign.
+func signable(identity string, grant *auth.VideoGrant, ttl time.Duration) error {
+	switch {
+	case identity == "":
+		return fmt.Errorf("identity: must not be empty")
+	case ttl < time.Second:
+		return fmt.Errorf("ttl %q: a token must be valid for at least 1s", ttl)
+	case grant == nil || !grant.RoomJoin || grant.Room == "":
+		return fmt.Errorf("identity %q: the grant does not join a room", identity)
+	}
+	return nil
 }
