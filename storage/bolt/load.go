@@ -22,7 +22,11 @@ func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, erro
 			if rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision)); err != nil {
 				return err
 			}
-			return loadEntities(ctx, tx, sink)
+			if err := loadEntities(ctx, tx, sink); err != nil {
+				return err
+			}
+			release(tx, tx.Size())
+			return nil
 		})
 	})
 	if err != nil {
