@@ -254,6 +254,7 @@ variable their help names.`,
 		// back rather than keep it resident for the life of the process.
 		empty := idx.Revision() == 0
 		debug.FreeOSMemory()
+		boundHeapGrowth(logger)
 
 		if name := *policyFile; name != "" || empty {
 			if name == "" {
