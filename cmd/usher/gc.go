@@ -10,8 +10,9 @@ import (
 // heapHeadroom is how far the heap may grow past what is live before the
 // collector runs, for a large index: a server with ten million grants holds
 // about a gibibyte live, and Go's default (twice what is live) would let it
-// reach two. The index is kept in arrays without pointers, which the
-// collector marks without reading, so running it more often costs little.
+// reach two. The index keeps its names and grants in arrays without
+// pointers, which the collector marks without reading, so running it more
+// often costs little.
 const heapHeadroom = 32 << 20
 
 // minGCPercent bounds how often the collector runs on the largest indexes:
