@@ -103,3 +103,28 @@ func TestPublishOnAFullWindowDoesNotCopyIt(t *testing.T) {
 			rev-recentSets, len(got), revisions(got)[:1], len(want), want[0], rev)
 	}
 }
+
+// BenchmarkPublishFullWindow is a commit's handing of one change set to
+// watchers once the window of recent change sets is full, as it is on any
+// server that has taken more than recentSets writes.
+func BenchmarkPublishFullWindow(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "usher.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var rev authz.Revision
+	sets := []authz.ChangeSet{{Caller: "bench"}}
+	for range recentSets {
+		rev++
+		sets[0].Revision = rev
+		s.publish(sets)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		rev++
+		sets[0].Revision = rev
+		s.publish(sets)
+	}
+}
