@@ -81,9 +81,9 @@ type Store struct {
 	mu        sync.Mutex // guards what watchers read
 	rev       authz.Revision
 	compacted authz.Revision
-	recent    []authz.ChangeSet // the latest committed change sets, in order
-	notify    chan struct{}     // closed and replaced at every commit
-	done      chan struct{}     // closed by Close
+	recent    changeRing    // the latest committed change sets, in order
+	notify    chan struct{} // closed and replaced at every commit
+	done      chan struct{} // closed by Close
 }
 
 var _ storage.Backend = (*Store)(nil)
@@ -142,7 +142,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	return &Store{
 		db: db, path: path, writer: make(chan struct{}, 1), versions: storage.NewVersions(rev, 0), retain: opts.Retain,
-		rev: rev, compacted: compacted, notify: make(chan struct{}), done: make(chan struct{}),
+		rev: rev, compacted: compacted, recent: newChangeRing(recentSets), notify: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
@@ -375,9 +375,8 @@ func (s *Store) publish(sets []authz.ChangeSet) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.recent = append(s.recent, sets...)
-	if n := len(s.recent) - recentSets; n > 0 {
-		s.recent = append([]authz.ChangeSet(nil), s.recent[n:]...)
+	for _, cs := range sets {
+		s.recent.push(cs)
 	}
 	s.rev = sets[len(sets)-1].Revision
 	close(s.notify)

@@ -92,9 +92,9 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	compacted := s.compacted
 	// The latest change sets are in memory: a reader that keeps up never
 	// reads the file.
-	if len(s.recent) > 0 && after+1 >= s.recent[0].Revision && after >= compacted {
-		i := int(after + 1 - s.recent[0].Revision)
-		out := append([]authz.ChangeSet(nil), s.recent[min(i, len(s.recent)):min(i+limit, len(s.recent))]...)
+	if n := s.recent.len(); n > 0 && after+1 >= s.recent.at(0).Revision && after >= compacted {
+		i := int(after + 1 - s.recent.at(0).Revision)
+		out := s.recent.copyRange(min(i, n), i+min(limit, n-i))
 		s.mu.Unlock()
 		return out, nil
 	}
@@ -215,9 +215,7 @@ func (s *Store) compactBatch(ctx context.Context, before authz.Revision) (bool, 
 	}
 	s.mu.Lock()
 	s.compacted = upTo
-	for len(s.recent) > 0 && s.recent[0].Revision <= upTo {
-		s.recent = s.recent[1:]
-	}
+	s.recent.dropThrough(upTo)
 	s.mu.Unlock()
 	return upTo == before, nil
 }
