@@ -644,8 +644,9 @@ func (w *Watch) Close() {
 // call and who waits in its lobby; otherwise it says what changed at
 // after or later: the participants whose capabilities changed (Present),
 // the sessions that ended, and the lobby. A resume from further back than
-// the manager remembers sends the whole state, with Reset on its Synced
-// event.
+// the manager remembers, or from a revision past the latest it has applied
+// (not its history: an older backup restored, a bad client), sends the
+// whole state, with Reset on its Synced event.
 func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	p, err := m.presence(context.Background(), "usher:nobody", call, 0)
 	if err != nil {
@@ -669,7 +670,9 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
 	w.C = w.c
 	now := m.clock.Now()
-	reset := after > 0 && after <= v.forgotten
+	// A revision past the latest is no point in this history: the
+	// participants since it would all be left out.
+	reset := after > 0 && (after <= v.forgotten || after > v.revision())
 	whole := after == 0 || reset
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.
