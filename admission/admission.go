@@ -213,7 +213,9 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
 		return r, nil
 	}
-	m.v.joined(s, p)
+	if e, ejected := m.v.joined(s, p); ejected {
+		return m.overtaken(subject, resource, e), nil
+	}
 	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
 	// Built without fmt: this is the hot path, and names need no escaping.
 	r.Reason = subject + " joins " + resource + ` by "` + rule.Join + `", held as "` + p.Role + `" on "` + p.Scope + `"`
@@ -230,6 +232,23 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	return r, nil
+}
+
+// overtaken answers a Join whose session the view ejected as it was made:
+// a write committed after the join read the subject took its place in the
+// call away. The answer is that write's refusal, with no session and no
+// token.
+func (m *Manager) overtaken(subject, resource string, e Ending) Result {
+	p := m.engine.Index().Presence(subject, resource)
+	r := Result{Outcome: e.Outcome, Revision: p.Revision, BlockID: e.BlockID,
+		Reason: fmt.Sprintf("%s was ejected from %s as it joined: it may no longer be there", subject, resource)}
+	if out, why := ejects(p, subject, resource); out != 0 {
+		r.Outcome, r.Reason, r.BlockID = out, why, ""
+		if out == Blocked {
+			r.BlockID, r.Scope = p.BlockID, p.Scope
+		}
+	}
+	return r
 }
 
 // presence reads subject's standing at resource at min or later, and

@@ -270,7 +270,9 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		p = &now
 	}
 	if out, _ := ejects(*p, s.Subject, s.Call); out != 0 {
-		eject = append(eject, ejection{s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+		e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+		eject = append(eject, ejection{s.ID, e})
+		v.ended1(s.ID, e)
 	} else {
 		if !slices.Equal(p.Capabilities, t.caps) {
 			t.caps, t.rev = p.Capabilities, p.Revision
@@ -287,8 +289,11 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 
 // joined brings a session this node just made into the view, so that a
 // watch started after Join returns sees it; the store's event for it then
-// finds it there. A session that has ended since is left out.
-func (v *view) joined(s Session, p authz.Presence) {
+// finds it there. A session that has ended since is left out. It reports
+// whether the view has ejected the session already, and why: a write
+// that committed after Join read the subject may have taken its place in
+// the call away.
+func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 	x := v.m.engine.Index()
 	v.mu.Lock()
 	// What the store queued before the join (the end of the subject's last
@@ -299,8 +304,10 @@ func (v *view) joined(s Session, p authz.Presence) {
 			eject = v.join(x, s, s.Joined, &p, eject)
 		}
 	}
+	e, ended := v.endings[s.ID]
 	v.mu.Unlock()
 	v.followUp(eject)
+	return e, ended && e.Why == Ejected
 }
 
 // followUp does what the view decided under v.mu and leaves to the store:
@@ -477,7 +484,9 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 	for t := range dirty {
 		p := x.Presence(t.s.Subject, t.s.Call)
 		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
-			eject = append(eject, ejection{t.s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+			eject = append(eject, ejection{t.s.ID, e})
+			v.ended1(t.s.ID, e)
 			v.unschedule(t)
 			continue
 		}
