@@ -374,3 +374,47 @@ func TestWatchCallKeepsEachSubjectsEventsInOrder(t *testing.T) {
 		t.Errorf("the watch ends with %v; want %s lapsed, then %s", got[len(got)-3:], last.Session, again.Session)
 	}
 }
+
+// A role redefined, or a resource deleted, reaches the participants of the
+// calls at and below it, whether the scope is a call itself, holds fewer
+// resources than there are live calls, or more: and no others.
+func TestARoleRedefinedOrACallDeletedReachesTheCallsBelowIt(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:m1", "member", "account:acme")
+	w.grant("user:m2", "member", "account:acme")
+	a := w.wantJoin("user:m1", "call:acme:1", admission.Admitted)
+	b := w.wantJoin("user:m2", "room:acme:a", admission.Admitted)
+	inCall, inRoom := w.watch("call:acme:1"), w.watch("room:acme:a")
+	changed := func(session string) func(admission.Event) bool {
+		return func(ev admission.Event) bool { return ev.Kind == admission.EventChanged && ev.Session == session }
+	}
+	role := func(scope string, perms ...string) {
+		t.Helper()
+		if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "member", Scope: scope, Permissions: perms}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The room itself: a resource with nothing below it.
+	role("room:acme:a", "call.join")
+	if ev := nextEvent(t, inRoom, "the room's member muted", changed(b.Session)); !slices.Equal(ev.Capabilities, []string{"call.join"}) {
+		t.Errorf("in the room: %v, want [call.join]", ev.Capabilities)
+	}
+	// The account: more resources below it than there are live calls.
+	role("account:acme", "call.join", "send-audio")
+	if ev := nextEvent(t, inCall, "the call's member without video", changed(a.Session)); !slices.Equal(ev.Capabilities, []string{"call.join", "send-audio"}) {
+		t.Errorf("in the call: %v, want [call.join send-audio]", ev.Capabilities)
+	}
+	// The call deleted under its participant.
+	if _, err := w.eng.DeleteResource(w.ctx, w.by, "call:acme:1"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, inCall, "the call's member ejected", kindOf(admission.EventEjected, "user:m1")); ev.Outcome != admission.NoGrant {
+		t.Errorf("ejected from the deleted call: %+v, want NO_GRANT", ev)
+	}
+	// The room's participant heard of none of it after its own change.
+	select {
+	case ev := <-inRoom.C:
+		t.Errorf("the room's participant heard %+v of writes that do not reach it", ev)
+	default:
+	}
+}

@@ -444,12 +444,31 @@ func (v *view) touched(x *authz.Index, c authz.Change, dirty map[*tracked]bool) 
 			}
 		}
 	}
+	mark := func(call string) {
+		for _, t := range v.byCall[call] {
+			dirty[t] = true
+		}
+	}
+	// The calls at or below scope: found in its subtree when that holds
+	// fewer resources than there are live calls (a room, an account), else
+	// among the live calls; a write on a leaf costs no look at every call.
+	// A scope just deleted has only itself; root has every call.
 	below := func(scope string) {
-		for call, ts := range v.byCall {
-			if call == scope || x.Under(call, scope) {
+		if scope == authz.RootName {
+			for _, ts := range v.byCall {
 				for _, t := range ts {
 					dirty[t] = true
 				}
+			}
+			return
+		}
+		mark(scope)
+		if len(v.byCall) == 0 || x.Below(scope, len(v.byCall), mark) {
+			return
+		}
+		for call := range v.byCall {
+			if x.Under(call, scope) {
+				mark(call)
 			}
 		}
 	}
