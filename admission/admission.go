@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/livekit/protocol/auth"
 
@@ -343,7 +344,11 @@ const MaxNoteLen = 256
 // otherwise it answers what Join would, without joining.
 func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Result, error) {
 	if len(note) > MaxNoteLen {
-		return Result{}, &authz.Error{Code: authz.Invalid, Field: "note", Value: note[:32] + "...",
+		cut := 32 // its beginning, cut where a character begins
+		for cut > 0 && !utf8.RuneStart(note[cut]) {
+			cut--
+		}
+		return Result{}, &authz.Error{Code: authz.Invalid, Field: "note", Value: note[:cut] + "...",
 			Reason: fmt.Sprintf("a note is at most %d bytes; this one is %d", MaxNoteLen, len(note))}
 	}
 	p, err := m.presence(ctx, subject, resource, 0)

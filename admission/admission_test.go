@@ -2,12 +2,14 @@ package admission_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
@@ -416,5 +418,25 @@ func TestARoleRedefinedOrACallDeletedReachesTheCallsBelowIt(t *testing.T) {
 	case ev := <-inRoom.C:
 		t.Errorf("the room's participant heard %+v of writes that do not reach it", ev)
 	default:
+	}
+}
+
+// A note over MaxNoteLen is INVALID_ARGUMENT naming the note, quoted in
+// valid UTF-8 however its characters fall, and knocks nobody in.
+func TestAKnockWithTooLongANoteIsRefusedInValidUTF8(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "call:acme:1")
+	// "é" is two bytes: the 32nd byte is the first half of one.
+	note := strings.Repeat("a", 31) + strings.Repeat("é", admission.MaxNoteLen)
+	_, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", note)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.Invalid || e.Field != "note" {
+		t.Fatalf("Knock with a note of %d bytes: %v, want INVALID_ARGUMENT naming note", len(note), err)
+	}
+	if !utf8.ValidString(e.Value) || !utf8.ValidString(err.Error()) || !strings.HasPrefix(e.Value, strings.Repeat("a", 31)) {
+		t.Errorf("the refusal quotes the note as %q (%q): want a valid UTF-8 beginning of it", e.Value, err.Error())
+	}
+	if knocks := w.m.Counts().Knocks; knocks != 0 {
+		t.Errorf("a refused knock left %d knocks", knocks)
 	}
 }
