@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/livekit/protocol/auth"
 
@@ -213,7 +214,9 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
 		return r, nil
 	}
-	m.v.joined(s, p)
+	if e, ejected := m.v.joined(s, p); ejected {
+		return m.overtaken(subject, resource, e), nil
+	}
 	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
 	// Built without fmt: this is the hot path, and names need no escaping.
 	r.Reason = subject + " joins " + resource + ` by "` + rule.Join + `", held as "` + p.Role + `" on "` + p.Scope + `"`
@@ -230,6 +233,23 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	return r, nil
+}
+
+// overtaken answers a Join whose session the view ejected as it was made:
+// a write committed after the join read the subject took its place in the
+// call away. The answer is that write's refusal, with no session and no
+// token.
+func (m *Manager) overtaken(subject, resource string, e Ending) Result {
+	p := m.engine.Index().Presence(subject, resource)
+	r := Result{Outcome: e.Outcome, Revision: p.Revision, BlockID: e.BlockID,
+		Reason: fmt.Sprintf("%s was ejected from %s as it joined: it may no longer be there", subject, resource)}
+	if out, why := ejects(p, subject, resource); out != 0 {
+		r.Outcome, r.Reason, r.BlockID = out, why, ""
+		if out == Blocked {
+			r.BlockID, r.Scope = p.BlockID, p.Scope
+		}
+	}
+	return r
 }
 
 // presence reads subject's standing at resource at min or later, and
@@ -324,7 +344,11 @@ const MaxNoteLen = 256
 // otherwise it answers what Join would, without joining.
 func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Result, error) {
 	if len(note) > MaxNoteLen {
-		return Result{}, &authz.Error{Code: authz.Invalid, Field: "note", Value: note[:32] + "...",
+		cut := 32 // its beginning, cut where a character begins
+		for cut > 0 && !utf8.RuneStart(note[cut]) {
+			cut--
+		}
+		return Result{}, &authz.Error{Code: authz.Invalid, Field: "note", Value: note[:cut] + "...",
 			Reason: fmt.Sprintf("a note is at most %d bytes; this one is %d", MaxNoteLen, len(note))}
 	}
 	p, err := m.presence(ctx, subject, resource, 0)
@@ -441,12 +465,11 @@ func (m *Manager) Leave(ctx context.Context, id string) error {
 }
 
 // LeaveCall ends subject's session in resource, or its knock there;
-// NotFound when it has neither.
+// NotFound when it has neither. It looks the session up rather than
+// through the call's: a call of many is left as cheaply as one of few.
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
-	for _, s := range m.store.Sessions(resource) {
-		if s.Subject == subject {
-			return m.Leave(ctx, s.ID)
-		}
+	if s, ok := m.store.SessionOf(resource, subject); ok {
+		return m.Leave(ctx, s.ID)
 	}
 	found, err := m.store.Unknock(ctx, resource, subject, Left)
 	if err != nil {

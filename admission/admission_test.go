@@ -2,12 +2,14 @@ package admission_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
@@ -372,5 +374,69 @@ func TestWatchCallKeepsEachSubjectsEventsInOrder(t *testing.T) {
 	}
 	if live != again.Session || got[len(got)-2] != fmt.Sprintf("%d %s", admission.EventLapsed, last.Session) {
 		t.Errorf("the watch ends with %v; want %s lapsed, then %s", got[len(got)-3:], last.Session, again.Session)
+	}
+}
+
+// A role redefined, or a resource deleted, reaches the participants of the
+// calls at and below it, whether the scope is a call itself, holds fewer
+// resources than there are live calls, or more: and no others.
+func TestARoleRedefinedOrACallDeletedReachesTheCallsBelowIt(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:m1", "member", "account:acme")
+	w.grant("user:m2", "member", "account:acme")
+	a := w.wantJoin("user:m1", "call:acme:1", admission.Admitted)
+	b := w.wantJoin("user:m2", "room:acme:a", admission.Admitted)
+	inCall, inRoom := w.watch("call:acme:1"), w.watch("room:acme:a")
+	changed := func(session string) func(admission.Event) bool {
+		return func(ev admission.Event) bool { return ev.Kind == admission.EventChanged && ev.Session == session }
+	}
+	role := func(scope string, perms ...string) {
+		t.Helper()
+		if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "member", Scope: scope, Permissions: perms}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The room itself: a resource with nothing below it.
+	role("room:acme:a", "call.join")
+	if ev := nextEvent(t, inRoom, "the room's member muted", changed(b.Session)); !slices.Equal(ev.Capabilities, []string{"call.join"}) {
+		t.Errorf("in the room: %v, want [call.join]", ev.Capabilities)
+	}
+	// The account: more resources below it than there are live calls.
+	role("account:acme", "call.join", "send-audio")
+	if ev := nextEvent(t, inCall, "the call's member without video", changed(a.Session)); !slices.Equal(ev.Capabilities, []string{"call.join", "send-audio"}) {
+		t.Errorf("in the call: %v, want [call.join send-audio]", ev.Capabilities)
+	}
+	// The call deleted under its participant.
+	if _, err := w.eng.DeleteResource(w.ctx, w.by, "call:acme:1"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, inCall, "the call's member ejected", kindOf(admission.EventEjected, "user:m1")); ev.Outcome != admission.NoGrant {
+		t.Errorf("ejected from the deleted call: %+v, want NO_GRANT", ev)
+	}
+	// The room's participant heard of none of it after its own change.
+	select {
+	case ev := <-inRoom.C:
+		t.Errorf("the room's participant heard %+v of writes that do not reach it", ev)
+	default:
+	}
+}
+
+// A note over MaxNoteLen is INVALID_ARGUMENT naming the note, quoted in
+// valid UTF-8 however its characters fall, and knocks nobody in.
+func TestAKnockWithTooLongANoteIsRefusedInValidUTF8(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "call:acme:1")
+	// "é" is two bytes: the 32nd byte is the first half of one.
+	note := strings.Repeat("a", 31) + strings.Repeat("é", admission.MaxNoteLen)
+	_, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", note)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.Invalid || e.Field != "note" {
+		t.Fatalf("Knock with a note of %d bytes: %v, want INVALID_ARGUMENT naming note", len(note), err)
+	}
+	if !utf8.ValidString(e.Value) || !utf8.ValidString(err.Error()) || !strings.HasPrefix(e.Value, strings.Repeat("a", 31)) {
+		t.Errorf("the refusal quotes the note as %q (%q): want a valid UTF-8 beginning of it", e.Value, err.Error())
+	}
+	if knocks := w.m.Counts().Knocks; knocks != 0 {
+		t.Errorf("a refused knock left %d knocks", knocks)
 	}
 }

@@ -58,3 +58,43 @@ func BenchmarkJoin(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLeaveCall measures a Leave by subject and call, in calls of a
+// few and of many participants: a participant leaves and joins again.
+func BenchmarkLeaveCall(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("%d participants", n), func(b *testing.B) {
+			eng, err := authz.Start(b.Context(), memory.New(), authz.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(eng.Close)
+			by := authz.Author{Caller: "bench"}
+			if _, _, err := eng.ApplyPolicy(b.Context(), by, policy(), authz.ApplyOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			m := admission.New(eng, admission.Options{})
+			b.Cleanup(func() { m.Close() })
+			subjects := make([]string, n)
+			for i := range subjects {
+				subjects[i] = fmt.Sprintf("user:u%05d", i)
+				if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: subjects[i], Role: "member", Resource: "call:acme:1"}); err != nil {
+					b.Fatal(err)
+				}
+				if r, err := m.Join(b.Context(), subjects[i], "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
+					b.Fatalf("Join = %+v, %v", r, err)
+				}
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				s := subjects[i%n]
+				if err := m.LeaveCall(b.Context(), s, "call:acme:1"); err != nil {
+					b.Fatal(err)
+				}
+				if r, err := m.Join(b.Context(), s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
+					b.Fatalf("Join = %+v, %v", r, err)
+				}
+			}
+		})
+	}
+}

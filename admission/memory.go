@@ -252,6 +252,22 @@ func (m *MemoryStore) Sessions(call string) []Session {
 	return out
 }
 
+// SessionOf implements Store.
+func (m *MemoryStore) SessionOf(call, subject string) (Session, bool) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.calls[call]
+	if c == nil {
+		return Session{}, false
+	}
+	s := c.sessions[subject]
+	if s == nil || !s.Expires.After(now) {
+		return Session{}, false
+	}
+	return *s, true
+}
+
 // Len implements Store.
 func (m *MemoryStore) Len() (sessions, knocks int) {
 	m.mu.Lock()

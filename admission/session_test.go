@@ -604,3 +604,59 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 		t.Error("the first watch saw nothing happen")
 	}
 }
+
+// raceStore runs before, once, as a Join reaches the store: what lands
+// between the manager's reading of the subject and its session's making.
+type raceStore struct {
+	*admission.MemoryStore
+	before func()
+	once   sync.Once
+}
+
+func (s *raceStore) Join(ctx context.Context, sess admission.Session, max uint32) (admission.Outcome, string, error) {
+	s.once.Do(s.before)
+	return s.MemoryStore.Join(ctx, sess, max)
+}
+
+// A ban that commits while a Join is being decided, after the subject was
+// read as free to join, ejects the session Join made before Join answers:
+// Join then answers BLOCKED, with no session and no LiveKit token, rather
+// than ADMITTED with a token for a session that has already ended.
+func TestAJoinThatABanOvertakesIsRefusedWithNoToken(t *testing.T) {
+	for range 20 {
+		clock := authz.NewManualClock(start)
+		eng, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &world{t: t, ctx: t.Context(), eng: eng, clock: clock, by: authz.Author{Caller: "test"}}
+		if _, _, err := eng.ApplyPolicy(w.ctx, w.by, policy(), authz.ApplyOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		w.grant("user:member", "member", "call:acme:1")
+		var banID string
+		store := &raceStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock})}
+		store.before = func() {
+			rev, id, err := eng.Block(w.ctx, w.by, authz.Block{Subject: "user:member", Resource: "call:acme:1"})
+			if err != nil {
+				t.Error(err)
+			}
+			if err := eng.Await(w.ctx, rev); err != nil {
+				t.Error(err)
+			}
+			banID = id
+		}
+		w.m = admission.New(eng, admission.Options{Store: store, LiveKit: &tokenKey})
+		r, err := w.m.Join(w.ctx, "user:member", "call:acme:1", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Outcome != admission.Blocked || r.BlockID != banID || r.Session != "" || r.Token != "" || r.Grant != nil || len(r.Capabilities) != 0 {
+			t.Errorf("Join overtaken by ban %s = %s (%s), block %q, session %q, token %t, grant %v, capabilities %v; want BLOCKED by the ban, with no session nor token",
+				banID, r.Outcome, r.Reason, r.BlockID, r.Session, r.Token != "", r.Grant, r.Capabilities)
+		}
+		eventually(t, "the session to be ended", func() bool { return len(store.Sessions("call:acme:1")) == 0 })
+		w.m.Close()
+		eng.Close()
+	}
+}

@@ -107,6 +107,9 @@ type Store interface {
 	Session(id string) (Session, bool)
 	// Sessions returns the live sessions of call.
 	Sessions(call string) []Session
+	// SessionOf returns subject's live session in call, at the cost of a
+	// lookup, however many the call holds.
+	SessionOf(call, subject string) (Session, bool)
 	// Knock puts k in its call's lobby, or renews the subject's knock
 	// there, keeping its id.
 	Knock(ctx context.Context, k Knock) (Knock, error)

@@ -270,7 +270,9 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		p = &now
 	}
 	if out, _ := ejects(*p, s.Subject, s.Call); out != 0 {
-		eject = append(eject, ejection{s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+		e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+		eject = append(eject, ejection{s.ID, e})
+		v.ended1(s.ID, e)
 	} else {
 		if !slices.Equal(p.Capabilities, t.caps) {
 			t.caps, t.rev = p.Capabilities, p.Revision
@@ -287,8 +289,11 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 
 // joined brings a session this node just made into the view, so that a
 // watch started after Join returns sees it; the store's event for it then
-// finds it there. A session that has ended since is left out.
-func (v *view) joined(s Session, p authz.Presence) {
+// finds it there. A session that has ended since is left out. It reports
+// whether the view has ejected the session already, and why: a write
+// that committed after Join read the subject may have taken its place in
+// the call away.
+func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 	x := v.m.engine.Index()
 	v.mu.Lock()
 	// What the store queued before the join (the end of the subject's last
@@ -299,8 +304,10 @@ func (v *view) joined(s Session, p authz.Presence) {
 			eject = v.join(x, s, s.Joined, &p, eject)
 		}
 	}
+	e, ended := v.endings[s.ID]
 	v.mu.Unlock()
 	v.followUp(eject)
+	return e, ended && e.Why == Ejected
 }
 
 // followUp does what the view decided under v.mu and leaves to the store:
@@ -437,12 +444,31 @@ func (v *view) touched(x *authz.Index, c authz.Change, dirty map[*tracked]bool) 
 			}
 		}
 	}
+	mark := func(call string) {
+		for _, t := range v.byCall[call] {
+			dirty[t] = true
+		}
+	}
+	// The calls at or below scope: found in its subtree when that holds
+	// fewer resources than there are live calls (a room, an account), else
+	// among the live calls; a write on a leaf costs no look at every call.
+	// A scope just deleted has only itself; root has every call.
 	below := func(scope string) {
-		for call, ts := range v.byCall {
-			if call == scope || x.Under(call, scope) {
+		if scope == authz.RootName {
+			for _, ts := range v.byCall {
 				for _, t := range ts {
 					dirty[t] = true
 				}
+			}
+			return
+		}
+		mark(scope)
+		if len(v.byCall) == 0 || x.Below(scope, len(v.byCall), mark) {
+			return
+		}
+		for call := range v.byCall {
+			if x.Under(call, scope) {
+				mark(call)
 			}
 		}
 	}
@@ -477,7 +503,9 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 	for t := range dirty {
 		p := x.Presence(t.s.Subject, t.s.Call)
 		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
-			eject = append(eject, ejection{t.s.ID, Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}})
+			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+			eject = append(eject, ejection{t.s.ID, e})
+			v.ended1(t.s.ID, e)
 			v.unschedule(t)
 			continue
 		}
@@ -644,8 +672,9 @@ func (w *Watch) Close() {
 // call and who waits in its lobby; otherwise it says what changed at
 // after or later: the participants whose capabilities changed (Present),
 // the sessions that ended, and the lobby. A resume from further back than
-// the manager remembers sends the whole state, with Reset on its Synced
-// event.
+// the manager remembers, or from a revision past the latest it has applied
+// (not its history: an older backup restored, a bad client), sends the
+// whole state, with Reset on its Synced event.
 func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	p, err := m.presence(context.Background(), "usher:nobody", call, 0)
 	if err != nil {
@@ -669,7 +698,9 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
 	w.C = w.c
 	now := m.clock.Now()
-	reset := after > 0 && after <= v.forgotten
+	// A revision past the latest is no point in this history: the
+	// participants since it would all be left out.
+	reset := after > 0 && (after <= v.forgotten || after > v.revision())
 	whole := after == 0 || reset
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.

@@ -11,7 +11,7 @@ import (
 
 // viewWorld is an engine on a memory backend with one call a member role
 // joins, and a manager over it, on a manual clock.
-func viewWorld(t *testing.T) (*Manager, *authz.Engine, *authz.ManualClock) {
+func viewWorld(t testing.TB) (*Manager, *authz.Engine, *authz.ManualClock) {
 	t.Helper()
 	clock := authz.NewManualClock(time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC))
 	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: clock})

@@ -67,3 +67,36 @@ func TestAWatchThatFallsBehindIsCutAndResumes(t *testing.T) {
 		t.Errorf("Counts = %+v, want the resumed watch and %s's session", counts, in.Session)
 	}
 }
+
+// A watch resumed from a revision the manager has not reached (an older
+// backup restored under its clients, a bad client) cannot tell what changed
+// since: it gets the whole state, with Reset, rather than a state that
+// leaves out everyone who joined before that revision.
+func TestAWatchResumedFromPastTheLatestRevisionGetsTheWholeState(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	in := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	latest := w.eng.Index().Revision()
+	for _, after := range []authz.Revision{latest + 1, latest + 1000, 1<<64 - 1} {
+		watch, err := w.m.Watch("call:acme:1", after)
+		if err != nil {
+			t.Fatalf("resuming from revision %d: %v", after, err)
+		}
+		if len(watch.Initial) != 2 || watch.Initial[0].Kind != admission.EventPresent || watch.Initial[0].Session != in.Session {
+			t.Errorf("resumed from revision %d (the latest is %d): initial %+v, want the participant present, then synced", after, latest, watch.Initial)
+		}
+		if synced := watch.Initial[len(watch.Initial)-1]; synced.Kind != admission.EventSynced || !synced.Reset || synced.Revision != latest {
+			t.Errorf("resumed from revision %d: ends with %+v, want SYNCED at %d with Reset", after, synced, latest)
+		}
+		watch.Close()
+	}
+	// A resume from the latest revision is no reset.
+	watch, err := w.m.Watch("call:acme:1", latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	if synced := watch.Initial[len(watch.Initial)-1]; synced.Reset {
+		t.Errorf("resumed from the latest revision %d: %+v, want no reset", latest, synced)
+	}
+}

@@ -473,6 +473,27 @@ func (x *Index) Under(resource, scope string) bool {
 	return r != noNode && s != noNode && x.under(r, s)
 }
 
+// Below calls visit with scope and each resource below it, parents before
+// children, and reports whether it visited them all: it stops after limit
+// of them (0: no limit). Nothing is below a scope that is not registered.
+// visit runs under the index's read lock and must not call the index.
+func (x *Index) Below(scope string, limit int, visit func(resource string)) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	id := x.lookupNode(scope)
+	if id == noNode {
+		return true
+	}
+	n := 0
+	return x.walk(id, func(m uint32) bool {
+		if n++; limit > 0 && n > limit {
+			return false
+		}
+		visit(x.name(m))
+		return true
+	})
+}
+
 // Schedule sets when resource starts (zero clears it). The resource must be
 // governed by an Admission rule (FailedPrecondition), and an actor must
 // hold the rule's stage permission there.

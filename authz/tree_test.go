@@ -176,3 +176,36 @@ func wantResource(t *testing.T, w *world, name, parent string, ancestors []strin
 		t.Errorf("GetResource answered at revision %d, want %d", rev, w.idx.Revision())
 	}
 }
+
+func TestBelowVisitsASubtreeUpToALimit(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("account:t", "")
+	w.put("space:t/a", "account:t")
+	w.put("room:t/a1", "space:t/a")
+	w.put("room:t/a2", "space:t/a")
+	w.put("space:t/b", "account:t")
+	below := func(scope string, limit int) ([]string, bool) {
+		var got []string
+		all := w.eng.Index().Below(scope, limit, func(r string) { got = append(got, r) })
+		return got, all
+	}
+	whole := []string{"account:t", "room:t/a1", "room:t/a2", "space:t/a", "space:t/b"}
+	for _, limit := range []int{0, 5, 6} {
+		got, all := below("account:t", limit)
+		if !all || got[0] != "account:t" || !slices.Equal(slices.Sorted(slices.Values(got)), whole) {
+			t.Errorf("Below(account:t, %d) visits %v (all %t), want the scope first, then %v, all", limit, got, all, whole[1:])
+		}
+		if i, j := slices.Index(got, "space:t/a"), slices.Index(got, "room:t/a1"); i > j {
+			t.Errorf("Below(account:t, %d) visits %v: a child before its parent", limit, got)
+		}
+	}
+	if got, all := below("account:t", 3); all || len(got) != 3 {
+		t.Errorf("Below(account:t, 3) visits %v (all %t), want 3 and not all", got, all)
+	}
+	if got, all := below("room:t/a1", 1); !all || !slices.Equal(got, []string{"room:t/a1"}) {
+		t.Errorf("Below of a leaf visits %v (all %t), want only it, all", got, all)
+	}
+	if got, all := below("room:t/404", 1); !all || len(got) != 0 {
+		t.Errorf("Below of an unregistered resource visits %v (all %t), want nothing, all", got, all)
+	}
+}

@@ -275,7 +275,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return toStatus(err)
 	}
 	defer w.Close()
-	for _, ev := range w.Initial {
+	// The initial state is a call's whole; once sent, a stream that stays
+	// open for hours must not keep it.
+	initial := w.Initial
+	w.Initial = nil
+	for _, ev := range initial {
 		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // lkKey signs the LiveKit tokens of the admission tests' servers.
@@ -1171,5 +1173,94 @@ func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		t.Fatal("GracefulStop did not return with a WatchCall open")
+	}
+}
+
+// A WatchCall stream keeps what it sent of a call's initial state no longer
+// than it takes to send: a stream open for hours on a call of thousands
+// holds its buffer, not the call.
+func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
+	engine, err := authz.Start(t.Context(), memory.New(), authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	by := authz.Author{Caller: "test"}
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.ApplyPolicy(t.Context(), by, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []authz.Resource{{Name: acme}, {Name: sales, Parent: acme}, {Name: meeting, Parent: sales}, {Name: meeting7, Parent: meeting}} {
+		if _, err := engine.PutResource(t.Context(), by, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := admission.New(engine, admission.Options{})
+	t.Cleanup(func() { m.Close() })
+	const participants = 5000
+	for i := range participants {
+		subject := fmt.Sprintf("user:p%05d", i)
+		if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: subject, Role: "call-member", Resource: meeting7}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := m.Join(t.Context(), subject, meeting7, 0); err != nil || r.Outcome != admission.Admitted {
+			t.Fatalf("Join(%s) = %v, %v", subject, r.Outcome, err)
+		}
+	}
+	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Stop(); <-served })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := usherv1.NewAdmissionServiceClient(conn)
+
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	// Each stream's initial state is some MiB: a participant's event, its
+	// capabilities' grant, and its message.
+	const streams = 4
+	before := heap()
+	for range streams {
+		stream, err := client.WatchCall(callCtx(t), &usherv1.WatchCallRequest{Resource: meeting7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; ; n++ {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("after %d events: %v", n, err)
+			}
+			if resp.GetEvent().GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+				if n != participants {
+					t.Fatalf("%d participants present, want %d", n, participants)
+				}
+				break
+			}
+		}
+	}
+	if counts := m.Counts(); counts.Watches != streams {
+		t.Fatalf("%d watches open, want %d", counts.Watches, streams)
+	}
+	// What the streams keep is their buffers (38 KiB each), and what gRPC
+	// keeps of a connection; not 4 calls of 5,000.
+	const bound = 2 << 20
+	if held := int64(heap()) - int64(before); held > bound {
+		t.Errorf("%d open streams that sent their initial state hold %.1f MiB, more than %d MiB", streams, float64(held)/(1<<20), bound>>20)
 	}
 }

@@ -284,6 +284,17 @@ func (s *Store) Sessions(call string) []admission.Session {
 	return out
 }
 
+// SessionOf implements admission.Store.
+func (s *Store) SessionOf(call, subject string) (admission.Session, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.c.calls[call]
+	if c == nil || c.sessions[subject] == nil {
+		return admission.Session{}, false
+	}
+	return c.sessions[subject].s, true
+}
+
 // Len implements admission.Store. It counts call by call, at a metrics
 // scrape rather than on every write.
 func (s *Store) Len() (sessions, knocks int) {

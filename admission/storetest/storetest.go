@@ -108,6 +108,16 @@ func testJoin(t *testing.T, h *harness) {
 	if got, want := sessionsOf(n, x.Call), describeSessions(x); !slices.Equal(got, want) {
 		t.Errorf("Sessions(%s) = %v, want %v", x.Call, got, want)
 	}
+	for _, want := range []admission.Session{a, b, x} {
+		if got, ok := n.SessionOf(want.Call, want.Subject); !ok || !sameSession(got, want) {
+			t.Errorf("SessionOf(%s, %s) = %s, %t; want %s", want.Call, want.Subject, describeSession(got), ok, describeSession(want))
+		}
+	}
+	for _, absent := range [][2]string{{call, "user:c"}, {"call:acme:2", "user:b"}, {"call:acme:3", "user:a"}} {
+		if got, ok := n.SessionOf(absent[0], absent[1]); ok {
+			t.Errorf("SessionOf(%s, %s) = %s, want none", absent[0], absent[1], describeSession(got))
+		}
+	}
 	n.expect(began(b), began(x))
 }
 
@@ -159,6 +169,9 @@ func testReplace(t *testing.T, h *harness) {
 	}
 	if got, want := sessionsOf(n, call), describeSessions(a2, b); !slices.Equal(got, want) {
 		t.Errorf("Sessions = %v, want %v", got, want)
+	}
+	if got, ok := n.SessionOf(call, "user:a"); !ok || !sameSession(got, a2) {
+		t.Errorf("SessionOf the subject who joined again = %s, %t; want %s", describeSession(got), ok, describeSession(a2))
 	}
 	n.expect(ended(a1, admission.Ending{Why: admission.Replaced}), began(a2))
 	if _, err := n.Renew(h.ctx, a1.ID, time.Now().Add(time.Hour)); !errors.Is(err, admission.ErrNoSession) {
@@ -434,6 +447,9 @@ func testEnd(t *testing.T, h *harness) {
 	if got, want := sessionsOf(n, call), describeSessions(b); !slices.Equal(got, want) {
 		t.Errorf("Sessions = %v, want %v", got, want)
 	}
+	if got, ok := n.SessionOf(call, "user:a"); ok {
+		t.Errorf("SessionOf the subject whose session ended = %s, want none", describeSession(got))
+	}
 	n.expect(ended(a, ejected))
 	if _, err := n.End(h.ctx, a.ID, ejected); !errors.Is(err, admission.ErrNoSession) {
 		t.Errorf("a second End: %v, want ErrNoSession", err)
@@ -444,6 +460,9 @@ func testEnd(t *testing.T, h *harness) {
 	k := n.mustKnock(knock(call, "user:c", "", time.Minute))
 	if _, err := n.End(h.ctx, k.ID, ejected); !errors.Is(err, admission.ErrNoSession) {
 		t.Errorf("End of a knock: %v, want ErrNoSession", err)
+	}
+	if got, ok := n.SessionOf(call, "user:c"); ok {
+		t.Errorf("SessionOf a knocking subject = %s, want none: a knock is no session", describeSession(got))
 	}
 	n.mustEnd(b.ID, admission.Ending{Why: admission.Left})
 	n.expect(knocked(k), ended(b, admission.Ending{Why: admission.Left}))
@@ -466,6 +485,9 @@ func testLapse(t *testing.T, h *harness) {
 	}
 	if _, ok := n.KnockOf(k.ID); ok {
 		t.Error("a lapsed knock is live")
+	}
+	if _, ok := n.SessionOf(call, "user:a"); ok {
+		t.Error("SessionOf finds a lapsed session")
 	}
 	if got, want := sessionsOf(n, call), describeSessions(long); !slices.Equal(got, want) {
 		t.Errorf("Sessions = %v, want %v", got, want)

@@ -1547,17 +1547,20 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 
 // WatchCallRequest starts a WatchCall. NOT_FOUND when the call is not
 // registered; FAILED_PRECONDITION (NO_ADMISSION_RULE) when no rule governs
-// it; RESOURCE_EXHAUSTED (WATCH_LIMIT) past 10,000 call watches on the
-// server. The stream ends with RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when
-// the client falls 4,096 events behind, and UNAVAILABLE (SHUTTING_DOWN)
-// when the server stops: resume from the last revision received.
+// it; RESOURCE_EXHAUSTED (WATCH_LIMIT) past the server's call watches
+// (usher serve --max-call-watches, 1,024 by default). The stream ends with
+// RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when the client falls 256 events
+// behind, and UNAVAILABLE (SHUTTING_DOWN) when the server stops: resume
+// from the last revision received.
 type WatchCallRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The call.
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// 0: start with the state of every participant and knock, then follow.
 	// Otherwise resume: the participants that changed at this revision or
-	// later, and the sessions that ended since.
+	// later, and the sessions that ended since; from further back than the
+	// server remembers, or past the latest revision it has applied, the
+	// state of every participant and knock, with SYNCED's reset set.
 	AfterRevision uint64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
