@@ -72,20 +72,50 @@ func (s Snapshot) Load(sink Sink) error {
 	return nil
 }
 
-// Builder is a Sink that builds an Index. Grants are appended unsorted and
-// sorted once by Build, so that loading millions of them costs a sort rather
-// than a million insertions.
+// BatchSink is a Sink that also takes grants many at a time, which lets it
+// look their resources up together rather than one after the other. A
+// backend may hand a BatchSink its grants either way: GrantBatch(gs) is Grant
+// of each of gs in turn, up to the first error. The strings of gs may alias
+// the backend's buffers and are valid only during the call.
+type BatchSink interface {
+	Sink
+	GrantBatch(gs []Grant) error
+}
+
+// Builder is a Sink that builds an Index. A subject's grants, which a
+// backend loads together, are kept as they come and sorted once by Build;
+// the lists by resource are made by Build from them, each allocated once at
+// its size, so that loading millions of grants costs a sort rather than
+// millions of insertions.
 type Builder struct {
 	x       *Index
 	perms   []Permission
 	parents []uint32 // by resource id: its parent's id, noNode for none yet
 	catalog bool     // the catalog is built
 	err     error
+
+	one    [1]Grant // what Grant hands GrantBatch
+	keys   []string // GrantBatch's scratch: its grants' resources
+	ids    []uint32
+	hashes []uint64
+
+	// run is the grants of subject runSubject (named runName) that are not
+	// yet in its list: a subject's grants usually come one after another.
+	run        []subjectGrant
+	runSubject uint32
+	runName    string
+	// ordered is whether every subject's grants have come together, and the
+	// subjects in order of name; then order lists them as they came.
+	ordered bool
+	order   []uint32
 }
+
+// grantBatch is how many grants GrantBatch looks up together.
+const grantBatch = 256
 
 // NewBuilder returns an empty builder whose index reads time from clock.
 func NewBuilder(clock Clock) *Builder {
-	return &Builder{x: newIndex(clock)}
+	return &Builder{x: newIndex(clock), runSubject: noName, ordered: true}
 }
 
 func (b *Builder) buildCatalog() error {
@@ -157,22 +187,96 @@ func (b *Builder) Role(r Role) error {
 
 // Grant implements Sink.
 func (b *Builder) Grant(g Grant) error {
+	b.one[0] = g
+	err := b.GrantBatch(b.one[:])
+	b.one[0] = Grant{}
+	return err
+}
+
+// GrantBatch implements BatchSink.
+func (b *Builder) GrantBatch(gs []Grant) error {
 	if err := b.buildCatalog(); err != nil {
 		return err
 	}
-	x := b.x
-	res := x.lookupNode(g.Resource)
-	if res == noNode {
-		return fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
+	for len(gs) > 0 {
+		n := min(len(gs), grantBatch)
+		if err := b.grants(gs[:n]); err != nil {
+			return err
+		}
+		gs = gs[n:]
 	}
-	role := x.internRole(g.Role)
-	s := x.refSubject(g.Subject)
-	exp := expiry(g.Expires)
-	x.bySubject.insert(s, x.bySubject.count(s), subjectGrant{res: res, role: role, exp: exp})
-	x.byResource.insert(res, x.byResource.count(res), resourceGrant{role: role, subj: s, exp: exp})
-	x.roleHolders[role]++
-	x.grants++
 	return nil
+}
+
+// grants loads up to grantBatch grants, looking their resources up
+// together.
+func (b *Builder) grants(gs []Grant) error {
+	x := b.x
+	if b.keys == nil {
+		b.keys, b.ids, b.hashes = make([]string, grantBatch), make([]uint32, grantBatch), make([]uint64, grantBatch)
+	}
+	keys, ids := b.keys[:len(gs)], b.ids[:len(gs)]
+	for i := range gs {
+		keys[i] = gs[i].Resource
+	}
+	x.res.lookupBatch(keys, ids, b.hashes)
+	clear(keys)
+	// A loop of its own, as lookupBatch's, for the nodes' reads.
+	for i, res := range ids {
+		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
+			ids[i] = noNode
+		}
+	}
+	for i := range gs {
+		g := &gs[i]
+		res := ids[i]
+		if res == noNode {
+			return fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
+		}
+		role := x.internRole(g.Role)
+		b.subject(g.Subject)
+		b.run = append(b.run, subjectGrant{res: res, role: role, exp: expiry(g.Expires)})
+		x.roleHolders[role]++
+		x.grants++
+	}
+	return nil
+}
+
+// subject returns the id of a grant's subject, counting one more reference
+// to it. A subject other than the last one's ends the last one's run.
+func (b *Builder) subject(name string) uint32 {
+	x := b.x
+	if b.runSubject != noName && name == b.runName && name != "" {
+		x.subjRefs[b.runSubject]++
+		return b.runSubject
+	}
+	b.flushRun()
+	s := x.refSubject(name)
+	if b.ordered {
+		if b.runSubject != noName && name <= b.runName {
+			b.ordered, b.order = false, nil
+		} else {
+			b.order = append(b.order, s)
+		}
+	}
+	b.runSubject, b.runName = s, x.subj.name(s)
+	return s
+}
+
+// flushRun puts the run's grants in its subject's list.
+func (b *Builder) flushRun() {
+	if len(b.run) == 0 {
+		return
+	}
+	x, s := b.x, b.runSubject
+	if x.bySubject.count(s) == 0 {
+		x.bySubject.appendList(s, b.run)
+	} else {
+		for _, g := range b.run {
+			x.bySubject.insert(s, x.bySubject.count(s), g)
+		}
+	}
+	b.run = b.run[:0]
 }
 
 // Block implements Sink.
@@ -290,13 +394,16 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 			x.typeCounts[typeKey(a, n.typ)]++
 		}
 	}
+	b.flushRun()
+	// Roles compare by name; their ranks in name order say the same.
+	rank := roleRanks(x.roleNames)
 	for s := range x.subj.maxID() {
 		list := x.bySubject.get(uint32(s))
 		slices.SortFunc(list, func(a, b subjectGrant) int {
 			if a.res != b.res {
 				return cmpUint32(a.res, b.res)
 			}
-			return strings.Compare(x.roleNames[a.role], x.roleNames[b.role])
+			return cmpUint32(rank[a.role], rank[b.role])
 		})
 		if i := duplicateGrant(list); i >= 0 {
 			return nil, fmt.Errorf("grant of %q to %q on %q is loaded twice", x.roleNames[list[i].role], x.subj.name(uint32(s)), x.name(list[i].res))
@@ -306,14 +413,65 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 	}
 	// The quotas naming a subject were loaded before the tree was linked.
 	x.countSubjectQuotas()
-	for id := range x.nodes {
-		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
-			return x.compareResourceGrant(a, x.roleNames[b.role], x.subj.name(b.subj))
-		})
-	}
+	b.listByResource(rank)
 	x.rev = rev
 	b.x = nil
 	return x, nil
+}
+
+// listByResource makes every resource's list of grants from the subjects'
+// lists, sorted by role and subject name as resourceGrants keeps them. When
+// the subjects came in name order, each resource's list is filled in that
+// order and only the roles need sorting.
+func (b *Builder) listByResource(rank []uint32) {
+	x := b.x
+	counts := make([]uint32, len(x.nodes))
+	for s := range x.subj.maxID() {
+		for _, g := range x.bySubject.get(uint32(s)) {
+			counts[g.res]++
+		}
+	}
+	x.byResource.layout(counts)
+	if b.ordered {
+		for _, s := range b.order {
+			for _, g := range x.bySubject.get(s) {
+				x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+			}
+		}
+		for id := range x.nodes {
+			slices.SortStableFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
+				return cmpUint32(rank[a.role], rank[b.role])
+			})
+		}
+		return
+	}
+	for s := range x.subj.maxID() {
+		for _, g := range x.bySubject.get(uint32(s)) {
+			x.byResource.push(g.res, resourceGrant{role: g.role, subj: uint32(s), exp: g.exp})
+		}
+	}
+	for id := range x.nodes {
+		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
+			if a.role != b.role {
+				return cmpUint32(rank[a.role], rank[b.role])
+			}
+			return strings.Compare(x.subj.name(a.subj), x.subj.name(b.subj))
+		})
+	}
+}
+
+// roleRanks numbers the roles in order of name.
+func roleRanks(names []string) []uint32 {
+	byName := make([]uint32, len(names))
+	for i := range byName {
+		byName[i] = uint32(i)
+	}
+	slices.SortFunc(byName, func(a, b uint32) int { return strings.Compare(names[a], names[b]) })
+	rank := make([]uint32, len(names))
+	for r, id := range byName {
+		rank[id] = uint32(r)
+	}
+	return rank
 }
 
 func duplicateGrant(list []subjectGrant) int {

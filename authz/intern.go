@@ -23,6 +23,8 @@ type names struct {
 	live   int
 	bytes  int // arena bytes of live names
 	waste  int // arena bytes of released names
+
+	touched byte // a read lookupBatch makes to bring a name into the caches
 }
 
 type nameSpan struct {
@@ -49,7 +51,11 @@ func (t *names) lookup(name string) uint32 {
 	if len(name) == 0 {
 		return noName
 	}
-	h := maphash.String(t.seed, name)
+	return t.lookupHashed(name, maphash.String(t.seed, name))
+}
+
+// lookupHashed is lookup of a non-empty name whose hash is h.
+func (t *names) lookupHashed(name string, h uint64) uint32 {
 	mask := uint64(len(t.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		id := t.table[i]
@@ -60,6 +66,46 @@ func (t *names) lookup(name string) uint32 {
 		if sp := &t.spans[id]; sp.hash == uint32(h) && t.at(sp) == name {
 			return id
 		}
+	}
+}
+
+// lookupBatch sets ids[i] to lookup(keys[i]) for every i, using hashes,
+// as long as keys, for scratch. A name's lookup is three reads that wait on
+// one another (its slot in the table, its span, its bytes) and miss the
+// processor's caches once the table holds a million names; done one name at
+// a time, they cost three trips to memory each. Here each read is made for
+// every name in a loop of its own, whose iterations do not wait on one
+// another, so that the processor has many of them in flight at once. The
+// last loop is the plain lookup, over what the first ones brought into the
+// caches.
+func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) {
+	mask := uint64(len(t.table) - 1)
+	for i, k := range keys {
+		if len(k) == 0 {
+			ids[i] = 0
+			continue
+		}
+		h := maphash.String(t.seed, k)
+		hashes[i] = h
+		ids[i] = t.table[h&mask]
+	}
+	var touched byte
+	for i, id := range ids[:len(keys)] {
+		if id == 0 {
+			continue
+		}
+		if sp := &t.spans[id-1]; sp.hash == uint32(hashes[i]) && sp.n > 0 {
+			c := t.chunks[sp.chunk]
+			touched |= c[sp.off] ^ c[sp.off+sp.n-1]
+		}
+	}
+	t.touched = touched
+	for i, k := range keys {
+		if len(k) == 0 || ids[i] == 0 {
+			ids[i] = noName
+			continue
+		}
+		ids[i] = t.lookupHashed(k, hashes[i])
 	}
 }
 
