@@ -2,8 +2,10 @@ package authz
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Sink receives every entity of a snapshot, as a backend loads them:
@@ -94,10 +96,11 @@ type Builder struct {
 	catalog bool     // the catalog is built
 	err     error
 
-	one    [1]Grant // what Grant hands GrantBatch
-	keys   []string // GrantBatch's scratch: its grants' resources
-	ids    []uint32
-	hashes []uint64
+	one     [1]Grant // what Grant hands GrantBatch
+	keys    []string // GrantBatch's scratch: its grants' resources
+	ids     []uint32
+	hashes  []uint64
+	touched [grantBlock / grantChunk]byte
 
 	// run is the grants of subject runSubject (named runName) that are not
 	// yet in its list: a subject's grants usually come one after another.
@@ -110,8 +113,12 @@ type Builder struct {
 	order   []uint32
 }
 
-// grantBatch is how many grants GrantBatch looks up together.
-const grantBatch = 256
+// GrantBatch looks the resources of grantBlock grants up, then loads them;
+// it looks up grantChunk of them together (see names.lookupBatch).
+const (
+	grantBlock = 1024
+	grantChunk = 256
+)
 
 // NewBuilder returns an empty builder whose index reads time from clock.
 func NewBuilder(clock Clock) *Builder {
@@ -199,7 +206,7 @@ func (b *Builder) GrantBatch(gs []Grant) error {
 		return err
 	}
 	for len(gs) > 0 {
-		n := min(len(gs), grantBatch)
+		n := min(len(gs), grantBlock)
 		if err := b.grants(gs[:n]); err != nil {
 			return err
 		}
@@ -208,25 +215,14 @@ func (b *Builder) GrantBatch(gs []Grant) error {
 	return nil
 }
 
-// grants loads up to grantBatch grants, looking their resources up
-// together.
+// grants loads up to grantBlock grants.
 func (b *Builder) grants(gs []Grant) error {
 	x := b.x
 	if b.keys == nil {
-		b.keys, b.ids, b.hashes = make([]string, grantBatch), make([]uint32, grantBatch), make([]uint64, grantBatch)
+		b.keys, b.ids, b.hashes = make([]string, grantBlock), make([]uint32, grantBlock), make([]uint64, grantBlock)
 	}
-	keys, ids := b.keys[:len(gs)], b.ids[:len(gs)]
-	for i := range gs {
-		keys[i] = gs[i].Resource
-	}
-	x.res.lookupBatch(keys, ids, b.hashes)
-	clear(keys)
-	// A loop of its own, as lookupBatch's, for the nodes' reads.
-	for i, res := range ids {
-		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
-			ids[i] = noNode
-		}
-	}
+	ids := b.ids[:len(gs)]
+	b.resolve(gs, ids)
 	for i := range gs {
 		g := &gs[i]
 		res := ids[i]
@@ -240,6 +236,55 @@ func (b *Builder) grants(gs []Grant) error {
 		x.grants++
 	}
 	return nil
+}
+
+// resolve sets ids[i] to the node of gs[i]'s resource, noNode when it is
+// not registered. Looking resources up is most of what loading grants
+// costs, and only reads the index: the chunks of a block are shared with a
+// second goroutine, each looked up by whichever takes it first, so that a
+// goroutine that does not get to run holds nothing up.
+func (b *Builder) resolve(gs []Grant, ids []uint32) {
+	chunks := (len(gs) + grantChunk - 1) / grantChunk
+	if chunks < 2 || runtime.GOMAXPROCS(0) < 2 {
+		for c := range chunks {
+			b.resolveChunk(gs, ids, c)
+		}
+		return
+	}
+	var next atomic.Int32
+	done := make(chan struct{}, chunks)
+	go func() {
+		for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
+			b.resolveChunk(gs, ids, c)
+			done <- struct{}{}
+		}
+	}()
+	mine := 0
+	for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
+		b.resolveChunk(gs, ids, c)
+		mine++
+	}
+	for range chunks - mine {
+		<-done
+	}
+}
+
+// resolveChunk is resolve of chunk c of gs.
+func (b *Builder) resolveChunk(gs []Grant, ids []uint32, c int) {
+	x := b.x
+	lo, hi := c*grantChunk, min(len(gs), (c+1)*grantChunk)
+	keys, ids := b.keys[lo:hi], ids[lo:hi]
+	for i := range keys {
+		keys[i] = gs[lo+i].Resource
+	}
+	b.touched[c] = x.res.lookupBatch(keys, ids, b.hashes[lo:hi])
+	clear(keys)
+	// A loop of its own, as lookupBatch's, for the nodes' reads.
+	for i, res := range ids {
+		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
+			ids[i] = noNode
+		}
+	}
 }
 
 // subject returns the id of a grant's subject, counting one more reference

@@ -133,7 +133,7 @@ func builderWorld(seed uint64) Snapshot {
 	}
 	s.Roles = inKeyOrder(s.Roles, func(r Role) string { return r.Scope + "\x00" + r.Name })
 	at := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	for range r.IntN(600) {
+	for range r.IntN(3000) {
 		g := Grant{Subject: subjects[r.IntN(len(subjects))], Resource: resources[r.IntN(len(resources))], Role: roles[r.IntN(len(roles))]}
 		if r.IntN(3) == 0 {
 			g.Expires = at.Add(time.Duration(r.IntN(1000)) * time.Second)
@@ -173,7 +173,7 @@ func loadInBatches(s Snapshot, b *Builder, r *rand.Rand) error {
 		return err
 	}
 	for len(grants) > 0 {
-		n := min(len(grants), 1+r.IntN(2*grantBatch))
+		n := min(len(grants), 1+r.IntN(2*grantBlock))
 		// The strings may alias the backend's buffers: the builder
 		// must keep copies.
 		batch := make([]Grant, n)

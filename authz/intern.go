@@ -23,8 +23,6 @@ type names struct {
 	live   int
 	bytes  int // arena bytes of live names
 	waste  int // arena bytes of released names
-
-	touched byte // a read lookupBatch makes to bring a name into the caches
 }
 
 type nameSpan struct {
@@ -77,8 +75,10 @@ func (t *names) lookupHashed(name string, h uint64) uint32 {
 // every name in a loop of its own, whose iterations do not wait on one
 // another, so that the processor has many of them in flight at once. The
 // last loop is the plain lookup, over what the first ones brought into the
-// caches.
-func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) {
+// caches. It returns what it read of the names, for the caller to keep
+// where the compiler cannot tell that no one needs it. It only reads t, so
+// several goroutines may call it at once.
+func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) (touched byte) {
 	mask := uint64(len(t.table) - 1)
 	for i, k := range keys {
 		if len(k) == 0 {
@@ -89,24 +89,33 @@ func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) {
 		hashes[i] = h
 		ids[i] = t.table[h&mask]
 	}
-	var touched byte
+	// The span whose hash matches, along the name's run of slots.
 	for i, id := range ids[:len(keys)] {
+		h := hashes[i]
+		for j := h & mask; id != 0; j = (j + 1) & mask {
+			if id = t.table[j]; id != 0 && t.spans[id-1].hash == uint32(h) {
+				break
+			}
+		}
+		ids[i] = id
+	}
+	for _, id := range ids[:len(keys)] {
 		if id == 0 {
 			continue
 		}
-		if sp := &t.spans[id-1]; sp.hash == uint32(hashes[i]) && sp.n > 0 {
+		if sp := &t.spans[id-1]; sp.n > 0 {
 			c := t.chunks[sp.chunk]
 			touched |= c[sp.off] ^ c[sp.off+sp.n-1]
 		}
 	}
-	t.touched = touched
 	for i, k := range keys {
-		if len(k) == 0 || ids[i] == 0 {
+		if len(k) == 0 {
 			ids[i] = noName
 			continue
 		}
 		ids[i] = t.lookupHashed(k, hashes[i])
 	}
+	return touched
 }
 
 // name returns the name of a live id. The string shares the arena's memory,
