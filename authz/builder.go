@@ -240,31 +240,36 @@ func (b *Builder) grants(gs []Grant) error {
 
 // resolve sets ids[i] to the node of gs[i]'s resource, noNode when it is
 // not registered. Looking resources up is most of what loading grants
-// costs, and only reads the index: the chunks of a block are shared with a
-// second goroutine, each looked up by whichever takes it first, so that a
-// goroutine that does not get to run holds nothing up.
+// costs, and only reads the index: the chunks of a block are shared out.
 func (b *Builder) resolve(gs []Grant, ids []uint32) {
-	chunks := (len(gs) + grantChunk - 1) / grantChunk
-	if chunks < 2 || runtime.GOMAXPROCS(0) < 2 {
-		for c := range chunks {
-			b.resolveChunk(gs, ids, c)
+	share((len(gs)+grantChunk-1)/grantChunk, func(c int) { b.resolveChunk(gs, ids, c) })
+}
+
+// share runs work(0) to work(n-1) on the calling goroutine and one more,
+// each by whichever takes it first, so that a second goroutine that does
+// not get to run holds nothing up. The works must touch nothing in common
+// but what they only read.
+func share(n int, work func(int)) {
+	if n < 2 || runtime.GOMAXPROCS(0) < 2 {
+		for i := range n {
+			work(i)
 		}
 		return
 	}
 	var next atomic.Int32
-	done := make(chan struct{}, chunks)
+	done := make(chan struct{}, n)
 	go func() {
-		for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
-			b.resolveChunk(gs, ids, c)
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			work(i)
 			done <- struct{}{}
 		}
 	}()
 	mine := 0
-	for c := int(next.Add(1) - 1); c < chunks; c = int(next.Add(1) - 1) {
-		b.resolveChunk(gs, ids, c)
+	for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+		work(i)
 		mine++
 	}
-	for range chunks - mine {
+	for range n - mine {
 		<-done
 	}
 }
@@ -467,7 +472,9 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 // listByResource makes every resource's list of grants from the subjects'
 // lists, sorted by role and subject name as resourceGrants keeps them. When
 // the subjects came in name order, each resource's list is filled in that
-// order and only the roles need sorting.
+// order and only the roles need sorting. The lists of even and odd shards
+// are made apart (see share): each half reads every subject's list, and
+// writes and sorts only its own.
 func (b *Builder) listByResource(rank []uint32) {
 	x := b.x
 	counts := make([]uint32, len(x.nodes))
@@ -477,32 +484,43 @@ func (b *Builder) listByResource(rank []uint32) {
 		}
 	}
 	x.byResource.layout(counts)
-	if b.ordered {
-		for _, s := range b.order {
+	share(2, func(half int) {
+		mine := func(res uint32) bool { return int(res%listShards%2) == half }
+		if b.ordered {
+			for _, s := range b.order {
+				for _, g := range x.bySubject.get(s) {
+					if mine(g.res) {
+						x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+					}
+				}
+			}
+			for id := range uint32(len(x.nodes)) {
+				if mine(id) {
+					slices.SortStableFunc(x.byResource.get(id), func(a, b resourceGrant) int {
+						return cmpUint32(rank[a.role], rank[b.role])
+					})
+				}
+			}
+			return
+		}
+		for s := range uint32(x.subj.maxID()) {
 			for _, g := range x.bySubject.get(s) {
-				x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+				if mine(g.res) {
+					x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+				}
 			}
 		}
-		for id := range x.nodes {
-			slices.SortStableFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
-				return cmpUint32(rank[a.role], rank[b.role])
-			})
-		}
-		return
-	}
-	for s := range x.subj.maxID() {
-		for _, g := range x.bySubject.get(uint32(s)) {
-			x.byResource.push(g.res, resourceGrant{role: g.role, subj: uint32(s), exp: g.exp})
-		}
-	}
-	for id := range x.nodes {
-		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
-			if a.role != b.role {
-				return cmpUint32(rank[a.role], rank[b.role])
+		for id := range uint32(len(x.nodes)) {
+			if mine(id) {
+				slices.SortFunc(x.byResource.get(id), func(a, b resourceGrant) int {
+					if a.role != b.role {
+						return cmpUint32(rank[a.role], rank[b.role])
+					}
+					return strings.Compare(x.subj.name(a.subj), x.subj.name(b.subj))
+				})
 			}
-			return strings.Compare(x.subj.name(a.subj), x.subj.name(b.subj))
-		})
-	}
+		}
+	})
 }
 
 // roleRanks numbers the roles in order of name.
