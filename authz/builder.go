@@ -96,11 +96,12 @@ type Builder struct {
 	catalog bool     // the catalog is built
 	err     error
 
-	one     [1]Grant // what Grant hands GrantBatch
-	keys    []string // GrantBatch's scratch: its grants' resources
-	ids     []uint32
-	hashes  []uint64
-	touched [grantBlock / grantChunk]byte
+	one      [1]Grant // what Grant hands GrantBatch
+	keys     []string // GrantBatch's scratch: its grants' resources
+	ids      []uint32
+	subjects []uint32
+	hashes   []uint64
+	touched  [grantBlock / grantChunk]byte
 
 	// run is the grants of subject runSubject (named runName) that are not
 	// yet in its list: a subject's grants usually come one after another.
@@ -220,6 +221,7 @@ func (b *Builder) grants(gs []Grant) error {
 	x := b.x
 	if b.keys == nil {
 		b.keys, b.ids, b.hashes = make([]string, grantBlock), make([]uint32, grantBlock), make([]uint64, grantBlock)
+		b.subjects = make([]uint32, grantBlock)
 	}
 	ids := b.ids[:len(gs)]
 	b.resolve(gs, ids)
@@ -283,13 +285,24 @@ func (b *Builder) resolveChunk(gs []Grant, ids []uint32, c int) {
 		keys[i] = gs[lo+i].Resource
 	}
 	b.touched[c] = x.res.lookupBatch(keys, ids, b.hashes[lo:hi])
-	clear(keys)
 	// A loop of its own, as lookupBatch's, for the nodes' reads.
 	for i, res := range ids {
 		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
 			ids[i] = noNode
 		}
 	}
+	// The subjects are interned one after another, later, where the
+	// lookup of each new one would wait on memory in turn: looking them up
+	// together here brings what they read into the caches first.
+	n := 0
+	for i := lo; i < hi; i++ {
+		if i == lo || gs[i].Subject != gs[i-1].Subject {
+			keys[n] = gs[i].Subject
+			n++
+		}
+	}
+	b.touched[c] ^= x.subj.lookupBatch(keys[:n], b.subjects[lo:lo+n], b.hashes[lo:lo+n])
+	clear(keys)
 }
 
 // subject returns the id of a grant's subject, counting one more reference
