@@ -122,3 +122,44 @@ func TestLoadInBatchesRefusesAsOneByOne(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOpenAndLoad is usher serve's start-up on 200,000 grants: Open,
+// with its check of the file's pages, then Load into a Builder and Build.
+func BenchmarkOpenAndLoad(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "usher.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap := authz.Snapshot{
+		Permissions: []authz.Permission{{Name: "join-call"}},
+		Roles:       []authz.Role{{Name: "host", Scope: authz.RootName, Permissions: []string{"join-call"}}},
+	}
+	for i := range 20_000 {
+		snap.Resources = append(snap.Resources, authz.Resource{Name: fmt.Sprintf("call:c%d", i), Parent: authz.RootName})
+	}
+	for i := range 200_000 {
+		snap.Grants = append(snap.Grants, authz.Grant{Subject: fmt.Sprintf("user:u%d", i%40_009), Role: []string{"host", "guest"}[i%2],
+			Resource: fmt.Sprintf("call:c%d", (i*7919)%20_000)})
+	}
+	if _, err := s.Import(snap, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	s.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		builder := authz.NewBuilder(authz.SystemClock{})
+		rev, err := s.Load(context.Background(), builder)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := builder.Build(rev); err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}
