@@ -2,8 +2,10 @@ package authz
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Sink receives every entity of a snapshot, as a backend loads them:
@@ -72,20 +74,56 @@ func (s Snapshot) Load(sink Sink) error {
 	return nil
 }
 
-// Builder is a Sink that builds an Index. Grants are appended unsorted and
-// sorted once by Build, so that loading millions of them costs a sort rather
-// than a million insertions.
+// BatchSink is a Sink that also takes grants many at a time, which lets it
+// look their resources up together rather than one after the other. A
+// backend may hand a BatchSink its grants either way: GrantBatch(gs) is Grant
+// of each of gs in turn, up to the first error. The strings of gs may alias
+// the backend's buffers and are valid only during the call.
+type BatchSink interface {
+	Sink
+	GrantBatch(gs []Grant) error
+}
+
+// Builder is a Sink that builds an Index. A subject's grants, which a
+// backend loads together, are kept as they come and sorted once by Build;
+// the lists by resource are made by Build from them, each allocated once at
+// its size, so that loading millions of grants costs a sort rather than
+// millions of insertions.
 type Builder struct {
 	x       *Index
 	perms   []Permission
 	parents []uint32 // by resource id: its parent's id, noNode for none yet
 	catalog bool     // the catalog is built
 	err     error
+
+	one      [1]Grant // what Grant hands GrantBatch
+	keys     []string // GrantBatch's scratch: its grants' resources
+	ids      []uint32
+	subjects []uint32
+	hashes   []uint64
+	touched  [grantBlock / grantChunk]byte
+
+	// run is the grants of subject runSubject (named runName) that are not
+	// yet in its list: a subject's grants usually come one after another.
+	run        []subjectGrant
+	runSubject uint32
+	runName    string
+	// ordered is whether every subject's grants have come together, and the
+	// subjects in order of name; then order lists them as they came.
+	ordered bool
+	order   []uint32
 }
+
+// GrantBatch looks the resources of grantBlock grants up, then loads them;
+// it looks up grantChunk of them together (see names.lookupBatch).
+const (
+	grantBlock = 1024
+	grantChunk = 256
+)
 
 // NewBuilder returns an empty builder whose index reads time from clock.
 func NewBuilder(clock Clock) *Builder {
-	return &Builder{x: newIndex(clock)}
+	return &Builder{x: newIndex(clock), runSubject: noName, ordered: true}
 }
 
 func (b *Builder) buildCatalog() error {
@@ -157,22 +195,151 @@ func (b *Builder) Role(r Role) error {
 
 // Grant implements Sink.
 func (b *Builder) Grant(g Grant) error {
+	b.one[0] = g
+	err := b.GrantBatch(b.one[:])
+	b.one[0] = Grant{}
+	return err
+}
+
+// GrantBatch implements BatchSink.
+func (b *Builder) GrantBatch(gs []Grant) error {
 	if err := b.buildCatalog(); err != nil {
 		return err
 	}
-	x := b.x
-	res := x.lookupNode(g.Resource)
-	if res == noNode {
-		return fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
+	for len(gs) > 0 {
+		n := min(len(gs), grantBlock)
+		if err := b.grants(gs[:n]); err != nil {
+			return err
+		}
+		gs = gs[n:]
 	}
-	role := x.internRole(g.Role)
-	s := x.refSubject(g.Subject)
-	exp := expiry(g.Expires)
-	x.bySubject.insert(s, x.bySubject.count(s), subjectGrant{res: res, role: role, exp: exp})
-	x.byResource.insert(res, x.byResource.count(res), resourceGrant{role: role, subj: s, exp: exp})
-	x.roleHolders[role]++
-	x.grants++
 	return nil
+}
+
+// grants loads up to grantBlock grants.
+func (b *Builder) grants(gs []Grant) error {
+	x := b.x
+	if b.keys == nil {
+		b.keys, b.ids, b.hashes = make([]string, grantBlock), make([]uint32, grantBlock), make([]uint64, grantBlock)
+		b.subjects = make([]uint32, grantBlock)
+	}
+	ids := b.ids[:len(gs)]
+	b.resolve(gs, ids)
+	for i := range gs {
+		g := &gs[i]
+		res := ids[i]
+		if res == noNode {
+			return fmt.Errorf("grant of %q to %q: resource %q is not registered", g.Role, g.Subject, g.Resource)
+		}
+		role := x.internRole(g.Role)
+		b.subject(g.Subject)
+		b.run = append(b.run, subjectGrant{res: res, role: role, exp: expiry(g.Expires)})
+		x.roleHolders[role]++
+		x.grants++
+	}
+	return nil
+}
+
+// resolve sets ids[i] to the node of gs[i]'s resource, noNode when it is
+// not registered. Looking resources up is most of what loading grants
+// costs, and only reads the index: the chunks of a block are shared out.
+func (b *Builder) resolve(gs []Grant, ids []uint32) {
+	share((len(gs)+grantChunk-1)/grantChunk, func(c int) { b.resolveChunk(gs, ids, c) })
+}
+
+// share runs work(0) to work(n-1) on the calling goroutine and one more,
+// each by whichever takes it first, so that a second goroutine that does
+// not get to run holds nothing up. The works must touch nothing in common
+// but what they only read.
+func share(n int, work func(int)) {
+	if n < 2 || runtime.GOMAXPROCS(0) < 2 {
+		for i := range n {
+			work(i)
+		}
+		return
+	}
+	var next atomic.Int32
+	done := make(chan struct{}, n)
+	go func() {
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			work(i)
+			done <- struct{}{}
+		}
+	}()
+	mine := 0
+	for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+		work(i)
+		mine++
+	}
+	for range n - mine {
+		<-done
+	}
+}
+
+// resolveChunk is resolve of chunk c of gs.
+func (b *Builder) resolveChunk(gs []Grant, ids []uint32, c int) {
+	x := b.x
+	lo, hi := c*grantChunk, min(len(gs), (c+1)*grantChunk)
+	keys, ids := b.keys[lo:hi], ids[lo:hi]
+	for i := range keys {
+		keys[i] = gs[lo+i].Resource
+	}
+	b.touched[c] = x.res.lookupBatch(keys, ids, b.hashes[lo:hi])
+	// A loop of its own, as lookupBatch's, for the nodes' reads.
+	for i, res := range ids {
+		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
+			ids[i] = noNode
+		}
+	}
+	// The subjects are interned one after another, later, where the
+	// lookup of each new one would wait on memory in turn: looking them up
+	// together here brings what they read into the caches first.
+	n := 0
+	for i := lo; i < hi; i++ {
+		if i == lo || gs[i].Subject != gs[i-1].Subject {
+			keys[n] = gs[i].Subject
+			n++
+		}
+	}
+	b.touched[c] ^= x.subj.lookupBatch(keys[:n], b.subjects[lo:lo+n], b.hashes[lo:lo+n])
+	clear(keys)
+}
+
+// subject returns the id of a grant's subject, counting one more reference
+// to it. A subject other than the last one's ends the last one's run.
+func (b *Builder) subject(name string) uint32 {
+	x := b.x
+	if b.runSubject != noName && name == b.runName && name != "" {
+		x.subjRefs[b.runSubject]++
+		return b.runSubject
+	}
+	b.flushRun()
+	s := x.refSubject(name)
+	if b.ordered {
+		if b.runSubject != noName && name <= b.runName {
+			b.ordered, b.order = false, nil
+		} else {
+			b.order = append(b.order, s)
+		}
+	}
+	b.runSubject, b.runName = s, x.subj.name(s)
+	return s
+}
+
+// flushRun puts the run's grants in its subject's list.
+func (b *Builder) flushRun() {
+	if len(b.run) == 0 {
+		return
+	}
+	x, s := b.x, b.runSubject
+	if x.bySubject.count(s) == 0 {
+		x.bySubject.appendList(s, b.run)
+	} else {
+		for _, g := range b.run {
+			x.bySubject.insert(s, x.bySubject.count(s), g)
+		}
+	}
+	b.run = b.run[:0]
 }
 
 // Block implements Sink.
@@ -290,13 +457,16 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 			x.typeCounts[typeKey(a, n.typ)]++
 		}
 	}
+	b.flushRun()
+	// Roles compare by name; their ranks in name order say the same.
+	rank := roleRanks(x.roleNames)
 	for s := range x.subj.maxID() {
 		list := x.bySubject.get(uint32(s))
 		slices.SortFunc(list, func(a, b subjectGrant) int {
 			if a.res != b.res {
 				return cmpUint32(a.res, b.res)
 			}
-			return strings.Compare(x.roleNames[a.role], x.roleNames[b.role])
+			return cmpUint32(rank[a.role], rank[b.role])
 		})
 		if i := duplicateGrant(list); i >= 0 {
 			return nil, fmt.Errorf("grant of %q to %q on %q is loaded twice", x.roleNames[list[i].role], x.subj.name(uint32(s)), x.name(list[i].res))
@@ -306,14 +476,78 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 	}
 	// The quotas naming a subject were loaded before the tree was linked.
 	x.countSubjectQuotas()
-	for id := range x.nodes {
-		slices.SortFunc(x.byResource.get(uint32(id)), func(a, b resourceGrant) int {
-			return x.compareResourceGrant(a, x.roleNames[b.role], x.subj.name(b.subj))
-		})
-	}
+	b.listByResource(rank)
 	x.rev = rev
 	b.x = nil
 	return x, nil
+}
+
+// listByResource makes every resource's list of grants from the subjects'
+// lists, sorted by role and subject name as resourceGrants keeps them. When
+// the subjects came in name order, each resource's list is filled in that
+// order and only the roles need sorting. The lists of even and odd shards
+// are made apart (see share): each half reads every subject's list, and
+// writes and sorts only its own.
+func (b *Builder) listByResource(rank []uint32) {
+	x := b.x
+	counts := make([]uint32, len(x.nodes))
+	for s := range x.subj.maxID() {
+		for _, g := range x.bySubject.get(uint32(s)) {
+			counts[g.res]++
+		}
+	}
+	x.byResource.layout(counts)
+	share(2, func(half int) {
+		mine := func(res uint32) bool { return int(res%listShards%2) == half }
+		if b.ordered {
+			for _, s := range b.order {
+				for _, g := range x.bySubject.get(s) {
+					if mine(g.res) {
+						x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+					}
+				}
+			}
+			for id := range uint32(len(x.nodes)) {
+				if mine(id) {
+					slices.SortStableFunc(x.byResource.get(id), func(a, b resourceGrant) int {
+						return cmpUint32(rank[a.role], rank[b.role])
+					})
+				}
+			}
+			return
+		}
+		for s := range uint32(x.subj.maxID()) {
+			for _, g := range x.bySubject.get(s) {
+				if mine(g.res) {
+					x.byResource.push(g.res, resourceGrant{role: g.role, subj: s, exp: g.exp})
+				}
+			}
+		}
+		for id := range uint32(len(x.nodes)) {
+			if mine(id) {
+				slices.SortFunc(x.byResource.get(id), func(a, b resourceGrant) int {
+					if a.role != b.role {
+						return cmpUint32(rank[a.role], rank[b.role])
+					}
+					return strings.Compare(x.subj.name(a.subj), x.subj.name(b.subj))
+				})
+			}
+		}
+	})
+}
+
+// roleRanks numbers the roles in order of name.
+func roleRanks(names []string) []uint32 {
+	byName := make([]uint32, len(names))
+	for i := range byName {
+		byName[i] = uint32(i)
+	}
+	slices.SortFunc(byName, func(a, b uint32) int { return strings.Compare(names[a], names[b]) })
+	rank := make([]uint32, len(names))
+	for r, id := range byName {
+		rank[id] = uint32(r)
+	}
+	return rank
 }
 
 func duplicateGrant(list []subjectGrant) int {

@@ -49,7 +49,11 @@ func (t *names) lookup(name string) uint32 {
 	if len(name) == 0 {
 		return noName
 	}
-	h := maphash.String(t.seed, name)
+	return t.lookupHashed(name, maphash.String(t.seed, name))
+}
+
+// lookupHashed is lookup of a non-empty name whose hash is h.
+func (t *names) lookupHashed(name string, h uint64) uint32 {
 	mask := uint64(len(t.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
 		id := t.table[i]
@@ -61,6 +65,57 @@ func (t *names) lookup(name string) uint32 {
 			return id
 		}
 	}
+}
+
+// lookupBatch sets ids[i] to lookup(keys[i]) for every i, using hashes,
+// as long as keys, for scratch. A name's lookup is three reads that wait on
+// one another (its slot in the table, its span, its bytes) and miss the
+// processor's caches once the table holds a million names; done one name at
+// a time, they cost three trips to memory each. Here each read is made for
+// every name in a loop of its own, whose iterations do not wait on one
+// another, so that the processor has many of them in flight at once. The
+// last loop is the plain lookup, over what the first ones brought into the
+// caches. It returns what it read of the names, for the caller to keep
+// where the compiler cannot tell that no one needs it. It only reads t, so
+// several goroutines may call it at once.
+func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) (touched byte) {
+	mask := uint64(len(t.table) - 1)
+	for i, k := range keys {
+		if len(k) == 0 {
+			ids[i] = 0
+			continue
+		}
+		h := maphash.String(t.seed, k)
+		hashes[i] = h
+		ids[i] = t.table[h&mask]
+	}
+	// The span whose hash matches, along the name's run of slots.
+	for i, id := range ids[:len(keys)] {
+		h := hashes[i]
+		for j := h & mask; id != 0; j = (j + 1) & mask {
+			if id = t.table[j]; id != 0 && t.spans[id-1].hash == uint32(h) {
+				break
+			}
+		}
+		ids[i] = id
+	}
+	for _, id := range ids[:len(keys)] {
+		if id == 0 {
+			continue
+		}
+		if sp := &t.spans[id-1]; sp.n > 0 {
+			c := t.chunks[sp.chunk]
+			touched |= c[sp.off] ^ c[sp.off+sp.n-1]
+		}
+	}
+	for i, k := range keys {
+		if len(k) == 0 {
+			ids[i] = noName
+			continue
+		}
+		ids[i] = t.lookupHashed(k, hashes[i])
+	}
+	return touched
 }
 
 // name returns the name of a live id. The string shares the arena's memory,

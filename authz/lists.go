@@ -66,6 +66,49 @@ func (l *lists[R]) insert(key uint32, i int, r R) {
 	h.n++
 }
 
+// appendList gives key, whose list must be empty, the records recs in a
+// span exactly as large, at the end of its pool: a builder that has all of a
+// key's records at once places them with one copy, where inserting them one
+// at a time would move the list each time it doubled.
+func (l *lists[R]) appendList(key uint32, recs []R) {
+	if len(recs) == 0 {
+		return
+	}
+	for int(key) >= len(l.heads) {
+		l.heads = append(l.heads, listSpan{})
+	}
+	h := &l.heads[key]
+	p := &l.shards[key%listShards]
+	p.holes += int(h.cap)
+	off := uint32(len(p.recs))
+	p.recs = append(p.recs, recs...)
+	*h = listSpan{off: off, n: uint32(len(recs)), cap: uint32(len(recs))}
+}
+
+// layout makes every list, which must all be empty, an empty span of
+// capacity counts[key], each pool exactly as large as its spans together,
+// for push to fill.
+func (l *lists[R]) layout(counts []uint32) {
+	l.heads = make([]listSpan, len(counts))
+	var sizes [listShards]uint32
+	for key, n := range counts {
+		s := uint32(key) % listShards
+		l.heads[key] = listSpan{off: sizes[s], cap: n}
+		sizes[s] += n
+	}
+	for s := range l.shards {
+		l.shards[s] = listPool[R]{recs: make([]R, sizes[s])}
+	}
+}
+
+// push appends r to key's list, which must have room for it: the lists are
+// laid out for what is pushed.
+func (l *lists[R]) push(key uint32, r R) {
+	h := &l.heads[key]
+	l.shards[key%listShards].recs[h.off+h.n] = r
+	h.n++
+}
+
 // set replaces the record at position i of key's list.
 func (l *lists[R]) set(key uint32, i int, r R) {
 	h := l.heads[key]

@@ -51,6 +51,29 @@ var levelOf = map[string]Level{"account": LevelAccount, "workspace": LevelWorksp
 // sample of Keep (reservoir sampling); the crowd's grants are not drawn
 // from, and not kept.
 func (s *Sampler) Grant(g authz.Grant) error {
+	s.sample(g)
+	return s.Sink.Grant(g)
+}
+
+// GrantBatch samples gs as Grant does, and passes them on together where the
+// sink takes them so, as it does when a backend loads the index.
+func (s *Sampler) GrantBatch(gs []authz.Grant) error {
+	for _, g := range gs {
+		s.sample(g)
+	}
+	if sink, ok := s.Sink.(authz.BatchSink); ok {
+		return sink.GrantBatch(gs)
+	}
+	for _, g := range gs {
+		if err := s.Sink.Grant(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sample keeps g with the chance that leaves a uniform sample of Keep.
+func (s *Sampler) sample(g authz.Grant) {
 	if g.Resource != CrowdCall {
 		kept := func() authz.Grant {
 			return authz.Grant{Subject: strings.Clone(g.Subject), Role: strings.Clone(g.Role), Resource: strings.Clone(g.Resource), Expires: g.Expires}
@@ -69,7 +92,6 @@ func (s *Sampler) Grant(g authz.Grant) error {
 		}
 		s.seen++
 	}
-	return s.Sink.Grant(g)
 }
 
 // Platform is what the sampler kept, with the calls below each account,

@@ -397,6 +397,10 @@ func compositeKey(parts ...string) ([]byte, error) {
 	return k, nil
 }
 
+// DecodeGrant reads the grant stored under key and value, as Decode would
+// hand it to a sink: its strings alias key.
+func DecodeGrant(key, value []byte) (authz.Grant, error) { return decodeGrant(key, value) }
+
 // decodeGrant rebuilds a grant from its key and value without copying: its
 // strings alias key.
 func decodeGrant(k, v []byte) (authz.Grant, error) {

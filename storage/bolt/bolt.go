@@ -175,7 +175,7 @@ func checkFile(path string, timeout time.Duration) error {
 	}
 	// A file bbolt could not open is checked all the same, for a better
 	// reason than bbolt's "invalid database".
-	if err := checkPages(f, info.Size()); err != nil {
+	if err := checkMapped(f, info.Size()); err != nil {
 		return fmt.Errorf("the data file is damaged (restore it from a backup with usher restore): %w", err)
 	}
 	if lockErr != nil {

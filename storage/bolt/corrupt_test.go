@@ -286,3 +286,39 @@ func FuzzOpenCorrupted(f *testing.F) {
 		openAndLoad(t, path)
 	})
 }
+
+// The check Open makes reads the file through a memory mapping; it must
+// refuse what the check that reads the file with plain reads refuses, for
+// the same reason, and accept the rest.
+func TestMappedCheckAgreesWithReadCheck(t *testing.T) {
+	b, err := validFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pointers := childPointers(t, b)
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(2026, 11))
+	refused := 0
+	for i := range 300 {
+		damaged, what := corrupt(r, b, pointers)
+		path := filepath.Join(dir, fmt.Sprintf("variant-%d.db", i))
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, mapped := checkPages(f, int64(len(damaged))), checkMapped(f, int64(len(damaged)))
+		f.Close()
+		if fmt.Sprint(read) != fmt.Sprint(mapped) {
+			t.Errorf("variant %d (%s): read check says %v, mapped check %v", i, what, read, mapped)
+		}
+		if read != nil {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("no variant was refused: the variants do not damage the file")
+	}
+}

@@ -45,6 +45,12 @@ func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 		if b == nil {
 			return fmt.Errorf("bucket %q is missing: not an Usher data file", kind)
 		}
+		if gs, ok := sink.(authz.BatchSink); ok && kind == storage.KindGrant {
+			if err := loadGrants(ctx, b, gs); err != nil {
+				return err
+			}
+			continue
+		}
 		n := 0
 		err := b.ForEach(func(k, v []byte) error {
 			if n++; n%65536 == 0 && ctx.Err() != nil {
@@ -57,6 +63,38 @@ func loadEntities(ctx context.Context, tx *bbolt.Tx, sink authz.Sink) error {
 		}
 	}
 	return nil
+}
+
+// grantBatch is how many grants loadGrants hands its sink at a time.
+const grantBatch = 1024
+
+// loadGrants sends the grants of b to sink a batch at a time. Their strings
+// alias the transaction's pages, which stay put until it ends.
+func loadGrants(ctx context.Context, b *bbolt.Bucket, sink authz.BatchSink) error {
+	batch := make([]authz.Grant, 0, grantBatch)
+	n := 0
+	err := b.ForEach(func(k, v []byte) error {
+		if n++; n%65536 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		g, err := storage.DecodeGrant(k, v)
+		if err != nil {
+			// The grants before it come first, as one at a time.
+			if serr := sink.GrantBatch(batch); serr != nil {
+				return serr
+			}
+			return err
+		}
+		if batch = append(batch, g); len(batch) == grantBatch {
+			err = sink.GrantBatch(batch)
+			batch = batch[:0]
+		}
+		return err
+	})
+	if err == nil {
+		err = sink.GrantBatch(batch)
+	}
+	return err
 }
 
 // Revision implements storage.Backend.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"os"
 )
 
 // bbolt trusts its file: it reads pages through pointers into a memory map,
@@ -86,6 +87,7 @@ func readMeta(b []byte) (meta, error) {
 // pageChecker walks one file's pages.
 type pageChecker struct {
 	r        io.ReaderAt
+	mapped   []byte // the file, when it is mapped in memory: read without copying
 	pageSize uint64
 	pages    uint64
 	seen     []bool // by page id: reached from a bucket or the free list
@@ -93,7 +95,24 @@ type pageChecker struct {
 
 // checkPages checks the structure of the bbolt file r, size bytes long,
 // as bbolt will read it. The pages in use must lie within size.
-func checkPages(r io.ReaderAt, size int64) error {
+func checkPages(r io.ReaderAt, size int64) error { return checkPagesOf(r, nil, size) }
+
+// checkMapped is checkPages of the first size bytes of f, read through a
+// memory mapping where there is one: a page is then looked at where it
+// lies, rather than copied out of the file with a system call each. A
+// mapped file that shrinks meanwhile faults, which is an error here too.
+func checkMapped(f *os.File, size int64) error {
+	data, unmap, err := mapFile(f, size)
+	if err != nil || data == nil {
+		return checkPages(f, size)
+	}
+	defer unmap()
+	return unpanicked(func() error { return checkPagesOf(bytes.NewReader(data), data, size) })
+}
+
+// checkPagesOf is checkPages, reading pages out of mapped when it is not
+// nil.
+func checkPagesOf(r io.ReaderAt, mapped []byte, size int64) error {
 	m, err := chooseMeta(r, size)
 	if err != nil {
 		return err
@@ -108,7 +127,7 @@ func checkPages(r io.ReaderAt, size int64) error {
 	if m.root < 2 || m.root >= m.pages {
 		return fmt.Errorf("the root bucket's page %d is not among the %d pages", m.root, m.pages)
 	}
-	c := &pageChecker{r: r, pageSize: ps, pages: m.pages, seen: make([]bool, m.pages)}
+	c := &pageChecker{r: r, mapped: mapped, pageSize: ps, pages: m.pages, seen: make([]bool, m.pages)}
 	if err := c.tree(m.root, nil, 0); err != nil {
 		return fmt.Errorf("root bucket: %w", err)
 	}
@@ -182,9 +201,9 @@ func (c *pageChecker) page(id uint64) (flags, count uint16, b []byte, err error)
 	if id < 2 || id >= c.pages {
 		return 0, 0, nil, fmt.Errorf("page %d is not among the %d pages", id, c.pages)
 	}
-	head := make([]byte, pageHeaderSize)
-	if _, err := c.r.ReadAt(head, int64(id*c.pageSize)); err != nil {
-		return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
+	head, err := c.read(id, pageHeaderSize)
+	if err != nil {
+		return 0, 0, nil, err
 	}
 	le := binary.LittleEndian
 	if got := le.Uint64(head); got != id {
@@ -201,11 +220,24 @@ func (c *pageChecker) page(id uint64) (flags, count uint16, b []byte, err error)
 		}
 		c.seen[p] = true
 	}
-	b = make([]byte, (overflow+1)*c.pageSize)
-	if _, err := c.r.ReadAt(b, int64(id*c.pageSize)); err != nil {
-		return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
+	if b, err = c.read(id, (overflow+1)*c.pageSize); err != nil {
+		return 0, 0, nil, err
 	}
 	return flags, count, b, nil
+}
+
+// read returns n bytes from the start of page id, which with its overflow
+// lies within the pages in use.
+func (c *pageChecker) read(id, n uint64) ([]byte, error) {
+	off := id * c.pageSize
+	if c.mapped != nil {
+		return c.mapped[off : off+n : off+n], nil
+	}
+	b := make([]byte, n)
+	if _, err := c.r.ReadAt(b, int64(off)); err != nil {
+		return nil, fmt.Errorf("page %d: %w", id, err)
+	}
+	return b, nil
 }
 
 // tree checks the bucket tree rooted at page id. last is the greatest key

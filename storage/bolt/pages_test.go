@@ -36,6 +36,9 @@ func TestCheckPagesAcceptsWhatBboltWrites(t *testing.T) {
 		if err := checkPages(f, info.Size()); err != nil {
 			t.Fatalf("%s: checkPages refuses a file bbolt wrote: %v", what, err)
 		}
+		if err := checkMapped(f, info.Size()); err != nil {
+			t.Fatalf("%s: checkMapped refuses a file bbolt wrote: %v", what, err)
+		}
 	}
 	for i := range 300 {
 		err := db.Update(func(tx *bbolt.Tx) error {

@@ -51,7 +51,7 @@ func verifyFile(path string, limit int64) (rev authz.Revision, size int64, err e
 		}
 		f, err := os.Open(path)
 		if err == nil {
-			err = checkPages(f, limit)
+			err = checkMapped(f, limit)
 			f.Close()
 		}
 		db.Close()
