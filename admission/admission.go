@@ -59,16 +59,24 @@ type Options struct {
 	// Remember is how many ended sessions are kept for streams that
 	// resume; default DefaultRemember.
 	Remember int
+	// MaxInitialEvents bounds the events of initial states that streams
+	// hold at once, from when a watch starts until its initial state is
+	// sent (Watch.Sent); default DefaultMaxInitialEvents. A watch whose
+	// initial state does not fit is refused.
+	MaxInitialEvents int
 }
 
 // Defaults of Options. An Event takes 152 bytes in a stream's buffer (its
 // strings and lists are shared with the view's), so the defaults bound what
 // call watches hold to 1,024 × 256 × 152 bytes, 38 MiB. A stream cut for
-// falling behind resumes from the last revision it received.
+// falling behind resumes from the last revision it received. An initial
+// state's participant also carries its LiveKit grant, about 300 bytes in
+// all, so initial states being sent hold at most 262,144 × 300 bytes, 75 MiB.
 const (
-	DefaultMaxWatchers = 1_024
-	DefaultWatchBuffer = 256
-	DefaultRemember    = 65_536
+	DefaultMaxWatchers      = 1_024
+	DefaultWatchBuffer      = 256
+	DefaultRemember         = 65_536
+	DefaultMaxInitialEvents = 262_144
 )
 
 // Manager answers Join and the calls around it from the engine's index and
@@ -99,6 +107,9 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	}
 	if opts.Remember <= 0 {
 		opts.Remember = DefaultRemember
+	}
+	if opts.MaxInitialEvents <= 0 {
+		opts.MaxInitialEvents = DefaultMaxInitialEvents
 	}
 	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, logger: opts.Logger}
 	if opts.LiveKit != nil {

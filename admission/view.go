@@ -73,12 +73,15 @@ type view struct {
 	watchers  map[string]map[*Watch]struct{} // call ->
 	nwatchers int
 	maxWatch  int
-	buffer    int
-	ended     []endedSession // a ring of the last sessions to end
-	endedNext int
-	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
-	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
-	closed    bool
+	// initial counts the events of initial states held until sent, at
+	// most maxInitial.
+	initial, maxInitial int
+	buffer              int
+	ended               []endedSession // a ring of the last sessions to end
+	endedNext           int
+	forgotten           authz.Revision     // the latest revision of an ended session the ring dropped
+	dues                dueQueue[*tracked] // the tracked sessions with a due time, once each
+	closed              bool
 
 	appliedMu  sync.Mutex
 	appliedQ   []*authz.ChangeSet
@@ -129,7 +132,7 @@ func newView(m *Manager, opts Options) *view {
 	return &view{
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
-		maxWatch: opts.MaxWatchers, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
+		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
 		endings: map[string]Ending{}, remarks: map[string]bool{}, endingOrder: make([]string, 0, opts.Remember),
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -649,6 +652,22 @@ type Watch struct {
 	call    string
 	v       *view
 	err     error
+	held    int // events of Initial counted in v.initial
+}
+
+// Sent says that Initial was sent and is no longer held, so that its events
+// stop counting against the manager's MaxInitialEvents.
+func (w *Watch) Sent() {
+	w.v.mu.Lock()
+	defer w.v.mu.Unlock()
+	w.Initial = nil
+	w.release()
+}
+
+// release stops counting w's initial state. v.mu is held.
+func (w *Watch) release() {
+	w.v.initial -= w.held
+	w.held = 0
 }
 
 // Err says why C was closed; nil after Close.
@@ -663,6 +682,7 @@ func (w *Watch) Close() {
 	w.v.mu.Lock()
 	defer w.v.mu.Unlock()
 	v := w.v
+	w.release()
 	if _, ok := v.watchers[w.call][w]; ok {
 		v.drop(w, nil)
 	}
@@ -730,6 +750,16 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
 	}
 	w.Initial = append(w.Initial, Event{Kind: EventSynced, Revision: rev, Time: now, Reset: reset})
+	// Initial states are built one at a time, under v.mu; what bounds the
+	// memory of those sent at once is their count.
+	if n := len(w.Initial); v.initial+n > v.maxInitial {
+		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
+			Reason: fmt.Sprintf("the call's initial state of %d events does not fit: streams being sent theirs hold %d of the %d this server holds at once; watch again later, or on another server",
+				n, v.initial, v.maxInitial),
+			Meta: map[string]string{"limit": strconv.Itoa(v.maxInitial), "events": strconv.Itoa(n)}}
+	}
+	v.initial += len(w.Initial)
+	w.held = len(w.Initial)
 	if v.watchers[call] == nil {
 		v.watchers[call] = map[*Watch]struct{}{}
 	}

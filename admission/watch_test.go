@@ -1,6 +1,7 @@
 package admission_test
 
 import (
+	"errors"
 	"testing"
 	"unsafe"
 
@@ -99,4 +100,50 @@ func TestAWatchResumedFromPastTheLatestRevisionGetsTheWholeState(t *testing.T) {
 	if synced := watch.Initial[len(watch.Initial)-1]; synced.Reset {
 		t.Errorf("resumed from the latest revision %d: %+v, want no reset", latest, synced)
 	}
+}
+
+// The initial states that streams are still sending count against
+// MaxInitialEvents: a watch whose state does not fit beside them is refused
+// with ResourceExhausted naming the call, the limit and its own size, and
+// fits once another's state is sent, or its watch closed.
+func TestInitialStatesBeingSentAreBounded(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{MaxInitialEvents: 6}, admission.MemoryOptions{})
+	for _, s := range []string{"user:a", "user:b"} {
+		w.grant(s, "member", "call:acme:1")
+		w.wantJoin(s, "call:acme:1", admission.Admitted)
+	}
+	// Two participants and SYNCED: 3 events each.
+	first, second := w.watch("call:acme:1"), w.watch("call:acme:1")
+	if len(first.Initial) != 3 || len(second.Initial) != 3 {
+		t.Fatalf("initial states of %d and %d events, want 3", len(first.Initial), len(second.Initial))
+	}
+	refused := func() {
+		t.Helper()
+		watch, err := w.m.Watch("call:acme:1", 0)
+		if err == nil {
+			watch.Close()
+			t.Fatal("a third initial state of 3 events was served beside two of 3, with MaxInitialEvents 6")
+		}
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Kind != authz.KindWatchLimit ||
+			e.Field != "resource" || e.Value != "call:acme:1" || e.Meta["limit"] != "6" || e.Meta["events"] != "3" {
+			t.Fatalf("the third watch: %#v, want ResourceExhausted %s on resource call:acme:1 with limit 6 and events 3", err, authz.KindWatchLimit)
+		}
+	}
+	refused()
+	if counts := w.m.Counts(); counts.Watches != 2 {
+		t.Errorf("after the refusal, %d watches, want the 2 served", counts.Watches)
+	}
+	first.Sent()
+	if first.Initial != nil {
+		t.Error("Sent left the initial state in the watch")
+	}
+	third := w.watch("call:acme:1")
+	refused()
+	// Closing a watch whose state was not sent gives its share back too.
+	third.Close()
+	w.watch("call:acme:1")
+	// The first watch, sent, still follows the call.
+	w.wantJoin("user:a", "call:acme:1", admission.Admitted)
+	nextEvent(t, first, "user:a joining again", func(ev admission.Event) bool { return ev.Kind == admission.EventJoined && ev.Subject == "user:a" })
 }

@@ -277,13 +277,12 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	defer w.Close()
 	// The initial state is a call's whole; once sent, a stream that stays
 	// open for hours must not keep it.
-	initial := w.Initial
-	w.Initial = nil
-	for _, ev := range initial {
+	for _, ev := range w.Initial {
 		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
 			return err
 		}
 	}
+	w.Sent()
 	ctx := stream.Context()
 	for {
 		select {

@@ -1159,6 +1159,20 @@ func TestWatchCallsPastTheLimitAreRefused(t *testing.T) {
 	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", field: "resource", value: meeting7, meta: map[string]string{"limit": "2"}})
 }
 
+// A call whose initial state is more than the server holds of initial
+// states at once is refused, naming the limit and the state's size.
+func TestWatchCallsOfAStateTooLargeAreRefused(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{MaxInitialEvents: 1})
+	w.grant("user:member", "call-member", meeting7)
+	w.join(w.adm, "user:member", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	err := watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
+	wantStatus(t, err, codes.ResourceExhausted, "initial state of 2 events does not fit")
+	st, _ := status.FromError(err)
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", field: "resource", value: meeting7, meta: map[string]string{"limit": "1", "events": "2"}})
+	// Nothing was held: a call of one event fits.
+	watchCall(t, w.adm, stream42, 0).initial()
+}
+
 func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{})
 	w.grant("user:member", "call-member", meeting7)

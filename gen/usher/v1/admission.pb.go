@@ -1548,7 +1548,9 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 // WatchCallRequest starts a WatchCall. NOT_FOUND when the call is not
 // registered; FAILED_PRECONDITION (NO_ADMISSION_RULE) when no rule governs
 // it; RESOURCE_EXHAUSTED (WATCH_LIMIT) past the server's call watches
-// (usher serve --max-call-watches, 1,024 by default). The stream ends with
+// (usher serve --max-call-watches, 1,024 by default), or when the call's
+// initial state does not fit beside those other streams are sending (262,144
+// events at once). The stream ends with
 // RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when the client falls 256 events
 // behind, and UNAVAILABLE (SHUTTING_DOWN) when the server stops: resume
 // from the last revision received.
