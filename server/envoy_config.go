@@ -377,7 +377,7 @@ func (r envoyRoute) shadows(later envoyRoute) bool {
 
 // match returns the path's variables if the request matches r. segments
 // are the request path's, already decoded and screened by
-// envoyServer.route.
+// envoyServer.route. A segment with ':' fills no variable.
 func (r envoyRoute) match(method string, segments []string) (map[string]string, bool) {
 	if r.method != "*" && r.method != method {
 		return nil, false
@@ -393,6 +393,11 @@ func (r envoyRoute) match(method string, segments []string) (map[string]string, 
 				return nil, false
 			}
 			continue
+		}
+		// A variable is one part of a name, and ':' separates a name's
+		// parts: /calls/a:b/c and /calls/a/b:c would both name call:a:b:c.
+		if strings.Contains(v, ":") {
+			return nil, false
 		}
 		if vars == nil {
 			vars = make(map[string]string, len(r.segments))
