@@ -104,7 +104,11 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		return nil, err
 	}
 	ds, errs, rev := s.engine.Index().CheckBatch(qs)
+	// The decisions share one array, and the metrics are counted once a
+	// batch: per check, both cost more than the check.
 	out := &usherv1.CheckBatchResponse{Decisions: make([]*usherv1.Decision, len(ds)), Revision: uint64(rev)}
+	decisions := make([]usherv1.Decision, len(ds))
+	var counts [authz.ReasonUnknownResource + 1]int
 	for i, d := range ds {
 		err := shape[i]
 		if err == nil && errs != nil {
@@ -119,15 +123,18 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 			c := checks[i]
 			s.decisionLog.check(ctx, "CheckBatch", authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}, d, err, rev)
 		}
+		out.Decisions[i] = &decisions[i]
 		if err != nil {
-			out.Decisions[i] = &usherv1.Decision{}
 			out.Errors = append(out.Errors, toCheckError(i, err))
-			s.batchChecks.add(0)
+			counts[0]++
 			continue
 		}
-		s.batchChecks.add(int(d.Reason))
-		out.Decisions[i] = toDecision(d)
+		if int(d.Reason) < len(counts) {
+			counts[d.Reason]++
+		}
+		setDecision(&decisions[i], d)
 	}
+	s.batchChecks.addCounts(counts[:])
 	return out, nil
 }
 

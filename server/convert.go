@@ -24,7 +24,8 @@ func toTimestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-var reasons = map[authz.Reason]usherv1.Reason{
+// reasons are the wire's reasons, by authz.Reason.
+var reasons = [...]usherv1.Reason{
 	authz.ReasonGranted:         usherv1.Reason_REASON_GRANTED,
 	authz.ReasonBlocked:         usherv1.Reason_REASON_BLOCKED,
 	authz.ReasonNoGrant:         usherv1.Reason_REASON_NO_GRANT,
@@ -32,14 +33,18 @@ var reasons = map[authz.Reason]usherv1.Reason{
 }
 
 func toDecision(d authz.Decision) *usherv1.Decision {
-	return &usherv1.Decision{
-		Allowed:     d.Allowed,
-		Reason:      reasons[d.Reason],
-		Role:        d.Role,
-		Scope:       d.Scope,
-		BlockReason: d.BlockReason,
-		BlockId:     d.BlockID,
+	out := &usherv1.Decision{}
+	setDecision(out, d)
+	return out
+}
+
+// setDecision fills an empty decision with d.
+func setDecision(out *usherv1.Decision, d authz.Decision) {
+	out.Allowed = d.Allowed
+	if int(d.Reason) < len(reasons) {
+		out.Reason = reasons[d.Reason]
 	}
+	out.Role, out.Scope, out.BlockReason, out.BlockId = d.Role, d.Scope, d.BlockReason, d.BlockID
 }
 
 func fromRole(r *usherv1.Role) authz.Role {

@@ -63,6 +63,15 @@ func (c decisionCounter) add(i int) {
 	}
 }
 
+// addCounts adds counts[i] to the i-th counter, for every i.
+func (c decisionCounter) addCounts(counts []int) {
+	for i, n := range counts {
+		if n > 0 && i < len(c) && c[i] != nil {
+			c[i].Add(float64(n))
+		}
+	}
+}
+
 // reasonNames are the reason label's values for authz.Reason, as Envoy's
 // x-usher-reason says them.
 var reasonNames = []string{
