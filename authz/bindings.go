@@ -99,7 +99,11 @@ func (x *Index) compareResourceGrant(g resourceGrant, role, subject string) int 
 
 // grantsOn returns the part of s's list on resource res.
 func (x *Index) grantsOn(s, res uint32) []subjectGrant {
-	list := x.bySubject.get(s)
+	return grantsAt(x.bySubject.get(s), res)
+}
+
+// grantsAt returns the part of a subject's list on resource res.
+func grantsAt(list []subjectGrant, res uint32) []subjectGrant {
 	if len(list) <= 8 {
 		for i, g := range list {
 			if g.res == res {

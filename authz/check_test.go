@@ -387,6 +387,38 @@ func TestCheckBatch(t *testing.T) {
 		wantError(t, err, authz.Invalid, "permission", "join-cal")
 	})
 
+	t.Run("a batch longer than the names looked up at once answers each check as Check does, errors at their positions", func(t *testing.T) {
+		var many []authz.Query
+		extra := []authz.Query{
+			{Subject: "user:nobody", Permission: "join-call", Resource: "call:livestream:42"},
+			{Subject: "", Permission: "join-call", Resource: ""},
+			{Subject: "user:alice", Permission: "join-call", Resource: "root"},
+		}
+		for i := range 150 {
+			q := qs[i%len(qs)]
+			if i%4 == 3 {
+				q = extra[i%len(extra)]
+			}
+			many = append(many, q)
+		}
+		many[70].Permission, many[149].Permission = "join-cal", "nope"
+		got, errs, _ := w.idx.CheckBatch(many)
+		if len(got) != len(many) || len(errs) != len(many) {
+			t.Fatalf("%d answers and %d errors to %d checks", len(got), len(errs), len(many))
+		}
+		wantError(t, errs[70], authz.Invalid, "checks[70].permission", "join-cal")
+		wantError(t, errs[149], authz.Invalid, "checks[149].permission", "nope")
+		for i, q := range many {
+			if i == 70 || i == 149 {
+				continue
+			}
+			want, _, _ := w.idx.Check(q)
+			if errs[i] != nil || got[i] != want {
+				t.Errorf("check %d: %+v, %v; want Check's %+v", i, got[i], errs[i], want)
+			}
+		}
+	})
+
 	t.Run("an empty batch answers nothing", func(t *testing.T) {
 		got, errs, _ := w.idx.CheckBatch(nil)
 		if errs != nil || len(got) != 0 {

@@ -12,7 +12,11 @@ const noNode = ^uint32(0)
 
 // lookupNode returns a registered resource's id, or noNode.
 func (x *Index) lookupNode(name string) uint32 {
-	id := x.res.lookup(name)
+	return x.liveNode(x.res.lookup(name))
+}
+
+// liveNode returns id when it is a registered resource's, else noNode.
+func (x *Index) liveNode(id uint32) uint32 {
 	if id == noName || int(id) >= len(x.nodes) || x.nodes[id].flags&nodeLive == 0 {
 		return noNode
 	}
