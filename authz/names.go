@@ -74,6 +74,9 @@ func validateTypedName(field, value, what string) error {
 	if id == "" {
 		return errorf(Invalid, field, value, "%s id must not be empty", what)
 	}
+	if printableASCII(id) && len(id) <= MaxIDLen {
+		return nil
+	}
 	if n := utf8.RuneCountInString(id); n > MaxIDLen {
 		return errorf(Invalid, field, value, "%s id is %d characters long; at most %d are allowed", what, n, MaxIDLen)
 	}
@@ -83,6 +86,18 @@ func validateTypedName(field, value, what string) error {
 		}
 	}
 	return nil
+}
+
+// printableASCII reports whether s is made of ASCII characters that are
+// graphic and not space, '!' to '~': the common case of the rule below,
+// decided without decoding runes.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func validType(t string) bool {
