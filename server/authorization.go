@@ -91,10 +91,13 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	// and the others are answered at one revision.
 	checks := req.GetChecks()
 	qs := make([]authz.Query, len(checks))
-	shape := make([]error, len(checks))
+	var shape []error // nil: every check is cheap to ask
 	for i, c := range checks {
 		q := authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
 		if !cheapToAsk(q) {
+			if shape == nil {
+				shape = make([]error, len(checks))
+			}
 			shape[i] = shapeError(i, q)
 			continue
 		}
@@ -110,11 +113,14 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	decisions := make([]usherv1.Decision, len(ds))
 	var counts [authz.ReasonUnknownResource + 1]int
 	for i, d := range ds {
-		err := shape[i]
+		var err, shaped error
+		if shape != nil {
+			err, shaped = shape[i], shape[i]
+		}
 		if err == nil && errs != nil {
 			err = errs[i]
 		}
-		if err == nil && !byKnownNames(d, nil) || err != nil && shape[i] == nil {
+		if err == nil && !byKnownNames(d, nil) || err != nil && shaped == nil {
 			if e := shapeError(i, qs[i]); e != nil {
 				err = e
 			}
