@@ -72,6 +72,7 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 		}
 		read += uint64(x.res.lookupBatch(keys[:len(part)], resources[:len(part)], hashes[:len(part)]))
 		for i := range part {
+			resources[i] = x.liveNode(resources[i])
 			grants[i] = nil
 			if s := subjects[i]; s != noName {
 				grants[i] = x.bySubject.get(s)
@@ -84,7 +85,7 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 		}
 		touched(read)
 		for i, q := range part {
-			d, err := x.decide(q, x.liveNode(resources[i]), subjects[i], grants[i], now)
+			d, err := x.decide(q, resources[i], subjects[i], grants[i], now)
 			if err != nil {
 				if errs == nil {
 					errs = make([]error, len(qs))
