@@ -425,9 +425,9 @@ func cloneAdmission(a Admission) Admission {
 	return a
 }
 
-// Build links the tree, sorts the grant lists and returns the index at rev.
-// The builder must not be used afterwards.
-func (b *Builder) Build(rev Revision) (*Index, error) {
+// buildTree makes the catalog, links the tree, refuses a tree that does not
+// hang from root and counts the types below each resource.
+func (b *Builder) buildTree() (*Index, error) {
 	if err := b.buildCatalog(); err != nil {
 		return nil, err
 	}
@@ -456,6 +456,16 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 		for a := n.parent; a != noNode; a = x.nodes[a].parent {
 			x.typeCounts[typeKey(a, n.typ)]++
 		}
+	}
+	return x, nil
+}
+
+// Build links the tree, sorts the grant lists and returns the index at rev.
+// The builder must not be used afterwards.
+func (b *Builder) Build(rev Revision) (*Index, error) {
+	x, err := b.buildTree()
+	if err != nil {
+		return nil, err
 	}
 	b.flushRun()
 	// Roles compare by name; their ranks in name order say the same.

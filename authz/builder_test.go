@@ -42,32 +42,9 @@ func (b legacyBuilder) Grant(g Grant) error {
 }
 
 func (b legacyBuilder) Build(rev Revision) (*Index, error) {
-	if err := b.buildCatalog(); err != nil {
+	x, err := b.buildTree()
+	if err != nil {
 		return nil, err
-	}
-	x := b.x
-	for id, parent := range b.parents {
-		if parent == noNode {
-			continue
-		}
-		if int(parent) >= len(x.nodes) || x.nodes[parent].flags&nodeLive == 0 {
-			return nil, fmt.Errorf("resource %q: parent %q is not registered", x.name(uint32(id)), x.res.name(parent))
-		}
-		x.link(uint32(id), parent)
-	}
-	reached := 0
-	x.walk(x.root, func(uint32) bool { reached++; return true })
-	if reached != x.res.Len() {
-		return nil, fmt.Errorf("%d resources do not hang from root: their parents form a cycle", x.res.Len()-reached)
-	}
-	for id := range x.nodes {
-		n := &x.nodes[id]
-		if n.flags&nodeLive == 0 || uint32(id) == x.root {
-			continue
-		}
-		for a := n.parent; a != noNode; a = x.nodes[a].parent {
-			x.typeCounts[typeKey(a, n.typ)]++
-		}
 	}
 	for s := range x.subj.maxID() {
 		list := x.bySubject.get(uint32(s))
