@@ -7,8 +7,6 @@ import (
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	"github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/storage"
-	"github.com/usher-authz/usher/storage/memory"
 )
 
 // BenchmarkCheckBatch measures Index.CheckBatch of 100 checks, a third each
@@ -22,12 +20,7 @@ func BenchmarkCheckBatch(b *testing.B) {
 	}
 	shape := bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100,
 		Users: 100_000, Grants: 200_000, Blocks: 2_000, Seed: 1}
-	p := bench.Generate(shape, policy.ToAuthz(msg))
-	be := memory.New()
-	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: storage.Puts(p.Snapshot)}}}); err != nil {
-		b.Fatal(err)
-	}
-	eng, err := authz.Start(context.Background(), be, authz.Options{})
+	eng, p, err := bench.Start(context.Background(), shape, policy.ToAuthz(msg))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,13 +9,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
-	"github.com/usher-authz/usher/storage"
-	"github.com/usher-authz/usher/storage/memory"
 )
 
 // BenchmarkCheckBatchRPC measures CheckBatch of 100 distinct checks over a
@@ -28,12 +25,7 @@ func BenchmarkCheckBatchRPC(b *testing.B) {
 	}
 	shape := bench.DefaultShape()
 	shape.Accounts, shape.Users, shape.Grants = 20, 100_000, 200_000
-	p := bench.Generate(shape, server.FromPolicy(msg))
-	be := memory.New()
-	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: storage.Puts(p.Snapshot)}}}); err != nil {
-		b.Fatal(err)
-	}
-	eng, err := authz.Start(context.Background(), be, authz.Options{})
+	eng, p, err := bench.Start(context.Background(), shape, server.FromPolicy(msg))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,12 +9,9 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/storage"
-	"github.com/usher-authz/usher/storage/memory"
 )
 
 // BenchmarkCheckBatchCall measures what the server does for one CheckBatch
@@ -29,12 +26,7 @@ func BenchmarkCheckBatchCall(b *testing.B) {
 	}
 	shape := bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100,
 		Users: 100_000, Grants: 200_000, Blocks: 2_000, Seed: 1}
-	p := bench.Generate(shape, FromPolicy(msg))
-	be := memory.New()
-	if _, err := be.Commit(context.Background(), []authz.Write{{Set: authz.ChangeSet{Caller: "bench", Changes: storage.Puts(p.Snapshot)}}}); err != nil {
-		b.Fatal(err)
-	}
-	eng, err := authz.Start(context.Background(), be, authz.Options{})
+	eng, p, err := bench.Start(context.Background(), shape, FromPolicy(msg))
 	if err != nil {
 		b.Fatal(err)
 	}
