@@ -10,9 +10,9 @@ import (
 	"github.com/usher-authz/usher/storage/memory"
 )
 
-// benchWorld is a manager over 1,000 members of call:acme:1, with or
-// without a LiveKit key.
-func benchWorld(b *testing.B, key *livekit.APIKey) (*admission.Manager, []string) {
+// benchWorld is a manager over n members of call:acme:1, with or without a
+// LiveKit key.
+func benchWorld(b *testing.B, n int, key *livekit.APIKey) (*admission.Manager, []string) {
 	b.Helper()
 	eng, err := authz.Start(b.Context(), memory.New(), authz.Options{})
 	if err != nil {
@@ -23,9 +23,9 @@ func benchWorld(b *testing.B, key *livekit.APIKey) (*admission.Manager, []string
 	if _, _, err := eng.ApplyPolicy(b.Context(), by, policy(), authz.ApplyOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	subjects := make([]string, 1000)
+	subjects := make([]string, n)
 	for i := range subjects {
-		subjects[i] = fmt.Sprintf("user:u%04d", i)
+		subjects[i] = fmt.Sprintf("user:u%05d", i)
 		if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: subjects[i], Role: "member", Resource: "call:acme:1"}); err != nil {
 			b.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func BenchmarkJoin(b *testing.B) {
 		key  *livekit.APIKey
 	}{{"no token", nil}, {"with token", &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}}} {
 		b.Run(tc.name, func(b *testing.B) {
-			m, subjects := benchWorld(b, tc.key)
+			m, subjects := benchWorld(b, 1000, tc.key)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
@@ -64,24 +64,9 @@ func BenchmarkJoin(b *testing.B) {
 func BenchmarkLeaveCall(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
 		b.Run(fmt.Sprintf("%d participants", n), func(b *testing.B) {
-			eng, err := authz.Start(b.Context(), memory.New(), authz.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(eng.Close)
-			by := authz.Author{Caller: "bench"}
-			if _, _, err := eng.ApplyPolicy(b.Context(), by, policy(), authz.ApplyOptions{}); err != nil {
-				b.Fatal(err)
-			}
-			m := admission.New(eng, admission.Options{})
-			b.Cleanup(func() { m.Close() })
-			subjects := make([]string, n)
-			for i := range subjects {
-				subjects[i] = fmt.Sprintf("user:u%05d", i)
-				if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: subjects[i], Role: "member", Resource: "call:acme:1"}); err != nil {
-					b.Fatal(err)
-				}
-				if r, err := m.Join(b.Context(), subjects[i], "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
+			m, subjects := benchWorld(b, n, nil)
+			for _, s := range subjects {
+				if r, err := m.Join(b.Context(), s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
 					b.Fatalf("Join = %+v, %v", r, err)
 				}
 			}
