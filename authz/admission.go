@@ -280,16 +280,22 @@ func (x *Index) admissionOn(path []uint32) *Admission {
 // admissionFor returns the rule for resources of typ at the nearest scope
 // on path.
 func (x *Index) admissionFor(typ string, path []uint32) *Admission {
+	r, _ := x.admissionAt(typ, path)
+	return r
+}
+
+// admissionAt is admissionFor, with where on path the rule is.
+func (x *Index) admissionAt(typ string, path []uint32) (*Admission, int) {
 	byScope := x.admissions[typ]
 	if len(byScope) == 0 {
-		return nil
+		return nil, -1
 	}
-	for _, a := range path {
+	for i, a := range path {
 		if r := byScope[a]; r != nil {
-			return r
+			return r, i
 		}
 	}
-	return nil
+	return nil, -1
 }
 
 // stage is a call's schedule: StartsAt and Live of its Resource.
@@ -334,8 +340,13 @@ type Presence struct {
 	// Capabilities are the subject's effective permissions there, Usher's
 	// reserved ones left out: what ListPermissions returns.
 	Capabilities []string
-	// Roles are the roles of the subject's live grants on the way to root,
-	// sorted; none when a block of everything covers the subject.
+	// Roles are the roles of the subject's live grants on the way to root
+	// as defined where the rule is or above it, sorted: the roles its
+	// uncounted_roles and exclusive_roles name. A role of the same name
+	// defined below the rule is another role, which they do not name: a
+	// tenant that may define roles on its account cannot make its users
+	// uncounted by naming a role "host". None when a block of everything
+	// covers the subject.
 	Roles []string
 	// Exclusive is what the subject holds of the rule's exclusive roles and
 	// permissions, as "role NAME" and "permission NAME".
@@ -367,7 +378,8 @@ func (x *Index) Presence(subject, resource string) Presence {
 	path := x.path(res, buf[:0])
 	st := x.stages[res]
 	out.StartsAt, out.Live = expiryTime(st.startsAt), st.live
-	out.Rule = x.admissionOn(path)
+	var ruleAt int
+	out.Rule, ruleAt = x.admissionAt(x.typeName(res), path)
 	s := x.subj.lookup(subject)
 	if s == noName {
 		return out
@@ -417,7 +429,7 @@ func (x *Index) Presence(subject, resource string) Presence {
 				continue
 			}
 			soonest(g.exp)
-			if !whole && x.resolve(path, g.role) != nil {
+			if !whole && out.Rule != nil && x.definitionOn(path, g.role) >= ruleAt {
 				out.Roles = append(out.Roles, x.roleNames[g.role])
 			}
 		}

@@ -1192,9 +1192,9 @@ func TestPresence(t *testing.T) {
 			subject: "user:guest-here", resource: "call:default:404"},
 		{name: "an unknown subject holds nothing, under the rule that governs",
 			subject: "user:nobody", resource: lobbyCall, rule: "root"},
-		{name: "a resource no rule governs: capabilities and roles, but no join",
+		{name: "a resource no rule governs: capabilities, but no join and no roles a rule names",
 			subject: "user:door", resource: "account:acme",
-			want: authz.Presence{Capabilities: []string{"admit-participants", "join-call", "read-call"}, Roles: []string{"doorkeeper"}}},
+			want: authz.Presence{Capabilities: []string{"admit-participants", "join-call", "read-call"}}},
 		{name: "a grant above the call joins, and does not skip the lobby",
 			subject: "user:guest-parent", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Joins: true, Role: "guest", Scope: "calltype:default", Capabilities: guest, Roles: []string{"guest"}}},
@@ -1280,6 +1280,26 @@ func TestPresence(t *testing.T) {
 
 // presenceWorlds is how many random worlds TestPresenceDifferential builds.
 const presenceWorlds = 150
+
+// The roles a rule's uncounted_roles and exclusive_roles name are those
+// defined where the rule is or above it. A role of the same name that a
+// tenant defines on its account is another role: holding it does not make a
+// participant uncounted by the platform's capacity.
+func TestRolesARuleNamesAreDefinedWhereItIsOrAbove(t *testing.T) {
+	w := newWorld(t, admissionPolicy())
+	w.grant("user:host", "host", lobbyCall)
+	if got := w.idx.Presence("user:host", lobbyCall).Roles; !slices.Equal(got, []string{"host"}) {
+		t.Fatalf("root's host on %s: Roles = %v, want [host], which root's rule leaves uncounted", lobbyCall, got)
+	}
+	w.role(authz.Role{Name: "host", Scope: "account:acme", Permissions: []string{"join-call", "read-call"}})
+	p := w.idx.Presence("user:host", lobbyCall)
+	if !p.Joins || p.Role != "host" {
+		t.Fatalf("account:acme's host on %s: Joins %v by %q, want a join by host", lobbyCall, p.Joins, p.Role)
+	}
+	if len(p.Roles) != 0 {
+		t.Errorf("account:acme's host on %s: Roles = %v, want none: root's rule names root's host", lobbyCall, p.Roles)
+	}
+}
 
 // TestPresenceDifferential holds Index.Presence to a reference written from
 // DESIGN.md and Presence's documentation, over random small worlds: a tree
@@ -1553,9 +1573,25 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 			soonest(b.Expires)
 		}
 	}
+	// The roles a rule names are those defined where it is or above it: the
+	// definition in force on the path lies at or past the rule's scope.
+	ruleScope := -1
+	if rule != nil {
+		ruleScope = slices.Index(path, cmp.Or(rule.Scope, authz.RootName))
+	}
+	definedFrom := func(role string) int {
+		for i, at := range path {
+			for _, d := range s.Roles {
+				if d.Name == role && cmp.Or(d.Scope, authz.RootName) == at {
+					return i
+				}
+			}
+		}
+		return -1
+	}
 	for _, g := range live {
 		soonest(g.Expires)
-		if _, ok := r.resolve(g.Role, path); ok && !whole && !slices.Contains(out.Roles, g.Role) {
+		if rule != nil && !whole && definedFrom(g.Role) >= ruleScope && !slices.Contains(out.Roles, g.Role) {
 			out.Roles = append(out.Roles, g.Role)
 		}
 	}

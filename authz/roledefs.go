@@ -58,6 +58,17 @@ func (x *Index) resolve(path []uint32, role uint32) *roleDef {
 	return nil
 }
 
+// definitionOn is where on path resolve finds role's definition; -1 where
+// none is.
+func (x *Index) definitionOn(path []uint32, role uint32) int {
+	for i, a := range path {
+		if x.nodes[a].flags&nodeRoles != 0 && x.roleDefs[roleKey(a, role)] != nil {
+			return i
+		}
+	}
+	return -1
+}
+
 // resolveAt is resolve from a resource id.
 func (x *Index) resolveAt(id, role uint32) *roleDef {
 	for a := id; a != noNode; a = x.nodes[a].parent {
