@@ -77,11 +77,15 @@ type view struct {
 	// most maxInitial.
 	initial, maxInitial int
 	buffer              int
-	ended               []endedSession // a ring of the last sessions to end
-	endedNext           int
-	forgotten           authz.Revision     // the latest revision of an ended session the ring dropped
-	dues                dueQueue[*tracked] // the tracked sessions with a due time, once each
-	closed              bool
+	// ended is a ring of the last sessions to end, and endingOrder one of
+	// the ids in endings: each grows as sessions end, to rememberN entries,
+	// rather than hold them all from the start.
+	rememberN int
+	ended     []endedSession
+	endedNext int
+	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
+	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
+	closed    bool
 
 	appliedMu  sync.Mutex
 	appliedQ   []*authz.ChangeSet
@@ -132,8 +136,8 @@ func newView(m *Manager, opts Options) *view {
 	return &view{
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
-		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, ended: make([]endedSession, 0, opts.Remember),
-		endings: map[string]Ending{}, remarks: map[string]bool{}, endingOrder: make([]string, 0, opts.Remember),
+		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
+		endings: map[string]Ending{}, remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -565,7 +569,7 @@ func (v *view) participant(kind EventKind, t *tracked, at time.Time) Event {
 // remember keeps an ended session's event for watches that resume.
 func (v *view) remember(call string, ev Event) {
 	e := endedSession{call: call, ev: ev}
-	if len(v.ended) < cap(v.ended) {
+	if len(v.ended) < v.rememberN {
 		v.ended = append(v.ended, e)
 		return
 	}
@@ -588,7 +592,7 @@ func (v *view) ended1(id string, why Ending) {
 	if _, ok := v.endings[id]; ok {
 		return
 	}
-	if len(v.endingOrder) < cap(v.endingOrder) {
+	if len(v.endingOrder) < v.rememberN {
 		v.endingOrder = append(v.endingOrder, id)
 	} else {
 		delete(v.endings, v.endingOrder[v.endingNext])

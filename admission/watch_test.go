@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -146,4 +147,44 @@ func TestInitialStatesBeingSentAreBounded(t *testing.T) {
 	// The first watch, sent, still follows the call.
 	w.wantJoin("user:a", "call:acme:1", admission.Admitted)
 	nextEvent(t, first, "user:a joining again", func(ev admission.Event) bool { return ev.Kind == admission.EventJoined && ev.Subject == "user:a" })
+}
+
+// The manager remembers how the last Remember sessions ended, and no more:
+// a KeepAlive of one of them is told why it ended, one of an older session
+// only that there is none; a watch resumed from before the oldest ending it
+// remembers gets the whole state again.
+func TestEndingsAreRememberedUpToRemember(t *testing.T) {
+	const remember = 4
+	w, _ := newWorldWith(t, admission.Options{Remember: remember}, admission.MemoryOptions{})
+	w.grant("user:a", "member", "call:acme:1")
+	var ids []string
+	var revs []authz.Revision
+	for range 3 * remember {
+		r := w.wantJoin("user:a", "call:acme:1", admission.Admitted)
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+		ids, revs = append(ids, r.Session), append(revs, w.eng.Index().Revision())
+	}
+	w.watch("call:acme:1") // the view has taken in every ending
+	for i, id := range ids {
+		_, err := w.m.KeepAlive(w.ctx, id)
+		remembered := i >= len(ids)-remember
+		if got := err != nil && strings.Contains(err.Error(), "it left"); got != remembered {
+			t.Errorf("KeepAlive of the session that ended %d of %d: %v; want it told that it left: %v", i+1, len(ids), err, remembered)
+		}
+		if authz.CodeOf(err) != authz.NotFound {
+			t.Errorf("KeepAlive of an ended session: %v, want NotFound", err)
+		}
+	}
+	resumed, err := w.m.Watch("call:acme:1", revs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	// Sessions write nothing to the index, so every ending here is at the
+	// same revision, and some of those the ring dropped.
+	if synced := resumed.Initial[len(resumed.Initial)-1]; synced.Kind != admission.EventSynced || !synced.Reset {
+		t.Fatalf("the watch resumed from revision %d ends its initial state with %+v, want SYNCED with a reset", revs[0], synced)
+	}
 }
