@@ -24,15 +24,13 @@ func ToAuthz(p *usherv1.Policy) authz.Policy {
 			StartsAt: fromTimestamp(r.GetStartTime()), Live: r.GetLive()})
 	}
 	for _, r := range p.GetRoles() {
-		out.Roles = append(out.Roles, authz.Role{Name: r.GetName(), Scope: r.GetScope(), Permissions: r.GetPermissions(),
-			AssignableRoles: r.GetAssignableRoles(), BindableOn: r.GetBindableOn(), MaxHolders: r.GetMaxHolders(),
-			Description: r.GetDescription()})
+		out.Roles = append(out.Roles, RoleToAuthz(r))
 	}
 	for _, c := range p.GetCreatorRoles() {
 		out.CreatorRoles = append(out.CreatorRoles, authz.CreatorRole{ResourceType: c.GetResourceType(), Role: c.GetRole()})
 	}
 	for _, q := range p.GetQuotas() {
-		out.Quotas = append(out.Quotas, authz.Quota{Scope: q.GetScope(), ResourceType: q.GetResourceType(), Subject: q.GetSubject(), Limit: q.GetLimit()})
+		out.Quotas = append(out.Quotas, QuotaToAuthz(q))
 	}
 	for _, d := range p.GetDefaultQuotas() {
 		out.DefaultQuotas = append(out.DefaultQuotas, authz.DefaultQuota{ScopeType: d.GetScopeType(), ResourceType: d.GetResourceType(), Limit: d.GetLimit()})
@@ -41,6 +39,18 @@ func ToAuthz(p *usherv1.Policy) authz.Policy {
 		out.Admissions = append(out.Admissions, AdmissionToAuthz(a))
 	}
 	return out
+}
+
+// RoleToAuthz converts a role message to the engine's form.
+func RoleToAuthz(r *usherv1.Role) authz.Role {
+	return authz.Role{Name: r.GetName(), Scope: r.GetScope(), Permissions: r.GetPermissions(),
+		AssignableRoles: r.GetAssignableRoles(), BindableOn: r.GetBindableOn(), MaxHolders: r.GetMaxHolders(),
+		Description: r.GetDescription()}
+}
+
+// QuotaToAuthz converts a quota message to the engine's form.
+func QuotaToAuthz(q *usherv1.Quota) authz.Quota {
+	return authz.Quota{Scope: q.GetScope(), ResourceType: q.GetResourceType(), Subject: q.GetSubject(), Limit: q.GetLimit()}
 }
 
 // AdmissionToAuthz converts an admission rule message to the engine's form.
@@ -65,29 +75,55 @@ func AdmissionToAuthz(a *usherv1.Admission) authz.Admission {
 func FromAuthz(p authz.Policy) *usherv1.Policy {
 	out := &usherv1.Policy{}
 	for _, perm := range p.Permissions {
-		out.Permissions = append(out.Permissions, &usherv1.Permission{Name: perm.Name, Parents: perm.Parents, Description: perm.Description})
+		out.Permissions = append(out.Permissions, permissionFromAuthz(perm))
 	}
 	for _, r := range p.Resources {
-		out.Resources = append(out.Resources, &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator,
-			StartTime: toTimestamp(r.StartsAt), Live: r.Live})
+		out.Resources = append(out.Resources, ResourceFromAuthz(r))
 	}
 	for _, r := range p.Roles {
-		out.Roles = append(out.Roles, &usherv1.Role{Name: r.Name, Scope: r.Scope, Permissions: r.Permissions,
-			AssignableRoles: r.AssignableRoles, BindableOn: r.BindableOn, MaxHolders: r.MaxHolders, Description: r.Description})
+		out.Roles = append(out.Roles, RoleFromAuthz(r))
 	}
 	for _, c := range p.CreatorRoles {
-		out.CreatorRoles = append(out.CreatorRoles, &usherv1.CreatorRole{ResourceType: c.ResourceType, Role: c.Role})
+		out.CreatorRoles = append(out.CreatorRoles, creatorRoleFromAuthz(c))
 	}
 	for _, q := range p.Quotas {
-		out.Quotas = append(out.Quotas, &usherv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit})
+		out.Quotas = append(out.Quotas, QuotaFromAuthz(q))
 	}
 	for _, d := range p.DefaultQuotas {
-		out.DefaultQuotas = append(out.DefaultQuotas, &usherv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit})
+		out.DefaultQuotas = append(out.DefaultQuotas, defaultQuotaFromAuthz(d))
 	}
 	for _, a := range p.Admissions {
 		out.Admissions = append(out.Admissions, AdmissionFromAuthz(a))
 	}
 	return out
+}
+
+func permissionFromAuthz(p authz.Permission) *usherv1.Permission {
+	return &usherv1.Permission{Name: p.Name, Parents: p.Parents, Description: p.Description}
+}
+
+// ResourceFromAuthz converts a resource to its message.
+func ResourceFromAuthz(r authz.Resource) *usherv1.Resource {
+	return &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartTime: toTimestamp(r.StartsAt), Live: r.Live}
+}
+
+// RoleFromAuthz converts a role to its message.
+func RoleFromAuthz(r authz.Role) *usherv1.Role {
+	return &usherv1.Role{Name: r.Name, Scope: r.Scope, Permissions: r.Permissions,
+		AssignableRoles: r.AssignableRoles, BindableOn: r.BindableOn, MaxHolders: r.MaxHolders, Description: r.Description}
+}
+
+// QuotaFromAuthz converts a quota to its message.
+func QuotaFromAuthz(q authz.Quota) *usherv1.Quota {
+	return &usherv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit}
+}
+
+func creatorRoleFromAuthz(c authz.CreatorRole) *usherv1.CreatorRole {
+	return &usherv1.CreatorRole{ResourceType: c.ResourceType, Role: c.Role}
+}
+
+func defaultQuotaFromAuthz(d authz.DefaultQuota) *usherv1.DefaultQuota {
+	return &usherv1.DefaultQuota{ScopeType: d.ScopeType, ResourceType: d.ResourceType, Limit: d.Limit}
 }
 
 // AdmissionFromAuthz converts an admission rule to its message.
@@ -144,29 +180,21 @@ func FromAuthzChanges(cs []authz.Change) []*usherv1.Change {
 	out := make([]*usherv1.Change, 0, len(cs))
 	for _, c := range cs {
 		ch := &usherv1.Change{Op: usherv1.Op(c.Op)}
-		var p authz.Policy
 		switch {
 		case c.Permission != nil:
-			p.Permissions = []authz.Permission{*c.Permission}
-			ch.Entity = &usherv1.Change_Permission{Permission: FromAuthz(p).Permissions[0]}
+			ch.Entity = &usherv1.Change_Permission{Permission: permissionFromAuthz(*c.Permission)}
 		case c.Resource != nil:
-			p.Resources = []authz.Resource{*c.Resource}
-			ch.Entity = &usherv1.Change_Resource{Resource: FromAuthz(p).Resources[0]}
+			ch.Entity = &usherv1.Change_Resource{Resource: ResourceFromAuthz(*c.Resource)}
 		case c.Role != nil:
-			p.Roles = []authz.Role{*c.Role}
-			ch.Entity = &usherv1.Change_Role{Role: FromAuthz(p).Roles[0]}
+			ch.Entity = &usherv1.Change_Role{Role: RoleFromAuthz(*c.Role)}
 		case c.CreatorRole != nil:
-			p.CreatorRoles = []authz.CreatorRole{*c.CreatorRole}
-			ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: FromAuthz(p).CreatorRoles[0]}
+			ch.Entity = &usherv1.Change_CreatorRole{CreatorRole: creatorRoleFromAuthz(*c.CreatorRole)}
 		case c.Quota != nil:
-			p.Quotas = []authz.Quota{*c.Quota}
-			ch.Entity = &usherv1.Change_Quota{Quota: FromAuthz(p).Quotas[0]}
+			ch.Entity = &usherv1.Change_Quota{Quota: QuotaFromAuthz(*c.Quota)}
 		case c.DefaultQuota != nil:
-			p.DefaultQuotas = []authz.DefaultQuota{*c.DefaultQuota}
-			ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: FromAuthz(p).DefaultQuotas[0]}
+			ch.Entity = &usherv1.Change_DefaultQuota{DefaultQuota: defaultQuotaFromAuthz(*c.DefaultQuota)}
 		case c.Admission != nil:
-			p.Admissions = []authz.Admission{*c.Admission}
-			ch.Entity = &usherv1.Change_Admission{Admission: FromAuthz(p).Admissions[0]}
+			ch.Entity = &usherv1.Change_Admission{Admission: AdmissionFromAuthz(*c.Admission)}
 		}
 		out = append(out, ch)
 	}

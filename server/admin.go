@@ -103,14 +103,14 @@ func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesReque
 	}
 	out := &usherv1.ListRolesResponse{Revision: uint64(rev), NextPageToken: next}
 	for _, r := range roles {
-		out.Roles = append(out.Roles, toRole(r))
+		out.Roles = append(out.Roles, policy.RoleFromAuthz(r))
 	}
 	return out, nil
 }
 
 func (s *adminServer) PutRole(ctx context.Context, req *usherv1.PutRoleRequest) (*usherv1.PutRoleResponse, error) {
 	var v validator
-	role := fromRole(req.GetRole())
+	role := policy.RoleToAuthz(req.GetRole())
 	v.roleDef("role.", &role)
 	v.actor(req.GetActor())
 	if v.err != nil {
@@ -169,7 +169,7 @@ func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceR
 		return nil, toStatus(err)
 	}
 	return &usherv1.GetResourceResponse{
-		Resource:  toResource(info.Resource),
+		Resource:  policy.ResourceFromAuthz(info.Resource),
 		Ancestors: info.Ancestors,
 		Children:  uint32(info.Children),
 		Revision:  uint64(rev),
@@ -261,7 +261,7 @@ func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolic
 }
 
 func (s *adminServer) PutQuota(ctx context.Context, req *usherv1.PutQuotaRequest) (*usherv1.PutQuotaResponse, error) {
-	q := fromQuota(req.GetQuota())
+	q := policy.QuotaToAuthz(req.GetQuota())
 	var v validator
 	v.quota("quota.", q)
 	v.actor(req.GetActor())
@@ -340,7 +340,7 @@ func (s *adminServer) ListQuotas(ctx context.Context, req *usherv1.ListQuotasReq
 	}
 	out := &usherv1.ListQuotasResponse{Revision: uint64(rev), NextPageToken: next}
 	for _, q := range quotas {
-		m := toQuota(q.Quota)
+		m := policy.QuotaFromAuthz(q.Quota)
 		m.Used = uint32(q.Used)
 		out.Quotas = append(out.Quotas, m)
 	}

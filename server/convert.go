@@ -47,44 +47,8 @@ func setDecision(out *usherv1.Decision, d authz.Decision) {
 	out.Role, out.Scope, out.BlockReason, out.BlockId = d.Role, d.Scope, d.BlockReason, d.BlockID
 }
 
-func fromRole(r *usherv1.Role) authz.Role {
-	return authz.Role{
-		Name:            r.GetName(),
-		Scope:           r.GetScope(),
-		Permissions:     r.GetPermissions(),
-		AssignableRoles: r.GetAssignableRoles(),
-		BindableOn:      r.GetBindableOn(),
-		MaxHolders:      r.GetMaxHolders(),
-		Description:     r.GetDescription(),
-	}
-}
-
-func toRole(r authz.Role) *usherv1.Role {
-	return &usherv1.Role{
-		Name:            r.Name,
-		Scope:           r.Scope,
-		Permissions:     r.Permissions,
-		AssignableRoles: r.AssignableRoles,
-		BindableOn:      r.BindableOn,
-		MaxHolders:      r.MaxHolders,
-		Description:     r.Description,
-	}
-}
-
 func toGrant(g authz.Grant) *usherv1.Grant {
 	return &usherv1.Grant{Subject: g.Subject, Role: g.Role, Resource: g.Resource, ExpireTime: toTimestamp(g.Expires)}
-}
-
-func toResource(r authz.Resource) *usherv1.Resource {
-	return &usherv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartTime: toTimestamp(r.StartsAt), Live: r.Live}
-}
-
-func fromQuota(q *usherv1.Quota) authz.Quota {
-	return authz.Quota{Scope: q.GetScope(), ResourceType: q.GetResourceType(), Subject: q.GetSubject(), Limit: q.GetLimit()}
-}
-
-func toQuota(q authz.Quota) *usherv1.Quota {
-	return &usherv1.Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject, Limit: q.Limit}
 }
 
 func toChangeRecord(cs authz.ChangeSet) *usherv1.ChangeRecord {
