@@ -197,7 +197,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		return r, nil
 	}
 	rule := p.Rule
-	counted := !overlaps(p.Roles, rule.UncountedRoles)
+	counted, exclusive := marksOf(p)
 	lease := rule.LeaseOf()
 	if rule.Media != nil {
 		r.Grant = livekit.Mapping(*rule.Media).VideoGrant(resource, p.Capabilities)
@@ -208,7 +208,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
-		Counted: counted, Exclusive: p.Exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
+		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
 	out, detail, err := m.store.Join(ctx, s, rule.MaxParticipants)
 	if err != nil {
 		return Result{}, storeError(err)
@@ -261,6 +261,13 @@ func (m *Manager) overtaken(subject, resource string, e Ending) Result {
 		}
 	}
 	return r
+}
+
+// marksOf is what a session of p counts for: against the capacity, unless
+// p holds one of the rule's uncounted roles, and the exclusive roles and
+// permissions p holds.
+func marksOf(p authz.Presence) (counted bool, exclusive []string) {
+	return !overlaps(p.Roles, p.Rule.UncountedRoles), p.Exclusive
 }
 
 // presence reads subject's standing at resource at min or later, and

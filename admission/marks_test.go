@@ -1,7 +1,10 @@
 package admission_test
 
 import (
+	"context"
+	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,4 +121,43 @@ func TestAMemberGrantedTheUnsharedRoleHoldsTheRoom(t *testing.T) {
 	})
 	w.wantInCall(a.Session, b.Session)
 	w.wantJoin("user:c", "room:acme:a", admission.InUse)
+}
+
+// failingMarks fails the first n Marks, as a store that cannot be reached
+// for a moment does.
+type failingMarks struct {
+	*admission.MemoryStore
+	n atomic.Int32
+}
+
+func (s *failingMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+	if s.n.Add(-1) >= 0 {
+		return admission.Session{}, errors.New("the store is unreachable")
+	}
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+}
+
+// A session's new marks that the store could not take are told it again:
+// a demoted host counts once the store is back, not only at the next change.
+func TestMarksTheStoreRefusedAreToldItAgain(t *testing.T) {
+	store := &failingMarks{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)})}
+	store.n.Store(3)
+	w, st := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	p := policy()
+	p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join",
+		MaxParticipants: 2, UncountedRoles: []string{"host"}})
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:h", "host", "call:acme:big")
+	w.wantJoin("user:h", "call:acme:big", admission.Admitted)
+	w.grant("user:h", "member", "call:acme:big")
+	w.revoke("user:h", "host", "call:acme:big")
+	eventually(t, "the demoted host's session counts", func() bool {
+		c, _, _ := marked(st, "call:acme:big", "user:h")
+		return c
+	})
+	if left := store.n.Load(); left >= 0 {
+		t.Errorf("%d of the store's failures were never met", left+1)
+	}
 }

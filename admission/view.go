@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -330,11 +331,11 @@ func (v *view) followUp(eject []ejection) {
 // counts from now on, a member granted an exclusive role holds the room.
 // Nobody is evicted for it; the joins that follow see it. v.mu is held.
 func (v *view) remark(t *tracked, p authz.Presence) {
-	counted := !overlaps(p.Roles, p.Rule.UncountedRoles)
-	if counted == t.s.Counted && slices.Equal(p.Exclusive, t.s.Exclusive) {
+	counted, exclusive := marksOf(p)
+	if counted == t.s.Counted && slices.Equal(exclusive, t.s.Exclusive) {
 		return
 	}
-	t.s.Counted, t.s.Exclusive = counted, p.Exclusive
+	t.s.Counted, t.s.Exclusive = counted, exclusive
 	v.remarks[t.s.ID] = true
 }
 
@@ -358,10 +359,15 @@ func (v *view) mark() {
 	clear(v.remarks)
 	v.mu.Unlock()
 	for _, s := range marks {
-		if _, err := v.m.store.Mark(context.Background(), s.ID, s.Counted, s.Exclusive); err != nil && err != ErrNoSession {
-			v.m.logger.Warn("a session's capacity and occupancy marks could not be updated; joins may count it as it joined",
-				"session", s.ID, "error", err)
+		_, err := v.m.store.Mark(context.Background(), s.ID, s.Counted, s.Exclusive)
+		if err == nil || errors.Is(err, ErrNoSession) {
+			continue
 		}
+		v.m.logger.Warn("a session's capacity and occupancy marks could not be updated; they are tried again at the view's next pass",
+			"session", s.ID, "error", err)
+		v.mu.Lock()
+		v.remarks[s.ID] = true
+		v.mu.Unlock()
 	}
 }
 
@@ -692,6 +698,15 @@ func (w *Watch) Close() {
 	}
 }
 
+// tooLarge refuses a watch of call whose initial state of n events does not
+// fit beside those being sent. v.mu is held.
+func (v *view) tooLarge(call string, n int) error {
+	return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
+		Reason: fmt.Sprintf("the call's initial state of %d events does not fit: streams being sent theirs hold %d of the %d this server holds at once; watch again later, or on another server",
+			n, v.initial, v.maxInitial),
+		Meta: map[string]string{"limit": strconv.Itoa(v.maxInitial), "events": strconv.Itoa(n)}}
+}
+
 // Watch starts following call. With after 0, Initial says who is in the
 // call and who waits in its lobby; otherwise it says what changed at
 // after or later: the participants whose capabilities changed (Present),
@@ -719,8 +734,6 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 			Reason: fmt.Sprintf("this server serves at most %d WatchCall streams at once; watch again later, or on another server", v.maxWatch),
 			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}
 	}
-	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
-	w.C = w.c
 	now := m.clock.Now()
 	// A revision past the latest is no point in this history: the
 	// participants since it would all be left out.
@@ -728,7 +741,15 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	whole := after == 0 || reset
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.
-	sessions := m.store.Sessions(call)
+	sessions, knocks := m.store.Sessions(call), m.store.Knocks(call)
+	// Initial states are built one at a time, under v.mu; what bounds the
+	// memory of those sent at once is their count. The whole state's is
+	// known before it is built.
+	if n := len(sessions) + len(knocks) + 1; whole && v.initial+n > v.maxInitial {
+		return nil, v.tooLarge(call, n)
+	}
+	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
+	w.C = w.c
 	slices.SortFunc(sessions, func(a, b Session) int { return a.Joined.Compare(b.Joined) })
 	for _, s := range sessions {
 		t := v.sessions[s.ID]
@@ -747,20 +768,14 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 			}
 		}
 	}
-	knocks := m.store.Knocks(call)
 	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
 	rev := v.revision()
 	for _, k := range knocks {
 		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
 	}
 	w.Initial = append(w.Initial, Event{Kind: EventSynced, Revision: rev, Time: now, Reset: reset})
-	// Initial states are built one at a time, under v.mu; what bounds the
-	// memory of those sent at once is their count.
 	if n := len(w.Initial); v.initial+n > v.maxInitial {
-		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
-			Reason: fmt.Sprintf("the call's initial state of %d events does not fit: streams being sent theirs hold %d of the %d this server holds at once; watch again later, or on another server",
-				n, v.initial, v.maxInitial),
-			Meta: map[string]string{"limit": strconv.Itoa(v.maxInitial), "events": strconv.Itoa(n)}}
+		return nil, v.tooLarge(call, n)
 	}
 	v.initial += len(w.Initial)
 	w.held = len(w.Initial)
