@@ -114,6 +114,22 @@ const noPolicy = "the file holds no policy; a policy is a mapping with permissio
 type reader struct {
 	doc   *Document
 	diags Diagnostics
+	// visits counts the nodes read, an alias's each time it is named: a
+	// few anchors named by many entries expand past what the file's size
+	// says, and past maxVisits the reader stops.
+	visits int
+}
+
+// maxVisits bounds the nodes a file's aliases may expand to.
+const maxVisits = 1_000_000
+
+// visit counts a node read, and reports false, once, past maxVisits.
+func (r *reader) visit(n *yaml.Node, path string) bool {
+	r.visits++
+	if r.visits == maxVisits+1 {
+		r.add(pos(n), path, "the file's aliases expand to more than %d nodes; name fewer anchors from fewer places", maxVisits)
+	}
+	return r.visits <= maxVisits
 }
 
 func (r *reader) add(at Position, path, format string, args ...any) {
@@ -215,6 +231,9 @@ func join(path, name string) string {
 
 // message reads a mapping into m, field by field.
 func (r *reader) message(n *yaml.Node, m protoreflect.Message, path string) {
+	if !r.visit(n, path) {
+		return
+	}
 	desc := m.Descriptor()
 	if n.Kind != yaml.MappingNode {
 		r.add(pos(n), path, "want a mapping of %s fields, got %s", desc.Name(), describe(n))
@@ -268,7 +287,7 @@ func oneofNames(od protoreflect.OneofDescriptor) string {
 
 // field reads the value of one field of m.
 func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.FieldDescriptor, path string) {
-	if isNull(n) {
+	if !r.visit(n, path) || isNull(n) {
 		return // null leaves the field unset, as in JSON
 	}
 	switch {
@@ -281,6 +300,9 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 		for i, item := range n.Content {
 			item = resolve(item)
 			p := fmt.Sprintf("%s[%d]", path, i)
+			if !r.visit(item, p) {
+				return
+			}
 			r.doc.values[p] = pos(item)
 			if isNull(item) {
 				r.add(pos(item), p, "a list item must not be empty")
@@ -306,6 +328,9 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 		for _, kv := range pairs(n) {
 			key, value := kv[0], resolve(kv[1])
 			p := join(path, key.Value)
+			if !r.visit(value, p) {
+				return
+			}
 			if line, dup := seen[key.Value]; dup {
 				r.add(pos(key), p, "the key is given twice (first at line %d)", line)
 				continue

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,5 +160,36 @@ func TestPositionFallsBackToTheEnclosingField(t *testing.T) {
 		if got := d.Position(path); got != want {
 			t.Errorf("Position(%s) = %v, want %v", path, got, want)
 		}
+	}
+}
+
+// aliasedRoles is a policy of n permissions and n roles, each of which names
+// the first role's list of every permission by an alias: a file of O(n)
+// lines that reads as O(n²) nodes.
+func aliasedRoles(n int) []byte {
+	var b strings.Builder
+	b.WriteString("permissions:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - name: p%d\n", i)
+	}
+	b.WriteString("roles:\n  - name: r0\n    scope: root\n    permissions: &every\n")
+	for i := range n {
+		fmt.Fprintf(&b, "      - p%d\n", i)
+	}
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "  - name: r%d\n    scope: root\n    permissions: *every\n", i)
+	}
+	return []byte(b.String())
+}
+
+// Aliases read as what they name, up to a million nodes in all: a small file
+// whose anchors are named from many places is refused, not read for minutes.
+func TestReadBoundsWhatAliasesExpandTo(t *testing.T) {
+	if _, diags := policy.Read("small.yaml", aliasedRoles(100)); len(diags) != 0 {
+		t.Fatalf("100 roles naming one list of 100 permissions: %v", diags)
+	}
+	_, diags := policy.Read("large.yaml", aliasedRoles(1_001))
+	if len(diags) != 1 || !strings.Contains(diags[0].Message, "aliases expand to more than 1000000 nodes") {
+		t.Fatalf("1,001 roles naming one list of 1,001 permissions: %v, want the one error that the aliases expand too far", diags)
 	}
 }
