@@ -193,13 +193,15 @@ func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func
 			sets = append(sets, batch...)
 			from = batch[len(batch)-1].Revision
 		}
-		for _, cs := range sets {
-			if cs.Revision > now {
-				break
-			}
-			if slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) }) {
-				return lookupMoved(at, cs.Revision)
-			}
+		// relevant reads the index, which writes change in place: under its
+		// view lock, as pages are answered.
+		x.view.RLock()
+		moved := slices.IndexFunc(sets, func(cs ChangeSet) bool {
+			return cs.Revision <= now && slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) })
+		})
+		x.view.RUnlock()
+		if moved >= 0 {
+			return lookupMoved(at, sets[moved].Revision)
 		}
 		// Nothing relevant changed up to now: answer at now, and call it
 		// the first page's revision, which gives the same answer.

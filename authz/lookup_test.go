@@ -320,3 +320,62 @@ func TestALookupOutlivesABusyPlatform(t *testing.T) {
 		t.Errorf("%d answers over %d writes; want the 8 calls over more than 1,000 writes", len(all), writes)
 	}
 }
+
+// A later page judges the change sets since the page before it while
+// writes go on: what it reads of the index, it reads as a page does, under
+// the index's lock (go test -race holds it to that).
+func TestLaterPagesJudgeChangesBesideWrites(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 6 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	queries := []func(token string) (string, error){
+		func(token string) (string, error) {
+			q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+			_, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
+			return next, err
+		},
+		func(token string) (string, error) {
+			q := authz.LookupSubjectsQuery{Resource: "call:livestream:100", Permission: "join-call"}
+			_, next, _, err := w.eng.LookupSubjects(w.ctx, q, 1, token)
+			return next, err
+		},
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Others' grants, resources registered and a role redefined: what
+		// a page's relevance reads of subjects, resources and roles.
+		for i := range 300 {
+			if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: fmt.Sprintf("user:o%d", i), Role: "call-member", Resource: "call:livestream:42"}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: fmt.Sprintf("call:livestream:o%d", i), Parent: "calltype:livestream"}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "extra", Scope: "root", Permissions: []string{"join-call"}, Description: fmt.Sprint(i)}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		for _, query := range queries {
+			next, err := query("")
+			for err == nil && next != "" {
+				next, err = query(next)
+			}
+			if err != nil && authz.CodeOf(err) != authz.FailedPrecondition {
+				t.Fatal(err)
+			}
+		}
+	}
+}
