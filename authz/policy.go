@@ -42,9 +42,11 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 			return err
 		}
 		// A dry run writes nothing, so the limits write would check are
-		// checked here.
-		if err := pl.scopeLimits(cs); err != nil {
-			return err
+		// checked here; a write checks them itself.
+		if opts.DryRun {
+			if err := pl.scopeLimits(cs); err != nil {
+				return err
+			}
 		}
 		// A policy reads nearly everything: it is planned on a quiet world.
 		pl.guard(keyCatalog, keyRoles, keyTree)
