@@ -409,11 +409,15 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 	// orphaned records the grants of role on at if the role would resolve
 	// nowhere at res once the policy is applied.
 	orphaned := func(res, at, role uint32) {
+		holders := x.holdersOf(at, role)
+		if len(holders) == 0 {
+			return // nothing to orphan: no need to resolve anything
+		}
 		name, roleName := x.name(res), x.roleNames[role]
 		if x.resolveAt(res, role) == nil || v.resolve(name, roleName) {
 			return
 		}
-		for _, g := range x.holdersOf(at, role) {
+		for _, g := range holders {
 			if key := [3]uint32{role, g.subj, at}; !seen[key] {
 				seen[key] = true
 				if len(grants[roleName]) == 0 {
