@@ -126,8 +126,13 @@ func TestServeTracesToAnOTLPEndpoint(t *testing.T) {
 	bin, dir := buildUsher(t)
 	addr, _, stderr := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
 		"--otlp-endpoint", "http://127.0.0.1:1", "--trace-sample-ratio", "1")
-	if !strings.Contains(stderr.String(), "tracing over OTLP") {
-		t.Errorf("usher serve did not say it traces:\n%s", stderr)
+	// The log goes to stderr, the line that says where it serves to stdout:
+	// the log line may reach its pipe's reader a little after.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "tracing over OTLP"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("usher serve did not say it traces:\n%s", stderr)
+			break
+		}
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
