@@ -20,13 +20,11 @@ type MemoryStore struct {
 
 	mu       sync.Mutex
 	calls    map[string]*callState
-	sessions map[string]*Session // by id
-	knocks   map[string]*Knock   // by id
+	sessions map[string]*liveSession // by id
+	knocks   map[string]*liveKnock   // by id
 	// expiries orders the leases of live sessions and knocks, one entry
-	// each; leases finds an entry, to move it on renewal or drop it at the
-	// end.
-	expiries dueQueue[*expiry]
-	leases   map[leaseOf]*expiry
+	// each, kept in the session or knock itself.
+	expiries dueQueue[*lease]
 	pending  []StoreEvent
 	signal   chan struct{} // capacity 1: pending has events
 
@@ -36,19 +34,52 @@ type MemoryStore struct {
 }
 
 type callState struct {
-	sessions map[string]*Session // by subject
-	knocks   map[string]*Knock   // by subject
-	counted  int                 // sessions with Counted
-	marks    map[string]int      // exclusive mark -> sessions holding it
+	sessions map[string]*liveSession // by subject
+	knocks   map[string]*liveKnock   // by subject
+	counted  int                     // sessions with Counted
+	marks    map[string]int          // exclusive mark -> sessions holding it
 }
 
 func newCallState() *callState {
-	return &callState{sessions: map[string]*Session{}, knocks: map[string]*Knock{}, marks: map[string]int{}}
+	return &callState{sessions: map[string]*liveSession{}, knocks: map[string]*liveKnock{}, marks: map[string]int{}}
+}
+
+// liveSession is a stored session, with its entry in the lease heap.
+type liveSession struct {
+	Session
+	lease lease
+}
+
+// liveKnock is a stored knock, with its entry in the lease heap.
+type liveKnock struct {
+	Knock
+	lease lease
+}
+
+// lease is a session's or a knock's entry in MemoryStore.expiries.
+type lease struct {
+	due
+	session *liveSession // or
+	knock   *liveKnock
+}
+
+func (l *lease) slot() *due { return &l.due }
+
+func newLiveSession(s Session) *liveSession {
+	l := &liveSession{Session: s}
+	l.lease.session = l
+	return l
+}
+
+func newLiveKnock(k Knock) *liveKnock {
+	l := &liveKnock{Knock: k}
+	l.lease.knock = l
+	return l
 }
 
 // room decides whether s fits among the call's sessions other than old,
 // the subject's own.
-func (c *callState) room(s *Session, old *Session, max uint32) (Outcome, string) {
+func (c *callState) room(s *Session, old *liveSession, max uint32) (Outcome, string) {
 	if s.Counted && max > 0 {
 		n := c.counted
 		if old != nil && old.Counted {
@@ -70,7 +101,7 @@ func (c *callState) room(s *Session, old *Session, max uint32) (Outcome, string)
 	return Admitted, ""
 }
 
-func (c *callState) add(s *Session) {
+func (c *callState) add(s *liveSession) {
 	c.sessions[s.Subject] = s
 	if s.Counted {
 		c.counted++
@@ -80,7 +111,7 @@ func (c *callState) add(s *Session) {
 	}
 }
 
-func (c *callState) remove(s *Session) {
+func (c *callState) remove(s *liveSession) {
 	delete(c.sessions, s.Subject)
 	if s.Counted {
 		c.counted--
@@ -125,8 +156,8 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	}
 	m := &MemoryStore{
 		clock: opts.Clock, maxSessions: opts.MaxSessions, maxKnocks: opts.MaxKnocks,
-		calls: map[string]*callState{}, sessions: map[string]*Session{}, knocks: map[string]*Knock{},
-		leases: map[leaseOf]*expiry{}, signal: make(chan struct{}, 1), stop: make(chan struct{}),
+		calls: map[string]*callState{}, sessions: map[string]*liveSession{}, knocks: map[string]*liveKnock{},
+		signal: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	m.done.Add(1)
 	go m.sweeper()
@@ -160,12 +191,12 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 		m.endKnock(c, k, Entered, now)
 	}
 	m.calls[s.Call] = c // ending the others may have dropped it
-	stored := s
-	c.add(&stored)
-	m.sessions[s.ID] = &stored
-	m.setLease(leaseOf{id: s.ID}, s.Expires)
+	stored := newLiveSession(s)
+	c.add(stored)
+	m.sessions[s.ID] = stored
+	m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	// The event gets a copy: Renew changes the stored session.
-	began := stored
+	began := s
 	m.emit(StoreEvent{Session: &began, Time: now})
 	return Admitted, "", nil
 }
@@ -181,9 +212,9 @@ func (m *MemoryStore) Renew(_ context.Context, id string, expires time.Time) (Se
 	}
 	if expires.After(s.Expires) {
 		s.Expires = expires
-		m.setLease(leaseOf{id: id}, expires)
+		m.expiries.set(&s.lease, expires.UnixNano())
 	}
-	return *s, nil
+	return s.Session, nil
 }
 
 // Mark implements Store.
@@ -205,7 +236,7 @@ func (m *MemoryStore) Mark(_ context.Context, id string, counted bool, exclusive
 	if counts {
 		c.add(s)
 	}
-	return *s, nil
+	return s.Session, nil
 }
 
 // End implements Store.
@@ -217,7 +248,7 @@ func (m *MemoryStore) End(_ context.Context, id string, why Ending) (Session, er
 	if s == nil {
 		return Session{}, ErrNoSession
 	}
-	out := *s
+	out := s.Session
 	m.endSession(m.calls[s.Call], s, why, now)
 	return out, nil
 }
@@ -231,7 +262,7 @@ func (m *MemoryStore) Session(id string) (Session, bool) {
 	if s == nil || !s.Expires.After(now) {
 		return Session{}, false
 	}
-	return *s, true
+	return s.Session, true
 }
 
 // Sessions implements Store.
@@ -246,7 +277,7 @@ func (m *MemoryStore) Sessions(call string) []Session {
 	out := make([]Session, 0, len(c.sessions))
 	for _, s := range c.sessions {
 		if s.Expires.After(now) {
-			out = append(out, *s)
+			out = append(out, s.Session)
 		}
 	}
 	return out
@@ -265,7 +296,7 @@ func (m *MemoryStore) SessionOf(call, subject string) (Session, bool) {
 	if s == nil || !s.Expires.After(now) {
 		return Session{}, false
 	}
-	return *s, true
+	return s.Session, true
 }
 
 // Len implements Store.
@@ -291,8 +322,8 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 		if k.Note != "" {
 			old.Note = k.Note
 		}
-		m.setLease(leaseOf{id: old.ID, knock: true}, k.Expires)
-		return *old, nil
+		m.expiries.set(&old.lease, k.Expires.UnixNano())
+		return old.Knock, nil
 	}
 	if len(c.knocks) >= m.maxKnocks {
 		m.dropIfEmpty(k.Call, c)
@@ -302,13 +333,13 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 		m.dropIfEmpty(k.Call, c)
 		return Knock{}, ErrTooMany
 	}
-	stored := k
-	c.knocks[k.Subject] = &stored
-	m.knocks[k.ID] = &stored
-	m.setLease(leaseOf{id: k.ID, knock: true}, k.Expires)
-	began := stored
+	stored := newLiveKnock(k)
+	c.knocks[k.Subject] = stored
+	m.knocks[k.ID] = stored
+	m.expiries.set(&stored.lease, k.Expires.UnixNano())
+	began := k
 	m.emit(StoreEvent{Knock: &began, Time: now})
-	return stored, nil
+	return k, nil
 }
 
 // Unknock implements Store.
@@ -335,9 +366,9 @@ func (m *MemoryStore) RenewKnock(_ context.Context, id string, expires time.Time
 	}
 	if expires.After(k.Expires) {
 		k.Expires = expires
-		m.setLease(leaseOf{id: id, knock: true}, expires)
+		m.expiries.set(&k.lease, expires.UnixNano())
 	}
-	return *k, nil
+	return k.Knock, nil
 }
 
 // KnockOf implements Store.
@@ -349,7 +380,7 @@ func (m *MemoryStore) KnockOf(id string) (Knock, bool) {
 	if k == nil || !k.Expires.After(now) {
 		return Knock{}, false
 	}
-	return *k, true
+	return k.Knock, true
 }
 
 // Knocks implements Store.
@@ -364,7 +395,7 @@ func (m *MemoryStore) Knocks(call string) []Knock {
 	out := make([]Knock, 0, len(c.knocks))
 	for _, k := range c.knocks {
 		if k.Expires.After(now) {
-			out = append(out, *k)
+			out = append(out, k.Knock)
 		}
 	}
 	return out
@@ -396,24 +427,24 @@ func (m *MemoryStore) Close() error {
 	return nil
 }
 
-func (m *MemoryStore) endSession(c *callState, s *Session, why Ending, now time.Time) {
+func (m *MemoryStore) endSession(c *callState, s *liveSession, why Ending, now time.Time) {
 	delete(m.sessions, s.ID)
-	m.dropLease(leaseOf{id: s.ID})
+	m.expiries.drop(&s.lease)
 	if c != nil && c.sessions[s.Subject] == s {
 		c.remove(s)
 		m.dropIfEmpty(s.Call, c)
 	}
-	m.emit(StoreEvent{Session: s, Ended: &why, Time: now})
+	m.emit(StoreEvent{Session: &s.Session, Ended: &why, Time: now})
 }
 
-func (m *MemoryStore) endKnock(c *callState, k *Knock, why Why, now time.Time) {
+func (m *MemoryStore) endKnock(c *callState, k *liveKnock, why Why, now time.Time) {
 	delete(m.knocks, k.ID)
-	m.dropLease(leaseOf{id: k.ID, knock: true})
+	m.expiries.drop(&k.lease)
 	if c != nil && c.knocks[k.Subject] == k {
 		delete(c.knocks, k.Subject)
 		m.dropIfEmpty(k.Call, c)
 	}
-	m.emit(StoreEvent{Knock: k, Ended: &Ending{Why: why}, Time: now})
+	m.emit(StoreEvent{Knock: &k.Knock, Ended: &Ending{Why: why}, Time: now})
 }
 
 func (m *MemoryStore) dropIfEmpty(call string, c *callState) {
@@ -424,33 +455,12 @@ func (m *MemoryStore) dropIfEmpty(call string, c *callState) {
 
 // sweep ends every session and knock whose lease ran out by now.
 func (m *MemoryStore) sweep(now time.Time) {
-	for e, ok := m.expiries.next(now.UnixNano()); ok; e, ok = m.expiries.next(now.UnixNano()) {
-		if k := m.knocks[e.id]; e.knock && k != nil {
+	for l, ok := m.expiries.next(now.UnixNano()); ok; l, ok = m.expiries.next(now.UnixNano()) {
+		if k := l.knock; k != nil {
 			m.endKnock(m.calls[k.Call], k, Lapsed, now)
-		} else if s := m.sessions[e.id]; !e.knock && s != nil {
-			m.endSession(m.calls[s.Call], s, Ending{Why: Lapsed}, now)
 		} else {
-			delete(m.leases, e.leaseOf) // cannot happen: an entry outlived its session
+			m.endSession(m.calls[l.session.Call], l.session, Ending{Why: Lapsed}, now)
 		}
-	}
-}
-
-// setLease makes l's lease run out at expires: its one entry in the heap,
-// added or moved. m.mu is held.
-func (m *MemoryStore) setLease(l leaseOf, expires time.Time) {
-	e := m.leases[l]
-	if e == nil {
-		e = &expiry{leaseOf: l}
-		m.leases[l] = e
-	}
-	m.expiries.set(e, expires.UnixNano())
-}
-
-// dropLease takes l's entry out of the heap. m.mu is held.
-func (m *MemoryStore) dropLease(l leaseOf) {
-	if e := m.leases[l]; e != nil {
-		m.expiries.drop(e)
-		delete(m.leases, l)
 	}
 }
 
@@ -480,16 +490,3 @@ func (m *MemoryStore) emit(e StoreEvent) {
 	default:
 	}
 }
-
-// leaseOf names a session's or a knock's lease.
-type leaseOf struct {
-	id    string
-	knock bool
-}
-
-type expiry struct {
-	leaseOf
-	due
-}
-
-func (e *expiry) slot() *due { return &e.due }

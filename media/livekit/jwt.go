@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"hash"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,16 +21,25 @@ var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ
 // Signer signs tokens with one API key, for a server that signs one for
 // every admitted join. It keeps HMAC states keyed with the secret and reuses
 // them, so that a token costs the hashing of its own bytes and not of the
-// secret's again. It is safe for concurrent use.
+// secret's again, and the buffers tokens are written in. It is safe for
+// concurrent use.
 type Signer struct {
 	key  APIKey
-	macs sync.Pool // of hash.Hash: HMAC-SHA256 keyed with key.Secret
+	pool sync.Pool // of *signing, its mac keyed with key.Secret
+}
+
+// signing is what signing a token needs: the keyed hash, reset before use,
+// and buffers for the claims and the token, which only the returned string
+// outlives.
+type signing struct {
+	mac           hash.Hash
+	claims, token []byte
 }
 
 // Signer returns a Signer with k. Check k with Validate first.
 func (k APIKey) Signer() *Signer {
 	s := &Signer{key: k}
-	s.macs.New = func() any { return hmac.New(sha256.New, []byte(k.Secret)) }
+	s.pool.New = func() any { return &signing{mac: hmac.New(sha256.New, []byte(k.Secret))} }
 	return s
 }
 
@@ -41,22 +51,22 @@ func (s *Signer) Sign(identity string, grant *auth.VideoGrant, ttl time.Duration
 	if err := signable(identity, grant, ttl); err != nil {
 		return "", err
 	}
-	mac := s.macs.Get().(hash.Hash)
-	defer s.macs.Put(mac)
-	mac.Reset()
-	return sign(s.key, mac, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
+	st := s.pool.Get().(*signing)
+	defer s.pool.Put(st)
+	st.mac.Reset()
+	return sign(s.key, st, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
 }
 
 // sign returns the token auth.AccessToken.ToJWT makes for identity and grant,
 // issued at now and valid for ttl: the same claims, under the same names,
-// signed with the same HMAC (mac, keyed with key's secret and reset). It writes the claims by hand rather than through
-// encoding/json's reflection, which costs more than the rest of a Join; a test
-// proves that LiveKit's own verifier reads back exactly what ToJWT would have
-// signed.
-func sign(key APIKey, mac hash.Hash, identity string, grant *auth.VideoGrant, now time.Time, ttl time.Duration) string {
+// signed with the same HMAC (st.mac, keyed with key's secret and reset), in
+// st's buffers. It writes the claims by hand rather than through
+// encoding/json's reflection, which costs more than the rest of a Join; a
+// test proves that LiveKit's own verifier reads back exactly what ToJWT
+// would have signed.
+func sign(key APIKey, st *signing, identity string, grant *auth.VideoGrant, now time.Time, ttl time.Duration) string {
 	iat := now.Unix()
-	claims := make([]byte, 0, 384)
-	claims = append(claims, `{"iss":`...)
+	claims := append(st.claims[:0], `{"iss":`...)
 	claims = appendString(claims, key.Key)
 	claims = append(claims, `,"sub":`...)
 	claims = appendString(claims, identity)
@@ -73,14 +83,15 @@ func sign(key APIKey, mac hash.Hash, identity string, grant *auth.VideoGrant, no
 	claims = append(claims, '}')
 
 	enc := base64.RawURLEncoding
-	token := make([]byte, 0, len(jwtHeader)+1+enc.EncodedLen(len(claims))+1+enc.EncodedLen(sha256.Size))
+	token := slices.Grow(st.token[:0], len(jwtHeader)+1+enc.EncodedLen(len(claims))+1+enc.EncodedLen(sha256.Size))
 	token = append(token, jwtHeader...)
 	token = append(token, '.')
 	token = enc.AppendEncode(token, claims)
-	mac.Write(token)
+	st.mac.Write(token)
 	var sum [sha256.Size]byte
 	token = append(token, '.')
-	token = enc.AppendEncode(token, mac.Sum(sum[:0]))
+	token = enc.AppendEncode(token, st.mac.Sum(sum[:0]))
+	st.claims, st.token = claims, token
 	return string(token)
 }
 

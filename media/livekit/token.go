@@ -77,8 +77,8 @@ func (k APIKey) Sign(identity string, grant *auth.VideoGrant, ttl time.Duration)
 	}
 	// Like LiveKit, iat and nbf are now and exp now+ttl, each truncated to
 	// the second; whole seconds keep exp-iat within ttl too.
-	mac := hmac.New(sha256.New, []byte(k.Secret))
-	return sign(k, mac, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
+	st := &signing{mac: hmac.New(sha256.New, []byte(k.Secret))}
+	return sign(k, st, identity, grant, time.Now(), ttl.Truncate(time.Second)), nil
 }
 
 // signable refuses what Sign must not sign.
