@@ -36,6 +36,8 @@ import (
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
+//	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
+//	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)
 //	ancestors of a resource below root    32           FAILED_PRECONDITION (authz.MaxDepth)
 //	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)
 //	quotas on one resource                10,000       RESOURCE_EXHAUSTED (authz.MaxQuotasPerScope)

@@ -80,7 +80,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		e.register(gs, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
-	healthpb.RegisterHealthServer(gs, s.health)
+	healthpb.RegisterHealthServer(gs, newBoundedHealth(s.health))
 	reflection.Register(gs)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// Limits of grpc.health.v1, which answers without credentials.
+const (
+	// MaxHealthServiceLen is the longest service name a health Check or
+	// Watch may ask about, in bytes: well above any gRPC service name.
+	MaxHealthServiceLen = 256
+	// MaxHealthWatches is the most health Watch streams open at once.
+	MaxHealthWatches = 1024
+)
+
+// boundedHealth is grpc-go's health service with what a caller without
+// credentials can make it hold bounded: the name it asks about, which a
+// Watch keeps for as long as its stream lasts, and the Watch streams open
+// at once.
+type boundedHealth struct {
+	*health.Server
+	maxWatches int
+	watching   atomic.Int64
+}
+
+func newBoundedHealth(s *health.Server) *boundedHealth {
+	return &boundedHealth{Server: s, maxWatches: MaxHealthWatches}
+}
+
+func (h *boundedHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if err := healthService(req.GetService()); err != nil {
+		return nil, err
+	}
+	return h.Server.Check(ctx, req)
+}
+
+func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	if err := healthService(req.GetService()); err != nil {
+		return err
+	}
+	if n := h.watching.Add(1); n > int64(h.maxWatches) {
+		h.watching.Add(-1)
+		return refuse(codes.ResourceExhausted,
+			fmt.Sprintf("too many health Watch streams: this server holds at most %d at once; use Check, or watch again later", h.maxWatches),
+			details{reason: string(authz.KindWatchLimit), meta: map[string]string{"limit": strconv.Itoa(h.maxWatches)},
+				why: fmt.Sprintf("this server holds at most %d health Watch streams at once", h.maxWatches)})
+	}
+	defer h.watching.Add(-1)
+	return h.Server.Watch(req, stream)
+}
+
+// healthService refuses a service name longer than MaxHealthServiceLen.
+func healthService(name string) error {
+	if len(name) <= MaxHealthServiceLen {
+		return nil
+	}
+	return toStatus(&authz.Error{Code: authz.Invalid, Field: "service", Value: name,
+		Reason: fmt.Sprintf("longer than %d bytes, the longest service name the health service answers for", MaxHealthServiceLen)})
+}
