@@ -1654,3 +1654,117 @@ func describePresenceWorld(s authz.Snapshot, subject string) string {
 	}
 	return b.String()
 }
+
+// An actor may not get around the platform's rules and quotas by deleting
+// (and registering again) or moving the resource they are on: "one may not
+// delete (or move) a resource to ... take from others what one could not
+// take from them directly", rules being the platform's and quotas needing
+// "usher.quotas.write at the scope".
+func TestActorsMayNotShedThePlatformsRulesAndQuotas(t *testing.T) {
+	// janitor may delete, move and register calls, but not write quotas.
+	policy := func() authz.Policy {
+		p := admissionPolicy()
+		p.Permissions = append(p.Permissions,
+			authz.Permission{Name: "usher.resources.delete"},
+			authz.Permission{Name: "usher.resources.move"},
+			authz.Permission{Name: "usher.quotas.write"})
+		p.Roles = append(p.Roles, authz.Role{Name: "janitor", Scope: "root",
+			Permissions: []string{"usher.resources.delete", "usher.resources.move", "usher.resources.create.call"}})
+		return p
+	}
+	own := authz.Admission{Scope: "call:livestream:43", ResourceType: "call", Join: "join-call", MaxParticipants: 1,
+		Lobby: &authz.Lobby{Admit: "admit-participants", Role: "guest"}}
+
+	t.Run("deleting a resource that holds a rule", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:root-admin", "admin", "root")
+		w.putAdmission(own)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:root-admin", func() (authz.Revision, error) {
+			return w.eng.DeleteResource(w.ctx, as("user:root-admin"), "call:livestream:43")
+		})
+		if e.Rule != authz.RulePlatformOnly {
+			t.Errorf("refusal names rule %q, want %q", e.Rule, authz.RulePlatformOnly)
+		}
+		mentions(t, e, "call:livestream:43")
+		if !strings.Contains(e.Error(), "holds the admission rule") {
+			t.Errorf("message %q does not say the resource holds an admission rule", e.Error())
+		}
+		if got := ruleScope(w, "call:livestream:43"); got != "call:livestream:43" {
+			t.Errorf("after the refusal the call is governed from %q, want its own rule", got)
+		}
+		w.deleteResource("call:livestream:43") // the platform may
+	})
+
+	t.Run("deleting a resource that holds a quota", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:janitor", "janitor", "root")
+		w.grant("user:root-admin", "admin", "root")
+		quota := authz.Quota{Scope: "calltype:default", ResourceType: "call", Limit: 1}
+		if rev, err := w.eng.PutQuota(w.ctx, w.by, quota); err != nil {
+			w.ok("PutQuota", rev, err)
+		}
+		if rev, err := w.eng.DeleteResource(w.ctx, as("user:janitor"), "call:default:1"); err != nil {
+			w.ok("DeleteResource call:default:1 by janitor", rev, err)
+		}
+		e := w.refuses(authz.PermissionDenied, "actor", "user:janitor", func() (authz.Revision, error) {
+			return w.eng.DeleteResource(w.ctx, as("user:janitor"), "calltype:default")
+		})
+		mentions(t, e, "usher.quotas.write", "calltype:default")
+		// One who may remove the quota may delete what holds it.
+		if rev, err := w.eng.DeleteResource(w.ctx, as("user:root-admin"), "calltype:default"); err != nil {
+			w.ok("DeleteResource calltype:default by root-admin", rev, err)
+		}
+	})
+
+	t.Run("deleting a resource whose quota registering it sets again", func(t *testing.T) {
+		p := policy()
+		p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "call", ResourceType: "room", Limit: 2}}
+		w := newWorld(t, p)
+		w.grant("user:janitor", "janitor", "root")
+		call := authz.Resource{Name: "call:default:9", Parent: "calltype:default"}
+		rev, err := w.eng.PutResource(w.ctx, as("user:janitor"), call)
+		w.ok("registering call:default:9", rev, err)
+		// Its quota is its type's default: deleting it sheds nothing.
+		rev, err = w.eng.DeleteResource(w.ctx, as("user:janitor"), call.Name)
+		w.ok("deleting call:default:9 with its default quota", rev, err)
+		rev, err = w.eng.PutResource(w.ctx, as("user:janitor"), call)
+		w.ok("registering call:default:9 again", rev, err)
+		rev, err = w.eng.PutQuota(w.ctx, w.by, authz.Quota{Scope: call.Name, ResourceType: "room", Limit: 1})
+		w.ok("the platform lowering its quota", rev, err)
+		w.refuses(authz.PermissionDenied, "actor", "user:janitor", func() (authz.Revision, error) {
+			return w.eng.DeleteResource(w.ctx, as("user:janitor"), call.Name)
+		})
+	})
+
+	t.Run("moving a call out from under its rule", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:janitor", "janitor", "root")
+		// call:livestream:43 is governed by calltype:livestream's rule;
+		// under calltype:default, root's would govern it.
+		e := w.refuses(authz.PermissionDenied, "actor", "user:janitor", func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:janitor"), authz.Resource{Name: "call:livestream:43", Parent: "calltype:default"})
+		})
+		if e.Rule != authz.RulePlatformOnly {
+			t.Errorf("refusal names rule %q, want %q", e.Rule, authz.RulePlatformOnly)
+		}
+		mentions(t, e, "call:livestream:43", "calltype:livestream", "root")
+		// A move that keeps the rule is the actor's to make: root's rule
+		// governs call:default:1 under calltype:default and under
+		// account:acme alike.
+		if rev, err := w.eng.PutResource(w.ctx, as("user:janitor"), authz.Resource{Name: "call:default:1", Parent: "account:acme"}); err != nil {
+			w.ok("moving call:default:1 under account:acme", rev, err)
+		}
+		// A call whose own rule goes with it may move anywhere.
+		w.putAdmission(own)
+		if rev, err := w.eng.PutResource(w.ctx, as("user:janitor"), authz.Resource{Name: "call:livestream:43", Parent: "calltype:default"}); err != nil {
+			w.ok("moving call:livestream:43, with its own rule, under calltype:default", rev, err)
+		}
+		if got := ruleScope(w, "call:livestream:43"); got != "call:livestream:43" {
+			t.Errorf("after the move the call is governed from %q, want its own rule", got)
+		}
+		// The platform moves what it likes.
+		w.deleteAdmission("call:livestream:43", "call")
+		rev, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "call:livestream:43", Parent: "calltype:livestream"})
+		w.ok("the platform moving call:livestream:43 back", rev, err)
+	})
+}

@@ -430,7 +430,7 @@ func (j *judgement) blockMoved(b authz.Block, verb string) {
 // deleteResource: "usher.resources.delete at the resource itself deletes
 // it"; "deleting one with children is refused"; "A delete removes every
 // binding and block on the resource", and with them its role definitions
-// and quotas.
+// and quotas, which only a holder of usher.quotas.write may remove.
 func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	r := j.before
 	if name == authz.RootName {
@@ -447,6 +447,16 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 			j.refuse(authz.FailedPrecondition, "", "%s has children", name)
 			return j.s, false
 		}
+	}
+	// "Quotas: usher.quotas.write at the scope": one may not delete a
+	// resource to remove the quotas on it, other than those registering it
+	// again would set (its type's defaults).
+	if slices.ContainsFunc(j.s.Quotas, func(q authz.Quota) bool {
+		return q.Scope == name && !(q.Subject == "" && slices.ContainsFunc(j.s.DefaultQuotas, func(d authz.DefaultQuota) bool {
+			return d.ScopeType == authz.TypeOf(name) && d.ResourceType == q.ResourceType && d.Limit == q.Limit
+		}))
+	}) {
+		j.require(name, authz.PermQuotasWrite, "deleting "+name+" with its quotas")
 	}
 	for _, b := range j.s.Blocks {
 		if b.Resource == name && (b.Expires.IsZero() || b.Expires.After(j.now)) {

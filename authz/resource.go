@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -121,6 +122,9 @@ func (p *plan) move(id, parent uint32) error {
 	if err := p.quotasForMove(id, parent); err != nil {
 		return err
 	}
+	if err := p.rulesForMove(id, parent); err != nil {
+		return err
+	}
 	moved := x.resourceAt(id)
 	moved.Parent = x.name(parent)
 	p.change(Change{Op: OpPutResource, Resource: &moved})
@@ -174,6 +178,73 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 	return orphan
 }
 
+// rulesForMove refuses an actor's move that would change which admission
+// rule governs a resource it moves: rules are the platform's, and moving a
+// call out from under its rule lifts its lobby or its capacity as surely as
+// deleting the rule would. A rule inside the moved subtree goes with it.
+func (p *plan) rulesForMove(id, parent uint32) error {
+	if p.by.Actor == "" {
+		return nil
+	}
+	x := p.x
+	p.guard(keyCatalog)
+	var ob, nb [MaxDepth + 1]uint32
+	oldPath, newPath := x.path(x.nodes[id].parent, ob[:0]), x.path(parent, nb[:0])
+	changed := map[string][2]*Admission{}
+	for typ := range x.admissions {
+		was, _ := x.admissionAt(typ, oldPath)
+		is, _ := x.admissionAt(typ, newPath)
+		if was != is {
+			changed[typ] = [2]*Admission{was, is}
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	governed := noNode
+	x.walk(id, func(n uint32) bool {
+		typ := x.typeName(n)
+		if _, ok := changed[typ]; !ok {
+			return true
+		}
+		for a := n; ; a = x.nodes[a].parent {
+			if x.admissions[typ][a] != nil {
+				return true // a rule in the subtree governs n wherever it goes
+			}
+			if a == id {
+				break
+			}
+		}
+		governed = n
+		return false
+	})
+	if governed == noNode {
+		return nil
+	}
+	rules := changed[x.typeName(governed)]
+	e := errorf(PermissionDenied, "actor", p.by.Actor,
+		"may not move %q under %q: %q would be governed by %s instead of %s, and admission rules are the platform's; the platform may move it",
+		x.name(id), x.name(parent), x.name(governed), ruleName(rules[1]), ruleName(rules[0]))
+	e.Rule = RulePlatformOnly
+	return e
+}
+
+// isDefaultQuota reports whether q is what registering a resource of typ
+// sets: one of typ's default quotas, unchanged.
+func (x *Index) isDefaultQuota(typ string, q Quota) bool {
+	return q.Subject == "" && slices.ContainsFunc(x.defaultQuotas[typ], func(d DefaultQuota) bool {
+		return d.ResourceType == q.ResourceType && d.Limit == q.Limit
+	})
+}
+
+// ruleName names an admission rule by its scope and type in a message.
+func ruleName(a *Admission) string {
+	if a == nil {
+		return "no admission rule"
+	}
+	return fmt.Sprintf("the admission rule for %s at %q", a.ResourceType, a.Scope)
+}
+
 // quotasForMove refuses a move that would take a quota above the new
 // parent past its limit. The subtree is counted only when some ancestor it
 // joins carries quotas.
@@ -220,6 +291,21 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		}
 		if n := x.nodes[id].children; n > 0 {
 			return errorf(FailedPrecondition, "name", name, "resource has %d children; delete or move them first", n).as(KindHasChildren)
+		}
+		// What only the platform, or a holder of usher.quotas.write, may
+		// remove goes with the resource: an actor may not delete it, and
+		// register it again, to shed its rules or its quotas. A quota that
+		// registering it gives again (its type's default) sheds nothing.
+		if slices.ContainsFunc(x.quotas[id], func(q Quota) bool { return !x.isDefaultQuota(x.typeName(id), q) }) {
+			if err := p.require(id, PermQuotasWrite, "deleting it with its quotas"); err != nil {
+				return err
+			}
+		}
+		if rules := x.admissionsAt(id); len(rules) > 0 && p.by.Actor != "" {
+			e := errorf(PermissionDenied, "actor", p.by.Actor,
+				"may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it", name, rules[0].ResourceType)
+			e.Rule = RulePlatformOnly
+			return e
 		}
 		for _, g := range x.byResource.get(id) {
 			p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name}})
