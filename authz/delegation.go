@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -511,6 +512,13 @@ func (j *judge) verify() error {
 		for _, name := range subjects {
 			s := after.subject(name)
 			for _, at := range j.points(after, root, s, actor, defs) {
+				if judged%1024 == 0 {
+					// A write that judges many holders costs seconds: it
+					// stops when its caller gives up.
+					if err := p.ctx.Err(); err != nil {
+						return err
+					}
+				}
 				if judged++; judged > MaxJudged {
 					return errorf(ResourceExhausted, "actor", actorName,
 						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
@@ -881,7 +889,7 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 	if err != nil {
 		return nil, x.rev, err
 	}
-	p := &plan{x: x, by: Author{Actor: actor}, limits: Limits{}.withDefaults(), now: now}
+	p := &plan{ctx: context.Background(), x: x, by: Author{Actor: actor}, limits: Limits{}.withDefaults(), now: now}
 	var out []Role
 	for _, r := range x.visibleRoles(id) {
 		if r.bindableOn(x.typeName(id)) && p.mayGrant(r.Name, id, "grant") == nil {

@@ -2,6 +2,8 @@ package authz_test
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -939,4 +941,33 @@ func TestActorWritesJudgeABoundedNumberOfMoments(t *testing.T) {
 	if _, err := w.eng.Grant(w.ctx, w.by, grant); err != nil {
 		t.Errorf("the platform's grant: %v", err)
 	}
+}
+
+// Judging an actor's write can cost seconds when a role has many holders;
+// the judge stops when the caller gives up, rather than judge for a caller
+// no longer there. user:mgr's narrowing of the user role that 3,000
+// subjects hold takes create-reaction, which mgr does not hold, from each:
+// the judge refuses it as overreach. A caller gone before judging gets its
+// context's error instead, and nothing is written.
+func TestJudgingStopsWhenTheCallerGivesUp(t *testing.T) {
+	p := streamPolicy()
+	p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermRolesWrite})
+	p.Roles = append(p.Roles, authz.Role{Name: "manager", Scope: "root", Permissions: []string{authz.PermRolesWrite, "join-call", "read-call"}})
+	w := newWorld(t, p)
+	w.grant("user:mgr", "manager", "account:acme")
+	for i := range 3000 {
+		w.grant(fmt.Sprintf("user:u%d", i), "user", "account:acme")
+	}
+	narrower := authz.Role{Name: "user", Scope: "account:acme", Permissions: []string{"join-call", "read-call"}}
+	var e *authz.Error
+	if _, err := w.eng.PutRole(w.ctx, as("user:mgr"), narrower); !errors.As(err, &e) || e.Rule != authz.RuleNoOverreach {
+		t.Fatalf("PutRole narrowing the user role = %v, want a refusal by %q", err, authz.RuleNoOverreach)
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	cancel()
+	sets, rev := w.be.count(), w.idx.Revision()
+	if _, err := w.eng.PutRole(ctx, as("user:mgr"), narrower); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutRole with its caller gone = %v, want %v", err, context.Canceled)
+	}
+	w.unchanged(sets, rev)
 }

@@ -377,6 +377,7 @@ func (e *Engine) waitFor(ctx context.Context, rev Revision) error {
 // plan is a write being planned: what it read and what it will change.
 type plan struct {
 	x       *Index
+	ctx     context.Context // the caller's: judging an actor's write gives up when it ends
 	by      Author
 	limits  Limits
 	now     int64
@@ -406,7 +407,7 @@ func (p *plan) change(c Change) {
 func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Revision, error) {
 	for attempt := 1; ; {
 		x := e.Index()
-		p := &plan{x: x, by: by, limits: e.limits, now: e.clock.Now().UnixNano()}
+		p := &plan{ctx: ctx, x: x, by: by, limits: e.limits, now: e.clock.Now().UnixNano()}
 		if by.Actor != "" {
 			p.judge = newJudge(p)
 		}

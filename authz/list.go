@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -202,7 +203,7 @@ func (x *Index) ListRolesPage(resource, assignableBy string, size int, token str
 	var p *plan
 	budget := size
 	if assignableBy != "" {
-		p = &plan{x: x, by: Author{Actor: assignableBy}, limits: Limits{}.withDefaults(), now: now}
+		p = &plan{ctx: context.Background(), x: x, by: Author{Actor: assignableBy}, limits: Limits{}.withDefaults(), now: now}
 		budget = assignableBudget * size
 	}
 	typ := x.typeName(id)

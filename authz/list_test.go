@@ -21,7 +21,7 @@ func TestListGrants(t *testing.T) {
 	w.grant("user:bob", "host", "call:livestream:42")
 	w.grant("user:bob", "call-member", "call:livestream:42")
 	w.grant("user:carol", "admin", "root")
-	w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:carol", Role: "user", Resource: "call:default:1", Expires: time.Now().Add(-time.Second)}})
+	w.store(authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:carol", Role: "user", Resource: "call:default:1", Expires: w.clock.Now().Add(-time.Second)}})
 
 	g := func(subject, role, resource string) authz.Grant {
 		return authz.Grant{Subject: subject, Role: role, Resource: resource}
