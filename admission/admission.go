@@ -235,7 +235,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason += ", backstage"
 	}
 	if rule.Media != nil && m.signer != nil {
-		r.Token, err = m.signer.Sign(subject, r.Grant, lease)
+		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(lease, p.Until, now))
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.
@@ -244,6 +244,18 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	return r, nil
+}
+
+// tokenTTL is how long a Join's token may be valid: the lease, and no
+// longer than the standing it was signed from lasts (until: the soonest a
+// grant or block on the way runs out), since a media server cannot take a
+// token back once the subject has it; but at least a second, the shortest
+// a token may be valid.
+func tokenTTL(lease time.Duration, until, now time.Time) time.Duration {
+	if until.IsZero() {
+		return lease
+	}
+	return min(lease, max(time.Second, until.Sub(now)))
 }
 
 // overtaken answers a Join whose session the view ejected as it was made:

@@ -205,3 +205,34 @@ func TestWithoutAKeyAJoinCarriesTheGrantButNoToken(t *testing.T) {
 		t.Errorf("grant %+v, want the member's video grant", r.Grant)
 	}
 }
+
+// A token outlives neither the lease nor the grant it was signed from: a
+// media server cannot take it back, and with it the subject could connect
+// again after the grant ran out. The session keeps the rule's lease; its
+// KeepAlive after the grant ran out ends it.
+func TestATokenOutlivesNoGrantItWasSignedFrom(t *testing.T) {
+	w := newTokenWorld(t, &tokenKey)
+	const call, subject = "call:acme:1", "user:brief"
+	before := time.Now()
+	expires := before.Add(8 * time.Second)
+	if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: subject, Role: "member", Resource: call, Expires: expires}); err != nil {
+		t.Fatal(err)
+	}
+	r := w.wantJoin(subject, call, admission.Admitted)
+	if r.Lease != tokenLease {
+		t.Errorf("lease %s, want the rule's %s", r.Lease, tokenLease)
+	}
+	v, err := auth.ParseAPIToken(r.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, _, err := v.Verify(tokenKey.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// LiveKit stamps whole seconds: the token may end up to a second
+	// before the grant, never after it.
+	if exp := claims.ExpiresAt.Time; exp.After(expires) || exp.Before(expires.Add(-2*time.Second)) {
+		t.Errorf("the token expires at %s, the grant at %s: want the token to end with the grant, no later", exp, expires)
+	}
+}
