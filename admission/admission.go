@@ -517,7 +517,13 @@ func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, e
 	if _, err := m.lobbyRule(resource, actor, "list the lobby of"); err != nil {
 		return nil, err
 	}
-	knocks := m.store.Knocks(resource)
+	// A subject blocked, or left with no grant, since it knocked may not
+	// join: its knock ends at its next KeepAlive, and no one waits for it.
+	x := m.engine.Index()
+	knocks := slices.DeleteFunc(m.store.Knocks(resource), func(k Knock) bool {
+		out, _ := ejects(x.Presence(k.Subject, resource), k.Subject, resource)
+		return out != 0
+	})
 	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
 	return knocks, nil
 }

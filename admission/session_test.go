@@ -246,6 +246,11 @@ func TestAKnockOfABlockedSubjectEndsAtKeepAlive(t *testing.T) {
 	}
 	nextEvent(t, watch, "KNOCKED", kindOf(admission.EventKnocked, "user:guest"))
 	w.block("user:guest", "account:acme")
+	// The lobby no longer lists who may not join, even before the knock
+	// ends.
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
+		t.Errorf("the blocked subject waits in the lobby: %+v", list)
+	}
 	ren, err := w.m.KeepAlive(w.ctx, k.Session)
 	if err != nil || ren.Outcome != admission.Blocked {
 		t.Fatalf("KeepAlive of a blocked knock = %+v, %v; want BLOCKED", ren, err)
