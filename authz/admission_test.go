@@ -933,7 +933,7 @@ func TestStage(t *testing.T) {
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: lobbyCall, Parent: "calltype:livestream", Live: true})
 			},
-			code: authz.Invalid, field: "start_time", value: "0001-01-01T00:00:00Z",
+			code: authz.Invalid, field: "live", value: "true",
 		},
 	}
 	for _, tc := range refusals {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -38,7 +39,11 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 		if id := x.lookupNode(r.Name); id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
 			if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
-				return errorf(Invalid, "start_time", r.StartsAt.UTC().Format(time.RFC3339),
+				field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339)
+				if r.Live != cur.Live {
+					field, value = "live", strconv.FormatBool(r.Live)
+				}
+				return errorf(Invalid, field, value,
 					"%q is registered: PutResource moves it and keeps its stage; change the stage with Schedule or GoLive", r.Name)
 			}
 			return p.move(id, parent)
