@@ -108,7 +108,7 @@ bench: build
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
 	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario \
-	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted
+	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted internal/codec:FuzzUnmarshal
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

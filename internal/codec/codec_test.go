@@ -79,6 +79,7 @@ func TestRegistered(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	for name, m := range messages() {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel() // and the types' shapes are made at once
 			for _, c := range []struct{ enc, dec encoding.CodecV2 }{
 				{codec.Codec{}, codec.Codec{}}, {codec.Codec{}, standard}, {standard, codec.Codec{}},
 			} {
