@@ -70,7 +70,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
 			return nil, err
 		}
-		if !s.check(b, 0) {
+		if !ascii(b) && !s.check(b, 0) {
 			return standard.Marshal(v)
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
@@ -81,7 +81,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		pool.Put(b)
 		return nil, err
 	}
-	if !s.check(*b, 0) {
+	if !ascii(*b) && !s.check(*b, 0) {
 		pool.Put(b)
 		return standard.Marshal(v)
 	}

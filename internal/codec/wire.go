@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"encoding/binary"
 	"sync"
 	"unicode/utf8"
 
@@ -33,7 +34,8 @@ type shape struct {
 	// protobuf-go's unexported field for them.
 	dropsUnknown bool
 	// marshalVT: MarshalToSizedBufferVT writes all that proto.Marshal
-	// would, no type that drops unknown fields being within reach.
+	// would (strings apart), no type that drops unknown fields being within
+	// reach.
 	marshalVT bool
 }
 
@@ -56,29 +58,20 @@ func shapeOf(m proto.Message) *shape {
 	}
 	built := map[protoreflect.MessageDescriptor]*shape{}
 	s := build(md, built)
-	// Until nothing changes: a loop of recursive types keeps marshalVT.
+	// A type holding one that is not marshalVT is not either, until
+	// nothing changes; a loop of recursive types keeps it.
 	for changed := true; changed; {
 		changed = false
 		for _, s := range built {
-			if s.marshalVT && !s.reachesAllVT() {
-				s.marshalVT, changed = false, true
+			for _, f := range s.fields {
+				if f.msg != nil && s.marshalVT && !f.msg.marshalVT {
+					s.marshalVT, changed = false, true
+				}
 			}
 		}
 	}
 	actual, _ := shapes.LoadOrStore(md, s)
 	return actual.(*shape)
-}
-
-func (s *shape) reachesAllVT() bool {
-	if s.dropsUnknown {
-		return false
-	}
-	for _, f := range s.fields {
-		if f.msg != nil && !f.msg.marshalVT {
-			return false
-		}
-	}
-	return true
 }
 
 // build makes md's shape and those of the messages it holds, with
@@ -89,7 +82,8 @@ func build(md protoreflect.MessageDescriptor, built map[protoreflect.MessageDesc
 		return s
 	}
 	// protobuf-go drops the unknown fields of a map's entry too.
-	s := &shape{marshalVT: true, dropsUnknown: !md.IsMapEntry() && !generated(md)}
+	s := &shape{dropsUnknown: !md.IsMapEntry() && !generated(md)}
+	s.marshalVT = !s.dropsUnknown
 	built[md] = s
 	fds := md.Fields()
 	for i := range fds.Len() {
@@ -131,55 +125,67 @@ func generated(md protoreflect.MessageDescriptor) bool {
 	return ok
 }
 
-// check walks b as an encoding of s's type at the given depth. Tags,
-// lengths and varints of one byte, the most of them, are read in line.
+// check walks b as an encoding of s's type at the given depth. It is on
+// the path of every call: tags, lengths and varints of one byte, the most of
+// them, are read in line.
 func (s *shape) check(b []byte, depth int) bool {
 	if depth > maxDepth {
 		return false
 	}
-	for len(b) > 0 {
-		tag, n := varint(b)
-		if n < 0 {
-			return false
+	for i := 0; i < len(b); {
+		tag, n := uint64(b[i]), 1
+		if tag >= 0x80 {
+			if tag, n = protowire.ConsumeVarint(b[i:]); n < 0 {
+				return false
+			}
 		}
-		b = b[n:]
+		i += n
 		if tag>>3 < uint64(protowire.MinValidNumber) || tag>>3 > uint64(protowire.MaxValidNumber) {
 			return false // protobuf-go's bounds; ConsumeTag has no upper one
 		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
+		num, typ := tag>>3, protowire.Type(tag&7)
 		var f *field
-		if int(num) < len(s.fields) && s.fields[num].declared {
+		if num < uint64(len(s.fields)) && s.fields[num].declared {
 			f = &s.fields[num]
-		} else if n > 1 && n != protowire.SizeVarint(tag) {
+		} else if n != protowire.SizeVarint(tag) {
 			return false // protobuf-go keeps the field under a shorter tag
 		}
 		if typ != protowire.BytesType {
 			if f == nil && s.dropsUnknown || f != nil && (typ != f.wire || f.group) {
 				return false
 			}
-			if typ == protowire.VarintType && len(b) > 0 && b[0] < 0x80 {
-				b = b[1:]
+			if typ == protowire.VarintType && i < len(b) && b[i] < 0x80 {
+				i++
 				continue
 			}
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			if n = protowire.ConsumeFieldValue(protowire.Number(num), typ, b[i:]); n < 0 {
 				return false
 			}
-			b = b[n:]
+			i += n
 			continue
 		}
-		l, n := varint(b)
-		if n < 0 || l > uint64(len(b)-n) {
+		if i == len(b) {
 			return false
 		}
-		v := b[n : n+int(l)]
-		b = b[n+int(l):]
+		l, n := uint64(b[i]), 1
+		if l >= 0x80 {
+			if l, n = protowire.ConsumeVarint(b[i:]); n < 0 {
+				return false
+			}
+		}
+		rest := b[i+n:]
+		if l > uint64(len(rest)) {
+			return false
+		}
+		v := rest[:l]
+		i += n + int(l)
 		switch {
 		case f == nil:
 			if s.dropsUnknown {
 				return false
 			}
 		case f.wire == protowire.BytesType:
-			if f.utf8 && !utf8.Valid(v) || f.msg != nil && !f.msg.check(v, depth+1) {
+			if f.utf8 && !ascii(v) && !utf8.Valid(v) || f.msg != nil && !f.msg.check(v, depth+1) {
 				return false
 			}
 		case f.packed:
@@ -193,15 +199,6 @@ func (s *shape) check(b []byte, depth int) bool {
 	return true
 }
 
-// varint reads a varint off b as protowire.ConsumeVarint does, a byte's one
-// in line; n < 0 if there is none.
-func varint(b []byte) (v uint64, n int) {
-	if len(b) > 0 && b[0] < 0x80 {
-		return uint64(b[0]), 1
-	}
-	return protowire.ConsumeVarint(b)
-}
-
 // packed reports whether b is a run of values of the wire type typ.
 func packed(b []byte, typ protowire.Type) bool {
 	for len(b) > 0 {
@@ -212,4 +209,20 @@ func packed(b []byte, typ protowire.Type) bool {
 		b = b[n:]
 	}
 	return true
+}
+
+// ascii reports whether b is all ASCII, reading it 8 bytes at a time.
+func ascii(b []byte) bool {
+	var x uint64
+	if len(b) < 8 {
+		for _, c := range b {
+			x |= uint64(c)
+		}
+		return x < 0x80
+	}
+	for i := 0; i+8 <= len(b); i += 8 {
+		x |= binary.LittleEndian.Uint64(b[i:])
+	}
+	x |= binary.LittleEndian.Uint64(b[len(b)-8:])
+	return x&0x8080808080808080 == 0
 }
