@@ -12,8 +12,9 @@
 // (Timestamp, Duration) drops the fields they do not declare, which
 // protobuf-go keeps. So a message is read by UnmarshalVT only when its bytes
 // pass a check against its descriptor (wire.go), and written by
-// MarshalToSizedBufferVT only when no well-known type is within its reach
-// and the bytes made pass the check too; protobuf-go does the rest.
+// MarshalToSizedBufferVT only when no well-known type (nor a oneof of
+// messages, where vtproto leaves out a member set to nil) is within its
+// reach and the strings made are UTF-8; protobuf-go does the rest.
 //
 // Importing the package registers the codec under the name "proto", for the
 // whole process. It imports nothing of Usher's.
@@ -70,6 +71,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
 			return nil, err
 		}
+		// Bytes all ASCII hold no string that is not UTF-8.
 		if !ascii(b) && !s.check(b, 0) {
 			return standard.Marshal(v)
 		}

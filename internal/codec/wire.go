@@ -34,8 +34,8 @@ type shape struct {
 	// protobuf-go's unexported field for them.
 	dropsUnknown bool
 	// marshalVT: MarshalToSizedBufferVT writes all that proto.Marshal
-	// would (strings apart), no type that drops unknown fields being within
-	// reach.
+	// would (strings apart), no type that drops unknown fields, no oneof of
+	// messages and no map to messages being within reach.
 	marshalVT bool
 }
 
@@ -100,6 +100,12 @@ func build(md protoreflect.MessageDescriptor, built map[protoreflect.MessageDesc
 			f.wire = protowire.BytesType
 		case protoreflect.MessageKind:
 			f.wire, f.msg = protowire.BytesType, build(fd.Message(), built)
+			// vtproto writes nothing for a oneof's member set to a nil
+			// message, nor maybe for a map's nil value; protobuf-go
+			// writes an empty message.
+			if fd.ContainingOneof() != nil || fd.IsMap() && fd.MapValue().Message() != nil {
+				s.marshalVT = false
+			}
 		case protoreflect.GroupKind:
 			f.wire, f.group = protowire.StartGroupType, true
 		case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:

@@ -116,6 +116,23 @@ func TestMarshalKeepsWhatTimestampsDoNotKnow(t *testing.T) {
 	}
 }
 
+// A oneof's member set to a nil message is sent as an empty one, as
+// protobuf-go sends it; vtproto's code would leave it out.
+func TestMarshalSendsANilMemberOfAOneof(t *testing.T) {
+	m := &usherv1.Change{Op: usherv1.Op_OP_DELETE_GRANT, Entity: &usherv1.Change_Grant{}}
+	data, err := (codec.Codec{}).Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got usherv1.Change
+	if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.GetGrant() == nil {
+		t.Errorf("sent %v, without the grant", &got)
+	}
+}
+
 // FuzzUnmarshal feeds the same bytes to the codec and to protobuf-go, as
 // each message type that has a oneof, a map or many strings: they must
 // accept and refuse alike, read the same message, and the codec must send
