@@ -9,6 +9,7 @@ TOOLS := \
 	github.com/bufbuild/buf/cmd/buf@v1.75.0 \
 	google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.1 \
+	github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@v0.6.0 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
 .PHONY: run build image test scenarios manifests lint release-api generate check-generated tools bench fuzz clean
@@ -107,7 +108,7 @@ bench: build
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
 	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario \
-	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted
+	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted internal/codec:FuzzUnmarshal
 fuzz:
 	@for t in $(FUZZ); do \
 		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	_ "github.com/usher-authz/usher/internal/codec" // gRPC's "proto" codec, through vtproto's code
 )
 
 // Client is a connection to an Usher server (or a load-balanced set of

@@ -15,7 +15,8 @@ import (
 
 // TestTheClientLinksNoServerSide proves that a service importing the
 // client does not link the engine, storage or LiveKit: only the generated
-// package of Usher, gRPC and protobuf.
+// package of Usher with vtprotobuf's helpers for it, Usher's gRPC codec,
+// gRPC and protobuf.
 func TestTheClientLinksNoServerSide(t *testing.T) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -25,10 +26,12 @@ func TestTheClientLinksNoServerSide(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	allowed := []string{"google.golang.org/grpc", "google.golang.org/protobuf", "google.golang.org/genproto/googleapis/rpc", "golang.org/x/"}
+	allowed := []string{"google.golang.org/grpc", "google.golang.org/protobuf", "google.golang.org/genproto/googleapis/rpc", "golang.org/x/",
+		"github.com/planetscale/vtprotobuf/"}
 	for _, dep := range strings.Fields(string(out)) {
 		switch {
-		case dep == "github.com/usher-authz/usher/client", dep == "github.com/usher-authz/usher/gen/usher/v1":
+		case dep == "github.com/usher-authz/usher/client", dep == "github.com/usher-authz/usher/gen/usher/v1",
+			dep == "github.com/usher-authz/usher/internal/codec":
 		case slices.ContainsFunc(allowed, func(p string) bool { return strings.HasPrefix(dep, p) }):
 		default:
 			t.Errorf("the client links %s", dep)

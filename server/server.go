@@ -20,6 +20,7 @@ import (
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	_ "github.com/usher-authz/usher/internal/codec" // gRPC's "proto" codec, through vtproto's code
 )
 
 // Server is a gRPC server with Usher's services, and the health it reports:

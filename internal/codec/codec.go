@@ -1,0 +1,111 @@
+// Package codec is the gRPC codec for protobuf that Usher's server and
+// clients use in place of grpc-go's own. The messages of gen/ are encoded and
+// decoded by the code protoc-gen-go-vtproto generated for them (SizeVT,
+// MarshalToSizedBufferVT, UnmarshalVT), which does without protobuf-go's
+// reflection; any other message (grpc.health.v1, Envoy's ext_authz, server
+// reflection, ...) goes to grpc-go's codec as before.
+//
+// It reads and writes exactly what grpc-go's codec would. vtproto's code on
+// its own does not: it does not check that strings are UTF-8, which proto3
+// requires and protobuf-go enforces; it lets through a few malformed
+// encodings that protobuf-go refuses; and its code for the well-known types
+// (Timestamp, Duration) drops the fields they do not declare, which
+// protobuf-go keeps. So a message is read by UnmarshalVT only when its bytes
+// pass a check against its descriptor (wire.go), and written by
+// MarshalToSizedBufferVT only when no well-known type (nor a oneof of
+// messages, where vtproto leaves out a member set to nil) is within its
+// reach and the strings made are UTF-8; protobuf-go does the rest.
+//
+// Importing the package registers the codec under the name "proto", for the
+// whole process. It imports nothing of Usher's.
+package codec
+
+import (
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+)
+
+// Name is the content subtype the codec serves, grpc-go's default.
+const Name = grpcproto.Name
+
+// standard is grpc-go's protobuf codec, which the import of its package
+// registered before this package's init runs.
+var standard = encoding.GetCodecV2(Name)
+
+func init() {
+	encoding.RegisterCodecV2(Codec{})
+}
+
+// vtMessage is a message with the methods protoc-gen-go-vtproto generates,
+// and Reset, which protoc-gen-go's messages have.
+type vtMessage interface {
+	proto.Message
+	Reset()
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
+	UnmarshalVT([]byte) error
+}
+
+// Codec is the codec; its zero value is ready to use.
+type Codec struct{}
+
+// Name is the content subtype, "proto".
+func (Codec) Name() string { return Name }
+
+// Marshal encodes v into one buffer, from grpc-go's pool when it is large
+// enough to be worth pooling, as grpc-go's codec does.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(vtMessage)
+	if !ok {
+		return standard.Marshal(v)
+	}
+	s := shapeOf(m)
+	if !s.marshalVT {
+		return standard.Marshal(v)
+	}
+	size := m.SizeVT()
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b := make([]byte, size)
+		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+			return nil, err
+		}
+		// Bytes all ASCII hold no string that is not UTF-8.
+		if !ascii(b) && !s.check(b, 0) {
+			return standard.Marshal(v)
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	b := pool.Get(size)
+	if _, err := m.MarshalToSizedBufferVT(*b); err != nil {
+		pool.Put(b)
+		return nil, err
+	}
+	if !ascii(*b) && !s.check(*b, 0) {
+		pool.Put(b)
+		return standard.Marshal(v)
+	}
+	return mem.BufferSlice{mem.NewBuffer(b, pool)}, nil
+}
+
+// Unmarshal decodes data into v, replacing what v held, as proto.Unmarshal
+// does. data stays gRPC's: UnmarshalVT copies the strings and bytes it keeps.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(vtMessage)
+	if !ok {
+		return standard.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	b := buf.ReadOnlyData()
+	if checked(b, m) {
+		m.Reset()
+		if err := m.UnmarshalVT(b); err == nil {
+			return nil
+		}
+	}
+	// protobuf-go's verdict, as grpc-go's codec gives it; it resets m first.
+	return proto.Unmarshal(b, m)
+}

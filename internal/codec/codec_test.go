@@ -1,0 +1,184 @@
+package codec_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/encoding"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/codec"
+)
+
+// standard is grpc-go's codec, which the registered one stands in for.
+var standard = codec.Standard
+
+// batch is a CheckBatch of 100 checks and its answer, as the load tool's
+// platform has them.
+func batch() (*usherv1.CheckBatchRequest, *usherv1.CheckBatchResponse) {
+	req := &usherv1.CheckBatchRequest{}
+	resp := &usherv1.CheckBatchResponse{Revision: 1_234_567}
+	for i := range 100 {
+		req.Checks = append(req.Checks, &usherv1.CheckItem{
+			Subject:    fmt.Sprintf("user:u%06d", i*997),
+			Permission: "call.join",
+			Resource:   fmt.Sprintf("call:acct-%d/ws-%d/type-0/call-%d", i%10, i%7, i),
+		})
+		d := &usherv1.Decision{Allowed: i%3 != 0}
+		if d.Allowed {
+			d.Role, d.Scope = "participant", fmt.Sprintf("workspace:acct-%d/ws-%d", i%10, i%7)
+		}
+		resp.Decisions = append(resp.Decisions, d)
+	}
+	resp.Errors = []*usherv1.CheckError{{Index: 7, Code: 3, Message: "resource \"call:\": id must not be empty",
+		Field: "resource", Value: "call:", Reason: "INVALID_NAME"}}
+	return req, resp
+}
+
+// messages are messages of every kind of field gen/ has: repeated and
+// nested messages, strings (some not ASCII), varints past one byte,
+// well-known types, a oneof and a map.
+func messages() map[string]proto.Message {
+	req, resp := batch()
+	at := time.Date(2026, 11, 30, 14, 0, 0, 123, time.UTC)
+	return map[string]proto.Message{
+		"empty":            &usherv1.CheckRequest{},
+		"a check":          &usherv1.CheckRequest{Subject: "user:zoë", Permission: "call.join", Resource: "call:x", MinRevision: 1 << 40},
+		"a batch of 100":   req,
+		"a batch's answer": resp,
+		"a join with a token": &usherv1.JoinResponse{Outcome: usherv1.Outcome_OUTCOME_ADMITTED, Capabilities: []string{"publish", "subscribe"},
+			SessionId: "s-1", ExpireTime: timestamppb.New(at), Lease: durationpb.New(90 * time.Second),
+			LivekitToken: "eyJhbGciOiJIUzI1NiJ9." + strings.Repeat("x", 2000), Revision: 99,
+			LivekitGrant: &usherv1.LiveKitGrant{Room: "call:x", RoomJoin: true, CanPublishSources: []string{"camera", "microphone"}},
+			OpenTime:     timestamppb.New(at.Add(-time.Hour))},
+		"a change record with a oneof and a map": &usherv1.ChangeRecord{Revision: 300, Time: timestamppb.New(at), Caller: "admin", Changes: []*usherv1.Change{
+			{Op: usherv1.Op_OP_PUT_GRANT, Entity: &usherv1.Change_Grant{Grant: &usherv1.Grant{Subject: "user:a", Role: "host", Resource: "call:x", ExpireTime: timestamppb.New(at)}}},
+			{Op: usherv1.Op_OP_PUT_ADMISSION, Entity: &usherv1.Change_Admission{Admission: &usherv1.Admission{Scope: "account:a", JoinAhead: durationpb.New(time.Minute),
+				Livekit: &usherv1.LiveKitMapping{RoomJoin: "call.join", CanPublishSources: map[string]string{"camera": "call.video", "microphone": "call.audio", "écran": "call.screen"}}}}},
+			{Op: usherv1.Op_OP_DELETE_GRANT},
+		}},
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	if c, ok := encoding.GetCodecV2("proto").(codec.Codec); !ok {
+		t.Fatalf("the codec registered as proto is %T, not codec.Codec", c)
+	}
+}
+
+// Each message comes out of the codec as it went in, and the codec and
+// grpc-go's read each other's bytes.
+func TestRoundTrip(t *testing.T) {
+	for name, m := range messages() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel() // and the types' shapes are made at once
+			for _, c := range []struct{ enc, dec encoding.CodecV2 }{
+				{codec.Codec{}, codec.Codec{}}, {codec.Codec{}, standard}, {standard, codec.Codec{}},
+			} {
+				data, err := c.enc.Marshal(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := m.ProtoReflect().New().Interface()
+				if err := c.dec.Unmarshal(data, got); err != nil {
+					t.Fatal(err)
+				}
+				data.Free()
+				if !proto.Equal(got, m) {
+					t.Errorf("%T: got %v, want %v", c.dec, got, m)
+				}
+			}
+		})
+	}
+}
+
+// Unmarshal replaces what the message held, as proto.Unmarshal does.
+func TestUnmarshalReplaces(t *testing.T) {
+	got := &usherv1.CheckRequest{Subject: "user:old", MinRevision: 5}
+	want := &usherv1.CheckRequest{Permission: "call.join"}
+	if err := (codec.Codec{}).Unmarshal(encode(t, want), got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// Fields the reader does not know are kept and sent on.
+func TestUnknownFieldsKept(t *testing.T) {
+	b, err := proto.Marshal(&usherv1.CheckItem{Subject: "user:a", Permission: "call.join", Resource: "call:x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = protowire.AppendTag(b, 99, protowire.VarintType)
+	b = protowire.AppendVarint(b, 300)
+	b = protowire.AppendTag(b, 100, protowire.BytesType)
+	b = protowire.AppendString(b, "later")
+	var got, want usherv1.CheckItem
+	if err := (codec.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.ProtoReflect().GetUnknown()) == 0 || !proto.Equal(&got, &want) {
+		t.Fatalf("got %v, want %v", &got, &want)
+	}
+	data, err := (codec.Codec{}).Marshal(&got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again usherv1.CheckItem
+	if err := proto.Unmarshal(data.Materialize(), &again); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&again, &want) {
+		t.Errorf("sent on: got %v, want %v", &again, &want)
+	}
+}
+
+// A message without vtproto's methods goes to grpc-go's codec.
+func TestOtherMessages(t *testing.T) {
+	m := &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}
+	if _, ok := any(m).(interface{ UnmarshalVT([]byte) error }); ok {
+		t.Fatal("grpc.health.v1 has vtproto's methods: pick another message")
+	}
+	data, err := (codec.Codec{}).Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := data.Materialize(); string(got) != string(want) {
+		t.Errorf("marshalled %x, want %x", got, want)
+	}
+	var got healthpb.HealthCheckResponse
+	if err := (codec.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(want)}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&got, m) {
+		t.Errorf("got %v, want %v", &got, m)
+	}
+	if _, err := (codec.Codec{}).Marshal("not a message"); err == nil {
+		t.Error("a string was marshalled")
+	}
+}
+
+func encode(t testing.TB, m proto.Message) mem.BufferSlice {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}
+}

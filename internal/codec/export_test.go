@@ -1,0 +1,7 @@
+package codec
+
+// Checked is checked, and Standard grpc-go's codec, for the tests.
+var (
+	Checked  = checked
+	Standard = standard
+)
