@@ -90,6 +90,7 @@ type Engine struct {
 	clock   Clock
 	logger  *slog.Logger
 	timeout time.Duration
+	gather  time.Duration
 	limits  Limits
 	idx     atomic.Pointer[Index]
 
@@ -98,6 +99,7 @@ type Engine struct {
 	queued  []*pending     // planned, waiting for the committer
 	touched map[string]int // touches of queued and committing writes
 	running bool           // the committer goroutine is running
+	full    chan struct{}  // wakes a gathering committer when a batch is full
 
 	listeners atomic.Pointer[[]func(*Index, *ChangeSet)]
 	commits   atomic.Pointer[func(CommitStats)]
@@ -112,6 +114,7 @@ type Engine struct {
 type pending struct {
 	w    Write
 	ctx  context.Context
+	at   time.Time // when it was queued
 	res  Committed
 	err  error
 	done chan struct{}
@@ -142,6 +145,12 @@ type Options struct {
 	// Limits bound what a scope may hold and what a write by an actor may
 	// ask; zero fields take their defaults.
 	Limits Limits
+	// Gather is how long the committer waits for more writes before it
+	// sends a batch of fewer than maxBatch to the backend, counted from when
+	// the batch's first write was queued: writes that arrive close together
+	// share a transaction, and so its fsync, for at most Gather more latency
+	// each. 0 sends each batch at once.
+	Gather time.Duration
 }
 
 // DefaultCommitTimeout is how long a backend transaction may take before
@@ -160,7 +169,8 @@ func Start(ctx context.Context, b Backend, opts Options) (*Engine, error) {
 	if opts.CommitTimeout <= 0 {
 		opts.CommitTimeout = DefaultCommitTimeout
 	}
-	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, limits: opts.Limits.withDefaults(), touched: map[string]int{}, fed: make(chan struct{})}
+	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, gather: max(opts.Gather, 0),
+		limits: opts.Limits.withDefaults(), touched: map[string]int{}, full: make(chan struct{}, 1), fed: make(chan struct{})}
 	e.idle = sync.NewCond(&e.mu)
 	idx, err := e.load(ctx)
 	if err != nil {
@@ -478,7 +488,16 @@ func (e *Engine) enqueue(w *pending) bool {
 	for _, k := range w.w.Touches {
 		e.touched[k]++
 	}
+	if e.gather > 0 {
+		w.at = time.Now()
+	}
 	e.queued = append(e.queued, w)
+	if len(e.queued) == maxBatch && e.gather > 0 {
+		select {
+		case e.full <- struct{}{}:
+		default:
+		}
+	}
 	if !e.running {
 		e.running = true
 		go e.commitBatches()
@@ -488,10 +507,18 @@ func (e *Engine) enqueue(w *pending) bool {
 
 // commitBatches commits what is queued, one batch per backend transaction,
 // until the queue is empty. A batch's writes are released once the index
-// has applied them, so that a write planned after them sees them.
+// has applied them, so that a write planned after them sees them. With a
+// gather window, a batch not yet full waits for more writes until its
+// oldest has been queued that long.
 func (e *Engine) commitBatches() {
+	var timer *time.Timer
 	e.mu.Lock()
 	for len(e.queued) > 0 {
+		if e.gather > 0 && len(e.queued) < maxBatch {
+			if wait := time.Until(e.queued[0].at.Add(e.gather)); wait > 0 {
+				timer = e.gatherFor(timer, wait)
+			}
+		}
 		n := min(len(e.queued), maxBatch)
 		batch := e.queued[:n:n]
 		e.queued = slices.Clone(e.queued[n:])
@@ -549,6 +576,30 @@ func (e *Engine) commitBatches() {
 	}
 	e.running = false
 	e.mu.Unlock()
+}
+
+// gatherFor lets more writes join the queue, for up to wait or until it
+// holds a full batch. It is called and returns with e.mu held, and reuses
+// timer from one batch to the next.
+func (e *Engine) gatherFor(timer *time.Timer, wait time.Duration) *time.Timer {
+	// A wake-up left over from a batch already sent is stale.
+	select {
+	case <-e.full:
+	default:
+	}
+	e.mu.Unlock()
+	defer e.mu.Lock()
+	if timer == nil {
+		timer = time.NewTimer(wait)
+	} else {
+		timer.Reset(wait)
+	}
+	select {
+	case <-timer.C:
+	case <-e.full:
+		timer.Stop()
+	}
+	return timer
 }
 
 // commitError is what a caller sees of a failed commit. The caller's own

@@ -1,6 +1,8 @@
 package authz_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -105,5 +107,127 @@ func TestConflictingWritesSeeEachOther(t *testing.T) {
 	}
 	if grants, _, _, err := w.idx.ListGrants(authz.GrantFilter{Resource: "call:livestream:77"}, 0, ""); err == nil || len(grants) != 0 {
 		t.Errorf("grants on the deleted resource: %v, %v", grants, err)
+	}
+}
+
+// newGatheringWorld is newWorld whose engine gathers writes for up to
+// gather: a second engine on the world's backend, once the policy is in.
+func newGatheringWorld(t *testing.T, p authz.Policy, gather time.Duration) *world {
+	w := newWorld(t, p)
+	eng, err := authz.Start(t.Context(), w.be, authz.Options{Clock: w.clock, Gather: gather})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(eng.Close)
+	w.eng, w.idx = eng, eng.Index()
+	return w
+}
+
+// grantEvery starts n grants of distinct subjects, one every gap, and
+// returns what each answered once all have.
+func grantEvery(w *world, ctxs []context.Context, gap time.Duration) ([]authz.Revision, []error) {
+	revs := make([]authz.Revision, len(ctxs))
+	errs := make([]error, len(ctxs))
+	var wg sync.WaitGroup
+	for i, ctx := range ctxs {
+		if i > 0 {
+			time.Sleep(gap)
+		}
+		wg.Go(func() {
+			revs[i], errs[i] = w.eng.Grant(ctx, w.by, authz.Grant{Subject: fmt.Sprintf("user:s%d", i), Role: "call-member", Resource: "call:livestream:42"})
+			// Acknowledged only once the backend has committed it.
+			if errs[i] == nil && authz.Revision(w.be.count()) < revs[i] {
+				w.t.Errorf("grant %d acknowledged at revision %d before the backend committed it", i, revs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return revs, errs
+}
+
+// With Options.Gather, writes that arrive one after another within the
+// window share one transaction, each acknowledged with its own revision
+// after the transaction committed.
+func TestGatheredWritesShareATransaction(t *testing.T) {
+	w := newGatheringWorld(t, streamPolicy(), 500*time.Millisecond)
+	start, batches := w.idx.Revision(), w.be.transactions()
+	ctxs := slices.Repeat([]context.Context{w.ctx}, 8)
+	revs, errs := grantEvery(w, ctxs, 5*time.Millisecond)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+		if d := w.check(fmt.Sprintf("user:s%d", i), "join-call", "call:livestream:42"); !d.Allowed {
+			t.Errorf("grant %d acknowledged at revision %d but not in the index: %+v", i, revs[i], d)
+		}
+	}
+	slices.Sort(revs)
+	for i, rev := range revs {
+		if rev != start+authz.Revision(i+1) {
+			t.Fatalf("revisions %v, want %d..%d once each", revs, start+1, start+8)
+		}
+	}
+	// Sent one by one, 5 ms apart, each would be a transaction of its own.
+	if used := w.be.transactions() - batches; used > 2 {
+		t.Errorf("8 grants 5 ms apart took %d transactions; want them gathered into one or two", used)
+	}
+}
+
+// A full batch goes to the backend at once, without waiting out the window.
+func TestGatherEndsWhenTheBatchIsFull(t *testing.T) {
+	w := newGatheringWorld(t, streamPolicy(), time.Hour)
+	const n = 64 // maxBatch
+	began := time.Now()
+	_, errs := grantEvery(w, slices.Repeat([]context.Context{w.ctx}, n), 0)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+	}
+	if took := time.Since(began); took > time.Minute {
+		t.Errorf("a full batch took %v with an hour's window; want it sent once full", took)
+	}
+}
+
+// A caller that gives up while its write is being gathered gets its
+// context's error and is not written; the others of the batch are.
+func TestGatheredWriteCancelledAlone(t *testing.T) {
+	w := newGatheringWorld(t, streamPolicy(), time.Second)
+	start := w.idx.Revision()
+	gone, cancel := context.WithCancel(w.ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, errs := grantEvery(w, []context.Context{w.ctx, gone, w.ctx}, 5*time.Millisecond)
+	if errs[0] != nil || errs[2] != nil {
+		t.Fatalf("the grants not cancelled: %v, %v; want both committed", errs[0], errs[2])
+	}
+	if !errors.Is(errs[1], context.Canceled) {
+		t.Errorf("the grant cancelled while gathered = %v, want context.Canceled", errs[1])
+	}
+	if got := w.idx.Revision(); got != start+2 {
+		t.Errorf("revision %d after two grants from %d", got, start)
+	}
+	if d := w.check("user:s1", "join-call", "call:livestream:42"); d.Allowed {
+		t.Errorf("the cancelled grant was written: %+v", d)
+	}
+}
+
+// A gathered batch whose transaction fails fails every write in it, and
+// none is in the index: as for any batch.
+func TestGatheredBatchFailsWhole(t *testing.T) {
+	w := newGatheringWorld(t, streamPolicy(), time.Second)
+	start, batches := w.idx.Revision(), w.be.transactions()
+	diskFull := errors.New("disk full")
+	w.be.failNextCommit(diskFull)
+	_, errs := grantEvery(w, slices.Repeat([]context.Context{w.ctx}, 3), 5*time.Millisecond)
+	if used := w.be.transactions() - batches; used != 1 {
+		t.Fatalf("3 grants 5 ms apart took %d transactions; want one", used)
+	}
+	for i, err := range errs {
+		if authz.CodeOf(err) != authz.Unavailable || !errors.Is(err, diskFull) {
+			t.Errorf("grant %d of the failed batch = %v, want UNAVAILABLE wrapping the cause", i, err)
+		}
+	}
+	if got := w.idx.Revision(); got != start {
+		t.Errorf("revision %d after a failed batch, want %d", got, start)
 	}
 }

@@ -241,7 +241,7 @@ variable their help names.`,
 		defer store.close()
 		// The backend itself rather than its wrapper, whose interface would
 		// hide what metrics read of it (bbolt's WriteTime).
-		engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger})
+		engine, err := authz.Start(ctx, store.Backend, authz.Options{Logger: logger, Gather: store.gather})
 		if err != nil {
 			return fmt.Errorf("%s: %w", store.where, err)
 		}
