@@ -100,6 +100,9 @@ type Engine struct {
 	touched map[string]int // touches of queued and committing writes
 	running bool           // the committer goroutine is running
 	full    chan struct{}  // wakes a gathering committer when a batch is full
+	// settled is when the last batch was committed (or failed): writes
+	// are streaming while it is within the gather window.
+	settled time.Time
 
 	listeners atomic.Pointer[[]func(*Index, *ChangeSet)]
 	commits   atomic.Pointer[func(CommitStats)]
@@ -147,9 +150,11 @@ type Options struct {
 	Limits Limits
 	// Gather is how long the committer waits for more writes before it
 	// sends a batch of fewer than maxBatch to the backend, counted from when
-	// the batch's first write was queued: writes that arrive close together
+	// the batch's first write was queued, while writes stream in (the last
+	// batch settled less than Gather ago): writes that arrive close together
 	// share a transaction, and so its fsync, for at most Gather more latency
-	// each. 0 sends each batch at once.
+	// each. A write that finds the engine idle goes at once. 0 sends each
+	// batch at once.
 	Gather time.Duration
 }
 
@@ -514,7 +519,9 @@ func (e *Engine) commitBatches() {
 	var timer *time.Timer
 	e.mu.Lock()
 	for len(e.queued) > 0 {
-		if e.gather > 0 && len(e.queued) < maxBatch {
+		// A write that finds the engine idle goes at once; while writes
+		// stream in, a batch gathers those that come close behind.
+		if e.gather > 0 && len(e.queued) < maxBatch && time.Since(e.settled) < e.gather {
 			if wait := time.Until(e.queued[0].at.Add(e.gather)); wait > 0 {
 				timer = e.gatherFor(timer, wait)
 			}
@@ -564,6 +571,9 @@ func (e *Engine) commitBatches() {
 			cancel()
 		}
 		e.mu.Lock()
+		if e.gather > 0 {
+			e.settled = time.Now()
+		}
 		for _, p := range batch {
 			for _, k := range p.w.Touches {
 				if e.touched[k]--; e.touched[k] == 0 {
