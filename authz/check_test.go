@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 func TestCheck(t *testing.T) {
@@ -489,4 +491,76 @@ func TestListPermissionsIsCheck(t *testing.T) {
 			t.Errorf("ListPermissions(unknown) = %v, %v; want nothing, false", perms, ok)
 		}
 	})
+}
+
+// countingClock counts its readings.
+type countingClock struct {
+	*authz.ManualClock
+	reads atomic.Int64
+}
+
+func (c *countingClock) Now() time.Time {
+	c.reads.Add(1)
+	return c.ManualClock.Now()
+}
+
+// Check reads the clock only when an expiry is to be judged, once a call
+// however many it judges, and judges them as before.
+func TestCheckReadsTheClockOnlyForExpiries(t *testing.T) {
+	clock := &countingClock{ManualClock: authz.NewManualClock(time.Now())}
+	eng, err := authz.Start(t.Context(), &testBackend{Memory: memory.New()}, authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), by: authz.Author{Caller: "test"}, idx: eng.Index(), eng: eng, clock: clock.ManualClock}
+	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, streamPolicy(), authz.ApplyOptions{}); err != nil {
+		t.Fatalf("ApplyPolicy: %v", err)
+	}
+	call := "call:livestream:42"
+	w.grant("user:alice", "call-member", call)
+	w.grantUntil("user:dan", "moderator", call, clock.Now().Add(time.Hour))
+	w.grantUntil("user:dan", "call-member", "account:acme", clock.Now().Add(2*time.Hour))
+	w.block(authz.Block{Subject: "user:bob", Resource: call, Expires: clock.Now().Add(time.Hour)})
+	reads := func(f func()) int64 {
+		before := clock.reads.Load()
+		f()
+		return clock.reads.Load() - before
+	}
+	for _, tc := range []struct {
+		subject, permission string
+		allowed             bool
+		reads               int64
+	}{
+		{"user:alice", "send-audio", true, 0},
+		{"user:carol", "send-audio", false, 0},
+		{"user:dan", "mute-users", true, 1},
+		{"user:dan", "send-audio", true, 1},
+		{"user:bob", "send-audio", false, 1},
+	} {
+		var d authz.Decision
+		if n := reads(func() { d = w.check(tc.subject, tc.permission, call) }); n != tc.reads || d.Allowed != tc.allowed {
+			t.Errorf("Check(%s, %s): allowed %v after %d readings of the clock, want %v after %d", tc.subject, tc.permission, d.Allowed, n, tc.allowed, tc.reads)
+		}
+	}
+	batch := []authz.Query{
+		{Subject: "user:alice", Permission: "send-audio", Resource: call},
+		{Subject: "user:dan", Permission: "mute-users", Resource: call},
+		{Subject: "user:bob", Permission: "send-audio", Resource: call},
+	}
+	if n := reads(func() { eng.Index().CheckBatch(batch) }); n != 1 {
+		t.Errorf("CheckBatch read the clock %d times, want once", n)
+	}
+	// An hour and a half on, dan's moderator grant and bob's block have
+	// expired; the grant on the account has not.
+	clock.Advance(90 * time.Minute)
+	if d := w.check("user:dan", "mute-users", call); d.Allowed {
+		t.Errorf("dan mutes after his grant expired: %+v", d)
+	}
+	if d := w.check("user:dan", "send-audio", call); !d.Allowed || d.Scope != "account:acme" {
+		t.Errorf("dan's grant on the account: %+v", d)
+	}
+	if d := w.check("user:bob", "send-audio", call); d.Reason != authz.ReasonNoGrant {
+		t.Errorf("bob after his block expired: %+v", d)
+	}
 }
