@@ -136,9 +136,11 @@ func (x *Index) decide(q Query, res uint32, resName string, s uint32, grants []s
 		return Decision{Reason: ReasonNoGrant}, nil
 	}
 	var buf [MaxDepth + 1]uint32
-	path := x.path(res, buf[:0])
-	if b, at := x.blockingAt(s, path, perm, now); b != nil {
-		return Decision{Reason: ReasonBlocked, Scope: x.name(at), BlockReason: b.Reason, BlockID: b.ID}, nil
+	path, flags := x.pathFlags(res, buf[:0])
+	if flags&nodeBlocks != 0 {
+		if b, at := x.blockingAt(s, path, perm, now); b != nil {
+			return Decision{Reason: ReasonBlocked, Scope: x.name(at), BlockReason: b.Reason, BlockID: b.ID}, nil
+		}
 	}
 	if g, ok := x.grantingIn(grants, path, perm, now); ok {
 		scope := resName
@@ -149,6 +151,10 @@ func (x *Index) decide(q Query, res uint32, resName string, s uint32, grants []s
 	}
 	return Decision{Reason: ReasonNoGrant}, nil
 }
+
+// maxScanned is the longest grant list grantingIn reads in one pass rather
+// than searched resource by resource: a position in it fits in a byte.
+const maxScanned = 64
 
 // instant is the time a call judges expiries against: the clock is read
 // when an expiry first needs it, and that reading serves the rest of the
@@ -205,6 +211,46 @@ func (x *Index) granting(s uint32, path []uint32, perm int32, now int64) (subjec
 // the instant now.
 func (x *Index) grantingIn(grants []subjectGrant, path []uint32, perm int32, now *instant) (subjectGrant, bool) {
 	if len(grants) == 0 {
+		return subjectGrant{}, false
+	}
+	if len(grants) <= maxScanned {
+		// One pass over the list, which reads its memory in order, finds
+		// the grants on the path; they are then tried as the walk below
+		// tries them: nearest resource first, and in the list's order on
+		// one resource.
+		var found [maxScanned]uint16 // level<<8 | position in the list
+		n := 0
+		// A grant whose resource's bit is not set is not on the path.
+		var on uint64
+		for _, a := range path {
+			on |= 1 << (a & 63)
+		}
+		for i := range grants {
+			r := grants[i].res
+			if on&(1<<(r&63)) == 0 {
+				continue
+			}
+			for level, a := range path {
+				if a == r {
+					k := uint16(level)<<8 | uint16(i)
+					j := n
+					for ; j > 0 && found[j-1] > k; j-- {
+						found[j] = found[j-1]
+					}
+					found[j] = k
+					n++
+					break
+				}
+			}
+		}
+		for _, k := range found[:n] {
+			g := grants[k&0xff]
+			if now.live(g.exp) {
+				if d := x.resolve(path, g.role); d != nil && d.perms.has(perm) {
+					return g, true
+				}
+			}
+		}
 		return subjectGrant{}, false
 	}
 	for _, a := range path {

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -562,5 +563,83 @@ func TestCheckReadsTheClockOnlyForExpiries(t *testing.T) {
 	}
 	if d := w.check("user:bob", "send-audio", call); d.Reason != authz.ReasonNoGrant {
 		t.Errorf("bob after his block expired: %+v", d)
+	}
+}
+
+// Check finds a subject's nearest grant as the reference does however
+// long the subject's list of grants: short lists, lists read in one pass
+// and lists searched resource by resource.
+func TestCheckOfSubjectsWithManyGrants(t *testing.T) {
+	p := streamPolicy()
+	snap := authz.Snapshot{Permissions: p.Permissions, Roles: p.Roles}
+	// The moderator of account:a1 only joins.
+	snap.Roles = append(snap.Roles, authz.Role{Name: "moderator", Scope: "account:a1", Permissions: []string{"join-call"}})
+	for a := range 3 {
+		account := fmt.Sprintf("account:a%d", a)
+		snap.Resources = append(snap.Resources, authz.Resource{Name: account})
+		for c := range 3 {
+			calltype := fmt.Sprintf("calltype:a%d-t%d", a, c)
+			snap.Resources = append(snap.Resources, authz.Resource{Name: calltype, Parent: account})
+			for k := range 8 {
+				snap.Resources = append(snap.Resources, authz.Resource{Name: fmt.Sprintf("call:a%d-t%d-c%d", a, c, k), Parent: calltype})
+			}
+		}
+	}
+	resources := []string{authz.RootName}
+	for _, r := range snap.Resources {
+		resources = append(resources, r.Name)
+	}
+	now := time.Now()
+	r := rand.New(rand.NewPCG(3, 4))
+	roles := []string{"user", "call-member", "moderator", "admin"}
+	var subjects []string
+	for _, n := range []int{1, 5, 8, 9, 40, 63, 64, 65, 100, 200} {
+		subject := fmt.Sprintf("user:n%d", n)
+		subjects = append(subjects, subject)
+		// admin, which holds everything, is rare, so that most checks
+		// are decided by which other grants lie on the path.
+		seen := map[[2]string]bool{}
+		for len(seen) < n {
+			g := authz.Grant{Subject: subject, Role: roles[r.IntN(len(roles)-1)], Resource: resources[r.IntN(len(resources))]}
+			if r.IntN(50) == 0 {
+				g.Role = "admin"
+			}
+			if seen[[2]string{g.Role, g.Resource}] {
+				continue
+			}
+			seen[[2]string{g.Role, g.Resource}] = true
+			switch r.IntN(4) {
+			case 0:
+				g.Expires = now.Add(-time.Hour)
+			case 1:
+				g.Expires = now.Add(time.Hour)
+			}
+			snap.Grants = append(snap.Grants, g)
+		}
+	}
+	idx, err := authz.NewIndex(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := newReference(snap, now)
+	granted := 0
+	for _, subject := range subjects {
+		for _, resource := range resources {
+			for _, perm := range p.Permissions {
+				a := ref.check(subject, perm.Name, resource)
+				want := authz.Decision{Reason: authz.ReasonNoGrant}
+				if a.Allowed {
+					want = authz.Decision{Allowed: true, Reason: authz.ReasonGranted, Role: a.Role, Scope: a.Scope}
+					granted++
+				}
+				got, _, err := idx.Check(authz.Query{Subject: subject, Permission: perm.Name, Resource: resource})
+				if err != nil || got != want {
+					t.Fatalf("Check(%s, %s, %s) = %s, %v; the reference says %s", subject, perm.Name, resource, show(got), err, show(want))
+				}
+			}
+		}
+	}
+	if granted == 0 {
+		t.Fatal("no check was granted")
 	}
 }
