@@ -79,8 +79,8 @@ func (x *Index) blocksOn(s, res uint32) []*blockEntry {
 }
 
 // covers reports whether a live block takes perm away.
-func (b *blockEntry) covers(perm int32, now int64) bool {
-	return live(b.exp, now) && (b.perms == nil || b.perms.has(perm))
+func (b *blockEntry) covers(perm int32, now *instant) bool {
+	return now.live(b.exp) && (b.perms == nil || b.perms.has(perm))
 }
 
 func searchBlock(list []*blockEntry, id string) (int, bool) {

@@ -38,9 +38,9 @@ type Query struct {
 // that covers the permission denies; else the nearest unexpired grant whose
 // role, resolved at the checked resource, holds the permission allows.
 func (x *Index) Check(q Query) (Decision, Revision, error) {
-	now := x.now()
+	now := instant{clock: x.clock}
 	x.mu.RLock()
-	d, err := x.check(q, now)
+	d, err := x.check(q, &now)
 	rev := x.rev
 	x.mu.RUnlock()
 	return d, rev, err
@@ -49,7 +49,7 @@ func (x *Index) Check(q Query) (Decision, Revision, error) {
 // CheckBatch decides every query at one revision. A query that is not valid
 // gets its own error, naming its position; the others are answered.
 func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
-	now := x.now()
+	now := instant{clock: x.clock}
 	out := make([]Decision, len(qs))
 	var errs []error
 	x.mu.RLock()
@@ -85,7 +85,7 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 		}
 		touched(read)
 		for i, q := range part {
-			d, err := x.decide(q, resources[i], subjects[i], grants[i], now)
+			d, err := x.decide(q, resources[i], "", subjects[i], grants[i], &now)
 			if err != nil {
 				if errs == nil {
 					errs = make([]error, len(qs))
@@ -112,17 +112,19 @@ func checkField(i int) string {
 	return "checks[" + strconv.Itoa(i) + "]."
 }
 
-func (x *Index) check(q Query, now int64) (Decision, error) {
-	res, s := x.lookupNode(q.Resource), noName
+func (x *Index) check(q Query, now *instant) (Decision, error) {
+	res, resName := x.res.lookupInterned(q.Resource)
+	res, s := x.liveNode(res), noName
 	if res != noNode {
 		s = x.subj.lookup(q.Subject)
 	}
-	return x.decide(q, res, s, x.bySubject.get(s), now)
+	return x.decide(q, res, resName, s, x.bySubject.get(s), now)
 }
 
-// decide decides q, whose resource is res (noNode when not registered) and
+// decide decides q, whose resource is res (noNode when not registered),
+// named resName when the caller has its name at hand ("" when not), and
 // whose subject is s (noName when unknown) with the grant list grants.
-func (x *Index) decide(q Query, res, s uint32, grants []subjectGrant, now int64) (Decision, error) {
+func (x *Index) decide(q Query, res uint32, resName string, s uint32, grants []subjectGrant, now *instant) (Decision, error) {
 	perm := x.cat.id(q.Permission)
 	if perm < 0 {
 		return Decision{}, errorf(Invalid, "permission", q.Permission, "permission is not declared in the catalog").as(KindUndeclaredPermission)
@@ -134,19 +136,60 @@ func (x *Index) decide(q Query, res, s uint32, grants []subjectGrant, now int64)
 		return Decision{Reason: ReasonNoGrant}, nil
 	}
 	var buf [MaxDepth + 1]uint32
-	path := x.path(res, buf[:0])
-	if b, at := x.blocking(s, path, perm, now); b != nil {
-		return Decision{Reason: ReasonBlocked, Scope: x.name(at), BlockReason: b.Reason, BlockID: b.ID}, nil
+	path, flags := x.pathFlags(res, buf[:0])
+	if flags&nodeBlocks != 0 {
+		if b, at := x.blockingAt(s, path, perm, now); b != nil {
+			return Decision{Reason: ReasonBlocked, Scope: x.name(at), BlockReason: b.Reason, BlockID: b.ID}, nil
+		}
 	}
 	if g, ok := x.grantingIn(grants, path, perm, now); ok {
-		return Decision{Allowed: true, Reason: ReasonGranted, Role: x.roleNames[g.role], Scope: x.name(g.res)}, nil
+		scope := resName
+		if g.res != res || scope == "" {
+			scope = x.name(g.res)
+		}
+		return Decision{Allowed: true, Reason: ReasonGranted, Role: x.roleNames[g.role], Scope: scope}, nil
 	}
 	return Decision{Reason: ReasonNoGrant}, nil
+}
+
+// maxScanned is the longest grant list grantingIn reads in one pass rather
+// than searched resource by resource: a position in it fits in a byte.
+const maxScanned = 64
+
+// instant is the time a call judges expiries against: the clock is read
+// when an expiry first needs it, and that reading serves the rest of the
+// call, so a check that meets only grants and blocks that never expire
+// does not read the clock at all.
+type instant struct {
+	clock Clock
+	now   int64
+	read  bool
+}
+
+// readAt is an instant whose clock was read at now.
+func readAt(now int64) instant { return instant{now: now, read: true} }
+
+// live reports whether something that expires at exp (0 for never) is
+// live at t.
+func (t *instant) live(exp int64) bool {
+	if exp == 0 {
+		return true
+	}
+	if !t.read {
+		t.now, t.read = t.clock.Now().UnixNano(), true
+	}
+	return exp > t.now
 }
 
 // blocking returns the first live block of s on path that covers perm, and
 // the resource it is on.
 func (x *Index) blocking(s uint32, path []uint32, perm int32, now int64) (*blockEntry, uint32) {
+	t := readAt(now)
+	return x.blockingAt(s, path, perm, &t)
+}
+
+// blockingAt is blocking at the instant now.
+func (x *Index) blockingAt(s uint32, path []uint32, perm int32, now *instant) (*blockEntry, uint32) {
 	for _, a := range path {
 		for _, b := range x.blocksOn(s, a) {
 			if b.covers(perm, now) {
@@ -160,17 +203,59 @@ func (x *Index) blocking(s uint32, path []uint32, perm int32, now int64) (*block
 // granting returns the nearest live grant of s on path whose role, resolved
 // at path[0], holds perm.
 func (x *Index) granting(s uint32, path []uint32, perm int32, now int64) (subjectGrant, bool) {
-	return x.grantingIn(x.bySubject.get(s), path, perm, now)
+	t := readAt(now)
+	return x.grantingIn(x.bySubject.get(s), path, perm, &t)
 }
 
-// grantingIn is granting for the subject whose grant list is grants.
-func (x *Index) grantingIn(grants []subjectGrant, path []uint32, perm int32, now int64) (subjectGrant, bool) {
+// grantingIn is granting for the subject whose grant list is grants, at
+// the instant now.
+func (x *Index) grantingIn(grants []subjectGrant, path []uint32, perm int32, now *instant) (subjectGrant, bool) {
 	if len(grants) == 0 {
+		return subjectGrant{}, false
+	}
+	if len(grants) <= maxScanned {
+		// One pass over the list, which reads its memory in order, finds
+		// the grants on the path; they are then tried as the walk below
+		// tries them: nearest resource first, and in the list's order on
+		// one resource.
+		var found [maxScanned]uint16 // level<<8 | position in the list
+		n := 0
+		// A grant whose resource's bit is not set is not on the path.
+		var on uint64
+		for _, a := range path {
+			on |= 1 << (a & 63)
+		}
+		for i := range grants {
+			r := grants[i].res
+			if on&(1<<(r&63)) == 0 {
+				continue
+			}
+			for level, a := range path {
+				if a == r {
+					k := uint16(level)<<8 | uint16(i)
+					j := n
+					for ; j > 0 && found[j-1] > k; j-- {
+						found[j] = found[j-1]
+					}
+					found[j] = k
+					n++
+					break
+				}
+			}
+		}
+		for _, k := range found[:n] {
+			g := grants[k&0xff]
+			if now.live(g.exp) {
+				if d := x.resolve(path, g.role); d != nil && d.perms.has(perm) {
+					return g, true
+				}
+			}
+		}
 		return subjectGrant{}, false
 	}
 	for _, a := range path {
 		for _, g := range grantsAt(grants, a) {
-			if live(g.exp, now) {
+			if now.live(g.exp) {
 				if d := x.resolve(path, g.role); d != nil && d.perms.has(perm) {
 					return g, true
 				}

@@ -2,12 +2,15 @@ package authz_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 func TestCheck(t *testing.T) {
@@ -489,4 +492,154 @@ func TestListPermissionsIsCheck(t *testing.T) {
 			t.Errorf("ListPermissions(unknown) = %v, %v; want nothing, false", perms, ok)
 		}
 	})
+}
+
+// countingClock counts its readings.
+type countingClock struct {
+	*authz.ManualClock
+	reads atomic.Int64
+}
+
+func (c *countingClock) Now() time.Time {
+	c.reads.Add(1)
+	return c.ManualClock.Now()
+}
+
+// Check reads the clock only when an expiry is to be judged, once a call
+// however many it judges, and judges them as before.
+func TestCheckReadsTheClockOnlyForExpiries(t *testing.T) {
+	clock := &countingClock{ManualClock: authz.NewManualClock(time.Now())}
+	eng, err := authz.Start(t.Context(), &testBackend{Memory: memory.New()}, authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(eng.Close)
+	w := &world{t: t, ctx: t.Context(), by: authz.Author{Caller: "test"}, idx: eng.Index(), eng: eng, clock: clock.ManualClock}
+	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, streamPolicy(), authz.ApplyOptions{}); err != nil {
+		t.Fatalf("ApplyPolicy: %v", err)
+	}
+	call := "call:livestream:42"
+	w.grant("user:alice", "call-member", call)
+	w.grantUntil("user:dan", "moderator", call, clock.Now().Add(time.Hour))
+	w.grantUntil("user:dan", "call-member", "account:acme", clock.Now().Add(2*time.Hour))
+	w.block(authz.Block{Subject: "user:bob", Resource: call, Expires: clock.Now().Add(time.Hour)})
+	reads := func(f func()) int64 {
+		before := clock.reads.Load()
+		f()
+		return clock.reads.Load() - before
+	}
+	for _, tc := range []struct {
+		subject, permission string
+		allowed             bool
+		reads               int64
+	}{
+		{"user:alice", "send-audio", true, 0},
+		{"user:carol", "send-audio", false, 0},
+		{"user:dan", "mute-users", true, 1},
+		{"user:dan", "send-audio", true, 1},
+		{"user:bob", "send-audio", false, 1},
+	} {
+		var d authz.Decision
+		if n := reads(func() { d = w.check(tc.subject, tc.permission, call) }); n != tc.reads || d.Allowed != tc.allowed {
+			t.Errorf("Check(%s, %s): allowed %v after %d readings of the clock, want %v after %d", tc.subject, tc.permission, d.Allowed, n, tc.allowed, tc.reads)
+		}
+	}
+	batch := []authz.Query{
+		{Subject: "user:alice", Permission: "send-audio", Resource: call},
+		{Subject: "user:dan", Permission: "mute-users", Resource: call},
+		{Subject: "user:bob", Permission: "send-audio", Resource: call},
+	}
+	if n := reads(func() { eng.Index().CheckBatch(batch) }); n != 1 {
+		t.Errorf("CheckBatch read the clock %d times, want once", n)
+	}
+	// An hour and a half on, dan's moderator grant and bob's block have
+	// expired; the grant on the account has not.
+	clock.Advance(90 * time.Minute)
+	if d := w.check("user:dan", "mute-users", call); d.Allowed {
+		t.Errorf("dan mutes after his grant expired: %+v", d)
+	}
+	if d := w.check("user:dan", "send-audio", call); !d.Allowed || d.Scope != "account:acme" {
+		t.Errorf("dan's grant on the account: %+v", d)
+	}
+	if d := w.check("user:bob", "send-audio", call); d.Reason != authz.ReasonNoGrant {
+		t.Errorf("bob after his block expired: %+v", d)
+	}
+}
+
+// Check finds a subject's nearest grant as the reference does however
+// long the subject's list of grants: short lists, lists read in one pass
+// and lists searched resource by resource.
+func TestCheckOfSubjectsWithManyGrants(t *testing.T) {
+	p := streamPolicy()
+	snap := authz.Snapshot{Permissions: p.Permissions, Roles: p.Roles}
+	// The moderator of account:a1 only joins.
+	snap.Roles = append(snap.Roles, authz.Role{Name: "moderator", Scope: "account:a1", Permissions: []string{"join-call"}})
+	for a := range 3 {
+		account := fmt.Sprintf("account:a%d", a)
+		snap.Resources = append(snap.Resources, authz.Resource{Name: account})
+		for c := range 3 {
+			calltype := fmt.Sprintf("calltype:a%d-t%d", a, c)
+			snap.Resources = append(snap.Resources, authz.Resource{Name: calltype, Parent: account})
+			for k := range 8 {
+				snap.Resources = append(snap.Resources, authz.Resource{Name: fmt.Sprintf("call:a%d-t%d-c%d", a, c, k), Parent: calltype})
+			}
+		}
+	}
+	resources := []string{authz.RootName}
+	for _, r := range snap.Resources {
+		resources = append(resources, r.Name)
+	}
+	now := time.Now()
+	r := rand.New(rand.NewPCG(3, 4))
+	roles := []string{"user", "call-member", "moderator", "admin"}
+	var subjects []string
+	for _, n := range []int{1, 5, 8, 9, 40, 63, 64, 65, 100, 200} {
+		subject := fmt.Sprintf("user:n%d", n)
+		subjects = append(subjects, subject)
+		// admin, which holds everything, is rare, so that most checks
+		// are decided by which other grants lie on the path.
+		seen := map[[2]string]bool{}
+		for len(seen) < n {
+			g := authz.Grant{Subject: subject, Role: roles[r.IntN(len(roles)-1)], Resource: resources[r.IntN(len(resources))]}
+			if r.IntN(50) == 0 {
+				g.Role = "admin"
+			}
+			if seen[[2]string{g.Role, g.Resource}] {
+				continue
+			}
+			seen[[2]string{g.Role, g.Resource}] = true
+			switch r.IntN(4) {
+			case 0:
+				g.Expires = now.Add(-time.Hour)
+			case 1:
+				g.Expires = now.Add(time.Hour)
+			}
+			snap.Grants = append(snap.Grants, g)
+		}
+	}
+	idx, err := authz.NewIndex(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := newReference(snap, now)
+	granted := 0
+	for _, subject := range subjects {
+		for _, resource := range resources {
+			for _, perm := range p.Permissions {
+				a := ref.check(subject, perm.Name, resource)
+				want := authz.Decision{Reason: authz.ReasonNoGrant}
+				if a.Allowed {
+					want = authz.Decision{Allowed: true, Reason: authz.ReasonGranted, Role: a.Role, Scope: a.Scope}
+					granted++
+				}
+				got, _, err := idx.Check(authz.Query{Subject: subject, Permission: perm.Name, Resource: resource})
+				if err != nil || got != want {
+					t.Fatalf("Check(%s, %s, %s) = %s, %v; the reference says %s", subject, perm.Name, resource, show(got), err, show(want))
+				}
+			}
+		}
+	}
+	if granted == 0 {
+		t.Fatal("no check was granted")
+	}
 }

@@ -11,6 +11,10 @@ import (
 // arena (growing never copies what is there), its id indexes spans, and an
 // open-addressing table with linear probing maps a hash to ids.
 //
+// A slot of the table holds, besides the id, the name's hash and where its
+// bytes are: a lookup reads the slot, then the bytes, and nothing else. A
+// slot whose hash differs is passed over without reading anything more.
+//
 // Ids of released names are reused; the bytes they held are reclaimed when
 // the waste outgrows the live names (compact). The zero value is not usable:
 // call newNames.
@@ -18,7 +22,7 @@ type names struct {
 	seed   maphash.Seed
 	chunks [][]byte // arena; a name never straddles two chunks
 	spans  []nameSpan
-	table  []uint32 // id+1; 0 is an empty slot
+	table  []nameSlot
 	free   []uint32 // released ids, reused first
 	live   int
 	bytes  int // arena bytes of live names
@@ -29,16 +33,27 @@ type nameSpan struct {
 	chunk uint32
 	off   uint32
 	n     uint32 // 0 marks a released id
-	hash  uint32
+}
+
+// nameSlot is an entry of the table.
+type nameSlot struct {
+	id   uint32 // id+1; 0 is an empty slot
+	hash uint32 // the low bits of the name's hash, which place it
+	at   uint32 // chunk<<nameChunkBits | offset of its bytes, or farName
+	n    uint32 // its length
 }
 
 const (
-	nameChunkSize = 1 << 20
+	nameChunkBits = 20
+	nameChunkSize = 1 << nameChunkBits
 	noName        = ^uint32(0)
+	// farName is a slot's at for a name in a chunk whose number does not
+	// fit beside the offset: its bytes are found through its span.
+	farName = ^uint32(0)
 )
 
 func newNames() *names {
-	return &names{seed: maphash.MakeSeed(), table: make([]uint32, 64)}
+	return &names{seed: maphash.MakeSeed(), table: make([]nameSlot, 64)}
 }
 
 // Len is the number of live names.
@@ -54,30 +69,66 @@ func (t *names) lookup(name string) uint32 {
 
 // lookupHashed is lookup of a non-empty name whose hash is h.
 func (t *names) lookupHashed(name string, h uint64) uint32 {
+	id, _ := t.find(name, h)
+	return id
+}
+
+// lookupInterned is lookup that also returns the name as name(id) would,
+// from the bytes it compared: no further read.
+func (t *names) lookupInterned(name string) (uint32, string) {
+	if len(name) == 0 {
+		return noName, ""
+	}
+	return t.find(name, maphash.String(t.seed, name))
+}
+
+// find returns the id of a non-empty name whose hash is h, and its bytes in
+// the arena; noName and "" when it is not there.
+func (t *names) find(name string, h uint64) (uint32, string) {
 	mask := uint64(len(t.table) - 1)
 	for i := h & mask; ; i = (i + 1) & mask {
-		id := t.table[i]
-		if id == 0 {
-			return noName
+		s := &t.table[i]
+		if s.id == 0 {
+			return noName, ""
 		}
-		id--
-		if sp := &t.spans[id]; sp.hash == uint32(h) && t.at(sp) == name {
-			return id
+		if s.hash == uint32(h) && int(s.n) == len(name) {
+			if b := t.slotBytes(s); b == name {
+				return s.id - 1, b
+			}
 		}
 	}
 }
 
+// slotBytes returns the name of a full slot.
+func (t *names) slotBytes(s *nameSlot) string {
+	if s.at == farName {
+		return t.at(&t.spans[s.id-1])
+	}
+	c := t.chunks[s.at>>nameChunkBits]
+	return unsafe.String(&c[s.at&(nameChunkSize-1)], s.n)
+}
+
+// slot is the table entry of a live id.
+func (t *names) slot(id uint32) nameSlot {
+	sp := &t.spans[id]
+	at := farName
+	if sp.chunk < farName>>nameChunkBits {
+		at = sp.chunk<<nameChunkBits | sp.off
+	}
+	return nameSlot{id: id + 1, at: at, n: sp.n}
+}
+
 // lookupBatch sets ids[i] to lookup(keys[i]) for every i, using hashes,
-// as long as keys, for scratch. A name's lookup is three reads that wait on
-// one another (its slot in the table, its span, its bytes) and miss the
-// processor's caches once the table holds a million names; done one name at
-// a time, they cost three trips to memory each. Here each read is made for
-// every name in a loop of its own, whose iterations do not wait on one
-// another, so that the processor has many of them in flight at once. The
-// last loop is the plain lookup, over what the first ones brought into the
-// caches. It returns what it read of the names, for the caller to keep
-// where the compiler cannot tell that no one needs it. It only reads t, so
-// several goroutines may call it at once.
+// as long as keys, for scratch. A name's lookup is two reads that wait on
+// one another (its slot in the table, its bytes) and miss the processor's
+// caches once the table holds a million names; done one name at a time,
+// they cost two trips to memory each. Here each read is made for every name
+// in a loop of its own, whose iterations do not wait on one another, so
+// that the processor has many of them in flight at once. The last loop is
+// the plain lookup, over what the first ones brought into the caches. It
+// returns what it read of the names, for the caller to keep where the
+// compiler cannot tell that no one needs it. It only reads t, so several
+// goroutines may call it at once.
 func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) (touched byte) {
 	mask := uint64(len(t.table) - 1)
 	for i, k := range keys {
@@ -87,25 +138,20 @@ func (t *names) lookupBatch(keys []string, ids []uint32, hashes []uint64) (touch
 		}
 		h := maphash.String(t.seed, k)
 		hashes[i] = h
-		ids[i] = t.table[h&mask]
+		ids[i] = t.table[h&mask].id
 	}
-	// The span whose hash matches, along the name's run of slots.
+	// The bytes of the slot whose hash matches, along the name's run.
 	for i, id := range ids[:len(keys)] {
 		h := hashes[i]
 		for j := h & mask; id != 0; j = (j + 1) & mask {
-			if id = t.table[j]; id != 0 && t.spans[id-1].hash == uint32(h) {
+			s := &t.table[j]
+			if id = s.id; id != 0 && s.hash == uint32(h) {
+				if s.n > 0 {
+					b := t.slotBytes(s)
+					touched ^= b[0] ^ b[len(b)-1]
+				}
 				break
 			}
-		}
-		ids[i] = id
-	}
-	for _, id := range ids[:len(keys)] {
-		if id == 0 {
-			continue
-		}
-		if sp := &t.spans[id-1]; sp.n > 0 {
-			c := t.chunks[sp.chunk]
-			touched |= c[sp.off] ^ c[sp.off+sp.n-1]
 		}
 	}
 	for i, k := range keys {
@@ -139,7 +185,6 @@ func (t *names) intern(name string) (id uint32, added bool) {
 	}
 	h := maphash.String(t.seed, name)
 	sp := t.store(name)
-	sp.hash = uint32(h)
 	if n := len(t.free); n > 0 {
 		id = t.free[n-1]
 		t.free = t.free[:n-1]
@@ -148,12 +193,14 @@ func (t *names) intern(name string) (id uint32, added bool) {
 		id = uint32(len(t.spans))
 		t.spans = append(t.spans, sp)
 	}
+	s := t.slot(id)
+	s.hash = uint32(h)
 	mask := uint64(len(t.table) - 1)
 	i := h & mask
-	for t.table[i] != 0 {
+	for t.table[i].id != 0 {
 		i = (i + 1) & mask
 	}
-	t.table[i] = id + 1
+	t.table[i] = s
 	t.live++
 	t.bytes += len(name)
 	return id, true
@@ -174,49 +221,61 @@ func (t *names) store(name string) nameSpan {
 
 // release forgets a live id; its number is reused by a later intern.
 func (t *names) release(id uint32) {
-	sp := t.spans[id]
 	mask := uint64(len(t.table) - 1)
-	i := uint64(sp.hash) & mask
-	for t.table[i] != id+1 {
+	i := t.home(t.slotOf(id), mask)
+	for t.table[i].id != id+1 {
 		i = (i + 1) & mask
 	}
 	// Backward-shift deletion keeps every probe chain unbroken without
 	// tombstones: move later entries of the run into the hole when their
 	// home slot is not between the hole and themselves.
-	for j := (i + 1) & mask; t.table[j] != 0; j = (j + 1) & mask {
-		home := uint64(t.spans[t.table[j]-1].hash) & mask
+	for j := (i + 1) & mask; t.table[j].id != 0; j = (j + 1) & mask {
+		home := t.home(&t.table[j], mask)
 		if (j-home)&mask >= (j-i)&mask {
 			t.table[i] = t.table[j]
 			i = j
 		}
 	}
-	t.table[i] = 0
+	t.table[i] = nameSlot{}
+	n := t.spans[id].n
 	t.spans[id] = nameSpan{}
 	t.free = append(t.free, id)
 	t.live--
-	t.bytes -= int(sp.n)
-	t.waste += int(sp.n)
+	t.bytes -= int(n)
+	t.waste += int(n)
 	if t.waste > nameChunkSize && t.waste > t.bytes {
 		t.compact()
 	}
 }
 
-// grow doubles the table and places every live id again.
+func (t *names) home(s *nameSlot, mask uint64) uint64 { return uint64(s.hash) & mask }
+
+// slotOf finds the slot of a live id by hashing its name again.
+func (t *names) slotOf(id uint32) *nameSlot {
+	h := maphash.String(t.seed, t.name(id))
+	mask := uint64(len(t.table) - 1)
+	i := h & mask
+	for t.table[i].id != id+1 {
+		i = (i + 1) & mask
+	}
+	return &t.table[i]
+}
+
+// grow doubles the table and places every live name in it again.
 func (t *names) grow() {
-	table := make([]uint32, len(t.table)*2)
-	mask := uint64(len(table) - 1)
-	for id := range t.spans {
-		sp := &t.spans[id]
-		if sp.n == 0 {
+	old := t.table
+	t.table = make([]nameSlot, len(old)*2)
+	mask := uint64(len(t.table) - 1)
+	for _, s := range old {
+		if s.id == 0 {
 			continue
 		}
-		i := uint64(sp.hash) & mask
-		for table[i] != 0 {
+		i := t.home(&s, mask)
+		for t.table[i].id != 0 {
 			i = (i + 1) & mask
 		}
-		table[i] = uint32(id) + 1
+		t.table[i] = s
 	}
-	t.table = table
 }
 
 // compact copies the live names into fresh chunks, dropping the bytes of
@@ -230,11 +289,16 @@ func (t *names) compact() {
 			continue
 		}
 		c := old[sp.chunk]
-		moved := t.store(unsafe.String(&c[sp.off], sp.n))
-		moved.hash = sp.hash
-		*sp = moved
+		*sp = t.store(unsafe.String(&c[sp.off], sp.n))
 	}
 	t.waste = 0
+	for i := range t.table {
+		if s := &t.table[i]; s.id != 0 {
+			moved := t.slot(s.id - 1)
+			moved.hash = s.hash
+			*s = moved
+		}
+	}
 }
 
 // maxID is one past the largest id ever handed out: the size arrays indexed

@@ -221,6 +221,16 @@ func (x *Index) path(id uint32, buf []uint32) []uint32 {
 	return buf
 }
 
+// pathFlags is path, with the flags of the resources on it together.
+func (x *Index) pathFlags(id uint32, buf []uint32) ([]uint32, uint8) {
+	var flags uint8
+	for ; id != noNode; id = x.nodes[id].parent {
+		buf = append(buf, id)
+		flags |= x.nodes[id].flags
+	}
+	return buf, flags
+}
+
 // depth is how many ancestors id has: 0 for root, 1 for the resources right
 // below it.
 func (x *Index) depth(id uint32) int {
