@@ -100,9 +100,11 @@ type Engine struct {
 	touched map[string]int // touches of queued and committing writes
 	running bool           // the committer goroutine is running
 	full    chan struct{}  // wakes a gathering committer when a batch is full
-	// settled is when the last batch was committed (or failed): writes
-	// are streaming while it is within the gather window.
-	settled time.Time
+	// settled is when the last batch was committed (or failed), and
+	// settledN how many writes it held: writes trickle in while the last
+	// batch was small and settled within the gather window.
+	settled  time.Time
+	settledN int
 
 	listeners atomic.Pointer[[]func(*Index, *ChangeSet)]
 	commits   atomic.Pointer[func(CommitStats)]
@@ -150,11 +152,12 @@ type Options struct {
 	Limits Limits
 	// Gather is how long the committer waits for more writes before it
 	// sends a batch of fewer than maxBatch to the backend, counted from when
-	// the batch's first write was queued, while writes stream in (the last
-	// batch settled less than Gather ago): writes that arrive close together
-	// share a transaction, and so its fsync, for at most Gather more latency
-	// each. A write that finds the engine idle goes at once. 0 sends each
-	// batch at once.
+	// the batch's first write was queued, while writes trickle in (the last
+	// batch held fewer than 8 and settled less than Gather ago): writes that
+	// arrive close together share a transaction, and so its fsync, for at
+	// most Gather more latency each. A write that finds the engine idle goes
+	// at once, and so do writes that come many at a time. 0 sends each batch
+	// at once.
 	Gather time.Duration
 }
 
@@ -519,9 +522,11 @@ func (e *Engine) commitBatches() {
 	var timer *time.Timer
 	e.mu.Lock()
 	for len(e.queued) > 0 {
-		// A write that finds the engine idle goes at once; while writes
-		// stream in, a batch gathers those that come close behind.
-		if e.gather > 0 && len(e.queued) < maxBatch && time.Since(e.settled) < e.gather {
+		// A write that finds the engine idle goes at once, and so do the
+		// writes of many callers at once, which batch by themselves while
+		// the last batch commits; while writes trickle in one or two at a
+		// time, a batch gathers those that come close behind.
+		if e.gather > 0 && len(e.queued) < maxBatch && e.settledN < gatherBelow && time.Since(e.settled) < e.gather {
 			if wait := time.Until(e.queued[0].at.Add(e.gather)); wait > 0 {
 				timer = e.gatherFor(timer, wait)
 			}
@@ -572,7 +577,7 @@ func (e *Engine) commitBatches() {
 		}
 		e.mu.Lock()
 		if e.gather > 0 {
-			e.settled = time.Now()
+			e.settled, e.settledN = time.Now(), len(batch)
 		}
 		for _, p := range batch {
 			for _, k := range p.w.Touches {
@@ -587,6 +592,11 @@ func (e *Engine) commitBatches() {
 	e.running = false
 	e.mu.Unlock()
 }
+
+// gatherBelow is the size of batch past which the next is not gathered:
+// with that many writes the fsync is shared well enough, and writes that
+// come that many at a time batch by themselves while one commits.
+const gatherBelow = 8
 
 // gatherFor lets more writes join the queue, for up to wait or until it
 // holds a full batch. It is called and returns with e.mu held, and reuses

@@ -211,6 +211,22 @@ func TestGatherEndsWhenTheBatchIsFull(t *testing.T) {
 	}
 }
 
+// Writes that come many at a time batch by themselves while one batch
+// commits: after a batch of many, the next write is not held for the
+// window, which would only add to every caller's wait.
+func TestAfterALargeBatchWritesAreNotGathered(t *testing.T) {
+	w := newGatheringWorld(t, streamPolicy(), time.Hour)
+	warm(w)
+	if _, errs := grantEvery(w, slices.Repeat([]context.Context{w.ctx}, 64), 0); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	if _, err := w.eng.Grant(ctx, w.by, authz.Grant{Subject: "user:after", Role: "call-member", Resource: "call:livestream:42"}); err != nil {
+		t.Fatalf("a grant after a full batch, with an hour's window: %v; want it committed at once", err)
+	}
+}
+
 // A caller that gives up while its write is being gathered gets its
 // context's error and is not written; the others of the batch are.
 func TestGatheredWriteCancelledAlone(t *testing.T) {
