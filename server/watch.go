@@ -27,11 +27,18 @@ type WatchLimits struct {
 	// recent revision to resume from for a client whose filters leave out
 	// what is committed. 0 sends none.
 	Progress time.Duration
+	// MaxHeldChanges bounds the changes that all Watch streams together
+	// hold, read from the log and not yet sent: a client that does not read
+	// holds up its stream's page. A stream whose page does not fit ends
+	// with RESOURCE_EXHAUSTED, to be resumed after the revision it reached;
+	// a page alone may be larger, when no other stream holds any. 0 takes
+	// DefaultWatchLimits'.
+	MaxHeldChanges int
 }
 
 // DefaultWatchLimits are the limits of a server given no WithWatchLimits.
 func DefaultWatchLimits() WatchLimits {
-	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second}
+	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second, MaxHeldChanges: 1 << 20}
 }
 
 // Validate refuses negative limits, naming the field and the value.
@@ -41,6 +48,8 @@ func (l WatchLimits) Validate() error {
 		return fmt.Errorf("MaxStreams %d: must not be negative", l.MaxStreams)
 	case l.Progress < 0:
 		return fmt.Errorf("Progress %s: must not be negative", l.Progress)
+	case l.MaxHeldChanges < 0:
+		return fmt.Errorf("MaxHeldChanges %d: must not be negative", l.MaxHeldChanges)
 	}
 	return nil
 }
@@ -69,7 +78,8 @@ func watchLimits(opts []grpc.ServerOption) WatchLimits {
 
 // watchPage is how many change sets a stream reads from the log at a time:
 // with the message gRPC is sending, all that a stream holds. A client that
-// reads slowly holds up its own stream, by HTTP/2 flow control, and no more.
+// reads slowly holds up its own stream, by HTTP/2 flow control, and the
+// page it holds counts against WatchLimits.MaxHeldChanges.
 const watchPage = 64
 
 // maxCallerLen is the longest caller name a callers file may hold, and so
@@ -89,11 +99,15 @@ func (v *validator) callerFilter(value string) {
 type watches struct {
 	limits  WatchLimits
 	open    atomic.Int64
+	held    atomic.Int64 // changes read from the log and not yet sent
 	drained context.Context
 	drain   context.CancelFunc
 }
 
 func newWatches(l WatchLimits) *watches {
+	if l.MaxHeldChanges == 0 {
+		l.MaxHeldChanges = DefaultWatchLimits().MaxHeldChanges
+	}
 	w := &watches{limits: l}
 	w.drained, w.drain = context.WithCancel(context.Background())
 	return w
@@ -113,6 +127,20 @@ func (w *watches) admit() (release func(), err error) {
 				why: fmt.Sprintf("this server holds at most %d Watch streams at once", w.limits.MaxStreams)})
 	}
 	return func() { w.open.Add(-1) }, nil
+}
+
+// hold counts n more changes held, or refuses when they would take the
+// streams past MaxHeldChanges while others hold some.
+func (w *watches) hold(n int64) bool {
+	for {
+		held := w.held.Load()
+		if held > 0 && held+n > int64(w.limits.MaxHeldChanges) {
+			return false
+		}
+		if w.held.CompareAndSwap(held, held+n) {
+			return true
+		}
+	}
 }
 
 // Watch streams the change sets committed after a revision. It reads the
@@ -140,7 +168,7 @@ func (s *authorizationServer) Watch(req *usherv1.WatchRequest, stream grpc.Serve
 	} else if err := s.notAhead(ctx, after); err != nil {
 		return err
 	}
-	w := &watch{engine: s.engine, stream: stream, filter: filter, after: after, progress: s.watches.limits.Progress}
+	w := &watch{engine: s.engine, watches: s.watches, stream: stream, filter: filter, after: after, progress: s.watches.limits.Progress}
 	err = w.run(ctx)
 	return s.watchEnded(stream.Context(), w.after, err)
 }
@@ -204,6 +232,7 @@ func (s *authorizationServer) watchEnded(client context.Context, after authz.Rev
 // watch is one Watch stream.
 type watch struct {
 	engine   *authz.Engine
+	watches  *watches
 	stream   grpc.ServerStreamingServer[usherv1.WatchResponse]
 	filter   authz.ChangeFilter
 	after    authz.Revision // every change set up to it was sent or filtered out
@@ -215,10 +244,20 @@ type watch struct {
 // what is committed from then on, until ctx ends or something fails.
 func (w *watch) run(ctx context.Context) error {
 	started := false
+	var held int64 // of this stream's page, not yet sent
+	defer func() { w.watches.held.Add(-held) }()
 	for {
 		batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
 		if err != nil {
 			return err
+		}
+		for _, cs := range batch {
+			held += int64(len(cs.Changes))
+		}
+		if !w.watches.hold(held) {
+			n := held
+			held = 0
+			return w.tooMuchHeld(n)
 		}
 		// The first read has found the revision in the log.
 		if !started {
@@ -227,13 +266,17 @@ func (w *watch) run(ctx context.Context) error {
 				return err
 			}
 		}
-		for _, cs := range batch {
+		for i, cs := range batch {
 			w.after = cs.Revision
 			if w.filter.Matches(cs) {
 				if err := w.send(toChangeRecord(cs)); err != nil {
 					return err
 				}
 			}
+			n := int64(len(cs.Changes))
+			w.watches.held.Add(-n)
+			held -= n
+			batch[i] = authz.ChangeSet{} // sent: the page need not keep it
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -249,6 +292,17 @@ func (w *watch) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// tooMuchHeld refuses to go on with a page of n changes that the streams
+// have no room to hold.
+func (w *watch) tooMuchHeld(n int64) error {
+	limit := w.watches.limits.MaxHeldChanges
+	return refuse(codes.ResourceExhausted,
+		fmt.Sprintf("the Watch streams of this server hold as many changes not yet sent as they may (%d), and the next %d would not fit: watch again after revision %d",
+			limit, n, w.after),
+		details{reason: string(authz.KindWatchLimit), meta: map[string]string{"limit": strconv.Itoa(limit), "after_revision": fmt.Sprint(w.after)},
+			why: fmt.Sprintf("the Watch streams of this server hold at most %d changes not yet sent", limit)})
 }
 
 // wait returns once the index has applied a revision after w.after,

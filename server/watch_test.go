@@ -522,3 +522,69 @@ func TestAWatchWhoseClientLeavesEndsQuietly(t *testing.T) {
 		t.Errorf("logs after a client left a Watch:\n%s\nwant the call finished as Canceled, no error", out)
 	}
 }
+
+// The changes that Watch streams have read from the log and not yet sent
+// are bounded across streams: a client that stops reading holds up its own
+// page, and a stream whose page does not fit beside it ends with
+// RESOURCE_EXHAUSTED, saying where to resume, until there is room again.
+func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
+	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 12_000}))
+	start := w.grant("user:before")
+	// One change set of 10,000 changes.
+	exp, err := w.admin.ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := exp.GetPolicy()
+	for i := range 10_000 {
+		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:a%05d", i), Parent: "root"})
+	}
+	applied, err := w.admin.ApplyPolicy(callCtx(t), &usherv1.ApplyPolicyRequest{Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A client that reads nothing past the first message, with windows
+	// too small for the change set: the server's send waits on it.
+	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	slow := watch(t, usherv1.NewAuthorizationServiceClient(conn), &usherv1.WatchRequest{AfterRevision: start})
+	if got := slow.progress(); got != start {
+		t.Fatalf("first message at %d, want %d", got, start)
+	}
+	st := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start}).end()
+	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), fmt.Sprintf("watch again after revision %d", start)) {
+		t.Fatalf("a second stream beside it: %s %q, want RESOURCE_EXHAUSTED saying where to resume", st.Code(), st.Message())
+	}
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "12000", "after_revision": fmt.Sprint(start)}})
+
+	// Once the slow stream ends, a stream that reads gets the change set,
+	// and gives back what it held: the next does too.
+	slow.cancel()
+	for i := range 2 {
+		var s *watchStream
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s = watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start})
+			m, err := s.stream.Recv()
+			if err == nil {
+				if m.GetRevision() != start {
+					t.Fatalf("first message at %d, want %d", m.GetRevision(), start)
+				}
+				break
+			}
+			if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+				t.Fatalf("stream %d after the slow one ended: %v", i, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if c := s.change(); c.GetRevision() != applied.GetRevision() || len(c.GetChanges()) < 10_000 {
+			t.Fatalf("stream %d got revision %d with %d changes, want %d with the 10,000 registrations", i, c.GetRevision(), len(c.GetChanges()), applied.GetRevision())
+		}
+		s.cancel()
+	}
+}
