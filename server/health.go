@@ -64,6 +64,8 @@ func healthService(name string) error {
 	if len(name) <= MaxHealthServiceLen {
 		return nil
 	}
-	return toStatus(&authz.Error{Code: authz.Invalid, Field: "service", Value: name,
+	var v validator // quotes a long name cut short
+	v.add(&authz.Error{Code: authz.Invalid, Field: "service", Value: name,
 		Reason: fmt.Sprintf("longer than %d bytes, the longest service name the health service answers for", MaxHealthServiceLen)})
+	return toStatus(v.err)
 }

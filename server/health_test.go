@@ -27,6 +27,12 @@ func TestHealthRefusesAServiceNameLongerThanAnyService(t *testing.T) {
 	}
 	wantDetails(t, wantCode(t, err, codes.InvalidArgument), refusal{reason: "INVALID_FIELD", field: "service", value: long})
 
+	// A huge name is quoted cut short, as every refusal quotes a value.
+	_, err = f.health.Check(f.ctx(), &healthpb.HealthCheckRequest{Service: strings.Repeat("s", 1<<20)})
+	if st := wantCode(t, err, codes.InvalidArgument); len(st.Message()) > 2048 {
+		t.Errorf("the refusal of a 1 MiB name is %d bytes long; want the name cut short", len(st.Message()))
+	}
+
 	// A name at the limit is asked about like any other: no such service.
 	_, err = f.health.Check(f.ctx(), &healthpb.HealthCheckRequest{Service: long[1:]})
 	wantCode(t, err, codes.NotFound)

@@ -130,11 +130,12 @@ func (w *watches) admit() (release func(), err error) {
 }
 
 // hold counts n more changes held, or refuses when they would take the
-// streams past MaxHeldChanges while others hold some.
+// streams past MaxHeldChanges while others hold some. A page of nothing is
+// always held, even while one page alone holds more than the limit.
 func (w *watches) hold(n int64) bool {
 	for {
 		held := w.held.Load()
-		if held > 0 && held+n > int64(w.limits.MaxHeldChanges) {
+		if n > 0 && held > 0 && held+n > int64(w.limits.MaxHeldChanges) {
 			return false
 		}
 		if w.held.CompareAndSwap(held, held+n) {

@@ -530,32 +530,8 @@ func TestAWatchWhoseClientLeavesEndsQuietly(t *testing.T) {
 func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 12_000}))
 	start := w.grant("user:before")
-	// One change set of 10,000 changes.
-	exp, err := w.admin.ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := exp.GetPolicy()
-	for i := range 10_000 {
-		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:a%05d", i), Parent: "root"})
-	}
-	applied, err := w.admin.ApplyPolicy(callCtx(t), &usherv1.ApplyPolicyRequest{Policy: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// A client that reads nothing past the first message, with windows
-	// too small for the change set: the server's send waits on it.
-	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	slow := watch(t, usherv1.NewAuthorizationServiceClient(conn), &usherv1.WatchRequest{AfterRevision: start})
-	if got := slow.progress(); got != start {
-		t.Fatalf("first message at %d, want %d", got, start)
-	}
+	applied := w.bigChangeSet()
+	slow := w.slowWatch(start)
 	st := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start}).end()
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), fmt.Sprintf("watch again after revision %d", start)) {
 		t.Fatalf("a second stream beside it: %s %q, want RESOURCE_EXHAUSTED saying where to resume", st.Code(), st.Message())
@@ -582,9 +558,60 @@ func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if c := s.change(); c.GetRevision() != applied.GetRevision() || len(c.GetChanges()) < 10_000 {
-			t.Fatalf("stream %d got revision %d with %d changes, want %d with the 10,000 registrations", i, c.GetRevision(), len(c.GetChanges()), applied.GetRevision())
+		if c := s.change(); c.GetRevision() != applied || len(c.GetChanges()) < 10_000 {
+			t.Fatalf("stream %d got revision %d with %d changes, want %d with the 10,000 registrations", i, c.GetRevision(), len(c.GetChanges()), applied)
 		}
 		s.cancel()
 	}
+}
+
+// A page alone may hold more than the limit when no other stream holds
+// any; while it does, a stream whose page holds nothing, one that starts
+// at the latest revision, is not refused.
+func TestAWatchHoldingNothingIsNotRefused(t *testing.T) {
+	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 5_000}))
+	start := w.grant("user:before")
+	latest := w.bigChangeSet()
+	w.slowWatch(start) // holds the 10,000 changes, past the limit
+	s := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: latest})
+	if got := s.progress(); got != latest {
+		t.Fatalf("first message at %d, want %d", got, latest)
+	}
+}
+
+// bigChangeSet commits one change set of 10,000 changes, registrations by
+// a policy, and returns its revision.
+func (w *watchWorld) bigChangeSet() uint64 {
+	w.t.Helper()
+	exp, err := w.admin.ExportPolicy(callCtx(w.t), &usherv1.ExportPolicyRequest{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	p := exp.GetPolicy()
+	for i := range 10_000 {
+		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:a%05d", i), Parent: "root"})
+	}
+	applied, err := w.admin.ApplyPolicy(callCtx(w.t), &usherv1.ApplyPolicyRequest{Policy: p})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return applied.GetRevision()
+}
+
+// slowWatch opens a Watch after revision after from a client that reads
+// nothing past the first message, with windows too small for a large
+// change set, so that the server's send waits on it.
+func (w *watchWorld) slowWatch(after uint64) *watchStream {
+	w.t.Helper()
+	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { conn.Close() })
+	s := watch(w.t, usherv1.NewAuthorizationServiceClient(conn), &usherv1.WatchRequest{AfterRevision: after})
+	if got := s.progress(); got != after {
+		w.t.Fatalf("first message at %d, want %d", got, after)
+	}
+	return s
 }
