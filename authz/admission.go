@@ -695,7 +695,13 @@ func (p *plan) platformOnly(what string) error {
 	if p.by.Actor == "" {
 		return nil
 	}
-	e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
+	return p.platformOnlyError("may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
+}
+
+// platformOnlyError refuses the actor a write that only the platform may
+// make, saying why.
+func (p *plan) platformOnlyError(format string, args ...any) *Error {
+	e := errorf(PermissionDenied, "actor", p.by.Actor, format, args...)
 	e.Rule = RulePlatformOnly
 	return e
 }

@@ -287,9 +287,7 @@ func (b *Builder) resolveChunk(gs []Grant, ids []uint32, c int) {
 	b.touched[c] = x.res.lookupBatch(keys, ids, b.hashes[lo:hi])
 	// A loop of its own, as lookupBatch's, for the nodes' reads.
 	for i, res := range ids {
-		if res == noName || int(res) >= len(x.nodes) || x.nodes[res].flags&nodeLive == 0 {
-			ids[i] = noNode
-		}
+		ids[i] = x.liveNode(res)
 	}
 	// The subjects are interned one after another, later, where the
 	// lookup of each new one would wait on memory in turn: looking them up

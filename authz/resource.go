@@ -203,6 +203,12 @@ func (p *plan) rulesForMove(id, parent uint32) error {
 			changed[typ] = [2]*Admission{was, is}
 		}
 	}
+	// Only the types the subtree holds matter.
+	for typ := range changed {
+		if t := x.types.lookup(typ); t == noName || (x.nodes[id].typ != t && x.typeCounts[typeKey(id, t)] == 0) {
+			delete(changed, typ)
+		}
+	}
 	if len(changed) == 0 {
 		return nil
 	}
@@ -227,11 +233,8 @@ func (p *plan) rulesForMove(id, parent uint32) error {
 		return nil
 	}
 	rules := changed[x.typeName(governed)]
-	e := errorf(PermissionDenied, "actor", p.by.Actor,
-		"may not move %q under %q: %q would be governed by %s instead of %s, and admission rules are the platform's; the platform may move it",
+	return p.platformOnlyError("may not move %q under %q: %q would be governed by %s instead of %s, and admission rules are the platform's; the platform may move it",
 		x.name(id), x.name(parent), x.name(governed), ruleName(rules[1]), ruleName(rules[0]))
-	e.Rule = RulePlatformOnly
-	return e
 }
 
 // isDefaultQuota reports whether q is what registering a resource of typ
@@ -301,16 +304,19 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		// remove goes with the resource: an actor may not delete it, and
 		// register it again, to shed its rules or its quotas. A quota that
 		// registering it gives again (its type's default) sheds nothing.
+		// Rules and default quotas are the catalog's, which a rule put
+		// meanwhile changes.
+		if p.by.Actor != "" {
+			p.guard(keyCatalog)
+		}
 		if slices.ContainsFunc(x.quotas[id], func(q Quota) bool { return !x.isDefaultQuota(x.typeName(id), q) }) {
 			if err := p.require(id, PermQuotasWrite, "deleting it with its quotas"); err != nil {
 				return err
 			}
 		}
 		if rules := x.admissionsAt(id); len(rules) > 0 && p.by.Actor != "" {
-			e := errorf(PermissionDenied, "actor", p.by.Actor,
-				"may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it", name, rules[0].ResourceType)
-			e.Rule = RulePlatformOnly
-			return e
+			return p.platformOnlyError("may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
+				name, rules[0].ResourceType)
 		}
 		for _, g := range x.byResource.get(id) {
 			p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name}})
