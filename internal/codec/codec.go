@@ -66,26 +66,29 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return standard.Marshal(v)
 	}
 	size := m.SizeVT()
+	// A buffer from grpc-go's pool when it is large enough to be worth
+	// pooling, as grpc-go's codec does; pool stays nil otherwise.
+	var pool mem.BufferPool
+	b := new([]byte)
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		b := make([]byte, size)
-		if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+		*b = make([]byte, size)
+	} else {
+		pool = mem.DefaultBufferPool()
+		b = pool.Get(size)
+	}
+	_, err := m.MarshalToSizedBufferVT(*b)
+	// Bytes all ASCII hold no string that is not UTF-8.
+	if err != nil || (!ascii(*b) && !s.check(*b, 0)) {
+		if pool != nil {
+			pool.Put(b)
+		}
+		if err != nil {
 			return nil, err
 		}
-		// Bytes all ASCII hold no string that is not UTF-8.
-		if !ascii(b) && !s.check(b, 0) {
-			return standard.Marshal(v)
-		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	pool := mem.DefaultBufferPool()
-	b := pool.Get(size)
-	if _, err := m.MarshalToSizedBufferVT(*b); err != nil {
-		pool.Put(b)
-		return nil, err
-	}
-	if !ascii(*b) && !s.check(*b, 0) {
-		pool.Put(b)
 		return standard.Marshal(v)
+	}
+	if pool == nil {
+		return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
 	}
 	return mem.BufferSlice{mem.NewBuffer(b, pool)}, nil
 }

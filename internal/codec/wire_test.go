@@ -1,6 +1,7 @@
 package codec_test
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/mem"
@@ -82,6 +83,8 @@ func TestMarshalRefusesWhatProtobufGoRefuses(t *testing.T) {
 	for _, m := range []vtMessage{
 		&usherv1.CheckItem{Subject: "user:\xff"},
 		&usherv1.LiveKitMapping{CanPublishSources: map[string]string{"camera": "call.\xc3"}},
+		// Large enough to be written into a buffer of grpc-go's pool.
+		&usherv1.CheckItem{Subject: "user:" + strings.Repeat("a", 4096) + "\xff"},
 	} {
 		if _, err := m.MarshalVT(); err != nil {
 			t.Fatalf("MarshalVT refuses %v: the case proves nothing", m)
