@@ -517,15 +517,20 @@ func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, e
 	if _, err := m.lobbyRule(resource, actor, "list the lobby of"); err != nil {
 		return nil, err
 	}
-	// A subject blocked, or left with no grant, since it knocked may not
-	// join: its knock ends at its next KeepAlive, and no one waits for it.
+	return m.waiting(resource), nil
+}
+
+// waiting is who waits in call's lobby, longest first. A subject blocked,
+// or left with no grant, since it knocked may not join: its knock ends at
+// its next KeepAlive, and no one waits for it.
+func (m *Manager) waiting(call string) []Knock {
 	x := m.engine.Index()
-	knocks := slices.DeleteFunc(m.store.Knocks(resource), func(k Knock) bool {
-		out, _ := ejects(x.Presence(k.Subject, resource), k.Subject, resource)
+	knocks := slices.DeleteFunc(m.store.Knocks(call), func(k Knock) bool {
+		out, _ := ejects(x.Presence(k.Subject, call), k.Subject, call)
 		return out != 0
 	})
 	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
-	return knocks, nil
+	return knocks
 }
 
 // lobbyRule returns the lobby of resource's rule, refusing an actor

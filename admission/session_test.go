@@ -251,6 +251,11 @@ func TestAKnockOfABlockedSubjectEndsAtKeepAlive(t *testing.T) {
 	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
 		t.Errorf("the blocked subject waits in the lobby: %+v", list)
 	}
+	for _, ev := range w.watch("call:acme:1").Initial {
+		if ev.Kind == admission.EventWaiting {
+			t.Errorf("a watch starting now finds the blocked subject waiting: %+v", ev)
+		}
+	}
 	ren, err := w.m.KeepAlive(w.ctx, k.Session)
 	if err != nil || ren.Outcome != admission.Blocked {
 		t.Fatalf("KeepAlive of a blocked knock = %+v, %v; want BLOCKED", ren, err)

@@ -741,7 +741,7 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	whole := after == 0 || reset
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.
-	sessions, knocks := m.store.Sessions(call), m.store.Knocks(call)
+	sessions, knocks := m.store.Sessions(call), m.waiting(call)
 	// Initial states are built one at a time, under v.mu; what bounds the
 	// memory of those sent at once is their count. The whole state's is
 	// known before it is built.
@@ -768,7 +768,6 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 			}
 		}
 	}
-	slices.SortFunc(knocks, func(a, b Knock) int { return a.Knocked.Compare(b.Knocked) })
 	rev := v.revision()
 	for _, k := range knocks {
 		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
