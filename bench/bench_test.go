@@ -277,3 +277,78 @@ func TestSamplerReadsThePlatformBack(t *testing.T) {
 		t.Errorf("TimeChecks = %+v, %v; want three timings without allocations", c, err)
 	}
 }
+
+// inBatches hands the grants a snapshot loads to a Sampler's GrantBatch,
+// seven at a time, as a backend does; flush sends the last ones.
+type inBatches struct {
+	*bench.Sampler
+	buf []authz.Grant
+}
+
+func (b *inBatches) Grant(g authz.Grant) error {
+	if b.buf = append(b.buf, g); len(b.buf) == 7 {
+		return b.flush()
+	}
+	return nil
+}
+
+func (b *inBatches) flush() error {
+	err := b.Sampler.GrantBatch(b.buf)
+	b.buf = b.buf[:0]
+	return err
+}
+
+// onlyGrants hides a Builder's GrantBatch: a sink that takes grants one at
+// a time.
+type onlyGrants struct{ authz.Sink }
+
+// A Sampler given the grants in batches samples and passes on what it does
+// given them one at a time, to a sink that takes batches and to one that
+// does not.
+func TestSamplerSamplesBatchesAsOneByOne(t *testing.T) {
+	s := small()
+	s.Crowd = 100
+	p := generate(t, s)
+	load := func(batched, sinkTakesBatches bool) (*bench.Sampler, int) {
+		t.Helper()
+		b := authz.NewBuilder(authz.SystemClock{})
+		var into authz.Sink = b
+		if !sinkTakesBatches {
+			into = onlyGrants{b}
+		}
+		sampler := &bench.Sampler{Sink: into, Keep: 500, Seed: 1}
+		if batched {
+			in := &inBatches{Sampler: sampler}
+			if err := p.Snapshot.Load(in); err != nil {
+				t.Fatal(err)
+			}
+			if err := in.flush(); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := p.Snapshot.Load(sampler); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := b.Build(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, grants, _ := idx.Counts()
+		return sampler, grants
+	}
+	one, oneGrants := load(false, true)
+	for _, tc := range []struct {
+		name             string
+		sinkTakesBatches bool
+	}{{"to a sink of batches", true}, {"to a sink of grants one at a time", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			batched, grants := load(true, tc.sinkTakesBatches)
+			if !reflect.DeepEqual(batched.Platform().Snapshot.Grants, one.Platform().Snapshot.Grants) || batched.Grants() != one.Grants() {
+				t.Errorf("batched: kept %d of %d grants, differing from one by one's %d of %d",
+					len(batched.Platform().Snapshot.Grants), batched.Grants(), len(one.Platform().Snapshot.Grants), one.Grants())
+			}
+			if grants != oneGrants || grants != s.Grants+s.Crowd {
+				t.Errorf("the index built from batches holds %d grants, from one by one %d; want %d", grants, oneGrants, s.Grants+s.Crowd)
+			}
+		})
+	}
+}
