@@ -7,7 +7,16 @@ import (
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/codec"
 )
+
+func init() {
+	// Check and CheckBatch keep none of their requests' strings once they
+	// have answered (the decision log copies those it queues), so the codec
+	// may decode the strings in place: a batch of a hundred checks is then
+	// one allocation rather than three hundred.
+	codec.Alias(&usherv1.CheckRequest{}, &usherv1.CheckBatchRequest{})
+}
 
 type authorizationServer struct {
 	usherv1.UnimplementedAuthorizationServiceServer

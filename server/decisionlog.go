@@ -130,16 +130,25 @@ func (l *DecisionLog) check(ctx context.Context, method string, q authz.Query, d
 	if !l.sampled() {
 		return
 	}
-	r := decisionRecord{Method: method, Subject: q.Subject, Permission: q.Permission, Resource: q.Resource, Revision: uint64(rev)}
+	if len(l.queue) == cap(l.queue) {
+		l.dropped.Add(1)
+		return
+	}
+	// The names are copied, into one string: a request's strings may share
+	// the request's bytes (codec.Alias), all of which a record waiting in
+	// the queue would otherwise keep.
+	names := q.Subject + q.Permission + q.Resource
+	p, r := len(q.Subject), len(q.Subject)+len(q.Permission)
+	rec := decisionRecord{Method: method, Subject: names[:p], Permission: names[p:r], Resource: names[r:], Revision: uint64(rev)}
 	if err != nil {
-		r.Reason, r.Error = reasonInvalid, err.Error()
+		rec.Reason, rec.Error = reasonInvalid, err.Error()
 	} else {
-		r.Allowed, r.Role, r.Scope, r.BlockID = d.Allowed, d.Role, d.Scope, d.BlockID
+		rec.Allowed, rec.Role, rec.Scope, rec.BlockID = d.Allowed, d.Role, d.Scope, d.BlockID
 		if int(d.Reason) < len(reasonNames) {
-			r.Reason = reasonNames[d.Reason]
+			rec.Reason = reasonNames[d.Reason]
 		}
 	}
-	l.offer(ctx, r)
+	l.offer(ctx, rec)
 }
 
 // join offers a Join's outcome, if sampled.

@@ -5,12 +5,13 @@ import (
 	"io"
 	"math"
 	"testing"
+	"unsafe"
 
 	"github.com/usher-authz/usher/authz"
 )
 
 // "never blocks the hot path": a log whose writer is stuck fills its queue,
-// then drops and counts, and offering a decision allocates nothing.
+// then drops and counts, and offering a decision it drops allocates nothing.
 func TestDecisionLogDropsWhenFullAndNeverAllocates(t *testing.T) {
 	r, w := io.Pipe() // nobody reads: the first write blocks for good
 	l := NewDecisionLog(w, nil, 1)
@@ -33,11 +34,25 @@ func TestDecisionLogDropsWhenFullAndNeverAllocates(t *testing.T) {
 		least = min(least, testing.AllocsPerRun(1000, func() { l.check(ctx, "Check", q, d, nil, 7) }))
 	}
 	if least != 0 {
-		t.Errorf("offering a decision allocates %v times", least)
+		t.Errorf("offering a decision to a full queue allocates %v times", least)
 	}
 	r.Close()
 	if err := l.Close(); err == nil {
 		t.Error("Close after a failed write reported no error")
+	}
+}
+
+// A queued decision keeps copies of the names: a request's strings may share
+// the request's bytes, which gRPC's next message may overwrite.
+func TestDecisionLogCopiesTheNames(t *testing.T) {
+	l := &DecisionLog{all: true, queue: make(chan decisionRecord, 1)}
+	b := []byte("user:ajoin-callcall:x:1")
+	q := authz.Query{Subject: unsafe.String(&b[0], 6), Permission: unsafe.String(&b[6], 9), Resource: unsafe.String(&b[15], 8)}
+	l.check(context.Background(), "CheckBatch", q, authz.Decision{Reason: authz.ReasonNoGrant}, nil, 7)
+	clear(b)
+	r := <-l.queue
+	if r.Subject != "user:a" || r.Permission != "join-call" || r.Resource != "call:x:1" {
+		t.Errorf("queued subject %q, permission %q, resource %q; want user:a, join-call, call:x:1", r.Subject, r.Permission, r.Resource)
 	}
 }
 

@@ -68,6 +68,44 @@ func messages() map[string]proto.Message {
 	}
 }
 
+func init() {
+	// As the server marks it: the package's tests decode batches as the
+	// server does, and single checks as a type that is not marked.
+	codec.Alias(&usherv1.CheckBatchRequest{})
+}
+
+// A type marked by Alias is decoded into memory of its own: the message
+// stays whole once gRPC reuses its buffer, and its strings are not
+// allocated one by one.
+func TestAliasedMessagesOutliveGRPCsBuffer(t *testing.T) {
+	req, _ := batch()
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got usherv1.CheckBatchRequest
+	if err := (codec.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:100]), mem.SliceBuffer(b[100:])}, &got); err != nil {
+		t.Fatal(err)
+	}
+	clear(b) // gRPC's buffers, reused for the next message
+	if !proto.Equal(&got, req) {
+		t.Fatalf("got %v, want %v", &got, req)
+	}
+	b, _ = proto.Marshal(req)
+	data := mem.BufferSlice{mem.SliceBuffer(b)}
+	allocs := testing.AllocsPerRun(100, func() {
+		var m usherv1.CheckBatchRequest
+		if err := (codec.Codec{}).Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// One for each check, the copy, and the list of checks as it grows;
+	// a string each would be 300 more.
+	if limit := float64(len(req.Checks) + 20); allocs > limit {
+		t.Errorf("decoding a batch of %d checks allocates %.0f times, more than %.0f", len(req.Checks), allocs, limit)
+	}
+}
+
 func TestRegistered(t *testing.T) {
 	if c, ok := encoding.GetCodecV2("proto").(codec.Codec); !ok {
 		t.Fatalf("the codec registered as proto is %T, not codec.Codec", c)

@@ -3,6 +3,7 @@ package codec
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -37,6 +38,8 @@ type shape struct {
 	// would (strings apart), no type that drops unknown fields, no oneof of
 	// messages and no map to messages being within reach.
 	marshalVT bool
+	// alias: Alias marked the type.
+	alias atomic.Bool
 }
 
 // field is one declared field; the zero field is an undeclared one.
