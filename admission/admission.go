@@ -64,6 +64,12 @@ type Options struct {
 	// sent (Watch.Sent); default DefaultMaxInitialEvents. A watch whose
 	// initial state does not fit is refused.
 	MaxInitialEvents int
+	// StoreWait bounds each store write the view makes of its own accord
+	// (an ejection, a session's marks), on whatever call it runs: a store
+	// that does not answer, an etcd cluster out of reach, holds up the
+	// Join that made the view act for that long, not for good. Default
+	// DefaultStoreWait.
+	StoreWait time.Duration
 }
 
 // Defaults of Options. An Event takes 152 bytes in a stream's buffer (its
@@ -77,6 +83,7 @@ const (
 	DefaultWatchBuffer      = 256
 	DefaultRemember         = 65_536
 	DefaultMaxInitialEvents = 262_144
+	DefaultStoreWait        = 5 * time.Second
 )
 
 // Manager answers Join and the calls around it from the engine's index and
@@ -110,6 +117,9 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	}
 	if opts.MaxInitialEvents <= 0 {
 		opts.MaxInitialEvents = DefaultMaxInitialEvents
+	}
+	if opts.StoreWait <= 0 {
+		opts.StoreWait = DefaultStoreWait
 	}
 	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, logger: opts.Logger}
 	if opts.LiveKit != nil {

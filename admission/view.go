@@ -78,6 +78,7 @@ type view struct {
 	// most maxInitial.
 	initial, maxInitial int
 	buffer              int
+	storeWait           time.Duration // Options.StoreWait
 	// ended is a ring of the last sessions to end, and endingOrder one of
 	// the ids in endings: each grows as sessions end, to rememberN entries,
 	// rather than hold them all from the start.
@@ -138,7 +139,8 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
-		endings: map[string]Ending{}, remarks: map[string]bool{},
+		storeWait: opts.StoreWait,
+		endings:   map[string]Ending{}, remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -359,7 +361,9 @@ func (v *view) mark() {
 	clear(v.remarks)
 	v.mu.Unlock()
 	for _, s := range marks {
-		_, err := v.m.store.Mark(context.Background(), s.ID, s.Counted, s.Exclusive)
+		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive)
+		cancel()
 		if err == nil || errors.Is(err, ErrNoSession) {
 			continue
 		}
@@ -380,7 +384,10 @@ type ejection struct {
 // store's events then tell the watchers.
 func (v *view) eject(list []ejection) {
 	for _, e := range list {
-		if _, err := v.m.store.End(context.Background(), e.id, e.why); err != nil && err != ErrNoSession {
+		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+		_, err := v.m.store.End(ctx, e.id, e.why)
+		cancel()
+		if err != nil && err != ErrNoSession {
 			v.m.logger.Warn("a session could not be ended", "session", e.id, "error", err)
 		}
 	}

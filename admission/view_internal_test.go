@@ -102,3 +102,40 @@ func TestTheViewKeepsOneDueEntryPerSession(t *testing.T) {
 		t.Errorf("after the session ended: %d due entries hold it, want 0", got)
 	}
 }
+
+// stuckStore is a store out of reach: End and Mark wait for their context.
+type stuckStore struct{ Store }
+
+func (stuckStore) End(ctx context.Context, _ string, _ Ending) (Session, error) {
+	<-ctx.Done()
+	return Session{}, ctx.Err()
+}
+
+func (stuckStore) Mark(ctx context.Context, _ string, _ bool, _ []string) (Session, error) {
+	<-ctx.Done()
+	return Session{}, ctx.Err()
+}
+
+// The view's own writes to a store that does not answer, an ejection and a
+// session's marks, give up after Options.StoreWait: the Join they run on
+// returns.
+func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
+	_, eng, clock := viewWorld(t)
+	m := New(eng, Options{Store: stuckStore{NewMemoryStore(MemoryOptions{Clock: clock})}, StoreWait: 20 * time.Millisecond})
+	t.Cleanup(func() { m.Close() })
+	v := m.v
+	v.mu.Lock()
+	v.add(&tracked{s: Session{ID: "s-1", Subject: "user:a", Call: "call:acme:1", Counted: true}})
+	v.remarks["s-1"] = true
+	v.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.followUp([]ejection{{id: "s-1", why: Ending{Why: Ejected}}})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the view's writes to a store out of reach did not give up")
+	}
+}
