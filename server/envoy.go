@@ -95,6 +95,9 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 		return nil, err
 	}
 	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix}
+	for _, rt := range routes {
+		h.maxSegments = max(h.maxSegments, len(rt.segments))
+	}
 	if j := cfg.Subject.JWT; j != nil {
 		key, err := j.verificationKey()
 		if err != nil {
@@ -156,10 +159,13 @@ type envoyServer struct {
 	authv3.UnimplementedAuthorizationServer
 	checker Checker
 	routes  []envoyRoute
-	header  string      // the subject's header, or
-	jwt     *jwtSubject // the token it comes from
-	prefix  string
-	metrics *Metrics // nil: decisions are not counted
+	// maxSegments is the most segments a rule's path has: a request path
+	// of more matches none.
+	maxSegments int
+	header      string      // the subject's header, or
+	jwt         *jwtSubject // the token it comes from
+	prefix      string
+	metrics     *Metrics // nil: decisions are not counted
 }
 
 type jwtSubject struct {
@@ -318,6 +324,12 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 	}
 	var segments []string
 	if path != "/" {
+		// A path of more segments than any rule's matches none: counted
+		// rather than split, so that a request of megabytes of "a/" costs
+		// no slice of millions of strings.
+		if strings.Count(path, "/") > h.maxSegments {
+			return envoyRoute{}, nil, false
+		}
 		segments = strings.Split(path[1:], "/")
 	}
 	for i, s := range segments {
