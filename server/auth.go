@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -80,6 +82,55 @@ func (a authenticator) authenticate(ctx context.Context) (context.Context, error
 	}
 	return context.WithValue(ctx, callerKey{}, caller), nil
 }
+
+// endRevoked ends a stream whose credentials no longer admit it. Each time
+// the callers are replaced, the stream's token or certificate is looked at
+// again as a new call's would be; a stream of a caller since removed from
+// the callers file, or no longer of a kind that may call the method, ends
+// with the refusal a new call would get. Without it, a Watch or WatchCall
+// opened before a caller was removed would go on sending it every change.
+// Streams without a caller (health checks) are let be.
+func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if _, ok := ss.Context().Value(callerKey{}).(Caller); !ok {
+		return handler(srv, ss)
+	}
+	// Taken before the first look, so that a change since the call was
+	// authenticated is not missed.
+	changed := a.src.Changed()
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			if _, err := a.authenticate(ctx); err != nil {
+				cancel(revoked{err})
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				changed = a.src.Changed()
+			}
+		}
+	}()
+	wrapped := middleware.WrapServerStream(ss)
+	wrapped.WrappedContext = ctx
+	err := handler(srv, wrapped)
+	var r revoked
+	if errors.As(context.Cause(ctx), &r) {
+		err = r.refusal
+	}
+	cancel(nil)
+	<-watched
+	return err
+}
+
+// revoked is why endRevoked ended a stream: the refusal a new call would
+// get.
+type revoked struct{ refusal error }
+
+func (r revoked) Error() string { return r.refusal.Error() }
 
 // identify finds the caller by its bearer token or else by its verified
 // client certificate. A token that matches nobody is refused even when a

@@ -448,6 +448,60 @@ func TestCallersFileChangesTakeEffectWithoutRestart(t *testing.T) {
 	}
 }
 
+// A caller removed from the callers file keeps no stream it opened before:
+// its Watch ends with the refusal a new call would get, whether it came
+// with a token or a certificate, while a caller that stays keeps its own.
+func TestARemovedCallersOpenStreamsEnd(t *testing.T) {
+	w := newAuthWorld(t)
+	admin := w.dial(credential{token: w.adminToken})
+	watch := func(conn *grpc.ClientConn) usherv1.AuthorizationService_WatchClient {
+		t.Helper()
+		stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+		if err != nil {
+			t.Fatalf("Watch: %v", err)
+		}
+		return stream
+	}
+	// next is the next change the stream sends, past progress messages.
+	next := func(stream usherv1.AuthorizationService_WatchClient) (*usherv1.ChangeRecord, error) {
+		for {
+			resp, err := stream.Recv()
+			if err != nil || resp.GetChange() != nil {
+				return resp.GetChange(), err
+			}
+		}
+	}
+	streams := map[string]usherv1.AuthorizationService_WatchClient{
+		"a check caller by token":       watch(w.dial(credential{token: w.checkToken})),
+		"a check caller by certificate": watch(w.dial(credential{cert: &w.checkCert})),
+		"an admin that stays":           watch(admin),
+	}
+	if _, err := grantCall(t, admin, "user:dana"); err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	for name, stream := range streams {
+		if _, err := next(stream); err != nil {
+			t.Fatalf("%s: the first change: %v", name, err)
+		}
+	}
+	writeCallers(t, w.callersFile, fmt.Sprintf("callers:\n  - {name: backend, kind: admin, token_sha256: %s}\n", hashOf(w.adminToken)))
+	eventually(t, 5*time.Second, "the removed callers are refused", func() bool {
+		return status.Code(checkCall(t, w.dial(credential{token: w.checkToken}))) == codes.Unauthenticated
+	})
+	if _, err := grantCall(t, admin, "user:erin"); err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	for _, name := range []string{"a check caller by token", "a check caller by certificate"} {
+		change, err := next(streams[name])
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("%s removed from the callers file: its Watch sent %v, %v; want it ended Unauthenticated", name, change, err)
+		}
+	}
+	if _, err := next(streams["an admin that stays"]); err != nil {
+		t.Errorf("the admin that stays: its Watch ended: %v", err)
+	}
+}
+
 // rewriteKeepingStat writes data over file in place, as an editor or a
 // rotation that keeps the modification time (cp -p, rsync -t) does, and
 // fails the test unless the file's size and modification time are what

@@ -259,6 +259,9 @@ type CallerSource struct {
 	file    string
 	logger  *slog.Logger
 	current atomic.Pointer[Callers]
+	// changed is closed, and replaced, when current is: streams opened
+	// before then look at their credentials again.
+	changed atomic.Pointer[chan struct{}]
 
 	mu     sync.Mutex // serializes reloads
 	digest string     // of the file's contents as last read
@@ -268,6 +271,8 @@ type CallerSource struct {
 // a broken callers file.
 func NewCallerSource(file string, logger *slog.Logger) (*CallerSource, error) {
 	s := &CallerSource{file: file, logger: logger}
+	changed := make(chan struct{})
+	s.changed.Store(&changed)
 	if _, err := s.reload(true); err != nil {
 		return nil, err
 	}
@@ -279,6 +284,9 @@ func (s *CallerSource) File() string { return s.file }
 
 // Current is the callers as last read successfully.
 func (s *CallerSource) Current() *Callers { return s.current.Load() }
+
+// Changed is closed when the callers are next replaced.
+func (s *CallerSource) Changed() <-chan struct{} { return *s.changed.Load() }
 
 // Reload reads the file again now, whether or not it changed.
 func (s *CallerSource) Reload() error {
@@ -323,6 +331,8 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 		return true, err
 	}
 	previous := s.current.Swap(c)
+	next := make(chan struct{})
+	close(*s.changed.Swap(&next))
 	if previous != nil {
 		s.logger.Info("callers file reloaded", "file", s.file, "callers", c.Len())
 	}

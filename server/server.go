@@ -112,9 +112,9 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 	stream = append(stream, streamCallLog(logger), recovery.StreamServerInterceptor(recoverOpts...))
 	for _, o := range opts {
 		if c, ok := o.(callersOption); ok && c.src != nil {
-			authFunc := authenticator{src: c.src}.authenticate
-			unary = append(unary, auth.UnaryServerInterceptor(authFunc))
-			stream = append(stream, auth.StreamServerInterceptor(authFunc))
+			a := authenticator{src: c.src}
+			unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
+			stream = append(stream, auth.StreamServerInterceptor(a.authenticate), a.endRevoked)
 		}
 	}
 	return unary, stream
