@@ -377,7 +377,7 @@ func (r envoyRoute) shadows(later envoyRoute) bool {
 
 // match returns the path's variables if the request matches r. segments
 // are the request path's, already decoded and screened by
-// envoyServer.route. A segment with ':' fills no variable.
+// envoyServer.route. A segment with ':', ';' or '\' fills no variable.
 func (r envoyRoute) match(method string, segments []string) (map[string]string, bool) {
 	if r.method != "*" && r.method != method {
 		return nil, false
@@ -396,7 +396,12 @@ func (r envoyRoute) match(method string, segments []string) (map[string]string, 
 		}
 		// A variable is one part of a name, and ':' separates a name's
 		// parts: /calls/a:b/c and /calls/a/b:c would both name call:a:b:c.
-		if strings.Contains(v, ":") {
+		// The API behind Envoy may read ';' as the start of a path
+		// parameter (servlet containers, Spring) and '\' as a '/', and see
+		// /calls/a/b;x/end or /calls/a/x%5C..%5Cb/end as /calls/a/b/end:
+		// a resource so named, which anyone who may register calls may
+		// register and hold, must not answer for another.
+		if strings.ContainsAny(v, ":;\\") {
 			return nil, false
 		}
 		if vars == nil {
