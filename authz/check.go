@@ -113,45 +113,12 @@ func checkField(i int) string {
 }
 
 func (x *Index) check(q Query, now *instant) (Decision, error) {
-	hr, hs := x.warm(q.Resource, q.Subject)
-	res, resName := x.res.lookupInterned(q.Resource, hr)
+	res, resName := x.res.lookupInterned(q.Resource)
 	res, s := x.liveNode(res), noName
 	if res != noNode {
-		s = x.subj.lookupHashed(q.Subject, hs)
+		s = x.subj.lookup(q.Subject)
 	}
 	return x.decide(q, res, resName, s, x.bySubject.get(s), now)
-}
-
-// warm brings into the caches what a check of subject on resource reads
-// first, and returns the two names' hashes. Once the index outgrows the
-// caches, each of those reads is a trip to memory, and the check makes
-// them one after another, each waiting on the one before: the names' slots,
-// their bytes, the resource's node and its parent, the subject's grant-list
-// head and its records. Here they are made in three rounds whose reads do
-// not wait on one another, guessing that each name sits in its home slot
-// (a wrong guess warms memory the check does not read, nothing more): the
-// two slots; the names' bytes, the node and the head; the parent and the
-// records. The check then finds them in the caches.
-func (x *Index) warm(resource, subject string) (hr, hs uint64) {
-	hr, hs = x.res.hash(resource), x.subj.hash(subject)
-	r, s := x.res.homeSlot(hr), x.subj.homeSlot(hs)
-	var read uint64
-	if r.id != 0 {
-		read += x.res.edges(&r)
-		if i := int(r.id - 1); i < len(x.nodes) {
-			if p := x.nodes[i].parent; p < uint32(len(x.nodes)) {
-				read += uint64(x.nodes[p].flags)
-			}
-		}
-	}
-	if s.id != 0 {
-		if g := x.bySubject.get(s.id - 1); len(g) > 0 {
-			read += uint64(g[0].res)
-		}
-		read += x.subj.edges(&s)
-	}
-	touched(read)
-	return hr, hs
 }
 
 // decide decides q, whose resource is res (noNode when not registered),

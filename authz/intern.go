@@ -67,41 +67,19 @@ func (t *names) lookup(name string) uint32 {
 	return t.lookupHashed(name, maphash.String(t.seed, name))
 }
 
-// lookupHashed is lookup of name, whose hash is h.
+// lookupHashed is lookup of a non-empty name whose hash is h.
 func (t *names) lookupHashed(name string, h uint64) uint32 {
-	if len(name) == 0 {
-		return noName
-	}
 	id, _ := t.find(name, h)
 	return id
 }
 
-// lookupInterned is lookup of name, whose hash is h, that also returns the
-// name as name(id) would, from the bytes it compared: no further read.
-func (t *names) lookupInterned(name string, h uint64) (uint32, string) {
+// lookupInterned is lookup that also returns the name as name(id) would,
+// from the bytes it compared: no further read.
+func (t *names) lookupInterned(name string) (uint32, string) {
 	if len(name) == 0 {
 		return noName, ""
 	}
-	return t.find(name, h)
-}
-
-// hash is the hash lookupHashed and lookupInterned take for name.
-func (t *names) hash(name string) uint64 { return maphash.String(t.seed, name) }
-
-// homeSlot is the slot a name whose hash is h is placed in when no other
-// name came there first.
-func (t *names) homeSlot(h uint64) nameSlot { return t.table[h&uint64(len(t.table)-1)] }
-
-// edges reads the first and the last byte of a full slot's name, which
-// brings the name into the caches, and returns them for the caller to keep
-// where the compiler cannot tell that no one needs them.
-func (t *names) edges(s *nameSlot) uint64 {
-	if s.at == farName || s.n == 0 {
-		return 0
-	}
-	c := t.chunks[s.at>>nameChunkBits]
-	off := s.at & (nameChunkSize - 1)
-	return uint64(c[off]) + uint64(c[off+s.n-1])
+	return t.find(name, maphash.String(t.seed, name))
 }
 
 // find returns the id of a non-empty name whose hash is h, and its bytes in

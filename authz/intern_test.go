@@ -133,7 +133,7 @@ func checkNames(t *testing.T, n *names, want map[string]uint32) {
 		if got := n.lookup(k); got != id {
 			t.Fatalf("lookup(%.20q) = %d, want %d", k, got, id)
 		}
-		if got, b := n.lookupInterned(k, n.hash(k)); got != id || b != k {
+		if got, b := n.lookupInterned(k); got != id || b != k {
 			t.Fatalf("lookupInterned(%.20q) = %d, %.20q", k, got, b)
 		}
 		if got := n.name(id); got != k {
