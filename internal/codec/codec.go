@@ -103,25 +103,30 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	s := shapeOf(m)
 	if a, ok := m.(aliasing); ok && s.alias.Load() {
-		b := data.Materialize()
-		if s.check(b, 0) {
-			m.Reset()
-			if err := a.UnmarshalVTUnsafe(b); err == nil {
-				return nil
-			}
-		}
-		return proto.Unmarshal(b, m)
+		return decode(s, data.Materialize(), m, a)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	b := buf.ReadOnlyData()
+	return decode(s, buf.ReadOnlyData(), m, nil)
+}
+
+// decode reads b into m, whose shape is s: by vtproto's code when b passes
+// the check (UnmarshalVTUnsafe when a is m, to share b's memory), else by
+// protobuf-go, whose verdict is then grpc-go's codec's; either resets m
+// first.
+func decode(s *shape, b []byte, m vtMessage, a aliasing) error {
 	if s.check(b, 0) {
 		m.Reset()
-		if err := m.UnmarshalVT(b); err == nil {
+		var err error
+		if a != nil {
+			err = a.UnmarshalVTUnsafe(b)
+		} else {
+			err = m.UnmarshalVT(b)
+		}
+		if err == nil {
 			return nil
 		}
 	}
-	// protobuf-go's verdict, as grpc-go's codec gives it; it resets m first.
 	return proto.Unmarshal(b, m)
 }
 
