@@ -493,7 +493,11 @@ func (j *judge) verify() error {
 	}
 	actorName := p.by.Actor
 	actor := after.subject(actorName)
-	defs := j.roleDefPoints(after)
+	// A move changes which resources are below which: the points below a
+	// region are then found by the view's tree, not by walking the index's.
+	walk := !slices.ContainsFunc(p.changes, func(c Change) bool {
+		return c.Op == OpPutResource && x.lookupNode(c.Resource.Name) != noNode
+	})
 	powers := map[uint32]bitset{}
 	judged := 0
 	roots := make([]uint32, 0, len(regions))
@@ -509,9 +513,10 @@ func (j *judge) verify() error {
 			subjects = append(subjects, s)
 		}
 		slices.Sort(subjects)
+		shared := j.sharedPoints(after, root, actor, walk)
 		for _, name := range subjects {
 			s := after.subject(name)
-			for _, at := range j.points(after, root, s, actor, defs) {
+			for _, at := range j.points(after, root, s, actor, shared) {
 				if judged%1024 == 0 {
 					// A write that judges many holders costs seconds: it
 					// stops when its caller gives up.
@@ -821,25 +826,14 @@ func (j *judge) names(ids map[uint32]bool) []string {
 	return out
 }
 
-// roleDefPoints returns every resource that defines a role, before or after
-// the write.
-func (j *judge) roleDefPoints(after *view) []uint32 {
-	x := j.p.x
-	var out []uint32
-	for _, scopes := range x.roleScopes {
-		out = append(out, scopes...)
-	}
-	for k := range after.roles {
-		out = append(out, uint32(k>>32))
-	}
-	return sortedUnique(out)
-}
-
-// points returns the resources in root's subtree where s's effective
-// permissions, or the actor's power, can differ from their parent's: root
-// itself, and where s or the actor has a grant or a block, or a role is
-// defined.
-func (j *judge) points(v *view, root, s, actor uint32, defs []uint32) []uint32 {
+// sharedPoints returns the resources in root's subtree where any subject's
+// effective permissions, or the actor's power, can differ from their
+// parent's whoever the subject is: root itself, where a role is defined
+// before or after the write, and where the actor has a grant or a block.
+// It is computed once for each region, and costs what lies below root or
+// what defines roles, whichever is less: not the world's definitions, nor
+// the actor's grants elsewhere, once for each subject judged.
+func (j *judge) sharedPoints(v *view, root, actor uint32, walk bool) []uint32 {
 	x := v.x
 	out := []uint32{root}
 	consider := func(id uint32) {
@@ -847,28 +841,74 @@ func (j *judge) points(v *view, root, s, actor uint32, defs []uint32) []uint32 {
 			out = append(out, id)
 		}
 	}
-	for _, subject := range []uint32{s, actor} {
-		if subject < 1<<31 {
-			for _, g := range x.bySubject.get(subject) {
-				consider(g.res)
-			}
-			for _, res := range x.subjBlocks[subject] {
-				consider(res)
-			}
+	// Walking the subtree costs no more than looking at every resource that
+	// defines a role, when it holds no more resources than those.
+	var below []uint32
+	limit, n := len(x.rolesAt), 0
+	walked := walk && x.walk(root, func(id uint32) bool {
+		if n++; n > limit {
+			return false
 		}
-		for k := range v.grants {
-			if uint32(k>>32) == subject {
-				consider(uint32(k))
-			}
+		if x.nodes[id].flags&nodeRoles != 0 {
+			below = append(below, id)
 		}
-		for k := range v.blocks {
-			if uint32(k>>32) == subject {
-				consider(uint32(k))
-			}
+		return true
+	})
+	if walked {
+		for _, id := range below {
+			consider(id)
+		}
+	} else {
+		for id := range x.rolesAt {
+			consider(id)
 		}
 	}
-	for _, id := range defs {
-		consider(id)
+	for k := range v.roles {
+		consider(uint32(k >> 32))
+	}
+	j.ownPoints(v, actor, consider)
+	return sortedUnique(out)
+}
+
+// ownPoints passes consider the resources where s has a grant or a block,
+// before or after the write.
+func (j *judge) ownPoints(v *view, s uint32, consider func(uint32)) {
+	x := v.x
+	if s < 1<<31 {
+		for _, g := range x.bySubject.get(s) {
+			consider(g.res)
+		}
+		for _, res := range x.subjBlocks[s] {
+			consider(res)
+		}
+	}
+	for k := range v.grants {
+		if uint32(k>>32) == s {
+			consider(uint32(k))
+		}
+	}
+	for k := range v.blocks {
+		if uint32(k>>32) == s {
+			consider(uint32(k))
+		}
+	}
+}
+
+// points returns the resources in root's subtree where s's effective
+// permissions, or the actor's power, can differ from their parent's: the
+// shared points, and where s has a grant or a block.
+func (j *judge) points(v *view, root, s, actor uint32, shared []uint32) []uint32 {
+	if s == actor {
+		return shared
+	}
+	out := slices.Clone(shared)
+	j.ownPoints(v, s, func(id uint32) {
+		if id != root && v.under(id, root) {
+			out = append(out, id)
+		}
+	})
+	if len(out) == len(shared) {
+		return shared
 	}
 	return sortedUnique(out)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // Quoted rules: DESIGN.md's "Delegation: who may change what", and the seeds
@@ -970,4 +972,67 @@ func TestJudgingStopsWhenTheCallerGivesUp(t *testing.T) {
 		t.Errorf("PutRole with its caller gone = %v, want %v", err, context.Canceled)
 	}
 	w.unchanged(sets, rev)
+}
+
+// Judging an actor's write costs what lies below what it changes, once for
+// each subject it judges: role definitions elsewhere in the world, and the
+// actor's own grants elsewhere, cost nothing per subject. Before, each of
+// the 2,000 holders of a role that user:owner redefines was judged at every
+// resource of the world that defines a role and every resource user:owner
+// holds a grant on, each then set aside as not below the scope: an actor
+// could make each of its writes cost holders times definitions, with
+// holders, definitions and creator grants of its own, under the lock that
+// every write's planning and the index's next Apply share. The bound is
+// loose, for a shared machine: the write took seconds, and takes
+// milliseconds.
+func TestJudgingCostsWhatTheWriteTouches(t *testing.T) {
+	const holders, elsewhere = 2000, 20_000
+	world := func(t *testing.T, elsewhere int) *authz.Engine {
+		p := streamPolicy()
+		p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermRolesWrite, Parents: []string{"update-call"}})
+		snap := authz.Snapshot{Permissions: p.Permissions, Roles: p.Roles, Resources: []authz.Resource{
+			{Name: "account:acme"}, {Name: "calltype:livestream", Parent: "account:acme"}}}
+		snap.Roles = append(snap.Roles,
+			authz.Role{Name: "owner", Scope: "root", Permissions: []string{"update-call", "join-call", "read-call"}},
+			authz.Role{Name: "staff", Scope: "account:acme", Permissions: []string{"join-call"}})
+		snap.Grants = append(snap.Grants, authz.Grant{Subject: "user:owner", Role: "owner", Resource: "account:acme"})
+		for i := range holders {
+			snap.Grants = append(snap.Grants, authz.Grant{Subject: fmt.Sprintf("user:h%d", i), Role: "staff", Resource: "account:acme"})
+		}
+		for i := range elsewhere {
+			other, own := fmt.Sprintf("account:o%d", i), fmt.Sprintf("call:own-%d", i)
+			snap.Resources = append(snap.Resources, authz.Resource{Name: other}, authz.Resource{Name: own})
+			snap.Roles = append(snap.Roles, authz.Role{Name: "custom", Scope: other, Permissions: []string{"join-call"}})
+			snap.Grants = append(snap.Grants, authz.Grant{Subject: "user:owner", Role: "user", Resource: own})
+		}
+		be := memory.New()
+		if _, err := be.Commit(t.Context(), []authz.Write{{Set: authz.ChangeSet{Caller: "test", Changes: storage.Puts(snap)}}}); err != nil {
+			t.Fatal(err)
+		}
+		eng, err := authz.Start(t.Context(), be, authz.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(eng.Close)
+		return eng
+	}
+	// The fastest of three redefinitions, each judged for every holder.
+	fastest := func(t *testing.T, eng *authz.Engine) time.Duration {
+		best := time.Duration(1<<63 - 1)
+		for i := range 3 {
+			perms := [][]string{{"join-call", "read-call"}, {"join-call"}}[i%2]
+			began := time.Now()
+			if _, err := eng.PutRole(t.Context(), as("user:owner"), authz.Role{Name: "staff", Scope: "calltype:livestream", Permissions: perms}); err != nil {
+				t.Fatalf("PutRole of staff for its %d holders: %v", holders, err)
+			}
+			best = min(best, time.Since(began))
+		}
+		return best
+	}
+	bare := fastest(t, world(t, 0))
+	crowded := fastest(t, world(t, elsewhere))
+	if crowded > 10*bare+100*time.Millisecond {
+		t.Errorf("redefining a role held by %d took %s with %d definitions and grants of the actor elsewhere, %s without: the judge's work grows with the world",
+			holders, crowded, elsewhere, bare)
+	}
 }
