@@ -146,6 +146,26 @@ func (x *Index) holdersOf(res, role uint32) []resourceGrant {
 	return list[i:j]
 }
 
+// holdersOfAny passes visit the grants on res of the roles in sorted, a
+// sorted list whose members set holds: by looking up each role, or by
+// looking at each grant on res when there are fewer of those.
+func holdersOfAny[V any](x *Index, res uint32, sorted []uint32, set map[uint32]V, visit func(resourceGrant)) {
+	list := x.byResource.get(res)
+	if len(list) > len(sorted) {
+		for _, role := range sorted {
+			for _, g := range x.holdersOf(res, role) {
+				visit(g)
+			}
+		}
+		return
+	}
+	for _, g := range list {
+		if _, ok := set[g.role]; ok {
+			visit(g)
+		}
+	}
+}
+
 // liveHolders counts the subjects holding role on res itself, unexpired.
 func (x *Index) liveHolders(res, role uint32, now int64) int {
 	n := 0

@@ -800,20 +800,26 @@ func (j *judge) moved(id, parent uint32) ([]string, error) {
 		}
 		roles = append(roles, x.rolesAt[a]...)
 	}
-	for _, role := range sortedUnique(roles) {
+	if len(roles) == 0 {
+		return j.names(seen), nil
+	}
+	sorted := sortedUnique(roles)
+	defined := make(map[uint32]bool, len(sorted))
+	for _, role := range sorted {
+		defined[role] = true
 		p.guard(holdersKey(x.roleNames[role]))
 		for a := range common {
 			for _, g := range x.holdersOf(a, role) {
 				seen[g.subj] = true
 			}
 		}
-		x.walk(id, func(n uint32) bool {
-			for _, g := range x.holdersOf(n, role) {
-				seen[g.subj] = true
-			}
-			return true
-		})
 	}
+	// One walk of the subtree, whatever the number of roles: it costs the
+	// resources and grants moved, not those times the roles defined above.
+	x.walk(id, func(n uint32) bool {
+		holdersOfAny(x, n, sorted, defined, func(g resourceGrant) { seen[g.subj] = true })
+		return true
+	})
 	return j.names(seen), nil
 }
 

@@ -1036,3 +1036,61 @@ func TestJudgingCostsWhatTheWriteTouches(t *testing.T) {
 			holders, crowded, elsewhere, bare)
 	}
 }
+
+// An actor's move costs the resources and grants it moves, not those times
+// the roles defined on the ancestors it leaves or joins: before, the moved
+// subtree was walked once for each such role, both to find the holders to
+// judge and to find a grant the move would orphan, so that an actor who may
+// define 1,000 roles on each of two workspaces and a team in each made each
+// move of an event of 9,999 calls between the teams walk 40 million
+// resources. The bound is loose, for a shared machine.
+func TestActorMoveCostsWhatItMoves(t *testing.T) {
+	const roles, calls = 1000, 9_999
+	world := func(t *testing.T, roles int) *authz.Engine {
+		p := streamPolicy()
+		p.Permissions = append(p.Permissions,
+			authz.Permission{Name: authz.PermResourcesMove, Parents: []string{"update-call"}},
+			authz.Permission{Name: authz.PermResourcesCreate, Parents: []string{"update-call"}})
+		snap := authz.Snapshot{Permissions: p.Permissions, Roles: p.Roles, Resources: []authz.Resource{
+			{Name: "account:acme"}, {Name: "workspace:w1", Parent: "account:acme"}, {Name: "workspace:w2", Parent: "account:acme"},
+			{Name: "team:t1", Parent: "workspace:w1"}, {Name: "team:t2", Parent: "workspace:w2"}, {Name: "event:big", Parent: "team:t1"}}}
+		snap.Roles = append(snap.Roles, authz.Role{Name: "owner", Scope: "root", Permissions: []string{"update-call", "join-call"}})
+		snap.Grants = append(snap.Grants, authz.Grant{Subject: "user:owner", Role: "owner", Resource: "account:acme"})
+		for i := range roles {
+			for _, ws := range []string{"workspace:w1", "workspace:w2", "team:t1", "team:t2"} {
+				snap.Roles = append(snap.Roles, authz.Role{Name: fmt.Sprintf("custom-%s-%d", authz.TypeOf(ws), i), Scope: ws, Permissions: []string{"join-call"}})
+			}
+		}
+		for i := range calls {
+			snap.Resources = append(snap.Resources, authz.Resource{Name: fmt.Sprintf("call:big-%d", i), Parent: "event:big"})
+		}
+		be := memory.New()
+		if _, err := be.Commit(t.Context(), []authz.Write{{Set: authz.ChangeSet{Caller: "test", Changes: storage.Puts(snap)}}}); err != nil {
+			t.Fatal(err)
+		}
+		eng, err := authz.Start(t.Context(), be, authz.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(eng.Close)
+		return eng
+	}
+	// The fastest of three moves, back and forth.
+	fastest := func(t *testing.T, eng *authz.Engine) time.Duration {
+		best := time.Duration(1<<63 - 1)
+		for i := range 3 {
+			began := time.Now()
+			if _, err := eng.PutResource(t.Context(), as("user:owner"), authz.Resource{Name: "event:big", Parent: []string{"team:t2", "team:t1"}[i%2]}); err != nil {
+				t.Fatalf("moving event:big: %v", err)
+			}
+			best = min(best, time.Since(began))
+		}
+		return best
+	}
+	bare := fastest(t, world(t, 1))
+	crowded := fastest(t, world(t, roles))
+	if crowded > 5*bare+50*time.Millisecond {
+		t.Errorf("moving %d calls took %s with %d roles defined on each workspace and team, %s with one: the move's cost grows with the roles times the subtree",
+			calls, crowded, roles, bare)
+	}
+}

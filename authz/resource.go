@@ -163,24 +163,32 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 	}
 	p.guard(keyRoles)
 	v := &view{x: x, parents: map[uint32]uint32{id: parent}}
-	orphan := ""
-	for _, role := range sortedUnique(roles) {
+	sorted := sortedUnique(roles)
+	first := make(map[uint32]string, len(sorted)) // the first orphan of each role, in walk order
+	for _, role := range sorted {
+		first[role] = ""
 		p.guard(holdersKey(x.roleNames[role]))
-		x.walk(id, func(n uint32) bool {
-			for _, g := range x.holdersOf(n, role) {
-				var buf [MaxDepth + 1]uint32
-				if x.resolveAt(n, role) != nil && v.resolve(v.path(n, buf[:0]), role) == nil {
-					orphan = fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[role], x.subj.name(g.subj), x.name(n))
-					return false
-				}
+	}
+	// One walk of the subtree, whatever the number of roles: it costs the
+	// resources and grants moved, not those times the roles left behind.
+	x.walk(id, func(n uint32) bool {
+		holdersOfAny(x, n, sorted, first, func(g resourceGrant) {
+			if first[g.role] != "" {
+				return
 			}
-			return true
+			var buf [MaxDepth + 1]uint32
+			if x.resolveAt(n, g.role) != nil && v.resolve(v.path(n, buf[:0]), g.role) == nil {
+				first[g.role] = fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[g.role], x.subj.name(g.subj), x.name(n))
+			}
 		})
-		if orphan != "" {
-			break
+		return true
+	})
+	for _, role := range sorted {
+		if first[role] != "" {
+			return first[role]
 		}
 	}
-	return orphan
+	return ""
 }
 
 // rulesForMove refuses an actor's move that would change which admission
