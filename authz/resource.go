@@ -326,11 +326,21 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			return p.platformOnlyError("may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
 				name, rules[0].ResourceType)
 		}
-		for _, g := range x.byResource.get(id) {
+		// Grants and blocks go last first, so that the index takes each from
+		// the end of the resource's lists: first first, each would shift all
+		// the others, and a resource of N holders would cost N² to delete,
+		// under the lock Check takes.
+		grants := x.byResource.get(id)
+		for i := len(grants) - 1; i >= 0; i-- {
+			g := grants[i]
 			p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name}})
 		}
-		for _, b := range x.blocksAt(id) {
-			p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: name, ID: b.ID}})
+		blocked := x.blockedOn[id]
+		for i := len(blocked) - 1; i >= 0; i-- {
+			subject, blocks := x.subj.name(blocked[i]), x.blocksOn(blocked[i], id)
+			for k := len(blocks) - 1; k >= 0; k-- {
+				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: name, ID: blocks[k].ID}})
+			}
 		}
 		if len(x.rolesAt[id]) > 0 {
 			p.guard(keyRoles)
