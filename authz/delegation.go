@@ -234,6 +234,10 @@ type view struct {
 	roles    map[uint64]*roleDef // nil: deleted
 	newSubj  map[string]uint32
 	newRoles map[string]uint32
+	// changed are the resources on which each subject's grants or blocks
+	// differ from the index's: a write that removes many subjects' grants
+	// is looked up by subject, not scanned once for each.
+	changed map[uint32][]uint32
 }
 
 func (v *view) subject(name string) uint32 {
@@ -398,6 +402,7 @@ func (v *view) lay(changes []Change) {
 				list = append(list, subjectGrant{res: res, role: role, exp: expiry(c.Grant.Expires)})
 			}
 			v.grants[k] = list
+			v.changed[s] = append(v.changed[s], res)
 		case OpPutBlock, OpDeleteBlock:
 			res := x.lookupNode(c.Block.Resource)
 			if res == noNode {
@@ -411,6 +416,7 @@ func (v *view) lay(changes []Change) {
 				list = append(list, x.blockEntry(*c.Block))
 			}
 			v.blocks[k] = list
+			v.changed[s] = append(v.changed[s], res)
 		case OpPutRole:
 			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
 				v.roles[roleKey(scope, v.role(c.Role.Name))] = &roleDef{Role: *c.Role, perms: x.cat.closure(c.Role.Permissions)}
@@ -441,7 +447,7 @@ func (j *judge) verify() error {
 	before := &view{x: x}
 	after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
 		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{},
-		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}}
+		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
 	after.lay(p.changes)
 	before.newSubj, before.newRoles = after.newSubj, after.newRoles
 
@@ -888,15 +894,8 @@ func (j *judge) ownPoints(v *view, s uint32, consider func(uint32)) {
 			consider(res)
 		}
 	}
-	for k := range v.grants {
-		if uint32(k>>32) == s {
-			consider(uint32(k))
-		}
-	}
-	for k := range v.blocks {
-		if uint32(k>>32) == s {
-			consider(uint32(k))
-		}
+	for _, res := range v.changed[s] {
+		consider(res)
 	}
 }
 

@@ -1094,3 +1094,38 @@ func TestActorMoveCostsWhatItMoves(t *testing.T) {
 			calls, crowded, roles, bare)
 	}
 }
+
+// A host's delete of the call it created, with every member it added, is
+// judged for each member, at the call: at what the delete changes for that
+// member, looked up by member. Before, each member's judgement scanned the
+// write's changes for all the members, and a call of 40,000 members took
+// its host's delete some twenty seconds to judge, under the lock that every
+// write's planning and the index's next Apply share. The bound is loose,
+// for a shared machine.
+func TestJudgingADeleteCostsWhatItRemoves(t *testing.T) {
+	const members = 40_000
+	p := streamPolicy()
+	p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermResourcesDelete, Parents: []string{"end-call"}})
+	snap := authz.Snapshot{Permissions: p.Permissions, Roles: p.Roles, Resources: []authz.Resource{
+		{Name: "account:acme"}, {Name: "call:big", Parent: "account:acme"}}}
+	snap.Grants = append(snap.Grants, authz.Grant{Subject: "user:host", Role: "host", Resource: "call:big"})
+	for i := range members {
+		snap.Grants = append(snap.Grants, authz.Grant{Subject: fmt.Sprintf("user:m%d", i), Role: "call-member", Resource: "call:big"})
+	}
+	be := memory.New()
+	if _, err := be.Commit(t.Context(), []authz.Write{{Set: authz.ChangeSet{Caller: "test", Changes: storage.Puts(snap)}}}); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := authz.Start(t.Context(), be, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	began := time.Now()
+	if _, err := eng.DeleteResource(t.Context(), as("user:host"), "call:big"); err != nil {
+		t.Fatalf("the host's DeleteResource: %v", err)
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("the host's delete of a call of %d members took %s", members, took)
+	}
+}
