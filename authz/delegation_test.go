@@ -686,6 +686,28 @@ func roomPolicy() authz.Policy {
 	}
 }
 
+// everythingWorld has an owner of account:a who holds every permission
+// the catalog declares, through the one at the top of its tree, and an
+// admin who holds "*" there.
+func everythingWorld(t *testing.T) *world {
+	w := newWorld(t, authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "account.manage"},
+			{Name: "room.join", Parents: []string{"account.manage"}},
+			{Name: "usher.grants.write", Parents: []string{"account.manage"}},
+			{Name: "usher.roles.write", Parents: []string{"account.manage"}},
+		},
+		Resources: []authz.Resource{{Name: "account:a"}},
+		Roles: []authz.Role{
+			{Name: "owner", Scope: "root", Permissions: []string{"account.manage"}, AssignableRoles: []string{authz.Wildcard}},
+			{Name: "admin", Scope: "root", Permissions: []string{authz.Wildcard}, AssignableRoles: []string{authz.Wildcard}},
+		},
+	})
+	w.grant("user:owner", "owner", "account:a")
+	w.grant("user:admin", "admin", "account:a")
+	return w
+}
+
 // guestWorld is roomPolicy's world with a manager of the account, who in
 // room:r assigns no one, and a guest of the account.
 func guestWorld(t *testing.T) *world {
@@ -835,6 +857,18 @@ func TestDelegationInvariantCases(t *testing.T) {
 			actor: "user:o", allowed: true,
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "guest", Scope: "account:a", Permissions: []string{"room.join", "roles.manage"}})
+			}}},
+		{reserved: reserved{name: "Roles: its permissions are bounded by the actor's own: not \"*\", every permission the catalog will ever declare, from an owner who holds every permission declared now through the tree but not \"*\", whose role would gain what a later policy adds and the owner does not hold",
+			world: everythingWorld,
+			actor: "user:owner", mentions: []string{"*", "account:a"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "blank-cheque", Scope: "account:a", Permissions: []string{authz.Wildcard}})
+			}}, field: "role.permissions[0]", value: authz.Wildcard},
+		{reserved: reserved{name: "Roles: its permissions are bounded by the actor's own: \"*\" from an actor that holds \"*\" itself",
+			world: everythingWorld,
+			actor: "user:admin", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "blank-cheque", Scope: "account:a", Permissions: []string{authz.Wildcard}})
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {

@@ -518,12 +518,19 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 			break
 		}
 	}
+	// "*" is every permission the catalog will ever declare, not only
+	// those it declares now: a definition carries it only for an actor
+	// whose own roles carry it.
+	held := r.heldRoles(j.actor, role.Scope)
+	if slices.Contains(role.Permissions, authz.Wildcard) &&
+		!slices.ContainsFunc(held, func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) }) {
+		j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would carry *, which the actor's own roles do not", role.Name, role.Scope)
+	}
 	// ... and every role it lets its holders assign is one of the actor's
 	// own assignable roles there: listed by a role the actor holds, or,
 	// through "*", one whose permissions the actor has wherever it would
 	// give them; "*" itself only for an actor whose roles list "*". The
 	// definition grants no one, so it needs no usher.grants.write.
-	held := r.heldRoles(j.actor, role.Scope)
 	for _, name := range role.AssignableRoles {
 		if slices.ContainsFunc(held, func(d authz.Role) bool { return slices.Contains(d.AssignableRoles, name) }) {
 			continue

@@ -76,11 +76,26 @@ func (p *plan) notHeld(scope uint32, role, verb string) error {
 }
 
 // boundedDefinition applies rule 1 to a role definition itself, whoever
-// holds it now: its permissions are the actor's own at the scope, and it
-// lets its holders assign only what the actor may assign there.
+// holds it now: its permissions are the actor's own at the scope ("*" only
+// for an actor that holds "*" itself), and it lets its holders assign only
+// what the actor may assign there.
 func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	x := p.x
 	actor := x.subj.lookup(p.by.Actor)
+	var buf [MaxDepth + 1]uint32
+	held := x.heldRoles(actor, x.path(scope, buf[:0]), p.now)
+	// "*" is every permission the catalog will ever declare: holding all
+	// that it declares now is not enough, or the role would gain what a
+	// later policy adds, which the actor does not hold.
+	if i := slices.Index(asked.Permissions, Wildcard); i >= 0 &&
+		!slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.Permissions, Wildcard) }) {
+		e := errorf(PermissionDenied, fmt.Sprintf("role.permissions[%d]", i), Wildcard,
+			"%s: actor %q does not hold %q at %q itself, so a role it defines may not carry every permission the catalog will declare",
+			RuleNoEscalation, p.by.Actor, Wildcard, r.Scope)
+		e.Rule = RuleNoEscalation
+		e.Meta = map[string]string{"actor": p.by.Actor, "permission": Wildcard, "resource": r.Scope}
+		return e
+	}
 	have := x.effective(actor, scope, p.now)
 	if missing := x.cat.top(x.cat.closure(r.Permissions).minus(have)); missing != "" {
 		e := errorf(PermissionDenied, "actor", p.by.Actor,
@@ -89,8 +104,6 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 		e.Meta = map[string]string{"role": r.Name, "permission": missing, "resource": r.Scope}
 		return e
 	}
-	var buf [MaxDepth + 1]uint32
-	held := x.heldRoles(actor, x.path(scope, buf[:0]), p.now)
 	for i, name := range asked.AssignableRoles {
 		ok := false
 		if name == Wildcard {
