@@ -145,19 +145,21 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 // at res: some role the actor holds there lists it in assignable_roles, or
 // lists "*" and role's permissions are a subset of the actor's effective
 // permissions wherever a grant would give them: at res and at every resource
-// below it where role is redefined.
+// below it where role is redefined. A role of "*" is a subset only for an
+// actor whose own roles carry "*".
 func (p *plan) mayAssign(role string, res uint32, verb string) error {
 	x := p.x
 	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
-	wildcard := false
+	wildcard, star := false, false
 	for _, d := range x.heldRoles(actor, path, p.now) {
 		if slices.Contains(d.AssignableRoles, role) {
 			return nil
 		}
 		wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
+		star = star || slices.Contains(d.Permissions, Wildcard)
 	}
 	deny := func(format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))
@@ -179,6 +181,12 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 		target := x.resolveAt(at, id)
 		if target == nil {
 			continue
+		}
+		// "*" is every permission the catalog will ever declare, not only
+		// those it declares now, which the actor may hold without it.
+		if !star && slices.Contains(target.Permissions, Wildcard) {
+			return deny("its definition at %q carries %q, every permission a later policy may declare too, and no role the actor holds there does",
+				target.Scope, Wildcard)
 		}
 		have := x.effective(actor, at, p.now)
 		if missing := x.cat.missing(target, have); missing != "" {

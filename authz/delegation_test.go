@@ -870,6 +870,18 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "blank-cheque", Scope: "account:a", Permissions: []string{authz.Wildcard}})
 			}}},
+		{reserved: reserved{name: "Grant: lists * and R's permissions are a subset of the actor's effective permissions: not those of a role of \"*\", every permission the catalog will ever declare, from an owner who holds every permission declared now but not \"*\"",
+			world: everythingWorld,
+			actor: "user:owner", mentions: []string{"admin", "*"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:puppet", Role: "admin", Resource: "account:a"})
+			}}},
+		{reserved: reserved{name: "Grant: a role of \"*\" from an actor that holds \"*\" itself",
+			world: everythingWorld,
+			actor: "user:admin", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:puppet", Role: "admin", Resource: "account:a"})
+			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
 				w := newWorld(t, roomPolicy())

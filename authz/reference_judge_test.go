@@ -192,12 +192,13 @@ func (j *judgement) mayGrant(role, s, verb string) {
 // every resource below s where R is redefined".
 func (j *judgement) mayAssign(role, s string) string {
 	r := j.before
-	wildcard := false
+	wildcard, star := false, false
 	for _, d := range r.heldRoles(j.actor, s) {
 		if slices.Contains(d.AssignableRoles, role) {
 			return ""
 		}
 		wildcard = wildcard || slices.Contains(d.AssignableRoles, authz.Wildcard)
+		star = star || slices.Contains(d.Permissions, authz.Wildcard)
 	}
 	if !wildcard {
 		return fmt.Sprintf("no role the actor holds at %s lists %s in assignable_roles", s, role)
@@ -212,6 +213,11 @@ func (j *judgement) mayAssign(role, s string) string {
 		def, ok := r.definition(role, at)
 		if !ok {
 			continue
+		}
+		// "*" in a role means every permission: those a later policy
+		// declares too, which only an actor holding "*" holds.
+		if !star && slices.Contains(def.Permissions, authz.Wildcard) {
+			return fmt.Sprintf("%s carries * at %s, and no role the actor holds at %s does", role, at, s)
 		}
 		for _, p := range r.carries(def) {
 			if !r.holds(j.actor, p, at) {
