@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -489,5 +490,75 @@ func TestDeletingAResourceCostsWhatItRemoves(t *testing.T) {
 	}
 	if _, _, err := eng.Index().GetResource("call:big"); authz.CodeOf(err) != authz.NotFound {
 		t.Errorf("GetResource(call:big) after its deletion = %v, want NotFound", err)
+	}
+}
+
+// tenantsWorld has two accounts whose users may register calls in their
+// own account and host what they register.
+func tenantsWorld(t *testing.T) *world {
+	w := newWorld(t, authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "call.end"},
+			{Name: "usher.resources.create.call"},
+			{Name: "usher.resources.move.call"},
+		},
+		Resources: []authz.Resource{{Name: "account:evil"}, {Name: "account:victim"}},
+		Roles: []authz.Role{
+			{Name: "member", Scope: "root", Permissions: []string{"usher.resources.create.call"}},
+			{Name: "host", Scope: "root", Permissions: []string{"call.end", "usher.resources.move.call"}},
+		},
+		CreatorRoles: []authz.CreatorRole{{ResourceType: "call", Role: "host"}},
+	})
+	w.grant("user:mallory", "member", "account:evil")
+	w.grant("user:vera", "member", "account:victim")
+	return w
+}
+
+// Names are global, and PutResource of a registered name moves it: a
+// tenant who registers a name first would have its resource, and its own
+// host grant, moved into the account that registers the name next.
+// RegisterResource only registers: it refuses a registered name, whoever
+// asks and wherever the name is, and writes nothing.
+func TestRegisterResourceDoesNotAdoptARegisteredName(t *testing.T) {
+	w := tenantsWorld(t)
+	squat := authz.Resource{Name: "call:board-2027", Parent: "account:evil"}
+	if _, err := w.eng.RegisterResource(w.ctx, as("user:mallory"), squat); err != nil {
+		t.Fatalf("mallory registers the name first: %v", err)
+	}
+	for _, by := range []authz.Author{w.by, as("user:vera")} {
+		e := w.refuses(authz.AlreadyExists, "name", "call:board-2027", func() (authz.Revision, error) {
+			return w.eng.RegisterResource(w.ctx, by, authz.Resource{Name: "call:board-2027", Parent: "account:victim"})
+		})
+		if authz.KindOf(e) != authz.KindResourceExists {
+			t.Errorf("%q: kind %s, want %s", by.Actor, authz.KindOf(e), authz.KindResourceExists)
+		}
+		if strings.Contains(e.Error(), "account:evil") {
+			t.Errorf("%q: the refusal tells where the name is registered: %v", by.Actor, e)
+		}
+	}
+	if info, _, err := w.idx.GetResource("call:board-2027"); err != nil || info.Resource.Parent != "account:evil" {
+		t.Errorf("the call is now %+v, %v; want it still under account:evil", info, err)
+	}
+	// An actor who may not register under the parent learns nothing of the
+	// name: the refusal is the same whether it is registered or not.
+	for _, name := range []string{"call:board-2027", "call:never-registered"} {
+		w.refuses(authz.PermissionDenied, "actor", "user:mallory", func() (authz.Revision, error) {
+			return w.eng.RegisterResource(w.ctx, as("user:mallory"), authz.Resource{Name: name, Parent: "account:victim"})
+		})
+	}
+	// A name not registered is registered as PutResource would, its creator
+	// made host.
+	if _, err := w.eng.RegisterResource(w.ctx, as("user:vera"), authz.Resource{Name: "call:board-2028", Parent: "account:victim"}); err != nil {
+		t.Fatalf("vera registers a name of her own: %v", err)
+	}
+	if !w.check("user:vera", "call.end", "call:board-2028").Allowed {
+		t.Error("the creator of a registered call is not its host")
+	}
+	// Without create_only the platform's PutResource moves what is there.
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "call:board-2027", Parent: "account:victim"}); err != nil {
+		t.Fatalf("the platform moves the call: %v", err)
+	}
+	if info, _, _ := w.idx.GetResource("call:board-2027"); info.Resource.Parent != "account:victim" {
+		t.Errorf("PutResource left the call under %q", info.Resource.Parent)
 	}
 }

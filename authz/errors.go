@@ -28,6 +28,9 @@ const (
 	Unavailable
 	// Aborted: the write kept conflicting with concurrent writes.
 	Aborted
+	// AlreadyExists: a registration that may only register names a
+	// resource registered already.
+	AlreadyExists
 )
 
 // Error is a refusal that names the offending field and value.
@@ -150,6 +153,9 @@ const (
 
 	// Aborted.
 	KindAbortedConflicts Kind = "ABORTED_CONFLICTS"
+
+	// AlreadyExists.
+	KindResourceExists Kind = "RESOURCE_EXISTS"
 )
 
 // codeKinds are the kinds of each Code when an Error sets none.
@@ -162,6 +168,7 @@ var codeKinds = map[Code]Kind{
 	Unimplemented:      KindUnimplemented,
 	Unavailable:        KindUnavailable,
 	Aborted:            KindAbortedConflicts,
+	AlreadyExists:      KindResourceExists,
 }
 
 // ruleKinds are the kinds of refusals by a delegation rule.

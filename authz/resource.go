@@ -20,6 +20,20 @@ import (
 // grants it the policy's creator role for the type, in the same write;
 // every registration gets the policy's default quotas for its type.
 func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revision, error) {
+	return e.putResource(ctx, by, r, false)
+}
+
+// RegisterResource is PutResource that only registers: a name registered
+// already, under any parent, is refused AlreadyExists (KindResourceExists)
+// and nothing is written. Names are global, so a registration of a name
+// someone else could have registered first must not move that resource,
+// with its grants, under the new parent. An actor that may not register
+// under the parent is refused for that first, registered or not.
+func (e *Engine) RegisterResource(ctx context.Context, by Author, r Resource) (Revision, error) {
+	return e.putResource(ctx, by, r, true)
+}
+
+func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bool) (Revision, error) {
 	if r.Parent == "" {
 		r.Parent = RootName
 	}
@@ -36,6 +50,14 @@ func (e *Engine) PutResource(ctx context.Context, by Author, r Resource) (Revisi
 			return err
 		}
 		p.guard(resourceKey(r.Name), resourceKey(r.Parent))
+		if only {
+			if err := p.requireTyped(parent, PermResourcesCreate, TypeOf(r.Name), "registering a resource under it"); err != nil {
+				return err
+			}
+			if x.lookupNode(r.Name) != noNode {
+				return errorf(AlreadyExists, "name", r.Name, "resource is registered already; create_only registers only").as(KindResourceExists)
+			}
+		}
 		if id := x.lookupNode(r.Name); id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
 			if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {

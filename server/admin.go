@@ -147,7 +147,11 @@ func (s *adminServer) PutResource(ctx context.Context, req *usherv1.PutResourceR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	rev, err := s.engine.PutResource(ctx, author(ctx, req.GetActor()),
+	put := s.engine.PutResource
+	if req.GetCreateOnly() {
+		put = s.engine.RegisterResource
+	}
+	rev, err := put(ctx, author(ctx, req.GetActor()),
 		authz.Resource{Name: req.GetName(), Parent: req.GetParent(), StartsAt: starts, Live: req.GetLive()})
 	if err != nil {
 		return nil, toStatus(err)

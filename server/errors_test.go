@@ -396,6 +396,13 @@ var errorCases = []errorCase{
 			return err
 		}},
 
+	// ALREADY_EXISTS: a registration that may only register.
+	{name: "a create-only registration of a registered name", code: codes.AlreadyExists, reason: "RESOURCE_EXISTS", field: "name", value: stream42,
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: stream42, Parent: acme, CreateOnly: true})
+			return err
+		}},
+
 	// FAILED_PRECONDITION: cycles, children, max holders.
 	{name: "moving a resource under its own descendant would form a cycle", code: codes.FailedPrecondition, reason: "CYCLE", field: "parent", value: stream42,
 		call: func(ctx context.Context, f *fixture) error {

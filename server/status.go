@@ -25,6 +25,7 @@ var codeOf = map[authz.Code]codes.Code{
 	authz.Unimplemented:      codes.Unimplemented,
 	authz.Unavailable:        codes.Unavailable,
 	authz.Aborted:            codes.Aborted,
+	authz.AlreadyExists:      codes.AlreadyExists,
 }
 
 // errorDomain is the domain of the google.rpc.ErrorInfo details Usher sends.

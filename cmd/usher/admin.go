@@ -222,6 +222,7 @@ whether it is live; a move keeps the stage (see 'usher schedule' and
 	fs.StringVar(&req.Parent, "parent", "", "the parent `resource` (default root)")
 	fs.Var(start, "start", "a call's start `time`: RFC 3339 or a duration from now")
 	fs.BoolVar(&req.Live, "live", false, "register a call live")
+	fs.BoolVar(&req.CreateOnly, "create-only", false, "register only: refuse a name registered already, wherever it is, rather than move it")
 	actorFlag(cmd, &req.Actor)
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
 		req.Name, req.StartTime = a[0], start.timestamp()

@@ -825,7 +825,15 @@ type PutResourceRequest struct {
 	// stage_permission.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// Register the call already live; see start_time.
-	Live          bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
+	Live bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
+	// Register only: a name registered already, under any parent, is
+	// refused ALREADY_EXISTS (RESOURCE_EXISTS) and nothing is written, where
+	// PutResource would otherwise move it. Names are global: a service that
+	// registers names others could guess first sets it, so that a resource
+	// someone else registered under that name, with its grants, is not
+	// adopted into the new parent. An actor without create on the parent is
+	// refused for that first, whether or not the name is registered.
+	CreateOnly    bool `protobuf:"varint,6,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +899,13 @@ func (x *PutResourceRequest) GetStartTime() *timestamppb.Timestamp {
 func (x *PutResourceRequest) GetLive() bool {
 	if x != nil {
 		return x.Live
+	}
+	return false
+}
+
+func (x *PutResourceRequest) GetCreateOnly() bool {
+	if x != nil {
+		return x.CreateOnly
 	}
 	return false
 }
@@ -2682,14 +2697,16 @@ const file_usher_v1_admin_proto_rawDesc = "" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\"0\n" +
 	"\x12DeleteRoleResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xa5\x01\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xc6\x01\n" +
 	"\x12PutResourceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x129\n" +
 	"\n" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x12\n" +
-	"\x04live\x18\x05 \x01(\bR\x04live\"1\n" +
+	"\x04live\x18\x05 \x01(\bR\x04live\x12\x1f\n" +
+	"\vcreate_only\x18\x06 \x01(\bR\n" +
+	"createOnly\"1\n" +
 	"\x13PutResourceResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\"K\n" +
 	"\x12GetResourceRequest\x12\x12\n" +
