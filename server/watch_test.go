@@ -530,7 +530,11 @@ func TestAWatchWhoseClientLeavesEndsQuietly(t *testing.T) {
 func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 12_000}))
 	start := w.grant("user:before")
-	applied := w.bigChangeSet()
+	// Two: gRPC takes the first of the slow stream's large messages to
+	// send whatever its client reads, and holds up the second, which the
+	// stream then holds for as long as it lasts.
+	applied := w.bigChangeSet("a")
+	w.bigChangeSet("b")
 	slow := w.slowWatch(start)
 	st := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start}).end()
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), fmt.Sprintf("watch again after revision %d", start)) {
@@ -571,7 +575,7 @@ func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 func TestAWatchHoldingNothingIsNotRefused(t *testing.T) {
 	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 5_000}))
 	start := w.grant("user:before")
-	latest := w.bigChangeSet()
+	latest := w.bigChangeSet("a")
 	w.slowWatch(start) // holds the 10,000 changes, past the limit
 	s := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: latest})
 	if got := s.progress(); got != latest {
@@ -580,8 +584,9 @@ func TestAWatchHoldingNothingIsNotRefused(t *testing.T) {
 }
 
 // bigChangeSet commits one change set of 10,000 changes, registrations by
-// a policy, and returns its revision.
-func (w *watchWorld) bigChangeSet() uint64 {
+// a policy of accounts whose names start with prefix, and returns its
+// revision.
+func (w *watchWorld) bigChangeSet(prefix string) uint64 {
 	w.t.Helper()
 	exp, err := w.admin.ExportPolicy(callCtx(w.t), &usherv1.ExportPolicyRequest{})
 	if err != nil {
@@ -589,7 +594,7 @@ func (w *watchWorld) bigChangeSet() uint64 {
 	}
 	p := exp.GetPolicy()
 	for i := range 10_000 {
-		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:a%05d", i), Parent: "root"})
+		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:%s%05d", prefix, i), Parent: "root"})
 	}
 	applied, err := w.admin.ApplyPolicy(callCtx(w.t), &usherv1.ApplyPolicyRequest{Policy: p})
 	if err != nil {
