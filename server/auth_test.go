@@ -460,6 +460,10 @@ func TestARemovedCallersOpenStreamsEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Watch: %v", err)
 		}
+		// The first message says the stream runs, from the revision then.
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("Watch: the first message: %v", err)
+		}
 		return stream
 	}
 	// next is the next change the stream sends, past progress messages.
