@@ -86,6 +86,7 @@ const (
 // The other codes.
 const (
 	ReasonAbortedConflicts = "ABORTED_CONFLICTS" // Aborted: try the write again
+	ReasonResourceExists   = "RESOURCE_EXISTS"   // AlreadyExists: a create_only PutResource of a registered name
 	ReasonUnimplemented    = "UNIMPLEMENTED"     // Unimplemented
 	ReasonNoDataFile       = "NO_DATA_FILE"      // Unimplemented: Backup of a server without a data file
 	ReasonInternal         = "INTERNAL"          // Internal
