@@ -24,6 +24,24 @@ type testBackend struct {
 	failNext error
 	delay    time.Duration
 	batches  int
+	read     int // changes Changes has returned
+}
+
+func (b *testBackend) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	css, err := b.Memory.Changes(ctx, after, limit)
+	b.mu.Lock()
+	for _, cs := range css {
+		b.read += len(cs.Changes)
+	}
+	b.mu.Unlock()
+	return css, err
+}
+
+// changesRead is how many changes Changes has returned so far.
+func (b *testBackend) changesRead() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.read
 }
 
 func (b *testBackend) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed, error) {

@@ -40,11 +40,19 @@ type Found struct {
 	Scope string
 }
 
-// maxLookupChanges is how many change sets a later page of a lookup reads
-// to decide whether its answer still holds at the first page's revision:
-// those committed since the page before it was answered, which its token
-// says.
+// maxLookupChanges is how many changes a later page of a lookup reads to
+// decide whether its answer still holds at the first page's revision: those
+// committed since the page before it was answered, which its token says (a
+// change set counts as at least one). The token is the client's to make, so
+// the bound holds whatever revision it names.
 const maxLookupChanges = 10000
+
+// maxLookupBatch is the most change sets a later page reads from the log at
+// once. It reads one, then twice as many each time while the budget lasts,
+// judging each batch before reading the next: a page holds one batch, not
+// every change set since its token's revision, and a change set as large as
+// a policy apply ends the page's reading as soon as it is read.
+const maxLookupBatch = 64
 
 // LookupResources returns one page of q's answer, in the order of the tree,
 // with the token of the next page ("" on the last) and the revision every
@@ -184,24 +192,29 @@ func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func
 		if checked > now || now-checked > maxLookupChanges || tries == 3 {
 			return lookupMoved(at, now)
 		}
-		var sets []ChangeSet
-		for from := checked; from < now; {
-			batch, err := e.backend.Changes(ctx, from, int(now-from))
+		read, n := 0, 1
+		for from := checked; from < now; n = min(2*n, maxLookupBatch) {
+			batch, err := e.backend.Changes(ctx, from, int(min(now-from, Revision(n))))
 			if err != nil || len(batch) == 0 {
 				return lookupMoved(at, now)
 			}
-			sets = append(sets, batch...)
+			for _, cs := range batch {
+				read += max(1, len(cs.Changes))
+			}
+			if read > maxLookupChanges {
+				return lookupMoved(at, now)
+			}
+			// relevant reads the index, which writes change in place: under
+			// its view lock, as pages are answered.
+			x.view.RLock()
+			moved := slices.IndexFunc(batch, func(cs ChangeSet) bool {
+				return cs.Revision <= now && slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) })
+			})
+			x.view.RUnlock()
+			if moved >= 0 {
+				return lookupMoved(at, batch[moved].Revision)
+			}
 			from = batch[len(batch)-1].Revision
-		}
-		// relevant reads the index, which writes change in place: under its
-		// view lock, as pages are answered.
-		x.view.RLock()
-		moved := slices.IndexFunc(sets, func(cs ChangeSet) bool {
-			return cs.Revision <= now && slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) })
-		})
-		x.view.RUnlock()
-		if moved >= 0 {
-			return lookupMoved(at, sets[moved].Revision)
 		}
 		// Nothing relevant changed up to now: answer at now, and call it
 		// the first page's revision, which gives the same answer.

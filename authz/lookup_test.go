@@ -321,6 +321,41 @@ func TestALookupOutlivesABusyPlatform(t *testing.T) {
 	}
 }
 
+// A later page reads a bounded number of changes from the log, however far
+// back its token names and however large the change sets since: policy
+// applies of thousands of resources each end its reading after the first
+// few, rather than all of them being read into memory for one page.
+func TestALaterPageReadsABoundedShareOfTheLog(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 6 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+	_, next, _, err := w.eng.LookupResources(w.ctx, q, 3, "")
+	if err != nil || next == "" {
+		t.Fatalf("first page: %q, %v", next, err)
+	}
+	p := streamPolicy()
+	for set := range 20 { // 20 change sets of 2,000 rooms each, which cannot change the answer
+		for i := range 2000 {
+			p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("room:r%d-%d", set, i)})
+		}
+		if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := w.be.changesRead()
+	_, _, _, err = w.eng.LookupResources(w.ctx, q, 3, next)
+	if read := w.be.changesRead() - before; read > 16000 {
+		t.Errorf("the page read %d changes of the 40,000 committed since its token; want at most 16,000", read)
+	}
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" {
+		t.Errorf("a page after more changes than a page reads = %v, want FAILED_PRECONDITION on page_token", err)
+	}
+}
+
 // A later page judges the change sets since the page before it while
 // writes go on: what it reads of the index, it reads as a page does, under
 // the index's lock (go test -race holds it to that).
