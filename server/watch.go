@@ -270,8 +270,19 @@ func (w *watch) run(ctx context.Context) error {
 		for i, cs := range batch {
 			w.after = cs.Revision
 			if w.filter.Matches(cs) {
-				if err := w.send(toChangeRecord(cs)); err != nil {
+				rec := toChangeRecord(cs)
+				if err := w.send(rec); err != nil {
 					return err
+				}
+				// gRPC takes a message larger than a stream's write quota
+				// whole, and keeps what its client has not read of it: a
+				// send after it returns only once that has gone, so the
+				// changes count as held until the progress message that
+				// follows is taken.
+				if rec.SizeVT() > drainAbove {
+					if err := w.send(nil); err != nil {
+						return err
+					}
 				}
 			}
 			n := int64(len(cs.Changes))
@@ -294,6 +305,11 @@ func (w *watch) run(ctx context.Context) error {
 		}
 	}
 }
+
+// drainAbove is the size of a change record past which a stream waits for
+// gRPC to have written it before counting its changes as sent: grpc-go's
+// write quota of a stream, which one message may overdraw.
+const drainAbove = 64 << 10
 
 // tooMuchHeld refuses to go on with a page of n changes that the streams
 // have no room to hold.
