@@ -472,20 +472,7 @@ func BenchmarkDeletingAResourceCostsWhatItRemoves(b *testing.B) {
 	for i := range banned {
 		snap.Blocks = append(snap.Blocks, authz.Block{Subject: fmt.Sprintf("user:b%d", i), Resource: "call:big", ID: "ban"})
 	}
-	for b.Loop() {
-		b.StopTimer()
-		eng := startWith(b, snap)
-		b.StartTimer()
-		if _, err := eng.DeleteResource(b.Context(), authz.Author{Caller: "test"}, "call:big"); err != nil {
-			b.Fatalf("DeleteResource: %v", err)
-		}
-		b.StopTimer()
-		if _, _, err := eng.Index().GetResource("call:big"); authz.CodeOf(err) != authz.NotFound {
-			b.Errorf("GetResource(call:big) after its deletion = %v, want NotFound", err)
-		}
-		eng.Close()
-		b.StartTimer()
-	}
+	benchDelete(b, snap, authz.Author{Caller: "test"}, "call:big")
 }
 
 // tenantsWorld has two accounts whose users may register calls in their
