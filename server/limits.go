@@ -35,7 +35,7 @@ import (
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
-//	changes Watch streams hold unsent     1,048,576    RESOURCE_EXHAUSTED (WatchLimits.MaxHeldChanges)
+//	changes Watch streams hold unsent     64 MiB       RESOURCE_EXHAUSTED (WatchLimits.MaxHeldBytes)
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)

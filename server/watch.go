@@ -27,18 +27,18 @@ type WatchLimits struct {
 	// recent revision to resume from for a client whose filters leave out
 	// what is committed. 0 sends none.
 	Progress time.Duration
-	// MaxHeldChanges bounds the changes that all Watch streams together
-	// hold, read from the log and not yet sent: a client that does not read
-	// holds up its stream's page. A stream whose page does not fit ends
-	// with RESOURCE_EXHAUSTED, to be resumed after the revision it reached;
-	// a page alone may be larger, when no other stream holds any. 0 takes
-	// DefaultWatchLimits'.
-	MaxHeldChanges int
+	// MaxHeldBytes bounds the change records that all Watch streams
+	// together hold, read from the log and not yet sent, by their encoded
+	// size: a client that does not read holds up its stream's page. A
+	// stream whose page does not fit ends with RESOURCE_EXHAUSTED, to be
+	// resumed after the revision it reached; a page alone may be larger,
+	// when no other stream holds any. 0 takes DefaultWatchLimits'.
+	MaxHeldBytes int
 }
 
 // DefaultWatchLimits are the limits of a server given no WithWatchLimits.
 func DefaultWatchLimits() WatchLimits {
-	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second, MaxHeldChanges: 1 << 20}
+	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second, MaxHeldBytes: 64 << 20}
 }
 
 // Validate refuses negative limits, naming the field and the value.
@@ -48,8 +48,8 @@ func (l WatchLimits) Validate() error {
 		return fmt.Errorf("MaxStreams %d: must not be negative", l.MaxStreams)
 	case l.Progress < 0:
 		return fmt.Errorf("Progress %s: must not be negative", l.Progress)
-	case l.MaxHeldChanges < 0:
-		return fmt.Errorf("MaxHeldChanges %d: must not be negative", l.MaxHeldChanges)
+	case l.MaxHeldBytes < 0:
+		return fmt.Errorf("MaxHeldBytes %d: must not be negative", l.MaxHeldBytes)
 	}
 	return nil
 }
@@ -79,7 +79,7 @@ func watchLimits(opts []grpc.ServerOption) WatchLimits {
 // watchPage is how many change sets a stream reads from the log at a time:
 // with the message gRPC is sending, all that a stream holds. A client that
 // reads slowly holds up its own stream, by HTTP/2 flow control, and the
-// page it holds counts against WatchLimits.MaxHeldChanges.
+// page it holds counts against WatchLimits.MaxHeldBytes.
 const watchPage = 64
 
 // maxCallerLen is the longest caller name a callers file may hold, and so
@@ -99,14 +99,14 @@ func (v *validator) callerFilter(value string) {
 type watches struct {
 	limits  WatchLimits
 	open    atomic.Int64
-	held    atomic.Int64 // changes read from the log and not yet sent
+	held    atomic.Int64 // bytes of change records read from the log and not yet sent
 	drained context.Context
 	drain   context.CancelFunc
 }
 
 func newWatches(l WatchLimits) *watches {
-	if l.MaxHeldChanges == 0 {
-		l.MaxHeldChanges = DefaultWatchLimits().MaxHeldChanges
+	if l.MaxHeldBytes == 0 {
+		l.MaxHeldBytes = DefaultWatchLimits().MaxHeldBytes
 	}
 	w := &watches{limits: l}
 	w.drained, w.drain = context.WithCancel(context.Background())
@@ -129,13 +129,13 @@ func (w *watches) admit() (release func(), err error) {
 	return func() { w.open.Add(-1) }, nil
 }
 
-// hold counts n more changes held, or refuses when they would take the
-// streams past MaxHeldChanges while others hold some. A page of nothing is
+// hold counts n more bytes held, or refuses when they would take the
+// streams past MaxHeldBytes while others hold some. A page of nothing is
 // always held, even while one page alone holds more than the limit.
 func (w *watches) hold(n int64) bool {
 	for {
 		held := w.held.Load()
-		if n > 0 && held > 0 && held+n > int64(w.limits.MaxHeldChanges) {
+		if n > 0 && held > 0 && held+n > int64(w.limits.MaxHeldBytes) {
 			return false
 		}
 		if w.held.CompareAndSwap(held, held+n) {
@@ -245,15 +245,22 @@ type watch struct {
 // what is committed from then on, until ctx ends or something fails.
 func (w *watch) run(ctx context.Context) error {
 	started := false
-	var held int64 // of this stream's page, not yet sent
+	var held int64 // bytes of this stream's page, not yet sent
 	defer func() { w.watches.held.Add(-held) }()
 	for {
 		batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
 		if err != nil {
 			return err
 		}
-		for _, cs := range batch {
-			held += int64(len(cs.Changes))
+		// The page holds the records the filter keeps, each counted by its
+		// size, and of each change set only its revision.
+		recs := make([]*usherv1.ChangeRecord, len(batch))
+		for i, cs := range batch {
+			if w.filter.Matches(cs) {
+				recs[i] = toChangeRecord(cs)
+				held += int64(recs[i].SizeVT())
+			}
+			batch[i] = authz.ChangeSet{Revision: cs.Revision}
 		}
 		if !w.watches.hold(held) {
 			n := held
@@ -267,28 +274,28 @@ func (w *watch) run(ctx context.Context) error {
 				return err
 			}
 		}
-		for i, cs := range batch {
-			w.after = cs.Revision
-			if w.filter.Matches(cs) {
-				rec := toChangeRecord(cs)
-				if err := w.send(rec); err != nil {
+		for i, rec := range recs {
+			w.after = batch[i].Revision
+			if rec == nil {
+				continue
+			}
+			if err := w.send(rec); err != nil {
+				return err
+			}
+			// gRPC takes a message larger than a stream's write quota
+			// whole, and keeps what its client has not read of it: a send
+			// after it returns only once that has gone, so the record
+			// counts as held until the progress message that follows is
+			// taken.
+			n := int64(rec.SizeVT())
+			if n > drainAbove {
+				if err := w.send(nil); err != nil {
 					return err
 				}
-				// gRPC takes a message larger than a stream's write quota
-				// whole, and keeps what its client has not read of it: a
-				// send after it returns only once that has gone, so the
-				// changes count as held until the progress message that
-				// follows is taken.
-				if rec.SizeVT() > drainAbove {
-					if err := w.send(nil); err != nil {
-						return err
-					}
-				}
 			}
-			n := int64(len(cs.Changes))
 			w.watches.held.Add(-n)
 			held -= n
-			batch[i] = authz.ChangeSet{} // sent: the page need not keep it
+			recs[i] = nil // sent: the page need not keep it
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -314,12 +321,12 @@ const drainAbove = 64 << 10
 // tooMuchHeld refuses to go on with a page of n changes that the streams
 // have no room to hold.
 func (w *watch) tooMuchHeld(n int64) error {
-	limit := w.watches.limits.MaxHeldChanges
+	limit := w.watches.limits.MaxHeldBytes
 	return refuse(codes.ResourceExhausted,
-		fmt.Sprintf("the Watch streams of this server hold as many changes not yet sent as they may (%d), and the next %d would not fit: watch again after revision %d",
+		fmt.Sprintf("the Watch streams of this server hold as many bytes of changes not yet sent as they may (%d), and the next %d would not fit: watch again after revision %d",
 			limit, n, w.after),
 		details{reason: string(authz.KindWatchLimit), meta: map[string]string{"limit": strconv.Itoa(limit), "after_revision": fmt.Sprint(w.after)},
-			why: fmt.Sprintf("the Watch streams of this server hold at most %d changes not yet sent", limit)})
+			why: fmt.Sprintf("the Watch streams of this server hold at most %d bytes of changes not yet sent", limit)})
 }
 
 // wait returns once the index has applied a revision after w.after,

@@ -523,12 +523,14 @@ func TestAWatchWhoseClientLeavesEndsQuietly(t *testing.T) {
 	}
 }
 
-// The changes that Watch streams have read from the log and not yet sent
-// are bounded across streams: a client that stops reading holds up its own
-// page, and a stream whose page does not fit beside it ends with
-// RESOURCE_EXHAUSTED, saying where to resume, until there is room again.
+// The change records that Watch streams have read from the log and not yet
+// sent are bounded across streams, by their size: a client that stops
+// reading holds up its own page, and a stream whose page does not fit
+// beside it ends with RESOURCE_EXHAUSTED, saying where to resume, until
+// there is room again. The 10,000 registrations take some 300 kB: one fits
+// alone, two do not.
 func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
-	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 12_000}))
+	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldBytes: 100_000}))
 	start := w.grant("user:before")
 	// gRPC takes the slow stream's large message whole, whatever its client
 	// reads: the stream holds its changes until gRPC has written them.
@@ -538,7 +540,7 @@ func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 	if st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), fmt.Sprintf("watch again after revision %d", start)) {
 		t.Fatalf("a second stream beside it: %s %q, want RESOURCE_EXHAUSTED saying where to resume", st.Code(), st.Message())
 	}
-	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "12000", "after_revision": fmt.Sprint(start)}})
+	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "100000", "after_revision": fmt.Sprint(start)}})
 
 	// Once the slow stream ends, a stream that reads gets the change set,
 	// and gives back what it held: the next does too.
@@ -571,13 +573,44 @@ func TestWatchStreamsHoldABoundedNumberOfChanges(t *testing.T) {
 // any; while it does, a stream whose page holds nothing, one that starts
 // at the latest revision, is not refused.
 func TestAWatchHoldingNothingIsNotRefused(t *testing.T) {
-	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldChanges: 5_000}))
+	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldBytes: 50_000}))
 	start := w.grant("user:before")
 	latest := w.bigChangeSet("a")
 	w.slowWatch(start) // holds the 10,000 changes, past the limit
 	s := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: latest})
 	if got := s.progress(); got != latest {
 		t.Fatalf("first message at %d, want %d", got, latest)
+	}
+}
+
+// The budget counts what the records weigh, not how many changes they
+// hold: 1,000 registrations of names of 250 characters, some 270 kB, weigh
+// what 10,000 short ones do, and two do not fit where two sets of 1,000
+// short ones would. A change set the stream's filter leaves out is not held
+// at all.
+func TestWatchStreamsHoldRecordsByTheirSize(t *testing.T) {
+	w := newWatchWorld(t, server.WithWatchLimits(server.WatchLimits{MaxStreams: 10, MaxHeldBytes: 400_000}))
+	start := w.grant("user:before")
+	exp, err := w.admin.ExportPolicy(callCtx(t), &usherv1.ExportPolicyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := exp.GetPolicy()
+	for i := range 1000 {
+		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:%0250d", i), Parent: "root"})
+	}
+	if _, err := w.admin.ApplyPolicy(callCtx(t), &usherv1.ApplyPolicyRequest{Policy: p}); err != nil {
+		t.Fatal(err)
+	}
+	w.slowWatch(start)
+	st := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start}).end()
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("a second stream beside the one holding 1,000 long names: %s %q, want RESOURCE_EXHAUSTED", st.Code(), st.Message())
+	}
+	// A stream whose filter leaves the change set out holds nothing of it,
+	// and is not refused.
+	if got := watch(t, w.authz, &usherv1.WatchRequest{AfterRevision: start, Caller: "nobody"}).progress(); got != start {
+		t.Fatalf("a filtered stream beside it began at %d, want %d", got, start)
 	}
 }
 
