@@ -183,12 +183,13 @@ func diffFound(got, want []authz.Found) string {
 	return ""
 }
 
-// TestLookupPagesAtOneRevision: every page of a lookup is answered at the
-// revision of its first; a write that cannot change the answer leaves the
-// next page good, and one that may change it refuses the next page.
-func TestLookupPagesAtOneRevision(t *testing.T) {
+// bobsCalls is a world in which user:bob may join n calls, through a grant
+// on their call type, with his lookup of the calls he may join and the
+// first page of three, its token and its revision.
+func bobsCalls(t *testing.T, n int) (*world, authz.LookupResourcesQuery, []authz.Found, string, authz.Revision) {
+	t.Helper()
 	w := newWorld(t, streamPolicy())
-	for i := range 5 {
+	for i := range n {
 		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
 	}
 	w.grant("user:bob", "call-member", "calltype:livestream")
@@ -197,6 +198,14 @@ func TestLookupPagesAtOneRevision(t *testing.T) {
 	if err != nil || len(first) != 3 || next == "" {
 		t.Fatalf("first page = %v, %q, %v", first, next, err)
 	}
+	return w, q, first, next, rev
+}
+
+// TestLookupPagesAtOneRevision: every page of a lookup is answered at the
+// revision of its first; a write that cannot change the answer leaves the
+// next page good, and one that may change it refuses the next page.
+func TestLookupPagesAtOneRevision(t *testing.T) {
+	w, q, first, next, rev := bobsCalls(t, 5)
 	w.grant("user:eve", "call-member", "calltype:livestream") // another subject's grant
 	w.put("account:other", "")                                // a resource of another type
 	all := first
@@ -213,7 +222,7 @@ func TestLookupPagesAtOneRevision(t *testing.T) {
 	if len(all) != 7 {
 		t.Errorf("the pages hold %d answers, want the 7 calls", len(all))
 	}
-	_, next, _, err = w.eng.LookupResources(w.ctx, q, 3, "")
+	_, next, _, err := w.eng.LookupResources(w.ctx, q, 3, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,16 +335,7 @@ func TestALookupOutlivesABusyPlatform(t *testing.T) {
 // applies of thousands of resources each end its reading after the first
 // few, rather than all of them being read into memory for one page.
 func TestALaterPageReadsABoundedShareOfTheLog(t *testing.T) {
-	w := newWorld(t, streamPolicy())
-	for i := range 6 {
-		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
-	}
-	w.grant("user:bob", "call-member", "calltype:livestream")
-	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
-	_, next, _, err := w.eng.LookupResources(w.ctx, q, 3, "")
-	if err != nil || next == "" {
-		t.Fatalf("first page: %q, %v", next, err)
-	}
+	w, q, _, next, _ := bobsCalls(t, 6)
 	p := streamPolicy()
 	for set := range 20 { // 20 change sets of 2,000 rooms each, which cannot change the answer
 		for i := range 2000 {
@@ -346,7 +346,7 @@ func TestALaterPageReadsABoundedShareOfTheLog(t *testing.T) {
 		}
 	}
 	before := w.be.changesRead()
-	_, _, _, err = w.eng.LookupResources(w.ctx, q, 3, next)
+	_, _, _, err := w.eng.LookupResources(w.ctx, q, 3, next)
 	if read := w.be.changesRead() - before; read > 16000 {
 		t.Errorf("the page read %d changes of the 40,000 committed since its token; want at most 16,000", read)
 	}
