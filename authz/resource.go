@@ -50,15 +50,16 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 			return err
 		}
 		p.guard(resourceKey(r.Name), resourceKey(r.Parent))
+		id := x.lookupNode(r.Name)
 		if only {
 			if err := p.requireTyped(parent, PermResourcesCreate, TypeOf(r.Name), "registering a resource under it"); err != nil {
 				return err
 			}
-			if x.lookupNode(r.Name) != noNode {
+			if id != noNode {
 				return errorf(AlreadyExists, "name", r.Name, "resource is registered already; create_only registers only").as(KindResourceExists)
 			}
 		}
-		if id := x.lookupNode(r.Name); id != noNode {
+		if id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
 			if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
 				field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339)
