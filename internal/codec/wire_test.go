@@ -106,12 +106,8 @@ func TestMarshalKeepsWhatTimestampsDoNotKnow(t *testing.T) {
 	if err := proto.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	data, err := (codec.Codec{}).Marshal(&m)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got usherv1.JoinResponse
-	if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
+	if err := sent(&m, &got); err != nil {
 		t.Fatal(err)
 	}
 	if len(got.GetExpireTime().ProtoReflect().GetUnknown()) == 0 || !proto.Equal(&got, &m) {
@@ -123,12 +119,8 @@ func TestMarshalKeepsWhatTimestampsDoNotKnow(t *testing.T) {
 // protobuf-go sends it; vtproto's code would leave it out.
 func TestMarshalSendsANilMemberOfAOneof(t *testing.T) {
 	m := &usherv1.Change{Op: usherv1.Op_OP_DELETE_GRANT, Entity: &usherv1.Change_Grant{}}
-	data, err := (codec.Codec{}).Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got usherv1.Change
-	if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
+	if err := sent(m, &got); err != nil {
 		t.Fatal(err)
 	}
 	if got.GetGrant() == nil {
@@ -175,13 +167,19 @@ func unmarshalLikeProtobufGo(t *testing.T, b []byte) {
 		if !proto.Equal(got, want) {
 			t.Fatalf("codec read %v, protobuf-go %v", got, want)
 		}
-		data, err := (codec.Codec{}).Marshal(got)
-		if err != nil {
-			t.Fatal(err)
-		}
 		again := into()
-		if err := proto.Unmarshal(data.Materialize(), again); err != nil || !proto.Equal(again, want) {
+		if err := sent(got, again); err != nil || !proto.Equal(again, want) {
 			t.Fatalf("sent %v (%v), protobuf-go read %v", again, err, want)
 		}
 	}
+}
+
+// sent marshals m with the codec and reads what it sent into into with
+// protobuf-go.
+func sent(m, into proto.Message) error {
+	data, err := (codec.Codec{}).Marshal(m)
+	if err != nil {
+		return err
+	}
+	return proto.Unmarshal(data.Materialize(), into)
 }
