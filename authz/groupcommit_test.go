@@ -29,20 +29,7 @@ func TestConcurrentGrantsAreGroupCommitted(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("grant %d: %v", i, err)
-		}
-		if d := w.check(fmt.Sprintf("user:g%d", i), "join-call", "call:livestream:42"); !d.Allowed {
-			t.Errorf("grant %d acknowledged at revision %d but not in the index: %+v", i, revs[i], d)
-		}
-	}
-	slices.Sort(revs)
-	for i, rev := range revs {
-		if rev != start+authz.Revision(i+1) {
-			t.Fatalf("revisions %v, want %d..%d once each", revs, start+1, start+n)
-		}
-	}
+	acknowledged(w, "user:g", start, revs, errs)
 	if used := w.be.transactions() - batches; used >= n/2 {
 		t.Errorf("%d grants took %d backend transactions; want them grouped", n, used)
 	}
@@ -153,20 +140,7 @@ func TestGatheredWritesShareATransaction(t *testing.T) {
 	start, batches := w.idx.Revision(), w.be.transactions()
 	ctxs := slices.Repeat([]context.Context{w.ctx}, 8)
 	revs, errs := grantEvery(w, ctxs, 5*time.Millisecond)
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("grant %d: %v", i, err)
-		}
-		if d := w.check(fmt.Sprintf("user:s%d", i), "join-call", "call:livestream:42"); !d.Allowed {
-			t.Errorf("grant %d acknowledged at revision %d but not in the index: %+v", i, revs[i], d)
-		}
-	}
-	slices.Sort(revs)
-	for i, rev := range revs {
-		if rev != start+authz.Revision(i+1) {
-			t.Fatalf("revisions %v, want %d..%d once each", revs, start+1, start+8)
-		}
-	}
+	acknowledged(w, "user:s", start, revs, errs)
 	// Sent one by one, 5 ms apart, each would be a transaction of its own.
 	// The first finds the engine idle and goes at once; the others gather.
 	if used := w.be.transactions() - batches; used > 3 {
@@ -269,5 +243,26 @@ func TestGatheredBatchFailsWhole(t *testing.T) {
 	}
 	if got := w.idx.Revision(); got != start {
 		t.Errorf("revision %d after a failed batch, want %d", got, start)
+	}
+}
+
+// acknowledged fails the test unless every grant of call-member on
+// call:livestream:42 to prefix+i succeeded, is in the index, and the
+// grants took the revisions after start once each.
+func acknowledged(w *world, prefix string, start authz.Revision, revs []authz.Revision, errs []error) {
+	w.t.Helper()
+	for i, err := range errs {
+		if err != nil {
+			w.t.Fatalf("grant %d: %v", i, err)
+		}
+		if d := w.check(fmt.Sprintf("%s%d", prefix, i), "join-call", "call:livestream:42"); !d.Allowed {
+			w.t.Errorf("grant %d acknowledged at revision %d but not in the index: %+v", i, revs[i], d)
+		}
+	}
+	revs = slices.Sorted(slices.Values(revs))
+	for i, rev := range revs {
+		if rev != start+authz.Revision(i+1) {
+			w.t.Fatalf("revisions %v, want %d..%d once each", revs, start+1, start+authz.Revision(len(revs)))
+		}
 	}
 }
