@@ -255,10 +255,12 @@ func (w *watch) run(ctx context.Context) error {
 		// The page holds the records the filter keeps, each counted by its
 		// size, and of each change set only its revision.
 		recs := make([]*usherv1.ChangeRecord, len(batch))
+		sizes := make([]int64, len(batch))
 		for i, cs := range batch {
 			if w.filter.Matches(cs) {
 				recs[i] = toChangeRecord(cs)
-				held += int64(recs[i].SizeVT())
+				sizes[i] = int64(recs[i].SizeVT())
+				held += sizes[i]
 			}
 			batch[i] = authz.ChangeSet{Revision: cs.Revision}
 		}
@@ -287,7 +289,7 @@ func (w *watch) run(ctx context.Context) error {
 			// after it returns only once that has gone, so the record
 			// counts as held until the progress message that follows is
 			// taken.
-			n := int64(rec.SizeVT())
+			n := sizes[i]
 			if n > drainAbove {
 				if err := w.send(nil); err != nil {
 					return err
