@@ -65,10 +65,11 @@ type Options struct {
 	// initial state does not fit is refused.
 	MaxInitialEvents int
 	// StoreWait bounds each store write the view makes of its own accord
-	// (an ejection, a session's marks), on whatever call it runs: a store
-	// that does not answer, an etcd cluster out of reach, holds up the
-	// Join that made the view act for that long, not for good. Default
-	// DefaultStoreWait.
+	// (an ejection, a session's marks), on whatever call it runs, and the
+	// first to run out of it ends the view's pass: a store that does not
+	// answer, an etcd cluster out of reach, holds up the Join that made the
+	// view act for that long, not for good nor once for each write.
+	// Default DefaultStoreWait.
 	StoreWait time.Duration
 }
 

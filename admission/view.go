@@ -322,11 +322,17 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 
 // followUp does what the view decided under v.mu and leaves to the store:
 // it ends the sessions of eject, then marks the sessions whose standing
-// changed.
+// changed. A store write that runs out of StoreWait ends the pass: the
+// store is out of reach, and the marks left wait for the next pass.
 func (v *view) followUp(eject []ejection) {
-	v.eject(eject)
-	v.mark()
+	if v.eject(eject) {
+		v.mark()
+	}
 }
+
+// outOfReach reports whether a store write failed for running out of
+// StoreWait.
+func outOfReach(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
 
 // remark notes that t's marks differ from what the rule in force reads of
 // its subject now (p), for mark to tell the store: a host demoted to member
@@ -360,7 +366,7 @@ func (v *view) mark() {
 	}
 	clear(v.remarks)
 	v.mu.Unlock()
-	for _, s := range marks {
+	for i, s := range marks {
 		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
 		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive)
 		cancel()
@@ -369,9 +375,18 @@ func (v *view) mark() {
 		}
 		v.m.logger.Warn("a session's capacity and occupancy marks could not be updated; they are tried again at the view's next pass",
 			"session", s.ID, "error", err)
+		left := marks[i : i+1]
+		if outOfReach(err) {
+			left = marks[i:]
+		}
 		v.mu.Lock()
-		v.remarks[s.ID] = true
+		for _, s := range left {
+			v.remarks[s.ID] = true
+		}
 		v.mu.Unlock()
+		if outOfReach(err) {
+			return
+		}
 	}
 }
 
@@ -381,16 +396,23 @@ type ejection struct {
 }
 
 // eject ends the sessions of participants who may no longer be there; the
-// store's events then tell the watchers.
-func (v *view) eject(list []ejection) {
-	for _, e := range list {
+// store's events then tell the watchers. It reports false when the store
+// is out of reach, leaving the rest: those sessions end when their leases
+// lapse, or at their next KeepAlive.
+func (v *view) eject(list []ejection) bool {
+	for i, e := range list {
 		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
 		_, err := v.m.store.End(ctx, e.id, e.why)
 		cancel()
-		if err != nil && err != ErrNoSession {
-			v.m.logger.Warn("a session could not be ended", "session", e.id, "error", err)
+		if err == nil || errors.Is(err, ErrNoSession) {
+			continue
+		}
+		v.m.logger.Warn("a session could not be ended", "session", e.id, "left", len(list)-i-1, "error", err)
+		if outOfReach(err) {
+			return false
 		}
 	}
+	return true
 }
 
 func (v *view) add(t *tracked) {

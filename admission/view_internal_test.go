@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,39 +104,64 @@ func TestTheViewKeepsOneDueEntryPerSession(t *testing.T) {
 	}
 }
 
-// stuckStore is a store out of reach: End and Mark wait for their context.
-type stuckStore struct{ Store }
+// stuckStore is a store out of reach: End and Mark wait for their context,
+// and count the calls.
+type stuckStore struct {
+	Store
+	ends, marks *atomic.Int32
+}
 
-func (stuckStore) End(ctx context.Context, _ string, _ Ending) (Session, error) {
+func (s stuckStore) End(ctx context.Context, _ string, _ Ending) (Session, error) {
+	s.ends.Add(1)
 	<-ctx.Done()
 	return Session{}, ctx.Err()
 }
 
-func (stuckStore) Mark(ctx context.Context, _ string, _ bool, _ []string) (Session, error) {
+func (s stuckStore) Mark(ctx context.Context, _ string, _ bool, _ []string) (Session, error) {
+	s.marks.Add(1)
 	<-ctx.Done()
 	return Session{}, ctx.Err()
 }
 
-// The view's own writes to a store that does not answer, an ejection and a
-// session's marks, give up after Options.StoreWait: the Join they run on
-// returns.
+// The view's own writes to a store that does not answer, ejections and
+// sessions' marks, give up after Options.StoreWait, and the first to give
+// up ends the pass: the Join it runs on returns after one wait, not one for
+// each write, and the marks are kept for a later pass.
 func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	_, eng, clock := viewWorld(t)
-	m := New(eng, Options{Store: stuckStore{NewMemoryStore(MemoryOptions{Clock: clock})}, StoreWait: 20 * time.Millisecond})
+	if got := New(eng, Options{}).v.storeWait; got != DefaultStoreWait {
+		t.Errorf("a view of no StoreWait waits %s on the store, want %s", got, DefaultStoreWait)
+	}
+	store := stuckStore{Store: NewMemoryStore(MemoryOptions{Clock: clock}), ends: new(atomic.Int32), marks: new(atomic.Int32)}
+	m := New(eng, Options{Store: store, StoreWait: 20 * time.Millisecond})
 	t.Cleanup(func() { m.Close() })
 	v := m.v
 	v.mu.Lock()
-	v.add(&tracked{s: Session{ID: "s-1", Subject: "user:a", Call: "call:acme:1", Counted: true}})
-	v.remarks["s-1"] = true
+	for _, id := range []string{"s-1", "s-2"} {
+		v.add(&tracked{s: Session{ID: id, Subject: "user:" + id, Call: "call:acme:1", Counted: true}})
+		v.remarks[id] = true
+	}
 	v.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		v.followUp([]ejection{{id: "s-1", why: Ending{Why: Ejected}}})
+		v.followUp([]ejection{{id: "s-1", why: Ending{Why: Ejected}}, {id: "s-2", why: Ending{Why: Ejected}}})
 	}()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the view's writes to a store out of reach did not give up")
+	case <-time.After(2 * time.Second): // DefaultStoreWait is 5 s
+		t.Fatal("the view's writes to a store out of reach did not give up after StoreWait")
+	}
+	if ends := store.ends.Load(); ends != 1 {
+		t.Errorf("the pass tried %d ejections of a store out of reach, want 1", ends)
+	}
+	// The view's own passes may be trying the marks: once none is, they
+	// are kept.
+	v.markMu.Lock()
+	defer v.markMu.Unlock()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.remarks["s-1"] || !v.remarks["s-2"] {
+		t.Errorf("the marks left are %v, want both kept for the next pass", v.remarks)
 	}
 }
