@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,7 +138,8 @@ func (l *DecisionLog) check(ctx context.Context, method string, q authz.Query, d
 	// The names are copied, into one string: a request's strings may share
 	// the request's bytes (codec.Alias), all of which a record waiting in
 	// the queue would otherwise keep.
-	names := q.Subject + q.Permission + q.Resource
+	// Join, unlike +, copies even when two of the three are empty.
+	names := strings.Join([]string{q.Subject, q.Permission, q.Resource}, "")
 	p, r := len(q.Subject), len(q.Subject)+len(q.Permission)
 	rec := decisionRecord{Method: method, Subject: names[:p], Permission: names[p:r], Resource: names[r:], Revision: uint64(rev)}
 	if err != nil {

@@ -45,14 +45,22 @@ func TestDecisionLogDropsWhenFullAndNeverAllocates(t *testing.T) {
 // A queued decision keeps copies of the names: a request's strings may share
 // the request's bytes, which gRPC's next message may overwrite.
 func TestDecisionLogCopiesTheNames(t *testing.T) {
-	l := &DecisionLog{all: true, queue: make(chan decisionRecord, 1)}
-	b := []byte("user:ajoin-callcall:x:1")
-	q := authz.Query{Subject: unsafe.String(&b[0], 6), Permission: unsafe.String(&b[6], 9), Resource: unsafe.String(&b[15], 8)}
-	l.check(context.Background(), "CheckBatch", q, authz.Decision{Reason: authz.ReasonNoGrant}, nil, 7)
-	clear(b)
-	r := <-l.queue
-	if r.Subject != "user:a" || r.Permission != "join-call" || r.Resource != "call:x:1" {
-		t.Errorf("queued subject %q, permission %q, resource %q; want user:a, join-call, call:x:1", r.Subject, r.Permission, r.Resource)
+	for _, want := range []authz.Query{
+		{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"},
+		{Subject: "user:a"}, // an invalid check, logged with its error
+	} {
+		l := &DecisionLog{all: true, queue: make(chan decisionRecord, 1)}
+		b := []byte(want.Subject + want.Permission + want.Resource)
+		p, r := len(want.Subject), len(want.Subject)+len(want.Permission)
+		q := authz.Query{Subject: unsafe.String(&b[0], p), Permission: unsafe.String(unsafe.SliceData(b[p:]), r-p),
+			Resource: unsafe.String(unsafe.SliceData(b[r:]), len(b)-r)}
+		l.check(context.Background(), "CheckBatch", q, authz.Decision{Reason: authz.ReasonNoGrant}, nil, 7)
+		clear(b)
+		got := <-l.queue
+		if got.Subject != want.Subject || got.Permission != want.Permission || got.Resource != want.Resource {
+			t.Errorf("queued subject %q, permission %q, resource %q; want %q, %q, %q",
+				got.Subject, got.Permission, got.Resource, want.Subject, want.Permission, want.Resource)
+		}
 	}
 }
 
