@@ -64,8 +64,6 @@ func healthService(name string) error {
 	if len(name) <= MaxHealthServiceLen {
 		return nil
 	}
-	var v validator // quotes a long name cut short
-	v.add(&authz.Error{Code: authz.Invalid, Field: "service", Value: name,
+	return toStatus(&authz.Error{Code: authz.Invalid, Field: "service", Value: clip(name),
 		Reason: fmt.Sprintf("longer than %d bytes, the longest service name the health service answers for", MaxHealthServiceLen)})
-	return toStatus(v.err)
 }

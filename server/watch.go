@@ -264,7 +264,7 @@ func (w *watch) run(ctx context.Context) error {
 			}
 			batch[i] = authz.ChangeSet{Revision: cs.Revision}
 		}
-		if !w.watches.hold(held) {
+		if held > 0 && !w.watches.hold(held) { // a page of nothing is always held
 			n := held
 			held = 0
 			return w.tooMuchHeld(n)

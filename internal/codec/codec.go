@@ -66,31 +66,40 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return standard.Marshal(v)
 	}
 	size := m.SizeVT()
-	// A buffer from grpc-go's pool when it is large enough to be worth
-	// pooling, as grpc-go's codec does; pool stays nil otherwise.
-	var pool mem.BufferPool
-	b := new([]byte)
+	// A buffer of its own for a small message, from grpc-go's pool for one
+	// large enough to be worth pooling, as grpc-go's codec does.
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		*b = make([]byte, size)
-	} else {
-		pool = mem.DefaultBufferPool()
-		b = pool.Get(size)
-	}
-	_, err := m.MarshalToSizedBufferVT(*b)
-	// Bytes all ASCII hold no string that is not UTF-8.
-	if err != nil || (!ascii(*b) && !s.check(*b, 0)) {
-		if pool != nil {
-			pool.Put(b)
+		b := make([]byte, size)
+		if ok, err := fill(m, s, b); err != nil || !ok {
+			return fallBack(v, err)
 		}
-		if err != nil {
-			return nil, err
-		}
-		return standard.Marshal(v)
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
-	if pool == nil {
-		return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
+	pool := mem.DefaultBufferPool()
+	b := pool.Get(size)
+	if ok, err := fill(m, s, *b); err != nil || !ok {
+		pool.Put(b)
+		return fallBack(v, err)
 	}
 	return mem.BufferSlice{mem.NewBuffer(b, pool)}, nil
+}
+
+// fill marshals m, whose shape is s, into b, and reports whether what it
+// wrote is what protobuf-go would write: bytes all ASCII hold no string
+// that is not UTF-8.
+func fill(m vtMessage, s *shape, b []byte) (bool, error) {
+	if _, err := m.MarshalToSizedBufferVT(b); err != nil {
+		return false, err
+	}
+	return ascii(b) || s.check(b, 0), nil
+}
+
+// fallBack is err, or v marshalled by grpc-go's codec.
+func fallBack(v any, err error) (mem.BufferSlice, error) {
+	if err != nil {
+		return nil, err
+	}
+	return standard.Marshal(v)
 }
 
 // Unmarshal decodes data into v, replacing what v held, as proto.Unmarshal

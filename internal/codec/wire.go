@@ -12,19 +12,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// maxDepth is how deeply nested a message checked may judge; a deeper one
+// maxDepth is how deeply nested a message check may judge; a deeper one
 // is left to protobuf-go, whose own limit is far higher.
 const maxDepth = 100
-
-// checked reports whether b is an encoding of m's type that UnmarshalVT
-// reads exactly as proto.Unmarshal does: every tag and varint is one
-// protobuf-go accepts, every field m's type declares comes with the wire
-// type of its kind (or packed, for a repeated number), every string is UTF-8,
-// and fields that a type does not declare are only in types whose vtproto
-// code keeps them, down to the last nested message. false means not sure.
-func checked(b []byte, m proto.Message) bool {
-	return shapeOf(m).check(b, 0)
-}
 
 // shape is what the codec needs to know of a message type.
 type shape struct {
@@ -48,7 +38,7 @@ type field struct {
 	wire     protowire.Type // the wire type of its kind
 	packed   bool           // a repeated number, which may come packed
 	utf8     bool           // a string
-	group    bool           // a group, which checked does not judge
+	group    bool           // a group, which check does not judge
 	msg      *shape         // a message or a map's entry
 }
 
@@ -134,9 +124,14 @@ func generated(md protoreflect.MessageDescriptor) bool {
 	return ok
 }
 
-// check walks b as an encoding of s's type at the given depth. It is on
-// the path of every call: tags, lengths and varints of one byte, the most of
-// them, are read in line.
+// check reports whether b, at the given depth, is an encoding of s's type
+// that UnmarshalVT reads exactly as proto.Unmarshal does: every tag and
+// varint is one protobuf-go accepts, every field the type declares comes
+// with the wire type of its kind (or packed, for a repeated number), every
+// string is UTF-8, and fields that a type does not declare are only in
+// types whose vtproto code keeps them, down to the last nested message.
+// false means not sure. It is on the path of every call: tags, lengths and
+// varints of one byte, the most of them, are read in line.
 func (s *shape) check(b []byte, depth int) bool {
 	if depth > maxDepth {
 		return false
