@@ -51,13 +51,12 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 		}
 		p.guard(resourceKey(r.Name), resourceKey(r.Parent))
 		id := x.lookupNode(r.Name)
-		if only {
+		if only && id != noNode {
+			// Refused for lacking create first, as a new name would be.
 			if err := p.requireTyped(parent, PermResourcesCreate, TypeOf(r.Name), "registering a resource under it"); err != nil {
 				return err
 			}
-			if id != noNode {
-				return errorf(AlreadyExists, "name", r.Name, "resource is registered already; create_only registers only").as(KindResourceExists)
-			}
+			return errorf(AlreadyExists, "name", r.Name, "resource is registered already; create_only registers only")
 		}
 		if id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
