@@ -222,10 +222,7 @@ func (t *names) store(name string) nameSpan {
 // release forgets a live id; its number is reused by a later intern.
 func (t *names) release(id uint32) {
 	mask := uint64(len(t.table) - 1)
-	i := t.home(t.slotOf(id), mask)
-	for t.table[i].id != id+1 {
-		i = (i + 1) & mask
-	}
+	i := t.slotOf(id)
 	// Backward-shift deletion keeps every probe chain unbroken without
 	// tombstones: move later entries of the run into the hole when their
 	// home slot is not between the hole and themselves.
@@ -250,15 +247,16 @@ func (t *names) release(id uint32) {
 
 func (t *names) home(s *nameSlot, mask uint64) uint64 { return uint64(s.hash) & mask }
 
-// slotOf finds the slot of a live id by hashing its name again.
-func (t *names) slotOf(id uint32) *nameSlot {
+// slotOf finds where in the table a live id's slot is, by hashing its name
+// again.
+func (t *names) slotOf(id uint32) uint64 {
 	h := maphash.String(t.seed, t.name(id))
 	mask := uint64(len(t.table) - 1)
 	i := h & mask
 	for t.table[i].id != id+1 {
 		i = (i + 1) & mask
 	}
-	return &t.table[i]
+	return i
 }
 
 // grow doubles the table and places every live name in it again.
