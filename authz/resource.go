@@ -203,7 +203,8 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 				first[g.role] = fmt.Sprintf("the grant of %q to %q on %q", x.roleNames[g.role], x.subj.name(g.subj), x.name(n))
 			}
 		})
-		return true
+		// The answer is the first role's orphan, once it is found.
+		return first[sorted[0]] == ""
 	})
 	for _, role := range sorted {
 		if first[role] != "" {
