@@ -153,13 +153,12 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 	actor := x.subj.lookup(p.by.Actor)
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
-	wildcard, star := false, false
+	wildcard := false
 	for _, d := range x.heldRoles(actor, path, p.now) {
 		if slices.Contains(d.AssignableRoles, role) {
 			return nil
 		}
 		wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
-		star = star || slices.Contains(d.Permissions, Wildcard)
 	}
 	deny := func(format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))
@@ -177,14 +176,17 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 			points = append(points, scope)
 		}
 	}
+	var under [MaxDepth + 1]uint32
 	for _, at := range points {
 		target := x.resolveAt(at, id)
 		if target == nil {
 			continue
 		}
 		// "*" is every permission the catalog will ever declare, not only
-		// those it declares now, which the actor may hold without it.
-		if !star && slices.Contains(target.Permissions, Wildcard) {
+		// those it declares now, which the actor may hold without it: the
+		// actor's own roles must carry it where the grant gives it, as they
+		// resolve there.
+		if slices.Contains(target.Permissions, Wildcard) && !carriesWildcard(x.heldRoles(actor, x.path(at, under[:0]), p.now)) {
 			return deny("its definition at %q carries %q, every permission a later policy may declare too, and no role the actor holds there does",
 				target.Scope, Wildcard)
 		}
@@ -950,4 +952,9 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 		}
 	}
 	return out, x.rev, nil
+}
+
+// carriesWildcard reports whether one of held carries "*".
+func carriesWildcard(held []*roleDef) bool {
+	return slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.Permissions, Wildcard) })
 }

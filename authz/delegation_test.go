@@ -882,6 +882,19 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:puppet", Role: "admin", Resource: "account:a"})
 			}}},
+		{reserved: reserved{name: "Grant: a role of \"*\" below, where the actor's own \"*\" role is redefined without it, is not the actor's to give there",
+			world: func(t *testing.T) *world {
+				w := everythingWorld(t)
+				w.put("room:r", "account:a")
+				w.role(authz.Role{Name: "admin", Scope: "room:r", Permissions: []string{"account.manage"}})
+				w.role(authz.Role{Name: "deputy", Scope: "root", Permissions: []string{"room.join"}})
+				w.role(authz.Role{Name: "deputy", Scope: "room:r", Permissions: []string{authz.Wildcard}})
+				return w
+			},
+			actor: "user:admin", mentions: []string{"deputy", "*", "room:r"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:puppet", Role: "deputy", Resource: "account:a"})
+			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
 				w := newWorld(t, roomPolicy())

@@ -192,13 +192,12 @@ func (j *judgement) mayGrant(role, s, verb string) {
 // every resource below s where R is redefined".
 func (j *judgement) mayAssign(role, s string) string {
 	r := j.before
-	wildcard, star := false, false
+	wildcard := false
 	for _, d := range r.heldRoles(j.actor, s) {
 		if slices.Contains(d.AssignableRoles, role) {
 			return ""
 		}
 		wildcard = wildcard || slices.Contains(d.AssignableRoles, authz.Wildcard)
-		star = star || slices.Contains(d.Permissions, authz.Wildcard)
 	}
 	if !wildcard {
 		return fmt.Sprintf("no role the actor holds at %s lists %s in assignable_roles", s, role)
@@ -215,9 +214,10 @@ func (j *judgement) mayAssign(role, s string) string {
 			continue
 		}
 		// "*" in a role means every permission: those a later policy
-		// declares too, which only an actor holding "*" holds.
-		if !star && slices.Contains(def.Permissions, authz.Wildcard) {
-			return fmt.Sprintf("%s carries * at %s, and no role the actor holds at %s does", role, at, s)
+		// declares too, which only an actor holding "*" there holds.
+		if slices.Contains(def.Permissions, authz.Wildcard) &&
+			!slices.ContainsFunc(r.heldRoles(j.actor, at), func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) }) {
+			return fmt.Sprintf("%s carries * at %s, and no role the actor holds there does", role, at)
 		}
 		for _, p := range r.carries(def) {
 			if !r.holds(j.actor, p, at) {
