@@ -13,6 +13,7 @@ import (
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/codec"
 )
 
 // WithAdmission serves usher.v1.AdmissionService from m.
@@ -47,6 +48,13 @@ type admissionServer struct {
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
 // hex digits.
 const maxSessionIDLen = 64
+
+func init() {
+	// A Join's or KeepAlive's answer is built here, its Timestamps and
+	// Duration made from times, never taken from a request: vtproto's code
+	// writes it as protobuf-go would, at a third of the cost.
+	codec.Built(&usherv1.JoinResponse{}, &usherv1.KeepAliveResponse{})
+}
 
 func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*usherv1.JoinResponse, error) {
 	var v validator

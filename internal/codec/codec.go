@@ -14,7 +14,8 @@
 // pass a check against its descriptor (wire.go), and written by
 // MarshalToSizedBufferVT only when no well-known type (nor a oneof of
 // messages, where vtproto leaves out a member set to nil) is within its
-// reach and the strings made are UTF-8; protobuf-go does the rest.
+// reach, or the type is marked by Built, and the strings made are UTF-8;
+// protobuf-go does the rest.
 //
 // Importing the package registers the codec under the name "proto", for the
 // whole process. It imports nothing of Usher's.
@@ -62,7 +63,7 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 		return standard.Marshal(v)
 	}
 	s := shapeOf(m)
-	if !s.marshalVT {
+	if !s.marshalVT && !(s.marshalBuilt && s.built.Load()) {
 		return standard.Marshal(v)
 	}
 	size := m.SizeVT()
@@ -143,6 +144,20 @@ func decode(s *shape, b []byte, m vtMessage, a aliasing) error {
 // that share the encoded message's memory instead of copying it.
 type aliasing interface {
 	UnmarshalVTUnsafe([]byte) error
+}
+
+// Built marks the types of msgs as ones whose values the process builds
+// itself, Timestamps and Durations included (timestamppb.New,
+// durationpb.New), and never fills with a well-known value decoded from a
+// peer, which may hold fields its type does not declare: vtprotobuf's code
+// for Timestamp and Duration leaves those out, and is otherwise what
+// protobuf-go writes. Marshal then writes such a type with vtproto's code
+// although it holds well-known types; a oneof of messages still goes to
+// protobuf-go.
+func Built(msgs ...proto.Message) {
+	for _, m := range msgs {
+		shapeOf(m).built.Store(true)
+	}
 }
 
 // Alias marks the types of msgs as ones whose decoded strings and bytes may

@@ -72,6 +72,59 @@ func init() {
 	// As the server marks it: the package's tests decode batches as the
 	// server does, and single checks as a type that is not marked.
 	codec.Alias(&usherv1.CheckBatchRequest{})
+	// As the server marks its answers to joins.
+	codec.Built(&usherv1.JoinResponse{})
+}
+
+// A type marked by Built is written by vtproto's code although it holds
+// Timestamps and Durations: what protobuf-go writes of the values the
+// process builds, which hold no fields their types do not declare. A
+// Timestamp decoded from a peer may, and vtprotobuf's code leaves those out,
+// which shows which code wrote a message; an unmarked type keeps them.
+func TestBuiltMessagesAreWrittenByVTProto(t *testing.T) {
+	at := time.Date(2026, 11, 30, 14, 0, 0, 123, time.UTC)
+	built := &usherv1.JoinResponse{Outcome: usherv1.Outcome_OUTCOME_ADMITTED, SessionId: "s-1", Reason: "user:a joins call:x",
+		ExpireTime: timestamppb.New(at), Lease: durationpb.New(90 * time.Second), Capabilities: []string{"publish"},
+		LivekitGrant: &usherv1.LiveKitGrant{Room: "call:x", RoomJoin: true, CanPublishSources: []string{"camera"}}}
+	want, err := proto.Marshal(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := marshal(t, built); string(got) != string(want) {
+		t.Errorf("a built JoinResponse is written as\n%x, not as protobuf-go writes it,\n%x", got, want)
+	}
+
+	stray := func() *timestamppb.Timestamp {
+		ts := timestamppb.New(at)
+		ts.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.VarintType), 1))
+		return ts
+	}
+	withStray := proto.Clone(built).(*usherv1.JoinResponse)
+	withStray.ExpireTime = stray()
+	if got, all := marshal(t, withStray), must(proto.Marshal(withStray)); len(got) >= len(all) {
+		t.Errorf("a built JoinResponse is written by protobuf-go (%d bytes, the Timestamp's stray field kept), not by vtproto's code", len(got))
+	}
+	unmarked := &usherv1.KeepAliveResponse{Outcome: usherv1.Outcome_OUTCOME_ADMITTED, ExpireTime: stray()}
+	if got, all := marshal(t, unmarked), must(proto.Marshal(unmarked)); string(got) != string(all) {
+		t.Errorf("an unmarked KeepAliveResponse is written as\n%x, without the Timestamp's stray field,\n%x", got, all)
+	}
+}
+
+func marshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	data, err := (codec.Codec{}).Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Free()
+	return data.Materialize()
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // A type marked by Alias is decoded into memory of its own: the message

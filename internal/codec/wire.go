@@ -28,8 +28,13 @@ type shape struct {
 	// would (strings apart), no type that drops unknown fields, no oneof of
 	// messages and no map to messages being within reach.
 	marshalVT bool
-	// alias: Alias marked the type.
-	alias atomic.Bool
+	// marshalBuilt: MarshalToSizedBufferVT writes all that proto.Marshal
+	// would of a value whose Timestamps and Durations hold no unknown
+	// fields, as those the process builds itself do: marshalVT but for
+	// those two, whose vtprotobuf code writes their declared fields alone.
+	marshalBuilt bool
+	// alias: Alias marked the type; built: Built did.
+	alias, built atomic.Bool
 }
 
 // field is one declared field; the zero field is an undeclared one.
@@ -52,13 +57,17 @@ func shapeOf(m proto.Message) *shape {
 	built := map[protoreflect.MessageDescriptor]*shape{}
 	s := build(md, built)
 	// A type holding one that is not marshalVT is not either, until
-	// nothing changes; a loop of recursive types keeps it.
+	// nothing changes; a loop of recursive types keeps it. So for
+	// marshalBuilt.
 	for changed := true; changed; {
 		changed = false
 		for _, s := range built {
 			for _, f := range s.fields {
 				if f.msg != nil && s.marshalVT && !f.msg.marshalVT {
 					s.marshalVT, changed = false, true
+				}
+				if f.msg != nil && s.marshalBuilt && !f.msg.marshalBuilt {
+					s.marshalBuilt, changed = false, true
 				}
 			}
 		}
@@ -77,6 +86,7 @@ func build(md protoreflect.MessageDescriptor, built map[protoreflect.MessageDesc
 	// protobuf-go drops the unknown fields of a map's entry too.
 	s := &shape{dropsUnknown: !md.IsMapEntry() && !generated(md)}
 	s.marshalVT = !s.dropsUnknown
+	s.marshalBuilt = s.marshalVT || builtKnown[md.FullName()]
 	built[md] = s
 	fds := md.Fields()
 	for i := range fds.Len() {
@@ -97,7 +107,7 @@ func build(md protoreflect.MessageDescriptor, built map[protoreflect.MessageDesc
 			// message, nor maybe for a map's nil value; protobuf-go
 			// writes an empty message.
 			if fd.ContainingOneof() != nil || fd.IsMap() && fd.MapValue().Message() != nil {
-				s.marshalVT = false
+				s.marshalVT, s.marshalBuilt = false, false
 			}
 		case protoreflect.GroupKind:
 			f.wire, f.group = protowire.StartGroupType, true
@@ -112,6 +122,13 @@ func build(md protoreflect.MessageDescriptor, built map[protoreflect.MessageDesc
 		s.fields[n] = f
 	}
 	return s
+}
+
+// builtKnown are the well-known types whose vtprotobuf code writes what
+// protobuf-go writes of a value without unknown fields.
+var builtKnown = map[protoreflect.FullName]bool{
+	"google.protobuf.Timestamp": true,
+	"google.protobuf.Duration":  true,
 }
 
 // generated reports whether md's Go type has vtproto's methods of its own.
