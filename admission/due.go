@@ -47,6 +47,20 @@ func (q *dueQueue[T]) set(t T, at int64) {
 	heap.Push(q, t)
 }
 
+// handOver puts u, not queued, in t's place in the queue, due at at: a
+// drop and a set in one move.
+func (q *dueQueue[T]) handOver(t, u T, at int64) {
+	d, e := t.slot(), u.slot()
+	if !d.queued {
+		q.set(u, at)
+		return
+	}
+	e.at, e.index, e.queued = at, d.index, true
+	d.queued = false
+	(*q)[e.index] = u
+	heap.Fix(q, e.index)
+}
+
 // drop takes t out of the queue, if it is there.
 func (q *dueQueue[T]) drop(t T) {
 	if d := t.slot(); d.queued {

@@ -184,17 +184,25 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	if old == nil && c.knocks[s.Subject] == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
+	stored := newLiveSession(s)
 	if old != nil {
-		m.endSession(c, old, Ending{Why: Replaced}, now)
+		// The new session takes the old one's place in the call and in
+		// the lease heap.
+		delete(m.sessions, old.ID)
+		m.expiries.handOver(&old.lease, &stored.lease, s.Expires.UnixNano())
+		c.remove(old)
+		m.emit(StoreEvent{Session: &old.Session, Ended: &Ending{Why: Replaced}, Time: now})
+	} else {
+		m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	}
 	if k := c.knocks[s.Subject]; k != nil {
 		m.endKnock(c, k, Entered, now)
 	}
-	m.calls[s.Call] = c // ending the others may have dropped it
-	stored := newLiveSession(s)
+	if len(c.sessions) == 0 && len(c.knocks) == 0 {
+		m.calls[s.Call] = c // new, or ending the others dropped it
+	}
 	c.add(stored)
 	m.sessions[s.ID] = stored
-	m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	// The event gets a copy: Renew changes the stored session.
 	began := s
 	m.emit(StoreEvent{Session: &began, Time: now})

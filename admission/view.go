@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"sync"
@@ -96,9 +97,10 @@ type view struct {
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
-	endings     map[string]Ending
-	endingOrder []string
+	endings     map[uint64]Ending // by idKey
+	endingOrder []uint64
 	endingNext  int
+	idSeed      maphash.Seed
 
 	// remarks are the sessions whose Counted or Exclusive the store has yet
 	// to be told of; markMu keeps those who tell it in the order the view
@@ -140,7 +142,7 @@ func newView(m *Manager, opts Options) *view {
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait,
-		endings:   map[string]Ending{}, remarks: map[string]bool{},
+		endings:   map[uint64]Ending{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -230,7 +232,15 @@ func endKind(why Why) EventKind {
 // the store's order, whoever takes them. v.mu is held.
 // A join this node just made is known by its id, with what it read (p).
 func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Presence) []ejection {
+	// replaced is the tracked session of the last event, when it ended
+	// by the subject joining the call again: the next event, the join,
+	// takes its place in the call's and the subject's lists.
+	var replaced *tracked
 	for _, e := range v.m.store.Take() {
+		if replaced != nil && (e.Session == nil || e.Ended != nil || e.Session.Subject != replaced.s.Subject || e.Session.Call != replaced.s.Call) {
+			v.unlist(replaced)
+			replaced = nil
+		}
 		switch {
 		case e.Session != nil && e.Ended == nil:
 			if v.sessions[e.Session.ID] == nil {
@@ -238,15 +248,24 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 				if e.Session.ID == own {
 					read = p
 				}
-				eject = v.join(x, *e.Session, e.Time, read, eject)
+				eject = v.join(x, *e.Session, e.Time, read, eject, replaced)
+			} else if replaced != nil {
+				v.unlist(replaced)
 			}
+			replaced = nil
 		case e.Session != nil:
 			s := e.Session
-			if t := v.sessions[s.ID]; t != nil {
-				v.remove(t)
-			}
 			v.ended1(s.ID, *e.Ended)
 			kind := endKind(e.Ended.Why)
+			if t := v.sessions[s.ID]; t != nil {
+				delete(v.sessions, s.ID)
+				v.unschedule(t)
+				if kind == 0 {
+					replaced = t
+					continue
+				}
+				v.unlist(t)
+			}
 			if kind == 0 {
 				continue // replaced: the new session's Joined says it all
 			}
@@ -266,15 +285,28 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			}
 		}
 	}
+	if replaced != nil {
+		v.unlist(replaced)
+	}
 	return eject
 }
 
 // join brings a session that began into the view and tells the call's
 // watchers. p is what the join read, when this node made it; the index may
-// have moved since, and then the session is read again. v.mu is held.
-func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, eject []ejection) []ejection {
-	t := &tracked{s: s, caps: s.Capabilities, rev: s.Revision}
-	v.add(t)
+// have moved since, and then the session is read again. in is the
+// subject's session in the call that this one replaced, taken out of the
+// view but for its places in the call's and the subject's lists, which the
+// new one takes; or nil. v.mu is held.
+func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, eject []ejection, in *tracked) []ejection {
+	var t *tracked
+	if in != nil {
+		t = in
+		*t = tracked{s: s, caps: s.Capabilities, rev: s.Revision, callAt: in.callAt, subjectAt: in.subjectAt}
+		v.sessions[s.ID] = t
+	} else {
+		t = &tracked{s: s, caps: s.Capabilities, rev: s.Revision}
+		v.add(t)
+	}
 	if p == nil || x.Revision() != p.Revision {
 		now := x.Presence(s.Subject, s.Call)
 		p = &now
@@ -311,10 +343,10 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 	eject := v.consume(x, nil, s.ID, &p)
 	if v.sessions[s.ID] == nil {
 		if _, live := v.m.store.Session(s.ID); live {
-			eject = v.join(x, s, s.Joined, &p, eject)
+			eject = v.join(x, s, s.Joined, &p, eject, nil)
 		}
 	}
-	e, ended := v.endings[s.ID]
+	e, ended := v.endings[v.idKey(s.ID)]
 	v.mu.Unlock()
 	v.followUp(eject)
 	return e, ended && e.Why == Ejected
@@ -427,6 +459,12 @@ func (v *view) add(t *tracked) {
 
 func (v *view) remove(t *tracked) {
 	delete(v.sessions, t.s.ID)
+	v.unlist(t)
+	v.unschedule(t)
+}
+
+// unlist takes t out of its call's and its subject's lists.
+func (v *view) unlist(t *tracked) {
 	// Each list moves its last session into t's place.
 	calls := v.byCall[t.s.Call]
 	last := calls[len(calls)-1]
@@ -446,7 +484,6 @@ func (v *view) remove(t *tracked) {
 	} else {
 		v.bySubject[t.s.Subject] = subjects
 	}
-	v.unschedule(t)
 }
 
 // sift finds the sessions the queued change sets may have changed, and
@@ -624,25 +661,33 @@ func (v *view) note(id string, why Ending) {
 // ended1 remembers how the session or knock id ended; the first word on
 // an id stands. v.mu is held.
 func (v *view) ended1(id string, why Ending) {
-	if _, ok := v.endings[id]; ok {
+	key := v.idKey(id)
+	if _, ok := v.endings[key]; ok {
 		return
 	}
 	if len(v.endingOrder) < v.rememberN {
-		v.endingOrder = append(v.endingOrder, id)
+		v.endingOrder = append(v.endingOrder, key)
 	} else {
 		delete(v.endings, v.endingOrder[v.endingNext])
-		v.endingOrder[v.endingNext] = id
+		v.endingOrder[v.endingNext] = key
 		v.endingNext = (v.endingNext + 1) % len(v.endingOrder)
 	}
-	v.endings[id] = why
+	v.endings[key] = why
 }
+
+// idKey is what endings knows id by: its hash, which the collector need
+// not follow as it would a string. Ids are 128 random bits (newID), so an
+// ending finds its hash taken by one of the 65,536 remembered about once
+// in 2^48; it is then not remembered, and a KeepAlive of its id hears how
+// the other ended.
+func (v *view) idKey(id string) uint64 { return maphash.String(v.idSeed, id) }
 
 // ending says how the session or knock id ended, if the view still
 // remembers it.
 func (v *view) ending(id string) (Ending, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	e, ok := v.endings[id]
+	e, ok := v.endings[v.idKey(id)]
 	return e, ok
 }
 

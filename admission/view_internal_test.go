@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -163,5 +164,81 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	defer v.mu.Unlock()
 	if !v.remarks["s-1"] || !v.remarks["s-2"] {
 		t.Errorf("the marks left are %v, want both kept for the next pass", v.remarks)
+	}
+}
+
+// Random joins, re-joins, leaves and bans of a few subjects in a few calls
+// keep the view's picture the store's: the same live sessions, each in its
+// call's and its subject's lists where it says it is, and a banned subject
+// out of every call.
+func TestTheViewFollowsTheStore(t *testing.T) {
+	m, eng, _ := viewWorld(t)
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	calls := []string{"call:acme:1", "call:acme:2", "call:acme:3"}
+	for _, c := range calls[1:] {
+		if _, err := eng.PutResource(ctx, by, authz.Resource{Name: c, Parent: "account:acme"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subjects := []string{"user:a", "user:b", "user:c", "user:d"}
+	for _, s := range subjects {
+		if _, err := eng.Grant(ctx, by, authz.Grant{Subject: s, Role: "member", Resource: "account:acme"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for step := range 2_000 {
+		s, c := subjects[rng.IntN(len(subjects))], calls[rng.IntN(len(calls))]
+		switch rng.IntN(10) {
+		case 0, 1:
+			m.LeaveCall(ctx, s, c) // NotFound when s is not there
+		case 2:
+			// Banned from one call, then let back in.
+			if _, _, err := eng.Block(ctx, by, authz.Block{ID: "ban", Subject: s, Resource: c}); err != nil {
+				t.Fatal(err)
+			}
+			// The view's loop may be sifting the ban already.
+			m.v.sift()
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				if _, ok := m.store.SessionOf(c, s); !ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("step %d: %s banned from %s keeps its session", step, s, c)
+				}
+			}
+			if _, err := eng.Unblock(ctx, by, s, c, "ban"); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if r, err := m.Join(ctx, s, c, 0); err != nil || r.Outcome != Admitted {
+				t.Fatalf("step %d: Join(%s, %s) = %+v, %v", step, s, c, r, err)
+			}
+		}
+		m.v.storeEvents()
+		m.v.mu.Lock()
+		live := 0
+		for _, c := range calls {
+			for _, s := range m.store.Sessions(c) {
+				live++
+				if m.v.sessions[s.ID] == nil {
+					t.Fatalf("step %d: the view lacks %s's session %s in %s", step, s.Subject, s.ID, c)
+				}
+			}
+		}
+		listed := 0
+		for _, ts := range m.v.byCall {
+			listed += len(ts)
+		}
+		if len(m.v.sessions) != live || listed != live {
+			t.Fatalf("step %d: the view holds %d sessions and lists %d by call; the store %d", step, len(m.v.sessions), listed, live)
+		}
+		for id, tr := range m.v.sessions {
+			byCall, bySubject := m.v.byCall[tr.s.Call], m.v.bySubject[tr.s.Subject]
+			if tr.s.ID != id || tr.callAt >= len(byCall) || byCall[tr.callAt] != tr || tr.subjectAt >= len(bySubject) || bySubject[tr.subjectAt] != tr {
+				t.Fatalf("step %d: session %s of %s in %s is not where its lists say", step, id, tr.s.Subject, tr.s.Call)
+			}
+		}
+		m.v.mu.Unlock()
 	}
 }
