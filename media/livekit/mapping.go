@@ -150,20 +150,22 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 		Hidden:     has(m.Hidden),
 	}
 	publish := m.CanPublish == "" || held(m.CanPublish)
-	var sources []lkproto.TrackSource
+	var sources []string
 	if len(m.CanPublishSources) == 0 {
 		publish = has(m.CanPublish)
 	} else if publish {
 		for _, src := range Sources {
 			if perm, ok := m.CanPublishSources[src]; ok && held(perm) {
-				sources = append(sources, sourceEnum[src])
+				sources = append(sources, src)
 			}
 		}
 		publish = len(sources) > 0
 	}
 	g.SetCanPublish(publish)
 	if publish && len(sources) > 0 {
-		g.SetCanPublishSources(sources)
+		// The names SetCanPublishSources would write, which Sources are,
+		// without making each anew.
+		g.CanPublishSources = sources
 	}
 	g.SetCanSubscribe(has(m.CanSubscribe))
 	g.SetCanPublishData(has(m.CanPublishData))
