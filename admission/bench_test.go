@@ -6,7 +6,10 @@ import (
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/bench"
 	"github.com/usher-authz/usher/media/livekit"
+	policies "github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/memory"
 )
 
@@ -81,5 +84,42 @@ func BenchmarkLeaveCall(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkJoinOnThePlatform measures an admitted Join with a token on the
+// load tool's 200,000-grant platform, over its 30,000 distinct (subject,
+// call) pairs, as `usher bench join` drives a server: each join replaces
+// the subject's session in the call, so 30,000 stay live, and the pairs are
+// taken far apart, so that what one join reads is not in the cache for the
+// next.
+func BenchmarkJoinOnThePlatform(b *testing.B) {
+	msg, err := policies.Load("default")
+	if err != nil {
+		b.Fatal(err)
+	}
+	shape := bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100, Users: 100_000, Grants: 200_000}
+	eng, p, err := bench.Start(b.Context(), shape, server.FromPolicy(msg))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	joins, err := bench.Joins(p, eng.Index(), 30_000, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := admission.New(eng, admission.Options{LiveKit: &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}})
+	b.Cleanup(func() { m.Close() })
+	join := func(j bench.Join) {
+		if r, err := m.Join(b.Context(), j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
+			b.Fatalf("Join(%s, %s) = %+v, %v", j.Subject, j.Call, r, err)
+		}
+	}
+	for _, j := range joins {
+		join(j)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		join(joins[i*7919%len(joins)])
 	}
 }
