@@ -407,7 +407,8 @@ func (x *Index) Presence(subject, resource string) Presence {
 			}
 		}
 	}
-	out.Capabilities = x.cat.names(set.minus(x.cat.reserved))
+	set.subtract(x.cat.reserved) // in place: nothing reads set again
+	out.Capabilities = x.cat.names(set)
 	var until int64
 	soonest := func(exp int64) {
 		if exp != 0 && exp > now && (until == 0 || exp < until) {
