@@ -91,10 +91,11 @@ func toLiveKitGrant(g *auth.VideoGrant) *usherv1.LiveKitGrant {
 	if g == nil {
 		return nil
 	}
-	out := &usherv1.LiveKitGrant{Room: g.Room, RoomJoin: g.RoomJoin, RoomAdmin: g.RoomAdmin, RoomRecord: g.RoomRecord,
-		Hidden: g.Hidden, CanPublish: g.GetCanPublish(), CanSubscribe: g.GetCanSubscribe(), CanPublishData: g.GetCanPublishData()}
-	out.CanPublishSources = slices.Clone(g.CanPublishSources)
-	return out
+	// The sources are shared: a grant is made for its answer or event
+	// (livekit.Mapping.VideoGrant), and nothing writes it after.
+	return &usherv1.LiveKitGrant{Room: g.Room, RoomJoin: g.RoomJoin, RoomAdmin: g.RoomAdmin, RoomRecord: g.RoomRecord,
+		Hidden: g.Hidden, CanPublish: g.GetCanPublish(), CanSubscribe: g.GetCanSubscribe(), CanPublishData: g.GetCanPublishData(),
+		CanPublishSources: g.CanPublishSources}
 }
 
 func (v *validator) sessionID(value string) {
