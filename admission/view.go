@@ -97,7 +97,8 @@ type view struct {
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
-	endings     map[uint64]Ending // by idKey
+	endings     map[uint64]endingOf // by idKey; no pointers to follow
+	blockIDs    map[uint64]string   // by idKey, the endings with a BlockID
 	endingOrder []uint64
 	endingNext  int
 	idSeed      maphash.Seed
@@ -142,7 +143,7 @@ func newView(m *Manager, opts Options) *view {
 		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait,
-		endings:   map[uint64]Ending{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
+		endings:   map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -346,7 +347,7 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 			eject = v.join(x, s, s.Joined, &p, eject, nil)
 		}
 	}
-	e, ended := v.endings[v.idKey(s.ID)]
+	e, ended := v.endingAt(v.idKey(s.ID))
 	v.mu.Unlock()
 	v.followUp(eject)
 	return e, ended && e.Why == Ejected
@@ -669,10 +670,29 @@ func (v *view) ended1(id string, why Ending) {
 		v.endingOrder = append(v.endingOrder, key)
 	} else {
 		delete(v.endings, v.endingOrder[v.endingNext])
+		delete(v.blockIDs, v.endingOrder[v.endingNext])
 		v.endingOrder[v.endingNext] = key
 		v.endingNext = (v.endingNext + 1) % len(v.endingOrder)
 	}
-	v.endings[key] = why
+	v.endings[key] = endingOf{why.Why, why.Outcome}
+	if why.BlockID != "" {
+		v.blockIDs[key] = why.BlockID
+	}
+}
+
+// endingOf is an Ending without its BlockID, which few have.
+type endingOf struct {
+	why     Why
+	outcome Outcome
+}
+
+// endingAt is the ending remembered under key. v.mu is held.
+func (v *view) endingAt(key uint64) (Ending, bool) {
+	e, ok := v.endings[key]
+	if !ok {
+		return Ending{}, false
+	}
+	return Ending{Why: e.why, Outcome: e.outcome, BlockID: v.blockIDs[key]}, true
 }
 
 // idKey is what endings knows id by: its hash, which the collector need
@@ -687,8 +707,7 @@ func (v *view) idKey(id string) uint64 { return maphash.String(v.idSeed, id) }
 func (v *view) ending(id string) (Ending, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	e, ok := v.endings[v.idKey(id)]
-	return e, ok
+	return v.endingAt(v.idKey(id))
 }
 
 // broadcast sends ev to call's watchers; one that has fallen too far
