@@ -114,7 +114,7 @@ type view struct {
 }
 
 type tracked struct {
-	s     Session
+	s     place
 	caps  []string
 	rev   authz.Revision // when caps last changed
 	media *authz.MediaMapping
@@ -124,6 +124,18 @@ type tracked struct {
 }
 
 func (t *tracked) slot() *due { return &t.due }
+
+// place is what the view keeps of a session: whose it is, where, and its
+// marks.
+type place struct {
+	ID, Subject, Call string
+	Counted           bool
+	Exclusive         []string
+}
+
+func placeOf(s Session) place {
+	return place{ID: s.ID, Subject: s.Subject, Call: s.Call, Counted: s.Counted, Exclusive: s.Exclusive}
+}
 
 type endedSession struct {
 	call string
@@ -302,10 +314,10 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 	var t *tracked
 	if in != nil {
 		t = in
-		*t = tracked{s: s, caps: s.Capabilities, rev: s.Revision, callAt: in.callAt, subjectAt: in.subjectAt}
+		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, callAt: in.callAt, subjectAt: in.subjectAt}
 		v.sessions[s.ID] = t
 	} else {
-		t = &tracked{s: s, caps: s.Capabilities, rev: s.Revision}
+		t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision}
 		v.add(t)
 	}
 	if p == nil || x.Revision() != p.Revision {
@@ -391,7 +403,7 @@ func (v *view) mark() {
 	v.markMu.Lock()
 	defer v.markMu.Unlock()
 	v.mu.Lock()
-	var marks []Session
+	var marks []place
 	for id := range v.remarks {
 		if t := v.sessions[id]; t != nil {
 			marks = append(marks, t.s)
@@ -847,7 +859,7 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	for _, s := range sessions {
 		t := v.sessions[s.ID]
 		if t == nil {
-			t = &tracked{s: s, caps: s.Capabilities, rev: s.Revision, media: p.Rule.Media}
+			t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, media: p.Rule.Media}
 		}
 		if whole || t.rev >= after {
 			w.Initial = append(w.Initial, v.participant(EventPresent, t, now))

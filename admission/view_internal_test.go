@@ -139,7 +139,7 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	v := m.v
 	v.mu.Lock()
 	for _, id := range []string{"s-1", "s-2"} {
-		v.add(&tracked{s: Session{ID: id, Subject: "user:" + id, Call: "call:acme:1", Counted: true}})
+		v.add(&tracked{s: place{ID: id, Subject: "user:" + id, Call: "call:acme:1", Counted: true}})
 		v.remarks[id] = true
 	}
 	v.mu.Unlock()
