@@ -1,9 +1,12 @@
 package authz
 
 import (
+	"maps"
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // bitset is a set of interned permissions.
@@ -95,6 +98,10 @@ type catalog struct {
 	implied  []bitset
 	all      bitset
 	reserved bitset // Usher's own permissions, usher.*
+
+	// lists is names' cache, copied on write under listsMu.
+	lists   atomic.Pointer[map[namesKey][]string]
+	listsMu sync.Mutex
 }
 
 // newCatalog interns perms. It reports the first undeclared parent or cycle
@@ -233,10 +240,54 @@ func (c *catalog) missing(role *roleDef, have bitset) string {
 	return c.top(role.perms.minus(have))
 }
 
+// names is the names of set's permissions, sorted. The subjects who hold
+// the same permissions, a role's holders, share one list: a Join's or
+// ListPermissions' answer is then no list made anew, and the sessions
+// that keep theirs keep one between them. Callers do not write the list;
+// it has no room to append in place.
 func (c *catalog) names(set bitset) []string {
+	var key namesKey
+	if len(set) > len(key) {
+		return c.namesOf(set)
+	}
+	copy(key[:], set)
+	if lists := c.lists.Load(); lists != nil {
+		if out, ok := (*lists)[key]; ok {
+			return out
+		}
+	}
+	out := c.namesOf(set)
+	c.listsMu.Lock()
+	defer c.listsMu.Unlock()
+	var old map[namesKey][]string
+	if p := c.lists.Load(); p != nil {
+		old = *p
+	}
+	if kept, ok := old[key]; ok {
+		return kept
+	}
+	if len(old) >= maxNameLists {
+		return out
+	}
+	lists := make(map[namesKey][]string, len(old)+1)
+	maps.Copy(lists, old)
+	lists[key] = out
+	c.lists.Store(&lists)
+	return out
+}
+
+// namesKey is a set of up to 256 permissions, as names' cache knows it.
+type namesKey [4]uint64
+
+// maxNameLists bounds the lists names keeps: a set past them is made for
+// its caller alone. Each list added copies those before it, so the cache
+// costs at most maxNameLists²/2 copies of a map entry a catalog.
+const maxNameLists = 1024
+
+func (c *catalog) namesOf(set bitset) []string {
 	out := make([]string, 0, 8)
 	set.each(func(i int32) { out = append(out, c.perms[i].Name) })
-	return out
+	return slices.Clip(out)
 }
 
 // ReservedPrefix starts the names of Usher's own permissions, which govern
