@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,35 @@ func (r *replay) timestamp(at, in string) *timestamppb.Timestamp {
 	return timestamppb.New(r.clock.Now().Add(d))
 }
 
+// actorOf is the actor a write step names.
+func actorOf(s scenario.Step) string {
+	switch {
+	case s.Register != nil:
+		return s.Register.Actor
+	case s.Delete != nil:
+		return s.Delete.Actor
+	case s.Grant != nil:
+		return s.Grant.Actor
+	case s.Revoke != nil:
+		return s.Revoke.Actor
+	case s.Block != nil:
+		return s.Block.Actor
+	case s.Unblock != nil:
+		return s.Unblock.Actor
+	case s.PutRole != nil:
+		return s.PutRole.Actor
+	case s.DeleteRole != nil:
+		return s.DeleteRole.Actor
+	case s.PutQuota != nil:
+		return s.PutQuota.Actor
+	case s.DeleteQuota != nil:
+		return s.DeleteQuota.Actor
+	case s.Admit != nil:
+		return s.Admit.Actor
+	}
+	return ""
+}
+
 func (r *replay) revision(ctx context.Context) uint64 {
 	resp, err := r.authz.GetRevision(ctx, &usherv1.GetRevisionRequest{})
 	if err != nil {
@@ -343,6 +373,8 @@ func (r *replay) write(ctx context.Context, at string, s scenario.Step) {
 		t.Errorf("%s: %s: refusal %q carries no usher.v1 ErrorInfo with a reason: %v", at, s.Describe(), st.Message(), st.Details())
 	case s.Rule != "" && info.GetMetadata()["rule"] != s.Rule:
 		t.Errorf("%s: %s: refusal %q names rule %q, want %q", at, s.Describe(), st.Message(), info.GetMetadata()["rule"], s.Rule)
+	case want == codes.PermissionDenied && actorOf(s) != "" && !strings.Contains(st.Message(), fmt.Sprintf("%q", actorOf(s))):
+		t.Errorf("%s: %s: refusal %q does not name the actor %q", at, s.Describe(), st.Message(), actorOf(s))
 	}
 	if after := r.revision(ctx); after != before {
 		t.Errorf("%s: %s: a refused write moved the revision from %d to %d", at, s.Describe(), before, after)
