@@ -234,6 +234,10 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Grant = nil
 		r.Exclusive = detail
 		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
+		if detail == authz.OccupantMark {
+			r.Reason = fmt.Sprintf("%s is in use by another participant holding %q by a role of its own, and %s enters only a call no other such participant is in",
+				resource, rule.Join, subject)
+		}
 		return r, nil
 	}
 	if e, ejected := m.v.joined(s, p); ejected {

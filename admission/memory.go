@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,13 +90,22 @@ func (c *callState) room(s *Session, old *liveSession, max uint32) (Outcome, str
 			return Full, strconv.Itoa(n)
 		}
 	}
-	for _, mark := range s.Exclusive {
+	others := func(mark string) int {
 		n := c.marks[mark]
 		if old != nil && slices.Contains(old.Exclusive, mark) {
 			n--
 		}
-		if n > 0 {
+		return n
+	}
+	for _, mark := range s.Exclusive {
+		if mark == authz.OccupantMark {
+			continue
+		}
+		if others(mark) > 0 {
 			return InUse, mark
+		}
+		if strings.HasPrefix(mark, permissionMark) && others(authz.OccupantMark) > 0 {
+			return InUse, authz.OccupantMark
 		}
 	}
 	return Admitted, ""

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/usher-authz/usher/authz"
@@ -178,14 +179,24 @@ func Room(others []Session, s Session, max uint32) (Outcome, string) {
 		}
 	}
 	for _, mark := range s.Exclusive {
+		if mark == authz.OccupantMark {
+			continue
+		}
 		for _, o := range others {
 			if slices.Contains(o.Exclusive, mark) {
 				return InUse, mark
+			}
+			if strings.HasPrefix(mark, permissionMark) && slices.Contains(o.Exclusive, authz.OccupantMark) {
+				return InUse, authz.OccupantMark
 			}
 		}
 	}
 	return Admitted, ""
 }
+
+// permissionMark begins the mark of an exclusive permission, whose holder
+// enters only a call no other occupant is in (authz.OccupantMark).
+const permissionMark = "permission "
 
 // ErrNoSession is the error of a session or knock that is not live.
 var ErrNoSession = errors.New("no live session or knock with that id")

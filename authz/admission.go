@@ -447,10 +447,21 @@ func (x *Index) Presence(subject, resource string) Presence {
 				out.Exclusive = append(out.Exclusive, "permission "+perm)
 			}
 		}
+		if len(r.ExclusivePermissions) > 0 && x.namedBy(s, path, r.Join, now) {
+			out.Exclusive = append(out.Exclusive, OccupantMark)
+		}
 	}
 	out.Until = expiryTime(until)
 	return out
 }
+
+// OccupantMark marks, in Presence.Exclusive, a subject that holds the join
+// permission of a rule with exclusive permissions through a role whose
+// definition names it (or a permission that implies it): a sub-user in
+// Livebox's words, which a role of "*" (the master admin) is not. A holder
+// of an exclusive permission enters only a call no other occupant is in;
+// the mark refuses no one by itself, so occupants without one share.
+const OccupantMark = "occupant"
 
 // namedBy reports whether s holds perm at path[0] through a role whose
 // definition there names it, or a permission that implies it: an exclusive

@@ -1228,21 +1228,22 @@ func TestPresence(t *testing.T) {
 		{name: "an exclusive role, and the exclusive permission it names",
 			subject: "user:host", resource: liveCall, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "host", Scope: liveCall, Capabilities: host, Roles: []string{"host"},
-				Exclusive: []string{"role host", "permission end-call"}}},
+				Exclusive: []string{"role host", "permission end-call", authz.OccupantMark}}},
 		{name: "a role of * holds everything and marks no one",
 			subject: "user:admin", resource: liveCall, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "admin", Scope: "account:acme", Capabilities: everything, Roles: []string{"admin"}}},
 		{name: "a role naming a permission that implies the exclusive one marks its holder",
 			subject: "user:director", resource: liveCall, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "director", Scope: liveCall, Capabilities: []string{"call.control", "end-call", "join-call"},
-				Roles: []string{"director"}, Exclusive: []string{"permission end-call"}}},
+				Roles: []string{"director"}, Exclusive: []string{"permission end-call", authz.OccupantMark}}},
 		{name: "a block of the exclusive permission unmarks it, but not the role",
 			subject: "user:muted-host", resource: liveCall2, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "host", Scope: liveCall2, Capabilities: without(host, "end-call"), Roles: []string{"host"},
-				Exclusive: []string{"role host"}}},
+				Exclusive: []string{"role host", authz.OccupantMark}}},
 		{name: "a block of a permission implying the exclusive one unmarks it",
 			subject: "user:muted-director", resource: liveCall, rule: "calltype:livestream",
-			want: authz.Presence{Joins: true, Role: "director", Scope: liveCall, Capabilities: []string{"join-call"}, Roles: []string{"director"}}},
+			want: authz.Presence{Joins: true, Role: "director", Scope: liveCall, Capabilities: []string{"join-call"}, Roles: []string{"director"},
+				Exclusive: []string{authz.OccupantMark}}},
 		{name: "Until is the earliest expiry on the path: a block's, before a grant's, ignoring those elsewhere",
 			subject: "user:until", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true,
@@ -1603,9 +1604,11 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 				out.Exclusive = append(out.Exclusive, "role "+role)
 			}
 		}
-		for _, perm := range rule.ExclusivePermissions {
+		// namedBy: perm is not blocked, and a live role that does not hold
+		// "*" names it or a permission that implies it.
+		namedBy := func(perm string) bool {
 			if r.check(subject, perm, resource).Reason == refBlocked {
-				continue
+				return false
 			}
 			named := false
 			for _, g := range live {
@@ -1617,9 +1620,17 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 					named = named || r.implies(p, perm)
 				}
 			}
-			if named {
+			return named
+		}
+		for _, perm := range rule.ExclusivePermissions {
+			if namedBy(perm) {
 				out.Exclusive = append(out.Exclusive, "permission "+perm)
 			}
+		}
+		// A holder of an exclusive permission enters no call another
+		// occupant, one who holds the join permission by a named role, is in.
+		if len(rule.ExclusivePermissions) > 0 && namedBy(rule.Join) {
+			out.Exclusive = append(out.Exclusive, authz.OccupantMark)
 		}
 	}
 	return out, rule

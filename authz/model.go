@@ -123,7 +123,10 @@ type Admission struct {
 	// UncountedRoles' holders do not count against MaxParticipants.
 	UncountedRoles []string
 	// ExclusiveRoles and ExclusivePermissions may each be held by one
-	// participant of a call at a time.
+	// participant of a call at a time. A holder of an exclusive permission
+	// also enters only a call that no other occupant is in (OccupantMark):
+	// Livebox's Unshared users use "the video conferencing rooms not used
+	// by any other sub-users", while Shared users share a room.
 	ExclusiveRoles       []string
 	ExclusivePermissions []string
 	// Lease is how long a session lives without renewal.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 )
 
 // Bounds are the limits a case opens a store with; zero means the store's
@@ -50,6 +51,7 @@ func Run(t *testing.T, b Backend) {
 	}{
 		{"an admitted join makes the session whole", false, testJoin},
 		{"a join refused for capacity or occupancy makes nothing and says why", false, testRefused},
+		{"a holder of an exclusive permission enters no call another occupant is in; occupants share", false, testOccupied},
 		{"a subject's second join replaces its session, which ends as Replaced and is not among the others", false, testReplace},
 		{"a join ends the subject's knock in that call as Entered", false, testEntered},
 		{"a second knock renews the subject's knock, keeping its id, and changes the note only when given one", false, testReknock},
@@ -149,6 +151,43 @@ func testRefused(t *testing.T, h *harness) {
 	n.mustKnock(knock("call:acme:2", "user:d", "", time.Minute))
 	n.Unknock(h.ctx, call, "user:b", admission.Denied)
 	n.mustKnock(knock(call, "user:d", "", time.Minute))
+}
+
+func testOccupied(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	occupant := func(subject string, marks ...string) admission.Session {
+		s := session(call, subject, time.Minute)
+		s.Exclusive = append(marks, authz.OccupantMark)
+		return s
+	}
+	shared := occupant("user:shared")
+	n.mustJoin(shared)
+	n.mustJoin(occupant("user:shared2"))
+	host := session(call, "user:host", time.Minute)
+	host.Exclusive = []string{"role host"}
+	n.mustJoin(host)
+	claim := occupant("user:unshared", "permission rooms.claim")
+	if out, detail, err := n.Join(h.ctx, claim, admit); err != nil || out != admission.InUse || detail != authz.OccupantMark {
+		t.Errorf("Join of a claimant into an occupied call = %s, %q, %v; want IN_USE, %q", out, detail, err, authz.OccupantMark)
+	}
+	n.mustEnd(shared.ID, admission.Ending{Why: admission.Left})
+	if out := n.join(claim, admit); out != admission.InUse {
+		t.Errorf("Join of a claimant with one occupant left = %s; want IN_USE", out)
+	}
+	for _, s := range n.Sessions(call) {
+		if s.Subject == "user:shared2" {
+			n.mustEnd(s.ID, admission.Ending{Why: admission.Left})
+		}
+	}
+	// Only the host, who is no occupant, is in: the claimant enters, and
+	// its own occupancy takes no room from its next join.
+	n.mustJoin(claim)
+	again := occupant("user:unshared", "permission rooms.claim")
+	if out := n.join(again, admit); out != admission.Admitted {
+		t.Errorf("a claimant joining again into its own place = %s; want ADMITTED", out)
+	}
+	// An occupant without a claim still enters where a claimant is.
+	n.mustJoin(occupant("user:shared3"))
 }
 
 func testReplace(t *testing.T, h *harness) {

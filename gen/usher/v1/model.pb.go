@@ -821,7 +821,9 @@ type Admission struct {
 	// Livebox's Unshared mode, "rooms not used by any other sub-users", where
 	// the sub-users' roles are the tenant's own. A permission counts when a
 	// role the subject holds names it (or one that implies it); a role of "*"
-	// marks no one. At most 64.
+	// marks no one. A holder also enters only a call no other occupant is
+	// in: one who holds join_permission the same way (a Shared sub-user, not
+	// the master admin); occupants without one share the call. At most 64.
 	ExclusivePermissions []string `protobuf:"bytes,14,rep,name=exclusive_permissions,json=exclusivePermissions,proto3" json:"exclusive_permissions,omitempty"`
 	// How long a session lives without KeepAlive; default 30s, from 1s to 24h.
 	Lease *durationpb.Duration `protobuf:"bytes,12,opt,name=lease,proto3" json:"lease,omitempty"`
