@@ -185,7 +185,8 @@ type Result struct {
 	// Backstage: admitted before the call opened.
 	Backstage bool
 	// Exclusive is what another participant holds exclusively (InUse):
-	// "role NAME" or "permission NAME".
+	// "role NAME" or "permission NAME"; or authz.OccupantMark, when the
+	// subject holds an exclusive permission and another occupant is in.
 	Exclusive string
 	Revision  authz.Revision
 }

@@ -294,7 +294,9 @@ type JoinResponse struct {
 	// ADMITTED before the call opened, by the backstage permission.
 	Backstage bool `protobuf:"varint,13,opt,name=backstage,proto3" json:"backstage,omitempty"`
 	// IN_USE: what another participant holds exclusively, "role NAME" or
-	// "permission NAME".
+	// "permission NAME"; or "occupant" when the subject holds an exclusive
+	// permission and another occupant is in (see Admission's
+	// exclusive_permissions).
 	Exclusive string `protobuf:"bytes,14,opt,name=exclusive,proto3" json:"exclusive,omitempty"`
 	// The revision the decision was made at.
 	Revision      uint64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
