@@ -338,7 +338,8 @@ type Presence struct {
 	Role  string
 	Scope string
 	// Capabilities are the subject's effective permissions there, Usher's
-	// reserved ones left out: what ListPermissions returns.
+	// reserved ones left out: what ListPermissions returns, shared as it
+	// is.
 	Capabilities []string
 	// Roles are the roles of the subject's live grants on the way to root
 	// as defined where the rule is or above it, sorted: the roles its

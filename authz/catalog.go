@@ -255,6 +255,9 @@ func (c *catalog) names(set bitset) []string {
 		if out, ok := (*lists)[key]; ok {
 			return out
 		}
+		if len(*lists) >= maxNameLists {
+			return c.namesOf(set) // and no lock to find the cache full
+		}
 	}
 	out := c.namesOf(set)
 	c.listsMu.Lock()

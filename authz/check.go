@@ -267,7 +267,9 @@ func (x *Index) grantingIn(grants []subjectGrant, path []uint32, perm int32, now
 
 // ListPermissions returns the subject's effective permissions on resource,
 // by name, and whether the resource is registered. Usher's own reserved
-// permissions (usher.*) are left out unless reserved is true.
+// permissions (usher.*) are left out unless reserved is true. The list is
+// shared by every holder of the same permissions: read it, append to it,
+// but do not write its elements.
 func (x *Index) ListPermissions(subject, resource string, reserved bool) ([]string, bool, Revision) {
 	now := x.now()
 	x.mu.RLock()
