@@ -208,9 +208,7 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	if k := c.knocks[s.Subject]; k != nil {
 		m.endKnock(c, k, Entered, now)
 	}
-	if len(c.sessions) == 0 && len(c.knocks) == 0 {
-		m.calls[s.Call] = c // new, or ending the others dropped it
-	}
+	m.calls[s.Call] = c // new, or ending the knock may have dropped it
 	c.add(stored)
 	m.sessions[s.ID] = stored
 	// The event gets a copy: Renew changes the stored session.

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -226,19 +227,95 @@ func TestTheViewFollowsTheStore(t *testing.T) {
 				}
 			}
 		}
-		listed := 0
-		for _, ts := range m.v.byCall {
-			listed += len(ts)
+		if err := m.v.listed(live); err != nil {
+			t.Fatalf("step %d: %v", step, err)
 		}
-		if len(m.v.sessions) != live || listed != live {
-			t.Fatalf("step %d: the view holds %d sessions and lists %d by call; the store %d", step, len(m.v.sessions), listed, live)
+		m.v.mu.Unlock()
+	}
+}
+
+// listed checks that the view holds n sessions, each in its call's and its
+// subject's lists where it says it is, and nothing else in the lists. v.mu
+// is held.
+func (v *view) listed(n int) error {
+	byCall, bySubject := 0, 0
+	for _, ts := range v.byCall {
+		byCall += len(ts)
+	}
+	for _, ts := range v.bySubject {
+		bySubject += len(ts)
+	}
+	if len(v.sessions) != n || byCall != n || bySubject != n {
+		return fmt.Errorf("the view holds %d sessions and lists %d by call and %d by subject; want %d", len(v.sessions), byCall, bySubject, n)
+	}
+	for id, t := range v.sessions {
+		calls, subjects := v.byCall[t.s.Call], v.bySubject[t.s.Subject]
+		if t.s.ID != id || t.callAt >= len(calls) || calls[t.callAt] != t || t.subjectAt >= len(subjects) || subjects[t.subjectAt] != t {
+			return fmt.Errorf("session %s of %s in %s is not where its lists say", id, t.s.Subject, t.s.Call)
 		}
-		for id, tr := range m.v.sessions {
-			byCall, bySubject := m.v.byCall[tr.s.Call], m.v.bySubject[tr.s.Subject]
-			if tr.s.ID != id || tr.callAt >= len(byCall) || byCall[tr.callAt] != tr || tr.subjectAt >= len(bySubject) || bySubject[tr.subjectAt] != tr {
-				t.Fatalf("step %d: session %s of %s in %s is not where its lists say", step, id, tr.s.Subject, tr.s.Call)
+	}
+	return nil
+}
+
+// scriptedStore hands the view the events it is given, as a store that
+// batches them would: the etcd store's watch sends a batch's endings before
+// its beginnings, and a replaced session's ending may come with no
+// beginning after it.
+type scriptedStore struct {
+	*MemoryStore
+	events []StoreEvent
+}
+
+func (s *scriptedStore) Take() []StoreEvent {
+	e := s.events
+	s.events = nil
+	return e
+}
+
+// However a store orders a re-join's ending and beginning, the view ends up
+// with the sessions that are live, each in its lists once.
+func TestTheViewTakesReJoinsInAnyOrder(t *testing.T) {
+	_, eng, clock := viewWorld(t)
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	for _, s := range []string{"user:a", "user:b", "user:c"} {
+		if _, err := eng.Grant(ctx, by, authz.Grant{Subject: s, Role: "member", Resource: "call:acme:1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &scriptedStore{MemoryStore: NewMemoryStore(MemoryOptions{Clock: clock})}
+	m := New(eng, Options{Store: st})
+	t.Cleanup(func() { m.Close() })
+	session := func(id, subject string) *Session {
+		return &Session{ID: id, Subject: subject, Call: "call:acme:1", Joined: clock.Now(), Expires: clock.Now().Add(time.Minute), Counted: true}
+	}
+	begin := func(s *Session) StoreEvent { return StoreEvent{Session: s, Time: clock.Now()} }
+	end := func(s *Session, why Why) StoreEvent {
+		return StoreEvent{Session: s, Ended: &Ending{Why: why}, Time: clock.Now()}
+	}
+	a1, b1, c1 := session("a1", "user:a"), session("b1", "user:b"), session("c1", "user:c")
+	a2, b2, a3 := session("a2", "user:a"), session("b2", "user:b"), session("a3", "user:a")
+	for _, step := range []struct {
+		name   string
+		events []StoreEvent
+		live   []string
+	}{
+		{"three join", []StoreEvent{begin(a1), begin(b1), begin(c1)}, []string{"a1", "b1", "c1"}},
+		{"two re-join, the endings first", []StoreEvent{end(a1, Replaced), end(b1, Replaced), begin(a2), begin(b2)}, []string{"a2", "b2", "c1"}},
+		{"a replaced session with no beginning after it", []StoreEvent{end(a2, Replaced)}, []string{"b2", "c1"}},
+		{"a beginning before the ending it replaces", []StoreEvent{begin(a3), end(b2, Left), end(c1, Replaced)}, []string{"a3"}},
+	} {
+		st.events = step.events
+		m.v.storeEvents()
+		m.v.mu.Lock()
+		err := m.v.listed(len(step.live))
+		for _, id := range step.live {
+			if m.v.sessions[id] == nil {
+				err = fmt.Errorf("session %s is not in the view", id)
 			}
 		}
 		m.v.mu.Unlock()
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
 	}
 }
