@@ -213,3 +213,15 @@ func TestVideoGrant(t *testing.T) {
 		})
 	}
 }
+
+// A grant's sources are written as Usher's names: they must be the names
+// LiveKit's SetCanPublishSources writes of its track sources.
+func TestSourcesAreLiveKitsNames(t *testing.T) {
+	for _, src := range livekit.Sources {
+		var g auth.VideoGrant
+		g.SetCanPublishSources([]lkproto.TrackSource{lkproto.TrackSource(lkproto.TrackSource_value[strings.ToUpper(src)])})
+		if !slices.Equal(g.CanPublishSources, []string{src}) {
+			t.Errorf("LiveKit writes source %q as %q", src, g.CanPublishSources)
+		}
+	}
+}
