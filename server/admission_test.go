@@ -1224,20 +1224,7 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 			t.Fatalf("Join(%s) = %v, %v", subject, r.Outcome, err)
 		}
 	}
-	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-served })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := usherv1.NewAdmissionServiceClient(conn)
+	client := usherv1.NewAdmissionServiceClient(serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))))
 
 	heap := func() uint64 {
 		var ms runtime.MemStats

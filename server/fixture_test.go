@@ -42,6 +42,25 @@ type fixture struct {
 	stop func()
 }
 
+// serveLoopback serves srv on 127.0.0.1:0 until the test ends, and returns
+// a connection to it, closed first.
+func serveLoopback(t testing.TB, srv *server.Server) *grpc.ClientConn {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Stop(); <-served })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // startServer wires a server the way `usher serve` does: storage.Open,
 // authz.Start, then the default policy when the store is empty, then
 // server.New on 127.0.0.1:0.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,9 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -80,27 +77,14 @@ func newReplay(t *testing.T, policyName string) *replay {
 		t.Fatal(err)
 	}
 	m := admission.New(engine, admission.Options{})
-	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-served
 		m.Close()
 		engine.Close()
 		if err := store.Close(); err != nil {
 			t.Errorf("store.Close: %v", err)
 		}
 	})
+	conn := serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m)))
 	r := &replay{t: t, clock: clock, admin: usherv1.NewAdminServiceClient(conn), authz: usherv1.NewAuthorizationServiceClient(conn),
 		adm: usherv1.NewAdmissionServiceClient(conn), sessions: map[scenario.Presence]string{}, blocks: map[string]string{}}
 	msg, err := policy.Load(policyName)
