@@ -535,7 +535,7 @@ func (e *Engine) Schedule(ctx context.Context, by Author, resource string, start
 func checkStart(field string, t time.Time) error {
 	if !t.IsZero() && (!t.After(time.Unix(0, 0)) || t.After(latestExpiry)) {
 		return errorf(Invalid, field, t.UTC().Format(time.RFC3339Nano),
-			"a start time is after the Unix epoch and before %s; leave it unset for none", latestExpiry.Format(time.RFC3339))
+			"a start time is after the Unix epoch and at or before %s; leave it unset for none", latestExpiry.Format(time.RFC3339Nano))
 	}
 	return nil
 }

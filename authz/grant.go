@@ -147,7 +147,7 @@ func checkExpiry(t time.Time, now int64) error {
 	}
 	if t.After(latestExpiry) {
 		return errorf(Invalid, "expire_time", t.UTC().Format(time.RFC3339Nano),
-			"expiry must be before %s; leave it unset for never", latestExpiry.Format(time.RFC3339))
+			"expiry must be at or before %s; leave it unset for never", latestExpiry.Format(time.RFC3339Nano))
 	}
 	if !t.After(time.Unix(0, 0)) || t.UnixNano() <= now {
 		return errorf(Invalid, "expire_time", t.UTC().Format(time.RFC3339Nano), "expiry must be in the future")

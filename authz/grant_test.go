@@ -1,6 +1,8 @@
 package authz_test
 
 import (
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +59,19 @@ func TestGrant(t *testing.T) {
 			w.refuses(authz.Invalid, "expire_time", "2020-01-02T03:04:05Z", func() (authz.Revision, error) {
 				return w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "moderator", Resource: "call:livestream:42", Expires: past})
 			})
+		}},
+		{"a grant's expiry is at latest the last instant the index holds, which the refusal names", func(t *testing.T, w *world) {
+			last := time.Unix(0, math.MaxInt64).UTC()
+			past := last.Add(time.Nanosecond)
+			err := w.refuses(authz.Invalid, "expire_time", past.Format(time.RFC3339Nano), func() (authz.Revision, error) {
+				return w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "moderator", Resource: "call:livestream:42", Expires: past})
+			})
+			if want := "at or before 2262-04-11T23:47:16.854775807Z"; !strings.Contains(err.Error(), want) {
+				t.Errorf("the refusal %q does not say %q", err, want)
+			}
+			if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "moderator", Resource: "call:livestream:42", Expires: last}); err != nil {
+				t.Errorf("a grant expiring at the last instant: %v", err)
+			}
 		}},
 		{"on a write: resource not registered -> NOT_FOUND", func(t *testing.T, w *world) {
 			w.refuses(authz.NotFound, "resource", "call:livestream:404", func() (authz.Revision, error) {

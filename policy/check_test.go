@@ -96,7 +96,7 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 				`p.yaml:9:12: roles[1].name: "Member": role must match [a-z0-9][a-z0-9._-]*`,
 			}},
 		{"what only applying shows, at its field: a start time before the epoch", strings.Replace(base, "{name: account:acme}", `{name: account:acme, start_time: "1960-01-01T00:00:00Z"}`, 1),
-			[]string{`p.yaml:6:38: resources[0].start_time: "1960-01-01T00:00:00Z": a start time is after the Unix epoch and before 2262-04-11T23:47:16Z; leave it unset for none`}},
+			[]string{`p.yaml:6:38: resources[0].start_time: "1960-01-01T00:00:00Z": a start time is after the Unix epoch and at or before 2262-04-11T23:47:16.854775807Z; leave it unset for none`}},
 		{"a misspelt list hides no error and makes none up", strings.Replace(base, "roles:\n", "role:\n", 1),
 			[]string{`p.yaml:7:1: role: unknown field "role" (did you mean "roles"?)`}},
 	}
