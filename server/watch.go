@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -99,16 +100,24 @@ func (v *validator) callerFilter(value string) {
 type watches struct {
 	limits  WatchLimits
 	open    atomic.Int64
-	held    atomic.Int64 // bytes of change records read from the log and not yet sent
+	held    atomic.Int64  // bytes of change records read from the log and not yet sent
+	reading chan struct{} // a slot for each stream reading a page of the log
 	drained context.Context
 	drain   context.CancelFunc
 }
+
+// readersAtOnce is how many Watch streams read a page of the change log at
+// once, the others waiting their turn: half the server's cores, at least
+// one. A stream that catches up from far back, or whose filters keep
+// little of what it reads, reads the log as fast as it can; however many
+// do, the other half of the cores stay with Check and the writes.
+func readersAtOnce() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 func newWatches(l WatchLimits) *watches {
 	if l.MaxHeldBytes == 0 {
 		l.MaxHeldBytes = DefaultWatchLimits().MaxHeldBytes
 	}
-	w := &watches{limits: l}
+	w := &watches{limits: l, reading: make(chan struct{}, readersAtOnce())}
 	w.drained, w.drain = context.WithCancel(context.Background())
 	return w
 }
@@ -248,21 +257,12 @@ func (w *watch) run(ctx context.Context) error {
 	var held int64 // bytes of this stream's page, not yet sent
 	defer func() { w.watches.held.Add(-held) }()
 	for {
-		batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
+		batch, recs, sizes, err := w.read(ctx)
 		if err != nil {
 			return err
 		}
-		// The page holds the records the filter keeps, each counted by its
-		// size, and of each change set only its revision.
-		recs := make([]*usherv1.ChangeRecord, len(batch))
-		sizes := make([]int64, len(batch))
-		for i, cs := range batch {
-			if w.filter.Matches(cs) {
-				recs[i] = toChangeRecord(cs)
-				sizes[i] = int64(recs[i].SizeVT())
-				held += sizes[i]
-			}
-			batch[i] = authz.ChangeSet{Revision: cs.Revision}
+		for _, n := range sizes {
+			held += n
 		}
 		if held > 0 && !w.watches.hold(held) { // a page of nothing is always held
 			n := held
@@ -313,6 +313,32 @@ func (w *watch) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// read reads the next page of the log in its turn (watches.reading): the
+// records the filter keeps, each with its size, and of each change set
+// only its revision.
+func (w *watch) read(ctx context.Context) ([]authz.ChangeSet, []*usherv1.ChangeRecord, []int64, error) {
+	select {
+	case w.watches.reading <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	}
+	defer func() { <-w.watches.reading }()
+	batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	recs := make([]*usherv1.ChangeRecord, len(batch))
+	sizes := make([]int64, len(batch))
+	for i, cs := range batch {
+		if w.filter.Matches(cs) {
+			recs[i] = toChangeRecord(cs)
+			sizes[i] = int64(recs[i].SizeVT())
+		}
+		batch[i] = authz.ChangeSet{Revision: cs.Revision}
+	}
+	return batch, recs, sizes, nil
 }
 
 // drainAbove is the size of a change record past which a stream waits for

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // watchWorld is a server on a bbolt file with the default policy at
@@ -650,4 +653,59 @@ func (w *watchWorld) slowWatch(after uint64) *watchStream {
 		w.t.Fatalf("first message at %d, want %d", got, after)
 	}
 	return s
+}
+
+// readCounter is a backend that counts the reads of its change log in
+// progress at once, each held a moment so that reads which may overlap do.
+type readCounter struct {
+	*memory.Memory
+	now, most atomic.Int32
+}
+
+func (b *readCounter) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	n := b.now.Add(1)
+	defer b.now.Add(-1)
+	for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
+	}
+	time.Sleep(time.Millisecond)
+	return b.Memory.Changes(ctx, after, limit)
+}
+
+// Streams that read the log from far back, keeping nothing of it, read it
+// in turns: at most half the cores' worth at once, however many there are,
+// so that Check keeps the rest.
+func TestWatchStreamsReadTheLogInTurns(t *testing.T) {
+	be := &readCounter{Memory: memory.New()}
+	engine, err := authz.Start(t.Context(), be, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	by := authz.Author{Caller: "test"}
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.ApplyPolicy(t.Context(), by, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var latest authz.Revision
+	for i := range 1_000 {
+		if latest, err = engine.Grant(t.Context(), by, authz.Grant{Subject: fmt.Sprintf("user:u%04d", i), Role: "host", Resource: "root"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithWatchLimits(server.WatchLimits{MaxStreams: 64, Progress: 20 * time.Millisecond}))
+	client := usherv1.NewAuthorizationServiceClient(serveLoopback(t, srv))
+	var streams []*watchStream
+	for range 8 {
+		streams = append(streams, watch(t, client, &usherv1.WatchRequest{AfterRevision: 1, Subject: "user:nobody"}))
+	}
+	for _, s := range streams {
+		for s.next().GetRevision() < uint64(latest) {
+		}
+	}
+	if most, want := be.most.Load(), int32(max(1, runtime.GOMAXPROCS(0)/2)); most > want {
+		t.Errorf("%d streams read the log at once, more than %d", most, want)
+	}
 }
