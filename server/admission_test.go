@@ -1194,19 +1194,7 @@ func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 // than it takes to send: a stream open for hours on a call of thousands
 // holds its buffer, not the call.
 func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
-	engine, err := authz.Start(t.Context(), memory.New(), authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	by := authz.Author{Caller: "test"}
-	msg, err := policy.Load("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := engine.ApplyPolicy(t.Context(), by, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	engine, by := defaultEngine(t, memory.New()), authz.Author{Caller: "test"}
 	for _, r := range []authz.Resource{{Name: acme}, {Name: sales, Parent: acme}, {Name: meeting, Parent: sales}, {Name: meeting7, Parent: meeting}} {
 		if _, err := engine.PutResource(t.Context(), by, r); err != nil {
 			t.Fatal(err)

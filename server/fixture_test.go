@@ -61,6 +61,25 @@ func serveLoopback(t testing.TB, srv *server.Server) *grpc.ClientConn {
 	return conn
 }
 
+// defaultEngine starts an engine on be with the default policy applied,
+// closed when the test ends.
+func defaultEngine(t testing.TB, be authz.Backend) *authz.Engine {
+	t.Helper()
+	engine, err := authz.Start(t.Context(), be, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.ApplyPolicy(t.Context(), authz.Author{Caller: "test"}, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return engine
+}
+
 // startServer wires a server the way `usher serve` does: storage.Open,
 // authz.Start, then the default policy when the store is empty, then
 // server.New on 127.0.0.1:0.

@@ -676,20 +676,9 @@ func (b *readCounter) Changes(ctx context.Context, after authz.Revision, limit i
 // so that Check keeps the rest.
 func TestWatchStreamsReadTheLogInTurns(t *testing.T) {
 	be := &readCounter{Memory: memory.New()}
-	engine, err := authz.Start(t.Context(), be, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	by := authz.Author{Caller: "test"}
-	msg, err := policy.Load("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := engine.ApplyPolicy(t.Context(), by, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	engine, by := defaultEngine(t, be), authz.Author{Caller: "test"}
 	var latest authz.Revision
+	var err error
 	for i := range 1_000 {
 		if latest, err = engine.Grant(t.Context(), by, authz.Grant{Subject: fmt.Sprintf("user:u%04d", i), Role: "host", Resource: "root"}); err != nil {
 			t.Fatal(err)
