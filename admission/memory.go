@@ -104,7 +104,7 @@ func (c *callState) room(s *Session, old *liveSession, max uint32) (Outcome, str
 		if others(mark) > 0 {
 			return InUse, mark
 		}
-		if strings.HasPrefix(mark, permissionMark) && others(authz.OccupantMark) > 0 {
+		if strings.HasPrefix(mark, authz.PermissionMark) && others(authz.OccupantMark) > 0 {
 			return InUse, authz.OccupantMark
 		}
 	}

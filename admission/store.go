@@ -186,17 +186,13 @@ func Room(others []Session, s Session, max uint32) (Outcome, string) {
 			if slices.Contains(o.Exclusive, mark) {
 				return InUse, mark
 			}
-			if strings.HasPrefix(mark, permissionMark) && slices.Contains(o.Exclusive, authz.OccupantMark) {
+			if strings.HasPrefix(mark, authz.PermissionMark) && slices.Contains(o.Exclusive, authz.OccupantMark) {
 				return InUse, authz.OccupantMark
 			}
 		}
 	}
 	return Admitted, ""
 }
-
-// permissionMark begins the mark of an exclusive permission, whose holder
-// enters only a call no other occupant is in (authz.OccupantMark).
-const permissionMark = "permission "
 
 // ErrNoSession is the error of a session or knock that is not live.
 var ErrNoSession = errors.New("no live session or knock with that id")

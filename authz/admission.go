@@ -440,12 +440,12 @@ func (x *Index) Presence(subject, resource string) Presence {
 	if r := out.Rule; r != nil {
 		for _, role := range r.ExclusiveRoles {
 			if slices.Contains(out.Roles, role) {
-				out.Exclusive = append(out.Exclusive, "role "+role)
+				out.Exclusive = append(out.Exclusive, RoleMark+role)
 			}
 		}
 		for _, perm := range r.ExclusivePermissions {
 			if x.namedBy(s, path, perm, now) {
-				out.Exclusive = append(out.Exclusive, "permission "+perm)
+				out.Exclusive = append(out.Exclusive, PermissionMark+perm)
 			}
 		}
 		if len(r.ExclusivePermissions) > 0 && x.namedBy(s, path, r.Join, now) {
@@ -455,6 +455,13 @@ func (x *Index) Presence(subject, resource string) Presence {
 	out.Until = expiryTime(until)
 	return out
 }
+
+// RoleMark and PermissionMark begin the marks, in Presence.Exclusive, of
+// the exclusive roles and permissions a subject holds.
+const (
+	RoleMark       = "role "
+	PermissionMark = "permission "
+)
 
 // OccupantMark marks, in Presence.Exclusive, a subject that holds the join
 // permission of a rule with exclusive permissions through a role whose
