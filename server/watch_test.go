@@ -694,7 +694,66 @@ func TestWatchStreamsReadTheLogInTurns(t *testing.T) {
 		for s.next().GetRevision() < uint64(latest) {
 		}
 	}
-	if most, want := be.most.Load(), int32(max(1, runtime.GOMAXPROCS(0)/2)); most > want {
+	if most, want := be.most.Load(), int32(readers()); most > want {
 		t.Errorf("%d streams read the log at once, more than %d", most, want)
 	}
 }
+
+// stalledLog is a backend whose change log does not answer until released;
+// entered says a read has begun.
+type stalledLog struct {
+	*memory.Memory
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *stalledLog) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return b.Memory.Changes(ctx, after, limit)
+}
+
+// A stream whose client goes while it waits its turn to read the log ends,
+// and no longer counts among the streams open.
+func TestAWatchWaitingItsTurnEndsWithItsClient(t *testing.T) {
+	be := &stalledLog{Memory: memory.New(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	engine := defaultEngine(t, be)
+	// One turn at a time, so that the streams below queue for it.
+	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithWatchLimits(server.WatchLimits{MaxStreams: readers() + 1, Progress: time.Minute}))
+	client := usherv1.NewAuthorizationServiceClient(serveLoopback(t, srv))
+	t.Cleanup(func() { close(be.release) })
+	for range readers() {
+		watch(t, client, &usherv1.WatchRequest{})
+		<-be.entered // it holds a turn, stalled in the log
+	}
+	waiting := watch(t, client, &usherv1.WatchRequest{})
+	time.Sleep(50 * time.Millisecond) // it waits its turn
+	waiting.cancel()
+	// Its place among the streams open comes free.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		stream, err := client.Watch(ctx, &usherv1.WatchRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+		_, err = stream.Recv()
+		if status.Code(err) != codes.ResourceExhausted {
+			break // admitted: it waited its turn until cancelled
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream whose client went while it waited its turn still counts: %v", err)
+		}
+	}
+}
+
+// readers is how many Watch streams read the log at once on this machine.
+func readers() int { return max(1, runtime.GOMAXPROCS(0)/2) }
