@@ -29,11 +29,12 @@ type Signer struct {
 }
 
 // signing is what signing a token needs: the keyed hash, reset before use,
-// and buffers for the claims and the token, which only the returned string
-// outlives.
+// and buffers for the claims, the token and the signature, which only the
+// returned string outlives.
 type signing struct {
 	mac           hash.Hash
 	claims, token []byte
+	sum           [sha256.Size]byte
 }
 
 // Signer returns a Signer with k. Check k with Validate first.
@@ -88,9 +89,8 @@ func sign(key APIKey, st *signing, identity string, grant *auth.VideoGrant, now 
 	token = append(token, '.')
 	token = enc.AppendEncode(token, claims)
 	st.mac.Write(token)
-	var sum [sha256.Size]byte
 	token = append(token, '.')
-	token = enc.AppendEncode(token, st.mac.Sum(sum[:0]))
+	token = enc.AppendEncode(token, st.mac.Sum(st.sum[:0]))
 	st.claims, st.token = claims, token
 	return string(token)
 }
