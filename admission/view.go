@@ -324,7 +324,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		now := x.Presence(s.Subject, s.Call)
 		p = &now
 	}
-	if out, _ := ejects(*p, s.Subject, s.Call); out != 0 {
+	if out, _ := ejectsSession(*p, s.Subject, s.Call); out != 0 {
 		e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 		eject = append(eject, ejection{s.ID, e})
 		v.ended1(s.ID, e)
@@ -594,7 +594,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 	now := v.m.clock.Now()
 	for t := range dirty {
 		p := x.Presence(t.s.Subject, t.s.Call)
-		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
+		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{t.s.ID, e})
 			v.ended1(t.s.ID, e)
