@@ -116,7 +116,7 @@ type view struct {
 type tracked struct {
 	s     place
 	caps  []string
-	rev   authz.Revision // when caps last changed
+	rev   authz.Revision // when it joined or its caps last changed, as told
 	media *authz.MediaMapping
 	due   due // when to look again, when queued in v.dues
 	// Where t is in its call's and its subject's lists.
@@ -330,8 +330,13 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		v.ended1(s.ID, e)
 	} else {
 		if !slices.Equal(p.Capabilities, t.caps) {
-			t.caps, t.rev = p.Capabilities, p.Revision
+			t.caps = p.Capabilities
 		}
+		// Joined is told at the revision read now, which no event told
+		// before it is past: a stream cut after a write that overtook the
+		// join's own read resumes from that write's revision, and must
+		// still find the participant.
+		t.rev = p.Revision
 		t.media = p.Rule.Media
 		v.schedule(t, p.Until)
 		v.remark(t, *p)
