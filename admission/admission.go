@@ -603,7 +603,7 @@ func actorOrNobody(actor string) string {
 
 // Admit lets subject into resource: a grant of the lobby's admit role on
 // resource, judged as the engine's Admit says, after which the subject's
-// knock ends and watchers hear of it.
+// knock ends, if it may join, and watchers hear of it.
 func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return 0, err
@@ -612,8 +612,13 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if err != nil {
 		return 0, err
 	}
-	if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
-		m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+	// A subject who may not join (banned since it knocked, say) is let in by
+	// no grant: ended as let in, its knock would tell it to join. It waits
+	// in no list, and its next KeepAlive ends it, saying why.
+	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out == 0 {
+		if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
+			m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+		}
 	}
 	m.v.announce(resource, Event{Kind: EventAdmitted, Revision: rev, Time: m.clock.Now(), Subject: subject})
 	return rev, nil
