@@ -282,7 +282,7 @@ func (m *Manager) overtaken(subject, resource string, e Ending) Result {
 	p := m.engine.Index().Presence(subject, resource)
 	r := Result{Outcome: e.Outcome, Revision: p.Revision, BlockID: e.BlockID,
 		Reason: fmt.Sprintf("%s was ejected from %s as it joined: it may no longer be there", subject, resource)}
-	if out, why := ejects(p, subject, resource); out != 0 {
+	if out, why := ejectsSession(p, subject, resource); out != 0 {
 		r.Outcome, r.Reason, r.BlockID = out, why, ""
 		if out == Blocked {
 			r.BlockID, r.Scope = p.BlockID, p.Scope
@@ -424,12 +424,13 @@ type Renewal struct {
 }
 
 // KeepAlive renews a session or a knock. A session whose subject is now
-// blocked from the call, or holds no grant of its join permission, is
-// ended instead; so is a knock. NotFound when the session has ended.
+// blocked from the call, holds no grant of its join permission, or lacks
+// what the rule's LiveKit roomJoin requires, is ended instead; so is a
+// knock, but for roomJoin, which an admission may give. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	if s, ok := m.store.Session(id); ok {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
-		if out, why := ejects(p, s.Subject, s.Call); out != 0 {
+		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			m.store.End(ctx, id, e)
 			m.v.note(id, e)
@@ -481,8 +482,8 @@ func (m *Manager) ended(id string) (Renewal, error) {
 	return Renewal{}, err
 }
 
-// ejects says whether p's subject may no longer be in the call: the
-// outcome that would refuse it, or 0.
+// ejects says whether p's subject may no longer be in the call, nor wait
+// in its lobby: the outcome that would refuse it, or 0.
 func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 	switch {
 	case !p.Known:
@@ -493,6 +494,20 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 		return Blocked, fmt.Sprintf("%s is blocked from %q on %q (block %q)", subject, p.Rule.Join, p.Scope, p.BlockID)
 	case !p.Joins:
 		return NoGrant, fmt.Sprintf("no grant of %s holds %q on %s any more", subject, p.Rule.Join, call)
+	}
+	return 0, ""
+}
+
+// ejectsSession is ejects for a participant in the call: one who no longer
+// holds what LiveKit's roomJoin requires may not join (Join answers
+// NoGrant), so it may not stay either; a LiveKit participant's permissions
+// have no roomJoin to take away.
+func ejectsSession(p authz.Presence, subject, call string) (Outcome, string) {
+	if out, why := ejects(p, subject, call); out != 0 {
+		return out, why
+	}
+	if m := p.Rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {
+		return NoGrant, fmt.Sprintf("%s lacks %q in %s any more, which LiveKit's roomJoin requires", subject, m.RoomJoin, call)
 	}
 	return 0, ""
 }
@@ -588,7 +603,7 @@ func actorOrNobody(actor string) string {
 
 // Admit lets subject into resource: a grant of the lobby's admit role on
 // resource, judged as the engine's Admit says, after which the subject's
-// knock ends and watchers hear of it.
+// knock ends, if it may join, and watchers hear of it.
 func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return 0, err
@@ -597,8 +612,13 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if err != nil {
 		return 0, err
 	}
-	if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
-		m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+	// A subject who may not join (banned since it knocked, say) is let in by
+	// no grant: ended as let in, its knock would tell it to join. It waits
+	// in no list, and its next KeepAlive ends it, saying why.
+	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out == 0 {
+		if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
+			m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+		}
 	}
 	m.v.announce(resource, Event{Kind: EventAdmitted, Revision: rev, Time: m.clock.Now(), Subject: subject})
 	return rev, nil

@@ -679,3 +679,27 @@ func TestAJoinThatABanOvertakesIsRefusedWithNoToken(t *testing.T) {
 		eng.Close()
 	}
 }
+
+// An Admit of a subject banned since it knocked grants the admit role, but
+// does not let it in: its KeepAlive says it is blocked, never to join.
+func TestAKnockAdmittedAfterABanIsNotToldToJoin(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", k, err)
+	}
+	watch := w.watch("call:acme:1")
+	w.block("user:guest", "call:acme:1")
+	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:guest", time.Time{}); err != nil {
+		t.Fatalf("Admit: %v", err)
+	}
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
+		t.Errorf("KeepAlive of the banned subject's knock = %+v, %v; want BLOCKED, the knock ended", ren, err)
+	}
+	nextEvent(t, watch, "DENIED", kindOf(admission.EventDenied, "user:guest"))
+	if r := w.wantJoin("user:guest", "call:acme:1", admission.Blocked); r.Session != "" || r.Token != "" {
+		t.Errorf("the banned subject's Join = %+v, want no session and no token", r)
+	}
+}

@@ -236,3 +236,48 @@ func TestATokenOutlivesNoGrantItWasSignedFrom(t *testing.T) {
 		t.Errorf("the token expires at %s, the grant at %s: want the token to end with the grant, no later", exp, expires)
 	}
 }
+
+// A participant who loses roomJoin's permission mid-call may no longer join
+// (Join answers NO_GRANT), so it may no longer stay either: LiveKit's
+// UpdateParticipant has no roomJoin to take away, and a CHANGED event with
+// roomJoin false would leave it in the room, its session renewed for good.
+func TestAParticipantWhoLosesRoomJoinIsEjected(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		loses func(w *world, subject, call string)
+	}{
+		{"a block of roomJoin's permission", func(w *world, subject, call string) {
+			if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: subject, Resource: call, Permissions: []string{"room.enter"}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a demotion to a role without it", func(w *world, subject, call string) {
+			w.grant(subject, "outsider", call)
+			if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: subject, Role: "member", Resource: call}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newTokenWorld(t, &tokenKey)
+			const call, subject = "call:acme:1", "user:member"
+			w.grant(subject, "member", call)
+			r := w.wantJoin(subject, call, admission.Admitted)
+			watch := w.watch(call)
+			tc.loses(w, subject, call)
+			if again := w.join(subject, call); again.Outcome != admission.NoGrant {
+				t.Fatalf("a new Join = %s (%s), want NO_GRANT", again.Outcome, again.Reason)
+			}
+			// The new Join made no session, so the old one is the subject's.
+			ev := nextEvent(t, watch, "EJECTED of the participant without roomJoin", func(ev admission.Event) bool {
+				return ev.Subject == subject && (ev.Kind == admission.EventEjected || ev.Kind == admission.EventChanged && ev.Grant != nil && !ev.Grant.RoomJoin)
+			})
+			if ev.Kind != admission.EventEjected || ev.Outcome != admission.NoGrant || ev.Session != r.Session {
+				t.Errorf("event = %+v, want EJECTED of session %s with NO_GRANT", ev, r.Session)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || ren.Outcome != admission.NoGrant || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive = %+v, %v; want NO_GRANT and no renewal", ren, err)
+			}
+		})
+	}
+}

@@ -116,7 +116,7 @@ type view struct {
 type tracked struct {
 	s     place
 	caps  []string
-	rev   authz.Revision // when caps last changed
+	rev   authz.Revision // when it joined or its caps last changed, as told
 	media *authz.MediaMapping
 	due   due // when to look again, when queued in v.dues
 	// Where t is in its call's and its subject's lists.
@@ -324,14 +324,19 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		now := x.Presence(s.Subject, s.Call)
 		p = &now
 	}
-	if out, _ := ejects(*p, s.Subject, s.Call); out != 0 {
+	if out, _ := ejectsSession(*p, s.Subject, s.Call); out != 0 {
 		e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 		eject = append(eject, ejection{s.ID, e})
 		v.ended1(s.ID, e)
 	} else {
 		if !slices.Equal(p.Capabilities, t.caps) {
-			t.caps, t.rev = p.Capabilities, p.Revision
+			t.caps = p.Capabilities
 		}
+		// Joined is told at the revision read now, which no event told
+		// before it is past: a stream cut after a write that overtook the
+		// join's own read resumes from that write's revision, and must
+		// still find the participant.
+		t.rev = p.Revision
 		t.media = p.Rule.Media
 		v.schedule(t, p.Until)
 		v.remark(t, *p)
@@ -594,7 +599,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 	now := v.m.clock.Now()
 	for t := range dirty {
 		p := x.Presence(t.s.Subject, t.s.Call)
-		if out, _ := ejects(p, t.s.Subject, t.s.Call); out != 0 {
+		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{t.s.ID, e})
 			v.ended1(t.s.ID, e)

@@ -1,8 +1,11 @@
 package admission_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -186,5 +189,57 @@ func TestEndingsAreRememberedUpToRemember(t *testing.T) {
 	// same revision, and some of those the ring dropped.
 	if synced := resumed.Initial[len(resumed.Initial)-1]; synced.Kind != admission.EventSynced || !synced.Reset {
 		t.Fatalf("the watch resumed from revision %d ends its initial state with %+v, want SYNCED with a reset", revs[0], synced)
+	}
+}
+
+// overtakingStore commits a write, once, between a Join's read of the index
+// and its session, and waits until the view has told watchers of it: the
+// order a write that commits while a Join is under way gives.
+type overtakingStore struct {
+	*admission.MemoryStore
+	subject string
+	write   func()
+	once    sync.Once
+}
+
+func (s *overtakingStore) Join(ctx context.Context, sess admission.Session, max uint32) (admission.Outcome, string, error) {
+	if sess.Subject == s.subject {
+		s.once.Do(s.write)
+	}
+	return s.MemoryStore.Join(ctx, sess, max)
+}
+
+// A join whose read of the index a write overtook is told at the revision
+// the view saw it at, no older than the events told before it: a stream
+// cut after the write's event resumes from its revision, and must still
+// find the participant who joined after it.
+func TestAWatchResumedAfterAWriteThatOvertookAJoinFindsTheParticipant(t *testing.T) {
+	store := &overtakingStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{}), subject: "user:late"}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	w.grant("user:late", "member", "call:acme:1")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	var muted authz.Revision
+	store.write = func() {
+		w.block("user:member", "call:acme:1", "send-audio")
+		muted = nextEvent(t, watch, "the mute's CHANGED", kindOf(admission.EventChanged, "user:member")).Revision
+	}
+	late := w.wantJoin("user:late", "call:acme:1", admission.Admitted)
+	joined := nextEvent(t, watch, "the late JOINED", kindOf(admission.EventJoined, "user:late"))
+	if joined.Revision < muted {
+		t.Errorf("JOINED at revision %d follows CHANGED at %d: a stream cut between them resumes past the join", joined.Revision, muted)
+	}
+	// The stream was cut after the mute's event: it resumes from there.
+	resumed, err := w.m.Watch("call:acme:1", muted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	found := slices.ContainsFunc(resumed.Initial, func(ev admission.Event) bool {
+		return ev.Kind == admission.EventPresent && ev.Session == late.Session
+	})
+	if !found {
+		t.Errorf("resumed from revision %d, the initial state %+v leaves out %s, who joined after it", muted, resumed.Initial, late.Session)
 	}
 }
