@@ -34,6 +34,7 @@ type Step struct {
 	PutQuota    *Quota    `yaml:"put_quota"`
 	DeleteQuota *Quota    `yaml:"delete_quota"`
 	Admit       *Binding  `yaml:"admit"`
+	GoLive      *Stage    `yaml:"go_live"`
 	Refused     string    `yaml:"refused"`
 	// Rule is the rule a refusal must name, e.g. "no escalation".
 	Rule string `yaml:"rule"`
@@ -114,6 +115,13 @@ type Role struct {
 	Actor           string   `yaml:"actor"`
 }
 
+// Stage takes a call live (AdmissionService.GoLive): from then on it lets
+// in holders of the join permission, not only those of the backstage one.
+type Stage struct {
+	Resource string `yaml:"resource"`
+	Actor    string `yaml:"actor"`
+}
+
 // Quota sets a quota.
 type Quota struct {
 	Scope        string `yaml:"scope"`
@@ -144,7 +152,7 @@ type Roles struct {
 }
 
 var actions = []string{"register", "delete", "grant", "revoke", "block", "unblock", "put_role", "delete_role",
-	"put_quota", "delete_quota", "admit", "advance", "join", "leave", "check", "permissions", "roles"}
+	"put_quota", "delete_quota", "admit", "go_live", "advance", "join", "leave", "check", "permissions", "roles"}
 
 var stepKeys = append([]string{"quote", "refused", "rule", "allowed", "reason", "role", "scope", "exactly", "outcome"}, actions...)
 
@@ -227,7 +235,7 @@ func parseStep(n *yaml.Node) (Step, error) {
 func (s Step) hasAction() bool {
 	return s.Register != nil || s.Delete != nil || s.Grant != nil || s.Revoke != nil || s.Block != nil ||
 		s.Unblock != nil || s.PutRole != nil || s.DeleteRole != nil || s.PutQuota != nil || s.DeleteQuota != nil ||
-		s.Admit != nil || s.Advance != "" || s.Join != nil || s.Leave != nil || s.Check != nil || s.Permissions != nil || s.Roles != nil
+		s.Admit != nil || s.GoLive != nil || s.Advance != "" || s.Join != nil || s.Leave != nil || s.Check != nil || s.Permissions != nil || s.Roles != nil
 }
 
 // Load reads and parses a scenario file.
@@ -286,6 +294,8 @@ func (s Step) Describe() string {
 		return fmt.Sprintf("delete quota on %s for %s", s.DeleteQuota.Scope, s.DeleteQuota.ResourceType)
 	case s.Admit != nil:
 		return fmt.Sprintf("admit %s to %s", s.Admit.Subject, s.Admit.Resource)
+	case s.GoLive != nil:
+		return "take " + s.GoLive.Resource + " live"
 	}
 	return "an empty step"
 }

@@ -362,6 +362,14 @@ func (r *runner) write(s Step) (string, error) {
 		}
 		_, err = r.sessions.Admit(ctx, by(w.Actor), w.Resource, w.Subject, expires)
 		return what, err
+	case s.GoLive != nil:
+		w := s.GoLive
+		what := s.Describe()
+		if err := names(w.Actor, [2]string{"resource", w.Resource}); err != nil {
+			return what, err
+		}
+		_, err := e.GoLive(ctx, by(w.Actor), w.Resource, true)
+		return what, err
 	case s.DeleteQuota != nil:
 		w := s.DeleteQuota
 		what := s.Describe()

@@ -119,3 +119,38 @@ func TestParseRefusesMalformedSteps(t *testing.T) {
 		})
 	}
 }
+
+// A go_live step takes a backstage call live, as AdmissionService.GoLive,
+// bound by the admission rule's stage permission.
+func TestGoLiveOpensABackstageCall(t *testing.T) {
+	const live = `policy: stream
+steps:
+  - register: {name: "call:livestream:9", parent: "calltype:livestream"}
+  - grant: {subject: "user:mem", role: call-member, resource: "call:livestream:9"}
+  - grant: {subject: "user:hank", role: host, resource: "call:livestream:9"}
+  - join: {subject: "user:mem", resource: "call:livestream:9"}
+    outcome: NOT_STARTED
+  - go_live: {resource: "call:livestream:9", actor: "user:mem"}
+    refused: PERMISSION_DENIED
+    rule: missing permission
+  - go_live: {resource: "call:livestream:9", actor: "user:hank"}
+    refused: PERMISSION_DENIED
+  - go_live: {resource: "call:livestream:9", actor: "user:hank"}
+  - join: {subject: "user:mem", resource: "call:livestream:9"}
+    outcome: ADMITTED
+`
+	f, err := scenario.Parse("live.yaml", []byte(live))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := scenario.Run(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed != 3 || res.Failed != 1 {
+		t.Fatalf("passed %d, failed %d, want 3 and 1; failures: %v", res.Passed, res.Failed, res.Failures)
+	}
+	if want := `live.yaml:11: take call:livestream:9 live was allowed, want it refused with PERMISSION_DENIED`; res.Failures[0] != want {
+		t.Errorf("failure %q, want %q", res.Failures[0], want)
+	}
+}

@@ -257,6 +257,8 @@ func actorOf(s scenario.Step) string {
 		return s.DeleteQuota.Actor
 	case s.Admit != nil:
 		return s.Admit.Actor
+	case s.GoLive != nil:
+		return s.GoLive.Actor
 	}
 	return ""
 }
@@ -324,6 +326,8 @@ func (r *replay) write(ctx context.Context, at string, s scenario.Step) {
 		w := s.Admit
 		_, err = r.adm.Admit(ctx, &usherv1.AdmitRequest{Resource: w.Resource, Subject: w.Subject, Actor: w.Actor,
 			ExpireTime: r.timestamp(at, w.ExpiresIn)})
+	case s.GoLive != nil:
+		_, err = r.adm.GoLive(ctx, &usherv1.GoLiveRequest{Resource: s.GoLive.Resource, Live: true, Actor: s.GoLive.Actor})
 	default:
 		t.Fatalf("%s: a step with no action", at)
 	}
