@@ -41,7 +41,8 @@ func actions(s scenario.Step) int {
 	n := 0
 	for _, set := range []bool{
 		s.Register != nil, s.Delete != nil, s.Grant != nil, s.Revoke != nil, s.Block != nil, s.Unblock != nil,
-		s.PutRole != nil, s.DeleteRole != nil, s.PutQuota != nil, s.Check != nil, s.Permissions != nil, s.Roles != nil,
+		s.PutRole != nil, s.DeleteRole != nil, s.PutQuota != nil, s.DeleteQuota != nil, s.Admit != nil, s.GoLive != nil,
+		s.Advance != "", s.Join != nil, s.Leave != nil, s.Check != nil, s.Permissions != nil, s.Roles != nil,
 	} {
 		if set {
 			n++
