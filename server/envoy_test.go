@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -690,6 +691,47 @@ func TestEnvoyJWTRS256(t *testing.T) {
 				t.Errorf("answer = %+v, want 401 saying %q", a, tt.message)
 			}
 		})
+	}
+}
+
+// A token's JSON, decoded into claims, takes many times its size in memory:
+// a large token is decoded only once its signature verifies, so that a
+// client without the key spends the server a hash of its bytes, no more.
+// One that the key's holder signed is decoded and answered as any other.
+func TestEnvoyJWTDecodesALargeTokenOnlyOnceSigned(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Subject = server.EnvoySubject{Prefix: "user:", JWT: &server.EnvoyJWT{
+		Algorithm: "HS256", KeyFile: writeFile(t, "jwt.secret", hmacSecret),
+	}}
+	w := startEnvoy(t, cfg, nil)
+	large := claims("alice")
+	for i := range 100_000 {
+		large["k"+strconv.FormatInt(int64(i), 36)] = 0
+	}
+	join := func(token string) *authv3.CheckRequest {
+		return httpRequest("POST", "/calls/meeting/7/join", map[string]string{"authorization": "Bearer " + token})
+	}
+
+	forged := sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-another"), large)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const calls = 3
+	for range calls {
+		a := w.ask(t, join(forged))
+		if a.code != codes.Unauthenticated || a.http != 401 || !strings.Contains(a.message, "signature is invalid") {
+			t.Fatalf("a %d-byte token signed by another key: %+v; want 401 saying the signature is invalid", len(forged), a)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Client and server both: the request encoded, sent and read, and the
+	// signature's hash. Decoding the claims took 17 times the token.
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 6*uint64(len(forged)) {
+		t.Errorf("each refusal of a %d-byte forged token allocated %d bytes; want at most 6 times the token", len(forged), per)
+	}
+
+	if a := w.ask(t, join(sign(t, jwt.SigningMethodHS256, hmacSecret, large))); a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" {
+		t.Errorf("a large token signed by the key: %+v; want it allowed as user:alice", a)
 	}
 }
 
