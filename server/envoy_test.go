@@ -387,6 +387,33 @@ func TestEnvoyDenies(t *testing.T) {
 	}
 }
 
+// A resource whose id holds an escape, which anyone who may register calls
+// may register and hold, must not answer for a path escaped twice: an API
+// that decodes the path again reads /calls/meeting/x%252F..%252F8 as
+// /calls/meeting/x/../8, call 8, where erin holds nothing.
+func TestEnvoyRefusesAVariableEscapedTwice(t *testing.T) {
+	engine := newEnvoyEngine(t)
+	const planted = "call:meeting:x%2F..%2F8"
+	by := authz.Author{Caller: "test"}
+	if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
+		t.Fatal(err)
+	}
+	w := serveEnvoy(t, engine, headerConfig(), nil)
+	erin := map[string]string{"x-user-id": "erin"}
+	for _, path := range []string{"/calls/meeting/x%252F..%252F8", "/calls/meeting/x%25252F..%25252F8", "/calls/meeting/100%25"} {
+		a := w.ask(t, httpRequest("GET", path, erin))
+		if a.code != codes.PermissionDenied || a.http != 403 || a.reason != "NO_ROUTE" || a.message != "no rule matches GET "+path {
+			t.Errorf("GET %s = %s %d %s (%q); want 403 NO_ROUTE naming the path", path, a.code, a.http, a.reason, a.message)
+		}
+	}
+	if a := w.ask(t, httpRequest("GET", "/calls/meeting/8", erin)); a.reason != "NO_GRANT" {
+		t.Errorf("GET /calls/meeting/8 as erin = %+v; want NO_GRANT", a)
+	}
+}
+
 func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
 	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
