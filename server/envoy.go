@@ -77,7 +77,7 @@ func RegisterEnvoy(s *grpc.Server, cfg EnvoyConfig, c Checker) error {
 	if err != nil {
 		return err
 	}
-	e.register(s, c, nil)
+	e.register(s.RegisterService, c, nil)
 	return nil
 }
 
@@ -124,12 +124,13 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	return &EnvoyService{h: h}, nil
 }
 
-// register serves e on s, asking c, counting decisions in m (when not nil).
-func (e *EnvoyService) register(s *grpc.Server, c Checker, m *Metrics) {
+// register serves e through register, asking c, counting decisions in m
+// (when not nil).
+func (e *EnvoyService) register(register func(*grpc.ServiceDesc, any), c Checker, m *Metrics) {
 	h := e.h
 	h.checker = c
 	h.metrics = m
-	authv3.RegisterAuthorizationServer(s, &h)
+	register(&authv3.Authorization_ServiceDesc, &h)
 }
 
 // WithEnvoy makes New serve envoy.service.auth.v3.Authorization with e
