@@ -115,8 +115,9 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 		unary = append(unary, m.rpc.UnaryServerInterceptor())
 		stream = append(stream, m.rpc.StreamServerInterceptor())
 	}
-	unary = append(unary, unaryCallLog(logger), recovery.UnaryServerInterceptor(recoverOpts...))
-	stream = append(stream, streamCallLog(logger), recovery.StreamServerInterceptor(recoverOpts...))
+	lines := newUnauthenticatedLines()
+	unary = append(unary, unaryCallLog(logger, lines), recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, streamCallLog(logger, lines), recovery.StreamServerInterceptor(recoverOpts...))
 	if src := callerSource(opts); src != nil {
 		a := authenticator{src: src}
 		unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
