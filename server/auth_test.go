@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ import (
 	"google.golang.org/grpc/peer"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -289,6 +292,57 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 	if !strings.Contains(w.logs.String(), "grpc.code=Unauthenticated") {
 		t.Errorf("refused calls were not logged; logs:\n%s", w.logs.String())
 	}
+}
+
+// grpc-go decodes a unary request before any interceptor runs, and 4 MiB of
+// empty repeated entries decode into some 70 times that: a call that
+// authentication refuses is refused before its request is decoded, with
+// the status it always had.
+func TestRefusedCallsAreNotDecoded(t *testing.T) {
+	w := newAuthWorld(t)
+	// Each entry is an empty message or string: a tag and a zero length.
+	entries := func(tag byte) []byte { return bytes.Repeat([]byte{tag, 0}, (server.MaxMessageSize-64)/2) }
+	// Envoy's headers: attributes (1), request (4), http (2), header_map
+	// (13), its headers (1) repeated.
+	nest := func(field protowire.Number, inner []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), inner)
+	}
+	envoy := nest(1, nest(4, nest(2, nest(13, entries(0x0a)[:server.MaxMessageSize-128]))))
+	for _, c := range []struct {
+		name, method string
+		body         []byte
+		cred         credential
+		code         codes.Code
+		reason       string
+	}{
+		{"a CheckBatch of two million checks without credentials", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a), credential{},
+			codes.Unauthenticated, "NO_CREDENTIALS"},
+		{"Envoy's Check of two million headers with a wrong token", "/envoy.service.auth.v3.Authorization/Check", envoy, credential{token: newToken(t)},
+			codes.Unauthenticated, "BAD_TOKEN"},
+		{"a Block of two million permissions by a check caller", "/usher.v1.AdminService/Block", entries(0x1a), credential{token: w.checkToken},
+			codes.PermissionDenied, "CALLER_KIND"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			wantCode(t, invokeRaw(callCtx(t), conn, c.method, []byte{}), c.code) // connected
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				wantDetails(t, wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), c.code), refusal{reason: c.reason})
+			}
+			runtime.ReadMemStats(&after)
+			// Client and server: the request's 4 MiB written and read over
+			// TLS. Decoded, it took 280 MB.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 4*uint64(len(c.body)) {
+				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request", len(c.body), per)
+			}
+		})
+	}
+	// An admin's batch is decoded, and refused for its size as ever.
+	err := invokeRaw(callCtx(t), w.dial(credential{token: w.adminToken}), "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a))
+	wantDetails(t, wantCode(t, err, codes.InvalidArgument), refusal{reason: "INVALID_FIELD", field: "checks", value: "2097120"})
 }
 
 func TestCheckCallersMayOnlyCallTheChecksOfUsherAndEnvoy(t *testing.T) {

@@ -139,6 +139,11 @@ func (l *DecisionLog) check(ctx context.Context, method string, q authz.Query, d
 	// the request's bytes (codec.Alias), all of which a record waiting in
 	// the queue would otherwise keep.
 	// Join, unlike +, copies even when two of the three are empty.
+	if err != nil {
+		// The names of an invalid item are bounded only by the request's
+		// size: a record keeps, and the log writes, what a refusal quotes.
+		q = authz.Query{Subject: clip(q.Subject), Permission: clip(q.Permission), Resource: clip(q.Resource)}
+	}
 	names := strings.Join([]string{q.Subject, q.Permission, q.Resource}, "")
 	p, r := len(q.Subject), len(q.Subject)+len(q.Permission)
 	rec := decisionRecord{Method: method, Subject: names[:p], Permission: names[p:r], Resource: names[r:], Revision: uint64(rev)}

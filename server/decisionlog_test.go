@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
@@ -85,5 +86,40 @@ func TestDecisionLogRefusesABadRate(t *testing.T) {
 		if _, err := server.OpenDecisionLog(t.TempDir()+"/d.log", rate); err == nil {
 			t.Errorf("OpenDecisionLog took rate %v", rate)
 		}
+	}
+}
+
+// An invalid item's names are bounded only by the request's size: the log
+// keeps and writes them cut as a refusal quotes them, not a megabyte a line.
+func TestDecisionLogCutsTheNamesOfAnInvalidItem(t *testing.T) {
+	out := &logBuffer{}
+	log := server.NewDecisionLog(out, nil, 1)
+	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(*authz.Engine) []grpc.ServerOption {
+		return []grpc.ServerOption{server.WithDecisionLog(log)}
+	})
+	huge := "user:" + strings.Repeat("a", 1<<20)
+	resp, err := f.authz.CheckBatch(f.ctx(), &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+		{Subject: huge, Permission: "join-call", Resource: "call:acme:1"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := resp.GetErrors(); len(errs) != 1 || errs[0].GetField() != "checks[0].subject" || codes.Code(errs[0].GetCode()) != codes.InvalidArgument {
+		t.Fatalf("errors = %v; want one INVALID_ARGUMENT naming checks[0].subject", errs)
+	}
+	f.stop()
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	line := out.String()
+	var r struct{ Subject, Permission, Resource, Reason string }
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("decision log line is not JSON: %v", err)
+	}
+	if len(line) > 4096 || !strings.HasPrefix(r.Subject, "user:aaa") || !strings.HasSuffix(r.Subject, "… (1048581 bytes)") {
+		t.Errorf("a %d-byte line with subject %.40q…; want the subject cut, saying its length", len(line), r.Subject)
+	}
+	if r.Permission != "join-call" || r.Resource != "call:acme:1" || r.Reason != "INVALID" {
+		t.Errorf("permission %q, resource %q, reason %q; want the short names whole and INVALID", r.Permission, r.Resource, r.Reason)
 	}
 }

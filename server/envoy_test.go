@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -386,6 +387,33 @@ func TestEnvoyDenies(t *testing.T) {
 	}
 }
 
+// A resource whose id holds an escape, which anyone who may register calls
+// may register and hold, must not answer for a path escaped twice: an API
+// that decodes the path again reads /calls/meeting/x%252F..%252F8 as
+// /calls/meeting/x/../8, call 8, where erin holds nothing.
+func TestEnvoyRefusesAVariableEscapedTwice(t *testing.T) {
+	engine := newEnvoyEngine(t)
+	const planted = "call:meeting:x%2F..%2F8"
+	by := authz.Author{Caller: "test"}
+	if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
+		t.Fatal(err)
+	}
+	w := serveEnvoy(t, engine, headerConfig(), nil)
+	erin := map[string]string{"x-user-id": "erin"}
+	for _, path := range []string{"/calls/meeting/x%252F..%252F8", "/calls/meeting/x%25252F..%25252F8", "/calls/meeting/100%25"} {
+		a := w.ask(t, httpRequest("GET", path, erin))
+		if a.code != codes.PermissionDenied || a.http != 403 || a.reason != "NO_ROUTE" || a.message != "no rule matches GET "+path {
+			t.Errorf("GET %s = %s %d %s (%q); want 403 NO_ROUTE naming the path", path, a.code, a.http, a.reason, a.message)
+		}
+	}
+	if a := w.ask(t, httpRequest("GET", "/calls/meeting/8", erin)); a.reason != "NO_GRANT" {
+		t.Errorf("GET /calls/meeting/8 as erin = %+v; want NO_GRANT", a)
+	}
+}
+
 func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
 	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
@@ -690,6 +718,47 @@ func TestEnvoyJWTRS256(t *testing.T) {
 				t.Errorf("answer = %+v, want 401 saying %q", a, tt.message)
 			}
 		})
+	}
+}
+
+// A token's JSON, decoded into claims, takes many times its size in memory:
+// a large token is decoded only once its signature verifies, so that a
+// client without the key spends the server a hash of its bytes, no more.
+// One that the key's holder signed is decoded and answered as any other.
+func TestEnvoyJWTDecodesALargeTokenOnlyOnceSigned(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Subject = server.EnvoySubject{Prefix: "user:", JWT: &server.EnvoyJWT{
+		Algorithm: "HS256", KeyFile: writeFile(t, "jwt.secret", hmacSecret),
+	}}
+	w := startEnvoy(t, cfg, nil)
+	large := claims("alice")
+	for i := range 100_000 {
+		large["k"+strconv.FormatInt(int64(i), 36)] = 0
+	}
+	join := func(token string) *authv3.CheckRequest {
+		return httpRequest("POST", "/calls/meeting/7/join", map[string]string{"authorization": "Bearer " + token})
+	}
+
+	forged := sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-another"), large)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const calls = 3
+	for range calls {
+		a := w.ask(t, join(forged))
+		if a.code != codes.Unauthenticated || a.http != 401 || !strings.Contains(a.message, "signature is invalid") {
+			t.Fatalf("a %d-byte token signed by another key: %+v; want 401 saying the signature is invalid", len(forged), a)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Client and server both: the request encoded, sent and read, and the
+	// signature's hash. Decoding the claims took 17 times the token.
+	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 6*uint64(len(forged)) {
+		t.Errorf("each refusal of a %d-byte forged token allocated %d bytes; want at most 6 times the token", len(forged), per)
+	}
+
+	if a := w.ask(t, join(sign(t, jwt.SigningMethodHS256, hmacSecret, large))); a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" {
+		t.Errorf("a large token signed by the key: %+v; want it allowed as user:alice", a)
 	}
 }
 

@@ -638,3 +638,23 @@ func TestPanicInAHandler(t *testing.T) {
 		t.Errorf("health after the panics = %v, %v; want SERVING", hresp.GetStatus(), err)
 	}
 }
+
+// A revision a client names may be any uint64. Past the largest int, the
+// store's window of recent change sets took it for a negative position and
+// panicked holding its lock, and every write after waited for ever.
+func TestListChangesAfterAnyRevision(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	for _, after := range []uint64{1 << 63, 1<<64 - 2, 1<<64 - 1} {
+		resp, err := f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{AfterRevision: after})
+		if err != nil || len(resp.GetChanges()) != 0 || resp.GetNextPageToken() != "" {
+			t.Errorf("ListChanges(after_revision %d) = %d changes, token %q, %v; want an empty last page", after,
+				len(resp.GetChanges()), resp.GetNextPageToken(), err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:alice", Role: "host", Resource: acme}); err != nil {
+		t.Fatalf("a Grant after those: %v", err)
+	}
+}

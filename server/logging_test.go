@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
 )
@@ -135,5 +139,79 @@ func TestLoggerSettings(t *testing.T) {
 	logger.Warn("kept", "k", 1)
 	if got := text.String(); strings.Contains(got, "dropped") || !strings.Contains(got, "level=WARN msg=kept k=1") {
 		t.Errorf("text log at warn = %q", got)
+	}
+}
+
+// Anyone may make calls without credentials, as fast as the server refuses
+// them: their lines are bounded as the refusals before authentication are,
+// a burst then a few a second, a line saying how many it left out, at
+// debug level too; every other refusal is logged.
+func TestCallsWithoutCredentialsDoNotFloodTheLog(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			logs := &logBuffer{}
+			logger, err := server.NewLogger(logs, "json", level)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			token := newToken(t)
+			writeCallers(t, dir+"/callers.yaml", "callers:\n  - {name: backend, kind: admin, token_sha256: "+hashOf(token)+"}\n")
+			src, err := server.NewCallerSource(dir+"/callers.yaml", logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := startServerWith(t, dir, logger, func(*authz.Engine) []grpc.ServerOption {
+				return []grpc.ServerOption{server.WithCallers(src)}
+			})
+			const calls = 200
+			for range calls {
+				_, err := f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "root"})
+				wantCode(t, err, codes.Unauthenticated)
+				w, err := f.authz.Watch(f.ctx(), &usherv1.WatchRequest{})
+				if err == nil {
+					_, err = w.Recv()
+				}
+				wantCode(t, err, codes.Unauthenticated)
+			}
+			// The limiter lets one more line through each half second: that
+			// line says how many were left out.
+			time.Sleep(600 * time.Millisecond)
+			_, err = f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "root"})
+			wantCode(t, err, codes.Unauthenticated)
+			authed := grpc.WithPerRPCCredentials(bearer(token))
+			conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), authed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			for range 20 {
+				_, err := usherv1.NewAuthorizationServiceClient(conn).Check(f.ctx(), &usherv1.CheckRequest{Subject: "a", Permission: "join-call", Resource: "root"})
+				wantCode(t, err, codes.InvalidArgument)
+			}
+
+			var refused, invalid int
+			var left float64
+			for _, r := range finishedCalls(jsonLines(t, logs.String())) {
+				switch r["grpc.code"] {
+				case "Unauthenticated":
+					refused++
+					n, _ := r["not_logged_since_last"].(float64)
+					left += n
+				case "InvalidArgument":
+					invalid++
+				}
+			}
+			// A burst of 5, then 2 a second: the calls take well under 10 s.
+			if refused < 1 || refused > 30 {
+				t.Errorf("%d lines of the %d calls without credentials; want a few", refused, 2*calls)
+			}
+			if refused+int(left) != 2*calls+1 {
+				t.Errorf("%d lines said %v were left out, of %d calls; want every call logged or counted", refused, left, 2*calls+1)
+			}
+			if invalid != 20 {
+				t.Errorf("%d lines of the 20 invalid checks by a caller; want every one", invalid)
+			}
+		})
 	}
 }

@@ -64,21 +64,28 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
-	usherv1.RegisterAuthorizationServiceServer(gs, az)
-	usherv1.RegisterAdminServiceServer(gs, &adminServer{engine: engine, backup: backupSource(opts)})
+	// With callers, a unary call's request is decoded only once the call is
+	// authenticated.
+	register := gs.RegisterService
+	if src := callerSource(opts); src != nil {
+		a := authenticator{src: src}
+		register = func(desc *grpc.ServiceDesc, impl any) { gs.RegisterService(a.decodeAfterAuthentication(desc), impl) }
+	}
+	register(&usherv1.AuthorizationService_ServiceDesc, az)
+	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
 		as := &admissionServer{m: sessions, stop: s.stop, log: decisionLog}
 		if metrics != nil {
 			as.joins = metrics.join
 		}
-		usherv1.RegisterAdmissionServiceServer(gs, as)
+		register(&usherv1.AdmissionService_ServiceDesc, as)
 		s.services = append(s.services, usherv1.AdmissionService_ServiceDesc.ServiceName)
 	}
 	if e := envoyService(opts); e != nil {
 		// The engine, not its index: the engine answers from the index in
 		// place at each call, which a resync replaces.
-		e.register(gs, engine, metrics)
+		e.register(register, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	healthpb.RegisterHealthServer(gs, newBoundedHealth(s.health))
@@ -108,14 +115,13 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 		unary = append(unary, m.rpc.UnaryServerInterceptor())
 		stream = append(stream, m.rpc.StreamServerInterceptor())
 	}
-	unary = append(unary, unaryCallLog(logger), recovery.UnaryServerInterceptor(recoverOpts...))
-	stream = append(stream, streamCallLog(logger), recovery.StreamServerInterceptor(recoverOpts...))
-	for _, o := range opts {
-		if c, ok := o.(callersOption); ok && c.src != nil {
-			a := authenticator{src: c.src}
-			unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
-			stream = append(stream, auth.StreamServerInterceptor(a.authenticate), a.endRevoked)
-		}
+	lines := newUnauthenticatedLines()
+	unary = append(unary, unaryCallLog(logger, lines), recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, streamCallLog(logger, lines), recovery.StreamServerInterceptor(recoverOpts...))
+	if src := callerSource(opts); src != nil {
+		a := authenticator{src: src}
+		unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
+		stream = append(stream, auth.StreamServerInterceptor(a.authenticate), a.endRevoked)
 	}
 	return unary, stream
 }

@@ -63,12 +63,13 @@ const (
 	idleConnsWanted = 1100
 )
 
-// TestServeHoldsAgainstHostileClients attacks a running server from outside,
-// with no credentials, as the attacks it must withstand were found: streams
-// announcing 4 MiB messages and withholding their last byte, header blocks
-// of megabytes and streams holding headers without a body, and idle
-// connections by the thousand, over plaintext and over TLS without a client
-// certificate. While it lasts, a caller with a token keeps checking, each
+// TestServeHoldsAgainstHostileClients attacks a running server from outside
+// as the attacks it must withstand were found: streams announcing 4 MiB
+// messages and withholding their last byte, with a check caller's token (a
+// call without one is refused before its request is read), and, with no
+// credentials, header blocks of megabytes and streams holding headers
+// without a body, and idle connections by the thousand, over plaintext and
+// over TLS without a client certificate. While it lasts, a caller with a token keeps checking, each
 // Check within a 2 s deadline, and a new connection's health check from
 // another address keeps being answered; the server's peak RSS stays within
 // rssGrowth of its size at rest (the same attack took it past 6 GiB and out
@@ -86,8 +87,10 @@ func TestServeHoldsAgainstHostileClients(t *testing.T) {
 	}
 	bin, dir := buildUsher(t)
 	token, hash := tokenOf(t, bin)
+	attackerToken, attackerHash := tokenOf(t, bin)
 	callers := filepath.Join(dir, "callers.yaml")
-	testpki.WriteFile(t, callers, []byte("callers:\n  - {name: backend, kind: admin, token_sha256: "+hash+"}\n"))
+	testpki.WriteFile(t, callers, []byte("callers:\n  - {name: backend, kind: admin, token_sha256: "+hash+"}\n"+
+		"  - {name: sidecar, kind: check, token_sha256: "+attackerHash+"}\n"))
 	ca := testpki.NewCA(t, "usher test CA")
 	certFile, keyFile := ca.Server(t, "usher").Write(t, dir, "server")
 	roots := x509.NewCertPool()
@@ -110,14 +113,14 @@ func TestServeHoldsAgainstHostileClients(t *testing.T) {
 				"--max-conns-per-peer", strconv.Itoa(attackPerPeer),
 				"--receive-budget", strconv.Itoa(attackBudget), "--request-timeout", attackRequestTimeout.String(),
 				"--idle-timeout", attackIdleTimeout.String(), "--handshake-timeout", attackHandshake.String()}, tc.args...)...)
-			holdsUnderAttack(t, p, tc.tls, token, idleConns)
+			holdsUnderAttack(t, p, tc.tls, token, attackerToken, idleConns)
 		})
 	}
 }
 
 // holdsUnderAttack runs every attack on p at once for attackFor and checks
 // what TestServeHoldsAgainstHostileClients promises.
-func holdsUnderAttack(t *testing.T, p *usherProcess, tlsConf *tls.Config, token string, idleConns int) {
+func holdsUnderAttack(t *testing.T, p *usherProcess, tlsConf *tls.Config, token, attackerToken string, idleConns int) {
 	creds := insecure.NewCredentials()
 	if tlsConf != nil {
 		creds = credentials.NewTLS(tlsConf)
@@ -147,7 +150,7 @@ func holdsUnderAttack(t *testing.T, p *usherProcess, tlsConf *tls.Config, token 
 	}
 	var stats attackStats
 	attack(16, func(ctx context.Context) error {
-		return slowStreams(ctx, p.addr, tlsConf, &stats)
+		return slowStreams(ctx, p.addr, tlsConf, attackerToken, &stats)
 	})
 	attack(4, func(ctx context.Context) error {
 		return hugeHeaderBlock(ctx, p.addr, tlsConf, &stats)
@@ -495,10 +498,10 @@ func (c *h2Conn) scheme() string {
 	return "http"
 }
 
-// slowStreams opens as many Check calls as the server allows on one
-// connection, each announcing a 4 MiB message, and sends every byte of
-// each but the last, as fast as the server lets it.
-func slowStreams(ctx context.Context, addr string, tlsConf *tls.Config, stats *attackStats) error {
+// slowStreams opens as many Check calls with token as the server allows
+// on one connection, each announcing a 4 MiB message, and sends every byte
+// of each but the last, as fast as the server lets it.
+func slowStreams(ctx context.Context, addr string, tlsConf *tls.Config, token string, stats *attackStats) error {
 	c, err := dialH2(ctx, addr, slowStreamsPeer, tlsConf, stats)
 	if err != nil {
 		return err
@@ -514,7 +517,7 @@ func slowStreams(ctx context.Context, addr string, tlsConf *tls.Config, stats *a
 	}
 	var streams []*stream
 	for range 100 {
-		id, err := c.open(c.scheme())
+		id, err := c.open(c.scheme(), hpack.HeaderField{Name: "authorization", Value: "Bearer " + token})
 		if err != nil {
 			return err
 		}

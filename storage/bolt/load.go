@@ -131,8 +131,10 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	// The latest change sets are in memory: a reader that keeps up never
 	// reads the file.
 	if n := s.recent.len(); n > 0 && after+1 >= s.recent.at(0).Revision && after >= compacted {
-		i := int(after + 1 - s.recent.at(0).Revision)
-		out := s.recent.copyRange(min(i, n), i+min(limit, n-i))
+		// after is a client's, any uint64: the index is bounded as a
+		// revision, before it is an int.
+		i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n)))
+		out := s.recent.copyRange(i, i+min(limit, n-i))
 		s.mu.Unlock()
 		return out, nil
 	}

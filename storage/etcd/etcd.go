@@ -444,6 +444,11 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	if err := s.check(); err != nil {
 		return nil, err
 	}
+	if after == ^authz.Revision(0) {
+		// Nothing comes after it; the log's key after it would wrap to
+		// the first.
+		return nil, nil
+	}
 	css, _, err := s.changes(ctx, after, limit, 0)
 	return css, err
 }

@@ -328,6 +328,11 @@ func testChanges(t *testing.T, h *harness) {
 		{"the last page is short", n - 1, 2, want[n-1:]},
 		{"nothing after the latest", n, 10, nil},
 		{"nothing after a future revision", n + 99, 10, nil},
+		// A revision a client names (ListChanges's after_revision) may be
+		// any uint64, past what an int holds or the last there is.
+		{"nothing after a revision past the largest int", 1 << 63, 10, nil},
+		{"nothing after the last revision of all but one", ^authz.Revision(0) - 1, 10, nil},
+		{"nothing after the last revision of all", ^authz.Revision(0), 10, nil},
 	}
 	check := func(t *testing.T) {
 		for _, tc := range tests {
