@@ -66,6 +66,9 @@ type authenticator struct {
 // call the method. Health checks pass without credentials, for load
 // balancers' probes.
 func (a authenticator) authenticate(ctx context.Context) (context.Context, error) {
+	if _, done := ctx.Value(callerKey{}).(Caller); done {
+		return ctx, nil // identified before its request was decoded
+	}
 	caller, ok, err := a.admit(ctx)
 	if err != nil || !ok {
 		return ctx, err
@@ -110,14 +113,19 @@ func callerSource(opts []grpc.ServerOption) *CallerSource {
 // and decoding can cost many times the request's size: a CheckBatch of two
 // million empty checks, 4 MiB, decodes into some 280 MB. The refusal still
 // goes through the interceptors, which log and count it and authenticate
-// the call again, so that it reads as before.
+// the call again, so that it reads as before; an admitted call carries its
+// caller to them, and is not identified twice.
 func (a authenticator) decodeAfterAuthentication(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 	d := *desc
 	d.Methods = slices.Clone(desc.Methods)
 	for i := range d.Methods {
 		handler := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			if _, _, err := a.admit(ctx); err != nil {
+			caller, ok, err := a.admit(ctx)
+			if ok {
+				ctx = context.WithValue(ctx, callerKey{}, caller)
+			}
+			if err != nil {
 				// The request stays empty, and the method's own handler
 				// never runs: past the interceptors, the refusal.
 				refused := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, _ grpc.UnaryHandler) (any, error) {
@@ -150,7 +158,7 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	go func() {
 		defer close(watched)
 		for {
-			if _, err := a.authenticate(ctx); err != nil {
+			if _, _, err := a.admit(ctx); err != nil {
 				cancel(revoked{err})
 				return
 			}
