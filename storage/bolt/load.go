@@ -126,26 +126,18 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	if limit <= 0 {
 		return nil, fmt.Errorf("storage: changes: limit must be positive, got %d", limit)
 	}
-	s.mu.Lock()
-	compacted := s.compacted
 	// The latest change sets are in memory: a reader that keeps up never
 	// reads the file.
-	if n := s.recent.len(); n > 0 && after+1 >= s.recent.at(0).Revision && after >= compacted {
-		// after is a client's, any uint64: the index is bounded as a
-		// revision, before it is an int.
-		i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n)))
-		out := s.recent.copyRange(i, i+min(limit, n-i))
-		s.mu.Unlock()
+	out, recent, compacted := s.recentChanges(after, limit)
+	if recent {
 		return out, nil
 	}
-	s.mu.Unlock()
 	if after < compacted {
 		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
 	}
 	if after == ^authz.Revision(0) {
 		return nil, nil
 	}
-	var out []authz.ChangeSet
 	err := unpanicked(func() error {
 		return s.db.View(func(tx *bbolt.Tx) error {
 			c := tx.Bucket(bucketChanges).Cursor()
@@ -163,6 +155,22 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
 	}
 	return out, nil
+}
+
+// recentChanges returns up to limit change sets after after from those
+// kept in memory, and true, when they hold the one after after; else the
+// revision the log is compacted through.
+func (s *Store) recentChanges(after authz.Revision, limit int) ([]authz.ChangeSet, bool, authz.Revision) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.recent.len()
+	if n == 0 || after+1 < s.recent.at(0).Revision || after < s.compacted {
+		return nil, false, s.compacted
+	}
+	// after is a client's, any uint64: the index is bounded as a revision,
+	// before it is an int.
+	i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n)))
+	return s.recent.copyRange(i, i+min(limit, n-i)), true, s.compacted
 }
 
 // Watch implements authz.Backend: what is committed after after, from the
