@@ -65,6 +65,11 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
+	// Waited for here as Check waits, so that a revision not reached is
+	// told before the caller's deadline hides it.
+	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+		return nil, err
+	}
 	r, err := s.m.Join(ctx, req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
 	if err != nil {
 		return nil, toStatus(err)

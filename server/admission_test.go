@@ -1253,3 +1253,20 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 		t.Errorf("%d open streams that sent their initial state hold %.1f MiB, more than %d MiB", streams, float64(held)/(1<<20), bound>>20)
 	}
 }
+
+// A Join at a revision the index has not reached is refused as Check
+// refuses it, FAILED_PRECONDITION naming the latest revision, before the
+// caller's deadline; no session is made.
+func TestJoinAtARevisionNotReachedSaysSo(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:alice", "user", stream42)
+	rev := w.engine.Index().Revision()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := w.adm.Join(ctx, &usherv1.JoinRequest{Subject: "user:alice", Resource: stream42, MinRevision: uint64(rev) + 100})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
+		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
+	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
+		t.Errorf("the refused Join left %d sessions and %d knocks", c.Sessions, c.Knocks)
+	}
+}
