@@ -377,7 +377,8 @@ func (r envoyRoute) shadows(later envoyRoute) bool {
 
 // match returns the path's variables if the request matches r. segments
 // are the request path's, already decoded and screened by
-// envoyServer.route. A segment with ':', ';', '\' or '%' fills no variable.
+// envoyServer.route. A segment with ':', ';', '\', '%', '?' or '#' fills no
+// variable.
 func (r envoyRoute) match(method string, segments []string) (map[string]string, bool) {
 	if r.method != "*" && r.method != method {
 		return nil, false
@@ -402,8 +403,10 @@ func (r envoyRoute) match(method string, segments []string) (map[string]string, 
 		// a resource so named, which anyone who may register calls may
 		// register and hold, must not answer for another. A '%' left after
 		// decoding was escaped twice: an API that decodes the path again
-		// reads /calls/a/x%252F..%252Fb/end as /calls/a/x/../b/end.
-		if strings.ContainsAny(v, ":;\\%") {
+		// reads /calls/a/x%252F..%252Fb/end as /calls/a/x/../b/end. A '?'
+		// or '#' left after decoding starts a query or a fragment there:
+		// /calls/a/b%3Fx/end read again is /calls/a/b.
+		if strings.ContainsAny(v, ":;\\%?#") {
 			return nil, false
 		}
 		if vars == nil {

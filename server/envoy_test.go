@@ -414,6 +414,34 @@ func TestEnvoyRefusesAVariableEscapedTwice(t *testing.T) {
 	}
 }
 
+// A variable holding '?' or '#' after decoding matches no rule: an API that
+// reads the decoded path again sees a query or a fragment start there, and
+// /calls/meeting/8%3Fx, allowed for the holder of call:meeting:8?x, would
+// reach call 8.
+func TestEnvoyRefusesAVariableHoldingAQueryOrAFragment(t *testing.T) {
+	engine := newEnvoyEngine(t)
+	by := authz.Author{Caller: "test"}
+	for _, planted := range []string{"call:meeting:8?x", "call:meeting:8#x"} {
+		if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := serveEnvoy(t, engine, headerConfig(), nil)
+	erin := map[string]string{"x-user-id": "erin"}
+	for _, path := range []string{"/calls/meeting/8%3Fx", "/calls/meeting/8%3fx", "/calls/meeting/8%23x"} {
+		a := w.ask(t, httpRequest("GET", path, erin))
+		if a.code != codes.PermissionDenied || a.http != 403 || a.reason != "NO_ROUTE" || a.message != "no rule matches GET "+path {
+			t.Errorf("GET %s = %s %d %s (%q); want 403 NO_ROUTE naming the path", path, a.code, a.http, a.reason, a.message)
+		}
+	}
+	if a := w.ask(t, httpRequest("GET", "/calls/meeting/8", erin)); a.reason != "NO_GRANT" {
+		t.Errorf("GET /calls/meeting/8 as erin = %+v; want NO_GRANT", a)
+	}
+}
+
 func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
 	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
