@@ -10,8 +10,10 @@ import (
 // Lookups answer Check's question the other way round: every resource of a
 // type where a subject holds a permission (the call list of an app), and
 // every subject that holds a permission on a resource (a participant list).
-// They are answered a page at a time, each page full or the last, and every
-// page of one lookup at the revision of its first page: the page token
+// They are answered a page at a time, each page full, the last, or cut
+// short once it has judged lookupScan candidates (so that no page walks a
+// whole platform for a subject whose grants reach much and allow little),
+// and every page of one lookup at the revision of its first page: the page token
 // carries that revision, and a later page is refused when the index has
 // since changed in a way that could change the answer.
 
@@ -46,6 +48,12 @@ type Found struct {
 // change set counts as at least one). The token is the client's to make, so
 // the bound holds whatever revision it names.
 const maxLookupChanges = 10000
+
+// lookupScan is how many candidates (resources of the type below the
+// subject's grants, or grants on the resource's path) a page judges at
+// most: one that reaches it before it is full ends there, with the token of
+// the next candidate. A variable for the tests.
+var lookupScan = 10_000
 
 // maxLookupBatch is the most change sets a later page reads from the log at
 // once. It reads one, then twice as many each time while the budget lasts,
@@ -266,6 +274,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	}
 	var out []Found
 	var buf [MaxDepth + 1]uint32
+	judged := 0
 	for i := start; i < len(roots); i++ {
 		top := roots[i]
 		n := top
@@ -275,6 +284,9 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 			n = x.nextOfType(top, top, typ)
 		}
 		for ; n != noNode; n = x.nextOfType(n, top, typ) {
+			if judged++; judged > lookupScan {
+				return out, lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+			}
 			path := x.path(n, buf[:0])
 			if b, _ := x.blocking(s, path, perm, now); b != nil {
 				continue
@@ -374,6 +386,7 @@ func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken
 		role, subject, _ = strings.Cut(after.text, "\x00")
 	}
 	var out []Found
+	judged := 0
 	for ; level < len(path); level++ {
 		a := path[level]
 		list := x.byResource.get(a)
@@ -384,6 +397,9 @@ func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken
 		}
 		for ; i < len(list); i++ {
 			g := list[i]
+			if judged++; judged > lookupScan {
+				return out, lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+x.subj.name(g.subj)), nil
+			}
 			if !live(g.exp, now) {
 				continue
 			}

@@ -68,7 +68,25 @@ func lookupWorld(t *testing.T, seed uint64) (*world, []string, []string) {
 // subjects it allows there, each with the reference's deciding role and
 // scope, over pages of three that are each full or the last.
 func TestLookupDifferential(t *testing.T) {
-	for seed := range uint64(60) {
+	lookupDifferential(t, 60, 0)
+}
+
+// Pages cut short by the scan budget, down to one candidate judged a page,
+// still make up the whole answer, each once.
+func TestLookupPagesCutByTheScanBudget(t *testing.T) {
+	for _, scan := range []int{1, 2, 5} {
+		t.Run(fmt.Sprint(scan), func(t *testing.T) {
+			authz.SetLookupScan(t, scan)
+			lookupDifferential(t, 15, scan)
+		})
+	}
+}
+
+// lookupDifferential compares lookups, page by page, with the reference
+// Check over seeds random worlds; scan is the scan budget, when a test set
+// one (pages may then be cut short), else 0.
+func lookupDifferential(t *testing.T, seeds uint64, scan int) {
+	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			w, resources, subjects := lookupWorld(t, seed)
 			snap, err := storage.Snapshot(w.ctx, w.be)
@@ -83,7 +101,7 @@ func TestLookupDifferential(t *testing.T) {
 					for _, under := range unders {
 						for _, perm := range perms {
 							q := authz.LookupResourcesQuery{Subject: s, Permission: perm, Type: typ, Under: under}
-							got := allPages(t, func(token string) ([]authz.Found, string, error) {
+							got := allPages(t, scan, func(token string) ([]authz.Found, string, error) {
 								f, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
 								return f, next, err
 							})
@@ -107,7 +125,7 @@ func TestLookupDifferential(t *testing.T) {
 				for _, perm := range perms {
 					for _, kind := range []string{"", "user", "apikey"} {
 						q := authz.LookupSubjectsQuery{Resource: r, Permission: perm, Kind: kind}
-						got := allPages(t, func(token string) ([]authz.Found, string, error) {
+						got := allPages(t, scan, func(token string) ([]authz.Found, string, error) {
 							f, next, _, err := w.eng.LookupSubjects(w.ctx, q, 3, token)
 							return f, next, err
 						})
@@ -130,9 +148,10 @@ func TestLookupDifferential(t *testing.T) {
 	}
 }
 
-// allPages walks a lookup's pages, requiring each but the last to be full
-// and no answer to repeat.
-func allPages(t *testing.T, page func(token string) ([]authz.Found, string, error)) []authz.Found {
+// allPages walks a lookup's pages, requiring each but the last to be full,
+// unless the scan budget (0: the default) is smaller than a page, and no
+// answer to repeat.
+func allPages(t *testing.T, scan int, page func(token string) ([]authz.Found, string, error)) []authz.Found {
 	t.Helper()
 	var all []authz.Found
 	token := ""
@@ -141,8 +160,11 @@ func allPages(t *testing.T, page func(token string) ([]authz.Found, string, erro
 		if err != nil {
 			t.Fatalf("page %d: %v", n, err)
 		}
-		if next != "" && len(got) != 3 {
+		if next != "" && len(got) != 3 && scan == 0 {
 			t.Fatalf("page %d holds %d answers and a next page: a page is full or the last", n, len(got))
+		}
+		if scan != 0 && len(got) > min(scan, 3) {
+			t.Fatalf("page %d holds %d answers with a scan budget of %d", n, len(got), scan)
 		}
 		all = append(all, got...)
 		if next == "" {
@@ -412,5 +434,32 @@ func TestLaterPagesJudgeChangesBesideWrites(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// A page over calls that the subject's grant reaches and allows nothing on
+// stops after the scan budget's candidates, empty, with the token of the
+// next; following the tokens ends the lookup, empty.
+func TestALookupPageJudgesABoundedNumberOfCandidates(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 25 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	authz.SetLookupScan(t, 10)
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "end-call", Type: "call"}
+	pages := 0
+	for token := ""; ; pages++ {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("page %d = %v, %v; want nothing", pages, got, err)
+		}
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if pages != 2 {
+		t.Errorf("25 calls judged 10 a page took %d pages before the last, want 2", pages)
 	}
 }

@@ -37,6 +37,7 @@ import (
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //	changes Watch streams hold unsent     64 MiB       RESOURCE_EXHAUSTED (WatchLimits.MaxHeldBytes)
 //	Watch streams reading the log at once half the cores none: the others wait their turn
+//	candidates a lookup page judges       10,000       none: the page ends there, with a next token
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)

@@ -47,7 +47,10 @@ type AuthorizationServiceClient interface {
 	ListPermissions(ctx context.Context, in *ListPermissionsRequest, opts ...grpc.CallOption) (*ListPermissionsResponse, error)
 	// LookupResources lists every resource of a type, below a scope, where
 	// the subject holds a permission: what Check would allow, with the
-	// deciding role and scope. Pages are full or the last; every page is
+	// deciding role and scope. Pages are full or the last, but for one that
+	// judged 10,000 candidates first (resources of the type below the
+	// subject's grants, or grants on the resource's path): it ends there,
+	// maybe empty, with the token of the next page. Every page is
 	// answered at the first page's revision, or refused with
 	// FAILED_PRECONDITION when the answer may have changed since, for the
 	// lookup to start again.
@@ -192,7 +195,10 @@ type AuthorizationServiceServer interface {
 	ListPermissions(context.Context, *ListPermissionsRequest) (*ListPermissionsResponse, error)
 	// LookupResources lists every resource of a type, below a scope, where
 	// the subject holds a permission: what Check would allow, with the
-	// deciding role and scope. Pages are full or the last; every page is
+	// deciding role and scope. Pages are full or the last, but for one that
+	// judged 10,000 candidates first (resources of the type below the
+	// subject's grants, or grants on the resource's path): it ends there,
+	// maybe empty, with the token of the next page. Every page is
 	// answered at the first page's revision, or refused with
 	// FAILED_PRECONDITION when the answer may have changed since, for the
 	// lookup to start again.
