@@ -3,6 +3,7 @@ package authz_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,4 +184,97 @@ func TestDelegationAttacksStructure(t *testing.T) {
 			return err
 		})
 	})
+}
+
+// raceWrites plans a and b before either commits, as race does, and
+// returns their revisions and errors.
+func raceWrites(w *world, a, b func() (authz.Revision, error)) (revA, revB authz.Revision, errA, errB error) {
+	w.be.setDelay(100 * time.Millisecond)
+	defer w.be.setDelay(0)
+	var wg sync.WaitGroup
+	wg.Go(func() { revA, errA = a() })
+	wg.Go(func() { revB, errB = b() })
+	wg.Wait()
+	return revA, revB, errA, errB
+}
+
+// A write by an actor is judged on every subject it could change, and
+// committed only if none of them changed meanwhile: a grant committed while
+// a move is planned, to a subject the move's ban would then catch, must
+// not let the move take from that subject what the mover could not take
+// directly.
+func TestDelegationAttackRacesAMoveWithAGrant(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, attackPolicy())
+		w.role(authz.Role{Name: "mover", Scope: "root", Permissions: []string{"org.build", authz.PermBlocksWrite}})
+		w.grant("user:a", "mover", "root")
+		w.grant("user:a2", "host", "call:1")
+		w.block(authz.Block{Subject: "user:z", Resource: "org:b", ID: "ban"})
+		move := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:a"), authz.Resource{Name: "call:1", Parent: "org:b"})
+		}
+		grant := func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:a2"), authz.Grant{Subject: "user:z", Role: "guest", Resource: "call:1"})
+		}
+		var moveRev, grantRev authz.Revision
+		var moveErr, grantErr error
+		if round%2 == 0 {
+			moveRev, grantRev, moveErr, grantErr = raceWrites(w, move, grant)
+		} else {
+			grantRev, moveRev, grantErr, moveErr = raceWrites(w, grant, move)
+		}
+		if grantErr != nil {
+			t.Fatalf("round %d: the grant: %v", round, grantErr)
+		}
+		if moveErr == nil && moveRev > grantRev {
+			t.Fatalf("round %d: the move committed after the grant (revisions %d, %d): user:z lost %q on call:1 to user:a's move, which user:a does not hold there",
+				round, moveRev, grantRev, "call.join")
+		}
+		if moveErr != nil {
+			var e *authz.Error
+			if !errors.As(moveErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:a") {
+				t.Fatalf("round %d: the move was refused with %v, want %s naming user:a", round, moveErr, authz.RuleNoOverreach)
+			}
+		}
+	}
+}
+
+// The same for a role definition: a holder that keeps a permission through
+// another grant when the definition is planned, and loses that grant
+// before it commits, must not lose the permission to the definition.
+func TestDelegationAttackRacesARoleDefinitionWithARevoke(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, attackPolicy())
+		w.role(authz.Role{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}})
+		w.role(authz.Role{Name: "editor", Scope: "root", Permissions: []string{authz.PermRolesWrite, "call.join"}})
+		w.grant("user:r", "editor", "call:1")
+		w.grant("user:h", "guest", "call:1")
+		w.grant("user:h", "speaker", "org:a")
+		define := func() (authz.Revision, error) {
+			return w.eng.PutRole(w.ctx, as("user:r"), authz.Role{Name: "guest", Scope: "call:1", Permissions: []string{"call.join"}})
+		}
+		revoke := func() (authz.Revision, error) {
+			return w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:h", Role: "speaker", Resource: "org:a"})
+		}
+		var defRev, revRev authz.Revision
+		var defErr, revErr error
+		if round%2 == 0 {
+			defRev, revRev, defErr, revErr = raceWrites(w, define, revoke)
+		} else {
+			revRev, defRev, revErr, defErr = raceWrites(w, revoke, define)
+		}
+		if revErr != nil {
+			t.Fatalf("round %d: the revoke: %v", round, revErr)
+		}
+		if defErr == nil && defRev > revRev {
+			t.Fatalf("round %d: the definition committed after the revoke (revisions %d, %d): user:h lost %q on call:1 to user:r's definition, which user:r does not hold there",
+				round, defRev, revRev, "call.speak")
+		}
+		if defErr != nil {
+			var e *authz.Error
+			if !errors.As(defErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:r") {
+				t.Fatalf("round %d: the definition was refused with %v, want %s naming user:r", round, defErr, authz.RuleNoOverreach)
+			}
+		}
+	}
 }
