@@ -172,6 +172,31 @@ func TestDelegationAttacksStructure(t *testing.T) {
 			return err
 		})
 	})
+	t.Run("a call deleted and registered again carries none of the grants, blocks or definitions it had", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.put("call:9", "org:a")
+		w.grant("user:x", "host", "call:9")
+		w.role(authz.Role{Name: "guest", Scope: "call:9", Permissions: []string{"call.join", "call.speak", "call.record"}})
+		w.grant("user:g", "guest", "org:a")
+		w.block(authz.Block{Subject: "user:g", Resource: "call:9", ID: "mute", Permissions: []string{"call.speak"}})
+		w.block(authz.Block{Subject: "user:m", Resource: "call:9", ID: "ban"})
+		w.grant("user:m", "maker", "org:a")
+		w.deleteResource("call:9")
+		if _, err := w.eng.PutResource(w.ctx, as("user:m"), authz.Resource{Name: "call:9", Parent: "org:a"}); err != nil {
+			t.Fatalf("register again: %v", err)
+		}
+		for _, q := range []struct {
+			subject, permission string
+			want                bool
+		}{
+			{"user:x", "call.join", false}, {"user:g", "call.record", false}, {"user:g", "call.speak", true},
+			{"user:m", "call.record", true}, {"user:m", "org.admin", true},
+		} {
+			if d := w.check(q.subject, q.permission, "call:9"); d.Allowed != q.want {
+				t.Errorf("%s %s on call:9 after it is registered again: %v, want allowed %v", q.subject, q.permission, d, q.want)
+			}
+		}
+	})
 	t.Run("deleting a call a superior holds takes what the actor could not", func(t *testing.T) {
 		w := newWorld(t, attackPolicy())
 		w.grant("user:h", "host", "call:1")
