@@ -531,6 +531,10 @@ func (j *judge) verify() error {
 		slices.Sort(subjects)
 		shared := j.sharedPoints(after, root, actor, walk)
 		for _, name := range subjects {
+			// The verdict on a subject rests on its grants and blocks as
+			// they are now, changed by this write or not: a grant committed
+			// meanwhile may give it what the write would then take.
+			p.guard(subjectKey(name))
 			s := after.subject(name)
 			for _, at := range j.points(after, root, s, actor, shared) {
 				if judged%1024 == 0 {
@@ -574,7 +578,6 @@ func (j *judge) verify() error {
 					if was.equal(is) {
 						continue
 					}
-					p.guard(subjectKey(name))
 					pow, ok := powers[at]
 					if !ok {
 						pow, _ = before.power(actor, pb, p.now)

@@ -28,12 +28,13 @@ const (
 // world is a permission catalog with reserved permissions implied from
 // domain ones, a small resource tree, roles defined at root and redefined
 // below, grants and blocks (some expired, some partial), quotas and default
-// quotas, and a creator role or two; then actors holding various roles make
-// writes of every kind, many of them the shapes of known attacks. Before
-// each write the backend's snapshot goes to the reference judge; the engine
-// must accept exactly the writes the reference allows, leave the state the
-// reference computes, and refuse the others for one of the reasons the
-// reference finds.
+// quotas, a creator role or two, and admission rules with lobbies; then
+// actors holding various roles make writes of every kind (Admit among
+// them), many of them the shapes of known attacks. Before each write the
+// backend's snapshot goes to the reference judge; the engine must accept
+// exactly the writes the reference allows, leave the state the reference
+// computes, and refuse the others for one of the reasons the reference
+// finds.
 func TestDelegationInvariant(t *testing.T) {
 	tally := &invariantTally{kinds: map[string]*kindTally{}}
 	start := time.Now()
@@ -227,6 +228,8 @@ func run(w *world, actor string, x refWrite) error {
 		_, err = w.eng.Grant(ctx, by, x.Grant)
 	case "Revoke":
 		_, err = w.eng.Revoke(ctx, by, x.Grant)
+	case "Admit":
+		_, err = w.eng.Admit(ctx, by, x.Grant.Resource, x.Grant.Subject, x.Grant.Expires)
 	case "PutResource":
 		_, err = w.eng.PutResource(ctx, by, x.Resource)
 	case "DeleteResource":
@@ -344,6 +347,23 @@ func (g *invariantGen) policy() authz.Policy {
 	}
 	if rng.IntN(3) == 0 {
 		p.DefaultQuotas = append(p.DefaultQuotas, authz.DefaultQuota{ScopeType: pick(rng, invTypes[:2]), ResourceType: pick(rng, invTypes[1:]), Limit: uint32(rng.IntN(4))})
+	}
+	// Admission rules, the platform's, most with a lobby whose admit
+	// permission stands in for usher.grants.write: at root or below, for
+	// the types below the top.
+	if rng.IntN(2) == 0 {
+		ruled := map[[2]string]bool{}
+		for range 1 + rng.IntN(3) {
+			a := authz.Admission{Scope: pick(rng, order), ResourceType: pick(rng, invTypes[1:]), Join: pick(rng, domain)}
+			if ruled[[2]string{a.Scope, a.ResourceType}] {
+				continue
+			}
+			ruled[[2]string{a.Scope, a.ResourceType}] = true
+			if rng.IntN(5) > 0 {
+				a.Lobby = &authz.Lobby{Admit: pick(rng, domain), Role: pick(rng, invRoles)}
+			}
+			p.Admissions = append(p.Admissions, a)
+		}
 	}
 	for i := range 3 + rng.IntN(4) {
 		g.subjects = append(g.subjects, fmt.Sprintf("user:u%d", i))
@@ -520,6 +540,9 @@ func (g *invariantGen) prefer(percent int, preferred, all []string) string {
 // allowed and many are refused, and a share of them known attacks.
 func (g *invariantGen) write(ref *reference) (string, refWrite) {
 	rng := g.rng
+	if slices.ContainsFunc(ref.s.Admissions, func(a authz.Admission) bool { return a.Lobby != nil }) && rng.IntN(8) == 0 {
+		return g.admit(ref)
+	}
 	k := rng.IntN(100)
 	power := authz.PermQuotasWrite
 	switch {
@@ -904,4 +927,49 @@ func (g *invariantGen) deleteRole(v *invariantView) refWrite {
 		r = pick(rng, ref.s.Roles)
 	}
 	return refWrite{Op: "DeleteRole", Role: authz.Role{Name: r.Name, Scope: r.Scope}}
+}
+
+// admit is an Admit by a holder of a lobby's admit permission, mostly, to
+// a resource of the rule's type: of another subject, of one who holds the
+// lobby's role already (with another expiry: a re-grant), now and then of
+// itself.
+func (g *invariantGen) admit(ref *reference) (string, refWrite) {
+	rng := g.rng
+	var governed, all []string // resources a rule with a lobby governs, and all
+	for _, r := range ref.s.Resources {
+		all = append(all, r.Name)
+		if a, ok := ref.admission(authz.TypeOf(r.Name), r.Name); ok && a.Lobby != nil {
+			governed = append(governed, r.Name)
+		}
+	}
+	if len(all) == 0 {
+		all = []string{authz.RootName}
+	}
+	resource := g.prefer(90, governed, all)
+	rule, ok := ref.admission(authz.TypeOf(resource), resource)
+	if !ok || rule.Lobby == nil {
+		for _, a := range ref.s.Admissions {
+			if a.Lobby != nil {
+				rule = a
+			}
+		}
+	}
+	actor := g.actor(ref, rule.Lobby.Admit)
+	gr := authz.Grant{Subject: pick(rng, g.subjects), Resource: resource, Expires: g.expiry(ref.now, 70, 5)}
+	switch k := rng.IntN(100); {
+	case k < 8:
+		gr.Subject = actor
+	case k < 12:
+		gr.Subject = "user:newcomer"
+	case k < 40:
+		// A holder of the lobby's role there, admitted again until another
+		// time: shorter is a revoke when it runs out.
+		for _, h := range ref.s.Grants {
+			if h.Role == rule.Lobby.Role && h.Resource == resource && h.Subject != actor && rng.IntN(2) == 0 {
+				gr.Subject = h.Subject
+				gr.Expires = ref.now.Add(time.Hour + time.Duration(rng.Int64N(int64(2*time.Hour))))
+			}
+		}
+	}
+	return actor, refWrite{Op: "Admit", Grant: gr}
 }

@@ -25,8 +25,8 @@ import (
 // refWrite is one write by an actor. Op is the engine's method name; the
 // fields that Op reads are set.
 type refWrite struct {
-	Op       string         // Grant, Revoke, PutResource, DeleteResource, PutRole, DeleteRole, Block, Unblock, PutQuota, DeleteQuota
-	Grant    authz.Grant    // Grant; Revoke (Expires unused)
+	Op       string         // Grant, Revoke, Admit, PutResource, DeleteResource, PutRole, DeleteRole, Block, Unblock, PutQuota, DeleteQuota
+	Grant    authz.Grant    // Grant; Revoke (Expires unused); Admit (Role unused)
 	Block    authz.Block    // Block, with its ID; Unblock: Subject, Resource and ID ("" for all)
 	Resource authz.Resource // PutResource; DeleteResource: Name
 	Role     authz.Role     // PutRole; DeleteRole: Name and Scope
@@ -39,6 +39,8 @@ func (w refWrite) String() string {
 		return fmt.Sprintf("Grant(%s %s on %s%s)", w.Grant.Subject, w.Grant.Role, w.Grant.Resource, showExpiry(w.Grant.Expires))
 	case "Revoke":
 		return fmt.Sprintf("Revoke(%s %s on %s)", w.Grant.Subject, w.Grant.Role, w.Grant.Resource)
+	case "Admit":
+		return fmt.Sprintf("Admit(%s to %s%s)", w.Grant.Subject, w.Grant.Resource, showExpiry(w.Grant.Expires))
 	case "PutResource":
 		return fmt.Sprintf("PutResource(%s under %s)", w.Resource.Name, w.Resource.Parent)
 	case "DeleteResource":
@@ -137,6 +139,8 @@ func (j *judgement) apply(w refWrite) (authz.Snapshot, bool) {
 		return j.grant(w.Grant)
 	case "Revoke":
 		return j.revoke(w.Grant)
+	case "Admit":
+		return j.admit(w.Grant)
 	case "PutResource":
 		return j.putResource(w.Resource)
 	case "DeleteResource":
@@ -247,6 +251,43 @@ func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would grant itself %s", g.Role)
 	}
 	j.mayGrant(g.Role, g.Resource, "grant")
+	return j.bind(g, def)
+}
+
+// admit is the engine's Admit: a grant of the lobby's admit role on the
+// resource, for which the lobby's admit permission there stands in for
+// usher.grants.write; the grant is then held to the invariant as any
+// actor's grant is, and the actor never admits itself. The rule that
+// governs the resource must have a lobby (FAILED_PRECONDITION).
+func (j *judgement) admit(g authz.Grant) (authz.Snapshot, bool) {
+	r := j.before
+	if !r.registered(g.Resource) {
+		j.refuse(authz.NotFound, "", "%s is not registered", g.Resource)
+		return j.s, false
+	}
+	rule, ok := r.admission(authz.TypeOf(g.Resource), g.Resource)
+	if !ok || rule.Lobby == nil {
+		j.refuse(authz.FailedPrecondition, "", "no rule with a lobby governs %s", g.Resource)
+		return j.s, false
+	}
+	if g.Subject == j.actor {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would admit itself")
+	}
+	j.require(g.Resource, rule.Lobby.Admit, "admitting to "+g.Resource)
+	g.Role = rule.Lobby.Role
+	def, ok := r.definition(g.Role, g.Resource)
+	if !ok {
+		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
+		return j.s, false
+	}
+	return j.bind(g, def)
+}
+
+// bind puts g, whose role is def at its resource, once the actor's
+// authority is judged: bindable_on, max_holders, the expiry, and a re-grant
+// that shortens one judged as the revoke it is.
+func (j *judgement) bind(g authz.Grant, def authz.Role) (authz.Snapshot, bool) {
+	r := j.before
 	// "bindable_on: resource types where it may be granted (empty:
 	// anywhere)".
 	if len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, authz.TypeOf(g.Resource)) {
@@ -420,6 +461,21 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 	}
 	j.orphans(after)
 	j.quotas(after)
+	// Admission rules are the platform's: an actor's move may not change
+	// which rule governs a resource it moves.
+	ra := newReference(after, j.now)
+	for _, res := range after.Resources {
+		if res.Name != name && !ra.under(res.Name, name) {
+			continue
+		}
+		typ := authz.TypeOf(res.Name)
+		was, wasOK := r.admission(typ, res.Name)
+		is, isOK := ra.admission(typ, res.Name)
+		if wasOK != isOK || scopeOf(was) != scopeOf(is) {
+			j.refuse(authz.PermissionDenied, authz.RulePlatformOnly, "moving %s would change the admission rule that governs %s", name, res.Name)
+			break
+		}
+	}
 	return after, true
 }
 
@@ -468,6 +524,9 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 		if b.Resource == name && (b.Expires.IsZero() || b.Expires.After(j.now)) {
 			j.blockMoved(b, "lifting")
 		}
+	}
+	if slices.ContainsFunc(j.s.Admissions, func(a authz.Admission) bool { return scopeOf(a) == name }) {
+		j.refuse(authz.PermissionDenied, authz.RulePlatformOnly, "%s holds an admission rule, which is the platform's", name)
 	}
 	after := clone(j.s)
 	var gone authz.Resource
@@ -973,6 +1032,27 @@ func (r *reference) power(subject, resource string) (perms, assigns map[string]b
 }
 
 // under reports whether resource is ancestor or below it.
+// admission is the rule for resources of typ nearest resource on its
+// path, as the engine resolves it.
+func (r *reference) admission(typ, resource string) (authz.Admission, bool) {
+	for _, at := range r.path(resource) {
+		for _, a := range r.s.Admissions {
+			if a.ResourceType == typ && scopeOf(a) == at {
+				return a, true
+			}
+		}
+	}
+	return authz.Admission{}, false
+}
+
+// scopeOf is where a is set, root when its scope is empty.
+func scopeOf(a authz.Admission) string {
+	if a.Scope == "" {
+		return authz.RootName
+	}
+	return a.Scope
+}
+
 func (r *reference) under(resource, ancestor string) bool {
 	return r.registered(resource) && slices.Contains(r.path(resource), ancestor)
 }

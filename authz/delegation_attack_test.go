@@ -1,0 +1,305 @@
+package authz_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/authz"
+)
+
+// attackPolicy is a small world for composed writes by actors: an org with
+// calls governed by a rule with a lobby (admitted as guest) and a stage.
+// host holds everything and assigns guest; porter only admits; maker
+// registers and moves resources; the creator of a call becomes its host.
+func attackPolicy() authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "org.admin"},
+			{Name: "org.build"},
+			{Name: "call.admit"},
+			{Name: "call.join"},
+			{Name: "call.speak"},
+			{Name: "call.record"},
+			{Name: "call.stage"},
+			{Name: authz.PermGrantsWrite, Parents: []string{"org.admin"}},
+			{Name: authz.PermBlocksWrite, Parents: []string{"org.admin"}},
+			{Name: authz.PermRolesWrite, Parents: []string{"org.admin"}},
+			{Name: authz.PermQuotasWrite, Parents: []string{"org.admin"}},
+			{Name: authz.PermResourcesCreate, Parents: []string{"org.admin", "org.build"}},
+			{Name: authz.PermResourcesDelete, Parents: []string{"org.admin"}},
+			{Name: authz.PermResourcesMove, Parents: []string{"org.admin", "org.build"}},
+		},
+		Resources: []authz.Resource{
+			{Name: "org:a"},
+			{Name: "call:1", Parent: "org:a"},
+			{Name: "call:2", Parent: "org:a"},
+			{Name: "org:b"},
+		},
+		Roles: []authz.Role{
+			{Name: "host", Scope: "root", Permissions: []string{"org.admin", "call.admit", "call.join", "call.speak", "call.record", "call.stage"},
+				AssignableRoles: []string{"guest"}},
+			{Name: "guest", Scope: "root", Permissions: []string{"call.join", "call.speak"}},
+			{Name: "porter", Scope: "root", Permissions: []string{"call.admit"}},
+			{Name: "doorman", Scope: "root", Permissions: []string{"call.admit", "call.join"}},
+			{Name: "maker", Scope: "root", Permissions: []string{"org.build"}},
+		},
+		CreatorRoles: []authz.CreatorRole{{ResourceType: "call", Role: "host"}},
+		Admissions: []authz.Admission{{Scope: authz.RootName, ResourceType: "call", Join: "call.join", Stage: "call.stage",
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "guest"}}},
+	}
+}
+
+// refusedAttack makes write as actor and requires a refusal naming rule
+// and the actor, with nothing written.
+func refusedAttack(t *testing.T, w *world, actor, rule string, write func(by authz.Author) error) {
+	t.Helper()
+	before := load(w)
+	err := write(as(actor))
+	var e *authz.Error
+	if !errors.As(err, &e) {
+		t.Fatalf("the write by %s was not refused: %v", actor, err)
+	}
+	if e.Code != authz.PermissionDenied || e.Rule != rule || !strings.Contains(e.Error(), actor) {
+		t.Fatalf("refused with %v (code %v, rule %q), want PERMISSION_DENIED for %q naming %s", err, e.Code, e.Rule, rule, actor)
+	}
+	if diff := diffSnapshots(load(w), before, w.clock.Now()); diff != "" {
+		t.Fatalf("a refused write changed the state:\n%s", diff)
+	}
+}
+
+func TestDelegationAttacksAdmit(t *testing.T) {
+	t.Run("a porter, who only admits, may not admit with a role carrying what it lacks", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:p", "porter", "call:1")
+		refusedAttack(t, w, "user:p", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:x", time.Time{})
+			return err
+		})
+	})
+	t.Run("re-admitting a guest with an expiry is a revoke when it runs out", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:p", "doorman", "call:1")
+		w.grant("user:g", "guest", "call:1")
+		refusedAttack(t, w, "user:p", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:g", w.clock.Now().Add(time.Hour))
+			return err
+		})
+	})
+	t.Run("admitting a banned subject gives, when the ban runs out, what the actor lacks", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:p", "doorman", "call:1")
+		w.block(authz.Block{Subject: "user:x", Resource: "call:1", ID: "ban", Expires: w.clock.Now().Add(time.Hour)})
+		refusedAttack(t, w, "user:p", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:x", time.Time{})
+			return err
+		})
+	})
+	t.Run("an actor never admits itself", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:p", "host", "call:1")
+		refusedAttack(t, w, "user:p", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:p", time.Time{})
+			return err
+		})
+	})
+	t.Run("a blocked admit permission admits no one", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:p", "host", "call:1")
+		w.block(authz.Block{Subject: "user:p", Resource: "call:1", ID: "b", Permissions: []string{"call.admit"}})
+		refusedAttack(t, w, "user:p", authz.RuleMissingPermission, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:x", time.Time{})
+			return err
+		})
+	})
+}
+
+func TestDelegationAttacksStage(t *testing.T) {
+	w := newWorld(t, attackPolicy())
+	w.grant("user:p", "doorman", "call:1")
+	w.grant("user:h", "host", "call:2")
+	refusedAttack(t, w, "user:p", authz.RuleMissingPermission, func(by authz.Author) error {
+		_, err := w.eng.GoLive(w.ctx, by, "call:1", true)
+		return err
+	})
+	refusedAttack(t, w, "user:h", authz.RuleMissingPermission, func(by authz.Author) error {
+		_, err := w.eng.Schedule(w.ctx, by, "call:1", w.clock.Now().Add(time.Hour))
+		return err
+	})
+	// Registering a call already live, under a parent where the actor may
+	// create but not stage.
+	w.grant("user:m", "maker", "org:a")
+	refusedAttack(t, w, "user:m", authz.RuleMissingPermission, func(by authz.Author) error {
+		_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:3", Parent: "org:a", Live: true})
+		return err
+	})
+}
+
+func TestDelegationAttacksStructure(t *testing.T) {
+	t.Run("create-only on a registered name moves nothing, even for one who may move it", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:m", "maker", "root")
+		before := load(w)
+		_, err := w.eng.RegisterResource(w.ctx, as("user:m"), authz.Resource{Name: "call:1", Parent: "org:b"})
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.AlreadyExists {
+			t.Fatalf("RegisterResource of a registered name: %v, want ALREADY_EXISTS", err)
+		}
+		if diff := diffSnapshots(load(w), before, w.clock.Now()); diff != "" {
+			t.Fatalf("changed the state:\n%s", diff)
+		}
+	})
+	t.Run("the creator role of a new call does not reach a call moved under it", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:m", "maker", "org:a")
+		w.grant("user:h", "host", "call:1")
+		if _, err := w.eng.PutResource(w.ctx, as("user:m"), authz.Resource{Name: "call:mine", Parent: "org:a"}); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		refusedAttack(t, w, "user:m", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "call:mine"})
+			return err
+		})
+	})
+	t.Run("deleting a call does not shed one's own block there, to register it again as its host", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:h", "host", "call:1")
+		w.block(authz.Block{Subject: "user:h", Resource: "call:1", ID: "mute", Permissions: []string{"call.speak"}})
+		refusedAttack(t, w, "user:h", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "call:1")
+			return err
+		})
+	})
+	t.Run("a call deleted and registered again carries none of the grants, blocks or definitions it had", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.put("call:9", "org:a")
+		w.grant("user:x", "host", "call:9")
+		w.role(authz.Role{Name: "guest", Scope: "call:9", Permissions: []string{"call.join", "call.speak", "call.record"}})
+		w.grant("user:g", "guest", "org:a")
+		w.block(authz.Block{Subject: "user:g", Resource: "call:9", ID: "mute", Permissions: []string{"call.speak"}})
+		w.block(authz.Block{Subject: "user:m", Resource: "call:9", ID: "ban"})
+		w.grant("user:m", "maker", "org:a")
+		w.deleteResource("call:9")
+		if _, err := w.eng.PutResource(w.ctx, as("user:m"), authz.Resource{Name: "call:9", Parent: "org:a"}); err != nil {
+			t.Fatalf("register again: %v", err)
+		}
+		for _, q := range []struct {
+			subject, permission string
+			want                bool
+		}{
+			{"user:x", "call.join", false}, {"user:g", "call.record", false}, {"user:g", "call.speak", true},
+			{"user:m", "call.record", true}, {"user:m", "org.admin", true},
+		} {
+			if d := w.check(q.subject, q.permission, "call:9"); d.Allowed != q.want {
+				t.Errorf("%s %s on call:9 after it is registered again: %v, want allowed %v", q.subject, q.permission, d, q.want)
+			}
+		}
+	})
+	t.Run("deleting a call a superior holds takes what the actor could not", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:h", "host", "call:1")
+		w.grant("user:boss", "host", "call:1")
+		w.grant("user:m", "maker", "org:a")
+		w.role(authz.Role{Name: "wrecker", Scope: "root", Permissions: []string{"org.build", authz.PermResourcesDelete, "call.join"}})
+		w.grant("user:w", "wrecker", "org:a")
+		refusedAttack(t, w, "user:w", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "call:1")
+			return err
+		})
+	})
+}
+
+// raceWrites plans a and b before either commits, as race does, and
+// returns their revisions and errors.
+func raceWrites(w *world, a, b func() (authz.Revision, error)) (revA, revB authz.Revision, errA, errB error) {
+	w.be.setDelay(100 * time.Millisecond)
+	defer w.be.setDelay(0)
+	var wg sync.WaitGroup
+	wg.Go(func() { revA, errA = a() })
+	wg.Go(func() { revB, errB = b() })
+	wg.Wait()
+	return revA, revB, errA, errB
+}
+
+// A write by an actor is judged on every subject it could change, and
+// committed only if none of them changed meanwhile: a grant committed while
+// a move is planned, to a subject the move's ban would then catch, must
+// not let the move take from that subject what the mover could not take
+// directly.
+func TestDelegationAttackRacesAMoveWithAGrant(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, attackPolicy())
+		w.role(authz.Role{Name: "mover", Scope: "root", Permissions: []string{"org.build", authz.PermBlocksWrite}})
+		w.grant("user:a", "mover", "root")
+		w.grant("user:a2", "host", "call:1")
+		w.block(authz.Block{Subject: "user:z", Resource: "org:b", ID: "ban"})
+		move := func() (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, as("user:a"), authz.Resource{Name: "call:1", Parent: "org:b"})
+		}
+		grant := func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:a2"), authz.Grant{Subject: "user:z", Role: "guest", Resource: "call:1"})
+		}
+		var moveRev, grantRev authz.Revision
+		var moveErr, grantErr error
+		if round%2 == 0 {
+			moveRev, grantRev, moveErr, grantErr = raceWrites(w, move, grant)
+		} else {
+			grantRev, moveRev, grantErr, moveErr = raceWrites(w, grant, move)
+		}
+		if grantErr != nil {
+			t.Fatalf("round %d: the grant: %v", round, grantErr)
+		}
+		if moveErr == nil && moveRev > grantRev {
+			t.Fatalf("round %d: the move committed after the grant (revisions %d, %d): user:z lost %q on call:1 to user:a's move, which user:a does not hold there",
+				round, moveRev, grantRev, "call.join")
+		}
+		if moveErr != nil {
+			var e *authz.Error
+			if !errors.As(moveErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:a") {
+				t.Fatalf("round %d: the move was refused with %v, want %s naming user:a", round, moveErr, authz.RuleNoOverreach)
+			}
+		}
+	}
+}
+
+// The same for a role definition: a holder that keeps a permission through
+// another grant when the definition is planned, and loses that grant
+// before it commits, must not lose the permission to the definition.
+func TestDelegationAttackRacesARoleDefinitionWithARevoke(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, attackPolicy())
+		w.role(authz.Role{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}})
+		w.role(authz.Role{Name: "editor", Scope: "root", Permissions: []string{authz.PermRolesWrite, "call.join"}})
+		w.grant("user:r", "editor", "call:1")
+		w.grant("user:h", "guest", "call:1")
+		w.grant("user:h", "speaker", "org:a")
+		define := func() (authz.Revision, error) {
+			return w.eng.PutRole(w.ctx, as("user:r"), authz.Role{Name: "guest", Scope: "call:1", Permissions: []string{"call.join"}})
+		}
+		revoke := func() (authz.Revision, error) {
+			return w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:h", Role: "speaker", Resource: "org:a"})
+		}
+		var defRev, revRev authz.Revision
+		var defErr, revErr error
+		if round%2 == 0 {
+			defRev, revRev, defErr, revErr = raceWrites(w, define, revoke)
+		} else {
+			revRev, defRev, revErr, defErr = raceWrites(w, revoke, define)
+		}
+		if revErr != nil {
+			t.Fatalf("round %d: the revoke: %v", round, revErr)
+		}
+		if defErr == nil && defRev > revRev {
+			t.Fatalf("round %d: the definition committed after the revoke (revisions %d, %d): user:h lost %q on call:1 to user:r's definition, which user:r does not hold there",
+				round, defRev, revRev, "call.speak")
+		}
+		if defErr != nil {
+			var e *authz.Error
+			if !errors.As(defErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:r") {
+				t.Fatalf("round %d: the definition was refused with %v, want %s naming user:r", round, defErr, authz.RuleNoOverreach)
+			}
+		}
+	}
+}
