@@ -172,7 +172,9 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 func (s *Store) chunk(ws []authz.Write, encoded [][]clientv3.Op, start int) (int, error) {
 	ops := 1 // the revision key
 	for i := start; i < len(ws); i++ {
-		n := len(encoded[i]) + 1 + 2*len(ws[i].Guards) + len(ws[i].Touches)
+		// Guards are read apart and not compared (commitChunk): they take
+		// no room in the transaction.
+		n := len(encoded[i]) + 1 + len(ws[i].Touches)
 		if i == start && ops+n > s.opts.MaxTxnOps {
 			return 0, fmt.Errorf("storage: commit: the write needs %d operations in one etcd transaction, more than %d (raise etcd's --max-txn-ops and the backend's MaxTxnOps)",
 				ops+n, s.opts.MaxTxnOps)
@@ -223,31 +225,9 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 			}
 			return nil
 		}
-		// Read the revision and every guard key at one etcd revision.
-		reads := []clientv3.Op{clientv3.OpGet(s.revKey()), clientv3.OpGet(s.compactedKey())}
-		for _, g := range keys {
-			reads = append(reads, clientv3.OpGet(s.versionKey(g)))
-		}
-		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
-		if err != nil {
-			return fmt.Errorf("storage: commit: reading the guards: %w", err)
-		}
-		latest, revMod, err := value(resp.Responses[0])
+		latest, revMod, compacted, seen, err := s.readGuards(ctx, keys)
 		if err != nil {
 			return err
-		}
-		compacted, _, err := value(resp.Responses[1])
-		if err != nil {
-			return err
-		}
-		seen := map[string]authz.Revision{}
-		mods := map[string]int64{}
-		for i, g := range keys {
-			v, mod, err := value(resp.Responses[i+2])
-			if err != nil {
-				return err
-			}
-			seen[g], mods[g] = v, mod
 		}
 		// Decide, in order, which writes commit.
 		touched := map[string]bool{}
@@ -284,11 +264,11 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 			ops = append(ops, clientv3.OpPut(s.versionKey(k), encodeRev(next)))
 		}
 		ops = append(ops, clientv3.OpPut(s.revKey(), encodeRev(next)))
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.revKey()), "=", revMod)}
-		for _, g := range keys {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.versionKey(g)), "=", mods[g]))
-		}
-		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		// Every commit puts the revision key with the guards it touches:
+		// the revision key unchanged since the guards were read, none of
+		// them changed either.
+		unchanged := clientv3.Compare(clientv3.ModRevision(s.revKey()), "=", revMod)
+		tr, err := s.cli.Txn(ctx).If(unchanged).Then(ops...).Commit()
 		if err != nil {
 			// A transaction that timed out may or may not have committed:
 			// the caller sees UNAVAILABLE, and its write is found, or not,
@@ -298,6 +278,51 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 		if tr.Succeeded {
 			return nil
 		}
+	}
+}
+
+// readGuards reads the latest revision (and the revision key's etcd mod
+// revision), the log's horizon and the revision each guard key was last
+// touched at, all at one etcd revision: in one transaction, and in more,
+// pinned to the first one's etcd revision, when the guards are more than
+// one transaction may read.
+func (s *Store) readGuards(ctx context.Context, keys []string) (latest authz.Revision, revMod int64, compacted authz.Revision, seen map[string]authz.Revision, err error) {
+	per := max(1, s.opts.MaxTxnOps-2)
+	first := keys[:min(per, len(keys))]
+	reads := []clientv3.Op{clientv3.OpGet(s.revKey()), clientv3.OpGet(s.compactedKey())}
+	for _, g := range first {
+		reads = append(reads, clientv3.OpGet(s.versionKey(g)))
+	}
+	resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return 0, 0, 0, nil, fmt.Errorf("storage: commit: reading the guards: %w", err)
+	}
+	if latest, revMod, err = value(resp.Responses[0]); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	if compacted, _, err = value(resp.Responses[1]); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	responses := resp.Responses[2:]
+	seen = make(map[string]authz.Revision, len(keys))
+	for at := 0; ; {
+		for i, g := range keys[at : at+len(responses)] {
+			if seen[g], _, err = value(responses[i]); err != nil {
+				return 0, 0, 0, nil, err
+			}
+		}
+		if at += len(responses); at == len(keys) {
+			return latest, revMod, compacted, seen, nil
+		}
+		reads = reads[:0]
+		for _, g := range keys[at:min(at+per, len(keys))] {
+			reads = append(reads, clientv3.OpGet(s.versionKey(g), clientv3.WithRev(resp.Header.Revision)))
+		}
+		more, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return 0, 0, 0, nil, fmt.Errorf("storage: commit: reading the guards: %w", err)
+		}
+		responses = more.Responses
 	}
 }
 

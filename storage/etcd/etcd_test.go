@@ -21,3 +21,15 @@ func TestStore(t *testing.T) {
 		return etcd.New(cli, etcd.Options{Prefix: "/test/" + hex.EncodeToString(sum[:8]) + "/", MaxTxnOps: etcdtest.MaxTxnOps})
 	})
 }
+
+// A write may guard more keys than one transaction may read or compare: the
+// store reads them in parts at one etcd revision and compares only the
+// revision key, which every commit puts.
+func TestManyGuardsInFewOperationsATransaction(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	storagetest.RunManyGuards(t, func(t *testing.T, dir string) storage.Backend {
+		sum := sha256.Sum256([]byte(dir))
+		return etcd.New(cli, etcd.Options{Prefix: "/guards/" + hex.EncodeToString(sum[:8]) + "/", MaxTxnOps: 8})
+	})
+}

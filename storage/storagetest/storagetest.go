@@ -41,19 +41,29 @@ func Run(t *testing.T, open func(t *testing.T, dir string) storage.Backend) {
 		{"a write whose guard moved after its planned revision conflicts and writes nothing", testConflict},
 		{"a write planned long ago commits when none of its guards moved", testNoConflict},
 		{"in one batch, a write guarding what an earlier one touches conflicts", testConflictWithinBatch},
+		{"a write guarding a thousand keys commits, or conflicts on the last of them", testManyGuards},
 		{"a cancelled context commits nothing", testCancelled},
 		{"a change set with a malformed change commits nothing of its batch", testMalformed},
 		{"concurrent commits get distinct, gap-free revisions", testConcurrentCommits},
 		{"a batch takes consecutive revisions, delivered in order", testBatch},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			h := &harness{t: t, dir: t.TempDir(), open: open}
-			h.reopen()
-			t.Cleanup(h.close)
-			tc.run(t, h)
-		})
+		t.Run(tc.name, func(t *testing.T) { runCase(t, open, tc.run) })
 	}
+}
+
+// RunManyGuards runs Run's case of a write guarding a thousand keys alone:
+// for a backend that reads and compares them in parts, opened as it would
+// be with few operations allowed in one transaction.
+func RunManyGuards(t *testing.T, open func(t *testing.T, dir string) storage.Backend) {
+	runCase(t, open, testManyGuards)
+}
+
+func runCase(t *testing.T, open func(t *testing.T, dir string) storage.Backend, run func(t *testing.T, h *harness)) {
+	h := &harness{t: t, dir: t.TempDir(), open: open}
+	h.reopen()
+	t.Cleanup(h.close)
+	run(t, h)
 }
 
 // harness holds the backend under test so a case can close and reopen it
@@ -519,6 +529,31 @@ func testNoConflict(t *testing.T, h *harness) {
 	if got := h.snapshot().Grants; len(got) != 1 {
 		t.Errorf("grants after the write: %+v, want the one written", got)
 	}
+}
+
+// testManyGuards: an actor's write may judge, and so guard, more subjects
+// than one etcd transaction may read or compare.
+func testManyGuards(t *testing.T, h *harness) {
+	guards := make([]string, 1000)
+	for i := range guards {
+		guards[i] = fmt.Sprintf("s\x00user:%04d", i)
+	}
+	h.commitAll(authz.Write{Set: changeSet("svc"), Touches: []string{guards[0], guards[500], guards[999]}})
+	planned := h.revision()
+	res := h.commitAll(authz.Write{Planned: planned, Guards: guards, Touches: guards[:1],
+		Set: changeSet("svc", put(grant("user:0000", "viewer", "doc:1", time.Time{})))})
+	if res[0].Conflict != "" || res[0].Revision != planned+1 {
+		t.Fatalf("a write whose thousand guards did not move: %+v, want revision %d", res[0], planned+1)
+	}
+	planned = h.revision()
+	h.commitAll(authz.Write{Planned: planned, Set: changeSet("svc", put(grant("user:0999", "viewer", "doc:1", time.Time{}))), Touches: guards[999:]})
+	before := h.snapshot()
+	res = h.commitAll(authz.Write{Planned: planned, Guards: guards,
+		Set: changeSet("svc", put(grant("user:0500", "viewer", "doc:1", time.Time{})))})
+	if res[0].Conflict != guards[999] || res[0].Revision != 0 {
+		t.Errorf("a write whose last guard moved after its plan: %+v, want a conflict on %q", res[0], guards[999])
+	}
+	wantSnapshot(t, h.snapshot(), before)
 }
 
 func testConflictWithinBatch(t *testing.T, h *harness) {
