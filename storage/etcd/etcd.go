@@ -623,23 +623,32 @@ func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
 		return err
 	}
 	before = min(before, latest)
-	resp, err := s.cli.Get(ctx, s.compactedKey())
-	if err != nil {
-		return fmt.Errorf("storage: compact: %w", err)
-	}
-	var compacted authz.Revision
-	if len(resp.Kvs) > 0 {
-		if compacted, err = decodeRev(resp.Kvs[0].Value); err != nil {
+	// The horizon moves first: a plan older than it conflicts from now on,
+	// so dropping what it could have read is safe. It only ever moves
+	// forward: a compaction that another one, to a later revision,
+	// overtook leaves the horizon where that one put it.
+	for {
+		resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.compactedKey())).Commit()
+		if err != nil {
+			return fmt.Errorf("storage: compact: %w", err)
+		}
+		compacted, mod, err := value(resp.Responses[0])
+		if err != nil {
 			return err
 		}
-	}
-	if before <= compacted {
-		return nil
-	}
-	// The horizon moves first: a plan older than it conflicts from now on,
-	// so dropping what it could have read is safe.
-	if _, err := s.cli.Put(ctx, s.compactedKey(), encodeRev(before)); err != nil {
-		return fmt.Errorf("storage: compact: %w", err)
+		if before <= compacted {
+			return nil
+		}
+		tr, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(s.compactedKey()), "=", mod)).
+			Then(clientv3.OpPut(s.compactedKey(), encodeRev(before))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("storage: compact: %w", err)
+		}
+		if tr.Succeeded {
+			break
+		}
 	}
 	if _, err := s.cli.Delete(ctx, s.logPrefix(), clientv3.WithRange(s.logKey(before+1))); err != nil {
 		return fmt.Errorf("storage: compact: %w", err)
