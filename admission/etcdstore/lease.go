@@ -39,8 +39,22 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 		return nil, err
 	}
 	ka, err := s.cli.KeepAliveOnce(ctx, e.lease)
-	if isLeaseGone(err) {
-		return nil, admission.ErrNoSession
+	for attempt := 0; isLeaseGone(err); attempt++ {
+		// The picture may not have caught up with a renewal, through
+		// another replica or this one, that put the session under a new
+		// lease and revoked this one: only etcd says it is gone.
+		fresh, ferr := s.fetch(ctx, id, knock)
+		if ferr != nil {
+			return nil, ferr
+		}
+		if fresh.lease == e.lease {
+			return nil, admission.ErrNoSession
+		}
+		if attempt == s.opts.RetryConflicts {
+			return nil, s.contended(e.call())
+		}
+		e = fresh
+		ka, err = s.cli.KeepAliveOnce(ctx, e.lease)
 	}
 	if err != nil {
 		return nil, err
@@ -155,6 +169,11 @@ func (s *Store) locate(ctx context.Context, id string, knock bool) (*entry, erro
 		return &c, nil
 	}
 	s.mu.Unlock()
+	return s.fetch(ctx, id, knock)
+}
+
+// fetch reads the live session or knock of id from etcd.
+func (s *Store) fetch(ctx context.Context, id string, knock bool) (*entry, error) {
 	resp, err := s.cli.Get(ctx, s.idKey(id))
 	if err != nil {
 		return nil, err
