@@ -428,6 +428,13 @@ type Renewal struct {
 // what the rule's LiveKit roomJoin requires, is ended instead; so is a
 // knock, but for roomJoin, which an admission may give. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
+	if _, ok := m.store.Session(id); !ok {
+		if _, ok := m.store.KnockOf(id); !ok {
+			if err := m.catchUp(ctx); err != nil {
+				return Renewal{}, storeError(err)
+			}
+		}
+	}
 	if s, ok := m.store.Session(id); ok {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
@@ -523,6 +530,23 @@ func (m *Manager) Leave(ctx context.Context, id string) error {
 	}
 	_, err := m.store.Unknock(ctx, k.Call, k.Subject, Left)
 	return storeError(err)
+}
+
+// Syncer is a Store whose picture of live sessions and knocks follows
+// writes made through other nodes, and so may lag them: Sync returns once
+// the picture holds every write committed before it was called.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// catchUp brings a store that follows other nodes up to date, so that a
+// session or knock made a moment ago through another node is found before
+// one that is not in the picture is taken for ended.
+func (m *Manager) catchUp(ctx context.Context) error {
+	if s, ok := m.store.(Syncer); ok {
+		return s.Sync(ctx)
+	}
+	return nil
 }
 
 // LeaveCall ends subject's session in resource, or its knock there;

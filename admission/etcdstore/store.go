@@ -177,7 +177,10 @@ type Store struct {
 	done   sync.WaitGroup
 }
 
-var _ admission.Store = (*Store)(nil)
+var (
+	_ admission.Store  = (*Store)(nil)
+	_ admission.Syncer = (*Store)(nil)
+)
 
 // errClosed is the error of a write after Close.
 var errClosed = &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableSessionStore, Reason: "the session store is closed"}
@@ -395,6 +398,20 @@ func (s *Store) lockCall(ctx context.Context, call string) (func(), error) {
 		release()
 		return nil, ctx.Err()
 	}
+}
+
+// Sync implements admission.Syncer: it waits until the local picture
+// reflects etcd's revision at the call, as await does.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	s.await(ctx, resp.Header.Revision)
+	return nil
 }
 
 // await waits until the local picture reflects etcd revision rev, for at most
