@@ -436,6 +436,12 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		}
 	}
 	if s, ok := m.store.Session(id); ok {
+		// A session admitted through another node is judged by an index
+		// that has applied what that node read: one behind would lack the
+		// grant it joined by, and eject it.
+		if err := m.engine.Await(ctx, s.Revision); err != nil {
+			return Renewal{}, err
+		}
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}

@@ -88,6 +88,7 @@ type view struct {
 	endedNext int
 	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
 	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
+	ahead     map[*tracked]bool  // sessions admitted at a revision the index has yet to apply
 	closed    bool
 
 	appliedMu  sync.Mutex
@@ -152,7 +153,7 @@ const tickEvery = 20 * time.Millisecond
 func newView(m *Manager, opts Options) *view {
 	return &view{
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
-		bySubject: map[string][]*tracked{}, watchers: map[string]map[*Watch]struct{}{},
+		bySubject: map[string][]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait,
 		endings:   map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
@@ -272,6 +273,7 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			kind := endKind(e.Ended.Why)
 			if t := v.sessions[s.ID]; t != nil {
 				delete(v.sessions, s.ID)
+				delete(v.ahead, t)
 				v.unschedule(t)
 				if kind == 0 {
 					replaced = t
@@ -320,26 +322,34 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision}
 		v.add(t)
 	}
-	if p == nil || x.Revision() != p.Revision {
-		now := x.Presence(s.Subject, s.Call)
-		p = &now
-	}
-	if out, _ := ejectsSession(*p, s.Subject, s.Call); out != 0 {
-		e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
-		eject = append(eject, ejection{s.ID, e})
-		v.ended1(s.ID, e)
+	if x.Revision() < s.Revision {
+		// An index behind the join may lack the grant it joined by: the
+		// node that admitted it read the index at s.Revision, and this one
+		// looks again once it has applied that (sift). Until then it is
+		// told as it joined.
+		v.ahead[t] = true
 	} else {
-		if !slices.Equal(p.Capabilities, t.caps) {
-			t.caps = p.Capabilities
+		if p == nil || x.Revision() != p.Revision {
+			now := x.Presence(s.Subject, s.Call)
+			p = &now
 		}
-		// Joined is told at the revision read now, which no event told
-		// before it is past: a stream cut after a write that overtook the
-		// join's own read resumes from that write's revision, and must
-		// still find the participant.
-		t.rev = p.Revision
-		t.media = p.Rule.Media
-		v.schedule(t, p.Until)
-		v.remark(t, *p)
+		if out, _ := ejectsSession(*p, s.Subject, s.Call); out != 0 {
+			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
+			eject = append(eject, ejection{s.ID, e})
+			v.ended1(s.ID, e)
+		} else {
+			if !slices.Equal(p.Capabilities, t.caps) {
+				t.caps = p.Capabilities
+			}
+			// Joined is told at the revision read now, which no event told
+			// before it is past: a stream cut after a write that overtook the
+			// join's own read resumes from that write's revision, and must
+			// still find the participant.
+			t.rev = p.Revision
+			t.media = p.Rule.Media
+			v.schedule(t, p.Until)
+			v.remark(t, *p)
+		}
 	}
 	if len(v.watchers[s.Call]) > 0 {
 		v.broadcast(s.Call, v.participant(EventJoined, t, at))
@@ -477,6 +487,7 @@ func (v *view) add(t *tracked) {
 
 func (v *view) remove(t *tracked) {
 	delete(v.sessions, t.s.ID)
+	delete(v.ahead, t)
 	v.unlist(t)
 	v.unschedule(t)
 }
@@ -516,6 +527,13 @@ func (v *view) sift() {
 	dirty := map[*tracked]bool{}
 	if all {
 		for _, t := range v.sessions {
+			dirty[t] = true
+		}
+	}
+	for t := range v.ahead {
+		if v.sessions[t.s.ID] != t {
+			delete(v.ahead, t) // ended meanwhile
+		} else if t.rev <= x.Revision() {
 			dirty[t] = true
 		}
 	}
@@ -598,6 +616,11 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 	var eject []ejection
 	now := v.m.clock.Now()
 	for t := range dirty {
+		if t.rev > x.Revision() {
+			v.ahead[t] = true // judged once the index has reached its join
+			continue
+		}
+		delete(v.ahead, t)
 		p := x.Presence(t.s.Subject, t.s.Call)
 		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}

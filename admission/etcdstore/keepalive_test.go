@@ -1,13 +1,17 @@
 package etcdstore_test
 
 import (
+	"context"
 	"fmt"
+	"iter"
 	"testing"
 	"time"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
+	"github.com/usher-authz/usher/storage/etcd"
 )
 
 // TestKeepAliveRightAfterAJoinElsewhere keeps a session and a knock alive
@@ -63,4 +67,96 @@ func TestKeepAliveRightAfterAJoinElsewhere(t *testing.T) {
 			t.Fatalf("round %d: KeepAlive of a knock through another replica right after it = %+v, %v", i, r, err)
 		}
 	}
+}
+
+// TestKeepAliveOnAReplicaBehindTheGrant has sessions admitted through one
+// replica by grants that another, whose index applies each change set
+// late, has not applied yet: that replica must neither eject them when
+// its store tells it of them nor when they are kept alive through it.
+func TestKeepAliveOnAReplicaBehindTheGrant(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/behind/")
+	b := startLaggingReplica(t, c, "/behind/", 100*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	const rounds = 10
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	for i := range rounds {
+		p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("call:acme:%d", i)})
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eng.Await(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	var sessions []string
+	for i := range rounds {
+		call := fmt.Sprintf("call:acme:%d", i)
+		if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: call}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := a.m.Join(ctx, "user:a", call, rev)
+		if err != nil || res.Outcome != admission.Admitted {
+			t.Fatalf("Join: %+v, %v", res, err)
+		}
+		sessions = append(sessions, res.Session)
+		if i%2 == 0 {
+			if r, err := b.m.KeepAlive(ctx, res.Session); err != nil || r.Outcome != admission.Admitted {
+				t.Fatalf("round %d: KeepAlive through a replica behind the grant = %+v, %v", i, r, err)
+			}
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := b.eng.WaitApplied(wctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // for an ejection to reach the store
+	for i, id := range sessions {
+		if r, err := a.m.KeepAlive(ctx, id); err != nil || r.Outcome != admission.Admitted {
+			t.Errorf("session %d, once the lagging replica caught up: KeepAlive = %+v, %v", i, r, err)
+		}
+	}
+}
+
+// lagging is a backend whose watch delivers each change set late, as to a
+// replica that is catching up.
+type lagging struct {
+	*etcd.Store
+	by time.Duration
+}
+
+func (l lagging) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		for cs, err := range l.Store.Watch(ctx, after) {
+			time.Sleep(l.by)
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
+// startLaggingReplica is startReplica with an index that applies each
+// change set late.
+func startLaggingReplica(t *testing.T, c *etcdtest.Cluster, prefix string, by time.Duration) replica {
+	t.Helper()
+	eng, err := authz.Start(t.Context(), lagging{etcd.New(c.Client(t), etcd.Options{Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps}), by}, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	store, err := etcdstore.New(t.Context(), c.Client(t), etcdstore.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := admission.New(eng, admission.Options{Store: store})
+	t.Cleanup(func() { m.Close() })
+	return replica{eng: eng, m: m}
 }
