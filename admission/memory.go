@@ -417,9 +417,6 @@ func (m *MemoryStore) Knocks(call string) []Knock {
 	return out
 }
 
-// maxPendingRoom bounds the room Take makes for the next batch of events.
-const maxPendingRoom = 64
-
 // Pending implements Store.
 func (m *MemoryStore) Pending() <-chan struct{} { return m.signal }
 
@@ -428,12 +425,7 @@ func (m *MemoryStore) Take() []StoreEvent {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	batch := m.pending
-	if len(batch) == 0 {
-		return nil
-	}
-	// The next batch likely holds as many: room for them, up to a bound,
-	// saves growing it event by event.
-	m.pending = make([]StoreEvent, 0, min(cap(batch), maxPendingRoom))
+	m.pending = nil
 	return batch
 }
 
