@@ -428,14 +428,20 @@ type Renewal struct {
 // what the rule's LiveKit roomJoin requires, is ended instead; so is a
 // knock, but for roomJoin, which an admission may give. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
-	if _, ok := m.store.Session(id); !ok {
-		if _, ok := m.store.KnockOf(id); !ok {
+	s, isSession := m.store.Session(id)
+	var k Knock
+	isKnock := false
+	if !isSession {
+		if k, isKnock = m.store.KnockOf(id); !isKnock {
 			if err := m.catchUp(ctx); err != nil {
 				return Renewal{}, storeError(err)
 			}
+			if s, isSession = m.store.Session(id); !isSession {
+				k, isKnock = m.store.KnockOf(id)
+			}
 		}
 	}
-	if s, ok := m.store.Session(id); ok {
+	if isSession {
 		// A session admitted through another node is judged by an index
 		// that has applied what that node read: one behind would lack the
 		// grant it joined by, and eject it.
@@ -455,8 +461,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		}
 		return Renewal{Outcome: Admitted, Reason: "renewed", Expires: s.Expires}, nil
 	}
-	k, ok := m.store.KnockOf(id)
-	if !ok {
+	if !isKnock {
 		return m.ended(id)
 	}
 	p := m.engine.Index().Presence(k.Subject, k.Call)
