@@ -6,11 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -73,16 +71,12 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // unauthenticatedLines bounds the log lines of calls refused for want of
 // credentials, which anyone may make as fast as the server refuses them:
 // some 37,000 a second from one client on loopback, 15 MB of log a second.
-// Like the refusals before authentication (refusalLog), at most
-// refusalBurst lines at once and refusalsPerSecond a second, a line saying
-// how many were not logged since the previous one.
-type unauthenticatedLines struct {
-	limiter *rate.Limiter
-	dropped atomic.Int64
-}
+// Like the refusals before authentication (refusalLog), a line says how
+// many were not logged since the previous one.
+type unauthenticatedLines struct{ lineBudget }
 
 func newUnauthenticatedLines() *unauthenticatedLines {
-	return &unauthenticatedLines{limiter: rate.NewLimiter(rate.Every(time.Second/refusalsPerSecond), refusalBurst)}
+	return &unauthenticatedLines{newLineBudget()}
 }
 
 // allow says whether to log one more line of a call refused with code, and
@@ -92,15 +86,8 @@ func (u *unauthenticatedLines) allow(code codes.Code) (ok bool, dropped int64) {
 	if code != codes.Unauthenticated {
 		return true, 0
 	}
-	if !u.limiter.Allow() {
-		u.dropped.Add(1)
-		return false, 0
-	}
-	return true, u.dropped.Swap(0)
+	return u.take()
 }
-
-// notLoggedField is the field of a line saying how many were left out.
-const notLoggedField = "not_logged_since_last"
 
 // unaryCallLog returns the interceptor that logs finished unary calls.
 //

@@ -27,10 +27,7 @@ const (
 // how many of its kind were not logged since the previous one.
 type refusalLog struct {
 	logger *slog.Logger
-	kinds  [refusalKinds]struct {
-		limiter *rate.Limiter
-		dropped atomic.Int64
-	}
+	kinds  [refusalKinds]lineBudget
 }
 
 const (
@@ -41,20 +38,45 @@ const (
 func newRefusalLog(logger *slog.Logger) *refusalLog {
 	r := &refusalLog{logger: logger}
 	for i := range r.kinds {
-		r.kinds[i].limiter = rate.NewLimiter(rate.Every(time.Second/refusalsPerSecond), refusalBurst)
+		r.kinds[i] = newLineBudget()
 	}
 	return r
 }
 
 // warn logs msg with args unless too many lines of kind were logged lately.
 func (r *refusalLog) warn(kind refusal, msg string, args ...any) {
-	k := &r.kinds[kind]
-	if !k.limiter.Allow() {
-		k.dropped.Add(1)
+	ok, dropped := r.kinds[kind].take()
+	if !ok {
 		return
 	}
-	if n := k.dropped.Swap(0); n > 0 {
-		args = append(args, "not_logged_since_last", n)
+	if dropped > 0 {
+		args = append(args, notLoggedField, dropped)
 	}
 	r.logger.Warn(msg, args...)
 }
+
+// lineBudget bounds the log lines of one kind of event that a peer may
+// cause as fast as the server turns it away: at most refusalBurst at once
+// and refusalsPerSecond a second, counting those left out.
+type lineBudget struct {
+	limiter *rate.Limiter
+	dropped *atomic.Int64
+}
+
+func newLineBudget() lineBudget {
+	return lineBudget{limiter: rate.NewLimiter(rate.Every(time.Second/refusalsPerSecond), refusalBurst), dropped: new(atomic.Int64)}
+}
+
+// take says whether one more line may be logged, and how many were left
+// out since the last that was.
+func (b lineBudget) take() (ok bool, dropped int64) {
+	if !b.limiter.Allow() {
+		b.dropped.Add(1)
+		return false, 0
+	}
+	return true, b.dropped.Swap(0)
+}
+
+// notLoggedField is the field of a line saying how many of its kind were
+// left out since the previous one.
+const notLoggedField = "not_logged_since_last"
