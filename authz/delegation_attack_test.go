@@ -241,26 +241,8 @@ func TestDelegationAttackRacesAMoveWithAGrant(t *testing.T) {
 		grant := func() (authz.Revision, error) {
 			return w.eng.Grant(w.ctx, as("user:a2"), authz.Grant{Subject: "user:z", Role: "guest", Resource: "call:1"})
 		}
-		var moveRev, grantRev authz.Revision
-		var moveErr, grantErr error
-		if round%2 == 0 {
-			moveRev, grantRev, moveErr, grantErr = raceWrites(w, move, grant)
-		} else {
-			grantRev, moveRev, grantErr, moveErr = raceWrites(w, grant, move)
-		}
-		if grantErr != nil {
-			t.Fatalf("round %d: the grant: %v", round, grantErr)
-		}
-		if moveErr == nil && moveRev > grantRev {
-			t.Fatalf("round %d: the move committed after the grant (revisions %d, %d): user:z lost %q on call:1 to user:a's move, which user:a does not hold there",
-				round, moveRev, grantRev, "call.join")
-		}
-		if moveErr != nil {
-			var e *authz.Error
-			if !errors.As(moveErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:a") {
-				t.Fatalf("round %d: the move was refused with %v, want %s naming user:a", round, moveErr, authz.RuleNoOverreach)
-			}
-		}
+		raceActorsWrite(t, w, round, move, grant, "user:a",
+			"user:z lost \"call.join\" on call:1 to user:a's move, which user:a does not hold there")
 	}
 }
 
@@ -281,25 +263,34 @@ func TestDelegationAttackRacesARoleDefinitionWithARevoke(t *testing.T) {
 		revoke := func() (authz.Revision, error) {
 			return w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:h", Role: "speaker", Resource: "org:a"})
 		}
-		var defRev, revRev authz.Revision
-		var defErr, revErr error
-		if round%2 == 0 {
-			defRev, revRev, defErr, revErr = raceWrites(w, define, revoke)
-		} else {
-			revRev, defRev, revErr, defErr = raceWrites(w, revoke, define)
-		}
-		if revErr != nil {
-			t.Fatalf("round %d: the revoke: %v", round, revErr)
-		}
-		if defErr == nil && defRev > revRev {
-			t.Fatalf("round %d: the definition committed after the revoke (revisions %d, %d): user:h lost %q on call:1 to user:r's definition, which user:r does not hold there",
-				round, defRev, revRev, "call.speak")
-		}
-		if defErr != nil {
-			var e *authz.Error
-			if !errors.As(defErr, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), "user:r") {
-				t.Fatalf("round %d: the definition was refused with %v, want %s naming user:r", round, defErr, authz.RuleNoOverreach)
-			}
+		raceActorsWrite(t, w, round, define, revoke, "user:r",
+			"user:h lost \"call.speak\" on call:1 to user:r's definition, which user:r does not hold there")
+	}
+}
+
+// raceActorsWrite races an actor's write with another that changes what
+// it judges, the actor's first in even rounds: the actor's may commit only
+// before the other, or be refused by the no-overreach rule naming actor;
+// committed after it, loss is what the actor took.
+func raceActorsWrite(t *testing.T, w *world, round int, actors, other func() (authz.Revision, error), actor, loss string) {
+	t.Helper()
+	var rev, otherRev authz.Revision
+	var err, otherErr error
+	if round%2 == 0 {
+		rev, otherRev, err, otherErr = raceWrites(w, actors, other)
+	} else {
+		otherRev, rev, otherErr, err = raceWrites(w, other, actors)
+	}
+	if otherErr != nil {
+		t.Fatalf("round %d: the other write: %v", round, otherErr)
+	}
+	if err == nil && rev > otherRev {
+		t.Fatalf("round %d: %s's write committed after the other (revisions %d, %d): %s", round, actor, rev, otherRev, loss)
+	}
+	if err != nil {
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.PermissionDenied || e.Rule != authz.RuleNoOverreach || !strings.Contains(e.Error(), actor) {
+			t.Fatalf("round %d: %s's write was refused with %v, want %s naming %s", round, actor, err, authz.RuleNoOverreach, actor)
 		}
 	}
 }
