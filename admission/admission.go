@@ -446,6 +446,14 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		// that has applied what that node read: one behind would lack the
 		// grant it joined by, and eject it.
 		if err := m.engine.Await(ctx, s.Revision); err != nil {
+			var e *authz.Error
+			if errors.As(err, &e) && e.Kind == authz.KindRevisionNotReached {
+				// Not min_revision: the request has none.
+				c := *e
+				c.Field, c.Value = "session_id", id
+				c.Reason = fmt.Sprintf("the session was admitted at revision %d, which this node has yet to apply (%s); keep it alive again", s.Revision, e.Reason)
+				return Renewal{}, &c
+			}
 			return Renewal{}, err
 		}
 		p := m.engine.Index().Presence(s.Subject, s.Call)

@@ -2,8 +2,10 @@ package etcdstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,4 +161,43 @@ func startLaggingReplica(t *testing.T, c *etcdtest.Cluster, prefix string, by ti
 	m := admission.New(eng, admission.Options{Store: store})
 	t.Cleanup(func() { m.Close() })
 	return replica{eng: eng, m: m}
+}
+
+// A KeepAlive through a replica too far behind the session's join to judge
+// it in time is refused, FAILED_PRECONDITION naming the session and the
+// revision it was admitted at, and the session stays.
+func TestKeepAliveOnAReplicaTooFarBehind(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/far/")
+	b := startLaggingReplica(t, c, "/far/", time.Second)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.m.Join(ctx, "user:a", "call:acme:1", rev)
+	if err != nil || res.Outcome != admission.Admitted {
+		t.Fatalf("Join: %+v, %v", res, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = b.m.KeepAlive(short, res.Session)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindRevisionNotReached ||
+		e.Field != "session_id" || e.Value != res.Session || !strings.Contains(e.Reason, fmt.Sprintf("admitted at revision %d", res.Revision)) {
+		t.Fatalf("KeepAlive through a replica far behind = %v (%#v), want FAILED_PRECONDITION naming the session and its revision", err, e)
+	}
+	if r, err := a.m.KeepAlive(ctx, res.Session); err != nil || r.Outcome != admission.Admitted {
+		t.Errorf("after the refused KeepAlive: %+v, %v; want the session live", r, err)
+	}
 }
