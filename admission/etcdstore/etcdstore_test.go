@@ -14,6 +14,7 @@ import (
 	"github.com/usher-authz/usher/admission/storetest"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
+	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
@@ -53,7 +54,18 @@ type replica struct {
 
 func startReplica(t *testing.T, c *etcdtest.Cluster, prefix string) replica {
 	t.Helper()
-	eng, err := authz.Start(t.Context(), etcd.New(c.Client(t), etcd.Options{Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps}), authz.Options{})
+	return startReplicaOn(t, c, prefix, replicaBackend(t, c, prefix))
+}
+
+// replicaBackend is the index's backend of a replica under prefix.
+func replicaBackend(t *testing.T, c *etcdtest.Cluster, prefix string) *etcd.Store {
+	return etcd.New(c.Client(t), etcd.Options{Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps})
+}
+
+// startReplicaOn starts a replica whose index follows backend.
+func startReplicaOn(t *testing.T, c *etcdtest.Cluster, prefix string, backend storage.Backend) replica {
+	t.Helper()
+	eng, err := authz.Start(t.Context(), backend, authz.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

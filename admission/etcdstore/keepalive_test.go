@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/usher-authz/usher/admission"
-	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
 	"github.com/usher-authz/usher/storage/etcd"
@@ -149,18 +148,7 @@ func (l lagging) Watch(ctx context.Context, after authz.Revision) iter.Seq2[auth
 // change set late.
 func startLaggingReplica(t *testing.T, c *etcdtest.Cluster, prefix string, by time.Duration) replica {
 	t.Helper()
-	eng, err := authz.Start(t.Context(), lagging{etcd.New(c.Client(t), etcd.Options{Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps}), by}, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	store, err := etcdstore.New(t.Context(), c.Client(t), etcdstore.Options{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := admission.New(eng, admission.Options{Store: store})
-	t.Cleanup(func() { m.Close() })
-	return replica{eng: eng, m: m}
+	return startReplicaOn(t, c, prefix, lagging{replicaBackend(t, c, prefix), by})
 }
 
 // A KeepAlive through a replica too far behind the session's join to judge
