@@ -487,6 +487,7 @@ func (b *Builder) Build(rev Revision) (*Index, error) {
 	b.listByResource(rank)
 	x.rev = rev
 	b.x = nil
+	collapseAll(x.huge.moved(x))
 	return x, nil
 }
 

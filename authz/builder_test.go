@@ -271,8 +271,9 @@ func diffIndexes(a, b *Index) string {
 	return ""
 }
 
-// indexImage is every field of x but its locks, channels and clock, with
-// lists as each key's records and name tables as each id's name.
+// indexImage is every field of x but its locks, channels, clock and record
+// of where its arrays were (huge), with lists as each key's records and name
+// tables as each id's name.
 func indexImage(x *Index) map[string]any {
 	v := reflect.ValueOf(x).Elem()
 	out := map[string]any{}
@@ -280,7 +281,7 @@ func indexImage(x *Index) map[string]any {
 		f := v.Type().Field(i)
 		field := reflect.NewAt(f.Type, unsafe.Pointer(v.Field(i).UnsafeAddr())).Elem().Interface()
 		switch f.Name {
-		case "mu", "view", "changed", "replaced", "once", "clock":
+		case "mu", "view", "changed", "replaced", "once", "clock", "huge":
 		case "res", "types", "subj":
 			out[f.Name] = namesImage(field.(*names))
 		case "bySubject":

@@ -69,6 +69,8 @@ type Index struct {
 
 	admissions map[string]map[uint32]*Admission // resource type -> scope -> rule
 	stages     map[uint32]stage                 // calls' schedules, where set
+
+	huge hugeArrays // where the arrays were when huge pages were last asked for
 }
 
 // node is a registered resource. Children form a doubly linked list through
@@ -194,12 +196,20 @@ func (x *Index) Broken() error {
 // the index broken: it keeps answering at the revision it had, and refuses
 // every later change set.
 func (x *Index) Apply(css ...ChangeSet) error {
+	moved, err := x.applyAll(css)
+	// Huge pages for the arrays that grew, once readers may read again.
+	collapseAll(moved)
+	return err
+}
+
+// applyAll is Apply, but for huge pages: it returns the arrays that moved.
+func (x *Index) applyAll(css []ChangeSet) ([]hugeArray, error) {
 	x.view.Lock()
 	defer x.view.Unlock()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.broken != nil {
-		return x.broken
+		return nil, x.broken
 	}
 	applied := false
 	for i := range css {
@@ -218,11 +228,12 @@ func (x *Index) Apply(css ...ChangeSet) error {
 		x.rev = cs.Revision
 		applied = true
 	}
-	if applied {
-		close(x.changed)
-		x.changed = make(chan struct{})
+	if !applied {
+		return nil, x.broken
 	}
-	return x.broken
+	close(x.changed)
+	x.changed = make(chan struct{})
+	return x.huge.moved(x), x.broken
 }
 
 // fits refuses a change set before any of it is applied when it names a
