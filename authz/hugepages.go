@@ -90,7 +90,7 @@ func (h *hugeArrays) moved(x *Index) []hugeArray {
 // writers of it may go on meanwhile, so x need not be locked.
 func collapseAll(arrays []hugeArray) {
 	for _, a := range arrays {
-		collapseArray(a)
+		_ = collapseArray(a)
 	}
 }
 

@@ -13,7 +13,10 @@ func recordCollapses(t *testing.T) *[]arrayAt {
 	t.Cleanup(func() { hugeFloor, collapseArray = floor, ask })
 	var asked []arrayAt
 	hugeFloor = 0
-	collapseArray = func(a hugeArray) { asked = append(asked, arrayAt{uintptr(a.p), a.n}) }
+	collapseArray = func(a hugeArray) error {
+		asked = append(asked, arrayAt{uintptr(a.p), a.n})
+		return nil
+	}
 	return &asked
 }
 
