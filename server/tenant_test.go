@@ -1,0 +1,134 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+)
+
+// A hostile tenant, over gRPC: an end user who holds some roles and acts
+// through the platform's admin caller, trying each way around the
+// delegation rules that a single write, or a structural one, offers. Under
+// the default policy: hank hosts call 42, mallory moderates it and may
+// create calls in the workspace (user there), and the platform has muted
+// mallory on call 42 and hank on call 7, which he also hosts. Every attempt
+// is PERMISSION_DENIED naming its rule, and writes nothing at all.
+func TestHostileTenantOverGRPC(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	f.grant("user:olga", "owner", sales)
+	f.grant("user:hank", "host", stream42)
+	f.grant("user:hank", "host", meeting7)
+	f.grant("user:mallory", "moderator", stream42)
+	f.grant("user:mallory", "user", sales)
+	f.grant("user:gus", "call-member", stream42)
+	f.block(&usherv1.BlockRequest{Subject: "user:mallory", Resource: stream42, BlockId: "mute", Permissions: []string{"send-audio"}})
+	f.block(&usherv1.BlockRequest{Subject: "user:hank", Resource: meeting7, BlockId: "mute", Permissions: []string{"send-audio"}})
+	// The platform restates owner at call 42, so that it has a definition
+	// there that an owner above could delete.
+	if _, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "owner", Scope: stream42,
+		Permissions: []string{"account.manage"}, AssignableRoles: []string{"*"}}}); err != nil {
+		t.Fatalf("PutRole(owner at %s): %v", stream42, err)
+	}
+	subjects := []string{"user:olga", "user:hank", "user:mallory", "user:gus"}
+
+	for _, a := range []struct {
+		name, actor, rule string
+		meta              map[string]string
+		write             func() error
+	}{
+		{"lifting one's own mute", "user:mallory", "no self-service", map[string]string{"subject": "user:mallory"}, func() error {
+			_, err := f.admin.Unblock(f.ctx(), &usherv1.UnblockRequest{Subject: "user:mallory", Resource: stream42, BlockId: "mute", Actor: "user:mallory"})
+			return err
+		}},
+		{"lifting all one's own blocks", "user:mallory", "no self-service", map[string]string{"subject": "user:mallory"}, func() error {
+			_, err := f.admin.Unblock(f.ctx(), &usherv1.UnblockRequest{Subject: "user:mallory", Resource: stream42, Actor: "user:mallory"})
+			return err
+		}},
+		{"replacing one's own mute by its ID with a lesser one", "user:mallory", "no self-service", map[string]string{"subject": "user:mallory"}, func() error {
+			_, err := f.admin.Block(f.ctx(), &usherv1.BlockRequest{Subject: "user:mallory", Resource: stream42, BlockId: "mute",
+				Permissions: []string{"create-reaction"}, Actor: "user:mallory"})
+			return err
+		}},
+		{"granting oneself what one may assign", "user:mallory", "no self-service", map[string]string{"subject": "user:mallory"}, func() error {
+			_, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:mallory", Role: "call-member", Resource: stream42, Actor: "user:mallory"})
+			return err
+		}},
+		{"banning the host who outranks one", "user:mallory", "no overreach", map[string]string{"subject": "user:hank", "resource": stream42}, func() error {
+			_, err := f.admin.Block(f.ctx(), &usherv1.BlockRequest{Subject: "user:hank", Resource: stream42, Actor: "user:mallory"})
+			return err
+		}},
+		{"taking from the host what only the host holds", "user:mallory", "no overreach", map[string]string{"subject": "user:hank", "permission": "end-call"}, func() error {
+			_, err := f.admin.Block(f.ctx(), &usherv1.BlockRequest{Subject: "user:hank", Resource: stream42, Permissions: []string{"end-call"}, Actor: "user:mallory"})
+			return err
+		}},
+		{"revoking the host", "user:mallory", "not assignable", map[string]string{"role": "host", "resource": stream42}, func() error {
+			_, err := f.admin.Revoke(f.ctx(), &usherv1.RevokeRequest{Subject: "user:hank", Role: "host", Resource: stream42, Actor: "user:mallory"})
+			return err
+		}},
+		{"granting a role one may not assign", "user:mallory", "not assignable", map[string]string{"role": "moderator", "resource": stream42}, func() error {
+			_, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:gus", Role: "moderator", Resource: stream42, Actor: "user:mallory"})
+			return err
+		}},
+		{"moving the call one is muted on, out from under the mute", "user:mallory", "missing permission",
+			map[string]string{"permission": "usher.resources.move.call", "resource": stream42}, func() error {
+				_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: stream42, Parent: sales, Actor: "user:mallory"})
+				return err
+			}},
+		{"deleting the call one is muted on, to shed the mute", "user:hank", "no self-service", map[string]string{"subject": "user:hank", "block_id": "mute"}, func() error {
+			_, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: meeting7, Actor: "user:hank"})
+			return err
+		}},
+		{"redefining a role one holds", "user:olga", "no self-service", map[string]string{"subject": "user:olga", "role": "owner"}, func() error {
+			_, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "owner", Scope: stream42,
+				Permissions: []string{"join-call"}}, Actor: "user:olga"})
+			return err
+		}},
+		{"deleting a definition of a role one holds", "user:olga", "no self-service", map[string]string{"subject": "user:olga", "role": "owner"}, func() error {
+			_, err := f.admin.DeleteRole(f.ctx(), &usherv1.DeleteRoleRequest{Scope: stream42, Name: "owner", Actor: "user:olga"})
+			return err
+		}},
+	} {
+		t.Run(a.name, func(t *testing.T) {
+			before := f.snapshotState(subjects...)
+			err := a.write()
+			st := wantCode(t, err, codes.PermissionDenied)
+			meta := map[string]string{"rule": a.rule}
+			for k, v := range a.meta {
+				meta[k] = v
+			}
+			wantDetails(t, st, refusal{reason: strings.ToUpper(strings.NewReplacer(" ", "_", "-", "_").Replace(a.rule)), field: "actor", value: a.actor, meta: meta})
+			if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+				t.Errorf("the refused write wrote: %v", diff)
+			}
+		})
+	}
+
+	// A call of one's own, registered below the call one is muted on, makes
+	// one its host by the creator role; the mute above still holds there,
+	// and hosting it gives no power over the call above.
+	t.Run("a call one registers below one's mute", func(t *testing.T) {
+		const mine = "call:livestream:mallory"
+		if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: mine, Parent: stream42, Actor: "user:mallory"}); err != nil {
+			t.Fatalf("registering a call below call 42: %v", err)
+		}
+		if d, _ := f.check("user:mallory", "end-call", mine); !d.GetAllowed() {
+			t.Errorf("the creator of %s may not end it: %v", mine, d)
+		}
+		if d, _ := f.check("user:mallory", "send-audio", mine); d.GetAllowed() {
+			t.Errorf("the mute on %s does not hold on %s, which its creator hosts: %v", stream42, mine, d)
+		}
+		before := f.snapshotState(subjects...)
+		_, err := f.admin.Unblock(f.ctx(), &usherv1.UnblockRequest{Subject: "user:mallory", Resource: stream42, Actor: "user:mallory"})
+		st := wantCode(t, err, codes.PermissionDenied)
+		wantDetails(t, st, refusal{reason: "NO_SELF_SERVICE", field: "actor", value: "user:mallory", meta: map[string]string{"rule": "no self-service"}})
+		_, err = f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: stream42, Actor: "user:mallory"})
+		wantCode(t, err, codes.PermissionDenied)
+		if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+			t.Errorf("the refused writes wrote: %v", diff)
+		}
+	})
+}
