@@ -528,6 +528,7 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	if slices.ContainsFunc(j.s.Admissions, func(a authz.Admission) bool { return scopeOf(a) == name }) {
 		j.refuse(authz.PermissionDenied, authz.RulePlatformOnly, "%s holds an admission rule, which is the platform's", name)
 	}
+	j.reRegistration(name)
 	after := clone(j.s)
 	var gone authz.Resource
 	after.Resources = slices.DeleteFunc(after.Resources, func(res authz.Resource) bool {
@@ -544,6 +545,35 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	gone.Parent = r.parent[name]
 	j.deletes = &gone
 	return after, true
+}
+
+// reRegistration: "No self-service. The actor never writes its own bindings
+// ... and never gets around that indirectly, by deleting, moving or
+// re-registering the resource they are on ... The one exception is the
+// creator role, granted when the actor registers a resource." An actor
+// bound on name that may register it again would, by deleting it, come to
+// hold its creator role there for good in place of its own grants, unless
+// it holds that already.
+func (j *judgement) reRegistration(name string) {
+	r, typ := j.before, authz.TypeOf(name)
+	i := slices.IndexFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.ResourceType == typ })
+	if i < 0 {
+		return
+	}
+	creator, parent := j.s.CreatorRoles[i].Role, r.parent[name]
+	if def, ok := r.definition(creator, parent); !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
+		return // registering it again would grant no creator role
+	}
+	bound, forGood := false, false
+	for _, g := range j.s.Grants {
+		if g.Subject == j.actor && g.Resource == name && (g.Expires.IsZero() || g.Expires.After(j.now)) {
+			bound = true
+			forGood = forGood || g.Role == creator && g.Expires.IsZero()
+		}
+	}
+	if bound && !forGood && (r.holds(j.actor, authz.PermResourcesCreate+"."+typ, parent) || r.holds(j.actor, authz.PermResourcesCreate, parent)) {
+		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "deleting %s, %s could register it again as its %s in place of its own grants", name, j.actor, creator)
+	}
 }
 
 // putRole: "usher.roles.write at the scope defines, redefines or deletes a

@@ -119,6 +119,47 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 	})
 }
 
+// reRegistersItself refuses an actor's delete of id that would let it
+// register id again to hold there what it does not hold now: an actor bound
+// on id that may register it again gets the creator role on it, with no
+// expiry, in place of what it held (DESIGN.md: no self-service, "never gets
+// around that indirectly, by deleting, moving or re-registering the
+// resource they are on"). Holding the creator role there for good already,
+// or holding nothing there, it gains nothing it could not gain by
+// registering a resource of another name; where registering it would grant
+// no creator role, it gains nothing at all.
+func (p *plan) reRegistersItself(id uint32) error {
+	x := p.x
+	if p.by.Actor == "" {
+		return nil
+	}
+	typ, parent := x.typeName(id), x.nodes[id].parent
+	creator := x.roleID(x.creators[typ])
+	if creator == noName {
+		return nil
+	}
+	// Registering it again would fail without a creator role to grant.
+	if def := x.resolveAt(parent, creator); def == nil || !def.bindableOn(typ) {
+		return nil
+	}
+	s := x.subj.lookup(p.by.Actor)
+	bound, forGood := false, false
+	for _, g := range grantsAt(x.bySubject.get(s), id) {
+		if live(g.exp, p.now) {
+			bound = true
+			forGood = forGood || (g.role == creator && g.exp == 0)
+		}
+	}
+	if !bound || forGood {
+		return nil
+	}
+	p.guard(keyCatalog)
+	if !p.actorHolds(parent, PermResourcesCreate+"."+typ) && !p.actorHolds(parent, PermResourcesCreate) {
+		return nil
+	}
+	return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there for good in place of its own grants on it", x.name(id), x.creators[typ]))
+}
+
 // move plans moving id under parent.
 func (p *plan) move(id, parent uint32) error {
 	x := p.x
@@ -348,6 +389,9 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		if rules := x.admissionsAt(id); len(rules) > 0 && p.by.Actor != "" {
 			return p.platformOnlyError("may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
 				name, rules[0].ResourceType)
+		}
+		if err := p.reRegistersItself(id); err != nil {
+			return err
 		}
 		// Grants and blocks go last first, so that the index takes each from
 		// the end of the resource's lists: first first, each would shift all

@@ -3,8 +3,10 @@ package server_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
@@ -33,6 +35,16 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 		Permissions: []string{"account.manage"}, AssignableRoles: []string{"*"}}}); err != nil {
 		t.Fatalf("PutRole(owner at %s): %v", stream42, err)
 	}
+	// Hank hosts call 43 until tomorrow, and may create calls in the
+	// workspace: deleting call 43 and registering it again would make him
+	// its host for good, as its creator.
+	const stream43 = "call:livestream:43"
+	f.putResource(stream43, livestream)
+	if _, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:hank", Role: "host", Resource: stream43,
+		ExpireTime: timestamppb.New(time.Now().Add(24 * time.Hour))}); err != nil {
+		t.Fatalf("Grant(host on %s until tomorrow): %v", stream43, err)
+	}
+	f.grant("user:hank", "user", sales)
 	subjects := []string{"user:olga", "user:hank", "user:mallory", "user:gus"}
 
 	for _, a := range []struct {
@@ -82,6 +94,11 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 			_, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: meeting7, Actor: "user:hank"})
 			return err
 		}},
+		{"deleting the call one hosts until tomorrow, to register it again as its host for good", "user:hank", "no self-service",
+			map[string]string{"subject": "user:hank"}, func() error {
+				_, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: stream43, Actor: "user:hank"})
+				return err
+			}},
 		{"redefining a role one holds", "user:olga", "no self-service", map[string]string{"subject": "user:olga", "role": "owner"}, func() error {
 			_, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "owner", Scope: stream42,
 				Permissions: []string{"join-call"}}, Actor: "user:olga"})
@@ -129,6 +146,18 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 		wantCode(t, err, codes.PermissionDenied)
 		if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
 			t.Errorf("the refused writes wrote: %v", diff)
+		}
+	})
+
+	// A call one registered, and so hosts for good, one may delete: to
+	// register it again gives nothing one does not hold.
+	t.Run("deleting a call one created", func(t *testing.T) {
+		const mine = "call:livestream:hank"
+		if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: mine, Parent: livestream, Actor: "user:hank"}); err != nil {
+			t.Fatalf("registering %s: %v", mine, err)
+		}
+		if _, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: mine, Actor: "user:hank"}); err != nil {
+			t.Errorf("deleting the call one created: %v", err)
 		}
 	})
 }
