@@ -1,0 +1,93 @@
+package server_test
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/usher-authz/usher/server"
+)
+
+// A check caller's request is decoded, and 4 MiB of empty repeated entries
+// decode into some 70 times that: such a request is refused from its
+// encoding, before it is decoded, with the status the method gives once it
+// has decoded it, and costs little more than its own bytes.
+func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing.T) {
+	w := newAuthWorld(t)
+	// Each entry is an empty message: a tag and a zero length.
+	entries := func(tag byte, n int) []byte { return bytes.Repeat([]byte{tag, 0}, n) }
+	nest := func(field protowire.Number, inner []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), inner)
+	}
+	// Envoy's headers: attributes (1), request (4), http (2), header_map
+	// (13), its headers (1) repeated.
+	headers := func(n int) []byte { return nest(1, nest(4, nest(2, nest(13, entries(0x0a, n))))) }
+	huge := (server.MaxMessageSize - 128) / 2
+	batchTooLarge := func(n int) refusal {
+		return refusal{reason: "INVALID_FIELD", field: "checks", value: fmt.Sprint(n)}
+	}
+	envoyTooLarge := refusal{reason: "INVALID_FIELD", field: "attributes", value: fmt.Sprintf("more than %d fields", server.MaxEnvoyFields)}
+	for _, c := range []struct {
+		name, method string
+		body         []byte
+		want         refusal
+		message      string
+	}{
+		{"a CheckBatch of two million checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, huge),
+			batchTooLarge(huge), `checks "2097088": a batch holds 1 to 1000 checks`},
+		{"a CheckBatch of 1001 checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, server.MaxBatch+1),
+			batchTooLarge(server.MaxBatch + 1), `checks "1001": a batch holds 1 to 1000 checks`},
+		{"Envoy's Check of two million headers", "/envoy.service.auth.v3.Authorization/Check", headers(huge),
+			envoyTooLarge, "a CheckRequest holds at most 10000 fields"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(credential{token: w.checkToken})
+			wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				st := wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), codes.InvalidArgument)
+				wantDetails(t, st, c.want)
+				if !strings.Contains(st.Message(), c.message) {
+					t.Errorf("message %q does not say %q", st.Message(), c.message)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// Client and server: the request written and read over TLS.
+			// Decoded, two million entries took 280 MB.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 4*uint64(len(c.body))+1<<20 {
+				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(c.body), per)
+			}
+		})
+	}
+	// Refused calls are logged as any other.
+	if !strings.Contains(w.logs.String(), "grpc.code=InvalidArgument") {
+		t.Errorf("refused calls were not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+// A batch of the most checks allowed, and an Envoy request of the most
+// fields, are decoded and answered as ever, by a server without callers
+// too.
+func TestRequestsAtTheScreensLimitsAreAnswered(t *testing.T) {
+	f := newServer(t)
+	item := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
+		[]byte("\x0a\x09user:dana\x12\x09join-call\x1a\x04root"))
+	var reply []byte
+	err := f.conn.Invoke(f.ctx(), "/usher.v1.AuthorizationService/CheckBatch", bytes.Repeat(item, server.MaxBatch), &reply,
+		grpc.ForceCodec(bytesCodec{}))
+	if err != nil {
+		t.Fatalf("a CheckBatch of %d checks: %v", server.MaxBatch, err)
+	}
+	st := wantCode(t, invokeRaw(f.ctx(), f.conn, "/usher.v1.AuthorizationService/CheckBatch", bytes.Repeat(item, server.MaxBatch+1)),
+		codes.InvalidArgument)
+	wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "checks", value: "1001"})
+}
