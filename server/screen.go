@@ -7,6 +7,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -30,21 +31,26 @@ var screens = map[string]func([]byte) error{
 	"/" + authv3.Authorization_ServiceDesc.ServiceName + "/Check":              screenEnvoy,
 }
 
-// screenRequests returns desc with the requests of its methods that have a
-// screen screened before they are decoded. A refused request goes through
-// the interceptors, which log and count it, empty.
+// screenRequests returns desc with every request refused unread when it
+// comes compressed, and the requests of its methods that have a screen
+// screened before they are decoded. A refused unary request goes through
+// the interceptors, which log and count it, empty; a refused stream has
+// been through them already.
 func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 	d := *desc
 	d.Methods = slices.Clone(desc.Methods)
 	for i := range d.Methods {
-		screen, ok := screens["/"+desc.ServiceName+"/"+d.Methods[i].MethodName]
-		if !ok {
-			continue
-		}
+		screen := screens["/"+desc.ServiceName+"/"+d.Methods[i].MethodName]
 		handler := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			var refusal error
+			refusal := compressed(ctx)
 			screened := func(v any) error {
+				if refusal != nil {
+					return nil
+				}
+				if screen == nil {
+					return dec(v)
+				}
 				g := &codec.Screened{Msg: v, Screen: screen}
 				if err := dec(g); err != nil {
 					return err
@@ -66,8 +72,48 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 			return handler(srv, ctx, screened, refusing)
 		}
 	}
+	d.Streams = slices.Clone(desc.Streams)
+	for i := range d.Streams {
+		handler := d.Streams[i].Handler
+		d.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
+			if err := compressed(stream.Context()); err != nil {
+				return err
+			}
+			return handler(srv, stream)
+		}
+	}
 	return &d
 }
+
+// screening registers services on a grpc.Server through screenRequests.
+type screening struct{ *grpc.Server }
+
+func (s screening) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.Server.RegisterService(screenRequests(desc), impl)
+}
+
+// compressed refuses a call whose requests come compressed. The limits on
+// what requests hold (ConnLimits.ReceiveBudget, MaxMessageSize) count
+// their bytes as they arrive, and grpc-go would inflate a few kilobytes of
+// gzip into a 4 MiB request; Usher's clients and Envoy send requests
+// uncompressed.
+func compressed(ctx context.Context) error {
+	st, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ RecvCompress() string })
+	if !ok {
+		return nil
+	}
+	switch enc := st.RecvCompress(); enc {
+	case "", "identity":
+		return nil
+	default:
+		return refuse(codes.Unimplemented,
+			fmt.Sprintf("grpc-encoding %q: this server reads requests only uncompressed: send them without compression", enc),
+			details{reason: reasonCompressed, field: "grpc-encoding", value: enc})
+	}
+}
+
+// reasonCompressed is the reason of a refused compressed request.
+const reasonCompressed = "COMPRESSED_REQUEST"
 
 // screenBatch refuses a CheckBatch of more than MaxBatch checks as
 // CheckBatch does, counting them without decoding them. An encoding it

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/usher-authz/usher/server"
@@ -90,4 +92,70 @@ func TestRequestsAtTheScreensLimitsAreAnswered(t *testing.T) {
 	st := wantCode(t, invokeRaw(f.ctx(), f.conn, "/usher.v1.AuthorizationService/CheckBatch", bytes.Repeat(item, server.MaxBatch+1)),
 		codes.InvalidArgument)
 	wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "checks", value: "1001"})
+}
+
+// A compressed request is refused unread, whatever the method and whoever
+// the caller: a few kilobytes of gzip would inflate into a 4 MiB request
+// that no limit on the bytes arriving counts.
+func TestCompressedRequestsAreRefusedUnread(t *testing.T) {
+	w := newAuthWorld(t)
+	// 4 MiB of one letter, a few kilobytes compressed: a health Check's
+	// service name, a Check's subject.
+	name := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), bytes.Repeat([]byte("a"), server.MaxMessageSize-16))
+	stream := func(method string) func(context.Context, *grpc.ClientConn) error {
+		return func(ctx context.Context, conn *grpc.ClientConn) error {
+			desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: strings.Contains(method, "Reflection")}
+			s, err := conn.NewStream(ctx, desc, method, grpc.ForceCodec(bytesCodec{}), grpc.UseCompressor(gzip.Name))
+			if err != nil {
+				return err
+			}
+			_ = s.SendMsg(name) // io.EOF if the server has ended the stream: RecvMsg says how
+			var reply []byte
+			return s.RecvMsg(&reply)
+		}
+	}
+	unary := func(method string) func(context.Context, *grpc.ClientConn) error {
+		return func(ctx context.Context, conn *grpc.ClientConn) error {
+			var reply []byte
+			return conn.Invoke(ctx, method, name, &reply, grpc.ForceCodec(bytesCodec{}), grpc.UseCompressor(gzip.Name))
+		}
+	}
+	for _, c := range []struct {
+		name string
+		cred credential
+		call func(context.Context, *grpc.ClientConn) error
+	}{
+		{"a health Check without credentials", credential{}, unary("/grpc.health.v1.Health/Check")},
+		{"a health Watch without credentials", credential{}, stream("/grpc.health.v1.Health/Watch")},
+		{"a Check by a check caller", credential{token: w.checkToken}, unary("/usher.v1.AuthorizationService/Check")},
+		{"a Watch by a check caller", credential{token: w.checkToken}, stream("/usher.v1.AuthorizationService/Watch")},
+		{"server reflection by a check caller", credential{token: w.checkToken}, stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			wantCode(t, invokeRaw(callCtx(t), conn, "/grpc.health.v1.Health/Check", []byte{}), codes.OK) // connected
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				st := wantCode(t, c.call(callCtx(t), conn), codes.Unimplemented)
+				wantDetails(t, st, refusal{reason: "COMPRESSED_REQUEST", field: "grpc-encoding", value: "gzip"})
+				if want := `grpc-encoding "gzip": this server reads requests only uncompressed`; !strings.Contains(st.Message(), want) {
+					t.Errorf("message %q does not say %q", st.Message(), want)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// The client's compressing, and little else: read, the request
+			// took 4 MiB to inflate and 4 MiB more to decode.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 2<<20 {
+				t.Errorf("each refused call allocated %d bytes; want at most 2 MiB", per)
+			}
+		})
+	}
+	// Uncompressed, the same calls are answered as ever.
+	conn := w.dial(credential{token: w.checkToken})
+	if err := checkCall(t, conn); err != nil {
+		t.Errorf("Check: %v", err)
+	}
 }

@@ -64,10 +64,11 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
-	// A request that would decode into many times its size is refused
-	// before it is decoded; with callers, a unary call's request is
+	// A compressed request, or one that would decode into many times its
+	// size, is refused before it is decoded; with callers, a unary call's request is
 	// decoded only once the call is authenticated.
-	register := func(desc *grpc.ServiceDesc, impl any) { gs.RegisterService(screenRequests(desc), impl) }
+	screened := screening{gs}
+	register := screened.RegisterService
 	if src := callerSource(opts); src != nil {
 		a := authenticator{src: src}
 		register = func(desc *grpc.ServiceDesc, impl any) {
@@ -91,8 +92,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		e.register(register, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
-	healthpb.RegisterHealthServer(gs, newBoundedHealth(s.health))
-	reflection.Register(gs)
+	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health))
+	reflection.Register(screened)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)
 	}
