@@ -119,6 +119,9 @@ const reasonCompressed = "COMPRESSED_REQUEST"
 // CheckBatch does, counting them without decoding them. An encoding it
 // cannot read is left to the decoder to refuse.
 func screenBatch(b []byte) error {
+	if len(b) <= 2*MaxBatch+1 { // each check takes 2 bytes at least
+		return nil
+	}
 	n := 0
 	for len(b) > 0 {
 		num, typ, l := protowire.ConsumeTag(b)
@@ -147,6 +150,9 @@ var envoyRequest = (&authv3.CheckRequest{}).ProtoReflect().Descriptor()
 // screenEnvoy refuses an Envoy CheckRequest of more than MaxEnvoyFields
 // fields, counted without decoding them.
 func screenEnvoy(b []byte) error {
+	if len(b) <= MaxEnvoyFields { // each field takes a byte at least
+		return nil
+	}
 	if n := countFields(b, envoyRequest, MaxEnvoyFields+1); n > MaxEnvoyFields {
 		return toStatus(&authz.Error{Code: authz.Invalid, Field: "attributes", Value: fmt.Sprintf("more than %d fields", MaxEnvoyFields),
 			Reason: fmt.Sprintf("a CheckRequest holds at most %d fields, its nested messages', map entries' and repeated values' included", MaxEnvoyFields)})
