@@ -18,6 +18,7 @@ import (
 //	checks in one CheckBatch              1 to 1,000   INVALID_ARGUMENT, past 1,000 before decoding
 //	fields of an Envoy CheckRequest       10,000       INVALID_ARGUMENT, before decoding (MaxEnvoyFields)
 //	a compressed request (grpc-encoding)  none         UNIMPLEMENTED, unread, on every service
+//	a server reflection request           64 KiB       INVALID_ARGUMENT, before decoding (MaxReflectionRequest)
 //	resource type, subject kind           32 bytes     INVALID_ARGUMENT (authz.MaxTypeLen)
 //	resource id, subject id               256 chars    INVALID_ARGUMENT (authz.MaxIDLen)
 //	permission name, role name            128 bytes    INVALID_ARGUMENT (authz.MaxPermissionLen)

@@ -8,6 +8,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -74,15 +76,58 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 	}
 	d.Streams = slices.Clone(desc.Streams)
 	for i := range d.Streams {
+		screen := streamScreens["/"+desc.ServiceName+"/"+d.Streams[i].StreamName]
 		handler := d.Streams[i].Handler
 		d.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
 			if err := compressed(stream.Context()); err != nil {
 				return err
 			}
+			if screen != nil {
+				stream = screenedStream{ServerStream: stream, screen: screen}
+			}
 			return handler(srv, stream)
 		}
 	}
 	return &d
+}
+
+// streamScreens screen each request a stream of their method receives, as
+// screens do a unary call's; a refused request ends the stream.
+var streamScreens = map[string]func([]byte) error{
+	"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo":      screenReflection,
+	"/" + reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo": screenReflection,
+}
+
+// screenedStream is a stream whose requests are screened before they are
+// decoded.
+type screenedStream struct {
+	grpc.ServerStream
+	screen func([]byte) error
+}
+
+func (s screenedStream) RecvMsg(m any) error {
+	g := &codec.Screened{Msg: m, Screen: s.screen}
+	if err := s.ServerStream.RecvMsg(g); err != nil {
+		return err
+	}
+	return g.Refused
+}
+
+// MaxReflectionRequest is the largest server reflection request read, in
+// bytes: a symbol or file name is far shorter. A reflection answer quotes
+// its request, and its name again when it does not know it, and what a
+// client does not read of its answers stays with the server: a 4 MiB
+// request made an answer of more than 4 MiB.
+const MaxReflectionRequest = 64 << 10
+
+// screenReflection refuses a server reflection request larger than
+// MaxReflectionRequest.
+func screenReflection(b []byte) error {
+	if len(b) > MaxReflectionRequest {
+		return toStatus(&authz.Error{Code: authz.Invalid, Field: "request", Value: fmt.Sprint(len(b)),
+			Reason: fmt.Sprintf("a server reflection request of %d bytes; at most %d are read", len(b), MaxReflectionRequest)})
+	}
+	return nil
 }
 
 // screening registers services on a grpc.Server through screenRequests.

@@ -159,3 +159,50 @@ func TestCompressedRequestsAreRefusedUnread(t *testing.T) {
 		t.Errorf("Check: %v", err)
 	}
 }
+
+// A server reflection answer quotes its request, twice for a symbol it does
+// not know: a reflection request larger than any name ends the stream
+// unread, and one of the usual size is answered.
+func TestLargeReflectionRequestsAreRefusedUnread(t *testing.T) {
+	w := newAuthWorld(t)
+	conn := w.dial(credential{token: w.checkToken})
+	symbol := func(n int) []byte { // file_containing_symbol (4)
+		return protowire.AppendBytes(protowire.AppendTag(nil, 4, protowire.BytesType), bytes.Repeat([]byte("a"), n))
+	}
+	ask := func(method string, req []byte) ([]byte, error) {
+		s, err := conn.NewStream(callCtx(t), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(bytesCodec{}))
+		if err != nil {
+			return nil, err
+		}
+		_ = s.SendMsg(req) // io.EOF if the server has ended the stream: RecvMsg says how
+		var reply []byte
+		return reply, s.RecvMsg(&reply)
+	}
+	for _, method := range []string{"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} {
+		t.Run(method, func(t *testing.T) {
+			if reply, err := ask(method, symbol(server.MaxReflectionRequest-8)); err != nil || len(reply) < server.MaxReflectionRequest {
+				t.Fatalf("a request of the most bytes read: %d bytes, %v; want an answer quoting it", len(reply), err)
+			}
+			body := symbol(server.MaxMessageSize - 16)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				_, err := ask(method, body)
+				st := wantCode(t, err, codes.InvalidArgument)
+				wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "request", value: fmt.Sprint(len(body))})
+				if want := "at most 65536 are read"; !strings.Contains(st.Message(), want) {
+					t.Errorf("message %q does not say %q", st.Message(), want)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// Client and server: the request written and read over TLS.
+			// Answered, it took some 7 times its size.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 3*uint64(len(body)) {
+				t.Errorf("each refused request of %d bytes allocated %d bytes; want at most 3 times the request", len(body), per)
+			}
+		})
+	}
+}
