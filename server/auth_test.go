@@ -340,7 +340,7 @@ func TestRefusedCallsAreNotDecoded(t *testing.T) {
 			}
 		})
 	}
-	// An admin's batch is decoded, and refused for its size as ever.
+	// An admin's batch is refused for its size as ever.
 	err := invokeRaw(callCtx(t), w.dial(credential{token: w.adminToken}), "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a))
 	wantDetails(t, wantCode(t, err, codes.InvalidArgument), refusal{reason: "INVALID_FIELD", field: "checks", value: "2097120"})
 }

@@ -15,7 +15,10 @@ import (
 //	what                                  limit        refused with
 //	one request message, encoded          4 MiB        RESOURCE_EXHAUSTED, by grpc-go: "grpc: received
 //	                                                   message larger than max (N vs. 4194304)"
-//	checks in one CheckBatch              1 to 1,000   INVALID_ARGUMENT
+//	checks in one CheckBatch              1 to 1,000   INVALID_ARGUMENT, past 1,000 before decoding
+//	fields of an Envoy CheckRequest       10,000       INVALID_ARGUMENT, before decoding (MaxEnvoyFields)
+//	a compressed request (grpc-encoding)  none         UNIMPLEMENTED, unread, on every service
+//	a server reflection request           64 KiB       INVALID_ARGUMENT, before decoding (MaxReflectionRequest)
 //	resource type, subject kind           32 bytes     INVALID_ARGUMENT (authz.MaxTypeLen)
 //	resource id, subject id               256 chars    INVALID_ARGUMENT (authz.MaxIDLen)
 //	permission name, role name            128 bytes    INVALID_ARGUMENT (authz.MaxPermissionLen)

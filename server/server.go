@@ -64,12 +64,16 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
-	// With callers, a unary call's request is decoded only once the call is
-	// authenticated.
-	register := gs.RegisterService
+	// A compressed request, or one that would decode into many times its
+	// size, is refused before it is decoded; with callers, a unary call's request is
+	// decoded only once the call is authenticated.
+	screened := screening{gs}
+	register := screened.RegisterService
 	if src := callerSource(opts); src != nil {
 		a := authenticator{src: src}
-		register = func(desc *grpc.ServiceDesc, impl any) { gs.RegisterService(a.decodeAfterAuthentication(desc), impl) }
+		register = func(desc *grpc.ServiceDesc, impl any) {
+			gs.RegisterService(a.decodeAfterAuthentication(screenRequests(desc)), impl)
+		}
 	}
 	register(&usherv1.AuthorizationService_ServiceDesc, az)
 	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
@@ -88,8 +92,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		e.register(register, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
-	healthpb.RegisterHealthServer(gs, newBoundedHealth(s.health))
-	reflection.Register(gs)
+	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health))
+	reflection.Register(screened)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)
 	}

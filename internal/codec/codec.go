@@ -22,6 +22,8 @@
 package codec
 
 import (
+	"fmt"
+
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -107,17 +109,61 @@ func fallBack(v any, err error) (mem.BufferSlice, error) {
 // does. data stays gRPC's: UnmarshalVT copies the strings and bytes it keeps,
 // and a type marked by Alias is read from a copy of data of its own.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	var screen func([]byte) error
+	if g, ok := v.(*Screened); ok {
+		v, screen = g.Msg, g.screen
+	}
 	m, ok := v.(vtMessage)
 	if !ok {
-		return standard.Unmarshal(data, v)
+		if screen == nil {
+			return standard.Unmarshal(data, v)
+		}
+		pm, ok := v.(proto.Message)
+		if !ok {
+			return fmt.Errorf("codec: %T is not a protobuf message", v)
+		}
+		// As grpc-go's codec decodes it, once screened.
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		if screen(buf.ReadOnlyData()) != nil {
+			return nil
+		}
+		return proto.Unmarshal(buf.ReadOnlyData(), pm)
 	}
 	s := shapeOf(m)
 	if a, ok := m.(aliasing); ok && s.alias.Load() {
-		return decode(s, data.Materialize(), m, a)
+		b := data.Materialize()
+		if screen != nil && screen(b) != nil {
+			return nil
+		}
+		return decode(s, b, m, a)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
+	if screen != nil && screen(buf.ReadOnlyData()) != nil {
+		return nil
+	}
 	return decode(s, buf.ReadOnlyData(), m, nil)
+}
+
+// Screened is a message to decode, Msg, whose encoded bytes Screen sees
+// first: when Screen returns an error, Unmarshal decodes nothing, leaves
+// Msg as it was, keeps the error in Refused and returns nil. A server
+// passes one to a call's decoding function to refuse, from its encoding, a
+// request that would decode into many times its size (4 MiB of empty
+// repeated entries make some 280 MB of messages), with a status of its
+// own: grpc-go answers an error of Unmarshal at once, as INTERNAL. Screen
+// must not keep the bytes.
+type Screened struct {
+	Msg     any
+	Screen  func([]byte) error
+	Refused error
+}
+
+// screen runs Screen on b, keeping its refusal.
+func (g *Screened) screen(b []byte) error {
+	g.Refused = g.Screen(b)
+	return g.Refused
 }
 
 // decode reads b into m, whose shape is s: by vtproto's code when b passes

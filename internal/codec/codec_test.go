@@ -269,3 +269,48 @@ func encode(t testing.TB, m proto.Message) mem.BufferSlice {
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}
 }
+
+// A Screened message is decoded as the message would be once its screen
+// lets its bytes through, on each of the codec's paths (aliased, copied,
+// protobuf-go's); refused, it is left as it was, and Unmarshal returns nil
+// with the refusal in Refused.
+func TestScreened(t *testing.T) {
+	req, _ := batch()
+	refusal := fmt.Errorf("refused")
+	for _, c := range []struct {
+		name string
+		m    proto.Message
+		new  func() proto.Message
+	}{
+		{"aliased", req, func() proto.Message { return &usherv1.CheckBatchRequest{} }},
+		{"copied", &usherv1.GrantRequest{Subject: "user:dana", Role: "host", Resource: "root"}, func() proto.Message { return &usherv1.GrantRequest{} }},
+		{"protobuf-go's", &healthpb.HealthCheckRequest{Service: "usher"}, func() proto.Message { return &healthpb.HealthCheckRequest{} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want, err := proto.Marshal(c.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seen []byte
+			got := c.new()
+			g := &codec.Screened{Msg: got, Screen: func(b []byte) error { seen = append([]byte(nil), b...); return nil }}
+			if err := (codec.Codec{}).Unmarshal(encode(t, c.m), g); err != nil || g.Refused != nil {
+				t.Fatalf("Unmarshal: %v, refused %v", err, g.Refused)
+			}
+			if string(seen) != string(want) {
+				t.Errorf("the screen saw %x, want %x", seen, want)
+			}
+			if !proto.Equal(got, c.m) {
+				t.Errorf("got %v, want %v", got, c.m)
+			}
+			got = c.new()
+			g = &codec.Screened{Msg: got, Screen: func([]byte) error { return refusal }}
+			if err := (codec.Codec{}).Unmarshal(encode(t, c.m), g); err != nil || g.Refused != refusal {
+				t.Fatalf("Unmarshal: %v, refused %v; want nil, refused %v", err, g.Refused, refusal)
+			}
+			if !proto.Equal(got, c.new()) {
+				t.Errorf("a refused message was decoded: %v", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/codec"
+)
+
+// MaxEnvoyFields is the most fields an Envoy CheckRequest may hold, its
+// nested messages', map entries' and repeated values' included: some 1,500
+// headers, where Envoy forwards at most 100 unless told otherwise.
+const MaxEnvoyFields = 10_000
+
+// screens refuse, from its encoding and before it is decoded, a request of
+// a method that a check caller may call and that would decode into many
+// times its size: each empty entry of a repeated message field, two bytes,
+// becomes a message of its own, and 4 MiB of them some 280 MB. The refusal
+// is the one the handler would give once it had decoded the request.
+var screens = map[string]func([]byte) error{
+	"/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/CheckBatch": screenBatch,
+	"/" + authv3.Authorization_ServiceDesc.ServiceName + "/Check":              screenEnvoy,
+}
+
+// screenRequests returns desc with every request refused unread when it
+// comes compressed, and the requests of its methods that have a screen
+// screened before they are decoded. A refused unary request goes through
+// the interceptors, which log and count it, empty; a refused stream has
+// been through them already.
+func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
+	d := *desc
+	d.Methods = slices.Clone(desc.Methods)
+	for i := range d.Methods {
+		screen := screens["/"+desc.ServiceName+"/"+d.Methods[i].MethodName]
+		handler := d.Methods[i].Handler
+		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			refusal := compressed(ctx)
+			screened := func(v any) error {
+				if refusal != nil {
+					return nil
+				}
+				if screen == nil {
+					return dec(v)
+				}
+				g := &codec.Screened{Msg: v, Screen: screen}
+				if err := dec(g); err != nil {
+					return err
+				}
+				refusal = g.Refused
+				return nil
+			}
+			// A refused request stays empty, and the method's own handler
+			// never runs: past the interceptors, the refusal.
+			refusing := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if refusal != nil {
+					h = func(context.Context, any) (any, error) { return nil, refusal }
+				}
+				if interceptor == nil {
+					return h(ctx, req)
+				}
+				return interceptor(ctx, req, info, h)
+			}
+			return handler(srv, ctx, screened, refusing)
+		}
+	}
+	d.Streams = slices.Clone(desc.Streams)
+	for i := range d.Streams {
+		screen := streamScreens["/"+desc.ServiceName+"/"+d.Streams[i].StreamName]
+		handler := d.Streams[i].Handler
+		d.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
+			if err := compressed(stream.Context()); err != nil {
+				return err
+			}
+			if screen != nil {
+				stream = screenedStream{ServerStream: stream, screen: screen}
+			}
+			return handler(srv, stream)
+		}
+	}
+	return &d
+}
+
+// streamScreens screen each request a stream of their method receives, as
+// screens do a unary call's; a refused request ends the stream.
+var streamScreens = map[string]func([]byte) error{
+	"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo":      screenReflection,
+	"/" + reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo": screenReflection,
+}
+
+// screenedStream is a stream whose requests are screened before they are
+// decoded.
+type screenedStream struct {
+	grpc.ServerStream
+	screen func([]byte) error
+}
+
+func (s screenedStream) RecvMsg(m any) error {
+	g := &codec.Screened{Msg: m, Screen: s.screen}
+	if err := s.ServerStream.RecvMsg(g); err != nil {
+		return err
+	}
+	return g.Refused
+}
+
+// MaxReflectionRequest is the largest server reflection request read, in
+// bytes: a symbol or file name is far shorter. A reflection answer quotes
+// its request, and its name again when it does not know it, and what a
+// client does not read of its answers stays with the server: a 4 MiB
+// request made an answer of more than 4 MiB.
+const MaxReflectionRequest = 64 << 10
+
+// screenReflection refuses a server reflection request larger than
+// MaxReflectionRequest.
+func screenReflection(b []byte) error {
+	if len(b) > MaxReflectionRequest {
+		return toStatus(&authz.Error{Code: authz.Invalid, Field: "request", Value: fmt.Sprint(len(b)),
+			Reason: fmt.Sprintf("a server reflection request of %d bytes; at most %d are read", len(b), MaxReflectionRequest)})
+	}
+	return nil
+}
+
+// screening registers services on a grpc.Server through screenRequests.
+type screening struct{ *grpc.Server }
+
+func (s screening) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.Server.RegisterService(screenRequests(desc), impl)
+}
+
+// compressed refuses a call whose requests come compressed. The limits on
+// what requests hold (ConnLimits.ReceiveBudget, MaxMessageSize) count
+// their bytes as they arrive, and grpc-go would inflate a few kilobytes of
+// gzip into a 4 MiB request; Usher's clients and Envoy send requests
+// uncompressed.
+func compressed(ctx context.Context) error {
+	st, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ RecvCompress() string })
+	if !ok {
+		return nil
+	}
+	switch enc := st.RecvCompress(); enc {
+	case "", "identity":
+		return nil
+	default:
+		return refuse(codes.Unimplemented,
+			fmt.Sprintf("grpc-encoding %q: this server reads requests only uncompressed: send them without compression", enc),
+			details{reason: reasonCompressed, field: "grpc-encoding", value: enc})
+	}
+}
+
+// reasonCompressed is the reason of a refused compressed request.
+const reasonCompressed = "COMPRESSED_REQUEST"
+
+// screenBatch refuses a CheckBatch of more than MaxBatch checks as
+// CheckBatch does, counting them without decoding them. An encoding it
+// cannot read is left to the decoder to refuse.
+func screenBatch(b []byte) error {
+	if len(b) <= 2*MaxBatch+1 { // each check takes 2 bytes at least
+		return nil
+	}
+	n := 0
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return nil
+		}
+		b = b[l:]
+		if num == 1 && typ == protowire.BytesType {
+			n++
+		}
+		if l = protowire.ConsumeFieldValue(num, typ, b); l < 0 {
+			return nil
+		}
+		b = b[l:]
+	}
+	if n > MaxBatch {
+		return toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
+			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
+	}
+	return nil
+}
+
+// envoyRequest is the descriptor of Envoy's CheckRequest.
+var envoyRequest = (&authv3.CheckRequest{}).ProtoReflect().Descriptor()
+
+// screenEnvoy refuses an Envoy CheckRequest of more than MaxEnvoyFields
+// fields, counted without decoding them.
+func screenEnvoy(b []byte) error {
+	if len(b) <= MaxEnvoyFields { // each field takes a byte at least
+		return nil
+	}
+	if n := countFields(b, envoyRequest, MaxEnvoyFields+1); n > MaxEnvoyFields {
+		return toStatus(&authz.Error{Code: authz.Invalid, Field: "attributes", Value: fmt.Sprintf("more than %d fields", MaxEnvoyFields),
+			Reason: fmt.Sprintf("a CheckRequest holds at most %d fields, its nested messages', map entries' and repeated values' included", MaxEnvoyFields)})
+	}
+	return nil
+}
+
+// countFields counts the fields of b, an encoded message of type md, and
+// of the messages within it, up to limit; packed values count one each. An
+// encoding it cannot read counts as far as it could be read.
+func countFields(b []byte, md protoreflect.MessageDescriptor, limit int) int {
+	n := 0
+	fields := md.Fields()
+	for len(b) > 0 && n < limit {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return n
+		}
+		b = b[l:]
+		n++
+		l = protowire.ConsumeFieldValue(num, typ, b)
+		if l < 0 {
+			return n
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b)
+			if fd := fields.ByNumber(num); fd != nil {
+				switch {
+				case fd.Message() != nil:
+					n += countFields(v, fd.Message(), limit-n)
+				case fd.IsList():
+					n += packedCount(v, fd.Kind())
+				}
+			}
+		}
+		b = b[l:]
+	}
+	return n
+}
+
+// packedCount is how many values of kind k a packed run holds, at least
+// none.
+func packedCount(v []byte, k protoreflect.Kind) int {
+	switch k {
+	case protoreflect.StringKind, protoreflect.BytesKind, protoreflect.MessageKind, protoreflect.GroupKind:
+		return 0
+	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+		return len(v) / 4
+	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+		return len(v) / 8
+	}
+	n := 0
+	for _, c := range v {
+		if c < 0x80 {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,68 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// envoyCheck is an Envoy CheckRequest with n headers, in the map and in
+// header_map, and the addresses Envoy sends.
+func envoyCheck(n int) *authv3.CheckRequest {
+	headers := map[string]string{}
+	hm := &corev3.HeaderMap{}
+	for i := range n {
+		k, v := fmt.Sprintf("x-header-%d", i), fmt.Sprintf("value %d", i)
+		headers[k] = v
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	addr := func(ip string) *authv3.AttributeContext_Peer {
+		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 443}}}}}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: addr("10.0.0.1"), Destination: addr("10.0.0.2"),
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "42", Method: "POST", Path: "/calls/meeting/7/join", Host: "usher.example", Scheme: "https", Protocol: "HTTP/1.1",
+			Headers: headers, HeaderMap: hm}},
+		ContextExtensions: map[string]string{"zone": "eu"},
+	}}
+}
+
+func TestCountFields(t *testing.T) {
+	for _, n := range []int{0, 1, 20, 1500} {
+		b, err := proto.Marshal(envoyCheck(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each header: an entry, its key and value, twice; and the rest.
+		const rest = 23
+		if got, want := countFields(b, envoyRequest, 1<<30), 6*n+rest; got != want {
+			t.Errorf("%d headers: %d fields, want %d", n, got, want)
+		}
+		if got := countFields(b, envoyRequest, 10); got > 10+2 {
+			t.Errorf("%d headers: counted %d fields past a limit of 10", n, got)
+		}
+		if err := screenEnvoy(b); (err != nil) != (6*n+rest > MaxEnvoyFields) {
+			t.Errorf("%d headers: screenEnvoy = %v", n, err)
+		}
+	}
+}
+
+// BenchmarkScreenEnvoy measures what screening costs an Envoy Check of 200
+// headers, too large to pass unread.
+func BenchmarkScreenEnvoy(b *testing.B) {
+	req, err := proto.Marshal(envoyCheck(200))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := screenEnvoy(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

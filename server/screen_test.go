@@ -1,0 +1,208 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/usher-authz/usher/server"
+)
+
+// A check caller's request is decoded, and 4 MiB of empty repeated entries
+// decode into some 70 times that: such a request is refused from its
+// encoding, before it is decoded, with the status the method gives once it
+// has decoded it, and costs little more than its own bytes.
+func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing.T) {
+	w := newAuthWorld(t)
+	// Each entry is an empty message: a tag and a zero length.
+	entries := func(tag byte, n int) []byte { return bytes.Repeat([]byte{tag, 0}, n) }
+	nest := func(field protowire.Number, inner []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), inner)
+	}
+	// Envoy's headers: attributes (1), request (4), http (2), header_map
+	// (13), its headers (1) repeated.
+	headers := func(n int) []byte { return nest(1, nest(4, nest(2, nest(13, entries(0x0a, n))))) }
+	huge := (server.MaxMessageSize - 128) / 2
+	batchTooLarge := func(n int) refusal {
+		return refusal{reason: "INVALID_FIELD", field: "checks", value: fmt.Sprint(n)}
+	}
+	envoyTooLarge := refusal{reason: "INVALID_FIELD", field: "attributes", value: fmt.Sprintf("more than %d fields", server.MaxEnvoyFields)}
+	for _, c := range []struct {
+		name, method string
+		body         []byte
+		want         refusal
+		message      string
+	}{
+		{"a CheckBatch of two million checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, huge),
+			batchTooLarge(huge), `checks "2097088": a batch holds 1 to 1000 checks`},
+		{"a CheckBatch of 1001 checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, server.MaxBatch+1),
+			batchTooLarge(server.MaxBatch + 1), `checks "1001": a batch holds 1 to 1000 checks`},
+		{"Envoy's Check of two million headers", "/envoy.service.auth.v3.Authorization/Check", headers(huge),
+			envoyTooLarge, "a CheckRequest holds at most 10000 fields"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(credential{token: w.checkToken})
+			wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				st := wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), codes.InvalidArgument)
+				wantDetails(t, st, c.want)
+				if !strings.Contains(st.Message(), c.message) {
+					t.Errorf("message %q does not say %q", st.Message(), c.message)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// Client and server: the request written and read over TLS.
+			// Decoded, two million entries took 280 MB.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 4*uint64(len(c.body))+1<<20 {
+				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(c.body), per)
+			}
+		})
+	}
+	// Refused calls are logged as any other.
+	if !strings.Contains(w.logs.String(), "grpc.code=InvalidArgument") {
+		t.Errorf("refused calls were not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+// A batch of the most checks allowed, and an Envoy request of the most
+// fields, are decoded and answered as ever, by a server without callers
+// too.
+func TestRequestsAtTheScreensLimitsAreAnswered(t *testing.T) {
+	f := newServer(t)
+	item := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType),
+		[]byte("\x0a\x09user:dana\x12\x09join-call\x1a\x04root"))
+	var reply []byte
+	err := f.conn.Invoke(f.ctx(), "/usher.v1.AuthorizationService/CheckBatch", bytes.Repeat(item, server.MaxBatch), &reply,
+		grpc.ForceCodec(bytesCodec{}))
+	if err != nil {
+		t.Fatalf("a CheckBatch of %d checks: %v", server.MaxBatch, err)
+	}
+	st := wantCode(t, invokeRaw(f.ctx(), f.conn, "/usher.v1.AuthorizationService/CheckBatch", bytes.Repeat(item, server.MaxBatch+1)),
+		codes.InvalidArgument)
+	wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "checks", value: "1001"})
+}
+
+// A compressed request is refused unread, whatever the method and whoever
+// the caller: a few kilobytes of gzip would inflate into a 4 MiB request
+// that no limit on the bytes arriving counts.
+func TestCompressedRequestsAreRefusedUnread(t *testing.T) {
+	w := newAuthWorld(t)
+	// 4 MiB of one letter, a few kilobytes compressed: a health Check's
+	// service name, a Check's subject.
+	name := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), bytes.Repeat([]byte("a"), server.MaxMessageSize-16))
+	stream := func(method string) func(context.Context, *grpc.ClientConn) error {
+		return func(ctx context.Context, conn *grpc.ClientConn) error {
+			desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: strings.Contains(method, "Reflection")}
+			s, err := conn.NewStream(ctx, desc, method, grpc.ForceCodec(bytesCodec{}), grpc.UseCompressor(gzip.Name))
+			if err != nil {
+				return err
+			}
+			_ = s.SendMsg(name) // io.EOF if the server has ended the stream: RecvMsg says how
+			var reply []byte
+			return s.RecvMsg(&reply)
+		}
+	}
+	unary := func(method string) func(context.Context, *grpc.ClientConn) error {
+		return func(ctx context.Context, conn *grpc.ClientConn) error {
+			var reply []byte
+			return conn.Invoke(ctx, method, name, &reply, grpc.ForceCodec(bytesCodec{}), grpc.UseCompressor(gzip.Name))
+		}
+	}
+	for _, c := range []struct {
+		name string
+		cred credential
+		call func(context.Context, *grpc.ClientConn) error
+	}{
+		{"a health Check without credentials", credential{}, unary("/grpc.health.v1.Health/Check")},
+		{"a health Watch without credentials", credential{}, stream("/grpc.health.v1.Health/Watch")},
+		{"a Check by a check caller", credential{token: w.checkToken}, unary("/usher.v1.AuthorizationService/Check")},
+		{"a Watch by a check caller", credential{token: w.checkToken}, stream("/usher.v1.AuthorizationService/Watch")},
+		{"server reflection by a check caller", credential{token: w.checkToken}, stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(c.cred)
+			wantCode(t, invokeRaw(callCtx(t), conn, "/grpc.health.v1.Health/Check", []byte{}), codes.OK) // connected
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				st := wantCode(t, c.call(callCtx(t), conn), codes.Unimplemented)
+				wantDetails(t, st, refusal{reason: "COMPRESSED_REQUEST", field: "grpc-encoding", value: "gzip"})
+				if want := `grpc-encoding "gzip": this server reads requests only uncompressed`; !strings.Contains(st.Message(), want) {
+					t.Errorf("message %q does not say %q", st.Message(), want)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// The client's compressing, and little else: read, the request
+			// took 4 MiB to inflate and 4 MiB more to decode.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 2<<20 {
+				t.Errorf("each refused call allocated %d bytes; want at most 2 MiB", per)
+			}
+		})
+	}
+	// Uncompressed, the same calls are answered as ever.
+	conn := w.dial(credential{token: w.checkToken})
+	if err := checkCall(t, conn); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+}
+
+// A server reflection answer quotes its request, twice for a symbol it does
+// not know: a reflection request larger than any name ends the stream
+// unread, and one of the usual size is answered.
+func TestLargeReflectionRequestsAreRefusedUnread(t *testing.T) {
+	w := newAuthWorld(t)
+	conn := w.dial(credential{token: w.checkToken})
+	symbol := func(n int) []byte { // file_containing_symbol (4)
+		return protowire.AppendBytes(protowire.AppendTag(nil, 4, protowire.BytesType), bytes.Repeat([]byte("a"), n))
+	}
+	ask := func(method string, req []byte) ([]byte, error) {
+		s, err := conn.NewStream(callCtx(t), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(bytesCodec{}))
+		if err != nil {
+			return nil, err
+		}
+		_ = s.SendMsg(req) // io.EOF if the server has ended the stream: RecvMsg says how
+		var reply []byte
+		return reply, s.RecvMsg(&reply)
+	}
+	for _, method := range []string{"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} {
+		t.Run(method, func(t *testing.T) {
+			if reply, err := ask(method, symbol(server.MaxReflectionRequest-8)); err != nil || len(reply) < server.MaxReflectionRequest {
+				t.Fatalf("a request of the most bytes read: %d bytes, %v; want an answer quoting it", len(reply), err)
+			}
+			body := symbol(server.MaxMessageSize - 16)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			const calls = 3
+			for range calls {
+				_, err := ask(method, body)
+				st := wantCode(t, err, codes.InvalidArgument)
+				wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "request", value: fmt.Sprint(len(body))})
+				if want := "at most 65536 are read"; !strings.Contains(st.Message(), want) {
+					t.Errorf("message %q does not say %q", st.Message(), want)
+				}
+			}
+			runtime.ReadMemStats(&after)
+			// Client and server: the request written and read over TLS.
+			// Answered, it took some 7 times its size.
+			if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 3*uint64(len(body)) {
+				t.Errorf("each refused request of %d bytes allocated %d bytes; want at most 3 times the request", len(body), per)
+			}
+		})
+	}
+}
