@@ -46,32 +46,12 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 		handler := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 			refusal := compressed(ctx)
-			screened := func(v any) error {
-				if refusal != nil {
-					return nil
-				}
-				if screen == nil {
-					return dec(v)
-				}
-				g := &codec.Screened{Msg: v, Screen: screen}
-				if err := dec(g); err != nil {
-					return err
-				}
-				refusal = g.Refused
-				return nil
+			if refusal == nil && screen == nil {
+				// Nothing to screen: the call as it comes, allocating
+				// nothing more.
+				return handler(srv, ctx, dec, interceptor)
 			}
-			// A refused request stays empty, and the method's own handler
-			// never runs: past the interceptors, the refusal.
-			refusing := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-				if refusal != nil {
-					h = func(context.Context, any) (any, error) { return nil, refusal }
-				}
-				if interceptor == nil {
-					return h(ctx, req)
-				}
-				return interceptor(ctx, req, info, h)
-			}
-			return handler(srv, ctx, screened, refusing)
+			return screenCall(ctx, srv, dec, interceptor, handler, screen, refusal)
 		}
 	}
 	d.Streams = slices.Clone(desc.Streams)
@@ -89,6 +69,38 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 		}
 	}
 	return &d
+}
+
+// screenCall is a unary call of handler whose request screen sees before it
+// is decoded, or that refusal refuses already.
+func screenCall(ctx context.Context, srv any, dec func(any) error, interceptor grpc.UnaryServerInterceptor,
+	handler grpc.MethodHandler, screen func([]byte) error, refusal error) (any, error) {
+	screened := func(v any) error {
+		if refusal != nil {
+			return nil
+		}
+		if screen == nil {
+			return dec(v)
+		}
+		g := &codec.Screened{Msg: v, Screen: screen}
+		if err := dec(g); err != nil {
+			return err
+		}
+		refusal = g.Refused
+		return nil
+	}
+	// A refused request stays empty, and the method's own handler
+	// never runs: past the interceptors, the refusal.
+	refusing := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if refusal != nil {
+			h = func(context.Context, any) (any, error) { return nil, refusal }
+		}
+		if interceptor == nil {
+			return h(ctx, req)
+		}
+		return interceptor(ctx, req, info, h)
+	}
+	return handler(srv, ctx, screened, refusing)
 }
 
 // streamScreens screen each request a stream of their method receives, as
