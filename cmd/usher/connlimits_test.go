@@ -642,8 +642,12 @@ func openIdle(ctx context.Context, t *testing.T, addr string, tlsConf *tls.Confi
 			c.Close()
 		}
 	})
+	// On a busy machine opening them may outlast the attack: their dials
+	// are not cut short with it.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	for i := range n {
-		c, err := d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(dctx, "tcp", addr)
 		if err != nil {
 			t.Fatalf("idle connection %d: %v", i, err)
 		}
