@@ -48,6 +48,9 @@ func TestCollapseBacksMemoryWithHugePages(t *testing.T) {
 	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOMEM):
 		t.Logf("the kernel had no huge page free: %v, %d KiB in huge pages", err, got)
 		return
+	case errors.Is(err, unix.EINVAL) && !kernelAtLeast(t, 6, 1):
+		t.Logf("the kernel has no MADV_COLLAPSE before Linux 6.1: %v", err)
+		return
 	case err != nil:
 		t.Fatalf("collapse: %v (transparent huge pages: %q)", err, mode)
 	}
@@ -85,4 +88,19 @@ func anonHugeKiB(t *testing.T, mem []byte) int {
 	}
 	t.Fatalf("no mapping of %#x in /proc/self/smaps", addr)
 	return 0
+}
+
+// kernelAtLeast reports whether the running kernel's release is at least
+// major.minor.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var gotMajor, gotMinor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &gotMajor, &gotMinor); err != nil {
+		t.Fatalf("kernel release %q: %v", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	return gotMajor > major || gotMajor == major && gotMinor >= minor
 }
