@@ -63,23 +63,19 @@ func (x *Index) eachArray(f func(hugeArray)) {
 // moved returns the arrays of x that moved since the last call, or none
 // while they are too small together. Call it with x locked.
 func (h *hugeArrays) moved(x *Index) []hugeArray {
-	next := h.next[:0]
 	var total uintptr
-	x.eachArray(func(a hugeArray) {
-		next = append(next, arrayAt{uintptr(a.p), a.n})
-		total += a.n
-	})
-	h.next = next
+	x.eachArray(func(a hugeArray) { total += a.n })
 	if total < hugeFloor {
 		return nil
 	}
+	next := h.next[:0]
 	var moved []hugeArray
-	i := 0
 	x.eachArray(func(a hugeArray) {
-		if a.n > 0 && (i >= len(h.at) || h.at[i] != next[i]) {
+		at := arrayAt{uintptr(a.p), a.n}
+		if i := len(next); a.n > 0 && (i >= len(h.at) || h.at[i] != at) {
 			moved = append(moved, a)
 		}
-		i++
+		next = append(next, at)
 	})
 	h.at, h.next = next, h.at
 	return moved

@@ -133,6 +133,9 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if p.by.Actor == "" {
 		return nil
 	}
+	// The creator roles are the catalog's; the roles, the actor's grants
+	// and its power to register are guarded with the actor's.
+	p.guard(keyCatalog)
 	typ, parent := x.typeName(id), x.nodes[id].parent
 	creator := x.roleID(x.creators[typ])
 	if creator == noName {
@@ -153,7 +156,6 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if !bound || forGood {
 		return nil
 	}
-	p.guard(keyCatalog)
 	if !p.actorHolds(parent, PermResourcesCreate+"."+typ) && !p.actorHolds(parent, PermResourcesCreate) {
 		return nil
 	}

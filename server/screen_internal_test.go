@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // envoyCheck is an Envoy CheckRequest with n headers, in the map and in
@@ -49,6 +50,29 @@ func TestCountFields(t *testing.T) {
 		if err := screenEnvoy(b); (err != nil) != (6*n+rest > MaxEnvoyFields) {
 			t.Errorf("%d headers: screenEnvoy = %v", n, err)
 		}
+	}
+}
+
+// Envoy's metadata holds google.protobuf.Struct, which nests without end:
+// counting stops at the limit, however deep the request goes, so it
+// recurses no deeper than the fields it counts.
+func TestCountFieldsOfADeepRequest(t *testing.T) {
+	const depth = 20_000
+	inner := &structpb.Struct{}
+	for range depth {
+		inner = &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewStructValue(inner)}}
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		MetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"deep": inner}}}}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countFields(b, envoyRequest, MaxEnvoyFields+1); got != MaxEnvoyFields+1 {
+		t.Errorf("a request %d levels deep, of %d bytes: counted %d fields, want the limit's %d", depth, len(b), got, MaxEnvoyFields+1)
+	}
+	if err := screenEnvoy(b); err == nil {
+		t.Errorf("a request %d levels deep passed the screen", depth)
 	}
 }
 

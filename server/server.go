@@ -65,8 +65,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
 	// A compressed request, or one that would decode into many times its
-	// size, is refused before it is decoded; with callers, a unary call's request is
-	// decoded only once the call is authenticated.
+	// size, is refused before it is decoded; with callers, a unary call's
+	// request is decoded only once the call is authenticated.
 	screened := screening{gs}
 	register := screened.RegisterService
 	if src := callerSource(opts); src != nil {
