@@ -54,8 +54,22 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 				return nil
 			}
 		} else if len(existing) >= MaxBlocksPerBinding {
-			return errorf(ResourceExhausted, "subject", b.Subject,
-				"subject already carries %d blocks on %q, the most one subject may carry on one resource; unblock some first", len(existing), b.Resource)
+			// Blocks that ran out deny nothing: they make way for this
+			// one, so that none can be filled with them to keep a ban
+			// from being placed.
+			var spent []*blockEntry
+			for _, e := range existing {
+				if !live(e.exp, p.now) {
+					spent = append(spent, e)
+				}
+			}
+			if n := len(existing) - len(spent); n >= MaxBlocksPerBinding {
+				return errorf(ResourceExhausted, "subject", b.Subject,
+					"subject already carries %d unexpired blocks on %q, the most one subject may carry on one resource; unblock some first", n, b.Resource)
+			}
+			for _, e := range spent {
+				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: b.Resource, ID: e.ID}})
+			}
 		}
 		p.change(Change{Op: OpPutBlock, Block: &b})
 		return nil

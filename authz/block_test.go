@@ -69,6 +69,29 @@ func TestBlock(t *testing.T) {
 				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42"}))
 			})
 		}},
+		{"blocks that ran out make way: a subject's slots filled with them still take a ban, which lifts them", func(t *testing.T, w *world) {
+			for range authz.MaxBlocksPerBinding - 1 {
+				w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-audio"}, Expires: w.clock.Now().Add(time.Minute)})
+			}
+			w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-video"}})
+			w.clock.Advance(2 * time.Minute)
+			w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Reason: "ban"})
+			ops := w.lastOps()
+			if want := authz.MaxBlocksPerBinding; len(ops) != want || ops[0] != "delete_block" || ops[want-1] != "put_block" {
+				t.Errorf("the ban's change set = %d changes %v, want the %d spent blocks deleted, then the ban put", len(ops), ops, want-1)
+			}
+			if d := w.check("user:bob", "join-call", "call:livestream:42"); d.Allowed || d.BlockReason != "ban" {
+				t.Errorf("after the ban, Check = %+v", d)
+			}
+			// Only the blocks that ran out made way: the unexpired mute and
+			// the ban now leave room for 98 more, and no more.
+			for range authz.MaxBlocksPerBinding - 2 {
+				w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-audio"}})
+			}
+			w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
+				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42"}))
+			})
+		}},
 		{"the permission must be declared, else INVALID_ARGUMENT, naming permissions[i] as asked", func(t *testing.T, w *world) {
 			w.refuses(authz.Invalid, "permissions[1]", "send-vidoe", func() (authz.Revision, error) {
 				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "account:acme", Permissions: []string{"send-audio", "send-vidoe"}}))

@@ -709,15 +709,24 @@ func (j *judgement) block(b authz.Block) (authz.Snapshot, bool) {
 	b.Permissions = slices.Compact(slices.Sorted(slices.Values(b.Permissions)))
 	b.Expires = b.Expires.UTC()
 	after := clone(j.s)
-	carried := 0
+	carried, unexpired := 0, 0
 	replaced := slices.ContainsFunc(j.s.Blocks, func(o authz.Block) bool { return sameBlockKey(o, b) })
 	for _, o := range j.s.Blocks {
 		if o.Subject == b.Subject && o.Resource == b.Resource {
 			carried++
+			if r.unexpired(o.Expires) {
+				unexpired++
+			}
 		}
 	}
+	if !replaced && unexpired >= authz.MaxBlocksPerBinding {
+		j.refuse(authz.ResourceExhausted, "", "%s carries %d unexpired blocks on %s already", b.Subject, unexpired, b.Resource)
+	}
 	if !replaced && carried >= authz.MaxBlocksPerBinding {
-		j.refuse(authz.ResourceExhausted, "", "%s carries %d blocks on %s already", b.Subject, carried, b.Resource)
+		// Blocks that ran out make way for the new one.
+		after.Blocks = slices.DeleteFunc(after.Blocks, func(o authz.Block) bool {
+			return o.Subject == b.Subject && o.Resource == b.Resource && !r.unexpired(o.Expires)
+		})
 	}
 	after.Blocks = slices.DeleteFunc(after.Blocks, func(o authz.Block) bool { return sameBlockKey(o, b) })
 	// A block that replaces one with an earlier expiry lifts it when it
