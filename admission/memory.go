@@ -123,6 +123,11 @@ func (c *callState) add(s *liveSession) {
 
 func (c *callState) remove(s *liveSession) {
 	delete(c.sessions, s.Subject)
+	c.unmark(s)
+}
+
+// unmark takes what s counts for out of the call's tallies.
+func (c *callState) unmark(s *liveSession) {
 	if s.Counted {
 		c.counted--
 	}
@@ -183,32 +188,34 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	defer m.mu.Unlock()
 	m.sweep(now)
 	c := m.calls[s.Call]
-	if c == nil {
+	fresh := c == nil
+	if fresh {
 		c = newCallState() // kept only if s joins
 	}
-	old := c.sessions[s.Subject]
+	old, knock := c.sessions[s.Subject], c.knocks[s.Subject]
 	if out, detail := c.room(&s, old, max); out != Admitted {
 		return out, detail, nil
 	}
 	// A session that replaces the subject's own, or its knock, adds none.
-	if old == nil && c.knocks[s.Subject] == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
+	if old == nil && knock == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
 	stored := newLiveSession(s)
 	if old != nil {
-		// The new session takes the old one's place in the call and in
-		// the lease heap.
+		// The new session takes the old one's place in the call.
 		delete(m.sessions, old.ID)
-		m.expiries.handOver(&old.lease, &stored.lease, s.Expires.UnixNano())
-		c.remove(old)
+		m.expiries.drop(&old.lease)
+		c.unmark(old)
 		m.emit(StoreEvent{Session: &old.Session, Ended: &Ending{Why: Replaced}, Time: now})
-	} else {
-		m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	}
-	if k := c.knocks[s.Subject]; k != nil {
-		m.endKnock(c, k, Entered, now)
+	m.expiries.set(&stored.lease, s.Expires.UnixNano())
+	if knock != nil {
+		delete(c.knocks, s.Subject) // the session takes its place: the call stays
+		m.endKnock(nil, knock, Entered, now)
 	}
-	m.calls[s.Call] = c // new, or ending the knock may have dropped it
+	if fresh {
+		m.calls[s.Call] = c
+	}
 	c.add(stored)
 	m.sessions[s.ID] = stored
 	// The event gets a copy: Renew changes the stored session.
