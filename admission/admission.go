@@ -50,7 +50,8 @@ type Options struct {
 	LiveKit *livekit.APIKey
 	Logger  *slog.Logger
 	// MaxWatchers bounds the WatchCall streams of the node (usher serve
-	// --max-call-watches); default DefaultMaxWatchers.
+	// --max-call-watches); default DefaultMaxWatchers. A watch counts from
+	// Watch until its Close, even once cut off for falling behind.
 	MaxWatchers int
 	// WatchBuffer is how many events a stream may fall behind by before it
 	// is cut off, to resume from the last revision it received; default

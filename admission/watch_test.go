@@ -243,3 +243,40 @@ func TestAWatchResumedAfterAWriteThatOvertookAJoinFindsTheParticipant(t *testing
 		t.Errorf("resumed from revision %d, the initial state %+v leaves out %s, who joined after it", muted, resumed.Initial, late.Session)
 	}
 }
+
+// A watch cut off for falling behind counts against MaxWatchers until it is
+// closed: until then its stream holds what it sent and its client has not
+// read, and a client that let every stream fall behind would hold any
+// number of them.
+func TestACutWatchCountsAgainstMaxWatchersUntilClosed(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{MaxWatchers: 1, WatchBuffer: 4}, admission.MemoryOptions{})
+	w.grant("user:busy", "member", "call:acme:1")
+	watch := w.watch("call:acme:1")
+	for range 5 {
+		r := w.wantJoin("user:busy", "call:acme:1", admission.Admitted)
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the watch is cut off", func() bool {
+		return authz.KindOf(watch.Err()) == authz.KindWatchFellBehind
+	})
+	if _, err := w.m.Watch("call:acme:1", 0); authz.CodeOf(err) != authz.ResourceExhausted || authz.KindOf(err) != authz.KindWatchLimit {
+		t.Fatalf("a watch beside one cut off and not closed: %v, want ResourceExhausted %s", err, authz.KindWatchLimit)
+	}
+	watch.Close()
+	next, err := w.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatalf("a watch once the cut one is closed: %v", err)
+	}
+	next.Close()
+	// Closing again frees no second slot.
+	watch.Close()
+	if next, err = w.m.Watch("call:acme:1", 0); err != nil {
+		t.Fatalf("a watch after closing twice: %v", err)
+	}
+	defer next.Close()
+	if _, err := w.m.Watch("call:acme:1", 0); authz.CodeOf(err) != authz.ResourceExhausted {
+		t.Fatalf("a second watch after closing one twice: %v, want ResourceExhausted", err)
+	}
+}
