@@ -91,7 +91,10 @@ type view struct {
 	rememberN int
 	ended     []endedSession
 	endedNext int
-	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
+	// forgotten is the latest revision of an ending the view may not
+	// know of: one the ring dropped, or the revision it started at, before
+	// which it heard of none.
+	forgotten authz.Revision
 	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
 	ahead     map[*tracked]bool  // sessions admitted at a revision the index has yet to apply
 	closed    bool
@@ -160,8 +163,8 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
-		storeWait: opts.StoreWait,
-		endings:   map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
+		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
+		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }

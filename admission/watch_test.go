@@ -280,3 +280,47 @@ func TestACutWatchCountsAgainstMaxWatchersUntilClosed(t *testing.T) {
 		t.Fatalf("a second watch after closing one twice: %v, want ResourceExhausted", err)
 	}
 }
+
+// A manager started anew (a restart, or a replica that a client fails over
+// to) remembers no ending from before it started: a watch resumed from a
+// revision before then gets the whole state, with Reset, rather than one
+// that leaves out the participants who left, lapsed or were banned
+// meanwhile.
+func TestAWatchResumedFromBeforeTheManagerStartedGetsTheWholeState(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	w.grant("user:banned", "member", "call:acme:1")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	w.wantJoin("user:banned", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	last := watch.Initial[len(watch.Initial)-1].Revision
+	// The manager stops, its sessions with it; user:banned is banned
+	// meanwhile; a new manager starts over the same engine.
+	w.m.Close()
+	w.block("user:banned", "call:acme:1")
+	w.m = admission.New(w.eng, admission.Options{})
+	in := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	resumed, err := w.m.Watch("call:acme:1", last)
+	if err != nil {
+		t.Fatalf("resuming from revision %d: %v", last, err)
+	}
+	defer resumed.Close()
+	synced := resumed.Initial[len(resumed.Initial)-1]
+	if synced.Kind != admission.EventSynced || !synced.Reset {
+		t.Errorf("resumed from revision %d, before the manager started: ends with %+v, want SYNCED with Reset", last, synced)
+	}
+	if len(resumed.Initial) != 2 || resumed.Initial[0].Kind != admission.EventPresent || resumed.Initial[0].Session != in.Session {
+		t.Errorf("resumed from revision %d: initial %+v, want user:member present, then synced", last, resumed.Initial)
+	}
+	// Resuming from a revision the new manager has seen is no reset.
+	w.grant("user:other", "member", "call:acme:1")
+	latest := w.eng.Index().Revision()
+	again, err := w.m.Watch("call:acme:1", latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if synced := again.Initial[len(again.Initial)-1]; synced.Reset {
+		t.Errorf("resumed from revision %d, after the manager started: %+v, want no reset", latest, synced)
+	}
+}
