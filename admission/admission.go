@@ -677,7 +677,7 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 	}
 	if by.Actor != "" && by.Actor == subject {
 		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
-			Reason: "may not deny itself: " + authz.RuleNoSelfService}
+			Reason: "may not deny itself: " + authz.RuleNoSelfService, Meta: map[string]string{"subject": by.Actor}}
 	}
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err

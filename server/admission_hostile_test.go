@@ -2,14 +2,21 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/admission"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
 )
 
 // A WatchCall whose client stops reading is cut off once it falls behind,
@@ -18,7 +25,7 @@ import (
 // streams until then: otherwise a client could hold any number of them
 // open, each with what it has not read, by letting each fall behind.
 func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
-	w := newAdmWorld(t, admission.Options{MaxWatchers: 2, WatchBuffer: 64})
+	w := newAdmWorld(t, admission.Options{MaxWatchers: 2})
 	w.grant("user:busy", "call-member", meeting7)
 	slow := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -61,7 +68,7 @@ func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 	read := 0
 	for {
 		if _, err := stream.Recv(); err != nil {
-			wantStatus(t, err, codes.ResourceExhausted, "fell 64 events behind")
+			wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("fell %d events behind", admission.DefaultWatchBuffer))
 			break
 		}
 		read++
@@ -77,4 +84,134 @@ func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 		_, err = probe.Recv()
 		return err == nil
 	})
+}
+
+// A hostile tenant at the lobby, over gRPC: end users acting through a
+// media server's sidecar (a check caller) try to list, admit into and deny
+// from a lobby they hold no admit power over, to admit or deny
+// themselves, and to do it while banned. Every attempt is PERMISSION_DENIED
+// naming its rule, and nothing is written: no revision, no change record,
+// and every knock still waits.
+func TestHostileTenantAtTheLobbyOverGRPC(t *testing.T) {
+	checkToken, adminToken := newToken(t), newToken(t)
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, file, fmt.Sprintf(admCallers, hashOf(checkToken), hashOf(adminToken)))
+	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
+	sidecar := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))))
+	backendConn := w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))
+	// hank hosts call 7, olga call 42; mallory moderates call 7 and is
+	// banned from it; gus and gail wait to enter call 7, gwen call 42.
+	w.grant("user:hank", "host", meeting7)
+	w.grant("user:olga", "host", stream42)
+	w.grant("user:mallory", "moderator", meeting7)
+	w.block("user:mallory", meeting7)
+	guests := []struct{ subject, call string }{{"user:gus", meeting7}, {"user:gail", meeting7}, {"user:gwen", stream42}}
+	knocks := map[string]string{}
+	for _, g := range guests {
+		w.grant(g.subject, "guest", g.call)
+		resp, err := sidecar.Knock(callCtx(t), &usherv1.KnockRequest{Subject: g.subject, Resource: g.call})
+		if err != nil || resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Fatalf("Knock(%s, %s) = %v, %v", g.subject, g.call, resp, err)
+		}
+		knocks[g.subject] = resp.GetSessionId()
+	}
+	missing := func(resource string) map[string]string {
+		return map[string]string{"rule": "missing permission", "permission": "update-call-permissions", "resource": resource}
+	}
+	self := func(actor string) map[string]string {
+		return map[string]string{"rule": "no self-service", "subject": actor}
+	}
+	ctx := callCtx(t)
+	for _, a := range []struct {
+		name, actor, reason string
+		meta                map[string]string
+		call                func() error
+	}{
+		{"another call's host lists the lobby", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, Actor: "user:olga"})
+			return err
+		}},
+		{"another call's host admits", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:olga"})
+			return err
+		}},
+		{"another call's host denies", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:olga"})
+			return err
+		}},
+		{"a host admits into another call", "user:hank", "MISSING_PERMISSION", missing(stream42), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: stream42, Subject: "user:gwen", Actor: "user:hank"})
+			return err
+		}},
+		{"a guest admits itself", "user:gus", "NO_SELF_SERVICE", self("user:gus"), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:gus"})
+			return err
+		}},
+		{"a guest admits another", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gail", Actor: "user:gus"})
+			return err
+		}},
+		{"a guest lists the lobby it waits in", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, Actor: "user:gus"})
+			return err
+		}},
+		{"a guest denies another", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gail", Actor: "user:gus"})
+			return err
+		}},
+		{"a banned moderator admits", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory"})
+			return err
+		}},
+		{"a banned moderator denies", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory"})
+			return err
+		}},
+		{"a banned moderator admits for a while", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory",
+				ExpireTime: timestamppb.New(time.Now().Add(time.Minute))})
+			return err
+		}},
+		{"a stranger admits", "user:nobody", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:nobody"})
+			return err
+		}},
+		{"a host denies itself", "user:hank", "NO_SELF_SERVICE", self("user:hank"), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:hank", Actor: "user:hank"})
+			return err
+		}},
+	} {
+		t.Run(a.name, func(t *testing.T) {
+			rev, changes := w.revision(backendConn)
+			st := wantCode(t, a.call(), codes.PermissionDenied)
+			if !strings.Contains(st.Message(), a.actor) {
+				t.Errorf("message %q does not name the actor %s", st.Message(), a.actor)
+			}
+			wantDetails(t, st, refusal{reason: a.reason, field: "actor", value: a.actor, meta: a.meta})
+			if r, n := w.revision(backendConn); r != rev || n != changes {
+				t.Errorf("the refused call wrote: revision %d with %d change records, was %d with %d", r, n, rev, changes)
+			}
+		})
+	}
+	if got := w.lobby(sidecar, meeting7); !slices.Equal(got, []string{"user:gus", "user:gail"}) {
+		t.Errorf("lobby of %s after the refusals = %v, want gus and gail", meeting7, got)
+	}
+	if got := w.lobby(sidecar, stream42); !slices.Equal(got, []string{"user:gwen"}) {
+		t.Errorf("lobby of %s after the refusals = %v, want gwen", stream42, got)
+	}
+	for subject, id := range knocks {
+		if resp, err := sidecar.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: id}); err != nil || resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Errorf("%s's knock after the refusals: %v, %v; want it still waiting", subject, resp, err)
+		}
+	}
+	for _, g := range guests {
+		if resp, err := sidecar.Join(callCtx(t), &usherv1.JoinRequest{Subject: g.subject, Resource: g.call}); err != nil ||
+			resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY || resp.GetSessionId() != knocks[g.subject] {
+			t.Errorf("Join(%s, %s) after the refusals: %v, %v; want LOBBY with its knock", g.subject, g.call, resp, err)
+		}
+	}
 }
