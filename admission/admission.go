@@ -377,6 +377,11 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject, resource, note string, now time.Time) (Result, error) {
 	lease := p.Rule.LeaseOf()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Note: note, Knocked: now, Expires: now.Add(lease)})
+	if errors.Is(err, ErrLobbyFull) {
+		e := storeError(err).(*authz.Error)
+		e.Value = resource // the lobby that is full
+		return Result{}, e
+	}
 	if err != nil {
 		return Result{}, storeError(err)
 	}

@@ -215,3 +215,41 @@ func TestHostileTenantAtTheLobbyOverGRPC(t *testing.T) {
 		}
 	}
 }
+
+// A lobby holds a bounded number of knocks: one past it, by Knock or by a
+// Join that would wait, is RESOURCE_EXHAUSTED naming the call, and leaves
+// no knock behind; those already waiting still renew their knocks.
+func TestAFullLobbyRefusesKnocksNamingTheCall(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxKnocks: 2})})
+	for _, g := range []string{"user:g1", "user:g2", "user:g3"} {
+		w.grant(g, "guest", meeting7)
+	}
+	first := w.join(w.adm, "user:g1", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	w.join(w.adm, "user:g2", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	for name, call := range map[string]func() error{
+		"Join": func() error {
+			_, err := w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:g3", Resource: meeting7})
+			return err
+		},
+		"Knock": func() error {
+			_, err := w.adm.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:g3", Resource: meeting7, Note: "let me in"})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			wantStatus(t, err, codes.ResourceExhausted, named("resource", meeting7))
+			wantDetails(t, wantCode(t, err, codes.ResourceExhausted), refusal{reason: "LIMIT_EXCEEDED", field: "resource", value: meeting7})
+			if got := w.lobby(w.adm, meeting7); !slices.Equal(got, []string{"user:g1", "user:g2"}) {
+				t.Errorf("lobby after the refusal = %v, want g1 and g2", got)
+			}
+		})
+	}
+	if c := w.m.Counts(); c.Knocks != 2 {
+		t.Errorf("%d knocks after the refusals, want 2", c.Knocks)
+	}
+	again := w.join(w.adm, "user:g1", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	if again.GetSessionId() != first.GetSessionId() {
+		t.Errorf("g1 knocking again in a full lobby got knock %q, want its own %q", again.GetSessionId(), first.GetSessionId())
+	}
+}
