@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
 )
@@ -251,5 +253,70 @@ func TestAFullLobbyRefusesKnocksNamingTheCall(t *testing.T) {
 	again := w.join(w.adm, "user:g1", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
 	if again.GetSessionId() != first.GetSessionId() {
 		t.Errorf("g1 knocking again in a full lobby got knock %q, want its own %q", again.GetSessionId(), first.GetSessionId())
+	}
+}
+
+// Joins that race over gRPC fill a call to its capacity and no further, and
+// a room held exclusively admits one holder of the exclusive role: those
+// refused are FULL or IN_USE, with no session.
+func TestRacingJoinsOverGRPCKeepCapacityAndExclusiveOccupancy(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	for _, rule := range []authz.Admission{
+		{Scope: meeting7, ResourceType: "call", Join: "join-call", MaxParticipants: 3, UncountedRoles: []string{"host"}},
+		{Scope: stream42, ResourceType: "call", Join: "join-call", ExclusiveRoles: []string{"host"}},
+	} {
+		if _, err := w.engine.PutAdmission(t.Context(), w.by, rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		call, role string
+		admitted   int
+		refused    usherv1.Outcome
+	}{
+		{meeting7, "call-member", 3, usherv1.Outcome_OUTCOME_FULL},
+		{stream42, "host", 1, usherv1.Outcome_OUTCOME_IN_USE},
+	} {
+		t.Run(c.call, func(t *testing.T) {
+			const racers = 24
+			var subjects []string
+			for i := range racers {
+				s := fmt.Sprintf("user:racer-%02d", i)
+				w.grant(s, c.role, c.call)
+				subjects = append(subjects, s)
+			}
+			outcomes := make([]*usherv1.JoinResponse, racers)
+			errs := make([]error, racers)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i, s := range subjects {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					outcomes[i], errs[i] = w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: s, Resource: c.call})
+				}()
+			}
+			close(start)
+			wg.Wait()
+			admitted := 0
+			for i, resp := range outcomes {
+				switch {
+				case errs[i] != nil:
+					t.Errorf("Join(%s): %v", subjects[i], errs[i])
+				case resp.GetOutcome() == usherv1.Outcome_OUTCOME_ADMITTED:
+					admitted++
+				case resp.GetOutcome() != c.refused || resp.GetSessionId() != "" || resp.GetLivekitToken() != "":
+					t.Errorf("Join(%s) = %s (%s) session %q, want %s with no session or token", subjects[i], resp.GetOutcome(),
+						resp.GetReason(), resp.GetSessionId(), c.refused)
+				}
+			}
+			if admitted != c.admitted {
+				t.Errorf("%d of %d racing joins admitted, want %d", admitted, racers, c.admitted)
+			}
+		})
+	}
+	if c := w.m.Counts(); c.Sessions != 4 {
+		t.Errorf("%d sessions after the races, want 4", c.Sessions)
 	}
 }
