@@ -50,7 +50,8 @@ type Options struct {
 	LiveKit *livekit.APIKey
 	Logger  *slog.Logger
 	// MaxWatchers bounds the WatchCall streams of the node (usher serve
-	// --max-call-watches); default DefaultMaxWatchers.
+	// --max-call-watches); default DefaultMaxWatchers. A watch counts from
+	// Watch until its Close, even once cut off for falling behind.
 	MaxWatchers int
 	// WatchBuffer is how many events a stream may fall behind by before it
 	// is cut off, to resume from the last revision it received; default
@@ -376,6 +377,11 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject, resource, note string, now time.Time) (Result, error) {
 	lease := p.Rule.LeaseOf()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Note: note, Knocked: now, Expires: now.Add(lease)})
+	if errors.Is(err, ErrLobbyFull) {
+		e := storeError(err).(*authz.Error)
+		e.Value = resource // the lobby that is full
+		return Result{}, e
+	}
 	if err != nil {
 		return Result{}, storeError(err)
 	}
@@ -676,7 +682,7 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 	}
 	if by.Actor != "" && by.Actor == subject {
 		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
-			Reason: "may not deny itself: " + authz.RuleNoSelfService}
+			Reason: "may not deny itself: " + authz.RuleNoSelfService, Meta: map[string]string{"subject": by.Actor}}
 	}
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err

@@ -74,7 +74,12 @@ type view struct {
 	bySubject map[string][]*tracked          // subject -> its sessions, in no order
 	watchers  map[string]map[*Watch]struct{} // call ->
 	nwatchers int
-	maxWatch  int
+	// cut counts the watches dropped but not yet closed: a stream cut off
+	// for falling behind stays open until its client has read what it was
+	// sent, which HTTP/2 flow control holds for as long as the client reads
+	// nothing. They count against maxWatch beside nwatchers.
+	cut      int
+	maxWatch int
 	// initial counts the events of initial states held until sent, at
 	// most maxInitial.
 	initial, maxInitial int
@@ -86,7 +91,10 @@ type view struct {
 	rememberN int
 	ended     []endedSession
 	endedNext int
-	forgotten authz.Revision     // the latest revision of an ended session the ring dropped
+	// forgotten is the latest revision of an ending the view may not
+	// know of: one the ring dropped, or the revision it started at, before
+	// which it heard of none.
+	forgotten authz.Revision
 	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
 	ahead     map[*tracked]bool  // sessions admitted at a revision the index has yet to apply
 	closed    bool
@@ -155,8 +163,8 @@ func newView(m *Manager, opts Options) *view {
 		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
 		bySubject: map[string][]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
-		storeWait: opts.StoreWait,
-		endings:   map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
+		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
+		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -783,6 +791,8 @@ func (v *view) drop(w *Watch, err error) {
 	v.nwatchers--
 	w.err = err
 	close(w.c)
+	w.cut = true
+	v.cut++
 }
 
 // Watch follows what happens in a call: Initial holds the state to start
@@ -795,7 +805,8 @@ type Watch struct {
 	call    string
 	v       *view
 	err     error
-	held    int // events of Initial counted in v.initial
+	held    int  // events of Initial counted in v.initial
+	cut     bool // dropped, and counted in v.cut until Close
 }
 
 // Sent says that Initial was sent and is no longer held, so that its events
@@ -820,7 +831,9 @@ func (w *Watch) Err() error {
 	return w.err
 }
 
-// Close ends the watch.
+// Close ends the watch. A watch that was cut off counts against the
+// manager's MaxWatchers until then: whoever serves it calls Close once it
+// no longer sends.
 func (w *Watch) Close() {
 	w.v.mu.Lock()
 	defer w.v.mu.Unlock()
@@ -828,6 +841,10 @@ func (w *Watch) Close() {
 	w.release()
 	if _, ok := v.watchers[w.call][w]; ok {
 		v.drop(w, nil)
+	}
+	if w.cut {
+		w.cut = false
+		v.cut--
 	}
 }
 
@@ -862,7 +879,7 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	if v.closed {
 		return nil, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping"}
 	}
-	if v.nwatchers >= v.maxWatch {
+	if v.nwatchers+v.cut >= v.maxWatch {
 		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
 			Reason: fmt.Sprintf("this server serves at most %d WatchCall streams at once; watch again later, or on another server", v.maxWatch),
 			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}

@@ -243,3 +243,84 @@ func TestAWatchResumedAfterAWriteThatOvertookAJoinFindsTheParticipant(t *testing
 		t.Errorf("resumed from revision %d, the initial state %+v leaves out %s, who joined after it", muted, resumed.Initial, late.Session)
 	}
 }
+
+// A watch cut off for falling behind counts against MaxWatchers until it is
+// closed: until then its stream holds what it sent and its client has not
+// read, and a client that let every stream fall behind would hold any
+// number of them.
+func TestACutWatchCountsAgainstMaxWatchersUntilClosed(t *testing.T) {
+	w, _ := newWorldWith(t, admission.Options{MaxWatchers: 1, WatchBuffer: 4}, admission.MemoryOptions{})
+	w.grant("user:busy", "member", "call:acme:1")
+	watch := w.watch("call:acme:1")
+	for range 5 {
+		r := w.wantJoin("user:busy", "call:acme:1", admission.Admitted)
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the watch is cut off", func() bool {
+		return authz.KindOf(watch.Err()) == authz.KindWatchFellBehind
+	})
+	if _, err := w.m.Watch("call:acme:1", 0); authz.CodeOf(err) != authz.ResourceExhausted || authz.KindOf(err) != authz.KindWatchLimit {
+		t.Fatalf("a watch beside one cut off and not closed: %v, want ResourceExhausted %s", err, authz.KindWatchLimit)
+	}
+	watch.Close()
+	next, err := w.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatalf("a watch once the cut one is closed: %v", err)
+	}
+	next.Close()
+	// Closing again frees no second slot.
+	watch.Close()
+	if next, err = w.m.Watch("call:acme:1", 0); err != nil {
+		t.Fatalf("a watch after closing twice: %v", err)
+	}
+	defer next.Close()
+	if _, err := w.m.Watch("call:acme:1", 0); authz.CodeOf(err) != authz.ResourceExhausted {
+		t.Fatalf("a second watch after closing one twice: %v, want ResourceExhausted", err)
+	}
+}
+
+// A manager started anew (a restart, or a replica that a client fails over
+// to) remembers no ending from before it started: a watch resumed from a
+// revision before then gets the whole state, with Reset, rather than one
+// that leaves out the participants who left, lapsed or were banned
+// meanwhile.
+func TestAWatchResumedFromBeforeTheManagerStartedGetsTheWholeState(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	w.grant("user:banned", "member", "call:acme:1")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	w.wantJoin("user:banned", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	last := watch.Initial[len(watch.Initial)-1].Revision
+	// The manager stops, its sessions with it; user:banned is banned
+	// meanwhile; a new manager starts over the same engine.
+	w.m.Close()
+	w.block("user:banned", "call:acme:1")
+	w.m = admission.New(w.eng, admission.Options{})
+	in := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	resumed, err := w.m.Watch("call:acme:1", last)
+	if err != nil {
+		t.Fatalf("resuming from revision %d: %v", last, err)
+	}
+	defer resumed.Close()
+	synced := resumed.Initial[len(resumed.Initial)-1]
+	if synced.Kind != admission.EventSynced || !synced.Reset {
+		t.Errorf("resumed from revision %d, before the manager started: ends with %+v, want SYNCED with Reset", last, synced)
+	}
+	if len(resumed.Initial) != 2 || resumed.Initial[0].Kind != admission.EventPresent || resumed.Initial[0].Session != in.Session {
+		t.Errorf("resumed from revision %d: initial %+v, want user:member present, then synced", last, resumed.Initial)
+	}
+	// Resuming from a revision the new manager has seen is no reset.
+	w.grant("user:other", "member", "call:acme:1")
+	latest := w.eng.Index().Revision()
+	again, err := w.m.Watch("call:acme:1", latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if synced := again.Initial[len(again.Initial)-1]; synced.Reset {
+		t.Errorf("resumed from revision %d, after the manager started: %+v, want no reset", latest, synced)
+	}
+}

@@ -1,0 +1,322 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+// A WatchCall whose client stops reading is cut off once it falls behind,
+// but its stream stays open, its last messages held by HTTP/2 flow control,
+// until the client reads or goes. It counts against the server's WatchCall
+// streams until then: otherwise a client could hold any number of them
+// open, each with what it has not read, by letting each fall behind.
+func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{MaxWatchers: 2})
+	w.grant("user:busy", "call-member", meeting7)
+	slow := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	stream, err := slow.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // SYNCED: the watch is open
+		t.Fatal(err)
+	}
+	reader := watchCall(t, w.adm, meeting7, 0)
+	reader.initial()
+	// Far more than the slow client's window, gRPC's write quota and the
+	// buffer hold; the reading watch hears of each, so every one has been
+	// offered to the slow watch too.
+	const pairs, burst = 1500, 8
+	for i := range pairs {
+		resp, err := w.m.Join(ctx, "user:busy", meeting7, 0)
+		if err != nil || resp.Outcome != admission.Admitted {
+			t.Fatalf("Join: %v, %v", resp.Outcome, err)
+		}
+		if err := w.m.Leave(ctx, resp.Session); err != nil {
+			t.Fatal(err)
+		}
+		if i%burst == burst-1 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for range 2 * pairs {
+		reader.next("an event on the reading watch", func(*usherv1.CallEvent) bool { return true })
+	}
+
+	// The slow stream is still open: two streams are, and a third is
+	// refused.
+	err = watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
+	wantStatus(t, err, codes.ResourceExhausted, "at most 2 WatchCall streams")
+
+	// The slow client reads at last, to the end; its slot is free again.
+	read := 0
+	for {
+		if _, err := stream.Recv(); err != nil {
+			wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("fell %d events behind", admission.DefaultWatchBuffer))
+			break
+		}
+		read++
+	}
+	if read >= 2*pairs {
+		t.Fatalf("the slow client read all %d events: it never fell behind", read)
+	}
+	eventually(t, 5*time.Second, "the cut-off stream's slot is free once it ended", func() bool {
+		probe, err := w.adm.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7})
+		if err != nil {
+			return false
+		}
+		_, err = probe.Recv()
+		return err == nil
+	})
+}
+
+// A hostile tenant at the lobby, over gRPC: end users acting through a
+// media server's sidecar (a check caller) try to list, admit into and deny
+// from a lobby they hold no admit power over, to admit or deny
+// themselves, and to do it while banned. Every attempt is PERMISSION_DENIED
+// naming its rule, and nothing is written: no revision, no change record,
+// and every knock still waits.
+func TestHostileTenantAtTheLobbyOverGRPC(t *testing.T) {
+	checkToken, adminToken := newToken(t), newToken(t)
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, file, fmt.Sprintf(admCallers, hashOf(checkToken), hashOf(adminToken)))
+	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
+	sidecar := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))))
+	backendConn := w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))
+	// hank hosts call 7, olga call 42; mallory moderates call 7 and is
+	// banned from it; gus and gail wait to enter call 7, gwen call 42.
+	w.grant("user:hank", "host", meeting7)
+	w.grant("user:olga", "host", stream42)
+	w.grant("user:mallory", "moderator", meeting7)
+	w.block("user:mallory", meeting7)
+	guests := []struct{ subject, call string }{{"user:gus", meeting7}, {"user:gail", meeting7}, {"user:gwen", stream42}}
+	knocks := map[string]string{}
+	for _, g := range guests {
+		w.grant(g.subject, "guest", g.call)
+		resp, err := sidecar.Knock(callCtx(t), &usherv1.KnockRequest{Subject: g.subject, Resource: g.call})
+		if err != nil || resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Fatalf("Knock(%s, %s) = %v, %v", g.subject, g.call, resp, err)
+		}
+		knocks[g.subject] = resp.GetSessionId()
+	}
+	missing := func(resource string) map[string]string {
+		return map[string]string{"rule": "missing permission", "permission": "update-call-permissions", "resource": resource}
+	}
+	self := func(actor string) map[string]string {
+		return map[string]string{"rule": "no self-service", "subject": actor}
+	}
+	ctx := callCtx(t)
+	for _, a := range []struct {
+		name, actor, reason string
+		meta                map[string]string
+		call                func() error
+	}{
+		{"another call's host lists the lobby", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, Actor: "user:olga"})
+			return err
+		}},
+		{"another call's host admits", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:olga"})
+			return err
+		}},
+		{"another call's host denies", "user:olga", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:olga"})
+			return err
+		}},
+		{"a host admits into another call", "user:hank", "MISSING_PERMISSION", missing(stream42), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: stream42, Subject: "user:gwen", Actor: "user:hank"})
+			return err
+		}},
+		{"a guest admits itself", "user:gus", "NO_SELF_SERVICE", self("user:gus"), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:gus"})
+			return err
+		}},
+		{"a guest admits another", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gail", Actor: "user:gus"})
+			return err
+		}},
+		{"a guest lists the lobby it waits in", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, Actor: "user:gus"})
+			return err
+		}},
+		{"a guest denies another", "user:gus", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gail", Actor: "user:gus"})
+			return err
+		}},
+		{"a banned moderator admits", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory"})
+			return err
+		}},
+		{"a banned moderator denies", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory"})
+			return err
+		}},
+		{"a banned moderator admits for a while", "user:mallory", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:mallory",
+				ExpireTime: timestamppb.New(time.Now().Add(time.Minute))})
+			return err
+		}},
+		{"a stranger admits", "user:nobody", "MISSING_PERMISSION", missing(meeting7), func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:nobody"})
+			return err
+		}},
+		{"a host denies itself", "user:hank", "NO_SELF_SERVICE", self("user:hank"), func() error {
+			_, err := sidecar.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:hank", Actor: "user:hank"})
+			return err
+		}},
+	} {
+		t.Run(a.name, func(t *testing.T) {
+			rev, changes := w.revision(backendConn)
+			st := wantCode(t, a.call(), codes.PermissionDenied)
+			if !strings.Contains(st.Message(), a.actor) {
+				t.Errorf("message %q does not name the actor %s", st.Message(), a.actor)
+			}
+			wantDetails(t, st, refusal{reason: a.reason, field: "actor", value: a.actor, meta: a.meta})
+			if r, n := w.revision(backendConn); r != rev || n != changes {
+				t.Errorf("the refused call wrote: revision %d with %d change records, was %d with %d", r, n, rev, changes)
+			}
+		})
+	}
+	if got := w.lobby(sidecar, meeting7); !slices.Equal(got, []string{"user:gus", "user:gail"}) {
+		t.Errorf("lobby of %s after the refusals = %v, want gus and gail", meeting7, got)
+	}
+	if got := w.lobby(sidecar, stream42); !slices.Equal(got, []string{"user:gwen"}) {
+		t.Errorf("lobby of %s after the refusals = %v, want gwen", stream42, got)
+	}
+	for subject, id := range knocks {
+		if resp, err := sidecar.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: id}); err != nil || resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Errorf("%s's knock after the refusals: %v, %v; want it still waiting", subject, resp, err)
+		}
+	}
+	for _, g := range guests {
+		if resp, err := sidecar.Join(callCtx(t), &usherv1.JoinRequest{Subject: g.subject, Resource: g.call}); err != nil ||
+			resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY || resp.GetSessionId() != knocks[g.subject] {
+			t.Errorf("Join(%s, %s) after the refusals: %v, %v; want LOBBY with its knock", g.subject, g.call, resp, err)
+		}
+	}
+}
+
+// A lobby holds a bounded number of knocks: one past it, by Knock or by a
+// Join that would wait, is RESOURCE_EXHAUSTED naming the call, and leaves
+// no knock behind; those already waiting still renew their knocks.
+func TestAFullLobbyRefusesKnocksNamingTheCall(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxKnocks: 2})})
+	for _, g := range []string{"user:g1", "user:g2", "user:g3"} {
+		w.grant(g, "guest", meeting7)
+	}
+	first := w.join(w.adm, "user:g1", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	w.join(w.adm, "user:g2", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	for name, call := range map[string]func() error{
+		"Join": func() error {
+			_, err := w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:g3", Resource: meeting7})
+			return err
+		},
+		"Knock": func() error {
+			_, err := w.adm.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:g3", Resource: meeting7, Note: "let me in"})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			wantStatus(t, err, codes.ResourceExhausted, named("resource", meeting7))
+			wantDetails(t, wantCode(t, err, codes.ResourceExhausted), refusal{reason: "LIMIT_EXCEEDED", field: "resource", value: meeting7})
+			if got := w.lobby(w.adm, meeting7); !slices.Equal(got, []string{"user:g1", "user:g2"}) {
+				t.Errorf("lobby after the refusal = %v, want g1 and g2", got)
+			}
+		})
+	}
+	if c := w.m.Counts(); c.Knocks != 2 {
+		t.Errorf("%d knocks after the refusals, want 2", c.Knocks)
+	}
+	again := w.join(w.adm, "user:g1", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	if again.GetSessionId() != first.GetSessionId() {
+		t.Errorf("g1 knocking again in a full lobby got knock %q, want its own %q", again.GetSessionId(), first.GetSessionId())
+	}
+}
+
+// Joins that race over gRPC fill a call to its capacity and no further, and
+// a room held exclusively admits one holder of the exclusive role: those
+// refused are FULL or IN_USE, with no session.
+func TestRacingJoinsOverGRPCKeepCapacityAndExclusiveOccupancy(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	for _, rule := range []authz.Admission{
+		{Scope: meeting7, ResourceType: "call", Join: "join-call", MaxParticipants: 3, UncountedRoles: []string{"host"}},
+		{Scope: stream42, ResourceType: "call", Join: "join-call", ExclusiveRoles: []string{"host"}},
+	} {
+		if _, err := w.engine.PutAdmission(t.Context(), w.by, rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		call, role string
+		admitted   int
+		refused    usherv1.Outcome
+	}{
+		{meeting7, "call-member", 3, usherv1.Outcome_OUTCOME_FULL},
+		{stream42, "host", 1, usherv1.Outcome_OUTCOME_IN_USE},
+	} {
+		t.Run(c.call, func(t *testing.T) {
+			const racers = 24
+			var subjects []string
+			for i := range racers {
+				s := fmt.Sprintf("user:racer-%02d", i)
+				w.grant(s, c.role, c.call)
+				subjects = append(subjects, s)
+			}
+			outcomes := make([]*usherv1.JoinResponse, racers)
+			errs := make([]error, racers)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i, s := range subjects {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					outcomes[i], errs[i] = w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: s, Resource: c.call})
+				}()
+			}
+			close(start)
+			wg.Wait()
+			admitted := 0
+			for i, resp := range outcomes {
+				switch {
+				case errs[i] != nil:
+					t.Errorf("Join(%s): %v", subjects[i], errs[i])
+				case resp.GetOutcome() == usherv1.Outcome_OUTCOME_ADMITTED:
+					admitted++
+				case resp.GetOutcome() != c.refused || resp.GetSessionId() != "" || resp.GetLivekitToken() != "":
+					t.Errorf("Join(%s) = %s (%s) session %q, want %s with no session or token", subjects[i], resp.GetOutcome(),
+						resp.GetReason(), resp.GetSessionId(), c.refused)
+				}
+			}
+			if admitted != c.admitted {
+				t.Errorf("%d of %d racing joins admitted, want %d", admitted, racers, c.admitted)
+			}
+		})
+	}
+	if c := w.m.Counts(); c.Sessions != 4 {
+		t.Errorf("%d sessions after the races, want 4", c.Sessions)
+	}
+}
