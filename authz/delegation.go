@@ -224,6 +224,9 @@ type judge struct {
 	// exempt are the resources the write deletes: the actor may lose its
 	// own grants there.
 	exempt map[uint32]bool
+	// blocksJudged are the (subject, resource) pairs whose changed blocks
+	// one verdict has judged already (see blocksMoved).
+	blocksJudged map[uint64]bool
 }
 
 type judgedRegion struct {
@@ -455,6 +458,7 @@ func (j *judge) affect(root uint32, subjects ...string) {
 func (j *judge) verify() error {
 	p, x := j.p, j.p.x
 	before := &view{x: x}
+	j.blocksJudged = map[uint64]bool{}
 	after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
 		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{},
 		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
@@ -602,15 +606,43 @@ func (j *judge) verify() error {
 // lifts the block as an Unblock would, and a move under a block imposes it
 // as a Block would. Either needs usher.blocks.write where the block is; the
 // actor never lifts its own (no self-service).
+//
+// A subject may carry a hundred blocks on each resource of a path, and is
+// judged at every point below what the write changes. Where the path is
+// the same before and after, only the blocks the write itself changes can
+// differ, and what they lift or impose is the same at every point below
+// them: each resource's are compared once in a verdict, not once per point.
 func (j *judge) blocksMoved(before, after *view, s uint32, name string, pb, pa []uint32, at uint32) error {
-	was, is := before.applying(s, pb, j.p.now), after.applying(s, pa, j.p.now)
-	if len(was) == 0 && len(is) == 0 {
+	if !slices.Equal(pb, pa) {
+		return j.blocksChanged(before.applying(s, pb, j.p.now), after.applying(s, pa, j.p.now), name)
+	}
+	for i, a := range pa {
+		k := pairKey(s, a)
+		if _, changed := after.blocks[k]; !changed || j.blocksJudged[k] {
+			continue
+		}
+		j.blocksJudged[k] = true
+		if err := j.blocksChanged(before.applying(s, pa[i:i+1], j.p.now), after.applying(s, pa[i:i+1], j.p.now), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blocksChanged judges the blocks of subject name in was and not in is as
+// lifted, and those in is and not in was as imposed.
+func (j *judge) blocksChanged(was, is []appliedBlock, name string) error {
+	if slices.Equal(was, is) {
 		return nil
 	}
 	p, x := j.p, j.p.x
 	changed := func(from, to []appliedBlock, verb string) error {
+		in := make(map[appliedBlock]bool, len(to))
+		for _, b := range to {
+			in[b] = true
+		}
 		for _, b := range from {
-			if slices.Contains(to, b) {
+			if in[b] {
 				continue
 			}
 			if name == p.by.Actor && verb == "lift" {
