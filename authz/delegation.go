@@ -31,7 +31,8 @@ const (
 	// hold, unless Options.Limits says otherwise.
 	MaxActorMove = 10_000
 	// MaxJudged is the most (subject, resource) pairs one write by an actor
-	// may change the permissions of, as the engine counts them.
+	// may change the permissions of, as the engine counts them, unless
+	// Options.Limits says otherwise.
 	MaxJudged = 1_000_000
 	// MaxJudgedMoments is the most moments at which one subject's
 	// permissions on one resource are compared for a write by an actor:
@@ -227,6 +228,10 @@ type judge struct {
 	// blocksJudged are the (subject, resource) pairs whose changed blocks
 	// one verdict has judged already (see blocksMoved).
 	blocksJudged map[uint64]bool
+	// judged counts the (subject, resource) pairs, and moments, judged for
+	// the write: a planner that asks for several verdicts (Unblock, lifting
+	// blocks one by one) shares one budget of Limits.Judged among them.
+	judged int
 }
 
 type judgedRegion struct {
@@ -519,7 +524,6 @@ func (j *judge) verify() error {
 		return c.Op == OpPutResource && x.lookupNode(c.Resource.Name) != noNode
 	})
 	powers := map[uint32]bitset{}
-	judged := 0
 	roots := make([]uint32, 0, len(regions))
 	for root := range regions {
 		roots = append(roots, root)
@@ -541,16 +545,16 @@ func (j *judge) verify() error {
 			p.guard(subjectKey(name))
 			s := after.subject(name)
 			for _, at := range j.points(after, root, s, actor, shared) {
-				if judged%1024 == 0 {
+				if j.judged%1024 == 0 {
 					// A write that judges many holders costs seconds: it
 					// stops when its caller gives up.
 					if err := p.ctx.Err(); err != nil {
 						return err
 					}
 				}
-				if judged++; judged > MaxJudged {
+				if j.judged++; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
 				}
 				var bb, ab [MaxDepth + 1]uint32
 				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
@@ -567,9 +571,9 @@ func (j *judge) verify() error {
 						"%q holds grants and blocks on the way to %q that run out at more than %d different times, the most a write by an actor is judged at; the platform may make it without an actor",
 						name, x.name(at), MaxJudgedMoments)
 				}
-				if judged += len(moments) - 1; judged > MaxJudged {
+				if j.judged += len(moments) - 1; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
 				}
 				for _, t := range moments {
 					was, is := before.effective(s, pb, t), after.effective(s, pa, t)

@@ -202,7 +202,8 @@ func BenchmarkPlatformWrite(b *testing.B) {
 // BenchmarkActorWriteOnABlockedSubject measures writes by an actor about a
 // subject that carries the most blocks one subject may carry on an org,
 // judged at each of the 2,000 calls below it that define a role: a mute
-// lifted and put back, and a role granted and revoked.
+// lifted and put back, every mute lifted at once (and put back by the
+// platform), and a role granted and revoked.
 func BenchmarkActorWriteOnABlockedSubject(b *testing.B) {
 	w := newWorld(b, attackPolicy())
 	w.grant("user:mod", "host", "org:a")
@@ -225,6 +226,16 @@ func BenchmarkActorWriteOnABlockedSubject(b *testing.B) {
 			}
 			if _, _, err := w.eng.Block(w.ctx, mod, authz.Block{Subject: "user:x", Resource: "org:a", ID: "mute-000", Permissions: []string{"call.speak"}}); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unblock all and block again", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := w.eng.Unblock(w.ctx, mod, "user:x", "org:a", ""); err != nil {
+				b.Fatal(err)
+			}
+			for i := range authz.MaxBlocksPerBinding {
+				w.block(authz.Block{Subject: "user:x", Resource: "org:a", ID: fmt.Sprintf("mute-%03d", i), Permissions: []string{"call.speak"}})
 			}
 		}
 	})
