@@ -523,6 +523,19 @@ func (j *judge) verify() error {
 	walk := !slices.ContainsFunc(p.changes, func(c Change) bool {
 		return c.Op == OpPutResource && x.lookupNode(c.Resource.Name) != noNode
 	})
+	// A write that changes only other subjects' grants and blocks leaves the
+	// actor's permissions, and what it may give, as they were everywhere:
+	// the actor is judged (rule 3) only by a write that could change them.
+	others := !slices.ContainsFunc(p.changes, func(c Change) bool {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			return c.Grant.Subject == actorName
+		case OpPutBlock, OpDeleteBlock:
+			return c.Block.Subject == actorName
+		}
+		return true
+	})
+	p.guard(subjectKey(actorName))
 	powers := map[uint32]bitset{}
 	roots := make([]uint32, 0, len(regions))
 	for root := range regions {
@@ -531,7 +544,9 @@ func (j *judge) verify() error {
 	slices.Sort(roots)
 	for _, root := range roots {
 		names := regions[root]
-		names[actorName] = true
+		if !others {
+			names[actorName] = true
+		}
 		subjects := make([]string, 0, len(names))
 		for s := range names {
 			subjects = append(subjects, s)
@@ -951,9 +966,18 @@ func (j *judge) ownPoints(v *view, s uint32, consider func(uint32)) {
 // points returns the resources in root's subtree where s's effective
 // permissions, or the actor's power, can differ from their parent's: the
 // shared points, and where s has a grant or a block.
+//
+// A subject other than the actor that holds no grant, before the write or
+// after it, holds nothing anywhere (a visitor being banned): its
+// permissions are empty at every point, and what the write lifts or
+// imposes on it is the same everywhere below root as at root, so root is
+// its one point, however many resources below define roles.
 func (j *judge) points(v *view, root, s, actor uint32, shared []uint32) []uint32 {
 	if s == actor {
 		return shared
+	}
+	if holdsNothing(v, s) {
+		return []uint32{root}
 	}
 	out := slices.Clone(shared)
 	j.ownPoints(v, s, func(id uint32) {
@@ -965,6 +989,20 @@ func (j *judge) points(v *view, root, s, actor uint32, shared []uint32) []uint32
 		return shared
 	}
 	return sortedUnique(out)
+}
+
+// holdsNothing reports whether s holds no grant in the index, expired or
+// not, and none in v.
+func holdsNothing(v *view, s uint32) bool {
+	if s < 1<<31 && v.x.bySubject.count(s) > 0 {
+		return false
+	}
+	for _, res := range v.changed[s] {
+		if len(v.grantsOn(s, res)) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedUnique(list []uint32) []uint32 {

@@ -335,9 +335,9 @@ func TestDelegationAttackUnblockAllWithinOneBudget(t *testing.T) {
 		}
 	})
 	t.Run("lifting them one by one is judged within one write's budget", func(t *testing.T) {
-		// One verdict judges x and the host at 22 points each; eleven
-		// blocks lifted one by one take twelve of them.
-		w := blocked(t, authz.Limits{Judged: 200})
+		// One verdict judges x at 22 points; the ten mutes lifted one by
+		// one take ten of them.
+		w := blocked(t, authz.Limits{Judged: 100})
 		before := load(w)
 		_, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", "")
 		var e *authz.Error
@@ -349,6 +349,36 @@ func TestDelegationAttackUnblockAllWithinOneBudget(t *testing.T) {
 		}
 		if _, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", "mute-00"); err != nil {
 			t.Errorf("Unblock of one mute, within the budget: %v", err)
+		}
+	})
+}
+
+// A subject that holds no grant is judged at the resource the write
+// concerns alone, for its permissions are empty everywhere; what the write
+// lifts or imposes on it is still held to the rules of Unblock and Block.
+func TestDelegationAttackOnASubjectHoldingNothing(t *testing.T) {
+	w := newWorld(t, attackPolicy())
+	w.grant("user:m", "maker", "root")
+	w.put("call:sub", "call:1")
+	w.role(authz.Role{Name: "guest", Scope: "call:sub", Permissions: []string{"call.join"}})
+	w.block(authz.Block{Subject: "user:v", Resource: "org:a", ID: "ban"})
+	t.Run("a move out from under a visitor's ban needs usher.blocks.write where the ban is", func(t *testing.T) {
+		refusedAttack(t, w, "user:m", authz.RuleMissingPermission, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+			var e *authz.Error
+			if errors.As(err, &e) && (e.Meta["subject"] != "user:v" || e.Meta["permission"] != authz.PermBlocksWrite) {
+				t.Errorf("refused with %v (%v), want the visitor's ban named", err, e.Meta)
+			}
+			return err
+		})
+	})
+	t.Run("a visitor banned and let back by a host", func(t *testing.T) {
+		w.grant("user:h", "host", "org:a")
+		if _, err := w.eng.Unblock(w.ctx, as("user:h"), "user:v", "org:a", "ban"); err != nil {
+			t.Fatalf("Unblock of a visitor's ban: %v", err)
+		}
+		if _, _, err := w.eng.Block(w.ctx, as("user:h"), authz.Block{Subject: "user:v", Resource: "org:a", ID: "ban"}); err != nil {
+			t.Fatalf("Block of a visitor: %v", err)
 		}
 	})
 }

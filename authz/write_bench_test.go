@@ -203,7 +203,8 @@ func BenchmarkPlatformWrite(b *testing.B) {
 // subject that carries the most blocks one subject may carry on an org,
 // judged at each of the 2,000 calls below it that define a role: a mute
 // lifted and put back, every mute lifted at once (and put back by the
-// platform), and a role granted and revoked.
+// platform), a visitor who holds nothing banned and let back, and a role
+// granted and revoked.
 func BenchmarkActorWriteOnABlockedSubject(b *testing.B) {
 	w := newWorld(b, attackPolicy())
 	w.grant("user:mod", "host", "org:a")
@@ -236,6 +237,16 @@ func BenchmarkActorWriteOnABlockedSubject(b *testing.B) {
 			}
 			for i := range authz.MaxBlocksPerBinding {
 				w.block(authz.Block{Subject: "user:x", Resource: "org:a", ID: fmt.Sprintf("mute-%03d", i), Permissions: []string{"call.speak"}})
+			}
+		}
+	})
+	b.Run("ban a visitor and lift the ban", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := w.eng.Block(w.ctx, mod, authz.Block{Subject: "user:visitor", Resource: "org:a", ID: "ban"}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := w.eng.Unblock(w.ctx, mod, "user:visitor", "org:a", "ban"); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
