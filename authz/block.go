@@ -121,10 +121,27 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 			return nil
 		}
 		// Every block the actor may lift, each judged with those before it.
+		// Lifting more of them gives the subject more and takes nothing
+		// away, so when the actor may lift them all at once it may lift
+		// each after those before it: they are judged together first, and
+		// one by one only when that is refused, within one budget.
+		for _, b := range blocks {
+			p.change(lift(b))
+		}
+		if err := p.judge.verify(); err == nil {
+			p.judged = true
+			return nil
+		}
+		p.changes, p.touches = p.changes[:0], p.touches[:0]
 		var first error
 		for _, b := range blocks {
 			p.change(lift(b))
 			if err := p.judge.verify(); err != nil {
+				// A verdict refuses this block; a write judged beyond its
+				// budget, or given up by its caller, lifts none.
+				if CodeOf(err) != PermissionDenied {
+					return err
+				}
 				p.changes, p.touches = p.changes[:len(p.changes)-1], p.touches[:len(p.touches)-len(x.touches(lift(b)))]
 				if first == nil {
 					first = err
@@ -134,6 +151,8 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		if len(p.changes) == 0 {
 			return first
 		}
+		// The last verdict that held was on these changes.
+		p.judged = true
 		return nil
 	})
 }

@@ -31,7 +31,8 @@ const (
 	// hold, unless Options.Limits says otherwise.
 	MaxActorMove = 10_000
 	// MaxJudged is the most (subject, resource) pairs one write by an actor
-	// may change the permissions of, as the engine counts them.
+	// may change the permissions of, as the engine counts them, unless
+	// Options.Limits says otherwise.
 	MaxJudged = 1_000_000
 	// MaxJudgedMoments is the most moments at which one subject's
 	// permissions on one resource are compared for a write by an actor:
@@ -224,6 +225,13 @@ type judge struct {
 	// exempt are the resources the write deletes: the actor may lose its
 	// own grants there.
 	exempt map[uint32]bool
+	// blocksJudged are the (subject, resource) pairs whose changed blocks
+	// one verdict has judged already (see blocksMoved).
+	blocksJudged map[uint64]bool
+	// judged counts the (subject, resource) pairs, and moments, judged for
+	// the write: a planner that asks for several verdicts (Unblock, lifting
+	// blocks one by one) shares one budget of Limits.Judged among them.
+	judged int
 }
 
 type judgedRegion struct {
@@ -455,6 +463,7 @@ func (j *judge) affect(root uint32, subjects ...string) {
 func (j *judge) verify() error {
 	p, x := j.p, j.p.x
 	before := &view{x: x}
+	j.blocksJudged = map[uint64]bool{}
 	after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
 		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{},
 		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
@@ -514,8 +523,20 @@ func (j *judge) verify() error {
 	walk := !slices.ContainsFunc(p.changes, func(c Change) bool {
 		return c.Op == OpPutResource && x.lookupNode(c.Resource.Name) != noNode
 	})
+	// A write that changes only other subjects' grants and blocks leaves the
+	// actor's permissions, and what it may give, as they were everywhere:
+	// the actor is judged (rule 3) only by a write that could change them.
+	others := !slices.ContainsFunc(p.changes, func(c Change) bool {
+		switch c.Op {
+		case OpPutGrant, OpDeleteGrant:
+			return c.Grant.Subject == actorName
+		case OpPutBlock, OpDeleteBlock:
+			return c.Block.Subject == actorName
+		}
+		return true
+	})
+	p.guard(subjectKey(actorName))
 	powers := map[uint32]bitset{}
-	judged := 0
 	roots := make([]uint32, 0, len(regions))
 	for root := range regions {
 		roots = append(roots, root)
@@ -523,7 +544,9 @@ func (j *judge) verify() error {
 	slices.Sort(roots)
 	for _, root := range roots {
 		names := regions[root]
-		names[actorName] = true
+		if !others {
+			names[actorName] = true
+		}
 		subjects := make([]string, 0, len(names))
 		for s := range names {
 			subjects = append(subjects, s)
@@ -537,16 +560,16 @@ func (j *judge) verify() error {
 			p.guard(subjectKey(name))
 			s := after.subject(name)
 			for _, at := range j.points(after, root, s, actor, shared) {
-				if judged%1024 == 0 {
+				if j.judged%1024 == 0 {
 					// A write that judges many holders costs seconds: it
 					// stops when its caller gives up.
 					if err := p.ctx.Err(); err != nil {
 						return err
 					}
 				}
-				if judged++; judged > MaxJudged {
+				if j.judged++; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
 				}
 				var bb, ab [MaxDepth + 1]uint32
 				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
@@ -563,9 +586,9 @@ func (j *judge) verify() error {
 						"%q holds grants and blocks on the way to %q that run out at more than %d different times, the most a write by an actor is judged at; the platform may make it without an actor",
 						name, x.name(at), MaxJudgedMoments)
 				}
-				if judged += len(moments) - 1; judged > MaxJudged {
+				if j.judged += len(moments) - 1; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", MaxJudged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
 				}
 				for _, t := range moments {
 					was, is := before.effective(s, pb, t), after.effective(s, pa, t)
@@ -602,15 +625,43 @@ func (j *judge) verify() error {
 // lifts the block as an Unblock would, and a move under a block imposes it
 // as a Block would. Either needs usher.blocks.write where the block is; the
 // actor never lifts its own (no self-service).
+//
+// A subject may carry a hundred blocks on each resource of a path, and is
+// judged at every point below what the write changes. Where the path is
+// the same before and after, only the blocks the write itself changes can
+// differ, and what they lift or impose is the same at every point below
+// them: each resource's are compared once in a verdict, not once per point.
 func (j *judge) blocksMoved(before, after *view, s uint32, name string, pb, pa []uint32, at uint32) error {
-	was, is := before.applying(s, pb, j.p.now), after.applying(s, pa, j.p.now)
-	if len(was) == 0 && len(is) == 0 {
+	if !slices.Equal(pb, pa) {
+		return j.blocksChanged(before.applying(s, pb, j.p.now), after.applying(s, pa, j.p.now), name)
+	}
+	for i, a := range pa {
+		k := pairKey(s, a)
+		if _, changed := after.blocks[k]; !changed || j.blocksJudged[k] {
+			continue
+		}
+		j.blocksJudged[k] = true
+		if err := j.blocksChanged(before.applying(s, pa[i:i+1], j.p.now), after.applying(s, pa[i:i+1], j.p.now), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blocksChanged judges the blocks of subject name in was and not in is as
+// lifted, and those in is and not in was as imposed.
+func (j *judge) blocksChanged(was, is []appliedBlock, name string) error {
+	if slices.Equal(was, is) {
 		return nil
 	}
 	p, x := j.p, j.p.x
 	changed := func(from, to []appliedBlock, verb string) error {
+		in := make(map[appliedBlock]bool, len(to))
+		for _, b := range to {
+			in[b] = true
+		}
 		for _, b := range from {
-			if slices.Contains(to, b) {
+			if in[b] {
 				continue
 			}
 			if name == p.by.Actor && verb == "lift" {
@@ -915,9 +966,18 @@ func (j *judge) ownPoints(v *view, s uint32, consider func(uint32)) {
 // points returns the resources in root's subtree where s's effective
 // permissions, or the actor's power, can differ from their parent's: the
 // shared points, and where s has a grant or a block.
+//
+// A subject other than the actor that holds no grant, before the write or
+// after it, holds nothing anywhere (a visitor being banned): its
+// permissions are empty at every point, and what the write lifts or
+// imposes on it is the same everywhere below root as at root, so root is
+// its one point, however many resources below define roles.
 func (j *judge) points(v *view, root, s, actor uint32, shared []uint32) []uint32 {
 	if s == actor {
 		return shared
+	}
+	if holdsNothing(v, s) {
+		return []uint32{root}
 	}
 	out := slices.Clone(shared)
 	j.ownPoints(v, s, func(id uint32) {
@@ -929,6 +989,20 @@ func (j *judge) points(v *view, root, s, actor uint32, shared []uint32) []uint32
 		return shared
 	}
 	return sortedUnique(out)
+}
+
+// holdsNothing reports whether s holds no grant in the index, expired or
+// not, and none in v.
+func holdsNothing(v *view, s uint32) bool {
+	if s < 1<<31 && v.x.bySubject.count(s) > 0 {
+		return false
+	}
+	for _, res := range v.changed[s] {
+		if len(v.grantsOn(s, res)) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedUnique(list []uint32) []uint32 {

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -293,4 +294,91 @@ func raceActorsWrite(t *testing.T, w *world, round int, actors, other func() (au
 			t.Fatalf("round %d: %s's write was refused with %v, want %s naming %s", round, actor, err, authz.RuleNoOverreach, actor)
 		}
 	}
+}
+
+// Unblocking every block one may lift is judged as the blocks are lifted
+// one after another, when they may not all be lifted at once: all those
+// verdicts are one write's, and share its budget of judged pairs, or a
+// moderator could have one write judge a hundred times what any other may.
+func TestDelegationAttackUnblockAllWithinOneBudget(t *testing.T) {
+	blocked := func(t *testing.T, limits authz.Limits) *world {
+		w := newLimitedWorld(t, attackPolicy(), limits)
+		w.grant("user:h", "host", "org:a")
+		w.grant("user:x", "maker", "org:a")
+		for i := range 20 {
+			call := fmt.Sprintf("call:r%02d", i)
+			w.put(call, "org:a")
+			w.role(authz.Role{Name: "guest", Scope: call, Permissions: []string{"call.join"}})
+		}
+		// The ban takes org.build, which the host may not give back; the
+		// mutes take nothing the ban does not.
+		w.block(authz.Block{Subject: "user:x", Resource: "org:a", ID: "ban"})
+		for i := range 10 {
+			w.block(authz.Block{Subject: "user:x", Resource: "org:a", ID: fmt.Sprintf("mute-%02d", i), Permissions: []string{"call.speak"}})
+		}
+		return w
+	}
+	left := func(w *world) []string {
+		var ids []string
+		for _, b := range load(w).Blocks {
+			ids = append(ids, b.ID)
+		}
+		return ids
+	}
+	t.Run("the host lifts the mutes and not the ban", func(t *testing.T) {
+		w := blocked(t, authz.Limits{})
+		if _, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", ""); err != nil {
+			t.Fatalf("Unblock of all: %v", err)
+		}
+		if ids := left(w); len(ids) != 1 || ids[0] != "ban" {
+			t.Errorf("blocks left: %v, want the ban alone", ids)
+		}
+	})
+	t.Run("lifting them one by one is judged within one write's budget", func(t *testing.T) {
+		// One verdict judges x at 22 points; the ten mutes lifted one by
+		// one take ten of them.
+		w := blocked(t, authz.Limits{Judged: 100})
+		before := load(w)
+		_, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", "")
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.ResourceExhausted {
+			t.Fatalf("Unblock of all, judged beyond the budget: %v, want RESOURCE_EXHAUSTED", err)
+		}
+		if diff := diffSnapshots(load(w), before, w.clock.Now()); diff != "" {
+			t.Fatalf("a refused write changed the state:\n%s", diff)
+		}
+		if _, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", "mute-00"); err != nil {
+			t.Errorf("Unblock of one mute, within the budget: %v", err)
+		}
+	})
+}
+
+// A subject that holds no grant is judged at the resource the write
+// concerns alone, for its permissions are empty everywhere; what the write
+// lifts or imposes on it is still held to the rules of Unblock and Block.
+func TestDelegationAttackOnASubjectHoldingNothing(t *testing.T) {
+	w := newWorld(t, attackPolicy())
+	w.grant("user:m", "maker", "root")
+	w.put("call:sub", "call:1")
+	w.role(authz.Role{Name: "guest", Scope: "call:sub", Permissions: []string{"call.join"}})
+	w.block(authz.Block{Subject: "user:v", Resource: "org:a", ID: "ban"})
+	t.Run("a move out from under a visitor's ban needs usher.blocks.write where the ban is", func(t *testing.T) {
+		refusedAttack(t, w, "user:m", authz.RuleMissingPermission, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+			var e *authz.Error
+			if errors.As(err, &e) && (e.Meta["subject"] != "user:v" || e.Meta["permission"] != authz.PermBlocksWrite) {
+				t.Errorf("refused with %v (%v), want the visitor's ban named", err, e.Meta)
+			}
+			return err
+		})
+	})
+	t.Run("a visitor banned and let back by a host", func(t *testing.T) {
+		w.grant("user:h", "host", "org:a")
+		if _, err := w.eng.Unblock(w.ctx, as("user:h"), "user:v", "org:a", "ban"); err != nil {
+			t.Fatalf("Unblock of a visitor's ban: %v", err)
+		}
+		if _, _, err := w.eng.Block(w.ctx, as("user:h"), authz.Block{Subject: "user:v", Resource: "org:a", ID: "ban"}); err != nil {
+			t.Fatalf("Block of a visitor: %v", err)
+		}
+	})
 }

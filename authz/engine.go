@@ -403,6 +403,7 @@ type plan struct {
 	touches []string
 	changes []Change
 	judge   *judge // what the delegation invariant must hold, for an actor
+	judged  bool   // the planner had the judge hold its changes as they are
 	doing   string // what the write does, for refusals: "grant role "host" on "call:1""
 }
 
@@ -434,7 +435,7 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		if err == nil && len(p.changes) > 0 {
 			err = p.scopeLimits(p.changes)
 		}
-		if err == nil && p.judge != nil && len(p.changes) > 0 {
+		if err == nil && p.judge != nil && !p.judged && len(p.changes) > 0 {
 			err = p.judge.verify()
 		}
 		planned := x.rev

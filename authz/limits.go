@@ -23,6 +23,9 @@ type Limits struct {
 	// ActorMove is the most resources a subtree moved by an actor may hold:
 	// default MaxActorMove.
 	ActorMove int
+	// Judged is the most (subject, resource) pairs, and moments, one write
+	// by an actor may be judged at: default MaxJudged.
+	Judged int
 }
 
 // withDefaults fills the zero fields.
@@ -35,6 +38,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.ActorMove <= 0 {
 		l.ActorMove = MaxActorMove
+	}
+	if l.Judged <= 0 {
+		l.Judged = MaxJudged
 	}
 	return l
 }

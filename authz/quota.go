@@ -70,21 +70,52 @@ type subjectQuotaKey struct {
 }
 
 // countCreated counts the resources of typ strictly below scope that s
-// registered, by going through all that s registered. It runs once when a
-// quota naming s is set (and at load); from then on the count is kept as
-// resources come and go (countSubtree).
+// registered. It runs once when a quota naming s is set (and at load);
+// from then on the count is kept as resources come and go (countSubtree).
+//
+// It runs as the quota is applied, under the lock Check takes, so it costs
+// what lies below scope or what s registered, whichever is less: a quota
+// on an account's few rooms that names a subject who registered a million
+// resources elsewhere does not go through the million.
 func (x *Index) countCreated(s, scope uint32, typ string) int {
 	t := x.types.lookup(typ)
-	if t == noName {
+	if t == noName || x.typeCounts[typeKey(scope, t)] == 0 {
 		return 0
 	}
+	created := x.created.get(s)
+	if n, ok := x.countCreatedBelow(s, scope, t, len(created)); ok {
+		return n
+	}
 	n := 0
-	for _, id := range x.created.get(s) {
+	for _, id := range created {
 		if id != scope && x.nodes[id].typ == t && x.under(id, scope) {
 			n++
 		}
 	}
 	return n
+}
+
+// countCreatedBelow counts the resources of type t strictly below id that
+// s registered, going down only where resources of t are; ok is false, and
+// the count unfinished, once it has looked at more than limit resources.
+func (x *Index) countCreatedBelow(s, id, t uint32, limit int) (n int, ok bool) {
+	looked := 0
+	var below func(id uint32) bool
+	below = func(id uint32) bool {
+		for c := x.nodes[id].first; c != noNode; c = x.nodes[c].next {
+			if looked++; looked > limit {
+				return false
+			}
+			if x.nodes[c].typ == t && x.nodes[c].creator == s+1 {
+				n++
+			}
+			if x.typeCounts[typeKey(c, t)] > 0 && !below(c) {
+				return false
+			}
+		}
+		return true
+	}
+	return n, below(id)
 }
 
 // countSubjectQuotas counts, for every quota naming a subject, the

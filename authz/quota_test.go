@@ -615,6 +615,35 @@ func TestCreatorRole(t *testing.T) {
 	}
 }
 
+// A quota set on a scope counts what its subject registered there by the
+// shorter way: down the scope, where it holds fewer resources than the
+// subject registered, or else through what the subject registered.
+func TestQuotaSubjectCountedEitherWay(t *testing.T) {
+	w := newWorld(t, liveboxPolicy())
+	w.grant("user:sub1", "dedicated-conference", "account:livebox")
+	w.putAs("user:sub1", "room:a", "folder:d1")
+	w.putAs("user:sub1", "room:n", "room:a") // a room within a room
+	w.putAs("user:sub1", "room:b", "client:dedicated")
+	w.putAs("user:sub1", "room:c", "folder:o1")
+	w.put("room:m", "folder:d1") // the platform's: not the subject's
+	w.put("folder:empty", "client:other")
+	for i := range 10 {
+		w.put(fmt.Sprintf("folder:p%d", i), "client:dedicated")
+	}
+	for scope, want := range map[string]int{
+		"folder:d1":       2, // three resources below, fewer than the subject's four
+		"account:livebox": 4, // more below than the subject registered
+		"client:other":    1,
+		"folder:empty":    0, // no room below at all
+		"room:a":          1,
+	} {
+		w.quota(authz.Quota{Scope: scope, ResourceType: "room", Subject: "user:sub1", Limit: 10})
+		if got := w.used(scope, "room", "user:sub1"); got != want {
+			t.Errorf("%s: a quota set on %s after the rooms exist: used %d, want %d", ruleQuotaSubject, scope, got, want)
+		}
+	}
+}
+
 func TestQuotaSubjectCountKept(t *testing.T) {
 	w := newWorld(t, liveboxPolicy())
 	w.grant("user:sub1", "dedicated-conference", "account:livebox")

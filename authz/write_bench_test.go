@@ -198,3 +198,95 @@ func BenchmarkPlatformWrite(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkActorWriteOnABlockedSubject measures writes by an actor about a
+// subject that carries the most blocks one subject may carry on an org,
+// judged at each of the 2,000 calls below it that define a role: a mute
+// lifted and put back, every mute lifted at once (and put back by the
+// platform), a visitor who holds nothing banned and let back, and a role
+// granted and revoked.
+func BenchmarkActorWriteOnABlockedSubject(b *testing.B) {
+	w := newWorld(b, attackPolicy())
+	w.grant("user:mod", "host", "org:a")
+	var cs []authz.Change
+	for i := range 2_000 {
+		name := fmt.Sprintf("call:r%04d", i)
+		cs = append(cs, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: name, Parent: "org:a"}},
+			authz.Change{Op: authz.OpPutRole, Role: &authz.Role{Name: "guest", Scope: name, Permissions: []string{"call.join"}}})
+	}
+	for i := range authz.MaxBlocksPerBinding {
+		cs = append(cs, authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:x", Resource: "org:a",
+			ID: fmt.Sprintf("mute-%03d", i), Permissions: []string{"call.speak"}}})
+	}
+	w.store(cs...)
+	mod := as("user:mod")
+	b.Run("unblock and block", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := w.eng.Unblock(w.ctx, mod, "user:x", "org:a", "mute-000"); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := w.eng.Block(w.ctx, mod, authz.Block{Subject: "user:x", Resource: "org:a", ID: "mute-000", Permissions: []string{"call.speak"}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unblock all and block again", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := w.eng.Unblock(w.ctx, mod, "user:x", "org:a", ""); err != nil {
+				b.Fatal(err)
+			}
+			for i := range authz.MaxBlocksPerBinding {
+				w.block(authz.Block{Subject: "user:x", Resource: "org:a", ID: fmt.Sprintf("mute-%03d", i), Permissions: []string{"call.speak"}})
+			}
+		}
+	})
+	b.Run("ban a visitor and lift the ban", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := w.eng.Block(w.ctx, mod, authz.Block{Subject: "user:visitor", Resource: "org:a", ID: "ban"}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := w.eng.Unblock(w.ctx, mod, "user:visitor", "org:a", "ban"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("grant and revoke", func(b *testing.B) {
+		g := authz.Grant{Subject: "user:x", Role: "guest", Resource: "org:a"}
+		for b.Loop() {
+			if _, err := w.eng.Grant(w.ctx, mod, g); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := w.eng.Revoke(w.ctx, mod, g); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkQuotaNamingABusySubject measures setting and removing a quota,
+// on an org of two calls, that names a subject who registered 200,000
+// calls 16 levels down another org: its count is made as the quota is
+// applied, under the lock Check takes.
+func BenchmarkQuotaNamingABusySubject(b *testing.B) {
+	w := newWorld(b, attackPolicy())
+	var cs []authz.Change
+	parent := "org:b"
+	for d := range 16 {
+		name := fmt.Sprintf("org:b%02d", d)
+		cs = append(cs, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: name, Parent: parent}})
+		parent = name
+	}
+	for i := range 200_000 {
+		cs = append(cs, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("call:bot-%06d", i), Parent: parent, Creator: "service:bot"}})
+	}
+	w.store(cs...)
+	q := authz.Quota{Scope: "org:a", ResourceType: "call", Subject: "service:bot", Limit: 10}
+	for b.Loop() {
+		if _, err := w.eng.PutQuota(w.ctx, w.by, q); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.eng.DeleteQuota(w.ctx, w.by, q); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
