@@ -35,14 +35,18 @@ type MemoryStore struct {
 }
 
 type callState struct {
+	// name is the call's: the sessions and knocks stored in it share it,
+	// and their subjects share the names of those they replace, rather
+	// than keep the strings of each request alive.
+	name     string
 	sessions map[string]*liveSession // by subject
-	knocks   map[string]*liveKnock   // by subject
+	knocks   map[string]*liveKnock   // by subject; nil until one knocks
 	counted  int                     // sessions with Counted
-	marks    map[string]int          // exclusive mark -> sessions holding it
+	marks    map[string]int          // exclusive mark -> sessions holding it; nil until one does
 }
 
-func newCallState() *callState {
-	return &callState{sessions: map[string]*liveSession{}, knocks: map[string]*liveKnock{}, marks: map[string]int{}}
+func newCallState(name string) *callState {
+	return &callState{name: name, sessions: map[string]*liveSession{}}
 }
 
 // liveSession is a stored session, with its entry in the lease heap.
@@ -115,6 +119,9 @@ func (c *callState) add(s *liveSession) {
 	c.sessions[s.Subject] = s
 	if s.Counted {
 		c.counted++
+	}
+	if len(s.Exclusive) > 0 && c.marks == nil {
+		c.marks = map[string]int{}
 	}
 	for _, mark := range s.Exclusive {
 		c.marks[mark]++
@@ -190,9 +197,15 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	c := m.calls[s.Call]
 	fresh := c == nil
 	if fresh {
-		c = newCallState() // kept only if s joins
+		c = newCallState(s.Call) // kept only if s joins
 	}
 	old, knock := c.sessions[s.Subject], c.knocks[s.Subject]
+	s.Call = c.name
+	if old != nil {
+		s.Subject = old.Subject
+	} else if knock != nil {
+		s.Subject = knock.Subject
+	}
 	if out, detail := c.room(&s, old, max); out != Admitted {
 		return out, detail, nil
 	}
@@ -337,9 +350,10 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	m.sweep(now)
 	c := m.calls[k.Call]
 	if c == nil {
-		c = newCallState()
+		c = newCallState(k.Call)
 		m.calls[k.Call] = c
 	}
+	k.Call = c.name
 	if old := c.knocks[k.Subject]; old != nil {
 		old.Expires = k.Expires
 		if k.Note != "" {
@@ -356,7 +370,13 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 		m.dropIfEmpty(k.Call, c)
 		return Knock{}, ErrTooMany
 	}
+	if s := c.sessions[k.Subject]; s != nil {
+		k.Subject = s.Subject
+	}
 	stored := newLiveKnock(k)
+	if c.knocks == nil {
+		c.knocks = map[string]*liveKnock{}
+	}
 	c.knocks[k.Subject] = stored
 	m.knocks[k.ID] = stored
 	m.expiries.set(&stored.lease, k.Expires.UnixNano())

@@ -4,13 +4,15 @@ import (
 	"context"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/usher-authz/usher/authz"
 )
 
-// The lease heap holds one entry per live session and knock, however often
-// each is renewed, and none once they end: renewals of a long call do not
-// grow the node's memory until the lease runs out.
+// The lease queue holds one current entry per live session and knock, and
+// at most about as many records left behind, however often each is
+// renewed, and none once they end: renewals of a long call do not grow the
+// node's memory until the lease runs out.
 func TestRenewalsKeepOneLeaseEntryPerSessionAndKnock(t *testing.T) {
 	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
 	clock := authz.NewManualClock(start)
@@ -28,9 +30,11 @@ func TestRenewalsKeepOneLeaseEntryPerSessionAndKnock(t *testing.T) {
 	if _, err := m.Knock(ctx, k); err != nil {
 		t.Fatal(err)
 	}
+	most := 0
 	heapLen := func() int {
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		most = max(most, len(m.expiries.recs))
 		return m.expiries.Len()
 	}
 	for i := range 100_000 {
@@ -38,6 +42,7 @@ func TestRenewalsKeepOneLeaseEntryPerSessionAndKnock(t *testing.T) {
 		if _, err := m.Renew(ctx, "s-user:a", at); err != nil {
 			t.Fatal(err)
 		}
+		heapLen()
 		if i%10 == 0 {
 			if _, err := m.RenewKnock(ctx, k.ID, at); err != nil {
 				t.Fatal(err)
@@ -48,8 +53,8 @@ func TestRenewalsKeepOneLeaseEntryPerSessionAndKnock(t *testing.T) {
 			}
 		}
 	}
-	if got := heapLen(); got != 3 {
-		t.Errorf("after 100,000 renewals of a session and 20,000 of a knock: %d lease entries, want 3 (2 sessions, 1 knock)", got)
+	if got := heapLen(); got != 3 || most > 2*3+spareRecords {
+		t.Errorf("after 100,000 renewals of a session and 20,000 of a knock: %d lease entries, want 3 (2 sessions, 1 knock), in at most %d records; the queue held up to %d", got, 2*3+spareRecords, most)
 	}
 	if _, err := m.End(ctx, "s-user:b", Ending{Why: Left}); err != nil {
 		t.Fatal(err)
@@ -68,5 +73,43 @@ func TestRenewalsKeepOneLeaseEntryPerSessionAndKnock(t *testing.T) {
 	m.mu.Unlock()
 	if s, kn := m.Len(); s != 0 || kn != 0 || heapLen() != 0 {
 		t.Errorf("after every lease ran out: %d sessions, %d knocks, %d lease entries; want none", s, kn, heapLen())
+	}
+}
+
+// Sessions and knocks keep the call's name, and a subject's, as the call
+// first stored them, not the strings of each request: thousands of
+// participants joining again and again keep one copy of each name.
+func TestStoredSessionsShareTheNamesOfTheirCall(t *testing.T) {
+	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+	m := NewMemoryStore(MemoryOptions{Clock: authz.NewManualClock(start)})
+	defer m.Close()
+	ctx := context.Background()
+	fresh := func(s string) string { return string([]byte(s)) } // a string of its own, as a decoded request's
+	call, subject := fresh("call:acme:1"), fresh("user:a")
+	join := func(id string) {
+		t.Helper()
+		s := Session{ID: id, Subject: fresh(subject), Call: fresh(call), Joined: start, Expires: start.Add(time.Minute)}
+		if out, _, err := m.Join(ctx, s, 0); err != nil || out != Admitted {
+			t.Fatalf("Join(%s) = %s, %v", id, out, err)
+		}
+	}
+	if _, err := m.Knock(ctx, Knock{ID: "k1", Subject: fresh("user:b"), Call: fresh(call), Knocked: start, Expires: start.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	join("s1")
+	first, _ := m.Session("s1")
+	join("s2")
+	second, _ := m.Session("s2")
+	knock, _ := m.KnockOf("k1")
+	m.mu.Lock()
+	name := m.calls[call].name
+	m.mu.Unlock()
+	for what, got := range map[string]string{"the first session's call": first.Call, "the second session's call": second.Call, "the knock's call": knock.Call} {
+		if unsafe.StringData(got) != unsafe.StringData(name) {
+			t.Errorf("%s is a copy of its own, not the call's name", what)
+		}
+	}
+	if unsafe.StringData(second.Subject) != unsafe.StringData(first.Subject) {
+		t.Error("the session that replaced the subject's keeps a copy of its own of the subject's name")
 	}
 }
