@@ -1082,36 +1082,10 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 	const buffer = 64
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
 	w.grant("user:busy", "call-member", meeting7)
-	// A client that reads nothing, with a fixed HTTP/2 window, so that the
-	// server's sends block once the window is full...
-	slow := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	stream, err := slow.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil { // SYNCED: the watch is open
-		t.Fatal(err)
-	}
-	// ...and one that reads as events come.
-	reader := watchCall(t, w.adm, meeting7, 0)
-	reader.initial()
-	// Joins and leaves in bursts a reading client keeps up with, far more
-	// in all than the slow client's window and the buffer hold.
-	const pairs, burst = 800, 8
-	for i := range pairs {
-		resp, err := w.m.Join(ctx, "user:busy", meeting7, 0)
-		if err != nil || resp.Outcome != admission.Admitted {
-			t.Fatalf("Join: %v, %v", resp.Outcome, err)
-		}
-		if err := w.m.Leave(ctx, resp.Session); err != nil {
-			t.Fatal(err)
-		}
-		if i%burst == burst-1 {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	const pairs = 800
+	stream, reader := w.fallBehind(t, ctx, pairs)
 	// The reading watch hears of every one. (A JOINED may come before
 	// the LEFT of the session left just before it: the order is kept per
 	// session, not per subject.)
@@ -1133,10 +1107,51 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 
 	// The slow client reads at last: what was sent before it fell behind,
 	// then the end.
+	readBehind(t, stream, buffer, pairs)
+}
+
+// fallBehind opens a WatchCall of meeting7 from a client that reads
+// nothing, with a fixed HTTP/2 window, so that the server's sends block
+// once the window is full, and one beside it that reads as events come;
+// then user:busy joins and leaves pairs times, in bursts the reading
+// client keeps up with, far more in all than the slow client's window and
+// the server's buffer hold.
+func (w *admWorld) fallBehind(t *testing.T, ctx context.Context, pairs int) (usherv1.AdmissionService_WatchCallClient, *callStream) {
+	t.Helper()
+	slow := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	stream, err := slow.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // SYNCED: the watch is open
+		t.Fatal(err)
+	}
+	reader := watchCall(t, w.adm, meeting7, 0)
+	reader.initial()
+	const burst = 8
+	for i := range pairs {
+		resp, err := w.m.Join(ctx, "user:busy", meeting7, 0)
+		if err != nil || resp.Outcome != admission.Admitted {
+			t.Fatalf("Join: %v, %v", resp.Outcome, err)
+		}
+		if err := w.m.Leave(ctx, resp.Session); err != nil {
+			t.Fatal(err)
+		}
+		if i%burst == burst-1 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return stream, reader
+}
+
+// readBehind reads a watch that fell behind to its end: what was sent
+// before, then RESOURCE_EXHAUSTED naming the buffer, short of the 2*pairs
+// events sent.
+func readBehind(t *testing.T, stream usherv1.AdmissionService_WatchCallClient, buffer, pairs int) {
+	t.Helper()
 	read := 0
 	for {
-		_, err := stream.Recv()
-		if err != nil {
+		if _, err := stream.Recv(); err != nil {
 			wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("fell %d events behind", buffer))
 			break
 		}
