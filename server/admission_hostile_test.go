@@ -3,22 +3,18 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
-	"github.com/usher-authz/usher/server"
 )
 
 // A WatchCall whose client stops reading is cut off once it falls behind,
@@ -64,16 +60,8 @@ func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 // naming its rule, and nothing is written: no revision, no change record,
 // and every knock still waits.
 func TestHostileTenantAtTheLobbyOverGRPC(t *testing.T) {
-	checkToken, adminToken := newToken(t), newToken(t)
-	file := filepath.Join(t.TempDir(), "callers.yaml")
-	writeCallers(t, file, fmt.Sprintf(admCallers, hashOf(checkToken), hashOf(adminToken)))
-	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
-	sidecar := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))))
-	backendConn := w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))
+	w, sidecarConn, backendConn := newAdmWorldWithCallers(t)
+	sidecar := usherv1.NewAdmissionServiceClient(sidecarConn)
 	// hank hosts call 7, olga call 42; mallory moderates call 7 and is
 	// banned from it; gus and gail wait to enter call 7, gwen call 42.
 	w.grant("user:hank", "host", meeting7)

@@ -579,7 +579,10 @@ const admCallers = `callers:
   - {name: backend, kind: admin, token_sha256: %s}
 `
 
-func TestCheckCallersUseAdmissionButAdmitOnlyForAnActor(t *testing.T) {
+// newAdmWorldWithCallers is an admission world whose server knows the
+// callers of admCallers, with a connection as each.
+func newAdmWorldWithCallers(t *testing.T) (w *admWorld, sidecarConn, backendConn *grpc.ClientConn) {
+	t.Helper()
 	checkToken, adminToken := newToken(t), newToken(t)
 	file := filepath.Join(t.TempDir(), "callers.yaml")
 	writeCallers(t, file, fmt.Sprintf(admCallers, hashOf(checkToken), hashOf(adminToken)))
@@ -587,9 +590,12 @@ func TestCheckCallersUseAdmissionButAdmitOnlyForAnActor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src))
-	sidecarConn := w.dial(grpc.WithPerRPCCredentials(bearer(checkToken)))
-	backendConn := w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))
+	w = newAdmWorld(t, admission.Options{}, server.WithCallers(src))
+	return w, w.dial(grpc.WithPerRPCCredentials(bearer(checkToken))), w.dial(grpc.WithPerRPCCredentials(bearer(adminToken)))
+}
+
+func TestCheckCallersUseAdmissionButAdmitOnlyForAnActor(t *testing.T) {
+	w, sidecarConn, backendConn := newAdmWorldWithCallers(t)
 	sidecar := usherv1.NewAdmissionServiceClient(sidecarConn)
 	backend := usherv1.NewAdmissionServiceClient(backendConn)
 	backendAdmin := usherv1.NewAdminServiceClient(backendConn)
@@ -646,7 +652,7 @@ func TestCheckCallersUseAdmissionButAdmitOnlyForAnActor(t *testing.T) {
 		})
 	}
 	// Nor for an actor who lacks the admit permission.
-	_, err = sidecar.Admit(callCtx(t), &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:g1", Actor: "user:member"})
+	_, err := sidecar.Admit(callCtx(t), &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:g1", Actor: "user:member"})
 	wantStatus(t, err, codes.PermissionDenied, "user:member")
 	if r, n := w.revision(backendConn); r != rev || n != changes {
 		t.Errorf("after the refused writes: revision %d with %d change records, want %d with %d", r, n, rev, changes)
