@@ -579,7 +579,11 @@ func (m *Manager) catchUp(ctx context.Context) error {
 // through the call's: a call of many is left as cheaply as one of few.
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
 	if s, ok := m.store.SessionOf(resource, subject); ok {
-		return m.Leave(ctx, s.ID)
+		_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
+		if !errors.Is(err, ErrNoSession) {
+			return storeError(err)
+		}
+		// It ended since it was found: as if it had not been.
 	}
 	found, err := m.store.Unknock(ctx, resource, subject, Left)
 	if err != nil {

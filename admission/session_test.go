@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -114,6 +115,33 @@ func (s *unheardStore) Session(id string) (admission.Session, bool) {
 		return admission.Session{}, false
 	}
 	return sess, ok
+}
+
+// lapsingStore ends a session as soon as SessionOf finds it, as a lease
+// that lapses at that moment would.
+type lapsingStore struct{ *admission.MemoryStore }
+
+func (s lapsingStore) SessionOf(call, subject string) (admission.Session, bool) {
+	got, ok := s.MemoryStore.SessionOf(call, subject)
+	if ok {
+		s.MemoryStore.End(context.Background(), got.ID, admission.Ending{Why: admission.Lapsed})
+	}
+	return got, ok
+}
+
+// A LeaveCall whose session ends between being found and being ended is
+// refused as one with no session there: NOT_FOUND naming the subject, not
+// a session id the caller never gave.
+func TestLeaveCallOfASessionThatEndsMeanwhileNamesTheSubject(t *testing.T) {
+	store := lapsingStore{admission.NewMemoryStore(admission.MemoryOptions{})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	err := w.m.LeaveCall(w.ctx, "user:member", "call:acme:1")
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.NotFound || e.Field != "subject" || e.Value != "user:member" {
+		t.Fatalf("LeaveCall = %v (%#v), want NOT_FOUND naming subject user:member", err, e)
+	}
 }
 
 func TestKeepAliveEndsTheSessionOfABlockedParticipant(t *testing.T) {
