@@ -49,13 +49,13 @@ func newCallState(name string) *callState {
 	return &callState{name: name, sessions: map[string]*liveSession{}}
 }
 
-// liveSession is a stored session, with its entry in the lease heap.
+// liveSession is a stored session, with its entry in the lease queue.
 type liveSession struct {
 	Session
 	lease lease
 }
 
-// liveKnock is a stored knock, with its entry in the lease heap.
+// liveKnock is a stored knock, with its entry in the lease queue.
 type liveKnock struct {
 	Knock
 	lease lease
