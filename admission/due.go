@@ -54,6 +54,12 @@ func (q *dueQueue[T]) set(t T, at int64) {
 	d.gen++
 	q.recs = append(q.recs, dueRecord[T]{at: at, gen: d.gen, t: t})
 	q.up(len(q.recs) - 1)
+	q.trim()
+}
+
+// trim sweeps out the records left behind once they outnumber the entries
+// queued.
+func (q *dueQueue[T]) trim() {
 	if len(q.recs) > 2*q.queued+spareRecords {
 		q.sweep()
 	}
@@ -64,6 +70,7 @@ func (q *dueQueue[T]) drop(t T) {
 	if d := t.slot(); d.queued {
 		d.queued = false
 		q.queued--
+		q.trim()
 	}
 }
 

@@ -107,4 +107,15 @@ func TestDueQueueSweepsWhatItLeftBehind(t *testing.T) {
 	if _, ok := q.next(1 << 62); ok || q.Len() != 0 {
 		t.Errorf("the queue has %d entries left after all were taken", q.Len())
 	}
+	// Entries dropped, as sessions end with no new one joining, leave no
+	// more records than that either.
+	for i, e := range entries {
+		q.set(e, int64(i))
+	}
+	for _, e := range entries {
+		q.drop(e)
+		if len(q.recs) > 2*q.Len()+spareRecords {
+			t.Fatalf("%d records kept for %d entries after drops", len(q.recs), q.Len())
+		}
+	}
 }

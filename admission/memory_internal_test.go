@@ -112,4 +112,19 @@ func TestStoredSessionsShareTheNamesOfTheirCall(t *testing.T) {
 	if unsafe.StringData(second.Subject) != unsafe.StringData(first.Subject) {
 		t.Error("the session that replaced the subject's keeps a copy of its own of the subject's name")
 	}
+	// A knock shares the name of the subject's session, and a session
+	// that takes the place of a knock shares the knock's.
+	if _, err := m.Knock(ctx, Knock{ID: "k2", Subject: fresh(subject), Call: fresh(call), Knocked: start, Expires: start.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := m.KnockOf("k2"); unsafe.StringData(k.Subject) != unsafe.StringData(first.Subject) {
+		t.Error("a knock keeps a copy of its own of the name of its subject's session")
+	}
+	s := Session{ID: "s3", Subject: fresh("user:b"), Call: fresh(call), Joined: start, Expires: start.Add(time.Minute)}
+	if out, _, err := m.Join(ctx, s, 0); err != nil || out != Admitted {
+		t.Fatalf("Join(s3) = %s, %v", out, err)
+	}
+	if third, _ := m.Session("s3"); unsafe.StringData(third.Subject) != unsafe.StringData(knock.Subject) {
+		t.Error("the session that took a knock's place keeps a copy of its own of the subject's name")
+	}
 }

@@ -791,8 +791,10 @@ func (v *view) drop(w *Watch, err error) {
 	v.nwatchers--
 	w.err = err
 	close(w.c)
-	w.cut = true
-	v.cut++
+	if err != nil {
+		w.cut = true
+		v.cut++
+	}
 }
 
 // Watch follows what happens in a call: Initial holds the state to start

@@ -131,6 +131,8 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		if err := p.judge.verify(); err == nil {
 			p.judged = true
 			return nil
+		} else if CodeOf(err) != PermissionDenied {
+			return err // judged beyond its budget, or given up by its caller
 		}
 		p.changes, p.touches = p.changes[:0], p.touches[:0]
 		var first error
