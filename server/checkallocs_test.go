@@ -2,15 +2,11 @@ package server_test
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
 // TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck holds Check's path to
@@ -23,13 +19,7 @@ func TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck(t *testing.T) {
 	f := startServer(t, t.TempDir())
 	defer f.stop()
 	ctx := context.Background()
-	if _, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "account:acme"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:alice", Role: "host", Resource: "account:acme"}); err != nil {
-		t.Fatal(err)
-	}
-	req := &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "account:acme"}
+	req := f.aliceHostsAcme(t)
 	check := func() {
 		if d, err := f.authz.Check(ctx, req); err != nil || !d.GetDecision().GetAllowed() {
 			t.Fatalf("Check: %v, %v", d, err)
@@ -41,19 +31,9 @@ func TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck(t *testing.T) {
 		}
 	}
 	// The floor: a bare gRPC server of the health service alone.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	bare := grpc.NewServer()
 	healthpb.RegisterHealthServer(bare, grpchealth.NewServer())
-	go bare.Serve(lis)
-	defer bare.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveLoopback(t, bare)
 	floorClient := healthpb.NewHealthClient(conn)
 	floor := func() {
 		if _, err := floorClient.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {

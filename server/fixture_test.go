@@ -42,9 +42,13 @@ type fixture struct {
 	stop func()
 }
 
-// serveLoopback serves srv on 127.0.0.1:0 until the test ends, and returns
-// a connection to it, closed first.
-func serveLoopback(t testing.TB, srv *server.Server) *grpc.ClientConn {
+// serveLoopback serves srv (an Usher server, or a bare gRPC one) on
+// 127.0.0.1:0 until the test ends, and returns a connection to it, closed
+// first.
+func serveLoopback(t testing.TB, srv interface {
+	Serve(net.Listener) error
+	Stop()
+}) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,6 +87,20 @@ func defaultEngine(t testing.TB, be authz.Backend) *authz.Engine {
 // startServer wires a server the way `usher serve` does: storage.Open,
 // authz.Start, then the default policy when the store is empty, then
 // server.New on 127.0.0.1:0.
+// aliceHostsAcme registers account:acme with user:alice its host, and
+// returns a Check that alice may join calls there.
+func (f *fixture) aliceHostsAcme(t testing.TB) *usherv1.CheckRequest {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:alice", Role: "host", Resource: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	return &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "account:acme"}
+}
+
 func startServer(t testing.TB, dir string) *fixture {
 	t.Helper()
 	return startServerWith(t, dir, slog.New(slog.DiscardHandler), nil)

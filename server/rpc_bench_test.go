@@ -20,13 +20,7 @@ func BenchmarkCheckRPC(b *testing.B) {
 	f := startServer(b, b.TempDir())
 	defer f.stop()
 	ctx := context.Background()
-	if _, err := f.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "account:acme"}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:alice", Role: "host", Resource: "account:acme"}); err != nil {
-		b.Fatal(err)
-	}
-	req := &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "account:acme"}
+	req := f.aliceHostsAcme(b)
 	b.Run("check", func(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
