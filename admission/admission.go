@@ -378,9 +378,8 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject
 	lease := p.Rule.LeaseOf()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Note: note, Knocked: now, Expires: now.Add(lease)})
 	if errors.Is(err, ErrLobbyFull) {
-		e := storeError(err).(*authz.Error)
-		e.Value = resource // the lobby that is full
-		return Result{}, e
+		return Result{}, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource", Value: resource,
+			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
 	}
 	if err != nil {
 		return Result{}, storeError(err)
@@ -708,9 +707,6 @@ func storeError(err error) error {
 		return nil
 	case errors.Is(err, ErrNoSession):
 		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
-	case errors.Is(err, ErrLobbyFull):
-		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource",
-			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
 	case errors.Is(err, ErrTooMany):
 		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit, Reason: "this server holds as many sessions as it may; try another"}
 	}
