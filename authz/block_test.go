@@ -92,6 +92,24 @@ func TestBlock(t *testing.T) {
 				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42"}))
 			})
 		}},
+		{"a moderator's ban makes way through spent blocks too, the deletes judged with it", func(t *testing.T, w *world) {
+			w.grant("user:mod", "moderator", "call:livestream:42")
+			w.grant("user:bob", "call-member", "call:livestream:42")
+			for range authz.MaxBlocksPerBinding {
+				w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-audio"}, Expires: w.clock.Now().Add(time.Minute)})
+			}
+			w.clock.Advance(2 * time.Minute)
+			mod := authz.Author{Caller: w.by.Caller, Actor: "user:mod"}
+			if _, _, err := w.eng.Block(w.ctx, mod, authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Reason: "ban"}); err != nil {
+				t.Fatalf("the moderator's ban: %v", err)
+			}
+			if ops := w.lastOps(); len(ops) != authz.MaxBlocksPerBinding+1 || ops[len(ops)-1] != "put_block" {
+				t.Errorf("the ban's change set = %d changes, want the %d spent blocks deleted and the ban put", len(ops), authz.MaxBlocksPerBinding)
+			}
+			if d := w.check("user:bob", "join-call", "call:livestream:42"); d.Allowed || d.BlockReason != "ban" {
+				t.Errorf("after the ban, Check = %+v", d)
+			}
+		}},
 		{"the permission must be declared, else INVALID_ARGUMENT, naming permissions[i] as asked", func(t *testing.T, w *world) {
 			w.refuses(authz.Invalid, "permissions[1]", "send-vidoe", func() (authz.Revision, error) {
 				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "account:acme", Permissions: []string{"send-audio", "send-vidoe"}}))
