@@ -94,6 +94,11 @@ type Manager struct {
 	engine *authz.Engine
 	clock  authz.Clock
 	store  Store
+	// join is store.Join, or for a MemoryStore (and not a Store wrapping
+	// one), its variant that leaves the join's own events unsignalled for
+	// Join to take (view.joined): the view's loop is not woken for each
+	// join only to find nothing left to take.
+	join   func(ctx context.Context, s Session, max uint32) (Outcome, string, error)
 	signer *livekit.Signer // nil without a LiveKit key
 	logger *slog.Logger
 	v      *view
@@ -123,7 +128,10 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	if opts.StoreWait <= 0 {
 		opts.StoreWait = DefaultStoreWait
 	}
-	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, logger: opts.Logger}
+	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, join: opts.Store.Join, logger: opts.Logger}
+	if ms, ok := opts.Store.(*MemoryStore); ok {
+		m.join = ms.joinTaking
+	}
 	if opts.LiveKit != nil {
 		m.signer = opts.LiveKit.Signer()
 	}
@@ -222,7 +230,8 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
-	out, detail, err := m.store.Join(ctx, s, rule.MaxParticipants)
+	// An admitted join's events are the view's to take (m.v.joined).
+	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err != nil {
 		return Result{}, storeError(err)
 	}

@@ -190,6 +190,19 @@ var _ Store = (*MemoryStore)(nil)
 
 // Join implements Store.
 func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, string, error) {
+	return m.join(s, max, true)
+}
+
+// joinTaking is Join, but leaves Pending unsignalled for the join's own
+// events: its caller takes them as soon as it returns. Events queued by
+// anything else are signalled as ever.
+func (m *MemoryStore) joinTaking(_ context.Context, s Session, max uint32) (Outcome, string, error) {
+	return m.join(s, max, false)
+}
+
+// join is Join; signal says whether Pending is signalled for the events
+// of the join itself.
+func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string, error) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -219,7 +232,7 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 		delete(m.sessions, old.ID)
 		m.expiries.drop(&old.lease)
 		c.unmark(old)
-		m.emit(StoreEvent{Session: &old.Session, Ended: &Ending{Why: Replaced}, Time: now})
+		m.queue(StoreEvent{Session: &old.Session, Ended: &Ending{Why: Replaced}, Time: now}, signal)
 	}
 	m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	if knock != nil {
@@ -233,7 +246,7 @@ func (m *MemoryStore) Join(_ context.Context, s Session, max uint32) (Outcome, s
 	m.sessions[s.ID] = stored
 	// The event gets a copy: Renew changes the stored session.
 	began := s
-	m.emit(StoreEvent{Session: &began, Time: now})
+	m.queue(StoreEvent{Session: &began, Time: now}, signal)
 	return Admitted, "", nil
 }
 
@@ -526,8 +539,14 @@ func (m *MemoryStore) sweeper() {
 
 // emit queues an event; m.mu is held, so events of one call keep their
 // order.
-func (m *MemoryStore) emit(e StoreEvent) {
+func (m *MemoryStore) emit(e StoreEvent) { m.queue(e, true) }
+
+// queue queues an event, and signals Pending if signal; m.mu is held.
+func (m *MemoryStore) queue(e StoreEvent, signal bool) {
 	m.pending = append(m.pending, e)
+	if !signal {
+		return
+	}
 	select {
 	case m.signal <- struct{}{}:
 	default:

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -126,5 +127,52 @@ func TestStoredSessionsShareTheNamesOfTheirCall(t *testing.T) {
 	}
 	if third, _ := m.Session("s3"); unsafe.StringData(third.Subject) != unsafe.StringData(knock.Subject) {
 		t.Error("the session that took a knock's place keeps a copy of its own of the subject's name")
+	}
+}
+
+// A Join signals Pending for its events, for the view's loop to take them;
+// the manager's own joins, whose events it takes itself as Join returns,
+// leave Pending unsignalled, and Take still returns them, in order.
+func TestAJoinTheManagerTakesItselfLeavesPendingUnsignalled(t *testing.T) {
+	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+	m := NewMemoryStore(MemoryOptions{Clock: authz.NewManualClock(start)})
+	defer m.Close()
+	ctx := context.Background()
+	signalled := func() bool {
+		select {
+		case <-m.Pending():
+			return true
+		default:
+			return false
+		}
+	}
+	session := func(id string) Session {
+		return Session{ID: id, Subject: "user:a", Call: "call:acme:1", Joined: start, Expires: start.Add(time.Minute)}
+	}
+	if out, _, err := m.joinTaking(ctx, session("s1"), 0); err != nil || out != Admitted {
+		t.Fatalf("joinTaking(s1) = %s, %v", out, err)
+	}
+	if out, _, err := m.joinTaking(ctx, session("s2"), 0); err != nil || out != Admitted {
+		t.Fatalf("joinTaking(s2) = %s, %v", out, err)
+	}
+	if signalled() {
+		t.Error("joins the manager takes itself signalled Pending")
+	}
+	var got []string
+	for _, e := range m.Take() {
+		what := "began"
+		if e.Ended != nil {
+			what = "ended"
+		}
+		got = append(got, e.Session.ID+" "+what)
+	}
+	if want := []string{"s1 began", "s1 ended", "s2 began"}; !slices.Equal(got, want) {
+		t.Errorf("Take after the joins = %v, want %v", got, want)
+	}
+	if out, _, err := m.Join(ctx, session("s3"), 0); err != nil || out != Admitted {
+		t.Fatalf("Join(s3) = %s, %v", out, err)
+	}
+	if !signalled() {
+		t.Error("a Join through the Store interface left Pending unsignalled")
 	}
 }
