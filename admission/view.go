@@ -128,6 +128,8 @@ type tracked struct {
 	rev   authz.Revision // when it joined or its caps last changed, as told
 	media *authz.MediaMapping
 	due   due // when to look again, when queued in v.dues
+	// ended: v.endings has its ending, and the store has yet to say so.
+	ended bool
 	// Where t is in its call's and its subject's lists.
 	callAt, subjectAt int
 }
@@ -277,9 +279,15 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			replaced = nil
 		case e.Session != nil:
 			s := e.Session
-			v.ended1(s.ID, *e.Ended)
+			t := v.sessions[s.ID]
+			if t != nil && !t.ended {
+				// Nothing has told the view how it ended yet.
+				v.record(v.idKey(s.ID), *e.Ended)
+			} else {
+				v.ended1(s.ID, *e.Ended)
+			}
 			kind := endKind(e.Ended.Why)
-			if t := v.sessions[s.ID]; t != nil {
+			if t != nil {
 				delete(v.sessions, s.ID)
 				delete(v.ahead, t)
 				v.unschedule(t)
@@ -345,6 +353,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{s.ID, e})
 			v.ended1(s.ID, e)
+			t.ended = true
 		} else {
 			if !slices.Equal(p.Capabilities, t.caps) {
 				t.caps = p.Capabilities
@@ -382,7 +391,13 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 			eject = v.join(x, s, s.Joined, &p, eject, nil)
 		}
 	}
-	e, ended := v.endingAt(v.idKey(s.ID))
+	// Only a session the view no longer tracks, or one it has ended, may
+	// have been ejected.
+	var e Ending
+	ended := false
+	if t := v.sessions[s.ID]; t == nil || t.ended {
+		e, ended = v.endingAt(v.idKey(s.ID))
+	}
 	v.mu.Unlock()
 	v.followUp(eject)
 	return e, ended && e.Why == Ejected
@@ -634,6 +649,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{t.s.ID, e})
 			v.ended1(t.s.ID, e)
+			t.ended = true
 			v.unschedule(t)
 			continue
 		}
@@ -705,6 +721,9 @@ func (v *view) note(id string, why Ending) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.ended1(id, why)
+	if t := v.sessions[id]; t != nil {
+		t.ended = true
+	}
 }
 
 // ended1 remembers how the session or knock id ended; the first word on
@@ -714,6 +733,20 @@ func (v *view) ended1(id string, why Ending) {
 	if _, ok := v.endings[key]; ok {
 		return
 	}
+	v.record(key, why)
+}
+
+// record remembers why for the id of key, which v.endings should lack:
+// should it have it after all, why replaces what it says. v.mu is held.
+func (v *view) record(key uint64, why Ending) {
+	n := len(v.endings)
+	v.endings[key] = endingOf{why.Why, why.Outcome}
+	if why.BlockID != "" {
+		v.blockIDs[key] = why.BlockID
+	}
+	if len(v.endings) == n {
+		return // it has its place in endingOrder
+	}
 	if len(v.endingOrder) < v.rememberN {
 		v.endingOrder = append(v.endingOrder, key)
 	} else {
@@ -721,10 +754,6 @@ func (v *view) ended1(id string, why Ending) {
 		delete(v.blockIDs, v.endingOrder[v.endingNext])
 		v.endingOrder[v.endingNext] = key
 		v.endingNext = (v.endingNext + 1) % len(v.endingOrder)
-	}
-	v.endings[key] = endingOf{why.Why, why.Outcome}
-	if why.BlockID != "" {
-		v.blockIDs[key] = why.BlockID
 	}
 }
 
