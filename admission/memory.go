@@ -226,13 +226,19 @@ func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string,
 	if old == nil && knock == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
 	}
-	stored := newLiveSession(s)
+	var stored *liveSession
 	if old != nil {
-		// The new session takes the old one's place in the call.
+		// The new session takes the old one's place in the call, and its
+		// place in memory: a record of the old lease left in the queue
+		// holds no session that has ended.
 		delete(m.sessions, old.ID)
-		m.expiries.drop(&old.lease)
 		c.unmark(old)
-		m.queue(StoreEvent{Session: &old.Session, Ended: &Ending{Why: Replaced}, Time: now}, signal)
+		ended := old.Session
+		m.queue(StoreEvent{Session: &ended, Ended: &Ending{Why: Replaced}, Time: now}, signal)
+		stored = old
+		stored.Session = s
+	} else {
+		stored = newLiveSession(s)
 	}
 	m.expiries.set(&stored.lease, s.Expires.UnixNano())
 	if knock != nil {
