@@ -70,8 +70,8 @@ type view struct {
 
 	mu        sync.Mutex
 	sessions  map[string]*tracked            // by session id
-	byCall    map[string][]*tracked          // call -> its sessions, in no order
-	bySubject map[string][]*tracked          // subject -> its sessions, in no order
+	byCall    map[string]*tracked            // call -> the first of its sessions (tracked.call), in no order
+	bySubject map[string]*tracked            // subject -> the first of its sessions (tracked.subject), in no order
 	watchers  map[string]map[*Watch]struct{} // call ->
 	nwatchers int
 	// cut counts the watches dropped but not yet closed: a stream cut off
@@ -130,11 +130,45 @@ type tracked struct {
 	due   due // when to look again, when queued in v.dues
 	// ended: v.endings has its ending, and the store has yet to say so.
 	ended bool
-	// Where t is in its call's and its subject's lists.
-	callAt, subjectAt int
+	// t's neighbours in its call's and its subject's lists: lists linked
+	// through the sessions, rather than a slice for each call and subject,
+	// hold nothing more for the collector to mark.
+	call, subject links
 }
 
-func (t *tracked) slot() *due { return &t.due }
+// links are a tracked session's neighbours in a list.
+type links struct{ prev, next *tracked }
+
+func (t *tracked) slot() *due           { return &t.due }
+func (t *tracked) callLinks() *links    { return &t.call }
+func (t *tracked) subjectLinks() *links { return &t.subject }
+
+// push puts t first in heads[key], the list of l.
+func push(heads map[string]*tracked, key string, t *tracked, l func(*tracked) *links) {
+	first := heads[key]
+	*l(t) = links{next: first}
+	if first != nil {
+		l(first).prev = t
+	}
+	heads[key] = t
+}
+
+// unlink takes t out of heads[key], the list of l.
+func unlink(heads map[string]*tracked, key string, t *tracked, l func(*tracked) *links) {
+	tl := l(t)
+	switch {
+	case tl.prev != nil:
+		l(tl.prev).next = tl.next
+	case tl.next != nil:
+		heads[key] = tl.next
+	default:
+		delete(heads, key)
+	}
+	if tl.next != nil {
+		l(tl.next).prev = tl.prev
+	}
+	*tl = links{}
+}
 
 // place is what the view keeps of a session: whose it is, where, and its
 // marks.
@@ -162,8 +196,8 @@ const tickEvery = 20 * time.Millisecond
 
 func newView(m *Manager, opts Options) *view {
 	return &view{
-		m: m, sessions: map[string]*tracked{}, byCall: map[string][]*tracked{},
-		bySubject: map[string][]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
+		m: m, sessions: map[string]*tracked{}, byCall: map[string]*tracked{},
+		bySubject: map[string]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
 		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
@@ -332,7 +366,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 	var t *tracked
 	if in != nil {
 		t = in
-		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, callAt: in.callAt, subjectAt: in.subjectAt}
+		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, call: in.call, subject: in.subject}
 		v.sessions[s.ID] = t
 	} else {
 		t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision}
@@ -503,9 +537,8 @@ func (v *view) add(t *tracked) {
 		v.remove(old)
 	}
 	v.sessions[t.s.ID] = t
-	t.callAt, t.subjectAt = len(v.byCall[t.s.Call]), len(v.bySubject[t.s.Subject])
-	v.byCall[t.s.Call] = append(v.byCall[t.s.Call], t)
-	v.bySubject[t.s.Subject] = append(v.bySubject[t.s.Subject], t)
+	push(v.byCall, t.s.Call, t, (*tracked).callLinks)
+	push(v.bySubject, t.s.Subject, t, (*tracked).subjectLinks)
 }
 
 func (v *view) remove(t *tracked) {
@@ -517,25 +550,8 @@ func (v *view) remove(t *tracked) {
 
 // unlist takes t out of its call's and its subject's lists.
 func (v *view) unlist(t *tracked) {
-	// Each list moves its last session into t's place.
-	calls := v.byCall[t.s.Call]
-	last := calls[len(calls)-1]
-	calls[t.callAt], last.callAt = last, t.callAt
-	calls[len(calls)-1] = nil
-	if calls = calls[:len(calls)-1]; len(calls) == 0 {
-		delete(v.byCall, t.s.Call)
-	} else {
-		v.byCall[t.s.Call] = calls
-	}
-	subjects := v.bySubject[t.s.Subject]
-	last = subjects[len(subjects)-1]
-	subjects[t.subjectAt], last.subjectAt = last, t.subjectAt
-	subjects[len(subjects)-1] = nil
-	if subjects = subjects[:len(subjects)-1]; len(subjects) == 0 {
-		delete(v.bySubject, t.s.Subject)
-	} else {
-		v.bySubject[t.s.Subject] = subjects
-	}
+	unlink(v.byCall, t.s.Call, t, (*tracked).callLinks)
+	unlink(v.bySubject, t.s.Subject, t, (*tracked).subjectLinks)
 }
 
 // sift finds the sessions the queued change sets may have changed, and
@@ -576,14 +592,14 @@ func (v *view) sift() {
 // touched marks the sessions c may change the standing of.
 func (v *view) touched(x *authz.Index, c authz.Change, dirty map[*tracked]bool) {
 	subjectAt := func(subject, resource string) {
-		for _, t := range v.bySubject[subject] {
+		for t := v.bySubject[subject]; t != nil; t = t.subject.next {
 			if !dirty[t] && x.Under(t.s.Call, resource) {
 				dirty[t] = true
 			}
 		}
 	}
 	mark := func(call string) {
-		for _, t := range v.byCall[call] {
+		for t := v.byCall[call]; t != nil; t = t.call.next {
 			dirty[t] = true
 		}
 	}
@@ -593,8 +609,8 @@ func (v *view) touched(x *authz.Index, c authz.Change, dirty map[*tracked]bool) 
 	// A scope just deleted has only itself; root has every call.
 	below := func(scope string) {
 		if scope == authz.RootName {
-			for _, ts := range v.byCall {
-				for _, t := range ts {
+			for _, first := range v.byCall {
+				for t := first; t != nil; t = t.call.next {
 					dirty[t] = true
 				}
 			}
