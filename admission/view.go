@@ -366,7 +366,9 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 	var t *tracked
 	if in != nil {
 		t = in
-		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, call: in.call, subject: in.subject}
+		// It keeps its lists and its standing in v.dues, whose records of
+		// it from before tell themselves apart by its generation.
+		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, due: in.due, call: in.call, subject: in.subject}
 		v.sessions[s.ID] = t
 	} else {
 		t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision}

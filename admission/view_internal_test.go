@@ -97,6 +97,23 @@ func TestTheViewKeepsOneDueEntryPerSession(t *testing.T) {
 	if got := dues(); got != 1 {
 		t.Errorf("after %d writes touching one session: %d due entries, want 1", writes, got)
 	}
+	// A re-join takes the session's place, and its entry: one record of
+	// it is current, not the one it had before as well.
+	r, err = m.Join(ctx, "user:a", "call:acme:1", 0)
+	if err != nil || r.Outcome != Admitted {
+		t.Fatalf("Join again = %+v, %v", r, err)
+	}
+	m.v.mu.Lock()
+	current := 0
+	for i := range m.v.dues.recs {
+		if m.v.dues.recs[i].current() {
+			current++
+		}
+	}
+	m.v.mu.Unlock()
+	if got := dues(); got != 1 || current != 1 {
+		t.Errorf("after a re-join: %d due entries with %d current records, want 1 and 1", got, current)
+	}
 	if err := m.Leave(ctx, r.Session); err != nil {
 		t.Fatal(err)
 	}
