@@ -94,22 +94,7 @@ func BenchmarkLeaveCall(b *testing.B) {
 // taken far apart, so that what one join reads is not in the cache for the
 // next.
 func BenchmarkJoinOnThePlatform(b *testing.B) {
-	msg, err := policies.Load("default")
-	if err != nil {
-		b.Fatal(err)
-	}
-	shape := bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100, Users: 100_000, Grants: 200_000}
-	eng, p, err := bench.Start(b.Context(), shape, server.FromPolicy(msg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(eng.Close)
-	joins, err := bench.Joins(p, eng.Index(), 30_000, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := admission.New(eng, admission.Options{LiveKit: &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}})
-	b.Cleanup(func() { m.Close() })
+	m, joins := platform(b, bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100, Users: 100_000, Grants: 200_000}, 30_000)
 	join := func(j bench.Join) {
 		if r, err := m.Join(b.Context(), j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
 			b.Fatalf("Join(%s, %s) = %+v, %v", j.Subject, j.Call, r, err)
@@ -122,4 +107,27 @@ func BenchmarkJoinOnThePlatform(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		join(joins[i*7919%len(joins)])
 	}
+}
+
+// platform is a manager with a LiveKit key over the load tool's platform
+// of shape under the default policy, and n of the (subject, call) pairs it
+// admits.
+func platform(tb testing.TB, shape bench.Shape, n int) (*admission.Manager, []bench.Join) {
+	tb.Helper()
+	msg, err := policies.Load("default")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eng, p, err := bench.Start(tb.Context(), shape, server.FromPolicy(msg))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(eng.Close)
+	joins, err := bench.Joins(p, eng.Index(), n, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := admission.New(eng, admission.Options{LiveKit: &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}})
+	tb.Cleanup(func() { m.Close() })
+	return m, joins
 }

@@ -6,9 +6,6 @@ import (
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/bench"
-	"github.com/usher-authz/usher/media/livekit"
-	policies "github.com/usher-authz/usher/policy"
-	"github.com/usher-authz/usher/server"
 )
 
 // A node keeps its live sessions in memory, so what each holds bounds how
@@ -19,22 +16,7 @@ import (
 // counted.
 func TestSessionsHoldLittleMemory(t *testing.T) {
 	const maxBytes, maxObjects = 850, 4.5
-	msg, err := policies.Load("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	shape := bench.Shape{Accounts: 2, WorkspacesPerAccount: 5, CallTypesPerSpace: 1, CallsPerType: 100, Users: 10_000, Grants: 20_000}
-	eng, p, err := bench.Start(t.Context(), shape, server.FromPolicy(msg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	joins, err := bench.Joins(p, eng.Index(), 3_000, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := admission.New(eng, admission.Options{LiveKit: &livekit.APIKey{Key: "bench", Secret: "a-secret-of-at-least-32-bytes-long!!"}})
-	t.Cleanup(func() { m.Close() })
+	m, joins := platform(t, bench.Shape{Accounts: 2, WorkspacesPerAccount: 5, CallTypesPerSpace: 1, CallsPerType: 100, Users: 10_000, Grants: 20_000}, 3_000)
 	heap := func() runtime.MemStats {
 		var ms runtime.MemStats
 		for range 3 {
