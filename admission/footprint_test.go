@@ -10,8 +10,8 @@ import (
 
 // A node keeps its live sessions in memory, so what each holds bounds how
 // many it can keep, and what the collector has to mark beside the index:
-// 3,000 participants of 1,000 calls, each joining three times (a re-join
-// replaces the session), hold at most maxBytes and maxObjects a session,
+// 3,000 sessions in the platform's 1,000 calls, each subject joining its
+// call three times (a re-join replaces the session), hold at most maxBytes and maxObjects a session,
 // the store's, the view's and the endings remembered for KeepAlive all
 // counted.
 func TestSessionsHoldLittleMemory(t *testing.T) {

@@ -264,8 +264,8 @@ func TestTheViewFollowsTheStore(t *testing.T) {
 func (v *view) listed(n int) error {
 	// walk counts a list, and checks that it links both ways and holds
 	// only sessions of key.
-	walk := func(heads map[string]*tracked, l func(*tracked) *links, keyOf func(*tracked) string, seen map[*tracked]bool) (int, error) {
-		count := 0
+	walk := func(heads map[string]*tracked, l func(*tracked) *links, keyOf func(*tracked) string) (int, error) {
+		count, seen := 0, map[*tracked]bool{}
 		for key, first := range heads {
 			if first == nil || l(first).prev != nil {
 				return 0, fmt.Errorf("the list of %s starts with %v, which is not first", key, first)
@@ -285,11 +285,11 @@ func (v *view) listed(n int) error {
 		}
 		return count, nil
 	}
-	byCall, err := walk(v.byCall, (*tracked).callLinks, func(t *tracked) string { return t.s.Call }, map[*tracked]bool{})
+	byCall, err := walk(v.byCall, (*tracked).callLinks, func(t *tracked) string { return t.s.Call })
 	if err != nil {
 		return err
 	}
-	bySubject, err := walk(v.bySubject, (*tracked).subjectLinks, func(t *tracked) string { return t.s.Subject }, map[*tracked]bool{})
+	bySubject, err := walk(v.bySubject, (*tracked).subjectLinks, func(t *tracked) string { return t.s.Subject })
 	if err != nil {
 		return err
 	}

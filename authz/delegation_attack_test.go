@@ -351,6 +351,19 @@ func TestDelegationAttackUnblockAllWithinOneBudget(t *testing.T) {
 			t.Errorf("Unblock of one mute, within the budget: %v", err)
 		}
 	})
+	t.Run("judged together beyond the budget, none is lifted", func(t *testing.T) {
+		// The verdict on all of them together takes 22 points alone.
+		w := blocked(t, authz.Limits{Judged: 10})
+		before := load(w)
+		_, err := w.eng.Unblock(w.ctx, as("user:h"), "user:x", "org:a", "")
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Field != "actor" || e.Value != "user:h" {
+			t.Fatalf("Unblock of all, judged together beyond the budget: %v, want RESOURCE_EXHAUSTED", err)
+		}
+		if diff := diffSnapshots(load(w), before, w.clock.Now()); diff != "" {
+			t.Fatalf("a refused write changed the state:\n%s", diff)
+		}
+	})
 }
 
 // A subject that holds no grant is judged at the resource the write

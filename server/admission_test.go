@@ -744,8 +744,8 @@ func TestJoinOverGRPCReturnsTheGrantItsTokenCarries(t *testing.T) {
 				t.Errorf("token for %q in %q, want %q in %q", identity, g.Room, c.subject, meeting7)
 			}
 			lease := resp.GetLease().AsDuration()
-			if lease != authz.DefaultLease || !resp.GetExpireTime().AsTime().After(before) {
-				t.Errorf("lease %s until %s", lease, resp.GetExpireTime().AsTime())
+			if until := resp.GetExpireTime().AsTime(); lease != authz.DefaultLease || until.Before(before.Add(lease)) || until.After(after.Add(lease)) {
+				t.Errorf("lease %s until %s, want %s from the join (%s to %s)", lease, until, authz.DefaultLease, before, after)
 			}
 			if !exp.After(before) || exp.After(after.Add(lease)) {
 				t.Errorf("token expires at %s, want within the lease from now (%s to %s)", exp, before, after.Add(lease))

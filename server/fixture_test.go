@@ -84,9 +84,6 @@ func defaultEngine(t testing.TB, be authz.Backend) *authz.Engine {
 	return engine
 }
 
-// startServer wires a server the way `usher serve` does: storage.Open,
-// authz.Start, then the default policy when the store is empty, then
-// server.New on 127.0.0.1:0.
 // aliceHostsAcme registers account:acme with user:alice its host, and
 // returns a Check that alice may join calls there.
 func (f *fixture) aliceHostsAcme(t testing.TB) *usherv1.CheckRequest {
@@ -101,6 +98,9 @@ func (f *fixture) aliceHostsAcme(t testing.TB) *usherv1.CheckRequest {
 	return &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "account:acme"}
 }
 
+// startServer wires a server the way `usher serve` does: storage.Open,
+// authz.Start, then the default policy when the store is empty, then
+// server.New on 127.0.0.1:0.
 func startServer(t testing.TB, dir string) *fixture {
 	t.Helper()
 	return startServerWith(t, dir, slog.New(slog.DiscardHandler), nil)
