@@ -41,10 +41,13 @@ func admissionManager(opts []grpc.ServerOption) *admission.Manager {
 
 type admissionServer struct {
 	usherv1.UnimplementedAdmissionServiceServer
-	m     *admission.Manager
-	stop  <-chan struct{} // closed when the server stops: watches end
-	joins decisionCounter // Join's outcomes, when the server has metrics
-	log   *DecisionLog    // nil: no decision log
+	m    *admission.Manager
+	stop <-chan struct{} // closed when the server stops: watches end
+	// drained is closed when the server drains: WatchCall streams end and
+	// new ones are refused, as Watch streams are.
+	drained <-chan struct{}
+	joins   decisionCounter // Join's outcomes, when the server has metrics
+	log     *DecisionLog    // nil: no decision log
 }
 
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
@@ -312,6 +315,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	if v.err != nil {
 		return toStatus(v.err)
 	}
+	select {
+	case <-s.drained:
+		return stopping()
+	default:
+	}
 	w, err := s.m.Watch(req.GetResource(), authz.Revision(req.GetAfterRevision()))
 	if err != nil {
 		return toStatus(err)
@@ -331,8 +339,9 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		case <-ctx.Done():
 			return nil
 		case <-s.stop:
-			return refuse(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received",
-				details{reason: string(authz.KindShuttingDown)})
+			return stopping()
+		case <-s.drained:
+			return stopping()
 		case ev, ok := <-w.C:
 			if !ok {
 				if err := w.Err(); err != nil {
@@ -345,6 +354,13 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 			}
 		}
 	}
+}
+
+// stopping is how a WatchCall ends, or is refused, on a server that drains
+// or stops.
+func stopping() error {
+	return refuse(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received",
+		details{reason: string(authz.KindShuttingDown)})
 }
 
 func toCallEvent(ev admission.Event) *usherv1.CallEvent {

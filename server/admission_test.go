@@ -1211,6 +1211,31 @@ func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 	}
 }
 
+// A draining server ends its WatchCall streams, as it does its Watch
+// streams, for the media servers to watch the call on another, and refuses
+// new ones; Join is still answered, and the call's sessions stay.
+func TestDrainEndsWatchCallAndRefusesNewOnes(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:member", "call-member", meeting7)
+	w.grant("user:guest", "call-member", meeting7)
+	w.join(w.adm, "user:member", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	watch := watchCall(t, w.adm, meeting7, 0)
+	watch.initial()
+	w.srv.Drain()
+	err := watch.end(5 * time.Second)
+	wantStatus(t, err, codes.Unavailable, "resume the watch on another")
+	st, _ := status.FromError(err)
+	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
+	err = watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
+	wantStatus(t, err, codes.Unavailable, "resume the watch on another")
+	st, _ = status.FromError(err)
+	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
+	w.join(w.adm, "user:guest", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	if n := w.m.Counts().Sessions; n != 2 {
+		t.Errorf("%d sessions live after the drain, want 2: a drain ends no session", n)
+	}
+}
+
 // A WatchCall stream keeps what it sent of a call's initial state no longer
 // than it takes to send: a stream open for hours on a call of thousands
 // holds its buffer, not the call.

@@ -79,7 +79,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
-		as := &admissionServer{m: sessions, stop: s.stop, log: decisionLog}
+		as := &admissionServer{m: sessions, stop: s.stop, drained: s.watches.drained.Done(), log: decisionLog}
 		if metrics != nil {
 			as.joins = metrics.join
 		}
@@ -164,10 +164,10 @@ func (s *Server) follow() {
 }
 
 // Drain reports NOT_SERVING from now on, so that load balancers send no new
-// calls, while calls in flight and new ones still get answers. Watch streams
-// are the exception: they end with UNAVAILABLE, for their clients to watch
-// again elsewhere, and new ones are refused, since a stream never finishes
-// by itself and would hold GracefulStop for ever.
+// calls, while calls in flight and new ones still get answers. Watch and
+// WatchCall streams are the exception: they end with UNAVAILABLE, for their
+// clients to watch again elsewhere, and new ones are refused, since a
+// stream never finishes by itself and would hold GracefulStop for ever.
 func (s *Server) Drain() {
 	s.draining.Store(true)
 	s.watches.drain()
