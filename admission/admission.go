@@ -220,13 +220,8 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	rule := p.Rule
 	counted, exclusive := marksOf(p)
 	lease := rule.LeaseOf()
-	if rule.Media != nil {
-		r.Grant = livekit.Mapping(*rule.Media).VideoGrant(resource, p.Capabilities)
-		if !r.Grant.RoomJoin {
-			r.Outcome, r.Grant = NoGrant, nil
-			r.Reason = fmt.Sprintf("%s lacks %q in %s, which LiveKit's roomJoin requires", subject, rule.Media.RoomJoin, resource)
-			return r, nil
-		}
+	if noRoomJoin(&r, p, subject, resource) {
+		return r, nil
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
@@ -270,6 +265,23 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		}
 	}
 	return r, nil
+}
+
+// noRoomJoin reports whether the rule maps capabilities to LiveKit and p
+// lacks what roomJoin requires, which makes r that NoGrant; otherwise it
+// sets r.Grant to p's video grant, where the rule has a mapping.
+func noRoomJoin(r *Result, p authz.Presence, subject, resource string) bool {
+	media := p.Rule.Media
+	if media == nil {
+		return false
+	}
+	r.Grant = livekit.Mapping(*media).VideoGrant(resource, p.Capabilities)
+	if r.Grant.RoomJoin {
+		return false
+	}
+	r.Outcome, r.Grant = NoGrant, nil
+	r.Reason = fmt.Sprintf("%s lacks %q in %s, which LiveKit's roomJoin requires", subject, media.RoomJoin, resource)
+	return true
 }
 
 // tokenTTL is how long a Join's token may be valid: the lease, and no
@@ -401,7 +413,10 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject
 const MaxNoteLen = 256
 
 // Knock puts subject in resource's lobby when Join would send it there;
-// otherwise it answers what Join would, without joining.
+// otherwise it answers what Join would, without joining: Blocked, NoGrant
+// (roomJoin's permission included), NotStarted, or Admitted when it may
+// join without knocking. Capacity and occupancy are Join's to decide, as a
+// knock holds no place in the call.
 func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Result, error) {
 	if len(note) > MaxNoteLen {
 		cut := 32 // its beginning, cut where a character begins
@@ -418,8 +433,11 @@ func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Re
 	now := m.clock.Now()
 	r, decided := m.gate(p, subject, resource, now)
 	if !decided {
-		r.Outcome = Admitted
-		r.Reason = fmt.Sprintf("%s may join %s without knocking", subject, resource)
+		if noRoomJoin(&r, p, subject, resource) {
+			return r, nil
+		}
+		r.Outcome, r.Grant = Admitted, nil
+		r.Reason = fmt.Sprintf("%s may join %s without knocking; whether the call has room for it, Join decides", subject, resource)
 		return r, nil
 	}
 	if r.Outcome != Lobby {

@@ -194,6 +194,29 @@ func TestJoinWithoutRoomJoinGetsNoToken(t *testing.T) {
 	}
 }
 
+// Knock answers what Join would where there is no lobby to wait in: a
+// subject without roomJoin's permission is NO_GRANT, naming it, and one with
+// it may join without knocking; neither is put anywhere.
+func TestAKnockAnswersWhatJoinWouldOfRoomJoin(t *testing.T) {
+	w := newTokenWorld(t, &tokenKey)
+	w.grant("user:outsider", "outsider", "call:acme:1")
+	w.grant("user:member", "member", "call:acme:1")
+	r, err := w.m.Knock(w.ctx, "user:outsider", "call:acme:1", "")
+	if err != nil || r.Outcome != admission.NoGrant || !strings.Contains(r.Reason, `"room.enter"`) {
+		t.Errorf("Knock without roomJoin's permission = %s (%q), %v; want NO_GRANT naming room.enter", r.Outcome, r.Reason, err)
+	}
+	r, err = w.m.Knock(w.ctx, "user:member", "call:acme:1", "")
+	if err != nil || r.Outcome != admission.Admitted || !strings.Contains(r.Reason, "without knocking") {
+		t.Errorf("Knock of a member = %s (%q), %v; want ADMITTED, without knocking", r.Outcome, r.Reason, err)
+	}
+	if r.Session != "" || r.Token != "" || r.Grant != nil {
+		t.Errorf("a Knock that knocked nowhere answered session %q, token %q, grant %+v", r.Session, r.Token, r.Grant)
+	}
+	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
+		t.Errorf("the knocks left %d sessions and %d knocks, want none", c.Sessions, c.Knocks)
+	}
+}
+
 func TestWithoutAKeyAJoinCarriesTheGrantButNoToken(t *testing.T) {
 	w := newTokenWorld(t, nil)
 	w.grant("user:member", "member", "call:acme:1")

@@ -55,7 +55,10 @@ type AdmissionServiceClient interface {
 	// subject's in the resource.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// Knock puts subject in the lobby of resource, where Join would send it;
-	// otherwise it answers what Join would, and puts nobody anywhere.
+	// otherwise it answers what Join would, and puts nobody anywhere:
+	// BLOCKED, NO_GRANT, NOT_STARTED, or ADMITTED when the subject may join
+	// without knocking. Whether the call has room (FULL, IN_USE) is Join's to
+	// decide, since a knock holds no place in the call.
 	Knock(ctx context.Context, in *KnockRequest, opts ...grpc.CallOption) (*KnockResponse, error)
 	// ListLobby lists who is waiting in a call's lobby.
 	ListLobby(ctx context.Context, in *ListLobbyRequest, opts ...grpc.CallOption) (*ListLobbyResponse, error)
@@ -219,7 +222,10 @@ type AdmissionServiceServer interface {
 	// subject's in the resource.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// Knock puts subject in the lobby of resource, where Join would send it;
-	// otherwise it answers what Join would, and puts nobody anywhere.
+	// otherwise it answers what Join would, and puts nobody anywhere:
+	// BLOCKED, NO_GRANT, NOT_STARTED, or ADMITTED when the subject may join
+	// without knocking. Whether the call has room (FULL, IN_USE) is Join's to
+	// decide, since a knock holds no place in the call.
 	Knock(context.Context, *KnockRequest) (*KnockResponse, error)
 	// ListLobby lists who is waiting in a call's lobby.
 	ListLobby(context.Context, *ListLobbyRequest) (*ListLobbyResponse, error)
