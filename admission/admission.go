@@ -634,8 +634,14 @@ func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, e
 // or left with no grant, since it knocked may not join: its knock ends at
 // its next KeepAlive, and no one waits for it.
 func (m *Manager) waiting(call string) []Knock {
+	return m.admissible(call, m.store.Knocks(call))
+}
+
+// admissible is knocks, of call, without those whose subjects may no
+// longer be there, in the order they knocked.
+func (m *Manager) admissible(call string, knocks []Knock) []Knock {
 	x := m.engine.Index()
-	knocks := slices.DeleteFunc(m.store.Knocks(call), func(k Knock) bool {
+	knocks = slices.DeleteFunc(knocks, func(k Knock) bool {
 		out, _ := ejects(x.Presence(k.Subject, call), k.Subject, call)
 		return out != 0
 	})

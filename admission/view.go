@@ -714,9 +714,16 @@ func (v *view) expire() {
 
 // participant is the event of kind about t.
 func (v *view) participant(kind EventKind, t *tracked, at time.Time) Event {
-	ev := Event{Kind: kind, Revision: t.rev, Time: at, Subject: t.s.Subject, Session: t.s.ID, Capabilities: t.caps}
-	if t.media != nil {
-		ev.Grant = livekit.Mapping(*t.media).VideoGrant(t.s.Call, t.caps)
+	return participantEvent(kind, t.s.Subject, t.s.ID, t.s.Call, t.caps, t.rev, t.media, at)
+}
+
+// participantEvent is the event of kind of subject's session id in call,
+// with its capabilities at rev and, where the rule maps them (media), its
+// video grant.
+func participantEvent(kind EventKind, subject, id, call string, caps []string, rev authz.Revision, media *authz.MediaMapping, at time.Time) Event {
+	ev := Event{Kind: kind, Revision: rev, Time: at, Subject: subject, Session: id, Capabilities: caps}
+	if media != nil {
+		ev.Grant = livekit.Mapping(*media).VideoGrant(call, caps)
 	}
 	return ev
 }
@@ -923,64 +930,112 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	// began (by a KeepAlive that has answered, say) is no longer among the
 	// store's, and its ending must be among those the view remembers.
 	v.storeEvents()
+	w, st, err := v.start(call, after, p.Rule.Media)
+	if err != nil {
+		return nil, err
+	}
+	// The initial state is read under v.mu, in one pass over the call, and
+	// made outside it: a call of 100,000 participants keeps no Join of the
+	// node waiting while its events are sorted and made.
+	slices.SortFunc(st.present, func(a, b presentAt) int { return a.joined.Compare(b.joined) })
+	w.Initial = make([]Event, 0, len(st.present)+len(st.ended)+len(st.knocks)+1)
+	for _, pa := range st.present {
+		w.Initial = append(w.Initial, participantEvent(EventPresent, pa.subject, pa.id, call, pa.caps, pa.rev, pa.media, st.now))
+	}
+	w.Initial = append(w.Initial, st.ended...)
+	for _, k := range m.admissible(call, st.knocks) {
+		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: st.rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
+	}
+	w.Initial = append(w.Initial, Event{Kind: EventSynced, Revision: st.rev, Time: st.now, Reset: st.reset})
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	// Fewer events than were counted for it, when knocks were left out.
+	v.initial -= w.held - len(w.Initial)
+	w.held = len(w.Initial)
+	return w, nil
+}
+
+// initialState is what a watch's initial state is made of, read under
+// v.mu: the participants, the endings remembered since the revision it
+// resumes from, the knocks, and when and at which revision it was read.
+type initialState struct {
+	present []presentAt
+	ended   []Event
+	knocks  []Knock
+	now     time.Time
+	rev     authz.Revision
+	reset   bool
+}
+
+// presentAt is what an initial state tells of a participant.
+type presentAt struct {
+	joined      time.Time
+	subject, id string
+	caps        []string
+	rev         authz.Revision
+	media       *authz.MediaMapping
+}
+
+// start begins a watch of call from after: it reads the call's state,
+// counts the events it makes against MaxInitialEvents (in w.held), and
+// makes w a watcher of the call, which hears of everything after what it
+// read. media is the call's rule's, for sessions the view has yet to hear
+// of.
+func (v *view) start(call string, after authz.Revision, media *authz.MediaMapping) (*Watch, initialState, error) {
+	m := v.m
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
-		return nil, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping"}
+		return nil, initialState{}, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping"}
 	}
 	if v.nwatchers+v.cut >= v.maxWatch {
-		return nil, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
+		return nil, initialState{}, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindWatchLimit, Field: "resource", Value: call,
 			Reason: fmt.Sprintf("this server serves at most %d WatchCall streams at once; watch again later, or on another server", v.maxWatch),
 			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}
 	}
-	now := m.clock.Now()
+	st := initialState{now: m.clock.Now(), rev: v.revision()}
 	// A revision past the latest is no point in this history: the
 	// participants since it would all be left out.
-	reset := after > 0 && (after <= v.forgotten || after > v.revision())
-	whole := after == 0 || reset
+	st.reset = after > 0 && (after <= v.forgotten || after > v.revision())
+	whole := after == 0 || st.reset
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.
-	sessions, knocks := m.store.Sessions(call), m.waiting(call)
-	// Initial states are built one at a time, under v.mu; what bounds the
-	// memory of those sent at once is their count. The whole state's is
-	// known before it is built.
+	sessions, knocks := m.store.Sessions(call), m.store.Knocks(call)
+	// What bounds the memory of the initial states sent at once is their
+	// count. The whole state's is known before it is read.
 	if n := len(sessions) + len(knocks) + 1; whole && v.initial+n > v.maxInitial {
-		return nil, v.tooLarge(call, n)
+		return nil, initialState{}, v.tooLarge(call, n)
 	}
-	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v}
-	w.C = w.c
-	slices.SortFunc(sessions, func(a, b Session) int { return a.Joined.Compare(b.Joined) })
+	st.present = make([]presentAt, 0, len(sessions))
 	for _, s := range sessions {
-		t := v.sessions[s.ID]
-		if t == nil {
-			t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, media: p.Rule.Media}
+		pa := presentAt{joined: s.Joined, subject: s.Subject, id: s.ID, caps: s.Capabilities, rev: s.Revision, media: media}
+		if t := v.sessions[s.ID]; t != nil {
+			pa.caps, pa.rev, pa.media = t.caps, t.rev, t.media
 		}
-		if whole || t.rev >= after {
-			w.Initial = append(w.Initial, v.participant(EventPresent, t, now))
+		if whole || pa.rev >= after {
+			st.present = append(st.present, pa)
 		}
 	}
 	if !whole {
 		for i := range v.ended {
 			e := v.ended[(v.endedNext+i)%len(v.ended)]
 			if e.call == call && e.ev.Revision >= after {
-				w.Initial = append(w.Initial, e.ev)
+				st.ended = append(st.ended, e.ev)
 			}
 		}
 	}
-	rev := v.revision()
-	for _, k := range knocks {
-		w.Initial = append(w.Initial, Event{Kind: EventWaiting, Revision: rev, Time: k.Knocked, Subject: k.Subject, Session: k.ID, Note: k.Note})
+	st.knocks = knocks
+	n := len(st.present) + len(st.ended) + len(st.knocks) + 1
+	if v.initial+n > v.maxInitial {
+		return nil, initialState{}, v.tooLarge(call, n)
 	}
-	w.Initial = append(w.Initial, Event{Kind: EventSynced, Revision: rev, Time: now, Reset: reset})
-	if n := len(w.Initial); v.initial+n > v.maxInitial {
-		return nil, v.tooLarge(call, n)
-	}
-	v.initial += len(w.Initial)
-	w.held = len(w.Initial)
+	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v, held: n}
+	w.C = w.c
+	v.initial += n
 	if v.watchers[call] == nil {
 		v.watchers[call] = map[*Watch]struct{}{}
 	}
 	v.watchers[call][w] = struct{}{}
 	v.nwatchers++
-	return w, nil
+	return w, st, nil
 }

@@ -55,3 +55,39 @@ func BenchmarkTouchedByAWriteOnARoom(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWatchOfALargeCall measures starting a watch of a call of 20,000
+// participants: the whole of Watch, and start, the part of it under the
+// view's lock, for which every Join of the node waits.
+func BenchmarkWatchOfALargeCall(b *testing.B) {
+	m, eng, _ := viewWorld(b)
+	by := authz.Author{Caller: "bench"}
+	const call = "call:acme:1"
+	for i := range 20_000 {
+		s := fmt.Sprintf("user:u%05d", i)
+		if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: s, Role: "member", Resource: call}); err != nil {
+			b.Fatal(err)
+		}
+		if r, err := m.Join(b.Context(), s, call, 0); err != nil || r.Outcome != Admitted {
+			b.Fatal(r, err)
+		}
+	}
+	b.Run("Watch", func(b *testing.B) {
+		for b.Loop() {
+			w, err := m.Watch(call, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.Close()
+		}
+	})
+	b.Run("start", func(b *testing.B) {
+		for b.Loop() {
+			w, _, err := m.v.start(call, 0, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.Close()
+		}
+	})
+}

@@ -3,10 +3,14 @@ package admission_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/usher-authz/usher/admission"
@@ -323,4 +327,134 @@ func TestAWatchResumedFromBeforeTheManagerStartedGetsTheWholeState(t *testing.T)
 	if synced := again.Initial[len(again.Initial)-1]; synced.Reset {
 		t.Errorf("resumed from revision %d, after the manager started: %+v, want no reset", latest, synced)
 	}
+}
+
+// A watch started while participants join and leave the call sees each of
+// them exactly as a watch started afterwards does: its initial state and
+// the events after it, replayed, end with the call's participants, each in
+// the session it is in. The initial state is read in one step and made
+// after, while the call goes on, and nothing may fall between the two.
+func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.T) {
+	// A buffer for every event the players make: a watch that falls behind
+	// is cut, and then this test tells nothing.
+	w, _ := newWorldWith(t, admission.Options{WatchBuffer: 4 * 400 * 2}, admission.MemoryOptions{})
+	const call = "call:acme:1"
+	const subjects = 200
+	name := func(i int) string { return fmt.Sprintf("user:w%03d", i) }
+	for i := range subjects {
+		w.grant(name(i), "member", "account:acme")
+	}
+	// replay follows a watch, subject by subject, until stop, and returns
+	// what it holds then.
+	replay := func(watch *admission.Watch, stop <-chan struct{}) map[string]string {
+		in := map[string]string{} // subject -> session
+		apply := func(ev admission.Event) {
+			switch ev.Kind {
+			case admission.EventPresent, admission.EventJoined:
+				in[ev.Subject] = ev.Session
+			case admission.EventLeft, admission.EventLapsed, admission.EventEjected:
+				if in[ev.Subject] == ev.Session {
+					delete(in, ev.Subject)
+				}
+			}
+		}
+		for _, ev := range watch.Initial {
+			apply(ev)
+		}
+		watch.Sent()
+		for {
+			select {
+			case ev, ok := <-watch.C:
+				if !ok {
+					t.Errorf("a watch ended: %v", watch.Err())
+					return nil
+				}
+				apply(ev)
+			case <-stop:
+				for {
+					select {
+					case ev, ok := <-watch.C:
+						if !ok {
+							t.Errorf("a watch ended: %v", watch.Err())
+							return nil
+						}
+						apply(ev)
+					default:
+						return in
+					}
+				}
+			}
+		}
+	}
+	stop := make(chan struct{})
+	var players, watchers sync.WaitGroup
+	for g := range 4 {
+		players.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for range 400 {
+				subject := name(rng.IntN(subjects))
+				var err error
+				if rng.IntN(3) == 0 {
+					err = w.m.LeaveCall(w.ctx, subject, call)
+				} else {
+					_, err = w.m.Join(w.ctx, subject, call, 0)
+				}
+				if err != nil && authz.CodeOf(err) != authz.NotFound {
+					t.Errorf("%s: %v", subject, err)
+					return
+				}
+			}
+		})
+	}
+	seen := make([]map[string]string, 6)
+	for i := range seen {
+		watchers.Go(func() {
+			time.Sleep(time.Duration(i) * time.Millisecond)
+			watch, err := w.m.Watch(call, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer watch.Close()
+			seen[i] = replay(watch, stop)
+		})
+	}
+	players.Wait()
+	// Every event of the joins and leaves has reached the watches once a
+	// watch started after them has its initial state.
+	final := w.watch(call)
+	want := map[string]string{}
+	for _, ev := range final.Initial {
+		if ev.Kind == admission.EventPresent {
+			want[ev.Subject] = ev.Session
+		}
+	}
+	close(stop)
+	watchers.Wait()
+	if len(want) == 0 {
+		t.Fatal("no one is in the call at the end: the test tells nothing")
+	}
+	for i, got := range seen {
+		if got != nil && !maps.Equal(got, want) {
+			t.Errorf("watch %d ends with %d participants, want %d: %v", i, len(got), len(want), diffParticipants(got, want))
+		}
+	}
+}
+
+// diffParticipants names the subjects whose sessions got and want disagree
+// on, at most 5.
+func diffParticipants(got, want map[string]string) []string {
+	var out []string
+	for s, id := range want {
+		if got[s] != id {
+			out = append(out, fmt.Sprintf("%s: %q, want %q", s, got[s], id))
+		}
+	}
+	for s, id := range got {
+		if _, ok := want[s]; !ok {
+			out = append(out, fmt.Sprintf("%s: %q, want none", s, id))
+		}
+	}
+	slices.Sort(out)
+	return out[:min(len(out), 5)]
 }
