@@ -228,7 +228,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err != nil {
-		return Result{}, storeError(err)
+		return Result{}, entering(storeError(err), resource)
 	}
 	r.Outcome = out
 	switch out {
@@ -403,7 +403,7 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject
 			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
 	}
 	if err != nil {
-		return Result{}, storeError(err)
+		return Result{}, entering(storeError(err), resource)
 	}
 	r.Session, r.Expires, r.Lease = k.ID, k.Expires, lease
 	return r, nil
@@ -748,6 +748,15 @@ func storeError(err error) error {
 		return err
 	}
 	return &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableSessionStore, Reason: "the session store failed", Err: err}
+}
+
+// entering names resource in err, a refusal of a Join or a Knock there for
+// want of room on the node, as the field the request asked for.
+func entering(err error, resource string) error {
+	if e, ok := err.(*authz.Error); ok && e.Kind == authz.KindSessionLimit {
+		e.Field, e.Value = "resource", resource
+	}
+	return err
 }
 
 func newID() string {

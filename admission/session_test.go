@@ -419,15 +419,16 @@ func TestTheNodeHoldsAtMostMaxSessions(t *testing.T) {
 	a := w.wantJoin("user:a", "call:acme:1", admission.Admitted)
 	w.wantJoin("user:b", "room:acme:a", admission.Admitted)
 	_, err := w.m.Join(w.ctx, "user:c", "call:acme:1", 0)
-	if authz.CodeOf(err) != authz.ResourceExhausted {
-		t.Fatalf("a join past MaxSessions = %v, want ResourceExhausted", err)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Kind != authz.KindSessionLimit || e.Field != "resource" || e.Value != "call:acme:1" {
+		t.Fatalf("a join past MaxSessions = %v, want ResourceExhausted (SESSION_LIMIT) naming resource call:acme:1", err)
 	}
 	// Replacing a session adds none.
 	a = w.wantJoin("user:a", "call:acme:1", admission.Admitted)
 	// Knocks count too.
 	w.grant("user:guest", "guest", "account:acme")
-	if _, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", ""); authz.CodeOf(err) != authz.ResourceExhausted {
-		t.Errorf("a knock past MaxSessions = %v, want ResourceExhausted", err)
+	if _, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", ""); !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Field != "resource" || e.Value != "call:acme:1" {
+		t.Errorf("a knock past MaxSessions = %v, want ResourceExhausted naming resource call:acme:1", err)
 	}
 	if err := w.m.Leave(w.ctx, a.Session); err != nil {
 		t.Fatal(err)

@@ -1211,6 +1211,25 @@ func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 	}
 }
 
+// A node that keeps as many sessions as it may refuses one more with
+// RESOURCE_EXHAUSTED naming the call, and keeps the sessions it has.
+func TestAJoinPastTheNodesSessionsIsRefusedNamingTheCall(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: 1})})
+	w.grant("user:member", "call-member", meeting7)
+	w.grant("user:guest", "call-member", meeting7)
+	first := w.join(w.adm, "user:member", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	_, err := w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:guest", Resource: meeting7})
+	wantStatus(t, err, codes.ResourceExhausted, "as many sessions as it may")
+	st, _ := status.FromError(err)
+	wantDetails(t, st, refusal{reason: "SESSION_LIMIT", field: "resource", value: meeting7})
+	if n := w.m.Counts().Sessions; n != 1 {
+		t.Errorf("%d sessions after the refusal, want 1", n)
+	}
+	if _, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: first.GetSessionId()}); err != nil {
+		t.Errorf("the session before the refusal: %v", err)
+	}
+}
+
 // A draining server ends its WatchCall streams, as it does its Watch
 // streams, for the media servers to watch the call on another, and refuses
 // new ones; Join is still answered, and the call's sessions stay.
