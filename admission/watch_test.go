@@ -362,28 +362,30 @@ func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.
 			apply(ev)
 		}
 		watch.Sent()
+		// Once stopped, every event is queued: take them, then return.
+		stopped := false
 		for {
-			select {
-			case ev, ok := <-watch.C:
-				if !ok {
-					t.Errorf("a watch ended: %v", watch.Err())
-					return nil
+			var ev admission.Event
+			ok := true
+			if stopped {
+				select {
+				case ev, ok = <-watch.C:
+				default:
+					return in
 				}
-				apply(ev)
-			case <-stop:
-				for {
-					select {
-					case ev, ok := <-watch.C:
-						if !ok {
-							t.Errorf("a watch ended: %v", watch.Err())
-							return nil
-						}
-						apply(ev)
-					default:
-						return in
-					}
+			} else {
+				select {
+				case ev, ok = <-watch.C:
+				case <-stop:
+					stopped = true
+					continue
 				}
 			}
+			if !ok {
+				t.Errorf("a watch ended: %v", watch.Err())
+				return nil
+			}
+			apply(ev)
 		}
 	}
 	stop := make(chan struct{})
