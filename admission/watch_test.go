@@ -330,14 +330,14 @@ func TestAWatchResumedFromBeforeTheManagerStartedGetsTheWholeState(t *testing.T)
 }
 
 // A watch started while participants join and leave the call sees each of
-// them exactly as a watch started afterwards does: its initial state and
-// the events after it, replayed, end with the call's participants, each in
-// the session it is in. The initial state is read in one step and made
+// them as the store holds them: its initial state and the events after it,
+// replayed, end with the call's participants, each in the session it is in,
+// as does the initial state of a watch started afterwards. The initial state is read in one step and made
 // after, while the call goes on, and nothing may fall between the two.
 func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.T) {
 	// A buffer for every event the players make: a watch that falls behind
 	// is cut, and then this test tells nothing.
-	w, _ := newWorldWith(t, admission.Options{WatchBuffer: 4 * 400 * 2}, admission.MemoryOptions{})
+	w, store := newWorldWith(t, admission.Options{WatchBuffer: 4 * 400 * 2}, admission.MemoryOptions{})
 	const call = "call:acme:1"
 	const subjects = 200
 	name := func(i int) string { return fmt.Sprintf("user:w%03d", i) }
@@ -425,16 +425,22 @@ func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.
 	// Every event of the joins and leaves has reached the watches once a
 	// watch started after them has its initial state.
 	final := w.watch(call)
-	want := map[string]string{}
+	want, last := map[string]string{}, map[string]string{}
+	for _, s := range store.Sessions(call) {
+		want[s.Subject] = s.ID
+	}
 	for _, ev := range final.Initial {
 		if ev.Kind == admission.EventPresent {
-			want[ev.Subject] = ev.Session
+			last[ev.Subject] = ev.Session
 		}
 	}
 	close(stop)
 	watchers.Wait()
 	if len(want) == 0 {
 		t.Fatal("no one is in the call at the end: the test tells nothing")
+	}
+	if !maps.Equal(last, want) {
+		t.Errorf("a watch started at the end holds %d participants, the store %d: %v", len(last), len(want), diffParticipants(last, want))
 	}
 	for i, got := range seen {
 		if got != nil && !maps.Equal(got, want) {
