@@ -41,10 +41,10 @@ func admissionManager(opts []grpc.ServerOption) *admission.Manager {
 
 type admissionServer struct {
 	usherv1.UnimplementedAdmissionServiceServer
-	m    *admission.Manager
-	stop <-chan struct{} // closed when the server stops: watches end
-	// drained is closed when the server drains: WatchCall streams end and
-	// new ones are refused, as Watch streams are.
+	m *admission.Manager
+	// drained is closed when the server drains, which it does before it
+	// stops: WatchCall streams end and new ones are refused, as Watch
+	// streams are.
 	drained <-chan struct{}
 	joins   decisionCounter // Join's outcomes, when the server has metrics
 	log     *DecisionLog    // nil: no decision log
@@ -338,8 +338,6 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.stop:
-			return stopping()
 		case <-s.drained:
 			return stopping()
 		case ev, ok := <-w.C:

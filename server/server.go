@@ -79,7 +79,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
-		as := &admissionServer{m: sessions, stop: s.stop, drained: s.watches.drained.Done(), log: decisionLog}
+		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), log: decisionLog}
 		if metrics != nil {
 			as.joins = metrics.join
 		}
