@@ -108,6 +108,7 @@ func TestParseRefusesMalformedSteps(t *testing.T) {
 		{"an unknown field inside an action", "policy: default\nsteps:\n  - grant: {subjet: user:a}\n", "sample.yaml:3:"},
 		{"two actions in one step", "policy: default\nsteps:\n  - grant: {subject: user:a}\n    revoke: {subject: user:a}\n", "exactly one of"},
 		{"no policy", "steps: []\n", "no policy named"},
+		{"a second document", "policy: default\nsteps: []\n---\nsteps: []\n", "sample.yaml: line 3: the file holds one YAML document"},
 		{"an action with no value", "policy: default\nsteps:\n  - grant:\n", "the step's grant has no value"},
 	}
 	for _, c := range cases {

@@ -19,6 +19,8 @@ import (
 	"unicode"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/usher-authz/usher/internal/yamldoc"
 )
 
 // CallerKind says which services a caller may call.
@@ -117,6 +119,9 @@ func LoadCallers(file string) (*Callers, error) {
 func ParseCallers(file string, data []byte) (*Callers, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))
+	}
+	if err := yamldoc.One(data); err != nil {
+		return nil, fail("%v", err)
 	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {

@@ -207,7 +207,7 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 	rt, vars, ok := h.route(http.GetMethod(), path)
 	if !ok {
 		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute,
-			fmt.Sprintf("no rule matches %s %s", http.GetMethod(), clip(path)), nil), ReasonNoRoute, nil
+			fmt.Sprintf("no rule matches %s %s", clip(http.GetMethod()), clip(path)), nil), ReasonNoRoute, nil
 	}
 	resource := expand(rt.resource, func(name string) string { return vars[name] })
 	if err := authz.ValidateResource("resource", resource); err != nil {

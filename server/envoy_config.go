@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/internal/yamldoc"
 )
 
 // EnvoyConfig says how Usher turns an HTTP request that Envoy's
@@ -105,6 +106,9 @@ func LoadEnvoyConfig(file string) (EnvoyConfig, error) {
 // EnvoyConfig.
 func ParseEnvoyConfig(data []byte) (EnvoyConfig, error) {
 	var cfg EnvoyConfig
+	if err := yamldoc.One(data); err != nil {
+		return cfg, err
+	}
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return cfg, err

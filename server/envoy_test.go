@@ -338,6 +338,9 @@ func TestEnvoyDenies(t *testing.T) {
 		{"a bad escape matches no rule",
 			httpRequest("GET", "/calls/meeting/7%zz", map[string]string{"x-user-id": "alice"}),
 			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches GET /calls/meeting/7%zz"},
+		{"a method of any length is clipped in the denial",
+			httpRequest(strings.Repeat("A", 100_000), "/calls/meeting/7", map[string]string{"x-user-id": "alice"}),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches AAAAAAAA"},
 		{"a request without HTTP attributes is denied NO_ROUTE",
 			&authv3.CheckRequest{Attributes: &authv3.AttributeContext{}},
 			codes.PermissionDenied, 403, "NO_ROUTE", "not an HTTP request: Usher maps only HTTP requests to checks"},
@@ -375,8 +378,8 @@ func TestEnvoyDenies(t *testing.T) {
 			if strings.Contains(a.body, "spam") {
 				t.Errorf("the body %q shows the block's reason text, a moderator's note", a.body)
 			}
-			if len(a.body) > 1024 {
-				t.Errorf("the body is %d bytes: long values must be clipped", len(a.body))
+			if len(a.body) > 1024 || len(a.message) > 1024 {
+				t.Errorf("the body is %d bytes, its message %d: long values must be clipped", len(a.body), len(a.message))
 			}
 		})
 	}
@@ -916,6 +919,20 @@ func TestParseEnvoyConfigIsStrict(t *testing.T) {
 	_, err = server.ParseEnvoyConfig([]byte("subject: {header: x-user-id}\nsubject: {header: x-other}\n"))
 	if err == nil || !strings.Contains(err.Error(), `key "subject" already set`) {
 		t.Errorf("a field twice: %v", err)
+	}
+	// A second YAML document would be dropped unread: rules added after a
+	// separator, or a subject moved to a verified JWT, would not apply.
+	const first = "subject: {header: x-user-id, prefix: \"user:\"}\n" +
+		"rules:\n  - {method: GET, path: \"/calls/{type}/{id}\", resource: \"call:{type}:{id}\", permission: read-call}\n"
+	for _, rest := range []string{
+		"---\nsubject: {jwt: {algorithm: RS256, key_file: /etc/usher/jwt-public.pem}}\n",
+		"---\nrules: [unclosed\n",
+		"...\n}}} not yaml {{{\n",
+	} {
+		path := writeFile(t, "envoy.yaml", []byte(first+rest))
+		if cfg, err := server.LoadEnvoyConfig(path); err == nil || !strings.HasPrefix(err.Error(), path+": ") || !strings.Contains(err.Error(), "one YAML document") {
+			t.Errorf("a file with %q after its first document: %+v, %v; want an error naming the file", rest, cfg.Subject, err)
+		}
 	}
 	if _, err := server.LoadEnvoyConfig(filepath.Join(t.TempDir(), "absent.yaml")); err == nil {
 		t.Error("a missing file loads")

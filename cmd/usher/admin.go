@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/yamldoc"
 )
 
 // adminCommands are the clients of the AdminService, beside backup (with
@@ -448,6 +449,9 @@ func readAdmission(stdin io.Reader, name string) (*usherv1.Admission, error) {
 	data, name, err := readInput(stdin, name)
 	if err != nil {
 		return nil, err
+	}
+	if err := yamldoc.One(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {

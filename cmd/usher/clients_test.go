@@ -92,6 +92,12 @@ func TestAdminCommands(t *testing.T) {
 	c.step(exitOK, says("account:acme", "call", "5"), "quotas", "list", "call:acme:standup", "-o", "table")
 	c.ok("quotas", "delete", "account:acme", "call")
 	rule := filepath.Join(t.TempDir(), "rule.yaml")
+	// A rule file with a second document is refused, not half read.
+	os.WriteFile(rule, []byte("{scope: call:acme:standup, resource_type: call, join_permission: join-call}\n---\n{max_participants: 1}\n"), 0o600)
+	c.step(exitError, nil, "admissions", "put", rule)
+	if out := c.ok("policy", "export"); strings.Contains(out, `"scope": "call:acme:standup"`) {
+		t.Errorf("a refused rule file wrote its rule:\n%s", out)
+	}
 	os.WriteFile(rule, []byte("{scope: call:acme:standup, resource_type: call, join_permission: join-call, max_participants: 10}\n"), 0o600)
 	c.ok("admissions", "put", rule)
 	c.step(exitOK, says(`"maxParticipants": 10`), "policy", "export")

@@ -10,6 +10,8 @@ import (
 	"slices"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/usher-authz/usher/internal/yamldoc"
 )
 
 // The environment variables KeyFromEnv reads.
@@ -98,6 +100,9 @@ func parseKeyFile(data []byte) (map[string]string, error) {
 	var node yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&node); err != nil {
 		return nil, errors.New("not a YAML map of key: secret lines")
+	}
+	if yamldoc.One(data) != nil {
+		return nil, errors.New("holds more than one YAML document; the keys are a single map of key: secret lines")
 	}
 	doc := &node
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {

@@ -49,6 +49,7 @@ func TestLoadKeyFile(t *testing.T) {
 		{"not a map", writeKeyFile(t, "- "+secretA+"\n", 0o600), "", "not a YAML map"},
 		{"an empty file", writeKeyFile(t, "", 0o600), "", "not a YAML map"},
 		{"a nested value", writeKeyFile(t, "APIone: {x: "+secretA+"}\n", 0o600), "", "line 1: not a key: secret line"},
+		{"a second document", writeKeyFile(t, "APIone: "+secretA+"\n---\nAPItwo: "+secretB+"\n", 0o600), "", "holds more than one YAML document"},
 		{"a key twice", writeKeyFile(t, "APIone: "+secretA+"\nAPIone: "+secretB+"\n", 0o600), "", `line 2: key "APIone" appears twice`},
 		{"no file", filepath.Join(t.TempDir(), "absent"), "", "no such file"},
 	}
