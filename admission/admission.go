@@ -522,8 +522,11 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 
 // ended answers a KeepAlive of a session or knock that is gone: an eject
 // says why, an admitted knock says to join; otherwise NotFound, saying how
-// it ended when that is remembered.
+// it ended when that is remembered. The store's endings not yet taken into
+// the view are taken first: an Admit, a Deny or a Leave a moment ago is
+// known to the store before the view's loop hears of it.
 func (m *Manager) ended(id string) (Renewal, error) {
+	m.v.storeEvents()
 	e, ok := m.v.ending(id)
 	switch {
 	case !ok:

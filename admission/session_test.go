@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -730,5 +731,45 @@ func TestAKnockAdmittedAfterABanIsNotToldToJoin(t *testing.T) {
 	nextEvent(t, watch, "DENIED", kindOf(admission.EventDenied, "user:guest"))
 	if r := w.wantJoin("user:guest", "call:acme:1", admission.Blocked); r.Session != "" || r.Token != "" {
 		t.Errorf("the banned subject's Join = %+v, want no session and no token", r)
+	}
+}
+
+// KeepAlive at once after an Admit, a Deny or a Leave answers as the
+// proto says, without waiting for the view to hear of the ending: ADMITTED
+// "once the subject may Join (after an Admit too)", and a knock or session
+// "that left, lapsed or was denied is NOT_FOUND, its message saying which".
+func TestKeepAliveRightAfterAnEndingSaysHowItEnded(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	w.grant("user:other", "guest", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	admitted, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	if err != nil || admitted.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", admitted, err)
+	}
+	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:guest", time.Time{}); err != nil {
+		t.Fatalf("Admit: %v", err)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, admitted.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of a knock just admitted = %+v, %v; want ADMITTED", ren, err)
+	}
+
+	denied, err := w.m.Knock(w.ctx, "user:other", "call:acme:1", "")
+	if err != nil || denied.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", denied, err)
+	}
+	if err := w.m.Deny(w.ctx, w.by, "call:acme:1", "user:other"); err != nil {
+		t.Fatalf("Deny: %v", err)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, denied.Session); authz.CodeOf(err) != authz.NotFound || !strings.Contains(err.Error(), "it was denied entry") {
+		t.Errorf("KeepAlive of a knock just denied = %v; want NotFound saying it was denied", err)
+	}
+
+	s := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if err := w.m.Leave(w.ctx, s.Session); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, s.Session); authz.CodeOf(err) != authz.NotFound || !strings.Contains(err.Error(), "it left") {
+		t.Errorf("KeepAlive of a session that just left = %v; want NotFound saying it left", err)
 	}
 }
