@@ -51,6 +51,92 @@ func TestTheTreeIsAtMostMaxDepthDeep(t *testing.T) {
 	}
 }
 
+// chainOf registers folder:PREFIX1 under root, folder:PREFIX2 under it,
+// and so on to folder:PREFIXn.
+func (w *world) chainOf(prefix string, n int) {
+	w.t.Helper()
+	parent := ""
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("folder:%s%d", prefix, i)
+		w.put(name, parent)
+		parent = name
+	}
+}
+
+// A policy's resources are placed one after another, each in the tree as
+// the entries before it left it, counting what they placed below it: no
+// order of moves in one policy makes the tree deeper than MaxDepth, as no
+// order of PutResource calls does.
+func TestAPolicyKeepsTheTreeWithinMaxDepth(t *testing.T) {
+	apply := func(w *world, moves ...[2]string) (authz.Revision, error) {
+		p := streamPolicy()
+		for _, m := range moves {
+			p.Resources = append(p.Resources, authz.Resource{Name: m[0], Parent: m[1]})
+		}
+		rev, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{})
+		return rev, err
+	}
+	depthOf := func(w *world, name string) int {
+		r, _, err := w.idx.GetResource(name)
+		if err != nil {
+			t.Fatalf("GetResource(%s): %v", name, err)
+		}
+		return len(r.Ancestors)
+	}
+
+	// The policy's own resources come first.
+	entry := func(i int) string { return fmt.Sprintf("policy.resources[%d].parent", len(streamPolicy().Resources)+i) }
+
+	// Two chains of 16 end 32 deep, one under the other; a third below
+	// them all would make 48.
+	w := newWorld(t, streamPolicy())
+	w.chainOf("a", 16)
+	w.chainOf("b", 16)
+	w.chainOf("l", 16)
+	if d := w.refuses(authz.FailedPrecondition, entry(1), "folder:l16", func() (authz.Revision, error) {
+		return apply(w, [2]string{"folder:b1", "folder:a16"}, [2]string{"folder:a1", "folder:l16"})
+	}); d.Kind != authz.KindMaxDepth {
+		t.Errorf("two chains of 16 moved under a third: kind %s, want %s", d.Kind, authz.KindMaxDepth)
+	}
+	rev, err := apply(w, [2]string{"folder:b1", "folder:a16"})
+	w.ok("a chain of 16 moved under another", rev, err)
+	if d := depthOf(w, "folder:b16"); d != authz.MaxDepth {
+		t.Errorf("folder:b16 is %d deep, want %d", d, authz.MaxDepth)
+	}
+
+	// Resources side by side, each moved under the next, would make a
+	// chain as long as the list: the entry that passes MaxDepth is refused.
+	w = newWorld(t, streamPolicy())
+	var moves [][2]string
+	for i := range 100 {
+		w.put(fmt.Sprintf("folder:n%d", i), "")
+		if i > 0 {
+			moves = append(moves, [2]string{fmt.Sprintf("folder:n%d", i-1), fmt.Sprintf("folder:n%d", i)})
+		}
+	}
+	if d := w.refuses(authz.FailedPrecondition, entry(authz.MaxDepth-1), fmt.Sprintf("folder:n%d", authz.MaxDepth), func() (authz.Revision, error) {
+		return apply(w, moves...)
+	}); d.Kind != authz.KindMaxDepth {
+		t.Errorf("a chain made of 100 resources side by side: kind %s, want %s", d.Kind, authz.KindMaxDepth)
+	}
+	rev, err = apply(w, moves[:authz.MaxDepth-1]...)
+	w.ok(fmt.Sprintf("a chain of %d made of resources side by side", authz.MaxDepth), rev, err)
+	if d := depthOf(w, "folder:n0"); d != authz.MaxDepth {
+		t.Errorf("folder:n0 is %d deep, want %d", d, authz.MaxDepth)
+	}
+
+	// What an entry moves out of a subtree before the subtree moves is not
+	// counted against it.
+	w = newWorld(t, streamPolicy())
+	w.chainOf("a", 16)
+	w.chainOf("l", 20)
+	rev, err = apply(w, [2]string{"folder:a9", ""}, [2]string{"folder:a1", "folder:l20"})
+	w.ok("a chain of 8 moved under one of 20, after its lower half moved out", rev, err)
+	if d := depthOf(w, "folder:a8"); d != 28 {
+		t.Errorf("folder:a8 is %d deep, want 28", d)
+	}
+}
+
 // race runs two writes whose plans overlap (each commit is held back, so
 // both are planned before either commits) and returns their errors.
 func race(w *world, a, b func() (authz.Revision, error)) (errA, errB error) {

@@ -68,9 +68,51 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 // policyView is the tree and roles as a policy being planned leaves them:
 // the index with the policy's resources and role definitions laid over it.
 type policyView struct {
-	x       *Index
-	parents map[string]string // resource -> parent, for resources the policy puts
-	roles   map[[2]string]*Role
+	x        *Index
+	parents  map[string]string          // resource -> parent, for resources the policy puts
+	children map[string]map[string]bool // parent -> the resources the policy puts under it
+	roles    map[[2]string]*Role
+}
+
+// place puts name under parent in the view.
+func (v *policyView) place(name, parent string) {
+	if old, ok := v.parents[name]; ok {
+		delete(v.children[old], name)
+	}
+	v.parents[name] = parent
+	if v.children[parent] == nil {
+		v.children[parent] = map[string]bool{}
+	}
+	v.children[parent][name] = true
+}
+
+// height is how many levels name's subtree spans below it in the view, as
+// the policy's resources placed so far leave it; a walk that finds it past
+// limit stops there and returns more than limit.
+func (v *policyView) height(name string, limit int) int {
+	h := 0
+	below := func(child string) bool {
+		if limit == 0 {
+			h = 1
+		} else {
+			h = max(h, 1+v.height(child, limit-1))
+		}
+		return h > limit
+	}
+	if id := v.x.lookupNode(name); id != noNode {
+		for c := v.x.nodes[id].first; c != noNode; c = v.x.nodes[c].next {
+			// A child the policy placed is counted where it placed it.
+			if child := v.x.name(c); !v.moved(child) && below(child) {
+				return h
+			}
+		}
+	}
+	for child := range v.children[name] {
+		if below(child) {
+			return h
+		}
+	}
+	return h
 }
 
 func (v *policyView) parentOf(name string) (string, bool) {
@@ -156,7 +198,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 	}
 
-	v := &policyView{x: x, parents: map[string]string{}, roles: map[[2]string]*Role{}}
+	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}}
 	var placed []string // resources the policy registers or moves, in order
 	for i, r := range p.Resources {
 		field := fmt.Sprintf("policy.resources[%d]", i)
@@ -185,23 +227,28 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 			}
 			continue
 		}
-		if d := v.depth(r.Parent) + 1; d > MaxDepth {
+		// Each resource placed keeps the tree within MaxDepth as the
+		// resources before it left it, counting what earlier entries
+		// placed below it: so every walk up the view stays short, and the
+		// tree the policy leaves is within it too.
+		d := v.depth(r.Parent) + 1
+		if d > MaxDepth {
 			return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
 				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
+		}
+		if h := v.height(r.Name, MaxDepth-d); d+h > MaxDepth {
+			return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
+				"moving %q under %q would make the tree %d or more levels deep; it may be at most %d deep", r.Name, r.Parent, d+h, MaxDepth).as(KindMaxDepth)
 		}
 		if id := x.lookupNode(r.Name); id != noNode {
 			if c := x.nodes[id].creator; c != 0 {
 				r.Creator = x.subj.name(c - 1) // a move keeps who registered it
 			}
-			if d := v.depth(r.Parent) + 1 + x.height(id); d > MaxDepth {
-				return nil, errorf(FailedPrecondition, field+".parent", r.Parent,
-					"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", r.Name, r.Parent, d, MaxDepth).as(KindMaxDepth)
-			}
 		}
 		if id := x.lookupNode(r.Name); id != noNode && r.StartsAt.IsZero() && !r.Live {
 			r = x.withStage(id, r) // a move keeps the stage, unless the policy sets one
 		}
-		v.parents[r.Name] = r.Parent
+		v.place(r.Name, r.Parent)
 		placed = append(placed, r.Name)
 		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
 	}
