@@ -308,19 +308,24 @@ func TestRefusedCallsAreNotDecoded(t *testing.T) {
 		return protowire.AppendBytes(protowire.AppendTag(nil, field, protowire.BytesType), inner)
 	}
 	envoy := nest(1, nest(4, nest(2, nest(13, entries(0x0a)[:server.MaxMessageSize-128]))))
+	// A policy (1) of empty admission rules (7).
+	policy := nest(1, entries(0x3a)[:server.MaxMessageSize-128])
 	for _, c := range []struct {
 		name, method string
 		body         []byte
 		cred         credential
 		code         codes.Code
 		reason       string
+		field, value string
 	}{
 		{"a CheckBatch of two million checks without credentials", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a), credential{},
-			codes.Unauthenticated, "NO_CREDENTIALS"},
+			codes.Unauthenticated, "NO_CREDENTIALS", "", ""},
 		{"Envoy's Check of two million headers with a wrong token", "/envoy.service.auth.v3.Authorization/Check", envoy, credential{token: newToken(t)},
-			codes.Unauthenticated, "BAD_TOKEN"},
+			codes.Unauthenticated, "BAD_TOKEN", "", ""},
 		{"a Block of two million permissions by a check caller", "/usher.v1.AdminService/Block", entries(0x1a), credential{token: w.checkToken},
-			codes.PermissionDenied, "CALLER_KIND"},
+			codes.PermissionDenied, "CALLER_KIND", "", ""},
+		{"an admin's ApplyPolicy of two million admission rules", "/usher.v1.AdminService/ApplyPolicy", policy, credential{token: w.adminToken},
+			codes.InvalidArgument, "INVALID_FIELD", "policy.admissions", "2097088"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := w.dial(c.cred)
@@ -330,7 +335,7 @@ func TestRefusedCallsAreNotDecoded(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			const calls = 3
 			for range calls {
-				wantDetails(t, wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), c.code), refusal{reason: c.reason})
+				wantDetails(t, wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), c.code), refusal{reason: c.reason, field: c.field, value: c.value})
 			}
 			runtime.ReadMemStats(&after)
 			// Client and server: the request's 4 MiB written and read over

@@ -23,14 +23,16 @@ import (
 // headers, where Envoy forwards at most 100 unless told otherwise.
 const MaxEnvoyFields = 10_000
 
-// screens refuse, from its encoding and before it is decoded, a request of
-// a method that a check caller may call and that would decode into many
-// times its size: each empty entry of a repeated message field, two bytes,
-// becomes a message of its own, and 4 MiB of them some 280 MB. The refusal
-// is the one the handler would give once it had decoded the request.
+// screens refuse, from its encoding and before it is decoded, a request
+// that would decode into many times its size: each empty entry of a
+// repeated message field, two bytes, becomes a message of its own, and
+// 4 MiB of them some 280 MB (ApplyPolicy's entries, converted too, some
+// 2.7 GB). The refusal is the one the handler would give once it had
+// decoded the request.
 var screens = map[string]func([]byte) error{
 	"/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/CheckBatch": screenBatch,
 	"/" + authv3.Authorization_ServiceDesc.ServiceName + "/Check":              screenEnvoy,
+	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/ApplyPolicy":        screenPolicy,
 }
 
 // screenRequests returns desc with every request refused unread when it
@@ -199,6 +201,71 @@ func screenBatch(b []byte) error {
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
 	return nil
+}
+
+// policyLists are a Policy's lists, by field number, each with its bound,
+// in the order ApplyPolicy's validator counts them.
+var policyLists = []struct {
+	num   protowire.Number
+	field string
+	limit int
+	what  string
+}{
+	{1, "policy.permissions", MaxPolicyPermissions, "permissions in a policy"},
+	{2, "policy.resources", MaxPolicyResources, "resources in a policy"},
+	{3, "policy.roles", MaxPolicyRoles, "roles in a policy"},
+	{4, "policy.creator_roles", MaxPolicyCreatorRoles, "creator roles in a policy"},
+	{5, "policy.quotas", MaxPolicyQuotas, "quotas in a policy"},
+	{6, "policy.default_quotas", MaxPolicyQuotas, "default quotas in a policy"},
+	{7, "policy.admissions", MaxPolicyAdmissions, "admission rules in a policy"},
+}
+
+// screenPolicy refuses an ApplyPolicyRequest whose policy lists more
+// entries than ApplyPolicy allows, as it does, counting them without
+// decoding them. A policy given twice is one, its lists joined, as the
+// decoder would read it.
+func screenPolicy(b []byte) error {
+	if len(b) <= 2*MaxPolicyAdmissions+2 { // each entry takes 2 bytes at least
+		return nil
+	}
+	var n [8]int
+	each(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if num == 1 && typ == protowire.BytesType {
+			each(v, func(num protowire.Number, typ protowire.Type, _ []byte) {
+				if typ == protowire.BytesType && int(num) < len(n) {
+					n[num]++
+				}
+			})
+		}
+	})
+	var v validator
+	v.policyLists(n)
+	if v.err != nil {
+		return toStatus(v.err)
+	}
+	return nil
+}
+
+// each calls f with each field of the encoded message b, as far as it can
+// be read; a length-delimited field's value is its contents.
+func each(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte)) {
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return
+		}
+		b = b[l:]
+		l = protowire.ConsumeFieldValue(num, typ, b)
+		if l < 0 {
+			return
+		}
+		v := b[:l]
+		if typ == protowire.BytesType {
+			v, _ = protowire.ConsumeBytes(b)
+		}
+		f(num, typ, v)
+		b = b[l:]
+	}
 }
 
 // envoyRequest is the descriptor of Envoy's CheckRequest.

@@ -2,12 +2,15 @@ package server
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
 // envoyCheck is an Envoy CheckRequest with n headers, in the map and in
@@ -87,6 +90,47 @@ func BenchmarkScreenEnvoy(b *testing.B) {
 	for b.Loop() {
 		if err := screenEnvoy(req); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// screenPolicy counts a policy's entries as the decoder would read them:
+// up to each list's bound it lets the request through, one more is
+// refused naming the list, and a policy given twice is one, its lists
+// joined.
+func TestScreenPolicyCountsWhatTheDecoderWouldRead(t *testing.T) {
+	request := func(policies ...*usherv1.Policy) []byte {
+		var b []byte
+		for _, p := range policies {
+			var err error
+			b, err = proto.MarshalOptions{}.MarshalAppend(b, &usherv1.ApplyPolicyRequest{Policy: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	admissions := func(n int) *usherv1.Policy {
+		p := &usherv1.Policy{}
+		for range n {
+			p.Admissions = append(p.Admissions, &usherv1.Admission{})
+		}
+		return p
+	}
+	if err := screenPolicy(request(admissions(MaxPolicyAdmissions))); err != nil {
+		t.Errorf("%d admission rules: %v", MaxPolicyAdmissions, err)
+	}
+	for name, b := range map[string][]byte{
+		"one more than allowed":          request(admissions(MaxPolicyAdmissions + 1)),
+		"two policies, together as many": request(admissions(MaxPolicyAdmissions/2+1), admissions(MaxPolicyAdmissions/2)),
+	} {
+		err := screenPolicy(b)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf(`policy.admissions "%d"`, MaxPolicyAdmissions+1)) {
+			t.Errorf("%s: %v, want policy.admissions refused", name, err)
+		}
+		var decoded usherv1.ApplyPolicyRequest
+		if err := proto.Unmarshal(b, &decoded); err != nil || len(decoded.GetPolicy().GetAdmissions()) != MaxPolicyAdmissions+1 {
+			t.Errorf("%s: decoded %d admission rules, %v", name, len(decoded.GetPolicy().GetAdmissions()), err)
 		}
 	}
 }

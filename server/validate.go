@@ -82,14 +82,17 @@ func (v *validator) roleDef(prefix string, r *authz.Role) {
 	}
 }
 
+// policyLists refuses a policy whose lists, n by field number, hold more
+// than policyLists allow.
+func (v *validator) policyLists(n [8]int) {
+	for _, l := range policyLists {
+		v.count(l.field, n[l.num], l.limit, l.what)
+	}
+}
+
 func (v *validator) policy(p authz.Policy) {
-	v.count("policy.permissions", len(p.Permissions), MaxPolicyPermissions, "permissions in a policy")
-	v.count("policy.resources", len(p.Resources), MaxPolicyResources, "resources in a policy")
-	v.count("policy.roles", len(p.Roles), MaxPolicyRoles, "roles in a policy")
-	v.count("policy.creator_roles", len(p.CreatorRoles), MaxPolicyCreatorRoles, "creator roles in a policy")
-	v.count("policy.quotas", len(p.Quotas), MaxPolicyQuotas, "quotas in a policy")
-	v.count("policy.default_quotas", len(p.DefaultQuotas), MaxPolicyQuotas, "default quotas in a policy")
-	v.count("policy.admissions", len(p.Admissions), MaxPolicyAdmissions, "admission rules in a policy")
+	v.policyLists([8]int{1: len(p.Permissions), 2: len(p.Resources), 3: len(p.Roles), 4: len(p.CreatorRoles),
+		5: len(p.Quotas), 6: len(p.DefaultQuotas), 7: len(p.Admissions)})
 	if v.err != nil {
 		return // the lists may be too long to walk
 	}
