@@ -236,7 +236,7 @@ func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) 
 func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
 	p := policy.ToAuthz(req.GetPolicy())
 	var v validator
-	v.policy(p)
+	v.policy(p, req.GetPolicy())
 	v.actor(req.GetActor())
 	if v.err != nil {
 		return nil, toStatus(v.err)
@@ -300,6 +300,7 @@ func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissio
 	if req.GetAdmission() == nil {
 		v.add(&authz.Error{Code: authz.Invalid, Field: "admission", Reason: "the rule to set is missing"})
 	} else {
+		v.admissionTimes("admission.", req.GetAdmission())
 		v.add(authz.ValidateAdmission("admission", rule))
 	}
 	v.actor(req.GetActor())

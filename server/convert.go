@@ -83,6 +83,6 @@ func FromPolicy(p *usherv1.Policy) authz.Policy { return policy.ToAuthz(p) }
 // field path of the first malformed one.
 func ValidatePolicy(p authz.Policy) error {
 	var v validator
-	v.policy(p)
+	v.policy(p, nil)
 	return v.err
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -371,6 +372,38 @@ var errorCases = []errorCase{
 			p := catalogOnly(ctx, f)
 			p.Resources = []*usherv1.Resource{{Name: "workspace:nope-hq", Parent: "account:nope"}}
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy resource's start time that is no time is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "policy.resources[0].start_time", value: "1893456000s 2000000000ns",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Resources = []*usherv1.Resource{{Name: "call:by-policy", StartTime: &timestamppb.Timestamp{Seconds: 1893456000, Nanos: 2e9}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy resource starting at year 1 is not one without a start", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "policy.resources[0].start_time", value: "0001-01-01T00:00:00Z",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Resources = []*usherv1.Resource{{Name: "call:by-policy", StartTime: &timestamppb.Timestamp{Seconds: -62135596800}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy admission rule's duration that is none is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "policy.admissions[0].join_ahead", value: "60s -1ns",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Admissions = []*usherv1.Admission{{Scope: "root", ResourceType: "call", JoinPermission: "join-call",
+				JoinAhead: &durationpb.Duration{Seconds: 60, Nanos: -1}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "PutAdmission's lease that is no duration is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "admission.lease", value: "5s 2000000000ns",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{Scope: acme, ResourceType: "call",
+				JoinPermission: "join-call", Lease: &durationpb.Duration{Seconds: 5, Nanos: 2e9}}})
 			return err
 		}},
 	{name: "a policy role at an unregistered scope", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "policy.roles[0].scope", value: "account:nope",

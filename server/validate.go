@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
 // validator collects the first shape error of a request; the engine then
@@ -90,11 +92,16 @@ func (v *validator) policyLists(n [8]int) {
 	}
 }
 
-func (v *validator) policy(p authz.Policy) {
+// policy checks p's shape; sent, when p was converted from it, for the
+// times and durations as the client sent them.
+func (v *validator) policy(p authz.Policy, sent *usherv1.Policy) {
 	v.policyLists([8]int{1: len(p.Permissions), 2: len(p.Resources), 3: len(p.Roles), 4: len(p.CreatorRoles),
 		5: len(p.Quotas), 6: len(p.DefaultQuotas), 7: len(p.Admissions)})
 	if v.err != nil {
 		return // the lists may be too long to walk
+	}
+	if sent != nil {
+		v.policyTimes(sent)
 	}
 	for i, perm := range p.Permissions {
 		prefix := fmt.Sprintf("policy.permissions[%d].", i)
@@ -181,4 +188,34 @@ func (v *validator) timestamp(field string, ts *timestamppb.Timestamp) time.Time
 		return time.Time{}
 	}
 	return t
+}
+
+// duration refuses a Duration that is none (its seconds and nanos out of
+// range or of opposite signs), quoting it as sent.
+func (v *validator) duration(field string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	if err := d.CheckValid(); err != nil {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: fmt.Sprintf("%ds %dns", d.GetSeconds(), d.GetNanos()),
+			Reason: "not a valid duration: " + err.Error()})
+	}
+}
+
+// admissionTimes refuses an admission rule's durations that are none, as
+// sent: converted, they are no longer what the client sent.
+func (v *validator) admissionTimes(prefix string, a *usherv1.Admission) {
+	v.duration(prefix+"join_ahead", a.GetJoinAhead())
+	v.duration(prefix+"lease", a.GetLease())
+}
+
+// policyTimes refuses a policy's times and durations that are none, as
+// sent: a resource's start time, its admission rules' durations.
+func (v *validator) policyTimes(p *usherv1.Policy) {
+	for i, r := range p.GetResources() {
+		v.timestamp(fmt.Sprintf("policy.resources[%d].start_time", i), r.GetStartTime())
+	}
+	for i, a := range p.GetAdmissions() {
+		v.admissionTimes(fmt.Sprintf("policy.admissions[%d].", i), a)
+	}
 }
