@@ -60,8 +60,13 @@ const fileFormat = 2
 func bucketOf(k storage.Kind) []byte { return []byte(k.String()) }
 
 // recentSets is how many committed change sets the store keeps in memory
-// for watchers.
-const recentSets = 4096
+// for watchers, of at most recentBytes encoded (decoded, they take a few
+// times more): a window of many large policies would otherwise hold
+// gigabytes. What the window no longer holds is read from the file.
+const (
+	recentSets  = 4096
+	recentBytes = 32 << 20
+)
 
 // Store is the bbolt Backend: one file, one writer at a time.
 type Store struct {
@@ -142,7 +147,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 	}
 	return &Store{
 		db: db, path: path, writer: make(chan struct{}, 1), versions: storage.NewVersions(rev, 0), retain: opts.Retain,
-		rev: rev, compacted: compacted, recent: newChangeRing(recentSets), notify: make(chan struct{}), done: make(chan struct{}),
+		rev: rev, compacted: compacted, recent: newChangeRing(recentSets, recentBytes), notify: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
@@ -264,6 +269,7 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	now := time.Now().UTC()
 	results := make([]authz.Committed, len(ws))
 	var committed []authz.ChangeSet
+	var sizes []int // each committed change set's, encoded
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
 		last, err := storage.DecodeRevision(meta.Get(keyRevision))
@@ -295,6 +301,7 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 			if err != nil {
 				return err
 			}
+			sizes = append(sizes, len(record))
 			if err := log.Put(storage.EncodeRevision(cs.Revision), record); err != nil {
 				return err
 			}
@@ -317,7 +324,7 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 			s.versions.Touch(results[i].Revision, w.Touches)
 		}
 	}
-	s.publish(committed)
+	s.publish(committed, sizes)
 	s.maybeCompact()
 	return results, nil
 }
@@ -368,15 +375,16 @@ func apply(tx *bbolt.Tx, c authz.Change) error {
 	return b.Put(e.Key, e.Value)
 }
 
-// publish hands committed change sets to watchers.
-func (s *Store) publish(sets []authz.ChangeSet) {
+// publish hands committed change sets, each of sizes[i] bytes encoded, to
+// watchers.
+func (s *Store) publish(sets []authz.ChangeSet, sizes []int) {
 	if len(sets) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, cs := range sets {
-		s.recent.push(cs)
+	for i, cs := range sets {
+		s.recent.push(cs, sizes[i])
 	}
 	s.rev = sets[len(sets)-1].Revision
 	close(s.notify)

@@ -96,7 +96,7 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 		return 0, fmt.Errorf("storage: import into %s: %w", s.path, err)
 	}
 	s.versions = storage.NewVersions(1, 0)
-	s.publish([]authz.ChangeSet{record})
+	s.publish([]authz.ChangeSet{record}, []int{len(v)})
 	return 1, nil
 }
 

@@ -2,8 +2,10 @@ package bolt
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/authz"
@@ -26,12 +28,12 @@ func revisionRange(from, to authz.Revision) []authz.Revision {
 }
 
 func TestChangeRingKeepsTheLatest(t *testing.T) {
-	r := newChangeRing(4)
+	r := newChangeRing(4, 1<<20)
 	if got := r.copyRange(0, r.len()); got != nil {
 		t.Fatalf("an empty ring copies %v, want nil", got)
 	}
 	for rev := authz.Revision(1); rev <= 10; rev++ {
-		r.push(authz.ChangeSet{Revision: rev})
+		r.push(authz.ChangeSet{Revision: rev}, 1)
 		want := revisionRange(max(4, rev)-3, rev)
 		if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, want) {
 			t.Fatalf("after pushing %d: holds %v, want %v", rev, got, want)
@@ -46,9 +48,9 @@ func TestChangeRingKeepsTheLatest(t *testing.T) {
 }
 
 func TestChangeRingDropsThroughARevision(t *testing.T) {
-	r := newChangeRing(4)
+	r := newChangeRing(4, 1<<20)
 	for rev := authz.Revision(1); rev <= 6; rev++ {
-		r.push(authz.ChangeSet{Revision: rev})
+		r.push(authz.ChangeSet{Revision: rev}, 1)
 	}
 	r.dropThrough(4)
 	if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, []authz.Revision{5, 6}) {
@@ -56,7 +58,7 @@ func TestChangeRingDropsThroughARevision(t *testing.T) {
 	}
 	// The slots dropped are refilled before the oldest is replaced.
 	for rev := authz.Revision(7); rev <= 9; rev++ {
-		r.push(authz.ChangeSet{Revision: rev})
+		r.push(authz.ChangeSet{Revision: rev}, 1)
 	}
 	if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, []authz.Revision{6, 7, 8, 9}) {
 		t.Fatalf("after pushing 7 to 9: holds %v, want [6 7 8 9]", got)
@@ -65,9 +67,64 @@ func TestChangeRingDropsThroughARevision(t *testing.T) {
 	if r.len() != 0 {
 		t.Fatalf("after dropping everything: holds %v", revisions(r.copyRange(0, r.len())))
 	}
-	r.push(authz.ChangeSet{Revision: 101})
+	r.push(authz.ChangeSet{Revision: 101}, 1)
 	if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, []authz.Revision{101}) {
 		t.Fatalf("after pushing 101 to an emptied ring: holds %v", got)
+	}
+}
+
+// The window holds at most its bytes besides the latest change set: a
+// window of large policies would hold gigabytes. Change sets it forgets
+// are read from the file.
+func TestChangeRingHoldsAtMostItsBytes(t *testing.T) {
+	r := newChangeRing(8, 100)
+	for rev := authz.Revision(1); rev <= 4; rev++ {
+		r.push(authz.ChangeSet{Revision: rev}, 30)
+	}
+	if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, []authz.Revision{2, 3, 4}) || r.held != 90 {
+		t.Fatalf("four sets of 30 bytes in 100: holds %v, %d bytes; want [2 3 4], 90", got, r.held)
+	}
+	r.push(authz.ChangeSet{Revision: 5}, 500)
+	if got := revisions(r.copyRange(0, r.len())); !slices.Equal(got, []authz.Revision{5}) || r.held != 500 {
+		t.Fatalf("a set larger than the window: holds %v, %d bytes; want it alone", got, r.held)
+	}
+	r.push(authz.ChangeSet{Revision: 6}, 10)
+	r.dropThrough(6)
+	if r.len() != 0 || r.held != 0 {
+		t.Fatalf("after dropping everything: holds %v, %d bytes", revisions(r.copyRange(0, r.len())), r.held)
+	}
+}
+
+func TestTheStoreServesWhatItsWindowForgotFromTheFile(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "usher.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Change sets of about 1 MiB each: the window holds fewer than 40.
+	big := strings.Repeat("x", 1000)
+	const n = 40
+	for i := range n {
+		var changes []authz.Change
+		for j := range 1000 {
+			changes = append(changes, authz.Change{Op: authz.OpPutPermission, Permission: &authz.Permission{Name: fmt.Sprintf("p-%d-%d", i, j), Description: big[:900]}})
+		}
+		if _, err := s.Commit(context.Background(), []authz.Write{{Planned: authz.Revision(i), Set: authz.ChangeSet{Caller: "test", Changes: changes}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	held, kept := s.recent.held, s.recent.len()
+	s.mu.Unlock()
+	if held > recentBytes+2<<20 || kept >= n {
+		t.Errorf("the window holds %d change sets, %d bytes encoded; want at most %d bytes besides the latest", kept, held, recentBytes)
+	}
+	got, err := s.Changes(context.Background(), 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := revisionRange(1, n); !slices.Equal(revisions(got), want) {
+		t.Errorf("Changes after 0 holds %v, want %v", revisions(got), want)
 	}
 }
 
@@ -80,11 +137,11 @@ func TestPublishOnAFullWindowDoesNotCopyIt(t *testing.T) {
 	}
 	defer s.Close()
 	var rev authz.Revision
-	sets := []authz.ChangeSet{{Caller: "test"}}
+	sets, sizes := []authz.ChangeSet{{Caller: "test"}}, []int{100}
 	publish := func() {
 		rev++
 		sets[0].Revision = rev
-		s.publish(sets)
+		s.publish(sets, sizes)
 	}
 	for range recentSets + 10 {
 		publish()
@@ -114,17 +171,17 @@ func BenchmarkPublishFullWindow(b *testing.B) {
 	}
 	defer s.Close()
 	var rev authz.Revision
-	sets := []authz.ChangeSet{{Caller: "bench"}}
+	sets, sizes := []authz.ChangeSet{{Caller: "bench"}}, []int{100}
 	for range recentSets {
 		rev++
 		sets[0].Revision = rev
-		s.publish(sets)
+		s.publish(sets, sizes)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		rev++
 		sets[0].Revision = rev
-		s.publish(sets)
+		s.publish(sets, sizes)
 	}
 }
