@@ -54,7 +54,9 @@ func (c Change) touches() (subject string, resources []string) {
 // token belongs to f and after: it is refused with other filters. A page
 // reads at most scanBudget change sets of the log, so a filter that matches
 // few comes back with a short page and a token to go on rather than reading
-// the whole log in one call.
+// the whole log in one call; and it holds at most MaxPageChanges changes
+// (or one change set of more), read some at a time, so that a log of large
+// policies is not read, nor answered, gigabytes at once.
 func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -74,9 +76,13 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
 	}
 	var page []ChangeSet
+	changes := 0 // in page
+	// batch is how many change sets to read next: one at first, more
+	// while they are small, fewer once they are large.
+	batch := 1
 	fromStart := t == nil && after == 0
 	for scanned := 0; scanned < scanBudget; {
-		batch, err := e.backend.Changes(ctx, after, min(256, scanBudget-scanned))
+		sets, err := e.backend.Changes(ctx, after, min(batch, scanBudget-scanned))
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.
 			if s, ok := e.backend.(interface {
@@ -95,20 +101,32 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		if err != nil {
 			return nil, "", &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
 		}
-		for _, cs := range batch {
+		read := 0 // changes in sets
+		for _, cs := range sets {
+			read += len(cs.Changes)
+			matches := f.Matches(cs)
+			if matches && len(page) > 0 && changes+len(cs.Changes) > MaxPageChanges {
+				return page, next(), nil // cs begins the next page
+			}
 			after = cs.Revision
 			scanned++
-			if !f.Matches(cs) {
+			if !matches {
 				continue
 			}
 			page = append(page, cs)
-			if len(page) == size {
+			changes += len(cs.Changes)
+			if len(page) == size || changes >= MaxPageChanges {
 				return page, next(), nil
 			}
 		}
-		if len(batch) == 0 {
+		if len(sets) == 0 {
 			return page, "", nil
 		}
+		batch = max(1, min(256, 2*batch, MaxPageChanges*len(sets)/max(1, read)))
 	}
 	return page, next(), nil
 }
+
+// MaxPageChanges is the most changes a page of ListChanges holds, but for
+// a page of one change set that holds more.
+const MaxPageChanges = 10_000

@@ -262,3 +262,49 @@ func TestListChangesPages(t *testing.T) {
 		})
 	}
 }
+
+// A page holds at most MaxPageChanges changes, but for a page of one
+// change set that holds more: a log of large policies is answered a few
+// at a time, and every change set still comes once, in order.
+func TestListChangesPagesHoldAtMostMaxPageChanges(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	grants := func(n, from int) []authz.Change {
+		var out []authz.Change
+		for i := range n {
+			out = append(out, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d", from+i), Role: "user", Resource: "account:acme"}})
+		}
+		return out
+	}
+	sizes := []int{4000, 4000, 4000, authz.MaxPageChanges + 500, 10, 10, 6000, 6000}
+	first := w.idx.Revision() + 1
+	var want []authz.Revision
+	for i, n := range sizes {
+		w.store(grants(n, 100_000*i)...)
+		want = append(want, first+authz.Revision(i))
+	}
+	var got [][]authz.Revision
+	token := ""
+	for range 20 {
+		page, next, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, first-1, authz.MaxPageSize, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, revisions(page))
+		changes := 0
+		for _, cs := range page {
+			changes += len(cs.Changes)
+		}
+		if changes > authz.MaxPageChanges && len(page) > 1 {
+			t.Errorf("a page of %d change sets holds %d changes", len(page), changes)
+		}
+		if token = next; token == "" {
+			break
+		}
+	}
+	// 4000+4000 fit, a third would not; the large one comes alone; the
+	// small ones with the first 6000.
+	wantPages := [][]authz.Revision{want[0:2], want[2:3], want[3:4], want[4:7], want[7:8]}
+	if !slices.EqualFunc(got, wantPages, slices.Equal) {
+		t.Errorf("pages %v, want %v", got, wantPages)
+	}
+}
