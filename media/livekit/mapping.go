@@ -40,7 +40,12 @@ type Mapping struct {
 	CanSubscribe string `json:"can_subscribe,omitempty" yaml:"can_subscribe,omitempty"`
 	// CanPublishData gives canPublishData (chat, reactions, data messages).
 	CanPublishData string `json:"can_publish_data,omitempty" yaml:"can_publish_data,omitempty"`
-	// RoomAdmin gives roomAdmin: moderating the room through LiveKit's API.
+	// RoomAdmin gives roomAdmin: moderating the room through LiveKit's API,
+	// which sets any participant's permissions, its holder's own included.
+	// So it is given only to a participant who holds every permission the
+	// mapping's publishing, subscribing and data fields name: one whom a
+	// block mutes, say, gets no roomAdmin, with which it could unmute
+	// itself.
 	RoomAdmin string `json:"room_admin,omitempty" yaml:"room_admin,omitempty"`
 	// RoomRecord gives roomRecord: starting egress.
 	RoomRecord string `json:"room_record,omitempty" yaml:"room_record,omitempty"`
@@ -169,5 +174,14 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 	}
 	g.SetCanSubscribe(has(m.CanSubscribe))
 	g.SetCanPublishData(has(m.CanPublishData))
+	if g.RoomAdmin {
+		// roomAdmin would let the participant give itself what it lacks.
+		for _, perm := range m.CanPublishSources {
+			g.RoomAdmin = g.RoomAdmin && held(perm)
+		}
+		for _, perm := range []string{m.CanPublish, m.CanSubscribe, m.CanPublishData} {
+			g.RoomAdmin = g.RoomAdmin && (perm == "" || held(perm))
+		}
+	}
 	return g
 }
