@@ -198,7 +198,11 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 	subject, err := h.subject(http)
 	if err != nil {
 		var extra []*corev3.HeaderValueOption
-		if h.jwt != nil {
+		switch {
+		case h.jwt != nil && errors.Is(err, errMissing):
+			// RFC 6750, 3.1: no token, no error code.
+			extra = append(extra, overwriteHeader("www-authenticate", "Bearer"))
+		case h.jwt != nil:
 			extra = append(extra, overwriteHeader("www-authenticate", `Bearer error="invalid_token"`))
 		}
 		return denied(typev3.StatusCode_Unauthorized, ReasonUnauthenticated, err.Error(), extra), ReasonUnauthenticated, nil
@@ -292,10 +296,13 @@ func headerValue(http *authv3.AttributeContext_HttpRequest, name string) (string
 	case len(values) > 1:
 		return "", fmt.Errorf("header %s: sent %d times", name, len(values))
 	case len(values) == 0 || values[0] == "":
-		return "", fmt.Errorf("header %s: missing", name)
+		return "", fmt.Errorf("header %s: %w", name, errMissing)
 	}
 	return values[0], nil
 }
+
+// errMissing is a subject's header that a request lacks, or sends empty.
+var errMissing = errors.New("missing")
 
 // subject verifies the token in value and returns its subject claim.
 func (j *jwtSubject) subject(value string) (string, error) {

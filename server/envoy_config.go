@@ -151,7 +151,7 @@ func (s EnvoySubject) validate() error {
 	}
 	if s.Prefix != "" {
 		// A prefix must make a well-formed subject of any id.
-		if err := authz.ValidateSubject("subject.prefix", s.Prefix+"x"); err != nil {
+		if err := authz.ValidateSubject("subject.prefix", s.Prefix+"x"); err != nil || strings.IndexByte(s.Prefix, ':') != len(s.Prefix)-1 {
 			return configError("subject.prefix", s.Prefix, "must be a subject kind and a colon, such as \"user:\"")
 		}
 	}

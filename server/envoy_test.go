@@ -700,8 +700,14 @@ func TestEnvoyJWTHS256(t *testing.T) {
 			if !strings.Contains(a.message, tt.message) {
 				t.Errorf("message = %q, want it to say %q", a.message, tt.message)
 			}
-			if a.headers["www-authenticate"] != `Bearer error="invalid_token"` {
-				t.Errorf("www-authenticate = %q", a.headers["www-authenticate"])
+			// RFC 6750, 3.1: a request that presented no token gets no
+			// error code.
+			want := `Bearer error="invalid_token"`
+			if tt.authorization == "" {
+				want = "Bearer"
+			}
+			if a.headers["www-authenticate"] != want {
+				t.Errorf("www-authenticate = %q, want %q", a.headers["www-authenticate"], want)
 			}
 		})
 	}
@@ -859,6 +865,7 @@ func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
 		{"Envoy passes header names in lower case", withSubject(server.EnvoySubject{Header: "X-User-Id"}), "subject.header", "X-User-Id"},
 		{"a prefix must be a subject kind and a colon", withSubject(server.EnvoySubject{Header: "x-user-id", Prefix: "user"}), "subject.prefix", "user"},
 		{"a prefix kind must be well formed", withSubject(server.EnvoySubject{Header: "x-user-id", Prefix: "User:"}), "subject.prefix", "User:"},
+		{"a prefix is a kind and a colon, no part of an id", withSubject(server.EnvoySubject{Header: "x-user-id", Prefix: "user:a"}), "subject.prefix", "user:a"},
 		{"only HS256 and RS256", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "none", KeyFile: "k"})}), "subject.jwt.algorithm", "none"},
 		{"a JWT needs a key", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256"})}), "subject.jwt.key_file", ""},
 		{"a key from one place", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", KeyEnv: "K"})}), "subject.jwt.key_file", "k"},
