@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 
@@ -140,6 +141,17 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	}
 	err := unpanicked(func() error {
 		return s.db.View(func(tx *bbolt.Tx) error {
+			// The file's own compaction point, read in the transaction that
+			// reads the log: a compaction commits its deletions before the
+			// store's record of it moves, and a reader between the two would
+			// find the log begin later than after+1 and miss what it lacks.
+			compacted, err := storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyCompacted))
+			if err != nil {
+				return err
+			}
+			if after < compacted {
+				return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+			}
 			c := tx.Bucket(bucketChanges).Cursor()
 			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 				cs, err := storage.DecodeChangeSet(v)
@@ -151,6 +163,9 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 			return nil
 		})
 	})
+	if errors.Is(err, authz.ErrCompacted) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
 	}
