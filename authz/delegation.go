@@ -147,8 +147,24 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 // lists "*" and role's permissions are a subset of the actor's effective
 // permissions wherever a grant would give them: at res and at every resource
 // below it where role is redefined. A role of "*" is a subset only for an
-// actor whose own roles carry "*".
+// actor whose own roles carry "*". Through "*", the roles role lists in its
+// own assignable_roles must be ones the actor may assign there too: its
+// holder would grant them, and an actor could otherwise hand an accomplice
+// the power to give it, or anyone, a role it may neither hold nor assign.
 func (p *plan) mayAssign(role string, res uint32, verb string) error {
+	return p.mayAssignSeen(role, res, verb, map[assignAt]bool{{role, res}: true})
+}
+
+// assignAt is a role assigned at a resource.
+type assignAt struct {
+	role string
+	at   uint32
+}
+
+// mayAssignSeen is mayAssign; seen are the roles, each at a resource, whose
+// assignable roles are being looked at already, which a cycle of lists
+// leaves to the first look.
+func (p *plan) mayAssignSeen(role string, res uint32, verb string, seen map[assignAt]bool) error {
 	x := p.x
 	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
@@ -198,6 +214,15 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 			}
 			return deny("only permissions the actor has can be granted; %q redefines it below, with %q, which the actor lacks there",
 				x.name(at), missing)
+		}
+		for _, name := range target.AssignableRoles {
+			if name == Wildcard || seen[assignAt{name, at}] {
+				continue // the actor's roles list "*": it may grant by it too
+			}
+			seen[assignAt{name, at}] = true
+			if err := p.mayAssignSeen(name, at, verb, seen); err != nil {
+				return deny("its definition at %q lists %q in assignable_roles, which the actor may not assign there", target.Scope, name)
+			}
 		}
 	}
 	return nil

@@ -395,3 +395,40 @@ func TestDelegationAttackOnASubjectHoldingNothing(t *testing.T) {
 		}
 	})
 }
+
+// Granting a role through "*" hands its holder the roles it lists in
+// assignable_roles: each must be one the actor may assign there, as a
+// definition's are bounded by the actor's own. Otherwise an actor could
+// give an accomplice the power to grant it, or anyone, a role it may
+// neither hold nor assign, and take it back by a revoke it could not make.
+func TestDelegationAttacksAWildcardGrantOfARoleThatAssignsMore(t *testing.T) {
+	policy := func() authz.Policy {
+		p := attackPolicy()
+		p.Roles = append(p.Roles,
+			authz.Role{Name: "coord", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{authz.Wildcard}},
+			authz.Role{Name: "lead", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{"host"}},
+			authz.Role{Name: "usher", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{"guest-lite", "usher"}},
+			authz.Role{Name: "guest-lite", Scope: "root", Permissions: []string{"call.join"}},
+		)
+		return p
+	}
+	w := newWorld(t, policy())
+	w.grant("user:a", "coord", "org:a")
+	// lead carries nothing user:a lacks, but lets its holder grant host,
+	// which carries call.record: user:a's accomplice would grant it back.
+	refusedAttack(t, w, "user:a", authz.RuleNotAssignable, func(by authz.Author) error {
+		_, err := w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:x", Role: "lead", Resource: "org:a"})
+		return err
+	})
+	// A role that lists only what the actor may assign, itself included, is
+	// granted: the cycle of its list is looked at once.
+	rev, err := w.eng.Grant(w.ctx, as("user:a"), authz.Grant{Subject: "user:x", Role: "usher", Resource: "org:a"})
+	w.ok("grant of usher, which assigns only what user:a may", rev, err)
+	// The revoke of a binding is judged as granting it: a coord may not take
+	// lead from someone it could not give it to.
+	w.grant("user:l", "lead", "org:a")
+	refusedAttack(t, w, "user:a", authz.RuleNotAssignable, func(by authz.Author) error {
+		_, err := w.eng.Revoke(w.ctx, by, authz.Grant{Subject: "user:l", Role: "lead", Resource: "org:a"})
+		return err
+	})
+}

@@ -193,8 +193,17 @@ func (j *judgement) mayGrant(role, s, verb string) {
 // "some role the actor holds at s lists R in assignable_roles (no further
 // test), or lists * and R's permissions are a subset of the actor's
 // effective permissions wherever the grant would give them: at s and at
-// every resource below s where R is redefined".
+// every resource below s where R is redefined". Through *, the roles R
+// lists in its assignable_roles are bounded by the actor's own as a
+// definition's are ("its permissions and assignable_roles are bounded by
+// the actor's own"): each is one the actor may assign there.
 func (j *judgement) mayAssign(role, s string) string {
+	return j.mayAssignSeen(role, s, map[[2]string]bool{{role, s}: true})
+}
+
+// mayAssignSeen is mayAssign; seen are the roles, each at a resource, whose
+// assignable roles are being looked at already.
+func (j *judgement) mayAssignSeen(role, s string, seen map[[2]string]bool) string {
 	r := j.before
 	wildcard := false
 	for _, d := range r.heldRoles(j.actor, s) {
@@ -226,6 +235,15 @@ func (j *judgement) mayAssign(role, s string) string {
 		for _, p := range r.carries(def) {
 			if !r.holds(j.actor, p, at) {
 				return fmt.Sprintf("%s carries %s at %s, which the actor lacks there", role, p, at)
+			}
+		}
+		for _, name := range def.AssignableRoles {
+			if name == authz.Wildcard || seen[[2]string{name, at}] {
+				continue
+			}
+			seen[[2]string{name, at}] = true
+			if why := j.mayAssignSeen(name, at, seen); why != "" {
+				return fmt.Sprintf("%s lists %s in assignable_roles at %s, which the actor may not assign there", role, name, at)
 			}
 		}
 	}

@@ -158,3 +158,46 @@ func TestParseReadsJSON(t *testing.T) {
 		t.Fatalf("max_holders = %d, want 2", p.GetRoles()[0].GetMaxHolders())
 	}
 }
+
+// Under the default policy, a workspace admin, who may grant any role
+// within call.manage but not owner, may not grant a custom role that the
+// account's owner defined to assign owner: the admin's accomplice would
+// make it owner of the workspace.
+func TestDefaultPolicyAdminMayNotGrantARoleThatAssignsOwner(t *testing.T) {
+	data, err := os.ReadFile("policies/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := applyToFreshStore(t, "default.yaml", data)
+	ctx := context.Background()
+	platform := authz.Author{Caller: "test"}
+	by := func(actor string) authz.Author { return authz.Author{Caller: "test", Actor: actor} }
+	for _, r := range []authz.Resource{{Name: "account:acme"}, {Name: "workspace:acme-sales", Parent: "account:acme"}} {
+		if _, err := engine.PutResource(ctx, platform, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range []authz.Grant{{Subject: "user:owner", Role: "owner", Resource: "account:acme"}, {Subject: "user:admin", Role: "admin", Resource: "workspace:acme-sales"}} {
+		if _, err := engine.Grant(ctx, platform, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	delegate := authz.Role{Name: "delegate", Scope: "account:acme", Permissions: []string{"update-call-permissions", "join-call"}, AssignableRoles: []string{"owner"}}
+	if _, err := engine.PutRole(ctx, by("user:owner"), delegate); err != nil {
+		t.Fatalf("the owner defines delegate: %v", err)
+	}
+	if _, err := engine.Grant(ctx, by("user:admin"), authz.Grant{Subject: "user:x", Role: "owner", Resource: "workspace:acme-sales"}); authz.CodeOf(err) != authz.PermissionDenied {
+		t.Fatalf("the admin grants owner: %v, want PERMISSION_DENIED", err)
+	}
+	_, err = engine.Grant(ctx, by("user:admin"), authz.Grant{Subject: "user:x", Role: "delegate", Resource: "workspace:acme-sales"})
+	if authz.CodeOf(err) != authz.PermissionDenied || !strings.Contains(err.Error(), `lists "owner" in assignable_roles`) {
+		t.Fatalf("the admin grants delegate, which assigns owner: %v, want PERMISSION_DENIED naming owner", err)
+	}
+	if d, _, _ := engine.Index().Check(authz.Query{Subject: "user:x", Permission: "update-call-permissions", Resource: "workspace:acme-sales"}); d.Allowed {
+		t.Errorf("a refused grant gave user:x delegate: %+v", d)
+	}
+	// The owner, who may assign owner, grants it.
+	if _, err := engine.Grant(ctx, by("user:owner"), authz.Grant{Subject: "user:x", Role: "delegate", Resource: "workspace:acme-sales"}); err != nil {
+		t.Errorf("the owner grants delegate: %v", err)
+	}
+}
