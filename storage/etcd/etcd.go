@@ -683,16 +683,22 @@ func (s *Store) Compact(ctx context.Context, before authz.Revision) error {
 }
 
 // maybeCompact starts a compaction in the background once the log holds
-// twice the change sets the store retains.
+// twice the change sets the store retains, looking each time a batch of
+// commits reaches or passes a multiple of 1,024 revisions: a batch may
+// pass one without ending on it, and group commits of two at a time after
+// one alone never end on one.
 func (s *Store) maybeCompact(results []authz.Committed) {
 	if s.opts.Retain == 0 {
 		return
 	}
-	var last authz.Revision
+	var first, last authz.Revision
 	for _, r := range results {
+		if r.Revision != 0 && (first == 0 || r.Revision < first) {
+			first = r.Revision
+		}
 		last = max(last, r.Revision)
 	}
-	if last == 0 || last%1024 != 0 || last <= 2*s.opts.Retain {
+	if last == 0 || (first-1)/1024 == last/1024 || last <= 2*s.opts.Retain {
 		return
 	}
 	s.mu.Lock()
