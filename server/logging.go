@@ -11,6 +11,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -69,21 +70,23 @@ const timeField = "grpc.time_ms"
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // unauthenticatedLines bounds the log lines of calls refused for want of
-// credentials, which anyone may make as fast as the server refuses them:
-// some 37,000 a second from one client on loopback, 15 MB of log a second.
-// Like the refusals before authentication (refusalLog), a line says how
-// many were not logged since the previous one.
+// credentials, and of refused health calls, which need none: anyone may
+// make them as fast as the server refuses them, some 37,000 a second from
+// one client on loopback, 15 MB of log a second. Like the refusals before
+// authentication (refusalLog), a line says how many were not logged since
+// the previous one.
 type unauthenticatedLines struct{ lineBudget }
 
 func newUnauthenticatedLines() *unauthenticatedLines {
 	return &unauthenticatedLines{newLineBudget()}
 }
 
-// allow says whether to log one more line of a call refused with code, and
-// how many such lines were left out since the last; calls refused
-// otherwise, or not at all, are always logged.
-func (u *unauthenticatedLines) allow(code codes.Code) (ok bool, dropped int64) {
-	if code != codes.Unauthenticated {
+// allow says whether to log one more line of a call of service refused
+// with code, and how many such lines were left out since the last; calls
+// that carry credentials and are refused otherwise, or not at all, are
+// always logged.
+func (u *unauthenticatedLines) allow(service string, code codes.Code) (ok bool, dropped int64) {
+	if code != codes.Unauthenticated && service != healthpb.Health_ServiceDesc.ServiceName {
 		return true, 0
 	}
 	return u.take()
@@ -125,11 +128,11 @@ func refusedCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.UnaryServ
 		if !logger.Enabled(ctx, level) {
 			return resp, err
 		}
-		ok, dropped := u.allow(code)
+		service, method := splitMethod(info.FullMethod)
+		ok, dropped := u.allow(service, code)
 		if !ok {
 			return resp, err
 		}
-		service, method := splitMethod(info.FullMethod)
 		attrs := []slog.Attr{
 			slog.String(logging.SystemTag[0], logging.SystemTag[1]),
 			slog.String(logging.ComponentFieldKey, logging.KindServerFieldValue),
@@ -165,16 +168,27 @@ func splitMethod(full string) (service, method string) {
 // refused for want of credentials bounded by u.
 func slogLogger(l *slog.Logger, u *unauthenticatedLines) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		service, code := "", codes.OK
 		for i := 0; i+1 < len(fields); i += 2 {
-			if fields[i] == "grpc.code" && fields[i+1] == codes.Unauthenticated.String() {
-				ok, dropped := u.allow(codes.Unauthenticated)
-				if !ok {
-					return
+			switch fields[i] {
+			case logging.ServiceFieldKey:
+				service, _ = fields[i+1].(string)
+			case "grpc.code":
+				if s, _ := fields[i+1].(string); s != codes.OK.String() {
+					code = codes.Unknown // refused; Unauthenticated is told apart below
+					if s == codes.Unauthenticated.String() {
+						code = codes.Unauthenticated
+					}
 				}
-				if dropped > 0 {
-					fields = append(fields, notLoggedField, dropped)
-				}
-				break
+			}
+		}
+		if code != codes.OK {
+			ok, dropped := u.allow(service, code)
+			if !ok {
+				return
+			}
+			if dropped > 0 {
+				fields = append(fields, notLoggedField, dropped)
 			}
 		}
 		l.Log(ctx, slog.Level(lvl), msg, fields...)

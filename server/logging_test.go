@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
@@ -165,9 +166,15 @@ func TestCallsWithoutCredentialsDoNotFloodTheLog(t *testing.T) {
 				return []grpc.ServerOption{server.WithCallers(src)}
 			})
 			const calls = 200
+			// Health calls need no credentials: their refusals share the
+			// budget.
+			health := healthpb.NewHealthClient(f.conn)
+			long := strings.Repeat("x", 4000)
 			for range calls {
 				_, err := f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "root"})
 				wantCode(t, err, codes.Unauthenticated)
+				_, err = health.Check(f.ctx(), &healthpb.HealthCheckRequest{Service: long})
+				wantCode(t, err, codes.InvalidArgument)
 				w, err := f.authz.Watch(f.ctx(), &usherv1.WatchRequest{})
 				if err == nil {
 					_, err = w.Recv()
@@ -193,21 +200,21 @@ func TestCallsWithoutCredentialsDoNotFloodTheLog(t *testing.T) {
 			var refused, invalid int
 			var left float64
 			for _, r := range finishedCalls(jsonLines(t, logs.String())) {
-				switch r["grpc.code"] {
-				case "Unauthenticated":
+				switch {
+				case r["grpc.code"] == "Unauthenticated", r["grpc.service"] == "grpc.health.v1.Health":
 					refused++
 					n, _ := r["not_logged_since_last"].(float64)
 					left += n
-				case "InvalidArgument":
+				case r["grpc.code"] == "InvalidArgument":
 					invalid++
 				}
 			}
 			// A burst of 5, then 2 a second: the calls take well under 10 s.
 			if refused < 1 || refused > 30 {
-				t.Errorf("%d lines of the %d calls without credentials; want a few", refused, 2*calls)
+				t.Errorf("%d lines of the %d calls without credentials; want a few", refused, 3*calls)
 			}
-			if refused+int(left) != 2*calls+1 {
-				t.Errorf("%d lines said %v were left out, of %d calls; want every call logged or counted", refused, left, 2*calls+1)
+			if refused+int(left) != 3*calls+1 {
+				t.Errorf("%d lines said %v were left out, of %d calls; want every call logged or counted", refused, left, 3*calls+1)
 			}
 			if invalid != 20 {
 				t.Errorf("%d lines of the 20 invalid checks by a caller; want every one", invalid)
