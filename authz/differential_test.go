@@ -355,6 +355,13 @@ func (m *model) write(t *testing.T, w *world, rng *rand.Rand, op byte, start tim
 		k := pick(rng, slices.SortedFunc(maps.Keys(m.roles), cmpKeys))
 		_, err := w.eng.DeleteRole(ctx, by, k[0], k[1])
 		if !refused("DeleteRole", err, authz.FailedPrecondition) {
+			// The grants that the definition alone covered go with it.
+			if _, above := m.nearest(k[1], m.parentOf(k[0])); !above {
+				maps.DeleteFunc(m.grants, func(g [3]string, _ time.Time) bool {
+					at, ok := m.nearest(g[1], g[2])
+					return g[1] == k[1] && ok && at == k[0]
+				})
+			}
 			delete(m.roles, k)
 		}
 	case 'x':
@@ -387,6 +394,28 @@ func pick[T any](rng *rand.Rand, list []T) T { return list[rng.IntN(len(list))] 
 
 // resources is root and every registered resource.
 func (m *model) resources() []string { return append([]string{authz.RootName}, m.order...) }
+
+// parentOf is res's parent; root's is "".
+func (m *model) parentOf(res string) string {
+	if res == authz.RootName {
+		return ""
+	}
+	if p := m.parent[res]; p != "" {
+		return p
+	}
+	return authz.RootName
+}
+
+// nearest is where the definition of role that applies at res is: res or
+// the closest resource above it that defines it.
+func (m *model) nearest(role, res string) (string, bool) {
+	for a := res; a != ""; a = m.parentOf(a) {
+		if _, ok := m.roles[[2]string{a, role}]; ok {
+			return a, true
+		}
+	}
+	return "", false
+}
 
 func names(perms []authz.Permission) []string {
 	var out []string

@@ -663,8 +663,9 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 	return after, true
 }
 
-// deleteRole: usher.roles.write at the scope; not a role the actor holds;
-// not while a grant would be left with no definition of its role.
+// deleteRole: usher.roles.write at the scope; not a role the actor holds.
+// The grants the definition alone covered are revoked with it: "what it
+// takes away from holders is bounded by rule 2".
 func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 	r := j.before
 	if !r.registered(scope) {
@@ -679,7 +680,12 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 	j.notHeld(scope, name)
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
-	j.orphans(after)
+	a := newReference(after, j.now)
+	after.Grants = slices.DeleteFunc(after.Grants, func(g authz.Grant) bool {
+		_, was := r.definition(g.Role, g.Resource)
+		_, is := a.definition(g.Role, g.Resource)
+		return g.Role == name && was && !is
+	})
 	return after, true
 }
 

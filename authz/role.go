@@ -124,9 +124,11 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	return nil
 }
 
-// DeleteRole removes the definition of name at scope. It is refused while a
-// grant of that role would be left with no definition visible at its
-// resource. Only the holders of the role are looked at.
+// DeleteRole removes the definition of name at scope, and with it the
+// grants of that role that no other definition would cover: what its
+// holders lose, an actor may take (the judge holds it to rule 2). It is
+// refused while more than MaxRoleDeletionGrants such grants remain, which
+// are to be revoked first. Only the holders of the role are looked at.
 func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) (Revision, error) {
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -148,44 +150,57 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 				return err
 			}
 		}
-		if orphans, example := x.orphanedByDeletion(id, role); orphans > 0 {
-			return errorf(FailedPrecondition, "name", name,
-				"role at %q is still held by %d grants that no other definition would cover (e.g. %s); revoke them first",
-				scope, orphans, example).as(KindRoleInUse)
-		}
 		p.guard(holdersKey(name))
+		orphans, more := x.orphanedByDeletion(id, role, MaxRoleDeletionGrants)
+		if more {
+			return errorf(FailedPrecondition, "name", name,
+				"role at %q is held by more than %d grants that no other definition would cover (e.g. %s on %s); revoke them first",
+				scope, MaxRoleDeletionGrants, orphans[0].Subject, orphans[0].Resource).as(KindRoleInUse)
+		}
+		for i := range orphans {
+			g := &orphans[i]
+			p.guard(bindingKey(g.Subject, g.Resource, g.Role))
+			p.guard(subjectKey(g.Subject))
+			p.change(Change{Op: OpDeleteGrant, Grant: g})
+		}
 		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})
 		return nil
 	})
 }
 
-// orphanedByDeletion counts the grants of role in scope's subtree that the
-// definition at scope is the only one to cover. With no definition above
-// scope, every holder below that no lower definition covers is one.
-func (x *Index) orphanedByDeletion(scope, role uint32) (int, string) {
+// MaxRoleDeletionGrants is how many grants a role's deletion revokes with
+// it, at most.
+const MaxRoleDeletionGrants = 10_000
+
+// orphanedByDeletion returns the grants of role in scope's subtree that the
+// definition at scope is the only one to cover, up to limit of them, and
+// whether there are more. With no definition above scope, every holder
+// below that no lower definition covers is one.
+func (x *Index) orphanedByDeletion(scope, role uint32, limit int) (orphans []Grant, more bool) {
 	if x.roleHolders[role] == 0 {
-		return 0, ""
+		return nil, false
 	}
 	above := x.nodes[scope].parent != noNode && x.resolveAt(x.nodes[scope].parent, role) != nil
 	if above {
-		return 0, ""
+		return nil, false
 	}
-	orphans, example := 0, ""
+	name := x.roleNames[role]
 	x.walk(scope, func(n uint32) bool {
 		if n != scope && x.roleDefs[roleKey(n, role)] != nil {
 			return true // a lower definition covers this subtree... and its own children
 		}
 		for _, g := range x.holdersOf(n, role) {
 			if x.resolveAt(n, role) == x.roleDefs[roleKey(scope, role)] {
-				orphans++
-				if example == "" {
-					example = fmt.Sprintf("%s on %s", x.subj.name(g.subj), x.name(n))
+				if len(orphans) == limit {
+					more = true
+					return false
 				}
+				orphans = append(orphans, Grant{Subject: x.subj.name(g.subj), Role: name, Resource: x.name(n)})
 			}
 		}
 		return true
 	})
-	return orphans, example
+	return orphans, more
 }
 
 // ListRoles returns the roles visible at resource, by name, each as the

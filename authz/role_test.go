@@ -1,8 +1,8 @@
 package authz_test
 
 import (
+	"fmt"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/authz"
@@ -143,34 +143,75 @@ func TestPutRole(t *testing.T) {
 }
 
 func TestDeleteRole(t *testing.T) {
-	t.Run("DeleteRole is refused while grants would be left without a definition", func(t *testing.T) {
+	grants := func(w *world, subject string) []authz.Grant {
+		t.Helper()
+		page, _, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: subject}, 100, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page
+	}
+	// "what it takes away from holders is bounded by rule 2": a held role is
+	// deleted with the grants no other definition covers, in one change set.
+	t.Run("DeleteRole revokes the grants the definition alone covered", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())
 		w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
 		w.grant("user:alice", "stage-manager", "call:livestream:42")
-		e := w.refuses(authz.FailedPrecondition, "name", "stage-manager", func() (authz.Revision, error) {
-			return w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager")
-		})
-		if !strings.Contains(e.Reason, "user:alice on call:livestream:42") {
-			t.Errorf("the refusal does not name the grant that holds it: %v", e)
+		rev, err := w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager")
+		w.ok("DeleteRole of a held role", rev, err)
+		if g := grants(w, "user:alice"); len(g) != 0 {
+			t.Errorf("alice's grants after the deletion: %+v, want none", g)
 		}
-		if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "stage-manager", Resource: "call:livestream:42"}); err != nil {
-			t.Fatal(err)
+		if d := w.check("user:alice", "start-broadcast-call", "call:livestream:42"); d.Allowed {
+			t.Errorf("alice still holds the deleted role's permission: %+v", d)
 		}
-		if _, err := w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager"); err != nil {
-			t.Errorf("DeleteRole once its grants are revoked: %v", err)
+		sets, err := w.be.Changes(w.ctx, rev-1, 1)
+		if err != nil || len(sets) != 1 || len(sets[0].Changes) != 2 || sets[0].Changes[0].Op != authz.OpDeleteGrant || sets[0].Changes[1].Op != authz.OpDeleteRole {
+			t.Errorf("the deletion's change set = %+v, %v; want the grant's deletion, then the role's", sets, err)
 		}
 	})
-	t.Run("DeleteRole of the built-in is refused while a grant on a call of another call type relies on it", func(t *testing.T) {
+	t.Run("DeleteRole of the built-in revokes only the grants no override covers", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())
 		w.role(streamAdminOverride)
 		w.grant("user:alice", "admin", "call:livestream:42")
 		w.grant("user:bob", "admin", "call:default:1")
-		e := w.refuses(authz.FailedPrecondition, "name", "admin", func() (authz.Revision, error) {
-			return w.eng.DeleteRole(w.ctx, w.by, "root", "admin")
-		})
-		if !strings.Contains(e.Reason, "1 grants") || !strings.Contains(e.Reason, "user:bob on call:default:1") {
-			t.Errorf("the refusal should count only bob's grant (alice's is covered by the override): %v", e)
+		rev, err := w.eng.DeleteRole(w.ctx, w.by, "root", "admin")
+		w.ok("DeleteRole of the built-in admin", rev, err)
+		if g := grants(w, "user:bob"); len(g) != 0 {
+			t.Errorf("bob's grants: %+v, want none", g)
 		}
+		if g := grants(w, "user:alice"); len(g) != 1 || g[0].Role != "admin" {
+			t.Errorf("alice's grants: %+v, want her admin, which the override covers", g)
+		}
+	})
+	t.Run("an actor deletes a held role only taking what it holds itself", func(t *testing.T) {
+		w := newWorld(t, attackPolicy())
+		w.role(authz.Role{Name: "recorder", Scope: "org:a", Permissions: []string{"call.record"}})
+		w.role(authz.Role{Name: "keeper", Scope: "root", Permissions: []string{authz.PermRolesWrite}})
+		w.grant("user:k", "keeper", "org:a")
+		w.grant("user:h", "host", "org:a")
+		w.grant("user:x", "recorder", "call:1")
+		refusedAttack(t, w, "user:k", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, err := w.eng.DeleteRole(w.ctx, by, "org:a", "recorder")
+			return err
+		})
+		rev, err := w.eng.DeleteRole(w.ctx, as("user:h"), "org:a", "recorder")
+		w.ok("a host, who holds call.record, deletes recorder", rev, err)
+		if g := grants(w, "user:x"); len(g) != 0 {
+			t.Errorf("user:x's grants after the deletion: %+v, want none", g)
+		}
+	})
+	t.Run("DeleteRole is refused while more grants than it revokes at once hold it", func(t *testing.T) {
+		w := newWorld(t, streamPolicy())
+		w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"start-broadcast-call"}})
+		var changes []authz.Change
+		for i := range authz.MaxRoleDeletionGrants + 1 {
+			changes = append(changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d", i), Role: "stage-manager", Resource: "call:livestream:42"}})
+		}
+		w.store(changes...)
+		w.refuses(authz.FailedPrecondition, "name", "stage-manager", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "account:acme", "stage-manager")
+		})
 	})
 	t.Run("deleting an override falls back to the next definition up", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -469,9 +470,12 @@ var errorCases = []errorCase{
 			_, err := f.admin.Grant(ctx, &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: sales})
 			return err
 		}},
-	{name: "deleting a role that grants depend on is refused", code: codes.FailedPrecondition, reason: "ROLE_IN_USE", field: "name", value: "visitor",
+	{name: "a pruning policy that would drop a role grants depend on is refused", code: codes.FailedPrecondition, reason: "ROLE_IN_USE", field: "policy.roles", value: "visitor",
 		call: func(ctx context.Context, f *fixture) error {
-			_, err := f.admin.DeleteRole(ctx, &usherv1.DeleteRoleRequest{Name: "visitor", Scope: acme})
+			p := exported(ctx, f)
+			p.Resources = append(p.Resources, &usherv1.Resource{Name: acme})
+			p.Roles = slices.DeleteFunc(p.Roles, func(r *usherv1.Role) bool { return r.GetName() == "visitor" })
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p, Prune: true})
 			return err
 		}},
 }

@@ -68,7 +68,8 @@ type AdminServiceClient interface {
 	ListRoles(ctx context.Context, in *ListRolesRequest, opts ...grpc.CallOption) (*ListRolesResponse, error)
 	// PutRole defines or redefines a role at a scope.
 	PutRole(ctx context.Context, in *PutRoleRequest, opts ...grpc.CallOption) (*PutRoleResponse, error)
-	// DeleteRole removes a role definition from a scope.
+	// DeleteRole removes a role definition from a scope, and in the same write
+	// revokes the grants of the role that no other definition covers.
 	DeleteRole(ctx context.Context, in *DeleteRoleRequest, opts ...grpc.CallOption) (*DeleteRoleResponse, error)
 	// PutResource registers a resource, or moves it to another parent.
 	PutResource(ctx context.Context, in *PutResourceRequest, opts ...grpc.CallOption) (*PutResourceResponse, error)
@@ -358,7 +359,8 @@ type AdminServiceServer interface {
 	ListRoles(context.Context, *ListRolesRequest) (*ListRolesResponse, error)
 	// PutRole defines or redefines a role at a scope.
 	PutRole(context.Context, *PutRoleRequest) (*PutRoleResponse, error)
-	// DeleteRole removes a role definition from a scope.
+	// DeleteRole removes a role definition from a scope, and in the same write
+	// revokes the grants of the role that no other definition covers.
 	DeleteRole(context.Context, *DeleteRoleRequest) (*DeleteRoleResponse, error)
 	// PutResource registers a resource, or moves it to another parent.
 	PutResource(context.Context, *PutResourceRequest) (*PutResourceResponse, error)
