@@ -10,6 +10,7 @@ const (
 	keyCatalog = "catalog" // the permission catalog, creator roles, default quotas, admission rules
 	keyRoles   = "roles"   // every role definition
 	keyTree    = "tree"    // the shape of the tree: moves
+	keyBlocks  = "blocks"  // which permissions any block names: every block write
 )
 
 // resourceKey covers a resource's existence, its parent and its children.
@@ -54,7 +55,7 @@ func (x *Index) touches(c Change) []string {
 		g := c.Grant
 		return []string{subjectKey(g.Subject), bindingsKey(g.Resource), holdersKey(g.Role), bindingKey(g.Subject, g.Resource, g.Role)}
 	case OpPutBlock, OpDeleteBlock:
-		return []string{subjectKey(c.Block.Subject), bindingsKey(c.Block.Resource)}
+		return []string{subjectKey(c.Block.Subject), bindingsKey(c.Block.Resource), keyBlocks}
 	case OpPutQuota, OpDeleteQuota:
 		return []string{quotaScopeKey(c.Quota.Scope)}
 	case OpPutResource:

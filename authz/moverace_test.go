@@ -3,6 +3,7 @@ package authz_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -247,6 +248,74 @@ func TestAMoveAndAGrantBelowItLeaveNoOrphan(t *testing.T) {
 		if d := w.check("user:x", "read-call", "folder:q"); d.Allowed {
 			if p, _, _ := w.idx.GetResource("folder:p"); p.Parent == "folder:y" {
 				t.Errorf("round %d: user:x reads folder:q under folder:y, where reader is not defined: %+v", round, d)
+			}
+		}
+	}
+}
+
+// A pruning policy and a grant of a role it deletes, planned at once: one
+// of them is refused, whichever commits first, and no grant is left with
+// no definition of its role.
+func TestAPruneAndAGrantOfTheRoleItDeletesLeaveNoOrphan(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, streamPolicy())
+		w.role(authz.Role{Name: "stage-manager", Scope: "root", Permissions: []string{"start-broadcast-call"}})
+		prune := func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(w.ctx, w.by, streamPolicy(), authz.ApplyOptions{Prune: true})
+			return rev, err
+		}
+		grant := func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:ann", Role: "stage-manager", Resource: "call:livestream:42"})
+		}
+		if round%2 == 1 {
+			prune, grant = grant, prune
+		}
+		errA, errB := race(w, prune, grant)
+		if (errA == nil) == (errB == nil) {
+			t.Fatalf("round %d: the prune and the grant: %v; %v; want exactly one refused", round, errA, errB)
+		}
+		s := load(w)
+		defined := slices.ContainsFunc(s.Roles, func(r authz.Role) bool { return r.Name == "stage-manager" })
+		for _, g := range s.Grants {
+			if g.Role == "stage-manager" && !defined {
+				t.Errorf("round %d: %+v is left with no definition of its role", round, g)
+			}
+		}
+	}
+}
+
+// A policy that drops a permission and a block naming it, planned at once:
+// one of them is refused, and no block names a permission the catalog no
+// longer declares.
+func TestAPolicyDroppingAPermissionAndABlockNamingItLeaveNoUndeclaredName(t *testing.T) {
+	for round := range 4 {
+		w := newWorld(t, streamPolicy())
+		dropped := streamPolicy()
+		dropped.Permissions = slices.DeleteFunc(dropped.Permissions, func(p authz.Permission) bool { return p.Name == "pin-for-everyone" })
+		for i := range dropped.Roles {
+			dropped.Roles[i].Permissions = slices.DeleteFunc(slices.Clone(dropped.Roles[i].Permissions), func(p string) bool { return p == "pin-for-everyone" })
+		}
+		apply := func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(w.ctx, w.by, dropped, authz.ApplyOptions{})
+			return rev, err
+		}
+		block := func() (authz.Revision, error) {
+			rev, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:ann", Resource: "account:acme", Permissions: []string{"pin-for-everyone"}})
+			return rev, err
+		}
+		if round%2 == 1 {
+			apply, block = block, apply
+		}
+		errA, errB := race(w, apply, block)
+		if (errA == nil) == (errB == nil) {
+			t.Fatalf("round %d: the policy and the block: %v; %v; want exactly one refused", round, errA, errB)
+		}
+		s := load(w)
+		for _, b := range s.Blocks {
+			for _, p := range b.Permissions {
+				if !slices.ContainsFunc(s.Permissions, func(d authz.Permission) bool { return d.Name == p }) {
+					t.Errorf("round %d: the block of %s on %s names %q, which the catalog no longer declares", round, b.Subject, b.Resource, p)
+				}
 			}
 		}
 	}

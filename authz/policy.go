@@ -55,6 +55,15 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 			for _, k := range pl.x.touches(c) {
 				pl.guard(k)
 			}
+			switch c.Op {
+			case OpDeleteRole:
+				// No grant of the role may commit meanwhile: it would be
+				// left with no definition.
+				pl.guard(holdersKey(c.Role.Name))
+			case OpDeletePermission:
+				// Nor a block naming the permission.
+				pl.guard(keyBlocks)
+			}
 		}
 		changes = cs
 		if opts.DryRun {
