@@ -272,7 +272,7 @@ func validatePolicies(out io.Writer, files []string, strict bool) error {
 
 // validatePolicy reads one policy file (or shipped policy) with every
 // finding about it: policy.Validate's, and the server's limits on a
-// policy's size.
+// policy's size, its request's bytes included.
 func validatePolicy(file string) (*policy.Document, policy.Diagnostics, error) {
 	doc, _, err := policy.LoadDocument(file)
 	if err != nil {
@@ -283,6 +283,9 @@ func validatePolicy(file string) (*policy.Document, policy.Diagnostics, error) {
 	if diags.Errors() == 0 {
 		if err := server.ValidatePolicy(policy.ToAuthz(doc.Policy)); err != nil {
 			diags = append(diags, doc.FromError(err))
+		} else if n := proto.Size(&usherv1.ApplyPolicyRequest{Policy: doc.Policy}); n > server.MaxMessageSize {
+			diags = append(diags, doc.FromError(&authz.Error{Code: authz.Invalid, Field: "policy", Value: fmt.Sprint(n),
+				Reason: fmt.Sprintf("bytes encoded, and a request to the server holds at most %d: split the policy", server.MaxMessageSize)}))
 		}
 	}
 	return doc, diags, nil

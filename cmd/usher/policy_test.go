@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/xml"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -92,6 +93,18 @@ creator_roles:
 		warned+": valid, 1 warning", "default: valid")
 	out, code = runBinary(t, bin, "policy", "validate", "--strict", warned)
 	wantLines(t, "validate --strict with a warning", out, code, exitError, "1 of 1 policies are invalid")
+
+	// Within every list's bound, but more bytes than a request to the
+	// server holds: apply could not send it.
+	var big strings.Builder
+	big.WriteString("permissions: [{name: a}]\nresources:\n")
+	for i := range 30_000 {
+		fmt.Fprintf(&big, "  - {name: \"room:%s-%06d\"}\n", strings.Repeat("x", 140), i)
+	}
+	large := writeFile(t, filepath.Join(dir, "large.yaml"), big.String())
+	out, code = runBinary(t, bin, "policy", "validate", large)
+	wantLines(t, "validate of a policy larger than a request", out, code, exitError,
+		"bytes encoded, and a request to the server holds at most 4194304: split the policy", large+": 1 error")
 }
 
 // The default policy replaced by one's own in one step, against a running
