@@ -167,8 +167,8 @@ func newEntity(m proto.Message) entity {
 }
 
 // normalize returns a copy of m as the engine keeps it: lists as sorted
-// sets, root spelt out, the default lease unset, and output-only fields
-// cleared.
+// sets, root spelt out, the default lease and zero durations unset, and
+// output-only fields cleared.
 func normalize(m proto.Message) proto.Message {
 	m = proto.Clone(m)
 	sortSets(m.ProtoReflect())
@@ -183,8 +183,11 @@ func normalize(m proto.Message) proto.Message {
 		if m.Scope == "" {
 			m.Scope = authz.RootName
 		}
-		if m.GetLease().AsDuration() == authz.DefaultLease {
+		if d := m.GetLease().AsDuration(); d == authz.DefaultLease || d == 0 {
 			m.Lease = nil
+		}
+		if m.GetJoinAhead().AsDuration() == 0 {
+			m.JoinAhead = nil
 		}
 	}
 	return m

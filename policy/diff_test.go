@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
@@ -59,6 +61,36 @@ func TestDiffOfThePolicyInForceIsEmpty(t *testing.T) {
 				t.Errorf("the diff of %s against itself in force:\n%s", name, render(d, policy.AllFields))
 			}
 		})
+	}
+}
+
+// A zero lease or join_ahead is the engine's unset: in force, the diff shows
+// no change, as applying the file writes none.
+func TestDiffOfZeroDurationsIsEmpty(t *testing.T) {
+	for _, set := range []func(*usherv1.Admission){
+		func(a *usherv1.Admission) { a.Lease = durationpb.New(0) },
+		func(a *usherv1.Admission) { a.JoinAhead = durationpb.New(0) },
+	} {
+		msg, err := policy.Load("stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		engine := memoryEngine(t)
+		if _, _, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(msg), authz.ApplyOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		set(msg.Admissions[0])
+		_, changes, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(msg), authz.ApplyOptions{Prune: true, DryRun: true})
+		if err != nil || len(changes) != 0 {
+			t.Fatalf("applying it would write %v, %v; want nothing", changes, err)
+		}
+		old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := policy.Diff(old, msg); len(d) > 0 {
+			t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
+		}
 	}
 }
 
