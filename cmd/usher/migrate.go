@@ -188,6 +188,6 @@ func verifyFile(ctx context.Context, path string, want authz.Snapshot) error {
 }
 
 func counts(s authz.Snapshot) string {
-	return fmt.Sprintf("%d permissions, %d resources, %d roles, %d grants, %d blocks, %d quotas, %d creator roles, %d default quotas",
-		len(s.Permissions), len(s.Resources), len(s.Roles), len(s.Grants), len(s.Blocks), len(s.Quotas), len(s.CreatorRoles), len(s.DefaultQuotas))
+	return fmt.Sprintf("%d permissions, %d resources, %d roles, %d grants, %d blocks, %d quotas, %d creator roles, %d default quotas, %d admission rules",
+		len(s.Permissions), len(s.Resources), len(s.Roles), len(s.Grants), len(s.Blocks), len(s.Quotas), len(s.CreatorRoles), len(s.DefaultQuotas), len(s.Admissions))
 }

@@ -89,7 +89,7 @@ func migrationSource(t *testing.T, path string) authz.Snapshot {
 		t.Fatal(err)
 	}
 	for kind, n := range map[string]int{"grants": len(snap.Grants), "blocks": len(snap.Blocks), "quotas": len(snap.Quotas),
-		"default quotas": len(snap.DefaultQuotas), "creator roles": len(snap.CreatorRoles)} {
+		"default quotas": len(snap.DefaultQuotas), "creator roles": len(snap.CreatorRoles), "admission rules": len(snap.Admissions)} {
 		if n == 0 {
 			t.Fatalf("the source holds no %s", kind)
 		}
