@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/xml"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -216,6 +218,15 @@ func TestServeRefusesAMismatchedPolicy(t *testing.T) {
 
 	out, code = serve("--policy", mine, "--policy-mode", "check")
 	wantLines(t, "serve --policy-mode=check", out, code, exitError, "cannot be applied to the data", "start with --policy-mode=apply")
+	// An invalid file stops the server before it opens its data: a fresh
+	// data file is not created.
+	invalid := writeFile(t, filepath.Join(dir, "invalid.yaml"), "permissions: [{name: a}]\nroles: [{name: r, scope: root, permissions: [b]}]\n")
+	fresh := filepath.Join(dir, "fresh", "usher.db")
+	out, code = runBinary(t, bin, "serve", "--addr", "127.0.0.1:0", "--data", fresh, "--policy", invalid)
+	wantLines(t, "serve --policy of an invalid file", out, code, exitError, "--policy "+invalid+":2:")
+	if _, err := os.Stat(filepath.Dir(fresh)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused start made %s: %v", filepath.Dir(fresh), err)
+	}
 	out, code = serve("--policy", mine, "--policy-mode", "sometimes")
 	wantLines(t, "serve --policy-mode=sometimes", out, code, exitUsage, `--policy-mode "sometimes": want one of apply, prune, check`)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,6 +168,14 @@ variable their help names.`,
 		logger, err := server.NewLogger(os.Stderr, *logFormat, level)
 		if err != nil {
 			return fmt.Errorf("--log-format: %w", err)
+		}
+		// A policy file that is invalid in itself stops the server before it
+		// opens, or creates, its data; its warnings are logged once it is
+		// applied.
+		if *policyFile != "" {
+			if _, err := loadValid(*policyFile, io.Discard); err != nil {
+				return fmt.Errorf("--policy %s", err)
+			}
 		}
 		// Warnings stand out on a terminal; in a JSON log they are records like
 		// the others, so that every line parses.
