@@ -35,6 +35,10 @@ type Document struct {
 	broken map[string]bool
 	// read holds the schema errors Read found.
 	read Diagnostics
+	// kept holds, for a list some of whose items were dropped (empty, or of
+	// the wrong shape), the file's index of each item the message holds, by
+	// the list's path in the file.
+	kept map[string][]int
 }
 
 // Position returns where the field at path is written: its value, or for
@@ -42,7 +46,37 @@ type Document struct {
 // enclosing field that it does. A leading "policy." (as the engine and the
 // server name fields) is ignored.
 func (d *Document) Position(path string) Position {
-	path = strings.TrimPrefix(strings.TrimPrefix(path, "policy"), ".")
+	return d.filePosition(d.filePath(strings.TrimPrefix(strings.TrimPrefix(path, "policy"), ".")))
+}
+
+// filePath is path, a field's in the message, with each list index turned
+// into the file's: an item the reader dropped shifts the indexes after it.
+func (d *Document) filePath(path string) string {
+	if len(d.kept) == 0 {
+		return path
+	}
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(path, '[')
+		j := strings.IndexByte(path, ']')
+		if i < 0 || j < i {
+			b.WriteString(path)
+			return b.String()
+		}
+		b.WriteString(path[:i])
+		index := path[i+1 : j]
+		if n, err := strconv.Atoi(index); err == nil {
+			if kept, ok := d.kept[b.String()]; ok && n < len(kept) {
+				index = strconv.Itoa(kept[n])
+			}
+		}
+		b.WriteString("[" + index + "]")
+		path = path[j+1:]
+	}
+}
+
+// filePosition is Position of a path in the file.
+func (d *Document) filePosition(path string) Position {
 	for {
 		if p, ok := d.values[path]; ok {
 			return p
@@ -67,8 +101,8 @@ func (d *Document) keyPosition(path string) Position {
 // Diagnose places a finding about the field at path (with or without the
 // engine's "policy." prefix) in the file.
 func (d *Document) Diagnose(path string, warning bool, format string, args ...any) Diagnostic {
-	path = strings.TrimPrefix(strings.TrimPrefix(path, "policy"), ".")
-	return Diagnostic{File: d.Name, Position: d.Position(path), Path: path, Message: fmt.Sprintf(format, args...), Warning: warning}
+	path = d.filePath(strings.TrimPrefix(strings.TrimPrefix(path, "policy"), "."))
+	return Diagnostic{File: d.Name, Position: d.filePosition(path), Path: path, Message: fmt.Sprintf(format, args...), Warning: warning}
 }
 
 // Read parses a policy written as YAML or JSON, with the usher.v1.Policy
@@ -297,6 +331,15 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 			return
 		}
 		list := m.Mutable(fd).List()
+		var kept []int // the file's index of each item list holds
+		defer func() {
+			if len(kept) < len(n.Content) {
+				if r.doc.kept == nil {
+					r.doc.kept = map[string][]int{}
+				}
+				r.doc.kept[path] = kept
+			}
+		}()
 		for i, item := range n.Content {
 			item = resolve(item)
 			p := fmt.Sprintf("%s[%d]", path, i)
@@ -312,10 +355,12 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 				elem := list.NewElement()
 				r.message(item, elem.Message(), p)
 				list.Append(elem)
+				kept = append(kept, i)
 				continue
 			}
 			if v, ok := r.scalar(item, fd, p); ok {
 				list.Append(v)
+				kept = append(kept, i)
 			}
 		}
 	case fd.IsMap():

@@ -193,3 +193,25 @@ func TestReadBoundsWhatAliasesExpandTo(t *testing.T) {
 		t.Fatalf("1,001 roles naming one list of 1,001 permissions: %v, want the one error that the aliases expand too far", diags)
 	}
 }
+
+// An item the reader drops (empty, or of the wrong shape) leaves the
+// message's indexes behind the file's: the findings about the items after
+// it are still placed at their own lines and named by the file's indexes.
+func TestFindingsAfterADroppedItemPointAtTheirOwnItems(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"permissions:\n  - {name: join-call}\nroles:\n  -\n  - name: host\n    scope: root\n    permissions: [join-cal]\n",
+			`v.yaml:7:19: roles[1].permissions[0]: "join-cal"`},
+		{"permissions:\n  - {name: join-call}\n  - {name: mute}\nroles:\n  - name: host\n    scope: root\n    permissions: [{x: 1}, join-call, mutee]\n",
+			`v.yaml:7:38: roles[0].permissions[2]: "mutee"`},
+	} {
+		doc, _ := policy.Read("v.yaml", []byte(tc.file))
+		diags := policy.Validate(doc)
+		found := false
+		for _, d := range diags {
+			found = found || strings.HasPrefix(d.String(), tc.want)
+		}
+		if !found {
+			t.Errorf("no finding starts %q; the findings:\n%v", tc.want, diags)
+		}
+	}
+}
