@@ -930,7 +930,7 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	// began (by a KeepAlive that has answered, say) is no longer among the
 	// store's, and its ending must be among those the view remembers.
 	v.storeEvents()
-	w, st, err := v.start(call, after, p.Rule.Media)
+	w, st, err := v.start(call, after, m.followed(after), p.Rule.Media)
 	if err != nil {
 		return nil, err
 	}
@@ -953,6 +953,31 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	v.initial -= w.held - len(w.Initial)
 	w.held = len(w.Initial)
 	return w, nil
+}
+
+// followed is when revision after was committed, by the clock of the node
+// that committed it: the joins and endings later than that followed it.
+// Zero when after is 0, or its commit can no longer be read.
+//
+// An event is told at the revision of the node's index when its view hears
+// of it, and one node's index may lag the commits that another node's
+// view, and a watch it served, had seen: a join or an ending told below
+// after on this node may be one that a watch resuming here from after,
+// served elsewhere until then, never heard of. So a resumed watch is told
+// of what followed the commit in time too, though it came below it here.
+// The nodes' clocks are taken to agree, as NTP keeps them, to within far
+// less than the time between a commit and what follows it on a call.
+func (m *Manager) followed(after authz.Revision) time.Time {
+	if after == 0 {
+		return time.Time{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.v.storeWait)
+	defer cancel()
+	css, err := m.engine.Backend().Changes(ctx, after-1, 1)
+	if err != nil || len(css) != 1 || css[0].Revision != after || css[0].Time.IsZero() {
+		return time.Time{}
+	}
+	return css[0].Time
 }
 
 // initialState is what a watch's initial state is made of, read under
@@ -979,9 +1004,10 @@ type presentAt struct {
 // start begins a watch of call from after: it reads the call's state,
 // counts the events it makes against MaxInitialEvents (in w.held), and
 // makes w a watcher of the call, which hears of everything after what it
-// read. media is the call's rule's, for sessions the view has yet to hear
-// of.
-func (v *view) start(call string, after authz.Revision, media *authz.MediaMapping) (*Watch, initialState, error) {
+// read. Joins and endings later than since (when set), whatever their
+// revision, are told too (see followed). media is the call's rule's, for
+// sessions the view has yet to hear of.
+func (v *view) start(call string, after authz.Revision, since time.Time, media *authz.MediaMapping) (*Watch, initialState, error) {
 	m := v.m
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -1012,14 +1038,14 @@ func (v *view) start(call string, after authz.Revision, media *authz.MediaMappin
 		if t := v.sessions[s.ID]; t != nil {
 			pa.caps, pa.rev, pa.media = t.caps, t.rev, t.media
 		}
-		if whole || pa.rev >= after {
+		if whole || pa.rev >= after || !since.IsZero() && pa.joined.After(since) {
 			st.present = append(st.present, pa)
 		}
 	}
 	if !whole {
 		for i := range v.ended {
 			e := v.ended[(v.endedNext+i)%len(v.ended)]
-			if e.call == call && e.ev.Revision >= after {
+			if e.call == call && (e.ev.Revision >= after || !since.IsZero() && e.ev.Time.After(since)) {
 				st.ended = append(st.ended, e.ev)
 			}
 		}

@@ -3,6 +3,7 @@ package admission
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -83,7 +84,7 @@ func BenchmarkWatchOfALargeCall(b *testing.B) {
 	})
 	b.Run("start", func(b *testing.B) {
 		for b.Loop() {
-			w, _, err := m.v.start(call, 0, nil)
+			w, _, err := m.v.start(call, 0, time.Time{}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
