@@ -575,6 +575,10 @@ func ejectsSession(p authz.Presence, subject, call string) (Outcome, string) {
 
 // Leave ends a session or a knock; NotFound when there is none.
 func (m *Manager) Leave(ctx context.Context, id string) error {
+	// A store out of reach fails the call within StoreWait, as every other
+	// write of a session does, however long the caller would wait.
+	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
+	defer cancel()
 	if _, err := m.store.End(ctx, id, Ending{Why: Left}); err == nil || !errors.Is(err, ErrNoSession) {
 		return storeError(err)
 	}
@@ -607,6 +611,8 @@ func (m *Manager) catchUp(ctx context.Context) error {
 // NotFound when it has neither. It looks the session up rather than
 // through the call's: a call of many is left as cheaply as one of few.
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
+	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	defer cancel()
 	if s, ok := m.store.SessionOf(resource, subject); ok {
 		_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
 		if !errors.Is(err, ErrNoSession) {

@@ -773,3 +773,38 @@ func TestKeepAliveRightAfterAnEndingSaysHowItEnded(t *testing.T) {
 		t.Errorf("KeepAlive of a session that just left = %v; want NotFound saying it left", err)
 	}
 }
+
+// stuckStore is a session store out of reach: its End waits for as long as
+// its caller lets it.
+type stuckStore struct{ admission.Store }
+
+func (s stuckStore) End(ctx context.Context, _ string, _ admission.Ending) (admission.Session, error) {
+	<-ctx.Done()
+	return admission.Session{}, ctx.Err()
+}
+
+// Leave, and LeaveCall, fail UNAVAILABLE within StoreWait when the session
+// store is out of reach, as Join and KeepAlive do, rather than wait for as
+// long as the caller would.
+func TestLeaveOfAStoreOutOfReachFailsWithinStoreWait(t *testing.T) {
+	w, store := newWorldWith(t, admission.Options{StoreWait: 50 * time.Millisecond}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	stuck := admission.New(w.eng, admission.Options{Store: stuckStore{store}, StoreWait: 50 * time.Millisecond})
+	t.Cleanup(func() { stuck.Close() })
+	for name, leave := range map[string]func() error{
+		"Leave":     func() error { return stuck.Leave(context.Background(), r.Session) },
+		"LeaveCall": func() error { return stuck.LeaveCall(context.Background(), "user:member", "call:acme:1") },
+	} {
+		done := make(chan error, 1)
+		go func() { done <- leave() }()
+		select {
+		case err := <-done:
+			if authz.CodeOf(err) != authz.Unavailable {
+				t.Errorf("%s with the store out of reach = %v, want UNAVAILABLE", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s with the store out of reach still waits, 200 times StoreWait later", name)
+		}
+	}
+}
