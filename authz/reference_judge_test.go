@@ -681,11 +681,23 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
 	a := newReference(after, j.now)
-	after.Grants = slices.DeleteFunc(after.Grants, func(g authz.Grant) bool {
+	orphaned := func(g authz.Grant) bool {
 		_, was := r.definition(g.Role, g.Resource)
 		_, is := a.definition(g.Role, g.Resource)
 		return g.Role == name && was && !is
-	})
+	}
+	// "A role name is resolved at the resource being checked": a grant
+	// that a definition below its resource still gives power through is
+	// not the deleted definition's alone to take.
+	for _, g := range after.Grants {
+		if orphaned(g) && slices.ContainsFunc(after.Roles, func(d authz.Role) bool {
+			return d.Name == name && d.Scope != g.Resource && r.under(d.Scope, g.Resource)
+		}) {
+			j.refuse(authz.FailedPrecondition, "", "%s on %s is given power through by a definition below it", g.Subject, g.Resource)
+			return j.s, false
+		}
+	}
+	after.Grants = slices.DeleteFunc(after.Grants, orphaned)
 	return after, true
 }
 

@@ -151,8 +151,16 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 			}
 		}
 		p.guard(holdersKey(name))
-		orphans, more := x.orphanedByDeletion(id, role, MaxRoleDeletionGrants)
-		if more {
+		orphans, more, below := x.orphanedByDeletion(id, role, MaxRoleDeletionGrants)
+		switch {
+		case below != nil:
+			// A role resolves where it is checked: the grant still gives
+			// what a definition below its resource says, and would be
+			// left with none where it is.
+			return errorf(FailedPrecondition, "name", name,
+				"role at %q is held by %s on %s, which a definition of it below still gives power through; revoke that grant first",
+				scope, below.Subject, below.Resource).as(KindRoleInUse)
+		case more:
 			return errorf(FailedPrecondition, "name", name,
 				"role at %q is held by more than %d grants that no other definition would cover (e.g. %s on %s); revoke them first",
 				scope, MaxRoleDeletionGrants, orphans[0].Subject, orphans[0].Resource).as(KindRoleInUse)
@@ -175,32 +183,44 @@ const MaxRoleDeletionGrants = 10_000
 // orphanedByDeletion returns the grants of role in scope's subtree that the
 // definition at scope is the only one to cover, up to limit of them, and
 // whether there are more. With no definition above scope, every holder
-// below that no lower definition covers is one.
-func (x *Index) orphanedByDeletion(scope, role uint32, limit int) (orphans []Grant, more bool) {
+// below that no lower definition covers is one. below is such a grant
+// whose resource has a definition of role below it, which still gives
+// power through it; nil when none has.
+func (x *Index) orphanedByDeletion(scope, role uint32, limit int) (orphans []Grant, more bool, below *Grant) {
 	if x.roleHolders[role] == 0 {
-		return nil, false
+		return nil, false, nil
 	}
 	above := x.nodes[scope].parent != noNode && x.resolveAt(x.nodes[scope].parent, role) != nil
 	if above {
-		return nil, false
+		return nil, false, nil
 	}
 	name := x.roleNames[role]
+	def := x.roleDefs[roleKey(scope, role)]
+	definedBelow := func(n uint32) bool {
+		return slices.ContainsFunc(x.roleScopes[role], func(s uint32) bool { return s != n && s != scope && x.under(s, n) })
+	}
 	x.walk(scope, func(n uint32) bool {
 		if n != scope && x.roleDefs[roleKey(n, role)] != nil {
 			return true // a lower definition covers this subtree... and its own children
 		}
-		for _, g := range x.holdersOf(n, role) {
-			if x.resolveAt(n, role) == x.roleDefs[roleKey(scope, role)] {
-				if len(orphans) == limit {
-					more = true
-					return false
-				}
-				orphans = append(orphans, Grant{Subject: x.subj.name(g.subj), Role: name, Resource: x.name(n)})
+		holders := x.holdersOf(n, role)
+		if len(holders) == 0 || x.resolveAt(n, role) != def {
+			return true
+		}
+		if definedBelow(n) {
+			below = &Grant{Subject: x.subj.name(holders[0].subj), Role: name, Resource: x.name(n)}
+			return false
+		}
+		for _, g := range holders {
+			if len(orphans) == limit {
+				more = true
+				return false
 			}
+			orphans = append(orphans, Grant{Subject: x.subj.name(g.subj), Role: name, Resource: x.name(n)})
 		}
 		return true
 	})
-	return orphans, more
+	return orphans, more, below
 }
 
 // ListRoles returns the roles visible at resource, by name, each as the

@@ -287,3 +287,22 @@ func TestListRoles(t *testing.T) {
 		wantError(t, err, authz.NotFound, "resource", "call:livestream:404")
 	})
 }
+
+// "A role name is resolved at the resource being checked": a grant that a
+// definition below its resource still gives power through is not revoked
+// with a definition above; the deletion is refused, naming it.
+func TestDeleteRoleKeepsAGrantADefinitionBelowStillGivesPowerThrough(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(authz.Role{Name: "speaker", Scope: "account:acme", Permissions: []string{"read-call"}})
+	w.role(authz.Role{Name: "speaker", Scope: "calltype:livestream", Permissions: []string{"join-call", "send-audio"}})
+	w.grant("user:bob", "speaker", "account:acme")
+	e := w.refuses(authz.FailedPrecondition, "name", "speaker", func() (authz.Revision, error) {
+		return w.eng.DeleteRole(w.ctx, w.by, "account:acme", "speaker")
+	})
+	if e.Kind != authz.KindRoleInUse {
+		t.Errorf("kind %s, want %s", e.Kind, authz.KindRoleInUse)
+	}
+	if d := w.check("user:bob", "join-call", "call:livestream:42"); !d.Allowed {
+		t.Errorf("bob lost what the definition below gives him: %+v", d)
+	}
+}
