@@ -320,3 +320,35 @@ func TestAPolicyDroppingAPermissionAndABlockNamingItLeaveNoUndeclaredName(t *tes
 		}
 	}
 }
+
+// A resource deleted while a role or an admission rule is defined on it:
+// whichever commits first, the definition goes with the resource or is
+// refused for want of it, and what the store holds loads again (no
+// definition is left on a resource that is gone).
+func TestADeleteAndADefinitionOnTheResourceLeaveNoneBehind(t *testing.T) {
+	define := map[string]func(w *world) (authz.Revision, error){
+		"a role": func(w *world) (authz.Revision, error) {
+			return w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "custom", Scope: "folder:x", Permissions: []string{"join-call"}})
+		},
+		"an admission rule": func(w *world) (authz.Revision, error) {
+			return w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "folder:x", ResourceType: "call", Join: "join-call"})
+		},
+	}
+	for what, put := range define {
+		for round := range 4 {
+			w := newWorld(t, streamPolicy())
+			w.put("folder:x", "")
+			del := func() (authz.Revision, error) { return w.eng.DeleteResource(w.ctx, w.by, "folder:x") }
+			def := func() (authz.Revision, error) { return put(w) }
+			if round%2 == 1 {
+				del, def = def, del
+			}
+			errA, errB := race(w, del, def)
+			again, err := authz.Start(w.ctx, w.be.Memory.Reopen(), authz.Options{Clock: w.clock})
+			if err != nil {
+				t.Fatalf("%s, round %d: the delete and the definition: %v; %v; the stored state does not load again: %v", what, round, errA, errB, err)
+			}
+			again.Close()
+		}
+	}
+}

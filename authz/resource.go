@@ -367,7 +367,11 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			return err
 		}
 		p.does("delete %q", name)
-		p.guard(resourceKey(name), bindingsKey(name), quotaScopeKey(name))
+		// The roles and admission rules defined on it go with it too: one
+		// defined there meanwhile, as they are guarded by no key of the
+		// resource's own, must make the delete plan again rather than
+		// stay, on a resource that is gone.
+		p.guard(resourceKey(name), bindingsKey(name), quotaScopeKey(name), keyRoles, keyCatalog)
 		if err := p.requireTyped(id, PermResourcesDelete, x.typeName(id), "deleting it"); err != nil {
 			return err
 		}
@@ -378,11 +382,6 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		// remove goes with the resource: an actor may not delete it, and
 		// register it again, to shed its rules or its quotas. A quota that
 		// registering it gives again (its type's default) sheds nothing.
-		// Rules and default quotas are the catalog's, which a rule put
-		// meanwhile changes.
-		if p.by.Actor != "" {
-			p.guard(keyCatalog)
-		}
 		if slices.ContainsFunc(x.quotas[id], func(q Quota) bool { return !x.isDefaultQuota(x.typeName(id), q) }) {
 			if err := p.require(id, PermQuotasWrite, "deleting it with its quotas"); err != nil {
 				return err
@@ -411,9 +410,6 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: subject, Resource: name, ID: blocks[k].ID}})
 			}
 		}
-		if len(x.rolesAt[id]) > 0 {
-			p.guard(keyRoles)
-		}
 		for _, r := range x.definedAt(id) {
 			p.change(Change{Op: OpDeleteRole, Role: &Role{Name: r.Name, Scope: name}})
 		}
@@ -421,7 +417,6 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			p.change(Change{Op: OpDeleteQuota, Quota: &Quota{Scope: name, ResourceType: q.ResourceType, Subject: q.Subject}})
 		}
 		for _, a := range x.admissionsAt(id) {
-			p.guard(keyCatalog)
 			p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: name, ResourceType: a.ResourceType}})
 		}
 		p.change(Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
