@@ -52,7 +52,10 @@ func (x *Index) deleteGrant(g Grant) {
 // it would go.
 func (x *Index) findSubjectGrant(s, res, role uint32) (int, bool) {
 	list := x.bySubject.get(s)
-	name := x.roleNames[role]
+	name := "" // before every name: no role is defined yet
+	if int(role) < len(x.roleNames) {
+		name = x.roleNames[role]
+	}
 	lo, hi := 0, len(list)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)

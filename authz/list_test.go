@@ -348,3 +348,14 @@ func TestRoleAndQuotaPagesCostTheirSize(t *testing.T) {
 		}
 	}
 }
+
+// A subject known only by a block, where no role is defined at all: its
+// grants on a resource are none, not a panic.
+func TestListGrantsOfASubjectOnAResourceBeforeAnyRole(t *testing.T) {
+	w := newWorld(t, authz.Policy{Permissions: []authz.Permission{{Name: "join-call"}}, Resources: []authz.Resource{{Name: "account:acme"}}})
+	w.block(authz.Block{Subject: "user:bob", Resource: "account:acme"})
+	page, next, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:bob", Resource: "account:acme"}, 10, "")
+	if err != nil || len(page) != 0 || next != "" {
+		t.Errorf("ListGrants(user:bob on account:acme) = %v, %q, %v; want none", page, next, err)
+	}
+}
