@@ -432,3 +432,20 @@ func TestDelegationAttacksAWildcardGrantOfARoleThatAssignsMore(t *testing.T) {
 		return err
 	})
 }
+
+// Names are global: deleting a resource one holds until tomorrow and
+// registering it again under another parent, where one may register its
+// type, would turn the grant into its creator role with no expiry. The
+// delete is refused as it is where the resource's own parent allows it.
+func TestDelegationAttacksADeleteToRegisterAgainElsewhere(t *testing.T) {
+	for _, where := range []string{"workspace:vancast-live", "workspace:vancast-sales"} {
+		w := newWorld(t, vancastPolicy())
+		w.put("event:gala", "workspace:vancast-live")
+		w.grantUntil("user:bob", "event.owner", "event:gala", w.clock.Now().Add(24*time.Hour))
+		w.grant("user:bob", "workspace.administrator", where)
+		refusedAttack(t, w, "user:bob", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "event:gala")
+			return err
+		})
+	}
+}

@@ -579,17 +579,28 @@ func (j *judgement) reRegistration(name string) {
 		return
 	}
 	creator, parent := j.s.CreatorRoles[i].Role, r.parent[name]
-	if def, ok := r.definition(creator, parent); !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
-		return // registering it again would grant no creator role
+	// Names are global: "register it again" under its parent, or under any
+	// resource the actor holds a grant on, where the creator role is
+	// bindable on the type and the actor may register it.
+	mayRegister := func(at string) bool {
+		if def, ok := r.definition(creator, at); !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
+			return false
+		}
+		return r.holds(j.actor, authz.PermResourcesCreate+"."+typ, at) || r.holds(j.actor, authz.PermResourcesCreate, at)
 	}
-	bound, forGood := false, false
+	bound, forGood, may := false, false, mayRegister(parent)
 	for _, g := range j.s.Grants {
-		if g.Subject == j.actor && g.Resource == name && (g.Expires.IsZero() || g.Expires.After(j.now)) {
+		if g.Subject != j.actor || !(g.Expires.IsZero() || g.Expires.After(j.now)) {
+			continue
+		}
+		if g.Resource == name {
 			bound = true
 			forGood = forGood || g.Role == creator && g.Expires.IsZero()
+		} else if !may && mayRegister(g.Resource) {
+			may = true
 		}
 	}
-	if bound && !forGood && (r.holds(j.actor, authz.PermResourcesCreate+"."+typ, parent) || r.holds(j.actor, authz.PermResourcesCreate, parent)) {
+	if bound && !forGood && may {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "deleting %s, %s could register it again as its %s in place of its own grants", name, j.actor, creator)
 	}
 }

@@ -141,10 +141,6 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if creator == noName {
 		return nil
 	}
-	// Registering it again would fail without a creator role to grant.
-	if def := x.resolveAt(parent, creator); def == nil || !def.bindableOn(typ) {
-		return nil
-	}
 	s := x.subj.lookup(p.by.Actor)
 	bound, forGood := false, false
 	for _, g := range grantsAt(x.bySubject.get(s), id) {
@@ -156,7 +152,18 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if !bound || forGood {
 		return nil
 	}
-	if !p.actorHolds(parent, PermResourcesCreate+"."+typ) && !p.actorHolds(parent, PermResourcesCreate) {
+	// Names are global: it may be registered again under its parent, or
+	// under any resource where the actor holds a grant and so may hold the
+	// power to register it. Registering it again grants the creator role
+	// only where that role is bindable on the type.
+	mayRegister := func(at uint32) bool {
+		if def := x.resolveAt(at, creator); def == nil || !def.bindableOn(typ) {
+			return false
+		}
+		return p.actorHolds(at, PermResourcesCreate+"."+typ) || p.actorHolds(at, PermResourcesCreate)
+	}
+	elsewhere := func(g subjectGrant) bool { return g.res != id && live(g.exp, p.now) && mayRegister(g.res) }
+	if !mayRegister(parent) && !slices.ContainsFunc(x.bySubject.get(s), elsewhere) {
 		return nil
 	}
 	return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there for good in place of its own grants on it", x.name(id), x.creators[typ]))
