@@ -281,7 +281,7 @@ func indexImage(x *Index) map[string]any {
 		f := v.Type().Field(i)
 		field := reflect.NewAt(f.Type, unsafe.Pointer(v.Field(i).UnsafeAddr())).Elem().Interface()
 		switch f.Name {
-		case "mu", "view", "changed", "replaced", "once", "clock", "huge":
+		case "mu", "view", "changed", "replaced", "once", "clock", "huge", "epoch":
 		case "res", "types", "subj":
 			out[f.Name] = namesImage(field.(*names))
 		case "bySubject":

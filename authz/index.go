@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -71,6 +73,11 @@ type Index struct {
 	stages     map[uint32]stage                 // calls' schedules, where set
 
 	huge hugeArrays // where the arrays were when huge pages were last asked for
+
+	// epoch tells this index apart from any other built of the same data
+	// (on another replica, after a restart or a reload), which numbers its
+	// names otherwise: a page token that holds such numbers holds it too.
+	epoch string
 }
 
 // node is a registered resource. Children form a doubly linked list through
@@ -148,6 +155,7 @@ func NewIndex(s Snapshot) (*Index, error) {
 
 func newIndex(clock Clock) *Index {
 	x := &Index{
+		epoch:         strconv.FormatUint(rand.Uint64(), 36),
 		changed:       make(chan struct{}),
 		replaced:      make(chan struct{}),
 		clock:         clock,

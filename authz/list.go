@@ -60,6 +60,14 @@ func (t pageToken) encode() string {
 
 // decodePageToken reads a token of a request with the given filter hash and
 // n positions; "" is the first page (nil).
+// anotherIndex refuses a page token made by another index of the same
+// data, whose internal numbers the token holds: another replica's, or this
+// server's before it restarted or reloaded its data.
+func anotherIndex(token string) error {
+	return errorf(FailedPrecondition, "page_token", token,
+		"the token was made by another server, or by this one before it restarted or reloaded its data; start again without it").as(KindPageTokenExpired)
+}
+
 func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
 	if token == "" {
 		return nil, nil
@@ -126,6 +134,9 @@ func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, stri
 				i--
 			}
 		}
+		if after != nil && after.text != x.epoch {
+			return nil, "", x.rev, anotherIndex(token)
+		}
 		if after != nil && int(after.pos[1]) < len(x.roleNames) {
 			var found bool
 			if i, found = x.findSubjectGrant(s, after.pos[0], after.pos[1]); found {
@@ -136,7 +147,7 @@ func (x *Index) ListGrants(f GrantFilter, size int, token string) ([]Grant, stri
 			g := list[i]
 			if len(out) == size || scanned == scanBudget {
 				last := list[i-1]
-				next = pageToken{filter: filter, pos: []uint32{last.res, last.role}}.encode()
+				next = pageToken{filter: filter, pos: []uint32{last.res, last.role}, text: x.epoch}.encode()
 				break
 			}
 			scanned++

@@ -3,6 +3,7 @@ package authz_test
 import (
 	"cmp"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -357,5 +358,46 @@ func TestListGrantsOfASubjectOnAResourceBeforeAnyRole(t *testing.T) {
 	page, next, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:bob", Resource: "account:acme"}, 10, "")
 	if err != nil || len(page) != 0 || next != "" {
 		t.Errorf("ListGrants(user:bob on account:acme) = %v, %q, %v; want none", page, next, err)
+	}
+}
+
+// A subject's grants come in the order of the index's own numbers, which
+// another index of the same data (another replica's, or this server's after
+// a restart) numbers otherwise: a page token of one is refused by the
+// other, PAGE_TOKEN_EXPIRED, rather than read as another place in another
+// order. So is a LookupResources token, whose starting points are in that
+// order too.
+func TestPageTokensOfAnotherIndexAreRefused(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 6 {
+		w.put(fmt.Sprintf("call:c%02d", i), "account:acme")
+		w.grant("user:bob", "user", fmt.Sprintf("call:c%02d", i))
+	}
+	other, err := authz.Start(w.ctx, w.be, authz.Options{Clock: w.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_, token, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:bob"}, 2, "")
+	if err != nil || token == "" {
+		t.Fatalf("the first page: %q, %v", token, err)
+	}
+	if _, _, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:bob"}, 2, token); err != nil {
+		t.Errorf("the next page on the same index: %v", err)
+	}
+	_, _, _, err = other.Index().ListGrants(authz.GrantFilter{Subject: "user:bob"}, 2, token)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" {
+		t.Errorf("ListGrants' token on another index: %v, want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED naming page_token", err)
+	}
+
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call"}
+	_, token, _, err = w.eng.LookupResources(w.ctx, q, 2, "")
+	if err != nil || token == "" {
+		t.Fatalf("the first lookup page: %q, %v", token, err)
+	}
+	_, _, _, err = other.LookupResources(w.ctx, q, 2, token)
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired {
+		t.Errorf("LookupResources' token on another index: %v, want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED", err)
 	}
 }

@@ -264,11 +264,16 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	// The token names the next answer, which the page resumes at.
 	start, resume := 0, noNode
 	if after != nil {
+		// The roots are in the order of this index's numbers.
+		epoch, name, _ := strings.Cut(after.text, "\x00")
+		if epoch != x.epoch {
+			return nil, "", anotherIndex(after.encode())
+		}
 		start = int(after.pos[2])
 		if start >= len(roots) {
 			return nil, "", lookupMoved(at.rev, at.checked)
 		}
-		if resume = x.lookupNode(after.text); resume == noNode || !x.under(resume, roots[start]) {
+		if resume = x.lookupNode(name); resume == noNode || !x.under(resume, roots[start]) {
 			return nil, "", lookupMoved(at.rev, at.checked)
 		}
 	}
@@ -285,7 +290,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 		}
 		for ; n != noNode; n = x.nextOfType(n, top, typ) {
 			if judged++; judged > lookupScan {
-				return out, lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+				return out, lookupToken(filter, at, uint32(i), 0, x.epoch+"\x00"+x.name(n)), nil
 			}
 			path := x.path(n, buf[:0])
 			if b, _ := x.blocking(s, path, perm, now); b != nil {
@@ -296,7 +301,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 				continue
 			}
 			if len(out) == size {
-				return out, lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+				return out, lookupToken(filter, at, uint32(i), 0, x.epoch+"\x00"+x.name(n)), nil
 			}
 			out = append(out, Found{Name: x.name(n), Role: x.roleNames[g.role], Scope: x.name(g.res)})
 		}
