@@ -10,7 +10,7 @@ import (
 )
 
 // resumeWorld is a call on two replicas of one cluster, the second applying
-// change sets half a second late, with user:a and user:b in the call
+// change sets two seconds late, with user:a and user:b in the call
 // through the first. A watch on the first has received user:b's change at
 // revision r and ended, as a server that stops ends it ("resume the watch on
 // another").
@@ -27,7 +27,7 @@ func startResumeWorld(t *testing.T, prefix string, members ...string) resumeWorl
 	t.Helper()
 	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	w := resumeWorld{a: startReplica(t, c, prefix), lag: startLaggingReplica(t, c, prefix, 500*time.Millisecond), by: authz.Author{Caller: "test"}}
+	w := resumeWorld{a: startReplica(t, c, prefix), lag: startLaggingReplica(t, c, prefix, 2*time.Second), by: authz.Author{Caller: "test"}}
 	p := authz.Policy{
 		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
 		Resources:   []authz.Resource{{Name: resumeCall}},
