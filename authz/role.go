@@ -127,8 +127,10 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 // DeleteRole removes the definition of name at scope, and with it the
 // grants of that role that no other definition would cover: what its
 // holders lose, an actor may take (the judge holds it to rule 2). It is
-// refused while more than MaxRoleDeletionGrants such grants remain, which
-// are to be revoked first. Only the holders of the role are looked at.
+// refused while more than MaxRoleDeletionGrants such grants remain, or while
+// one of them still gets power from a definition below its resource (a
+// role resolves where it is checked): those are to be revoked first. Only
+// the holders of the role are looked at.
 func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) (Revision, error) {
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
