@@ -71,7 +71,7 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-resources", q.Subject, q.Permission, q.Type, q.Under)
-	after, err := decodePageToken(token, filter, 6)
+	after, err := decodePageToken(token, filter, 8)
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -125,7 +125,7 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-subjects", q.Resource, q.Permission, q.Kind)
-	after, err := decodePageToken(token, filter, 6)
+	after, err := decodePageToken(token, filter, 8)
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -164,10 +164,16 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 	return out, next, rev, err
 }
 
-// lookupAt is the revision a page of a lookup is answered at, and the
-// revision up to which the change sets since have been found to leave the
-// answer as it was (the index's, when the page was answered).
-type lookupAt struct{ rev, checked Revision }
+// lookupAt is the revision a page of a lookup is answered at, the revision
+// up to which the change sets since have been found to leave the answer as
+// it was (the index's, when the page was answered), and the time whose
+// unexpired grants and blocks count: the first page's, as its revision is,
+// so that a grant running out between two pages neither drops an answer
+// nor moves it to another page.
+type lookupAt struct {
+	rev, checked Revision
+	now          int64 // unix nanoseconds
+}
 
 // atRevision runs fn under the index's view lock, with the revision a
 // lookup's page is answered at: the index's own for a first page; for a
@@ -178,21 +184,23 @@ type lookupAt struct{ rev, checked Revision }
 // is refused, for the lookup to start again.
 func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func(*Index, Change) bool, fn func(x *Index, at lookupAt) error) error {
 	var at, checked Revision
+	var when int64
 	if after != nil {
 		at = Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
 		checked = max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
+		when = int64(uint64(after.pos[6])<<32 | uint64(after.pos[7]))
 	}
 	for tries := 0; ; tries++ {
 		x := e.Index()
 		x.view.RLock()
 		now := x.rev
 		if after == nil {
-			err := fn(x, lookupAt{now, now})
+			err := fn(x, lookupAt{now, now, x.now()})
 			x.view.RUnlock()
 			return err
 		}
 		if checked == now {
-			err := fn(x, lookupAt{at, now})
+			err := fn(x, lookupAt{at, now, when})
 			x.view.RUnlock()
 			return err
 		}
@@ -237,9 +245,10 @@ func lookupMoved(at, now Revision) error {
 
 // lookupToken is the token of a lookup's next page: the revision of its
 // answer, a position (two numbers), the revision up to which the answer is
-// known to hold, and a name.
+// known to hold, the time it is judged at, and a name.
 func lookupToken(filter uint64, at lookupAt, a, b uint32, text string) string {
-	return pageToken{filter: filter, pos: []uint32{uint32(at.rev >> 32), uint32(at.rev), a, b, uint32(at.checked >> 32), uint32(at.checked)}, text: text}.encode()
+	return pageToken{filter: filter, pos: []uint32{uint32(at.rev >> 32), uint32(at.rev), a, b, uint32(at.checked >> 32), uint32(at.checked),
+		uint32(uint64(at.now) >> 32), uint32(uint64(at.now))}, text: text}.encode()
 }
 
 func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at lookupAt) ([]Found, string, error) {
@@ -259,7 +268,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	if typ == noName || s == noName {
 		return nil, "", nil
 	}
-	now := x.now()
+	now := at.now
 	roots := x.lookupRoots(s, under, now)
 	// The token names the next answer, which the page resumes at.
 	start, resume := 0, noNode
@@ -382,7 +391,7 @@ func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken
 	if err != nil {
 		return nil, "", err
 	}
-	now := x.now()
+	now := at.now
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
 	level, role, subject := 0, "", ""

@@ -463,3 +463,33 @@ func TestALookupPageJudgesABoundedNumberOfCandidates(t *testing.T) {
 		t.Errorf("25 calls judged 10 a page took %d pages before the last, want 2", pages)
 	}
 }
+
+// Every page of a lookup is answered as its first page was, at its
+// revision and at its time: a grant that runs out between two pages
+// neither lists its subject again, at its next grant, nor drops an answer.
+func TestALookupsPagesCountGrantsAsItsFirstPageDid(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grantUntil("user:sam", "call-member", "call:livestream:42", w.clock.Now().Add(time.Minute))
+	w.grant("user:sam", "user", "calltype:livestream")
+	w.grant("user:uma", "call-member", "calltype:livestream")
+	q := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	first, token, _, err := w.eng.LookupSubjects(w.ctx, q, 1, "")
+	if err != nil || len(first) != 1 || first[0].Name != "user:sam" || token == "" {
+		t.Fatalf("the first page = %+v, %q, %v; want sam, nearest, and a next page", first, token, err)
+	}
+	w.clock.Advance(2 * time.Minute) // sam's grant on the call runs out
+	seen := map[string]int{"user:sam": 1}
+	for n := 0; token != "" && n < 10; n++ {
+		var page []authz.Found
+		page, token, _, err = w.eng.LookupSubjects(w.ctx, q, 1, token)
+		if err != nil {
+			t.Fatalf("page %d: %v", n+2, err)
+		}
+		for _, f := range page {
+			seen[f.Name]++
+		}
+	}
+	if seen["user:sam"] != 1 || seen["user:uma"] != 1 {
+		t.Errorf("subjects across the pages: %v; want sam and uma once each", seen)
+	}
+}
