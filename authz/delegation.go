@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -152,19 +153,55 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 // holder would grant them, and an actor could otherwise hand an accomplice
 // the power to give it, or anyone, a role it may neither hold nor assign.
 func (p *plan) mayAssign(role string, res uint32, verb string) error {
-	return p.mayAssignSeen(role, res, verb, map[assignAt]bool{{role, res}: true})
+	k := assignAt{role, res, verb}
+	if err, ok := p.assignable[k]; ok {
+		if err == errOpen {
+			// Being found, or found on the word of one being found (a cycle
+			// of lists): the first look answers for it.
+			return nil
+		}
+		return err
+	}
+	if p.assignable == nil {
+		p.assignable = map[assignAt]error{}
+	}
+	p.assignable[k] = errOpen
+	p.open = append(p.open, k)
+	err := p.mayAssignOnce(role, res, verb)
+	if err != nil {
+		p.assignable[k] = err // a refusal stands, whatever it leaned on
+	}
+	if len(p.open) > 0 && p.open[0] == k {
+		// The first look is done: what it found on its way holds if it
+		// does, for a refusal anywhere below would have refused it too.
+		for _, o := range p.open {
+			if p.assignable[o] == errOpen {
+				if err == nil {
+					p.assignable[o] = nil
+				} else {
+					delete(p.assignable, o)
+				}
+			}
+		}
+		p.open = p.open[:0]
+	}
+	return err
 }
 
-// assignAt is a role assigned at a resource.
+// errOpen marks an answer of mayAssign not yet found for good.
+var errOpen = errors.New("not yet found")
+
+// assignAt is a role assigned at a resource, by a verb of the refusals.
 type assignAt struct {
 	role string
 	at   uint32
+	verb string
 }
 
-// mayAssignSeen is mayAssign; seen are the roles, each at a resource, whose
-// assignable roles are being looked at already, which a cycle of lists
-// leaves to the first look.
-func (p *plan) mayAssignSeen(role string, res uint32, verb string, seen map[assignAt]bool) error {
+// mayAssignOnce finds mayAssign's answer, which the plan keeps: a role's
+// assignable roles, and theirs, are looked at once however many roles list
+// them.
+func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 	x := p.x
 	p.guardActor()
 	actor := x.subj.lookup(p.by.Actor)
@@ -216,11 +253,10 @@ func (p *plan) mayAssignSeen(role string, res uint32, verb string, seen map[assi
 				x.name(at), missing)
 		}
 		for _, name := range target.AssignableRoles {
-			if name == Wildcard || seen[assignAt{name, at}] {
+			if name == Wildcard {
 				continue // the actor's roles list "*": it may grant by it too
 			}
-			seen[assignAt{name, at}] = true
-			if err := p.mayAssignSeen(name, at, verb, seen); err != nil {
+			if err := p.mayAssign(name, at, verb); err != nil {
 				return deny("its definition at %q lists %q in assignable_roles, which the actor may not assign there", target.Scope, name)
 			}
 		}

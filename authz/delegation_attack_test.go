@@ -3,6 +3,7 @@ package authz_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -445,6 +446,48 @@ func TestDelegationAttacksADeleteToRegisterAgainElsewhere(t *testing.T) {
 		w.grant("user:bob", "workspace.administrator", where)
 		refusedAttack(t, w, "user:bob", authz.RuleNoSelfService, func(by authz.Author) error {
 			_, err := w.eng.DeleteResource(w.ctx, by, "event:gala")
+			return err
+		})
+	}
+}
+
+// Roles that list each other are judged together: a cycle that reaches a
+// role the actor may not assign refuses every role in it, in one listing
+// or one grant at a time, and a cycle that reaches none refuses none.
+func TestDelegationAttacksACycleOfAssignableRoles(t *testing.T) {
+	p := attackPolicy()
+	role := func(name string, assigns ...string) authz.Role {
+		return authz.Role{Name: name, Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: assigns}
+	}
+	p.Roles = append(p.Roles,
+		authz.Role{Name: "coord", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{authz.Wildcard}},
+		// cyc-b is looked at on cyc-a's way, leaning on cyc-a, before
+		// cyc-a's host (which carries what coord lacks) refuses it.
+		role("cyc-a", "cyc-b", "host"), role("cyc-b", "cyc-a"),
+		role("ok-c", "ok-d"), role("ok-d", "ok-c", "guest-lite"),
+		authz.Role{Name: "guest-lite", Scope: "root", Permissions: []string{"call.join"}},
+	)
+	w := newWorld(t, p)
+	w.grant("user:a", "coord", "org:a")
+	roles, _, err := w.idx.AssignableRoles("org:a", "user:a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, r := range roles {
+		listed = append(listed, r.Name)
+	}
+	for _, name := range []string{"ok-c", "ok-d", "guest-lite"} {
+		if !slices.Contains(listed, name) {
+			t.Errorf("assignable roles %v lack %s", listed, name)
+		}
+	}
+	for _, name := range []string{"cyc-a", "cyc-b", "host"} {
+		if slices.Contains(listed, name) {
+			t.Errorf("assignable roles %v hold %s", listed, name)
+		}
+		refusedAttack(t, w, "user:a", authz.RuleNotAssignable, func(by authz.Author) error {
+			_, err := w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:x", Role: name, Resource: "org:a"})
 			return err
 		})
 	}

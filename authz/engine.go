@@ -405,6 +405,10 @@ type plan struct {
 	judge   *judge // what the delegation invariant must hold, for an actor
 	judged  bool   // the planner had the judge hold its changes as they are
 	doing   string // what the write does, for refusals: "grant role "host" on "call:1""
+	// assignable holds mayAssign's answers, as the plan's index gives them;
+	// open, those of the look under way, which hold once it does.
+	assignable map[assignAt]error
+	open       []assignAt
 }
 
 // does names what the write does, for the judge's refusals.
