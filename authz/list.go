@@ -58,8 +58,6 @@ func (t pageToken) encode() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// decodePageToken reads a token of a request with the given filter hash and
-// n positions; "" is the first page (nil).
 // anotherIndex refuses a page token made by another index of the same
 // data, whose internal numbers the token holds: another replica's, or this
 // server's before it restarted or reloaded its data.
@@ -68,6 +66,8 @@ func anotherIndex(token string) error {
 		"the token was made by another server, or by this one before it restarted or reloaded its data; start again without it").as(KindPageTokenExpired)
 }
 
+// decodePageToken reads a token of a request with the given filter hash and
+// n positions; "" is the first page (nil).
 func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
 	if token == "" {
 		return nil, nil

@@ -182,21 +182,12 @@ func screenBatch(b []byte) error {
 		return nil
 	}
 	n := 0
-	for len(b) > 0 {
-		num, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return nil
-		}
-		b = b[l:]
+	whole := each(b, func(num protowire.Number, typ protowire.Type, _ []byte) {
 		if num == 1 && typ == protowire.BytesType {
 			n++
 		}
-		if l = protowire.ConsumeFieldValue(num, typ, b); l < 0 {
-			return nil
-		}
-		b = b[l:]
-	}
-	if n > MaxBatch {
+	})
+	if whole && n > MaxBatch {
 		return toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
@@ -247,17 +238,18 @@ func screenPolicy(b []byte) error {
 }
 
 // each calls f with each field of the encoded message b, as far as it can
-// be read; a length-delimited field's value is its contents.
-func each(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte)) {
+// be read, and reports whether it could be read whole; a length-delimited
+// field's value is its contents.
+func each(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte)) bool {
 	for len(b) > 0 {
 		num, typ, l := protowire.ConsumeTag(b)
 		if l < 0 {
-			return
+			return false
 		}
 		b = b[l:]
 		l = protowire.ConsumeFieldValue(num, typ, b)
 		if l < 0 {
-			return
+			return false
 		}
 		v := b[:l]
 		if typ == protowire.BytesType {
@@ -266,6 +258,7 @@ func each(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte)) 
 		f(num, typ, v)
 		b = b[l:]
 	}
+	return true
 }
 
 // envoyRequest is the descriptor of Envoy's CheckRequest.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/media/livekit"
+	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -170,10 +170,10 @@ variable their help names.`,
 			return fmt.Errorf("--log-format: %w", err)
 		}
 		// A policy file that is invalid in itself stops the server before it
-		// opens, or creates, its data; its warnings are logged once it is
-		// applied.
+		// opens, or creates, its data.
+		var doc *policy.Document
 		if *policyFile != "" {
-			if _, err := loadValid(*policyFile, io.Discard); err != nil {
+			if doc, err = loadValid(*policyFile, logWriter{logger}); err != nil {
 				return fmt.Errorf("--policy %s", err)
 			}
 		}
@@ -268,8 +268,11 @@ variable their help names.`,
 		if name := *policyFile; name != "" || empty {
 			if name == "" {
 				name = "default"
+				if doc, err = loadValid(name, logWriter{logger}); err != nil {
+					return fmt.Errorf("--policy %s", err)
+				}
 			}
-			if err := applyPolicy(engine, name, *policyMode, logger); err != nil {
+			if err := applyPolicy(engine, name, doc, *policyMode, logger); err != nil {
 				return err
 			}
 			logger.Info("policy applied", "policy", name, "revision", idx.Revision())

@@ -41,18 +41,14 @@ func checkPolicyMode(mode string) error {
 	return usagef("--policy-mode %q: want one of %s", mode, strings.Join(policyModes, ", "))
 }
 
-// applyPolicy brings the data's policy to the file's at start-up, as mode
-// says. It refuses to start, writing nothing, when the file is invalid,
-// cannot be applied to the data, or (check) is not in force, saying what
-// differs and what to do: a server restarted on the same data and file
-// would only refuse again.
-func applyPolicy(engine *authz.Engine, name, mode string, logger *slog.Logger) error {
+// applyPolicy brings the data's policy to doc's, the valid policy of the
+// file name (loadValid), at start-up, as mode says. It refuses to start,
+// writing nothing, when the policy cannot be applied to the data, or
+// (check) is not in force, saying what differs and what to do: a server
+// restarted on the same data and file would only refuse again.
+func applyPolicy(engine *authz.Engine, name string, doc *policy.Document, mode string, logger *slog.Logger) error {
 	if err := checkPolicyMode(mode); err != nil {
 		return err
-	}
-	doc, err := loadValid(name, logWriter{logger})
-	if err != nil {
-		return fmt.Errorf("--policy %s", err)
 	}
 	ctx, by := context.Background(), authz.Author{Caller: "usher serve --policy"}
 	p, x := policy.ToAuthz(doc.Policy), engine.Index()

@@ -3,8 +3,9 @@ package bolt
 import "github.com/usher-authz/usher/authz"
 
 // changeRing keeps the latest committed change sets, at most size of them
-// and of at most maxBytes encoded (but always the latest), oldest first. It is a ring rather than a slice trimmed at its front, so
-// that once it is full a commit replaces the oldest set in place: copying
+// and of at most maxBytes encoded (but always the latest), oldest first.
+// It is a ring rather than a slice trimmed at its front, so that once it
+// is full a commit replaces the oldest set in place: copying
 // the whole window at every commit made each write allocate hundreds of
 // kilobytes the garbage collector then had to scan and free, which every
 // Check served meanwhile paid for.
