@@ -227,6 +227,12 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
+	if err == nil && (out == Full || out == InUse) {
+		// The view may have yet to act on the writes this join read: a
+		// participant they took out of the call still holds its place.
+		m.v.settle(ctx, p.Revision)
+		out, detail, err = m.join(ctx, s, rule.MaxParticipants)
+	}
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)
 	}

@@ -440,3 +440,38 @@ func TestAKnockWithTooLongANoteIsRefusedInValidUTF8(t *testing.T) {
 		t.Errorf("a refused knock left %d knocks", knocks)
 	}
 }
+
+// An occupant whose grant is revoked, or who is blocked, no longer uses the
+// room: a Join that reads the world after that write finds it available,
+// however soon it comes, rather than counting a session the write has
+// already taken out of the room.
+func TestUnsharedRoomIsAvailableOnceItsOccupantMayNoLongerBeThere(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:sub2", "unshared", "account:acme")
+	for i := range 40 {
+		sub1 := fmt.Sprintf("user:sub1-%d", i)
+		w.grant(sub1, "unshared", "account:acme")
+		w.wantJoin(sub1, "room:acme:a", admission.Admitted)
+		var rev authz.Revision
+		var err error
+		if i%2 == 0 {
+			rev, err = w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: sub1, Role: "unshared", Resource: "account:acme"})
+		} else {
+			rev, _, err = w.eng.Block(w.ctx, w.by, authz.Block{Subject: sub1, Resource: "room:acme:a"})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := w.m.Join(w.ctx, "user:sub2", "room:acme:a", rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Outcome != admission.Admitted {
+			t.Fatalf("round %d: Join of user:sub2 at revision %d, right after %s may no longer be in the room = %s (%s), want Admitted",
+				i, rev, sub1, r.Outcome, r.Reason)
+		}
+		if err := w.m.Leave(w.ctx, r.Session); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

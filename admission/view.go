@@ -103,6 +103,15 @@ type view struct {
 	appliedQ   []*authz.ChangeSet
 	appliedAll bool // a resync, or more change sets than are worth sifting
 	appliedSig chan struct{}
+	// queued is the revision of the last change set queued, and queuedCh
+	// is closed (and replaced) when another is: settle waits on them.
+	// Both are guarded by appliedMu.
+	queued   authz.Revision
+	queuedCh chan struct{}
+	// siftMu makes one sift at a time take the queue and act on it, so
+	// that once a sift returns, every change set queued before it began
+	// has been acted on.
+	siftMu sync.Mutex
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
@@ -202,16 +211,22 @@ func newView(m *Manager, opts Options) *view {
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
 		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 	}
 }
 
 // applied is the engine's listener: it queues the change set for loop.
-func (v *view) applied(_ *authz.Index, cs *authz.ChangeSet) {
+func (v *view) applied(x *authz.Index, cs *authz.ChangeSet) {
 	v.appliedMu.Lock()
 	if cs == nil || len(v.appliedQ) >= maxQueuedSets {
 		v.appliedAll, v.appliedQ = true, nil
 	} else if !v.appliedAll {
 		v.appliedQ = append(v.appliedQ, cs)
+	}
+	if r := x.Revision(); r > v.queued {
+		v.queued = r
+		close(v.queuedCh)
+		v.queuedCh = make(chan struct{})
 	}
 	v.appliedMu.Unlock()
 	select {
@@ -559,6 +574,8 @@ func (v *view) unlist(t *tracked) {
 // sift finds the sessions the queued change sets may have changed, and
 // looks at them again.
 func (v *view) sift() {
+	v.siftMu.Lock()
+	defer v.siftMu.Unlock()
 	v.appliedMu.Lock()
 	sets, all := v.appliedQ, v.appliedAll
 	v.appliedQ, v.appliedAll = nil, false
@@ -589,6 +606,31 @@ func (v *view) sift() {
 	eject := v.reread(x, dirty)
 	v.mu.Unlock()
 	v.followUp(eject)
+}
+
+// settle acts on the change sets up to rev now, as the loop would a moment
+// later: the participants they take out of a call are ejected, and the
+// marks they change are told to the store, before a Join that read the
+// index at rev decides against the call's other sessions. It waits, within
+// ctx and the store's wait, for the feed to queue rev, which it does just
+// after the index applies it.
+func (v *view) settle(ctx context.Context, rev authz.Revision) {
+	ctx, cancel := context.WithTimeout(ctx, v.storeWait)
+	defer cancel()
+	for {
+		v.appliedMu.Lock()
+		queued, ch := v.queued, v.queuedCh
+		v.appliedMu.Unlock()
+		if queued >= rev {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+	v.sift()
 }
 
 // touched marks the sessions c may change the standing of.
