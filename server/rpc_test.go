@@ -1086,9 +1086,10 @@ func TestMinRevision(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, r := range reads {
 		wg.Go(func() {
-			// Long enough for the server's whole margin, 250 ms, which a
-			// loaded machine needs.
-			ctx, cancel := context.WithTimeout(f.ctx(), 3*time.Second)
+			// Longer than the server waits for a revision, 5 s, so that its
+			// answer has seconds to arrive on a loaded machine; the margin
+			// it keeps before shorter deadlines is TestDeadlines'.
+			ctx, cancel := context.WithTimeout(f.ctx(), 10*time.Second)
 			defer cancel()
 			_, _, errs[i] = r.read(ctx, far)
 		})
