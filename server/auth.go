@@ -223,7 +223,7 @@ func clientCertificate(ctx context.Context) *x509.Certificate {
 	if !ok {
 		return nil
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	info, ok := authInfo(p).(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
 		return nil
 	}

@@ -37,6 +37,12 @@ type ConnLimits struct {
 	// connection; a connection that would pass it is not read until other
 	// requests complete. 0: no limit.
 	ReceiveBudget int64
+	// SendBudget is the most bytes that answers handed to grpc-go and not
+	// yet written may hold, across all connections, beyond 64 KiB each
+	// connection may hold: a client that does not read its answers has
+	// the server keep them. An answer that would pass it is refused with
+	// RESOURCE_EXHAUSTED rather than kept. 0: no limit.
+	SendBudget int64
 	// RequestTimeout is how long a request may take to arrive in full,
 	// from its headers, before its connection is closed. 0: no limit.
 	RequestTimeout time.Duration
@@ -72,6 +78,7 @@ func DefaultConnLimits() ConnLimits {
 		MaxStreams:       100,
 		MaxHeaderBytes:   8 << 10,
 		ReceiveBudget:    64 << 20,
+		SendBudget:       64 << 20,
 		RequestTimeout:   10 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		IdleTimeout:      5 * time.Minute,
@@ -98,6 +105,7 @@ func (l ConnLimits) Validate() error {
 		{"MaxConnsPerPeer", int64(l.MaxConnsPerPeer), 0},
 		{"MaxHeaderBytes", int64(l.MaxHeaderBytes), 1024},
 		{"ReceiveBudget", l.ReceiveBudget, 0},
+		{"SendBudget", l.SendBudget, 0},
 		{"StreamWindow", int64(l.StreamWindow), minWindow},
 		{"ConnWindow", int64(l.ConnWindow), minWindow},
 	} {
@@ -161,8 +169,12 @@ func (l ConnLimits) Apply(lis net.Listener, creds credentials.TransportCredentia
 		creds = insecure.NewCredentials()
 	}
 	budget := newReceiveBudget(l.ReceiveBudget, int64(l.MaxHeaderBytes), l.RequestTimeout, refusals)
+	var sent *sendBudget
+	if l.SendBudget > 0 {
+		sent = newSendBudget(l.SendBudget, refusals)
+	}
 	opts := []grpc.ServerOption{
-		grpc.Creds(meteredCreds{TransportCredentials: creds, b: budget}),
+		grpc.Creds(meteredCreds{TransportCredentials: creds, b: budget, sent: sent}),
 		grpc.MaxHeaderListSize(l.MaxHeaderBytes),
 		grpc.ConnectionTimeout(l.HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -182,6 +194,9 @@ func (l ConnLimits) Apply(lis net.Listener, creds credentials.TransportCredentia
 	}
 	if l.MaxStreams > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(l.MaxStreams))
+	}
+	if sent != nil {
+		opts = append(opts, sendBudgetOption{b: sent})
 	}
 	return lis, opts
 }

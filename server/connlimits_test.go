@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -168,5 +169,57 @@ func TestConnLimitsKeepCallersWorking(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=WARN") {
 		t.Errorf("callers within the limits were refused:\n%s", logs.String())
+	}
+}
+
+// TestSendBudgetCountsOffWhatItCounts has a client that reads its answers
+// make many calls with answers of a few KiB, on a connection that a Watch
+// keeps a stream open on throughout, through a send budget of one byte:
+// each connection then holds at most its own allowance of answers not yet
+// written. What an answer counts against its connection must be counted off
+// in full once it is written, or a busy connection, never without a stream
+// open, would run out of room and have its answers refused.
+func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
+	logs := &logBuffer{}
+	limits := server.DefaultConnLimits()
+	limits.SendBudget = 1
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	authz := usherv1.NewAuthorizationServiceClient(conn)
+	watch, err := authz.Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grantCall(t, conn, "user:dana"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	batch := &usherv1.CheckBatchRequest{}
+	// Each check's subject has no kind: its error quotes it.
+	for i := range 20 {
+		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("guest-%d", i), Permission: "join-call", Resource: "root"})
+	}
+	for i := range 200 {
+		resp, err := authz.CheckBatch(callCtx(t), batch)
+		if err != nil {
+			t.Fatalf("CheckBatch %d of 200, with a Watch open on the connection: %v", i+1, err)
+		}
+		if n := proto.Size(resp); i == 0 && (n <= 1<<10 || n >= 4<<10) {
+			t.Fatalf("an answer of %d bytes, want between 1 and 4 KiB: one that grpc-go's codec pools, in a buffer larger than it", n)
+		}
+	}
+	if strings.Contains(logs.String(), "send budget spent") {
+		t.Errorf("answers read as they came were refused:\n%s", logs.String())
 	}
 }

@@ -56,7 +56,8 @@ import (
 //
 // What a client may make the server hold before its calls are
 // authenticated, connections, streams, headers and requests still
-// arriving, is bounded by ConnLimits.
+// arriving, is bounded by ConnLimits, and so are the answers its clients
+// do not read (ConnLimits.SendBudget).
 //
 // A refusal quotes an offending value of more than 512 bytes only by its
 // start and length. A request that is not valid protobuf (truncated,

@@ -18,7 +18,8 @@ import (
 // handshake.
 type meteredCreds struct {
 	credentials.TransportCredentials
-	b *receiveBudget
+	b    *receiveBudget
+	sent *sendBudget // nil: answers are not counted
 }
 
 func (m meteredCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -26,11 +27,16 @@ func (m meteredCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	if err != nil {
 		return conn, info, err
 	}
-	return newMeteredConn(conn, m.b), info, nil
+	c := newMeteredConn(conn, m.b)
+	if m.sent != nil {
+		c.sent = newSendTally(m.sent)
+		info = meteredInfo{AuthInfo: info, sent: c.sent}
+	}
+	return c, info, nil
 }
 
 func (m meteredCreds) Clone() credentials.TransportCredentials {
-	return meteredCreds{TransportCredentials: m.TransportCredentials.Clone(), b: m.b}
+	return meteredCreds{TransportCredentials: m.TransportCredentials.Clone(), b: m.b, sent: m.sent}
 }
 
 // meteredConn hands the client's bytes to grpc-go a whole frame at a time,
@@ -41,6 +47,7 @@ type meteredConn struct {
 	net.Conn
 	b    *receiveBudget
 	t    tally
+	sent *sendTally // nil: answers are not counted
 	peer string
 
 	// Reading, on grpc-go's reading goroutine only. buf[r:ok] is admitted
@@ -173,6 +180,14 @@ func (c *meteredConn) admitBuffered(now time.Time) (missing int, heldBack bool) 
 				return 0, true
 			}
 			c.watchHeaders(typ, id, length)
+			if c.sent != nil {
+				switch typ {
+				case http2.FrameHeaders:
+					c.sent.opened(id)
+				case http2.FrameRSTStream:
+					c.sent.ended(id)
+				}
+			}
 			c.ok += 9 + length
 		}
 	}
@@ -293,7 +308,8 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 }
 
 // watchServerFrames takes the streams the server ends, with RST_STREAM or
-// with trailers, out of the tally.
+// with trailers, out of the tallies, and counts off the answers' bytes as
+// their DATA frames are written.
 func (c *meteredConn) watchServerFrames(p []byte) {
 	o := &c.out
 	for len(p) > 0 {
@@ -313,8 +329,15 @@ func (c *meteredConn) watchServerFrames(p []byte) {
 		h := o.header
 		o.skip = int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 		typ, flags := http2.FrameType(h[3]), http2.Flags(h[4])
+		if typ == http2.FrameData && c.sent != nil {
+			c.sent.wrote(int64(o.skip))
+		}
 		if typ == http2.FrameRSTStream || (typ == http2.FrameHeaders && flags.Has(http2.FlagHeadersEndStream)) {
-			c.t.ended(binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1))
+			id := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
+			c.t.ended(id)
+			if c.sent != nil {
+				c.sent.ended(id)
+			}
 		}
 	}
 }
@@ -323,6 +346,9 @@ func (c *meteredConn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		c.t.close()
+		if c.sent != nil {
+			c.sent.close()
+		}
 	})
 	return c.Conn.Close()
 }

@@ -18,6 +18,7 @@ const (
 	refusedBudget                        // a connection's reads held back: the receive budget is spent
 	refusedSlowRequest                   // a connection closed: a request did not arrive within RequestTimeout
 	refusedHeaderTooLarge                // a header block larger than ConnLimits.MaxHeaderBytes
+	refusedSendBudget                    // an answer refused: the send budget is spent
 	refusalKinds
 )
 

@@ -103,9 +103,10 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 }
 
 // interceptors returns the interceptors New installs, outermost first:
-// metrics when opts has them, logging, panic recovery, then authentication
-// when opts has callers. Metrics and logging come before authentication so
-// that they see, count and log, the calls that authentication refuses.
+// metrics when opts has them, logging, panic recovery, authentication
+// when opts has callers, then the send budget when opts has one. Metrics
+// and logging come before authentication so that they see, count and log,
+// the calls that authentication refuses.
 func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	recoverOpts := []recovery.Option{
 		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
@@ -126,6 +127,12 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 		a := authenticator{src: src}
 		unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
 		stream = append(stream, auth.StreamServerInterceptor(a.authenticate), a.endRevoked)
+	}
+	if b := sendBudgetOf(opts); b != nil {
+		// Innermost, so that a refused answer is logged and counted as
+		// the call's outcome.
+		unary = append(unary, b.unaryInterceptor)
+		stream = append(stream, b.streamInterceptor)
 	}
 	return unary, stream
 }

@@ -110,6 +110,8 @@ variable their help names.`,
 		func(s string) error { return parseUint32(s, &limits.MaxHeaderBytes) })
 	fs.Int64Var(&limits.ReceiveBudget, "receive-budget", limits.ReceiveBudget,
 		"most bytes that requests still arriving may hold across all connections (0: no limit)")
+	fs.Int64Var(&limits.SendBudget, "send-budget", limits.SendBudget,
+		"most bytes that answers not yet read by their clients may hold across all connections; an answer past it is refused (0: no limit)")
 	fs.DurationVar(&limits.RequestTimeout, "request-timeout", limits.RequestTimeout,
 		"close a connection whose request has not arrived in full this long after its headers (0: never)")
 	fs.DurationVar(&limits.HandshakeTimeout, "handshake-timeout", limits.HandshakeTimeout,

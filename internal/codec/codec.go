@@ -70,8 +70,11 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	size := m.SizeVT()
 	// A buffer of its own for a small message, from grpc-go's pool for one
-	// large enough to be worth pooling, as grpc-go's codec does.
-	if mem.IsBelowBufferPoolingThreshold(size) {
+	// large enough to be worth pooling, as grpc-go's codec does; but one
+	// larger than the pool's 32 KiB tier has a buffer of its own too, since
+	// the next tier is 1 MiB: an answer its client does not read would hold
+	// up to 32 times its size.
+	if mem.IsBelowBufferPoolingThreshold(size) || size > largestTier {
 		b := make([]byte, size)
 		if ok, err := fill(m, s, b); err != nil || !ok {
 			return fallBack(v, err)
@@ -86,6 +89,10 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	return mem.BufferSlice{mem.NewBuffer(b, pool)}, nil
 }
+
+// largestTier is the largest of grpc-go's default buffer pool's tiers
+// below 1 MiB.
+const largestTier = 32 << 10
 
 // fill marshals m, whose shape is s, into b, and reports whether what it
 // wrote is what protobuf-go would write: bytes all ASCII hold no string
