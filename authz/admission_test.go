@@ -1779,3 +1779,65 @@ func TestActorsMayNotShedThePlatformsRulesAndQuotas(t *testing.T) {
 		w.ok("the platform moving call:livestream:43 back", rev, err)
 	})
 }
+
+func TestActorsMayNotShedAScheduledStart(t *testing.T) {
+	// janitor may delete and register calls, but not stage them; stagehand
+	// may do both.
+	policy := func() authz.Policy {
+		p := admissionPolicy()
+		p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.resources.delete"})
+		p.Roles = append(p.Roles,
+			authz.Role{Name: "janitor", Scope: "root", Permissions: []string{"usher.resources.delete", "usher.resources.create.call"}},
+			authz.Role{Name: "stagehand", Scope: "root", Permissions: []string{"usher.resources.delete", "update-call"}})
+		return p
+	}
+
+	t.Run("deleting a call before its scheduled start", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:janitor", "janitor", "root")
+		w.grant("user:stagehand", "stagehand", "root")
+		start := w.clock.Now().Add(24 * time.Hour)
+		w.schedule(lobbyCall, start)
+		e := w.refuses(authz.PermissionDenied, "actor", "user:janitor", func() (authz.Revision, error) {
+			return w.eng.DeleteResource(w.ctx, as("user:janitor"), lobbyCall)
+		})
+		if e.Rule != authz.RuleMissingPermission {
+			t.Errorf("refusal names rule %q, want %q", e.Rule, authz.RuleMissingPermission)
+		}
+		mentions(t, e, "update-call", lobbyCall)
+		if e.Meta["permission"] != "update-call" || e.Meta["resource"] != lobbyCall {
+			t.Errorf("refusal's metadata %v, want permission update-call on %s", e.Meta, lobbyCall)
+		}
+		if got, _ := stageOf(w, lobbyCall); !got.Equal(start) {
+			t.Errorf("after the refusal %s starts at %v, want %v", lobbyCall, got, start)
+		}
+		// One who may change the schedule may delete the call.
+		rev, err := w.eng.DeleteResource(w.ctx, as("user:stagehand"), lobbyCall)
+		w.ok("DeleteResource by stagehand", rev, err)
+	})
+
+	t.Run("a call whose rule names no stage permission", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:stagehand", "stagehand", "root")
+		w.schedule(globexCall, w.clock.Now().Add(time.Hour))
+		e := w.refuses(authz.PermissionDenied, "actor", "user:stagehand", func() (authz.Revision, error) {
+			return w.eng.DeleteResource(w.ctx, as("user:stagehand"), globexCall)
+		})
+		if e.Rule != authz.RulePlatformOnly {
+			t.Errorf("refusal names rule %q, want %q", e.Rule, authz.RulePlatformOnly)
+		}
+		w.deleteResource(globexCall) // the platform may
+	})
+
+	t.Run("a call that has started or is live sheds nothing", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:janitor", "janitor", "root")
+		w.schedule(lobbyCall, w.clock.Now().Add(time.Hour))
+		w.clock.Advance(2 * time.Hour)
+		rev, err := w.eng.DeleteResource(w.ctx, as("user:janitor"), lobbyCall)
+		w.ok("DeleteResource of a call that started", rev, err)
+		w.goLive(liveCall, true)
+		rev, err = w.eng.DeleteResource(w.ctx, as("user:janitor"), liveCall)
+		w.ok("DeleteResource of a live call", rev, err)
+	})
+}

@@ -398,6 +398,20 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			return p.platformOnlyError("may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
 				name, rules[0].ResourceType)
 		}
+		// A start still to come keeps the call closed; registered again, it
+		// would open now. Only who may change the schedule may shed it.
+		if p.by.Actor != "" && x.stages[id].startsAt > p.now {
+			var buf [MaxDepth + 1]uint32
+			if rule := x.admissionOn(x.path(id, buf[:0])); rule != nil {
+				if rule.Stage == "" {
+					return p.platformOnlyError("may not delete %q before its scheduled start: its admission rule (at %q) names no stage permission, so only the platform may change its schedule; the platform may delete it",
+						name, rule.Scope)
+				}
+				if err := p.require(id, rule.Stage, "deleting it before its scheduled start"); err != nil {
+					return err
+				}
+			}
+		}
 		if err := p.reRegistersItself(id); err != nil {
 			return err
 		}
