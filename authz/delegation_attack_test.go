@@ -492,3 +492,23 @@ func TestDelegationAttacksACycleOfAssignableRoles(t *testing.T) {
 		})
 	}
 }
+
+// Where the actor may register a type is not only where it holds a grant:
+// a role it holds above may be redefined below, with the power to register.
+// A member of the account, who may create events only in the sales
+// workspace (its member role is redefined there), would delete the event it
+// owns until tomorrow and register it again there, as its owner for good.
+func TestDelegationAttacksADeleteToRegisterAgainBelowAGrant(t *testing.T) {
+	p := vancastPolicy()
+	p.Roles = append(p.Roles,
+		authz.Role{Name: "member", Scope: "root", Permissions: []string{"account.billing.view"}},
+		authz.Role{Name: "member", Scope: "workspace:vancast-sales", Permissions: []string{"account.billing.view", "workspace.events.create"}})
+	w := newWorld(t, p)
+	w.put("event:gala", "workspace:vancast-live")
+	w.grantUntil("user:bob", "event.owner", "event:gala", w.clock.Now().Add(24*time.Hour))
+	w.grant("user:bob", "member", "account:vancast")
+	refusedAttack(t, w, "user:bob", authz.RuleNoSelfService, func(by authz.Author) error {
+		_, err := w.eng.DeleteResource(w.ctx, by, "event:gala")
+		return err
+	})
+}

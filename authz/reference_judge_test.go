@@ -580,8 +580,8 @@ func (j *judgement) reRegistration(name string) {
 	}
 	creator, parent := j.s.CreatorRoles[i].Role, r.parent[name]
 	// Names are global: "register it again" under its parent, or under any
-	// resource the actor holds a grant on, where the creator role is
-	// bindable on the type and the actor may register it.
+	// other resource where the creator role is bindable on the type and
+	// the actor may register it.
 	mayRegister := func(at string) bool {
 		if def, ok := r.definition(creator, at); !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
 			return false
@@ -600,6 +600,10 @@ func (j *judgement) reRegistration(name string) {
 			may = true
 		}
 	}
+	for _, res := range r.s.Resources {
+		may = may || res.Name != name && mayRegister(res.Name)
+	}
+	may = may || mayRegister(authz.RootName)
 	if bound && !forGood && may {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "deleting %s, %s could register it again as its %s in place of its own grants", name, j.actor, creator)
 	}

@@ -153,17 +153,32 @@ func (p *plan) reRegistersItself(id uint32) error {
 		return nil
 	}
 	// Names are global: it may be registered again under its parent, or
-	// under any resource where the actor holds a grant and so may hold the
-	// power to register it. Registering it again grants the creator role
-	// only where that role is bindable on the type.
+	// under any resource where the actor holds the power to register it:
+	// where it holds a grant, or below, where the creator role or a role
+	// it holds is defined again (what the actor holds, and whether the
+	// creator role applies, changes nowhere else on the way down).
+	// Registering it again grants the creator role only where that role
+	// is bindable on the type.
 	mayRegister := func(at uint32) bool {
 		if def := x.resolveAt(at, creator); def == nil || !def.bindableOn(typ) {
 			return false
 		}
 		return p.actorHolds(at, PermResourcesCreate+"."+typ) || p.actorHolds(at, PermResourcesCreate)
 	}
+	grants := x.bySubject.get(s)
 	elsewhere := func(g subjectGrant) bool { return g.res != id && live(g.exp, p.now) && mayRegister(g.res) }
-	if !mayRegister(parent) && !slices.ContainsFunc(x.bySubject.get(s), elsewhere) {
+	may := mayRegister(parent) || slices.ContainsFunc(grants, elsewhere)
+	if !may {
+		roles := []uint32{creator}
+		for _, g := range grants {
+			if live(g.exp, p.now) {
+				roles = append(roles, g.role)
+			}
+		}
+		below := func(at uint32) bool { return at != id && mayRegister(at) }
+		may = slices.ContainsFunc(sortedUnique(roles), func(role uint32) bool { return slices.ContainsFunc(x.roleScopes[role], below) })
+	}
+	if !may {
 		return nil
 	}
 	return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there for good in place of its own grants on it", x.name(id), x.creators[typ]))
