@@ -590,7 +590,14 @@ func (m *Manager) Leave(ctx context.Context, id string) error {
 	}
 	k, ok := m.store.KnockOf(id)
 	if !ok {
-		return storeError(ErrNoSession)
+		// A knock made a moment ago through another node may not be in
+		// the picture yet (a session's End asks the store itself).
+		if err := m.catchUp(ctx); err != nil {
+			return storeError(err)
+		}
+		if k, ok = m.store.KnockOf(id); !ok {
+			return storeError(ErrNoSession)
+		}
 	}
 	_, err := m.store.Unknock(ctx, k.Call, k.Subject, Left)
 	return storeError(err)
@@ -619,21 +626,30 @@ func (m *Manager) catchUp(ctx context.Context) error {
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
 	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
 	defer cancel()
-	if s, ok := m.store.SessionOf(resource, subject); ok {
-		_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
-		if !errors.Is(err, ErrNoSession) {
+	for synced := false; ; synced = true {
+		if s, ok := m.store.SessionOf(resource, subject); ok {
+			_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
+			if !errors.Is(err, ErrNoSession) {
+				return storeError(err)
+			}
+			// It ended since it was found: as if it had not been.
+		}
+		found, err := m.store.Unknock(ctx, resource, subject, Left)
+		if err != nil {
 			return storeError(err)
 		}
-		// It ended since it was found: as if it had not been.
+		if found {
+			return nil
+		}
+		if synced {
+			return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "subject", Value: subject, Reason: "has no session in " + resource + ", nor a knock"}
+		}
+		// A session made a moment ago through another node may not be in
+		// the picture yet: look again once it holds what was committed.
+		if err := m.catchUp(ctx); err != nil {
+			return storeError(err)
+		}
 	}
-	found, err := m.store.Unknock(ctx, resource, subject, Left)
-	if err != nil {
-		return storeError(err)
-	}
-	if !found {
-		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "subject", Value: subject, Reason: "has no session in " + resource + ", nor a knock"}
-	}
-	return nil
 }
 
 // Lobby lists who waits to enter resource. An actor must hold the lobby's
