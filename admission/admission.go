@@ -732,8 +732,15 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	// no grant: ended as let in, its knock would tell it to join. It waits
 	// in no list, and its next KeepAlive ends it, saying why.
 	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out == 0 {
-		if _, err := m.store.Unknock(ctx, resource, subject, LetIn); err != nil {
+		found, err := m.store.Unknock(ctx, resource, subject, LetIn)
+		if err != nil {
 			m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+		}
+		if found {
+			// The knock's ending tells every node's watchers, this one's
+			// among them, as soon as the view takes it: now.
+			m.v.storeEvents()
+			return rev, nil
 		}
 	}
 	m.v.announce(resource, Event{Kind: EventAdmitted, Revision: rev, Time: m.clock.Now(), Subject: subject})

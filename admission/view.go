@@ -285,7 +285,8 @@ func (v *view) storeEvents() {
 }
 
 // endKind is the event that tells watchers of an ending; 0 for endings
-// that need none (a replaced session, a knock that became a session).
+// that need none (a replaced session, a knock that became a session). A
+// knock let in is told as ADMITTED by every node, whichever admitted it.
 func endKind(why Why) EventKind {
 	switch why {
 	case Left:
@@ -296,6 +297,8 @@ func endKind(why Why) EventKind {
 		return EventEjected
 	case Denied:
 		return EventDenied
+	case LetIn:
+		return EventAdmitted
 	}
 	return 0
 }

@@ -1,0 +1,79 @@
+package etcdstore_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/internal/etcdtest"
+)
+
+// TestAnAdmitIsToldOnEveryReplica admits, through one replica, a subject
+// that knocked there: a call's watch on the other replica, which heard of
+// the knock, hears of the admission too, rather than of a knock that goes
+// without a word.
+func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/admit-told/")
+	b := startReplica(t, c, "/admit-told/")
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eng.Await(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	watches := map[string]*admission.Watch{}
+	for name, r := range map[string]replica{"a": a, "b": b} {
+		w, err := r.m.Watch("call:acme:1", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		watches[name] = w
+	}
+	k, err := a.m.Join(ctx, "user:g", "call:acme:1", rev)
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
+	}
+	if _, err := a.m.Admit(ctx, by, "call:acme:1", "user:g", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range watches {
+		var kinds []admission.EventKind
+		deadline := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case ev, ok := <-w.C:
+				if !ok {
+					t.Fatalf("the watch on %s ended: %v", name, w.Err())
+				}
+				if ev.Subject != "user:g" {
+					continue
+				}
+				kinds = append(kinds, ev.Kind)
+				if ev.Kind == admission.EventAdmitted {
+					break wait
+				}
+			case <-deadline:
+				t.Errorf("the watch on replica %s heard %v of the guest, and no ADMITTED", name, kinds)
+				break wait
+			}
+		}
+	}
+}
