@@ -502,6 +502,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 			return Renewal{Outcome: out, Reason: why}, nil
 		}
 		s, err := m.store.Renew(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
+		if errors.Is(err, ErrNoSession) {
+			return m.endedMeanwhile(ctx, id)
+		}
 		if err != nil {
 			return Renewal{}, storeError(err)
 		}
@@ -517,6 +520,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		return Renewal{Outcome: out, Reason: why}, nil
 	}
 	k, err := m.store.RenewKnock(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
+	if errors.Is(err, ErrNoSession) {
+		return m.endedMeanwhile(ctx, id)
+	}
 	if err != nil {
 		return Renewal{}, storeError(err)
 	}
@@ -524,6 +530,17 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		return Renewal{Outcome: Admitted, Reason: k.Subject + " may join now", Expires: k.Expires}, nil
 	}
 	return Renewal{Outcome: Lobby, Reason: "still waiting", Expires: k.Expires}, nil
+}
+
+// endedMeanwhile answers a KeepAlive of a session or knock that the store
+// found gone when renewing it, though it was in the picture: it ended a
+// moment ago, through this node or another (an Admit, a Leave), and the
+// picture is brought up to date to say how.
+func (m *Manager) endedMeanwhile(ctx context.Context, id string) (Renewal, error) {
+	if err := m.catchUp(ctx); err != nil {
+		return Renewal{}, storeError(err)
+	}
+	return m.ended(id)
 }
 
 // ended answers a KeepAlive of a session or knock that is gone: an eject
