@@ -262,7 +262,10 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 		r.Reason += ", backstage"
 	}
 	if rule.Media != nil && m.signer != nil {
-		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(lease, p.Until, now))
+		// Measured from now, as the token is signed: the store may have
+		// kept the join waiting (a crowd joining one call through a
+		// cluster), and the lease and the standing run from before it.
+		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(s.Expires, p.Until, m.clock.Now()))
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.
@@ -290,16 +293,17 @@ func noRoomJoin(r *Result, p authz.Presence, subject, resource string) bool {
 	return true
 }
 
-// tokenTTL is how long a Join's token may be valid: the lease, and no
-// longer than the standing it was signed from lasts (until: the soonest a
-// grant or block on the way runs out), since a media server cannot take a
-// token back once the subject has it; but at least a second, the shortest
-// a token may be valid.
-func tokenTTL(lease time.Duration, until, now time.Time) time.Duration {
-	if until.IsZero() {
-		return lease
+// tokenTTL is how long, from now, a Join's token may be valid: until the
+// session's lease runs out (expires), and no longer than the standing it
+// was signed from lasts (until: the soonest a grant or block on the way
+// runs out), since a media server cannot take a token back once the
+// subject has it; but at least a second, the shortest a token may be
+// valid.
+func tokenTTL(expires, until, now time.Time) time.Duration {
+	if !until.IsZero() && until.Before(expires) {
+		expires = until
 	}
-	return min(lease, max(time.Second, until.Sub(now)))
+	return max(time.Second, expires.Sub(now))
 }
 
 // overtaken answers a Join whose session the view ejected as it was made:

@@ -1,6 +1,8 @@
 package admission_test
 
 import (
+	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -300,6 +302,65 @@ func TestAParticipantWhoLosesRoomJoinIsEjected(t *testing.T) {
 			}
 			if ren, err := w.m.KeepAlive(w.ctx, r.Session); err != nil || ren.Outcome != admission.NoGrant || !ren.Expires.IsZero() {
 				t.Errorf("KeepAlive = %+v, %v; want NO_GRANT and no renewal", ren, err)
+			}
+		})
+	}
+}
+
+// slowJoinStore takes delay to make each session, as a cluster store does
+// when many joins of one call queue behind each other.
+type slowJoinStore struct {
+	*admission.MemoryStore
+	delay time.Duration
+}
+
+func (s slowJoinStore) Join(ctx context.Context, sess admission.Session, max uint32) (admission.Outcome, string, error) {
+	time.Sleep(s.delay)
+	return s.MemoryStore.Join(ctx, sess, max)
+}
+
+// A token is valid from when it is signed: a Join that waited on its store
+// signs one that still ends with the session's lease, and with the grant
+// it was admitted by, not that long after them.
+func TestATokenOfASlowJoinOutlivesNeitherTheLeaseNorTheGrant(t *testing.T) {
+	const delay = 2500 * time.Millisecond
+	for _, grantFor := range []time.Duration{0, 5 * time.Second} {
+		t.Run(fmt.Sprintf("a grant for %s", grantFor), func(t *testing.T) {
+			eng, err := authz.Start(t.Context(), memory.New(), authz.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(eng.Close)
+			w := &world{t: t, ctx: t.Context(), eng: eng, by: authz.Author{Caller: "test"}}
+			if _, _, err := eng.ApplyPolicy(w.ctx, w.by, tokenPolicy(), authz.ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			w.m = admission.New(eng, admission.Options{LiveKit: &tokenKey,
+				Store: slowJoinStore{admission.NewMemoryStore(admission.MemoryOptions{}), delay}})
+			t.Cleanup(func() { w.m.Close() })
+			const call, subject = "call:acme:1", "user:member"
+			g := authz.Grant{Subject: subject, Role: "member", Resource: call}
+			if grantFor > 0 {
+				g.Expires = time.Now().Add(grantFor)
+			}
+			if _, err := eng.Grant(w.ctx, w.by, g); err != nil {
+				t.Fatal(err)
+			}
+			r := w.wantJoin(subject, call, admission.Admitted)
+			v, err := auth.ParseAPIToken(r.Token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims, _, err := v.Verify(tokenKey.Secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exp := claims.ExpiresAt.Time
+			if exp.After(r.Expires) {
+				t.Errorf("the token expires at %s, after the session's lease (%s)", exp, r.Expires)
+			}
+			if grantFor > 0 && exp.After(g.Expires) {
+				t.Errorf("the token expires at %s, after the grant it was signed from (%s)", exp, g.Expires)
 			}
 		})
 	}
