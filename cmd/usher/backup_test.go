@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,8 +150,16 @@ func (a answers) diff(b answers) string {
 	if !proto.Equal(a.policy, b.policy) {
 		d = append(d, fmt.Sprintf("policy:\n%v\nwant\n%v", a.policy, b.policy))
 	}
+	// A subject's grants come in an order of the index's, which numbers
+	// resources as it learns of them: a restored server's comes from the
+	// file, the source's from the order of the writes.
+	byResource := func(x, y *usherv1.Grant) int {
+		return cmp.Or(strings.Compare(x.GetResource(), y.GetResource()), strings.Compare(x.GetRole(), y.GetRole()))
+	}
 	for subject, want := range b.grants {
-		if got := a.grants[subject]; !slices.EqualFunc(got, want, func(x, y *usherv1.Grant) bool { return proto.Equal(x, y) }) {
+		got := slices.SortedFunc(slices.Values(a.grants[subject]), byResource)
+		want = slices.SortedFunc(slices.Values(want), byResource)
+		if !slices.EqualFunc(got, want, func(x, y *usherv1.Grant) bool { return proto.Equal(x, y) }) {
 			d = append(d, fmt.Sprintf("grants of %s: %v, want %v", subject, got, want))
 		}
 	}
