@@ -452,6 +452,12 @@ func (s *Store) Load(ctx context.Context, sink authz.Sink) (authz.Revision, erro
 	for _, kind := range storage.Kinds {
 		prefix := s.entityPrefix(kind)
 		err := s.scan(ctx, prefix, at, func(k, v []byte) error {
+			if rev == 0 {
+				// Entities without a revision are what an import that
+				// stopped part way left, not a store.
+				return fmt.Errorf("%s holds entities but no revision: an import (usher migrate) that did not finish left them; "+
+					"remove them (etcdctl del --prefix %s) and migrate again", s.prefix, s.prefix)
+			}
 			return storage.Decode(kind, k[len(prefix):], v, sink)
 		})
 		if err != nil {

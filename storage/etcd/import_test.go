@@ -121,3 +121,34 @@ func TestImport(t *testing.T) {
 		}
 	})
 }
+
+// An import that stopped part way (a member lost, the command killed) leaves
+// entities under the prefix and no revision: a server must not take that for
+// a store of its own and serve it.
+func TestLoadRefusesWhatAFailedImportLeft(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	ctx := context.Background()
+	prefix := prefixOf(t)
+	store := etcd.New(cli, etcd.Options{Prefix: prefix, MaxTxnOps: 4})
+	defer store.Close()
+	if err := store.Import(ctx, imported()); err != nil {
+		t.Fatal(err)
+	}
+	// What the import's last transaction writes is not there.
+	for _, k := range []string{"rev", "compacted"} {
+		if _, err := cli.Delete(ctx, prefix+k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng, err := authz.Start(ctx, store, authz.Options{})
+	if err == nil {
+		defer eng.Close()
+		resources, grants, _ := eng.Index().Counts()
+		t.Fatalf("an engine started on a prefix holding entities and no revision: revision %d, %d resources, %d grants; want a refusal",
+			eng.Index().Revision(), resources, grants)
+	}
+	if !strings.Contains(err.Error(), "no revision") || !strings.Contains(err.Error(), prefix) {
+		t.Errorf("the refusal %q does not say the prefix holds entities but no revision", err)
+	}
+}
