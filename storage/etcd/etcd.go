@@ -232,6 +232,7 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 		// Decide, in order, which writes commit.
 		touched := map[string]bool{}
 		var ops []clientv3.Op
+		var first string // the record of the first write committed, at latest+1
 		next := latest
 		for i, w := range ws {
 			results[i] = authz.Committed{}
@@ -249,6 +250,9 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 			record, err := storage.EncodeChangeSet(cs)
 			if err != nil {
 				return fmt.Errorf("storage: commit: %w", err)
+			}
+			if next == latest+1 {
+				first = string(record)
 			}
 			ops = append(ops, encoded[i]...)
 			ops = append(ops, clientv3.OpPut(s.logKey(next), string(record)))
@@ -270,15 +274,47 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 		unchanged := clientv3.Compare(clientv3.ModRevision(s.revKey()), "=", revMod)
 		tr, err := s.cli.Txn(ctx).If(unchanged).Then(ops...).Commit()
 		if err != nil {
-			// A transaction that timed out may or may not have committed:
-			// the caller sees UNAVAILABLE, and its write is found, or not,
-			// in the log.
+			// A transaction that timed out, or whose member went, may
+			// have committed all the same: find out before saying.
+			committed, serr := s.settle(revMod, latest, first)
+			switch {
+			case serr != nil:
+				return fmt.Errorf("storage: commit: %w (whether it took effect is unknown: %v)", err, serr)
+			case committed:
+				return nil
+			}
 			return fmt.Errorf("storage: commit: %w", err)
 		}
 		if tr.Succeeded {
 			return nil
 		}
 	}
+}
+
+// settleTimeout bounds settle's transaction.
+const settleTimeout = 2 * time.Second
+
+// settle reports whether a commit transaction whose answer was lost took
+// effect: the one conditional on the revision key's etcd mod revision
+// revMod, at which it held latest, that put record at latest+1 in the log.
+// A fence that puts the revision key again under the same condition makes
+// sure that a transaction not yet applied never will be.
+func (s *Store) settle(revMod int64, latest authz.Revision, record string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	tr, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.revKey()), "=", revMod)).
+		Then(clientv3.OpPut(s.revKey(), encodeRev(latest))).
+		Else(clientv3.OpGet(s.logKey(latest + 1))).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	if tr.Succeeded {
+		return false, nil
+	}
+	kvs := tr.Responses[0].GetResponseRange().GetKvs()
+	return len(kvs) > 0 && string(kvs[0].Value) == record, nil
 }
 
 // readGuards reads the latest revision (and the revision key's etcd mod

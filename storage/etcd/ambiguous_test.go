@@ -1,0 +1,107 @@
+package etcd_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/internal/etcdtest"
+	"github.com/usher-authz/usher/storage/etcd"
+)
+
+// lossyKV loses the answer to the next conditional transaction once it has
+// committed, as when the member that took it is killed before it answers.
+type lossyKV struct {
+	clientv3.KV
+	lose atomic.Bool
+	drop atomic.Bool // fail the next one without sending it
+}
+
+func (k *lossyKV) Txn(ctx context.Context) clientv3.Txn { return &lossyTxn{Txn: k.KV.Txn(ctx), kv: k} }
+
+type lossyTxn struct {
+	clientv3.Txn
+	kv          *lossyKV
+	conditional bool
+}
+
+func (t *lossyTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	t.Txn, t.conditional = t.Txn.If(cs...), len(cs) > 0
+	return t
+}
+
+func (t *lossyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+
+func (t *lossyTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.conditional && t.kv.drop.CompareAndSwap(true, false) {
+		return nil, context.DeadlineExceeded
+	}
+	resp, err := t.Txn.Commit()
+	if err == nil && t.conditional && t.kv.lose.CompareAndSwap(true, false) {
+		return nil, context.DeadlineExceeded
+	}
+	return resp, err
+}
+
+// A commit whose transaction took effect though its answer was lost is
+// reported as committed, not as a failure that changed nothing.
+func TestACommitWhoseAnswerWasLost(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	kv := &lossyKV{KV: cli.KV}
+	cli.KV = kv
+	ctx := context.Background()
+	store := etcd.New(cli, etcd.Options{Prefix: prefixOf(t)})
+	defer store.Close()
+	write := func(name string) authz.Write {
+		return authz.Write{Touches: []string{name}, Set: authz.ChangeSet{Changes: []authz.Change{
+			{Op: authz.OpPutPermission, Permission: &authz.Permission{Name: name}}}}}
+	}
+	if _, err := store.Commit(ctx, []authz.Write{write("first")}); err != nil {
+		t.Fatal(err)
+	}
+	kv.lose.Store(true)
+	res, err := store.Commit(ctx, []authz.Write{write("second")})
+	logged, lerr := store.Changes(ctx, 1, 10)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	switch {
+	case err != nil && len(logged) > 0:
+		t.Fatalf("Commit failed (%v), yet the log holds its write at revision %d", err, logged[0].Revision)
+	case err != nil:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Commit: %v", err)
+		}
+	case len(logged) != 1 || res[0].Revision != 2:
+		t.Fatalf("Commit = %+v; the log after revision 1 holds %d change sets", res, len(logged))
+	}
+	// The store goes on committing after it.
+	if res, err := store.Commit(ctx, []authz.Write{write("third")}); err != nil || res[0].Revision != authz.Revision(2+len(logged)) {
+		t.Fatalf("the next Commit = %+v, %v", res, err)
+	}
+
+	// A transaction that never reached etcd fails the commit, and nothing
+	// is written.
+	latest, err := store.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.drop.Store(true)
+	if res, err := store.Commit(ctx, []authz.Write{write("fourth")}); err == nil {
+		t.Fatalf("a commit whose transaction was never sent = %+v", res)
+	}
+	if logged, err := store.Changes(ctx, latest, 10); err != nil || len(logged) != 0 {
+		t.Fatalf("after a commit that failed, the log after %d holds %d change sets (%v)", latest, len(logged), err)
+	}
+	if res, err := store.Commit(ctx, []authz.Write{write("fifth")}); err != nil || res[0].Revision != latest+1 {
+		t.Fatalf("the Commit after the one that failed = %+v, %v; want revision %d", res, err, latest+1)
+	}
+}
