@@ -636,8 +636,16 @@ func commitError(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return ctx.Err()
 	}
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "the write may or may not have been committed; read it back to know: " + err.Error(), Err: err}
+	}
 	return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "the write was not committed: " + err.Error(), Err: err}
 }
+
+// ErrOutcomeUnknown is wrapped by a backend's commit error when the commit
+// may have taken effect all the same: its answer was lost, and the backend
+// could not find out.
+var ErrOutcomeUnknown = errors.New("whether it took effect is unknown")
 
 func dedupe(keys []string) []string {
 	if len(keys) == 0 {

@@ -17,8 +17,9 @@ import (
 // committed, as when the member that took it is killed before it answers.
 type lossyKV struct {
 	clientv3.KV
-	lose atomic.Bool
-	drop atomic.Bool // fail the next one without sending it
+	lose     atomic.Bool
+	drop     atomic.Bool // fail the next one without sending it
+	thenDrop atomic.Bool // once an answer is lost, drop the next one
 }
 
 func (k *lossyKV) Txn(ctx context.Context) clientv3.Txn { return &lossyTxn{Txn: k.KV.Txn(ctx), kv: k} }
@@ -39,12 +40,20 @@ func (t *lossyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	return t
 }
 
+func (t *lossyTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Else(ops...)
+	return t
+}
+
 func (t *lossyTxn) Commit() (*clientv3.TxnResponse, error) {
 	if t.conditional && t.kv.drop.CompareAndSwap(true, false) {
 		return nil, context.DeadlineExceeded
 	}
 	resp, err := t.Txn.Commit()
 	if err == nil && t.conditional && t.kv.lose.CompareAndSwap(true, false) {
+		if t.kv.thenDrop.CompareAndSwap(true, false) {
+			t.kv.drop.Store(true)
+		}
 		return nil, context.DeadlineExceeded
 	}
 	return resp, err
@@ -103,5 +112,13 @@ func TestACommitWhoseAnswerWasLost(t *testing.T) {
 	}
 	if res, err := store.Commit(ctx, []authz.Write{write("fifth")}); err != nil || res[0].Revision != latest+1 {
 		t.Fatalf("the Commit after the one that failed = %+v, %v; want revision %d", res, err, latest+1)
+	}
+
+	// A commit whose answer was lost, when etcd cannot then be asked
+	// whether it took effect, says that it may have.
+	kv.thenDrop.Store(true)
+	kv.lose.Store(true)
+	if res, err := store.Commit(ctx, []authz.Write{write("sixth")}); !errors.Is(err, authz.ErrOutcomeUnknown) {
+		t.Fatalf("a commit whose answer was lost, and whether it took effect with it = %+v, %v; want an error saying so", res, err)
 	}
 }

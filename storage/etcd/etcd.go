@@ -279,7 +279,7 @@ func (s *Store) commitChunk(ctx context.Context, ws []authz.Write, encoded [][]c
 			committed, serr := s.settle(revMod, latest, first)
 			switch {
 			case serr != nil:
-				return fmt.Errorf("storage: commit: %w (whether it took effect is unknown: %v)", err, serr)
+				return fmt.Errorf("storage: commit: %w (%w: %v)", err, authz.ErrOutcomeUnknown, serr)
 			case committed:
 				return nil
 			}
