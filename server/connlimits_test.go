@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -221,5 +225,126 @@ func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "send budget spent") {
 		t.Errorf("answers read as they came were refused:\n%s", logs.String())
+	}
+}
+
+// TestSendBudgetGivesBackWhatAResetStreamDrops has a client that does not
+// open its windows reset a call whose answer the server holds, while
+// another of its streams stays open: grpc-go drops the answer, and so must
+// the budget. Otherwise the bytes stay counted for as long as the
+// connection keeps a stream open (a sidecar's Watch: for good), and another
+// client's answer is refused though no answer is held.
+func TestSendBudgetGivesBackWhatAResetStreamDrops(t *testing.T) {
+	logs := &logBuffer{}
+	limits := server.DefaultConnLimits()
+	limits.SendBudget = 1
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+
+	batch := &usherv1.CheckBatchRequest{}
+	// Each check's subject has no kind: its error quotes it, and the
+	// answer is well past a connection's allowance of 64 KiB.
+	for i := range 1000 {
+		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("guest-%d", i), Permission: "join-call", Resource: "root"})
+	}
+
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(raw, raw)
+	// No stream window: the server can send no answer.
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	request := func(id uint32, method string, msg proto.Message) {
+		t.Helper()
+		block.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", addr},
+			{"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if msg == nil {
+			return // the request is still to come: the stream stays open
+		}
+		b, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefixed := append([]byte{0, 0, 0, 0, 0}, b...)
+		binary.BigEndian.PutUint32(prefixed[1:], uint32(len(b)))
+		for len(prefixed) > 0 {
+			n := min(len(prefixed), 16<<10)
+			if err := fr.WriteData(id, n == len(prefixed), prefixed[:n]); err != nil {
+				t.Fatal(err)
+			}
+			prefixed = prefixed[n:]
+		}
+	}
+	request(1, "/usher.v1.AuthorizationService/Check", nil)
+	request(3, "/usher.v1.AuthorizationService/CheckBatch", batch)
+	// The answer's headers come once the call has handed its answer to
+	// grpc-go; its DATA waits for a window that never opens.
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+			continue
+		case *http2.HeadersFrame:
+			if f.StreamID != 3 || f.StreamEnded() {
+				t.Fatalf("headers on stream %d (end of stream %v) before the answer of stream 3", f.StreamID, f.StreamEnded())
+			}
+		case *http2.DataFrame:
+			t.Fatalf("DATA on stream %d with no window open", f.StreamID)
+		default:
+			continue
+		}
+		break
+	}
+	if err := fr.WriteRSTStream(3, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	// The server reads frames in order: the ping's answer says it has
+	// read the reset.
+	if err := fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := usherv1.NewAuthorizationServiceClient(conn).CheckBatch(callCtx(t), batch); err != nil {
+		t.Fatalf("an answer refused while the only one held was dropped by its reset: %v", err)
 	}
 }

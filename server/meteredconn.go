@@ -329,11 +329,11 @@ func (c *meteredConn) watchServerFrames(p []byte) {
 		h := o.header
 		o.skip = int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 		typ, flags := http2.FrameType(h[3]), http2.Flags(h[4])
+		id := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
 		if typ == http2.FrameData && c.sent != nil {
-			c.sent.wrote(int64(o.skip))
+			c.sent.wrote(id, int64(o.skip))
 		}
 		if typ == http2.FrameRSTStream || (typ == http2.FrameHeaders && flags.Has(http2.FlagHeadersEndStream)) {
-			id := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
 			c.t.ended(id)
 			if c.sent != nil {
 				c.sent.ended(id)

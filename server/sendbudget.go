@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 
@@ -26,8 +27,10 @@ import (
 // message, and a unary call sends one.
 //
 // So each answer is counted, by its size on the wire, against its
-// connection when a call hands it to grpc-go, and counted off as the
-// connection writes the DATA frames that carry it (meteredConn sees them).
+// connection and its stream when a call hands it to grpc-go, and counted
+// off as the connection writes the DATA frames that carry it, or when its
+// stream ends, reset by either side, with it unsent (meteredConn sees the
+// frames).
 // A connection may hold sendAllowance bytes without drawing on the budget;
 // beyond that, an answer that does not fit in what the budget has left is
 // refused with RESOURCE_EXHAUSTED instead of queued, and the call's work is
@@ -57,30 +60,33 @@ func newSendBudget(limit int64, refusals *refusalLog) *sendBudget {
 // sendTally is what one connection's unsent answers hold. Calls add to it
 // as they hand messages to grpc-go, its writing goroutine takes off what it
 // writes, and its reading and writing goroutines follow which streams are
-// open: a stream its client resets has grpc-go drop what it had not sent,
-// so when no stream is open, nothing is held.
+// open. It counts by stream: a stream that ends, reset by either side, has
+// grpc-go drop what it had not sent, and what was counted for that stream
+// and not written is given back then, whatever else stays open.
 type sendTally struct {
 	b *sendBudget
 
 	mu      sync.Mutex
 	pending int64 // bytes of messages handed to grpc-go and not yet written
 	charged int64 // what pending draws on the budget: beyond sendAllowance
-	open    map[uint32]struct{}
+	open    map[uint32]int64
 	closed  bool
 }
 
 func newSendTally(b *sendBudget) *sendTally {
-	return &sendTally{b: b, open: map[uint32]struct{}{}}
+	return &sendTally{b: b, open: map[uint32]int64{}}
 }
 
-// take counts n more bytes handed to grpc-go, or refuses them when the
-// budget cannot hold them (unless forced), returning what the connection
-// and the budget hold.
-func (t *sendTally) take(n int64, force bool) (ok bool, pending, used int64) {
+// take counts n more bytes that stream id hands to grpc-go, or refuses
+// them when the budget cannot hold them (unless forced), returning what
+// the connection and the budget hold. A stream that has ended sends
+// nothing more, so its bytes are not counted.
+func (t *sendTally) take(id uint32, n int64, force bool) (ok bool, pending, used int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
-		return true, 0, 0
+	held, open := t.open[id]
+	if t.closed || !open {
+		return true, t.pending, 0
 	}
 	charged := max(0, t.pending+n-sendAllowance)
 	b := t.b
@@ -93,6 +99,7 @@ func (t *sendTally) take(n int64, force bool) (ok bool, pending, used int64) {
 	b.used += charged - t.charged
 	b.mu.Unlock()
 	t.pending, t.charged = t.pending+n, charged
+	t.open[id] = held + n
 	return true, t.pending, 0
 }
 
@@ -108,31 +115,39 @@ func (t *sendTally) settle(pending int64) {
 	t.pending, t.charged = pending, charged
 }
 
-// wrote counts off n bytes of DATA the connection wrote.
-func (t *sendTally) wrote(n int64) {
+// wrote counts off n bytes of DATA the connection wrote on stream id.
+func (t *sendTally) wrote(id uint32, n int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.settle(max(0, t.pending-n))
+	held, ok := t.open[id]
+	if !ok {
+		return
+	}
+	n = min(n, held)
+	t.open[id] = held - n
+	t.settle(t.pending - n)
 }
 
 // opened notes a stream the client opened.
 func (t *sendTally) opened(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.closed {
-		t.open[id] = struct{}{}
+	if _, ok := t.open[id]; !ok && !t.closed {
+		t.open[id] = 0
 	}
 }
 
-// ended notes a stream ended, by either side; with none open, the
-// connection holds nothing.
+// ended notes a stream ended, by either side: what it had not written is
+// dropped.
 func (t *sendTally) ended(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.open, id)
-	if len(t.open) == 0 {
-		t.settle(0)
+	held, ok := t.open[id]
+	if !ok {
+		return
 	}
+	delete(t.open, id)
+	t.settle(t.pending - held)
 }
 
 // close gives back what the connection held.
@@ -159,18 +174,60 @@ func authInfo(p *peer.Peer) credentials.AuthInfo {
 	return p.AuthInfo
 }
 
-// sentTally is the tally of the connection a call came on, or nil when the
-// connection is not metered.
-func sentTally(ctx context.Context) *sendTally {
+// sentTally is the tally of the connection a call came on and the call's
+// HTTP/2 stream, or nil when the connection is not metered or the stream
+// cannot be told.
+func sentTally(ctx context.Context) (*sendTally, uint32) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil
+		return nil, 0
 	}
 	m, ok := p.AuthInfo.(meteredInfo)
 	if !ok {
-		return nil
+		return nil, 0
 	}
-	return m.sent
+	id, ok := streamID(grpc.ServerTransportStreamFromContext(ctx))
+	if !ok {
+		return nil, 0
+	}
+	return m.sent, id
+}
+
+// streamID is the HTTP/2 stream a call's answers go out on. grpc-go keeps
+// it in its transport stream's unexported id field, and says it nowhere
+// else; the frames the connection writes name only it. ok is false when a
+// grpc-go version keeps it elsewhere (TestStreamIDIsFound fails then).
+func streamID(s grpc.ServerTransportStream) (id uint32, ok bool) {
+	v := reflect.ValueOf(s)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return 0, false
+	}
+	index := idField(v.Elem().Type())
+	if index == nil {
+		return 0, false
+	}
+	f, err := v.Elem().FieldByIndexErr(index)
+	if err != nil {
+		return 0, false
+	}
+	id = uint32(f.Uint())
+	return id, id != 0
+}
+
+// idFields holds, by transport stream type, the index of its id field (nil:
+// none): looked up once a type, not by name on every call.
+var idFields sync.Map // reflect.Type -> []int
+
+func idField(t reflect.Type) []int {
+	if index, ok := idFields.Load(t); ok {
+		return index.([]int)
+	}
+	var index []int
+	if f, ok := t.FieldByName("id"); ok && f.Type.Kind() == reflect.Uint32 {
+		index = f.Index
+	}
+	idFields.Store(t, index)
+	return index
 }
 
 // wireSize is m's size on the wire: its encoding and the 5-byte prefix,
@@ -214,12 +271,12 @@ func (b *sendBudget) unaryInterceptor(ctx context.Context, req any, _ *grpc.Unar
 	if err != nil || resp == nil {
 		return resp, err
 	}
-	t := sentTally(ctx)
+	t, id := sentTally(ctx)
 	if t == nil {
 		return resp, nil
 	}
 	n := wireSize(resp)
-	ok, pending, used := t.take(n, false)
+	ok, pending, used := t.take(id, n, false)
 	if ok {
 		return resp, nil
 	}
@@ -237,20 +294,21 @@ func (b *sendBudget) unaryInterceptor(ctx context.Context, req any, _ *grpc.Unar
 // streamInterceptor counts each message a stream sends against its
 // connection, never refusing one.
 func (b *sendBudget) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	t := sentTally(ss.Context())
+	t, id := sentTally(ss.Context())
 	if t == nil {
 		return handler(srv, ss)
 	}
-	return handler(srv, countedStream{ServerStream: ss, t: t})
+	return handler(srv, countedStream{ServerStream: ss, t: t, id: id})
 }
 
 // countedStream counts what a stream sends.
 type countedStream struct {
 	grpc.ServerStream
-	t *sendTally
+	t  *sendTally
+	id uint32
 }
 
 func (s countedStream) SendMsg(m any) error {
-	s.t.take(wireSize(m), true)
+	s.t.take(s.id, wireSize(m), true)
 	return s.ServerStream.SendMsg(m)
 }

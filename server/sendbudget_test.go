@@ -1,9 +1,18 @@
 package server
 
 import (
+	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // An answer counts against its connection from when a call hands it to
@@ -15,31 +24,44 @@ func TestSendTallyHoldsWhatAnswersNotYetWrittenKeep(t *testing.T) {
 	a, c := newSendTally(b), newSendTally(b)
 	a.opened(1)
 	c.opened(1)
-	if ok, _, _ := a.take(sendAllowance, false); !ok || b.used != 0 {
+	if ok, _, _ := a.take(1, sendAllowance, false); !ok || b.used != 0 {
 		t.Fatalf("an answer within the allowance: ok %v, the budget holds %d, want 0", ok, b.used)
 	}
-	if ok, _, _ := a.take(1<<20, false); !ok || b.used != 1<<20 {
+	if ok, _, _ := a.take(1, 1<<20, false); !ok || b.used != 1<<20 {
 		t.Fatalf("an answer of the whole budget, when nothing else draws on it: ok %v, the budget holds %d", ok, b.used)
 	}
-	if ok, pending, used := c.take(sendAllowance+1, false); ok || pending != 0 || used != 1<<20 {
+	if ok, pending, used := c.take(1, sendAllowance+1, false); ok || pending != 0 || used != 1<<20 {
 		t.Fatalf("an answer past the budget on another connection: ok %v, pending %d, used %d; want it refused", ok, pending, used)
 	}
-	if ok, _, _ := c.take(sendAllowance, false); !ok {
+	if ok, _, _ := c.take(1, sendAllowance, false); !ok {
 		t.Fatal("an answer within its connection's allowance was refused")
 	}
-	if ok, _, _ := c.take(1, true); !ok || b.used != 1<<20+1 {
+	if ok, _, _ := c.take(1, 1, true); !ok || b.used != 1<<20+1 {
 		t.Fatalf("a stream's message is counted, never refused: ok %v, the budget holds %d", ok, b.used)
 	}
-	a.wrote(1 << 19)
+	a.wrote(1, 1<<19)
 	if a.pending != sendAllowance+1<<19 || b.used != 1<<19+1 {
 		t.Fatalf("after writing half: connection %d, budget %d", a.pending, b.used)
 	}
-	// A stream the client resets loses what grpc-go had not sent: with no
-	// stream open, the connection holds nothing.
+	// DATA on another stream, or one already ended, counts off nothing of
+	// stream 1's answer.
 	a.opened(3)
+	a.wrote(3, 100)
+	a.wrote(5, 100)
+	if a.pending != sendAllowance+1<<19 {
+		t.Fatalf("DATA of other streams counted off stream 1's answer: connection %d", a.pending)
+	}
+	if ok, _, _ := a.take(3, 1000, true); !ok || a.pending != sendAllowance+1<<19+1000 {
+		t.Fatalf("stream 3's message: ok %v, connection %d", ok, a.pending)
+	}
+	// A stream reset loses what grpc-go had not sent, though another stays
+	// open: the connection holds what the other holds.
 	a.ended(1)
-	if a.pending == 0 {
-		t.Fatal("the connection holds nothing while a stream is still open")
+	if a.pending != 1000 || b.used != 1 {
+		t.Fatalf("with stream 1 reset and stream 3 open: connection %d, budget %d, want 1000 and 1", a.pending, b.used)
+	}
+	if ok, _, _ := a.take(1, 1<<20, false); !ok || a.pending != 1000 {
+		t.Fatalf("an answer of a stream already ended: ok %v, connection %d; want it let through uncounted", ok, a.pending)
 	}
 	a.ended(3)
 	if a.pending != 0 || b.used != 1 {
@@ -49,7 +71,7 @@ func TestSendTallyHoldsWhatAnswersNotYetWrittenKeep(t *testing.T) {
 	if b.used != 0 {
 		t.Fatalf("a closed connection left %d bytes drawn", b.used)
 	}
-	if ok, _, _ := c.take(10<<20, false); !ok || b.used != 0 {
+	if ok, _, _ := c.take(1, 10<<20, false); !ok || b.used != 0 {
 		t.Fatalf("a closed connection's answer: ok %v, the budget holds %d", ok, b.used)
 	}
 }
@@ -63,8 +85,8 @@ func TestSendTallyConcurrently(t *testing.T) {
 			for i := range 1000 {
 				id := uint32(2*i + 1)
 				c.opened(id)
-				if ok, _, _ := c.take(100<<10, false); ok {
-					c.wrote(100 << 10)
+				if ok, _, _ := c.take(id, 100<<10, false); ok {
+					c.wrote(id, 100<<10)
 				}
 				c.ended(id)
 			}
@@ -74,5 +96,46 @@ func TestSendTallyConcurrently(t *testing.T) {
 	wg.Wait()
 	if b.used != 0 {
 		t.Fatalf("the budget holds %d once every connection closed", b.used)
+	}
+}
+
+// The budget counts an answer against the HTTP/2 stream it goes out on,
+// which grpc-go says only in a field of its own: a grpc-go that keeps it
+// elsewhere would have no answer counted.
+func TestStreamIDIsFound(t *testing.T) {
+	if _, ok := streamID(nil); ok {
+		t.Error("a stream id found in no stream")
+	}
+	var ids []uint32
+	var mu sync.Mutex
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		id, ok := streamID(grpc.ServerTransportStreamFromContext(ctx))
+		if !ok {
+			return nil, status.Error(codes.Internal, "no stream id")
+		}
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 2 {
+		if _, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ids) != 2 || ids[0] != 1 || ids[1] != 3 {
+		t.Errorf("two calls on a new connection came on streams %v, want [1 3]", ids)
 	}
 }
