@@ -401,7 +401,12 @@ func (s *Store) lockCall(ctx context.Context, call string) (func(), error) {
 }
 
 // Sync implements admission.Syncer: it waits until the local picture
-// reflects etcd's revision at the call, as await does.
+// reflects etcd's revision at the call, as await does. That revision
+// counts every write to etcd, Usher's other data among them, while the
+// watch's events say only how far it has come under the prefix: so Sync
+// asks etcd for the watch's progress, which says that it has come as far
+// as the revision, and asks again while it waits (etcd answers only a
+// watch that has caught up).
 func (s *Store) Sync(ctx context.Context) error {
 	if err := s.check(); err != nil {
 		return err
@@ -410,9 +415,39 @@ func (s *Store) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.await(ctx, resp.Header.Revision)
-	return nil
+	rev := resp.Header.Revision
+	wait, cancel := context.WithTimeout(context.WithoutCancel(ctx), awaitAtMost)
+	defer cancel()
+	ask := time.NewTicker(progressEvery)
+	defer ask.Stop()
+	// The watch's stream is the one of its metadata (watch).
+	progress := clientv3.WithRequireLeader(wait)
+	for asked := false; ; {
+		s.mu.Lock()
+		if s.applied >= rev || s.closed {
+			s.mu.Unlock()
+			return nil
+		}
+		ch := s.advanced
+		s.mu.Unlock()
+		if !asked {
+			asked = true
+			// An error leaves the wait to the watch's own events.
+			_ = s.cli.RequestProgress(progress)
+		}
+		select {
+		case <-ch:
+		case <-ask.C:
+			asked = false
+		case <-wait.Done():
+			s.log.Warn("the session watch is behind; a read on this replica may not see a write it just made", "revision", rev)
+			return nil
+		}
+	}
 }
+
+// progressEvery is how often Sync asks again for the watch's progress.
+const progressEvery = 100 * time.Millisecond
 
 // await waits until the local picture reflects etcd revision rev, for at most
 // awaitAtMost or until ctx ends.
