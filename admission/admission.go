@@ -137,6 +137,9 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	}
 	m.v = newView(m, opts)
 	engine.Listen(m.v.applied)
+	// A change set applied before the view listened is taken as one it
+	// could not sift: settle waits for no revision the index passed then.
+	m.v.applied(engine.Index(), nil)
 	go m.v.loop()
 	return m
 }
