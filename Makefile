@@ -43,8 +43,10 @@ image:
 
 # Under -race the delegation invariant's property test builds 200 worlds;
 # its full 2,000 run again without the race detector (1-2 minutes on 2 cores).
+# cmd/usher's tests start real servers and take 5-7 minutes under -race on 2
+# busy cores: past go test's default limit of 10 per package at times.
 test: tools lint check-generated scenarios manifests
-	go test -race -count=1 ./...
+	go test -race -count=1 -timeout 30m ./...
 	go test -count=1 -run '^TestDelegationInvariant$$' ./authz/
 	$(MAKE) fuzz FUZZTIME=2000x
 
