@@ -15,7 +15,8 @@ type ApplyOptions struct {
 	// scopes the policy manages, which are root and the resources it lists.
 	// What is defined on other resources (an account's custom roles, the
 	// quotas of its plan) is left alone, as are resources, grants and
-	// blocks. A role that would leave grants with no definition is not
+	// blocks, and a quota that its scope's type's default quota gives it.
+	// A role that would leave grants with no definition is not
 	// pruned: the policy is refused (FailedPrecondition), naming the grants.
 	Prune bool
 	// DryRun plans and validates the policy and reports what it would
@@ -410,10 +411,18 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		changes = append(changes, Change{Op: OpPutQuota, Quota: &q})
 	}
 	if opts.Prune {
+		// A quota that registering its scope gives (its type's default, as
+		// the policy leaves the defaults) is the policy's own: removing it
+		// would leave the scope with no limit at all.
+		isDefault := func(q Quota) bool {
+			return q.Subject == "" && slices.ContainsFunc(p.DefaultQuotas, func(d DefaultQuota) bool {
+				return d.ScopeType == TypeOf(q.Scope) && d.ResourceType == q.ResourceType && d.Limit == q.Limit
+			})
+		}
 		for _, scope := range x.sortedQuotaScopes() {
 			for _, q := range x.quotas[scope] {
 				key := Quota{Scope: q.Scope, ResourceType: q.ResourceType, Subject: q.Subject}
-				if _, ok := quotas[key]; !ok && managed[q.Scope] {
+				if _, ok := quotas[key]; !ok && managed[q.Scope] && !isDefault(q) {
 					quotas[key] = Quota{} // removed: no limit
 					changes = append(changes, Change{Op: OpDeleteQuota, Quota: &key})
 				}

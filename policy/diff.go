@@ -247,9 +247,17 @@ func Diff(old, new *usherv1.Policy) []Entry {
 			out = append(out, Entry{Sign: '~', Kind: e.kind, Name: e.name, Fields: fs})
 		}
 	}
+	// A quota that registering its scope gives, its type's default as new
+	// leaves the defaults, is kept by a prune too.
+	isDefault := func(e entity) bool {
+		q, ok := e.msg.(*usherv1.Quota)
+		return ok && q.GetSubject() == "" && slices.ContainsFunc(new.GetDefaultQuotas(), func(d *usherv1.DefaultQuota) bool {
+			return d.GetScopeType() == authz.TypeOf(q.GetScope()) && d.GetResourceType() == q.GetResourceType() && d.GetLimit() == q.GetLimit()
+		})
+	}
 	for _, e := range olds {
 		id := e.id()
-		if after[id] || e.kind == "resource" || (e.scope != "" && !managed[e.scope]) {
+		if after[id] || e.kind == "resource" || (e.scope != "" && !managed[e.scope]) || isDefault(e) {
 			continue
 		}
 		after[id] = true

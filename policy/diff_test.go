@@ -269,3 +269,31 @@ func TestConversionAgreesWithTheServer(t *testing.T) {
 		}
 	}
 }
+
+// A quota its scope got from the policy's default quotas when it was
+// registered is no removal, even once the file lists the scope: applying
+// the file with --prune keeps it.
+func TestDiffKeepsADefaultQuotaOfAListedResource(t *testing.T) {
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	engine := inForce(t, "alfaview", func(e *authz.Engine) {
+		if _, err := e.PutResource(ctx, by, authz.Resource{Name: "company:initech"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	file, err := policy.Load("alfaview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Resources = append(file.Resources, &usherv1.Resource{Name: "company:initech"})
+	_, changes, err := engine.ApplyPolicy(ctx, by, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+	if err != nil || len(changes) != 0 {
+		t.Fatalf("applying it would write %v, %v; want nothing", changes, err)
+	}
+	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := policy.Diff(old, file); len(d) > 0 {
+		t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
+	}
+}
