@@ -97,6 +97,8 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 			}},
 		{"what only applying shows, at its field: a start time before the epoch", strings.Replace(base, "{name: account:acme}", `{name: account:acme, start_time: "1960-01-01T00:00:00Z"}`, 1),
 			[]string{`p.yaml:6:38: resources[0].start_time: "1960-01-01T00:00:00Z": a start time is after the Unix epoch and at or before 2262-04-11T23:47:16.854775807Z; leave it unset for none`}},
+		{"what only applying shows, at its line: the file's resources past the file's quota", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: account:acme}\n  - {name: call:acme:1, parent: account:acme}\n  - {name: call:acme:2, parent: account:acme}\n", 1) + "quotas:\n  - {scope: account:acme, resource_type: call, limit: 1}\n",
+			[]string{`p.yaml:15:5: quotas[0]: "account:acme/call": the policy would put 2 call resources below "account:acme", where at most 1 may exist`}},
 		{"a misspelt list hides no error and makes none up", strings.Replace(base, "roles:\n", "role:\n", 1),
 			[]string{`p.yaml:7:1: role: unknown field "role" (did you mean "roles"?)`}},
 	}

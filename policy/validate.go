@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/usher-authz/usher/authz"
@@ -76,8 +77,30 @@ func (d *Document) FromError(err error) Diagnostic {
 	if !errors.As(err, &e) || e.Field == "" {
 		return d.Diagnose("", false, "%v", err)
 	}
-	if e.Value == "" {
-		return d.Diagnose(e.Field, false, "%s", e.Reason)
+	field := e.Field
+	if e.Kind == authz.KindQuotaExceeded {
+		field = d.QuotaField(field, e.Meta)
 	}
-	return d.Diagnose(e.Field, false, "%q: %s", e.Value, e.Reason)
+	if e.Value == "" {
+		return d.Diagnose(field, false, "%s", e.Reason)
+	}
+	return d.Diagnose(field, false, "%q: %s", e.Value, e.Reason)
+}
+
+// QuotaField is where in the file a refusal for a quota's limit (field,
+// with meta naming the quota's scope, resource type and subject) belongs:
+// the quota, when the file lists it, else the file's first resource of
+// that type; field itself when the file has neither.
+func (d *Document) QuotaField(field string, meta map[string]string) string {
+	for i, q := range d.Policy.GetQuotas() {
+		if q.GetScope() == meta["scope"] && q.GetResourceType() == meta["resource_type"] && q.GetSubject() == meta["subject"] {
+			return fmt.Sprintf("policy.quotas[%d]", i)
+		}
+	}
+	for i, r := range d.Policy.GetResources() {
+		if authz.TypeOf(r.GetName()) == meta["resource_type"] {
+			return fmt.Sprintf("policy.resources[%d]", i)
+		}
+	}
+	return field
 }

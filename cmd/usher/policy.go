@@ -430,12 +430,17 @@ func explainRefusal(doc *policy.Document, err error, prune bool) error {
 	st := status.Convert(err)
 	msg := st.Message()
 	var field, kind string
+	where := ""
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
 			field, kind = info.GetMetadata()["field"], info.GetReason()
+			where = field
+			if authz.Kind(kind) == authz.KindQuotaExceeded {
+				where = doc.QuotaField(field, info.GetMetadata())
+			}
 		}
 	}
-	if path, ok := strings.CutPrefix(field, "policy."); ok || field == "policy" {
+	if path, ok := strings.CutPrefix(where, "policy."); ok || where == "policy" {
 		d := doc.Diagnose(path, false, "%s", strings.TrimPrefix(strings.TrimPrefix(msg, field), " "))
 		msg = d.String()
 	} else {

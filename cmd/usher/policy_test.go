@@ -344,3 +344,24 @@ func TestPolicyDiffWithoutAServerSaysWhatItCouldNotRead(t *testing.T) {
 		}
 	}
 }
+
+// A quota the server holds, which the file's resources would exceed, is
+// refused at the file's line of such a resource.
+func TestPolicyApplyPastAQuotaNamesTheFilesLine(t *testing.T) {
+	bin, dir := buildUsher(t)
+	mine := writeFile(t, filepath.Join(dir, "mine.yaml"), ownPolicy)
+	srv := serveOn(t, bin, filepath.Join(dir, "usher.db"), "--policy", mine)
+	usher := func(args ...string) (string, int) {
+		t.Helper()
+		return runBinary(t, bin, append(append(args[:2:2], "--addr", srv.addr), args[2:]...)...)
+	}
+	if out, code := usher("quotas", "put", "tenant:acme", "room", "0"); code != exitOK {
+		t.Fatal(out)
+	}
+	rooms := writeFile(t, filepath.Join(dir, "rooms.yaml"), strings.Replace(ownPolicy,
+		"  - {name: tenant:acme}\n", "  - {name: tenant:acme}\n  - {name: room:lobby, parent: tenant:acme}\n", 1))
+	out, code := usher("policy", "apply", rooms)
+	wantLines(t, "apply past a quota", out, code, exitError,
+		"usher policy apply: "+rooms+`:8:5: resources[1]: "tenant:acme/room": the policy would put 1 room resources below "tenant:acme", where at most 0 may exist`,
+		"nothing applied")
+}
