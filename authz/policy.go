@@ -209,7 +209,8 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	}
 
 	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}}
-	var placed []string // resources the policy registers or moves, in order
+	var placed []string             // resources the policy registers or moves, in order
+	creators := map[string]string{} // who the policy says registered the resources it registers
 	for i, r := range p.Resources {
 		field := fmt.Sprintf("policy.resources[%d]", i)
 		if r.Parent == "" {
@@ -260,6 +261,9 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 		v.place(r.Name, r.Parent)
 		placed = append(placed, r.Name)
+		if x.lookupNode(r.Name) == noNode {
+			creators[r.Name] = r.Creator
+		}
 		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
 	}
 	changes = x.dropResourceRoundTrips(changes)
@@ -452,7 +456,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	if err := x.policyOrphans(v, placed); err != nil {
 		return nil, err
 	}
-	if err := x.policyQuotas(v, placed, quotas); err != nil {
+	if err := x.policyQuotas(v, placed, creators, quotas); err != nil {
 		return nil, err
 	}
 	return changes, nil
@@ -549,8 +553,10 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 }
 
 // policyQuotas refuses a policy whose resources would take a quota past its
-// limit, counting the quotas as the policy leaves them.
-func (x *Index) policyQuotas(v *policyView, placed []string, quotas map[Quota]Quota) error {
+// limit, counting the quotas as the policy leaves them. creators names who
+// registered each resource the policy registers, as quotas naming a subject
+// count them.
+func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string]string, quotas map[Quota]Quota) error {
 	limit := func(scope, typ, subject string) (uint32, bool) {
 		if q, ok := quotas[Quota{Scope: scope, ResourceType: typ, Subject: subject}]; ok {
 			return q.Limit, q != Quota{}
@@ -579,7 +585,7 @@ func (x *Index) policyQuotas(v *policyView, placed []string, quotas map[Quota]Qu
 			}
 		} else {
 			add = placement{}
-			add.add(TypeOf(name), "")
+			add.add(TypeOf(name), creators[name])
 		}
 		for a, ok := v.parentOf(name); ok && a != ""; a, ok = v.parentOf(a) {
 			if oldAncestors[a] {

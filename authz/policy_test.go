@@ -266,6 +266,20 @@ func TestApplyPolicyRefusals(t *testing.T) {
 			code: authz.ResourceExhausted, field: "quota", value: "account:acme/call", kind: authz.KindQuotaExceeded,
 		},
 		{
+			name: ruleQuotaSubject + ": a policy registering resources its creator's quota has no room for",
+			setup: func(w *world) {
+				w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Subject: "user:alice", Limit: 1})
+			},
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Resources = append(p.Resources,
+					authz.Resource{Name: "call:default:2", Parent: "calltype:default", Creator: "user:alice"},
+					authz.Resource{Name: "call:default:3", Parent: "calltype:default", Creator: "user:alice"})
+				return p
+			},
+			code: authz.ResourceExhausted, field: "quota", value: "account:acme/call", kind: authz.KindQuotaExceeded,
+		},
+		{
 			name: "the policy would leave a grant with no definition of its role: a resource moved away from the definition",
 			setup: func(w *world) {
 				w.role(authz.Role{Name: "stage-manager", Scope: "account:acme", Permissions: []string{"join-call"}})
