@@ -420,7 +420,9 @@ func (s *Store) Sync(ctx context.Context) error {
 	defer cancel()
 	ask := time.NewTicker(progressEvery)
 	defer ask.Stop()
-	// The watch's stream is the one of its metadata (watch).
+	// etcd's client sends a progress request on the watch stream whose
+	// context carries the same metadata: the session watch's, opened
+	// WithRequireLeader (watch).
 	progress := clientv3.WithRequireLeader(wait)
 	for asked := false; ; {
 		s.mu.Lock()
