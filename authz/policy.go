@@ -599,9 +599,16 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 				k := Quota{Scope: a, ResourceType: key[0], Subject: key[1]}
 				delta[k] += n
 				if u := used(a, key[0], key[1]) + delta[k]; u > int(max) {
+					whose := ""
+					if key[1] != "" {
+						whose = fmt.Sprintf(" registered by %q", key[1])
+					}
 					e := errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a, key[0]),
-						"the policy would put %d %s resources below %q, where at most %d may exist", u, key[0], a, max).as(KindQuotaExceeded)
+						"the policy would put %d %s resources%s below %q, where at most %d may exist", u, key[0], whose, a, max).as(KindQuotaExceeded)
 					e.Meta = map[string]string{"scope": a, "resource_type": key[0], "limit": fmt.Sprint(max), "used": fmt.Sprint(u)}
+					if key[1] != "" {
+						e.Meta["subject"] = key[1]
+					}
 					return e
 				}
 			}

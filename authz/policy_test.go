@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"cmp"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -482,4 +483,24 @@ func TestApplyPolicyPrune(t *testing.T) {
 			t.Error("A failed write changes nothing: the export differs")
 		}
 	})
+}
+
+// A policy's resources past their creator's quota are refused naming that
+// quota's subject, as a write's are: the scope's own quota may have room.
+func TestApplyPolicyPastACreatorsQuotaNamesTheCreator(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Limit: 100})
+	w.quota(authz.Quota{Scope: "account:acme", ResourceType: "call", Subject: "user:alice", Limit: 1})
+	p := streamPolicy()
+	p.Resources = append(p.Resources,
+		authz.Resource{Name: "call:default:2", Parent: "calltype:default", Creator: "user:alice"},
+		authz.Resource{Name: "call:default:3", Parent: "calltype:default", Creator: "user:alice"})
+	_, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{})
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Kind != authz.KindQuotaExceeded {
+		t.Fatalf("ApplyPolicy = %v, want QUOTA_EXCEEDED", err)
+	}
+	if e.Meta["subject"] != "user:alice" || !strings.Contains(e.Reason, `"user:alice"`) {
+		t.Errorf("the refusal (%q, details %v) does not name user:alice, whose quota it is", e.Reason, e.Meta)
+	}
 }
