@@ -135,3 +135,31 @@ func TestDiagnosticsSummary(t *testing.T) {
 		t.Errorf("Err() = %v, Summary() = %q", err, ds.Summary())
 	}
 }
+
+// A quota the file does not list, which its resources would exceed, is
+// placed at a resource the quota counts: one of its type below its scope,
+// registered by its subject when it names one.
+func TestQuotaFieldIsAResourceTheQuotaCounts(t *testing.T) {
+	d, _ := policy.Read("p.yaml", []byte(`resources:
+  - {name: tenant:other}
+  - {name: room:a, parent: tenant:other}
+  - {name: tenant:acme}
+  - {name: room:b, parent: tenant:acme}
+  - {name: folder:f, parent: tenant:acme}
+  - {name: room:c, parent: folder:f, creator: user:alice}
+`))
+	for _, c := range []struct {
+		meta map[string]string
+		want string
+	}{
+		{map[string]string{"scope": "tenant:acme", "resource_type": "room"}, "policy.resources[3]"},
+		{map[string]string{"scope": "folder:f", "resource_type": "room"}, "policy.resources[5]"},
+		{map[string]string{"scope": "tenant:acme", "resource_type": "room", "subject": "user:alice"}, "policy.resources[5]"},
+		{map[string]string{"scope": "root", "resource_type": "room"}, "policy.resources[1]"},
+		{map[string]string{"scope": "tenant:acme", "resource_type": "call"}, "quota"},
+	} {
+		if got := d.QuotaField("quota", c.meta); got != c.want {
+			t.Errorf("QuotaField(%v) = %s, want %s", c.meta, got, c.want)
+		}
+	}
+}

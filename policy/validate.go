@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,18 +90,57 @@ func (d *Document) FromError(err error) Diagnostic {
 
 // QuotaField is where in the file a refusal for a quota's limit (field,
 // with meta naming the quota's scope, resource type and subject) belongs:
-// the quota, when the file lists it, else the file's first resource of
-// that type; field itself when the file has neither.
+// the quota, when the file lists it, else a resource of that type (by the
+// quota's subject, when it names one) that the file puts below the scope,
+// or whose ancestors the file does not all list, or else the first of
+// that type; field itself when the file has none.
 func (d *Document) QuotaField(field string, meta map[string]string) string {
+	scope, typ, subject := meta["scope"], meta["resource_type"], meta["subject"]
 	for i, q := range d.Policy.GetQuotas() {
-		if q.GetScope() == meta["scope"] && q.GetResourceType() == meta["resource_type"] && q.GetSubject() == meta["subject"] {
+		if q.GetScope() == scope && q.GetResourceType() == typ && q.GetSubject() == subject {
 			return fmt.Sprintf("policy.quotas[%d]", i)
 		}
 	}
-	for i, r := range d.Policy.GetResources() {
-		if authz.TypeOf(r.GetName()) == meta["resource_type"] {
-			return fmt.Sprintf("policy.resources[%d]", i)
+	resources := d.Policy.GetResources()
+	parents := map[string]string{}
+	for _, r := range resources {
+		parents[r.GetName()] = cmp.Or(r.GetParent(), "root")
+	}
+	// below is 2 when the file puts name below scope, 1 when it cannot
+	// tell (an ancestor it does not list), 0 when it puts it elsewhere.
+	below := func(name string) int {
+		if scope == "root" {
+			return 2
+		}
+		for range len(parents) + 1 {
+			p, ok := parents[name]
+			switch {
+			case !ok:
+				return 1
+			case p == scope:
+				return 2
+			case p == "root":
+				return 0
+			}
+			name = p
+		}
+		return 0
+	}
+	best, rank := -1, -1
+	for i, r := range resources {
+		if authz.TypeOf(r.GetName()) != typ {
+			continue
+		}
+		n := 2 * below(r.GetName())
+		if subject == "" || r.GetCreator() == subject {
+			n++
+		}
+		if n > rank {
+			best, rank = i, n
 		}
 	}
-	return field
+	if best < 0 {
+		return field
+	}
+	return fmt.Sprintf("policy.resources[%d]", best)
 }
