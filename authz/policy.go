@@ -416,10 +416,11 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 	}
 	if opts.Prune {
 		// A quota that registering its scope gives (its type's default, as
-		// the policy leaves the defaults) is the policy's own: removing it
-		// would leave the scope with no limit at all.
+		// the policy leaves the defaults or as they were when the scope was
+		// registered) is the policy's own: removing it would leave the
+		// scope with no limit at all.
 		isDefault := func(q Quota) bool {
-			return q.Subject == "" && slices.ContainsFunc(p.DefaultQuotas, func(d DefaultQuota) bool {
+			return x.isDefaultQuota(TypeOf(q.Scope), q) || q.Subject == "" && slices.ContainsFunc(p.DefaultQuotas, func(d DefaultQuota) bool {
 				return d.ScopeType == TypeOf(q.Scope) && d.ResourceType == q.ResourceType && d.Limit == q.Limit
 			})
 		}

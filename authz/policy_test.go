@@ -457,6 +457,27 @@ func TestApplyPolicyPrune(t *testing.T) {
 		}
 	})
 
+	t.Run("prune keeps the default quota a listed resource got, when the policy changes the default", func(t *testing.T) {
+		p := streamPolicy()
+		p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call", Limit: 0}}
+		w := newWorld(t, p)
+		w.put("account:initech", "root")
+		p.DefaultQuotas[0].Limit = 5
+		p.Resources = append(p.Resources, authz.Resource{Name: "account:initech"})
+		_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range changed {
+			if c.Op == authz.OpDeleteQuota {
+				t.Errorf("prune removed the quota %+v, which the default for accounts gave", *c.Quota)
+			}
+		}
+		if w.used("account:initech", "call", "") < 0 {
+			t.Error("the account has no call quota after the prune: its calls are unlimited")
+		}
+	})
+
 	t.Run("a pruned role still held is refused, naming every grant that holds it", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())
 		w.role(authz.Role{Name: "extra", Scope: "root", Permissions: []string{"join-call"}})

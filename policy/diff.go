@@ -248,12 +248,13 @@ func Diff(old, new *usherv1.Policy) []Entry {
 		}
 	}
 	// A quota that registering its scope gives, its type's default as new
-	// leaves the defaults, is kept by a prune too.
+	// leaves the defaults or as old had them, is kept by a prune too.
 	isDefault := func(e entity) bool {
 		q, ok := e.msg.(*usherv1.Quota)
-		return ok && q.GetSubject() == "" && slices.ContainsFunc(new.GetDefaultQuotas(), func(d *usherv1.DefaultQuota) bool {
+		given := func(d *usherv1.DefaultQuota) bool {
 			return d.GetScopeType() == authz.TypeOf(q.GetScope()) && d.GetResourceType() == q.GetResourceType() && d.GetLimit() == q.GetLimit()
-		})
+		}
+		return ok && q.GetSubject() == "" && (slices.ContainsFunc(new.GetDefaultQuotas(), given) || slices.ContainsFunc(old.GetDefaultQuotas(), given))
 	}
 	for _, e := range olds {
 		id := e.id()

@@ -297,3 +297,40 @@ func TestDiffKeepsADefaultQuotaOfAListedResource(t *testing.T) {
 		t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
 	}
 }
+
+// A file that changes a default quota keeps, as apply does, the quota a
+// listed resource got from the default before.
+func TestDiffKeepsTheFormerDefaultQuotaOfAListedResource(t *testing.T) {
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	engine := inForce(t, "alfaview", func(e *authz.Engine) {
+		if _, err := e.PutResource(ctx, by, authz.Resource{Name: "company:initech"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	file, err := policy.Load("alfaview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Resources = append(file.Resources, &usherv1.Resource{Name: "company:initech"})
+	for _, d := range file.DefaultQuotas {
+		d.Limit = 3
+	}
+	_, changes, err := engine.ApplyPolicy(ctx, by, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		if c.Op == authz.OpDeleteQuota {
+			t.Errorf("applying it would remove the quota %+v", *c.Quota)
+		}
+	}
+	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range policy.Diff(old, file) {
+		if e.Sign == '-' && e.Kind == "quota" {
+			t.Errorf("the diff removes a quota apply keeps: %+v", e)
+		}
+	}
+}
