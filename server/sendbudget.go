@@ -49,8 +49,9 @@ type sendBudget struct {
 	limit    int64 // 0: no limit
 	refusals *refusalLog
 
-	mu   sync.Mutex
-	used int64
+	mu    sync.Mutex
+	used  int64
+	blind sync.Once // said that a call's stream could not be told
 }
 
 func newSendBudget(limit int64, refusals *refusalLog) *sendBudget {
@@ -176,8 +177,9 @@ func authInfo(p *peer.Peer) credentials.AuthInfo {
 
 // sentTally is the tally of the connection a call came on and the call's
 // HTTP/2 stream, or nil when the connection is not metered or the stream
-// cannot be told.
-func sentTally(ctx context.Context) (*sendTally, uint32) {
+// cannot be told: that, the budget says once in the log, for it counts no
+// answer then.
+func (b *sendBudget) sentTally(ctx context.Context) (*sendTally, uint32) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, 0
@@ -186,8 +188,13 @@ func sentTally(ctx context.Context) (*sendTally, uint32) {
 	if !ok {
 		return nil, 0
 	}
-	id, ok := streamID(grpc.ServerTransportStreamFromContext(ctx))
+	s := grpc.ServerTransportStreamFromContext(ctx)
+	id, ok := streamID(s)
 	if !ok {
+		b.blind.Do(func() {
+			b.refusals.logger.Error("the send budget cannot tell the HTTP/2 stream of a call (grpc-go keeps it elsewhere): answers are not counted against it",
+				"transport_stream", fmt.Sprintf("%T", s))
+		})
 		return nil, 0
 	}
 	return m.sent, id
@@ -271,7 +278,7 @@ func (b *sendBudget) unaryInterceptor(ctx context.Context, req any, _ *grpc.Unar
 	if err != nil || resp == nil {
 		return resp, err
 	}
-	t, id := sentTally(ctx)
+	t, id := b.sentTally(ctx)
 	if t == nil {
 		return resp, nil
 	}
@@ -294,7 +301,7 @@ func (b *sendBudget) unaryInterceptor(ctx context.Context, req any, _ *grpc.Unar
 // streamInterceptor counts each message a stream sends against its
 // connection, never refusing one.
 func (b *sendBudget) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	t, id := sentTally(ss.Context())
+	t, id := b.sentTally(ss.Context())
 	if t == nil {
 		return handler(srv, ss)
 	}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -12,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -137,5 +141,32 @@ func TestStreamIDIsFound(t *testing.T) {
 	}
 	if len(ids) != 2 || ids[0] != 1 || ids[1] != 3 {
 		t.Errorf("two calls on a new connection came on streams %v, want [1 3]", ids)
+	}
+}
+
+// otherTransportStream is a transport stream that keeps no stream id.
+type otherTransportStream struct{}
+
+func (otherTransportStream) Method() string               { return "/usher.v1.AuthorizationService/Check" }
+func (otherTransportStream) SetHeader(metadata.MD) error  { return nil }
+func (otherTransportStream) SendHeader(metadata.MD) error { return nil }
+func (otherTransportStream) SetTrailer(metadata.MD) error { return nil }
+
+// A call whose stream the budget cannot tell goes uncounted, and the log
+// says so, once: the budget must not stop counting unseen.
+func TestSendBudgetSaysWhenItCannotTellTheStream(t *testing.T) {
+	var logs bytes.Buffer
+	b := newSendBudget(1<<20, newRefusalLog(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{}, AuthInfo: meteredInfo{sent: newSendTally(b)}})
+	ctx = grpc.NewContextWithServerTransportStream(ctx, otherTransportStream{})
+	for range 2 {
+		if _, err := b.unaryInterceptor(ctx, nil, nil, func(context.Context, any) (any, error) {
+			return &healthpb.HealthCheckResponse{}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "cannot tell the HTTP/2 stream"); n != 1 {
+		t.Errorf("the log says %d times that calls' streams cannot be told, want once:\n%s", n, logs.String())
 	}
 }
