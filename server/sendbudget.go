@@ -90,15 +90,19 @@ func (t *sendTally) take(id uint32, n int64, force bool) (ok bool, pending, used
 		return true, t.pending, 0
 	}
 	charged := max(0, t.pending+n-sendAllowance)
-	b := t.b
-	b.mu.Lock()
-	if more := charged - t.charged; more > 0 && !force && b.limit > 0 && b.used > 0 && b.used+more > b.limit {
-		used := b.used
+	// Within the allowance, as a connection whose client reads keeps, the
+	// budget, shared by every connection, is not touched.
+	if more := charged - t.charged; more != 0 {
+		b := t.b
+		b.mu.Lock()
+		if more > 0 && !force && b.limit > 0 && b.used > 0 && b.used+more > b.limit {
+			used := b.used
+			b.mu.Unlock()
+			return false, t.pending, used
+		}
+		b.used += more
 		b.mu.Unlock()
-		return false, t.pending, used
 	}
-	b.used += charged - t.charged
-	b.mu.Unlock()
 	t.pending, t.charged = t.pending+n, charged
 	t.open[id] = held + n
 	return true, t.pending, 0
