@@ -20,38 +20,9 @@ import (
 // replica's watch may have brought them: both are live, and KeepAlive must
 // renew them.
 func TestKeepAliveRightAfterAJoinElsewhere(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	ctx := t.Context()
-	a := startReplica(t, c, "/keepalive/")
-	b := startReplica(t, c, "/keepalive/")
-	by := authz.Author{Caller: "test"}
 	const rounds = 30
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}, {Name: "call.bypass"}},
-		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join", "call.bypass"}},
-			{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee", Bypass: "call.bypass"}}},
-	}
-	for i := range rounds {
-		p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("call:acme:%d", i)})
-	}
-	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range rounds {
-		if _, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: fmt.Sprintf("call:acme:%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-		if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: fmt.Sprintf("call:acme:%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.eng.Await(ctx, rev); err != nil {
-		t.Fatal(err)
-	}
+	a, b, rev := lobbyCalls(t, "/keepalive/", rounds)
+	ctx := t.Context()
 	for i := range rounds {
 		res, err := a.m.Join(ctx, "user:a", fmt.Sprintf("call:acme:%d", i), rev)
 		if err != nil || res.Outcome != admission.Admitted {
@@ -188,4 +159,43 @@ func TestKeepAliveOnAReplicaTooFarBehind(t *testing.T) {
 	if r, err := a.m.KeepAlive(ctx, res.Session); err != nil || r.Outcome != admission.Admitted {
 		t.Errorf("after the refused KeepAlive: %+v, %v; want the session live", r, err)
 	}
+}
+
+// lobbyCalls starts two replicas on prefix, with calls call:acme:0 up to
+// rounds, each with a lobby: user:a is a member of each, who enters, and
+// user:g a guest, who knocks. It returns once b has applied all of it.
+func lobbyCalls(t *testing.T, prefix string, rounds int) (a, b replica, rev authz.Revision) {
+	t.Helper()
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a = startReplica(t, c, prefix)
+	b = startReplica(t, c, prefix)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}, {Name: "call.bypass"}},
+		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join", "call.bypass"}},
+			{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee", Bypass: "call.bypass"}}},
+	}
+	for i := range rounds {
+		p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("call:acme:%d", i)})
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rounds {
+		if _, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: fmt.Sprintf("call:acme:%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: fmt.Sprintf("call:acme:%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.eng.Await(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, rev
 }
