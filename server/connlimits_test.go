@@ -176,14 +176,11 @@ func TestConnLimitsKeepCallersWorking(t *testing.T) {
 	}
 }
 
-// TestSendBudgetCountsOffWhatItCounts has a client that reads its answers
-// make many calls with answers of a few KiB, on a connection that a Watch
-// keeps a stream open on throughout, through a send budget of one byte:
-// each connection then holds at most its own allowance of answers not yet
-// written. What an answer counts against its connection must be counted off
-// in full once it is written, or a busy connection, never without a stream
-// open, would run out of room and have its answers refused.
-func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
+// serveWithSendBudgetOf1 serves through every limit Apply adds, with a send
+// budget of one byte: each connection holds at most its own allowance of
+// answers not yet written.
+func serveWithSendBudgetOf1(t *testing.T) (string, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
 	limits := server.DefaultConnLimits()
 	limits.SendBudget = 1
@@ -193,6 +190,28 @@ func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
 	}
 	lis, opts := limits.Apply(lis, nil, logs.logger())
 	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+	return addr, logs
+}
+
+// kindlessChecks is a batch of n checks whose subjects have no kind: the
+// answer's error for each quotes it.
+func kindlessChecks(n int) *usherv1.CheckBatchRequest {
+	batch := &usherv1.CheckBatchRequest{}
+	for i := range n {
+		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("guest-%d", i), Permission: "join-call", Resource: "root"})
+	}
+	return batch
+}
+
+// TestSendBudgetCountsOffWhatItCounts has a client that reads its answers
+// make many calls with answers of a few KiB, on a connection that a Watch
+// keeps a stream open on throughout, through a send budget of one byte:
+// each connection then holds at most its own allowance of answers not yet
+// written. What an answer counts against its connection must be counted off
+// in full once it is written, or a busy connection, never without a stream
+// open, would run out of room and have its answers refused.
+func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
+	addr, logs := serveWithSendBudgetOf1(t)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -209,11 +228,7 @@ func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
 	if _, err := watch.Recv(); err != nil {
 		t.Fatalf("Watch: %v", err)
 	}
-	batch := &usherv1.CheckBatchRequest{}
-	// Each check's subject has no kind: its error quotes it.
-	for i := range 20 {
-		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("guest-%d", i), Permission: "join-call", Resource: "root"})
-	}
+	batch := kindlessChecks(20)
 	for i := range 200 {
 		resp, err := authz.CheckBatch(callCtx(t), batch)
 		if err != nil {
@@ -235,22 +250,10 @@ func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
 // connection keeps a stream open (a sidecar's Watch: for good), and another
 // client's answer is refused though no answer is held.
 func TestSendBudgetGivesBackWhatAResetStreamDrops(t *testing.T) {
-	logs := &logBuffer{}
-	limits := server.DefaultConnLimits()
-	limits.SendBudget = 1
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, opts := limits.Apply(lis, nil, logs.logger())
-	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+	addr, _ := serveWithSendBudgetOf1(t)
 
-	batch := &usherv1.CheckBatchRequest{}
-	// Each check's subject has no kind: its error quotes it, and the
-	// answer is well past a connection's allowance of 64 KiB.
-	for i := range 1000 {
-		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("guest-%d", i), Permission: "join-call", Resource: "root"})
-	}
+	// An answer well past a connection's allowance of 64 KiB.
+	batch := kindlessChecks(1000)
 
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
