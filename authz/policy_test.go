@@ -430,53 +430,42 @@ func TestApplyPolicyPrune(t *testing.T) {
 		}
 	})
 
-	t.Run("prune keeps the default quota a listed resource got when it was registered", func(t *testing.T) {
-		// DESIGN.md: "every new account starts with a room limit of 0 until
-		// its plan allocates one": registering an account gave it the
-		// policy's default quota, which listing the account in the policy
-		// must not take away, leaving it without a limit.
-		p := streamPolicy()
-		p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call", Limit: 0}}
-		w := newWorld(t, p)
-		w.put("account:initech", "root")
-		if w.used("account:initech", "call", "") < 0 {
-			t.Fatal("registering the account gave it no default quota")
-		}
-		p.Resources = append(p.Resources, authz.Resource{Name: "account:initech"})
-		_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range changed {
-			if c.Op == authz.OpDeleteQuota {
-				t.Errorf("prune removed the quota %+v, the policy's default for accounts", *c.Quota)
+	// DESIGN.md: "every new account starts with a room limit of 0 until its
+	// plan allocates one": registering an account gave it the policy's
+	// default quota, which listing the account in the policy must not take
+	// away, leaving it without a limit, whether the policy keeps the
+	// default or changes it.
+	for _, tc := range []struct {
+		name  string
+		limit uint32 // the default the policy applied then says
+	}{
+		{"prune keeps the default quota a listed resource got when it was registered", 0},
+		{"prune keeps the default quota a listed resource got, when the policy changes the default", 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := streamPolicy()
+			p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call", Limit: 0}}
+			w := newWorld(t, p)
+			w.put("account:initech", "root")
+			if w.used("account:initech", "call", "") < 0 {
+				t.Fatal("registering the account gave it no default quota")
 			}
-		}
-		if w.used("account:initech", "call", "") < 0 {
-			t.Error("the account has no call quota after the prune: its calls are unlimited")
-		}
-	})
-
-	t.Run("prune keeps the default quota a listed resource got, when the policy changes the default", func(t *testing.T) {
-		p := streamPolicy()
-		p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call", Limit: 0}}
-		w := newWorld(t, p)
-		w.put("account:initech", "root")
-		p.DefaultQuotas[0].Limit = 5
-		p.Resources = append(p.Resources, authz.Resource{Name: "account:initech"})
-		_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range changed {
-			if c.Op == authz.OpDeleteQuota {
-				t.Errorf("prune removed the quota %+v, which the default for accounts gave", *c.Quota)
+			p.DefaultQuotas[0].Limit = tc.limit
+			p.Resources = append(p.Resources, authz.Resource{Name: "account:initech"})
+			_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: true})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if w.used("account:initech", "call", "") < 0 {
-			t.Error("the account has no call quota after the prune: its calls are unlimited")
-		}
-	})
+			for _, c := range changed {
+				if c.Op == authz.OpDeleteQuota {
+					t.Errorf("prune removed the quota %+v, which the default for accounts gave", *c.Quota)
+				}
+			}
+			if w.used("account:initech", "call", "") < 0 {
+				t.Error("the account has no call quota after the prune: its calls are unlimited")
+			}
+		})
+	}
 
 	t.Run("a pruned role still held is refused, naming every grant that holds it", func(t *testing.T) {
 		w := newWorld(t, streamPolicy())

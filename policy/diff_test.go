@@ -80,17 +80,24 @@ func TestDiffOfZeroDurationsIsEmpty(t *testing.T) {
 			t.Fatal(err)
 		}
 		set(msg.Admissions[0])
-		_, changes, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(msg), authz.ApplyOptions{Prune: true, DryRun: true})
-		if err != nil || len(changes) != 0 {
-			t.Fatalf("applying it would write %v, %v; want nothing", changes, err)
-		}
-		old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(msg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := policy.Diff(old, msg); len(d) > 0 {
-			t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
-		}
+		wantNothingToApply(t, engine, msg)
+	}
+}
+
+// wantNothingToApply checks that applying file, pruning, would write
+// nothing, and that its diff against what is in force shows nothing.
+func wantNothingToApply(t *testing.T, engine *authz.Engine, file *usherv1.Policy) {
+	t.Helper()
+	_, changes, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+	if err != nil || len(changes) != 0 {
+		t.Fatalf("applying it would write %v, %v; want nothing", changes, err)
+	}
+	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := policy.Diff(old, file); len(d) > 0 {
+		t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
 	}
 }
 
@@ -274,9 +281,17 @@ func TestConversionAgreesWithTheServer(t *testing.T) {
 // registered is no removal, even once the file lists the scope: applying
 // the file with --prune keeps it.
 func TestDiffKeepsADefaultQuotaOfAListedResource(t *testing.T) {
-	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	engine, file := initechListed(t)
+	wantNothingToApply(t, engine, file)
+}
+
+// initechListed is alfaview's policy in force with company:initech
+// registered at run time, which gave it the default quotas, and the policy
+// file listing it.
+func initechListed(t *testing.T) (*authz.Engine, *usherv1.Policy) {
+	t.Helper()
 	engine := inForce(t, "alfaview", func(e *authz.Engine) {
-		if _, err := e.PutResource(ctx, by, authz.Resource{Name: "company:initech"}); err != nil {
+		if _, err := e.PutResource(context.Background(), authz.Author{Caller: "test"}, authz.Resource{Name: "company:initech"}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -285,37 +300,17 @@ func TestDiffKeepsADefaultQuotaOfAListedResource(t *testing.T) {
 		t.Fatal(err)
 	}
 	file.Resources = append(file.Resources, &usherv1.Resource{Name: "company:initech"})
-	_, changes, err := engine.ApplyPolicy(ctx, by, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
-	if err != nil || len(changes) != 0 {
-		t.Fatalf("applying it would write %v, %v; want nothing", changes, err)
-	}
-	old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := policy.Diff(old, file); len(d) > 0 {
-		t.Errorf("the diff shows what apply would not write:\n%s", render(d, policy.AllFields))
-	}
+	return engine, file
 }
 
 // A file that changes a default quota keeps, as apply does, the quota a
 // listed resource got from the default before.
 func TestDiffKeepsTheFormerDefaultQuotaOfAListedResource(t *testing.T) {
-	ctx, by := context.Background(), authz.Author{Caller: "test"}
-	engine := inForce(t, "alfaview", func(e *authz.Engine) {
-		if _, err := e.PutResource(ctx, by, authz.Resource{Name: "company:initech"}); err != nil {
-			t.Fatal(err)
-		}
-	})
-	file, err := policy.Load("alfaview")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file.Resources = append(file.Resources, &usherv1.Resource{Name: "company:initech"})
+	engine, file := initechListed(t)
 	for _, d := range file.DefaultQuotas {
 		d.Limit = 3
 	}
-	_, changes, err := engine.ApplyPolicy(ctx, by, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+	_, changes, err := engine.ApplyPolicy(context.Background(), authz.Author{Caller: "test"}, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
