@@ -60,6 +60,12 @@ func tokenPolicy() authz.Policy {
 // tokens with it, and a manager that signs with tokenKey (or none).
 func newTokenWorld(t *testing.T, key *livekit.APIKey) *world {
 	t.Helper()
+	return newTokenWorldWith(t, admission.Options{LiveKit: key})
+}
+
+// newTokenWorldWith is newTokenWorld with the manager's options.
+func newTokenWorldWith(t *testing.T, opts admission.Options) *world {
+	t.Helper()
 	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +75,7 @@ func newTokenWorld(t *testing.T, key *livekit.APIKey) *world {
 	if _, _, err := eng.ApplyPolicy(w.ctx, w.by, tokenPolicy(), authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	w.m = admission.New(eng, admission.Options{LiveKit: key})
+	w.m = admission.New(eng, opts)
 	t.Cleanup(func() { w.m.Close() })
 	return w
 }
@@ -326,24 +332,14 @@ func TestATokenOfASlowJoinOutlivesNeitherTheLeaseNorTheGrant(t *testing.T) {
 	const delay = 2500 * time.Millisecond
 	for _, grantFor := range []time.Duration{0, 5 * time.Second} {
 		t.Run(fmt.Sprintf("a grant for %s", grantFor), func(t *testing.T) {
-			eng, err := authz.Start(t.Context(), memory.New(), authz.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(eng.Close)
-			w := &world{t: t, ctx: t.Context(), eng: eng, by: authz.Author{Caller: "test"}}
-			if _, _, err := eng.ApplyPolicy(w.ctx, w.by, tokenPolicy(), authz.ApplyOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			w.m = admission.New(eng, admission.Options{LiveKit: &tokenKey,
+			w := newTokenWorldWith(t, admission.Options{LiveKit: &tokenKey,
 				Store: slowJoinStore{admission.NewMemoryStore(admission.MemoryOptions{}), delay}})
-			t.Cleanup(func() { w.m.Close() })
 			const call, subject = "call:acme:1", "user:member"
 			g := authz.Grant{Subject: subject, Role: "member", Resource: call}
 			if grantFor > 0 {
 				g.Expires = time.Now().Add(grantFor)
 			}
-			if _, err := eng.Grant(w.ctx, w.by, g); err != nil {
+			if _, err := w.eng.Grant(w.ctx, w.by, g); err != nil {
 				t.Fatal(err)
 			}
 			r := w.wantJoin(subject, call, admission.Admitted)
