@@ -648,7 +648,9 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 				return err
 			}
 		}
-		return p.grant(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id)
+		// An admission lets in: it never cuts short one that lasts longer,
+		// which only a revoke, or a grant by who may give the role, may.
+		return p.bind(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id, true)
 	})
 }
 

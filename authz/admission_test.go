@@ -988,6 +988,39 @@ func TestAdmit(t *testing.T) {
 		}
 	})
 
+	t.Run("an admission never cuts short a longer one: it only lets in, or lets in for longer", func(t *testing.T) {
+		w := newWorld(t, admissionPolicy())
+		w.grant("user:dora", "doorkeeper", "calltype:default")
+		hour := w.clock.Now().Add(time.Hour)
+		w.admit(lobbyCall, "user:kim", time.Time{}) // for good, by the platform
+		w.admit(lobbyCall, "user:lee", hour)
+		w.writesNothing(func() (authz.Revision, error) {
+			return w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:kim", hour)
+		})
+		w.writesNothing(func() (authz.Revision, error) {
+			return w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:lee", hour.Add(-time.Minute))
+		})
+		if p := w.idx.Presence("user:kim", lobbyCall); !p.SkipsLobby || !p.Until.IsZero() {
+			t.Errorf("user:kim, admitted for good, after an admission for an hour: skips the lobby %v, until %v", p.SkipsLobby, p.Until)
+		}
+		if p := w.idx.Presence("user:lee", lobbyCall); !p.Until.Equal(hour) {
+			t.Errorf("user:lee, admitted for an hour, after an admission for less: until %v, want %v", p.Until, hour)
+		}
+		// For longer, or for good, it lets in for longer.
+		if _, err := w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:lee", hour.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if p := w.idx.Presence("user:lee", lobbyCall); !p.Until.Equal(hour.Add(time.Hour)) {
+			t.Errorf("user:lee, admitted again for two hours: until %v", p.Until)
+		}
+		if _, err := w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:lee", time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if p := w.idx.Presence("user:lee", lobbyCall); !p.SkipsLobby || !p.Until.IsZero() {
+			t.Errorf("user:lee, admitted again for good: until %v", p.Until)
+		}
+	})
+
 	t.Run("an actor whose role lists the admit role by name may admit into it", func(t *testing.T) {
 		w := newWorld(t, admissionPolicy())
 		w.putAdmission(authz.Admission{Scope: "calltype:default", ResourceType: "call", Join: "join-call",

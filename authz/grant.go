@@ -46,7 +46,11 @@ func (x *Index) resolveRole(res uint32, role string) *roleDef {
 
 // grant plans putting g on res once the actor's authority is established:
 // the role's binding rules, the expiry and max_holders.
-func (p *plan) grant(g Grant, res uint32) error {
+func (p *plan) grant(g Grant, res uint32) error { return p.bind(g, res, false) }
+
+// bind is grant; keepLonger keeps a live grant of the binding that lasts at
+// least as long as g would, rather than shorten it.
+func (p *plan) bind(g Grant, res uint32, keepLonger bool) error {
 	x := p.x
 	// The role's definition is resolved along the resource's path, which a
 	// move changes.
@@ -75,6 +79,9 @@ func (p *plan) grant(g Grant, res uint32) error {
 		}
 	}
 	if held && old == expiry(g.Expires) {
+		return nil
+	}
+	if held && keepLonger && live(old, p.now) && (old == 0 || !g.Expires.IsZero() && old >= expiry(g.Expires)) {
 		return nil
 	}
 	if def.MaxHolders > 0 && !(held && live(old, p.now)) {

@@ -269,7 +269,7 @@ func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would grant itself %s", g.Role)
 	}
 	j.mayGrant(g.Role, g.Resource, "grant")
-	return j.bind(g, def)
+	return j.bind(g, def, false)
 }
 
 // admit is the engine's Admit: a grant of the lobby's admit role on the
@@ -298,13 +298,15 @@ func (j *judgement) admit(g authz.Grant) (authz.Snapshot, bool) {
 		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
 		return j.s, false
 	}
-	return j.bind(g, def)
+	// An admission lets in: it never cuts short a live one that lasts at
+	// least as long.
+	return j.bind(g, def, true)
 }
 
 // bind puts g, whose role is def at its resource, once the actor's
 // authority is judged: bindable_on, max_holders, the expiry, and a re-grant
 // that shortens one judged as the revoke it is.
-func (j *judgement) bind(g authz.Grant, def authz.Role) (authz.Snapshot, bool) {
+func (j *judgement) bind(g authz.Grant, def authz.Role, keepLonger bool) (authz.Snapshot, bool) {
 	r := j.before
 	// "bindable_on: resource types where it may be granted (empty:
 	// anywhere)".
@@ -330,6 +332,11 @@ func (j *judgement) bind(g authz.Grant, def authz.Role) (authz.Snapshot, bool) {
 	if !g.Expires.IsZero() && !g.Expires.After(j.now) {
 		j.refuse(authz.Invalid, "", "expiry %s is not in the future", g.Expires)
 		return j.s, false
+	}
+	if keepLonger && slices.ContainsFunc(j.s.Grants, func(h authz.Grant) bool {
+		return sameBinding(h, g) && r.unexpired(h.Expires) && (h.Expires.IsZero() || !g.Expires.IsZero() && !h.Expires.Before(g.Expires))
+	}) {
+		return j.s, true
 	}
 	after := clone(j.s)
 	after.Grants = slices.DeleteFunc(after.Grants, func(h authz.Grant) bool { return sameBinding(h, g) })

@@ -1109,7 +1109,8 @@ type AdmitRequest struct {
 	// needs the lobby's admit permission and may not admit itself.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// When the admission (the grant of the admit role) lapses; unset for
-	// never.
+	// never. An admission that lasts longer already is kept: Admit lets in,
+	// and never cuts one short.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
