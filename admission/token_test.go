@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/livekit/protocol/auth"
 
 	"github.com/usher-authz/usher/admission"
@@ -253,14 +254,7 @@ func TestATokenOutlivesNoGrantItWasSignedFrom(t *testing.T) {
 	if r.Lease != tokenLease {
 		t.Errorf("lease %s, want the rule's %s", r.Lease, tokenLease)
 	}
-	v, err := auth.ParseAPIToken(r.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	claims, _, err := v.Verify(tokenKey.Secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	claims := verifiedClaims(t, r.Token)
 	// LiveKit stamps whole seconds: the token may end up to a second
 	// before the grant, never after it.
 	if exp := claims.ExpiresAt.Time; exp.After(expires) || exp.Before(expires.Add(-2*time.Second)) {
@@ -343,14 +337,7 @@ func TestATokenOfASlowJoinOutlivesNeitherTheLeaseNorTheGrant(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := w.wantJoin(subject, call, admission.Admitted)
-			v, err := auth.ParseAPIToken(r.Token)
-			if err != nil {
-				t.Fatal(err)
-			}
-			claims, _, err := v.Verify(tokenKey.Secret)
-			if err != nil {
-				t.Fatal(err)
-			}
+			claims := verifiedClaims(t, r.Token)
 			exp := claims.ExpiresAt.Time
 			if exp.After(r.Expires) {
 				t.Errorf("the token expires at %s, after the session's lease (%s)", exp, r.Expires)
@@ -360,4 +347,19 @@ func TestATokenOfASlowJoinOutlivesNeitherTheLeaseNorTheGrant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// verifiedClaims are the claims of token, which LiveKit's own verifier
+// accepts with tokenKey.
+func verifiedClaims(t *testing.T, token string) *jwt.RegisteredClaims {
+	t.Helper()
+	v, err := auth.ParseAPIToken(token)
+	if err != nil {
+		t.Fatalf("auth.ParseAPIToken: %v", err)
+	}
+	claims, _, err := v.Verify(tokenKey.Secret)
+	if err != nil {
+		t.Fatalf("LiveKit's verifier refuses the token: %v", err)
+	}
+	return claims
 }
