@@ -271,9 +271,10 @@ func diffIndexes(a, b *Index) string {
 	return ""
 }
 
-// indexImage is every field of x but its locks, channels, clock and record
-// of where its arrays were (huge), with lists as each key's records and name
-// tables as each id's name.
+// indexImage is every field of x but its locks, channels, clock, record
+// of where its arrays were (huge) and what tells it apart from every other
+// index (epoch, sealKey), with lists as each key's records and name tables
+// as each id's name.
 func indexImage(x *Index) map[string]any {
 	v := reflect.ValueOf(x).Elem()
 	out := map[string]any{}
@@ -281,7 +282,7 @@ func indexImage(x *Index) map[string]any {
 		f := v.Type().Field(i)
 		field := reflect.NewAt(f.Type, unsafe.Pointer(v.Field(i).UnsafeAddr())).Elem().Interface()
 		switch f.Name {
-		case "mu", "view", "changed", "replaced", "once", "clock", "huge", "epoch":
+		case "mu", "view", "changed", "replaced", "once", "clock", "huge", "epoch", "sealKey":
 		case "res", "types", "subj":
 			out[f.Name] = namesImage(field.(*names))
 		case "bySubject":

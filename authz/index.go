@@ -78,6 +78,10 @@ type Index struct {
 	// (on another replica, after a restart or a reload), which numbers its
 	// names otherwise: a page token that holds such numbers holds it too.
 	epoch string
+	// sealKey seals the page tokens of lookups, which hold a revision and
+	// a time that a caller must not choose: only this index can make one
+	// it accepts (see pageToken.seal).
+	sealKey []byte
 }
 
 // node is a registered resource. Children form a doubly linked list through
@@ -156,6 +160,7 @@ func NewIndex(s Snapshot) (*Index, error) {
 func newIndex(clock Clock) *Index {
 	x := &Index{
 		epoch:         strconv.FormatUint(rand.Uint64(), 36),
+		sealKey:       newSealKey(),
 		changed:       make(chan struct{}),
 		replaced:      make(chan struct{}),
 		clock:         clock,

@@ -2,6 +2,9 @@ package authz
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -50,12 +53,40 @@ func filterHash(parts ...string) uint64 {
 }
 
 func (t pageToken) encode() string {
+	return base64.RawURLEncoding.EncodeToString(t.bytes())
+}
+
+func (t pageToken) bytes() []byte {
 	b := binary.BigEndian.AppendUint64(nil, t.filter)
 	for _, p := range t.pos {
 		b = binary.BigEndian.AppendUint32(b, p)
 	}
-	b = append(b, t.text...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return append(b, t.text...)
+}
+
+// sealSize is how many bytes of HMAC-SHA256 end a sealed page token.
+const sealSize = 16
+
+// newSealKey makes the key an index seals its page tokens with. It lives
+// only in the index: no other index, on this server or another, has it.
+func newSealKey() []byte {
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return key
+}
+
+// seal encodes t followed by a MAC of it under key, for a list whose token
+// holds what its caller must not choose (a lookup's revision and time):
+// openPageToken reads back only what seal made under the same key.
+func (t pageToken) seal(key []byte) string {
+	b := t.bytes()
+	return base64.RawURLEncoding.EncodeToString(append(b, sealOf(key, b)...))
+}
+
+func sealOf(key, b []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(b)
+	return m.Sum(nil)[:sealSize]
 }
 
 // anotherIndex refuses a page token made by another index of the same
@@ -66,6 +97,14 @@ func anotherIndex(token string) error {
 		"the token was made by another server, or by this one before it restarted or reloaded its data; start again without it").as(KindPageTokenExpired)
 }
 
+// notSealedHere refuses a sealed page token whose MAC the index's key does
+// not verify: made by another index (as anotherIndex's are) or altered by
+// its caller, which no one can tell apart.
+func notSealedHere(token string) error {
+	return errorf(FailedPrecondition, "page_token", token,
+		"the token was made by another server, or by this one before it restarted or reloaded its data, or it was altered; start again without it").as(KindPageTokenExpired)
+}
+
 // decodePageToken reads a token of a request with the given filter hash and
 // n positions; "" is the first page (nil).
 func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
@@ -74,8 +113,36 @@ func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(raw) < 8+4*n {
-		return nil, errorf(Invalid, "page_token", token, "not a token this server returned")
+		return nil, notAPageToken(token)
 	}
+	return readPageToken(token, raw, filter, n)
+}
+
+// openPageToken reads a token that seal made under key, as decodePageToken
+// reads one that encode made. Its MAC is verified before anything else of
+// it is read.
+func openPageToken(token string, key []byte, filter uint64, n int) (*pageToken, error) {
+	if token == "" {
+		return nil, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) < 8+4*n+sealSize {
+		return nil, notAPageToken(token)
+	}
+	body, mac := raw[:len(raw)-sealSize], raw[len(raw)-sealSize:]
+	if !hmac.Equal(mac, sealOf(key, body)) {
+		return nil, notSealedHere(token)
+	}
+	return readPageToken(token, body, filter, n)
+}
+
+func notAPageToken(token string) error {
+	return errorf(Invalid, "page_token", token, "not a token this server returned")
+}
+
+// readPageToken reads the filter hash, n positions and text of raw, at
+// least 8+4n bytes of token.
+func readPageToken(token string, raw []byte, filter uint64, n int) (*pageToken, error) {
 	t := &pageToken{filter: binary.BigEndian.Uint64(raw)}
 	if t.filter != filter {
 		return nil, errorf(Invalid, "page_token", token, "the token belongs to a request with other filters; start again without it")

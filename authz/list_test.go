@@ -365,14 +365,15 @@ func TestListGrantsOfASubjectOnAResourceBeforeAnyRole(t *testing.T) {
 // another index of the same data (another replica's, or this server's after
 // a restart) numbers otherwise: a page token of one is refused by the
 // other, PAGE_TOKEN_EXPIRED, rather than read as another place in another
-// order. So is a LookupResources token, whose starting points are in that
-// order too.
+// order. So are the tokens of both lookups, which only the server that
+// answered a lookup's first page can vouch for.
 func TestPageTokensOfAnotherIndexAreRefused(t *testing.T) {
 	w := newWorld(t, streamPolicy())
 	for i := range 6 {
 		w.put(fmt.Sprintf("call:c%02d", i), "account:acme")
 		w.grant("user:bob", "user", fmt.Sprintf("call:c%02d", i))
 	}
+	w.grant("user:ann", "user", "call:c00")
 	other, err := authz.Start(w.ctx, w.be, authz.Options{Clock: w.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -396,8 +397,24 @@ func TestPageTokensOfAnotherIndexAreRefused(t *testing.T) {
 	if err != nil || token == "" {
 		t.Fatalf("the first lookup page: %q, %v", token, err)
 	}
-	_, _, _, err = other.LookupResources(w.ctx, q, 2, token)
-	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired {
-		t.Errorf("LookupResources' token on another index: %v, want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED", err)
+	if _, _, _, err := w.eng.LookupResources(w.ctx, q, 2, token); err != nil {
+		t.Errorf("the next lookup page on the same engine: %v", err)
+	}
+	found, _, _, err := other.LookupResources(w.ctx, q, 2, token)
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || e.Value != token || found != nil {
+		t.Errorf("LookupResources' token on another index: %v, %v; want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED naming page_token %q", found, err, token)
+	}
+
+	s := authz.LookupSubjectsQuery{Resource: "call:c00", Permission: "join-call"}
+	_, token, _, err = w.eng.LookupSubjects(w.ctx, s, 1, "")
+	if err != nil || token == "" {
+		t.Fatalf("the first page of LookupSubjects: %q, %v", token, err)
+	}
+	if _, _, _, err := w.eng.LookupSubjects(w.ctx, s, 1, token); err != nil {
+		t.Errorf("the next LookupSubjects page on the same engine: %v", err)
+	}
+	found, _, _, err = other.LookupSubjects(w.ctx, s, 1, token)
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || e.Value != token || found != nil {
+		t.Errorf("LookupSubjects' token on another index: %v, %v; want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED naming page_token %q", found, err, token)
 	}
 }

@@ -15,7 +15,9 @@ import (
 // whole platform for a subject whose grants reach much and allow little),
 // and every page of one lookup at the revision of its first page: the page token
 // carries that revision, and a later page is refused when the index has
-// since changed in a way that could change the answer.
+// since changed in a way that could change the answer. The token also
+// carries the time the lookup's grants are judged at, so it is sealed: only
+// the index that answered the first page reads it (see atRevision).
 
 // LookupResourcesQuery asks for every resource of Type below Under (root
 // when empty) where Subject holds Permission.
@@ -45,8 +47,8 @@ type Found struct {
 // maxLookupChanges is how many changes a later page of a lookup reads to
 // decide whether its answer still holds at the first page's revision: those
 // committed since the page before it was answered, which its token says (a
-// change set counts as at least one). The token is the client's to make, so
-// the bound holds whatever revision it names.
+// change set counts as at least one). A client may come back with a token
+// long after, so the bound holds however far back its revision is.
 const maxLookupChanges = 10000
 
 // lookupScan is how many candidates (resources of the type below the
@@ -71,10 +73,6 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-resources", q.Subject, q.Permission, q.Type, q.Under)
-	after, err := decodePageToken(token, filter, 8)
-	if err != nil {
-		return nil, "", 0, err
-	}
 	var holds map[string]bool // the roles the subject holds anywhere
 	relevant := func(x *Index, c Change) bool {
 		switch c.Op {
@@ -109,7 +107,7 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 		next string
 		rev  Revision
 	)
-	err = e.atRevision(ctx, after, relevant, func(x *Index, at lookupAt) error {
+	err = e.atRevision(ctx, token, filter, relevant, func(x *Index, after *pageToken, at lookupAt) error {
 		rev = at.rev
 		out, next, err = x.lookupResources(q, size, after, filter, at)
 		return err
@@ -125,10 +123,6 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 		return nil, "", 0, err
 	}
 	filter := filterHash("lookup-subjects", q.Resource, q.Permission, q.Kind)
-	after, err := decodePageToken(token, filter, 8)
-	if err != nil {
-		return nil, "", 0, err
-	}
 	var path map[string]bool // the resource and its ancestors
 	relevant := func(x *Index, c Change) bool {
 		if path == nil {
@@ -156,7 +150,7 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 		next string
 		rev  Revision
 	)
-	err = e.atRevision(ctx, after, relevant, func(x *Index, at lookupAt) error {
+	err = e.atRevision(ctx, token, filter, relevant, func(x *Index, after *pageToken, at lookupAt) error {
 		rev = at.rev
 		out, next, err = x.lookupSubjects(q, size, after, filter, at)
 		return err
@@ -175,32 +169,44 @@ type lookupAt struct {
 	now          int64 // unix nanoseconds
 }
 
-// atRevision runs fn under the index's view lock, with the revision a
-// lookup's page is answered at: the index's own for a first page; for a
-// later page, the first page's, provided no change set committed since
-// touches what the lookup reads (relevant says). Each page's token says up
-// to which revision that was found, so a page reads only the change sets
-// committed since the page before it. A page whose answer may have changed
-// is refused, for the lookup to start again.
-func (e *Engine) atRevision(ctx context.Context, after *pageToken, relevant func(*Index, Change) bool, fn func(x *Index, at lookupAt) error) error {
-	var at, checked Revision
-	var when int64
-	if after != nil {
-		at = Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
-		checked = max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
-		when = int64(uint64(after.pos[6])<<32 | uint64(after.pos[7]))
+// atRevision runs fn under the index's view lock, with the page token of
+// filter (nil for a first page) and the revision a lookup's page is
+// answered at: the index's own for a first page; for a later page, the
+// first page's, provided no change set committed since touches what the
+// lookup reads (relevant says). Each page's token says up to which revision
+// that was found, so a page reads only the change sets committed since the
+// page before it. A page whose answer may have changed is refused, for the
+// lookup to start again.
+//
+// The token names the revision and the time the page is judged at, which
+// its caller must not choose, and positions in the index's own numbering:
+// it is read only if its MAC verifies under the index's key, before
+// anything else is read, and answered only by the index that sealed it. A
+// token of another server, or of this one before it restarted or reloaded
+// its data, is refused as one its caller altered.
+func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, relevant func(*Index, Change) bool, fn func(x *Index, after *pageToken, at lookupAt) error) error {
+	x := e.Index()
+	after, err := openPageToken(token, x.sealKey, filter, 8)
+	if err != nil {
+		return err
 	}
+	if after == nil {
+		x.view.RLock()
+		defer x.view.RUnlock()
+		return fn(x, nil, lookupAt{x.rev, x.rev, x.now()})
+	}
+	at := Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
+	checked := max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
+	when := int64(uint64(after.pos[6])<<32 | uint64(after.pos[7]))
 	for tries := 0; ; tries++ {
-		x := e.Index()
+		if e.Index() != x {
+			// A resync replaced the index that sealed the token.
+			return anotherIndex(token)
+		}
 		x.view.RLock()
 		now := x.rev
-		if after == nil {
-			err := fn(x, lookupAt{now, now, x.now()})
-			x.view.RUnlock()
-			return err
-		}
 		if checked == now {
-			err := fn(x, lookupAt{at, now, when})
+			err := fn(x, after, lookupAt{at, now, when})
 			x.view.RUnlock()
 			return err
 		}
@@ -243,12 +249,13 @@ func lookupMoved(at, now Revision) error {
 		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now).as(KindPageTokenExpired)
 }
 
-// lookupToken is the token of a lookup's next page: the revision of its
-// answer, a position (two numbers), the revision up to which the answer is
-// known to hold, the time it is judged at, and a name.
-func lookupToken(filter uint64, at lookupAt, a, b uint32, text string) string {
+// lookupToken is the token of a lookup's next page, sealed with the index's
+// key: the revision of its answer, a position (two numbers), the revision
+// up to which the answer is known to hold, the time it is judged at, and a
+// name.
+func (x *Index) lookupToken(filter uint64, at lookupAt, a, b uint32, text string) string {
 	return pageToken{filter: filter, pos: []uint32{uint32(at.rev >> 32), uint32(at.rev), a, b, uint32(at.checked >> 32), uint32(at.checked),
-		uint32(uint64(at.now) >> 32), uint32(uint64(at.now))}, text: text}.encode()
+		uint32(uint64(at.now) >> 32), uint32(uint64(at.now))}, text: text}.seal(x.sealKey)
 }
 
 func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageToken, filter uint64, at lookupAt) ([]Found, string, error) {
@@ -273,16 +280,13 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	// The token names the next answer, which the page resumes at.
 	start, resume := 0, noNode
 	if after != nil {
-		// The roots are in the order of this index's numbers.
-		epoch, name, _ := strings.Cut(after.text, "\x00")
-		if epoch != x.epoch {
-			return nil, "", anotherIndex(after.encode())
-		}
+		// The roots are in the order of this index's numbers: the token
+		// is this index's (atRevision).
 		start = int(after.pos[2])
 		if start >= len(roots) {
 			return nil, "", lookupMoved(at.rev, at.checked)
 		}
-		if resume = x.lookupNode(name); resume == noNode || !x.under(resume, roots[start]) {
+		if resume = x.lookupNode(after.text); resume == noNode || !x.under(resume, roots[start]) {
 			return nil, "", lookupMoved(at.rev, at.checked)
 		}
 	}
@@ -299,7 +303,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 		}
 		for ; n != noNode; n = x.nextOfType(n, top, typ) {
 			if judged++; judged > lookupScan {
-				return out, lookupToken(filter, at, uint32(i), 0, x.epoch+"\x00"+x.name(n)), nil
+				return out, x.lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
 			}
 			path := x.path(n, buf[:0])
 			if b, _ := x.blocking(s, path, perm, now); b != nil {
@@ -310,7 +314,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 				continue
 			}
 			if len(out) == size {
-				return out, lookupToken(filter, at, uint32(i), 0, x.epoch+"\x00"+x.name(n)), nil
+				return out, x.lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
 			}
 			out = append(out, Found{Name: x.name(n), Role: x.roleNames[g.role], Scope: x.name(g.res)})
 		}
@@ -412,7 +416,7 @@ func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken
 		for ; i < len(list); i++ {
 			g := list[i]
 			if judged++; judged > lookupScan {
-				return out, lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+x.subj.name(g.subj)), nil
+				return out, x.lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+x.subj.name(g.subj)), nil
 			}
 			if !live(g.exp, now) {
 				continue
@@ -433,7 +437,7 @@ func (x *Index) lookupSubjects(q LookupSubjectsQuery, size int, after *pageToken
 				continue
 			}
 			if len(out) == size {
-				return out, lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+name), nil
+				return out, x.lookupToken(filter, at, uint32(level), 0, x.roleNames[g.role]+"\x00"+name), nil
 			}
 			out = append(out, Found{Name: name, Role: x.roleNames[d.role], Scope: x.name(d.res)})
 		}

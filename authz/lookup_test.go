@@ -1,6 +1,8 @@
 package authz_test
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -492,4 +494,107 @@ func TestALookupsPagesCountGrantsAsItsFirstPageDid(t *testing.T) {
 	if seen["user:sam"] != 1 || seen["user:uma"] != 1 {
 		t.Errorf("subjects across the pages: %v; want sam and uma once each", seen)
 	}
+}
+
+// rewritten is a lookup's page token as a caller could rewrite it, where
+// the token carries them after its filter hash, its first page's revision
+// and its position: the revision up to which the answer is known to hold
+// (checked) and the time its grants and blocks are judged at (when). A zero
+// checked or when leaves that one as it was.
+func rewritten(t *testing.T, token string, checked authz.Revision, when time.Time) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) < 40 {
+		t.Fatalf("%q is not a lookup's page token: %v", token, err)
+	}
+	if checked != 0 {
+		binary.BigEndian.PutUint64(raw[24:], uint64(checked))
+	}
+	if !when.IsZero() {
+		binary.BigEndian.PutUint64(raw[32:], uint64(when.UnixNano()))
+	}
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// wantRewrittenRefused fails the test unless a page asked with a rewritten
+// token was refused as a token of another server is, naming the token, and
+// answered nothing.
+func wantRewrittenRefused(t *testing.T, what, token string, page []authz.Found, next string, err error) {
+	t.Helper()
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || e.Value != token {
+		t.Errorf("%s: answered %v (next %q), %v; want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED on page_token %q", what, page, next, err, token)
+		return
+	}
+	if page != nil || next != "" {
+		t.Errorf("%s: refused, yet answered %v (next %q)", what, page, next)
+	}
+}
+
+// A lookup's page token says at which revision and time its pages are
+// judged, and up to which revision the changes since are known to leave
+// the answer as it was. A caller that rewrites them, to count grants that
+// have run out as live or to skip what changed since the first page, is
+// refused as for a token of another server, and gets no answer; the token
+// as it was goes on.
+func TestLookupTokensRewrittenByACallerAreRefused(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 3 {
+		w.put(fmt.Sprintf("call:livestream:%d", 100+i), "calltype:livestream")
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	w.grantUntil("user:bob", "host", "call:livestream:100", w.clock.Now().Add(time.Minute))
+	w.grant("user:bob", "host", "call:livestream:101")
+	w.grant("user:bob", "host", "call:livestream:102")
+	w.grant("user:ann", "call-member", "calltype:livestream")
+	w.grant("user:cat", "call-member", "calltype:livestream")
+	w.grantUntil("user:sam", "call-member", "calltype:livestream", w.clock.Now().Add(time.Minute))
+	w.clock.Advance(2 * time.Minute) // bob no longer hosts call 100, sam is no longer a member
+	yearAgo := w.clock.Now().AddDate(-1, 0, 0)
+
+	resources := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "end-call", Type: "call"}
+	first, token, _, err := w.eng.LookupResources(w.ctx, resources, 1, "")
+	// The tree lists a resource's newest child first: 102, 101, then 100.
+	if err != nil || len(first) != 1 || first[0].Name != "call:livestream:102" || token == "" {
+		t.Fatalf("LookupResources' first page = %v, %q, %v; want call 102 and a next page", first, token, err)
+	}
+	forged := rewritten(t, token, 0, yearAgo)
+	page, next, _, err := w.eng.LookupResources(w.ctx, resources, 10, forged)
+	wantRewrittenRefused(t, "LookupResources with a token rewritten to judge grants a year ago", forged, page, next, err)
+	page, next, _, err = w.eng.LookupResources(w.ctx, resources, 10, token)
+	if err != nil || len(page) != 1 || page[0].Name != "call:livestream:101" || next != "" {
+		t.Errorf("LookupResources with the token as it was = %v, %q, %v; want call 101, the last page", page, next, err)
+	}
+
+	subjects := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	first, token, _, err = w.eng.LookupSubjects(w.ctx, subjects, 1, "")
+	if err != nil || len(first) != 1 || first[0].Name != "user:ann" || token == "" {
+		t.Fatalf("LookupSubjects' first page = %v, %q, %v; want ann and a next page", first, token, err)
+	}
+	forged = rewritten(t, token, 0, yearAgo)
+	page, next, _, err = w.eng.LookupSubjects(w.ctx, subjects, 10, forged)
+	wantRewrittenRefused(t, "LookupSubjects with a token rewritten to judge grants a year ago", forged, page, next, err)
+	page, next, _, err = w.eng.LookupSubjects(w.ctx, subjects, 10, token)
+	if got := foundNames(page); err != nil || !slices.Equal(got, []string{"user:bob", "user:cat"}) || next != "" {
+		t.Errorf("LookupSubjects with the token as it was = %v, %q, %v; want bob and cat, the last page", got, next, err)
+	}
+
+	// A grant on the call's path changes the answer: the token as it was
+	// is refused, and one rewritten to say the answer held up to now too.
+	_, token, _, err = w.eng.LookupSubjects(w.ctx, subjects, 1, "")
+	if err != nil || token == "" {
+		t.Fatalf("LookupSubjects' first page: %q, %v", token, err)
+	}
+	w.grant("user:late", "call-member", "account:acme")
+	forged = rewritten(t, token, w.eng.Index().Revision(), time.Time{})
+	page, next, _, err = w.eng.LookupSubjects(w.ctx, subjects, 10, forged)
+	wantRewrittenRefused(t, "LookupSubjects with a token rewritten to skip a grant on the call's path", forged, page, next, err)
+}
+
+func foundNames(found []authz.Found) []string {
+	var out []string
+	for _, f := range found {
+		out = append(out, f.Name)
+	}
+	return out
 }
