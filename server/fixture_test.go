@@ -179,6 +179,19 @@ func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*a
 	return f
 }
 
+// serveEngine serves engine on a loopback listener until the test ends, as
+// a fixture whose helpers call it; stopping it early is the test's end.
+func serveEngine(t testing.TB, engine *authz.Engine) *fixture {
+	t.Helper()
+	conn := serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler)))
+	return &fixture{
+		t: t, conn: conn, engine: engine, stop: func() {},
+		authz:  usherv1.NewAuthorizationServiceClient(conn),
+		admin:  usherv1.NewAdminServiceClient(conn),
+		health: healthpb.NewHealthClient(conn),
+	}
+}
+
 // newServer starts a server on a fresh directory.
 func newServer(t *testing.T) *fixture {
 	t.Helper()

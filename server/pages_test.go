@@ -2,14 +2,20 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // pagedList is one list RPC seen as pages of strings.
@@ -180,6 +186,126 @@ func TestEveryListPages(t *testing.T) {
 			st := wantCode(t, l.elsewhere(callCtx(t), token), codes.InvalidArgument)
 			if !strings.HasPrefix(st.Message(), "page_token ") {
 				t.Errorf("the refusal %q does not name page_token", st.Message())
+			}
+		})
+	}
+}
+
+// lookupPages are user:roamer's calls and call 42's participants, the two
+// lookups, seen as pages of names through client.
+func lookupPages(client usherv1.AuthorizationServiceClient) map[string]func(ctx context.Context, size int32, token string) ([]string, string, error) {
+	return map[string]func(ctx context.Context, size int32, token string) ([]string, string, error){
+		"LookupResources": func(ctx context.Context, size int32, token string) ([]string, string, error) {
+			r, err := client.LookupResources(ctx, &usherv1.LookupResourcesRequest{Subject: "user:roamer", Permission: "join-call",
+				ResourceType: "call", PageSize: size, PageToken: token})
+			var out []string
+			for _, l := range r.GetResources() {
+				out = append(out, l.GetName())
+			}
+			return out, r.GetNextPageToken(), err
+		},
+		"LookupSubjects": func(ctx context.Context, size int32, token string) ([]string, string, error) {
+			r, err := client.LookupSubjects(ctx, &usherv1.LookupSubjectsRequest{Resource: stream42, Permission: "join-call",
+				PageSize: size, PageToken: token})
+			var out []string
+			for _, l := range r.GetSubjects() {
+				out = append(out, l.GetName())
+			}
+			return out, r.GetNextPageToken(), err
+		},
+	}
+}
+
+// rewritten is a lookup's page token with the time its grants are judged
+// at set to when, where the token carries it: after its filter hash, its
+// first page's revision, its position and the revision up to which its
+// answer is known to hold, big-endian.
+func rewritten(t *testing.T, token string, when time.Time) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) < 40 {
+		t.Fatalf("%q is not a lookup's page token: %v", token, err)
+	}
+	binary.BigEndian.PutUint64(raw[32:], uint64(when.UnixNano()))
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// A lookup's page token is good only on the server that answered its first
+// page, as that server made it: one a caller rewrote to judge grants a year
+// ago, when grants since run out were live, is refused as one of another
+// server is, FAILED_PRECONDITION PAGE_TOKEN_EXPIRED naming the token, and
+// answers nothing; the token as it was goes on.
+func TestLookupTokensAreGoodOnlyAsTheirServerMadeThem(t *testing.T) {
+	clock := authz.NewManualClock(time.Now())
+	be := memory.New()
+	engine, err := authz.Start(t.Context(), be, authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: msg}); err != nil {
+		t.Fatal(err)
+	}
+	f.world()
+	for _, call := range []string{"call:livestream:43", "call:livestream:44"} {
+		f.putResource(call, livestream)
+	}
+	f.grant("user:roamer", "call-member", stream42)
+	f.grant("user:roamer", "call-member", "call:livestream:43")
+	f.grantUntil("user:roamer", "call-member", "call:livestream:44", clock.Now().Add(time.Minute))
+	f.grant("user:ann", "call-member", livestream)
+	f.grant("user:bob", "call-member", livestream)
+	f.grantUntil("user:sam", "call-member", livestream, clock.Now().Add(time.Minute))
+	clock.Advance(2 * time.Minute) // roamer's membership of call 44 and sam's of the call type run out
+	// Another server over the same data, as a second replica is.
+	other, err := authz.Start(t.Context(), be, authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	replica := serveEngine(t, other)
+
+	here, there := lookupPages(f.authz), lookupPages(replica.authz)
+	for _, c := range []struct {
+		lookup string
+		rest   []string // the answer after the first page, as the token goes on
+	}{
+		{"LookupResources", []string{"call:livestream:43"}},
+		{"LookupSubjects", []string{"user:ann", "user:bob"}},
+	} {
+		first, token, err := here[c.lookup](callCtx(t), 1, "")
+		if err != nil || len(first) != 1 || token == "" {
+			t.Fatalf("%s's first page: %v, %q, %v", c.lookup, first, token, err)
+		}
+		refusals := []struct {
+			name  string
+			page  func(ctx context.Context, size int32, token string) ([]string, string, error)
+			token string
+		}{
+			{c.lookup + ": a token rewritten to judge grants a year ago is refused", here[c.lookup], rewritten(t, token, clock.Now().AddDate(-1, 0, 0))},
+			{c.lookup + ": a token of another server is refused", there[c.lookup], token},
+		}
+		for _, r := range refusals {
+			t.Run(r.name, func(t *testing.T) {
+				got, next, err := r.page(callCtx(t), 10, r.token)
+				if err == nil {
+					t.Fatalf("answered %v (next page token %q), want FAILED_PRECONDITION", got, next)
+				}
+				wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "PAGE_TOKEN_EXPIRED", field: "page_token", value: r.token})
+				if got != nil || next != "" {
+					t.Errorf("refused, yet answered %v (next page token %q)", got, next)
+				}
+			})
+		}
+		t.Run(c.lookup+": the token as it was goes on", func(t *testing.T) {
+			got, next, err := here[c.lookup](callCtx(t), 10, token)
+			if err != nil || !slices.Equal(got, c.rest) || next != "" {
+				t.Errorf("the next page: %v (next page token %q), %v; want %v, the last page", got, next, err, c.rest)
 			}
 		})
 	}
