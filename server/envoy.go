@@ -106,6 +106,9 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 		opts := []jwt.ParserOption{
 			jwt.WithValidMethods([]string{j.Algorithm}),
 			jwt.WithExpirationRequired(),
+			// A token issued in the future comes from a clock gone wrong or
+			// from a key used outside its issuer.
+			jwt.WithIssuedAt(),
 		}
 		if j.Issuer != "" {
 			opts = append(opts, jwt.WithIssuer(j.Issuer))

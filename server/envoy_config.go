@@ -49,7 +49,7 @@ type EnvoySubject struct {
 }
 
 // EnvoyJWT is a JWT Usher verifies: its signature with the configured key,
-// and its exp (required), nbf and, when set here, iss and aud.
+// and its exp (required), nbf, iat and, when set here, iss and aud.
 type EnvoyJWT struct {
 	// Header holds the token, as "Bearer <token>" or bare; default
 	// "authorization".
@@ -64,7 +64,8 @@ type EnvoyJWT struct {
 	// line of this file.
 	KeyFile string `json:"key_file,omitempty"`
 	KeyEnv  string `json:"key_env,omitempty"`
-	// Issuer and Audience, when set, must match the token's iss and aud.
+	// Issuer and Audience, when set, must match the token's iss and aud
+	// (one of its audiences); a token without the claim is refused.
 	Issuer   string `json:"issuer,omitempty"`
 	Audience string `json:"audience,omitempty"`
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -633,6 +634,21 @@ func claims(sub string) jwt.MapClaims {
 		"nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Minute).Unix()}
 }
 
+// unsigned is a token of claims whose header names alg and whose
+// signature is empty.
+func unsigned(t *testing.T, alg string, claims jwt.MapClaims) string {
+	t.Helper()
+	header, err := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
+}
+
 func with(c jwt.MapClaims, kv ...any) jwt.MapClaims {
 	out := jwt.MapClaims{}
 	for k, v := range c {
@@ -668,6 +684,9 @@ func TestEnvoyJWTHS256(t *testing.T) {
 	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" || a.headers["x-usher-role"] != "host" {
 		t.Fatalf("a valid token: %+v", a)
 	}
+	if a := w.ask(t, join(hs(with(claims("alice"), "aud", []string{"billing", "usher"})))); a.code != codes.OK {
+		t.Errorf("a token for several audiences, the configured one among them: %+v", a)
+	}
 	if a := w.ask(t, join("bearer "+sign(t, jwt.SigningMethodHS256, hmacSecret, claims("erin")))); a.reason != "NO_GRANT" {
 		t.Errorf("a valid token of a subject without a grant (and a lower-case scheme): %+v", a)
 	}
@@ -685,7 +704,13 @@ func TestEnvoyJWTHS256(t *testing.T) {
 		{"another audience", hs(with(claims("alice"), "aud", "billing")), "token has invalid audience"},
 		{"no subject claim", hs(with(claims("alice"), "sub", nil)), `the token has no string claim "sub"`},
 		{"a subject claim that is not a string", hs(with(claims("alice"), "sub", 42)), `the token has no string claim "sub"`},
+		{"a token issued in the future", hs(with(claims("alice"), "iat", time.Now().Add(time.Hour).Unix())), "token used before issued"},
+		{"no issuer where one is configured", hs(with(claims("alice"), "iss", nil)), "iss claim is required"},
+		{"no audience where one is configured", hs(with(claims("alice"), "aud", nil)), "aud claim is required"},
+		{"an empty audience where one is configured", hs(with(claims("alice"), "aud", []string{})), "aud claim is required"},
 		{"alg none", "Bearer " + none, "signing method none is invalid"},
+		{"alg NONE", "Bearer " + unsigned(t, "NONE", claims("alice")), "signing method (alg) is unavailable"},
+		{"alg HS256 without a signature", "Bearer " + unsigned(t, "HS256", claims("alice")), "signature is invalid"},
 		{"an RS256 token where HS256 is configured", "Bearer " + sign(t, jwt.SigningMethodRS256, func() *rsa.PrivateKey { k, _ := rsaKeys(); return k }(), claims("alice")), "signing method RS256 is invalid"},
 		{"another scheme", "Basic YWxpY2U6c2VjcmV0", `want a bearer token, got scheme "Basic"`},
 		{"not a JWT", "Bearer not.a.jwt", "token is malformed"},
