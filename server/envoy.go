@@ -110,6 +110,13 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 			// from a key used outside its issuer.
 			jwt.WithIssuedAt(),
 		}
+		leeway, err := j.leeway()
+		if err != nil {
+			return nil, err
+		}
+		if leeway > 0 {
+			opts = append(opts, jwt.WithLeeway(leeway))
+		}
 		if j.Issuer != "" {
 			opts = append(opts, jwt.WithIssuer(j.Issuer))
 		}

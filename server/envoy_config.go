@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"sigs.k8s.io/yaml"
@@ -68,6 +69,10 @@ type EnvoyJWT struct {
 	// (one of its audiences); a token without the claim is refused.
 	Issuer   string `json:"issuer,omitempty"`
 	Audience string `json:"audience,omitempty"`
+	// Leeway, a duration such as "30s", widens exp, nbf and iat by as much
+	// for an issuer whose clock is not quite Usher's; default none, at
+	// most maxJWTLeeway.
+	Leeway string `json:"leeway,omitempty"`
 }
 
 // EnvoyRule maps requests to a check. Path is a template of segments,
@@ -87,6 +92,10 @@ const (
 	minHMACSecretLen = 32
 	minRSABits       = 2048
 )
+
+// maxJWTLeeway is the most clock skew a leeway may forgive: more would
+// keep an expired token, or one issued for later, good for long.
+const maxJWTLeeway = 5 * time.Minute
 
 // LoadEnvoyConfig reads a YAML (or JSON) EnvoyConfig strictly, an unknown
 // field being an error, and validates it. Keys are read later, by
@@ -169,7 +178,25 @@ func (s EnvoySubject) validate() error {
 	if (j.KeyFile == "") == (j.KeyEnv == "") {
 		return configError("subject.jwt.key_file", j.KeyFile, "set key_file or key_env, exactly one")
 	}
+	if _, err := j.leeway(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// leeway reads Leeway: none when it is not set.
+func (j *EnvoyJWT) leeway() (time.Duration, error) {
+	if j.Leeway == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(j.Leeway)
+	switch {
+	case err != nil:
+		return 0, configError("subject.jwt.leeway", j.Leeway, "must be a duration such as \"30s\"")
+	case d < 0 || d > maxJWTLeeway:
+		return 0, configError("subject.jwt.leeway", j.Leeway, "must be between 0s and %s", maxJWTLeeway)
+	}
+	return d, nil
 }
 
 // verificationKey reads the JWT key from its file or variable.

@@ -767,6 +767,45 @@ func TestEnvoyJWTRS256(t *testing.T) {
 	}
 }
 
+// An issuer's clock a little ahead of Usher's, or a little behind, need not
+// refuse its fresh tokens, nor accept its stale ones for long: leeway
+// widens exp, nbf and iat by as much as it says, and no more.
+func TestEnvoyJWTLeeway(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Subject = server.EnvoySubject{Prefix: "user:", JWT: &server.EnvoyJWT{
+		Algorithm: "HS256", KeyFile: writeFile(t, "jwt.secret", hmacSecret), Leeway: "30s",
+	}}
+	w := startEnvoy(t, cfg, nil)
+	join := func(c jwt.MapClaims) *authv3.CheckRequest {
+		return httpRequest("POST", "/calls/meeting/7/join", map[string]string{"authorization": "Bearer " + sign(t, jwt.SigningMethodHS256, hmacSecret, c)})
+	}
+	now := time.Now()
+	for _, tt := range []struct {
+		name    string
+		claims  jwt.MapClaims
+		message string // "" when allowed
+	}{
+		{"issued 10s ahead", with(claims("alice"), "iat", now.Add(10*time.Second).Unix(), "nbf", now.Add(10*time.Second).Unix()), ""},
+		{"expired 10s ago", with(claims("alice"), "exp", now.Add(-10*time.Second).Unix()), ""},
+		{"issued a minute ahead", with(claims("alice"), "iat", now.Add(time.Minute).Unix()), "token used before issued"},
+		{"valid from a minute ahead", with(claims("alice"), "nbf", now.Add(time.Minute).Unix()), "token is not valid yet"},
+		{"expired a minute ago", with(claims("alice"), "exp", now.Add(-time.Minute).Unix()), "token is expired"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := w.ask(t, join(tt.claims))
+			if tt.message == "" {
+				if a.code != codes.OK {
+					t.Errorf("answer = %+v, want it allowed", a)
+				}
+				return
+			}
+			if a.code != codes.Unauthenticated || a.http != 401 || a.reason != "UNAUTHENTICATED" || !strings.Contains(a.message, tt.message) {
+				t.Errorf("answer = %+v, want 401 UNAUTHENTICATED saying %q", a, tt.message)
+			}
+		})
+	}
+}
+
 // A token's JSON, decoded into claims, takes many times its size in memory:
 // a large token is decoded only once its signature verifies, so that a
 // client without the key spends the server a hash of its bytes, no more.
@@ -894,6 +933,9 @@ func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
 		{"only HS256 and RS256", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "none", KeyFile: "k"})}), "subject.jwt.algorithm", "none"},
 		{"a JWT needs a key", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256"})}), "subject.jwt.key_file", ""},
 		{"a key from one place", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", KeyEnv: "K"})}), "subject.jwt.key_file", "k"},
+		{"a leeway is a duration", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", Leeway: "30"})}), "subject.jwt.leeway", "30"},
+		{"a leeway is not negative", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", Leeway: "-1s"})}), "subject.jwt.leeway", "-1s"},
+		{"a leeway is at most five minutes", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", Leeway: "1h"})}), "subject.jwt.leeway", "1h"},
 		{"a JWT header name in lower case", withSubject(server.EnvoySubject{JWT: hs(server.EnvoyJWT{Algorithm: "RS256", KeyFile: "k", Header: "Authorization"})}), "subject.jwt.header", "Authorization"},
 		{"no rules would deny everything", server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}}, "rules", ""},
 		{"a method is upper case", withRule(func(r *server.EnvoyRule) { r.Method = "get" }), "rules[0].method", "get"},
