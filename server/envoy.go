@@ -54,6 +54,9 @@ const (
 	// ReasonInvalidResource: the path makes a resource name that cannot
 	// exist, such as one with a control character.
 	ReasonInvalidResource = "INVALID_RESOURCE"
+	// ReasonMethodOverride: a header or the query names another method
+	// than the request's, which the API might run in its place.
+	ReasonMethodOverride = "METHOD_OVERRIDE"
 )
 
 var envoyReasons = map[authz.Reason]string{
@@ -94,7 +97,14 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix}
+	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix,
+		honorOverride: cfg.MethodOverride == MethodOverrideHonor}
+	h.removed = []string{HeaderReason}
+	if !h.honorOverride {
+		// Envoy may not send Usher these headers (allowed_headers): the
+		// API must not see an override Usher did not.
+		h.removed = append(h.removed, methodOverrideHeaders...)
+	}
 	for _, rt := range routes {
 		h.maxSegments = max(h.maxSegments, len(rt.segments))
 	}
@@ -177,7 +187,12 @@ type envoyServer struct {
 	header      string      // the subject's header, or
 	jwt         *jwtSubject // the token it comes from
 	prefix      string
-	metrics     *Metrics // nil: decisions are not counted
+	// honorOverride checks a POST as the method its override names;
+	// otherwise an override of the method is refused.
+	honorOverride bool
+	// removed are the headers an allowed request loses on its way upstream.
+	removed []string
+	metrics *Metrics // nil: decisions are not counted
 }
 
 type jwtSubject struct {
@@ -198,7 +213,8 @@ func (h *envoyServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv
 }
 
 // decide authenticates the subject first, so that a client without one
-// learns nothing of the routes, then finds the rule, then asks the checker.
+// learns nothing of the routes, then settles the method, then finds the
+// rule, then asks the checker.
 // It says the reason of its answer: GRANTED or the denial's.
 func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, string, error) {
 	http := req.GetAttributes().GetRequest().GetHttp()
@@ -217,11 +233,15 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 		}
 		return denied(typev3.StatusCode_Unauthorized, ReasonUnauthenticated, err.Error(), extra), ReasonUnauthenticated, nil
 	}
-	path, _, _ := strings.Cut(http.GetPath(), "?")
-	rt, vars, ok := h.route(http.GetMethod(), path)
+	path, query, _ := strings.Cut(http.GetPath(), "?")
+	method, err := h.method(http, query)
+	if err != nil {
+		return denied(typev3.StatusCode_Forbidden, ReasonMethodOverride, err.Error(), nil), ReasonMethodOverride, nil
+	}
+	rt, vars, ok := h.route(method, path)
 	if !ok {
 		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute,
-			fmt.Sprintf("no rule matches %s %s", clip(http.GetMethod()), clip(path)), nil), ReasonNoRoute, nil
+			fmt.Sprintf("no rule matches %s %s", clip(method), clip(path)), nil), ReasonNoRoute, nil
 	}
 	resource := expand(rt.resource, func(name string) string { return vars[name] })
 	if err := authz.ValidateResource("resource", resource); err != nil {
@@ -254,7 +274,7 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 				overwriteHeader(HeaderScope, d.Scope),
 				overwriteHeader(HeaderRevision, revision),
 			},
-			HeadersToRemove: []string{HeaderReason},
+			HeadersToRemove: h.removed,
 		}},
 	}, reasonNames[authz.ReasonGranted], nil
 }

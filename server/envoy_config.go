@@ -32,6 +32,14 @@ type EnvoyConfig struct {
 	// Rules are tried in order; the first whose method and path match
 	// decides the check. A request no rule matches is denied.
 	Rules []EnvoyRule `json:"rules"`
+	// MethodOverride says what to do with a request that names another
+	// method than its own in an X-HTTP-Method-Override, X-HTTP-Method or
+	// X-Method-Override header or a _method query parameter, which the API
+	// behind Envoy may run it as. "deny", the default, refuses it, and
+	// removes those headers from a request it allows; "honor", for an API
+	// that does take a POST's override for its method, checks the POST as
+	// that method.
+	MethodOverride string `json:"method_override,omitempty"`
 }
 
 // EnvoySubject says where the subject of a request comes from: a header
@@ -256,6 +264,11 @@ type templatePart struct {
 func (c EnvoyConfig) compile() ([]envoyRoute, error) {
 	if err := c.Subject.validate(); err != nil {
 		return nil, err
+	}
+	switch c.MethodOverride {
+	case "", MethodOverrideDeny, MethodOverrideHonor:
+	default:
+		return nil, configError("method_override", c.MethodOverride, "must be %q or %q", MethodOverrideDeny, MethodOverrideHonor)
 	}
 	if len(c.Rules) == 0 {
 		return nil, configError("rules", "", "no rules: every request would be denied")

@@ -157,6 +157,15 @@ func checkExtAuthz(t *testing.T, filters []*hcmv3.HttpFilter, cfg server.EnvoyCo
 	if ext.GetAllowedHeaders() != nil && !sent {
 		t.Errorf("allowed_headers %v leave out %s, where Usher reads the subject", ext.GetAllowedHeaders(), header)
 	}
+	for _, override := range overrideHeaders {
+		sent := false
+		for _, p := range ext.GetAllowedHeaders().GetPatterns() {
+			sent = sent || p.GetExact() == override
+		}
+		if ext.GetAllowedHeaders() != nil && !sent {
+			t.Errorf("allowed_headers %v leave out %s, a method override Usher must see", ext.GetAllowedHeaders(), override)
+		}
+	}
 }
 
 // validateEnvoy runs m's validation rules, which cover every message

@@ -32,11 +32,12 @@ func FuzzEnvoyCheck(f *testing.F) {
 	f.Add("", "*", "")
 	f.Add("POST", "/calls/m%zz/7/join", "al ice")
 	f.Add("GET", "/calls/meeting/"+strings.Repeat("9", 300), "alice")
+	f.Add("POST", "/calls/meeting/7/join?_method=DELETE", "alice")
 
 	w := startEnvoy(f, headerConfig(), nil)
 	want := map[string]int{
 		"NO_GRANT": 403, "BLOCKED": 403, "UNKNOWN_RESOURCE": 403, "NO_ROUTE": 403,
-		"UNAUTHENTICATED": 401, "INVALID_RESOURCE": 400,
+		"UNAUTHENTICATED": 401, "INVALID_RESOURCE": 400, "METHOD_OVERRIDE": 403,
 	}
 	f.Fuzz(func(t *testing.T, method, path, user string) {
 		if !utf8.ValidString(method) || !utf8.ValidString(path) || !utf8.ValidString(user) {

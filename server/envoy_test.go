@@ -265,8 +265,9 @@ func TestEnvoyAllowsWithTheDecisionInHeaders(t *testing.T) {
 			if !mapsEqual(a.headers, want) {
 				t.Errorf("headers = %v, want %v", a.headers, want)
 			}
-			if !slices.Equal(a.removed, []string{"x-usher-reason"}) {
-				t.Errorf("headers to remove = %v, want [x-usher-reason]", a.removed)
+			// A forged reason, and the method overrides Usher refuses.
+			if want := append([]string{"x-usher-reason"}, overrideHeaders...); !slices.Equal(a.removed, want) {
+				t.Errorf("headers to remove = %v, want %v", a.removed, want)
 			}
 		})
 	}
@@ -954,6 +955,7 @@ func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
 		{"the resource's braces balance", withRule(func(r *server.EnvoyRule) { r.Resource = "call:{type:{id}" }), "rules[0].resource", "call:{type:{id}"},
 		{"a stray closing brace", withRule(func(r *server.EnvoyRule) { r.Resource = "call:type}:{id}" }), "rules[0].resource", "call:type}:{id}"},
 		{"a resource is required", withRule(func(r *server.EnvoyRule) { r.Resource = "" }), "rules[0].resource", ""},
+		{"a method override is denied or honored", server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{rule}, MethodOverride: "allow"}, "method_override", "allow"},
 		{"a permission is well formed", withRule(func(r *server.EnvoyRule) { r.Permission = "Read Call" }), "rules[0].permission", "Read Call"},
 		{"a rule an earlier one always wins over is refused",
 			server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{

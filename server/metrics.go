@@ -114,7 +114,7 @@ func NewMetrics() *Metrics {
 	m.batch = newDecisionCounter(m.decisions, "CheckBatch", append([]string{reasonInvalid}, reasonNames[1:]...))
 	m.join = newDecisionCounter(m.decisions, "Join", outcomeNames())
 	m.envoy = map[string]prometheus.Counter{}
-	for _, r := range []string{"GRANTED", ReasonBlocked, ReasonNoGrant, ReasonUnknownResource, ReasonNoRoute, ReasonUnauthenticated, ReasonInvalidResource} {
+	for _, r := range []string{"GRANTED", ReasonBlocked, ReasonNoGrant, ReasonUnknownResource, ReasonNoRoute, ReasonUnauthenticated, ReasonInvalidResource, ReasonMethodOverride} {
 		m.envoy[r] = m.decisions.WithLabelValues("Envoy", r)
 	}
 	m.reg.MustRegister(

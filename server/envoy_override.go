@@ -1,0 +1,139 @@
+package server
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// methodOverrideHeaders are the headers many web frameworks take a POST's
+// real method from (Express's method-override, Rails, Symfony and Laravel,
+// ASP.NET, Google's APIs), as Envoy passes their names.
+var methodOverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
+
+// The values of EnvoyConfig.MethodOverride.
+const (
+	// MethodOverrideDeny refuses a request that names another method than
+	// its own, and removes the override headers from one it allows.
+	MethodOverrideDeny = "deny"
+	// MethodOverrideHonor checks a POST as the method its override names.
+	MethodOverrideHonor = "honor"
+)
+
+// methodOverride is a method a request names in place of its own.
+type methodOverride struct {
+	where  string // "header x-http-method", "query parameter _method"
+	method string // trimmed and upper-cased, as the frameworks read it
+}
+
+// methodOverrides lists the methods http names in its override headers
+// and query's _method parameters, in that order.
+func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []methodOverride {
+	var out []methodOverride
+	add := func(where, value string) {
+		// A header sent twice reaches Usher joined by a comma: Express
+		// reads the first part, other frameworks the whole. Every part
+		// counts, and an empty one, like an empty header, names nothing.
+		for part := range strings.SplitSeq(value, ",") {
+			if p := strings.TrimSpace(part); p != "" {
+				out = append(out, methodOverride{where: where, method: strings.ToUpper(p)})
+			}
+		}
+	}
+	for _, name := range methodOverrideHeaders {
+		if v := http.GetHeaders()[name]; v != "" {
+			add("header "+name, v)
+		}
+	}
+	for _, hv := range http.GetHeaderMap().GetHeaders() {
+		for _, name := range methodOverrideHeaders {
+			if strings.EqualFold(hv.GetKey(), name) {
+				v := string(hv.GetRawValue())
+				if v == "" {
+					v = hv.GetValue()
+				}
+				add("header "+name, v)
+			}
+		}
+	}
+	for query != "" {
+		pair := query
+		if i := strings.IndexAny(query, "&;"); i >= 0 {
+			pair, query = query[:i], query[i+1:]
+		} else {
+			query = ""
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		if isMethodParameter(unescapeQuery(name)) {
+			add("query parameter _method", unescapeQuery(value))
+		}
+	}
+	return out
+}
+
+// isMethodParameter says whether a query parameter is _method as PHP reads
+// names, which Laravel and Symfony take the method from: leading spaces
+// dropped, and a '.', ' ' or '[' read as '_' (".method" is "_method").
+// Case is ignored, which costs only a parameter no framework reads.
+func isMethodParameter(name string) bool {
+	name = strings.TrimLeft(name, " ")
+	if name == "" {
+		return false
+	}
+	if strings.IndexByte(" .[", name[0]) >= 0 {
+		name = "_" + name[1:]
+	}
+	return strings.EqualFold(name, "_method")
+}
+
+// unescapeQuery decodes a query's name or value, '+' being a space; a bad
+// escape is left as it is, as PHP leaves it.
+func unescapeQuery(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	if d, err := url.QueryUnescape(s); err == nil {
+		return d
+	}
+	return s
+}
+
+// method is the method a request is checked as: its own or, when
+// overrides are honoured, the one a POST's override names. The error says
+// why a request the API might run as another method than the one checked
+// is refused.
+func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query string) (string, error) {
+	method := http.GetMethod()
+	overrides := methodOverrides(http, query)
+	if !h.honorOverride {
+		for _, o := range overrides {
+			if o.method != method {
+				return "", fmt.Errorf("%s overrides %s with %s", o.where, clip(method), clip(o.method))
+			}
+		}
+		return method, nil
+	}
+	if len(overrides) == 0 {
+		return method, nil
+	}
+	// Which of several the API reads is the API's affair: they must agree.
+	first := overrides[0]
+	for _, o := range overrides[1:] {
+		if o.method != first.method {
+			return "", fmt.Errorf("%s says %s, %s says %s", first.where, clip(first.method), o.where, clip(o.method))
+		}
+	}
+	switch {
+	case first.method == method:
+		return method, nil
+	case method != "POST":
+		// The frameworks override a POST only: a GET so overridden is
+		// still a GET to them.
+		return "", fmt.Errorf("%s overrides %s with %s: only a POST may be overridden", first.where, clip(method), clip(first.method))
+	case !methodName.MatchString(first.method):
+		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(first.method))
+	}
+	return first.method, nil
+}

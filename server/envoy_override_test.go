@@ -1,0 +1,175 @@
+package server_test
+
+import (
+	"slices"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/usher-authz/usher/server"
+)
+
+// overrideHeaders are the headers many frameworks take a POST's real
+// method from: Express's method-override, Rails, Symfony and Laravel,
+// ASP.NET's, Google's APIs.
+var overrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
+
+// wantDenial checks that a is Envoy's denial of a request: the gRPC code,
+// the HTTP status, the reason in the header and the body, and the message.
+func wantDenial(t *testing.T, a envoyAnswer, code codes.Code, http int, reason, message string) {
+	t.Helper()
+	if a.code != code || a.http != http || a.reason != reason || a.headers["x-usher-reason"] != reason {
+		t.Fatalf("answer = %s %d %s (%q), headers %v; want %s %d %s", a.code, a.http, a.reason, a.message, a.headers, code, http, reason)
+	}
+	if a.message != message {
+		t.Errorf("message = %q, want %q", a.message, message)
+	}
+}
+
+// The API behind Envoy may run a POST as the method a header or a _method
+// query parameter names; Usher checks the request's own method, so by
+// default it refuses an override of the method with another (403
+// METHOD_OVERRIDE, naming where the override is), and removes the headers
+// from a request it allows, in case Envoy did not send them.
+func TestEnvoyRefusesAMethodOverride(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	join := func(path string, kv ...string) *authv3.CheckRequest {
+		h := map[string]string{"x-user-id": "alice"}
+		for i := 0; i < len(kv); i += 2 {
+			h[kv[i]] = kv[i+1]
+		}
+		return httpRequest("POST", path, h)
+	}
+	refused := []struct {
+		name    string
+		req     *authv3.CheckRequest
+		message string
+	}{
+		{"X-HTTP-Method-Override names another method",
+			join("/calls/meeting/7/join", "x-http-method-override", "DELETE"),
+			"header x-http-method-override overrides POST with DELETE"},
+		{"X-HTTP-Method names another method",
+			join("/calls/meeting/7/join", "x-http-method", "PUT"),
+			"header x-http-method overrides POST with PUT"},
+		{"X-Method-Override names another method",
+			join("/calls/meeting/7/join", "x-method-override", "PATCH"),
+			"header x-method-override overrides POST with PATCH"},
+		{"an override in lower case is the method in upper case",
+			join("/calls/meeting/7/join", "x-http-method-override", " delete "),
+			"header x-http-method-override overrides POST with DELETE"},
+		{"an override header sent twice, which Envoy joins with a comma",
+			join("/calls/meeting/7/join", "x-http-method-override", "POST, DELETE"),
+			"header x-http-method-override overrides POST with DELETE"},
+		{"a _method query parameter names another method",
+			join("/calls/meeting/7/join?lang=de&_method=DELETE"),
+			"query parameter _method overrides POST with DELETE"},
+		{"an escaped _method query parameter",
+			join("/calls/meeting/7/join?%5Fmethod=d%65lete"),
+			"query parameter _method overrides POST with DELETE"},
+		{"PHP reads a parameter .method as _method",
+			join("/calls/meeting/7/join?.method=DELETE"),
+			"query parameter _method overrides POST with DELETE"},
+		{"an override is refused before the route is looked for",
+			join("/admin/users", "x-http-method-override", "DELETE"),
+			"header x-http-method-override overrides POST with DELETE"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			wantDenial(t, w.ask(t, tt.req), codes.PermissionDenied, 403, "METHOD_OVERRIDE", tt.message)
+		})
+	}
+
+	t.Run("an override header sent twice in raw headers", func(t *testing.T) {
+		req := join("/calls/meeting/7/join")
+		req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: "x-user-id", RawValue: []byte("alice")},
+			{Key: "x-http-method-override", RawValue: []byte("POST")},
+			{Key: "x-http-method-override", RawValue: []byte("DELETE")},
+		}}
+		req.Attributes.Request.Http.Headers = nil
+		wantDenial(t, w.ask(t, req), codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override overrides POST with DELETE")
+	})
+
+	allowed := []struct {
+		name string
+		req  *authv3.CheckRequest
+	}{
+		{"no override", join("/calls/meeting/7/join")},
+		{"an override naming the request's own method", join("/calls/meeting/7/join", "x-http-method-override", "post")},
+		{"an empty override", join("/calls/meeting/7/join", "x-http-method", "")},
+		{"a query parameter that is not _method", join("/calls/meeting/7/join?x_method=DELETE&_methods=PUT&method=PATCH")},
+	}
+	for _, tt := range allowed {
+		t.Run(tt.name, func(t *testing.T) {
+			a := w.ask(t, tt.req)
+			if a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" {
+				t.Fatalf("answer = %+v, want it allowed", a)
+			}
+			want := append([]string{"x-usher-reason"}, overrideHeaders...)
+			if !slices.Equal(a.removed, want) {
+				t.Errorf("headers to remove = %v, want %v", a.removed, want)
+			}
+		})
+	}
+}
+
+// With method_override: honor, the API is trusted to run a POST as the
+// method its override names, as Rails, Laravel and Express's
+// method-override do, and Usher checks it as that method. An override of
+// another method than POST, overrides that disagree, or one that is no
+// method, are refused.
+func TestEnvoyHonorsAMethodOverride(t *testing.T) {
+	cfg := headerConfig()
+	cfg.MethodOverride = server.MethodOverrideHonor
+	w := startEnvoy(t, cfg, nil)
+	bob := func(method, path string, kv ...string) *authv3.CheckRequest {
+		h := map[string]string{"x-user-id": "bob"}
+		for i := 0; i < len(kv); i += 2 {
+			h[kv[i]] = kv[i+1]
+		}
+		return httpRequest(method, path, h)
+	}
+
+	a := w.ask(t, bob("POST", "/calls/meeting/8", "x-http-method-override", "get"))
+	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:bob" || a.headers["x-usher-role"] != "member" {
+		t.Fatalf("a POST overridden to GET, checked as GET's rule: %+v", a)
+	}
+	if !slices.Equal(a.removed, []string{"x-usher-reason"}) {
+		t.Errorf("headers to remove = %v; want the override left for the API", a.removed)
+	}
+	if a := w.ask(t, bob("POST", "/calls/meeting/8?_method=GET")); a.code != codes.OK {
+		t.Errorf("a POST overridden to GET by _method: %+v", a)
+	}
+
+	tests := []struct {
+		name    string
+		req     *authv3.CheckRequest
+		code    codes.Code
+		http    int
+		reason  string
+		message string
+	}{
+		{"an overridden request is routed as the method it names",
+			bob("POST", "/calls/meeting/8/join", "x-http-method-override", "DELETE"),
+			codes.PermissionDenied, 403, "NO_ROUTE", "no rule matches DELETE /calls/meeting/8/join"},
+		{"only a POST is overridden",
+			bob("GET", "/calls/meeting/8", "x-http-method-override", "DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override overrides GET with DELETE: only a POST may be overridden"},
+		{"overrides that disagree",
+			bob("POST", "/calls/meeting/8", "x-http-method", "GET", "x-http-method-override", "DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override says DELETE, header x-http-method says GET"},
+		{"an override agreeing with the method and one that does not",
+			bob("POST", "/calls/meeting/8?_method=GET", "x-method-override", "POST"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-method-override says POST, query parameter _method says GET"},
+		{"an override that is no method",
+			bob("POST", "/calls/meeting/8", "x-http-method-override", "GET /admin"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", `header x-http-method-override: "GET /ADMIN" is not a method`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantDenial(t, w.ask(t, tt.req), tt.code, tt.http, tt.reason, tt.message)
+		})
+	}
+}
