@@ -238,10 +238,9 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 	if err != nil {
 		return denied(typev3.StatusCode_Forbidden, ReasonMethodOverride, err.Error(), nil), ReasonMethodOverride, nil
 	}
-	rt, vars, ok := h.route(method, path)
-	if !ok {
-		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute,
-			fmt.Sprintf("no rule matches %s %s", clip(method), clip(path)), nil), ReasonNoRoute, nil
+	rt, vars, err := h.route(method, path)
+	if err != nil {
+		return denied(typev3.StatusCode_Forbidden, ReasonNoRoute, err.Error(), nil), ReasonNoRoute, nil
 	}
 	resource := expand(rt.resource, func(name string) string { return vars[name] })
 	if err := authz.ValidateResource("resource", resource); err != nil {
@@ -385,13 +384,16 @@ func (j *jwtSubject) signed(token string) error {
 	return nil
 }
 
-// route finds the first rule matching the request. Every segment is
-// percent-decoded first; a path with an empty, "." or ".." segment, a bad
-// escape, or an escaped "/", matches no rule, so that no spelling of a path
-// reaches a rule written for another.
-func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string, bool) {
+// route finds the first rule matching the request, or says why none
+// decides it. Every segment is percent-decoded first; a path with an empty,
+// "." or ".." segment, a bad escape, or an escaped "/", matches no rule, so
+// that no spelling of a path reaches a rule written for another.
+func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string, error) {
+	noRoute := func() (envoyRoute, map[string]string, error) {
+		return envoyRoute{}, nil, fmt.Errorf("no rule matches %s %s", clip(method), clip(path))
+	}
 	if !strings.HasPrefix(path, "/") {
-		return envoyRoute{}, nil, false
+		return noRoute()
 	}
 	var segments []string
 	if path != "/" {
@@ -399,23 +401,34 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 		// rather than split, so that a request of megabytes of "a/" costs
 		// no slice of millions of strings.
 		if strings.Count(path, "/") > h.maxSegments {
-			return envoyRoute{}, nil, false
+			return noRoute()
 		}
 		segments = strings.Split(path[1:], "/")
 	}
 	for i, s := range segments {
 		d, err := url.PathUnescape(s)
 		if err != nil || d == "" || d == "." || d == ".." || strings.Contains(d, "/") {
-			return envoyRoute{}, nil, false
+			return noRoute()
 		}
 		segments[i] = d
 	}
-	for _, rt := range h.routes {
+	// An API that ignores case in its routes or methods would serve a
+	// request that an earlier rule matches but for case as that rule's,
+	// whichever rule Usher finds: such a request is refused.
+	folded := -1
+	for i, rt := range h.routes {
 		if vars, ok := rt.match(method, segments); ok {
-			return rt, vars, true
+			if folded >= 0 {
+				earlier := h.routes[folded]
+				return envoyRoute{}, nil, fmt.Errorf("%s %s differs only in case from rules[%d] (%s)", clip(method), clip(path), earlier.index, earlier.rule)
+			}
+			return rt, vars, nil
+		}
+		if folded < 0 && rt.matches(method, segments, true) {
+			folded = i
 		}
 	}
-	return envoyRoute{}, nil, false
+	return noRoute()
 }
 
 // denial explains a denied check to the client. A block's reason text is a

@@ -249,6 +249,7 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 // envoyRoute is a compiled EnvoyRule.
 type envoyRoute struct {
 	index      int
+	rule       string // the rule's method and path, for messages
 	method     string // "*" matches any
 	segments   []templatePart
 	resource   []templatePart // literal pieces and variables, concatenated
@@ -292,7 +293,7 @@ func (c EnvoyConfig) compile() ([]envoyRoute, error) {
 
 func compileRule(i int, r EnvoyRule) (envoyRoute, error) {
 	field := func(name string) string { return fmt.Sprintf("rules[%d].%s", i, name) }
-	rt := envoyRoute{index: i, method: r.Method, permission: r.Permission}
+	rt := envoyRoute{index: i, rule: r.Method + " " + r.Path, method: r.Method, permission: r.Permission}
 	if r.Method != "*" && !methodName.MatchString(r.Method) {
 		return rt, configError(field("method"), r.Method, "must be an upper-case HTTP method such as GET, or * for any")
 	}
@@ -422,21 +423,39 @@ func (r envoyRoute) shadows(later envoyRoute) bool {
 
 // match returns the path's variables if the request matches r. segments
 // are the request path's, already decoded and screened by
-// envoyServer.route. A segment with ':', ';', '\', '%', '?' or '#' fills no
-// variable.
+// envoyServer.route.
 func (r envoyRoute) match(method string, segments []string) (map[string]string, bool) {
-	if r.method != "*" && r.method != method {
-		return nil, false
-	}
-	if len(segments) != len(r.segments) {
+	if !r.matches(method, segments, false) {
 		return nil, false
 	}
 	var vars map[string]string
 	for i, s := range r.segments {
+		if s.name != "" {
+			if vars == nil {
+				vars = make(map[string]string, len(r.segments))
+			}
+			vars[s.name] = segments[i]
+		}
+	}
+	return vars, true
+}
+
+// matches says whether a request matches r, its method and r's literals
+// compared exactly or, with fold, ignoring case. A segment with ':', ';',
+// '\', '%', '?' or '#' fills no variable.
+func (r envoyRoute) matches(method string, segments []string, fold bool) bool {
+	same := func(a, b string) bool { return a == b || fold && strings.EqualFold(a, b) }
+	if r.method != "*" && !same(r.method, method) {
+		return false
+	}
+	if len(segments) != len(r.segments) {
+		return false
+	}
+	for i, s := range r.segments {
 		v := segments[i]
 		if s.name == "" {
-			if v != s.literal {
-				return nil, false
+			if !same(v, s.literal) {
+				return false
 			}
 			continue
 		}
@@ -452,12 +471,8 @@ func (r envoyRoute) match(method string, segments []string) (map[string]string, 
 		// or '#' left after decoding starts a query or a fragment there:
 		// /calls/a/b%3Fx/end read again is /calls/a/b.
 		if strings.ContainsAny(v, ":;\\%?#") {
-			return nil, false
+			return false
 		}
-		if vars == nil {
-			vars = make(map[string]string, len(r.segments))
-		}
-		vars[s.name] = v
 	}
-	return vars, true
+	return true
 }

@@ -431,6 +431,63 @@ func TestEnvoyRefusesAVariableReadAgainAsAnother(t *testing.T) {
 	}
 }
 
+// An API that ignores case in its routes (ASP.NET's, Express's by
+// default) or in methods (Flask's) serves GET /calls/MEETING/7 as
+// GET /calls/meeting/{id}, and "delete" as DELETE. A request that would
+// match an earlier rule but for case is refused (403 NO_ROUTE, naming the
+// rule), even when a later rule matches it: else it would be checked as
+// the later rule, here on a resource anyone who may register calls may
+// register and hold.
+func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
+	engine := newEnvoyEngine(t)
+	by := authz.Author{Caller: "test"}
+	const planted = "call:MEETING:7"
+	if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := headerConfig()
+	cfg.Rules = []server.EnvoyRule{
+		{Method: "GET", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "join-call"},
+		{Method: "DELETE", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "call.manage"},
+		{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+	}
+	w := serveEnvoy(t, engine, cfg, nil)
+	as := func(user, method, path string) *authv3.CheckRequest {
+		return httpRequest(method, path, map[string]string{"x-user-id": user})
+	}
+	for _, tt := range []struct {
+		name    string
+		req     *authv3.CheckRequest
+		message string
+	}{
+		{"a literal in another case", as("erin", "GET", "/calls/MEETING/7"),
+			"GET /calls/MEETING/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
+		{"a literal in mixed case", as("erin", "GET", "/calls/Meeting/7"),
+			"GET /calls/Meeting/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
+		{"a method in lower case", as("bob", "delete", "/calls/meeting/7"),
+			"delete /calls/meeting/7 differs only in case from rules[1] (DELETE /calls/{type}/{id})"},
+		{"a method in mixed case", as("bob", "Get", "/calls/meeting/7"),
+			"Get /calls/meeting/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			wantDenial(t, w.ask(t, tt.req), codes.PermissionDenied, 403, "NO_ROUTE", tt.message)
+		})
+	}
+	// What no earlier rule matches in any case is the later rule's.
+	for _, tt := range []struct{ user, method, path, role string }{
+		{"erin", "POST", "/calls/MEETING/7", "host"},
+		{"bob", "GET", "/calls/meeting/8", "member"},
+		{"bob", "PUT", "/calls/meeting/8", "member"},
+	} {
+		if a := w.ask(t, as(tt.user, tt.method, tt.path)); a.code != codes.OK || a.headers["x-usher-role"] != tt.role {
+			t.Errorf("%s %s as %s = %+v; want it allowed as %s", tt.method, tt.path, tt.user, a, tt.role)
+		}
+	}
+}
+
 func TestEnvoySeesWritesAsTheyCommit(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
 	join := httpRequest("POST", "/calls/meeting/8/join", map[string]string{"x-user-id": "erin"})
