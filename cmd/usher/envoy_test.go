@@ -129,6 +129,26 @@ func TestServeAnswersEnvoy(t *testing.T) {
 			t.Errorf("body %q: %v", denied.GetBody(), err)
 		}
 	})
+	t.Run("a POST the API would run as a DELETE is refused, naming the header", func(t *testing.T) {
+		req := joinRequest("alice")
+		req.Attributes.Request.Http.Headers["x-http-method-override"] = "DELETE"
+		resp, err := envoy.Check(ctx, req)
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		denied := resp.GetDeniedResponse()
+		if codes.Code(resp.GetStatus().GetCode()) != codes.PermissionDenied || denied.GetStatus().GetCode() != typev3.StatusCode_Forbidden {
+			t.Fatalf("alice's overridden join: %v; want PERMISSION_DENIED with HTTP 403", resp)
+		}
+		if got := headersOf(denied.GetHeaders())["x-usher-reason"]; got != "METHOD_OVERRIDE" {
+			t.Errorf("x-usher-reason = %q, want METHOD_OVERRIDE", got)
+		}
+		var body struct{ Reason, Message string }
+		if err := json.Unmarshal([]byte(denied.GetBody()), &body); err != nil || body.Reason != "METHOD_OVERRIDE" ||
+			body.Message != "header x-http-method-override overrides POST with DELETE" {
+			t.Errorf("body %q: %v", denied.GetBody(), err)
+		}
+	})
 	t.Run("a caller without a token is refused before any check", func(t *testing.T) {
 		_, err := authv3.NewAuthorizationClient(dial()).Check(ctx, joinRequest("alice"))
 		if status.Code(err) != codes.Unauthenticated {
@@ -163,6 +183,12 @@ func TestServeRefusesABrokenEnvoyConfig(t *testing.T) {
 		{"a JWT key variable that is not set",
 			"subject: {jwt: {algorithm: HS256, key_env: USHER_TEST_UNSET_JWT_KEY}}\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n",
 			`subject.jwt.key_env "USHER_TEST_UNSET_JWT_KEY": the variable is not set`},
+		{"a JWT leeway of an hour",
+			"subject: {jwt: {algorithm: HS256, key_env: K, leeway: 1h}}\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n",
+			`subject.jwt.leeway "1h": must be between 0s and 5m0s`},
+		{"a method override neither denied nor honored",
+			"subject: {header: x-user-id}\nmethod_override: allow\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n",
+			`method_override "allow": must be "deny" or "honor"`},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
