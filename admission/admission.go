@@ -194,7 +194,8 @@ type Result struct {
 	BlockID     string
 	// OpensAt is when the call opens (NotStarted), when known.
 	OpensAt time.Time
-	// Backstage: admitted before the call opened.
+	// Backstage: admitted before the call opened, by the backstage
+	// permission (Admitted only).
 	Backstage bool
 	// Exclusive is what another participant holds exclusively (InUse):
 	// "role NAME" or "permission NAME"; or authz.OccupantMark, when the
@@ -242,11 +243,11 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	r.Outcome = out
 	switch out {
 	case Full:
-		r.Grant = nil
+		r.Grant, r.Backstage = nil, false
 		r.Reason = fmt.Sprintf("%s has %s of at most %d participants (max_participants of the rule at %q)", resource, detail, rule.MaxParticipants, rule.Scope)
 		return r, nil
 	case InUse:
-		r.Grant = nil
+		r.Grant, r.Backstage = nil, false
 		r.Exclusive = detail
 		r.Reason = fmt.Sprintf("%s is in use by another participant holding %s, which one participant at a time may hold there", resource, detail)
 		if detail == authz.OccupantMark {
@@ -291,7 +292,7 @@ func noRoomJoin(r *Result, p authz.Presence, subject, resource string) bool {
 	if r.Grant.RoomJoin {
 		return false
 	}
-	r.Outcome, r.Grant = NoGrant, nil
+	r.Outcome, r.Grant, r.Backstage = NoGrant, nil, false
 	r.Reason = fmt.Sprintf("%s lacks %q in %s, which LiveKit's roomJoin requires", subject, media.RoomJoin, resource)
 	return true
 }
@@ -384,7 +385,9 @@ func (m *Manager) gate(p authz.Presence, subject, resource string, now time.Time
 		r.Backstage = true
 	}
 	if l := rule.Lobby; l != nil && !p.SkipsLobby {
-		r.Outcome = Lobby
+		// Backstage tells of an admission, which one who waits has yet to
+		// get.
+		r.Outcome, r.Backstage = Lobby, false
 		r.Reason = fmt.Sprintf("%s waits in the lobby of %s until a holder of %q admits it", subject, resource, l.Admit)
 		return r, true
 	}

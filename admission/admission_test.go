@@ -162,6 +162,59 @@ func TestScheduledCallOpensJoinAheadBeforeItStarts(t *testing.T) {
 	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
 }
 
+// Backstage says that a subject was admitted before the call opened, by the
+// backstage permission: an answer that admits no one does not say it, though
+// its subject holds that permission and the call has not opened.
+func TestOnlyAnAdmittedJoinSaysBackstage(t *testing.T) {
+	w := newWorld(t)
+	p := policy()
+	p.Roles = append(p.Roles, authz.Role{Name: "speaker", Scope: "root", Permissions: []string{"call.join", "call.backstage"}})
+	for i := range p.Admissions {
+		if p.Admissions[i].ResourceType == "room" {
+			p.Admissions[i].Backstage = "call.backstage"
+		}
+	}
+	p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join",
+		Backstage: "call.backstage", MaxParticipants: 1})
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []string{"call:acme:1", "call:acme:big", "room:acme:a"} {
+		if _, err := w.eng.Schedule(w.ctx, w.by, call, start.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.grant("user:host", "host", "account:acme")
+	for _, s := range []string{"user:s1", "user:s2"} {
+		w.grant(s, "speaker", "account:acme")
+		w.grant(s, "unshared", "room:acme:a")
+	}
+	for _, step := range []struct {
+		name, subject, call string
+		want                admission.Outcome
+		backstage           bool
+	}{
+		{"the first speaker enters the call of one backstage", "user:s1", "call:acme:big", admission.Admitted, true},
+		{"a full call lets no one in backstage", "user:s2", "call:acme:big", admission.Full, false},
+		{"the first sub-user enters the room backstage", "user:s1", "room:acme:a", admission.Admitted, true},
+		{"a room in use lets no one in backstage", "user:s2", "room:acme:a", admission.InUse, false},
+		{"the lobby lets no one in backstage", "user:s1", "call:acme:1", admission.Lobby, false},
+	} {
+		if r := w.wantJoin(step.subject, step.call, step.want); r.Backstage != step.backstage {
+			t.Errorf("%s: Join(%s, %s) = %s with backstage %t, want %t", step.name, step.subject, step.call, r.Outcome, r.Backstage, step.backstage)
+		}
+	}
+	if k, err := w.m.Knock(w.ctx, "user:s2", "call:acme:1", ""); err != nil || k.Outcome != admission.Lobby || k.Backstage {
+		t.Errorf("Knock of a speaker before the call opens = %s with backstage %t, %v; want LOBBY without backstage", k.Outcome, k.Backstage, err)
+	}
+	if _, err := w.m.Admit(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:s1", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := w.wantJoin("user:s1", "call:acme:1", admission.Admitted); !r.Backstage {
+		t.Errorf("the speaker admitted from the lobby before the call opens joins without backstage: %+v", r)
+	}
+}
+
 func TestConcurrentJoinsFillACallExactly(t *testing.T) {
 	w := newWorld(t)
 	// A call of capacity 50, and 500 subjects who may all join it.
