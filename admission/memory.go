@@ -417,6 +417,21 @@ func (m *MemoryStore) Unknock(_ context.Context, call, subject string, why Why) 
 	return true, nil
 }
 
+// EndKnock implements Store.
+func (m *MemoryStore) EndKnock(_ context.Context, id string, why Why) (Knock, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now) // a knock whose lease ran out ends as Lapsed
+	k := m.knocks[id]
+	if k == nil {
+		return Knock{}, ErrNoSession
+	}
+	out := k.Knock
+	m.endKnock(m.calls[k.Call], k, why, now)
+	return out, nil
+}
+
 // RenewKnock implements Store.
 func (m *MemoryStore) RenewKnock(_ context.Context, id string, expires time.Time) (Knock, error) {
 	now := m.clock.Now()

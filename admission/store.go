@@ -117,6 +117,10 @@ type Store interface {
 	// Unknock takes subject out of call's lobby; false when it was not
 	// there.
 	Unknock(ctx context.Context, call, subject string, why Why) (bool, error)
+	// EndKnock ends the live knock of id; ErrNoSession when it ended
+	// already, though its subject may have knocked again since: that
+	// knock, of another id, stays.
+	EndKnock(ctx context.Context, id string, why Why) (Knock, error)
 	// RenewKnock moves the lease of a knock to expires; ErrNoSession when
 	// it ended.
 	RenewKnock(ctx context.Context, id string, expires time.Time) (Knock, error)

@@ -167,3 +167,20 @@ func (s *Store) Unknock(ctx context.Context, call, subject string, why admission
 	}
 	return err == nil, err
 }
+
+// EndKnock implements admission.Store. The delete compares the knock's key
+// with the record read, so a knock the subject made since, of another id,
+// is left alone.
+func (s *Store) EndKnock(ctx context.Context, id string, why admission.Why) (admission.Knock, error) {
+	if err := s.check(); err != nil {
+		return admission.Knock{}, err
+	}
+	e, err := s.locate(ctx, id, true)
+	if err != nil {
+		return admission.Knock{}, err
+	}
+	if err := s.end(ctx, e, admission.Ending{Why: why}); err != nil {
+		return admission.Knock{}, err
+	}
+	return e.k, nil
+}

@@ -56,6 +56,7 @@ func Run(t *testing.T, b Backend) {
 		{"a join ends the subject's knock in that call as Entered", false, testEntered},
 		{"a second knock renews the subject's knock, keeping its id, and changes the note only when given one", false, testReknock},
 		{"Unknock ends a knock with the reason given, and is false when the subject is not waiting", false, testUnknock},
+		{"EndKnock ends the knock of its id with the reason given; a knock that ended is ErrNoSession, and the subject's knock made since stays", false, testEndKnock},
 		{"Renew moves a lease forward and never back; an ended session is ErrNoSession", false, testRenew},
 		{"End ends a session with its reason, outcome and block id; a second End is ErrNoSession", false, testEnd},
 		{"Mark sets a session's marks for the joins that follow, ends nobody and reports nothing; an ended session is ErrNoSession", false, testMark},
@@ -70,6 +71,7 @@ func Run(t *testing.T, b Backend) {
 		{"concurrent joins across replicas admit exactly the call's capacity", true, testReplicaCapacity},
 		{"a session nobody renews lapses for every replica", true, testReplicaLapse},
 		{"a replica's joins see the marks another set", true, testReplicaMark},
+		{"a replica ends by its id a knock another made, and never the subject's knock made after it", true, testReplicaEndKnock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,6 +297,48 @@ func testUnknock(t *testing.T, h *harness) {
 	if found, err := n.Unknock(h.ctx, "call:acme:none", "user:a", admission.Left); found || err != nil {
 		t.Errorf("Unknock in a call nobody knocked at = %t, %v; want false", found, err)
 	}
+	if got := n.Knocks(call); len(got) != 0 {
+		t.Errorf("Knocks = %v", describeKnocks(got...))
+	}
+}
+
+func testEndKnock(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	denied := n.mustKnock(knock(call, "user:a", "first", time.Minute))
+	if found, err := n.Unknock(h.ctx, call, "user:a", admission.Denied); !found || err != nil {
+		t.Fatalf("Unknock = %t, %v", found, err)
+	}
+	again := n.mustKnock(knock(call, "user:a", "again", time.Minute))
+	if _, err := n.EndKnock(h.ctx, denied.ID, admission.Left); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("EndKnock of the denied knock: %v, want ErrNoSession", err)
+	}
+	if got, ok := n.KnockOf(again.ID); !ok || !sameKnock(got, again) {
+		t.Errorf("KnockOf the subject's new knock = %s, %t; want %s", describeKnock(got), ok, describeKnock(again))
+	}
+	if got, want := knocksOf(n, call), describeKnocks(again); !slices.Equal(got, want) {
+		t.Errorf("Knocks = %v, want %v", got, want)
+	}
+	s := session(call, "user:b", time.Minute)
+	n.mustJoin(s)
+	if _, err := n.EndKnock(h.ctx, s.ID, admission.Left); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("EndKnock of a session: %v, want ErrNoSession", err)
+	}
+	if _, ok := n.Session(s.ID); !ok {
+		t.Error("EndKnock of a session's id ended the session")
+	}
+	if _, err := n.EndKnock(h.ctx, newID(), admission.Left); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("EndKnock of an unknown id: %v, want ErrNoSession", err)
+	}
+	if got, err := n.EndKnock(h.ctx, again.ID, admission.Left); err != nil || !sameKnock(got, again) {
+		t.Fatalf("EndKnock of the live knock = %s, %v; want %s", describeKnock(got), err, describeKnock(again))
+	}
+	if _, ok := n.KnockOf(again.ID); ok {
+		t.Error("a knock is live after EndKnock")
+	}
+	if _, err := n.EndKnock(h.ctx, again.ID, admission.Left); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("a second EndKnock: %v, want ErrNoSession", err)
+	}
+	n.expect(knocked(denied), unknocked(denied, admission.Denied), knocked(again), began(s), unknocked(again, admission.Left))
 	if got := n.Knocks(call); len(got) != 0 {
 		t.Errorf("Knocks = %v", describeKnocks(got...))
 	}
@@ -745,4 +789,33 @@ func testReplicaLapse(t *testing.T, h *harness) {
 		n.expect(began(s), knocked(k))
 		n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
 	}
+}
+
+func testReplicaEndKnock(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	b := h.replica(a, Bounds{})
+	denied := a.mustKnock(knock(call, "user:a", "", time.Minute))
+	b.expect(knocked(denied))
+	if found, err := b.Unknock(h.ctx, call, "user:a", admission.Denied); !found || err != nil {
+		t.Fatalf("Unknock on the other replica = %t, %v", found, err)
+	}
+	again := b.mustKnock(knock(call, "user:a", "", time.Minute))
+	// At once, before the first replica's picture may have caught up.
+	if _, err := a.EndKnock(h.ctx, denied.ID, admission.Left); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("EndKnock of the denied knock through the replica that made it: %v, want ErrNoSession", err)
+	}
+	// Nothing came between the new knock and its own end: EndKnock ended
+	// no knock of the subject's.
+	if found, err := b.Unknock(h.ctx, call, "user:a", admission.Left); !found || err != nil {
+		t.Fatalf("Unknock of the new knock = %t, %v; want it still waiting", found, err)
+	}
+	a.expect(knocked(denied), unknocked(denied, admission.Denied), knocked(again), unknocked(again, admission.Left))
+
+	// Ended through the replica that did not make it, at once.
+	k := a.mustKnock(knock(call, "user:b", "", time.Minute))
+	if got, err := b.EndKnock(h.ctx, k.ID, admission.Left); err != nil || !sameKnock(got, k) {
+		t.Errorf("EndKnock on the other replica at once = %s, %v; want %s", describeKnock(got), err, describeKnock(k))
+	}
+	a.expect(knocked(k), unknocked(k, admission.Left))
+	b.expect(unknocked(denied, admission.Denied), knocked(again), unknocked(again, admission.Left), knocked(k), unknocked(k, admission.Left))
 }
