@@ -612,21 +612,14 @@ func (m *Manager) Leave(ctx context.Context, id string) error {
 	// write of a session does, however long the caller would wait.
 	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
 	defer cancel()
-	if _, err := m.store.End(ctx, id, Ending{Why: Left}); err == nil || !errors.Is(err, ErrNoSession) {
-		return storeError(err)
+	_, err := m.store.End(ctx, id, Ending{Why: Left})
+	if errors.Is(err, ErrNoSession) {
+		// A knock is ended by its id too, not by its subject: a knock that
+		// was denied, or lapsed, is gone even if its subject has knocked
+		// again since. Like End, EndKnock asks the store itself, so a knock
+		// made a moment ago through another node is found.
+		_, err = m.store.EndKnock(ctx, id, Left)
 	}
-	k, ok := m.store.KnockOf(id)
-	if !ok {
-		// A knock made a moment ago through another node may not be in
-		// the picture yet (a session's End asks the store itself).
-		if err := m.catchUp(ctx); err != nil {
-			return storeError(err)
-		}
-		if k, ok = m.store.KnockOf(id); !ok {
-			return storeError(ErrNoSession)
-		}
-	}
-	_, err := m.store.Unknock(ctx, k.Call, k.Subject, Left)
 	return storeError(err)
 }
 

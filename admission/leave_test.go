@@ -2,10 +2,12 @@ package admission_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 )
 
 // followingStore stands for a cluster store whose picture of sessions and
@@ -69,6 +71,49 @@ func TestLeaveFindsWhatAnotherNodeMadeAMomentAgo(t *testing.T) {
 			}
 			if n, k := store.Len(); n != 0 || k != 0 {
 				t.Errorf("after Leave the store holds %d sessions and %d knocks, want none", n, k)
+			}
+		})
+	}
+}
+
+// Leave of a knock by its id, once the knock was denied and its subject
+// knocked again, is NOT_FOUND: the id names the knock that ended, not
+// whichever knock its subject has now, which stays in the lobby. So too on
+// a node whose picture still holds the denied knock.
+func TestLeaveOfADeniedKnockLeavesTheSubjectsNewKnock(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stale bool
+	}{
+		{"on a node that heard of the denial", false},
+		{"on a node whose picture still holds the denied knock", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newStaleStore()
+			w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+			w.grant("user:host", "host", "call:acme:1")
+			w.grant("user:guest", "guest", "account:acme")
+			first := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			if tc.stale {
+				store.hold(first.Session)
+			}
+			if err := w.m.Deny(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:guest"); err != nil {
+				t.Fatalf("Deny: %v", err)
+			}
+			again := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			if again.Session == first.Session {
+				t.Fatalf("the knock after the denial took the denied knock's id %s", first.Session)
+			}
+			err := w.m.Leave(w.ctx, first.Session)
+			var e *authz.Error
+			if !errors.As(err, &e) || e.Code != authz.NotFound || e.Kind != authz.KindSessionNotFound || e.Field != "session_id" {
+				t.Errorf("Leave of the denied knock = %v; want NOT_FOUND (%s) naming session_id", err, authz.KindSessionNotFound)
+			}
+			if list, err := w.m.Lobby(w.ctx, "call:acme:1", ""); err != nil || len(list) != 1 || list[0].ID != again.Session {
+				t.Errorf("the lobby after the Leave = %+v, %v; want the new knock %s", list, err, again.Session)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, again.Session); err != nil || ren.Outcome != admission.Lobby {
+				t.Errorf("KeepAlive of the new knock after the Leave = %+v, %v; want LOBBY", ren, err)
 			}
 		})
 	}

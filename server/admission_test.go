@@ -563,6 +563,36 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 	}
 }
 
+// Leave of a knock by its id, once the knock was denied and its subject
+// knocked again, is NOT_FOUND naming that id, and the new knock still
+// waits.
+func TestLeaveOfADeniedKnockIsNotFoundAndLeavesTheNewKnock(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:guest", "guest", meeting7)
+	w.grant("user:host", "host", meeting7)
+	first := w.join(w.adm, "user:guest", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	if _, err := w.adm.Deny(callCtx(t), &usherv1.DenyRequest{Resource: meeting7, Subject: "user:guest", Actor: "user:host"}); err != nil {
+		t.Fatalf("Deny: %v", err)
+	}
+	again := w.join(w.adm, "user:guest", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	if again.GetSessionId() == first.GetSessionId() {
+		t.Fatalf("the knock after the denial took the denied knock's id %s", first.GetSessionId())
+	}
+	rev, changes := w.revision(w.conn)
+	_, err := w.adm.Leave(callCtx(t), &usherv1.LeaveRequest{SessionId: first.GetSessionId()})
+	wantDetails(t, wantCode(t, err, codes.NotFound), refusal{reason: "SESSION_NOT_FOUND", field: "session_id", value: first.GetSessionId()})
+	if r, n := w.revision(w.conn); r != rev || n != changes {
+		t.Errorf("the refused Leave wrote: revision %d with %d change records, was %d with %d", r, n, rev, changes)
+	}
+	if got := w.lobby(w.adm, meeting7); !slices.Equal(got, []string{"user:guest"}) {
+		t.Errorf("lobby after the Leave = %v, want the guest's new knock", got)
+	}
+	if resp, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: again.GetSessionId()}); err != nil ||
+		resp.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+		t.Errorf("the new knock after the Leave: %v, %v; want LOBBY", resp, err)
+	}
+}
+
 func TestAServerAtItsSessionBoundIsResourceExhausted(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: 1})})
 	w.grant("user:a", "call-member", meeting7)
