@@ -738,8 +738,9 @@ func actorOrNobody(actor string) string {
 }
 
 // Admit lets subject into resource: a grant of the lobby's admit role on
-// resource, judged as the engine's Admit says, after which the subject's
-// knock ends, if it may join, and watchers hear of it.
+// resource, judged as the engine's Admit says (which refuses a subject a
+// block keeps out), after which the subject's knock ends, if it may join,
+// and watchers hear of it.
 func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return 0, err
@@ -748,9 +749,10 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if err != nil {
 		return 0, err
 	}
-	// A subject who may not join (banned since it knocked, say) is let in by
-	// no grant: ended as let in, its knock would tell it to join. It waits
-	// in no list, and its next KeepAlive ends it, saying why.
+	// A subject who still may not join (the admit role lacks the join
+	// permission, or a block came after the grant) is let in by no grant:
+	// ended as let in, its knock would tell it to join. It waits in no
+	// list, and its next KeepAlive ends it, saying why.
 	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out == 0 {
 		found, err := m.store.Unknock(ctx, resource, subject, LetIn)
 		if err != nil {

@@ -710,25 +710,47 @@ func TestAJoinThatABanOvertakesIsRefusedWithNoToken(t *testing.T) {
 	}
 }
 
-// An Admit of a subject banned since it knocked grants the admit role, but
-// does not let it in: its KeepAlive says it is blocked, never to join.
-func TestAKnockAdmittedAfterABanIsNotToldToJoin(t *testing.T) {
+// An Admit of a subject banned since it knocked is refused, by a doorkeeper
+// and by the platform alike: FAILED_PRECONDITION naming the subject and the
+// block, and nothing written, neither a grant nor an end to the knock, nor
+// an ADMITTED told to watchers. The knock, out of the lobby's list, ends
+// at its KeepAlive, which says the subject is blocked.
+func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefused(t *testing.T) {
 	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
 	w.grant("user:guest", "guest", "account:acme")
 	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
 	if err != nil || k.Outcome != admission.Lobby {
 		t.Fatalf("Knock = %+v, %v", k, err)
 	}
 	watch := w.watch("call:acme:1")
-	w.block("user:guest", "call:acme:1")
-	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:guest", time.Time{}); err != nil {
-		t.Fatalf("Admit: %v", err)
+	block := w.block("user:guest", "call:acme:1")
+	rev := w.eng.Index().Revision()
+	for _, by := range []authz.Author{{Caller: "test", Actor: "user:host"}, w.by} {
+		_, err := w.m.Admit(w.ctx, by, "call:acme:1", "user:guest", time.Time{})
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || authz.KindOf(e) != authz.KindSubjectBlocked ||
+			e.Field != "subject" || e.Value != "user:guest" || e.Meta["block"] != block || e.Meta["scope"] != "call:acme:1" {
+			t.Errorf("Admit by %q of the banned subject = %v (%+v); want FAILED_PRECONDITION (%s) naming subject %q and block %q",
+				by.Actor, err, e, authz.KindSubjectBlocked, "user:guest", block)
+		}
+	}
+	if got := w.eng.Index().Revision(); got != rev {
+		t.Errorf("the refused Admits moved the revision from %d to %d", rev, got)
+	}
+	if n := w.m.Counts().Knocks; n != 1 {
+		t.Errorf("after the refused Admits the store holds %d knocks, want the banned subject's", n)
 	}
 	ren, err := w.m.KeepAlive(w.ctx, k.Session)
 	if err != nil || ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
 		t.Errorf("KeepAlive of the banned subject's knock = %+v, %v; want BLOCKED, the knock ended", ren, err)
 	}
-	nextEvent(t, watch, "DENIED", kindOf(admission.EventDenied, "user:guest"))
+	nextEvent(t, watch, "DENIED, and no ADMITTED before it", func(ev admission.Event) bool {
+		if ev.Kind == admission.EventAdmitted && ev.Subject == "user:guest" {
+			t.Errorf("watchers heard of a refused Admit: %+v", ev)
+		}
+		return ev.Kind == admission.EventDenied && ev.Subject == "user:guest"
+	})
 	if r := w.wantJoin("user:guest", "call:acme:1", admission.Blocked); r.Session != "" || r.Token != "" {
 		t.Errorf("the banned subject's Join = %+v, want no session and no token", r)
 	}

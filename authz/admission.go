@@ -625,7 +625,9 @@ func (x *Index) resourceAt(id uint32) Resource {
 // admit role on resource, until expires (zero: never). An actor must hold
 // the lobby's admit permission there; the grant is then judged as any
 // actor's grant is (no escalation, no overreach, no self-service), with the
-// admit permission in place of usher.grants.write.
+// admit permission in place of usher.grants.write. A subject that a block
+// keeps from the rule's join permission there is let in by no one
+// (FailedPrecondition).
 func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string, expires time.Time) (Revision, error) {
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -636,7 +638,8 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		}
 		p.guard(resourceKey(resource), keyCatalog, keyTree, keyRoles)
 		var buf [MaxDepth + 1]uint32
-		rule := x.admissionOn(x.path(id, buf[:0]))
+		path := x.path(id, buf[:0])
+		rule := x.admissionOn(path)
 		if rule == nil || rule.Lobby == nil {
 			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource).as(KindNoLobby)
 		}
@@ -648,10 +651,34 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 				return err
 			}
 		}
+		if err := p.blockedFrom(path, rule.Join, subject); err != nil {
+			return err
+		}
 		// An admission lets in: it never cuts short one that lasts longer,
 		// which only a revoke, or a grant by who may give the role, may.
 		return p.bind(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id, true)
 	})
+}
+
+// blockedFrom refuses to admit subject where a live block on path covers
+// the join permission: the block overrides every grant, so the admission
+// would let no one in now, and would lie in wait to let the subject skip
+// the lobby once the block is lifted or runs out.
+func (p *plan) blockedFrom(path []uint32, join, subject string) error {
+	x := p.x
+	p.guard(subjectKey(subject))
+	s, perm := x.subj.lookup(subject), x.cat.id(join)
+	if s == noName || perm < 0 {
+		return nil
+	}
+	b, at := x.blocking(s, path, perm, p.now)
+	if b == nil {
+		return nil
+	}
+	e := errorf(FailedPrecondition, "subject", subject, "is blocked from %q on %q (block %q), and an admission lets in no one a block keeps out",
+		join, x.name(at), b.ID).as(KindSubjectBlocked)
+	e.Meta = map[string]string{"resource": x.name(path[0]), "permission": join, "scope": x.name(at), "block": b.ID}
+	return e
 }
 
 // PutAdmission sets the admission rule for a's resource type at its scope.

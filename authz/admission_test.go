@@ -1035,6 +1035,18 @@ func TestAdmit(t *testing.T) {
 		}
 	})
 
+	t.Run("a block of permissions other than the join permission keeps no one from being admitted", func(t *testing.T) {
+		w := newWorld(t, admissionPolicy())
+		w.grant("user:dora", "doorkeeper", "calltype:default")
+		w.block(authz.Block{Subject: "user:kim", Resource: lobbyCall, Permissions: []string{"send-video"}})
+		if _, err := w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:kim", time.Time{}); err != nil {
+			t.Fatalf("Admit: %v", err)
+		}
+		if p := w.idx.Presence("user:kim", lobbyCall); !p.Joins || !p.SkipsLobby {
+			t.Errorf("after admission: %+v", p)
+		}
+	})
+
 	refusals := []struct {
 		name         string
 		setup        func(w *world)
@@ -1042,7 +1054,40 @@ func TestAdmit(t *testing.T) {
 		code         authz.Code
 		field, value string
 		rule         string
+		kind         authz.Kind        // "": not looked at
+		meta         map[string]string // entries Meta must hold
 	}{
+		{
+			name: "a subject blocked from the join permission since it knocked is admitted by no doorkeeper",
+			setup: func(w *world) {
+				w.grant("user:dora", "doorkeeper", "calltype:default")
+				w.block(authz.Block{Subject: "user:kim", Resource: lobbyCall, Permissions: []string{"join-call"}})
+			},
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.Admit(w.ctx, as("user:dora"), lobbyCall, "user:kim", time.Time{})
+			},
+			code: authz.FailedPrecondition, field: "subject", value: "user:kim", kind: authz.KindSubjectBlocked,
+			meta: map[string]string{"resource": lobbyCall, "permission": "join-call", "scope": lobbyCall},
+		},
+		{
+			name:  "nor by the platform, however far above the call the block is",
+			setup: func(w *world) { w.block(authz.Block{Subject: "user:kim", Resource: "calltype:default"}) },
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.Admit(w.ctx, w.by, lobbyCall, "user:kim", time.Time{})
+			},
+			code: authz.FailedPrecondition, field: "subject", value: "user:kim", kind: authz.KindSubjectBlocked,
+			meta: map[string]string{"resource": lobbyCall, "permission": "join-call", "scope": "calltype:default"},
+		},
+		{
+			name: "an actor without the admit permission learns nothing of a block",
+			setup: func(w *world) {
+				w.block(authz.Block{Subject: "user:kim", Resource: lobbyCall})
+			},
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.Admit(w.ctx, as("user:mo"), lobbyCall, "user:kim", time.Time{})
+			},
+			code: authz.PermissionDenied, field: "actor", value: "user:mo", rule: "missing permission",
+		},
 		{
 			name: "an actor without the admit permission may not admit, even holding usher.grants.write",
 			setup: func(w *world) {
@@ -1117,6 +1162,14 @@ func TestAdmit(t *testing.T) {
 			e := w.refuses(tc.code, tc.field, tc.value, func() (authz.Revision, error) { return tc.write(w) })
 			if e != nil && e.Rule != tc.rule {
 				t.Errorf("refusal names rule %q, want %q (%v)", e.Rule, tc.rule, e)
+			}
+			if e != nil && tc.kind != "" && authz.KindOf(e) != tc.kind {
+				t.Errorf("refusal is of kind %q, want %q (%v)", authz.KindOf(e), tc.kind, e)
+			}
+			for k, v := range tc.meta {
+				if e != nil && e.Meta[k] != v {
+					t.Errorf("refusal's Meta[%q] = %q, want %q (Meta %v)", k, e.Meta[k], v, e.Meta)
+				}
 			}
 		})
 	}

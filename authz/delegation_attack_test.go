@@ -93,14 +93,16 @@ func TestDelegationAttacksAdmit(t *testing.T) {
 			t.Errorf("user:g after the re-admission ran out: joins %v, until %v; want its grant for good", p.Joins, p.Until)
 		}
 	})
-	t.Run("admitting a banned subject gives, when the ban runs out, what the actor lacks", func(t *testing.T) {
+	t.Run("admitting a banned subject, which would give when the ban runs out what the actor lacks, admits no one: the subject is blocked", func(t *testing.T) {
 		w := newWorld(t, attackPolicy())
 		w.grant("user:p", "doorman", "call:1")
 		w.block(authz.Block{Subject: "user:x", Resource: "call:1", ID: "ban", Expires: w.clock.Now().Add(time.Hour)})
-		refusedAttack(t, w, "user:p", authz.RuleNoEscalation, func(by authz.Author) error {
-			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:x", time.Time{})
-			return err
+		e := w.refuses(authz.FailedPrecondition, "subject", "user:x", func() (authz.Revision, error) {
+			return w.eng.Admit(w.ctx, as("user:p"), "call:1", "user:x", time.Time{})
 		})
+		if e != nil && (authz.KindOf(e) != authz.KindSubjectBlocked || e.Meta["block"] != "ban") {
+			t.Errorf("refused as %s (Meta %v), want %s naming block ban", authz.KindOf(e), e.Meta, authz.KindSubjectBlocked)
+		}
 	})
 	t.Run("an actor never admits itself", func(t *testing.T) {
 		w := newWorld(t, attackPolicy())

@@ -16,7 +16,8 @@ const (
 	// visible at the scope.
 	NotFound
 	// FailedPrecondition: a move that would form a cycle, a resource that
-	// still has children, a role whose holders are full.
+	// still has children, a role whose holders are full, an admission of a
+	// subject a block keeps out.
 	FailedPrecondition
 	// ResourceExhausted: a quota would be exceeded.
 	ResourceExhausted
@@ -125,6 +126,7 @@ const (
 	KindPageTokenExpired   Kind = "PAGE_TOKEN_EXPIRED"
 	KindNoAdmissionRule    Kind = "NO_ADMISSION_RULE"
 	KindNoLobby            Kind = "NO_LOBBY"
+	KindSubjectBlocked     Kind = "SUBJECT_BLOCKED"
 
 	// ResourceExhausted.
 	KindLimitExceeded   Kind = "LIMIT_EXCEEDED"

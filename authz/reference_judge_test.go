@@ -276,7 +276,9 @@ func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
 // resource, for which the lobby's admit permission there stands in for
 // usher.grants.write; the grant is then held to the invariant as any
 // actor's grant is, and the actor never admits itself. The rule that
-// governs the resource must have a lobby (FAILED_PRECONDITION).
+// governs the resource must have a lobby, and a subject that Check finds
+// blocked from the rule's join permission there is let in by no one
+// (FAILED_PRECONDITION both).
 func (j *judgement) admit(g authz.Grant) (authz.Snapshot, bool) {
 	r := j.before
 	if !r.registered(g.Resource) {
@@ -292,6 +294,9 @@ func (j *judgement) admit(g authz.Grant) (authz.Snapshot, bool) {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would admit itself")
 	}
 	j.require(g.Resource, rule.Lobby.Admit, "admitting to "+g.Resource)
+	if r.check(g.Subject, rule.Join, g.Resource).Reason == refBlocked {
+		j.refuse(authz.FailedPrecondition, "", "%s is blocked from %s on %s", g.Subject, rule.Join, g.Resource)
+	}
 	g.Role = rule.Lobby.Role
 	def, ok := r.definition(g.Role, g.Resource)
 	if !ok {

@@ -38,6 +38,7 @@ const (
 	ReasonPageTokenExpired   = "PAGE_TOKEN_EXPIRED"
 	ReasonNoAdmissionRule    = "NO_ADMISSION_RULE"
 	ReasonNoLobby            = "NO_LOBBY"
+	ReasonSubjectBlocked     = "SUBJECT_BLOCKED" // an Admit of a subject a block keeps out of the call
 )
 
 // ResourceExhausted.
