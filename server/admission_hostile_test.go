@@ -175,6 +175,54 @@ func TestHostileTenantAtTheLobbyOverGRPC(t *testing.T) {
 	}
 }
 
+// An Admit of a subject banned since it knocked is FAILED_PRECONDITION
+// (SUBJECT_BLOCKED) naming the subject and the block, whether the call's
+// host asks or the platform on its own authority: nothing is written, and
+// the knock ends only at its KeepAlive, which says the subject is blocked.
+func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefusedOverGRPC(t *testing.T) {
+	w, sidecarConn, backendConn := newAdmWorldWithCallers(t)
+	sidecar, backend := usherv1.NewAdmissionServiceClient(sidecarConn), usherv1.NewAdmissionServiceClient(backendConn)
+	w.grant("user:hank", "host", meeting7)
+	w.grant("user:gus", "guest", meeting7)
+	knock, err := sidecar.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:gus", Resource: meeting7})
+	if err != nil || knock.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+		t.Fatalf("Knock = %v, %v", knock, err)
+	}
+	block := w.block("user:gus", meeting7, "join-call")
+	ctx := callCtx(t)
+	for _, a := range []struct {
+		name  string
+		admit func() error
+	}{
+		{"the call's host admits", func() error {
+			_, err := sidecar.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:hank"})
+			return err
+		}},
+		{"the platform admits", func() error {
+			_, err := backend.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus"})
+			return err
+		}},
+	} {
+		t.Run(a.name, func(t *testing.T) {
+			rev, changes := w.revision(backendConn)
+			st := wantCode(t, a.admit(), codes.FailedPrecondition)
+			wantDetails(t, st, refusal{reason: "SUBJECT_BLOCKED", field: "subject", value: "user:gus",
+				meta: map[string]string{"block": block, "scope": meeting7, "permission": "join-call", "resource": meeting7}})
+			if r, n := w.revision(backendConn); r != rev || n != changes {
+				t.Errorf("the refused Admit wrote: revision %d with %d change records, was %d with %d", r, n, rev, changes)
+			}
+		})
+	}
+	if n := w.m.Counts().Knocks; n != 1 {
+		t.Errorf("after the refused Admits the server holds %d knocks, want the banned subject's", n)
+	}
+	if resp, err := sidecar.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: knock.GetSessionId()}); err != nil ||
+		resp.GetOutcome() != usherv1.Outcome_OUTCOME_BLOCKED {
+		t.Errorf("KeepAlive of the banned subject's knock = %v, %v; want BLOCKED", resp, err)
+	}
+	w.join(sidecar, "user:gus", meeting7, usherv1.Outcome_OUTCOME_BLOCKED)
+}
+
 // A lobby holds a bounded number of knocks: one past it, by Knock or by a
 // Join that would wait, is RESOURCE_EXHAUSTED naming the call, and leaves
 // no knock behind; those already waiting still renew their knocks.
