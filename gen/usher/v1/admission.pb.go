@@ -1097,7 +1097,9 @@ func (x *LobbyEntry) GetExpireTime() *timestamppb.Timestamp {
 }
 
 // AdmitRequest lets a subject in. FAILED_PRECONDITION (NO_LOBBY) when no
-// rule with a lobby governs the call; the grant may fail as Grant does.
+// rule with a lobby governs the call; FAILED_PRECONDITION (SUBJECT_BLOCKED)
+// when a block keeps the subject from the rule's join permission there,
+// whoever admits; the grant may fail as Grant does.
 type AdmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The call.
