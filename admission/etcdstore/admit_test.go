@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,6 +75,34 @@ func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
 				t.Errorf("the watch on replica %s heard %v of the guest, and no ADMITTED", name, kinds)
 				break wait
 			}
+		}
+	}
+}
+
+// TestAnAdmitRightAfterABlockElsewhereIsRefused blocks a knocking guest
+// through one replica and, at once, admits it through the other, whose
+// index may not have applied the block yet: the Admit is refused all the
+// same, FAILED_PRECONDITION (SUBJECT_BLOCKED), and writes no grant.
+func TestAnAdmitRightAfterABlockElsewhereIsRefused(t *testing.T) {
+	const rounds = 20
+	a, b, rev := lobbyCalls(t, "/admit-blocked/", rounds)
+	ctx := t.Context()
+	by := authz.Author{Caller: "test"}
+	for i := range rounds {
+		call := fmt.Sprintf("call:acme:%d", i)
+		k, err := a.m.Join(ctx, "user:g", call, rev)
+		if err != nil || k.Outcome != admission.Lobby {
+			t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
+		}
+		if _, _, err := b.eng.Block(ctx, by, authz.Block{Subject: "user:g", Resource: call}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.m.Admit(ctx, by, call, "user:g", time.Time{})
+		if e, ok := err.(*authz.Error); !ok || e.Code != authz.FailedPrecondition || authz.KindOf(e) != authz.KindSubjectBlocked || e.Value != "user:g" {
+			t.Errorf("round %d: Admit through the other replica right after the block = %v; want FAILED_PRECONDITION (%s)", i, err, authz.KindSubjectBlocked)
+		}
+		if p := a.eng.Index().Presence("user:g", call); p.SkipsLobby {
+			t.Errorf("round %d: the refused Admit left the guest a grant of the admit role", i)
 		}
 	}
 }
