@@ -153,6 +153,10 @@ func (m *Manager) Close() error {
 	return m.store.Close()
 }
 
+// MaxWatchers is the most WatchCall streams the manager serves at once
+// (Options.MaxWatchers).
+func (m *Manager) MaxWatchers() int { return m.v.maxWatch }
+
 // Counts is what a manager holds at one moment.
 type Counts struct {
 	// Sessions and Knocks are the store's live sessions and lobby knocks.

@@ -46,6 +46,7 @@ type admissionServer struct {
 	// stops: WatchCall streams end and new ones are refused, as Watch
 	// streams are.
 	drained <-chan struct{}
+	shares  *streamShares   // each caller's WatchCall streams
 	joins   decisionCounter // Join's outcomes, when the server has metrics
 	log     *DecisionLog    // nil: no decision log
 }
@@ -320,6 +321,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return stopping()
 	default:
 	}
+	release, err := takeCallerShare(stream.Context(), s.shares, "WatchCall", "resource", req.GetResource())
+	if err != nil {
+		return err
+	}
+	defer release()
 	w, err := s.m.Watch(req.GetResource(), authz.Revision(req.GetAfterRevision()))
 	if err != nil {
 		return toStatus(err)

@@ -35,13 +35,17 @@ type Server struct {
 	stop     chan struct{}
 	once     sync.Once
 	services []string // the services whose health report follows serving
+
+	callShares *streamShares // each caller's WatchCall streams; nil without the AdmissionService
 }
 
 // New returns a gRPC server with Usher's services, grpc.health.v1 and server
 // reflection registered, logging and panic recovery installed, reading
 // requests of at most MaxMessageSize bytes (an option in opts may change
-// it). With WithCallers among opts, it authenticates callers; without,
-// every caller is anonymous and may call everything. With WithEnvoy, it
+// it). With WithCallers among opts, it authenticates callers, each of
+// whom holds at most its share of the Watch and WatchCall streams
+// (WithCallerShares); without, every caller is anonymous and may call
+// everything. With WithEnvoy, it
 // also serves Envoy's envoy.service.auth.v3.Authorization. WithMetrics,
 // WithTracing and WithDecisionLog make it observable; without them, it pays
 // nothing for them.
@@ -54,9 +58,10 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.NumStreamWorkers(uint32(max(256, 16*runtime.GOMAXPROCS(0))))}, opts...)
 	unary, stream := interceptors(logger, opts)
+	shares := callerShares(opts)
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	gs := grpc.NewServer(opts...)
-	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts)), stop: make(chan struct{}),
+	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts), shares.Watches), stop: make(chan struct{}),
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
 	metrics := metricsOf(opts)
 	decisionLog := decisionLogOf(opts)
@@ -79,7 +84,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
-		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), log: decisionLog}
+		s.callShares = newStreamShares(shareOf(shares.CallWatches, sessions.MaxWatchers()))
+		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog}
 		if metrics != nil {
 			as.joins = metrics.join
 		}

@@ -20,7 +20,9 @@ import (
 // WatchLimits bound the Watch streams a server holds.
 type WatchLimits struct {
 	// MaxStreams is the most Watch streams open at once; a Watch past it
-	// is refused with RESOURCE_EXHAUSTED. 0 refuses every Watch.
+	// is refused with RESOURCE_EXHAUSTED. 0 refuses every Watch. Each
+	// caller of the callers file holds at most its share of them
+	// (CallerShares.Watches).
 	MaxStreams int
 	// Progress is how long a stream may go without a message before the
 	// server sends one with the revision the stream has reached: a
@@ -100,6 +102,7 @@ func (v *validator) callerFilter(value string) {
 type watches struct {
 	limits  WatchLimits
 	open    atomic.Int64
+	shares  *streamShares // each caller's streams
 	held    atomic.Int64  // bytes of change records read from the log and not yet sent
 	reading chan struct{} // a slot for each stream reading a page of the log
 	drained context.Context
@@ -113,29 +116,37 @@ type watches struct {
 // do, the other half of the cores stay with Check and the writes.
 func readersAtOnce() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
-func newWatches(l WatchLimits) *watches {
+// newWatches bounds the Watch streams by l, and each caller's by share of
+// them (CallerShares.Watches).
+func newWatches(l WatchLimits, share int) *watches {
 	if l.MaxHeldBytes == 0 {
 		l.MaxHeldBytes = DefaultWatchLimits().MaxHeldBytes
 	}
-	w := &watches{limits: l, reading: make(chan struct{}, readersAtOnce())}
+	w := &watches{limits: l, shares: newStreamShares(shareOf(share, l.MaxStreams)), reading: make(chan struct{}, readersAtOnce())}
 	w.drained, w.drain = context.WithCancel(context.Background())
 	return w
 }
 
-// admit counts a new stream in, or refuses it; release counts it out.
-func (w *watches) admit() (release func(), err error) {
+// admit counts a new stream of the caller of ctx in, against the caller's
+// share and the server's streams, or refuses it; release counts it out.
+func (w *watches) admit(ctx context.Context) (release func(), err error) {
 	if w.drained.Err() != nil {
 		return nil, refuse(codes.Unavailable, "the server is shutting down: watch on another server",
 			details{reason: string(authz.KindShuttingDown)})
 	}
+	share, err := takeCallerShare(ctx, w.shares, "Watch", "", "")
+	if err != nil {
+		return nil, err
+	}
 	if n := w.open.Add(1); n > int64(w.limits.MaxStreams) {
 		w.open.Add(-1)
+		share()
 		return nil, refuse(codes.ResourceExhausted,
 			fmt.Sprintf("too many Watch streams: this server holds at most %d at once; watch again later", w.limits.MaxStreams),
 			details{reason: string(authz.KindWatchLimit), meta: map[string]string{"limit": strconv.Itoa(w.limits.MaxStreams)},
 				why: fmt.Sprintf("this server holds at most %d Watch streams at once", w.limits.MaxStreams)})
 	}
-	return func() { w.open.Add(-1) }, nil
+	return func() { w.open.Add(-1); share() }, nil
 }
 
 // hold counts n more bytes held, or refuses when they would take the
@@ -163,7 +174,7 @@ func (s *authorizationServer) Watch(req *usherv1.WatchRequest, stream grpc.Serve
 		return toStatus(err)
 	}
 	after := authz.Revision(req.GetAfterRevision())
-	release, err := s.watches.admit()
+	release, err := s.watches.admit(stream.Context())
 	if err != nil {
 		return err
 	}

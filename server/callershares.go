@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// CallerShares bound the streams one caller of the callers file may hold
+// of each pool the server keeps for all of them, so that no one caller, a
+// media server's sidecar gone wrong or whose token leaked, can take a
+// pool whole and leave the others none. A server without a callers file
+// has one caller, anonymous, whose share is the whole pool.
+type CallerShares struct {
+	// Watches is the most Watch streams one caller may hold at once, of
+	// WatchLimits.MaxStreams; 0 takes a quarter of those, at least one.
+	Watches int
+	// CallWatches is the most WatchCall streams one caller may hold at
+	// once, of admission.Options.MaxWatchers; 0 takes a quarter of those,
+	// at least one.
+	CallWatches int
+}
+
+// Validate refuses negative shares, naming the field and the value.
+func (c CallerShares) Validate() error {
+	switch {
+	case c.Watches < 0:
+		return fmt.Errorf("Watches %d: must not be negative", c.Watches)
+	case c.CallWatches < 0:
+		return fmt.Errorf("CallWatches %d: must not be negative", c.CallWatches)
+	}
+	return nil
+}
+
+// WithCallerShares sets each caller's share of the stream pools; a server
+// given none gives each caller a quarter of each pool.
+func WithCallerShares(c CallerShares) grpc.ServerOption { return sharesOption{shares: c} }
+
+// sharesOption carries CallerShares through New's grpc.ServerOption list;
+// gRPC itself ignores it.
+type sharesOption struct {
+	grpc.EmptyServerOption
+	shares CallerShares
+}
+
+// callerShares finds the CallerShares among opts, or the zero value.
+func callerShares(opts []grpc.ServerOption) CallerShares {
+	var c CallerShares
+	for _, o := range opts {
+		if s, ok := o.(sharesOption); ok {
+			c = s.shares
+		}
+	}
+	return c
+}
+
+// shareOf is a share of a pool of n: given, or else a quarter of the pool,
+// at least one. A quarter leaves the pool to at least four callers at once
+// however each behaves.
+func shareOf(given, n int) int {
+	if given > 0 {
+		return given
+	}
+	return max(1, n/4)
+}
+
+// streamShares counts the streams of one pool that each holder (a caller,
+// a connection) holds, at most limit each.
+type streamShares struct {
+	limit int
+
+	mu   sync.Mutex
+	held map[string]int // by holder; a holder of none has no entry
+}
+
+func newStreamShares(limit int) *streamShares {
+	return &streamShares{limit: limit, held: map[string]int{}}
+}
+
+// take counts one more stream of holder in, or reports false when holder
+// already holds its share; release, called once, counts it out.
+func (s *streamShares) take(holder string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[holder] >= s.limit {
+		return nil, false
+	}
+	s.held[holder]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.held[holder]--; s.held[holder] <= 0 {
+			delete(s.held, holder)
+		}
+	}, true
+}
+
+// reasonCallerWatchLimit is the reason of a stream refused because its
+// caller holds its share of the pool; the pool's own refusal is
+// WATCH_LIMIT.
+const reasonCallerWatchLimit = "CALLER_WATCH_LIMIT"
+
+// takeCallerShare counts a stream of the caller of ctx against its share
+// of s, or refuses it, naming the caller and its share. what names the
+// streams ("Watch", "WatchCall"); field and value, when field is not "",
+// the request field the pool's own refusal names. A call without a caller
+// (a server without a callers file) is not counted: every such call is the
+// one anonymous caller, whose share is the whole pool.
+func takeCallerShare(ctx context.Context, s *streamShares, what, field, value string) (release func(), err error) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	if !ok {
+		return func() {}, nil
+	}
+	if release, ok := s.take(c.Name); ok {
+		return release, nil
+	}
+	msg := fmt.Sprintf("caller %q holds %d %s streams, as many as one caller may hold at once: end one of them, or watch again later",
+		c.Name, s.limit, what)
+	if field != "" {
+		msg = fmt.Sprintf("%s %q: %s", field, clip(value), msg)
+	}
+	return nil, refuse(codes.ResourceExhausted, msg,
+		details{reason: reasonCallerWatchLimit, field: field, value: value,
+			meta: map[string]string{"limit": strconv.Itoa(s.limit), "caller": c.Name},
+			why:  fmt.Sprintf("one caller holds at most %d %s streams at once", s.limit, what)})
+}
