@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -21,20 +22,29 @@ const (
 	MaxHealthServiceLen = 256
 	// MaxHealthWatches is the most health Watch streams open at once.
 	MaxHealthWatches = 1024
+	// MaxHealthWatchesPerConn is the most health Watch streams one
+	// connection holds at once. A health Watch needs no credentials, so
+	// the connection stands for its caller: a client's health checking
+	// watches one service on each connection it keeps, and four leave
+	// room to spare. One peer's share of MaxHealthWatches follows from the
+	// connections it may hold (ConnLimits.MaxConnsPerPeer): 256, a
+	// quarter, at the defaults.
+	MaxHealthWatchesPerConn = 4
 )
 
 // boundedHealth is grpc-go's health service with what a caller without
 // credentials can make it hold bounded: the name it asks about, which a
 // Watch keeps for as long as its stream lasts, and the Watch streams open
-// at once.
+// at once, on the server and on each connection.
 type boundedHealth struct {
 	*health.Server
 	maxWatches int
 	watching   atomic.Int64
+	perConn    *streamShares // by connection
 }
 
 func newBoundedHealth(s *health.Server) *boundedHealth {
-	return &boundedHealth{Server: s, maxWatches: MaxHealthWatches}
+	return &boundedHealth{Server: s, maxWatches: MaxHealthWatches, perConn: newStreamShares(MaxHealthWatchesPerConn)}
 }
 
 func (h *boundedHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
@@ -48,6 +58,14 @@ func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serv
 	if err := healthService(req.GetService()); err != nil {
 		return err
 	}
+	share, ok := h.perConn.take(connection(stream.Context()))
+	if !ok {
+		return refuse(codes.ResourceExhausted,
+			fmt.Sprintf("too many health Watch streams on this connection: one connection holds at most %d at once; use Check, or end one of them", h.perConn.limit),
+			details{reason: reasonConnectionWatchLimit, meta: map[string]string{"limit": strconv.Itoa(h.perConn.limit)},
+				why: fmt.Sprintf("one connection holds at most %d health Watch streams at once", h.perConn.limit)})
+	}
+	defer share()
 	if n := h.watching.Add(1); n > int64(h.maxWatches) {
 		h.watching.Add(-1)
 		return refuse(codes.ResourceExhausted,
@@ -57,6 +75,24 @@ func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serv
 	}
 	defer h.watching.Add(-1)
 	return h.Server.Watch(req, stream)
+}
+
+// reasonConnectionWatchLimit is the reason of a health Watch refused
+// because its connection holds its share; the pool's own refusal is
+// WATCH_LIMIT.
+const reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
+
+// connection names the connection a call came on: its two ends, which no
+// other connection open at the same time shares.
+func connection(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if p.LocalAddr == nil {
+		return p.Addr.String()
+	}
+	return p.LocalAddr.String() + " " + p.Addr.String()
 }
 
 // healthService refuses a service name longer than MaxHealthServiceLen.

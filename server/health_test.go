@@ -2,11 +2,14 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/usher-authz/usher/server"
@@ -41,42 +44,64 @@ func TestHealthRefusesAServiceNameLongerThanAnyService(t *testing.T) {
 	}
 }
 
-// At most MaxHealthWatches health Watch streams are open at once; one past
-// it is refused with RESOURCE_EXHAUSTED, and a stream that ends makes room.
+// healthWatch opens a health Watch of the server's health and reads its
+// first message, which says the stream is open on the server.
+func healthWatch(t *testing.T, ctx context.Context, c healthpb.HealthClient) (healthpb.Health_WatchClient, error) {
+	t.Helper()
+	w, err := c.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if resp, err := w.Recv(); err != nil {
+		return nil, err
+	} else if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("a health Watch first says %s, want SERVING", resp.GetStatus())
+	}
+	return w, nil
+}
+
+// healthClient is a new connection to addr's health service, closed when
+// the test ends.
+func healthClient(t *testing.T, addr string) healthpb.HealthClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
+// At most MaxHealthWatches health Watch streams are open at once, however
+// many connections hold them; one past it is refused with
+// RESOURCE_EXHAUSTED, and a stream that ends makes room.
 func TestHealthWatchesAreBounded(t *testing.T) {
 	f := newServer(t)
 	ctx, cancel := context.WithCancel(f.ctx())
 	defer cancel()
-	watch := func(ctx context.Context) (healthpb.Health_WatchClient, error) {
-		w, err := f.health.Watch(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return nil, err
-		}
-		// The first message says the stream is open on the server.
-		if resp, err := w.Recv(); err != nil {
-			return nil, err
-		} else if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			t.Fatalf("a health Watch first says %s, want SERVING", resp.GetStatus())
-		}
-		return w, nil
-	}
 	first, cancelFirst := context.WithCancel(ctx)
-	if _, err := watch(first); err != nil {
+	if _, err := healthWatch(t, first, f.health); err != nil {
 		t.Fatal(err)
 	}
+	// The fixture's connection holds the first; new ones, their share each,
+	// the rest.
+	var clients []healthpb.HealthClient
+	for len(clients)*server.MaxHealthWatchesPerConn < server.MaxHealthWatches {
+		clients = append(clients, healthClient(t, f.addr))
+	}
 	for i := 1; i < server.MaxHealthWatches; i++ {
-		if _, err := watch(ctx); err != nil {
+		if _, err := healthWatch(t, ctx, clients[i/server.MaxHealthWatchesPerConn]); err != nil {
 			t.Fatalf("health Watch %d of %d: %v", i+1, server.MaxHealthWatches, err)
 		}
 	}
-	_, err := watch(ctx)
+	_, err := healthWatch(t, ctx, f.health)
 	st := wantCode(t, err, codes.ResourceExhausted)
 	wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "1024"}})
 
 	cancelFirst()
 	var again error
 	for range 100 { // the server counts the first stream out once it sees it end
-		if _, again = watch(ctx); again == nil {
+		if _, again = healthWatch(t, ctx, f.health); again == nil {
 			break
 		}
 		wantCode(t, again, codes.ResourceExhausted)
@@ -85,4 +110,59 @@ func TestHealthWatchesAreBounded(t *testing.T) {
 	if again != nil {
 		t.Fatalf("after a stream ended, a new health Watch is still refused: %v", again)
 	}
+}
+
+// A health Watch needs no credentials, so one caller cannot be told from
+// another: each connection may hold MaxHealthWatchesPerConn, one for each
+// service a client's health checking follows and room to spare. One more
+// is refused, naming the limit, while another connection still watches; a
+// stream that ends makes room.
+func TestAConnectionHoldsAtMostFourHealthWatches(t *testing.T) {
+	const perConn = server.MaxHealthWatchesPerConn
+	f := newServer(t)
+	ctx := f.ctx()
+	first, cancelFirst := context.WithCancel(ctx)
+	defer cancelFirst()
+	if _, err := healthWatch(t, first, f.health); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < perConn; i++ {
+		if _, err := healthWatch(t, ctx, f.health); err != nil {
+			t.Fatalf("health Watch %d of %d on one connection: %v", i+1, perConn, err)
+		}
+	}
+	refused := func(c healthpb.HealthClient) {
+		t.Helper()
+		_, err := healthWatch(t, ctx, c)
+		if err == nil {
+			t.Fatalf("health Watch %d on one connection opened; want it refused", perConn+1)
+		}
+		st := wantCode(t, err, codes.ResourceExhausted)
+		if !strings.Contains(st.Message(), fmt.Sprintf("at most %d", perConn)) {
+			t.Errorf("message %q does not name the limit of %d", st.Message(), perConn)
+		}
+		wantDetails(t, st, refusal{reason: "CONNECTION_WATCH_LIMIT", meta: map[string]string{"limit": fmt.Sprint(perConn)}})
+		if v := quotaValue(t, st); v != perConn {
+			t.Errorf("QuotaFailure quota_value %d, want %d", v, perConn)
+		}
+	}
+	refused(f.health)
+
+	other := healthClient(t, f.addr)
+	for i := range perConn {
+		if _, err := healthWatch(t, ctx, other); err != nil {
+			t.Fatalf("health Watch %d on another connection: %v", i+1, err)
+		}
+	}
+	refused(other)
+
+	cancelFirst()
+	eventually(t, 5*time.Second, "a health Watch once one on its connection ended", func() bool {
+		_, err := healthWatch(t, ctx, f.health)
+		if err != nil {
+			wantCode(t, err, codes.ResourceExhausted)
+		}
+		return err == nil
+	})
+	refused(f.health)
 }
