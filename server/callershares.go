@@ -25,17 +25,6 @@ type CallerShares struct {
 	CallWatches int
 }
 
-// Validate refuses negative shares, naming the field and the value.
-func (c CallerShares) Validate() error {
-	switch {
-	case c.Watches < 0:
-		return fmt.Errorf("Watches %d: must not be negative", c.Watches)
-	case c.CallWatches < 0:
-		return fmt.Errorf("CallWatches %d: must not be negative", c.CallWatches)
-	}
-	return nil
-}
-
 // WithCallerShares sets each caller's share of the stream pools; a server
 // given none gives each caller a quarter of each pool.
 func WithCallerShares(c CallerShares) grpc.ServerOption { return sharesOption{shares: c} }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/testpki"
 )
 
 // usher serve --max-call-watches bounds the WatchCall streams; one past it
@@ -72,5 +74,103 @@ func TestServeBoundsCallWatches(t *testing.T) {
 		"--max-call-watches", "0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--max-call-watches 0: want at least 1") {
 		t.Errorf("usher serve --max-call-watches 0: %v\n%s", err, out)
+	}
+}
+
+// usher serve --max-call-watches-per-caller and --max-watches-per-caller
+// bound the streams one caller of the callers file holds: past its share,
+// a caller is refused with CALLER_WATCH_LIMIT and its limit, while another
+// caller still watches.
+func TestServeBoundsEachCallersWatches(t *testing.T) {
+	bin, dir := buildUsher(t)
+	adminToken, adminHash := tokenOf(t, bin)
+	tokenA, hashA := tokenOf(t, bin)
+	tokenB, hashB := tokenOf(t, bin)
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
+  - {name: backend, kind: admin, token_sha256: %s}
+  - {name: sidecar-a, kind: check, token_sha256: %s}
+  - {name: sidecar-b, kind: check, token_sha256: %s}
+`, adminHash, hashA, hashB))
+	addr, _ := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers,
+		"--max-call-watches-per-caller", "1", "--max-watches-per-caller", "1")
+	usher := cliAgainst(t, bin, addr)
+	rule := filepath.Join(dir, "rule.yaml")
+	testpki.WriteFile(t, rule, []byte("scope: call:acme:standup\nresource_type: call\njoin_permission: join-call\n"))
+	for _, args := range [][]string{
+		{"resources", "put", "account:acme"},
+		{"resources", "put", "call:acme:standup", "--parent", "account:acme"},
+		{"admissions", "put", rule},
+	} {
+		if code, _, stderr := usher(append(args, "--token", adminToken)...); code != exitOK {
+			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	dial := func(token string) *grpc.ClientConn {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearerToken(token)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	connA, connB := dial(tokenA), dial(tokenB)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// wantCallerRefused fails the test unless err refuses sidecar-a its
+	// second stream.
+	wantCallerRefused := func(what string, err error) {
+		t.Helper()
+		st, _ := status.FromError(err)
+		if st.Code() != codes.ResourceExhausted {
+			t.Fatalf("sidecar-a's second %s: %v, want ResourceExhausted", what, err)
+		}
+		var info *errdetails.ErrorInfo
+		for _, d := range st.Details() {
+			if i, ok := d.(*errdetails.ErrorInfo); ok {
+				info = i
+			}
+		}
+		if info.GetReason() != "CALLER_WATCH_LIMIT" || info.GetMetadata()["limit"] != "1" || info.GetMetadata()["caller"] != "sidecar-a" {
+			t.Errorf("sidecar-a's second %s: ErrorInfo %v, want CALLER_WATCH_LIMIT with limit 1 and caller sidecar-a", what, info)
+		}
+	}
+
+	watchCall := func(conn *grpc.ClientConn) error {
+		stream, err := usherv1.NewAdmissionServiceClient(conn).WatchCall(ctx, &usherv1.WatchCallRequest{Resource: "call:acme:standup"})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		return err
+	}
+	if err := watchCall(connA); err != nil {
+		t.Fatalf("sidecar-a's first WatchCall: %v", err)
+	}
+	wantCallerRefused("WatchCall", watchCall(connA))
+	if err := watchCall(connB); err != nil {
+		t.Fatalf("sidecar-b's WatchCall beside sidecar-a's: %v", err)
+	}
+
+	watch := func(conn *grpc.ClientConn) error {
+		stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(ctx, &usherv1.WatchRequest{})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		return err
+	}
+	if err := watch(connA); err != nil {
+		t.Fatalf("sidecar-a's first Watch: %v", err)
+	}
+	wantCallerRefused("Watch", watch(connA))
+	if err := watch(connB); err != nil {
+		t.Fatalf("sidecar-b's Watch beside sidecar-a's: %v", err)
+	}
+
+	for _, flag := range []string{"--max-watches-per-caller", "--max-call-watches-per-caller"} {
+		out, err := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+			flag, "-1").CombinedOutput()
+		if want := flag + " -1: want"; err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("usher serve %s -1: %v\n%s\nwant it refused, saying %q", flag, err, out, want)
+		}
 	}
 }

@@ -46,6 +46,9 @@ makes serve refuse to start, printing what differs; the data is untouched.
 
 Without --callers, every caller is unauthenticated and may write, so it
 serves only a loopback address unless --allow-unauthenticated is given.
+With it, each caller holds at most its share of the server's Watch and
+WatchCall streams: a quarter of each, unless --max-watches-per-caller or
+--max-call-watches-per-caller says otherwise.
 Flags that name a file or a secret may be set instead by the USHER_
 variable their help names.`,
 		Example: `  usher serve
@@ -137,6 +140,15 @@ variable their help names.`,
 	maxCallWatches := fs.Int("max-call-watches", admission.DefaultMaxWatchers,
 		fmt.Sprintf("most WatchCall streams held at once, counted apart from --max-watches; more are refused with RESOURCE_EXHAUSTED. "+
 			"Each holds a buffer of %d events (about 38 KiB)", admission.DefaultWatchBuffer))
+	// Each caller's share of the two pools: see README, "Callers and
+	// authentication".
+	shares := server.CallerShares{}
+	fs.IntVar(&shares.Watches, "max-watches-per-caller", 0,
+		"most Watch streams one caller of --callers may hold at once; more are refused with RESOURCE_EXHAUSTED (CALLER_WATCH_LIMIT) "+
+			"(0: a quarter of --max-watches, at least 1)")
+	fs.IntVar(&shares.CallWatches, "max-call-watches-per-caller", 0,
+		"most WatchCall streams one caller of --callers may hold at once; more are refused with RESOURCE_EXHAUSTED (CALLER_WATCH_LIMIT) "+
+			"(0: a quarter of --max-call-watches, at least 1)")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if r := *decisionSample; r < 0 || r > 1 {
@@ -147,6 +159,12 @@ variable their help names.`,
 		}
 		if *maxCallWatches < 1 {
 			return fmt.Errorf("--max-call-watches %d: want at least 1", *maxCallWatches)
+		}
+		if shares.Watches < 0 {
+			return fmt.Errorf("--max-watches-per-caller %d: want 0 (a quarter of --max-watches) or more", shares.Watches)
+		}
+		if shares.CallWatches < 0 {
+			return fmt.Errorf("--max-call-watches-per-caller %d: want 0 (a quarter of --max-call-watches) or more", shares.CallWatches)
 		}
 		if *profiling && *metricsAddr == "" {
 			return fmt.Errorf("--pprof serves on --metrics-addr: give both")
@@ -286,7 +304,7 @@ variable their help names.`,
 		}
 		lis, limitOpts := limits.Apply(lis, creds, logger)
 		serverOpts = append(serverOpts, limitOpts...)
-		serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits))
+		serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits), server.WithCallerShares(shares))
 		if store.backup != nil {
 			serverOpts = append(serverOpts, server.WithBackup(store.backup))
 		}
