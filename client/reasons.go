@@ -43,11 +43,13 @@ const (
 
 // ResourceExhausted.
 const (
-	ReasonLimitExceeded   = "LIMIT_EXCEEDED" // a fixed limit
-	ReasonQuotaExceeded   = "QUOTA_EXCEEDED"
-	ReasonSessionLimit    = "SESSION_LIMIT"
-	ReasonWatchLimit      = "WATCH_LIMIT"       // the server holds as many Watch streams as it may
-	ReasonWatchFellBehind = "WATCH_FELL_BEHIND" // a WatchCall stream that did not keep up
+	ReasonLimitExceeded        = "LIMIT_EXCEEDED" // a fixed limit
+	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
+	ReasonSessionLimit         = "SESSION_LIMIT"
+	ReasonWatchLimit           = "WATCH_LIMIT"            // the server holds as many Watch streams as it may
+	ReasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"     // the caller holds its share of them
+	ReasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT" // the connection holds its share of the health Watch streams
+	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
 )
 
 // PermissionDenied: one reason per delegation rule, and the caller's kind.
