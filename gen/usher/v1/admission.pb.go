@@ -1555,7 +1555,9 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 // it; RESOURCE_EXHAUSTED (WATCH_LIMIT) past the server's call watches
 // (usher serve --max-call-watches, 1,024 by default), or when the call's
 // initial state does not fit beside those other streams are sending (262,144
-// events at once). The stream ends with
+// events at once); RESOURCE_EXHAUSTED (CALLER_WATCH_LIMIT, the metadata
+// naming "caller" and "limit") past the caller's share of them
+// (--max-call-watches-per-caller, a quarter by default). The stream ends with
 // RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when the client falls 256 events
 // behind, and UNAVAILABLE (SHUTTING_DOWN) when the server stops: resume
 // from the last revision received.

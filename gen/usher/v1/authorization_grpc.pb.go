@@ -83,7 +83,10 @@ type AuthorizationServiceClient interface {
 	//     the same way. The metadata holds "after_revision" and, when the
 	//     server can read it, "latest_revision".
 	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
-	//     Watch streams as it may (--max-watches, 1024 by default).
+	//     Watch streams as it may (reason "WATCH_LIMIT"; --max-watches, 1024
+	//     by default), or the caller holds its share of them (reason
+	//     "CALLER_WATCH_LIMIT", the metadata naming "caller" and "limit";
+	//     --max-watches-per-caller, a quarter by default).
 	//   - UNAVAILABLE when the server shuts down or cannot read its change
 	//     log: watch again, on another server if need be.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
@@ -231,7 +234,10 @@ type AuthorizationServiceServer interface {
 	//     the same way. The metadata holds "after_revision" and, when the
 	//     server can read it, "latest_revision".
 	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
-	//     Watch streams as it may (--max-watches, 1024 by default).
+	//     Watch streams as it may (reason "WATCH_LIMIT"; --max-watches, 1024
+	//     by default), or the caller holds its share of them (reason
+	//     "CALLER_WATCH_LIMIT", the metadata naming "caller" and "limit";
+	//     --max-watches-per-caller, a quarter by default).
 	//   - UNAVAILABLE when the server shuts down or cannot read its change
 	//     log: watch again, on another server if need be.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
