@@ -38,11 +38,14 @@ import (
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
+//	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_WATCH_LIMIT (CallerShares.Watches)
 //	changes Watch streams hold unsent     64 MiB       RESOURCE_EXHAUSTED (WatchLimits.MaxHeldBytes)
 //	Watch streams reading the log at once half the cores none: the others wait their turn
 //	candidates a lookup page judges       10,000       none: the page ends there, with a next token
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
+//	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_WATCH_LIMIT (CallerShares.CallWatches)
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
+//	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_WATCH_LIMIT (MaxHealthWatchesPerConn)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)
 //	ancestors of a resource below root    32           FAILED_PRECONDITION (authz.MaxDepth)
 //	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)
@@ -53,6 +56,10 @@ import (
 // sets no limit of its own on what it sends: an ExportPolicy answer grows
 // with the store, and a client that wants more than grpc-go's default
 // 4 MiB must raise its grpc.MaxCallRecvMsgSize.
+//
+// A caller is one of the callers file; a server without one has a single
+// caller, anonymous, whose share is the whole pool. Health needs no
+// credentials, so its Watch streams are shared by connection instead.
 //
 // What a client may make the server hold before its calls are
 // authenticated, connections, streams, headers and requests still
