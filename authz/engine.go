@@ -644,8 +644,15 @@ func commitError(ctx context.Context, err error) error {
 
 // ErrOutcomeUnknown is wrapped by a backend's commit error when the commit
 // may have taken effect all the same: its answer was lost, and the backend
-// could not find out.
+// could not find out, or it reached the backend's file without being made
+// durable.
 var ErrOutcomeUnknown = errors.New("whether it took effect is unknown")
+
+// ErrWritesStopped is wrapped by a backend's errors once it refuses every
+// write until it is reopened: a commit failed in a way that may have left
+// what it reads ahead of what is durable, and a write built on that could
+// be acknowledged on top of data the disk does not hold. Reads go on.
+var ErrWritesStopped = errors.New("the data file must be reopened: restart the server")
 
 func dedupe(keys []string) []string {
 	if len(keys) == 0 {

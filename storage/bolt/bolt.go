@@ -3,9 +3,11 @@
 //
 // Every write is one bbolt transaction that applies its change sets, appends
 // them to the change log and bumps the revision, and returns only once bbolt
-// has fsync'd it. The store keeps the latest change sets in memory as well,
-// so that watchers (the engine's index) follow commits without reading them
-// back from disk.
+// has fsync'd it. Once a commit fails, the store refuses every write until
+// the file is reopened, since bbolt may then read a state the disk does not
+// hold (see update); reads go on. The store keeps the latest change sets in
+// memory as well, so that watchers (the engine's index) follow commits
+// without reading them back from disk.
 package bolt
 
 import (
@@ -82,6 +84,9 @@ type Store struct {
 	retain   authz.Revision
 
 	compacting atomic.Bool
+	// stopped, once a commit failed, is what every write gets until the
+	// file is reopened (see update).
+	stopped atomic.Pointer[error]
 
 	mu        sync.Mutex // guards what watchers read
 	rev       authz.Revision
@@ -270,7 +275,7 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	results := make([]authz.Committed, len(ws))
 	var committed []authz.ChangeSet
 	var sizes []int // each committed change set's, encoded
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
 		last, err := storage.DecodeRevision(meta.Get(keyRevision))
 		if err != nil {

@@ -59,7 +59,7 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 	})
 	for start := 0; start < len(entries); start += importBatch {
 		batch := entries[start:min(start+importBatch, len(entries))]
-		err := s.db.Update(func(tx *bbolt.Tx) error {
+		err := s.update(func(tx *bbolt.Tx) error {
 			for _, e := range batch {
 				b := tx.Bucket(bucketOf(e.Kind))
 				b.FillPercent = 1.0
@@ -86,7 +86,7 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 	if err != nil {
 		return 0, err
 	}
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.update(func(tx *bbolt.Tx) error {
 		if err := tx.Bucket(bucketChanges).Put(storage.EncodeRevision(1), v); err != nil {
 			return err
 		}
@@ -103,7 +103,7 @@ func (s *Store) Import(snap authz.Snapshot, caller string) (authz.Revision, erro
 // importedAt puts the store at rev with an empty change log compacted up to
 // it: a reader from an earlier revision must load a snapshot.
 func (s *Store) importedAt(rev authz.Revision) (authz.Revision, error) {
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(keyCompacted, storage.EncodeRevision(rev)); err != nil {
 			return err

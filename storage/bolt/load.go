@@ -257,7 +257,7 @@ func (s *Store) compactBatch(ctx context.Context, before authz.Revision) (bool, 
 	}
 	upTo := min(before, s.compacted+compactBatch)
 	s.mu.Unlock()
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.update(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketChanges).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.First() {
 			rev, err := storage.DecodeRevision(k)
