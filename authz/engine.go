@@ -113,6 +113,9 @@ type Engine struct {
 	fed     chan struct{} // closed when the feed goroutine returns
 	state   atomic.Int32  // a State
 	resyncs atomic.Int64
+	// stopLogged is set once the engine has logged that its backend
+	// refuses writes until it is reopened.
+	stopLogged atomic.Bool
 }
 
 // pending is a planned write on its way to the backend.
@@ -223,6 +226,38 @@ func (e *Engine) Clock() Clock { return e.clock }
 
 // Backend returns the backend the engine commits to.
 func (e *Engine) Backend() Backend { return e.backend }
+
+// WriteStopper is a Backend that can come to refuse every write until it
+// is reopened, as a bbolt file does after a failed commit.
+type WriteStopper interface {
+	// WritesStopped returns why the backend refuses writes, wrapping
+	// ErrWritesStopped, or nil while it takes them.
+	WritesStopped() error
+}
+
+// WritesStopped returns why the backend refuses every write until it is
+// reopened, or nil while it takes writes (or cannot come to refuse them).
+// Checks are answered all the same. The engine logs it at ERROR the first
+// time it learns of it, here or from a refused commit.
+func (e *Engine) WritesStopped() error {
+	b, ok := e.backend.(WriteStopper)
+	if !ok {
+		return nil
+	}
+	err := b.WritesStopped()
+	if err != nil {
+		e.writesStopped(err)
+	}
+	return err
+}
+
+// writesStopped logs, once, that the backend refuses writes until it is
+// reopened.
+func (e *Engine) writesStopped(err error) {
+	if e.stopLogged.CompareAndSwap(false, true) {
+		e.logger.Error("writes are refused until the data file is reopened: restart the server", "error", err)
+	}
+}
 
 // feed applies the backend's commits to the index as they arrive. A change
 // set the index cannot apply, or a log compacted past the index's revision,
@@ -562,6 +597,9 @@ func (e *Engine) commitBatches() {
 			ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 			results, err = e.backend.Commit(ctx, ws)
 			cancel()
+			if errors.Is(err, ErrWritesStopped) {
+				e.writesStopped(err)
+			}
 			if fn := e.commits.Load(); fn != nil {
 				(*fn)(CommitStats{Writes: len(ws), Took: time.Since(start), Err: err})
 			}

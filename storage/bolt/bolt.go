@@ -96,7 +96,10 @@ type Store struct {
 	done      chan struct{} // closed by Close
 }
 
-var _ storage.Backend = (*Store)(nil)
+var (
+	_ storage.Backend    = (*Store)(nil)
+	_ authz.WriteStopper = (*Store)(nil)
+)
 
 // Open opens the store at path, creating its directory, the file and the
 // buckets if they are missing, and migrating a file of an earlier format.
