@@ -106,8 +106,8 @@ func startServer(t testing.TB, dir string) *fixture {
 	return startServerWith(t, dir, slog.New(slog.DiscardHandler), nil)
 }
 
-// startServerWith starts a server as startServer does, logging to logger,
-// with the options opts makes (given the engine, when not nil) passed to
+// startServerWith starts a server as startServer does, it and its engine
+// logging to logger, with the options opts makes (given the engine, when not nil) passed to
 // server.New.
 func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*authz.Engine) []grpc.ServerOption) *fixture {
 	t.Helper()
@@ -115,7 +115,7 @@ func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*a
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
-	engine, err := authz.Start(context.Background(), store, authz.Options{})
+	engine, err := authz.Start(context.Background(), store, authz.Options{Logger: logger})
 	if err != nil {
 		_ = store.Close()
 		t.Fatalf("authz.Start: %v", err)

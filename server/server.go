@@ -26,6 +26,8 @@ import (
 // Server is a gRPC server with Usher's services, and the health it reports:
 // SERVING while its index follows the storage backend, NOT_SERVING while it
 // rebuilds the index from a snapshot and from the moment it starts draining.
+// AdminService, which writes, is NOT_SERVING too while the backend refuses
+// every write until it is reopened; the rest keeps answering.
 type Server struct {
 	*grpc.Server
 	health   *health.Server
@@ -151,13 +153,22 @@ func (s *Server) serving() bool {
 	return !s.draining.Load() && s.engine.State() == authz.Serving
 }
 
-// report sets every service's health from serving.
+// report sets every service's health from serving, and AdminService's
+// from whether the backend takes writes as well.
 func (s *Server) report() {
 	status := healthpb.HealthCheckResponse_NOT_SERVING
 	if s.serving() {
 		status = healthpb.HealthCheckResponse_SERVING
 	}
+	writes := status
+	if s.engine.WritesStopped() != nil {
+		writes = healthpb.HealthCheckResponse_NOT_SERVING
+	}
 	for _, name := range s.services {
+		if name == usherv1.AdminService_ServiceDesc.ServiceName {
+			s.health.SetServingStatus(name, writes)
+			continue
+		}
 		s.health.SetServingStatus(name, status)
 	}
 }
