@@ -19,7 +19,9 @@ type Backend interface {
 	// the revision it was planned at, in order, in one atomic transaction:
 	// the writes that conflict are left out and reported, the others take
 	// consecutive revisions. It returns only once those are durable. An
-	// error means nothing was committed.
+	// error means nothing was committed, unless it wraps ErrOutcomeUnknown;
+	// one that wraps ErrWritesStopped says every Commit will fail until the
+	// backend is reopened.
 	Commit(ctx context.Context, ws []Write) ([]Committed, error)
 	// Load sends every entity at one revision to sink and returns that
 	// revision; Watch from it continues with no gap.
