@@ -88,11 +88,6 @@ func (s *streamShares) take(holder string) (release func(), ok bool) {
 	}, true
 }
 
-// reasonCallerWatchLimit is the reason of a stream refused because its
-// caller holds its share of the pool; the pool's own refusal is
-// WATCH_LIMIT.
-const reasonCallerWatchLimit = "CALLER_WATCH_LIMIT"
-
 // takeCallerShare counts a stream of the caller of ctx against its share
 // of s, or refuses it, naming the caller and its share. what names the
 // streams ("Watch", "WatchCall"); field and value, when field is not "",

@@ -77,11 +77,6 @@ func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serv
 	return h.Server.Watch(req, stream)
 }
 
-// reasonConnectionWatchLimit is the reason of a health Watch refused
-// because its connection holds its share; the pool's own refusal is
-// WATCH_LIMIT.
-const reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
-
 // connection names the connection a call came on: its two ends, which no
 // other connection open at the same time shares.
 func connection(ctx context.Context) string {

@@ -32,7 +32,8 @@ var codeOf = map[authz.Code]codes.Code{
 const errorDomain = "usher.v1"
 
 // The reasons of the refusals the server makes itself, beside the
-// engine's kinds (authz.Kind): authentication, callers' kinds, Watch.
+// engine's kinds (authz.Kind): authentication, callers' kinds, Watch, the
+// shares of the stream pools.
 const (
 	reasonNoCredentials          = "NO_CREDENTIALS"
 	reasonMalformedAuthorization = "MALFORMED_AUTHORIZATION"
@@ -45,6 +46,11 @@ const (
 	reasonInternal               = "INTERNAL"
 	reasonCancelled              = "CANCELLED"
 	reasonDeadlineExceeded       = "DEADLINE_EXCEEDED"
+	// A stream refused because its caller, or for a health Watch its
+	// connection, holds its share of the pool; the pool's own refusal is
+	// WATCH_LIMIT.
+	reasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"
+	reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
 )
 
 // details are what a refusal says to programs: a reason, the offending
