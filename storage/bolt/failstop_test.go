@@ -190,3 +190,60 @@ func TestAWriteThatFailsBeforeItsCommitStopsNothing(t *testing.T) {
 		t.Errorf("WritesStopped = %v", err)
 	}
 }
+
+// A commit that failed after its meta page reached the file is in what
+// bbolt reads from then on, though it was never acknowledged, nor
+// published to watchers. The log read from the file (by a reader behind
+// the change sets kept in memory) and the revision the store reports stop
+// at the last acknowledged commit, as the index does.
+func TestAFailedCommitIsNotReadBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Commit(ctx, grantWrite("user:acknowledged", 0)); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened, the store keeps no change set in memory: readers read the
+	// file.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+
+	slot := writeAtOf(t, s.db)
+	write := *slot
+	metaEnd := 2 * int64(s.db.Info().PageSize)
+	*slot = func(b []byte, off int64) (int, error) {
+		n, err := write(b, off)
+		if off < metaEnd && err == nil {
+			err = syscall.EIO
+		}
+		return n, err
+	}
+	_, err = s.Commit(ctx, grantWrite("user:failed", 1))
+	*slot = write
+	if !errors.Is(err, authz.ErrOutcomeUnknown) {
+		t.Fatalf("the failed commit: %v; want it to have reached the file", err)
+	}
+
+	sets, err := s.Changes(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revs []authz.Revision
+	for _, cs := range sets {
+		revs = append(revs, cs.Revision)
+	}
+	if !slices.Equal(revs, []authz.Revision{1}) {
+		t.Errorf("Changes after 0 = revisions %v, want [1]: the failed commit is read back", revs)
+	}
+	if rev, err := s.Revision(ctx); err != nil || rev != 1 {
+		t.Errorf("Revision = %d, %v; want 1, the last acknowledged commit", rev, err)
+	}
+}

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,9 @@ func loadGrants(ctx context.Context, b *bbolt.Bucket, sink authz.BatchSink) erro
 	return err
 }
 
-// Revision implements storage.Backend.
+// Revision implements storage.Backend: the last published revision, which
+// a commit that failed after it reached the file (see update) does not
+// move.
 func (s *Store) Revision(context.Context) (authz.Revision, error) {
 	var rev authz.Revision
 	err := unpanicked(func() error {
@@ -111,7 +114,9 @@ func (s *Store) Revision(context.Context) (authz.Revision, error) {
 	if err != nil {
 		return 0, fmt.Errorf("storage: revision: %w", closedAsErrClosed(err))
 	}
-	return rev, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return min(rev, s.rev), nil
 }
 
 // LogStart implements storage.Backend.
@@ -129,7 +134,7 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	}
 	// The latest change sets are in memory: a reader that keeps up never
 	// reads the file.
-	out, recent, compacted := s.recentChanges(after, limit)
+	out, recent, compacted, published := s.recentChanges(after, limit)
 	if recent {
 		return out, nil
 	}
@@ -152,8 +157,12 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 			if after < compacted {
 				return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
 			}
+			// The log ends at the last published change set: one after it
+			// is a commit that failed after it reached the file (see
+			// update), which no one was told of.
 			c := tx.Bucket(bucketChanges).Cursor()
-			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			end := storage.EncodeRevision(published)
+			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && bytes.Compare(k, end) <= 0 && len(out) < limit; k, v = c.Next() {
 				cs, err := storage.DecodeChangeSet(v)
 				if err != nil {
 					return fmt.Errorf("change set %x: %w", k, err)
@@ -174,18 +183,18 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 
 // recentChanges returns up to limit change sets after after from those
 // kept in memory, and true, when they hold the one after after; else the
-// revision the log is compacted through.
-func (s *Store) recentChanges(after authz.Revision, limit int) ([]authz.ChangeSet, bool, authz.Revision) {
+// revision the log is compacted through and the last published one.
+func (s *Store) recentChanges(after authz.Revision, limit int) ([]authz.ChangeSet, bool, authz.Revision, authz.Revision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.recent.len()
 	if n == 0 || after+1 < s.recent.at(0).Revision || after < s.compacted {
-		return nil, false, s.compacted
+		return nil, false, s.compacted, s.rev
 	}
 	// after is a client's, any uint64: the index is bounded as a revision,
 	// before it is an int.
 	i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n)))
-	return s.recent.copyRange(i, i+min(limit, n-i)), true, s.compacted
+	return s.recent.copyRange(i, i+min(limit, n-i)), true, s.compacted, s.rev
 }
 
 // Watch implements authz.Backend: what is committed after after, from the
