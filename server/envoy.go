@@ -99,11 +99,15 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	}
 	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix,
 		honorOverride: cfg.MethodOverride == MethodOverrideHonor}
+	// Envoy may not send Usher these headers (allowed_headers): the API
+	// must not see an override Usher did not. A name spelt with
+	// underscores goes either way: no client means it but to pass as the
+	// override under a name Usher was not sent.
 	h.removed = []string{HeaderReason}
-	if !h.honorOverride {
-		// Envoy may not send Usher these headers (allowed_headers): the
-		// API must not see an override Usher did not.
-		h.removed = append(h.removed, methodOverrideHeaders...)
+	if h.honorOverride {
+		h.removed = append(h.removed, overrideSpellings[len(methodOverrideHeaders):]...)
+	} else {
+		h.removed = append(h.removed, overrideSpellings...)
 	}
 	for _, rt := range routes {
 		h.maxSegments = max(h.maxSegments, len(rt.segments))

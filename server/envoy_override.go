@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -12,6 +13,39 @@ import (
 // real method from (Express's method-override, Rails, Symfony and Laravel,
 // ASP.NET, Google's APIs), as Envoy passes their names.
 var methodOverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
+
+// overrideSpellings are methodOverrideHeaders and every spelling of them
+// with underscores for some of their dashes: a server that hands an API
+// its headers as CGI variables (Rack's, PHP's, WSGI's) reads
+// x_http_method_override as HTTP_X_HTTP_METHOD_OVERRIDE, the override, and
+// Envoy passes such a name on as it came.
+var overrideSpellings = underscoreSpellings(methodOverrideHeaders)
+
+func underscoreSpellings(names []string) []string {
+	out := slices.Clone(names)
+	for _, name := range names {
+		dashes := strings.Count(name, "-")
+		for mask := 1; mask < 1<<dashes; mask++ {
+			b, i := []byte(name), 0
+			for j, c := range b {
+				if c == '-' {
+					if mask>>i&1 == 1 {
+						b[j] = '_'
+					}
+					i++
+				}
+			}
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
+
+// isOverrideHeader says whether a header's name is one of
+// overrideSpellings, in any case.
+func isOverrideHeader(name string) bool {
+	return slices.Contains(methodOverrideHeaders, strings.ReplaceAll(strings.ToLower(name), "_", "-"))
+}
 
 // The values of EnvoyConfig.MethodOverride.
 const (
@@ -26,6 +60,8 @@ const (
 type methodOverride struct {
 	where  string // "header x-http-method", "query parameter _method"
 	method string // trimmed and upper-cased, as the frameworks read it
+	// underscored: a header whose name has an underscore for a dash
+	underscored bool
 }
 
 // methodOverrides lists the methods http names in its override headers
@@ -38,24 +74,23 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []
 		// counts, and an empty one, like an empty header, names nothing.
 		for part := range strings.SplitSeq(value, ",") {
 			if p := strings.TrimSpace(part); p != "" {
-				out = append(out, methodOverride{where: where, method: strings.ToUpper(p)})
+				out = append(out, methodOverride{where: where, method: strings.ToUpper(p),
+					underscored: strings.HasPrefix(where, "header ") && strings.Contains(where, "_")})
 			}
 		}
 	}
-	for _, name := range methodOverrideHeaders {
+	for _, name := range overrideSpellings {
 		if v := http.GetHeaders()[name]; v != "" {
 			add("header "+name, v)
 		}
 	}
 	for _, hv := range http.GetHeaderMap().GetHeaders() {
-		for _, name := range methodOverrideHeaders {
-			if strings.EqualFold(hv.GetKey(), name) {
-				v := string(hv.GetRawValue())
-				if v == "" {
-					v = hv.GetValue()
-				}
-				add("header "+name, v)
+		if isOverrideHeader(hv.GetKey()) {
+			v := string(hv.GetRawValue())
+			if v == "" {
+				v = hv.GetValue()
 			}
+			add("header "+strings.ToLower(hv.GetKey()), v)
 		}
 	}
 	for query != "" {
@@ -115,6 +150,17 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 		}
 		return method, nil
 	}
+	// A name spelt with underscores is removed on the way to the API
+	// (NewEnvoyService), which so runs the request as its own method.
+	honored := overrides[:0:0]
+	for _, o := range overrides {
+		if !o.underscored {
+			honored = append(honored, o)
+		} else if o.method != method {
+			return "", fmt.Errorf("%s overrides %s with %s: only a header spelt with dashes overrides it", o.where, clip(method), clip(o.method))
+		}
+	}
+	overrides = honored
 	if len(overrides) == 0 {
 		return method, nil
 	}

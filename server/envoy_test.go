@@ -266,8 +266,10 @@ func TestEnvoyAllowsWithTheDecisionInHeaders(t *testing.T) {
 				t.Errorf("headers = %v, want %v", a.headers, want)
 			}
 			// A forged reason, and the method overrides Usher refuses.
-			if want := append([]string{"x-usher-reason"}, overrideHeaders...); !slices.Equal(a.removed, want) {
-				t.Errorf("headers to remove = %v, want %v", a.removed, want)
+			for _, h := range append([]string{"x-usher-reason"}, overrideHeaders...) {
+				if !slices.Contains(a.removed, h) {
+					t.Errorf("headers to remove = %v, want %s among them", a.removed, h)
+				}
 			}
 		})
 	}
