@@ -100,23 +100,17 @@ func loadGrants(ctx context.Context, b *bbolt.Bucket, sink authz.BatchSink) erro
 }
 
 // Revision implements storage.Backend: the last published revision, which
-// a commit that failed after it reached the file (see update) does not
-// move.
+// is the file's but after a commit that failed once it reached the file
+// (see update), which does not move it.
 func (s *Store) Revision(context.Context) (authz.Revision, error) {
-	var rev authz.Revision
-	err := unpanicked(func() error {
-		return s.db.View(func(tx *bbolt.Tx) error {
-			var err error
-			rev, err = storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyRevision))
-			return err
-		})
-	})
-	if err != nil {
-		return 0, fmt.Errorf("storage: revision: %w", closedAsErrClosed(err))
+	select {
+	case <-s.done:
+		return 0, fmt.Errorf("storage: revision: %w", storage.ErrClosed)
+	default:
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return min(rev, s.rev), nil
+	return s.rev, nil
 }
 
 // LogStart implements storage.Backend.
