@@ -68,20 +68,22 @@ type methodOverride struct {
 // and query's _method parameters, in that order.
 func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []methodOverride {
 	var out []methodOverride
-	add := func(where, value string) {
+	add := func(where, value string, underscored bool) {
 		// A header sent twice reaches Usher joined by a comma: Express
 		// reads the first part, other frameworks the whole. Every part
 		// counts, and an empty one, like an empty header, names nothing.
 		for part := range strings.SplitSeq(value, ",") {
 			if p := strings.TrimSpace(part); p != "" {
-				out = append(out, methodOverride{where: where, method: strings.ToUpper(p),
-					underscored: strings.HasPrefix(where, "header ") && strings.Contains(where, "_")})
+				out = append(out, methodOverride{where: where, method: strings.ToUpper(p), underscored: underscored})
 			}
 		}
 	}
+	header := func(name, value string) {
+		add("header "+name, value, strings.Contains(name, "_"))
+	}
 	for _, name := range overrideSpellings {
 		if v := http.GetHeaders()[name]; v != "" {
-			add("header "+name, v)
+			header(name, v)
 		}
 	}
 	for _, hv := range http.GetHeaderMap().GetHeaders() {
@@ -90,7 +92,7 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []
 			if v == "" {
 				v = hv.GetValue()
 			}
-			add("header "+strings.ToLower(hv.GetKey()), v)
+			header(strings.ToLower(hv.GetKey()), v)
 		}
 	}
 	for query != "" {
@@ -102,7 +104,7 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []
 		}
 		name, value, _ := strings.Cut(pair, "=")
 		if isMethodParameter(unescapeQuery(name)) {
-			add("query parameter _method", unescapeQuery(value))
+			add("query parameter _method", unescapeQuery(value), false)
 		}
 	}
 	return out
