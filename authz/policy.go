@@ -420,9 +420,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		// registered) is the policy's own: removing it would leave the
 		// scope with no limit at all.
 		isDefault := func(q Quota) bool {
-			return x.isDefaultQuota(TypeOf(q.Scope), q) || q.Subject == "" && slices.ContainsFunc(p.DefaultQuotas, func(d DefaultQuota) bool {
-				return d.ScopeType == TypeOf(q.Scope) && d.ResourceType == q.ResourceType && d.Limit == q.Limit
-			})
+			return x.isDefaultQuota(TypeOf(q.Scope), q) || givenBy(p.DefaultQuotas, TypeOf(q.Scope), q)
 		}
 		for _, scope := range x.sortedQuotaScopes() {
 			for _, q := range x.quotas[scope] {
