@@ -28,6 +28,16 @@ func wantDenial(t *testing.T, a envoyAnswer, code codes.Code, http int, reason, 
 	}
 }
 
+// requestAs is a request of method to path by user (header x-user-id),
+// with the headers kv lists as name, value pairs.
+func requestAs(user, method, path string, kv ...string) *authv3.CheckRequest {
+	h := map[string]string{"x-user-id": user}
+	for i := 0; i < len(kv); i += 2 {
+		h[kv[i]] = kv[i+1]
+	}
+	return httpRequest(method, path, h)
+}
+
 // The API behind Envoy may run a POST as the method a header or a _method
 // query parameter names; Usher checks the request's own method, so by
 // default it refuses an override of the method with another (403
@@ -35,13 +45,7 @@ func wantDenial(t *testing.T, a envoyAnswer, code codes.Code, http int, reason, 
 // from a request it allows, in case Envoy did not send them.
 func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
-	join := func(path string, kv ...string) *authv3.CheckRequest {
-		h := map[string]string{"x-user-id": "alice"}
-		for i := 0; i < len(kv); i += 2 {
-			h[kv[i]] = kv[i+1]
-		}
-		return httpRequest("POST", path, h)
-	}
+	join := func(path string, kv ...string) *authv3.CheckRequest { return requestAs("alice", "POST", path, kv...) }
 	refused := []struct {
 		name    string
 		req     *authv3.CheckRequest
@@ -135,11 +139,7 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 	cfg.MethodOverride = server.MethodOverrideHonor
 	w := startEnvoy(t, cfg, nil)
 	bob := func(method, path string, kv ...string) *authv3.CheckRequest {
-		h := map[string]string{"x-user-id": "bob"}
-		for i := 0; i < len(kv); i += 2 {
-			h[kv[i]] = kv[i+1]
-		}
-		return httpRequest(method, path, h)
+		return requestAs("bob", method, path, kv...)
 	}
 
 	a := w.ask(t, bob("POST", "/calls/meeting/8", "x-http-method-override", "get"))

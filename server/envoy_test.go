@@ -475,21 +475,18 @@ func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
 		{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
 	}
 	w := serveEnvoy(t, engine, cfg, nil)
-	as := func(user, method, path string) *authv3.CheckRequest {
-		return httpRequest(method, path, map[string]string{"x-user-id": user})
-	}
 	for _, tt := range []struct {
 		name    string
 		req     *authv3.CheckRequest
 		message string
 	}{
-		{"a literal in another case", as("erin", "GET", "/calls/MEETING/7"),
+		{"a literal in another case", requestAs("erin", "GET", "/calls/MEETING/7"),
 			"GET /calls/MEETING/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
-		{"a literal in mixed case", as("erin", "GET", "/calls/Meeting/7"),
+		{"a literal in mixed case", requestAs("erin", "GET", "/calls/Meeting/7"),
 			"GET /calls/Meeting/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
-		{"a method in lower case", as("bob", "delete", "/calls/meeting/7"),
+		{"a method in lower case", requestAs("bob", "delete", "/calls/meeting/7"),
 			"delete /calls/meeting/7 differs only in case from rules[1] (DELETE /calls/{type}/{id})"},
-		{"a method in mixed case", as("bob", "Get", "/calls/meeting/7"),
+		{"a method in mixed case", requestAs("bob", "Get", "/calls/meeting/7"),
 			"Get /calls/meeting/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -502,7 +499,7 @@ func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
 		{"bob", "GET", "/calls/meeting/8", "member"},
 		{"bob", "PUT", "/calls/meeting/8", "member"},
 	} {
-		if a := w.ask(t, as(tt.user, tt.method, tt.path)); a.code != codes.OK || a.headers["x-usher-role"] != tt.role {
+		if a := w.ask(t, requestAs(tt.user, tt.method, tt.path)); a.code != codes.OK || a.headers["x-usher-role"] != tt.role {
 			t.Errorf("%s %s as %s = %+v; want it allowed as %s", tt.method, tt.path, tt.user, a, tt.role)
 		}
 	}
