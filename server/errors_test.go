@@ -195,6 +195,16 @@ var errorCases = []errorCase{
 			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageToken: "!!"})
 			return err
 		}},
+	{name: "LookupResources refuses a page token it did not issue", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "page_token", value: "!!",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.LookupResources(ctx, &usherv1.LookupResourcesRequest{Subject: "user:alice", Permission: "join-call", ResourceType: "call", PageToken: "!!"})
+			return err
+		}},
+	{name: "LookupSubjects refuses a page token it did not issue", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "page_token", value: "!!",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.authz.LookupSubjects(ctx, &usherv1.LookupSubjectsRequest{Resource: stream42, Permission: "join-call", PageToken: "!!"})
+			return err
+		}},
 	{name: "ListChanges refuses a caller filter longer than any caller name", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "caller", value: strings.Repeat("c", 129),
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListChanges(ctx, &usherv1.ListChangesRequest{Caller: strings.Repeat("c", 129)})
