@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/storage/memory"
 )
 
 // errorWorld is the world of the error cases: checkWorld's tree with roles
@@ -616,5 +618,31 @@ func TestErrorsAreStatuses(t *testing.T) {
 	_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{})
 	if code := status.Code(err); code == codes.Unknown || code == codes.Internal {
 		t.Errorf("ApplyPolicy without a policy answered %s (%v)", code, err)
+	}
+}
+
+// outcomeUnknown is a backend whose every commit may or may not have taken
+// effect: its answer was lost, and whether it took effect with it.
+type outcomeUnknown struct{ *memory.Memory }
+
+func (outcomeUnknown) Commit(context.Context, []authz.Write) ([]authz.Committed, error) {
+	return nil, fmt.Errorf("storage: commit: %w (%w: no leader)", context.DeadlineExceeded, authz.ErrOutcomeUnknown)
+}
+
+// A write whose backend cannot tell whether it took effect is UNAVAILABLE
+// (UNAVAILABLE_STORAGE) saying that it may have, for the caller to read it
+// back, and never that it was not committed.
+func TestAWriteOfUnknownOutcomeSaysItMayHaveTakenEffect(t *testing.T) {
+	engine, err := authz.Start(t.Context(), outcomeUnknown{memory.New()}, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+	_, err = f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "account:acme"})
+	st := wantCode(t, err, codes.Unavailable)
+	wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
+	if msg := st.Message(); !strings.Contains(msg, "may or may not have been committed; read it back to know") || strings.Contains(msg, "was not committed") {
+		t.Errorf("the write of unknown outcome says %q; want it to say it may have been committed", msg)
 	}
 }
