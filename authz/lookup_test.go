@@ -586,6 +586,11 @@ func TestLookupTokensRewrittenByACallerAreRefused(t *testing.T) {
 		t.Fatalf("LookupSubjects' first page: %q, %v", token, err)
 	}
 	w.grant("user:late", "call-member", "account:acme")
+	page, next, _, err = w.eng.LookupSubjects(w.ctx, subjects, 10, token)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || page != nil || next != "" {
+		t.Errorf("LookupSubjects with the token as it was, after a grant on the call's path = %v (next %q), %v; want FAILED_PRECONDITION PAGE_TOKEN_EXPIRED on page_token", page, next, err)
+	}
 	forged = rewritten(t, token, w.eng.Index().Revision(), time.Time{})
 	page, next, _, err = w.eng.LookupSubjects(w.ctx, subjects, 10, forged)
 	wantRewrittenRefused(t, "LookupSubjects with a token rewritten to skip a grant on the call's path", forged, page, next, err)
