@@ -464,6 +464,13 @@ func TestApplyPolicyPrune(t *testing.T) {
 			if w.used("account:initech", "call", "") < 0 {
 				t.Error("the account has no call quota after the prune: its calls are unlimited")
 			}
+			qs, _, err := w.idx.ListQuotas("account:initech")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := slices.IndexFunc(qs, func(q authz.QuotaUse) bool { return q.ResourceType == "call" && q.Subject == "" }); i < 0 || qs[i].Limit != 0 {
+				t.Errorf("the account's quotas after the prune = %+v; want its call quota kept at 0, the default it was registered with", qs)
+			}
 		})
 	}
 
