@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/admission"
@@ -41,7 +39,7 @@ func TestADrainedServerGivesBackEveryShare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer engine.Close()
+	t.Cleanup(engine.Close)
 	msg, err := policy.Load("default")
 	if err != nil {
 		t.Fatal(err)
@@ -66,22 +64,10 @@ func TestADrainedServerGivesBackEveryShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := admission.New(engine, admission.Options{MaxWatchers: 8})
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	srv := New(engine, slog.New(slog.DiscardHandler), WithCallers(src), WithAdmission(m),
 		WithWatchLimits(WatchLimits{MaxStreams: 8, Progress: time.Minute}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(lis) }()
-	defer func() { srv.Stop(); <-served }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(tokenOnEveryCall(token)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveLoopback(t, srv, grpc.WithPerRPCCredentials(tokenOnEveryCall(token)))
 
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
