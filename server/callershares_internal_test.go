@@ -30,6 +30,25 @@ func (t tokenOnEveryCall) GetRequestMetadata(context.Context, ...string) (map[st
 }
 func (tokenOnEveryCall) RequireTransportSecurity() bool { return false }
 
+// opened fails the test unless stream s, which what opened with err, sent
+// its first message; it returns what waits for s to end, and its error.
+func opened[T any](t *testing.T, what string, s grpc.ServerStreamingClient[T], err error) (end func() error) {
+	t.Helper()
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return func() error {
+		for {
+			if _, err := s.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // A server that drains ends every Watch and WatchCall stream and refuses
 // new ones, so no caller could tell from outside whether its places came
 // back: here they are counted, and every one is given back.
@@ -74,33 +93,9 @@ func TestADrainedServerGivesBackEveryShare(t *testing.T) {
 	var ends []func() error
 	for range 2 {
 		w, err := usherv1.NewAuthorizationServiceClient(conn).Watch(sctx, &usherv1.WatchRequest{})
-		if err == nil {
-			_, err = w.Recv()
-		}
-		if err != nil {
-			t.Fatalf("Watch: %v", err)
-		}
-		ends = append(ends, func() error {
-			for {
-				if _, err := w.Recv(); err != nil {
-					return err
-				}
-			}
-		})
+		ends = append(ends, opened(t, "Watch", w, err))
 		c, err := usherv1.NewAdmissionServiceClient(conn).WatchCall(sctx, &usherv1.WatchCallRequest{Resource: "call:meeting:7"})
-		if err == nil {
-			_, err = c.Recv()
-		}
-		if err != nil {
-			t.Fatalf("WatchCall: %v", err)
-		}
-		ends = append(ends, func() error {
-			for {
-				if _, err := c.Recv(); err != nil {
-					return err
-				}
-			}
-		})
+		ends = append(ends, opened(t, "WatchCall", c, err))
 	}
 	held := func() (watches, callWatches int) {
 		srv.watches.shares.mu.Lock()
