@@ -268,17 +268,21 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 		return denied(typev3.StatusCode_Forbidden, reason, denial(subject, rt.permission, resource, d),
 			[]*corev3.HeaderValueOption{overwriteHeader(HeaderRevision, revision)}), reason, nil
 	}
+	ok := &authv3.OkHttpResponse{
+		Headers: []*corev3.HeaderValueOption{
+			overwriteHeader(HeaderSubject, subject),
+			overwriteHeader(HeaderRole, d.Role),
+			overwriteHeader(HeaderScope, d.Scope),
+			overwriteHeader(HeaderRevision, revision),
+		},
+		HeadersToRemove: h.removed,
+	}
+	if method != http.GetMethod() {
+		overridden(ok, method)
+	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers: []*corev3.HeaderValueOption{
-				overwriteHeader(HeaderSubject, subject),
-				overwriteHeader(HeaderRole, d.Role),
-				overwriteHeader(HeaderScope, d.Scope),
-				overwriteHeader(HeaderRevision, revision),
-			},
-			HeadersToRemove: h.removed,
-		}},
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}, reasonNames[authz.ReasonGranted], nil
 }
 

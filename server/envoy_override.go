@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
@@ -184,4 +185,15 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(first.method))
 	}
 	return first.method, nil
+}
+
+// overridden has an allowed request, checked as the method its override
+// names, carry that method in every override the API could read it from:
+// an API that reads another than the client set would otherwise run the
+// request as the POST it came as, which was not checked.
+func overridden(ok *authv3.OkHttpResponse, method string) {
+	for _, name := range methodOverrideHeaders {
+		ok.Headers = append(ok.Headers, overwriteHeader(name, method))
+	}
+	ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: "_method", Value: method})
 }

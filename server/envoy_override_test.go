@@ -150,8 +150,37 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		!slices.Contains(a.removed, "x-usher-reason") || !slices.Contains(a.removed, "x_http_method_override") {
 		t.Errorf("headers to remove = %v; want the override left for the API, and its spellings with underscores removed", a.removed)
 	}
-	if a := w.ask(t, bob("POST", "/calls/meeting/8?_method=GET")); a.code != codes.OK {
+	// The API may read another override than the client set: each says
+	// GET on the way upstream, or the API would run the POST unchecked.
+	wantOverriddenUpstream := func(a envoyAnswer, method string) {
+		t.Helper()
+		for _, h := range overrideHeaders {
+			if a.headers[h] != method {
+				t.Errorf("header %s upstream = %q, want %q (headers %v)", h, a.headers[h], method, a.headers)
+			}
+		}
+		if a.query["_method"] != method || len(a.query) != 1 {
+			t.Errorf("query parameters set upstream = %v, want _method=%s", a.query, method)
+		}
+	}
+	wantOverriddenUpstream(a, "GET")
+	a = w.ask(t, bob("POST", "/calls/meeting/8?_method=GET"))
+	if a.code != codes.OK {
 		t.Errorf("a POST overridden to GET by _method: %+v", a)
+	}
+	wantOverriddenUpstream(a, "GET")
+	// A request run as its own method keeps what it came with.
+	a = w.ask(t, bob("POST", "/calls/meeting/8/join", "x-http-method-override", "POST"))
+	if a.code != codes.OK {
+		t.Fatalf("a POST whose override says POST: %+v", a)
+	}
+	for _, h := range overrideHeaders {
+		if v, set := a.headers[h]; set {
+			t.Errorf("header %s set upstream to %q on a request not overridden", h, v)
+		}
+	}
+	if a.query != nil {
+		t.Errorf("query parameters set upstream on a request not overridden: %v", a.query)
 	}
 
 	tests := []struct {

@@ -189,8 +189,9 @@ type envoyAnswer struct {
 	http    int               // the denied response's HTTP status; 0 when allowed
 	headers map[string]string // added upstream when allowed, sent to the client when denied
 	removed []string
-	reason  string // the denied body's reason
-	message string // the denied body's message
+	query   map[string]string // query parameters set upstream when allowed
+	reason  string            // the denied body's reason
+	message string            // the denied body's message
 	body    string
 }
 
@@ -209,6 +210,12 @@ func (w *envoyWorld) ask(t *testing.T, req *authv3.CheckRequest) envoyAnswer {
 			t.Errorf("an OkResponse with status %s", a.code)
 		}
 		hs, a.removed = ok.GetHeaders(), ok.GetHeadersToRemove()
+		for _, q := range ok.GetQueryParametersToSet() {
+			if a.query == nil {
+				a.query = map[string]string{}
+			}
+			a.query[q.GetKey()] = q.GetValue()
+		}
 	} else if d := resp.GetDeniedResponse(); d != nil {
 		if a.code == codes.OK {
 			t.Errorf("a DeniedResponse with status OK")
