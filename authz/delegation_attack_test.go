@@ -517,3 +517,45 @@ func TestDelegationAttacksADeleteToRegisterAgainBelowAGrant(t *testing.T) {
 		return err
 	})
 }
+
+// A creator holds its creator role for good, but a definition of that role
+// on the resource itself may hold it to less: deleting the resource, and
+// registering it again where the role means more, sheds the definition of
+// a role it holds. The delete is refused wherever it could register the
+// resource again with more; where the definition on the resource gives no
+// less than registering it again would, it is allowed.
+func TestDelegationAttacksADeleteToShedARestatedCreatorRole(t *testing.T) {
+	restated := func(perms ...string) *world {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:h", "maker", "org:a")
+		w.putAs("user:h", "call:9", "org:a")
+		w.role(authz.Role{Name: "host", Scope: "call:9", Permissions: perms, AssignableRoles: []string{"guest"}})
+		return w
+	}
+	t.Run("restated with less", func(t *testing.T) {
+		w := restated("org.admin", "call.admit", "call.join", "call.speak")
+		if w.check("user:h", "call.record", "call:9").Allowed {
+			t.Fatal("the restated host role lets its holder record")
+		}
+		refusedAttack(t, w, "user:h", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "call:9")
+			return err
+		})
+	})
+	t.Run("restated with less, registered again elsewhere", func(t *testing.T) {
+		w := restated("org.admin", "call.admit", "call.join", "call.speak")
+		// Only under org:b may it register calls again: not under org:a.
+		w.role(authz.Role{Name: "maker", Scope: "org:a", Permissions: []string{"call.join"}})
+		w.grant("user:h", "maker", "org:b")
+		refusedAttack(t, w, "user:h", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "call:9")
+			return err
+		})
+	})
+	t.Run("restated with as much", func(t *testing.T) {
+		w := restated("org.admin", "call.admit", "call.join", "call.speak", "call.record", "call.stage")
+		if _, err := w.eng.DeleteResource(w.ctx, as("user:h"), "call:9"); err != nil {
+			t.Fatalf("deleting the call it created: %v", err)
+		}
+	})
+}

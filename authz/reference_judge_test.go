@@ -579,11 +579,13 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 
 // reRegistration: "No self-service. The actor never writes its own bindings
 // ... and never gets around that indirectly, by deleting, moving or
-// re-registering the resource they are on ... The one exception is the
-// creator role, granted when the actor registers a resource." An actor
-// bound on name that may register it again would, by deleting it, come to
-// hold its creator role there for good in place of its own grants, unless
-// it holds that already.
+// re-registering the resource they are on, or by redefining a role it
+// holds ... The one exception is the creator role, granted when the actor
+// registers a resource." An actor bound on name that may register it again
+// would, by deleting it, come to hold its creator role there for good in
+// place of its own grants; holding that already, it would come to hold the
+// role as defined where it registers it again, in place of the definition
+// that applies on name now (which, on name itself, goes with it).
 func (j *judgement) reRegistration(name string) {
 	r, typ := j.before, authz.TypeOf(name)
 	i := slices.IndexFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.ResourceType == typ })
@@ -591,32 +593,42 @@ func (j *judgement) reRegistration(name string) {
 		return
 	}
 	creator, parent := j.s.CreatorRoles[i].Role, r.parent[name]
+	bound, forGood := false, false
+	for _, g := range j.s.Grants {
+		if g.Subject == j.actor && g.Resource == name && (g.Expires.IsZero() || g.Expires.After(j.now)) {
+			bound = true
+			forGood = forGood || g.Role == creator && g.Expires.IsZero()
+		}
+	}
+	held, _ := r.definition(creator, name)
+	// more: the definition def gives its holder something held does not.
+	more := func(def authz.Role) bool {
+		carried := set(r.carries(held))
+		for _, p := range r.carries(def) {
+			if !carried[p] {
+				return true
+			}
+		}
+		if slices.Contains(def.Permissions, authz.Wildcard) && !slices.Contains(held.Permissions, authz.Wildcard) {
+			return true
+		}
+		return slices.ContainsFunc(def.AssignableRoles, func(n string) bool { return !slices.Contains(held.AssignableRoles, n) })
+	}
 	// Names are global: "register it again" under its parent, or under any
 	// other resource where the creator role is bindable on the type and
 	// the actor may register it.
 	mayRegister := func(at string) bool {
-		if def, ok := r.definition(creator, at); !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) {
+		def, ok := r.definition(creator, at)
+		if !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) || forGood && !more(def) {
 			return false
 		}
 		return r.holds(j.actor, authz.PermResourcesCreate+"."+typ, at) || r.holds(j.actor, authz.PermResourcesCreate, at)
 	}
-	bound, forGood, may := false, false, mayRegister(parent)
-	for _, g := range j.s.Grants {
-		if g.Subject != j.actor || !(g.Expires.IsZero() || g.Expires.After(j.now)) {
-			continue
-		}
-		if g.Resource == name {
-			bound = true
-			forGood = forGood || g.Role == creator && g.Expires.IsZero()
-		} else if !may && mayRegister(g.Resource) {
-			may = true
-		}
-	}
+	may := mayRegister(parent) || mayRegister(authz.RootName)
 	for _, res := range r.s.Resources {
 		may = may || res.Name != name && mayRegister(res.Name)
 	}
-	may = may || mayRegister(authz.RootName)
-	if bound && !forGood && may {
+	if bound && may {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "deleting %s, %s could register it again as its %s in place of its own grants", name, j.actor, creator)
 	}
 }

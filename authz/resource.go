@@ -124,10 +124,13 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 // on id that may register it again gets the creator role on it, with no
 // expiry, in place of what it held (DESIGN.md: no self-service, "never gets
 // around that indirectly, by deleting, moving or re-registering the
-// resource they are on"). Holding the creator role there for good already,
-// or holding nothing there, it gains nothing it could not gain by
-// registering a resource of another name; where registering it would grant
-// no creator role, it gains nothing at all.
+// resource they are on"). Holding nothing there, it gains nothing it could
+// not gain by registering a resource of another name; where registering it
+// would grant no creator role, it gains nothing at all. Holding the creator
+// role there for good already, it gains only where the role, as defined
+// where it would register id again, carries more than the definition that
+// applies on id now: one on id itself goes with it ("or by redefining a
+// role it holds").
 func (p *plan) reRegistersItself(id uint32) error {
 	x := p.x
 	if p.by.Actor == "" {
@@ -149,8 +152,12 @@ func (p *plan) reRegistersItself(id uint32) error {
 			forGood = forGood || (g.role == creator && g.exp == 0)
 		}
 	}
-	if !bound || forGood {
+	if !bound {
 		return nil
+	}
+	var held *roleDef // the creator role as the actor holds it for good on id
+	if forGood {
+		held = x.resolveAt(id, creator)
 	}
 	// Names are global: it may be registered again under its parent, or
 	// under any resource where the actor holds the power to register it:
@@ -159,8 +166,14 @@ func (p *plan) reRegistersItself(id uint32) error {
 	// creator role applies, changes nowhere else on the way down).
 	// Registering it again grants the creator role only where that role
 	// is bindable on the type.
+	//
+	// Holding the creator role for good, the actor gains by registering id
+	// again only where the role's definition carries more than the one it
+	// holds there now; that definition changes only where the role is
+	// defined, which is looked at below.
 	mayRegister := func(at uint32) bool {
-		if def := x.resolveAt(at, creator); def == nil || !def.bindableOn(typ) {
+		def := x.resolveAt(at, creator)
+		if def == nil || !def.bindableOn(typ) || held != nil && !carriesMore(def, held) {
 			return false
 		}
 		return p.actorHolds(at, PermResourcesCreate+"."+typ) || p.actorHolds(at, PermResourcesCreate)
@@ -181,7 +194,23 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if !may {
 		return nil
 	}
+	if held != nil {
+		return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there as defined elsewhere, with more than the definition at %q gives it",
+			x.name(id), x.creators[typ], held.Scope))
+	}
 	return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there for good in place of its own grants on it", x.name(id), x.creators[typ]))
+}
+
+// carriesMore reports whether def gives its holder anything held does not:
+// a permission, "*", or a role to assign.
+func carriesMore(def, held *roleDef) bool {
+	if def == held {
+		return false
+	}
+	if !def.perms.subsetOf(held.perms) || slices.Contains(def.Permissions, Wildcard) && !slices.Contains(held.Permissions, Wildcard) {
+		return true
+	}
+	return slices.ContainsFunc(def.AssignableRoles, func(r string) bool { return !slices.Contains(held.AssignableRoles, r) })
 }
 
 // move plans moving id under parent.

@@ -160,4 +160,30 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 			t.Errorf("deleting the call one created: %v", err)
 		}
 	})
+
+	// A call one created, on which the platform has restated its host
+	// role with less (no recording), one hosts for good as that lesser
+	// host: deleting it, to register it again as a host of the role as
+	// defined above, would shed the definition of a role one holds.
+	t.Run("deleting a call one created, whose host role the call restricts", func(t *testing.T) {
+		const mine = "call:livestream:hank-restricted"
+		if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: mine, Parent: livestream, Actor: "user:hank"}); err != nil {
+			t.Fatalf("registering %s: %v", mine, err)
+		}
+		f.putRole(&usherv1.Role{Name: "host", Scope: mine, Permissions: []string{"join-call", "read-call", "send-audio", "end-call"}})
+		if d, _ := f.check("user:hank", "start-record-call", mine); d.GetAllowed() {
+			t.Fatalf("the restated host role lets %s record: %v", mine, d)
+		}
+		before := f.snapshotState(subjects...)
+		_, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: mine, Actor: "user:hank"})
+		st := wantCode(t, err, codes.PermissionDenied)
+		wantDetails(t, st, refusal{reason: "NO_SELF_SERVICE", field: "actor", value: "user:hank",
+			meta: map[string]string{"rule": "no self-service", "subject": "user:hank"}})
+		if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+			t.Errorf("the refused delete wrote: %v", diff)
+		}
+		if _, err := f.admin.GetResource(f.ctx(), &usherv1.GetResourceRequest{Name: mine}); err != nil {
+			t.Errorf("GetResource(%s) after the refused delete: %v", mine, err)
+		}
+	})
 }
