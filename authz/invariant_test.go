@@ -138,56 +138,193 @@ func invariantWorld(t *testing.T, seed uint64, rerun string, tally *invariantTal
 			// Time passes, and some grants and blocks run out.
 			w.clock.Advance(time.Duration(g.rng.Int64N(int64(30 * time.Hour))))
 		}
+		if g.rng.IntN(6) == 0 {
+			g.restate(w)
+		}
 		before := load(w)
 		now := w.clock.Now()
 		ref := newReference(before, now)
 		actor, write := g.write(ref)
-		kind := write.Op
-		switch {
-		case write.Op == "PutResource" && ref.registered(write.Resource.Name):
-			kind += " (move)"
-		case write.Op == "PutResource":
-			kind += " (register)"
-		case write.Op == "Unblock" && write.Block.ID == "":
-			kind += " (all)"
-		case write.Op == "Unblock":
-			kind += " (one)"
+		err := judgeWrite(t, w, seed, i, rerun, tally, actor, write)
+		if write.Op != "DeleteResource" || err != nil || g.rng.IntN(3) == 0 {
+			continue
 		}
-		want, verdicts := referenceJudge(before, actor, write, now)
-		err := run(w, actor, write)
-		tally.count(kind, err)
-		got := load(w)
-		fail := func(format string, args ...any) {
-			t.Helper()
-			shown := verdicts[:min(len(verdicts), 8)]
-			var vs []string
-			for _, v := range shown {
-				vs = append(vs, "      "+v.String())
-			}
-			if len(verdicts) > len(shown) {
-				vs = append(vs, fmt.Sprintf("      and %d more", len(verdicts)-len(shown)))
-			}
-			t.Fatalf("seed %d, write %d: %s by %s: %s\n  engine:    %v\n  reference: %d verdicts\n%s\n  rerun: %s\n  the world before the write:\n    %s",
-				seed, i, write, actor, fmt.Sprintf(format, args...), err, len(verdicts), strings.Join(vs, "\n"), rerun,
-				strings.Join(describeSnapshot(before, now), "\n    "))
+		// Deleted, and registered again by the same actor at once: under
+		// its parent, mostly, or where the actor may register its type.
+		// Each write is judged as any is; together, they may not give the
+		// actor, through its own grants on the resource, more than those
+		// it held there before gave it ("never gets around that
+		// indirectly, by deleting ... or re-registering the resource they
+		// are on").
+		name, typ := write.Resource.Name, authz.TypeOf(write.Resource.Name)
+		deleted := load(w)
+		v := &invariantView{ref: newReference(deleted, now), actor: actor, resources: []string{authz.RootName}, has: map[string]map[string]bool{}}
+		for _, r := range deleted.Resources {
+			v.resources = append(v.resources, r.Name)
+			v.has[r.Name] = set(v.ref.permissions(actor, r.Name))
 		}
-		switch {
-		case err == nil && len(verdicts) > 0:
-			fail("the engine accepted a write the reference refuses")
-		case err == nil:
-			if diff := diffSnapshots(got, want, now); diff != "" {
-				fail("the engine left another state than the reference (+ engine, - reference):\n%s", diff)
-			}
-		case len(verdicts) == 0:
-			fail("the engine refused a write the reference allows")
-		case !explains(err, verdicts):
-			fail("the engine refused it for a reason the reference does not find")
-		default:
-			if diff := diffSnapshots(got, before, now); diff != "" {
-				fail("a refused write changed the state:\n%s", diff)
+		v.has[authz.RootName] = set(v.ref.permissions(actor, authz.RootName))
+		parent := ref.parent[name]
+		if parent == "" {
+			parent = authz.RootName
+		}
+		if g.rng.IntN(10) < 3 {
+			parent = g.prefer(100, v.where(authz.PermResourcesCreate, authz.PermResourcesCreate+"."+typ), v.resources)
+		}
+		again := refWrite{Op: "PutResource", Resource: authz.Resource{Name: name, Parent: parent}}
+		if judgeWrite(t, w, seed, i, rerun, tally, actor, again) != nil {
+			continue
+		}
+		if !slices.ContainsFunc(before.Grants, func(gr authz.Grant) bool {
+			return gr.Subject == actor && gr.Resource == name && ref.unexpired(gr.Expires)
+		}) {
+			continue // bound on it by nothing: what its creator role gives is the exception
+		}
+		after := load(w)
+		for _, t0 := range ownMoments(before, actor, name, now) {
+			was, is := ownOn(before, actor, name, t0), ownOn(after, actor, name, t0)
+			for p := range is {
+				if !was[p] {
+					t.Fatalf("seed %d, write %d: deleting %s and registering it again under %s, %s came to hold %q there through its own grants, which it did not at %s\n  rerun: %s\n  the world before the delete:\n    %s",
+						seed, i, name, parent, actor, p, t0.Format(time.RFC3339), rerun, strings.Join(describeSnapshot(before, now), "\n    "))
+				}
 			}
 		}
 	}
+}
+
+// restate is the platform defining a role again, nearer: on a resource
+// someone holds a grant on, mostly one an actor registered, so that a role
+// name held there, a creator role among them, is redefined where it is
+// held.
+func (g *invariantGen) restate(w *world) {
+	s := load(w)
+	var held, made []string
+	for _, gr := range s.Grants {
+		if gr.Resource == authz.RootName {
+			continue
+		}
+		held = append(held, gr.Resource)
+		if slices.ContainsFunc(s.Resources, func(r authz.Resource) bool { return r.Name == gr.Resource && r.Creator != "" }) {
+			made = append(made, gr.Resource)
+		}
+	}
+	if len(held) == 0 {
+		return
+	}
+	scope := g.prefer(60, made, held)
+	var names []string
+	for _, gr := range s.Grants {
+		if gr.Resource == scope {
+			names = append(names, gr.Role)
+		}
+	}
+	r := g.role(pick(g.rng, names), scope)
+	// Restated with less, mostly: no reserved permission other than the
+	// delete its holder may need.
+	r.Permissions = slices.DeleteFunc(r.Permissions, func(p string) bool {
+		return authz.IsReserved(p) && !strings.HasPrefix(p, authz.PermResourcesDelete)
+	})
+	if g.rng.IntN(2) == 0 {
+		r.Permissions = append(r.Permissions, authz.PermResourcesDelete)
+	}
+	rev, err := w.eng.PutRole(w.ctx, w.by, r)
+	w.ok("PutRole", rev, err)
+}
+
+// ownMoments are now and each later moment at which one of actor's grants
+// on res runs out.
+func ownMoments(s authz.Snapshot, actor, res string, now time.Time) []time.Time {
+	out := []time.Time{now}
+	for _, g := range s.Grants {
+		if g.Subject == actor && g.Resource == res && g.Expires.After(now) {
+			out = append(out, g.Expires)
+		}
+	}
+	slices.SortFunc(out[1:], time.Time.Compare)
+	return slices.CompactFunc(out, time.Time.Equal)
+}
+
+// ownOn is what actor's unexpired grants on res give it there at t, by
+// their roles as defined there: permissions, "*", and roles to assign.
+func ownOn(s authz.Snapshot, actor, res string, t time.Time) map[string]bool {
+	r := newReference(s, t)
+	out := map[string]bool{}
+	for _, g := range s.Grants {
+		if g.Subject != actor || g.Resource != res || !r.unexpired(g.Expires) {
+			continue
+		}
+		def, ok := r.definition(g.Role, res)
+		if !ok {
+			continue
+		}
+		for _, p := range r.carries(def) {
+			out[p] = true
+		}
+		if slices.Contains(def.Permissions, authz.Wildcard) {
+			out[authz.Wildcard] = true
+		}
+		for _, n := range def.AssignableRoles {
+			out["assigns "+n] = true
+		}
+	}
+	return out
+}
+
+// judgeWrite makes write i of world seed as actor and holds the engine to
+// the reference: the same verdict, the same state after it, and nothing
+// written when it is refused. It returns the engine's error.
+func judgeWrite(t *testing.T, w *world, seed uint64, i int, rerun string, tally *invariantTally, actor string, write refWrite) error {
+	t.Helper()
+	before := load(w)
+	now := w.clock.Now()
+	ref := newReference(before, now)
+	kind := write.Op
+	switch {
+	case write.Op == "PutResource" && ref.registered(write.Resource.Name):
+		kind += " (move)"
+	case write.Op == "PutResource":
+		kind += " (register)"
+	case write.Op == "Unblock" && write.Block.ID == "":
+		kind += " (all)"
+	case write.Op == "Unblock":
+		kind += " (one)"
+	}
+	want, verdicts := referenceJudge(before, actor, write, now)
+	err := run(w, actor, write)
+	tally.count(kind, err)
+	got := load(w)
+	fail := func(format string, args ...any) {
+		t.Helper()
+		shown := verdicts[:min(len(verdicts), 8)]
+		var vs []string
+		for _, v := range shown {
+			vs = append(vs, "      "+v.String())
+		}
+		if len(verdicts) > len(shown) {
+			vs = append(vs, fmt.Sprintf("      and %d more", len(verdicts)-len(shown)))
+		}
+		t.Fatalf("seed %d, write %d: %s by %s: %s\n  engine:    %v\n  reference: %d verdicts\n%s\n  rerun: %s\n  the world before the write:\n    %s",
+			seed, i, write, actor, fmt.Sprintf(format, args...), err, len(verdicts), strings.Join(vs, "\n"), rerun,
+			strings.Join(describeSnapshot(before, now), "\n    "))
+	}
+	switch {
+	case err == nil && len(verdicts) > 0:
+		fail("the engine accepted a write the reference refuses")
+	case err == nil:
+		if diff := diffSnapshots(got, want, now); diff != "" {
+			fail("the engine left another state than the reference (+ engine, - reference):\n%s", diff)
+		}
+	case len(verdicts) == 0:
+		fail("the engine refused a write the reference allows")
+	case !explains(err, verdicts):
+		fail("the engine refused it for a reason the reference does not find")
+	default:
+		if diff := diffSnapshots(got, before, now); diff != "" {
+			fail("a refused write changed the state:\n%s", diff)
+		}
+	}
+	return err
 }
 
 // explains reports whether the engine's refusal is one of the reference's
@@ -847,7 +984,17 @@ func (g *invariantGen) deleteResource(v *invariantView) refWrite {
 			}
 		}
 	}
+	// Now and then one the actor is bound on, to be registered again.
+	var bound []string
+	for _, gr := range ref.s.Grants {
+		if gr.Subject == v.actor && slices.Contains(deletable, gr.Resource) {
+			bound = append(bound, gr.Resource)
+		}
+	}
 	name := g.prefer(75, deletable, g.preferList(80, leaves, v.resources[1:]))
+	if len(bound) > 0 && rng.IntN(10) < 3 {
+		name = pick(rng, bound)
+	}
 	if rng.IntN(30) == 0 {
 		name = authz.RootName
 	}
