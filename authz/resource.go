@@ -267,9 +267,12 @@ func (x *Index) leftAncestors(id, parent uint32) []uint32 {
 // orphanedByMove describes a grant in id's subtree whose role resolves
 // today but would not once id hangs under parent; "" when there is none.
 // Only a definition on an ancestor that id leaves can go missing, so a move
-// that leaves no definition behind costs nothing here.
+// that leaves no definition behind costs nothing here but the guard.
 func (p *plan) orphanedByMove(id, parent uint32) string {
 	x := p.x
+	// That no definition is left behind is read too: one put there
+	// meanwhile, with a grant of it below, must make the move plan again.
+	p.guard(keyRoles)
 	var roles []uint32
 	for _, a := range x.leftAncestors(id, parent) {
 		roles = append(roles, x.rolesAt[a]...)
@@ -277,7 +280,6 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 	if len(roles) == 0 {
 		return ""
 	}
-	p.guard(keyRoles)
 	v := &view{x: x, parents: map[uint32]uint32{id: parent}}
 	sorted := sortedUnique(roles)
 	first := make(map[uint32]string, len(sorted)) // the first orphan of each role, in walk order

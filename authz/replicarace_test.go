@@ -1,0 +1,95 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"sync"
+	"testing"
+
+	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/storage/memory"
+)
+
+// lagging is the world's store as a second replica sees it: its feed holds
+// the replica's index back until the replica's first commit returns, so
+// that the replica plans its first write on the world as it was while the
+// world's own engine commits meanwhile, as a replica whose feed lags does.
+type lagging struct {
+	*memory.Memory
+	once sync.Once
+	held chan struct{}
+}
+
+func (l *lagging) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		select {
+		case <-l.held:
+		case <-ctx.Done():
+			return
+		}
+		for cs, err := range l.Memory.Watch(ctx, after) {
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
+func (l *lagging) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed, error) {
+	res, err := l.Memory.Commit(ctx, ws)
+	l.once.Do(func() { close(l.held) })
+	return res, err
+}
+
+// behind starts a second replica over the world's store, at the world's
+// revision. Its index stays there until its first commit: the writes the
+// world's engine makes after this call are what that first write's plan
+// does not see, and what its guards must catch.
+func (w *world) behind() *authz.Engine {
+	w.t.Helper()
+	eng, err := authz.Start(w.ctx, &lagging{Memory: w.be.Memory, held: make(chan struct{})}, authz.Options{Clock: w.clock})
+	if err != nil {
+		w.t.Fatalf("Start: %v", err)
+	}
+	w.t.Cleanup(eng.Close)
+	return eng
+}
+
+// refusedBehind requires that a write made on a replica behind was refused
+// with code and kind and wrote nothing: the store's revision and the
+// world's index stayed where they were.
+func (w *world) refusedBehind(what string, code authz.Code, kind authz.Kind, write func() (authz.Revision, error)) {
+	w.t.Helper()
+	sets, rev := w.be.count(), w.idx.Revision()
+	_, err := write()
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != code || e.Kind != kind {
+		w.t.Fatalf("%s: %v; want code %d with kind %s", what, err, code, kind)
+	}
+	w.unchanged(sets, rev)
+}
+
+// A move planned before a role was defined above the resource it moves,
+// and a grant of that role below it, are committed meanwhile: the move,
+// planned again, would leave the grant with no definition of its role.
+func TestAMovePlannedBeforeARoleAndItsGrantAboveIsRefused(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("folder:a", "")
+	w.put("folder:p", "folder:a")
+	w.put("folder:q", "folder:p")
+	w.put("folder:y", "")
+	stale := w.behind()
+	w.role(authz.Role{Name: "reader", Scope: "folder:a", Permissions: []string{"read-call"}})
+	w.grant("user:x", "reader", "folder:q")
+	w.refusedBehind("moving folder:p away from the only definition of reader, which user:x holds below it",
+		authz.FailedPrecondition, authz.KindRoleInUse, func() (authz.Revision, error) {
+			return stale.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:p", Parent: "folder:y"})
+		})
+	if p, _, _ := w.idx.GetResource("folder:p"); p.Parent != "folder:a" {
+		t.Errorf("folder:p is under %q, want folder:a", p.Parent)
+	}
+	if d := w.check("user:x", "read-call", "folder:q"); !d.Allowed {
+		t.Errorf("user:x no longer reads folder:q: %+v", d)
+	}
+}
