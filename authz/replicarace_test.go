@@ -93,3 +93,35 @@ func TestAMovePlannedBeforeARoleAndItsGrantAboveIsRefused(t *testing.T) {
 		t.Errorf("user:x no longer reads folder:q: %+v", d)
 	}
 }
+
+// A role deletion planned while a definition above still covered its
+// holders, and a move that takes them away from that definition, committed
+// meanwhile: the deletion, planned again, takes the grants it now orphans
+// with it, and no grant is left with no definition of its role.
+func TestARoleDeletionPlannedBeforeAMoveTakesTheGrantsItOrphans(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("folder:a", "")
+	w.put("folder:m", "folder:a")
+	w.put("folder:s", "folder:m")
+	w.put("folder:y", "")
+	w.role(authz.Role{Name: "reader", Scope: "folder:a", Permissions: []string{"read-call"}})
+	w.role(authz.Role{Name: "reader", Scope: "folder:s", Permissions: []string{"read-call"}})
+	w.grant("user:x", "reader", "folder:s")
+	stale := w.behind()
+	w.put("folder:m", "folder:y")
+	rev, err := stale.DeleteRole(w.ctx, w.by, "folder:s", "reader")
+	w.ok("DeleteRole reader at folder:s", rev, err)
+	grants, _, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:x"}, 0, "")
+	if err != nil {
+		t.Fatalf("ListGrants: %v", err)
+	}
+	if len(grants) != 0 {
+		t.Errorf("user:x still holds %+v, and reader is defined nowhere above folder:s", grants)
+	}
+	// Moved back under the definition that is left, the resource gives
+	// user:x nothing: the deletion took its grant.
+	w.put("folder:m", "folder:a")
+	if d := w.check("user:x", "read-call", "folder:s"); d.Allowed {
+		t.Errorf("user:x reads folder:s again once it is moved back: %+v", d)
+	}
+}

@@ -152,7 +152,9 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 				return err
 			}
 		}
-		p.guard(holdersKey(name))
+		// Which grants the deletion orphans is read along the tree: a
+		// definition above that covers them, the holders below.
+		p.guard(holdersKey(name), keyTree)
 		orphans, more, below := x.orphanedByDeletion(id, role, MaxRoleDeletionGrants)
 		switch {
 		case below != nil:
