@@ -38,7 +38,7 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 	}
 	var changes []Change
 	rev, err := e.write(ctx, by, func(pl *plan) error {
-		cs, err := pl.x.planPolicy(p, opts)
+		cs, err := pl.x.planPolicy(p, opts, pl.guard)
 		if err != nil {
 			return err
 		}
@@ -82,6 +82,10 @@ type policyView struct {
 	parents  map[string]string          // resource -> parent, for resources the policy puts
 	children map[string]map[string]bool // parent -> the resources the policy puts under it
 	roles    map[[2]string]*Role
+	// guard records what the policy's checks read beyond what its
+	// changes touch: the holders along the paths of the resources it
+	// places.
+	guard func(keys ...string)
 }
 
 // place puts name under parent in the view.
@@ -173,7 +177,7 @@ func (v *policyView) depth(name string) int {
 	return d
 }
 
-func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
+func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...string)) ([]Change, error) {
 	perms := make([]Permission, len(p.Permissions))
 	seen := map[string]bool{}
 	for i, perm := range p.Permissions {
@@ -208,7 +212,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions) ([]Change, error) {
 		}
 	}
 
-	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}}
+	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}, guard: guard}
 	var placed []string             // resources the policy registers or moves, in order
 	creators := map[string]string{} // who the policy says registered the resources it registers
 	for i, r := range p.Resources {
@@ -517,6 +521,13 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		id := x.lookupNode(name)
 		if id == noNode {
 			continue
+		}
+		// A grant below it of a role defined above it, committed
+		// meanwhile, would be orphaned too.
+		for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {
+			for _, role := range x.rolesAt[a] {
+				v.guard(holdersKey(x.roleNames[role]))
+			}
 		}
 		x.walk(id, func(n uint32) bool {
 			for _, g := range x.byResource.get(n) {

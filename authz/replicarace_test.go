@@ -125,3 +125,28 @@ func TestARoleDeletionPlannedBeforeAMoveTakesTheGrantsItOrphans(t *testing.T) {
 		t.Errorf("user:x reads folder:s again once it is moved back: %+v", d)
 	}
 }
+
+// A policy that moves a resource away from the only definition of a role,
+// planned before a grant of that role below it was committed: the policy,
+// planned again, would leave the grant with no definition of its role.
+func TestAPolicyMovePlannedBeforeAGrantBelowIsRefused(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("folder:a", "")
+	w.put("folder:p", "folder:a")
+	w.put("folder:q", "folder:p")
+	w.put("folder:y", "")
+	w.role(authz.Role{Name: "reader", Scope: "folder:a", Permissions: []string{"read-call"}})
+	stale := w.behind()
+	w.grant("user:x", "reader", "folder:q")
+	moved := streamPolicy()
+	moved.Resources = append(moved.Resources, authz.Resource{Name: "folder:p", Parent: "folder:y"})
+	moved.Roles = append(moved.Roles, authz.Role{Name: "reader", Scope: "folder:a", Permissions: []string{"read-call"}})
+	w.refusedBehind("a policy moving folder:p away from the only definition of reader, which user:x holds below it",
+		authz.FailedPrecondition, authz.KindRoleInUse, func() (authz.Revision, error) {
+			rev, _, err := stale.ApplyPolicy(w.ctx, w.by, moved, authz.ApplyOptions{})
+			return rev, err
+		})
+	if p, _, _ := w.idx.GetResource("folder:p"); p.Parent != "folder:a" {
+		t.Errorf("folder:p is under %q, want folder:a", p.Parent)
+	}
+}
