@@ -83,8 +83,8 @@ type policyView struct {
 	children map[string]map[string]bool // parent -> the resources the policy puts under it
 	roles    map[[2]string]*Role
 	// guard records what the policy's checks read beyond what its
-	// changes touch: the holders along the paths of the resources it
-	// places.
+	// changes touch: the holders and quotas along the paths of the
+	// resources it places.
 	guard func(keys ...string)
 }
 
@@ -601,6 +601,8 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 			if oldAncestors[a] {
 				continue
 			}
+			// Where no quota is set, none may be set meanwhile either.
+			v.guard(quotaScopeKey(a))
 			for key, n := range add {
 				max, ok := limit(a, key[0], key[1])
 				if !ok {

@@ -150,3 +150,27 @@ func TestAPolicyMovePlannedBeforeAGrantBelowIsRefused(t *testing.T) {
 		t.Errorf("folder:p is under %q, want folder:a", p.Parent)
 	}
 }
+
+// A policy that registers a resource, planned before a quota was set at
+// root and a resource registered against it: the policy, planned again,
+// counts that resource and is refused, and the quota holds.
+func TestAPolicyPlannedBeforeAQuotaAtRootIsHeldToIt(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("folder:f", "")
+	w.put("folder:g", "")
+	stale := w.behind()
+	rev, err := w.eng.PutQuota(w.ctx, w.by, authz.Quota{Scope: "root", ResourceType: "room", Limit: 1})
+	w.ok("PutQuota", rev, err)
+	w.put("room:r1", "folder:g")
+	more := streamPolicy()
+	more.Resources = append(more.Resources, authz.Resource{Name: "room:p", Parent: "folder:f"})
+	w.refusedBehind("a policy registering a second room under a quota of one at root",
+		authz.ResourceExhausted, authz.KindQuotaExceeded, func() (authz.Revision, error) {
+			rev, _, err := stale.ApplyPolicy(w.ctx, w.by, more, authz.ApplyOptions{})
+			return rev, err
+		})
+	uses, _, err := w.idx.ListQuotas("root")
+	if err != nil || len(uses) != 1 || uses[0].Used != 1 {
+		t.Errorf("quotas at root = %+v, %v; want 1 room used of 1", uses, err)
+	}
+}
