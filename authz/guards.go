@@ -37,9 +37,11 @@ func quotaScopeKey(name string) string { return "q\x00" + name }
 
 // subtreeKey covers what lies below a resource, as a move of it carries it
 // along: how many resources of each type, and how deep. A registration
-// touches it on every ancestor; a move guards it on the resource it moves,
-// so that a resource registered below during the move's commit is counted
-// against the quotas and the depth limit where it lands.
+// touches it on every ancestor, root included; a move guards it on the
+// resource it moves, so that a resource registered below during the move's
+// commit is counted against the quotas and the depth limit where it lands,
+// and a policy guards it where it sets a quota that it counts its own
+// resources against, as none is set there yet to be touched.
 func subtreeKey(name string) string { return "t\x00" + name }
 
 // touches returns the keys a change touches, read against x before the
@@ -69,7 +71,7 @@ func (x *Index) touches(c Change) []string {
 		}
 		// A parent registered in the same change set adds the rest of the
 		// path with its own registration.
-		for a := x.lookupNode(c.Resource.Parent); a != noNode && x.nodes[a].parent != noNode; a = x.nodes[a].parent {
+		for a := x.lookupNode(c.Resource.Parent); a != noNode; a = x.nodes[a].parent {
 			keys = append(keys, subtreeKey(x.name(a)))
 		}
 		return keys

@@ -569,6 +569,9 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string]string, quotas map[Quota]Quota) error {
 	limit := func(scope, typ, subject string) (uint32, bool) {
 		if q, ok := quotas[Quota{Scope: scope, ResourceType: typ, Subject: subject}]; ok {
+			// Counted against a quota that is not set yet, what is
+			// registered below meanwhile touches no quota key.
+			v.guard(subtreeKey(scope))
 			return q.Limit, q != Quota{}
 		}
 		if id := x.lookupNode(scope); id != noNode {

@@ -174,3 +174,41 @@ func TestAPolicyPlannedBeforeAQuotaAtRootIsHeldToIt(t *testing.T) {
 		t.Errorf("quotas at root = %+v, %v; want 1 room used of 1", uses, err)
 	}
 }
+
+// A policy that sets a quota and places a resource below it, planned
+// before another resource was registered below that scope: the policy,
+// planned again, counts that resource and is refused, whether it moves
+// the resource there or registers it, at root as below it.
+func TestAPolicyQuotaCountsWhatIsRegisteredMeanwhile(t *testing.T) {
+	for _, scope := range []string{"root", "folder:s"} {
+		w := newWorld(t, streamPolicy())
+		w.put("folder:s", "")
+		w.put("folder:c", "folder:s")
+		w.put("folder:d", "folder:s")
+		w.put("folder:g", "")
+		// The rooms counted are registered where the policy places
+		// nothing: below the scope, or beside folder:s at root.
+		rooms := "folder:d"
+		if scope == "root" {
+			rooms = "folder:g"
+		} else {
+			w.put("room:p", "") // the policy moves it below the scope
+		}
+		w.put("room:r1", rooms)
+		stale := w.behind()
+		w.put("room:r2", rooms)
+		limited := streamPolicy()
+		limited.Resources = append(limited.Resources,
+			authz.Resource{Name: "folder:s"}, authz.Resource{Name: "folder:c", Parent: "folder:s"},
+			authz.Resource{Name: "room:p", Parent: "folder:c"})
+		limited.Quotas = append(limited.Quotas, authz.Quota{Scope: scope, ResourceType: "room", Limit: 2})
+		w.refusedBehind("a policy setting a quota of 2 rooms at "+scope+" and placing a third room below it",
+			authz.ResourceExhausted, authz.KindQuotaExceeded, func() (authz.Revision, error) {
+				rev, _, err := stale.ApplyPolicy(w.ctx, w.by, limited, authz.ApplyOptions{})
+				return rev, err
+			})
+		if uses, _, err := w.idx.ListQuotas("folder:s"); err != nil || len(uses) != 0 {
+			t.Errorf("%s: quotas at or above folder:s = %+v, %v; want none", scope, uses, err)
+		}
+	}
+}
