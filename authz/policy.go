@@ -57,6 +57,11 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 				pl.guard(k)
 			}
 			switch c.Op {
+			case OpPutRole:
+				// Nor a delete of the resource it is defined on.
+				pl.guard(resourceKey(c.Role.Scope))
+			case OpPutAdmission:
+				pl.guard(resourceKey(c.Admission.Scope))
 			case OpDeleteRole:
 				// No grant of the role may commit meanwhile: it would be
 				// left with no definition.

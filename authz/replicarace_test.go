@@ -6,6 +6,7 @@ import (
 	"iter"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/storage/memory"
@@ -210,5 +211,38 @@ func TestAPolicyQuotaCountsWhatIsRegisteredMeanwhile(t *testing.T) {
 		if uses, _, err := w.idx.ListQuotas("folder:s"); err != nil || len(uses) != 0 {
 			t.Errorf("%s: quotas at or above folder:s = %+v, %v; want none", scope, uses, err)
 		}
+	}
+}
+
+// A policy that defines a role or an admission rule on a resource, planned
+// before the resource was deleted: the policy, planned again, is refused
+// for want of the resource, and what the store holds loads again.
+func TestAPolicyPlannedBeforeItsScopeIsDeletedIsRefused(t *testing.T) {
+	for _, what := range []string{"a role", "an admission rule"} {
+		w := newWorld(t, streamPolicy())
+		w.put("folder:x", "")
+		p := streamPolicy()
+		if what == "a role" {
+			p.Roles = append(p.Roles, authz.Role{Name: "custom", Scope: "folder:x", Permissions: []string{"join-call"}})
+		} else {
+			p.Admissions = append(p.Admissions, authz.Admission{Scope: "folder:x", ResourceType: "call", Join: "join-call"})
+		}
+		stale := w.behind()
+		rev, err := w.eng.DeleteResource(w.ctx, w.by, "folder:x")
+		w.ok("DeleteResource folder:x", rev, err)
+		w.refusedBehind("a policy defining "+what+" on folder:x, deleted meanwhile",
+			authz.NotFound, authz.KindResourceNotFound, func() (authz.Revision, error) {
+				// Committed, the policy would break every index that
+				// applies it: the write would wait for it for good.
+				ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
+				defer cancel()
+				rev, _, err := stale.ApplyPolicy(ctx, w.by, p, authz.ApplyOptions{})
+				return rev, err
+			})
+		again, err := authz.Start(w.ctx, w.be.Memory.Reopen(), authz.Options{Clock: w.clock})
+		if err != nil {
+			t.Fatalf("%s: the stored state does not load again: %v", what, err)
+		}
+		again.Close()
 	}
 }
