@@ -1356,7 +1356,9 @@ func TestJoinAtARevisionNotReachedSaysSo(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{})
 	w.grant("user:alice", "user", stream42)
 	rev := w.engine.Index().Revision()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Longer than the server waits for a revision, as in
+	// TestRevisionNotReachedNamesTheLatest.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err := w.adm.Join(ctx, &usherv1.JoinRequest{Subject: "user:alice", Resource: stream42, MinRevision: uint64(rev) + 100})
 	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",

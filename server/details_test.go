@@ -204,7 +204,10 @@ func TestMaxHoldersNamesTheLimit(t *testing.T) {
 func TestRevisionNotReachedNamesTheLatest(t *testing.T) {
 	f := newServer(t)
 	rev := f.world()
-	ctx, cancel := context.WithTimeout(f.ctx(), 500*time.Millisecond)
+	// A deadline longer than the server waits for a revision, 5 s, so that
+	// its answer has seconds to arrive on a loaded machine; the margin it
+	// keeps before shorter deadlines is TestDeadlines'.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: stream42, MinRevision: rev + 100})
 	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
