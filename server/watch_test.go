@@ -630,7 +630,9 @@ func (w *watchWorld) bigChangeSet(prefix string) uint64 {
 	for i := range 10_000 {
 		p.Resources = append(p.Resources, &usherv1.Resource{Name: fmt.Sprintf("account:%s%05d", prefix, i), Parent: "root"})
 	}
-	applied, err := w.admin.ApplyPolicy(callCtx(w.t), &usherv1.ApplyPolicyRequest{Policy: p})
+	// Without a call's usual deadline: the commit of 10,000 changes may
+	// take longer than that on a loaded machine.
+	applied, err := w.admin.ApplyPolicy(w.t.Context(), &usherv1.ApplyPolicyRequest{Policy: p})
 	if err != nil {
 		w.t.Fatal(err)
 	}
