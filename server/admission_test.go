@@ -1289,7 +1289,21 @@ func TestDrainEndsWatchCallAndRefusesNewOnes(t *testing.T) {
 // than it takes to send: a stream open for hours on a call of thousands
 // holds its buffer, not the call.
 func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
-	engine, by := defaultEngine(t, memory.New()), authz.Author{Caller: "test"}
+	// The clock stands still: the 5,000 sessions are all present however
+	// long joining them and reading their calls takes, their lease aside.
+	engine, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: authz.NewManualClock(time.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	by := authz.Author{Caller: "test"}
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.ApplyPolicy(t.Context(), by, server.FromPolicy(msg), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []authz.Resource{{Name: acme}, {Name: sales, Parent: acme}, {Name: meeting, Parent: sales}, {Name: meeting7, Parent: meeting}} {
 		if _, err := engine.PutResource(t.Context(), by, r); err != nil {
 			t.Fatal(err)
