@@ -35,12 +35,16 @@ type usherProcess struct {
 	cmd      *exec.Cmd
 	addr     string
 	revision uint64 // as the "serving gRPC" line says
+	metrics  string // the URL of its metrics, with --metrics-addr
 	stderr   *syncBuffer
 	exited   chan struct{} // closed once Wait returned
 	waitErr  error         // Wait's result, once exited is closed
 }
 
-var servingLine = regexp.MustCompile(`serving gRPC on (\S+) \(data .*, revision (\d+);`)
+var (
+	servingLine = regexp.MustCompile(`serving gRPC on (\S+) \(data .*, revision (\d+);`)
+	metricsLine = regexp.MustCompile(`serving metrics on (http://\S+/metrics)`)
+)
 
 // startUsher runs bin with args (the serve command first, or a wrapper's
 // arguments) and waits until it says where it serves.
@@ -59,6 +63,10 @@ func startUsher(t *testing.T, cmd *exec.Cmd) *usherProcess {
 	go func() {
 		lines := bufio.NewScanner(stdout)
 		for lines.Scan() {
+			// The metrics' line comes before the gRPC one, if at all.
+			if m := metricsLine.FindStringSubmatch(lines.Text()); m != nil {
+				p.metrics = m[1]
+			}
 			if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
 				listening <- m
 			}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -99,6 +102,41 @@ func lockFree(t *testing.T, path string) {
 	db.Close()
 }
 
+// handling waits until the process has begun handling a call of method, as
+// its metrics (--metrics-addr) count them in grpc_server_started_total.
+func (p *usherProcess) handling(t *testing.T, method string) {
+	t.Helper()
+	if p.metrics == "" {
+		t.Fatal("the server serves no metrics: start it with --metrics-addr")
+	}
+	started := func() float64 {
+		resp, err := http.Get(p.metrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			t.Fatalf("parsing %s: %v", p.metrics, err)
+		}
+		var n float64
+		for _, m := range families["grpc_server_started_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == method {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(10 * time.Second); started() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server began no %s within 10s", method)
+		}
+	}
+}
+
 // slowCheck asks a check at a revision the server will not reach, which
 // waits in the server until ctx's deadline nears or 5s pass.
 func slowCheck(ctx context.Context, conn *grpc.ClientConn, rev uint64) <-chan error {
@@ -117,9 +155,9 @@ func TestSIGTERM(t *testing.T) {
 	t.Run("stops accepting at once, cuts calls at the drain bound, closes the file and exits 0", func(t *testing.T) {
 		data := filepath.Join(dir, "cut.db")
 		const drain = time.Second
-		p := serveOn(t, bin, data, "--drain", drain.String())
+		p := serveOn(t, bin, data, "--drain", drain.String(), "--metrics-addr", "127.0.0.1:0")
 		inflight := slowCheck(context.Background(), p.dial(t), p.revision)
-		time.Sleep(200 * time.Millisecond) // for the check to reach the server
+		p.handling(t, "Check")
 
 		sent := time.Now()
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -171,18 +209,20 @@ func TestSIGTERM(t *testing.T) {
 
 	t.Run("lets a call finish within the drain bound and exits as soon as it has", func(t *testing.T) {
 		data := filepath.Join(dir, "drained.db")
-		p := serveOn(t, bin, data, "--drain", "30s")
-		// The server stops waiting for the revision shortly before the
-		// deadline and answers FAILED_PRECONDITION: a call that finishes.
-		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		const drain = 30 * time.Second
+		p := serveOn(t, bin, data, "--drain", drain.String(), "--metrics-addr", "127.0.0.1:0")
+		// The server stops waiting for the revision after 5 s, well before
+		// the deadline, and answers FAILED_PRECONDITION: a call that
+		// finishes.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		inflight := slowCheck(ctx, p.dial(t), p.revision)
-		time.Sleep(200 * time.Millisecond)
-		err, took := p.stop(t, 10*time.Second)
+		p.handling(t, "Check")
+		err, took := p.stop(t, drain)
 		if err != nil {
 			t.Errorf("exited with %v, want 0; stderr:\n%s", err, p.stderr)
 		}
-		if took > 5*time.Second {
+		if took > drain/3 {
 			t.Errorf("exited %s after SIGTERM: it did not stop once the last call finished", took)
 		}
 		if err := <-inflight; status.Code(err) != codes.FailedPrecondition {
