@@ -1150,8 +1150,9 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 // nothing, with a fixed HTTP/2 window, so that the server's sends block
 // once the window is full, and one beside it that reads as events come;
 // then user:busy joins and leaves pairs times, in bursts the reading
-// client keeps up with, far more in all than the slow client's window and
-// the server's buffer hold.
+// client keeps up with (each waits until it has received those before),
+// far more in all than the slow client's window and the server's buffer
+// hold. The reading watch's events are left for the caller to read.
 func (w *admWorld) fallBehind(t *testing.T, ctx context.Context, pairs int) (usherv1.AdmissionService_WatchCallClient, *callStream) {
 	t.Helper()
 	slow := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
@@ -1174,7 +1175,14 @@ func (w *admWorld) fallBehind(t *testing.T, ctx context.Context, pairs int) (ush
 			t.Fatal(err)
 		}
 		if i%burst == burst-1 {
-			time.Sleep(5 * time.Millisecond)
+			sent := 2 * (i + 1)
+			deadline := time.Now().Add(10 * time.Second)
+			for len(reader.events) < sent {
+				if time.Now().After(deadline) {
+					t.Fatalf("the reading watch received %d of the %d events sent within 10 s", len(reader.events), sent)
+				}
+				time.Sleep(time.Millisecond)
+			}
 		}
 	}
 	return stream, reader
