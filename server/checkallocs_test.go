@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -43,7 +44,15 @@ func TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck(t *testing.T) {
 	check()
 	health()
 	floor()
-	c, h, fl := testing.AllocsPerRun(2000, check), testing.AllocsPerRun(2000, health), testing.AllocsPerRun(2000, floor)
+	// AllocsPerRun counts the whole process's allocations: the server's
+	// own background work adds to whichever call it runs beside. Each is
+	// measured in rounds, interleaved, and its least round counts.
+	c, h, fl := math.Inf(1), math.Inf(1), math.Inf(1)
+	for range 5 {
+		c = min(c, testing.AllocsPerRun(400, check))
+		h = min(h, testing.AllocsPerRun(400, health))
+		fl = min(fl, testing.AllocsPerRun(400, floor))
+	}
 	t.Logf("allocations a call: Check %v, health check %v, bare health check %v", c, h, fl)
 	if c > fl+checkAllocsOverFloor {
 		t.Errorf("a Check makes %v allocations, a bare server's health check %v: want at most %d more", c, fl, checkAllocsOverFloor)
