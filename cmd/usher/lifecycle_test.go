@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.etcd.io/bbolt"
@@ -102,6 +103,22 @@ func lockFree(t *testing.T, path string) {
 	db.Close()
 }
 
+// scrape reads the metrics a server serves at url.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", url, err)
+	}
+	return families
+}
+
 // handling waits until the process has begun handling a call of method, as
 // its metrics (--metrics-addr) count them in grpc_server_started_total.
 func (p *usherProcess) handling(t *testing.T, method string) {
@@ -110,18 +127,8 @@ func (p *usherProcess) handling(t *testing.T, method string) {
 		t.Fatal("the server serves no metrics: start it with --metrics-addr")
 	}
 	started := func() float64 {
-		resp, err := http.Get(p.metrics)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			t.Fatalf("parsing %s: %v", p.metrics, err)
-		}
 		var n float64
-		for _, m := range families["grpc_server_started_total"].GetMetric() {
+		for _, m := range scrape(t, p.metrics)["grpc_server_started_total"].GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "grpc_method" && l.GetValue() == method {
 					n += m.GetCounter().GetValue()

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -44,16 +42,7 @@ func TestServeMetricsAndJSONLogs(t *testing.T) {
 		t.Fatal("a malformed Check succeeded")
 	}
 
-	resp, err := http.Get(m[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", m[1], err)
-	}
+	families := scrape(t, m[1])
 	for _, name := range []string{"grpc_server_handled_total", "grpc_server_handling_seconds", "usher_decisions_total",
 		"usher_index_revision", "usher_backend_revision", "usher_index_grants", "usher_sessions", "usher_commit_duration_seconds",
 		"usher_storage_write_seconds_total", "go_goroutines", "process_resident_memory_bytes"} {
