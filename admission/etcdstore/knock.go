@@ -161,7 +161,9 @@ func (s *Store) Unknock(ctx context.Context, call, subject string, why admission
 			return false, err
 		}
 	}
-	err := s.end(ctx, e, admission.Ending{Why: why})
+	// The subject's knock, whichever: one the picture has yet to show, made
+	// since the knock it holds ended, is taken out all the same.
+	err := s.end(ctx, e, admission.Ending{Why: why}, "")
 	if isNoSession(err) {
 		return false, nil
 	}
@@ -179,7 +181,7 @@ func (s *Store) EndKnock(ctx context.Context, id string, why admission.Why) (adm
 	if err != nil {
 		return admission.Knock{}, err
 	}
-	if err := s.end(ctx, e, admission.Ending{Why: why}); err != nil {
+	if err := s.end(ctx, e, admission.Ending{Why: why}, id); err != nil {
 		return admission.Knock{}, err
 	}
 	return e.k, nil

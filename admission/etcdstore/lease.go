@@ -124,14 +124,16 @@ func (s *Store) End(ctx context.Context, id string, why admission.Ending) (admis
 	if err != nil {
 		return admission.Session{}, err
 	}
-	if err := s.end(ctx, e, why); err != nil {
+	if err := s.end(ctx, e, why, e.id()); err != nil {
 		return admission.Session{}, err
 	}
 	return e.s, nil
 }
 
 // end deletes e's key and writes why beside it, then revokes its lease.
-func (s *Store) end(ctx context.Context, e *entry, why admission.Ending) error {
+// When the key changed since e was read, it ends what the key holds now if
+// that is of id; of any id when id is "".
+func (s *Store) end(ctx context.Context, e *entry, why admission.Ending, id string) error {
 	for attempt := range s.opts.RetryConflicts {
 		if err := backoff(ctx, attempt); err != nil {
 			return err
@@ -147,8 +149,8 @@ func (s *Store) end(ctx context.Context, e *entry, why admission.Ending) error {
 			s.await(ctx, resp.Header.Revision)
 			return nil
 		}
-		// Renewed under a new lease, or gone.
-		if *e, err = deref(s.current(resp, e.id())); err != nil {
+		// Renewed under a new lease, replaced, or gone.
+		if *e, err = deref(s.current(resp, id)); err != nil {
 			return err
 		}
 	}
@@ -204,14 +206,15 @@ func (s *Store) fetch(ctx context.Context, id string, knock bool) (*entry, error
 }
 
 // current reads, from the Else branch of a transaction that compared a key,
-// what the key holds now: the session or knock of id, or ErrNoSession.
+// what the key holds now: the session or knock of id (of any id when id is
+// ""), or ErrNoSession.
 func (s *Store) current(resp *clientv3.TxnResponse, id string) (*entry, error) {
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 {
 		return nil, admission.ErrNoSession
 	}
 	e, err := s.decodeEntry(kvs[0])
-	if err != nil || e.id() != id {
+	if err != nil || (id != "" && e.id() != id) {
 		return nil, admission.ErrNoSession
 	}
 	return e, nil

@@ -1,0 +1,57 @@
+package etcdstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/internal/etcdtest"
+)
+
+// lagging opens a store over c that lists the prefix once and does not
+// follow it: a replica whose watch has yet to bring what other replicas do
+// from then on.
+func lagging(t *testing.T, c *etcdtest.Cluster, prefix string) *Store {
+	t.Helper()
+	s := newStore(c.Client(t), Options{Prefix: prefix})
+	if err := s.load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestUnknockOnALaggingReplicaEndsTheSubjectsNewKnock: a subject whose knock
+// was denied and who knocked again, through another replica, waits in the
+// lobby; a replica whose picture still holds the first knock takes the
+// subject out all the same.
+func TestUnknockOnALaggingReplicaEndsTheSubjectsNewKnock(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	other, err := New(ctx, c.Client(t), Options{Prefix: "/t/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	now := time.Now()
+	knock := func(id string) admission.Knock {
+		return admission.Knock{ID: id, Subject: "user:a", Call: "call:x", Knocked: now, Expires: now.Add(time.Minute)}
+	}
+	if _, err := other.Knock(ctx, knock("k1")); err != nil {
+		t.Fatal(err)
+	}
+	behind := lagging(t, c, "/t/")
+	if found, err := other.Unknock(ctx, "call:x", "user:a", admission.Denied); !found || err != nil {
+		t.Fatalf("Unknock = %t, %v", found, err)
+	}
+	if _, err := other.Knock(ctx, knock("k2")); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := behind.Unknock(ctx, "call:x", "user:a", admission.Denied); !found || err != nil {
+		t.Errorf("Unknock of a subject waiting in the lobby, on a replica yet to see its new knock = %t, %v; want true", found, err)
+	}
+	if _, err := other.EndKnock(ctx, "k2", admission.Left); err == nil {
+		t.Error("the subject's new knock is still waiting after Unknock")
+	}
+}
