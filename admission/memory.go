@@ -299,6 +299,7 @@ func (m *MemoryStore) End(_ context.Context, id string, why Ending) (Session, er
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.sweep(now) // a session whose lease ran out ends as Lapsed
 	s := m.sessions[id]
 	if s == nil {
 		return Session{}, ErrNoSession
@@ -409,6 +410,7 @@ func (m *MemoryStore) Unknock(_ context.Context, call, subject string, why Why) 
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.sweep(now) // a knock whose lease ran out ends as Lapsed
 	c := m.calls[call]
 	if c == nil || c.knocks[subject] == nil {
 		return false, nil

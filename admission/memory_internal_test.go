@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -174,5 +175,40 @@ func TestAJoinTheManagerTakesItselfLeavesPendingUnsignalled(t *testing.T) {
 	}
 	if !signalled() {
 		t.Error("a Join through the Store interface left Pending unsignalled")
+	}
+}
+
+// A session or knock whose lease ran out has ended as Lapsed, whether or
+// not the store has swept it yet: End and Unknock do not find it, and do
+// not report it as ending some other way.
+func TestEndAndUnknockFindNothingOnceTheLeaseRanOut(t *testing.T) {
+	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+	clock := authz.NewManualClock(start)
+	m := NewMemoryStore(MemoryOptions{Clock: clock})
+	defer m.Close()
+	ctx := context.Background()
+	s := Session{ID: "s1", Subject: "user:a", Call: "call:acme:1", Joined: start, Expires: start.Add(time.Second), Counted: true}
+	if out, _, err := m.Join(ctx, s, 0); err != nil || out != Admitted {
+		t.Fatalf("Join = %s, %v", out, err)
+	}
+	k := Knock{ID: "k1", Subject: "user:b", Call: "call:acme:1", Knocked: start, Expires: start.Add(time.Second)}
+	if _, err := m.Knock(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	m.Take()
+	clock.Advance(2 * time.Second)
+	if _, err := m.End(ctx, s.ID, Ending{Why: Left}); !errors.Is(err, ErrNoSession) {
+		t.Errorf("End of a session whose lease ran out: %v, want ErrNoSession", err)
+	}
+	if found, err := m.Unknock(ctx, k.Call, k.Subject, Denied); found || err != nil {
+		t.Errorf("Unknock of a knock whose lease ran out = %t, %v; want false", found, err)
+	}
+	m.mu.Lock()
+	m.sweep(clock.Now())
+	m.mu.Unlock()
+	for _, e := range m.Take() {
+		if e.Ended == nil || e.Ended.Why != Lapsed {
+			t.Errorf("event %+v; want each to end as Lapsed", e)
+		}
 	}
 }
