@@ -2,8 +2,11 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/internal/etcdtest"
@@ -53,5 +56,46 @@ func TestUnknockOnALaggingReplicaEndsTheSubjectsNewKnock(t *testing.T) {
 	}
 	if _, err := other.EndKnock(ctx, "k2", admission.Left); err == nil {
 		t.Error("the subject's new knock is still waiting after Unknock")
+	}
+}
+
+// TestRenewOfASessionEndedElsewhereBeforeItsLeaseIsRevoked: a replica that
+// ends a session deletes its key, then revokes its lease; until the lease
+// goes (or for good, when that replica lost etcd in between), a replica
+// whose picture still holds the session must not renew it.
+func TestRenewOfASessionEndedElsewhereBeforeItsLeaseIsRevoked(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	other, err := New(ctx, c.Client(t), Options{Prefix: "/t/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	now := time.Now()
+	sess := admission.Session{ID: "s1", Subject: "user:a", Call: "call:x", Joined: now, Expires: now.Add(time.Minute), Counted: true}
+	if out, _, err := other.Join(ctx, sess, 1); err != nil || out != admission.Admitted {
+		t.Fatalf("Join = %s, %v", out, err)
+	}
+	behind := lagging(t, c, "/t/")
+	// What End commits before it revokes the lease.
+	e, err := other.locate(ctx, sess.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := other.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+		Then(clientv3.OpDelete(e.key), other.endOp(e, admission.Ending{Why: admission.Left}, now)).Commit()
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("ending the session: %v, %v", resp, err)
+	}
+	if _, err := behind.Renew(ctx, sess.ID, time.Now().Add(time.Second)); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew of a session that left: %v, want ErrNoSession", err)
+	}
+	if _, err := behind.Renew(ctx, sess.ID, time.Now().Add(time.Hour)); !errors.Is(err, admission.ErrNoSession) {
+		t.Errorf("Renew past its lease's reach of a session that left: %v, want ErrNoSession", err)
+	}
+	// The call has room again, and nothing renewed took it.
+	again := admission.Session{ID: "s2", Subject: "user:b", Call: "call:x", Joined: now, Expires: now.Add(time.Minute), Counted: true}
+	if out, _, err := other.Join(ctx, again, 1); err != nil || out != admission.Admitted {
+		t.Errorf("Join into the room the session left = %s, %v; want ADMITTED", out, err)
 	}
 }

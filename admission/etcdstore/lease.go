@@ -38,6 +38,12 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	if err != nil {
 		return nil, err
 	}
+	// The lease outlives the key a moment: a replica that ends the session
+	// or knock deletes its key, then revokes its lease (or, losing etcd in
+	// between, leaves it to run out). Only the key says it is live: it is
+	// read beside the keepalive.
+	held := make(chan error, 1)
+	go func() { held <- s.holds(ctx, e.key, id) }()
 	ka, err := s.cli.KeepAliveOnce(ctx, e.lease)
 	for attempt := 0; isLeaseGone(err); attempt++ {
 		// The picture may not have caught up with a renewal, through
@@ -59,6 +65,9 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	if err != nil {
 		return nil, err
 	}
+	if err := <-held; err != nil {
+		return nil, err
+	}
 	if !expires.After(e.expires()) {
 		return e, nil // a lease only moves forward
 	}
@@ -72,6 +81,23 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	}
 	s.mu.Unlock()
 	return e, nil
+}
+
+// holds reports whether key holds the session or knock of id:
+// ErrNoSession when it holds another or none.
+func (s *Store) holds(ctx context.Context, key, id string) error {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) == 0 {
+		return admission.ErrNoSession
+	}
+	e, err := s.decodeEntry(resp.Kvs[0])
+	if err != nil || e.id() != id {
+		return admission.ErrNoSession
+	}
+	return nil
 }
 
 // relet puts e again, expiring at expires, under a new lease long enough.
