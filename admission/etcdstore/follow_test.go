@@ -22,11 +22,7 @@ import (
 func TestFollowAfterCompaction(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	other, err := New(ctx, c.Client(t), Options{Prefix: "/t/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := following(t, c, "/t/")
 	go func() {
 		for range admission.Feed(t.Context(), other) {
 		}

@@ -12,6 +12,18 @@ import (
 	"github.com/usher-authz/usher/internal/etcdtest"
 )
 
+// following opens a store over c that follows the prefix, as a replica
+// does.
+func following(t *testing.T, c *etcdtest.Cluster, prefix string) *Store {
+	t.Helper()
+	s, err := New(context.Background(), c.Client(t), Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // lagging opens a store over c that lists the prefix once and does not
 // follow it: a replica whose watch has yet to bring what other replicas do
 // from then on.
@@ -32,11 +44,7 @@ func lagging(t *testing.T, c *etcdtest.Cluster, prefix string) *Store {
 func TestUnknockOnALaggingReplicaEndsTheSubjectsNewKnock(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	other, err := New(ctx, c.Client(t), Options{Prefix: "/t/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := following(t, c, "/t/")
 	now := time.Now()
 	knock := func(id string) admission.Knock {
 		return admission.Knock{ID: id, Subject: "user:a", Call: "call:x", Knocked: now, Expires: now.Add(time.Minute)}
@@ -66,11 +74,7 @@ func TestUnknockOnALaggingReplicaEndsTheSubjectsNewKnock(t *testing.T) {
 func TestRenewOfASessionEndedElsewhereBeforeItsLeaseIsRevoked(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	other, err := New(ctx, c.Client(t), Options{Prefix: "/t/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := following(t, c, "/t/")
 	now := time.Now()
 	sess := admission.Session{ID: "s1", Subject: "user:a", Call: "call:x", Joined: now, Expires: now.Add(time.Minute), Counted: true}
 	if out, _, err := other.Join(ctx, sess, 1); err != nil || out != admission.Admitted {
