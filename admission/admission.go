@@ -157,6 +157,10 @@ func (m *Manager) Close() error {
 // (Options.MaxWatchers).
 func (m *Manager) MaxWatchers() int { return m.v.maxWatch }
 
+// MaxInitialEvents is the most events of initial states the manager's
+// WatchCall streams hold at once (Options.MaxInitialEvents).
+func (m *Manager) MaxInitialEvents() int { return m.v.maxInitial }
+
 // Counts is what a manager holds at one moment.
 type Counts struct {
 	// Sessions and Knocks are the store's live sessions and lobby knocks.

@@ -48,6 +48,7 @@ const (
 	ReasonSessionLimit         = "SESSION_LIMIT"
 	ReasonWatchLimit           = "WATCH_LIMIT"            // the server holds as many Watch streams as it may
 	ReasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"     // the caller holds its share of them
+	ReasonCallerInitialLimit   = "CALLER_INITIAL_LIMIT"   // the caller's WatchCall streams hold its share of the events of initial states not yet taken
 	ReasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT" // the connection holds its share of the health Watch streams
 	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
 )

@@ -47,6 +47,7 @@ type admissionServer struct {
 	// streams are.
 	drained <-chan struct{}
 	shares  *streamShares   // each caller's WatchCall streams
+	initial *streamShares   // each caller's events of initial states not yet sent
 	joins   decisionCounter // Join's outcomes, when the server has metrics
 	log     *DecisionLog    // nil: no decision log
 }
@@ -331,14 +332,22 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return toStatus(err)
 	}
 	defer w.Close()
+	// A client that does not read holds its initial state until it does:
+	// one caller's streams hold at most its share of what all hold.
+	unheld, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), len(w.Initial))
+	if err != nil {
+		return err
+	}
 	// The initial state is a call's whole; once sent, a stream that stays
 	// open for hours must not keep it.
 	for _, ev := range w.Initial {
 		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
+			unheld()
 			return err
 		}
 	}
 	w.Sent()
+	unheld()
 	ctx := stream.Context()
 	for {
 		select {

@@ -23,6 +23,13 @@ type CallerShares struct {
 	// once, of admission.Options.MaxWatchers; 0 takes a quarter of those,
 	// at least one.
 	CallWatches int
+	// CallInitialEvents is the most events of initial states one caller's
+	// WatchCall streams may hold at once, from when a stream starts until
+	// its client has taken its call's initial state, of
+	// admission.Options.MaxInitialEvents; 0 takes a quarter of those, at
+	// least one. A caller that holds none may start a stream whose initial
+	// state is larger than its share.
+	CallInitialEvents int
 }
 
 // WithCallerShares sets each caller's share of the stream pools; a server
@@ -73,16 +80,23 @@ func newStreamShares(limit int) *streamShares {
 // take counts one more stream of holder in, or reports false when holder
 // already holds its share; release, called once, counts it out.
 func (s *streamShares) take(holder string) (release func(), ok bool) {
+	return s.takeN(holder, 1)
+}
+
+// takeN counts n more of holder in, or reports false when they would take
+// holder past its share while it holds some; release, called once, counts
+// them out.
+func (s *streamShares) takeN(holder string, n int) (release func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[holder] >= s.limit {
+	if held := s.held[holder]; held > 0 && held+n > s.limit || held >= s.limit {
 		return nil, false
 	}
-	s.held[holder]++
+	s.held[holder] += n
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.held[holder]--; s.held[holder] <= 0 {
+		if s.held[holder] -= n; s.held[holder] <= 0 {
 			delete(s.held, holder)
 		}
 	}, true
@@ -111,4 +125,24 @@ func takeCallerShare(ctx context.Context, s *streamShares, what, field, value st
 		details{reason: reasonCallerWatchLimit, field: field, value: value,
 			meta: map[string]string{"limit": strconv.Itoa(s.limit), "caller": c.Name},
 			why:  fmt.Sprintf("one caller holds at most %d %s streams at once", s.limit, what)})
+}
+
+// takeInitialShare counts the n events of a WatchCall's initial state
+// against the share of s of the caller of ctx, or refuses the stream,
+// naming the caller, its share and the call. A call without a caller is
+// not counted, as in takeCallerShare.
+func takeInitialShare(ctx context.Context, s *streamShares, call string, n int) (release func(), err error) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	if !ok || n == 0 {
+		return func() {}, nil
+	}
+	if release, ok := s.takeN(c.Name, n); ok {
+		return release, nil
+	}
+	return nil, refuse(codes.ResourceExhausted,
+		fmt.Sprintf("resource %q: caller %q holds as many events of initial states not yet taken as one caller may, %d; "+
+			"its initial state of %d events does not fit: read the caller's other WatchCall streams, or watch again later", clip(call), c.Name, s.limit, n),
+		details{reason: reasonCallerInitialLimit, field: "resource", value: call,
+			meta: map[string]string{"limit": strconv.Itoa(s.limit), "caller": c.Name, "events": strconv.Itoa(n)},
+			why:  fmt.Sprintf("one caller's WatchCall streams hold at most %d events of initial states not yet taken", s.limit)})
 }

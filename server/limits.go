@@ -44,6 +44,9 @@ import (
 //	candidates a lookup page judges       10,000       none: the page ends there, with a next token
 //	WatchCall streams open at once        1,024        RESOURCE_EXHAUSTED (admission.Options.MaxWatchers)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_WATCH_LIMIT (CallerShares.CallWatches)
+//	initial states' events WatchCall
+//	  streams hold unsent                 262,144      RESOURCE_EXHAUSTED (admission.Options.MaxInitialEvents)
+//	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_INITIAL_LIMIT (CallerShares.CallInitialEvents)
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_WATCH_LIMIT (MaxHealthWatchesPerConn)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)

@@ -87,7 +87,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	sessions := admissionManager(opts)
 	if sessions != nil {
 		s.callShares = newStreamShares(shareOf(shares.CallWatches, sessions.MaxWatchers()))
-		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog}
+		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog,
+			initial: newStreamShares(shareOf(shares.CallInitialEvents, sessions.MaxInitialEvents()))}
 		if metrics != nil {
 			as.joins = metrics.join
 		}

@@ -51,6 +51,9 @@ const (
 	// WATCH_LIMIT.
 	reasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"
 	reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
+	// A WatchCall refused because its caller's streams hold its share of
+	// the events of initial states not yet sent.
+	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
 )
 
 // details are what a refusal says to programs: a reason, the offending
