@@ -11,6 +11,7 @@ import (
 	"errors"
 	"iter"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -907,20 +908,23 @@ func TestEnvoyJWTDecodesALargeTokenOnlyOnceSigned(t *testing.T) {
 	}
 
 	forged := sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-another"), large)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	const calls = 3
-	for range calls {
+	// The process's allocations count whatever else runs beside the call:
+	// each refusal is measured apart, and the least of them counts.
+	per := uint64(math.MaxUint64)
+	for range 5 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
 		a := w.ask(t, join(forged))
+		runtime.ReadMemStats(&after)
 		if a.code != codes.Unauthenticated || a.http != 401 || !strings.Contains(a.message, "signature is invalid") {
 			t.Fatalf("a %d-byte token signed by another key: %+v; want 401 saying the signature is invalid", len(forged), a)
 		}
+		per = min(per, after.TotalAlloc-before.TotalAlloc)
 	}
-	runtime.ReadMemStats(&after)
 	// Client and server both: the request encoded, sent and read, and the
 	// signature's hash. Decoding the claims took 17 times the token.
-	if per := (after.TotalAlloc - before.TotalAlloc) / calls; per > 6*uint64(len(forged)) {
+	if per > 6*uint64(len(forged)) {
 		t.Errorf("each refusal of a %d-byte forged token allocated %d bytes; want at most 6 times the token", len(forged), per)
 	}
 
