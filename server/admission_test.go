@@ -1332,7 +1332,7 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 			t.Fatalf("Join(%s) = %v, %v", subject, r.Outcome, err)
 		}
 	}
-	client := usherv1.NewAdmissionServiceClient(serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))))
+	client := usherv1.NewAdmissionServiceClient(server.ServeLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))))
 
 	heap := func() uint64 {
 		var ms runtime.MemStats

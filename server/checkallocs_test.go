@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/usher-authz/usher/server"
 )
 
 // TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck holds Check's path to
@@ -34,7 +36,7 @@ func TestACheckCallAllocatesAboutAsMuchAsABareHealthCheck(t *testing.T) {
 	// The floor: a bare gRPC server of the health service alone.
 	bare := grpc.NewServer()
 	healthpb.RegisterHealthServer(bare, grpchealth.NewServer())
-	conn := serveLoopback(t, bare)
+	conn := server.ServeLoopback(t, bare)
 	floorClient := healthpb.NewHealthClient(conn)
 	floor := func() {
 		if _, err := floorClient.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {

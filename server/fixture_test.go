@@ -42,29 +42,6 @@ type fixture struct {
 	stop func()
 }
 
-// serveLoopback serves srv (an Usher server, or a bare gRPC one) on
-// 127.0.0.1:0 until the test ends, and returns a connection to it, closed
-// first.
-func serveLoopback(t testing.TB, srv interface {
-	Serve(net.Listener) error
-	Stop()
-}) *grpc.ClientConn {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-served })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // defaultEngine starts an engine on be with the default policy applied,
 // closed when the test ends.
 func defaultEngine(t testing.TB, be authz.Backend) *authz.Engine {
@@ -183,7 +160,7 @@ func startServerWith(t testing.TB, dir string, logger *slog.Logger, opts func(*a
 // a fixture whose helpers call it; stopping it early is the test's end.
 func serveEngine(t testing.TB, engine *authz.Engine) *fixture {
 	t.Helper()
-	conn := serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler)))
+	conn := server.ServeLoopback(t, server.New(engine, slog.New(slog.DiscardHandler)))
 	return &fixture{
 		t: t, conn: conn, engine: engine, stop: func() {},
 		authz:  usherv1.NewAuthorizationServiceClient(conn),

@@ -8,9 +8,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// serveLoopback serves srv on a loopback listener until the test ends, and
-// returns a connection to it dialled with opts, closed when the test ends.
-func serveLoopback(t *testing.T, srv interface {
+// serveLoopback serves srv (an Usher server, or a bare gRPC one) on a
+// loopback listener until the test ends, and returns a connection to it
+// dialled with opts, closed when the test ends; ServeLoopback to the tests
+// of package server_test.
+func serveLoopback(t testing.TB, srv interface {
 	Serve(net.Listener) error
 	Stop()
 }, opts ...grpc.DialOption) *grpc.ClientConn {
@@ -29,3 +31,6 @@ func serveLoopback(t *testing.T, srv interface {
 	t.Cleanup(func() { conn.Close() })
 	return conn
 }
+
+// ServeLoopback is serveLoopback, for the tests of package server_test.
+var ServeLoopback = serveLoopback

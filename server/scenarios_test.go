@@ -84,7 +84,7 @@ func newReplay(t *testing.T, policyName string) *replay {
 			t.Errorf("store.Close: %v", err)
 		}
 	})
-	conn := serveLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m)))
+	conn := server.ServeLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m)))
 	r := &replay{t: t, clock: clock, admin: usherv1.NewAdminServiceClient(conn), authz: usherv1.NewAuthorizationServiceClient(conn),
 		adm: usherv1.NewAdmissionServiceClient(conn), sessions: map[scenario.Presence]string{}, blocks: map[string]string{}}
 	msg, err := policy.Load(policyName)

@@ -687,7 +687,7 @@ func TestWatchStreamsReadTheLogInTurns(t *testing.T) {
 		}
 	}
 	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithWatchLimits(server.WatchLimits{MaxStreams: 64, Progress: 20 * time.Millisecond}))
-	client := usherv1.NewAuthorizationServiceClient(serveLoopback(t, srv))
+	client := usherv1.NewAuthorizationServiceClient(server.ServeLoopback(t, srv))
 	var streams []*watchStream
 	for range 8 {
 		streams = append(streams, watch(t, client, &usherv1.WatchRequest{AfterRevision: 1, Subject: "user:nobody"}))
@@ -729,7 +729,7 @@ func TestAWatchWaitingItsTurnEndsWithItsClient(t *testing.T) {
 	engine := defaultEngine(t, be)
 	// One turn at a time, so that the streams below queue for it.
 	srv := server.New(engine, slog.New(slog.DiscardHandler), server.WithWatchLimits(server.WatchLimits{MaxStreams: readers() + 1, Progress: time.Minute}))
-	client := usherv1.NewAuthorizationServiceClient(serveLoopback(t, srv))
+	client := usherv1.NewAuthorizationServiceClient(server.ServeLoopback(t, srv))
 	t.Cleanup(func() { close(be.release) })
 	for range readers() {
 		watch(t, client, &usherv1.WatchRequest{})
