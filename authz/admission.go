@@ -105,7 +105,7 @@ func ValidateAdmission(field string, a Admission) error {
 		}
 		single := []struct{ name, value string }{
 			{"room_join", m.RoomJoin}, {"can_publish", m.CanPublish}, {"can_subscribe", m.CanSubscribe},
-			{"can_publish_data", m.CanPublishData}, {"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}, {"hidden", m.Hidden},
+			{"can_publish_data", m.CanPublishData}, {"hidden", m.Hidden},
 		}
 		for _, f := range single {
 			if f.value == "" {
@@ -113,6 +113,13 @@ func ValidateAdmission(field string, a Admission) error {
 			}
 			if err := ValidatePermission(field+"livekit."+f.name, f.value); err != nil {
 				return err
+			}
+		}
+		for _, f := range []struct{ name, value string }{{"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}} {
+			for _, perm := range MediaPermissions(f.value) {
+				if err := ValidatePermission(field+"livekit."+f.name, perm); err != nil {
+					return err
+				}
 			}
 		}
 		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
@@ -148,8 +155,13 @@ func (a *Admission) permissions() [][2]string {
 	if m := a.Media; m != nil {
 		out = append(out, [2]string{"livekit.room_join", m.RoomJoin}, [2]string{"livekit.can_publish", m.CanPublish},
 			[2]string{"livekit.can_subscribe", m.CanSubscribe}, [2]string{"livekit.can_publish_data", m.CanPublishData},
-			[2]string{"livekit.room_admin", m.RoomAdmin}, [2]string{"livekit.room_record", m.RoomRecord},
 			[2]string{"livekit.hidden", m.Hidden})
+		for _, perm := range MediaPermissions(m.RoomAdmin) {
+			out = append(out, [2]string{"livekit.room_admin", perm})
+		}
+		for _, perm := range MediaPermissions(m.RoomRecord) {
+			out = append(out, [2]string{"livekit.room_record", perm})
+		}
 		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
 			out = append(out, [2]string{"livekit.can_publish_sources." + src, m.CanPublishSources[src]})
 		}

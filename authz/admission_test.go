@@ -501,6 +501,7 @@ func TestValidateAdmission(t *testing.T) {
 		{"a malformed LiveKit can_publish_data", func(a *authz.Admission) { a.Media.CanPublishData = "_data" }, f + "livekit.can_publish_data", "_data"},
 		{"a malformed LiveKit room_admin", func(a *authz.Admission) { a.Media.RoomAdmin = "Admin" }, f + "livekit.room_admin", "Admin"},
 		{"a malformed LiveKit room_record", func(a *authz.Admission) { a.Media.RoomRecord = "rec!" }, f + "livekit.room_record", "rec!"},
+		{"a malformed permission in a LiveKit room_admin list", func(a *authz.Admission) { a.Media.RoomAdmin = "end-call,Admin" }, f + "livekit.room_admin", "Admin"},
 		{"a malformed LiveKit hidden", func(a *authz.Admission) { a.Media.Hidden = "Hidden" }, f + "livekit.hidden", "Hidden"},
 		{"a source LiveKit does not know", func(a *authz.Admission) { a.Media.CanPublishSources["webcam"] = "send-video" }, f + "livekit.can_publish_sources", "webcam"},
 		{"a source without its permission", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "" }, f + "livekit.can_publish_sources.camera", ""},

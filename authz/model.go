@@ -2,6 +2,7 @@ package authz
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -145,6 +146,12 @@ type Lobby struct {
 
 // MediaMapping says which permission gives each field of LiveKit's video
 // grant; media/livekit's Mapping is the same struct, with the token.
+//
+// RoomAdmin and RoomRecord may each name several permissions, separated by
+// commas, all of which a participant must hold: LiveKit's roomAdmin mutes,
+// removes and re-permissions participants, and roomRecord starts and stops
+// every egress, recordings and broadcasts alike, so either may stand for
+// more than one capability (MediaPermissions).
 type MediaMapping struct {
 	RoomJoin          string
 	CanPublish        string
@@ -154,6 +161,15 @@ type MediaMapping struct {
 	RoomAdmin         string
 	RoomRecord        string
 	Hidden            string
+}
+
+// MediaPermissions splits a RoomAdmin or RoomRecord value into the
+// permissions it names, all required; nil for "".
+func MediaPermissions(value string) []string {
+	if value == "" {
+		return nil
+	}
+	return strings.Split(value, ",")
 }
 
 // Policy is a permission catalog with the resources, roles, creator roles,

@@ -527,8 +527,12 @@ func admissionPermissions(a *usherv1.Admission) [][2]string {
 		}
 		add("livekit.can_subscribe", m.GetCanSubscribe())
 		add("livekit.can_publish_data", m.GetCanPublishData())
-		add("livekit.room_admin", m.GetRoomAdmin())
-		add("livekit.room_record", m.GetRoomRecord())
+		for _, perm := range authz.MediaPermissions(m.GetRoomAdmin()) {
+			add("livekit.room_admin", perm)
+		}
+		for _, perm := range authz.MediaPermissions(m.GetRoomRecord()) {
+			add("livekit.room_record", perm)
+		}
 		add("livekit.hidden", m.GetHidden())
 	}
 	return out

@@ -41,13 +41,19 @@ type Mapping struct {
 	// CanPublishData gives canPublishData (chat, reactions, data messages).
 	CanPublishData string `json:"can_publish_data,omitempty" yaml:"can_publish_data,omitempty"`
 	// RoomAdmin gives roomAdmin: moderating the room through LiveKit's API,
-	// which sets any participant's permissions, its holder's own included.
-	// So it is given only to a participant who holds every permission the
+	// which mutes and removes participants and sets any participant's
+	// permissions, its holder's own included. It may name several
+	// permissions, separated by commas, all of which a participant must
+	// hold, so that the token carries no power its holder's capabilities do
+	// not: "mute-users,remove-call-member,update-call-permissions". It is
+	// also given only to a participant who holds every permission the
 	// mapping's publishing, subscribing and data fields name: one whom a
 	// block mutes, say, gets no roomAdmin, with which it could unmute
 	// itself.
 	RoomAdmin string `json:"room_admin,omitempty" yaml:"room_admin,omitempty"`
-	// RoomRecord gives roomRecord: starting egress.
+	// RoomRecord gives roomRecord: starting and stopping every egress,
+	// recordings and broadcasts alike. Like RoomAdmin it may name several
+	// permissions, all required.
 	RoomRecord string `json:"room_record,omitempty" yaml:"room_record,omitempty"`
 	// Hidden gives hidden: the participant is invisible to the others.
 	Hidden string `json:"hidden,omitempty" yaml:"hidden,omitempty"`
@@ -78,11 +84,10 @@ func (m Mapping) Validate() error {
 			Reason: "a mapping must name the permission that gives roomJoin, or no participant could enter a room"}
 	}
 	for _, f := range m.fields() {
-		if f.perm == "" {
-			continue
-		}
-		if err := authz.ValidatePermission(f.name, f.perm); err != nil {
-			return err
+		for _, perm := range f.perms() {
+			if err := authz.ValidatePermission(f.name, perm); err != nil {
+				return err
+			}
 		}
 	}
 	for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
@@ -108,9 +113,7 @@ func (m Mapping) Validate() error {
 func (m Mapping) Permissions() []string {
 	var out []string
 	for _, f := range m.fields() {
-		if f.perm != "" {
-			out = append(out, f.perm)
-		}
+		out = append(out, f.perms()...)
 	}
 	for _, p := range m.CanPublishSources {
 		out = append(out, p)
@@ -121,7 +124,20 @@ func (m Mapping) Permissions() []string {
 
 type mappedField struct{ name, perm string }
 
-// fields are the single-permission fields, by their YAML names.
+// perms are the permissions the field names: none when it is empty, and
+// for room_admin and room_record every one of a comma-separated list.
+func (f mappedField) perms() []string {
+	if f.name == "room_admin" || f.name == "room_record" {
+		return authz.MediaPermissions(f.perm)
+	}
+	if f.perm == "" {
+		return nil
+	}
+	return []string{f.perm}
+}
+
+// fields are the fields that name permissions outside
+// can_publish_sources, by their YAML names.
 func (m Mapping) fields() []mappedField {
 	return []mappedField{
 		{"room_join", m.RoomJoin},
@@ -146,12 +162,16 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 	// granted is a participant's few permissions: a scan beats a set.
 	held := func(perm string) bool { return slices.Contains(granted, perm) }
 	has := func(perm string) bool { return perm != "" && held(perm) }
+	hasAll := func(perms string) bool {
+		list := authz.MediaPermissions(perms)
+		return len(list) > 0 && !slices.ContainsFunc(list, func(p string) bool { return !held(p) })
+	}
 
 	g := &auth.VideoGrant{
 		Room:       room,
 		RoomJoin:   has(m.RoomJoin),
-		RoomAdmin:  has(m.RoomAdmin),
-		RoomRecord: has(m.RoomRecord),
+		RoomAdmin:  hasAll(m.RoomAdmin),
+		RoomRecord: hasAll(m.RoomRecord),
 		Hidden:     has(m.Hidden),
 	}
 	publish := m.CanPublish == "" || held(m.CanPublish)

@@ -89,6 +89,8 @@ func TestValidateNamesFieldAndValue(t *testing.T) {
 		{"can_subscribe is checked", with(func(m *livekit.Mapping) { m.CanSubscribe = ".join" }), "can_subscribe", ".join"},
 		{"can_publish_data is checked", with(func(m *livekit.Mapping) { m.CanPublishData = "chat!" }), "can_publish_data", "chat!"},
 		{"room_admin is checked", with(func(m *livekit.Mapping) { m.RoomAdmin = "Admin" }), "room_admin", "Admin"},
+		{"each permission of a room_admin list is checked", with(func(m *livekit.Mapping) { m.RoomAdmin = "mute-users,Admin" }), "room_admin", "Admin"},
+		{"a room_record list names no empty permission", with(func(m *livekit.Mapping) { m.RoomRecord = "start-record-call," }), "room_record", ""},
 		{"room_record is checked", with(func(m *livekit.Mapping) { m.RoomRecord = "rec ord" }), "room_record", "rec ord"},
 		{"a source's permission is named by its source", with(func(m *livekit.Mapping) { m.CanPublishSources["camera"] = "Send Video" }), "can_publish_sources.camera", "Send Video"},
 		{"a source must name a permission", with(func(m *livekit.Mapping) { m.CanPublishSources["microphone"] = "" }), "can_publish_sources.microphone", ""},
@@ -166,6 +168,8 @@ func TestVideoGrant(t *testing.T) {
 	publishGate := streamMapping
 	publishGate.CanPublish = "send-media"
 	publishOnly := livekit.Mapping{RoomJoin: "join-call", CanPublish: "send-video", CanSubscribe: "join-call"}
+	adminList := streamMapping
+	adminList.RoomAdmin, adminList.RoomRecord = "mute-users,remove-call-member", "start-record-call,stop-record-call"
 	tests := []struct {
 		name    string
 		m       livekit.Mapping
@@ -187,6 +191,13 @@ func TestVideoGrant(t *testing.T) {
 		{"hidden only when the hidden permission is held", streamMapping, append(slices.Clone(memberCaps), "join-backstage"),
 			grant{join: true, publish: true, subscribe: true, data: true, hidden: true, sources: allSources}},
 		{"nothing held, nothing granted", streamMapping, nil, grant{}},
+		{"a room_admin list gives roomAdmin only to a holder of every permission in it", adminList, append(slices.Clone(memberCaps), "mute-users"),
+			grant{join: true, publish: true, subscribe: true, data: true, sources: allSources}},
+		{"a room_record list gives roomRecord only to a holder of every permission in it", adminList, append(slices.Clone(memberCaps), "start-record-call"),
+			grant{join: true, publish: true, subscribe: true, data: true, sources: allSources}},
+		{"holding every permission of both lists gives roomAdmin and roomRecord", adminList,
+			append(slices.Clone(memberCaps), "mute-users", "remove-call-member", "start-record-call", "stop-record-call"),
+			grant{join: true, publish: true, subscribe: true, data: true, admin: true, record: true, sources: allSources}},
 		{"a permission outside the mapping gives nothing", streamMapping, []string{"end-call", "mute-users"}, grant{}},
 		{"an unmapped field is never granted, whatever is held",
 			livekit.Mapping{RoomJoin: "join-call", CanPublishSources: map[string]string{"camera": "send-video"}}, hostCaps,

@@ -1044,9 +1044,14 @@ type LiveKitMapping struct {
 	CanSubscribe string `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
 	// Gives canPublishData: sending data messages.
 	CanPublishData string `protobuf:"bytes,5,opt,name=can_publish_data,json=canPublishData,proto3" json:"can_publish_data,omitempty"`
-	// Gives roomAdmin: LiveKit's moderation (mute, remove participants).
+	// Gives roomAdmin: LiveKit's moderation (mute and remove participants,
+	// set their permissions). One permission, or several separated by commas,
+	// all of which a participant must hold:
+	// "mute-users,remove-call-member,update-call-permissions".
 	RoomAdmin string `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
-	// Gives roomRecord: starting LiveKit egress (recordings).
+	// Gives roomRecord: starting and stopping LiveKit egress (recordings and
+	// broadcasts). One permission, or several separated by commas, all
+	// required.
 	RoomRecord string `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
 	// Gives hidden: the participant is in the room but not shown to others.
 	Hidden        string `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
