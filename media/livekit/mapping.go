@@ -162,9 +162,16 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 	// granted is a participant's few permissions: a scan beats a set.
 	held := func(perm string) bool { return slices.Contains(granted, perm) }
 	has := func(perm string) bool { return perm != "" && held(perm) }
+	// hasAll reads a comma-separated list in place: a join makes no list.
 	hasAll := func(perms string) bool {
-		list := authz.MediaPermissions(perms)
-		return len(list) > 0 && !slices.ContainsFunc(list, func(p string) bool { return !held(p) })
+		for rest := perms; rest != ""; {
+			var perm string
+			perm, rest, _ = strings.Cut(rest, ",")
+			if !held(perm) {
+				return false
+			}
+		}
+		return perms != ""
 	}
 
 	g := &auth.VideoGrant{
