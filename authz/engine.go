@@ -37,6 +37,15 @@ type Backend interface {
 	Close() error
 }
 
+// CommitTimer is a Backend that tells when a revision was committed without
+// reading its change set, which may hold a policy's hundred thousand
+// changes.
+type CommitTimer interface {
+	// CommitTime is when rev was committed; ok is false when the log does
+	// not hold it (compacted away, or not committed yet).
+	CommitTime(ctx context.Context, rev Revision) (t time.Time, ok bool, err error)
+}
+
 // Write is a change set on its way to a backend, with what its plan read.
 type Write struct {
 	// Planned is the revision of the index the change set was planned on.

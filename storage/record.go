@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-authz/usher/authz"
@@ -375,6 +376,41 @@ func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
 		cs.Changes = append(cs.Changes, c)
 	}
 	return cs, nil
+}
+
+// ChangeSetTime reads only the commit time of a change log value, without
+// decoding its changes: a policy's change set may hold a hundred thousand,
+// which take many times their bytes once decoded, and a reader that wants
+// to know when a revision was committed (a WatchCall resuming from it)
+// should not pay for them.
+func ChangeSetTime(v []byte) (time.Time, error) {
+	if len(v) == 0 || v[0] != formatV1 {
+		return time.Time{}, errFormat(v)
+	}
+	var nanos int64
+	for b := v[1:]; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return time.Time{}, fmt.Errorf("change set: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == 2 && typ == protowire.VarintType {
+			x, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return time.Time{}, fmt.Errorf("change set time: %w", protowire.ParseError(n))
+			}
+			// The last one stands, as proto.Unmarshal reads it; the
+			// changes that follow it are skipped, not decoded.
+			nanos, b = int64(x), b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return time.Time{}, fmt.Errorf("change set: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return time.Unix(0, nanos).UTC(), nil
 }
 
 // compositeKey refuses parts containing keySep because such a part would

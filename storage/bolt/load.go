@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -173,6 +174,44 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
 	}
 	return out, nil
+}
+
+// CommitTime implements authz.CommitTimer: the time of a change set kept
+// in memory, or else read from its value in the file, its changes left
+// undecoded.
+func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, bool, error) {
+	s.mu.Lock()
+	if n := s.recent.len(); n > 0 && rev >= s.recent.at(0).Revision && rev <= s.recent.at(n-1).Revision && rev > s.compacted {
+		t := s.recent.at(int(rev - s.recent.at(0).Revision)).Time
+		s.mu.Unlock()
+		return t, true, nil
+	}
+	published := s.rev
+	s.mu.Unlock()
+	if rev == 0 || rev > published {
+		return time.Time{}, false, nil
+	}
+	var t time.Time
+	found := false
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			compacted, err := storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyCompacted))
+			if err != nil || rev <= compacted {
+				return err
+			}
+			v := tx.Bucket(bucketChanges).Get(storage.EncodeRevision(rev))
+			if v == nil {
+				return nil
+			}
+			t, err = storage.ChangeSetTime(v)
+			found = err == nil
+			return err
+		})
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("storage: commit time of %d: %w", rev, closedAsErrClosed(err))
+	}
+	return t, found, nil
 }
 
 // recentChanges returns up to limit change sets after after from those

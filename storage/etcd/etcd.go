@@ -520,6 +520,26 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	return css, err
 }
 
+// CommitTime implements authz.CommitTimer: the time read from the change
+// set's value, its changes left undecoded.
+func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, bool, error) {
+	if err := s.check(); err != nil {
+		return time.Time{}, false, err
+	}
+	resp, err := s.cli.Get(ctx, s.logKey(rev))
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("storage: commit time of %d: %w", rev, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return time.Time{}, false, nil
+	}
+	t, err := storage.ChangeSetTime(resp.Kvs[0].Value)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("storage: change set %q: %w", resp.Kvs[0].Key, err)
+	}
+	return t, true, nil
+}
+
 // changes reads up to limit change sets after after, at etcd revision at (0:
 // the latest), and returns the etcd revision it read at.
 func (s *Store) changes(ctx context.Context, after authz.Revision, limit int, at int64) ([]authz.ChangeSet, int64, error) {

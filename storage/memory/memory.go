@@ -186,6 +186,19 @@ func (m *Memory) Changes(_ context.Context, after authz.Revision, limit int) ([]
 	return slices.Clone(rest[:min(limit, len(rest))]), nil
 }
 
+// CommitTime implements authz.CommitTimer.
+func (m *Memory) CommitTime(_ context.Context, rev authz.Revision) (time.Time, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return time.Time{}, false, storage.ErrClosed
+	}
+	if rev <= m.compacted || rev > m.rev {
+		return time.Time{}, false, nil
+	}
+	return m.log[rev-m.compacted-1].Time, true, nil
+}
+
 // Watch implements authz.Backend.
 func (m *Memory) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
 	return func(yield func(authz.ChangeSet, error) bool) {

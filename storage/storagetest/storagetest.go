@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) storage.Backend) {
 		{"deletes remove exactly the keyed entity", testDeletes},
 		{"Changes returns committed change sets whole, paginated by after and limit", testChanges},
 		{"the store stamps a change set without a time", testTimeStamped},
+		{"CommitTime tells a change set's time as Changes does, and nothing of one compacted or not committed", testCommitTime},
 		{"Watch from a revision yields what follows it, in order, then what is committed", testWatchFromRevision},
 		{"Watch ends when its context ends, and with an error when the store closes", testWatchEnds},
 		{"a load and a watch from its revision join with no gap and no repeat", testLoadThenWatch},
@@ -367,6 +368,35 @@ func testTimeStamped(t *testing.T, h *harness) {
 	if got := css[0].Time; got.Before(before.Add(-time.Second)) || got.After(time.Now().Add(time.Second)) {
 		t.Errorf("stamped time %s, want about %s", got, before)
 	}
+}
+
+func testCommitTime(t *testing.T, h *harness) {
+	for i := range 4 {
+		h.commit(changeSet("svc", put(grant(fmt.Sprintf("user:t%d", i), "viewer", "doc:1", time.Time{}))))
+	}
+	if err := h.b.Compact(context.Background(), 1); err != nil {
+		t.Fatalf("Compact(1): %v", err)
+	}
+	logged := h.changes(1, 10)
+	check := func(t *testing.T) {
+		timer, ok := h.b.(authz.CommitTimer)
+		if !ok {
+			t.Fatalf("%T is no authz.CommitTimer", h.b)
+		}
+		for _, cs := range logged {
+			if got, ok, err := timer.CommitTime(context.Background(), cs.Revision); err != nil || !ok || !got.Equal(cs.Time) {
+				t.Errorf("CommitTime(%d) = %s, %t, %v; want %s as Changes gives it", cs.Revision, got, ok, err, cs.Time)
+			}
+		}
+		for _, rev := range []authz.Revision{0, 1, 6, ^authz.Revision(0)} {
+			if got, ok, err := timer.CommitTime(context.Background(), rev); err != nil || ok {
+				t.Errorf("CommitTime(%d) = %s, %t, %v; want none, the log holding revisions 2 to 5", rev, got, ok, err)
+			}
+		}
+	}
+	check(t)
+	h.reopen()
+	check(t)
 }
 
 func testWatchFromRevision(t *testing.T, h *harness) {
