@@ -1018,6 +1018,16 @@ func (m *Manager) followed(after authz.Revision) time.Time {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.v.storeWait)
 	defer cancel()
+	// Any client may resume from any revision: one whose change set is a
+	// large policy's would have the watch read and decode all of it, for
+	// its time alone.
+	if b, ok := m.engine.Backend().(authz.CommitTimer); ok {
+		t, ok, err := b.CommitTime(ctx, after)
+		if err != nil || !ok {
+			return time.Time{}
+		}
+		return t
+	}
 	css, err := m.engine.Backend().Changes(ctx, after-1, 1)
 	if err != nil || len(css) != 1 || css[0].Revision != after || css[0].Time.IsZero() {
 		return time.Time{}

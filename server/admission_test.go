@@ -53,7 +53,14 @@ type admWorld struct {
 
 func newAdmWorld(t *testing.T, opts admission.Options, serverOpts ...grpc.ServerOption) *admWorld {
 	t.Helper()
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "usher.db"), bolt.Options{})
+	return newAdmWorldOn(t, filepath.Join(t.TempDir(), "usher.db"), opts, serverOpts...)
+}
+
+// newAdmWorldOn is newAdmWorld on the data file at path, which may hold
+// data already.
+func newAdmWorldOn(t *testing.T, path string, opts admission.Options, serverOpts ...grpc.ServerOption) *admWorld {
+	t.Helper()
+	store, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
