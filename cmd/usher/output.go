@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -243,9 +245,20 @@ func cell(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
 
 // scalar renders one value: enums without their type's prefix
 // (REASON_GRANTED is GRANTED), times in RFC 3339, bytes in hex, other
-// messages as compact JSON.
+// messages as compact JSON, and text that holds a character that is not
+// printable quoted, as Go quotes it.
 func scalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {
 	switch fd.Kind() {
+	case protoreflect.StringKind:
+		// Free text comes from end users too (a knock's note is a
+		// display name): a tab, a newline or a terminal's escape in it
+		// would forge rows of a table, or rewrite the screen, of the
+		// operator who reads it.
+		s := v.String()
+		if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			return strconv.Quote(s)
+		}
+		return s
 	case protoreflect.EnumKind:
 		return enumName(fd.Enum(), v.Enum())
 	case protoreflect.BytesKind:
