@@ -46,6 +46,16 @@ type CommitTimer interface {
 	CommitTime(ctx context.Context, rev Revision) (t time.Time, ok bool, err error)
 }
 
+// ChangeCounter is a Backend that counts the changes of change sets without
+// reading them whole, so that a reader with a budget of changes need not
+// decode a policy's hundred thousand to learn they do not fit.
+type ChangeCounter interface {
+	// ChangeCounts returns how many changes each of up to limit change
+	// sets after after holds, oldest first: as many as Changes would
+	// return, or its ErrCompacted.
+	ChangeCounts(ctx context.Context, after Revision, limit int) ([]int, error)
+}
+
 // Write is a change set on its way to a backend, with what its plan read.
 type Write struct {
 	// Planned is the revision of the index the change set was planned on.

@@ -413,6 +413,31 @@ func ChangeSetTime(v []byte) (time.Time, error) {
 	return time.Unix(0, nanos).UTC(), nil
 }
 
+// ChangeSetLen counts the changes of a change log value without decoding
+// them, for a reader that reads change sets only while they fit a budget.
+func ChangeSetLen(v []byte) (int, error) {
+	if len(v) == 0 || v[0] != formatV1 {
+		return 0, errFormat(v)
+	}
+	n := 0
+	for b := v[1:]; len(b) > 0; {
+		num, typ, m := protowire.ConsumeTag(b)
+		if m < 0 {
+			return 0, fmt.Errorf("change set: %w", protowire.ParseError(m))
+		}
+		b = b[m:]
+		if num == 5 {
+			n++
+		}
+		m = protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return 0, fmt.Errorf("change set: %w", protowire.ParseError(m))
+		}
+		b = b[m:]
+	}
+	return n, nil
+}
+
 // compositeKey refuses parts containing keySep because such a part would
 // silently read back as a different key.
 func compositeKey(parts ...string) ([]byte, error) {

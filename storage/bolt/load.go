@@ -176,6 +176,61 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	return out, nil
 }
 
+// ChangeCounts implements authz.ChangeCounter: the changes of the change
+// sets kept in memory, or else counted in their values in the file,
+// undecoded.
+func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: change counts: limit must be positive, got %d", limit)
+	}
+	var counts []int
+	s.mu.Lock()
+	n := s.recent.len()
+	if n > 0 && after+1 >= s.recent.at(0).Revision && after >= s.compacted {
+		for i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n))); i < n && len(counts) < limit; i++ {
+			counts = append(counts, len(s.recent.at(i).Changes))
+		}
+		s.mu.Unlock()
+		return counts, nil
+	}
+	compacted, published := s.compacted, s.rev
+	s.mu.Unlock()
+	if after < compacted {
+		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+	}
+	if after == ^authz.Revision(0) {
+		return nil, nil
+	}
+	err := unpanicked(func() error {
+		return s.db.View(func(tx *bbolt.Tx) error {
+			compacted, err := storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyCompacted))
+			if err != nil {
+				return err
+			}
+			if after < compacted {
+				return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+			}
+			c := tx.Bucket(bucketChanges).Cursor()
+			end := storage.EncodeRevision(published)
+			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && bytes.Compare(k, end) <= 0 && len(counts) < limit; k, v = c.Next() {
+				n, err := storage.ChangeSetLen(v)
+				if err != nil {
+					return fmt.Errorf("change set %x: %w", k, err)
+				}
+				counts = append(counts, n)
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, authz.ErrCompacted) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: change counts: %w", closedAsErrClosed(err))
+	}
+	return counts, nil
+}
+
 // CommitTime implements authz.CommitTimer: the time of a change set kept
 // in memory, or else read from its value in the file, its changes left
 // undecoded.

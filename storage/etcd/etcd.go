@@ -520,6 +520,43 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	return css, err
 }
 
+// ChangeCounts implements authz.ChangeCounter: the changes counted in the
+// change sets' values, undecoded.
+func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("storage: change counts: limit must be positive, got %d", limit)
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if after == ^authz.Revision(0) {
+		return nil, nil
+	}
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.compactedKey()),
+		clientv3.OpGet(s.logKey(after+1), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.logPrefix())), clientv3.WithLimit(int64(limit))),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("storage: change counts: %w", err)
+	}
+	compacted, _, err := value(resp.Responses[0])
+	if err != nil {
+		return nil, err
+	}
+	if after < compacted {
+		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+	}
+	var counts []int
+	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
+		n, err := storage.ChangeSetLen(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("storage: change set %q: %w", kv.Key, err)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
+}
+
 // CommitTime implements authz.CommitTimer: the time read from the change
 // set's value, its changes left undecoded.
 func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, bool, error) {

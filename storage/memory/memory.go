@@ -186,6 +186,19 @@ func (m *Memory) Changes(_ context.Context, after authz.Revision, limit int) ([]
 	return slices.Clone(rest[:min(limit, len(rest))]), nil
 }
 
+// ChangeCounts implements authz.ChangeCounter.
+func (m *Memory) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
+	css, err := m.Changes(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	counts := make([]int, len(css))
+	for i, cs := range css {
+		counts[i] = len(cs.Changes)
+	}
+	return counts, nil
+}
+
 // CommitTime implements authz.CommitTimer.
 func (m *Memory) CommitTime(_ context.Context, rev authz.Revision) (time.Time, bool, error) {
 	m.mu.Lock()

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) storage.Backend) {
 		{"Changes returns committed change sets whole, paginated by after and limit", testChanges},
 		{"the store stamps a change set without a time", testTimeStamped},
 		{"CommitTime tells a change set's time as Changes does, and nothing of one compacted or not committed", testCommitTime},
+		{"ChangeCounts counts the changes of the change sets Changes returns, and is ErrCompacted where it is", testChangeCounts},
 		{"Watch from a revision yields what follows it, in order, then what is committed", testWatchFromRevision},
 		{"Watch ends when its context ends, and with an error when the store closes", testWatchEnds},
 		{"a load and a watch from its revision join with no gap and no repeat", testLoadThenWatch},
@@ -392,6 +393,44 @@ func testCommitTime(t *testing.T, h *harness) {
 			if got, ok, err := timer.CommitTime(context.Background(), rev); err != nil || ok {
 				t.Errorf("CommitTime(%d) = %s, %t, %v; want none, the log holding revisions 2 to 5", rev, got, ok, err)
 			}
+		}
+	}
+	check(t)
+	h.reopen()
+	check(t)
+}
+
+func testChangeCounts(t *testing.T, h *harness) {
+	h.commit(changeSet("svc"))
+	for i := range 4 {
+		var cs []authz.Change
+		for j := range i + 1 {
+			cs = append(cs, put(grant(fmt.Sprintf("user:n%d-%d", i, j), "viewer", "doc:1", time.Time{})))
+		}
+		h.commit(changeSet("svc", cs...))
+	}
+	if err := h.b.Compact(context.Background(), 1); err != nil {
+		t.Fatalf("Compact(1): %v", err)
+	}
+	check := func(t *testing.T) {
+		counter, ok := h.b.(authz.ChangeCounter)
+		if !ok {
+			t.Fatalf("%T is no authz.ChangeCounter", h.b)
+		}
+		for _, r := range []struct {
+			after authz.Revision
+			limit int
+		}{{1, 10}, {1, 2}, {3, 1}, {4, 10}, {5, 10}, {^authz.Revision(0), 10}} {
+			var want []int
+			for _, cs := range h.changes(r.after, r.limit) {
+				want = append(want, len(cs.Changes))
+			}
+			if got, err := counter.ChangeCounts(context.Background(), r.after, r.limit); err != nil || !slices.Equal(got, want) {
+				t.Errorf("ChangeCounts(%d, %d) = %v, %v; want %v, as Changes gives", r.after, r.limit, got, err, want)
+			}
+		}
+		if _, err := counter.ChangeCounts(context.Background(), 0, 10); !errors.Is(err, authz.ErrCompacted) {
+			t.Errorf("ChangeCounts(0) after Compact(1) = %v, want ErrCompacted", err)
 		}
 	}
 	check(t)
