@@ -380,6 +380,30 @@ func TestALaterPageReadsABoundedShareOfTheLog(t *testing.T) {
 	}
 }
 
+// A client may come back with a token from before a change set larger than
+// a later page reads, a policy's of tens of thousands of resources: the
+// page learns that it does not fit from the backend's count of its
+// changes, and reads none of them.
+func TestALaterPageReadsNoChangeSetLargerThanItMayRead(t *testing.T) {
+	w, q, _, next, _ := bobsCalls(t, 6)
+	p := streamPolicy()
+	for i := range 20_000 { // one change set, which cannot change the answer
+		p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("room:r%d", i)})
+	}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := w.be.changesRead()
+	_, _, _, err := w.eng.LookupResources(w.ctx, q, 3, next)
+	if read := w.be.changesRead() - before; read > 0 {
+		t.Errorf("the page read %d changes of the change set of 20,000 committed since its token; want none", read)
+	}
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" || e.Kind != authz.KindPageTokenExpired {
+		t.Errorf("a page after a change set larger than a page reads = %v, want FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) on page_token", err)
+	}
+}
+
 // A later page judges the change sets since the page before it while
 // writes go on: what it reads of the index, it reads as a page does, under
 // the index's lock (go test -race holds it to that).
