@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -213,10 +214,13 @@ type Result struct {
 }
 
 // Join decides whether subject may enter resource now, as DESIGN.md's
-// "Admission: joining a call" says, and makes it a session if so. An
-// unknown resource is NotFound; one no admission rule governs is
-// FailedPrecondition.
-func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.Revision) (Result, error) {
+// "Admission: joining a call" says, and makes it a session if so, or a
+// knock, of caller: the caller of the server's callers file that asks, ""
+// for the anonymous caller of a server without one. An unknown resource is
+// NotFound; one no admission rule governs is FailedPrecondition; a caller
+// that holds its share of the store's sessions and knocks is
+// ResourceExhausted (KindCallerSessionLimit).
+func (m *Manager) Join(ctx context.Context, caller, subject, resource string, min authz.Revision) (Result, error) {
 	p, err := m.presence(ctx, subject, resource, min)
 	if err != nil {
 		return Result{}, err
@@ -225,7 +229,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	r, decided := m.gate(p, subject, resource, now)
 	if decided {
 		if r.Outcome == Lobby {
-			return m.knock(ctx, r, p, subject, resource, "", now)
+			return m.knock(ctx, r, p, caller, subject, resource, "", now)
 		}
 		return r, nil
 	}
@@ -235,7 +239,7 @@ func (m *Manager) Join(ctx context.Context, subject, resource string, min authz.
 	if noRoomJoin(&r, p, subject, resource) {
 		return r, nil
 	}
-	s := Session{ID: newID(), Subject: subject, Call: resource, Joined: now, Expires: now.Add(lease),
+	s := Session{ID: newID(), Subject: subject, Call: resource, Caller: caller, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
@@ -418,10 +422,10 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 	return false, time.Time{}, ""
 }
 
-// knock puts subject in the lobby, or renews its knock there.
-func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, subject, resource, note string, now time.Time) (Result, error) {
+// knock puts subject in the lobby, or renews its knock there, for caller.
+func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller, subject, resource, note string, now time.Time) (Result, error) {
 	lease := p.Rule.LeaseOf()
-	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Note: note, Knocked: now, Expires: now.Add(lease)})
+	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Caller: caller, Note: note, Knocked: now, Expires: now.Add(lease)})
 	if errors.Is(err, ErrLobbyFull) {
 		return Result{}, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource", Value: resource,
 			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
@@ -440,8 +444,9 @@ const MaxNoteLen = 256
 // otherwise it answers what Join would, without joining: Blocked, NoGrant
 // (roomJoin's permission included), NotStarted, or Admitted when it may
 // join without knocking. Capacity and occupancy are Join's to decide, as a
-// knock holds no place in the call.
-func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Result, error) {
+// knock holds no place in the call. The knock is caller's, as Join's
+// session is, and counts against its share.
+func (m *Manager) Knock(ctx context.Context, caller, subject, resource, note string) (Result, error) {
 	if len(note) > MaxNoteLen {
 		cut := 32 // its beginning, cut where a character begins
 		for cut > 0 && !utf8.RuneStart(note[cut]) {
@@ -467,7 +472,7 @@ func (m *Manager) Knock(ctx context.Context, subject, resource, note string) (Re
 	if r.Outcome != Lobby {
 		return r, nil
 	}
-	return m.knock(ctx, r, p, subject, resource, note, now)
+	return m.knock(ctx, r, p, caller, subject, resource, note, now)
 }
 
 // Renewal is the answer to a KeepAlive.
@@ -811,6 +816,13 @@ func storeError(err error) error {
 	case errors.Is(err, ErrTooMany):
 		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit, Reason: "this server holds as many sessions as it may; try another"}
 	}
+	var share *ShareError
+	if errors.As(err, &share) {
+		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindCallerSessionLimit,
+			Reason: fmt.Sprintf("caller %q holds %d live sessions and lobby knocks, as many as one caller may hold at once (%d); "+
+				"leave some first, or let their leases run out", share.Caller, share.Held, share.Share),
+			Meta: map[string]string{"caller": share.Caller, "limit": strconv.Itoa(share.Share), "held": strconv.Itoa(share.Held)}}
+	}
 	var e *authz.Error
 	if errors.As(err, &e) {
 		return err
@@ -819,9 +831,10 @@ func storeError(err error) error {
 }
 
 // entering names resource in err, a refusal of a Join or a Knock there for
-// want of room on the node, as the field the request asked for.
+// want of room on the node, or in its caller's share, as the field the
+// request asked for.
 func entering(err error, resource string) error {
-	if e, ok := err.(*authz.Error); ok && e.Kind == authz.KindSessionLimit {
+	if e, ok := err.(*authz.Error); ok && (e.Kind == authz.KindSessionLimit || e.Kind == authz.KindCallerSessionLimit) {
 		e.Field, e.Value = "resource", resource
 	}
 	return err

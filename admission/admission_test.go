@@ -89,7 +89,7 @@ func (w *world) grant(subject, role, resource string) {
 
 func (w *world) join(subject, resource string) admission.Result {
 	w.t.Helper()
-	r, err := w.m.Join(w.ctx, subject, resource, 0)
+	r, err := w.m.Join(w.ctx, "", subject, resource, 0)
 	if err != nil {
 		w.t.Fatalf("Join(%s, %s): %v", subject, resource, err)
 	}
@@ -134,11 +134,11 @@ func TestJoinOutcomes(t *testing.T) {
 	}
 	w.wantJoin("user:member", "call:acme:stage", admission.Admitted)
 
-	_, err := w.m.Join(w.ctx, "user:member", "call:acme:nope", 0)
+	_, err := w.m.Join(w.ctx, "", "user:member", "call:acme:nope", 0)
 	if authz.CodeOf(err) != authz.NotFound {
 		t.Errorf("Join on an unregistered call = %v, want NotFound", err)
 	}
-	_, err = w.m.Join(w.ctx, "user:member", "account:acme", 0)
+	_, err = w.m.Join(w.ctx, "", "user:member", "account:acme", 0)
 	if authz.CodeOf(err) != authz.FailedPrecondition {
 		t.Errorf("Join on a resource no rule governs = %v, want FailedPrecondition", err)
 	}
@@ -204,7 +204,7 @@ func TestOnlyAnAdmittedJoinSaysBackstage(t *testing.T) {
 			t.Errorf("%s: Join(%s, %s) = %s with backstage %t, want %t", step.name, step.subject, step.call, r.Outcome, r.Backstage, step.backstage)
 		}
 	}
-	if k, err := w.m.Knock(w.ctx, "user:s2", "call:acme:1", ""); err != nil || k.Outcome != admission.Lobby || k.Backstage {
+	if k, err := w.m.Knock(w.ctx, "", "user:s2", "call:acme:1", ""); err != nil || k.Outcome != admission.Lobby || k.Backstage {
 		t.Errorf("Knock of a speaker before the call opens = %s with backstage %t, %v; want LOBBY without backstage", k.Outcome, k.Backstage, err)
 	}
 	if _, err := w.m.Admit(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:s1", time.Time{}); err != nil {
@@ -234,7 +234,7 @@ func TestConcurrentJoinsFillACallExactly(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := w.m.Join(w.ctx, fmt.Sprintf("user:u%03d", i), "call:acme:big", 0)
+			r, err := w.m.Join(w.ctx, "", fmt.Sprintf("user:u%03d", i), "call:acme:big", 0)
 			if err != nil {
 				t.Error(err)
 			}
@@ -286,7 +286,7 @@ func TestLobbyAdmitAndDeny(t *testing.T) {
 	// A visitor with no grant cannot even knock; one with a grant below the
 	// lobby's bypass waits.
 	w.grant("user:guest", "guest", "account:acme")
-	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "Gus from Globex")
+	k, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "Gus from Globex")
 	if err != nil || k.Outcome != admission.Lobby || k.Session == "" {
 		t.Fatalf("Knock = %+v, %v", k, err)
 	}
@@ -481,7 +481,7 @@ func TestAKnockWithTooLongANoteIsRefusedInValidUTF8(t *testing.T) {
 	w.grant("user:guest", "guest", "call:acme:1")
 	// "é" is two bytes: the 32nd byte is the first half of one.
 	note := strings.Repeat("a", 31) + strings.Repeat("é", admission.MaxNoteLen)
-	_, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", note)
+	_, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", note)
 	var e *authz.Error
 	if !errors.As(err, &e) || e.Code != authz.Invalid || e.Field != "note" {
 		t.Fatalf("Knock with a note of %d bytes: %v, want INVALID_ARGUMENT naming note", len(note), err)
@@ -515,7 +515,7 @@ func TestUnsharedRoomIsAvailableOnceItsOccupantMayNoLongerBeThere(t *testing.T) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := w.m.Join(w.ctx, "user:sub2", "room:acme:a", rev)
+		r, err := w.m.Join(w.ctx, "", "user:sub2", "room:acme:a", rev)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,7 +51,7 @@ func BenchmarkJoin(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					r, err := m.Join(b.Context(), subjects[i%len(subjects)], "call:acme:1", 0)
+					r, err := m.Join(b.Context(), "", subjects[i%len(subjects)], "call:acme:1", 0)
 					if err != nil || r.Outcome != admission.Admitted {
 						b.Fatalf("Join = %+v, %v", r, err)
 					}
@@ -69,7 +69,7 @@ func BenchmarkLeaveCall(b *testing.B) {
 		b.Run(fmt.Sprintf("%d participants", n), func(b *testing.B) {
 			m, subjects := benchWorld(b, n, nil)
 			for _, s := range subjects {
-				if r, err := m.Join(b.Context(), s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
+				if r, err := m.Join(b.Context(), "", s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
 					b.Fatalf("Join = %+v, %v", r, err)
 				}
 			}
@@ -79,7 +79,7 @@ func BenchmarkLeaveCall(b *testing.B) {
 				if err := m.LeaveCall(b.Context(), s, "call:acme:1"); err != nil {
 					b.Fatal(err)
 				}
-				if r, err := m.Join(b.Context(), s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
+				if r, err := m.Join(b.Context(), "", s, "call:acme:1", 0); err != nil || r.Outcome != admission.Admitted {
 					b.Fatalf("Join = %+v, %v", r, err)
 				}
 			}
@@ -96,7 +96,7 @@ func BenchmarkLeaveCall(b *testing.B) {
 func BenchmarkJoinOnThePlatform(b *testing.B) {
 	m, joins := platform(b, bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100, Users: 100_000, Grants: 200_000}, 30_000)
 	join := func(j bench.Join) {
-		if r, err := m.Join(b.Context(), j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
+		if r, err := m.Join(b.Context(), "", j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
 			b.Fatalf("Join(%s, %s) = %+v, %v", j.Subject, j.Call, r, err)
 		}
 	}

@@ -29,7 +29,7 @@ func TestSessionsHoldLittleMemory(t *testing.T) {
 	for round := range 3 {
 		for i := range joins {
 			j := joins[(i*7919+round)%len(joins)]
-			if r, err := m.Join(t.Context(), j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
+			if r, err := m.Join(t.Context(), "", j.Subject, j.Call, 0); err != nil || r.Outcome != admission.Admitted {
 				t.Fatalf("Join(%s, %s) = %+v, %v", j.Subject, j.Call, r, err)
 			}
 		}

@@ -18,11 +18,15 @@ type MemoryStore struct {
 	clock       authz.Clock
 	maxSessions int
 	maxKnocks   int
+	callerShare int
 
 	mu       sync.Mutex
 	calls    map[string]*callState
 	sessions map[string]*liveSession // by id
 	knocks   map[string]*liveKnock   // by id
+	// held counts the live sessions and knocks of each caller; the
+	// anonymous caller, and a caller of none, have no entry.
+	held map[string]int
 	// expiries orders the leases of live sessions and knocks, one entry
 	// each, kept in the session or knock itself.
 	expiries dueQueue[*lease]
@@ -153,6 +157,10 @@ type MemoryOptions struct {
 	MaxSessions int
 	// MaxKnocks bounds the knocks of one call; default DefaultMaxKnocks.
 	MaxKnocks int
+	// CallerShare bounds the live sessions and knocks of one caller
+	// (their Caller), of MaxSessions; default a quarter of MaxSessions,
+	// at least one (admission.CallerShare).
+	CallerShare int
 }
 
 // Defaults of MemoryOptions.
@@ -178,6 +186,7 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	}
 	m := &MemoryStore{
 		clock: opts.Clock, maxSessions: opts.MaxSessions, maxKnocks: opts.MaxKnocks,
+		callerShare: CallerShare(opts.CallerShare, opts.MaxSessions), held: map[string]int{},
 		calls: map[string]*callState{}, sessions: map[string]*liveSession{}, knocks: map[string]*liveKnock{},
 		signal: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
@@ -222,6 +231,14 @@ func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string,
 	if out, detail := c.room(&s, old, max); out != Admitted {
 		return out, detail, nil
 	}
+	// One that replaces the caller's own session or knock of the subject
+	// adds none to its share; one that replaces another caller's adds one,
+	// and takes one from that caller's.
+	if s.Caller != "" && !(old != nil && old.Caller == s.Caller) && !(knock != nil && knock.Caller == s.Caller) {
+		if err := m.share(s.Caller); err != nil {
+			return 0, "", err
+		}
+	}
 	// A session that replaces the subject's own, or its knock, adds none.
 	if old == nil && knock == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		return 0, "", ErrTooMany
@@ -232,6 +249,7 @@ func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string,
 		// place in memory: a record of the old lease left in the queue
 		// holds no session that has ended.
 		delete(m.sessions, old.ID)
+		m.release(old.Caller)
 		c.unmark(old)
 		ended := old.Session
 		m.queue(StoreEvent{Session: &ended, Ended: &Ending{Why: Replaced}, Time: now}, signal)
@@ -250,6 +268,7 @@ func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string,
 	}
 	c.add(stored)
 	m.sessions[s.ID] = stored
+	m.hold(s.Caller)
 	// The event gets a copy: Renew changes the stored session.
 	began := s
 	m.queue(StoreEvent{Session: &began, Time: now}, signal)
@@ -375,6 +394,16 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	}
 	k.Call = c.name
 	if old := c.knocks[k.Subject]; old != nil {
+		// The knock is the caller's that renews it: another caller's
+		// renewal takes it from the first's share into its own.
+		if old.Caller != k.Caller {
+			if err := m.share(k.Caller); err != nil {
+				return Knock{}, err
+			}
+			m.release(old.Caller)
+			old.Caller = k.Caller
+			m.hold(k.Caller)
+		}
 		old.Expires = k.Expires
 		if k.Note != "" {
 			old.Note = k.Note
@@ -385,6 +414,10 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	if len(c.knocks) >= m.maxKnocks {
 		m.dropIfEmpty(k.Call, c)
 		return Knock{}, ErrLobbyFull
+	}
+	if err := m.share(k.Caller); err != nil {
+		m.dropIfEmpty(k.Call, c)
+		return Knock{}, err
 	}
 	if len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		m.dropIfEmpty(k.Call, c)
@@ -399,6 +432,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	}
 	c.knocks[k.Subject] = stored
 	m.knocks[k.ID] = stored
+	m.hold(k.Caller)
 	m.expiries.set(&stored.lease, k.Expires.UnixNano())
 	began := k
 	m.emit(StoreEvent{Knock: &began, Time: now})
@@ -508,6 +542,7 @@ func (m *MemoryStore) Close() error {
 
 func (m *MemoryStore) endSession(c *callState, s *liveSession, why Ending, now time.Time) {
 	delete(m.sessions, s.ID)
+	m.release(s.Caller)
 	m.expiries.drop(&s.lease)
 	if c != nil && c.sessions[s.Subject] == s {
 		c.remove(s)
@@ -518,12 +553,43 @@ func (m *MemoryStore) endSession(c *callState, s *liveSession, why Ending, now t
 
 func (m *MemoryStore) endKnock(c *callState, k *liveKnock, why Why, now time.Time) {
 	delete(m.knocks, k.ID)
+	m.release(k.Caller)
 	m.expiries.drop(&k.lease)
 	if c != nil && c.knocks[k.Subject] == k {
 		delete(c.knocks, k.Subject)
 		m.dropIfEmpty(k.Call, c)
 	}
 	m.emit(StoreEvent{Knock: &k.Knock, Ended: &Ending{Why: why}, Time: now})
+}
+
+// share refuses one more session or knock of caller when it holds its
+// share already; the anonymous caller's share is the whole store. m.mu is
+// held, and lapsed leases were swept: what a caller holds is live.
+func (m *MemoryStore) share(caller string) error {
+	if caller == "" {
+		return nil
+	}
+	if n := m.held[caller]; n >= m.callerShare {
+		return &ShareError{Caller: caller, Share: m.callerShare, Held: n}
+	}
+	return nil
+}
+
+// hold counts a session or knock of caller in; release counts it out. m.mu
+// is held.
+func (m *MemoryStore) hold(caller string) {
+	if caller != "" {
+		m.held[caller]++
+	}
+}
+
+func (m *MemoryStore) release(caller string) {
+	if caller == "" {
+		return
+	}
+	if m.held[caller]--; m.held[caller] <= 0 {
+		delete(m.held, caller)
+	}
 }
 
 func (m *MemoryStore) dropIfEmpty(call string, c *callState) {

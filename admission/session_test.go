@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -226,7 +227,7 @@ func TestKeepAliveRenewsTheLease(t *testing.T) {
 func TestAKnockIsKeptAliveUntilTheSubjectMayJoin(t *testing.T) {
 	w := newWorld(t)
 	w.grant("user:guest", "guest", "account:acme")
-	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "Gus")
+	k, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "Gus")
 	if err != nil || k.Outcome != admission.Lobby || k.Session == "" {
 		t.Fatalf("Knock = %+v, %v", k, err)
 	}
@@ -239,7 +240,7 @@ func TestAKnockIsKeptAliveUntilTheSubjectMayJoin(t *testing.T) {
 		t.Errorf("knock renewed until %s, want %s", ren.Expires, want)
 	}
 	// Knocking again keeps the knock.
-	again, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	again, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
 	if err != nil || again.Session != k.Session {
 		t.Errorf("a second knock = %+v, %v; want the same knock %q", again, err, k.Session)
 	}
@@ -269,7 +270,7 @@ func TestAKnockOfABlockedSubjectEndsAtKeepAlive(t *testing.T) {
 	w := newWorld(t)
 	w.grant("user:guest", "guest", "account:acme")
 	watch := w.watch("call:acme:1")
-	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	k, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
 	if err != nil || k.Outcome != admission.Lobby {
 		t.Fatalf("Knock = %+v, %v", k, err)
 	}
@@ -419,7 +420,7 @@ func TestTheNodeHoldsAtMostMaxSessions(t *testing.T) {
 	}
 	a := w.wantJoin("user:a", "call:acme:1", admission.Admitted)
 	w.wantJoin("user:b", "room:acme:a", admission.Admitted)
-	_, err := w.m.Join(w.ctx, "user:c", "call:acme:1", 0)
+	_, err := w.m.Join(w.ctx, "", "user:c", "call:acme:1", 0)
 	var e *authz.Error
 	if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Kind != authz.KindSessionLimit || e.Field != "resource" || e.Value != "call:acme:1" {
 		t.Fatalf("a join past MaxSessions = %v, want ResourceExhausted (SESSION_LIMIT) naming resource call:acme:1", err)
@@ -428,13 +429,64 @@ func TestTheNodeHoldsAtMostMaxSessions(t *testing.T) {
 	a = w.wantJoin("user:a", "call:acme:1", admission.Admitted)
 	// Knocks count too.
 	w.grant("user:guest", "guest", "account:acme")
-	if _, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", ""); !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Field != "resource" || e.Value != "call:acme:1" {
+	if _, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", ""); !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Field != "resource" || e.Value != "call:acme:1" {
 		t.Errorf("a knock past MaxSessions = %v, want ResourceExhausted naming resource call:acme:1", err)
 	}
 	if err := w.m.Leave(w.ctx, a.Session); err != nil {
 		t.Fatal(err)
 	}
 	w.wantJoin("user:c", "call:acme:1", admission.Admitted)
+}
+
+func TestOneCallerHoldsAtMostItsShareOfTheNode(t *testing.T) {
+	// A quarter of 8: 2 sessions and knocks each.
+	w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{MaxSessions: 8})
+	for _, s := range []string{"user:a", "user:b", "user:c", "user:d"} {
+		w.grant(s, "member", "account:acme")
+	}
+	w.grant("user:guest", "guest", "account:acme")
+	join := func(caller, subject, resource string) (admission.Result, error) {
+		return w.m.Join(w.ctx, caller, subject, resource, 0)
+	}
+	if r, err := join("media-a", "user:a", "call:acme:1"); err != nil || r.Outcome != admission.Admitted {
+		t.Fatalf("media-a's first join = %+v, %v", r, err)
+	}
+	if r, err := join("media-a", "user:guest", "call:acme:1"); err != nil || r.Outcome != admission.Lobby {
+		t.Fatalf("media-a's join of a guest = %+v, %v; want LOBBY", r, err)
+	}
+	before := w.m.Counts()
+	wantRefused := func(what string, err error, resource string) {
+		t.Helper()
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Kind != authz.KindCallerSessionLimit ||
+			e.Field != "resource" || e.Value != resource ||
+			!maps.Equal(e.Meta, map[string]string{"caller": "media-a", "limit": "2", "held": "2"}) {
+			t.Errorf("%s = %v (%+v); want ResourceExhausted (CALLER_SESSION_LIMIT) naming resource %s and media-a holding 2 of 2", what, err, e, resource)
+		}
+	}
+	_, err := join("media-a", "user:b", "room:acme:a")
+	wantRefused("a join past the caller's share", err, "room:acme:a")
+	w.grant("user:guest2", "guest", "account:acme")
+	_, err = w.m.Knock(w.ctx, "media-a", "user:guest2", "call:acme:1", "")
+	wantRefused("a knock past the caller's share", err, "call:acme:1")
+	_, err = join("media-a", "user:guest2", "call:acme:1")
+	wantRefused("a join to the lobby past the caller's share", err, "call:acme:1")
+	if after := w.m.Counts(); after != before {
+		t.Errorf("the refusals changed the counts from %+v to %+v", before, after)
+	}
+	// Its own re-join and its guest's knock again take no more; another
+	// caller, and the anonymous one, still enter.
+	if r, err := join("media-a", "user:a", "call:acme:1"); err != nil || r.Outcome != admission.Admitted {
+		t.Errorf("media-a's re-join at its share = %+v, %v; want ADMITTED", r, err)
+	}
+	if r, err := join("media-a", "user:guest", "call:acme:1"); err != nil || r.Outcome != admission.Lobby {
+		t.Errorf("media-a's guest knocking again at its share = %+v, %v; want LOBBY", r, err)
+	}
+	for _, j := range []struct{ caller, subject string }{{"media-b", "user:b"}, {"", "user:c"}, {"", "user:d"}} {
+		if r, err := join(j.caller, j.subject, "call:acme:1"); err != nil || r.Outcome != admission.Admitted {
+			t.Errorf("Join of %s by %q = %+v, %v; want ADMITTED", j.subject, j.caller, r, err)
+		}
+	}
 }
 
 func TestAKnockingSubjectWhoMayJoinIsNotRefusedForItsOwnKnock(t *testing.T) {
@@ -499,7 +551,7 @@ func TestSessionsStayConsistentUnderConcurrentJoinsAndWrites(t *testing.T) {
 				switch rng.IntN(5) {
 				case 0, 1:
 					var r admission.Result
-					if r, err = w.m.Join(ctx, subject, call, 0); err == nil && r.Session != "" {
+					if r, err = w.m.Join(ctx, "", subject, call, 0); err == nil && r.Session != "" {
 						ids[subject] = r.Session
 						if r.Outcome == admission.Admitted {
 							joined.Store(r.Session, subject)
@@ -696,7 +748,7 @@ func TestAJoinThatABanOvertakesIsRefusedWithNoToken(t *testing.T) {
 			banID = id
 		}
 		w.m = admission.New(eng, admission.Options{Store: store, LiveKit: &tokenKey})
-		r, err := w.m.Join(w.ctx, "user:member", "call:acme:1", 0)
+		r, err := w.m.Join(w.ctx, "", "user:member", "call:acme:1", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -719,7 +771,7 @@ func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefused(t *testing.T) {
 	w := newWorld(t)
 	w.grant("user:host", "host", "call:acme:1")
 	w.grant("user:guest", "guest", "account:acme")
-	k, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	k, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
 	if err != nil || k.Outcome != admission.Lobby {
 		t.Fatalf("Knock = %+v, %v", k, err)
 	}
@@ -765,7 +817,7 @@ func TestKeepAliveRightAfterAnEndingSaysHowItEnded(t *testing.T) {
 	w.grant("user:guest", "guest", "account:acme")
 	w.grant("user:other", "guest", "account:acme")
 	w.grant("user:member", "member", "account:acme")
-	admitted, err := w.m.Knock(w.ctx, "user:guest", "call:acme:1", "")
+	admitted, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
 	if err != nil || admitted.Outcome != admission.Lobby {
 		t.Fatalf("Knock = %+v, %v", admitted, err)
 	}
@@ -776,7 +828,7 @@ func TestKeepAliveRightAfterAnEndingSaysHowItEnded(t *testing.T) {
 		t.Errorf("KeepAlive of a knock just admitted = %+v, %v; want ADMITTED", ren, err)
 	}
 
-	denied, err := w.m.Knock(w.ctx, "user:other", "call:acme:1", "")
+	denied, err := w.m.Knock(w.ctx, "", "user:other", "call:acme:1", "")
 	if err != nil || denied.Outcome != admission.Lobby {
 		t.Fatalf("Knock = %+v, %v", denied, err)
 	}

@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,11 @@ type Session struct {
 	ID      string
 	Subject string
 	Call    string
+	// Caller is the caller of the server's callers file that made the
+	// session, whose share of the store (CallerShare) it counts against;
+	// "" for the anonymous caller of a server without one, whose sessions
+	// count for nobody's share.
+	Caller  string
 	Joined  time.Time
 	Expires time.Time
 	// Counted: the session counts against the call's max_participants;
@@ -39,6 +45,9 @@ type Knock struct {
 	ID      string
 	Subject string
 	Call    string
+	// Caller is the caller that last knocked, whose share the knock counts
+	// against, as a session's Caller.
+	Caller  string
 	Note    string
 	Knocked time.Time
 	Expires time.Time
@@ -91,7 +100,10 @@ type Store interface {
 	// room for a counted s (Full, with how many there are), or one holds
 	// any of s.Exclusive (InUse, with which). The decision and the session
 	// are atomic with every other Join on the call. A session the subject
-	// already had in the call ends as Replaced.
+	// already had in the call ends as Replaced. A session of a caller
+	// (s.Caller) that would take it past its share is refused with a
+	// *ShareError, unless it takes the place of the caller's own session or
+	// knock of the subject in the call.
 	Join(ctx context.Context, s Session, max uint32) (Outcome, string, error)
 	// Mark sets a live session's Counted and Exclusive anew, as the rule
 	// in force reads its subject after a grant, a revoke or a role changed,
@@ -112,7 +124,8 @@ type Store interface {
 	// lookup, however many the call holds.
 	SessionOf(call, subject string) (Session, bool)
 	// Knock puts k in its call's lobby, or renews the subject's knock
-	// there, keeping its id.
+	// there, keeping its id; the knock is then k.Caller's. A knock that
+	// would take k.Caller past its share is refused with a *ShareError.
 	Knock(ctx context.Context, k Knock) (Knock, error)
 	// Unknock takes subject out of call's lobby; false when it was not
 	// there.
@@ -203,6 +216,31 @@ var ErrNoSession = errors.New("no live session or knock with that id")
 
 // ErrTooMany is the error of a Join or Knock past the store's bounds.
 var ErrTooMany = errors.New("too many sessions")
+
+// ShareError is the error of a Join or Knock of a caller that holds its
+// share of the store's live sessions and knocks (CallerShare), which it
+// would pass: one caller of many, a media server's sidecar gone wrong or
+// whose token leaked, may not take the store whole and leave the others
+// none.
+type ShareError struct {
+	Caller string
+	Share  int // the most sessions and knocks the caller may hold
+	Held   int // how many it holds
+}
+
+func (e *ShareError) Error() string {
+	return fmt.Sprintf("caller %q holds %d live sessions and knocks, and may hold at most %d", e.Caller, e.Held, e.Share)
+}
+
+// CallerShare is the share of a store's MaxSessions that one caller may
+// hold, given (when not 0) or else a quarter of maxSessions, at least one:
+// enough for four callers at once however each behaves.
+func CallerShare(given, maxSessions int) int {
+	if given > 0 {
+		return given
+	}
+	return max(1, maxSessions/4)
+}
 
 // ErrLobbyFull is the error of a Knock on a call whose lobby holds as many
 // knocks as a lobby may.

@@ -12,7 +12,7 @@ import (
 func TestMemoryStore(t *testing.T) {
 	storetest.Run(t, storetest.Backend{
 		Open: func(t *testing.T, b storetest.Bounds) admission.Store {
-			return admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: b.MaxSessions, MaxKnocks: b.MaxKnocks})
+			return admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: b.MaxSessions, MaxKnocks: b.MaxKnocks, CallerShare: b.CallerShare})
 		},
 	})
 }

@@ -210,11 +210,11 @@ func TestAKnockAnswersWhatJoinWouldOfRoomJoin(t *testing.T) {
 	w := newTokenWorld(t, &tokenKey)
 	w.grant("user:outsider", "outsider", "call:acme:1")
 	w.grant("user:member", "member", "call:acme:1")
-	r, err := w.m.Knock(w.ctx, "user:outsider", "call:acme:1", "")
+	r, err := w.m.Knock(w.ctx, "", "user:outsider", "call:acme:1", "")
 	if err != nil || r.Outcome != admission.NoGrant || !strings.Contains(r.Reason, `"room.enter"`) {
 		t.Errorf("Knock without roomJoin's permission = %s (%q), %v; want NO_GRANT naming room.enter", r.Outcome, r.Reason, err)
 	}
-	r, err = w.m.Knock(w.ctx, "user:member", "call:acme:1", "")
+	r, err = w.m.Knock(w.ctx, "", "user:member", "call:acme:1", "")
 	if err != nil || r.Outcome != admission.Admitted || !strings.Contains(r.Reason, "without knocking") {
 		t.Errorf("Knock of a member = %s (%q), %v; want ADMITTED, without knocking", r.Outcome, r.Reason, err)
 	}

@@ -31,7 +31,7 @@ func BenchmarkTouchedByAWriteOnARoom(b *testing.B) {
 		if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: s, Role: "member", Resource: call}); err != nil {
 			b.Fatal(err)
 		}
-		if r, err := m.Join(b.Context(), s, call, 0); err != nil || r.Outcome != Admitted {
+		if r, err := m.Join(b.Context(), "", s, call, 0); err != nil || r.Outcome != Admitted {
 			b.Fatal(r, err)
 		}
 	}
@@ -69,7 +69,7 @@ func BenchmarkWatchOfALargeCall(b *testing.B) {
 		if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: s, Role: "member", Resource: call}); err != nil {
 			b.Fatal(err)
 		}
-		if r, err := m.Join(b.Context(), s, call, 0); err != nil || r.Outcome != Admitted {
+		if r, err := m.Join(b.Context(), "", s, call, 0); err != nil || r.Outcome != Admitted {
 			b.Fatal(r, err)
 		}
 	}

@@ -49,7 +49,7 @@ func TestTheViewKeepsOneDueEntryPerSession(t *testing.T) {
 	if _, err := eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: "call:acme:1", Expires: clock.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := m.Join(ctx, "user:a", "call:acme:1", 0)
+	r, err := m.Join(ctx, "", "user:a", "call:acme:1", 0)
 	if err != nil || r.Outcome != Admitted {
 		t.Fatalf("Join = %+v, %v", r, err)
 	}
@@ -99,7 +99,7 @@ func TestTheViewKeepsOneDueEntryPerSession(t *testing.T) {
 	}
 	// A re-join takes the session's place, and its entry: one record of
 	// it is current, not the one it had before as well.
-	r, err = m.Join(ctx, "user:a", "call:acme:1", 0)
+	r, err = m.Join(ctx, "", "user:a", "call:acme:1", 0)
 	if err != nil || r.Outcome != Admitted {
 		t.Fatalf("Join again = %+v, %v", r, err)
 	}
@@ -236,7 +236,7 @@ func TestTheViewFollowsTheStore(t *testing.T) {
 				t.Fatal(err)
 			}
 		default:
-			if r, err := m.Join(ctx, s, c, 0); err != nil || r.Outcome != Admitted {
+			if r, err := m.Join(ctx, "", s, c, 0); err != nil || r.Outcome != Admitted {
 				t.Fatalf("step %d: Join(%s, %s) = %+v, %v", step, s, c, r, err)
 			}
 		}

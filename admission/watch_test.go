@@ -399,7 +399,7 @@ func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.
 				if rng.IntN(3) == 0 {
 					err = w.m.LeaveCall(w.ctx, subject, call)
 				} else {
-					_, err = w.m.Join(w.ctx, subject, call, 0)
+					_, err = w.m.Join(w.ctx, "", subject, call, 0)
 				}
 				if err != nil && authz.CodeOf(err) != authz.NotFound {
 					t.Errorf("%s: %v", subject, err)

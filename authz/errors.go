@@ -129,11 +129,12 @@ const (
 	KindSubjectBlocked     Kind = "SUBJECT_BLOCKED"
 
 	// ResourceExhausted.
-	KindLimitExceeded   Kind = "LIMIT_EXCEEDED"
-	KindQuotaExceeded   Kind = "QUOTA_EXCEEDED"
-	KindSessionLimit    Kind = "SESSION_LIMIT"
-	KindWatchLimit      Kind = "WATCH_LIMIT"
-	KindWatchFellBehind Kind = "WATCH_FELL_BEHIND"
+	KindLimitExceeded      Kind = "LIMIT_EXCEEDED"
+	KindQuotaExceeded      Kind = "QUOTA_EXCEEDED"
+	KindSessionLimit       Kind = "SESSION_LIMIT"
+	KindCallerSessionLimit Kind = "CALLER_SESSION_LIMIT" // the caller's share of the sessions
+	KindWatchLimit         Kind = "WATCH_LIMIT"
+	KindWatchFellBehind    Kind = "WATCH_FELL_BEHIND"
 
 	// PermissionDenied: one kind per delegation rule (see KindOf).
 	KindPermissionDenied  Kind = "PERMISSION_DENIED"

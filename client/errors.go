@@ -226,7 +226,7 @@ func transient(err error) bool {
 	case codes.ResourceExhausted:
 		// Usher's limits that lift with time; not a message too large.
 		switch Reason(err) {
-		case ReasonWatchLimit, ReasonCallerWatchLimit, ReasonWatchFellBehind, ReasonSessionLimit:
+		case ReasonWatchLimit, ReasonCallerWatchLimit, ReasonWatchFellBehind, ReasonSessionLimit, ReasonCallerSessionLimit:
 			return true
 		}
 	}

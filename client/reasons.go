@@ -45,7 +45,8 @@ const (
 const (
 	ReasonLimitExceeded        = "LIMIT_EXCEEDED" // a fixed limit
 	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
-	ReasonSessionLimit         = "SESSION_LIMIT"
+	ReasonSessionLimit         = "SESSION_LIMIT"          // the server holds as many sessions and knocks as it may
+	ReasonCallerSessionLimit   = "CALLER_SESSION_LIMIT"   // the caller holds its share of them
 	ReasonWatchLimit           = "WATCH_LIMIT"            // the server holds as many Watch streams as it may
 	ReasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"     // the caller holds its share of them
 	ReasonCallerInitialLimit   = "CALLER_INITIAL_LIMIT"   // the caller's WatchCall streams hold its share of the events of initial states not yet taken

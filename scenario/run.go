@@ -416,7 +416,7 @@ func (r *runner) wrote(s Step, what string, err error) bool {
 func (r *runner) join(s Step) bool {
 	j := s.Join
 	what := s.Describe()
-	res, err := r.sessions.Join(r.ctx, j.Subject, j.Resource, 0)
+	res, err := r.sessions.Join(r.ctx, "", j.Subject, j.Resource, 0)
 	if err != nil {
 		r.fail(s, "%s: %v", what, err)
 		return s.Outcome != ""

@@ -77,7 +77,7 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
 		return nil, err
 	}
-	r, err := s.m.Join(ctx, req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
+	r, err := s.m.Join(ctx, sharingCaller(ctx), req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -202,7 +202,7 @@ func (s *admissionServer) Knock(ctx context.Context, req *usherv1.KnockRequest) 
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	r, err := s.m.Knock(ctx, req.GetSubject(), req.GetResource(), req.GetNote())
+	r, err := s.m.Knock(ctx, sharingCaller(ctx), req.GetSubject(), req.GetResource(), req.GetNote())
 	if err != nil {
 		return nil, toStatus(err)
 	}

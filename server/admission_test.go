@@ -1186,7 +1186,7 @@ func (w *admWorld) fallBehind(t *testing.T, ctx context.Context, pairs int) (ush
 	reader.initial()
 	const burst = 8
 	for i := range pairs {
-		resp, err := w.m.Join(ctx, "user:busy", meeting7, 0)
+		resp, err := w.m.Join(ctx, "", "user:busy", meeting7, 0)
 		if err != nil || resp.Outcome != admission.Admitted {
 			t.Fatalf("Join: %v, %v", resp.Outcome, err)
 		}
@@ -1344,7 +1344,7 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 		if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: subject, Role: "call-member", Resource: meeting7}); err != nil {
 			t.Fatal(err)
 		}
-		if r, err := m.Join(t.Context(), subject, meeting7, 0); err != nil || r.Outcome != admission.Admitted {
+		if r, err := m.Join(t.Context(), "", subject, meeting7, 0); err != nil || r.Outcome != admission.Admitted {
 			t.Fatalf("Join(%s) = %v, %v", subject, r.Outcome, err)
 		}
 	}

@@ -32,6 +32,18 @@ type CallerShares struct {
 	CallInitialEvents int
 }
 
+// sharingCaller names the caller of ctx whose share of the session
+// store's live sessions and knocks its Joins and Knocks count against
+// (admission.MemoryOptions.CallerShare, etcdstore.Options.CallerShare):
+// the authenticated caller, or "" on a server without a callers file,
+// whose one anonymous caller's share is the whole store.
+func sharingCaller(ctx context.Context) string {
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+		return c.Name
+	}
+	return ""
+}
+
 // WithCallerShares sets each caller's share of the stream pools; a server
 // given none gives each caller a quarter of each pool.
 func WithCallerShares(c CallerShares) grpc.ServerOption { return sharesOption{shares: c} }

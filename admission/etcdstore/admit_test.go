@@ -47,7 +47,7 @@ func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
 		defer w.Close()
 		watches[name] = w
 	}
-	k, err := a.m.Join(ctx, "user:g", "call:acme:1", rev)
+	k, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
 	if err != nil || k.Outcome != admission.Lobby {
 		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
 	}
@@ -90,7 +90,7 @@ func TestAnAdmitRightAfterABlockElsewhereIsRefused(t *testing.T) {
 	by := authz.Author{Caller: "test"}
 	for i := range rounds {
 		call := fmt.Sprintf("call:acme:%d", i)
-		k, err := a.m.Join(ctx, "user:g", call, rev)
+		k, err := a.m.Join(ctx, "", "user:g", call, rev)
 		if err != nil || k.Outcome != admission.Lobby {
 			t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
 		}

@@ -37,6 +37,14 @@ func (e *entry) call() string {
 	return e.s.Call
 }
 
+// caller is the caller whose share e counts against; "" for none.
+func (e *entry) caller() string {
+	if e.knock {
+		return e.k.Caller
+	}
+	return e.s.Caller
+}
+
 func (e *entry) subject() string {
 	if e.knock {
 		return e.k.Subject
@@ -49,6 +57,9 @@ type cache struct {
 	byKey map[string]*entry
 	byID  map[string]*entry
 	calls map[string]*callEntries
+	// held counts the sessions and knocks of each caller; a record without
+	// a caller counts for nobody.
+	held map[string]int
 }
 
 type callEntries struct {
@@ -57,12 +68,13 @@ type callEntries struct {
 }
 
 func newCache() cache {
-	return cache{byKey: map[string]*entry{}, byID: map[string]*entry{}, calls: map[string]*callEntries{}}
+	return cache{byKey: map[string]*entry{}, byID: map[string]*entry{}, calls: map[string]*callEntries{}, held: map[string]int{}}
 }
 
 func (c *cache) put(e *entry) {
 	c.byKey[e.key] = e
 	c.byID[e.id()] = e
+	c.hold(e.caller(), 1)
 	ce := c.calls[e.call()]
 	if ce == nil {
 		ce = &callEntries{sessions: map[string]*entry{}, knocks: map[string]*entry{}}
@@ -81,6 +93,7 @@ func (c *cache) remove(e *entry) {
 	}
 	if c.byID[e.id()] == e {
 		delete(c.byID, e.id())
+		c.hold(e.caller(), -1)
 	}
 	ce := c.calls[e.call()]
 	if ce == nil {
@@ -95,6 +108,24 @@ func (c *cache) remove(e *entry) {
 	if len(ce.sessions) == 0 && len(ce.knocks) == 0 {
 		delete(c.calls, e.call())
 	}
+}
+
+// hold counts n more sessions or knocks of caller.
+func (c *cache) hold(caller string, n int) {
+	if caller == "" {
+		return
+	}
+	if c.held[caller] += n; c.held[caller] <= 0 {
+		delete(c.held, caller)
+	}
+}
+
+// update brings a newer record of e, a session or knock in the picture,
+// into it: a knock renewed by another caller is that caller's now.
+func (c *cache) update(e, n *entry) {
+	c.hold(e.caller(), -1)
+	e.update(n)
+	c.hold(e.caller(), 1)
 }
 
 // update brings a newer record of the same session or knock into e.
@@ -216,7 +247,7 @@ func (s *Store) applyRevision(evs []*clientv3.Event) {
 			continue
 		}
 		if old != nil && old.id() == e.id() {
-			old.update(e)
+			s.c.update(old, e)
 			continue
 		}
 		if old != nil {
@@ -239,7 +270,7 @@ func (s *Store) reconcile(listed map[string]*entry, reasons map[string]ended) {
 		n := listed[key]
 		switch {
 		case n != nil && n.id() == old.id():
-			old.update(n)
+			s.c.update(old, n)
 		case n != nil:
 			s.c.remove(old)
 			ends = append(ends, s.endedEvent(old, reasons, admission.Replaced))

@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,7 +27,7 @@ func TestStore(t *testing.T) {
 	var prefixes sync.Map // admission.Store -> its prefix
 	open := func(t *testing.T, prefix string, b storetest.Bounds) admission.Store {
 		s, err := etcdstore.New(context.Background(), c.Client(t), etcdstore.Options{
-			Prefix: prefix, MaxSessions: b.MaxSessions, MaxKnocks: b.MaxKnocks})
+			Prefix: prefix, MaxSessions: b.MaxSessions, MaxKnocks: b.MaxKnocks, CallerShare: b.CallerShare})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +125,7 @@ func TestManagersShareCalls(t *testing.T) {
 
 	join := func(r replica, subject string, want admission.Outcome) admission.Result {
 		t.Helper()
-		res, err := r.m.Join(ctx, subject, "call:acme:1", rev)
+		res, err := r.m.Join(ctx, "", subject, "call:acme:1", rev)
 		if err != nil || res.Outcome != want {
 			t.Fatalf("Join(%s) = %s (%s), %v; want %s", subject, res.Outcome, res.Reason, err, want)
 		}
@@ -335,6 +336,39 @@ func TestStoreEdges(t *testing.T) {
 		// take it.
 		if out, _, err := s.Join(ctx, sess("user:a", time.Minute), 1); err != nil || out != admission.Admitted {
 			t.Fatalf("Join = %s, %v; want ADMITTED", out, err)
+		}
+	})
+
+	t.Run("a record written before callers were recorded is read, and counts for nobody's share", func(t *testing.T) {
+		prefix := "/edges/" + t.Name() + "/"
+		old := map[string]string{
+			"adm/s/call:x\x00user:old":   `{"v":1,"id":"old-session","subject":"user:old","call":"call:x","joined":1,"expires":1,"counted":true,"revision":1}`,
+			"adm/k/call:x\x00user:waits": `{"v":1,"id":"old-knock","subject":"user:waits","call":"call:x","knocked":1,"expires":1}`,
+		}
+		for key, value := range old {
+			if _, err := c.Client(t).Put(ctx, prefix+key, value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := open(t, etcdstore.Options{Prefix: prefix, CallerShare: 1})
+		drain(s)
+		if got, ok := s.Session("old-session"); !ok || got.Subject != "user:old" || got.Caller != "" {
+			t.Errorf("Session of the older record = %+v, %t; want user:old's, of no caller", got, ok)
+		}
+		if got, ok := s.KnockOf("old-knock"); !ok || got.Subject != "user:waits" || got.Caller != "" {
+			t.Errorf("KnockOf the older record = %+v, %t; want user:waits's, of no caller", got, ok)
+		}
+		mine := sess("user:a", time.Minute)
+		mine.Caller = "media-a"
+		if out, _, err := s.Join(ctx, mine, admit); err != nil || out != admission.Admitted {
+			t.Fatalf("a caller's first Join beside the older records = %s, %v; want ADMITTED", out, err)
+		}
+		// The caller holds one, its own, of its share of one.
+		more := sess("user:b", time.Minute)
+		more.Caller = "media-a"
+		var e *admission.ShareError
+		if _, _, err := s.Join(ctx, more, admit); !errors.As(err, &e) || *e != (admission.ShareError{Caller: "media-a", Share: 1, Held: 1}) {
+			t.Errorf("a caller's second Join = %v; want its share of 1 refused, holding 1", err)
 		}
 	})
 }

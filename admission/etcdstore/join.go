@@ -39,6 +39,14 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 			s.revoke(lease)
 		}
 	}()
+	// A share of the caller's, taken while the session would add one to
+	// what it holds, until the picture holds the session.
+	var share func()
+	defer func() {
+		if share != nil {
+			share()
+		}
+	}()
 	for attempt := range s.opts.RetryConflicts {
 		if err := backoff(ctx, attempt); err != nil {
 			return 0, "", err
@@ -75,6 +83,20 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 		out, detail := admission.Room(others, sess, max)
 		if out != admission.Admitted {
 			return out, detail, nil
+		}
+		// One that replaces the caller's own session or knock of the
+		// subject, as etcd holds them, adds none to its share; one that
+		// replaces another caller's adds one.
+		switch {
+		case (old != nil && old.s.Caller == sess.Caller) || (knock != nil && knock.k.Caller == sess.Caller):
+			if share != nil {
+				share()
+				share = nil
+			}
+		case share == nil:
+			if share, err = s.takeShare(sess.Caller); err != nil {
+				return 0, "", err
+			}
 		}
 		// A session that replaces the subject's own, or its knock, adds none.
 		if oldMod == 0 && knockMod == 0 && s.count() >= s.opts.MaxSessions {

@@ -24,14 +24,14 @@ func TestKeepAliveRightAfterAJoinElsewhere(t *testing.T) {
 	a, b, rev := lobbyCalls(t, "/keepalive/", rounds)
 	ctx := t.Context()
 	for i := range rounds {
-		res, err := a.m.Join(ctx, "user:a", fmt.Sprintf("call:acme:%d", i), rev)
+		res, err := a.m.Join(ctx, "", "user:a", fmt.Sprintf("call:acme:%d", i), rev)
 		if err != nil || res.Outcome != admission.Admitted {
 			t.Fatalf("Join: %+v, %v", res, err)
 		}
 		if r, err := b.m.KeepAlive(ctx, res.Session); err != nil || r.Outcome != admission.Admitted {
 			t.Fatalf("round %d: KeepAlive through another replica right after the join = %+v, %v", i, r, err)
 		}
-		res, err = a.m.Join(ctx, "user:g", fmt.Sprintf("call:acme:%d", i), rev)
+		res, err = a.m.Join(ctx, "", "user:g", fmt.Sprintf("call:acme:%d", i), rev)
 		if err != nil || res.Outcome != admission.Lobby {
 			t.Fatalf("Join of a guest: %+v, %v", res, err)
 		}
@@ -73,7 +73,7 @@ func TestKeepAliveOnAReplicaBehindTheGrant(t *testing.T) {
 		if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: call}); err != nil {
 			t.Fatal(err)
 		}
-		res, err := a.m.Join(ctx, "user:a", call, rev)
+		res, err := a.m.Join(ctx, "", "user:a", call, rev)
 		if err != nil || res.Outcome != admission.Admitted {
 			t.Fatalf("Join: %+v, %v", res, err)
 		}
@@ -144,7 +144,7 @@ func TestKeepAliveOnAReplicaTooFarBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.m.Join(ctx, "user:a", "call:acme:1", rev)
+	res, err := a.m.Join(ctx, "", "user:a", "call:acme:1", rev)
 	if err != nil || res.Outcome != admission.Admitted {
 		t.Fatalf("Join: %+v, %v", res, err)
 	}

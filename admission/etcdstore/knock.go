@@ -29,6 +29,14 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			s.revoke(lease)
 		}
 	}()
+	// A share of the caller's, taken while the knock would add one to what
+	// it holds, until the picture holds the knock.
+	var share func()
+	defer func() {
+		if share != nil {
+			share()
+		}
+	}()
 	for attempt := range s.opts.RetryConflicts {
 		if err := backoff(ctx, attempt); err != nil {
 			return admission.Knock{}, err
@@ -42,6 +50,12 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			if err != nil {
 				return admission.Knock{}, err
 			}
+			// Renewed by another caller, the knock is that caller's.
+			if old.k.Caller != k.Caller && share == nil {
+				if share, err = s.takeShare(k.Caller); err != nil {
+					return admission.Knock{}, err
+				}
+			}
 			done, err := s.reknock(ctx, old, k)
 			if err != nil {
 				return admission.Knock{}, err
@@ -53,6 +67,11 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 		}
 		if read.Responses[1].GetResponseRange().Count >= int64(s.opts.MaxKnocks) {
 			return admission.Knock{}, admission.ErrLobbyFull
+		}
+		if share == nil {
+			if share, err = s.takeShare(k.Caller); err != nil {
+				return admission.Knock{}, err
+			}
 		}
 		if s.count() >= s.opts.MaxSessions {
 			return admission.Knock{}, admission.ErrTooMany
@@ -92,7 +111,7 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 // puts the new expiry and note where every replica sees them. It reports
 // false when old changed meanwhile and must be read again.
 func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (bool, error) {
-	old.k.Expires = k.Expires
+	old.k.Expires, old.k.Caller = k.Expires, k.Caller
 	if k.Note != "" {
 		old.k.Note = k.Note
 	}

@@ -17,14 +17,14 @@ func TestLeaveRightAfterAJoinElsewhere(t *testing.T) {
 	ctx := t.Context()
 	for i := range rounds {
 		call := fmt.Sprintf("call:acme:%d", i)
-		res, err := a.m.Join(ctx, "user:a", call, rev)
+		res, err := a.m.Join(ctx, "", "user:a", call, rev)
 		if err != nil || res.Outcome != admission.Admitted {
 			t.Fatalf("Join: %+v, %v", res, err)
 		}
 		if err := b.m.LeaveCall(ctx, "user:a", call); err != nil {
 			t.Errorf("round %d: LeaveCall through another replica right after the join: %v", i, err)
 		}
-		res, err = a.m.Join(ctx, "user:g", call, rev)
+		res, err = a.m.Join(ctx, "", "user:g", call, rev)
 		if err != nil || res.Outcome != admission.Lobby {
 			t.Fatalf("Join of a guest: %+v, %v", res, err)
 		}

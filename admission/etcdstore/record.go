@@ -11,6 +11,11 @@ import (
 
 // recordVersion is the version of the records below; a record of another
 // version is refused, so that a replica never guesses at a newer one's data.
+// A field that a replica may leave out, and another ignore, without either
+// misreading the record is added to version 1 rather than making a new
+// version that would hide a newer replica's sessions from an older one: the
+// caller of a session or knock, which a record written before it was
+// recorded has not, and which then counts for nobody's share.
 const recordVersion = 1
 
 // sessionRecord is a session's value under s/.
@@ -19,6 +24,7 @@ type sessionRecord struct {
 	ID           string   `json:"id"`
 	Subject      string   `json:"subject"`
 	Call         string   `json:"call"`
+	Caller       string   `json:"caller,omitempty"`
 	Joined       int64    `json:"joined"`  // unix nanoseconds
 	Expires      int64    `json:"expires"` // as last written; see the package doc
 	Counted      bool     `json:"counted,omitempty"`
@@ -34,6 +40,7 @@ type knockRecord struct {
 	ID      string `json:"id"`
 	Subject string `json:"subject"`
 	Call    string `json:"call"`
+	Caller  string `json:"caller,omitempty"`
 	Note    string `json:"note,omitempty"`
 	Knocked int64  `json:"knocked"`
 	Expires int64  `json:"expires"`
@@ -73,7 +80,7 @@ func fromUnixNano(n int64) time.Time {
 }
 
 func encodeSession(s admission.Session, node string) ([]byte, error) {
-	return json.Marshal(sessionRecord{V: recordVersion, ID: s.ID, Subject: s.Subject, Call: s.Call,
+	return json.Marshal(sessionRecord{V: recordVersion, ID: s.ID, Subject: s.Subject, Call: s.Call, Caller: s.Caller,
 		Joined: unixNano(s.Joined), Expires: unixNano(s.Expires), Counted: s.Counted, Exclusive: s.Exclusive,
 		Capabilities: s.Capabilities, Revision: uint64(s.Revision), Node: node})
 }
@@ -86,13 +93,13 @@ func decodeSession(b []byte) (admission.Session, string, error) {
 	if r.ID == "" || r.Call == "" || r.Subject == "" {
 		return admission.Session{}, "", fmt.Errorf("a session record without id, call or subject")
 	}
-	return admission.Session{ID: r.ID, Subject: r.Subject, Call: r.Call, Joined: fromUnixNano(r.Joined),
+	return admission.Session{ID: r.ID, Subject: r.Subject, Call: r.Call, Caller: r.Caller, Joined: fromUnixNano(r.Joined),
 		Expires: fromUnixNano(r.Expires), Counted: r.Counted, Exclusive: r.Exclusive, Capabilities: r.Capabilities,
 		Revision: authz.Revision(r.Revision)}, r.Node, nil
 }
 
 func encodeKnock(k admission.Knock, node string) ([]byte, error) {
-	return json.Marshal(knockRecord{V: recordVersion, ID: k.ID, Subject: k.Subject, Call: k.Call, Note: k.Note,
+	return json.Marshal(knockRecord{V: recordVersion, ID: k.ID, Subject: k.Subject, Call: k.Call, Caller: k.Caller, Note: k.Note,
 		Knocked: unixNano(k.Knocked), Expires: unixNano(k.Expires), Node: node})
 }
 
@@ -104,7 +111,7 @@ func decodeKnock(b []byte) (admission.Knock, string, error) {
 	if r.ID == "" || r.Call == "" || r.Subject == "" {
 		return admission.Knock{}, "", fmt.Errorf("a knock record without id, call or subject")
 	}
-	return admission.Knock{ID: r.ID, Subject: r.Subject, Call: r.Call, Note: r.Note,
+	return admission.Knock{ID: r.ID, Subject: r.Subject, Call: r.Call, Caller: r.Caller, Note: r.Note,
 		Knocked: fromUnixNano(r.Knocked), Expires: fromUnixNano(r.Expires)}, r.Node, nil
 }
 

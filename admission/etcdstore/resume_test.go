@@ -50,7 +50,7 @@ func startResumeWorld(t *testing.T, prefix string, members ...string) resumeWorl
 		t.Fatal(err)
 	}
 	for _, u := range []string{"user:a", "user:b"} {
-		r, err := w.a.m.Join(ctx, u, resumeCall, rev)
+		r, err := w.a.m.Join(ctx, "", u, resumeCall, rev)
 		if err != nil || r.Outcome != admission.Admitted {
 			t.Fatalf("Join %s: %+v %v", u, r, err)
 		}
@@ -109,7 +109,7 @@ func TestAWatchResumedOnALaggingReplicaHearsOfWhatFollowedItsRevision(t *testing
 	if err := w.lag.m.Leave(ctx, w.session); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := w.lag.m.Join(ctx, "user:c", resumeCall, 0)
+	rc, err := w.lag.m.Join(ctx, "", "user:c", resumeCall, 0)
 	if err != nil || rc.Outcome != admission.Admitted {
 		t.Fatalf("Join user:c on the lagging replica: %+v %v", rc, err)
 	}

@@ -120,6 +120,16 @@ type Options struct {
 	// watch has shown it, so a burst through several replicas may pass the
 	// bound by a little. Default admission.DefaultMaxSessions.
 	MaxSessions int
+	// CallerShare bounds the live sessions and knocks, of the whole
+	// cluster, that one caller (their Caller) may hold, of MaxSessions,
+	// counted as MaxSessions is, from the picture; past it, the caller's
+	// new ones are refused (one that takes the place of its own session or
+	// knock of the subject still joins). This replica also counts the
+	// caller's joins and knocks in flight through it, so a burst through
+	// one replica does not pass the share; a burst through several may
+	// pass it by a little. Default admission.CallerShare(0, MaxSessions), a
+	// quarter of it.
+	CallerShare int
 	// MaxKnocks bounds the knocks of one call, counted in etcd; default
 	// admission.DefaultMaxKnocks.
 	MaxKnocks int
@@ -172,6 +182,10 @@ type Store struct {
 	signal   chan struct{}
 	closed   bool
 
+	// inflight counts, under mu, each caller's joins and knocks under way
+	// through this replica that may add one to what it holds.
+	inflight map[string]int
+
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -221,6 +235,7 @@ func newStore(cli *clientv3.Client, opts Options) *Store {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = admission.DefaultMaxSessions
 	}
+	opts.CallerShare = admission.CallerShare(opts.CallerShare, opts.MaxSessions)
 	if opts.MaxKnocks <= 0 {
 		opts.MaxKnocks = admission.DefaultMaxKnocks
 	}
@@ -235,7 +250,7 @@ func newStore(cli *clientv3.Client, opts Options) *Store {
 	}
 	s := &Store{
 		cli: cli, opts: opts, clock: opts.Clock, log: opts.Logger, prefix: opts.Prefix + "adm/",
-		locks: map[string]*callLock{}, c: newCache(), advanced: make(chan struct{}),
+		locks: map[string]*callLock{}, c: newCache(), inflight: map[string]int{}, advanced: make(chan struct{}),
 		collapse: opts.MaxPending, signal: make(chan struct{}, 1),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -488,6 +503,30 @@ func (s *Store) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.c.byID)
+}
+
+// takeShare counts a join or knock of caller in flight that would add one
+// to what it holds, or refuses it with an *admission.ShareError when the
+// caller holds its share, in the picture and in flight through this
+// replica. release, called once the write failed or the picture holds it,
+// counts it out. The anonymous caller ("") is not counted.
+func (s *Store) takeShare(caller string) (release func(), err error) {
+	if caller == "" {
+		return func() {}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.c.held[caller] + s.inflight[caller]; n >= s.opts.CallerShare {
+		return nil, &admission.ShareError{Caller: caller, Share: s.opts.CallerShare, Held: n}
+	}
+	s.inflight[caller]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.inflight[caller]--; s.inflight[caller] <= 0 {
+			delete(s.inflight, caller)
+		}
+	}, nil
 }
 
 // grant returns a new lease that lasts at least d.

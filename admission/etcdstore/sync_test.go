@@ -34,7 +34,7 @@ func TestNotFoundIsAnsweredWithoutWaitingOutTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := a.m.Join(ctx, "user:a", "call:1", rev)
+	res, err := a.m.Join(ctx, "", "user:a", "call:1", rev)
 	if err != nil || res.Outcome != admission.Admitted {
 		t.Fatalf("Join: %+v, %v", res, err)
 	}

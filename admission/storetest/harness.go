@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -137,6 +138,19 @@ func (n *node) expect(want ...admission.StoreEvent) {
 	}
 }
 
+// expectLater waits for want among the events to come, passing over
+// those before it.
+func (n *node) expectLater(want admission.StoreEvent) {
+	n.t.Helper()
+	for {
+		got := n.rec.await(n.t, n.seen, 1)
+		n.seen++
+		if sameEvent(got[0], want) {
+			return
+		}
+	}
+}
+
 // expectAnyOrder waits for the next events and compares them whole, in any
 // order: for events of separate sessions that no order binds.
 func (n *node) expectAnyOrder(want ...admission.StoreEvent) {
@@ -202,13 +216,13 @@ func sameKnock(a, b admission.Knock) bool { return describeKnock(a) == describeK
 // empty lists as none, so that equal values read the same whatever a
 // backend's encoding did to their representation.
 func describeSession(s admission.Session) string {
-	return fmt.Sprintf("session{id=%s subject=%s call=%s joined=%s expires=%s counted=%t exclusive=%v capabilities=%v revision=%d}",
-		s.ID, s.Subject, s.Call, stamp(s.Joined), stamp(s.Expires), s.Counted, list(s.Exclusive), list(s.Capabilities), s.Revision)
+	return fmt.Sprintf("session{id=%s subject=%s call=%s caller=%q joined=%s expires=%s counted=%t exclusive=%v capabilities=%v revision=%d}",
+		s.ID, s.Subject, s.Call, s.Caller, stamp(s.Joined), stamp(s.Expires), s.Counted, list(s.Exclusive), list(s.Capabilities), s.Revision)
 }
 
 func describeKnock(k admission.Knock) string {
-	return fmt.Sprintf("knock{id=%s subject=%s call=%s note=%q knocked=%s expires=%s}",
-		k.ID, k.Subject, k.Call, k.Note, stamp(k.Knocked), stamp(k.Expires))
+	return fmt.Sprintf("knock{id=%s subject=%s call=%s caller=%q note=%q knocked=%s expires=%s}",
+		k.ID, k.Subject, k.Call, k.Caller, k.Note, stamp(k.Knocked), stamp(k.Expires))
 }
 
 func describe(e admission.StoreEvent) string {
@@ -266,6 +280,28 @@ func session(call, subject string, lease time.Duration) admission.Session {
 func knock(call, subject, note string, lease time.Duration) admission.Knock {
 	now := time.Now()
 	return admission.Knock{ID: newID(), Subject: subject, Call: call, Note: note, Knocked: now, Expires: now.Add(lease)}
+}
+
+// by makes s a session of caller.
+func by(caller string, s admission.Session) admission.Session {
+	s.Caller = caller
+	return s
+}
+
+// knockBy makes k a knock of caller.
+func knockBy(caller string, k admission.Knock) admission.Knock {
+	k.Caller = caller
+	return k
+}
+
+// refusedShare fails the case unless err refuses caller for holding held
+// of its share.
+func (n *node) refusedShare(what string, err error, caller string, share, held int) {
+	n.t.Helper()
+	var e *admission.ShareError
+	if !errors.As(err, &e) || *e != (admission.ShareError{Caller: caller, Share: share, Held: held}) {
+		n.t.Errorf("%s: %v; want the share of caller %q refused, holding %d of %d", what, err, caller, held, share)
+	}
 }
 
 // admit is the max of a call without a capacity.

@@ -30,6 +30,7 @@ import (
 type Bounds struct {
 	MaxSessions int
 	MaxKnocks   int
+	CallerShare int
 }
 
 // Backend opens the stores the suite proves.
@@ -65,6 +66,9 @@ func Run(t *testing.T, b Backend) {
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
 		{"a store holds at most MaxSessions sessions and knocks; a replacement or a knocking subject still joins and a refusal comes first", false, testSessionBound},
+		{"a caller holds at most CallerShare sessions and knocks across calls; a refusal writes nothing, and other callers and the anonymous one still enter", false, testCallerShare},
+		{"a caller's re-join, and its join in place of its knock, add nothing to its share; another caller's take the session or knock into theirs", false, testCallerShareReplace},
+		{"a caller's share frees as its sessions and knocks end or lapse, and not as they are renewed", false, testCallerShareFreed},
 		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
 		{"Len counts live sessions and knocks once each, replacements and renewals included", false, testLen},
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
@@ -72,6 +76,7 @@ func Run(t *testing.T, b Backend) {
 		{"a session nobody renews lapses for every replica", true, testReplicaLapse},
 		{"a replica's joins see the marks another set", true, testReplicaMark},
 		{"a replica ends by its id a knock another made, and never the subject's knock made after it", true, testReplicaEndKnock},
+		{"a caller's share counts what it holds through every replica", true, testReplicaCallerShare},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +93,7 @@ const call = "call:acme:1"
 
 func testJoin(t *testing.T, h *harness) {
 	n := h.open(Bounds{})
-	a := session(call, "user:a", time.Minute)
+	a := by("media-1", session(call, "user:a", time.Minute))
 	out, detail, err := n.Join(h.ctx, a, admit)
 	if err != nil || out != admission.Admitted || detail != "" {
 		t.Fatalf("Join = %s, %q, %v; want ADMITTED", out, detail, err)
@@ -672,6 +677,134 @@ func testSessionBound(t *testing.T, h *harness) {
 	n.mustJoin(session(call, "user:c", time.Minute))
 }
 
+func testCallerShare(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 100, CallerShare: 2})
+	a := by("media-a", session(call, "user:a1", time.Minute))
+	n.mustJoin(a)
+	k := n.mustKnock(knockBy("media-a", knock("call:acme:2", "user:a2", "", time.Minute)))
+	n.expect(began(a), knocked(k))
+
+	// At its share: neither a session nor a knock, in a call of its own or
+	// in one it is in.
+	_, _, err := n.Join(h.ctx, by("media-a", session("call:acme:3", "user:a3", time.Minute)), admit)
+	n.refusedShare("a join in another call past the share", err, "media-a", 2, 2)
+	_, _, err = n.Join(h.ctx, by("media-a", session(call, "user:a4", time.Minute)), admit)
+	n.refusedShare("a join in the call it is in past the share", err, "media-a", 2, 2)
+	_, err = n.Knock(h.ctx, knockBy("media-a", knock("call:acme:3", "user:a5", "", time.Minute)))
+	n.refusedShare("a knock past the share", err, "media-a", 2, 2)
+	if got := sessionsOf(n, "call:acme:3"); len(got) != 0 {
+		t.Errorf("refused joins left sessions: %v", got)
+	}
+	if got, want := sessionsOf(n, call), describeSessions(a); !slices.Equal(got, want) {
+		t.Errorf("refused joins left Sessions = %v, want %v", got, want)
+	}
+	if got := n.Knocks("call:acme:3"); len(got) != 0 {
+		t.Errorf("a refused knock left knocks: %v", describeKnocks(got...))
+	}
+	if sessions, knocks := n.Len(); sessions != 1 || knocks != 1 {
+		t.Errorf("after the refusals, Len = %d sessions, %d knocks; want 1, 1", sessions, knocks)
+	}
+
+	// Another caller, and the anonymous caller past any one share, still
+	// enter; the refusals reported nothing before them.
+	b := by("media-b", session("call:acme:3", "user:b", time.Minute))
+	n.mustJoin(b)
+	bk := n.mustKnock(knockBy("media-b", knock("call:acme:3", "user:b2", "", time.Minute)))
+	var anonymous []admission.StoreEvent
+	for i := range 3 {
+		s := session("call:acme:3", fmt.Sprintf("user:anonymous%d", i), time.Minute)
+		n.mustJoin(s)
+		anonymous = append(anonymous, began(s))
+	}
+	n.expect(append([]admission.StoreEvent{began(b), knocked(bk)}, anonymous...)...)
+	_, _, err = n.Join(h.ctx, by("media-b", session(call, "user:b3", time.Minute)), admit)
+	n.refusedShare("another caller's join past its own share", err, "media-b", 2, 2)
+}
+
+func testCallerShareReplace(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 100, CallerShare: 2})
+	a1 := by("media-a", session(call, "user:a", time.Minute))
+	n.mustJoin(a1)
+	k := n.mustKnock(knockBy("media-a", knock(call, "user:k", "", time.Minute)))
+
+	// At its share, the caller joins the subject again, renews its knock,
+	// and joins the subject that knocked: each takes the place of its own.
+	a2 := by("media-a", session(call, "user:a", 2*time.Minute))
+	n.mustJoin(a2)
+	renewed := n.mustKnock(knockBy("media-a", knock(call, "user:k", "", 2*time.Minute)))
+	entered := by("media-a", session(call, "user:k", time.Minute))
+	n.mustJoin(entered)
+	n.expect(began(a1), knocked(k), ended(a1, admission.Ending{Why: admission.Replaced}), began(a2),
+		unknocked(renewed, admission.Entered), began(entered))
+	// The same subject in another call is another session.
+	_, _, err := n.Join(h.ctx, by("media-a", session("call:acme:2", "user:a", time.Minute)), admit)
+	n.refusedShare("the subject joined again in another call", err, "media-a", 2, 2)
+
+	// Another caller's join of the subject takes the session into its
+	// share, out of the first caller's, which may then enter once more.
+	b := by("media-b", session(call, "user:a", time.Minute))
+	n.mustJoin(b)
+	n.mustJoin(by("media-a", session("call:acme:2", "user:a", time.Minute)))
+	_, _, err = n.Join(h.ctx, by("media-a", session("call:acme:3", "user:a", time.Minute)), admit)
+	n.refusedShare("a join past the share once another caller took a session", err, "media-a", 2, 2)
+
+	// Another caller's renewal of a knock takes it into its share, keeping
+	// its id; one past that caller's share leaves the knock where it was.
+	q := n.mustKnock(knockBy("media-c", knock("call:acme:4", "user:q", "", time.Minute)))
+	moved := n.mustKnock(knockBy("media-b", knock("call:acme:4", "user:q", "", 2*time.Minute)))
+	if moved.ID != q.ID || moved.Caller != "media-b" {
+		t.Errorf("another caller's renewal = knock %s of %q; want knock %s of media-b", moved.ID, moved.Caller, q.ID)
+	}
+	if got, ok := n.KnockOf(q.ID); !ok || !sameKnock(got, moved) {
+		t.Errorf("KnockOf the renewed knock = %s, %t; want %s", describeKnock(got), ok, describeKnock(moved))
+	}
+	_, _, err = n.Join(h.ctx, by("media-b", session("call:acme:3", "user:b", time.Minute)), admit)
+	n.refusedShare("a join past the share of the caller that took a knock", err, "media-b", 2, 2)
+	r := n.mustKnock(knockBy("media-c", knock("call:acme:4", "user:r", "", time.Minute)))
+	n.mustJoin(by("media-c", session("call:acme:3", "user:c", time.Minute)))
+	_, err = n.Knock(h.ctx, knockBy("media-b", knock("call:acme:4", "user:r", "", 2*time.Minute)))
+	n.refusedShare("a renewal of another caller's knock past the share", err, "media-b", 2, 2)
+	if got, ok := n.KnockOf(r.ID); !ok || !sameKnock(got, r) {
+		t.Errorf("KnockOf the knock a refused renewal would take = %s, %t; want %s", describeKnock(got), ok, describeKnock(r))
+	}
+}
+
+func testCallerShareFreed(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 100, CallerShare: 1})
+	next := func(subject string) admission.Session {
+		return by("media-a", session("call:acme:2", subject, time.Minute))
+	}
+	s := by("media-a", session(call, "user:a", time.Minute))
+	n.mustJoin(s)
+	if _, err := n.Renew(h.ctx, s.ID, time.Now().Add(2*time.Minute)); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if _, err := n.Mark(h.ctx, s.ID, false, nil); err != nil {
+		t.Fatalf("Mark: %v", err)
+	}
+	_, _, err := n.Join(h.ctx, next("user:b"), admit)
+	n.refusedShare("a join once the caller's session was renewed and marked", err, "media-a", 1, 1)
+	n.mustEnd(s.ID, admission.Ending{Why: admission.Left})
+	k := n.mustKnock(knockBy("media-a", knock(call, "user:k", "", time.Minute)))
+	if _, err := n.RenewKnock(h.ctx, k.ID, time.Now().Add(2*time.Minute)); err != nil {
+		t.Fatalf("RenewKnock: %v", err)
+	}
+	_, _, err = n.Join(h.ctx, next("user:b"), admit)
+	n.refusedShare("a join once the caller's knock was renewed", err, "media-a", 1, 1)
+	if found, err := n.Unknock(h.ctx, call, "user:k", admission.Denied); !found || err != nil {
+		t.Fatalf("Unknock = %t, %v", found, err)
+	}
+	n.mustJoin(next("user:b"))
+
+	// A lapsed session frees its caller's share once it is reported.
+	short := by("media-l", session(call, "user:l", time.Second))
+	n.mustJoin(short)
+	_, _, err = n.Join(h.ctx, by("media-l", session("call:acme:2", "user:l", time.Minute)), admit)
+	n.refusedShare("a join while the caller's session lives", err, "media-l", 1, 1)
+	n.expectLater(ended(short, admission.Ending{Why: admission.Lapsed}))
+	n.mustJoin(by("media-l", session("call:acme:2", "user:l", time.Minute)))
+}
+
 func testConcurrent(t *testing.T, h *harness) {
 	n := h.open(Bounds{})
 	admitted := joinAll(t, []*node{n}, 100, 10)
@@ -709,6 +842,28 @@ func joinAll(t *testing.T, nodes []*node, total, c int) int {
 		t.Errorf("Join: %v", err)
 	}
 	return int(admitted.Load())
+}
+
+func testReplicaCallerShare(t *testing.T, h *harness) {
+	bounds := Bounds{MaxSessions: 100, CallerShare: 2}
+	a := h.open(bounds)
+	b := h.replica(a, bounds)
+	s := by("media-a", session(call, "user:a", time.Minute))
+	a.mustJoin(s)
+	k := a.mustKnock(knockBy("media-a", knock("call:acme:2", "user:k", "", time.Minute)))
+	b.expect(began(s), knocked(k))
+	_, _, err := b.Join(h.ctx, by("media-a", session("call:acme:3", "user:b", time.Minute)), admit)
+	b.refusedShare("a join through the other replica past the share", err, "media-a", 2, 2)
+	_, err = b.Knock(h.ctx, knockBy("media-a", knock("call:acme:3", "user:c", "", time.Minute)))
+	b.refusedShare("a knock through the other replica past the share", err, "media-a", 2, 2)
+	// Its own re-join adds none there either; what it ends through one
+	// replica frees its share on the other.
+	again := by("media-a", session(call, "user:a", time.Minute))
+	b.mustJoin(again)
+	b.mustEnd(again.ID, admission.Ending{Why: admission.Left})
+	a.expect(began(s), knocked(k), ended(s, admission.Ending{Why: admission.Replaced}), began(again),
+		ended(again, admission.Ending{Why: admission.Left}))
+	a.mustJoin(by("media-a", session("call:acme:3", "user:b", time.Minute)))
 }
 
 func testReplicaSees(t *testing.T, h *harness) {
