@@ -47,8 +47,9 @@ makes serve refuse to start, printing what differs; the data is untouched.
 Without --callers, every caller is unauthenticated and may write, so it
 serves only a loopback address unless --allow-unauthenticated is given.
 With it, each caller holds at most its share of the server's Watch and
-WatchCall streams: a quarter of each, unless --max-watches-per-caller or
---max-call-watches-per-caller says otherwise.
+WatchCall streams, and of its live sessions and lobby knocks: a quarter of
+each, unless --max-watches-per-caller, --max-call-watches-per-caller or
+--max-sessions-per-caller says otherwise.
 Flags that name a file or a secret may be set instead by the USHER_
 variable their help names.`,
 		Example: `  usher serve
@@ -82,6 +83,9 @@ variable their help names.`,
 			"without it, the key comes from USHER_LIVEKIT_API_KEY and USHER_LIVEKIT_API_SECRET, and without those Join issues no token (env USHER_LIVEKIT_KEY_FILE)")
 	livekitKeyName := fs.String("livekit-key", envOr("USHER_LIVEKIT_KEY", ""), "which key of --livekit-key-file to use, when it holds several (env USHER_LIVEKIT_KEY)")
 	maxSessions := fs.Int("max-sessions", admission.DefaultMaxSessions, "most live sessions and lobby knocks this server keeps")
+	sessionShare := fs.Int("max-sessions-per-caller", 0,
+		"most live sessions and lobby knocks one caller of --callers may hold at once; more are refused with RESOURCE_EXHAUSTED (CALLER_SESSION_LIMIT) "+
+			"(0: a quarter of --max-sessions, at least 1)")
 	envoyConfig := fs.String("envoy-config", envOr("USHER_ENVOY_CONFIG", ""),
 		"also serve Envoy's ext_authz (envoy.service.auth.v3.Authorization), mapping requests to checks as this YAML file says; see docs/envoy.md (env USHER_ENVOY_CONFIG)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
@@ -162,6 +166,9 @@ variable their help names.`,
 		}
 		if shares.Watches < 0 {
 			return fmt.Errorf("--max-watches-per-caller %d: want 0 (a quarter of --max-watches) or more", shares.Watches)
+		}
+		if *sessionShare < 0 {
+			return fmt.Errorf("--max-sessions-per-caller %d: want 0 (a quarter of --max-sessions) or more", *sessionShare)
 		}
 		if shares.CallWatches < 0 {
 			return fmt.Errorf("--max-call-watches-per-caller %d: want 0 (a quarter of --max-call-watches) or more", shares.CallWatches)
@@ -313,12 +320,12 @@ variable their help names.`,
 		var sessionStore admission.Store
 		if store.etcd != nil {
 			sessionStore, err = etcdstore.New(ctx, store.etcd, etcdstore.Options{
-				Prefix: store.prefix, Clock: engine.Clock(), Logger: logger, MaxSessions: *maxSessions})
+				Prefix: store.prefix, Clock: engine.Clock(), Logger: logger, MaxSessions: *maxSessions, CallerShare: *sessionShare})
 			if err != nil {
 				return fmt.Errorf("%s: sessions: %w", store.where, err)
 			}
 		} else {
-			sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions})
+			sessionStore = admission.NewMemoryStore(admission.MemoryOptions{Clock: engine.Clock(), MaxSessions: *maxSessions, CallerShare: *sessionShare})
 		}
 		sessions := admission.New(engine, admission.Options{Store: sessionStore, LiveKit: key, Logger: logger, MaxWatchers: *maxCallWatches})
 		defer sessions.Close()

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/testpki"
+)
+
+// usher serve --max-sessions-per-caller bounds the live sessions and
+// knocks one caller of the callers file holds: past its share, a caller's
+// Join is refused with CALLER_SESSION_LIMIT, its limit and what it holds,
+// while another caller still joins.
+func TestServeBoundsEachCallersSessions(t *testing.T) {
+	bin, dir := buildUsher(t)
+	adminToken, adminHash := tokenOf(t, bin)
+	tokenA, hashA := tokenOf(t, bin)
+	tokenB, hashB := tokenOf(t, bin)
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
+  - {name: backend, kind: admin, token_sha256: %s}
+  - {name: sidecar-a, kind: check, token_sha256: %s}
+  - {name: sidecar-b, kind: check, token_sha256: %s}
+`, adminHash, hashA, hashB))
+	addr, _ := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers,
+		"--max-sessions-per-caller", "1")
+	usher := cliAgainst(t, bin, addr)
+	rule := filepath.Join(dir, "rule.yaml")
+	testpki.WriteFile(t, rule, []byte("scope: call:acme:standup\nresource_type: call\njoin_permission: join-call\n"))
+	for _, args := range [][]string{
+		{"resources", "put", "account:acme"},
+		{"resources", "put", "call:acme:standup", "--parent", "account:acme"},
+		{"admissions", "put", rule},
+		{"grant", "user:a", "host", "call:acme:standup"},
+		{"grant", "user:b", "host", "call:acme:standup"},
+	} {
+		if code, _, stderr := usher(append(args, "--token", adminToken)...); code != exitOK {
+			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	join := func(token, subject string) (*usherv1.JoinResponse, error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearerToken(token)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		return usherv1.NewAdmissionServiceClient(conn).Join(ctx, &usherv1.JoinRequest{Subject: subject, Resource: "call:acme:standup"})
+	}
+	if r, err := join(tokenA, "user:a"); err != nil || r.GetOutcome() != usherv1.Outcome_OUTCOME_ADMITTED {
+		t.Fatalf("sidecar-a's first Join = %v, %v", r, err)
+	}
+	_, err := join(tokenA, "user:b")
+	st, _ := status.FromError(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("sidecar-a's second Join: %v, want ResourceExhausted", err)
+	}
+	var info *errdetails.ErrorInfo
+	for _, d := range st.Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
+	}
+	if md := info.GetMetadata(); info.GetReason() != "CALLER_SESSION_LIMIT" || md["caller"] != "sidecar-a" || md["limit"] != "1" || md["held"] != "1" {
+		t.Errorf("sidecar-a's second Join: ErrorInfo %v, want CALLER_SESSION_LIMIT naming sidecar-a, limit 1 and held 1", info)
+	}
+	if r, err := join(tokenB, "user:b"); err != nil || r.GetOutcome() != usherv1.Outcome_OUTCOME_ADMITTED {
+		t.Errorf("sidecar-b's Join beside sidecar-a's = %v, %v", r, err)
+	}
+
+	out, err := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+		"--max-sessions-per-caller", "-1").CombinedOutput()
+	if want := "--max-sessions-per-caller -1: want"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("usher serve --max-sessions-per-caller -1: %v\n%s\nwant it refused, saying %q", err, out, want)
+	}
+}
