@@ -14,7 +14,11 @@ import (
 // of each pool the server keeps for all of them, so that no one caller, a
 // media server's sidecar gone wrong or whose token leaked, can take a
 // pool whole and leave the others none. A server without a callers file
-// has one caller, anonymous, whose share is the whole pool.
+// has one caller, anonymous, whose share is the whole pool. A caller's
+// share of the live sessions and knocks is not among them: the session
+// store, which counts them, across a cluster on etcd, keeps it
+// (admission.MemoryOptions.CallerShare, etcdstore.Options.CallerShare),
+// and refuses a Join or Knock past it (CALLER_SESSION_LIMIT).
 type CallerShares struct {
 	// Watches is the most Watch streams one caller may hold at once, of
 	// WatchLimits.MaxStreams; 0 takes a quarter of those, at least one.

@@ -47,6 +47,10 @@ import (
 //	initial states' events WatchCall
 //	  streams hold unsent                 262,144      RESOURCE_EXHAUSTED (admission.Options.MaxInitialEvents)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_INITIAL_LIMIT (CallerShares.CallInitialEvents)
+//	live sessions and lobby knocks        1,000,000    RESOURCE_EXHAUSTED, SESSION_LIMIT (admission.MemoryOptions.MaxSessions,
+//	                                                   etcdstore.Options.MaxSessions: of the cluster)
+//	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_SESSION_LIMIT, nothing written
+//	                                                   (admission.MemoryOptions.CallerShare, etcdstore.Options.CallerShare)
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_WATCH_LIMIT (MaxHealthWatchesPerConn)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)
@@ -61,7 +65,9 @@ import (
 // 4 MiB must raise its grpc.MaxCallRecvMsgSize.
 //
 // A caller is one of the callers file; a server without one has a single
-// caller, anonymous, whose share is the whole pool. Health needs no
+// caller, anonymous, whose share is the whole pool. The session store,
+// which counts the sessions and knocks, keeps each caller's share of them,
+// and the server tells it whose each Join and Knock is. Health needs no
 // credentials, so its Watch streams are shared by connection instead.
 //
 // What a client may make the server hold before its calls are

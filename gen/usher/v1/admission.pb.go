@@ -196,7 +196,10 @@ func (CallEventKind) EnumDescriptor() ([]byte, []int) {
 // JoinRequest asks to enter a call. NOT_FOUND when the resource is not
 // registered; FAILED_PRECONDITION (NO_ADMISSION_RULE) when no admission
 // rule governs it; RESOURCE_EXHAUSTED (SESSION_LIMIT) when the server holds
-// as many sessions and knocks as it may (1,000,000).
+// as many sessions and knocks as it may (1,000,000), or
+// (CALLER_SESSION_LIMIT) when the caller holds its share of them (a
+// quarter), unless the join takes the place of the caller's own session or
+// knock of the subject in the call.
 type JoinRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// e.g. "user:alice"; the LiveKit identity of the token.
