@@ -69,6 +69,7 @@ func Run(t *testing.T, b Backend) {
 		{"a caller holds at most CallerShare sessions and knocks across calls; a refusal writes nothing, and other callers and the anonymous one still enter", false, testCallerShare},
 		{"a caller's re-join, and its join in place of its knock, add nothing to its share; another caller's take the session or knock into theirs", false, testCallerShareReplace},
 		{"a caller's share frees as its sessions and knocks end or lapse, and not as they are renewed", false, testCallerShareFreed},
+		{"a caller's concurrent joins and knocks across calls enter exactly its share", false, testCallerShareConcurrent},
 		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
 		{"Len counts live sessions and knocks once each, replacements and renewals included", false, testLen},
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
@@ -803,6 +804,40 @@ func testCallerShareFreed(t *testing.T, h *harness) {
 	n.refusedShare("a join while the caller's session lives", err, "media-l", 1, 1)
 	n.expectLater(ended(short, admission.Ending{Why: admission.Lapsed}))
 	n.mustJoin(by("media-l", session("call:acme:2", "user:l", time.Minute)))
+}
+
+func testCallerShareConcurrent(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 100, CallerShare: 5})
+	var entered, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			call := fmt.Sprintf("call:acme:%d", i)
+			var err error
+			if i%2 == 0 {
+				_, _, err = n.Join(context.Background(), by("media-a", session(call, "user:a", time.Minute)), admit)
+			} else {
+				_, err = n.Knock(context.Background(), knockBy("media-a", knock(call, "user:a", "", time.Minute)))
+			}
+			var share *admission.ShareError
+			switch {
+			case err == nil:
+				entered.Add(1)
+			case errors.As(err, &share):
+				refused.Add(1)
+			default:
+				t.Errorf("Join or Knock in %s: %v", call, err)
+			}
+		})
+	}
+	wg.Wait()
+	if entered.Load() != 5 || refused.Load() != 35 {
+		t.Errorf("of 40 concurrent joins and knocks of a caller with a share of 5, %d entered and %d were refused its share; want 5 and 35",
+			entered.Load(), refused.Load())
+	}
+	if sessions, knocks := n.Len(); sessions+knocks != 5 {
+		t.Errorf("the store holds %d sessions and %d knocks, want 5 in all", sessions, knocks)
+	}
 }
 
 func testConcurrent(t *testing.T, h *harness) {
