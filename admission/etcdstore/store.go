@@ -46,6 +46,17 @@
 // conflicts with itself. The decision is always made against etcd, never the
 // local picture.
 //
+// # Each caller's share
+//
+// A session's or knock's record names the caller that made it, or last
+// took it over, and each replica counts, in its picture, what each caller
+// holds, as it counts the sessions and knocks it bounds by MaxSessions:
+// Join and Knock refuse a caller at its CallerShare, counting also its
+// joins and knocks under way through this replica, until the picture holds
+// them. Liveness is the key's presence, so a session counts until its key
+// goes, however stale its Expires. A record without a caller, written
+// before callers were recorded, counts for nobody's share.
+//
 // # Why a session ended
 //
 // A delete carries no reason, so the replica that ends a session or knock
