@@ -212,3 +212,32 @@ func TestEndAndUnknockFindNothingOnceTheLeaseRanOut(t *testing.T) {
 		}
 	}
 }
+
+// A caller's session whose lease ran out holds no place in its share, swept
+// or not yet, and no renewal brings it back to hold one: the next join of
+// the caller takes its place, and the one after is refused.
+func TestALapsedSessionNotYetSweptHoldsNoShare(t *testing.T) {
+	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+	clock := authz.NewManualClock(start)
+	m := NewMemoryStore(MemoryOptions{Clock: clock, MaxSessions: 100, CallerShare: 1})
+	defer m.Close()
+	ctx := context.Background()
+	session := func(id, call string) Session {
+		now := clock.Now()
+		return Session{ID: id, Subject: "user:a", Call: call, Caller: "media-a", Joined: now, Expires: now.Add(10 * time.Second), Counted: true}
+	}
+	if out, _, err := m.Join(ctx, session("s1", "call:acme:1"), 0); err != nil || out != Admitted {
+		t.Fatalf("the first Join = %s, %v", out, err)
+	}
+	clock.Advance(11 * time.Second)
+	if _, err := m.Renew(ctx, "s1", clock.Now().Add(time.Minute)); !errors.Is(err, ErrNoSession) {
+		t.Errorf("Renew of the lapsed session: %v, want ErrNoSession", err)
+	}
+	if out, _, err := m.Join(ctx, session("s2", "call:acme:2"), 0); err != nil || out != Admitted {
+		t.Fatalf("a Join once the caller's session lapsed = %s, %v; want ADMITTED", out, err)
+	}
+	var e *ShareError
+	if _, _, err := m.Join(ctx, session("s3", "call:acme:3"), 0); !errors.As(err, &e) || *e != (ShareError{Caller: "media-a", Share: 1, Held: 1}) {
+		t.Errorf("a Join past the share = %v; want media-a's share of 1 refused, holding 1", err)
+	}
+}
