@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/usher-authz/usher/admission"
@@ -92,7 +93,8 @@ func BenchmarkLeaveCall(b *testing.B) {
 // call) pairs, as `usher bench join` drives a server: each join replaces
 // the subject's session in the call, so 30,000 stay live, and the pairs are
 // taken far apart, so that what one join reads is not in the cache for the
-// next.
+// next. With -cpu 2 and more, as many goroutines join at once, as a
+// server's calls do.
 func BenchmarkJoinOnThePlatform(b *testing.B) {
 	m, joins := platform(b, bench.Shape{Accounts: 10, WorkspacesPerAccount: 10, CallTypesPerSpace: 1, CallsPerType: 100, Users: 100_000, Grants: 200_000}, 30_000)
 	join := func(j bench.Join) {
@@ -104,9 +106,13 @@ func BenchmarkJoinOnThePlatform(b *testing.B) {
 		join(j)
 	}
 	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		join(joins[i*7919%len(joins)])
-	}
+	b.ResetTimer()
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			join(joins[int(next.Add(1))*7919%len(joins)])
+		}
+	})
 }
 
 // platform is a manager with a LiveKit key over the load tool's platform
