@@ -139,7 +139,28 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	if after == ^authz.Revision(0) {
 		return nil, nil
 	}
-	err := unpanicked(func() error {
+	err := s.fromFile(after, published, limit, func(k, v []byte) error {
+		cs, err := storage.DecodeChangeSet(v)
+		if err != nil {
+			return fmt.Errorf("change set %x: %w", k, err)
+		}
+		out = append(out, cs)
+		return nil
+	})
+	if errors.Is(err, authz.ErrCompacted) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
+	}
+	return out, nil
+}
+
+// fromFile calls each with the key and value of up to limit change sets
+// after after in the file, in order, through published, the last one
+// published.
+func (s *Store) fromFile(after, published authz.Revision, limit int, each func(k, v []byte) error) error {
+	return unpanicked(func() error {
 		return s.db.View(func(tx *bbolt.Tx) error {
 			// The file's own compaction point, read in the transaction that
 			// reads the log: a compaction commits its deletions before the
@@ -157,23 +178,16 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 			// update), which no one was told of.
 			c := tx.Bucket(bucketChanges).Cursor()
 			end := storage.EncodeRevision(published)
-			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && bytes.Compare(k, end) <= 0 && len(out) < limit; k, v = c.Next() {
-				cs, err := storage.DecodeChangeSet(v)
-				if err != nil {
-					return fmt.Errorf("change set %x: %w", k, err)
+			n := 0
+			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && bytes.Compare(k, end) <= 0 && n < limit; k, v = c.Next() {
+				if err := each(k, v); err != nil {
+					return err
 				}
-				out = append(out, cs)
+				n++
 			}
 			return nil
 		})
 	})
-	if errors.Is(err, authz.ErrCompacted) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
-	}
-	return out, nil
 }
 
 // ChangeCounts implements authz.ChangeCounter: the changes of the change
@@ -201,26 +215,13 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 	if after == ^authz.Revision(0) {
 		return nil, nil
 	}
-	err := unpanicked(func() error {
-		return s.db.View(func(tx *bbolt.Tx) error {
-			compacted, err := storage.DecodeRevision(tx.Bucket(bucketMeta).Get(keyCompacted))
-			if err != nil {
-				return err
-			}
-			if after < compacted {
-				return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
-			}
-			c := tx.Bucket(bucketChanges).Cursor()
-			end := storage.EncodeRevision(published)
-			for k, v := c.Seek(storage.EncodeRevision(after + 1)); k != nil && bytes.Compare(k, end) <= 0 && len(counts) < limit; k, v = c.Next() {
-				n, err := storage.ChangeSetLen(v)
-				if err != nil {
-					return fmt.Errorf("change set %x: %w", k, err)
-				}
-				counts = append(counts, n)
-			}
-			return nil
-		})
+	err := s.fromFile(after, published, limit, func(k, v []byte) error {
+		n, err := storage.ChangeSetLen(v)
+		if err != nil {
+			return fmt.Errorf("change set %x: %w", k, err)
+		}
+		counts = append(counts, n)
+		return nil
 	})
 	if errors.Is(err, authz.ErrCompacted) {
 		return nil, err
