@@ -60,12 +60,7 @@ func TestServeBoundsCallWatches(t *testing.T) {
 	if st.Code() != codes.ResourceExhausted {
 		t.Fatalf("a second WatchCall past --max-call-watches 1: %v, want ResourceExhausted", err)
 	}
-	var info *errdetails.ErrorInfo
-	for _, d := range st.Details() {
-		if i, ok := d.(*errdetails.ErrorInfo); ok {
-			info = i
-		}
-	}
+	info := errorInfo(st)
 	if info.GetReason() != "WATCH_LIMIT" || info.GetMetadata()["limit"] != "1" {
 		t.Errorf("ErrorInfo %v, want WATCH_LIMIT with limit 1", info)
 	}
@@ -125,12 +120,7 @@ func TestServeBoundsEachCallersWatches(t *testing.T) {
 		if st.Code() != codes.ResourceExhausted {
 			t.Fatalf("sidecar-a's second %s: %v, want ResourceExhausted", what, err)
 		}
-		var info *errdetails.ErrorInfo
-		for _, d := range st.Details() {
-			if i, ok := d.(*errdetails.ErrorInfo); ok {
-				info = i
-			}
-		}
+		info := errorInfo(st)
 		if info.GetReason() != "CALLER_WATCH_LIMIT" || info.GetMetadata()["limit"] != "1" || info.GetMetadata()["caller"] != "sidecar-a" {
 			t.Errorf("sidecar-a's second %s: ErrorInfo %v, want CALLER_WATCH_LIMIT with limit 1 and caller sidecar-a", what, info)
 		}
@@ -173,4 +163,14 @@ func TestServeBoundsEachCallersWatches(t *testing.T) {
 			t.Errorf("usher serve %s -1: %v\n%s\nwant it refused, saying %q", flag, err, out, want)
 		}
 	}
+}
+
+// errorInfo is the ErrorInfo among st's details, or nil.
+func errorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			return i
+		}
+	}
+	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -68,12 +67,7 @@ func TestServeBoundsEachCallersSessions(t *testing.T) {
 	if st.Code() != codes.ResourceExhausted {
 		t.Fatalf("sidecar-a's second Join: %v, want ResourceExhausted", err)
 	}
-	var info *errdetails.ErrorInfo
-	for _, d := range st.Details() {
-		if i, ok := d.(*errdetails.ErrorInfo); ok {
-			info = i
-		}
-	}
+	info := errorInfo(st)
 	if md := info.GetMetadata(); info.GetReason() != "CALLER_SESSION_LIMIT" || md["caller"] != "sidecar-a" || md["limit"] != "1" || md["held"] != "1" {
 		t.Errorf("sidecar-a's second Join: ErrorInfo %v, want CALLER_SESSION_LIMIT naming sidecar-a, limit 1 and held 1", info)
 	}
