@@ -77,30 +77,7 @@ func TestServeBoundsCallWatches(t *testing.T) {
 // a caller is refused with CALLER_WATCH_LIMIT and its limit, while another
 // caller still watches.
 func TestServeBoundsEachCallersWatches(t *testing.T) {
-	bin, dir := buildUsher(t)
-	adminToken, adminHash := tokenOf(t, bin)
-	tokenA, hashA := tokenOf(t, bin)
-	tokenB, hashB := tokenOf(t, bin)
-	callers := filepath.Join(dir, "callers.yaml")
-	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
-  - {name: backend, kind: admin, token_sha256: %s}
-  - {name: sidecar-a, kind: check, token_sha256: %s}
-  - {name: sidecar-b, kind: check, token_sha256: %s}
-`, adminHash, hashA, hashB))
-	addr, _ := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers,
-		"--max-call-watches-per-caller", "1", "--max-watches-per-caller", "1")
-	usher := cliAgainst(t, bin, addr)
-	rule := filepath.Join(dir, "rule.yaml")
-	testpki.WriteFile(t, rule, []byte("scope: call:acme:standup\nresource_type: call\njoin_permission: join-call\n"))
-	for _, args := range [][]string{
-		{"resources", "put", "account:acme"},
-		{"resources", "put", "call:acme:standup", "--parent", "account:acme"},
-		{"admissions", "put", rule},
-	} {
-		if code, _, stderr := usher(append(args, "--token", adminToken)...); code != exitOK {
-			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
-		}
-	}
+	bin, addr, tokenA, tokenB := twoSidecars(t, nil, "--max-call-watches-per-caller", "1", "--max-watches-per-caller", "1")
 	dial := func(token string) *grpc.ClientConn {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearerToken(token)))
 		if err != nil {
@@ -173,4 +150,38 @@ func errorInfo(st *status.Status) *errdetails.ErrorInfo {
 		}
 	}
 	return nil
+}
+
+// twoSidecars serves with a callers file of an admin caller and two check
+// callers, sidecar-a and sidecar-b, and the flags more, a call
+// call:acme:standup in account:acme under an admission rule, and the
+// platform's writes of setup (the arguments of usher commands) after
+// that; it returns the usher binary, where the server listens and the
+// sidecars' tokens.
+func twoSidecars(t *testing.T, setup [][]string, more ...string) (bin, addr, tokenA, tokenB string) {
+	t.Helper()
+	bin, dir := buildUsher(t)
+	adminToken, adminHash := tokenOf(t, bin)
+	tokenA, hashA := tokenOf(t, bin)
+	tokenB, hashB := tokenOf(t, bin)
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
+  - {name: backend, kind: admin, token_sha256: %s}
+  - {name: sidecar-a, kind: check, token_sha256: %s}
+  - {name: sidecar-b, kind: check, token_sha256: %s}
+`, adminHash, hashA, hashB))
+	addr, _ = startServe(t, bin, append([]string{"--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers}, more...)...)
+	usher := cliAgainst(t, bin, addr)
+	rule := filepath.Join(dir, "rule.yaml")
+	testpki.WriteFile(t, rule, []byte("scope: call:acme:standup\nresource_type: call\njoin_permission: join-call\n"))
+	for _, args := range append([][]string{
+		{"resources", "put", "account:acme"},
+		{"resources", "put", "call:acme:standup", "--parent", "account:acme"},
+		{"admissions", "put", rule},
+	}, setup...) {
+		if code, _, stderr := usher(append(args, "--token", adminToken)...); code != exitOK {
+			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	return bin, addr, tokenA, tokenB
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
-	"github.com/usher-authz/usher/internal/testpki"
 )
 
 // usher serve --max-sessions-per-caller bounds the live sessions and
@@ -23,32 +21,10 @@ import (
 // Join is refused with CALLER_SESSION_LIMIT, its limit and what it holds,
 // while another caller still joins.
 func TestServeBoundsEachCallersSessions(t *testing.T) {
-	bin, dir := buildUsher(t)
-	adminToken, adminHash := tokenOf(t, bin)
-	tokenA, hashA := tokenOf(t, bin)
-	tokenB, hashB := tokenOf(t, bin)
-	callers := filepath.Join(dir, "callers.yaml")
-	testpki.WriteFile(t, callers, fmt.Appendf(nil, `callers:
-  - {name: backend, kind: admin, token_sha256: %s}
-  - {name: sidecar-a, kind: check, token_sha256: %s}
-  - {name: sidecar-b, kind: check, token_sha256: %s}
-`, adminHash, hashA, hashB))
-	addr, _ := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--callers", callers,
-		"--max-sessions-per-caller", "1")
-	usher := cliAgainst(t, bin, addr)
-	rule := filepath.Join(dir, "rule.yaml")
-	testpki.WriteFile(t, rule, []byte("scope: call:acme:standup\nresource_type: call\njoin_permission: join-call\n"))
-	for _, args := range [][]string{
-		{"resources", "put", "account:acme"},
-		{"resources", "put", "call:acme:standup", "--parent", "account:acme"},
-		{"admissions", "put", rule},
+	bin, addr, tokenA, tokenB := twoSidecars(t, [][]string{
 		{"grant", "user:a", "host", "call:acme:standup"},
 		{"grant", "user:b", "host", "call:acme:standup"},
-	} {
-		if code, _, stderr := usher(append(args, "--token", adminToken)...); code != exitOK {
-			t.Fatalf("usher %s: exit %d\n%s", strings.Join(args, " "), code, stderr)
-		}
-	}
+	}, "--max-sessions-per-caller", "1")
 	join := func(token, subject string) (*usherv1.JoinResponse, error) {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearerToken(token)))
 		if err != nil {
