@@ -20,14 +20,7 @@ import (
 // share of what all streams may hold, and another caller still watches.
 func TestOneCallersUnreadInitialStatesLeaveOthersRoom(t *testing.T) {
 	const participants = 1500
-	hogToken, otherToken := newToken(t), newToken(t)
-	file := filepath.Join(t.TempDir(), "callers.yaml")
-	writeCallers(t, file, fmt.Sprintf("callers:\n  - {name: hog, kind: check, token_sha256: %s}\n  - {name: other, kind: check, token_sha256: %s}\n",
-		hashOf(hogToken), hashOf(otherToken)))
-	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hogToken, otherToken, src := hogAndOther(t)
 	// Room for three such states at once and no more; a caller's share is a
 	// quarter.
 	w := newAdmWorld(t, admission.Options{MaxInitialEvents: 3 * (participants + 1)}, server.WithCallers(src))
@@ -65,4 +58,18 @@ func TestOneCallersUnreadInitialStatesLeaveOthersRoom(t *testing.T) {
 		st, _ := status.FromError(a.err)
 		t.Fatalf("the other caller's WatchCall beside the hog's: %v", st)
 	}
+}
+
+// hogAndOther are two check callers, hog and other, with their tokens.
+func hogAndOther(t *testing.T) (hogToken, otherToken string, src *server.CallerSource) {
+	t.Helper()
+	hogToken, otherToken = newToken(t), newToken(t)
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, file, fmt.Sprintf("callers:\n  - {name: hog, kind: check, token_sha256: %s}\n  - {name: other, kind: check, token_sha256: %s}\n",
+		hashOf(hogToken), hashOf(otherToken)))
+	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hogToken, otherToken, src
 }

@@ -1,9 +1,6 @@
 package server_test
 
 import (
-	"fmt"
-	"log/slog"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -20,14 +17,7 @@ import (
 // what it holds, and write nothing; its own re-join still enters, and so
 // does another caller.
 func TestOneCallersSessionsLeaveOthersRoom(t *testing.T) {
-	hogToken, otherToken := newToken(t), newToken(t)
-	file := filepath.Join(t.TempDir(), "callers.yaml")
-	writeCallers(t, file, fmt.Sprintf("callers:\n  - {name: hog, kind: check, token_sha256: %s}\n  - {name: other, kind: check, token_sha256: %s}\n",
-		hashOf(hogToken), hashOf(otherToken)))
-	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	hogToken, otherToken, src := hogAndOther(t)
 	// A quarter of 8: two sessions and knocks each.
 	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: 8})}, server.WithCallers(src))
 	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
@@ -52,7 +42,7 @@ func TestOneCallersSessionsLeaveOthersRoom(t *testing.T) {
 			t.Fatalf("%s: %v", what, st)
 		}
 	}
-	_, err = hog.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:b", Resource: meeting7})
+	_, err := hog.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:b", Resource: meeting7})
 	wantShare("a Join past the hog's share", err)
 	_, err = hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:guest2", Resource: meeting7})
 	wantShare("a Knock past the hog's share", err)
