@@ -85,7 +85,7 @@ variable their help names.`,
 	maxSessions := fs.Int("max-sessions", admission.DefaultMaxSessions, "most live sessions and lobby knocks this server keeps")
 	sessionShare := fs.Int("max-sessions-per-caller", 0,
 		"most live sessions and lobby knocks one caller of --callers may hold at once; more are refused with RESOURCE_EXHAUSTED (CALLER_SESSION_LIMIT) "+
-			"(0: a quarter of --max-sessions, at least 1)")
+			"(0: a quarter of --max-sessions, at least 1; at most --max-sessions)")
 	envoyConfig := fs.String("envoy-config", envOr("USHER_ENVOY_CONFIG", ""),
 		"also serve Envoy's ext_authz (envoy.service.auth.v3.Authorization), mapping requests to checks as this YAML file says; see docs/envoy.md (env USHER_ENVOY_CONFIG)")
 	allowUnauthenticated := fs.Bool("allow-unauthenticated", false, "serve a non-loopback address without a callers file: anyone who can reach it may write")
@@ -169,6 +169,12 @@ variable their help names.`,
 		}
 		if *sessionShare < 0 {
 			return fmt.Errorf("--max-sessions-per-caller %d: want 0 (a quarter of --max-sessions) or more", *sessionShare)
+		}
+		if *maxSessions < 1 {
+			return fmt.Errorf("--max-sessions %d: want at least 1", *maxSessions)
+		}
+		if *sessionShare > *maxSessions {
+			return fmt.Errorf("--max-sessions-per-caller %d: want at most --max-sessions (%d), or 0 for a quarter of it", *sessionShare, *maxSessions)
 		}
 		if shares.CallWatches < 0 {
 			return fmt.Errorf("--max-call-watches-per-caller %d: want 0 (a quarter of --max-call-watches) or more", shares.CallWatches)

@@ -57,3 +57,36 @@ func TestServeBoundsEachCallersSessions(t *testing.T) {
 		t.Errorf("usher serve --max-sessions-per-caller -1: %v\n%s\nwant it refused, saying %q", err, out, want)
 	}
 }
+
+// usher serve refuses a share of the sessions larger than the sessions
+// themselves, and a bound of none, naming the flag and its value, before
+// it opens anything: a later flag it would refuse (--policy-mode) is not
+// reached.
+func TestServeRefusesASessionShareOutOfBounds(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-sessions", "10", "--max-sessions-per-caller", "11"}, "--max-sessions-per-caller 11: want at most --max-sessions (10)"},
+		{[]string{"--max-sessions-per-caller", "1000001"}, "--max-sessions-per-caller 1000001: want at most --max-sessions (1000000)"},
+		{[]string{"--max-sessions", "0"}, "--max-sessions 0: want at least 1"},
+		{[]string{"--max-sessions", "-3", "--max-sessions-per-caller", "1"}, "--max-sessions -3: want at least 1"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+			"--policy-mode", "no-such-mode"}, tc.args...)
+		_, err := runIn(args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("usher %s: %v; want it refused, saying %q", strings.Join(args, " "), err, tc.want)
+		}
+	}
+	for _, args := range [][]string{
+		{"--max-sessions", "10", "--max-sessions-per-caller", "10"},
+		{"--max-sessions", "10", "--max-sessions-per-caller", "0"},
+	} {
+		all := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+			"--policy-mode", "no-such-mode"}, args...)
+		if _, err := runIn(all...); err == nil || !strings.Contains(err.Error(), "no-such-mode") {
+			t.Errorf("usher %s: %v; want the share taken, and --policy-mode refused", strings.Join(all, " "), err)
+		}
+	}
+}
