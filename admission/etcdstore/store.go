@@ -53,9 +53,12 @@
 // holds, as it counts the sessions and knocks it bounds by MaxSessions:
 // Join and Knock refuse a caller at its CallerShare, counting also its
 // joins and knocks under way through this replica, until the picture holds
-// them. Liveness is the key's presence, so a session counts until its key
-// goes, however stale its Expires. A record without a caller, written
-// before callers were recorded, counts for nobody's share.
+// them. What other replicas write in the meantime it counts only once its
+// watch shows it: joins through several replicas at once may take up to a
+// share through each. Liveness is the key's presence, so a session counts
+// until its key goes, however stale its Expires. A record without a caller,
+// written before callers were recorded, or written again by such a replica
+// (a renewal under a new lease, a Mark), counts for nobody's share.
 //
 // # Why a session ended
 //
@@ -137,8 +140,9 @@ type Options struct {
 	// new ones are refused (one that takes the place of its own session or
 	// knock of the subject still joins). This replica also counts the
 	// caller's joins and knocks in flight through it, so a burst through
-	// one replica does not pass the share; a burst through several may
-	// pass it by a little. Default admission.CallerShare(0, MaxSessions), a
+	// one replica does not pass the share; a burst through several at once,
+	// before their watches show each other's writes, may enter up to a
+	// share through each. Default admission.CallerShare(0, MaxSessions), a
 	// quarter of it.
 	CallerShare int
 	// MaxKnocks bounds the knocks of one call, counted in etcd; default
