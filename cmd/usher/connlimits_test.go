@@ -726,19 +726,32 @@ func openIdle(ctx context.Context, t *testing.T, addr string, tlsConf *tls.Confi
 }
 
 // closed checks that the server closed every idle connection it held in
-// time.
+// time: by its handshake or idle timeout and slack, or, on a machine so
+// busy that the server's timers fire late, within lateGrace after that. One
+// still open then is one the server kept.
 func (idle *idleConns) closed(t *testing.T) {
 	t.Helper()
-	stillOpen := 0
+	stillOpen, late := 0, 0
 	for _, c := range idle.held {
-		if open(c, time.Until(c.closedBy)) {
+		switch {
+		case !open(c, time.Until(c.closedBy)):
+		case open(c, time.Until(c.closedBy.Add(lateGrace))):
 			stillOpen++
+		default:
+			late++
 		}
 	}
+	if late > 0 {
+		t.Logf("%d of %d idle connections were closed after their timeout and slack, within %s more", late, len(idle.held), lateGrace)
+	}
 	if stillOpen > 0 {
-		t.Errorf("%d of %d idle connections still open past the handshake or idle timeout", stillOpen, len(idle.held))
+		t.Errorf("%d of %d idle connections still open %s past the handshake or idle timeout", stillOpen, len(idle.held), lateGrace)
 	}
 }
+
+// lateGrace is how late, past its timeout and slack, a busy server may close
+// an idle connection.
+const lateGrace = 10 * time.Second
 
 // open says whether the server has not closed c within wait.
 func open(c net.Conn, wait time.Duration) bool {
