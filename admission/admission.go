@@ -241,6 +241,13 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Caller: caller, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
+	if authz.Revision(m.v.sifted.Load()) < p.Revision {
+		// The view has yet to act on writes this join read: a participant
+		// they demoted to a counted role, or granted an exclusive one,
+		// still holds its old marks in the store, and the join would be
+		// let in beside it.
+		m.v.settle(ctx, p.Revision)
+	}
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err == nil && (out == Full || out == InUse) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/livekit/protocol/auth"
@@ -112,6 +113,9 @@ type view struct {
 	// that once a sift returns, every change set queued before it began
 	// has been acted on.
 	siftMu sync.Mutex
+	// sifted is the revision of the last change set a sift has acted on:
+	// a Join that read the index at a later one settles first.
+	sifted atomic.Uint64
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
@@ -580,9 +584,10 @@ func (v *view) sift() {
 	v.siftMu.Lock()
 	defer v.siftMu.Unlock()
 	v.appliedMu.Lock()
-	sets, all := v.appliedQ, v.appliedAll
+	sets, all, upTo := v.appliedQ, v.appliedAll, v.queued
 	v.appliedQ, v.appliedAll = nil, false
 	v.appliedMu.Unlock()
+	defer v.sifted.Store(uint64(upTo))
 	x := v.m.engine.Index()
 	v.mu.Lock()
 	dirty := map[*tracked]bool{}
