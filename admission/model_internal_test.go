@@ -358,7 +358,7 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 	rule.UncountedRoles = someOf(rng, w.roleList, 0.3)
 	rule.ExclusiveRoles = someOf(rng, w.roleList, 0.3)
 	rule.ExclusivePermissions = someOf(rng, []string{"claim-a", "claim-b"}, 0.4)
-	if rng.Float64() < 0.2 {
+	if rng.Float64() < 0.3 {
 		rule.Lobby = &authz.Lobby{Admit: refAdmit, Role: pick(rng, w.roleList)}
 		if rng.IntN(2) == 0 {
 			rule.Lobby.Bypass = "speak"
@@ -657,6 +657,30 @@ func (w *modelWorld) doPutRole() {
 	w.ref.roles[name] = perms
 }
 
+// doAdmit lets a subject in from the lobby: a grant of the lobby's role on
+// the call, which cuts short no longer grant of it, refused to a subject
+// blocked from joining.
+func (w *modelWorld) doAdmit() {
+	subject, call := pick(w.rng, w.subjects), pick(w.rng, w.calls)
+	exp := w.expiry()
+	_, err := w.m.Admit(w.ctx, w.by, call, subject, exp)
+	w.logf("Admit %s to %s until %s = %v", subject, call, until(exp), err)
+	if w.ref.standing(subject, call).blocked {
+		if authz.CodeOf(err) != authz.FailedPrecondition {
+			w.fail("Admit of %s, blocked from joining %s, = %v; want FAILED_PRECONDITION", subject, call, err)
+		}
+		return
+	}
+	if err != nil {
+		w.fail("Admit: %v", err)
+	}
+	g := refGrant{subject: subject, role: w.ref.rule.Lobby.Role, resource: call}
+	if old, held := w.ref.grants[g]; held && liveAt(old, w.ref.now()) && (old.IsZero() || !exp.IsZero() && !old.Before(exp)) {
+		return
+	}
+	w.ref.grants[g] = exp
+}
+
 func (w *modelWorld) doAdvance() {
 	lease := w.ref.rule.LeaseOf()
 	d := pick(w.rng, []time.Duration{500 * time.Millisecond, lease / 2, lease, lease + time.Second, 3 * time.Second})
@@ -670,10 +694,12 @@ func (w *modelWorld) doAdvance() {
 
 // TestAdmissionFollowsTheReference runs random worlds of one node (a
 // Manager over a MemoryStore, on a manual clock) through random Joins,
-// Leaves, KeepAlives, passing time, grants, revokes, blocks, unblocks and
-// role redefinitions, and compares each answer, and the sessions the store
-// holds once the view has acted, with the reference. After some writes the
-// view is left behind for a step, as its loop may be when a Join comes.
+// Leaves, KeepAlives, passing time, grants, revokes, blocks, unblocks,
+// admissions from the lobby and role redefinitions, and compares each
+// answer, and the sessions the store holds once the view has acted, with
+// the reference. After some writes the view is left behind for a step, as
+// its loop may be when a Join or a KeepAlive comes. A failure names the
+// seed: -run 'TestAdmissionFollowsTheReference/^SEED$' runs its world alone.
 func TestAdmissionFollowsTheReference(t *testing.T) {
 	worlds, steps := 700, 40
 	if testing.Short() {
@@ -716,6 +742,9 @@ func runModelWorld(t *testing.T, seed uint64, steps int) {
 			write = true
 		case n < 92:
 			w.doUnblock()
+			write = true
+		case n < 96 && w.ref.rule.Lobby != nil:
+			w.doAdmit()
 			write = true
 		default:
 			w.doPutRole()
