@@ -248,6 +248,11 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		// let in beside it.
 		m.v.settle(ctx, p.Revision)
 	}
+	// Nor may it have looked yet at the participants whose grants or
+	// blocks expired by now, as it does every tickEvery: one whose
+	// uncounted role ran out counts, one whose exclusive role ran out
+	// holds the room no longer.
+	m.v.expire()
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err == nil && (out == Full || out == InUse) {

@@ -750,8 +750,11 @@ func (v *view) unschedule(t *tracked) { v.dues.drop(t) }
 func (v *view) expire() {
 	now := v.m.clock.Now().UnixNano()
 	v.mu.Lock()
-	dirty := map[*tracked]bool{}
+	var dirty map[*tracked]bool // made only when one is due: Join calls expire
 	for t, ok := v.dues.next(now); ok; t, ok = v.dues.next(now) {
+		if dirty == nil {
+			dirty = map[*tracked]bool{}
+		}
 		dirty[t] = true
 	}
 	var eject []ejection
