@@ -252,7 +252,9 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	// blocks expired by now, as it does every tickEvery: one whose
 	// uncounted role ran out counts, one whose exclusive role ran out
 	// holds the room no longer.
-	m.v.expire()
+	if m.v.due(now.UnixNano()) {
+		m.v.expire()
+	}
 	// An admitted join's events are the view's to take (m.v.joined).
 	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err == nil && (out == Full || out == InUse) {

@@ -1,5 +1,7 @@
 package admission
 
+import "math"
+
 // due is an entry's standing in a dueQueue: whether it is queued, when it
 // is due, and which of the queue's records of it is the current one.
 type due struct {
@@ -39,6 +41,15 @@ const spareRecords = 64
 
 // Len is how many entries are queued.
 func (q *dueQueue[T]) Len() int { return q.queued }
+
+// first is when the first record is due, or math.MaxInt64 for none: no
+// entry is due before it, though the record may be one left behind.
+func (q *dueQueue[T]) first() int64 {
+	if len(q.recs) == 0 {
+		return math.MaxInt64
+	}
+	return q.recs[0].at
+}
 
 // set makes t due at at: added, or moved if it is queued.
 func (q *dueQueue[T]) set(t T, at int64) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -97,8 +98,10 @@ type view struct {
 	// which it heard of none.
 	forgotten authz.Revision
 	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
-	ahead     map[*tracked]bool  // sessions admitted at a revision the index has yet to apply
-	closed    bool
+	// dueAt is v.dues.first(), written under v.mu, read without it.
+	dueAt  atomic.Int64
+	ahead  map[*tracked]bool // sessions admitted at a revision the index has yet to apply
+	closed bool
 
 	appliedMu  sync.Mutex
 	appliedQ   []*authz.ChangeSet
@@ -208,7 +211,7 @@ const maxQueuedSets = 1024
 const tickEvery = 20 * time.Millisecond
 
 func newView(m *Manager, opts Options) *view {
-	return &view{
+	v := &view{
 		m: m, sessions: map[string]*tracked{}, byCall: map[string]*tracked{},
 		bySubject: map[string]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
@@ -217,6 +220,8 @@ func newView(m *Manager, opts Options) *view {
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 	}
+	v.dueAt.Store(math.MaxInt64)
+	return v
 }
 
 // applied is the engine's listener: it queues the change set for loop.
@@ -741,10 +746,18 @@ func (v *view) schedule(t *tracked, until time.Time) {
 		return
 	}
 	v.dues.set(t, until.UnixNano())
+	v.dueAt.Store(v.dues.first())
 }
 
 // unschedule takes t out of v.dues. v.mu is held.
-func (v *view) unschedule(t *tracked) { v.dues.drop(t) }
+func (v *view) unschedule(t *tracked) {
+	v.dues.drop(t)
+	v.dueAt.Store(v.dues.first())
+}
+
+// due reports whether the view may have sessions to look at again at now,
+// unix nanoseconds, without taking v.mu: a Join asks on every call.
+func (v *view) due(now int64) bool { return now >= v.dueAt.Load() }
 
 // expire looks again at the sessions whose grants or blocks have expired.
 func (v *view) expire() {
@@ -757,6 +770,7 @@ func (v *view) expire() {
 		}
 		dirty[t] = true
 	}
+	v.dueAt.Store(v.dues.first())
 	var eject []ejection
 	if len(dirty) > 0 {
 		eject = v.reread(v.m.engine.Index(), dirty)
