@@ -378,37 +378,35 @@ func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
 	return cs, nil
 }
 
+// The fields of a change log value that ChangeSetTime and ChangeSetLen
+// read, numbered as the record's schema numbers them.
+var (
+	changeSetFields = (&recordv1.ChangeSet{}).ProtoReflect().Descriptor().Fields()
+	changeSetTime   = changeSetFields.ByName("time").Number()
+	changeSetChange = changeSetFields.ByName("changes").Number()
+)
+
 // ChangeSetTime reads only the commit time of a change log value, without
 // decoding its changes: a policy's change set may hold a hundred thousand,
 // which take many times their bytes once decoded, and a reader that wants
 // to know when a revision was committed (a WatchCall resuming from it)
 // should not pay for them.
 func ChangeSetTime(v []byte) (time.Time, error) {
-	if len(v) == 0 || v[0] != formatV1 {
-		return time.Time{}, errFormat(v)
-	}
 	var nanos int64
-	for b := v[1:]; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+	err := eachChangeSetField(v, func(num protowire.Number, typ protowire.Type, value []byte) error {
+		if num != changeSetTime || typ != protowire.VarintType {
+			return nil
+		}
+		// The last one stands, as proto.Unmarshal reads it.
+		x, n := protowire.ConsumeVarint(value)
 		if n < 0 {
-			return time.Time{}, fmt.Errorf("change set: %w", protowire.ParseError(n))
+			return fmt.Errorf("change set time: %w", protowire.ParseError(n))
 		}
-		b = b[n:]
-		if num == 2 && typ == protowire.VarintType {
-			x, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return time.Time{}, fmt.Errorf("change set time: %w", protowire.ParseError(n))
-			}
-			// The last one stands, as proto.Unmarshal reads it; the
-			// changes that follow it are skipped, not decoded.
-			nanos, b = int64(x), b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return time.Time{}, fmt.Errorf("change set: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
+		nanos = int64(x)
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, err
 	}
 	return time.Unix(0, nanos).UTC(), nil
 }
@@ -416,26 +414,38 @@ func ChangeSetTime(v []byte) (time.Time, error) {
 // ChangeSetLen counts the changes of a change log value without decoding
 // them, for a reader that reads change sets only while they fit a budget.
 func ChangeSetLen(v []byte) (int, error) {
-	if len(v) == 0 || v[0] != formatV1 {
-		return 0, errFormat(v)
-	}
 	n := 0
-	for b := v[1:]; len(b) > 0; {
-		num, typ, m := protowire.ConsumeTag(b)
-		if m < 0 {
-			return 0, fmt.Errorf("change set: %w", protowire.ParseError(m))
-		}
-		b = b[m:]
-		if num == 5 {
+	err := eachChangeSetField(v, func(num protowire.Number, _ protowire.Type, _ []byte) error {
+		if num == changeSetChange {
 			n++
 		}
-		m = protowire.ConsumeFieldValue(num, typ, b)
+		return nil
+	})
+	return n, err
+}
+
+// eachChangeSetField calls each with the number, wire type and undecoded
+// value of every top-level field of a change log value, in order.
+func eachChangeSetField(v []byte, each func(num protowire.Number, typ protowire.Type, value []byte) error) error {
+	if len(v) == 0 || v[0] != formatV1 {
+		return errFormat(v)
+	}
+	for b := v[1:]; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("change set: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
 		if m < 0 {
-			return 0, fmt.Errorf("change set: %w", protowire.ParseError(m))
+			return fmt.Errorf("change set: %w", protowire.ParseError(m))
+		}
+		if err := each(num, typ, b[:m]); err != nil {
+			return err
 		}
 		b = b[m:]
 	}
-	return n, nil
+	return nil
 }
 
 // compositeKey refuses parts containing keySep because such a part would

@@ -133,13 +133,7 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	if recent {
 		return out, nil
 	}
-	if after < compacted {
-		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
-	}
-	if after == ^authz.Revision(0) {
-		return nil, nil
-	}
-	err := s.fromFile(after, published, limit, func(k, v []byte) error {
+	err := s.fromFile(after, compacted, published, limit, func(k, v []byte) error {
 		cs, err := storage.DecodeChangeSet(v)
 		if err != nil {
 			return fmt.Errorf("change set %x: %w", k, err)
@@ -158,8 +152,14 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 
 // fromFile calls each with the key and value of up to limit change sets
 // after after in the file, in order, through published, the last one
-// published.
-func (s *Store) fromFile(after, published authz.Revision, limit int, each func(k, v []byte) error) error {
+// published; compacted is where the store's record says the log begins.
+func (s *Store) fromFile(after, compacted, published authz.Revision, limit int, each func(k, v []byte) error) error {
+	if after < compacted {
+		return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
+	}
+	if after == ^authz.Revision(0) {
+		return nil
+	}
 	return unpanicked(func() error {
 		return s.db.View(func(tx *bbolt.Tx) error {
 			// The file's own compaction point, read in the transaction that
@@ -198,24 +198,14 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 		return nil, fmt.Errorf("storage: change counts: limit must be positive, got %d", limit)
 	}
 	var counts []int
-	s.mu.Lock()
-	n := s.recent.len()
-	if n > 0 && after+1 >= s.recent.at(0).Revision && after >= s.compacted {
-		for i := int(min(after+1-s.recent.at(0).Revision, authz.Revision(n))); i < n && len(counts) < limit; i++ {
-			counts = append(counts, len(s.recent.at(i).Changes))
+	recent, inMemory, compacted, published := s.recentChanges(after, limit)
+	if inMemory {
+		for _, cs := range recent {
+			counts = append(counts, len(cs.Changes))
 		}
-		s.mu.Unlock()
 		return counts, nil
 	}
-	compacted, published := s.compacted, s.rev
-	s.mu.Unlock()
-	if after < compacted {
-		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
-	}
-	if after == ^authz.Revision(0) {
-		return nil, nil
-	}
-	err := s.fromFile(after, published, limit, func(k, v []byte) error {
+	err := s.fromFile(after, compacted, published, limit, func(k, v []byte) error {
 		n, err := storage.ChangeSetLen(v)
 		if err != nil {
 			return fmt.Errorf("change set %x: %w", k, err)

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/usher-authz/usher/authz"
@@ -532,22 +533,12 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 	if after == ^authz.Revision(0) {
 		return nil, nil
 	}
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.compactedKey()),
-		clientv3.OpGet(s.logKey(after+1), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.logPrefix())), clientv3.WithLimit(int64(limit))),
-	).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("storage: change counts: %w", err)
-	}
-	compacted, _, err := value(resp.Responses[0])
+	kvs, _, err := s.logValues(ctx, after, limit, 0)
 	if err != nil {
 		return nil, err
 	}
-	if after < compacted {
-		return nil, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
-	}
 	var counts []int
-	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
+	for _, kv := range kvs {
 		n, err := storage.ChangeSetLen(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("storage: change set %q: %w", kv.Key, err)
@@ -580,6 +571,25 @@ func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, 
 // changes reads up to limit change sets after after, at etcd revision at (0:
 // the latest), and returns the etcd revision it read at.
 func (s *Store) changes(ctx context.Context, after authz.Revision, limit int, at int64) ([]authz.ChangeSet, int64, error) {
+	kvs, read, err := s.logValues(ctx, after, limit, at)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []authz.ChangeSet
+	for _, kv := range kvs {
+		cs, err := storage.DecodeChangeSet(kv.Value)
+		if err != nil {
+			return nil, 0, fmt.Errorf("storage: change set %q: %w", kv.Key, err)
+		}
+		out = append(out, cs)
+	}
+	return out, read, nil
+}
+
+// logValues reads the values of up to limit change sets after after, at
+// etcd revision at (0: the latest), in the transaction that reads where the
+// log begins, and returns the etcd revision it read at.
+func (s *Store) logValues(ctx context.Context, after authz.Revision, limit int, at int64) ([]*mvccpb.KeyValue, int64, error) {
 	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.logPrefix())), clientv3.WithLimit(int64(limit))}
 	if at > 0 {
 		opts = append(opts, clientv3.WithRev(at))
@@ -598,15 +608,7 @@ func (s *Store) changes(ctx context.Context, after authz.Revision, limit int, at
 	if after < compacted {
 		return nil, 0, fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
 	}
-	var out []authz.ChangeSet
-	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
-		cs, err := storage.DecodeChangeSet(kv.Value)
-		if err != nil {
-			return nil, 0, fmt.Errorf("storage: change set %q: %w", kv.Key, err)
-		}
-		out = append(out, cs)
-	}
-	return out, resp.Header.Revision, nil
+	return resp.Responses[1].GetResponseRange().GetKvs(), resp.Header.Revision, nil
 }
 
 // Watch implements authz.Backend: what the log holds after after, then
