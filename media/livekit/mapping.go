@@ -122,12 +122,16 @@ func (m Mapping) Permissions() []string {
 	return slices.Compact(out)
 }
 
-type mappedField struct{ name, perm string }
+// mappedField is a field that names permissions: one, or, for a list,
+// every one of a comma-separated list.
+type mappedField struct {
+	name, perm string
+	list       bool
+}
 
-// perms are the permissions the field names: none when it is empty, and
-// for room_admin and room_record every one of a comma-separated list.
+// perms are the permissions the field names; none when it is empty.
 func (f mappedField) perms() []string {
-	if f.name == "room_admin" || f.name == "room_record" {
+	if f.list {
 		return authz.MediaPermissions(f.perm)
 	}
 	if f.perm == "" {
@@ -140,13 +144,13 @@ func (f mappedField) perms() []string {
 // can_publish_sources, by their YAML names.
 func (m Mapping) fields() []mappedField {
 	return []mappedField{
-		{"room_join", m.RoomJoin},
-		{"can_publish", m.CanPublish},
-		{"can_subscribe", m.CanSubscribe},
-		{"can_publish_data", m.CanPublishData},
-		{"room_admin", m.RoomAdmin},
-		{"room_record", m.RoomRecord},
-		{"hidden", m.Hidden},
+		{name: "room_join", perm: m.RoomJoin},
+		{name: "can_publish", perm: m.CanPublish},
+		{name: "can_subscribe", perm: m.CanSubscribe},
+		{name: "can_publish_data", perm: m.CanPublishData},
+		{name: "room_admin", perm: m.RoomAdmin, list: true},
+		{name: "room_record", perm: m.RoomRecord, list: true},
+		{name: "hidden", perm: m.Hidden},
 	}
 }
 
