@@ -220,7 +220,10 @@ func TestALapsedSessionNotYetSweptHoldsNoShare(t *testing.T) {
 	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
 	clock := authz.NewManualClock(start)
 	m := NewMemoryStore(MemoryOptions{Clock: clock, MaxSessions: 100, CallerShare: 1})
-	defer m.Close()
+	// The sweeper is stopped: the lapsed session is swept by the Join, or
+	// not at all.
+	close(m.stop)
+	m.done.Wait()
 	ctx := context.Background()
 	session := func(id, call string) Session {
 		now := clock.Now()
