@@ -63,6 +63,9 @@ func TestServeBoundsEachCallersSessions(t *testing.T) {
 // it opens anything: a later flag it would refuse (--policy-mode) is not
 // reached.
 func TestServeRefusesASessionShareOutOfBounds(t *testing.T) {
+	// Every case also names a --policy-mode serve refuses after it has
+	// read the bounds: a serve that takes the bounds stops there rather
+	// than serve, and says so.
 	for _, tc := range []struct {
 		args []string
 		want string
