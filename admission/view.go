@@ -1043,18 +1043,11 @@ func (m *Manager) followed(after authz.Revision) time.Time {
 	// Any client may resume from any revision: one whose change set is a
 	// large policy's would have the watch read and decode all of it, for
 	// its time alone.
-	if b, ok := m.engine.Backend().(authz.CommitTimer); ok {
-		t, ok, err := b.CommitTime(ctx, after)
-		if err != nil || !ok {
-			return time.Time{}
-		}
-		return t
-	}
-	css, err := m.engine.Backend().Changes(ctx, after-1, 1)
-	if err != nil || len(css) != 1 || css[0].Revision != after || css[0].Time.IsZero() {
+	t, ok, err := m.engine.Backend().CommitTime(ctx, after)
+	if err != nil || !ok {
 		return time.Time{}
 	}
-	return css[0].Time
+	return t
 }
 
 // initialState is what a watch's initial state is made of, read under

@@ -33,27 +33,18 @@ type Backend interface {
 	// Changes returns up to limit change sets after after, oldest first;
 	// ErrCompacted when the log no longer reaches back that far.
 	Changes(ctx context.Context, after Revision, limit int) ([]ChangeSet, error)
+	// ChangeCounts returns how many changes each of up to limit change
+	// sets after after holds, oldest first, as many as Changes would
+	// return, or its ErrCompacted, without decoding them: a reader with a
+	// budget of changes need not decode a policy's hundred thousand to
+	// learn they do not fit.
+	ChangeCounts(ctx context.Context, after Revision, limit int) ([]int, error)
+	// CommitTime is when rev was committed, read without decoding its
+	// change set; ok is false when the log does not hold it (compacted
+	// away, or not committed yet).
+	CommitTime(ctx context.Context, rev Revision) (t time.Time, ok bool, err error)
 	// Close releases the backend; calls after it fail.
 	Close() error
-}
-
-// CommitTimer is a Backend that tells when a revision was committed without
-// reading its change set, which may hold a policy's hundred thousand
-// changes.
-type CommitTimer interface {
-	// CommitTime is when rev was committed; ok is false when the log does
-	// not hold it (compacted away, or not committed yet).
-	CommitTime(ctx context.Context, rev Revision) (t time.Time, ok bool, err error)
-}
-
-// ChangeCounter is a Backend that counts the changes of change sets without
-// reading them whole, so that a reader with a budget of changes need not
-// decode a policy's hundred thousand to learn they do not fit.
-type ChangeCounter interface {
-	// ChangeCounts returns how many changes each of up to limit change
-	// sets after after holds, oldest first: as many as Changes would
-	// return, or its ErrCompacted.
-	ChangeCounts(ctx context.Context, after Revision, limit int) ([]int, error)
 }
 
 // Write is a change set on its way to a backend, with what its plan read.

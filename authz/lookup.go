@@ -219,19 +219,17 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			limit := int(min(now-from, Revision(n)))
 			// A client may come back with a token from before a policy's
 			// change set of a hundred thousand changes: learn that it
-			// does not fit without decoding it, where the backend can.
-			if c, ok := e.backend.(ChangeCounter); ok {
-				counts, err := c.ChangeCounts(ctx, from, limit)
-				if err != nil || len(counts) == 0 {
-					return lookupMoved(at, now)
-				}
-				next := read
-				for _, k := range counts {
-					next += max(1, k)
-				}
-				if next > maxLookupChanges {
-					return lookupMoved(at, now)
-				}
+			// does not fit without decoding it.
+			counts, err := e.backend.ChangeCounts(ctx, from, limit)
+			if err != nil || len(counts) == 0 {
+				return lookupMoved(at, now)
+			}
+			next := read
+			for _, k := range counts {
+				next += max(1, k)
+			}
+			if next > maxLookupChanges {
+				return lookupMoved(at, now)
 			}
 			batch, err := e.backend.Changes(ctx, from, limit)
 			if err != nil || len(batch) == 0 {

@@ -190,7 +190,7 @@ func (s *Store) fromFile(after, compacted, published authz.Revision, limit int, 
 	})
 }
 
-// ChangeCounts implements authz.ChangeCounter: the changes of the change
+// ChangeCounts implements authz.Backend: the changes of the change
 // sets kept in memory, or else counted in their values in the file,
 // undecoded.
 func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
@@ -222,7 +222,7 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 	return counts, nil
 }
 
-// CommitTime implements authz.CommitTimer: the time of a change set kept
+// CommitTime implements authz.Backend: the time of a change set kept
 // in memory, or else read from its value in the file, its changes left
 // undecoded.
 func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, bool, error) {

@@ -521,7 +521,7 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	return css, err
 }
 
-// ChangeCounts implements authz.ChangeCounter: the changes counted in the
+// ChangeCounts implements authz.Backend: the changes counted in the
 // change sets' values, undecoded.
 func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
 	if limit <= 0 {
@@ -548,7 +548,7 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 	return counts, nil
 }
 
-// CommitTime implements authz.CommitTimer: the time read from the change
+// CommitTime implements authz.Backend: the time read from the change
 // set's value, its changes left undecoded.
 func (s *Store) CommitTime(ctx context.Context, rev authz.Revision) (time.Time, bool, error) {
 	if err := s.check(); err != nil {

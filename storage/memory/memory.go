@@ -186,7 +186,7 @@ func (m *Memory) Changes(_ context.Context, after authz.Revision, limit int) ([]
 	return slices.Clone(rest[:min(limit, len(rest))]), nil
 }
 
-// ChangeCounts implements authz.ChangeCounter.
+// ChangeCounts implements authz.Backend.
 func (m *Memory) ChangeCounts(ctx context.Context, after authz.Revision, limit int) ([]int, error) {
 	css, err := m.Changes(ctx, after, limit)
 	if err != nil {
@@ -199,7 +199,7 @@ func (m *Memory) ChangeCounts(ctx context.Context, after authz.Revision, limit i
 	return counts, nil
 }
 
-// CommitTime implements authz.CommitTimer.
+// CommitTime implements authz.Backend.
 func (m *Memory) CommitTime(_ context.Context, rev authz.Revision) (time.Time, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
