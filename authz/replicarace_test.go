@@ -112,6 +112,11 @@ func TestARoleDeletionPlannedBeforeAMoveTakesTheGrantsItOrphans(t *testing.T) {
 	w.put("folder:m", "folder:y")
 	rev, err := stale.DeleteRole(w.ctx, w.by, "folder:s", "reader")
 	w.ok("DeleteRole reader at folder:s", rev, err)
+	// The deletion went through the replica behind: the world's index
+	// applies it from its own feed.
+	if err := w.eng.Await(w.ctx, rev); err != nil {
+		t.Fatalf("the world's index never reached revision %d: %v", rev, err)
+	}
 	grants, _, _, err := w.idx.ListGrants(authz.GrantFilter{Subject: "user:x"}, 0, "")
 	if err != nil {
 		t.Fatalf("ListGrants: %v", err)
