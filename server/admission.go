@@ -232,7 +232,7 @@ func (s *admissionServer) ListLobby(ctx context.Context, req *usherv1.ListLobbyR
 // caller: a media server's sidecar may admit, deny or take a call live only
 // for an end user who may.
 func ownAuthority(ctx context.Context, actor string) error {
-	if c, ok := ctx.Value(callerKey{}).(Caller); ok && c.Kind == KindCheck && actor == "" {
+	if c, ok := callerIn(ctx); ok && c.Kind == KindCheck && actor == "" {
 		return refuse(codes.PermissionDenied,
 			fmt.Sprintf("caller %q is a %s caller: it may admit, deny, schedule or take a call live only for an actor, who must hold the permission", c.Name, c.Kind),
 			details{reason: reasonCallerKind, meta: map[string]string{"caller": c.Name, "kind": string(c.Kind)}})

@@ -66,7 +66,7 @@ type authenticator struct {
 // call the method. Health checks pass without credentials, for load
 // balancers' probes.
 func (a authenticator) authenticate(ctx context.Context) (context.Context, error) {
-	if _, done := ctx.Value(callerKey{}).(Caller); done {
+	if _, done := callerIn(ctx); done {
 		return ctx, nil // identified before its request was decoded
 	}
 	caller, ok, err := a.admit(ctx)
@@ -147,7 +147,7 @@ func (a authenticator) decodeAfterAuthentication(desc *grpc.ServiceDesc) *grpc.S
 // opened before a caller was removed would go on sending it every change.
 // Streams without a caller (health checks) are let be.
 func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if _, ok := ss.Context().Value(callerKey{}).(Caller); !ok {
+	if _, ok := callerIn(ss.Context()); !ok {
 		return handler(srv, ss)
 	}
 	// Taken before the first look, so that a change since the call was

@@ -42,7 +42,7 @@ type CallerShares struct {
 // the authenticated caller, or "" on a server without a callers file,
 // whose one anonymous caller's share is the whole store.
 func sharingCaller(ctx context.Context) string {
-	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+	if c, ok := callerIn(ctx); ok {
 		return c.Name
 	}
 	return ""
@@ -125,7 +125,7 @@ func (s *streamShares) takeN(holder string, n int) (release func(), ok bool) {
 // (a server without a callers file) is not counted: every such call is the
 // one anonymous caller, whose share is the whole pool.
 func takeCallerShare(ctx context.Context, s *streamShares, what, field, value string) (release func(), err error) {
-	c, ok := ctx.Value(callerKey{}).(Caller)
+	c, ok := callerIn(ctx)
 	if !ok {
 		return func() {}, nil
 	}
@@ -148,7 +148,7 @@ func takeCallerShare(ctx context.Context, s *streamShares, what, field, value st
 // naming the caller, its share and the call. A call without a caller is
 // not counted, as in takeCallerShare.
 func takeInitialShare(ctx context.Context, s *streamShares, call string, n int) (release func(), err error) {
-	c, ok := ctx.Value(callerKey{}).(Caller)
+	c, ok := callerIn(ctx)
 	if !ok || n == 0 {
 		return func() {}, nil
 	}

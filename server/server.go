@@ -216,10 +216,16 @@ func (s *Server) Stop() {
 // callerOf names the caller of a request for the change log: the
 // authenticated caller, or "anonymous" when the server has no callers file.
 func callerOf(ctx context.Context) string {
-	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+	if c, ok := callerIn(ctx); ok {
 		return c.Name
 	}
 	return "anonymous"
+}
+
+// callerIn is the authenticated caller of a request, if it has one.
+func callerIn(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
 }
 
 // await waits until the index reaches a read's min_revision (0: no wait). It
