@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -69,27 +70,94 @@ const timeField = "grpc.time_ms"
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// unauthenticatedLines bounds the log lines of calls refused for want of
-// credentials, and of refused health calls, which need none: anyone may
-// make them as fast as the server refuses them, some 37,000 a second from
-// one client on loopback, 15 MB of log a second. Like the refusals before
-// authentication (refusalLog), a line says how many were not logged since
-// the previous one.
-type unauthenticatedLines struct{ lineBudget }
+// refusedLines bounds the log lines of refused calls, so that no caller can
+// flood the log or make logging the cost of what it sends. Calls refused
+// for want of credentials, and refused health calls, which need none,
+// share one budget as the refusals before authentication do (refusalLog):
+// anyone may make them as fast as the server refuses them, some 37,000 a
+// second from one client on loopback, 15 MB of log a second. Every caller
+// of the callers file has a budget of its own, larger, so that one caller
+// refused in a loop neither floods the log nor hides another's refusals;
+// without a callers file, every caller is the anonymous one, and shares
+// one. A line says how many of its budget were not logged since the
+// previous one.
+type refusedLines struct {
+	strangers lineBudget
+	// src identifies the caller of a refused stream, which is
+	// authenticated inside the logging interceptor; nil without a callers
+	// file.
+	src *CallerSource
 
-func newUnauthenticatedLines() *unauthenticatedLines {
-	return &unauthenticatedLines{newLineBudget()}
+	mu      sync.Mutex
+	callers map[string]lineBudget // by caller name; "" is the anonymous caller
+}
+
+// A caller's refused calls are logged at most callerLineBurst at once and
+// callerLinesPerSecond a second; a server keeps the budgets of at most
+// maxLineBudgets callers, and lets the callers past them share one.
+const (
+	callerLinesPerSecond = 10
+	callerLineBurst      = 50
+	maxLineBudgets       = 4096
+)
+
+// overflowCaller names the budget the callers past maxLineBudgets share;
+// no caller of a callers file has a name with a space in it.
+const overflowCaller = " others"
+
+func newRefusedLines(src *CallerSource) *refusedLines {
+	return &refusedLines{strangers: newLineBudget(refusalsPerSecond, refusalBurst), src: src, callers: map[string]lineBudget{}}
 }
 
 // allow says whether to log one more line of a call of service refused
-// with code, and how many such lines were left out since the last; calls
-// that carry credentials and are refused otherwise, or not at all, are
-// always logged.
-func (u *unauthenticatedLines) allow(service string, code codes.Code) (ok bool, dropped int64) {
-	if code != codes.Unauthenticated && service != healthpb.Health_ServiceDesc.ServiceName {
-		return true, 0
+// with code, and how many lines of its budget were left out since the
+// last.
+func (l *refusedLines) allow(ctx context.Context, service string, code codes.Code) (ok bool, dropped int64) {
+	if code == codes.Unauthenticated || service == healthpb.Health_ServiceDesc.ServiceName {
+		return l.strangers.take()
 	}
-	return u.take()
+	name, known := l.callerOf(ctx)
+	if !known {
+		return l.strangers.take()
+	}
+	return l.budgetOf(name).take()
+}
+
+// callerOf names the caller of a refused call: the one authentication
+// found, or, for a stream, which the logging interceptor sees before it is
+// authenticated, the one its credentials name; "" for the anonymous
+// caller of a server without a callers file. known is false for a call
+// whose credentials name none.
+func (l *refusedLines) callerOf(ctx context.Context) (name string, known bool) {
+	if c, ok := callerIn(ctx); ok {
+		return c.Name, true
+	}
+	if l.src == nil {
+		return "", true
+	}
+	c, err := authenticator{src: l.src}.identify(ctx)
+	if err != nil {
+		return "", false
+	}
+	return c.Name, true
+}
+
+func (l *refusedLines) budgetOf(name string) lineBudget {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.callers[name]
+	if ok {
+		return b
+	}
+	if len(l.callers) >= maxLineBudgets {
+		name = overflowCaller
+		if b, ok := l.callers[name]; ok {
+			return b
+		}
+	}
+	b = newLineBudget(callerLinesPerSecond, callerLineBurst)
+	l.callers[name] = b
+	return b
 }
 
 // unaryCallLog returns the interceptor that logs finished unary calls.
@@ -100,7 +168,7 @@ func (u *unauthenticatedLines) allow(service string, code codes.Code) (ok bool, 
 // when logger logs debug, the level of successful calls; otherwise
 // refusedCallLog leaves successful calls alone and logs the others with the
 // same fields. The logger's level is read once, here.
-func unaryCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.UnaryServerInterceptor {
+func unaryCallLog(logger *slog.Logger, u *refusedLines) grpc.UnaryServerInterceptor {
 	if logger.Enabled(context.Background(), slog.LevelDebug) {
 		return logging.UnaryServerInterceptor(slogLogger(logger, u), callLogOptions...)
 	}
@@ -109,14 +177,14 @@ func unaryCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.UnaryServer
 
 // streamCallLog returns the interceptor that logs finished streams: few, and
 // long, so go-grpc-middleware's at every level.
-func streamCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.StreamServerInterceptor {
+func streamCallLog(logger *slog.Logger, u *refusedLines) grpc.StreamServerInterceptor {
 	return logging.StreamServerInterceptor(slogLogger(logger, u), callLogOptions...)
 }
 
 // refusedCallLog logs the unary calls that end with an error, as
 // go-grpc-middleware's logging interceptor would, and does nothing more
 // than read the clock for the others.
-func refusedCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.UnaryServerInterceptor {
+func refusedCallLog(logger *slog.Logger, u *refusedLines) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
@@ -129,7 +197,7 @@ func refusedCallLog(logger *slog.Logger, u *unauthenticatedLines) grpc.UnaryServ
 			return resp, err
 		}
 		service, method := splitMethod(info.FullMethod)
-		ok, dropped := u.allow(service, code)
+		ok, dropped := u.allow(ctx, service, code)
 		if !ok {
 			return resp, err
 		}
@@ -166,7 +234,7 @@ func splitMethod(full string) (service, method string) {
 
 // slogLogger is l as go-grpc-middleware's logger, its lines of calls
 // refused for want of credentials bounded by u.
-func slogLogger(l *slog.Logger, u *unauthenticatedLines) logging.Logger {
+func slogLogger(l *slog.Logger, u *refusedLines) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		service, code := "", codes.OK
 		for i := 0; i+1 < len(fields); i += 2 {
@@ -183,7 +251,7 @@ func slogLogger(l *slog.Logger, u *unauthenticatedLines) logging.Logger {
 			}
 		}
 		if code != codes.OK {
-			ok, dropped := u.allow(service, code)
+			ok, dropped := u.allow(ctx, service, code)
 			if !ok {
 				return
 			}

@@ -146,7 +146,8 @@ func TestLoggerSettings(t *testing.T) {
 // Anyone may make calls without credentials, as fast as the server refuses
 // them: their lines are bounded as the refusals before authentication are,
 // a burst then a few a second, a line saying how many it left out, at
-// debug level too; every other refusal is logged.
+// debug level too; a caller's refusals are logged within a larger
+// budget of its own (TestOneCallersRefusalsNeitherFloodTheLogNorHideAnothers).
 func TestCallsWithoutCredentialsDoNotFloodTheLog(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		t.Run(level.String(), func(t *testing.T) {
@@ -218,6 +219,98 @@ func TestCallsWithoutCredentialsDoNotFloodTheLog(t *testing.T) {
 			}
 			if invalid != 20 {
 				t.Errorf("%d lines of the 20 invalid checks by a caller; want every one", invalid)
+			}
+		})
+	}
+}
+
+// A caller refused in a loop, by its calls or by its streams, gets a burst
+// of lines and then a few a second, each line saying how many it left out;
+// another caller's refusals are logged beside them all the same. Without a
+// callers file, every caller is the anonymous one, and is bounded alike.
+func TestOneCallersRefusalsNeitherFloodTheLogNorHideAnothers(t *testing.T) {
+	for _, withCallers := range []bool{true, false} {
+		t.Run(map[bool]string{true: "callers file", false: "anonymous"}[withCallers], func(t *testing.T) {
+			logs := &logBuffer{}
+			logger, err := server.NewLogger(logs, "json", slog.LevelInfo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			hogToken, otherToken := newToken(t), newToken(t)
+			var opts func(*authz.Engine) []grpc.ServerOption
+			if withCallers {
+				writeCallers(t, dir+"/callers.yaml", "callers:\n"+
+					"  - {name: hog, kind: check, token_sha256: "+hashOf(hogToken)+"}\n"+
+					"  - {name: other, kind: check, token_sha256: "+hashOf(otherToken)+"}\n")
+				src, err := server.NewCallerSource(dir+"/callers.yaml", logger)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts = func(*authz.Engine) []grpc.ServerOption { return []grpc.ServerOption{server.WithCallers(src)} }
+			}
+			f := startServerWith(t, dir, logger, opts)
+			dial := func(token string) usherv1.AuthorizationServiceClient {
+				conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(token)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				return usherv1.NewAuthorizationServiceClient(conn)
+			}
+			hog, other := dial(hogToken), dial(otherToken)
+			invalid := &usherv1.CheckRequest{Subject: "a", Permission: "join-call", Resource: "root"}
+
+			const calls, streams = 300, 100
+			start := time.Now()
+			for range calls {
+				_, err := hog.Check(f.ctx(), invalid)
+				wantCode(t, err, codes.InvalidArgument)
+			}
+			for range streams {
+				st := refusedWatch(t, hog, &usherv1.WatchRequest{AfterRevision: 1 << 40})
+				wantCode(t, st.Err(), codes.OutOfRange)
+			}
+			for range 5 {
+				_, err := other.Check(f.ctx(), &usherv1.CheckRequest{Subject: "b", Permission: "join-call", Resource: "root"})
+				wantCode(t, err, codes.InvalidArgument)
+			}
+			// The budget gives one more line each tenth of a second: that line
+			// says how many were left out.
+			time.Sleep(300 * time.Millisecond)
+			_, err = hog.Check(f.ctx(), invalid)
+			wantCode(t, err, codes.InvalidArgument)
+			elapsed := time.Since(start)
+
+			// The anonymous caller is one: the other's refusals count against
+			// the same budget.
+			var lines, others int
+			var left float64
+			for _, r := range finishedCalls(jsonLines(t, logs.String())) {
+				msg, _ := r["grpc.error"].(string)
+				if withCallers && strings.Contains(msg, `"b"`) {
+					others++
+					continue
+				}
+				lines++
+				n, _ := r["not_logged_since_last"].(float64)
+				left += n
+			}
+			total := calls + streams + 1
+			if !withCallers {
+				total += 5
+			}
+			if most := 50 + int(elapsed.Seconds()*10) + 1; lines > most {
+				t.Errorf("%d lines of the %d refusals of one caller in %v; want at most %d", lines, total, elapsed.Round(time.Millisecond), most)
+			}
+			if lines < 50 {
+				t.Errorf("%d lines of the %d refusals of one caller; want its first 50 at least", lines, total)
+			}
+			if lines+int(left) != total {
+				t.Errorf("%d lines said %v were left out, of %d refusals; want every refusal logged or counted", lines, left, total)
+			}
+			if withCallers && others != 5 {
+				t.Errorf("%d lines of another caller's 5 refusals; want every one", others)
 			}
 		})
 	}

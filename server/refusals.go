@@ -39,7 +39,7 @@ const (
 func newRefusalLog(logger *slog.Logger) *refusalLog {
 	r := &refusalLog{logger: logger}
 	for i := range r.kinds {
-		r.kinds[i] = newLineBudget()
+		r.kinds[i] = newLineBudget(refusalsPerSecond, refusalBurst)
 	}
 	return r
 }
@@ -57,15 +57,15 @@ func (r *refusalLog) warn(kind refusal, msg string, args ...any) {
 }
 
 // lineBudget bounds the log lines of one kind of event that a peer may
-// cause as fast as the server turns it away: at most refusalBurst at once
-// and refusalsPerSecond a second, counting those left out.
+// cause as fast as the server turns it away: at most a burst at once and
+// a number a second, counting those left out.
 type lineBudget struct {
 	limiter *rate.Limiter
 	dropped *atomic.Int64
 }
 
-func newLineBudget() lineBudget {
-	return lineBudget{limiter: rate.NewLimiter(rate.Every(time.Second/refusalsPerSecond), refusalBurst), dropped: new(atomic.Int64)}
+func newLineBudget(perSecond, burst int) lineBudget {
+	return lineBudget{limiter: rate.NewLimiter(rate.Every(time.Second/time.Duration(perSecond)), burst), dropped: new(atomic.Int64)}
 }
 
 // take says whether one more line may be logged, and how many were left

@@ -129,10 +129,11 @@ func interceptors(logger *slog.Logger, opts []grpc.ServerOption) ([]grpc.UnarySe
 		unary = append(unary, m.rpc.UnaryServerInterceptor())
 		stream = append(stream, m.rpc.StreamServerInterceptor())
 	}
-	lines := newUnauthenticatedLines()
+	src := callerSource(opts)
+	lines := newRefusedLines(src)
 	unary = append(unary, unaryCallLog(logger, lines), recovery.UnaryServerInterceptor(recoverOpts...))
 	stream = append(stream, streamCallLog(logger, lines), recovery.StreamServerInterceptor(recoverOpts...))
-	if src := callerSource(opts); src != nil {
+	if src != nil {
 		a := authenticator{src: src}
 		unary = append(unary, auth.UnaryServerInterceptor(a.authenticate))
 		stream = append(stream, auth.StreamServerInterceptor(a.authenticate), a.endRevoked)
