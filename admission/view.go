@@ -93,6 +93,10 @@ type view struct {
 	rememberN int
 	ended     []endedSession
 	endedNext int
+	endedSeq  uint64
+	// lastEnded is the latest remembered ending of each call that has one
+	// in the ring.
+	lastEnded map[string]endedRef
 	// forgotten is the latest revision of an ending the view may not
 	// know of: one the ring dropped, or the revision it started at, before
 	// which it heard of none.
@@ -198,9 +202,21 @@ func placeOf(s Session) place {
 	return place{ID: s.ID, Subject: s.Subject, Call: s.Call, Counted: s.Counted, Exclusive: s.Exclusive}
 }
 
+// endedSession is an ending the view remembers, in the ring v.ended. seq
+// counts the endings remembered, and tells whether a slot still holds the
+// one it held; each links to the call's previous ending in the ring, so
+// that a watch resuming reads the call's endings rather than all of them.
 type endedSession struct {
 	call string
 	ev   Event
+	seq  uint64
+	prev endedRef // the call's ending before it; at -1 for none
+}
+
+// endedRef is an ending's place in the ring, and its seq there.
+type endedRef struct {
+	at  int32
+	seq uint64
 }
 
 // maxQueuedSets is how many change sets wait to be sifted before the view
@@ -216,7 +232,7 @@ func newView(m *Manager, opts Options) *view {
 		bySubject: map[string]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
-		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{},
+		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{}, lastEnded: map[string]endedRef{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 	}
@@ -797,14 +813,41 @@ func participantEvent(kind EventKind, subject, id, call string, caps []string, r
 
 // remember keeps an ended session's event for watches that resume.
 func (v *view) remember(call string, ev Event) {
-	e := endedSession{call: call, ev: ev}
-	if len(v.ended) < v.rememberN {
-		v.ended = append(v.ended, e)
-		return
+	v.endedSeq++
+	e := endedSession{call: call, ev: ev, seq: v.endedSeq, prev: endedRef{at: -1}}
+	if last, ok := v.lastEnded[call]; ok {
+		e.prev = last
 	}
-	v.forgotten = max(v.forgotten, v.ended[v.endedNext].ev.Revision)
-	v.ended[v.endedNext] = e
-	v.endedNext = (v.endedNext + 1) % len(v.ended)
+	at := len(v.ended)
+	if at < v.rememberN {
+		v.ended = append(v.ended, e)
+	} else {
+		at = v.endedNext
+		old := &v.ended[at]
+		v.forgotten = max(v.forgotten, old.ev.Revision)
+		if last := v.lastEnded[old.call]; last.seq == old.seq {
+			delete(v.lastEnded, old.call) // its last ending goes
+		}
+		*old = e
+		v.endedNext = (v.endedNext + 1) % len(v.ended)
+	}
+	v.lastEnded[call] = endedRef{at: int32(at), seq: e.seq}
+}
+
+// endingsOf are the remembered endings of call, oldest first, that are
+// at after or later or, with since set, later than since. v.mu is held.
+func (v *view) endingsOf(call string, after authz.Revision, since time.Time) []Event {
+	var evs []Event
+	// The ring is written over oldest first: once a link finds its slot
+	// written over, the call's older endings went before it.
+	for r, ok := v.lastEnded[call]; ok && r.at >= 0 && v.ended[r.at].seq == r.seq; r = v.ended[r.at].prev {
+		e := &v.ended[r.at]
+		if e.ev.Revision >= after || !since.IsZero() && e.ev.Time.After(since) {
+			evs = append(evs, e.ev)
+		}
+	}
+	slices.Reverse(evs)
+	return evs
 }
 
 // note remembers how the session or knock id ended, for KeepAlives that
@@ -1113,12 +1156,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 		}
 	}
 	if !whole {
-		for i := range v.ended {
-			e := v.ended[(v.endedNext+i)%len(v.ended)]
-			if e.call == call && (e.ev.Revision >= after || !since.IsZero() && e.ev.Time.After(since)) {
-				st.ended = append(st.ended, e.ev)
-			}
-		}
+		st.ended = v.endingsOf(call, after, since)
 	}
 	st.knocks = knocks
 	n := len(st.present) + len(st.ended) + len(st.knocks) + 1

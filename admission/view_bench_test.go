@@ -92,3 +92,41 @@ func BenchmarkWatchOfALargeCall(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkResumeAfterManyEndings measures start resuming a watch of a call
+// while the view remembers as many endings as it may, none of them the
+// call's: the part of a resumed WatchCall under the view's lock.
+func BenchmarkResumeAfterManyEndings(b *testing.B) {
+	m, eng, _ := viewWorld(b)
+	by := authz.Author{Caller: "bench"}
+	for i := range 1_000 {
+		if _, err := eng.PutResource(b.Context(), by, authz.Resource{Name: fmt.Sprintf("call:acme:c%04d", i), Parent: "account:acme"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := eng.Grant(b.Context(), by, authz.Grant{Subject: "user:u", Role: "member", Resource: "account:acme"}); err != nil {
+		b.Fatal(err)
+	}
+	after := eng.Index().Revision()
+	for i := range m.v.rememberN {
+		call := fmt.Sprintf("call:acme:c%04d", i%1_000)
+		r, err := m.Join(b.Context(), "", "user:u", call, 0)
+		if err != nil || r.Outcome != Admitted {
+			b.Fatal(r, err)
+		}
+		if err := m.Leave(b.Context(), r.Session); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m.v.storeEvents()
+	if n := len(m.v.ended); n != m.v.rememberN {
+		b.Fatalf("the view remembers %d endings; want %d", n, m.v.rememberN)
+	}
+	for b.Loop() {
+		w, st, err := m.v.start("call:acme:1", after, time.Time{}, nil)
+		if err != nil || st.reset {
+			b.Fatal(st.reset, err)
+		}
+		w.Close()
+	}
+}

@@ -366,3 +366,41 @@ func TestTheViewTakesReJoinsInAnyOrder(t *testing.T) {
 		}
 	}
 }
+
+// A watch resuming reads a call's remembered endings through the call's
+// links in the ring: the same endings, in the same order, as a pass over
+// the whole ring would find, however the ring has wrapped.
+func TestTheEndingsOfACallAreThoseTheRingHolds(t *testing.T) {
+	calls := []string{"call:a", "call:b", "call:cc", "call:dd"}
+	start := time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
+	for seed := range uint64(500) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		v := &view{rememberN: 1 + rng.IntN(8), lastEnded: map[string]endedRef{}}
+		rev, at := authz.Revision(1), start
+		for i := range rng.IntN(40) {
+			rev += authz.Revision(rng.IntN(2))
+			at = at.Add(time.Duration(rng.IntN(3)) * time.Second)
+			v.remember(calls[rng.IntN(len(calls))], Event{Kind: EventLeft, Revision: rev, Time: at, Session: fmt.Sprint(i)})
+		}
+		for _, call := range calls {
+			for after := authz.Revision(1); after <= rev+1; after++ {
+				for _, since := range []time.Time{{}, start, at.Add(-time.Second)} {
+					var want []Event
+					for i := range v.ended {
+						e := v.ended[(v.endedNext+i)%len(v.ended)]
+						if e.call == call && (e.ev.Revision >= after || !since.IsZero() && e.ev.Time.After(since)) {
+							want = append(want, e.ev)
+						}
+					}
+					got := v.endingsOf(call, after, since)
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("seed %d: the endings of %s at %d or later or since %v = %v; the ring holds %v", seed, call, after, since, got, want)
+					}
+				}
+			}
+		}
+		if len(v.lastEnded) > len(v.ended) {
+			t.Fatalf("seed %d: %d calls' last endings kept for a ring of %d", seed, len(v.lastEnded), len(v.ended))
+		}
+	}
+}
