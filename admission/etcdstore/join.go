@@ -47,6 +47,13 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 			share()
 		}
 	}()
+	// Room in MaxSessions, taken likewise while the session would add one.
+	var room func()
+	defer func() {
+		if room != nil {
+			room()
+		}
+	}()
 	for attempt := range s.opts.RetryConflicts {
 		if err := backoff(ctx, attempt); err != nil {
 			return 0, "", err
@@ -99,8 +106,16 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 			}
 		}
 		// A session that replaces the subject's own, or its knock, adds none.
-		if oldMod == 0 && knockMod == 0 && s.count() >= s.opts.MaxSessions {
-			return 0, "", admission.ErrTooMany
+		switch {
+		case oldMod != 0 || knockMod != 0:
+			if room != nil {
+				room()
+				room = nil
+			}
+		case room == nil:
+			if room, err = s.takeRoom(); err != nil {
+				return 0, "", err
+			}
 		}
 		if lease == 0 {
 			if lease, err = s.grant(ctx, sess.Expires.Sub(sess.Joined)); err != nil {

@@ -37,6 +37,13 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			share()
 		}
 	}()
+	// Room in MaxSessions, taken likewise while the knock would add one.
+	var room func()
+	defer func() {
+		if room != nil {
+			room()
+		}
+	}()
 	for attempt := range s.opts.RetryConflicts {
 		if err := backoff(ctx, attempt); err != nil {
 			return admission.Knock{}, err
@@ -73,8 +80,10 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 				return admission.Knock{}, err
 			}
 		}
-		if s.count() >= s.opts.MaxSessions {
-			return admission.Knock{}, admission.ErrTooMany
+		if room == nil {
+			if room, err = s.takeRoom(); err != nil {
+				return admission.Knock{}, err
+			}
 		}
 		value, err := encodeKnock(k, s.opts.Node)
 		if err != nil {

@@ -131,8 +131,11 @@ type Options struct {
 	// MaxSessions bounds the live sessions and knocks, of the whole
 	// cluster, that this replica holds in its picture: past it, it refuses
 	// new ones (a replacement still joins). Each replica counts what its
-	// watch has shown it, so a burst through several replicas may pass the
-	// bound by a little. Default admission.DefaultMaxSessions.
+	// watch has shown it and the joins and knocks under way through it, so
+	// a burst through one replica does not pass the bound; a burst through
+	// several at once, before their watches show each other's writes, may
+	// pass it by what each lets in meanwhile. Default
+	// admission.DefaultMaxSessions.
 	MaxSessions int
 	// CallerShare bounds the live sessions and knocks, of the whole
 	// cluster, that one caller (their Caller) may hold, of MaxSessions,
@@ -198,8 +201,10 @@ type Store struct {
 	closed   bool
 
 	// inflight counts, under mu, each caller's joins and knocks under way
-	// through this replica that may add one to what it holds.
+	// through this replica that may add one to what it holds; adding, the
+	// joins and knocks under way that may add a session or knock.
 	inflight map[string]int
+	adding   int
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -513,11 +518,22 @@ func (s *Store) advance(rev int64) {
 	s.advanced = make(chan struct{})
 }
 
-// count is how many sessions and knocks the picture holds.
-func (s *Store) count() int {
+// takeRoom counts a join or knock under way that would add a session or
+// knock, or refuses it with admission.ErrTooMany when the picture and
+// those under way through this replica hold MaxSessions. release, called
+// once the write failed or the picture holds it, counts it out.
+func (s *Store) takeRoom() (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.c.byID)
+	if len(s.c.byID)+s.adding >= s.opts.MaxSessions {
+		return nil, admission.ErrTooMany
+	}
+	s.adding++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.adding--
+	}, nil
 }
 
 // takeShare counts a join or knock of caller in flight that would add one

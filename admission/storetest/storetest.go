@@ -70,6 +70,7 @@ func Run(t *testing.T, b Backend) {
 		{"a caller's re-join, and its join in place of its knock, add nothing to its share; another caller's take the session or knock into theirs", false, testCallerShareReplace},
 		{"a caller's share frees as its sessions and knocks end or lapse, and not as they are renewed", false, testCallerShareFreed},
 		{"a caller's concurrent joins and knocks across calls enter exactly its share", false, testCallerShareConcurrent},
+		{"concurrent joins and knocks, all new, through one store enter up to MaxSessions and no more", false, testSessionBoundConcurrent},
 		{"concurrent joins of a call admit exactly its capacity", false, testConcurrent},
 		{"Len counts live sessions and knocks once each, replacements and renewals included", false, testLen},
 		{"a replica sees what another makes and ends, with the reasons, and renews and ends it", true, testReplicaSees},
@@ -833,6 +834,39 @@ func testCallerShareConcurrent(t *testing.T, h *harness) {
 	wg.Wait()
 	if entered.Load() != 5 || refused.Load() != 35 {
 		t.Errorf("of 40 concurrent joins and knocks of a caller with a share of 5, %d entered and %d were refused its share; want 5 and 35",
+			entered.Load(), refused.Load())
+	}
+	if sessions, knocks := n.Len(); sessions+knocks != 5 {
+		t.Errorf("the store holds %d sessions and %d knocks, want 5 in all", sessions, knocks)
+	}
+}
+
+func testSessionBoundConcurrent(t *testing.T, h *harness) {
+	n := h.open(Bounds{MaxSessions: 5})
+	var entered, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			call, subject := fmt.Sprintf("call:acme:%d", i%4), fmt.Sprintf("user:u%d", i)
+			var err error
+			if i%2 == 0 {
+				_, _, err = n.Join(context.Background(), session(call, subject, time.Minute), admit)
+			} else {
+				_, err = n.Knock(context.Background(), knock(call, subject, "", time.Minute))
+			}
+			switch {
+			case err == nil:
+				entered.Add(1)
+			case errors.Is(err, admission.ErrTooMany):
+				refused.Add(1)
+			default:
+				t.Errorf("Join or Knock of %s in %s: %v", subject, call, err)
+			}
+		})
+	}
+	wg.Wait()
+	if entered.Load() != 5 || refused.Load() != 35 {
+		t.Errorf("of 40 concurrent joins and knocks with MaxSessions 5, %d entered and %d were refused; want 5 and 35",
 			entered.Load(), refused.Load())
 	}
 	if sessions, knocks := n.Len(); sessions+knocks != 5 {
