@@ -59,6 +59,10 @@ const (
 	ReasonMethodOverride = "METHOD_OVERRIDE"
 )
 
+// usherHeaders are the headers Usher sets on an allowed request or removes
+// from it.
+var usherHeaders = []string{HeaderSubject, HeaderRole, HeaderScope, HeaderRevision, HeaderReason}
+
 var envoyReasons = map[authz.Reason]string{
 	authz.ReasonBlocked:         ReasonBlocked,
 	authz.ReasonNoGrant:         ReasonNoGrant,
@@ -99,11 +103,14 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	}
 	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix,
 		honorOverride: cfg.MethodOverride == MethodOverrideHonor}
+	// A server that hands the API its headers as CGI variables (Rack's,
+	// PHP's, WSGI's) reads x_usher_subject as x-usher-subject, and may
+	// take the client's, which Usher does not overwrite, for its own.
+	h.removed = append([]string{HeaderReason}, underscoreSpellings(usherHeaders)[len(usherHeaders):]...)
 	// Envoy may not send Usher these headers (allowed_headers): the API
 	// must not see an override Usher did not. A name spelt with
 	// underscores goes either way: no client means it but to pass as the
 	// override under a name Usher was not sent.
-	h.removed = []string{HeaderReason}
 	if h.honorOverride {
 		h.removed = append(h.removed, overrideSpellings[len(methodOverrideHeaders):]...)
 	} else {

@@ -283,6 +283,43 @@ func TestEnvoyAllowsWithTheDecisionInHeaders(t *testing.T) {
 	}
 }
 
+// Rack, PHP and WSGI hand an API its headers as CGI variables, in which
+// x_usher_subject and x-usher-subject are both HTTP_X_USHER_SUBJECT:
+// Envoy passes a name with underscores on as the client sent it, and the
+// API may read it in place of the one Usher set.
+func TestEnvoyRemovesTheUsherHeadersSpeltWithUnderscores(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	forged := map[string]string{"x-user-id": "bob"}
+	var want []string
+	for _, name := range []string{"x-usher-subject", "x-usher-role", "x-usher-scope", "x-usher-revision", "x-usher-reason"} {
+		rest := strings.TrimPrefix(name, "x-usher-")
+		spellings := []string{"x_usher_" + rest, "x_usher-" + rest, "x-usher_" + rest}
+		for _, s := range spellings {
+			forged[s] = "forged"
+		}
+		want = append(want, spellings...)
+	}
+	forged["x_usher_subject"] = "user:alice"
+	a := w.ask(t, httpRequest("GET", "/calls/meeting/8", forged))
+	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:bob" {
+		t.Fatalf("answer = %+v, want bob allowed", a)
+	}
+	var missing []string
+	for _, h := range want {
+		if !slices.Contains(a.removed, h) {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("headers to remove lack %v", missing)
+	}
+	for _, h := range []string{"x-usher-subject", "x-usher-role", "x-usher-scope", "x-usher-revision"} {
+		if slices.Contains(a.removed, h) {
+			t.Errorf("headers to remove = %v: %s is Usher's own, set on the request", a.removed, h)
+		}
+	}
+}
+
 func mapsEqual(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
