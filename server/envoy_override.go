@@ -2,9 +2,11 @@ package server
 
 import (
 	"fmt"
+	"iter"
 	"net/url"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -59,56 +61,96 @@ const (
 
 // methodOverride is a method a request names in place of its own.
 type methodOverride struct {
-	where  string // "header x-http-method", "query parameter _method"
-	method string // trimmed and upper-cased, as the frameworks read it
+	where string // "header x-http-method", "query parameter _method"
+	value string // trimmed, as the request spells it
 	// underscored: a header whose name has an underscore for a dash
 	underscored bool
 }
 
-// methodOverrides lists the methods http names in its override headers
-// and query's _method parameters, in that order.
-func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) []methodOverride {
-	var out []methodOverride
-	add := func(where, value string, underscored bool) {
-		// A header sent twice reaches Usher joined by a comma: Express
-		// reads the first part, other frameworks the whole. Every part
-		// counts, and an empty one, like an empty header, names nothing.
-		for part := range strings.SplitSeq(value, ",") {
-			if p := strings.TrimSpace(part); p != "" {
-				out = append(out, methodOverride{where: where, method: strings.ToUpper(p), underscored: underscored})
+// method is the method o names, upper-cased as the frameworks read it.
+func (o methodOverride) method() string {
+	return strings.ToUpper(o.value)
+}
+
+// is says whether o names method, which is upper case: as o.method() ==
+// method, without a copy of o's value when it is ASCII.
+func (o methodOverride) is(method string) bool {
+	for i := 0; i < len(o.value); i++ {
+		if o.value[i] >= utf8.RuneSelf {
+			return o.method() == method
+		}
+	}
+	if len(o.value) != len(method) {
+		return false
+	}
+	for i := 0; i < len(o.value); i++ {
+		c := o.value[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != method[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// methodOverrides yields the methods http names in its override headers
+// and query's _method parameters, in that order. They are read as they
+// are yielded and none is kept: a request of megabytes may name millions.
+func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) iter.Seq[methodOverride] {
+	return func(yield func(methodOverride) bool) {
+		add := func(where, value string, underscored bool) bool {
+			// A header sent twice reaches Usher joined by a comma: Express
+			// reads the first part, other frameworks the whole. Every part
+			// counts, and an empty one, like an empty header, names nothing.
+			for more := true; more; {
+				var part string
+				part, value, more = strings.Cut(value, ",")
+				if p := strings.TrimSpace(part); p != "" {
+					if !yield(methodOverride{where: where, value: p, underscored: underscored}) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+		header := func(name, value string) bool {
+			return add("header "+name, value, strings.Contains(name, "_"))
+		}
+		for _, name := range overrideSpellings {
+			if v := http.GetHeaders()[name]; v != "" {
+				if !header(name, v) {
+					return
+				}
+			}
+		}
+		for _, hv := range http.GetHeaderMap().GetHeaders() {
+			if isOverrideHeader(hv.GetKey()) {
+				v := string(hv.GetRawValue())
+				if v == "" {
+					v = hv.GetValue()
+				}
+				if !header(strings.ToLower(hv.GetKey()), v) {
+					return
+				}
+			}
+		}
+		for rest := query; rest != ""; {
+			pair := rest
+			if i := strings.IndexAny(rest, "&;"); i >= 0 {
+				pair, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = ""
+			}
+			name, value, _ := strings.Cut(pair, "=")
+			if isMethodParameter(unescapeQuery(name)) {
+				if !add("query parameter _method", unescapeQuery(value), false) {
+					return
+				}
 			}
 		}
 	}
-	header := func(name, value string) {
-		add("header "+name, value, strings.Contains(name, "_"))
-	}
-	for _, name := range overrideSpellings {
-		if v := http.GetHeaders()[name]; v != "" {
-			header(name, v)
-		}
-	}
-	for _, hv := range http.GetHeaderMap().GetHeaders() {
-		if isOverrideHeader(hv.GetKey()) {
-			v := string(hv.GetRawValue())
-			if v == "" {
-				v = hv.GetValue()
-			}
-			header(strings.ToLower(hv.GetKey()), v)
-		}
-	}
-	for query != "" {
-		pair := query
-		if i := strings.IndexAny(query, "&;"); i >= 0 {
-			pair, query = query[:i], query[i+1:]
-		} else {
-			query = ""
-		}
-		name, value, _ := strings.Cut(pair, "=")
-		if isMethodParameter(unescapeQuery(name)) {
-			add("query parameter _method", unescapeQuery(value), false)
-		}
-	}
-	return out
 }
 
 // isMethodParameter says whether a query parameter is _method as PHP reads
@@ -146,45 +188,43 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 	method := http.GetMethod()
 	overrides := methodOverrides(http, query)
 	if !h.honorOverride {
-		for _, o := range overrides {
-			if o.method != method {
-				return "", fmt.Errorf("%s overrides %s with %s", o.where, clip(method), clip(o.method))
+		for o := range overrides {
+			if !o.is(method) {
+				return "", fmt.Errorf("%s overrides %s with %s", o.where, clip(method), clip(o.method()))
 			}
 		}
 		return method, nil
 	}
 	// A name spelt with underscores is removed on the way to the API
 	// (NewEnvoyService), which so runs the request as its own method.
-	honored := overrides[:0:0]
-	for _, o := range overrides {
-		if !o.underscored {
-			honored = append(honored, o)
-		} else if o.method != method {
-			return "", fmt.Errorf("%s overrides %s with %s: only a header spelt with dashes overrides it", o.where, clip(method), clip(o.method))
+	for o := range overrides {
+		if o.underscored && !o.is(method) {
+			return "", fmt.Errorf("%s overrides %s with %s: only a header spelt with dashes overrides it", o.where, clip(method), clip(o.method()))
 		}
 	}
-	overrides = honored
-	if len(overrides) == 0 {
-		return method, nil
-	}
 	// Which of several the API reads is the API's affair: they must agree.
-	first := overrides[0]
-	for _, o := range overrides[1:] {
-		if o.method != first.method {
-			return "", fmt.Errorf("%s says %s, %s says %s", first.where, clip(first.method), o.where, clip(o.method))
+	var first methodOverride
+	var named string // first's method
+	for o := range overrides {
+		switch {
+		case o.underscored:
+		case named == "":
+			first, named = o, o.method()
+		case !o.is(named):
+			return "", fmt.Errorf("%s says %s, %s says %s", first.where, clip(named), o.where, clip(o.method()))
 		}
 	}
 	switch {
-	case first.method == method:
+	case named == "" || named == method:
 		return method, nil
 	case method != "POST":
 		// The frameworks override a POST only: a GET so overridden is
 		// still a GET to them.
-		return "", fmt.Errorf("%s overrides %s with %s: only a POST may be overridden", first.where, clip(method), clip(first.method))
-	case !methodName.MatchString(first.method):
-		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(first.method))
+		return "", fmt.Errorf("%s overrides %s with %s: only a POST may be overridden", first.where, clip(method), clip(named))
+	case !methodName.MatchString(named):
+		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(named))
 	}
-	return first.method, nil
+	return named, nil
 }
 
 // overridden has an allowed request, checked as the method its override
