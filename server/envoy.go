@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -284,8 +285,14 @@ func (h *envoyServer) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, s
 		},
 		HeadersToRemove: h.removed,
 	}
-	if method != http.GetMethod() {
+	switch {
+	case method != http.GetMethod():
 		overridden(ok, method)
+	case h.honorOverride:
+		// An override header Envoy did not send Usher (allowed_headers)
+		// would have the API run the request as a method Usher did not
+		// check; one it did send named the request's own.
+		ok.HeadersToRemove = append(slices.Clip(h.removed), methodOverrideHeaders...)
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
