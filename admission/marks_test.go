@@ -161,3 +161,48 @@ func TestMarksTheStoreRefusedAreToldItAgain(t *testing.T) {
 		t.Errorf("%d of the store's failures were never met", left+1)
 	}
 }
+
+// slowMarks holds every Mark until letGo is closed, as a store a slow round
+// trip away does, and says on entered when one has begun.
+type slowMarks struct {
+	*admission.MemoryStore
+	entered chan struct{}
+	letGo   chan struct{}
+}
+
+func (s *slowMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.letGo
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+}
+
+// A Join that comes while the view tells the store of a host whose role ran
+// out waits for it: the former host counts, and the call it fills is FULL.
+func TestAJoinWhileTheViewMarksAnExpiredHostFindsTheCallFull(t *testing.T) {
+	store := &slowMarks{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
+		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	p := policy()
+	p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join",
+		MaxParticipants: 1, UncountedRoles: []string{"host"}})
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:h", Role: "host", Resource: "call:acme:big", Expires: start.Add(5 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:h", "member", "call:acme:big")
+	w.grant("user:late", "member", "call:acme:big")
+	w.wantJoin("user:h", "call:acme:big", admission.Admitted)
+	w.clock.Advance(6 * time.Second)
+	select {
+	case <-store.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the view never marked the former host's session")
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
+	w.wantJoin("user:late", "call:acme:big", admission.Full)
+}

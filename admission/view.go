@@ -123,6 +123,9 @@ type view struct {
 	// sifted is the revision of the last change set a sift has acted on:
 	// a Join that read the index at a later one settles first.
 	sifted atomic.Uint64
+	// expiring counts the passes of expire that are taking what is due and
+	// looking at it, which they do before noting the marks they find.
+	expiring atomic.Int32
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
@@ -134,9 +137,11 @@ type view struct {
 
 	// remarks are the sessions whose Counted or Exclusive the store has yet
 	// to be told of; markMu keeps those who tell it in the order the view
-	// read the marks, so that an older reading never lands last.
-	remarks map[string]bool
-	markMu  sync.Mutex
+	// read the marks, so that an older reading never lands last. unmarked
+	// counts the marks noted in remarks or being told the store.
+	remarks  map[string]bool
+	markMu   sync.Mutex
+	unmarked atomic.Int64
 
 	stop chan struct{}
 	done chan struct{}
@@ -506,15 +511,24 @@ func (v *view) remark(t *tracked, p authz.Presence) {
 		return
 	}
 	t.s.Counted, t.s.Exclusive = counted, exclusive
-	v.remarks[t.s.ID] = true
+	v.toMark(t.s.ID)
 }
 
-// mark tells the store the marks remark noted, as they stand now.
+// toMark notes that the marks of session id are to be told the store.
+// v.mu is held.
+func (v *view) toMark(id string) {
+	if !v.remarks[id] {
+		v.remarks[id] = true
+		v.unmarked.Add(1)
+	}
+}
+
+// mark tells the store the marks remark noted, as they stand now. It
+// returns once the store has them, or has failed to take them, those that
+// another mark is telling it included: a Join decides on the store's marks
+// next.
 func (v *view) mark() {
-	v.mu.Lock()
-	none := len(v.remarks) == 0
-	v.mu.Unlock()
-	if none {
+	if v.unmarked.Load() == 0 {
 		return
 	}
 	v.markMu.Lock()
@@ -526,8 +540,10 @@ func (v *view) mark() {
 			marks = append(marks, t.s)
 		}
 	}
+	taken := int64(len(v.remarks))
 	clear(v.remarks)
 	v.mu.Unlock()
+	defer v.unmarked.Add(-taken)
 	for i, s := range marks {
 		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
 		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive)
@@ -543,7 +559,7 @@ func (v *view) mark() {
 		}
 		v.mu.Lock()
 		for _, s := range left {
-			v.remarks[s.ID] = true
+			v.toMark(s.ID)
 		}
 		v.mu.Unlock()
 		if outOfReach(err) {
@@ -772,12 +788,20 @@ func (v *view) unschedule(t *tracked) {
 }
 
 // due reports whether the view may have sessions to look at again at now,
-// unix nanoseconds, without taking v.mu: a Join asks on every call.
-func (v *view) due(now int64) bool { return now >= v.dueAt.Load() }
+// unix nanoseconds, without taking v.mu: a Join asks on every call. A pass
+// under way counts, as do marks not yet in the store: a pass takes what is
+// due before it notes the marks it finds, and tells the store of them only
+// after its ejections, which a Join need not wait for. The order of the
+// loads matters: a pass counts itself in expiring before it takes what is
+// due, and notes its marks before it counts itself out.
+func (v *view) due(now int64) bool {
+	return now >= v.dueAt.Load() || v.expiring.Load() > 0 || v.unmarked.Load() > 0
+}
 
 // expire looks again at the sessions whose grants or blocks have expired.
 func (v *view) expire() {
 	now := v.m.clock.Now().UnixNano()
+	v.expiring.Add(1)
 	v.mu.Lock()
 	var dirty map[*tracked]bool // made only when one is due: Join calls expire
 	for t, ok := v.dues.next(now); ok; t, ok = v.dues.next(now) {
@@ -792,6 +816,7 @@ func (v *view) expire() {
 		eject = v.reread(v.m.engine.Index(), dirty)
 	}
 	v.mu.Unlock()
+	v.expiring.Add(-1)
 	v.followUp(eject)
 }
 

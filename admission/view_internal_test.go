@@ -165,7 +165,7 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	v.mu.Lock()
 	for _, id := range []string{"s-1", "s-2"} {
 		v.add(&tracked{s: place{ID: id, Subject: "user:" + id, Call: "call:acme:1", Counted: true}})
-		v.remarks[id] = true
+		v.toMark(id)
 	}
 	v.mu.Unlock()
 	done := make(chan struct{})
@@ -402,5 +402,55 @@ func TestTheEndingsOfACallAreThoseTheRingHolds(t *testing.T) {
 		if len(v.lastEnded) > len(v.ended) {
 			t.Fatalf("seed %d: %d calls' last endings kept for a ring of %d", seed, len(v.lastEnded), len(v.ended))
 		}
+	}
+}
+
+// heldMarks holds every Mark until letGo is closed, and says on entered
+// when one has begun.
+type heldMarks struct {
+	*MemoryStore
+	entered chan struct{}
+	letGo   chan struct{}
+}
+
+func (s heldMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (Session, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	<-s.letGo
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+}
+
+// A pass whose marks another pass took, and is still telling the store,
+// returns once the store has them: the pass a Join waits for has its marks
+// in the store when it returns, whoever wrote them.
+func TestAPassReturnsOnceTheMarksAnotherTookAreStored(t *testing.T) {
+	_, eng, clock := viewWorld(t)
+	if _, err := eng.Grant(t.Context(), authz.Author{Caller: "test"}, authz.Grant{Subject: "user:a", Role: "member", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	store := heldMarks{MemoryStore: NewMemoryStore(MemoryOptions{Clock: clock}), entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	m := New(eng, Options{Store: store})
+	t.Cleanup(func() { m.Close() })
+	r, err := m.Join(t.Context(), "", "user:a", "call:acme:1", 0)
+	if err != nil || r.Outcome != Admitted {
+		t.Fatalf("Join = %+v, %v", r, err)
+	}
+	v := m.v
+	v.mu.Lock()
+	v.sessions[r.Session].s.Counted = false
+	v.toMark(r.Session)
+	v.mu.Unlock()
+	go v.mark()
+	select {
+	case <-store.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the first pass never told the store the marks")
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
+	v.mark()
+	if s, ok := store.Session(r.Session); !ok || s.Counted {
+		t.Errorf("the second pass returned with the session %+v (live %v) in the store, want it no longer counted", s, ok)
 	}
 }
