@@ -206,3 +206,37 @@ func TestAJoinWhileTheViewMarksAnExpiredHostFindsTheCallFull(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
 	w.wantJoin("user:late", "call:acme:big", admission.Full)
 }
+
+// The roles a rule names are those defined at its scope or above it. A
+// tenant that defines "host" on its account defines another role than the
+// one a rule above the account names: its holders count against that
+// rule's capacity. Under a rule on one of its calls, the account's
+// definition is above the rule, and is the role the rule names.
+func TestARuleNamesTheRolesDefinedAtItsScopeOrAbove(t *testing.T) {
+	for _, tc := range []struct {
+		name, scope string
+		want        admission.Outcome
+	}{
+		{"a rule above the account", "root", admission.Full},
+		{"a rule on the call", "call:acme:big", admission.Admitted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, _ := newWorldWith(t, admission.Options{}, admission.MemoryOptions{})
+			p := policy()
+			rule := authz.Admission{Scope: tc.scope, ResourceType: "call", Join: "call.join", MaxParticipants: 1, UncountedRoles: []string{"host"}}
+			if tc.scope == "root" {
+				p.Admissions[0] = rule // in place of the policy's rule there
+			} else {
+				p.Admissions = append(p.Admissions, rule)
+			}
+			p.Roles = append(p.Roles, authz.Role{Name: "host", Scope: "account:acme", Permissions: []string{"call.join"}})
+			if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			w.grant("user:member", "member", "call:acme:big")
+			w.grant("user:tenant-host", "host", "call:acme:big")
+			w.wantJoin("user:member", "call:acme:big", admission.Admitted)
+			w.wantJoin("user:tenant-host", "call:acme:big", tc.want)
+		})
+	}
+}

@@ -358,8 +358,9 @@ type Presence struct {
 	// uncounted_roles and exclusive_roles name. A role of the same name
 	// defined below the rule is another role, which they do not name: a
 	// tenant that may define roles on its account cannot make its users
-	// uncounted by naming a role "host". None when a block of everything
-	// covers the subject.
+	// uncounted under a rule above the account by naming a role "host";
+	// under a rule on one of its events, the account's definitions are
+	// the rule's roles. None when a block of everything covers the subject.
 	Roles []string
 	// Exclusive is what the subject holds of the rule's exclusive roles and
 	// permissions, as "role NAME" and "permission NAME".
