@@ -514,6 +514,18 @@ func (m *MemoryStore) Knocks(call string) []Knock {
 	return out
 }
 
+// Count implements Store.
+func (m *MemoryStore) Count(call string) (sessions, knocks int) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now)
+	if c := m.calls[call]; c != nil {
+		return len(c.sessions), len(c.knocks)
+	}
+	return 0, 0
+}
+
 // Pending implements Store.
 func (m *MemoryStore) Pending() <-chan struct{} { return m.signal }
 

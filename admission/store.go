@@ -141,6 +141,9 @@ type Store interface {
 	KnockOf(id string) (Knock, bool)
 	// Knocks returns who waits in call's lobby.
 	Knocks(call string) []Knock
+	// Count counts the live sessions and knocks of call, as Sessions and
+	// Knocks would return them, without making either.
+	Count(call string) (sessions, knocks int)
 	// Len counts the live sessions and knocks the store holds (a cluster
 	// store: its picture of every replica's), for metrics; one whose lease
 	// has just run out may still be counted.

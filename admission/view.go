@@ -1090,6 +1090,13 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	return w, nil
 }
 
+// Participants counts the live sessions of call: a watch of it from the
+// start tells of each.
+func (m *Manager) Participants(call string) int {
+	sessions, _ := m.store.Count(call)
+	return sessions
+}
+
 // followed is when revision after was committed, by the clock of the node
 // that committed it: the joins and endings later than that followed it.
 // Zero when after is 0, or its commit can no longer be read.
@@ -1162,14 +1169,18 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 	// participants since it would all be left out.
 	st.reset = after > 0 && (after <= v.forgotten || after > v.revision())
 	whole := after == 0 || st.reset
+	// What bounds the memory of the initial states sent at once is their
+	// count. The whole state's is known before it is read, and one that
+	// does not fit is refused without reading it.
+	if whole {
+		sessions, knocks := m.store.Count(call)
+		if n := sessions + knocks + 1; v.initial+n > v.maxInitial {
+			return nil, initialState{}, v.tooLarge(call, n)
+		}
+	}
 	// The store is the truth about who is there; the view may not have
 	// heard of the latest joins yet, and then their Joined follows.
 	sessions, knocks := m.store.Sessions(call), m.store.Knocks(call)
-	// What bounds the memory of the initial states sent at once is their
-	// count. The whole state's is known before it is read.
-	if n := len(sessions) + len(knocks) + 1; whole && v.initial+n > v.maxInitial {
-		return nil, initialState{}, v.tooLarge(call, n)
-	}
 	st.present = make([]presentAt, 0, len(sessions))
 	for _, s := range sessions {
 		pa := presentAt{joined: s.Joined, subject: s.Subject, id: s.ID, caps: s.Capabilities, rev: s.Revision, media: media}

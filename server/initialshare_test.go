@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -72,4 +73,81 @@ func hogAndOther(t *testing.T) (hogToken, otherToken string, src *server.CallerS
 		t.Fatal(err)
 	}
 	return hogToken, otherToken, src
+}
+
+// readCountingStore counts the reads of a call's sessions: what a WatchCall
+// start does under the locks every Join of the node takes.
+type readCountingStore struct {
+	*admission.MemoryStore
+	reads atomic.Int64
+}
+
+func (s *readCountingStore) Sessions(call string) []admission.Session {
+	s.reads.Add(1)
+	return s.MemoryStore.Sessions(call)
+}
+
+// A whole initial state that does not fit, in the caller's share or in what
+// the server holds at once, is refused before the call's sessions are read:
+// a caller refused in a loop costs the node's joins nothing for the call's
+// size.
+func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
+	const participants = 1500
+	tokens := map[string]string{"hog": newToken(t), "other": newToken(t), "third": newToken(t)}
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	yaml := "callers:\n"
+	for _, name := range []string{"hog", "other", "third"} {
+		yaml += fmt.Sprintf("  - {name: %s, kind: check, token_sha256: %s}\n", name, hashOf(tokens[name]))
+	}
+	writeCallers(t, file, yaml)
+	src, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &readCountingStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{})}
+	// Room for two such states at once and a little; a caller's share, a
+	// quarter, holds none of them, though a caller that holds nothing may
+	// start one.
+	w := newAdmWorld(t, admission.Options{Store: store, MaxInitialEvents: 2*(participants+1) + 10}, server.WithCallers(src))
+	client := func(name string) usherv1.AdmissionServiceClient {
+		// The smallest windows gRPC allows: a stream not read holds its
+		// initial state.
+		return usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(tokens[name])),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	}
+	hog, other, third := client("hog"), client("other"), client("third")
+	for i := range participants {
+		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
+		w.join(third, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+	holdUnread := func(c usherv1.AdmissionServiceClient) {
+		t.Helper()
+		stream, err := c.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refusedUnread := func(c usherv1.AdmissionServiceClient, reason string) {
+		t.Helper()
+		before := store.reads.Load()
+		for range 20 {
+			stream, err := c.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			st := wantCode(t, err, codes.ResourceExhausted)
+			wantDetails(t, st, refusal{reason: reason, field: "resource", value: meeting7, meta: map[string]string{"events": fmt.Sprint(participants + 1)}})
+		}
+		if n := store.reads.Load() - before; n != 0 {
+			t.Errorf("20 WatchCalls refused %s read the call's sessions %d times; want none", reason, n)
+		}
+	}
+	holdUnread(hog)
+	refusedUnread(hog, "CALLER_INITIAL_LIMIT")
+	holdUnread(other)
+	refusedUnread(third, "WATCH_LIMIT")
 }

@@ -371,6 +371,16 @@ func (s *Store) Knocks(call string) []admission.Knock {
 	return out
 }
 
+// Count implements admission.Store.
+func (s *Store) Count(call string) (sessions, knocks int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.c.calls[call]; c != nil {
+		return len(c.sessions), len(c.knocks)
+	}
+	return 0, 0
+}
+
 // Close implements admission.Store. It does not close the client.
 func (s *Store) Close() error {
 	s.mu.Lock()

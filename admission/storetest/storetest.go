@@ -61,7 +61,7 @@ func Run(t *testing.T, b Backend) {
 		{"Renew moves a lease forward and never back; an ended session is ErrNoSession", false, testRenew},
 		{"End ends a session with its reason, outcome and block id; a second End is ErrNoSession", false, testEnd},
 		{"Mark sets a session's marks for the joins that follow, ends nobody and reports nothing; an ended session is ErrNoSession", false, testMark},
-		{"a session or knock whose lease runs out unrenewed ends as Lapsed", false, testLapse},
+		{"a session or knock whose lease runs out unrenewed ends as Lapsed, and is no longer counted", false, testLapse},
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
@@ -568,8 +568,17 @@ func testLapse(t *testing.T, h *harness) {
 	k := n.mustKnock(knock(call, "user:b", "", time.Second))
 	long := session(call, "user:c", time.Minute)
 	n.mustJoin(long)
+	if sessions, knocks := n.Count(call); sessions != 2 || knocks != 1 {
+		t.Errorf("Count = %d sessions, %d knocks; want 2 and 1", sessions, knocks)
+	}
 	n.expect(began(s), knocked(k), began(long))
 	n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
+	if sessions, knocks := n.Count(call); sessions != 1 || knocks != 0 {
+		t.Errorf("Count after the lapses = %d sessions, %d knocks; want 1 and 0", sessions, knocks)
+	}
+	if sessions, knocks := n.Count("call:acme:none"); sessions != 0 || knocks != 0 {
+		t.Errorf("Count of a call of none = %d sessions, %d knocks; want 0 and 0", sessions, knocks)
+	}
 	if _, ok := n.Session(s.ID); ok {
 		t.Error("a lapsed session is live")
 	}
