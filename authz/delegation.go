@@ -555,7 +555,7 @@ func (j *judge) verify() error {
 			}
 		case OpPutRole, OpDeleteRole:
 			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
-				subjects, err := j.holders(scope, c.Role.Name)
+				subjects, err := j.holders(scope, x.listers([]string{c.Role.Name})...)
 				if err != nil {
 					return err
 				}
@@ -595,6 +595,22 @@ func (j *judge) verify() error {
 			return c.Block.Subject == actorName
 		}
 		return true
+	})
+	// A write that changes which definition of a role applies where (a
+	// definition, a deletion, a move) changes what the role's holders, and
+	// those of roles listing it, may hand out: that is judged too, as a
+	// definition's own assignable_roles are. Grants, revokes and blocks by
+	// an actor change what their subject may hand out by the roles it
+	// holds, which the Grant rule judges.
+	structural := slices.ContainsFunc(p.changes, func(c Change) bool {
+		switch c.Op {
+		case OpPutRole, OpDeleteRole, OpDeleteResource:
+			return true
+		case OpPutResource:
+			id := x.lookupNode(c.Resource.Name)
+			return id != noNode && x.nodes[id].parent != x.lookupNode(c.Resource.Parent)
+		}
+		return false
 	})
 	p.guard(subjectKey(actorName))
 	powers := map[uint32]bitset{}
@@ -659,13 +675,21 @@ func (j *judge) verify() error {
 						}
 						continue
 					}
-					if was.equal(is) {
+					if !structural && was.equal(is) {
 						continue
 					}
 					pow, ok := powers[at]
 					if !ok {
 						pow, _ = before.power(actor, pb, p.now)
 						powers[at] = pow
+					}
+					if structural {
+						if err := j.handsOn(before, after, s, name, pb, pa, at, t, pow); err != nil {
+							return err
+						}
+					}
+					if was.equal(is) {
+						continue
 					}
 					if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
 						return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
@@ -807,6 +831,44 @@ func (j *judge) when(format string, t int64) string {
 	return format + " from " + expiryTime(t).Format(time.RFC3339) + " on, when a grant or block runs out"
 }
 
+// handsOn applies rule 1 to what subject s, other than the actor, may hand
+// out at one resource, at moment t, after a write that changes which
+// definition of a role applies there: what it becomes able to give, the
+// actor holds there or may assign (pow), and each role it becomes able to
+// assign is one a definition by the actor there could let it assign.
+func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {
+	p, x := j.p, j.p.x
+	powerBefore, assignedBefore := before.power(s, pb, t)
+	powerAfter, assignedAfter := after.power(s, pa, t)
+	if missing := x.cat.top(powerAfter.minus(powerBefore).minus(pow)); missing != "" {
+		return j.refuse(RuleNoEscalation, name, missing, at, j.when("would become able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
+	}
+	var held []*roleDef
+	heldRead := false
+	for _, role := range assignedAfter {
+		if slices.Contains(assignedBefore, role) {
+			continue
+		}
+		if !heldRead {
+			var buf [MaxDepth + 1]uint32
+			held, heldRead = x.heldRoles(x.subj.lookup(p.by.Actor), x.path(at, buf[:0]), p.now), true
+		}
+		if p.mayLetAssign(role, at, held) {
+			continue
+		}
+		what := fmt.Sprintf("%q would become able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
+		msg := fmt.Sprintf("%s: %s", RuleNoEscalation, j.when(what, t))
+		if p.doing != "" {
+			msg = "may not " + p.doing + ": " + msg
+		}
+		e := errorf(PermissionDenied, "actor", p.by.Actor, "%s", msg)
+		e.Rule = RuleNoEscalation
+		e.Meta = map[string]string{"subject": name, "role": role, "resource": x.name(at)}
+		return e
+	}
+	return nil
+}
+
 // self applies rule 3 to the actor at one resource, at moment t: its
 // permissions change nowhere, and neither does what it may give, by its
 // own permissions or by the roles it may assign by name.
@@ -857,20 +919,29 @@ func (j *judge) refuse(rule, subject, perm string, at uint32, format string) err
 	return e
 }
 
-// holders returns the subjects holding role where a definition at scope
-// could apply: on scope, its ancestors, and below it.
-func (j *judge) holders(scope uint32, role string) ([]string, error) {
+// holders returns the subjects holding one of roles where a definition at
+// scope could apply: on scope, its ancestors, and below it.
+func (j *judge) holders(scope uint32, roles ...string) ([]string, error) {
 	p, x := j.p, j.p.x
-	p.guard(holdersKey(role))
-	id := x.roleID(role)
-	if id == noName || x.roleHolders[id] == 0 {
+	var ids []uint32
+	for _, role := range roles {
+		p.guard(holdersKey(role))
+		if id := x.roleID(role); id != noName && x.roleHolders[id] > 0 {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
 		return nil, nil
 	}
+	sorted := sortedUnique(ids)
+	set := make(map[uint32]bool, len(sorted))
+	for _, id := range sorted {
+		set[id] = true
+	}
 	seen := map[uint32]bool{}
+	visit := func(g resourceGrant) { seen[g.subj] = true }
 	for a := x.nodes[scope].parent; a != noNode; a = x.nodes[a].parent {
-		for _, g := range x.holdersOf(a, id) {
-			seen[g.subj] = true
-		}
+		holdersOfAny(x, a, sorted, set, visit)
 	}
 	visited := 0
 	var err error
@@ -880,17 +951,30 @@ func (j *judge) holders(scope uint32, role string) ([]string, error) {
 				"the role's scope holds more than %d resources, the most a role write by an actor may judge; the platform may make it without an actor", MaxJudged)
 			return false
 		}
-		for _, g := range x.holdersOf(n, id) {
-			seen[g.subj] = true
-		}
+		holdersOfAny(x, n, sorted, set, visit)
 		return true
 	})
 	return j.names(seen), err
 }
 
+// listers returns roles, and the roles some definition of which lists one
+// of them in assignable_roles: where a write changes which definition of a
+// role applies, what the holders of its listers may hand out changes too.
+func (x *Index) listers(roles []string) []string {
+	out := slices.Clone(roles)
+	for _, d := range x.roleDefs {
+		if d != nil && slices.ContainsFunc(d.AssignableRoles, func(n string) bool { return slices.Contains(roles, n) }) {
+			out = append(out, d.Name)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // moved returns the subjects whose permissions below id may change when it
 // moves under parent: those with grants or blocks on the ancestors it leaves
-// or joins, and the holders of roles defined there.
+// or joins, and the holders of roles defined there and of roles listing
+// them in assignable_roles.
 func (j *judge) moved(id, parent uint32) ([]string, error) {
 	p, x := j.p, j.p.x
 	size := 0
@@ -933,6 +1017,15 @@ func (j *judge) moved(id, parent uint32) ([]string, error) {
 	}
 	if len(roles) == 0 {
 		return j.names(seen), nil
+	}
+	defs := make([]string, 0, len(roles))
+	for _, role := range sortedUnique(roles) {
+		defs = append(defs, x.roleNames[role])
+	}
+	for _, name := range x.listers(defs) {
+		if role := x.roleID(name); role != noName {
+			roles = append(roles, role)
+		}
 	}
 	sorted := sortedUnique(roles)
 	defined := make(map[uint32]bool, len(sorted))

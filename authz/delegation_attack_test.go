@@ -559,3 +559,61 @@ func TestDelegationAttacksADeleteToShedARestatedCreatorRole(t *testing.T) {
 		}
 	})
 }
+
+// A move, a role definition or a deletion changes which definition of a
+// role name is nearest, and with it what the role's holders may hand out:
+// the roles their roles list in assignable_roles, and what those carry.
+// Bounded like a definition's ("its permissions and assignable_roles are
+// bounded by the actor's own"), or an actor would make an accomplice able
+// to give it, or anyone, a role it may neither hold nor assign.
+func TestDelegationAttacksAStructuralWriteThatLetsAHolderAssignMore(t *testing.T) {
+	lead := func(scope string, assigns ...string) authz.Role {
+		return authz.Role{Name: "lead", Scope: scope, Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: assigns}
+	}
+	t.Run("a move under a definition that lets a holder assign a role the mover may not", func(t *testing.T) {
+		p := attackPolicy()
+		p.Roles = append(p.Roles, lead("root", "guest"), lead("org:b", "guest", "host"))
+		w := newWorld(t, p)
+		w.grant("user:m", "maker", "root")
+		w.grant("user:b", "lead", "call:1")
+		refusedAttack(t, w, "user:m", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+			return err
+		})
+	})
+	t.Run("a move under a definition that makes a role a holder may assign carry what the mover lacks", func(t *testing.T) {
+		p := attackPolicy()
+		p.Roles = append(p.Roles, lead("root", "helper"),
+			authz.Role{Name: "helper", Scope: "root", Permissions: []string{"call.join"}},
+			authz.Role{Name: "helper", Scope: "org:b", Permissions: []string{"call.join", "call.record"}})
+		w := newWorld(t, p)
+		w.grant("user:m", "maker", "root")
+		w.grant("user:b", "lead", "call:1")
+		refusedAttack(t, w, "user:m", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+			return err
+		})
+	})
+	t.Run("deleting a definition that kept a holder from assigning a role the actor may not", func(t *testing.T) {
+		p := attackPolicy()
+		p.Roles = append(p.Roles, lead("root", "guest", "host"), lead("call:1", "guest"),
+			authz.Role{Name: "editor", Scope: "root", Permissions: []string{authz.PermRolesWrite, "call.join"}})
+		w := newWorld(t, p)
+		w.grant("user:e", "editor", "call:1")
+		w.grant("user:b", "lead", "call:1")
+		refusedAttack(t, w, "user:e", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.DeleteRole(w.ctx, by, "call:1", "lead")
+			return err
+		})
+	})
+	t.Run("a move under a definition that lets a holder assign only what the mover may is allowed", func(t *testing.T) {
+		p := attackPolicy()
+		p.Roles = append(p.Roles, lead("root"), lead("org:b", "guest"),
+			authz.Role{Name: "mover", Scope: "root", Permissions: []string{"org.build", "call.join", "call.speak"}, AssignableRoles: []string{"guest"}})
+		w := newWorld(t, p)
+		w.grant("user:m", "mover", "root")
+		w.grant("user:b", "lead", "call:1")
+		rev, err := w.eng.PutResource(w.ctx, as("user:m"), authz.Resource{Name: "call:1", Parent: "org:b"})
+		w.ok("move of call:1 under org:b", rev, err)
+	})
+}

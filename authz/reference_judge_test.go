@@ -109,6 +109,9 @@ type judgement struct {
 	registers *authz.Resource // a resource the write registers
 	deletes   *authz.Resource // a resource the write deletes
 	creator   *authz.Grant    // the creator role granted with a registration
+	// The write changes which definition of a role applies where: a
+	// definition, a deletion or a move.
+	structural bool
 }
 
 // referenceJudge judges w, made by actor at now on the state before. It
@@ -483,6 +486,7 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 			j.blockMoved(b, "imposing")
 		}
 	}
+	j.structural = true
 	after := clone(j.s)
 	for i, res := range after.Resources {
 		if res.Name == name {
@@ -573,7 +577,7 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Scope == name })
 	after.Quotas = slices.DeleteFunc(after.Quotas, func(q authz.Quota) bool { return q.Scope == name })
 	gone.Parent = r.parent[name]
-	j.deletes = &gone
+	j.deletes, j.structural = &gone, true
 	return after, true
 }
 
@@ -684,22 +688,33 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 	// give them; "*" itself only for an actor whose roles list "*". The
 	// definition grants no one, so it needs no usher.grants.write.
 	for _, name := range role.AssignableRoles {
-		if slices.ContainsFunc(held, func(d authz.Role) bool { return slices.Contains(d.AssignableRoles, name) }) {
-			continue
-		}
-		// A role not visible at the scope is granted there by no one (it
-		// is NOT_FOUND), so only a listing by name lets the actor hand it
-		// on.
-		if _, visible := r.definition(name, role.Scope); visible && name != authz.Wildcard && j.mayAssign(name, role.Scope) == "" {
+		if j.mayLetAssign(name, role.Scope) {
 			continue
 		}
 		j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would let its holders assign %s, which the actor may not", role.Name, role.Scope, name)
 		break
 	}
+	j.structural = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
 	after.Roles = append(after.Roles, role)
 	return after, true
+}
+
+// mayLetAssign reports whether a role may let its holders at resource
+// assign name, as a definition by the actor there may: name is one of the
+// actor's own assignable roles there, listed by a role the actor holds, or,
+// through "*", one whose permissions the actor has wherever it would give
+// them; "*" itself only for an actor whose roles list "*".
+func (j *judgement) mayLetAssign(name, resource string) bool {
+	r := j.before
+	if slices.ContainsFunc(r.heldRoles(j.actor, resource), func(d authz.Role) bool { return slices.Contains(d.AssignableRoles, name) }) {
+		return true
+	}
+	// A role not visible there is granted there by no one (it is
+	// NOT_FOUND), so only a listing by name lets the actor hand it on.
+	_, visible := r.definition(name, resource)
+	return visible && name != authz.Wildcard && j.mayAssign(name, resource) == ""
 }
 
 // deleteRole: usher.roles.write at the scope; not a role the actor holds.
@@ -717,6 +732,7 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 		return j.s, false
 	}
 	j.notHeld(scope, name)
+	j.structural = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
 	a := newReference(after, j.now)
@@ -1051,6 +1067,24 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 				for _, p := range lost {
 					if !power[p] {
 						refuse(authz.RuleNoOverreach, "%s would lose %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
+					}
+				}
+				// A write that changes which definition of a role applies
+				// there is "a grant to every holder": what the holders may
+				// hand out is bounded by the actor's own as a definition's
+				// permissions and assignable_roles are.
+				if j.structural {
+					powerBefore, assigns := rb.power(s, res)
+					powerAfter, assignsAfter := ra.power(s, res)
+					for _, p := range minus(powerAfter, powerBefore) {
+						if !power[p] {
+							refuse(authz.RuleNoEscalation, "%s would become able to give %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
+						}
+					}
+					for _, n := range minus(assignsAfter, assigns) {
+						if !j.mayLetAssign(n, res) {
+							refuse(authz.RuleNoEscalation, "%s would become able to assign %s on %s at %s, which the actor may not assign there", s, n, res, t)
+						}
 					}
 				}
 			}

@@ -105,15 +105,7 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 		return e
 	}
 	for i, name := range asked.AssignableRoles {
-		ok := false
-		if name == Wildcard {
-			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, Wildcard) })
-		} else if x.roleID(name) == noName || x.resolveAt(scope, x.roleID(name)) == nil {
-			ok = slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
-		} else {
-			ok = p.mayAssign(name, scope, "grant") == nil
-		}
-		if !ok {
+		if !p.mayLetAssign(name, scope, held) {
 			e := errorf(PermissionDenied, fmt.Sprintf("role.assignable_roles[%d]", i), name,
 				"%s: actor %q may not grant %q at %q, so a role it defines may not let others grant it", RuleNoEscalation, p.by.Actor, name, r.Scope)
 			e.Rule = RuleNoEscalation
@@ -122,6 +114,20 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 		}
 	}
 	return nil
+}
+
+// mayLetAssign reports whether a role may let its holders at res assign
+// name, as a definition by the actor there may: name is one of the actor's
+// own assignable roles there, with held the roles it holds there. "*" is
+// only for an actor whose roles list "*"; a role not visible at res is
+// granted there by no one, so only a role the actor holds that lists it by
+// name lets the actor hand it on.
+func (p *plan) mayLetAssign(name string, res uint32, held []*roleDef) bool {
+	x := p.x
+	if name == Wildcard || x.roleID(name) == noName || x.resolveAt(res, x.roleID(name)) == nil {
+		return slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
+	}
+	return p.mayAssign(name, res, "grant") == nil
 }
 
 // DeleteRole removes the definition of name at scope, and with it the
