@@ -598,13 +598,14 @@ func (j *judge) verify() error {
 	})
 	// A write that changes which definition of a role applies where (a
 	// definition, a deletion, a move) changes what the role's holders, and
-	// those of roles listing it, may hand out: that is judged too, as a
-	// definition's own assignable_roles are. Grants, revokes and blocks by
-	// an actor change what their subject may hand out by the roles it
-	// holds, which the Grant rule judges.
-	structural := slices.ContainsFunc(p.changes, func(c Change) bool {
+	// those of roles listing it, may hand out, and so does one that lifts a
+	// block of everything, which takes away what its subject's roles let
+	// it hand out: that is judged too, as a definition's own
+	// assignable_roles are. What a grant or a revoke by an actor changes
+	// there, the Grant rule judges.
+	handsOut := slices.ContainsFunc(p.changes, func(c Change) bool {
 		switch c.Op {
-		case OpPutRole, OpDeleteRole, OpDeleteResource:
+		case OpPutRole, OpDeleteRole, OpDeleteResource, OpPutBlock, OpDeleteBlock:
 			return true
 		case OpPutResource:
 			id := x.lookupNode(c.Resource.Name)
@@ -675,7 +676,7 @@ func (j *judge) verify() error {
 						}
 						continue
 					}
-					if !structural && was.equal(is) {
+					if !handsOut && was.equal(is) {
 						continue
 					}
 					pow, ok := powers[at]
@@ -683,7 +684,7 @@ func (j *judge) verify() error {
 						pow, _ = before.power(actor, pb, p.now)
 						powers[at] = pow
 					}
-					if structural {
+					if handsOut {
 						if err := j.handsOn(before, after, s, name, pb, pa, at, t, pow); err != nil {
 							return err
 						}
@@ -833,7 +834,8 @@ func (j *judge) when(format string, t int64) string {
 
 // handsOn applies rule 1 to what subject s, other than the actor, may hand
 // out at one resource, at moment t, after a write that changes which
-// definition of a role applies there: what it becomes able to give, the
+// definition of a role applies there or lifts a block of everything: what
+// it becomes able to give, the
 // actor holds there or may assign (pow), and each role it becomes able to
 // assign is one a definition by the actor there could let it assign.
 func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {

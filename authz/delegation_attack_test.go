@@ -617,3 +617,33 @@ func TestDelegationAttacksAStructuralWriteThatLetsAHolderAssignMore(t *testing.T
 		w.ok("move of call:1 under org:b", rev, err)
 	})
 }
+
+// Lifting a ban gives back what the subject's roles let it hand out, as
+// well as what they let it do: an unblock "gives back only what rule 1
+// allows", or a moderator would let a banned lead back in to have it grant
+// the moderator a role the moderator may neither hold nor assign.
+func TestDelegationAttacksAnUnblockThatLetsAHolderAssignMore(t *testing.T) {
+	p := attackPolicy()
+	p.Roles = append(p.Roles,
+		authz.Role{Name: "lead", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{"host"}},
+		authz.Role{Name: "mod", Scope: "root", Permissions: []string{authz.PermBlocksWrite, authz.PermGrantsWrite, "call.join"}, AssignableRoles: []string{"guest"}},
+	)
+	w := newWorld(t, p)
+	w.grant("user:mod", "mod", "call:1")
+	w.grant("user:b", "lead", "call:1")
+	w.block(authz.Block{Subject: "user:b", Resource: "call:1", ID: "ban"})
+	refusedAttack(t, w, "user:mod", authz.RuleNoEscalation, func(by authz.Author) error {
+		_, err := w.eng.Unblock(w.ctx, by, "user:b", "call:1", "ban")
+		return err
+	})
+	refusedAttack(t, w, "user:mod", authz.RuleNoEscalation, func(by authz.Author) error {
+		_, _, err := w.eng.Block(w.ctx, by, authz.Block{Subject: "user:b", Resource: "call:1", ID: "ban", Permissions: []string{"call.record"}})
+		return err
+	})
+	// A ban on a subject whose roles let it assign only what the moderator
+	// may is lifted.
+	w.grant("user:g", "mod", "call:1")
+	w.block(authz.Block{Subject: "user:g", Resource: "call:1", ID: "ban"})
+	rev, err := w.eng.Unblock(w.ctx, as("user:mod"), "user:g", "call:1", "ban")
+	w.ok("Unblock of a moderator's ban by a moderator", rev, err)
+}

@@ -109,9 +109,9 @@ type judgement struct {
 	registers *authz.Resource // a resource the write registers
 	deletes   *authz.Resource // a resource the write deletes
 	creator   *authz.Grant    // the creator role granted with a registration
-	// The write changes which definition of a role applies where: a
-	// definition, a deletion or a move.
-	structural bool
+	// The write changes which definition of a role applies where (a
+	// definition, a deletion or a move), or blocks or lifts blocks.
+	handsOut bool
 }
 
 // referenceJudge judges w, made by actor at now on the state before. It
@@ -486,7 +486,7 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 			j.blockMoved(b, "imposing")
 		}
 	}
-	j.structural = true
+	j.handsOut = true
 	after := clone(j.s)
 	for i, res := range after.Resources {
 		if res.Name == name {
@@ -577,7 +577,7 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Scope == name })
 	after.Quotas = slices.DeleteFunc(after.Quotas, func(q authz.Quota) bool { return q.Scope == name })
 	gone.Parent = r.parent[name]
-	j.deletes, j.structural = &gone, true
+	j.deletes, j.handsOut = &gone, true
 	return after, true
 }
 
@@ -694,7 +694,7 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 		j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "the definition of %s at %s would let its holders assign %s, which the actor may not", role.Name, role.Scope, name)
 		break
 	}
-	j.structural = true
+	j.handsOut = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
 	after.Roles = append(after.Roles, role)
@@ -732,7 +732,7 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 		return j.s, false
 	}
 	j.notHeld(scope, name)
-	j.structural = true
+	j.handsOut = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
 	a := newReference(after, j.now)
@@ -799,6 +799,7 @@ func (j *judgement) block(b authz.Block) (authz.Snapshot, bool) {
 	}
 	b.Permissions = slices.Compact(slices.Sorted(slices.Values(b.Permissions)))
 	b.Expires = b.Expires.UTC()
+	j.handsOut = true
 	after := clone(j.s)
 	carried, unexpired := 0, 0
 	replaced := slices.ContainsFunc(j.s.Blocks, func(o authz.Block) bool { return sameBlockKey(o, b) })
@@ -847,6 +848,7 @@ func (j *judgement) unblock(subject, resource, id string) (authz.Snapshot, bool)
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would unblock itself")
 	}
 	j.require(resource, authz.PermBlocksWrite, "unblocking "+subject)
+	j.handsOut = true
 	var ids []string
 	for _, b := range j.s.Blocks {
 		if b.Subject == subject && b.Resource == resource && (id == "" || b.ID == id) {
@@ -1072,8 +1074,9 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 				// A write that changes which definition of a role applies
 				// there is "a grant to every holder": what the holders may
 				// hand out is bounded by the actor's own as a definition's
-				// permissions and assignable_roles are.
-				if j.structural {
+				// permissions and assignable_roles are. So is what an
+				// unblock gives back: "only what rule 1 allows".
+				if j.handsOut {
 					powerBefore, assigns := rb.power(s, res)
 					powerAfter, assignsAfter := ra.power(s, res)
 					for _, p := range minus(powerAfter, powerBefore) {
