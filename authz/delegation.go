@@ -859,14 +859,8 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 			continue
 		}
 		what := fmt.Sprintf("%q would become able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
-		msg := fmt.Sprintf("%s: %s", RuleNoEscalation, j.when(what, t))
-		if p.doing != "" {
-			msg = "may not " + p.doing + ": " + msg
-		}
-		e := errorf(PermissionDenied, "actor", p.by.Actor, "%s", msg)
-		e.Rule = RuleNoEscalation
-		e.Meta = map[string]string{"subject": name, "role": role, "resource": x.name(at)}
-		return e
+		return j.deny(RuleNoEscalation, fmt.Sprintf("%s: %s", RuleNoEscalation, j.when(what, t)),
+			map[string]string{"subject": name, "role": role, "resource": x.name(at)})
 	}
 	return nil
 }
@@ -892,32 +886,33 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 	}
 	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
 	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
-		doing := ""
-		if p.doing != "" {
-			doing = "may not " + p.doing + ": "
-		}
-		e := errorf(PermissionDenied, "actor", p.by.Actor,
-			"%s%s: the write would change the roles the actor may assign on %q (from %v to %v)", doing, RuleNoSelfService, x.name(at), assignedBefore, assignedAfter)
-		e.Rule = RuleNoSelfService
-		e.Meta = map[string]string{"subject": p.by.Actor, "resource": x.name(at)}
-		return e
+		return j.deny(RuleNoSelfService,
+			fmt.Sprintf("%s: the write would change the roles the actor may assign on %q (from %v to %v)", RuleNoSelfService, x.name(at), assignedBefore, assignedAfter),
+			map[string]string{"subject": p.by.Actor, "resource": x.name(at)})
 	}
 	return nil
 }
 
 func (j *judge) refuse(rule, subject, perm string, at uint32, format string) error {
-	p, x := j.p, j.p.x
+	x := j.p.x
 	what := fmt.Sprintf(format, perm, x.name(at))
 	msg := fmt.Sprintf("%s: %q %s", rule, subject, what)
 	if rule == RuleNoSelfService {
 		msg = fmt.Sprintf("%s: %s", rule, what)
 	}
+	return j.deny(rule, msg, map[string]string{"subject": subject, "permission": perm, "resource": x.name(at)})
+}
+
+// deny is the refusal of the actor's write by rule, saying msg, prefixed
+// with what the write was doing, with meta as its details.
+func (j *judge) deny(rule, msg string, meta map[string]string) error {
+	p := j.p
 	if p.doing != "" {
 		msg = "may not " + p.doing + ": " + msg
 	}
 	e := errorf(PermissionDenied, "actor", p.by.Actor, "%s", msg)
 	e.Rule = rule
-	e.Meta = map[string]string{"subject": subject, "permission": perm, "resource": x.name(at)}
+	e.Meta = meta
 	return e
 }
 
