@@ -133,7 +133,7 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 	if recent {
 		return out, nil
 	}
-	err := s.fromFile(after, compacted, published, limit, func(k, v []byte) error {
+	err := s.fromFile("changes", after, compacted, published, limit, func(k, v []byte) error {
 		cs, err := storage.DecodeChangeSet(v)
 		if err != nil {
 			return fmt.Errorf("change set %x: %w", k, err)
@@ -141,11 +141,8 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 		out = append(out, cs)
 		return nil
 	})
-	if errors.Is(err, authz.ErrCompacted) {
-		return nil, err
-	}
 	if err != nil {
-		return nil, fmt.Errorf("storage: changes: %w", closedAsErrClosed(err))
+		return nil, err
 	}
 	return out, nil
 }
@@ -153,7 +150,17 @@ func (s *Store) Changes(ctx context.Context, after authz.Revision, limit int) ([
 // fromFile calls each with the key and value of up to limit change sets
 // after after in the file, in order, through published, the last one
 // published; compacted is where the store's record says the log begins.
-func (s *Store) fromFile(after, compacted, published authz.Revision, limit int, each func(k, v []byte) error) error {
+// Its errors, but ErrCompacted, say what (the read) failed.
+func (s *Store) fromFile(what string, after, compacted, published authz.Revision, limit int, each func(k, v []byte) error) error {
+	err := s.readLog(after, compacted, published, limit, each)
+	if err != nil && !errors.Is(err, authz.ErrCompacted) {
+		return fmt.Errorf("storage: %s: %w", what, closedAsErrClosed(err))
+	}
+	return err
+}
+
+// readLog is fromFile's read of the file.
+func (s *Store) readLog(after, compacted, published authz.Revision, limit int, each func(k, v []byte) error) error {
 	if after < compacted {
 		return fmt.Errorf("storage: changes after %d: %w (it begins after revision %d)", after, authz.ErrCompacted, compacted)
 	}
@@ -205,7 +212,7 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 		}
 		return counts, nil
 	}
-	err := s.fromFile(after, compacted, published, limit, func(k, v []byte) error {
+	err := s.fromFile("change counts", after, compacted, published, limit, func(k, v []byte) error {
 		n, err := storage.ChangeSetLen(v)
 		if err != nil {
 			return fmt.Errorf("change set %x: %w", k, err)
@@ -213,11 +220,8 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 		counts = append(counts, n)
 		return nil
 	})
-	if errors.Is(err, authz.ErrCompacted) {
-		return nil, err
-	}
 	if err != nil {
-		return nil, fmt.Errorf("storage: change counts: %w", closedAsErrClosed(err))
+		return nil, err
 	}
 	return counts, nil
 }
