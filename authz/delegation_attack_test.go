@@ -570,30 +570,29 @@ func TestDelegationAttacksAStructuralWriteThatLetsAHolderAssignMore(t *testing.T
 	lead := func(scope string, assigns ...string) authz.Role {
 		return authz.Role{Name: "lead", Scope: scope, Permissions: []string{authz.PermGrantsWrite, "call.join"}, AssignableRoles: assigns}
 	}
-	t.Run("a move under a definition that lets a holder assign a role the mover may not", func(t *testing.T) {
-		p := attackPolicy()
-		p.Roles = append(p.Roles, lead("root", "guest"), lead("org:b", "guest", "host"))
-		w := newWorld(t, p)
-		w.grant("user:m", "maker", "root")
-		w.grant("user:b", "lead", "call:1")
-		refusedAttack(t, w, "user:m", authz.RuleNoEscalation, func(by authz.Author) error {
-			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
-			return err
+	for _, tc := range []struct {
+		name  string
+		roles []authz.Role
+	}{
+		{"a move under a definition that lets a holder assign a role the mover may not",
+			[]authz.Role{lead("root", "guest"), lead("org:b", "guest", "host")}},
+		{"a move under a definition that makes a role a holder may assign carry what the mover lacks",
+			[]authz.Role{lead("root", "helper"),
+				{Name: "helper", Scope: "root", Permissions: []string{"call.join"}},
+				{Name: "helper", Scope: "org:b", Permissions: []string{"call.join", "call.record"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := attackPolicy()
+			p.Roles = append(p.Roles, tc.roles...)
+			w := newWorld(t, p)
+			w.grant("user:m", "maker", "root")
+			w.grant("user:b", "lead", "call:1")
+			refusedAttack(t, w, "user:m", authz.RuleNoEscalation, func(by authz.Author) error {
+				_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+				return err
+			})
 		})
-	})
-	t.Run("a move under a definition that makes a role a holder may assign carry what the mover lacks", func(t *testing.T) {
-		p := attackPolicy()
-		p.Roles = append(p.Roles, lead("root", "helper"),
-			authz.Role{Name: "helper", Scope: "root", Permissions: []string{"call.join"}},
-			authz.Role{Name: "helper", Scope: "org:b", Permissions: []string{"call.join", "call.record"}})
-		w := newWorld(t, p)
-		w.grant("user:m", "maker", "root")
-		w.grant("user:b", "lead", "call:1")
-		refusedAttack(t, w, "user:m", authz.RuleNoEscalation, func(by authz.Author) error {
-			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
-			return err
-		})
-	})
+	}
 	t.Run("deleting a definition that kept a holder from assigning a role the actor may not", func(t *testing.T) {
 		p := attackPolicy()
 		p.Roles = append(p.Roles, lead("root", "guest", "host"), lead("call:1", "guest"),
