@@ -501,7 +501,9 @@ type Renewal struct {
 // KeepAlive renews a session or a knock. A session whose subject is now
 // blocked from the call, holds no grant of its join permission, or lacks
 // what the rule's LiveKit roomJoin requires, is ended instead; so is a
-// knock, but for roomJoin, which an admission may give. NotFound when the session has ended.
+// knock, but for roomJoin, which an admission may give. A knock renewed is
+// Admitted once Join would let its subject past the lobby, call open; Lobby
+// until then. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	s, isSession := m.store.Session(id)
 	var k Knock
@@ -563,8 +565,16 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	if err != nil {
 		return Renewal{}, storeError(err)
 	}
-	if p.SkipsLobby || p.Rule.Lobby == nil {
+	// ADMITTED only when Join would let the subject in past the lobby: one
+	// let through the lobby waits on while the call has not opened to it,
+	// or a media server told to join would be answered NOT_STARTED, and
+	// keep the knock alive to be told to join again.
+	r, decided := m.gate(p, k.Subject, k.Call, m.clock.Now())
+	switch {
+	case !decided:
 		return Renewal{Outcome: Admitted, Reason: k.Subject + " may join now", Expires: k.Expires}, nil
+	case r.Outcome == NotStarted:
+		return Renewal{Outcome: Lobby, Reason: "still waiting: " + r.Reason, Expires: k.Expires}, nil
 	}
 	return Renewal{Outcome: Lobby, Reason: "still waiting", Expires: k.Expires}, nil
 }

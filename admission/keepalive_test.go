@@ -99,3 +99,32 @@ func TestKeepAliveOfWhatEndedElsewhereAMomentAgoSaysHowItEnded(t *testing.T) {
 		t.Errorf("KeepAlive of a session just left = %v; want NOT_FOUND saying it left", err)
 	}
 }
+
+// A knock's KeepAlive answers ADMITTED only once Join would let the
+// subject in: a guest given a role that skips the lobby while the call has
+// not opened keeps waiting (LOBBY, the knock renewed) until it opens, as
+// its Join would be answered NOT_STARTED.
+func TestKeepAliveOfAKnockBeforeTheCallOpensKeepsItWaiting(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	k := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", start.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:guest", "member", "call:acme:1")
+	w.wantJoin("user:guest", "call:acme:1", admission.NotStarted)
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Lobby || ren.Expires.IsZero() {
+		t.Errorf("KeepAlive of the knock before the call opens = %+v, %v; want LOBBY, the knock renewed", ren, err)
+	}
+	if !strings.Contains(ren.Reason, "opens at") {
+		t.Errorf("KeepAlive's reason %q does not say when the call opens", ren.Reason)
+	}
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the knock once the call is open = %+v, %v; want ADMITTED", ren, err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+}
