@@ -777,7 +777,10 @@ func actorOrNobody(actor string) string {
 // Admit lets subject into resource: a grant of the lobby's admit role on
 // resource, judged as the engine's Admit says (which refuses a subject a
 // block keeps out), after which the subject's knock ends, if it may join,
-// and watchers hear of it.
+// and watchers hear of it. Watchers hear of no other admission: ADMITTED
+// is a knock let in, which every node tells; a subject admitted before it
+// knocked, or one the admission leaves without the join permission, has
+// no knock let in to tell of.
 func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return 0, err
@@ -790,19 +793,18 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	// permission, or a block came after the grant) is let in by no grant:
 	// ended as let in, its knock would tell it to join. It waits in no
 	// list, and its next KeepAlive ends it, saying why.
-	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out == 0 {
-		found, err := m.store.Unknock(ctx, resource, subject, LetIn)
-		if err != nil {
-			m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
-		}
-		if found {
-			// The knock's ending tells every node's watchers, this one's
-			// among them, as soon as the view takes it: now.
-			m.v.storeEvents()
-			return rev, nil
-		}
+	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out != 0 {
+		return rev, nil
 	}
-	m.v.announce(resource, Event{Kind: EventAdmitted, Revision: rev, Time: m.clock.Now(), Subject: subject})
+	found, err := m.store.Unknock(ctx, resource, subject, LetIn)
+	if err != nil {
+		m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
+	}
+	if found {
+		// The knock's ending tells every node's watchers, this one's among
+		// them, as soon as the view takes it: now.
+		m.v.storeEvents()
+	}
 	return rev, nil
 }
 

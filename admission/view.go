@@ -960,13 +960,6 @@ func (v *view) broadcast(call string, ev Event) {
 	}
 }
 
-// announce is broadcast for callers outside the view.
-func (v *view) announce(call string, ev Event) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.broadcast(call, ev)
-}
-
 // drop ends w with err. v.mu is held.
 func (v *view) drop(w *Watch, err error) {
 	ws := v.watchers[w.call]

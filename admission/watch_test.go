@@ -466,3 +466,26 @@ func diffParticipants(got, want map[string]string) []string {
 	slices.Sort(out)
 	return out[:min(len(out), 5)]
 }
+
+// ADMITTED tells watchers of a knock let in, on every node alike: an Admit
+// of a subject not waiting in the lobby lets no knock in, and watchers
+// hear nothing of it (its grant is the index's, as any grant is).
+func TestAnAdmitOfASubjectNotWaitingTellsWatchersNothing(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:member", "member", "account:acme")
+	watch := w.watch("call:acme:1")
+	if _, err := w.m.Admit(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:visitor", time.Time{}); err != nil {
+		t.Fatalf("Admit of a subject not waiting: %v", err)
+	}
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	nextEvent(t, watch, "the member's JOINED, and no ADMITTED before it", func(ev admission.Event) bool {
+		if ev.Kind == admission.EventAdmitted {
+			t.Errorf("watchers heard of an Admit that let no knock in: %+v", ev)
+		}
+		return ev.Kind == admission.EventJoined && ev.Subject == "user:member"
+	})
+	if p := w.eng.Index().Presence("user:visitor", "call:acme:1"); !p.Joins || !p.SkipsLobby {
+		t.Errorf("after the Admit, the visitor's standing = %+v; want the admit role's grant, skipping the lobby", p)
+	}
+}

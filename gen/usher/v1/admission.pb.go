@@ -127,7 +127,9 @@ const (
 	CallEventKind_CALL_EVENT_KIND_LAPSED CallEventKind = 8
 	// A subject knocked and waits in the lobby.
 	CallEventKind_CALL_EVENT_KIND_KNOCKED CallEventKind = 9
-	// A subject was admitted (Admit).
+	// A subject waiting in the lobby was admitted (Admit), and its knock
+	// ended. An Admit of a subject not waiting lets no knock in and is told
+	// of by no event.
 	CallEventKind_CALL_EVENT_KIND_ADMITTED CallEventKind = 10
 	// A waiting subject was denied (Deny), or may no longer join and its
 	// knock ended.
