@@ -405,10 +405,14 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 			m.hold(k.Caller)
 		}
 		old.Expires = k.Expires
-		if k.Note != "" {
-			old.Note = k.Note
-		}
 		m.expiries.set(&old.lease, k.Expires.UnixNano())
+		if k.Note != "" && k.Note != old.Note {
+			// Watchers were told the note it knocked with: they hear the
+			// new one, as the lobby's list shows it.
+			old.Note = k.Note
+			renewed := old.Knock
+			m.emit(StoreEvent{Knock: &renewed, Time: now})
+		}
 		return old.Knock, nil
 	}
 	if len(c.knocks) >= m.maxKnocks {

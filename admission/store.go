@@ -124,7 +124,8 @@ type Store interface {
 	// lookup, however many the call holds.
 	SessionOf(call, subject string) (Session, bool)
 	// Knock puts k in its call's lobby, or renews the subject's knock
-	// there, keeping its id; the knock is then k.Caller's. A knock that
+	// there, keeping its id; the knock is then k.Caller's. A renewal with
+	// another note is reported, as a knock that began is. A knock that
 	// would take k.Caller past its share is refused with a *ShareError.
 	Knock(ctx context.Context, k Knock) (Knock, error)
 	// Unknock takes subject out of call's lobby; false when it was not

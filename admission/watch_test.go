@@ -489,3 +489,32 @@ func TestAnAdmitOfASubjectNotWaitingTellsWatchersNothing(t *testing.T) {
 		t.Errorf("after the Admit, the visitor's standing = %+v; want the admit role's grant, skipping the lobby", p)
 	}
 }
+
+// A subject that knocks again with another note is shown with it in the
+// lobby's list, and watchers hear it too: a KNOCKED of the same knock with
+// the new note, not the note it first knocked with, kept for good.
+func TestAKnockWithAnotherNoteIsToldToWatchers(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:guest", "guest", "account:acme")
+	watch := w.watch("call:acme:1")
+	first, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "Gus")
+	if err != nil || first.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", first, err)
+	}
+	nextEvent(t, watch, "KNOCKED with the first note", func(ev admission.Event) bool {
+		return ev.Kind == admission.EventKnocked && ev.Note == "Gus"
+	})
+	again, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "Gus, the auditor")
+	if err != nil || again.Outcome != admission.Lobby || again.Session != first.Session {
+		t.Fatalf("Knock again = %+v, %v; want LOBBY, the same knock", again, err)
+	}
+	lobby, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host")
+	if err != nil || len(lobby) != 1 || lobby[0].Note != "Gus, the auditor" {
+		t.Fatalf("Lobby = %+v, %v; want the guest with the new note", lobby, err)
+	}
+	ev := nextEvent(t, watch, "KNOCKED with the new note", kindOf(admission.EventKnocked, "user:guest"))
+	if ev.Note != "Gus, the auditor" || ev.Session != first.Session {
+		t.Errorf("the knock again told watchers %+v; want KNOCKED of knock %s with the new note", ev, first.Session)
+	}
+}

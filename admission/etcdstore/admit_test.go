@@ -106,3 +106,49 @@ func TestAnAdmitRightAfterABlockElsewhereIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestAKnockWithAnotherNoteIsToldOnEveryReplica: a subject that knocks
+// again through one replica with another note is told of, with the new
+// note, by a call's watch on either replica.
+func TestAKnockWithAnotherNoteIsToldOnEveryReplica(t *testing.T) {
+	a, b, _ := lobbyCalls(t, "/knock-note/", 1)
+	ctx := t.Context()
+	watches := map[string]*admission.Watch{}
+	for name, r := range map[string]replica{"a": a, "b": b} {
+		w, err := r.m.Watch("call:acme:0", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		watches[name] = w
+	}
+	for _, note := range []string{"Gus", "Gus, the auditor"} {
+		k, err := a.m.Knock(ctx, "", "user:g", "call:acme:0", note)
+		if err != nil || k.Outcome != admission.Lobby {
+			t.Fatalf("Knock of the guest with note %q = %+v, %v; want LOBBY", note, k, err)
+		}
+	}
+	for name, w := range watches {
+		var notes []string
+		deadline := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case ev, ok := <-w.C:
+				if !ok {
+					t.Fatalf("the watch on %s ended: %v", name, w.Err())
+				}
+				if ev.Kind != admission.EventKnocked || ev.Subject != "user:g" {
+					continue
+				}
+				notes = append(notes, ev.Note)
+				if ev.Note == "Gus, the auditor" {
+					break wait
+				}
+			case <-deadline:
+				t.Errorf("the watch on replica %s heard the guest knock with notes %q, and never with its new note", name, notes)
+				break wait
+			}
+		}
+	}
+}

@@ -247,7 +247,7 @@ func (s *Store) applyRevision(evs []*clientv3.Event) {
 			continue
 		}
 		if old != nil && old.id() == e.id() {
-			s.c.update(old, e)
+			begins = s.renewed(old, e, begins)
 			continue
 		}
 		if old != nil {
@@ -270,7 +270,7 @@ func (s *Store) reconcile(listed map[string]*entry, reasons map[string]ended) {
 		n := listed[key]
 		switch {
 		case n != nil && n.id() == old.id():
-			s.c.update(old, n)
+			begins = s.renewed(old, n, begins)
 		case n != nil:
 			s.c.remove(old)
 			ends = append(ends, s.endedEvent(old, reasons, admission.Replaced))
@@ -287,6 +287,20 @@ func (s *Store) reconcile(listed map[string]*entry, reasons map[string]ended) {
 	}
 	s.emit(ends...)
 	s.emit(begins...)
+}
+
+// renewed brings n, a newer record of old's session or knock, into the
+// picture, and adds to begins a knock renewed with another note: watchers
+// were told the note it knocked with, and hear the new one, as the lobby's
+// list shows it. s.mu is held.
+func (s *Store) renewed(old, n *entry, begins []admission.StoreEvent) []admission.StoreEvent {
+	renoted := n.knock && n.k.Note != old.k.Note
+	s.c.update(old, n)
+	if !renoted {
+		return begins
+	}
+	k := n.k
+	return append(begins, admission.StoreEvent{Knock: &k, Time: s.clock.Now()})
 }
 
 func (s *Store) beganEvent(e *entry) admission.StoreEvent {

@@ -281,8 +281,10 @@ func testReknock(t *testing.T, h *harness) {
 	if found, err := n.Unknock(h.ctx, call, "user:a", admission.Left); !found || err != nil {
 		t.Fatalf("Unknock = %t, %v", found, err)
 	}
-	// The renewals told nothing: the knock began, then ended.
-	n.expect(knocked(k), unknocked(want, admission.Left))
+	// The renewal without a note told nothing; the one with another note
+	// told the knock anew, with it: the knock began, took its new note,
+	// then ended.
+	n.expect(knocked(k), knocked(want), unknocked(want, admission.Left))
 }
 
 func testUnknock(t *testing.T, h *harness) {

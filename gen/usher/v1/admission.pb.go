@@ -125,7 +125,8 @@ const (
 	CallEventKind_CALL_EVENT_KIND_LEFT CallEventKind = 7
 	// A session's or a knock's lease ran out without KeepAlive.
 	CallEventKind_CALL_EVENT_KIND_LAPSED CallEventKind = 8
-	// A subject knocked and waits in the lobby.
+	// A subject knocked and waits in the lobby; or, waiting, knocked again
+	// with another note, which note carries.
 	CallEventKind_CALL_EVENT_KIND_KNOCKED CallEventKind = 9
 	// A subject waiting in the lobby was admitted (Admit), and its knock
 	// ended. An Admit of a subject not waiting lets no knock in and is told
