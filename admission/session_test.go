@@ -882,3 +882,30 @@ func TestLeaveOfAStoreOutOfReachFailsWithinStoreWait(t *testing.T) {
 		}
 	}
 }
+
+// An admission is a grant like any other: a block placed after it keeps
+// the subject out while it lasts and does not end it, so once the block is
+// lifted the subject joins without the lobby; a revoke of the admission
+// sends it back to the lobby.
+func TestAnAdmissionOutlastsABlockPlacedAfterIt(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:guest", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	in := w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	ban := w.block("user:guest", "call:acme:1")
+	w.wantJoin("user:guest", "call:acme:1", admission.Blocked)
+	if ren, err := w.m.KeepAlive(w.ctx, in.Session); err != nil || ren.Outcome != admission.Blocked {
+		t.Errorf("KeepAlive of the banned participant = %+v, %v; want BLOCKED, the session ended", ren, err)
+	}
+	if _, err := w.eng.Unblock(w.ctx, w.by, "user:guest", "call:acme:1", ban); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+}
