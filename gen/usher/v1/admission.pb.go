@@ -619,8 +619,9 @@ type KeepAliveResponse struct {
 	// For a session: ADMITTED when the lease was renewed; BLOCKED or NO_GRANT
 	// when the subject may no longer be in the call, and the session has
 	// ended (this KeepAlive ended it, or an eject did before; the server
-	// remembers the last endings). For a knock: LOBBY while it waits,
-	// ADMITTED once the subject may Join (after an Admit too), BLOCKED or
+	// remembers the last endings). For a knock: LOBBY while it waits, and
+	// while the call has yet to open to the subject (the reason says until
+	// when); ADMITTED once the subject may Join (after an Admit too), BLOCKED or
 	// NO_GRANT when the knock has ended. A session or knock that left,
 	// lapsed or was denied is NOT_FOUND, its message saying which.
 	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
