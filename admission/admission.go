@@ -502,8 +502,8 @@ type Renewal struct {
 // blocked from the call, holds no grant of its join permission, or lacks
 // what the rule's LiveKit roomJoin requires, is ended instead; so is a
 // knock, but for roomJoin, which an admission may give. A knock renewed is
-// Admitted once Join would let its subject past the lobby, call open; Lobby
-// until then. NotFound when the session has ended.
+// Admitted once Join would let its subject past the lobby, call open and
+// roomJoin held; Lobby until then. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	s, isSession := m.store.Session(id)
 	var k Knock
@@ -569,8 +569,12 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	// let through the lobby waits on while the call has not opened to it,
 	// or a media server told to join would be answered NOT_STARTED, and
 	// keep the knock alive to be told to join again.
+	// Nor while it lacks what LiveKit's roomJoin requires, for which Join
+	// answers NO_GRANT: it waits for an admission that may give it.
 	r, decided := m.gate(p, k.Subject, k.Call, m.clock.Now())
 	switch {
+	case !decided && noRoomJoin(&r, p, k.Subject, k.Call):
+		return Renewal{Outcome: Lobby, Reason: "still waiting: " + r.Reason, Expires: k.Expires}, nil
 	case !decided:
 		return Renewal{Outcome: Admitted, Reason: k.Subject + " may join now", Expires: k.Expires}, nil
 	case r.Outcome == NotStarted:

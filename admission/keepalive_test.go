@@ -128,3 +128,41 @@ func TestKeepAliveOfAKnockBeforeTheCallOpensKeepsItWaiting(t *testing.T) {
 	}
 	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
 }
+
+// Nor does a knock's KeepAlive answer ADMITTED to a subject that skips the
+// lobby but lacks what the rule's LiveKit roomJoin requires, for which its
+// Join would be answered NO_GRANT: it waits, the knock renewed, for an
+// admission that gives it.
+func TestKeepAliveOfAKnockWithoutRoomJoinKeepsItWaiting(t *testing.T) {
+	w := newWorld(t)
+	for _, r := range []authz.Role{
+		{Name: "listener", Scope: "root", Permissions: []string{"call.join"}},
+		{Name: "viewer", Scope: "root", Permissions: []string{"call.join", "send-video"}},
+	} {
+		if _, err := w.eng.PutRole(w.ctx, w.by, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// roomJoin needs send-audio, which the lobby's guests hold; send-video
+	// skips the lobby.
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "call:acme:1", ResourceType: "call", Join: "call.join",
+		Lobby: &authz.Lobby{Admit: "call.admit", Role: "guest", Bypass: "send-video"}, Lease: 10 * time.Second,
+		Media: &authz.MediaMapping{RoomJoin: "send-audio", CanSubscribe: "call.join"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:x", "listener", "account:acme")
+	k := w.wantJoin("user:x", "call:acme:1", admission.Lobby)
+	w.grant("user:x", "viewer", "call:acme:1")
+	w.wantJoin("user:x", "call:acme:1", admission.NoGrant)
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Lobby || ren.Expires.IsZero() || !strings.Contains(ren.Reason, "roomJoin") {
+		t.Errorf("KeepAlive of the knock without roomJoin = %+v, %v; want LOBBY, the knock renewed, saying roomJoin is lacking", ren, err)
+	}
+	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:x", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the knock once admitted = %+v, %v; want ADMITTED", ren, err)
+	}
+	w.wantJoin("user:x", "call:acme:1", admission.Admitted)
+}
