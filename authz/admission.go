@@ -18,7 +18,9 @@ const (
 	MaxJoinAhead = 7 * 24 * time.Hour
 	// MaxParticipants bounds max_participants: sessions are held in memory.
 	MaxParticipants = 1_000_000
-	// maxRuleRoles bounds uncounted_roles and exclusive_roles.
+	// maxRuleRoles bounds uncounted_roles, exclusive_roles,
+	// exclusive_permissions and the permissions a LiveKit mapping's
+	// room_admin and room_record list.
 	maxRuleRoles = 64
 )
 
@@ -116,6 +118,11 @@ func ValidateAdmission(field string, a Admission) error {
 			}
 		}
 		for _, f := range []struct{ name, value string }{{"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}} {
+			// Counted before it is split: every Join and every change a
+			// WatchCall reports reads the list again.
+			if n := strings.Count(f.value, ",") + 1; f.value != "" && n > maxRuleRoles {
+				return errorf(Invalid, field+"livekit."+f.name, fmt.Sprint(n), "at most %d permissions", maxRuleRoles)
+			}
 			for _, perm := range MediaPermissions(f.value) {
 				if err := ValidatePermission(field+"livekit."+f.name, perm); err != nil {
 					return err

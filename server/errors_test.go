@@ -419,6 +419,14 @@ var errorCases = []errorCase{
 				JoinPermission: "join-call", Lease: &durationpb.Duration{Seconds: 5, Nanos: 2e9}}})
 			return err
 		}},
+	{name: "a LiveKit room_admin lists at most 64 permissions", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "admission.livekit.room_admin", value: "65",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{Scope: acme, ResourceType: "call",
+				JoinPermission: "join-call", Livekit: &usherv1.LiveKitMapping{RoomJoin: "join-call",
+					RoomAdmin: strings.Repeat("join-call,", 64) + "join-call"}}})
+			return err
+		}},
 	{name: "a policy role at an unregistered scope", code: codes.NotFound, reason: "RESOURCE_NOT_FOUND", field: "policy.roles[0].scope", value: "account:nope",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)

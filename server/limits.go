@@ -34,6 +34,10 @@ import (
 //	assignable_roles of one role          1,000        INVALID_ARGUMENT
 //	bindable_on of one role               100          INVALID_ARGUMENT
 //	permissions of one block              1,000        INVALID_ARGUMENT
+//	uncounted_roles, exclusive_roles,     64 each      INVALID_ARGUMENT (authz.ValidateAdmission)
+//	  exclusive_permissions of an
+//	  admission rule; permissions its
+//	  LiveKit room_admin, room_record list
 //	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT

@@ -1047,11 +1047,11 @@ type LiveKitMapping struct {
 	// Gives roomAdmin: LiveKit's moderation (mute and remove participants,
 	// set their permissions). One permission, or several separated by commas,
 	// all of which a participant must hold:
-	// "mute-users,remove-call-member,update-call-permissions".
+	// "mute-users,remove-call-member,update-call-permissions"; at most 64.
 	RoomAdmin string `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
 	// Gives roomRecord: starting and stopping LiveKit egress (recordings and
 	// broadcasts). One permission, or several separated by commas, all
-	// required.
+	// required; at most 64.
 	RoomRecord string `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
 	// Gives hidden: the participant is in the room but not shown to others.
 	Hidden        string `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
