@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -12,6 +13,8 @@ type adminServer struct {
 	usherv1.UnimplementedAdminServiceServer
 	engine *authz.Engine
 	backup BackupSource // nil: Backup is UNIMPLEMENTED
+	// backups counts the Backup streams in progress, at most MaxBackups.
+	backups atomic.Int64
 }
 
 func author(ctx context.Context, actor string) authz.Author {

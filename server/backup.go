@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"io"
+	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,14 @@ import (
 // under gRPC's 4 MiB message limit, large enough that a big file is few
 // messages.
 const backupChunkSize = 256 << 10
+
+// MaxBackups is the most Backup streams a server serves at once. Each
+// holds a copy of the data file on the server's disk, beside the data
+// file, until its stream ends, and a client that stops reading ends it only
+// at its deadline: without a bound, a client that opened backups by the
+// hundred would fill that disk, and the first commit it could not hold
+// would stop every write until a restart.
+const MaxBackups = 2
 
 // BackupSource is what AdminService.Backup copies; bolt.Store is one.
 type BackupSource interface {
@@ -55,6 +64,14 @@ func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreami
 	if src == nil {
 		return refuse(codes.Unimplemented, "this server has no data file to back up", details{reason: reasonNoDataFile})
 	}
+	if n := s.backups.Add(1); n > MaxBackups {
+		s.backups.Add(-1)
+		return refuse(codes.ResourceExhausted,
+			fmt.Sprintf("too many backups in progress: this server takes at most %d at once, each a copy of its data file on its disk; back up again once one has ended", MaxBackups),
+			details{reason: reasonBackupLimit, meta: map[string]string{"limit": strconv.Itoa(MaxBackups)},
+				why: fmt.Sprintf("this server takes at most %d backups at once", MaxBackups)})
+	}
+	defer s.backups.Add(-1)
 	w := &chunkWriter{stream: stream}
 	_, err := src.Backup(w, func(m storage.Manifest) error {
 		head := &usherv1.BackupResponse{Revision: uint64(m.Revision), Size: m.Size, Format: m.Format, Sha256: m.SHA256[:]}

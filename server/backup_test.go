@@ -185,6 +185,87 @@ func TestBackupWithoutASourceIsUnimplemented(t *testing.T) {
 	wantCode(t, err, codes.Unimplemented)
 }
 
+// heldSource is a BackupSource whose copies each stay in progress, as one
+// whose client has stopped reading does, until release is closed.
+type heldSource struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (s *heldSource) Backup(w io.Writer, begin func(storage.Manifest) error) (storage.Manifest, error) {
+	s.started <- struct{}{}
+	<-s.release
+	m := storage.Manifest{Revision: 1, Size: 1, Format: 2}
+	if err := begin(m); err != nil {
+		return storage.Manifest{}, err
+	}
+	_, err := w.Write([]byte{0})
+	return m, err
+}
+
+// TestBackupsInProgressAreBounded proves that a server takes at most
+// MaxBackups at once, each a copy of its data file on its disk, and
+// refuses one more, naming the limit, without starting its copy.
+func TestBackupsInProgressAreBounded(t *testing.T) {
+	src := &heldSource{started: make(chan struct{}, 2*server.MaxBackups), release: make(chan struct{})}
+	addr, _ := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler), server.WithBackup(src))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	admin := usherv1.NewAdminServiceClient(conn)
+	backup := func() (usherv1.AdminService_BackupClient, error) {
+		stream, err := admin.Backup(callCtx(t), &usherv1.BackupRequest{})
+		if err != nil {
+			return nil, err
+		}
+		return stream, nil
+	}
+	var held []usherv1.AdminService_BackupClient
+	for range server.MaxBackups {
+		stream, err := backup()
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-src.started // its copy has begun
+		held = append(held, stream)
+	}
+	stream, err := backup()
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	st := wantCode(t, err, codes.ResourceExhausted)
+	wantDetails(t, st, refusal{reason: "BACKUP_LIMIT", meta: map[string]string{"limit": fmt.Sprint(server.MaxBackups)}})
+	if n := len(src.started); n != 0 {
+		t.Errorf("the refused backup began %d copies, want none", n)
+	}
+	close(src.release)
+	for i, stream := range held {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("held backup %d: %v", i, err)
+				}
+				break
+			}
+		}
+	}
+	// Their places came back: one more is taken.
+	stream, err = backup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("a backup once the others ended: %v", err)
+			}
+			break
+		}
+	}
+}
+
 func TestOnlyAdminCallersMayBackUp(t *testing.T) {
 	admin, check := newToken(t), newToken(t)
 	file := filepath.Join(t.TempDir(), "callers.yaml")

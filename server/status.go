@@ -54,6 +54,8 @@ const (
 	// A WatchCall refused because its caller's streams hold its share of
 	// the events of initial states not yet sent.
 	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
+	// A Backup refused because MaxBackups are in progress.
+	reasonBackupLimit = "BACKUP_LIMIT"
 )
 
 // details are what a refusal says to programs: a reason, the offending

@@ -111,7 +111,9 @@ type AdminServiceClient interface {
 	// in order. The copy is taken whole on the server's disk before the first
 	// message, so a slow reader holds up no write. `usher backup` saves the
 	// bytes followed by the manifest; `usher restore` checks both and puts the
-	// copy in place of a stopped server's file.
+	// copy in place of a stopped server's file. RESOURCE_EXHAUSTED
+	// (BACKUP_LIMIT) while 2 backups, each a copy on the server's disk, are in
+	// progress.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
@@ -402,7 +404,9 @@ type AdminServiceServer interface {
 	// in order. The copy is taken whole on the server's disk before the first
 	// message, so a slow reader holds up no write. `usher backup` saves the
 	// bytes followed by the manifest; `usher restore` checks both and puts the
-	// copy in place of a stopped server's file.
+	// copy in place of a stopped server's file. RESOURCE_EXHAUSTED
+	// (BACKUP_LIMIT) while 2 backups, each a copy on the server's disk, are in
+	// progress.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
