@@ -58,6 +58,9 @@ import (
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_WATCH_LIMIT (MaxHealthWatchesPerConn)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)
+//	server reflection streams open        1,024        RESOURCE_EXHAUSTED, REFLECTION_LIMIT (MaxReflectionStreams)
+//	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_REFLECTION_LIMIT
+//	                                                   (MaxReflectionStreamsPerConn)
 //	backups in progress at once           2            RESOURCE_EXHAUSTED, BACKUP_LIMIT (MaxBackups)
 //	ancestors of a resource below root    32           FAILED_PRECONDITION (authz.MaxDepth)
 //	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)

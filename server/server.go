@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
@@ -102,7 +101,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health))
-	reflection.Register(screened)
+	registerReflection(screened)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)
 	}
