@@ -25,3 +25,14 @@ func TestCommitErrorSaysWhetherTheWriteMayHaveTakenEffect(t *testing.T) {
 		}
 	}
 }
+
+// A write too large for the backend to commit is a limit passed, not an
+// outage: tried again, it would be refused again.
+func TestCommitErrorOfAWriteTooLargeIsALimit(t *testing.T) {
+	err := fmt.Errorf("storage: commit: %w", &TooLargeError{Needs: 19, Limit: 16, What: "operations in one etcd transaction"})
+	var e *Error
+	if !errors.As(commitError(context.Background(), err), &e) || e.Code != ResourceExhausted || KindOf(e) != KindLimitExceeded ||
+		e.Meta["limit"] != "16" || e.Meta["used"] != "19" {
+		t.Errorf("commitError(%v) = %+v, want RESOURCE_EXHAUSTED, LIMIT_EXCEEDED of limit 16, 19 used", err, e)
+	}
+}

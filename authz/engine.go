@@ -18,7 +18,9 @@ type Backend interface {
 	// Commit commits each write whose guards no commit has touched after
 	// the revision it was planned at, in order, in one atomic transaction:
 	// the writes that conflict are left out and reported, the others take
-	// consecutive revisions. It returns only once those are durable. An
+	// consecutive revisions. It returns only once those are durable. A
+	// write it refuses alone (one too large for it to commit) has its
+	// result's Err set, and the others commit without it. An
 	// error means nothing was committed, unless it wraps ErrOutcomeUnknown;
 	// one that wraps ErrWritesStopped says every Commit will fail until the
 	// backend is reopened.
@@ -67,6 +69,30 @@ type Committed struct {
 	// revision the backend was at.
 	Conflict string
 	Latest   Revision
+	// Err, when set, is why the backend refused this write alone: it
+	// committed nothing of it, and the batch's other writes are as their
+	// own results say. A *TooLargeError is one.
+	Err error
+}
+
+// TooLargeError is a backend's refusal of one write that holds more than
+// the backend commits at once (an etcd transaction's operations): the
+// write commits nothing, however often it is tried.
+type TooLargeError struct {
+	// Needs is how many the write needs, Limit how many one commit may
+	// hold, of What.
+	Needs, Limit int
+	What         string
+	// Hint says how to raise Limit.
+	Hint string
+}
+
+func (e *TooLargeError) Error() string {
+	msg := fmt.Sprintf("the write needs %d %s, more than %d", e.Needs, e.What, e.Limit)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
 }
 
 // ErrCompacted is returned by Watch and Changes for a revision the change
@@ -622,7 +648,7 @@ func (e *Engine) commitBatches() {
 				p.err = err
 				continue
 			}
-			p.res = results[i]
+			p.res, p.err = results[i], results[i].Err
 			last = max(last, results[i].Revision)
 		}
 		if last > 0 {
@@ -681,10 +707,15 @@ func (e *Engine) gatherFor(timer *time.Timer, wait time.Duration) *time.Timer {
 // context ending is reported as such; the commit's context ending is not the
 // caller's deadline but CommitTimeout, a backend that did not answer in time
 // (an etcd cut off from its quorum), and so Unavailable like any other
-// failure.
+// failure. A write too large for the backend to commit is a limit passed,
+// which trying it again would pass again.
 func commitError(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return ctx.Err()
+	}
+	if tl := (*TooLargeError)(nil); errors.As(err, &tl) {
+		return &Error{Code: ResourceExhausted, Kind: KindLimitExceeded, Reason: "the write was not committed: " + err.Error(),
+			Meta: map[string]string{"limit": fmt.Sprint(tl.Limit), "used": fmt.Sprint(tl.Needs)}, Err: err}
 	}
 	if errors.Is(err, ErrOutcomeUnknown) {
 		return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "the write may or may not have been committed; read it back to know: " + err.Error(), Err: err}

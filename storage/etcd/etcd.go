@@ -145,11 +145,51 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 		}
 		encoded[i] = ops
 	}
-	for start := 0; start < len(ws); {
-		end, err := s.chunk(ws, encoded, start)
+	// A write that no transaction can hold is refused alone, before any
+	// is committed; the others go on without it.
+	fit := make([]int, 0, len(ws)) // the indexes of those that fit
+	for i, w := range ws {
+		if n := 1 + s.opsOf(w, encoded[i]); n > s.opts.MaxTxnOps {
+			results[i].Err = &authz.TooLargeError{Needs: n, Limit: s.opts.MaxTxnOps, What: "operations in one etcd transaction",
+				Hint: "raise etcd's --max-txn-ops, and with it MaxTxnOps: usher serve --etcd-max-txn-ops"}
+			continue
+		}
+		fit = append(fit, i)
+	}
+	if len(fit) < len(ws) {
+		sub := make([]authz.Write, len(fit))
+		subEncoded := make([][]clientv3.Op, len(fit))
+		for j, i := range fit {
+			sub[j], subEncoded[j] = ws[i], encoded[i]
+		}
+		subResults, err := s.commitFitting(ctx, sub, subEncoded)
 		if err != nil {
 			return nil, err
 		}
+		for j, i := range fit {
+			results[i] = subResults[j]
+		}
+		return results, nil
+	}
+	return s.commitFitting(ctx, ws, encoded)
+}
+
+// opsOf is how many operations of a transaction w takes, encoded as ops,
+// besides the revision key every transaction puts. Guards are read apart
+// and not compared (commitChunk): they take no room in it.
+func (s *Store) opsOf(w authz.Write, ops []clientv3.Op) int {
+	return len(ops) + 1 + len(w.Touches)
+}
+
+// commitFitting commits ws, each of which fits one transaction, in as few
+// transactions as hold them.
+func (s *Store) commitFitting(ctx context.Context, ws []authz.Write, encoded [][]clientv3.Op) ([]authz.Committed, error) {
+	results := make([]authz.Committed, len(ws))
+	if len(ws) == 0 {
+		return results, nil
+	}
+	for start := 0; start < len(ws); {
+		end := s.chunk(ws, encoded, start)
 		if err := s.commitChunk(ctx, ws[start:end], encoded[start:end], results[start:end]); err != nil {
 			if start == 0 {
 				return nil, err
@@ -169,23 +209,18 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 }
 
 // chunk returns the end of the longest run of writes from start whose
-// operations fit one transaction.
-func (s *Store) chunk(ws []authz.Write, encoded [][]clientv3.Op, start int) (int, error) {
+// operations fit one transaction: at least the write at start, which fits
+// one alone.
+func (s *Store) chunk(ws []authz.Write, encoded [][]clientv3.Op, start int) int {
 	ops := 1 // the revision key
 	for i := start; i < len(ws); i++ {
-		// Guards are read apart and not compared (commitChunk): they take
-		// no room in the transaction.
-		n := len(encoded[i]) + 1 + len(ws[i].Touches)
-		if i == start && ops+n > s.opts.MaxTxnOps {
-			return 0, fmt.Errorf("storage: commit: the write needs %d operations in one etcd transaction, more than %d (raise etcd's --max-txn-ops and the backend's MaxTxnOps)",
-				ops+n, s.opts.MaxTxnOps)
-		}
-		if ops+n > s.opts.MaxTxnOps {
-			return i, nil
+		n := s.opsOf(ws[i], encoded[i])
+		if i > start && ops+n > s.opts.MaxTxnOps {
+			return i
 		}
 		ops += n
 	}
-	return len(ws), nil
+	return len(ws)
 }
 
 // entityOps are the puts and deletes of a change set's entities.

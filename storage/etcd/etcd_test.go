@@ -1,10 +1,15 @@
 package etcd_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
 	"github.com/usher-authz/usher/storage"
 	"github.com/usher-authz/usher/storage/etcd"
@@ -32,4 +37,48 @@ func TestManyGuardsInFewOperationsATransaction(t *testing.T) {
 		sum := sha256.Sum256([]byte(dir))
 		return etcd.New(cli, etcd.Options{Prefix: "/guards/" + hex.EncodeToString(sum[:8]) + "/", MaxTxnOps: 8})
 	})
+}
+
+// A write that needs more operations than one transaction may hold is
+// refused alone, committing nothing of it, whatever writes share its
+// batch: those before it and after it commit, at consecutive revisions,
+// and their acknowledgements stand.
+func TestAWriteTooLargeForATransactionIsRefusedAlone(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	const maxTxnOps = 8
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/too-large/", MaxTxnOps: maxTxnOps})
+	t.Cleanup(func() { store.Close() })
+	grants := func(subject string, n int) authz.ChangeSet {
+		cs := authz.ChangeSet{Caller: "test"}
+		for i := range n {
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant,
+				Grant: &authz.Grant{Subject: subject, Role: "viewer", Resource: fmt.Sprintf("doc:%d", i)}})
+		}
+		return cs
+	}
+	ctx := context.Background()
+	res, err := store.Commit(ctx, []authz.Write{{Set: grants("user:before", 1)}, {Set: grants("user:large", maxTxnOps)}, {Set: grants("user:after", 1)}})
+	if err != nil {
+		t.Fatalf("Commit: %v; want the large write refused alone", err)
+	}
+	var tl *authz.TooLargeError
+	if !errors.As(res[1].Err, &tl) || tl.Limit != maxTxnOps || res[1].Revision != 0 {
+		t.Errorf("the large write's result %+v, want a TooLargeError of limit %d and no revision", res[1], maxTxnOps)
+	}
+	if res[0].Err != nil || res[2].Err != nil || res[0].Revision == 0 || res[2].Revision != res[0].Revision+1 {
+		t.Errorf("the small writes' results %+v and %+v, want consecutive revisions", res[0], res[2])
+	}
+	sets, err := store.Changes(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []string
+	for _, cs := range sets {
+		for _, ch := range cs.Changes {
+			subjects = append(subjects, ch.Grant.Subject)
+		}
+	}
+	if want := []string{"user:before", "user:after"}; !slices.Equal(subjects, want) {
+		t.Errorf("the log holds grants of %v, want %v", subjects, want)
+	}
 }
