@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -13,34 +14,62 @@ import (
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
-// On etcd, a write that needs more operations than one transaction may
-// hold is refused RESOURCE_EXHAUSTED (LIMIT_EXCEEDED), naming the limit, and
-// writes nothing: tried again it would be refused again, so it is no
+// On etcd, a write larger than one transaction may be, in operations or in
+// bytes, is refused RESOURCE_EXHAUSTED (LIMIT_EXCEEDED), naming the limit,
+// and writes nothing: tried again it would be refused again, so it is no
 // outage, UNAVAILABLE, for a client to retry.
 func TestAWriteTooLargeForAnEtcdTransactionIsALimit(t *testing.T) {
-	const maxTxnOps = 16
 	c := etcdtest.Start(t, 1)
-	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/too-large/", MaxTxnOps: maxTxnOps})
-	engine, err := authz.Start(context.Background(), store, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
+	view := []string{"view"}
+	roles := func(n int, perms []string, description string) []*usherv1.Role {
+		var out []*usherv1.Role
+		for i := range n {
+			out = append(out, &usherv1.Role{Name: fmt.Sprintf("r%d", i), Scope: authz.RootName, Permissions: perms, Description: description})
+		}
+		return out
 	}
-	t.Cleanup(func() { engine.Close(); store.Close() })
-	f := serveEngine(t, engine)
-	catalog := &usherv1.Policy{Permissions: []*usherv1.Permission{{Name: "view"}}}
-	if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: catalog}); err != nil {
-		t.Fatalf("ApplyPolicy of a catalog: %v", err)
+	// 1,000 permissions of 120 bytes: 25 roles that each hold them all are
+	// a request of some 3 MB, which etcd, at its defaults, does not take
+	// in one transaction (1.5 MiB), nor its client send (2 MiB).
+	var long []string
+	for i := range 1000 {
+		long = append(long, fmt.Sprintf("p%03d-%s", i, strings.Repeat("x", 115)))
 	}
-	before := f.snapshotState()
+	for i, tc := range []struct {
+		name  string
+		opts  etcd.Options
+		perms []string
+		roles []*usherv1.Role
+		limit string
+	}{
+		{"more operations than etcd's --max-txn-ops", etcd.Options{MaxTxnOps: 16}, view, roles(16, view, ""), "16"},
+		{"more bytes than etcd's --max-request-bytes", etcd.Options{MaxTxnBytes: 16 << 10}, view, roles(8, view, strings.Repeat("d", 1024)), "16384"},
+		{"more bytes than etcd takes at its defaults", etcd.Options{MaxTxnOps: etcdtest.MaxTxnOps}, long, roles(25, long, ""), fmt.Sprint(etcd.DefaultMaxTxnBytes)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Prefix = fmt.Sprintf("/too-large-%d/", i)
+			store := etcd.New(c.Client(t), tc.opts)
+			engine, err := authz.Start(context.Background(), store, authz.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { engine.Close(); store.Close() })
+			f := serveEngine(t, engine)
+			catalog := &usherv1.Policy{}
+			for _, p := range tc.perms {
+				catalog.Permissions = append(catalog.Permissions, &usherv1.Permission{Name: p})
+			}
+			if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: catalog}); err != nil {
+				t.Fatalf("ApplyPolicy of a catalog: %v", err)
+			}
+			before := f.snapshotState()
 
-	large := &usherv1.Policy{Permissions: catalog.Permissions}
-	for i := range maxTxnOps {
-		large.Roles = append(large.Roles, &usherv1.Role{Name: fmt.Sprintf("r%d", i), Scope: authz.RootName, Permissions: []string{"view"}})
-	}
-	_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: large})
-	st := wantCode(t, err, codes.ResourceExhausted)
-	wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", meta: map[string]string{"limit": fmt.Sprint(maxTxnOps)}})
-	if diff := before.diff(f.snapshotState()); len(diff) > 0 {
-		t.Errorf("a refused write wrote something: %v", diff)
+			_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: &usherv1.Policy{Permissions: catalog.Permissions, Roles: tc.roles}})
+			st := wantCode(t, err, codes.ResourceExhausted)
+			wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", meta: map[string]string{"limit": tc.limit}})
+			if diff := before.diff(f.snapshotState()); len(diff) > 0 {
+				t.Errorf("a refused write wrote something: %v", diff)
+			}
+		})
 	}
 }

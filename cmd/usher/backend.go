@@ -39,6 +39,7 @@ type etcdFlags struct {
 	user         string
 	passwordFile string
 	maxTxnOps    int
+	maxTxnBytes  int
 }
 
 func addBackendFlags(fs *pflag.FlagSet) *backendFlags {
@@ -61,6 +62,7 @@ func addEtcdFlags(fs *pflag.FlagSet) *etcdFlags {
 	fs.StringVar(&e.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD")
 	fs.StringVar(&e.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password")
 	fs.IntVar(&e.maxTxnOps, "etcd-max-txn-ops", 128, "the cluster's --max-txn-ops: the most operations one etcd transaction may hold")
+	fs.IntVar(&e.maxTxnBytes, "etcd-max-request-bytes", etcd.DefaultMaxTxnBytes, "the cluster's --max-request-bytes: the largest request, in bytes, one etcd transaction may be")
 	return e
 }
 
@@ -72,6 +74,9 @@ func (e *etcdFlags) client(ctx context.Context, endpoints string) (*clientv3.Cli
 		Endpoints:   strings.Split(endpoints, ","),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		// Room for the largest transaction the cluster takes, beyond the
+		// client's default of 2 MiB.
+		MaxCallSendMsgSize: max(2<<20, e.maxTxnBytes+64<<10),
 	}
 	if e.ca != "" || e.cert != "" {
 		tlsInfo := transport.TLSInfo{TrustedCAFile: e.ca, CertFile: e.cert, KeyFile: e.key}
@@ -142,7 +147,7 @@ func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
 	if retain == 0 {
 		retain = etcd.DefaultRetain
 	}
-	store := etcd.New(cli, etcd.Options{Prefix: b.prefix, MaxTxnOps: b.maxTxnOps, Retain: retain})
+	store := etcd.New(cli, etcd.Options{Prefix: b.prefix, MaxTxnOps: b.maxTxnOps, MaxTxnBytes: b.maxTxnBytes, Retain: retain})
 	return &openedBackend{
 		Backend: store,
 		where:   fmt.Sprintf("etcd %s %s", b.endpoints, b.prefix),

@@ -73,7 +73,7 @@ func fileToEtcd(ctx context.Context, w io.Writer, from, endpoints string, ef *et
 		return err
 	}
 	defer cli.Close()
-	dst := etcd.New(cli, etcd.Options{Prefix: ef.prefix, MaxTxnOps: ef.maxTxnOps})
+	dst := etcd.New(cli, etcd.Options{Prefix: ef.prefix, MaxTxnOps: ef.maxTxnOps, MaxTxnBytes: ef.maxTxnBytes})
 	defer dst.Close()
 	target := fmt.Sprintf("etcd %s prefix %s", endpoints, ef.prefix)
 	if err := dst.Import(ctx, snap); err != nil {
@@ -109,7 +109,7 @@ func etcdToFile(ctx context.Context, w io.Writer, endpoints, to string, ef *etcd
 		return err
 	}
 	defer cli.Close()
-	src := etcd.New(cli, etcd.Options{Prefix: ef.prefix, MaxTxnOps: ef.maxTxnOps})
+	src := etcd.New(cli, etcd.Options{Prefix: ef.prefix, MaxTxnOps: ef.maxTxnOps, MaxTxnBytes: ef.maxTxnBytes})
 	defer src.Close()
 	source := fmt.Sprintf("etcd %s prefix %s", endpoints, ef.prefix)
 	// One etcd revision: the copy is of one Usher revision even while

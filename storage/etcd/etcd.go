@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -48,6 +49,12 @@ type Options struct {
 	// writes that needs more is committed in several transactions, each
 	// write whole in one; a single write that needs more is refused.
 	MaxTxnOps int
+	// MaxTxnBytes is the largest request one etcd transaction may be, in
+	// bytes, as the cluster's --max-request-bytes says (etcd's default is
+	// 1.5 MiB), counted from its keys and values with room for their
+	// framing. Batches are split and single writes refused as for
+	// MaxTxnOps.
+	MaxTxnBytes int
 	// Retain is how many change sets the log keeps; older ones are
 	// compacted away by Compact, which the backend calls itself once the
 	// log holds twice as many. 0 keeps everything.
@@ -56,6 +63,9 @@ type Options struct {
 	// replica committed between its read and its transaction.
 	RetryConflicts int
 }
+
+// DefaultMaxTxnBytes is etcd's default --max-request-bytes, 1.5 MiB.
+const DefaultMaxTxnBytes = 3 << 19
 
 // DefaultRetain is how many change sets the log keeps by default: enough
 // for a replica that was away for a while to catch up without a snapshot.
@@ -87,6 +97,9 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	}
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = 128
+	}
+	if opts.MaxTxnBytes <= 0 {
+		opts.MaxTxnBytes = DefaultMaxTxnBytes
 	}
 	if opts.RetryConflicts <= 0 {
 		opts.RetryConflicts = 50
@@ -138,20 +151,23 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	results := make([]authz.Committed, len(ws))
 	// Encode every write first: a malformed one commits nothing.
 	encoded := make([][]clientv3.Op, len(ws))
+	costs := make([]txnCost, len(ws))
 	for i, w := range ws {
 		ops, err := s.entityOps(w.Set)
 		if err != nil {
 			return nil, fmt.Errorf("storage: commit: %w", err)
 		}
 		encoded[i] = ops
+		if costs[i], err = s.costOf(w, ops); err != nil {
+			return nil, fmt.Errorf("storage: commit: %w", err)
+		}
 	}
 	// A write that no transaction can hold is refused alone, before any
 	// is committed; the others go on without it.
 	fit := make([]int, 0, len(ws)) // the indexes of those that fit
-	for i, w := range ws {
-		if n := 1 + s.opsOf(w, encoded[i]); n > s.opts.MaxTxnOps {
-			results[i].Err = &authz.TooLargeError{Needs: n, Limit: s.opts.MaxTxnOps, What: "operations in one etcd transaction",
-				Hint: "raise etcd's --max-txn-ops, and with it MaxTxnOps: usher serve --etcd-max-txn-ops"}
+	for i := range ws {
+		if err := s.tooLarge(txnBase(s).add(costs[i])); err != nil {
+			results[i].Err = err
 			continue
 		}
 		fit = append(fit, i)
@@ -159,10 +175,11 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	if len(fit) < len(ws) {
 		sub := make([]authz.Write, len(fit))
 		subEncoded := make([][]clientv3.Op, len(fit))
+		subCosts := make([]txnCost, len(fit))
 		for j, i := range fit {
-			sub[j], subEncoded[j] = ws[i], encoded[i]
+			sub[j], subEncoded[j], subCosts[j] = ws[i], encoded[i], costs[i]
 		}
-		subResults, err := s.commitFitting(ctx, sub, subEncoded)
+		subResults, err := s.commitFitting(ctx, sub, subEncoded, subCosts)
 		if err != nil {
 			return nil, err
 		}
@@ -171,25 +188,72 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 		}
 		return results, nil
 	}
-	return s.commitFitting(ctx, ws, encoded)
+	return s.commitFitting(ctx, ws, encoded, costs)
 }
 
-// opsOf is how many operations of a transaction w takes, encoded as ops,
-// besides the revision key every transaction puts. Guards are read apart
+// txnCost is what a transaction, or a write's part of one, takes of the
+// limits on it: operations (MaxTxnOps) and bytes (MaxTxnBytes).
+type txnCost struct{ ops, bytes int }
+
+func (c txnCost) add(o txnCost) txnCost { return txnCost{c.ops + o.ops, c.bytes + o.bytes} }
+
+// opFraming is what an operation adds to a transaction's request besides
+// its key and value, counted generously.
+const opFraming = 32
+
+// txnBase is what every commit's transaction takes whatever its writes:
+// the revision key, compared and put.
+func txnBase(s *Store) txnCost {
+	return txnCost{ops: 1, bytes: 2 * (len(s.revKey()) + 8 + opFraming)}
+}
+
+// costOf is what w, encoded as ops, takes of a transaction: its entities,
+// its log record and the version keys it touches. Guards are read apart
 // and not compared (commitChunk): they take no room in it.
-func (s *Store) opsOf(w authz.Write, ops []clientv3.Op) int {
-	return len(ops) + 1 + len(w.Touches)
+func (s *Store) costOf(w authz.Write, ops []clientv3.Op) (txnCost, error) {
+	c := txnCost{ops: len(ops) + 1 + len(w.Touches)}
+	for _, op := range ops {
+		c.bytes += len(op.KeyBytes()) + len(op.ValueBytes()) + opFraming
+	}
+	// The record as commitChunk will encode it, at the longest revision.
+	cs := w.Set
+	cs.Revision = math.MaxUint64
+	if cs.Time.IsZero() {
+		cs.Time = time.Now()
+	}
+	record, err := storage.EncodeChangeSet(cs)
+	if err != nil {
+		return txnCost{}, err
+	}
+	c.bytes += len(s.logKey(cs.Revision)) + len(record) + opFraming
+	for _, k := range w.Touches {
+		c.bytes += len(s.versionKey(k)) + 8 + opFraming
+	}
+	return c, nil
 }
 
-// commitFitting commits ws, each of which fits one transaction, in as few
-// transactions as hold them.
-func (s *Store) commitFitting(ctx context.Context, ws []authz.Write, encoded [][]clientv3.Op) ([]authz.Committed, error) {
+// tooLarge refuses a transaction of cost c when it passes a limit.
+func (s *Store) tooLarge(c txnCost) error {
+	switch {
+	case c.ops > s.opts.MaxTxnOps:
+		return &authz.TooLargeError{Needs: c.ops, Limit: s.opts.MaxTxnOps, What: "operations in one etcd transaction",
+			Hint: "raise etcd's --max-txn-ops, and with it MaxTxnOps: usher serve --etcd-max-txn-ops"}
+	case c.bytes > s.opts.MaxTxnBytes:
+		return &authz.TooLargeError{Needs: c.bytes, Limit: s.opts.MaxTxnBytes, What: "bytes in one etcd transaction",
+			Hint: "raise etcd's --max-request-bytes, and with it MaxTxnBytes: usher serve --etcd-max-request-bytes"}
+	}
+	return nil
+}
+
+// commitFitting commits ws, encoded and of costs, each of which fits one
+// transaction, in as few transactions as hold them.
+func (s *Store) commitFitting(ctx context.Context, ws []authz.Write, encoded [][]clientv3.Op, costs []txnCost) ([]authz.Committed, error) {
 	results := make([]authz.Committed, len(ws))
 	if len(ws) == 0 {
 		return results, nil
 	}
 	for start := 0; start < len(ws); {
-		end := s.chunk(ws, encoded, start)
+		end := s.chunk(costs, start)
 		if err := s.commitChunk(ctx, ws[start:end], encoded[start:end], results[start:end]); err != nil {
 			if start == 0 {
 				return nil, err
@@ -208,19 +272,18 @@ func (s *Store) commitFitting(ctx context.Context, ws []authz.Write, encoded [][
 	return results, nil
 }
 
-// chunk returns the end of the longest run of writes from start whose
-// operations fit one transaction: at least the write at start, which fits
+// chunk returns the end of the longest run of writes from start, of
+// costs, that fit one transaction: at least the write at start, which fits
 // one alone.
-func (s *Store) chunk(ws []authz.Write, encoded [][]clientv3.Op, start int) int {
-	ops := 1 // the revision key
-	for i := start; i < len(ws); i++ {
-		n := s.opsOf(ws[i], encoded[i])
-		if i > start && ops+n > s.opts.MaxTxnOps {
+func (s *Store) chunk(costs []txnCost, start int) int {
+	c := txnBase(s)
+	for i := start; i < len(costs); i++ {
+		c = c.add(costs[i])
+		if i > start && s.tooLarge(c) != nil {
 			return i
 		}
-		ops += n
 	}
-	return len(ws)
+	return len(costs)
 }
 
 // entityOps are the puts and deletes of a change set's entities.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/usher-authz/usher/authz"
@@ -80,5 +81,42 @@ func TestAWriteTooLargeForATransactionIsRefusedAlone(t *testing.T) {
 	}
 	if want := []string{"user:before", "user:after"}; !slices.Equal(subjects, want) {
 		t.Errorf("the log holds grants of %v, want %v", subjects, want)
+	}
+}
+
+// Writes that fit one transaction each in bytes but not together are
+// committed in several, all of them; one that does not fit alone is
+// refused alone.
+func TestWritesAreCommittedWithinTheBytesOfATransaction(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	const maxTxnBytes = 8 << 10
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/bytes/", MaxTxnBytes: maxTxnBytes})
+	t.Cleanup(func() { store.Close() })
+	// A grant of a subject of 200 bytes is some 600 bytes of a
+	// transaction: its key, its record in the log and their framing.
+	grants := func(subject string, n int) authz.ChangeSet {
+		cs := authz.ChangeSet{Caller: "test"}
+		for i := range n {
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant,
+				Grant: &authz.Grant{Subject: "user:" + subject + strings.Repeat("x", 200), Role: "viewer", Resource: fmt.Sprintf("doc:%d", i)}})
+		}
+		return cs
+	}
+	ws := []authz.Write{{Set: grants("a", 5)}, {Set: grants("large", 20)}, {Set: grants("b", 5)}, {Set: grants("c", 5)}}
+	res, err := store.Commit(context.Background(), ws)
+	if err != nil {
+		t.Fatalf("Commit: %v; want the large write refused alone", err)
+	}
+	var tl *authz.TooLargeError
+	if !errors.As(res[1].Err, &tl) || tl.Limit != maxTxnBytes || tl.Needs <= maxTxnBytes {
+		t.Errorf("the large write's result %+v, want a TooLargeError of limit %d", res[1], maxTxnBytes)
+	}
+	for _, i := range []int{0, 2, 3} {
+		if res[i].Err != nil || res[i].Revision == 0 {
+			t.Errorf("write %d's result %+v, want it committed", i, res[i])
+		}
+	}
+	if res[2].Revision != res[0].Revision+1 || res[3].Revision != res[2].Revision+1 {
+		t.Errorf("revisions %d, %d, %d; want them consecutive", res[0].Revision, res[2].Revision, res[3].Revision)
 	}
 }
