@@ -52,9 +52,10 @@ func (c Change) touches() (subject string, resources []string) {
 // ListChanges returns one page of the change sets after revision after that
 // match f, oldest first, and the token of the next page ("" on the last). A
 // token belongs to f and after: it is refused with other filters. A page
-// reads at most scanBudget change sets of the log, so a filter that matches
-// few comes back with a short page and a token to go on rather than reading
-// the whole log in one call; and it holds at most MaxPageChanges changes
+// reads at most scanBudget change sets of the log, and of changes in them
+// (but for one change set that holds more), so a filter that matches few
+// comes back with a short page and a token to go on rather than reading
+// the whole log in one call, however large its change sets; and it holds at most MaxPageChanges changes
 // (or one change set of more), read some at a time, so that a log of large
 // policies is not read, nor answered, gigabytes at once.
 func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
@@ -81,7 +82,8 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	// while they are small, fewer once they are large.
 	batch := 1
 	fromStart := t == nil && after == 0
-	for scanned := 0; scanned < scanBudget; {
+	readAll := 0 // changes read, matched or not
+	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
 		sets, err := e.backend.Changes(ctx, after, min(batch, scanBudget-scanned))
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.
@@ -104,6 +106,7 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		read := 0 // changes in sets
 		for _, cs := range sets {
 			read += len(cs.Changes)
+			readAll += len(cs.Changes)
 			matches := f.Matches(cs)
 			if matches && len(page) > 0 && changes+len(cs.Changes) > MaxPageChanges {
 				return page, next(), nil // cs begins the next page
