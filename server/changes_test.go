@@ -11,27 +11,30 @@ import (
 	"github.com/usher-authz/usher/storage/memory"
 )
 
-// readCounting is a backend that counts the changes its log answers.
+// readCounting is a backend that counts the changes its log answers, in
+// all and at most at once.
 type readCounting struct {
 	*memory.Memory
-	read atomic.Int64
+	read, most atomic.Int64
 }
 
 func (b *readCounting) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
 	sets, err := b.Memory.Changes(ctx, after, limit)
+	var n int64
 	for _, cs := range sets {
-		b.read.Add(int64(len(cs.Changes)))
+		n += int64(len(cs.Changes))
+	}
+	b.read.Add(n)
+	for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
 	}
 	return sets, err
 }
 
-// A ListChanges page whose filter matches nothing reads a bounded part of
-// the log, however large its change sets: at most 10,000 changes, but for
-// one change set that holds more, and the batch that reached them. It ends
-// short, with a token to go on; following the tokens reads each change set
-// once.
-func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
-	const sets, each = 6, 5_000
+// logOfLargeChangeSets is a backend whose log holds sets change sets of
+// each resources registered, written by "importer", at revisions 1 to
+// sets.
+func logOfLargeChangeSets(t *testing.T, sets, each int) *readCounting {
+	t.Helper()
 	b := &readCounting{Memory: memory.New()}
 	for i := range sets {
 		cs := authz.ChangeSet{Caller: "importer"}
@@ -42,6 +45,17 @@ func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return b
+}
+
+// A ListChanges page whose filter matches nothing reads a bounded part of
+// the log, however large its change sets: at most 10,000 changes, but for
+// one change set that holds more, and the batch that reached them. It ends
+// short, with a token to go on; following the tokens reads each change set
+// once.
+func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
+	const sets, each = 6, 5_000
+	b := logOfLargeChangeSets(t, sets, each)
 	engine, err := authz.Start(context.Background(), b, authz.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -71,5 +85,44 @@ func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
 	}
 	if pages < 2 {
 		t.Errorf("the log of %d changes was read in %d page; want it cut into several", sets*each, pages)
+	}
+}
+
+// A Watch that catches up over large change sets reads the log at most
+// 10,000 changes at a time (but for one change set that holds more), not
+// a page of 64 change sets whatever they hold: a policy's apply may write a
+// hundred thousand changes in one. It sends every change set, in order.
+func TestAWatchReadsTheLogAtMostTenThousandChangesAtATime(t *testing.T) {
+	const sets, each = 7, 5_000
+	b := logOfLargeChangeSets(t, sets, each)
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+
+	ctx, cancel := context.WithCancel(f.ctx())
+	defer cancel()
+	stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{AfterRevision: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(2); want <= sets; {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Watch, waiting for revision %d: %v", want, err)
+		}
+		rec := resp.GetChange()
+		if rec == nil {
+			continue // the first message, or progress
+		}
+		if rec.GetRevision() != want || len(rec.GetChanges()) != each {
+			t.Fatalf("Watch sent revision %d of %d changes, want revision %d of %d", rec.GetRevision(), len(rec.GetChanges()), want, each)
+		}
+		want++
+	}
+	if most := b.most.Load(); most > 10_000 {
+		t.Errorf("the log was read %d changes at once; want at most 10,000", most)
 	}
 }

@@ -79,8 +79,11 @@ func watchLimits(opts []grpc.ServerOption) WatchLimits {
 	return l
 }
 
-// watchPage is how many change sets a stream reads from the log at a time:
-// with the message gRPC is sending, all that a stream holds. A client that
+// watchPage is how many change sets a stream reads from the log at a time,
+// as long as they hold at most authz.MaxPageChanges changes (or one holds
+// more): with the message gRPC is sending, all that a stream holds. A
+// policy's apply may write a hundred thousand changes in one change set,
+// and a page of 64 of them decoded at once would be gigabytes. A client that
 // reads slowly holds up its own stream, by HTTP/2 flow control, and the
 // page it holds counts against WatchLimits.MaxHeldBytes.
 const watchPage = 64
@@ -268,7 +271,7 @@ func (w *watch) run(ctx context.Context) error {
 	var held int64 // bytes of this stream's page, not yet sent
 	defer func() { w.watches.held.Add(-held) }()
 	for {
-		batch, recs, sizes, err := w.read(ctx)
+		batch, recs, sizes, more, err := w.read(ctx)
 		if err != nil {
 			return err
 		}
@@ -318,7 +321,7 @@ func (w *watch) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if len(batch) < watchPage {
+		if !more {
 			if err := w.wait(ctx); err != nil {
 				return err
 			}
@@ -328,20 +331,37 @@ func (w *watch) run(ctx context.Context) error {
 
 // read reads the next page of the log in its turn (watches.reading): the
 // records the filter keeps, each with its size, and of each change set
-// only its revision.
-func (w *watch) read(ctx context.Context) ([]authz.ChangeSet, []*usherv1.ChangeRecord, []int64, error) {
+// only its revision; more says whether the log held more than the page
+// when it was read.
+func (w *watch) read(ctx context.Context) (batch []authz.ChangeSet, recs []*usherv1.ChangeRecord, sizes []int64, more bool, err error) {
 	select {
 	case w.watches.reading <- struct{}{}:
 	case <-ctx.Done():
-		return nil, nil, nil, ctx.Err()
+		return nil, nil, nil, false, ctx.Err()
 	}
 	defer func() { <-w.watches.reading }()
-	batch, err := w.engine.Backend().Changes(ctx, w.after, watchPage)
+	// Counted before they are decoded: as many as hold at most
+	// MaxPageChanges changes, and at least one.
+	counts, err := w.engine.Backend().ChangeCounts(ctx, w.after, watchPage)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, false, err
 	}
-	recs := make([]*usherv1.ChangeRecord, len(batch))
-	sizes := make([]int64, len(batch))
+	n, changes := 0, 0
+	for _, c := range counts {
+		if n > 0 && changes+c > authz.MaxPageChanges {
+			break
+		}
+		n, changes = n+1, changes+c
+	}
+	// One at least: a change set committed since it was counted is read.
+	limit := max(n, 1)
+	batch, err = w.engine.Backend().Changes(ctx, w.after, limit)
+	if err != nil {
+		return nil, nil, nil, false, err
+	}
+	more = len(batch) == limit && (n == 0 || n < len(counts) || len(counts) == watchPage)
+	recs = make([]*usherv1.ChangeRecord, len(batch))
+	sizes = make([]int64, len(batch))
 	for i, cs := range batch {
 		if w.filter.Matches(cs) {
 			recs[i] = toChangeRecord(cs)
@@ -349,7 +369,7 @@ func (w *watch) read(ctx context.Context) ([]authz.ChangeSet, []*usherv1.ChangeR
 		}
 		batch[i] = authz.ChangeSet{Revision: cs.Revision}
 	}
-	return batch, recs, sizes, nil
+	return batch, recs, sizes, more, nil
 }
 
 // drainAbove is the size of a change record past which a stream waits for
