@@ -65,6 +65,9 @@ type Options struct {
 	// QuotaBackendBytes overrides the QuotaBackendBytes default, for
 	// benchmarks that store more.
 	QuotaBackendBytes int
+	// MaxRequestBytes, when below the MaxRequestBytes default, overrides
+	// it, for tests of what a smaller request limit refuses.
+	MaxRequestBytes int
 }
 
 // Start starts an n-member cluster and returns once every member serves

@@ -58,6 +58,10 @@ func (m *member) flags(initialCluster, token string, opts Options) []string {
 	if opts.QuotaBackendBytes > 0 {
 		quota = opts.QuotaBackendBytes
 	}
+	requestBytes := MaxRequestBytes
+	if opts.MaxRequestBytes > 0 {
+		requestBytes = min(requestBytes, opts.MaxRequestBytes)
+	}
 	flags := []string{
 		"--name=" + m.name,
 		"--data-dir=" + m.dataDir,
@@ -74,7 +78,7 @@ func (m *member) flags(initialCluster, token string, opts Options) []string {
 		"--heartbeat-interval=50",
 		"--election-timeout=500",
 		"--max-txn-ops=" + strconv.Itoa(MaxTxnOps),
-		"--max-request-bytes=" + strconv.Itoa(MaxRequestBytes),
+		"--max-request-bytes=" + strconv.Itoa(requestBytes),
 		"--quota-backend-bytes=" + strconv.Itoa(quota),
 		"--logger=zap",
 		"--log-outputs=stderr",

@@ -963,19 +963,27 @@ func (s *Store) Import(ctx context.Context, snap authz.Snapshot) error {
 		}
 		return nil
 	}
+	// Each transaction holds as many entities as fit MaxTxnOps and
+	// MaxTxnBytes, beside the compare.
 	var ops []clientv3.Op
+	base := txnBase(s).bytes
+	size := base
 	for _, c := range storage.Puts(snap) {
 		more, err := s.entityOps(authz.ChangeSet{Changes: []authz.Change{c}})
 		if err != nil {
 			return fmt.Errorf("storage: import: %w", err)
 		}
-		ops = append(ops, more...)
-		if len(ops) >= s.opts.MaxTxnOps {
+		n := 0
+		for _, op := range more {
+			n += len(op.KeyBytes()) + len(op.ValueBytes()) + opFraming
+		}
+		if len(ops) > 0 && (len(ops)+len(more) > s.opts.MaxTxnOps || size+n > s.opts.MaxTxnBytes) {
 			if err := commit(ops...); err != nil {
 				return fmt.Errorf("storage: import: %w", err)
 			}
-			ops = ops[:0]
+			ops, size = ops[:0], base
 		}
+		ops, size = append(ops, more...), size+n
 	}
 	if len(ops) > 0 {
 		if err := commit(ops...); err != nil {

@@ -152,3 +152,33 @@ func TestLoadRefusesWhatAFailedImportLeft(t *testing.T) {
 		t.Errorf("the refusal %q does not say the prefix holds entities but no revision", err)
 	}
 }
+
+// An import keeps each transaction within the cluster's request limit
+// (MaxTxnBytes, etcd's --max-request-bytes), however few operations its
+// entities take: a store of large roles is copied whole.
+func TestImportKeepsEachTransactionWithinTheRequestLimit(t *testing.T) {
+	const requestBytes = 64 << 10
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{MaxRequestBytes: requestBytes})
+	cli := c.Client(t)
+	ctx := context.Background()
+	snap := imported()
+	// 200 roles of some 1.1 KB each: 220 KB in all, in few operations.
+	for i := range 200 {
+		snap.Roles = append(snap.Roles, authz.Role{Name: fmt.Sprintf("r%d", i), Scope: "root", Permissions: []string{"rooms.join"},
+			Description: strings.Repeat("d", 1024)})
+	}
+	prefix := prefixOf(t)
+	store := etcd.New(cli, etcd.Options{Prefix: prefix, MaxTxnOps: etcdtest.MaxTxnOps, MaxTxnBytes: requestBytes})
+	defer store.Close()
+	if err := store.Import(ctx, snap); err != nil {
+		t.Fatalf("Import of %d roles of 1 KB under a request limit of %d bytes: %v", len(snap.Roles), requestBytes, err)
+	}
+	engine, err := authz.Start(ctx, store, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	if got := engine.Index().Revision(); got != snap.Revision {
+		t.Errorf("the imported store is at revision %d, want %d", got, snap.Revision)
+	}
+}
