@@ -147,11 +147,13 @@ func (p *plan) mayGrant(role string, res uint32, verb string) error {
 // at res: some role the actor holds there lists it in assignable_roles, or
 // lists "*" and role's permissions are a subset of the actor's effective
 // permissions wherever a grant would give them: at res and at every resource
-// below it where role is redefined. A role of "*" is a subset only for an
-// actor whose own roles carry "*". Through "*", the roles role lists in its
-// own assignable_roles must be ones the actor may assign there too: its
-// holder would grant them, and an actor could otherwise hand an accomplice
-// the power to give it, or anyone, a role it may neither hold nor assign.
+// below it where role is redefined, where a role the actor holds is
+// defined again, or where the actor carries a block. A role of "*" is a
+// subset only for an actor whose own roles carry "*". Through "*", the
+// roles role lists in its own assignable_roles must be ones the actor may
+// assign there too: its holder would grant them, and an actor could
+// otherwise hand an accomplice the power to give it, or anyone, a role it
+// may neither hold nor assign.
 func (p *plan) mayAssign(role string, res uint32, verb string) error {
 	k := assignAt{role, res, verb}
 	if err, ok := p.assignable[k]; ok {
@@ -186,6 +188,32 @@ func (p *plan) mayAssign(role string, res uint32, verb string) error {
 		p.open = p.open[:0]
 	}
 	return err
+}
+
+// narrowings returns the resources where the actor's permissions may be
+// less than on the resource above: where a role it holds is defined again,
+// and where it carries a block (a grant below only adds to them). They are
+// found once for the plan, however many roles it looks at.
+func (p *plan) narrowings() []uint32 {
+	if p.narrowed {
+		return p.narrowing
+	}
+	x := p.x
+	actor := x.subj.lookup(p.by.Actor)
+	var roles, out []uint32
+	if actor != noName {
+		for _, g := range x.bySubject.get(actor) {
+			if live(g.exp, p.now) {
+				roles = append(roles, g.role)
+			}
+		}
+		out = append(out, x.subjBlocks[actor]...)
+	}
+	for _, r := range sortedUnique(roles) {
+		out = append(out, x.roleScopes[r]...)
+	}
+	p.narrowing, p.narrowed = sortedUnique(out), true
+	return p.narrowing
 }
 
 // errOpen marks an answer of mayAssign not yet found for good.
@@ -225,11 +253,19 @@ func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 	}
 	id := x.roleID(role)
 	points := []uint32{res}
-	for _, scope := range x.roleScopes[id] {
-		if scope != res && x.under(scope, res) {
-			points = append(points, scope)
+	below := func(at uint32) {
+		if at != res && x.under(at, res) {
+			points = append(points, at)
 		}
 	}
+	for _, scope := range x.roleScopes[id] {
+		below(scope)
+	}
+	// What the grant gives below res, the actor must hold there too.
+	for _, at := range p.narrowings() {
+		below(at)
+	}
+	points = append(points[:1], sortedUnique(points[1:])...)
 	var under [MaxDepth + 1]uint32
 	for _, at := range points {
 		target := x.resolveAt(at, id)
@@ -249,8 +285,12 @@ func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 			if at == res {
 				return deny("only permissions the actor has can be granted, and the actor lacks %q there", missing)
 			}
-			return deny("only permissions the actor has can be granted; %q redefines it below, with %q, which the actor lacks there",
-				x.name(at), missing)
+			if target.Scope == x.name(at) {
+				return deny("only permissions the actor has can be granted; %q redefines it below, with %q, which the actor lacks there",
+					x.name(at), missing)
+			}
+			return deny("only permissions the actor has can be granted, and the grant gives %q on %q, below, where the actor lacks it",
+				missing, x.name(at))
 		}
 		for _, name := range target.AssignableRoles {
 			if name == Wildcard {

@@ -646,3 +646,61 @@ func TestDelegationAttacksAnUnblockThatLetsAHolderAssignMore(t *testing.T) {
 	rev, err := w.eng.Unblock(w.ctx, as("user:mod"), "user:g", "call:1", "ban")
 	w.ok("Unblock of a moderator's ban by a moderator", rev, err)
 }
+
+// Through "*", a role is the actor's to assign only if it holds the role's
+// permissions wherever the grant gives them: below the resource too, where
+// a role the actor holds is defined again with less, or where the actor is
+// muted. ListRoles with assignable_by lists only the roles a grant would
+// take, and the grant is refused for the Grant rule, writing nothing.
+func TestDelegationAttacksAWildcardGrantBelowWhereTheActorHoldsLess(t *testing.T) {
+	policy := func() authz.Policy {
+		p := attackPolicy()
+		p.Roles = append(p.Roles,
+			authz.Role{Name: "chief", Scope: "root", Permissions: []string{"org.admin", "call.join", "call.record"}, AssignableRoles: []string{authz.Wildcard}},
+			authz.Role{Name: "recorder", Scope: "root", Permissions: []string{"call.record"}},
+			authz.Role{Name: "joiner", Scope: "root", Permissions: []string{"call.join"}},
+		)
+		return p
+	}
+	for _, c := range []struct {
+		name   string
+		narrow func(w *world)
+	}{
+		{"the actor's role defined again below with less", func(w *world) {
+			w.role(authz.Role{Name: "chief", Scope: "call:1", Permissions: []string{"org.admin", "call.join"}, AssignableRoles: []string{authz.Wildcard}})
+		}},
+		{"the actor muted below", func(w *world) {
+			w.block(authz.Block{Subject: "user:c", Resource: "call:2", ID: "mute", Permissions: []string{"call.record"}})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, policy())
+			w.grant("user:c", "chief", "org:a")
+			c.narrow(w)
+			roles, _, err := w.idx.AssignableRoles("org:a", "user:c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, r := range roles {
+				names = append(names, r.Name)
+			}
+			if slices.Contains(names, "recorder") || !slices.Contains(names, "joiner") {
+				t.Errorf("AssignableRoles(org:a, user:c) = %v, want joiner and not recorder", names)
+			}
+			page, _, _, err := w.idx.ListRolesPage("org:a", "user:c", 100, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(page, func(r authz.Role) bool { return r.Name == "recorder" }) {
+				t.Errorf("ListRoles(org:a, assignable_by user:c) lists recorder")
+			}
+			refusedAttack(t, w, "user:c", authz.RuleNotAssignable, func(by authz.Author) error {
+				_, err := w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:x", Role: "recorder", Resource: "org:a"})
+				return err
+			})
+			rev, err := w.eng.Grant(w.ctx, as("user:c"), authz.Grant{Subject: "user:x", Role: "joiner", Resource: "org:a"})
+			w.ok("grant of joiner, which user:c holds everywhere below org:a", rev, err)
+		})
+	}
+}

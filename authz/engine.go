@@ -482,6 +482,10 @@ type plan struct {
 	// open, those of the look under way, which hold once it does.
 	assignable map[assignAt]error
 	open       []assignAt
+	// narrowing are the resources where the actor's own permissions may be
+	// less than above them (see narrowings), once they are found.
+	narrowing []uint32
+	narrowed  bool
 }
 
 // does names what the write does, for the judge's refusals.

@@ -195,11 +195,11 @@ func (j *judgement) mayGrant(role, s, verb string) {
 // mayAssign says why the actor may not assign role at s, or "" when it may:
 // "some role the actor holds at s lists R in assignable_roles (no further
 // test), or lists * and R's permissions are a subset of the actor's
-// effective permissions wherever the grant would give them: at s and at
-// every resource below s where R is redefined". Through *, the roles R
-// lists in its assignable_roles are bounded by the actor's own as a
-// definition's are ("its permissions and assignable_roles are bounded by
-// the actor's own"): each is one the actor may assign there.
+// effective permissions wherever the grant would give them": at s and at
+// every resource below s. Through *, the roles R lists in its
+// assignable_roles are bounded by the actor's own as a definition's are
+// ("its permissions and assignable_roles are bounded by the actor's own"):
+// each is one the actor may assign there.
 func (j *judgement) mayAssign(role, s string) string {
 	return j.mayAssignSeen(role, s, map[[2]string]bool{{role, s}: true})
 }
@@ -218,10 +218,12 @@ func (j *judgement) mayAssignSeen(role, s string, seen map[[2]string]bool) strin
 	if !wildcard {
 		return fmt.Sprintf("no role the actor holds at %s lists %s in assignable_roles", s, role)
 	}
+	// "Wherever the grant would give them": at s and at every resource
+	// below it, where R may be redefined and the actor may hold less.
 	points := []string{s}
-	for _, d := range r.s.Roles {
-		if d.Name == role && d.Scope != s && r.under(d.Scope, s) {
-			points = append(points, d.Scope)
+	for _, res := range r.s.Resources {
+		if res.Name != s && r.under(res.Name, s) {
+			points = append(points, res.Name)
 		}
 	}
 	for _, at := range points {
