@@ -30,6 +30,18 @@ func (b *readCounting) Changes(ctx context.Context, after authz.Revision, limit 
 	return sets, err
 }
 
+// serveLogOfLargeChangeSets serves an engine on logOfLargeChangeSets.
+func serveLogOfLargeChangeSets(t *testing.T, sets, each int) (*readCounting, *fixture) {
+	t.Helper()
+	b := logOfLargeChangeSets(t, sets, each)
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	return b, serveEngine(t, engine)
+}
+
 // logOfLargeChangeSets is a backend whose log holds sets change sets of
 // each resources registered, written by "importer", at revisions 1 to
 // sets.
@@ -55,13 +67,7 @@ func logOfLargeChangeSets(t *testing.T, sets, each int) *readCounting {
 // once.
 func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
 	const sets, each = 6, 5_000
-	b := logOfLargeChangeSets(t, sets, each)
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	f := serveEngine(t, engine)
+	b, f := serveLogOfLargeChangeSets(t, sets, each)
 
 	req := &usherv1.ListChangesRequest{Caller: "nobody"}
 	pages := 0
@@ -94,13 +100,7 @@ func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
 // hundred thousand changes in one. It sends every change set, in order.
 func TestAWatchReadsTheLogAtMostTenThousandChangesAtATime(t *testing.T) {
 	const sets, each = 7, 5_000
-	b := logOfLargeChangeSets(t, sets, each)
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	f := serveEngine(t, engine)
+	b, f := serveLogOfLargeChangeSets(t, sets, each)
 
 	ctx, cancel := context.WithCancel(f.ctx())
 	defer cancel()
