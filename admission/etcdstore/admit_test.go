@@ -38,15 +38,7 @@ func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
 	if err := b.eng.Await(ctx, rev); err != nil {
 		t.Fatal(err)
 	}
-	watches := map[string]*admission.Watch{}
-	for name, r := range map[string]replica{"a": a, "b": b} {
-		w, err := r.m.Watch("call:acme:1", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		watches[name] = w
-	}
+	watches := watchOnBoth(t, a, b, "call:acme:1")
 	k, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
 	if err != nil || k.Outcome != admission.Lobby {
 		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
@@ -55,26 +47,17 @@ func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, w := range watches {
-		var kinds []admission.EventKind
-		deadline := time.After(10 * time.Second)
-	wait:
-		for {
-			select {
-			case ev, ok := <-w.C:
-				if !ok {
-					t.Fatalf("the watch on %s ended: %v", name, w.Err())
+		heard, ok := hearUntil(t, name, w, func(ev admission.Event) bool {
+			return ev.Subject == "user:g" && ev.Kind == admission.EventAdmitted
+		})
+		if !ok {
+			var kinds []admission.EventKind
+			for _, ev := range heard {
+				if ev.Subject == "user:g" {
+					kinds = append(kinds, ev.Kind)
 				}
-				if ev.Subject != "user:g" {
-					continue
-				}
-				kinds = append(kinds, ev.Kind)
-				if ev.Kind == admission.EventAdmitted {
-					break wait
-				}
-			case <-deadline:
-				t.Errorf("the watch on replica %s heard %v of the guest, and no ADMITTED", name, kinds)
-				break wait
 			}
+			t.Errorf("the watch on replica %s heard %v of the guest, and no ADMITTED", name, kinds)
 		}
 	}
 }
@@ -113,42 +96,65 @@ func TestAnAdmitRightAfterABlockElsewhereIsRefused(t *testing.T) {
 func TestAKnockWithAnotherNoteIsToldOnEveryReplica(t *testing.T) {
 	a, b, _ := lobbyCalls(t, "/knock-note/", 1)
 	ctx := t.Context()
-	watches := map[string]*admission.Watch{}
-	for name, r := range map[string]replica{"a": a, "b": b} {
-		w, err := r.m.Watch("call:acme:0", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		watches[name] = w
-	}
+	watches := watchOnBoth(t, a, b, "call:acme:0")
 	for _, note := range []string{"Gus", "Gus, the auditor"} {
 		k, err := a.m.Knock(ctx, "", "user:g", "call:acme:0", note)
 		if err != nil || k.Outcome != admission.Lobby {
 			t.Fatalf("Knock of the guest with note %q = %+v, %v; want LOBBY", note, k, err)
 		}
 	}
+	knocked := func(ev admission.Event) bool { return ev.Kind == admission.EventKnocked && ev.Subject == "user:g" }
 	for name, w := range watches {
-		var notes []string
-		deadline := time.After(10 * time.Second)
-	wait:
-		for {
-			select {
-			case ev, ok := <-w.C:
-				if !ok {
-					t.Fatalf("the watch on %s ended: %v", name, w.Err())
+		heard, ok := hearUntil(t, name, w, func(ev admission.Event) bool {
+			return knocked(ev) && ev.Note == "Gus, the auditor"
+		})
+		if !ok {
+			var notes []string
+			for _, ev := range heard {
+				if knocked(ev) {
+					notes = append(notes, ev.Note)
 				}
-				if ev.Kind != admission.EventKnocked || ev.Subject != "user:g" {
-					continue
-				}
-				notes = append(notes, ev.Note)
-				if ev.Note == "Gus, the auditor" {
-					break wait
-				}
-			case <-deadline:
-				t.Errorf("the watch on replica %s heard the guest knock with notes %q, and never with its new note", name, notes)
-				break wait
 			}
+			t.Errorf("the watch on replica %s heard the guest knock with notes %q, and never with its new note", name, notes)
+		}
+	}
+}
+
+// watchOnBoth watches call on replicas a and b, by their names, until the
+// test ends.
+func watchOnBoth(t *testing.T, a, b replica, call string) map[string]*admission.Watch {
+	t.Helper()
+	watches := map[string]*admission.Watch{}
+	for name, r := range map[string]replica{"a": a, "b": b} {
+		w, err := r.m.Watch(call, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Close)
+		watches[name] = w
+	}
+	return watches
+}
+
+// hearUntil reads the events of w, the watch on replica name, until one
+// is done or 10 s have passed, and returns those it read and whether one
+// was.
+func hearUntil(t *testing.T, name string, w *admission.Watch, done func(admission.Event) bool) ([]admission.Event, bool) {
+	t.Helper()
+	var heard []admission.Event
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-w.C:
+			if !ok {
+				t.Fatalf("the watch on %s ended: %v", name, w.Err())
+			}
+			heard = append(heard, ev)
+			if done(ev) {
+				return heard, true
+			}
+		case <-deadline:
+			return heard, false
 		}
 	}
 }
