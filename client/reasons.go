@@ -52,6 +52,12 @@ const (
 	ReasonCallerInitialLimit   = "CALLER_INITIAL_LIMIT"   // the caller's WatchCall streams hold its share of the events of initial states not yet taken
 	ReasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT" // the connection holds its share of the health Watch streams
 	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
+	ReasonSendBudget           = "SEND_BUDGET"            // answers their clients have not read hold the server's send budget
+	ReasonBackupLimit          = "BACKUP_LIMIT"           // the server has as many backups in progress as it takes
+	ReasonReflectionLimit      = "REFLECTION_LIMIT"       // the server holds as many server reflection streams as it may
+	// ReasonConnectionReflectionLimit: the connection holds its share of
+	// the server reflection streams.
+	ReasonConnectionReflectionLimit = "CONNECTION_REFLECTION_LIMIT"
 )
 
 // PermissionDenied: one reason per delegation rule, and the caller's kind.
@@ -94,7 +100,10 @@ const (
 	ReasonResourceExists   = "RESOURCE_EXISTS"   // AlreadyExists: a create_only PutResource of a registered name
 	ReasonUnimplemented    = "UNIMPLEMENTED"     // Unimplemented
 	ReasonNoDataFile       = "NO_DATA_FILE"      // Unimplemented: Backup of a server without a data file
-	ReasonInternal         = "INTERNAL"          // Internal
-	ReasonCancelled        = "CANCELLED"         // Canceled, as the server saw it
-	ReasonDeadlineExceeded = "DEADLINE_EXCEEDED" // DeadlineExceeded, as the server saw it
+	// ReasonCompressedRequest: Unimplemented, a request compressed
+	// (grpc-encoding other than identity), refused unread.
+	ReasonCompressedRequest = "COMPRESSED_REQUEST"
+	ReasonInternal          = "INTERNAL"          // Internal
+	ReasonCancelled         = "CANCELLED"         // Canceled, as the server saw it
+	ReasonDeadlineExceeded  = "DEADLINE_EXCEEDED" // DeadlineExceeded, as the server saw it
 )

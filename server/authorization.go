@@ -120,7 +120,7 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	// batch: per check, both cost more than the check.
 	out := &usherv1.CheckBatchResponse{Decisions: make([]*usherv1.Decision, len(ds)), Revision: uint64(rev)}
 	decisions := make([]usherv1.Decision, len(ds))
-	var counts [len(reasons)]int // by reason; 0, reasonInvalid, for errors
+	var counts [len(reasons)]int // by reason; 0, decisionInvalid, for errors
 	for i, d := range ds {
 		var err, shaped error
 		if shape != nil {

@@ -148,7 +148,7 @@ func (l *DecisionLog) check(ctx context.Context, method string, q authz.Query, d
 	p, r := len(q.Subject), len(q.Subject)+len(q.Permission)
 	rec := decisionRecord{Method: method, Subject: names[:p], Permission: names[p:r], Resource: names[r:], Revision: uint64(rev)}
 	if err != nil {
-		rec.Reason, rec.Error = reasonInvalid, err.Error()
+		rec.Reason, rec.Error = decisionInvalid, err.Error()
 	} else {
 		rec.Allowed, rec.Role, rec.Scope, rec.BlockID = d.Allowed, d.Role, d.Scope, d.BlockID
 		if int(d.Reason) < len(reasonNames) {

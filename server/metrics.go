@@ -81,8 +81,8 @@ var reasonNames = []string{
 	authz.ReasonUnknownResource: ReasonUnknownResource,
 }
 
-// reasonInvalid is the reason of a CheckBatch item answered with an error.
-const reasonInvalid = "INVALID"
+// decisionInvalid is the reason of a CheckBatch item answered with an error.
+const decisionInvalid = "INVALID"
 
 // NewMetrics returns metrics registered on a registry of their own, with
 // the Go runtime's and the process's.
@@ -111,7 +111,7 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.check = newDecisionCounter(m.decisions, "Check", reasonNames)
-	m.batch = newDecisionCounter(m.decisions, "CheckBatch", append([]string{reasonInvalid}, reasonNames[1:]...))
+	m.batch = newDecisionCounter(m.decisions, "CheckBatch", append([]string{decisionInvalid}, reasonNames[1:]...))
 	m.join = newDecisionCounter(m.decisions, "Join", outcomeNames())
 	m.envoy = map[string]prometheus.Counter{}
 	for _, r := range []string{"GRANTED", ReasonBlocked, ReasonNoGrant, ReasonUnknownResource, ReasonNoRoute, ReasonUnauthenticated, ReasonInvalidResource, ReasonMethodOverride} {
