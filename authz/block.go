@@ -34,7 +34,7 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 		if by.Actor != "" && b.Subject == by.Actor {
 			return p.selfService("block", "block itself")
 		}
-		if err := p.require(res, PermBlocksWrite, "blocking a subject on it"); err != nil {
+		if err := p.requireBlock(res, b.Permissions, "blocking a subject on it"); err != nil {
 			return err
 		}
 		if i := x.cat.undeclared(asked, false); i >= 0 {
@@ -93,13 +93,29 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		if by.Actor != "" && subject == by.Actor {
 			return p.selfService("unblock", "unblock itself")
 		}
-		if err := p.require(res, PermBlocksWrite, "unblocking a subject on it"); err != nil {
-			return err
+		// An actor who holds usher.blocks.write only narrowed to some
+		// permissions lifts only the blocks that list no other.
+		full := by.Actor == ""
+		if !full {
+			p.guardActor()
+			full = p.actorHolds(res, PermBlocksWrite)
 		}
 		p.guard(subjectKey(subject))
 		var blocks []*blockEntry
 		if s := x.subj.lookup(subject); s != noName {
 			blocks = x.blocksOn(s, res)
+		}
+		if !full {
+			var may []*blockEntry
+			for _, b := range blocks {
+				if p.mayBlock(res, b.Permissions) {
+					may = append(may, b)
+				}
+			}
+			if len(may) == 0 || id != "" && !slices.ContainsFunc(may, func(b *blockEntry) bool { return b.ID == id }) {
+				return p.lacks(res, PermBlocksWrite, "unblocking a subject on it")
+			}
+			blocks = may
 		}
 		if id != "" {
 			i, found := searchBlock(blocks, id)

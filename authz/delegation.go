@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -14,6 +15,9 @@ import (
 //
 // The three resource permissions may be narrowed to one resource type by a
 // suffix: usher.resources.create.room lets its holder register rooms only.
+// usher.blocks.write may be narrowed to one permission the same way:
+// usher.blocks.write.send-audio lets its holder block and unblock
+// send-audio alone (a mute), never everything.
 const (
 	PermGrantsWrite     = "usher.grants.write"
 	PermResourcesCreate = "usher.resources.create"
@@ -91,6 +95,36 @@ func (p *plan) requireTyped(id uint32, base, typ, what string) error {
 		return nil
 	}
 	return p.lacks(id, base+"."+typ, what)
+}
+
+// mayBlock reports whether the actor may impose or lift, at id, a block of
+// perms (every permission when empty): usher.blocks.write there, or, for a
+// block that lists its permissions, usher.blocks.write.P for each P listed.
+func (p *plan) mayBlock(id uint32, perms []string) bool {
+	if p.actorHolds(id, PermBlocksWrite) {
+		return true
+	}
+	if len(perms) == 0 {
+		return false
+	}
+	for _, perm := range perms {
+		if !p.actorHolds(id, PermBlocksWrite+"."+perm) {
+			return false
+		}
+	}
+	return true
+}
+
+// requireBlock is require for a block of perms at id (see mayBlock).
+func (p *plan) requireBlock(id uint32, perms []string, what string) error {
+	if p.by.Actor == "" {
+		return nil
+	}
+	p.guardActor()
+	if p.mayBlock(id, perms) {
+		return nil
+	}
+	return p.lacks(id, PermBlocksWrite, what)
 }
 
 func (p *plan) lacks(id uint32, perm, what string) error {
@@ -797,7 +831,7 @@ func (j *judge) blocksChanged(was, is []appliedBlock, name string) error {
 				e.Meta = map[string]string{"subject": name, "block_id": b.id, "resource": x.name(b.res)}
 				return e
 			}
-			if !p.actorHolds(b.res, PermBlocksWrite) {
+			if !p.mayBlock(b.res, b.perms()) {
 				e := errorf(PermissionDenied, "actor", p.by.Actor,
 					"may not %s: it would %s the block %q of %q on %q, which needs %q there, and the actor lacks it",
 					p.doing, verb, b.id, name, x.name(b.res), PermBlocksWrite)
@@ -814,11 +848,19 @@ func (j *judge) blocksChanged(was, is []appliedBlock, name string) error {
 	return changed(is, was, "impose")
 }
 
-// appliedBlock is a block that applies at some resource: where it is and
-// its ID.
+// appliedBlock is a block that applies at some resource: where it is, its
+// ID and the permissions it lists, joined by commas (none: every one).
 type appliedBlock struct {
-	res uint32
-	id  string
+	res    uint32
+	id     string
+	listed string
+}
+
+func (b appliedBlock) perms() []string {
+	if b.listed == "" {
+		return nil
+	}
+	return strings.Split(b.listed, ",")
 }
 
 // applying returns the live blocks of s on path.
@@ -827,7 +869,7 @@ func (v *view) applying(s uint32, path []uint32, now int64) []appliedBlock {
 	for _, a := range path {
 		for _, b := range v.blocksOn(s, a) {
 			if live(b.exp, now) {
-				out = append(out, appliedBlock{res: a, id: b.ID})
+				out = append(out, appliedBlock{res: a, id: b.ID, listed: strings.Join(b.Permissions, ",")})
 			}
 		}
 	}

@@ -187,7 +187,12 @@ func (c *checker) permissions() {
 		path := fmt.Sprintf("permissions[%d]", i)
 		name := perm.GetName()
 		if c.shape(authz.ValidatePermission(path+".name", name)) {
-			if _, ok := reservedType(name); authz.IsReserved(name) && !ok {
+			if narrowed, ok := strings.CutPrefix(name, authz.PermBlocksWrite+"."); ok {
+				if _, declared := c.declared[narrowed]; !declared || authz.IsReserved(narrowed) {
+					c.errorf(path+".name", name, "usher.blocks.write may be narrowed only to a permission the policy declares (usher.blocks.write.send-audio), and %q is not one%s",
+						narrowed, didYouMean(narrowed, keys(c.declared)))
+				}
+			} else if _, ok := reservedType(name); authz.IsReserved(name) && !ok {
 				if s := didYouMean(name, reservedNames); s != "" {
 					c.errorf(path+".name", name, "Usher checks no permission of this name%s", s)
 				} else {
@@ -254,7 +259,8 @@ func (c *checker) permissionCycles() {
 }
 
 // reservedNames are the permissions Usher checks itself; the resource ones
-// may be narrowed to a type (usher.resources.create.room).
+// may be narrowed to a type (usher.resources.create.room), and
+// usher.blocks.write to a declared permission (usher.blocks.write.send-audio).
 var reservedNames = []string{authz.PermGrantsWrite, authz.PermBlocksWrite, authz.PermRolesWrite, authz.PermQuotasWrite,
 	authz.PermResourcesCreate, authz.PermResourcesMove, authz.PermResourcesDelete}
 
