@@ -1207,9 +1207,10 @@ type BlockRequest struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Free text for the decisions it makes; at most 1,024 bytes.
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	// As GrantRequest.actor. An actor needs usher.blocks.write on resource,
-	// may block only what it holds or may assign there, and may not block
-	// itself.
+	// As GrantRequest.actor. An actor needs usher.blocks.write on resource
+	// (or, for a block that lists its permissions, usher.blocks.write.P for
+	// each P listed), may block only what it holds or may assign there, and
+	// may not block itself.
 	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Empty for a new block, which adds to the subject's other blocks there;
 	// the id of an existing block to replace that one.
@@ -1360,9 +1361,10 @@ type UnblockRequest struct {
 	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	// The resource the block is on.
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	// As GrantRequest.actor. An actor needs usher.blocks.write on resource,
-	// may give back only what it could grant, and may not unblock itself;
-	// PERMISSION_DENIED when it may lift none of the blocks.
+	// As GrantRequest.actor. An actor needs usher.blocks.write on resource
+	// (or, for a block that lists its permissions, usher.blocks.write.P for
+	// each P listed), may give back only what it could grant, and may not
+	// unblock itself; PERMISSION_DENIED when it may lift none of the blocks.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// The block to lift; empty for every block of the subject on the resource
 	// that the actor may lift.
