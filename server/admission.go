@@ -362,7 +362,9 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			// Cancelled or past its deadline, the stream ends as the
+			// client ended it, not as if the watch had.
+			return toStatus(ctx.Err())
 		case <-s.drained:
 			return stopping()
 		case ev, ok := <-w.C:

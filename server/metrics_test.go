@@ -284,3 +284,41 @@ func TestMetricsMuxServesProfilesOnlyWhenAsked(t *testing.T) {
 		h.Close()
 	}
 }
+
+// A WatchCall that its deadline ends ends so on the server too
+// (DEADLINE_EXCEEDED, or CANCELLED when the client's word of it comes
+// first), never OK: the server's metrics and logs tell a stream the client
+// gave up on from one that ended as it should, and a client whose deadline
+// the server sees pass first is not told the stream ended well.
+func TestAWatchCallEndedByItsDeadlineEndsNotOK(t *testing.T) {
+	w := newMetricsWorld(t)
+	w.putResource("account:acme", "")
+	w.putResource("call:acme:1", "account:acme")
+	ctx, cancel := context.WithTimeout(w.ctx(), 300*time.Millisecond)
+	defer cancel()
+	stream, err := w.joins.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("the WatchCall ended with %v; want DeadlineExceeded", err)
+	}
+	watchCall := []string{"grpc_service", "usher.v1.AdmissionService", "grpc_method", "WatchCall", "grpc_code"}
+	ended := func(s scrape, code string) float64 {
+		n, _ := s.value("grpc_server_handled_total", append(watchCall, code)...)
+		return n
+	}
+	s := scrapeMetrics(t, w.url)
+	for wait := time.Now().Add(10 * time.Second); ended(s, "OK")+ended(s, "DeadlineExceeded")+ended(s, "Canceled") == 0; s = scrapeMetrics(t, w.url) {
+		if time.Now().After(wait) {
+			t.Fatal("the server never counted the WatchCall as ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ok, late, cancelled := ended(s, "OK"), ended(s, "DeadlineExceeded"), ended(s, "Canceled"); ok != 0 || late+cancelled != 1 {
+		t.Errorf("the server counted the WatchCall its deadline ended as OK %v times, DeadlineExceeded %v and Canceled %v; want it ended once, not OK", ok, late, cancelled)
+	}
+}
