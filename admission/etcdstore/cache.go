@@ -300,6 +300,10 @@ func (s *Store) renewed(old, n *entry, begins []admission.StoreEvent) []admissio
 		return begins
 	}
 	k := n.k
+	if s.renotes == nil {
+		s.renotes = map[*admission.Knock]bool{}
+	}
+	s.renotes[&k] = true
 	return append(begins, admission.StoreEvent{Knock: &k, Time: s.clock.Now()})
 }
 

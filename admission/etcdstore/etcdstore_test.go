@@ -322,6 +322,48 @@ func TestStoreEdges(t *testing.T) {
 		}
 	})
 
+	t.Run("a collapsed queue keeps the ending of a knock the consumer knew, renoted since", func(t *testing.T) {
+		s := open(t, etcdstore.Options{MaxPending: 8})
+		k := admission.Knock{ID: "k", Subject: "user:k", Call: "call:x", Note: "Gus", Knocked: now, Expires: now.Add(time.Minute)}
+		if _, err := s.Knock(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if got := collect(s, 300*time.Millisecond); len(got) != 1 || got[0].Knock == nil || got[0].Ended != nil {
+			t.Fatalf("the knock's events: %+v; want its beginning", got)
+		}
+		// The consumer knows the knock; it takes a new note, then ends, and
+		// the consumer falls behind.
+		k.Note = "Gus, the auditor"
+		if _, err := s.Knock(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if found, err := s.Unknock(ctx, "call:x", "user:k", admission.Left); !found || err != nil {
+			t.Fatalf("Unknock = %t, %v", found, err)
+		}
+		for i := range 12 {
+			x := sess(fmt.Sprintf("user:%d", i), time.Minute)
+			if _, _, err := s.Join(ctx, x, admit); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.End(ctx, x.ID, admission.Ending{Why: admission.Left}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := collect(s, 500*time.Millisecond)
+		if len(got) >= 2+24 {
+			t.Errorf("the queue was not collapsed: %d events", len(got))
+		}
+		ended := false
+		for _, e := range got {
+			if e.Knock != nil && e.Knock.ID == "k" && e.Ended != nil {
+				ended = true
+			}
+		}
+		if !ended {
+			t.Errorf("the collapsed queue %+v does not end knock k, which the consumer knew", got)
+		}
+	})
+
 	t.Run("a record this replica cannot read is left out and not counted", func(t *testing.T) {
 		prefix := "/edges/" + t.Name() + "/"
 		if _, err := c.Client(t).Put(ctx, prefix+"adm/s/call:x\x00user:junk", `{"v":99}`); err != nil {

@@ -22,8 +22,10 @@ func (s *Store) emit(evs ...admission.StoreEvent) {
 
 // collapsePending drops, from a queue the consumer has fallen behind on, the
 // sessions and knocks that began and ended while queued: the consumer never
-// knew them, and nothing of them is left. What remains is at most a
-// beginning for each live session and knock and an ending for each the
+// knew them, and nothing of them is left. A knock's new note (renotes) is
+// no beginning: the consumer knew a knock renoted before its beginning was
+// queued, and hears its ending. What remains is at most a beginning for
+// each live session and knock, its new notes, and an ending for each the
 // consumer knew. s.mu is held.
 func (s *Store) collapsePending() {
 	type ref struct {
@@ -40,18 +42,27 @@ func (s *Store) collapsePending() {
 	gone := map[ref]bool{}
 	for _, e := range s.pending {
 		r := refOf(e)
-		if e.Ended == nil {
+		switch {
+		case e.Ended == nil && e.Knock != nil && s.renotes[e.Knock] && !began[r]:
+			// A new note of a knock the consumer knew: its ending is
+			// the consumer's to hear.
+		case e.Ended == nil:
 			began[r] = true
-		} else if began[r] {
+		case began[r]:
 			gone[r] = true
 		}
 	}
 	kept := s.pending[:0]
+	renotes := map[*admission.Knock]bool{}
 	for _, e := range s.pending {
 		if !gone[refOf(e)] {
 			kept = append(kept, e)
+			if e.Knock != nil && s.renotes[e.Knock] {
+				renotes[e.Knock] = true
+			}
 		}
 	}
+	s.renotes = renotes
 	dropped := len(s.pending) - len(kept)
 	clear(s.pending[len(kept):])
 	s.pending = kept
@@ -67,7 +78,7 @@ func (s *Store) Take() []admission.StoreEvent {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	batch := s.pending
-	s.pending = nil
+	s.pending, s.renotes = nil, nil
 	s.collapse = s.opts.MaxPending
 	return batch
 }

@@ -197,8 +197,11 @@ type Store struct {
 	advanced chan struct{} // closed when applied moves
 	pending  []admission.StoreEvent
 	collapse int // len(pending) past which it is collapsed
-	signal   chan struct{}
-	closed   bool
+	// renotes are the knocks of pending that tell a new note of a knock
+	// begun before them, not a knock beginning (collapsePending).
+	renotes map[*admission.Knock]bool
+	signal  chan struct{}
+	closed  bool
 
 	// inflight counts, under mu, each caller's joins and knocks under way
 	// through this replica that may add one to what it holds; adding, the
