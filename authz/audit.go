@@ -53,9 +53,10 @@ func (c Change) touches() (subject string, resources []string) {
 // match f, oldest first, and the token of the next page ("" on the last). A
 // token belongs to f and after: it is refused with other filters. A page
 // reads at most scanBudget change sets of the log, and of changes in them
-// (but for one change set that holds more), so a filter that matches few
-// comes back with a short page and a token to go on rather than reading
-// the whole log in one call, however large its change sets; and it holds at most MaxPageChanges changes
+// (but for one change set that holds more), counted before they are
+// decoded, so a filter that matches few comes back with a short page and a
+// token to go on rather than reading the whole log in one call, however
+// large its change sets; and it holds at most MaxPageChanges changes
 // (or one change set of more), read some at a time, so that a log of large
 // policies is not read, nor answered, gigabytes at once.
 func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
@@ -84,7 +85,21 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	fromStart := t == nil && after == 0
 	readAll := 0 // changes read, matched or not
 	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
-		sets, err := e.backend.Changes(ctx, after, min(batch, scanBudget-scanned))
+		// Counted before they are decoded: as many as fit what is left of
+		// the budget, and at least one, however large the change sets
+		// that follow small ones are.
+		counts, err := e.backend.ChangeCounts(ctx, after, min(batch, scanBudget-scanned))
+		var sets []ChangeSet
+		if err == nil {
+			n, c := 0, readAll
+			for _, k := range counts {
+				if n > 0 && c+k > scanBudget {
+					break
+				}
+				n, c = n+1, c+k
+			}
+			sets, err = e.backend.Changes(ctx, after, max(n, 1))
+		}
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.
 			if s, ok := e.backend.(interface {

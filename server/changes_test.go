@@ -126,3 +126,55 @@ func TestAWatchReadsTheLogAtMostTenThousandChangesAtATime(t *testing.T) {
 		t.Errorf("the log was read %d changes at once; want at most 10,000", most)
 	}
 }
+
+// A ListChanges page reads the log at most 10,000 changes at a time (but
+// for one change set that holds more), also where small change sets that
+// made it read many at once are followed by large ones: it counts them
+// before it reads them. Following the tokens reads each change set once.
+func TestAListChangesPageReadsLargeChangeSetsAfterSmallOnesABitAtATime(t *testing.T) {
+	const small, large, each = 20, 6, 5_000
+	b := &readCounting{Memory: memory.New()}
+	for i := range small + large {
+		n := 1
+		if i >= small {
+			n = each
+		}
+		cs := authz.ChangeSet{Caller: "importer"}
+		for j := range n {
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("doc:%d-%d", i, j), Parent: authz.RootName}})
+		}
+		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+
+	req := &usherv1.ListChangesRequest{Caller: "nobody"}
+	for pages := 1; ; pages++ {
+		resp, err := f.admin.ListChanges(f.ctx(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(resp.GetChanges()); n != 0 {
+			t.Fatalf("page %d holds %d records of a caller that wrote none", pages, n)
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		if pages > small+large {
+			t.Fatalf("%d pages of a log of %d change sets", pages, small+large)
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	if read, want := b.read.Load(), int64(small+large*each); read != want {
+		t.Errorf("the pages read %d changes of a log of %d", read, want)
+	}
+	if most := b.most.Load(); most > 10_000 {
+		t.Errorf("the log was read %d changes at once; want at most 10,000", most)
+	}
+}
