@@ -104,6 +104,11 @@ func (h *harness) commitAll(ws ...authz.Write) []authz.Committed {
 	if len(res) != len(ws) {
 		h.t.Fatalf("Commit of %d writes answered %d results", len(ws), len(res))
 	}
+	for i, r := range res {
+		if r.Err != nil {
+			h.t.Fatalf("Commit refused write %d: %v", i, r.Err)
+		}
+	}
 	return res
 }
 
