@@ -120,3 +120,34 @@ func TestWritesAreCommittedWithinTheBytesOfATransaction(t *testing.T) {
 		t.Errorf("revisions %d, %d, %d; want them consecutive", res[0].Revision, res[2].Revision, res[3].Revision)
 	}
 }
+
+// A store that counts on the cluster's own request limit never sends a
+// transaction the cluster refuses, however closely its batches fill one:
+// what it counts of a transaction's bytes is never less than what etcd
+// receives.
+func TestBatchesFillATransactionWithinTheClustersRequestLimit(t *testing.T) {
+	const limit = 8 << 10
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{MaxRequestBytes: limit})
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/fill/", MaxTxnBytes: limit, MaxTxnOps: 1000})
+	t.Cleanup(func() { store.Close() })
+	for size := 1; size < 3000; size = size*3/2 + 1 {
+		var ws []authz.Write
+		for i := range 30 {
+			cs := authz.ChangeSet{Caller: "test", Actor: "user:" + strings.Repeat("a", size%200+1)}
+			for j := range 1 + i%3 {
+				cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{
+					Subject: "user:" + strings.Repeat("s", size%250+1), Role: "viewer", Resource: fmt.Sprintf("doc:%d-%d-%d", size, i, j)}})
+			}
+			ws = append(ws, authz.Write{Set: cs, Touches: []string{fmt.Sprintf("k%d-%d", size, i), strings.Repeat("t", size%100+1)}})
+		}
+		res, err := store.Commit(context.Background(), ws)
+		if err != nil {
+			t.Fatalf("Commit of 30 writes of subjects of %d bytes: %v", size%250+1, err)
+		}
+		for i, r := range res {
+			if r.Err != nil || r.Revision == 0 {
+				t.Errorf("write %d of subjects of %d bytes: %+v; want it committed", i, size%250+1, r)
+			}
+		}
+	}
+}
