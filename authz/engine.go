@@ -19,8 +19,9 @@ type Backend interface {
 	// the revision it was planned at, in order, in one atomic transaction:
 	// the writes that conflict are left out and reported, the others take
 	// consecutive revisions. It returns only once those are durable. A
-	// write it refuses alone (one too large for it to commit) has its
-	// result's Err set, and the others commit without it. An
+	// write it refuses alone (one too large for it to commit), or one it
+	// may or may not have committed after others of the batch were, has
+	// its result's Err set, and the others are as their results say. An
 	// error means nothing was committed, unless it wraps ErrOutcomeUnknown;
 	// one that wraps ErrWritesStopped says every Commit will fail until the
 	// backend is reopened.
@@ -69,9 +70,10 @@ type Committed struct {
 	// revision the backend was at.
 	Conflict string
 	Latest   Revision
-	// Err, when set, is why the backend refused this write alone: it
-	// committed nothing of it, and the batch's other writes are as their
-	// own results say. A *TooLargeError is one.
+	// Err, when set, is why this write alone failed, the batch's other
+	// writes being as their own results say: a *TooLargeError, which
+	// committed nothing of it, or an error wrapping ErrOutcomeUnknown,
+	// when it may have been committed.
 	Err error
 }
 

@@ -260,9 +260,15 @@ func (s *Store) commitFitting(ctx context.Context, ws []authz.Write, encoded [][
 			}
 			// Earlier chunks are committed: report the rest as failed
 			// conflicts, to be planned again, rather than lose the
-			// acknowledgements of the first.
+			// acknowledgements of the first. But for this chunk's writes
+			// when they may have been committed: planned again, they
+			// would be judged against themselves (a create_only
+			// registration told its name exists), so each says so.
 			for i := start; i < len(ws); i++ {
 				results[i] = authz.Committed{Conflict: "(the backend failed: " + err.Error() + ")"}
+				if i < end && errors.Is(err, authz.ErrOutcomeUnknown) {
+					results[i] = authz.Committed{Err: err}
+				}
 			}
 			break
 		}
