@@ -257,7 +257,8 @@ func TestListPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := sorted(append(defaultRole(t, "host").GetPermissions(),
-			"usher.blocks.write", "usher.grants.write", "usher.resources.create.call", "usher.resources.delete.call"))
+			"usher.blocks.write", "usher.blocks.write.screenshare", "usher.blocks.write.send-audio", "usher.blocks.write.send-video",
+			"usher.grants.write", "usher.resources.create.call", "usher.resources.delete.call"))
 		if !slices.Equal(resp.GetPermissions(), want) {
 			t.Errorf("permissions with reserved = %v, want %v", resp.GetPermissions(), want)
 		}
