@@ -522,7 +522,35 @@ func (j *judgement) blockMoved(b authz.Block, verb string) {
 	if verb == "lifting" && b.Subject == j.actor {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the write would lift the actor's own block %s on %s", b.ID, b.Resource)
 	}
-	j.require(b.Resource, authz.PermBlocksWrite, fmt.Sprintf("%s the block %s of %s", verb, b.ID, b.Subject))
+	j.requireBlock(b.Resource, b.Permissions, fmt.Sprintf("%s the block %s of %s", verb, b.ID, b.Subject))
+}
+
+// mayBlock: "usher.blocks.write at the resource; or, for a block that
+// lists its permissions, usher.blocks.write.<permission> there for each one
+// it lists ... which never blocks everything". It holds for imposing a
+// block of perms and for lifting one.
+func (j *judgement) mayBlock(resource string, perms []string) bool {
+	if j.before.holds(j.actor, authz.PermBlocksWrite, resource) {
+		return true
+	}
+	if len(perms) == 0 {
+		return false
+	}
+	for _, p := range perms {
+		if !j.before.holds(j.actor, authz.PermBlocksWrite+"."+p, resource) {
+			return false
+		}
+	}
+	return true
+}
+
+// requireBlock is require for imposing or lifting a block of perms at
+// resource (see mayBlock); what is lacked is named usher.blocks.write.
+func (j *judgement) requireBlock(resource string, perms []string, what string) {
+	if !j.mayBlock(resource, perms) {
+		j.out = append(j.out, refVerdict{Code: authz.PermissionDenied, Rule: refMissing, Permission: authz.PermBlocksWrite,
+			Detail: fmt.Sprintf("%s needs %s, or %s.P for each permission P it lists, at %s", what, authz.PermBlocksWrite, authz.PermBlocksWrite, resource)})
+	}
 }
 
 // deleteResource: "usher.resources.delete at the resource itself deletes
@@ -784,7 +812,15 @@ func (j *judgement) block(b authz.Block) (authz.Snapshot, bool) {
 	if b.Subject == j.actor {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would block itself")
 	}
-	j.require(b.Resource, authz.PermBlocksWrite, "blocking "+b.Subject)
+	j.requireBlock(b.Resource, b.Permissions, "blocking "+b.Subject)
+	// A block that replaces one by its ID lifts the one it replaces, as an
+	// Unblock would: one that still denies something is the actor's to
+	// lift only as any other is.
+	for _, old := range j.s.Blocks {
+		if sameBlockKey(old, b) && r.unexpired(old.Expires) {
+			j.requireBlock(b.Resource, old.Permissions, "replacing the block "+old.ID+" of "+b.Subject)
+		}
+	}
 	invalid := false
 	for _, p := range b.Permissions {
 		if !r.declared(p) {
@@ -849,17 +885,29 @@ func (j *judgement) unblock(subject, resource, id string) (authz.Snapshot, bool)
 	if subject == j.actor {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would unblock itself")
 	}
-	j.require(resource, authz.PermBlocksWrite, "unblocking "+subject)
+	// "or all that the actor may lift": one who holds usher.blocks.write
+	// only narrowed lifts the blocks that list only what it may block, and
+	// is refused when there is none.
 	j.handsOut = true
 	var ids []string
+	found := false
 	for _, b := range j.s.Blocks {
 		if b.Subject == subject && b.Resource == resource && (id == "" || b.ID == id) {
-			ids = append(ids, b.ID)
+			found = true
+			if j.mayBlock(resource, b.Permissions) {
+				ids = append(ids, b.ID)
+			}
 		}
 	}
 	slices.Sort(ids)
-	if len(ids) == 0 {
+	if !found {
 		j.refuse(authz.NotFound, "", "%s carries no such block on %s", subject, resource)
+	}
+	if len(ids) == 0 {
+		if !j.before.holds(j.actor, authz.PermBlocksWrite, resource) {
+			j.out = append(j.out, refVerdict{Code: authz.PermissionDenied, Rule: refMissing, Permission: authz.PermBlocksWrite,
+				Detail: fmt.Sprintf("unblocking %s needs %s at %s, or %s.P for each permission P a block there lists", subject, authz.PermBlocksWrite, resource, authz.PermBlocksWrite)})
+		}
 		return j.s, false
 	}
 	lift := func(ids []string) authz.Snapshot {
@@ -1372,7 +1420,9 @@ func TestReferenceJudge(t *testing.T) {
 			{Name: "call.moderate"},
 			{Name: "call.record"},
 			{Name: "call.speak"},
+			{Name: "call.mute"},
 			{Name: "usher.blocks.write", Parents: []string{"call.moderate"}},
+			{Name: "usher.blocks.write.call.speak", Parents: []string{"call.mute"}},
 			{Name: "usher.grants.write", Parents: []string{"call.moderate"}},
 			{Name: "usher.resources.create.call", Parents: []string{"call.admin"}},
 			{Name: "usher.resources.delete", Parents: []string{"call.admin"}},
@@ -1386,11 +1436,12 @@ func TestReferenceJudge(t *testing.T) {
 			{Name: "call:c2", Parent: "account:a"},
 		},
 		Roles: []authz.Role{
-			{Name: "host", Scope: "root", Permissions: []string{"call.admin", "call.join", "call.moderate", "call.speak"}, AssignableRoles: []string{"guest", "moderator", "speaker"}},
+			{Name: "host", Scope: "root", Permissions: []string{"call.admin", "call.join", "call.moderate", "call.mute", "call.speak"}, AssignableRoles: []string{"guest", "moderator", "speaker"}},
 			{Name: "moderator", Scope: "root", Permissions: []string{"call.join", "call.moderate", "call.speak"}, AssignableRoles: []string{"guest"}},
 			{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
 			{Name: "speaker", Scope: "root", Permissions: []string{"call.join", "call.speak"}},
 			{Name: "recorder", Scope: "root", Permissions: []string{"call.join", "call.record"}},
+			{Name: "muter", Scope: "root", Permissions: []string{"call.join", "call.mute", "call.speak"}},
 		},
 		Grants: []authz.Grant{
 			{Subject: "user:owner", Role: "host", Resource: "account:a"},
@@ -1400,11 +1451,13 @@ func TestReferenceJudge(t *testing.T) {
 			{Subject: "user:g", Role: "guest", Resource: "call:c1"},
 			{Subject: "user:rec", Role: "recorder", Resource: "call:c1"},
 			{Subject: "user:rec", Role: "recorder", Resource: "account:a"},
+			{Subject: "user:mu", Role: "muter", Resource: "call:c1"},
 		},
 		Blocks: []authz.Block{
 			{Subject: "user:owner", Resource: "call:c2", ID: "b1", Permissions: []string{"call.speak"}},
 			{Subject: "user:g", Resource: "call:c1", ID: "b1"},
 			{Subject: "user:g", Resource: "call:c1", ID: "b2", Permissions: []string{"call.join"}},
+			{Subject: "user:rec", Resource: "call:c1", ID: "b3", Permissions: []string{"call.speak"}},
 		},
 		CreatorRoles:  []authz.CreatorRole{{ResourceType: "call", Role: "host"}},
 		DefaultQuotas: []authz.DefaultQuota{{ScopeType: "call", ResourceType: "room", Limit: 2}},
@@ -1433,6 +1486,23 @@ func TestReferenceJudge(t *testing.T) {
 			func(a authz.Snapshot) bool {
 				return !slices.ContainsFunc(a.Blocks, func(b authz.Block) bool { return b.Subject == "user:g" })
 			}},
+		{"usher.blocks.write narrowed to a permission mutes it", "user:mu",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b9", Permissions: []string{"call.speak"}}}, nil, nil},
+		{"usher.blocks.write narrowed to a permission never blocks everything", "user:mu",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b9"}}, []string{missing}, nil},
+		{"nor another permission", "user:mu",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b9", Permissions: []string{"call.join", "call.speak"}}}, []string{missing}, nil},
+		{"nor, by its ID, turns a ban into a mute", "user:mu",
+			refWrite{Op: "Block", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b1", Permissions: []string{"call.speak"}}}, []string{missing}, nil},
+		{"it lifts the mutes it may lift", "user:mu",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:rec", Resource: "call:c1"}}, nil,
+			func(a authz.Snapshot) bool {
+				return !slices.ContainsFunc(a.Blocks, func(b authz.Block) bool { return b.Subject == "user:rec" })
+			}},
+		{"and is refused when there is none", "user:mu",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:g", Resource: "call:c1"}}, []string{missing}, nil},
+		{"or the one named is not one", "user:mu",
+			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b2"}}, []string{missing}, nil},
 		{"lifting one of two blocks gives nothing back", "user:owner",
 			refWrite{Op: "Unblock", Block: authz.Block{Subject: "user:g", Resource: "call:c1", ID: "b2"}}, nil, nil},
 		{"it is not possible to revoke your own permissions", "user:host",
