@@ -126,6 +126,7 @@ type invariantGen struct {
 	made     int      // resources registered by writes, for fresh names
 	blocks   int      // block IDs handed out
 	deleted  []string // resources deleted by writes, to register again
+	narrowed []string // the P of each usher.blocks.write.P declared
 }
 
 // invariantWorld builds world seed and judges every write made in it.
@@ -290,6 +291,12 @@ func judgeWrite(t *testing.T, w *world, seed uint64, i int, rerun string, tally 
 	case write.Op == "Unblock":
 		kind += " (one)"
 	}
+	if (write.Op == "Block" || write.Op == "Unblock") && !ref.holds(actor, authz.PermBlocksWrite, write.Block.Resource) &&
+		slices.ContainsFunc(ref.s.Permissions, func(p authz.Permission) bool {
+			return strings.HasPrefix(p.Name, authz.PermBlocksWrite+".") && ref.holds(actor, p.Name, write.Block.Resource)
+		}) {
+		kind += ", narrowed"
+	}
 	want, verdicts := referenceJudge(before, actor, write, now)
 	err := run(w, actor, write)
 	tally.count(kind, err)
@@ -436,6 +443,15 @@ func (g *invariantGen) policy() authz.Policy {
 		}
 		p.Permissions = append(p.Permissions, authz.Permission{Name: name, Parents: parents})
 	}
+	// usher.blocks.write narrowed to some domain permissions, in half the
+	// worlds: each below a domain permission of its own, as Stream's
+	// mute-users implies usher.blocks.write.send-audio.
+	if rng.IntN(2) == 0 {
+		for _, i := range rng.Perm(len(domain))[:1+rng.IntN(min(4, len(domain)))] {
+			p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermBlocksWrite + "." + domain[i], Parents: []string{pick(rng, domain)}})
+			g.narrowed = append(g.narrowed, domain[i])
+		}
+	}
 	g.perms = names(p.Permissions)
 
 	// A tree of 5-20 resources, at most 4 levels deep, each level mostly of
@@ -521,6 +537,19 @@ func (g *invariantGen) role(name, scope string) authz.Role {
 	default:
 		r.Permissions = g.somePermissions(1 + rng.IntN(4))
 	}
+	if len(g.narrowed) > 0 && rng.IntN(4) == 0 {
+		// A moderator's mute: usher.blocks.write narrowed to one or two
+		// permissions, with them, mostly, or without.
+		for range 1 + rng.IntN(2) {
+			q := pick(rng, g.narrowed)
+			if n := authz.PermBlocksWrite + "." + q; !slices.Contains(r.Permissions, n) {
+				r.Permissions = append(r.Permissions, n)
+			}
+			if rng.IntN(3) > 0 && !slices.Contains(r.Permissions, q) {
+				r.Permissions = append(r.Permissions, q)
+			}
+		}
+	}
 	switch k := rng.IntN(20); {
 	case k < 4:
 		r.AssignableRoles = []string{authz.Wildcard}
@@ -604,6 +633,10 @@ func (g *invariantGen) populate(w *world) {
 		b := authz.Block{Subject: pick(rng, g.subjects), Resource: pick(rng, resources), ID: g.blockID(), Expires: g.expiry(now, 60, 20)}
 		if rng.IntN(2) == 0 {
 			b.Permissions = g.somePermissions(1 + rng.IntN(2))
+			if len(g.narrowed) > 0 && rng.IntN(2) == 0 {
+				// A mute, of what usher.blocks.write is narrowed to.
+				b.Permissions = []string{pick(rng, g.narrowed)}
+			}
 			slices.Sort(b.Permissions)
 		}
 		if b.Expires.Before(now) {
@@ -697,7 +730,55 @@ func (g *invariantGen) write(ref *reference) (string, refWrite) {
 		power = authz.PermBlocksWrite
 	}
 	actor := g.actor(ref, power)
+	if power == authz.PermBlocksWrite && len(g.narrowed) > 0 && rng.IntN(2) == 0 {
+		if muters := g.muters(ref); len(muters) > 0 {
+			actor = pick(rng, muters)
+		}
+	}
 	return actor, g.writeBy(ref, actor, k)
+}
+
+// muters are the subjects that hold usher.blocks.write narrowed to some
+// permission somewhere they do not hold it whole.
+func (g *invariantGen) muters(ref *reference) []string {
+	resources := []string{authz.RootName}
+	for _, r := range ref.s.Resources {
+		resources = append(resources, r.Name)
+	}
+	var out []string
+	for _, s := range g.subjects {
+		if slices.ContainsFunc(resources, func(r string) bool {
+			return !ref.holds(s, authz.PermBlocksWrite, r) && slices.ContainsFunc(g.narrowed, func(p string) bool {
+				return ref.holds(s, authz.PermBlocksWrite+"."+p, r)
+			})
+		}) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// mutes are the permissions the actor may block at resource through
+// usher.blocks.write narrowed to them.
+func (g *invariantGen) mutes(v *invariantView, resource string) []string {
+	var out []string
+	for _, p := range g.narrowed {
+		if v.has[resource][authz.PermBlocksWrite+"."+p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mayBlock reports whether the actor may impose or lift a block of perms at
+// resource: usher.blocks.write there, or usher.blocks.write.P for each P a
+// block lists.
+func (g *invariantGen) mayBlock(v *invariantView, resource string, perms []string) bool {
+	if v.has[resource][authz.PermBlocksWrite] {
+		return true
+	}
+	mutes := g.mutes(v, resource)
+	return len(perms) > 0 && !slices.ContainsFunc(perms, func(p string) bool { return !slices.Contains(mutes, p) })
 }
 
 // writeBy is a write of kind k (see write) by actor, its targets drawn so
@@ -736,7 +817,11 @@ func (g *invariantGen) writeBy(ref *reference, actor string, k int) refWrite {
 		return g.deleteRole(v)
 	case k < 82:
 		b := authz.Block{Subject: other(), ID: g.blockID(), Expires: g.expiry(now, 80, 5)}
-		b.Resource = g.prefer(85, v.where(authz.PermBlocksWrite), v.resources)
+		blockers := []string{authz.PermBlocksWrite}
+		for _, p := range g.narrowed {
+			blockers = append(blockers, authz.PermBlocksWrite+"."+p)
+		}
+		b.Resource = g.prefer(85, v.where(blockers...), v.resources)
 		switch k := rng.IntN(100); {
 		case k < 10:
 			b.Subject = actor
@@ -757,6 +842,20 @@ func (g *invariantGen) writeBy(ref *reference, actor string, k int) refWrite {
 			}
 			if rng.IntN(40) == 0 {
 				b.Permissions = append(b.Permissions, "no.such-permission")
+			}
+		}
+		if mutes := g.mutes(v, b.Resource); len(mutes) > 0 && !v.has[b.Resource][authz.PermBlocksWrite] && rng.IntN(10) < 7 {
+			// A mute by one who may only mute: some of the permissions
+			// it may block, now and then with another, or none (a ban).
+			b.Permissions = nil
+			for _, i := range rng.Perm(len(mutes))[:1+rng.IntN(len(mutes))] {
+				b.Permissions = append(b.Permissions, mutes[i])
+			}
+			switch rng.IntN(8) {
+			case 0:
+				b.Permissions = append(b.Permissions, pick(rng, g.perms))
+			case 1:
+				b.Permissions = nil
 			}
 		}
 		// Now and then another block where one is already ("a later block
@@ -780,7 +879,7 @@ func (g *invariantGen) writeBy(ref *reference, actor string, k int) refWrite {
 		var carried, liftable []authz.Block
 		for _, b := range ref.s.Blocks {
 			carried = append(carried, b)
-			if v.has[b.Resource][authz.PermBlocksWrite] || b.Subject == actor { // unblocking oneself, more often than chance
+			if g.mayBlock(v, b.Resource, b.Permissions) || b.Subject == actor { // unblocking oneself, more often than chance
 				liftable = append(liftable, b)
 			}
 		}
