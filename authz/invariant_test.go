@@ -629,16 +629,22 @@ func (g *invariantGen) populate(w *world) {
 		}
 		_, _ = w.eng.Grant(w.ctx, w.by, gr) // bindable_on and max_holders may refuse it
 	}
+	var last *authz.Block
 	for range rng.IntN(7) {
 		b := authz.Block{Subject: pick(rng, g.subjects), Resource: pick(rng, resources), ID: g.blockID(), Expires: g.expiry(now, 60, 20)}
 		if rng.IntN(2) == 0 {
 			b.Permissions = g.somePermissions(1 + rng.IntN(2))
 			if len(g.narrowed) > 0 && rng.IntN(2) == 0 {
-				// A mute, of what usher.blocks.write is narrowed to.
+				// A mute, of what usher.blocks.write is narrowed to, now
+				// and then where the last block is.
 				b.Permissions = []string{pick(rng, g.narrowed)}
+				if last != nil && rng.IntN(3) == 0 {
+					b.Subject, b.Resource = last.Subject, last.Resource
+				}
 			}
 			slices.Sort(b.Permissions)
 		}
+		last = &b
 		if b.Expires.Before(now) {
 			w.store(authz.Change{Op: authz.OpPutBlock, Block: &b})
 			continue
@@ -885,6 +891,19 @@ func (g *invariantGen) writeBy(ref *reference, actor string, k int) refWrite {
 		}
 		if len(liftable) > 0 && rng.IntN(10) < 7 {
 			carried = liftable
+		}
+		// One who may only mute, mostly where it may lift some of a
+		// subject's blocks and not others.
+		var mixed []authz.Block
+		for _, b := range liftable {
+			if b.Subject != actor && !v.has[b.Resource][authz.PermBlocksWrite] && slices.ContainsFunc(ref.s.Blocks, func(o authz.Block) bool {
+				return o.Subject == b.Subject && o.Resource == b.Resource && !g.mayBlock(v, o.Resource, o.Permissions)
+			}) {
+				mixed = append(mixed, b)
+			}
+		}
+		if len(mixed) > 0 && rng.IntN(3) > 0 {
+			carried = mixed
 		}
 		b := authz.Block{Subject: other(), Resource: pick(rng, v.resources)}
 		if len(carried) > 0 && rng.IntN(10) > 0 {
