@@ -26,7 +26,8 @@ const (
 // random worlds and random writes by actors: "the engine must hold it for
 // every write made with an actor, including the structural ones". Each
 // world is a permission catalog with reserved permissions implied from
-// domain ones, a small resource tree, roles defined at root and redefined
+// domain ones (usher.blocks.write narrowed to some of them in half the
+// worlds, for actors who may only mute), a small resource tree, roles defined at root and redefined
 // below, grants and blocks (some expired, some partial), quotas and default
 // quotas, a creator role or two, and admission rules with lobbies; then
 // actors holding various roles make writes of every kind (Admit among
