@@ -60,20 +60,29 @@ func (t *lossyTxn) Commit() (*clientv3.TxnResponse, error) {
 	return resp, err
 }
 
+// lossyStore is a store of opts on a cluster of one member, through a
+// lossyKV.
+func lossyStore(t *testing.T, opts etcd.Options) (*lossyKV, *etcd.Store) {
+	t.Helper()
+	cli := etcdtest.Start(t, 1).Client(t)
+	kv := &lossyKV{KV: cli.KV}
+	cli.KV = kv
+	store := etcd.New(cli, opts)
+	t.Cleanup(func() { store.Close() })
+	return kv, store
+}
+
+// write puts the permission name, guarding it.
+func write(name string) authz.Write {
+	return authz.Write{Touches: []string{name}, Set: authz.ChangeSet{Changes: []authz.Change{
+		{Op: authz.OpPutPermission, Permission: &authz.Permission{Name: name}}}}}
+}
+
 // A commit whose transaction took effect though its answer was lost is
 // reported as committed, not as a failure that changed nothing.
 func TestACommitWhoseAnswerWasLost(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	cli := c.Client(t)
-	kv := &lossyKV{KV: cli.KV}
-	cli.KV = kv
+	kv, store := lossyStore(t, etcd.Options{Prefix: prefixOf(t)})
 	ctx := context.Background()
-	store := etcd.New(cli, etcd.Options{Prefix: prefixOf(t)})
-	defer store.Close()
-	write := func(name string) authz.Write {
-		return authz.Write{Touches: []string{name}, Set: authz.ChangeSet{Changes: []authz.Change{
-			{Op: authz.OpPutPermission, Permission: &authz.Permission{Name: name}}}}}
-	}
 	if _, err := store.Commit(ctx, []authz.Write{write("first")}); err != nil {
 		t.Fatal(err)
 	}
@@ -130,19 +139,10 @@ func TestACommitWhoseAnswerWasLost(t *testing.T) {
 // committed: not as conflicts, which the engine would plan again against
 // an index that may already hold them.
 func TestABatchWhoseSecondTransactionMayHaveCommitted(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	cli := c.Client(t)
-	kv := &lossyKV{KV: cli.KV}
-	cli.KV = kv
-	ctx := context.Background()
 	// Each write takes an entity, its log record and a version key, with
 	// the revision key: 4 operations alone, 7 together.
-	store := etcd.New(cli, etcd.Options{Prefix: prefixOf(t), MaxTxnOps: 5})
-	defer store.Close()
-	write := func(name string) authz.Write {
-		return authz.Write{Touches: []string{name}, Set: authz.ChangeSet{Changes: []authz.Change{
-			{Op: authz.OpPutPermission, Permission: &authz.Permission{Name: name}}}}}
-	}
+	kv, store := lossyStore(t, etcd.Options{Prefix: prefixOf(t), MaxTxnOps: 5})
+	ctx := context.Background()
 	kv.pass.Store(1)
 	kv.thenDrop.Store(true)
 	kv.lose.Store(true)
