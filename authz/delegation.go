@@ -74,57 +74,57 @@ func (p *plan) actorHolds(id uint32, perm string) bool {
 // require refuses a write by an actor who lacks perm at id. Without an actor
 // the caller acts on its own authority.
 func (p *plan) require(id uint32, perm, what string) error {
-	if p.by.Actor == "" {
-		return nil
-	}
-	p.guardActor()
-	if p.actorHolds(id, perm) {
-		return nil
-	}
-	return p.lacks(id, perm, what)
+	return p.demand(id, perm, what, func() bool { return p.actorHolds(id, perm) })
 }
 
 // requireTyped is require for a resource permission that may be narrowed to
 // typ: base.typ or base itself will do.
 func (p *plan) requireTyped(id uint32, base, typ, what string) error {
+	return p.demand(id, base+"."+typ, what, func() bool { return p.actorHolds(id, base+"."+typ) || p.actorHolds(id, base) })
+}
+
+// requireBlock is require for a block of perms at id (see mayBlock).
+func (p *plan) requireBlock(id uint32, perms []string, what string) error {
+	return p.demand(id, PermBlocksWrite, what, func() bool { return p.mayBlock(id, perms) })
+}
+
+// demand refuses a write by an actor for whom holds, asked once the
+// actor's power is guarded, is false, naming perm as what it lacks at id.
+// Without an actor the caller acts on its own authority.
+func (p *plan) demand(id uint32, perm, what string, holds func() bool) error {
 	if p.by.Actor == "" {
 		return nil
 	}
 	p.guardActor()
-	if p.actorHolds(id, base+"."+typ) || p.actorHolds(id, base) {
+	if holds() {
 		return nil
 	}
-	return p.lacks(id, base+"."+typ, what)
+	return p.lacks(id, perm, what)
 }
 
 // mayBlock reports whether the actor may impose or lift, at id, a block of
 // perms (every permission when empty): usher.blocks.write there, or, for a
 // block that lists its permissions, usher.blocks.write.P for each P listed.
+// The actor's permissions there are worked out once, however many it lists.
 func (p *plan) mayBlock(id uint32, perms []string) bool {
-	if p.actorHolds(id, PermBlocksWrite) {
+	x := p.x
+	have := x.effective(x.subj.lookup(p.by.Actor), id, p.now)
+	holds := func(perm string) bool {
+		i := x.cat.id(perm)
+		return i >= 0 && have.has(i)
+	}
+	if holds(PermBlocksWrite) {
 		return true
 	}
 	if len(perms) == 0 {
 		return false
 	}
 	for _, perm := range perms {
-		if !p.actorHolds(id, PermBlocksWrite+"."+perm) {
+		if !holds(PermBlocksWrite + "." + perm) {
 			return false
 		}
 	}
 	return true
-}
-
-// requireBlock is require for a block of perms at id (see mayBlock).
-func (p *plan) requireBlock(id uint32, perms []string, what string) error {
-	if p.by.Actor == "" {
-		return nil
-	}
-	p.guardActor()
-	if p.mayBlock(id, perms) {
-		return nil
-	}
-	return p.lacks(id, PermBlocksWrite, what)
 }
 
 func (p *plan) lacks(id uint32, perm, what string) error {
