@@ -164,31 +164,26 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	}
 	// A write that no transaction can hold is refused alone, before any
 	// is committed; the others go on without it.
-	fit := make([]int, 0, len(ws)) // the indexes of those that fit
+	var fit []int // the indexes of those that fit
+	var fitting []authz.Write
+	var fittingOps [][]clientv3.Op
+	var fittingCosts []txnCost
 	for i := range ws {
 		if err := s.tooLarge(txnBase(s).add(costs[i])); err != nil {
 			results[i].Err = err
 			continue
 		}
 		fit = append(fit, i)
+		fitting, fittingOps, fittingCosts = append(fitting, ws[i]), append(fittingOps, encoded[i]), append(fittingCosts, costs[i])
 	}
-	if len(fit) < len(ws) {
-		sub := make([]authz.Write, len(fit))
-		subEncoded := make([][]clientv3.Op, len(fit))
-		subCosts := make([]txnCost, len(fit))
-		for j, i := range fit {
-			sub[j], subEncoded[j], subCosts[j] = ws[i], encoded[i], costs[i]
-		}
-		subResults, err := s.commitFitting(ctx, sub, subEncoded, subCosts)
-		if err != nil {
-			return nil, err
-		}
-		for j, i := range fit {
-			results[i] = subResults[j]
-		}
-		return results, nil
+	committed, err := s.commitFitting(ctx, fitting, fittingOps, fittingCosts)
+	if err != nil {
+		return nil, err
 	}
-	return s.commitFitting(ctx, ws, encoded, costs)
+	for j, i := range fit {
+		results[i] = committed[j]
+	}
+	return results, nil
 }
 
 // txnCost is what a transaction, or a write's part of one, takes of the
