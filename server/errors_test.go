@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -653,4 +655,74 @@ func TestAWriteOfUnknownOutcomeSaysItMayHaveTakenEffect(t *testing.T) {
 	if msg := st.Message(); !strings.Contains(msg, "may or may not have been committed; read it back to know") || strings.Contains(msg, "was not committed") {
 		t.Errorf("the write of unknown outcome says %q; want it to say it may have been committed", msg)
 	}
+}
+
+// TestARequestThatDoesNotDecodeIsInvalid sends, as raw bytes, what a client
+// in another language could: strings that are not UTF-8, which proto3
+// requires every string to be, and a message cut short. Each is refused as
+// INVALID_ARGUMENT naming the string, by its path in the request, or the
+// request, and writes nothing; a stream ends so.
+func TestARequestThatDoesNotDecodeIsInvalid(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	subjects := []string{"user:alice", "user:eve"}
+	before := f.snapshotState(subjects...)
+	// notUTF8 is m's encoding with "~~" in its strings made two bytes that
+	// are not UTF-8.
+	notUTF8 := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.ReplaceAll(b, []byte("~~"), []byte("\xff\xfe"))
+	}
+	grant, err := proto.Marshal(&usherv1.GrantRequest{Subject: "user:eve", Role: "host", Resource: stream42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, method string
+		body         []byte
+		field, value string
+	}{
+		{"a subject of a grant", usherv1.AdminService_Grant_FullMethodName,
+			notUTF8(&usherv1.GrantRequest{Subject: "user:~~eve", Role: "host", Resource: stream42}), "subject", "user:\xff\xfeeve"},
+		{"a resource of the second check of a batch", usherv1.AuthorizationService_CheckBatch_FullMethodName,
+			notUTF8(&usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+				{Subject: "user:alice", Permission: "join-call", Resource: stream42},
+				{Subject: "user:alice", Permission: "join-call", Resource: "call:~~"}}}), "checks[1].resource", "call:\xff\xfe"},
+		{"a Check's permission", usherv1.AuthorizationService_Check_FullMethodName,
+			notUTF8(&usherv1.CheckRequest{Subject: "user:alice", Permission: "join~~", Resource: stream42}), "permission", "join\xff\xfe"},
+		{"a grant cut short", usherv1.AdminService_Grant_FullMethodName, grant[:len(grant)-3], "request", fmt.Sprint(len(grant) - 3)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st := wantCode(t, invokeRaw(f.ctx(), f.conn, c.method, c.body), codes.InvalidArgument)
+			if want := fmt.Sprintf("%s %q: ", c.field, c.value); !strings.HasPrefix(st.Message(), want) {
+				t.Errorf("message %q does not begin %s", st.Message(), want)
+			}
+			wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: c.field, value: strings.ToValidUTF8(c.value, "\uFFFD")})
+			if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+				t.Errorf("a refused call wrote something: %s", strings.Join(diff, "; "))
+			}
+		})
+	}
+	t.Run("a Watch's subject", func(t *testing.T) {
+		desc := &grpc.StreamDesc{ServerStreams: true}
+		stream, err := f.conn.NewStream(f.ctx(), desc, usherv1.AuthorizationService_Watch_FullMethodName, grpc.ForceCodec(bytesCodec{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.SendMsg(notUTF8(&usherv1.WatchRequest{Subject: "user:~~"})); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		var reply []byte
+		st := wantCode(t, stream.RecvMsg(&reply), codes.InvalidArgument)
+		if want := `subject "user:\xff\xfe": `; !strings.HasPrefix(st.Message(), want) {
+			t.Errorf("message %q does not begin %s", st.Message(), want)
+		}
+		wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "subject", value: "user:\uFFFD"})
+	})
 }

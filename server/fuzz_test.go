@@ -27,12 +27,9 @@ import (
 // to the real AuthorizationService.Check over an in-process connection, as
 // raw bytes on the wire, so that it sees what any client could send. The
 // answer must be a Decision (the one the index gives) or INVALID_ARGUMENT
-// naming the first malformed field, or "permission" for an undeclared one;
-// never a panic or another code.
-//
-// One exception is the framework's, not Usher's: a string that is not UTF-8
-// is refused by grpc-go while it decodes the request, before any handler or
-// interceptor runs, and grpc-go answers that with INTERNAL.
+// naming the first malformed field, or "permission" for an undeclared one,
+// or the first string that is not UTF-8, which proto3 requires; never a
+// panic or another code.
 func FuzzCheckRequest(f *testing.F) {
 	f.Add("user:alice", "join-call", "call:acme:1")
 	f.Add("user:alice", "read-call", "account:acme")
@@ -60,9 +57,9 @@ func FuzzCheckRequest(f *testing.F) {
 		err := conn.Invoke(t.Context(), usherv1.AuthorizationService_Check_FullMethodName, &req, &resp, grpc.ForceCodecV2(rawCodec{}))
 
 		st := status.Convert(err)
-		if !utf8.ValidString(subject) || !utf8.ValidString(permission) || !utf8.ValidString(resource) {
-			if st.Code() != codes.Internal || !strings.Contains(st.Message(), "invalid UTF-8") {
-				t.Fatalf("a request that is not UTF-8: %v, want grpc-go's INTERNAL for invalid UTF-8", err)
+		if field := notUTF8(subject, permission, resource); field != "" {
+			if st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), field+" ") || !strings.Contains(st.Message(), "not UTF-8") {
+				t.Fatalf("Check(%q, %q, %q) = %v, want INVALID_ARGUMENT naming %s, not UTF-8", subject, permission, resource, err, field)
 			}
 			return
 		}
@@ -105,6 +102,19 @@ func malformed(subject, permission, resource string) string {
 	case authz.ValidatePermission("permission", permission) != nil:
 		return "permission"
 	case authz.ValidateResource("resource", resource) != nil:
+		return "resource"
+	}
+	return ""
+}
+
+// notUTF8 is the first of the three fields that is not UTF-8, or "".
+func notUTF8(subject, permission, resource string) string {
+	switch {
+	case !utf8.ValidString(subject):
+		return "subject"
+	case !utf8.ValidString(permission):
+		return "permission"
+	case !utf8.ValidString(resource):
 		return "resource"
 	}
 	return ""

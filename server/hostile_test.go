@@ -243,8 +243,7 @@ func hostileAttacks(conn *grpc.ClientConn, n int) []attack {
 			b := protowire.AppendTag(nil, 1, protowire.BytesType)
 			b = protowire.AppendString(b, "user:\xff\xfe"+randomString(rng.IntN(16)))
 			method := readMethods[rng.IntN(len(readMethods))]
-			// grpc-go refuses a message it cannot decode with INTERNAL.
-			return attack{call: func(ctx context.Context) error { return invokeRaw(ctx, conn, method, b) }, codes: []codes.Code{codes.Internal}}
+			return attack{call: func(ctx context.Context) error { return invokeRaw(ctx, conn, method, b) }, codes: invalid}
 		}},
 		{"random bytes", 200, func() attack {
 			b := make([]byte, rng.IntN(512))
@@ -253,7 +252,7 @@ func hostileAttacks(conn *grpc.ClientConn, n int) []attack {
 			}
 			method := readMethods[rng.IntN(len(readMethods))]
 			return attack{call: func(ctx context.Context) error { return invokeRaw(ctx, conn, method, b) },
-				codes: []codes.Code{codes.Internal, codes.InvalidArgument}}
+				codes: invalid}
 		}},
 		{"a truncated message", 100, func() attack {
 			method, body := "/usher.v1.AuthorizationService/Check", validCheck
@@ -262,7 +261,7 @@ func hostileAttacks(conn *grpc.ClientConn, n int) []attack {
 			}
 			b := body[:rng.IntN(len(body))]
 			return attack{call: func(ctx context.Context) error { return invokeRaw(ctx, conn, method, b) },
-				codes: []codes.Code{codes.Internal, codes.InvalidArgument}}
+				codes: invalid}
 		}},
 		{"a CheckBatch of 1001", 20, func() attack {
 			req := tooMany

@@ -36,10 +36,11 @@ var screens = map[string]func([]byte) error{
 }
 
 // screenRequests returns desc with every request refused unread when it
-// comes compressed, and the requests of its methods that have a screen
-// screened before they are decoded. A refused unary request goes through
-// the interceptors, which log and count it, empty; a refused stream has
-// been through them already.
+// comes compressed, the requests of its methods that have a screen
+// screened before they are decoded, and a request that does not decode
+// refused as INVALID_ARGUMENT (unreadable), where grpc-go would answer
+// INTERNAL. A refused unary request goes through the interceptors, which
+// log and count it, empty; a refused stream has been through them already.
 func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 	d := *desc
 	d.Methods = slices.Clone(desc.Methods)
@@ -47,13 +48,7 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 		screen := screens["/"+desc.ServiceName+"/"+d.Methods[i].MethodName]
 		handler := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			refusal := compressed(ctx)
-			if refusal == nil && screen == nil {
-				// Nothing to screen: the call as it comes, allocating
-				// nothing more.
-				return handler(srv, ctx, dec, interceptor)
-			}
-			return screenCall(ctx, srv, dec, interceptor, handler, screen, refusal)
+			return screenCall(ctx, srv, dec, interceptor, handler, screen, compressed(ctx))
 		}
 	}
 	d.Streams = slices.Clone(desc.Streams)
@@ -64,31 +59,25 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 			if err := compressed(stream.Context()); err != nil {
 				return err
 			}
-			if screen != nil {
-				stream = screenedStream{ServerStream: stream, screen: screen}
-			}
-			return handler(srv, stream)
+			return handler(srv, screenedStream{ServerStream: stream, screen: screen})
 		}
 	}
 	return &d
 }
 
-// screenCall is a unary call of handler whose request screen sees before it
-// is decoded, or that refusal refuses already.
+// screenCall is a unary call of handler whose request screen, when set,
+// sees before it is decoded, or that refusal refuses already.
 func screenCall(ctx context.Context, srv any, dec func(any) error, interceptor grpc.UnaryServerInterceptor,
 	handler grpc.MethodHandler, screen func([]byte) error, refusal error) (any, error) {
 	screened := func(v any) error {
 		if refusal != nil {
 			return nil
 		}
-		if screen == nil {
-			return dec(v)
-		}
 		g := &codec.Screened{Msg: v, Screen: screen}
 		if err := dec(g); err != nil {
 			return err
 		}
-		refusal = g.Refused
+		refusal = unreadable(g.Refused)
 		return nil
 	}
 	// A refused request stays empty, and the method's own handler
@@ -106,14 +95,15 @@ func screenCall(ctx context.Context, srv any, dec func(any) error, interceptor g
 }
 
 // streamScreens screen each request a stream of their method receives, as
-// screens do a unary call's; a refused request ends the stream.
+// screens do a unary call's; a refused request, or one that does not
+// decode, ends the stream.
 var streamScreens = map[string]func([]byte) error{
 	"/" + reflectionv1.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo":      screenReflection,
 	"/" + reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName + "/ServerReflectionInfo": screenReflection,
 }
 
-// screenedStream is a stream whose requests are screened before they are
-// decoded.
+// screenedStream is a stream whose requests are screened, when screen is
+// set, before they are decoded.
 type screenedStream struct {
 	grpc.ServerStream
 	screen func([]byte) error
@@ -124,7 +114,23 @@ func (s screenedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(g); err != nil {
 		return err
 	}
-	return g.Refused
+	return unreadable(g.Refused)
+}
+
+// unreadable is refusal, or, for a request that does not decode, its
+// refusal as INVALID_ARGUMENT: naming the string that is not UTF-8, which
+// proto3 requires every string to be, or else the request.
+func unreadable(refusal error) error {
+	m, ok := refusal.(*codec.Malformed)
+	if !ok {
+		return refusal
+	}
+	if m.Field != "" {
+		return toStatus(&authz.Error{Code: authz.Invalid, Field: m.Field, Value: clip(m.Value),
+			Reason: "not UTF-8: every string of a request is UTF-8, as proto3 requires"})
+	}
+	return toStatus(&authz.Error{Code: authz.Invalid, Field: "request", Value: fmt.Sprint(m.Size),
+		Reason: fmt.Sprintf("%d bytes that are not an encoding of %s: %v", m.Size, m.Message, m.Err)})
 }
 
 // MaxReflectionRequest is the largest server reflection request read, in

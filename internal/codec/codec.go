@@ -116,13 +116,13 @@ func fallBack(v any, err error) (mem.BufferSlice, error) {
 // does. data stays gRPC's: UnmarshalVT copies the strings and bytes it keeps,
 // and a type marked by Alias is read from a copy of data of its own.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	var screen func([]byte) error
-	if g, ok := v.(*Screened); ok {
-		v, screen = g.Msg, g.screen
+	g, _ := v.(*Screened)
+	if g != nil {
+		v = g.Msg
 	}
 	m, ok := v.(vtMessage)
 	if !ok {
-		if screen == nil {
+		if g == nil {
 			return standard.Unmarshal(data, v)
 		}
 		pm, ok := v.(proto.Message)
@@ -132,35 +132,38 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		// As grpc-go's codec decodes it, once screened.
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer buf.Free()
-		if screen(buf.ReadOnlyData()) != nil {
+		b := buf.ReadOnlyData()
+		if g.screen(b) != nil {
 			return nil
 		}
-		return proto.Unmarshal(buf.ReadOnlyData(), pm)
+		return g.malformed(pm, b, proto.Unmarshal(b, pm))
 	}
 	s := shapeOf(m)
 	if a, ok := m.(aliasing); ok && s.alias.Load() {
 		b := data.Materialize()
-		if screen != nil && screen(b) != nil {
+		if g != nil && g.screen(b) != nil {
 			return nil
 		}
-		return decode(s, b, m, a)
+		return g.malformed(m, b, decode(s, b, m, a))
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
-	if screen != nil && screen(buf.ReadOnlyData()) != nil {
+	b := buf.ReadOnlyData()
+	if g != nil && g.screen(b) != nil {
 		return nil
 	}
-	return decode(s, buf.ReadOnlyData(), m, nil)
+	return g.malformed(m, b, decode(s, b, m, nil))
 }
 
-// Screened is a message to decode, Msg, whose encoded bytes Screen sees
-// first: when Screen returns an error, Unmarshal decodes nothing, leaves
-// Msg as it was, keeps the error in Refused and returns nil. A server
-// passes one to a call's decoding function to refuse, from its encoding, a
-// request that would decode into many times its size (4 MiB of empty
-// repeated entries make some 280 MB of messages), with a status of its
-// own: grpc-go answers an error of Unmarshal at once, as INTERNAL. Screen
-// must not keep the bytes.
+// Screened is a message to decode, Msg, whose encoded bytes Screen, when
+// set, sees first: when Screen returns an error, Unmarshal decodes nothing,
+// leaves Msg as it was, keeps the error in Refused and returns nil. A
+// server passes one to a call's decoding function to refuse, from its
+// encoding, a request that would decode into many times its size (4 MiB of
+// empty repeated entries make some 280 MB of messages), with a status of
+// its own: grpc-go answers an error of Unmarshal at once, as INTERNAL. For
+// the same reason, bytes that do not decode into Msg are refused the same
+// way, with a *Malformed. Screen must not keep the bytes.
 type Screened struct {
 	Msg     any
 	Screen  func([]byte) error
@@ -169,9 +172,46 @@ type Screened struct {
 
 // screen runs Screen on b, keeping its refusal.
 func (g *Screened) screen(b []byte) error {
+	if g.Screen == nil {
+		return nil
+	}
 	g.Refused = g.Screen(b)
 	return g.Refused
 }
+
+// malformed is err, the failure to decode b into m; but nil when g is set,
+// which keeps it in Refused as a *Malformed.
+func (g *Screened) malformed(m proto.Message, b []byte, err error) error {
+	if err == nil || g == nil {
+		return err
+	}
+	md := m.ProtoReflect().Descriptor()
+	field, value := invalidString(md, b, 0)
+	g.Refused = &Malformed{Message: string(md.FullName()), Size: len(b), Field: field, Value: value, Err: err}
+	return nil
+}
+
+// Malformed is the refusal of bytes that are not an encoding of Message
+// protobuf-go reads, Size bytes long. Field is the path in Message of the
+// first string that is not UTF-8, as proto3 requires every string to be
+// ("checks[2].subject"), and Value that string; Field is "" when none is
+// not, and Err says what protobuf-go could not read.
+type Malformed struct {
+	Message string
+	Size    int
+	Field   string
+	Value   string
+	Err     error
+}
+
+func (e *Malformed) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s %q: not UTF-8", e.Field, e.Value)
+	}
+	return fmt.Sprintf("%d bytes that are not an encoding of %s: %v", e.Size, e.Message, e.Err)
+}
+
+func (e *Malformed) Unwrap() error { return e.Err }
 
 // decode reads b into m, whose shape is s: by vtproto's code when b passes
 // the check (UnmarshalVTUnsafe when a is m, to share b's memory), else by

@@ -314,3 +314,47 @@ func TestScreened(t *testing.T) {
 		})
 	}
 }
+
+// Bytes that do not decode into a Screened message, on each of the codec's
+// paths, are refused in Refused as a *codec.Malformed that names the first
+// string that is not UTF-8 by its path, or else says what could not be
+// read; Unmarshal returns nil. Unscreened, they are Unmarshal's error, as
+// before.
+func TestScreenedMalformed(t *testing.T) {
+	req, _ := batch()
+	req.Checks[7].Resource = "call:~~"
+	for _, c := range []struct {
+		name         string
+		m            proto.Message
+		new          func() proto.Message
+		field, value string
+	}{
+		{"aliased", req, func() proto.Message { return &usherv1.CheckBatchRequest{} }, "checks[7].resource", "call:\xff\xfe"},
+		{"copied", &usherv1.GrantRequest{Subject: "user:~~", Role: "host", Resource: "root"}, func() proto.Message { return &usherv1.GrantRequest{} }, "subject", "user:\xff\xfe"},
+		{"protobuf-go's", &healthpb.HealthCheckRequest{Service: "us~~er"}, func() proto.Message { return &healthpb.HealthCheckRequest{} }, "service", "us\xff\xfeer"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := proto.Marshal(c.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := []byte(strings.ReplaceAll(string(b), "~~", "\xff\xfe"))
+			for _, in := range []struct {
+				b            []byte
+				field, value string
+			}{{bad, c.field, c.value}, {b[:len(b)-1], "", ""}} {
+				g := &codec.Screened{Msg: c.new()}
+				if err := (codec.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(in.b)}, g); err != nil {
+					t.Fatalf("Unmarshal: %v, want nil and the refusal kept", err)
+				}
+				m, ok := g.Refused.(*codec.Malformed)
+				if !ok || m.Field != in.field || m.Value != in.value || m.Size != len(in.b) || m.Err == nil || m.Message != string(c.m.ProtoReflect().Descriptor().FullName()) {
+					t.Errorf("refused %#v, want a Malformed of field %q value %q", g.Refused, in.field, in.value)
+				}
+				if err := (codec.Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(in.b)}, c.new()); err == nil {
+					t.Error("unscreened, the bytes decoded")
+				}
+			}
+		})
+	}
+}

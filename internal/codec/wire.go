@@ -2,6 +2,7 @@ package codec
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -246,4 +247,62 @@ func ascii(b []byte) bool {
 	}
 	x |= binary.LittleEndian.Uint64(b[len(b)-8:])
 	return x&0x8080808080808080 == 0
+}
+
+// invalidString is the path in md of the first string of b, an encoding of
+// md, that is not UTF-8 where protobuf-go requires it to be, as
+// "checks[2].subject", and that string; "" when there is none, or b cannot
+// be read far enough to find it.
+func invalidString(md protoreflect.MessageDescriptor, b []byte, depth int) (path, value string) {
+	if depth > maxDepth {
+		return "", ""
+	}
+	var seen map[protowire.Number]int // entries of lists and maps so far
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", ""
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return "", ""
+		}
+		v := b[:n]
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil || typ != protowire.BytesType {
+			continue
+		}
+		name := string(fd.Name())
+		if fd.IsList() || fd.IsMap() {
+			if seen == nil {
+				seen = map[protowire.Number]int{}
+			}
+			name = fmt.Sprintf("%s[%d]", name, seen[num])
+			seen[num]++
+		}
+		v, _ = protowire.ConsumeBytes(v)
+		switch fd.Kind() {
+		case protoreflect.StringKind:
+			if enforceUTF8(fd) && !utf8.Valid(v) {
+				return name, string(v)
+			}
+		case protoreflect.MessageKind:
+			if p, s := invalidString(fd.Message(), v, depth+1); p != "" {
+				return name + "." + p, s
+			}
+		}
+	}
+	return "", ""
+}
+
+// enforceUTF8 reports whether protobuf-go requires fd's strings to be
+// UTF-8: in proto3, or where an edition's features say so.
+func enforceUTF8(fd protoreflect.FieldDescriptor) bool {
+	if fd.Syntax() == protoreflect.Editions {
+		if f, ok := fd.(interface{ EnforceUTF8() bool }); ok {
+			return f.EnforceUTF8()
+		}
+	}
+	return fd.Syntax() == protoreflect.Proto3
 }
