@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -69,29 +70,57 @@ func screenRequests(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 // sees before it is decoded, or that refusal refuses already.
 func screenCall(ctx context.Context, srv any, dec func(any) error, interceptor grpc.UnaryServerInterceptor,
 	handler grpc.MethodHandler, screen func([]byte) error, refusal error) (any, error) {
-	screened := func(v any) error {
-		if refusal != nil {
-			return nil
-		}
-		g := &codec.Screened{Msg: v, Screen: screen}
-		if err := dec(g); err != nil {
-			return err
-		}
-		refusal = unreadable(g.Refused)
+	c := screenedCalls.Get().(*screenedCall)
+	c.dec, c.interceptor, c.screen, c.refusal = dec, interceptor, screen, refusal
+	defer func() {
+		*c = screenedCall{decode: c.decode, intercept: c.intercept}
+		screenedCalls.Put(c)
+	}()
+	return handler(srv, ctx, c.decode, c.intercept)
+}
+
+// screenedCall is one call of screenCall: its decoding function and
+// interceptor, whose method values are made once, with it, since every
+// unary call of the server has one.
+type screenedCall struct {
+	dec         func(any) error
+	interceptor grpc.UnaryServerInterceptor
+	screen      func([]byte) error
+	refusal     error
+	g           codec.Screened
+	decode      func(any) error             // c.decodeRequest
+	intercept   grpc.UnaryServerInterceptor // c.refuseOrIntercept
+}
+
+var screenedCalls = sync.Pool{New: func() any {
+	c := &screenedCall{}
+	c.decode, c.intercept = c.decodeRequest, c.refuseOrIntercept
+	return c
+}}
+
+func (c *screenedCall) decodeRequest(v any) error {
+	if c.refusal != nil {
 		return nil
 	}
-	// A refused request stays empty, and the method's own handler
-	// never runs: past the interceptors, the refusal.
-	refusing := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if refusal != nil {
-			h = func(context.Context, any) (any, error) { return nil, refusal }
-		}
-		if interceptor == nil {
-			return h(ctx, req)
-		}
-		return interceptor(ctx, req, info, h)
+	c.g = codec.Screened{Msg: v, Screen: c.screen}
+	if err := c.dec(&c.g); err != nil {
+		return err
 	}
-	return handler(srv, ctx, screened, refusing)
+	c.refusal = unreadable(c.g.Refused)
+	return nil
+}
+
+// refuseOrIntercept runs the interceptors; a refused request stays empty,
+// and the method's own handler never runs: past the interceptors, the
+// refusal.
+func (c *screenedCall) refuseOrIntercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if refusal := c.refusal; refusal != nil {
+		h = func(context.Context, any) (any, error) { return nil, refusal }
+	}
+	if c.interceptor == nil {
+		return h(ctx, req)
+	}
+	return c.interceptor(ctx, req, info, h)
 }
 
 // streamScreens screen each request a stream of their method receives, as
