@@ -60,15 +60,7 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 		}
 		if id != noNode {
 			p.does("move %q under %q", r.Name, r.Parent)
-			if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
-				field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339)
-				if r.Live != cur.Live {
-					field, value = "live", strconv.FormatBool(r.Live)
-				}
-				return errorf(Invalid, field, value,
-					"%q is registered: PutResource moves it and keeps its stage; change the stage with Schedule or GoLive", r.Name)
-			}
-			return p.move(id, parent)
+			return p.move(id, parent, r)
 		}
 		p.does("register %q under %q", r.Name, r.Parent)
 		// The depth and the quotas below are read along the parent's path,
@@ -213,8 +205,9 @@ func carriesMore(def, held *roleDef) bool {
 	return slices.ContainsFunc(def.AssignableRoles, func(r string) bool { return !slices.Contains(held.AssignableRoles, r) })
 }
 
-// move plans moving id under parent.
-func (p *plan) move(id, parent uint32) error {
+// move plans moving id under parent, as r asks: a stage r names must be
+// the one id has, which a move keeps.
+func (p *plan) move(id, parent uint32, r Resource) error {
 	x := p.x
 	name, typ := x.name(id), x.typeName(id)
 	if err := p.requireTyped(id, PermResourcesMove, typ, "moving it"); err != nil {
@@ -222,6 +215,17 @@ func (p *plan) move(id, parent uint32) error {
 	}
 	if err := p.requireTyped(parent, PermResourcesCreate, typ, "moving a resource under it"); err != nil {
 		return err
+	}
+	// Compared only once the actor may move it: an actor that may not
+	// learns nothing of its stage (whether another tenant's call is live,
+	// or when it starts).
+	if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
+		field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339)
+		if r.Live != cur.Live {
+			field, value = "live", strconv.FormatBool(r.Live)
+		}
+		return errorf(Invalid, field, value,
+			"%q is registered: PutResource moves it and keeps its stage; change the stage with Schedule or GoLive", name)
 	}
 	old := x.nodes[id].parent
 	if old == parent {

@@ -45,6 +45,15 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 		t.Fatalf("Grant(host on %s until tomorrow): %v", stream43, err)
 	}
 	f.grant("user:hank", "user", sales)
+	// Another tenant, in which none of them holds anything, has a board
+	// meeting scheduled.
+	const board = "call:globex:board"
+	boardStarts := time.Now().Add(48 * time.Hour).Truncate(time.Hour)
+	f.putResource("account:globex", "")
+	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: board, Parent: "account:globex",
+		StartTime: timestamppb.New(boardStarts)}); err != nil {
+		t.Fatalf("PutResource(%s starting %s): %v", board, boardStarts, err)
+	}
 	subjects := []string{"user:olga", "user:hank", "user:mallory", "user:gus"}
 
 	for _, a := range []struct {
@@ -97,6 +106,17 @@ func TestHostileTenantOverGRPC(t *testing.T) {
 		{"deleting the call one hosts until tomorrow, to register it again as its host for good", "user:hank", "no self-service",
 			map[string]string{"subject": "user:hank"}, func() error {
 				_, err := f.admin.DeleteResource(f.ctx(), &usherv1.DeleteResourceRequest{Name: stream43, Actor: "user:hank"})
+				return err
+			}},
+		{"moving another tenant's call live, to learn whether it is", "user:mallory", "missing permission",
+			map[string]string{"permission": "usher.resources.move.call", "resource": board}, func() error {
+				_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: board, Parent: sales, Live: true, Actor: "user:mallory"})
+				return err
+			}},
+		{"moving another tenant's call with a start time, to learn whether it starts then", "user:mallory", "missing permission",
+			map[string]string{"permission": "usher.resources.move.call", "resource": board}, func() error {
+				_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: board, Parent: sales,
+					StartTime: timestamppb.New(boardStarts.Add(time.Hour)), Actor: "user:mallory"})
 				return err
 			}},
 		{"redefining a role one holds", "user:olga", "no self-service", map[string]string{"subject": "user:olga", "role": "owner"}, func() error {
