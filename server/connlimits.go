@@ -140,8 +140,9 @@ func (l ConnLimits) Validate() error {
 }
 
 // fdReserve is the file descriptors kept free of client connections, for
-// the data file, the listener, logs, backups and the connections accepted
-// only to be refused.
+// the data file, the listeners, logs, backups, the metrics listener's
+// connections (MaxMetricsConns) and the connections accepted only to be
+// refused.
 const fdReserve = 64
 
 // Apply returns lis wrapped to enforce MaxConns and MaxConnsPerPeer, and

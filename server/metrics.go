@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -145,6 +148,40 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Handler serves the metrics in Prometheus's formats.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Limits of the metrics listener. It asks for no credentials, so that a
+// scraper needs none: without them, whoever reaches it could hold
+// connections there by the thousand, each idle after one request, until
+// the process ran out of file descriptors and the gRPC port accepted no
+// one. A scraper holds one connection and reuses it at each scrape.
+const (
+	// MaxMetricsConns is the most connections the metrics listener holds
+	// at once; more are closed when accepted. fdReserve keeps room for
+	// them.
+	MaxMetricsConns = 16
+	// MaxMetricsConnsPerPeer is the most of them one IPv4 address or IPv6
+	// /64 holds, so that one peer does not keep the scrapers out.
+	MaxMetricsConnsPerPeer = 4
+	// MetricsIdleTimeout closes a metrics connection with no request for
+	// this long: longer than a scrape interval, so that a scraper's
+	// connection stays open between two scrapes.
+	MetricsIdleTimeout = 2 * time.Minute
+)
+
+// ServeMetrics serves MetricsMux(m, profiling) on lis, within the limits
+// above, until the returned server is shut down. Connections refused are
+// logged to logger at warn level, a few lines a second at most.
+func ServeMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Logger) *http.Server {
+	hs := &http.Server{Handler: MetricsMux(m, profiling), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: MetricsIdleTimeout,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	lis = newLimitListener(lis, MaxMetricsConns, MaxMetricsConnsPerPeer, newRefusalLog(logger))
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("the metrics listener failed", "error", err)
+		}
+	}()
+	return hs
 }
 
 // MetricsMux serves m at /metrics and, with profiling, Go's profiles at

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
 )
 
 // `usher serve --metrics-addr --log-format json --decision-log FILE`:
@@ -131,5 +136,59 @@ func TestServeTracesToAnOTLPEndpoint(t *testing.T) {
 	if _, err := usherv1.NewAuthorizationServiceClient(conn).Check(t.Context(),
 		&usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The metrics listener needs no credentials, so whoever reaches it may not
+// hold connections there by the thousand, idle between two requests,
+// until the process runs out of file descriptors and the gRPC port
+// accepts no one: one peer holds at most server.MaxMetricsConnsPerPeer of
+// them, a connection past that is closed unserved, and a scraper at
+// another address is still served.
+func TestServeMetricsHoldsFewConnectionsOfOnePeer(t *testing.T) {
+	bin, dir := buildUsher(t)
+	_, printed, _ := startServeOutput(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"),
+		"--metrics-addr", "127.0.0.1:0")
+	m := regexp.MustCompile(`serving metrics on http://(\S+)/metrics`).FindStringSubmatch(printed.String())
+	if m == nil {
+		t.Fatalf("usher serve did not say where it serves metrics; stdout:\n%s", printed)
+	}
+	// scrapeOver asks for the metrics over a new connection from the
+	// address from, keeping the connection open.
+	scrapeOver := func(from net.IP) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+		c, err := d.DialContext(t.Context(), "tcp", m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: usher\r\n\r\n"); err != nil {
+			return c, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return c, err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return c, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return c, fmt.Errorf("%s", resp.Status)
+		}
+		return c, nil
+	}
+	crowd := net.IPv4(127, 0, 0, 7)
+	for i := range server.MaxMetricsConnsPerPeer {
+		if _, err := scrapeOver(crowd); err != nil {
+			t.Fatalf("connection %d of one peer: %v", i+1, err)
+		}
+	}
+	if _, err := scrapeOver(crowd); err == nil {
+		t.Errorf("connection %d of one peer, while it holds %d open, was served", server.MaxMetricsConnsPerPeer+1, server.MaxMetricsConnsPerPeer)
+	}
+	if _, err := scrapeOver(net.IPv4(127, 0, 0, 8)); err != nil {
+		t.Errorf("a scrape from another peer: %v", err)
 	}
 }

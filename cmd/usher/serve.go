@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -432,12 +430,7 @@ func serveMetrics(addr string, metrics *server.Metrics, profiling bool, logger *
 	if profiling && !isLoopback(addr) {
 		logger.Warn("--pprof on a non-loopback --metrics-addr: whoever reaches it can profile the server", "addr", lis.Addr().String())
 	}
-	hs := &http.Server{Handler: server.MetricsMux(metrics, profiling), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	go func() {
-		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("the metrics listener failed", "error", err)
-		}
-	}()
+	hs := server.ServeMetrics(lis, metrics, profiling, logger)
 	fmt.Printf("usher: serving metrics on http://%s/metrics\n", lis.Addr())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
