@@ -199,9 +199,7 @@ func (s *adminServer) DeleteResource(ctx context.Context, req *usherv1.DeleteRes
 
 func (s *adminServer) Block(ctx context.Context, req *usherv1.BlockRequest) (*usherv1.BlockResponse, error) {
 	var v validator
-	v.subject("subject", req.GetSubject())
-	v.resource("resource", req.GetResource())
-	v.count("permissions", len(req.GetPermissions()), MaxBlockPermissions, "permissions in a block")
+	v.blockHead(req.GetSubject(), req.GetResource(), len(req.GetPermissions()))
 	v.text("reason", req.GetReason())
 	v.permissions("permissions", req.GetPermissions(), false)
 	v.blockID("block_id", req.GetBlockId())

@@ -30,10 +30,10 @@ import (
 //	creator roles of a policy             1,000        INVALID_ARGUMENT
 //	quotas of a policy                    10,000       INVALID_ARGUMENT
 //	parents of one permission             100          INVALID_ARGUMENT
-//	permissions of one role               1,000        INVALID_ARGUMENT
-//	assignable_roles of one role          1,000        INVALID_ARGUMENT
-//	bindable_on of one role               100          INVALID_ARGUMENT
-//	permissions of one block              1,000        INVALID_ARGUMENT
+//	permissions of one role               1,000        INVALID_ARGUMENT, past it before decoding (PutRole)
+//	assignable_roles of one role          1,000        INVALID_ARGUMENT, past it before decoding (PutRole)
+//	bindable_on of one role               100          INVALID_ARGUMENT, past it before decoding (PutRole)
+//	permissions of one block              1,000        INVALID_ARGUMENT, past it before decoding (Block)
 //	uncounted_roles, exclusive_roles,     64 each      INVALID_ARGUMENT (authz.ValidateAdmission)
 //	  exclusive_permissions of an
 //	  admission rule; permissions its

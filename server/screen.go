@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -34,6 +35,8 @@ var screens = map[string]func([]byte) error{
 	"/" + usherv1.AuthorizationService_ServiceDesc.ServiceName + "/CheckBatch": screenBatch,
 	"/" + authv3.Authorization_ServiceDesc.ServiceName + "/Check":              screenEnvoy,
 	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/ApplyPolicy":        screenPolicy,
+	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/PutRole":            screenRole,
+	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/Block":              screenBlock,
 }
 
 // screenRequests returns desc with every request refused unread when it
@@ -270,6 +273,69 @@ func screenPolicy(b []byte) error {
 		return toStatus(v.err)
 	}
 	return nil
+}
+
+// screenRole refuses a PutRoleRequest whose role lists more permissions,
+// assignable roles or resource types than PutRole allows, as it does,
+// counting them without decoding them: each empty name, two bytes, decodes
+// into a string of its own, and 4 MiB of them into some 40 times that. A
+// role given twice is one, its lists joined, as the decoder would read it.
+func screenRole(b []byte) error {
+	if len(b) <= 2*MaxRoleBindableOn+2 { // each entry takes 2 bytes at least
+		return nil
+	}
+	var name, scope []byte
+	var n [6]int
+	each(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if num != 1 || typ != protowire.BytesType {
+			return
+		}
+		each(v, func(num protowire.Number, typ protowire.Type, v []byte) {
+			switch {
+			case typ != protowire.BytesType:
+			case num == 1:
+				name = v
+			case num == 2:
+				scope = v
+			case num >= 3 && num <= 5:
+				n[num]++
+			}
+		})
+	})
+	if n[3] <= MaxRolePermissions && n[4] <= MaxRoleAssignableRoles && n[5] <= MaxRoleBindableOn ||
+		!utf8.Valid(name) || !utf8.Valid(scope) { // the decoder refuses it
+		return nil
+	}
+	var v validator
+	v.roleHead("role.", string(name), string(scope), n[3], n[4], n[5])
+	return toStatus(v.err)
+}
+
+// screenBlock refuses a BlockRequest of more permissions than Block
+// allows, as it does, counting them without decoding them.
+func screenBlock(b []byte) error {
+	if len(b) <= 2*MaxBlockPermissions+2 { // each entry takes 2 bytes at least
+		return nil
+	}
+	var subject, resource []byte
+	n := 0
+	each(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		switch {
+		case typ != protowire.BytesType:
+		case num == 1:
+			subject = v
+		case num == 2:
+			resource = v
+		case num == 3:
+			n++
+		}
+	})
+	if n <= MaxBlockPermissions || !utf8.Valid(subject) || !utf8.Valid(resource) { // the decoder refuses it
+		return nil
+	}
+	var v validator
+	v.blockHead(string(subject), string(resource), n)
+	return toStatus(v.err)
 }
 
 // each calls f with each field of the encoded message b, as far as it can

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -68,6 +69,78 @@ func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing
 	// Refused calls are logged as any other.
 	if !strings.Contains(w.logs.String(), "grpc.code=InvalidArgument") {
 		t.Errorf("refused calls were not logged; logs:\n%s", w.logs.String())
+	}
+}
+
+// An admin's PutRole and Block carry lists of names, each at most a
+// thousand long, and 4 MiB of empty names decode into some 15 times that:
+// such a request is refused from its encoding, before it is decoded, with
+// the status the method gives once it has decoded it; a role or block
+// whose name is malformed too is refused for its name first, as then.
+func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
+	w := newAuthWorld(t)
+	field := func(num protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	// Each name is empty: a tag and a zero length.
+	names := func(num protowire.Number, n int) []byte { return bytes.Repeat(field(num, ""), n) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	huge := (server.MaxMessageSize - 128) / 2
+	role := func(name string, lists []byte) []byte {
+		return field(1, string(cat(field(1, name), field(2, "root"), lists)))
+	}
+	for _, c := range []struct {
+		name, method string
+		body         []byte
+		want         refusal
+		message      string
+	}{
+		{"a role of two million permissions", "/usher.v1.AdminService/PutRole", role("host", names(3, huge)),
+			refusal{reason: "INVALID_FIELD", field: "role.permissions", value: fmt.Sprint(huge)},
+			"at most 1000 permissions in a role are allowed"},
+		{"a role of two million assignable roles", "/usher.v1.AdminService/PutRole", role("host", names(4, huge)),
+			refusal{reason: "INVALID_FIELD", field: "role.assignable_roles", value: fmt.Sprint(huge)},
+			"at most 1000 assignable roles in a role are allowed"},
+		{"a role bindable on two million types", "/usher.v1.AdminService/PutRole", role("host", names(5, huge)),
+			refusal{reason: "INVALID_FIELD", field: "role.bindable_on", value: fmt.Sprint(huge)},
+			"at most 100 resource types in a role's bindable_on are allowed"},
+		{"a role of a malformed name and two million permissions", "/usher.v1.AdminService/PutRole", role("Host", names(3, huge)),
+			refusal{reason: "INVALID_FIELD", field: "role.name", value: "Host"}, `role.name "Host"`},
+		{"a block of two million permissions", "/usher.v1.AdminService/Block",
+			cat(field(1, "user:dana"), field(2, "root"), names(3, huge)),
+			refusal{reason: "INVALID_FIELD", field: "permissions", value: fmt.Sprint(huge)},
+			"at most 1000 permissions in a block are allowed"},
+		{"a block of a malformed subject and two million permissions", "/usher.v1.AdminService/Block",
+			cat(field(1, "dana"), field(2, "root"), names(3, huge)),
+			refusal{reason: "INVALID_FIELD", field: "subject", value: "dana"}, `subject "dana"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := w.dial(credential{token: w.adminToken})
+			wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
+			revision := func() authz.Revision {
+				r, err := w.store.Revision(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			before := revision()
+			per := allocatedPerCall(func() {
+				st := wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), codes.InvalidArgument)
+				wantDetails(t, st, c.want)
+				if !strings.Contains(st.Message(), c.message) {
+					t.Errorf("message %q does not say %q", st.Message(), c.message)
+				}
+			})
+			// Client and server: the request written and read over TLS.
+			// Decoded, two million names took some 60 MB.
+			if per > 4*uint64(len(c.body))+1<<20 {
+				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(c.body), per)
+			}
+			if after := revision(); after != before {
+				t.Errorf("the refused calls wrote: revision %d, then %d", before, after)
+			}
+		})
 	}
 }
 

@@ -64,11 +64,7 @@ func (v *validator) permissions(field string, values []string, wildcard bool) {
 }
 
 func (v *validator) roleDef(prefix string, r *authz.Role) {
-	v.role(prefix+"name", r.Name)
-	v.resource(prefix+"scope", r.Scope)
-	v.count(prefix+"permissions", len(r.Permissions), MaxRolePermissions, "permissions in a role")
-	v.count(prefix+"assignable_roles", len(r.AssignableRoles), MaxRoleAssignableRoles, "assignable roles in a role")
-	v.count(prefix+"bindable_on", len(r.BindableOn), MaxRoleBindableOn, "resource types in a role's bindable_on")
+	v.roleHead(prefix, r.Name, r.Scope, len(r.Permissions), len(r.AssignableRoles), len(r.BindableOn))
 	v.text(prefix+"description", r.Description)
 	if v.err != nil {
 		return // the lists may be too long to walk
@@ -82,6 +78,26 @@ func (v *validator) roleDef(prefix string, r *authz.Role) {
 	for i, t := range r.BindableOn {
 		v.add(authz.ValidateType(fmt.Sprintf("%sbindable_on[%d]", prefix, i), t))
 	}
+}
+
+// roleHead checks what roleDef checks first, a role's name and scope and
+// how long its lists are: what PutRole's screen can tell before the role
+// is decoded.
+func (v *validator) roleHead(prefix, name, scope string, permissions, assignable, bindableOn int) {
+	v.role(prefix+"name", name)
+	v.resource(prefix+"scope", scope)
+	v.count(prefix+"permissions", permissions, MaxRolePermissions, "permissions in a role")
+	v.count(prefix+"assignable_roles", assignable, MaxRoleAssignableRoles, "assignable roles in a role")
+	v.count(prefix+"bindable_on", bindableOn, MaxRoleBindableOn, "resource types in a role's bindable_on")
+}
+
+// blockHead checks what Block checks first, a block's subject and
+// resource and how many permissions it lists: what Block's screen can tell
+// before the request is decoded.
+func (v *validator) blockHead(subject, resource string, permissions int) {
+	v.subject("subject", subject)
+	v.resource("resource", resource)
+	v.count("permissions", permissions, MaxBlockPermissions, "permissions in a block")
 }
 
 // policyLists refuses a policy whose lists, n by field number, hold more
