@@ -327,10 +327,16 @@ func (h *envoyServer) subject(http *authv3.AttributeContext_HttpRequest) (string
 }
 
 // headerValue reads one header, from headers or, when Envoy sends raw
-// headers (encode_raw_headers), from header_map, where a header sent twice
-// is refused rather than guessed at.
+// headers (encode_raw_headers), from header_map. A header sent twice is
+// refused rather than guessed at: header_map holds each value apart, and
+// headers holds them joined by a comma, so a value there with a comma is
+// refused too. Envoy's jwt_authn adds the claim of claim_to_headers to a
+// header the client sent: "mallory,alice" names neither.
 func headerValue(http *authv3.AttributeContext_HttpRequest, name string) (string, error) {
 	if v, ok := http.GetHeaders()[name]; ok && v != "" {
+		if strings.IndexByte(v, ',') >= 0 {
+			return "", fmt.Errorf("header %s: holds a comma, as a header sent twice does once Envoy joins it", name)
+		}
 		return v, nil
 	}
 	var values []string

@@ -49,7 +49,9 @@ type EnvoyConfig struct {
 type EnvoySubject struct {
 	// Header is the request header holding the subject. Envoy passes it on
 	// as the client sent it, so use it only when the route strips or sets
-	// it before ext_authz runs.
+	// it before ext_authz runs. One sent twice is refused: Envoy joins it
+	// with a comma, so one holding a comma is refused unless Envoy sends
+	// raw headers.
 	Header string `json:"header,omitempty"`
 	// JWT verifies a bearer token and takes the subject from a claim.
 	JWT *EnvoyJWT `json:"jwt,omitempty"`

@@ -417,6 +417,9 @@ func TestEnvoyDenies(t *testing.T) {
 		{"an empty subject header is 401",
 			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": ""}),
 			codes.Unauthenticated, 401, "UNAUTHENTICATED", "header x-user-id: missing"},
+		{"a subject header sent twice, which Envoy joins with a comma, is 401",
+			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "mallory,alice"}),
+			codes.Unauthenticated, 401, "UNAUTHENTICATED", "header x-user-id: holds a comma, as a header sent twice does once Envoy joins it"},
 		{"a subject that is no name is 401",
 			httpRequest("POST", "/calls/meeting/7/join", map[string]string{"x-user-id": "al\x01ice"}),
 			codes.Unauthenticated, 401, "UNAUTHENTICATED", `subject "user:al\x01ice"`},
@@ -701,6 +704,11 @@ func TestEnvoyReadsRawHeaders(t *testing.T) {
 	}
 	if a := w.ask(t, raw("x-user-id", "erin", "x-user-id", "alice")); a.http != 401 || a.message != "header x-user-id: sent 2 times" {
 		t.Errorf("a subject header sent twice: %+v", a)
+	}
+	// Raw headers keep a header sent twice apart: a comma in one is a
+	// character of the subject's id.
+	if a := w.ask(t, raw("x-user-id", "erin,alice")); a.reason != "NO_GRANT" || a.message != "user:erin,alice holds no grant of join-call on call:meeting:7" {
+		t.Errorf("a raw subject header holding a comma: %+v", a)
 	}
 }
 
