@@ -507,6 +507,7 @@ func (p *plan) change(c Change) {
 // index's view lock and must not keep the index. A plan that changes nothing
 // writes nothing and answers the current revision.
 func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Revision, error) {
+	caughtUp := false
 	for attempt := 1; ; {
 		x := e.Index()
 		p := &plan{ctx: ctx, x: x, by: by, limits: e.limits, now: e.clock.Now().UnixNano()}
@@ -524,6 +525,10 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		planned := x.rev
 		x.view.RUnlock()
 		if err != nil {
+			if !caughtUp && e.catchUp(ctx, planned) {
+				caughtUp = true
+				continue
+			}
 			return 0, err
 		}
 		if len(p.changes) == 0 {
@@ -561,6 +566,25 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		}
 		return w.res.Revision, e.waitFor(ctx, w.res.Revision)
 	}
+}
+
+// catchUp waits, for a write refused at planned, until the index applies
+// what the backend had committed when it was refused, and reports whether
+// it did: a refusal is judged again there, so that what another replica
+// committed a moment before (a resource registered, a role granted to the
+// actor) is not refused as absent. A backend that does not say its
+// revision, or cannot, leaves the refusal as it is.
+func (e *Engine) catchUp(ctx context.Context, planned Revision) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	latest, err := e.Latest(ctx)
+	if err != nil || latest <= planned {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
+	defer cancel()
+	return e.waitFor(wctx, latest) == nil
 }
 
 // enqueue queues w for the committer, unless one of its guards is touched

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -61,6 +62,9 @@ type replica struct {
 	// write's plan and its commit in which another replica may commit.
 	conflicts atomic.Int64
 	delay     atomic.Int64 // a time.Duration
+	// lag holds each change set back before the index applies it, as on a
+	// replica catching up.
+	lag atomic.Int64 // a time.Duration
 
 	// Set by serve.
 	authz usherv1.AuthorizationServiceClient
@@ -109,6 +113,17 @@ func (o observed) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committ
 		}
 	}
 	return res, err
+}
+
+func (o observed) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		for cs, err := range o.Store.Watch(ctx, after) {
+			time.Sleep(time.Duration(o.r.lag.Load()))
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
 }
 
 // stop closes the replica's engine and store; its client stays open.
@@ -332,6 +347,7 @@ func TestReplicas(t *testing.T) {
 	t.Run("delegation holds across replicas", func(t *testing.T) { testDelegation(t, c) })
 	t.Run("read your writes on another replica", func(t *testing.T) { testReadYourWrites(t, c) })
 	t.Run("a restarted replica converges", func(t *testing.T) { testRestart(t, c) })
+	t.Run("a write through a replica behind another's commit is judged after it", func(t *testing.T) { testWriteBehind(t, c) })
 }
 
 // outcomes counts how the writes of a storm ended.
@@ -755,6 +771,35 @@ func testReadYourWrites(t *testing.T, c *etcdtest.Cluster) {
 	_, err := b.authz.Check(rctx, &usherv1.CheckRequest{Subject: "user:u0", Permission: "join-call", Resource: "root", MinRevision: uint64(rev)})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("%s: Check at min_revision %d, which no one wrote: %v; want FAILED_PRECONDITION", b.name, rev, err)
+	}
+}
+
+// testWriteBehind writes through a replica whose index has yet to apply
+// what another replica committed a moment before: a resource registered,
+// a role granted to the actor. Any replica accepts writes, so neither is
+// refused as absent.
+func testWriteBehind(t *testing.T, c *etcdtest.Cluster) {
+	prefix := prefixOf(t)
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	ctx := context.Background()
+	b.await(applyDefaultPolicy(t, a))
+	b.lag.Store(int64(time.Second))
+
+	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "call:c1"}))
+	rev, err := b.engine.Grant(ctx, admin, authz.Grant{Subject: "user:host", Role: "host", Resource: "call:c1"})
+	if err != nil {
+		t.Fatalf("%s: granting host on a call registered through %s a moment before: %v", b.name, a.name, err)
+	}
+	a.await(rev)
+	a.must("granting moderator")(a.engine.Grant(ctx, admin, authz.Grant{Subject: "user:mod", Role: "moderator", Resource: "call:c1"}))
+	mod := authz.Author{Caller: "test", Actor: "user:mod"}
+	if _, err := b.engine.Grant(ctx, mod, authz.Grant{Subject: "user:member", Role: "call-member", Resource: "call:c1"}); err != nil {
+		t.Errorf("%s: a moderator granted through %s a moment before granting call-member: %v", b.name, a.name, err)
+	}
+	// What the latest revision refuses is refused still.
+	if _, err := b.engine.Grant(ctx, mod, authz.Grant{Subject: "user:x", Role: "admin", Resource: "call:c1"}); authz.CodeOf(err) != authz.PermissionDenied {
+		t.Errorf("%s: the moderator granting admin: %v, want PERMISSION_DENIED", b.name, err)
 	}
 }
 
