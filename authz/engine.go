@@ -419,6 +419,28 @@ func (e *Engine) Latest(ctx context.Context) (Revision, error) {
 	return r.Revision(ctx)
 }
 
+// AwaitLatest returns once the index has applied every revision the backend
+// held when it was called: for a decision no revision guards (a knock
+// denied), judged at the latest state, so that a grant revoked through
+// another replica a moment before gives no power. Unavailable when the
+// backend cannot say its revision, or the index does not reach it within
+// maxRevisionWait.
+func (e *Engine) AwaitLatest(ctx context.Context) error {
+	latest, err := e.Latest(ctx)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
+		defer cancel()
+		if err = e.waitFor(wctx, latest); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("the index did not reach the latest revision, %d, from %d: %w", latest, e.Index().Revision(), err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the latest revision: " + err.Error(), Err: err}
+}
+
 // Resyncs counts the times the index was rebuilt from a snapshot.
 func (e *Engine) Resyncs() int64 { return e.resyncs.Load() }
 

@@ -158,3 +158,51 @@ func hearUntil(t *testing.T, name string, w *admission.Watch, done func(admissio
 		}
 	}
 }
+
+// TestADenyThroughAReplicaBehindARevocationIsRefused revokes a host's
+// grant through one replica and, at once, has the host deny a knocking
+// guest through another, whose index applies each change set late: the
+// host may no longer deny, and the guest still waits.
+func TestADenyThroughAReplicaBehindARevocationIsRefused(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/deny-revoked/")
+	b := startLaggingReplica(t, c, "/deny-revoked/", time.Second)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "host", Scope: "root", Permissions: []string{"call.join", "call.admit"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var rev authz.Revision
+	for _, g := range []authz.Grant{{Subject: "user:g", Role: "guest", Resource: "call:acme:1"}, {Subject: "user:h", Role: "host", Resource: "call:acme:1"}} {
+		var err error
+		if rev, err = a.eng.Grant(ctx, by, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
+	}
+	if err := b.eng.Await(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.eng.Revoke(ctx, by, authz.Grant{Subject: "user:h", Role: "host", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	err = b.m.Deny(ctx, authz.Author{Caller: "test", Actor: "user:h"}, "call:acme:1", "user:g")
+	if e, ok := err.(*authz.Error); !ok || e.Code != authz.PermissionDenied || e.Value != "user:h" {
+		t.Errorf("Deny by the host through a replica behind its revocation = %v; want PERMISSION_DENIED naming the actor", err)
+	}
+	if knocks, err := a.m.Lobby(ctx, "call:acme:1", ""); err != nil || len(knocks) != 1 || knocks[0].Subject != "user:g" {
+		t.Errorf("the lobby after the refused Deny = %+v, %v; want the guest waiting", knocks, err)
+	}
+}
