@@ -70,7 +70,9 @@ type Options struct {
 	// (an ejection, a session's marks), on whatever call it runs, and the
 	// first to run out of it ends the view's pass: a store that does not
 	// answer, an etcd cluster out of reach, holds up the Join that made the
-	// view act for that long, not for good nor once for each write.
+	// view act for that long, not for good nor once for each write. It
+	// bounds the store writes of Join, Knock, KeepAlive, Leave, Admit and
+	// Deny alike, however long their callers would wait.
 	// Default DefaultStoreWait.
 	StoreWait time.Duration
 }
@@ -256,12 +258,12 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		m.v.expire()
 	}
 	// An admitted join's events are the view's to take (m.v.joined).
-	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
+	out, detail, err := m.joinWithin(ctx, s, rule.MaxParticipants)
 	if err == nil && (out == Full || out == InUse) {
 		// The view may have yet to act on the writes this join read: a
 		// participant they took out of the call still holds its place.
 		m.v.settle(ctx, p.Revision)
-		out, detail, err = m.join(ctx, s, rule.MaxParticipants)
+		out, detail, err = m.joinWithin(ctx, s, rule.MaxParticipants)
 	}
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)
@@ -304,6 +306,15 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		}
 	}
 	return r, nil
+}
+
+// joinWithin is m.join within StoreWait: a store out of reach (an etcd
+// cluster cut off) fails the Join, as every write of a session does,
+// however long the caller would wait.
+func (m *Manager) joinWithin(ctx context.Context, s Session, max uint32) (Outcome, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
+	defer cancel()
+	return m.join(ctx, s, max)
 }
 
 // noRoomJoin reports whether the rule maps capabilities to LiveKit and p
@@ -439,6 +450,8 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 // knock puts subject in the lobby, or renews its knock there, for caller.
 func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller, subject, resource, note string, now time.Time) (Result, error) {
 	lease := p.Rule.LeaseOf()
+	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	defer cancel()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Caller: caller, Note: note, Knocked: now, Expires: now.Add(lease)})
 	if errors.Is(err, ErrLobbyFull) {
 		return Result{}, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource", Value: resource,
@@ -505,6 +518,8 @@ type Renewal struct {
 // Admitted once Join would let its subject past the lobby, call open and
 // roomJoin held; Lobby until then. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	defer cancel()
 	s, isSession := m.store.Session(id)
 	var k Knock
 	isKnock := false
@@ -650,7 +665,7 @@ func ejectsSession(p authz.Presence, subject, call string) (Outcome, string) {
 // Leave ends a session or a knock; NotFound when there is none.
 func (m *Manager) Leave(ctx context.Context, id string) error {
 	// A store out of reach fails the call within StoreWait, as every other
-	// write of a session does, however long the caller would wait.
+	// write of a session or knock does, however long the caller would wait.
 	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
 	defer cancel()
 	_, err := m.store.End(ctx, id, Ending{Why: Left})
@@ -800,7 +815,9 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out != 0 {
 		return rev, nil
 	}
-	found, err := m.store.Unknock(ctx, resource, subject, LetIn)
+	uctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	defer cancel()
+	found, err := m.store.Unknock(uctx, resource, subject, LetIn)
 	if err != nil {
 		m.logger.Warn("admitted, but the knock could not be ended", "resource", resource, "subject", subject, "error", err)
 	}
@@ -833,7 +850,9 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err
 	}
-	found, err := m.store.Unknock(ctx, resource, subject, Denied)
+	uctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	defer cancel()
+	found, err := m.store.Unknock(uctx, resource, subject, Denied)
 	if err != nil {
 		return storeError(err)
 	}
