@@ -202,6 +202,10 @@ func (s *admissionServer) Knock(ctx context.Context, req *usherv1.KnockRequest) 
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
+	// Waited for here as Join waits.
+	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+		return nil, err
+	}
 	r, err := s.m.Knock(ctx, sharingCaller(ctx), req.GetSubject(), req.GetResource(), req.GetNote())
 	if err != nil {
 		return nil, toStatus(err)

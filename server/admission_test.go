@@ -1392,6 +1392,22 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 	}
 }
 
+// A Knock at a revision the index has not reached is refused as Join
+// refuses it; no knock is made.
+func TestKnockAtARevisionNotReachedSaysSo(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:alice", "user", stream42)
+	rev := w.engine.Index().Revision()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := w.adm.Knock(ctx, &usherv1.KnockRequest{Subject: "user:alice", Resource: stream42, MinRevision: uint64(rev) + 100})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
+		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
+	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
+		t.Errorf("the refused Knock left %d sessions and %d knocks", c.Sessions, c.Knocks)
+	}
+}
+
 // A Join at a revision the index has not reached is refused as Check
 // refuses it, FAILED_PRECONDITION naming the latest revision, before the
 // caller's deadline; no session is made.

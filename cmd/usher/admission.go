@@ -128,6 +128,7 @@ Exit status: 0 waiting in the lobby, 3 any other outcome, 1 an error.`,
 		Args:    argsExactly("SUBJECT", "RESOURCE"),
 	}
 	c := addClientFlags(cmd, callTimeout)
+	minRevisionFlag(cmd, &req.MinRevision)
 	cmd.Flags().StringVar(&req.Note, "note", "", "shown to those who admit, e.g. a display name")
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
 		req.Subject, req.Resource = a[0], a[1]

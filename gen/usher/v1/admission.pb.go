@@ -795,7 +795,10 @@ type KnockRequest struct {
 	// The call.
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Shown to those who admit, e.g. a display name; at most 256 bytes.
-	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	Note string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	// As JoinRequest.min_revision: a knock right after a grant written
+	// through another server is judged with it.
+	MinRevision   uint64 `protobuf:"varint,4,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -849,6 +852,13 @@ func (x *KnockRequest) GetNote() string {
 		return x.Note
 	}
 	return ""
+}
+
+func (x *KnockRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // KnockResponse answers a Knock.
@@ -1864,11 +1874,12 @@ const file_usher_v1_admission_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\"\x0f\n" +
-	"\rLeaveResponse\"X\n" +
+	"\rLeaveResponse\"{\n" +
 	"\fKnockRequest\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"\xb0\x01\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\x12!\n" +
+	"\fmin_revision\x18\x04 \x01(\x04R\vminRevision\"\xb0\x01\n" +
 	"\rKnockResponse\x12+\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x11.usher.v1.OutcomeR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +

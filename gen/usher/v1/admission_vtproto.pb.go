@@ -557,6 +557,11 @@ func (m *KnockRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.MinRevision != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.MinRevision))
+		i--
+		dAtA[i] = 0x20
+	}
 	if len(m.Note) > 0 {
 		i -= len(m.Note)
 		copy(dAtA[i:], m.Note)
@@ -1599,6 +1604,9 @@ func (m *KnockRequest) SizeVT() (n int) {
 	l = len(m.Note)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.MinRevision != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.MinRevision))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -3354,6 +3362,25 @@ func (m *KnockRequest) UnmarshalVT(dAtA []byte) error {
 			}
 			m.Note = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinRevision", wireType)
+			}
+			m.MinRevision = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MinRevision |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -6881,6 +6908,25 @@ func (m *KnockRequest) UnmarshalVTUnsafe(dAtA []byte) error {
 			}
 			m.Note = stringValue
 			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinRevision", wireType)
+			}
+			m.MinRevision = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MinRevision |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
