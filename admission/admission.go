@@ -101,7 +101,10 @@ type Manager struct {
 	// one), its variant that leaves the join's own events unsignalled for
 	// Join to take (view.joined): the view's loop is not woken for each
 	// join only to find nothing left to take.
-	join   func(ctx context.Context, s Session, max uint32) (Outcome, string, error)
+	join func(ctx context.Context, s Session, max uint32) (Outcome, string, error)
+	// remote: the store may wait on something out of reach (an etcd
+	// cluster), so its writes are bounded by StoreWait (within).
+	remote bool
 	signer *livekit.Signer // nil without a LiveKit key
 	logger *slog.Logger
 	v      *view
@@ -131,9 +134,9 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	if opts.StoreWait <= 0 {
 		opts.StoreWait = DefaultStoreWait
 	}
-	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, join: opts.Store.Join, logger: opts.Logger}
+	m := &Manager{engine: engine, clock: engine.Clock(), store: opts.Store, join: opts.Store.Join, logger: opts.Logger, remote: true}
 	if ms, ok := opts.Store.(*MemoryStore); ok {
-		m.join = ms.joinTaking
+		m.join, m.remote = ms.joinTaking, false
 	}
 	if opts.LiveKit != nil {
 		m.signer = opts.LiveKit.Signer()
@@ -308,14 +311,26 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	return r, nil
 }
 
-// joinWithin is m.join within StoreWait: a store out of reach (an etcd
-// cluster cut off) fails the Join, as every write of a session does,
-// however long the caller would wait.
+// joinWithin is m.join within StoreWait.
 func (m *Manager) joinWithin(ctx context.Context, s Session, max uint32) (Outcome, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
+	ctx, cancel := m.within(ctx)
 	defer cancel()
 	return m.join(ctx, s, max)
 }
+
+// within is ctx bounded by StoreWait, for the store's writes: a store out
+// of reach (an etcd cluster cut off) fails the call, as every write of a
+// session or knock does, however long the caller would wait. A
+// MemoryStore waits on nothing but its lock, and its calls go without the
+// timer.
+func (m *Manager) within(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !m.remote {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, m.v.storeWait)
+}
+
+func noCancel() {}
 
 // noRoomJoin reports whether the rule maps capabilities to LiveKit and p
 // lacks what roomJoin requires, which makes r that NoGrant; otherwise it
@@ -450,7 +465,7 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 // knock puts subject in the lobby, or renews its knock there, for caller.
 func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller, subject, resource, note string, now time.Time) (Result, error) {
 	lease := p.Rule.LeaseOf()
-	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	ctx, cancel := m.within(ctx)
 	defer cancel()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Caller: caller, Note: note, Knocked: now, Expires: now.Add(lease)})
 	if errors.Is(err, ErrLobbyFull) {
@@ -518,7 +533,7 @@ type Renewal struct {
 // Admitted once Join would let its subject past the lobby, call open and
 // roomJoin held; Lobby until then. NotFound when the session has ended.
 func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	ctx, cancel := m.within(ctx)
 	defer cancel()
 	s, isSession := m.store.Session(id)
 	var k Knock
@@ -664,9 +679,7 @@ func ejectsSession(p authz.Presence, subject, call string) (Outcome, string) {
 
 // Leave ends a session or a knock; NotFound when there is none.
 func (m *Manager) Leave(ctx context.Context, id string) error {
-	// A store out of reach fails the call within StoreWait, as every other
-	// write of a session or knock does, however long the caller would wait.
-	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait)
+	ctx, cancel := m.within(ctx)
 	defer cancel()
 	_, err := m.store.End(ctx, id, Ending{Why: Left})
 	if errors.Is(err, ErrNoSession) {
@@ -700,7 +713,7 @@ func (m *Manager) catchUp(ctx context.Context) error {
 // NotFound when it has neither. It looks the session up rather than
 // through the call's: a call of many is left as cheaply as one of few.
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
-	ctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	ctx, cancel := m.within(ctx)
 	defer cancel()
 	for synced := false; ; synced = true {
 		if s, ok := m.store.SessionOf(resource, subject); ok {
@@ -815,7 +828,7 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out != 0 {
 		return rev, nil
 	}
-	uctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	uctx, cancel := m.within(ctx)
 	defer cancel()
 	found, err := m.store.Unknock(uctx, resource, subject, LetIn)
 	if err != nil {
@@ -850,7 +863,7 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err
 	}
-	uctx, cancel := context.WithTimeout(ctx, m.v.storeWait) // as Leave
+	uctx, cancel := m.within(ctx)
 	defer cancel()
 	found, err := m.store.Unknock(uctx, resource, subject, Denied)
 	if err != nil {
