@@ -26,6 +26,7 @@ type backendFlags struct {
 	data      string
 	endpoints string
 	retain    uint64
+	fs        *pflag.FlagSet // to tell --log-retention 0 from no flag
 	*etcdFlags
 }
 
@@ -43,7 +44,7 @@ type etcdFlags struct {
 }
 
 func addBackendFlags(fs *pflag.FlagSet) *backendFlags {
-	b := &backendFlags{}
+	b := &backendFlags{fs: fs}
 	fs.StringVar(&b.data, "data", envOr("USHER_DATA", "data/usher.db"), "bbolt data file (env USHER_DATA)")
 	fs.StringVar(&b.endpoints, "etcd", envOr("USHER_ETCD", ""),
 		"comma-separated etcd endpoints: keep the data in that cluster instead of a file, as one replica of many (env USHER_ETCD)")
@@ -51,6 +52,16 @@ func addBackendFlags(fs *pflag.FlagSet) *backendFlags {
 	fs.Uint64Var(&b.retain, "log-retention", 0,
 		"change sets the change log keeps; older ones are compacted away (0: all; with --etcd, "+fmt.Sprint(etcd.DefaultRetain)+" when unset)")
 	return b
+}
+
+// etcdRetain is the change sets an etcd log keeps: --log-retention, 0
+// keeping them all as on a data file, or etcd.DefaultRetain when the flag
+// is not given.
+func (b *backendFlags) etcdRetain() authz.Revision {
+	if !b.fs.Changed("log-retention") {
+		return etcd.DefaultRetain
+	}
+	return authz.Revision(b.retain)
 }
 
 func addEtcdFlags(fs *pflag.FlagSet) *etcdFlags {
@@ -143,11 +154,7 @@ func (b *backendFlags) open(ctx context.Context) (*openedBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	retain := authz.Revision(b.retain)
-	if retain == 0 {
-		retain = etcd.DefaultRetain
-	}
-	store := etcd.New(cli, etcd.Options{Prefix: b.prefix, MaxTxnOps: b.maxTxnOps, MaxTxnBytes: b.maxTxnBytes, Retain: retain})
+	store := etcd.New(cli, etcd.Options{Prefix: b.prefix, MaxTxnOps: b.maxTxnOps, MaxTxnBytes: b.maxTxnBytes, Retain: b.etcdRetain()})
 	return &openedBackend{
 		Backend: store,
 		where:   fmt.Sprintf("etcd %s %s", b.endpoints, b.prefix),

@@ -18,9 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/testpki"
 	"github.com/usher-authz/usher/storage/bolt"
+	"github.com/usher-authz/usher/storage/etcd"
 )
 
 // buildUsher builds the binary into a fresh directory.
@@ -331,3 +334,26 @@ func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]
 }
 
 func (bearerToken) RequireTransportSecurity() bool { return false }
+
+// On etcd, --log-retention 0 keeps the whole log, as its help says and as
+// it does on a data file; without the flag, the log keeps
+// etcd.DefaultRetain change sets.
+func TestLogRetentionOnEtcd(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want authz.Revision
+	}{
+		{nil, etcd.DefaultRetain},
+		{[]string{"--log-retention", "0"}, 0},
+		{[]string{"--log-retention", "500"}, 500},
+	} {
+		fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		b := addBackendFlags(fs)
+		if err := fs.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := b.etcdRetain(); got != c.want {
+			t.Errorf("serve %v: the etcd log keeps %d change sets, want %d", c.args, got, c.want)
+		}
+	}
+}
