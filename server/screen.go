@@ -214,18 +214,19 @@ const reasonCompressed = "COMPRESSED_REQUEST"
 
 // screenBatch refuses a CheckBatch of more than MaxBatch checks as
 // CheckBatch does, counting them without decoding them. An encoding it
-// cannot read is left to the decoder to refuse.
+// cannot read whole is counted as far as it can be read: the decoder would
+// decode that far before refusing it.
 func screenBatch(b []byte) error {
 	if len(b) <= 2*MaxBatch+1 { // each check takes 2 bytes at least
 		return nil
 	}
 	n := 0
-	whole := each(b, func(num protowire.Number, typ protowire.Type, _ []byte) {
+	each(b, func(num protowire.Number, typ protowire.Type, _ []byte) {
 		if num == 1 && typ == protowire.BytesType {
 			n++
 		}
 	})
-	if whole && n > MaxBatch {
+	if n > MaxBatch {
 		return toStatus(&authz.Error{Code: authz.Invalid, Field: "checks", Value: fmt.Sprint(n),
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}

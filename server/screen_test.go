@@ -44,6 +44,10 @@ func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing
 	}{
 		{"a CheckBatch of two million checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, huge),
 			batchTooLarge(huge), `checks "2097088": a batch holds 1 to 1000 checks`},
+		// Cut short: the decoder would read every check before it found
+		// the end missing.
+		{"a CheckBatch of two million checks cut short", "/usher.v1.AuthorizationService/CheckBatch", append(entries(0x0a, huge), 0x0a, 5),
+			batchTooLarge(huge), `checks "2097088": a batch holds 1 to 1000 checks`},
 		{"a CheckBatch of 1001 checks", "/usher.v1.AuthorizationService/CheckBatch", entries(0x0a, server.MaxBatch+1),
 			batchTooLarge(server.MaxBatch + 1), `checks "1001": a batch holds 1 to 1000 checks`},
 		{"Envoy's Check of two million headers", "/envoy.service.auth.v3.Authorization/Check", headers(huge),
