@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -281,6 +280,9 @@ func screenPolicy(b []byte) error {
 // counting them without decoding them: each empty name, two bytes, decodes
 // into a string of its own, and 4 MiB of them into some 40 times that. A
 // role given twice is one, its lists joined, as the decoder would read it.
+// A string in it that is not UTF-8 is refused as the decoder refuses it,
+// wherever it comes: the decoder would find one after the lists only once
+// it had decoded them.
 func screenRole(b []byte) error {
 	if len(b) <= 2*MaxRoleBindableOn+2 { // each entry takes 2 bytes at least
 		return nil
@@ -303,17 +305,38 @@ func screenRole(b []byte) error {
 			}
 		})
 	})
-	if n[3] <= MaxRolePermissions && n[4] <= MaxRoleAssignableRoles && n[5] <= MaxRoleBindableOn ||
-		!utf8.Valid(name) || !utf8.Valid(scope) { // the decoder refuses it
+	if n[3] <= MaxRolePermissions && n[4] <= MaxRoleAssignableRoles && n[5] <= MaxRoleBindableOn {
 		return nil
+	}
+	if err := notUTF8(putRoleRequest, b); err != nil {
+		return err
 	}
 	var v validator
 	v.roleHead("role.", string(name), string(scope), n[3], n[4], n[5])
 	return toStatus(v.err)
 }
 
+// putRoleRequest and blockRequest are the descriptors of PutRole's and
+// Block's requests.
+var (
+	putRoleRequest = (&usherv1.PutRoleRequest{}).ProtoReflect().Descriptor()
+	blockRequest   = (&usherv1.BlockRequest{}).ProtoReflect().Descriptor()
+)
+
+// notUTF8 refuses b, an encoding of md, as the decoder would once it had
+// read that far, when one of its strings is not UTF-8: found without
+// decoding the lists before it.
+func notUTF8(md protoreflect.MessageDescriptor, b []byte) error {
+	field, value := codec.InvalidString(md, b)
+	if field == "" {
+		return nil
+	}
+	return unreadable(&codec.Malformed{Message: string(md.FullName()), Size: len(b), Field: field, Value: value})
+}
+
 // screenBlock refuses a BlockRequest of more permissions than Block
-// allows, as it does, counting them without decoding them.
+// allows, as it does, counting them without decoding them; one with a
+// string that is not UTF-8 as the decoder refuses it, as screenRole does.
 func screenBlock(b []byte) error {
 	if len(b) <= 2*MaxBlockPermissions+2 { // each entry takes 2 bytes at least
 		return nil
@@ -331,8 +354,11 @@ func screenBlock(b []byte) error {
 			n++
 		}
 	})
-	if n <= MaxBlockPermissions || !utf8.Valid(subject) || !utf8.Valid(resource) { // the decoder refuses it
+	if n <= MaxBlockPermissions {
 		return nil
+	}
+	if err := notUTF8(blockRequest, b); err != nil {
+		return err
 	}
 	var v validator
 	v.blockHead(string(subject), string(resource), n)

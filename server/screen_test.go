@@ -117,6 +117,18 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 		{"a block of a malformed subject and two million permissions", "/usher.v1.AdminService/Block",
 			cat(field(1, "dana"), field(2, "root"), names(3, huge)),
 			refusal{reason: "INVALID_FIELD", field: "subject", value: "dana"}, `subject "dana"`},
+		// The decoder would read every name before the string that is not
+		// UTF-8, after them.
+		{"a role of two million permissions, then a name that is not UTF-8", "/usher.v1.AdminService/PutRole",
+			field(1, string(cat(names(3, huge), field(2, "root"), field(1, "host\xff")))),
+			refusal{reason: "INVALID_FIELD", field: "role.name", value: "host\uFFFD"}, `role.name "host\xff": not UTF-8`},
+		{"a role of two million permissions, then one that is not UTF-8", "/usher.v1.AdminService/PutRole",
+			role("host", cat(names(3, huge), field(3, "call.\xff"))),
+			refusal{reason: "INVALID_FIELD", field: fmt.Sprintf("role.permissions[%d]", huge), value: "call.\uFFFD"},
+			fmt.Sprintf(`role.permissions[%d] "call.\xff": not UTF-8`, huge)},
+		{"a block of two million permissions, then a subject that is not UTF-8", "/usher.v1.AdminService/Block",
+			cat(names(3, huge), field(2, "root"), field(1, "user:\xff")),
+			refusal{reason: "INVALID_FIELD", field: "subject", value: "user:\uFFFD"}, `subject "user:\xff": not UTF-8`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := w.dial(credential{token: w.adminToken})

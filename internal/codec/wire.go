@@ -249,10 +249,16 @@ func ascii(b []byte) bool {
 	return x&0x8080808080808080 == 0
 }
 
-// invalidString is the path in md of the first string of b, an encoding of
+// InvalidString is the path in md of the first string of b, an encoding of
 // md, that is not UTF-8 where protobuf-go requires it to be, as
 // "checks[2].subject", and that string; "" when there is none, or b cannot
-// be read far enough to find it.
+// be read far enough to find it. It allocates nothing for each entry of
+// b's lists, however many they hold: a server may look for one in a
+// request it refuses unread.
+func InvalidString(md protoreflect.MessageDescriptor, b []byte) (path, value string) {
+	return invalidString(md, b, 0)
+}
+
 func invalidString(md protoreflect.MessageDescriptor, b []byte, depth int) (path, value string) {
 	if depth > maxDepth {
 		return "", ""
@@ -273,27 +279,35 @@ func invalidString(md protoreflect.MessageDescriptor, b []byte, depth int) (path
 		if fd == nil || typ != protowire.BytesType {
 			continue
 		}
-		name := string(fd.Name())
+		i := -1 // the entry's index in its list or map
 		if fd.IsList() || fd.IsMap() {
 			if seen == nil {
 				seen = map[protowire.Number]int{}
 			}
-			name = fmt.Sprintf("%s[%d]", name, seen[num])
+			i = seen[num]
 			seen[num]++
 		}
 		v, _ = protowire.ConsumeBytes(v)
 		switch fd.Kind() {
 		case protoreflect.StringKind:
 			if enforceUTF8(fd) && !utf8.Valid(v) {
-				return name, string(v)
+				return entryName(fd, i), string(v)
 			}
 		case protoreflect.MessageKind:
 			if p, s := invalidString(fd.Message(), v, depth+1); p != "" {
-				return name + "." + p, s
+				return entryName(fd, i) + "." + p, s
 			}
 		}
 	}
 	return "", ""
+}
+
+// entryName is fd's name, with i, when it is not -1, its index: "checks[2]".
+func entryName(fd protoreflect.FieldDescriptor, i int) string {
+	if i < 0 {
+		return string(fd.Name())
+	}
+	return fmt.Sprintf("%s[%d]", fd.Name(), i)
 }
 
 // enforceUTF8 reports whether protobuf-go requires fd's strings to be
