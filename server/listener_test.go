@@ -162,3 +162,27 @@ func TestLimitListener(t *testing.T) {
 		t.Errorf("no line says how many refusals were not logged:\n%s", logs.String())
 	}
 }
+
+// The metrics listener's refusals say they are its own: its limits are not
+// the gRPC port's (--max-conns, --max-conns-per-peer), which an operator
+// reading "the peer holds its limit of connections" would look up first.
+func TestTheMetricsListenerNamesItselfInItsRefusals(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncLog
+	hs := ServeMetrics(lis, NewMetrics(), false, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer hs.Close()
+	addr := lis.Addr().String()
+	for range MaxMetricsConnsPerPeer {
+		dialFrom(t, addr, "127.0.0.2")
+	}
+	if !closedWithin(dialFrom(t, addr, "127.0.0.2"), 10*time.Second) {
+		t.Fatalf("connection %d of one peer was held", MaxMetricsConnsPerPeer+1)
+	}
+	want := regexp.MustCompile(`level=WARN msg="connection refused: the peer holds its limit of connections" listener=metrics peer=127\.0\.0\.2:\d+ peer_key=127\.0\.0\.2 max_conns_per_peer=4`)
+	if !want.MatchString(logs.String()) {
+		t.Errorf("the log does not match %s:\n%s", want, logs.String())
+	}
+}

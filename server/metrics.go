@@ -171,11 +171,13 @@ const (
 
 // ServeMetrics serves MetricsMux(m, profiling) on lis, within the limits
 // above, until the returned server is shut down. Connections refused are
-// logged to logger at warn level, a few lines a second at most.
+// logged to logger at warn level, a few lines a second at most, each with
+// listener=metrics: the gRPC port's refusals read the same, of limits of
+// their own.
 func ServeMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Logger) *http.Server {
 	hs := &http.Server{Handler: MetricsMux(m, profiling), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: MetricsIdleTimeout,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	lis = newLimitListener(lis, MaxMetricsConns, MaxMetricsConnsPerPeer, newRefusalLog(logger))
+	lis = newLimitListener(lis, MaxMetricsConns, MaxMetricsConnsPerPeer, newRefusalLog(logger.With("listener", "metrics")))
 	go func() {
 		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("the metrics listener failed", "error", err)
