@@ -220,6 +220,10 @@ func (s *admissionServer) ListLobby(ctx context.Context, req *usherv1.ListLobbyR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
+	// Waited for here as Join waits.
+	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+		return nil, err
+	}
 	knocks, err := s.m.Lobby(ctx, req.GetResource(), req.GetActor())
 	if err != nil {
 		return nil, toStatus(err)

@@ -1408,6 +1408,19 @@ func TestKnockAtARevisionNotReachedSaysSo(t *testing.T) {
 	}
 }
 
+// A ListLobby at a revision the index has not reached is refused as Join
+// refuses it: an actor granted the admit permission through another
+// server is judged with the grant.
+func TestListLobbyAtARevisionNotReachedSaysSo(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	rev := w.engine.Index().Revision()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := w.adm.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, MinRevision: uint64(rev) + 100})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
+		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
+}
+
 // A Join at a revision the index has not reached is refused as Check
 // refuses it, FAILED_PRECONDITION naming the latest revision, before the
 // caller's deadline; no session is made.

@@ -153,6 +153,7 @@ func lobbyCommand() *cobra.Command {
 		Args:    argsExactly("RESOURCE"),
 	}
 	c := addClientFlags(cmd, callTimeout)
+	minRevisionFlag(cmd, &req.MinRevision)
 	cmd.Flags().StringVar(&req.Actor, "actor", "", "the end `subject` asking, who must hold the lobby's admit permission (default: the caller itself)")
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
 		req.Resource = a[0]

@@ -944,7 +944,10 @@ type ListLobbyRequest struct {
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// The end user asking; they must hold the lobby's admit permission
 	// (PERMISSION_DENIED otherwise). Empty for the caller's own authority.
-	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// As JoinRequest.min_revision: a listing right after a grant of the
+	// admit permission written through another server is judged with it.
+	MinRevision   uint64 `protobuf:"varint,3,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -991,6 +994,13 @@ func (x *ListLobbyRequest) GetActor() string {
 		return x.Actor
 	}
 	return ""
+}
+
+func (x *ListLobbyRequest) GetMinRevision() uint64 {
+	if x != nil {
+		return x.MinRevision
+	}
+	return 0
 }
 
 // ListLobbyResponse is a call's whole lobby. It needs no paging: a call
@@ -1886,10 +1896,11 @@ const file_usher_v1_admission_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"D\n" +
+	"expireTime\"g\n" +
 	"\x10ListLobbyRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"C\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12!\n" +
+	"\fmin_revision\x18\x03 \x01(\x04R\vminRevision\"C\n" +
 	"\x11ListLobbyResponse\x12.\n" +
 	"\aentries\x18\x01 \x03(\v2\x14.usher.v1.LobbyEntryR\aentries\"\xb2\x01\n" +
 	"\n" +

@@ -678,6 +678,11 @@ func (m *ListLobbyRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.MinRevision != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.MinRevision))
+		i--
+		dAtA[i] = 0x18
+	}
 	if len(m.Actor) > 0 {
 		i -= len(m.Actor)
 		copy(dAtA[i:], m.Actor)
@@ -1650,6 +1655,9 @@ func (m *ListLobbyRequest) SizeVT() (n int) {
 	l = len(m.Actor)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.MinRevision != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.MinRevision))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -3666,6 +3674,25 @@ func (m *ListLobbyRequest) UnmarshalVT(dAtA []byte) error {
 			}
 			m.Actor = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinRevision", wireType)
+			}
+			m.MinRevision = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MinRevision |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -7228,6 +7255,25 @@ func (m *ListLobbyRequest) UnmarshalVTUnsafe(dAtA []byte) error {
 			}
 			m.Actor = stringValue
 			iNdEx = postIndex
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinRevision", wireType)
+			}
+			m.MinRevision = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MinRevision |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
