@@ -372,6 +372,35 @@ func TestWatchCallSeesChangesAndEjections(t *testing.T) {
 	}
 }
 
+// A rule rewritten with the LiveKit mapping it had (its capacity raised)
+// changes no participant's capabilities nor grant, and is told of by no
+// CHANGED: the next event is the mute that follows it.
+func TestARuleRewrittenWithItsMappingTellsNoChange(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "account:acme")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	p := policy()
+	p.Admissions[0].MaxParticipants = 50
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.block("user:member", "call:acme:1", "send-audio")
+	ev := nextEvent(t, watch, "the mute", func(ev admission.Event) bool { return ev.Session == r.Session })
+	if ev.Kind != admission.EventChanged || slices.Contains(ev.Capabilities, "send-audio") {
+		t.Errorf("first event after the rule was rewritten: %+v, want CHANGED without send-audio (the mute's)", ev)
+	}
+	// Another mapping is told: the camera is no longer published.
+	p.Admissions[0].Media = &authz.MediaMapping{RoomJoin: "call.join", CanSubscribe: "call.join"}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev = nextEvent(t, watch, "the new mapping", func(ev admission.Event) bool { return ev.Session == r.Session })
+	if ev.Kind != admission.EventChanged || ev.Grant == nil || len(ev.Grant.CanPublishSources) != 0 {
+		t.Errorf("after the mapping changed: %+v, want CHANGED to a grant publishing nothing", ev)
+	}
+}
+
 // A watcher removing participants by subject must see a session end before
 // the subject's next one begins: Leave then Join, and a lapse then a rejoin,
 // reach it in that order.

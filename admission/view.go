@@ -760,7 +760,10 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		}
 		v.schedule(t, p.Until)
 		v.remark(t, p)
-		if slices.Equal(p.Capabilities, t.caps) && p.Rule.Media == t.media {
+		// A rule rewritten (its capacity, say) with the mapping it had
+		// changes no participant's grant: told of, every participant of a
+		// large call would be, and its streams cut for falling behind.
+		if slices.Equal(p.Capabilities, t.caps) && authz.SameMedia(p.Rule.Media, t.media) {
 			continue
 		}
 		t.caps, t.rev, t.media = p.Capabilities, p.Revision, p.Rule.Media

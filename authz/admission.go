@@ -207,21 +207,27 @@ func normalizeAdmission(a Admission) Admission {
 func sameAdmission(a, b Admission) bool {
 	a, b = normalizeAdmission(a), normalizeAdmission(b)
 	sameLobby := (a.Lobby == nil) == (b.Lobby == nil) && (a.Lobby == nil || *a.Lobby == *b.Lobby)
-	sameMedia := (a.Media == nil) == (b.Media == nil)
-	if sameMedia && a.Media != nil {
-		ma, mb := *a.Media, *b.Media
-		sameMedia = maps.Equal(ma.CanPublishSources, mb.CanPublishSources)
-		ma.CanPublishSources, mb.CanPublishSources = nil, nil
-		sameMedia = sameMedia && ma.RoomJoin == mb.RoomJoin && ma.CanPublish == mb.CanPublish &&
-			ma.CanSubscribe == mb.CanSubscribe && ma.CanPublishData == mb.CanPublishData &&
-			ma.RoomAdmin == mb.RoomAdmin && ma.RoomRecord == mb.RoomRecord && ma.Hidden == mb.Hidden
-	}
-	return sameLobby && sameMedia && a.Scope == b.Scope && a.ResourceType == b.ResourceType &&
+	return sameLobby && SameMedia(a.Media, b.Media) && a.Scope == b.Scope && a.ResourceType == b.ResourceType &&
 		a.Join == b.Join && a.Backstage == b.Backstage && a.RequireLive == b.RequireLive &&
 		a.JoinAhead == b.JoinAhead && a.Stage == b.Stage && a.MaxParticipants == b.MaxParticipants &&
 		slices.Equal(a.UncountedRoles, b.UncountedRoles) && slices.Equal(a.ExclusiveRoles, b.ExclusiveRoles) &&
 		slices.Equal(a.ExclusivePermissions, b.ExclusivePermissions) &&
 		a.Lease == b.Lease
+}
+
+// SameMedia reports whether a and b map capabilities to LiveKit's grant
+// alike; nil is no mapping. A rule written anew holds a mapping of its own,
+// even where it maps as the one it replaces did.
+func SameMedia(a, b *MediaMapping) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ma, mb := *a, *b
+	same := maps.Equal(ma.CanPublishSources, mb.CanPublishSources)
+	ma.CanPublishSources, mb.CanPublishSources = nil, nil
+	return same && ma.RoomJoin == mb.RoomJoin && ma.CanPublish == mb.CanPublish &&
+		ma.CanSubscribe == mb.CanSubscribe && ma.CanPublishData == mb.CanPublishData &&
+		ma.RoomAdmin == mb.RoomAdmin && ma.RoomRecord == mb.RoomRecord && ma.Hidden == mb.Hidden
 }
 
 // undeclaredIn returns the field and permission of the first permission a
