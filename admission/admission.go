@@ -808,11 +808,14 @@ func actorOrNobody(actor string) string {
 
 // Admit lets subject into resource: a grant of the lobby's admit role on
 // resource, judged as the engine's Admit says (which refuses a subject a
-// block keeps out), after which the subject's knock ends, if it may join,
-// and watchers hear of it. Watchers hear of no other admission: ADMITTED
-// is a knock let in, which every node tells; a subject admitted before it
-// knocked, or one the admission leaves without the join permission, has
-// no knock let in to tell of.
+// block keeps out), after which the subject's knock ends, if Join would
+// let it in now, and watchers hear of it. Watchers hear of no other
+// admission: ADMITTED is a knock let in, which every node tells; a subject
+// admitted before it knocked, or one the admission leaves without the join
+// permission, has no knock let in to tell of. One admitted to a call yet
+// to open to it, or without what roomJoin requires, waits on: its knock's
+// KeepAlive answers ADMITTED once it may join, as it does for a knock
+// given a role that skips the lobby.
 func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject string, expires time.Time) (authz.Revision, error) {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return 0, err
@@ -825,7 +828,13 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	// permission, or a block came after the grant) is let in by no grant:
 	// ended as let in, its knock would tell it to join. It waits in no
 	// list, and its next KeepAlive ends it, saying why.
-	if out, _ := ejects(m.engine.Index().Presence(subject, resource), subject, resource); out != 0 {
+	p := m.engine.Index().Presence(subject, resource)
+	if out, _ := ejects(p, subject, resource); out != 0 {
+		return rev, nil
+	}
+	// Ended as let in, the knock would tell the subject to join, and Join
+	// would answer NOT_STARTED or NO_GRANT, the knock gone.
+	if r, decided := m.gate(p, subject, resource, m.clock.Now()); decided || noRoomJoin(&r, p, subject, resource) {
 		return rev, nil
 	}
 	uctx, cancel := m.within(ctx)

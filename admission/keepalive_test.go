@@ -129,6 +129,34 @@ func TestKeepAliveOfAKnockBeforeTheCallOpensKeepsItWaiting(t *testing.T) {
 	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
 }
 
+// Nor does an Admit tell a knock to join a call that has yet to open to
+// it: the knock waits on (LOBBY, renewed, saying when the call opens), as
+// its Join would be answered NOT_STARTED, and is told to join once it
+// opens.
+func TestAKnockAdmittedBeforeTheCallOpensWaitsUntilItOpens(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:guest", "guest", "account:acme")
+	k := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", start.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:guest", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Lobby || ren.Expires.IsZero() || !strings.Contains(ren.Reason, "opens at") {
+		t.Errorf("KeepAlive of the knock admitted before the call opens = %+v, %v; want LOBBY, the knock renewed, saying when it opens", ren, err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.NotStarted)
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the knock once the call is open = %+v, %v; want ADMITTED", ren, err)
+	}
+	w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+}
+
 // Nor does a knock's KeepAlive answer ADMITTED to a subject that skips the
 // lobby but lacks what the rule's LiveKit roomJoin requires, for which its
 // Join would be answered NO_GRANT: it waits, the knock renewed, for an

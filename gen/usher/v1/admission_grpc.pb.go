@@ -64,7 +64,9 @@ type AdmissionServiceClient interface {
 	ListLobby(ctx context.Context, in *ListLobbyRequest, opts ...grpc.CallOption) (*ListLobbyResponse, error)
 	// Admit lets subject in: it grants the lobby's admit role on the call,
 	// judged as any grant is, with the admit permission in place of
-	// usher.grants.write, and takes subject out of the lobby.
+	// usher.grants.write, and takes subject out of the lobby once it may
+	// join: one admitted to a call yet to open to it waits on, its knock's
+	// KeepAlive answering ADMITTED when the call opens.
 	Admit(ctx context.Context, in *AdmitRequest, opts ...grpc.CallOption) (*AdmitResponse, error)
 	// Deny takes subject out of the lobby.
 	Deny(ctx context.Context, in *DenyRequest, opts ...grpc.CallOption) (*DenyResponse, error)
@@ -231,7 +233,9 @@ type AdmissionServiceServer interface {
 	ListLobby(context.Context, *ListLobbyRequest) (*ListLobbyResponse, error)
 	// Admit lets subject in: it grants the lobby's admit role on the call,
 	// judged as any grant is, with the admit permission in place of
-	// usher.grants.write, and takes subject out of the lobby.
+	// usher.grants.write, and takes subject out of the lobby once it may
+	// join: one admitted to a call yet to open to it waits on, its knock's
+	// KeepAlive answering ADMITTED when the call opens.
 	Admit(context.Context, *AdmitRequest) (*AdmitResponse, error)
 	// Deny takes subject out of the lobby.
 	Deny(context.Context, *DenyRequest) (*DenyResponse, error)
