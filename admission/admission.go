@@ -254,9 +254,10 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		m.v.settle(ctx, p.Revision)
 	}
 	// Nor may it have looked yet at the participants whose grants or
-	// blocks expired by now, as it does every tickEvery: one whose
-	// uncounted role ran out counts, one whose exclusive role ran out
-	// holds the room no longer.
+	// blocks expired by now, as it does every tickEvery, or be looking at
+	// them: one whose uncounted role ran out counts, one whose exclusive
+	// role ran out holds the room no longer, one whose grant ran out is
+	// no longer in.
 	if m.v.due(now.UnixNano()) {
 		m.v.expire()
 	}

@@ -240,3 +240,47 @@ func TestARuleNamesTheRolesDefinedAtItsScopeOrAbove(t *testing.T) {
 		})
 	}
 }
+
+// slowEjections holds every End that ejects until letGo is closed, as a
+// store a slow round trip away does, and says on entered when one has
+// begun.
+type slowEjections struct {
+	*admission.MemoryStore
+	entered chan struct{}
+	letGo   chan struct{}
+}
+
+func (s *slowEjections) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {
+	if why.Why == admission.Ejected {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.letGo
+	}
+	return s.MemoryStore.End(ctx, id, why)
+}
+
+// A Join that comes while the view ejects a participant whose grant ran
+// out waits for it: the call the participant filled has room.
+func TestAJoinWhileTheViewEjectsAnExpiredParticipantFindsRoom(t *testing.T) {
+	store := &slowEjections{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
+		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join", MaxParticipants: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:early", Role: "member", Resource: "call:acme:big", Expires: start.Add(5 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:late", "member", "call:acme:big")
+	w.wantJoin("user:early", "call:acme:big", admission.Admitted)
+	w.clock.Advance(6 * time.Second)
+	select {
+	case <-store.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the view never ejected the participant whose grant ran out")
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
+	w.wantJoin("user:late", "call:acme:big", admission.Admitted)
+}

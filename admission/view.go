@@ -123,9 +123,10 @@ type view struct {
 	// sifted is the revision of the last change set a sift has acted on:
 	// a Join that read the index at a later one settles first.
 	sifted atomic.Uint64
-	// expiring counts the passes of expire that are taking what is due and
-	// looking at it, which they do before noting the marks they find.
+	// expiring counts the passes of expire that are taking what is due,
+	// looking at it and acting on it; expireMu makes one pass at a time.
 	expiring atomic.Int32
+	expireMu sync.Mutex
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
@@ -793,16 +794,21 @@ func (v *view) unschedule(t *tracked) {
 // due reports whether the view may have sessions to look at again at now,
 // unix nanoseconds, without taking v.mu: a Join asks on every call. A pass
 // under way counts, as do marks not yet in the store: a pass takes what is
-// due before it notes the marks it finds, and tells the store of them only
-// after its ejections, which a Join need not wait for. The order of the
-// loads matters: a pass counts itself in expiring before it takes what is
-// due, and notes its marks before it counts itself out.
+// due before it ends the sessions of those who may no longer be there and
+// tells the store the marks it finds, and until it has, they still fill
+// the call for the store's Join. The order of the loads matters: a pass
+// counts itself in expiring before it takes what is due, and counts itself
+// out once its ejections and marks are done.
 func (v *view) due(now int64) bool {
 	return now >= v.dueAt.Load() || v.expiring.Load() > 0 || v.unmarked.Load() > 0
 }
 
 // expire looks again at the sessions whose grants or blocks have expired.
+// One pass runs at a time, its ejections and marks included: a Join that
+// finds one under way (due) waits for it in its own.
 func (v *view) expire() {
+	v.expireMu.Lock()
+	defer v.expireMu.Unlock()
 	now := v.m.clock.Now().UnixNano()
 	v.expiring.Add(1)
 	v.mu.Lock()
@@ -819,8 +825,8 @@ func (v *view) expire() {
 		eject = v.reread(v.m.engine.Index(), dirty)
 	}
 	v.mu.Unlock()
-	v.expiring.Add(-1)
 	v.followUp(eject)
+	v.expiring.Add(-1)
 }
 
 // participant is the event of kind about t.
