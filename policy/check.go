@@ -481,7 +481,12 @@ func (c *checker) admissions() {
 	seen := map[[2]string]int{}
 	for i, a := range c.p.GetAdmissions() {
 		path := fmt.Sprintf("admissions[%d]", i)
-		if !c.shape(authz.ValidateAdmission(path, AdmissionToAuthz(a))) {
+		if err := authz.ValidateAdmission(path, AdmissionToAuthz(a)); !c.shape(err) {
+			// The rule's first fault hides none of the names it gets
+			// wrong elsewhere; the field at fault is reported once.
+			var e *authz.Error
+			errors.As(err, &e)
+			c.references(path, a, e.Field)
 			continue
 		}
 		scope := a.GetScope()
@@ -497,11 +502,21 @@ func (c *checker) admissions() {
 		} else {
 			seen[key] = i
 		}
-		for _, f := range admissionPermissions(a) {
-			c.permission(path+"."+f[0], f[1])
+		c.references(path, a, "")
+	}
+}
+
+// references checks the permissions and roles an admission rule at path
+// names, but for the one at the path skip.
+func (c *checker) references(path string, a *usherv1.Admission, skip string) {
+	for _, f := range admissionPermissions(a) {
+		if p := path + "." + f[0]; p != skip {
+			c.permission(p, f[1])
 		}
-		for _, f := range admissionRoles(a) {
-			c.role(path+"."+f[0], f[1])
+	}
+	for _, f := range admissionRoles(a) {
+		if p := path + "." + f[0]; p != skip {
+			c.role(p, f[1])
 		}
 	}
 }

@@ -90,6 +90,13 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 			}},
 		{"an admission rule's lobby names the permission that admits", base + "admissions:\n  - {resource_type: call, join_permission: join-call, lobby: {admit_role: member}}\n",
 			[]string{`p.yaml:13:62: admissions[0].lobby.admit_permission: a lobby must name the permission that admits`}},
+		{"a rule's missing field hides none of its undeclared names", base + "admissions:\n  - {resource_type: call, join_permission: join-cal, uncounted_roles: [hots], lobby: {admit_permission: call.manag}}\n",
+			[]string{
+				`p.yaml:13:44: admissions[0].join_permission: "join-cal": permission is not declared in the policy (did you mean "join-call"?)`,
+				`p.yaml:13:72: admissions[0].uncounted_roles[0]: "hots": role is not defined in the policy (did you mean "host"?)`,
+				`p.yaml:13:86: admissions[0].lobby.admit_role: a lobby must name the role an admission grants`,
+				`p.yaml:13:105: admissions[0].lobby.admit_permission: "call.manag": permission is not declared in the policy (did you mean "call.manage"?)`,
+			}},
 		{"an admission rule is listed once per scope and type", base + "admissions:\n  - {resource_type: call, join_permission: join-call}\n  - {scope: root, resource_type: call, join_permission: join-call}\n",
 			[]string{`p.yaml:14:34: admissions[1].resource_type: "call": admission rule is listed twice for scope "root" (first at line 13)`}},
 		{"names of the wrong shape, every one", strings.Replace(strings.Replace(base, "{name: member,", "{name: Member,", 1), "{name: account:acme}", "{name: acme}", 1),
