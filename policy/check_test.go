@@ -111,6 +111,12 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 			[]string{`p.yaml:15:5: quotas[0]: "account:acme/call": the policy would put 2 call resources below "account:acme", where at most 1 may exist`}},
 		{"a misspelt list hides no error and makes none up", strings.Replace(base, "roles:\n", "role:\n", 1),
 			[]string{`p.yaml:7:1: role: unknown field "role" (did you mean "roles"?)`}},
+		{"an item that is not a mapping is one error, and names nothing", strings.Replace(strings.Replace(base, "  - name: call.manage\n", "  - name: call.manage\n  - 5\n  - [send-audio]\n", 1), "creator_roles:\n", "  - member\ncreator_roles:\n", 1),
+			[]string{
+				`p.yaml:3:5: permissions[1]: want a mapping of Permission fields, got the number 5`,
+				`p.yaml:4:5: permissions[2]: want a mapping of Permission fields, got a list`,
+				`p.yaml:12:5: roles[2]: want a mapping of Role fields, got "member"`,
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -263,15 +263,17 @@ func join(path, name string) string {
 	return path + "." + name
 }
 
-// message reads a mapping into m, field by field.
-func (r *reader) message(n *yaml.Node, m protoreflect.Message, path string) {
+// message reads a mapping into m, field by field. It reports false, with
+// nothing read, for a node that is not a mapping: a list drops that item,
+// whose empty fields are not the file's mistakes.
+func (r *reader) message(n *yaml.Node, m protoreflect.Message, path string) bool {
 	if !r.visit(n, path) {
-		return
+		return false
 	}
 	desc := m.Descriptor()
 	if n.Kind != yaml.MappingNode {
 		r.add(pos(n), path, "want a mapping of %s fields, got %s", desc.Name(), describe(n))
-		return
+		return false
 	}
 	fields := desc.Fields()
 	seen := map[protoreflect.FieldNumber]*yaml.Node{}
@@ -309,6 +311,7 @@ func (r *reader) message(n *yaml.Node, m protoreflect.Message, path string) {
 		r.doc.values[p] = pos(value)
 		r.field(value, m, fd, p)
 	}
+	return true
 }
 
 func oneofNames(od protoreflect.OneofDescriptor) string {
@@ -353,7 +356,9 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 			}
 			if isMessage(fd) {
 				elem := list.NewElement()
-				r.message(item, elem.Message(), p)
+				if !r.message(item, elem.Message(), p) {
+					continue
+				}
 				list.Append(elem)
 				kept = append(kept, i)
 				continue
