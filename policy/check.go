@@ -116,7 +116,9 @@ func (c *checker) index() {
 }
 
 func (c *checker) namesType(typ, where string) {
-	if typ == "" {
+	// root, the scope of most roles, is a resource and no type of them:
+	// no misspelt type (room) is taken for it.
+	if typ == "" || typ == authz.RootName {
 		return
 	}
 	if c.types[typ] == nil {

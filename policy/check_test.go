@@ -68,6 +68,8 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 			}},
 		{"a type named nowhere else, and like none that is, may be registered at run time", strings.Replace(base, "permissions: [join-call]}", "permissions: [join-call], bindable_on: [workspace]}", 1),
 			nil},
+		{"root is no resource type a type named nowhere else is mistaken for", base + "admissions:\n  - {resource_type: room, join_permission: join-call}\n",
+			nil},
 		{"a parent is listed before the resources below it", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: call:acme:1, parent: account:acme}\n  - {name: account:acme}\n", 1),
 			[]string{`p.yaml:6:33: resources[0].parent: "account:acme": parent is listed after the resource (at line 7); list parents first`}},
 		{"a resource is listed once", strings.Replace(base, "  - {name: account:acme}\n", "  - {name: account:acme}\n  - {name: account:acme}\n", 1),
