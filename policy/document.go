@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -228,9 +227,17 @@ func describe(n *yaml.Node) string {
 }
 
 // pairs returns a mapping's key and value nodes, expanding merge keys
-// (<<: *defaults): a key written in the mapping wins over a merged one.
-func pairs(n *yaml.Node) [][2]*yaml.Node {
-	var own, merged [][2]*yaml.Node
+// (<<: *defaults): a key written in the mapping wins over a merged one,
+// and one merged earlier over one merged later. Each mapping is merged
+// once, the mapping itself never, and counts as a node read: a mapping
+// that merges itself, or a chain of mappings each merging the one before
+// from many places, is read as what it says.
+func (r *reader) pairs(n *yaml.Node, path string) [][2]*yaml.Node {
+	return r.merge(n, path, map[*yaml.Node]bool{n: true})
+}
+
+func (r *reader) merge(n *yaml.Node, path string, merged map[*yaml.Node]bool) [][2]*yaml.Node {
+	var own, from [][2]*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
@@ -240,16 +247,22 @@ func pairs(n *yaml.Node) [][2]*yaml.Node {
 				sources = v.Content
 			}
 			for _, s := range sources {
-				if s = resolve(s); s.Kind == yaml.MappingNode {
-					merged = append(merged, pairs(s)...)
+				if s = resolve(s); s.Kind == yaml.MappingNode && !merged[s] && r.visit(s, path) {
+					merged[s] = true
+					from = append(from, r.merge(s, path, merged)...)
 				}
 			}
 			continue
 		}
 		own = append(own, [2]*yaml.Node{k, v})
 	}
-	for _, m := range merged {
-		if !slices.ContainsFunc(own, func(p [2]*yaml.Node) bool { return p[0].Value == m[0].Value }) {
+	written := map[string]bool{}
+	for _, p := range own {
+		written[p[0].Value] = true
+	}
+	for _, m := range from {
+		if !written[m[0].Value] {
+			written[m[0].Value] = true
 			own = append(own, m)
 		}
 	}
@@ -277,7 +290,7 @@ func (r *reader) message(n *yaml.Node, m protoreflect.Message, path string) bool
 	}
 	fields := desc.Fields()
 	seen := map[protoreflect.FieldNumber]*yaml.Node{}
-	for _, kv := range pairs(n) {
+	for _, kv := range r.pairs(n, path) {
 		key, value := kv[0], resolve(kv[1])
 		if key.Kind != yaml.ScalarNode {
 			r.add(pos(key), path, "a field name must be a plain word, not %s", describe(key))
@@ -375,7 +388,7 @@ func (r *reader) field(n *yaml.Node, m protoreflect.Message, fd protoreflect.Fie
 		}
 		mp := m.Mutable(fd).Map()
 		seen := map[string]int{}
-		for _, kv := range pairs(n) {
+		for _, kv := range r.pairs(n, path) {
 			key, value := kv[0], resolve(kv[1])
 			p := join(path, key.Value)
 			if !r.visit(value, p) {

@@ -194,6 +194,32 @@ func TestReadBoundsWhatAliasesExpandTo(t *testing.T) {
 	}
 }
 
+// Merge keys are aliases too: a mapping merged into itself, or a chain of
+// mappings each merging the one before from many places, reads as what it
+// says, each mapping merged once, and the reader neither recurses forever
+// nor expands the chain.
+func TestReadMergesEachMappingOnce(t *testing.T) {
+	var chain strings.Builder
+	chain.WriteString("permissions:\n  - &m0 {name: a}\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&chain, "  - &m%d {<<: [*m%d, *m%d, *m%d], name: p%d}\n", i, i-1, i-1, i-1, i)
+	}
+	for _, file := range []string{
+		"permissions:\n  - &a {name: a, <<: *a}\n",
+		"permissions:\n  - &a {<<: *a, name: a, parents: [b]}\n  - {name: b}\n",
+		chain.String(),
+	} {
+		p, err := policy.Parse("m.yaml", []byte(file))
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if got := p.GetPermissions()[0].GetName(); got != "a" {
+			t.Errorf("%s: the first permission is %q, want a", file, got)
+		}
+	}
+}
+
 // An item the reader drops (empty, or of the wrong shape) leaves the
 // message's indexes behind the file's: the findings about the items after
 // it are still placed at their own lines and named by the file's indexes.
