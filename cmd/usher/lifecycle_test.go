@@ -27,10 +27,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/testpki"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
@@ -260,6 +262,58 @@ func TestSIGTERM(t *testing.T) {
 		lockFree(t, data)
 		checkFile(t, data)
 	})
+}
+
+// logged waits until the process has written want to its stderr, failing
+// the test if it exits first.
+func (p *usherProcess) logged(t *testing.T, want string) {
+	t.Helper()
+	for !strings.Contains(p.stderr.String(), want) {
+		select {
+		case <-p.exited:
+			t.Fatalf("usher serve exited (%v) before logging %q; stderr:\n%s", p.waitErr, want, p.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestSIGHUPReadsTheCallersFileAgain(t *testing.T) {
+	bin, dir := buildUsher(t)
+	token, hash := tokenOf(t, bin)
+	callers := filepath.Join(dir, "callers.yaml")
+	testpki.WriteFile(t, callers, []byte("callers:\n  - {name: backend, kind: admin, token_sha256: "+hash+"}\n"))
+	p := serveOn(t, bin, filepath.Join(dir, "usher.db"), "--callers", callers)
+	conn := p.dial(t)
+	check := func() error {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
+		_, err := usherv1.NewAuthorizationServiceClient(conn).Check(ctx, &usherv1.CheckRequest{
+			Subject: "user:dana", Permission: "join-call", Resource: "root"})
+		return err
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.logged(t, "callers file reloaded")
+	if err := check(); err != nil {
+		t.Fatalf("a check after SIGHUP: %v", err)
+	}
+
+	// A broken file is logged, and the callers in force stay.
+	testpki.WriteFile(t, callers, []byte("callers:\n  - {name: backend, kind: root, token_sha256: "+hash+"}\n"))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.logged(t, "callers file not reloaded; the previous callers stay in force")
+	if !strings.Contains(p.stderr.String(), `callers[0].kind \"root\"`) {
+		t.Errorf("the log does not say what is wrong with the file:\n%s", p.stderr)
+	}
+	if err := check(); err != nil {
+		t.Fatalf("a check after SIGHUP with a broken callers file: %v", err)
+	}
+	if err, _ := p.stop(t, 10*time.Second); err != nil {
+		t.Errorf("exited with %v, want 0; stderr:\n%s", err, p.stderr)
+	}
 }
 
 func TestASecondServerOnTheSameFileFailsFast(t *testing.T) {

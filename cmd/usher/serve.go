@@ -34,6 +34,8 @@ It keeps its data in the bbolt file --data, or with --etcd in an etcd
 cluster, as one replica of many. An empty data file gets the default policy
 (or --policy). It prints the address it serves on once it is ready, and
 stops on SIGINT or SIGTERM, letting calls in flight finish for --drain.
+SIGHUP reads the callers file again at once rather than at its next poll,
+each second (the TLS files are looked at on each handshake already).
 
 On a data file that holds a policy already, --policy-mode says what
 --policy does: apply the file, leaving what it does not list alone (apply,
@@ -231,6 +233,7 @@ variable their help names.`,
 			logger.Info("Envoy ext_authz mapping loaded", "config", *envoyConfig)
 		}
 		security := "unauthenticated"
+		var callers *server.CallerSource // nil without --callers
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		switch {
@@ -241,6 +244,7 @@ variable their help names.`,
 			}
 			go src.Watch(ctx)
 			serverOpts = append(serverOpts, server.WithCallers(src))
+			callers = src
 			security = fmt.Sprintf("%d callers from %s", src.Current().Len(), *callersFile)
 		case tlsFiles.ClientCA != "":
 			return fmt.Errorf("--client-ca needs --callers: the callers file says which certificate is which caller")
@@ -253,6 +257,27 @@ variable their help names.`,
 		default:
 			warn("no callers file (--callers): every caller is unauthenticated and may write; serving on loopback only")
 		}
+		// SIGHUP, which would otherwise end the process without a drain,
+		// reads the callers file again from now on; a broken one is logged
+		// and the callers in force stay.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+				}
+				if callers == nil {
+					logger.Info("SIGHUP: no callers file to read again")
+					continue
+				}
+				logger.Info("SIGHUP: reading the callers file again", "file", callers.File())
+				_ = callers.Reload()
+			}
+		}()
 		key, err := livekitKey(*livekitKeyFile, *livekitKeyName)
 		if err != nil {
 			return err
