@@ -262,6 +262,31 @@ func TestSIGTERM(t *testing.T) {
 		lockFree(t, data)
 		checkFile(t, data)
 	})
+	t.Run("a second signal cancels the calls still running at once", func(t *testing.T) {
+		data := filepath.Join(dir, "twice.db")
+		const drain = time.Minute
+		p := serveOn(t, bin, data, "--drain", drain.String(), "--metrics-addr", "127.0.0.1:0")
+		inflight := slowCheck(context.Background(), p.dial(t), p.revision)
+		p.handling(t, "Check")
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		p.logged(t, "shutting down")
+		err, _ := p.stop(t, drain/2)
+		if err != nil {
+			t.Errorf("exited with %v, want 0; stderr:\n%s", err, p.stderr)
+		}
+		if err := <-inflight; status.Code(err) != codes.Unavailable {
+			t.Errorf("the call cut by the second signal ended with %v, want UNAVAILABLE", err)
+		}
+		for _, want := range []string{"calls still running were cancelled on a second signal", "msg=stopped"} {
+			if !strings.Contains(p.stderr.String(), want) {
+				t.Errorf("stderr does not say %q:\n%s", want, p.stderr)
+			}
+		}
+		lockFree(t, data)
+		checkFile(t, data)
+	})
 }
 
 // logged waits until the process has written want to its stderr, failing

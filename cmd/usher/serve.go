@@ -33,9 +33,10 @@ AdmissionService over gRPC, with grpc.health.v1 and reflection, on --addr.
 It keeps its data in the bbolt file --data, or with --etcd in an etcd
 cluster, as one replica of many. An empty data file gets the default policy
 (or --policy). It prints the address it serves on once it is ready, and
-stops on SIGINT or SIGTERM, letting calls in flight finish for --drain.
-SIGHUP reads the callers file again at once rather than at its next poll,
-each second (the TLS files are looked at on each handshake already).
+stops on SIGINT or SIGTERM, letting calls in flight finish for --drain; a
+second SIGINT or SIGTERM cancels them at once. SIGHUP reads the callers
+file again at once rather than at its next poll, each second (the TLS files
+are looked at on each handshake already).
 
 On a data file that holds a policy already, --policy-mode says what
 --policy does: apply the file, leaving what it does not list alone (apply,
@@ -423,15 +424,18 @@ variable their help names.`,
 			logger.Info("shutting down", "signal", sig.String())
 		}
 		// GracefulStop stops accepting at once and waits for in-flight calls;
-		// past the drain bound, Stop cancels those still running. Closing the
-		// store then waits for a commit in progress, so the file is released
-		// between two transactions.
+		// past the drain bound, or on a second signal, Stop cancels those
+		// still running. Closing the store then waits for a commit in
+		// progress, so the file is released between two transactions.
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(*drain):
 			logger.Warn("calls still running after the drain bound were cancelled", "drain", *drain)
+			srv.Stop()
+		case sig := <-stop:
+			logger.Warn("calls still running were cancelled on a second signal", "signal", sig.String())
 			srv.Stop()
 		}
 		sessions.Close()
