@@ -1,12 +1,13 @@
 package server
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -25,7 +26,8 @@ import (
 // CheckBatch's items, Join) as JSON lines. A call that is sampled hands its
 // decision to a bounded queue and goes on; a goroutine of the log's encodes
 // and writes. When the queue is full, the decision is dropped and counted:
-// the log never holds a call back.
+// the log never holds a call back. A write that fails drops and counts the
+// decisions it carried, is logged, and the next write tries again.
 type DecisionLog struct {
 	threshold uint64 // a decision is kept when a random uint64 falls below it
 	all       bool   // every decision is kept
@@ -33,9 +35,11 @@ type DecisionLog struct {
 	quit      chan struct{}
 	done      chan struct{}
 	once      sync.Once
-	out       *bufio.Writer
+	out       *tailWriter
 	closer    io.Closer // nil for stderr
-	err       error     // the first write error, once done is closed
+	logger    *slog.Logger
+	err       error // the first write error, once done is closed
+	failing   bool  // the last write failed; the writer's goroutine's
 	written   atomic.Uint64
 	dropped   atomic.Uint64
 }
@@ -43,6 +47,26 @@ type DecisionLog struct {
 // DecisionQueue is how many decisions wait to be written before more are
 // dropped.
 const DecisionQueue = 4096
+
+// decisionBatch is how many bytes of encoded decisions one write carries at
+// most, a decision's worth more.
+const decisionBatch = 64 << 10
+
+// tailWriter remembers the last byte that reached its writer, so that a
+// write that failed part-way, leaving half a line, is followed by the end
+// of that line before the next decision.
+type tailWriter struct {
+	w    io.Writer
+	last byte
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if n > 0 {
+		t.last = p[n-1]
+	}
+	return n, err
+}
 
 // decisionRecord is one line of the log.
 type decisionRecord struct {
@@ -64,27 +88,28 @@ type decisionRecord struct {
 
 // OpenDecisionLog opens a decision log appending to path, or writing to
 // the process's stderr when path is "stderr", keeping each decision with
-// probability rate (0 to 1).
-func OpenDecisionLog(path string, rate float64) (*DecisionLog, error) {
+// probability rate (0 to 1). Failed writes are logged to logger.
+func OpenDecisionLog(path string, rate float64, logger *slog.Logger) (*DecisionLog, error) {
 	if rate < 0 || rate > 1 || math.IsNaN(rate) {
 		return nil, fmt.Errorf("decision sample rate %v: want 0 to 1", rate)
 	}
 	if path == "stderr" {
-		return NewDecisionLog(os.Stderr, nil, rate), nil
+		return NewDecisionLog(os.Stderr, nil, rate, logger), nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
-	return NewDecisionLog(f, f, rate), nil
+	return NewDecisionLog(f, f, rate, logger), nil
 }
 
 // NewDecisionLog returns a decision log writing to w, which Close closes
-// when closer is not nil, keeping each decision with probability rate.
-func NewDecisionLog(w io.Writer, closer io.Closer, rate float64) *DecisionLog {
+// when closer is not nil, keeping each decision with probability rate and
+// logging failed writes to logger.
+func NewDecisionLog(w io.Writer, closer io.Closer, rate float64, logger *slog.Logger) *DecisionLog {
 	l := &DecisionLog{
 		all: rate >= 1, queue: make(chan decisionRecord, DecisionQueue),
-		quit: make(chan struct{}), done: make(chan struct{}), out: bufio.NewWriterSize(w, 64<<10), closer: closer,
+		quit: make(chan struct{}), done: make(chan struct{}), out: &tailWriter{w: w}, closer: closer, logger: logger,
 	}
 	if rate > 0 && rate < 1 {
 		l.threshold = uint64(rate * (1 << 64))
@@ -170,17 +195,22 @@ func (l *DecisionLog) join(ctx context.Context, subject, resource string, res ad
 	})
 }
 
-// write encodes what the queue holds, flushing whenever it runs dry, until
-// Close.
+// write encodes what the queue holds, writing whenever it runs dry or a
+// batch is full, until Close.
 func (l *DecisionLog) write() {
 	defer close(l.done)
-	enc := json.NewEncoder(l.out)
+	var batch bytes.Buffer
+	n := 0 // decisions in batch
+	enc := json.NewEncoder(&batch)
 	put := func(r decisionRecord) {
 		if err := enc.Encode(r); err != nil {
-			l.fail(err)
+			l.fail(err, 1)
 			return
 		}
-		l.written.Add(1)
+		if n++; batch.Len() >= decisionBatch {
+			l.flush(&batch, n)
+			n = 0
+		}
 	}
 	for {
 		select {
@@ -194,18 +224,15 @@ func (l *DecisionLog) write() {
 					drained = true
 				}
 			}
-			if err := l.out.Flush(); err != nil {
-				l.fail(err)
-			}
+			l.flush(&batch, n)
+			n = 0
 		case <-l.quit:
 			for {
 				select {
 				case r := <-l.queue:
 					put(r)
 				default:
-					if err := l.out.Flush(); err != nil {
-						l.fail(err)
-					}
+					l.flush(&batch, n)
 					return
 				}
 			}
@@ -213,13 +240,41 @@ func (l *DecisionLog) write() {
 	}
 }
 
-// fail counts a decision lost to a write error and keeps the first error.
-// A bufio.Writer that failed fails every write after: the log is then
-// dead, and says so at Close.
-func (l *DecisionLog) fail(err error) {
-	l.dropped.Add(1)
+// flush writes the n decisions batch holds, ending first the half line a
+// failed write may have left, and empties it.
+func (l *DecisionLog) flush(batch *bytes.Buffer, n int) {
+	defer batch.Reset()
+	if n == 0 {
+		return
+	}
+	var err error
+	if l.out.last != 0 && l.out.last != '\n' {
+		_, err = l.out.Write([]byte{'\n'})
+	}
+	if err == nil {
+		_, err = l.out.Write(batch.Bytes())
+	}
+	if err != nil {
+		l.fail(err, n)
+		return
+	}
+	l.written.Add(uint64(n))
+	if l.failing {
+		l.failing = false
+		l.logger.Info("the decision log writes again", "dropped_total", l.Dropped())
+	}
+}
+
+// fail counts the decisions lost to a write error, keeps the first error
+// for Close and logs the first of a run of failures.
+func (l *DecisionLog) fail(err error, n int) {
+	l.dropped.Add(uint64(n))
 	if l.err == nil {
 		l.err = fmt.Errorf("decision log: %w", err)
+	}
+	if !l.failing {
+		l.failing = true
+		l.logger.Error("the decision log failed to write; decisions are dropped and counted until it writes again", "error", err)
 	}
 }
 

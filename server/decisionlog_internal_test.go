@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"io"
+	"log/slog"
 	"math"
 	"testing"
 	"unsafe"
@@ -14,7 +15,7 @@ import (
 // then drops and counts, and offering a decision it drops allocates nothing.
 func TestDecisionLogDropsWhenFullAndNeverAllocates(t *testing.T) {
 	r, w := io.Pipe() // nobody reads: the first write blocks for good
-	l := NewDecisionLog(w, nil, 1)
+	l := NewDecisionLog(w, nil, 1, slog.New(slog.DiscardHandler))
 	q := authz.Query{Subject: "user:a", Permission: "join-call", Resource: "call:x:1"}
 	d := authz.Decision{Allowed: true, Reason: authz.ReasonGranted, Role: "host", Scope: "call:x:1"}
 	ctx := context.Background()
@@ -69,7 +70,7 @@ func TestDecisionLogSamples(t *testing.T) {
 		rate     float64
 		min, max int
 	}{{0, 0, 0}, {0.25, 2200, 2800}, {1, 10000, 10000}} {
-		l := NewDecisionLog(io.Discard, nil, c.rate)
+		l := NewDecisionLog(io.Discard, nil, c.rate, slog.New(slog.DiscardHandler))
 		kept := 0
 		for range 10000 {
 			if l.sampled() {

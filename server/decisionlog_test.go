@@ -2,8 +2,12 @@ package server_test
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -17,7 +21,7 @@ import (
 
 func TestDecisionLogWritesDecisionsAsJSONLines(t *testing.T) {
 	out := &logBuffer{}
-	log := server.NewDecisionLog(out, nil, 1)
+	log := server.NewDecisionLog(out, nil, 1, slog.New(slog.DiscardHandler))
 	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(e *authz.Engine) []grpc.ServerOption {
 		sessions := admission.New(e, admission.Options{})
 		t.Cleanup(func() { sessions.Close() })
@@ -83,7 +87,7 @@ func TestDecisionLogWritesDecisionsAsJSONLines(t *testing.T) {
 
 func TestDecisionLogRefusesABadRate(t *testing.T) {
 	for _, rate := range []float64{-0.1, 1.5} {
-		if _, err := server.OpenDecisionLog(t.TempDir()+"/d.log", rate); err == nil {
+		if _, err := server.OpenDecisionLog(t.TempDir()+"/d.log", rate, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("OpenDecisionLog took rate %v", rate)
 		}
 	}
@@ -93,7 +97,7 @@ func TestDecisionLogRefusesABadRate(t *testing.T) {
 // keeps and writes them cut as a refusal quotes them, not a megabyte a line.
 func TestDecisionLogCutsTheNamesOfAnInvalidItem(t *testing.T) {
 	out := &logBuffer{}
-	log := server.NewDecisionLog(out, nil, 1)
+	log := server.NewDecisionLog(out, nil, 1, slog.New(slog.DiscardHandler))
 	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(*authz.Engine) []grpc.ServerOption {
 		return []grpc.ServerOption{server.WithDecisionLog(log)}
 	})
@@ -121,5 +125,55 @@ func TestDecisionLogCutsTheNamesOfAnInvalidItem(t *testing.T) {
 	}
 	if r.Permission != "join-call" || r.Resource != "call:acme:1" || r.Reason != "INVALID" {
 		t.Errorf("permission %q, resource %q, reason %q; want the short names whole and INVALID", r.Permission, r.Resource, r.Reason)
+	}
+}
+
+// flakyWriter fails every write while broken, having written half of it,
+// as a disk that fills up does.
+type flakyWriter struct {
+	logBuffer
+	broken atomic.Bool
+}
+
+func (w *flakyWriter) Write(p []byte) (int, error) {
+	if w.broken.Load() {
+		n, _ := w.logBuffer.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return w.logBuffer.Write(p)
+}
+
+// A write that fails, the disk being full, loses the decisions it carried,
+// counted and logged; once the disk has room, the next decisions are
+// written, each on a line of its own.
+func TestDecisionLogWritesAgainAfterAFailedWrite(t *testing.T) {
+	out := &flakyWriter{}
+	out.broken.Store(true)
+	logs := &logBuffer{}
+	log := server.NewDecisionLog(out, nil, 1, slog.New(slog.NewJSONHandler(logs, nil)))
+	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(*authz.Engine) []grpc.ServerOption {
+		return []grpc.ServerOption{server.WithDecisionLog(log)}
+	})
+	f.check("user:zed", "join-call", "root")
+	for log.Dropped() == 0 {
+		runtime.Gosched()
+	}
+	out.broken.Store(false)
+	f.check("user:hana", "join-call", "root")
+	f.stop()
+	if err := log.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("Close: %v; want the write's error, %v", err, syscall.ENOSPC)
+	}
+
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	var last struct{ Subject string }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Subject != "user:hana" {
+		t.Errorf("the decision after the failed write is not a line of its own (%v); the log holds:\n%s", err, out.String())
+	}
+	if log.Written() != 1 || log.Dropped() != 1 {
+		t.Errorf("Written, Dropped = %d, %d; want 1, 1", log.Written(), log.Dropped())
+	}
+	if !strings.Contains(logs.String(), "the decision log failed to write") || !strings.Contains(logs.String(), "no space left on device") {
+		t.Errorf("the failed write was not logged:\n%s", logs)
 	}
 }

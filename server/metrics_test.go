@@ -111,7 +111,7 @@ func newMetricsWorld(t *testing.T) *metricsWorld {
 	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(e *authz.Engine) []grpc.ServerOption {
 		sessions := admission.New(e, admission.Options{})
 		t.Cleanup(func() { sessions.Close() })
-		log := server.NewDecisionLog(io.Discard, nil, 1)
+		log := server.NewDecisionLog(io.Discard, nil, 1, slog.New(slog.DiscardHandler))
 		t.Cleanup(func() { log.Close() })
 		return []grpc.ServerOption{server.WithMetrics(m), server.WithAdmission(sessions), server.WithEnvoy(envoy), server.WithDecisionLog(log)}
 	})

@@ -52,7 +52,7 @@ func BenchmarkCheckRPCObserved(b *testing.B) {
 	}{
 		{"metrics", func() []grpc.ServerOption { return []grpc.ServerOption{server.WithMetrics(server.NewMetrics())} }},
 		{"metrics+decisionlog", func() []grpc.ServerOption {
-			log := server.NewDecisionLog(io.Discard, nil, 0.01)
+			log := server.NewDecisionLog(io.Discard, nil, 0.01, slog.New(slog.DiscardHandler))
 			b.Cleanup(func() { log.Close() })
 			return []grpc.ServerOption{server.WithMetrics(server.NewMetrics()), server.WithDecisionLog(log)}
 		}},

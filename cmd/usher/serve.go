@@ -383,7 +383,7 @@ variable their help names.`,
 			logger.Info("tracing over OTLP", "sample_ratio", tracing.SampleRatio)
 		}
 		if *decisionLog != "" {
-			log, err := server.OpenDecisionLog(*decisionLog, *decisionSample)
+			log, err := server.OpenDecisionLog(*decisionLog, *decisionSample, logger)
 			if err != nil {
 				return err
 			}
