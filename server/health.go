@@ -35,16 +35,19 @@ const (
 // boundedHealth is grpc-go's health service with what a caller without
 // credentials can make it hold bounded: the name it asks about, which a
 // Watch keeps for as long as its stream lasts, and the Watch streams open
-// at once, on the server and on each connection.
+// at once, on the server and on each connection. A Watch ends when the
+// server drains, having said NOT_SERVING, so that a client's health
+// checking does not hold a stopping server until its drain runs out.
 type boundedHealth struct {
 	*health.Server
 	maxWatches int
 	watching   atomic.Int64
-	perConn    *streamShares // by connection
+	perConn    *streamShares   // by connection
+	drained    context.Context // done once the server drains
 }
 
-func newBoundedHealth(s *health.Server) *boundedHealth {
-	return &boundedHealth{Server: s, maxWatches: MaxHealthWatches, perConn: newStreamShares(MaxHealthWatchesPerConn)}
+func newBoundedHealth(s *health.Server, drained context.Context) *boundedHealth {
+	return &boundedHealth{Server: s, maxWatches: MaxHealthWatches, perConn: newStreamShares(MaxHealthWatchesPerConn), drained: drained}
 }
 
 func (h *boundedHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
@@ -74,7 +77,37 @@ func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serv
 				why: fmt.Sprintf("this server holds at most %d health Watch streams at once", h.maxWatches)})
 	}
 	defer h.watching.Add(-1)
-	return h.Server.Watch(req, stream)
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(h.drained, cancel)
+	defer stop()
+	told := &toldStream{ServerStreamingServer: stream, ctx: ctx}
+	err := h.Server.Watch(req, told)
+	if stream.Context().Err() != nil || h.drained.Err() == nil {
+		return err
+	}
+	if told.last != healthpb.HealthCheckResponse_NOT_SERVING {
+		if err := stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING}); err != nil {
+			return err
+		}
+	}
+	return refuse(codes.Unavailable, "the server is shutting down: watch the health of another server",
+		details{reason: string(authz.KindShuttingDown)})
+}
+
+// toldStream is a health Watch's stream, ended by its own ctx, that
+// remembers the last status it sent.
+type toldStream struct {
+	grpc.ServerStreamingServer[healthpb.HealthCheckResponse]
+	ctx  context.Context
+	last healthpb.HealthCheckResponse_ServingStatus
+}
+
+func (s *toldStream) Context() context.Context { return s.ctx }
+
+func (s *toldStream) Send(m *healthpb.HealthCheckResponse) error {
+	s.last = m.GetStatus()
+	return s.ServerStreamingServer.Send(m)
 }
 
 // connection names the connection a call came on: its two ends, which no

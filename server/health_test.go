@@ -166,3 +166,30 @@ func TestAConnectionHoldsAtMostFourHealthWatches(t *testing.T) {
 	})
 	refused(f.health)
 }
+
+// A health Watch, which a client's health checking holds open for as long
+// as it uses the server, is told NOT_SERVING when the server drains and
+// then ends, UNAVAILABLE, so that it does not keep a stopping server
+// waiting until the drain runs out.
+func TestGracefulStopEndsHealthWatches(t *testing.T) {
+	f := newServer(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w, err := healthWatch(t, ctx, healthClient(t, f.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { f.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GracefulStop still waits for a health Watch after 10s")
+	}
+	if resp, err := w.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("the health Watch of a draining server said %v, %v; want NOT_SERVING", resp.GetStatus(), err)
+	}
+	_, err = w.Recv()
+	st := wantCode(t, err, codes.Unavailable)
+	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
+}

@@ -100,7 +100,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		e.register(register, engine, metrics)
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
-	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health))
+	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health, s.watches.drained))
 	registerReflection(screened)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)
