@@ -105,8 +105,11 @@ func OpenDecisionLog(path string, rate float64, logger *slog.Logger) (*DecisionL
 
 // NewDecisionLog returns a decision log writing to w, which Close closes
 // when closer is not nil, keeping each decision with probability rate and
-// logging failed writes to logger.
+// logging failed writes to logger (none when nil).
 func NewDecisionLog(w io.Writer, closer io.Closer, rate float64, logger *slog.Logger) *DecisionLog {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	l := &DecisionLog{
 		all: rate >= 1, queue: make(chan decisionRecord, DecisionQueue),
 		quit: make(chan struct{}), done: make(chan struct{}), out: &tailWriter{w: w}, closer: closer, logger: logger,
