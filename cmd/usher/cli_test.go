@@ -63,6 +63,32 @@ func TestEveryCommandIsDescribed(t *testing.T) {
 	}
 }
 
+// The README's table of commands names every command of the tree, and
+// every subcommand after its command's name ("roles list\|put\|delete").
+func TestREADMECommandTableNamesEveryCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## The command line\n")
+	section, _, _ = strings.Cut(section, "\n- ")
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(section, -1) {
+		words := strings.Fields(m[1])
+		listed[words[0]] = true
+		if len(words) > 1 && strings.Contains(words[1], `\|`) {
+			for _, sub := range strings.Split(words[1], `\|`) {
+				listed[words[0]+" "+sub] = true
+			}
+		}
+	}
+	for _, path := range commandPaths(newRoot(), nil) {
+		if name := strings.Join(path, " "); len(path) <= 2 && path[0] != "help" && !listed[name] {
+			t.Errorf("README.md's table of commands does not name usher %s", name)
+		}
+	}
+}
+
 // usher, usher -h, --help, help, help CMD and CMD -h print help to stdout
 // and exit 0, for the root and every command.
 func TestHelpExitsZero(t *testing.T) {
