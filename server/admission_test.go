@@ -1392,50 +1392,44 @@ func TestAWatchCallDoesNotKeepTheInitialStateItSent(t *testing.T) {
 	}
 }
 
-// A Knock at a revision the index has not reached is refused as Join
-// refuses it; no knock is made.
-func TestKnockAtARevisionNotReachedSaysSo(t *testing.T) {
-	w := newAdmWorld(t, admission.Options{})
-	w.grant("user:alice", "user", stream42)
-	rev := w.engine.Index().Revision()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	_, err := w.adm.Knock(ctx, &usherv1.KnockRequest{Subject: "user:alice", Resource: stream42, MinRevision: uint64(rev) + 100})
-	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
-		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
-	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
-		t.Errorf("the refused Knock left %d sessions and %d knocks", c.Sessions, c.Knocks)
-	}
-}
-
-// A ListLobby at a revision the index has not reached is refused as Join
-// refuses it: an actor granted the admit permission through another
-// server is judged with the grant.
-func TestListLobbyAtARevisionNotReachedSaysSo(t *testing.T) {
-	w := newAdmWorld(t, admission.Options{})
-	rev := w.engine.Index().Revision()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	_, err := w.adm.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, MinRevision: uint64(rev) + 100})
-	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
-		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
-}
-
-// A Join at a revision the index has not reached is refused as Check
-// refuses it, FAILED_PRECONDITION naming the latest revision, before the
-// caller's deadline; no session is made.
-func TestJoinAtARevisionNotReachedSaysSo(t *testing.T) {
-	w := newAdmWorld(t, admission.Options{})
-	w.grant("user:alice", "user", stream42)
-	rev := w.engine.Index().Revision()
-	// Longer than the server waits for a revision, as in
-	// TestRevisionNotReachedNamesTheLatest.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	_, err := w.adm.Join(ctx, &usherv1.JoinRequest{Subject: "user:alice", Resource: stream42, MinRevision: uint64(rev) + 100})
-	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
-		field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
-	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
-		t.Errorf("the refused Join left %d sessions and %d knocks", c.Sessions, c.Knocks)
+// A Join, a Knock or a ListLobby at a revision the index has not reached
+// is refused as Check refuses it, FAILED_PRECONDITION naming the latest
+// revision, before the caller's deadline; no session or knock is made. A
+// client that granted a subject (or an actor the admit permission)
+// through another server is judged with the grant.
+func TestAdmissionAtARevisionNotReachedSaysSo(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		call func(ctx context.Context, w *admWorld, min uint64) error
+	}{
+		{"Join", func(ctx context.Context, w *admWorld, min uint64) error {
+			_, err := w.adm.Join(ctx, &usherv1.JoinRequest{Subject: "user:alice", Resource: stream42, MinRevision: min})
+			return err
+		}},
+		{"Knock", func(ctx context.Context, w *admWorld, min uint64) error {
+			_, err := w.adm.Knock(ctx, &usherv1.KnockRequest{Subject: "user:alice", Resource: stream42, MinRevision: min})
+			return err
+		}},
+		{"ListLobby", func(ctx context.Context, w *admWorld, min uint64) error {
+			_, err := w.adm.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: meeting7, MinRevision: min})
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			w := newAdmWorld(t, admission.Options{})
+			w.grant("user:alice", "user", stream42)
+			rev := w.engine.Index().Revision()
+			// Longer than the server waits for a revision, as in
+			// TestRevisionNotReachedNamesTheLatest.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			err := c.call(ctx, w, uint64(rev)+100)
+			wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "REVISION_NOT_REACHED",
+				field: "min_revision", value: fmt.Sprint(rev + 100), meta: map[string]string{"latest_revision": fmt.Sprint(rev)}})
+			if n := w.m.Counts(); n.Sessions != 0 || n.Knocks != 0 {
+				t.Errorf("the refused %s left %d sessions and %d knocks", c.name, n.Sessions, n.Knocks)
+			}
+		})
 	}
 }
