@@ -162,28 +162,57 @@ func TestMarksTheStoreRefusedAreToldItAgain(t *testing.T) {
 	}
 }
 
-// slowMarks holds every Mark until letGo is closed, as a store a slow round
-// trip away does, and says on entered when one has begun.
-type slowMarks struct {
+// slowStore holds every Mark, and every End that ejects, until letGo is
+// closed, as a store a slow round trip away does, and says on entered
+// when one has begun.
+type slowStore struct {
 	*admission.MemoryStore
 	entered chan struct{}
 	letGo   chan struct{}
 }
 
-func (s *slowMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+func newSlowStore() *slowStore {
+	return &slowStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
+		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+}
+
+func (s *slowStore) hold() {
 	select {
 	case s.entered <- struct{}{}:
 	default:
 	}
 	<-s.letGo
+}
+
+func (s *slowStore) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+	s.hold()
 	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+}
+
+func (s *slowStore) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {
+	if why.Why == admission.Ejected {
+		s.hold()
+	}
+	return s.MemoryStore.End(ctx, id, why)
+}
+
+// holding waits until the view is held in the store (failing the test
+// with what it never did), then lets it go 100 ms later: a Join made
+// meanwhile must wait for it.
+func (s *slowStore) holding(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-s.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the view never %s", what)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(s.letGo) })
 }
 
 // A Join that comes while the view tells the store of a host whose role ran
 // out waits for it: the former host counts, and the call it fills is FULL.
 func TestAJoinWhileTheViewMarksAnExpiredHostFindsTheCallFull(t *testing.T) {
-	store := &slowMarks{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
-		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	store := newSlowStore()
 	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
 	p := policy()
 	p.Admissions = append(p.Admissions, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join",
@@ -198,12 +227,7 @@ func TestAJoinWhileTheViewMarksAnExpiredHostFindsTheCallFull(t *testing.T) {
 	w.grant("user:late", "member", "call:acme:big")
 	w.wantJoin("user:h", "call:acme:big", admission.Admitted)
 	w.clock.Advance(6 * time.Second)
-	select {
-	case <-store.entered:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the view never marked the former host's session")
-	}
-	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
+	store.holding(t, "marked the former host's session")
 	w.wantJoin("user:late", "call:acme:big", admission.Full)
 }
 
@@ -241,31 +265,10 @@ func TestARuleNamesTheRolesDefinedAtItsScopeOrAbove(t *testing.T) {
 	}
 }
 
-// slowEjections holds every End that ejects until letGo is closed, as a
-// store a slow round trip away does, and says on entered when one has
-// begun.
-type slowEjections struct {
-	*admission.MemoryStore
-	entered chan struct{}
-	letGo   chan struct{}
-}
-
-func (s *slowEjections) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {
-	if why.Why == admission.Ejected {
-		select {
-		case s.entered <- struct{}{}:
-		default:
-		}
-		<-s.letGo
-	}
-	return s.MemoryStore.End(ctx, id, why)
-}
-
 // A Join that comes while the view ejects a participant whose grant ran
 // out waits for it: the call the participant filled has room.
 func TestAJoinWhileTheViewEjectsAnExpiredParticipantFindsRoom(t *testing.T) {
-	store := &slowEjections{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
-		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	store := newSlowStore()
 	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
 	if _, err := w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "call:acme:big", ResourceType: "call", Join: "call.join", MaxParticipants: 1}); err != nil {
 		t.Fatal(err)
@@ -276,11 +279,6 @@ func TestAJoinWhileTheViewEjectsAnExpiredParticipantFindsRoom(t *testing.T) {
 	w.grant("user:late", "member", "call:acme:big")
 	w.wantJoin("user:early", "call:acme:big", admission.Admitted)
 	w.clock.Advance(6 * time.Second)
-	select {
-	case <-store.entered:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the view never ejected the participant whose grant ran out")
-	}
-	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
+	store.holding(t, "ejected the participant whose grant ran out")
 	w.wantJoin("user:late", "call:acme:big", admission.Admitted)
 }
