@@ -54,20 +54,8 @@ func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing
 			envoyTooLarge, "a CheckRequest holds at most 10000 fields"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			conn := w.dial(credential{token: w.checkToken})
-			wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
-			per := allocatedPerCall(func() {
-				st := wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), codes.InvalidArgument)
-				wantDetails(t, st, c.want)
-				if !strings.Contains(st.Message(), c.message) {
-					t.Errorf("message %q does not say %q", st.Message(), c.message)
-				}
-			})
-			// Client and server: the request written and read over TLS.
 			// Decoded, two million entries took 280 MB.
-			if per > 4*uint64(len(c.body))+1<<20 {
-				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(c.body), per)
-			}
+			refusedUnread(t, w.dial(credential{token: w.checkToken}), c.method, c.body, c.want, c.message)
 		})
 	}
 	// Refused calls are logged as any other.
@@ -131,8 +119,6 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 			refusal{reason: "INVALID_FIELD", field: "subject", value: "user:\uFFFD"}, `subject "user:\xff": not UTF-8`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			conn := w.dial(credential{token: w.adminToken})
-			wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
 			revision := func() authz.Revision {
 				r, err := w.store.Revision(context.Background())
 				if err != nil {
@@ -141,18 +127,8 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 				return r
 			}
 			before := revision()
-			per := allocatedPerCall(func() {
-				st := wantCode(t, invokeRaw(callCtx(t), conn, c.method, c.body), codes.InvalidArgument)
-				wantDetails(t, st, c.want)
-				if !strings.Contains(st.Message(), c.message) {
-					t.Errorf("message %q does not say %q", st.Message(), c.message)
-				}
-			})
-			// Client and server: the request written and read over TLS.
 			// Decoded, two million names took some 60 MB.
-			if per > 4*uint64(len(c.body))+1<<20 {
-				t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(c.body), per)
-			}
+			refusedUnread(t, w.dial(credential{token: w.adminToken}), c.method, c.body, c.want, c.message)
 			if after := revision(); after != before {
 				t.Errorf("the refused calls wrote: revision %d, then %d", before, after)
 			}
@@ -278,6 +254,26 @@ func TestLargeReflectionRequestsAreRefusedUnread(t *testing.T) {
 				t.Errorf("each refused request of %d bytes allocated %d bytes; want at most 3 times the request", len(body), per)
 			}
 		})
+	}
+}
+
+// refusedUnread calls method with body over conn, three times, and fails
+// the test unless each is refused INVALID_ARGUMENT with want's details and
+// a message saying message, at a cost, client and server (the request
+// written and read over TLS), of at most 4 times its size and 1 MiB: not
+// what decoding it would cost.
+func refusedUnread(t *testing.T, conn *grpc.ClientConn, method string, body []byte, want refusal, message string) {
+	t.Helper()
+	wantCode(t, invokeRaw(callCtx(t), conn, "/usher.v1.AuthorizationService/GetRevision", []byte{}), codes.OK) // connected
+	per := allocatedPerCall(func() {
+		st := wantCode(t, invokeRaw(callCtx(t), conn, method, body), codes.InvalidArgument)
+		wantDetails(t, st, want)
+		if !strings.Contains(st.Message(), message) {
+			t.Errorf("message %q does not say %q", st.Message(), message)
+		}
+	})
+	if per > 4*uint64(len(body))+1<<20 {
+		t.Errorf("each refused call of %d bytes allocated %d bytes; want at most 4 times the request and 1 MiB", len(body), per)
 	}
 }
 
