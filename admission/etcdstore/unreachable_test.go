@@ -11,7 +11,8 @@ import (
 )
 
 // TestSessionWritesFailUnavailableWithEtcdOutOfReach stops the cluster
-// under a replica: Join, Knock, KeepAlive, Leave, Admit and Deny, called
+// under a replica: Join, Knock, KeepAlive, Leave, Admit and Deny (by the
+// platform and by an actor), called
 // with no deadline of their own, fail UNAVAILABLE rather than wait for
 // etcd for good.
 func TestSessionWritesFailUnavailableWithEtcdOutOfReach(t *testing.T) {
@@ -66,6 +67,10 @@ func TestSessionWritesFailUnavailableWithEtcdOutOfReach(t *testing.T) {
 		},
 		"Leave": func(ctx context.Context) error { return a.m.Leave(ctx, joined.Session) },
 		"Deny":  func(ctx context.Context) error { return a.m.Deny(ctx, by, "call:acme:0", "user:g") },
+		// Judged at the latest revision, which etcd cannot say.
+		"Deny by an actor": func(ctx context.Context) error {
+			return a.m.Deny(ctx, authz.Author{Caller: "test", Actor: "user:a"}, "call:acme:0", "user:g")
+		},
 		"Admit": func(ctx context.Context) error {
 			_, err := a.m.Admit(ctx, by, "call:acme:0", "user:g", time.Time{})
 			return err
