@@ -649,9 +649,68 @@ func (v *view) sift() {
 			v.touched(x, c, dirty)
 		}
 	}
+	gone := v.deleted(x, sets, all)
 	eject := v.reread(x, dirty)
 	v.mu.Unlock()
 	v.followUp(eject)
+	if len(gone) > 0 {
+		v.endWatches(gone)
+	}
+}
+
+// deleted returns the watched calls that were deleted, with the revision
+// of their deletion: a call registered again under the name is another,
+// whose participants the watches of the first must not be told of. A
+// resync, with no change sets to read, finds the watched calls no longer
+// registered. v.mu is held.
+func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[string]authz.Revision {
+	if len(v.watchers) == 0 {
+		return nil
+	}
+	var gone map[string]authz.Revision
+	note := func(call string, rev authz.Revision) {
+		if gone == nil {
+			gone = map[string]authz.Revision{}
+		}
+		gone[call] = rev
+	}
+	if all {
+		for call := range v.watchers {
+			if !x.Under(call, call) {
+				note(call, x.Revision())
+			}
+		}
+	}
+	for _, cs := range sets {
+		for _, c := range cs.Changes {
+			if c.Op == authz.OpDeleteResource && len(v.watchers[c.Resource.Name]) > 0 {
+				note(c.Resource.Name, cs.Revision)
+			}
+		}
+	}
+	return gone
+}
+
+// endWatches ends the watches of the deleted calls of gone, whose state
+// was read at or before their deletion, with the refusal a watch of them started now would get;
+// the endings the deletion made are told them first.
+func (v *view) endWatches(gone map[string]authz.Revision) {
+	v.storeEvents()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for call, rev := range gone {
+		for w := range v.watchers[call] {
+			if w.rev <= rev {
+				v.drop(w, callDeleted(call))
+			}
+		}
+	}
+}
+
+// callDeleted is the refusal of a watch of call, which was deleted.
+func callDeleted(call string) error {
+	return &authz.Error{Code: authz.NotFound, Kind: authz.KindResourceNotFound, Field: "resource", Value: call,
+		Reason: "the call was deleted; a call registered again under its name is another"}
 }
 
 // settle acts on the change sets up to rev now, as the loop would a moment
@@ -996,6 +1055,7 @@ type Watch struct {
 	C       <-chan Event
 	c       chan Event
 	call    string
+	rev     authz.Revision // the revision its state was read at
 	v       *view
 	err     error
 	held    int  // events of Initial counted in v.initial
@@ -1167,6 +1227,11 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 			Meta:   map[string]string{"limit": strconv.Itoa(v.maxWatch)}}
 	}
 	st := initialState{now: m.clock.Now(), rev: v.revision()}
+	if !m.engine.Index().Under(call, call) {
+		// Deleted since Watch found it, and perhaps past the sift that
+		// ends its watches (endWatches).
+		return nil, initialState{}, callDeleted(call)
+	}
 	// A revision past the latest is no point in this history: the
 	// participants since it would all be left out.
 	st.reset = after > 0 && (after <= v.forgotten || after > v.revision())
@@ -1201,7 +1266,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 	if v.initial+n > v.maxInitial {
 		return nil, initialState{}, v.tooLarge(call, n)
 	}
-	w := &Watch{c: make(chan Event, v.buffer), call: call, v: v, held: n}
+	w := &Watch{c: make(chan Event, v.buffer), call: call, rev: st.rev, v: v, held: n}
 	w.C = w.c
 	v.initial += n
 	if v.watchers[call] == nil {

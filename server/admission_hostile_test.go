@@ -409,3 +409,48 @@ func TestAWatchCallResumedFromALargeChangeSetDoesNotDecodeIt(t *testing.T) {
 		t.Errorf("a WatchCall resumed from revision %d, of %d resources, allocated %d bytes; want at most 1 MiB", rev, len(large.Resources), per)
 	}
 }
+
+// A call deleted and then registered again, by another tenant, is another
+// call: a WatchCall of the first tells of its participant's ejection and
+// then ends NOT_FOUND, as a WatchCall started then would be refused, and
+// tells nothing of the second call's participants, whom a WatchCall of the
+// second follows.
+func TestAWatchCallOfADeletedCallEndsNotFound(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:m", "call-member", meeting7)
+	w.join(w.adm, "user:m", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	old := watchCall(t, w.adm, meeting7, 0)
+	old.initial()
+	if _, err := w.admin.DeleteResource(callCtx(t), &usherv1.DeleteResourceRequest{Name: meeting7}); err != nil {
+		t.Fatal(err)
+	}
+	old.next("the participant's ejection", event(usherv1.CallEventKind_CALL_EVENT_KIND_EJECTED, "user:m"))
+
+	// Another tenant's call of the same name, and its host in it.
+	for _, r := range []*usherv1.PutResourceRequest{{Name: "account:other"}, {Name: meeting7, Parent: "account:other"}} {
+		if _, err := w.admin.PutResource(callCtx(t), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.grant("user:b", "host", meeting7)
+	fresh := watchCall(t, w.adm, meeting7, 0)
+	fresh.initial()
+	w.join(w.adm, "user:b", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	fresh.next("the new call's participant", event(usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, "user:b"))
+
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case a := <-old.events:
+			if a.err != nil {
+				wantStatus(t, a.err, codes.NotFound, named("resource", meeting7))
+				return
+			}
+			if a.ev.GetSubject() == "user:b" {
+				t.Fatalf("the deleted call's WatchCall tells of the new call's participant: %v", a.ev)
+			}
+		case <-deadline:
+			t.Fatal("the deleted call's WatchCall did not end within 2 s")
+		}
+	}
+}

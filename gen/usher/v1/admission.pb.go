@@ -1587,7 +1587,9 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 // (--max-call-watches-per-caller, a quarter by default). The stream ends with
 // RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when the client falls 256 events
 // behind, and UNAVAILABLE (SHUTTING_DOWN) when the server stops: resume
-// from the last revision received.
+// from the last revision received. It ends with NOT_FOUND once the call is
+// deleted, after telling of its participants' ejection: a call registered
+// again under the name is another, to watch anew.
 type WatchCallRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The call.
