@@ -465,6 +465,9 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 
 // knock puts subject in the lobby, or renews its knock there, for caller.
 func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller, subject, resource, note string, now time.Time) (Result, error) {
+	// A knock left from before the call was deleted and registered again
+	// ends first: renewed, it would carry its id and note into this call.
+	m.acted(ctx, p.Revision)
 	lease := p.Rule.LeaseOf()
 	ctx, cancel := m.within(ctx)
 	defer cancel()
@@ -584,6 +587,8 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		return m.ended(id)
 	}
 	p := m.engine.Index().Presence(k.Subject, k.Call)
+	// A knock of a call deleted, and registered again, has ended.
+	m.acted(ctx, p.Revision)
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
 		m.store.Unknock(ctx, k.Call, k.Subject, Denied)
 		m.v.note(id, Ending{Why: Denied})
@@ -748,7 +753,18 @@ func (m *Manager) Lobby(ctx context.Context, resource, actor string) ([]Knock, e
 	if _, err := m.lobbyRule(resource, actor, "list the lobby of"); err != nil {
 		return nil, err
 	}
+	// Not the knocks of a call of the name that was deleted.
+	m.acted(ctx, m.engine.Index().Revision())
 	return m.waiting(resource), nil
+}
+
+// acted returns once the view has acted on the change sets up to rev, as
+// it would a moment later (settle), when it has yet to: a call deleted by
+// then has had its knocks ended.
+func (m *Manager) acted(ctx context.Context, rev authz.Revision) {
+	if authz.Revision(m.v.sifted.Load()) < rev {
+		m.v.settle(ctx, rev)
+	}
 }
 
 // waiting is who waits in call's lobby, longest first. A subject blocked,
@@ -838,6 +854,8 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	if r, decided := m.gate(p, subject, resource, m.clock.Now()); decided || noRoomJoin(&r, p, subject, resource) {
 		return rev, nil
 	}
+	// Not a knock left from before the call was deleted.
+	m.acted(ctx, p.Revision)
 	uctx, cancel := m.within(ctx)
 	defer cancel()
 	found, err := m.store.Unknock(uctx, resource, subject, LetIn)

@@ -654,25 +654,21 @@ func (v *view) sift() {
 	v.mu.Unlock()
 	v.followUp(eject)
 	if len(gone) > 0 {
-		v.endWatches(gone)
+		v.endCalls(gone)
 	}
 }
 
-// deleted returns the watched calls that were deleted, with the revision
-// of their deletion: a call registered again under the name is another,
-// whose participants the watches of the first must not be told of. A
-// resync, with no change sets to read, finds the watched calls no longer
-// registered. v.mu is held.
+// deleted returns the resources that were deleted, with the revision of
+// their deletion: a call registered again under the name is another, which
+// the knocks and watches of the first are not of. A resync, with no change
+// sets to read, finds the watched calls no longer registered. v.mu is held.
 func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[string]authz.Revision {
-	if len(v.watchers) == 0 {
-		return nil
-	}
 	var gone map[string]authz.Revision
-	note := func(call string, rev authz.Revision) {
+	note := func(name string, rev authz.Revision) {
 		if gone == nil {
 			gone = map[string]authz.Revision{}
 		}
-		gone[call] = rev
+		gone[name] = rev
 	}
 	if all {
 		for call := range v.watchers {
@@ -683,7 +679,7 @@ func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[st
 	}
 	for _, cs := range sets {
 		for _, c := range cs.Changes {
-			if c.Op == authz.OpDeleteResource && len(v.watchers[c.Resource.Name]) > 0 {
+			if c.Op == authz.OpDeleteResource {
 				note(c.Resource.Name, cs.Revision)
 			}
 		}
@@ -691,10 +687,22 @@ func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[st
 	return gone
 }
 
-// endWatches ends the watches of the deleted calls of gone, whose state
-// was read at or before their deletion, with the refusal a watch of them started now would get;
-// the endings the deletion made are told them first.
-func (v *view) endWatches(gone map[string]authz.Revision) {
+// endCalls ends what waited on the deleted calls of gone: their knocks,
+// denied, for no one may join them any more; then their watches whose
+// state was read at or before the deletion, with the refusal a watch of
+// them started now would get, once they have been told of the endings the
+// deletion made.
+func (v *view) endCalls(gone map[string]authz.Revision) {
+	for call := range gone {
+		for _, k := range v.m.store.Knocks(call) {
+			ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+			_, err := v.m.store.Unknock(ctx, call, k.Subject, Denied)
+			cancel()
+			if err != nil {
+				v.m.logger.Warn("a knock of a deleted call could not be ended", "call", call, "subject", k.Subject, "error", err)
+			}
+		}
+	}
 	v.storeEvents()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -1122,6 +1130,8 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Not the knocks of a call of the name that was deleted.
+	m.acted(context.Background(), p.Revision)
 	v := m.v
 	// The store's events so far first: a session ended before the watch
 	// began (by a KeepAlive that has answered, say) is no longer among the
@@ -1229,7 +1239,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 	st := initialState{now: m.clock.Now(), rev: v.revision()}
 	if !m.engine.Index().Under(call, call) {
 		// Deleted since Watch found it, and perhaps past the sift that
-		// ends its watches (endWatches).
+		// ends its watches (endCalls).
 		return nil, initialState{}, callDeleted(call)
 	}
 	// A revision past the latest is no point in this history: the

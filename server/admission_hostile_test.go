@@ -454,3 +454,33 @@ func TestAWatchCallOfADeletedCallEndsNotFound(t *testing.T) {
 		}
 	}
 }
+
+// A knock ends with the call it waits to enter: once the call is deleted
+// and its name registered again by another tenant, who invites the same
+// guest, the second call's lobby lists no knock made for the first, nor
+// shows its note, and the knock is kept alive no more.
+func TestAKnockEndsWithItsDeletedCall(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:gus", "guest", meeting7)
+	knock, err := w.adm.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:gus", Resource: meeting7, Note: "acme's secret launch"})
+	if err != nil || knock.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+		t.Fatalf("Knock = %v, %v", knock, err)
+	}
+	if _, err := w.admin.DeleteResource(callCtx(t), &usherv1.DeleteResourceRequest{Name: meeting7}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*usherv1.PutResourceRequest{{Name: "account:other"}, {Name: meeting7, Parent: "account:other"}} {
+		if _, err := w.admin.PutResource(callCtx(t), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.grant("user:gus", "guest", meeting7)
+	if got, err := w.adm.ListLobby(callCtx(t), &usherv1.ListLobbyRequest{Resource: meeting7}); err != nil || len(got.GetEntries()) != 0 {
+		t.Errorf("the lobby of the call registered again = %v, %v; want none waiting", got.GetEntries(), err)
+	}
+	resp, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: knock.GetSessionId()})
+	wantStatus(t, err, codes.NotFound, named("session_id", knock.GetSessionId()))
+	if resp != nil {
+		t.Errorf("the knock made for the deleted call is kept alive: %v", resp)
+	}
+}
