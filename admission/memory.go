@@ -87,7 +87,7 @@ func newLiveKnock(k Knock) *liveKnock {
 }
 
 // room decides whether s fits among the call's sessions other than old,
-// the subject's own.
+// the subject's own, as Room does.
 func (c *callState) room(s *Session, old *liveSession, max uint32) (Outcome, string) {
 	if s.Counted && max > 0 {
 		n := c.counted
@@ -106,7 +106,7 @@ func (c *callState) room(s *Session, old *liveSession, max uint32) (Outcome, str
 		return n
 	}
 	for _, mark := range s.Exclusive {
-		if mark == authz.OccupantMark {
+		if mark == authz.OccupantMark || old != nil && slices.Contains(old.Exclusive, mark) {
 			continue
 		}
 		if others(mark) > 0 {

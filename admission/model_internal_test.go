@@ -27,7 +27,8 @@ import (
 //   - a holder of an exclusive permission enters only a call no other
 //     occupant (authz.OccupantMark) is in, while an occupant without one
 //     may enter beside it; "*" gives no mode, and a block of a permission
-//     takes its mark away;
+//     takes its mark away; a subject in the call who joins again keeps what
+//     its session holds, whoever came in beside it since;
 //   - a participant who may no longer be there (blocked, or no grant of
 //     the join permission) is gone by the next Join, by the next look at
 //     the store once the view has acted, and at its own KeepAlive.
@@ -214,10 +215,12 @@ func (r *reference) join(subject, call string) (Outcome, standing) {
 		return Lobby, st
 	}
 	var others []standing
+	own := false // the subject has a session in the call, which the join replaces
 	for _, s := range r.sessions {
 		if s.call == call && s.subject != subject {
 			others = append(others, r.standing(s.subject, call))
 		}
+		own = own || s.call == call && s.subject == subject
 	}
 	if max := r.rule.MaxParticipants; st.counted && max > 0 {
 		n := 0
@@ -231,7 +234,9 @@ func (r *reference) join(subject, call string) (Outcome, standing) {
 		}
 	}
 	for _, mark := range st.marks {
-		if mark == authz.OccupantMark {
+		// The subject's own session holds its marks already: a join in its
+		// place takes them from no one.
+		if mark == authz.OccupantMark || own {
 			continue
 		}
 		for _, o := range others {

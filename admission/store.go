@@ -185,9 +185,12 @@ func Feed(ctx context.Context, s Store) <-chan []StoreEvent {
 // Room decides whether s fits among others, the call's other live
 // sessions: Full (with how many count) when max is not 0, s counts, and
 // max others count; InUse (with which) when another holds one of
-// s.Exclusive; else Admitted. A store that reads a call whole decides with
-// it; MemoryStore keeps the counts instead and decides alike.
-func Room(others []Session, s Session, max uint32) (Outcome, string) {
+// s.Exclusive; else Admitted. old is the subject's own session in the call
+// that s replaces, or nil: what old held already, s takes from no one, and
+// no one who came in beside it since takes it from s. A store that reads a
+// call whole decides with it; MemoryStore keeps the counts instead and
+// decides alike.
+func Room(others []Session, old *Session, s Session, max uint32) (Outcome, string) {
 	if s.Counted && max > 0 {
 		n := 0
 		for _, o := range others {
@@ -200,7 +203,7 @@ func Room(others []Session, s Session, max uint32) (Outcome, string) {
 		}
 	}
 	for _, mark := range s.Exclusive {
-		if mark == authz.OccupantMark {
+		if mark == authz.OccupantMark || old != nil && slices.Contains(old.Exclusive, mark) {
 			continue
 		}
 		for _, o := range others {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/admission"
@@ -482,5 +483,37 @@ func TestAKnockEndsWithItsDeletedCall(t *testing.T) {
 	wantStatus(t, err, codes.NotFound, named("session_id", knock.GetSessionId()))
 	if resp != nil {
 		t.Errorf("the knock made for the deleted call is kept alive: %v", resp)
+	}
+}
+
+// Livebox's Unshared mode: a holder of an exclusive permission enters only
+// a room no other occupant is in, but occupants without one share it with
+// it. One whose media server reconnects it, joining again, takes the place
+// of its own session: an occupant who came in beside it since does not take
+// the room from it, while another holder still finds it in use.
+func TestAnUnsharedParticipantWhoJoinsAgainKeepsItsRoom(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	if _, err := w.admin.PutAdmission(callCtx(t), &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{
+		Scope: meeting7, ResourceType: "call", JoinPermission: "join-call", ExclusivePermissions: []string{"end-call"}}}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:uma", "host", meeting7) // end-call: unshared
+	w.grant("user:ulf", "host", meeting7)
+	w.grant("user:sam", "call-member", meeting7) // an occupant, shared
+	first := w.join(w.adm, "user:uma", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	w.join(w.adm, "user:sam", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+
+	again, err := w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:uma", Resource: meeting7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetOutcome() != usherv1.Outcome_OUTCOME_ADMITTED {
+		t.Fatalf("the unshared participant joining again = %s (%s), want ADMITTED in place of its session", again.GetOutcome(), again.GetReason())
+	}
+	if _, err := w.adm.KeepAlive(callCtx(t), &usherv1.KeepAliveRequest{SessionId: first.GetSessionId()}); status.Code(err) != codes.NotFound {
+		t.Errorf("KeepAlive of the session joined again = %v, want NOT_FOUND: replaced", err)
+	}
+	if r := w.join(w.adm, "user:ulf", meeting7, usherv1.Outcome_OUTCOME_IN_USE); r.GetExclusive() != "permission end-call" {
+		t.Errorf("another holder finds the room in use by %q, want \"permission end-call\"", r.GetExclusive())
 	}
 }

@@ -87,7 +87,11 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 				s.log.Warn("a knock record could not be read; the join deletes it", "error", err)
 			}
 		}
-		out, detail := admission.Room(others, sess, max)
+		var oldSession *admission.Session
+		if old != nil {
+			oldSession = &old.s
+		}
+		out, detail := admission.Room(others, oldSession, sess, max)
 		if out != admission.Admitted {
 			return out, detail, nil
 		}
