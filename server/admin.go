@@ -12,6 +12,7 @@ import (
 type adminServer struct {
 	usherv1.UnimplementedAdminServiceServer
 	engine *authz.Engine
+	waits  *revisionWaits
 	backup BackupSource // nil: Backup is UNIMPLEMENTED
 	// backups counts the Backup streams in progress, at most MaxBackups.
 	backups atomic.Int64
@@ -71,7 +72,7 @@ func (s *adminServer) ListGrants(ctx context.Context, req *usherv1.ListGrantsReq
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	grants, next, rev, err := s.engine.Index().ListGrants(
@@ -97,7 +98,7 @@ func (s *adminServer) ListRoles(ctx context.Context, req *usherv1.ListRolesReque
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	roles, next, rev, err := s.engine.Index().ListRolesPage(req.GetResource(), req.GetAssignableBy(), int(req.GetPageSize()), req.GetPageToken())
@@ -168,7 +169,7 @@ func (s *adminServer) GetResource(ctx context.Context, req *usherv1.GetResourceR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	info, rev, err := s.engine.Index().GetResource(req.GetName())
@@ -255,7 +256,7 @@ func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolic
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	p, next, rev, err := s.engine.Index().ExportPolicy(int(req.GetPageSize()), req.GetPageToken())
@@ -337,7 +338,7 @@ func (s *adminServer) ListQuotas(ctx context.Context, req *usherv1.ListQuotasReq
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	quotas, next, rev, err := s.engine.Index().ListQuotasPage(req.GetResource(), int(req.GetPageSize()), req.GetPageToken())
@@ -367,7 +368,7 @@ func (s *adminServer) ListChanges(ctx context.Context, req *usherv1.ListChangesR
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	rev := s.engine.Index().Revision()

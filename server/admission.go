@@ -41,7 +41,8 @@ func admissionManager(opts []grpc.ServerOption) *admission.Manager {
 
 type admissionServer struct {
 	usherv1.UnimplementedAdmissionServiceServer
-	m *admission.Manager
+	m     *admission.Manager
+	waits *revisionWaits
 	// drained is closed when the server drains, which it does before it
 	// stops: WatchCall streams end and new ones are refused, as Watch
 	// streams are.
@@ -74,7 +75,7 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	}
 	// Waited for here as Check waits, so that a revision not reached is
 	// told before the caller's deadline hides it.
-	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	r, err := s.m.Join(ctx, sharingCaller(ctx), req.GetSubject(), req.GetResource(), authz.Revision(req.GetMinRevision()))
@@ -203,7 +204,7 @@ func (s *admissionServer) Knock(ctx context.Context, req *usherv1.KnockRequest) 
 		return nil, toStatus(v.err)
 	}
 	// Waited for here as Join waits.
-	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	r, err := s.m.Knock(ctx, sharingCaller(ctx), req.GetSubject(), req.GetResource(), req.GetNote())
@@ -221,7 +222,7 @@ func (s *admissionServer) ListLobby(ctx context.Context, req *usherv1.ListLobbyR
 		return nil, toStatus(v.err)
 	}
 	// Waited for here as Join waits.
-	if err := await(ctx, s.m.Engine(), req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	knocks, err := s.m.Lobby(ctx, req.GetResource(), req.GetActor())

@@ -21,6 +21,7 @@ func init() {
 type authorizationServer struct {
 	usherv1.UnimplementedAuthorizationServiceServer
 	engine  *authz.Engine
+	waits   *revisionWaits
 	serving func() bool
 	watches *watches
 	// checks and batchChecks count decisions, when the server has metrics.
@@ -43,7 +44,7 @@ func (s *authorizationServer) Check(ctx context.Context, req *usherv1.CheckReque
 		if err := checkQuery(q.Subject, q.Permission, q.Resource); err != nil {
 			return nil, toStatus(err)
 		}
-		if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+		if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 			return nil, err
 		}
 	}
@@ -112,7 +113,7 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 		}
 		qs[i] = q
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	ds, errs, rev := s.engine.Index().CheckBatch(qs)
@@ -171,7 +172,7 @@ func (s *authorizationServer) ListPermissions(ctx context.Context, req *usherv1.
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	perms, known, rev := s.engine.Index().ListPermissions(req.GetSubject(), req.GetResource(), req.GetIncludeReserved())
@@ -188,7 +189,7 @@ func (s *authorizationServer) LookupResources(ctx context.Context, req *usherv1.
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	found, next, rev, err := s.engine.LookupResources(ctx, authz.LookupResourcesQuery{
@@ -211,7 +212,7 @@ func (s *authorizationServer) LookupSubjects(ctx context.Context, req *usherv1.L
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}
-	if err := await(ctx, s.engine, req.GetMinRevision()); err != nil {
+	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
 	found, next, rev, err := s.engine.LookupSubjects(ctx, authz.LookupSubjectsQuery{

@@ -55,6 +55,9 @@ import (
 //	                                                   etcdstore.Options.MaxSessions: of the cluster)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_SESSION_LIMIT, nothing written
 //	                                                   (admission.MemoryOptions.CallerShare, etcdstore.Options.CallerShare)
+//	requests reads waiting for their      64 MiB       RESOURCE_EXHAUSTED, WAIT_LIMIT (MaxWaitingBytes)
+//	  min_revision hold, encoded
+//	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_WAIT_LIMIT
 //	health Watch streams open at once     1,024        RESOURCE_EXHAUSTED (MaxHealthWatches)
 //	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_WATCH_LIMIT (MaxHealthWatchesPerConn)
 //	service name of a health Check, Watch 256 bytes    INVALID_ARGUMENT (MaxHealthServiceLen)
@@ -85,8 +88,8 @@ import (
 //
 // A refusal quotes an offending value of more than 512 bytes only by its
 // start and length. A request that is not valid protobuf (truncated,
-// garbled, a string that is not UTF-8) never reaches a handler: grpc-go
-// refuses it with INTERNAL "grpc: failed to unmarshal the received message".
+// garbled, a string that is not UTF-8) never reaches a handler: it is
+// refused INVALID_ARGUMENT, naming the field or what could not be read.
 const (
 	// MaxMessageSize is the largest request message the server reads, in
 	// bytes (grpc.MaxRecvMsgSize). It is grpc-go's default, set explicitly

@@ -66,7 +66,8 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
 	metrics := metricsOf(opts)
 	decisionLog := decisionLogOf(opts)
-	az := &authorizationServer{engine: engine, serving: s.serving, watches: s.watches, decisionLog: decisionLog}
+	waits := newRevisionWaits(engine, MaxWaitingBytes)
+	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, decisionLog: decisionLog}
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
@@ -82,11 +83,11 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		}
 	}
 	register(&usherv1.AuthorizationService_ServiceDesc, az)
-	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, backup: backupSource(opts)})
+	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, waits: waits, backup: backupSource(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
 		s.callShares = newStreamShares(shareOf(shares.CallWatches, sessions.MaxWatchers()))
-		as := &admissionServer{m: sessions, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog,
+		as := &admissionServer{m: sessions, waits: waits, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog,
 			initial: newStreamShares(shareOf(shares.CallInitialEvents, sessions.MaxInitialEvents()))}
 		if metrics != nil {
 			as.joins = metrics.join
@@ -226,23 +227,4 @@ func callerOf(ctx context.Context) string {
 func callerIn(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
-}
-
-// await waits until the index reaches a read's min_revision (0: no wait). It
-// stops waiting a little before the caller's deadline, so that the
-// FAILED_PRECONDITION saying the revision was not reached arrives before the
-// caller's own deadline fires and hides it behind DEADLINE_EXCEEDED: a
-// tenth of the time left, at most a quarter of a second, which a busy
-// server still answers within.
-func await(ctx context.Context, e *authz.Engine, rev uint64) error {
-	if rev == 0 {
-		return nil
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		margin := min(time.Until(deadline)/10, 250*time.Millisecond)
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
-		defer cancel()
-	}
-	return toStatus(e.Await(ctx, authz.Revision(rev)))
 }

@@ -56,6 +56,10 @@ const (
 	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
 	// A Backup refused because MaxBackups are in progress.
 	reasonBackupLimit = "BACKUP_LIMIT"
+	// A read refused its wait for min_revision because the reads waiting
+	// hold MaxWaitingBytes, or its caller's share of it.
+	reasonWaitLimit       = "WAIT_LIMIT"
+	reasonCallerWaitLimit = "CALLER_WAIT_LIMIT"
 )
 
 // details are what a refusal says to programs: a reason, the offending

@@ -1,0 +1,118 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/usher-authz/usher/admission"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/server"
+)
+
+// unreached is a min_revision no test server reaches.
+const unreached = 1 << 40
+
+// paddedBatch is a CheckBatch of one check, waiting for unreached, whose
+// encoding is close to 4 MiB, an unknown field's bytes, which its decoded
+// message keeps.
+func paddedBatch() *usherv1.CheckBatchRequest {
+	req := &usherv1.CheckBatchRequest{MinRevision: unreached,
+		Checks: []*usherv1.CheckItem{{Subject: "user:alice", Permission: "join-call", Resource: "call:meeting:7"}}}
+	pad := protowire.AppendTag(nil, 1000, protowire.BytesType)
+	pad = protowire.AppendBytes(pad, make([]byte, server.MaxMessageSize-1024))
+	req.ProtoReflect().SetUnknown(pad)
+	return req
+}
+
+// waitAll sends a paddedBatch from each client at once, with the deadline
+// timeout, and returns their statuses.
+func waitAll(t *testing.T, timeout time.Duration, clients []usherv1.AuthorizationServiceClient) []*status.Status {
+	t.Helper()
+	out := make([]*status.Status, len(clients))
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			_, err := c.CheckBatch(ctx, paddedBatch())
+			out[i] = status.Convert(err)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// refusedWaits counts the statuses of sts that are RESOURCE_EXHAUSTED, each
+// checked for reason, and fails the test for any that did not wait in
+// vain, FAILED_PRECONDITION.
+func refusedWaits(t *testing.T, sts []*status.Status, reason string, meta map[string]string) int {
+	t.Helper()
+	n := 0
+	for _, st := range sts {
+		switch st.Code() {
+		case codes.FailedPrecondition:
+			wantDetails(t, st, refusal{reason: "REVISION_NOT_REACHED", field: "min_revision", value: fmt.Sprint(unreached)})
+		case codes.ResourceExhausted:
+			n++
+			wantStatus(t, st.Err(), codes.ResourceExhausted, fmt.Sprintf("min_revision %q: ", fmt.Sprint(unreached)))
+			wantDetails(t, st, refusal{reason: reason, field: "min_revision", value: fmt.Sprint(unreached), meta: meta})
+		default:
+			t.Fatalf("a read waiting for its revision = %s (%q), want FailedPrecondition or ResourceExhausted", st.Code(), st.Message())
+		}
+	}
+	return n
+}
+
+// A read waiting for its min_revision holds its request, up to 4 MiB, for
+// as long as it waits: the reads waiting at once hold at most
+// MaxWaitingBytes, and the one past them is refused at once rather than
+// held.
+func TestReadsWaitingForTheirRevisionHoldABoundedAmount(t *testing.T) {
+	t.Parallel()
+	w := newAdmWorld(t, admission.Options{})
+	fit := server.MaxWaitingBytes / server.MaxMessageSize // requests of just under 4 MiB
+	clients := make([]usherv1.AuthorizationServiceClient, fit+2)
+	for i := range clients {
+		clients[i] = usherv1.NewAuthorizationServiceClient(w.dial())
+	}
+	// The waits last 5 s, the longest a read waits, and overlap however
+	// slowly the requests arrive within them.
+	sts := waitAll(t, time.Minute, clients)
+	if n := refusedWaits(t, sts, "WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(server.MaxWaitingBytes)}); n != 2 {
+		t.Fatalf("%d of %d reads of 4 MiB waiting at once were refused; want 2, past the %d that %d bytes hold", n, len(sts), fit, server.MaxWaitingBytes)
+	}
+	// What they held is given back.
+	if n := refusedWaits(t, waitAll(t, time.Second, clients[:1]), "WAIT_LIMIT", nil); n != 0 {
+		t.Fatalf("a read waiting once the others have ended was refused")
+	}
+}
+
+// One caller of the callers file holds a quarter of what waiting reads may
+// hold: past it, its reads are refused, naming it, while another caller's
+// still wait.
+func TestACallersWaitingReadsHoldAQuarter(t *testing.T) {
+	t.Parallel()
+	w := newSharesWorld(t, admission.Options{})
+	share := server.MaxWaitingBytes / 4
+	fit := share / server.MaxMessageSize
+	clients := make([]usherv1.AuthorizationServiceClient, fit+2)
+	for i := range clients {
+		clients[i] = usherv1.NewAuthorizationServiceClient(w.as(w.tokenA))
+	}
+	b := usherv1.NewAuthorizationServiceClient(w.b)
+	sts := waitAll(t, time.Minute, append(clients, b, b))
+	mine, theirs := sts[:len(clients)], sts[len(clients):]
+	if n := refusedWaits(t, mine, "CALLER_WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(share), "caller": "sidecar-a"}); n != 2 {
+		t.Fatalf("%d of sidecar-a's %d reads of 4 MiB waiting at once were refused; want 2, past the %d its share of %d bytes holds", n, len(mine), fit, share)
+	}
+	if n := refusedWaits(t, theirs, "CALLER_WAIT_LIMIT", nil); n != 0 {
+		t.Fatalf("%d of sidecar-b's 2 reads were refused while sidecar-a held its share; want none", n)
+	}
+}
