@@ -85,10 +85,14 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	fromStart := t == nil && after == 0
 	readAll := 0 // changes read, matched or not
 	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
+		// Each read of the log is bounded as a commit is: a backend out of
+		// reach (an etcd cluster cut off) fails the page rather than hold
+		// it for as long as its caller would wait.
+		rctx, cancel := context.WithTimeout(ctx, e.timeout)
 		// Counted before they are decoded: as many as fit what is left of
 		// the budget, and at least one, however large the change sets
 		// that follow small ones are.
-		counts, err := e.backend.ChangeCounts(ctx, after, min(batch, scanBudget-scanned))
+		counts, err := e.backend.ChangeCounts(rctx, after, min(batch, scanBudget-scanned))
 		var sets []ChangeSet
 		if err == nil {
 			n, c := 0, readAll
@@ -98,19 +102,21 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 				}
 				n, c = n+1, c+k
 			}
-			sets, err = e.backend.Changes(ctx, after, max(n, 1))
+			sets, err = e.backend.Changes(rctx, after, max(n, 1))
 		}
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.
 			if s, ok := e.backend.(interface {
 				LogStart(context.Context) (Revision, error)
 			}); ok {
-				if start, err := s.LogStart(ctx); err == nil && start > after {
+				if start, err := s.LogStart(rctx); err == nil && start > after {
+					cancel()
 					after, fromStart = start, false
 					continue
 				}
 			}
 		}
+		cancel()
 		if errors.Is(err, ErrCompacted) {
 			return nil, "", errorf(FailedPrecondition, field, value,
 				"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)

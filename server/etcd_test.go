@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -71,5 +72,41 @@ func TestAWriteTooLargeForAnEtcdTransactionIsALimit(t *testing.T) {
 				t.Errorf("a refused write wrote something: %v", diff)
 			}
 		})
+	}
+}
+
+// A replica cut off from etcd answers ListChanges, which reads the change
+// log in etcd, UNAVAILABLE (UNAVAILABLE_STORAGE) within the commit timeout,
+// however long its caller would wait, rather than hold the call until etcd
+// is back.
+func TestListChangesFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-changes/"})
+	engine, err := authz.Start(context.Background(), store, authz.Options{CommitTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(); store.Close() })
+	f := serveEngine(t, engine)
+	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "call:1"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+
+	for _, req := range []*usherv1.ListChangesRequest{{}, {AfterRevision: 1}} {
+		answered := make(chan error, 1)
+		go func() {
+			_, err := f.admin.ListChanges(context.Background(), req)
+			answered <- err
+		}()
+		select {
+		case err := <-answered:
+			st := wantCode(t, err, codes.Unavailable)
+			wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
+		// Far more than the commit timeout: a call still waiting then
+		// waits for etcd to come back.
+		case <-time.After(time.Minute):
+			t.Fatalf("ListChanges after %d with etcd out of reach, called with no deadline, never answered", req.GetAfterRevision())
+		}
 	}
 }
