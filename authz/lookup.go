@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -219,9 +220,17 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			limit := int(min(now-from, Revision(n)))
 			// A client may come back with a token from before a policy's
 			// change set of a hundred thousand changes: learn that it
-			// does not fit without decoding it.
-			counts, err := e.backend.ChangeCounts(ctx, from, limit)
-			if err != nil || len(counts) == 0 {
+			// does not fit without decoding it. Each read is bounded as
+			// a commit is: a backend out of reach (an etcd cluster cut
+			// off) fails the page, Unavailable, rather than hold it for
+			// as long as its caller would wait.
+			rctx, cancel := context.WithTimeout(ctx, e.timeout)
+			counts, err := e.backend.ChangeCounts(rctx, from, limit)
+			cancel()
+			if err != nil {
+				return logUnread(ctx, err, at, now)
+			}
+			if len(counts) == 0 {
 				return lookupMoved(at, now)
 			}
 			next := read
@@ -231,8 +240,13 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			if next > maxLookupChanges {
 				return lookupMoved(at, now)
 			}
-			batch, err := e.backend.Changes(ctx, from, limit)
-			if err != nil || len(batch) == 0 {
+			rctx, cancel = context.WithTimeout(ctx, e.timeout)
+			batch, err := e.backend.Changes(rctx, from, limit)
+			cancel()
+			if err != nil {
+				return logUnread(ctx, err, at, now)
+			}
+			if len(batch) == 0 {
 				return lookupMoved(at, now)
 			}
 			for _, cs := range batch {
@@ -257,6 +271,19 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 		// the first page's revision, which gives the same answer.
 		checked = now
 	}
+}
+
+// logUnread is what a lookup's page answers when it cannot read the change
+// log since at: a log compacted past it, in which the answer may have
+// changed; its caller's own end; or the backend out of reach.
+func logUnread(ctx context.Context, err error, at, now Revision) error {
+	switch {
+	case errors.Is(err, ErrCompacted):
+		return lookupMoved(at, now)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
 }
 
 func lookupMoved(at, now Revision) error {

@@ -110,3 +110,56 @@ func TestListChangesFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 		}
 	}
 }
+
+// A replica cut off from etcd answers the next page of a lookup, which
+// reads in etcd's change log what the replica applied since the first page,
+// UNAVAILABLE (UNAVAILABLE_STORAGE) within the commit timeout, however long
+// its caller would wait, rather than hold the call until etcd is back and
+// then call the token expired.
+func TestALookupsNextPageFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-lookup/"})
+	engine, err := authz.Start(context.Background(), store, authz.Options{CommitTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(); store.Close() })
+	f := serveEngine(t, engine)
+	_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: &usherv1.Policy{
+		Permissions: []*usherv1.Permission{{Name: "view"}},
+		Roles:       []*usherv1.Role{{Name: "viewer", Scope: authz.RootName, Permissions: []string{"view"}}},
+		Resources:   []*usherv1.Resource{{Name: "call:1"}, {Name: "call:2"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:a", Role: "viewer", Resource: authz.RootName}); err != nil {
+		t.Fatal(err)
+	}
+	req := &usherv1.LookupResourcesRequest{Subject: "user:a", Permission: "view", ResourceType: "call", PageSize: 1}
+	first, err := f.authz.LookupResources(f.ctx(), req)
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("the first page = %v, %v; want one with a token", first, err)
+	}
+	// A write the lookup's next page must look at in the log.
+	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "room:1"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+
+	req.PageToken = first.GetNextPageToken()
+	answered := make(chan error, 1)
+	go func() {
+		_, err := f.authz.LookupResources(context.Background(), req)
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		st := wantCode(t, err, codes.Unavailable)
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
+	// Far more than the commit timeout: a call still waiting then waits
+	// for etcd to come back.
+	case <-time.After(time.Minute):
+		t.Fatal("the next page of a lookup with etcd out of reach, called with no deadline, never answered")
+	}
+}
