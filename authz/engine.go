@@ -267,6 +267,11 @@ func (e *Engine) Clock() Clock { return e.clock }
 // Backend returns the backend the engine commits to.
 func (e *Engine) Backend() Backend { return e.backend }
 
+// CommitTimeout is how long one backend transaction may take (see
+// Options.CommitTimeout): a read of the backend's log outside the engine
+// is bounded alike.
+func (e *Engine) CommitTimeout() time.Duration { return e.timeout }
+
 // WriteStopper is a Backend that can come to refuse every write until it
 // is reopened, as a bbolt file does after a failed commit.
 type WriteStopper interface {

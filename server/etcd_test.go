@@ -163,3 +163,44 @@ func TestALookupsNextPageFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 		t.Fatal("the next page of a lookup with etcd out of reach, called with no deadline, never answered")
 	}
 }
+
+// A Watch on a replica cut off from etcd, which reads the change log there,
+// ends UNAVAILABLE (UNAVAILABLE_STORAGE), naming the revision to watch
+// again after, within the commit timeout, so that its client moves to
+// another replica, rather than wait for etcd to come back.
+func TestAWatchOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-watch/"})
+	engine, err := authz.Start(context.Background(), store, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(); store.Close() })
+	f := serveEngine(t, engine)
+	put, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "call:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	answered := make(chan error, 1)
+	go func() {
+		// From now: the revision the replica answers at.
+		stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{})
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		st := wantCode(t, err, codes.Unavailable)
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(put.GetRevision())}})
+	// Far more than the commit timeout: a stream still open then waits for
+	// etcd to come back.
+	case <-time.After(time.Minute):
+		t.Fatal("a Watch with etcd out of reach neither sent a change nor ended")
+	}
+}
