@@ -130,11 +130,11 @@ type failingMarks struct {
 	n atomic.Int32
 }
 
-func (s *failingMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+func (s *failingMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string, at authz.Revision) (admission.Session, error) {
 	if s.n.Add(-1) >= 0 {
 		return admission.Session{}, errors.New("the store is unreachable")
 	}
-	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive, at)
 }
 
 // A session's new marks that the store could not take are told it again:
@@ -184,9 +184,9 @@ func (s *slowStore) hold() {
 	<-s.letGo
 }
 
-func (s *slowStore) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+func (s *slowStore) Mark(ctx context.Context, id string, counted bool, exclusive []string, at authz.Revision) (admission.Session, error) {
 	s.hold()
-	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive, at)
 }
 
 func (s *slowStore) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {

@@ -291,8 +291,9 @@ func (m *MemoryStore) Renew(_ context.Context, id string, expires time.Time) (Se
 	return s.Session, nil
 }
 
-// Mark implements Store.
-func (m *MemoryStore) Mark(_ context.Context, id string, counted bool, exclusive []string) (Session, error) {
+// Mark implements Store. One node marks its sessions, each at a revision
+// no earlier than the last, so at is not kept.
+func (m *MemoryStore) Mark(_ context.Context, id string, counted bool, exclusive []string, at authz.Revision) (Session, error) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()

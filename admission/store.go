@@ -109,8 +109,11 @@ type Store interface {
 	// in force reads its subject after a grant, a revoke or a role changed,
 	// for the joins that follow to see. It decides nothing: the session
 	// stays even if the call is now over capacity or shares an exclusive
-	// mark. ErrNoSession when the session ended.
-	Mark(ctx context.Context, id string, counted bool, exclusive []string) (Session, error)
+	// mark. The marks were read at revision at: a store that nodes share
+	// keeps the marks of a session joined, or marked, at a later one, which
+	// a node whose index is behind must not take back. ErrNoSession when
+	// the session ended.
+	Mark(ctx context.Context, id string, counted bool, exclusive []string, at authz.Revision) (Session, error)
 	// Renew moves the lease of a live session to expires.
 	// ErrNoSession when the session ended.
 	Renew(ctx context.Context, id string, expires time.Time) (Session, error)

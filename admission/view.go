@@ -137,10 +137,11 @@ type view struct {
 	idSeed      maphash.Seed
 
 	// remarks are the sessions whose Counted or Exclusive the store has yet
-	// to be told of; markMu keeps those who tell it in the order the view
-	// read the marks, so that an older reading never lands last. unmarked
-	// counts the marks noted in remarks or being told the store.
-	remarks  map[string]bool
+	// to be told of, with the revision the view read them at; markMu keeps
+	// those who tell it in the order the view read the marks, so that an
+	// older reading never lands last. unmarked counts the marks noted in
+	// remarks or being told the store.
+	remarks  map[string]authz.Revision
 	markMu   sync.Mutex
 	unmarked atomic.Int64
 
@@ -238,7 +239,7 @@ func newView(m *Manager, opts Options) *view {
 		bySubject: map[string]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
-		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]bool{}, lastEnded: map[string]endedRef{},
+		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 	}
@@ -512,16 +513,17 @@ func (v *view) remark(t *tracked, p authz.Presence) {
 		return
 	}
 	t.s.Counted, t.s.Exclusive = counted, exclusive
-	v.toMark(t.s.ID)
+	v.toMark(t.s.ID, p.Revision)
 }
 
-// toMark notes that the marks of session id are to be told the store.
-// v.mu is held.
-func (v *view) toMark(id string) {
-	if !v.remarks[id] {
-		v.remarks[id] = true
+// toMark notes that the marks of session id, read at revision at, are to
+// be told the store. v.mu is held.
+func (v *view) toMark(id string, at authz.Revision) {
+	was, noted := v.remarks[id]
+	if !noted {
 		v.unmarked.Add(1)
 	}
+	v.remarks[id] = max(was, at)
 }
 
 // mark tells the store the marks remark noted, as they stand now. It
@@ -535,10 +537,14 @@ func (v *view) mark() {
 	v.markMu.Lock()
 	defer v.markMu.Unlock()
 	v.mu.Lock()
-	var marks []place
-	for id := range v.remarks {
+	type marked struct {
+		place
+		at authz.Revision
+	}
+	var marks []marked
+	for id, at := range v.remarks {
 		if t := v.sessions[id]; t != nil {
-			marks = append(marks, t.s)
+			marks = append(marks, marked{t.s, at})
 		}
 	}
 	taken := int64(len(v.remarks))
@@ -547,7 +553,7 @@ func (v *view) mark() {
 	defer v.unmarked.Add(-taken)
 	for i, s := range marks {
 		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
-		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive)
+		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive, s.at)
 		cancel()
 		if err == nil || errors.Is(err, ErrNoSession) {
 			continue
@@ -560,7 +566,7 @@ func (v *view) mark() {
 		}
 		v.mu.Lock()
 		for _, s := range left {
-			v.toMark(s.ID)
+			v.toMark(s.ID, s.at)
 		}
 		v.mu.Unlock()
 		if outOfReach(err) {

@@ -136,7 +136,7 @@ func (s stuckStore) End(ctx context.Context, _ string, _ Ending) (Session, error
 	return Session{}, ctx.Err()
 }
 
-func (s stuckStore) Mark(ctx context.Context, _ string, _ bool, _ []string) (Session, error) {
+func (s stuckStore) Mark(ctx context.Context, _ string, _ bool, _ []string, _ authz.Revision) (Session, error) {
 	s.marks.Add(1)
 	<-ctx.Done()
 	return Session{}, ctx.Err()
@@ -165,7 +165,7 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	v.mu.Lock()
 	for _, id := range []string{"s-1", "s-2"} {
 		v.add(&tracked{s: place{ID: id, Subject: "user:" + id, Call: "call:acme:1", Counted: true}})
-		v.toMark(id)
+		v.toMark(id, 1)
 	}
 	v.mu.Unlock()
 	done := make(chan struct{})
@@ -187,7 +187,7 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	defer v.markMu.Unlock()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.remarks["s-1"] || !v.remarks["s-2"] {
+	if v.remarks["s-1"] != 1 || v.remarks["s-2"] != 1 {
 		t.Errorf("the marks left are %v, want both kept for the next pass", v.remarks)
 	}
 }
@@ -413,13 +413,13 @@ type heldMarks struct {
 	letGo   chan struct{}
 }
 
-func (s heldMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string) (Session, error) {
+func (s heldMarks) Mark(ctx context.Context, id string, counted bool, exclusive []string, at authz.Revision) (Session, error) {
 	select {
 	case s.entered <- struct{}{}:
 	default:
 	}
 	<-s.letGo
-	return s.MemoryStore.Mark(ctx, id, counted, exclusive)
+	return s.MemoryStore.Mark(ctx, id, counted, exclusive, at)
 }
 
 // A pass whose marks another pass took, and is still telling the store,
@@ -440,7 +440,7 @@ func TestAPassReturnsOnceTheMarksAnotherTookAreStored(t *testing.T) {
 	v := m.v
 	v.mu.Lock()
 	v.sessions[r.Session].s.Counted = false
-	v.toMark(r.Session)
+	v.toMark(r.Session, r.Revision)
 	v.mu.Unlock()
 	go v.mark()
 	select {

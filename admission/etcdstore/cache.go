@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 )
 
 // entry is a live session or knock as the local picture holds it, with what
@@ -21,6 +22,9 @@ type entry struct {
 	knock bool
 	s     admission.Session // when !knock
 	k     admission.Knock   // when knock
+	// marked is the revision a session's Counted and Exclusive were last
+	// marked at (Mark); 0 while they are its join's, at s.Revision.
+	marked authz.Revision
 }
 
 func (e *entry) id() string {
@@ -130,7 +134,7 @@ func (c *cache) update(e, n *entry) {
 
 // update brings a newer record of the same session or knock into e.
 func (e *entry) update(n *entry) {
-	e.mod, e.lease, e.node = n.mod, n.lease, n.node
+	e.mod, e.lease, e.node, e.marked = n.mod, n.lease, n.node, n.marked
 	if e.knock {
 		e.k = n.k
 		return
@@ -162,7 +166,7 @@ func (s *Store) decodeEntry(kv *mvccpb.KeyValue) (*entry, error) {
 	var err error
 	switch s.kind(e.key) {
 	case 's':
-		e.s, e.node, err = decodeSession(kv.Value)
+		e.s, e.marked, e.node, err = decodeSession(kv.Value)
 		if err == nil && e.key != s.sessionKey(e.s.Call, e.s.Subject) {
 			err = fmt.Errorf("the record is of %s in %s", e.s.Subject, e.s.Call)
 		}

@@ -17,7 +17,7 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 	if err := s.check(); err != nil {
 		return 0, "", err
 	}
-	value, err := encodeSession(sess, s.opts.Node)
+	value, err := encodeSession(sess, 0, s.opts.Node)
 	if err != nil {
 		return 0, "", err
 	}

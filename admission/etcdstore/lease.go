@@ -257,7 +257,7 @@ func (s *Store) encode(e *entry) ([]byte, error) {
 	if e.knock {
 		return encodeKnock(e.k, s.opts.Node)
 	}
-	return encodeSession(e.s, s.opts.Node)
+	return encodeSession(e.s, e.marked, s.opts.Node)
 }
 
 func (e *entry) expires() time.Time {

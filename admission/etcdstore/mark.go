@@ -7,13 +7,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 )
 
 // Mark implements admission.Store: the session's record put again with its
 // new marks, under the same lease, if nobody changed it since it was read.
 // A record that already carries them is not written, so that replicas that
-// each mark the same session after one grant write it once.
-func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []string) (admission.Session, error) {
+// each mark the same session after one grant write it once; nor is one
+// marked at a later revision than at, by a replica ahead of this one.
+func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []string, at authz.Revision) (admission.Session, error) {
 	if err := s.check(); err != nil {
 		return admission.Session{}, err
 	}
@@ -25,10 +27,10 @@ func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []s
 		if err := backoff(ctx, attempt); err != nil {
 			return admission.Session{}, err
 		}
-		if e.s.Counted == counted && slices.Equal(e.s.Exclusive, exclusive) {
+		if e.s.Counted == counted && slices.Equal(e.s.Exclusive, exclusive) || at < max(e.marked, e.s.Revision) {
 			return e.s, nil
 		}
-		e.s.Counted, e.s.Exclusive = counted, slices.Clone(exclusive)
+		e.s.Counted, e.s.Exclusive, e.marked = counted, slices.Clone(exclusive), at
 		value, err := s.encode(e)
 		if err != nil {
 			return admission.Session{}, err

@@ -15,7 +15,8 @@ import (
 // misreading the record is added to version 1 rather than making a new
 // version that would hide a newer replica's sessions from an older one: the
 // caller of a session or knock, which a record written before it was
-// recorded has not, and which then counts for nobody's share.
+// recorded has not, and which then counts for nobody's share; the revision
+// of a session's last Mark, without which its marks are its join's.
 const recordVersion = 1
 
 // sessionRecord is a session's value under s/.
@@ -31,6 +32,7 @@ type sessionRecord struct {
 	Exclusive    []string `json:"exclusive,omitempty"`
 	Capabilities []string `json:"capabilities,omitempty"`
 	Revision     uint64   `json:"revision"`
+	Marked       uint64   `json:"marked,omitempty"` // the revision of its last Mark
 	Node         string   `json:"node,omitempty"`
 }
 
@@ -79,23 +81,27 @@ func fromUnixNano(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-func encodeSession(s admission.Session, node string) ([]byte, error) {
+// encodeSession encodes s, marked at revision marked (0: never marked),
+// as node writes it.
+func encodeSession(s admission.Session, marked authz.Revision, node string) ([]byte, error) {
 	return json.Marshal(sessionRecord{V: recordVersion, ID: s.ID, Subject: s.Subject, Call: s.Call, Caller: s.Caller,
 		Joined: unixNano(s.Joined), Expires: unixNano(s.Expires), Counted: s.Counted, Exclusive: s.Exclusive,
-		Capabilities: s.Capabilities, Revision: uint64(s.Revision), Node: node})
+		Capabilities: s.Capabilities, Revision: uint64(s.Revision), Marked: uint64(marked), Node: node})
 }
 
-func decodeSession(b []byte) (admission.Session, string, error) {
+// decodeSession decodes a session's record: the session, the revision it
+// was last marked at, and the node that wrote it.
+func decodeSession(b []byte) (admission.Session, authz.Revision, string, error) {
 	var r sessionRecord
 	if err := decode(b, &r, &r.V); err != nil {
-		return admission.Session{}, "", err
+		return admission.Session{}, 0, "", err
 	}
 	if r.ID == "" || r.Call == "" || r.Subject == "" {
-		return admission.Session{}, "", fmt.Errorf("a session record without id, call or subject")
+		return admission.Session{}, 0, "", fmt.Errorf("a session record without id, call or subject")
 	}
 	return admission.Session{ID: r.ID, Subject: r.Subject, Call: r.Call, Caller: r.Caller, Joined: fromUnixNano(r.Joined),
 		Expires: fromUnixNano(r.Expires), Counted: r.Counted, Exclusive: r.Exclusive, Capabilities: r.Capabilities,
-		Revision: authz.Revision(r.Revision)}, r.Node, nil
+		Revision: authz.Revision(r.Revision)}, authz.Revision(r.Marked), r.Node, nil
 }
 
 func encodeKnock(k admission.Knock, node string) ([]byte, error) {

@@ -443,7 +443,7 @@ func testMark(t *testing.T, h *harness) {
 	// Both demoted: three count in a call of two, and nobody is ended.
 	for _, s := range []*admission.Session{&h1, &h2} {
 		s.Counted = true
-		got, err := n.Mark(h.ctx, s.ID, true, nil)
+		got, err := n.Mark(h.ctx, s.ID, true, nil, 43)
 		if err != nil || !sameSession(got, *s) {
 			t.Fatalf("Mark = %s, %v; want %s", describeSession(got), err, describeSession(*s))
 		}
@@ -457,7 +457,7 @@ func testMark(t *testing.T, h *harness) {
 	}
 	// The member granted an exclusive role holds it from now on.
 	m.Exclusive = []string{"role unshared"}
-	if got, err := n.Mark(h.ctx, m.ID, true, m.Exclusive); err != nil || !sameSession(got, m) {
+	if got, err := n.Mark(h.ctx, m.ID, true, m.Exclusive, 43); err != nil || !sameSession(got, m) {
 		t.Fatalf("Mark = %s, %v; want %s", describeSession(got), err, describeSession(m))
 	}
 	if got, ok := n.Session(m.ID); !ok || !sameSession(got, m) {
@@ -471,11 +471,11 @@ func testMark(t *testing.T, h *harness) {
 	// Marked back: the room is free, and one host uncounted again leaves
 	// room for one.
 	m.Exclusive = nil
-	if _, err := n.Mark(h.ctx, m.ID, true, nil); err != nil {
+	if _, err := n.Mark(h.ctx, m.ID, true, nil, 44); err != nil {
 		t.Fatal(err)
 	}
 	h1.Counted = false
-	if _, err := n.Mark(h.ctx, h1.ID, false, nil); err != nil {
+	if _, err := n.Mark(h.ctx, h1.ID, false, nil, 44); err != nil {
 		t.Fatal(err)
 	}
 	if out := n.join(unshared, admit); out != admission.Admitted {
@@ -490,10 +490,10 @@ func testMark(t *testing.T, h *harness) {
 		t.Errorf("Sessions = %v, want %v", got, want)
 	}
 	n.mustEnd(m.ID, admission.Ending{Why: admission.Left})
-	if _, err := n.Mark(h.ctx, m.ID, true, nil); !errors.Is(err, admission.ErrNoSession) {
+	if _, err := n.Mark(h.ctx, m.ID, true, nil, 45); !errors.Is(err, admission.ErrNoSession) {
 		t.Errorf("Mark of an ended session: %v, want ErrNoSession", err)
 	}
-	if _, err := n.Mark(h.ctx, "never", true, nil); !errors.Is(err, admission.ErrNoSession) {
+	if _, err := n.Mark(h.ctx, "never", true, nil, 45); !errors.Is(err, admission.ErrNoSession) {
 		t.Errorf("Mark of no session: %v, want ErrNoSession", err)
 	}
 }
@@ -506,7 +506,7 @@ func testReplicaMark(t *testing.T, h *harness) {
 	a.mustJoin(s)
 	b.expect(began(s))
 	s.Counted, s.Exclusive = true, []string{"role unshared"}
-	if _, err := b.Mark(h.ctx, s.ID, true, s.Exclusive); err != nil {
+	if _, err := b.Mark(h.ctx, s.ID, true, s.Exclusive, 43); err != nil {
 		t.Fatalf("Mark on the replica that did not make it: %v", err)
 	}
 	a.eventually("the other replica to see the marks", func() bool {
@@ -520,6 +520,16 @@ func testReplicaMark(t *testing.T, h *harness) {
 	}
 	if out, detail, err := a.Join(h.ctx, other, admit); err != nil || out != admission.InUse || detail != "role unshared" {
 		t.Errorf("Join on the other replica = %s, %q, %v; want IN_USE, \"role unshared\"", out, detail, err)
+	}
+	// Marks read at an earlier revision, by a replica whose index is
+	// behind, leave those read at a later one; and those of the join's
+	// own revision (session's, 42) or after are taken.
+	if got, err := a.Mark(h.ctx, s.ID, false, nil, 41); err != nil || !sameSession(got, s) {
+		t.Errorf("Mark read at an earlier revision = %s, %v; want %s unchanged", describeSession(got), err, describeSession(s))
+	}
+	s.Counted, s.Exclusive = false, nil
+	if got, err := a.Mark(h.ctx, s.ID, false, nil, 43); err != nil || !sameSession(got, s) {
+		t.Errorf("Mark read at the same revision as the last = %s, %v; want %s", describeSession(got), err, describeSession(s))
 	}
 }
 
@@ -792,7 +802,7 @@ func testCallerShareFreed(t *testing.T, h *harness) {
 	if _, err := n.Renew(h.ctx, s.ID, time.Now().Add(2*time.Minute)); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	if _, err := n.Mark(h.ctx, s.ID, false, nil); err != nil {
+	if _, err := n.Mark(h.ctx, s.ID, false, nil, 43); err != nil {
 		t.Fatalf("Mark: %v", err)
 	}
 	_, _, err := n.Join(h.ctx, next("user:b"), admit)
