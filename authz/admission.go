@@ -18,10 +18,10 @@ const (
 	MaxJoinAhead = 7 * 24 * time.Hour
 	// MaxParticipants bounds max_participants: sessions are held in memory.
 	MaxParticipants = 1_000_000
-	// maxRuleRoles bounds uncounted_roles, exclusive_roles,
+	// MaxRuleRoles bounds uncounted_roles, exclusive_roles,
 	// exclusive_permissions and the permissions a LiveKit mapping's
 	// room_admin and room_record list.
-	maxRuleRoles = 64
+	MaxRuleRoles = 64
 )
 
 // mediaSources are the LiveKit track sources a MediaMapping may name.
@@ -70,8 +70,8 @@ func ValidateAdmission(field string, a Admission) error {
 			return err
 		}
 	}
-	if len(a.ExclusivePermissions) > maxRuleRoles {
-		return errorf(Invalid, field+"exclusive_permissions", fmt.Sprint(len(a.ExclusivePermissions)), "at most %d permissions", maxRuleRoles)
+	if len(a.ExclusivePermissions) > MaxRuleRoles {
+		return errorf(Invalid, field+"exclusive_permissions", fmt.Sprint(len(a.ExclusivePermissions)), "at most %d permissions", MaxRuleRoles)
 	}
 	for i, p := range a.ExclusivePermissions {
 		if err := ValidatePermission(fmt.Sprintf("%sexclusive_permissions[%d]", field, i), p); err != nil {
@@ -86,8 +86,8 @@ func ValidateAdmission(field string, a Admission) error {
 		name  string
 		roles []string
 	}{{"uncounted_roles", a.UncountedRoles}, {"exclusive_roles", a.ExclusiveRoles}} {
-		if len(list.roles) > maxRuleRoles {
-			return errorf(Invalid, field+list.name, fmt.Sprint(len(list.roles)), "at most %d roles", maxRuleRoles)
+		if len(list.roles) > MaxRuleRoles {
+			return errorf(Invalid, field+list.name, fmt.Sprint(len(list.roles)), "at most %d roles", MaxRuleRoles)
 		}
 		for i, r := range list.roles {
 			if err := ValidateRoleName(fmt.Sprintf("%s%s[%d]", field, list.name, i), r); err != nil {
@@ -120,8 +120,8 @@ func ValidateAdmission(field string, a Admission) error {
 		for _, f := range []struct{ name, value string }{{"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}} {
 			// Counted before it is split: every Join and every change a
 			// WatchCall reports reads the list again.
-			if n := strings.Count(f.value, ",") + 1; f.value != "" && n > maxRuleRoles {
-				return errorf(Invalid, field+"livekit."+f.name, fmt.Sprint(n), "at most %d permissions", maxRuleRoles)
+			if n := strings.Count(f.value, ",") + 1; f.value != "" && n > MaxRuleRoles {
+				return errorf(Invalid, field+"livekit."+f.name, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
 			}
 			for _, perm := range MediaPermissions(f.value) {
 				if err := ValidatePermission(field+"livekit."+f.name, perm); err != nil {

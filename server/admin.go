@@ -236,18 +236,25 @@ func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) 
 }
 
 func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
-	p := policy.ToAuthz(req.GetPolicy())
-	var v validator
-	v.policy(p, req.GetPolicy())
-	v.actor(req.GetActor())
-	if v.err != nil {
-		return nil, toStatus(v.err)
+	p, err := policyOf(req)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	rev, changes, err := s.engine.ApplyPolicy(ctx, author(ctx, req.GetActor()), p, authz.ApplyOptions{Prune: req.GetPrune(), DryRun: req.GetDryRun()})
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &usherv1.ApplyPolicyResponse{Revision: uint64(rev), Changed: len(changes) > 0 && !req.GetDryRun(), Changes: toChanges(changes)}, nil
+}
+
+// policyOf is an ApplyPolicy request's policy, or the first fault of its
+// shape.
+func policyOf(req *usherv1.ApplyPolicyRequest) (authz.Policy, error) {
+	p := policy.ToAuthz(req.GetPolicy())
+	var v validator
+	v.policy(p, req.GetPolicy())
+	v.actor(req.GetActor())
+	return p, v.err
 }
 
 func (s *adminServer) ExportPolicy(ctx context.Context, req *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
@@ -297,6 +304,20 @@ func (s *adminServer) DeleteQuota(ctx context.Context, req *usherv1.DeleteQuotaR
 }
 
 func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissionRequest) (*usherv1.PutAdmissionResponse, error) {
+	rule, err := admissionOf(req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), rule)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &usherv1.PutAdmissionResponse{Revision: uint64(rev)}, nil
+}
+
+// admissionOf is a PutAdmission request's rule, or the first fault of its
+// shape.
+func admissionOf(req *usherv1.PutAdmissionRequest) (authz.Admission, error) {
 	var v validator
 	rule := policy.AdmissionToAuthz(req.GetAdmission())
 	if req.GetAdmission() == nil {
@@ -306,14 +327,7 @@ func (s *adminServer) PutAdmission(ctx context.Context, req *usherv1.PutAdmissio
 		v.add(authz.ValidateAdmission("admission", rule))
 	}
 	v.actor(req.GetActor())
-	if v.err != nil {
-		return nil, toStatus(v.err)
-	}
-	rev, err := s.engine.PutAdmission(ctx, author(ctx, req.GetActor()), rule)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &usherv1.PutAdmissionResponse{Revision: uint64(rev)}, nil
+	return rule, v.err
 }
 
 func (s *adminServer) DeleteAdmission(ctx context.Context, req *usherv1.DeleteAdmissionRequest) (*usherv1.DeleteAdmissionResponse, error) {

@@ -29,13 +29,13 @@ import (
 //	roles defined by a policy             10,000       INVALID_ARGUMENT
 //	creator roles of a policy             1,000        INVALID_ARGUMENT
 //	quotas of a policy                    10,000       INVALID_ARGUMENT
-//	parents of one permission             100          INVALID_ARGUMENT
-//	permissions of one role               1,000        INVALID_ARGUMENT, past it before decoding (PutRole)
-//	assignable_roles of one role          1,000        INVALID_ARGUMENT, past it before decoding (PutRole)
-//	bindable_on of one role               100          INVALID_ARGUMENT, past it before decoding (PutRole)
+//	parents of one permission             100          INVALID_ARGUMENT, past it before decoding (ApplyPolicy)
+//	permissions of one role               1,000        INVALID_ARGUMENT, past it before decoding (PutRole, ApplyPolicy)
+//	assignable_roles of one role          1,000        INVALID_ARGUMENT, past it before decoding (PutRole, ApplyPolicy)
+//	bindable_on of one role               100          INVALID_ARGUMENT, past it before decoding (PutRole, ApplyPolicy)
 //	permissions of one block              1,000        INVALID_ARGUMENT, past it before decoding (Block)
-//	uncounted_roles, exclusive_roles,     64 each      INVALID_ARGUMENT (authz.ValidateAdmission)
-//	  exclusive_permissions of an
+//	uncounted_roles, exclusive_roles,     64 each      INVALID_ARGUMENT (authz.ValidateAdmission); the three
+//	  exclusive_permissions of an                      lists past it before decoding (PutAdmission, ApplyPolicy)
 //	  admission rule; permissions its
 //	  LiveKit room_admin, room_record list
 //	description of a permission or role   1,024 bytes  INVALID_ARGUMENT

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -12,6 +13,7 @@ import (
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/usher-authz/usher/authz"
@@ -36,6 +38,7 @@ var screens = map[string]func([]byte) error{
 	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/ApplyPolicy":        screenPolicy,
 	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/PutRole":            screenRole,
 	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/Block":              screenBlock,
+	"/" + usherv1.AdminService_ServiceDesc.ServiceName + "/PutAdmission":       screenAdmission,
 }
 
 // screenRequests returns desc with every request refused unread when it
@@ -251,9 +254,25 @@ var policyLists = []struct {
 
 // screenPolicy refuses an ApplyPolicyRequest whose policy lists more
 // entries than ApplyPolicy allows, as it does, counting them without
-// decoding them. A policy given twice is one, its lists joined, as the
-// decoder would read it.
+// decoding them; and one of whose permissions, roles or admission rules
+// lists more names than it allows, as screenLists does. A policy given
+// twice is one, its lists joined, as the decoder would read it.
 func screenPolicy(b []byte) error {
+	if len(b) <= 2*authz.MaxRuleRoles+2 { // each entry takes 2 bytes at least
+		return nil
+	}
+	if err := screenPolicyLists(b); err != nil {
+		return err
+	}
+	var req usherv1.ApplyPolicyRequest
+	return screenLists(b, applyPolicyLists, &req, func() error {
+		_, err := policyOf(&req)
+		return err
+	})
+}
+
+// screenPolicyLists is screenPolicy's count of the policy's own lists.
+func screenPolicyLists(b []byte) error {
 	if len(b) <= 2*MaxPolicyAdmissions+2 { // each entry takes 2 bytes at least
 		return nil
 	}
@@ -314,6 +333,191 @@ func screenRole(b []byte) error {
 	var v validator
 	v.roleHead("role.", string(name), string(scope), n[3], n[4], n[5])
 	return toStatus(v.err)
+}
+
+// screenAdmission refuses a PutAdmissionRequest whose rule lists more
+// roles or permissions than PutAdmission allows, as screenLists does.
+func screenAdmission(b []byte) error {
+	if len(b) <= 2*authz.MaxRuleRoles+2 { // each entry takes 2 bytes at least
+		return nil
+	}
+	var req usherv1.PutAdmissionRequest
+	return screenLists(b, putAdmissionLists, &req, func() error {
+		_, err := admissionOf(&req)
+		return err
+	})
+}
+
+// listBounds are the lists of names a message holds that its request's
+// validator bounds, and the messages within it that hold more.
+type listBounds struct {
+	lists []boundedList
+	subs  []boundedMessage
+}
+
+// boundedList is a repeated string field and its limit.
+type boundedList struct {
+	num   protowire.Number
+	name  string
+	limit int
+}
+
+// boundedMessage is a message field, repeated or not, whose lists are
+// bounded.
+type boundedMessage struct {
+	num      protowire.Number
+	name     string
+	repeated bool
+	bounds   *listBounds
+}
+
+var (
+	admissionLists = &listBounds{lists: []boundedList{
+		{10, "uncounted_roles", authz.MaxRuleRoles},
+		{11, "exclusive_roles", authz.MaxRuleRoles},
+		{14, "exclusive_permissions", authz.MaxRuleRoles},
+	}}
+	// putAdmissionLists are a PutAdmissionRequest's: its rule's.
+	putAdmissionLists = &listBounds{subs: []boundedMessage{{1, "admission", false, admissionLists}}}
+	// applyPolicyLists are an ApplyPolicyRequest's: those of its policy's
+	// permissions, roles and admission rules.
+	applyPolicyLists = &listBounds{subs: []boundedMessage{{1, "policy", false, &listBounds{subs: []boundedMessage{
+		{1, "permissions", true, &listBounds{lists: []boundedList{{2, "parents", MaxPermissionParents}}}},
+		{3, "roles", true, &listBounds{lists: []boundedList{
+			{3, "permissions", MaxRolePermissions},
+			{4, "assignable_roles", MaxRoleAssignableRoles},
+			{5, "bindable_on", MaxRoleBindableOn},
+		}}},
+		{7, "admissions", true, admissionLists},
+	}}}}}
+)
+
+// screenLists refuses req's encoding b when one of the lists bounds names
+// holds more than its limit, as validate, run on req, refuses it once req
+// is decoded: each empty name, two bytes, decodes into a string of its own,
+// and 4 MiB of them into some 40 times that. Such a request is decoded with
+// each of those lists cut to one entry past its limit, so that it costs
+// what a request within the limits does; validate then finds what it would
+// have found first in the whole request (a malformed name before the list,
+// or the list), and a list's refusal quotes how long it was as sent. A
+// string that is not UTF-8 is refused first, as the decoder refuses it.
+func screenLists(b []byte, bounds *listBounds, req proto.Message, validate func() error) error {
+	c := listCut{}
+	c.cut(b, bounds, nil)
+	if len(c.over) == 0 {
+		return nil
+	}
+	md := req.ProtoReflect().Descriptor()
+	if err := notUTF8(md, b); err != nil {
+		return err
+	}
+	c.write = true
+	if err := proto.Unmarshal(c.cut(b, bounds, nil), req); err != nil {
+		return unreadable(&codec.Malformed{Message: string(md.FullName()), Size: len(b), Err: err})
+	}
+	err := validate()
+	if e, ok := err.(*authz.Error); ok {
+		if n, ok := c.over[e.Field]; ok {
+			quoted := *e
+			quoted.Value = strconv.Itoa(n)
+			err = &quoted
+		}
+	}
+	return toStatus(err)
+}
+
+// listCut walks an encoded message, counting the lists its bounds name,
+// and, when write is set, copies it with each list past its limit cut to
+// one entry past it. A singular message given more than once is one, its
+// encodings joined, as the decoder would read it.
+type listCut struct {
+	write bool
+	over  map[string]int // the lists past their limits, by field path, and their lengths
+}
+
+// listPath is where a message is in a request: "policy.roles[2]".
+type listPath struct {
+	parent *listPath
+	name   string
+	index  int // of a repeated message's entry; -1 for a singular one
+}
+
+func (p *listPath) String() string {
+	if p == nil {
+		return ""
+	}
+	s := p.parent.String() + p.name
+	if p.index >= 0 {
+		s += "[" + strconv.Itoa(p.index) + "]"
+	}
+	return s + "."
+}
+
+// cut walks b, a message at path that bounds bounds, and returns its copy
+// when c.write is set. What cannot be read is copied as it is, for the
+// decoder to refuse.
+func (c *listCut) cut(b []byte, bounds *listBounds, path *listPath) []byte {
+	var out []byte
+	counts := make([]int, len(bounds.lists))
+	entries := make([]int, len(bounds.subs))
+	singles := make([][]byte, len(bounds.subs))
+	given := make([]bool, len(bounds.subs))
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		n := -1
+		if l >= 0 {
+			n = protowire.ConsumeFieldValue(num, typ, b[l:])
+		}
+		if n < 0 {
+			if c.write {
+				out = append(out, b...)
+			}
+			break
+		}
+		field := b[:l+n]
+		b = b[l+n:]
+		keep := true
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(field[l:])
+			if i := slices.IndexFunc(bounds.lists, func(l boundedList) bool { return l.num == num }); i >= 0 {
+				counts[i]++
+				keep = counts[i] <= bounds.lists[i].limit+1
+			} else if i := slices.IndexFunc(bounds.subs, func(m boundedMessage) bool { return m.num == num }); i >= 0 {
+				keep = false
+				if m := bounds.subs[i]; m.repeated {
+					inner := c.cut(v, m.bounds, &listPath{parent: path, name: m.name, index: entries[i]})
+					entries[i]++
+					if c.write {
+						out = protowire.AppendBytes(protowire.AppendTag(out, num, typ), inner)
+					}
+				} else if !given[i] {
+					given[i], singles[i] = true, v
+				} else {
+					singles[i] = append(slices.Clip(singles[i]), v...)
+				}
+			}
+		}
+		if keep && c.write {
+			out = append(out, field...)
+		}
+	}
+	for i, l := range bounds.lists {
+		if counts[i] > l.limit {
+			if c.over == nil {
+				c.over = map[string]int{}
+			}
+			c.over[path.String()+l.name] = counts[i]
+		}
+	}
+	for i, m := range bounds.subs {
+		if given[i] {
+			inner := c.cut(singles[i], m.bounds, &listPath{parent: path, name: m.name, index: -1})
+			if c.write {
+				out = protowire.AppendBytes(protowire.AppendTag(out, m.num, protowire.BytesType), inner)
+			}
+		}
+	}
+	return out
 }
 
 // putRoleRequest and blockRequest are the descriptors of PutRole's and

@@ -64,11 +64,13 @@ func TestRequestsThatWouldDecodeIntoManyTimesTheirSizeAreRefusedFirst(t *testing
 	}
 }
 
-// An admin's PutRole and Block carry lists of names, each at most a
-// thousand long, and 4 MiB of empty names decode into some 15 times that:
-// such a request is refused from its encoding, before it is decoded, with
-// the status the method gives once it has decoded it; a role or block
-// whose name is malformed too is refused for its name first, as then.
+// An admin's PutRole, Block, PutAdmission and ApplyPolicy carry lists of
+// names, each at most a thousand long (a policy's within its roles,
+// permissions and admission rules), and 4 MiB of empty names decode into
+// some 40 times that: such a request is refused from its encoding, before
+// it is decoded, with the status the method gives once it has decoded it;
+// a role, block, rule or policy malformed before the list is refused for
+// that first, as then.
 func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 	w := newAuthWorld(t)
 	field := func(num protowire.Number, v string) []byte {
@@ -80,6 +82,16 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 	huge := (server.MaxMessageSize - 128) / 2
 	role := func(name string, lists []byte) []byte {
 		return field(1, string(cat(field(1, name), field(2, "root"), lists)))
+	}
+	rule := func(typ string, lists []byte) []byte {
+		return cat(field(2, typ), field(3, "join-call"), lists)
+	}
+	// An ApplyPolicyRequest's policy of these permissions (1), roles (3)
+	// and admission rules (7).
+	policy := func(entries ...[]byte) []byte { return field(1, string(cat(entries...))) }
+	permission := func(name string, parents []byte) []byte { return field(1, string(cat(field(1, name), parents))) }
+	policyRole := func(name string, lists []byte) []byte {
+		return field(3, string(cat(field(1, name), field(2, "root"), lists)))
 	}
 	for _, c := range []struct {
 		name, method string
@@ -117,6 +129,39 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 		{"a block of two million permissions, then a subject that is not UTF-8", "/usher.v1.AdminService/Block",
 			cat(names(3, huge), field(2, "root"), field(1, "user:\xff")),
 			refusal{reason: "INVALID_FIELD", field: "subject", value: "user:\uFFFD"}, `subject "user:\xff": not UTF-8`},
+		{"an admission rule of two million uncounted roles", "/usher.v1.AdminService/PutAdmission",
+			field(1, string(rule("call", names(10, huge)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.uncounted_roles", value: fmt.Sprint(huge)}, "at most 64 roles"},
+		{"an admission rule of two million exclusive roles", "/usher.v1.AdminService/PutAdmission",
+			field(1, string(rule("call", names(11, huge)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.exclusive_roles", value: fmt.Sprint(huge)}, "at most 64 roles"},
+		{"an admission rule of two million exclusive permissions, given in two halves", "/usher.v1.AdminService/PutAdmission",
+			cat(field(1, string(rule("call", names(14, huge/2)))), field(1, string(names(14, huge/2)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.exclusive_permissions", value: fmt.Sprint(huge / 2 * 2)}, "at most 64 permissions"},
+		{"an admission rule of a malformed type and two million uncounted roles", "/usher.v1.AdminService/PutAdmission",
+			field(1, string(rule("Call", names(10, huge)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.resource_type", value: "Call"}, `admission.resource_type "Call"`},
+		{"an admission rule of two million uncounted roles, then a type that is not UTF-8", "/usher.v1.AdminService/PutAdmission",
+			field(1, string(cat(names(10, huge), field(2, "call\xff")))),
+			refusal{reason: "INVALID_FIELD", field: "admission.resource_type", value: "call\uFFFD"}, `admission.resource_type "call\xff": not UTF-8`},
+		{"a policy's role of two million permissions", "/usher.v1.AdminService/ApplyPolicy",
+			policy(permission("join-call", nil), policyRole("guest", nil), policyRole("host", names(3, huge))),
+			refusal{reason: "INVALID_FIELD", field: "policy.roles[1].permissions", value: fmt.Sprint(huge)},
+			"at most 1000 permissions in a role are allowed"},
+		{"a policy's role bindable on two million types", "/usher.v1.AdminService/ApplyPolicy",
+			policy(policyRole("host", names(5, huge))),
+			refusal{reason: "INVALID_FIELD", field: "policy.roles[0].bindable_on", value: fmt.Sprint(huge)},
+			"at most 100 resource types in a role's bindable_on are allowed"},
+		{"a policy's permission of two million parents", "/usher.v1.AdminService/ApplyPolicy",
+			policy(permission("join-call", names(2, huge))),
+			refusal{reason: "INVALID_FIELD", field: "policy.permissions[0].parents", value: fmt.Sprint(huge)},
+			"at most 100 parents of a permission are allowed"},
+		{"a policy's admission rule of two million exclusive roles", "/usher.v1.AdminService/ApplyPolicy",
+			policy(field(7, string(rule("call", names(11, huge))))),
+			refusal{reason: "INVALID_FIELD", field: "policy.admissions[0].exclusive_roles", value: fmt.Sprint(huge)}, "at most 64 roles"},
+		{"a policy of a malformed permission and a role of two million permissions", "/usher.v1.AdminService/ApplyPolicy",
+			policy(permission("Join", nil), policyRole("host", names(3, huge))),
+			refusal{reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "Join"}, `policy.permissions[0].name "Join"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			revision := func() authz.Revision {
