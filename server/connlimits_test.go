@@ -1,15 +1,19 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -350,4 +354,175 @@ func TestSendBudgetGivesBackWhatAResetStreamDrops(t *testing.T) {
 	if _, err := usherv1.NewAuthorizationServiceClient(conn).CheckBatch(callCtx(t), batch); err != nil {
 		t.Fatalf("an answer refused while the only one held was dropped by its reset: %v", err)
 	}
+}
+
+// A request sent a byte to a DATA frame costs grpc-go far more than its
+// bytes: each frame it keeps until the message is whole is a buffer of its
+// own, boxed, and an entry in the stream's list of them; and a frame just
+// past 1 KiB is kept in a pooled buffer of 4 KiB. The receive budget
+// charges each frame what grpc-go keeps for it, so that a client sending
+// such frames is held back within the budget, as one sending frames of
+// 16 KiB is.
+func TestSmallFramesAreHeldWithinTheReceiveBudget(t *testing.T) {
+	const budget = 4 << 20
+	for _, tc := range []struct {
+		name         string
+		size, frames int
+	}{
+		// 50 streams of 20 KB each: a million frames, 1 MB.
+		{"a byte a frame", 1, 1_000_000},
+		// 50 streams of 56 KB each: 2,700 frames, 2.8 MB.
+		{"1,025 bytes a frame", 1025, 2_700},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			limits := server.DefaultConnLimits()
+			limits.ReceiveBudget = budget
+			limits.RequestTimeout = 0
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, opts := limits.Apply(lis, nil, logs.logger())
+			addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+			held := heldForFrames(t, addr, logs, tc.size, tc.frames)
+			if held > 2*budget {
+				t.Errorf("the server holds %d bytes of requests still arriving in frames of %d bytes; the budget is %d", held, tc.size, budget)
+			}
+		})
+	}
+}
+
+// heldForFrames opens 50 Checks to addr, each announcing 4 MiB, sends them
+// frames of size bytes, taken in turn, and returns how much more memory the
+// process holds once the server has read them all, or holds the connection
+// back for the budget, as logs say.
+func heldForFrames(t *testing.T, addr string, logs *logBuffer, size, frames int) int64 {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(raw, 64<<10)
+	fr := http2.NewFramer(w, raw)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// The server's frames, read apart: its connection window, and the
+	// answer of the ping sent after the last frame, which says it has read
+	// them all.
+	var mu sync.Mutex
+	window := int64(65535)
+	granted := sync.NewCond(&mu)
+	pong := make(chan struct{})
+	var acks []func() error
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			mu.Lock()
+			if err != nil {
+				window = -1
+				granted.Broadcast()
+				mu.Unlock()
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					acks = append(acks, fr.WriteSettingsAck)
+				}
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					window += int64(f.Increment)
+					granted.Broadcast()
+				}
+			case *http2.PingFrame:
+				if f.IsAck() {
+					close(pong)
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	const streams = 50
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for i := range streams {
+		block.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/usher.v1.AuthorizationService/Check"},
+			{":authority", addr}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		id := uint32(2*i + 1)
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteData(id, false, []byte{0, 0, 0x40, 0, 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() {
+		payload := make([]byte, size)
+		spent := int64(5 * streams)
+		for i := range frames {
+			mu.Lock()
+			for window >= 0 && window < spent+int64(size) {
+				w.Flush()
+				granted.Wait()
+			}
+			closed, pending := window < 0, acks
+			acks = nil
+			mu.Unlock()
+			if closed {
+				sent <- errors.New("the server closed the connection")
+				return
+			}
+			for _, ack := range pending {
+				ack()
+			}
+			spent += int64(size)
+			if err := fr.WriteData(uint32(2*(i%streams)+1), false, payload); err != nil {
+				sent <- err
+				return
+			}
+		}
+		if err := fr.WritePing(false, [8]byte{}); err != nil {
+			sent <- err
+			return
+		}
+		sent <- w.Flush()
+	}()
+	deadline := time.After(time.Minute)
+	for done := false; !done; {
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-pong:
+			case <-deadline:
+				t.Fatal("the server answered no ping after the frames")
+			}
+			done = true
+		case <-time.After(10 * time.Millisecond):
+			done = strings.Contains(logs.String(), "request budget spent")
+		case <-deadline:
+			t.Fatal("the server neither read the frames nor held them back")
+		}
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return int64(after.HeapAlloc) - int64(before.HeapAlloc)
 }

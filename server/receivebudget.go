@@ -246,7 +246,7 @@ func afterData(cur *incomplete, frameLen int, data []byte, now time.Time) *incom
 	}
 	if s.prefixLen > 0 {
 		// The frame's buffer is kept, whole, until the message is.
-		s.frames += int64(frameLen)
+		s.frames += keptFrame(frameLen)
 		if began {
 			s.since = now
 		}
@@ -256,6 +256,36 @@ func afterData(cur *incomplete, frameLen int, data []byte, now time.Time) *incom
 	}
 	return &s
 }
+
+// keptFrame is what grpc-go holds for a DATA frame of n bytes, padding
+// included, until its message is whole: a buffer of n bytes, or for a
+// frame past 1 KiB the pooled buffer of 4, 16 or 32 KiB it is read into,
+// and frameOverhead. A client sending a byte to a frame would otherwise
+// have grpc-go hold some 45 times what the budget counts, and one sending
+// 1,025 bytes to a frame 4 times.
+func keptFrame(n int) int64 {
+	if n > pooledFrame {
+		for _, tier := range []int{4 << 10, 16 << 10, 32 << 10} {
+			if n <= tier {
+				n = tier
+				break
+			}
+		}
+	}
+	return int64(n) + frameOverhead
+}
+
+const (
+	// pooledFrame is the largest frame grpc-go reads into a buffer of its
+	// own size (mem.IsBelowBufferPoolingThreshold); a larger one is read
+	// into one from its pool of buffers of 4 KiB, 16 KiB and more.
+	pooledFrame = 1 << 10
+	// frameOverhead is what grpc-go holds for each frame of a message
+	// besides its buffer: the buffer boxed as a mem.Buffer and its entry in
+	// the stream's list of them (44 bytes for a frame of a byte with
+	// grpc-go 1.85).
+	frameOverhead = 64
+)
 
 // adjust changes held by delta, drawing what passes the allowance from the
 // budget; it reports false, changing nothing, when the budget is short.

@@ -70,17 +70,17 @@ func TestTallyHoldsWhatIncompleteRequestsKeep(t *testing.T) {
 		{"headers without a body hold the stream's charge",
 			[]frame{headers(1), headers(3)}, nil, 2 * stream, 2},
 		{"a message not yet whole holds each of its frames, whole",
-			[]frame{headers(1), data(1, message(4<<20, make([]byte, 16379))), data(1, make([]byte, 16384))}, nil, stream + 2*16384, 1},
+			[]frame{headers(1), data(1, message(4<<20, make([]byte, 16379))), data(1, make([]byte, 16384))}, nil, stream + 2*(16384+frameOverhead), 1},
 		{"padding is held as long as the data it pads",
-			[]frame{headers(1), data(1, message(100, nil)), padded(data(1, []byte("x")), 200)}, nil, stream + 5 + 202, 1},
+			[]frame{headers(1), data(1, message(100, nil)), padded(data(1, []byte("x")), 200)}, nil, stream + 5 + 202 + 2*frameOverhead, 1},
 		{"a prefix split across frames is read whole",
 			[]frame{headers(1), data(1, []byte{0, 0, 0}), data(1, []byte{0, 2, 'h', 'i'})}, nil, 0, 0},
 		{"a message of zero bytes is whole at its prefix",
 			[]frame{headers(1), data(1, message(0, nil))}, nil, 0, 0},
 		{"a frame that ends one message and begins the next is held for the next, once",
-			[]frame{headers(1), data(1, append(message(2, []byte("hi")), message(10, []byte("abc"))...))}, nil, 7 + 8, 1},
+			[]frame{headers(1), data(1, append(message(2, []byte("hi")), message(10, []byte("abc"))...))}, nil, 7 + 8 + frameOverhead, 1},
 		{"the stream's charge ends with its first message, not with its second",
-			[]frame{headers(1), data(1, message(2, []byte("hi"))), data(1, message(10, nil))}, nil, 5, 1},
+			[]frame{headers(1), data(1, message(2, []byte("hi"))), data(1, message(10, nil))}, nil, 5 + frameOverhead, 1},
 		{"END_STREAM before the message is whole gives everything back",
 			[]frame{headers(1), data(1, message(4<<20, make([]byte, 1000))), last(data(1, nil))}, nil, 0, 0},
 		{"the client's RST_STREAM gives everything back",
@@ -92,7 +92,11 @@ func TestTallyHoldsWhatIncompleteRequestsKeep(t *testing.T) {
 		{"frames other than HEADERS, DATA and RST_STREAM hold nothing",
 			[]frame{{http2.FramePing, 0, 0, make([]byte, 8)}, {http2.FrameSettings, 0, 0, nil}, {http2.FrameWindowUpdate, 0, 1, []byte{0, 0, 1, 0}}}, nil, 0, 0},
 		{"streams are held apart",
-			[]frame{headers(1), headers(3), last(data(1, message(0, nil))), data(3, message(9, []byte("x")))}, nil, stream + 6, 1},
+			[]frame{headers(1), headers(3), last(data(1, message(0, nil))), data(3, message(9, []byte("x")))}, nil, stream + 6 + frameOverhead, 1},
+		{"a frame of a byte holds its buffer and its place among the message's frames",
+			[]frame{headers(1), data(1, message(4<<20, nil)), data(1, []byte("x")), data(1, []byte("y"))}, nil, stream + 5 + 1 + 1 + 3*frameOverhead, 1},
+		{"a frame past 1 KiB holds the pooled buffer it is read into",
+			[]frame{headers(1), data(1, message(4<<20, make([]byte, 1020))), data(1, make([]byte, 4097))}, nil, stream + 4<<10 + 16<<10 + 2*frameOverhead, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tl := newTestTally(b)
@@ -152,13 +156,19 @@ func TestReceiveBudget(t *testing.T) {
 			t.Fatalf("refused with %d of %d bytes drawn", b.inUse(), 5<<20)
 		}
 	}
+	// The rest of the budget, a byte a frame.
+	for a.frame(http2.FrameData, 0, 3, []byte{0}, time.Now()) {
+	}
+	if left := b.limit - b.inUse(); left >= keptFrame(1) {
+		t.Fatalf("a frame of a byte was refused with %d bytes of the budget left", left)
+	}
 	drawn := b.inUse()
 	if want := a.held - b.allowance; drawn != want {
 		t.Errorf("drew %d bytes, want what is held past the allowance, %d", drawn, want)
 	}
 
 	other := newTestTally(b)
-	for id := uint32(1); other.held+16384+b.streamCharge <= b.allowance; id += 2 {
+	for id := uint32(1); other.held+keptFrame(16384)+b.streamCharge <= b.allowance; id += 2 {
 		if !hold(other, id, 16384) {
 			t.Fatalf("another connection was refused within its allowance, holding %d", other.held)
 		}
