@@ -27,6 +27,10 @@ const (
 // mediaSources are the LiveKit track sources a MediaMapping may name.
 var mediaSources = []string{"camera", "microphone", "screen_share", "screen_share_audio"}
 
+// IsMediaSource reports whether name is a LiveKit track source a
+// MediaMapping may name.
+func IsMediaSource(name string) bool { return slices.Contains(mediaSources, name) }
+
 // ValidateAdmission checks the shape of a: names well formed, durations
 // within bounds, the lobby complete. Whether its permissions are declared
 // and its scope registered is the write's to check. field prefixes the

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -353,6 +355,7 @@ func screenAdmission(b []byte) error {
 type listBounds struct {
 	lists []boundedList
 	subs  []boundedMessage
+	maps  []boundedMap
 }
 
 // boundedList is a repeated string field and its limit.
@@ -360,6 +363,14 @@ type boundedList struct {
 	num   protowire.Number
 	name  string
 	limit int
+}
+
+// boundedMap is a map of strings whose keys its validator allows only a
+// few of: one of more keys than that is refused for the least key it does
+// not allow, or for the value of an allowed key before it.
+type boundedMap struct {
+	num     protowire.Number
+	allowed func(key string) bool
 }
 
 // boundedMessage is a message field, repeated or not, whose lists are
@@ -372,11 +383,15 @@ type boundedMessage struct {
 }
 
 var (
-	admissionLists = &listBounds{lists: []boundedList{
-		{10, "uncounted_roles", authz.MaxRuleRoles},
-		{11, "exclusive_roles", authz.MaxRuleRoles},
-		{14, "exclusive_permissions", authz.MaxRuleRoles},
-	}}
+	admissionLists = &listBounds{
+		lists: []boundedList{
+			{10, "uncounted_roles", authz.MaxRuleRoles},
+			{11, "exclusive_roles", authz.MaxRuleRoles},
+			{14, "exclusive_permissions", authz.MaxRuleRoles},
+		},
+		// Its LiveKit mapping's can_publish_sources.
+		subs: []boundedMessage{{13, "livekit", false, &listBounds{maps: []boundedMap{{3, authz.IsMediaSource}}}}},
+	}
 	// putAdmissionLists are a PutAdmissionRequest's: its rule's.
 	putAdmissionLists = &listBounds{subs: []boundedMessage{{1, "admission", false, admissionLists}}}
 	// applyPolicyLists are an ApplyPolicyRequest's: those of its policy's
@@ -399,12 +414,16 @@ var (
 // each of those lists cut to one entry past its limit, so that it costs
 // what a request within the limits does; validate then finds what it would
 // have found first in the whole request (a malformed name before the list,
-// or the list), and a list's refusal quotes how long it was as sent. A
-// string that is not UTF-8 is refused first, as the decoder refuses it.
+// or the list), and a list's refusal quotes how long it was as sent. A map
+// of more entries than it allows keys is decoded with the last entry of
+// each key it allows and the least key it does not, which validate refuses
+// as it would the whole map; one that validate allows, whose entries name
+// allowed keys again and again, is decoded whole. A string that is not
+// UTF-8 is refused first, as the decoder refuses it.
 func screenLists(b []byte, bounds *listBounds, req proto.Message, validate func() error) error {
 	c := listCut{}
-	c.cut(b, bounds, nil)
-	if len(c.over) == 0 {
+	c.cut(b, bounds)
+	if len(c.over) == 0 && !c.wide {
 		return nil
 	}
 	md := req.ProtoReflect().Descriptor()
@@ -412,7 +431,7 @@ func screenLists(b []byte, bounds *listBounds, req proto.Message, validate func(
 		return err
 	}
 	c.write = true
-	if err := proto.Unmarshal(c.cut(b, bounds, nil), req); err != nil {
+	if err := proto.Unmarshal(c.cut(b, bounds), req); err != nil {
 		return unreadable(&codec.Malformed{Message: string(md.FullName()), Size: len(b), Err: err})
 	}
 	err := validate()
@@ -433,6 +452,29 @@ func screenLists(b []byte, bounds *listBounds, req proto.Message, validate func(
 type listCut struct {
 	write bool
 	over  map[string]int // the lists past their limits, by field path, and their lengths
+	wide  bool           // a map holds entries cut
+}
+
+// mapCut is what a cut keeps of one map: the last entry of each allowed
+// key, the entry of the least key not allowed, and entries it cannot read,
+// for the decoder to refuse.
+type mapCut struct {
+	entries    int
+	allowed    map[string][]byte
+	least      []byte
+	leastKey   []byte
+	unreadable []byte
+}
+
+// mapKey is the key of an encoded map entry, and whether it could be read.
+func mapKey(entry []byte) (key []byte, ok bool) {
+	key = []byte{}
+	ok = each(entry, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if num == 1 && typ == protowire.BytesType {
+			key = v
+		}
+	})
+	return key, ok
 }
 
 // listPath is where a message is in a request: "policy.roles[2]".
@@ -453,15 +495,40 @@ func (p *listPath) String() string {
 	return s + "."
 }
 
-// cut walks b, a message at path that bounds bounds, and returns its copy
-// when c.write is set. What cannot be read is copied as it is, for the
-// decoder to refuse.
-func (c *listCut) cut(b []byte, bounds *listBounds, path *listPath) []byte {
-	var out []byte
-	counts := make([]int, len(bounds.lists))
-	entries := make([]int, len(bounds.subs))
-	singles := make([][]byte, len(bounds.subs))
-	given := make([]bool, len(bounds.subs))
+// cut walks b, a message that bounds bounds, and returns its copy when
+// c.write is set.
+func (c *listCut) cut(b []byte, bounds *listBounds) []byte {
+	m := c.message(bounds, nil)
+	m.read(b)
+	return m.end()
+}
+
+// messageCut is the cut of one message, read from one encoding or, for a
+// singular message given more than once, from each in turn.
+type messageCut struct {
+	c       *listCut
+	bounds  *listBounds
+	path    *listPath
+	out     []byte
+	counts  []int         // of each list
+	entries []int         // of each repeated message
+	singles []*messageCut // of each singular message, once given
+	maps    []mapCut
+}
+
+func (c *listCut) message(bounds *listBounds, path *listPath) *messageCut {
+	m := &messageCut{c: c, bounds: bounds, path: path,
+		counts: make([]int, len(bounds.lists)), entries: make([]int, len(bounds.subs)), singles: make([]*messageCut, len(bounds.subs))}
+	if len(bounds.maps) > 0 {
+		m.maps = make([]mapCut, len(bounds.maps))
+	}
+	return m
+}
+
+// read walks b, an encoding of the message. What cannot be read is copied
+// as it is, for the decoder to refuse.
+func (m *messageCut) read(b []byte) {
+	bounds, write := m.bounds, m.c.write
 	for len(b) > 0 {
 		num, typ, l := protowire.ConsumeTag(b)
 		n := -1
@@ -469,55 +536,99 @@ func (c *listCut) cut(b []byte, bounds *listBounds, path *listPath) []byte {
 			n = protowire.ConsumeFieldValue(num, typ, b[l:])
 		}
 		if n < 0 {
-			if c.write {
-				out = append(out, b...)
+			if write {
+				m.out = append(m.out, b...)
 			}
-			break
+			return
 		}
 		field := b[:l+n]
 		b = b[l+n:]
 		keep := true
 		if typ == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(field[l:])
-			if i := slices.IndexFunc(bounds.lists, func(l boundedList) bool { return l.num == num }); i >= 0 {
-				counts[i]++
-				keep = counts[i] <= bounds.lists[i].limit+1
-			} else if i := slices.IndexFunc(bounds.subs, func(m boundedMessage) bool { return m.num == num }); i >= 0 {
+			if i := slices.IndexFunc(bounds.maps, func(bm boundedMap) bool { return bm.num == num }); i >= 0 {
 				keep = false
-				if m := bounds.subs[i]; m.repeated {
-					inner := c.cut(v, m.bounds, &listPath{parent: path, name: m.name, index: entries[i]})
-					entries[i]++
-					if c.write {
-						out = protowire.AppendBytes(protowire.AppendTag(out, num, typ), inner)
+				m.maps[i].add(field, v, bounds.maps[i].allowed)
+			} else if i := slices.IndexFunc(bounds.lists, func(l boundedList) bool { return l.num == num }); i >= 0 {
+				m.counts[i]++
+				keep = m.counts[i] <= bounds.lists[i].limit+1
+			} else if i := slices.IndexFunc(bounds.subs, func(s boundedMessage) bool { return s.num == num }); i >= 0 {
+				keep = false
+				sub := bounds.subs[i]
+				if sub.repeated {
+					entry := m.c.message(sub.bounds, &listPath{parent: m.path, name: sub.name, index: m.entries[i]})
+					m.entries[i]++
+					entry.read(v)
+					inner := entry.end()
+					if write {
+						m.out = protowire.AppendBytes(protowire.AppendTag(m.out, num, typ), inner)
 					}
-				} else if !given[i] {
-					given[i], singles[i] = true, v
 				} else {
-					singles[i] = append(slices.Clip(singles[i]), v...)
+					if m.singles[i] == nil {
+						m.singles[i] = m.c.message(sub.bounds, &listPath{parent: m.path, name: sub.name, index: -1})
+					}
+					m.singles[i].read(v)
 				}
 			}
 		}
-		if keep && c.write {
-			out = append(out, field...)
+		if keep && write {
+			m.out = append(m.out, field...)
 		}
 	}
-	for i, l := range bounds.lists {
-		if counts[i] > l.limit {
+}
+
+// end records the message's lists past their limits and its maps cut,
+// and returns its copy, its singular messages after its other fields.
+func (m *messageCut) end() []byte {
+	c := m.c
+	for i, l := range m.bounds.lists {
+		if m.counts[i] > l.limit {
 			if c.over == nil {
 				c.over = map[string]int{}
 			}
-			c.over[path.String()+l.name] = counts[i]
+			c.over[m.path.String()+l.name] = m.counts[i]
 		}
 	}
-	for i, m := range bounds.subs {
-		if given[i] {
-			inner := c.cut(singles[i], m.bounds, &listPath{parent: path, name: m.name, index: -1})
+	for i := range m.maps {
+		mc := &m.maps[i]
+		kept := len(mc.allowed)
+		if mc.least != nil {
+			kept++
+		}
+		c.wide = c.wide || mc.entries > kept
+		if c.write {
+			for _, key := range slices.Sorted(maps.Keys(mc.allowed)) {
+				m.out = append(m.out, mc.allowed[key]...)
+			}
+			m.out = append(append(m.out, mc.least...), mc.unreadable...)
+		}
+	}
+	for i, sub := range m.bounds.subs {
+		if s := m.singles[i]; s != nil {
+			inner := s.end()
 			if c.write {
-				out = protowire.AppendBytes(protowire.AppendTag(out, m.num, protowire.BytesType), inner)
+				m.out = protowire.AppendBytes(protowire.AppendTag(m.out, sub.num, protowire.BytesType), inner)
 			}
 		}
 	}
-	return out
+	return m.out
+}
+
+// add takes a map's entry, field, whose contents are v.
+func (mc *mapCut) add(field, v []byte, allowed func(string) bool) {
+	mc.entries++
+	key, ok := mapKey(v)
+	switch {
+	case !ok:
+		mc.unreadable = append(mc.unreadable, field...)
+	case allowed(string(key)):
+		if mc.allowed == nil {
+			mc.allowed = map[string][]byte{}
+		}
+		mc.allowed[string(key)] = field
+	case mc.least == nil || bytes.Compare(key, mc.leastKey) < 0:
+		mc.least, mc.leastKey = field, key
+	}
 }
 
 // putRoleRequest and blockRequest are the descriptors of PutRole's and

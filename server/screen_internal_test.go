@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -132,5 +133,31 @@ func TestScreenPolicyCountsWhatTheDecoderWouldRead(t *testing.T) {
 		if err := proto.Unmarshal(b, &decoded); err != nil || len(decoded.GetPolicy().GetAdmissions()) != MaxPolicyAdmissions+1 {
 			t.Errorf("%s: decoded %d admission rules, %v", name, len(decoded.GetPolicy().GetAdmissions()), err)
 		}
+	}
+}
+
+// screenAdmission lets through a rule the handler takes, however often its
+// LiveKit mapping names an allowed source again (the decoder keeps the
+// last), and refuses one naming a source no rule may, as the handler does.
+func TestScreenAdmissionReadsSourcesAsTheDecoderDoes(t *testing.T) {
+	request := func(sources map[string]string) []byte {
+		b, err := proto.Marshal(&usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{ResourceType: "call", JoinPermission: "join-call",
+			Livekit: &usherv1.LiveKitMapping{RoomJoin: "join-call", CanPublishSources: sources}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The rule given 100 times is one, its mapping's entries joined.
+		return bytes.Repeat(b, 100)
+	}
+	if err := screenAdmission(request(map[string]string{"camera": "send-video", "microphone": "send-audio"})); err != nil {
+		t.Errorf("a mapping of two sources, named 100 times: %v", err)
+	}
+	err := screenAdmission(request(map[string]string{"camera": "send-video", "webcam": "send-video", "zoom": "x"}))
+	if err == nil || !strings.Contains(err.Error(), `admission.livekit.can_publish_sources "webcam": not a LiveKit track source`) {
+		t.Errorf("a mapping of a source no rule may name, named 100 times: %v", err)
+	}
+	err = screenAdmission(request(map[string]string{"camera": "Send-Video", "webcam": "send-video"}))
+	if err == nil || !strings.Contains(err.Error(), `admission.livekit.can_publish_sources.camera "Send-Video"`) {
+		t.Errorf("a mapping of a malformed permission before a source no rule may name: %v", err)
 	}
 }

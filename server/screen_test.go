@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -86,6 +87,15 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 	rule := func(typ string, lists []byte) []byte {
 		return cat(field(2, typ), field(3, "join-call"), lists)
 	}
+	// A LiveKit mapping (13) of a rule whose can_publish_sources (3) maps
+	// n sources, named by numbers, to nothing: a key (1) and no value.
+	sources := func(n int) []byte {
+		var entries []byte
+		for i := range n {
+			entries = append(entries, field(3, string(field(1, strconv.Itoa(i))))...)
+		}
+		return field(13, string(cat(field(1, "join-call"), entries)))
+	}
 	// An ApplyPolicyRequest's policy of these permissions (1), roles (3)
 	// and admission rules (7).
 	policy := func(entries ...[]byte) []byte { return field(1, string(cat(entries...))) }
@@ -144,6 +154,12 @@ func TestListsOfNamesFarPastTheirLimitsAreRefusedFirst(t *testing.T) {
 		{"an admission rule of two million uncounted roles, then a type that is not UTF-8", "/usher.v1.AdminService/PutAdmission",
 			field(1, string(cat(names(10, huge), field(2, "call\xff")))),
 			refusal{reason: "INVALID_FIELD", field: "admission.resource_type", value: "call\uFFFD"}, `admission.resource_type "call\xff": not UTF-8`},
+		{"a LiveKit mapping of 400,000 track sources", "/usher.v1.AdminService/PutAdmission",
+			field(1, string(rule("call", sources(400_000)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.livekit.can_publish_sources", value: "0"}, "not a LiveKit track source"},
+		{"a LiveKit mapping of 400,000 track sources, given in two halves", "/usher.v1.AdminService/PutAdmission",
+			cat(field(1, string(rule("call", sources(200_000)))), field(1, string(sources(200_000)))),
+			refusal{reason: "INVALID_FIELD", field: "admission.livekit.can_publish_sources", value: "0"}, "not a LiveKit track source"},
 		{"a policy's role of two million permissions", "/usher.v1.AdminService/ApplyPolicy",
 			policy(permission("join-call", nil), policyRole("guest", nil), policyRole("host", names(3, huge))),
 			refusal{reason: "INVALID_FIELD", field: "policy.roles[1].permissions", value: fmt.Sprint(huge)},
