@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -184,5 +186,40 @@ func TestTheMetricsListenerNamesItselfInItsRefusals(t *testing.T) {
 	want := regexp.MustCompile(`level=WARN msg="connection refused: the peer holds its limit of connections" listener=metrics peer=127\.0\.0\.2:\d+ peer_key=127\.0\.0\.2 max_conns_per_peer=4`)
 	if !want.MatchString(logs.String()) {
 		t.Errorf("the log does not match %s:\n%s", want, logs.String())
+	}
+}
+
+// A client that asks the metrics listener for answers and does not read
+// them holds its connection only until an answer has waited MetricsWriteTimeout
+// to be taken: the listener takes four such connections from a peer, and
+// sixteen from four, and would otherwise keep every scraper out for good.
+func TestTheMetricsListenerClosesConnectionsWhoseAnswersAreNotRead(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncLog
+	hs := serveMetrics(lis, NewMetrics(), false, slog.New(slog.NewTextHandler(&logs, nil)), 200*time.Millisecond)
+	defer hs.Close()
+	addr := lis.Addr().String()
+	for range MaxMetricsConnsPerPeer {
+		c := dialFrom(t, addr, "127.0.0.2")
+		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		// Thousands of scrapes, asked at once and never read.
+		go c.Write(bytes.Repeat([]byte("GET /metrics HTTP/1.1\r\nHost: usher\r\n\r\n"), 2000))
+	}
+	client := http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	defer client.CloseIdleConnections()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a scrape from the peer was still refused 20 s on (%v): its connections with answers not read are held", err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -167,6 +168,12 @@ const (
 	// this long: longer than a scrape interval, so that a scraper's
 	// connection stays open between two scrapes.
 	MetricsIdleTimeout = 2 * time.Minute
+	// MetricsWriteTimeout closes a metrics connection whose answer its
+	// client has not taken this long after asking (a profile's or trace's,
+	// this long after its seconds): a client that asks and never reads
+	// would otherwise hold its connection, and its place among
+	// MaxMetricsConns, for good.
+	MetricsWriteTimeout = 2 * time.Minute
 )
 
 // ServeMetrics serves MetricsMux(m, profiling) on lis, within the limits
@@ -175,8 +182,13 @@ const (
 // listener=metrics: the gRPC port's refusals read the same, of limits of
 // their own.
 func ServeMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Logger) *http.Server {
-	hs := &http.Server{Handler: MetricsMux(m, profiling), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: MetricsIdleTimeout,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	return serveMetrics(lis, m, profiling, logger, MetricsWriteTimeout)
+}
+
+// serveMetrics is ServeMetrics with answers taken within writeTimeout.
+func serveMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Logger, writeTimeout time.Duration) *http.Server {
+	hs := &http.Server{Handler: writtenWithin(MetricsMux(m, profiling), writeTimeout), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: MetricsIdleTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	lis = newLimitListener(lis, MaxMetricsConns, MaxMetricsConnsPerPeer, newRefusalLog(logger.With("listener", "metrics")))
 	go func() {
 		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -184,6 +196,21 @@ func ServeMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Log
 		}
 	}()
 	return hs
+}
+
+// writtenWithin has h's answer written within d of its request, or the
+// connection closed; a profile's or a trace's within its seconds and d. It
+// sets the deadline per request rather than as the server's WriteTimeout,
+// which Go's profiles take for the longest profile that may be asked.
+func writtenWithin(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wait := d
+		if s, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64); err == nil && s > 0 {
+			wait += time.Duration(min(s, 24*60*60) * float64(time.Second))
+		}
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // MetricsMux serves m at /metrics and, with profiling, Go's profiles at
