@@ -591,7 +591,15 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 			}
 			continue
 		}
-		return w.res.Revision, e.waitFor(ctx, w.res.Revision)
+		// Committed and durable: the answer waits for the index to apply
+		// the write, so that this node's reads that follow see it, but no
+		// longer than a read would wait for it. A feed cut off once the
+		// commit returned (etcd out of reach) must not hold the answer,
+		// nor turn it into a failure: reads with its revision wait for it.
+		wctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
+		_ = e.waitFor(wctx, w.res.Revision)
+		cancel()
+		return w.res.Revision, nil
 	}
 }
 

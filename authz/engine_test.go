@@ -544,3 +544,38 @@ func TestRegisterResourceDoesNotAdoptARegisteredName(t *testing.T) {
 		t.Errorf("PutResource left the call under %q", info.Resource.Parent)
 	}
 }
+
+// A write committed while the engine's feed is cut off (etcd out of reach
+// once its transaction returned) is committed, and durable: it answers its
+// revision once a read waiting for that revision would have stopped
+// waiting, rather than holding its caller, who set no deadline, for ever.
+func TestACommittedWriteAnswersThoughTheFeedIsCutOff(t *testing.T) {
+	be := gatedBackend{memory.New(), make(chan struct{})} // never opened
+	eng, err := authz.Start(t.Context(), be, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	type answer struct {
+		rev authz.Revision
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		rev, err := eng.PutResource(context.Background(), authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+		done <- answer{rev, err}
+	}()
+	var a answer
+	select {
+	case a = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("a write committed while the feed is cut off, called with no deadline, never answered")
+	}
+	sets, err := be.Changes(t.Context(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.err != nil || len(sets) != 1 || a.rev != sets[0].Revision {
+		t.Fatalf("the write answered %d, %v; the log holds %d change sets; want the revision of the one committed", a.rev, a.err, len(sets))
+	}
+}
