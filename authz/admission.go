@@ -655,7 +655,9 @@ func (x *Index) resourceAt(id uint32) Resource {
 // admit role on resource, until expires (zero: never). An actor must hold
 // the lobby's admit permission there; the grant is then judged as any
 // actor's grant is (no escalation, no overreach, no self-service), with the
-// admit permission in place of usher.grants.write. A subject that a block
+// admit permission in place of usher.grants.write and of a role listing the
+// admit role: what the role lets the admitted subject hand out, other than
+// the admit role itself, must be the actor's to give. A subject that a block
 // keeps from the rule's join permission there is let in by no one
 // (FailedPrecondition).
 func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string, expires time.Time) (Revision, error) {
@@ -683,6 +685,9 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		}
 		if err := p.blockedFrom(path, rule.Join, subject); err != nil {
 			return err
+		}
+		if p.judge != nil {
+			p.judge.admits = rule.Lobby.Role
 		}
 		// An admission lets in: it never cuts short one that lasts longer,
 		// which only a revoke, or a grant by who may give the role, may.

@@ -367,6 +367,11 @@ type judge struct {
 	// the write: a planner that asks for several verdicts (Unblock, lifting
 	// blocks one by one) shares one budget of Limits.Judged among them.
 	judged int
+	// admits is the lobby role an Admit grants, which the admit permission
+	// lets the actor hand out in place of assignable_roles: what the
+	// admitted subject may hand out through it is judged, as it is for a
+	// definition, and it may assign the lobby role itself.
+	admits string
 }
 
 type judgedRegion struct {
@@ -676,8 +681,9 @@ func (j *judge) verify() error {
 	// block of everything, which takes away what its subject's roles let
 	// it hand out: that is judged too, as a definition's own
 	// assignable_roles are. What a grant or a revoke by an actor changes
-	// there, the Grant rule judges.
-	handsOut := slices.ContainsFunc(p.changes, func(c Change) bool {
+	// there, the Grant rule judges; an Admit, which no role of the actor's
+	// need list, is judged here.
+	handsOut := j.admits != "" || slices.ContainsFunc(p.changes, func(c Change) bool {
 		switch c.Op {
 		case OpPutRole, OpDeleteRole, OpDeleteResource, OpPutBlock, OpDeleteBlock:
 			return true
@@ -930,7 +936,7 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 	var held []*roleDef
 	heldRead := false
 	for _, role := range assignedAfter {
-		if slices.Contains(assignedBefore, role) {
+		if slices.Contains(assignedBefore, role) || role == j.admits {
 			continue
 		}
 		if !heldRead {

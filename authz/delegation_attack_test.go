@@ -104,6 +104,27 @@ func TestDelegationAttacksAdmit(t *testing.T) {
 			t.Errorf("refused as %s (Meta %v), want %s naming block ban", authz.KindOf(e), e.Meta, authz.KindSubjectBlocked)
 		}
 	})
+	t.Run("a doorman may not admit with a role that lets the admitted grant what the doorman may not", func(t *testing.T) {
+		p := attackPolicy()
+		p.Roles = append(p.Roles,
+			authz.Role{Name: "door", Scope: "root", Permissions: []string{"call.admit", "call.join", authz.PermGrantsWrite}},
+			authz.Role{Name: "attendee", Scope: "root", Permissions: []string{"call.join", authz.PermGrantsWrite}, AssignableRoles: []string{"attendee", "speaker"}},
+			authz.Role{Name: "speaker", Scope: "root", Permissions: []string{"call.join", "call.speak", "call.record"}},
+		)
+		p.Admissions[0].Lobby.Role = "attendee"
+		w := newWorld(t, p)
+		w.grant("user:d", "door", "call:1")
+		// Let in, the accomplice would grant user:d speaker, and with it
+		// call.record, which user:d neither holds nor may assign.
+		refusedAttack(t, w, "user:d", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.Admit(w.ctx, by, "call:1", "user:x", time.Time{})
+			return err
+		})
+		// An attendee that may assign only attendee is let in.
+		w.role(authz.Role{Name: "attendee", Scope: "root", Permissions: []string{"call.join", authz.PermGrantsWrite}, AssignableRoles: []string{"attendee"}})
+		rev, err := w.eng.Admit(w.ctx, as("user:d"), "call:1", "user:x", time.Time{})
+		w.ok("Admit of an attendee who may invite attendees", rev, err)
+	})
 	t.Run("an actor never admits itself", func(t *testing.T) {
 		w := newWorld(t, attackPolicy())
 		w.grant("user:p", "host", "call:1")

@@ -112,6 +112,9 @@ type judgement struct {
 	// The write changes which definition of a role applies where (a
 	// definition, a deletion or a move), or blocks or lifts blocks.
 	handsOut bool
+	// admits is the role an Admit grants: the admit permission lets the
+	// actor hand it out, so the admitted subject may assign it too.
+	admits string
 }
 
 // referenceJudge judges w, made by actor at now on the state before. It
@@ -303,6 +306,11 @@ func (j *judgement) admit(g authz.Grant) (authz.Snapshot, bool) {
 		j.refuse(authz.FailedPrecondition, "", "%s is blocked from %s on %s", g.Subject, rule.Join, g.Resource)
 	}
 	g.Role = rule.Lobby.Role
+	// No role of the actor's need list the lobby's role: what the role
+	// lets the admitted subject hand out is bounded as a definition's is,
+	// or the actor would hand an accomplice the power to give it what it
+	// may neither hold nor assign.
+	j.handsOut, j.admits = true, g.Role
 	def, ok := r.definition(g.Role, g.Resource)
 	if !ok {
 		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
@@ -1135,7 +1143,7 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 						}
 					}
 					for _, n := range minus(assignsAfter, assigns) {
-						if !j.mayLetAssign(n, res) {
+						if n != j.admits && !j.mayLetAssign(n, res) {
 							refuse(authz.RuleNoEscalation, "%s would become able to assign %s on %s at %s, which the actor may not assign there", s, n, res, t)
 						}
 					}
