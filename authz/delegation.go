@@ -769,14 +769,18 @@ func (j *judge) verify() error {
 							return err
 						}
 					}
-					if was.equal(is) {
-						continue
+					if !was.equal(is) {
+						if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
+							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
+						}
+						if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
+							return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
+						}
 					}
-					if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
-						return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
-					}
-					if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
-						return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
+					if handsOut {
+						if err := j.handsOff(before, after, s, name, pb, pa, at, t, pow); err != nil {
+							return err
+						}
 					}
 				}
 			}
@@ -927,23 +931,14 @@ func (j *judge) when(format string, t int64) string {
 // actor holds there or may assign (pow), and each role it becomes able to
 // assign is one a definition by the actor there could let it assign.
 func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {
-	p, x := j.p, j.p.x
+	x := j.p.x
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
 	if missing := x.cat.top(powerAfter.minus(powerBefore).minus(pow)); missing != "" {
 		return j.refuse(RuleNoEscalation, name, missing, at, j.when("would become able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
 	}
-	var held []*roleDef
-	heldRead := false
 	for _, role := range assignedAfter {
-		if slices.Contains(assignedBefore, role) || role == j.admits {
-			continue
-		}
-		if !heldRead {
-			var buf [MaxDepth + 1]uint32
-			held, heldRead = x.heldRoles(x.subj.lookup(p.by.Actor), x.path(at, buf[:0]), p.now), true
-		}
-		if p.mayLetAssign(role, at, held) {
+		if slices.Contains(assignedBefore, role) || role == j.admits || j.mayLetAssign(role, at) {
 			continue
 		}
 		what := fmt.Sprintf("%q would become able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
@@ -951,6 +946,42 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 			map[string]string{"subject": name, "role": role, "resource": x.name(at)})
 	}
 	return nil
+}
+
+// handsOff applies rule 2 to what subject s, other than the actor, may hand
+// out at one resource, at moment t, after such a write, or a block: you
+// take away only what you could give, so what it may no longer give, the
+// actor holds there or may assign (pow), and each role it may no longer
+// assign is one a definition by the actor there could let it assign. On a
+// resource the write deletes nothing is left to hand out, and what is lost
+// there is not judged so.
+func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {
+	if j.exempt[at] {
+		return nil
+	}
+	x := j.p.x
+	powerBefore, assignedBefore := before.power(s, pb, t)
+	powerAfter, assignedAfter := after.power(s, pa, t)
+	if missing := x.cat.top(powerBefore.minus(powerAfter).minus(pow)); missing != "" {
+		return j.refuse(RuleNoOverreach, name, missing, at, j.when("would no longer be able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
+	}
+	for _, role := range assignedBefore {
+		if slices.Contains(assignedAfter, role) || j.mayLetAssign(role, at) {
+			continue
+		}
+		what := fmt.Sprintf("%q would no longer be able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
+		return j.deny(RuleNoOverreach, fmt.Sprintf("%s: %s", RuleNoOverreach, j.when(what, t)),
+			map[string]string{"subject": name, "role": role, "resource": x.name(at)})
+	}
+	return nil
+}
+
+// mayLetAssign is the plan's mayLetAssign with the roles the actor holds
+// at res, now.
+func (j *judge) mayLetAssign(role string, res uint32) bool {
+	p, x := j.p, j.p.x
+	var buf [MaxDepth + 1]uint32
+	return p.mayLetAssign(role, res, x.heldRoles(x.subj.lookup(p.by.Actor), x.path(res, buf[:0]), p.now))
 }
 
 // self applies rule 3 to the actor at one resource, at moment t: its

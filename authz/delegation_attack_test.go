@@ -725,3 +725,43 @@ func TestDelegationAttacksAWildcardGrantBelowWhereTheActorHoldsLess(t *testing.T
 		})
 	}
 }
+
+// What a definition, a move, a deletion or a ban takes from a role's
+// holders is bounded by rule 2 as what they may hand out, too: "you take
+// away only what you could give". A deputy, who may not appoint deputies,
+// may not strip its chief of appointing them, by restating the chief's
+// role below or by banning the chief.
+func TestDelegationAttacksAWriteThatTakesFromAHolderWhatItMayAssign(t *testing.T) {
+	policy := func() authz.Policy {
+		p := attackPolicy()
+		p.Roles = append(p.Roles,
+			authz.Role{Name: "chief", Scope: "root", Permissions: []string{"org.admin", "call.join"}, AssignableRoles: []string{"deputy", "guest"}},
+			authz.Role{Name: "deputy", Scope: "root", Permissions: []string{"org.admin", "call.join"}, AssignableRoles: []string{"guest"}},
+		)
+		return p
+	}
+	t.Run("restating the chief's role below without deputy", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:chief", "chief", "org:a")
+		w.grant("user:dep", "deputy", "org:a")
+		refusedAttack(t, w, "user:dep", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, err := w.eng.PutRole(w.ctx, by, authz.Role{Name: "chief", Scope: "call:1", Permissions: []string{"org.admin", "call.join"}, AssignableRoles: []string{"guest"}})
+			return err
+		})
+	})
+	t.Run("banning the chief", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:chief", "chief", "org:a")
+		w.grant("user:dep", "deputy", "org:a")
+		refusedAttack(t, w, "user:dep", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, _, err := w.eng.Block(w.ctx, by, authz.Block{Subject: "user:chief", Resource: "call:1", ID: "ban"})
+			return err
+		})
+		// A fellow deputy, who appoints no more than it may, is banned.
+		w.grant("user:dep2", "deputy", "org:a")
+		_, _, err := w.eng.Block(w.ctx, as("user:dep"), authz.Block{Subject: "user:dep2", Resource: "call:1", ID: "ban"})
+		if err != nil {
+			t.Fatalf("a deputy banning a deputy: %v", err)
+		}
+	})
+}

@@ -1147,6 +1147,23 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 							refuse(authz.RuleNoEscalation, "%s would become able to assign %s on %s at %s, which the actor may not assign there", s, n, res, t)
 						}
 					}
+					// "you take away only what you could give": what the
+					// holders may no longer hand out, too, but on a
+					// resource the write deletes, where nothing is left to
+					// hand out.
+					if j.deletes != nil && j.deletes.Name == res {
+						continue
+					}
+					for _, p := range minus(powerBefore, powerAfter) {
+						if !power[p] {
+							refuse(authz.RuleNoOverreach, "%s would no longer be able to give %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
+						}
+					}
+					for _, n := range minus(assigns, assignsAfter) {
+						if !j.mayLetAssign(n, res) {
+							refuse(authz.RuleNoOverreach, "%s would no longer be able to assign %s on %s at %s, which the actor may not assign there", s, n, res, t)
+						}
+					}
 				}
 			}
 		}
