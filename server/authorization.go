@@ -95,21 +95,24 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 			Reason: fmt.Sprintf("a batch holds 1 to %d checks", MaxBatch)})
 	}
 	// A check that is not well formed gets its own error. One too long to
-	// ask is asked of the index as an empty query, and any other is asked
+	// ask before its shape is checked has it checked first, and is asked of
+	// the index as an empty query when it is malformed; any other is asked
 	// as it is and its shape checked only when the answer could come from a
 	// name the index does not hold, so that the batch keeps its positions
 	// and the others are answered at one revision.
 	checks := req.GetChecks()
 	qs := make([]authz.Query, len(checks))
-	var shape []error // nil: every check is cheap to ask
+	var shape []error // nil: no check is malformed and too long to ask
 	for i, c := range checks {
 		q := authz.Query{Subject: c.GetSubject(), Permission: c.GetPermission(), Resource: c.GetResource()}
 		if !cheapToAsk(q) {
-			if shape == nil {
-				shape = make([]error, len(checks))
+			if err := shapeError(i, q); err != nil {
+				if shape == nil {
+					shape = make([]error, len(checks))
+				}
+				shape[i] = err
+				continue
 			}
-			shape[i] = shapeError(i, q)
-			continue
 		}
 		qs[i] = q
 	}

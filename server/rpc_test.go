@@ -190,6 +190,43 @@ func TestCheckBatch(t *testing.T) {
 	}
 }
 
+// TestCheckBatchLongNames holds CheckBatch to Check on a check whose names
+// are well formed but long: ids of up to 256 characters, each of up to four
+// bytes, make a check of more than a thousand bytes.
+func TestCheckBatchLongNames(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	subject := "user:" + strings.Repeat("日", 200)
+	call := "call:livestream:" + strings.Repeat("会", 200)
+	f.putResource(call, livestream)
+	rev := f.grant(subject, "host", call)
+	want := &usherv1.Decision{Allowed: true, Reason: usherv1.Reason_REASON_GRANTED, Role: "host", Scope: call}
+	one, err := f.authz.Check(f.ctx(), &usherv1.CheckRequest{Subject: subject, Permission: "join-call", Resource: call})
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if !proto.Equal(one.GetDecision(), want) {
+		t.Fatalf("Check = %v, want %v", one.GetDecision(), want)
+	}
+	resp, err := f.authz.CheckBatch(f.ctx(), &usherv1.CheckBatchRequest{Checks: []*usherv1.CheckItem{
+		{Subject: subject, Permission: "join-call", Resource: call},
+		{Subject: subject, Permission: "join-call", Resource: "call:livestream:" + strings.Repeat("会", 257)},
+	}})
+	if err != nil {
+		t.Fatalf("CheckBatch: %v", err)
+	}
+	if resp.GetRevision() != rev {
+		t.Errorf("revision = %d, want %d", resp.GetRevision(), rev)
+	}
+	if got := resp.GetDecisions()[0]; !proto.Equal(got, want) {
+		t.Errorf("decisions[0] = %v, want %v, as Check answers", got, want)
+	}
+	errs := resp.GetErrors()
+	if len(errs) != 1 || errs[0].GetIndex() != 1 || errs[0].GetField() != "checks[1].resource" || errs[0].GetCode() != int32(codes.InvalidArgument) {
+		t.Errorf("errors = %v, want one, INVALID_ARGUMENT on checks[1].resource", errs)
+	}
+}
+
 // withoutBlockID checks that a BLOCKED decision names its block, as Check's
 // reason names the deciding block, and returns it without the id, which the
 // server chose.
