@@ -363,6 +363,41 @@ func TestIndexFeed(t *testing.T) {
 	}
 }
 
+// TestIndexFeedDeletesWhatIsOnAResource holds Apply to what deleteResource
+// promises a feed that deletes a resource without first deleting what is on
+// it: the blocks go with it, several of one subject included, and a name
+// registered again carries none of them.
+func TestIndexFeedDeletesWhatIsOnAResource(t *testing.T) {
+	x, err := authz.NewIndex(authz.Snapshot{Revision: 1, Permissions: []authz.Permission{{Name: "join"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := authz.ChangeSet{Revision: 2, Changes: []authz.Change{
+		{Op: authz.OpPutResource, Resource: &authz.Resource{Name: "call:1", Parent: authz.RootName}},
+		{Op: authz.OpPutRole, Role: &authz.Role{Name: "guest", Scope: authz.RootName, Permissions: []string{"join"}}},
+		{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:a", Role: "guest", Resource: authz.RootName}},
+	}}
+	for _, id := range []string{"b1", "b2", "b3"} {
+		put.Changes = append(put.Changes, authz.Change{Op: authz.OpPutBlock, Block: &authz.Block{Subject: "user:a", Resource: "call:1", ID: id}})
+	}
+	if err := x.Apply(put); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Apply(authz.ChangeSet{Revision: 3, Changes: []authz.Change{
+		{Op: authz.OpDeleteResource, Resource: &authz.Resource{Name: "call:1"}},
+		{Op: authz.OpPutResource, Resource: &authz.Resource{Name: "call:1", Parent: authz.RootName}},
+	}}); err != nil {
+		t.Fatalf("Apply(a delete of call:1 and its registering again): %v", err)
+	}
+	if _, _, blocks := x.Counts(); blocks != 0 {
+		t.Errorf("the index holds %d blocks, want none: they went with call:1", blocks)
+	}
+	d, _, err := x.Check(authz.Query{Subject: "user:a", Permission: "join", Resource: "call:1"})
+	if err != nil || d.Reason != authz.ReasonGranted {
+		t.Errorf("Check(user:a, join, call:1) = %+v, %v; want GRANTED by the grant on root", d, err)
+	}
+}
+
 func TestNewIndex(t *testing.T) {
 	snap := authz.Snapshot{
 		Revision:    7,

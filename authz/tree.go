@@ -1,6 +1,9 @@
 package authz
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // MaxDepth is how deep the resource tree may grow: a resource may have at
 // most this many ancestors below root. Conferencing trees are a handful of
@@ -169,7 +172,8 @@ func (x *Index) deleteResource(name string) {
 		x.deleteGrant(Grant{Subject: x.subj.name(g.subj), Role: x.roleNames[g.role], Resource: name})
 	}
 	for _, s := range append([]uint32(nil), x.blockedOn[id]...) {
-		for _, b := range x.blocks[pairKey(s, id)] {
+		// deleteBlock shortens the list in place.
+		for _, b := range slices.Clone(x.blocks[pairKey(s, id)]) {
 			x.deleteBlock(b.Block)
 		}
 	}
