@@ -117,7 +117,7 @@ func ValidateAdmission(field string, a Admission) error {
 			if f.value == "" {
 				continue
 			}
-			if err := ValidatePermission(field+"livekit."+f.name, f.value); err != nil {
+			if err := validateMediaPermission(field+"livekit."+f.name, f.value); err != nil {
 				return err
 			}
 		}
@@ -128,7 +128,7 @@ func ValidateAdmission(field string, a Admission) error {
 				return errorf(Invalid, field+"livekit."+f.name, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
 			}
 			for _, perm := range MediaPermissions(f.value) {
-				if err := ValidatePermission(field+"livekit."+f.name, perm); err != nil {
+				if err := validateMediaPermission(field+"livekit."+f.name, perm); err != nil {
 					return err
 				}
 			}
@@ -138,10 +138,24 @@ func ValidateAdmission(field string, a Admission) error {
 			if !slices.Contains(mediaSources, src) {
 				return errorf(Invalid, field+"livekit.can_publish_sources", src, "not a LiveKit track source; one of %v", mediaSources)
 			}
-			if err := ValidatePermission(f, m.CanPublishSources[src]); err != nil {
+			if err := validateMediaPermission(f, m.CanPublishSources[src]); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// validateMediaPermission checks a permission a LiveKit mapping names. The
+// mapping reads a participant's capabilities, which Usher's reserved
+// permissions are not part of: one of them would never be found held, and
+// its field never given.
+func validateMediaPermission(field, perm string) error {
+	if err := ValidatePermission(field, perm); err != nil {
+		return err
+	}
+	if IsReserved(perm) {
+		return errorf(Invalid, field, perm, "a LiveKit mapping names capabilities, and Usher's reserved permissions (%s*) are none of a participant's capabilities", ReservedPrefix)
 	}
 	return nil
 }

@@ -508,6 +508,7 @@ func TestValidateAdmission(t *testing.T) {
 		{"a malformed LiveKit hidden", func(a *authz.Admission) { a.Media.Hidden = "Hidden" }, f + "livekit.hidden", "Hidden"},
 		{"a source LiveKit does not know", func(a *authz.Admission) { a.Media.CanPublishSources["webcam"] = "send-video" }, f + "livekit.can_publish_sources", "webcam"},
 		{"a source without its permission", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "" }, f + "livekit.can_publish_sources.camera", ""},
+		{"a LiveKit source of a reserved permission", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "usher.grants.write" }, f + "livekit.can_publish_sources.camera", "usher.grants.write"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -647,6 +648,27 @@ func TestPutAdmission(t *testing.T) {
 				return w.eng.PutAdmission(w.ctx, w.by, r)
 			},
 			code: authz.Invalid, field: "admission.livekit.can_publish_sources.screen_share", value: "share-screen",
+		},
+		{
+			// Join gave no one roomAdmin, and answered "lacks it" to holders
+			// Check allows: the mapping reads capabilities, which leave
+			// Usher's own permissions out.
+			name: "a LiveKit room_admin of a reserved permission, which is no capability",
+			write: func(w *world) (authz.Revision, error) {
+				r := livestreamRule()
+				r.Media.RoomAdmin = "end-call,usher.blocks.write"
+				return w.eng.PutAdmission(w.ctx, w.by, r)
+			},
+			code: authz.Invalid, field: "admission.livekit.room_admin", value: "usher.blocks.write",
+		},
+		{
+			name: "a LiveKit room_join of a reserved permission",
+			write: func(w *world) (authz.Revision, error) {
+				r := livestreamRule()
+				r.Media.RoomJoin = "usher.grants.write"
+				return w.eng.PutAdmission(w.ctx, w.by, r)
+			},
+			code: authz.Invalid, field: "admission.livekit.room_join", value: "usher.grants.write",
 		},
 		{
 			name: "an undeclared exclusive permission is named at its index in the request, not the sorted one",
