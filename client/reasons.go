@@ -54,6 +54,8 @@ const (
 	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
 	ReasonSendBudget           = "SEND_BUDGET"            // answers their clients have not read hold the server's send budget
 	ReasonBackupLimit          = "BACKUP_LIMIT"           // the server has as many backups in progress as it takes
+	ReasonWaitLimit            = "WAIT_LIMIT"             // reads waiting for their min_revision hold as many bytes of requests as they may
+	ReasonCallerWaitLimit      = "CALLER_WAIT_LIMIT"      // the caller's reads waiting for their min_revision hold its share of them
 	ReasonReflectionLimit      = "REFLECTION_LIMIT"       // the server holds as many server reflection streams as it may
 	// ReasonConnectionReflectionLimit: the connection holds its share of
 	// the server reflection streams.
