@@ -209,8 +209,9 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 		if c, ok := callers.ByCertificate(cert); ok {
 			return c, nil
 		}
-		return Caller{}, refuse(codes.Unauthenticated, fmt.Sprintf("the client certificate %q matches no caller", cert.Subject.String()),
-			details{reason: reasonUnknownCertificate, meta: map[string]string{"certificate_subject": cert.Subject.String()}})
+		subject := distinguishedName(cert)
+		return Caller{}, refuse(codes.Unauthenticated, fmt.Sprintf("the client certificate %q matches no caller", subject),
+			details{reason: reasonUnknownCertificate, meta: map[string]string{"certificate_subject": subject}})
 	}
 	return Caller{}, refuse(codes.Unauthenticated,
 		`no credentials: send "authorization: bearer <token>" metadata or a client certificate`, details{reason: reasonNoCredentials})

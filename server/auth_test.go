@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,9 @@ const authCallers = `callers:
   - name: sidecar-us1
     kind: check
     certificate_subject: CN=sidecar-us1,O=acme
+  - name: recorder
+    kind: admin
+    certificate_subject: CN=recorder,OU=media,OU=eu,O=acme,DC=acme,DC=com
 `
 
 func newAuthWorld(t *testing.T) *authWorld {
@@ -437,6 +441,66 @@ func TestACertificateFromAnotherCAIsRefused(t *testing.T) {
 	}
 	if rev, _ := w.store.Revision(context.Background()); rev != 1 {
 		t.Fatalf("revision %d after the refused Grant; want 1", rev)
+	}
+}
+
+// A certificate's subject is compared as RFC 2253 writes it, as openssl
+// x509 -subject -nameopt RFC2253 prints it: all of it, in its order.
+func TestACertificatesSubjectIsReadAsRFC2253WritesIt(t *testing.T) {
+	w := newAuthWorld(t)
+	var (
+		cn = asn1.ObjectIdentifier{2, 5, 4, 3}
+		o  = asn1.ObjectIdentifier{2, 5, 4, 10}
+		ou = asn1.ObjectIdentifier{2, 5, 4, 11}
+		dc = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}
+	)
+	// names makes a subject of one attribute per relative name, in order.
+	names := func(atvs ...pkix.AttributeTypeAndValue) pkix.Name { return pkix.Name{ExtraNames: atvs} }
+	atv := func(oid asn1.ObjectIdentifier, v string) pkix.AttributeTypeAndValue {
+		return pkix.AttributeTypeAndValue{Type: oid, Value: v}
+	}
+	rev, _ := w.store.Revision(context.Background())
+
+	recorder := w.ca.Client(t, names(atv(dc, "com"), atv(dc, "acme"), atv(o, "acme"), atv(ou, "eu"), atv(ou, "media"), atv(cn, "recorder")))
+	if _, err := grantCall(t, w.dial(credential{cert: &recorder}), "user:dana"); err != nil {
+		t.Errorf("Grant by a certificate of the subject the callers file names as openssl prints it: %v", err)
+	} else if caller, now := w.lastCaller(); caller != "recorder" {
+		t.Errorf("change log caller %q; want recorder", caller)
+	} else {
+		rev = now
+	}
+
+	for _, c := range []struct {
+		name, subject string
+		issue         func() testpki.Pair
+	}{
+		{"a certificate with the admin's common name after another is not the admin's", "CN=console,CN=stranger,O=acme",
+			func() testpki.Pair {
+				return w.ca.Client(t, names(atv(o, "acme"), atv(cn, "stranger"), atv(cn, "console")))
+			}},
+		{"a certificate whose one relative name holds the admin's attributes is not the admin's", "CN=console+O=acme",
+			func() testpki.Pair {
+				raw, err := asn1.Marshal(pkix.RDNSequence{{{Type: o, Value: "acme"}, {Type: cn, Value: "console"}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return w.ca.ClientRaw(t, raw)
+			}},
+		{"a certificate with the admin's attributes in another order is not the admin's", "O=acme,CN=console",
+			func() testpki.Pair { return w.ca.Client(t, names(atv(cn, "console"), atv(o, "acme"))) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cert := c.issue()
+			_, err := grantCall(t, w.dial(credential{cert: &cert}), "user:mallory")
+			st := wantCode(t, err, codes.Unauthenticated)
+			if want := fmt.Sprintf("%q matches no caller", c.subject); !strings.Contains(st.Message(), want) {
+				t.Errorf("message %q does not say %s", st.Message(), want)
+			}
+			wantDetails(t, st, refusal{reason: "UNKNOWN_CERTIFICATE", meta: map[string]string{"certificate_subject": c.subject}})
+			if now, _ := w.store.Revision(context.Background()); now != rev {
+				t.Errorf("a refused Grant moved the revision from %d to %d", rev, now)
+			}
+		})
 	}
 }
 

@@ -43,7 +43,7 @@ type Caller struct {
 	Kind CallerKind
 
 	tokenSHA256        []byte // 32 bytes, or nil
-	certificateSubject string // RFC 2253, as x509.Certificate.Subject.String() prints it
+	certificateSubject string // RFC 2253, as distinguishedName writes it
 	certificateSHA256  []byte // of the DER certificate, or nil
 }
 
@@ -85,7 +85,7 @@ func (c *Callers) ByCertificate(cert *x509.Certificate) (Caller, bool) {
 			return caller, true
 		}
 	}
-	subject := cert.Subject.String()
+	subject := distinguishedName(cert)
 	for _, caller := range c.list {
 		if caller.certificateSubject != "" && caller.certificateSubject == subject {
 			return caller, true

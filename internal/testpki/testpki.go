@@ -81,6 +81,16 @@ func (ca *CA) Client(t testing.TB, subject pkix.Name) Pair {
 	})
 }
 
+// ClientRaw issues a client certificate with the subject whose DER
+// encoding (an RDNSequence) is raw, for subjects pkix.Name cannot make.
+func (ca *CA) ClientRaw(t testing.TB, raw []byte) Pair {
+	t.Helper()
+	return ca.issue(t, &x509.Certificate{
+		RawSubject:  raw,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
 func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) Pair {
 	t.Helper()
 	key := newKey(t)
