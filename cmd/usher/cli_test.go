@@ -110,6 +110,29 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 }
 
+// A command's help shows what its flags default to, and USHER_TOKEN is a
+// secret: help, which lands in terminals, logs and bug reports, names the
+// variable but never shows its value.
+func TestHelpDoesNotShowTheTokenOfUSHER_TOKEN(t *testing.T) {
+	const secret = "s3cr3t-bearer-token-from-the-environment"
+	t.Setenv("USHER_TOKEN", secret)
+	checked := 0
+	for _, path := range commandPaths(newRoot(), nil) {
+		args := append(slices.Clone(path), "--help")
+		code, stdout, stderr := runCode(args...)
+		if !strings.Contains(stdout, "--token ") {
+			continue
+		}
+		checked++
+		if code != exitOK || strings.Contains(stdout+stderr, secret) {
+			t.Errorf("usher %s: exit %d, and help shows USHER_TOKEN's value:\n%s", strings.Join(args, " "), code, stdout+stderr)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no command's help shows --token")
+	}
+}
+
 // A command line usher cannot run says why and how to get help on stderr,
 // prints nothing on stdout and exits 2.
 func TestUsageErrorsExitTwo(t *testing.T) {

@@ -40,7 +40,9 @@ func addClientFlags(cmd *cobra.Command, timeout time.Duration) *clientFlags {
 	conn := pflag.NewFlagSet("connection", pflag.ContinueOnError)
 	conn.StringVar(&c.addr, "addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (env USHER_ADDR)")
 	conn.DurationVar(&c.timeout, "timeout", timeout, "deadline of the call (0: none)")
-	conn.StringVar(&c.token, "token", envOr("USHER_TOKEN", ""), "bearer token to authenticate with, from 'usher token' (env USHER_TOKEN)")
+	// USHER_TOKEN is read when the command dials, not made the flag's
+	// default: help shows a flag's default, and the token is a secret.
+	conn.StringVar(&c.token, "token", "", "bearer token to authenticate with, from 'usher token' (env USHER_TOKEN)")
 	conn.StringVar(&c.tokenFile, "token-file", envOr("USHER_TOKEN_FILE", ""), "read the bearer token from this file, e.g. a mounted Secret, in place of --token (env USHER_TOKEN_FILE)")
 	conn.BoolVar(&c.tls.enabled, "tls", false, "use TLS, verifying the server against the system's roots (implied by the other --tls flags)")
 	conn.StringVar(&c.tls.ca, "tls-ca", envOr("USHER_TLS_CA", ""), "use TLS, verifying the server against this PEM CA bundle (env USHER_TLS_CA)")
@@ -147,6 +149,8 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 		opts = append(opts, client.WithTokenFile(c.tokenFile))
 	case c.token != "":
 		opts = append(opts, client.WithToken(c.token))
+	case os.Getenv("USHER_TOKEN") != "":
+		opts = append(opts, client.WithToken(os.Getenv("USHER_TOKEN")))
 	}
 	cl, err := client.New(c.addr, opts...)
 	if err != nil {
