@@ -80,6 +80,7 @@ const (
 	ReasonMalformedAuthorization = "MALFORMED_AUTHORIZATION"
 	ReasonBadToken               = "BAD_TOKEN"
 	ReasonUnknownCertificate     = "UNKNOWN_CERTIFICATE"
+	ReasonExpiredCertificate     = "EXPIRED_CERTIFICATE" // a client certificate expired since its connection opened
 )
 
 // Unavailable.

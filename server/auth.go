@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
@@ -154,6 +155,14 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	// authenticated is not missed.
 	changed := a.src.Changed()
 	ctx, cancel := context.WithCancelCause(ss.Context())
+	// A client certificate is looked at again once it has expired: the
+	// stream of a caller identified by it ends then.
+	var expired <-chan time.Time
+	if cert, until := clientCertificate(ctx); cert != nil {
+		t := time.NewTimer(time.Until(until) + time.Millisecond)
+		defer t.Stop()
+		expired = t.C
+	}
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
@@ -167,6 +176,8 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 				return
 			case <-changed:
 				changed = a.src.Changed()
+			case <-expired:
+				expired = nil
 			}
 		}
 	}()
@@ -205,7 +216,15 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 		}
 		return Caller{}, refuse(codes.Unauthenticated, "the bearer token matches no caller", details{reason: reasonBadToken})
 	}
-	if cert := clientCertificate(ctx); cert != nil {
+	if cert, until := clientCertificate(ctx); cert != nil {
+		// The handshake verified the certificate when the connection
+		// opened, and a connection may stay open for days.
+		if time.Now().After(until) {
+			subject := distinguishedName(cert)
+			return Caller{}, refuse(codes.Unauthenticated,
+				fmt.Sprintf("the client certificate %q, or one that signed it, expired at %s: connect again with a renewed one", subject, until.UTC().Format(time.RFC3339)),
+				details{reason: reasonExpiredCertificate, meta: map[string]string{"certificate_subject": subject, "not_after": until.UTC().Format(time.RFC3339)}})
+		}
 		if c, ok := callers.ByCertificate(cert); ok {
 			return c, nil
 		}
@@ -218,17 +237,33 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 }
 
 // clientCertificate is the client's certificate if the TLS handshake
-// verified it against the client CA, else nil.
-func clientCertificate(ctx context.Context) *x509.Certificate {
+// verified it against the client CA, else nil, and when the last of the
+// chains it was verified by expires: the first certificate of the chain to
+// expire does.
+func clientCertificate(ctx context.Context) (cert *x509.Certificate, until time.Time) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil
+		return nil, time.Time{}
 	}
 	info, ok := authInfo(p).(credentials.TLSInfo)
 	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return nil
+		return nil, time.Time{}
 	}
-	return info.State.VerifiedChains[0][0]
+	for _, chain := range info.State.VerifiedChains {
+		if len(chain) == 0 {
+			continue
+		}
+		end := chain[0].NotAfter
+		for _, c := range chain[1:] {
+			if c.NotAfter.Before(end) {
+				end = c.NotAfter
+			}
+		}
+		if end.After(until) {
+			until = end
+		}
+	}
+	return info.State.VerifiedChains[0][0], until
 }
 
 // mayCall says whether a caller of kind k may call the full method name.

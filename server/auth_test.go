@@ -504,6 +504,49 @@ func TestACertificatesSubjectIsReadAsRFC2253WritesIt(t *testing.T) {
 	}
 }
 
+// A client certificate is good until it expires, not for as long as the
+// connection it came on lasts: once it has, the calls that connection
+// carries are refused, and the streams it opened end, as a new
+// connection's handshake would be refused.
+func TestAnExpiredClientCertificateIsRefusedOnTheConnectionItOpened(t *testing.T) {
+	w := newAuthWorld(t)
+	expires := time.Now().Add(4 * time.Second).Truncate(time.Second)
+	cert := w.ca.ClientUntil(t, pkix.Name{CommonName: "console", Organization: []string{"acme"}}, expires)
+	conn := w.dial(credential{cert: &cert})
+	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Watch before the certificate expired: %v", err)
+	}
+	if _, err := grantCall(t, conn, "user:dana"); err != nil {
+		t.Fatalf("Grant before the certificate expired: %v", err)
+	}
+	rev, _ := w.store.Revision(context.Background())
+
+	// The stream ends once the certificate has expired.
+	var resp *usherv1.WatchResponse
+	for err == nil {
+		resp, err = stream.Recv()
+	}
+	want := refusal{reason: "EXPIRED_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=console,O=acme"}}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the Watch of a certificate expired at %s: last sent %v, ended %v; want it ended Unauthenticated", expires, resp, err)
+	}
+	wantDetails(t, status.Convert(err), want)
+
+	_, err = grantCall(t, conn, "user:erin")
+	st := wantCode(t, err, codes.Unauthenticated)
+	if !strings.Contains(st.Message(), "expired") {
+		t.Errorf("message %q does not say the certificate expired", st.Message())
+	}
+	wantDetails(t, st, want)
+	if now, _ := w.store.Revision(context.Background()); now != rev {
+		t.Errorf("a Grant with an expired certificate moved the revision from %d to %d", rev, now)
+	}
+}
+
 func TestHealthNeedsNoCredentials(t *testing.T) {
 	w := newAuthWorld(t)
 	resp, err := healthpb.NewHealthClient(w.dial(credential{})).Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "usher.v1.AuthorizationService"})

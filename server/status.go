@@ -39,6 +39,7 @@ const (
 	reasonMalformedAuthorization = "MALFORMED_AUTHORIZATION"
 	reasonBadToken               = "BAD_TOKEN"
 	reasonUnknownCertificate     = "UNKNOWN_CERTIFICATE"
+	reasonExpiredCertificate     = "EXPIRED_CERTIFICATE"
 	reasonCallerKind             = "CALLER_KIND"
 	reasonCompacted              = "COMPACTED"
 	reasonFutureRevision         = "FUTURE_REVISION"

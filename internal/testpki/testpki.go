@@ -81,6 +81,17 @@ func (ca *CA) Client(t testing.TB, subject pkix.Name) Pair {
 	})
 }
 
+// ClientUntil issues a client certificate with the given subject that
+// expires at notAfter.
+func (ca *CA) ClientUntil(t testing.TB, subject pkix.Name, notAfter time.Time) Pair {
+	t.Helper()
+	return ca.issue(t, &x509.Certificate{
+		Subject:     subject,
+		NotAfter:    notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
 // ClientRaw issues a client certificate with the subject whose DER
 // encoding (an RDNSequence) is raw, for subjects pkix.Name cannot make.
 func (ca *CA) ClientRaw(t testing.TB, raw []byte) Pair {
@@ -96,7 +107,9 @@ func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) Pair {
 	key := newKey(t)
 	tmpl.SerialNumber = serial(t)
 	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
