@@ -65,6 +65,27 @@ func TestEveryCommandIsDescribed(t *testing.T) {
 
 // The README's table of commands names every command of the tree, and
 // every subcommand after its command's name ("roles list\|put\|delete").
+// Every user of a machine can read a command line (ps, /proc): the
+// README's and the docs' examples pass a token in a file or USHER_TOKEN,
+// and --token's help says why.
+func TestExamplesPassNoTokenOnACommandLine(t *testing.T) {
+	for _, file := range []string{"../../README.md", "../../docs/envoy.md", "../../deploy/kubernetes/README.md"} {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(text), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "usher ") && regexp.MustCompile(`--token[ =]`).MatchString(line) {
+				t.Errorf("%s:%d: an example passes the token on the command line: %s", file, i+1, line)
+			}
+		}
+	}
+	_, stdout, _ := runCode("grant", "--help")
+	if !strings.Contains(stdout, "(ps)") {
+		t.Errorf("--token's help does not say that a command line is seen by every user:\n%s", stdout)
+	}
+}
+
 func TestREADMECommandTableNamesEveryCommand(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {

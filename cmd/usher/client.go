@@ -42,7 +42,7 @@ func addClientFlags(cmd *cobra.Command, timeout time.Duration) *clientFlags {
 	conn.DurationVar(&c.timeout, "timeout", timeout, "deadline of the call (0: none)")
 	// USHER_TOKEN is read when the command dials, not made the flag's
 	// default: help shows a flag's default, and the token is a secret.
-	conn.StringVar(&c.token, "token", "", "bearer token to authenticate with, from 'usher token' (env USHER_TOKEN)")
+	conn.StringVar(&c.token, "token", "", "bearer token to authenticate with, from 'usher token'; every user of the machine sees a command line (ps): prefer --token-file or USHER_TOKEN")
 	conn.StringVar(&c.tokenFile, "token-file", envOr("USHER_TOKEN_FILE", ""), "read the bearer token from this file, e.g. a mounted Secret, in place of --token (env USHER_TOKEN_FILE)")
 	conn.BoolVar(&c.tls.enabled, "tls", false, "use TLS, verifying the server against the system's roots (implied by the other --tls flags)")
 	conn.StringVar(&c.tls.ca, "tls-ca", envOr("USHER_TLS_CA", ""), "use TLS, verifying the server against this PEM CA bundle (env USHER_TLS_CA)")
