@@ -590,7 +590,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	// A knock of a call deleted, and registered again, has ended.
 	m.acted(ctx, p.Revision)
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
-		m.store.Unknock(ctx, k.Call, k.Subject, Denied)
+		// By its id: the subject may have knocked again since it was read,
+		// unblocked or granted anew, and that knock stays.
+		m.store.EndKnock(ctx, id, Denied)
 		m.v.note(id, Ending{Why: Denied})
 		return Renewal{Outcome: out, Reason: why}, nil
 	}

@@ -909,3 +909,67 @@ func TestAnAdmissionOutlastsABlockPlacedAfterIt(t *testing.T) {
 	}
 	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
 }
+
+// unknockRaceStore runs before, once, as the manager first denies a knock,
+// by its subject or by its id: what lands between a KeepAlive's reading of
+// a knock's subject and its ending of the knock.
+type unknockRaceStore struct {
+	*admission.MemoryStore
+	before func()
+	once   sync.Once
+}
+
+func (s *unknockRaceStore) Unknock(ctx context.Context, call, subject string, why admission.Why) (bool, error) {
+	if why == admission.Denied {
+		s.once.Do(s.before)
+	}
+	return s.MemoryStore.Unknock(ctx, call, subject, why)
+}
+
+func (s *unknockRaceStore) EndKnock(ctx context.Context, id string, why admission.Why) (admission.Knock, error) {
+	if why == admission.Denied {
+		s.once.Do(s.before)
+	}
+	return s.MemoryStore.EndKnock(ctx, id, why)
+}
+
+// A KeepAlive that finds a knock's subject blocked ends that knock, not
+// one the subject made since: a knock left, the subject unblocked and
+// knocking again, as the KeepAlive was being decided, keeps its new knock,
+// which waits in the lobby.
+func TestAKeepAliveOfAnOldKnockEndsNotTheSubjectsNewOne(t *testing.T) {
+	clock := authz.NewManualClock(start)
+	store := &unknockRaceStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:guest", "guest", "account:acme")
+	old, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
+	if err != nil || old.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v", old, err)
+	}
+	blockID := w.block("user:guest", "call:acme:1")
+	var again admission.Result
+	store.before = func() {
+		if err := w.m.Leave(w.ctx, old.Session); err != nil {
+			t.Errorf("Leave of the old knock: %v", err)
+		}
+		if _, err := w.eng.Unblock(w.ctx, w.by, "user:guest", "call:acme:1", blockID); err != nil {
+			t.Errorf("Unblock: %v", err)
+		}
+		if again, err = w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", ""); err != nil || again.Outcome != admission.Lobby {
+			t.Errorf("Knock again = %+v, %v", again, err)
+		}
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, old.Session); err != nil || ren.Outcome != admission.Blocked {
+		t.Fatalf("KeepAlive of the blocked knock = %+v, %v; want BLOCKED", ren, err)
+	}
+	if again.Session == "" || again.Session == old.Session {
+		t.Fatalf("the new knock %q, the old %q: want another", again.Session, old.Session)
+	}
+	ren, err := w.m.KeepAlive(w.ctx, again.Session)
+	if err != nil || ren.Outcome != admission.Lobby {
+		t.Errorf("KeepAlive of the knock made since = %+v, %v; want LOBBY: it still waits", ren, err)
+	}
+	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 1 || list[0].ID != again.Session {
+		t.Errorf("the lobby lists %+v; want the new knock %s", list, again.Session)
+	}
+}
