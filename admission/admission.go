@@ -479,6 +479,18 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)
 	}
+	// An Admit committed since p was read found no knock to let in: the
+	// knock is let in now, as it would have been had it been made first.
+	// One kept out since (blocked, say) ends at its KeepAlive.
+	if q := m.engine.Index().Presence(subject, resource); q.Revision != p.Revision {
+		if out, _ := ejects(q, subject, resource); out == 0 {
+			if _, decided := m.gate(q, subject, resource, m.clock.Now()); !decided && !noRoomJoin(&Result{}, q, subject, resource) {
+				if _, err := m.store.EndKnock(ctx, k.ID, LetIn); err == nil {
+					m.v.storeEvents()
+				}
+			}
+		}
+	}
 	r.Session, r.Expires, r.Lease = k.ID, k.Expires, lease
 	return r, nil
 }

@@ -973,3 +973,52 @@ func TestAKeepAliveOfAnOldKnockEndsNotTheSubjectsNewOne(t *testing.T) {
 		t.Errorf("the lobby lists %+v; want the new knock %s", list, again.Session)
 	}
 }
+
+// knockRaceStore runs before, once, as a knock reaches the store: what
+// lands between the manager's reading of the subject and its knock's
+// making.
+type knockRaceStore struct {
+	*admission.MemoryStore
+	before func()
+	once   sync.Once
+}
+
+func (s *knockRaceStore) Knock(ctx context.Context, k admission.Knock) (admission.Knock, error) {
+	s.once.Do(s.before)
+	return s.MemoryStore.Knock(ctx, k)
+}
+
+// An Admit that commits while a Join is sending its subject to the lobby,
+// before the knock is made, lets the knock in: the subject does not wait on
+// in the lobby, listed and told as knocking, with no ADMITTED ever told,
+// as no order of the two one after the other leaves it.
+func TestAnAdmitAsTheSubjectKnocksLetsTheKnockIn(t *testing.T) {
+	clock := authz.NewManualClock(start)
+	store := &knockRaceStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:visitor", "member", "account:acme")
+	// A member with send-video would pass the lobby: this one waits.
+	w.block("user:visitor", "call:acme:1", "send-video")
+	watch := w.watch("call:acme:1")
+	store.before = func() {
+		if _, err := w.m.Admit(w.ctx, w.by, "call:acme:1", "user:visitor", time.Time{}); err != nil {
+			t.Errorf("Admit: %v", err)
+		}
+	}
+	r, err := w.m.Join(w.ctx, "", "user:visitor", "call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome != admission.Lobby {
+		t.Fatalf("Join = %s (%s); want LOBBY, as it read the subject", r.Outcome, r.Reason)
+	}
+	nextEvent(t, watch, "ADMITTED", kindOf(admission.EventAdmitted, "user:visitor"))
+	if list, err := w.m.Lobby(w.ctx, "call:acme:1", ""); err != nil || len(list) != 0 {
+		t.Errorf("the lobby lists %+v, %v; want no one: the subject was admitted", list, err)
+	}
+	ren, err := w.m.KeepAlive(w.ctx, r.Session)
+	if err != nil || ren.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the knock = %+v, %v; want ADMITTED", ren, err)
+	}
+	w.wantJoin("user:visitor", "call:acme:1", admission.Admitted)
+}
