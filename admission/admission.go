@@ -479,15 +479,23 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)
 	}
-	// An Admit committed since p was read found no knock to let in: the
-	// knock is let in now, as it would have been had it been made first.
-	// One kept out since (blocked, say) ends at its KeepAlive.
+	// A write committed since p was read may have found no knock to act
+	// on, and the knock ends now as it would have had it been made first:
+	// an Admit lets it in; the call's deletion denies it, or it would wait
+	// in the lobby of a call registered again under the name. One kept
+	// out since otherwise (blocked, say) ends at its KeepAlive.
 	if q := m.engine.Index().Presence(subject, resource); q.Revision != p.Revision {
-		if out, _ := ejects(q, subject, resource); out == 0 {
+		var why Why
+		if out, _ := ejects(q, subject, resource); !q.Known {
+			why = Denied
+		} else if out == 0 {
 			if _, decided := m.gate(q, subject, resource, m.clock.Now()); !decided && !noRoomJoin(&Result{}, q, subject, resource) {
-				if _, err := m.store.EndKnock(ctx, k.ID, LetIn); err == nil {
-					m.v.storeEvents()
-				}
+				why = LetIn
+			}
+		}
+		if why != 0 {
+			if _, err := m.store.EndKnock(ctx, k.ID, why); err == nil {
+				m.v.storeEvents()
 			}
 		}
 	}

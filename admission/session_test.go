@@ -1022,3 +1022,44 @@ func TestAnAdmitAsTheSubjectKnocksLetsTheKnockIn(t *testing.T) {
 	}
 	w.wantJoin("user:visitor", "call:acme:1", admission.Admitted)
 }
+
+// A call deleted while a subject knocks on it, before the knock is made,
+// keeps no knock: the knock is denied, as a deletion denies those made
+// before it, and a call registered again under the name is another, whose
+// lobby the knock does not wait in.
+func TestAKnockOnACallDeletedAsItIsMadeIsDenied(t *testing.T) {
+	clock := authz.NewManualClock(start)
+	store := &knockRaceStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: clock})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:guest", "guest", "account:acme")
+	store.before = func() {
+		if _, err := w.eng.DeleteResource(w.ctx, w.by, "call:acme:1"); err != nil {
+			t.Errorf("DeleteResource: %v", err)
+		}
+		// The manager has acted on the deletion, as a lobby listed now
+		// waits for it to, before the knock is made.
+		if _, err := w.m.Lobby(w.ctx, "call:acme:big", ""); err != nil {
+			t.Errorf("Lobby: %v", err)
+		}
+	}
+	k, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "let me in")
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Knock = %+v, %v; want LOBBY, as it read the call", k, err)
+	}
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "call:acme:1", Parent: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := w.m.Lobby(w.ctx, "call:acme:1", ""); err != nil || len(list) != 0 {
+		t.Errorf("the new call's lobby lists %+v, %v; want no one", list, err)
+	}
+	again, err := w.m.Knock(w.ctx, "", "user:guest", "call:acme:1", "")
+	if err != nil || again.Outcome != admission.Lobby {
+		t.Fatalf("Knock on the new call = %+v, %v", again, err)
+	}
+	if again.Session == k.Session {
+		t.Errorf("the knock on the new call is %s, the knock on the deleted one's; want another", k.Session)
+	}
+	if _, err := w.m.KeepAlive(w.ctx, k.Session); authz.CodeOf(err) != authz.NotFound {
+		t.Errorf("KeepAlive of the knock on the deleted call = %v; want NOT_FOUND", err)
+	}
+}
