@@ -590,7 +590,10 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
-			m.store.End(ctx, id, e)
+			if _, err := m.store.End(ctx, id, e); errors.Is(err, ErrNoSession) {
+				// It ended otherwise meanwhile (a Leave), and not ejected.
+				return m.endedMeanwhile(ctx, id)
+			}
 			m.v.note(id, e)
 			return Renewal{Outcome: out, Reason: why}, nil
 		}
@@ -612,7 +615,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
 		// By its id: the subject may have knocked again since it was read,
 		// unblocked or granted anew, and that knock stays.
-		m.store.EndKnock(ctx, id, Denied)
+		if _, err := m.store.EndKnock(ctx, id, Denied); errors.Is(err, ErrNoSession) {
+			return m.endedMeanwhile(ctx, id)
+		}
 		m.v.note(id, Ending{Why: Denied})
 		return Renewal{Outcome: out, Reason: why}, nil
 	}

@@ -959,8 +959,8 @@ func TestAKeepAliveOfAnOldKnockEndsNotTheSubjectsNewOne(t *testing.T) {
 			t.Errorf("Knock again = %+v, %v", again, err)
 		}
 	}
-	if ren, err := w.m.KeepAlive(w.ctx, old.Session); err != nil || ren.Outcome != admission.Blocked {
-		t.Fatalf("KeepAlive of the blocked knock = %+v, %v; want BLOCKED", ren, err)
+	if ren, err := w.m.KeepAlive(w.ctx, old.Session); authz.CodeOf(err) != authz.NotFound || !strings.Contains(err.Error(), "it left") {
+		t.Fatalf("KeepAlive of the blocked knock, left as it was judged = %+v, %v; want NOT_FOUND: it left", ren, err)
 	}
 	if again.Session == "" || again.Session == old.Session {
 		t.Fatalf("the new knock %q, the old %q: want another", again.Session, old.Session)
@@ -1061,5 +1061,44 @@ func TestAKnockOnACallDeletedAsItIsMadeIsDenied(t *testing.T) {
 	}
 	if _, err := w.m.KeepAlive(w.ctx, k.Session); authz.CodeOf(err) != authz.NotFound {
 		t.Errorf("KeepAlive of the knock on the deleted call = %v; want NOT_FOUND", err)
+	}
+}
+
+// leaveRaceStore runs before, once, as the manager first ejects a session:
+// what lands between a KeepAlive's reading of a participant and its ending
+// of the session.
+type leaveRaceStore struct {
+	*unheardStore
+	before func()
+	once   sync.Once
+}
+
+func (s *leaveRaceStore) End(ctx context.Context, id string, why admission.Ending) (admission.Session, error) {
+	if why.Why == admission.Ejected {
+		s.once.Do(s.before)
+	}
+	return s.unheardStore.End(ctx, id, why)
+}
+
+// A KeepAlive that finds a participant blocked, as its session is left,
+// answers as a KeepAlive after the Leave does: NOT_FOUND, the session having
+// ended as it left; not BLOCKED for an ejection that never took place, with
+// the Leave answered as well.
+func TestAKeepAliveRacingALeaveSaysTheSessionLeft(t *testing.T) {
+	clock := authz.NewManualClock(start)
+	store := &leaveRaceStore{unheardStore: newUnheardStore(clock, "user:member")}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:member", "member", "call:acme:1")
+	r := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	store.revealed.Store(true)
+	var left error
+	store.before = func() { left = w.m.Leave(w.ctx, r.Session) }
+	w.block("user:member", "call:acme:1")
+	ren, err := w.m.KeepAlive(w.ctx, r.Session)
+	if left != nil {
+		t.Fatalf("Leave: %v", left)
+	}
+	if authz.CodeOf(err) != authz.NotFound || !strings.Contains(err.Error(), "it left") {
+		t.Errorf("KeepAlive of a session left as it was judged = %+v, %v; want NOT_FOUND: it left", ren, err)
 	}
 }
