@@ -97,6 +97,14 @@ func (e *TooLargeError) Error() string {
 	return msg
 }
 
+// A Sizer is a Backend that refuses a write larger than it commits at
+// once; Fits reports, without committing anything, the *TooLargeError
+// that Commit would give w, or nil. A dry run asks it, so that what it
+// accepts is what a commit would.
+type Sizer interface {
+	Fits(w Write) error
+}
+
 // ErrCompacted is returned by Watch and Changes for a revision the change
 // log no longer reaches back to: the reader must load a snapshot again.
 var ErrCompacted = errors.New("the change log was compacted past the requested revision")
@@ -527,6 +535,21 @@ func (p *plan) guard(keys ...string) { p.guards = append(p.guards, keys...) }
 func (p *plan) change(c Change) {
 	p.changes = append(p.changes, c)
 	p.touches = append(p.touches, p.x.touches(c)...)
+}
+
+// fits refuses, as committing it would, a planned write that the backend
+// cannot hold at once, for a plan that is not committed (a dry run).
+func (e *Engine) fits(p *plan) error {
+	s, ok := e.backend.(Sizer)
+	if !ok || len(p.changes) == 0 {
+		return nil
+	}
+	w := Write{Planned: p.x.rev, Guards: dedupe(p.guards), Touches: dedupe(p.touches),
+		Set: ChangeSet{Time: time.Unix(0, p.now).UTC(), Caller: p.by.Caller, Actor: p.by.Actor, Changes: p.changes}}
+	if err := s.Fits(w); err != nil {
+		return commitError(p.ctx, err)
+	}
+	return nil
 }
 
 // write plans a write with fn and commits what it plans, planning again

@@ -73,6 +73,11 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 		}
 		changes = cs
 		if opts.DryRun {
+			// Nor does it commit: what the backend would refuse as too
+			// large to commit at once is refused here.
+			if err := e.fits(pl); err != nil {
+				return err
+			}
 			pl.changes = nil
 		}
 		return nil

@@ -18,7 +18,8 @@ import (
 // On etcd, a write larger than one transaction may be, in operations or in
 // bytes, is refused RESOURCE_EXHAUSTED (LIMIT_EXCEEDED), naming the limit,
 // and writes nothing: tried again it would be refused again, so it is no
-// outage, UNAVAILABLE, for a client to retry.
+// outage, UNAVAILABLE, for a client to retry. A dry run of it is refused
+// alike, rather than promise an apply that would fail.
 func TestAWriteTooLargeForAnEtcdTransactionIsALimit(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	view := []string{"view"}
@@ -65,11 +66,14 @@ func TestAWriteTooLargeForAnEtcdTransactionIsALimit(t *testing.T) {
 			}
 			before := f.snapshotState()
 
-			_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: &usherv1.Policy{Permissions: catalog.Permissions, Roles: tc.roles}})
-			st := wantCode(t, err, codes.ResourceExhausted)
-			wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", meta: map[string]string{"limit": tc.limit}})
-			if diff := before.diff(f.snapshotState()); len(diff) > 0 {
-				t.Errorf("a refused write wrote something: %v", diff)
+			// A dry run says what the apply would: that it is refused.
+			for _, dry := range []bool{true, false} {
+				_, err = f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: &usherv1.Policy{Permissions: catalog.Permissions, Roles: tc.roles}, DryRun: dry})
+				st := wantCode(t, err, codes.ResourceExhausted)
+				wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", meta: map[string]string{"limit": tc.limit}})
+				if diff := before.diff(f.snapshotState()); len(diff) > 0 {
+					t.Errorf("a refused write (dry run: %v) wrote something: %v", dry, diff)
+				}
 			}
 		})
 	}

@@ -186,6 +186,20 @@ func (s *Store) Commit(ctx context.Context, ws []authz.Write) ([]authz.Committed
 	return results, nil
 }
 
+// Fits implements authz.Sizer: the *authz.TooLargeError Commit would give
+// w, as a transaction of its own, or nil.
+func (s *Store) Fits(w authz.Write) error {
+	ops, err := s.entityOps(w.Set)
+	if err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	c, err := s.costOf(w, ops)
+	if err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return s.tooLarge(txnBase(s).add(c))
+}
+
 // txnCost is what a transaction, or a write's part of one, takes of the
 // limits on it: operations (MaxTxnOps) and bytes (MaxTxnBytes).
 type txnCost struct{ ops, bytes int }
