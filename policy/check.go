@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -483,12 +484,17 @@ func (c *checker) admissions() {
 	seen := map[[2]string]int{}
 	for i, a := range c.p.GetAdmissions() {
 		path := fmt.Sprintf("admissions[%d]", i)
-		if err := authz.ValidateAdmission(path, AdmissionToAuthz(a)); !c.shape(err) {
-			// The rule's first fault hides none of the names it gets
-			// wrong elsewhere; the field at fault is reported once.
-			var e *authz.Error
-			errors.As(err, &e)
-			c.references(path, a, e.Field)
+		if faults := admissionFaults(path, AdmissionToAuthz(a)); len(faults) > 0 {
+			// A rule's faults hide none of the names it gets wrong
+			// elsewhere; a field at fault is reported once.
+			skip := map[string]bool{}
+			for _, err := range faults {
+				c.shape(err)
+				if e := (*authz.Error)(nil); errors.As(err, &e) {
+					skip[e.Field] = true
+				}
+			}
+			c.references(path, a, skip)
 			continue
 		}
 		scope := a.GetScope()
@@ -504,20 +510,133 @@ func (c *checker) admissions() {
 		} else {
 			seen[key] = i
 		}
-		c.references(path, a, "")
+		c.references(path, a, nil)
 	}
 }
 
+// admissionFaults is every fault authz.ValidateAdmission finds in the rule
+// at path, not only the first it stops at: each field at fault is given a
+// value of the right shape, or cleared, and the rule judged again.
+func admissionFaults(path string, a authz.Admission) []error {
+	var out []error
+	seen := map[string]bool{}
+	for {
+		err := authz.ValidateAdmission(path, a)
+		if err == nil {
+			return out
+		}
+		out = append(out, err)
+		var e *authz.Error
+		if !errors.As(err, &e) || seen[e.Field] || !repairAdmission(&a, strings.TrimPrefix(e.Field, path+"."), e.Value) {
+			return out
+		}
+		seen[e.Field] = true
+	}
+}
+
+// standIn is a permission or role name of the right shape, put in the
+// place of one at fault.
+const standIn = "x"
+
+// repairAdmission sets field of a, at fault with value, to what judges
+// well, and reports whether it knows the field. The rule's lists and
+// mappings are copied before they are changed: they are the message's.
+func repairAdmission(a *authz.Admission, field, value string) bool {
+	list := func(s []string, name string) ([]string, bool) {
+		if field == name {
+			return slices.Clone(s[:min(len(s), authz.MaxRuleRoles)]), true
+		}
+		var i int
+		if _, err := fmt.Sscanf(strings.TrimPrefix(field, name), "[%d]", &i); err != nil || i < 0 || i >= len(s) {
+			return s, false
+		}
+		s = slices.Clone(s)
+		s[i] = standIn
+		return s, true
+	}
+	switch field {
+	case "scope":
+		a.Scope = ""
+	case "resource_type":
+		a.ResourceType = standIn
+	case "join_permission":
+		a.Join = standIn
+	case "backstage_permission":
+		a.Backstage = ""
+	case "stage_permission":
+		a.Stage = ""
+	case "lease":
+		a.Lease = 0
+	case "join_ahead":
+		a.JoinAhead = 0
+	case "max_participants":
+		a.MaxParticipants = 0
+	default:
+		var ok bool
+		switch {
+		case strings.HasPrefix(field, "exclusive_permissions"):
+			a.ExclusivePermissions, ok = list(a.ExclusivePermissions, "exclusive_permissions")
+		case strings.HasPrefix(field, "uncounted_roles"):
+			a.UncountedRoles, ok = list(a.UncountedRoles, "uncounted_roles")
+		case strings.HasPrefix(field, "exclusive_roles"):
+			a.ExclusiveRoles, ok = list(a.ExclusiveRoles, "exclusive_roles")
+		case strings.HasPrefix(field, "lobby.") && a.Lobby != nil:
+			l := *a.Lobby
+			ok = true
+			switch field {
+			case "lobby.admit_permission":
+				l.Admit = standIn
+			case "lobby.admit_role":
+				l.Role = standIn
+			case "lobby.bypass_permission":
+				l.Bypass = ""
+			default:
+				ok = false
+			}
+			a.Lobby = &l
+		case strings.HasPrefix(field, "livekit.") && a.Media != nil:
+			m := *a.Media
+			m.CanPublishSources = maps.Clone(m.CanPublishSources)
+			ok = true
+			switch name := strings.TrimPrefix(field, "livekit."); name {
+			case "room_join":
+				m.RoomJoin = standIn
+			case "can_publish":
+				m.CanPublish = ""
+			case "can_subscribe":
+				m.CanSubscribe = ""
+			case "can_publish_data":
+				m.CanPublishData = ""
+			case "room_admin":
+				m.RoomAdmin = ""
+			case "room_record":
+				m.RoomRecord = ""
+			case "hidden":
+				m.Hidden = ""
+			case "can_publish_sources":
+				delete(m.CanPublishSources, value)
+			default:
+				src, found := strings.CutPrefix(name, "can_publish_sources.")
+				delete(m.CanPublishSources, src)
+				ok = found
+			}
+			a.Media = &m
+		}
+		return ok
+	}
+	return true
+}
+
 // references checks the permissions and roles an admission rule at path
-// names, but for the one at the path skip.
-func (c *checker) references(path string, a *usherv1.Admission, skip string) {
+// names, but for those at the paths in skip.
+func (c *checker) references(path string, a *usherv1.Admission, skip map[string]bool) {
 	for _, f := range admissionPermissions(a) {
-		if p := path + "." + f[0]; p != skip {
+		if p := path + "." + f[0]; !skip[p] {
 			c.permission(p, f[1])
 		}
 	}
 	for _, f := range admissionRoles(a) {
-		if p := path + "." + f[0]; p != skip {
+		if p := path + "." + f[0]; !skip[p] {
 			c.role(p, f[1])
 		}
 	}

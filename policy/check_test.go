@@ -99,6 +99,13 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 				`p.yaml:13:86: admissions[0].lobby.admit_role: a lobby must name the role an admission grants`,
 				`p.yaml:13:105: admissions[0].lobby.admit_permission: "call.manag": permission is not declared in the policy (did you mean "call.manage"?)`,
 			}},
+		{"every fault of a rule's shape, at once", base + "admissions:\n  - {resource_type: call, join_permission: join-call, lease: 500ms, join_ahead: -5m, uncounted_roles: [Host], livekit: {room_join: join-call, can_publish_sources: {camra: join-call}}}\n",
+			[]string{
+				`p.yaml:13:62: admissions[0].lease: "500ms": a lease is from 1s to 24h0m0s; unset for 30s`,
+				`p.yaml:13:81: admissions[0].join_ahead: "-5m0s": from 0 to 168h0m0s`,
+				`p.yaml:13:104: admissions[0].uncounted_roles[0]: "Host": role must match [a-z0-9][a-z0-9._-]*`,
+				`p.yaml:13:164: admissions[0].livekit.can_publish_sources: "camra": not a LiveKit track source; one of [camera microphone screen_share screen_share_audio]`,
+			}},
 		{"an admission rule is listed once per scope and type", base + "admissions:\n  - {resource_type: call, join_permission: join-call}\n  - {scope: root, resource_type: call, join_permission: join-call}\n",
 			[]string{`p.yaml:14:34: admissions[1].resource_type: "call": admission rule is listed twice for scope "root" (first at line 13)`}},
 		{"names of the wrong shape, every one", strings.Replace(strings.Replace(base, "{name: member,", "{name: Member,", 1), "{name: account:acme}", "{name: acme}", 1),
