@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/usher-authz/usher/internal/etcdtest"
 )
 
 // ownPolicy is a platform's policy that shares nothing with the default
@@ -248,6 +250,22 @@ func TestServeRefusesAMismatchedPolicy(t *testing.T) {
 	out, code = serve("--policy", changed, "--policy-mode", "check")
 	wantLines(t, "check mode on a changed policy", out, code, exitError,
 		"--policy "+changed+" is not the policy in force (--policy-mode=check)", "  ~ role member at root\n      bindable_on: +tenant\n")
+}
+
+// A policy larger than one etcd transaction may be is refused at start-up
+// with the limit to raise, not with advice about --policy-mode, which
+// would be refused again.
+func TestServeRefusesAPolicyTooLargeForEtcdNamingTheLimit(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	code, _, stderr := runCode("serve", "--addr", "127.0.0.1:0", "--etcd", strings.Join(c.Endpoints(), ","),
+		"--etcd-prefix", "/too-large-policy/", "--etcd-max-txn-ops", "16", "--policy", "default")
+	wantLines(t, "serve --policy default over --etcd-max-txn-ops 16", stderr, code, exitError,
+		"--policy default cannot be applied to the data:", "raise etcd's --max-txn-ops", "Raise the limit named above")
+	for _, wrong := range []string{"--policy-mode", "serving gRPC"} {
+		if strings.Contains(stderr, wrong) {
+			t.Errorf("the refusal says %q:\n%s", wrong, stderr)
+		}
+	}
 }
 
 // usher policy test takes directories, --run and --junit.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -92,6 +93,10 @@ func applyPolicy(engine *authz.Engine, name string, doc *policy.Document, mode s
 		b.WriteString("To apply the file, start with --policy-mode=apply, or apply it to a running server: usher policy apply [--prune] FILE.")
 	case authz.KindOf(err) == authz.KindRoleInUse:
 		b.WriteString("Revoke the grants named above, or keep their roles in the file.")
+	case errors.As(err, new(*authz.TooLargeError)):
+		// No mode applies it: the write is more than the backend commits
+		// at once.
+		b.WriteString("Raise the limit named above and start again.")
 	case mode == policyApply:
 		b.WriteString("To replace the policy in force with the file, removing what it does not list on root and on its resources, " +
 			"start once with --policy-mode=prune (refused while grants hold the roles it would remove), " +
