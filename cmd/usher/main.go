@@ -44,10 +44,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var usage *usageError
 	var refused *refusal
+	var logged *loggedError
 	switch {
 	case errors.As(err, &usage):
 		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", cmd.CommandPath(), usage.err, cmd.CommandPath())
 		return exitUsage
+	case errors.As(err, &logged):
+		return exitError
 	case errors.As(err, &refused):
 		if refused.message != "" {
 			fmt.Fprintf(stderr, "%s: %s\n", cmd.CommandPath(), refused.message)
@@ -57,6 +60,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "%s: %s\n", cmd.CommandPath(), describeError(err))
 	return exitError
 }
+
+// loggedError is an error its command has logged already, as a record of
+// its log: it is not printed again.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
 
 // newRoot builds the command tree.
 func newRoot() *cobra.Command {

@@ -94,6 +94,37 @@ func TestServeMetricsAndJSONLogs(t *testing.T) {
 	}
 }
 
+// With --log-format json, the error that stops usher serve is a record
+// too, at ERROR: a collector that parses every line learns why the server
+// did not start.
+func TestServeLogsTheErrorItStopsOnAsJSON(t *testing.T) {
+	bin, dir := buildUsher(t)
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("permissions: [{name: a}]\nroles: [{name: r, scope: root, permissions: [b]}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--log-format", "json", "--policy", bad)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); cmd.ProcessState.ExitCode() != exitError {
+		t.Fatalf("usher serve on an invalid policy: %v, want exit %d; stderr:\n%s", err, exitError, stderr.String())
+	}
+	found := false
+	for line := range strings.Lines(stderr.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("stderr line is not JSON (%v): %s", err, line)
+			continue
+		}
+		if rec["level"] == "ERROR" && strings.Contains(fmt.Sprint(rec["error"]), bad+":2:") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no ERROR record says why the server stopped:\n%s", stderr.String())
+	}
+}
+
 func TestServeRefusesBadObservabilityFlags(t *testing.T) {
 	bin, dir := buildUsher(t)
 	for _, c := range []struct {

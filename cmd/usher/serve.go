@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -155,7 +156,7 @@ variable their help names.`,
 		"most WatchCall streams one caller of --callers may hold at once; more are refused with RESOURCE_EXHAUSTED (CALLER_WATCH_LIMIT) "+
 			"(0: a quarter of --max-call-watches, at least 1)")
 
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	cmd.RunE = func(cmd *cobra.Command, _ []string) (err error) {
 		if r := *decisionSample; r < 0 || r > 1 {
 			return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
 		}
@@ -202,6 +203,16 @@ variable their help names.`,
 		logger, err := server.NewLogger(os.Stderr, *logFormat, level)
 		if err != nil {
 			return fmt.Errorf("--log-format: %w", err)
+		}
+		// In a JSON log every line is a record, the error the server
+		// stops on too.
+		if *logFormat == "json" {
+			defer func() {
+				if err != nil && !errors.As(err, new(*usageError)) {
+					logger.Error("usher serve stopped", "error", describeError(err))
+					err = &loggedError{err}
+				}
+			}()
 		}
 		// A policy file that is invalid in itself stops the server before it
 		// opens, or creates, its data.
