@@ -444,7 +444,7 @@ func explainRefusal(doc *policy.Document, err error, prune bool) error {
 		d := doc.Diagnose(path, false, "%s", strings.TrimPrefix(strings.TrimPrefix(msg, field), " "))
 		msg = d.String()
 	} else {
-		msg = fmt.Sprintf("%s: %s", doc.Name, msg)
+		msg = fmt.Sprintf("%s: %s", doc.Name, describeError(err))
 	}
 	switch authz.Kind(kind) {
 	case authz.KindPermissionInUse:

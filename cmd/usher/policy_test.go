@@ -363,6 +363,22 @@ func TestPolicyDiffWithoutAServerSaysWhatItCouldNotRead(t *testing.T) {
 	}
 }
 
+// A refusal that names no field of the file says its gRPC code, as every
+// command's refusal does.
+func TestPolicyApplyRefusedNamingNoFieldSaysItsCode(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, stdout, stderr := runCode("policy", "apply", "default", "--addr", addr)
+	if code != exitError || stdout != "" || !strings.Contains(stderr, "usher policy apply: default: Unavailable: ") ||
+		!strings.HasSuffix(stderr, "\nnothing applied\n") {
+		t.Errorf("usher policy apply with no server: exit %d, stdout %q, stderr:\n%s\nwant exit %d and the code", code, stdout, stderr, exitError)
+	}
+}
+
 // A quota the server holds, which the file's resources would exceed, is
 // refused at the file's line of such a resource.
 func TestPolicyApplyPastAQuotaNamesTheFilesLine(t *testing.T) {
