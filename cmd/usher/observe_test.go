@@ -103,25 +103,34 @@ func TestServeLogsTheErrorItStopsOnAsJSON(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("permissions: [{name: a}]\nroles: [{name: r, scope: root, permissions: [b]}]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--log-format", "json", "--policy", bad)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); cmd.ProcessState.ExitCode() != exitError {
-		t.Fatalf("usher serve on an invalid policy: %v, want exit %d; stderr:\n%s", err, exitError, stderr.String())
-	}
-	found := false
-	for line := range strings.Lines(stderr.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Errorf("stderr line is not JSON (%v): %s", err, line)
-			continue
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--policy", bad}, bad + ":2:"},
+		{[]string{"--decision-sample", "2"}, "--decision-sample 2: want 0 to 1"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--log-format", "json"}, c.args...)
+		cmd := exec.Command(bin, args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); cmd.ProcessState.ExitCode() != exitError {
+			t.Fatalf("usher serve %v: %v, want exit %d; stderr:\n%s", c.args, err, exitError, stderr.String())
 		}
-		if rec["level"] == "ERROR" && strings.Contains(fmt.Sprint(rec["error"]), bad+":2:") {
-			found = true
+		found := false
+		for line := range strings.Lines(stderr.String()) {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Errorf("usher serve %v: stderr line is not JSON (%v): %s", c.args, err, line)
+				continue
+			}
+			if rec["level"] == "ERROR" && strings.Contains(fmt.Sprint(rec["error"]), c.want) {
+				found = true
+			}
 		}
-	}
-	if !found {
-		t.Errorf("no ERROR record says why the server stopped:\n%s", stderr.String())
+		if !found {
+			t.Errorf("usher serve %v: no ERROR record says %q:\n%s", c.args, c.want, stderr.String())
+		}
 	}
 }
 

@@ -157,6 +157,27 @@ variable their help names.`,
 			"(0: a quarter of --max-call-watches, at least 1)")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) (err error) {
+		level, err := server.ParseLevel(*logLevel)
+		if err != nil {
+			return fmt.Errorf("--log-level: %w", err)
+		}
+		if *verbose {
+			level = slog.LevelDebug
+		}
+		logger, err := server.NewLogger(os.Stderr, *logFormat, level)
+		if err != nil {
+			return fmt.Errorf("--log-format: %w", err)
+		}
+		// In a JSON log every line is a record, the error the server
+		// stops on too, a flag's value it refuses included.
+		if *logFormat == "json" {
+			defer func() {
+				if err != nil && !errors.As(err, new(*usageError)) {
+					logger.Error("usher serve stopped", "error", describeError(err))
+					err = &loggedError{err}
+				}
+			}()
+		}
 		if r := *decisionSample; r < 0 || r > 1 {
 			return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
 		}
@@ -192,27 +213,6 @@ variable their help names.`,
 		}
 		if err := checkPolicyMode(*policyMode); err != nil {
 			return err
-		}
-		level, err := server.ParseLevel(*logLevel)
-		if err != nil {
-			return fmt.Errorf("--log-level: %w", err)
-		}
-		if *verbose {
-			level = slog.LevelDebug
-		}
-		logger, err := server.NewLogger(os.Stderr, *logFormat, level)
-		if err != nil {
-			return fmt.Errorf("--log-format: %w", err)
-		}
-		// In a JSON log every line is a record, the error the server
-		// stops on too.
-		if *logFormat == "json" {
-			defer func() {
-				if err != nil && !errors.As(err, new(*usageError)) {
-					logger.Error("usher serve stopped", "error", describeError(err))
-					err = &loggedError{err}
-				}
-			}()
 		}
 		// A policy file that is invalid in itself stops the server before it
 		// opens, or creates, its data.
