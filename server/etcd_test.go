@@ -98,20 +98,27 @@ func TestListChangesFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 	c.Stop(0)
 
 	for _, req := range []*usherv1.ListChangesRequest{{}, {AfterRevision: 1}} {
-		answered := make(chan error, 1)
-		go func() {
-			_, err := f.admin.ListChanges(context.Background(), req)
-			answered <- err
-		}()
-		select {
-		case err := <-answered:
-			st := wantCode(t, err, codes.Unavailable)
-			wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
-		// Far more than the commit timeout: a call still waiting then
-		// waits for etcd to come back.
-		case <-time.After(time.Minute):
-			t.Fatalf("ListChanges after %d with etcd out of reach, called with no deadline, never answered", req.GetAfterRevision())
-		}
+		answersUnavailable(t, fmt.Sprintf("ListChanges after %d", req.GetAfterRevision()), func(ctx context.Context) error {
+			_, err := f.admin.ListChanges(ctx, req)
+			return err
+		})
+	}
+}
+
+// answersUnavailable fails the test unless call, made with no deadline
+// while etcd is out of reach, fails UNAVAILABLE (UNAVAILABLE_STORAGE).
+func answersUnavailable(t *testing.T, what string, call func(context.Context) error) {
+	t.Helper()
+	answered := make(chan error, 1)
+	go func() { answered <- call(context.Background()) }()
+	select {
+	case err := <-answered:
+		st := wantCode(t, err, codes.Unavailable)
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
+	// Far more than the commit timeout: a call still waiting then waits
+	// for etcd to come back.
+	case <-time.After(time.Minute):
+		t.Fatalf("%s with etcd out of reach, called with no deadline, never answered", what)
 	}
 }
 
@@ -152,20 +159,10 @@ func TestALookupsNextPageFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 	c.Stop(0)
 
 	req.PageToken = first.GetNextPageToken()
-	answered := make(chan error, 1)
-	go func() {
-		_, err := f.authz.LookupResources(context.Background(), req)
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		st := wantCode(t, err, codes.Unavailable)
-		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
-	// Far more than the commit timeout: a call still waiting then waits
-	// for etcd to come back.
-	case <-time.After(time.Minute):
-		t.Fatal("the next page of a lookup with etcd out of reach, called with no deadline, never answered")
-	}
+	answersUnavailable(t, "the next page of a lookup", func(ctx context.Context) error {
+		_, err := f.authz.LookupResources(ctx, req)
+		return err
+	})
 }
 
 // A Watch on a replica cut off from etcd, which reads the change log there,
