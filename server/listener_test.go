@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -190,36 +189,45 @@ func TestTheMetricsListenerNamesItselfInItsRefusals(t *testing.T) {
 }
 
 // A client that asks the metrics listener for answers and does not read
-// them holds its connection only until an answer has waited MetricsWriteTimeout
-// to be taken: the listener takes four such connections from a peer, and
-// sixteen from four, and would otherwise keep every scraper out for good.
-func TestTheMetricsListenerClosesConnectionsWhoseAnswersAreNotRead(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncLog
-	hs := serveMetrics(lis, NewMetrics(), false, slog.New(slog.NewTextHandler(&logs, nil)), 200*time.Millisecond)
-	defer hs.Close()
-	addr := lis.Addr().String()
-	for range MaxMetricsConnsPerPeer {
-		c := dialFrom(t, addr, "127.0.0.2")
-		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+// them, or announces a request body it never sends, holds its connection
+// only until the request has waited MetricsWriteTimeout to be answered:
+// the listener takes four such connections from a peer, and sixteen from
+// four, and would otherwise keep every scraper out for good.
+func TestTheMetricsListenerClosesConnectionsThatHoldIt(t *testing.T) {
+	for _, tc := range []struct{ name, send string }{
 		// Thousands of scrapes, asked at once and never read.
-		go c.Write(bytes.Repeat([]byte("GET /metrics HTTP/1.1\r\nHost: usher\r\n\r\n"), 2000))
-	}
-	client := http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
-	defer client.CloseIdleConnections()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := client.Get("http://" + addr + "/metrics")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+		{"answers not read", strings.Repeat("GET /metrics HTTP/1.1\r\nHost: usher\r\n\r\n", 2000)},
+		// A body the server reads what is left of once it has answered.
+		{"a body never sent", "GET /metrics HTTP/1.1\r\nHost: usher\r\nContent-Length: 10\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a scrape from the peer was still refused 20 s on (%v): its connections with answers not read are held", err)
-		}
+			var logs syncLog
+			hs := serveMetrics(lis, NewMetrics(), false, slog.New(slog.NewTextHandler(&logs, nil)), 200*time.Millisecond)
+			defer hs.Close()
+			addr := lis.Addr().String()
+			for range MaxMetricsConnsPerPeer {
+				c := dialFrom(t, addr, "127.0.0.2")
+				c.(*net.TCPConn).SetReadBuffer(4 << 10)
+				go c.Write([]byte(tc.send))
+			}
+			client := http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+			defer client.CloseIdleConnections()
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				resp, err := client.Get("http://" + addr + "/metrics")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("a scrape from the peer was still refused 20 s on (%v): its connections holding the listener are held", err)
+				}
+			}
+		})
 	}
 }

@@ -198,17 +198,22 @@ func serveMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Log
 	return hs
 }
 
-// writtenWithin has h's answer written within d of its request, or the
-// connection closed; a profile's or a trace's within its seconds and d. It
-// sets the deadline per request rather than as the server's WriteTimeout,
-// which Go's profiles take for the longest profile that may be asked.
+// writtenWithin has h's request read and its answer written within d of
+// the request's headers, or the connection closed; a profile's or a
+// trace's within its seconds and d. A body that never comes would
+// otherwise hold the connection: the server reads what is left of it once
+// the answer is written. It sets the deadlines per request rather than as
+// the server's ReadTimeout and WriteTimeout, which Go's profiles take for
+// the longest profile that may be asked.
 func writtenWithin(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		wait := d
 		if s, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64); err == nil && s > 0 {
 			wait += time.Duration(min(s, 24*60*60) * float64(time.Second))
 		}
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait))
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(wait))
+		_ = rc.SetWriteDeadline(time.Now().Add(wait))
 		h.ServeHTTP(w, r)
 	})
 }
