@@ -50,7 +50,8 @@ func addBackendFlags(fs *pflag.FlagSet) *backendFlags {
 		"comma-separated etcd endpoints: keep the data in that cluster instead of a file, as one replica of many (env USHER_ETCD)")
 	b.etcdFlags = addEtcdFlags(fs)
 	fs.Uint64Var(&b.retain, "log-retention", 0,
-		"change sets the change log keeps; older ones are compacted away (0: all; with --etcd, "+fmt.Sprint(etcd.DefaultRetain)+" when unset)")
+		"change sets the change log keeps; older ones are compacted away (0: all; with --etcd, "+fmt.Sprint(etcd.DefaultRetain)+" when unset, "+
+			"and each replica compacts the one log to its own value: give them all the same)")
 	return b
 }
 
