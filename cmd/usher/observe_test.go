@@ -109,6 +109,7 @@ func TestServeLogsTheErrorItStopsOnAsJSON(t *testing.T) {
 	}{
 		{[]string{"--policy", bad}, bad + ":2:"},
 		{[]string{"--decision-sample", "2"}, "--decision-sample 2: want 0 to 1"},
+		{[]string{"--log-level", "bogus"}, `--log-level: log level "bogus"`},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db"), "--log-format", "json"}, c.args...)
 		cmd := exec.Command(bin, args...)

@@ -157,10 +157,9 @@ variable their help names.`,
 			"(0: a quarter of --max-call-watches, at least 1)")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) (err error) {
-		level, err := server.ParseLevel(*logLevel)
-		if err != nil {
-			return fmt.Errorf("--log-level: %w", err)
-		}
+		// A level it refuses is told at the default one, in the log's
+		// format.
+		level, levelErr := server.ParseLevel(*logLevel)
 		if *verbose {
 			level = slog.LevelDebug
 		}
@@ -177,6 +176,9 @@ variable their help names.`,
 					err = &loggedError{err}
 				}
 			}()
+		}
+		if levelErr != nil {
+			return fmt.Errorf("--log-level: %w", levelErr)
 		}
 		if r := *decisionSample; r < 0 || r > 1 {
 			return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
