@@ -288,16 +288,35 @@ func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 	id := x.roleID(role)
 	points := []uint32{res}
 	below := func(at uint32) {
+		p.weighed++
 		if at != res && x.under(at, res) {
 			points = append(points, at)
 		}
 	}
-	for _, scope := range x.roleScopes[id] {
-		below(scope)
-	}
-	// What the grant gives below res, the actor must hold there too.
-	for _, at := range p.narrowings() {
-		below(at)
+	// The points are the role's scopes and the actor's narrowings below
+	// res. Both lists span the whole tree: where res's subtree is smaller,
+	// it is walked instead, so that a role defined on every call, judged at
+	// each of them, is not judged against all of them at each.
+	scopes, narrowings := x.roleScopes[id], p.narrowings()
+	budget, walked := len(scopes)+len(narrowings), 0
+	if x.walk(res, func(uint32) bool { walked++; p.weighed++; return walked <= budget }) {
+		x.walk(res, func(m uint32) bool {
+			p.weighed++
+			if _, narrows := slices.BinarySearch(narrowings, m); narrows || x.roleDefs[roleKey(m, id)] != nil {
+				if m != res {
+					points = append(points, m)
+				}
+			}
+			return true
+		})
+	} else {
+		for _, scope := range scopes {
+			below(scope)
+		}
+		// What the grant gives below res, the actor must hold there too.
+		for _, at := range narrowings {
+			below(at)
+		}
 	}
 	points = append(points[:1], sortedUnique(points[1:])...)
 	var under [MaxDepth + 1]uint32

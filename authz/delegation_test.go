@@ -1171,3 +1171,33 @@ func startWith(tb testing.TB, snap authz.Snapshot) *authz.Engine {
 	tb.Cleanup(eng.Close)
 	return eng
 }
+
+// An actor's grant of a role redefined on every call, whose definitions
+// each list another role redefined on every call, weighs each call a few
+// times, not every definition at each call: a tenant defining roles on its
+// calls made each such grant cost the square of their number.
+func TestAGrantWeighsRedefinitionsOnceEach(t *testing.T) {
+	p := streamPolicy()
+	p.Roles = append(p.Roles,
+		authz.Role{Name: "boss", Scope: "root", Permissions: []string{"join-call", "update-call-permissions"}, AssignableRoles: []string{authz.Wildcard}},
+		authz.Role{Name: "lead", Scope: "root", Permissions: []string{"join-call"}, AssignableRoles: []string{"guest"}},
+		authz.Role{Name: "guest", Scope: "root", Permissions: []string{"join-call"}})
+	w := newWorld(t, p)
+	const calls = 2000
+	var changes []authz.Change
+	for i := range calls {
+		call := fmt.Sprintf("call:livestream:c%d", i)
+		changes = append(changes,
+			authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: call, Parent: "calltype:livestream"}},
+			authz.Change{Op: authz.OpPutRole, Role: &authz.Role{Name: "lead", Scope: call, Permissions: []string{"join-call"}, AssignableRoles: []string{"guest"}}},
+			authz.Change{Op: authz.OpPutRole, Role: &authz.Role{Name: "guest", Scope: call, Permissions: []string{"join-call"}}})
+	}
+	w.store(changes...)
+	w.grant("user:ann", "boss", "account:acme")
+	weighed, err := authz.AssignWeighs(w.idx, "user:ann", "lead", "calltype:livestream")
+	if err != nil || weighed > 8*calls {
+		t.Errorf("ann's grant of lead over %d calls weighed %d resources, %v; want at most %d and no refusal", calls, weighed, err, 8*calls)
+	}
+	rev, err := w.eng.Grant(w.ctx, authz.Author{Caller: "test", Actor: "user:ann"}, authz.Grant{Subject: "user:bob", Role: "lead", Resource: "calltype:livestream"})
+	w.ok("Grant", rev, err)
+}

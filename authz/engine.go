@@ -523,6 +523,9 @@ type plan struct {
 	// less than above them (see narrowings), once they are found.
 	narrowing []uint32
 	narrowed  bool
+	// weighed counts the resources mayAssign has weighed as places a grant
+	// reaches: what its looks cost.
+	weighed int
 }
 
 // does names what the write does, for the judge's refusals.
