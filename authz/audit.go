@@ -85,10 +85,7 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	fromStart := t == nil && after == 0
 	readAll := 0 // changes read, matched or not
 	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
-		// Each read of the log is bounded as a commit is: a backend out of
-		// reach (an etcd cluster cut off) fails the page rather than hold
-		// it for as long as its caller would wait.
-		rctx, cancel := context.WithTimeout(ctx, e.timeout)
+		rctx, cancel := e.LogRead(ctx)
 		// Counted before they are decoded: as many as fit what is left of
 		// the budget, and at least one, however large the change sets
 		// that follow small ones are.

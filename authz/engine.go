@@ -275,10 +275,13 @@ func (e *Engine) Clock() Clock { return e.clock }
 // Backend returns the backend the engine commits to.
 func (e *Engine) Backend() Backend { return e.backend }
 
-// CommitTimeout is how long one backend transaction may take (see
-// Options.CommitTimeout): a read of the backend's log outside the engine
-// is bounded alike.
-func (e *Engine) CommitTimeout() time.Duration { return e.timeout }
+// LogRead is ctx bounded as a commit is (Options.CommitTimeout), for a
+// read of the backend's change log: a backend out of reach (an etcd
+// cluster cut off) fails the read rather than hold it for as long as its
+// caller would wait.
+func (e *Engine) LogRead(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.timeout)
+}
 
 // WriteStopper is a Backend that can come to refuse every write until it
 // is reopened, as a bbolt file does after a failed commit.

@@ -220,11 +220,8 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			limit := int(min(now-from, Revision(n)))
 			// A client may come back with a token from before a policy's
 			// change set of a hundred thousand changes: learn that it
-			// does not fit without decoding it. Each read is bounded as
-			// a commit is: a backend out of reach (an etcd cluster cut
-			// off) fails the page, Unavailable, rather than hold it for
-			// as long as its caller would wait.
-			rctx, cancel := context.WithTimeout(ctx, e.timeout)
+			// does not fit without decoding it.
+			rctx, cancel := e.LogRead(ctx)
 			counts, err := e.backend.ChangeCounts(rctx, from, limit)
 			cancel()
 			if err != nil {
@@ -240,7 +237,7 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			if next > maxLookupChanges {
 				return lookupMoved(at, now)
 			}
-			rctx, cancel = context.WithTimeout(ctx, e.timeout)
+			rctx, cancel = e.LogRead(ctx)
 			batch, err := e.backend.Changes(rctx, from, limit)
 			cancel()
 			if err != nil {

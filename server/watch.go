@@ -340,10 +340,9 @@ func (w *watch) read(ctx context.Context) (batch []authz.ChangeSet, recs []*ushe
 		return nil, nil, nil, false, ctx.Err()
 	}
 	defer func() { <-w.watches.reading }()
-	// A read is bounded as a commit is: a backend out of reach (an etcd
-	// cluster cut off) ends the stream, for its client to watch again on
-	// another server, rather than hold it until the backend is back.
-	ctx, cancel := context.WithTimeout(ctx, w.engine.CommitTimeout())
+	// Bounded: a backend out of reach ends the stream, for its client to
+	// watch again on another server.
+	ctx, cancel := w.engine.LogRead(ctx)
 	defer cancel()
 	// Counted before they are decoded: as many as hold at most
 	// MaxPageChanges changes, and at least one.
