@@ -246,13 +246,11 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	}
 	s := Session{ID: newID(), Subject: subject, Call: resource, Caller: caller, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
-	if authz.Revision(m.v.sifted.Load()) < p.Revision {
-		// The view has yet to act on writes this join read: a participant
-		// they demoted to a counted role, or granted an exclusive one,
-		// still holds its old marks in the store, and the join would be
-		// let in beside it.
-		m.v.settle(ctx, p.Revision)
-	}
+	// The view may have yet to act on writes this join read: a participant
+	// they demoted to a counted role, or granted an exclusive one, still
+	// holds its old marks in the store, and the join would be let in
+	// beside it.
+	m.acted(ctx, p.Revision)
 	// Nor may it have looked yet at the participants whose grants or
 	// blocks expired by now, as it does every tickEvery, or be looking at
 	// them: one whose uncounted role ran out counts, one whose exclusive
