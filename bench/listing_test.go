@@ -76,15 +76,14 @@ func TestListerKeepsToItsRate(t *testing.T) {
 // A Target without a call runs its background alone for the round.
 func TestInterleaveRunsABackgroundAlone(t *testing.T) {
 	runs := 0
-	var ran time.Duration
 	targets := []Target{{Name: "alone", Background: func(ctx context.Context) {
 		runs++
-		start := time.Now()
 		<-ctx.Done()
-		ran += time.Since(start)
 	}}}
+	// The rounds' time is the harness's own count; the background starts
+	// a moment into each round, so its own clock would read less.
 	got := Interleave(context.Background(), Plan{Workers: 2, Duration: 60 * time.Millisecond, Round: 20 * time.Millisecond, Warmup: 10 * time.Millisecond}, targets, nil)
-	if runs != 3 || ran < 60*time.Millisecond || got[0].Calls != 0 || got[0].Elapsed < 60*time.Millisecond {
-		t.Errorf("background ran %d times for %s; stats %+v; want 3 rounds of 20 ms and no calls", runs, ran, got[0])
+	if runs != 3 || got[0].Calls != 0 || got[0].Elapsed < 60*time.Millisecond {
+		t.Errorf("background ran %d times; stats %+v; want 3 rounds of 20 ms and no calls", runs, got[0])
 	}
 }
