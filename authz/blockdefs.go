@@ -78,6 +78,27 @@ func (x *Index) blocksOn(s, res uint32) []*blockEntry {
 	return x.blocks[pairKey(s, res)]
 }
 
+// blockedAlong returns what the live blocks of s on path take away: every
+// permission the catalog declares, for a block of everything.
+func (x *Index) blockedAlong(s uint32, path []uint32, now int64) bitset {
+	out := newBitset(len(x.cat.perms))
+	for _, a := range path {
+		for _, b := range x.blocksOn(s, a) {
+			if !live(b.exp, now) {
+				continue
+			}
+			if b.perms == nil {
+				for i := range x.cat.perms {
+					out.set(int32(i))
+				}
+				return out
+			}
+			out.union(b.perms)
+		}
+	}
+	return out
+}
+
 // covers reports whether a live block takes perm away.
 func (b *blockEntry) covers(perm int32, now *instant) bool {
 	return now.live(b.exp) && (b.perms == nil || b.perms.has(perm))

@@ -56,6 +56,16 @@ func (b bitset) equal(o bitset) bool {
 	return true
 }
 
+// intersects reports whether b and o share a member.
+func (b bitset) intersects(o bitset) bool {
+	for i := range min(len(b), len(o)) {
+		if b[i]&o[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (b bitset) empty() bool {
 	for _, w := range b {
 		if w != 0 {

@@ -581,6 +581,42 @@ func TestDelegationAttacksADeleteToShedARestatedCreatorRole(t *testing.T) {
 	})
 }
 
+// A block on a resource above one a creator holds for good goes with it
+// wherever the resource is: a move out from under it is refused, as the
+// actor would lift its own block. Deleting the resource and registering it
+// again elsewhere, as its creator, would shed the block all the same.
+func TestDelegationAttacksADeleteToShedABlockAbove(t *testing.T) {
+	blocked := func() *world {
+		w := newWorld(t, attackPolicy())
+		w.grant("user:h", "maker", "org:a")
+		w.grant("user:h", "maker", "org:b")
+		w.putAs("user:h", "call:9", "org:a")
+		w.block(authz.Block{Subject: "user:h", Resource: "org:a", ID: "no-rec", Permissions: []string{"call.record"}})
+		return w
+	}
+	t.Run("moved out from under the block", func(t *testing.T) {
+		w := blocked()
+		refusedAttack(t, w, "user:h", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:9", Parent: "org:b"})
+			return err
+		})
+	})
+	t.Run("deleted, to be registered again out from under the block", func(t *testing.T) {
+		w := blocked()
+		refusedAttack(t, w, "user:h", authz.RuleNoSelfService, func(by authz.Author) error {
+			_, err := w.eng.DeleteResource(w.ctx, by, "call:9")
+			return err
+		})
+	})
+	t.Run("deleted where registering it again sheds nothing", func(t *testing.T) {
+		w := blocked()
+		w.block(authz.Block{Subject: "user:h", Resource: "org:b", ID: "no-rec", Permissions: []string{"call.record"}})
+		if _, err := w.eng.DeleteResource(w.ctx, as("user:h"), "call:9"); err != nil {
+			t.Fatalf("deleting the call it created, blocked alike wherever it may register it: %v", err)
+		}
+	})
+}
+
 // A move, a role definition or a deletion changes which definition of a
 // role name is nearest, and with it what the role's holders may hand out:
 // the roles their roles list in assignable_roles, and what those carry.

@@ -627,7 +627,8 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 // would, by deleting it, come to hold its creator role there for good in
 // place of its own grants; holding that already, it would come to hold the
 // role as defined where it registers it again, in place of the definition
-// that applies on name now (which, on name itself, goes with it).
+// that applies on name now (which, on name itself, goes with it), and out
+// from under the blocks above name that do not reach there.
 func (j *judgement) reRegistration(name string) {
 	r, typ := j.before, authz.TypeOf(name)
 	i := slices.IndexFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.ResourceType == typ })
@@ -656,12 +657,33 @@ func (j *judgement) reRegistration(name string) {
 		}
 		return slices.ContainsFunc(def.AssignableRoles, func(n string) bool { return !slices.Contains(held.AssignableRoles, n) })
 	}
+	// blocked: a live block of the actor on resource's path takes p away.
+	blocked := func(p, resource string) bool {
+		for _, b := range j.s.Blocks {
+			if b.Subject == j.actor && r.under(resource, b.Resource) && r.unexpired(b.Expires) && r.covers(b, p) {
+				return true
+			}
+		}
+		return false
+	}
+	// sheds: registered again under at, the role as defined there would
+	// give the actor something a block of it above name keeps from it now,
+	// and no block on the way to at does ("one may not delete (or move) a
+	// resource to shed one's own block").
+	sheds := func(def authz.Role, at string) bool {
+		for _, p := range r.carries(def) {
+			if blocked(p, parent) && !blocked(p, at) {
+				return true
+			}
+		}
+		return false
+	}
 	// Names are global: "register it again" under its parent, or under any
 	// other resource where the creator role is bindable on the type and
 	// the actor may register it.
 	mayRegister := func(at string) bool {
 		def, ok := r.definition(creator, at)
-		if !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) || forGood && !more(def) {
+		if !ok || len(def.BindableOn) > 0 && !slices.Contains(def.BindableOn, typ) || forGood && !more(def) && !sheds(def, at) {
 			return false
 		}
 		return r.holds(j.actor, authz.PermResourcesCreate+"."+typ, at) || r.holds(j.actor, authz.PermResourcesCreate, at)

@@ -122,7 +122,9 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 // role there for good already, it gains only where the role, as defined
 // where it would register id again, carries more than the definition that
 // applies on id now: one on id itself goes with it ("or by redefining a
-// role it holds").
+// role it holds"); or where a block it carries above id, which keeps from
+// it what the role carries, does not reach (as a move out from under it
+// would lift its own block).
 func (p *plan) reRegistersItself(id uint32) error {
 	x := p.x
 	if p.by.Actor == "" {
@@ -151,6 +153,36 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if forGood {
 		held = x.resolveAt(id, creator)
 	}
+	// The actor's live blocks above id keep from it there what its
+	// creator role carries: registered again where one does not reach, the
+	// role would give it that too, as a move out from under the block would.
+	var ab [MaxDepth + 1]uint32
+	var above []placedBlock
+	for _, a := range x.path(parent, ab[:0]) {
+		for _, b := range x.blocksOn(s, a) {
+			if live(b.exp, p.now) {
+				above = append(above, placedBlock{b, a})
+			}
+		}
+	}
+	// shedBy returns a block above id that registering it again under at,
+	// with def as its creator role there, would shed; nil when none.
+	shedBy := func(def *roleDef, at uint32) *placedBlock {
+		if len(above) == 0 {
+			return nil
+		}
+		var buf [MaxDepth + 1]uint32
+		path := x.path(at, buf[:0])
+		freed := def.perms.minus(x.blockedAlong(s, path, p.now))
+		for i, o := range above {
+			if !slices.Contains(path, o.at) && (o.b.perms == nil && !freed.empty() || freed.intersects(o.b.perms)) {
+				return &above[i]
+			}
+		}
+		return nil
+	}
+	var shed *placedBlock // what registering it again gains, when that is all
+	var shedAt uint32
 	// Names are global: it may be registered again under its parent, or
 	// under any resource where the actor holds the power to register it:
 	// where it holds a grant, or below, where the creator role or a role
@@ -165,10 +197,20 @@ func (p *plan) reRegistersItself(id uint32) error {
 	// defined, which is looked at below.
 	mayRegister := func(at uint32) bool {
 		def := x.resolveAt(at, creator)
-		if def == nil || !def.bindableOn(typ) || held != nil && !carriesMore(def, held) {
+		if def == nil || !def.bindableOn(typ) {
 			return false
 		}
-		return p.actorHolds(at, PermResourcesCreate+"."+typ) || p.actorHolds(at, PermResourcesCreate)
+		var by *placedBlock
+		if held != nil && !carriesMore(def, held) {
+			if by = shedBy(def, at); by == nil {
+				return false
+			}
+		}
+		if !p.actorHolds(at, PermResourcesCreate+"."+typ) && !p.actorHolds(at, PermResourcesCreate) {
+			return false
+		}
+		shed, shedAt = by, at
+		return true
 	}
 	grants := x.bySubject.get(s)
 	elsewhere := func(g subjectGrant) bool { return g.res != id && live(g.exp, p.now) && mayRegister(g.res) }
@@ -186,11 +228,21 @@ func (p *plan) reRegistersItself(id uint32) error {
 	if !may {
 		return nil
 	}
+	if shed != nil {
+		return p.selfService("delete", fmt.Sprintf("register %q again under %q, where its block %q on %q does not reach, to hold its creator role %q there without it",
+			x.name(id), x.name(shedAt), shed.b.ID, x.name(shed.at), x.creators[typ]))
+	}
 	if held != nil {
 		return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there as defined elsewhere, with more than the definition at %q gives it",
 			x.name(id), x.creators[typ], held.Scope))
 	}
 	return p.selfService("delete", fmt.Sprintf("register %q again to hold its creator role %q there for good in place of its own grants on it", x.name(id), x.creators[typ]))
+}
+
+// placedBlock is a block and the resource it is on.
+type placedBlock struct {
+	b  *blockEntry
+	at uint32
 }
 
 // carriesMore reports whether def gives its holder anything held does not:
