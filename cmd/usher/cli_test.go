@@ -185,6 +185,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"grant", "a", "b", "c", "--expires", "tomorrow"}, "want an RFC 3339 time"},
 		{[]string{"list-grants"}, "give --subject, --resource or both"},
 		{[]string{"quotas", "put", "root", "call", "many"}, `LIMIT "many": want a whole number`},
+		{[]string{"quotas", "put", "root", "call", "4294967296"}, `LIMIT "4294967296": want a whole number from 0 to 4294967295`},
 		{[]string{"schedule", "call:x"}, "give TIME, or --clear"},
 		{[]string{"completion", "tcsh"}, `invalid argument "tcsh"`},
 		{[]string{"migrate"}, "give --from FILE and --to-etcd ENDPOINTS"},
