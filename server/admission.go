@@ -199,7 +199,7 @@ func (s *admissionServer) Knock(ctx context.Context, req *usherv1.KnockRequest) 
 	var v validator
 	v.subject("subject", req.GetSubject())
 	v.resource("resource", req.GetResource())
-	v.text("note", req.GetNote())
+	v.textUpTo("note", req.GetNote(), admission.MaxNoteLen)
 	if v.err != nil {
 		return nil, toStatus(v.err)
 	}

@@ -570,6 +570,33 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 	}
 }
 
+// A knock's note past admission.MaxNoteLen bytes is refused quoting it as
+// sent, as a refusal quotes any value of up to 512 bytes, and stating the
+// limit of a note rather than that of other free text; the subject is not
+// put in the lobby.
+func TestAKnocksNoteTooLongIsQuotedAndStatesItsLimit(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:guest", "guest", meeting7)
+	limit := fmt.Sprintf("at most %d", admission.MaxNoteLen)
+	for _, n := range []int{admission.MaxNoteLen + 1, 2000} {
+		note := strings.Repeat("n", n)
+		_, err := w.adm.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:guest", Resource: meeting7, Note: note})
+		st := wantCode(t, err, codes.InvalidArgument)
+		if !strings.Contains(st.Message(), limit) {
+			t.Errorf("a note of %d bytes: %q does not say %s", n, st.Message(), limit)
+		}
+		if n <= 512 {
+			if want := named("note", note); !strings.HasPrefix(st.Message(), want) {
+				t.Errorf("a note of %d bytes: %q does not begin %s", n, st.Message(), want)
+			}
+			wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "note", value: note})
+		}
+	}
+	if got := w.lobby(w.adm, meeting7); len(got) != 0 {
+		t.Errorf("lobby after the refusals = %v, want it empty", got)
+	}
+}
+
 // Leave of a knock by its id, once the knock was denied and its subject
 // knocked again, is NOT_FOUND naming that id, and the new knock still
 // waits.

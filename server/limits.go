@@ -40,6 +40,7 @@ import (
 //	  LiveKit room_admin, room_record list
 //	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
+//	note of a knock                       256 bytes    INVALID_ARGUMENT (admission.MaxNoteLen)
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
 //	Watch streams open at once            1,024        RESOURCE_EXHAUSTED (WatchLimits.MaxStreams)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_WATCH_LIMIT (CallerShares.Watches)
@@ -148,10 +149,13 @@ func (v *validator) count(field string, n, limit int, what string) {
 }
 
 // text refuses free text longer than MaxTextLen bytes.
-func (v *validator) text(field, value string) {
-	if len(value) > MaxTextLen {
+func (v *validator) text(field, value string) { v.textUpTo(field, value, MaxTextLen) }
+
+// textUpTo refuses free text longer than limit bytes.
+func (v *validator) textUpTo(field, value string, limit int) {
+	if len(value) > limit {
 		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
-			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), MaxTextLen)})
+			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), limit)})
 	}
 }
 
