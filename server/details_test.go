@@ -314,6 +314,52 @@ func TestDetailsQuoteAHugeValueCut(t *testing.T) {
 	}
 }
 
+// A page token the server did not make, up to the 4,096 bytes a request
+// may send, is quoted cut in the message as in the details, whichever list
+// refuses it and however.
+func TestARefusedPageTokenIsQuotedCut(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	token := strings.Repeat("A", server.MaxPageTokenLen)
+	for name, call := range map[string]func(ctx context.Context) error{
+		"ListGrants": func(ctx context.Context) error {
+			_, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageToken: token})
+			return err
+		},
+		"ExportPolicy": func(ctx context.Context) error {
+			_, err := f.admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{PageToken: token})
+			return err
+		},
+		"LookupSubjects": func(ctx context.Context) error {
+			_, err := f.authz.LookupSubjects(ctx, &usherv1.LookupSubjectsRequest{Resource: stream42, Permission: "join-call", PageToken: token})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			st, _ := status.FromError(call(f.ctx()))
+			var quoted string
+			if _, err := fmt.Sscanf(st.Message(), "page_token %q:", &quoted); err != nil {
+				t.Fatalf("%s %.80q: %v", st.Code(), st.Message(), err)
+			}
+			if len(st.Message()) > 1024 || !strings.HasSuffix(quoted, fmt.Sprintf("(%d bytes)", len(token))) {
+				t.Errorf("the message is %d bytes long, quoting a value that ends %q; want it cut, saying how long it was",
+					len(st.Message()), quoted[max(0, len(quoted)-20):])
+			}
+			wantDetails(t, st, refusal{reason: reasonOf(st), field: "page_token", value: quoted})
+		})
+	}
+}
+
+// reasonOf is the reason of st's ErrorInfo.
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // clipped is the value a message about the subject quotes.
 func clipped(t *testing.T, st *status.Status) string {
 	t.Helper()

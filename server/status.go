@@ -150,6 +150,13 @@ func toStatus(err error) error {
 	}
 	var e *authz.Error
 	if errors.As(err, &e) {
+		if len(e.Value) > maxEchoedValue {
+			// Quoted cut in the message as in the details: a page token
+			// may be 4 KiB.
+			c := *e
+			c.Value = clip(e.Value)
+			e = &c
+		}
 		return refuse(codeOf[e.Code], e.Error(), detailsOf(e))
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
