@@ -421,6 +421,22 @@ var errorCases = []errorCase{
 				JoinPermission: "join-call", Lease: &durationpb.Duration{Seconds: 5, Nanos: 2e9}}})
 			return err
 		}},
+	{name: "PutAdmission's join_ahead of ten thousand years is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "admission.join_ahead", value: "315576000000s 0ns",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{Scope: acme, ResourceType: "call",
+				JoinPermission: "join-call", JoinAhead: &durationpb.Duration{Seconds: 315576000000}}})
+			return err
+		}},
+	{name: "a policy admission rule's lease of minus ten thousand years is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "policy.admissions[0].lease", value: "-315576000000s 0ns",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Admissions = []*usherv1.Admission{{Scope: "root", ResourceType: "call", JoinPermission: "join-call",
+				Lease: &durationpb.Duration{Seconds: -315576000000}}}
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
 	{name: "a LiveKit room_admin lists at most 64 permissions", code: codes.InvalidArgument, reason: "INVALID_FIELD",
 		field: "admission.livekit.room_admin", value: "65",
 		call: func(ctx context.Context, f *fixture) error {

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -207,14 +208,20 @@ func (v *validator) timestamp(field string, ts *timestamppb.Timestamp) time.Time
 }
 
 // duration refuses a Duration that is none (its seconds and nanos out of
-// range or of opposite signs), quoting it as sent.
+// range or of opposite signs), or longer either way than a time.Duration
+// holds, which converted would read as some 292 years: quoting it as sent.
 func (v *validator) duration(field string, d *durationpb.Duration) {
 	if d == nil {
 		return
 	}
+	value := fmt.Sprintf("%ds %dns", d.GetSeconds(), d.GetNanos())
 	if err := d.CheckValid(); err != nil {
-		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: fmt.Sprintf("%ds %dns", d.GetSeconds(), d.GetNanos()),
-			Reason: "not a valid duration: " + err.Error()})
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value, Reason: "not a valid duration: " + err.Error()})
+		return
+	}
+	if s := d.GetSeconds(); s > math.MaxInt64/int64(time.Second) || s < math.MinInt64/int64(time.Second) {
+		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
+			Reason: fmt.Sprintf("a duration is at most %s either way", time.Duration(math.MaxInt64).Truncate(time.Second))})
 	}
 }
 
