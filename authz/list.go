@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -52,9 +53,17 @@ func filterHash(parts ...string) uint64 {
 	return h.Sum64()
 }
 
+// encode writes t followed by a checksum of it, so that a token cut
+// short or mangled on its way back is refused, not read as another
+// position. (It is no seal: a caller may still make any token it could
+// have been given, as a sealed one, for a lookup, it may not.)
 func (t pageToken) encode() string {
-	return base64.RawURLEncoding.EncodeToString(t.bytes())
+	b := t.bytes()
+	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b)))
 }
+
+// checksumSize is how many bytes of checksum end an encoded page token.
+const checksumSize = 4
 
 func (t pageToken) bytes() []byte {
 	b := binary.BigEndian.AppendUint64(nil, t.filter)
@@ -112,10 +121,14 @@ func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
 		return nil, nil
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || len(raw) < 8+4*n {
+	if err != nil || len(raw) < 8+4*n+checksumSize {
 		return nil, notAPageToken(token)
 	}
-	return readPageToken(token, raw, filter, n)
+	body, sum := raw[:len(raw)-checksumSize], raw[len(raw)-checksumSize:]
+	if binary.BigEndian.Uint32(sum) != crc32.ChecksumIEEE(body) {
+		return nil, notAPageToken(token)
+	}
+	return readPageToken(token, body, filter, n)
 }
 
 // openPageToken reads a token that seal made under key, as decodePageToken

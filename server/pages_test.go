@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -186,6 +187,65 @@ func TestEveryListPages(t *testing.T) {
 			st := wantCode(t, l.elsewhere(callCtx(t), token), codes.InvalidArgument)
 			if !strings.HasPrefix(st.Message(), "page_token ") {
 				t.Errorf("the refusal %q does not name page_token", st.Message())
+			}
+		})
+	}
+}
+
+// A page token cut short, as a client that mangles it sends it, is refused
+// INVALID_ARGUMENT naming page_token, by every list whose tokens carry no
+// MAC; it neither answers a page from elsewhere in the list nor starts
+// again.
+func TestAPageTokenCutShortIsRefused(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	for i := range 3 {
+		f.grant(fmt.Sprintf("user:u%d", i), "call-member", stream42)
+		f.grant("user:roamer", "call-member", []string{stream42, meeting7, sales}[i])
+	}
+	for _, q := range []*usherv1.Quota{{Scope: acme, ResourceType: "call", Limit: 100}, {Scope: acme, ResourceType: "event", Limit: 10}} {
+		if _, err := f.admin.PutQuota(f.ctx(), &usherv1.PutQuotaRequest{Quota: q}); err != nil {
+			t.Fatalf("PutQuota(%v): %v", q, err)
+		}
+	}
+	lists := map[string]func(ctx context.Context, token string) (string, error){
+		"ListGrants by resource": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Resource: stream42, PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+		"ListGrants by subject": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ListGrants(ctx, &usherv1.ListGrantsRequest{Subject: "user:roamer", PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+		"ListRoles": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: stream42, PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+		"ListQuotas": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ListQuotas(ctx, &usherv1.ListQuotasRequest{Resource: stream42, PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+		"ListChanges": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ListChanges(ctx, &usherv1.ListChangesRequest{PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+		"ExportPolicy": func(ctx context.Context, token string) (string, error) {
+			r, err := f.admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{PageSize: 1, PageToken: token})
+			return r.GetNextPageToken(), err
+		},
+	}
+	for name, page := range lists {
+		t.Run(name, func(t *testing.T) {
+			token, err := page(callCtx(t), "")
+			if err != nil || token == "" {
+				t.Fatalf("first page: %v, next page token %q", err, token)
+			}
+			for cut := 1; cut <= 4; cut++ {
+				short := token[:len(token)-cut]
+				_, err := page(callCtx(t), short)
+				if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), fmt.Sprintf("page_token %q", short)) {
+					t.Errorf("the token cut by %d: %v, want InvalidArgument naming page_token %q", cut, err, short)
+				}
 			}
 		})
 	}
