@@ -11,11 +11,13 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,6 +204,14 @@ func checkFile(path string, timeout time.Duration) error {
 func prepare(db *bbolt.DB) error {
 	var format []byte
 	err := db.Update(func(tx *bbolt.Tx) error {
+		// Another program's bbolt file (an etcd snapshot has a "meta"
+		// bucket too) is refused before anything is written into it. A
+		// file that names its format is Usher's, of this format or not.
+		if meta := tx.Bucket(bucketMeta); meta == nil || meta.Get(keyFormat) == nil {
+			if err := foreignBucket(tx); err != nil {
+				return err
+			}
+		}
 		for _, name := range allBuckets() {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %q: %w", name, err)
@@ -226,6 +236,17 @@ func prepare(db *bbolt.DB) error {
 		return fmt.Errorf("the file is in format %v, which this version of Usher does not read", format)
 	}
 	return nil
+}
+
+// foreignBucket refuses a file holding a bucket that no format of Usher's
+// has.
+func foreignBucket(tx *bbolt.Tx) error {
+	return tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
+		if !slices.ContainsFunc(allBuckets(), func(b []byte) bool { return bytes.Equal(b, name) }) {
+			return fmt.Errorf("not an Usher data file: it holds a bucket %q, which Usher does not write", name)
+		}
+		return nil
+	})
 }
 
 // addedLater reports whether kind was added to format 2 after files were

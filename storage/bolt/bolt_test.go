@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/storage"
@@ -148,5 +151,45 @@ func BenchmarkSnapshot(b *testing.B) {
 		if len(snap.Grants) != batches*perBatch {
 			b.Fatalf("loaded %d grants", len(snap.Grants))
 		}
+	}
+}
+
+func TestOpenRefusesABboltFileOfAnotherProgram(t *testing.T) {
+	// An etcd snapshot, or etcd's member/snap/db, is a bbolt file too, with
+	// a "meta" bucket of its own.
+	path := filepath.Join(t.TempDir(), "snapshot.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range []string{"alarm", "auth", "cluster", "key", "lease", "members", "meta"} {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte("meta")).Put([]byte("consistent_index"), []byte{0, 0, 0, 0, 0, 0, 0, 42})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := bolt.Open(path, bolt.Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of an etcd snapshot succeeded")
+	}
+	if want := `not an Usher data file: it holds a bucket "alarm"`; !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the path and say %q", err, want)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("Open wrote into the file it refused")
 	}
 }
