@@ -321,3 +321,30 @@ func TestBackupAndRestore(t *testing.T) {
 		t.Errorf("the source is at revision %d and answers as at the backup's %d: the writes after the backup are not a test", now.revision, rev)
 	}
 }
+
+func TestABackupOverTheServersOwnFileIsRefused(t *testing.T) {
+	bin, dir := buildUsher(t)
+	data := filepath.Join(dir, "usher.db")
+	p := serveOn(t, bin, data)
+	admin := usherv1.NewAdminServiceClient(p.dial(t))
+	if _, err := admin.PutResource(t.Context(), &usherv1.PutResourceRequest{Name: "call:before"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "backup", "--addr", p.addr, data).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use") {
+		t.Errorf("usher backup onto the running server's data file: %v\n%s\nwant a refusal saying it is in use", err, out)
+	}
+	after, err := admin.PutResource(t.Context(), &usherv1.PutResourceRequest{Name: "call:after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.kill(t)
+
+	restarted := serveOn(t, bin, data)
+	if restarted.revision != after.GetRevision() {
+		t.Errorf("restarted, the server is at revision %d, want %d, the last acknowledged", restarted.revision, after.GetRevision())
+	}
+	if _, err := usherv1.NewAdminServiceClient(restarted.dial(t)).GetResource(t.Context(), &usherv1.GetResourceRequest{Name: "call:after"}); err != nil {
+		t.Errorf("the write acknowledged after the backup is lost: %v", err)
+	}
+}

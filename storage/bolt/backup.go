@@ -103,7 +103,15 @@ func SaveBackup(path string, m storage.Manifest, r io.Reader) error {
 	if m.Format != fileFormat {
 		return fmt.Errorf("storage: save backup %s: the content is a data file of format %d; this version of Usher reads format %d", path, m.Format, fileFormat)
 	}
-	err := ReplaceFile(path, func(f *os.File) error {
+	// A server's own data file, given as FILE, would be renamed away from
+	// under it: every write it acknowledged after the backup would be lost
+	// at its next start.
+	release, err := holdAgainstServers(path)
+	if err != nil {
+		return fmt.Errorf("storage: save backup %s: %w: a backup there would replace its data file; name another file", path, err)
+	}
+	defer release()
+	err = ReplaceFile(path, func(f *os.File) error {
 		// Hashed as it is written, as Restore does, rather than read back.
 		h := sha256.New()
 		n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, m.Size+1))
@@ -255,17 +263,11 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		if !replace {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
 		}
-		// A shared bbolt lock conflicts with a server's exclusive one and is
-		// held until the new file is in place. The file may be the damaged
-		// one a restore is for: bbolt only reads its meta pages here, and
-		// one it cannot open is replaced all the same.
-		db, err := openShared(path, DefaultLockTimeout)
-		if errors.Is(err, berrors.ErrTimeout) {
-			return 0, fmt.Errorf("storage: restore: %s is in use, by a running server perhaps: stop it first", path)
+		release, err := holdAgainstServers(path)
+		if err != nil {
+			return 0, fmt.Errorf("storage: restore: %s %w: stop it first", path, err)
 		}
-		if err == nil {
-			defer db.Close()
-		}
+		defer release()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("storage: restore: %w", err)
 	}
@@ -281,6 +283,26 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		return 0, fmt.Errorf("storage: restore %s to %s: %w", backup, path, err)
 	}
 	return m.Revision, nil
+}
+
+// errInUse is holdAgainstServers' refusal.
+var errInUse = errors.New("is in use, by a running server perhaps")
+
+// holdAgainstServers keeps a server from opening the file at path, which is
+// about to be replaced, until release is called, and refuses (errInUse)
+// while one holds it. A shared bbolt lock conflicts with a server's
+// exclusive one. The file may be a damaged data file, or no data file at
+// all: bbolt only reads its meta pages here, and a file it cannot open,
+// or a missing one, is replaced all the same.
+func holdAgainstServers(path string) (release func(), err error) {
+	db, err := openShared(path, DefaultLockTimeout)
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, errInUse
+	}
+	if err != nil {
+		return func() {}, nil
+	}
+	return func() { db.Close() }, nil
 }
 
 // ReplaceFile creates or replaces the file at path with what write writes to
