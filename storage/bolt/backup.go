@@ -259,6 +259,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 	if err != nil {
 		return 0, fmt.Errorf("storage: restore %s: %w", backup, err)
 	}
+	var replaced authz.Revision // the revision of the file replaced
 	if _, err := os.Stat(path); err == nil {
 		if !replace {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
@@ -268,21 +269,116 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 			return 0, fmt.Errorf("storage: restore: %s %w: stop it first", path, err)
 		}
 		defer release()
+		replaced = revisionOf(path)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("storage: restore: %w", err)
 	}
+	rev := m.Revision
 	err = ReplaceFile(path, func(tmp *os.File) error {
 		// What is verified is the copy, not the backup, which could
 		// change meanwhile.
 		if err := checkDigest(io.TeeReader(io.NewSectionReader(f, 0, m.Size), tmp), m); err != nil {
 			return err
 		}
-		return checkContent(tmp.Name(), m)
+		if err := checkContent(tmp.Name(), m); err != nil {
+			return err
+		}
+		if replaced > m.Revision {
+			rev = replaced + 1
+			return goOnAfter(tmp, rev)
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: restore %s to %s: %w", backup, path, err)
 	}
-	return m.Revision, nil
+	return rev, nil
+}
+
+// revisionOf is the revision of the data file at path, when its structure
+// is sound and its change log ends there, else 0: a damaged file's
+// revision is not trusted.
+func revisionOf(path string) authz.Revision {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil || checkMapped(f, info.Size()) != nil {
+		return 0
+	}
+	var rev authz.Revision
+	_ = unpanicked(func() error {
+		db, err := openShared(path, DefaultLockTimeout)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return db.View(func(tx *bbolt.Tx) error {
+			meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
+			if meta == nil || log == nil {
+				return nil
+			}
+			r, err := storage.DecodeRevision(meta.Get(keyRevision))
+			if err != nil {
+				return err
+			}
+			last, err := storage.DecodeRevision(meta.Get(keyCompacted))
+			if k, _ := log.Cursor().Last(); k != nil && err == nil {
+				last, err = storage.DecodeRevision(k)
+			}
+			if err == nil && last == r {
+				rev = r
+			}
+			return err
+		})
+	})
+	return rev
+}
+
+// goOnAfter makes the restored data file tmp go on at rev, past the
+// revisions of the file it replaces, which clients hold (Watch's
+// after_revision, WatchCall's): its change log is compacted through rev,
+// so that a client resuming from any of them is told to reload (ErrCompacted)
+// rather than sent this history's own change sets of those numbers as if
+// they followed what it saw. The backup keeps the log it had.
+func goOnAfter(tmp *os.File, rev authz.Revision) error {
+	// A named temporary file holds a shared lock, which bbolt's exclusive
+	// one would wait for.
+	unlock(tmp)
+	defer lockShared(tmp)
+	db, err := bbolt.Open(tmp.Name(), 0o600, &bbolt.Options{Timeout: DefaultLockTimeout})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.DeleteBucket(bucketChanges); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketChanges); err != nil {
+			return err
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(keyCompacted, storage.EncodeRevision(rev)); err != nil {
+			return err
+		}
+		return meta.Put(keyRevision, storage.EncodeRevision(rev))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("moving the restored file on to revision %d: %w", rev, err)
+	}
+	info, err := tmp.Stat()
+	if err != nil {
+		return err
+	}
+	if got, _, err := verifyFile(tmp.Name(), info.Size()); err != nil || got != rev {
+		return fmt.Errorf("the restored file moved on to revision %d is not sound (revision %d): %v", rev, got, err)
+	}
+	return nil
 }
 
 // errInUse is holdAgainstServers' refusal.

@@ -281,6 +281,50 @@ func TestRestore(t *testing.T) {
 			t.Errorf("after Restore with replace the file holds revision %d (%v), want %d", got, err, rev)
 		}
 	})
+	t.Run("restore over a file at a later revision goes on after it, its log compacted through it", func(t *testing.T) {
+		// A client that followed the replaced file holds revisions up to
+		// its last: resumed from any of them, after the writes that follow
+		// the restore, it must be told to reload, not be sent the restored
+		// history's own revisions of those numbers as if they followed.
+		path := filepath.Join(dir, "later.db")
+		s := openStore(t, path)
+		stop := make(chan struct{})
+		wait := churn(t, s, stop)
+		waitForRevision(t, s, rev+5)
+		close(stop)
+		wait()
+		later, err := s.Revision(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		got, err := bolt.Restore(backup, path, true)
+		if err != nil || got != later+1 {
+			t.Fatalf("Restore over a file at revision %d = %d, %v; want %d", later, got, err, later+1)
+		}
+		if v, err := bolt.Verify(path); err != nil || v != later+1 {
+			t.Errorf("after Restore the file verifies at revision %d (%v), want %d", v, err, later+1)
+		}
+		s = openStore(t, path)
+		defer s.Close()
+		snap, err := snapshot(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := want
+		want.Revision = later + 1
+		if !reflect.DeepEqual(snap, want) {
+			t.Errorf("restored snapshot differs:\n got %+v\nwant %+v", snap, want)
+		}
+		for _, after := range []authz.Revision{rev - 1, rev, rev + 1, later} {
+			if _, err := s.Changes(context.Background(), after, 10); !errors.Is(err, authz.ErrCompacted) {
+				t.Errorf("Changes after %d, a revision of the replaced file's = %v, want ErrCompacted", after, err)
+			}
+		}
+		if got, err := s.Changes(context.Background(), later+1, 10); err != nil || len(got) != 0 {
+			t.Errorf("Changes after %d = %v, %v; want none", later+1, got, err)
+		}
+	})
 	t.Run("restore refuses a file a server holds, even with force", func(t *testing.T) {
 		path := filepath.Join(dir, "held.db")
 		s := openStore(t, path)
