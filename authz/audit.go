@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -103,20 +104,20 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		}
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.
-			if s, ok := e.backend.(interface {
-				LogStart(context.Context) (Revision, error)
-			}); ok {
-				if start, err := s.LogStart(rctx); err == nil && start > after {
-					cancel()
-					after, fromStart = start, false
-					continue
-				}
+			if start, err := e.LogStart(rctx); err == nil && start > after {
+				cancel()
+				after, fromStart = start, false
+				continue
 			}
 		}
 		cancel()
 		if errors.Is(err, ErrCompacted) {
+			where := ""
+			if start, err := e.LogStart(ctx); err == nil && start > after {
+				where = fmt.Sprintf(": it begins after revision %d", start)
+			}
 			return nil, "", errorf(FailedPrecondition, field, value,
-				"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)
+				"the change log no longer reaches back to revision %d; it was compacted%s", after, where).as(KindPageTokenExpired)
 		}
 		if err != nil {
 			return nil, "", &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}

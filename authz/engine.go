@@ -435,6 +435,20 @@ func (e *Engine) Latest(ctx context.Context) (Revision, error) {
 	return r.Revision(ctx)
 }
 
+// LogStart is the revision the change log begins after: what compaction
+// last dropped it up to, 0 when it holds every change set.
+func (e *Engine) LogStart(ctx context.Context) (Revision, error) {
+	s, ok := e.backend.(interface {
+		LogStart(context.Context) (Revision, error)
+	})
+	if !ok {
+		return 0, errors.New("the backend does not say where its change log begins")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return s.LogStart(ctx)
+}
+
 // AwaitLatest returns once the index has applied every revision the backend
 // held when it was called: for a decision no revision guards (a knock
 // denied), judged at the latest state, so that a grant revoked through

@@ -242,8 +242,13 @@ func (s *authorizationServer) watchEnded(client context.Context, after authz.Rev
 		if latest, err := s.engine.Latest(client); err == nil {
 			md["latest_revision"] = fmt.Sprint(latest)
 		}
+		where := ""
+		if start, err := s.engine.LogStart(client); err == nil && start > after {
+			md["log_start"] = fmt.Sprint(start)
+			where = fmt.Sprintf("; it begins after revision %d", start)
+		}
 		return refuse(codes.OutOfRange,
-			fmt.Sprintf("after_revision %q: the change log no longer reaches back to it (compacted): reload what you keep and watch after the revision you read it at", fmt.Sprint(after)),
+			fmt.Sprintf("after_revision %q: the change log no longer reaches back to it (compacted%s): reload what you keep and watch after the revision you read it at", fmt.Sprint(after), where),
 			details{reason: reasonCompacted, field: "after_revision", value: fmt.Sprint(after), meta: md})
 	}
 	if _, ok := status.FromError(err); ok {

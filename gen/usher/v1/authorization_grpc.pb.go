@@ -81,7 +81,8 @@ type AuthorizationServiceClient interface {
 	//     "FUTURE_REVISION" when after_revision is past the latest committed
 	//     revision, as from a data file restored from an older backup: reload
 	//     the same way. The metadata holds "after_revision" and, when the
-	//     server can read it, "latest_revision".
+	//     server can read it, "latest_revision"; COMPACTED's "log_start" too,
+	//     the revision the change log now begins after.
 	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
 	//     Watch streams as it may (reason "WATCH_LIMIT"; --max-watches, 1024
 	//     by default), or the caller holds its share of them (reason
@@ -232,7 +233,8 @@ type AuthorizationServiceServer interface {
 	//     "FUTURE_REVISION" when after_revision is past the latest committed
 	//     revision, as from a data file restored from an older backup: reload
 	//     the same way. The metadata holds "after_revision" and, when the
-	//     server can read it, "latest_revision".
+	//     server can read it, "latest_revision"; COMPACTED's "log_start" too,
+	//     the revision the change log now begins after.
 	//   - RESOURCE_EXHAUSTED, at once, when the server already holds as many
 	//     Watch streams as it may (reason "WATCH_LIMIT"; --max-watches, 1024
 	//     by default), or the caller holds its share of them (reason
