@@ -544,3 +544,27 @@ func TestVerifyWantsEveryBucketButThoseOfLaterKinds(t *testing.T) {
 		})
 	}
 }
+
+func TestOpenRefusesABackupAndLeavesItWhole(t *testing.T) {
+	dir := t.TempDir()
+	backup, rev, _ := backupFile(t, dir)
+	before, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// usher serve --data, or usher migrate --from, given a backup rather
+	// than a data file.
+	s, err := bolt.Open(backup, bolt.Options{})
+	if err == nil {
+		s.Close()
+		t.Error("Open of a backup succeeded")
+	} else if want := fmt.Sprintf("is an Usher backup (revision %d), not a data file", rev); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "usher restore") {
+		t.Errorf("Open of a backup = %v, want an error saying %q and to use usher restore", err, want)
+	}
+	if after, _ := os.ReadFile(backup); !bytes.Equal(before, after) {
+		t.Error("Open wrote into the backup")
+	}
+	if _, err := bolt.VerifyBackup(backup); err != nil {
+		t.Errorf("the backup no longer verifies: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -195,6 +196,12 @@ func checkFile(path string, timeout time.Duration) error {
 	}
 	if lockErr != nil {
 		return fmt.Errorf("not a usable data file: %w", lockErr)
+	}
+	// A backup's content is a data file bbolt opens, but writing it would
+	// damage the backup: its digest would no longer match its manifest. A
+	// file served on since it was one no longer matches, and is opened.
+	if m, err := readManifest(f); err == nil && checkDigest(io.NewSectionReader(f, 0, m.Size), m) == nil {
+		return fmt.Errorf("it is an Usher backup (revision %d), not a data file: restore it with usher restore, which leaves the backup as it is", m.Revision)
 	}
 	return nil
 }
