@@ -199,6 +199,10 @@ func TestTheMetricsListenerClosesConnectionsThatHoldIt(t *testing.T) {
 		{"answers not read", strings.Repeat("GET /metrics HTTP/1.1\r\nHost: usher\r\n\r\n", 2000)},
 		// A body the server reads what is left of once it has answered.
 		{"a body never sent", "GET /metrics HTTP/1.1\r\nHost: usher\r\nContent-Length: 10\r\n\r\n"},
+		// A profile's seconds give it longer; /metrics is no profile, and
+		// the listener serves none without --pprof.
+		{"a body never sent, asking for a day", "GET /metrics?seconds=86400 HTTP/1.1\r\nHost: usher\r\nContent-Length: 10\r\n\r\n"},
+		{"a profile's body never sent without profiling", "GET /debug/pprof/profile?seconds=86400 HTTP/1.1\r\nHost: usher\r\nContent-Length: 10\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -187,7 +188,7 @@ func ServeMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Log
 
 // serveMetrics is ServeMetrics with answers taken within writeTimeout.
 func serveMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Logger, writeTimeout time.Duration) *http.Server {
-	hs := &http.Server{Handler: writtenWithin(MetricsMux(m, profiling), writeTimeout), ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: writtenWithin(MetricsMux(m, profiling), writeTimeout, profiling), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: MetricsIdleTimeout, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	lis = newLimitListener(lis, MaxMetricsConns, MaxMetricsConnsPerPeer, newRefusalLog(logger.With("listener", "metrics")))
 	go func() {
@@ -199,16 +200,19 @@ func serveMetrics(lis net.Listener, m *Metrics, profiling bool, logger *slog.Log
 }
 
 // writtenWithin has h's request read and its answer written within d of
-// the request's headers, or the connection closed; a profile's or a
-// trace's within its seconds and d. A body that never comes would
-// otherwise hold the connection: the server reads what is left of it once
-// the answer is written. It sets the deadlines per request rather than as
-// the server's ReadTimeout and WriteTimeout, which Go's profiles take for
-// the longest profile that may be asked.
-func writtenWithin(h http.Handler, d time.Duration) http.Handler {
+// the request's headers, or the connection closed; with profiling, a
+// profile's or a trace's within its seconds and d. A body that never comes
+// would otherwise hold the connection: the server reads what is left of it
+// once the answer is written. It sets the deadlines per request rather
+// than as the server's ReadTimeout and WriteTimeout, which Go's profiles
+// take for the longest profile that may be asked. Only a profile's seconds
+// count: any other request, /metrics?seconds=86400 among them, would hold
+// its connection for a day.
+func writtenWithin(h http.Handler, d time.Duration, profiling bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		wait := d
-		if s, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64); err == nil && s > 0 {
+		if s, err := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64); err == nil && s > 0 &&
+			profiling && strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
 			wait += time.Duration(min(s, 24*60*60) * float64(time.Second))
 		}
 		rc := http.NewResponseController(w)
