@@ -526,3 +526,117 @@ func heldForFrames(t *testing.T, addr string, logs *logBuffer, size, frames int)
 	runtime.ReadMemStats(&after)
 	return int64(after.HeapAlloc) - int64(before.HeapAlloc)
 }
+
+// TestADrainingConnectionHoldsNothingForTheStreamsItIgnores has a client
+// without credentials keep a connection open past its idle timeout with a
+// health Watch, started between the server's two GOAWAYs, and then open
+// streams by the hundred thousand. grpc-go ignores every stream opened after
+// its last GOAWAY, without a word on the wire; what the server holds for
+// them must not grow with them, or a client sending a few bytes a stream
+// would have the server hold memory without end.
+func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
+	logs := &logBuffer{}
+	limits := server.DefaultConnLimits()
+	limits.IdleTimeout = 200 * time.Millisecond
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(raw, 64<<10)
+	fr := http2.NewFramer(w, raw)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	headers := func(id uint32, method string, end bool) {
+		t.Helper()
+		block.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", addr},
+			{"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// readUntil reads the server's frames until one that done accepts.
+	readUntil := func(what string, done func(http2.Frame) bool) {
+		t.Helper()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", what, err)
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+				fr.WriteSettingsAck()
+				w.Flush()
+			}
+			if done(f) {
+				return
+			}
+		}
+	}
+	// Idle, the connection is sent a first GOAWAY and a ping; a health
+	// Watch opened before the ping is answered is served.
+	var ping [8]byte
+	readUntil("the first GOAWAY's ping", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		if ok && !p.IsAck() {
+			ping = p.Data
+		}
+		return ok && !p.IsAck()
+	})
+	headers(1, "/grpc.health.v1.Health/Watch", false)
+	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WritePing(true, ping); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	readUntil("the last GOAWAY", func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		if ok && g.LastStreamID != 1 {
+			t.Fatalf("the last GOAWAY names stream %d, want 1: the health Watch's", g.LastStreamID)
+		}
+		return ok
+	})
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const streams = 1 << 19
+	go func() {
+		for i := range streams {
+			headers(uint32(2*i+3), "/usher.v1.AuthorizationService/GetRevision", true)
+		}
+		fr.WritePing(false, [8]byte{7})
+		w.Flush()
+	}()
+	// The server reads frames in order: the ping's answer says it has
+	// read every stream's.
+	readUntil("the answer of the ping sent after the streams", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck() && p.Data == [8]byte{7}
+	})
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 4<<20 {
+		t.Errorf("the server holds %d bytes more after %d streams opened past its last GOAWAY, which it ignores", held, streams)
+	}
+}

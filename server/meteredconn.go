@@ -65,11 +65,14 @@ type meteredConn struct {
 	heldBack bool      // waiting for budget; logged once per wait
 
 	// Writing, on grpc-go's writing goroutine only: the server frame
-	// header being read and the payload bytes still to skip.
+	// header being read and the payload bytes still to skip; of a GOAWAY,
+	// the last stream it names, read first.
 	out struct {
 		header [9]byte
 		n      int
 		skip   int
+		last   [4]byte
+		lastN  int // bytes of last still to read; 0: none
 	}
 
 	closed    chan struct{}
@@ -313,6 +316,16 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 func (c *meteredConn) watchServerFrames(p []byte) {
 	o := &c.out
 	for len(p) > 0 {
+		if o.lastN > 0 {
+			n := copy(o.last[len(o.last)-o.lastN:], p[:min(o.lastN, len(p))])
+			o.lastN -= n
+			o.skip -= n
+			p = p[n:]
+			if o.lastN == 0 && c.sent != nil {
+				c.sent.goAway(binary.BigEndian.Uint32(o.last[:]) & (1<<31 - 1))
+			}
+			continue
+		}
 		if o.skip > 0 {
 			n := min(o.skip, len(p))
 			o.skip -= n
@@ -332,6 +345,9 @@ func (c *meteredConn) watchServerFrames(p []byte) {
 		id := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
 		if typ == http2.FrameData && c.sent != nil {
 			c.sent.wrote(id, int64(o.skip))
+		}
+		if typ == http2.FrameGoAway && o.skip >= len(o.last) {
+			o.lastN = len(o.last)
 		}
 		if typ == http2.FrameRSTStream || (typ == http2.FrameHeaders && flags.Has(http2.FlagHeadersEndStream)) {
 			c.t.ended(id)

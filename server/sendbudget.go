@@ -72,6 +72,11 @@ type sendTally struct {
 	charged int64 // what pending draws on the budget: beyond sendAllowance
 	open    map[uint32]int64
 	closed  bool
+	// last is the last stream the server's latest GOAWAY says it takes,
+	// when goneAway: grpc-go ignores every stream opened after it, without
+	// a frame on the wire that would end it here.
+	last     uint32
+	goneAway bool
 }
 
 func newSendTally(b *sendBudget) *sendTally {
@@ -137,9 +142,33 @@ func (t *sendTally) wrote(id uint32, n int64) {
 func (t *sendTally) opened(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.goneAway && id > t.last {
+		return
+	}
 	if _, ok := t.open[id]; !ok && !t.closed {
 		t.open[id] = 0
 	}
+}
+
+// goAway notes the server's GOAWAY naming last as the last stream it
+// takes: the streams opened after it, noted before grpc-go read them and
+// turned them away, are forgotten. A GOAWAY that takes every stream
+// (grpc-go's first, of stream 2^31-1) forgets none.
+func (t *sendTally) goAway(last uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.last, t.goneAway = last, true
+	pending := t.pending
+	for id, held := range t.open {
+		if id > last {
+			delete(t.open, id)
+			pending -= held
+		}
+	}
+	t.settle(pending)
 }
 
 // ended notes a stream ended, by either side: what it had not written is
