@@ -544,77 +544,7 @@ func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
 	}
 	lis, opts := limits.Apply(lis, nil, logs.logger())
 	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
-
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(time.Minute))
-	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriterSize(raw, 64<<10)
-	fr := http2.NewFramer(w, raw)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	w.Flush()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	headers := func(id uint32, method string, end bool) {
-		t.Helper()
-		block.Reset()
-		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", addr},
-			{"content-type", "application/grpc"}, {"te", "trailers"}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// readUntil reads the server's frames until one that done accepts.
-	readUntil := func(what string, done func(http2.Frame) bool) {
-		t.Helper()
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				t.Fatalf("waiting for %s: %v", what, err)
-			}
-			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
-				fr.WriteSettingsAck()
-				w.Flush()
-			}
-			if done(f) {
-				return
-			}
-		}
-	}
-	// Idle, the connection is sent a first GOAWAY and a ping; a health
-	// Watch opened before the ping is answered is served.
-	var ping [8]byte
-	readUntil("the first GOAWAY's ping", func(f http2.Frame) bool {
-		p, ok := f.(*http2.PingFrame)
-		if ok && !p.IsAck() {
-			ping = p.Data
-		}
-		return ok && !p.IsAck()
-	})
-	headers(1, "/grpc.health.v1.Health/Watch", false)
-	if err := fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WritePing(true, ping); err != nil {
-		t.Fatal(err)
-	}
-	w.Flush()
-	readUntil("the last GOAWAY", func(f http2.Frame) bool {
-		g, ok := f.(*http2.GoAwayFrame)
-		if ok && g.LastStreamID != 1 {
-			t.Fatalf("the last GOAWAY names stream %d, want 1: the health Watch's", g.LastStreamID)
-		}
-		return ok
-	})
+	c := drainedConn(t, addr)
 
 	var before runtime.MemStats
 	runtime.GC()
@@ -622,14 +552,14 @@ func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
 	const streams = 1 << 19
 	go func() {
 		for i := range streams {
-			headers(uint32(2*i+3), "/usher.v1.AuthorizationService/GetRevision", true)
+			c.headers(uint32(2*i+3), "/usher.v1.AuthorizationService/GetRevision", true)
 		}
-		fr.WritePing(false, [8]byte{7})
-		w.Flush()
+		c.fr.WritePing(false, [8]byte{7})
+		c.w.Flush()
 	}()
 	// The server reads frames in order: the ping's answer says it has
 	// read every stream's.
-	readUntil("the answer of the ping sent after the streams", func(f http2.Frame) bool {
+	c.readUntil("the answer of the ping sent after the streams", func(f http2.Frame) bool {
 		p, ok := f.(*http2.PingFrame)
 		return ok && p.IsAck() && p.Data == [8]byte{7}
 	})
@@ -639,4 +569,147 @@ func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
 	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 4<<20 {
 		t.Errorf("the server holds %d bytes more after %d streams opened past its last GOAWAY, which it ignores", held, streams)
 	}
+}
+
+// TestADrainingConnectionHoldsNoRequestBytesForTheStreamsItIgnores has a
+// client without credentials open streams past its connection's last
+// GOAWAY and send none of their requests: grpc-go ignores those streams,
+// and holds nothing for them. The receive budget must not hold their
+// requests as still to come, or a client that may not call at all would
+// spend the budget and hold back every other caller's large request.
+func TestADrainingConnectionHoldsNoRequestBytesForTheStreamsItIgnores(t *testing.T) {
+	logs := &logBuffer{}
+	limits := server.DefaultConnLimits()
+	limits.IdleTimeout = 200 * time.Millisecond
+	limits.ReceiveBudget = server.MaxMessageSize
+	limits.RequestTimeout = 2 * time.Minute
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
+	c := drainedConn(t, addr)
+
+	// Each stream's headers would be charged the header list limit and
+	// more: 1,000 of them are several times the budget.
+	for i := range 1000 {
+		c.headers(uint32(2*i+3), "/usher.v1.AuthorizationService/Check", false)
+	}
+	if err := c.fr.WritePing(false, [8]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	c.w.Flush()
+
+	// A request of half a megabyte, far past what a connection may hold
+	// without drawing on the budget.
+	batch := &usherv1.CheckBatchRequest{}
+	for i := range 1000 {
+		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("user:%0250d", i), Permission: "join-call",
+			Resource: fmt.Sprintf("call:default:%0250d", i)})
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := usherv1.NewAuthorizationServiceClient(conn).CheckBatch(callCtx(t), batch); err != nil {
+		t.Errorf("a CheckBatch of %d bytes from another client, after streams the server ignores: %v\n%s", proto.Size(batch), err, logs.String())
+	}
+	c.readUntil("the answer of the ping sent after the streams", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck() && p.Data == [8]byte{7}
+	})
+}
+
+// rawConn is a client's HTTP/2 connection, frame by frame.
+type rawConn struct {
+	t    *testing.T
+	addr string
+	w    *bufio.Writer
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hdrs bytes.Buffer
+}
+
+// headers opens stream id, a call of method, its request to come unless
+// end.
+func (c *rawConn) headers(id uint32, method string, end bool) {
+	c.t.Helper()
+	c.hdrs.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", c.addr},
+		{"content-type", "application/grpc"}, {"te", "trailers"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hdrs.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// readUntil reads the server's frames, acknowledging its settings, until
+// one that done accepts.
+func (c *rawConn) readUntil(what string, done func(http2.Frame) bool) {
+	c.t.Helper()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			c.fr.WriteSettingsAck()
+			c.w.Flush()
+		}
+		if done(f) {
+			return
+		}
+	}
+}
+
+// drainedConn connects to addr, a server with a short idle timeout, and
+// waits for it to go idle: it is sent a first GOAWAY and a ping. A health
+// Watch opened before the ping is answered is served, and keeps the
+// connection open past the last GOAWAY, which names it as the last stream
+// the server takes: every stream opened after that, grpc-go ignores.
+func drainedConn(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	c := &rawConn{t: t, addr: addr, w: bufio.NewWriterSize(raw, 64<<10)}
+	c.fr = http2.NewFramer(c.w, raw)
+	c.enc = hpack.NewEncoder(&c.hdrs)
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	c.w.Flush()
+	var ping [8]byte
+	c.readUntil("the first GOAWAY's ping", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		if ok && !p.IsAck() {
+			ping = p.Data
+		}
+		return ok && !p.IsAck()
+	})
+	c.headers(1, "/grpc.health.v1.Health/Watch", false)
+	if err := c.fr.WriteData(1, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fr.WritePing(true, ping); err != nil {
+		t.Fatal(err)
+	}
+	c.w.Flush()
+	c.readUntil("the last GOAWAY", func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		if ok && g.LastStreamID != 1 {
+			t.Fatalf("the last GOAWAY names stream %d, want 1: the health Watch's", g.LastStreamID)
+		}
+		return ok
+	})
+	return c
 }

@@ -321,8 +321,12 @@ func (c *meteredConn) watchServerFrames(p []byte) {
 			o.lastN -= n
 			o.skip -= n
 			p = p[n:]
-			if o.lastN == 0 && c.sent != nil {
-				c.sent.goAway(binary.BigEndian.Uint32(o.last[:]) & (1<<31 - 1))
+			if o.lastN == 0 {
+				last := binary.BigEndian.Uint32(o.last[:]) & (1<<31 - 1)
+				c.t.goAway(last)
+				if c.sent != nil {
+					c.sent.goAway(last)
+				}
 			}
 			continue
 		}

@@ -145,6 +145,11 @@ type tally struct {
 	held    int64 // sum of the streams' charges
 	drawn   int64 // of held, drawn from b: what exceeds b.allowance
 	closed  bool
+	// last is the last stream the server's latest GOAWAY says it takes,
+	// when goneAway: grpc-go ignores every stream opened after it, and
+	// everything the client sends on them.
+	last     uint32
+	goneAway bool
 }
 
 // frame accounts for a frame the client sent, whose payload is p, received
@@ -153,7 +158,7 @@ type tally struct {
 func (t *tally) frame(typ http2.FrameType, flags http2.Flags, id uint32, p []byte, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.closed || t.goneAway && id > t.last {
 		return true
 	}
 	cur := t.streams[id]
@@ -315,6 +320,27 @@ func (t *tally) ended(id uint32) {
 	}
 	t.adjust(-s.charge())
 	s.dropped, s.since = true, time.Now()
+	// Woken, a connection held back may find its own charge now fits.
+	t.b.give(0)
+}
+
+// goAway takes the streams opened after last, which the server's GOAWAY
+// turned away, out of the tally, and ignores their frames from now on.
+func (t *tally) goAway(last uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.last, t.goneAway = last, true
+	var delta int64
+	for id, s := range t.streams {
+		if id > last {
+			delta -= s.charge()
+			delete(t.streams, id)
+		}
+	}
+	t.adjust(delta)
 	// Woken, a connection held back may find its own charge now fits.
 	t.b.give(0)
 }
