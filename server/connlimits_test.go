@@ -622,6 +622,87 @@ func TestADrainingConnectionHoldsNoRequestBytesForTheStreamsItIgnores(t *testing
 	})
 }
 
+// TestFramesOfStreamsNotOpenHoldNoRequestBytes has a client without
+// credentials, on a server with a callers file, send DATA on a stream it
+// reset, and on one it never opened: grpc-go drops those frames as they
+// come. The receive budget must not hold them as requests still to come,
+// or a client that may not call at all would spend the budget and hold
+// back every caller's large request, for as long as the request timeout.
+func TestFramesOfStreamsNotOpenHoldNoRequestBytes(t *testing.T) {
+	logs := &logBuffer{}
+	dir := t.TempDir()
+	token := newToken(t)
+	file := filepath.Join(dir, "callers.yaml")
+	writeCallers(t, file, fmt.Sprintf("callers:\n  - name: backend\n    kind: admin\n    token_sha256: %s\n", hashOf(token)))
+	src, err := server.NewCallerSource(file, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := server.DefaultConnLimits()
+	limits.ReceiveBudget = server.MaxMessageSize
+	limits.RequestTimeout = 2 * time.Minute
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, dir, logs.logger(), append(opts, server.WithCallers(src))...)
+
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	c := &rawConn{t: t, addr: addr, w: bufio.NewWriterSize(raw, 64<<10)}
+	c.fr = http2.NewFramer(c.w, raw)
+	c.enc = hpack.NewEncoder(&c.hdrs)
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	c.headers(1, "/usher.v1.AuthorizationService/Check", false)
+	if err := c.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	// Each frame begins a message of 4 MiB, whose first 16 KiB it holds:
+	// 300 of them, 4.8 MB, are more than the budget.
+	frame := make([]byte, 16<<10)
+	copy(frame, []byte{0, 0, 0x40, 0, 0})
+	for i := range 300 {
+		if err := c.fr.WriteData(uint32(1+2*(i%2)*500), false, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.fr.WritePing(false, [8]byte{7}); err != nil {
+		t.Fatal(err)
+	}
+	go c.w.Flush()
+
+	// A request of half a megabyte, far past what a connection may hold
+	// without drawing on the budget.
+	batch := &usherv1.CheckBatchRequest{}
+	for i := range 1000 {
+		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("user:%0250d", i), Permission: "join-call",
+			Resource: fmt.Sprintf("call:default:%0250d", i)})
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(token)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := usherv1.NewAuthorizationServiceClient(conn).CheckBatch(callCtx(t), batch); err != nil {
+		t.Errorf("a CheckBatch of %d bytes from a caller, after frames of streams not open from a client without credentials: %v\n%s",
+			proto.Size(batch), err, logs.String())
+	}
+	c.readUntil("the answer of the ping sent after the frames", func(f http2.Frame) bool {
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck() && p.Data == [8]byte{7}
+	})
+}
+
 // rawConn is a client's HTTP/2 connection, frame by frame.
 type rawConn struct {
 	t    *testing.T

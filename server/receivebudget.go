@@ -142,9 +142,13 @@ type tally struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*incomplete
-	held    int64 // sum of the streams' charges
-	drawn   int64 // of held, drawn from b: what exceeds b.allowance
-	closed  bool
+	// open are the streams the client opened and neither side has ended
+	// since. grpc-go drops a DATA frame of any other stream as it comes:
+	// one the client never opened, or reset, holds nothing.
+	open   map[uint32]struct{}
+	held   int64 // sum of the streams' charges
+	drawn  int64 // of held, drawn from b: what exceeds b.allowance
+	closed bool
 	// last is the last stream the server's latest GOAWAY says it takes,
 	// when goneAway: grpc-go ignores every stream opened after it, and
 	// everything the client sends on them.
@@ -174,6 +178,9 @@ func (t *tally) frame(typ http2.FrameType, flags http2.Flags, id uint32, p []byt
 			next = cur
 		}
 	case http2.FrameData:
+		if _, ok := t.open[id]; !ok && cur == nil {
+			return true
+		}
 		if cur != nil && cur.dropped {
 			next = cur
 		} else {
@@ -201,6 +208,15 @@ func (t *tally) frame(typ http2.FrameType, flags http2.Flags, id uint32, p []byt
 		delete(t.streams, id)
 	} else {
 		t.streams[id] = next
+	}
+	switch {
+	case typ == http2.FrameRSTStream || flags.Has(http2.FlagDataEndStream): // END_STREAM of DATA or HEADERS
+		delete(t.open, id)
+	case typ == http2.FrameHeaders:
+		if t.open == nil {
+			t.open = map[uint32]struct{}{}
+		}
+		t.open[id] = struct{}{}
 	}
 	return true
 }
@@ -314,6 +330,7 @@ func (t *tally) adjust(delta int64) bool {
 func (t *tally) ended(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	delete(t.open, id)
 	s := t.streams[id]
 	if s == nil || s.dropped || t.closed {
 		return
@@ -333,6 +350,11 @@ func (t *tally) goAway(last uint32) {
 		return
 	}
 	t.last, t.goneAway = last, true
+	for id := range t.open {
+		if id > last {
+			delete(t.open, id)
+		}
+	}
 	var delta int64
 	for id, s := range t.streams {
 		if id > last {
@@ -375,7 +397,7 @@ func (t *tally) close() {
 	}
 	t.closed = true
 	t.b.give(t.drawn)
-	t.held, t.drawn, t.streams = 0, 0, nil
+	t.held, t.drawn, t.streams, t.open = 0, 0, nil, nil
 }
 
 // holding is the bytes the connection holds in incomplete requests.
