@@ -404,20 +404,14 @@ func holdAgainstServers(path string) (release func(), err error) {
 // ReplaceFile creates or replaces the file at path with what write writes to
 // f, atomically and durably: f is a temporary file in path's directory (see
 // tempfile.go), fsync'd and renamed over path once write succeeds, and the
-// directory is fsync'd after the rename. A crash leaves the old file or the
-// whole new one; a failed write, or a process killed at any point, leaves
-// the old file and no temporary one, and a failed write no directory it
-// made either. write may open f.Name() to inspect what it wrote before the
-// rename.
+// directory is fsync'd after the rename, as is the parent of each directory
+// made for it. A crash leaves the old file or the whole new one; a failed
+// write, or a process killed at any point, leaves the old file and no
+// temporary one, and a failed write no directory it made either. write may
+// open f.Name() to inspect what it wrote before the rename.
 func ReplaceFile(path string, write func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
-	var made []string // the directories MkdirAll is about to make, deepest first
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
-			break
-		}
-		made = append(made, d)
-	}
+	made := missingDirs(dir) // deepest first
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
@@ -441,6 +435,11 @@ func ReplaceFile(path string, write func(f *os.File) error) (err error) {
 	if err := t.publish(path, prefix); err != nil {
 		t.discard()
 		return err
+	}
+	for _, d := range made {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

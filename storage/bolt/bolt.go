@@ -114,9 +114,12 @@ func Open(path string, opts Options) (s *Store, err error) {
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
+	made := missingDirs(filepath.Dir(path))
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, os.ErrNotExist)
 	removeOrphans(filepath.Dir(path), snapshotPrefix(path))
 	if err := checkFile(path, timeout); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
@@ -155,6 +158,14 @@ func Open(path string, opts Options) (s *Store, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	if created {
+		// The file's name, and the directories made for it, are durable
+		// only once the directories holding them are: a write committed to
+		// a new file would otherwise be lost with the file in a power cut.
+		if err := syncEntries(path, made); err != nil {
+			return nil, fmt.Errorf("storage: open %s: %w", path, err)
+		}
 	}
 	return &Store{
 		db: db, path: path, writer: make(chan struct{}, 1), versions: storage.NewVersions(rev, 0), retain: opts.Retain,

@@ -126,8 +126,36 @@ func globEscape(s string) string {
 	return string(out)
 }
 
-// syncDir fsyncs a directory, which makes a rename into it durable.
-func syncDir(dir string) error {
+// missingDirs are the directories that os.MkdirAll(dir) would make, deepest
+// first.
+func missingDirs(dir string) []string {
+	var made []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || d == filepath.Dir(d) {
+			return made
+		}
+		made = append(made, d)
+	}
+}
+
+// syncEntries makes a new file at path durable where it is named: the
+// directory that holds it, and the parent of each directory in made (made
+// for it, deepest first), are fsync'd.
+func syncEntries(path string, made []string) error {
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	for _, d := range made {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, which makes a new name in it durable. A
+// variable, so that tests may see which directories are synced.
+var syncDir = func(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

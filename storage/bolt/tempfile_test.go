@@ -87,3 +87,58 @@ func TestOrphanedTemporaryFilesAreRemovedAndLiveOnesKept(t *testing.T) {
 		t.Errorf("once its process let go, the directory holds %v", got)
 	}
 }
+
+// syncedDirs records, for the rest of t, the directories syncDir syncs.
+func syncedDirs(t *testing.T) *[]string {
+	var synced []string
+	old := syncDir
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		return old(dir)
+	}
+	t.Cleanup(func() { syncDir = old })
+	return &synced
+}
+
+// A new data file's name, and the directories made for it, survive a power
+// cut only once the directories that hold them are synced: a write
+// committed to the file is acknowledged as durable.
+func TestANewDataFileIsSyncedWhereItIsNamed(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "a", "b", "usher.db")
+	synced := syncedDirs(t)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, dir := range []string{filepath.Join(root, "a", "b"), filepath.Join(root, "a"), root} {
+		if !slices.Contains(*synced, dir) {
+			t.Errorf("opening a new data file synced %q; want %q among them", *synced, dir)
+		}
+	}
+
+	*synced = nil
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if len(*synced) != 0 {
+		t.Errorf("opening an existing data file synced %q; want none", *synced)
+	}
+}
+
+// A file ReplaceFile puts in directories it made is named durably in each.
+func TestReplaceFileSyncsTheDirectoriesItMakes(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "x", "y", "backup.db")
+	synced := syncedDirs(t)
+	if err := ReplaceFile(path, func(f *os.File) error { _, err := f.WriteString("data"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(root, "x", "y"), filepath.Join(root, "x"), root} {
+		if !slices.Contains(*synced, dir) {
+			t.Errorf("ReplaceFile into new directories synced %q; want %q among them", *synced, dir)
+		}
+	}
+}
