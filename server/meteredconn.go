@@ -239,7 +239,7 @@ func (c *meteredConn) fill(missing int) error {
 // and whether it has.
 func (c *meteredConn) requestDeadline() (time.Time, bool) {
 	now := time.Now()
-	oldest, ok := c.t.oldest(now)
+	oldest, ok := c.t.oldest()
 	if !ok || c.b.timeout <= 0 {
 		return time.Time{}, false
 	}

@@ -121,18 +121,9 @@ type incomplete struct {
 	prefix    [5]byte
 	prefixLen int
 	need      uint32
-	// dropped: the server ended the stream (refused, answered, reset), so
-	// grpc-go discards what else arrives for it. The entry stays only to
-	// recognise those frames.
-	dropped bool
 }
 
-func (s *incomplete) charge() int64 {
-	if s.dropped {
-		return 0
-	}
-	return s.headers + s.frames
-}
+func (s *incomplete) charge() int64 { return s.headers + s.frames }
 
 // tally is what one connection's incomplete requests hold. Its reading
 // goroutine adds to it frame by frame; its writing goroutine takes streams
@@ -181,11 +172,7 @@ func (t *tally) frame(typ http2.FrameType, flags http2.Flags, id uint32, p []byt
 		if _, ok := t.open[id]; !ok && cur == nil {
 			return true
 		}
-		if cur != nil && cur.dropped {
-			next = cur
-		} else {
-			next = afterData(cur, len(p), payload(flags, p), now)
-		}
+		next = afterData(cur, len(p), payload(flags, p), now)
 		if flags.Has(http2.FlagDataEndStream) {
 			next = nil
 		}
@@ -326,17 +313,19 @@ func (t *tally) adjust(delta int64) bool {
 }
 
 // ended takes a stream the server ended out of the tally: grpc-go drops
-// what else arrives for it.
+// what else arrives for it, and so does frame, the stream no longer open.
+// Nothing of it is kept: a client that has streams ended by the thousand
+// (refused, reset) leaves no list for each read to look through.
 func (t *tally) ended(id uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.open, id)
 	s := t.streams[id]
-	if s == nil || s.dropped || t.closed {
+	if s == nil || t.closed {
 		return
 	}
+	delete(t.streams, id)
 	t.adjust(-s.charge())
-	s.dropped, s.since = true, time.Now()
 	// Woken, a connection held back may find its own charge now fits.
 	t.b.give(0)
 }
@@ -367,21 +356,13 @@ func (t *tally) goAway(last uint32) {
 	t.b.give(0)
 }
 
-// keepDropped is how long a dropped stream is remembered: long enough for
-// the frames a client sent before it learned of the end to arrive.
-const keepDropped = 10 * time.Second
-
-// oldest returns when the longest-waiting incomplete request began, and
-// forgets streams dropped more than keepDropped ago.
-func (t *tally) oldest(now time.Time) (time.Time, bool) {
+// oldest returns when the longest-waiting incomplete request began.
+func (t *tally) oldest() (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var oldest time.Time
-	for id, s := range t.streams {
-		switch {
-		case s.dropped && now.Sub(s.since) > keepDropped:
-			delete(t.streams, id)
-		case !s.dropped && (oldest.IsZero() || s.since.Before(oldest)):
+	for _, s := range t.streams {
+		if oldest.IsZero() || s.since.Before(oldest) {
 			oldest = s.since
 		}
 	}
