@@ -648,21 +648,7 @@ func TestFramesOfStreamsNotOpenHoldNoRequestBytes(t *testing.T) {
 	lis, opts := limits.Apply(lis, nil, logs.logger())
 	addr, _ := serveOn(t, lis, dir, logs.logger(), append(opts, server.WithCallers(src))...)
 
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(2 * time.Minute))
-	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	c := &rawConn{t: t, addr: addr, w: bufio.NewWriterSize(raw, 64<<10)}
-	c.fr = http2.NewFramer(c.w, raw)
-	c.enc = hpack.NewEncoder(&c.hdrs)
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	c := dialRaw(t, addr)
 	c.headers(1, "/usher.v1.AuthorizationService/Check", false)
 	if err := c.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
 		t.Fatal(err)
@@ -713,6 +699,28 @@ type rawConn struct {
 	hdrs bytes.Buffer
 }
 
+// dialRaw connects to addr and writes the client's preface and settings,
+// unflushed; the connection is closed at the end of t.
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	c := &rawConn{t: t, addr: addr, w: bufio.NewWriterSize(raw, 64<<10)}
+	c.fr = http2.NewFramer(c.w, raw)
+	c.enc = hpack.NewEncoder(&c.hdrs)
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // headers opens stream id, a call of method, its request to come unless
 // end.
 func (c *rawConn) headers(id uint32, method string, end bool) {
@@ -753,21 +761,7 @@ func (c *rawConn) readUntil(what string, done func(http2.Frame) bool) {
 // the server takes: every stream opened after that, grpc-go ignores.
 func drainedConn(t *testing.T, addr string) *rawConn {
 	t.Helper()
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	raw.SetDeadline(time.Now().Add(2 * time.Minute))
-	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	c := &rawConn{t: t, addr: addr, w: bufio.NewWriterSize(raw, 64<<10)}
-	c.fr = http2.NewFramer(c.w, raw)
-	c.enc = hpack.NewEncoder(&c.hdrs)
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	c := dialRaw(t, addr)
 	c.w.Flush()
 	var ping [8]byte
 	c.readUntil("the first GOAWAY's ping", func(f http2.Frame) bool {
