@@ -482,9 +482,9 @@ func serveMetrics(addr string, metrics *server.Metrics, profiling bool, logger *
 }
 
 // livekitKey reads the LiveKit key from file, else from the environment;
-// nil when neither names one.
+// nil when neither names one, and no name asks for one.
 func livekitKey(file, name string) (*livekit.APIKey, error) {
-	if file == "" {
+	if file == "" && name == "" {
 		if _, ok := os.LookupEnv(livekit.EnvAPIKey); !ok {
 			if _, ok := os.LookupEnv(livekit.EnvAPISecret); !ok {
 				return nil, nil

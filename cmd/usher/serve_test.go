@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -355,5 +356,38 @@ func TestLogRetentionOnEtcd(t *testing.T) {
 		if got := b.etcdRetain(); got != c.want {
 			t.Errorf("serve %v: the etcd log keeps %d change sets, want %d", c.args, got, c.want)
 		}
+	}
+}
+
+// --livekit-key picks one key of --livekit-key-file: without the file,
+// serve must not sign with the environment's other key, or with none, while
+// the operator believes it signs with the one named.
+func TestServeRefusesALiveKitKeyNameWithoutTheKeyFile(t *testing.T) {
+	bin, _ := buildUsher(t)
+	for _, c := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"with another key in the environment", []string{"USHER_LIVEKIT_API_KEY=APIenv", "USHER_LIVEKIT_API_SECRET=" + strings.Repeat("s", 40)},
+			`LiveKit key: key "APIprod": USHER_LIVEKIT_API_KEY holds the key "APIenv", and no key file is given to choose "APIprod" from`},
+		{"with no key at all", nil,
+			`LiveKit key: key "APIprod": no key file is given to choose it from, and USHER_LIVEKIT_API_KEY: not set`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := filepath.Join(t.TempDir(), "usher.db")
+			// A server that does not refuse serves until the context ends.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--livekit-key", "APIprod")
+			cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "USHER_LIVEKIT_") }), c.env...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), c.want) {
+				t.Fatalf("usher serve --livekit-key APIprod without a key file: %v\n%s\nwant it refused saying %q", err, out, c.want)
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("the refused server created its data file (stat: %v)", err)
+			}
+		})
 	}
 }

@@ -22,10 +22,19 @@ const (
 
 // LoadKey reads the API key from path when it is set, else from the
 // environment through lookup (os.LookupEnv in a server). Setting both is
-// refused: which one wins would be a guess.
+// refused: which one wins would be a guess. name picks a key of the file;
+// from the environment, it must be the key found there, or signing with
+// another would go unnoticed until the SFU refuses every token.
 func LoadKey(path, name string, lookup func(string) (string, bool)) (APIKey, error) {
 	if path == "" {
-		return KeyFromEnv(lookup)
+		k, err := KeyFromEnv(lookup)
+		if err == nil && name != "" && k.Key != name {
+			return APIKey{}, fmt.Errorf("key %q: %s holds the key %q, and no key file is given to choose %q from", name, EnvAPIKey, k.Key, name)
+		}
+		if err != nil && name != "" {
+			return APIKey{}, fmt.Errorf("key %q: no key file is given to choose it from, and %w", name, err)
+		}
+		return k, err
 	}
 	for _, v := range []string{EnvAPIKey, EnvAPISecret} {
 		if _, ok := lookup(v); ok {

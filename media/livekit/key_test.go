@@ -116,6 +116,12 @@ func TestLoadKeyTakesTheFileOrTheEnvironmentNotBoth(t *testing.T) {
 	if _, err := livekit.LoadKey(path, "", env(vars)); err == nil || !strings.Contains(err.Error(), "USHER_LIVEKIT_API_KEY is set too") {
 		t.Errorf("both: %v, want a refusal", err)
 	}
+	if k, err := livekit.LoadKey("", "APIenv", env(vars)); err != nil || k.Key != "APIenv" {
+		t.Errorf("from the environment, named: %v, %v", k, err)
+	}
+	if k, err := livekit.LoadKey("", "APIother", env(vars)); err == nil || !strings.Contains(err.Error(), `key "APIother": USHER_LIVEKIT_API_KEY holds the key "APIenv"`) {
+		t.Errorf("from the environment, another key named: %v, %v; want a refusal", k, err)
+	}
 }
 
 func TestAPIKeyNeverPrintsItsSecret(t *testing.T) {
