@@ -123,6 +123,8 @@ func TestAnAdmittedJoinCarriesATokenLiveKitAccepts(t *testing.T) {
 			lkGrant{join: true, publish: true, sources: []string{"microphone"}}},
 		{"a host blocked from moderate is no room admin", "host", []string{"moderate"},
 			lkGrant{join: true, publish: true, subscribe: true, data: true, record: true, hidden: true, sources: all}},
+		{"a host blocked from hide is no room admin, with which it could hide itself", "host", []string{"hide"},
+			lkGrant{join: true, publish: true, subscribe: true, data: true, record: true, sources: all}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

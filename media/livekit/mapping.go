@@ -47,9 +47,9 @@ type Mapping struct {
 	// hold, so that the token carries no power its holder's capabilities do
 	// not: "mute-users,remove-call-member,update-call-permissions". It is
 	// also given only to a participant who holds every permission the
-	// mapping's publishing, subscribing and data fields name: one whom a
-	// block mutes, say, gets no roomAdmin, with which it could unmute
-	// itself.
+	// mapping's publishing, subscribing, data and hidden fields name, each
+	// of which LiveKit's UpdateParticipant sets: one whom a block mutes,
+	// say, gets no roomAdmin, with which it could unmute itself.
 	RoomAdmin string `json:"room_admin,omitempty" yaml:"room_admin,omitempty"`
 	// RoomRecord gives roomRecord: starting and stopping every egress,
 	// recordings and broadcasts alike. Like RoomAdmin it may name several
@@ -210,7 +210,7 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 		for _, perm := range m.CanPublishSources {
 			g.RoomAdmin = g.RoomAdmin && held(perm)
 		}
-		for _, perm := range []string{m.CanPublish, m.CanSubscribe, m.CanPublishData} {
+		for _, perm := range []string{m.CanPublish, m.CanSubscribe, m.CanPublishData, m.Hidden} {
 			g.RoomAdmin = g.RoomAdmin && (perm == "" || held(perm))
 		}
 	}
