@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -834,10 +835,12 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		}
 		v.schedule(t, p.Until)
 		v.remark(t, p)
-		// A rule rewritten (its capacity, say) with the mapping it had
-		// changes no participant's grant: told of, every participant of a
-		// large call would be, and its streams cut for falling behind.
-		if slices.Equal(p.Capabilities, t.caps) && authz.SameMedia(p.Rule.Media, t.media) {
+		// A rule rewritten (its capacity, say) with the mapping it had, or
+		// with one that gives the participant the grant it had, changes
+		// nothing it was told: told of, every participant of a large call
+		// would be, and its streams cut for falling behind.
+		if slices.Equal(p.Capabilities, t.caps) && sameGrant(t.s.Call, t.caps, p.Rule.Media, t.media) {
+			t.media = p.Rule.Media
 			continue
 		}
 		t.caps, t.rev, t.media = p.Capabilities, p.Revision, p.Rule.Media
@@ -916,6 +919,18 @@ func participantEvent(kind EventKind, subject, id, call string, caps []string, r
 		ev.Grant = livekit.Mapping(*media).VideoGrant(call, caps)
 	}
 	return ev
+}
+
+// sameGrant reports whether caps give the same video grant in call by
+// mappings a and b, or neither gives one.
+func sameGrant(call string, caps []string, a, b *authz.MediaMapping) bool {
+	if authz.SameMedia(a, b) {
+		return true
+	}
+	if a == nil || b == nil {
+		return false
+	}
+	return reflect.DeepEqual(livekit.Mapping(*a).VideoGrant(call, caps), livekit.Mapping(*b).VideoGrant(call, caps))
 }
 
 // remember keeps an ended session's event for watches that resume.

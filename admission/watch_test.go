@@ -518,3 +518,30 @@ func TestAKnockWithAnotherNoteIsToldToWatchers(t *testing.T) {
 		t.Errorf("the knock again told watchers %+v; want KNOCKED of knock %s with the new note", ev, first.Session)
 	}
 }
+
+// A rule rewritten with another LiveKit mapping that gives a participant
+// the grant it had tells nothing of it: only the participants whose grant
+// changes hear CHANGED, and a large call's streams are not cut for it.
+func TestAMappingThatLeavesAGrantAsItWasTellsNothing(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	// roomAdmin now needs call.admit, which the member lacks: its grant
+	// stays as it was.
+	rule := policy().Admissions[0]
+	rule.Scope = "call:acme:1"
+	media := *rule.Media
+	media.RoomAdmin = "call.admit"
+	rule.Media = &media
+	if _, err := w.eng.PutAdmission(w.ctx, w.by, rule); err != nil {
+		t.Fatal(err)
+	}
+	// A watch starts once the view has acted on the rule.
+	w.watch("call:acme:1")
+	w.block("user:member", "call:acme:1", "send-audio")
+	ev := nextEvent(t, watch, "CHANGED", kindOf(admission.EventChanged, "user:member"))
+	if slices.Contains(ev.Capabilities, "send-audio") {
+		t.Errorf("the mapping that leaves the member's grant as it was told CHANGED %v, %+v; want the mute's CHANGED first", ev.Capabilities, ev.Grant)
+	}
+}
