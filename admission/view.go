@@ -372,6 +372,12 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 				v.ended1(s.ID, *e.Ended)
 			}
 			kind := endKind(e.Ended.Why)
+			if e.Ended.Why == Replaced {
+				// Live, the new session's JOINED says it all. A stream that
+				// resumes from before it may not hear of that session (it
+				// ended too, say), and is told that this one left.
+				v.remember(s.Call, Event{Kind: EventLeft, Revision: x.Revision(), Time: e.Time, Subject: s.Subject, Session: s.ID})
+			}
 			if t != nil {
 				delete(v.sessions, s.ID)
 				delete(v.ahead, t)

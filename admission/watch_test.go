@@ -545,3 +545,40 @@ func TestAMappingThatLeavesAGrantAsItWasTellsNothing(t *testing.T) {
 		t.Errorf("the mapping that leaves the member's grant as it was told CHANGED %v, %+v; want the mute's CHANGED first", ev.Capabilities, ev.Grant)
 	}
 }
+
+// A stream cut after a participant's JOINED, while the participant joins
+// again and its new session is ejected, resumes to find it gone: the
+// session it was told of ended when the new one replaced it, and the
+// resumed state says so, not only that the new one, which the stream never
+// heard of, was ejected.
+func TestAWatchResumedAfterARejoinAndAnEjectionFindsTheParticipantGone(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "call:acme:1")
+	first := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	watch := w.watch("call:acme:1")
+	last := watch.Initial[len(watch.Initial)-1].Revision
+	// What the stream knows: the member in its first session.
+	in := map[string]string{"user:member": first.Session}
+	watch.Close()
+	second := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	w.block("user:member", "call:acme:1")
+	resumed, err := w.m.Watch("call:acme:1", last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	for _, ev := range resumed.Initial {
+		switch ev.Kind {
+		case admission.EventPresent, admission.EventJoined:
+			in[ev.Subject] = ev.Session
+		case admission.EventLeft, admission.EventLapsed, admission.EventEjected:
+			if in[ev.Subject] == ev.Session {
+				delete(in, ev.Subject)
+			}
+		}
+	}
+	if len(in) != 0 {
+		t.Errorf("resumed from revision %d, after %s replaced %s and was ejected: the stream ends with %v in the call, told %+v",
+			last, second.Session, first.Session, in, resumed.Initial)
+	}
+}

@@ -121,7 +121,10 @@ const (
 	// The participant may no longer be in the call (outcome says why): the
 	// session has ended, and the media server should remove it.
 	CallEventKind_CALL_EVENT_KIND_EJECTED CallEventKind = 6
-	// A participant, or a subject waiting in the lobby, left (Leave).
+	// A participant, or a subject waiting in the lobby, left (Leave). A
+	// stream that resumes is also told so of a session that the subject's
+	// joining again replaced, since it may not hear of the new session (one
+	// that ended too).
 	CallEventKind_CALL_EVENT_KIND_LEFT CallEventKind = 7
 	// A session's or a knock's lease ran out without KeepAlive.
 	CallEventKind_CALL_EVENT_KIND_LAPSED CallEventKind = 8
