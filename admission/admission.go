@@ -470,9 +470,10 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 	ctx, cancel := m.within(ctx)
 	defer cancel()
 	k, err := m.store.Knock(ctx, Knock{ID: newID(), Subject: subject, Call: resource, Caller: caller, Note: note, Knocked: now, Expires: now.Add(lease)})
-	if errors.Is(err, ErrLobbyFull) {
+	if full := (*LobbyFullError)(nil); errors.As(err, &full) {
 		return Result{}, &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindLimitExceeded, Field: "resource", Value: resource,
-			Reason: "the call's lobby holds as many knocks as a lobby may; admit or deny some first"}
+			Reason: fmt.Sprintf("the call's lobby holds as many knocks as a lobby may (at most %d knocks); admit or deny some first", full.Limit),
+			Meta:   map[string]string{"limit": strconv.Itoa(full.Limit)}}
 	}
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)

@@ -418,7 +418,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	}
 	if len(c.knocks) >= m.maxKnocks {
 		m.dropIfEmpty(k.Call, c)
-		return Knock{}, ErrLobbyFull
+		return Knock{}, &LobbyFullError{Limit: m.maxKnocks}
 	}
 	if err := m.share(k.Caller); err != nil {
 		m.dropIfEmpty(k.Call, c)

@@ -253,5 +253,18 @@ func CallerShare(given, maxSessions int) int {
 }
 
 // ErrLobbyFull is the error of a Knock on a call whose lobby holds as many
-// knocks as a lobby may.
+// knocks as a lobby may; a store returns it as a *LobbyFullError.
 var ErrLobbyFull = errors.New("the lobby is full")
+
+// LobbyFullError is ErrLobbyFull with the store's bound, which the refusal
+// states.
+type LobbyFullError struct {
+	Limit int // knocks one call's lobby may hold
+}
+
+func (e *LobbyFullError) Error() string {
+	return fmt.Sprintf("the lobby is full: it holds at most %d knocks", e.Limit)
+}
+
+// Is makes a LobbyFullError ErrLobbyFull.
+func (e *LobbyFullError) Is(target error) bool { return target == ErrLobbyFull }

@@ -231,8 +231,9 @@ func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefusedOverGRPC(t *testing.T) {
 }
 
 // A lobby holds a bounded number of knocks: one past it, by Knock or by a
-// Join that would wait, is RESOURCE_EXHAUSTED naming the call, and leaves
-// no knock behind; those already waiting still renew their knocks.
+// Join that would wait, is RESOURCE_EXHAUSTED naming the call and the
+// limit, and leaves no knock behind; those already waiting still renew
+// their knocks.
 func TestAFullLobbyRefusesKnocksNamingTheCall(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxKnocks: 2})})
 	for _, g := range []string{"user:g1", "user:g2", "user:g3"} {
@@ -253,7 +254,9 @@ func TestAFullLobbyRefusesKnocksNamingTheCall(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			err := call()
 			wantStatus(t, err, codes.ResourceExhausted, named("resource", meeting7))
-			wantDetails(t, wantCode(t, err, codes.ResourceExhausted), refusal{reason: "LIMIT_EXCEEDED", field: "resource", value: meeting7})
+			wantStatus(t, err, codes.ResourceExhausted, "at most 2 knocks")
+			wantDetails(t, wantCode(t, err, codes.ResourceExhausted),
+				refusal{reason: "LIMIT_EXCEEDED", field: "resource", value: meeting7, meta: map[string]string{"limit": "2"}})
 			if got := w.lobby(w.adm, meeting7); !slices.Equal(got, []string{"user:g1", "user:g2"}) {
 				t.Errorf("lobby after the refusal = %v, want g1 and g2", got)
 			}

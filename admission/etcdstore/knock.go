@@ -73,7 +73,7 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			continue
 		}
 		if read.Responses[1].GetResponseRange().Count >= int64(s.opts.MaxKnocks) {
-			return admission.Knock{}, admission.ErrLobbyFull
+			return admission.Knock{}, &admission.LobbyFullError{Limit: s.opts.MaxKnocks}
 		}
 		if share == nil {
 			if share, err = s.takeShare(k.Caller); err != nil {
