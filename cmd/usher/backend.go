@@ -71,8 +71,8 @@ func addEtcdFlags(fs *pflag.FlagSet) *etcdFlags {
 	fs.StringVar(&e.ca, "etcd-ca", envOr("USHER_ETCD_CA", ""), "verify etcd's server certificates against this PEM CA bundle (env USHER_ETCD_CA)")
 	fs.StringVar(&e.cert, "etcd-cert", envOr("USHER_ETCD_CERT", ""), "client certificate to present to etcd (env USHER_ETCD_CERT)")
 	fs.StringVar(&e.key, "etcd-key", envOr("USHER_ETCD_KEY", ""), "the PEM key of --etcd-cert (env USHER_ETCD_KEY)")
-	fs.StringVar(&e.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD")
-	fs.StringVar(&e.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password")
+	fs.StringVar(&e.user, "etcd-user", envOr("USHER_ETCD_USER", ""), "etcd user; its password comes from --etcd-password-file or USHER_ETCD_PASSWORD (env USHER_ETCD_USER)")
+	fs.StringVar(&e.passwordFile, "etcd-password-file", envOr("USHER_ETCD_PASSWORD_FILE", ""), "file holding the etcd user's password (env USHER_ETCD_PASSWORD_FILE)")
 	fs.IntVar(&e.maxTxnOps, "etcd-max-txn-ops", 128, "the cluster's --max-txn-ops: the most operations one etcd transaction may hold")
 	fs.IntVar(&e.maxTxnBytes, "etcd-max-request-bytes", etcd.DefaultMaxTxnBytes, "the cluster's --max-request-bytes: the largest request, in bytes, one etcd transaction may be")
 	return e

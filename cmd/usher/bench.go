@@ -109,7 +109,7 @@ writes it straight into a new data file for 'usher serve'.`,
 		Args: argsExactly(),
 	}
 	fs := cmd.Flags()
-	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to create (must not exist)")
+	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to create (must not exist) (env USHER_DATA)")
 	history := fs.Int("history", 0, "change sets to write after the platform, grants then their revokes, which leave it as it was: a long change log")
 	shape := shapeFlags(fs)
 	cmd.RunE = func(*cobra.Command, []string) error {
@@ -196,7 +196,7 @@ func benchGrantCommand() *cobra.Command {
 		Args:    argsExactly(),
 	}
 	fs := cmd.Flags()
-	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (loopback)")
+	addr := fs.String("addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "server address (loopback) (env USHER_ADDR)")
 	writers := fs.Int("writers", 32, "concurrent writers")
 	duration := fs.Duration("duration", 10*time.Second, "how long to write")
 	cmd.RunE = func(*cobra.Command, []string) error {

@@ -29,7 +29,7 @@ the first --cached of them alone. --save-queries keeps the queries for
 		Args: argsExactly(),
 	}
 	fs := cmd.Flags()
-	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to read; no server may hold it")
+	data := fs.String("data", envOr("USHER_DATA", "data/usher.db"), "data file to read; no server may hold it (env USHER_DATA)")
 	requests := fs.Int("requests", 30_000, "distinct queries, drawn as usher bench check draws them")
 	cached := fs.Int("cached", 1024, "also time the first this many queries alone, which stay in the CPU's cache; 0 skips it")
 	duration := fs.Duration("duration", 3*time.Second, "how long each timing calls Check")

@@ -49,7 +49,7 @@ type loadFlags struct {
 // reads them once they are parsed.
 func addLoadFlags(fs *pflag.FlagSet, mode string) func() (*loadFlags, error) {
 	f := &loadFlags{}
-	fs.StringVar(&f.addr, "addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "usher server address (loopback)")
+	fs.StringVar(&f.addr, "addr", envOr("USHER_ADDR", "127.0.0.1:7070"), "usher server address (loopback) (env USHER_ADDR)")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "pid of the usher server, for its CPU time and resident memory (bench/run.sh passes it)")
 	fs.StringVar(&f.floor, "floor", "", "address of a running 'usher bench floor'; without it, the tool starts one of its own")
 	fs.IntVar(&f.floorPID, "floor-pid", 0, "pid of the --floor server, for its CPU time and resident memory")

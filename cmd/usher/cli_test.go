@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // runIn runs a command line in this process, as the binary does, and
@@ -151,6 +152,46 @@ func TestHelpDoesNotShowTheTokenOfUSHER_TOKEN(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no command's help shows --token")
+	}
+}
+
+// A flag that takes its default from an USHER_ variable says so in its
+// help, "(env USHER_NAME)": serve's help tells the reader that flags naming
+// a file or a secret may be set by the variable their help names.
+func TestEveryFlagReadFromTheEnvironmentNamesItsVariable(t *testing.T) {
+	names := map[string]bool{}
+	var walk func(cmd *cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			names["USHER_"+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))] = true
+		})
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRoot())
+	for name := range names {
+		t.Setenv(name, "from-"+name)
+	}
+	checked := 0
+	walk = func(cmd *cobra.Command) {
+		cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			name, ok := strings.CutPrefix(f.DefValue, "from-")
+			if !ok {
+				return
+			}
+			checked++
+			if !strings.Contains(f.Usage, "(env "+name+")") {
+				t.Errorf("%s --%s takes its default from %s, but its help does not name it: %q", cmd.CommandPath(), f.Name, name, f.Usage)
+			}
+		})
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRoot())
+	if checked == 0 {
+		t.Fatal("no flag took its default from the environment")
 	}
 }
 
