@@ -936,8 +936,11 @@ func storeError(err error) error {
 		return nil
 	case errors.Is(err, ErrNoSession):
 		return &authz.Error{Code: authz.NotFound, Kind: authz.KindSessionNotFound, Field: "session_id", Reason: "no live session or knock has this id: it ended, lapsed or never was"}
-	case errors.Is(err, ErrTooMany):
-		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit, Reason: "this server holds as many sessions as it may; try another"}
+	}
+	if many := (*TooManyError)(nil); errors.As(err, &many) {
+		return &authz.Error{Code: authz.ResourceExhausted, Kind: authz.KindSessionLimit,
+			Reason: fmt.Sprintf("this server holds as many sessions as it may (at most %d sessions and lobby knocks); try another", many.Limit),
+			Meta:   map[string]string{"limit": strconv.Itoa(many.Limit)}}
 	}
 	var share *ShareError
 	if errors.As(err, &share) {

@@ -241,7 +241,7 @@ func (m *MemoryStore) join(s Session, max uint32, signal bool) (Outcome, string,
 	}
 	// A session that replaces the subject's own, or its knock, adds none.
 	if old == nil && knock == nil && len(m.sessions)+len(m.knocks) >= m.maxSessions {
-		return 0, "", ErrTooMany
+		return 0, "", &TooManyError{Limit: m.maxSessions}
 	}
 	var stored *liveSession
 	if old != nil {
@@ -426,7 +426,7 @@ func (m *MemoryStore) Knock(_ context.Context, k Knock) (Knock, error) {
 	}
 	if len(m.sessions)+len(m.knocks) >= m.maxSessions {
 		m.dropIfEmpty(k.Call, c)
-		return Knock{}, ErrTooMany
+		return Knock{}, &TooManyError{Limit: m.maxSessions}
 	}
 	if s := c.sessions[k.Subject]; s != nil {
 		k.Subject = s.Subject

@@ -224,8 +224,22 @@ func Room(others []Session, old *Session, s Session, max uint32) (Outcome, strin
 // ErrNoSession is the error of a session or knock that is not live.
 var ErrNoSession = errors.New("no live session or knock with that id")
 
-// ErrTooMany is the error of a Join or Knock past the store's bounds.
+// ErrTooMany is the error of a Join or Knock past the store's bounds; a
+// store returns it as a *TooManyError.
 var ErrTooMany = errors.New("too many sessions")
+
+// TooManyError is ErrTooMany with the store's bound, which the refusal
+// states.
+type TooManyError struct {
+	Limit int // live sessions and knocks the store keeps (MaxSessions)
+}
+
+func (e *TooManyError) Error() string {
+	return fmt.Sprintf("too many sessions: the store keeps at most %d sessions and knocks", e.Limit)
+}
+
+// Is makes a TooManyError ErrTooMany.
+func (e *TooManyError) Is(target error) bool { return target == ErrTooMany }
 
 // ShareError is the error of a Join or Knock of a caller that holds its
 // share of the store's live sessions and knocks (CallerShare), which it

@@ -1296,7 +1296,8 @@ func TestGracefulStopEndsWatchCallUnavailable(t *testing.T) {
 }
 
 // A node that keeps as many sessions as it may refuses one more with
-// RESOURCE_EXHAUSTED naming the call, and keeps the sessions it has.
+// RESOURCE_EXHAUSTED naming the call and the limit, and keeps the sessions
+// it has.
 func TestAJoinPastTheNodesSessionsIsRefusedNamingTheCall(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{Store: admission.NewMemoryStore(admission.MemoryOptions{MaxSessions: 1})})
 	w.grant("user:member", "call-member", meeting7)
@@ -1304,8 +1305,9 @@ func TestAJoinPastTheNodesSessionsIsRefusedNamingTheCall(t *testing.T) {
 	first := w.join(w.adm, "user:member", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
 	_, err := w.adm.Join(callCtx(t), &usherv1.JoinRequest{Subject: "user:guest", Resource: meeting7})
 	wantStatus(t, err, codes.ResourceExhausted, "as many sessions as it may")
+	wantStatus(t, err, codes.ResourceExhausted, "at most 1 sessions and lobby knocks")
 	st, _ := status.FromError(err)
-	wantDetails(t, st, refusal{reason: "SESSION_LIMIT", field: "resource", value: meeting7})
+	wantDetails(t, st, refusal{reason: "SESSION_LIMIT", field: "resource", value: meeting7, meta: map[string]string{"limit": "1"}})
 	if n := w.m.Counts().Sessions; n != 1 {
 		t.Errorf("%d sessions after the refusal, want 1", n)
 	}

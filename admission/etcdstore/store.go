@@ -539,7 +539,7 @@ func (s *Store) takeRoom() (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.c.byID)+s.adding >= s.opts.MaxSessions {
-		return nil, admission.ErrTooMany
+		return nil, &admission.TooManyError{Limit: s.opts.MaxSessions}
 	}
 	s.adding++
 	return func() {
