@@ -112,7 +112,8 @@ bench: build
 # a target with "context deadline exceeded" on a busy machine.
 FUZZTIME ?= 60s
 FUZZ := authz:FuzzValidateResource authz:FuzzValidateSubject authz:FuzzValidatePermission \
-	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest policy:FuzzParsePolicy scenario:FuzzParseScenario \
+	authz:FuzzDelegationInvariant server:FuzzParseCallers server:FuzzCheckRequest server:FuzzDistinguishedName \
+	server:FuzzParseEnvoyConfig server:FuzzEnvoyCheck policy:FuzzParsePolicy scenario:FuzzParseScenario \
 	storage:FuzzParseManifest storage/bolt:FuzzOpenCorrupted internal/codec:FuzzUnmarshal
 fuzz:
 	@for t in $(FUZZ); do \
