@@ -1,6 +1,9 @@
 package authz
 
-import "strconv"
+import (
+	"context"
+	"strconv"
+)
 
 // Reason says why a check was decided the way it was.
 type Reason uint8
@@ -49,6 +52,15 @@ func (x *Index) Check(q Query) (Decision, Revision, error) {
 // CheckBatch decides every query at one revision. A query that is not valid
 // gets its own error, naming its position; the others are answered.
 func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
+	out, errs, rev, _ := x.CheckBatchContext(context.Background(), qs)
+	return out, errs, rev
+}
+
+// CheckBatchContext is CheckBatch for a caller that may go away: once ctx
+// is done, the batch stops within lookupStride queries and returns ctx's
+// error. The batch holds the lock Check needs while it runs, so one whose
+// answer no one waits for must not go on.
+func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, []error, Revision, error) {
 	now := instant{clock: x.clock}
 	out := make([]Decision, len(qs))
 	var errs []error
@@ -62,6 +74,9 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 	var subjects, resources [lookupStride]uint32
 	var grants [lookupStride][]subjectGrant
 	for at := 0; at < len(qs); at += lookupStride {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, x.rev, err
+		}
 		part := qs[at:min(at+lookupStride, len(qs))]
 		for i, q := range part {
 			keys[i] = q.Subject
@@ -96,7 +111,7 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 			out[at+i] = d
 		}
 	}
-	return out, errs, x.rev
+	return out, errs, x.rev, nil
 }
 
 // touched keeps a read whose only purpose is to bring memory into the cache

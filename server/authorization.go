@@ -119,7 +119,10 @@ func (s *authorizationServer) CheckBatch(ctx context.Context, req *usherv1.Check
 	if err := s.waits.await(ctx, req.GetMinRevision(), req); err != nil {
 		return nil, err
 	}
-	ds, errs, rev := s.engine.Index().CheckBatch(qs)
+	ds, errs, rev, err := s.engine.Index().CheckBatchContext(ctx, qs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	// The decisions share one array, and the metrics are counted once a
 	// batch: per check, both cost more than the check.
 	out := &usherv1.CheckBatchResponse{Decisions: make([]*usherv1.Decision, len(ds)), Revision: uint64(rev)}
