@@ -315,34 +315,57 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 		return nil, "", nil
 	}
 	now := at.now
-	roots := x.lookupRoots(s, under, now)
-	// The token names the next answer, which the page resumes at.
-	start, resume := 0, noNode
+	// The lookup's roots are the disjoint subtrees below under that s's
+	// live grants reach, in the order of their ids: under alone when s
+	// holds a grant on it or above it. The token names the root its next
+	// answer is below and that answer, or, with no answer named, the grant
+	// the search for the next root goes on from, when the page ran out of
+	// grants to read before it found one.
+	whole := false
+	for a := under; a != noNode && !whole; a = x.nodes[a].parent {
+		whole = x.liveGrantOn(s, a, now)
+	}
+	top, n, from, role := noNode, noNode, uint32(0), noName
 	if after != nil {
-		// The roots are in the order of this index's numbers: the token
-		// is this index's (atRevision).
-		start = int(after.pos[2])
-		if start >= len(roots) {
-			return nil, "", lookupMoved(at.rev, at.checked)
-		}
-		if resume = x.lookupNode(after.text); resume == noNode || !x.under(resume, roots[start]) {
-			return nil, "", lookupMoved(at.rev, at.checked)
+		if after.text == "" {
+			from, role = after.pos[2], after.pos[3]
+		} else {
+			// The roots are in the order of this index's numbers: the
+			// token is this index's (atRevision).
+			top = x.liveNode(after.pos[2])
+			if n = x.lookupNode(after.text); top == noNode || n == noNode || !x.under(n, top) {
+				return nil, "", lookupMoved(at.rev, at.checked)
+			}
+			from = top + 1
 		}
 	}
 	var out []Found
 	var buf [MaxDepth + 1]uint32
-	judged := 0
-	for i := start; i < len(roots); i++ {
-		top := roots[i]
-		n := top
-		if i == start && resume != noNode {
-			n = resume
-		} else if x.nodes[top].typ != typ {
-			n = x.nextOfType(top, top, typ)
+	judged, grants := 0, lookupScan
+	for {
+		if top == noNode {
+			if whole {
+				if from > under {
+					return out, "", nil
+				}
+				top = under
+			} else {
+				var next subjectGrant
+				if top, next = x.nextRoot(s, under, from, role, now, &grants); top == noNode {
+					if next.res == noNode {
+						return out, "", nil
+					}
+					return out, x.lookupToken(filter, at, next.res, next.role, ""), nil
+				}
+			}
+			from, role, n = top+1, noName, top
+			if x.nodes[top].typ != typ {
+				n = x.nextOfType(top, top, typ)
+			}
 		}
 		for ; n != noNode; n = x.nextOfType(n, top, typ) {
 			if judged++; judged > lookupScan {
-				return out, x.lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+				return out, x.lookupToken(filter, at, top, 0, x.name(n)), nil
 			}
 			path := x.path(n, buf[:0])
 			if b, _ := x.blocking(s, path, perm, now); b != nil {
@@ -353,42 +376,55 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 				continue
 			}
 			if len(out) == size {
-				return out, x.lookupToken(filter, at, uint32(i), 0, x.name(n)), nil
+				return out, x.lookupToken(filter, at, top, 0, x.name(n)), nil
 			}
 			out = append(out, Found{Name: x.name(n), Role: x.roleNames[g.role], Scope: x.name(g.res)})
 		}
+		top = noNode
 	}
-	return out, "", nil
 }
 
-// lookupRoots are the disjoint subtrees below under that s's live grants
-// reach: the resources of grants inside under, and under itself for grants
-// above it; none of them below another, in the order of their ids.
-func (x *Index) lookupRoots(s, under uint32, now int64) []uint32 {
-	var roots []uint32
-	for _, g := range x.bySubject.get(s) {
-		if !live(g.exp, now) {
+// liveGrantOn reports whether s holds a live grant on a.
+func (x *Index) liveGrantOn(s, a uint32, now int64) bool {
+	for _, g := range x.grantsOn(s, a) {
+		if live(g.exp, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// nextRoot returns the first of the disjoint subtrees strictly below under
+// that s's live grants reach, none below another, whose top's id is at
+// least from, when s holds no grant on under or above it: from its grant
+// of role on from, or its first on from when role is noName. It reads no
+// more than *budget of s's grants, less each it reads; when the budget runs
+// out first it returns noNode and the grant to go on from, and noNode and a
+// grant on noNode when no root is left.
+func (x *Index) nextRoot(s, under, from, role uint32, now int64, budget *int) (root uint32, next subjectGrant) {
+	list := x.bySubject.get(s)
+	i, _ := slices.BinarySearchFunc(list, from, func(g subjectGrant, id uint32) int { return cmpUint32(g.res, id) })
+	if role != noName {
+		i, _ = x.findSubjectGrant(s, from, role)
+	}
+	for ; i < len(list); i++ {
+		g := list[i]
+		if *budget <= 0 {
+			return noNode, g
+		}
+		*budget--
+		if !live(g.exp, now) || g.res == under || !x.under(g.res, under) {
 			continue
 		}
-		switch {
-		case x.under(g.res, under):
-			roots = append(roots, g.res)
-		case x.under(under, g.res):
-			roots = append(roots, under)
-		}
-	}
-	all := sortedUnique(roots)
-	var out []uint32
-	for _, r := range all {
 		covered := false
-		for a := x.nodes[r].parent; a != noNode && !covered; a = x.nodes[a].parent {
-			_, covered = slices.BinarySearch(all, a)
+		for a := x.nodes[g.res].parent; a != under && !covered; a = x.nodes[a].parent {
+			covered = x.liveGrantOn(s, a, now)
 		}
 		if !covered {
-			out = append(out, r)
+			return g.res, subjectGrant{}
 		}
 	}
-	return out
+	return noNode, subjectGrant{res: noNode}
 }
 
 // nextOfType is the first resource of type typ after n in a preorder walk of

@@ -490,6 +490,57 @@ func TestALookupPageJudgesABoundedNumberOfCandidates(t *testing.T) {
 	}
 }
 
+// A page reads no more of the subject's grants than the scan budget: a
+// subject whose grants ran out by the thousand, or lie below another of its
+// grants, made every page read them all before judging its first candidate.
+func TestALookupPageReadsABoundedNumberOfGrants(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 25 {
+		call := fmt.Sprintf("call:livestream:%d", 100+i)
+		w.put(call, "calltype:livestream")
+		g := authz.Grant{Subject: "user:bob", Role: "call-member", Resource: call}
+		if i%2 == 0 {
+			g.Expires = w.clock.Now().Add(-time.Hour)
+			w.store(authz.Change{Op: authz.OpPutGrant, Grant: &g})
+			continue
+		}
+		w.grant(g.Subject, g.Role, g.Resource)
+	}
+	w.grant("user:bob", "call-member", "calltype:livestream")
+	authz.SetLookupScan(t, 10)
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call", Under: "calltype:default"}
+	pages := 0
+	for token := ""; ; pages++ {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("page %d = %v, %v; want nothing", pages, got, err)
+		}
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if pages < 2 {
+		t.Errorf("26 grants read 10 a page took %d pages before the last, want at least 2", pages)
+	}
+	q.Under = ""
+	var all []authz.Found
+	for token := ""; ; {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, 100, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, got...)
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if len(all) != 27 {
+		t.Errorf("the lookup under root found %d calls, want all 27: %v", len(all), all)
+	}
+}
+
 // Every page of a lookup is answered as its first page was, at its
 // revision and at its time: a grant that runs out between two pages
 // neither lists its subject again, at its next grant, nor drops an answer.
