@@ -325,7 +325,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	for a := under; a != noNode && !whole; a = x.nodes[a].parent {
 		whole = x.liveGrantOn(s, a, now)
 	}
-	top, n, from, role := noNode, noNode, uint32(0), noName
+	top, n, past, from, role := noNode, noNode, noNode, uint32(0), noName
 	if after != nil {
 		if after.text == "" {
 			from, role = after.pos[2], after.pos[3]
@@ -341,7 +341,11 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 	}
 	var out []Found
 	var buf [MaxDepth + 1]uint32
-	judged, grants := 0, lookupScan
+	judged, grants, walked := 0, lookupScan, lookupScan
+	if after != nil && after.text != "" && after.pos[3] == lookupWalkedPast {
+		// The token names the resource the last page walked past.
+		n, past = x.nextOfType(n, top, typ, true, &walked)
+	}
 	for {
 		if top == noNode {
 			if whole {
@@ -358,12 +362,18 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 					return out, x.lookupToken(filter, at, next.res, next.role, ""), nil
 				}
 			}
-			from, role, n = top+1, noName, top
+			from, role, n, past = top+1, noName, top, noNode
 			if x.nodes[top].typ != typ {
-				n = x.nextOfType(top, top, typ)
+				n, past = x.nextOfType(top, top, typ, false, &walked)
 			}
 		}
-		for ; n != noNode; n = x.nextOfType(n, top, typ) {
+		for ; ; n, past = x.nextOfType(n, top, typ, false, &walked) {
+			if n == noNode {
+				if past == noNode {
+					break
+				}
+				return out, x.lookupToken(filter, at, top, lookupWalkedPast, x.name(past)), nil
+			}
 			if judged++; judged > lookupScan {
 				return out, x.lookupToken(filter, at, top, 0, x.name(n)), nil
 			}
@@ -383,6 +393,11 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 		top = noNode
 	}
 }
+
+// lookupWalkedPast marks a lookup's token that names the resource its page
+// walked past last, when it ran out of resources to walk past before it
+// found its next candidate: the walk goes on after that resource's subtree.
+const lookupWalkedPast = 1
 
 // liveGrantOn reports whether s holds a live grant on a.
 func (x *Index) liveGrantOn(s, a uint32, now int64) bool {
@@ -428,16 +443,25 @@ func (x *Index) nextRoot(s, under, from, role uint32, now int64, budget *int) (r
 }
 
 // nextOfType is the first resource of type typ after n in a preorder walk of
-// top's subtree, skipping subtrees that hold none.
-func (x *Index) nextOfType(n, top, typ uint32) uint32 {
+// top's subtree, skipping subtrees that hold none; after n's own subtree
+// when done. It walks past no more than *budget resources that hold none,
+// less each one: when the budget runs out first it returns noNode and the
+// last it walked past, whose subtree the walk is done with; at the end of
+// top's subtree, noNode twice.
+func (x *Index) nextOfType(n, top, typ uint32, done bool, budget *int) (next, past uint32) {
 	for {
 		// Down into n's children while a child may hold typ, else across
 		// and up.
 		next := noNode
-		for c := x.nodes[n].first; c != noNode; c = x.nodes[c].next {
-			if x.nodes[c].typ == typ || x.typeCounts[typeKey(c, typ)] > 0 {
-				next = c
-				break
+		if !done {
+			for c := x.nodes[n].first; c != noNode; c = x.nodes[c].next {
+				if x.nodes[c].typ == typ || x.typeCounts[typeKey(c, typ)] > 0 {
+					next = c
+					break
+				}
+				if *budget--; *budget <= 0 {
+					return noNode, c
+				}
 			}
 		}
 		for next == noNode && n != top {
@@ -446,18 +470,21 @@ func (x *Index) nextOfType(n, top, typ uint32) uint32 {
 					next = c
 					break
 				}
+				if *budget--; *budget <= 0 {
+					return noNode, c
+				}
 			}
 			if next == noNode {
 				n = x.nodes[n].parent
 			}
 		}
 		if next == noNode {
-			return noNode
+			return noNode, noNode
 		}
 		if x.nodes[next].typ == typ {
-			return next
+			return next, noNode
 		}
-		n = next
+		n, done = next, false
 	}
 }
 

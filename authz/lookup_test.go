@@ -541,6 +541,46 @@ func TestALookupPageReadsABoundedNumberOfGrants(t *testing.T) {
 	}
 }
 
+// A page walks past no more resources of other types than the scan
+// budget: a subject's grant on an account of a hundred thousand rooms and
+// a few calls made one page walk every room to find the calls.
+func TestALookupPageWalksPastABoundedNumberOfResources(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 25 {
+		w.put(fmt.Sprintf("workspace:acme-%d", i), "account:acme")
+	}
+	w.put("workspace:acme-calls", "account:acme")
+	for i := range 25 {
+		w.put(fmt.Sprintf("workspace:acme-calls-%d", i), "workspace:acme-calls")
+	}
+	w.put("call:acme-1", "workspace:acme-calls")
+	w.grant("user:bob", "call-member", "account:acme")
+	authz.SetLookupScan(t, 10)
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call", Under: "account:acme"}
+	var all []string
+	pages := 0
+	for token := ""; ; pages++ {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, 100, token)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, f := range got {
+			all = append(all, f.Name)
+		}
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	slices.Sort(all)
+	if want := []string{"call:acme-1", "call:default:1", "call:livestream:42", "call:livestream:43"}; !slices.Equal(all, want) {
+		t.Errorf("the lookup found %v, want %v", all, want)
+	}
+	if pages < 4 {
+		t.Errorf("50 workspaces walked past 10 a page took %d pages before the last, want at least 4", pages)
+	}
+}
+
 // Every page of a lookup is answered as its first page was, at its
 // revision and at its time: a grant that runs out between two pages
 // neither lists its subject again, at its next grant, nor drops an answer.
