@@ -1953,3 +1953,29 @@ func TestActorsMayNotShedAScheduledStart(t *testing.T) {
 		w.ok("DeleteResource of a live call", rev, err)
 	})
 }
+
+// A page of ExportPolicy ends once it holds 10,000 roles, quotas and
+// admission rules, the resource that reaches it whole: a page of 1,000
+// resources that each carried 10,000 quotas held ten million, far past what
+// a client reads of one message, and `usher policy apply` failed on it.
+func TestAnExportPageHoldsABoundedNumberOfEntries(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for _, account := range []string{"account:a1", "account:a2", "account:a3"} {
+		w.put(account, "root")
+		var changes []authz.Change
+		for i := range 6000 {
+			changes = append(changes, authz.Change{Op: authz.OpPutQuota, Quota: &authz.Quota{Scope: account, ResourceType: "call", Subject: fmt.Sprintf("user:u%d", i), Limit: 1}})
+		}
+		w.store(changes...)
+	}
+	p, next, _, err := w.idx.ExportPolicy(authz.MaxPageSize, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Quotas) > 12000 || next == "" {
+		t.Errorf("the first page of 1,000 resources holds %d quotas, and the token %q; want at most 12,000 (10,000 and the last resource's) and a next page", len(p.Quotas), next)
+	}
+	if all := exportPages(w, authz.MaxPageSize); len(all.Quotas) != 18000 {
+		t.Errorf("the pages hold %d quotas, want 18,000", len(all.Quotas))
+	}
+}

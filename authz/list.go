@@ -414,7 +414,8 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // ExportPolicy returns one page of the policy in force: the first page
 // carries the catalog, creator roles and default quotas; every page carries
 // up to size resources, parents before children, with the roles, quotas and
-// admission rules defined on them. The pages merged into one policy, applied
+// admission rules defined on them, and ends, maybe short, once these reach
+// scanBudget, the resource that reaches it whole. The pages merged into one policy, applied
 // to an empty store, rebuild the same tree, roles, quotas and rules.
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
@@ -449,7 +450,7 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 		start = x.nextPreorder(start, x.root)
 	}
 	last := noNode
-	for n := start; n != noNode && len(p.Resources) < size; n = x.nextPreorder(n, x.root) {
+	for n := start; n != noNode && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget; n = x.nextPreorder(n, x.root) {
 		if n != x.root {
 			p.Resources = append(p.Resources, x.resourceAt(n))
 		}
