@@ -73,9 +73,15 @@ func (p *plan) bind(g Grant, res uint32, keepLonger bool) error {
 	}
 	p.guard(bindingKey(g.Subject, g.Resource, g.Role))
 	held, old := false, int64(0)
-	if s := x.subj.lookup(g.Subject); s != noName {
+	s := x.subj.lookup(g.Subject)
+	if s != noName {
 		if i, found := x.findSubjectGrant(s, res, role); found {
 			held, old = true, x.bySubject.get(s)[i].exp
+		}
+	}
+	if s != noName && !(held && live(old, p.now)) {
+		if err := p.rolesHeld(g, s, res); err != nil {
+			return err
 		}
 	}
 	if held && old == expiry(g.Expires) {
@@ -97,6 +103,25 @@ func (p *plan) bind(g Grant, res uint32, keepLonger bool) error {
 	g.Expires = g.Expires.UTC()
 	p.change(Change{Op: OpPutGrant, Grant: &g})
 	return nil
+}
+
+// rolesHeld refuses a grant of a role s does not hold live on res when s
+// holds as many as it may there (Limits.RolesPerHolder).
+func (p *plan) rolesHeld(g Grant, s, res uint32) error {
+	p.guard(subjectKey(g.Subject))
+	n := 0
+	for _, h := range grantsAt(p.x.bySubject.get(s), res) {
+		if live(h.exp, p.now) {
+			n++
+		}
+	}
+	if n < p.limits.RolesPerHolder {
+		return nil
+	}
+	e := errorf(ResourceExhausted, "subject", g.Subject,
+		"a subject may hold at most %d roles on one resource, and holds %d on %q; revoke one first", p.limits.RolesPerHolder, n, g.Resource)
+	e.Meta = map[string]string{"resource": g.Resource, "limit": fmt.Sprint(p.limits.RolesPerHolder)}
+	return e
 }
 
 // Revoke removes the grant of role to subject on resource; NotFound when

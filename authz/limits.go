@@ -12,6 +12,13 @@ const (
 	// MaxQuotasPerScope is the most quotas one resource may carry, counting
 	// each subject's quota for a type as one.
 	MaxQuotasPerScope = 10_000
+	// MaxRolesPerHolder is the most roles one subject may hold on one
+	// resource, live grants counted. A Check reads each of its subject's
+	// grants on the resource's path and resolves its role there: without
+	// a bound, a tenant defining many roles could grant one subject
+	// thousands of them on each level of a deep tree, and make each Check
+	// of that subject, and the batch it is in, hold the index for seconds.
+	MaxRolesPerHolder = 100
 )
 
 // Limits are the engine's limits; a zero field takes its default.
@@ -20,6 +27,8 @@ type Limits struct {
 	RolesPerScope int
 	// QuotasPerScope: default MaxQuotasPerScope.
 	QuotasPerScope int
+	// RolesPerHolder: default MaxRolesPerHolder.
+	RolesPerHolder int
 	// ActorMove is the most resources a subtree moved by an actor may hold:
 	// default MaxActorMove.
 	ActorMove int
@@ -35,6 +44,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.QuotasPerScope <= 0 {
 		l.QuotasPerScope = MaxQuotasPerScope
+	}
+	if l.RolesPerHolder <= 0 {
+		l.RolesPerHolder = MaxRolesPerHolder
 	}
 	if l.ActorMove <= 0 {
 		l.ActorMove = MaxActorMove

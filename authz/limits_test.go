@@ -3,6 +3,7 @@ package authz_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -115,10 +116,42 @@ func TestScopeLimits(t *testing.T) {
 		w.role(authz.Role{Name: "f", Scope: "account:globex", Permissions: []string{"join-call"}})
 	})
 
-	t.Run("the default limits are MaxRolesPerScope and MaxQuotasPerScope", func(t *testing.T) {
-		if authz.MaxRolesPerScope != 1000 || authz.MaxQuotasPerScope != 10000 {
-			t.Errorf("MaxRolesPerScope = %d, MaxQuotasPerScope = %d: the README's limits table says 1,000 and 10,000",
-				authz.MaxRolesPerScope, authz.MaxQuotasPerScope)
+	t.Run("the default limits are MaxRolesPerScope, MaxQuotasPerScope and MaxRolesPerHolder", func(t *testing.T) {
+		if authz.MaxRolesPerScope != 1000 || authz.MaxQuotasPerScope != 10000 || authz.MaxRolesPerHolder != 100 {
+			t.Errorf("MaxRolesPerScope = %d, MaxQuotasPerScope = %d, MaxRolesPerHolder = %d: the README's limits table says 1,000, 10,000 and 100",
+				authz.MaxRolesPerScope, authz.MaxQuotasPerScope, authz.MaxRolesPerHolder)
 		}
+	})
+}
+
+const ruleRolesPerHolder = "at most MaxRolesPerHolder live roles of one subject on one resource"
+
+// A Check reads each of its subject's grants on the resource's path: a
+// subject granted every role a tenant defines, on every level of a deep
+// tree, would make each of its Checks cost thousands of times one.
+func TestRolesPerHolder(t *testing.T) {
+	const call = "call:livestream:42"
+	w := newLimitedWorld(t, streamPolicy(), authz.Limits{RolesPerHolder: 2})
+	w.grant("user:alice", "user", call)
+	w.grantUntil("user:alice", "moderator", call, w.clock.Now().Add(time.Hour))
+
+	e := w.refuses(authz.ResourceExhausted, "subject", "user:alice", func() (authz.Revision, error) {
+		return w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:alice", Role: "call-member", Resource: call})
+	})
+	if !strings.Contains(e.Error(), "at most 2 roles on one resource, and holds 2 on \"call:livestream:42\"") ||
+		e.Meta["limit"] != "2" || e.Meta["resource"] != call {
+		t.Errorf("%s: refusal %q, details %v; want it to state the limit, 2, and the resource", ruleRolesPerHolder, e, e.Meta)
+	}
+
+	t.Run(ruleRolesPerHolder+": a role held, granted again, adds none", func(t *testing.T) {
+		w.grantUntil("user:alice", "moderator", call, w.clock.Now().Add(2*time.Hour))
+	})
+	t.Run(ruleRolesPerHolder+": other resources and subjects have limits of their own", func(t *testing.T) {
+		w.grant("user:alice", "call-member", "call:livestream:43")
+		w.grant("user:bob", "call-member", call)
+	})
+	t.Run(ruleRolesPerHolder+": a role run out leaves room for another", func(t *testing.T) {
+		w.clock.Advance(3 * time.Hour)
+		w.grant("user:alice", "call-member", call)
 	})
 }

@@ -69,6 +69,8 @@ import (
 //	ancestors of a resource below root    32           FAILED_PRECONDITION (authz.MaxDepth)
 //	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)
 //	quotas on one resource                10,000       RESOURCE_EXHAUSTED (authz.MaxQuotasPerScope)
+//	live roles of one subject on one      100          RESOURCE_EXHAUSTED (authz.MaxRolesPerHolder)
+//	  resource
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
 // ValidatePolicy (usher serve --policy, usher policy validate). The server
