@@ -75,7 +75,7 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 	}
 	filter := filterHash("lookup-resources", q.Subject, q.Permission, q.Type, q.Under)
 	var holds map[string]bool // the roles the subject holds anywhere
-	relevant := func(x *Index, c Change) bool {
+	relevant := func(x *Index, after *pageToken, c Change) bool {
 		switch c.Op {
 		case OpPutRole, OpDeleteRole:
 			if holds == nil {
@@ -96,6 +96,11 @@ func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, si
 			// has resources of the type below it moves. A leaf of another
 			// type, registered, moved or deleted, changes nothing.
 			if TypeOf(c.Resource.Name) == q.Type {
+				return true
+			}
+			// The resource the last page walked past, whose subtree the
+			// next page goes on after, wherever it is now.
+			if after.text != "" && after.pos[3] == lookupWalkedPast && c.Resource.Name == after.text {
 				return true
 			}
 			id, typ := x.lookupNode(c.Resource.Name), x.types.lookup(q.Type)
@@ -125,7 +130,7 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 	}
 	filter := filterHash("lookup-subjects", q.Resource, q.Permission, q.Kind)
 	var path map[string]bool // the resource and its ancestors
-	relevant := func(x *Index, c Change) bool {
+	relevant := func(x *Index, _ *pageToken, c Change) bool {
 		if path == nil {
 			path = map[string]bool{}
 			if id := x.lookupNode(q.Resource); id != noNode {
@@ -174,7 +179,7 @@ type lookupAt struct {
 // filter (nil for a first page) and the revision a lookup's page is
 // answered at: the index's own for a first page; for a later page, the
 // first page's, provided no change set committed since touches what the
-// lookup reads (relevant says). Each page's token says up to which revision
+// lookup reads (relevant says, of the token's page). Each page's token says up to which revision
 // that was found, so a page reads only the change sets committed since the
 // page before it. A page whose answer may have changed is refused, for the
 // lookup to start again.
@@ -185,7 +190,7 @@ type lookupAt struct {
 // anything else is read, and answered only by the index that sealed it. A
 // token of another server, or of this one before it restarted or reloaded
 // its data, is refused as one its caller altered.
-func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, relevant func(*Index, Change) bool, fn func(x *Index, after *pageToken, at lookupAt) error) error {
+func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, relevant func(*Index, *pageToken, Change) bool, fn func(x *Index, after *pageToken, at lookupAt) error) error {
 	x := e.Index()
 	after, err := openPageToken(token, x.sealKey, filter, 8)
 	if err != nil {
@@ -256,7 +261,7 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			// its view lock, as pages are answered.
 			x.view.RLock()
 			moved := slices.IndexFunc(batch, func(cs ChangeSet) bool {
-				return cs.Revision <= now && slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, c) })
+				return cs.Revision <= now && slices.ContainsFunc(cs.Changes, func(c Change) bool { return relevant(x, after, c) })
 			})
 			x.view.RUnlock()
 			if moved >= 0 {

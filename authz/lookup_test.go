@@ -718,3 +718,65 @@ func foundNames(found []authz.Found) []string {
 	}
 	return out
 }
+
+// A resource a page walked past last, which holds none of the type, may
+// move between pages without the answer changing: the next page goes on
+// where the walk stopped, not after where that resource went, so that no
+// answer is skipped or listed twice.
+func TestALookupWalkedPastResourceMovesBetweenPages(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 25 {
+		w.put(fmt.Sprintf("workspace:acme-%d", i), "account:acme")
+	}
+	w.put("workspace:acme-calls", "account:acme")
+	w.put("call:acme-1", "workspace:acme-calls")
+	w.grant("user:bob", "call-member", "account:acme")
+	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call", Under: "account:acme"}
+	want := lookupAll(t, w, q, "")
+	authz.SetLookupScan(t, 10)
+	got, token, _, err := w.eng.LookupResources(w.ctx, q, 100, "")
+	if err != nil || token == "" {
+		t.Fatalf("the first page: %v, %v, token %q; want a token", got, err, token)
+	}
+	// Whichever workspace the page walked past last goes below the one
+	// that holds the call, after the call.
+	for i := range 25 {
+		w.put(fmt.Sprintf("workspace:acme-%d", i), "workspace:acme-calls")
+	}
+	all := foundNames(got)
+	for token != "" {
+		got, token, _, err = w.eng.LookupResources(w.ctx, q, 100, token)
+		var e *authz.Error
+		if errors.As(err, &e) && e.Code == authz.FailedPrecondition && e.Kind == authz.KindPageTokenExpired {
+			return // told to start again: nothing skipped or repeated
+		}
+		if err != nil {
+			t.Fatalf("a later page: %v", err)
+		}
+		all = append(all, foundNames(got)...)
+	}
+	slices.Sort(all)
+	if !slices.Equal(all, want) {
+		t.Errorf("paged past a move of what it walked past, the lookup found %v, want %v", all, want)
+	}
+}
+
+// lookupAll reads q's pages from token on, and returns the names found,
+// sorted.
+func lookupAll(t *testing.T, w *world, q authz.LookupResourcesQuery, token string) []string {
+	t.Helper()
+	var all []string
+	for pages := 0; ; pages++ {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, 100, token)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		all = append(all, foundNames(got)...)
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	slices.Sort(all)
+	return all
+}
