@@ -1313,29 +1313,11 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 	p := &plan{ctx: context.Background(), x: x, by: Author{Actor: actor}, limits: Limits{}.withDefaults(), now: now}
 	var out []Role
 	for _, r := range x.visibleRoles(id) {
-		if r.bindableOn(x.typeName(id)) && p.mayList(r.Name, id) {
+		if r.bindableOn(x.typeName(id)) && p.mayGrant(r.Name, id, "grant") == nil {
 			out = append(out, r)
 		}
 	}
 	return out, x.rev, nil
-}
-
-// mayList reports whether the actor may grant role on res to a subject
-// that holds nothing: the Grant rule allows it, and the delegation
-// invariant holds for what the grant would give, at res and below. A role
-// listed by name in assignable_roles may give, below res, what the actor
-// neither holds there nor may assign there: where the actor's own role is
-// restated without it.
-func (p *plan) mayList(role string, res uint32) bool {
-	if p.mayGrant(role, res, "grant") != nil {
-		return false
-	}
-	// A name no subject can have holds nothing.
-	p.changes = []Change{{Op: OpPutGrant, Grant: &Grant{Role: role, Resource: p.x.name(res)}}}
-	p.judge = newJudge(p)
-	err := p.judge.verify()
-	p.changes, p.judge = nil, nil
-	return err == nil
 }
 
 // carriesWildcard reports whether one of held carries "*".

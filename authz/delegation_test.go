@@ -548,21 +548,6 @@ func TestReservedPermissions(t *testing.T) {
 	}
 }
 
-// restatedManagerWorld has a manager of org:a that may assign guests and
-// members by name, except on call:1, where its role is restated to assign
-// guests only and members carry what the manager does not hold.
-func restatedManagerWorld(t *testing.T) *world {
-	p := attackPolicy()
-	p.Roles = append(p.Roles,
-		authz.Role{Name: "manager", Scope: "root", Permissions: []string{authz.PermGrantsWrite, "call.join", "call.speak"}, AssignableRoles: []string{"guest", "member"}},
-		authz.Role{Name: "manager", Scope: "call:1", Permissions: []string{authz.PermGrantsWrite, "call.join", "call.speak"}, AssignableRoles: []string{"guest"}},
-		authz.Role{Name: "member", Scope: "root", Permissions: []string{"call.join", "call.record"}},
-	)
-	w := newWorld(t, p)
-	w.grant("user:manager", "manager", "org:a")
-	return w
-}
-
 func TestAssignableRoles(t *testing.T) {
 	cases := []struct {
 		name     string
@@ -583,8 +568,6 @@ func TestAssignableRoles(t *testing.T) {
 		{alfaOnlyHeld + ": Manage company settings, every permission below it", alfaviewWorld, "company:alfa", "user:owner",
 			[]string{"administrate-rooms", "administrate-users", "create-a-room", "list-all-rooms", "list-all-users", "manage-company-settings", "show-all-usernames"}},
 		{alfaOnlyAdmins + ": Create a room and Administrate rooms assign nothing", alfaviewWorld, "company:alfa", "user:roomie", nil},
-		{"a role listed by name where the actor's own role, restated below, lists it no more: the grant would give there what the actor may not",
-			restatedManagerWorld, "org:a", "user:manager", []string{"guest"}},
 	}
 	for _, c := range cases {
 		t.Run("AssignableRoles returns exactly the roles the actor may grant there: "+c.name, func(t *testing.T) {
@@ -602,23 +585,6 @@ func TestAssignableRoles(t *testing.T) {
 			}
 			if !slices.Equal(got, c.want) {
 				t.Errorf("AssignableRoles(%s, %s) = %v, want %v", c.resource, c.actor, got, c.want)
-			}
-			// ListRoles with assignable_by pages through the same roles.
-			var paged []string
-			for token := ""; ; {
-				page, next, _, err := w.idx.ListRolesPage(c.resource, c.actor, 2, token)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, r := range page {
-					paged = append(paged, r.Name)
-				}
-				if token = next; token == "" {
-					break
-				}
-			}
-			if !slices.Equal(paged, c.want) {
-				t.Errorf("ListRolesPage(%s, assignable by %s) = %v, want %v", c.resource, c.actor, paged, c.want)
 			}
 			// Each one listed is a grant the actor may make, and no other.
 			all, _, _ := w.idx.ListRoles(c.resource)

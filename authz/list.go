@@ -307,7 +307,7 @@ func (x *Index) ListRolesPage(resource, assignableBy string, size int, token str
 		}
 		looked++
 		last = d.Name
-		if p == nil || d.bindableOn(typ) && p.mayList(d.Name, id) {
+		if p == nil || d.bindableOn(typ) && p.mayGrant(d.Name, id, "grant") == nil {
 			out = append(out, cloneRole(d.Role))
 		}
 		return true
