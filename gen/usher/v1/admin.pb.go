@@ -442,8 +442,10 @@ type ListRolesRequest struct {
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// As CheckRequest.min_revision.
 	MinRevision uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
-	// When set, only the roles this subject may grant at resource, as Grant
-	// would judge it for this actor.
+	// When set, only the roles this subject may grant at resource by Grant's
+	// rule there: a role it holds lists them, or lists `*` and they carry
+	// only its own permissions there. A grant may still be refused where the
+	// role, or the subject's own, is redefined below resource.
 	AssignableBy string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
 	// At most this many roles per page (default 100, at most 1000).
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
