@@ -474,16 +474,9 @@ func TestALookupPageJudgesABoundedNumberOfCandidates(t *testing.T) {
 	w.grant("user:bob", "call-member", "calltype:livestream")
 	authz.SetLookupScan(t, 10)
 	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "end-call", Type: "call"}
-	pages := 0
-	for token := ""; ; pages++ {
-		got, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
-		if err != nil || len(got) != 0 {
-			t.Fatalf("page %d = %v, %v; want nothing", pages, got, err)
-		}
-		if next == "" {
-			break
-		}
-		token = next
+	found, pages := lookUpAll(t, w, q, 3)
+	if len(found) != 0 {
+		t.Fatalf("the lookup found %v; want nothing", found)
 	}
 	if pages != 2 {
 		t.Errorf("25 calls judged 10 a page took %d pages before the last, want 2", pages)
@@ -509,16 +502,9 @@ func TestALookupPageReadsABoundedNumberOfGrants(t *testing.T) {
 	w.grant("user:bob", "call-member", "calltype:livestream")
 	authz.SetLookupScan(t, 10)
 	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call", Under: "calltype:default"}
-	pages := 0
-	for token := ""; ; pages++ {
-		got, next, _, err := w.eng.LookupResources(w.ctx, q, 3, token)
-		if err != nil || len(got) != 0 {
-			t.Fatalf("page %d = %v, %v; want nothing", pages, got, err)
-		}
-		if next == "" {
-			break
-		}
-		token = next
+	found, pages := lookUpAll(t, w, q, 3)
+	if len(found) != 0 {
+		t.Fatalf("the lookup found %v; want nothing", found)
 	}
 	if pages < 2 {
 		t.Errorf("26 grants read 10 a page took %d pages before the last, want at least 2", pages)
@@ -557,21 +543,7 @@ func TestALookupPageWalksPastABoundedNumberOfResources(t *testing.T) {
 	w.grant("user:bob", "call-member", "account:acme")
 	authz.SetLookupScan(t, 10)
 	q := authz.LookupResourcesQuery{Subject: "user:bob", Permission: "join-call", Type: "call", Under: "account:acme"}
-	var all []string
-	pages := 0
-	for token := ""; ; pages++ {
-		got, next, _, err := w.eng.LookupResources(w.ctx, q, 100, token)
-		if err != nil {
-			t.Fatalf("page %d: %v", pages, err)
-		}
-		for _, f := range got {
-			all = append(all, f.Name)
-		}
-		if next == "" {
-			break
-		}
-		token = next
-	}
+	all, pages := lookUpAll(t, w, q, 100)
 	slices.Sort(all)
 	if want := []string{"call:acme-1", "call:default:1", "call:livestream:42", "call:livestream:43"}; !slices.Equal(all, want) {
 		t.Errorf("the lookup found %v, want %v", all, want)
@@ -779,4 +751,25 @@ func lookupAll(t *testing.T, w *world, q authz.LookupResourcesQuery, token strin
 	}
 	slices.Sort(all)
 	return all
+}
+
+// lookUpAll pages q to its end, size a page, and returns the names found
+// and how many pages came before the last.
+func lookUpAll(t *testing.T, w *world, q authz.LookupResourcesQuery, size int) ([]string, int) {
+	t.Helper()
+	var all []string
+	pages := 0
+	for token := ""; ; pages++ {
+		got, next, _, err := w.eng.LookupResources(w.ctx, q, size, token)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, f := range got {
+			all = append(all, f.Name)
+		}
+		if next == "" {
+			return all, pages
+		}
+		token = next
+	}
 }
