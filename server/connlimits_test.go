@@ -535,16 +535,7 @@ func heldForFrames(t *testing.T, addr string, logs *logBuffer, size, frames int)
 // them must not grow with them, or a client sending a few bytes a stream
 // would have the server hold memory without end.
 func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
-	logs := &logBuffer{}
-	limits := server.DefaultConnLimits()
-	limits.IdleTimeout = 200 * time.Millisecond
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, opts := limits.Apply(lis, nil, logs.logger())
-	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
-	c := drainedConn(t, addr)
+	c, _ := drainedConn(t, server.DefaultConnLimits())
 
 	var before runtime.MemStats
 	runtime.GC()
@@ -578,18 +569,10 @@ func TestADrainingConnectionHoldsNothingForTheStreamsItIgnores(t *testing.T) {
 // requests as still to come, or a client that may not call at all would
 // spend the budget and hold back every other caller's large request.
 func TestADrainingConnectionHoldsNoRequestBytesForTheStreamsItIgnores(t *testing.T) {
-	logs := &logBuffer{}
 	limits := server.DefaultConnLimits()
-	limits.IdleTimeout = 200 * time.Millisecond
 	limits.ReceiveBudget = server.MaxMessageSize
 	limits.RequestTimeout = 2 * time.Minute
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, opts := limits.Apply(lis, nil, logs.logger())
-	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
-	c := drainedConn(t, addr)
+	c, logs := drainedConn(t, limits)
 
 	// Each stream's headers would be charged the header list limit and
 	// more: 1,000 of them are several times the budget.
@@ -608,7 +591,7 @@ func TestADrainingConnectionHoldsNoRequestBytesForTheStreamsItIgnores(t *testing
 		batch.Checks = append(batch.Checks, &usherv1.CheckItem{Subject: fmt.Sprintf("user:%0250d", i), Permission: "join-call",
 			Resource: fmt.Sprintf("call:default:%0250d", i)})
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,13 +737,22 @@ func (c *rawConn) readUntil(what string, done func(http2.Frame) bool) {
 	}
 }
 
-// drainedConn connects to addr, a server with a short idle timeout, and
-// waits for it to go idle: it is sent a first GOAWAY and a ping. A health
-// Watch opened before the ping is answered is served, and keeps the
-// connection open past the last GOAWAY, which names it as the last stream
-// the server takes: every stream opened after that, grpc-go ignores.
-func drainedConn(t *testing.T, addr string) *rawConn {
+// drainedConn serves with limits and an idle timeout of 200 ms, connects,
+// and waits for the connection to go idle: it is sent a first GOAWAY and a
+// ping. A health Watch opened before the ping is answered is served, and
+// keeps the connection open past the last GOAWAY, which names it as the
+// last stream the server takes: every stream opened after that, grpc-go
+// ignores. It returns the connection and the server's log.
+func drainedConn(t *testing.T, limits server.ConnLimits) (*rawConn, *logBuffer) {
 	t.Helper()
+	logs := &logBuffer{}
+	limits.IdleTimeout = 200 * time.Millisecond
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, opts := limits.Apply(lis, nil, logs.logger())
+	addr, _ := serveOn(t, lis, t.TempDir(), logs.logger(), opts...)
 	c := dialRaw(t, addr)
 	c.w.Flush()
 	var ping [8]byte
@@ -786,5 +778,5 @@ func drainedConn(t *testing.T, addr string) *rawConn {
 		}
 		return ok
 	})
-	return c
+	return c, logs
 }
