@@ -27,15 +27,44 @@ import (
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
-// buildUsher builds the binary into a fresh directory.
+// built is the usher binary the tests run: built once, by the first test
+// that asks for it, into a directory TestMain removes.
+var built struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "usher-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	built.bin = filepath.Join(dir, "usher")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// usherBinary is the usher binary, built at the first call.
+func usherBinary(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		if out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
+// buildUsher is the usher binary and a fresh directory.
 func buildUsher(t *testing.T) (bin, dir string) {
 	t.Helper()
-	dir = t.TempDir()
-	bin = filepath.Join(dir, "usher")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin, dir
+	return usherBinary(t), t.TempDir()
 }
 
 // syncBuffer is a process's stderr, read while it runs.

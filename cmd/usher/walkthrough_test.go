@@ -109,15 +109,11 @@ func matches(got, want string) bool {
 	return regexp.MustCompile(`\A` + pattern + `\z`).MatchString(got)
 }
 
-// startBinary builds usher and serves a fresh data file on a free port,
+// startBinary serves a fresh data file with the usher binary on a free port,
 // returning the address it printed.
 func startBinary(t *testing.T, serveArgs ...string) (bin, addr string) {
 	t.Helper()
-	dir := t.TempDir()
-	bin = filepath.Join(dir, "usher")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin, dir := buildUsher(t)
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data", "usher.db")}, serveArgs...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -236,11 +232,7 @@ func TestClientCommands(t *testing.T) {
 }
 
 func TestPolicyCommands(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "usher")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin, dir := buildUsher(t)
 	usher := func(args ...string) (string, error) {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		return string(out), err
