@@ -455,7 +455,7 @@ func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 	if !p.StartsAt.IsZero() {
 		opens := p.StartsAt.Add(-rule.JoinAhead)
 		if now.Before(opens) {
-			return true, opens, fmt.Sprintf("opens at %s, %s before it starts", opens.UTC().Format(time.RFC3339), rule.JoinAhead)
+			return true, opens, fmt.Sprintf("opens at %s, %s before it starts", opens.UTC().Format(time.RFC3339Nano), rule.JoinAhead)
 		}
 	}
 	return false, time.Time{}, ""

@@ -162,6 +162,26 @@ func TestScheduledCallOpensJoinAheadBeforeItStarts(t *testing.T) {
 	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
 }
 
+// A call whose start has a fraction of a second opens at that instant, not
+// at the second before it, and NOT_STARTED says so: a reason that names a
+// time already past tells the media server it may join when it may not.
+func TestACallOpensAtTheInstantItsReasonNames(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "account:acme")
+	starts := start.Add(time.Hour + 500*time.Millisecond)
+	if _, err := w.eng.Schedule(w.ctx, w.by, "call:acme:1", starts); err != nil {
+		t.Fatal(err)
+	}
+	opens := starts.Add(-10 * time.Minute)
+	w.clock.Set(opens.Add(-time.Nanosecond))
+	r := w.wantJoin("user:member", "call:acme:1", admission.NotStarted)
+	if want := "opens at " + opens.Format(time.RFC3339Nano); !r.OpensAt.Equal(opens) || !strings.Contains(r.Reason, want) {
+		t.Errorf("a nanosecond before it opens: opens at %v, reason %q; want %v and a reason saying %q", r.OpensAt, r.Reason, opens, want)
+	}
+	w.clock.Set(opens)
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+}
+
 // Backstage says that a subject was admitted before the call opened, by the
 // backstage permission: an answer that admits no one does not say it, though
 // its subject holds that permission and the call has not opened.
