@@ -940,7 +940,7 @@ func (j *judge) when(format string, t int64) string {
 	if t == j.p.now {
 		return format
 	}
-	return format + " from " + expiryTime(t).Format(time.RFC3339) + " on, when a grant or block runs out"
+	return format + " from " + expiryTime(t).Format(time.RFC3339Nano) + " on, when a grant or block runs out"
 }
 
 // handsOn applies rule 1 to what subject s, other than the actor, may hand

@@ -978,6 +978,21 @@ func (w *world) parentOf(name string) string {
 	return info.Resource.Parent
 }
 
+// A refusal found at a later moment names that moment to the nanosecond:
+// before it, the write would take nothing, and a moment cut to the second
+// before it names a time at which the refusal does not hold.
+func TestAWriteRefusedAtALaterMomentNamesIt(t *testing.T) {
+	w := guestWorld(t)
+	ends := w.clock.Now().Add(time.Hour + 500*time.Millisecond).UTC()
+	w.block(authz.Block{Subject: "user:g", Resource: "account:a", ID: "ban", Expires: ends})
+	e := w.refuses(authz.PermissionDenied, "actor", "user:m", func() (authz.Revision, error) {
+		return noID(w.eng.Block(w.ctx, as("user:m"), authz.Block{Subject: "user:g", Resource: "account:a"}))
+	})
+	if want := "from " + ends.Format(time.RFC3339Nano) + " on"; !strings.Contains(e.Error(), want) {
+		t.Errorf("refusal %q does not say %q, when the platform's ban runs out", e, want)
+	}
+}
+
 // A write by an actor is judged at every moment one of a subject's grants
 // or blocks runs out; a subject carrying more such moments on the way to a
 // resource than MaxJudgedMoments makes the write too costly to judge, and
