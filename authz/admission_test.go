@@ -955,6 +955,14 @@ func TestStage(t *testing.T) {
 			code: authz.Invalid, field: "start_time", value: "2031-05-01T10:00:00Z",
 		},
 		{
+			name:  "PutResource may not change a registered resource's start by a fraction of a second either, and quotes it as sent",
+			setup: func(w *world) { w.schedule(lobbyCall, starts) },
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: lobbyCall, Parent: "calltype:default", StartsAt: starts.Add(500 * time.Millisecond)})
+			},
+			code: authz.Invalid, field: "start_time", value: "2031-05-01T09:00:00.5Z",
+		},
+		{
 			name: "PutResource may not take a registered resource live, even while moving it",
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: lobbyCall, Parent: "calltype:livestream", Live: true})

@@ -272,7 +272,7 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 	// learns nothing of its stage (whether another tenant's call is live,
 	// or when it starts).
 	if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
-		field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339)
+		field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339Nano)
 		if r.Live != cur.Live {
 			field, value = "live", strconv.FormatBool(r.Live)
 		}
