@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -107,6 +108,10 @@ var reasonNames = map[authz.Reason]string{
 
 // epoch is when a scenario's clock starts; advance steps move it.
 var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// lastInstant is the last instant whose Unix nanoseconds fit an int64, in
+// 2262: the engine reads its clock, and keeps expiries, so.
+var lastInstant = time.Unix(0, math.MaxInt64).UTC()
 
 // Run replays f against a fresh in-memory engine with f's policy applied,
 // on a clock of its own. It fails as a whole only when the policy cannot be
@@ -237,6 +242,12 @@ func (r *runner) step(s Step) bool {
 		d, err := time.ParseDuration(s.Advance)
 		if err != nil || d < 0 {
 			r.fail(s, "advance %q: not a duration ahead, such as 90m", s.Advance)
+			return false
+		}
+		// Past it, the clock's reading in nanoseconds wraps around, and
+		// grants that ran out long ago would count again.
+		if r.clock.Now().Add(d).After(lastInstant) {
+			r.fail(s, "advance %q: the clock would pass %s, the last instant Usher keeps time to", s.Advance, lastInstant.Format(time.RFC3339Nano))
 			return false
 		}
 		r.clock.Advance(d)

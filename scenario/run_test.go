@@ -155,3 +155,30 @@ steps:
 		t.Errorf("failure %q, want %q", res.Failures[0], want)
 	}
 }
+
+// Usher keeps time to the nanosecond up to 2262: an advance step that
+// would take the scenario's clock past that is refused, rather than let the
+// clock's reading wrap around and bring back grants that ran out long ago.
+func TestAnAdvancePastTheLastInstantIsRefused(t *testing.T) {
+	const far = `policy: default
+steps:
+  - register: {name: account:acme}
+  - grant: {subject: user:tim, role: owner, resource: account:acme, expires_in: 1h}
+  - advance: 2562047h
+  - check: {subject: user:tim, permission: end-call, resource: account:acme}
+    allowed: false
+    reason: NO_GRANT
+`
+	f, err := scenario.Parse("far.yaml", []byte(far))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := scenario.Run(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 1 || res.NotRun != 1 || len(res.Failures) != 1 ||
+		!strings.HasPrefix(res.Failures[0], `far.yaml:5: advance "2562047h": `) || !strings.Contains(res.Failures[0], "2262-04-11T23:47:16.854775807Z") {
+		t.Fatalf("failed %d, not run %d, failures %q; want the advance at line 5 refused, naming the last instant, and the check not run", res.Failed, res.NotRun, res.Failures)
+	}
+}
