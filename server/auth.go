@@ -181,7 +181,7 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 			}
 		}
 	}()
-	wrapped := middleware.WrapServerStream(ss)
+	wrapped := revocable{middleware.WrapServerStream(ss)}
 	wrapped.WrappedContext = ctx
 	err := handler(srv, wrapped)
 	var r revoked
@@ -191,6 +191,24 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	cancel(nil)
 	<-watched
 	return err
+}
+
+// revocable is a stream that endRevoked may end. Ending its context is
+// not enough: a handler that sends without looking at it (a Backup's copy,
+// reflection's answers) would go on sending to a caller that may no longer
+// read them.
+type revocable struct {
+	*middleware.WrappedServerStream
+}
+
+// SendMsg sends m unless the stream's caller has been refused since it
+// opened the stream.
+func (s revocable) SendMsg(m any) error {
+	var r revoked
+	if errors.As(context.Cause(s.WrappedContext), &r) {
+		return r.refusal
+	}
+	return s.WrappedServerStream.SendMsg(m)
 }
 
 // revoked is why endRevoked ended a stream: the refusal a new call would

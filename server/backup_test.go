@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -410,5 +411,77 @@ func TestASlowBackupReaderDoesNotHoldUpWrites(t *testing.T) {
 	// ran while it was read, not after.
 	if read := int64(time.Since(reading).Seconds() * 1024); read > head.GetSize()/2 {
 		t.Fatalf("the writes took %s: long enough to read half the backup at 1 KiB/s", time.Since(reading))
+	}
+}
+
+// A caller removed from the callers file keeps none of its streams: a
+// Backup it opened sends it nothing more of the copy, and a reflection
+// stream answers it no more, each ending with the refusal a new call would
+// get, as its Watch does.
+func TestARemovedCallersStreamsSendNothingMore(t *testing.T) {
+	admin, other := newToken(t), newToken(t)
+	file := filepath.Join(t.TempDir(), "callers.yaml")
+	writeCallers(t, file, "callers:\n  - {name: ops, kind: admin, token_sha256: "+hashOf(admin)+"}\n"+
+		"  - {name: backend, kind: admin, token_sha256: "+hashOf(other)+"}\n")
+	callers, err := server.NewCallerSource(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &heldSource{started: make(chan struct{}, 1), release: make(chan struct{})}
+	addr, _ := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler), server.WithCallers(callers), server.WithBackup(src))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(admin)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	watch, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	backup, err := usherv1.NewAdminServiceClient(conn).Backup(callCtx(t), &usherv1.BackupRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-src.started // its copy has begun
+	reflect, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listServices := &reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}
+	if err := reflect.Send(listServices); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reflect.Recv(); err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+
+	writeCallers(t, file, "callers:\n  - {name: backend, kind: admin, token_sha256: "+hashOf(other)+"}\n")
+	if err := callers.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// Once the Watch has ended, so has every stream of the caller.
+	for err == nil {
+		_, err = watch.Recv()
+	}
+	removed := refusal{reason: "BAD_TOKEN"}
+	wantDetails(t, wantCode(t, err, codes.Unauthenticated), removed)
+
+	close(src.release)
+	if resp, err := backup.Recv(); err == nil {
+		t.Errorf("the Backup of a caller removed before its copy was sent sent %v; want it ended Unauthenticated with nothing", resp)
+	} else {
+		wantDetails(t, wantCode(t, err, codes.Unauthenticated), removed)
+	}
+
+	if err := reflect.Send(listServices); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	if answer, err := reflect.Recv(); err == nil {
+		t.Errorf("the reflection stream of a removed caller answered %v; want it ended Unauthenticated", answer)
+	} else {
+		wantDetails(t, wantCode(t, err, codes.Unauthenticated), removed)
 	}
 }
