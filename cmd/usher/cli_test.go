@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
 
 // runIn runs a command line in this process, as the binary does, and
@@ -152,6 +160,51 @@ func TestHelpDoesNotShowTheTokenOfUSHER_TOKEN(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no command's help shows --token")
+	}
+}
+
+// A token given on the command line is the one a command sends, whatever
+// token file USHER_TOKEN_FILE names: the variable is a default, as every
+// USHER_ variable is, and a --token beside it would otherwise be dropped
+// without a word, the call made as another caller.
+func TestATokenGivenBeatsUSHER_TOKEN_FILE(t *testing.T) {
+	sent := make(chan string, 4)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, _ any, _ *grpc.UnaryServerInfo, _ grpc.UnaryHandler) (any, error) {
+		sent <- strings.Join(metadata.ValueFromIncomingContext(ctx, "authorization"), ", ")
+		return nil, status.Error(codes.Unauthenticated, "recorded")
+	}))
+	usherv1.RegisterAuthorizationServiceServer(srv, usherv1.UnimplementedAuthorizationServiceServer{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("token-of-the-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("USHER_TOKEN_FILE", file)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"USHER_TOKEN_FILE alone", nil, "bearer token-of-the-file"},
+		{"--token beside USHER_TOKEN_FILE", []string{"--token", "token-given"}, "bearer token-given"},
+		{"--token-file given beside --token", []string{"--token", "token-given", "--token-file", file}, "bearer token-of-the-file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			runCode(append([]string{"revision", "--addr", lis.Addr().String()}, c.args...)...)
+			select {
+			case got := <-sent:
+				if got != c.want {
+					t.Errorf("usher revision %s with USHER_TOKEN_FILE set sent authorization %q, want %q", strings.Join(c.args, " "), got, c.want)
+				}
+			default:
+				t.Fatalf("usher revision %s made no call", strings.Join(c.args, " "))
+			}
+		})
 	}
 }
 

@@ -26,9 +26,12 @@ type clientFlags struct {
 	timeout   time.Duration
 	token     string
 	tokenFile string
-	tls       tlsClient
-	insecure  bool
-	output    string
+	// tokenFileFlag tells a --token-file given from one USHER_TOKEN_FILE
+	// names.
+	tokenFileFlag *pflag.Flag
+	tls           tlsClient
+	insecure      bool
+	output        string
 }
 
 // addClientFlags defines the client flags on cmd; timeout is the default
@@ -44,6 +47,7 @@ func addClientFlags(cmd *cobra.Command, timeout time.Duration) *clientFlags {
 	// default: help shows a flag's default, and the token is a secret.
 	conn.StringVar(&c.token, "token", "", "bearer token to authenticate with, from 'usher token'; every user of the machine sees a command line (ps): prefer --token-file or USHER_TOKEN")
 	conn.StringVar(&c.tokenFile, "token-file", envOr("USHER_TOKEN_FILE", ""), "read the bearer token from this file, e.g. a mounted Secret, in place of --token (env USHER_TOKEN_FILE)")
+	c.tokenFileFlag = conn.Lookup("token-file")
 	conn.BoolVar(&c.tls.enabled, "tls", false, "use TLS, verifying the server against the system's roots (implied by the other --tls flags)")
 	conn.StringVar(&c.tls.ca, "tls-ca", envOr("USHER_TLS_CA", ""), "use TLS, verifying the server against this PEM CA bundle (env USHER_TLS_CA)")
 	conn.StringVar(&c.tls.cert, "tls-cert", envOr("USHER_CLIENT_CERT", ""), "use TLS and present this PEM client certificate (env USHER_CLIENT_CERT)")
@@ -144,8 +148,10 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 	case !client.IsLoopback(c.addr):
 		return nil, usagef("--addr %s is not a loopback address: give --tls or --tls-ca, or --insecure if something else encrypts the network (calls and the token would cross it in plaintext)", c.addr)
 	}
+	// A --token given beats the file USHER_TOKEN_FILE names, as a flag
+	// beats the variable it defaults from; a --token-file given beats it.
 	switch {
-	case c.tokenFile != "":
+	case c.tokenFile != "" && (c.token == "" || c.tokenFileFlag.Changed):
 		opts = append(opts, client.WithTokenFile(c.tokenFile))
 	case c.token != "":
 		opts = append(opts, client.WithToken(c.token))
