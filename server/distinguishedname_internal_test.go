@@ -34,6 +34,10 @@ func TestDistinguishedNameIsWhatOpenSSLPrints(t *testing.T) {
 		{"characters RFC 2253 escapes", pkix.RDNSequence{one(o, "ac,me"), one(cn, "#lead <x>;\"q\" é"), one(ou, " sp "), one(cn, `back\slash`)},
 			`CN=back\\slash,OU=\ sp\ ,CN=\#lead \<x\>\;\"q\" \C3\A9,O=ac\,me`},
 		{"names OpenSSL knows", pkix.RDNSequence{one(c, "DE"), one(serial, "7"), one(uid, "1"), one(email, "a@b")}, "emailAddress=a@b,UID=1,serialNumber=7,C=DE"},
+		{"names OpenSSL knows beyond the usual", pkix.RDNSequence{one(dc, "com"), one(o, "acme"), one(oid(2, 5, 4, 13), "ops"), one(oid(2, 5, 4, 41), "n"),
+			one(oid(0, 9, 2342, 19200300, 100, 1, 3), "a@b"), one(oid(1, 3, 6, 1, 4, 1, 311, 60, 2, 1, 3), "DE"), one(oid(2, 5, 4, 15), "x"),
+			one(oid(2, 5, 4, 12), "t"), one(oid(2, 5, 4, 72), "r"), one(cn, "console")},
+			"CN=console,role=r,title=t,businessCategory=x,jurisdictionC=DE,mail=a@b,name=n,description=ops,O=acme,DC=com"},
 		{"an attribute OpenSSL does not know", pkix.RDNSequence{one(oid(1, 2, 3, 4), "x")}, "1.2.3.4=#130178"},
 		{"a value that is not a string", pkix.RDNSequence{one(cn, 42)}, "CN=#02012a"},
 	} {
