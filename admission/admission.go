@@ -609,6 +609,15 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		return m.ended(id)
 	}
 	p := m.engine.Index().Presence(k.Subject, k.Call)
+	if out, _ := ejects(p, k.Subject, k.Call); out != 0 {
+		// The knock may have been made through another node, by a grant
+		// or a call this one has yet to apply: it is judged at the latest
+		// revision before it is denied.
+		if err := m.engine.AwaitLatest(ctx); err != nil {
+			return Renewal{}, err
+		}
+		p = m.engine.Index().Presence(k.Subject, k.Call)
+	}
 	// A knock of a call deleted, and registered again, has ended.
 	m.acted(ctx, p.Revision)
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {

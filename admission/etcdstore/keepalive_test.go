@@ -199,3 +199,46 @@ func lobbyCalls(t *testing.T, prefix string, rounds int) (a, b replica, rev auth
 	}
 	return a, b, rev
 }
+
+// A knock made through one replica, by a grant that another replica, whose
+// index applies each change set late, has yet to apply, is kept alive
+// through that replica: it waits in the lobby, and is not denied for a
+// grant the replica has not seen.
+func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/knock-behind/")
+	b := startLaggingReplica(t, c, "/knock-behind/", 400*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	knock, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
+	if err != nil || knock.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knock, err)
+	}
+	if at := b.eng.Index().Revision(); at >= rev {
+		t.Fatalf("the lagging replica had applied %d, the grant's revision: the test needs it behind", at)
+	}
+	if r, err := b.m.KeepAlive(ctx, knock.Session); err != nil || r.Outcome != admission.Lobby {
+		t.Errorf("KeepAlive of the knock through a replica behind the grant = %+v, %v; want LOBBY", r, err)
+	}
+	if r, err := a.m.KeepAlive(ctx, knock.Session); err != nil || r.Outcome != admission.Lobby {
+		t.Errorf("KeepAlive of the knock through the replica it was made on, after = %+v, %v; want LOBBY", r, err)
+	}
+}
