@@ -1149,10 +1149,13 @@ func (v *view) tooLarge(call string, n int) error {
 // call and who waits in its lobby; otherwise it says what changed at
 // after or later: the participants whose capabilities changed (Present),
 // the sessions that ended, and the lobby. A resume from further back than
-// the manager remembers, or from a revision past the latest it has applied
+// the manager remembers, or from a revision past the latest committed
 // (not its history: an older backup restored, a bad client), sends the
-// whole state, with Reset on its Synced event.
+// whole state, with Reset on its Synced event. A resume from a revision
+// committed through another node that this one has yet to apply waits for
+// it, within StoreWait, and sends the whole state only if it did not come.
 func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
+	m.reach(after)
 	p, err := m.presence(context.Background(), "usher:nobody", call, 0)
 	if err != nil {
 		return nil, err
@@ -1187,6 +1190,22 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	v.initial -= w.held - len(w.Initial)
 	w.held = len(w.Initial)
 	return w, nil
+}
+
+// reach waits, within StoreWait, until the index has applied after, a
+// revision a watch resumes from, when it was committed: the stream was
+// told what happened at after, through another node, and a state read
+// before it would tell the participants as they were before that.
+func (m *Manager) reach(after authz.Revision) {
+	if after == 0 || m.engine.Index().Revision() >= after {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.v.storeWait)
+	defer cancel()
+	if latest, err := m.engine.Latest(ctx); err == nil && after <= latest {
+		// One that does not come in time is a reset, as before.
+		_ = m.engine.Await(ctx, after)
+	}
 }
 
 // Participants counts the live sessions of call: a watch of it from the

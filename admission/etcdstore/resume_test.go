@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -147,5 +148,55 @@ func TestAWatchResumedOnALaggingReplicaHearsOfAnEjection(t *testing.T) {
 	}
 	if !w.resume(t, ban, func(ev admission.Event) bool { return ev.Kind == admission.EventEjected && ev.Subject == "user:a" }) {
 		t.Errorf("the watch resumed from %d on the lagging replica does not say user:a was ejected (banned at %d)", w.r, ban)
+	}
+}
+
+// A watch that was told, through one replica, of a participant's new
+// capability at revision r resumes from r on a replica whose index has yet
+// to apply it: its initial state tells the participant with that
+// capability, not as it was before r, which a media server would take for
+// the participant's state and act on.
+func TestAWatchResumedOnAReplicaBehindItsRevisionTellsNothingOlder(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/resume-behind/")
+	lag := startLaggingReplica(t, c, "/resume-behind/", 300*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
+		Resources:   []authz.Resource{{Name: resumeCall}},
+		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:b", Role: "member", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lag.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.m.Join(ctx, "", "user:b", resumeCall, rev); err != nil || r.Outcome != admission.Admitted {
+		t.Fatalf("Join: %+v %v", r, err)
+	}
+	r, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:b", Role: "speaker", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if told := lag.eng.Index().Revision(); told >= r {
+		t.Fatalf("the lagging replica had applied %d, the watch's revision: the test needs it behind", told)
+	}
+	wc, err := lag.m.Watch(resumeCall, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	for _, ev := range wc.Initial {
+		if ev.Subject == "user:b" && ev.Kind == admission.EventPresent && !slices.Contains(ev.Capabilities, "call.speak") {
+			t.Errorf("the watch resumed from %d tells user:b present with %v, at revision %d; want call.speak, granted at %d", r, ev.Capabilities, ev.Revision, r)
+		}
 	}
 }

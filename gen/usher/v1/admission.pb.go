@@ -1599,9 +1599,11 @@ type WatchCallRequest struct {
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// 0: start with the state of every participant and knock, then follow.
 	// Otherwise resume: the participants that changed at this revision or
-	// later, and the sessions that ended since; from further back than the
-	// server remembers, or past the latest revision it has applied, the
-	// state of every participant and knock, with SYNCED's reset set.
+	// later, and the sessions that ended since. A revision committed through
+	// another server that this one has yet to apply is waited for (5 s at
+	// most); from further back than the server remembers, past the latest
+	// revision committed, or not reached in time, the state of every
+	// participant and knock, with SYNCED's reset set.
 	AfterRevision uint64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
