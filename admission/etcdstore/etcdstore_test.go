@@ -169,6 +169,40 @@ func TestManagersShareCalls(t *testing.T) {
 	join(a, "user:c", admission.Admitted)
 }
 
+// A subject that holds every permission of a large catalog joins a call on
+// a cluster as it does on one server: its session, which carries its
+// capabilities, is not refused for its size.
+func TestAJoinWithManyCapabilitiesIsAdmitted(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/many/")
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles:       []authz.Role{{Name: "owner", Scope: "root", Permissions: []string{"*"}}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	for i := range 2000 {
+		p.Permissions = append(p.Permissions, authz.Permission{Name: fmt.Sprintf("feature.area-%04d.manage-settings", i)})
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "owner", Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.m.Join(ctx, "", "user:a", "call:acme:1", rev)
+	if err != nil || r.Outcome != admission.Admitted || len(r.Capabilities) != len(p.Permissions) {
+		t.Fatalf("Join of a subject holding %d permissions = %s with %d capabilities, %v; want ADMITTED with all of them",
+			len(p.Permissions), r.Outcome, len(r.Capabilities), err)
+	}
+	if k, err := a.m.KeepAlive(ctx, r.Session); err != nil || k.Outcome != admission.Admitted {
+		t.Errorf("KeepAlive of the session = %+v, %v; want ADMITTED", k, err)
+	}
+}
+
 func TestStoreEdges(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()

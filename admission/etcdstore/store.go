@@ -152,7 +152,10 @@ type Options struct {
 	// admission.DefaultMaxKnocks.
 	MaxKnocks int
 	// MaxValueBytes bounds a session's or a knock's record; default
-	// DefaultMaxValueBytes.
+	// DefaultMaxValueBytes. A session's record carries its capabilities,
+	// every permission of the catalog for a subject that holds "*": the
+	// default lets in those of a catalog of thousands, which such a subject
+	// joins on one server as well.
 	MaxValueBytes int
 	// MaxPending is how many events may queue for the consumer of Events
 	// before the queue is collapsed; default DefaultMaxPending.
@@ -167,7 +170,7 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultMaxValueBytes  = 64 << 10
+	DefaultMaxValueBytes  = 1 << 20 // under etcd's default --max-request-bytes, 1.5 MiB
 	DefaultMaxPending     = 65_536
 	DefaultRetryConflicts = 50
 )
