@@ -232,6 +232,14 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	}
 	now := m.clock.Now()
 	r, decided := m.gate(p, subject, resource, now)
+	if decided && r.Outcome == Lobby {
+		// The knock, or the session, is written within what is left.
+		var cancel context.CancelFunc
+		ctx, cancel = m.within(ctx)
+		defer cancel()
+		p = m.atLatest(ctx, p, subject, resource)
+		r, decided = m.gate(p, subject, resource, now)
+	}
 	if decided {
 		if r.Outcome == Lobby {
 			return m.knock(ctx, r, p, caller, subject, resource, "", now)
@@ -408,6 +416,22 @@ func (m *Manager) presence(ctx context.Context, subject, resource string, min au
 	return p, nil
 }
 
+// atLatest reads subject's standing at resource again at the latest
+// revision, for a Join or a Knock that p would send to the lobby, when the
+// store is shared with other nodes: the subject may have been admitted
+// through another, and told to join (by its knock's KeepAlive, by the
+// call's watch) before this node's index has applied the grant. Out of
+// reach of the latest revision, p stands.
+func (m *Manager) atLatest(ctx context.Context, p authz.Presence, subject, resource string) authz.Presence {
+	if !m.remote || m.engine.AwaitLatest(ctx) != nil {
+		return p
+	}
+	if q := m.engine.Index().Presence(subject, resource); q.Known && q.Rule != nil {
+		return q
+	}
+	return p
+}
+
 // gate decides what needs no session: Blocked, NoGrant, NotStarted and
 // Lobby, in that order. It reports false when the subject may go on to the
 // capacity and occupancy checks.
@@ -526,6 +550,14 @@ func (m *Manager) Knock(ctx context.Context, caller, subject, resource, note str
 	}
 	now := m.clock.Now()
 	r, decided := m.gate(p, subject, resource, now)
+	if decided && r.Outcome == Lobby {
+		// The knock is written within what is left.
+		var cancel context.CancelFunc
+		ctx, cancel = m.within(ctx)
+		defer cancel()
+		p = m.atLatest(ctx, p, subject, resource)
+		r, decided = m.gate(p, subject, resource, now)
+	}
 	if !decided {
 		if noRoomJoin(&r, p, subject, resource) {
 			return r, nil

@@ -206,3 +206,59 @@ func TestADenyThroughAReplicaBehindARevocationIsRefused(t *testing.T) {
 		t.Errorf("the lobby after the refused Deny = %+v, %v; want the guest waiting", knocks, err)
 	}
 }
+
+// A guest that knocked through a replica whose index applies each change
+// set late is admitted through another: told to join, by the call's watch
+// on the first replica and by its knock's KeepAlive there, it joins through
+// it, rather than be sent back to the lobby for an admission the index has
+// yet to apply.
+func TestAGuestToldToJoinOnAReplicaBehindItsAdmissionJoins(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/admit-behind/")
+	lag := startLaggingReplica(t, c, "/admit-behind/", 300*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := lag.m.Join(ctx, "", "user:g", "call:acme:1", rev)
+	if err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
+	}
+	w, err := lag.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	admitted, err := a.m.Admit(ctx, by, "call:acme:1", "user:g", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := hearUntil(t, "lag", w, func(ev admission.Event) bool {
+		return ev.Subject == "user:g" && ev.Kind == admission.EventAdmitted
+	}); !ok {
+		t.Fatal("the watch on the lagging replica told no ADMITTED of the guest")
+	}
+	if r, err := lag.m.KeepAlive(ctx, k.Session); err != nil || r.Outcome != admission.Admitted {
+		t.Fatalf("KeepAlive of the admitted knock = %+v, %v; want ADMITTED", r, err)
+	}
+	if at := lag.eng.Index().Revision(); at >= admitted {
+		t.Fatalf("the lagging replica had applied %d, the admission's revision: the test needs it behind", at)
+	}
+	j, err := lag.m.Join(ctx, "", "user:g", "call:acme:1", 0)
+	if err != nil || j.Outcome != admission.Admitted {
+		t.Errorf("Join of the guest told to join = %s (%s), %v; want ADMITTED", j.Outcome, j.Reason, err)
+	}
+}
