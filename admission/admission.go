@@ -937,9 +937,9 @@ func (m *Manager) Admit(ctx context.Context, by authz.Author, resource, subject 
 	return rev, nil
 }
 
-// Deny takes subject out of resource's lobby. An actor must hold the
-// lobby's admit permission there, as of the latest revision, and may not
-// deny itself; NotFound when the subject is not waiting.
+// Deny takes subject out of resource's lobby, judged at the latest
+// revision. An actor must hold the lobby's admit permission there, and may
+// not deny itself; NotFound when the subject is not waiting.
 func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject string) error {
 	if err := authz.ValidateSubject("subject", subject); err != nil {
 		return err
@@ -948,12 +948,11 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
 			Reason: "may not deny itself: " + authz.RuleNoSelfService, Meta: map[string]string{"subject": by.Actor}}
 	}
-	if by.Actor != "" {
-		// No revision guards an Unknock: the actor's power is judged at
-		// the latest revision, not at what this node has applied.
-		if err := m.engine.AwaitLatest(ctx); err != nil {
-			return err
-		}
+	// No revision guards an Unknock: the actor's power, and the call and
+	// its lobby, are judged at the latest revision, not at what this node
+	// has applied (a call registered through another a moment ago).
+	if err := m.engine.AwaitLatest(ctx); err != nil {
+		return err
 	}
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err

@@ -262,3 +262,47 @@ func TestAGuestToldToJoinOnAReplicaBehindItsAdmissionJoins(t *testing.T) {
 		t.Errorf("Join of the guest told to join = %s (%s), %v; want ADMITTED", j.Outcome, j.Reason, err)
 	}
 }
+
+// The platform denies, through a replica whose index applies each change
+// set late, a guest knocking on a call registered through another a
+// moment before: the guest is denied, rather than the call refused as not
+// registered while the guest waits in its lobby.
+func TestADenyThroughAReplicaBehindTheCallDeniesTheGuest(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/deny-new-call/")
+	lag := startLaggingReplica(t, c, "/deny-new-call/", 300*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lag.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.eng.PutResource(ctx, by, authz.Resource{Name: "call:acme:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := a.m.Join(ctx, "", "user:g", "call:acme:2", rev); err != nil || k.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", k, err)
+	}
+	if at := lag.eng.Index().Revision(); at >= rev {
+		t.Fatalf("the lagging replica had applied %d, the guest's grant: the test needs it behind", at)
+	}
+	if err := lag.m.Deny(ctx, by, "call:acme:2", "user:g"); err != nil {
+		t.Errorf("Deny through a replica behind the call's registration = %v; want the guest denied", err)
+	}
+	if knocks, err := a.m.Lobby(ctx, "call:acme:2", ""); err != nil || len(knocks) != 0 {
+		t.Errorf("the lobby after the Deny = %+v, %v; want no one waiting", knocks, err)
+	}
+}
