@@ -1157,6 +1157,16 @@ func (v *view) tooLarge(call string, n int) error {
 func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	m.reach(after)
 	p, err := m.presence(context.Background(), "usher:nobody", call, 0)
+	if code := authz.CodeOf(err); m.remote && (code == authz.NotFound || code == authz.FailedPrecondition) {
+		// Registered, or given its rule, through another node a moment
+		// ago, perhaps: a watch from the start names no revision to wait
+		// for, so it waits for the latest before it refuses.
+		ctx, cancel := context.WithTimeout(context.Background(), m.v.storeWait)
+		if m.engine.AwaitLatest(ctx) == nil {
+			p, err = m.presence(ctx, "usher:nobody", call, 0)
+		}
+		cancel()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -200,3 +200,36 @@ func TestAWatchResumedOnAReplicaBehindItsRevisionTellsNothingOlder(t *testing.T)
 		}
 	}
 }
+
+// A call registered through one replica is watched, a moment after, through
+// another whose index applies each change set late: the watch starts,
+// rather than being refused NOT_FOUND for a call that is registered.
+func TestAWatchOfACallRegisteredElsewhereAMomentAgoStarts(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/watch-new-call/")
+	lag := startLaggingReplica(t, c, "/watch-new-call/", 300*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lag.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = a.eng.PutResource(ctx, by, authz.Resource{Name: resumeCall}); err != nil {
+		t.Fatal(err)
+	}
+	if at := lag.eng.Index().Revision(); at >= rev {
+		t.Fatalf("the lagging replica had applied %d, the call's registration: the test needs it behind", at)
+	}
+	w, err := lag.m.Watch(resumeCall, 0)
+	if err != nil {
+		t.Fatalf("WatchCall of a call registered through another replica a moment ago = %v; want it watched", err)
+	}
+	w.Close()
+}
