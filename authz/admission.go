@@ -673,7 +673,9 @@ func (x *Index) resourceAt(id uint32) Resource {
 // admit role: what the role lets the admitted subject hand out, other than
 // the admit role itself, must be the actor's to give. A subject that a block
 // keeps from the rule's join permission there is let in by no one
-// (FailedPrecondition).
+// (FailedPrecondition). A refusal over the lobby's role (not defined there,
+// not bindable there, at its max_holders) names resource, with the role in
+// its Meta.
 func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string, expires time.Time) (Revision, error) {
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
@@ -705,8 +707,27 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		}
 		// An admission lets in: it never cuts short one that lasts longer,
 		// which only a revoke, or a grant by who may give the role, may.
-		return p.bind(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id, true)
+		return lobbyRole(p.bind(Grant{Subject: subject, Role: rule.Lobby.Role, Resource: resource, Expires: expires}, id, true), resource, rule.Lobby.Role)
 	})
+}
+
+// lobbyRole names resource, which an Admit names, in a refusal of the grant
+// of the lobby's role that names the role, which it does not: the role is
+// the rule's, and goes in the metadata.
+func lobbyRole(err error, resource, role string) error {
+	e, ok := err.(*Error)
+	if !ok || e.Field != "role" {
+		return err
+	}
+	c := *e
+	c.Field, c.Value = "resource", resource
+	c.Reason = fmt.Sprintf("the lobby's admit role %q: %s", role, e.Reason)
+	c.Meta = maps.Clone(e.Meta)
+	if c.Meta == nil {
+		c.Meta = map[string]string{}
+	}
+	c.Meta["role"] = role
+	return &c
 }
 
 // blockedFrom refuses to admit subject where a live block on path covers

@@ -1177,7 +1177,7 @@ func TestAdmit(t *testing.T) {
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.Admit(w.ctx, w.by, globexCall, "user:kim", time.Time{})
 			},
-			code: authz.NotFound, field: "role", value: "globex-guest",
+			code: authz.NotFound, field: "resource", value: globexCall, meta: map[string]string{"role": "globex-guest"},
 		},
 		{
 			name: "an unregistered call is NOT_FOUND",

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
 )
@@ -368,4 +369,62 @@ func clipped(t *testing.T, st *status.Status) string {
 		t.Fatalf("message %.80q: %v", st.Message(), err)
 	}
 	return v
+}
+
+// An Admit refused for the lobby's role, which AdmitRequest does not name,
+// names the call it asked about, with the rule's role in the metadata, and
+// grants nothing.
+func TestAdmitRefusalsOverTheLobbysRoleNameTheCall(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	ctx := context.Background()
+	w.grant("user:host", "host", meeting7)
+	w.grant("user:host", "host", stream42)
+	if _, err := w.engine.PutRole(ctx, w.by, authz.Role{Name: "call-member", Scope: meeting, Permissions: []string{"join-call"}, MaxHolders: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:member", "call-member", meeting7)
+	if _, err := w.engine.PutRole(ctx, w.by, authz.Role{Name: "call-member", Scope: livestream, Permissions: []string{"join-call"}, BindableOn: []string{"workspace"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []authz.Resource{{Name: "calltype:webinar", Parent: sales}, {Name: "call:webinar:8", Parent: "calltype:webinar"}} {
+		if _, err := w.engine.PutResource(ctx, w.by, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.engine.PutAdmission(ctx, w.by, authz.Admission{Scope: "calltype:webinar", ResourceType: "call", Join: "join-call",
+		Lobby: &authz.Lobby{Admit: "update-call-permissions", Role: "undefined-role"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:host", "host", "call:webinar:8")
+	rev, changes := w.revision(w.conn)
+	cases := []struct {
+		name     string
+		resource string
+		code     codes.Code
+		want     refusal
+	}{
+		{"the lobby's role has its max_holders", meeting7, codes.FailedPrecondition,
+			refusal{reason: "MAX_HOLDERS", field: "resource", value: meeting7, meta: map[string]string{"role": "call-member", "max_holders": "1"}}},
+		{"the lobby's role is not bindable on a call", stream42, codes.FailedPrecondition,
+			refusal{reason: "NOT_BINDABLE", field: "resource", value: stream42, meta: map[string]string{"role": "call-member"}}},
+		{"the lobby's role is defined nowhere above the call", "call:webinar:8", codes.NotFound,
+			refusal{reason: "ROLE_NOT_FOUND", field: "resource", value: "call:webinar:8", meta: map[string]string{"role": "undefined-role"}}},
+	}
+	for _, c := range cases {
+		for _, actor := range []string{"", "user:host"} {
+			t.Run(c.name+" (actor "+actor+")", func(t *testing.T) {
+				_, err := w.adm.Admit(callCtx(t), &usherv1.AdmitRequest{Resource: c.resource, Subject: "user:guest", Actor: actor})
+				st := wantCode(t, err, c.code)
+				wantDetails(t, st, c.want)
+				for _, quoted := range []string{named("resource", c.resource), fmt.Sprintf("%q", c.want.meta["role"])} {
+					if !strings.Contains(st.Message(), quoted) {
+						t.Errorf("message %q does not name %s", st.Message(), quoted)
+					}
+				}
+			})
+		}
+	}
+	if r, n := w.revision(w.conn); r != rev || n != changes {
+		t.Errorf("after the refusals: revision %d with %d change records, want %d with %d", r, n, rev, changes)
+	}
 }
