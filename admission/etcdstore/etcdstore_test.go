@@ -448,3 +448,56 @@ func TestStoreEdges(t *testing.T) {
 		}
 	})
 }
+
+// A Join whose session would be a record past MaxValueBytes (a subject
+// holding thousands of capabilities in the call) is refused naming the call
+// it asked about, the subject and the limit in the metadata, and nothing is
+// written: not a session id the caller was never given.
+func TestAJoinTooLargeForTheStoreNamesTheCall(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	prefix := "/too-large/"
+	eng, err := authz.Start(ctx, replicaBackend(t, c, prefix), authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	store, err := etcdstore.New(ctx, c.Client(t), etcdstore.Options{Prefix: prefix, MaxValueBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := admission.New(eng, admission.Options{Store: store})
+	t.Cleanup(func() { m.Close() })
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"*"}}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	for i := range 60 {
+		p.Permissions = append(p.Permissions, authz.Permission{Name: fmt.Sprintf("call.capability-%02d", i)})
+	}
+	if _, _, err := eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Join(ctx, "", "user:a", "call:acme:1", rev)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || authz.KindOf(e) != authz.KindLimitExceeded {
+		t.Fatalf("Join of a session past MaxValueBytes = %+v, %v; want RESOURCE_EXHAUSTED, LIMIT_EXCEEDED", r, err)
+	}
+	if e.Field != "resource" || e.Value != "call:acme:1" || e.Meta["subject"] != "user:a" || e.Meta["limit"] != "1024" {
+		t.Errorf("the refusal names %s %q (metadata %v); want resource %q, with the subject and the limit, 1024, in the metadata",
+			e.Field, e.Value, e.Meta, "call:acme:1")
+	}
+	if !strings.HasPrefix(e.Error(), `resource "call:acme:1": `) {
+		t.Errorf("message %q does not name the call", e.Error())
+	}
+	if sessions, knocks := store.Count("call:acme:1"); sessions != 0 || knocks != 0 {
+		t.Errorf("after the refusal the call holds %d sessions and %d knocks, want none", sessions, knocks)
+	}
+}

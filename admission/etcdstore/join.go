@@ -22,7 +22,7 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 		return 0, "", err
 	}
 	if len(value) > s.opts.MaxValueBytes {
-		return 0, "", s.tooBig("session", sess.ID, len(value))
+		return 0, "", s.tooBig("session", sess.Call, sess.Subject, len(value))
 	}
 	unlock, err := s.lockCall(ctx, sess.Call)
 	if err != nil {

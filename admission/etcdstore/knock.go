@@ -90,7 +90,7 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			return admission.Knock{}, err
 		}
 		if len(value) > s.opts.MaxValueBytes {
-			return admission.Knock{}, s.tooBig("knock", k.ID, len(value))
+			return admission.Knock{}, s.tooBig("knock", k.Call, k.Subject, len(value))
 		}
 		if lease == 0 {
 			if lease, err = s.grant(ctx, k.Expires.Sub(k.Knocked)); err != nil {
@@ -129,7 +129,7 @@ func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (boo
 		return false, err
 	}
 	if len(value) > s.opts.MaxValueBytes {
-		return false, s.tooBig("knock", old.k.ID, len(value))
+		return false, s.tooBig("knock", old.k.Call, old.k.Subject, len(value))
 	}
 	lease := old.lease
 	ka, err := s.cli.KeepAliveOnce(ctx, lease)

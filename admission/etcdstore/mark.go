@@ -36,7 +36,7 @@ func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []s
 			return admission.Session{}, err
 		}
 		if len(value) > s.opts.MaxValueBytes {
-			return admission.Session{}, s.tooBig("session", id, len(value))
+			return admission.Session{}, s.tooBig("session", e.s.Call, e.s.Subject, len(value))
 		}
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
 			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(e.lease))).

@@ -106,6 +106,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -601,10 +602,14 @@ func (s *Store) contended(call string) error {
 		Reason: "other replicas kept changing the call's sessions while this one tried; try again"}
 }
 
-// tooBig refuses a record past MaxValueBytes.
-func (s *Store) tooBig(what, id string, n int) error {
-	return &authz.Error{Code: authz.ResourceExhausted, Field: what, Value: id,
-		Reason: fmt.Sprintf("its record would be %d bytes, more than the session store's %d", n, s.opts.MaxValueBytes)}
+// tooBig refuses a record of subject's session or knock (what) in call
+// past MaxValueBytes. It names the call, which a Join or a Knock asks
+// about, not the id the record would have had, which its caller never
+// sees.
+func (s *Store) tooBig(what, call, subject string, n int) error {
+	return &authz.Error{Code: authz.ResourceExhausted, Field: "resource", Value: call,
+		Reason: fmt.Sprintf("the %s of %s would be a record of %d bytes, more than the session store's %d", what, subject, n, s.opts.MaxValueBytes),
+		Meta:   map[string]string{"subject": subject, "limit": strconv.Itoa(s.opts.MaxValueBytes), "used": strconv.Itoa(n)}}
 }
 
 func isNoSession(err error) bool { return errors.Is(err, admission.ErrNoSession) }
