@@ -945,6 +945,11 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 		return err
 	}
 	if by.Actor != "" && by.Actor == subject {
+		// Judged as an Admit of itself is: a call that is not registered,
+		// or has no lobby, is refused as such first.
+		if _, err := m.lobbyRule(resource, "", "deny entry to"); err != nil {
+			return err
+		}
 		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
 			Reason: "may not deny itself: " + authz.RuleNoSelfService, Meta: map[string]string{"subject": by.Actor}}
 	}

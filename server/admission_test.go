@@ -503,6 +503,14 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:host", Actor: "user:host"})
 			return err
 		}, codes.PermissionDenied, named("actor", "user:host") + ": may not deny itself"},
+		{"Deny: an actor denying itself entry to an unknown resource is NOT_FOUND, as an Admit of itself is", func() error {
+			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: "call:meeting:404", Subject: "user:host", Actor: "user:host"})
+			return err
+		}, codes.NotFound, named("resource", "call:meeting:404")},
+		{"Deny: an actor denying itself entry where no admission rule governs is FAILED_PRECONDITION, as an Admit of itself is", func() error {
+			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: acme, Subject: "user:host", Actor: "user:host"})
+			return err
+		}, codes.FailedPrecondition, named("resource", acme)},
 
 		{"Schedule: a malformed resource", func() error {
 			_, err := a.Schedule(ctx, &usherv1.ScheduleRequest{Resource: "call:meeting 7"})
