@@ -688,8 +688,12 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 		var buf [MaxDepth + 1]uint32
 		path := x.path(id, buf[:0])
 		rule := x.admissionOn(path)
-		if rule == nil || rule.Lobby == nil {
-			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: no admission rule with one governs it", resource).as(KindNoLobby)
+		if rule == nil {
+			// As Join, Deny and ListLobby refuse it.
+			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources there, so it has no lobby", x.typeName(id)).as(KindNoAdmissionRule)
+		}
+		if rule.Lobby == nil {
+			return errorf(FailedPrecondition, "resource", resource, "%q has no lobby: the admission rule at %q has none", resource, rule.Scope).as(KindNoLobby)
 		}
 		if by.Actor != "" {
 			if subject == by.Actor {

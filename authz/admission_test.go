@@ -1163,14 +1163,14 @@ func TestAdmit(t *testing.T) {
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.Admit(w.ctx, as("user:dora"), liveCall, "user:kim", time.Time{})
 			},
-			code: authz.FailedPrecondition, field: "resource", value: liveCall,
+			code: authz.FailedPrecondition, field: "resource", value: liveCall, kind: authz.KindNoLobby,
 		},
 		{
-			name: "a resource no rule governs has no lobby",
+			name: "a resource no rule governs has no lobby, for want of a rule",
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.Admit(w.ctx, w.by, "calltype:default", "user:kim", time.Time{})
 			},
-			code: authz.FailedPrecondition, field: "resource", value: "calltype:default",
+			code: authz.FailedPrecondition, field: "resource", value: "calltype:default", kind: authz.KindNoAdmissionRule,
 		},
 		{
 			name: "an admit role defined nowhere above the call is NOT_FOUND",

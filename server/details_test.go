@@ -273,6 +273,18 @@ func TestAdmissionRefusalsCarryDetails(t *testing.T) {
 			_, err := join.Join(ctx, &usherv1.JoinRequest{Subject: "user:dana", Resource: sales})
 			return err
 		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
+		{"Admit at a resource no admission rule governs", func(ctx context.Context) error {
+			_, err := join.Admit(ctx, &usherv1.AdmitRequest{Resource: sales, Subject: "user:dana"})
+			return err
+		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
+		{"Deny at a resource no admission rule governs", func(ctx context.Context) error {
+			_, err := join.Deny(ctx, &usherv1.DenyRequest{Resource: sales, Subject: "user:dana"})
+			return err
+		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
+		{"ListLobby of a resource no admission rule governs", func(ctx context.Context) error {
+			_, err := join.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: sales})
+			return err
+		}, codes.FailedPrecondition, refusal{reason: "NO_ADMISSION_RULE", field: "resource", value: sales}},
 		{"KeepAlive of a session that never was", func(ctx context.Context) error {
 			_, err := join.KeepAlive(ctx, &usherv1.KeepAliveRequest{SessionId: "0123456789abcdef"})
 			return err
