@@ -312,6 +312,13 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 	if err != nil || knock.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
 		t.Fatalf("Knock = %v, %v", knock, err)
 	}
+	// A room whose rule has no lobby.
+	if _, err := w.engine.PutResource(context.Background(), w.by, authz.Resource{Name: "room:acme:1", Parent: acme}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.engine.PutAdmission(context.Background(), w.by, authz.Admission{Scope: acme, ResourceType: "room", Join: "join-call"}); err != nil {
+		t.Fatal(err)
+	}
 	long := strings.Repeat("f", 65)
 	note := strings.Repeat("n", 257)
 	badTime := &timestamppb.Timestamp{Seconds: 1_700_000_000, Nanos: 2_000_000_000}
@@ -442,6 +449,11 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			return err
 		}, codes.FailedPrecondition, named("resource", acme)},
 
+		{"ListLobby: a resource whose rule has no lobby is FAILED_PRECONDITION", func() error {
+			_, err := a.ListLobby(ctx, &usherv1.ListLobbyRequest{Resource: "room:acme:1"})
+			return err
+		}, codes.FailedPrecondition, named("resource", "room:acme:1")},
+
 		{"Admit: a malformed resource", func() error {
 			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: "call", Subject: "user:guest"})
 			return err
@@ -470,6 +482,18 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: acme, Subject: "user:guest"})
 			return err
 		}, codes.FailedPrecondition, named("resource", acme)},
+		{"Admit: a resource whose rule has no lobby is FAILED_PRECONDITION", func() error {
+			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: "room:acme:1", Subject: "user:guest"})
+			return err
+		}, codes.FailedPrecondition, named("resource", "room:acme:1")},
+		{"Admit: an expire_time in the past", func() error {
+			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:guest", ExpireTime: timestamppb.New(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))})
+			return err
+		}, codes.InvalidArgument, named("expire_time", "2001-01-01T00:00:00Z")},
+		{"Admit: an actor who may admit may not admit itself", func() error {
+			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:host", Actor: "user:host"})
+			return err
+		}, codes.PermissionDenied, named("actor", "user:host")},
 		{"Admit: an actor without the admit permission is PERMISSION_DENIED", func() error {
 			_, err := a.Admit(ctx, &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:guest", Actor: "user:stranger"})
 			return err
@@ -491,6 +515,10 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: acme, Subject: "user:guest"})
 			return err
 		}, codes.FailedPrecondition, named("resource", acme)},
+		{"Deny: a resource whose rule has no lobby is FAILED_PRECONDITION", func() error {
+			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: "room:acme:1", Subject: "user:guest"})
+			return err
+		}, codes.FailedPrecondition, named("resource", "room:acme:1")},
 		{"Deny: a subject not waiting is NOT_FOUND", func() error {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:absent"})
 			return err
@@ -562,7 +590,16 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 	rev, changes := w.revision(w.conn)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			wantStatus(t, c.call(), c.code, c.want)
+			err := c.call()
+			wantStatus(t, err, c.code, c.want)
+			// The details say what the message says: the field and the
+			// value as it quotes them, with the detail of the code.
+			st, _ := status.FromError(err)
+			var field, value string
+			if _, err := fmt.Sscanf(st.Message(), "%s %q:", &field, &value); err != nil {
+				t.Fatalf("message %q does not begin with a field and its value: %v", st.Message(), err)
+			}
+			wantDetails(t, st, refusal{reason: reasonOf(st), field: field, value: value})
 		})
 	}
 	// Nothing was written, and the guest still waits.
