@@ -73,7 +73,8 @@ func keepaliveCommand() *cobra.Command {
 whose subject may no longer be in the call is ended instead, and the answer
 says why.
 
-Exit status: 0 renewed, 3 ended (BLOCKED, NO_GRANT), 1 an error.`,
+Exit status: 0 renewed (ADMITTED; a knock LOBBY, or ADMITTED once its subject
+may join), 3 ended (BLOCKED, NO_GRANT), 1 an error.`,
 		Example: `  usher keepalive 5b0f...`,
 		Args:    argsExactly("SESSION_ID"),
 	}
@@ -84,6 +85,9 @@ Exit status: 0 renewed, 3 ended (BLOCKED, NO_GRANT), 1 an error.`,
 			resp, err := admissionClient(conn).KeepAlive(ctx, &req)
 			if err != nil {
 				return nil, err
+			}
+			if resp.GetOutcome() == usherv1.Outcome_OUTCOME_LOBBY {
+				return resp, nil // a knock renewed, its subject waiting on
 			}
 			return resp, outcome(resp.GetOutcome(), usherv1.Outcome_OUTCOME_ADMITTED)
 		}, nil)

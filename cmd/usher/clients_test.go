@@ -182,7 +182,9 @@ lobby: {admit_permission: update-call-permissions, admit_role: call-member, bypa
 		t.Errorf("lobby --output table of a knock with a note of control characters:\n%q\nwant the header and user:gus's row, its note quoted", lobby)
 	}
 	c.ok("deny", "user:gus", "call:acme:standup", "--actor", "user:hana")
-	c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "Gus from sales")
+	knock := c.field(c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "Gus from sales"), "sessionId")
+	// A knock renewed is renewed, though its subject waits on.
+	c.step(exitOK, says("OUTCOME_LOBBY"), "keepalive", knock)
 	c.ok("admit", "user:gus", "call:acme:standup", "--actor", "user:hana", "--expires", "2h")
 	c.step(exitOK, says("outcome", "ADMITTED"), "join", "user:gus", "call:acme:standup", "-o", "table")
 	c.step(exitDenied, says("OUTCOME_NO_GRANT"), "knock", "user:nobody", "call:acme:standup")
