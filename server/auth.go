@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 )
@@ -169,6 +170,7 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 		for {
 			if _, _, err := a.admit(ctx); err != nil {
 				cancel(revoked{err})
+				endStream(ss.Context(), err)
 				return
 			}
 			select {
@@ -191,6 +193,21 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	cancel(nil)
 	<-watched
 	return err
+}
+
+// endStream ends the HTTP/2 stream of the call of ctx at once, with err's
+// status. A handler sending to a client that has stopped reading, and
+// still answers pings, waits in grpc-go for a window that never opens:
+// neither its context nor anything it could do reaches that wait, and it
+// would hold its stream, and its place in the stream pools, for as long
+// as the connection lasts. Ending the stream ends the wait; grpc-go's
+// transport stream ends it by WriteStatus, a method beside those of
+// grpc.ServerTransportStream. What the client has not read stays queued
+// ahead of the status, for a client that reads again.
+func endStream(ctx context.Context, err error) {
+	if s, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ WriteStatus(*status.Status) error }); ok {
+		_ = s.WriteStatus(status.Convert(err))
+	}
 }
 
 // revocable is a stream that endRevoked may end. Ending its context is

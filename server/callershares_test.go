@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 )
 
@@ -413,4 +416,76 @@ func TestThePoolsRefusalIsToldApartFromTheCallersShare(t *testing.T) {
 		wantStatus(t, st.Err(), codes.ResourceExhausted, "at most 4 at once")
 		wantDetails(t, st, refusal{reason: "WATCH_LIMIT", meta: map[string]string{"limit": "4"}})
 	})
+}
+
+// countingDialer dials connections and counts the bytes the client has
+// read from them.
+type countingDialer struct{ read atomic.Int64 }
+
+func (d *countingDialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return countedConn{Conn: c, read: &d.read}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	read *atomic.Int64
+}
+
+func (c countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+// A stream whose client has stopped reading waits in gRPC's send for the
+// client's HTTP/2 window to open, and its client, which still answers
+// pings, keeps its connection. Its caller taken out of the callers file,
+// its place in the pool comes back all the same, for another caller; and
+// a client that reads again finds the stream ended with the refusal a new
+// call would get.
+func TestAStalledStreamOfARemovedCallerGivesItsPlaceBack(t *testing.T) {
+	w := newSharesWorld(t, admission.Options{},
+		server.WithWatchLimits(server.WatchLimits{MaxStreams: 2, Progress: time.Minute}),
+		server.WithCallerShares(server.CallerShares{Watches: 2}))
+	d := &countingDialer{}
+	// Windows fixed at their least, so that the client does not grow them.
+	stalled := openWatch(t, usherv1.NewAuthorizationServiceClient(w.as(w.tokenA,
+		grpc.WithContextDialer(d.dial), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))))
+	b := usherv1.NewAuthorizationServiceClient(w.b)
+	openWatch(t, b)
+	if st := refusedWatch(t, b, &usherv1.WatchRequest{}); st.Code() != codes.ResourceExhausted {
+		t.Fatalf("a Watch past the pool: %s %q, want ResourceExhausted", st.Code(), st.Message())
+	}
+
+	// One change set of some 250 KB: more than the client's window and
+	// the stream's write quota together.
+	msg, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := server.FromPolicy(msg)
+	for i := range 800 {
+		p.Resources = append(p.Resources, authz.Resource{Name: fmt.Sprintf("workspace:%0250d", i), Parent: acme})
+	}
+	if _, _, err := w.engine.ApplyPolicy(context.Background(), w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); d.read.Load() < 64<<10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled client read %d bytes; want its window's worth", d.read.Load())
+		}
+	}
+
+	w.setCallers(t, false)
+	openWatch(t, b)
+	for {
+		if _, err := stalled.stream.Recv(); err != nil {
+			wantDetails(t, wantCode(t, err, codes.Unauthenticated), refusal{reason: "BAD_TOKEN"})
+			break
+		}
+	}
 }
