@@ -43,8 +43,10 @@ image:
 
 # Under -race the delegation invariant's property test builds 200 worlds;
 # its full 2,000 run again without the race detector (1-2 minutes on 2 cores).
-# cmd/usher's tests start real servers and take 5-7 minutes under -race on 2
-# busy cores: past go test's default limit of 10 per package at times.
+# cmd/usher's tests start real servers from one binary they build, and take
+# about 2 minutes under -race on 2 busy cores; the whole run about 11. The
+# timeout leaves room for a slower machine than go test's default of 10
+# minutes per package would.
 test: tools lint check-generated scenarios manifests
 	go test -race -count=1 -timeout 30m ./...
 	go test -count=1 -run '^TestDelegationInvariant$$' ./authz/
