@@ -20,14 +20,7 @@ func TestAnAdmitIsToldOnEveryReplica(t *testing.T) {
 	a := startReplica(t, c, "/admit-told/")
 	b := startReplica(t, c, "/admit-told/")
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
-	}
+	p := lobbyPolicy()
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -169,15 +162,8 @@ func TestADenyThroughAReplicaBehindARevocationIsRefused(t *testing.T) {
 	a := startReplica(t, c, "/deny-revoked/")
 	b := startLaggingReplica(t, c, "/deny-revoked/", time.Second)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "host", Scope: "root", Permissions: []string{"call.join", "call.admit"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
-	}
+	p := lobbyPolicy()
+	p.Roles = append(p.Roles, authz.Role{Name: "host", Scope: "root", Permissions: []string{"call.join", "call.admit"}})
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -218,14 +204,7 @@ func TestAGuestToldToJoinOnAReplicaBehindItsAdmissionJoins(t *testing.T) {
 	a := startReplica(t, c, "/admit-behind/")
 	lag := startLaggingReplica(t, c, "/admit-behind/", 300*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
-	}
+	p := lobbyPolicy()
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,13 +252,7 @@ func TestADenyThroughAReplicaBehindTheCallDeniesTheGuest(t *testing.T) {
 	a := startReplica(t, c, "/deny-new-call/")
 	lag := startLaggingReplica(t, c, "/deny-new-call/", 300*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
-	}
+	p := lobbyPolicy()
 	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -304,5 +277,18 @@ func TestADenyThroughAReplicaBehindTheCallDeniesTheGuest(t *testing.T) {
 	}
 	if knocks, err := a.m.Lobby(ctx, "call:acme:2", ""); err != nil || len(knocks) != 0 {
 		t.Errorf("the lobby after the Deny = %+v, %v; want no one waiting", knocks, err)
+	}
+}
+
+// lobbyPolicy governs call:acme:1 by a rule with a lobby: a guest holds the
+// join permission and waits there, and an admission makes it an invitee.
+func lobbyPolicy() authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
 	}
 }

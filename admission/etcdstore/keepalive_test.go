@@ -210,14 +210,7 @@ func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
 	a := startReplica(t, c, "/knock-behind/")
 	b := startLaggingReplica(t, c, "/knock-behind/", 400*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Roles: []authz.Role{{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
-			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee"}}},
-	}
+	p := lobbyPolicy()
 	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
