@@ -158,6 +158,16 @@ var actions = []string{"register", "delete", "grant", "revoke", "block", "unbloc
 
 var stepKeys = append([]string{"quote", "refused", "rule", "allowed", "reason", "role", "scope", "exactly", "outcome"}, actions...)
 
+// expects names the fields that say what each action expects; a step's
+// other fields, but for its quote, would be read by nothing.
+var expects = map[string][]string{
+	"check": {"allowed", "reason", "role", "scope"}, "permissions": {"exactly"}, "roles": {"exactly"},
+	"join": {"outcome"}, "leave": nil, "advance": nil,
+}
+
+// writeExpects is what a write expects: a refusal, and the rule it names.
+var writeExpects = []string{"refused", "rule"}
+
 // Parse reads a scenario file. Errors name the file and line.
 func Parse(path string, data []byte) (*File, error) {
 	var doc yaml.Node
@@ -218,6 +228,16 @@ func parseStep(n *yaml.Node) (Step, error) {
 	if len(found) != 1 {
 		return s, fmt.Errorf("a step has exactly one of %s; this one has %v", strings.Join(actions, ", "), found)
 	}
+	applies, ok := expects[found[0]]
+	if !ok {
+		applies = writeExpects
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		key := n.Content[i].Value
+		if key != "quote" && key != found[0] && !slices.Contains(applies, key) {
+			return s, fmt.Errorf("field %q does not apply to a %s step", key, found[0])
+		}
+	}
 	var raw strings.Builder
 	enc := yaml.NewEncoder(&raw)
 	if err := enc.Encode(n); err != nil {
@@ -230,6 +250,9 @@ func parseStep(n *yaml.Node) (Step, error) {
 	}
 	if !s.hasAction() {
 		return s, fmt.Errorf("the step's %s has no value", found[0])
+	}
+	if s.Rule != "" && s.Refused == "" {
+		return s, fmt.Errorf("rule names the rule of a refusal: the step has no refused")
 	}
 	s.Line = n.Line
 	return s, nil

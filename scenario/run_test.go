@@ -110,6 +110,14 @@ func TestParseRefusesMalformedSteps(t *testing.T) {
 		{"no policy", "steps: []\n", "no policy named"},
 		{"a second document", "policy: default\nsteps: []\n---\nsteps: []\n", "sample.yaml: line 3: the file holds one YAML document"},
 		{"an action with no value", "policy: default\nsteps:\n  - grant:\n", "the step's grant has no value"},
+		// An expectation its action does not read would pass unchecked.
+		{"allowed on a write", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    allowed: false\n", `sample.yaml:3: field "allowed" does not apply to a grant step`},
+		{"refused on a check", "policy: default\nsteps:\n  - check: {subject: user:a, permission: join-call, resource: root}\n    allowed: true\n    refused: PERMISSION_DENIED\n", `sample.yaml:3: field "refused" does not apply to a check step`},
+		{"exactly on a check", "policy: default\nsteps:\n  - check: {subject: user:a, permission: join-call, resource: root}\n    allowed: true\n    exactly: []\n", `field "exactly" does not apply to a check step`},
+		{"outcome on a write", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    outcome: BLOCKED\n", `field "outcome" does not apply to a grant step`},
+		{"refused on a join", "policy: default\nsteps:\n  - join: {subject: user:a, resource: root}\n    refused: PERMISSION_DENIED\n", `field "refused" does not apply to a join step`},
+		{"role on a permissions read", "policy: default\nsteps:\n  - permissions: {subject: user:a, resource: root}\n    role: user\n", `field "role" does not apply to a permissions step`},
+		{"a rule with no refusal", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    rule: no escalation\n", `sample.yaml:3: rule names the rule of a refusal: the step has no refused`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
