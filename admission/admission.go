@@ -147,6 +147,7 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	// could not sift: settle waits for no revision the index passed then.
 	m.v.applied(engine.Index(), nil)
 	go m.v.loop()
+	go m.v.probe()
 	return m
 }
 

@@ -146,8 +146,9 @@ type view struct {
 	markMu   sync.Mutex
 	unmarked atomic.Int64
 
-	stop chan struct{}
-	done chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	probed chan struct{} // closed when probe returns
 }
 
 type tracked struct {
@@ -234,6 +235,10 @@ const maxQueuedSets = 1024
 // tickEvery is how often the view looks for grants and blocks that expired.
 const tickEvery = 20 * time.Millisecond
 
+// probeEvery is how often the view, while it has watchers, reads the
+// backend's latest revision to learn whether this node is cut off from it.
+const probeEvery = 500 * time.Millisecond
+
 func newView(m *Manager, opts Options) *view {
 	v := &view{
 		m: m, sessions: map[string]*tracked{}, byCall: map[string]*tracked{},
@@ -242,7 +247,7 @@ func newView(m *Manager, opts Options) *view {
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
 		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
+		probed: make(chan struct{}), queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 	}
 	v.dueAt.Store(math.MaxInt64)
 	return v
@@ -297,12 +302,60 @@ func (v *view) close() {
 	v.mu.Unlock()
 	close(v.stop)
 	<-v.done
+	<-v.probed
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, ws := range v.watchers {
 		for w := range ws {
 			v.drop(w, &authz.Error{Code: authz.Unavailable, Kind: authz.KindShuttingDown, Reason: "the server is stopping; resume the watch on another"})
 		}
+	}
+}
+
+// probe ends every watch, until the view stops, whenever the backend is
+// out of reach: a node cut off from etcd hears nothing more of what other
+// nodes commit (a block, a revoke), nor of the sessions they end, and a
+// watch left open here would be silent about them for as long as the cut
+// lasts. Its client resumes on another node from the last revision it
+// received, as a public Watch's does.
+func (v *view) probe() {
+	defer close(v.probed)
+	stop := v.stop
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		v.mu.Lock()
+		watched := v.nwatchers > 0
+		v.mu.Unlock()
+		if !watched {
+			continue
+		}
+		err := v.m.engine.Reachable(ctx)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		v.mu.Lock()
+		for _, ws := range v.watchers {
+			for w := range ws {
+				v.drop(w, &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableStorage, Err: err,
+					Reason: fmt.Sprintf("this server is cut off from its storage (%v): resume the watch on another from the last revision received", err)})
+			}
+		}
+		v.mu.Unlock()
 	}
 }
 

@@ -152,6 +152,7 @@ func newWatchWorld(t *testing.T, seed uint64) *watchWorld {
 	v := w.m.v
 	close(v.stop)
 	<-v.done
+	<-v.probed
 	v.stop = make(chan struct{})
 	close(w.store.stop)
 	w.store.done.Wait()

@@ -435,6 +435,23 @@ func (e *Engine) Latest(ctx context.Context) (Revision, error) {
 	return r.Revision(ctx)
 }
 
+// Reachable reads the backend's latest revision, bounded as a log read is
+// (LogRead), and says why it could not: a backend out of reach (an etcd
+// cluster cut off), whose commits this node's index no longer hears of. A
+// backend that does not say its revision is taken to be in reach.
+func (e *Engine) Reachable(ctx context.Context) error {
+	r, ok := e.backend.(interface {
+		Revision(context.Context) (Revision, error)
+	})
+	if !ok {
+		return nil
+	}
+	ctx, cancel := e.LogRead(ctx)
+	defer cancel()
+	_, err := r.Revision(ctx)
+	return err
+}
+
 // LogStart is the revision the change log begins after: what compaction
 // last dropped it up to, 0 when it holds every change set.
 func (e *Engine) LogStart(ctx context.Context) (Revision, error) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -359,11 +360,13 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	}
 	// The initial state is a call's whole; once sent, a stream that stays
 	// open for hours must not keep it.
+	var last authz.Revision // the revision of the last event sent
 	for _, ev := range w.Initial {
 		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
 			unheld()
 			return err
 		}
+		last = max(last, ev.Revision)
 	}
 	w.Sent()
 	unheld()
@@ -378,7 +381,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 			return stopping()
 		case ev, ok := <-w.C:
 			if !ok {
-				if err := w.Err(); err != nil {
+				err := w.Err()
+				if authz.KindOf(err) == authz.KindUnavailableStorage {
+					return cutOff(err, last)
+				}
+				if err != nil {
 					return toStatus(err)
 				}
 				return nil
@@ -386,6 +393,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 			if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
 				return err
 			}
+			last = max(last, ev.Revision)
 		}
 	}
 }
@@ -395,6 +403,17 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 func stopping() error {
 	return refuse(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received",
 		details{reason: string(authz.KindShuttingDown)})
+}
+
+// cutOff is how a WatchCall ends on a server cut off from its storage
+// (err), naming the revision of the last event it sent, to resume from on
+// another server.
+func cutOff(err error, last authz.Revision) error {
+	if e := (*authz.Error)(nil); errors.As(err, &e) && e.Err != nil {
+		err = e.Err
+	}
+	return refuse(codes.Unavailable, fmt.Sprintf("this server is cut off from its storage (%v): resume the watch on another server from revision %d, the last it sent", err, last),
+		details{reason: string(authz.KindUnavailableStorage), meta: map[string]string{"after_revision": fmt.Sprint(last)}})
 }
 
 func toCallEvent(ev admission.Event) *usherv1.CallEvent {

@@ -3,15 +3,19 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/internal/etcdtest"
+	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
@@ -203,5 +207,80 @@ func TestAWatchOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 	// etcd to come back.
 	case <-time.After(time.Minute):
 		t.Fatal("a Watch with etcd out of reach neither sent a change nor ended")
+	}
+}
+
+// A WatchCall on a replica cut off from etcd, which hears nothing more of
+// what other replicas commit (a ban, a revoke) nor of the sessions they
+// end, ends UNAVAILABLE (UNAVAILABLE_STORAGE), naming the revision of the
+// last event it sent, to resume from on another replica, rather than stay
+// open and silent while the participants it should eject stay in the call.
+func TestAWatchCallOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	backend := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-watch-call/"})
+	engine, err := authz.Start(ctx, backend, authz.Options{CommitTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(); backend.Close() })
+	store, err := etcdstore.New(ctx, c.Client(t), etcdstore.Options{Prefix: "/cut-off-watch-call/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := admission.New(engine, admission.Options{Store: store})
+	t.Cleanup(func() { m.Close() })
+	by := authz.Author{Caller: "test"}
+	rev, _, err := engine.ApplyPolicy(ctx, by, authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = engine.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := m.Join(ctx, "", "user:a", "call:acme:1", rev); err != nil || r.Outcome != admission.Admitted {
+		t.Fatalf("Join = %+v, %v", r, err)
+	}
+	client := usherv1.NewAdmissionServiceClient(server.ServeLoopback(t, server.New(engine, slog.New(slog.DiscardHandler), server.WithAdmission(m))))
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.WatchCall(wctx, &usherv1.WatchCallRequest{Resource: "call:acme:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("the initial state: %v", err)
+		}
+		last = max(last, resp.GetEvent().GetRevision())
+		if resp.GetEvent().GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+			break
+		}
+	}
+	c.Kill(0)
+
+	answered := make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		st := wantCode(t, err, codes.Unavailable)
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(last)}})
+	// Far more than the commit timeout: a stream still open then waits for
+	// etcd to come back.
+	case <-time.After(time.Minute):
+		t.Fatal("a WatchCall with etcd out of reach neither sent an event nor ended")
 	}
 }
