@@ -235,3 +235,44 @@ func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
 		t.Errorf("KeepAlive of the knock through the replica it was made on, after = %+v, %v; want LOBBY", r, err)
 	}
 }
+
+// A knock made through one replica, by a grant that another replica, whose
+// index applies each change set late, has yet to apply, is among the
+// waiting of a watch of the call started from the beginning on that
+// replica: a watch that left it out would never tell of it, and no one
+// watching there would let the guest in.
+func TestAWatchOnAReplicaBehindTheGrantTellsOfTheKnock(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/watch-knock-behind/")
+	b := startLaggingReplica(t, c, "/watch-knock-behind/", 400*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, lobbyPolicy(), authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	knock, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
+	if err != nil || knock.Outcome != admission.Lobby {
+		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knock, err)
+	}
+	if at := b.eng.Index().Revision(); at >= rev {
+		t.Fatalf("the lagging replica had applied %d, the grant's revision: the test needs it behind", at)
+	}
+	w, err := b.m.Watch("call:acme:1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, ev := range w.Initial {
+		if ev.Kind == admission.EventWaiting && ev.Subject == "user:g" && ev.Session == knock.Session {
+			return
+		}
+	}
+	t.Errorf("the initial state of a watch on a replica behind the grant = %+v; want user:g waiting (knock %s)", w.Initial, knock.Session)
+}
