@@ -24,6 +24,7 @@ type authorizationServer struct {
 	waits   *revisionWaits
 	serving func() bool
 	watches *watches
+	reach   *reach // whether the backend is in reach, for Watch streams that wait
 	// checks and batchChecks count decisions, when the server has metrics.
 	checks, batchChecks decisionCounter
 	decisionLog         *DecisionLog // nil: no decision log

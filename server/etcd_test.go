@@ -284,3 +284,49 @@ func TestAWatchCallOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 		t.Fatal("a WatchCall with etcd out of reach neither sent an event nor ended")
 	}
 }
+
+// A Watch that has caught up, and waits for what is committed next, on a
+// replica then cut off from etcd ends UNAVAILABLE (UNAVAILABLE_STORAGE),
+// naming the revision to watch again after, as one that reads the log
+// then does: the replica would hear of nothing committed elsewhere.
+func TestAWatchWaitingOnAReplicaThenCutOffFromEtcdEndsUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-waiting-watch/"})
+	engine, err := authz.Start(context.Background(), store, authz.Options{CommitTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(); store.Close() })
+	f := serveEngine(t, engine)
+	put, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "call:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first message: the stream has found its revision in the log.
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(0)
+
+	answered := make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		st := wantCode(t, err, codes.Unavailable)
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(put.GetRevision())}})
+	case <-time.After(time.Minute):
+		t.Fatal("a Watch waiting when etcd went out of reach neither sent a change nor ended")
+	}
+}

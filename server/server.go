@@ -67,7 +67,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	metrics := metricsOf(opts)
 	decisionLog := decisionLogOf(opts)
 	waits := newRevisionWaits(engine, MaxWaitingBytes)
-	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, decisionLog: decisionLog}
+	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, reach: &reach{engine: engine}, decisionLog: decisionLog}
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}

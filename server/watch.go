@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -192,7 +193,7 @@ func (s *authorizationServer) Watch(req *usherv1.WatchRequest, stream grpc.Serve
 	} else if err := s.notAhead(ctx, after); err != nil {
 		return err
 	}
-	w := &watch{engine: s.engine, watches: s.watches, stream: stream, filter: filter, after: after, progress: s.watches.limits.Progress}
+	w := &watch{engine: s.engine, watches: s.watches, stream: stream, filter: filter, after: after, progress: s.watches.limits.Progress, reach: s.reach}
 	err = w.run(ctx)
 	return s.watchEnded(stream.Context(), w.after, err)
 }
@@ -267,6 +268,7 @@ type watch struct {
 	after    authz.Revision // every change set up to it was sent or filtered out
 	progress time.Duration
 	lastSent time.Time
+	reach    *reach
 }
 
 // run sends a first message, then what the log holds after w.after and
@@ -398,13 +400,16 @@ func (w *watch) tooMuchHeld(n int64) error {
 }
 
 // wait returns once the index has applied a revision after w.after,
-// sending a progress message whenever w.progress passes without one.
+// sending a progress message whenever w.progress passes without one. A
+// backend out of reach ends the wait, as it ends a read of the log: this
+// server would hear of nothing committed through another.
 func (w *watch) wait(ctx context.Context) error {
 	for {
-		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if w.progress > 0 {
-			wctx, cancel = context.WithDeadline(ctx, w.lastSent.Add(w.progress))
+		deadline := time.Now().Add(reachEvery)
+		if next := w.lastSent.Add(w.progress); w.progress > 0 && next.Before(deadline) {
+			deadline = next
 		}
+		wctx, cancel := context.WithDeadline(ctx, deadline)
 		err := w.engine.WaitApplied(wctx, w.after+1)
 		cancel()
 		switch {
@@ -415,10 +420,64 @@ func (w *watch) wait(ctx context.Context) error {
 		case wctx.Err() == nil:
 			return err
 		}
-		if err := w.send(nil); err != nil {
+		if err := w.reach.check(ctx); err != nil {
 			return err
 		}
+		if w.progress > 0 && time.Since(w.lastSent) >= w.progress {
+			if err := w.send(nil); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// reachEvery is how often a stream that waits for the next commit asks
+// whether the backend is in reach.
+const reachEvery = 500 * time.Millisecond
+
+// reach says whether the backend is in reach, reading its revision at most
+// once every reachEvery for all the streams of a server that ask.
+type reach struct {
+	engine *authz.Engine
+	mu     sync.Mutex
+	at     time.Time     // when the last read ended
+	err    error         // what it said
+	busy   chan struct{} // closed when the read under way ends; nil when none is
+}
+
+// check returns why the backend is out of reach, or nil; or ctx's error.
+func (r *reach) check(ctx context.Context) error {
+	r.mu.Lock()
+	for r.busy != nil || time.Since(r.at) >= reachEvery {
+		if r.busy == nil {
+			busy := make(chan struct{})
+			r.busy = busy
+			r.mu.Unlock()
+			// Bounded by the commit timeout. A read cut short by this
+			// stream's end says nothing of the backend: the next stream
+			// to ask reads again.
+			err := r.engine.Reachable(ctx)
+			r.mu.Lock()
+			r.busy = nil
+			close(busy)
+			if ctx.Err() != nil {
+				r.mu.Unlock()
+				return ctx.Err()
+			}
+			r.at, r.err = time.Now(), err
+			break
+		}
+		busy := r.busy
+		r.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
+	return r.err
 }
 
 // send sends a change set, or a progress message when rec is nil, with the
