@@ -99,7 +99,7 @@ func TestListChangesFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "call:1"}); err != nil {
 		t.Fatal(err)
 	}
-	c.Stop(0)
+	c.Kill(0)
 
 	for _, req := range []*usherv1.ListChangesRequest{{}, {AfterRevision: 1}} {
 		answersUnavailable(t, fmt.Sprintf("ListChanges after %d", req.GetAfterRevision()), func(ctx context.Context) error {
@@ -160,7 +160,7 @@ func TestALookupsNextPageFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "room:1"}); err != nil {
 		t.Fatal(err)
 	}
-	c.Stop(0)
+	c.Kill(0)
 
 	req.PageToken = first.GetNextPageToken()
 	answersUnavailable(t, "the next page of a lookup", func(ctx context.Context) error {
@@ -176,7 +176,7 @@ func TestALookupsNextPageFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 func TestAWatchOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	store := etcd.New(c.Client(t), etcd.Options{Prefix: "/cut-off-watch/"})
-	engine, err := authz.Start(context.Background(), store, authz.Options{})
+	engine, err := authz.Start(context.Background(), store, authz.Options{CommitTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestAWatchOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Stop(0)
+	c.Kill(0)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -46,7 +46,7 @@ func TestSessionWritesFailUnavailableWithEtcdOutOfReach(t *testing.T) {
 	if err != nil || knocked.Outcome != admission.Lobby {
 		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knocked, err)
 	}
-	c.Stop(0)
+	c.Kill(0)
 
 	calls := map[string]func(context.Context) error{
 		"Join": func(ctx context.Context) error {
