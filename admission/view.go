@@ -1286,6 +1286,28 @@ func (m *Manager) reach(after authz.Revision) {
 	}
 }
 
+// Whole says whether a watch from after starts with the call's whole
+// state: from the start, or a resume from further back than the manager
+// remembers or past the latest revision (once the index has reached after,
+// as Watch waits for it).
+func (m *Manager) Whole(after authz.Revision) bool {
+	if after == 0 {
+		return true
+	}
+	m.reach(after)
+	m.v.mu.Lock()
+	defer m.v.mu.Unlock()
+	return m.v.resets(after)
+}
+
+// resets says whether a watch resuming from after sends the whole state
+// instead. v.mu is held.
+func (v *view) resets(after authz.Revision) bool {
+	// A revision past the latest is no point in this history: the
+	// participants since it would all be left out.
+	return after > 0 && (after <= v.forgotten || after > v.revision())
+}
+
 // Participants counts the live sessions of call: a watch of it from the
 // start tells of each.
 func (m *Manager) Participants(call string) int {
@@ -1366,9 +1388,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 		// ends its watches (endCalls).
 		return nil, initialState{}, callDeleted(call)
 	}
-	// A revision past the latest is no point in this history: the
-	// participants since it would all be left out.
-	st.reset = after > 0 && (after <= v.forgotten || after > v.revision())
+	st.reset = v.resets(after)
 	whole := after == 0 || st.reset
 	// What bounds the memory of the initial states sent at once is their
 	// count. The whole state's is known before it is read, and one that

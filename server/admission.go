@@ -337,10 +337,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return err
 	}
 	defer release()
-	if n := s.m.Participants(req.GetResource()); n > 0 && req.GetAfterRevision() == 0 {
-		// A whole initial state tells of every participant: one that the
-		// caller's share cannot hold is refused before it is read, which
-		// holds up the node's joins for as long as the call is large.
+	if n := s.m.Participants(req.GetResource()); n > 0 && s.m.Whole(authz.Revision(req.GetAfterRevision())) {
+		// A whole initial state, from the start or a resume that cannot
+		// resume, tells of every participant: one that the caller's share
+		// cannot hold is refused before it is read, which holds up the
+		// node's joins for as long as the call is large.
 		fits, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), n+1)
 		if err != nil {
 			return err

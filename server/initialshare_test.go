@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -90,7 +91,8 @@ func (s *readCountingStore) Sessions(call string) []admission.Session {
 // A whole initial state that does not fit, in the caller's share or in what
 // the server holds at once, is refused before the call's sessions are read:
 // a caller refused in a loop costs the node's joins nothing for the call's
-// size.
+// size. So is a resume that sends the whole state: from further back than
+// the server remembers, or past the latest revision.
 func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 	const participants = 1500
 	tokens := map[string]string{"hog": newToken(t), "other": newToken(t), "third": newToken(t)}
@@ -130,11 +132,11 @@ func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	refusedUnread := func(c usherv1.AdmissionServiceClient, reason string) {
+	refusedUnread := func(c usherv1.AdmissionServiceClient, reason string, after uint64, times int) {
 		t.Helper()
 		before := store.reads.Load()
-		for range 20 {
-			stream, err := c.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7})
+		for range times {
+			stream, err := c.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7, AfterRevision: after})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,11 +145,14 @@ func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 			wantDetails(t, st, refusal{reason: reason, field: "resource", value: meeting7, meta: map[string]string{"events": fmt.Sprint(participants + 1)}})
 		}
 		if n := store.reads.Load() - before; n != 0 {
-			t.Errorf("20 WatchCalls refused %s read the call's sessions %d times; want none", reason, n)
+			t.Errorf("%d WatchCalls after revision %d refused %s read the call's sessions %d times; want none", times, after, reason, n)
 		}
 	}
 	holdUnread(hog)
-	refusedUnread(hog, "CALLER_INITIAL_LIMIT")
+	refusedUnread(hog, "CALLER_INITIAL_LIMIT", 0, 20)
+	refusedUnread(hog, "CALLER_INITIAL_LIMIT", 1, 3)
+	refusedUnread(hog, "CALLER_INITIAL_LIMIT", math.MaxUint64, 3)
 	holdUnread(other)
-	refusedUnread(third, "WATCH_LIMIT")
+	refusedUnread(third, "WATCH_LIMIT", 0, 20)
+	refusedUnread(third, "WATCH_LIMIT", math.MaxUint64, 3)
 }
