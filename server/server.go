@@ -61,6 +61,9 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	unary, stream := interceptors(logger, opts)
 	shares := callerShares(opts)
 	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	if h := tracing(opts, callerSource(opts)); h != nil {
+		opts = append(opts, h)
+	}
 	gs := grpc.NewServer(opts...)
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts), shares.Watches), stop: make(chan struct{}),
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}

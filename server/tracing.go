@@ -84,14 +84,59 @@ func StartTracing(ctx context.Context, c TracingConfig) (*sdktrace.TracerProvide
 
 // WithTracing makes New trace every call but health checks into tp, with
 // otelgrpc's stats handler, continuing the W3C trace context a caller
-// sends. Without it New installs no stats handler: tracing costs nothing.
+// sends. With WithCallers, only a call with a known credential continues
+// its trace context: a stranger's sampled traceparent would otherwise have
+// every call it makes, each refused, traced and exported. Without it New
+// installs no stats handler: tracing costs nothing.
 func WithTracing(tp trace.TracerProvider) grpc.ServerOption {
+	return tracingOption{tp: tp}
+}
+
+// tracingOption carries a TracerProvider through New's grpc.ServerOption
+// list; gRPC itself ignores it.
+type tracingOption struct {
+	grpc.EmptyServerOption
+	tp trace.TracerProvider
+}
+
+// tracing is the stats handler that traces into the TracerProvider among
+// opts, trusting the trace context of the callers of src (every caller's
+// when src is nil), or nil when opts has none.
+func tracing(opts []grpc.ServerOption, src *CallerSource) grpc.ServerOption {
+	var tp trace.TracerProvider
+	for _, o := range opts {
+		if t, ok := o.(tracingOption); ok {
+			tp = t.tp
+		}
+	}
+	if tp == nil {
+		return nil
+	}
 	return grpc.StatsHandler(otelgrpc.NewServerHandler(
 		otelgrpc.WithTracerProvider(tp),
 		// Prometheus measures calls; otelgrpc's metrics would count them
 		// twice.
 		otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
-		otelgrpc.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
+		otelgrpc.WithPropagators(callersContext{
+			TextMapPropagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+			src:               src,
+		}),
 		otelgrpc.WithFilter(filters.Not(filters.HealthCheck())),
 	))
+}
+
+// callersContext extracts the trace context of a call only when the call
+// carries a known credential, or the server has no callers file.
+type callersContext struct {
+	propagation.TextMapPropagator
+	src *CallerSource
+}
+
+func (p callersContext) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	if p.src != nil {
+		if _, err := (authenticator{src: p.src}).identify(ctx); err != nil {
+			return ctx
+		}
+	}
+	return p.TextMapPropagator.Extract(ctx, carrier)
 }

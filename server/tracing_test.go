@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
@@ -127,4 +128,42 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// A call without a known credential is traced as one that sends no trace
+// context: a stranger's sampled traceparent would otherwise have every
+// call it makes, each refused, traced and sent to the collector, taking
+// the place of the callers' spans there. A caller's is continued.
+func TestAStrangersTraceContextIsNotContinued(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	// Only a sampled parent is traced.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	token, _, src := hogAndOther(t)
+	f := startServerWith(t, t.TempDir(), slog.New(slog.DiscardHandler), func(*authz.Engine) []grpc.ServerOption {
+		return []grpc.ServerOption{server.WithTracing(tp), server.WithCallers(src)}
+	})
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled,
+	})
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), parent), carrier)
+	check := func(md ...string) error {
+		ctx := metadata.AppendToOutgoingContext(f.ctx(), append([]string{"traceparent", carrier.Get("traceparent")}, md...)...)
+		_, err := f.authz.Check(ctx, &usherv1.CheckRequest{Subject: "user:a", Permission: "join-call", Resource: "root"})
+		return err
+	}
+	for _, md := range [][]string{nil, {"authorization", "bearer not-a-token"}} {
+		wantCode(t, check(md...), codes.Unauthenticated)
+	}
+	if err := check("authorization", "bearer "+token); err != nil {
+		t.Fatal(err)
+	}
+	f.stop()
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans %v for two calls without a known credential and one with; want the one's", len(spans), names(spans))
+	}
+	if spans[0].Parent().TraceID() != parent.TraceID() {
+		t.Errorf("the caller's Check has parent %v, want the caller's %v", spans[0].Parent(), parent)
+	}
 }
