@@ -446,7 +446,13 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			}
 			ev := Event{Kind: kind, Revision: x.Revision(), Time: e.Time, Subject: s.Subject, Session: s.ID,
 				Outcome: e.Ended.Outcome, BlockID: e.Ended.BlockID}
-			v.remember(s.Call, ev)
+			if x.Revision() < s.Revision || x.Under(s.Call, s.Call) {
+				// Not an ending of a call deleted since it joined, heard
+				// late: a watch of one registered again under the name,
+				// resumed from before, would be told of it. An index
+				// behind the join has yet to register the call.
+				v.remember(s.Call, ev)
+			}
 			v.broadcast(s.Call, ev)
 		case e.Knock != nil && e.Ended == nil:
 			k := e.Knock
@@ -742,6 +748,11 @@ func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[st
 				note(call, x.Revision())
 			}
 		}
+		for call := range v.lastEnded {
+			if !x.Under(call, call) {
+				note(call, x.Revision())
+			}
+		}
 	}
 	for _, cs := range sets {
 		for _, c := range cs.Changes {
@@ -778,6 +789,9 @@ func (v *view) endCalls(gone map[string]authz.Revision) {
 				v.drop(w, callDeleted(call))
 			}
 		}
+		// Its endings are told: a watch of a call registered again under
+		// the name, resumed from before, is told of none of them.
+		delete(v.lastEnded, call)
 	}
 }
 

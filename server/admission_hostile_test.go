@@ -520,3 +520,30 @@ func TestAnUnsharedParticipantWhoJoinsAgainKeepsItsRoom(t *testing.T) {
 		t.Errorf("another holder finds the room in use by %q, want \"permission end-call\"", r.GetExclusive())
 	}
 }
+
+// A call registered again under the name of a deleted one is another: a
+// WatchCall of it resumed from a revision before its registration tells of
+// none of the deleted call's participants, who were never in it.
+func TestAWatchCallResumedOnACallRegisteredAgainTellsOfNoneOfTheFirst(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:m", "call-member", meeting7)
+	joined := w.join(w.adm, "user:m", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	if _, err := w.adm.Leave(callCtx(t), &usherv1.LeaveRequest{SessionId: joined.GetSessionId()}); err != nil {
+		t.Fatal(err)
+	}
+	w.join(w.adm, "user:m", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	if _, err := w.admin.DeleteResource(callCtx(t), &usherv1.DeleteResourceRequest{Name: meeting7}); err != nil {
+		t.Fatal(err)
+	}
+	// Another tenant's call of the same name.
+	for _, r := range []*usherv1.PutResourceRequest{{Name: "account:other"}, {Name: meeting7, Parent: "account:other"}} {
+		if _, err := w.admin.PutResource(callCtx(t), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ev := range watchCall(t, w.adm, meeting7, joined.GetRevision()).initial() {
+		if ev.GetSubject() == "user:m" || ev.GetSessionId() != "" {
+			t.Errorf("a WatchCall of the call registered again tells of the deleted call's participant: %v", ev)
+		}
+	}
+}
