@@ -620,6 +620,8 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 			return Renewal{}, err
 		}
 		p := m.engine.Index().Presence(s.Subject, s.Call)
+		// A session of a call deleted, and registered again, has ended.
+		m.acted(ctx, p.Revision)
 		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			if _, err := m.store.End(ctx, id, e); errors.Is(err, ErrNoSession) {

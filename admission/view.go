@@ -722,7 +722,8 @@ func (v *view) sift() {
 		}
 	}
 	gone := v.deleted(x, sets, all)
-	eject := v.reread(x, dirty)
+	eject := v.leaveDeleted(gone, dirty)
+	eject = append(eject, v.reread(x, dirty)...)
 	v.mu.Unlock()
 	v.followUp(eject)
 	if len(gone) > 0 {
@@ -762,6 +763,34 @@ func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[st
 		}
 	}
 	return gone
+}
+
+// leaveDeleted ejects the sessions of the deleted calls of gone that
+// joined before their deletion, and takes them out of dirty: a call
+// registered again under the name by then is another, which they are not
+// in, whether or not their subjects may join it. Their join's revision is
+// the store's: the view may have read them since in the call of the name.
+// v.mu is held.
+func (v *view) leaveDeleted(gone map[string]authz.Revision, dirty map[*tracked]bool) []ejection {
+	var eject []ejection
+	for call, rev := range gone {
+		for t := v.byCall[call]; t != nil; t = t.call.next {
+			if t.ended {
+				continue
+			}
+			if s, ok := v.m.store.Session(t.s.ID); !ok || s.Revision > rev {
+				continue
+			}
+			delete(dirty, t)
+			delete(v.ahead, t)
+			e := Ending{Why: Ejected, Outcome: NoGrant}
+			eject = append(eject, ejection{t.s.ID, e})
+			v.ended1(t.s.ID, e)
+			t.ended = true
+			v.unschedule(t)
+		}
+	}
+	return eject
 }
 
 // endCalls ends what waited on the deleted calls of gone: their knocks,

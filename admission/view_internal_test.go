@@ -454,3 +454,40 @@ func TestAPassReturnsOnceTheMarksAnotherTookAreStored(t *testing.T) {
 		t.Errorf("the second pass returned with the session %+v (live %v) in the store, want it no longer counted", s, ok)
 	}
 }
+
+// A call registered again under the name of a deleted one is another: a
+// participant of the first, though it may join the second, is not in it,
+// even when the view takes the deletion and the registration in one pass.
+func TestASessionEndsWithItsCallThoughANewOneTakesTheName(t *testing.T) {
+	m, eng, clock := viewWorld(t)
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	// A member everywhere: it may join a call of the name wherever it is.
+	if _, err := eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: authz.RootName}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Join(ctx, "", "user:a", "call:acme:1", 0)
+	if err != nil || r.Outcome != Admitted {
+		t.Fatalf("Join = %+v, %v", r, err)
+	}
+	// Both writes committed before the view takes either.
+	m.v.siftMu.Lock()
+	if _, err := eng.DeleteResource(ctx, by, "call:acme:1"); err != nil {
+		m.v.siftMu.Unlock()
+		t.Fatal(err)
+	}
+	// Another account's call of the name, which opens tomorrow.
+	for _, res := range []authz.Resource{{Name: "account:other"}, {Name: "call:acme:1", Parent: "account:other", StartsAt: clock.Now().Add(24 * time.Hour)}} {
+		if _, err := eng.PutResource(ctx, by, res); err != nil {
+			m.v.siftMu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	m.v.siftMu.Unlock()
+	got, err := m.KeepAlive(ctx, r.Session)
+	if err == nil && got.Outcome == Admitted {
+		t.Errorf("KeepAlive of the deleted call's session = %+v: it is in the call registered again under the name", got)
+	}
+	if sessions := m.store.Sessions("call:acme:1"); len(sessions) != 0 {
+		t.Errorf("the call registered again holds %d sessions of the deleted one: %+v", len(sessions), sessions)
+	}
+}
