@@ -1273,7 +1273,14 @@ func (m *Manager) Watch(call string, after authz.Revision) (*Watch, error) {
 	// began (by a KeepAlive that has answered, say) is no longer among the
 	// store's, and its ending must be among those the view remembers.
 	v.storeEvents()
-	w, st, err := v.start(call, after, m.followed(after), p.Rule.Media)
+	// A node that shares its store tells a resumed watch what followed
+	// after's commit in time (followed): when that can no longer be read
+	// (the change log was compacted past it), what it heard of below after
+	// may be what the watch never heard of, and only the whole state is
+	// sure to tell it.
+	since, known := m.followed(after)
+	lost := m.remote && after > 0 && !known
+	w, st, err := v.start(call, after, since, lost, p.Rule.Media)
 	if err != nil {
 		return nil, err
 	}
@@ -1331,13 +1338,19 @@ func (m *Manager) reach(after authz.Revision) {
 
 // Whole says whether a watch from after starts with the call's whole
 // state: from the start, or a resume from further back than the manager
-// remembers or past the latest revision (once the index has reached after,
-// as Watch waits for it).
+// remembers, past the latest revision (once the index has reached after,
+// as Watch waits for it), or, on a shared store, from a revision whose
+// commit time can no longer be read.
 func (m *Manager) Whole(after authz.Revision) bool {
 	if after == 0 {
 		return true
 	}
 	m.reach(after)
+	if m.remote {
+		if _, known := m.followed(after); !known {
+			return true // see Watch
+		}
+	}
 	m.v.mu.Lock()
 	defer m.v.mu.Unlock()
 	return m.v.resets(after)
@@ -1360,7 +1373,7 @@ func (m *Manager) Participants(call string) int {
 
 // followed is when revision after was committed, by the clock of the node
 // that committed it: the joins and endings later than that followed it.
-// Zero when after is 0, or its commit can no longer be read.
+// Zero, and false, when after is 0, or its commit can no longer be read.
 //
 // An event is told at the revision of the node's index when its view hears
 // of it, and one node's index may lag the commits that another node's
@@ -1370,9 +1383,9 @@ func (m *Manager) Participants(call string) int {
 // of what followed the commit in time too, though it came below it here.
 // The nodes' clocks are taken to agree, as NTP keeps them, to within far
 // less than the time between a commit and what follows it on a call.
-func (m *Manager) followed(after authz.Revision) time.Time {
+func (m *Manager) followed(after authz.Revision) (time.Time, bool) {
 	if after == 0 {
-		return time.Time{}
+		return time.Time{}, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.v.storeWait)
 	defer cancel()
@@ -1381,9 +1394,9 @@ func (m *Manager) followed(after authz.Revision) time.Time {
 	// its time alone.
 	t, ok, err := m.engine.Backend().CommitTime(ctx, after)
 	if err != nil || !ok {
-		return time.Time{}
+		return time.Time{}, false
 	}
-	return t
+	return t, true
 }
 
 // initialState is what a watch's initial state is made of, read under
@@ -1411,9 +1424,10 @@ type presentAt struct {
 // counts the events it makes against MaxInitialEvents (in w.held), and
 // makes w a watcher of the call, which hears of everything after what it
 // read. Joins and endings later than since (when set), whatever their
-// revision, are told too (see followed). media is the call's rule's, for
-// sessions the view has yet to hear of.
-func (v *view) start(call string, after authz.Revision, since time.Time, media *authz.MediaMapping) (*Watch, initialState, error) {
+// revision, are told too (see followed); lost says a resume cannot tell
+// what followed after, and sends the whole state. media is the call's
+// rule's, for sessions the view has yet to hear of.
+func (v *view) start(call string, after authz.Revision, since time.Time, lost bool, media *authz.MediaMapping) (*Watch, initialState, error) {
 	m := v.m
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -1431,7 +1445,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, media *
 		// ends its watches (endCalls).
 		return nil, initialState{}, callDeleted(call)
 	}
-	st.reset = v.resets(after)
+	st.reset = v.resets(after) || after > 0 && lost
 	whole := after == 0 || st.reset
 	// What bounds the memory of the initial states sent at once is their
 	// count. The whole state's is known before it is read, and one that

@@ -84,7 +84,7 @@ func BenchmarkWatchOfALargeCall(b *testing.B) {
 	})
 	b.Run("start", func(b *testing.B) {
 		for b.Loop() {
-			w, _, err := m.v.start(call, 0, time.Time{}, nil)
+			w, _, err := m.v.start(call, 0, time.Time{}, false, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func BenchmarkResumeAfterManyEndings(b *testing.B) {
 		b.Fatalf("the view remembers %d endings; want %d", n, m.v.rememberN)
 	}
 	for b.Loop() {
-		w, st, err := m.v.start("call:acme:1", after, time.Time{}, nil)
+		w, st, err := m.v.start("call:acme:1", after, time.Time{}, false, nil)
 		if err != nil || st.reset {
 			b.Fatal(st.reset, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
+	"github.com/usher-authz/usher/storage"
 )
 
 // resumeWorld is a call on two replicas of one cluster, the second applying
@@ -232,4 +233,61 @@ func TestAWatchOfACallRegisteredElsewhereAMomentAgoStarts(t *testing.T) {
 		t.Fatalf("WatchCall of a call registered through another replica a moment ago = %v; want it watched", err)
 	}
 	w.Close()
+}
+
+// A watch resumes from r on a replica that heard of user:a leaving below r,
+// once the change log no longer holds r (compacted past it): when r was
+// committed can no longer be read, so the watch cannot tell what followed
+// it, and it sends the whole state rather than leave user:a in the call.
+func TestAWatchResumedFromACompactedRevisionOnALaggingReplicaLosesNoEnding(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/resume-compacted/")
+	lag := startLaggingReplica(t, c, "/resume-compacted/", 150*time.Millisecond)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
+		Resources:   []authz.Resource{{Name: resumeCall}},
+		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := a.m.Join(ctx, "", "user:a", resumeCall, rev)
+	if err != nil || joined.Outcome != admission.Admitted {
+		t.Fatalf("Join: %+v %v", joined, err)
+	}
+	r, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "speaker", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lag.m.Leave(ctx, joined.Session); err != nil {
+		t.Fatal(err)
+	}
+	if told := lag.eng.Index().Revision(); told >= r {
+		t.Fatalf("the lagging replica had applied %d, the watch's revision: the test needs it behind", told)
+	}
+	if err := lag.eng.WaitApplied(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.eng.Backend().(storage.Backend).Compact(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	w, err := lag.m.Watch(resumeCall, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, ev := range w.Initial {
+		if ev.Kind == admission.EventLeft && ev.Subject == "user:a" || ev.Kind == admission.EventSynced && ev.Reset {
+			return
+		}
+	}
+	t.Errorf("the watch resumed from %d, compacted away, on a replica that heard of user:a leaving below it neither says user:a left nor sends the whole state: %+v", r, w.Initial)
 }
