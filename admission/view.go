@@ -98,9 +98,10 @@ type view struct {
 	// lastEnded is the latest remembered ending of each call that has one
 	// in the ring.
 	lastEnded map[string]endedRef
-	// forgotten is the latest revision of an ending the view may not
-	// know of: one the ring dropped, or the revision it started at, before
-	// which it heard of none.
+	// forgotten is the latest revision of an ending or a change the view
+	// may not know of: one the ring dropped, the revision it started at,
+	// before which it heard of none, or that of an index it looked at
+	// whole, not knowing what had changed before it (sift).
 	forgotten authz.Revision
 	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
 	// dueAt is v.dues.first(), written under v.mu, read without it.
@@ -111,6 +112,10 @@ type view struct {
 	appliedMu  sync.Mutex
 	appliedQ   []*authz.ChangeSet
 	appliedAll bool // a resync, or more change sets than are worth sifting
+	// blind is the revision of the index at the last resync, or at the
+	// change set that made the queue too long to sift: what changed up to
+	// it, the view never looks at change by change.
+	blind      authz.Revision
 	appliedSig chan struct{}
 	// queued is the revision of the last change set queued, and queuedCh
 	// is closed (and replaced) when another is: settle waits on them.
@@ -257,7 +262,7 @@ func newView(m *Manager, opts Options) *view {
 func (v *view) applied(x *authz.Index, cs *authz.ChangeSet) {
 	v.appliedMu.Lock()
 	if cs == nil || len(v.appliedQ) >= maxQueuedSets {
-		v.appliedAll, v.appliedQ = true, nil
+		v.appliedAll, v.appliedQ, v.blind = true, nil, x.Revision()
 	} else if !v.appliedAll {
 		v.appliedQ = append(v.appliedQ, cs)
 	}
@@ -694,7 +699,7 @@ func (v *view) sift() {
 	v.siftMu.Lock()
 	defer v.siftMu.Unlock()
 	v.appliedMu.Lock()
-	sets, all, upTo := v.appliedQ, v.appliedAll, v.queued
+	sets, all, upTo, blind := v.appliedQ, v.appliedAll, v.queued, v.blind
 	v.appliedQ, v.appliedAll = nil, false
 	v.appliedMu.Unlock()
 	defer v.sifted.Store(uint64(upTo))
@@ -705,6 +710,11 @@ func (v *view) sift() {
 		for _, t := range v.sessions {
 			dirty[t] = true
 		}
+		// A snapshot loaded, or more change sets than were worth sifting:
+		// a participant's standing may have changed and changed back
+		// meanwhile, which a watch served by another node was told of, and
+		// a watch resuming from before then is sent the whole state.
+		v.forgotten = max(v.forgotten, blind)
 	}
 	for t := range v.ahead {
 		if v.sessions[t.s.ID] != t {

@@ -1,6 +1,8 @@
 package etcdstore_test
 
 import (
+	"context"
+	"iter"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
 	"github.com/usher-authz/usher/storage"
+	"github.com/usher-authz/usher/storage/etcd"
 )
 
 // resumeWorld is a call on two replicas of one cluster, the second applying
@@ -290,4 +293,95 @@ func TestAWatchResumedFromACompactedRevisionOnALaggingReplicaLosesNoEnding(t *te
 		}
 	}
 	t.Errorf("the watch resumed from %d, compacted away, on a replica that heard of user:a leaving below it neither says user:a left nor sends the whole state: %+v", r, w.Initial)
+}
+
+// gated is a replica's backend whose index feed starts only once open is
+// closed: a replica cut off from the change log, whose feed then finds the
+// log compacted past its index and loads a snapshot.
+type gated struct {
+	*etcd.Store
+	open <-chan struct{}
+}
+
+func (g gated) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return
+		}
+		for cs, err := range g.Store.Watch(ctx, after) {
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
+// A watch told through one replica that user:a may speak (at r), and then
+// cut, resumes from r on a replica whose index missed both that grant and
+// its revocation, and loaded a snapshot past them when it found the change
+// log compacted past its own revision: it is told user:a
+// speaks no longer, or sent the whole state, rather than left believing
+// user:a may speak.
+func TestAWatchResumedOnAReplicaThatLoadedASnapshotPastItsRevision(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	const prefix = "/resume-snapshot/"
+	a := startReplica(t, c, prefix)
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
+		Resources:   []authz.Resource{{Name: resumeCall}},
+		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := a.m.Join(ctx, "", "user:a", resumeCall, rev)
+	if err != nil || joined.Outcome != admission.Admitted {
+		t.Fatalf("Join: %+v %v", joined, err)
+	}
+	open := make(chan struct{})
+	b := startReplicaOn(t, c, prefix, gated{replicaBackend(t, c, prefix), open})
+	// The log is compacted past the replica's index, not past r.
+	missed, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:z", Role: "member", Resource: resumeCall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	speaker := authz.Grant{Subject: "user:a", Role: "speaker", Resource: resumeCall}
+	r, err := a.eng.Grant(ctx, by, speaker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := a.eng.Revoke(ctx, by, speaker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.eng.Backend().(storage.Backend).Compact(ctx, missed); err != nil {
+		t.Fatal(err)
+	}
+	close(open)
+	if err := b.eng.WaitApplied(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.m.Watch(resumeCall, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, ev := range w.Initial {
+		if ev.Kind == admission.EventPresent && ev.Subject == "user:a" && !slices.Contains(ev.Capabilities, "call.speak") ||
+			ev.Kind == admission.EventSynced && ev.Reset {
+			return
+		}
+	}
+	t.Errorf("the watch resumed from %d, on a replica whose index loaded a snapshot at %d, neither tells user:a without call.speak (revoked at %d) nor sends the whole state: %+v",
+		r, b.eng.Index().Revision(), revoked, w.Initial)
 }
