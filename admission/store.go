@@ -83,12 +83,18 @@ type Ending struct {
 
 // StoreEvent is a change a Store reports, in the order it happened for any
 // one call: a session or knock that began or ended, here or on another
-// node sharing the store.
+// node sharing the store; or, with Lost set, that the store lost track of
+// them until Time.
 type StoreEvent struct {
 	Session *Session // a session began (Ended is nil) or ended
 	Knock   *Knock   // a knock began or was renewed (Ended is nil), or ended
 	Ended   *Ending
-	Time    time.Time
+	// Lost: a store shared with other nodes could not follow them for a
+	// while (etcd compacted the history it would have resumed from) and
+	// read them whole again at Time. It has reported what differs, but not
+	// the sessions and knocks that began and ended meanwhile.
+	Lost bool
+	Time time.Time
 }
 
 // Store keeps live sessions and knocks: in memory on one node

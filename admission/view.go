@@ -103,7 +103,11 @@ type view struct {
 	// before which it heard of none, or that of an index it looked at
 	// whole, not knowing what had changed before it (sift).
 	forgotten authz.Revision
-	dues      dueQueue[*tracked] // the tracked sessions with a due time, once each
+	// lost is when the store last lost track of the sessions and knocks
+	// (StoreEvent.Lost): a watch resuming from a revision committed before
+	// it may have been told of some the view never heard of.
+	lost time.Time
+	dues dueQueue[*tracked] // the tracked sessions with a due time, once each
 	// dueAt is v.dues.first(), written under v.mu, read without it.
 	dueAt  atomic.Int64
 	ahead  map[*tracked]bool // sessions admitted at a revision the index has yet to apply
@@ -409,6 +413,12 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			replaced = nil
 		}
 		switch {
+		case e.Lost:
+			// A watch resuming from before then may have been told,
+			// through another node, of what this one never heard of.
+			if e.Time.After(v.lost) {
+				v.lost = e.Time
+			}
 		case e.Session != nil && e.Ended == nil:
 			if v.sessions[e.Session.ID] == nil {
 				var read *authz.Presence
@@ -1350,20 +1360,19 @@ func (m *Manager) reach(after authz.Revision) {
 // state: from the start, or a resume from further back than the manager
 // remembers, past the latest revision (once the index has reached after,
 // as Watch waits for it), or, on a shared store, from a revision whose
-// commit time can no longer be read.
+// commit time can no longer be read or that the store lost track after.
 func (m *Manager) Whole(after authz.Revision) bool {
 	if after == 0 {
 		return true
 	}
 	m.reach(after)
+	since, known := time.Time{}, true
 	if m.remote {
-		if _, known := m.followed(after); !known {
-			return true // see Watch
-		}
+		since, known = m.followed(after) // see Watch
 	}
 	m.v.mu.Lock()
 	defer m.v.mu.Unlock()
-	return m.v.resets(after)
+	return !known || m.v.resets(after) || since.Before(m.v.lost)
 }
 
 // resets says whether a watch resuming from after sends the whole state
@@ -1455,7 +1464,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, lost bo
 		// ends its watches (endCalls).
 		return nil, initialState{}, callDeleted(call)
 	}
-	st.reset = v.resets(after) || after > 0 && lost
+	st.reset = v.resets(after) || after > 0 && (lost || since.Before(v.lost))
 	whole := after == 0 || st.reset
 	// What bounds the memory of the initial states sent at once is their
 	// count. The whole state's is known before it is read, and one that

@@ -41,6 +41,9 @@ func (s *Store) collapsePending() {
 	began := map[ref]bool{}
 	gone := map[ref]bool{}
 	for _, e := range s.pending {
+		if e.Lost {
+			continue // kept: it is of no session or knock
+		}
 		r := refOf(e)
 		switch {
 		case e.Ended == nil && e.Knock != nil && s.renotes[e.Knock] && !began[r]:
@@ -55,7 +58,7 @@ func (s *Store) collapsePending() {
 	kept := s.pending[:0]
 	renotes := map[*admission.Knock]bool{}
 	for _, e := range s.pending {
-		if !gone[refOf(e)] {
+		if e.Lost || !gone[refOf(e)] {
 			kept = append(kept, e)
 			if e.Knock != nil && s.renotes[e.Knock] {
 				renotes[e.Knock] = true

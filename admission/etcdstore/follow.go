@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/usher-authz/usher/admission"
 )
 
 // listPage is how many keys one read of a listing returns.
@@ -75,7 +77,12 @@ func (s *Store) follow() {
 	for {
 		var err error
 		if relist {
-			err = s.load(s.ctx)
+			if err = s.load(s.ctx); err == nil {
+				// What began and ended meanwhile is not in the listing.
+				s.mu.Lock()
+				s.emit(admission.StoreEvent{Lost: true, Time: s.clock.Now()})
+				s.mu.Unlock()
+			}
 			relist = err != nil
 		}
 		if err == nil {

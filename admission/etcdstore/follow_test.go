@@ -18,7 +18,8 @@ import (
 // TestFollowAfterCompaction: a store whose watch cannot resume, because etcd
 // compacted the history it would resume from, lists the prefix again and
 // reports the difference: what began, what was replaced, and, its reason
-// gone with its lease, what ended as Lapsed.
+// gone with its lease, what ended as Lapsed; then that it lost track of
+// what began and ended meanwhile.
 func TestFollowAfterCompaction(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
@@ -76,6 +77,9 @@ func TestFollowAfterCompaction(t *testing.T) {
 	events := admission.Feed(t.Context(), s)
 	var got []string
 	describe := func(e admission.StoreEvent) string {
+		if e.Lost {
+			return "lost"
+		}
 		id := ""
 		if e.Session != nil {
 			id = e.Session.ID
@@ -89,7 +93,7 @@ func TestFollowAfterCompaction(t *testing.T) {
 	}
 	// The first batch is what the store listed when it opened.
 	want := []string{"began " + gone.ID, "began " + kept.ID, "began " + replaced.ID}
-	for len(got) < len(want)+5 {
+	for len(got) < len(want)+6 {
 		select {
 		case batch := <-events:
 			for _, e := range batch {
@@ -105,16 +109,17 @@ func TestFollowAfterCompaction(t *testing.T) {
 	if !slices.Equal(first, want) {
 		t.Errorf("the store opened with %v, want %v", first, want)
 	}
-	// Endings come before beginnings; each in no particular order.
-	ends, begins := rest[:2], rest[2:]
+	// Endings come before beginnings; each in no particular order. Then
+	// the store says it lost track of what began and ended meanwhile.
+	ends, begins, lost := rest[:2], rest[2:5], rest[5]
 	slices.Sort(ends)
 	slices.Sort(begins)
 	wantEnds := []string{fmt.Sprintf("ended %s why=%d", gone.ID, admission.Lapsed), fmt.Sprintf("ended %s why=%d", replaced.ID, admission.Replaced)}
 	slices.Sort(wantEnds)
 	wantBegins := []string{"began " + again.ID, "began " + newcomer.ID, "began k1"}
 	slices.Sort(wantBegins)
-	if !slices.Equal(ends, wantEnds) || !slices.Equal(begins, wantBegins) {
-		t.Errorf("after the relist: %v, want %v then %v", rest, wantEnds, wantBegins)
+	if !slices.Equal(ends, wantEnds) || !slices.Equal(begins, wantBegins) || lost != "lost" {
+		t.Errorf("after the relist: %v, want %v then %v, then lost", rest, wantEnds, wantBegins)
 	}
 	if got, want := len(s.Sessions("call:x")), 3; got != want {
 		t.Errorf("Sessions = %d, want %d", got, want)

@@ -81,7 +81,8 @@
 // order (hence in each call's order), what the watch shows beginning and
 // ending, starting with what was live when the store opened; a watch that
 // cannot resume (etcd compacted past it) lists the prefix again and reports
-// the difference. The consumer of Events does not hold the watch up: events
+// the difference, then that it lost track (StoreEvent.Lost): what began and
+// ended meanwhile is in no listing. The consumer of Events does not hold the watch up: events
 // queue, and past Options.MaxPending queued events the queue is collapsed
 // (a session or knock that began and ended while queued is dropped from it,
 // with a warning in the log), which bounds it by twice the live sessions.
