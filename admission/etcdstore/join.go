@@ -171,8 +171,10 @@ func (s *Store) endOp(e *entry, why admission.Ending, at time.Time) clientv3.Op 
 		clientv3.WithLease(e.lease))
 }
 
-// backoff waits a little before attempt, more the more attempts failed, so
-// that replicas contending for one call do not keep colliding.
+// backoff waits a little before attempt reads anew, more the more attempts
+// failed, so that replicas contending for one call do not keep colliding. A
+// write that compares what a conflict's Else read does not wait: that read
+// is as new as it gets.
 func backoff(ctx context.Context, attempt int) error {
 	if attempt == 0 {
 		return ctx.Err()

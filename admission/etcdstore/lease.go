@@ -111,10 +111,10 @@ func (s *Store) relet(ctx context.Context, e *entry, expires time.Time) (*entry,
 			s.revoke(lease)
 		}
 	}()
-	for attempt := range s.opts.RetryConflicts {
-		if err := backoff(ctx, attempt); err != nil {
-			return nil, err
-		}
+	// A conflict's Else read the key as it is now, and the next attempt
+	// compares that at once: waiting first would only give it time to
+	// change again.
+	for range s.opts.RetryConflicts {
 		e.setExpires(expires)
 		value, err := s.encode(e)
 		if err != nil {
@@ -160,10 +160,8 @@ func (s *Store) End(ctx context.Context, id string, why admission.Ending) (admis
 // When the key changed since e was read, it ends what the key holds now if
 // that is of id; of any id when id is "".
 func (s *Store) end(ctx context.Context, e *entry, why admission.Ending, id string) error {
-	for attempt := range s.opts.RetryConflicts {
-		if err := backoff(ctx, attempt); err != nil {
-			return err
-		}
+	// As relet's, each attempt compares at once what the last one read.
+	for range s.opts.RetryConflicts {
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
 			Then(clientv3.OpDelete(e.key), s.endOp(e, why, s.clock.Now())).
 			Else(clientv3.OpGet(e.key)).Commit()

@@ -23,10 +23,8 @@ func (s *Store) Mark(ctx context.Context, id string, counted bool, exclusive []s
 	if err != nil {
 		return admission.Session{}, err
 	}
-	for attempt := range s.opts.RetryConflicts {
-		if err := backoff(ctx, attempt); err != nil {
-			return admission.Session{}, err
-		}
+	// As relet's, each attempt compares at once what the last one read.
+	for range s.opts.RetryConflicts {
 		if e.s.Counted == counted && slices.Equal(e.s.Exclusive, exclusive) || at < max(e.marked, e.s.Revision) {
 			return e.s, nil
 		}

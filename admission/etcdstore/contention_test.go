@@ -1,0 +1,64 @@
+package etcdstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/admission/etcdstore"
+	"github.com/usher-authz/usher/internal/etcdtest"
+)
+
+// TestADenyOfAGuestKnockingAgainAndAgainElsewhere: a guest whose media
+// server knocks again and again through one replica, each time with a new
+// note, is denied through another all the same: what the guest writes may
+// make a Deny read its knock again, never give up.
+func TestADenyOfAGuestKnockingAgainAndAgainElsewhere(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	open := func() *etcdstore.Store {
+		s, err := etcdstore.New(ctx, c.Client(t), etcdstore.Options{Prefix: "/deny/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	guest, moderator := open(), open()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			now := time.Now()
+			guest.Knock(ctx, admission.Knock{ID: fmt.Sprintf("k%d", i), Subject: "user:g", Call: "call:x",
+				Note: fmt.Sprintf("let me in (%d)", i), Knocked: now, Expires: now.Add(time.Minute)})
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+	for round := range 60 {
+		for !waits(moderator, "call:x", "user:g") {
+			time.Sleep(time.Millisecond)
+		}
+		found, err := moderator.Unknock(ctx, "call:x", "user:g", admission.Denied)
+		if err != nil || !found {
+			t.Fatalf("round %d: Unknock of a guest knocking again and again elsewhere = %t, %v; want it denied", round, found, err)
+		}
+	}
+}
+
+// waits reports whether subject waits in call's lobby, in s's picture.
+func waits(s *etcdstore.Store, call, subject string) bool {
+	for _, k := range s.Knocks(call) {
+		if k.Subject == subject {
+			return true
+		}
+	}
+	return false
+}
