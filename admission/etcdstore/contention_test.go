@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/admission/etcdstore"
 	"github.com/usher-authz/usher/internal/etcdtest"
@@ -61,4 +63,46 @@ func waits(s *etcdstore.Store, call, subject string) bool {
 		}
 	}
 	return false
+}
+
+// TestAKnockRenewedWithNothingNewWritesNothing: a guest whose media server
+// knocks again with the note it knocked with, within its knock's lease,
+// costs etcd no write, which every replica would follow and every write to
+// the call's lobby would conflict with; the knock stays, renewed.
+func TestAKnockRenewedWithNothingNewWritesNothing(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	cli := c.Client(t)
+	s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: "/reknock/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now()
+	k := admission.Knock{ID: "k1", Subject: "user:g", Call: "call:x", Caller: "sfu", Note: "let me in", Knocked: now, Expires: now.Add(time.Minute)}
+	if _, err := s.Knock(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	revision := func() int64 {
+		t.Helper()
+		resp, err := cli.Get(ctx, "/reknock/", clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	before := revision()
+	again := k
+	again.ID, again.Knocked = "k2", time.Now()
+	again.Expires = again.Knocked.Add(time.Minute)
+	got, err := s.Knock(ctx, again)
+	if err != nil || got.ID != k.ID || !got.Expires.Equal(again.Expires) {
+		t.Fatalf("Knock again = %+v, %v; want knock %s renewed to %v", got, err, k.ID, again.Expires)
+	}
+	if after := revision(); after != before {
+		t.Errorf("Knock again with nothing new moved etcd from revision %d to %d; want no write", before, after)
+	}
+	if got, ok := s.KnockOf(k.ID); !ok || got.Note != k.Note {
+		t.Errorf("KnockOf(%s) = %+v, %t; want it waiting still", k.ID, got, ok)
+	}
 }
