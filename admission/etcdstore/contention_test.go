@@ -106,3 +106,49 @@ func TestAKnockRenewedWithNothingNewWritesNothing(t *testing.T) {
 		t.Errorf("KnockOf(%s) = %+v, %t; want it waiting still", k.ID, got, ok)
 	}
 }
+
+// TestANewKnockIsNotHeldUpByAnotherGuestsRenewals: a new knock counts the
+// call's lobby, and conflicts only with a knock made since; a guest whose
+// media server renews its knock again and again, each time with a new
+// note, makes no one else's knock read the lobby again, even through a
+// replica that would read it only once.
+func TestANewKnockIsNotHeldUpByAnotherGuestsRenewals(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	open := func(opts etcdstore.Options) *etcdstore.Store {
+		opts.Prefix = "/renewals/"
+		s, err := etcdstore.New(ctx, c.Client(t), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	guest, door := open(etcdstore.Options{}), open(etcdstore.Options{RetryConflicts: 1})
+	knock := func(s *etcdstore.Store, subject, note string) error {
+		now := time.Now()
+		_, err := s.Knock(ctx, admission.Knock{ID: subject + "-" + note, Subject: subject, Call: "call:x", Note: note, Knocked: now, Expires: now.Add(time.Minute)})
+		return err
+	}
+	if err := knock(guest, "user:g", "0"); err != nil {
+		t.Fatal(err)
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			knock(guest, "user:g", fmt.Sprint(i))
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+	for i := range 30 {
+		if err := knock(door, fmt.Sprintf("user:%d", i), "0"); err != nil {
+			t.Fatalf("knock %d beside a guest renewing its knock: %v; want it waiting", i, err)
+		}
+	}
+}

@@ -10,7 +10,8 @@ import (
 )
 
 // Knock implements admission.Store. A new knock counts the call's knocks in
-// etcd and commits only if none was added since, as Join does for sessions.
+// etcd and commits only if none was added since; unlike Join's, its
+// decision reads nothing that a renewal changes.
 func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, error) {
 	if err := s.check(); err != nil {
 		return admission.Knock{}, err
@@ -98,7 +99,9 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			}
 		}
 		resp, err := s.cli.Txn(ctx).If(
-			clientv3.Compare(clientv3.ModRevision(from), "<", read.Header.Revision+1).WithRange(end),
+			// Only a knock made since changes the count: one renewed, with
+			// a new note or under a new lease, does not.
+			clientv3.Compare(clientv3.CreateRevision(from), "<", read.Header.Revision+1).WithRange(end),
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 		).Then(
 			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
