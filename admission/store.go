@@ -227,6 +227,23 @@ func Room(others []Session, old *Session, s Session, max uint32) (Outcome, strin
 	return Admitted, ""
 }
 
+// Alone reports whether Room admits s whatever the call's other sessions
+// are: s counts against no max, and holds no exclusive mark, but the
+// occupant's and those old held, that Room looks for among them. A store
+// that guards a join against the call's sessions changing meanwhile need
+// not guard one that is alone.
+func Alone(old *Session, s Session, max uint32) bool {
+	if s.Counted && max > 0 {
+		return false
+	}
+	for _, mark := range s.Exclusive {
+		if mark != authz.OccupantMark && (old == nil || !slices.Contains(old.Exclusive, mark)) {
+			return false
+		}
+	}
+	return true
+}
+
 // ErrNoSession is the error of a session or knock that is not live.
 var ErrNoSession = errors.New("no live session or knock with that id")
 

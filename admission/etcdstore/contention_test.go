@@ -152,3 +152,48 @@ func TestANewKnockIsNotHeldUpByAnotherGuestsRenewals(t *testing.T) {
 		}
 	}
 }
+
+// TestAJoinNoOneElseDecidesIsNotHeldUpByARejoiningParticipant: a join into
+// a call without max_participants, holding no exclusive role, is admitted
+// whoever else is in the call, and conflicts with none of them; a
+// participant whose media server joins it again and again through one
+// replica makes no one else's join read the call again, even through a
+// replica that would read it only once.
+func TestAJoinNoOneElseDecidesIsNotHeldUpByARejoiningParticipant(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	open := func(opts etcdstore.Options) *etcdstore.Store {
+		opts.Prefix = "/rejoin/"
+		s, err := etcdstore.New(ctx, c.Client(t), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	participant, door := open(etcdstore.Options{}), open(etcdstore.Options{RetryConflicts: 1})
+	const noMax = 0
+	join := func(s *etcdstore.Store, id, subject string) (admission.Outcome, error) {
+		now := time.Now()
+		out, _, err := s.Join(ctx, admission.Session{ID: id, Subject: subject, Call: "call:x", Joined: now, Expires: now.Add(time.Minute), Counted: true}, noMax)
+		return out, err
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			join(participant, fmt.Sprintf("h%d", i), "user:h")
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+	for i := range 30 {
+		if out, err := join(door, fmt.Sprintf("s%d", i), fmt.Sprintf("user:%d", i)); err != nil || out != admission.Admitted {
+			t.Fatalf("join %d beside a participant joining again and again = %s, %v; want ADMITTED", i, out, err)
+		}
+	}
+}

@@ -128,9 +128,12 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 		}
 		now := s.clock.Now()
 		cmps := []clientv3.Cmp{
-			clientv3.Compare(clientv3.ModRevision(from), "<", at+1).WithRange(end),
 			clientv3.Compare(clientv3.ModRevision(key), "=", oldMod),
 			clientv3.Compare(clientv3.ModRevision(knockKey), "=", knockMod),
+		}
+		if !admission.Alone(oldSession, sess, max) {
+			// The decision read the others: none may have come or changed.
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(from), "<", at+1).WithRange(end))
 		}
 		ops := []clientv3.Op{
 			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),

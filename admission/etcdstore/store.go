@@ -40,8 +40,11 @@
 // created or modified after R (ModRevision < R+1 over the range; a key
 // deleted since is not compared, and fewer sessions only make an admitted
 // decision truer), and that the subject's own session and knock keys are as
-// read. If another replica committed in between, Join reads and decides
-// again, at most Options.RetryConflicts times, then answers authz.Aborted.
+// read; a join that Room admits whoever else is in the call
+// (admission.Alone: it counts against no max and takes no exclusive mark)
+// compares only the latter. If another replica committed in between, Join
+// reads and decides again, at most Options.RetryConflicts times, then
+// answers authz.Aborted.
 // Within one process, joins of a call wait for each other, so a replica never
 // conflicts with itself. The decision is always made against etcd, never the
 // local picture.
