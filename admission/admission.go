@@ -253,6 +253,11 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	if noRoomJoin(&r, p, subject, resource) {
 		return r, nil
 	}
+	// What follows waits on the store, and on the view's passes that tell
+	// it what they found: all of it within StoreWait, so that a store out
+	// of reach fails the join once, not once for each.
+	ctx, cancel := m.within(ctx)
+	defer cancel()
 	s := Session{ID: newID(), Subject: subject, Call: resource, Caller: caller, Joined: now, Expires: now.Add(lease),
 		Counted: counted, Exclusive: exclusive, Capabilities: p.Capabilities, Revision: p.Revision}
 	// The view may have yet to act on writes this join read: a participant
@@ -266,15 +271,17 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	// role ran out holds the room no longer, one whose grant ran out is
 	// no longer in.
 	if m.v.due(now.UnixNano()) {
-		m.v.expire()
+		if err := m.v.expire(ctx); err != nil {
+			return Result{}, entering(storeError(err), resource)
+		}
 	}
 	// An admitted join's events are the view's to take (m.v.joined).
-	out, detail, err := m.joinWithin(ctx, s, rule.MaxParticipants)
+	out, detail, err := m.join(ctx, s, rule.MaxParticipants)
 	if err == nil && (out == Full || out == InUse) {
 		// The view may have yet to act on the writes this join read: a
 		// participant they took out of the call still holds its place.
 		m.v.settle(ctx, p.Revision)
-		out, detail, err = m.joinWithin(ctx, s, rule.MaxParticipants)
+		out, detail, err = m.join(ctx, s, rule.MaxParticipants)
 	}
 	if err != nil {
 		return Result{}, entering(storeError(err), resource)
@@ -317,13 +324,6 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		}
 	}
 	return r, nil
-}
-
-// joinWithin is m.join within StoreWait.
-func (m *Manager) joinWithin(ctx context.Context, s Session, max uint32) (Outcome, string, error) {
-	ctx, cancel := m.within(ctx)
-	defer cancel()
-	return m.join(ctx, s, max)
 }
 
 // within is ctx bounded by StoreWait, for the store's writes: a store out

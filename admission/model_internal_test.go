@@ -405,7 +405,7 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 func (w *modelWorld) settle() {
 	w.m.v.storeEvents()
 	w.m.v.settle(w.ctx, w.eng.Index().Revision())
-	w.m.v.expire()
+	w.m.v.expire(context.Background())
 	w.m.v.storeEvents()
 }
 

@@ -129,14 +129,14 @@ type view struct {
 	// siftMu makes one sift at a time take the queue and act on it, so
 	// that once a sift returns, every change set queued before it began
 	// has been acted on.
-	siftMu sync.Mutex
+	siftMu passLock
 	// sifted is the revision of the last change set a sift has acted on:
 	// a Join that read the index at a later one settles first.
 	sifted atomic.Uint64
 	// expiring counts the passes of expire that are taking what is due,
 	// looking at it and acting on it; expireMu makes one pass at a time.
 	expiring atomic.Int32
-	expireMu sync.Mutex
+	expireMu passLock
 
 	// endings remembers how the last sessions and knocks ended, by id, for
 	// a KeepAlive that comes after: a ring of ids bounds it.
@@ -152,7 +152,7 @@ type view struct {
 	// older reading never lands last. unmarked counts the marks noted in
 	// remarks or being told the store.
 	remarks  map[string]authz.Revision
-	markMu   sync.Mutex
+	markMu   passLock
 	unmarked atomic.Int64
 
 	stop   chan struct{}
@@ -257,6 +257,7 @@ func newView(m *Manager, opts Options) *view {
 		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		probed: make(chan struct{}), queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
+		siftMu: make(passLock, 1), expireMu: make(passLock, 1), markMu: make(passLock, 1),
 	}
 	v.dueAt.Store(math.MaxInt64)
 	return v
@@ -294,9 +295,9 @@ func (v *view) loop() {
 		case <-pending:
 			v.storeEvents()
 		case <-v.appliedSig:
-			v.sift()
+			v.sift(context.Background())
 		case <-tick.C:
-			v.expire()
+			v.expire(context.Background())
 		}
 	}
 }
@@ -376,7 +377,7 @@ func (v *view) storeEvents() {
 	v.mu.Lock()
 	eject := v.consume(x, nil, "", nil)
 	v.mu.Unlock()
-	v.followUp(eject)
+	v.followUp(context.Background(), eject)
 }
 
 // endKind is the event that tells watchers of an ending; 0 for endings
@@ -566,19 +567,37 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 		e, ended = v.endingAt(v.idKey(s.ID))
 	}
 	v.mu.Unlock()
-	v.followUp(eject)
+	v.followUp(context.Background(), eject)
 	return e, ended && e.Why == Ejected
 }
 
 // followUp does what the view decided under v.mu and leaves to the store:
 // it ends the sessions of eject, then marks the sessions whose standing
-// changed. A store write that runs out of StoreWait ends the pass: the
-// store is out of reach, and the marks left wait for the next pass.
-func (v *view) followUp(eject []ejection) {
-	if v.eject(eject) {
-		v.mark()
+// changed, within ctx. A store write that runs out of StoreWait, or of ctx,
+// ends the pass: the store is out of reach, and the marks left wait for
+// the next pass.
+func (v *view) followUp(ctx context.Context, eject []ejection) {
+	if v.eject(ctx, eject) {
+		v.mark(ctx)
 	}
 }
+
+// passLock is a lock held by a pass of the view, which may wait on the
+// store for StoreWait: one who waits for it within a context (a Join
+// bounded by StoreWait itself) stops waiting once that is done.
+type passLock chan struct{}
+
+// lock takes l, or returns ctx's error once ctx is done first.
+func (l passLock) lock(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l passLock) unlock() { <-l }
 
 // outOfReach reports whether a store write failed for running out of
 // StoreWait.
@@ -607,16 +626,18 @@ func (v *view) toMark(id string, at authz.Revision) {
 	v.remarks[id] = max(was, at)
 }
 
-// mark tells the store the marks remark noted, as they stand now. It
-// returns once the store has them, or has failed to take them, those that
-// another mark is telling it included: a Join decides on the store's marks
-// next.
-func (v *view) mark() {
+// mark tells the store the marks remark noted, as they stand now, within
+// ctx. It returns once the store has them, or has failed to take them,
+// those that another mark is telling it included: a Join decides on the
+// store's marks next.
+func (v *view) mark(ctx context.Context) {
 	if v.unmarked.Load() == 0 {
 		return
 	}
-	v.markMu.Lock()
-	defer v.markMu.Unlock()
+	if v.markMu.lock(ctx) != nil {
+		return
+	}
+	defer v.markMu.unlock()
 	v.mu.Lock()
 	type marked struct {
 		place
@@ -633,7 +654,7 @@ func (v *view) mark() {
 	v.mu.Unlock()
 	defer v.unmarked.Add(-taken)
 	for i, s := range marks {
-		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+		ctx, cancel := context.WithTimeout(ctx, v.storeWait)
 		_, err := v.m.store.Mark(ctx, s.ID, s.Counted, s.Exclusive, s.at)
 		cancel()
 		if err == nil || errors.Is(err, ErrNoSession) {
@@ -661,13 +682,13 @@ type ejection struct {
 	why Ending
 }
 
-// eject ends the sessions of participants who may no longer be there; the
-// store's events then tell the watchers. It reports false when the store
-// is out of reach, leaving the rest: those sessions end when their leases
-// lapse, or at their next KeepAlive.
-func (v *view) eject(list []ejection) bool {
+// eject ends the sessions of participants who may no longer be there,
+// within ctx; the store's events then tell the watchers. It reports false
+// when the store is out of reach, leaving the rest: those sessions end
+// when their leases lapse, or at their next KeepAlive.
+func (v *view) eject(ctx context.Context, list []ejection) bool {
 	for i, e := range list {
-		ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+		ctx, cancel := context.WithTimeout(ctx, v.storeWait)
 		_, err := v.m.store.End(ctx, e.id, e.why)
 		cancel()
 		if err == nil || errors.Is(err, ErrNoSession) {
@@ -704,10 +725,13 @@ func (v *view) unlist(t *tracked) {
 }
 
 // sift finds the sessions the queued change sets may have changed, and
-// looks at them again.
-func (v *view) sift() {
-	v.siftMu.Lock()
-	defer v.siftMu.Unlock()
+// looks at them again, within ctx: it returns at once when ctx is done
+// before the sift under way is.
+func (v *view) sift(ctx context.Context) {
+	if v.siftMu.lock(ctx) != nil {
+		return
+	}
+	defer v.siftMu.unlock()
 	v.appliedMu.Lock()
 	sets, all, upTo, blind := v.appliedQ, v.appliedAll, v.queued, v.blind
 	v.appliedQ, v.appliedAll = nil, false
@@ -745,7 +769,7 @@ func (v *view) sift() {
 	eject := v.leaveDeleted(gone, dirty)
 	eject = append(eject, v.reread(x, dirty)...)
 	v.mu.Unlock()
-	v.followUp(eject)
+	v.followUp(ctx, eject)
 	if len(gone) > 0 {
 		v.endCalls(gone)
 	}
@@ -872,7 +896,7 @@ func (v *view) settle(ctx context.Context, rev authz.Revision) {
 			return
 		}
 	}
-	v.sift()
+	v.sift(ctx)
 }
 
 // touched marks the sessions c may change the standing of.
@@ -1001,12 +1025,15 @@ func (v *view) due(now int64) bool {
 	return now >= v.dueAt.Load() || v.expiring.Load() > 0 || v.unmarked.Load() > 0
 }
 
-// expire looks again at the sessions whose grants or blocks have expired.
-// One pass runs at a time, its ejections and marks included: a Join that
-// finds one under way (due) waits for it in its own.
-func (v *view) expire() {
-	v.expireMu.Lock()
-	defer v.expireMu.Unlock()
+// expire looks again at the sessions whose grants or blocks have expired,
+// within ctx. One pass runs at a time, its ejections and marks included: a
+// Join that finds one under way (due) waits for it in its own, and returns
+// ctx's error when ctx is done first.
+func (v *view) expire(ctx context.Context) error {
+	if err := v.expireMu.lock(ctx); err != nil {
+		return err
+	}
+	defer v.expireMu.unlock()
 	now := v.m.clock.Now().UnixNano()
 	v.expiring.Add(1)
 	v.mu.Lock()
@@ -1023,8 +1050,9 @@ func (v *view) expire() {
 		eject = v.reread(v.m.engine.Index(), dirty)
 	}
 	v.mu.Unlock()
-	v.followUp(eject)
+	v.followUp(ctx, eject)
 	v.expiring.Add(-1)
+	return nil
 }
 
 // participant is the event of kind about t.

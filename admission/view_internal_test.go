@@ -171,7 +171,7 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		v.followUp([]ejection{{id: "s-1", why: Ending{Why: Ejected}}, {id: "s-2", why: Ending{Why: Ejected}}})
+		v.followUp(context.Background(), []ejection{{id: "s-1", why: Ending{Why: Ejected}}, {id: "s-2", why: Ending{Why: Ejected}}})
 	}()
 	select {
 	case <-done:
@@ -183,8 +183,8 @@ func TestViewWritesToAStoreOutOfReachGiveUp(t *testing.T) {
 	}
 	// The view's own passes may be trying the marks: once none is, they
 	// are kept.
-	v.markMu.Lock()
-	defer v.markMu.Unlock()
+	v.markMu.lock(context.Background())
+	defer v.markMu.unlock()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.remarks["s-1"] != 1 || v.remarks["s-2"] != 1 {
@@ -223,7 +223,7 @@ func TestTheViewFollowsTheStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The view's loop may be sifting the ban already.
-			m.v.sift()
+			m.v.sift(context.Background())
 			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 				if _, ok := m.store.SessionOf(c, s); !ok {
 					break
@@ -442,14 +442,14 @@ func TestAPassReturnsOnceTheMarksAnotherTookAreStored(t *testing.T) {
 	v.sessions[r.Session].s.Counted = false
 	v.toMark(r.Session, r.Revision)
 	v.mu.Unlock()
-	go v.mark()
+	go v.mark(context.Background())
 	select {
 	case <-store.entered:
 	case <-time.After(2 * time.Second):
 		t.Fatal("the first pass never told the store the marks")
 	}
 	time.AfterFunc(100*time.Millisecond, func() { close(store.letGo) })
-	v.mark()
+	v.mark(context.Background())
 	if s, ok := store.Session(r.Session); !ok || s.Counted {
 		t.Errorf("the second pass returned with the session %+v (live %v) in the store, want it no longer counted", s, ok)
 	}
@@ -470,19 +470,19 @@ func TestASessionEndsWithItsCallThoughANewOneTakesTheName(t *testing.T) {
 		t.Fatalf("Join = %+v, %v", r, err)
 	}
 	// Both writes committed before the view takes either.
-	m.v.siftMu.Lock()
+	m.v.siftMu.lock(context.Background())
 	if _, err := eng.DeleteResource(ctx, by, "call:acme:1"); err != nil {
-		m.v.siftMu.Unlock()
+		m.v.siftMu.unlock()
 		t.Fatal(err)
 	}
 	// Another account's call of the name, which opens tomorrow.
 	for _, res := range []authz.Resource{{Name: "account:other"}, {Name: "call:acme:1", Parent: "account:other", StartsAt: clock.Now().Add(24 * time.Hour)}} {
 		if _, err := eng.PutResource(ctx, by, res); err != nil {
-			m.v.siftMu.Unlock()
+			m.v.siftMu.unlock()
 			t.Fatal(err)
 		}
 	}
-	m.v.siftMu.Unlock()
+	m.v.siftMu.unlock()
 	got, err := m.KeepAlive(ctx, r.Session)
 	if err == nil && got.Outcome == Admitted {
 		t.Errorf("KeepAlive of the deleted call's session = %+v: it is in the call registered again under the name", got)

@@ -185,7 +185,7 @@ func (w *watchWorld) settle() {
 	w.store.Count("") // ends the sessions whose leases ran out
 	v.storeEvents()
 	v.settle(w.ctx, w.eng.Index().Revision())
-	v.expire()
+	v.expire(context.Background())
 	v.storeEvents()
 }
 

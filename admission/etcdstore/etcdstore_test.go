@@ -66,7 +66,14 @@ func replicaBackend(t *testing.T, c *etcdtest.Cluster, prefix string) *etcd.Stor
 // startReplicaOn starts a replica whose index follows backend.
 func startReplicaOn(t *testing.T, c *etcdtest.Cluster, prefix string, backend storage.Backend) replica {
 	t.Helper()
-	eng, err := authz.Start(t.Context(), backend, authz.Options{})
+	return startReplicaWith(t, c, prefix, backend, authz.Options{})
+}
+
+// startReplicaWith starts a replica whose index follows backend, its
+// engine started with opts.
+func startReplicaWith(t *testing.T, c *etcdtest.Cluster, prefix string, backend storage.Backend, opts authz.Options) replica {
+	t.Helper()
+	eng, err := authz.Start(t.Context(), backend, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

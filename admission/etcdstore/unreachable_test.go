@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,26 +15,31 @@ import (
 // under a replica: Join, Knock, KeepAlive, Leave, Admit and Deny (by the
 // platform and by an actor), called
 // with no deadline of their own, fail UNAVAILABLE rather than wait for
-// etcd for good.
+// etcd for good; a Join with a deadline past the store wait fails
+// UNAVAILABLE before it, though a participant's marks, changed as etcd
+// went away, wait to be told the store.
 func TestSessionWritesFailUnavailableWithEtcdOutOfReach(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	a := startReplica(t, c, "/unreachable/")
+	clock := authz.NewManualClock(time.Now())
+	a := startReplicaWith(t, c, "/unreachable/", replicaBackend(t, c, "/unreachable/"), authz.Options{Clock: clock})
 	by := authz.Author{Caller: "test"}
 	p := authz.Policy{
 		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
-		Resources:   []authz.Resource{{Name: "call:acme:0"}, {Name: "call:acme:1"}},
+		Resources:   []authz.Resource{{Name: "call:acme:0"}, {Name: "call:acme:1"}, {Name: "call:acme:2"}},
 		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join", "call.admit"}},
+			{Name: "host", Scope: "root", Permissions: []string{"call.join", "call.admit"}},
 			{Name: "guest", Scope: "root", Permissions: []string{"call.join"}},
 			{Name: "invitee", Scope: "root", Permissions: []string{"call.join"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second,
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second, UncountedRoles: []string{"host"},
 			Lobby: &authz.Lobby{Admit: "call.admit", Role: "invitee", Bypass: "call.admit"}}},
 	}
 	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range []authz.Grant{{Subject: "user:a", Role: "member", Resource: "root"}, {Subject: "user:g", Role: "guest", Resource: "root"}} {
+	for _, g := range []authz.Grant{{Subject: "user:a", Role: "member", Resource: "root"}, {Subject: "user:g", Role: "guest", Resource: "root"},
+		{Subject: "user:h", Role: "member", Resource: "root"}, {Subject: "user:h", Role: "host", Resource: "root", Expires: clock.Now().Add(time.Hour)}} {
 		if rev, err = a.eng.Grant(ctx, by, g); err != nil {
 			t.Fatal(err)
 		}
@@ -46,11 +52,27 @@ func TestSessionWritesFailUnavailableWithEtcdOutOfReach(t *testing.T) {
 	if err != nil || knocked.Outcome != admission.Lobby {
 		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knocked, err)
 	}
+	hosted, err := a.m.Join(ctx, "", "user:h", "call:acme:0", rev)
+	if err != nil || hosted.Outcome != admission.Admitted {
+		t.Fatalf("Join of the host = %+v, %v", hosted, err)
+	}
 	c.Kill(0)
+	// The host's role runs out: it counts from now on, which the view
+	// cannot tell the store.
+	clock.Advance(2 * time.Hour)
 
 	calls := map[string]func(context.Context) error{
 		"Join": func(ctx context.Context) error {
 			_, err := a.m.Join(ctx, "", "user:a", "call:acme:1", rev)
+			return err
+		},
+		"Join with a deadline past the store wait": func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 9*time.Second)
+			defer cancel()
+			_, err := a.m.Join(ctx, "", "user:a", "call:acme:2", rev)
+			if ctx.Err() != nil {
+				return fmt.Errorf("answered only once its 9 s deadline had passed: %v", err)
+			}
 			return err
 		},
 		"Knock": func(ctx context.Context) error {
