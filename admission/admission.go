@@ -608,6 +608,17 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		// A session admitted through another node is judged by an index
 		// that has applied what that node read: one behind would lack the
 		// grant it joined by, and eject it.
+		if m.remote && m.engine.Index().Revision() < s.Revision {
+			// Cut off from the store, the index gets no further while the
+			// cut lasts: the session is kept alive through another node.
+			if _, err := m.engine.Latest(ctx); err != nil {
+				if ctx.Err() != nil {
+					return Renewal{}, ctx.Err()
+				}
+				return Renewal{}, &authz.Error{Code: authz.Unavailable, Kind: authz.KindUnavailableStorage, Field: "session_id", Value: id, Err: err,
+					Reason: fmt.Sprintf("the session was admitted at revision %d, which this node has yet to apply, and it is cut off from its storage (%v): keep it alive through another", s.Revision, err)}
+			}
+		}
 		if err := m.engine.Await(ctx, s.Revision); err != nil {
 			var e *authz.Error
 			if errors.As(err, &e) && e.Kind == authz.KindRevisionNotReached {

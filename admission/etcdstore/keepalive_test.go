@@ -161,6 +161,78 @@ func TestKeepAliveOnAReplicaTooFarBehind(t *testing.T) {
 	}
 }
 
+// A KeepAlive through a replica cut off from etcd before its index applied
+// the session's join is refused UNAVAILABLE, naming the session, as every
+// session write there is: the replica will not catch up while the cut
+// lasts, and the session is to be kept alive through another.
+func TestKeepAliveOnAReplicaCutOffBehindTheJoin(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	a := startReplica(t, c, "/cut-behind/")
+	stop := make(chan struct{})
+	b := startReplicaOn(t, c, "/cut-behind/", stalled{replicaBackend(t, c, "/cut-behind/"), stop})
+	by := authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Resources:   []authz.Resource{{Name: "call:acme:1"}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eng.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: "call:acme:1"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.m.Join(ctx, "", "user:a", "call:acme:1", rev)
+	if err != nil || res.Outcome != admission.Admitted {
+		t.Fatalf("Join: %+v, %v", res, err)
+	}
+	// b's picture of the sessions follows etcd: it holds the session.
+	for giveUp := time.Now().Add(5 * time.Second); b.m.Participants("call:acme:1") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(giveUp) {
+			t.Fatal("the replica's picture never held the session")
+		}
+	}
+	c.Kill(0)
+	if at := b.eng.Index().Revision(); at >= res.Revision {
+		t.Fatalf("the stalled replica had applied %d, the join's revision: the test needs it behind", at)
+	}
+	_, err = b.m.KeepAlive(ctx, res.Session)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.Unavailable || e.Kind != authz.KindUnavailableStorage || e.Field != "session_id" || e.Value != res.Session {
+		t.Errorf("KeepAlive through a replica cut off behind the join = %v (%#v), want UNAVAILABLE_STORAGE naming the session", err, e)
+	}
+}
+
+// stalled is a backend whose watch delivers nothing once stop is closed,
+// as to a replica cut off from etcd before it heard of what followed.
+type stalled struct {
+	*etcd.Store
+	stop <-chan struct{}
+}
+
+func (s stalled) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	return func(yield func(authz.ChangeSet, error) bool) {
+		for cs, err := range s.Store.Watch(ctx, after) {
+			select {
+			case <-s.stop:
+				<-ctx.Done()
+				return
+			default:
+			}
+			if !yield(cs, err) {
+				return
+			}
+		}
+	}
+}
+
 // lobbyCalls starts two replicas on prefix, with calls call:acme:0 up to
 // rounds, each with a lobby: user:a is a member of each, who enters, and
 // user:g a guest, who knocks. It returns once b has applied all of it.
