@@ -315,6 +315,13 @@ func (e *Engine) writesStopped(err error) {
 	}
 }
 
+// feedPause is the pause before a lost feed is followed again; it doubles
+// at each loss in a row, to at most maxFeedPause. A feed followed since the
+// last loss (it brought a change set, or went on for maxFeedPause) starts
+// again from feedPause: a brief loss after a long outage is not left that
+// long behind.
+var feedPause, maxFeedPause = 100 * time.Millisecond, 5 * time.Second
+
 // feed applies the backend's commits to the index as they arrive. A change
 // set the index cannot apply, or a log compacted past the index's revision,
 // makes it build a new index from a snapshot and switch to it; a feed that
@@ -322,23 +329,27 @@ func (e *Engine) writesStopped(err error) {
 // from the revision the index has.
 func (e *Engine) feed(ctx context.Context) {
 	defer close(e.fed)
-	pause := 100 * time.Millisecond
+	pause := feedPause
 	for ctx.Err() == nil {
 		idx := e.Index()
+		from, began := idx.Revision(), time.Now()
 		err := e.follow(ctx, idx)
 		if ctx.Err() != nil {
 			return
 		}
 		if idx.Broken() == nil && !errors.Is(err, ErrCompacted) {
-			e.logger.Warn("the index lost its feed; following again", "revision", idx.Revision(), "error", err)
+			if idx.Revision() > from || time.Since(began) >= maxFeedPause {
+				pause = feedPause
+			}
+			e.logger.Warn("the index lost its feed; following again", "revision", idx.Revision(), "pause", pause, "error", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(pause):
 			}
-			pause = min(2*pause, 5*time.Second)
+			pause = min(2*pause, maxFeedPause)
 			continue
 		}
-		pause = 100 * time.Millisecond
+		pause = feedPause
 		e.state.Store(int32(Resyncing))
 		e.logger.Warn("the index cannot follow the backend; loading a snapshot", "revision", idx.Revision(), "error", err)
 		for ctx.Err() == nil {

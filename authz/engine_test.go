@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,6 +191,101 @@ func (b gatedBackend) Watch(ctx context.Context, after authz.Revision) iter.Seq2
 				return
 			}
 		}
+	}
+}
+
+// flakyBackend's watch fails at once the first eight times it is followed,
+// brings one change set and fails again the ninth, then follows for good:
+// a long outage, a moment of health, a brief loss.
+type flakyBackend struct {
+	*memory.Memory
+	follows *atomic.Int32
+	steady  chan struct{} // closed when the watch follows for good
+}
+
+func (b flakyBackend) Watch(ctx context.Context, after authz.Revision) iter.Seq2[authz.ChangeSet, error] {
+	n := b.follows.Add(1)
+	return func(yield func(authz.ChangeSet, error) bool) {
+		switch {
+		case n <= 8:
+			yield(authz.ChangeSet{}, errors.New("out of reach"))
+		case n == 9:
+			for cs, err := range b.Memory.Watch(ctx, after) {
+				if err == nil && yield(cs, nil) {
+					yield(authz.ChangeSet{}, errors.New("out of reach a moment"))
+				}
+				return
+			}
+		default:
+			close(b.steady)
+			for cs, err := range b.Memory.Watch(ctx, after) {
+				if !yield(cs, err) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// feedPauses records the pauses the engine logs before following a lost
+// feed again.
+type feedPauses struct {
+	mu  sync.Mutex
+	got []time.Duration
+}
+
+func (p *feedPauses) Enabled(context.Context, slog.Level) bool { return true }
+func (p *feedPauses) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *feedPauses) WithGroup(string) slog.Handler            { return p }
+func (p *feedPauses) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "pause" {
+			p.mu.Lock()
+			p.got = append(p.got, a.Value.Duration())
+			p.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// A feed lost for long pauses longer and longer before it is followed
+// again; once it has been followed, a brief loss later is another, and
+// the pause before following it again is the first again, not the longest
+// the outage reached, which would leave the index that much behind.
+func TestAFeedLostAgainAfterAnOutagePausesAsAtFirst(t *testing.T) {
+	// Longer than a follow that fails at once may take: one that goes on
+	// for the longest pause has been followed.
+	authz.SetFeedPauses(t, time.Millisecond, 100*time.Millisecond)
+	ctx := t.Context()
+	be := flakyBackend{memory.New(), new(atomic.Int32), make(chan struct{})}
+	logged := &feedPauses{}
+	eng, err := authz.Start(ctx, be, authz.Options{Logger: slog.New(logged)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	// The change set the ninth follow brings.
+	rev, err := eng.PutResource(ctx, authz.Author{Caller: "test"}, authz.Resource{Name: "account:acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-be.steady:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the feed was followed %d times, and never for good", be.follows.Load())
+	}
+	if got := eng.Index().Revision(); got < rev {
+		t.Fatalf("the index is at %d, want the write's %d applied", got, rev)
+	}
+	logged.mu.Lock()
+	defer logged.mu.Unlock()
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 64, 100, 1}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if !slices.Equal(logged.got, want) {
+		t.Errorf("the feed paused %v before following again, want %v: after the outage, the brief loss pauses as the first did", logged.got, want)
 	}
 }
 

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // SetLookupScan makes a lookup page judge at most n candidates until the
@@ -21,4 +22,12 @@ func AssignWeighs(x *Index, actor, role, resource string) (int, error) {
 	p := &plan{ctx: context.Background(), x: x, by: Author{Actor: actor}, limits: Limits{}.withDefaults(), now: x.now()}
 	err := p.mayAssign(role, x.lookupNode(resource), "grant")
 	return p.weighed, err
+}
+
+// SetFeedPauses makes a lost feed pause first, then at most longest,
+// before it is followed again, until the test ends.
+func SetFeedPauses(t testing.TB, first, longest time.Duration) {
+	oldFirst, oldLongest := feedPause, maxFeedPause
+	feedPause, maxFeedPause = first, longest
+	t.Cleanup(func() { feedPause, maxFeedPause = oldFirst, oldLongest })
 }
