@@ -231,6 +231,11 @@ type endedSession struct {
 	prev endedRef // the call's ending before it; at -1 for none
 }
 
+// deletion reports whether e is no ending but the call's deletion, at
+// e.ev.Revision, after which a stream from before starts over (a SYNCED
+// with reset): the endings before it are the first call's of the name.
+func (e *endedSession) deletion() bool { return e.ev.Kind == EventSynced }
+
 // endedRef is an ending's place in the ring, and its seq there.
 type endedRef struct {
 	at  int32
@@ -766,13 +771,31 @@ func (v *view) sift(ctx context.Context) {
 		}
 	}
 	gone := v.deleted(x, sets, all)
+	held := v.held(gone)
 	eject := v.leaveDeleted(gone, dirty)
 	eject = append(eject, v.reread(x, dirty)...)
 	v.mu.Unlock()
 	v.followUp(ctx, eject)
 	if len(gone) > 0 {
-		v.endCalls(gone)
+		v.endCalls(gone, held)
 	}
+}
+
+// held returns the deleted calls of gone of which a stream may hold
+// participants: those with sessions, watchers or endings remembered. Other
+// resources deleted, which no one joined, take no place in the ring of
+// endings. v.mu is held.
+func (v *view) held(gone map[string]authz.Revision) map[string]bool {
+	var held map[string]bool
+	for call := range gone {
+		if _, ended := v.lastEnded[call]; ended || v.byCall[call] != nil || len(v.watchers[call]) > 0 {
+			if held == nil {
+				held = map[string]bool{}
+			}
+			held[call] = true
+		}
+	}
+	return held
 }
 
 // deleted returns the resources that were deleted, with the revision of
@@ -793,8 +816,8 @@ func (v *view) deleted(x *authz.Index, sets []*authz.ChangeSet, all bool) map[st
 				note(call, x.Revision())
 			}
 		}
-		for call := range v.lastEnded {
-			if !x.Under(call, call) {
+		for call, r := range v.lastEnded {
+			if !v.ended[r.at].deletion() && !x.Under(call, call) {
 				note(call, x.Revision())
 			}
 		}
@@ -841,8 +864,8 @@ func (v *view) leaveDeleted(gone map[string]authz.Revision, dirty map[*tracked]b
 // denied, for no one may join them any more; then their watches whose
 // state was read at or before the deletion, with the refusal a watch of
 // them started now would get, once they have been told of the endings the
-// deletion made.
-func (v *view) endCalls(gone map[string]authz.Revision) {
+// deletion made. The deletions of held calls are remembered.
+func (v *view) endCalls(gone map[string]authz.Revision, held map[string]bool) {
 	for call := range gone {
 		for _, k := range v.m.store.Knocks(call) {
 			ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
@@ -863,8 +886,15 @@ func (v *view) endCalls(gone map[string]authz.Revision) {
 			}
 		}
 		// Its endings are told: a watch of a call registered again under
-		// the name, resumed from before, is told of none of them.
-		delete(v.lastEnded, call)
+		// the name, resumed from before, is told of none of them, and
+		// gets the whole state, whose client drops the first call's
+		// participants. Before: the revision they were told at, which a
+		// view that lagged the deletion tells them at.
+		if held[call] {
+			v.remember(call, Event{Kind: EventSynced, Reset: true, Revision: max(rev, v.revision())})
+		} else {
+			delete(v.lastEnded, call)
+		}
 	}
 }
 
@@ -1083,7 +1113,8 @@ func sameGrant(call string, caps []string, a, b *authz.MediaMapping) bool {
 	return reflect.DeepEqual(livekit.Mapping(*a).VideoGrant(call, caps), livekit.Mapping(*b).VideoGrant(call, caps))
 }
 
-// remember keeps an ended session's event for watches that resume.
+// remember keeps an ended session's event for watches that resume, or
+// the call's deletion.
 func (v *view) remember(call string, ev Event) {
 	v.endedSeq++
 	e := endedSession{call: call, ev: ev, seq: v.endedSeq, prev: endedRef{at: -1}}
@@ -1114,6 +1145,9 @@ func (v *view) endingsOf(call string, after authz.Revision, since time.Time) []E
 	// written over, the call's older endings went before it.
 	for r, ok := v.lastEnded[call]; ok && r.at >= 0 && v.ended[r.at].seq == r.seq; r = v.ended[r.at].prev {
 		e := &v.ended[r.at]
+		if e.deletion() {
+			break // the first call's of the name
+		}
 		if e.ev.Revision >= after || !since.IsZero() && e.ev.Time.After(since) {
 			evs = append(evs, e.ev)
 		}
@@ -1384,12 +1418,13 @@ func (m *Manager) reach(after authz.Revision) {
 	}
 }
 
-// Whole says whether a watch from after starts with the call's whole
-// state: from the start, or a resume from further back than the manager
-// remembers, past the latest revision (once the index has reached after,
-// as Watch waits for it), or, on a shared store, from a revision whose
-// commit time can no longer be read or that the store lost track after.
-func (m *Manager) Whole(after authz.Revision) bool {
+// Whole says whether a watch of call from after starts with the call's
+// whole state: from the start, or a resume from further back than the
+// manager remembers, from before a call of the name was deleted, past the
+// latest revision (once the index has reached after, as Watch waits for
+// it), or, on a shared store, from a revision whose commit time can no
+// longer be read or that the store lost track after.
+func (m *Manager) Whole(call string, after authz.Revision) bool {
 	if after == 0 {
 		return true
 	}
@@ -1400,15 +1435,28 @@ func (m *Manager) Whole(after authz.Revision) bool {
 	}
 	m.v.mu.Lock()
 	defer m.v.mu.Unlock()
-	return !known || m.v.resets(after) || since.Before(m.v.lost)
+	return !known || m.v.resets(call, after) || since.Before(m.v.lost)
 }
 
-// resets says whether a watch resuming from after sends the whole state
-// instead. v.mu is held.
-func (v *view) resets(after authz.Revision) bool {
+// resets says whether a watch of call resuming from after sends the whole
+// state instead. v.mu is held.
+func (v *view) resets(call string, after authz.Revision) bool {
 	// A revision past the latest is no point in this history: the
 	// participants since it would all be left out.
-	return after > 0 && (after <= v.forgotten || after > v.revision())
+	return after > 0 && (after <= v.forgotten || after > v.revision() || v.deletedSince(call, after))
+}
+
+// deletedSince says whether a call of the name was deleted at after or
+// later: a stream resuming from there was of that call, whose participants
+// its client holds, and the call now is another. A deletion the ring no
+// longer holds is at v.forgotten or before. v.mu is held.
+func (v *view) deletedSince(call string, after authz.Revision) bool {
+	for r, ok := v.lastEnded[call]; ok && r.at >= 0 && v.ended[r.at].seq == r.seq; r = v.ended[r.at].prev {
+		if e := &v.ended[r.at]; e.deletion() {
+			return e.ev.Revision >= after
+		}
+	}
+	return false
 }
 
 // Participants counts the live sessions of call: a watch of it from the
@@ -1492,7 +1540,7 @@ func (v *view) start(call string, after authz.Revision, since time.Time, lost bo
 		// ends its watches (endCalls).
 		return nil, initialState{}, callDeleted(call)
 	}
-	st.reset = v.resets(after) || after > 0 && (lost || since.Before(v.lost))
+	st.reset = v.resets(call, after) || after > 0 && (lost || since.Before(v.lost))
 	whole := after == 0 || st.reset
 	// What bounds the memory of the initial states sent at once is their
 	// count. The whole state's is known before it is read, and one that

@@ -582,3 +582,56 @@ func TestAWatchResumedAfterARejoinAndAnEjectionFindsTheParticipantGone(t *testin
 			last, second.Session, first.Session, in, resumed.Initial)
 	}
 }
+
+// A stream of a call cut before the call was deleted, and resumed once
+// one of the name is registered again, cannot be told how the first one's
+// participants left: the new call is another. It gets the whole state, a
+// reset, so that its client drops them; resumed from after the deletion,
+// it is told what changed since, as any stream is.
+func TestAWatchResumedFromBeforeItsCallWasDeletedGetsTheWholeState(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:first", "member", "call:acme:1")
+	first := w.wantJoin("user:first", "call:acme:1", admission.Admitted)
+	cut := w.eng.Index().Revision() // the last revision the stream received
+	deleted, err := w.eng.DeleteResource(w.ctx, w.by, "call:acme:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "call:acme:1", Parent: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:second", "member", "call:acme:1")
+	second := w.wantJoin("user:second", "call:acme:1", admission.Admitted)
+	for _, after := range []authz.Revision{cut, deleted} {
+		watch, err := w.m.Watch("call:acme:1", after)
+		if err != nil {
+			t.Fatalf("resuming from revision %d: %v", after, err)
+		}
+		// What the client held at the cut, and what it holds once resumed:
+		// a reset, told on the last event, drops what it held.
+		held := map[string]string{"user:first": first.Session}
+		if watch.Initial[len(watch.Initial)-1].Reset {
+			clear(held)
+		}
+		for _, ev := range watch.Initial {
+			switch ev.Kind {
+			case admission.EventPresent, admission.EventJoined:
+				held[ev.Subject] = ev.Session
+			case admission.EventEjected, admission.EventLeft, admission.EventLapsed:
+				if held[ev.Subject] == ev.Session {
+					delete(held, ev.Subject)
+				}
+			}
+		}
+		for _, ev := range watch.Initial {
+			if ev.Session == first.Session {
+				t.Errorf("resumed from revision %d, the stream tells of the deleted call's session: %+v", after, ev)
+			}
+		}
+		watch.Close()
+		if want := map[string]string{"user:second": second.Session}; !maps.Equal(held, want) {
+			t.Errorf("a stream of call:acme:1 cut at revision %d, before its deletion at %d, resumed from %d holds %v once told its initial state %+v; want only the participant of the call registered again, %v",
+				cut, deleted, after, held, watch.Initial, want)
+		}
+	}
+}

@@ -337,7 +337,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return err
 	}
 	defer release()
-	if n := s.m.Participants(req.GetResource()); n > 0 && s.m.Whole(authz.Revision(req.GetAfterRevision())) {
+	if n := s.m.Participants(req.GetResource()); n > 0 && s.m.Whole(req.GetResource(), authz.Revision(req.GetAfterRevision())) {
 		// A whole initial state, from the start or a resume that cannot
 		// resume, tells of every participant: one that the caller's share
 		// cannot hold is refused before it is read, which holds up the

@@ -1601,7 +1601,8 @@ type WatchCallRequest struct {
 	// Otherwise resume: the participants that changed at this revision or
 	// later, and the sessions that ended since. A revision committed through
 	// another server that this one has yet to apply is waited for (5 s at
-	// most); from further back than the server remembers, past the latest
+	// most); from further back than the server remembers, from before a call
+	// of the name was deleted (the call now is another), past the latest
 	// revision committed, or not reached in time, the state of every
 	// participant and knock, with SYNCED's reset set.
 	AfterRevision uint64 `protobuf:"varint,2,opt,name=after_revision,json=afterRevision,proto3" json:"after_revision,omitempty"`
