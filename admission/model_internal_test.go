@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -31,10 +32,23 @@ import (
 //     its session holds, whoever came in beside it since;
 //   - a participant who may no longer be there (blocked, or no grant of
 //     the join permission) is gone by the next Join, by the next look at
-//     the store once the view has acted, and at its own KeepAlive.
+//     the store once the view has acted, and at its own KeepAlive;
+//   - a role's definition is the nearest on the way from the call to root;
+//     one below the rule's scope is another role, which the rule's
+//     uncounted and exclusive roles do not name (README: "The roles a rule
+//     names are those defined at its scope or above it");
+//   - a call moved out from under the rule's scope has no rule: a Join is
+//     FAILED_PRECONDITION, and its participants may no longer be there;
+//   - a deleted call takes its grants, blocks and roles with it, and its
+//     participants out by the same next look: a call registered again
+//     under its name is another, which none of them joined, and may open
+//     later (NOT_STARTED until join_ahead before its start, for all: the
+//     rule names no backstage permission); a move keeps a call's start.
 
 const (
 	refAccount = "account:acme"
+	refTeam    = "team:acme:t"  // below refAccount, where the rule is
+	refOther   = "account:beta" // where no rule is
 	refJoin    = "call.join"
 	refAdmit   = "call.admit"
 )
@@ -54,6 +68,7 @@ type refBlock struct {
 type refSession struct {
 	id, subject, call string
 	expires           time.Time
+	deleted           bool // its call was deleted, whatever holds the name now
 }
 
 // refEnd is how the reference says a session ended.
@@ -65,7 +80,9 @@ type refEnd struct {
 type reference struct {
 	clock    *authz.ManualClock
 	rule     authz.Admission
-	roles    map[string][]string // name -> permissions; ["*"] for all
+	parent   map[string]string              // registered resource -> its parent
+	starts   map[string]time.Time           // call -> its start time, where it has one
+	roles    map[string]map[string][]string // scope -> name -> permissions; ["*"] for all
 	grants   map[refGrant]time.Time
 	blocks   []refBlock
 	sessions map[string]*refSession
@@ -76,22 +93,52 @@ func (r *reference) now() time.Time { return r.clock.Now() }
 
 func liveAt(exp, now time.Time) bool { return exp.IsZero() || exp.After(now) }
 
-func onPath(resource, call string) bool {
-	return resource == call || resource == refAccount || resource == authz.RootName
+// path is the way from resource up to root; nil when resource is not
+// registered.
+func (r *reference) path(resource string) []string {
+	var out []string
+	for at := resource; ; at = r.parent[at] {
+		if _, ok := r.parent[at]; !ok && at != authz.RootName {
+			return nil
+		}
+		out = append(out, at)
+		if at == authz.RootName {
+			return out
+		}
+	}
+}
+
+// resolve is role's nearest definition on path, and where on path it is.
+func (r *reference) resolve(path []string, role string) ([]string, int) {
+	for i, at := range path {
+		if perms, ok := r.roles[at][role]; ok {
+			return perms, i
+		}
+	}
+	return nil, -1
 }
 
 // standing is what the reference reads of subject in call.
 type standing struct {
+	unknown, noRule                     bool // the call is not registered; no rule governs it
+	closed                              bool // the call has not opened yet
 	blocked, joins, skipsLobby, counted bool
 	caps, marks                         []string
 }
 
 func (r *reference) standing(subject, call string) standing {
 	now := r.now()
+	path := r.path(call)
+	ruleAt := slices.Index(path, r.rule.Scope)
+	if ruleAt < 0 {
+		// Unknown, or no rule governs it.
+		return standing{unknown: path == nil, noRule: true}
+	}
+	onPath := func(resource string) bool { return slices.Contains(path, resource) }
 	whole := false
 	blockedPerm := map[string]bool{}
 	for _, b := range r.blocks {
-		if b.subject != subject || !onPath(b.resource, call) || !liveAt(b.expires, now) {
+		if b.subject != subject || !onPath(b.resource) || !liveAt(b.expires, now) {
 			continue
 		}
 		if b.perms == nil {
@@ -102,19 +149,24 @@ func (r *reference) standing(subject, call string) standing {
 		}
 	}
 	blocked := func(p string) bool { return whole || blockedPerm[p] }
-	var roles []string // of live grants on the way
+	var roles []string     // of live grants on the way
+	var ruleRoles []string // those of roles defined where the rule is or above
 	onCall := map[string]bool{}
 	for g, exp := range r.grants {
-		if g.subject == subject && onPath(g.resource, call) && liveAt(exp, now) {
+		if g.subject == subject && onPath(g.resource) && liveAt(exp, now) {
 			roles = append(roles, g.role)
+			if _, at := r.resolve(path, g.role); at >= ruleAt {
+				ruleRoles = append(ruleRoles, g.role)
+			}
 			if g.resource == call {
 				onCall[g.role] = true
 			}
 		}
 	}
+	perms := func(role string) []string { p, _ := r.resolve(path, role); return p }
 	granted := func(p string) bool {
 		for _, role := range roles {
-			if perms := r.roles[role]; slices.Contains(perms, "*") || slices.Contains(perms, p) {
+			if perms := perms(role); slices.Contains(perms, "*") || slices.Contains(perms, p) {
 				return true
 			}
 		}
@@ -126,13 +178,16 @@ func (r *reference) standing(subject, call string) standing {
 			return false
 		}
 		for _, role := range roles {
-			if perms := r.roles[role]; !slices.Contains(perms, "*") && slices.Contains(perms, p) {
+			if perms := perms(role); !slices.Contains(perms, "*") && slices.Contains(perms, p) {
 				return true
 			}
 		}
 		return false
 	}
 	var st standing
+	if start, ok := r.starts[call]; ok {
+		st.closed = now.Before(start.Add(-r.rule.JoinAhead))
+	}
 	st.blocked = blocked(refJoin)
 	st.joins = !st.blocked && granted(refJoin)
 	for _, p := range refPerms {
@@ -141,19 +196,19 @@ func (r *reference) standing(subject, call string) standing {
 		}
 	}
 	if whole {
-		roles = nil // a block of everything leaves no role to count by
+		ruleRoles = nil // a block of everything leaves no role to count by
 	}
 	if l := r.rule.Lobby; l != nil {
 		st.skipsLobby = slices.Contains(st.caps, l.Admit) || (l.Bypass != "" && slices.Contains(st.caps, l.Bypass)) || onCall[l.Role]
 	}
 	st.counted = true
-	for _, role := range roles {
+	for _, role := range ruleRoles {
 		if slices.Contains(r.rule.UncountedRoles, role) {
 			st.counted = false
 		}
 	}
 	for _, role := range r.rule.ExclusiveRoles {
-		if slices.Contains(roles, role) {
+		if slices.Contains(ruleRoles, role) {
 			st.marks = append(st.marks, authz.RoleMark+role)
 		}
 	}
@@ -173,6 +228,8 @@ func (r *reference) standing(subject, call string) standing {
 // refusal is the outcome that keeps st out of a call, or 0.
 func (st standing) refusal() Outcome {
 	switch {
+	case st.unknown, st.noRule:
+		return NoGrant
 	case st.blocked:
 		return Blocked
 	case !st.joins:
@@ -195,24 +252,42 @@ func (r *reference) lapse() {
 func (r *reference) eject() {
 	r.lapse()
 	for id, s := range r.sessions {
-		if out := r.standing(s.subject, s.call).refusal(); out != 0 {
+		if out := r.refusal(s); out != 0 {
 			delete(r.sessions, id)
 			r.ended[id] = refEnd{why: Ejected, outcome: out}
 		}
 	}
 }
 
+// refusal is the outcome that keeps s's subject out of s's call, or 0.
+func (r *reference) refusal(s *refSession) Outcome {
+	if s.deleted {
+		return NoGrant
+	}
+	return r.standing(s.subject, s.call).refusal()
+}
+
 // join is the outcome DESIGN gives subject's Join of call now, and the
 // subject's standing; others are the live sessions of the call but the
-// subject's own.
-func (r *reference) join(subject, call string) (Outcome, standing) {
+// subject's own. A call not registered is NotFound, one no rule governs
+// FailedPrecondition: the code, with no outcome.
+func (r *reference) join(subject, call string) (Outcome, standing, authz.Code) {
 	r.eject()
 	st := r.standing(subject, call)
+	switch {
+	case st.unknown:
+		return 0, st, authz.NotFound
+	case st.noRule:
+		return 0, st, authz.FailedPrecondition
+	}
 	if out := st.refusal(); out != 0 {
-		return out, st
+		return out, st, 0
+	}
+	if st.closed {
+		return NotStarted, st, 0 // the rule names no backstage permission
 	}
 	if r.rule.Lobby != nil && !st.skipsLobby {
-		return Lobby, st
+		return Lobby, st, 0
 	}
 	var others []standing
 	own := false // the subject has a session in the call, which the join replaces
@@ -230,7 +305,7 @@ func (r *reference) join(subject, call string) (Outcome, standing) {
 			}
 		}
 		if n >= int(max) {
-			return Full, st
+			return Full, st, 0
 		}
 	}
 	for _, mark := range st.marks {
@@ -242,11 +317,11 @@ func (r *reference) join(subject, call string) (Outcome, standing) {
 		for _, o := range others {
 			if slices.Contains(o.marks, mark) ||
 				strings.HasPrefix(mark, authz.PermissionMark) && slices.Contains(o.marks, authz.OccupantMark) {
-				return InUse, st
+				return InUse, st, 0
 			}
 		}
 	}
-	return Admitted, st
+	return Admitted, st, 0
 }
 
 // admitted records subject's new session id in call, in place of its own.
@@ -258,6 +333,27 @@ func (r *reference) admitted(id, subject, call string) {
 		}
 	}
 	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf())}
+}
+
+// deleted takes call out of the tree with its grants, blocks and roles;
+// its participants joined a call that is no more, and may no longer be
+// there, whatever call takes its name.
+func (r *reference) deleted(call string) {
+	for _, s := range r.sessions {
+		if s.call == call {
+			s.deleted = true
+		}
+	}
+	maps.DeleteFunc(r.grants, func(g refGrant, _ time.Time) bool { return g.resource == call })
+	r.blocks = slices.DeleteFunc(r.blocks, func(b refBlock) bool { return b.resource == call })
+	delete(r.roles, call)
+	delete(r.parent, call)
+	delete(r.starts, call)
+}
+
+// registered reports whether resource is registered.
+func (r *reference) registered(resource string) bool {
+	return r.path(resource) != nil
 }
 
 // modelWorld is one random world: its policy's roles and rule, its calls
@@ -281,14 +377,20 @@ type modelWorld struct {
 
 func (w *modelWorld) describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d\nrule: max_participants %d, uncounted %v, exclusive roles %v, exclusive permissions %v, lease %s",
-		w.seed, w.ref.rule.MaxParticipants, w.ref.rule.UncountedRoles, w.ref.rule.ExclusiveRoles, w.ref.rule.ExclusivePermissions, w.ref.rule.LeaseOf())
+	fmt.Fprintf(&b, "seed %d\nrule: max_participants %d, uncounted %v, exclusive roles %v, exclusive permissions %v, lease %s, join ahead %s",
+		w.seed, w.ref.rule.MaxParticipants, w.ref.rule.UncountedRoles, w.ref.rule.ExclusiveRoles, w.ref.rule.ExclusivePermissions, w.ref.rule.LeaseOf(), w.ref.rule.JoinAhead)
 	if l := w.ref.rule.Lobby; l != nil {
 		fmt.Fprintf(&b, ", lobby admit %q role %q bypass %q", l.Admit, l.Role, l.Bypass)
 	}
-	fmt.Fprintf(&b, "\ncalls %v, subjects %v\nroles now:", w.calls, w.subjects)
-	for _, name := range w.roleList {
-		fmt.Fprintf(&b, " %s=%v", name, w.ref.roles[name])
+	fmt.Fprintf(&b, "\ncalls %v, subjects %v\ntree now:", w.calls, w.subjects)
+	for _, name := range slices.Sorted(maps.Keys(w.ref.parent)) {
+		fmt.Fprintf(&b, " %s<%s", name, w.ref.parent[name])
+	}
+	b.WriteString("\nroles now:")
+	for _, scope := range slices.Sorted(maps.Keys(w.ref.roles)) {
+		for _, name := range slices.Sorted(maps.Keys(w.ref.roles[scope])) {
+			fmt.Fprintf(&b, " %s@%s=%v", name, scope, w.ref.roles[scope][name])
+		}
 	}
 	b.WriteString("\nsteps:\n")
 	for i, s := range w.steps {
@@ -331,16 +433,19 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 	for i := range 3 + rng.IntN(3) {
 		w.subjects = append(w.subjects, fmt.Sprintf("user:u%d", i))
 	}
-	ref := &reference{clock: clock, roles: map[string][]string{}, grants: map[refGrant]time.Time{},
+	ref := &reference{clock: clock, roles: map[string]map[string][]string{authz.RootName: {}}, grants: map[refGrant]time.Time{},
+		parent:   map[string]string{refAccount: authz.RootName, refTeam: refAccount, refOther: authz.RootName},
+		starts:   map[string]time.Time{},
 		sessions: map[string]*refSession{}, ended: map[string]refEnd{}}
 	w.ref = ref
 	var p authz.Policy
 	for _, n := range refPerms {
 		p.Permissions = append(p.Permissions, authz.Permission{Name: n})
 	}
-	p.Resources = []authz.Resource{{Name: refAccount}}
+	p.Resources = []authz.Resource{{Name: refAccount}, {Name: refTeam, Parent: refAccount}, {Name: refOther}}
 	for _, c := range w.calls {
 		p.Resources = append(p.Resources, authz.Resource{Name: c, Parent: refAccount})
+		ref.parent[c] = refAccount
 	}
 	for i := range 3 + rng.IntN(2) {
 		name := fmt.Sprintf("r%d", i)
@@ -354,12 +459,13 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 		if rng.Float64() < 0.12 {
 			perms = []string{authz.Wildcard}
 		}
-		ref.roles[name] = perms
+		ref.roles[authz.RootName][name] = perms
 		w.roleList = append(w.roleList, name)
 		p.Roles = append(p.Roles, authz.Role{Name: name, Scope: authz.RootName, Permissions: perms})
 	}
 	rule := authz.Admission{Scope: refAccount, ResourceType: "call", Join: refJoin,
-		MaxParticipants: uint32(pick(rng, []int{0, 1, 2, 2, 3})), Lease: time.Duration(pick(rng, []int{1, 5, 10, 30, 30})) * time.Second}
+		MaxParticipants: uint32(pick(rng, []int{0, 1, 2, 2, 3})), Lease: time.Duration(pick(rng, []int{1, 5, 10, 30, 30})) * time.Second,
+		JoinAhead: time.Duration(pick(rng, []int{0, 0, 2})) * time.Second}
 	rule.UncountedRoles = someOf(rng, w.roleList, 0.3)
 	rule.ExclusiveRoles = someOf(rng, w.roleList, 0.3)
 	rule.ExclusivePermissions = someOf(rng, []string{"claim-a", "claim-b"}, 0.4)
@@ -446,9 +552,15 @@ func (w *modelWorld) check() {
 
 func (w *modelWorld) doJoin() {
 	subject, call := pick(w.rng, w.subjects), pick(w.rng, w.calls)
-	want, st := w.ref.join(subject, call)
+	want, st, code := w.ref.join(subject, call)
 	r, err := w.m.Join(w.ctx, "", subject, call, 0)
-	w.logf("Join %s %s = %s %s (reference %s)", subject, call, r.Outcome, r.Exclusive, want)
+	w.logf("Join %s %s = %s %s %v (reference %s %v)", subject, call, r.Outcome, r.Exclusive, err, want, code)
+	if code != 0 {
+		if authz.CodeOf(err) != code || r.Session != "" {
+			w.fail("Join of %s into %s = %+v, %v; reference: code %v and no session", subject, call, r, err, code)
+		}
+		return
+	}
 	if err != nil {
 		w.fail("Join: %v", err)
 	}
@@ -485,7 +597,7 @@ func (w *modelWorld) doKeepAlive() {
 	s, live := w.ref.sessions[id]
 	var out Outcome
 	if live {
-		out = w.ref.standing(s.subject, s.call).refusal()
+		out = w.ref.refusal(s)
 		if out != 0 {
 			delete(w.ref.sessions, id)
 			w.ref.ended[id] = refEnd{why: Ejected, outcome: out}
@@ -561,10 +673,33 @@ func (w *modelWorld) expiry() time.Time {
 }
 
 func (w *modelWorld) resource() string {
-	if w.rng.IntN(2) == 0 {
+	switch n := w.rng.IntN(20); {
+	case n < 6:
 		return refAccount
+	case n < 8:
+		return refTeam
+	case n < 9:
+		return refOther
+	case n < 10:
+		return authz.RootName
 	}
 	return pick(w.rng, w.calls)
+}
+
+// missing says whether err is the NotFound of a write to resource, which
+// the reference has not registered; it fails on any other error there.
+func (w *modelWorld) missing(what, resource string, err error) bool {
+	w.t.Helper()
+	if !w.ref.registered(resource) {
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("%s on %s, which is not registered, = %v; want NOT_FOUND", what, resource, err)
+		}
+		return true
+	}
+	if err != nil {
+		w.fail("%s: %v", what, err)
+	}
+	return false
 }
 
 func (w *modelWorld) tolerate(what string, err error) {
@@ -578,8 +713,8 @@ func (w *modelWorld) doGrant() {
 	exp := w.expiry()
 	_, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: g.subject, Role: g.role, Resource: g.resource, Expires: exp})
 	w.logf("Grant %s %s on %s until %s = %v", g.subject, g.role, g.resource, until(exp), err)
-	if err != nil {
-		w.fail("Grant: %v", err)
+	if w.missing("Grant", g.resource, err) {
+		return
 	}
 	w.ref.grants[g] = exp
 }
@@ -615,8 +750,8 @@ func (w *modelWorld) doBlock() {
 		what = strings.Join(b.perms, ",")
 	}
 	w.logf("Block %s on %s of %s until %s = %v", b.subject, b.resource, what, until(b.expires), err)
-	if err != nil {
-		w.fail("Block: %v", err)
+	if w.missing("Block", b.resource, err) {
+		return
 	}
 	b.id = id
 	w.ref.blocks = append(w.ref.blocks, b)
@@ -639,9 +774,17 @@ func (w *modelWorld) doUnblock() {
 	})
 }
 
+// doPutRole defines a role anew at root, or redefines it below: on an
+// account, the team, or a call.
 func (w *modelWorld) doPutRole() {
 	name := pick(w.rng, w.roleList)
-	perms := slices.Clone(w.ref.roles[name])
+	scope := pick(w.rng, []string{authz.RootName, authz.RootName, refAccount, refTeam, refOther, pick(w.rng, w.calls)})
+	from := w.ref.path(scope)
+	if from == nil {
+		from = []string{authz.RootName}
+	}
+	perms, _ := w.ref.resolve(from, name)
+	perms = slices.Clone(perms)
 	if slices.Contains(perms, authz.Wildcard) {
 		perms = nil
 	}
@@ -654,12 +797,72 @@ func (w *modelWorld) doPutRole() {
 	if len(perms) == 0 {
 		perms = []string{"speak"}
 	}
-	_, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: name, Scope: authz.RootName, Permissions: perms})
-	w.logf("PutRole %s %v = %v", name, perms, err)
-	if err != nil {
-		w.fail("PutRole: %v", err)
+	_, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: name, Scope: scope, Permissions: perms})
+	w.logf("PutRole %s at %s %v = %v", name, scope, perms, err)
+	if w.missing("PutRole", scope, err) {
+		return
 	}
-	w.ref.roles[name] = perms
+	if w.ref.roles[scope] == nil {
+		w.ref.roles[scope] = map[string][]string{}
+	}
+	w.ref.roles[scope][name] = perms
+}
+
+// doDeleteRole deletes a definition below root: the one above stands for
+// it again.
+func (w *modelWorld) doDeleteRole() {
+	name := pick(w.rng, w.roleList)
+	scope := pick(w.rng, []string{refAccount, refTeam, refOther, pick(w.rng, w.calls)})
+	for at, defs := range w.ref.roles {
+		if _, ok := defs[name]; ok && at != authz.RootName && w.rng.IntN(2) == 0 {
+			scope = at
+		}
+	}
+	_, err := w.eng.DeleteRole(w.ctx, w.by, scope, name)
+	w.logf("DeleteRole %s at %s = %v", name, scope, err)
+	w.tolerate("DeleteRole", err)
+	if _, ok := w.ref.roles[scope][name]; ok && err != nil {
+		w.fail("DeleteRole of %s defined at %s: %v", name, scope, err)
+	}
+	delete(w.ref.roles[scope], name)
+}
+
+// doMove moves a call under another parent, or registers again a call
+// that was deleted: another call, of the same name, which may start later.
+// A move keeps the call's start; a call with one stays where the rule is,
+// as a start needs a rule.
+func (w *modelWorld) doMove() {
+	call := pick(w.rng, w.calls)
+	parent := pick(w.rng, []string{refAccount, refAccount, refTeam, refTeam, refOther})
+	_, staged := w.ref.starts[call]
+	if staged {
+		parent = pick(w.rng, []string{refAccount, refTeam})
+	}
+	r := authz.Resource{Name: call, Parent: parent}
+	again := !w.ref.registered(call)
+	if again && parent != refOther && w.rng.IntN(3) == 0 {
+		r.StartsAt = w.ref.now().Add(time.Duration(1+w.rng.IntN(16)) * time.Second / 2)
+	}
+	_, err := w.eng.PutResource(w.ctx, w.by, r)
+	w.logf("PutResource %s under %s (registered again: %v, starts %s) = %v", call, parent, again, until(r.StartsAt), err)
+	if err != nil {
+		w.fail("PutResource: %v", err)
+	}
+	w.ref.parent[call] = parent
+	if !r.StartsAt.IsZero() {
+		w.ref.starts[call] = r.StartsAt
+	}
+}
+
+// doDelete deletes a call.
+func (w *modelWorld) doDelete() {
+	call := pick(w.rng, w.calls)
+	_, err := w.eng.DeleteResource(w.ctx, w.by, call)
+	w.logf("DeleteResource %s = %v", call, err)
+	if w.missing("DeleteResource", call, err) {
+		return
+	}
+	w.ref.deleted(call)
 }
 
 // doAdmit lets a subject in from the lobby: a grant of the lobby's role on
@@ -670,6 +873,18 @@ func (w *modelWorld) doAdmit() {
 	exp := w.expiry()
 	_, err := w.m.Admit(w.ctx, w.by, call, subject, exp)
 	w.logf("Admit %s to %s until %s = %v", subject, call, until(exp), err)
+	switch st := w.ref.standing(subject, call); {
+	case st.unknown:
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("Admit of %s to %s, which is not registered, = %v; want NOT_FOUND", subject, call, err)
+		}
+		return
+	case st.noRule:
+		if authz.CodeOf(err) != authz.FailedPrecondition {
+			w.fail("Admit of %s to %s, which no rule governs, = %v; want FAILED_PRECONDITION", subject, call, err)
+		}
+		return
+	}
 	if w.ref.standing(subject, call).blocked {
 		if authz.CodeOf(err) != authz.FailedPrecondition {
 			w.fail("Admit of %s, blocked from joining %s, = %v; want FAILED_PRECONDITION", subject, call, err)
@@ -703,6 +918,9 @@ func (w *modelWorld) doAdvance() {
 		for _, b := range w.ref.blocks {
 			soonest(b.expires)
 		}
+		for _, start := range w.ref.starts {
+			soonest(start.Add(-w.ref.rule.JoinAhead))
+		}
 		if d == 0 {
 			d = time.Second
 		}
@@ -717,18 +935,22 @@ func (w *modelWorld) doAdvance() {
 
 // TestAdmissionFollowsTheReference runs random worlds of one node (a
 // Manager over a MemoryStore, on a manual clock) through random Joins,
-// Leaves, KeepAlives, passing time, grants, revokes, blocks, unblocks,
-// admissions from the lobby and role redefinitions, and compares each
+// Leaves, KeepAlives, passing time, grants, revokes, blocks and unblocks
+// (on root, the accounts, a team and the calls, some expiring), admissions
+// from the lobby, roles defined at root and redefined or deleted below it,
+// calls moved under another parent (out from under the rule, too), and
+// calls deleted and registered again under their names, and compares each
 // answer, and the sessions the store holds once the view has acted, with
 // the reference. After some writes the view is left behind for a step, as
 // its loop may be when a Join or a KeepAlive comes. A failure names the
-// seed: -run 'TestAdmissionFollowsTheReference/^SEED$' runs its world alone.
+// seed: -run 'TestAdmissionFollowsTheReference/^SEED$' runs its world
+// alone; -worlds N -first-world S runs N worlds from seed S.
 func TestAdmissionFollowsTheReference(t *testing.T) {
-	worlds, steps := 700, 40
+	worlds, steps := 350, 40
 	if testing.Short() {
 		worlds = 50
 	}
-	for seed := range uint64(worlds) {
+	for _, seed := range seeds(worlds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { runModelWorld(t, seed, steps) })
 	}
 	// Worlds past the first that found a Join let in, or kept out, by a
@@ -738,13 +960,31 @@ func TestAdmissionFollowsTheReference(t *testing.T) {
 	}
 }
 
+var (
+	worldsFlag = flag.Int("worlds", 0, "how many random worlds the model tests run (0: their default)")
+	firstFlag  = flag.Uint64("first-world", 0, "the seed of the first random world the model tests run")
+)
+
+// seeds are the seeds of the worlds a model test runs: n, or -worlds, from
+// -first-world on.
+func seeds(n int) []uint64 {
+	if *worldsFlag > 0 {
+		n = *worldsFlag
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = *firstFlag + uint64(i)
+	}
+	return out
+}
+
 // runModelWorld runs the world of seed for steps steps.
 func runModelWorld(t *testing.T, seed uint64, steps int) {
 	w := newModelWorld(t, seed)
 	lagging := false
 	for range steps {
 		write := false
-		n := w.rng.IntN(100)
+		n := w.rng.IntN(116)
 		if lagging {
 			// A Join, or a KeepAlive, while the view lags, which neither
 			// may tell.
@@ -775,8 +1015,17 @@ func runModelWorld(t *testing.T, seed uint64, steps int) {
 		case n < 96 && w.ref.rule.Lobby != nil:
 			w.doAdmit()
 			write = true
-		default:
+		case n < 101:
 			w.doPutRole()
+			write = true
+		case n < 104:
+			w.doDeleteRole()
+			write = true
+		case n < 110:
+			w.doMove()
+			write = true
+		default:
+			w.doDelete()
 			write = true
 		}
 		if lagging = write && w.rng.IntN(2) == 0; lagging {

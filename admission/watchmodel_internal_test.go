@@ -29,8 +29,10 @@ type told struct {
 // follower is a client of a WatchCall stream: what the stream told, by
 // subject, and every event it received.
 type follower struct {
-	call   string
-	w      *Watch
+	call string
+	w    *Watch
+	// ended: the call was deleted, and the stream ended NotFound.
+	ended  bool
 	state  map[string]told
 	events []Event
 	// cuts are the states after each event, with the last revision
@@ -87,9 +89,16 @@ type watchWorld struct {
 	grants   []authz.Grant
 	blocks   []authz.Block
 	ids      []string
-	follow   []*follower
-	steps    []string
-	seed     uint64
+	// callOf is the call each session of ids joined, and gone the
+	// sessions of the calls deleted since: a call registered again under
+	// the name is another, which no event of its watches may name them in.
+	callOf map[string]string
+	gone   map[string]bool
+	// deletedAt is the revision of each call's latest deletion.
+	deletedAt map[string]authz.Revision
+	follow    []*follower
+	steps     []string
+	seed      uint64
 }
 
 var watchStart = time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC)
@@ -121,10 +130,11 @@ func newWatchWorld(t *testing.T, seed uint64) *watchWorld {
 		authz.Resource{Name: "call:audio_room:1", Parent: "calltype:audio_room"})
 	clock := authz.NewManualClock(watchStart)
 	w := &watchWorld{t: t, rng: rand.New(rand.NewPCG(seed, 0x3a7c)), ctx: t.Context(), by: authz.Author{Caller: "test"},
-		clock: clock, base: base, seed: seed,
-		calls:  []string{"call:default:1", "call:default:2", "call:audio_room:1"},
-		scopes: []string{authz.RootName, "org:a", "org:b", "calltype:default", "calltype:audio_room", "calltype:livestream", "call:default:1", "call:default:2", "call:audio_room:1"},
-		roles:  []string{"admin", "host", "moderator", "user", "call-member"},
+		clock: clock, base: base, seed: seed, callOf: map[string]string{}, gone: map[string]bool{},
+		deletedAt: map[string]authz.Revision{},
+		calls:     []string{"call:default:1", "call:default:2", "call:audio_room:1"},
+		scopes:    []string{authz.RootName, "org:a", "org:b", "calltype:default", "calltype:audio_room", "calltype:livestream", "call:default:1", "call:default:2", "call:audio_room:1"},
+		roles:     []string{"admin", "host", "moderator", "user", "call-member"},
 	}
 	for _, perm := range base.Permissions {
 		if !strings.HasPrefix(perm.Name, "usher.") {
@@ -165,19 +175,34 @@ func newWatchWorld(t *testing.T, seed uint64) *watchWorld {
 	}
 	w.settle()
 	for _, call := range w.calls {
-		watch, err := w.m.Watch(call, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := &follower{call: call, w: watch, state: map[string]told{}}
-		for _, ev := range watch.Initial {
-			apply(f.state, ev)
-		}
-		f.cuts = append(f.cuts, cut{maps.Clone(f.state), watch.Initial[len(watch.Initial)-1].Revision})
-		watch.Sent()
-		w.follow = append(w.follow, f)
+		w.watch(call, 0)
 	}
 	return w
+}
+
+// watch follows call from after, as a client whose state is empty: one
+// that starts, or one whose stream of the call, deleted, ended.
+func (w *watchWorld) watch(call string, after authz.Revision) {
+	watch, err := w.m.Watch(call, after)
+	if err != nil {
+		w.fail("watching %s from %d: %v", call, after, err)
+	}
+	f := &follower{call: call, w: watch, state: map[string]told{}}
+	for _, ev := range watch.Initial {
+		w.ofDeleted(call, "the watch from "+fmt.Sprint(after), ev)
+		apply(f.state, ev)
+	}
+	f.cuts = append(f.cuts, cut{maps.Clone(f.state), watch.Initial[len(watch.Initial)-1].Revision})
+	watch.Sent()
+	w.follow = append(w.follow, f)
+}
+
+// ofDeleted fails on an event of a watch of call, registered again, that
+// names a session of the call deleted before.
+func (w *watchWorld) ofDeleted(call, which string, ev Event) {
+	if ev.Session != "" && w.gone[ev.Session] && ev.Kind != EventWaiting {
+		w.fail("%s of %s, registered again, tells of the deleted call's session: %s", which, call, describeEvent(ev))
+	}
 }
 
 func (w *watchWorld) settle() {
@@ -192,10 +217,22 @@ func (w *watchWorld) settle() {
 // drain takes what the streams were sent.
 func (w *watchWorld) drain() {
 	for _, f := range w.follow {
+		if f.ended {
+			continue
+		}
 	events:
 		for {
 			select {
 			case ev, ok := <-f.w.C:
+				if !ok && !f.ended && w.deleted(f) {
+					// Told of its participants' ejection, it ends NotFound.
+					f.ended = true
+					if authz.CodeOf(f.w.Err()) != authz.NotFound || len(f.state) > 0 {
+						w.fail("the watch of %s, deleted, ended %v holding %v; want NOT_FOUND holding no one", f.call, f.w.Err(), f.state)
+					}
+					w.logf("  %s: ended %v", f.call, f.w.Err())
+					break events
+				}
 				if !ok {
 					w.fail("the watch of %s ended: %v", f.call, f.w.Err())
 				}
@@ -214,6 +251,17 @@ func (w *watchWorld) drain() {
 			}
 		}
 	}
+}
+
+// deleted reports whether f's call was deleted since f read its state.
+func (w *watchWorld) deleted(f *follower) bool {
+	return w.deletedAt[f.call] >= f.cuts[0].after
+}
+
+// registered reports whether call is registered now.
+func (w *watchWorld) registered(call string) bool {
+	_, _, err := w.eng.Index().GetResource(call)
+	return err == nil
 }
 
 func describeEvent(ev Event) string {
@@ -267,9 +315,34 @@ func (w *watchWorld) check() {
 	w.t.Helper()
 	w.settle()
 	w.drain()
+	following := map[string]bool{}
+	var last []*follower
 	for _, f := range w.follow {
+		if f.ended {
+			last = append(last, f)
+			continue
+		}
+		following[f.call] = true
 		if d := sameState(f.state, w.truth(f.call)); d != "" {
 			w.fail("the watch of %s: %s", f.call, d)
+		}
+	}
+	// A call registered again is watched anew: from the start, or from
+	// the last revision the stream of the deleted one received.
+	for _, f := range last {
+		if following[f.call] || !w.registered(f.call) {
+			continue
+		}
+		following[f.call] = true
+		var after authz.Revision
+		if w.rng.IntN(2) == 0 {
+			after = f.cuts[len(f.cuts)-1].after
+		}
+		w.logf("  watch %s again from %d", f.call, after)
+		w.watch(f.call, after)
+		g := w.follow[len(w.follow)-1]
+		if d := sameState(g.state, w.truth(f.call)); d != "" {
+			w.fail("the watch of %s, registered again, from %d: %s", f.call, after, d)
 		}
 	}
 }
@@ -280,8 +353,13 @@ func (w *watchWorld) check() {
 func (w *watchWorld) resumes() {
 	latest := w.eng.Index().Revision()
 	for _, f := range w.follow {
-		// A client that has every event below r resumes from r.
-		for r := f.cuts[0].after; r <= latest+1; r++ {
+		// A client that has every event below r resumes from r: for one
+		// of a call deleted since, below its stream's end.
+		upTo := latest + 1
+		if f.ended {
+			upTo = f.cuts[len(f.cuts)-1].after
+		}
+		for r := f.cuts[0].after; r <= upTo; r++ {
 			state := maps.Clone(f.cuts[0].state)
 			for _, ev := range f.events {
 				if ev.Revision < r {
@@ -291,6 +369,18 @@ func (w *watchWorld) resumes() {
 			f.cuts = append(f.cuts, cut{state, r})
 		}
 
+		// Where the stream that followed throughout is; for one of a
+		// call deleted since, where a watch of the call now is.
+		want := f.state
+		if f.ended {
+			if !w.registered(f.call) {
+				if _, err := w.m.Watch(f.call, f.cuts[0].after); authz.CodeOf(err) != authz.NotFound {
+					w.fail("resuming %s, deleted, = %v; want NOT_FOUND", f.call, err)
+				}
+				continue
+			}
+			want = w.truth(f.call)
+		}
 		for i, c := range f.cuts {
 			watch, err := w.m.Watch(f.call, c.after)
 			if err != nil {
@@ -301,15 +391,18 @@ func (w *watchWorld) resumes() {
 				clear(state)
 			}
 			for _, ev := range watch.Initial {
+				if f.ended {
+					w.ofDeleted(f.call, fmt.Sprintf("the watch resumed from %d", c.after), ev)
+				}
 				apply(state, ev)
 			}
 			watch.Close()
-			if d := sameState(state, f.state); d != "" {
+			if d := sameState(state, want); d != "" {
 				var evs []string
 				for _, ev := range watch.Initial {
 					evs = append(evs, describeEvent(ev))
 				}
-				w.fail("the watch of %s cut after event %d and resumed from revision %d: %s\nresumed with %v", f.call, i, c.after, d, evs)
+				w.fail("the watch of %s (ended: %v) cut after event %d and resumed from revision %d: %s\nresumed with %v", f.call, f.ended, i, c.after, d, evs)
 			}
 		}
 	}
@@ -353,11 +446,15 @@ func (w *watchWorld) step() {
 		subject, call := pick(rng, w.subjects), pick(rng, w.calls)
 		r, err := w.m.Join(w.ctx, "", subject, call, 0)
 		w.logf("Join %s %s = %s %.8s %v", subject, call, r.Outcome, r.Session, err)
+		if authz.CodeOf(err) == authz.NotFound && !w.registered(call) {
+			break
+		}
 		if err != nil {
 			w.fail("Join: %v", err)
 		}
 		if r.Outcome == Admitted {
 			w.ids = append(w.ids, r.Session)
+			w.callOf[r.Session] = call
 			caps, _, _ := w.eng.Index().ListPermissions(subject, call, false)
 			if !slices.Equal(slices.Sorted(slices.Values(r.Capabilities)), slices.Sorted(slices.Values(caps))) {
 				w.fail("Join of %s gives %v, ListPermissions %v", subject, r.Capabilities, caps)
@@ -450,6 +547,20 @@ func (w *watchWorld) step() {
 		}
 		_, err := w.eng.PutAdmission(w.ctx, w.by, a)
 		w.logf("PutAdmission at %s join %q admin %q data %q = %v", a.Scope, a.Join, media.RoomAdmin, media.CanPublishData, err)
+	case n < 95:
+		// A call deleted, to be registered again by a move of it: another
+		// call, of the same name.
+		call := pick(rng, w.calls)
+		rev, err := w.eng.DeleteResource(w.ctx, w.by, call)
+		w.logf("DeleteResource %s = %d %v", call, rev, err)
+		if err == nil {
+			w.deletedAt[call] = rev
+			for id, c := range w.callOf {
+				if c == call {
+					w.gone[id] = true
+				}
+			}
+		}
 	default:
 		// Time passes, the view having acted on everything before; the
 		// sessions are kept alive, or not.
@@ -475,22 +586,27 @@ func (w *watchWorld) step() {
 // policy with calls below two call types, scopes above them, and a few
 // participants, through random joins, leaves, grants, revokes, blocks and
 // unblocks (some expiring), role definitions and deletions at every level,
-// moves of calls and call types, policies applied, LiveKit mappings set and
-// passing time, past the leases of participants not kept alive; sometimes
-// the view lags a write or two. Once the view has
+// moves of calls and call types, calls deleted and registered again under
+// their names, policies applied, LiveKit mappings set and passing time,
+// past the leases of participants not kept alive; sometimes the view lags
+// a write or two. Once the view has
 // acted, each call's stream, replayed, must hold every live participant with
 // the capabilities ListPermissions gives it now and the grant they map to,
 // and no one else; no CHANGED may tell what was told before, and no
 // revision go back. At the end, a stream cut after any event, or holding
 // every event below any revision, and resumed from there, must end where the
-// stream that followed throughout is. A failure names the seed:
-// -run 'TestCallWatchesTellWhatTheIndexSays/^SEED$' runs its world alone.
+// stream that followed throughout is. A stream of a deleted call ends
+// NotFound holding no one, and one of the call registered again, watched
+// anew or resumed from any cut of the first, holds the new call's
+// participants and names none of the first's. A failure names the seed:
+// -run 'TestCallWatchesTellWhatTheIndexSays/^SEED$' runs its world alone;
+// -worlds N -first-world S runs N worlds from seed S.
 func TestCallWatchesTellWhatTheIndexSays(t *testing.T) {
-	worlds := 150
+	worlds := 100
 	if testing.Short() {
 		worlds = 30
 	}
-	for seed := range uint64(worlds) {
+	for _, seed := range seeds(worlds) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			w := newWatchWorld(t, seed)
 			for range 60 {
