@@ -976,6 +976,8 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 	if _, err := m.lobbyRule(resource, by.Actor, "deny entry to"); err != nil {
 		return err
 	}
+	// Not the knock of a call of the name that was deleted.
+	m.acted(ctx, m.engine.Index().Revision())
 	uctx, cancel := m.within(ctx)
 	defer cancel()
 	found, err := m.store.Unknock(uctx, resource, subject, Denied)

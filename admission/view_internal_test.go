@@ -491,3 +491,46 @@ func TestASessionEndsWithItsCallThoughANewOneTakesTheName(t *testing.T) {
 		t.Errorf("the call registered again holds %d sessions of the deleted one: %+v", len(sessions), sessions)
 	}
 }
+
+// A Deny in a call registered again under the name of a deleted one is
+// judged in the new call: a subject that waited only in the lobby of the
+// deleted one is not waiting, though the view has yet to act on the
+// deletion when the Deny comes.
+func TestADenyIsNotOfTheKnockOfADeletedCallOfTheName(t *testing.T) {
+	clock := authz.NewManualClock(time.Date(2030, 5, 1, 9, 0, 0, 0, time.UTC))
+	eng, err := authz.Start(t.Context(), memory.New(), authz.Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	p := authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.admit"}},
+		Resources:   []authz.Resource{{Name: "account:acme"}, {Name: "call:acme:1", Parent: "account:acme"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: time.Minute, Lobby: &authz.Lobby{Admit: "call.admit", Role: "member"}}},
+	}
+	if _, _, err := eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: authz.RootName}); err != nil {
+		t.Fatal(err)
+	}
+	m := New(eng, Options{Store: NewMemoryStore(MemoryOptions{Clock: clock})})
+	t.Cleanup(func() { m.Close() })
+	if r, err := m.Join(ctx, "", "user:a", "call:acme:1", 0); err != nil || r.Outcome != Lobby {
+		t.Fatalf("Join = %+v, %v; want LOBBY", r, err)
+	}
+	// The view's loop stops: the writes below come before it acts.
+	m.v.close()
+	if _, err := eng.DeleteResource(ctx, by, "call:acme:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.PutResource(ctx, by, authz.Resource{Name: "call:acme:1", Parent: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Deny(ctx, by, "call:acme:1", "user:a")
+	if e, ok := err.(*authz.Error); !ok || e.Code != authz.NotFound || e.Kind != authz.KindKnockNotFound || e.Field != "subject" || e.Value != "user:a" {
+		t.Errorf("Deny of user:a, who waited only in the deleted call's lobby, = %v; want NOT_FOUND (KNOCK_NOT_FOUND) naming the subject", err)
+	}
+}
