@@ -43,7 +43,12 @@ import (
 //     participants out by the same next look: a call registered again
 //     under its name is another, which none of them joined, and may open
 //     later (NOT_STARTED until join_ahead before its start, for all: the
-//     rule names no backstage permission); a move keeps a call's start.
+//     rule names no backstage permission); a move keeps a call's start;
+//   - a Join sent to the lobby knocks, or renews the subject's knock; the
+//     knock ends when the subject joins, is let in by an Admit after which
+//     it may join now, is denied, leaves, lapses, or its call is deleted;
+//     one who may no longer join is denied at its KeepAlive, which
+//     otherwise answers ADMITTED once the subject may join past the lobby.
 
 const (
 	refAccount = "account:acme"
@@ -71,6 +76,13 @@ type refSession struct {
 	deleted           bool // its call was deleted, whatever holds the name now
 }
 
+// refKnock is a subject waiting in a call's lobby.
+type refKnock struct {
+	id, subject, call string
+	expires           time.Time
+	deleted           bool // its call was deleted, whatever holds the name now
+}
+
 // refEnd is how the reference says a session ended.
 type refEnd struct {
 	why     Why
@@ -86,6 +98,7 @@ type reference struct {
 	grants   map[refGrant]time.Time
 	blocks   []refBlock
 	sessions map[string]*refSession
+	knocks   map[string]*refKnock
 	ended    map[string]refEnd
 }
 
@@ -246,11 +259,38 @@ func (r *reference) lapse() {
 			r.ended[id] = refEnd{why: Lapsed}
 		}
 	}
+	for id, k := range r.knocks {
+		if !k.expires.After(r.now()) {
+			r.endKnock(id, Lapsed)
+		}
+	}
 }
 
-// eject ends the sessions of subjects who may no longer be in their calls.
+func (r *reference) endKnock(id string, why Why) {
+	delete(r.knocks, id)
+	r.ended[id] = refEnd{why: why}
+}
+
+// knockOf is subject's knock on call, nil when it has none.
+func (r *reference) knockOf(subject, call string) *refKnock {
+	for _, k := range r.knocks {
+		if k.subject == subject && k.call == call && !k.deleted {
+			return k
+		}
+	}
+	return nil
+}
+
+// eject ends the sessions of subjects who may no longer be in their calls,
+// and denies the knocks of deleted calls; a knock of one who may no longer
+// join ends at its KeepAlive.
 func (r *reference) eject() {
 	r.lapse()
+	for id, k := range r.knocks {
+		if k.deleted {
+			r.endKnock(id, Denied)
+		}
+	}
 	for id, s := range r.sessions {
 		if out := r.refusal(s); out != 0 {
 			delete(r.sessions, id)
@@ -333,6 +373,15 @@ func (r *reference) admitted(id, subject, call string) {
 		}
 	}
 	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf())}
+	if k := r.knockOf(subject, call); k != nil {
+		r.endKnock(k.id, Entered)
+	}
+}
+
+// lets says whether st may join now, past the lobby: what ends a knock as
+// let in.
+func (r *reference) lets(st standing) bool {
+	return st.refusal() == 0 && !st.closed && (r.rule.Lobby == nil || st.skipsLobby)
 }
 
 // deleted takes call out of the tree with its grants, blocks and roles;
@@ -342,6 +391,11 @@ func (r *reference) deleted(call string) {
 	for _, s := range r.sessions {
 		if s.call == call {
 			s.deleted = true
+		}
+	}
+	for _, k := range r.knocks {
+		if k.call == call {
+			k.deleted = true
 		}
 	}
 	maps.DeleteFunc(r.grants, func(g refGrant, _ time.Time) bool { return g.resource == call })
@@ -371,6 +425,7 @@ type modelWorld struct {
 	subjects []string
 	roleList []string
 	ids      []string // every session id a Join returned
+	kids     []string // every knock id a Join returned
 	seed     uint64
 	steps    []string
 }
@@ -436,7 +491,7 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 	ref := &reference{clock: clock, roles: map[string]map[string][]string{authz.RootName: {}}, grants: map[refGrant]time.Time{},
 		parent:   map[string]string{refAccount: authz.RootName, refTeam: refAccount, refOther: authz.RootName},
 		starts:   map[string]time.Time{},
-		sessions: map[string]*refSession{}, ended: map[string]refEnd{}}
+		sessions: map[string]*refSession{}, knocks: map[string]*refKnock{}, ended: map[string]refEnd{}}
 	w.ref = ref
 	var p authz.Policy
 	for _, n := range refPerms {
@@ -535,6 +590,20 @@ func (w *modelWorld) check() {
 		if have := slices.Sorted(maps.Keys(got)); !slices.Equal(have, want) {
 			w.fail("live sessions of %s: store %v, reference %v", call, have, want)
 		}
+		var knocks, wantKnocks []string
+		for _, k := range w.store.Knocks(call) {
+			knocks = append(knocks, k.ID)
+		}
+		for id, k := range w.ref.knocks {
+			if k.call == call {
+				wantKnocks = append(wantKnocks, id)
+			}
+		}
+		slices.Sort(knocks)
+		slices.Sort(wantKnocks)
+		if !slices.Equal(knocks, wantKnocks) {
+			w.fail("knocks in the lobby of %s: store %v, reference %v", call, knocks, wantKnocks)
+		}
 		for _, id := range want {
 			s, ref := got[id], w.ref.sessions[id]
 			if s.Subject != ref.subject {
@@ -567,8 +636,24 @@ func (w *modelWorld) doJoin() {
 	if r.Outcome != want {
 		w.fail("Join of %s into %s = %s (%s); reference: %s", subject, call, r.Outcome, r.Reason, want)
 	}
+	if want == Lobby {
+		// A knock, the subject's own renewed if it has one.
+		k := w.ref.knockOf(subject, call)
+		exp := w.ref.now().Add(w.ref.rule.LeaseOf())
+		if k != nil && r.Session != k.id || r.Session == "" || !r.Expires.Equal(exp) {
+			w.fail("Join of %s into %s knocks %q until %s; reference: knock %+v, until %s", subject, call, r.Session, until(r.Expires), k, until(exp))
+		}
+		if k == nil {
+			k = &refKnock{id: r.Session, subject: subject, call: call}
+			w.ref.knocks[k.id] = k
+			w.kids = append(w.kids, k.id)
+		}
+		k.expires = exp
+		w.logf("  knock %s", r.Session[:8])
+		return
+	}
 	if want != Admitted {
-		if r.Outcome != Lobby && r.Session != "" {
+		if r.Session != "" {
 			w.fail("a refused Join made session %s", r.Session)
 		}
 		return
@@ -638,21 +723,35 @@ func (w *modelWorld) doKeepAlive() {
 }
 
 func (w *modelWorld) doLeave() {
-	if len(w.ids) == 0 {
+	ids := w.ids
+	if len(w.kids) > 0 && w.rng.IntN(3) == 0 {
+		ids = w.kids
+	}
+	if len(ids) == 0 {
 		return
 	}
-	id := pick(w.rng, w.ids)
+	id := pick(w.rng, ids)
 	w.ref.lapse()
 	_, live := w.ref.sessions[id]
+	k, waits := w.ref.knocks[id]
 	err := w.m.Leave(w.ctx, id)
 	w.logf("Leave %s = %v", id[:8], err)
-	if live {
+	switch {
+	case waits && k.deleted && authz.CodeOf(err) == authz.NotFound:
+		// Denied with its call, by a view that has acted.
+		w.ref.endKnock(id, Denied)
+	case waits:
+		if err != nil {
+			w.fail("Leave of knock %s: %v", id, err)
+		}
+		w.ref.endKnock(id, Left)
+	case live:
 		if err != nil {
 			w.fail("Leave of live session %s: %v", id, err)
 		}
 		delete(w.ref.sessions, id)
 		w.ref.ended[id] = refEnd{why: Left}
-	} else if authz.CodeOf(err) != authz.NotFound {
+	case authz.CodeOf(err) != authz.NotFound:
 		w.fail("Leave of ended session %s = %v; want NOT_FOUND", id, err)
 	}
 }
@@ -833,7 +932,17 @@ func (w *modelWorld) doDeleteRole() {
 // as a start needs a rule.
 func (w *modelWorld) doMove() {
 	call := pick(w.rng, w.calls)
-	parent := pick(w.rng, []string{refAccount, refAccount, refTeam, refTeam, refOther})
+	for _, c := range w.calls {
+		if !w.ref.registered(c) && w.rng.IntN(4) > 0 {
+			call = c
+		}
+	}
+	w.move(call)
+}
+
+// move moves call, or registers it again.
+func (w *modelWorld) move(call string) {
+	parent := pick(w.rng, []string{refAccount, refAccount, refAccount, refTeam, refTeam, refTeam, refOther})
 	_, staged := w.ref.starts[call]
 	if staged {
 		parent = pick(w.rng, []string{refAccount, refTeam})
@@ -854,7 +963,8 @@ func (w *modelWorld) doMove() {
 	}
 }
 
-// doDelete deletes a call.
+// doDelete deletes a call, and often registers it again at once, before
+// the view acts on either.
 func (w *modelWorld) doDelete() {
 	call := pick(w.rng, w.calls)
 	_, err := w.eng.DeleteResource(w.ctx, w.by, call)
@@ -863,6 +973,9 @@ func (w *modelWorld) doDelete() {
 		return
 	}
 	w.ref.deleted(call)
+	if w.rng.IntN(2) == 0 {
+		w.move(call)
+	}
 }
 
 // doAdmit lets a subject in from the lobby: a grant of the lobby's role on
@@ -895,10 +1008,95 @@ func (w *modelWorld) doAdmit() {
 		w.fail("Admit: %v", err)
 	}
 	g := refGrant{subject: subject, role: w.ref.rule.Lobby.Role, resource: call}
-	if old, held := w.ref.grants[g]; held && liveAt(old, w.ref.now()) && (old.IsZero() || !exp.IsZero() && !old.Before(exp)) {
+	if old, held := w.ref.grants[g]; !held || !liveAt(old, w.ref.now()) || !old.IsZero() && (exp.IsZero() || old.Before(exp)) {
+		w.ref.grants[g] = exp
+	}
+	// The subject's knock ends, let in, when it may join now.
+	w.ref.lapse()
+	if k := w.ref.knockOf(subject, call); k != nil && w.ref.lets(w.ref.standing(subject, call)) {
+		w.ref.endKnock(k.id, LetIn)
+	}
+}
+
+// doDeny takes a subject out of a call's lobby.
+func (w *modelWorld) doDeny() {
+	subject, call := pick(w.rng, w.subjects), pick(w.rng, w.calls)
+	if live := slices.Sorted(maps.Keys(w.ref.knocks)); len(live) > 0 && w.rng.IntN(2) == 0 {
+		k := w.ref.knocks[pick(w.rng, live)]
+		subject, call = k.subject, k.call
+	}
+	w.ref.lapse()
+	err := w.m.Deny(w.ctx, w.by, call, subject)
+	w.logf("Deny %s in %s = %v", subject, call, err)
+	st := w.ref.standing(subject, call)
+	k := w.ref.knockOf(subject, call)
+	switch {
+	case st.unknown:
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("Deny of %s in %s, which is not registered, = %v; want NOT_FOUND", subject, call, err)
+		}
+	case st.noRule:
+		if authz.CodeOf(err) != authz.FailedPrecondition {
+			w.fail("Deny of %s in %s, which no rule governs, = %v; want FAILED_PRECONDITION", subject, call, err)
+		}
+	case k == nil:
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("Deny of %s, not waiting in %s, = %v; want NOT_FOUND", subject, call, err)
+		}
+	default:
+		if err != nil {
+			w.fail("Deny of %s, waiting in %s as %s: %v", subject, call, k.id, err)
+		}
+		w.ref.endKnock(k.id, Denied)
+	}
+}
+
+// doKeepKnock keeps a knock alive, or one that ended.
+func (w *modelWorld) doKeepKnock() {
+	if len(w.kids) == 0 {
 		return
 	}
-	w.ref.grants[g] = exp
+	w.ref.lapse()
+	id := pick(w.rng, w.kids)
+	if live := slices.Sorted(maps.Keys(w.ref.knocks)); len(live) > 0 && w.rng.IntN(2) == 0 {
+		id = pick(w.rng, live)
+	}
+	k, waits := w.ref.knocks[id]
+	r, err := w.m.KeepAlive(w.ctx, id)
+	w.logf("KeepAlive of knock %s = %s %v", id[:8], r.Outcome, err)
+	switch {
+	case waits && k.deleted:
+		// Its call was deleted: denied as the view acts, or now.
+		if (err != nil || r.Outcome != NoGrant || !r.Expires.IsZero()) && authz.CodeOf(err) != authz.NotFound {
+			w.fail("KeepAlive of knock %s of a deleted call = %+v, %v; want NO_GRANT or NOT_FOUND", id, r, err)
+		}
+		w.ref.endKnock(id, Denied)
+	case waits:
+		st := w.ref.standing(k.subject, k.call)
+		if out := st.refusal(); out != 0 {
+			if err != nil || r.Outcome != out || !r.Expires.IsZero() {
+				w.fail("KeepAlive of knock %s of %s, who may no longer join %s, = %+v, %v; want %s", id, k.subject, k.call, r, err, out)
+			}
+			w.ref.endKnock(id, Denied)
+			return
+		}
+		want := Lobby
+		if w.ref.lets(st) {
+			want = Admitted
+		}
+		k.expires = w.ref.now().Add(w.ref.rule.LeaseOf())
+		if err != nil || r.Outcome != want || !r.Expires.Equal(k.expires) {
+			w.fail("KeepAlive of knock %s of %s in %s = %+v, %v; want %s until %s", id, k.subject, k.call, r, err, want, until(k.expires))
+		}
+	case w.ref.ended[id].why == LetIn:
+		if err != nil || r.Outcome != Admitted {
+			w.fail("KeepAlive of knock %s, let in, = %+v, %v; want ADMITTED", id, r, err)
+		}
+	default:
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("KeepAlive of knock %s, ended (%v), = %+v, %v; want NOT_FOUND", id, w.ref.ended[id].why, r, err)
+		}
+	}
 }
 
 func (w *modelWorld) doAdvance() {
@@ -935,16 +1133,17 @@ func (w *modelWorld) doAdvance() {
 
 // TestAdmissionFollowsTheReference runs random worlds of one node (a
 // Manager over a MemoryStore, on a manual clock) through random Joins,
-// Leaves, KeepAlives, passing time, grants, revokes, blocks and unblocks
-// (on root, the accounts, a team and the calls, some expiring), admissions
-// from the lobby, roles defined at root and redefined or deleted below it,
-// calls moved under another parent (out from under the rule, too), and
-// calls deleted and registered again under their names, and compares each
-// answer, and the sessions the store holds once the view has acted, with
-// the reference. After some writes the view is left behind for a step, as
-// its loop may be when a Join or a KeepAlive comes. A failure names the
-// seed: -run 'TestAdmissionFollowsTheReference/^SEED$' runs its world
-// alone; -worlds N -first-world S runs N worlds from seed S.
+// Leaves, KeepAlives of sessions and knocks, passing time, grants, revokes,
+// blocks and unblocks (on root, the accounts, a team and the calls, some
+// expiring), admissions and denials from the lobby, roles defined at root
+// and redefined or deleted below it, calls moved under another parent (out
+// from under the rule, too), and calls deleted and registered again under
+// their names, and compares each answer, and the sessions and knocks the
+// store holds once the view has acted, with the reference. After some
+// writes the view is left behind for a step, as its loop may be when a
+// Join or a KeepAlive comes. A failure names the seed:
+// -run 'TestAdmissionFollowsTheReference/^SEED$' runs its world alone;
+// -worlds N -first-world S runs N worlds from seed S.
 func TestAdmissionFollowsTheReference(t *testing.T) {
 	worlds, steps := 350, 40
 	if testing.Short() {
@@ -980,7 +1179,10 @@ func seeds(n int) []uint64 {
 
 // runModelWorld runs the world of seed for steps steps.
 func runModelWorld(t *testing.T, seed uint64, steps int) {
-	w := newModelWorld(t, seed)
+	runModelWorldSteps(t, newModelWorld(t, seed), steps)
+}
+
+func runModelWorldSteps(t *testing.T, w *modelWorld, steps int) {
 	lagging := false
 	for range steps {
 		write := false
@@ -995,6 +1197,8 @@ func runModelWorld(t *testing.T, seed uint64, steps int) {
 			w.doJoin()
 		case n < 42:
 			w.doLeave()
+		case n < 52 && w.rng.IntN(3) == 0:
+			w.doKeepKnock()
 		case n < 52:
 			w.doKeepAlive()
 		case n < 59:
@@ -1012,16 +1216,18 @@ func runModelWorld(t *testing.T, seed uint64, steps int) {
 		case n < 92:
 			w.doUnblock()
 			write = true
-		case n < 96 && w.ref.rule.Lobby != nil:
+		case n < 94 && w.ref.rule.Lobby != nil:
 			w.doAdmit()
 			write = true
+		case n < 96 && w.ref.rule.Lobby != nil:
+			w.doDeny()
 		case n < 101:
 			w.doPutRole()
 			write = true
 		case n < 104:
 			w.doDeleteRole()
 			write = true
-		case n < 110:
+		case n < 111:
 			w.doMove()
 			write = true
 		default:
