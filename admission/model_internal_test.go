@@ -33,10 +33,11 @@ import (
 //   - a participant who may no longer be there (blocked, or no grant of
 //     the join permission) is gone by the next Join, by the next look at
 //     the store once the view has acted, and at its own KeepAlive;
-//   - a role's definition is the nearest on the way from the call to root;
-//     one below the rule's scope is another role, which the rule's
-//     uncounted and exclusive roles do not name (README: "The roles a rule
-//     names are those defined at its scope or above it");
+//   - a role's definition is the nearest on the way from the call to root,
+//     and so is the rule (README: "A rule at a scope overrides the one
+//     above it"); a definition below the rule's scope is another role,
+//     which the rule's uncounted and exclusive roles do not name (README:
+//     "The roles a rule names are those defined at its scope or above it");
 //   - a call moved out from under the rule's scope has no rule: a Join is
 //     FAILED_PRECONDITION, and its participants may no longer be there;
 //   - a deleted call takes its grants, blocks and roles with it, and its
@@ -91,7 +92,8 @@ type refEnd struct {
 
 type reference struct {
 	clock    *authz.ManualClock
-	rule     authz.Admission
+	rule     authz.Admission                // the world's lobby, lease and join_ahead, which every rule keeps
+	rules    map[string]authz.Admission     // scope -> the rule there
 	parent   map[string]string              // registered resource -> its parent
 	starts   map[string]time.Time           // call -> its start time, where it has one
 	roles    map[string]map[string][]string // scope -> name -> permissions; ["*"] for all
@@ -133,8 +135,9 @@ func (r *reference) resolve(path []string, role string) ([]string, int) {
 
 // standing is what the reference reads of subject in call.
 type standing struct {
-	unknown, noRule                     bool // the call is not registered; no rule governs it
-	closed                              bool // the call has not opened yet
+	unknown, noRule                     bool   // the call is not registered; no rule governs it
+	closed                              bool   // the call has not opened yet
+	max                                 uint32 // the rule's max_participants
 	blocked, joins, skipsLobby, counted bool
 	caps, marks                         []string
 }
@@ -142,11 +145,12 @@ type standing struct {
 func (r *reference) standing(subject, call string) standing {
 	now := r.now()
 	path := r.path(call)
-	ruleAt := slices.Index(path, r.rule.Scope)
+	ruleAt := slices.IndexFunc(path, func(at string) bool { _, ok := r.rules[at]; return ok })
 	if ruleAt < 0 {
 		// Unknown, or no rule governs it.
 		return standing{unknown: path == nil, noRule: true}
 	}
+	rule := r.rules[path[ruleAt]] // the nearest
 	onPath := func(resource string) bool { return slices.Contains(path, resource) }
 	whole := false
 	blockedPerm := map[string]bool{}
@@ -197,7 +201,7 @@ func (r *reference) standing(subject, call string) standing {
 		}
 		return false
 	}
-	var st standing
+	st := standing{max: rule.MaxParticipants}
 	if start, ok := r.starts[call]; ok {
 		st.closed = now.Before(start.Add(-r.rule.JoinAhead))
 	}
@@ -216,21 +220,21 @@ func (r *reference) standing(subject, call string) standing {
 	}
 	st.counted = true
 	for _, role := range ruleRoles {
-		if slices.Contains(r.rule.UncountedRoles, role) {
+		if slices.Contains(rule.UncountedRoles, role) {
 			st.counted = false
 		}
 	}
-	for _, role := range r.rule.ExclusiveRoles {
+	for _, role := range rule.ExclusiveRoles {
 		if slices.Contains(ruleRoles, role) {
 			st.marks = append(st.marks, authz.RoleMark+role)
 		}
 	}
-	for _, p := range r.rule.ExclusivePermissions {
+	for _, p := range rule.ExclusivePermissions {
 		if named(p) {
 			st.marks = append(st.marks, authz.PermissionMark+p)
 		}
 	}
-	if len(r.rule.ExclusivePermissions) > 0 && named(refJoin) {
+	if len(rule.ExclusivePermissions) > 0 && named(refJoin) {
 		st.marks = append(st.marks, authz.OccupantMark)
 	}
 	slices.Sort(st.caps)
@@ -337,7 +341,7 @@ func (r *reference) join(subject, call string) (Outcome, standing, authz.Code) {
 		}
 		own = own || s.call == call && s.subject == subject
 	}
-	if max := r.rule.MaxParticipants; st.counted && max > 0 {
+	if max := st.max; st.counted && max > 0 {
 		n := 0
 		for _, o := range others {
 			if o.counted {
@@ -432,10 +436,14 @@ type modelWorld struct {
 
 func (w *modelWorld) describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d\nrule: max_participants %d, uncounted %v, exclusive roles %v, exclusive permissions %v, lease %s, join ahead %s",
-		w.seed, w.ref.rule.MaxParticipants, w.ref.rule.UncountedRoles, w.ref.rule.ExclusiveRoles, w.ref.rule.ExclusivePermissions, w.ref.rule.LeaseOf(), w.ref.rule.JoinAhead)
+	fmt.Fprintf(&b, "seed %d\nrules: lease %s, join ahead %s", w.seed, w.ref.rule.LeaseOf(), w.ref.rule.JoinAhead)
 	if l := w.ref.rule.Lobby; l != nil {
 		fmt.Fprintf(&b, ", lobby admit %q role %q bypass %q", l.Admit, l.Role, l.Bypass)
+	}
+	for _, scope := range slices.Sorted(maps.Keys(w.ref.rules)) {
+		a := w.ref.rules[scope]
+		fmt.Fprintf(&b, "\n  at %s now: max_participants %d, uncounted %v, exclusive roles %v, exclusive permissions %v",
+			scope, a.MaxParticipants, a.UncountedRoles, a.ExclusiveRoles, a.ExclusivePermissions)
 	}
 	fmt.Fprintf(&b, "\ncalls %v, subjects %v\ntree now:", w.calls, w.subjects)
 	for _, name := range slices.Sorted(maps.Keys(w.ref.parent)) {
@@ -532,6 +540,7 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 	}
 	p.Admissions = []authz.Admission{rule}
 	ref.rule = rule
+	ref.rules = map[string]authz.Admission{refAccount: rule}
 
 	eng, err := authz.Start(w.ctx, memory.New(), authz.Options{Clock: clock})
 	if err != nil {
@@ -963,6 +972,37 @@ func (w *modelWorld) move(call string) {
 	}
 }
 
+// doPutAdmission sets the rule on the account, or one on the team that
+// overrides it below: another capacity, other uncounted and exclusive
+// roles and permissions; the world's lobby, lease and join_ahead stay.
+func (w *modelWorld) doPutAdmission() {
+	a := w.ref.rule
+	a.Scope = pick(w.rng, []string{refAccount, refTeam, refTeam})
+	a.MaxParticipants = uint32(pick(w.rng, []int{0, 1, 2, 2, 3}))
+	a.UncountedRoles = someOf(w.rng, w.roleList, 0.3)
+	a.ExclusiveRoles = someOf(w.rng, w.roleList, 0.3)
+	a.ExclusivePermissions = someOf(w.rng, []string{"claim-a", "claim-b"}, 0.4)
+	_, err := w.eng.PutAdmission(w.ctx, w.by, a)
+	w.logf("PutAdmission at %s: max_participants %d, uncounted %v, exclusive roles %v, exclusive permissions %v = %v",
+		a.Scope, a.MaxParticipants, a.UncountedRoles, a.ExclusiveRoles, a.ExclusivePermissions, err)
+	if err != nil {
+		w.fail("PutAdmission: %v", err)
+	}
+	w.ref.rules[a.Scope] = a
+}
+
+// doDeleteAdmission deletes the team's rule: the account's governs there
+// again.
+func (w *modelWorld) doDeleteAdmission() {
+	_, err := w.eng.DeleteAdmission(w.ctx, w.by, refTeam, "call")
+	w.logf("DeleteAdmission at %s = %v", refTeam, err)
+	w.tolerate("DeleteAdmission", err)
+	if _, ok := w.ref.rules[refTeam]; ok && err != nil {
+		w.fail("DeleteAdmission of the team's rule: %v", err)
+	}
+	delete(w.ref.rules, refTeam)
+}
+
 // doDelete deletes a call, and often registers it again at once, before
 // the view acts on either.
 func (w *modelWorld) doDelete() {
@@ -1136,9 +1176,10 @@ func (w *modelWorld) doAdvance() {
 // Leaves, KeepAlives of sessions and knocks, passing time, grants, revokes,
 // blocks and unblocks (on root, the accounts, a team and the calls, some
 // expiring), admissions and denials from the lobby, roles defined at root
-// and redefined or deleted below it, calls moved under another parent (out
-// from under the rule, too), and calls deleted and registered again under
-// their names, and compares each answer, and the sessions and knocks the
+// and redefined or deleted below it, rules set on the account and on a
+// team below it, calls moved under another parent (out from under the
+// rules, too), and calls deleted and registered again under their names,
+// and compares each answer, and the sessions and knocks the
 // store holds once the view has acted, with the reference. After some
 // writes the view is left behind for a step, as its loop may be when a
 // Join or a KeepAlive comes. A failure names the seed:
@@ -1186,7 +1227,7 @@ func runModelWorldSteps(t *testing.T, w *modelWorld, steps int) {
 	lagging := false
 	for range steps {
 		write := false
-		n := w.rng.IntN(116)
+		n := w.rng.IntN(121)
 		if lagging {
 			// A Join, or a KeepAlive, while the view lags, which neither
 			// may tell.
@@ -1229,6 +1270,12 @@ func runModelWorldSteps(t *testing.T, w *modelWorld, steps int) {
 			write = true
 		case n < 111:
 			w.doMove()
+			write = true
+		case n < 114:
+			w.doPutAdmission()
+			write = true
+		case n < 116:
+			w.doDeleteAdmission()
 			write = true
 		default:
 			w.doDelete()
