@@ -1003,6 +1003,38 @@ func (w *modelWorld) doDeleteAdmission() {
 	delete(w.ref.rules, refTeam)
 }
 
+// doSchedule sets when a call starts, later or earlier, or clears it: a
+// call rescheduled to later closes to joins, and keeps its participants.
+func (w *modelWorld) doSchedule() {
+	call := pick(w.rng, w.calls)
+	var start time.Time
+	if w.rng.IntN(4) > 0 {
+		start = w.ref.now().Add(time.Duration(w.rng.IntN(16)-4) * time.Second / 2)
+	}
+	_, err := w.eng.Schedule(w.ctx, w.by, call, start)
+	w.logf("Schedule %s to start %s = %v", call, until(start), err)
+	st := w.ref.standing("usher:nobody", call)
+	switch {
+	case st.unknown:
+		if authz.CodeOf(err) != authz.NotFound {
+			w.fail("Schedule of %s, which is not registered, = %v; want NOT_FOUND", call, err)
+		}
+		return
+	case st.noRule:
+		if authz.CodeOf(err) != authz.FailedPrecondition {
+			w.fail("Schedule of %s, which no rule governs, = %v; want FAILED_PRECONDITION", call, err)
+		}
+		return
+	case err != nil:
+		w.fail("Schedule: %v", err)
+	}
+	if start.IsZero() {
+		delete(w.ref.starts, call)
+	} else {
+		w.ref.starts[call] = start
+	}
+}
+
 // doDelete deletes a call, and often registers it again at once, before
 // the view acts on either.
 func (w *modelWorld) doDelete() {
@@ -1177,9 +1209,9 @@ func (w *modelWorld) doAdvance() {
 // blocks and unblocks (on root, the accounts, a team and the calls, some
 // expiring), admissions and denials from the lobby, roles defined at root
 // and redefined or deleted below it, rules set on the account and on a
-// team below it, calls moved under another parent (out from under the
-// rules, too), and calls deleted and registered again under their names,
-// and compares each answer, and the sessions and knocks the
+// team below it, calls scheduled to start later or earlier, calls moved
+// under another parent (out from under the rules, too), and calls deleted
+// and registered again under their names, and compares each answer, and the sessions and knocks the
 // store holds once the view has acted, with the reference. After some
 // writes the view is left behind for a step, as its loop may be when a
 // Join or a KeepAlive comes. A failure names the seed:
@@ -1227,7 +1259,7 @@ func runModelWorldSteps(t *testing.T, w *modelWorld, steps int) {
 	lagging := false
 	for range steps {
 		write := false
-		n := w.rng.IntN(121)
+		n := w.rng.IntN(124)
 		if lagging {
 			// A Join, or a KeepAlive, while the view lags, which neither
 			// may tell.
@@ -1276,6 +1308,9 @@ func runModelWorldSteps(t *testing.T, w *modelWorld, steps int) {
 			write = true
 		case n < 116:
 			w.doDeleteAdmission()
+			write = true
+		case n < 119:
+			w.doSchedule()
 			write = true
 		default:
 			w.doDelete()
