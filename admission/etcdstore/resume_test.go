@@ -33,13 +33,7 @@ func startResumeWorld(t *testing.T, prefix string, members ...string) resumeWorl
 	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
 	w := resumeWorld{a: startReplica(t, c, prefix), lag: startLaggingReplica(t, c, prefix, 2*time.Second), by: authz.Author{Caller: "test"}}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
-		Resources:   []authz.Resource{{Name: resumeCall}},
-		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := resumePolicy()
 	if _, _, err := w.a.eng.ApplyPolicy(ctx, w.by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +160,7 @@ func TestAWatchResumedOnAReplicaBehindItsRevisionTellsNothingOlder(t *testing.T)
 	a := startReplica(t, c, "/resume-behind/")
 	lag := startLaggingReplica(t, c, "/resume-behind/", 300*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
-		Resources:   []authz.Resource{{Name: resumeCall}},
-		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := resumePolicy()
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -248,13 +236,7 @@ func TestAWatchResumedFromACompactedRevisionOnALaggingReplicaLosesNoEnding(t *te
 	a := startReplica(t, c, "/resume-compacted/")
 	lag := startLaggingReplica(t, c, "/resume-compacted/", 150*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
-		Resources:   []authz.Resource{{Name: resumeCall}},
-		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := resumePolicy()
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -330,13 +312,7 @@ func TestAWatchResumedOnAReplicaThatLoadedASnapshotPastItsRevision(t *testing.T)
 	const prefix = "/resume-snapshot/"
 	a := startReplica(t, c, prefix)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
-		Resources:   []authz.Resource{{Name: resumeCall}},
-		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
-			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
-		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := resumePolicy()
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -384,4 +360,16 @@ func TestAWatchResumedOnAReplicaThatLoadedASnapshotPastItsRevision(t *testing.T)
 	}
 	t.Errorf("the watch resumed from %d, on a replica whose index loaded a snapshot at %d, neither tells user:a without call.speak (revoked at %d) nor sends the whole state: %+v",
 		r, b.eng.Index().Revision(), revoked, w.Initial)
+}
+
+// resumePolicy is the policy of the resume tests: members join resumeCall,
+// speakers speak there.
+func resumePolicy() authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}, {Name: "call.speak"}},
+		Resources:   []authz.Resource{{Name: resumeCall}},
+		Roles: []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}},
+			{Name: "speaker", Scope: "root", Permissions: []string{"call.speak"}}},
+		Admissions: []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
+	}
 }
