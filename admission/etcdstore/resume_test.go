@@ -30,13 +30,9 @@ const resumeCall = "call:acme:1"
 
 func startResumeWorld(t *testing.T, prefix string, members ...string) resumeWorld {
 	t.Helper()
-	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	w := resumeWorld{a: startReplica(t, c, prefix), lag: startLaggingReplica(t, c, prefix, 2*time.Second), by: authz.Author{Caller: "test"}}
-	p := resumePolicy()
-	if _, _, err := w.a.eng.ApplyPolicy(ctx, w.by, p, authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	a, lag, by := startResumePair(t, prefix, 2*time.Second)
+	w := resumeWorld{a: a, lag: lag, by: by}
 	var rev authz.Revision
 	for _, u := range append([]string{"user:a", "user:b"}, members...) {
 		r, err := w.a.eng.Grant(ctx, w.by, authz.Grant{Subject: u, Role: "member", Resource: resumeCall})
@@ -155,15 +151,8 @@ func TestAWatchResumedOnALaggingReplicaHearsOfAnEjection(t *testing.T) {
 // capability, not as it was before r, which a media server would take for
 // the participant's state and act on.
 func TestAWatchResumedOnAReplicaBehindItsRevisionTellsNothingOlder(t *testing.T) {
-	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	a := startReplica(t, c, "/resume-behind/")
-	lag := startLaggingReplica(t, c, "/resume-behind/", 300*time.Millisecond)
-	by := authz.Author{Caller: "test"}
-	p := resumePolicy()
-	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	a, lag, by := startResumePair(t, "/resume-behind/", 300*time.Millisecond)
 	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:b", Role: "member", Resource: resumeCall})
 	if err != nil {
 		t.Fatal(err)
@@ -231,15 +220,8 @@ func TestAWatchOfACallRegisteredElsewhereAMomentAgoStarts(t *testing.T) {
 // committed can no longer be read, so the watch cannot tell what followed
 // it, and it sends the whole state rather than leave user:a in the call.
 func TestAWatchResumedFromACompactedRevisionOnALaggingReplicaLosesNoEnding(t *testing.T) {
-	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	a := startReplica(t, c, "/resume-compacted/")
-	lag := startLaggingReplica(t, c, "/resume-compacted/", 150*time.Millisecond)
-	by := authz.Author{Caller: "test"}
-	p := resumePolicy()
-	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	a, lag, by := startResumePair(t, "/resume-compacted/", 150*time.Millisecond)
 	rev, err := a.eng.Grant(ctx, by, authz.Grant{Subject: "user:a", Role: "member", Resource: resumeCall})
 	if err != nil {
 		t.Fatal(err)
@@ -360,6 +342,18 @@ func TestAWatchResumedOnAReplicaThatLoadedASnapshotPastItsRevision(t *testing.T)
 	}
 	t.Errorf("the watch resumed from %d, on a replica whose index loaded a snapshot at %d, neither tells user:a without call.speak (revoked at %d) nor sends the whole state: %+v",
 		r, b.eng.Index().Revision(), revoked, w.Initial)
+}
+
+// startResumePair starts a cluster and two replicas of it under
+// resumePolicy, the second applying change sets lag late.
+func startResumePair(t *testing.T, prefix string, lag time.Duration) (a, late replica, by authz.Author) {
+	t.Helper()
+	c := etcdtest.Start(t, 1)
+	a, late, by = startReplica(t, c, prefix), startLaggingReplica(t, c, prefix, lag), authz.Author{Caller: "test"}
+	if _, _, err := a.eng.ApplyPolicy(t.Context(), by, resumePolicy(), authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return a, late, by
 }
 
 // resumePolicy is the policy of the resume tests: members join resumeCall,
