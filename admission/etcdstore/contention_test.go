@@ -18,32 +18,14 @@ import (
 // note, is denied through another all the same: what the guest writes may
 // make a Deny read its knock again, never give up.
 func TestADenyOfAGuestKnockingAgainAndAgainElsewhere(t *testing.T) {
-	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	open := func() *etcdstore.Store {
-		s, err := etcdstore.New(ctx, c.Client(t), etcdstore.Options{Prefix: "/deny/"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	guest, moderator := open(), open()
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			now := time.Now()
-			guest.Knock(ctx, admission.Knock{ID: fmt.Sprintf("k%d", i), Subject: "user:g", Call: "call:x",
-				Note: fmt.Sprintf("let me in (%d)", i), Knocked: now, Expires: now.Add(time.Minute)})
-		}
-	}()
-	defer func() { close(stop); <-stopped }()
+	open := opener(t, "/deny/")
+	guest, moderator := open(etcdstore.Options{}), open(etcdstore.Options{})
+	defer meanwhile(func(i int) {
+		now := time.Now()
+		guest.Knock(ctx, admission.Knock{ID: fmt.Sprintf("k%d", i), Subject: "user:g", Call: "call:x",
+			Note: fmt.Sprintf("let me in (%d)", i), Knocked: now, Expires: now.Add(time.Minute)})
+	})()
 	for round := range 60 {
 		for !waits(moderator, "call:x", "user:g") {
 			time.Sleep(time.Millisecond)
@@ -53,6 +35,39 @@ func TestADenyOfAGuestKnockingAgainAndAgainElsewhere(t *testing.T) {
 			t.Fatalf("round %d: Unknock of a guest knocking again and again elsewhere = %t, %v; want it denied", round, found, err)
 		}
 	}
+}
+
+// opener starts a cluster and returns what opens a store of it under
+// prefix, closed when the test ends.
+func opener(t *testing.T, prefix string) func(etcdstore.Options) *etcdstore.Store {
+	c := etcdtest.Start(t, 1)
+	return func(opts etcdstore.Options) *etcdstore.Store {
+		opts.Prefix = prefix
+		s, err := etcdstore.New(context.Background(), c.Client(t), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+}
+
+// meanwhile calls f(0), f(1), ... in a goroutine of its own until the
+// function it returns is called, which returns once f has.
+func meanwhile(f func(i int)) (stop func()) {
+	halt, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-halt:
+				return
+			default:
+			}
+			f(i)
+		}
+	}()
+	return func() { close(halt); <-stopped }
 }
 
 // waits reports whether subject waits in call's lobby, in s's picture.
@@ -113,17 +128,8 @@ func TestAKnockRenewedWithNothingNewWritesNothing(t *testing.T) {
 // note, makes no one else's knock read the lobby again, even through a
 // replica that would read it only once.
 func TestANewKnockIsNotHeldUpByAnotherGuestsRenewals(t *testing.T) {
-	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	open := func(opts etcdstore.Options) *etcdstore.Store {
-		opts.Prefix = "/renewals/"
-		s, err := etcdstore.New(ctx, c.Client(t), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	open := opener(t, "/renewals/")
 	guest, door := open(etcdstore.Options{}), open(etcdstore.Options{RetryConflicts: 1})
 	knock := func(s *etcdstore.Store, subject, note string) error {
 		now := time.Now()
@@ -133,19 +139,7 @@ func TestANewKnockIsNotHeldUpByAnotherGuestsRenewals(t *testing.T) {
 	if err := knock(guest, "user:g", "0"); err != nil {
 		t.Fatal(err)
 	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			knock(guest, "user:g", fmt.Sprint(i))
-		}
-	}()
-	defer func() { close(stop); <-stopped }()
+	defer meanwhile(func(i int) { knock(guest, "user:g", fmt.Sprint(i+1)) })()
 	for i := range 30 {
 		if err := knock(door, fmt.Sprintf("user:%d", i), "0"); err != nil {
 			t.Fatalf("knock %d beside a guest renewing its knock: %v; want it waiting", i, err)
@@ -160,17 +154,8 @@ func TestANewKnockIsNotHeldUpByAnotherGuestsRenewals(t *testing.T) {
 // replica makes no one else's join read the call again, even through a
 // replica that would read it only once.
 func TestAJoinNoOneElseDecidesIsNotHeldUpByARejoiningParticipant(t *testing.T) {
-	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	open := func(opts etcdstore.Options) *etcdstore.Store {
-		opts.Prefix = "/rejoin/"
-		s, err := etcdstore.New(ctx, c.Client(t), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	open := opener(t, "/rejoin/")
 	participant, door := open(etcdstore.Options{}), open(etcdstore.Options{RetryConflicts: 1})
 	const noMax = 0
 	join := func(s *etcdstore.Store, id, subject string) (admission.Outcome, error) {
@@ -178,19 +163,7 @@ func TestAJoinNoOneElseDecidesIsNotHeldUpByARejoiningParticipant(t *testing.T) {
 		out, _, err := s.Join(ctx, admission.Session{ID: id, Subject: subject, Call: "call:x", Joined: now, Expires: now.Add(time.Minute), Counted: true}, noMax)
 		return out, err
 	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			join(participant, fmt.Sprintf("h%d", i), "user:h")
-		}
-	}()
-	defer func() { close(stop); <-stopped }()
+	defer meanwhile(func(i int) { join(participant, fmt.Sprintf("h%d", i), "user:h") })()
 	for i := range 30 {
 		if out, err := join(door, fmt.Sprintf("s%d", i), fmt.Sprintf("user:%d", i)); err != nil || out != admission.Admitted {
 			t.Fatalf("join %d beside a participant joining again and again = %s, %v; want ADMITTED", i, out, err)
