@@ -113,16 +113,35 @@ func TestListChangesFailsUnavailableWithEtcdOutOfReach(t *testing.T) {
 // while etcd is out of reach, fails UNAVAILABLE (UNAVAILABLE_STORAGE).
 func answersUnavailable(t *testing.T, what string, call func(context.Context) error) {
 	t.Helper()
+	endsUnavailable(t, nil, what+" with etcd out of reach, called with no deadline, never answered", call)
+}
+
+// endsUnavailable fails the test unless call, made with no deadline while
+// etcd is out of reach, fails UNAVAILABLE (UNAVAILABLE_STORAGE) with the
+// metadata meta; stuck says what a call that never does failed to do.
+func endsUnavailable(t *testing.T, meta map[string]string, stuck string, call func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	answered := make(chan error, 1)
-	go func() { answered <- call(context.Background()) }()
+	go func() { answered <- call(ctx) }()
 	select {
 	case err := <-answered:
 		st := wantCode(t, err, codes.Unavailable)
-		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE"})
+		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: meta})
 	// Far more than the commit timeout: a call still waiting then waits
 	// for etcd to come back.
 	case <-time.After(time.Minute):
-		t.Fatalf("%s with etcd out of reach, called with no deadline, never answered", what)
+		t.Fatal(stuck)
+	}
+}
+
+// untilEnd receives from a stream until it ends, and returns how.
+func untilEnd[M any](recv func() (M, error)) error {
+	for {
+		if _, err := recv(); err != nil {
+			return err
+		}
 	}
 }
 
@@ -188,26 +207,15 @@ func TestAWatchOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 	}
 	c.Kill(0)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	answered := make(chan error, 1)
-	go func() {
-		// From now: the revision the replica answers at.
-		stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{})
-		for err == nil {
-			_, err = stream.Recv()
-		}
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		st := wantCode(t, err, codes.Unavailable)
-		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(put.GetRevision())}})
-	// Far more than the commit timeout: a stream still open then waits for
-	// etcd to come back.
-	case <-time.After(time.Minute):
-		t.Fatal("a Watch with etcd out of reach neither sent a change nor ended")
-	}
+	endsUnavailable(t, map[string]string{"after_revision": fmt.Sprint(put.GetRevision())},
+		"a Watch with etcd out of reach neither sent a change nor ended", func(ctx context.Context) error {
+			// From now: the revision the replica answers at.
+			stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{})
+			if err != nil {
+				return err
+			}
+			return untilEnd(stream.Recv)
+		})
 }
 
 // A WatchCall on a replica cut off from etcd, which hears nothing more of
@@ -265,24 +273,8 @@ func TestAWatchCallOnAReplicaCutOffFromEtcdEndsUnavailable(t *testing.T) {
 		}
 	}
 	c.Kill(0)
-
-	answered := make(chan error, 1)
-	go func() {
-		var err error
-		for err == nil {
-			_, err = stream.Recv()
-		}
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		st := wantCode(t, err, codes.Unavailable)
-		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(last)}})
-	// Far more than the commit timeout: a stream still open then waits for
-	// etcd to come back.
-	case <-time.After(time.Minute):
-		t.Fatal("a WatchCall with etcd out of reach neither sent an event nor ended")
-	}
+	endsUnavailable(t, map[string]string{"after_revision": fmt.Sprint(last)},
+		"a WatchCall with etcd out of reach neither sent an event nor ended", func(context.Context) error { return untilEnd(stream.Recv) })
 }
 
 // A Watch that has caught up, and waits for what is committed next, on a
@@ -313,20 +305,6 @@ func TestAWatchWaitingOnAReplicaThenCutOffFromEtcdEndsUnavailable(t *testing.T) 
 		t.Fatal(err)
 	}
 	c.Kill(0)
-
-	answered := make(chan error, 1)
-	go func() {
-		var err error
-		for err == nil {
-			_, err = stream.Recv()
-		}
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		st := wantCode(t, err, codes.Unavailable)
-		wantDetails(t, st, refusal{reason: "UNAVAILABLE_STORAGE", meta: map[string]string{"after_revision": fmt.Sprint(put.GetRevision())}})
-	case <-time.After(time.Minute):
-		t.Fatal("a Watch waiting when etcd went out of reach neither sent a change nor ended")
-	}
+	endsUnavailable(t, map[string]string{"after_revision": fmt.Sprint(put.GetRevision())},
+		"a Watch waiting when etcd went out of reach neither sent a change nor ended", func(context.Context) error { return untilEnd(stream.Recv) })
 }
