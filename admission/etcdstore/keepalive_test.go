@@ -272,18 +272,18 @@ func lobbyCalls(t *testing.T, prefix string, rounds int) (a, b replica, rev auth
 	return a, b, rev
 }
 
-// A knock made through one replica, by a grant that another replica, whose
-// index applies each change set late, has yet to apply, is kept alive
-// through that replica: it waits in the lobby, and is not denied for a
-// grant the replica has not seen.
-func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
+// knockBehindGrant starts a cluster, a replica a and a replica b whose
+// index applies each change set 400 ms late, under lobbyPolicy; user:g is
+// granted guest at call:acme:1 and knocks through a, which b has yet to
+// apply the grant of.
+func knockBehindGrant(t *testing.T, prefix string) (a, b replica, knock admission.Result) {
+	t.Helper()
 	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	a := startReplica(t, c, "/knock-behind/")
-	b := startLaggingReplica(t, c, "/knock-behind/", 400*time.Millisecond)
+	a = startReplica(t, c, prefix)
+	b = startLaggingReplica(t, c, prefix, 400*time.Millisecond)
 	by := authz.Author{Caller: "test"}
-	p := lobbyPolicy()
-	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
+	rev, _, err := a.eng.ApplyPolicy(ctx, by, lobbyPolicy(), authz.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,13 +293,23 @@ func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
 	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"}); err != nil {
 		t.Fatal(err)
 	}
-	knock, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
+	knock, err = a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
 	if err != nil || knock.Outcome != admission.Lobby {
 		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knock, err)
 	}
 	if at := b.eng.Index().Revision(); at >= rev {
 		t.Fatalf("the lagging replica had applied %d, the grant's revision: the test needs it behind", at)
 	}
+	return a, b, knock
+}
+
+// A knock made through one replica, by a grant that another replica, whose
+// index applies each change set late, has yet to apply, is kept alive
+// through that replica: it waits in the lobby, and is not denied for a
+// grant the replica has not seen.
+func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
+	ctx := t.Context()
+	a, b, knock := knockBehindGrant(t, "/knock-behind/")
 	if r, err := b.m.KeepAlive(ctx, knock.Session); err != nil || r.Outcome != admission.Lobby {
 		t.Errorf("KeepAlive of the knock through a replica behind the grant = %+v, %v; want LOBBY", r, err)
 	}
@@ -314,28 +324,7 @@ func TestKeepAliveOfAKnockOnAReplicaBehindTheGrant(t *testing.T) {
 // replica: a watch that left it out would never tell of it, and no one
 // watching there would let the guest in.
 func TestAWatchOnAReplicaBehindTheGrantTellsOfTheKnock(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	ctx := t.Context()
-	a := startReplica(t, c, "/watch-knock-behind/")
-	b := startLaggingReplica(t, c, "/watch-knock-behind/", 400*time.Millisecond)
-	by := authz.Author{Caller: "test"}
-	rev, _, err := a.eng.ApplyPolicy(ctx, by, lobbyPolicy(), authz.ApplyOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.eng.WaitApplied(ctx, rev); err != nil {
-		t.Fatal(err)
-	}
-	if rev, err = a.eng.Grant(ctx, by, authz.Grant{Subject: "user:g", Role: "guest", Resource: "call:acme:1"}); err != nil {
-		t.Fatal(err)
-	}
-	knock, err := a.m.Join(ctx, "", "user:g", "call:acme:1", rev)
-	if err != nil || knock.Outcome != admission.Lobby {
-		t.Fatalf("Join of the guest = %+v, %v; want LOBBY", knock, err)
-	}
-	if at := b.eng.Index().Revision(); at >= rev {
-		t.Fatalf("the lagging replica had applied %d, the grant's revision: the test needs it behind", at)
-	}
+	_, b, knock := knockBehindGrant(t, "/watch-knock-behind/")
 	w, err := b.m.Watch("call:acme:1", 0)
 	if err != nil {
 		t.Fatal(err)
