@@ -348,18 +348,8 @@ func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.
 	// what it holds then.
 	replay := func(watch *admission.Watch, stop <-chan struct{}) map[string]string {
 		in := map[string]string{} // subject -> session
-		apply := func(ev admission.Event) {
-			switch ev.Kind {
-			case admission.EventPresent, admission.EventJoined:
-				in[ev.Subject] = ev.Session
-			case admission.EventLeft, admission.EventLapsed, admission.EventEjected:
-				if in[ev.Subject] == ev.Session {
-					delete(in, ev.Subject)
-				}
-			}
-		}
 		for _, ev := range watch.Initial {
-			apply(ev)
+			hold(in, ev)
 		}
 		watch.Sent()
 		// Once stopped, every event is queued: take them, then return.
@@ -385,7 +375,7 @@ func TestWatchesStartedAmidJoinsAndLeavesEndWithTheCallsParticipants(t *testing.
 				t.Errorf("a watch ended: %v", watch.Err())
 				return nil
 			}
-			apply(ev)
+			hold(in, ev)
 		}
 	}
 	stop := make(chan struct{})
@@ -614,14 +604,7 @@ func TestAWatchResumedFromBeforeItsCallWasDeletedGetsTheWholeState(t *testing.T)
 			clear(held)
 		}
 		for _, ev := range watch.Initial {
-			switch ev.Kind {
-			case admission.EventPresent, admission.EventJoined:
-				held[ev.Subject] = ev.Session
-			case admission.EventEjected, admission.EventLeft, admission.EventLapsed:
-				if held[ev.Subject] == ev.Session {
-					delete(held, ev.Subject)
-				}
-			}
+			hold(held, ev)
 		}
 		for _, ev := range watch.Initial {
 			if ev.Session == first.Session {
@@ -632,6 +615,19 @@ func TestAWatchResumedFromBeforeItsCallWasDeletedGetsTheWholeState(t *testing.T)
 		if want := map[string]string{"user:second": second.Session}; !maps.Equal(held, want) {
 			t.Errorf("a stream of call:acme:1 cut at revision %d, before its deletion at %d, resumed from %d holds %v once told its initial state %+v; want only the participant of the call registered again, %v",
 				cut, deleted, after, held, watch.Initial, want)
+		}
+	}
+}
+
+// hold applies ev to in, the session of each subject in the call, as a
+// media server that was told ev holds them.
+func hold(in map[string]string, ev admission.Event) {
+	switch ev.Kind {
+	case admission.EventPresent, admission.EventJoined:
+		in[ev.Subject] = ev.Session
+	case admission.EventLeft, admission.EventLapsed, admission.EventEjected:
+		if in[ev.Subject] == ev.Session {
+			delete(in, ev.Subject)
 		}
 	}
 }
