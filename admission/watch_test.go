@@ -558,14 +558,7 @@ func TestAWatchResumedAfterARejoinAndAnEjectionFindsTheParticipantGone(t *testin
 	}
 	defer resumed.Close()
 	for _, ev := range resumed.Initial {
-		switch ev.Kind {
-		case admission.EventPresent, admission.EventJoined:
-			in[ev.Subject] = ev.Session
-		case admission.EventLeft, admission.EventLapsed, admission.EventEjected:
-			if in[ev.Subject] == ev.Session {
-				delete(in, ev.Subject)
-			}
-		}
+		hold(in, ev)
 	}
 	if len(in) != 0 {
 		t.Errorf("resumed from revision %d, after %s replaced %s and was ejected: the stream ends with %v in the call, told %+v",
