@@ -653,6 +653,15 @@ func TestNarrowResourceWrites(t *testing.T) {
 		return w.eng.PutResource(w.ctx, as("apikey:k8"), authz.Resource{Name: "room:r1", Parent: "department:d1"})
 	})
 	mentions(t, e, "usher.resources.move.room", "room:r1")
+	// A registration repeated (a retry) moves nothing: what registering
+	// it there needs will do, and nothing is written.
+	w.writesNothing(func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, as("apikey:k7"), authz.Resource{Name: "room:r1", Parent: "company:alfa"})
+	})
+	e = w.refuses(authz.PermissionDenied, "actor", "user:owner", func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, as("user:owner"), authz.Resource{Name: "room:r1", Parent: "company:alfa"})
+	})
+	mentions(t, e, "usher.resources.create.room", "company:alfa")
 	w.refuses(authz.PermissionDenied, "actor", "user:manager", func() (authz.Revision, error) {
 		return w.eng.DeleteResource(w.ctx, as("user:manager"), "event:launch")
 	})

@@ -457,11 +457,14 @@ func (j *judgement) register(name, parent string) (authz.Snapshot, bool) {
 func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 	r := j.before
 	typ := authz.TypeOf(name)
+	if r.parent[name] == parent {
+		// Already there: nothing moves, and nothing changes. Registering it
+		// there again (a retry) needs what registering it there needs.
+		j.requireTyped(parent, authz.PermResourcesCreate, typ, "registering "+name+" under "+parent)
+		return j.s, false
+	}
 	j.requireTyped(name, authz.PermResourcesMove, typ, "moving "+name)
 	j.requireTyped(parent, authz.PermResourcesCreate, typ, "moving "+name+" under "+parent)
-	if r.parent[name] == parent {
-		return j.s, false // already there: nothing changes
-	}
 	if r.under(parent, name) {
 		j.refuse(authz.FailedPrecondition, "", "moving %s under %s would form a cycle", name, parent)
 		return j.s, false

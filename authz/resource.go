@@ -262,15 +262,29 @@ func carriesMore(def, held *roleDef) bool {
 func (p *plan) move(id, parent uint32, r Resource) error {
 	x := p.x
 	name, typ := x.name(id), x.typeName(id)
-	if err := p.requireTyped(id, PermResourcesMove, typ, "moving it"); err != nil {
-		return err
+	if x.nodes[id].parent == parent {
+		// Registered already where r puts it: nothing moves, and an actor
+		// repeating its registration (a retry) needs what registering it
+		// there needs, not the power to move it.
+		if err := p.requireTyped(parent, PermResourcesCreate, typ, "registering a resource under it"); err != nil {
+			return err
+		}
+		if p.by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
+			if err := p.mayStage(typ, parent, name); err != nil {
+				return err
+			}
+		}
+	} else {
+		if err := p.requireTyped(id, PermResourcesMove, typ, "moving it"); err != nil {
+			return err
+		}
+		if err := p.requireTyped(parent, PermResourcesCreate, typ, "moving a resource under it"); err != nil {
+			return err
+		}
 	}
-	if err := p.requireTyped(parent, PermResourcesCreate, typ, "moving a resource under it"); err != nil {
-		return err
-	}
-	// Compared only once the actor may move it: an actor that may not
-	// learns nothing of its stage (whether another tenant's call is live,
-	// or when it starts).
+	// Compared only once the actor may move it, or register it where it
+	// is: an actor that may not learns nothing of its stage (whether
+	// another tenant's call is live, or when it starts).
 	if cur := x.withStage(id, Resource{}); (!r.StartsAt.IsZero() || r.Live) && (!r.StartsAt.Equal(cur.StartsAt) || r.Live != cur.Live) {
 		field, value := "start_time", r.StartsAt.UTC().Format(time.RFC3339Nano)
 		if r.Live != cur.Live {
