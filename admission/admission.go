@@ -796,15 +796,25 @@ func (m *Manager) catchUp(ctx context.Context) error {
 	return nil
 }
 
-// LeaveCall ends subject's session in resource, or its knock there;
-// NotFound when it has neither. It looks the session up rather than
-// through the call's: a call of many is left as cheaply as one of few.
+// LeaveCall ends subject's session in resource and its knock there,
+// whichever it has; NotFound when it has neither. It looks the session up
+// rather than through the call's: a call of many is left as cheaply as one
+// of few.
 func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error {
 	ctx, cancel := m.within(ctx)
 	defer cancel()
 	for synced := false; ; synced = true {
 		if s, ok := m.store.SessionOf(resource, subject); ok {
 			_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
+			if err == nil {
+				// A participant who lost what let it past the lobby may
+				// wait there too, joined again: it has left both. The
+				// lobby is asked only when the call has one waiting.
+				if _, knocks := m.store.Count(resource); knocks > 0 {
+					_, err = m.store.Unknock(ctx, resource, subject, Left)
+				}
+				return storeError(err)
+			}
 			if !errors.Is(err, ErrNoSession) {
 				return storeError(err)
 			}

@@ -118,3 +118,30 @@ func TestLeaveOfADeniedKnockLeavesTheSubjectsNewKnock(t *testing.T) {
 		})
 	}
 }
+
+// A participant who lost what let it past the lobby stays in the call, and
+// a Join of it again waits in the lobby beside its session. Leave by its
+// subject and call ends both: the subject has left, and waits for no one.
+func TestLeaveCallEndsTheSessionAndTheKnockOfItsSubject(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:member", "member", "account:acme")
+	w.grant("user:member", "guest", "account:acme")
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:member", Role: "member", Resource: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	w.wantJoin("user:member", "call:acme:1", admission.Lobby)
+	if n, k := w.m.Counts().Sessions, w.m.Counts().Knocks; n != 1 || k != 1 {
+		t.Fatalf("before Leave: %d sessions and %d knocks, want the session and the knock", n, k)
+	}
+	if err := w.m.LeaveCall(w.ctx, "user:member", "call:acme:1"); err != nil {
+		t.Fatalf("LeaveCall: %v", err)
+	}
+	if c := w.m.Counts(); c.Sessions != 0 || c.Knocks != 0 {
+		t.Errorf("after LeaveCall: %d sessions and %d knocks, want none", c.Sessions, c.Knocks)
+	}
+	if list, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host"); err != nil || len(list) != 0 {
+		t.Errorf("the lobby after the subject left = %+v, %v; want it empty", list, err)
+	}
+}
