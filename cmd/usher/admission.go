@@ -99,7 +99,7 @@ func leaveCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "leave (SESSION_ID | SUBJECT RESOURCE)",
 		Short: "End a session or a knock",
-		Long:  `Leave ends the session or knock SESSION_ID, or the one SUBJECT has in the call RESOURCE.`,
+		Long:  `Leave ends the session or knock SESSION_ID, or the session and the knock SUBJECT has in the call RESOURCE.`,
 		Example: `  usher leave 5b0f...
   usher leave user:dana call:standup`,
 		Args: argsBetween(1, 2, "SESSION_ID, or SUBJECT RESOURCE"),
