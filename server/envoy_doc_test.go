@@ -35,6 +35,13 @@ func yamlBlocks(t *testing.T, file string) []string {
 // file: from its heading to the next heading of the same level.
 func sectionYAMLBlocks(t *testing.T, file, heading string) []string {
 	t.Helper()
+	return yamlBlocksOf(t, file, sectionOf(t, file, heading))
+}
+
+// sectionOf returns one section of a Markdown file: from its heading to
+// the next heading of the same level.
+func sectionOf(t *testing.T, file, heading string) string {
+	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,7 @@ func sectionYAMLBlocks(t *testing.T, file, heading string) []string {
 	}
 	level, _, _ := strings.Cut(heading, " ")
 	section, _, _ = strings.Cut(section, "\n"+level+" ")
-	return yamlBlocksOf(t, file, section)
+	return section
 }
 
 func yamlBlocksOf(t *testing.T, file, text string) []string {
@@ -123,6 +130,33 @@ func TestEnvoyREADMEConfigs(t *testing.T) {
 		validateEnvoy(t, f)
 	}
 	checkExtAuthz(t, hcm.GetHttpFilters(), cfg)
+}
+
+// TestEnvoyREADMENamesEveryDenial proves that the README's short section
+// tells every answer a denied request may get: each reason Usher sends in
+// x-usher-reason, and each HTTP status it sends it with, as docs/envoy.md's
+// table does.
+func TestEnvoyREADMENamesEveryDenial(t *testing.T) {
+	section := sectionOf(t, "../README.md", "## Gating HTTP APIs with Envoy")
+	for _, d := range []struct {
+		reason string
+		status string
+	}{
+		{server.ReasonNoGrant, "403"},
+		{server.ReasonBlocked, "403"},
+		{server.ReasonUnknownResource, "403"},
+		{server.ReasonNoRoute, "403"},
+		{server.ReasonMethodOverride, "403"},
+		{server.ReasonUnauthenticated, "401"},
+		{server.ReasonInvalidResource, "400"},
+	} {
+		if !strings.Contains(section, "`"+d.reason+"`") {
+			t.Errorf("README.md's Envoy section does not name the reason %s, sent with %s", d.reason, d.status)
+		}
+		if !strings.Contains(section, d.status) {
+			t.Errorf("README.md's Envoy section does not name the status %s, sent with %s", d.status, d.reason)
+		}
+	}
 }
 
 // checkExtAuthz checks that filters ask Usher, as cfg is served, before
