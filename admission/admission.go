@@ -256,6 +256,7 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 	// What follows waits on the store, and on the view's passes that tell
 	// it what they found: all of it within StoreWait, so that a store out
 	// of reach fails the join once, not once for each.
+	asked := ctx
 	ctx, cancel := m.within(ctx)
 	defer cancel()
 	s := Session{ID: newID(), Subject: subject, Call: resource, Caller: caller, Joined: now, Expires: now.Add(lease),
@@ -315,7 +316,23 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		// Measured from now, as the token is signed: the store may have
 		// kept the join waiting (a crowd joining one call through a
 		// cluster), and the lease and the standing run from before it.
-		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(s.Expires, p.Until, m.clock.Now()))
+		now := m.clock.Now()
+		if !p.Until.IsZero() && !p.Until.After(now) {
+			// The standing the join was decided on ran out while it
+			// waited: a token signed from it would outlive it, by the
+			// wait and by the second a token lasts at least, and cannot
+			// be taken back. The join is decided again, as it stands now,
+			// its session ended within a StoreWait of its own: the join's
+			// may be spent on the wait.
+			end, cancelEnd := m.within(context.WithoutCancel(asked))
+			_, err := m.store.End(end, s.ID, Ending{Why: Left})
+			cancelEnd()
+			if err != nil && !errors.Is(err, ErrNoSession) {
+				return Result{}, entering(storeError(err), resource)
+			}
+			return m.Join(asked, caller, subject, resource, p.Revision)
+		}
+		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(s.Expires, p.Until, now))
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.

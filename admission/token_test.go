@@ -351,6 +351,31 @@ func TestATokenOfASlowJoinOutlivesNeitherTheLeaseNorTheGrant(t *testing.T) {
 	}
 }
 
+// A Join that waits on its store until the grant it was admitted by has
+// run out is decided again: a token signed then, valid for the second a
+// token lasts at least, would let a subject whose grant ended enter the
+// room with it.
+func TestAJoinThatOutwaitsItsGrantIsDecidedAgain(t *testing.T) {
+	w := newTokenWorldWith(t, admission.Options{LiveKit: &tokenKey,
+		Store: slowJoinStore{admission.NewMemoryStore(admission.MemoryOptions{}), time.Second}})
+	const call, subject = "call:acme:1", "user:member"
+	g := authz.Grant{Subject: subject, Role: "member", Resource: call, Expires: time.Now().Add(400 * time.Millisecond)}
+	if _, err := w.eng.Grant(w.ctx, w.by, g); err != nil {
+		t.Fatal(err)
+	}
+	r := w.join(subject, call)
+	if r.Outcome == admission.Admitted {
+		exp := verifiedClaims(t, r.Token).ExpiresAt.Time
+		t.Fatalf("Join = ADMITTED with a token that expires at %s, after the grant it was signed from (%s); want NO_GRANT", exp, g.Expires)
+	}
+	if r.Outcome != admission.NoGrant || r.Token != "" || r.Session != "" {
+		t.Fatalf("Join = %s (%s), token %q, session %q; want NO_GRANT without either", r.Outcome, r.Reason, r.Token, r.Session)
+	}
+	// The session the first decision made ends with it (the view may be
+	// ending it, having seen the grant run out).
+	eventually(t, "no session live after the join was refused", func() bool { return w.m.Counts().Sessions == 0 })
+}
+
 // verifiedClaims are the claims of token, which LiveKit's own verifier
 // accepts with tokenKey.
 func verifiedClaims(t *testing.T, token string) *jwt.RegisteredClaims {
