@@ -770,3 +770,29 @@ func open(c net.Conn, wait time.Duration) bool {
 		}
 	}
 }
+
+// usher serve refuses a connection or watch limit it cannot apply naming
+// the flag its user typed, not the field of the server's limits it sets.
+func TestServeRefusesALimitNamingItsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--stream-window", "1000"}, "--stream-window 1000: must be at least 65535"},
+		{[]string{"--conn-window", "1000"}, "--conn-window 1000: must be at least 65535"},
+		{[]string{"--max-conns-per-peer", "-1"}, "--max-conns-per-peer -1: must be at least 0"},
+		{[]string{"--receive-budget", "1000"}, "--receive-budget 1000: must be 0 (no limit) or at least"},
+		{[]string{"--keepalive-time", "0s"}, "--keepalive-time 0s: must be positive"},
+		{[]string{"--request-timeout", "-1s"}, "--request-timeout -1s: must not be negative"},
+		{[]string{"--max-watches", "-1"}, "--max-watches -1: must not be negative"},
+		{[]string{"--watch-progress", "-1s"}, "--watch-progress -1s: must not be negative"},
+	} {
+		// A serve that takes the limit stops at --policy-mode rather than
+		// serve.
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+			"--policy-mode", "no-such-mode"}, tc.args...)
+		if _, err := runIn(args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("usher %s: %v; want it refused, saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -208,10 +209,10 @@ variable their help names.`,
 			return fmt.Errorf("--pprof serves on --metrics-addr: give both")
 		}
 		if err := limits.Validate(); err != nil {
-			return fmt.Errorf("connection limits: %w", err)
+			return limitRefused("connection limits", err, connLimitFlags)
 		}
 		if err := watchLimits.Validate(); err != nil {
-			return fmt.Errorf("watch limits: %w", err)
+			return limitRefused("watch limits", err, watchLimitFlags)
 		}
 		if err := checkPolicyMode(*policyMode); err != nil {
 			return err
@@ -524,6 +525,30 @@ func parseInt32(s string, v *int32) error {
 	n, err := strconv.ParseInt(s, 0, 32)
 	*v = int32(n)
 	return err
+}
+
+// connLimitFlags and watchLimitFlags are the flags that set the fields of
+// server.ConnLimits and server.WatchLimits, by field.
+var (
+	connLimitFlags = map[string]string{
+		"MaxConns": "max-conns", "MaxConnsPerPeer": "max-conns-per-peer", "MaxStreams": "max-streams",
+		"MaxHeaderBytes": "max-header-bytes", "ReceiveBudget": "receive-budget", "SendBudget": "send-budget",
+		"RequestTimeout": "request-timeout", "HandshakeTimeout": "handshake-timeout", "IdleTimeout": "idle-timeout",
+		"KeepaliveTime": "keepalive-time", "KeepaliveTimeout": "keepalive-timeout", "KeepaliveMinTime": "keepalive-min-time",
+		"StreamWindow": "stream-window", "ConnWindow": "conn-window",
+	}
+	watchLimitFlags = map[string]string{"MaxStreams": "max-watches", "Progress": "watch-progress"}
+)
+
+// limitRefused is the refusal of limits whose Validate returned err, which
+// begins with the field it refuses: it names the flag that set the field,
+// which is what serve's user typed.
+func limitRefused(limits string, err error, flags map[string]string) error {
+	field, rest, _ := strings.Cut(err.Error(), " ")
+	if flag, ok := flags[field]; ok {
+		return fmt.Errorf("--%s %s", flag, rest)
+	}
+	return fmt.Errorf("%s: %w", limits, err)
 }
 
 // loadEnvoy reads an Envoy mapping and its JWT key; errors name the file
