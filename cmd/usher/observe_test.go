@@ -146,6 +146,10 @@ func TestServeRefusesBadObservabilityFlags(t *testing.T) {
 		{[]string{"--pprof"}, "--pprof serves on --metrics-addr"},
 		{[]string{"--decision-sample", "-1"}, "--decision-sample -1: want 0 to 1"},
 		{[]string{"--trace-sample-ratio", "1.5"}, "--trace-sample-ratio 1.5: want 0 to 1"},
+		// NaN is no share: traced, it would sample every call. A serve
+		// that takes it stops at --policy-mode rather than serve.
+		{[]string{"--trace-sample-ratio", "NaN", "--policy-mode", "no-such-mode"}, "--trace-sample-ratio NaN: want 0 to 1"},
+		{[]string{"--decision-sample", "NaN", "--policy-mode", "no-such-mode"}, "--decision-sample NaN: want 0 to 1"},
 	} {
 		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "usher.db")}, c.args...)
 		out, err := exec.Command(bin, args...).CombinedOutput()

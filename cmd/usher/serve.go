@@ -181,10 +181,11 @@ variable their help names.`,
 		if levelErr != nil {
 			return fmt.Errorf("--log-level: %w", levelErr)
 		}
-		if r := *decisionSample; r < 0 || r > 1 {
+		// Negated, so that NaN, which no comparison holds for, is refused.
+		if r := *decisionSample; !(r >= 0 && r <= 1) {
 			return fmt.Errorf("--decision-sample %v: want 0 to 1", r)
 		}
-		if r := tracing.SampleRatio; r < 0 || r > 1 {
+		if r := tracing.SampleRatio; !(r >= 0 && r <= 1) {
 			return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
 		}
 		if *maxCallWatches < 1 {
