@@ -237,3 +237,18 @@ func TestServeMetricsHoldsFewConnectionsOfOnePeer(t *testing.T) {
 		t.Errorf("a scrape from another peer: %v", err)
 	}
 }
+
+// serve's help says whose sampled trace is continued: with --callers only
+// a known caller's, since a stranger's would have each of its calls,
+// every one refused, traced and exported.
+func TestServeHelpSaysWhoseTraceIsContinued(t *testing.T) {
+	_, stdout, _ := runCode("serve", "--help")
+	for _, line := range strings.Split(stdout, "\n") {
+		if strings.Contains(line, "--trace-sample-ratio") && !strings.Contains(line, "with --callers") {
+			t.Errorf("serve --help says of --trace-sample-ratio:\n%s\nwant it to say whose trace is continued with --callers", line)
+		}
+	}
+	if !strings.Contains(stdout, "--trace-sample-ratio") {
+		t.Errorf("serve --help does not name --trace-sample-ratio:\n%s", stdout)
+	}
+}

@@ -99,7 +99,7 @@ variable their help names.`,
 		"export traces over OTLP/gRPC to this collector, host:port (TLS) or http://host:port (plaintext); "+
 			"without it, to OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing")
 	fs.Float64Var(&tracing.SampleRatio, "trace-sample-ratio", server.DefaultSampleRatio,
-		"share of calls traced among those whose caller sent no sampled trace (a sampled caller's trace is always continued)")
+		"share of calls traced among those that continue no sampled trace (a call's sampled trace is always continued; with --callers only a known caller's, a stranger's calls being sampled as if it sent none)")
 	decisionLog := fs.String("decision-log", envOr("USHER_DECISION_LOG", ""),
 		"write Check, CheckBatch and Join decisions as JSON lines to this `file` (appended to) or to stderr; "+
 			"from a queue, off the calls' path: what it cannot keep up with is dropped and counted (env USHER_DECISION_LOG)")
