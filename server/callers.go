@@ -191,8 +191,11 @@ func (e callerEntry) caller(path string) (Caller, error) {
 	}
 	var err error
 	if e.TokenSHA256 != "" {
+		// The value is not quoted: what is not a hash may be the token
+		// itself, which usher token prints beside it, and the refusal
+		// goes to the log.
 		if c.tokenSHA256, err = parseSHA256(e.TokenSHA256); err != nil {
-			return c, fmt.Errorf("%s.token_sha256 %q: %v", path, e.TokenSHA256, err)
+			return c, fmt.Errorf("%s.token_sha256: %v (the value is not shown: it may be the token itself)", path, err)
 		}
 	}
 	if e.CertificateSHA256 != "" {

@@ -65,6 +65,21 @@ func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// usher token prints a token and its token_sha256: one pasted in place
+// of the other is refused without being shown, for the refusal goes to
+// the log, where the token would be anyone's who reads it.
+func TestParseCallersDoesNotShowATokenInPlaceOfItsHash(t *testing.T) {
+	for _, token := range []string{newToken(t), strings.Repeat("7f", 32) + "zz"} {
+		_, err := server.ParseCallers("etc/callers.yaml", []byte("callers:\n  - {name: a, kind: check, token_sha256: '"+token+"'}\n"))
+		if err == nil || !strings.Contains(err.Error(), "callers[0].token_sha256") {
+			t.Fatalf("a token in place of its hash: %v; want it refused naming callers[0].token_sha256", err)
+		}
+		if strings.Contains(err.Error(), token) {
+			t.Errorf("the refusal shows the token: %v", err)
+		}
+	}
+}
+
 func TestParseCallersRefuses(t *testing.T) {
 	good := strings.Repeat("ab", 32)
 	other := strings.Repeat("cd", 32)
@@ -87,10 +102,10 @@ func TestParseCallersRefuses(t *testing.T) {
 			[]string{`callers[1].kind "superuser"`, `"check" or "admin"`}},
 		{"a token hash that is not 64 characters is an error",
 			"callers:\n  - {name: a, kind: check, token_sha256: 9f86d081}\n",
-			[]string{`callers[0].token_sha256 "9f86d081"`, "64 hexadecimal characters"}},
+			[]string{`callers[0].token_sha256: must be 64 hexadecimal characters`, "got 8"}},
 		{"a token hash that is not hexadecimal is an error",
 			"callers:\n  - {name: a, kind: check, token_sha256: " + strings.Repeat("zz", 32) + "}\n",
-			[]string{`callers[0].token_sha256 "` + strings.Repeat("zz", 32) + `"`, "hexadecimal"}},
+			[]string{`callers[0].token_sha256: must be hexadecimal`}},
 		{"a certificate hash that is not 64 characters is an error",
 			"callers:\n  - {name: a, kind: admin, certificate_sha256: abc}\n",
 			[]string{`callers[0].certificate_sha256 "abc"`}},
