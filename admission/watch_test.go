@@ -624,3 +624,36 @@ func hold(in map[string]string, ev admission.Event) {
 		}
 	}
 }
+
+// A resumed watch is sent the lobby whole, a WAITING for each knock
+// waiting now, whether it changed since or not, and nothing of a knock
+// denied while it was away: the client learns of that by its absence.
+func TestAResumedWatchIsSentTheWholeLobby(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:g1", "guest", "account:acme")
+	w.grant("user:g2", "guest", "account:acme")
+	w.wantJoin("user:g1", "call:acme:1", admission.Lobby)
+	w.wantJoin("user:g2", "call:acme:1", admission.Lobby)
+	after := w.eng.Index().Revision()
+	if err := w.m.Deny(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:g2"); err != nil {
+		t.Fatalf("Deny: %v", err)
+	}
+	w.grant("user:member", "member", "call:acme:1") // a revision past after
+	watch, err := w.m.Watch("call:acme:1", after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	var got []string
+	for _, ev := range watch.Initial {
+		if ev.Kind != admission.EventSynced {
+			got = append(got, fmt.Sprintf("%d %s", ev.Kind, ev.Subject))
+		} else if ev.Reset {
+			t.Errorf("the resume from %d was a reset: %+v", after, ev)
+		}
+	}
+	if want := []string{fmt.Sprintf("%d user:g1", admission.EventWaiting)}; !slices.Equal(got, want) {
+		t.Errorf("a watch resumed from %d was sent %v (kind, subject), want %v", after, got, want)
+	}
+}

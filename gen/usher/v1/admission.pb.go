@@ -107,7 +107,9 @@ const (
 	// A participant in the call as the stream (re)starts, with its
 	// capabilities.
 	CallEventKind_CALL_EVENT_KIND_PRESENT CallEventKind = 1
-	// A subject waiting in the lobby as the stream (re)starts.
+	// A subject waiting in the lobby as the stream (re)starts: those of a
+	// stream's start or resume are the whole lobby, replacing what the
+	// client knew of it.
 	CallEventKind_CALL_EVENT_KIND_WAITING CallEventKind = 2
 	// The state so far has been sent; what follows happens live. A resume
 	// that reaches back further than the server remembers sends the whole
@@ -1599,7 +1601,10 @@ type WatchCallRequest struct {
 	Resource string `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
 	// 0: start with the state of every participant and knock, then follow.
 	// Otherwise resume: the participants that changed at this revision or
-	// later, and the sessions that ended since. A revision committed through
+	// later, the sessions that ended since, and the whole lobby as it is now.
+	// No event tells of a knock that ended while the stream was away
+	// (admitted, denied, left or lapsed): a knock the client knew of that no
+	// WAITING event names waits no more. A revision committed through
 	// another server that this one has yet to apply is waited for (5 s at
 	// most); from further back than the server remembers, from before a call
 	// of the name was deleted (the call now is another), past the latest
