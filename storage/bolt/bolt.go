@@ -224,11 +224,15 @@ func prepare(db *bbolt.DB) error {
 	err := db.Update(func(tx *bbolt.Tx) error {
 		// Another program's bbolt file (an etcd snapshot has a "meta"
 		// bucket too) is refused before anything is written into it. A
-		// file that names its format is Usher's, of this format or not.
+		// file that names its format is Usher's; one of a format this
+		// version does not read (a later version's) is refused before
+		// anything is written into it too.
 		if meta := tx.Bucket(bucketMeta); meta == nil || meta.Get(keyFormat) == nil {
 			if err := foreignBucket(tx); err != nil {
 				return err
 			}
+		} else if f := meta.Get(keyFormat); len(f) != 1 || f[0] != fileFormat {
+			return fmt.Errorf("the file is in format %v, which this version of Usher does not read", f)
 		}
 		for _, name := range allBuckets() {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -247,11 +251,8 @@ func prepare(db *bbolt.DB) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case format == nil:
+	if format == nil {
 		return migrate(db)
-	case len(format) != 1 || format[0] != fileFormat:
-		return fmt.Errorf("the file is in format %v, which this version of Usher does not read", format)
 	}
 	return nil
 }

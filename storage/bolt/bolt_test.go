@@ -193,3 +193,48 @@ func TestOpenRefusesABboltFileOfAnotherProgram(t *testing.T) {
 		t.Error("Open wrote into the file it refused")
 	}
 }
+
+func TestOpenRefusesAFileOfALaterFormatWithoutWritingIt(t *testing.T) {
+	// What a later version of Usher may write: its format, and buckets of
+	// its own rather than this version's.
+	path := filepath.Join(t.TempDir(), "usher.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		meta, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket([]byte("entities")); err != nil {
+			return err
+		}
+		if err := meta.Put([]byte("revision"), storage.EncodeRevision(7)); err != nil {
+			return err
+		}
+		return meta.Put([]byte("format"), []byte{3})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := bolt.Open(path, bolt.Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a file of format 3 succeeded")
+	}
+	if want := "format [3], which this version of Usher does not read"; !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the path and say %q", err, want)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("Open wrote into the file it refused")
+	}
+}
