@@ -248,7 +248,10 @@ func checkContent(path string, m storage.Manifest) error {
 // SHA-256 compared with the manifest's as it is copied, the copy verified
 // (Verify), and only then renamed over path. Any failure leaves path as it
 // was. Restore refuses while a process (a server) holds path and, unless
-// replace is set, whenever path exists.
+// replace is set, whenever path exists. A copy that replaces a readable
+// data file at a later revision, or of a history other than the backup's
+// (their change sets at its revision differ, or one log no longer holds
+// it), goes on past that file's revision (see goOnAfter).
 func Restore(backup, path string, replace bool) (authz.Revision, error) {
 	f, err := os.Open(backup)
 	if err != nil {
@@ -260,6 +263,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		return 0, fmt.Errorf("storage: restore %s: %w", backup, err)
 	}
 	var replaced authz.Revision // the revision of the file replaced
+	var last []byte             // its change set at replaced, if its log holds it
 	if _, err := os.Stat(path); err == nil {
 		if !replace {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
@@ -269,7 +273,10 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 			return 0, fmt.Errorf("storage: restore: %s %w: stop it first", path, err)
 		}
 		defer release()
-		replaced = revisionOf(path)
+		// A damaged file's revision is 0, and its log is not read.
+		if replaced = revisionOf(path); replaced > 0 {
+			last = changeSetAt(path, replaced)
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("storage: restore: %w", err)
 	}
@@ -283,11 +290,20 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		if err := checkContent(tmp.Name(), m); err != nil {
 			return err
 		}
-		if replaced > m.Revision {
+		switch {
+		case replaced > m.Revision:
 			rev = replaced + 1
-			return goOnAfter(tmp, rev)
+		case replaced > 0 && (last == nil || !bytes.Equal(last, changeSetAt(tmp.Name(), replaced))):
+			// The backup's history is not the replaced file's up to
+			// its revision (a backup of another server's, or of this
+			// one's before it was restored and went on otherwise): its
+			// change sets of the numbers the file's clients hold do not
+			// follow what they saw.
+			rev = max(replaced+1, m.Revision)
+		default:
+			return nil
 		}
-		return nil
+		return goOnAfter(tmp, rev)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: restore %s to %s: %w", backup, path, err)
@@ -335,6 +351,26 @@ func revisionOf(path string) authz.Revision {
 		})
 	})
 	return rev
+}
+
+// changeSetAt is the stored change set at rev of the data file at path,
+// or nil when its log does not hold it or it cannot be read.
+func changeSetAt(path string, rev authz.Revision) []byte {
+	var out []byte
+	_ = unpanicked(func() error {
+		db, err := openShared(path, DefaultLockTimeout)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return db.View(func(tx *bbolt.Tx) error {
+			if log := tx.Bucket(bucketChanges); log != nil {
+				out = bytes.Clone(log.Get(storage.EncodeRevision(rev)))
+			}
+			return nil
+		})
+	})
+	return out
 }
 
 // goOnAfter makes the restored data file tmp go on at rev, past the

@@ -325,6 +325,49 @@ func TestRestore(t *testing.T) {
 			t.Errorf("Changes after %d = %v, %v; want none", later+1, got, err)
 		}
 	})
+	t.Run("restore over a file of another history goes on after it, its log compacted through it", func(t *testing.T) {
+		// A file that went on from another backup, or another server's, at
+		// a revision the backup reaches: a client that followed it, resumed
+		// from any of its revisions, must be told to reload, not be sent
+		// the backup's own change sets of the numbers that follow, nor
+		// nothing at all.
+		for _, n := range []authz.Revision{3, rev} {
+			path := filepath.Join(dir, fmt.Sprintf("other-%d.db", n))
+			s := openStore(t, path)
+			for i := range n {
+				if _, err := commit(s, authz.ChangeSet{Caller: "other", Changes: []authz.Change{
+					{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("event:other-%d", i), Parent: "root"}}}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			got, err := bolt.Restore(backup, path, true)
+			if want := max(rev, n+1); err != nil || got != want {
+				t.Fatalf("Restore over a file of another history at revision %d = %d, %v; want %d", n, got, err, want)
+			}
+			s = openStore(t, path)
+			for _, after := range []authz.Revision{1, n - 1, n} {
+				if sets, err := s.Changes(context.Background(), after, 10); !errors.Is(err, authz.ErrCompacted) {
+					t.Errorf("restored over a file at revision %d: Changes after %d, a revision of the replaced file's = %d change sets, %v; want ErrCompacted",
+						n, after, len(sets), err)
+				}
+			}
+			s.Close()
+		}
+		// A file of the backup's own history keeps the log.
+		path := filepath.Join(dir, "same.db")
+		if _, err := bolt.Restore(backup, path, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bolt.Restore(backup, path, true); err != nil || got != rev {
+			t.Fatalf("Restore over a file of the backup's own history = %d, %v; want %d", got, err, rev)
+		}
+		s := openStore(t, path)
+		defer s.Close()
+		if sets, err := s.Changes(context.Background(), rev-1, 10); err != nil || len(sets) != 1 {
+			t.Errorf("restored over a file of the backup's own history: Changes after %d = %d change sets, %v; want 1", rev-1, len(sets), err)
+		}
+	})
 	t.Run("restore refuses a file a server holds, even with force", func(t *testing.T) {
 		path := filepath.Join(dir, "held.db")
 		s := openStore(t, path)
