@@ -88,7 +88,7 @@ func EntryOf(c authz.Change) (Entry, error) {
 		e.Kind = KindResource
 		e.Key, err = compositeKey(r.Name)
 		var starts int64
-		if c.Op.Put() {
+		if err == nil && c.Op.Put() {
 			starts, err = encodeExpiry(r.StartsAt)
 		}
 		msg = &recordv1.Resource{Name: r.Name, Parent: r.Parent, Creator: r.Creator, StartsAt: starts, Live: r.Live}
@@ -110,7 +110,7 @@ func EntryOf(c authz.Change) (Entry, error) {
 		e.Kind = KindBlock
 		e.Key, err = compositeKey(b.Subject, b.Resource, b.ID)
 		var exp int64
-		if c.Op.Put() {
+		if err == nil && c.Op.Put() {
 			exp, err = encodeExpiry(b.Expires)
 		}
 		msg = &recordv1.Block{Subject: b.Subject, Resource: b.Resource, Id: b.ID, Permissions: b.Permissions, Expires: exp, Reason: b.Reason}

@@ -664,6 +664,8 @@ func testMalformed(t *testing.T, h *harness) {
 	bad := []authz.ChangeSet{
 		changeSet("svc", put(grant("user:a", "viewer", "doc:1", time.Time{})), authz.Change{Op: authz.OpPutGrant}),
 		changeSet("svc", put(grant("user:\x00a", "viewer", "doc:1", time.Time{}))),
+		changeSet("svc", put(authz.Resource{Name: "doc:\x001", Parent: "root"})),
+		changeSet("svc", put(authz.Block{Subject: "user:\x00a", Resource: "doc:1", ID: "b"})),
 		changeSet("svc", put(grant("user:a", "viewer", "doc:1", time.Unix(0, 0)))),
 		changeSet("svc", authz.Change{Op: 99, Grant: &authz.Grant{Subject: "user:a", Role: "viewer", Resource: "doc:1"}}),
 	}
