@@ -54,6 +54,7 @@ const (
 	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
 	ReasonSendBudget           = "SEND_BUDGET"            // answers their clients have not read hold the server's send budget
 	ReasonBackupLimit          = "BACKUP_LIMIT"           // the server has as many backups in progress as it takes
+	ReasonBackupNoRoom         = "BACKUP_NO_ROOM"         // a backup's copy would leave the server's data file too little room on its disk
 	ReasonWaitLimit            = "WAIT_LIMIT"             // reads waiting for their min_revision hold as many bytes of requests as they may
 	ReasonCallerWaitLimit      = "CALLER_WAIT_LIMIT"      // the caller's reads waiting for their min_revision hold its share of them
 	ReasonReflectionLimit      = "REFLECTION_LIMIT"       // the server holds as many server reflection streams as it may

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -92,6 +93,9 @@ func (s *adminServer) Backup(_ *usherv1.BackupRequest, stream grpc.ServerStreami
 		return w.sendErr
 	case stream.Context().Err() != nil:
 		return status.FromContextError(stream.Context().Err()).Err()
+	case errors.Is(err, storage.ErrNoRoom):
+		return refuse(codes.ResourceExhausted, fmt.Sprintf("backup: %v", err),
+			details{reason: reasonBackupNoRoom, why: "the data file's disk has too little room for a backup's copy"})
 	default:
 		return refuse(codes.Internal, fmt.Sprintf("backup: %v", err), details{reason: reasonInternal})
 	}

@@ -267,6 +267,31 @@ func TestBackupsInProgressAreBounded(t *testing.T) {
 	}
 }
 
+// noRoomSource refuses every copy as a store does whose disk lacks room.
+type noRoomSource struct{}
+
+func (noRoomSource) Backup(io.Writer, func(storage.Manifest) error) (storage.Manifest, error) {
+	return storage.Manifest{}, fmt.Errorf("storage: backup data/usher.db: %w: a copy of the data file takes 8192 bytes", storage.ErrNoRoom)
+}
+
+// TestABackupWithoutRoomOnTheDiskIsResourceExhausted proves that a backup
+// refused for the room its copy would take is told so, as a resource
+// exhausted rather than a fault of the server.
+func TestABackupWithoutRoomOnTheDiskIsResourceExhausted(t *testing.T) {
+	addr, _ := serveWith(t, t.TempDir(), slog.New(slog.DiscardHandler), server.WithBackup(noRoomSource{}))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	stream, err := usherv1.NewAdminServiceClient(conn).Backup(callCtx(t), &usherv1.BackupRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	st := wantCode(t, err, codes.ResourceExhausted)
+	wantDetails(t, st, refusal{reason: "BACKUP_NO_ROOM"})
+}
+
 func TestOnlyAdminCallersMayBackUp(t *testing.T) {
 	admin, check := newToken(t), newToken(t)
 	file := filepath.Join(t.TempDir(), "callers.yaml")

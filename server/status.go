@@ -55,8 +55,10 @@ const (
 	// A WatchCall refused because its caller's streams hold its share of
 	// the events of initial states not yet sent.
 	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
-	// A Backup refused because MaxBackups are in progress.
-	reasonBackupLimit = "BACKUP_LIMIT"
+	// A Backup refused because MaxBackups are in progress, or because the
+	// copy it takes would leave the data file's disk too little room.
+	reasonBackupLimit  = "BACKUP_LIMIT"
+	reasonBackupNoRoom = "BACKUP_NO_ROOM"
 	// A read refused its wait for min_revision because the reads waiting
 	// hold MaxWaitingBytes, or its caller's share of it.
 	reasonWaitLimit       = "WAIT_LIMIT"

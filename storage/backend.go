@@ -27,6 +27,11 @@ type Backend interface {
 // ErrClosed is returned by every call made after Close.
 var ErrClosed = errors.New("storage: store is closed")
 
+// ErrNoRoom is wrapped by a backup's refusal when the disk holding the data
+// file has too little room for the copy the backup takes there: writing it
+// would fill the disk, and a commit that found it full would stop writes.
+var ErrNoRoom = errors.New("too little room on the data file's disk for a backup's copy")
+
 // Snapshot loads everything b holds, as values: for tools and tests that
 // want the entities themselves rather than an index.
 func Snapshot(ctx context.Context, b authz.Backend) (authz.Snapshot, error) {

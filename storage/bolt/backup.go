@@ -33,7 +33,9 @@ import (
 // first written whole to an unnamed file beside the data file, at the disk's
 // speed, and the transaction ends before w reads a byte: however slowly w
 // reads, it holds up no commit. Until Backup returns, the copy takes as much
-// disk space as the data file.
+// disk space as the data file; a copy that would leave the disk less room
+// than backupHeadroom is refused (storage.ErrNoRoom) before it is written,
+// and copies are written one at a time.
 func (s *Store) Backup(w io.Writer, begin func(storage.Manifest) error) (storage.Manifest, error) {
 	snap, m, err := s.snapshot()
 	if err != nil {
@@ -51,6 +53,18 @@ func (s *Store) Backup(w io.Writer, begin func(storage.Manifest) error) (storage
 	return m, nil
 }
 
+// backupHeadroom is the room on its disk, beyond its own, that a backup's
+// copy leaves for the data file to grow into while the copy is held: at
+// least minBackupHeadroom, and a quarter of the data file's size. A commit
+// that finds the disk full stops every write until a restart (see update),
+// so a copy that would leave less is refused.
+func backupHeadroom(size int64) uint64 { return uint64(max(minBackupHeadroom, size/4)) }
+
+const minBackupHeadroom = 64 << 20
+
+// freeSpace is roomIn, a variable so that tests may play a full disk.
+var freeSpace = roomIn
+
 // snapshotPrefix names the copies Backup makes where a file cannot be made
 // without a name; they are unlinked at once, and Open removes any that a
 // crash left in between.
@@ -59,6 +73,10 @@ func snapshotPrefix(path string) string { return "." + filepath.Base(path) + ".b
 // snapshot writes one read transaction to a temporary file and returns it
 // with its manifest.
 func (s *Store) snapshot() (*tempFile, storage.Manifest, error) {
+	// One copy is taken at a time, so that each finds the room the copies
+	// before it took already taken.
+	s.copying.Lock()
+	defer s.copying.Unlock()
 	snap, err := createTemp(filepath.Dir(s.path), snapshotPrefix(s.path))
 	if err != nil {
 		return nil, storage.Manifest{}, err
@@ -75,6 +93,10 @@ func (s *Store) snapshot() (*tempFile, storage.Manifest, error) {
 				return err
 			}
 			m.Size = tx.Size()
+			if free, ok := freeSpace(filepath.Dir(s.path)); ok && free < uint64(m.Size)+backupHeadroom(m.Size) {
+				return fmt.Errorf("%w: a copy of the data file takes %d bytes, and %d more are kept for it to grow into meanwhile; its disk has %d",
+					storage.ErrNoRoom, m.Size, backupHeadroom(m.Size), free)
+			}
 			_, err = tx.WriteTo(snap.f)
 			return err
 		})

@@ -87,6 +87,7 @@ type Store struct {
 	retain   authz.Revision
 
 	compacting atomic.Bool
+	copying    sync.Mutex // held while a backup copies the file
 	// stopped, once a commit failed, is what every write gets until the
 	// file is reopened (see update).
 	stopped atomic.Pointer[error]

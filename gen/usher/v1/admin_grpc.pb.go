@@ -113,7 +113,8 @@ type AdminServiceClient interface {
 	// bytes followed by the manifest; `usher restore` checks both and puts the
 	// copy in place of a stopped server's file. RESOURCE_EXHAUSTED
 	// (BACKUP_LIMIT) while 2 backups, each a copy on the server's disk, are in
-	// progress.
+	// progress, and (BACKUP_NO_ROOM) when the copy would leave that disk less
+	// room than a quarter of the data file's size, and 64 MiB at least.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
@@ -406,7 +407,8 @@ type AdminServiceServer interface {
 	// bytes followed by the manifest; `usher restore` checks both and puts the
 	// copy in place of a stopped server's file. RESOURCE_EXHAUSTED
 	// (BACKUP_LIMIT) while 2 backups, each a copy on the server's disk, are in
-	// progress.
+	// progress, and (BACKUP_NO_ROOM) when the copy would leave that disk less
+	// room than a quarter of the data file's size, and 64 MiB at least.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
