@@ -86,12 +86,13 @@ func restoreCommand() *cobra.Command {
 		Short: "Put a backup in place of a stopped server's data file",
 		Long: `Restore checks the backup FILE (its manifest, length, SHA-256, revision and
 soundness) and puts the copy in place of the data file --data, whose server
-must be stopped. An existing data file is replaced only with --force; one
-at a later revision than the backup's, or of another history (its change
-set at its revision is not the backup's), is replaced by a copy that goes on
-past its revision, the change log compacted through it, so that clients
-resuming from its revisions are told to reload. A backup that fails
-a check is refused, naming the check, and --data is left untouched.`,
+must be stopped. An existing data file is replaced only with --force, by a
+copy of its mode and owner; one at a later revision than the backup's, or
+of another history (its change set at its revision is not the backup's),
+is replaced by a copy that goes on past its revision, the change log
+compacted through it, so that clients resuming from its revisions are told
+to reload. A backup that fails a check is refused, naming the check, and
+--data is left untouched.`,
 		Example: `  usher restore backups/usher-2026-12-01.db --data data/usher.db
   usher restore --data /var/lib/usher/usher.db --force /backups/nightly.db`,
 		Args: argsExactly("FILE"),

@@ -286,7 +286,8 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 	}
 	var replaced authz.Revision // the revision of the file replaced
 	var last []byte             // its change set at replaced, if its log holds it
-	if _, err := os.Stat(path); err == nil {
+	kept, err := os.Stat(path)  // its mode and owner, which the copy takes
+	if err == nil {
 		if !replace {
 			return 0, fmt.Errorf("storage: restore: %s exists, and replacing it was not asked for", path)
 		}
@@ -312,6 +313,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		if err := checkContent(tmp.Name(), m); err != nil {
 			return err
 		}
+		goOn := true
 		switch {
 		case replaced > m.Revision:
 			rev = replaced + 1
@@ -323,9 +325,25 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 			// follow what they saw.
 			rev = max(replaced+1, m.Revision)
 		default:
+			goOn = false
+		}
+		if goOn {
+			if err := goOnAfter(tmp, rev); err != nil {
+				return err
+			}
+		}
+		if kept == nil {
 			return nil
 		}
-		return goOnAfter(tmp, rev)
+		// The server runs as a user of its own: a restore run as
+		// another (root) leaves it a file it can open, as it was.
+		if err := tmp.Chmod(kept.Mode().Perm()); err != nil {
+			return err
+		}
+		if err := takeOwner(tmp, kept); err != nil {
+			return fmt.Errorf("giving the restored file the owner of %s: %w", path, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("storage: restore %s to %s: %w", backup, path, err)
