@@ -337,19 +337,6 @@ variable their help names.`,
 		debug.FreeOSMemory()
 		boundHeapGrowth(logger)
 
-		if name := *policyFile; name != "" || empty {
-			if name == "" {
-				name = "default"
-				if doc, err = loadValid(name, logWriter{logger}); err != nil {
-					return fmt.Errorf("--policy %s", err)
-				}
-			}
-			if err := applyPolicy(engine, name, doc, *policyMode, logger); err != nil {
-				return err
-			}
-			logger.Info("policy applied", "policy", name, "revision", idx.Revision())
-		}
-
 		lis, err := net.Listen("tcp", *addr)
 		if err != nil {
 			return err
@@ -424,6 +411,24 @@ variable their help names.`,
 				return err
 			}
 			defer stopMetrics()
+		}
+		// The policy is applied last, once nothing else can fail the start
+		// (the address taken, etcd's sessions out of reach): a start that
+		// fails writes nothing, and a data file left empty still takes the
+		// next start's --policy whole.
+		if name := *policyFile; name != "" || empty {
+			if name == "" {
+				name = "default"
+				if doc, err = loadValid(name, logWriter{logger}); err != nil {
+					srv.Stop()
+					return fmt.Errorf("--policy %s", err)
+				}
+			}
+			if err := applyPolicy(engine, name, doc, *policyMode, logger); err != nil {
+				srv.Stop()
+				return err
+			}
+			logger.Info("policy applied", "policy", name, "revision", idx.Revision())
 		}
 		// Signals are caught before the address is printed, so that whoever
 		// reads it may stop the server at once.

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -418,5 +419,33 @@ func TestServeRefusesALiveKitKeyNameWithoutTheKeyFile(t *testing.T) {
 				t.Errorf("the refused server created its data file (stat: %v)", err)
 			}
 		})
+	}
+}
+
+// A start that fails once the data file is open (its address taken by
+// another process) writes nothing into it: not the default policy either,
+// which would make the next start's --policy, in the default mode, merge
+// onto it rather than be the file's whole policy.
+func TestServeThatFailsToStartWritesNoPolicy(t *testing.T) {
+	bin, dir := buildUsher(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	data := filepath.Join(dir, "new.db")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "serve", "--addr", taken.Addr().String(), "--data", data).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("usher serve on a taken address: %v; output:\n%.2000s\nwant it refused, saying the address is in use", err, out)
+	}
+	store, err := bolt.Open(data, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if rev, err := store.Revision(t.Context()); err != nil || rev != 0 {
+		t.Errorf("the data file of a start refused for its address is at revision %d, %v; want 0, nothing written", rev, err)
 	}
 }
