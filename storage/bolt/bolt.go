@@ -388,7 +388,7 @@ func (s *Store) maybeCompact() {
 	s.mu.Lock()
 	rev, compacted := s.rev, s.compacted
 	s.mu.Unlock()
-	if rev-compacted <= 2*s.retain || !s.compacting.CompareAndSwap(false, true) {
+	if n := rev - compacted; n-n/2 <= s.retain || !s.compacting.CompareAndSwap(false, true) { // n <= 2*retain, which cannot overflow
 		return
 	}
 	go func() {

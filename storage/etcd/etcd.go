@@ -912,7 +912,7 @@ func (s *Store) maybeCompact(results []authz.Committed) {
 		}
 		last = max(last, r.Revision)
 	}
-	if last == 0 || (first-1)/1024 == last/1024 || last <= 2*s.opts.Retain {
+	if last == 0 || (first-1)/1024 == last/1024 || last-last/2 <= s.opts.Retain { // last <= 2*Retain, which cannot overflow
 		return
 	}
 	s.mu.Lock()
