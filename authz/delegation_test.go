@@ -1225,3 +1225,56 @@ func TestAGrantWeighsRedefinitionsOnceEach(t *testing.T) {
 	rev, err := w.eng.Grant(w.ctx, authz.Author{Caller: "test", Actor: "user:ann"}, authz.Grant{Subject: "user:bob", Role: "lead", Resource: "calltype:livestream"})
 	w.ok("Grant", rev, err)
 }
+
+// A page of ListRoles with assignable_by weighs a bounded number of
+// resources, however many roles it judges: each role judged through "*"
+// weighs every resource below where the actor's own role is defined again,
+// so a tenant that redefines its admins' role on each of its calls made a
+// page of its roles cost their number times the calls, holding the index.
+func TestAListRolesPageOfAssignableRolesWeighsABoundedNumberOfResources(t *testing.T) {
+	p := streamPolicy()
+	boss := authz.Role{Name: "boss", Scope: "root", Permissions: []string{"join-call", "update-call-permissions"}, AssignableRoles: []string{authz.Wildcard}}
+	p.Roles = append(p.Roles, boss)
+	const roles, calls = 100, 500
+	for i := range roles {
+		p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("guest-%d", i), Scope: "root", Permissions: []string{"join-call"}})
+	}
+	w := newWorld(t, p)
+	var changes []authz.Change
+	for i := range calls {
+		call := fmt.Sprintf("call:livestream:c%d", i)
+		again := boss
+		again.Scope = call
+		changes = append(changes,
+			authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: call, Parent: "calltype:livestream"}},
+			authz.Change{Op: authz.OpPutRole, Role: &again})
+	}
+	w.store(changes...)
+	w.grant("user:ann", "boss", "account:acme")
+	const most = 10_000 + 4*calls // the budget, and the role that passes it
+	var listed int
+	token := ""
+	for pages := 0; ; pages++ {
+		if pages > 2*roles {
+			t.Fatalf("ListRoles(account:acme, assignable_by user:ann) still going after %d pages", pages)
+		}
+		page, next, weighed, err := authz.RolesPageWeighs(w.idx, "account:acme", "user:ann", authz.MaxPageSize, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if weighed > most {
+			t.Errorf("a page of %d roles weighed %d resources; want at most %d", len(page), weighed, most)
+		}
+		for _, r := range page {
+			if strings.HasPrefix(r.Name, "guest-") {
+				listed++
+			}
+		}
+		if token = next; token == "" {
+			break
+		}
+	}
+	if listed != roles {
+		t.Errorf("the pages listed %d of the %d guest roles, each of which user:ann may assign", listed, roles)
+	}
+}

@@ -31,3 +31,11 @@ func SetFeedPauses(t testing.TB, first, longest time.Duration) {
 	feedPause, maxFeedPause = first, longest
 	t.Cleanup(func() { feedPause, maxFeedPause = oldFirst, oldLongest })
 }
+
+// RolesPageWeighs reads a page of ListRoles with assignable_by, as
+// ListRolesPage does, and returns how many resources its judgements
+// weighed.
+func RolesPageWeighs(x *Index, resource, actor string, size int, token string) ([]Role, string, int, error) {
+	roles, next, _, weighed, err := x.listRolesPage(resource, actor, size, token)
+	return roles, next, weighed, err
+}

@@ -271,25 +271,33 @@ const assignableBudget = 4
 // ListRolesPage is ListRoles (or, with assignableBy, AssignableRoles) a
 // page at a time, by name. A page looks at one entry per ancestor for each
 // role it returns, not at every role visible; a page of the roles an actor
-// may assign looks at no more than assignableBudget times its size, so it
-// may come back short of page_size, with a token, and the last page may be
-// empty.
+// may assign looks at no more than assignableBudget times its size, and
+// ends once its judgements have weighed scanBudget resources below (each
+// role through "*" weighs those where the actor holds less), so it may come
+// back short of page_size, with a token, and the last page may be empty.
 func (x *Index) ListRolesPage(resource, assignableBy string, size int, token string) ([]Role, string, Revision, error) {
+	roles, next, rev, _, err := x.listRolesPage(resource, assignableBy, size, token)
+	return roles, next, rev, err
+}
+
+// listRolesPage is ListRolesPage, and how many resources its judgements
+// weighed.
+func (x *Index) listRolesPage(resource, assignableBy string, size int, token string) ([]Role, string, Revision, int, error) {
 	size, err := pageSize(size)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, 0, err
 	}
 	filter := filterHash("roles", resource, assignableBy)
 	after, err := decodePageToken(token, filter, 0)
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", 0, 0, err
 	}
 	now := x.now()
 	x.view.RLock()
 	defer x.view.RUnlock()
 	id, err := x.registered("resource", resource)
 	if err != nil {
-		return nil, "", x.rev, err
+		return nil, "", x.rev, 0, err
 	}
 	var p *plan
 	budget := size
@@ -301,7 +309,7 @@ func (x *Index) ListRolesPage(resource, assignableBy string, size int, token str
 	var out []Role
 	next, last, looked := "", "", 0
 	x.visibleRolesAfter(id, after, func(d *roleDef) bool {
-		if len(out) == size || looked == budget {
+		if len(out) == size || looked == budget || p != nil && p.weighed >= scanBudget {
 			next = pageToken{filter: filter, text: last}.encode()
 			return false
 		}
@@ -312,7 +320,11 @@ func (x *Index) ListRolesPage(resource, assignableBy string, size int, token str
 		}
 		return true
 	})
-	return out, next, x.rev, nil
+	weighed := 0
+	if p != nil {
+		weighed = p.weighed
+	}
+	return out, next, x.rev, weighed, nil
 }
 
 // visibleRolesAfter calls visit with the definitions that apply at id, by

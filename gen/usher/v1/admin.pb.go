@@ -444,10 +444,13 @@ type ListRolesRequest struct {
 	MinRevision uint64 `protobuf:"varint,2,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
 	// When set, only the roles this subject may grant at resource by Grant's
 	// rule there: a role it holds lists them, or lists `*` and they carry
-	// only its own permissions there. A grant may still be refused where the
-	// role, or the subject's own, is redefined below resource.
+	// only its own permissions wherever a grant would give them, at resource
+	// and below. A grant may still be refused by the delegation invariant.
 	AssignableBy string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
-	// At most this many roles per page (default 100, at most 1000).
+	// At most this many roles per page (default 100, at most 1000). With
+	// assignable_by, a page may come back short, with a token: it judges at
+	// most four roles for each one asked, and ends once its judgements have
+	// weighed 10,000 resources below resource.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, with resource and
 	// assignable_by as they were; INVALID_ARGUMENT for a token of another
