@@ -39,3 +39,16 @@ func RolesPageWeighs(x *Index, resource, actor string, size int, token string) (
 	roles, next, _, weighed, err := x.listRolesPage(resource, actor, size, token)
 	return roles, next, weighed, err
 }
+
+// PolicyMoveLooks asks, as a policy that moves name under parent does,
+// whether the move would leave a grant with no definition of its role, and
+// returns how many grants the search looked at.
+func PolicyMoveLooks(x *Index, name, parent string) (int, error) {
+	x.view.RLock()
+	defer x.view.RUnlock()
+	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{},
+		roles: map[[2]string]*Role{}, guard: func(...string) {}}
+	v.place(name, parent)
+	err := x.policyOrphans(v, []string{name})
+	return v.looked, err
+}

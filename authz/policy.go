@@ -96,6 +96,9 @@ type policyView struct {
 	// changes touch: the holders and quotas along the paths of the
 	// resources it places.
 	guard func(keys ...string)
+	// looked counts the grants policyOrphans has looked at: what its
+	// search for orphans cost.
+	looked int
 }
 
 // place puts name under parent in the view.
@@ -492,6 +495,7 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 	// nowhere at res once the policy is applied.
 	orphaned := func(res, at, role uint32) {
 		holders := x.holdersOf(at, role)
+		v.looked += len(holders)
 		if len(holders) == 0 {
 			return // nothing to orphan: no need to resolve anything
 		}
@@ -540,8 +544,13 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 			}
 		}
 		x.walk(id, func(n uint32) bool {
-			for _, g := range x.byResource.get(n) {
-				orphaned(n, n, g.role)
+			// The grants on n come by role: one look at a role's
+			// holders finds them all.
+			list := x.byResource.get(n)
+			for i, g := range list {
+				if i == 0 || list[i-1].role != g.role {
+					orphaned(n, n, g.role)
+				}
 			}
 			return true
 		})

@@ -3,6 +3,7 @@ package authz_test
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -519,5 +520,40 @@ func TestApplyPolicyPastACreatorsQuotaNamesTheCreator(t *testing.T) {
 	}
 	if e.Meta["subject"] != "user:alice" || !strings.Contains(e.Reason, `"user:alice"`) {
 		t.Errorf("the refusal (%q, details %v) does not name user:alice, whose quota it is", e.Reason, e.Meta)
+	}
+}
+
+// A policy that moves a resource looks at each grant on it once to find
+// the grants the move would leave with no definition of their role, not at
+// every holder of a role once for each of them: a call with many holders
+// of one role made the move cost their number squared.
+func TestAPolicyMoveLooksAtEachGrantOnce(t *testing.T) {
+	p := streamPolicy()
+	p.Roles = append(p.Roles, authz.Role{Name: "viewer", Scope: "calltype:livestream", Permissions: []string{"join-call"}})
+	const holders = 1000
+	for _, c := range []struct {
+		name, role string
+		orphaned   bool
+	}{
+		{"holders of a role defined at root", "user", false},
+		{"holders of a role defined above the call only where it was", "viewer", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, p)
+			var grants []authz.Change
+			for i := range holders {
+				grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{
+					Subject: fmt.Sprintf("user:u%d", i), Role: c.role, Resource: "call:livestream:42"}})
+			}
+			w.store(grants...)
+			looked, err := authz.PolicyMoveLooks(w.idx, "call:livestream:42", "calltype:default")
+			if looked > 2*holders {
+				t.Errorf("moving a call with %d holders of %s looked at %d grants; want at most %d", holders, c.role, looked, 2*holders)
+			}
+			if orphaned := authz.CodeOf(err) == authz.FailedPrecondition; orphaned != c.orphaned ||
+				c.orphaned && !strings.Contains(err.Error(), fmt.Sprintf("%d grants", holders)) {
+				t.Errorf("moving the call: %v; want orphans %v, %d grants named", err, c.orphaned, holders)
+			}
+		})
 	}
 }
