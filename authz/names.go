@@ -118,7 +118,7 @@ func validateDotted(field, value, what string) error {
 		return errorf(Invalid, field, value, "%s must not be empty", what)
 	}
 	if len(value) > MaxPermissionLen {
-		return errorf(Invalid, field, value, "%s is %d characters long; at most %d are allowed", what, len(value), MaxPermissionLen)
+		return errorf(Invalid, field, value, "%s is %d bytes long; at most %d are allowed", what, len(value), MaxPermissionLen)
 	}
 	for i := 0; i < len(value); i++ {
 		c := value[i]

@@ -114,6 +114,28 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// A name too long is refused stating its length as the limit counts it:
+// a permission or role name in bytes, an id in characters.
+func TestANameTooLongStatesItsLength(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		validate func(field, value string) error
+		value    string
+		want     string
+	}{
+		{"a permission name of 70 two-byte characters is 140 bytes", authz.ValidatePermission, strings.Repeat("é", 70), "is 140 bytes long; at most 128"},
+		{"a role name of 129 bytes", authz.ValidateRoleName, strings.Repeat("r", 129), "is 129 bytes long; at most 128"},
+		{"an id of 257 two-byte characters is 257 characters", authz.ValidateSubject, "user:" + strings.Repeat("é", 257), "is 257 characters long; at most 256"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.validate("field.name", c.value)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("refusal %v; want it to say it %s", err, c.want)
+			}
+		})
+	}
+}
+
 func TestTypeOf(t *testing.T) {
 	for _, tc := range []struct{ resource, typ string }{
 		{"account:acme", "account"},
