@@ -106,16 +106,27 @@ func (p *plan) bind(g Grant, res uint32, keepLonger bool) error {
 }
 
 // rolesHeld refuses a grant of a role s does not hold live on res when s
-// holds as many as it may there (Limits.RolesPerHolder).
+// holds as many as it may there (Limits.RolesPerHolder). Grants that ran
+// out give nothing: once s holds as many grants there, live or not, they
+// make way for this one, which deletes them, so that a Check, which reads
+// each grant on its path, reads no more than the limit on any resource.
 func (p *plan) rolesHeld(g Grant, s, res uint32) error {
 	p.guard(subjectKey(g.Subject))
+	held := grantsAt(p.x.bySubject.get(s), res)
 	n := 0
-	for _, h := range grantsAt(p.x.bySubject.get(s), res) {
+	for _, h := range held {
 		if live(h.exp, p.now) {
 			n++
 		}
 	}
 	if n < p.limits.RolesPerHolder {
+		if len(held) >= p.limits.RolesPerHolder {
+			for _, h := range held {
+				if role := p.x.roleNames[h.role]; !live(h.exp, p.now) && role != g.Role {
+					p.change(Change{Op: OpDeleteGrant, Grant: &Grant{Subject: g.Subject, Role: role, Resource: g.Resource}})
+				}
+			}
+		}
 		return nil
 	}
 	e := errorf(ResourceExhausted, "subject", g.Subject,

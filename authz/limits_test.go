@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -154,4 +155,32 @@ func TestRolesPerHolder(t *testing.T) {
 		w.clock.Advance(3 * time.Hour)
 		w.grant("user:alice", "call-member", call)
 	})
+}
+
+// Grants that ran out make way for a new one, which deletes them, as
+// blocks do: the limit counted only live grants, so a subject granted one
+// role after another, each running out, piled up grants on one resource
+// that every Check of it reads.
+func TestRolesPerHolderGrantsRunOutMakeWay(t *testing.T) {
+	const call, roles, limit = "call:livestream:42", 10, 2
+	p := streamPolicy()
+	for i := range roles {
+		p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("guest-%d", i), Scope: "root", Permissions: []string{"join-call"}})
+	}
+	w := newLimitedWorld(t, p, authz.Limits{RolesPerHolder: limit})
+	_, before, _ := w.idx.Counts()
+	for i := range roles {
+		w.grantUntil("user:alice", fmt.Sprintf("guest-%d", i), call, w.clock.Now().Add(time.Hour))
+		w.clock.Advance(2 * time.Hour)
+	}
+	w.grant("user:alice", "user", call)
+	if _, after, _ := w.idx.Counts(); after-before > limit {
+		t.Errorf("%s: user:alice holds %d grants on %s, %d of them run out; want at most %d", ruleRolesPerHolder, after-before, call, after-before-1, limit)
+	}
+	if d := w.check("user:alice", "read-call", call); !d.Allowed || d.Role != "user" {
+		t.Errorf("Check(user:alice, read-call) = %+v; want allowed by user", d)
+	}
+	if d := w.check("user:alice", "join-call", "call:livestream:42"); d.Role != "user" {
+		t.Errorf("Check(user:alice, join-call) = %+v; want allowed by user, the guest roles run out", d)
+	}
 }
