@@ -44,11 +44,21 @@ func RolesPageWeighs(x *Index, resource, actor string, size int, token string) (
 // whether the move would leave a grant with no definition of its role, and
 // returns how many grants the search looked at.
 func PolicyMoveLooks(x *Index, name, parent string) (int, error) {
+	return PolicyMovesLook(x, [][2]string{{name, parent}})
+}
+
+// PolicyMovesLook is PolicyMoveLooks for a policy that lists each of
+// moves, a name and its parent, in order.
+func PolicyMovesLook(x *Index, moves [][2]string) (int, error) {
 	x.view.RLock()
 	defer x.view.RUnlock()
 	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{},
 		roles: map[[2]string]*Role{}, guard: func(...string) {}}
-	v.place(name, parent)
-	err := x.policyOrphans(v, []string{name})
+	var placed []string
+	for _, m := range moves {
+		v.place(m[0], m[1])
+		placed = append(placed, m[0])
+	}
+	err := x.policyOrphans(v, placed)
 	return v.looked, err
 }

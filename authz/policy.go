@@ -531,11 +531,13 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 			orphaned(scope, a, role)
 		}
 	}
+	walked := map[string]bool{}
 	for _, name := range placed {
 		id := x.lookupNode(name)
-		if id == noNode {
-			continue
+		if id == noNode || walked[name] {
+			continue // listed again: where the policy leaves it is judged once
 		}
+		walked[name] = true
 		// A grant below it of a role defined above it, committed
 		// meanwhile, would be orphaned too.
 		for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {

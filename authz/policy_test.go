@@ -557,3 +557,26 @@ func TestAPolicyMoveLooksAtEachGrantOnce(t *testing.T) {
 		})
 	}
 }
+
+// A policy that lists a resource again and again, moving it back and
+// forth, looks at the grants on it once: only where the policy leaves it
+// counts, and each listing made the search for orphans look at them all.
+func TestAPolicyListingAResourceAgainLooksAtItsGrantsOnce(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	const holders, listings = 100, 20
+	var grants []authz.Change
+	for i := range holders {
+		grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{
+			Subject: fmt.Sprintf("user:u%d", i), Role: "user", Resource: "call:livestream:42"}})
+	}
+	w.store(grants...)
+	var moves [][2]string
+	for i := range listings {
+		moves = append(moves, [2]string{"call:livestream:42", []string{"calltype:default", "calltype:livestream"}[i%2]})
+	}
+	looked, err := authz.PolicyMovesLook(w.idx, moves)
+	if err != nil || looked > holders {
+		t.Errorf("a policy listing a call with %d holders %d times looked at %d grants, %v; want at most %d and no refusal",
+			holders, listings, looked, err, holders)
+	}
+}
