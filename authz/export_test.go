@@ -62,3 +62,18 @@ func PolicyMovesLook(x *Index, moves [][2]string) (int, error) {
 	err := x.policyOrphans(v, placed)
 	return v.looked, err
 }
+
+// PolicyPruneWalks asks, as a policy that prunes roles defined at scope
+// does, whether pruning them would leave a grant with no definition of its
+// role, and returns how many resources the search walked past.
+func PolicyPruneWalks(x *Index, scope string, roles []string) (int, error) {
+	x.view.RLock()
+	defer x.view.RUnlock()
+	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{},
+		roles: map[[2]string]*Role{}, guard: func(...string) {}}
+	for _, r := range roles {
+		v.roles[[2]string{scope, r}] = nil
+	}
+	err := x.policyOrphans(v, nil)
+	return v.walked, err
+}

@@ -96,9 +96,9 @@ type policyView struct {
 	// changes touch: the holders and quotas along the paths of the
 	// resources it places.
 	guard func(keys ...string)
-	// looked counts the grants policyOrphans has looked at: what its
-	// search for orphans cost.
-	looked int
+	// looked counts the grants policyOrphans has looked at, and walked
+	// the resources it has walked past: what its search for orphans cost.
+	looked, walked int
 }
 
 // place puts name under parent in the view.
@@ -514,6 +514,7 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 			}
 		}
 	}
+	pruned := map[uint32][]uint32{} // scope -> the roles pruned there that someone holds
 	for key, d := range v.roles {
 		if d != nil {
 			continue
@@ -522,14 +523,31 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 		if scope == noNode || role == noName || x.roleHolders[role] == 0 {
 			continue
 		}
-		x.walk(scope, func(n uint32) bool {
-			orphaned(n, n, role)
-			return true
-		})
+		pruned[scope] = append(pruned[scope], role)
 		// A holder above the scope resolves at the scope too.
 		for a := x.nodes[scope].parent; a != noNode; a = x.nodes[a].parent {
 			orphaned(scope, a, role)
 		}
+	}
+	// One walk of each scope, whatever the number of roles pruned there:
+	// it costs the resources and grants below, not those times the roles.
+	for scope, roles := range pruned {
+		sorted := sortedUnique(roles)
+		set := make(map[uint32]bool, len(sorted))
+		for _, r := range sorted {
+			set[r] = true
+		}
+		x.walk(scope, func(n uint32) bool {
+			v.walked++
+			last := noName
+			holdersOfAny(x, n, sorted, set, func(g resourceGrant) {
+				if g.role != last {
+					last = g.role
+					orphaned(n, n, g.role)
+				}
+			})
+			return true
+		})
 	}
 	walked := map[string]bool{}
 	for _, name := range placed {

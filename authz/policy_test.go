@@ -580,3 +580,29 @@ func TestAPolicyListingAResourceAgainLooksAtItsGrantsOnce(t *testing.T) {
 			holders, listings, looked, err, holders)
 	}
 }
+
+// A policy that prunes roles walks the tree below their scope once to find
+// the grants left with no definition, not once for each role: pruning the
+// roles a platform defined at root walked the whole tree as many times.
+func TestAPolicyPruneWalksEachScopeOnce(t *testing.T) {
+	p := streamPolicy()
+	const roles = 20
+	var names []string
+	for i := range roles {
+		name := fmt.Sprintf("guest-%d", i)
+		names = append(names, name)
+		p.Roles = append(p.Roles, authz.Role{Name: name, Scope: "root", Permissions: []string{"join-call"}})
+	}
+	w := newWorld(t, p)
+	for _, name := range names {
+		w.grant("user:"+name, name, "call:livestream:42")
+	}
+	resources, _, _ := w.idx.Counts()
+	walked, err := authz.PolicyPruneWalks(w.idx, "root", names)
+	if walked > resources+1 {
+		t.Errorf("pruning %d roles at root walked past %d resources; want at most the %d there are, and root", roles, walked, resources)
+	}
+	if authz.CodeOf(err) != authz.FailedPrecondition || !strings.Contains(err.Error(), fmt.Sprintf("%d grants", roles)) {
+		t.Errorf("pruning roles held: %v; want the %d grants named", err, roles)
+	}
+}
