@@ -365,30 +365,23 @@ func revisionOf(path string) authz.Revision {
 		return 0
 	}
 	var rev authz.Revision
-	_ = unpanicked(func() error {
-		db, err := openShared(path, DefaultLockTimeout)
+	_ = viewShared(path, func(tx *bbolt.Tx) error {
+		meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
+		if meta == nil || log == nil {
+			return nil
+		}
+		r, err := storage.DecodeRevision(meta.Get(keyRevision))
 		if err != nil {
 			return err
 		}
-		defer db.Close()
-		return db.View(func(tx *bbolt.Tx) error {
-			meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
-			if meta == nil || log == nil {
-				return nil
-			}
-			r, err := storage.DecodeRevision(meta.Get(keyRevision))
-			if err != nil {
-				return err
-			}
-			last, err := storage.DecodeRevision(meta.Get(keyCompacted))
-			if k, _ := log.Cursor().Last(); k != nil && err == nil {
-				last, err = storage.DecodeRevision(k)
-			}
-			if err == nil && last == r {
-				rev = r
-			}
-			return err
-		})
+		last, err := storage.DecodeRevision(meta.Get(keyCompacted))
+		if k, _ := log.Cursor().Last(); k != nil && err == nil {
+			last, err = storage.DecodeRevision(k)
+		}
+		if err == nil && last == r {
+			rev = r
+		}
+		return err
 	})
 	return rev
 }
@@ -397,20 +390,26 @@ func revisionOf(path string) authz.Revision {
 // or nil when its log does not hold it or it cannot be read.
 func changeSetAt(path string, rev authz.Revision) []byte {
 	var out []byte
-	_ = unpanicked(func() error {
+	_ = viewShared(path, func(tx *bbolt.Tx) error {
+		if log := tx.Bucket(bucketChanges); log != nil {
+			out = bytes.Clone(log.Get(storage.EncodeRevision(rev)))
+		}
+		return nil
+	})
+	return out
+}
+
+// viewShared reads the data file at path in one read transaction, the file
+// opened shared and a panic of bbolt's on a damaged file made an error.
+func viewShared(path string, read func(*bbolt.Tx) error) error {
+	return unpanicked(func() error {
 		db, err := openShared(path, DefaultLockTimeout)
 		if err != nil {
 			return err
 		}
 		defer db.Close()
-		return db.View(func(tx *bbolt.Tx) error {
-			if log := tx.Bucket(bucketChanges); log != nil {
-				out = bytes.Clone(log.Get(storage.EncodeRevision(rev)))
-			}
-			return nil
-		})
+		return db.View(read)
 	})
-	return out
 }
 
 // goOnAfter makes the restored data file tmp go on at rev, past the

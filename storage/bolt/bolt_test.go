@@ -176,22 +176,7 @@ func TestOpenRefusesABboltFileOfAnotherProgram(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	before, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := bolt.Open(path, bolt.Options{})
-	if err == nil {
-		s.Close()
-		t.Fatal("Open of an etcd snapshot succeeded")
-	}
-	if want := `not an Usher data file: it holds a bucket "alarm"`; !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
-		t.Errorf("error %q does not name the path and say %q", err, want)
-	}
-	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
-		t.Error("Open wrote into the file it refused")
-	}
+	wantOpenRefused(t, path, "an etcd snapshot", `not an Usher data file: it holds a bucket "alarm"`)
 }
 
 func TestOpenRefusesAFileOfALaterFormatWithoutWritingIt(t *testing.T) {
@@ -221,17 +206,24 @@ func TestOpenRefusesAFileOfALaterFormatWithoutWritingIt(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	wantOpenRefused(t, path, "a file of format 3", "format [3], which this version of Usher does not read")
+}
+
+// wantOpenRefused fails the test unless Open refuses the file at path,
+// which holds what, with an error naming the path and saying want, and
+// leaves the file as it was.
+func wantOpenRefused(t *testing.T, path, what, want string) {
+	t.Helper()
 	before, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	s, err := bolt.Open(path, bolt.Options{})
 	if err == nil {
 		s.Close()
-		t.Fatal("Open of a file of format 3 succeeded")
+		t.Fatalf("Open of %s succeeded", what)
 	}
-	if want := "format [3], which this version of Usher does not read"; !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not name the path and say %q", err, want)
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
