@@ -131,12 +131,7 @@ func TestKeepAliveOnAReplicaTooFarBehind(t *testing.T) {
 	a := startReplica(t, c, "/far/")
 	b := startLaggingReplica(t, c, "/far/", time.Second)
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}},
-		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := memberPolicy("call:acme:1")
 	if _, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,12 +167,7 @@ func TestKeepAliveOnAReplicaCutOffBehindTheJoin(t *testing.T) {
 	stop := make(chan struct{})
 	b := startReplicaOn(t, c, "/cut-behind/", stalled{replicaBackend(t, c, "/cut-behind/"), stop})
 	by := authz.Author{Caller: "test"}
-	p := authz.Policy{
-		Permissions: []authz.Permission{{Name: "call.join"}},
-		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
-		Resources:   []authz.Resource{{Name: "call:acme:1"}},
-		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
-	}
+	p := memberPolicy("call:acme:1")
 	rev, _, err := a.eng.ApplyPolicy(ctx, by, p, authz.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -349,5 +339,16 @@ func TestAWatchOnAReplicaBehindTheGrantTellsOfTheKnock(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("a watch on a replica behind the grant, whose initial state was %+v, told nothing of user:g waiting (knock %s)", w.Initial, knock.Session)
 		}
+	}
+}
+
+// memberPolicy registers call, which members join by call.join, on a lease
+// of ten seconds.
+func memberPolicy(call string) authz.Policy {
+	return authz.Policy{
+		Permissions: []authz.Permission{{Name: "call.join"}},
+		Roles:       []authz.Role{{Name: "member", Scope: "root", Permissions: []string{"call.join"}}},
+		Resources:   []authz.Resource{{Name: call}},
+		Admissions:  []authz.Admission{{ResourceType: "call", Join: "call.join", Lease: 10 * time.Second}},
 	}
 }
