@@ -93,8 +93,16 @@ func DefaultConnLimits() ConnLimits {
 // minWindow is the smallest window grpc-go applies; it ignores smaller ones.
 const minWindow = 65535
 
+// LimitError is a limit Validate refuses: the field, its value, and what
+// is wrong with it.
+type LimitError struct {
+	Field, Value, Problem string
+}
+
+func (e *LimitError) Error() string { return e.Field + " " + e.Value + ": " + e.Problem }
+
 // Validate refuses negative limits, and values grpc-go would ignore or
-// misread, naming the field and the value.
+// misread, naming the field and the value (a *LimitError).
 func (l ConnLimits) Validate() error {
 	for _, f := range []struct {
 		name  string
@@ -110,12 +118,12 @@ func (l ConnLimits) Validate() error {
 		{"ConnWindow", int64(l.ConnWindow), minWindow},
 	} {
 		if f.value < f.min {
-			return fmt.Errorf("%s %d: must be at least %d", f.name, f.value, f.min)
+			return &LimitError{Field: f.name, Value: fmt.Sprint(f.value), Problem: fmt.Sprintf("must be at least %d", f.min)}
 		}
 	}
 	if l.ReceiveBudget > 0 && l.ReceiveBudget < MaxMessageSize {
-		return fmt.Errorf("ReceiveBudget %d: must be 0 (no limit) or at least the largest request message, %d bytes, which could never arrive otherwise",
-			l.ReceiveBudget, MaxMessageSize)
+		return &LimitError{Field: "ReceiveBudget", Value: fmt.Sprint(l.ReceiveBudget),
+			Problem: fmt.Sprintf("must be 0 (no limit) or at least the largest request message, %d bytes, which could never arrive otherwise", MaxMessageSize)}
 	}
 	for _, f := range []struct {
 		name     string
@@ -131,9 +139,9 @@ func (l ConnLimits) Validate() error {
 	} {
 		switch {
 		case f.value < 0:
-			return fmt.Errorf("%s %s: must not be negative", f.name, f.value)
+			return &LimitError{Field: f.name, Value: f.value.String(), Problem: "must not be negative"}
 		case f.value == 0 && f.positive:
-			return fmt.Errorf("%s %s: must be positive", f.name, f.value)
+			return &LimitError{Field: f.name, Value: f.value.String(), Problem: "must be positive"}
 		}
 	}
 	return nil

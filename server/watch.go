@@ -45,15 +45,17 @@ func DefaultWatchLimits() WatchLimits {
 	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second, MaxHeldBytes: 64 << 20}
 }
 
-// Validate refuses negative limits, naming the field and the value.
+// Validate refuses negative limits, naming the field and the value (a
+// *LimitError).
 func (l WatchLimits) Validate() error {
+	const negative = "must not be negative"
 	switch {
 	case l.MaxStreams < 0:
-		return fmt.Errorf("MaxStreams %d: must not be negative", l.MaxStreams)
+		return &LimitError{Field: "MaxStreams", Value: fmt.Sprint(l.MaxStreams), Problem: negative}
 	case l.Progress < 0:
-		return fmt.Errorf("Progress %s: must not be negative", l.Progress)
+		return &LimitError{Field: "Progress", Value: l.Progress.String(), Problem: negative}
 	case l.MaxHeldBytes < 0:
-		return fmt.Errorf("MaxHeldBytes %d: must not be negative", l.MaxHeldBytes)
+		return &LimitError{Field: "MaxHeldBytes", Value: fmt.Sprint(l.MaxHeldBytes), Problem: negative}
 	}
 	return nil
 }

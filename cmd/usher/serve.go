@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -546,13 +545,15 @@ var (
 	watchLimitFlags = map[string]string{"MaxStreams": "max-watches", "Progress": "watch-progress"}
 )
 
-// limitRefused is the refusal of limits whose Validate returned err, which
-// begins with the field it refuses: it names the flag that set the field,
-// which is what serve's user typed.
+// limitRefused is the refusal of limits whose Validate returned err: it
+// names the flag that set the field refused, which is what serve's user
+// typed.
 func limitRefused(limits string, err error, flags map[string]string) error {
-	field, rest, _ := strings.Cut(err.Error(), " ")
-	if flag, ok := flags[field]; ok {
-		return fmt.Errorf("--%s %s", flag, rest)
+	var e *server.LimitError
+	if errors.As(err, &e) {
+		if flag, ok := flags[e.Field]; ok {
+			return fmt.Errorf("--%s %s: %s", flag, e.Value, e.Problem)
+		}
 	}
 	return fmt.Errorf("%s: %w", limits, err)
 }
