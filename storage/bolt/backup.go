@@ -297,9 +297,7 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 		}
 		defer release()
 		// A damaged file's revision is 0, and its log is not read.
-		if replaced = revisionOf(path); replaced > 0 {
-			last = changeSetAt(path, replaced)
-		}
+		replaced, last = headOf(path)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("storage: restore: %w", err)
 	}
@@ -351,20 +349,20 @@ func Restore(backup, path string, replace bool) (authz.Revision, error) {
 	return rev, nil
 }
 
-// revisionOf is the revision of the data file at path, when its structure
-// is sound and its change log ends there, else 0: a damaged file's
-// revision is not trusted.
-func revisionOf(path string) authz.Revision {
+// headOf is the revision of the data file at path, when its structure is
+// sound and its change log ends there, else 0: a damaged file's revision
+// is not trusted; and the stored change set at that revision, or nil when
+// its log no longer holds it.
+func headOf(path string) (rev authz.Revision, set []byte) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil || checkMapped(f, info.Size()) != nil {
-		return 0
+		return 0, nil
 	}
-	var rev authz.Revision
 	_ = viewShared(path, func(tx *bbolt.Tx) error {
 		meta, log := tx.Bucket(bucketMeta), tx.Bucket(bucketChanges)
 		if meta == nil || log == nil {
@@ -375,15 +373,16 @@ func revisionOf(path string) authz.Revision {
 			return err
 		}
 		last, err := storage.DecodeRevision(meta.Get(keyCompacted))
-		if k, _ := log.Cursor().Last(); k != nil && err == nil {
+		k, v := log.Cursor().Last()
+		if k != nil && err == nil {
 			last, err = storage.DecodeRevision(k)
 		}
 		if err == nil && last == r {
-			rev = r
+			rev, set = r, bytes.Clone(v)
 		}
 		return err
 	})
-	return rev
+	return rev, set
 }
 
 // changeSetAt is the stored change set at rev of the data file at path,
