@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -152,14 +154,13 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	if _, ok := callerIn(ss.Context()); !ok {
 		return handler(srv, ss)
 	}
-	// Taken before the first look, so that a change since the call was
-	// authenticated is not missed.
-	changed := a.src.Changed()
 	ctx, cancel := context.WithCancelCause(ss.Context())
+	st := newStanding(a, ctx, cancel)
 	// A client certificate is looked at again once it has expired: the
 	// stream of a caller identified by it ends then.
 	var expired <-chan time.Time
 	if cert, until := clientCertificate(ctx); cert != nil {
+		st.until.Store(until.UnixNano())
 		t := time.NewTimer(time.Until(until) + time.Millisecond)
 		defer t.Stop()
 		expired = t.C
@@ -168,22 +169,20 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	go func() {
 		defer close(watched)
 		for {
-			if _, _, err := a.admit(ctx); err != nil {
-				cancel(revoked{err})
+			if err := st.look(); err != nil {
 				endStream(ss.Context(), err)
 				return
 			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-changed:
-				changed = a.src.Changed()
+			case <-*st.admitted.Load():
 			case <-expired:
 				expired = nil
 			}
 		}
 	}()
-	wrapped := revocable{middleware.WrapServerStream(ss)}
+	wrapped := revocable{middleware.WrapServerStream(ss), st}
 	wrapped.WrappedContext = ctx
 	err := handler(srv, wrapped)
 	var r revoked
@@ -193,6 +192,91 @@ func (a authenticator) endRevoked(srv any, ss grpc.ServerStream, _ *grpc.StreamS
 	cancel(nil)
 	<-watched
 	return err
+}
+
+// standing is whether a stream's caller is still admitted: looked at again
+// by endRevoked's watcher each time the callers are replaced, and by each
+// send that comes before the watcher has looked, so that nothing is sent to
+// a caller the callers in force no longer admit.
+type standing struct {
+	a      authenticator
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	// admitted is closed once the callers that last admitted the stream
+	// are replaced; it is stored only once they have admitted it.
+	admitted atomic.Pointer[<-chan struct{}]
+	// until is when the client certificate the stream's connection
+	// presented expires, in Unix nanoseconds, or zero.
+	until atomic.Int64
+}
+
+// newStanding returns the standing of the stream of ctx, which is looked
+// at before anything is sent: the callers may have been replaced since its
+// call was authenticated.
+func newStanding(a authenticator, ctx context.Context, cancel context.CancelCauseFunc) *standing {
+	s := &standing{a: a, ctx: ctx, cancel: cancel}
+	// Closed: the first look is owed.
+	replaced := make(chan struct{})
+	close(replaced)
+	c := (<-chan struct{})(replaced)
+	s.admitted.Store(&c)
+	return s
+}
+
+// look authenticates the stream's call again if the callers have been
+// replaced since they last admitted it, or its client certificate has
+// expired, and ends its context with the refusal a new call would get.
+func (s *standing) look() error {
+	if err := s.refused(); err != nil || s.current() {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refused(); err != nil || s.current() {
+		return err // looked at meanwhile
+	}
+	// Taken before the look, so that a replacement during it is not missed.
+	c := s.a.src.Changed()
+	if _, _, err := s.a.admit(s.ctx); err != nil {
+		s.cancel(revoked{err})
+		return err
+	}
+	if s.until.Load() != 0 && !s.fresh() {
+		// Admitted by its token, not the expired certificate.
+		s.until.Store(0)
+	}
+	s.admitted.Store(&c)
+	return nil
+}
+
+// current reports whether the stream's last look still holds.
+func (s *standing) current() bool {
+	return !closed(*s.admitted.Load()) && s.fresh()
+}
+
+// fresh reports whether the client certificate, if any, has not expired.
+func (s *standing) fresh() bool {
+	until := s.until.Load()
+	return until == 0 || time.Now().UnixNano() <= until
+}
+
+// refused is the refusal a look has ended the stream with, or nil.
+func (s *standing) refused() error {
+	var r revoked
+	if errors.As(context.Cause(s.ctx), &r) {
+		return r.refusal
+	}
+	return nil
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // endStream ends the HTTP/2 stream of the call of ctx at once, with err's
@@ -216,14 +300,15 @@ func endStream(ctx context.Context, err error) {
 // read them.
 type revocable struct {
 	*middleware.WrappedServerStream
+	standing *standing
 }
 
-// SendMsg sends m unless the stream's caller has been refused since it
-// opened the stream.
+// SendMsg sends m unless the callers in force, or the expiry of its client
+// certificate, no longer admit the stream's caller; it looks at them again
+// itself when endRevoked's watcher has yet to.
 func (s revocable) SendMsg(m any) error {
-	var r revoked
-	if errors.As(context.Cause(s.WrappedContext), &r) {
-		return r.refusal
+	if err := s.standing.look(); err != nil {
+		return err
 	}
 	return s.WrappedServerStream.SendMsg(m)
 }
