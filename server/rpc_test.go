@@ -1124,10 +1124,11 @@ func TestMinRevision(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, r := range reads {
 		wg.Go(func() {
-			// Longer than the server waits for a revision, 5 s, so that its
-			// answer has seconds to arrive on a loaded machine; the margin
-			// it keeps before shorter deadlines is TestDeadlines'.
-			ctx, cancel := context.WithTimeout(f.ctx(), 10*time.Second)
+			// Far longer than the server waits for a revision, 5 s, so that
+			// its answer arrives on a machine loaded enough to hold a
+			// request back for seconds; the margin it keeps before shorter
+			// deadlines is TestDeadlines'.
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
 			_, _, errs[i] = r.read(ctx, far)
 		})

@@ -233,11 +233,12 @@ func TestServeRefusesAMismatchedPolicy(t *testing.T) {
 	wantLines(t, "serve --policy-mode=sometimes", out, code, exitUsage, `--policy-mode "sometimes": want one of apply, prune, check`)
 
 	replaced := serveOn(t, bin, data, "--policy", mine, "--policy-mode", "prune")
-	if !strings.Contains(replaced.stderr.String(), `msg="policy change" policy=`+mine+` change="- role host at root"`) {
-		t.Errorf("the replacement is not logged change by change:\n%s", replaced.stderr)
-	}
+	// Stopped first: its stderr is read whole only once it has exited.
 	if err, _ := replaced.stop(t, 20*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(replaced.stderr.String(), `msg="policy change" policy=`+mine+` change="- role host at root"`) {
+		t.Errorf("the replacement is not logged change by change:\n%s", replaced.stderr)
 	}
 	checked := serveOn(t, bin, data, "--policy", mine, "--policy-mode", "check")
 	if checked.revision != replaced.revision {
