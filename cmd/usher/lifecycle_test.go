@@ -564,3 +564,18 @@ func TestWritesFailUnavailableWhenCommitsFail(t *testing.T) {
 		})
 	}
 }
+
+// A negative drain bound is no bound: usher serve refuses it, naming the
+// flag and its value, before it opens anything (it would stop at
+// --policy-mode next).
+func TestServeRefusesANegativeDrain(t *testing.T) {
+	args := []string{"serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "usher.db"),
+		"--policy-mode", "no-such-mode", "--drain", "-1s"}
+	if _, err := runIn(args...); err == nil || !strings.Contains(err.Error(), "--drain -1s: want 0 (calls cancelled at once) or more") {
+		t.Errorf("usher %s: %v; want it refused, saying --drain -1s: want 0 (calls cancelled at once) or more", strings.Join(args, " "), err)
+	}
+	args[len(args)-1] = "0s"
+	if _, err := runIn(args...); err == nil || !strings.Contains(err.Error(), "no-such-mode") {
+		t.Errorf("usher %s: %v; want --drain 0s taken, and --policy-mode refused", strings.Join(args, " "), err)
+	}
+}

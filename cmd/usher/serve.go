@@ -187,6 +187,9 @@ variable their help names.`,
 		if r := tracing.SampleRatio; !(r >= 0 && r <= 1) {
 			return fmt.Errorf("--trace-sample-ratio %v: want 0 to 1", r)
 		}
+		if *drain < 0 {
+			return fmt.Errorf("--drain %v: want 0 (calls cancelled at once) or more", *drain)
+		}
 		if *maxCallWatches < 1 {
 			return fmt.Errorf("--max-call-watches %d: want at least 1", *maxCallWatches)
 		}
