@@ -81,7 +81,8 @@ const (
 	ReasonMalformedAuthorization = "MALFORMED_AUTHORIZATION"
 	ReasonBadToken               = "BAD_TOKEN"
 	ReasonUnknownCertificate     = "UNKNOWN_CERTIFICATE"
-	ReasonExpiredCertificate     = "EXPIRED_CERTIFICATE" // a client certificate expired since its connection opened
+	ReasonExpiredCertificate     = "EXPIRED_CERTIFICATE"   // a client certificate expired since its connection opened
+	ReasonUntrustedCertificate   = "UNTRUSTED_CERTIFICATE" // the CA that verified a client certificate left the client CA file since its connection opened
 )
 
 // Unavailable.

@@ -345,6 +345,12 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 				fmt.Sprintf("the client certificate %q, or one that signed it, expired at %s: connect again with a renewed one", subject, until.UTC().Format(time.RFC3339)),
 				details{reason: reasonExpiredCertificate, meta: map[string]string{"certificate_subject": subject, "not_after": until.UTC().Format(time.RFC3339)}})
 		}
+		if !callers.trusts(verifiedChains(ctx)) {
+			subject := distinguishedName(cert)
+			return Caller{}, refuse(codes.Unauthenticated,
+				fmt.Sprintf("the client certificate %q was verified by a CA no longer in the client CA file: connect again with a certificate one there signed", subject),
+				details{reason: reasonUntrustedCertificate, meta: map[string]string{"certificate_subject": subject}})
+		}
 		if c, ok := callers.ByCertificate(cert); ok {
 			return c, nil
 		}
@@ -361,15 +367,11 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 // chains it was verified by expires: the first certificate of the chain to
 // expire does.
 func clientCertificate(ctx context.Context) (cert *x509.Certificate, until time.Time) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
+	chains := verifiedChains(ctx)
+	if len(chains) == 0 || len(chains[0]) == 0 {
 		return nil, time.Time{}
 	}
-	info, ok := authInfo(p).(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return nil, time.Time{}
-	}
-	for _, chain := range info.State.VerifiedChains {
+	for _, chain := range chains {
 		if len(chain) == 0 {
 			continue
 		}
@@ -383,7 +385,21 @@ func clientCertificate(ctx context.Context) (cert *x509.Certificate, until time.
 			until = end
 		}
 	}
-	return info.State.VerifiedChains[0][0], until
+	return chains[0][0], until
+}
+
+// verifiedChains are the chains the TLS handshake verified the client's
+// certificate by, from it to a client CA, or none.
+func verifiedChains(ctx context.Context) [][]*x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := authInfo(p).(credentials.TLSInfo)
+	if !ok {
+		return nil
+	}
+	return info.State.VerifiedChains
 }
 
 // mayCall says whether a caller of kind k may call the full method name.

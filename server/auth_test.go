@@ -94,7 +94,7 @@ func newAuthWorld(t *testing.T) *authWorld {
 	writeCallers(t, w.callersFile, fmt.Sprintf(authCallers, hashOf(w.checkToken), hashOf(w.adminToken)))
 
 	logger := w.logs.logger()
-	src, err := server.NewCallerSource(w.callersFile, logger)
+	src, err := server.NewCallerSource(w.callersFile, logger, server.WithClientCAFile(w.caFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func newAuthWorld(t *testing.T) *authWorld {
 	watched := make(chan struct{})
 	go func() { src.Watch(ctx); close(watched) }()
 	t.Cleanup(func() { cancel(); <-watched })
-	tlsConfig, err := server.NewTLSConfig(server.TLSFiles{Cert: w.certFile, Key: w.keyFile, ClientCA: w.caFile}, logger)
+	tlsConfig, err := server.NewTLSConfig(server.TLSFiles{Cert: w.certFile, Key: w.keyFile, ClientCA: w.caFile}, logger, server.WithCallersOfClientCA(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,6 +544,56 @@ func TestAnExpiredClientCertificateIsRefusedOnTheConnectionItOpened(t *testing.T
 	wantDetails(t, st, want)
 	if now, _ := w.store.Revision(context.Background()); now != rev {
 		t.Errorf("a Grant with an expired certificate moved the revision from %d to %d", rev, now)
+	}
+}
+
+// A client certificate identifies its caller only while the CA that
+// verified it is in the client CA file: once the operator takes the CA out
+// (its key leaked, say), the connections it verified are refused and their
+// streams end, as a new connection's handshake would be refused, rather
+// than stay identified for as long as they stay open.
+func TestACertificateWhoseCALeftTheClientCAFileIsRefusedOnItsConnection(t *testing.T) {
+	w := newAuthWorld(t)
+	conn := w.dial(credential{cert: &w.adminCert})
+	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Watch before the CA was taken out: %v", err)
+	}
+	if _, err := grantCall(t, conn, "user:dana"); err != nil {
+		t.Fatalf("Grant before the CA was taken out: %v", err)
+	}
+	tokens := w.dial(credential{token: w.adminToken})
+	rev, _ := w.store.Revision(context.Background())
+
+	testpki.WriteFile(t, w.caFile, w.foreignCA.PEM()) // read at the next poll
+	var resp *usherv1.WatchResponse
+	for err == nil {
+		resp, err = stream.Recv()
+	}
+	want := refusal{reason: "UNTRUSTED_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=console,O=acme"}}
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("the Watch of a certificate whose CA was taken out: last sent %v, ended %v; want it ended Unauthenticated", resp, err)
+	}
+	wantDetails(t, status.Convert(err), want)
+
+	_, err = grantCall(t, conn, "user:erin")
+	st := wantCode(t, err, codes.Unauthenticated)
+	if !strings.Contains(st.Message(), `"CN=console,O=acme" was verified by a CA no longer in the client CA file`) {
+		t.Errorf("message %q does not say the certificate's CA left the client CA file", st.Message())
+	}
+	wantDetails(t, st, want)
+	if now, _ := w.store.Revision(context.Background()); now != rev {
+		t.Errorf("a Grant with a certificate whose CA was taken out moved the revision from %d to %d", rev, now)
+	}
+	// A caller by token is let be, and the file's CA now identifies.
+	if _, err := grantCall(t, tokens, "user:erin"); err != nil {
+		t.Errorf("Grant by token after the CA was taken out: %v", err)
+	}
+	if _, err := grantCall(t, w.dial(credential{cert: &w.forgedCert}), "user:frank"); err != nil {
+		t.Errorf("Grant by a certificate of the CA put in the file: %v", err)
 	}
 }
 

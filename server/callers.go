@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,26 @@ type Caller struct {
 // Callers is the set of callers one reading of a callers file defines.
 type Callers struct {
 	list []Caller
+	// cas holds the DER of each CA of the client CA file read with the
+	// callers file, or is nil: a client certificate identifies a caller
+	// only through a chain that ends at one of them.
+	cas map[string]struct{}
+}
+
+// trusts reports whether one of chains, those the handshake verified a
+// client certificate by, ends at a CA the client CA file still holds.
+func (c *Callers) trusts(chains [][]*x509.Certificate) bool {
+	if c.cas == nil {
+		return true
+	}
+	for _, chain := range chains {
+		if len(chain) > 0 {
+			if _, ok := c.cas[string(chain[len(chain)-1].Raw)]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Len is the number of callers.
@@ -265,6 +286,7 @@ func decodeStrict(js []byte, v any, path string) error {
 // A reading that fails keeps the previous callers.
 type CallerSource struct {
 	file    string
+	caFile  string // the client CA file, or ""
 	logger  *slog.Logger
 	current atomic.Pointer[Callers]
 	// changed is closed, and replaced, when current is: streams opened
@@ -275,10 +297,25 @@ type CallerSource struct {
 	digest string     // of the file's contents as last read
 }
 
+// CallerSourceOption configures a CallerSource.
+type CallerSourceOption func(*CallerSource)
+
+// WithClientCAFile makes a CallerSource read the PEM bundle of the CAs that
+// verify client certificates (usher serve's --client-ca) with the callers
+// file, and again whenever either changes: a certificate verified when its
+// connection opened by a CA since taken out of the file identifies no
+// caller from then on, on that connection too.
+func WithClientCAFile(file string) CallerSourceOption {
+	return func(s *CallerSource) { s.caFile = file }
+}
+
 // NewCallerSource reads file, which must parse: a server does not start with
 // a broken callers file.
-func NewCallerSource(file string, logger *slog.Logger) (*CallerSource, error) {
+func NewCallerSource(file string, logger *slog.Logger, opts ...CallerSourceOption) (*CallerSource, error) {
 	s := &CallerSource{file: file, logger: logger}
+	for _, o := range opts {
+		o(s)
+	}
 	changed := make(chan struct{})
 	s.changed.Store(&changed)
 	if _, err := s.reload(true); err != nil {
@@ -323,7 +360,11 @@ func (s *CallerSource) Watch(ctx context.Context) {
 func (s *CallerSource) reload(force bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	contents, digest, err := readFiles(s.file)
+	files := []string{s.file}
+	if s.caFile != "" {
+		files = append(files, s.caFile)
+	}
+	contents, digest, err := readFiles(files...)
 	if !force && digest == s.digest {
 		return false, nil
 	}
@@ -331,6 +372,11 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 	var c *Callers
 	if err == nil {
 		c, err = ParseCallers(s.file, contents[0])
+	}
+	if err == nil && s.caFile != "" {
+		if c.cas, err = caCertificates(s.caFile, contents[1]); err != nil {
+			err = fmt.Errorf("TLS client CA: %w", err)
+		}
 	}
 	if err != nil {
 		if s.current.Load() != nil {
@@ -345,6 +391,24 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 		s.logger.Info("callers file reloaded", "file", s.file, "callers", c.Len())
 	}
 	return true, nil
+}
+
+// caCertificates returns the DER of each certificate of the PEM bundle
+// read from file.
+func caCertificates(file string, bundle []byte) (map[string]struct{}, error) {
+	if _, err := certPool(file, bundle); err != nil {
+		return nil, err
+	}
+	cas := map[string]struct{}{}
+	for rest := bundle; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			return cas, nil
+		}
+		if block.Type == "CERTIFICATE" {
+			cas[string(block.Bytes)] = struct{}{}
+		}
+	}
 }
 
 // readFiles reads files and returns their contents and a digest of them:

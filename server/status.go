@@ -40,6 +40,7 @@ const (
 	reasonBadToken               = "BAD_TOKEN"
 	reasonUnknownCertificate     = "UNKNOWN_CERTIFICATE"
 	reasonExpiredCertificate     = "EXPIRED_CERTIFICATE"
+	reasonUntrustedCertificate   = "UNTRUSTED_CERTIFICATE"
 	reasonCallerKind             = "CALLER_KIND"
 	reasonCompacted              = "COMPACTED"
 	reasonFutureRevision         = "FUTURE_REVISION"

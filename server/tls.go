@@ -22,11 +22,14 @@ type TLSFiles struct {
 // restart. A reading that fails keeps the previous certificate or CA and is
 // logged. With a client CA, client certificates are requested and verified
 // but not required, so that callers with a bearer token connect without one.
-func NewTLSConfig(files TLSFiles, logger *slog.Logger) (*tls.Config, error) {
+func NewTLSConfig(files TLSFiles, logger *slog.Logger, opts ...TLSOption) (*tls.Config, error) {
 	if files.Cert == "" || files.Key == "" {
 		return nil, errors.New("TLS needs both a certificate and a key file")
 	}
 	r := &tlsFiles{files: files, logger: logger}
+	for _, o := range opts {
+		o(r)
+	}
 	if _, _, err := r.current(); err != nil {
 		return nil, err
 	}
@@ -54,10 +57,23 @@ func NewTLSConfig(files TLSFiles, logger *slog.Logger) (*tls.Config, error) {
 		}}, nil
 }
 
+// TLSOption configures NewTLSConfig.
+type TLSOption func(*tlsFiles)
+
+// WithCallersOfClientCA makes a handshake that finds the client CA file
+// changed have src, made WithClientCAFile of the same file, read it again
+// before the handshake ends: a certificate of a CA just put in the file
+// then identifies its caller on the connection it verified, rather than
+// from src's next poll.
+func WithCallersOfClientCA(src *CallerSource) TLSOption {
+	return func(r *tlsFiles) { r.caChanged = func() { _, _ = src.reload(false) } }
+}
+
 // tlsFiles caches what the files held when last read.
 type tlsFiles struct {
-	files  TLSFiles
-	logger *slog.Logger
+	files     TLSFiles
+	logger    *slog.Logger
+	caChanged func() // or nil
 
 	mu          sync.Mutex
 	certDigest  string
@@ -82,8 +98,12 @@ func (r *tlsFiles) current() (*tls.Certificate, *x509.CertPool, error) {
 		return r.certificate, nil, nil
 	}
 	loadCA := func(pem [][]byte) (*x509.CertPool, error) { return certPool(r.files.ClientCA, pem[0]) }
+	was := r.caDigest
 	if err := reread(r.logger, "TLS client CA", &r.caDigest, &r.clientCAs, loadCA, r.files.ClientCA); err != nil {
 		return nil, nil, err
+	}
+	if r.caDigest != was && was != "" && r.caChanged != nil {
+		r.caChanged()
 	}
 	return r.certificate, r.clientCAs, nil
 }

@@ -36,8 +36,8 @@ cluster, as one replica of many. An empty data file gets the default policy
 (or --policy). It prints the address it serves on once it is ready, and
 stops on SIGINT or SIGTERM, letting calls in flight finish for --drain; a
 second SIGINT or SIGTERM cancels them at once. SIGHUP reads the callers
-file again at once rather than at its next poll, each second (the TLS files
-are looked at on each handshake already).
+file, and --client-ca, again at once rather than at their next poll, each
+second (the TLS files are also read at each handshake).
 
 On a data file that holds a policy already, --policy-mode says what
 --policy does: apply the file, leaving what it does not list alone (apply,
@@ -79,7 +79,8 @@ variable their help names.`,
 	fs.StringVar(&tlsFiles.Cert, "tls-cert", envOr("USHER_TLS_CERT", ""), "serve TLS with this PEM certificate chain; reread when it changes (env USHER_TLS_CERT)")
 	fs.StringVar(&tlsFiles.Key, "tls-key", envOr("USHER_TLS_KEY", ""), "the PEM key of --tls-cert (env USHER_TLS_KEY)")
 	fs.StringVar(&tlsFiles.ClientCA, "client-ca", envOr("USHER_CLIENT_CA", ""),
-		"verify client certificates against this PEM CA bundle, for callers identified by certificate; reread when it changes (env USHER_CLIENT_CA)")
+		"verify client certificates against this PEM CA bundle, for callers identified by certificate; reread when it changes, "+
+			"a CA taken out of it identifying nobody from then on, on open connections too (env USHER_CLIENT_CA)")
 	livekitKeyFile := fs.String("livekit-key-file", envOr("USHER_LIVEKIT_KEY_FILE", ""),
 		"LiveKit key file (livekit-server's format, 'key: secret' lines, readable by its owner only) to sign the tokens of admitted joins; "+
 			"without it, the key comes from USHER_LIVEKIT_API_KEY and USHER_LIVEKIT_API_SECRET, and without those Join issues no token (env USHER_LIVEKIT_KEY_FILE)")
@@ -256,7 +257,11 @@ variable their help names.`,
 		defer cancel()
 		switch {
 		case *callersFile != "":
-			src, err := server.NewCallerSource(*callersFile, logger)
+			var opts []server.CallerSourceOption
+			if tlsFiles.ClientCA != "" {
+				opts = append(opts, server.WithClientCAFile(tlsFiles.ClientCA))
+			}
+			src, err := server.NewCallerSource(*callersFile, logger, opts...)
 			if err != nil {
 				return err
 			}
@@ -303,7 +308,11 @@ variable their help names.`,
 		var creds credentials.TransportCredentials // nil: plaintext
 		switch {
 		case tlsFiles.Cert != "" || tlsFiles.Key != "" || tlsFiles.ClientCA != "":
-			tlsConfig, err := server.NewTLSConfig(tlsFiles, logger)
+			var opts []server.TLSOption
+			if callers != nil && tlsFiles.ClientCA != "" {
+				opts = append(opts, server.WithCallersOfClientCA(callers))
+			}
+			tlsConfig, err := server.NewTLSConfig(tlsFiles, logger, opts...)
 			if err != nil {
 				return err
 			}
