@@ -619,9 +619,7 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource).as(KindNoAdmissionRule)
 		}
 		if by.Actor != "" && rule.Stage == "" {
-			e := errorf(PermissionDenied, "actor", by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
-			e.Rule = RuleMissingPermission
-			return e
+			return p.platformOnlyError("may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
 		}
 		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
 			return err
@@ -648,9 +646,7 @@ func (p *plan) mayStage(typ string, parent uint32, name string) error {
 	case rule == nil:
 		return errorf(FailedPrecondition, "name", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
 	case rule.Stage == "":
-		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
-		e.Rule = RuleMissingPermission
-		return e
+		return p.platformOnlyError("may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
 	}
 	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
 }

@@ -888,7 +888,7 @@ func TestStage(t *testing.T) {
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.Schedule(w.ctx, as("user:root-admin"), globexCall, starts)
 			},
-			code: authz.PermissionDenied, field: "actor", value: "user:root-admin", rule: "missing permission",
+			code: authz.PermissionDenied, field: "actor", value: "user:root-admin", rule: "platform only",
 		},
 		{
 			name:  "a resource no rule governs has no stage (FAILED_PRECONDITION)",
@@ -1960,6 +1960,39 @@ func TestActorsMayNotShedAScheduledStart(t *testing.T) {
 		rev, err = w.eng.DeleteResource(w.ctx, as("user:janitor"), liveCall)
 		w.ok("DeleteResource of a live call", rev, err)
 	})
+}
+
+// A rule that names no stage permission leaves its calls' stage to the
+// platform: an actor who schedules one, takes it live or registers it with
+// a stage is refused as platform only, as one who deletes it before its
+// start is, not as lacking a permission that no permission is.
+func TestAStageOnlyThePlatformSetsIsRefusedAsPlatformOnly(t *testing.T) {
+	starts := time.Date(2031, 5, 1, 9, 0, 0, 0, time.UTC)
+	for name, write := range map[string]func(w *world, by authz.Author) (authz.Revision, error){
+		"Schedule": func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.Schedule(w.ctx, by, globexCall, starts)
+		},
+		"GoLive": func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.GoLive(w.ctx, by, globexCall, true)
+		},
+		"PutResource with a stage": func(w *world, by authz.Author) (authz.Revision, error) {
+			return w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:globex:8", Parent: "calltype:globex", StartsAt: starts})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, admissionPolicy())
+			w.grant("user:root-admin", "admin", "root")
+			e := w.refuses(authz.PermissionDenied, "actor", "user:root-admin", func() (authz.Revision, error) {
+				return write(w, as("user:root-admin"))
+			})
+			if e.Rule != authz.RulePlatformOnly || authz.KindOf(e) != authz.KindPlatformOnly {
+				t.Errorf("refusal names rule %q (kind %s), want %q: %v", e.Rule, authz.KindOf(e), authz.RulePlatformOnly, e)
+			}
+			if _, err := write(w, w.by); err != nil {
+				t.Errorf("the platform: %v", err)
+			}
+		})
+	}
 }
 
 // A page of ExportPolicy ends once it holds 10,000 roles, quotas and
