@@ -429,6 +429,8 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // admission rules defined on them, and ends, maybe short, once these reach
 // scanBudget, the resource that reaches it whole. The pages merged into one policy, applied
 // to an empty store, rebuild the same tree, roles, quotas and rules.
+// Siblings come in the order this index keeps them, so a token is good only
+// on the index that made it (as ListGrants' of a subject is).
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -455,9 +457,15 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			p.DefaultQuotas = append(p.DefaultQuotas, x.defaultQuotas[typ]...)
 		}
 	} else {
-		if start = x.lookupNode(after.text); start == noNode {
+		// Siblings come in the order of this index's tree, which another
+		// index of the same data keeps otherwise: the token is this one's.
+		epoch, name, _ := strings.Cut(after.text, "\x00")
+		if epoch != x.epoch {
+			return Policy{}, "", x.rev, anotherIndex(token)
+		}
+		if start = x.lookupNode(name); start == noNode {
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
-				"resource %q, where the export stopped, was deleted since; export again from the first page", after.text).as(KindPageTokenExpired)
+				"resource %q, where the export stopped, was deleted since; export again from the first page", name).as(KindPageTokenExpired)
 		}
 		start = x.nextPreorder(start, x.root)
 	}
@@ -473,7 +481,7 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	}
 	next := ""
 	if last != noNode && x.nextPreorder(last, x.root) != noNode {
-		next = pageToken{filter: filter, text: x.name(last)}.encode()
+		next = pageToken{filter: filter, text: x.epoch + "\x00" + x.name(last)}.encode()
 	}
 	return p, next, x.rev, nil
 }

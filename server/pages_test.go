@@ -370,3 +370,40 @@ func TestLookupTokensAreGoodOnlyAsTheirServerMadeThem(t *testing.T) {
 		})
 	}
 }
+
+// An export's pages follow the tree as the server holds it, siblings in an
+// order a restart changes: a token of the server before its restart is
+// refused, FAILED_PRECONDITION PAGE_TOKEN_EXPIRED naming the token, rather
+// than read as a place in the new order, where the resources after it were
+// the ones already sent and those not yet sent would never come.
+func TestAnExportTokenOfTheServerBeforeItsRestartIsRefused(t *testing.T) {
+	f := newServer(t)
+	for _, account := range []string{"account:b", "account:c", "account:a", "account:d"} {
+		f.putResource(account, "")
+	}
+	var sent []string
+	token := ""
+	for range 2 {
+		r, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: 1, PageToken: token})
+		if err != nil || r.GetNextPageToken() == "" {
+			t.Fatalf("page %d: next page token %q, %v", len(sent)+1, r.GetNextPageToken(), err)
+		}
+		for _, res := range r.GetPolicy().GetResources() {
+			sent = append(sent, res.GetName())
+		}
+		token = r.GetNextPageToken()
+	}
+	g := f.restart()
+	r, err := g.admin.ExportPolicy(g.ctx(), &usherv1.ExportPolicyRequest{PageSize: 10, PageToken: token})
+	if err == nil {
+		var rest []string
+		for _, res := range r.GetPolicy().GetResources() {
+			rest = append(rest, res.GetName())
+		}
+		t.Fatalf("after %v, the restarted server answered %v (next page token %q), want FAILED_PRECONDITION", sent, rest, r.GetNextPageToken())
+	}
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "PAGE_TOKEN_EXPIRED", field: "page_token", value: token})
+	if _, err := g.admin.ExportPolicy(g.ctx(), &usherv1.ExportPolicyRequest{PageSize: 1}); err != nil {
+		t.Errorf("an export from its first page after the restart: %v", err)
+	}
+}
