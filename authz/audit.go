@@ -142,6 +142,15 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			}
 		}
 		if len(sets) == 0 {
+			if latest, err := e.Latest(ctx); err == nil && after > latest {
+				// Nothing is read past the latest revision, but the
+				// revision is of another history: a client that went on
+				// from it would miss what this one commits up to it.
+				refusal := errorf(FailedPrecondition, field, value,
+					"revision %d is past the latest committed revision, %d, so not of this change log's history (a data file restored from an older backup?): read again from a revision read here, or from the start", after, latest).as(KindFutureRevision)
+				refusal.Meta = map[string]string{"latest_revision": fmt.Sprint(latest)}
+				return nil, "", refusal
+			}
 			return page, "", nil
 		}
 		batch = max(1, min(256, 2*batch, MaxPageChanges*len(sets)/max(1, read)))

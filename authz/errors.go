@@ -124,6 +124,7 @@ const (
 	KindCreatorRole        Kind = "CREATOR_ROLE_NOT_GRANTABLE"
 	KindRevisionNotReached Kind = "REVISION_NOT_REACHED"
 	KindPageTokenExpired   Kind = "PAGE_TOKEN_EXPIRED"
+	KindFutureRevision     Kind = "FUTURE_REVISION" // a revision past the latest committed one
 	KindNoAdmissionRule    Kind = "NO_ADMISSION_RULE"
 	KindNoLobby            Kind = "NO_LOBBY"
 	KindSubjectBlocked     Kind = "SUBJECT_BLOCKED"

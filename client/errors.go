@@ -123,8 +123,9 @@ var (
 	// reaches; reload what you keep and watch after the revision you read
 	// it at (see Reload).
 	ErrCompacted error = &sentinel{ReasonCompacted}
-	// ErrFutureRevision: a Watch's revision is past the latest one, as
-	// after restoring an older backup; reload as for ErrCompacted.
+	// ErrFutureRevision: a Watch's revision (or a ListChanges's, refused
+	// FailedPrecondition) is past the latest one, as after restoring an
+	// older backup; reload as for ErrCompacted.
 	ErrFutureRevision error = &sentinel{ReasonFutureRevision}
 	// ErrSessionNotFound: the session or knock has ended (left, ejected,
 	// its lease lapsed).

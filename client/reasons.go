@@ -93,7 +93,8 @@ const (
 	ReasonShuttingDown            = "SHUTTING_DOWN"
 )
 
-// OutOfRange: a Watch's after_revision.
+// OutOfRange: a Watch's after_revision (FUTURE_REVISION also comes with
+// FailedPrecondition, for a ListChanges's).
 const (
 	ReasonCompacted      = "COMPACTED"
 	ReasonFutureRevision = "FUTURE_REVISION"

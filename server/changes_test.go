@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/storage/memory"
@@ -176,5 +178,49 @@ func TestAListChangesPageReadsLargeChangeSetsAfterSmallOnesABitAtATime(t *testin
 	}
 	if most := b.most.Load(); most > 10_000 {
 		t.Errorf("the log was read %d changes at once; want at most 10,000", most)
+	}
+}
+
+// A ListChanges after a revision past the latest committed one, as a client
+// that followed a data file later restored from an older backup, or
+// another server's, asks, is refused FAILED_PRECONDITION FUTURE_REVISION
+// naming the revision, as Watch refuses it: an empty last page would have
+// the client ask again from there, and be handed, once the log reaches
+// past it, the change sets that follow as if they followed what it read,
+// without those between.
+func TestListChangesPastTheLatestRevisionIsRefused(t *testing.T) {
+	long := newServer(t)
+	long.world()
+	rev := long.grant("user:ann", "call-member", stream42)
+	// The token of a page that ends at the long log's last revision, from
+	// after the one before it.
+	page, err := long.admin.ListChanges(long.ctx(), &usherv1.ListChangesRequest{AfterRevision: rev - 1, PageSize: 1})
+	if err != nil || len(page.GetChanges()) != 1 || page.GetNextPageToken() == "" {
+		t.Fatalf("the page after %d: %v, next page token %q, %v", rev-1, page.GetChanges(), page.GetNextPageToken(), err)
+	}
+	short := newServer(t)
+	latest := short.revision()
+	for _, c := range []struct {
+		name         string
+		req          *usherv1.ListChangesRequest
+		field, value string
+	}{
+		{"after_revision past the latest", &usherv1.ListChangesRequest{AfterRevision: latest + 1}, "after_revision", fmt.Sprint(latest + 1)},
+		{"after_revision of the largest number", &usherv1.ListChangesRequest{AfterRevision: 1<<64 - 1}, "after_revision", fmt.Sprint(uint64(1<<64 - 1))},
+		{"a page token of a longer log", &usherv1.ListChangesRequest{AfterRevision: rev - 1, PageToken: page.GetNextPageToken()}, "page_token", page.GetNextPageToken()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, err := short.admin.ListChanges(short.ctx(), c.req)
+			if err == nil {
+				t.Fatalf("answered %d change sets (next page token %q) at revision %d, want FAILED_PRECONDITION", len(r.GetChanges()), r.GetNextPageToken(), latest)
+			}
+			info := wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "FUTURE_REVISION", field: c.field, value: c.value})
+			if got := info.GetMetadata()["latest_revision"]; got != fmt.Sprint(latest) {
+				t.Errorf("latest_revision %q, want %d", got, latest)
+			}
+		})
+	}
+	if r, err := short.admin.ListChanges(short.ctx(), &usherv1.ListChangesRequest{AfterRevision: latest}); err != nil || len(r.GetChanges()) != 0 || r.GetNextPageToken() != "" {
+		t.Errorf("after the latest revision itself: %v, next page token %q, %v; want an empty last page", r.GetChanges(), r.GetNextPageToken(), err)
 	}
 }

@@ -640,16 +640,19 @@ func TestPanicInAHandler(t *testing.T) {
 
 // A revision a client names may be any uint64. Past the largest int, the
 // store's window of recent change sets took it for a negative position and
-// panicked holding its lock, and every write after waited for ever.
+// panicked holding its lock, and every write after waited for ever. It is
+// past the latest revision, and refused so.
 func TestListChangesAfterAnyRevision(t *testing.T) {
 	f := newServer(t)
 	f.world()
 	for _, after := range []uint64{1 << 63, 1<<64 - 2, 1<<64 - 1} {
 		resp, err := f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{AfterRevision: after})
-		if err != nil || len(resp.GetChanges()) != 0 || resp.GetNextPageToken() != "" {
-			t.Errorf("ListChanges(after_revision %d) = %d changes, token %q, %v; want an empty last page", after,
-				len(resp.GetChanges()), resp.GetNextPageToken(), err)
+		if err == nil {
+			t.Errorf("ListChanges(after_revision %d) = %d changes, token %q; want FAILED_PRECONDITION", after,
+				len(resp.GetChanges()), resp.GetNextPageToken())
+			continue
 		}
+		wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "FUTURE_REVISION", field: "after_revision", value: fmt.Sprint(after)})
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()

@@ -2349,7 +2349,10 @@ func (x *ListQuotasResponse) GetNextPageToken() string {
 
 // ListChangesRequest reads the change log. INVALID_ARGUMENT for a
 // malformed filter; FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the log
-// was compacted past after_revision or the token.
+// was compacted past after_revision or the token; FAILED_PRECONDITION
+// (FUTURE_REVISION, the metadata holding "latest_revision") when either is
+// past the latest committed revision, as from a data file restored from an
+// older backup, or another server's: read again from a revision read here.
 type ListChangesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Each filter keeps the records that touch it: a change of that subject's
