@@ -430,14 +430,15 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // scanBudget, the resource that reaches it whole. The pages merged into one policy, applied
 // to an empty store, rebuild the same tree, roles, quotas and rules.
 // Siblings come in the order this index keeps them, so a token is good only
-// on the index that made it (as ListGrants' of a subject is).
+// on the index that made it (as ListGrants' of a subject is), and only while
+// the resource it ended at is where it was.
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {
 		return Policy{}, "", 0, err
 	}
 	filter := filterHash("export")
-	after, err := decodePageToken(token, filter, 0)
+	after, err := decodePageToken(token, filter, 2)
 	if err != nil {
 		return Policy{}, "", 0, err
 	}
@@ -467,6 +468,12 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
 				"resource %q, where the export stopped, was deleted since; export again from the first page", name).as(KindPageTokenExpired)
 		}
+		// The walk goes on from where the resource is: moved, or under
+		// an ancestor moved, it would leave out resources not yet sent.
+		if h := x.pathHash(start); uint32(h>>32) != after.pos[0] || uint32(h) != after.pos[1] {
+			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
+				"resource %q, where the export stopped, or one above it, was moved since; export again from the first page", name).as(KindPageTokenExpired)
+		}
 		start = x.nextPreorder(start, x.root)
 	}
 	last := noNode
@@ -481,9 +488,22 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	}
 	next := ""
 	if last != noNode && x.nextPreorder(last, x.root) != noNode {
-		next = pageToken{filter: filter, text: x.epoch + "\x00" + x.name(last)}.encode()
+		h := x.pathHash(last)
+		next = pageToken{filter: filter, pos: []uint32{uint32(h >> 32), uint32(h)}, text: x.epoch + "\x00" + x.name(last)}.encode()
 	}
 	return p, next, x.rev, nil
+}
+
+// pathHash is a hash of where id is in the tree: the resources from it up
+// to root, in this index's numbers.
+func (x *Index) pathHash(id uint32) uint64 {
+	h := fnv.New64a()
+	var b [4]byte
+	for ; id != noNode; id = x.nodes[id].parent {
+		binary.BigEndian.PutUint32(b[:], id)
+		h.Write(b[:])
+	}
+	return h.Sum64()
 }
 
 // nextPreorder is the resource after n in a preorder walk of top's subtree,

@@ -407,3 +407,41 @@ func TestAnExportTokenOfTheServerBeforeItsRestartIsRefused(t *testing.T) {
 		t.Errorf("an export from its first page after the restart: %v", err)
 	}
 }
+
+// A resource an export's page ended at, moved before the next page, is
+// where the walk goes on from: the next page is refused, FAILED_PRECONDITION
+// PAGE_TOKEN_EXPIRED naming the token, as when it is deleted, rather than
+// go on from its new place and leave out the resources that neither moved
+// nor changed.
+func TestAnExportWhoseLastResourceMovedSinceIsRefused(t *testing.T) {
+	f := newServer(t)
+	for _, account := range []string{"account:z", "account:y", "account:x"} {
+		f.putResource(account, "")
+	}
+	f.putResource("workspace:x1", "account:x")
+	first, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("the first page: next page token %q, %v", first.GetNextPageToken(), err)
+	}
+	var sent []string
+	for _, res := range first.GetPolicy().GetResources() {
+		sent = append(sent, res.GetName())
+	}
+	if !slices.Equal(sent, []string{"account:x", "workspace:x1"}) {
+		t.Fatalf("the first page holds %v; the test means it to end inside account:x", sent)
+	}
+	for _, move := range []struct{ name, parent string }{{"account:x", "account:z"}, {"workspace:x1", "account:y"}} {
+		t.Run("after a move of "+move.name, func(t *testing.T) {
+			f.putResource(move.name, move.parent)
+			r, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: 10, PageToken: first.GetNextPageToken()})
+			if err == nil {
+				var rest []string
+				for _, res := range r.GetPolicy().GetResources() {
+					rest = append(rest, res.GetName())
+				}
+				t.Fatalf("after %v, the next page holds %v (next page token %q), want FAILED_PRECONDITION", sent, rest, r.GetNextPageToken())
+			}
+			wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "PAGE_TOKEN_EXPIRED", field: "page_token", value: first.GetNextPageToken()})
+		})
+	}
+}

@@ -1641,9 +1641,10 @@ type ExportPolicyRequest struct {
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; INVALID_ARGUMENT for a token
 	// of another request, FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the
-	// resource the last page ended at was deleted since, or the token is of
-	// another server, or of this one before it restarted or reloaded its
-	// data, which keeps siblings in another order.
+	// resource the last page ended at was deleted or moved since (or one
+	// above it was moved), or the token is of another server, or of this one
+	// before it restarted or reloaded its data, which keeps siblings in
+	// another order.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
