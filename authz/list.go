@@ -133,7 +133,9 @@ func decodePageToken(token string, filter uint64, n int) (*pageToken, error) {
 
 // openPageToken reads a token that seal made under key, as decodePageToken
 // reads one that encode made. Its MAC is verified before anything else of
-// it is read.
+// it is read, but for its filter hash: a token of another request (another
+// list's, or the lookup's with other filters) is refused as such, whoever
+// made it.
 func openPageToken(token string, key []byte, filter uint64, n int) (*pageToken, error) {
 	if token == "" {
 		return nil, nil
@@ -143,10 +145,18 @@ func openPageToken(token string, key []byte, filter uint64, n int) (*pageToken, 
 		return nil, notAPageToken(token)
 	}
 	body, mac := raw[:len(raw)-sealSize], raw[len(raw)-sealSize:]
+	if binary.BigEndian.Uint64(body) != filter {
+		return nil, otherFilters(token)
+	}
 	if !hmac.Equal(mac, sealOf(key, body)) {
 		return nil, notSealedHere(token)
 	}
 	return readPageToken(token, body, filter, n)
+}
+
+// otherFilters refuses a token of another request.
+func otherFilters(token string) error {
+	return errorf(Invalid, "page_token", token, "the token belongs to a request with other filters; start again without it")
 }
 
 func notAPageToken(token string) error {
@@ -158,7 +168,7 @@ func notAPageToken(token string) error {
 func readPageToken(token string, raw []byte, filter uint64, n int) (*pageToken, error) {
 	t := &pageToken{filter: binary.BigEndian.Uint64(raw)}
 	if t.filter != filter {
-		return nil, errorf(Invalid, "page_token", token, "the token belongs to a request with other filters; start again without it")
+		return nil, otherFilters(token)
 	}
 	for i := range n {
 		t.pos = append(t.pos, binary.BigEndian.Uint32(raw[8+4*i:]))

@@ -187,9 +187,10 @@ type lookupAt struct {
 // The token names the revision and the time the page is judged at, which
 // its caller must not choose, and positions in the index's own numbering:
 // it is read only if its MAC verifies under the index's key, before
-// anything else is read, and answered only by the index that sealed it. A
-// token of another server, or of this one before it restarted or reloaded
-// its data, is refused as one its caller altered.
+// anything else but the filter it belongs to is read, and answered only by
+// the index that sealed it. A token of another server, or of this one
+// before it restarted or reloaded its data, is refused as one its caller
+// altered; one of another request, as such.
 func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, relevant func(*Index, *pageToken, Change) bool, fn func(x *Index, after *pageToken, at lookupAt) error) error {
 	x := e.Index()
 	after, err := openPageToken(token, x.sealKey, filter, 8)

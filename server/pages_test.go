@@ -445,3 +445,30 @@ func TestAnExportWhoseLastResourceMovedSinceIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// A page token of another list, given to a lookup, is a token of another
+// request, refused INVALID_ARGUMENT naming page_token as the lookups'
+// tokens of other filters are, however long it is: not as a lookup's token
+// of another server or one altered, which the client is told to start the
+// lookup again without.
+func TestAListsPageTokenGivenToALookupIsOfAnotherRequest(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	for _, subject := range []string{"user:3f6c2a1e-5b7d-4e9a-8c0f-1d2e3f4a5b6c", "user:9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"} {
+		f.grant(subject, "call-member", stream42)
+	}
+	list, err := f.admin.ListGrants(f.ctx(), &usherv1.ListGrantsRequest{Resource: stream42, PageSize: 1})
+	if err != nil || list.GetNextPageToken() == "" {
+		t.Fatalf("ListGrants' first page: next page token %q, %v", list.GetNextPageToken(), err)
+	}
+	token := list.GetNextPageToken()
+	for name, page := range lookupPages(f.authz) {
+		t.Run(name, func(t *testing.T) {
+			got, next, err := page(callCtx(t), 10, token)
+			if err == nil {
+				t.Fatalf("answered %v (next page token %q), want INVALID_ARGUMENT", got, next)
+			}
+			wantDetails(t, wantCode(t, err, codes.InvalidArgument), refusal{reason: "INVALID_FIELD", field: "page_token", value: token})
+		})
+	}
+}
