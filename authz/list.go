@@ -383,13 +383,17 @@ func (x *Index) visibleRolesAfter(id uint32, after *pageToken, visit func(*roleD
 // ListQuotasPage is ListQuotas a page at a time, nearest scope first and on
 // each scope by type and subject. A page looks at the quotas it returns and
 // at each ancestor once, and counts the use of only the quotas it returns.
+// The token names the last quota's scope, so that a move above resource
+// between pages, which puts the scope nearer or further, neither leaves out
+// nor repeats any quota still above it; one whose scope is no longer above
+// resource is refused.
 func (x *Index) ListQuotasPage(resource string, size int, token string) ([]QuotaUse, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {
 		return nil, "", 0, err
 	}
 	filter := filterHash("quotas", resource)
-	after, err := decodePageToken(token, filter, 1)
+	after, err := decodePageToken(token, filter, 0)
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -399,35 +403,37 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 	if err != nil {
 		return nil, "", x.rev, err
 	}
-	// The token holds the last quota's distance from resource and its key.
-	a, level, i := id, uint32(0), 0
+	// The token holds the last quota's scope and key.
+	a, i := id, 0
 	if after != nil {
-		for ; level < after.pos[0] && a != noNode; level++ {
+		scope, key, _ := strings.Cut(after.text, "\x00")
+		for a != noNode && x.name(a) != scope {
 			a = x.nodes[a].parent
 		}
-		if a != noNode {
-			typ, subject, _ := strings.Cut(after.text, "\x00")
-			var found bool
-			i, found = slices.BinarySearchFunc(x.quotas[a], Quota{ResourceType: typ, Subject: subject}, compareQuotaKeys)
-			if found {
-				i++
-			}
+		if a == noNode {
+			return nil, "", x.rev, errorf(FailedPrecondition, "page_token", token,
+				"scope %q, where the list stopped, is no longer above %q; list again from the first page", scope, resource).as(KindPageTokenExpired)
+		}
+		typ, subject, _ := strings.Cut(key, "\x00")
+		var found bool
+		i, found = slices.BinarySearchFunc(x.quotas[a], Quota{ResourceType: typ, Subject: subject}, compareQuotaKeys)
+		if found {
+			i++
 		}
 	}
 	var out []QuotaUse
-	next, lastLevel := "", uint32(0)
-	for ; a != noNode && next == ""; a, level, i = x.nodes[a].parent, level+1, 0 {
+	next := ""
+	for ; a != noNode && next == ""; a, i = x.nodes[a].parent, 0 {
 		if x.nodes[a].flags&nodeQuotas == 0 {
 			continue
 		}
 		for list := x.quotas[a]; i < len(list); i++ {
 			if len(out) == size {
 				last := out[len(out)-1]
-				next = pageToken{filter: filter, pos: []uint32{lastLevel}, text: last.ResourceType + "\x00" + last.Subject}.encode()
+				next = pageToken{filter: filter, text: last.Scope + "\x00" + last.ResourceType + "\x00" + last.Subject}.encode()
 				break
 			}
 			out = append(out, QuotaUse{Quota: list[i], Used: x.used(list[i])})
-			lastLevel = level
 		}
 	}
 	return out, next, x.rev, nil

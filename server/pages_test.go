@@ -472,3 +472,52 @@ func TestAListsPageTokenGivenToALookupIsOfAnotherRequest(t *testing.T) {
 		})
 	}
 }
+
+// A ListQuotas page ends at a quota of some scope above the resource; a
+// move above the resource between pages puts that scope nearer or further:
+// the next page goes on after that quota of that scope, wherever it now
+// is, leaving out none of those still above and sending none twice.
+func TestListQuotasPagesGoOnAtTheirScopeAfterAMove(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	for _, q := range []*usherv1.Quota{
+		{Scope: sales, ResourceType: "call", Limit: 50},
+		{Scope: "root", ResourceType: "call", Limit: 1000},
+		{Scope: "root", ResourceType: "event", Limit: 100},
+	} {
+		if _, err := f.admin.PutQuota(f.ctx(), &usherv1.PutQuotaRequest{Quota: q}); err != nil {
+			t.Fatalf("PutQuota(%v): %v", q, err)
+		}
+	}
+	page := func(token string, size int32) ([]string, string) {
+		t.Helper()
+		r, err := f.admin.ListQuotas(f.ctx(), &usherv1.ListQuotasRequest{Resource: stream42, PageSize: size, PageToken: token})
+		if err != nil {
+			t.Fatalf("ListQuotas(%s, token %q): %v", stream42, token, err)
+		}
+		var out []string
+		for _, q := range r.GetQuotas() {
+			out = append(out, q.GetScope()+" "+q.GetResourceType())
+		}
+		return out, r.GetNextPageToken()
+	}
+	first, token := page("", 2)
+	if !slices.Equal(first, []string{sales + " call", "root call"}) || token == "" {
+		t.Fatalf("the first page: %v, next page token %q; the test means it to end at root's first quota", first, token)
+	}
+	// The call type goes up from the workspace to the account: root is
+	// one level nearer the call.
+	f.putResource(livestream, acme)
+	if rest, next := page(token, 10); !slices.Equal(rest, []string{"root event"}) || next != "" {
+		t.Errorf("after %v and a move, the next page: %v (next page token %q), want [root event], the last", first, rest, next)
+	}
+	// Back under the workspace, a page ends at its quota; moved away again,
+	// the workspace is no longer above the call, and the token is refused.
+	f.putResource(livestream, sales)
+	if first, token = page("", 1); !slices.Equal(first, []string{sales + " call"}) || token == "" {
+		t.Fatalf("the first page: %v, next page token %q; the test means it to end at the workspace's quota", first, token)
+	}
+	f.putResource(livestream, acme)
+	_, err := f.admin.ListQuotas(f.ctx(), &usherv1.ListQuotasRequest{Resource: stream42, PageToken: token})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "PAGE_TOKEN_EXPIRED", field: "page_token", value: token})
+}

@@ -2220,7 +2220,9 @@ type ListQuotasRequest struct {
 	// At most this many quotas per page (default 100, at most 1000).
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, with resource as it was;
-	// INVALID_ARGUMENT for a token of another request.
+	// INVALID_ARGUMENT for a token of another request, FAILED_PRECONDITION
+	// (PAGE_TOKEN_EXPIRED) when the scope the last page ended at has since
+	// been moved from above resource.
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
