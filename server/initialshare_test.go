@@ -118,8 +118,12 @@ func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
 	}
 	hog, other, third := client("hog"), client("other"), client("third")
+	// Every grant, each a commit of its own, before the first join: the
+	// joins' leases, 30 s, run from when the slow part is done.
 	for i := range participants {
 		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
+	}
+	for i := range participants {
 		w.join(third, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
 	}
 	holdUnread := func(c usherv1.AdmissionServiceClient) {
