@@ -597,6 +597,22 @@ func TestACertificateWhoseCALeftTheClientCAFileIsRefusedOnItsConnection(t *testi
 	}
 }
 
+// The client CA file is read with the callers file but is its own file: a
+// callers file that does not parse keeps the callers in force, not the CAs
+// the handshake already verifies by, so that a certificate the handshake
+// admitted is not refused as verified by a CA outside the file.
+func TestACAPutInTheClientCAFileIdentifiesWhileTheCallersFileIsBroken(t *testing.T) {
+	w := newAuthWorld(t)
+	writeCallers(t, w.callersFile, "callers: [{name: half-written\n")
+	testpki.WriteFile(t, w.caFile, append(w.ca.PEM(), w.foreignCA.PEM()...))
+	// The foreign CA's certificate has console's subject.
+	if _, err := grantCall(t, w.dial(credential{cert: &w.forgedCert}), "user:frank"); err != nil {
+		t.Errorf("Grant by a certificate of a CA put in the client CA file, the callers file broken: %v", err)
+	} else if caller, _ := w.lastCaller(); caller != "console" {
+		t.Errorf("the Grant was written by %q; want console", caller)
+	}
+}
+
 func TestHealthNeedsNoCredentials(t *testing.T) {
 	w := newAuthWorld(t)
 	resp, err := healthpb.NewHealthClient(w.dial(credential{})).Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "usher.v1.AuthorizationService"})

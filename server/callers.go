@@ -356,41 +356,59 @@ func (s *CallerSource) Watch(ctx context.Context) {
 
 // reload parses the file if force or if its contents changed since the
 // last reading, and reports whether it did. Failures are logged once per
-// change of the file, not once per poll.
+// change of the file, not once per poll. The callers file and the client
+// CA file are each kept as last read successfully: one that fails keeps
+// the other's change in force all the same.
 func (s *CallerSource) reload(force bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	files := []string{s.file}
+	contents, digest, err := readFiles(s.file)
+	var ca [][]byte
+	var caErr error
 	if s.caFile != "" {
-		files = append(files, s.caFile)
+		var caDigest string
+		ca, caDigest, caErr = readFiles(s.caFile)
+		digest += caDigest
 	}
-	contents, digest, err := readFiles(files...)
 	if !force && digest == s.digest {
 		return false, nil
 	}
 	s.digest = digest
+	previous := s.current.Load()
 	var c *Callers
 	if err == nil {
 		c, err = ParseCallers(s.file, contents[0])
 	}
-	if err == nil && s.caFile != "" {
-		if c.cas, err = caCertificates(s.caFile, contents[1]); err != nil {
-			err = fmt.Errorf("TLS client CA: %w", err)
-		}
-	}
 	if err != nil {
-		if s.current.Load() != nil {
-			s.logger.Error("callers file not reloaded; the previous callers stay in force", "file", s.file, "err", err)
+		if previous == nil {
+			return true, err
 		}
-		return true, err
+		s.logger.Error("callers file not reloaded; the previous callers stay in force", "file", s.file, "err", err)
+		c = &Callers{list: previous.list}
 	}
-	previous := s.current.Swap(c)
+	if s.caFile != "" {
+		if caErr == nil {
+			c.cas, caErr = caCertificates(s.caFile, ca[0])
+		}
+		if caErr != nil {
+			caErr = fmt.Errorf("TLS client CA: %w", caErr)
+			if previous == nil {
+				return true, caErr
+			}
+			s.logger.Error("TLS client CA not reloaded with the callers; the previous one stays in force", "file", s.caFile, "err", caErr)
+			c.cas = previous.cas
+		}
+	}
+	if err != nil && caErr != nil {
+		return true, errors.Join(err, caErr)
+	}
+	s.current.Store(c)
 	next := make(chan struct{})
 	close(*s.changed.Swap(&next))
-	if previous != nil {
+	if previous != nil && err == nil {
 		s.logger.Info("callers file reloaded", "file", s.file, "callers", c.Len())
 	}
-	return true, nil
+	return true, errors.Join(err, caErr)
 }
 
 // caCertificates returns the DER of each certificate of the PEM bundle

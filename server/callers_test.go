@@ -258,6 +258,38 @@ func TestCallerSourceReloadKeepsTheLastGoodCallers(t *testing.T) {
 	}
 }
 
+// The client CA file read with the callers file keeps only its own CAs in
+// force when it does not parse: a caller taken out of the callers file
+// meanwhile is out all the same.
+func TestABrokenClientCAFileKeepsNoRemovedCallerIn(t *testing.T) {
+	var logs logBuffer
+	first, second := newToken(t), newToken(t)
+	dir := t.TempDir()
+	file, caFile := filepath.Join(dir, "callers.yaml"), filepath.Join(dir, "client-ca.crt")
+	writeCallers(t, file, "callers:\n  - {name: first, kind: admin, token_sha256: "+hashOf(first)+"}\n"+
+		"  - {name: second, kind: admin, token_sha256: "+hashOf(second)+"}\n")
+	testpki.WriteFile(t, caFile, testpki.NewCA(t, "acme CA").PEM())
+	src, err := server.NewCallerSource(file, logs.logger(), server.WithClientCAFile(caFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	testpki.WriteFile(t, caFile, []byte("half a CA bundle, being written\n"))
+	writeCallers(t, file, "callers:\n  - {name: second, kind: admin, token_sha256: "+hashOf(second)+"}\n")
+	if err := src.Reload(); err == nil || !strings.Contains(err.Error(), caFile) {
+		t.Errorf("Reload with a client CA file that does not parse: %v; want an error naming %s", err, caFile)
+	}
+	if c, ok := src.Current().ByToken(first); ok {
+		t.Errorf("caller %q, taken out of the callers file, is still known while the client CA file does not parse", c.Name)
+	}
+	if c, ok := src.Current().ByToken(second); !ok || c.Name != "second" {
+		t.Errorf("the caller left in the callers file: %+v, %v", c, ok)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), caFile) {
+		t.Errorf("the client CA file that does not parse was not logged as an error; logs:\n%s", logs.String())
+	}
+}
+
 func TestNewCallerSourceRefusesABrokenFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "callers.yaml")
 	writeCallers(t, file, "callers:\n  - {name: a, kind: check}\n")
