@@ -613,6 +613,41 @@ func TestACAPutInTheClientCAFileIdentifiesWhileTheCallersFileIsBroken(t *testing
 	}
 }
 
+// A CA renewed in the client CA file, its certificate issued again with
+// the same name and key, is the CA that verified the connections open: they
+// stay identified, as a new connection's handshake would verify them.
+func TestACARenewedInTheClientCAFileStillIdentifiesOnOpenConnections(t *testing.T) {
+	w := newAuthWorld(t)
+	conn := w.dial(credential{cert: &w.adminCert})
+	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Watch before the CA was renewed: %v", err)
+	}
+
+	testpki.WriteFile(t, w.caFile, w.ca.Renewed(t).PEM())
+	// A new connection's handshake reads the renewed CA, and has the
+	// callers read it too.
+	if err := checkCall(t, w.dial(credential{cert: &w.checkCert})); err != nil {
+		t.Fatalf("Check on a connection the renewed CA verified: %v", err)
+	}
+	resp, err := grantCall(t, conn, "user:erin")
+	if err != nil {
+		t.Fatalf("Grant on a connection the CA verified before it was renewed: %v", err)
+	}
+	for {
+		got, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("the Watch of a connection the CA verified before it was renewed ended: %v", err)
+		}
+		if got.GetChange().GetRevision() == resp.GetRevision() {
+			break
+		}
+	}
+}
+
 func TestHealthNeedsNoCredentials(t *testing.T) {
 	w := newAuthWorld(t)
 	resp, err := healthpb.NewHealthClient(w.dial(credential{})).Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "usher.v1.AuthorizationService"})

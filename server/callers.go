@@ -51,10 +51,17 @@ type Caller struct {
 // Callers is the set of callers one reading of a callers file defines.
 type Callers struct {
 	list []Caller
-	// cas holds the DER of each CA of the client CA file read with the
+	// cas holds the caKey of each CA of the client CA file read with the
 	// callers file, or is nil: a client certificate identifies a caller
 	// only through a chain that ends at one of them.
 	cas map[string]struct{}
+}
+
+// caKey is what makes a CA the one that verified a chain: its name and
+// public key, which a renewal of its certificate keeps, as the handshake's
+// verification does.
+func caKey(ca *x509.Certificate) string {
+	return string(ca.RawSubject) + "\x00" + string(ca.RawSubjectPublicKeyInfo)
 }
 
 // trusts reports whether one of chains, those the handshake verified a
@@ -65,7 +72,7 @@ func (c *Callers) trusts(chains [][]*x509.Certificate) bool {
 	}
 	for _, chain := range chains {
 		if len(chain) > 0 {
-			if _, ok := c.cas[string(chain[len(chain)-1].Raw)]; ok {
+			if _, ok := c.cas[caKey(chain[len(chain)-1])]; ok {
 				return true
 			}
 		}
@@ -411,8 +418,8 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 	return true, errors.Join(err, caErr)
 }
 
-// caCertificates returns the DER of each certificate of the PEM bundle
-// read from file.
+// caCertificates returns the caKey of each CA of the PEM bundle read from
+// file, those a pool of it holds.
 func caCertificates(file string, bundle []byte) (map[string]struct{}, error) {
 	if _, err := certPool(file, bundle); err != nil {
 		return nil, err
@@ -423,8 +430,11 @@ func caCertificates(file string, bundle []byte) (map[string]struct{}, error) {
 		if block, rest = pem.Decode(rest); block == nil {
 			return cas, nil
 		}
-		if block.Type == "CERTIFICATE" {
-			cas[string(block.Bytes)] = struct{}{}
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
+			continue // as x509.CertPool.AppendCertsFromPEM skips it
+		}
+		if ca, err := x509.ParseCertificate(block.Bytes); err == nil {
+			cas[caKey(ca)] = struct{}{}
 		}
 	}
 }

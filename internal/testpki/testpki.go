@@ -49,6 +49,25 @@ func NewCA(t testing.TB, cn string) *CA {
 	return &CA{Cert: cert, key: key}
 }
 
+// Renewed is the CA with its certificate issued again, as a CA is renewed
+// before it expires: the same name and key, a new serial and validity. It
+// verifies what the CA issued.
+func (ca *CA) Renewed(t testing.TB) *CA {
+	t.Helper()
+	tmpl := *ca.Cert
+	tmpl.SerialNumber = serial(t)
+	tmpl.NotAfter = ca.Cert.NotAfter.Add(24 * time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &ca.key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatalf("testpki: renew CA %s: %v", ca.Cert.Subject, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, key: ca.key}
+}
+
 // PEM is the CA's certificate, PEM-encoded.
 func (ca *CA) PEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
