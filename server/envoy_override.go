@@ -144,7 +144,7 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) it
 				rest = ""
 			}
 			name, value, _ := strings.Cut(pair, "=")
-			if isMethodParameter(unescapeQuery(name)) {
+			if isMethodParameter(name) {
 				if !add("query parameter _method", unescapeQuery(value), false) {
 					return
 				}
@@ -153,11 +153,22 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) it
 	}
 }
 
-// isMethodParameter says whether a query parameter is _method as PHP reads
-// names, which Laravel and Symfony take the method from: leading spaces
-// dropped, and a '.', ' ' or '[' read as '_' (".method" is "_method").
-// Case is ignored, which costs only a parameter no framework reads.
+// isMethodParameter says whether a query parameter, named as the query
+// spells it, is _method as PHP reads names, which Laravel and Symfony take
+// the method from: decoded and cut at a NUL ("_method%00x" is "_method"),
+// leading spaces dropped, and a '.', ' ' or '[' read as '_' (".method" is
+// "_method"). Case is ignored, which costs only a parameter no framework
+// reads.
 func isMethodParameter(name string) bool {
+	// Cut at an escaped NUL first: a bad escape after it, which PHP leaves
+	// as it is, would leave the whole name undecoded here.
+	if i := strings.Index(name, "%00"); i >= 0 {
+		name = name[:i]
+	}
+	name = unescapeQuery(name)
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
 	name = strings.TrimLeft(name, " ")
 	if name == "" {
 		return false
