@@ -417,12 +417,22 @@ func (r envoyRoute) shadows(later envoyRoute) bool {
 		return false
 	}
 	for i, s := range r.segments {
-		if s.name == "" && (later.segments[i].name != "" || later.segments[i].literal != s.literal) {
+		l := later.segments[i]
+		if s.name == "" && (l.name != "" || l.literal != s.literal) {
+			return false
+		}
+		// A variable fills with no segment that has one of unfillable,
+		// which a literal may have.
+		if s.name != "" && l.name == "" && strings.ContainsAny(l.literal, unfillable) {
 			return false
 		}
 	}
 	return true
 }
+
+// unfillable are the characters of a segment that fills no variable; see
+// envoyRoute.matches.
+const unfillable = ":;\\%?#"
 
 // match returns the path's variables if the request matches r. segments
 // are the request path's, already decoded and screened by
@@ -473,7 +483,7 @@ func (r envoyRoute) matches(method string, segments []string, fold bool) bool {
 		// reads /calls/a/x%252F..%252Fb/end as /calls/a/x/../b/end. A '?'
 		// or '#' left after decoding starts a query or a fragment there:
 		// /calls/a/b%3Fx/end read again is /calls/a/b.
-		if strings.ContainsAny(v, ":;\\%?#") {
+		if strings.ContainsAny(v, unfillable) {
 			return false
 		}
 	}

@@ -1117,6 +1117,26 @@ func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
 	}
 }
 
+// A variable matches no segment with a ':', so a rule whose literal has one
+// in its place decides what the earlier rule does not: a custom method such
+// as GET /accounts/globex:export, after GET /accounts/{account}.
+func TestEnvoyRuleWithAColonAfterAVariableIsMatched(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Rules = []server.EnvoyRule{
+		{Method: "GET", Path: "/accounts/{account}", Resource: "account:{account}", Permission: "read-call"},
+		{Method: "GET", Path: "/accounts/globex:export", Resource: "account:globex", Permission: "call.manage"},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate() = %v; want the second rule accepted, the first matching none of its requests", err)
+	}
+	w := startEnvoy(t, cfg, nil)
+	wantDenial(t, w.ask(t, requestAs("bob", "GET", "/accounts/globex:export")), codes.PermissionDenied, 403, "NO_GRANT",
+		"user:bob holds no grant of call.manage on account:globex")
+	if a := w.ask(t, requestAs("bob", "GET", "/accounts/globex")); a.code != codes.OK {
+		t.Errorf("GET /accounts/globex as bob = %+v; want it allowed", a)
+	}
+}
+
 func TestParseEnvoyConfigIsStrict(t *testing.T) {
 	_, err := server.ParseEnvoyConfig([]byte("subject: {header: x-user-id}\nrules:\n  - {method: GET, path: /, resource: root, permision: read-call}\n"))
 	if err == nil || !strings.Contains(err.Error(), `unknown field "permision"`) {
