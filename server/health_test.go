@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/usher-authz/usher/server"
 )
@@ -190,6 +191,38 @@ func TestGracefulStopEndsHealthWatches(t *testing.T) {
 		t.Fatalf("the health Watch of a draining server said %v, %v; want NOT_SERVING", resp.GetStatus(), err)
 	}
 	_, err = w.Recv()
+	st := wantCode(t, err, codes.Unavailable)
+	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
+}
+
+// A server reflection stream, which grpcui and the like keep open on their
+// connection, ends UNAVAILABLE when the server drains, rather than keep a
+// stopping server waiting until its drain runs out.
+func TestGracefulStopEndsReflectionStreams(t *testing.T) {
+	f := newServer(t)
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("reflection before the drain: %v", err)
+	}
+	stopped := make(chan struct{})
+	go func() { f.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GracefulStop still waits for a reflection stream after 10s")
+	}
+	_, err = stream.Recv()
 	st := wantCode(t, err, codes.Unavailable)
 	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
 }

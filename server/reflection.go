@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -8,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/usher-authz/usher/authz"
 )
 
 // Limits of server reflection's streams. A reflection stream is a
@@ -41,14 +44,21 @@ const (
 type boundedReflection struct {
 	max     int
 	open    atomic.Int64
-	perConn *streamShares // by connection
+	perConn *streamShares   // by connection
+	drained context.Context // done once the server drains
 }
+
+// shuttingDown ends a reflection stream when the server drains.
+var shuttingDown = refuse(codes.Unavailable, "the server is shutting down: ask another server",
+	details{reason: string(authz.KindShuttingDown)})
 
 // registerReflection registers server reflection, v1 and v1alpha, on s,
 // their streams bounded together by MaxReflectionStreams and
-// MaxReflectionStreamsPerConn.
-func registerReflection(s reflection.GRPCServer) {
-	r := &boundedReflection{max: MaxReflectionStreams, perConn: newStreamShares(MaxReflectionStreamsPerConn)}
+// MaxReflectionStreamsPerConn, and ended UNAVAILABLE once drained is done:
+// a client that keeps one open (grpcui and the like) does not keep a
+// stopping server waiting until its drain runs out.
+func registerReflection(s reflection.GRPCServer, drained context.Context) {
+	r := &boundedReflection{max: MaxReflectionStreams, perConn: newStreamShares(MaxReflectionStreamsPerConn), drained: drained}
 	reflection.Register(reflectionRegistrar{GRPCServer: s, r: r})
 }
 
@@ -71,6 +81,10 @@ func (g reflectionRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
 				return err
 			}
 			defer release()
+			// Ending the HTTP/2 stream ends the handler's wait for the
+			// client's next request.
+			stop := context.AfterFunc(g.r.drained, func() { endStream(stream.Context(), shuttingDown) })
+			defer stop()
 			return handler(srv, stream)
 		}
 		d.Streams[i] = sd

@@ -105,7 +105,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		s.services = append(s.services, authv3.Authorization_ServiceDesc.ServiceName)
 	}
 	healthpb.RegisterHealthServer(screened, newBoundedHealth(s.health, s.watches.drained))
-	registerReflection(screened)
+	registerReflection(screened, s.watches.drained)
 	if metrics != nil {
 		metrics.attach(s, sessions, decisionLog)
 	}
