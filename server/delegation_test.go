@@ -85,8 +85,8 @@ func TestDelegatedWritesOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(changes.GetChanges()) != 1 || changes.GetChanges()[0].GetCaller() != "anonymous" ||
-		len(changes.GetChanges()[0].GetChanges()) != 2 {
-		t.Errorf("changes by user:olga = %v, want the one registration with its creator grant", changes.GetChanges())
+		len(changes.GetChanges()[0].GetChanges()) != 3 {
+		t.Errorf("changes by user:olga = %v, want the one registration with its creator grant and its default quota", changes.GetChanges())
 	}
 }
 
@@ -112,8 +112,10 @@ func TestQuotasOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(quotas.GetQuotas()) != 1 || quotas.GetQuotas()[0].GetUsed() != 3 {
-		t.Errorf("quotas above the call = %v, want the workspace's with 3 used", quotas.GetQuotas())
+	// Below the workspace's, the call's own: no call or event inside it.
+	if q := quotas.GetQuotas(); len(q) != 3 || q[0].GetScope() != stream42 || q[0].GetLimit() != 0 || q[1].GetScope() != stream42 ||
+		q[2].GetScope() != sales || q[2].GetUsed() != 3 {
+		t.Errorf("quotas above the call = %v, want the call's own and the workspace's with 3 used", q)
 	}
 	// Deleting a resource frees its place.
 	if _, err := f.admin.DeleteResource(ctx, &usherv1.DeleteResourceRequest{Name: "call:meeting:8"}); err != nil {
@@ -134,8 +136,12 @@ func TestQuotasOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := exported.GetPolicy().GetQuotas(); len(q) != 1 || q[0].GetSubject() != "user:olga" {
-		t.Errorf("exported quotas = %v", q)
+	// Besides olga's, the four calls' own (no call or event inside them).
+	if q := exported.GetPolicy().GetQuotas(); len(q) != 9 || !slices.ContainsFunc(q, func(q *usherv1.Quota) bool { return q.GetSubject() == "user:olga" }) ||
+		slices.ContainsFunc(q, func(q *usherv1.Quota) bool {
+			return q.GetSubject() == "" && (!strings.HasPrefix(q.GetScope(), "call:") || q.GetLimit() != 0)
+		}) {
+		t.Errorf("exported quotas = %v, want olga's and the calls' own", q)
 	}
 	if c := exported.GetPolicy().GetCreatorRoles(); len(c) != 2 {
 		t.Errorf("exported creator roles = %v, want the default policy's two", c)

@@ -188,9 +188,14 @@ func TestRestartDoesNotReapplyTheDefaultPolicy(t *testing.T) {
 	}
 }
 
-// sortedResources is p with its resources sorted by name.
+// sortedResources is p with its resources sorted by name, and its quotas
+// by scope.
 func sortedResources(p *usherv1.Policy) *usherv1.Policy {
 	p = proto.Clone(p).(*usherv1.Policy)
 	slices.SortFunc(p.Resources, func(a, b *usherv1.Resource) int { return strings.Compare(a.GetName(), b.GetName()) })
+	// Quotas, which calls start with, follow their scopes.
+	slices.SortFunc(p.Quotas, func(a, b *usherv1.Quota) int {
+		return strings.Compare(a.GetScope()+"\x00"+a.GetResourceType()+"\x00"+a.GetSubject(), b.GetScope()+"\x00"+b.GetResourceType()+"\x00"+b.GetSubject())
+	})
 	return p
 }

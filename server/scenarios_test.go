@@ -24,12 +24,13 @@ import (
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
-// The seed documents' scenario files (policy/scenarios), each quoting its
-// document statement by statement, replayed against a running server with
-// the shipped policy: every write, check, listing and join goes through the
-// gRPC API, as a platform backend and a media server would make them.
+// The scenario files (policy/scenarios), each quoting its seed document
+// (or the default policy) statement by statement, replayed against a running
+// server with the shipped policy: every write, check, listing and join goes
+// through the gRPC API, as a platform backend and a media server would make
+// them.
 func TestSeedScenariosReplayOverGRPC(t *testing.T) {
-	for _, name := range []string{"livebox", "livecaller", "vancast", "stream", "alfaview"} {
+	for _, name := range []string{"livebox", "livecaller", "vancast", "stream", "alfaview", "default"} {
 		t.Run(name, func(t *testing.T) {
 			f, err := scenario.Load(filepath.Join("..", "policy", "scenarios", name+".yaml"))
 			if err != nil {
