@@ -198,11 +198,12 @@ func (c tlsClient) config() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// export reads a running server's policy.
-func export(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
+// export reads a running server's policy, every page at minRevision or
+// later.
+func export(ctx context.Context, conn *grpc.ClientConn, minRevision uint64) (proto.Message, error) {
 	// Every page, merged into one policy: the first carries the catalog,
 	// each the resources, roles, quotas and rules of its part of the tree.
-	page := serverPages(ctx, admin(conn))
+	page := serverPages(ctx, admin(conn), minRevision)
 	all := &usherv1.Policy{}
 	for token := ""; ; {
 		p, next, err := page(token)

@@ -229,9 +229,11 @@ store, it rebuilds them; as JSON it is a policy file.`,
 		Args:    argsExactly(),
 	}
 	c := addClientFlags(cmd, callTimeout)
+	var minRevision uint64
+	minRevisionFlag(cmd, &minRevision)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {
-			return export(ctx, conn)
+			return export(ctx, conn, minRevision)
 		}, nil)
 	}
 	return cmd
@@ -333,7 +335,7 @@ func applyFile(ctx context.Context, admin usherv1.AdminServiceClient, file strin
 
 // inForce reads the policy in force where applying doc may change it.
 func inForce(ctx context.Context, admin usherv1.AdminServiceClient, doc *policy.Document) (*usherv1.Policy, error) {
-	before, err := policy.InForce(serverPages(ctx, admin), policy.Touches(doc.Policy))
+	before, err := policy.InForce(serverPages(ctx, admin, 0), policy.Touches(doc.Policy))
 	if err != nil {
 		return nil, fmt.Errorf("reading the policy in force: %w", err)
 	}
@@ -412,10 +414,11 @@ func writeDiffJSON(w io.Writer, entries []policy.Entry) error {
 	return err
 }
 
-// serverPages pages through a server's ExportPolicy.
-func serverPages(ctx context.Context, admin usherv1.AdminServiceClient) policy.ExportPage {
+// serverPages pages through a server's ExportPolicy, each page read at
+// minRevision or later.
+func serverPages(ctx context.Context, admin usherv1.AdminServiceClient, minRevision uint64) policy.ExportPage {
 	return func(token string) (*usherv1.Policy, string, error) {
-		resp, err := admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		resp, err := admin.ExportPolicy(ctx, &usherv1.ExportPolicyRequest{MinRevision: minRevision, PageSize: authz.MaxPageSize, PageToken: token})
 		if err != nil {
 			return nil, "", err
 		}

@@ -220,6 +220,13 @@ func TestClientCommands(t *testing.T) {
 	if out, err := usher("revoke", "user:dana", "host", "root"); err != nil || !strings.Contains(out, `"revision": "3"`) {
 		t.Fatalf("revoke: err %v, output %s", err, out)
 	}
+	// policy export is a read, and takes --min-revision as every read does.
+	if out, err := usher("policy", "export", "--min-revision", "3"); err != nil || !strings.Contains(out, `"name": "join-call"`) {
+		t.Fatalf("export --min-revision 3: err %v, output %s", err, out)
+	}
+	if out, err := usher("policy", "export", "--min-revision", "999", "--timeout", "300ms"); err == nil || !strings.Contains(out, "REVISION_NOT_REACHED") {
+		t.Fatalf("export --min-revision 999: err %v, output %s; want REVISION_NOT_REACHED", err, out)
+	}
 	if out, err := usher("grant", "user:dana", "no-such-role", "root"); err == nil || !strings.Contains(out, "NotFound") {
 		t.Fatalf("grant of an undefined role: err %v, output %s; want NotFound", err, out)
 	}
