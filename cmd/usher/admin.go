@@ -285,8 +285,8 @@ func blockCommand() *cobra.Command {
 		Short: "Deny a subject permissions on a resource, overriding grants",
 		Long: `Block denies SUBJECT the --permission list (every permission when none is
 given) on RESOURCE and below, whatever it is granted, and prints the block's
-id. A block adds to the subject's other blocks there; --id replaces the
-block of that id instead.`,
+id. A block adds to the subject's other blocks there; --id names it, and
+replaces the subject's block of that id there, if it has one.`,
 		Example: `  usher block user:mallory call:standup --reason "spam in chat"
   usher block user:mallory call:standup --permission send-video,send-audio --expires 30m
   usher block user:mallory account:acme --actor user:dana --expires 2026-12-31T00:00:00Z`,
@@ -296,7 +296,7 @@ block of that id instead.`,
 	fs := cmd.Flags()
 	fs.StringSliceVar(&req.Permissions, "permission", nil, "a permission to deny (default all); repeat or separate with commas")
 	fs.StringVar(&req.Reason, "reason", "", "why, recorded with the block and shown in the decisions it makes")
-	fs.StringVar(&req.BlockId, "id", "", "the `id` of an existing block to replace")
+	fs.StringVar(&req.BlockId, "id", "", "the block's `id`: an existing block's to replace it, or a new one's (default: one made up)")
 	actorFlag(cmd, &req.Actor)
 	expires := expiresFlag(fs, "the block")
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
