@@ -1217,8 +1217,9 @@ type BlockRequest struct {
 	// each P listed), may block only what it holds or may assign there, and
 	// may not block itself.
 	Actor string `protobuf:"bytes,6,opt,name=actor,proto3" json:"actor,omitempty"`
-	// Empty for a new block, which adds to the subject's other blocks there;
-	// the id of an existing block to replace that one.
+	// The block's id: empty for one made up, the block adding to the
+	// subject's other blocks there; the id of the subject's existing block
+	// there to replace that one; or a new id, for a new block under it.
 	BlockId       string `protobuf:"bytes,7,opt,name=block_id,json=blockId,proto3" json:"block_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
