@@ -252,3 +252,23 @@ func TestServeHelpSaysWhoseTraceIsContinued(t *testing.T) {
 		t.Errorf("serve --help does not name --trace-sample-ratio:\n%s", stdout)
 	}
 }
+
+// serve's help names both variables that turn tracing on without
+// --otlp-endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT does as well as
+// OTEL_EXPORTER_OTLP_ENDPOINT, and a help that names only the second says
+// there is no tracing where there is.
+func TestServeHelpNamesEveryVariableThatTurnsTracingOn(t *testing.T) {
+	_, stdout, _ := runCode("serve", "--help")
+	for _, line := range strings.Split(stdout, "\n") {
+		if !strings.Contains(line, "--otlp-endpoint") {
+			continue
+		}
+		for _, v := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+			if !strings.Contains(line, v) {
+				t.Errorf("serve --help says of --otlp-endpoint:\n%s\nwant it to name %s, which turns tracing on without it", line, v)
+			}
+		}
+		return
+	}
+	t.Errorf("serve --help does not name --otlp-endpoint:\n%s", stdout)
+}

@@ -97,7 +97,7 @@ variable their help names.`,
 	tracing := server.TracingConfig{}
 	fs.StringVar(&tracing.Endpoint, "otlp-endpoint", "",
 		"export traces over OTLP/gRPC to this collector, host:port (TLS) or http://host:port (plaintext); "+
-			"without it, to OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing")
+			"without it, to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or else OTEL_EXPORTER_OTLP_ENDPOINT, if set, else no tracing")
 	fs.Float64Var(&tracing.SampleRatio, "trace-sample-ratio", server.DefaultSampleRatio,
 		"share of calls traced among those that continue no sampled trace (a call's sampled trace is always continued; with --callers only a known caller's, a stranger's calls being sampled as if it sent none)")
 	decisionLog := fs.String("decision-log", envOr("USHER_DECISION_LOG", ""),
