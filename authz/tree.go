@@ -5,8 +5,9 @@ import (
 	"slices"
 )
 
-// MaxDepth is how deep the resource tree may grow: a resource may have at
-// most this many ancestors below root. Conferencing trees are a handful of
+// MaxDepth is how deep the resource tree may grow: a resource may lie at
+// most this many levels below root, and so have this many ancestors, root
+// among them. Conferencing trees are a handful of
 // levels deep (account > workspace > event > call type > call); the bound
 // keeps every walk to root, and so every check, short.
 const MaxDepth = 32
