@@ -504,6 +504,33 @@ func TestACertificatesSubjectIsReadAsRFC2253WritesIt(t *testing.T) {
 	}
 }
 
+// watching opens a Watch on conn and reads its first message, which says
+// the stream runs; before says when, for the failure.
+func watching(t *testing.T, conn *grpc.ClientConn, before string) usherv1.AuthorizationService_WatchClient {
+	t.Helper()
+	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Watch %s: %v", before, err)
+	}
+	return stream
+}
+
+// endOf reads stream until it ends, and returns the last message it sent
+// and how it ended.
+func endOf(stream usherv1.AuthorizationService_WatchClient) (*usherv1.WatchResponse, error) {
+	var last *usherv1.WatchResponse
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return last, err
+		}
+		last = resp
+	}
+}
+
 // A client certificate is good until it expires, not for as long as the
 // connection it came on lasts: once it has, the calls that connection
 // carries are refused, and the streams it opened end, as a new
@@ -513,23 +540,14 @@ func TestAnExpiredClientCertificateIsRefusedOnTheConnectionItOpened(t *testing.T
 	expires := time.Now().Add(4 * time.Second).Truncate(time.Second)
 	cert := w.ca.ClientUntil(t, pkix.Name{CommonName: "console", Organization: []string{"acme"}}, expires)
 	conn := w.dial(credential{cert: &cert})
-	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
-	if err != nil {
-		t.Fatalf("Watch: %v", err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatalf("Watch before the certificate expired: %v", err)
-	}
+	stream := watching(t, conn, "before the certificate expired")
 	if _, err := grantCall(t, conn, "user:dana"); err != nil {
 		t.Fatalf("Grant before the certificate expired: %v", err)
 	}
 	rev, _ := w.store.Revision(context.Background())
 
 	// The stream ends once the certificate has expired.
-	var resp *usherv1.WatchResponse
-	for err == nil {
-		resp, err = stream.Recv()
-	}
+	resp, err := endOf(stream)
 	want := refusal{reason: "EXPIRED_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=console,O=acme"}}
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("the Watch of a certificate expired at %s: last sent %v, ended %v; want it ended Unauthenticated", expires, resp, err)
@@ -555,13 +573,7 @@ func TestAnExpiredClientCertificateIsRefusedOnTheConnectionItOpened(t *testing.T
 func TestACertificateWhoseCALeftTheClientCAFileIsRefusedOnItsConnection(t *testing.T) {
 	w := newAuthWorld(t)
 	conn := w.dial(credential{cert: &w.adminCert})
-	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
-	if err != nil {
-		t.Fatalf("Watch: %v", err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatalf("Watch before the CA was taken out: %v", err)
-	}
+	stream := watching(t, conn, "before the CA was taken out")
 	if _, err := grantCall(t, conn, "user:dana"); err != nil {
 		t.Fatalf("Grant before the CA was taken out: %v", err)
 	}
@@ -569,10 +581,7 @@ func TestACertificateWhoseCALeftTheClientCAFileIsRefusedOnItsConnection(t *testi
 	rev, _ := w.store.Revision(context.Background())
 
 	testpki.WriteFile(t, w.caFile, w.foreignCA.PEM()) // read at the next poll
-	var resp *usherv1.WatchResponse
-	for err == nil {
-		resp, err = stream.Recv()
-	}
+	resp, err := endOf(stream)
 	want := refusal{reason: "UNTRUSTED_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=console,O=acme"}}
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("the Watch of a certificate whose CA was taken out: last sent %v, ended %v; want it ended Unauthenticated", resp, err)
@@ -619,13 +628,7 @@ func TestACAPutInTheClientCAFileIdentifiesWhileTheCallersFileIsBroken(t *testing
 func TestACARenewedInTheClientCAFileStillIdentifiesOnOpenConnections(t *testing.T) {
 	w := newAuthWorld(t)
 	conn := w.dial(credential{cert: &w.adminCert})
-	stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
-	if err != nil {
-		t.Fatalf("Watch: %v", err)
-	}
-	if _, err := stream.Recv(); err != nil {
-		t.Fatalf("Watch before the CA was renewed: %v", err)
-	}
+	stream := watching(t, conn, "before the CA was renewed")
 
 	testpki.WriteFile(t, w.caFile, w.ca.Renewed(t).PEM())
 	// A new connection's handshake reads the renewed CA, and has the
@@ -721,18 +724,6 @@ func TestCallersFileChangesTakeEffectWithoutRestart(t *testing.T) {
 func TestARemovedCallersOpenStreamsEnd(t *testing.T) {
 	w := newAuthWorld(t)
 	admin := w.dial(credential{token: w.adminToken})
-	watch := func(conn *grpc.ClientConn) usherv1.AuthorizationService_WatchClient {
-		t.Helper()
-		stream, err := usherv1.NewAuthorizationServiceClient(conn).Watch(callCtx(t), &usherv1.WatchRequest{})
-		if err != nil {
-			t.Fatalf("Watch: %v", err)
-		}
-		// The first message says the stream runs, from the revision then.
-		if _, err := stream.Recv(); err != nil {
-			t.Fatalf("Watch: the first message: %v", err)
-		}
-		return stream
-	}
 	// next is the next change the stream sends, past progress messages.
 	next := func(stream usherv1.AuthorizationService_WatchClient) (*usherv1.ChangeRecord, error) {
 		for {
@@ -743,9 +734,9 @@ func TestARemovedCallersOpenStreamsEnd(t *testing.T) {
 		}
 	}
 	streams := map[string]usherv1.AuthorizationService_WatchClient{
-		"a check caller by token":       watch(w.dial(credential{token: w.checkToken})),
-		"a check caller by certificate": watch(w.dial(credential{cert: &w.checkCert})),
-		"an admin that stays":           watch(admin),
+		"a check caller by token":       watching(t, w.dial(credential{token: w.checkToken}), "of a check caller by token"),
+		"a check caller by certificate": watching(t, w.dial(credential{cert: &w.checkCert}), "of a check caller by certificate"),
+		"an admin that stays":           watching(t, admin, "of an admin that stays"),
 	}
 	if _, err := grantCall(t, admin, "user:dana"); err != nil {
 		t.Fatalf("Grant: %v", err)

@@ -168,6 +168,19 @@ func TestAConnectionHoldsAtMostFourHealthWatches(t *testing.T) {
 	refused(f.health)
 }
 
+// stopsWithin10s stops f gracefully and fails the test if it still waits,
+// for a stream of what, after 10 s.
+func stopsWithin10s(t *testing.T, f *fixture, what string) {
+	t.Helper()
+	stopped := make(chan struct{})
+	go func() { f.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("GracefulStop still waits for %s after 10s", what)
+	}
+}
+
 // A health Watch, which a client's health checking holds open for as long
 // as it uses the server, is told NOT_SERVING when the server drains and
 // then ends, UNAVAILABLE, so that it does not keep a stopping server
@@ -180,13 +193,7 @@ func TestGracefulStopEndsHealthWatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped := make(chan struct{})
-	go func() { f.stop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("GracefulStop still waits for a health Watch after 10s")
-	}
+	stopsWithin10s(t, f, "a health Watch")
 	if resp, err := w.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("the health Watch of a draining server said %v, %v; want NOT_SERVING", resp.GetStatus(), err)
 	}
@@ -215,13 +222,7 @@ func TestGracefulStopEndsReflectionStreams(t *testing.T) {
 	if _, err := stream.Recv(); err != nil {
 		t.Fatalf("reflection before the drain: %v", err)
 	}
-	stopped := make(chan struct{})
-	go func() { f.stop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("GracefulStop still waits for a reflection stream after 10s")
-	}
+	stopsWithin10s(t, f, "a reflection stream")
 	_, err = stream.Recv()
 	st := wantCode(t, err, codes.Unavailable)
 	wantDetails(t, st, refusal{reason: "SHUTTING_DOWN"})
