@@ -33,6 +33,13 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 	key, knockKey := s.sessionKey(sess.Call, sess.Subject), s.knockKey(sess.Call, sess.Subject)
 	from := s.sessionRange(sess.Call)
 	end := clientv3.GetPrefixRangeEnd(from)
+	// A join that Room admits whoever else is in the call, whatever the
+	// subject held before, reads only the subject's own session: a crowd
+	// costs it nothing.
+	get := clientv3.OpGet(from, clientv3.WithRange(end))
+	if admission.Alone(nil, sess, max) {
+		get = clientv3.OpGet(key)
+	}
 	var lease clientv3.LeaseID
 	defer func() {
 		if lease != 0 {
@@ -58,7 +65,7 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 		if err := backoff(ctx, attempt); err != nil {
 			return 0, "", err
 		}
-		read, err := s.cli.Txn(ctx).Then(clientv3.OpGet(from, clientv3.WithRange(end)), clientv3.OpGet(knockKey)).Commit()
+		read, err := s.cli.Txn(ctx).Then(get, clientv3.OpGet(knockKey)).Commit()
 		if err != nil {
 			return 0, "", err
 		}

@@ -42,9 +42,9 @@
 // decision truer), and that the subject's own session and knock keys are as
 // read; a join that Room admits whoever else is in the call
 // (admission.Alone: it counts against no max and takes no exclusive mark)
-// compares only the latter. If another replica committed in between, Join
-// reads and decides again, at most Options.RetryConflicts times, then
-// answers authz.Aborted.
+// reads and compares only the latter, however many are in the call. If
+// another replica committed in between, Join reads and decides again, at
+// most Options.RetryConflicts times, then answers authz.Aborted.
 // Within one process, joins of a call wait for each other, so a replica never
 // conflicts with itself. The decision is always made against etcd, never the
 // local picture.
