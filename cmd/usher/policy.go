@@ -145,7 +145,8 @@ refused, naming the grants that hold it.
 It prints the server's answer: the revision, whether anything changed, and
 the changes. With --output table, it prints a line per definition (+ added,
 ~ changed, - removed; with --diff, the fields below each), then
-"changed: true" or "changed: false" and the revision. A refusal is printed at the file's line,
+"changed: true" or "changed: false" and the revision, or with --dry-run
+"dry run: N changes, nothing written". A refusal is printed at the file's line,
 with what to do about it, and exits 1; nothing is applied.`,
 		Example: `  usher policy apply policy.yaml --output table
   usher policy apply --prune --dry-run --diff policy.yaml -o table
@@ -344,7 +345,8 @@ func inForce(ctx context.Context, admin usherv1.AdminServiceClient, doc *policy.
 
 // writeApplied is the table of an ApplyPolicyResponse: a line per
 // definition (+ added, ~ changed, - removed; with fields, the fields below
-// each), then "changed: true" or "changed: false" and the revision.
+// each), then "changed: true" or "changed: false" and the revision, or
+// "dry run: N changes, nothing written".
 func writeApplied(w io.Writer, before *usherv1.Policy, resp *usherv1.ApplyPolicyResponse, fields bool) {
 	detail := policy.NoFields
 	if fields {
