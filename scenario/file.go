@@ -168,6 +168,14 @@ var expects = map[string][]string{
 // writeExpects is what a write expects: a refusal, and the rule it names.
 var writeExpects = []string{"refused", "rule"}
 
+// unread names the fields of an action's value that the action shares
+// with another but does not read: an unblock lifts whole blocks, a revoke
+// sets no expiry, an admit grants the admission rule's role.
+var unread = map[string][]string{
+	"unblock": {"permissions", "reason", "expires_in"}, "revoke": {"expires_in"}, "admit": {"role"},
+	"delete_role": {"permissions", "assignable_roles", "bindable_on", "max_holders"}, "delete_quota": {"limit"},
+}
+
 // Parse reads a scenario file. Errors name the file and line.
 func Parse(path string, data []byte) (*File, error) {
 	var doc yaml.Node
@@ -236,6 +244,14 @@ func parseStep(n *yaml.Node) (Step, error) {
 		key := n.Content[i].Value
 		if key != "quote" && key != found[0] && !slices.Contains(applies, key) {
 			return s, fmt.Errorf("field %q does not apply to a %s step", key, found[0])
+		}
+		if key == found[0] && n.Content[i+1].Kind == yaml.MappingNode {
+			action := n.Content[i+1]
+			for j := 0; j < len(action.Content); j += 2 {
+				if field := action.Content[j].Value; slices.Contains(unread[key], field) {
+					return s, fmt.Errorf("field %q does not apply to %s %s: nothing reads it", field, article(key), key)
+				}
+			}
 		}
 	}
 	var raw strings.Builder
@@ -335,4 +351,12 @@ func (s Step) Name() string {
 		return s.Quote
 	}
 	return s.Describe()
+}
+
+// article is the indefinite article before an action's name.
+func article(action string) string {
+	if strings.ContainsRune("aeiou", rune(action[0])) {
+		return "an"
+	}
+	return "a"
 }

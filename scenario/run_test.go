@@ -117,6 +117,13 @@ func TestParseRefusesMalformedSteps(t *testing.T) {
 		{"outcome on a write", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    outcome: BLOCKED\n", `field "outcome" does not apply to a grant step`},
 		{"refused on a join", "policy: default\nsteps:\n  - join: {subject: user:a, resource: root}\n    refused: PERMISSION_DENIED\n", `field "refused" does not apply to a join step`},
 		{"role on a permissions read", "policy: default\nsteps:\n  - permissions: {subject: user:a, resource: root}\n    role: user\n", `field "role" does not apply to a permissions step`},
+		// A field of an action that the action does not read would be a
+		// claim left unchecked: an unblock lifts every block it names.
+		{"permissions on an unblock", "policy: default\nsteps:\n  - unblock: {subject: user:a, resource: root, permissions: [send-audio]}\n", `sample.yaml:3: field "permissions" does not apply to an unblock`},
+		{"expires_in on a revoke", "policy: default\nsteps:\n  - revoke: {subject: user:a, role: user, resource: root, expires_in: 1h}\n", `field "expires_in" does not apply to a revoke`},
+		{"limit on a quota deletion", "policy: default\nsteps:\n  - delete_quota: {scope: root, resource_type: call, limit: 3}\n", `field "limit" does not apply to a delete_quota`},
+		{"permissions on a role deletion", "policy: default\nsteps:\n  - delete_role: {name: user, scope: root, permissions: [join-call]}\n", `field "permissions" does not apply to a delete_role`},
+		{"role on an admit", "policy: default\nsteps:\n  - admit: {subject: user:a, role: host, resource: root}\n", `field "role" does not apply to an admit`},
 		{"a rule with no refusal", "policy: default\nsteps:\n  - grant: {subject: user:a, role: user, resource: root}\n    rule: no escalation\n", `sample.yaml:3: rule names the rule of a refusal: the step has no refused`},
 	}
 	for _, c := range cases {
