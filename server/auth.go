@@ -336,7 +336,8 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 		}
 		return Caller{}, refuse(codes.Unauthenticated, "the bearer token matches no caller", details{reason: reasonBadToken})
 	}
-	if cert, until := clientCertificate(ctx); cert != nil {
+	chains := verifiedChains(ctx)
+	if cert, until := certificateOf(chains); cert != nil {
 		// The handshake verified the certificate when the connection
 		// opened, and a connection may stay open for days.
 		if time.Now().After(until) {
@@ -345,7 +346,7 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 				fmt.Sprintf("the client certificate %q, or one that signed it, expired at %s: connect again with a renewed one", subject, until.UTC().Format(time.RFC3339)),
 				details{reason: reasonExpiredCertificate, meta: map[string]string{"certificate_subject": subject, "not_after": until.UTC().Format(time.RFC3339)}})
 		}
-		if !callers.trusts(verifiedChains(ctx)) {
+		if !callers.trusts(chains) {
 			subject := distinguishedName(cert)
 			return Caller{}, refuse(codes.Unauthenticated,
 				fmt.Sprintf("the client certificate %q was verified by a CA no longer in the client CA file: connect again with a certificate one there signed", subject),
@@ -367,7 +368,11 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 // chains it was verified by expires: the first certificate of the chain to
 // expire does.
 func clientCertificate(ctx context.Context) (cert *x509.Certificate, until time.Time) {
-	chains := verifiedChains(ctx)
+	return certificateOf(verifiedChains(ctx))
+}
+
+// certificateOf is clientCertificate of the chains the handshake verified.
+func certificateOf(chains [][]*x509.Certificate) (cert *x509.Certificate, until time.Time) {
 	if len(chains) == 0 || len(chains[0]) == 0 {
 		return nil, time.Time{}
 	}

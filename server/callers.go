@@ -51,17 +51,29 @@ type Caller struct {
 // Callers is the set of callers one reading of a callers file defines.
 type Callers struct {
 	list []Caller
-	// cas holds the caKey of each CA of the client CA file read with the
-	// callers file, or is nil: a client certificate identifies a caller
-	// only through a chain that ends at one of them.
-	cas map[string]struct{}
+	// cas holds each CA of the client CA file read with the callers file,
+	// by its name and then its public key, or is nil: a client certificate
+	// identifies a caller only through a chain that ends at one of them.
+	cas caSet
 }
 
-// caKey is what makes a CA the one that verified a chain: its name and
-// public key, which a renewal of its certificate keeps, as the handshake's
-// verification does.
-func caKey(ca *x509.Certificate) string {
-	return string(ca.RawSubject) + "\x00" + string(ca.RawSubjectPublicKeyInfo)
+// caSet holds CAs by what makes a CA the one that verified a chain: its
+// name and public key, which a renewal of its certificate keeps, as the
+// handshake's verification does. Looking one up allocates nothing.
+type caSet map[string]map[string]struct{}
+
+func (s caSet) add(ca *x509.Certificate) {
+	keys := s[string(ca.RawSubject)]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		s[string(ca.RawSubject)] = keys
+	}
+	keys[string(ca.RawSubjectPublicKeyInfo)] = struct{}{}
+}
+
+func (s caSet) has(ca *x509.Certificate) bool {
+	_, ok := s[string(ca.RawSubject)][string(ca.RawSubjectPublicKeyInfo)]
+	return ok
 }
 
 // trusts reports whether one of chains, those the handshake verified a
@@ -71,10 +83,8 @@ func (c *Callers) trusts(chains [][]*x509.Certificate) bool {
 		return true
 	}
 	for _, chain := range chains {
-		if len(chain) > 0 {
-			if _, ok := c.cas[caKey(chain[len(chain)-1])]; ok {
-				return true
-			}
+		if len(chain) > 0 && c.cas.has(chain[len(chain)-1]) {
+			return true
 		}
 	}
 	return false
@@ -418,25 +428,26 @@ func (s *CallerSource) reload(force bool) (bool, error) {
 	return true, errors.Join(err, caErr)
 }
 
-// caCertificates returns the caKey of each CA of the PEM bundle read from
-// file, those a pool of it holds.
-func caCertificates(file string, bundle []byte) (map[string]struct{}, error) {
-	if _, err := certPool(file, bundle); err != nil {
-		return nil, err
-	}
-	cas := map[string]struct{}{}
+// caCertificates returns the CAs of the PEM bundle read from file, those a
+// pool of it holds, or an error if it holds none.
+func caCertificates(file string, bundle []byte) (caSet, error) {
+	cas := caSet{}
 	for rest := bundle; ; {
 		var block *pem.Block
 		if block, rest = pem.Decode(rest); block == nil {
-			return cas, nil
+			break
 		}
 		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
 			continue // as x509.CertPool.AppendCertsFromPEM skips it
 		}
 		if ca, err := x509.ParseCertificate(block.Bytes); err == nil {
-			cas[caKey(ca)] = struct{}{}
+			cas.add(ca)
 		}
 	}
+	if len(cas) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file) // as certPool says
+	}
+	return cas, nil
 }
 
 // readFiles reads files and returns their contents and a digest of them:
