@@ -327,7 +327,9 @@ func (a authenticator) identify(ctx context.Context) (Caller, error) {
 	callers := a.src.Current()
 	if len(metadata.ValueFromIncomingContext(ctx, "authorization")) > 0 {
 		token, err := auth.AuthFromMD(ctx, "bearer")
-		if err != nil {
+		// An empty token is no credential: "bearer " would otherwise
+		// be the caller whose token_sha256 is the empty string's.
+		if err != nil || token == "" {
 			return Caller{}, refuse(codes.Unauthenticated, `the authorization header must be "bearer <token>"`,
 				details{reason: reasonMalformedAuthorization})
 		}

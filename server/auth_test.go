@@ -270,6 +270,8 @@ func TestCallsWithoutValidCredentialsAreUnauthenticated(t *testing.T) {
 		{"the stored hash is not a token", credential{token: hashOf(w.adminToken)}, "matches no caller", refusal{reason: "BAD_TOKEN"}},
 		{"an authorization header without the bearer scheme is UNAUTHENTICATED", credential{header: "basic " + w.adminToken}, "bearer <token>",
 			refusal{reason: "MALFORMED_AUTHORIZATION"}},
+		{"an empty bearer token is no token, and identifies no caller", credential{header: "bearer "}, "bearer <token>",
+			refusal{reason: "MALFORMED_AUTHORIZATION"}},
 		{"a client certificate of the CA that no caller names is UNAUTHENTICATED", credential{cert: &w.strangerCert}, `"CN=stranger,O=acme" matches no caller`,
 			refusal{reason: "UNKNOWN_CERTIFICATE", meta: map[string]string{"certificate_subject": "CN=stranger,O=acme"}}},
 		{"a wrong token is refused even with a good certificate", credential{token: newToken(t), cert: &w.adminCert}, "matches no caller", refusal{reason: "BAD_TOKEN"}},

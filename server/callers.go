@@ -152,8 +152,9 @@ func LoadCallers(file string) (*Callers, error) {
 
 // ParseCallers parses the YAML (or JSON) of a callers file; file names it in
 // errors. Parsing is strict: an unknown field, a malformed hash, an unknown
-// kind, a duplicate name or credential, an entry nothing identifies or a file
-// without callers is an error naming the entry's field and value.
+// kind, the hash of an empty token, a duplicate name or credential, an entry
+// nothing identifies or a file without callers is an error naming the entry's
+// field and value.
 func ParseCallers(file string, data []byte) (*Callers, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s", file, fmt.Sprintf(format, args...))
@@ -235,6 +236,9 @@ func (e callerEntry) caller(path string) (Caller, error) {
 		if c.tokenSHA256, err = parseSHA256(e.TokenSHA256); err != nil {
 			return c, fmt.Errorf("%s.token_sha256: %v (the value is not shown: it may be the token itself)", path, err)
 		}
+		if bytes.Equal(c.tokenSHA256, emptyTokenSHA256[:]) {
+			return c, fmt.Errorf("%s.token_sha256 %q: the SHA-256 of an empty token, which identifies nobody: hash the caller's token (was the variable holding it empty?)", path, e.TokenSHA256)
+		}
 	}
 	if e.CertificateSHA256 != "" {
 		// openssl x509 -fingerprint -sha256 prints the hash with colons.
@@ -253,6 +257,10 @@ func (e callerEntry) caller(path string) (Caller, error) {
 	}
 	return c, nil
 }
+
+// emptyTokenSHA256 is what hashing an unset variable gives
+// (printf %s "$TOKEN" | sha256sum), never a caller's token's hash.
+var emptyTokenSHA256 = sha256.Sum256(nil)
 
 // parseSHA256 decodes 64 hexadecimal characters.
 func parseSHA256(s string) ([]byte, error) {

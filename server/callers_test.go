@@ -106,6 +106,9 @@ func TestParseCallersRefuses(t *testing.T) {
 		{"a token hash that is not hexadecimal is an error",
 			"callers:\n  - {name: a, kind: check, token_sha256: " + strings.Repeat("zz", 32) + "}\n",
 			[]string{`callers[0].token_sha256: must be hexadecimal`}},
+		{"the hash of an empty token is an error: an unset variable hashed, that a bare \"bearer \" would match",
+			"callers:\n  - {name: a, kind: admin, token_sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}\n",
+			[]string{`callers[0].token_sha256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"`, "empty token"}},
 		{"a certificate hash that is not 64 characters is an error",
 			"callers:\n  - {name: a, kind: admin, certificate_sha256: abc}\n",
 			[]string{`callers[0].certificate_sha256 "abc"`}},
@@ -341,6 +344,7 @@ func FuzzParseCallers(f *testing.F) {
 	f.Add([]byte("callers:\n  - {name: console, kind: admin, certificate_subject: 'CN=console,O=acme'}\n"))
 	f.Add([]byte("callers:\n  - {name: r, kind: admin, certificate_sha256: '" + strings.Repeat("AB:", 31) + "AB'}\n"))
 	f.Add([]byte("callers: [{name: a, kind: superuser}]"))
+	f.Add([]byte("callers:\n  - {name: a, kind: admin, token_sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		callers, err := server.ParseCallers("callers.yaml", data)
 		if err != nil {
