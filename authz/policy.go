@@ -432,12 +432,17 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 		changes = append(changes, Change{Op: OpPutQuota, Quota: &q})
 	}
 	if opts.Prune {
-		// A quota that registering its scope gives (its type's default, as
-		// the policy leaves the defaults or as they were when the scope was
-		// registered) is the policy's own: removing it would leave the
-		// scope with no limit at all.
+		// A quota of a type that its scope's type has a default quota for,
+		// in the policy, is the policy's own whatever its limit now:
+		// registering the scope gave it, a plan may have changed it since,
+		// and removing it would leave the scope with no limit at all.
+		// Judged by the policy's defaults alone, not those it prunes, so
+		// that applying the policy again removes nothing more.
 		isDefault := func(q Quota) bool {
-			return x.isDefaultQuota(TypeOf(q.Scope), q) || givenBy(p.DefaultQuotas, TypeOf(q.Scope), q)
+			typ := TypeOf(q.Scope)
+			return q.Subject == "" && slices.ContainsFunc(p.DefaultQuotas, func(d DefaultQuota) bool {
+				return d.ScopeType == typ && d.ResourceType == q.ResourceType
+			})
 		}
 		for _, scope := range x.sortedQuotaScopes() {
 			for _, q := range x.quotas[scope] {
