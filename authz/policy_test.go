@@ -610,3 +610,71 @@ func TestAPolicyPruneWalksEachScopeOnce(t *testing.T) {
 		t.Errorf("pruning roles held: %v; want the %d grants named", err, roles)
 	}
 }
+
+// A policy's default_quotas give "every new resource of a type its quotas
+// in the same write": a resource the policy registers gets them too, as the
+// policy leaves them, or a platform listing its calls in a policy file
+// would have calls without the limits that keep one from nesting inside
+// another. A quota the policy lists on it stands, and what was registered
+// before is left as it is.
+func TestAResourceAPolicyRegistersGetsItsDefaultQuotas(t *testing.T) {
+	quotaOf := func(w *world, scope, typ string) (uint32, bool) {
+		t.Helper()
+		qs, _, err := w.idx.ListQuotas(scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range qs {
+			if q.Scope == scope && q.ResourceType == typ && q.Subject == "" {
+				return q.Limit, true
+			}
+		}
+		return 0, false
+	}
+	for _, tc := range []struct {
+		name      string
+		defaults  []authz.DefaultQuota // the policy applied's
+		prune     bool
+		wantCall  bool // account:new gets a call quota of 0
+		wantEvent bool // account:new gets an event quota of 0
+	}{
+		{"the default the policy adds", []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call"}}, false, true, true},
+		{"a default in force the policy leaves", nil, false, false, true},
+		{"not a default the policy prunes", []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call"}}, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := streamPolicy()
+			p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "event"}}
+			w := newWorld(t, p)
+			w.put("account:before", "root")
+			p.DefaultQuotas = tc.defaults
+			p.Resources = append(p.Resources, authz.Resource{Name: "account:before"},
+				authz.Resource{Name: "account:new"}, authz.Resource{Name: "account:listed"})
+			p.Quotas = append(p.Quotas, authz.Quota{Scope: "account:listed", ResourceType: "call", Limit: 5})
+			if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: tc.prune}); err != nil {
+				t.Fatal(err)
+			}
+			if limit, ok := quotaOf(w, "account:new", "call"); ok != tc.wantCall || limit != 0 {
+				t.Errorf("account:new, which the policy registers: a call quota %v (limit %d), want %v with limit 0", ok, limit, tc.wantCall)
+			}
+			if limit, ok := quotaOf(w, "account:new", "event"); ok != tc.wantEvent || limit != 0 {
+				t.Errorf("account:new, which the policy registers: an event quota %v (limit %d), want %v with limit 0", ok, limit, tc.wantEvent)
+			}
+			if limit, ok := quotaOf(w, "account:listed", "call"); !ok || limit != 5 {
+				t.Errorf("account:listed: call quota %v, limit %d; want the policy's own, 5", ok, limit)
+			}
+			if _, ok := quotaOf(w, "account:before", "call"); ok {
+				t.Error("account:before, registered before the policy, was given the policy's default quota")
+			}
+			_, changed, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{Prune: tc.prune})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range changed {
+				if c.Quota != nil {
+					t.Errorf("applying the policy again: %s %+v", c.Op, *c.Quota)
+				}
+			}
+		})
+	}
+}
