@@ -448,6 +448,16 @@ func TestOutputTable(t *testing.T) {
 	if got := tableRows(stdout); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("list-grants --output table:\n%s\nwant rows %q", stdout, want)
 	}
+	// A number of 0 is a value: a limit of 0 shown as no cell, or no
+	// column, would read as no limit.
+	if code, _, stderr := usher("quotas", "put", "account:acme", "room", "0"); code != exitOK {
+		t.Fatalf("usher quotas put: exit %d\n%s", code, stderr)
+	}
+	_, stdout, _ = usher("quotas", "list", "account:acme", "--output", "table")
+	want = [][]string{{"SCOPE", "RESOURCE_TYPE", "LIMIT", "USED"}, {"account:acme", "room", "0", "0"}}
+	if got := tableRows(stdout); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("quotas list --output table:\n%s\nwant rows %q", stdout, want)
+	}
 	_, stdout, _ = usher("changes", "--subject", "user:eve", "--output", "table")
 	rows := tableRows(stdout)
 	if len(rows) != 2 || !slices.Equal(rows[0], []string{"REVISION", "TIME", "WHO", "CHANGES"}) || rows[1][0] != "4" ||

@@ -193,7 +193,7 @@ func writeList(w io.Writer, l protoreflect.List, fd protoreflect.FieldDescriptor
 	for j := range fields.Len() {
 		col := fields.Get(j)
 		for i := range l.Len() {
-			if l.Get(i).Message().Has(col) {
+			if shown(l.Get(i).Message(), col) {
 				columns = append(columns, col)
 				break
 			}
@@ -213,12 +213,33 @@ func writeList(w io.Writer, l protoreflect.List, fd protoreflect.FieldDescriptor
 		row := l.Get(i).Message()
 		cells := make([]string, len(columns))
 		for j, col := range columns {
-			if row.Has(col) || col.Kind() == protoreflect.BoolKind {
+			if shown(row, col) || col.Kind() == protoreflect.BoolKind {
 				cells[j] = cell(col, row.Get(col))
 			}
 		}
 		fmt.Fprintln(w, strings.Join(cells, "\t"))
 	}
+}
+
+// shown reports whether a table shows col's value in row: when it is set,
+// and when it is a number that has no presence apart from its value, whose
+// zero is a value (a limit or a count of 0, which an empty cell, or no
+// column, would show as none).
+func shown(row protoreflect.Message, col protoreflect.FieldDescriptor) bool {
+	if row.Has(col) {
+		return true
+	}
+	if col.HasPresence() || col.IsList() || col.IsMap() {
+		return false
+	}
+	switch col.Kind() {
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Uint32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Uint64Kind,
+		protoreflect.Sfixed32Kind, protoreflect.Fixed32Kind, protoreflect.Sfixed64Kind, protoreflect.Fixed64Kind,
+		protoreflect.FloatKind, protoreflect.DoubleKind:
+		return true
+	}
+	return false
 }
 
 // cell renders one field's value for a table.
