@@ -38,8 +38,8 @@ type EnvoyConfig struct {
 	// behind Envoy may run it as. "deny", the default, refuses it, and
 	// removes those headers from a request it allows; "honor", for an API
 	// that does take a POST's override for its method, checks the POST as
-	// that method, and removes the headers from a request it allows
-	// without overriding it.
+	// that method, PUT, PATCH or DELETE (another is refused), and removes
+	// the headers from a request it allows without overriding it.
 	MethodOverride string `json:"method_override,omitempty"`
 }
 

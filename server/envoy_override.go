@@ -234,9 +234,18 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 		return "", fmt.Errorf("%s overrides %s with %s: only a POST may be overridden", first.where, clip(method), clip(named))
 	case !methodName.MatchString(named):
 		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(named))
+	case !slices.Contains(overridableMethods, named):
+		return "", fmt.Errorf("%s overrides POST with %s: only PUT, PATCH or DELETE may override it", first.where, clip(named))
 	}
 	return named, nil
 }
+
+// overridableMethods are the methods every framework that takes overrides
+// runs a POST as when it names them. Rack's and Express's method-override
+// ignore one naming a method they do not know, and Symfony 8 one naming
+// GET or HEAD, and run the request as the POST it is, which Usher would
+// not have checked.
+var overridableMethods = []string{"PUT", "PATCH", "DELETE"}
 
 // overridden has an allowed request, checked as the method its override
 // names, carry that method in every override the API could read it from:

@@ -141,8 +141,9 @@ func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 // With method_override: honor, the API is trusted to run a POST as the
 // method its override names, as Rails, Laravel and Express's
 // method-override do, and Usher checks it as that method. An override of
-// another method than POST, overrides that disagree, or one that is no
-// method, are refused.
+// another method than POST, overrides that disagree, one that is no
+// method, or one naming another method than PUT, PATCH or DELETE, which
+// some of those frameworks run as the POST it is, are refused.
 func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 	cfg := headerConfig()
 	cfg.MethodOverride = server.MethodOverrideHonor
@@ -151,16 +152,16 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		return requestAs("bob", method, path, kv...)
 	}
 
-	a := w.ask(t, bob("POST", "/calls/meeting/8", "x-http-method-override", "get"))
+	a := w.ask(t, bob("POST", "/accounts/globex/calls", "x-http-method-override", "delete"))
 	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:bob" || a.headers["x-usher-role"] != "member" {
-		t.Fatalf("a POST overridden to GET, checked as GET's rule: %+v", a)
+		t.Fatalf("a POST overridden to DELETE, checked as DELETE's rule: %+v", a)
 	}
 	if slices.ContainsFunc(a.removed, func(h string) bool { return slices.Contains(overrideHeaders, h) }) ||
 		!slices.Contains(a.removed, "x-usher-reason") || !slices.Contains(a.removed, "x_http_method_override") {
 		t.Errorf("headers to remove = %v; want the override left for the API, and its spellings with underscores removed", a.removed)
 	}
 	// The API may read another override than the client set: each says
-	// GET on the way upstream, or the API would run the POST unchecked.
+	// DELETE on the way upstream, or the API would run the POST unchecked.
 	wantOverriddenUpstream := func(a envoyAnswer, method string) {
 		t.Helper()
 		for _, h := range overrideHeaders {
@@ -172,12 +173,12 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 			t.Errorf("query parameters set upstream = %v, want _method=%s", a.query, method)
 		}
 	}
-	wantOverriddenUpstream(a, "GET")
-	a = w.ask(t, bob("POST", "/calls/meeting/8?_method=GET"))
+	wantOverriddenUpstream(a, "DELETE")
+	a = w.ask(t, bob("POST", "/accounts/globex/calls?_method=DELETE"))
 	if a.code != codes.OK {
-		t.Errorf("a POST overridden to GET by _method: %+v", a)
+		t.Errorf("a POST overridden to DELETE by _method: %+v", a)
 	}
-	wantOverriddenUpstream(a, "GET")
+	wantOverriddenUpstream(a, "DELETE")
 	// A request run as its own method goes upstream without an override
 	// header: one that Envoy did not send Usher (allowed_headers) would
 	// have the API run it as a method Usher did not check, and one it did
@@ -230,6 +231,19 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		{"an override header spelt with underscores, which the API is not sent",
 			bob("POST", "/calls/meeting/8", "x_http_method_override", "GET"),
 			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x_http_method_override overrides POST with GET: only a header spelt with dashes overrides it"},
+		// bob may read the calls of globex, which a rule of method * asks
+		// of any method: Symfony 8 runs a POST whose override names GET,
+		// and Rack and Express one naming a method they do not know, as
+		// the POST it is.
+		{"an override naming GET, which Symfony 8 does not take",
+			bob("POST", "/calls/meeting/8", "x-http-method-override", "GET"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override overrides POST with GET: only PUT, PATCH or DELETE may override it"},
+		{"a _method naming HEAD",
+			bob("POST", "/accounts/globex/calls?_method=head"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "query parameter _method overrides POST with HEAD: only PUT, PATCH or DELETE may override it"},
+		{"an override naming a method Rack and Express do not know",
+			bob("POST", "/accounts/globex/calls", "x-http-method-override", "PROPFIND"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override overrides POST with PROPFIND: only PUT, PATCH or DELETE may override it"},
 		{"an override that is no method",
 			bob("POST", "/calls/meeting/8", "x-http-method-override", "GET /admin"),
 			codes.PermissionDenied, 403, "METHOD_OVERRIDE", `header x-http-method-override: "GET /ADMIN" is not a method`},
