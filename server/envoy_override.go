@@ -236,9 +236,18 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 		return "", fmt.Errorf("%s: %q is not a method", first.where, clip(named))
 	case !slices.Contains(overridableMethods, named):
 		return "", fmt.Errorf("%s overrides POST with %s: only PUT, PATCH or DELETE may override it", first.where, clip(named))
+	case query != "" && strings.Count(query, "&") >= maxOverriddenParameters:
+		return "", fmt.Errorf("%s overrides POST with %s: an overridden request's query holds at most %d parameters", first.where, clip(named), maxOverriddenParameters)
 	}
 	return named, nil
 }
+
+// maxOverriddenParameters is the most query parameters an overridden
+// request may have. Envoy sets the _method Usher asks for by writing the
+// query again sorted by name, so after every parameter named before it,
+// and an API reads only so many (Express's qs, PHP and Tomcat 1000 by
+// default) and runs the request as the POST it is if _method comes later.
+const maxOverriddenParameters = 100
 
 // overridableMethods are the methods every framework that takes overrides
 // runs a POST as when it names them. Rack's and Express's method-override
