@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"regexp"
@@ -235,6 +236,11 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 		secret := bytes.TrimRight(raw, "\r\n")
 		if len(secret) < minHMACSecretLen {
 			return nil, configError(field, where, "the HS256 secret is %d bytes long; at least %d are needed", len(secret), minHMACSecretLen)
+		}
+		// An issuer's public key or certificate, which anyone may have,
+		// would let anyone sign an HS256 token Usher takes.
+		if block, _ := pem.Decode(secret); block != nil {
+			return nil, configError(field, where, "the HS256 secret is a PEM %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", block.Type)
 		}
 		return secret, nil
 	default:
