@@ -442,18 +442,28 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 	}
 	// An API that ignores case in its routes or methods would serve a
 	// request that an earlier rule matches but for case as that rule's,
-	// whichever rule Usher finds: such a request is refused.
-	folded := -1
+	// whichever rule Usher finds: such a request is refused. So is a HEAD
+	// that an earlier GET rule matches: the API runs it by its GET route
+	// (Express, Rails, Laravel, Flask, Spring, Go's ServeMux), and only
+	// its body is dropped.
+	folded, head := -1, -1
 	for i, rt := range h.routes {
 		if vars, ok := rt.match(method, segments); ok {
-			if folded >= 0 {
+			switch {
+			case folded >= 0:
 				earlier := h.routes[folded]
 				return envoyRoute{}, nil, fmt.Errorf("%s %s differs only in case from rules[%d] (%s)", clip(method), clip(path), earlier.index, earlier.rule)
+			case head >= 0:
+				earlier := h.routes[head]
+				return envoyRoute{}, nil, fmt.Errorf("HEAD %s is a GET of rules[%d] (%s) to an API, which runs a HEAD by its GET route", clip(path), earlier.index, earlier.rule)
 			}
 			return rt, vars, nil
 		}
 		if folded < 0 && rt.matches(method, segments, true) {
 			folded = i
+		}
+		if head < 0 && method == "HEAD" && rt.method == "GET" && rt.matches("GET", segments, false) {
+			head = i
 		}
 	}
 	return noRoute()

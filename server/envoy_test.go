@@ -1171,3 +1171,28 @@ func TestParseEnvoyConfigIsStrict(t *testing.T) {
 		t.Errorf("an error names the file and the field: %v", err)
 	}
 }
+
+// An API runs a HEAD by its GET route and drops only the body: a HEAD
+// that an earlier GET rule matches is refused (403 NO_ROUTE, naming the
+// rule), even when a later rule matches it, or carol, blocked from
+// join-call, which the GET asks, would have the GET run under the later
+// rule's read-call, and see its headers.
+func TestEnvoyRefusesAHeadAnEarlierGetRuleMatches(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Rules = []server.EnvoyRule{
+		{Method: "GET", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "join-call"},
+		{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+		{Method: "*", Path: "/accounts/{account}/calls", Resource: "account:{account}", Permission: "read-call"},
+	}
+	w := startEnvoy(t, cfg, nil)
+	wantDenial(t, w.ask(t, requestAs("carol", "GET", "/calls/meeting/7")), codes.PermissionDenied, 403, "BLOCKED",
+		"user:carol is blocked from join-call on account:globex")
+	wantDenial(t, w.ask(t, requestAs("carol", "HEAD", "/calls/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
+		"HEAD /calls/meeting/7 is a GET of rules[0] (GET /calls/{type}/{id}) to an API, which runs a HEAD by its GET route")
+	// What no GET rule matches is the rule's that matches it.
+	for _, tt := range []struct{ user, method, path string }{{"bob", "HEAD", "/accounts/globex/calls"}, {"carol", "PUT", "/calls/meeting/7"}} {
+		if a := w.ask(t, requestAs(tt.user, tt.method, tt.path)); a.code != codes.OK || a.headers["x-usher-role"] != "member" {
+			t.Errorf("%s %s as %s = %+v; want it allowed as member", tt.method, tt.path, tt.user, a)
+		}
+	}
+}
