@@ -31,14 +31,14 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 			return err
 		}
 		p.guard(resourceKey(b.Resource), keyCatalog)
+		if i := x.cat.undeclared(asked, false); i >= 0 {
+			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
+		}
 		if by.Actor != "" && b.Subject == by.Actor {
 			return p.selfService("block", "block itself")
 		}
 		if err := p.requireBlock(res, b.Permissions, "blocking a subject on it"); err != nil {
 			return err
-		}
-		if i := x.cat.undeclared(asked, false); i >= 0 {
-			return errorf(Invalid, fmt.Sprintf("permissions[%d]", i), asked[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
 		if err := checkExpiry(b.Expires, p.now); err != nil {
 			return err

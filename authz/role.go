@@ -28,11 +28,11 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			return err
 		}
 		p.guard(resourceKey(r.Scope), keyRoles, keyCatalog)
-		if err := p.require(scope, PermRolesWrite, "defining a role at it"); err != nil {
-			return err
-		}
 		if i := x.cat.undeclared(asked.Permissions, true); i >= 0 {
 			return errorf(Invalid, fmt.Sprintf("role.permissions[%d]", i), asked.Permissions[i], "permission is not declared in the catalog").as(KindUndeclaredPermission)
+		}
+		if err := p.require(scope, PermRolesWrite, "defining a role at it"); err != nil {
+			return err
 		}
 		if id := x.roleID(r.Name); id != noName {
 			if old := x.roleDefs[roleKey(scope, id)]; old != nil && sameRole(old.Role, r) {

@@ -742,3 +742,52 @@ func TestARequestThatDoesNotDecodeIsInvalid(t *testing.T) {
 		wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "subject", value: "user:\uFFFD"})
 	})
 }
+
+// TestAnUndeclaredPermissionIsInvalidWhoeverAsks proves that a typo in a
+// block's or a role's permissions is INVALID_ARGUMENT naming it, as without
+// an actor, whatever the actor may do: "Roles may only name declared
+// permissions, so a typo is an error" (DESIGN.md), not a power the actor
+// lacks.
+func TestAnUndeclaredPermissionIsInvalidWhoeverAsks(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	// A muter may block send-audio and nothing else (usher.blocks.write.send-audio).
+	f.putRole(&usherv1.Role{Name: "muter", Scope: acme, Permissions: []string{"join-call", "send-audio", "mute-users"}})
+	f.grant("user:mo", "muter", stream42)
+	subjects := []string{"user:mo", "user:bob", "user:nobody"}
+	cases := []struct {
+		name         string
+		call         func(ctx context.Context) error
+		field, value string
+	}{
+		{"a muter's mute of a permission with a typo", func(ctx context.Context) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: stream42, Permissions: []string{"send-audoi"}, Actor: "user:mo"})
+			return err
+		}, "permissions[0]", "send-audoi"},
+		{"a block of an undeclared permission by an actor without the power", func(ctx context.Context) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:bob", Resource: stream42, Permissions: []string{"send-audio", "teleport"}, Actor: "user:nobody"})
+			return err
+		}, "permissions[1]", "teleport"},
+		{"an actor's mute of itself with a typo", func(ctx context.Context) error {
+			_, err := f.admin.Block(ctx, &usherv1.BlockRequest{Subject: "user:mo", Resource: stream42, Permissions: []string{"send-audoi"}, Actor: "user:mo"})
+			return err
+		}, "permissions[0]", "send-audoi"},
+		{"a role naming an undeclared permission by an actor without the power", func(ctx context.Context) error {
+			_, err := f.admin.PutRole(ctx, &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "new", Scope: acme, Permissions: []string{"join-call", "teleport"}}, Actor: "user:nobody"})
+			return err
+		}, "role.permissions[1]", "teleport"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.snapshotState(subjects...)
+			st := wantCode(t, c.call(f.ctx()), codes.InvalidArgument)
+			if want := fmt.Sprintf("%s %q", c.field, c.value); !strings.Contains(st.Message(), want) {
+				t.Errorf("message %q does not name %s", st.Message(), want)
+			}
+			wantDetails(t, st, refusal{reason: "UNDECLARED_PERMISSION", field: c.field, value: c.value})
+			if diff := before.diff(f.snapshotState(subjects...)); len(diff) > 0 {
+				t.Errorf("a refused call wrote something: %s", strings.Join(diff, "; "))
+			}
+		})
+	}
+}
