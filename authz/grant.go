@@ -64,9 +64,11 @@ func (p *plan) bind(g Grant, res uint32, keepLonger bool) error {
 		p.guard(subjectKey(g.Subject))
 	}
 	if !def.bindableOn(x.typeName(res)) {
-		return errorf(FailedPrecondition, "role", g.Role,
+		e := errorf(FailedPrecondition, "role", g.Role,
 			"role may be granted only on resources of type %v (bindable_on at %q); %q is of type %q",
 			def.BindableOn, def.Scope, g.Resource, x.typeName(res)).as(KindNotBindable)
+		e.Meta = map[string]string{"resource": g.Resource, "scope": def.Scope}
+		return e
 	}
 	if err := checkExpiry(g.Expires, p.now); err != nil {
 		return err

@@ -202,6 +202,20 @@ func TestMaxHoldersNamesTheLimit(t *testing.T) {
 		meta: map[string]string{"resource": stream42, "max_holders": "1", "scope": acme}})
 }
 
+// A grant outside a role's bindable_on says, as MAX_HOLDERS does, on which
+// resource and by which definition.
+func TestNotBindableNamesTheResourceAndTheDefinition(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	before := f.snapshotState("user:p2")
+	_, err := f.admin.Grant(f.ctx(), &usherv1.GrantRequest{Subject: "user:p2", Role: "presenter", Resource: sales})
+	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "NOT_BINDABLE", field: "role", value: "presenter",
+		meta: map[string]string{"resource": sales, "scope": acme}})
+	if diff := before.diff(f.snapshotState("user:p2")); len(diff) > 0 {
+		t.Errorf("a refused grant wrote something: %s", strings.Join(diff, "; "))
+	}
+}
+
 func TestRevisionNotReachedNamesTheLatest(t *testing.T) {
 	f := newServer(t)
 	rev := f.world()
