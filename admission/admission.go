@@ -488,10 +488,14 @@ func (m *Manager) gate(p authz.Presence, subject, resource string, now time.Time
 }
 
 // notOpen reports whether the call p is about has not opened by now, when
-// it opens if that is known, and why.
+// it opens if that is known, and why. A call taken live has started,
+// whatever its start time says.
 func notOpen(p authz.Presence, now time.Time) (bool, time.Time, string) {
 	rule := p.Rule
-	if rule.RequireLive && !p.Live {
+	if p.Live {
+		return false, time.Time{}, ""
+	}
+	if rule.RequireLive {
 		return true, time.Time{}, "is backstage until it goes live"
 	}
 	if !p.StartsAt.IsZero() {

@@ -162,6 +162,31 @@ func TestScheduledCallOpensJoinAheadBeforeItStarts(t *testing.T) {
 	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
 }
 
+// A call taken live has started: it is open, whatever its start time says,
+// under a rule that keeps calls backstage until they go live and under one
+// that opens them join_ahead before their start; taken backstage again, it
+// waits for its start once more.
+func TestACallTakenLiveIsOpenBeforeItsStart(t *testing.T) {
+	w := newWorld(t)
+	w.grant("user:member", "member", "account:acme")
+	for _, call := range []string{"call:acme:1", "call:acme:stage"} {
+		if _, err := w.eng.Schedule(w.ctx, w.by, call, start.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		w.wantJoin("user:member", call, admission.NotStarted)
+		if _, err := w.eng.GoLive(w.ctx, w.by, call, true); err != nil {
+			t.Fatal(err)
+		}
+		if r := w.wantJoin("user:member", call, admission.Admitted); r.Backstage {
+			t.Errorf("a member joining %s, live, is marked backstage: %+v", call, r)
+		}
+		if _, err := w.eng.GoLive(w.ctx, w.by, call, false); err != nil {
+			t.Fatal(err)
+		}
+		w.wantJoin("user:member", call, admission.NotStarted)
+	}
+}
+
 // A call whose start has a fraction of a second opens at that instant, not
 // at the second before it, and NOT_STARTED says so: a reason that names a
 // time already past tells the media server it may join when it may not.

@@ -254,9 +254,10 @@ func goLiveCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "go-live RESOURCE",
 		Short: "Take a call live, or back to backstage",
-		Long: `Go-live takes the call RESOURCE live: where its admission rule keeps calls
-backstage, subjects without the backstage permission may join only once it
-is live. --backstage takes it back.`,
+		Long: `Go-live takes the call RESOURCE live: it is open from then on, whatever
+its start time; where its admission rule keeps calls backstage, subjects
+without the backstage permission may join only once it is live.
+--backstage takes it back, to wait for its start time or to go live again.`,
 		Example: `  usher go-live call:standup --actor user:dana
   usher go-live call:standup --backstage`,
 		Args: argsExactly("RESOURCE"),

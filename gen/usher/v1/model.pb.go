@@ -157,9 +157,9 @@ type Resource struct {
 	// join_ahead before. Unset for a call that is open as soon as it exists.
 	// Set at registration or with AdmissionService.Schedule.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// The call has gone live (AdmissionService.GoLive): where its Admission
-	// rule keeps calls backstage, only now may subjects without the backstage
-	// permission join.
+	// The call has gone live (AdmissionService.GoLive): it is open, whatever
+	// its start_time; where its Admission rule keeps calls backstage, only
+	// now may subjects without the backstage permission join.
 	Live          bool `protobuf:"varint,5,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -794,7 +794,8 @@ type Admission struct {
 	// The permission that lets a subject join. Required.
 	JoinPermission string `protobuf:"bytes,3,opt,name=join_permission,json=joinPermission,proto3" json:"join_permission,omitempty"`
 	// The permission that lets a subject join before the call opens: before
-	// join_ahead ahead of its start time, or before it goes live.
+	// join_ahead ahead of its start time, or before it goes live (a call
+	// taken live is open, whatever its start time).
 	BackstagePermission string `protobuf:"bytes,4,opt,name=backstage_permission,json=backstagePermission,proto3" json:"backstage_permission,omitempty"`
 	// Calls open only when they go live (AdmissionService.GoLive); until
 	// then only holders of backstage_permission may join.
