@@ -458,6 +458,12 @@ func TestOutputTable(t *testing.T) {
 	if got := tableRows(stdout); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("quotas list --output table:\n%s\nwant rows %q", stdout, want)
 	}
+	// A max_holders of 0 is no limit: shown as 0, it would read as a role
+	// no one may hold.
+	_, stdout, _ = usher("roles", "list", "account:acme", "--output", "table")
+	if rows := tableRows(stdout); len(rows) < 2 || slices.Contains(rows[0], "MAX_HOLDERS") {
+		t.Errorf("roles list --output table, where no role has max_holders:\n%s\nwant no MAX_HOLDERS column", stdout)
+	}
 	_, stdout, _ = usher("changes", "--subject", "user:eve", "--output", "table")
 	rows := tableRows(stdout)
 	if len(rows) != 2 || !slices.Equal(rows[0], []string{"REVISION", "TIME", "WHO", "CHANGES"}) || rows[1][0] != "4" ||

@@ -224,12 +224,12 @@ func writeList(w io.Writer, l protoreflect.List, fd protoreflect.FieldDescriptor
 // shown reports whether a table shows col's value in row: when it is set,
 // and when it is a number that has no presence apart from its value, whose
 // zero is a value (a limit or a count of 0, which an empty cell, or no
-// column, would show as none).
+// column, would show as none), unless its 0 means no limit.
 func shown(row protoreflect.Message, col protoreflect.FieldDescriptor) bool {
 	if row.Has(col) {
 		return true
 	}
-	if col.HasPresence() || col.IsList() || col.IsMap() {
+	if col.HasPresence() || col.IsList() || col.IsMap() || noLimitAtZero[col.FullName()] {
 		return false
 	}
 	switch col.Kind() {
@@ -240,6 +240,14 @@ func shown(row protoreflect.Message, col protoreflect.FieldDescriptor) bool {
 		return true
 	}
 	return false
+}
+
+// noLimitAtZero are the numbers whose 0 means no limit: a role's
+// max_holders, a rule's max_participants. Shown as 0, they would read as a
+// limit that lets no one in.
+var noLimitAtZero = map[protoreflect.FullName]bool{
+	"usher.v1.Role.max_holders":           true,
+	"usher.v1.Admission.max_participants": true,
 }
 
 // cell renders one field's value for a table.
