@@ -445,7 +445,8 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 	// whichever rule Usher finds: such a request is refused. So is a HEAD
 	// that an earlier GET rule matches: the API runs it by its GET route
 	// (Express, Rails, Laravel, Flask, Spring, Go's ServeMux), and only
-	// its body is dropped.
+	// its body is dropped; one that ignores case in methods runs a "head"
+	// so too.
 	folded, head := -1, -1
 	for i, rt := range h.routes {
 		if vars, ok := rt.match(method, segments); ok {
@@ -455,14 +456,14 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 				return envoyRoute{}, nil, fmt.Errorf("%s %s differs only in case from rules[%d] (%s)", clip(method), clip(path), earlier.index, earlier.rule)
 			case head >= 0:
 				earlier := h.routes[head]
-				return envoyRoute{}, nil, fmt.Errorf("HEAD %s is a GET of rules[%d] (%s) to an API, which runs a HEAD by its GET route", clip(path), earlier.index, earlier.rule)
+				return envoyRoute{}, nil, fmt.Errorf("%s %s is a GET of rules[%d] (%s) to an API, which runs a HEAD by its GET route", clip(method), clip(path), earlier.index, earlier.rule)
 			}
 			return rt, vars, nil
 		}
 		if folded < 0 && rt.matches(method, segments, true) {
 			folded = i
 		}
-		if head < 0 && method == "HEAD" && rt.method == "GET" && rt.matches("GET", segments, false) {
+		if head < 0 && strings.EqualFold(method, "HEAD") && rt.method == "GET" && rt.matches("GET", segments, false) {
 			head = i
 		}
 	}

@@ -1189,6 +1189,10 @@ func TestEnvoyRefusesAHeadAnEarlierGetRuleMatches(t *testing.T) {
 		"user:carol is blocked from join-call on account:globex")
 	wantDenial(t, w.ask(t, requestAs("carol", "HEAD", "/calls/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
 		"HEAD /calls/meeting/7 is a GET of rules[0] (GET /calls/{type}/{id}) to an API, which runs a HEAD by its GET route")
+	// An API that ignores case in methods (Flask) runs a "head" by the GET
+	// route too.
+	wantDenial(t, w.ask(t, requestAs("carol", "head", "/calls/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
+		"head /calls/meeting/7 is a GET of rules[0] (GET /calls/{type}/{id}) to an API, which runs a HEAD by its GET route")
 	// What no GET rule matches is the rule's that matches it.
 	for _, tt := range []struct{ user, method, path string }{{"bob", "HEAD", "/accounts/globex/calls"}, {"carol", "PUT", "/calls/meeting/7"}} {
 		if a := w.ask(t, requestAs(tt.user, tt.method, tt.path)); a.code != codes.OK || a.headers["x-usher-role"] != "member" {
