@@ -372,34 +372,6 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 			}
 		}
 	}
-	// A resource the policy registers gets its type's default quotas, as
-	// the policy leaves them, as one PutResource registers does; a quota
-	// the policy lists on it comes later and stands.
-	given := map[string]bool{}
-	for _, name := range placed {
-		if _, registered := creators[name]; !registered || given[name] {
-			continue
-		}
-		given[name] = true
-		typ := TypeOf(name)
-		var after []DefaultQuota
-		for _, d := range p.DefaultQuotas {
-			if d.ScopeType == typ {
-				after = append(after, d)
-			}
-		}
-		if !opts.Prune {
-			for _, d := range x.defaultQuotas[typ] {
-				if !defaults[[2]string{d.ScopeType, d.ResourceType}] {
-					after = append(after, d)
-				}
-			}
-		}
-		slices.SortFunc(after, func(a, b DefaultQuota) int { return strings.Compare(a.ResourceType, b.ResourceType) })
-		for _, d := range after {
-			changes = append(changes, Change{Op: OpPutQuota, Quota: &Quota{Scope: name, ResourceType: d.ResourceType, Limit: d.Limit}})
-		}
-	}
 
 	rules := map[[2]string]bool{}
 	for i, a := range p.Admissions {
