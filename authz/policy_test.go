@@ -610,3 +610,31 @@ func TestAPolicyPruneWalksEachScopeOnce(t *testing.T) {
 		t.Errorf("pruning roles held: %v; want the %d grants named", err, roles)
 	}
 }
+
+// An export lists every quota there is, and a policy gives the resources it
+// registers only the quotas it lists (README): applied to an empty store,
+// an export rebuilds an account registered before its type's default quota
+// without that default, not with a limit of 0 that its calls already pass,
+// and one registered after it with the default it was given.
+func TestAnExportRebuildsAResourceRegisteredBeforeItsDefault(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("account:old", "root")
+	w.put("call:old:1", "account:old")
+	p := streamPolicy()
+	p.DefaultQuotas = []authz.DefaultQuota{{ScopeType: "account", ResourceType: "call"}}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.put("account:new", "root")
+	export, _ := exportAll(w)
+	fresh := newWorld(t, export)
+	if again, _ := exportAll(fresh); !reflect.DeepEqual(normalPolicy(again), normalPolicy(export)) {
+		t.Errorf("re-exported policy differs:\n got %+v\nwant %+v", again, export)
+	}
+	if used := fresh.used("account:old", "call", ""); used >= 0 {
+		t.Errorf("rebuilt, account:old has a call quota, %d used; it had none", used)
+	}
+	if used := fresh.used("account:new", "call", ""); used != 0 {
+		t.Errorf("rebuilt, account:new's call quota: %d used (-1: none); want its default, 0 used", used)
+	}
+}
