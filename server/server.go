@@ -69,7 +69,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
 	metrics := metricsOf(opts)
 	decisionLog := decisionLogOf(opts)
-	waits := newRevisionWaits(engine, MaxWaitingBytes)
+	waits := newRevisionWaits(engine, waitingBytes(opts))
 	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, reach: &reach{engine: engine}, decisionLog: decisionLog}
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -19,6 +20,26 @@ import (
 // callers file holds at most a quarter of it, or one request when it holds
 // none. A read past either waits not, and is refused RESOURCE_EXHAUSTED.
 const MaxWaitingBytes = 64 << 20
+
+// waitingBytesOption carries another bound than MaxWaitingBytes through
+// New's grpc.ServerOption list, for tests that fill it without moving as
+// many bytes; gRPC itself ignores it.
+type waitingBytesOption struct {
+	grpc.EmptyServerOption
+	n int
+}
+
+// waitingBytes is the bound on what waiting reads hold among opts, or
+// MaxWaitingBytes.
+func waitingBytes(opts []grpc.ServerOption) int {
+	n := MaxWaitingBytes
+	for _, o := range opts {
+		if w, ok := o.(waitingBytesOption); ok {
+			n = w.n
+		}
+	}
+	return n
+}
 
 // revisionWaits makes the reads of one server wait for their min_revision
 // within MaxWaitingBytes.

@@ -19,14 +19,22 @@ import (
 // unreached is a min_revision no test server reaches.
 const unreached = 1 << 40
 
+// waitingBound is what the tests' servers let waiting reads hold
+// (server.MaxWaitingBytes scaled down, so that filling it moves an eighth
+// of the bytes), and padSize what each of their requests is close to.
+const (
+	waitingBound = 8 << 20
+	padSize      = waitingBound / 16
+)
+
 // paddedBatch is a CheckBatch of one check, waiting for unreached, whose
-// encoding is close to 4 MiB, an unknown field's bytes, which its decoded
-// message keeps.
+// encoding is just under padSize, an unknown field's bytes, which its
+// decoded message keeps.
 func paddedBatch() *usherv1.CheckBatchRequest {
 	req := &usherv1.CheckBatchRequest{MinRevision: unreached,
 		Checks: []*usherv1.CheckItem{{Subject: "user:alice", Permission: "join-call", Resource: "call:meeting:7"}}}
 	pad := protowire.AppendTag(nil, 1000, protowire.BytesType)
-	pad = protowire.AppendBytes(pad, make([]byte, server.MaxMessageSize-1024))
+	pad = protowire.AppendBytes(pad, make([]byte, padSize-1024))
 	req.ProtoReflect().SetUnknown(pad)
 	return req
 }
@@ -79,12 +87,12 @@ func refusedWaits(t *testing.T, sts []*status.Status, reason string, meta map[st
 
 // A read waiting for its min_revision holds its request, up to 4 MiB, for
 // as long as it waits: the reads waiting at once hold at most
-// MaxWaitingBytes, and the one past them is refused at once rather than
-// held.
+// MaxWaitingBytes (here waitingBound), and the one past them is refused at
+// once rather than held.
 func TestReadsWaitingForTheirRevisionHoldABoundedAmount(t *testing.T) {
 	t.Parallel()
-	w := newAdmWorld(t, admission.Options{})
-	fit := server.MaxWaitingBytes / server.MaxMessageSize // requests of just under 4 MiB
+	w := newAdmWorld(t, admission.Options{}, server.WithWaitingBytes(waitingBound))
+	fit := waitingBound / padSize // requests of just under padSize
 	clients := make([]usherv1.AuthorizationServiceClient, fit+2)
 	for i := range clients {
 		clients[i] = usherv1.NewAuthorizationServiceClient(w.dial())
@@ -92,8 +100,8 @@ func TestReadsWaitingForTheirRevisionHoldABoundedAmount(t *testing.T) {
 	// The waits last 5 s, the longest a read waits, and overlap however
 	// slowly the requests arrive within them.
 	sts := waitAll(t, time.Minute, clients)
-	if n := refusedWaits(t, sts, "WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(server.MaxWaitingBytes)}); n != 2 {
-		t.Fatalf("%d of %d reads of 4 MiB waiting at once were refused; want 2, past the %d that %d bytes hold", n, len(sts), fit, server.MaxWaitingBytes)
+	if n := refusedWaits(t, sts, "WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(waitingBound)}); n != 2 {
+		t.Fatalf("%d of %d reads of %d bytes waiting at once were refused; want 2, past the %d that %d bytes hold", n, len(sts), padSize, fit, waitingBound)
 	}
 	// What they held is given back.
 	if n := refusedWaits(t, waitAll(t, time.Minute, clients[:1]), "WAIT_LIMIT", nil); n != 0 {
@@ -106,9 +114,9 @@ func TestReadsWaitingForTheirRevisionHoldABoundedAmount(t *testing.T) {
 // still wait.
 func TestACallersWaitingReadsHoldAQuarter(t *testing.T) {
 	t.Parallel()
-	w := newSharesWorld(t, admission.Options{})
-	share := server.MaxWaitingBytes / 4
-	fit := share / server.MaxMessageSize
+	w := newSharesWorld(t, admission.Options{}, server.WithWaitingBytes(waitingBound))
+	share := waitingBound / 4
+	fit := share / padSize
 	clients := make([]usherv1.AuthorizationServiceClient, fit+2)
 	for i := range clients {
 		clients[i] = usherv1.NewAuthorizationServiceClient(w.as(w.tokenA))
@@ -117,7 +125,7 @@ func TestACallersWaitingReadsHoldAQuarter(t *testing.T) {
 	sts := waitAll(t, time.Minute, append(clients, b, b))
 	mine, theirs := sts[:len(clients)], sts[len(clients):]
 	if n := refusedWaits(t, mine, "CALLER_WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(share), "caller": "sidecar-a"}); n != 2 {
-		t.Fatalf("%d of sidecar-a's %d reads of 4 MiB waiting at once were refused; want 2, past the %d its share of %d bytes holds", n, len(mine), fit, share)
+		t.Fatalf("%d of sidecar-a's %d reads of %d bytes waiting at once were refused; want 2, past the %d its share of %d bytes holds", n, len(mine), padSize, fit, share)
 	}
 	if n := refusedWaits(t, theirs, "CALLER_WAIT_LIMIT", nil); n != 0 {
 		t.Fatalf("%d of sidecar-b's 2 reads were refused while sidecar-a held its share; want none", n)

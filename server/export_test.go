@@ -1,0 +1,8 @@
+package server
+
+import "google.golang.org/grpc"
+
+// WithWaitingBytes bounds what reads waiting for their min_revision hold at
+// n bytes rather than MaxWaitingBytes, so that a test fills the bound with
+// fewer and smaller requests.
+func WithWaitingBytes(n int) grpc.ServerOption { return waitingBytesOption{n: n} }
