@@ -20,10 +20,10 @@ import (
 const unreached = 1 << 40
 
 // waitingBound is what the tests' servers let waiting reads hold
-// (server.MaxWaitingBytes scaled down, so that filling it moves an eighth
+// (server.MaxWaitingBytes scaled down, so that filling it moves a 64th
 // of the bytes), and padSize what each of their requests is close to.
 const (
-	waitingBound = 8 << 20
+	waitingBound = 1 << 20
 	padSize      = waitingBound / 16
 )
 
