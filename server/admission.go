@@ -402,8 +402,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 // stopping is how a WatchCall ends, or is refused, on a server that drains
 // or stops.
 func stopping() error {
-	return refuse(codes.Unavailable, "the server is stopping; resume the watch on another from the last revision received",
-		details{reason: string(authz.KindShuttingDown)})
+	return shuttingDown("resume the watch on another from the last revision received", nil)
 }
 
 // cutOff is how a WatchCall ends on a server cut off from its storage

@@ -91,8 +91,7 @@ func (h *boundedHealth) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serv
 			return err
 		}
 	}
-	return refuse(codes.Unavailable, "the server is shutting down: watch the health of another server",
-		details{reason: string(authz.KindShuttingDown)})
+	return shuttingDown("watch the health of another server", nil)
 }
 
 // toldStream is a health Watch's stream, ended by its own ctx, that

@@ -9,8 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
-
-	"github.com/usher-authz/usher/authz"
 )
 
 // Limits of server reflection's streams. A reflection stream is a
@@ -48,9 +46,8 @@ type boundedReflection struct {
 	drained context.Context // done once the server drains
 }
 
-// shuttingDown ends a reflection stream when the server drains.
-var shuttingDown = refuse(codes.Unavailable, "the server is shutting down: ask another server",
-	details{reason: string(authz.KindShuttingDown)})
+// reflectionDrained ends a reflection stream when the server drains.
+var reflectionDrained = shuttingDown("ask another server", nil)
 
 // registerReflection registers server reflection, v1 and v1alpha, on s,
 // their streams bounded together by MaxReflectionStreams and
@@ -83,7 +80,7 @@ func (g reflectionRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
 			defer release()
 			// Ending the HTTP/2 stream ends the handler's wait for the
 			// client's next request.
-			stop := context.AfterFunc(g.r.drained, func() { endStream(stream.Context(), shuttingDown) })
+			stop := context.AfterFunc(g.r.drained, func() { endStream(stream.Context(), reflectionDrained) })
 			defer stop()
 			return handler(srv, stream)
 		}

@@ -133,12 +133,18 @@ func newWatches(l WatchLimits, share int) *watches {
 	return w
 }
 
+// shuttingDown refuses a call, or ends a stream, of a server that drains
+// (UNAVAILABLE, SHUTTING_DOWN), saying what the client should do instead.
+func shuttingDown(instead string, meta map[string]string) error {
+	return refuse(codes.Unavailable, "the server is shutting down: "+instead,
+		details{reason: string(authz.KindShuttingDown), meta: meta})
+}
+
 // admit counts a new stream of the caller of ctx in, against the caller's
 // share and the server's streams, or refuses it; release counts it out.
 func (w *watches) admit(ctx context.Context) (release func(), err error) {
 	if w.drained.Err() != nil {
-		return nil, refuse(codes.Unavailable, "the server is shutting down: watch on another server",
-			details{reason: string(authz.KindShuttingDown)})
+		return nil, shuttingDown("watch on another server", nil)
 	}
 	share, err := takeCallerShare(ctx, w.shares, "Watch", "", "")
 	if err != nil {
@@ -238,8 +244,8 @@ func (s *authorizationServer) watchEnded(client context.Context, after authz.Rev
 	case client.Err() != nil:
 		return status.FromContextError(client.Err()).Err()
 	case s.watches.drained.Err() != nil:
-		return refuse(codes.Unavailable, fmt.Sprintf("the server is shutting down: watch again after revision %d, on another server", after),
-			details{reason: string(authz.KindShuttingDown), meta: map[string]string{"after_revision": fmt.Sprint(after)}})
+		return shuttingDown(fmt.Sprintf("watch again after revision %d, on another server", after),
+			map[string]string{"after_revision": fmt.Sprint(after)})
 	case errors.Is(err, authz.ErrCompacted):
 		md := map[string]string{"after_revision": fmt.Sprint(after)}
 		if latest, err := s.engine.Latest(client); err == nil {
