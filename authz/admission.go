@@ -820,7 +820,13 @@ func (p *plan) platformOnly(what string) error {
 // platformOnlyError refuses the actor a write that only the platform may
 // make, saying why.
 func (p *plan) platformOnlyError(format string, args ...any) *Error {
-	e := errorf(PermissionDenied, "actor", p.by.Actor, format, args...)
+	return platformOnlyError(p.by.Actor, format, args...)
+}
+
+// platformOnlyError refuses actor a write that only the platform may make,
+// saying why.
+func platformOnlyError(actor, format string, args ...any) *Error {
+	e := errorf(PermissionDenied, "actor", actor, format, args...)
 	e.Rule = RulePlatformOnly
 	return e
 }

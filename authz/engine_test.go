@@ -70,9 +70,6 @@ func TestWriteWithActor(t *testing.T) {
 		t.Run("With an actor, the actor's own permissions decide: one with no grants may write nothing: "+wr.name, func(t *testing.T) {
 			w := writableWorld(t)
 			want := authz.PermissionDenied
-			if wr.name == "ApplyPolicy" {
-				want = authz.Invalid // a policy is applied on the caller's own authority
-			}
 			for _, x := range writes(w, authz.Author{Caller: "svc:console", Actor: "user:nobody"}) {
 				if x.name == wr.name {
 					w.refuses(want, "actor", "user:nobody", x.write)

@@ -31,10 +31,12 @@ type ApplyOptions struct {
 // declares. The write is held to every rule a write of its parts would be:
 // quotas, the depth of the tree, and no grant left without a definition of
 // its role. It returns the changes it made (or, dry, would make); applying a
-// policy already in force writes nothing and returns none.
+// policy already in force writes nothing and returns none. A policy is the
+// platform's, as admission rules are: an actor may not apply one
+// (PermissionDenied), for it rewrites the catalog every scope shares.
 func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts ApplyOptions) (Revision, []Change, error) {
 	if by.Actor != "" {
-		return 0, nil, errorf(Invalid, "actor", by.Actor, "a policy is applied on the caller's own authority; omit actor")
+		return 0, nil, platformOnlyError(by.Actor, "may not apply a policy: policies are the platform's, written on the caller's own authority; omit actor")
 	}
 	var changes []Change
 	rev, err := e.write(ctx, by, func(pl *plan) error {

@@ -638,3 +638,22 @@ func TestAnExportRebuildsAResourceRegisteredBeforeItsDefault(t *testing.T) {
 		t.Errorf("rebuilt, account:new's call quota: %d used (-1: none); want its default, 0 used", used)
 	}
 }
+
+// A policy rewrites the catalog every scope shares, the creator roles and
+// the default quotas: no actor's power reaches them, however much it holds.
+func TestAnActorAppliesNoPolicy(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grant("user:root-admin", "admin", "root") // "*" at root
+	by := authz.Author{Caller: "svc:console", Actor: "user:root-admin"}
+	p := streamPolicy()
+	p.Resources = append(p.Resources, authz.Resource{Name: "account:globex"})
+	for _, dry := range []bool{false, true} {
+		e := w.refuses(authz.PermissionDenied, "actor", "user:root-admin", func() (authz.Revision, error) {
+			rev, _, err := w.eng.ApplyPolicy(w.ctx, by, p, authz.ApplyOptions{DryRun: dry})
+			return rev, err
+		})
+		if authz.KindOf(e) != authz.KindPlatformOnly || !strings.Contains(e.Error(), "policies are the platform's") {
+			t.Errorf("dry run %v: refusal %v (kind %s), want %s saying policies are the platform's", dry, e, authz.KindOf(e), authz.KindPlatformOnly)
+		}
+	}
+}

@@ -527,7 +527,7 @@ func actorCases() []errorCase {
 	write := func(name string, call func(ctx context.Context, f *fixture) error) errorCase {
 		code, reason := codes.PermissionDenied, "MISSING_PERMISSION"
 		if name == "ApplyPolicy" {
-			code, reason = codes.InvalidArgument, "INVALID_FIELD"
+			reason = "PLATFORM_ONLY" // a policy is the platform's, whatever the actor holds
 		}
 		return errorCase{name: name + " on behalf of an actor without the power is refused", code: code, reason: reason,
 			field: "actor", value: actor, call: call}

@@ -1493,8 +1493,8 @@ type ApplyPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy, within the limits its fields state.
 	Policy *Policy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	// Must be empty (INVALID_ARGUMENT otherwise): a policy is applied on the
-	// caller's own authority.
+	// Must be empty (PERMISSION_DENIED, PLATFORM_ONLY otherwise): a policy is
+	// the platform's, applied on the caller's own authority.
 	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Also remove what the policy does not list: creator roles, default
 	// quotas, and the role definitions, quotas and admission rules on root and
