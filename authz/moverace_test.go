@@ -30,7 +30,7 @@ func (w *world) chain(parent string, n int) string {
 func TestTheTreeIsAtMostMaxDepthDeep(t *testing.T) {
 	w := newWorld(t, streamPolicy())
 	deepest := w.chain("", authz.MaxDepth)
-	if d := w.refuses(authz.FailedPrecondition, "parent", deepest, func() (authz.Revision, error) {
+	if d := w.refuses(authz.ResourceExhausted, "parent", deepest, func() (authz.Revision, error) {
 		return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:too-deep", Parent: deepest})
 	}); d.Kind != authz.KindMaxDepth {
 		t.Errorf("registering below level %d: kind %s, want %s", authz.MaxDepth, d.Kind, authz.KindMaxDepth)
@@ -39,7 +39,7 @@ func TestTheTreeIsAtMostMaxDepthDeep(t *testing.T) {
 	w.put("folder:b1", "")
 	w.put("folder:b2", "folder:b1")
 	level31 := fmt.Sprintf("folder:a%d", authz.MaxDepth-1)
-	if d := w.refuses(authz.FailedPrecondition, "parent", level31, func() (authz.Revision, error) {
+	if d := w.refuses(authz.ResourceExhausted, "parent", level31, func() (authz.Revision, error) {
 		return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:b1", Parent: level31})
 	}); d.Kind != authz.KindMaxDepth {
 		t.Errorf("moving two levels under level %d: kind %s, want %s", authz.MaxDepth-1, d.Kind, authz.KindMaxDepth)
@@ -47,7 +47,7 @@ func TestTheTreeIsAtMostMaxDepthDeep(t *testing.T) {
 	// One level fits.
 	w.put("folder:b2", "")
 	w.put("folder:b1", level31)
-	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:b2", Parent: "folder:b1"}); authz.CodeOf(err) != authz.FailedPrecondition {
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "folder:b2", Parent: "folder:b1"}); authz.CodeOf(err) != authz.ResourceExhausted {
 		t.Errorf("registering at level %d: %v, want the depth refused", authz.MaxDepth+1, err)
 	}
 }
@@ -94,7 +94,7 @@ func TestAPolicyKeepsTheTreeWithinMaxDepth(t *testing.T) {
 	w.chainOf("a", 16)
 	w.chainOf("b", 16)
 	w.chainOf("l", 16)
-	if d := w.refuses(authz.FailedPrecondition, entry(1), "folder:l16", func() (authz.Revision, error) {
+	if d := w.refuses(authz.ResourceExhausted, entry(1), "folder:l16", func() (authz.Revision, error) {
 		return apply(w, [2]string{"folder:b1", "folder:a16"}, [2]string{"folder:a1", "folder:l16"})
 	}); d.Kind != authz.KindMaxDepth {
 		t.Errorf("two chains of 16 moved under a third: kind %s, want %s", d.Kind, authz.KindMaxDepth)
@@ -115,7 +115,7 @@ func TestAPolicyKeepsTheTreeWithinMaxDepth(t *testing.T) {
 			moves = append(moves, [2]string{fmt.Sprintf("folder:n%d", i-1), fmt.Sprintf("folder:n%d", i)})
 		}
 	}
-	if d := w.refuses(authz.FailedPrecondition, entry(authz.MaxDepth-1), fmt.Sprintf("folder:n%d", authz.MaxDepth), func() (authz.Revision, error) {
+	if d := w.refuses(authz.ResourceExhausted, entry(authz.MaxDepth-1), fmt.Sprintf("folder:n%d", authz.MaxDepth), func() (authz.Revision, error) {
 		return apply(w, moves...)
 	}); d.Kind != authz.KindMaxDepth {
 		t.Errorf("a chain made of 100 resources side by side: kind %s, want %s", d.Kind, authz.KindMaxDepth)

@@ -71,7 +71,7 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 			return err
 		}
 		if d := x.depth(parent) + 1; d > MaxDepth {
-			return errorf(FailedPrecondition, "parent", r.Parent,
+			return errorf(ResourceExhausted, "parent", r.Parent,
 				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
 		}
 		if by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
@@ -303,7 +303,7 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 			"moving %q under %q would form a cycle: the parent is the resource itself or below it", name, x.name(parent)).as(KindCycle)
 	}
 	if d := x.depth(parent) + 1 + x.height(id); d > MaxDepth {
-		return errorf(FailedPrecondition, "parent", x.name(parent),
+		return errorf(ResourceExhausted, "parent", x.name(parent),
 			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth).as(KindMaxDepth)
 	}
 	if orphan := p.orphanedByMove(id, parent); orphan != "" {

@@ -791,3 +791,53 @@ func TestAnUndeclaredPermissionIsInvalidWhoeverAsks(t *testing.T) {
 		})
 	}
 }
+
+// The tree's depth is a limit, as a quota is: "capacity or limits reached"
+// is RESOURCE_EXHAUSTED (DESIGN.md, Errors), for a registration, a move and
+// a policy alike, and nothing is written.
+func TestATreePastItsDepthIsRefusedAsALimit(t *testing.T) {
+	f := newServer(t)
+	parent := ""
+	for i := 1; i <= authz.MaxDepth; i++ {
+		name := fmt.Sprintf("folder:d%d", i)
+		if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: name, Parent: parent}); err != nil {
+			t.Fatalf("registering %s, level %d: %v", name, i, err)
+		}
+		parent = name
+	}
+	if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "folder:other"}); err != nil {
+		t.Fatal(err)
+	}
+	deepest := parent
+	policy := exported(f.ctx(), f)
+	policy.Resources = append(policy.Resources, &usherv1.Resource{Name: "folder:deeper", Parent: deepest})
+	for _, c := range []struct {
+		name, field string
+		call        func() error
+	}{
+		{"a registration below the deepest level", "parent", func() error {
+			_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "folder:deeper", Parent: deepest})
+			return err
+		}},
+		{"a move below the deepest level", "parent", func() error {
+			_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: "folder:other", Parent: deepest})
+			return err
+		}},
+		{"a policy registering below the deepest level", fmt.Sprintf("policy.resources[%d].parent", len(policy.Resources)-1), func() error {
+			_, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: policy})
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.snapshotState()
+			st := wantCode(t, c.call(), codes.ResourceExhausted)
+			if want := fmt.Sprintf("%s %q", c.field, deepest); !strings.Contains(st.Message(), want) || !strings.Contains(st.Message(), "at most 32 deep") {
+				t.Errorf("message %q does not name %s and the limit", st.Message(), want)
+			}
+			wantDetails(t, st, refusal{reason: "MAX_DEPTH", field: c.field, value: deepest})
+			if diff := before.diff(f.snapshotState()); len(diff) > 0 {
+				t.Errorf("a refused call wrote something: %s", strings.Join(diff, "; "))
+			}
+		})
+	}
+}

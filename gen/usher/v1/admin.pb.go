@@ -810,8 +810,8 @@ func (x *DeleteRoleResponse) GetRevision() uint64 {
 
 // PutResourceRequest registers a resource, or moves a registered one.
 // NOT_FOUND when the parent is not registered; FAILED_PRECONDITION for a
-// move under itself (CYCLE) or a tree deeper than 32 (MAX_DEPTH);
-// RESOURCE_EXHAUSTED (QUOTA_EXCEEDED) when a quota above has no room.
+// move under itself (CYCLE); RESOURCE_EXHAUSTED when a quota above has no
+// room (QUOTA_EXCEEDED) or the tree would be deeper than 32 (MAX_DEPTH).
 type PutResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The resource, as type:id; not "root".
