@@ -57,9 +57,10 @@ func (c Change) touches() (subject string, resources []string) {
 // (but for one change set that holds more), counted before they are
 // decoded, so a filter that matches few comes back with a short page and a
 // token to go on rather than reading the whole log in one call, however
-// large its change sets; and it holds at most MaxPageChanges changes
-// (or one change set of more), read some at a time, so that a log of large
-// policies is not read, nor answered, gigabytes at once.
+// large its change sets; and it holds at most MaxPageChanges changes and
+// about MaxPageBytes (or one change set of more), read some at a time, so
+// that a log of large policies is not read, nor answered, gigabytes at
+// once.
 func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -79,7 +80,7 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
 	}
 	var page []ChangeSet
-	changes := 0 // in page
+	changes, bytes := 0, 0 // in page
 	// batch is how many change sets to read next: one at first, more
 	// while they are small, fewer once they are large.
 	batch := 1
@@ -127,7 +128,11 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			read += len(cs.Changes)
 			readAll += len(cs.Changes)
 			matches := f.Matches(cs)
-			if matches && len(page) > 0 && changes+len(cs.Changes) > MaxPageChanges {
+			setBytes := 0
+			if matches {
+				setBytes = cs.approxBytes()
+			}
+			if matches && len(page) > 0 && (changes+len(cs.Changes) > MaxPageChanges || bytes+setBytes > MaxPageBytes) {
 				return page, next(), nil // cs begins the next page
 			}
 			after = cs.Revision
@@ -137,7 +142,8 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			}
 			page = append(page, cs)
 			changes += len(cs.Changes)
-			if len(page) == size || changes >= MaxPageChanges {
+			bytes += setBytes
+			if len(page) == size || changes >= MaxPageChanges || bytes >= MaxPageBytes {
 				return page, next(), nil
 			}
 		}

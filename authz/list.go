@@ -25,6 +25,60 @@ const (
 // that runs out of budget is returned short, with a token to go on.
 const scanBudget = 10_000
 
+// MaxPageBytes bounds, roughly, the bytes of a page of ListRoles,
+// ListChanges or ExportPolicy but for its first role, change set or
+// resource, which comes whole: a tenant's roles may list a thousand
+// assignable roles and its blocks a thousand permissions, some 130 KB each,
+// and a page of a thousand of them would be built whole in memory and be
+// refused by every client that accepts gRPC's default of 4 MiB. A page
+// that reaches it ends there, short, with the token of the next.
+const MaxPageBytes = 2 << 20
+
+// approxBytes is about the bytes of the strings of a list, as encoded.
+func approxBytes(ss []string) int {
+	n := 0
+	for _, s := range ss {
+		n += len(s) + 2
+	}
+	return n
+}
+
+// approxBytes is about the bytes of r, as encoded.
+func (r Role) approxBytes() int {
+	return 16 + len(r.Name) + len(r.Scope) + len(r.Description) +
+		approxBytes(r.Permissions) + approxBytes(r.AssignableRoles) + approxBytes(r.BindableOn)
+}
+
+// approxBytes is about the bytes of cs, as encoded: each entity by its
+// strings, an admission rule by a kilobyte.
+func (cs ChangeSet) approxBytes() int {
+	n := 32 + len(cs.Caller) + len(cs.Actor)
+	for _, c := range cs.Changes {
+		n += 8
+		switch {
+		case c.Role != nil:
+			n += c.Role.approxBytes()
+		case c.Grant != nil:
+			n += 16 + len(c.Grant.Subject) + len(c.Grant.Role) + len(c.Grant.Resource)
+		case c.Block != nil:
+			n += 32 + len(c.Block.Subject) + len(c.Block.Resource) + len(c.Block.ID) + len(c.Block.Reason) + approxBytes(c.Block.Permissions)
+		case c.Permission != nil:
+			n += 8 + len(c.Permission.Name) + len(c.Permission.Description) + approxBytes(c.Permission.Parents)
+		case c.Resource != nil:
+			n += 32 + len(c.Resource.Name) + len(c.Resource.Parent) + len(c.Resource.Creator)
+		case c.Quota != nil:
+			n += 16 + len(c.Quota.Scope) + len(c.Quota.ResourceType) + len(c.Quota.Subject)
+		case c.CreatorRole != nil:
+			n += 8 + len(c.CreatorRole.ResourceType) + len(c.CreatorRole.Role)
+		case c.DefaultQuota != nil:
+			n += 16 + len(c.DefaultQuota.ScopeType) + len(c.DefaultQuota.ResourceType)
+		case c.Admission != nil:
+			n += 1 << 10
+		}
+	}
+	return n
+}
+
 // pageSize checks and defaults a requested page size.
 func pageSize(n int) (int, error) {
 	if n < 0 || n > MaxPageSize {
@@ -284,7 +338,8 @@ const assignableBudget = 4
 // may assign looks at no more than assignableBudget times its size, and
 // ends once its judgements have weighed scanBudget resources below (each
 // role through "*" weighs those where the actor holds less), so it may come
-// back short of page_size, with a token, and the last page may be empty.
+// back short of page_size, with a token, and the last page may be empty. A
+// page ends too once its roles reach MaxPageBytes.
 func (x *Index) ListRolesPage(resource, assignableBy string, size int, token string) ([]Role, string, Revision, error) {
 	roles, next, rev, _, err := x.listRolesPage(resource, assignableBy, size, token)
 	return roles, next, rev, err
@@ -317,9 +372,9 @@ func (x *Index) listRolesPage(resource, assignableBy string, size int, token str
 	}
 	typ := x.typeName(id)
 	var out []Role
-	next, last, looked := "", "", 0
+	next, last, looked, bytes := "", "", 0, 0
 	x.visibleRolesAfter(id, after, func(d *roleDef) bool {
-		if len(out) == size || looked == budget || p != nil && p.weighed >= scanBudget {
+		if len(out) == size || looked == budget || bytes >= MaxPageBytes || p != nil && p.weighed >= scanBudget {
 			next = pageToken{filter: filter, text: last}.encode()
 			return false
 		}
@@ -327,6 +382,7 @@ func (x *Index) listRolesPage(resource, assignableBy string, size int, token str
 		last = d.Name
 		if p == nil || d.bindableOn(typ) && p.mayGrant(d.Name, id, "grant") == nil {
 			out = append(out, cloneRole(d.Role))
+			bytes += d.Role.approxBytes()
 		}
 		return true
 	})
@@ -443,11 +499,13 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // carries the catalog, creator roles and default quotas; every page carries
 // up to size resources, parents before children, with the roles, quotas and
 // admission rules defined on them, and ends, maybe short, once these reach
-// scanBudget, the resource that reaches it whole. The pages merged into one policy, applied
-// to an empty store, rebuild the same tree, roles, quotas and rules.
-// Siblings come in the order this index keeps them, so a token is good only
-// on the index that made it (as ListGrants' of a subject is), and only while
-// the resource it ended at is where it was.
+// scanBudget, the resource that reaches it whole, or MaxPageBytes, the
+// roles of the resource that reaches it going on in the next page (a
+// resource may carry a thousand roles of 130 KB). The pages merged into one
+// policy, applied to an empty store, rebuild the same tree, roles, quotas
+// and rules. Siblings come in the order this index keeps them, so a token
+// is good only on the index that made it (as ListGrants' of a subject is),
+// and only while the resource it ended at is where it was.
 func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -462,6 +520,10 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	defer x.view.RUnlock()
 	var p Policy
 	start := x.root
+	// midway is set when the page before ended among start's roles, which
+	// go on after role afterRole ("": before the first), its resource,
+	// quotas and rules sent.
+	midway, afterRole := false, ""
 	if after == nil {
 		p.Permissions = slices.Clone(x.cat.perms)
 		for i := range p.Permissions {
@@ -476,10 +538,12 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	} else {
 		// Siblings come in the order of this index's tree, which another
 		// index of the same data keeps otherwise: the token is this one's.
-		epoch, name, _ := strings.Cut(after.text, "\x00")
+		epoch, rest, _ := strings.Cut(after.text, "\x00")
 		if epoch != x.epoch {
 			return Policy{}, "", x.rev, anotherIndex(token)
 		}
+		var name string
+		name, afterRole, midway = strings.Cut(rest, "\x00")
 		if start = x.lookupNode(name); start == noNode {
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
 				"resource %q, where the export stopped, was deleted since; export again from the first page", name).as(KindPageTokenExpired)
@@ -490,22 +554,58 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
 				"resource %q, where the export stopped, or one above it, was moved since; export again from the first page", name).as(KindPageTokenExpired)
 		}
-		start = x.nextPreorder(start, x.root)
-	}
-	last := noNode
-	for n := start; n != noNode && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget; n = x.nextPreorder(n, x.root) {
-		if n != x.root {
-			p.Resources = append(p.Resources, x.resourceAt(n))
+		if !midway {
+			start = x.nextPreorder(start, x.root)
 		}
-		p.Roles = append(p.Roles, x.definedAt(n)...)
-		p.Quotas = append(p.Quotas, x.quotas[n]...)
-		p.Admissions = append(p.Admissions, x.admissionsAt(n)...)
+	}
+	last, bytes := noNode, 0
+	cut, cutAt := false, "" // the page ends among last's roles, after cutAt
+	for n := start; n != noNode && !cut && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget && bytes < MaxPageBytes; n = x.nextPreorder(n, x.root) {
+		roles := x.rolesAt[n]
+		if midway && n == start {
+			if afterRole != "" {
+				i, found := x.searchRolesAt(roles, afterRole)
+				if found {
+					i++
+				}
+				roles = roles[i:]
+			}
+		} else {
+			if n != x.root {
+				p.Resources = append(p.Resources, x.resourceAt(n))
+				bytes += 64 + len(x.name(n))
+			}
+			rules := len(p.Admissions)
+			p.Quotas = append(p.Quotas, x.quotas[n]...)
+			p.Admissions = append(p.Admissions, x.admissionsAt(n)...)
+			bytes += 64*len(x.quotas[n]) + 1<<10*(len(p.Admissions)-rules)
+		}
 		last = n
+		for i, role := range roles {
+			if bytes >= MaxPageBytes {
+				cut = true
+				if i > 0 {
+					cutAt = x.roleNames[roles[i-1]]
+				} else if midway && n == start {
+					cutAt = afterRole
+				}
+				break
+			}
+			r := cloneRole(x.roleDefs[roleKey(n, role)].Role)
+			p.Roles = append(p.Roles, r)
+			bytes += r.approxBytes()
+		}
+	}
+	at := func(text string) string {
+		h := x.pathHash(last)
+		return pageToken{filter: filter, pos: []uint32{uint32(h >> 32), uint32(h)}, text: x.epoch + "\x00" + x.name(last) + text}.encode()
 	}
 	next := ""
-	if last != noNode && x.nextPreorder(last, x.root) != noNode {
-		h := x.pathHash(last)
-		next = pageToken{filter: filter, pos: []uint32{uint32(h >> 32), uint32(h)}, text: x.epoch + "\x00" + x.name(last)}.encode()
+	switch {
+	case cut:
+		next = at("\x00" + cutAt)
+	case last != noNode && x.nextPreorder(last, x.root) != noNode:
+		next = at("")
 	}
 	return p, next, x.rev, nil
 }

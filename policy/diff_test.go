@@ -215,8 +215,10 @@ func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
 		roles int
 	}{
 		{[]string{"root"}, 1, 1},
-		{[]string{"root", "account:a"}, 1, 1},
-		{[]string{"account:b"}, 2, 2},
+		// The next page tells whether the roles of the last resource
+		// wanted go on there.
+		{[]string{"root", "account:a"}, 2, 1},
+		{[]string{"account:b"}, 3, 2},
 		{[]string{"account:z"}, 3, 1}, // not registered: every page
 	} {
 		read = 0
@@ -227,6 +229,46 @@ func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
 		if read != c.pages || len(p.GetRoles()) != c.roles || len(p.GetPermissions()) != 1 {
 			t.Errorf("InForce(%v) read %d pages and kept %d roles, want %d and %d", c.want, read, len(p.GetRoles()), c.pages, c.roles)
 		}
+	}
+}
+
+// A page of large roles may end among a resource's: the roles go on at
+// the start of the next page (or pages), and InForce reads them all.
+func TestInForceReadsTheRolesOfItsLastResourceToTheirEnd(t *testing.T) {
+	roles := func(scope string, names ...string) []*usherv1.Role {
+		var out []*usherv1.Role
+		for _, n := range names {
+			out = append(out, &usherv1.Role{Name: n, Scope: scope})
+		}
+		return out
+	}
+	pages := []*usherv1.Policy{
+		{Permissions: []*usherv1.Permission{{Name: "a"}}, Resources: []*usherv1.Resource{{Name: "account:a", Parent: "root"}}, Roles: roles("account:a", "r1")},
+		{Roles: roles("account:a", "r2")},
+		{Roles: roles("account:a", "r3")},
+		{Resources: []*usherv1.Resource{{Name: "account:b", Parent: "root"}}, Roles: roles("account:b", "r1")},
+	}
+	page := func(token string) (*usherv1.Policy, string, error) {
+		i := 0
+		if token != "" {
+			i = int(token[0] - '0')
+		}
+		next := ""
+		if i+1 < len(pages) {
+			next = string(rune('0' + i + 1))
+		}
+		return pages[i], next, nil
+	}
+	p, err := policy.InForce(page, []string{"account:a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range p.GetRoles() {
+		got = append(got, r.GetScope()+"/"+r.GetName())
+	}
+	if want := []string{"account:a/r1", "account:a/r2", "account:a/r3"}; !slices.Equal(got, want) {
+		t.Errorf("InForce kept roles %v, want %v", got, want)
 	}
 }
 

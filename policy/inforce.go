@@ -15,8 +15,10 @@ type ExportPage func(token string) (page *usherv1.Policy, next string, err error
 // InForce reads the part of the policy in force that a policy file can
 // change: the catalog, creator roles, default quotas, and the resources in
 // want (with their roles, quotas and admission rules) and root's. It stops
-// paging as soon as every resource in want has been seen, so that a diff of
-// a policy that manages a few resources does not read a large tree.
+// paging as soon as every resource in want has been seen, with all its
+// roles (a page of large roles may end among a resource's, which go on at
+// the start of the next), so that a diff of a policy that manages a few
+// resources does not read a large tree.
 func InForce(page ExportPage, want []string) (*usherv1.Policy, error) {
 	missing, wanted := map[string]bool{}, map[string]bool{"": true, authz.RootName: true}
 	for _, name := range want {
@@ -59,11 +61,48 @@ func InForce(page ExportPage, want []string) (*usherv1.Policy, error) {
 				out.Admissions = append(out.Admissions, a)
 			}
 		}
-		if next == "" || len(missing) == 0 {
+		if next == "" {
+			return out, nil
+		}
+		if len(missing) == 0 {
+			// The page may have ended among the roles of its last
+			// resource (root, on a first page of root's roles only).
+			last := authz.RootName
+			if rs := p.GetResources(); len(rs) > 0 {
+				last = rs[len(rs)-1].GetName()
+			} else if roles := p.GetRoles(); len(roles) > 0 {
+				last = roles[len(roles)-1].GetScope()
+			}
+			if !keep(last) {
+				return out, nil
+			}
+			return rolesGoingOn(page, next, last, out)
+		}
+		token = next
+	}
+}
+
+// rolesGoingOn adds to out the roles of scope that the pages from token
+// begin with: the rest of them, when the page before token ended among
+// them.
+func rolesGoingOn(page ExportPage, token, scope string, out *usherv1.Policy) (*usherv1.Policy, error) {
+	for token != "" {
+		p, next, err := page(token)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range p.GetRoles() {
+			if r.GetScope() != scope {
+				return out, nil
+			}
+			out.Roles = append(out.Roles, r)
+		}
+		if len(p.GetResources()) > 0 || len(p.GetQuotas()) > 0 || len(p.GetAdmissions()) > 0 {
 			return out, nil
 		}
 		token = next
 	}
+	return out, nil
 }
 
 // Managed lists the resources a policy manages: root and those it lists.

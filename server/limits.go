@@ -66,11 +66,13 @@ import (
 //	  of them, one connection's           4            RESOURCE_EXHAUSTED, CONNECTION_REFLECTION_LIMIT
 //	                                                   (MaxReflectionStreamsPerConn)
 //	backups in progress at once           2            RESOURCE_EXHAUSTED, BACKUP_LIMIT (MaxBackups)
-//	levels of a resource below root       32           FAILED_PRECONDITION (authz.MaxDepth)
+//	levels of a resource below root       32           RESOURCE_EXHAUSTED, MAX_DEPTH (authz.MaxDepth)
 //	roles defined on one resource         1,000        RESOURCE_EXHAUSTED (authz.MaxRolesPerScope)
 //	quotas on one resource                10,000       RESOURCE_EXHAUSTED (authz.MaxQuotasPerScope)
 //	live roles of one subject on one      100          RESOURCE_EXHAUSTED (authz.MaxRolesPerHolder)
 //	  resource
+//	bytes of a page of ListRoles,         ~2 MiB       none: the page ends short, with a token
+//	  ListChanges, ExportPolicy                        (authz.MaxPageBytes)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
 // ValidatePolicy (usher serve --policy, usher policy validate). The server

@@ -523,3 +523,128 @@ func TestListQuotasPagesGoOnAtTheirScopeAfterAMove(t *testing.T) {
 	_, err := f.admin.ListQuotas(f.ctx(), &usherv1.ListQuotasRequest{Resource: stream42, PageToken: token})
 	wantDetails(t, wantCode(t, err, codes.FailedPrecondition), refusal{reason: "PAGE_TOKEN_EXPIRED", field: "page_token", value: token})
 }
+
+// A tenant's roles may each list a thousand assignable roles, some 100 KB
+// apiece: a page of a thousand of them would be built whole on the server
+// and refused by a client that takes gRPC's default of 4 MiB. ListRoles,
+// ListChanges and ExportPolicy pages end at authz.MaxPageBytes instead,
+// short, with a token, and every role comes once in all.
+func TestPagesOfLargeRolesFitWhatAClientTakes(t *testing.T) {
+	f := newServer(t)
+	const accounts, perAccount = 2, 45 // 4.6 MB of roles on each account
+	var assignable []string
+	for i := range 1000 {
+		assignable = append(assignable, fmt.Sprintf("r%04d-%s", i, strings.Repeat("x", 94)))
+	}
+	from, err := f.authz.GetRevision(f.ctx(), &usherv1.GetRevisionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for a := range accounts {
+		account := fmt.Sprintf("account:big%d", a)
+		if _, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: account}); err != nil {
+			t.Fatal(err)
+		}
+		for r := range perAccount {
+			name := fmt.Sprintf("wide-%d", r)
+			role := &usherv1.Role{Name: name, Scope: account, Permissions: []string{"join-call"}, AssignableRoles: assignable}
+			if _, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{Role: role}); err != nil {
+				t.Fatal(err)
+			}
+			want[account+"/"+name] = true
+		}
+	}
+	check := func(what string, pages int, got, want map[string]bool) {
+		t.Helper()
+		if pages < 3 {
+			t.Errorf("%s came in %d pages, want at least 3 of about 2 MiB", what, pages)
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s listed %d of the %d large roles", what, len(got), len(want))
+		}
+	}
+
+	got, pages, token := map[string]bool{}, 0, ""
+	for {
+		resp, err := f.admin.ListRoles(f.ctx(), &usherv1.ListRolesRequest{Resource: "account:big0", PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ListRoles, page %d: %v", pages+1, err)
+		}
+		pages++
+		for _, r := range resp.GetRoles() {
+			if strings.HasPrefix(r.GetName(), "wide-") {
+				if got[r.GetScope()+"/"+r.GetName()] {
+					t.Errorf("ListRoles listed %s twice", r.GetName())
+				}
+				got[r.GetScope()+"/"+r.GetName()] = true
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	onBig0 := map[string]bool{}
+	for k := range want {
+		if strings.HasPrefix(k, "account:big0/") {
+			onBig0[k] = true
+		}
+	}
+	check("ListRoles", pages, got, onBig0)
+
+	got, pages, token = map[string]bool{}, 0, ""
+	for {
+		resp, err := f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{AfterRevision: from.GetRevision(), PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ListChanges, page %d: %v", pages+1, err)
+		}
+		pages++
+		for _, cs := range resp.GetChanges() {
+			for _, c := range cs.GetChanges() {
+				if r := c.GetRole(); r != nil {
+					if got[r.GetScope()+"/"+r.GetName()] {
+						t.Errorf("ListChanges listed the definition of %s twice", r.GetName())
+					}
+					got[r.GetScope()+"/"+r.GetName()] = true
+				}
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	check("ListChanges", pages, got, want)
+
+	got, pages, token = map[string]bool{}, 0, ""
+	resources := map[string]bool{}
+	for {
+		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ExportPolicy, page %d: %v", pages+1, err)
+		}
+		pages++
+		for _, r := range resp.GetPolicy().GetRoles() {
+			if strings.HasPrefix(r.GetName(), "wide-") {
+				if got[r.GetScope()+"/"+r.GetName()] {
+					t.Errorf("ExportPolicy listed %s on %s twice", r.GetName(), r.GetScope())
+				}
+				got[r.GetScope()+"/"+r.GetName()] = true
+			}
+		}
+		for _, r := range resp.GetPolicy().GetResources() {
+			if resources[r.GetName()] {
+				t.Errorf("ExportPolicy listed %s twice", r.GetName())
+			}
+			resources[r.GetName()] = true
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	check("ExportPolicy", pages, got, want)
+	for a := range accounts {
+		if account := fmt.Sprintf("account:big%d", a); !resources[account] {
+			t.Errorf("ExportPolicy left out %s", account)
+		}
+	}
+}
