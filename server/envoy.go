@@ -446,7 +446,8 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 	// that an earlier GET rule matches: the API runs it by its GET route
 	// (Express, Rails, Laravel, Flask, Spring, Go's ServeMux), and only
 	// its body is dropped; one that ignores case in methods runs a "head"
-	// so too.
+	// so too, and one that ignores case in routes a HEAD that the GET rule
+	// matches but for case.
 	folded, head := -1, -1
 	for i, rt := range h.routes {
 		if vars, ok := rt.match(method, segments); ok {
@@ -463,7 +464,7 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 		if folded < 0 && rt.matches(method, segments, true) {
 			folded = i
 		}
-		if head < 0 && strings.EqualFold(method, "HEAD") && rt.method == "GET" && rt.matches("GET", segments, false) {
+		if head < 0 && strings.EqualFold(method, "HEAD") && rt.method == "GET" && rt.matches("GET", segments, true) {
 			head = i
 		}
 	}

@@ -1200,3 +1200,21 @@ func TestEnvoyRefusesAHeadAnEarlierGetRuleMatches(t *testing.T) {
 		}
 	}
 }
+
+// An API that ignores case in its routes runs HEAD /CALLS/meeting/7 by
+// the route of GET /calls/{type}/{id}, as it runs GET /CALLS/meeting/7:
+// a HEAD that an earlier GET rule matches but for case is refused too.
+func TestEnvoyRefusesAHeadAnEarlierGetRuleMatchesButForCase(t *testing.T) {
+	cfg := headerConfig()
+	cfg.Rules = []server.EnvoyRule{
+		{Method: "GET", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "join-call"},
+		{Method: "*", Path: "/{section}/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
+	}
+	w := startEnvoy(t, cfg, nil)
+	wantDenial(t, w.ask(t, requestAs("carol", "GET", "/CALLS/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
+		"GET /CALLS/meeting/7 differs only in case from rules[0] (GET /calls/{type}/{id})")
+	for _, method := range []string{"HEAD", "head"} {
+		wantDenial(t, w.ask(t, requestAs("carol", method, "/CALLS/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
+			method+" /CALLS/meeting/7 is a GET of rules[0] (GET /calls/{type}/{id}) to an API, which runs a HEAD by its GET route")
+	}
+}
