@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"regexp"
@@ -238,9 +237,11 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 			return nil, configError(field, where, "the HS256 secret is %d bytes long; at least %d are needed", len(secret), minHMACSecretLen)
 		}
 		// An issuer's public key or certificate, which anyone may have,
-		// would let anyone sign an HS256 token Usher takes.
-		if block, _ := pem.Decode(secret); block != nil {
-			return nil, configError(field, where, "the HS256 secret is a PEM %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", block.Type)
+		// would let anyone sign an HS256 token Usher takes: so would one
+		// whose line breaks a variable holds escaped ("\n") or whose lines
+		// are indented, which is no PEM block to a decoder.
+		if m := pemBegin.FindSubmatch(secret); m != nil {
+			return nil, configError(field, where, "the HS256 secret is a PEM %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", m[1])
 		}
 		return secret, nil
 	default:
@@ -254,6 +255,10 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 		return key, nil
 	}
 }
+
+// pemBegin finds the line that starts a PEM block, however the lines
+// around it are broken, and its type.
+var pemBegin = regexp.MustCompile(`-----BEGIN ([^-\r\n]*)-----`)
 
 // envoyRoute is a compiled EnvoyRule.
 type envoyRoute struct {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -1021,6 +1022,12 @@ func TestRegisterEnvoyRefuses(t *testing.T) {
 		{"a short HS256 secret", jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "s", []byte("short\n"))}), "the HS256 secret is 5 bytes long; at least 32 are needed"},
 		{"an RS256 public key as an HS256 secret, with which anyone could sign",
 			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", publicPEM(t, key))}),
+			"the HS256 secret is a PEM PUBLIC KEY, which is public"},
+		{"a public key as an HS256 secret with its line breaks escaped, as a variable may hold it",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", bytes.ReplaceAll(publicPEM(t, key), []byte("\n"), []byte(`\n`)))}),
+			"the HS256 secret is a PEM PUBLIC KEY, which is public"},
+		{"a public key as an HS256 secret with its lines indented",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", bytes.ReplaceAll(publicPEM(t, key), []byte("\n"), []byte("\n  ")))}),
 			"the HS256 secret is a PEM PUBLIC KEY, which is public"},
 		{"an RS256 key that is not PEM", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", hmacSecret)}), "not an RSA public key in PEM"},
 		{"an RSA key under 2048 bits", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", publicPEM(t, small))}), "the RSA key has 1024 bits"},
