@@ -120,12 +120,10 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 }
 
 // reknock renews the subject's knock old as k asks, keeping its id, and
-// puts a new note or caller, or an expiry past its lease's reach, where
-// every replica sees them. It reports false when old changed meanwhile and
-// must be read again.
+// puts its new expiry, and a new note or caller, where every replica sees
+// them: the lobby's list gives when a knock lapses. It reports false when
+// old changed meanwhile and must be read again.
 func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (bool, error) {
-	renoted := k.Note != "" && k.Note != old.k.Note
-	same := old.k.Caller == k.Caller && !renoted
 	old.k.Expires, old.k.Caller = k.Expires, k.Caller
 	if k.Note != "" {
 		old.k.Note = k.Note
@@ -146,18 +144,6 @@ func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (boo
 		return false, err
 	}
 	longer := k.Expires.After(s.clock.Now().Add(time.Duration(ka.TTL) * time.Second))
-	if same && !longer {
-		// The lease renewed reaches the new expiry, and the record would
-		// say nothing new but its Expires, which liveness does not rest on
-		// (as Renew's): no write, for every replica to follow and every new
-		// knock of the call to conflict with.
-		s.mu.Lock()
-		if c := s.c.byID[old.k.ID]; c != nil && c.lease == lease && k.Expires.After(c.expires()) {
-			c.setExpires(k.Expires)
-		}
-		s.mu.Unlock()
-		return true, nil
-	}
 	ops := []clientv3.Op{clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease))}
 	if longer {
 		if lease, err = s.grant(ctx, k.Expires.Sub(s.clock.Now())); err != nil {

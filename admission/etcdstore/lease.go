@@ -74,6 +74,9 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	if reach := s.clock.Now().Add(time.Duration(ka.TTL) * time.Second); expires.After(reach) {
 		return s.relet(ctx, e, expires)
 	}
+	if knock {
+		return s.restamp(ctx, e, expires)
+	}
 	e.setExpires(expires)
 	s.mu.Lock()
 	if c := s.c.byID[id]; c != nil && c.lease == e.lease && expires.After(c.expires()) {
@@ -98,6 +101,48 @@ func (s *Store) holds(ctx context.Context, key, id string) error {
 		return admission.ErrNoSession
 	}
 	return nil
+}
+
+// restamp puts the knock e again, expiring at expires, under its lease,
+// kept alive to reach that far: the lobby's list gives when a knock
+// lapses, on every replica and on one that opens after, and reads it from
+// the record. A knock renewed meanwhile as far is left as it is; one put
+// under another lease since is put under a new one that reaches expires.
+func (s *Store) restamp(ctx context.Context, e *entry, expires time.Time) (*entry, error) {
+	lease := e.lease
+	// As relet's, each attempt compares at once what the last one read.
+	for range s.opts.RetryConflicts {
+		if !expires.After(e.expires()) {
+			return e, nil
+		}
+		if e.lease != lease {
+			return s.relet(ctx, e, expires)
+		}
+		e.setExpires(expires)
+		value, err := s.encode(e)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(lease))).
+			Else(clientv3.OpGet(e.key)).Commit()
+		if isLeaseGone(err) {
+			return nil, admission.ErrNoSession
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.Succeeded {
+			e.mod = resp.Header.Revision
+			s.await(ctx, resp.Header.Revision)
+			return e, nil
+		}
+		// Renewed elsewhere, under this lease or a new one, or gone.
+		if e, err = s.current(resp, e.id()); err != nil {
+			return nil, err
+		}
+	}
+	return nil, s.contended(e.call())
 }
 
 // relet puts e again, expiring at expires, under a new lease long enough.

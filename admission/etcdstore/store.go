@@ -28,9 +28,11 @@
 // nobody renews lapses when etcd expires its lease and deletes its keys, a
 // second or so after its Expires; every replica sees the delete on its watch
 // and reports the session Lapsed. Liveness is therefore the key's presence,
-// not the record's Expires, which is the expiry as last written: a renewal
-// that needs no longer lease does not write it, so another replica's
-// Session(id).Expires may be older than the lease's.
+// not the record's Expires, which is the expiry as last written: a session's
+// renewal that needs no longer lease does not write it, so another replica's
+// Session(id).Expires may be older than the lease's. A knock's renewal (a
+// KeepAlive, or a Knock again) does write it, under the same lease: the
+// lobby's list gives when each knock lapses, on every replica.
 //
 // # Capacity
 //

@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 		{"Mark sets a session's marks for the joins that follow, ends nobody and reports nothing; an ended session is ErrNoSession", false, testMark},
 		{"a session or knock whose lease runs out unrenewed ends as Lapsed, and is no longer counted", false, testLapse},
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
+		{"a knock renewed as KeepAlive renews it lists its new expiry, on every replica and one that opens after", false, testRenewKnockListed},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
 		{"a store holds at most MaxSessions sessions and knocks; a replacement or a knocking subject still joins and a refusal comes first", false, testSessionBound},
@@ -629,6 +630,55 @@ func testRenewKeepsAlive(t *testing.T, h *harness) {
 		t.Fatal("a renewed session is not live")
 	}
 	n.expect(began(s), ended(want, admission.Ending{Why: admission.Lapsed}))
+}
+
+func testRenewKnockListed(t *testing.T, h *harness) {
+	a := h.open(Bounds{})
+	var b *node
+	if h.b.Replica != nil {
+		b = h.replica(a, Bounds{})
+	}
+	k := a.mustKnock(knock(call, "user:k", "hello", time.Minute))
+	want := k
+	lists := func(n *node, where string) {
+		t.Helper()
+		if n == nil {
+			return
+		}
+		deadline := time.Now().Add(waitAtMost)
+		for {
+			got, ok := n.KnockOf(k.ID)
+			listed := knocksOf(n, call)
+			if ok && sameKnock(got, want) && slices.Equal(listed, describeKnocks(want)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: KnockOf = %s, %t; Knocks = %v; want %s", where, describeKnock(got), ok, listed, describeKnock(want))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// As KeepAlive renews it: the rule's lease from now, which the knock's
+	// lease, kept alive, reaches without a longer one.
+	time.Sleep(10 * time.Millisecond)
+	want.Expires = time.Now().Add(time.Minute)
+	if got, err := a.RenewKnock(h.ctx, k.ID, want.Expires); err != nil || !sameKnock(got, want) {
+		t.Fatalf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(want))
+	}
+	lists(a, "the store that renewed it")
+	lists(b, "another replica")
+	// As a Knock again, with nothing new, renews it.
+	time.Sleep(10 * time.Millisecond)
+	again := knock(call, "user:k", "", time.Minute)
+	want.Expires = again.Expires
+	if got := a.mustKnock(again); !sameKnock(got, want) {
+		t.Fatalf("Knock again = %s, want %s", describeKnock(got), describeKnock(want))
+	}
+	lists(a, "the store that renewed it by a Knock")
+	lists(b, "another replica, after a Knock again")
+	if b != nil {
+		lists(h.replica(a, Bounds{}), "a replica that opens after the renewals")
+	}
 }
 
 func testOrder(t *testing.T, h *harness) {
