@@ -143,9 +143,8 @@ func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (boo
 	if err != nil {
 		return false, err
 	}
-	longer := k.Expires.After(s.clock.Now().Add(time.Duration(ka.TTL) * time.Second))
 	ops := []clientv3.Op{clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease))}
-	if longer {
+	if !s.fits(ka.TTL, s.clock.Now(), k.Expires) {
 		if lease, err = s.grant(ctx, k.Expires.Sub(s.clock.Now())); err != nil {
 			return false, err
 		}

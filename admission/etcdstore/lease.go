@@ -12,7 +12,9 @@ import (
 )
 
 // Renew implements admission.Store: a KeepAliveOnce of the session's lease,
-// and a longer lease when expires is further off than its TTL reaches.
+// and a lease of its own when that one does not fit expires (fits): a
+// longer one when expires is further off than its TTL reaches, a shorter
+// one when it would reach more than a second past it.
 func (s *Store) Renew(ctx context.Context, id string, expires time.Time) (admission.Session, error) {
 	e, err := s.renew(ctx, id, false, expires)
 	if err != nil {
@@ -71,7 +73,7 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	if !expires.After(e.expires()) {
 		return e, nil // a lease only moves forward
 	}
-	if reach := s.clock.Now().Add(time.Duration(ka.TTL) * time.Second); expires.After(reach) {
+	if !s.fits(ka.TTL, s.clock.Now(), expires) {
 		return s.relet(ctx, e, expires)
 	}
 	if knock {

@@ -24,12 +24,14 @@
 // i/ key attached, with a TTL of its lease rounded up to the second. Renew is
 // a KeepAliveOnce of that lease from whichever replica the media server
 // reaches; only when the new expiry is further off than the lease's TTL
-// reaches is the record put again under a new, longer lease. A session
+// reaches is the record put again under a new, longer lease, or, when it is
+// more than a second nearer (the rule's lease was shortened), under a new,
+// shorter one, so that the session lapses when its Expires says. A session
 // nobody renews lapses when etcd expires its lease and deletes its keys, a
 // second or so after its Expires; every replica sees the delete on its watch
 // and reports the session Lapsed. Liveness is therefore the key's presence,
 // not the record's Expires, which is the expiry as last written: a session's
-// renewal that needs no longer lease does not write it, so another replica's
+// renewal that needs no new lease does not write it, so another replica's
 // Session(id).Expires may be older than the lease's. A knock's renewal (a
 // KeepAlive, or a Knock again) does write it, under the same lease: the
 // lobby's list gives when each knock lapses, on every replica.
@@ -115,6 +117,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -218,6 +221,10 @@ type Store struct {
 	// joins and knocks under way that may add a session or knock.
 	inflight map[string]int
 	adding   int
+
+	// shortest is the TTL, in seconds, etcd gave a lease granted for
+	// less (its shortest lease); 0 until one was.
+	shortest atomic.Int64
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -585,12 +592,31 @@ func (s *Store) takeShare(caller string) (release func(), err error) {
 
 // grant returns a new lease that lasts at least d.
 func (s *Store) grant(ctx context.Context, d time.Duration) (clientv3.LeaseID, error) {
-	ttl := int64((d + time.Second - 1) / time.Second)
-	resp, err := s.cli.Grant(ctx, max(ttl, 1))
+	ttl := ttlOf(d)
+	resp, err := s.cli.Grant(ctx, ttl)
 	if err != nil {
 		return 0, err
 	}
+	if resp.TTL > ttl {
+		s.shortest.Store(resp.TTL)
+	}
 	return resp.ID, nil
+}
+
+// ttlOf is the TTL, in seconds, of a lease that lasts at least d.
+func ttlOf(d time.Duration) int64 {
+	return max(int64((d+time.Second-1)/time.Second), 1)
+}
+
+// fits reports whether a lease of ttl seconds, kept alive at now, lapses
+// when expires says: it reaches that far, and no more than a second
+// further than a lease granted for it would (or etcd's shortest lease).
+// One granted for a longer term, before a rule's lease was shortened,
+// would keep a session or knock its media server stopped renewing for
+// that term.
+func (s *Store) fits(ttl int64, now, expires time.Time) bool {
+	need := ttlOf(expires.Sub(now))
+	return ttl >= need && ttl <= max(need, s.shortest.Load())+1
 }
 
 // revoke revokes a lease whose keys have ended; one that fails runs out.

@@ -63,6 +63,7 @@ func Run(t *testing.T, b Backend) {
 		{"Mark sets a session's marks for the joins that follow, ends nobody and reports nothing; an ended session is ErrNoSession", false, testMark},
 		{"a session or knock whose lease runs out unrenewed ends as Lapsed, and is no longer counted", false, testLapse},
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
+		{"a lease renewed for a shorter term than it began with lapses at its new expiry, not a first term later", false, testRenewShorter},
 		{"a knock renewed as KeepAlive renews it lists its new expiry, on every replica and one that opens after", false, testRenewKnockListed},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
@@ -630,6 +631,32 @@ func testRenewKeepsAlive(t *testing.T, h *harness) {
 		t.Fatal("a renewed session is not live")
 	}
 	n.expect(began(s), ended(want, admission.Ending{Why: admission.Lapsed}))
+}
+
+func testRenewShorter(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	// Made under a rule's lease of 10 s, and renewed once under 2 s, as
+	// KeepAlive does once the rule's lease is shortened: past the first
+	// expiry, so that the renewal moves it, and then no more.
+	s := session(call, "user:a", 10*time.Second)
+	n.mustJoin(s)
+	k := n.mustKnock(knock(call, "user:b", "", 10*time.Second))
+	n.expect(began(s), knocked(k))
+	time.Sleep(time.Until(s.Expires.Add(-1500 * time.Millisecond)))
+	want, wantK := s, k
+	want.Expires = time.Now().Add(2 * time.Second)
+	if got, err := n.Renew(h.ctx, s.ID, want.Expires); err != nil || !sameSession(got, want) {
+		t.Fatalf("Renew = %s, %v; want %s", describeSession(got), err, describeSession(want))
+	}
+	wantK.Expires = time.Now().Add(2 * time.Second)
+	if got, err := n.RenewKnock(h.ctx, k.ID, wantK.Expires); err != nil || !sameKnock(got, wantK) {
+		t.Fatalf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(wantK))
+	}
+	n.expectAnyOrder(ended(want, admission.Ending{Why: admission.Lapsed}), unknocked(wantK, admission.Lapsed))
+	// A lease runs out within a second or so of its expiry.
+	if late := time.Since(wantK.Expires); late > 3*time.Second {
+		t.Errorf("the session and the knock lapsed %s after their expiry; want them gone within 3s", late.Round(100*time.Millisecond))
+	}
 }
 
 func testRenewKnockListed(t *testing.T, h *harness) {
