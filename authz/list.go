@@ -49,6 +49,12 @@ func (r Role) approxBytes() int {
 		approxBytes(r.Permissions) + approxBytes(r.AssignableRoles) + approxBytes(r.BindableOn)
 }
 
+// approxBytes is about the bytes of q, as encoded: its scope and subject
+// may be some 290 bytes each.
+func (q Quota) approxBytes() int {
+	return 16 + len(q.Scope) + len(q.ResourceType) + len(q.Subject)
+}
+
 // approxBytes is about the bytes of cs, as encoded: each entity by its
 // strings, an admission rule by a kilobyte.
 func (cs ChangeSet) approxBytes() int {
@@ -67,7 +73,7 @@ func (cs ChangeSet) approxBytes() int {
 		case c.Resource != nil:
 			n += 32 + len(c.Resource.Name) + len(c.Resource.Parent) + len(c.Resource.Creator)
 		case c.Quota != nil:
-			n += 16 + len(c.Quota.Scope) + len(c.Quota.ResourceType) + len(c.Quota.Subject)
+			n += c.Quota.approxBytes()
 		case c.CreatorRole != nil:
 			n += 8 + len(c.CreatorRole.ResourceType) + len(c.CreatorRole.Role)
 		case c.DefaultQuota != nil:
@@ -578,7 +584,10 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			rules := len(p.Admissions)
 			p.Quotas = append(p.Quotas, x.quotas[n]...)
 			p.Admissions = append(p.Admissions, x.admissionsAt(n)...)
-			bytes += 64*len(x.quotas[n]) + 1<<10*(len(p.Admissions)-rules)
+			for _, q := range x.quotas[n] {
+				bytes += q.approxBytes()
+			}
+			bytes += 1 << 10 * (len(p.Admissions) - rules)
 		}
 		last = n
 		for i, role := range roles {

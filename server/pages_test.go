@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -646,5 +647,54 @@ func TestPagesOfLargeRolesFitWhatAClientTakes(t *testing.T) {
 		if account := fmt.Sprintf("account:big%d", a); !resources[account] {
 			t.Errorf("ExportPolicy left out %s", account)
 		}
+	}
+}
+
+// A quota names its scope and may name a subject, each up to some 290
+// bytes: an ExportPolicy page counts them as they are, and ends once it
+// holds about authz.MaxPageBytes, before the resource after, rather than
+// send resources of thousands of quotas together past what a client takes.
+func TestExportPolicyPagesOfLongQuotasFitWhatAClientTakes(t *testing.T) {
+	f := newServer(t)
+	first, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const accounts, perAccount = 3, 3000 // some 1.5 MB of quotas on each
+	id := strings.Repeat("x", 240)
+	for a := range accounts {
+		// A policy manages the resources it lists: each apply leaves the
+		// accounts of the others be.
+		p := proto.Clone(first.GetPolicy()).(*usherv1.Policy)
+		account := fmt.Sprintf("account:%d-%s", a, id)
+		p.Resources = append(p.Resources, &usherv1.Resource{Name: account, Parent: authz.RootName})
+		for q := range perAccount {
+			p.Quotas = append(p.Quotas, &usherv1.Quota{Scope: account, ResourceType: "call", Subject: fmt.Sprintf("user:%04d-%s", q, id), Limit: 1})
+		}
+		if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quotas, pages, token := 0, 0, ""
+	for {
+		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ExportPolicy, page %d: %v", pages+1, err)
+		}
+		pages++
+		for _, q := range resp.GetPolicy().GetQuotas() {
+			if strings.HasPrefix(q.GetSubject(), "user:") {
+				quotas++
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if pages < 2 {
+		t.Errorf("ExportPolicy came in %d pages, want at least 2 of about 2 MiB", pages)
+	}
+	if quotas != accounts*perAccount {
+		t.Errorf("ExportPolicy listed %d of the %d quotas", quotas, accounts*perAccount)
 	}
 }
