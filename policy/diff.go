@@ -247,14 +247,15 @@ func Diff(old, new *usherv1.Policy) []Entry {
 			out = append(out, Entry{Sign: '~', Kind: e.kind, Name: e.name, Fields: fs})
 		}
 	}
-	// A quota that registering its scope gives, its type's default as new
-	// leaves the defaults or as old had them, is kept by a prune too.
+	// A quota of a type that its scope's type has a default quota for, in
+	// new, is kept by a prune whatever its limit, as apply keeps it; the
+	// defaults new drops keep nothing.
 	isDefault := func(e entity) bool {
 		q, ok := e.msg.(*usherv1.Quota)
 		given := func(d *usherv1.DefaultQuota) bool {
-			return d.GetScopeType() == authz.TypeOf(q.GetScope()) && d.GetResourceType() == q.GetResourceType() && d.GetLimit() == q.GetLimit()
+			return d.GetScopeType() == authz.TypeOf(q.GetScope()) && d.GetResourceType() == q.GetResourceType()
 		}
-		return ok && q.GetSubject() == "" && (slices.ContainsFunc(new.GetDefaultQuotas(), given) || slices.ContainsFunc(old.GetDefaultQuotas(), given))
+		return ok && q.GetSubject() == "" && slices.ContainsFunc(new.GetDefaultQuotas(), given)
 	}
 	for _, e := range olds {
 		id := e.id()

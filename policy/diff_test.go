@@ -371,3 +371,59 @@ func TestDiffKeepsTheFormerDefaultQuotaOfAListedResource(t *testing.T) {
 		}
 	}
 }
+
+// The diff removes, with prune, the quotas of a listed resource that
+// applying the file with --prune removes, and no other: a quota of a type
+// the file's default quotas cover for its scope's type is kept whatever
+// its limit (a plan raised it), and one a default the file drops gave is
+// removed.
+func TestDiffRemovesTheQuotasApplyRemoves(t *testing.T) {
+	ctx, by := context.Background(), authz.Author{Caller: "test"}
+	for _, c := range []struct {
+		name  string
+		raise bool
+		edit  func(file *usherv1.Policy)
+	}{
+		{"a plan raised the defaulted quota", true, func(*usherv1.Policy) {}},
+		{"the file drops the default that gave it", false, func(file *usherv1.Policy) {
+			file.DefaultQuotas = slices.DeleteFunc(file.DefaultQuotas, func(d *usherv1.DefaultQuota) bool {
+				return d.GetScopeType() == "company" && d.GetResourceType() == "room"
+			})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			engine, file := initechListed(t)
+			if c.raise {
+				if _, err := engine.PutQuota(ctx, by, authz.Quota{Scope: "company:initech", ResourceType: "room", Limit: 7}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.edit(file)
+			_, changes, err := engine.ApplyPolicy(ctx, by, policy.ToAuthz(file), authz.ApplyOptions{Prune: true, DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var applied []string
+			for _, ch := range changes {
+				if ch.Op == authz.OpDeleteQuota {
+					applied = append(applied, ch.Quota.Scope+"/"+ch.Quota.ResourceType)
+				}
+			}
+			old, err := policy.InForce(policy.EnginePages(engine.Index()), policy.Touches(file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var diffed []string
+			for _, e := range policy.Diff(old, file) {
+				if e.Sign == '-' && e.Kind == "quota" {
+					diffed = append(diffed, e.Name)
+				}
+			}
+			slices.Sort(applied)
+			slices.Sort(diffed)
+			if !slices.Equal(diffed, applied) {
+				t.Errorf("the diff removes the quotas %q; applying the file with --prune removes %q", diffed, applied)
+			}
+		})
+	}
+}
