@@ -447,10 +447,11 @@ type ListRolesRequest struct {
 	// only its own permissions wherever a grant would give them, at resource
 	// and below. A grant may still be refused by the delegation invariant.
 	AssignableBy string `protobuf:"bytes,3,opt,name=assignable_by,json=assignableBy,proto3" json:"assignable_by,omitempty"`
-	// At most this many roles per page (default 100, at most 1000). With
-	// assignable_by, a page may come back short, with a token: it judges at
-	// most four roles for each one asked, and ends once its judgements have
-	// weighed 10,000 resources below resource.
+	// At most this many roles per page (default 100, at most 1000). A page
+	// may come back short, with a token: it ends once its roles reach about
+	// 2 MiB, and, with assignable_by, it judges at most four roles for each
+	// one asked and ends once its judgements have weighed 10,000 resources
+	// below resource.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, with resource and
 	// assignable_by as they were; INVALID_ARGUMENT for a token of another
@@ -1488,7 +1489,9 @@ func (x *UnblockResponse) GetRevision() uint64 {
 // but missing from the catalog: PERMISSION_IN_USE), naming the field path;
 // NOT_FOUND for a parent or scope neither registered nor listed before;
 // FAILED_PRECONDITION when the tree or a held role would break;
-// RESOURCE_EXHAUSTED when a quota would be exceeded.
+// RESOURCE_EXHAUSTED when a quota would be exceeded or the tree would be
+// deeper than 32 (MAX_DEPTH); PERMISSION_DENIED (PLATFORM_ONLY) with an
+// actor.
 type ApplyPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The policy, within the limits its fields state.
@@ -1707,7 +1710,10 @@ type ExportPolicyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first page carries the catalog, creator roles and default quotas;
 	// every page carries resources, parents before children, with the roles,
-	// quotas and admission rules defined on them. The pages merged into one
+	// quotas and admission rules defined on them. A page ends short, with a
+	// token, once these reach 10,000, or about 2 MiB: then the roles of its
+	// last resource may go on at the start of the next page, before any
+	// resource. The pages merged into one
 	// policy (as `usher policy export` does), applied to an empty store,
 	// rebuild the tree, roles, quotas and rules; a later page alone lacks the
 	// catalog its roles name.
@@ -2479,7 +2485,8 @@ type ListChangesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The matching records, oldest first. A page reads at most 10,000
 	// records of the log, so a filter that matches few may come back short,
-	// with a token.
+	// with a token; it ends short too once it holds 10,000 changes or about
+	// 2 MiB, but for a first record that holds more.
 	Changes []*ChangeRecord `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
 	// Empty once the log has been read to its end.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
