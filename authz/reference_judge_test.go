@@ -423,7 +423,7 @@ func (j *judgement) register(name, parent string) (authz.Snapshot, bool) {
 	typ := authz.TypeOf(name)
 	j.requireTyped(parent, authz.PermResourcesCreate, typ, "registering "+name)
 	if r.depth(parent)+1 > authz.MaxDepth {
-		j.refuse(authz.FailedPrecondition, "", "%s would be deeper than %d", name, authz.MaxDepth)
+		j.refuse(authz.ResourceExhausted, "", "%s would be deeper than %d", name, authz.MaxDepth)
 	}
 	after := clone(j.s)
 	res := authz.Resource{Name: name, Parent: parent, Creator: j.actor}
@@ -470,7 +470,7 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 		return j.s, false
 	}
 	if r.depth(parent)+1+r.height(name) > authz.MaxDepth {
-		j.refuse(authz.FailedPrecondition, "", "moving %s under %s would make the tree deeper than %d", name, parent, authz.MaxDepth)
+		j.refuse(authz.ResourceExhausted, "", "moving %s under %s would make the tree deeper than %d", name, parent, authz.MaxDepth)
 	}
 	// "one may not delete (or move) a resource to shed one's own block or to
 	// take from others what one could not take from them directly": a block
@@ -1608,5 +1608,25 @@ func TestReferenceJudge(t *testing.T) {
 				t.Errorf("%s by %s leaves:\n  %s", c.write, c.actor, strings.Join(describeSnapshot(after, now), "\n  "))
 			}
 		})
+	}
+}
+
+// The reference refuses a registration or a move past MaxDepth as the
+// engine does, RESOURCE_EXHAUSTED, so that a random write that reaches the
+// depth is explained rather than taken for a refusal of another reason.
+func TestReferenceJudgeRefusesPastMaxDepthAsTheEngineDoes(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	deepest := w.chain("", authz.MaxDepth)
+	w.put("folder:b1", "")
+	w.put("folder:b2", "folder:b1")
+	for _, write := range []refWrite{
+		{Op: "PutResource", Resource: authz.Resource{Name: "folder:too-deep", Parent: deepest}},
+		{Op: "PutResource", Resource: authz.Resource{Name: "folder:b1", Parent: fmt.Sprintf("folder:a%d", authz.MaxDepth-1)}},
+	} {
+		_, verdicts := referenceJudge(load(w), "", write, w.clock.Now())
+		err := run(w, "", write)
+		if authz.CodeOf(err) != authz.ResourceExhausted || !explains(err, verdicts) {
+			t.Errorf("%s: the engine refuses it %v; the reference's verdicts do not explain it: %v", write, err, verdicts)
+		}
 	}
 }
