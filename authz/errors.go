@@ -117,7 +117,6 @@ const (
 	KindFailedPrecondition Kind = "FAILED_PRECONDITION"
 	KindCycle              Kind = "CYCLE"
 	KindHasChildren        Kind = "HAS_CHILDREN"
-	KindMaxDepth           Kind = "MAX_DEPTH"
 	KindMaxHolders         Kind = "MAX_HOLDERS"
 	KindNotBindable        Kind = "NOT_BINDABLE"
 	KindRoleInUse          Kind = "ROLE_IN_USE"
@@ -132,6 +131,7 @@ const (
 	// ResourceExhausted.
 	KindLimitExceeded      Kind = "LIMIT_EXCEEDED"
 	KindQuotaExceeded      Kind = "QUOTA_EXCEEDED"
+	KindMaxDepth           Kind = "MAX_DEPTH" // the tree would be deeper than MaxDepth
 	KindSessionLimit       Kind = "SESSION_LIMIT"
 	KindCallerSessionLimit Kind = "CALLER_SESSION_LIMIT" // the caller's share of the sessions
 	KindWatchLimit         Kind = "WATCH_LIMIT"
