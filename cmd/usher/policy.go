@@ -139,8 +139,9 @@ file's, and its resources, roles, creator roles, quotas, default quotas and
 admission rules are put; without --prune what the file does not list is
 left alone. --prune also removes what the file does not list: creator roles,
 default quotas, and the roles, quotas and admission rules on root and on the
-resources the file lists. A role still held is never removed: the apply is
-refused, naming the grants that hold it.
+resources the file lists, but for a quota of a type the file's default quotas
+give its resource's type, whatever its limit. A role still held is never
+removed: the apply is refused, naming the grants that hold it.
 
 It prints the server's answer: the revision, whether anything changed, and
 the changes. With --output table, it prints a line per definition (+ added,

@@ -1501,9 +1501,11 @@ type ApplyPolicyRequest struct {
 	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Also remove what the policy does not list: creator roles, default
 	// quotas, and the role definitions, quotas and admission rules on root and
-	// on the resources the policy lists. What resources registered at run
-	// time define (an account's custom roles, its plan's quotas) is left
-	// alone, as are resources, grants and blocks. A role still held is not
+	// on the resources the policy lists, but for a quota of a type the
+	// policy's default quotas give its resource's type, whatever its limit.
+	// What resources registered at run time define (an account's custom
+	// roles, its plan's quotas) is left alone, as are resources, grants and
+	// blocks. A role still held is not
 	// removed: the policy is refused (FAILED_PRECONDITION), naming the grants
 	// that hold it.
 	Prune bool `protobuf:"varint,3,opt,name=prune,proto3" json:"prune,omitempty"`
