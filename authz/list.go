@@ -55,6 +55,17 @@ func (q Quota) approxBytes() int {
 	return 16 + len(q.Scope) + len(q.ResourceType) + len(q.Subject)
 }
 
+// approxBytes is about the bytes of p, as encoded.
+func (p Permission) approxBytes() int {
+	return 8 + len(p.Name) + len(p.Description) + approxBytes(p.Parents)
+}
+
+// approxBytes is about the bytes of c, as encoded.
+func (c CreatorRole) approxBytes() int { return 8 + len(c.ResourceType) + len(c.Role) }
+
+// approxBytes is about the bytes of d, as encoded.
+func (d DefaultQuota) approxBytes() int { return 16 + len(d.ScopeType) + len(d.ResourceType) }
+
 // approxBytes is about the bytes of cs, as encoded: each entity by its
 // strings, an admission rule by a kilobyte.
 func (cs ChangeSet) approxBytes() int {
@@ -69,15 +80,15 @@ func (cs ChangeSet) approxBytes() int {
 		case c.Block != nil:
 			n += 32 + len(c.Block.Subject) + len(c.Block.Resource) + len(c.Block.ID) + len(c.Block.Reason) + approxBytes(c.Block.Permissions)
 		case c.Permission != nil:
-			n += 8 + len(c.Permission.Name) + len(c.Permission.Description) + approxBytes(c.Permission.Parents)
+			n += c.Permission.approxBytes()
 		case c.Resource != nil:
 			n += 32 + len(c.Resource.Name) + len(c.Resource.Parent) + len(c.Resource.Creator)
 		case c.Quota != nil:
 			n += c.Quota.approxBytes()
 		case c.CreatorRole != nil:
-			n += 8 + len(c.CreatorRole.ResourceType) + len(c.CreatorRole.Role)
+			n += c.CreatorRole.approxBytes()
 		case c.DefaultQuota != nil:
-			n += 16 + len(c.DefaultQuota.ScopeType) + len(c.DefaultQuota.ResourceType)
+			n += c.DefaultQuota.approxBytes()
 		case c.Admission != nil:
 			n += 1 << 10
 		}
@@ -506,8 +517,9 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // up to size resources, parents before children, with the roles, quotas and
 // admission rules defined on them, and ends, maybe short, once these reach
 // scanBudget, the resource that reaches it whole, or MaxPageBytes, the
-// roles of the resource that reaches it going on in the next page (a
-// resource may carry a thousand roles of 130 KB). The pages merged into one
+// catalog of the first page counted in, the roles of the resource that
+// reaches it going on in the next page (a resource may carry a thousand
+// roles of 130 KB). The pages merged into one
 // policy, applied to an empty store, rebuild the same tree, roles, quotas
 // and rules. Siblings come in the order this index keeps them, so a token
 // is good only on the index that made it (as ListGrants' of a subject is),
@@ -530,16 +542,25 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	// go on after role afterRole ("": before the first), its resource,
 	// quotas and rules sent.
 	midway, afterRole := false, ""
+	// bytes counts the page's, the first page's catalog among them: the
+	// roles that follow make way for it.
+	last, bytes := noNode, 0
 	if after == nil {
 		p.Permissions = slices.Clone(x.cat.perms)
 		for i := range p.Permissions {
 			p.Permissions[i].Parents = slices.Clone(p.Permissions[i].Parents)
+			bytes += p.Permissions[i].approxBytes()
 		}
 		for _, typ := range sortedKeys(x.creators) {
-			p.CreatorRoles = append(p.CreatorRoles, CreatorRole{ResourceType: typ, Role: x.creators[typ]})
+			c := CreatorRole{ResourceType: typ, Role: x.creators[typ]}
+			p.CreatorRoles = append(p.CreatorRoles, c)
+			bytes += c.approxBytes()
 		}
 		for _, typ := range sortedKeys(x.defaultQuotas) {
-			p.DefaultQuotas = append(p.DefaultQuotas, x.defaultQuotas[typ]...)
+			for _, d := range x.defaultQuotas[typ] {
+				p.DefaultQuotas = append(p.DefaultQuotas, d)
+				bytes += d.approxBytes()
+			}
 		}
 	} else {
 		// Siblings come in the order of this index's tree, which another
@@ -564,9 +585,10 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			start = x.nextPreorder(start, x.root)
 		}
 	}
-	last, bytes := noNode, 0
 	cut, cutAt := false, "" // the page ends among last's roles, after cutAt
-	for n := start; n != noNode && !cut && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget && bytes < MaxPageBytes; n = x.nextPreorder(n, x.root) {
+	// The first resource comes, with its quotas and rules, however long
+	// the catalog before it: its roles go on in the next page.
+	for n := start; n != noNode && !cut && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget && (n == start || bytes < MaxPageBytes); n = x.nextPreorder(n, x.root) {
 		roles := x.rolesAt[n]
 		if midway && n == start {
 			if afterRole != "" {

@@ -698,3 +698,53 @@ func TestExportPolicyPagesOfLongQuotasFitWhatAClientTakes(t *testing.T) {
 		t.Errorf("ExportPolicy listed %d of the %d quotas", quotas, accounts*perAccount)
 	}
 }
+
+// The first page of an export carries the catalog, which a policy may make
+// megabytes long (10,000 permissions, each with a description of up to 1 KB):
+// the roles that follow it on that page make way for it, so that the page
+// still fits what a client takes by default, and go on in the next.
+func TestTheFirstExportPageCountsTheCatalog(t *testing.T) {
+	f := newServer(t)
+	p := exported(f.ctx(), f)
+	for i := range 2500 {
+		p.Permissions = append(p.Permissions, &usherv1.Permission{Name: fmt.Sprintf("p%04d", i), Description: strings.Repeat("d", 1000)})
+	}
+	if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: p}); err != nil {
+		t.Fatal(err)
+	}
+	var assignable []string
+	for i := range 1000 {
+		assignable = append(assignable, fmt.Sprintf("r%04d-%s", i, strings.Repeat("x", 94)))
+	}
+	want := map[string]bool{}
+	for r := range 25 { // 2.6 MB of roles on root
+		name := fmt.Sprintf("wide-%d", r)
+		role := &usherv1.Role{Name: name, Scope: authz.RootName, Permissions: []string{"p0000"}, AssignableRoles: assignable}
+		if _, err := f.admin.PutRole(f.ctx(), &usherv1.PutRoleRequest{Role: role}); err != nil {
+			t.Fatal(err)
+		}
+		want[name] = true
+	}
+	got, permissions, token := map[string]bool{}, 0, ""
+	for pages := 1; ; pages++ {
+		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ExportPolicy, page %d: %v", pages, err)
+		}
+		permissions += len(resp.GetPolicy().GetPermissions())
+		for _, r := range resp.GetPolicy().GetRoles() {
+			if want[r.GetName()] {
+				if got[r.GetName()] {
+					t.Errorf("ExportPolicy listed %s twice", r.GetName())
+				}
+				got[r.GetName()] = true
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if permissions != len(p.Permissions) || len(got) != len(want) {
+		t.Errorf("ExportPolicy listed %d of %d permissions and %d of the %d large roles", permissions, len(p.Permissions), len(got), len(want))
+	}
+}
