@@ -75,10 +75,11 @@ import (
 //	  ListChanges, ExportPolicy                        (authz.MaxPageBytes)
 //
 // The policy limits apply to ApplyPolicy and to every policy loaded through
-// ValidatePolicy (usher serve --policy, usher policy validate). The server
-// sets no limit of its own on what it sends: an ExportPolicy answer grows
-// with the store, and a client that wants more than grpc-go's default
-// 4 MiB must raise its grpc.MaxCallRecvMsgSize.
+// ValidatePolicy (usher serve --policy, usher policy validate). Pages of
+// ListRoles, ListChanges and ExportPolicy end at about authz.MaxPageBytes,
+// within grpc-go's default 4 MiB, but for a page's first item, which comes
+// whole (a change set of a large write, a resource's quotas, the catalog):
+// a client that reads those must raise its grpc.MaxCallRecvMsgSize.
 //
 // A caller is one of the callers file; a server without one has a single
 // caller, anonymous, whose share is the whole pool. The session store,
