@@ -11,10 +11,11 @@ import (
 	"github.com/usher-authz/usher/admission"
 )
 
-// Renew implements admission.Store: a KeepAliveOnce of the session's lease,
-// and a lease of its own when that one does not fit expires (fits): a
-// longer one when expires is further off than its TTL reaches, a shorter
-// one when it would reach more than a second past it.
+// Renew implements admission.Store: a KeepAliveOnce of the session's lease
+// when expires is later than the session's, and a lease of its own when
+// that one does not fit expires (fits): a longer one when expires is
+// further off than its TTL reaches, a shorter one when it would reach more
+// than a second past it.
 func (s *Store) Renew(ctx context.Context, id string, expires time.Time) (admission.Session, error) {
 	e, err := s.renew(ctx, id, false, expires)
 	if err != nil {
@@ -39,6 +40,17 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 	e, err := s.locate(ctx, id, knock)
 	if err != nil {
 		return nil, err
+	}
+	if !expires.After(e.expires()) {
+		// A lease only moves forward, and this one reaches e's expiry
+		// already: a KeepAliveOnce would restart it at the term it was
+		// granted, past that expiry (a rule's lease since shortened), and
+		// keep a session or knock its media server stopped renewing. Only
+		// whether it is live is asked.
+		if err := s.holds(ctx, e.key, id); err != nil {
+			return nil, err
+		}
+		return e, nil
 	}
 	// The lease outlives the key a moment: a replica that ends the session
 	// or knock deletes its key, then revokes its lease (or, losing etcd in
@@ -71,7 +83,7 @@ func (s *Store) renew(ctx context.Context, id string, knock bool, expires time.T
 		return nil, err
 	}
 	if !expires.After(e.expires()) {
-		return e, nil // a lease only moves forward
+		return e, nil // renewed as far meanwhile
 	}
 	if !s.fits(ka.TTL, s.clock.Now(), expires) {
 		return s.relet(ctx, e, expires)

@@ -23,7 +23,9 @@
 // Each session and each knock has an etcd lease of its own, its key and its
 // i/ key attached, with a TTL of its lease rounded up to the second. Renew is
 // a KeepAliveOnce of that lease from whichever replica the media server
-// reaches; only when the new expiry is further off than the lease's TTL
+// reaches (none when the new expiry is no later than the one the session
+// has: the lease reaches that already, and restarted it would reach past
+// it); only when the new expiry is further off than the lease's TTL
 // reaches is the record put again under a new, longer lease, or, when it is
 // more than a second nearer (the rule's lease was shortened), under a new,
 // shorter one, so that the session lapses when its Expires says. A session

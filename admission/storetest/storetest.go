@@ -64,6 +64,7 @@ func Run(t *testing.T, b Backend) {
 		{"a session or knock whose lease runs out unrenewed ends as Lapsed, and is no longer counted", false, testLapse},
 		{"a renewed lease outlives its first term, and lapses once renewals stop", false, testRenewKeepsAlive},
 		{"a lease renewed for a shorter term than it began with lapses at its new expiry, not a first term later", false, testRenewShorter},
+		{"a renewal that leaves the expiry where it is keeps the lease no longer", false, testRenewNoFurther},
 		{"a knock renewed as KeepAlive renews it lists its new expiry, on every replica and one that opens after", false, testRenewKnockListed},
 		{"a call's events come in the order its sessions and knocks began and ended", false, testOrder},
 		{"a call's lobby holds at most MaxKnocks; a renewal and another call's lobby still take one", false, testKnockBound},
@@ -612,6 +613,29 @@ func testLapse(t *testing.T, h *harness) {
 	again := session(call, "user:a", time.Minute)
 	n.mustJoin(again)
 	n.expect(began(again))
+}
+
+func testRenewNoFurther(t *testing.T, h *harness) {
+	n := h.open(Bounds{})
+	// Made under a rule's lease of 6 s, and renewed halfway under 2 s, as
+	// KeepAlive does once the rule's lease is shortened: the expiry stays,
+	// and so does when the session and the knock lapse.
+	s := session(call, "user:a", 6*time.Second)
+	n.mustJoin(s)
+	k := n.mustKnock(knock(call, "user:b", "", 6*time.Second))
+	n.expect(began(s), knocked(k))
+	time.Sleep(time.Until(s.Expires.Add(-3 * time.Second)))
+	if got, err := n.Renew(h.ctx, s.ID, time.Now().Add(2*time.Second)); err != nil || !sameSession(got, s) {
+		t.Fatalf("Renew = %s, %v; want %s", describeSession(got), err, describeSession(s))
+	}
+	if got, err := n.RenewKnock(h.ctx, k.ID, time.Now().Add(2*time.Second)); err != nil || !sameKnock(got, k) {
+		t.Fatalf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(k))
+	}
+	n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
+	// A lease runs out within a second or so of its expiry.
+	if late := time.Since(k.Expires); late > 2*time.Second {
+		t.Errorf("the session and the knock lapsed %s after their expiry; want them gone within 2s", late.Round(100*time.Millisecond))
+	}
 }
 
 func testRenewKeepsAlive(t *testing.T, h *harness) {
