@@ -134,15 +134,18 @@ func (c *cache) update(e, n *entry) {
 
 // update brings a newer record of the same session or knock into e.
 func (e *entry) update(n *entry) {
+	lease := e.lease
 	e.mod, e.lease, e.node, e.marked = n.mod, n.lease, n.node, n.marked
 	if e.knock {
 		e.k = n.k
 		return
 	}
-	// A renewal on this replica may have moved Expires past the record's.
+	// A renewal on this replica may have moved Expires past the record's,
+	// as far as the lease reaches. Under a new lease (another replica
+	// renewed it for a shorter term) the record's is as far as it reaches.
 	expires := e.s.Expires
 	e.s = n.s
-	if expires.After(e.s.Expires) {
+	if lease == n.lease && expires.After(e.s.Expires) {
 		e.s.Expires = expires
 	}
 }
