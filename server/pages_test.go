@@ -616,15 +616,10 @@ func TestPagesOfLargeRolesFitWhatAClientTakes(t *testing.T) {
 	}
 	check("ListChanges", pages, got, want)
 
-	got, pages, token = map[string]bool{}, 0, ""
+	got = map[string]bool{}
 	resources := map[string]bool{}
-	for {
-		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
-		if err != nil {
-			t.Fatalf("ExportPolicy, page %d: %v", pages+1, err)
-		}
-		pages++
-		for _, r := range resp.GetPolicy().GetRoles() {
+	pages = exportPages(t, f, func(p *usherv1.Policy) {
+		for _, r := range p.GetRoles() {
 			if strings.HasPrefix(r.GetName(), "wide-") {
 				if got[r.GetScope()+"/"+r.GetName()] {
 					t.Errorf("ExportPolicy listed %s on %s twice", r.GetName(), r.GetScope())
@@ -632,16 +627,13 @@ func TestPagesOfLargeRolesFitWhatAClientTakes(t *testing.T) {
 				got[r.GetScope()+"/"+r.GetName()] = true
 			}
 		}
-		for _, r := range resp.GetPolicy().GetResources() {
+		for _, r := range p.GetResources() {
 			if resources[r.GetName()] {
 				t.Errorf("ExportPolicy listed %s twice", r.GetName())
 			}
 			resources[r.GetName()] = true
 		}
-		if token = resp.GetNextPageToken(); token == "" {
-			break
-		}
-	}
+	})
 	check("ExportPolicy", pages, got, want)
 	for a := range accounts {
 		if account := fmt.Sprintf("account:big%d", a); !resources[account] {
@@ -675,22 +667,14 @@ func TestExportPolicyPagesOfLongQuotasFitWhatAClientTakes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	quotas, pages, token := 0, 0, ""
-	for {
-		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
-		if err != nil {
-			t.Fatalf("ExportPolicy, page %d: %v", pages+1, err)
-		}
-		pages++
-		for _, q := range resp.GetPolicy().GetQuotas() {
+	quotas := 0
+	pages := exportPages(t, f, func(p *usherv1.Policy) {
+		for _, q := range p.GetQuotas() {
 			if strings.HasPrefix(q.GetSubject(), "user:") {
 				quotas++
 			}
 		}
-		if token = resp.GetNextPageToken(); token == "" {
-			break
-		}
-	}
+	})
 	if pages < 2 {
 		t.Errorf("ExportPolicy came in %d pages, want at least 2 of about 2 MiB", pages)
 	}
@@ -725,14 +709,10 @@ func TestTheFirstExportPageCountsTheCatalog(t *testing.T) {
 		}
 		want[name] = true
 	}
-	got, permissions, token := map[string]bool{}, 0, ""
-	for pages := 1; ; pages++ {
-		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
-		if err != nil {
-			t.Fatalf("ExportPolicy, page %d: %v", pages, err)
-		}
-		permissions += len(resp.GetPolicy().GetPermissions())
-		for _, r := range resp.GetPolicy().GetRoles() {
+	got, permissions := map[string]bool{}, 0
+	exportPages(t, f, func(page *usherv1.Policy) {
+		permissions += len(page.GetPermissions())
+		for _, r := range page.GetRoles() {
 			if want[r.GetName()] {
 				if got[r.GetName()] {
 					t.Errorf("ExportPolicy listed %s twice", r.GetName())
@@ -740,11 +720,27 @@ func TestTheFirstExportPageCountsTheCatalog(t *testing.T) {
 				got[r.GetName()] = true
 			}
 		}
-		if token = resp.GetNextPageToken(); token == "" {
-			break
-		}
-	}
+	})
 	if permissions != len(p.Permissions) || len(got) != len(want) {
 		t.Errorf("ExportPolicy listed %d of %d permissions and %d of the %d large roles", permissions, len(p.Permissions), len(got), len(want))
+	}
+}
+
+// exportPages reads every page of the export, as a client that takes
+// gRPC's default 4 MiB does, hands each to visit, and returns how many
+// there were.
+func exportPages(t *testing.T, f *fixture, visit func(*usherv1.Policy)) int {
+	t.Helper()
+	pages, token := 0, ""
+	for {
+		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		if err != nil {
+			t.Fatalf("ExportPolicy, page %d: %v", pages+1, err)
+		}
+		pages++
+		visit(resp.GetPolicy())
+		if token = resp.GetNextPageToken(); token == "" {
+			return pages
+		}
 	}
 }
