@@ -143,17 +143,12 @@ func (s *Store) reknock(ctx context.Context, old *entry, k admission.Knock) (boo
 	if err != nil {
 		return false, err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease))}
 	if !s.fits(ka.TTL, s.clock.Now(), k.Expires) {
 		if lease, err = s.grant(ctx, k.Expires.Sub(s.clock.Now())); err != nil {
 			return false, err
 		}
-		ops = []clientv3.Op{
-			clientv3.OpPut(old.key, string(value), clientv3.WithLease(lease)),
-			clientv3.OpPut(s.idKey(old.k.ID), string(encodeID(true, old.k.Call, old.k.Subject, nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)),
-		}
 	}
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(old.key), "=", old.mod)).Then(ops...).Commit()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(old.key), "=", old.mod)).Then(s.putOps(old, value, lease)...).Commit()
 	if err != nil || !resp.Succeeded {
 		if lease != old.lease {
 			s.revoke(lease)

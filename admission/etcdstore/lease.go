@@ -132,14 +132,7 @@ func (s *Store) restamp(ctx context.Context, e *entry, expires time.Time) (*entr
 		if e.lease != lease {
 			return s.relet(ctx, e, expires)
 		}
-		e.setExpires(expires)
-		value, err := s.encode(e)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
-			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(lease))).
-			Else(clientv3.OpGet(e.key)).Commit()
+		resp, err := s.reput(ctx, e, expires, lease)
 		if isLeaseGone(err) {
 			return nil, admission.ErrNoSession
 		}
@@ -174,15 +167,7 @@ func (s *Store) relet(ctx context.Context, e *entry, expires time.Time) (*entry,
 	// compares that at once: waiting first would only give it time to
 	// change again.
 	for range s.opts.RetryConflicts {
-		e.setExpires(expires)
-		value, err := s.encode(e)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
-			Then(clientv3.OpPut(e.key, string(value), clientv3.WithLease(lease)),
-				clientv3.OpPut(s.idKey(e.id()), string(encodeID(e.knock, e.call(), e.subject(), nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease))).
-			Else(clientv3.OpGet(e.key)).Commit()
+		resp, err := s.reput(ctx, e, expires, lease)
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +183,29 @@ func (s *Store) relet(ctx context.Context, e *entry, expires time.Time) (*entry,
 		}
 	}
 	return nil, s.contended(e.call())
+}
+
+// reput puts e again, expiring at expires, under lease, if its key is as
+// e was read; otherwise the answer's Else reads the key as it is now.
+func (s *Store) reput(ctx context.Context, e *entry, expires time.Time, lease clientv3.LeaseID) (*clientv3.TxnResponse, error) {
+	e.setExpires(expires)
+	value, err := s.encode(e)
+	if err != nil {
+		return nil, err
+	}
+	return s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.mod)).
+		Then(s.putOps(e, value, lease)...).
+		Else(clientv3.OpGet(e.key)).Commit()
+}
+
+// putOps put e's record, value, under lease and, when that is another
+// lease than e's, its id's key too, which goes with the lease it hangs on.
+func (s *Store) putOps(e *entry, value []byte, lease clientv3.LeaseID) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpPut(e.key, string(value), clientv3.WithLease(lease))}
+	if lease != e.lease {
+		ops = append(ops, clientv3.OpPut(s.idKey(e.id()), string(encodeID(e.knock, e.call(), e.subject(), nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)))
+	}
+	return ops
 }
 
 // End implements admission.Store.
