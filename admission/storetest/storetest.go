@@ -616,26 +616,9 @@ func testLapse(t *testing.T, h *harness) {
 }
 
 func testRenewNoFurther(t *testing.T, h *harness) {
-	n := h.open(Bounds{})
-	// Made under a rule's lease of 6 s, and renewed halfway under 2 s, as
-	// KeepAlive does once the rule's lease is shortened: the expiry stays,
-	// and so does when the session and the knock lapse.
-	s := session(call, "user:a", 6*time.Second)
-	n.mustJoin(s)
-	k := n.mustKnock(knock(call, "user:b", "", 6*time.Second))
-	n.expect(began(s), knocked(k))
-	time.Sleep(time.Until(s.Expires.Add(-3 * time.Second)))
-	if got, err := n.Renew(h.ctx, s.ID, time.Now().Add(2*time.Second)); err != nil || !sameSession(got, s) {
-		t.Fatalf("Renew = %s, %v; want %s", describeSession(got), err, describeSession(s))
-	}
-	if got, err := n.RenewKnock(h.ctx, k.ID, time.Now().Add(2*time.Second)); err != nil || !sameKnock(got, k) {
-		t.Fatalf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(k))
-	}
-	n.expectAnyOrder(ended(s, admission.Ending{Why: admission.Lapsed}), unknocked(k, admission.Lapsed))
-	// A lease runs out within a second or so of its expiry.
-	if late := time.Since(k.Expires); late > 2*time.Second {
-		t.Errorf("the session and the knock lapsed %s after their expiry; want them gone within 2s", late.Round(100*time.Millisecond))
-	}
+	// Made under a rule's lease of 6 s, and renewed halfway under 2 s: the
+	// expiry stays, and so does when the session and the knock lapse.
+	renewShorter(t, h, 6*time.Second, 3*time.Second, 2*time.Second)
 }
 
 func testRenewKeepsAlive(t *testing.T, h *harness) {
@@ -658,28 +641,40 @@ func testRenewKeepsAlive(t *testing.T, h *harness) {
 }
 
 func testRenewShorter(t *testing.T, h *harness) {
+	// Made under a rule's lease of 10 s, and renewed under 2 s once past
+	// the first expiry's reach, so that the renewal moves it, and then no
+	// more.
+	renewShorter(t, h, 10*time.Second, 1500*time.Millisecond, 3*time.Second)
+}
+
+// renewShorter joins a session and knocks under a lease of first, renews
+// both, before before their expiry, under a lease of 2 s, as KeepAlive does
+// once the rule's lease is shortened, and renews them no more: they lapse
+// at the later of the two expiries, within within of it.
+func renewShorter(t *testing.T, h *harness, first, before, within time.Duration) {
 	n := h.open(Bounds{})
-	// Made under a rule's lease of 10 s, and renewed once under 2 s, as
-	// KeepAlive does once the rule's lease is shortened: past the first
-	// expiry, so that the renewal moves it, and then no more.
-	s := session(call, "user:a", 10*time.Second)
+	s := session(call, "user:a", first)
 	n.mustJoin(s)
-	k := n.mustKnock(knock(call, "user:b", "", 10*time.Second))
+	k := n.mustKnock(knock(call, "user:b", "", first))
 	n.expect(began(s), knocked(k))
-	time.Sleep(time.Until(s.Expires.Add(-1500 * time.Millisecond)))
+	time.Sleep(time.Until(s.Expires.Add(-before)))
 	want, wantK := s, k
-	want.Expires = time.Now().Add(2 * time.Second)
+	if renewed := time.Now().Add(2 * time.Second); renewed.After(s.Expires) {
+		want.Expires = renewed
+	}
 	if got, err := n.Renew(h.ctx, s.ID, want.Expires); err != nil || !sameSession(got, want) {
 		t.Fatalf("Renew = %s, %v; want %s", describeSession(got), err, describeSession(want))
 	}
-	wantK.Expires = time.Now().Add(2 * time.Second)
+	if renewed := time.Now().Add(2 * time.Second); renewed.After(k.Expires) {
+		wantK.Expires = renewed
+	}
 	if got, err := n.RenewKnock(h.ctx, k.ID, wantK.Expires); err != nil || !sameKnock(got, wantK) {
 		t.Fatalf("RenewKnock = %s, %v; want %s", describeKnock(got), err, describeKnock(wantK))
 	}
 	n.expectAnyOrder(ended(want, admission.Ending{Why: admission.Lapsed}), unknocked(wantK, admission.Lapsed))
 	// A lease runs out within a second or so of its expiry.
-	if late := time.Since(wantK.Expires); late > 3*time.Second {
-		t.Errorf("the session and the knock lapsed %s after their expiry; want them gone within 3s", late.Round(100*time.Millisecond))
+	if late := time.Since(wantK.Expires); late > within {
+		t.Errorf("the session and the knock lapsed %s after their expiry; want them gone within %s", late.Round(100*time.Millisecond), within)
 	}
 }
 
