@@ -66,31 +66,29 @@ func (c CreatorRole) approxBytes() int { return 8 + len(c.ResourceType) + len(c.
 // approxBytes is about the bytes of d, as encoded.
 func (d DefaultQuota) approxBytes() int { return 16 + len(d.ScopeType) + len(d.ResourceType) }
 
-// approxBytes is about the bytes of cs, as encoded: each entity by its
-// strings, an admission rule by a kilobyte.
+// approxBytes is about the bytes of g, as encoded.
+func (g Grant) approxBytes() int { return 16 + len(g.Subject) + len(g.Role) + len(g.Resource) }
+
+// approxBytes is about the bytes of b, as encoded.
+func (b Block) approxBytes() int {
+	return 32 + len(b.Subject) + len(b.Resource) + len(b.ID) + len(b.Reason) + approxBytes(b.Permissions)
+}
+
+// approxBytes is about the bytes of r, as encoded.
+func (r Resource) approxBytes() int { return 32 + len(r.Name) + len(r.Parent) + len(r.Creator) }
+
+// approxBytes is an admission rule's bytes at most but for its longest
+// lists, which only the platform writes.
+func (Admission) approxBytes() int { return 1 << 10 }
+
+// approxBytes is about the bytes of cs, as encoded: each change by its
+// entity's.
 func (cs ChangeSet) approxBytes() int {
 	n := 32 + len(cs.Caller) + len(cs.Actor)
 	for _, c := range cs.Changes {
 		n += 8
-		switch {
-		case c.Role != nil:
-			n += c.Role.approxBytes()
-		case c.Grant != nil:
-			n += 16 + len(c.Grant.Subject) + len(c.Grant.Role) + len(c.Grant.Resource)
-		case c.Block != nil:
-			n += 32 + len(c.Block.Subject) + len(c.Block.Resource) + len(c.Block.ID) + len(c.Block.Reason) + approxBytes(c.Block.Permissions)
-		case c.Permission != nil:
-			n += c.Permission.approxBytes()
-		case c.Resource != nil:
-			n += 32 + len(c.Resource.Name) + len(c.Resource.Parent) + len(c.Resource.Creator)
-		case c.Quota != nil:
-			n += c.Quota.approxBytes()
-		case c.CreatorRole != nil:
-			n += c.CreatorRole.approxBytes()
-		case c.DefaultQuota != nil:
-			n += c.DefaultQuota.approxBytes()
-		case c.Admission != nil:
-			n += 1 << 10
+		if e, ok := c.entity().(interface{ approxBytes() int }); ok {
+			n += e.approxBytes()
 		}
 	}
 	return n
@@ -600,16 +598,18 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			}
 		} else {
 			if n != x.root {
-				p.Resources = append(p.Resources, x.resourceAt(n))
-				bytes += 64 + len(x.name(n))
+				r := x.resourceAt(n)
+				p.Resources = append(p.Resources, r)
+				bytes += r.approxBytes()
 			}
-			rules := len(p.Admissions)
 			p.Quotas = append(p.Quotas, x.quotas[n]...)
-			p.Admissions = append(p.Admissions, x.admissionsAt(n)...)
 			for _, q := range x.quotas[n] {
 				bytes += q.approxBytes()
 			}
-			bytes += 1 << 10 * (len(p.Admissions) - rules)
+			for _, a := range x.admissionsAt(n) {
+				p.Admissions = append(p.Admissions, a)
+				bytes += a.approxBytes()
+			}
 		}
 		last = n
 		for i, role := range roles {
