@@ -619,7 +619,7 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 			return errorf(FailedPrecondition, "resource", resource, "no admission rule governs %s resources at %q", x.typeName(id), resource).as(KindNoAdmissionRule)
 		}
 		if by.Actor != "" && rule.Stage == "" {
-			return p.platformOnlyError("may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
+			return platformOnlyError(p.by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
 		}
 		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
 			return err
@@ -646,7 +646,7 @@ func (p *plan) mayStage(typ string, parent uint32, name string) error {
 	case rule == nil:
 		return errorf(FailedPrecondition, "name", name, "no admission rule governs %s resources there, so a stage means nothing", typ).as(KindNoAdmissionRule)
 	case rule.Stage == "":
-		return p.platformOnlyError("may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
+		return platformOnlyError(p.by.Actor, "may not register %q with a stage: its admission rule (at %q) names no stage permission, so only the platform may", name, rule.Scope)
 	}
 	return p.require(parent, rule.Stage, "registering a resource with a stage under it")
 }
@@ -814,13 +814,7 @@ func (p *plan) platformOnly(what string) error {
 	if p.by.Actor == "" {
 		return nil
 	}
-	return p.platformOnlyError("may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
-}
-
-// platformOnlyError refuses the actor a write that only the platform may
-// make, saying why.
-func (p *plan) platformOnlyError(format string, args ...any) *Error {
-	return platformOnlyError(p.by.Actor, format, args...)
+	return platformOnlyError(p.by.Actor, "may not %s: %s are the platform's, written on the caller's own authority; omit actor", p.doing, what)
 }
 
 // platformOnlyError refuses actor a write that only the platform may make,

@@ -430,7 +430,7 @@ func (p *plan) rulesForMove(id, parent uint32) error {
 		return nil
 	}
 	rules := changed[x.typeName(governed)]
-	return p.platformOnlyError("may not move %q under %q: %q would be governed by %s instead of %s, and admission rules are the platform's; the platform may move it",
+	return platformOnlyError(p.by.Actor, "may not move %q under %q: %q would be governed by %s instead of %s, and admission rules are the platform's; the platform may move it",
 		x.name(id), x.name(parent), x.name(governed), ruleName(rules[1]), ruleName(rules[0]))
 }
 
@@ -517,7 +517,7 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			}
 		}
 		if rules := x.admissionsAt(id); len(rules) > 0 && p.by.Actor != "" {
-			return p.platformOnlyError("may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
+			return platformOnlyError(p.by.Actor, "may not delete %q: it holds the admission rule for %s, and admission rules are the platform's; the platform may delete it",
 				name, rules[0].ResourceType)
 		}
 		// A start still to come keeps the call closed; registered again, it
@@ -526,7 +526,7 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 			var buf [MaxDepth + 1]uint32
 			if rule := x.admissionOn(x.path(id, buf[:0])); rule != nil {
 				if rule.Stage == "" {
-					return p.platformOnlyError("may not delete %q before its scheduled start: its admission rule (at %q) names no stage permission, so only the platform may change its schedule; the platform may delete it",
+					return platformOnlyError(p.by.Actor, "may not delete %q before its scheduled start: its admission rule (at %q) names no stage permission, so only the platform may change its schedule; the platform may delete it",
 						name, rule.Scope)
 				}
 				if err := p.require(id, rule.Stage, "deleting it before its scheduled start"); err != nil {
