@@ -449,6 +449,7 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 	// so too, and one that ignores case in routes a HEAD that the GET rule
 	// matches but for case.
 	folded, head := -1, -1
+	isHead := strings.EqualFold(method, "HEAD")
 	for i, rt := range h.routes {
 		if vars, ok := rt.match(method, segments); ok {
 			switch {
@@ -464,7 +465,7 @@ func (h *envoyServer) route(method, path string) (envoyRoute, map[string]string,
 		if folded < 0 && rt.matches(method, segments, true) {
 			folded = i
 		}
-		if head < 0 && strings.EqualFold(method, "HEAD") && rt.method == "GET" && rt.matches("GET", segments, true) {
+		if head < 0 && isHead && rt.method == "GET" && rt.matches("GET", segments, true) {
 			head = i
 		}
 	}
