@@ -437,13 +437,7 @@ func (p *plan) rulesForMove(id, parent uint32) error {
 // isDefaultQuota reports whether q is what registering a resource of typ
 // sets: one of typ's default quotas, unchanged.
 func (x *Index) isDefaultQuota(typ string, q Quota) bool {
-	return givenBy(x.defaultQuotas[typ], typ, q)
-}
-
-// givenBy reports whether q is what one of defaults, for scope type typ,
-// sets on a resource of typ.
-func givenBy(defaults []DefaultQuota, typ string, q Quota) bool {
-	return q.Subject == "" && slices.ContainsFunc(defaults, func(d DefaultQuota) bool {
+	return q.Subject == "" && slices.ContainsFunc(x.defaultQuotas[typ], func(d DefaultQuota) bool {
 		return d.ScopeType == typ && d.ResourceType == q.ResourceType && d.Limit == q.Limit
 	})
 }
