@@ -293,10 +293,6 @@ type decisionLogOption struct {
 }
 
 func decisionLogOf(opts []grpc.ServerOption) *DecisionLog {
-	for _, o := range opts {
-		if d, ok := o.(decisionLogOption); ok && d.l != nil {
-			return d.l
-		}
-	}
-	return nil
+	d, _ := optionOf[decisionLogOption](opts)
+	return d.l
 }

@@ -270,12 +270,8 @@ type metricsOption struct {
 }
 
 func metricsOf(opts []grpc.ServerOption) *Metrics {
-	for _, o := range opts {
-		if m, ok := o.(metricsOption); ok && m.m != nil {
-			return m.m
-		}
-	}
-	return nil
+	m, _ := optionOf[metricsOption](opts)
+	return m.m
 }
 
 // attach starts reading s (and its decision log, if any) at every scrape

@@ -293,12 +293,8 @@ type sendBudgetOption struct {
 
 // sendBudgetOf finds the send budget among opts, or nil.
 func sendBudgetOf(opts []grpc.ServerOption) *sendBudget {
-	for _, o := range opts {
-		if s, ok := o.(sendBudgetOption); ok {
-			return s.b
-		}
-	}
-	return nil
+	s, _ := optionOf[sendBudgetOption](opts)
+	return s.b
 }
 
 // reasonSendBudget is the reason of an answer refused for want of budget.

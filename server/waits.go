@@ -32,13 +32,22 @@ type waitingBytesOption struct {
 // waitingBytes is the bound on what waiting reads hold among opts, or
 // MaxWaitingBytes.
 func waitingBytes(opts []grpc.ServerOption) int {
-	n := MaxWaitingBytes
+	if w, ok := optionOf[waitingBytesOption](opts); ok {
+		return w.n
+	}
+	return MaxWaitingBytes
+}
+
+// optionOf finds the first option of type T among opts: the options New
+// takes beside gRPC's own, which gRPC ignores.
+func optionOf[T grpc.ServerOption](opts []grpc.ServerOption) (T, bool) {
 	for _, o := range opts {
-		if w, ok := o.(waitingBytesOption); ok {
-			n = w.n
+		if t, ok := o.(T); ok {
+			return t, true
 		}
 	}
-	return n
+	var none T
+	return none, false
 }
 
 // revisionWaits makes the reads of one server wait for their min_revision
