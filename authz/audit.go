@@ -58,9 +58,10 @@ func (c Change) touches() (subject string, resources []string) {
 // decoded, so a filter that matches few comes back with a short page and a
 // token to go on rather than reading the whole log in one call, however
 // large its change sets; and it holds at most MaxPageChanges changes and
-// about MaxPageBytes (or one change set of more), read some at a time, so
-// that a log of large policies is not read, nor answered, gigabytes at
-// once.
+// about MaxPageBytes, read some at a time, so that a log of large policies
+// is not read, nor answered, gigabytes at once. A change set of more (the
+// deletion of a resource with a crowd's grants) comes in parts, each a
+// page of its own, every part but the last Continued.
 func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision, size int, token string) ([]ChangeSet, string, error) {
 	size, err := pageSize(size)
 	if err != nil {
@@ -72,9 +73,15 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		return nil, "", err
 	}
 	field, value := "after_revision", strconv.FormatUint(uint64(after), 10)
+	skip := 0 // the changes of the next change set sent already, in parts
 	if t != nil {
 		after = Revision(uint64(t.pos[0])<<32 | uint64(t.pos[1]))
 		field, value = "page_token", token
+		if t.text != "" {
+			if skip, err = strconv.Atoi(t.text); err != nil || skip <= 0 {
+				return nil, "", notAPageToken(token)
+			}
+		}
 	}
 	next := func() string {
 		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
@@ -128,6 +135,14 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			read += len(cs.Changes)
 			readAll += len(cs.Changes)
 			matches := f.Matches(cs)
+			if skip > 0 {
+				// The token's change set, the first read, goes on from
+				// its part sent last.
+				if cs.Revision != after+1 || skip >= len(cs.Changes) {
+					return nil, "", notAPageToken(token)
+				}
+				cs.Changes = cs.Changes[skip:]
+			}
 			setBytes := 0
 			if matches {
 				setBytes = cs.approxBytes()
@@ -135,6 +150,16 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			if matches && len(page) > 0 && (changes+len(cs.Changes) > MaxPageChanges || bytes+setBytes > MaxPageBytes) {
 				return page, next(), nil // cs begins the next page
 			}
+			if matches && (len(cs.Changes) > MaxPageChanges || setBytes > MaxPageBytes) {
+				// Too large for a page: it comes in parts, this one
+				// alone in its page.
+				n := partOf(cs)
+				at := pageToken{filter: filter, pos: []uint32{uint32((cs.Revision - 1) >> 32), uint32(cs.Revision - 1)},
+					text: strconv.Itoa(skip + n)}
+				cs.Changes, cs.Continued = cs.Changes[:n], true
+				return []ChangeSet{cs}, at.encode(), nil
+			}
+			skip = 0
 			after = cs.Revision
 			scanned++
 			if !matches {
@@ -164,6 +189,18 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	return page, next(), nil
 }
 
-// MaxPageChanges is the most changes a page of ListChanges holds, but for
-// a page of one change set that holds more.
+// MaxPageChanges is the most changes a page of ListChanges, or a message
+// of Watch, holds.
 const MaxPageChanges = 10_000
+
+// partOf is how many of cs's changes, from its first, make a part of it:
+// as many as a page holds, one at least.
+func partOf(cs ChangeSet) int {
+	bytes := cs.headerBytes()
+	for i, c := range cs.Changes {
+		if bytes += c.approxBytes(); i > 0 && (i == MaxPageChanges || bytes > MaxPageBytes) {
+			return i
+		}
+	}
+	return len(cs.Changes)
+}

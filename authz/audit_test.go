@@ -263,9 +263,9 @@ func TestListChangesPages(t *testing.T) {
 	}
 }
 
-// A page holds at most MaxPageChanges changes, but for a page of one
-// change set that holds more: a log of large policies is answered a few
-// at a time, and every change set still comes once, in order.
+// A page holds at most MaxPageChanges changes, a change set of more in
+// parts, a page each: a log of large policies is answered a few at a
+// time, and every change set still comes once, in order.
 func TestListChangesPagesHoldAtMostMaxPageChanges(t *testing.T) {
 	w := newWorld(t, streamPolicy())
 	grants := func(n, from int) []authz.Change {
@@ -294,16 +294,21 @@ func TestListChangesPagesHoldAtMostMaxPageChanges(t *testing.T) {
 		for _, cs := range page {
 			changes += len(cs.Changes)
 		}
-		if changes > authz.MaxPageChanges && len(page) > 1 {
+		if changes > authz.MaxPageChanges {
 			t.Errorf("a page of %d change sets holds %d changes", len(page), changes)
+		}
+		for i, cs := range page {
+			if want := i == 0 && len(page) == 1 && changes == authz.MaxPageChanges; cs.Continued != want {
+				t.Errorf("change set %d of a page of %d, of %d changes: Continued = %v", cs.Revision, len(page), changes, cs.Continued)
+			}
 		}
 		if token = next; token == "" {
 			break
 		}
 	}
-	// 4000+4000 fit, a third would not; the large one comes alone; the
-	// small ones with the first 6000.
-	wantPages := [][]authz.Revision{want[0:2], want[2:3], want[3:4], want[4:7], want[7:8]}
+	// 4000+4000 fit, a third would not; the large one comes in two parts,
+	// each alone, the first continued; the small ones with the first 6000.
+	wantPages := [][]authz.Revision{want[0:2], want[2:3], want[3:4], want[3:4], want[4:7], want[7:8]}
 	if !slices.EqualFunc(got, wantPages, slices.Equal) {
 		t.Errorf("pages %v, want %v", got, wantPages)
 	}

@@ -84,14 +84,22 @@ func (Admission) approxBytes() int { return 1 << 10 }
 // approxBytes is about the bytes of cs, as encoded: each change by its
 // entity's.
 func (cs ChangeSet) approxBytes() int {
-	n := 32 + len(cs.Caller) + len(cs.Actor)
+	n := cs.headerBytes()
 	for _, c := range cs.Changes {
-		n += 8
-		if e, ok := c.entity().(interface{ approxBytes() int }); ok {
-			n += e.approxBytes()
-		}
+		n += c.approxBytes()
 	}
 	return n
+}
+
+// headerBytes is about the bytes of cs without its changes.
+func (cs ChangeSet) headerBytes() int { return 32 + len(cs.Caller) + len(cs.Actor) }
+
+// approxBytes is about the bytes of c, as encoded.
+func (c Change) approxBytes() int {
+	if e, ok := c.entity().(interface{ approxBytes() int }); ok {
+		return 8 + e.approxBytes()
+	}
+	return 8
 }
 
 // pageSize checks and defaults a requested page size.

@@ -325,6 +325,9 @@ type ChangeSet struct {
 	Caller   string
 	Actor    string
 	Changes  []Change
+	// Continued marks a part of a change set, in a page of ListChanges:
+	// the set's changes go on in the next page. It is never stored.
+	Continued bool
 }
 
 // Snapshot is every entity at one revision, as a backend loads it at

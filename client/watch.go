@@ -71,7 +71,9 @@ func watchOptionsOf(opts []WatchOption) *watchOptions {
 // drains, the connection drops, the server is at its stream limit) Watch
 // waits, with backoff, and watches again after the last revision
 // received, so that handle sees every change set once, in order, with no
-// gap. A compacted log is Reload's to handle.
+// gap; but a change set that comes in parts (ChangeRecord.Continued) and
+// whose stream broke before its last comes again from its first, and
+// applies again harmlessly. A compacted log is Reload's to handle.
 //
 // Watch returns when ctx ends (ctx's error), when handle returns an error
 // (that error), or on an error it cannot get past by watching again: a

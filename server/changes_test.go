@@ -2,11 +2,19 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
+	"maps"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -64,7 +72,8 @@ func logOfLargeChangeSets(t *testing.T, sets, each int) *readCounting {
 
 // A ListChanges page whose filter matches nothing reads a bounded part of
 // the log, however large its change sets: at most 10,000 changes, but for
-// one change set that holds more, and the batch that reached them. It ends
+// one change set that holds more (which a page sends in parts), and the
+// batch that reached them. It ends
 // short, with a token to go on; following the tokens reads each change set
 // once.
 func TestAListChangesPageReadsABoundedPartOfTheLog(t *testing.T) {
@@ -223,4 +232,168 @@ func TestListChangesPastTheLatestRevisionIsRefused(t *testing.T) {
 	if r, err := short.admin.ListChanges(short.ctx(), &usherv1.ListChangesRequest{AfterRevision: latest}); err != nil || len(r.GetChanges()) != 0 || r.GetNextPageToken() != "" {
 		t.Errorf("after the latest revision itself: %v, next page token %q, %v; want an empty last page", r.GetChanges(), r.GetNextPageToken(), err)
 	}
+}
+
+// A change set may hold a million changes (the deletion of a call with a
+// livestream's audience granted on it): ListChanges and Watch send it in
+// parts of at most 10,000 changes and about 2 MiB, continued but for the
+// last, which a client taking gRPC's default of 4 MiB a message reads;
+// whole, the log past it could not be read, nor a Watch go past it.
+func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
+	// Revision 2 holds 25,000 changes of some 230 bytes each, revision 3
+	// 25,000 short ones; 1 and 4 one each.
+	b := &readCounting{Memory: memory.New()}
+	sizes := []int{1, 25_000, 25_000, 1}
+	var want [][]string // the resources each revision registers, in order
+	for i, n := range sizes {
+		cs := authz.ChangeSet{Caller: "importer"}
+		var names []string
+		for j := range n {
+			name := fmt.Sprintf("doc:%d-%d", i, j)
+			if i == 1 {
+				name = fmt.Sprintf("doc:%d-%0220d", i, j)
+			}
+			names = append(names, name)
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: name, Parent: authz.RootName}})
+		}
+		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, names)
+	}
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+
+	// got gathers the records of each revision, in the order they came,
+	// and checks that each holds a part a page or message may hold.
+	type gathered struct {
+		names []string
+		parts []bool // continued, of each part
+	}
+	gather := func(got map[uint64]*gathered, rec *usherv1.ChangeRecord) {
+		t.Helper()
+		if n := len(rec.GetChanges()); n > authz.MaxPageChanges {
+			t.Errorf("revision %d came with %d changes in one record; want at most %d", rec.GetRevision(), n, authz.MaxPageChanges)
+		}
+		if size := proto.Size(rec); size > authz.MaxPageBytes+authz.MaxPageBytes/4 {
+			t.Errorf("revision %d came in a record of %d bytes; want about %d at most", rec.GetRevision(), size, authz.MaxPageBytes)
+		}
+		g := got[rec.GetRevision()]
+		if g == nil {
+			g = &gathered{}
+			got[rec.GetRevision()] = g
+		}
+		for _, c := range rec.GetChanges() {
+			g.names = append(g.names, c.GetResource().GetName())
+		}
+		g.parts = append(g.parts, rec.GetContinued())
+	}
+	// check checks revisions from+1 to to.
+	check := func(what string, got map[uint64]*gathered, from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			g := got[uint64(i+1)]
+			if g == nil {
+				t.Errorf("%s: revision %d never came", what, i+1)
+				continue
+			}
+			if !slices.Equal(g.names, want[i]) {
+				t.Errorf("%s: revision %d came with %d changes, want its %d in order", what, i+1, len(g.names), len(want[i]))
+			}
+			parts := max(1, len(want[i])/authz.MaxPageChanges) // 25,000 short changes: 3 parts at least
+			if len(g.parts) < parts {
+				t.Errorf("%s: revision %d came in %d parts, want %d at least", what, i+1, len(g.parts), parts)
+			}
+			for k, continued := range g.parts {
+				if last := k == len(g.parts)-1; continued == last {
+					t.Errorf("%s: part %d of %d of revision %d: continued = %v", what, k+1, len(g.parts), i+1, continued)
+				}
+			}
+		}
+	}
+
+	t.Run("ListChanges", func(t *testing.T) {
+		for _, filter := range []*usherv1.ListChangesRequest{
+			{PageSize: authz.MaxPageSize},
+			{Resource: want[1][12_345]}, // matches revision 2 alone, by one of its changes
+		} {
+			got, req := map[uint64]*gathered{}, proto.Clone(filter).(*usherv1.ListChangesRequest)
+			for pages := 1; ; pages++ {
+				resp, err := f.admin.ListChanges(f.ctx(), req)
+				if err != nil {
+					t.Fatalf("ListChanges(%v), page %d: %v", filter, pages, err)
+				}
+				for i, rec := range resp.GetChanges() {
+					if rec.GetContinued() && (len(resp.GetChanges()) > 1 || resp.GetNextPageToken() == "") {
+						t.Fatalf("ListChanges(%v), page %d: record %d of %d continued, with next page token %q; want a part alone in its page, with a token",
+							filter, pages, i+1, len(resp.GetChanges()), resp.GetNextPageToken())
+					}
+					gather(got, rec)
+				}
+				if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+					break
+				}
+			}
+			if filter.Resource == "" {
+				check("ListChanges", got, 0, len(want))
+			} else if len(got) != 1 || got[2] == nil {
+				t.Errorf("ListChanges of %s: revisions %v, want 2 alone", filter.Resource, slices.Sorted(maps.Keys(got)))
+			} else {
+				check("ListChanges of "+filter.Resource, got, 1, 2)
+			}
+		}
+	})
+
+	t.Run("Watch", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(f.ctx())
+		defer cancel()
+		stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{AfterRevision: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint64]*gathered{}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("Watch: %v", err)
+			}
+			rec := resp.GetChange()
+			if rec == nil {
+				continue // the first message, or progress
+			}
+			// A stream resumed from a part's revision sends its change
+			// set again whole.
+			if rec.GetContinued() != (resp.GetRevision() < rec.GetRevision()) || resp.GetRevision() > rec.GetRevision() {
+				t.Fatalf("Watch: a part of revision %d, continued = %v, came at revision %d", rec.GetRevision(), rec.GetContinued(), resp.GetRevision())
+			}
+			gather(got, rec)
+			if resp.GetRevision() == uint64(len(sizes)) {
+				break
+			}
+		}
+		check("Watch", got, 1, len(want))
+	})
+
+	t.Run("a token past its change set", func(t *testing.T) {
+		req := &usherv1.ListChangesRequest{AfterRevision: 1}
+		resp, err := f.admin.ListChanges(f.ctx(), req)
+		if err != nil || len(resp.GetChanges()) != 1 || !resp.GetChanges()[0].GetContinued() {
+			t.Fatalf("ListChanges after revision 1: %d records, %v", len(resp.GetChanges()), err)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(resp.GetNextPageToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same token, its part placed past the change set's end.
+		body := append(raw[:16:16], "25000"...)
+		req.PageToken = base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint32(body, crc32.ChecksumIEEE(body)))
+		_, err = f.admin.ListChanges(f.ctx(), req)
+		if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), fmt.Sprintf("page_token %q", req.PageToken)) {
+			t.Errorf("ListChanges with a token past its change set: %v, want InvalidArgument naming page_token", err)
+		}
+	})
 }

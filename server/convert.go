@@ -53,7 +53,7 @@ func toGrant(g authz.Grant) *usherv1.Grant {
 
 func toChangeRecord(cs authz.ChangeSet) *usherv1.ChangeRecord {
 	return &usherv1.ChangeRecord{Revision: uint64(cs.Revision), Time: toTimestamp(cs.Time), Caller: cs.Caller, Actor: cs.Actor,
-		Changes: toChanges(cs.Changes)}
+		Changes: toChanges(cs.Changes), Continued: cs.Continued}
 }
 
 // toChanges converts changes: the policy package converts what a policy

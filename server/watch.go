@@ -306,12 +306,20 @@ func (w *watch) run(ctx context.Context) error {
 			}
 		}
 		for i, rec := range recs {
-			w.after = batch[i].Revision
 			if rec == nil {
+				w.after = batch[i].Revision
 				continue
 			}
-			if err := w.send(rec); err != nil {
-				return err
+			// A change set too large for a message goes in parts, w.after
+			// below its revision until the last.
+			parts := partsOf(rec, sizes[i])
+			for k, part := range parts {
+				if k == len(parts)-1 {
+					w.after = batch[i].Revision
+				}
+				if err := w.send(part); err != nil {
+					return err
+				}
 			}
 			// gRPC takes a message larger than a stream's write quota
 			// whole, and keeps what its client has not read of it: a send
@@ -389,6 +397,30 @@ func (w *watch) read(ctx context.Context) (batch []authz.ChangeSet, recs []*ushe
 		batch[i] = authz.ChangeSet{Revision: cs.Revision}
 	}
 	return batch, recs, sizes, more, nil
+}
+
+// partsOf is rec, of size bytes, in parts of at most authz.MaxPageChanges
+// changes and about authz.MaxPageBytes, as ListChanges pages it: a client
+// takes gRPC's default of 4 MiB a message, and a change set may hold a
+// million changes. Every part but the last is continued.
+func partsOf(rec *usherv1.ChangeRecord, size int64) []*usherv1.ChangeRecord {
+	if len(rec.Changes) <= authz.MaxPageChanges && size <= authz.MaxPageBytes {
+		return []*usherv1.ChangeRecord{rec}
+	}
+	var parts []*usherv1.ChangeRecord
+	for changes := rec.Changes; len(changes) > 0; {
+		n, bytes := 0, 0
+		for ; n < len(changes) && n < authz.MaxPageChanges; n++ {
+			// A change's bytes, with its tag and length.
+			if bytes += changes[n].SizeVT() + 4; n > 0 && bytes > authz.MaxPageBytes {
+				break
+			}
+		}
+		parts = append(parts, &usherv1.ChangeRecord{Revision: rec.Revision, Time: rec.Time, Caller: rec.Caller, Actor: rec.Actor,
+			Changes: changes[:n:n], Continued: n < len(changes)})
+		changes = changes[n:]
+	}
+	return parts
 }
 
 // drainAbove is the size of a change record past which a stream waits for

@@ -98,7 +98,11 @@ func formatRecord(rec *usherv1.ChangeRecord) string {
 		}
 		parts = append(parts, opName(c.GetOp())+entity)
 	}
-	return fmt.Sprintf("%d\t%s\t%s\t%s", rec.GetRevision(), rec.GetTime().AsTime().Format(time.RFC3339), who, strings.Join(parts, "; "))
+	line := fmt.Sprintf("%d\t%s\t%s\t%s", rec.GetRevision(), rec.GetTime().AsTime().Format(time.RFC3339), who, strings.Join(parts, "; "))
+	if rec.GetContinued() {
+		line += "\t(continued in the next record)"
+	}
+	return line
 }
 
 // entityOf is whichever entity a change carries, or nil.

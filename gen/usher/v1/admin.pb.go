@@ -2488,7 +2488,8 @@ type ListChangesResponse struct {
 	// The matching records, oldest first. A page reads at most 10,000
 	// records of the log, so a filter that matches few may come back short,
 	// with a token; it ends short too once it holds 10,000 changes or about
-	// 2 MiB, but for a first record that holds more.
+	// 2 MiB. A record of more comes in parts, a page each
+	// (ChangeRecord.continued).
 	Changes []*ChangeRecord `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
 	// Empty once the log has been read to its end.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

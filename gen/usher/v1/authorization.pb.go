@@ -1322,11 +1322,14 @@ func (x *WatchRequest) GetCaller() string {
 // WatchResponse is one message of a Watch stream.
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A committed change set; unset in the first message and in progress
-	// messages.
+	// A committed change set, or a part of one (ChangeRecord.continued);
+	// unset in the first message and in progress messages.
 	Change *ChangeRecord `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
 	// Every change set up to and including this revision has been sent, or
-	// left out by the filters: the after_revision to resume from.
+	// left out by the filters: the after_revision to resume from. While a
+	// change set comes in parts, it stays below the change set's revision
+	// until its last part, so that a stream resumed from it sends the change
+	// set again whole.
 	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

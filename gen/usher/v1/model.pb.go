@@ -1478,7 +1478,13 @@ type ChangeRecord struct {
 	// The end user it acted for, if any.
 	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	// What the write changed, in the order applied.
-	Changes       []*Change `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
+	Changes []*Change `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
+	// More of this change set's changes follow. A change set of more than
+	// 10,000 changes or about 2 MiB (the deletion of a call with a crowd's
+	// grants) comes in parts, in order, each with the same revision, time,
+	// caller and actor, every part but the last continued: in ListChanges,
+	// each part is a page of its own; in Watch, each a message of its own.
+	Continued     bool `protobuf:"varint,6,opt,name=continued,proto3" json:"continued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1546,6 +1552,13 @@ func (x *ChangeRecord) GetChanges() []*Change {
 		return x.Changes
 	}
 	return nil
+}
+
+func (x *ChangeRecord) GetContinued() bool {
+	if x != nil {
+		return x.Continued
+	}
+	return false
 }
 
 var File_usher_v1_model_proto protoreflect.FileDescriptor
@@ -1664,13 +1677,14 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRole\x12=\n" +
 	"\rdefault_quota\x18\t \x01(\v2\x16.usher.v1.DefaultQuotaH\x00R\fdefaultQuota\x123\n" +
 	"\tadmission\x18\v \x01(\v2\x13.usher.v1.AdmissionH\x00R\tadmissionB\b\n" +
-	"\x06entityJ\x04\b\x01\x10\x02R\aop_name\"\xb4\x01\n" +
+	"\x06entityJ\x04\b\x01\x10\x02R\aop_name\"\xd2\x01\n" +
 	"\fChangeRecord\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
 	"\x06caller\x18\x03 \x01(\tR\x06caller\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
-	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achanges*\xab\x03\n" +
+	"\achanges\x18\x05 \x03(\v2\x10.usher.v1.ChangeR\achanges\x12\x1c\n" +
+	"\tcontinued\x18\x06 \x01(\bR\tcontinued*\xab\x03\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OP_PUT_PERMISSION\x10\x01\x12\x18\n" +
