@@ -523,9 +523,10 @@ func (x *Index) ListQuotasPage(resource string, size int, token string) ([]Quota
 // up to size resources, parents before children, with the roles, quotas and
 // admission rules defined on them, and ends, maybe short, once these reach
 // scanBudget, the resource that reaches it whole, or MaxPageBytes, the
-// catalog of the first page counted in, the roles of the resource that
-// reaches it going on in the next page (a resource may carry a thousand
-// roles of 130 KB). The pages merged into one
+// catalog of the first page counted in, the quotas or roles of the
+// resource that reaches it going on in the next page (a resource may carry
+// a thousand roles of 130 KB, and ten thousand quotas of 2 KB). The pages
+// merged into one
 // policy, applied to an empty store, rebuild the same tree, roles, quotas
 // and rules. Siblings come in the order this index keeps them, so a token
 // is good only on the index that made it (as ListGrants' of a subject is),
@@ -544,10 +545,12 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	defer x.view.RUnlock()
 	var p Policy
 	start := x.root
-	// midway is set when the page before ended among start's roles, which
-	// go on after role afterRole ("": before the first), its resource,
-	// quotas and rules sent.
+	// midway is set when the page before ended among start's quotas or
+	// roles. Its quotas go on after afterQuota, when inQuotas, its rules
+	// and roles after them; or its roles go on after role afterRole ("":
+	// before the first), its resource, quotas and rules sent.
 	midway, afterRole := false, ""
+	inQuotas, afterQuota := false, Quota{}
 	// bytes counts the page's, the first page's catalog among them: the
 	// roles that follow make way for it.
 	last, bytes := noNode, 0
@@ -577,6 +580,10 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 		}
 		var name string
 		name, afterRole, midway = strings.Cut(rest, "\x00")
+		if key, ok := strings.CutPrefix(afterRole, quotaMark); ok && midway {
+			inQuotas, afterRole = true, ""
+			afterQuota.ResourceType, afterQuota.Subject, _ = strings.Cut(key, "\x00")
+		}
 		if start = x.lookupNode(name); start == noNode {
 			return Policy{}, "", x.rev, errorf(FailedPrecondition, "page_token", token,
 				"resource %q, where the export stopped, was deleted since; export again from the first page", name).as(KindPageTokenExpired)
@@ -591,12 +598,22 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 			start = x.nextPreorder(start, x.root)
 		}
 	}
-	cut, cutAt := false, "" // the page ends among last's roles, after cutAt
-	// The first resource comes, with its quotas and rules, however long
-	// the catalog before it: its roles go on in the next page.
+	// The page ends among last's quotas or roles, after cutAt: a role's
+	// name, or quotaMark and a quota's key.
+	cut, cutAt := false, ""
+	// The first resource comes however long the catalog before it: its
+	// quotas and roles go on in the next page.
 	for n := start; n != noNode && !cut && len(p.Resources) < size && len(p.Roles)+len(p.Quotas)+len(p.Admissions) < scanBudget && (n == start || bytes < MaxPageBytes); n = x.nextPreorder(n, x.root) {
-		roles := x.rolesAt[n]
-		if midway && n == start {
+		quotas, rules, roles := x.quotas[n], true, x.rolesAt[n]
+		switch {
+		case midway && n == start && inQuotas:
+			i, found := slices.BinarySearchFunc(quotas, afterQuota, compareQuotaKeys)
+			if found {
+				i++
+			}
+			quotas = quotas[i:]
+		case midway && n == start:
+			quotas, rules = nil, false
 			if afterRole != "" {
 				i, found := x.searchRolesAt(roles, afterRole)
 				if found {
@@ -604,22 +621,32 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 				}
 				roles = roles[i:]
 			}
-		} else {
-			if n != x.root {
-				r := x.resourceAt(n)
-				p.Resources = append(p.Resources, r)
-				bytes += r.approxBytes()
+		case n != x.root:
+			r := x.resourceAt(n)
+			p.Resources = append(p.Resources, r)
+			bytes += r.approxBytes()
+		}
+		last = n
+		for i, q := range quotas {
+			if bytes >= MaxPageBytes {
+				cut, cutAt = true, quotaMark+"\x00" // before the first
+				if i > 0 {
+					cutAt = quotaMark + quotas[i-1].ResourceType + "\x00" + quotas[i-1].Subject
+				}
+				break
 			}
-			p.Quotas = append(p.Quotas, x.quotas[n]...)
-			for _, q := range x.quotas[n] {
-				bytes += q.approxBytes()
-			}
+			p.Quotas = append(p.Quotas, q)
+			bytes += q.approxBytes()
+		}
+		if cut {
+			break
+		}
+		if rules {
 			for _, a := range x.admissionsAt(n) {
 				p.Admissions = append(p.Admissions, a)
 				bytes += a.approxBytes()
 			}
 		}
-		last = n
 		for i, role := range roles {
 			if bytes >= MaxPageBytes {
 				cut = true
@@ -648,6 +675,10 @@ func (x *Index) ExportPolicy(size int, token string) (Policy, string, Revision, 
 	}
 	return p, next, x.rev, nil
 }
+
+// quotaMark begins an export token's place among a resource's quotas,
+// where a role's name would be: no role's begins so.
+const quotaMark = "\x01"
 
 // pathHash is a hash of where id is in the tree: the resources from it up
 // to root, in this index's numbers.

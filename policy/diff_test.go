@@ -427,3 +427,54 @@ func TestDiffRemovesTheQuotasApplyRemoves(t *testing.T) {
 		})
 	}
 }
+
+// A page may end among a resource's quotas too (a resource may carry
+// 10,000 of 2 KB): they go on at the start of the next page, then its
+// admission rules and roles, and InForce reads them all.
+func TestInForceReadsTheQuotasOfItsLastResourceToTheirEnd(t *testing.T) {
+	quota := func(scope, subject string) *usherv1.Quota {
+		return &usherv1.Quota{Scope: scope, ResourceType: "call", Subject: subject, Limit: 1}
+	}
+	pages := []*usherv1.Policy{
+		{Permissions: []*usherv1.Permission{{Name: "a"}}, Resources: []*usherv1.Resource{{Name: "account:a", Parent: "root"}}, Quotas: []*usherv1.Quota{quota("account:a", "user:1")}},
+		{Quotas: []*usherv1.Quota{quota("account:a", "user:2")}},
+		{Quotas: []*usherv1.Quota{quota("account:a", "user:3")}, Admissions: []*usherv1.Admission{{Scope: "account:a", ResourceType: "call"}},
+			Roles: []*usherv1.Role{{Name: "r1", Scope: "account:a"}}},
+		{Roles: []*usherv1.Role{{Name: "r2", Scope: "account:a"}}, Resources: []*usherv1.Resource{{Name: "account:b", Parent: "root"}},
+			Quotas: []*usherv1.Quota{quota("account:b", "user:1")}},
+		{Resources: []*usherv1.Resource{{Name: "account:c", Parent: "root"}}},
+	}
+	read := 0
+	page := func(token string) (*usherv1.Policy, string, error) {
+		read++
+		i := 0
+		if token != "" {
+			i = int(token[0] - '0')
+		}
+		next := ""
+		if i+1 < len(pages) {
+			next = string(rune('0' + i + 1))
+		}
+		return pages[i], next, nil
+	}
+	p, err := policy.InForce(page, []string{"account:a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var quotas, roles []string
+	for _, q := range p.GetQuotas() {
+		quotas = append(quotas, q.GetScope()+"/"+q.GetSubject())
+	}
+	for _, r := range p.GetRoles() {
+		roles = append(roles, r.GetScope()+"/"+r.GetName())
+	}
+	if want := []string{"account:a/user:1", "account:a/user:2", "account:a/user:3"}; !slices.Equal(quotas, want) {
+		t.Errorf("InForce kept quotas %v, want %v", quotas, want)
+	}
+	if want := []string{"account:a/r1", "account:a/r2"}; !slices.Equal(roles, want) || len(p.GetAdmissions()) != 1 {
+		t.Errorf("InForce kept roles %v and %d admission rules, want %v and 1", roles, len(p.GetAdmissions()), want)
+	}
+	if read != 4 {
+		t.Errorf("InForce read %d pages, want 4: to the page that ends account:a's entries", read)
+	}
+}

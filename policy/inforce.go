@@ -16,8 +16,8 @@ type ExportPage func(token string) (page *usherv1.Policy, next string, err error
 // change: the catalog, creator roles, default quotas, and the resources in
 // want (with their roles, quotas and admission rules) and root's. It stops
 // paging as soon as every resource in want has been seen, with all its
-// roles (a page of large roles may end among a resource's, which go on at
-// the start of the next), so that a diff of a policy that manages a few
+// quotas and roles (a page may end among a resource's, which go on at the
+// start of the next), so that a diff of a policy that manages a few
 // resources does not read a large tree.
 func InForce(page ExportPage, want []string) (*usherv1.Policy, error) {
 	missing, wanted := map[string]bool{}, map[string]bool{"": true, authz.RootName: true}
@@ -65,39 +65,61 @@ func InForce(page ExportPage, want []string) (*usherv1.Policy, error) {
 			return out, nil
 		}
 		if len(missing) == 0 {
-			// The page may have ended among the roles of its last
-			// resource (root, on a first page of root's roles only).
+			// The page may have ended among the quotas or roles of its
+			// last resource (root, on a first page of root's only).
 			last := authz.RootName
 			if rs := p.GetResources(); len(rs) > 0 {
 				last = rs[len(rs)-1].GetName()
 			} else if roles := p.GetRoles(); len(roles) > 0 {
 				last = roles[len(roles)-1].GetScope()
+			} else if as := p.GetAdmissions(); len(as) > 0 {
+				last = as[len(as)-1].GetScope()
+			} else if qs := p.GetQuotas(); len(qs) > 0 {
+				last = qs[len(qs)-1].GetScope()
 			}
 			if !keep(last) {
 				return out, nil
 			}
-			return rolesGoingOn(page, next, last, out)
+			return goingOn(page, next, last, out)
 		}
 		token = next
 	}
 }
 
-// rolesGoingOn adds to out the roles of scope that the pages from token
-// begin with: the rest of them, when the page before token ended among
-// them.
-func rolesGoingOn(page ExportPage, token, scope string, out *usherv1.Policy) (*usherv1.Policy, error) {
+// goingOn adds to out the quotas, admission rules and roles of scope that
+// the pages from token begin with: the rest of them, when the page before
+// token ended among them.
+func goingOn(page ExportPage, token, scope string, out *usherv1.Policy) (*usherv1.Policy, error) {
 	for token != "" {
 		p, next, err := page(token)
 		if err != nil {
 			return nil, err
 		}
+		// A page holds scope's first, if any; a resource, or another's
+		// entries, end them.
+		done := len(p.GetResources()) > 0
+		for _, q := range p.GetQuotas() {
+			if q.GetScope() != scope {
+				done = true
+			} else {
+				out.Quotas = append(out.Quotas, q)
+			}
+		}
+		for _, a := range p.GetAdmissions() {
+			if a.GetScope() != scope {
+				done = true
+			} else {
+				out.Admissions = append(out.Admissions, a)
+			}
+		}
 		for _, r := range p.GetRoles() {
 			if r.GetScope() != scope {
-				return out, nil
+				done = true
+			} else {
+				out.Roles = append(out.Roles, r)
 			}
-			out.Roles = append(out.Roles, r)
 		}
-		if len(p.GetResources()) > 0 || len(p.GetQuotas()) > 0 || len(p.GetAdmissions()) > 0 {
+		if done {
 			return out, nil
 		}
 		token = next

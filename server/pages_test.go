@@ -683,6 +683,75 @@ func TestExportPolicyPagesOfLongQuotasFitWhatAClientTakes(t *testing.T) {
 	}
 }
 
+// A resource may carry 10,000 quotas, each naming a subject of up to 1 KB:
+// an export page ends among them once it holds about authz.MaxPageBytes,
+// and they go on in the next, then the resource's roles, rather than come
+// whole, past what a client takes; InForce, which policy diff and apply
+// read, reads them to their end.
+func TestAResourcesQuotasGoOnInTheNextExportPage(t *testing.T) {
+	f := newServer(t)
+	p := exported(f.ctx(), f)
+	id := strings.Repeat("x", 240)
+	account := "account:q-" + id
+	p.Resources = append(p.Resources, &usherv1.Resource{Name: account, Parent: authz.RootName},
+		&usherv1.Resource{Name: "account:after", Parent: authz.RootName})
+	p.Quotas = append(p.Quotas, &usherv1.Quota{Scope: "account:after", ResourceType: "call", Limit: 1})
+	p.Roles = append(p.Roles, &usherv1.Role{Name: "after-quotas", Scope: account, Permissions: []string{"join-call"}})
+	// Some 5 MB of quotas, in two applies that each fit a request: one
+	// without prune keeps the quotas of the one before.
+	want, quotas := map[string]bool{}, p.Quotas
+	for half := range 2 {
+		p.Quotas = slices.Clone(quotas)
+		for q := range authz.MaxQuotasPerScope / 2 {
+			subject := fmt.Sprintf("user:%d%04d-%s", half, q, id)
+			p.Quotas = append(p.Quotas, &usherv1.Quota{Scope: account, ResourceType: "call", Subject: subject, Limit: 1})
+			want[subject] = true
+		}
+		if _, err := f.admin.ApplyPolicy(f.ctx(), &usherv1.ApplyPolicyRequest{Policy: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, roles, after := map[string]bool{}, 0, 0
+	pages := exportPages(t, f, func(page *usherv1.Policy) {
+		for _, q := range page.GetQuotas() {
+			switch {
+			case q.GetScope() == "account:after":
+				after++
+			case got[q.GetSubject()]:
+				t.Errorf("ExportPolicy listed the quota of %.10s twice", q.GetSubject())
+			default:
+				got[q.GetSubject()] = true
+			}
+		}
+		for _, r := range page.GetRoles() {
+			if r.GetName() == "after-quotas" {
+				roles++
+			}
+		}
+	})
+	if pages < 3 || len(got) != len(want) || roles != 1 || after != 1 {
+		t.Errorf("ExportPolicy came in %d pages, with %d of the %d quotas, the role after them %d times and account:after's quota %d times; want 3 pages at least, each once",
+			pages, len(got), len(want), roles, after)
+	}
+
+	inForce, err := policy.InForce(func(token string) (*usherv1.Policy, string, error) {
+		resp, err := f.admin.ExportPolicy(f.ctx(), &usherv1.ExportPolicyRequest{PageSize: authz.MaxPageSize, PageToken: token})
+		return resp.GetPolicy(), resp.GetNextPageToken(), err
+	}, []string{account})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, q := range inForce.GetQuotas() {
+		if q.GetScope() == account {
+			n++
+		}
+	}
+	if n != len(want) || !slices.ContainsFunc(inForce.GetRoles(), func(r *usherv1.Role) bool { return r.GetName() == "after-quotas" }) {
+		t.Errorf("InForce read %d of %s's %d quotas, and its roles %v", n, account[:12], len(want), inForce.GetRoles())
+	}
+}
+
 // The first page of an export carries the catalog, which a policy may make
 // megabytes long (10,000 permissions, each with a description of up to 1 KB):
 // the roles that follow it on that page make way for it, so that the page

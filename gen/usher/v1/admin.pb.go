@@ -1713,9 +1713,10 @@ type ExportPolicyResponse struct {
 	// The first page carries the catalog, creator roles and default quotas;
 	// every page carries resources, parents before children, with the roles,
 	// quotas and admission rules defined on them. A page ends short, with a
-	// token, once these reach 10,000, or about 2 MiB: then the roles of its
-	// last resource may go on at the start of the next page, before any
-	// resource. The pages merged into one
+	// token, once these reach 10,000, or about 2 MiB: then the quotas, and
+	// after them the admission rules and roles, of its last resource may go
+	// on at the start of the next page, before any resource. The pages
+	// merged into one
 	// policy (as `usher policy export` does), applied to an empty store,
 	// rebuild the tree, roles, quotas and rules; a later page alone lacks the
 	// catalog its roles name.
