@@ -86,8 +86,24 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	next := func() string {
 		return pageToken{filter: filter, pos: []uint32{uint32(after >> 32), uint32(after)}}.encode()
 	}
+	// goOn is the token of the page that goes on with cs's changes after
+	// the first sent of them.
+	goOn := func(cs ChangeSet, sent int) string {
+		return pageToken{filter: filter, pos: []uint32{uint32((cs.Revision - 1) >> 32), uint32(cs.Revision - 1)}, text: strconv.Itoa(sent)}.encode()
+	}
 	var page []ChangeSet
 	changes, bytes := 0, 0 // in page
+	if skip > 0 {
+		// The token's change set goes on from its part sent last.
+		part, err := e.changePart(ctx, after, skip, field, value)
+		if err != nil {
+			return nil, "", err
+		}
+		if part.Continued {
+			return []ChangeSet{part}, goOn(part, skip+len(part.Changes)), nil
+		}
+		page, after, changes, bytes = append(page, part), part.Revision, len(part.Changes), part.approxBytes()
+	}
 	// batch is how many change sets to read next: one at first, more
 	// while they are small, fewer once they are large.
 	batch := 1
@@ -100,6 +116,24 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		// that follow small ones are.
 		counts, err := e.backend.ChangeCounts(rctx, after, min(batch, scanBudget-scanned))
 		var sets []ChangeSet
+		if err == nil && len(page) > 0 && len(counts) > 0 && counts[0] > MaxPageChanges {
+			cancel()
+			return page, next(), nil // it begins the next page, in parts
+		}
+		if _, parts := e.backend.(PartReader); err == nil && parts && len(page) == 0 && len(counts) > 0 && counts[0] > MaxPageChanges && f.Subject == "" && f.Resource == "" {
+			// Too large for a page, and matched by who wrote it: its
+			// first part is read alone.
+			cancel()
+			part, err := e.changePart(ctx, after, 0, field, value)
+			if err != nil {
+				return nil, "", err
+			}
+			if f.Matches(ChangeSet{Caller: part.Caller, Actor: part.Actor}) {
+				return []ChangeSet{part}, goOn(part, len(part.Changes)), nil
+			}
+			after, scanned, readAll = part.Revision, scanned+1, readAll+counts[0]
+			continue
+		}
 		if err == nil {
 			n, c := 0, readAll
 			for _, k := range counts {
@@ -135,14 +169,6 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			read += len(cs.Changes)
 			readAll += len(cs.Changes)
 			matches := f.Matches(cs)
-			if skip > 0 {
-				// The token's change set, the first read, goes on from
-				// its part sent last.
-				if cs.Revision != after+1 || skip >= len(cs.Changes) {
-					return nil, "", notAPageToken(token)
-				}
-				cs.Changes = cs.Changes[skip:]
-			}
 			setBytes := 0
 			if matches {
 				setBytes = cs.approxBytes()
@@ -153,13 +179,9 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			if matches && (len(cs.Changes) > MaxPageChanges || setBytes > MaxPageBytes) {
 				// Too large for a page: it comes in parts, this one
 				// alone in its page.
-				n := partOf(cs)
-				at := pageToken{filter: filter, pos: []uint32{uint32((cs.Revision - 1) >> 32), uint32(cs.Revision - 1)},
-					text: strconv.Itoa(skip + n)}
-				cs.Changes, cs.Continued = cs.Changes[:n], true
-				return []ChangeSet{cs}, at.encode(), nil
+				cs.Changes, cs.Continued = cs.Changes[:partOf(cs)], true
+				return []ChangeSet{cs}, goOn(cs, len(cs.Changes)), nil
 			}
-			skip = 0
 			after = cs.Revision
 			scanned++
 			if !matches {
@@ -187,6 +209,43 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		batch = max(1, min(256, 2*batch, MaxPageChanges*len(sets)/max(1, read)))
 	}
 	return page, next(), nil
+}
+
+// changePart is the part of the first change set after after that a page
+// holds, from its from-th change: read alone where the backend can, or
+// else cut from the change set read whole. It is Continued when more of
+// the change set follows. field and value name what after came from.
+func (e *Engine) changePart(ctx context.Context, after Revision, from int, field, value string) (ChangeSet, error) {
+	ctx, cancel := e.LogRead(ctx)
+	defer cancel()
+	var (
+		part  ChangeSet
+		total int
+		err   error
+	)
+	if r, ok := e.backend.(PartReader); ok {
+		part, total, err = r.ChangePart(ctx, after, from, MaxPageChanges)
+	} else {
+		var sets []ChangeSet
+		if sets, err = e.backend.Changes(ctx, after, 1); err == nil && len(sets) == 1 {
+			part, total = sets[0], len(sets[0].Changes)
+			part.Changes = part.Changes[min(from, total):min(from+MaxPageChanges, total)]
+		}
+	}
+	switch {
+	case errors.Is(err, ErrCompacted):
+		return ChangeSet{}, errorf(FailedPrecondition, field, value,
+			"the change log no longer reaches back to revision %d; it was compacted", after).as(KindPageTokenExpired)
+	case err != nil:
+		return ChangeSet{}, &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
+	case from >= total:
+		// Only a token made up, or of another log, goes on past a change
+		// set's end, or after the last.
+		return ChangeSet{}, notAPageToken(value)
+	}
+	part.Changes = part.Changes[:partOf(part)]
+	part.Continued = from+len(part.Changes) < total
+	return part, nil
 }
 
 // MaxPageChanges is the most changes a page of ListChanges, or a message

@@ -50,6 +50,16 @@ type Backend interface {
 	Close() error
 }
 
+// PartReader is a Backend that reads a part of a change set without
+// decoding the rest: a data file's log, where the deletion of a call with
+// a livestream's audience granted on it holds a million changes.
+type PartReader interface {
+	// ChangePart returns the first change set after after, with only n of
+	// its changes from the from-th, and how many it holds; an empty change
+	// set when there is none; ErrCompacted as Changes does.
+	ChangePart(ctx context.Context, after Revision, from, n int) (part ChangeSet, total int, err error)
+}
+
 // Write is a change set on its way to a backend, with what its plan read.
 type Write struct {
 	// Planned is the revision of the index the change set was planned on.

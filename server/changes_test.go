@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,25 +19,49 @@ import (
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/storage/bolt"
 	"github.com/usher-authz/usher/storage/memory"
 )
 
-// readCounting is a backend that counts the changes its log answers, in
-// all and at most at once.
-type readCounting struct {
-	*memory.Memory
+// changeCounter counts the changes a backend's log answers, in all and at
+// most at once.
+type changeCounter struct {
 	read, most atomic.Int64
 }
 
-func (b *readCounting) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
-	sets, err := b.Memory.Changes(ctx, after, limit)
+func (c *changeCounter) count(sets []authz.ChangeSet) {
 	var n int64
 	for _, cs := range sets {
 		n += int64(len(cs.Changes))
 	}
-	b.read.Add(n)
-	for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
+	c.read.Add(n)
+	for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
 	}
+}
+
+// readCounting is a memory backend that counts the changes its log
+// answers.
+type readCounting struct {
+	*memory.Memory
+	changeCounter
+}
+
+func (b *readCounting) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	sets, err := b.Memory.Changes(ctx, after, limit)
+	b.count(sets)
+	return sets, err
+}
+
+// boltCounting is a data file that counts the changes its log answers
+// whole; it reads parts of change sets too (authz.PartReader).
+type boltCounting struct {
+	*bolt.Store
+	changeCounter
+}
+
+func (b *boltCounting) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	sets, err := b.Store.Changes(ctx, after, limit)
+	b.count(sets)
 	return sets, err
 }
 
@@ -242,8 +267,8 @@ func TestListChangesPastTheLatestRevisionIsRefused(t *testing.T) {
 func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 	// Revision 2 holds 25,000 changes of some 230 bytes each, revision 3
 	// 25,000 short ones; 1 and 4 one each.
-	b := &readCounting{Memory: memory.New()}
 	sizes := []int{1, 25_000, 25_000, 1}
+	var sets []authz.ChangeSet
 	var want [][]string // the resources each revision registers, in order
 	for i, n := range sizes {
 		cs := authz.ChangeSet{Caller: "importer"}
@@ -256,17 +281,52 @@ func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 			names = append(names, name)
 			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: name, Parent: authz.RootName}})
 		}
-		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+		sets, want = append(sets, cs), append(want, names)
+	}
+	commit := func(b authz.Backend) {
+		for _, cs := range sets {
+			if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("memory", func(t *testing.T) {
+		b := &readCounting{Memory: memory.New()}
+		commit(b)
+		changeSetsInParts(t, b, &b.changeCounter, want)
+	})
+	t.Run("data file", func(t *testing.T) {
+		// Reopened: its log is read from the file.
+		path := filepath.Join(t.TempDir(), "usher.db")
+		store, err := bolt.Open(path, bolt.Options{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, names)
-	}
+		commit(store)
+		if err := store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if store, err = bolt.Open(path, bolt.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		b := &boltCounting{Store: store}
+		changeSetsInParts(t, b, &b.changeCounter, want)
+	})
+}
+
+// changeSetsInParts checks that ListChanges and Watch send the change sets
+// of b, which register the resources of want, each revision's in order, in
+// parts that fit a page. Where b reads parts of change sets, an unfiltered
+// ListChanges reads none of more than a page whole.
+func changeSetsInParts(t *testing.T, b authz.Backend, counted *changeCounter, want [][]string) {
 	engine, err := authz.Start(context.Background(), b, authz.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(engine.Close)
 	f := serveEngine(t, engine)
+	_, parts := b.(authz.PartReader)
 
 	// got gathers the records of each revision, in the order they came,
 	// and checks that each holds a part a page or message may hold.
@@ -322,6 +382,7 @@ func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 			{Resource: want[1][12_345]}, // matches revision 2 alone, by one of its changes
 		} {
 			got, req := map[uint64]*gathered{}, proto.Clone(filter).(*usherv1.ListChangesRequest)
+			counted.most.Store(0)
 			for pages := 1; ; pages++ {
 				resp, err := f.admin.ListChanges(f.ctx(), req)
 				if err != nil {
@@ -337,6 +398,9 @@ func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 				if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
 					break
 				}
+			}
+			if most := counted.most.Load(); parts && filter.Resource == "" && most > authz.MaxPageChanges {
+				t.Errorf("ListChanges(%v) read %d changes of the log whole at once; want the large change sets read a part at a time", filter, most)
 			}
 			if filter.Resource == "" {
 				check("ListChanges", got, 0, len(want))
@@ -371,7 +435,7 @@ func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 				t.Fatalf("Watch: a part of revision %d, continued = %v, came at revision %d", rec.GetRevision(), rec.GetContinued(), resp.GetRevision())
 			}
 			gather(got, rec)
-			if resp.GetRevision() == uint64(len(sizes)) {
+			if resp.GetRevision() == uint64(len(want)) {
 				break
 			}
 		}

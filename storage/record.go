@@ -424,6 +424,29 @@ func ChangeSetLen(v []byte) (int, error) {
 	return n, err
 }
 
+// DecodeChangeSetPart decodes a change log value with only n of its
+// changes, from the from-th: the others are skipped undecoded, so that a
+// part of a change set of a million changes costs its own changes' bytes
+// to decode, not the million's. total is how many changes it holds.
+func DecodeChangeSetPart(v []byte, from, n int) (part authz.ChangeSet, total int, err error) {
+	b := []byte{formatV1}
+	err = eachChangeSetField(v, func(num protowire.Number, typ protowire.Type, value []byte) error {
+		if num == changeSetChange {
+			i := total
+			if total++; i < from || i-from >= n {
+				return nil
+			}
+		}
+		b = append(protowire.AppendTag(b, num, typ), value...)
+		return nil
+	})
+	if err != nil {
+		return authz.ChangeSet{}, 0, err
+	}
+	part, err = DecodeChangeSet(b)
+	return part, total, err
+}
+
 // eachChangeSetField calls each with the number, wire type and undecoded
 // value of every top-level field of a change log value, in order.
 func eachChangeSetField(v []byte, each func(num protowire.Number, typ protowire.Type, value []byte) error) error {

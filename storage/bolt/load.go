@@ -226,6 +226,40 @@ func (s *Store) ChangeCounts(ctx context.Context, after authz.Revision, limit in
 	return counts, nil
 }
 
+// ChangePart implements authz.PartReader: n changes of the first change
+// set after after, from the from-th, sliced from the change set kept in
+// memory or decoded alone from its value in the file.
+func (s *Store) ChangePart(ctx context.Context, after authz.Revision, from, n int) (authz.ChangeSet, int, error) {
+	if from < 0 || n <= 0 {
+		return authz.ChangeSet{}, 0, fmt.Errorf("storage: change part: changes %d and %d", from, n)
+	}
+	sets, inMemory, compacted, published := s.recentChanges(after, 1)
+	if inMemory {
+		if len(sets) == 0 {
+			return authz.ChangeSet{}, 0, nil
+		}
+		cs := sets[0]
+		total := len(cs.Changes)
+		cs.Changes = cs.Changes[min(from, total):min(from+n, total)]
+		return cs, total, nil
+	}
+	var (
+		part  authz.ChangeSet
+		total int
+	)
+	err := s.fromFile("change part", after, compacted, published, 1, func(k, v []byte) error {
+		var err error
+		if part, total, err = storage.DecodeChangeSetPart(v, from, n); err != nil {
+			return fmt.Errorf("change set %x: %w", k, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return authz.ChangeSet{}, 0, err
+	}
+	return part, total, nil
+}
+
 // CommitTime implements authz.Backend: the time of a change set kept
 // in memory, or else read from its value in the file, its changes left
 // undecoded.
