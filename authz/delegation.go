@@ -386,6 +386,9 @@ type judge struct {
 	// the write: a planner that asks for several verdicts (Unblock, lifting
 	// blocks one by one) shares one budget of Limits.Judged among them.
 	judged int
+	// wild says, for each resource judged, whether the actor may give "*"
+	// there (see wildcardPower).
+	wild map[uint32]bool
 	// admits is the lobby role an Admit grants, which the admit permission
 	// lets the actor hand out in place of assignable_roles: what the
 	// admitted subject may hand out through it is judged, as it is for a
@@ -398,7 +401,21 @@ type judgedRegion struct {
 	subjects []string
 }
 
-func newJudge(p *plan) *judge { return &judge{p: p, exempt: map[uint32]bool{}} }
+func newJudge(p *plan) *judge {
+	return &judge{p: p, exempt: map[uint32]bool{}, wild: map[uint32]bool{}}
+}
+
+// mayGiveWildcard reports whether the actor may give "*" at, whose path
+// before the write is pb: its roles there carry it, or list by name a role
+// that does.
+func (j *judge) mayGiveWildcard(before *view, at uint32, pb []uint32) bool {
+	may, ok := j.wild[at]
+	if !ok {
+		may = before.wildcardPower(before.subject(j.p.by.Actor), pb, j.p.now)
+		j.wild[at] = may
+	}
+	return may
+}
 
 // view is the index as a write would leave it: the index itself with the
 // write's changes laid over it, for judging. A view with no changes is the
@@ -558,6 +575,68 @@ func (v *view) power(s uint32, path []uint32, now int64) (bitset, []string) {
 		}
 	}
 	return set, sortedSet(names)
+}
+
+// wildcard reports whether a role s holds at path[0] at now, as v
+// resolves it there, carries "*": none does when a block of everything
+// covers s there.
+func (v *view) wildcard(s uint32, path []uint32, now int64) bool {
+	if v.blockedWhole(s, path, now) {
+		return false
+	}
+	for _, a := range path {
+		for _, g := range v.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := v.resolve(path, g.role); d != nil && slices.Contains(d.Permissions, Wildcard) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// wildcardPower reports whether s may give "*" at path[0]: a role it holds
+// there carries it, or lists by name a role that carries it there.
+func (v *view) wildcardPower(s uint32, path []uint32, now int64) bool {
+	if v.blockedWhole(s, path, now) {
+		return false
+	}
+	for _, a := range path {
+		for _, g := range v.grantsOn(s, a) {
+			if !live(g.exp, now) {
+				continue
+			}
+			d := v.resolve(path, g.role)
+			if d == nil {
+				continue
+			}
+			if slices.Contains(d.Permissions, Wildcard) {
+				return true
+			}
+			for _, name := range d.AssignableRoles {
+				if name == Wildcard {
+					continue
+				}
+				if r := v.resolve(path, v.role(name)); r != nil && slices.Contains(r.Permissions, Wildcard) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// blockedWhole reports whether a live block of everything covers s on path.
+func (v *view) blockedWhole(s uint32, path []uint32, now int64) bool {
+	for _, a := range path {
+		for _, b := range v.blocksOn(s, a) {
+			if b.perms == nil && live(b.exp, now) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lay puts the write's changes over v. Changes on resources the write
@@ -788,6 +867,16 @@ func (j *judge) verify() error {
 							return err
 						}
 					}
+					// "*" is every permission a later policy declares too,
+					// which comparing today's permissions does not see: who
+					// comes to carry it, or no longer does, is judged as a
+					// grant of a role carrying it is.
+					if w0, w1 := before.wildcard(s, pb, t), after.wildcard(s, pa, t); w0 != w1 && !j.mayGiveWildcard(before, at, pb) {
+						if w1 {
+							return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would come to carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
+						}
+						return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
+					}
 					if !was.equal(is) {
 						if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
 							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
@@ -956,6 +1045,9 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 	if missing := x.cat.top(powerAfter.minus(powerBefore).minus(pow)); missing != "" {
 		return j.refuse(RuleNoEscalation, name, missing, at, j.when("would become able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
 	}
+	if after.wildcardPower(s, pa, t) && !before.wildcardPower(s, pb, t) && !j.mayGiveWildcard(before, at, pb) {
+		return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would become able to give %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
+	}
 	for _, role := range assignedAfter {
 		if slices.Contains(assignedBefore, role) || role == j.admits || j.mayLetAssign(role, at) {
 			continue
@@ -983,6 +1075,9 @@ func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []ui
 	powerAfter, assignedAfter := after.power(s, pa, t)
 	if missing := x.cat.top(powerBefore.minus(powerAfter).minus(pow)); missing != "" {
 		return j.refuse(RuleNoOverreach, name, missing, at, j.when("would no longer be able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
+	}
+	if before.wildcardPower(s, pb, t) && !after.wildcardPower(s, pa, t) && !j.mayGiveWildcard(before, at, pb) {
+		return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer be able to give %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 	}
 	for _, role := range assignedBefore {
 		if slices.Contains(assignedAfter, role) || j.mayLetAssign(role, at) {
@@ -1015,12 +1110,20 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would lose %q on %q itself", t))
 	}
 	actor := after.subject(p.by.Actor)
+	if w0, w1 := before.wildcard(actor, pb, t), after.wildcard(actor, pa, t); w1 && !w0 {
+		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would come to carry %q on %q itself, every permission a later policy may declare too", t))
+	} else if w0 && !w1 && !j.exempt[at] {
+		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would no longer carry %q on %q itself", t))
+	}
 	// On a resource it deletes the actor may lose roles to assign, with its
 	// grants there, but gain none.
 	powerBefore, assignedBefore := before.power(actor, pb, t)
 	powerAfter, assignedAfter := after.power(actor, pa, t)
 	if missing := x.cat.top(powerAfter.minus(powerBefore)); missing != "" {
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would become able to give %q on %q, through a role it may assign", t))
+	}
+	if after.wildcardPower(actor, pa, t) && !before.wildcardPower(actor, pb, t) {
+		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would become able to give %q on %q, every permission a later policy may declare too", t))
 	}
 	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !slices.Contains(assignedBefore, r) })
 	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {

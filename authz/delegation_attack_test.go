@@ -801,3 +801,110 @@ func TestDelegationAttacksAWriteThatTakesFromAHolderWhatItMayAssign(t *testing.T
 		}
 	})
 }
+
+// A role of "*" carries every permission a later policy declares, which an
+// actor holding every permission declared today does not: it may not grant
+// such a role, nor let someone come to hold one, or no longer hold one, by
+// any other write.
+func TestDelegationAttacksAWriteThatLetsAHolderCarryEverything(t *testing.T) {
+	policy := func() authz.Policy {
+		return authz.Policy{
+			Permissions: []authz.Permission{
+				{Name: "call.join"}, {Name: "call.record"},
+				{Name: authz.PermGrantsWrite}, {Name: authz.PermRolesWrite}, {Name: authz.PermBlocksWrite},
+				{Name: authz.PermResourcesCreate}, {Name: authz.PermResourcesMove},
+			},
+			Resources: []authz.Resource{{Name: "org:a"}, {Name: "call:1", Parent: "org:a"}, {Name: "org:b"}},
+			Roles: []authz.Role{
+				{Name: "boss", Scope: "root", Permissions: []string{authz.Wildcard}},
+				{Name: "boss", Scope: "call:1", Permissions: []string{"call.join"}},
+				{Name: "boss", Scope: "org:a", Permissions: []string{"call.join", "call.record"}},
+				// Every permission declared, listed one by one, and leave to
+				// grant roles whose permissions are its own.
+				{Name: "owner", Scope: "root", Permissions: []string{"call.join", "call.record", authz.PermGrantsWrite, authz.PermRolesWrite,
+					authz.PermBlocksWrite, authz.PermResourcesCreate, authz.PermResourcesMove}, AssignableRoles: []string{authz.Wildcard}},
+				{Name: "root-owner", Scope: "root", Permissions: []string{authz.Wildcard}, AssignableRoles: []string{authz.Wildcard}},
+			},
+		}
+	}
+	undefine := func(w *world, scope, name string) {
+		rev, err := w.eng.DeleteRole(w.ctx, w.by, scope, name)
+		w.ok("DeleteRole", rev, err)
+	}
+	world := func(t *testing.T) *world {
+		w := newWorld(t, policy())
+		w.grant("user:b", "boss", "org:a")
+		w.grant("user:a", "owner", "root")
+		return w
+	}
+	// Each write below gives or takes, by today's permissions, only what
+	// user:a holds.
+	wildcard := func(t *testing.T, err error, resource string) {
+		t.Helper()
+		var e *authz.Error
+		if errors.As(err, &e) && (e.Meta["permission"] != authz.Wildcard || e.Meta["subject"] != "user:b" || e.Meta["resource"] != resource) {
+			t.Errorf("refused with details %v, want permission %q, subject user:b, resource %s", e.Meta, authz.Wildcard, resource)
+		}
+	}
+	t.Run("granting it is refused", func(t *testing.T) {
+		w := world(t)
+		refusedAttack(t, w, "user:a", authz.RuleNotAssignable, func(by authz.Author) error {
+			_, err := w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:c", Role: "boss", Resource: "org:b"})
+			return err
+		})
+	})
+	t.Run("so is deleting the definitions that keep a holder from it", func(t *testing.T) {
+		w := world(t)
+		undefine(w, "call:1", "boss")
+		refusedAttack(t, w, "user:a", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.DeleteRole(w.ctx, by, "org:a", "boss")
+			wildcard(t, err, "org:a")
+			return err
+		})
+	})
+	t.Run("and moving a call its holder holds the role above out from under them", func(t *testing.T) {
+		w := world(t)
+		undefine(w, "call:1", "boss")
+		w.grant("user:b", "boss", "call:1")
+		refusedAttack(t, w, "user:a", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.PutResource(w.ctx, by, authz.Resource{Name: "call:1", Parent: "org:b"})
+			wildcard(t, err, "call:1")
+			return err
+		})
+	})
+	t.Run("and restating it, without it, where someone holds it", func(t *testing.T) {
+		w := world(t)
+		undefine(w, "call:1", "boss")
+		w.grant("user:b", "boss", "call:1")
+		undefine(w, "org:a", "boss")
+		refusedAttack(t, w, "user:a", authz.RuleNoOverreach, func(by authz.Author) error {
+			_, err := w.eng.PutRole(w.ctx, by, authz.Role{Name: "boss", Scope: "call:1", Permissions: []string{"call.join", "call.record",
+				authz.PermGrantsWrite, authz.PermRolesWrite, authz.PermBlocksWrite, authz.PermResourcesCreate, authz.PermResourcesMove}})
+			wildcard(t, err, "call:1")
+			return err
+		})
+	})
+	t.Run("and letting one who may grant it by name give it", func(t *testing.T) {
+		p := policy()
+		p.Roles = append(p.Roles, authz.Role{Name: "lead", Scope: "root", Permissions: []string{"call.join", authz.PermGrantsWrite}, AssignableRoles: []string{"boss"}})
+		w := newWorld(t, p)
+		w.grant("user:a", "owner", "root")
+		w.grant("user:b", "lead", "org:a")
+		undefine(w, "call:1", "boss")
+		refusedAttack(t, w, "user:a", authz.RuleNoEscalation, func(by authz.Author) error {
+			_, err := w.eng.DeleteRole(w.ctx, by, "org:a", "boss")
+			wildcard(t, err, "org:a")
+			return err
+		})
+	})
+	t.Run("an actor whose own role carries it may", func(t *testing.T) {
+		w := world(t)
+		w.grant("user:r", "root-owner", "root")
+		undefine(w, "call:1", "boss")
+		rev, err := w.eng.DeleteRole(w.ctx, as("user:r"), "org:a", "boss")
+		w.ok("DeleteRole by an actor carrying *", rev, err)
+		if d := w.check("user:b", "call.record", "call:1"); !d.Allowed {
+			t.Errorf("user:b call.record on call:1 after the deletion: %v", d)
+		}
+	})
+}

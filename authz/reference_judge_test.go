@@ -1121,8 +1121,19 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 					for _, n := range minus(assignsAfter, assigns) {
 						refuse(authz.RuleNoSelfService, "the actor would become able to assign %s on %s at %s", n, res, t)
 					}
+					if ra.wildcardPower(s, res) && !rb.wildcardPower(s, res) {
+						refuse(authz.RuleNoSelfService, "the actor would become able to give * on %s at %s", res, t)
+					}
+					// "* in a role means every permission", those a later
+					// policy declares too.
+					if ra.wildcard(s, res) && !rb.wildcard(s, res) {
+						refuse(authz.RuleNoSelfService, "the actor would come to carry * on %s at %s", res, t)
+					}
 					if exempt {
 						continue
+					}
+					if rb.wildcard(s, res) && !ra.wildcard(s, res) {
+						refuse(authz.RuleNoSelfService, "the actor would no longer carry * on %s at %s", res, t)
 					}
 					for _, p := range lost {
 						refuse(authz.RuleNoSelfService, "the actor would lose %s on %s at %s", p, res, t)
@@ -1154,6 +1165,19 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 						refuse(authz.RuleNoOverreach, "%s would lose %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
 					}
 				}
+				// "* in a role means every permission", those a later
+				// policy declares too, which no comparison of today's
+				// permissions sees: coming to carry it, or no longer
+				// carrying it, is bounded as a grant of a role carrying it
+				// is, by an actor that carries it or lists by name a role
+				// that does.
+				if wb, wa := rb.wildcard(s, res), ra.wildcard(s, res); wb != wa && !actorBefore.wildcardPower(j.actor, res) {
+					if wa {
+						refuse(authz.RuleNoEscalation, "%s would come to carry * on %s at %s, which the actor neither carries there nor may assign", s, res, t)
+					} else {
+						refuse(authz.RuleNoOverreach, "%s would no longer carry * on %s at %s, which the actor neither carries there nor may assign", s, res, t)
+					}
+				}
 				// A write that changes which definition of a role applies
 				// there is "a grant to every holder": what the holders may
 				// hand out is bounded by the actor's own as a definition's
@@ -1172,6 +1196,10 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 							refuse(authz.RuleNoEscalation, "%s would become able to assign %s on %s at %s, which the actor may not assign there", s, n, res, t)
 						}
 					}
+					wildBefore, wildAfter := rb.wildcardPower(s, res), ra.wildcardPower(s, res)
+					if wildAfter && !wildBefore && !actorBefore.wildcardPower(j.actor, res) {
+						refuse(authz.RuleNoEscalation, "%s would become able to give * on %s at %s, which the actor neither carries there nor may assign", s, res, t)
+					}
 					// "you take away only what you could give": what the
 					// holders may no longer hand out, too, but on a
 					// resource the write deletes, where nothing is left to
@@ -1183,6 +1211,9 @@ func (j *judgement) invariant(after authz.Snapshot) []refVerdict {
 						if !power[p] {
 							refuse(authz.RuleNoOverreach, "%s would no longer be able to give %s on %s at %s, which the actor neither holds there nor may assign", s, p, res, t)
 						}
+					}
+					if wildBefore && !wildAfter && !actorBefore.wildcardPower(j.actor, res) {
+						refuse(authz.RuleNoOverreach, "%s would no longer be able to give * on %s at %s, which the actor neither carries there nor may assign", s, res, t)
 					}
 					for _, n := range minus(assigns, assignsAfter) {
 						if !j.mayLetAssign(n, res) {
@@ -1261,6 +1292,27 @@ func (r *reference) heldRoles(subject, resource string) []authz.Role {
 		}
 	}
 	return out
+}
+
+// wildcard reports whether a role subject holds at resource carries *.
+func (r *reference) wildcard(subject, resource string) bool {
+	return slices.ContainsFunc(r.heldRoles(subject, resource), func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) })
+}
+
+// wildcardPower reports whether subject may give * at resource: a role it
+// holds there carries it, or lists by name a role that carries it there.
+func (r *reference) wildcardPower(subject, resource string) bool {
+	for _, d := range r.heldRoles(subject, resource) {
+		if slices.Contains(d.Permissions, authz.Wildcard) {
+			return true
+		}
+		for _, name := range d.AssignableRoles {
+			if def, ok := r.definition(name, resource); ok && name != authz.Wildcard && slices.Contains(def.Permissions, authz.Wildcard) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // power is what subject may hand out at resource, as rules 1 and 2 bound
