@@ -103,6 +103,9 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			return []ChangeSet{part}, goOn(part, skip+len(part.Changes)), nil
 		}
 		page, after, changes, bytes = append(page, part), part.Revision, len(part.Changes), part.approxBytes()
+		if len(page) == size {
+			return page, next(), nil
+		}
 	}
 	// batch is how many change sets to read next: one at first, more
 	// while they are small, fewer once they are large.

@@ -313,4 +313,20 @@ func TestListChangesPagesHoldAtMostMaxPageChanges(t *testing.T) {
 	if !slices.EqualFunc(got, wantPages, slices.Equal) {
 		t.Errorf("pages %v, want %v", got, wantPages)
 	}
+	// Pages of one change set each: the large one's parts one each too.
+	got, token = nil, ""
+	for range 20 {
+		page, next, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, first-1, 1, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, revisions(page))
+		if token = next; token == "" {
+			break
+		}
+	}
+	wantPages = [][]authz.Revision{want[0:1], want[1:2], want[2:3], want[3:4], want[3:4], want[4:5], want[5:6], want[6:7], want[7:8], nil}
+	if !slices.EqualFunc(got, wantPages, slices.Equal) {
+		t.Errorf("pages of one %v, want %v", got, wantPages)
+	}
 }
