@@ -97,34 +97,28 @@ func goingOn(page ExportPage, token, scope string, out *usherv1.Policy) (*usherv
 		}
 		// A page holds scope's first, if any; a resource, or another's
 		// entries, end them.
-		done := len(p.GetResources()) > 0
-		for _, q := range p.GetQuotas() {
-			if q.GetScope() != scope {
-				done = true
-			} else {
-				out.Quotas = append(out.Quotas, q)
-			}
-		}
-		for _, a := range p.GetAdmissions() {
-			if a.GetScope() != scope {
-				done = true
-			} else {
-				out.Admissions = append(out.Admissions, a)
-			}
-		}
-		for _, r := range p.GetRoles() {
-			if r.GetScope() != scope {
-				done = true
-			} else {
-				out.Roles = append(out.Roles, r)
-			}
-		}
-		if done {
+		others := takeOf(p.GetQuotas(), scope, &out.Quotas)
+		others = takeOf(p.GetAdmissions(), scope, &out.Admissions) || others
+		others = takeOf(p.GetRoles(), scope, &out.Roles) || others
+		if others || len(p.GetResources()) > 0 {
 			return out, nil
 		}
 		token = next
 	}
 	return out, nil
+}
+
+// takeOf appends list's entries of scope to out, and reports whether list
+// holds others.
+func takeOf[E interface{ GetScope() string }](list []E, scope string, out *[]E) (others bool) {
+	for _, e := range list {
+		if e.GetScope() != scope {
+			others = true
+		} else {
+			*out = append(*out, e)
+		}
+	}
+	return others
 }
 
 // Managed lists the resources a policy manages: root and those it lists.
