@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -547,50 +548,46 @@ func (v *view) effective(s uint32, path []uint32, now int64) bitset {
 func (v *view) power(s uint32, path []uint32, now int64) (bitset, []string) {
 	set := v.effective(s, path, now)
 	var names []string
-	for _, a := range path {
-		for _, b := range v.blocksOn(s, a) {
-			if b.perms == nil && live(b.exp, now) {
-				return set, nil
-			}
-		}
-	}
-	for _, a := range path {
-		for _, g := range v.grantsOn(s, a) {
-			if !live(g.exp, now) {
+	for d := range v.held(s, path, now) {
+		for _, name := range d.AssignableRoles {
+			names = append(names, name)
+			if name == Wildcard {
 				continue
 			}
-			d := v.resolve(path, g.role)
-			if d == nil {
-				continue
-			}
-			for _, name := range d.AssignableRoles {
-				names = append(names, name)
-				if name == Wildcard {
-					continue
-				}
-				if r := v.resolve(path, v.role(name)); r != nil {
-					set.union(r.perms)
-				}
+			if r := v.resolve(path, v.role(name)); r != nil {
+				set.union(r.perms)
 			}
 		}
 	}
 	return set, sortedSet(names)
 }
 
-// wildcard reports whether a role s holds at path[0] at now, as v
-// resolves it there, carries "*": none does when a block of everything
-// covers s there.
-func (v *view) wildcard(s uint32, path []uint32, now int64) bool {
-	if v.blockedWhole(s, path, now) {
-		return false
-	}
-	for _, a := range path {
-		for _, g := range v.grantsOn(s, a) {
-			if live(g.exp, now) {
-				if d := v.resolve(path, g.role); d != nil && slices.Contains(d.Permissions, Wildcard) {
-					return true
+// held yields the definitions, resolved at path[0], of the roles s holds
+// live on path at now: none while a block of everything covers s there.
+func (v *view) held(s uint32, path []uint32, now int64) iter.Seq[*roleDef] {
+	return func(yield func(*roleDef) bool) {
+		if v.blockedWhole(s, path, now) {
+			return
+		}
+		for _, a := range path {
+			for _, g := range v.grantsOn(s, a) {
+				if !live(g.exp, now) {
+					continue
+				}
+				if d := v.resolve(path, g.role); d != nil && !yield(d) {
+					return
 				}
 			}
+		}
+	}
+}
+
+// wildcard reports whether a role s holds at path[0] at now, as v
+// resolves it there, carries "*".
+func (v *view) wildcard(s uint32, path []uint32, now int64) bool {
+	for d := range v.held(s, path, now) {
+		if slices.Contains(d.Permissions, Wildcard) {
+			return true
 		}
 	}
 	return false
@@ -599,28 +596,16 @@ func (v *view) wildcard(s uint32, path []uint32, now int64) bool {
 // wildcardPower reports whether s may give "*" at path[0]: a role it holds
 // there carries it, or lists by name a role that carries it there.
 func (v *view) wildcardPower(s uint32, path []uint32, now int64) bool {
-	if v.blockedWhole(s, path, now) {
-		return false
-	}
-	for _, a := range path {
-		for _, g := range v.grantsOn(s, a) {
-			if !live(g.exp, now) {
+	for d := range v.held(s, path, now) {
+		if slices.Contains(d.Permissions, Wildcard) {
+			return true
+		}
+		for _, name := range d.AssignableRoles {
+			if name == Wildcard {
 				continue
 			}
-			d := v.resolve(path, g.role)
-			if d == nil {
-				continue
-			}
-			if slices.Contains(d.Permissions, Wildcard) {
+			if r := v.resolve(path, v.role(name)); r != nil && slices.Contains(r.Permissions, Wildcard) {
 				return true
-			}
-			for _, name := range d.AssignableRoles {
-				if name == Wildcard {
-					continue
-				}
-				if r := v.resolve(path, v.role(name)); r != nil && slices.Contains(r.Permissions, Wildcard) {
-					return true
-				}
 			}
 		}
 	}
