@@ -196,19 +196,7 @@ func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
 		{Resources: []*usherv1.Resource{{Name: "account:b", Parent: "root"}}, Roles: []*usherv1.Role{{Name: "r", Scope: "account:b"}}},
 		{Resources: []*usherv1.Resource{{Name: "account:c", Parent: "root"}}},
 	}
-	read := 0
-	page := func(token string) (*usherv1.Policy, string, error) {
-		i := 0
-		if token != "" {
-			i = int(token[0] - '0')
-		}
-		read++
-		next := ""
-		if i+1 < len(pages) {
-			next = string(rune('0' + i + 1))
-		}
-		return pages[i], next, nil
-	}
+	page, read := pagesOf(pages)
 	for _, c := range []struct {
 		want  []string
 		pages int
@@ -221,13 +209,13 @@ func TestInForceStopsPagingOnceItHasSeenTheResources(t *testing.T) {
 		{[]string{"account:b"}, 3, 2},
 		{[]string{"account:z"}, 3, 1}, // not registered: every page
 	} {
-		read = 0
+		*read = 0
 		p, err := policy.InForce(page, c.want)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if read != c.pages || len(p.GetRoles()) != c.roles || len(p.GetPermissions()) != 1 {
-			t.Errorf("InForce(%v) read %d pages and kept %d roles, want %d and %d", c.want, read, len(p.GetRoles()), c.pages, c.roles)
+		if *read != c.pages || len(p.GetRoles()) != c.roles || len(p.GetPermissions()) != 1 {
+			t.Errorf("InForce(%v) read %d pages and kept %d roles, want %d and %d", c.want, *read, len(p.GetRoles()), c.pages, c.roles)
 		}
 	}
 }
@@ -248,17 +236,7 @@ func TestInForceReadsTheRolesOfItsLastResourceToTheirEnd(t *testing.T) {
 		{Roles: roles("account:a", "r3")},
 		{Resources: []*usherv1.Resource{{Name: "account:b", Parent: "root"}}, Roles: roles("account:b", "r1")},
 	}
-	page := func(token string) (*usherv1.Policy, string, error) {
-		i := 0
-		if token != "" {
-			i = int(token[0] - '0')
-		}
-		next := ""
-		if i+1 < len(pages) {
-			next = string(rune('0' + i + 1))
-		}
-		return pages[i], next, nil
-	}
+	page, _ := pagesOf(pages)
 	p, err := policy.InForce(page, []string{"account:a"})
 	if err != nil {
 		t.Fatal(err)
@@ -444,19 +422,7 @@ func TestInForceReadsTheQuotasOfItsLastResourceToTheirEnd(t *testing.T) {
 			Quotas: []*usherv1.Quota{quota("account:b", "user:1")}},
 		{Resources: []*usherv1.Resource{{Name: "account:c", Parent: "root"}}},
 	}
-	read := 0
-	page := func(token string) (*usherv1.Policy, string, error) {
-		read++
-		i := 0
-		if token != "" {
-			i = int(token[0] - '0')
-		}
-		next := ""
-		if i+1 < len(pages) {
-			next = string(rune('0' + i + 1))
-		}
-		return pages[i], next, nil
-	}
+	page, read := pagesOf(pages)
 	p, err := policy.InForce(page, []string{"account:a"})
 	if err != nil {
 		t.Fatal(err)
@@ -474,7 +440,25 @@ func TestInForceReadsTheQuotasOfItsLastResourceToTheirEnd(t *testing.T) {
 	if want := []string{"account:a/r1", "account:a/r2"}; !slices.Equal(roles, want) || len(p.GetAdmissions()) != 1 {
 		t.Errorf("InForce kept roles %v and %d admission rules, want %v and 1", roles, len(p.GetAdmissions()), want)
 	}
-	if read != 4 {
-		t.Errorf("InForce read %d pages, want 4: to the page that ends account:a's entries", read)
+	if *read != 4 {
+		t.Errorf("InForce read %d pages, want 4: to the page that ends account:a's entries", *read)
 	}
+}
+
+// pagesOf serves pages, each token the index of its page, and counts the
+// pages read.
+func pagesOf(pages []*usherv1.Policy) (page policy.ExportPage, read *int) {
+	read = new(int)
+	return func(token string) (*usherv1.Policy, string, error) {
+		*read++
+		i := 0
+		if token != "" {
+			i = int(token[0] - '0')
+		}
+		next := ""
+		if i+1 < len(pages) {
+			next = string(rune('0' + i + 1))
+		}
+		return pages[i], next, nil
+	}, read
 }
