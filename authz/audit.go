@@ -107,12 +107,17 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 			return page, next(), nil
 		}
 	}
+	// release gives back largeRead, once what it let be read is done with.
+	release := func() {}
+	defer func() { release() }()
 	// batch is how many change sets to read next: one at first, more
 	// while they are small, fewer once they are large.
 	batch := 1
 	fromStart := t == nil && after == 0
 	readAll := 0 // changes read, matched or not
 	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
+		release()
+		release = func() {}
 		rctx, cancel := e.LogRead(ctx)
 		// Counted before they are decoded: as many as fit what is left of
 		// the budget, and at least one, however large the change sets
@@ -145,7 +150,18 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 				}
 				n, c = n+1, c+k
 			}
-			sets, err = e.backend.Changes(rctx, after, max(n, 1))
+			if len(counts) > 0 && counts[0] > MaxPageChanges {
+				// Read whole, for its filters: in its turn.
+				select {
+				case e.largeRead <- struct{}{}:
+					release = func() { <-e.largeRead }
+				case <-rctx.Done():
+					err = rctx.Err()
+				}
+			}
+			if err == nil {
+				sets, err = e.backend.Changes(rctx, after, max(n, 1))
+			}
 		}
 		if errors.Is(err, ErrCompacted) && fromStart {
 			// Asked for the whole log: it begins where compaction left it.

@@ -151,6 +151,10 @@ type Engine struct {
 	gather  time.Duration
 	limits  Limits
 	idx     atomic.Pointer[Index]
+	// largeRead is held by a read of the log that decodes a change set
+	// of more than MaxPageChanges whole (a filtered ListChanges): one at a
+	// time, as a million changes take some 700 MB decoded.
+	largeRead chan struct{}
 
 	mu      sync.Mutex
 	idle    *sync.Cond     // broadcast when a batch ends
@@ -239,7 +243,8 @@ func Start(ctx context.Context, b Backend, opts Options) (*Engine, error) {
 		opts.CommitTimeout = DefaultCommitTimeout
 	}
 	e := &Engine{backend: b, clock: opts.Clock, logger: opts.Logger, timeout: opts.CommitTimeout, gather: max(opts.Gather, 0),
-		limits: opts.Limits.withDefaults(), touched: map[string]int{}, full: make(chan struct{}, 1), fed: make(chan struct{})}
+		limits: opts.Limits.withDefaults(), touched: map[string]int{}, full: make(chan struct{}, 1), fed: make(chan struct{}),
+		largeRead: make(chan struct{}, 1)}
 	e.idle = sync.NewCond(&e.mu)
 	idx, err := e.load(ctx)
 	if err != nil {

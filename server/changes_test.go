@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -460,4 +461,76 @@ func changeSetsInParts(t *testing.T, b authz.Backend, counted *changeCounter, wa
 			t.Errorf("ListChanges with a token past its change set: %v, want InvalidArgument naming page_token", err)
 		}
 	})
+}
+
+// gatedReads is a memory backend whose reads of a change set of more than
+// a page wait for gate, counting how many wait at once.
+type gatedReads struct {
+	*memory.Memory
+	gate     chan struct{}
+	in, most atomic.Int64
+}
+
+func (b *gatedReads) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
+	sets, err := b.Memory.Changes(ctx, after, limit)
+	if len(sets) > 0 && len(sets[0].Changes) > authz.MaxPageChanges {
+		n := b.in.Add(1)
+		for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
+		}
+		select {
+		case <-b.gate:
+		case <-ctx.Done():
+		}
+		b.in.Add(-1)
+	}
+	return sets, err
+}
+
+// A ListChanges filtered by a resource reads a change set of more than a
+// page whole, to match it: some 700 MB for a million changes. Such reads
+// go one at a time, however many clients ask at once.
+func TestLargeChangeSetsAreReadWholeOneAtATime(t *testing.T) {
+	b := &gatedReads{Memory: memory.New(), gate: make(chan struct{})}
+	for i, n := range []int{1, 12_000, 1} {
+		cs := authz.ChangeSet{Caller: "importer"}
+		for j := range n {
+			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("doc:%d-%d", i, j), Parent: authz.RootName}})
+		}
+		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+
+	const clients = 3
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			resp, err := f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{Resource: "doc:1-7"})
+			if err == nil && (len(resp.GetChanges()) != 1 || !resp.GetChanges()[0].GetContinued()) {
+				err = fmt.Errorf("%d records, want the first part of revision 2", len(resp.GetChanges()))
+			}
+			errs <- err
+		}()
+	}
+	// One read reaches the log; the others wait their turn before it.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if n := b.in.Load(); n > 1 {
+			t.Fatalf("%d ListChanges read the large change set whole at once; want one at a time", n)
+		}
+	}
+	close(b.gate)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Errorf("ListChanges of doc:1-7: %v", err)
+		}
+	}
+	if most := b.most.Load(); most != 1 {
+		t.Errorf("%d reads of the large change set at once; want 1", most)
+	}
 }
