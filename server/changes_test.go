@@ -414,33 +414,49 @@ func changeSetsInParts(t *testing.T, b authz.Backend, counted *changeCounter, wa
 	})
 
 	t.Run("Watch", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(f.ctx())
-		defer cancel()
-		stream, err := f.authz.Watch(ctx, &usherv1.WatchRequest{AfterRevision: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[uint64]*gathered{}
-		for {
-			resp, err := stream.Recv()
+		for _, filter := range []*usherv1.WatchRequest{
+			{AfterRevision: 1},
+			{AfterRevision: 1, Resource: want[1][12_345]}, // matches revision 2 alone, by one of its changes
+		} {
+			ctx, cancel := context.WithCancel(f.ctx())
+			defer cancel()
+			counted.most.Store(0)
+			stream, err := f.authz.Watch(ctx, filter)
 			if err != nil {
-				t.Fatalf("Watch: %v", err)
+				t.Fatal(err)
 			}
-			rec := resp.GetChange()
-			if rec == nil {
-				continue // the first message, or progress
+			got := map[uint64]*gathered{}
+			for {
+				resp, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("Watch(%v): %v", filter, err)
+				}
+				rec := resp.GetChange()
+				if rec == nil {
+					continue // the first message, or progress
+				}
+				// A stream resumed from a part's revision sends its change
+				// set again whole.
+				if rec.GetContinued() != (resp.GetRevision() < rec.GetRevision()) || resp.GetRevision() > rec.GetRevision() {
+					t.Fatalf("Watch(%v): a part of revision %d, continued = %v, came at revision %d", filter, rec.GetRevision(), rec.GetContinued(), resp.GetRevision())
+				}
+				gather(got, rec)
+				if resp.GetRevision() == uint64(len(want)) || filter.Resource != "" && resp.GetRevision() == 2 {
+					break
+				}
 			}
-			// A stream resumed from a part's revision sends its change
-			// set again whole.
-			if rec.GetContinued() != (resp.GetRevision() < rec.GetRevision()) || resp.GetRevision() > rec.GetRevision() {
-				t.Fatalf("Watch: a part of revision %d, continued = %v, came at revision %d", rec.GetRevision(), rec.GetContinued(), resp.GetRevision())
+			cancel()
+			if most := counted.most.Load(); parts && most > authz.MaxPageChanges {
+				t.Errorf("Watch(%v) read %d changes of the log whole at once; want the large change sets read a part at a time", filter, most)
 			}
-			gather(got, rec)
-			if resp.GetRevision() == uint64(len(want)) {
-				break
+			if filter.Resource == "" {
+				check("Watch", got, 1, len(want))
+			} else if len(got) != 1 || got[2] == nil {
+				t.Errorf("Watch of %s: revisions %v, want 2 alone", filter.Resource, slices.Sorted(maps.Keys(got)))
+			} else {
+				check("Watch of "+filter.Resource, got, 1, 2)
 			}
 		}
-		check("Watch", got, 1, len(want))
 	})
 
 	t.Run("a token past its change set", func(t *testing.T) {

@@ -277,6 +277,7 @@ type watch struct {
 	progress time.Duration
 	lastSent time.Time
 	reach    *reach
+	large    authz.PartReader // set by read: the next change set comes in parts
 }
 
 // run sends a first message, then what the log holds after w.after and
@@ -304,6 +305,14 @@ func (w *watch) run(ctx context.Context) error {
 			if err := w.send(nil); err != nil {
 				return err
 			}
+		}
+		if w.large != nil {
+			pr := w.large
+			w.large = nil
+			if err := w.sendParts(ctx, pr); err != nil {
+				return err
+			}
+			continue
 		}
 		for i, rec := range recs {
 			if rec == nil {
@@ -373,6 +382,11 @@ func (w *watch) read(ctx context.Context) (batch []authz.ChangeSet, recs []*ushe
 	if err != nil {
 		return nil, nil, nil, false, err
 	}
+	if pr, ok := w.engine.Backend().(authz.PartReader); ok && len(counts) > 0 && counts[0] > authz.MaxPageChanges {
+		// Too large for a message: run reads it a part at a time.
+		w.large = pr
+		return nil, nil, nil, true, nil
+	}
 	n, changes := 0, 0
 	for _, c := range counts {
 		if n > 0 && changes+c > authz.MaxPageChanges {
@@ -397,6 +411,89 @@ func (w *watch) read(ctx context.Context) (batch []authz.ChangeSet, recs []*ushe
 		batch[i] = authz.ChangeSet{Revision: cs.Revision}
 	}
 	return batch, recs, sizes, more, nil
+}
+
+// readPart reads the changes of the change set after w.after from the
+// from-th, as many as a message holds, in its turn among the streams
+// reading the log, and says how many the change set holds.
+func (w *watch) readPart(ctx context.Context, pr authz.PartReader, from int) (authz.ChangeSet, int, error) {
+	select {
+	case w.watches.reading <- struct{}{}:
+	case <-ctx.Done():
+		return authz.ChangeSet{}, 0, ctx.Err()
+	}
+	defer func() { <-w.watches.reading }()
+	ctx, cancel := w.engine.LogRead(ctx)
+	defer cancel()
+	return pr.ChangePart(ctx, w.after, from, authz.MaxPageChanges)
+}
+
+// sendParts sends the change set after w.after, too large for a message,
+// in parts read one at a time, if the filter keeps it: a call's deletion
+// holds a million changes, some 700 MB decoded whole. A filter on a
+// subject or a resource keeps it if one of its changes matches, which is
+// looked for a part at a time too.
+func (w *watch) sendParts(ctx context.Context, pr authz.PartReader) error {
+	first, total, err := w.readPart(ctx, pr, 0)
+	if err != nil || total == 0 {
+		return err
+	}
+	who := authz.ChangeFilter{Actor: w.filter.Actor, Caller: w.filter.Caller}
+	keep := who.Matches(authz.ChangeSet{Caller: first.Caller, Actor: first.Actor})
+	if keep && (w.filter.Subject != "" || w.filter.Resource != "") {
+		keep = w.filter.Matches(first)
+		for from := len(first.Changes); !keep && from < total; {
+			part, _, err := w.readPart(ctx, pr, from)
+			if err != nil {
+				return err
+			}
+			if len(part.Changes) == 0 {
+				return fmt.Errorf("change set %d: no changes from the %d-th of %d", first.Revision, from, total)
+			}
+			keep, from = w.filter.Matches(part), from+len(part.Changes)
+		}
+	}
+	if !keep {
+		w.after = first.Revision
+		return nil
+	}
+	part := first
+	for from := 0; ; {
+		if len(part.Changes) == 0 {
+			return fmt.Errorf("change set %d: no changes from the %d-th of %d", first.Revision, from, total)
+		}
+		last := from+len(part.Changes) >= total
+		rec := toChangeRecord(part)
+		n := int64(rec.SizeVT())
+		if !w.watches.hold(n) {
+			return w.tooMuchHeld(n)
+		}
+		parts := partsOf(rec, n)
+		parts[len(parts)-1].Continued = !last
+		for k, p := range parts {
+			if last && k == len(parts)-1 {
+				w.after = first.Revision
+			}
+			if err := w.send(p); err != nil {
+				w.watches.held.Add(-n)
+				return err
+			}
+		}
+		if n > drainAbove {
+			if err := w.send(nil); err != nil {
+				w.watches.held.Add(-n)
+				return err
+			}
+		}
+		w.watches.held.Add(-n)
+		if last {
+			return nil
+		}
+		from += len(part.Changes)
+		if part, _, err = w.readPart(ctx, pr, from); err != nil {
+			return err
+		}
+	}
 }
 
 // partsOf is rec, of size bytes, in parts of at most authz.MaxPageChanges
