@@ -852,16 +852,6 @@ func (j *judge) verify() error {
 							return err
 						}
 					}
-					// "*" is every permission a later policy declares too,
-					// which comparing today's permissions does not see: who
-					// comes to carry it, or no longer does, is judged as a
-					// grant of a role carrying it is.
-					if w0, w1 := before.wildcard(s, pb, t), after.wildcard(s, pa, t); w0 != w1 && !j.mayGiveWildcard(before, at, pb) {
-						if w1 {
-							return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would come to carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
-						}
-						return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
-					}
 					if !was.equal(is) {
 						if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
 							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
@@ -869,6 +859,16 @@ func (j *judge) verify() error {
 						if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
 							return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
 						}
+					}
+					// "*" is every permission a later policy declares too,
+					// which comparing today's permissions, above, does not see: who
+					// comes to carry it, or no longer does, is judged as a
+					// grant of a role carrying it is.
+					if w0, w1 := before.wildcard(s, pb, t), after.wildcard(s, pa, t); w0 != w1 && !j.mayGiveWildcard(before, at, pb) {
+						if w1 {
+							return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would come to carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
+						}
+						return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 					}
 					if handsOut {
 						if err := j.handsOff(before, after, s, name, pb, pa, at, t, pow); err != nil {
