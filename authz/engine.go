@@ -618,7 +618,8 @@ func (e *Engine) fits(p *plan) error {
 // write plans a write with fn and commits what it plans, planning again
 // when it conflicts with a write committed meanwhile. fn runs under the
 // index's view lock and must not keep the index. A plan that changes nothing
-// writes nothing and answers the current revision.
+// writes nothing and answers the current revision, once the index has
+// applied what the backend had committed when it was planned.
 func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Revision, error) {
 	caughtUp := false
 	for attempt := 1; ; {
@@ -645,6 +646,16 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 			return 0, err
 		}
 		if len(p.changes) == 0 {
+			// Nothing to write as this index sees it; but another
+			// replica may have committed since what makes the write
+			// change something (a grant revoked there a moment before),
+			// so it is planned again once the index has applied what
+			// the backend holds, and answers a revision at which it
+			// holds.
+			if !caughtUp && e.catchUp(ctx, planned) {
+				caughtUp = true
+				continue
+			}
 			return planned, nil
 		}
 		if err := ctx.Err(); err != nil {

@@ -348,6 +348,7 @@ func TestReplicas(t *testing.T) {
 	t.Run("read your writes on another replica", func(t *testing.T) { testReadYourWrites(t, c) })
 	t.Run("a restarted replica converges", func(t *testing.T) { testRestart(t, c) })
 	t.Run("a write through a replica behind another's commit is judged after it", func(t *testing.T) { testWriteBehind(t, c) })
+	t.Run("a write that changes nothing behind another's commit is planned after it", func(t *testing.T) { testNoOpBehind(t, c) })
 }
 
 // outcomes counts how the writes of a storm ended.
@@ -800,6 +801,40 @@ func testWriteBehind(t *testing.T, c *etcdtest.Cluster) {
 	// What the latest revision refuses is refused still.
 	if _, err := b.engine.Grant(ctx, mod, authz.Grant{Subject: "user:x", Role: "admin", Resource: "call:c1"}); authz.CodeOf(err) != authz.PermissionDenied {
 		t.Errorf("%s: the moderator granting admin: %v, want PERMISSION_DENIED", b.name, err)
+	}
+}
+
+// testNoOpBehind grants, through a replica whose index has yet to apply a
+// revoke committed through another a moment before, the grant revoked: the
+// replica's index still holds it, but the grant must be in force at the
+// revision the write answers, and that revision must not be older than
+// the revoke's.
+func testNoOpBehind(t *testing.T, c *etcdtest.Cluster) {
+	prefix := prefixOf(t)
+	a := startReplica(t, "replica A", prefix, c.ClientConfig(), authz.Options{})
+	b := startReplica(t, "replica B", prefix, c.ClientConfig(), authz.Options{})
+	ctx := context.Background()
+	b.await(applyDefaultPolicy(t, a))
+	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "call:c1"}))
+	g := authz.Grant{Subject: "user:x", Role: "call-member", Resource: "call:c1"}
+	b.await(a.must("Grant")(a.engine.Grant(ctx, admin, g)))
+	b.lag.Store(int64(time.Second))
+
+	revoked := a.must("Revoke")(a.engine.Revoke(ctx, admin, g))
+	rev, err := b.engine.Grant(ctx, admin, g)
+	if err != nil {
+		t.Fatalf("%s: granting again what %s revoked a moment before: %v", b.name, a.name, err)
+	}
+	if rev <= revoked {
+		t.Errorf("%s: granting again what %s revoked at revision %d answered revision %d, before the revoke", b.name, a.name, revoked, rev)
+	}
+	b.lag.Store(0)
+	a.await(rev)
+	b.await(rev)
+	for _, r := range []*replica{a, b} {
+		if d, _, err := r.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c1"}); err != nil || !d.Allowed {
+			t.Errorf("%s: user:x join-call on call:c1 after the grant at revision %d: %+v, %v; want allowed", r.name, rev, d, err)
+		}
 	}
 }
 
