@@ -114,6 +114,7 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 	// while they are small, fewer once they are large.
 	batch := 1
 	fromStart := t == nil && after == 0
+	moved := 0   // times the start of the whole log was moved past
 	readAll := 0 // changes read, matched or not
 	for scanned := 0; scanned < scanBudget && readAll < scanBudget; {
 		release()
@@ -163,11 +164,13 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 				sets, err = e.backend.Changes(rctx, after, max(n, 1))
 			}
 		}
-		if errors.Is(err, ErrCompacted) && fromStart {
-			// Asked for the whole log: it begins where compaction left it.
+		if errors.Is(err, ErrCompacted) && fromStart && moved < maxStartMoves {
+			// Asked for the whole log: it begins where compaction left it,
+			// which a compaction under way (another replica's) may move
+			// on again before it is read.
 			if start, err := e.LogStart(rctx); err == nil && start > after {
 				cancel()
-				after, fromStart = start, false
+				after, moved = start, moved+1
 				continue
 			}
 		}
@@ -182,6 +185,10 @@ func (e *Engine) ListChanges(ctx context.Context, f ChangeFilter, after Revision
 		}
 		if err != nil {
 			return nil, "", &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
+		}
+		if len(sets) > 0 {
+			// From here on the log is read from a change set sent.
+			fromStart = false
 		}
 		read := 0 // changes in sets
 		for _, cs := range sets {
@@ -266,6 +273,10 @@ func (e *Engine) changePart(ctx context.Context, after Revision, from int, field
 	part.Continued = from+len(part.Changes) < total
 	return part, nil
 }
+
+// maxStartMoves bounds how often a read of the whole log follows a
+// compaction that moves its start on while it reads.
+const maxStartMoves = 64
 
 // MaxPageChanges is the most changes a page of ListChanges, or a message
 // of Watch, holds.

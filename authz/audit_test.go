@@ -247,6 +247,22 @@ func TestListChangesPages(t *testing.T) {
 			t.Errorf("the whole log after a compaction: %v, %v; want [6 7 8 9]", revisions(page), err)
 		}
 	})
+	t.Run("asked for the whole log, one a compaction moves on while it is read is read from where it begins", func(t *testing.T) {
+		w := auditWorld(t)
+		if err := w.be.Compact(w.ctx, 5); err != nil {
+			t.Fatal(err)
+		}
+		w.be.mu.Lock()
+		w.be.onLogStart = func() {
+			if err := w.be.Compact(w.ctx, 7); err != nil {
+				t.Error(err)
+			}
+		}
+		w.be.mu.Unlock()
+		if page, _, err := w.eng.ListChanges(w.ctx, authz.ChangeFilter{}, 0, 0, ""); err != nil || !slices.Equal(revisions(page), []authz.Revision{8, 9}) {
+			t.Errorf("the whole log during a compaction: %v, %v; want [8 9]", revisions(page), err)
+		}
+	})
 	for _, token := range []string{"abc", "-1", "1.5", "0x10", " 3", "3"} {
 		t.Run("a bad page_token is INVALID_ARGUMENT: "+token, func(t *testing.T) {
 			w := auditWorld(t)

@@ -25,6 +25,21 @@ type testBackend struct {
 	delay    time.Duration
 	batches  int
 	read     int // changes Changes has returned
+	// onLogStart, when set, runs once after LogStart has read where the
+	// log begins: a compaction that goes on meanwhile.
+	onLogStart func()
+}
+
+func (b *testBackend) LogStart(ctx context.Context) (authz.Revision, error) {
+	start, err := b.Memory.LogStart(ctx)
+	b.mu.Lock()
+	hook := b.onLogStart
+	b.onLogStart = nil
+	b.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return start, err
 }
 
 func (b *testBackend) Changes(ctx context.Context, after authz.Revision, limit int) ([]authz.ChangeSet, error) {
