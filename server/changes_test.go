@@ -66,34 +66,40 @@ func (b *boltCounting) Changes(ctx context.Context, after authz.Revision, limit 
 	return sets, err
 }
 
-// serveLogOfLargeChangeSets serves an engine on logOfLargeChangeSets.
+// serveLogOfLargeChangeSets serves an engine on a memory backend whose log
+// holds sets change sets of each resources registered (commitDocs).
 func serveLogOfLargeChangeSets(t *testing.T, sets, each int) (*readCounting, *fixture) {
 	t.Helper()
-	b := logOfLargeChangeSets(t, sets, each)
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	return b, serveEngine(t, engine)
+	b := &readCounting{Memory: memory.New()}
+	commitDocs(t, b, slices.Repeat([]int{each}, sets)...)
+	return b, serveBackend(t, b)
 }
 
-// logOfLargeChangeSets is a backend whose log holds sets change sets of
-// each resources registered, written by "importer", at revisions 1 to
-// sets.
-func logOfLargeChangeSets(t *testing.T, sets, each int) *readCounting {
+// commitDocs commits to b a change set for each of sizes, the i-th
+// registering sizes[i] resources doc:i-0, doc:i-1, ... under root, written
+// by "importer", at the revisions that follow b's.
+func commitDocs(t *testing.T, b authz.Backend, sizes ...int) {
 	t.Helper()
-	b := &readCounting{Memory: memory.New()}
-	for i := range sets {
+	for i, n := range sizes {
 		cs := authz.ChangeSet{Caller: "importer"}
-		for j := range each {
+		for j := range n {
 			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("doc:%d-%d", i, j), Parent: authz.RootName}})
 		}
 		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return b
+}
+
+// serveBackend serves an engine on b until the test ends.
+func serveBackend(t *testing.T, b authz.Backend) *fixture {
+	t.Helper()
+	engine, err := authz.Start(context.Background(), b, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	return serveEngine(t, engine)
 }
 
 // A ListChanges page whose filter matches nothing reads a bounded part of
@@ -171,25 +177,8 @@ func TestAWatchReadsTheLogAtMostTenThousandChangesAtATime(t *testing.T) {
 func TestAListChangesPageReadsLargeChangeSetsAfterSmallOnesABitAtATime(t *testing.T) {
 	const small, large, each = 20, 6, 5_000
 	b := &readCounting{Memory: memory.New()}
-	for i := range small + large {
-		n := 1
-		if i >= small {
-			n = each
-		}
-		cs := authz.ChangeSet{Caller: "importer"}
-		for j := range n {
-			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("doc:%d-%d", i, j), Parent: authz.RootName}})
-		}
-		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	f := serveEngine(t, engine)
+	commitDocs(t, b, append(slices.Repeat([]int{1}, small), slices.Repeat([]int{each}, large)...)...)
+	f := serveBackend(t, b)
 
 	req := &usherv1.ListChangesRequest{Caller: "nobody"}
 	for pages := 1; ; pages++ {
@@ -321,12 +310,7 @@ func TestALargeChangeSetComesInPartsAClientTakes(t *testing.T) {
 // parts that fit a page. Where b reads parts of change sets, an unfiltered
 // ListChanges reads none of more than a page whole.
 func changeSetsInParts(t *testing.T, b authz.Backend, counted *changeCounter, want [][]string) {
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	f := serveEngine(t, engine)
+	f := serveBackend(t, b)
 	_, parts := b.(authz.PartReader)
 
 	// got gathers the records of each revision, in the order they came,
@@ -507,21 +491,8 @@ func (b *gatedReads) Changes(ctx context.Context, after authz.Revision, limit in
 // go one at a time, however many clients ask at once.
 func TestLargeChangeSetsAreReadWholeOneAtATime(t *testing.T) {
 	b := &gatedReads{Memory: memory.New(), gate: make(chan struct{})}
-	for i, n := range []int{1, 12_000, 1} {
-		cs := authz.ChangeSet{Caller: "importer"}
-		for j := range n {
-			cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: fmt.Sprintf("doc:%d-%d", i, j), Parent: authz.RootName}})
-		}
-		if _, err := b.Commit(context.Background(), []authz.Write{{Set: cs}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	engine, err := authz.Start(context.Background(), b, authz.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(engine.Close)
-	f := serveEngine(t, engine)
+	commitDocs(t, b, 1, 12_000, 1)
+	f := serveBackend(t, b)
 
 	const clients = 3
 	errs := make(chan error, clients)
