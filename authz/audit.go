@@ -285,11 +285,19 @@ const MaxPageChanges = 10_000
 // partOf is how many of cs's changes, from its first, make a part of it:
 // as many as a page holds, one at least.
 func partOf(cs ChangeSet) int {
-	bytes := cs.headerBytes()
-	for i, c := range cs.Changes {
-		if bytes += c.approxBytes(); i > 0 && (i == MaxPageChanges || bytes > MaxPageBytes) {
+	return PartLen(len(cs.Changes), cs.headerBytes(), func(i int) int { return cs.Changes[i].approxBytes() })
+}
+
+// PartLen is how many of n changes, from the first, make a part of a
+// change set too large for a page or a message: at most MaxPageChanges,
+// and as many as fit about MaxPageBytes after header bytes, by size, each
+// change's; one at least.
+func PartLen(n, header int, size func(i int) int) int {
+	bytes := header
+	for i := range n {
+		if bytes += size(i); i > 0 && (i == MaxPageChanges || bytes > MaxPageBytes) {
 			return i
 		}
 	}
-	return len(cs.Changes)
+	return n
 }

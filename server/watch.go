@@ -506,13 +506,8 @@ func partsOf(rec *usherv1.ChangeRecord, size int64) []*usherv1.ChangeRecord {
 	}
 	var parts []*usherv1.ChangeRecord
 	for changes := rec.Changes; len(changes) > 0; {
-		n, bytes := 0, 0
-		for ; n < len(changes) && n < authz.MaxPageChanges; n++ {
-			// A change's bytes, with its tag and length.
-			if bytes += changes[n].SizeVT() + 4; n > 0 && bytes > authz.MaxPageBytes {
-				break
-			}
-		}
+		// A change's bytes, with its tag and length.
+		n := authz.PartLen(len(changes), 0, func(i int) int { return changes[i].SizeVT() + 4 })
 		parts = append(parts, &usherv1.ChangeRecord{Revision: rec.Revision, Time: rec.Time, Caller: rec.Caller, Actor: rec.Actor,
 			Changes: changes[:n:n], Continued: n < len(changes)})
 		changes = changes[n:]
