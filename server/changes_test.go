@@ -466,7 +466,7 @@ func changeSetsInParts(t *testing.T, b authz.Backend, counted *changeCounter, wa
 }
 
 // gatedReads is a memory backend whose reads of a change set of more than
-// a page wait for gate, counting how many wait at once.
+// a page wait for gate, however long, counting how many wait at once.
 type gatedReads struct {
 	*memory.Memory
 	gate     chan struct{}
@@ -479,10 +479,7 @@ func (b *gatedReads) Changes(ctx context.Context, after authz.Revision, limit in
 		n := b.in.Add(1)
 		for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
 		}
-		select {
-		case <-b.gate:
-		case <-ctx.Done():
-		}
+		<-b.gate // whatever ctx says: the read holds its turn till then
 		b.in.Add(-1)
 	}
 	return sets, err
@@ -521,5 +518,37 @@ func TestLargeChangeSetsAreReadWholeOneAtATime(t *testing.T) {
 	}
 	if most := b.most.Load(); most != 1 {
 		t.Errorf("%d reads of the large change set at once; want 1", most)
+	}
+}
+
+// A read that waits its turn to decode a large change set past the bound
+// of a read of the log (Options.CommitTimeout) is UNAVAILABLE, as a read of
+// a log out of reach is; the read that holds the turn is answered.
+func TestALargeReadWaitingPastItsBoundIsUnavailable(t *testing.T) {
+	b := &gatedReads{Memory: memory.New(), gate: make(chan struct{})}
+	commitDocs(t, b, 1, 12_000, 1)
+	engine, err := authz.Start(context.Background(), b, authz.Options{CommitTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	f := serveEngine(t, engine)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{Resource: "doc:1-7"})
+		first <- err
+	}()
+	for b.in.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = f.admin.ListChanges(f.ctx(), &usherv1.ListChangesRequest{Resource: "doc:1-8"})
+	st, _ := status.FromError(err)
+	if st.Code() != codes.Unavailable || reasonOf(st) != string(authz.KindUnavailableStorage) {
+		t.Errorf("ListChanges waiting its turn past its bound: %v (reason %q), want Unavailable UNAVAILABLE_STORAGE", err, reasonOf(st))
+	}
+	close(b.gate)
+	if err := <-first; err != nil {
+		t.Errorf("ListChanges holding the turn: %v", err)
 	}
 }
