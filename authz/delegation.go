@@ -143,24 +143,7 @@ func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
 	if s == noName {
 		return nil
 	}
-	for _, a := range path {
-		for _, b := range x.blocksOn(s, a) {
-			if b.perms == nil && live(b.exp, now) {
-				return nil
-			}
-		}
-	}
-	var out []*roleDef
-	for _, a := range path {
-		for _, g := range x.grantsOn(s, a) {
-			if live(g.exp, now) {
-				if d := x.resolve(path, g.role); d != nil {
-					out = append(out, d)
-				}
-			}
-		}
-	}
-	return out
+	return slices.Collect((&view{x: x}).held(s, path, now))
 }
 
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
@@ -330,7 +313,7 @@ func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 		// those it declares now, which the actor may hold without it: the
 		// actor's own roles must carry it where the grant gives it, as they
 		// resolve there.
-		if slices.Contains(target.Permissions, Wildcard) && !carriesWildcard(x.heldRoles(actor, x.path(at, under[:0]), p.now)) {
+		if slices.Contains(target.Permissions, Wildcard) && !carriesWildcard(slices.Values(x.heldRoles(actor, x.path(at, under[:0]), p.now))) {
 			return deny("its definition at %q carries %q, every permission a later policy may declare too, and no role the actor holds there does",
 				target.Scope, Wildcard)
 		}
@@ -580,17 +563,6 @@ func (v *view) held(s uint32, path []uint32, now int64) iter.Seq[*roleDef] {
 			}
 		}
 	}
-}
-
-// wildcard reports whether a role s holds at path[0] at now, as v
-// resolves it there, carries "*".
-func (v *view) wildcard(s uint32, path []uint32, now int64) bool {
-	for d := range v.held(s, path, now) {
-		if slices.Contains(d.Permissions, Wildcard) {
-			return true
-		}
-	}
-	return false
 }
 
 // wildcardPower reports whether s may give "*" at path[0]: a role it holds
@@ -864,7 +836,7 @@ func (j *judge) verify() error {
 					// which comparing today's permissions, above, does not see: who
 					// comes to carry it, or no longer does, is judged as a
 					// grant of a role carrying it is.
-					if w0, w1 := before.wildcard(s, pb, t), after.wildcard(s, pa, t); w0 != w1 && !j.mayGiveWildcard(before, at, pb) {
+					if w0, w1 := carriesWildcard(before.held(s, pb, t)), carriesWildcard(after.held(s, pa, t)); w0 != w1 && !j.mayGiveWildcard(before, at, pb) {
 						if w1 {
 							return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would come to carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 						}
@@ -1095,7 +1067,7 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 		return j.refuse(RuleNoSelfService, p.by.Actor, missing, at, j.when("the actor would lose %q on %q itself", t))
 	}
 	actor := after.subject(p.by.Actor)
-	if w0, w1 := before.wildcard(actor, pb, t), after.wildcard(actor, pa, t); w1 && !w0 {
+	if w0, w1 := carriesWildcard(before.held(actor, pb, t)), carriesWildcard(after.held(actor, pa, t)); w1 && !w0 {
 		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would come to carry %q on %q itself, every permission a later policy may declare too", t))
 	} else if w0 && !w1 && !j.exempt[at] {
 		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would no longer carry %q on %q itself", t))
@@ -1409,6 +1381,11 @@ func (x *Index) AssignableRoles(resource, actor string) ([]Role, Revision, error
 }
 
 // carriesWildcard reports whether one of held carries "*".
-func carriesWildcard(held []*roleDef) bool {
-	return slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.Permissions, Wildcard) })
+func carriesWildcard(held iter.Seq[*roleDef]) bool {
+	for d := range held {
+		if slices.Contains(d.Permissions, Wildcard) {
+			return true
+		}
+	}
+	return false
 }

@@ -88,7 +88,7 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	// that it declares now is not enough, or the role would gain what a
 	// later policy adds, which the actor does not hold.
 	if i := slices.Index(asked.Permissions, Wildcard); i >= 0 &&
-		!carriesWildcard(held) {
+		!carriesWildcard(slices.Values(held)) {
 		e := errorf(PermissionDenied, fmt.Sprintf("role.permissions[%d]", i), Wildcard,
 			"%s: actor %q does not hold %q at %q itself, so a role it defines may not carry every permission the catalog will declare",
 			RuleNoEscalation, p.by.Actor, Wildcard, r.Scope)
