@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,10 +15,12 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/usher-authz/usher/authz"
+	"github.com/usher-authz/usher/client"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/scenario"
@@ -328,9 +331,17 @@ func applyFile(ctx context.Context, admin usherv1.AdminServiceClient, file strin
 			return nil, nil, err
 		}
 	}
-	resp, err = admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: doc.Policy, Prune: o.prune, DryRun: o.dryRun})
+	var reached peer.Peer
+	resp, err = admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: doc.Policy, Prune: o.prune, DryRun: o.dryRun}, grpc.Peer(&reached))
 	if err != nil {
-		return nil, nil, explainRefusal(doc, err, o.prune)
+		if !o.dryRun && reached.Addr != nil && !refusedByUsher(err) {
+			// The request reached a server and no answer came back: a
+			// deadline passed, or the connection dropped, while the
+			// server may have gone on to commit it.
+			return nil, nil, fmt.Errorf("%w\nno answer came back, so the server may have applied it: 'usher policy diff %s' shows what is in force",
+				explainRefusal(doc, err, o.prune), file)
+		}
+		return nil, nil, fmt.Errorf("%w\nnothing applied", explainRefusal(doc, err, o.prune))
 	}
 	return before, resp, nil
 }
@@ -466,7 +477,18 @@ func explainRefusal(doc *policy.Document, err error, prune bool) error {
 	case authz.KindRoleInUse:
 		msg += "\nhint: revoke those grants, or keep their roles in the file"
 	}
-	return fmt.Errorf("%s\nnothing applied", msg)
+	return errors.New(msg)
+}
+
+// refusedByUsher reports whether err is an answer Usher itself gave, which
+// carries its ErrorInfo: a refused write is never committed later.
+func refusedByUsher(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == client.Domain {
+			return true
+		}
+	}
+	return false
 }
 
 // testScenarios runs scenario files: a line per failing expectation, a

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/internal/etcdtest"
 )
 
@@ -377,6 +381,49 @@ func TestPolicyApplyRefusedNamingNoFieldSaysItsCode(t *testing.T) {
 	if code != exitError || stdout != "" || !strings.Contains(stderr, "usher policy apply: default: Unavailable: ") ||
 		!strings.HasSuffix(stderr, "\nnothing applied\n") {
 		t.Errorf("usher policy apply with no server: exit %d, stdout %q, stderr:\n%s\nwant exit %d and the code", code, stdout, stderr, exitError)
+	}
+}
+
+// silentAdmin reads an empty policy in force and never answers ApplyPolicy:
+// a server that took the request and went away, or is slower than the
+// caller's deadline.
+type silentAdmin struct {
+	usherv1.UnimplementedAdminServiceServer
+}
+
+func (silentAdmin) ExportPolicy(context.Context, *usherv1.ExportPolicyRequest) (*usherv1.ExportPolicyResponse, error) {
+	return &usherv1.ExportPolicyResponse{Policy: &usherv1.Policy{}}, nil
+}
+
+func (silentAdmin) ApplyPolicy(ctx context.Context, _ *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// An apply that reached the server and got no answer may have been
+// committed: the command says so, and how to see, where it says "nothing
+// applied" of a refusal.
+func TestPolicyApplyUnansweredMayHaveApplied(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	usherv1.RegisterAdminServiceServer(srv, silentAdmin{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	addr := ln.Addr().String()
+
+	code, stdout, stderr := runCode("policy", "apply", "default", "--addr", addr, "--timeout", "300ms")
+	if code != exitError || stdout != "" || !strings.Contains(stderr, "usher policy apply: default: DeadlineExceeded: ") ||
+		!strings.HasSuffix(stderr, "\nno answer came back, so the server may have applied it: 'usher policy diff default' shows what is in force\n") ||
+		strings.Contains(stderr, "nothing applied") {
+		t.Errorf("usher policy apply unanswered: exit %d, stdout %q, stderr:\n%s\nwant exit %d, and not \"nothing applied\"", code, stdout, stderr, exitError)
+	}
+	// A dry run writes nothing, answered or not.
+	code, _, stderr = runCode("policy", "apply", "default", "--dry-run", "--addr", addr, "--timeout", "300ms")
+	if code != exitError || !strings.HasSuffix(stderr, "\nnothing applied\n") {
+		t.Errorf("usher policy apply --dry-run unanswered: exit %d, stderr:\n%s\nwant \"nothing applied\"", code, stderr)
 	}
 }
 
