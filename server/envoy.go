@@ -105,12 +105,13 @@ func NewEnvoyService(cfg EnvoyConfig) (*EnvoyService, error) {
 	h := envoyServer{routes: routes, header: cfg.Subject.Header, prefix: cfg.Subject.Prefix,
 		honorOverride: cfg.MethodOverride == MethodOverrideHonor}
 	// A server that hands the API its headers as CGI variables (Rack's,
-	// PHP's, WSGI's) reads x_usher_subject as x-usher-subject, and may
-	// take the client's, which Usher does not overwrite, for its own.
-	h.removed = append([]string{HeaderReason}, underscoreSpellings(usherHeaders)[len(usherHeaders):]...)
+	// PHP's, WSGI's) reads x_usher_subject as x-usher-subject, PHP
+	// x.usher.subject too, and may take the client's, which Usher does not
+	// overwrite, for its own.
+	h.removed = append([]string{HeaderReason}, cgiSpellings(usherHeaders)[len(usherHeaders):]...)
 	// Envoy may not send Usher these headers (allowed_headers): the API
 	// must not see an override Usher did not. A name spelt with
-	// underscores goes either way: no client means it but to pass as the
+	// underscores or dots goes either way: no client means it but to pass as the
 	// override under a name Usher was not sent.
 	if h.honorOverride {
 		h.removed = append(h.removed, overrideSpellings[len(methodOverrideHeaders):]...)

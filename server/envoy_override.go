@@ -18,24 +18,29 @@ import (
 var methodOverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
 
 // overrideSpellings are methodOverrideHeaders and every spelling of them
-// with underscores for some of their dashes: a server that hands an API
-// its headers as CGI variables (Rack's, PHP's, WSGI's) reads
-// x_http_method_override as HTTP_X_HTTP_METHOD_OVERRIDE, the override, and
-// Envoy passes such a name on as it came.
-var overrideSpellings = underscoreSpellings(methodOverrideHeaders)
+// with underscores or dots for some of their dashes: a server that hands
+// an API its headers as CGI variables (Rack's, PHP's, WSGI's) reads
+// x_http_method_override as HTTP_X_HTTP_METHOD_OVERRIDE, the override,
+// PHP reads x.http.method.override so too (it turns a '.' of a variable's
+// name into '_'), and Envoy passes such a name on as it came.
+var overrideSpellings = cgiSpellings(methodOverrideHeaders)
 
-func underscoreSpellings(names []string) []string {
+// cgiSpellings are names and, after them, every spelling of each with an
+// underscore or a dot for some of its dashes, which a server that hands
+// an API its headers as CGI variables reads as the name itself.
+func cgiSpellings(names []string) []string {
 	out := slices.Clone(names)
 	for _, name := range names {
-		dashes := strings.Count(name, "-")
-		for mask := 1; mask < 1<<dashes; mask++ {
-			b, i := []byte(name), 0
-			for j, c := range b {
-				if c == '-' {
-					if mask>>i&1 == 1 {
-						b[j] = '_'
-					}
-					i++
+		n := 1
+		for range strings.Count(name, "-") {
+			n *= len(dashSpellings)
+		}
+		for combo := 1; combo < n; combo++ {
+			b, c := []byte(name), combo
+			for j := range b {
+				if b[j] == '-' {
+					b[j] = dashSpellings[c%len(dashSpellings)]
+					c /= len(dashSpellings)
 				}
 			}
 			out = append(out, string(b))
@@ -44,11 +49,19 @@ func underscoreSpellings(names []string) []string {
 	return out
 }
 
+// dashSpellings are what a dash of a header's name may be written as for
+// a CGI-style server to read the name as the one with the dash.
+const dashSpellings = "-_."
+
 // isOverrideHeader says whether a header's name is one of
 // overrideSpellings, in any case.
 func isOverrideHeader(name string) bool {
-	return slices.Contains(methodOverrideHeaders, strings.ReplaceAll(strings.ToLower(name), "_", "-"))
+	return slices.Contains(methodOverrideHeaders, cgiName.Replace(strings.ToLower(name)))
 }
+
+// cgiName spells a header's name with dashes where a CGI-style server
+// reads one.
+var cgiName = strings.NewReplacer("_", "-", ".", "-")
 
 // The values of EnvoyConfig.MethodOverride.
 const (
@@ -63,7 +76,8 @@ const (
 type methodOverride struct {
 	where string // "header x-http-method", "query parameter _method"
 	value string // trimmed, as the request spells it
-	// underscored: a header whose name has an underscore for a dash
+	// underscored: a header whose name has an underscore or a dot for a
+	// dash
 	underscored bool
 }
 
@@ -116,7 +130,7 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) it
 			return true
 		}
 		header := func(name, value string) bool {
-			return add("header "+name, value, strings.Contains(name, "_"))
+			return add("header "+name, value, strings.ContainsAny(name, "_."))
 		}
 		for _, name := range overrideSpellings {
 			if v := http.GetHeaders()[name]; v != "" {
@@ -206,7 +220,7 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 		}
 		return method, nil
 	}
-	// A name spelt with underscores is removed on the way to the API
+	// A name spelt with underscores or dots is removed on the way to the API
 	// (NewEnvoyService), which so runs the request as its own method.
 	for o := range overrides {
 		if o.underscored && !o.is(method) {

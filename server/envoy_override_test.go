@@ -46,6 +46,7 @@ func requestAs(user, method, path string, kv ...string) *authv3.CheckRequest {
 // from a request it allows, in case Envoy did not send them.
 func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
+	before := w.engine.Index().Revision()
 	join := func(path string, kv ...string) *authv3.CheckRequest { return requestAs("alice", "POST", path, kv...) }
 	refused := []struct {
 		name    string
@@ -88,6 +89,12 @@ func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 		{"an override header spelt with a dash and an underscore",
 			join("/calls/meeting/7/join", "x-http_method", "PUT"),
 			"header x-http_method overrides POST with PUT"},
+		{"an override header spelt with dots, which PHP reads as the header",
+			join("/calls/meeting/7/join", "x.http.method.override", "DELETE"),
+			"header x.http.method.override overrides POST with DELETE"},
+		{"an override header spelt with a dot and an underscore",
+			join("/calls/meeting/7/join", "x.method_override", "PUT"),
+			"header x.method_override overrides POST with PUT"},
 		{"an override is refused before the route is looked for",
 			join("/admin/users", "x-http-method-override", "DELETE"),
 			"header x-http-method-override overrides POST with DELETE"},
@@ -96,6 +103,19 @@ func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			wantDenial(t, w.ask(t, tt.req), codes.PermissionDenied, 403, "METHOD_OVERRIDE", tt.message)
 		})
+	}
+
+	t.Run("an override header spelt with dots in raw headers", func(t *testing.T) {
+		req := join("/calls/meeting/7/join")
+		req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: "x-user-id", RawValue: []byte("alice")},
+			{Key: "X.HTTP-Method", RawValue: []byte("DELETE")},
+		}}
+		req.Attributes.Request.Http.Headers = nil
+		wantDenial(t, w.ask(t, req), codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x.http-method overrides POST with DELETE")
+	})
+	if rev := w.engine.Index().Revision(); rev != before {
+		t.Errorf("revision = %d after the refusals, want %d: nothing written", rev, before)
 	}
 
 	t.Run("an override header sent twice in raw headers", func(t *testing.T) {
@@ -132,6 +152,8 @@ func TestEnvoyRefusesAMethodOverride(t *testing.T) {
 			for _, h := range []string{"subject", "role", "scope", "revision", "reason"} {
 				want = append(want, "x_usher_"+h, "x_usher-"+h, "x-usher_"+h)
 			}
+			want = append(want, dotted(overrideHeaders)...)
+			want = append(want, dotted([]string{"x-usher-subject", "x-usher-role", "x-usher-scope", "x-usher-revision", "x-usher-reason"})...)
 			if got := slices.Sorted(slices.Values(a.removed)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
 				t.Errorf("headers to remove = %v, want %v", a.removed, want)
 			}
@@ -158,8 +180,9 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		t.Fatalf("a POST overridden to DELETE, checked as DELETE's rule: %+v", a)
 	}
 	if slices.ContainsFunc(a.removed, func(h string) bool { return slices.Contains(overrideHeaders, h) }) ||
-		!slices.Contains(a.removed, "x-usher-reason") || !slices.Contains(a.removed, "x_http_method_override") {
-		t.Errorf("headers to remove = %v; want the override left for the API, and its spellings with underscores removed", a.removed)
+		!slices.Contains(a.removed, "x-usher-reason") || !slices.Contains(a.removed, "x_http_method_override") ||
+		!slices.Contains(a.removed, "x.http.method.override") {
+		t.Errorf("headers to remove = %v; want the override left for the API, and its spellings with underscores or dots removed", a.removed)
 	}
 	// The API may read another override than the client set: each says
 	// DELETE on the way upstream, or the API would run the POST unchecked.
@@ -232,6 +255,9 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		{"an override header spelt with underscores, which the API is not sent",
 			bob("POST", "/calls/meeting/8", "x_http_method_override", "GET"),
 			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x_http_method_override overrides POST with GET: only a header spelt with dashes overrides it"},
+		{"an override header spelt with dots, which the API is not sent",
+			bob("POST", "/accounts/globex/calls", "x.http.method", "DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x.http.method overrides POST with DELETE: only a header spelt with dashes overrides it"},
 		// bob may read the calls of globex, which a rule of method * asks
 		// of any method: Symfony 8 runs a POST whose override names GET,
 		// and Rack and Express one naming a method they do not know, as
@@ -263,4 +289,30 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 			wantDenial(t, w.ask(t, tt.req), tt.code, tt.http, tt.reason, tt.message)
 		})
 	}
+}
+
+// dotted are the spellings of names with a dot for at least one dash, and
+// an underscore or a dash for each other, which PHP reads as the name.
+func dotted(names []string) []string {
+	var out []string
+	for _, name := range names {
+		spellings := []string{""}
+		for _, c := range name {
+			var next []string
+			for _, s := range spellings {
+				if c != '-' {
+					next = append(next, s+string(c))
+					continue
+				}
+				next = append(next, s+"-", s+"_", s+".")
+			}
+			spellings = next
+		}
+		for _, s := range spellings {
+			if strings.Contains(s, ".") {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }

@@ -285,22 +285,24 @@ func TestEnvoyAllowsWithTheDecisionInHeaders(t *testing.T) {
 }
 
 // Rack, PHP and WSGI hand an API its headers as CGI variables, in which
-// x_usher_subject and x-usher-subject are both HTTP_X_USHER_SUBJECT:
-// Envoy passes a name with underscores on as the client sent it, and the
-// API may read it in place of the one Usher set.
-func TestEnvoyRemovesTheUsherHeadersSpeltWithUnderscores(t *testing.T) {
+// x_usher_subject and x-usher-subject are both HTTP_X_USHER_SUBJECT, and
+// PHP reads x.usher.subject as that too: Envoy passes a name with
+// underscores or dots on as the client sent it, and the API may read it
+// in place of the one Usher set.
+func TestEnvoyRemovesTheUsherHeadersSpeltWithUnderscoresOrDots(t *testing.T) {
 	w := startEnvoy(t, headerConfig(), nil)
 	forged := map[string]string{"x-user-id": "bob"}
 	var want []string
 	for _, name := range []string{"x-usher-subject", "x-usher-role", "x-usher-scope", "x-usher-revision", "x-usher-reason"} {
 		rest := strings.TrimPrefix(name, "x-usher-")
-		spellings := []string{"x_usher_" + rest, "x_usher-" + rest, "x-usher_" + rest}
+		spellings := append([]string{"x_usher_" + rest, "x_usher-" + rest, "x-usher_" + rest}, dotted([]string{name})...)
 		for _, s := range spellings {
 			forged[s] = "forged"
 		}
 		want = append(want, spellings...)
 	}
 	forged["x_usher_subject"] = "user:alice"
+	forged["x.usher.subject"] = "user:alice"
 	a := w.ask(t, httpRequest("GET", "/calls/meeting/8", forged))
 	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:bob" {
 		t.Fatalf("answer = %+v, want bob allowed", a)
