@@ -464,11 +464,33 @@ func (r envoyRoute) match(method string, segments []string) (map[string]string, 
 	return vars, true
 }
 
+// equalFold says whether a and b are equal ignoring case as an API that
+// ignores it may find them: as strings.EqualFold does, or once the dotted
+// and the dotless i (U+0130, U+0131), whose upper and lower cases are 'I'
+// and 'i', are each read as 'i'. EqualFold keeps them apart, but Java's
+// equalsIgnoreCase (Spring's case-insensitive paths) and Python's
+// re.IGNORECASE take "joın" and "joİn" for "join".
+func equalFold(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	// Folding keeps the count of runes, of 1 to 4 bytes each: a segment
+	// of megabytes is not scanned against a short literal.
+	const dotted = "\u0130\u0131"
+	if len(a) > 4*len(b) || len(b) > 4*len(a) || !strings.ContainsAny(a, dotted) && !strings.ContainsAny(b, dotted) {
+		return false
+	}
+	return strings.EqualFold(turkishI.Replace(a), turkishI.Replace(b))
+}
+
+// turkishI reads the dotted and the dotless i as 'i'.
+var turkishI = strings.NewReplacer("\u0130", "i", "\u0131", "i")
+
 // matches says whether a request matches r, its method and r's literals
-// compared exactly or, with fold, ignoring case. A segment with ':', ';',
-// '\', '%', '?' or '#' fills no variable.
+// compared exactly or, with fold, ignoring case (equalFold). A segment
+// with ':', ';', '\', '%', '?' or '#' fills no variable.
 func (r envoyRoute) matches(method string, segments []string, fold bool) bool {
-	same := func(a, b string) bool { return a == b || fold && strings.EqualFold(a, b) }
+	same := func(a, b string) bool { return a == b || fold && equalFold(a, b) }
 	if r.method != "*" && !same(r.method, method) {
 		return false
 	}

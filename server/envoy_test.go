@@ -512,12 +512,13 @@ func TestEnvoyRefusesAVariableReadAgainAsAnother(t *testing.T) {
 func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
 	engine := newEnvoyEngine(t)
 	by := authz.Author{Caller: "test"}
-	const planted = "call:MEETING:7"
-	if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
-		t.Fatal(err)
+	for _, planted := range []string{"call:MEETING:7", "call:meet\u0131ng:7", "call:meet\u0130ng:7"} {
+		if _, err := engine.PutResource(t.Context(), by, authz.Resource{Name: planted, Parent: globex}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := engine.Grant(t.Context(), by, authz.Grant{Subject: "user:erin", Role: "host", Resource: planted}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg := headerConfig()
 	cfg.Rules = []server.EnvoyRule{
@@ -526,6 +527,7 @@ func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
 		{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
 	}
 	w := serveEnvoy(t, engine, cfg, nil)
+	before := engine.Index().Revision()
 	for _, tt := range []struct {
 		name    string
 		req     *authv3.CheckRequest
@@ -539,10 +541,19 @@ func TestEnvoyRefusesARequestAnEarlierRuleMatchesButForCase(t *testing.T) {
 			"delete /calls/meeting/7 differs only in case from rules[1] (DELETE /calls/{type}/{id})"},
 		{"a method in mixed case", requestAs("bob", "Get", "/calls/meeting/7"),
 			"Get /calls/meeting/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
+		// Java's equalsIgnoreCase and Python's re.IGNORECASE take the
+		// dotless and the dotted i for an i, though Go's EqualFold does not.
+		{"a literal with a dotless i", requestAs("erin", "GET", "/calls/meet%C4%B1ng/7"),
+			"GET /calls/meet%C4%B1ng/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
+		{"a literal with a dotted capital I", requestAs("erin", "GET", "/calls/meet\u0130ng/7"),
+			"GET /calls/meet\u0130ng/7 differs only in case from rules[0] (GET /calls/meeting/{id})"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			wantDenial(t, w.ask(t, tt.req), codes.PermissionDenied, 403, "NO_ROUTE", tt.message)
 		})
+	}
+	if rev := engine.Index().Revision(); rev != before {
+		t.Errorf("revision = %d after the refusals, want %d: nothing written", rev, before)
 	}
 	// What no earlier rule matches in any case is the later rule's.
 	for _, tt := range []struct{ user, method, path, role string }{
