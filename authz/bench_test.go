@@ -291,3 +291,52 @@ func BenchmarkListRolesPage(b *testing.B) {
 		}
 	}
 }
+
+// deepBusyWorld is a tree of MaxDepth+1 levels, each defining
+// maxRolesHeld roles of one permission apiece, and a subject holding every
+// one of them on its level: the most role definitions one Check can meet
+// within the limits. It returns the deepest resource.
+func deepBusyWorld(tb testing.TB) (*world, string) {
+	p := authz.Policy{Permissions: []authz.Permission{{Name: "asked"}}}
+	parent := "root"
+	for level := range authz.MaxDepth {
+		name := fmt.Sprintf("folder:d%d", level+1)
+		p.Resources = append(p.Resources, authz.Resource{Name: name, Parent: parent})
+		parent = name
+	}
+	for level := range authz.MaxDepth + 1 {
+		scope := "root"
+		if level > 0 {
+			scope = fmt.Sprintf("folder:d%d", level)
+		}
+		for i := range maxRolesHeld {
+			perm := fmt.Sprintf("p%d-%d", level, i)
+			p.Permissions = append(p.Permissions, authz.Permission{Name: perm})
+			p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("r%d-%d", level, i), Scope: scope, Permissions: []string{perm}})
+		}
+	}
+	w := newWorld(tb, p)
+	var grants []authz.Change
+	for _, r := range p.Roles {
+		grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:busy", Role: r.Name, Resource: r.Scope}})
+	}
+	w.store(grants...)
+	return w, parent
+}
+
+// maxRolesHeld is README's limit of roles one holder may hold on one
+// resource.
+const maxRolesHeld = 100
+
+// BenchmarkCheckOnADeepBusySubject is a denied Check of deepBusyWorld's
+// subject on its deepest resource, which reads every one of its grants.
+func BenchmarkCheckOnADeepBusySubject(b *testing.B) {
+	w, deepest := deepBusyWorld(b)
+	q := authz.Query{Subject: "user:busy", Permission: "asked", Resource: deepest}
+	if d, _, err := w.idx.Check(q); err != nil || d.Allowed {
+		b.Fatalf("Check(%+v) = %+v, %v; want denied", q, d, err)
+	}
+	for b.Loop() {
+		w.idx.Check(q)
+	}
+}

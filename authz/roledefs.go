@@ -48,19 +48,30 @@ func (x *Index) searchRolesAt(list []uint32, name string) (int, bool) {
 // resolve returns the definition of role that applies at path[0]: the
 // nearest one on the path up to root.
 func (x *Index) resolve(path []uint32, role uint32) *roleDef {
-	for _, a := range path {
-		if x.nodes[a].flags&nodeRoles != 0 {
-			if d := x.roleDefs[roleKey(a, role)]; d != nil {
-				return d
-			}
-		}
+	if i := x.definitionOn(path, role); i >= 0 {
+		return x.roleDefs[roleKey(path[i], role)]
 	}
 	return nil
 }
 
 // definitionOn is where on path resolve finds role's definition; -1 where
-// none is.
+// none is. On a long path, a role defined on fewer resources than the path
+// holds is looked for where it is defined, each a scan of the path, rather
+// than at each resource of the path, each a lookup in a map: a subject
+// holding a hundred roles on each level of a deep path, each defined on
+// its level, costs a lookup a grant, not one a level.
 func (x *Index) definitionOn(path []uint32, role uint32) int {
+	if len(path) > shortPath {
+		if scopes := x.roleScopes[role]; len(scopes) < len(path) {
+			best := -1
+			for _, scope := range scopes {
+				if i := slices.Index(path, scope); i >= 0 && (best < 0 || i < best) {
+					best = i
+				}
+			}
+			return best
+		}
+	}
 	for i, a := range path {
 		if x.nodes[a].flags&nodeRoles != 0 && x.roleDefs[roleKey(a, role)] != nil {
 			return i
@@ -68,6 +79,11 @@ func (x *Index) definitionOn(path []uint32, role uint32) int {
 	}
 	return -1
 }
+
+// shortPath is the longest path definitionOn walks whatever the role: the
+// levels of a platform's usual tree (account, workspace, call type, call)
+// and some, where the walk costs no more than reading the role's scopes.
+const shortPath = 8
 
 // resolveAt is resolve from a resource id.
 func (x *Index) resolveAt(id, role uint32) *roleDef {
