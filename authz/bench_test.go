@@ -297,7 +297,8 @@ func BenchmarkListRolesPage(b *testing.B) {
 // one of them on its level: the most role definitions one Check can meet
 // within the limits. It returns the deepest resource.
 func deepBusyWorld(tb testing.TB) (*world, string) {
-	p := authz.Policy{Permissions: []authz.Permission{{Name: "asked"}}}
+	p := authz.Policy{Permissions: []authz.Permission{{Name: "asked"}, {Name: authz.PermBlocksWrite}},
+		Roles: []authz.Role{{Name: "moderator", Scope: "root", Permissions: []string{"asked", authz.PermBlocksWrite}}}}
 	parent := "root"
 	for level := range authz.MaxDepth {
 		name := fmt.Sprintf("folder:d%d", level+1)
@@ -317,9 +318,10 @@ func deepBusyWorld(tb testing.TB) (*world, string) {
 	}
 	w := newWorld(tb, p)
 	var grants []authz.Change
-	for _, r := range p.Roles {
+	for _, r := range p.Roles[1:] {
 		grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:busy", Role: r.Name, Resource: r.Scope}})
 	}
+	grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:mod", Role: "moderator", Resource: "root"}})
 	w.store(grants...)
 	return w, parent
 }
@@ -338,5 +340,22 @@ func BenchmarkCheckOnADeepBusySubject(b *testing.B) {
 	}
 	for b.Loop() {
 		w.idx.Check(q)
+	}
+}
+
+// BenchmarkBlockingADeepBusySubject is an actor's mute, and its lifting, of
+// deepBusyWorld's subject on its deepest resource, each judged against
+// every one of the subject's grants.
+func BenchmarkBlockingADeepBusySubject(b *testing.B) {
+	w, deepest := deepBusyWorld(b)
+	by := authz.Author{Caller: "test", Actor: "user:mod"}
+	for b.Loop() {
+		_, id, err := w.eng.Block(w.ctx, by, authz.Block{Subject: "user:busy", Resource: deepest, Permissions: []string{"asked"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.eng.Unblock(w.ctx, by, "user:busy", deepest, id); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

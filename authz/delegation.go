@@ -405,13 +405,16 @@ func (j *judge) mayGiveWildcard(before *view, at uint32, pb []uint32) bool {
 // write's changes laid over it, for judging. A view with no changes is the
 // index as it is.
 type view struct {
-	x        *Index
-	parents  map[uint32]uint32
-	grants   map[uint64][]subjectGrant
-	blocks   map[uint64][]*blockEntry
-	roles    map[uint64]*roleDef // nil: deleted
-	newSubj  map[string]uint32
-	newRoles map[string]uint32
+	x       *Index
+	parents map[uint32]uint32
+	grants  map[uint64][]subjectGrant
+	blocks  map[uint64][]*blockEntry
+	roles   map[uint64]*roleDef // nil: deleted
+	// roleScopes are the resources where the write puts or deletes each
+	// role's definition.
+	roleScopes map[uint32][]uint32
+	newSubj    map[string]uint32
+	newRoles   map[string]uint32
 	// changed are the resources on which each subject's grants or blocks
 	// differ from the index's: a write that removes many subjects' grants
 	// is looked up by subject, not scanned once for each.
@@ -483,18 +486,40 @@ func (v *view) blocksOn(s, id uint32) []*blockEntry {
 }
 
 func (v *view) resolve(path []uint32, role uint32) *roleDef {
+	if len(path) > shortPath {
+		// As Index.definitionOn looks for it: where the index or the
+		// write defines it, when that is on fewer resources than the path.
+		scopes, written := v.x.roleScopes[role], v.roleScopes[role]
+		if len(scopes)+len(written) < len(path) {
+			best := -1
+			for _, list := range [2][]uint32{scopes, written} {
+				for _, scope := range list {
+					if i := slices.Index(path, scope); i >= 0 && (best < 0 || i < best) && v.definedAt(scope, role) != nil {
+						best = i
+					}
+				}
+			}
+			if best < 0 {
+				return nil
+			}
+			return v.definedAt(path[best], role)
+		}
+	}
 	for _, a := range path {
-		if d, ok := v.roles[roleKey(a, role)]; ok {
-			if d != nil {
-				return d
-			}
-			continue
+		if d := v.definedAt(a, role); d != nil {
+			return d
 		}
-		if v.x.nodes[a].flags&nodeRoles != 0 {
-			if d := v.x.roleDefs[roleKey(a, role)]; d != nil {
-				return d
-			}
-		}
+	}
+	return nil
+}
+
+// definedAt is the definition of role at a, as the write leaves it.
+func (v *view) definedAt(a, role uint32) *roleDef {
+	if d, ok := v.roles[roleKey(a, role)]; ok {
+		return d
+	}
+	if v.x.nodes[a].flags&nodeRoles != 0 {
+		return v.x.roleDefs[roleKey(a, role)]
 	}
 	return nil
 }
@@ -630,13 +655,15 @@ func (v *view) lay(changes []Change) {
 			}
 			v.blocks[k] = list
 			v.changed[s] = append(v.changed[s], res)
-		case OpPutRole:
+		case OpPutRole, OpDeleteRole:
 			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
-				v.roles[roleKey(scope, v.role(c.Role.Name))] = &roleDef{Role: *c.Role, perms: x.cat.closure(c.Role.Permissions)}
-			}
-		case OpDeleteRole:
-			if scope := x.lookupNode(c.Role.Scope); scope != noNode {
-				v.roles[roleKey(scope, v.role(c.Role.Name))] = nil
+				role := v.role(c.Role.Name)
+				var d *roleDef
+				if c.Op == OpPutRole {
+					d = &roleDef{Role: *c.Role, perms: x.cat.closure(c.Role.Permissions)}
+				}
+				v.roles[roleKey(scope, role)] = d
+				v.roleScopes[role] = append(v.roleScopes[role], scope)
 			}
 		case OpPutResource:
 			id, parent := x.lookupNode(c.Resource.Name), x.lookupNode(c.Resource.Parent)
@@ -660,7 +687,7 @@ func (j *judge) verify() error {
 	before := &view{x: x}
 	j.blocksJudged = map[uint64]bool{}
 	after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
-		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{},
+		blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{}, roleScopes: map[uint32][]uint32{},
 		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
 	after.lay(p.changes)
 	before.newSubj, before.newRoles = after.newSubj, after.newRoles

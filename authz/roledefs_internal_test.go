@@ -8,7 +8,8 @@ import (
 
 // On paths of every length up to MaxDepth, with roles defined on the path,
 // off it, and on more resources than the path holds, definitionOn finds
-// the definition the walk up the path finds: the nearest.
+// the definition the walk up the path finds, the nearest, and so does a
+// write's view of definitions it puts and deletes.
 func TestDefinitionOnIsTheNearest(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 1))
@@ -57,6 +58,37 @@ func TestDefinitionOnIsTheNearest(t *testing.T) {
 			}
 		}
 		check("as loaded")
+		// A write's view, which puts and deletes definitions over the
+		// index's, finds the nearest of them as it leaves them.
+		after := &view{x: x, parents: map[uint32]uint32{}, grants: map[uint64][]subjectGrant{},
+			blocks: map[uint64][]*blockEntry{}, roles: map[uint64]*roleDef{}, roleScopes: map[uint32][]uint32{},
+			newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
+		var changes []Change
+		for range 12 {
+			r := Role{Name: roles[rng.IntN(len(roles))], Scope: scopes[rng.IntN(len(scopes))], Permissions: []string{"p"}}
+			op := OpPutRole
+			if rng.IntN(2) == 0 {
+				op = OpDeleteRole
+			}
+			changes = append(changes, Change{Op: op, Role: &r})
+		}
+		after.lay(changes)
+		for _, at := range scopes {
+			var buf [MaxDepth + 1]uint32
+			path := after.path(x.lookupNode(at), buf[:0])
+			for _, name := range roles {
+				role := x.roleID(name)
+				var want *roleDef
+				for _, a := range path {
+					if want = after.definedAt(a, role); want != nil {
+						break
+					}
+				}
+				if got := after.resolve(path, role); got != want {
+					t.Fatalf("seed %d, a write's view: %q at %s resolves to %+v, want %+v", seed, name, at, got, want)
+				}
+			}
+		}
 		// Half the definitions go, one change set at a time.
 		for _, i := range rng.Perm(len(snap.Roles))[:len(snap.Roles)/2] {
 			r := snap.Roles[i]
