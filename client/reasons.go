@@ -55,7 +55,7 @@ const (
 	ReasonSendBudget           = "SEND_BUDGET"            // answers their clients have not read hold the server's send budget
 	ReasonBackupLimit          = "BACKUP_LIMIT"           // the server has as many backups in progress as it takes
 	ReasonBackupNoRoom         = "BACKUP_NO_ROOM"         // a backup's copy would leave the server's data file too little room on its disk
-	ReasonWaitLimit            = "WAIT_LIMIT"             // reads waiting for their min_revision hold as many bytes of requests as they may
+	ReasonWaitLimit            = "WAIT_LIMIT"             // reads waiting for their min_revision hold as many bytes, their requests and calls, as they may
 	ReasonCallerWaitLimit      = "CALLER_WAIT_LIMIT"      // the caller's reads waiting for their min_revision hold its share of them
 	ReasonReflectionLimit      = "REFLECTION_LIMIT"       // the server holds as many server reflection streams as it may
 	// ReasonConnectionReflectionLimit: the connection holds its share of

@@ -6,3 +6,7 @@ import "google.golang.org/grpc"
 // n bytes rather than MaxWaitingBytes, so that a test fills the bound with
 // fewer and smaller requests.
 func WithWaitingBytes(n int) grpc.ServerOption { return waitingBytesOption{n: n} }
+
+// WaitOverhead is what a read waiting for its min_revision is counted for
+// besides its request and its headers.
+const WaitOverhead = waitOverhead

@@ -28,13 +28,14 @@ const (
 )
 
 // paddedBatch is a CheckBatch of one check, waiting for unreached, whose
-// encoding is just under padSize, an unknown field's bytes, which its
-// decoded message keeps.
+// encoding, with what its call is counted for besides (server.WaitOverhead
+// and its headers), is just under padSize: an unknown field's bytes, which
+// its decoded message keeps.
 func paddedBatch() *usherv1.CheckBatchRequest {
 	req := &usherv1.CheckBatchRequest{MinRevision: unreached,
 		Checks: []*usherv1.CheckItem{{Subject: "user:alice", Permission: "join-call", Resource: "call:meeting:7"}}}
 	pad := protowire.AppendTag(nil, 1000, protowire.BytesType)
-	pad = protowire.AppendBytes(pad, make([]byte, padSize-1024))
+	pad = protowire.AppendBytes(pad, make([]byte, padSize-1024-server.WaitOverhead))
 	req.ProtoReflect().SetUnknown(pad)
 	return req
 }
@@ -129,5 +130,41 @@ func TestACallersWaitingReadsHoldAQuarter(t *testing.T) {
 	}
 	if n := refusedWaits(t, theirs, "CALLER_WAIT_LIMIT", nil); n != 0 {
 		t.Fatalf("%d of sidecar-b's 2 reads were refused while sidecar-a held its share; want none", n)
+	}
+}
+
+// A read waiting for its min_revision holds its call, whatever the size of
+// its request: its handler, its stream and its headers. Counted by its
+// request alone, a Check of some 60 bytes, of which a bound of 64 MiB
+// holds a million, reads waiting at once from a few addresses held
+// hundreds of megabytes. So small reads are counted with their calls, and
+// the bound holds no more of them than server.WaitOverhead fits into it.
+func TestSmallReadsWaitingForTheirRevisionAreCountedWithTheirCalls(t *testing.T) {
+	t.Parallel()
+	w := newAdmWorld(t, admission.Options{}, server.WithWaitingBytes(waitingBound))
+	most := waitingBound / server.WaitOverhead
+	const reads, conns = 100, 4
+	clients := make([]usherv1.AuthorizationServiceClient, conns)
+	for i := range clients {
+		clients[i] = usherv1.NewAuthorizationServiceClient(w.dial())
+		if _, err := clients[i].Check(callCtx(t), &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "call:meeting:7"}); status.Code(err) == codes.Unavailable {
+			t.Fatal(err)
+		}
+	}
+	sts := make([]*status.Status, reads)
+	var wg sync.WaitGroup
+	for i := range sts {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, err := clients[i%conns].Check(ctx, &usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call",
+				Resource: "call:meeting:7", MinRevision: unreached})
+			sts[i] = status.Convert(err)
+		})
+	}
+	wg.Wait()
+	n := refusedWaits(t, sts, "WAIT_LIMIT", map[string]string{"limit": fmt.Sprint(waitingBound)})
+	if reads-n > most {
+		t.Fatalf("%d Checks waited for their revision at once, %d refused; want at most %d, what %d bytes hold at %d bytes a call", reads-n, n, most, waitingBound, server.WaitOverhead)
 	}
 }
