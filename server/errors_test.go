@@ -214,6 +214,11 @@ var errorCases = []errorCase{
 			_, err := f.admin.ListChanges(ctx, &usherv1.ListChangesRequest{Caller: strings.Repeat("c", 129)})
 			return err
 		}},
+	{name: "ListChanges refuses a caller filter with a character no caller name has", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "caller", value: "sidecar\nb",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.ListChanges(ctx, &usherv1.ListChangesRequest{Caller: "sidecar\nb"})
+			return err
+		}},
 	{name: "ListRoles refuses a malformed resource", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "resource", value: "call",
 		call: func(ctx context.Context, f *fixture) error {
 			_, err := f.admin.ListRoles(ctx, &usherv1.ListRolesRequest{Resource: "call"})

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -95,11 +97,20 @@ const watchPage = 64
 // the longest caller filter of a Watch.
 const maxCallerLen = 128
 
-// callerFilter refuses a caller filter longer than any caller name.
+// callerFilter refuses a caller filter longer than any caller name, or
+// with a character no caller name has: a control or format character
+// (a NUL, a newline, a bidirectional override), which a callers file
+// refuses, and which would otherwise match nothing, silently. A space
+// is let through: the writes of usher serve --policy are recorded so.
 func (v *validator) callerFilter(value string) {
 	if len(value) > maxCallerLen {
 		v.add(&authz.Error{Code: authz.Invalid, Field: "caller", Value: value,
 			Reason: fmt.Sprintf("longer than %d bytes, the longest caller name", maxCallerLen)})
+		return
+	}
+	if i := strings.IndexFunc(value, func(r rune) bool { return !unicode.IsPrint(r) }); i >= 0 {
+		v.add(&authz.Error{Code: authz.Invalid, Field: "caller", Value: value,
+			Reason: fmt.Sprintf("has a non-printable character at byte %d; a caller name is printable", i)})
 	}
 }
 

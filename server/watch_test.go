@@ -347,6 +347,8 @@ func TestWatchFilters(t *testing.T) {
 		{"a malformed subject filter is refused", &usherv1.WatchRequest{Subject: "alice"}, "subject"},
 		{"a malformed resource filter is refused", &usherv1.WatchRequest{Resource: "call"}, "resource"},
 		{"a caller filter longer than any caller name is refused", &usherv1.WatchRequest{Caller: strings.Repeat("c", 129)}, "caller"},
+		{"a caller filter with a character no caller name has is refused", &usherv1.WatchRequest{Caller: "sidecar\x00"}, "caller"},
+		{"a caller filter with a bidirectional override is refused", &usherv1.WatchRequest{Caller: "sidecar\u202e"}, "caller"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			st := watch(t, w.authz, c.req).end()

@@ -2379,7 +2379,8 @@ type ListChangesRequest struct {
 	// Keep writes made for this actor (kind:id); empty for all.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Keep writes by this caller, as ChangeRecord.caller; empty for all. At
-	// most 128 bytes, the longest caller name.
+	// most 128 bytes, the longest caller name, and printable, as every
+	// caller name is: INVALID_ARGUMENT otherwise.
 	Caller string `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
 	// At most this many records per page: default 100, at most 1000.
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`

@@ -1248,7 +1248,8 @@ type WatchRequest struct {
 	Resource string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
 	// Keep writes made for this actor (kind:id); empty for all.
 	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
-	// A caller's name, at most 128 bytes.
+	// A caller's name, at most 128 bytes and printable: INVALID_ARGUMENT
+	// otherwise.
 	Caller        string `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
