@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,10 +21,12 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -779,4 +783,117 @@ func drainedConn(t *testing.T, limits server.ConnLimits) (*rawConn, *logBuffer) 
 		return ok
 	})
 	return c, logs
+}
+
+// grpc-go keeps the stream of an answer it has yet to send, its queued
+// frames and its trailers, some 2 KB whatever the answer's size, until its
+// client's window lets the answer out. Counted by their bytes alone, the
+// answers of Checks, some 20 bytes each, fit a connection's allowance by
+// the thousand, and a client that never opens its windows held every
+// stream it could open, on every connection, with the budget untouched.
+// Counted with their streams, a connection holds some 16 of them within
+// its allowance, and past the budget the rest are refused, SEND_BUDGET.
+func TestSmallAnswersAreCountedWithTheirStreams(t *testing.T) {
+	addr, _ := serveWithSendBudgetOf1(t)
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(raw, raw)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	// No stream window: the server can send no answer.
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(&usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := append([]byte{0, 0, 0, 0, 0}, b...)
+	binary.BigEndian.PutUint32(msg[1:], uint32(len(b)))
+	const calls = 40
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for i := range calls {
+		id := uint32(2*i + 1)
+		block.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/usher.v1.AuthorizationService/Check"},
+			{":authority", addr}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteData(id, true, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each call answers headers: an answer's, whose DATA waits for a window
+	// that never opens, or a refusal's, which ends its stream.
+	held, refused := 0, 0
+	for held+refused < calls {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d answers held and %d refused of %d: %v", held, refused, calls, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.DataFrame:
+			t.Fatalf("DATA on stream %d with no window open", f.StreamID)
+		case *http2.MetaHeadersFrame:
+			if !f.StreamEnded() {
+				held++
+				continue
+			}
+			refused++
+			st := statusOfTrailers(t, f)
+			if st.Code() != codes.ResourceExhausted {
+				t.Fatalf("stream %d ended %s (%q), want ResourceExhausted", f.StreamID, st.Code(), st.Message())
+			}
+			wantDetails(t, st, refusal{reason: "SEND_BUDGET", meta: map[string]string{"limit": "1"}})
+		}
+	}
+	t.Logf("%d answers held, %d refused", held, refused)
+	if refused == 0 || held > server.SendAllowance/server.AnswerOverhead+1 {
+		t.Fatalf("%d answers of Checks held unsent on one connection, %d refused; want at most %d held, what a connection's allowance of %d bytes holds at %d bytes an answer with its stream",
+			held, refused, server.SendAllowance/server.AnswerOverhead+1, server.SendAllowance, server.AnswerOverhead)
+	}
+}
+
+// statusOfTrailers is the status a trailers-only answer carries.
+func statusOfTrailers(t *testing.T, f *http2.MetaHeadersFrame) *status.Status {
+	t.Helper()
+	code, err := strconv.Atoi(f.PseudoValue("status"))
+	if err != nil || code != 200 {
+		t.Fatalf("stream %d: HTTP status %q", f.StreamID, f.PseudoValue("status"))
+	}
+	field := func(name string) string {
+		for _, hf := range f.RegularFields() {
+			if hf.Name == name {
+				return hf.Value
+			}
+		}
+		return ""
+	}
+	if d := field("grpc-status-details-bin"); d != "" {
+		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(d, "="))
+		if err != nil {
+			t.Fatalf("stream %d: grpc-status-details-bin: %v", f.StreamID, err)
+		}
+		p := &spb.Status{}
+		if err := proto.Unmarshal(b, p); err != nil {
+			t.Fatalf("stream %d: grpc-status-details-bin: %v", f.StreamID, err)
+		}
+		return status.FromProto(p)
+	}
+	c, _ := strconv.Atoi(field("grpc-status"))
+	return status.New(codes.Code(c), field("grpc-message"))
 }
