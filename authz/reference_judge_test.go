@@ -507,6 +507,7 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 		}
 	}
 	j.orphans(after)
+	j.heldTo(after)
 	j.quotas(after)
 	// Admission rules are the platform's: an actor's move may not change
 	// which rule governs a resource it moves.
@@ -1021,6 +1022,42 @@ func (j *judgement) orphans(after authz.Snapshot) {
 		if _, was := j.before.definition(g.Role, g.Resource); was {
 			if _, is := a.definition(g.Role, g.Resource); !is {
 				j.refuse(authz.FailedPrecondition, "", "the grant of %s to %s on %s would be left with no definition", g.Role, g.Subject, g.Resource)
+				return
+			}
+		}
+	}
+}
+
+// heldTo: a move puts the grants it carries under the definitions of
+// their roles where it lands, and holds them to those as a grant there
+// would be: a live grant whose definition changes may not come under one
+// whose bindable_on leaves out its resource's type, nor one whose
+// max_holders ("at most this many subjects may hold it on one resource")
+// the role's live holders there pass.
+func (j *judgement) heldTo(after authz.Snapshot) {
+	a := newReference(after, j.now)
+	for _, g := range after.Grants {
+		if !a.unexpired(g.Expires) {
+			continue
+		}
+		was, _ := j.before.definition(g.Role, g.Resource)
+		is, ok := a.definition(g.Role, g.Resource)
+		if !ok || was.Scope == is.Scope {
+			continue
+		}
+		if len(is.BindableOn) > 0 && !slices.Contains(is.BindableOn, authz.TypeOf(g.Resource)) {
+			j.refuse(authz.FailedPrecondition, "", "the grant of %s to %s on %s would come under the definition at %s, bindable only on %v", g.Role, g.Subject, g.Resource, is.Scope, is.BindableOn)
+			return
+		}
+		if is.MaxHolders > 0 {
+			holders := 0
+			for _, h := range after.Grants {
+				if h.Role == g.Role && h.Resource == g.Resource && a.unexpired(h.Expires) {
+					holders++
+				}
+			}
+			if holders > int(is.MaxHolders) {
+				j.refuse(authz.FailedPrecondition, "", "the %d holders of %s on %s would come under the definition at %s, which allows at most %d", holders, g.Role, g.Resource, is.Scope, is.MaxHolders)
 				return
 			}
 		}

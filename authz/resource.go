@@ -310,6 +310,9 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 		return errorf(FailedPrecondition, "parent", x.name(parent),
 			"moving %q under %q would leave %s with no definition of its role; revoke it first", name, x.name(parent), orphan).as(KindRoleInUse)
 	}
+	if err := p.holdersForMove(id, parent); err != nil {
+		return err
+	}
 	if err := p.quotasForMove(id, parent); err != nil {
 		return err
 	}
@@ -378,6 +381,92 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 		}
 	}
 	return ""
+}
+
+// holdersForMove refuses a move after which a live grant in id's subtree
+// would be read by a definition of its role that would not let it be
+// granted there: one whose bindable_on leaves out the resource's type, or
+// whose max_holders the role's holders there already pass. A move puts the
+// grants where another definition applies, and may not take a resource
+// past what a grant there is held to, any more than past a quota. Only a
+// definition on an ancestor that id leaves or joins can change, and only
+// to one on the new path, so a move that neither leaves nor joins one, or
+// whose new path limits none of their roles, costs nothing here.
+func (p *plan) holdersForMove(id, parent uint32) error {
+	x := p.x
+	old := x.nodes[id].parent
+	var roles []uint32
+	for _, a := range x.leftAncestors(id, parent) {
+		roles = append(roles, x.rolesAt[a]...)
+	}
+	for a := parent; a != noNode; a = x.nodes[a].parent {
+		if !x.under(old, a) {
+			roles = append(roles, x.rolesAt[a]...)
+		}
+	}
+	p.guard(keyRoles)
+	// Only a role that some definition on the new path limits can come
+	// under a limit: the others cost no walk.
+	limits := func(role uint32) bool {
+		for a := parent; a != noNode; a = x.nodes[a].parent {
+			if d := x.roleDefs[roleKey(a, role)]; d != nil && (d.MaxHolders > 0 || len(d.BindableOn) > 0) {
+				return true
+			}
+		}
+		return false
+	}
+	sorted := slices.DeleteFunc(sortedUnique(roles), func(role uint32) bool { return !limits(role) })
+	if len(sorted) == 0 {
+		return nil
+	}
+	set := make(map[uint32]bool, len(sorted))
+	for _, role := range sorted {
+		set[role] = true
+		p.guard(holdersKey(x.roleNames[role]))
+	}
+	v := &view{x: x, parents: map[uint32]uint32{id: parent}}
+	var err error
+	x.walk(id, func(n uint32) bool {
+		var judged []uint32 // the roles judged on n, each once
+		holdersOfAny(x, n, sorted, set, func(g resourceGrant) {
+			if err != nil || !live(g.exp, p.now) || slices.Contains(judged, g.role) {
+				return
+			}
+			judged = append(judged, g.role)
+			var buf [MaxDepth + 1]uint32
+			def := v.resolve(v.path(n, buf[:0]), g.role)
+			if def == nil || def == x.resolveAt(n, g.role) {
+				return // orphanedByMove tells of the first; the second is unchanged
+			}
+			err = p.heldUnder(def, id, n, g, parent)
+		})
+		return err == nil
+	})
+	return err
+}
+
+// heldUnder refuses moving id under parent when def, the definition of g's
+// role that would apply on n there, could not have granted g.
+func (p *plan) heldUnder(def *roleDef, id, n uint32, g resourceGrant, parent uint32) error {
+	x := p.x
+	res, role := x.name(n), x.roleNames[g.role]
+	if !def.bindableOn(x.typeName(n)) {
+		e := errorf(FailedPrecondition, "parent", x.name(parent),
+			"moving %q under %q would put the grant of %q to %q on %q under the definition at %q, which may be granted only on resources of type %v (bindable_on); revoke it first",
+			x.name(id), x.name(parent), role, x.subj.name(g.subj), res, def.Scope, def.BindableOn).as(KindNotBindable)
+		e.Meta = map[string]string{"resource": res, "role": role, "scope": def.Scope}
+		return e
+	}
+	if def.MaxHolders > 0 {
+		if h := x.liveHolders(n, g.role, p.now); h > int(def.MaxHolders) {
+			e := errorf(FailedPrecondition, "parent", x.name(parent),
+				"moving %q under %q would put the %d holders of role %q on %q under the definition at %q, which allows at most %d (max_holders); revoke some first",
+				x.name(id), x.name(parent), h, role, res, def.Scope, def.MaxHolders).as(KindMaxHolders)
+			e.Meta = map[string]string{"resource": res, "role": role, "max_holders": fmt.Sprint(def.MaxHolders), "scope": def.Scope}
+			return e
+		}
+	}
+	return nil
 }
 
 // rulesForMove refuses an actor's move that would change which admission

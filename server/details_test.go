@@ -216,6 +216,70 @@ func TestNotBindableNamesTheResourceAndTheDefinition(t *testing.T) {
 	}
 }
 
+// A move puts the grants it carries under the definitions of their roles
+// where it lands: as a grant there, it may not pass a definition's
+// max_holders nor its bindable_on, and a refused move writes nothing.
+func TestAMoveIsHeldToTheDefinitionsItComesUnder(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	f.putRole(&usherv1.Role{Name: "presenter", Scope: livestream, Permissions: []string{"screenshare"}})
+	f.putRole(&usherv1.Role{Name: "presenter", Scope: meeting, Permissions: []string{"screenshare"}, MaxHolders: 1})
+	f.putRole(&usherv1.Role{Name: "producer", Scope: sales, Permissions: []string{"join-backstage"}})
+	f.putRole(&usherv1.Role{Name: "producer", Scope: meeting, Permissions: []string{"join-backstage"}, BindableOn: []string{"calltype"}})
+	f.grant("user:p1", "presenter", stream42)
+	f.grant("user:p2", "presenter", stream42)
+	f.grant("user:prod", "producer", stream42)
+	cases := []struct {
+		name   string
+		revoke *usherv1.RevokeRequest // before the move, leaving the other limit to refuse it
+		want   refusal
+		quoted string
+	}{
+		{"two presenters may not come under a definition that allows one",
+			&usherv1.RevokeRequest{Subject: "user:prod", Role: "producer", Resource: stream42},
+			refusal{reason: "MAX_HOLDERS", field: "parent", value: meeting,
+				meta: map[string]string{"resource": stream42, "role": "presenter", "max_holders": "1", "scope": meeting}},
+			`"presenter"`},
+		{"a producer may not come under a definition not bindable on calls",
+			&usherv1.RevokeRequest{Subject: "user:p2", Role: "presenter", Resource: stream42},
+			refusal{reason: "NOT_BINDABLE", field: "parent", value: meeting,
+				meta: map[string]string{"resource": stream42, "role": "producer", "scope": meeting}},
+			`"producer"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.revoke != nil {
+				if _, err := f.admin.Revoke(f.ctx(), c.revoke); err != nil {
+					t.Fatal(err)
+				}
+				defer f.grant(c.revoke.GetSubject(), c.revoke.GetRole(), c.revoke.GetResource())
+			}
+			before := f.snapshotState("user:p1", "user:p2", "user:prod")
+			_, err := f.admin.PutResource(f.ctx(), &usherv1.PutResourceRequest{Name: stream42, Parent: meeting})
+			st := wantCode(t, err, codes.FailedPrecondition)
+			wantDetails(t, st, c.want)
+			for _, quoted := range []string{named("parent", meeting), c.quoted, fmt.Sprintf("%q", stream42)} {
+				if !strings.Contains(st.Message(), quoted) {
+					t.Errorf("message %q does not name %s", st.Message(), quoted)
+				}
+			}
+			if diff := before.diff(f.snapshotState("user:p1", "user:p2", "user:prod")); len(diff) > 0 {
+				t.Errorf("a refused move wrote something: %s", strings.Join(diff, "; "))
+			}
+		})
+	}
+	// Within both limits, the move goes through.
+	for _, r := range []*usherv1.RevokeRequest{{Subject: "user:p2", Role: "presenter", Resource: stream42}, {Subject: "user:prod", Role: "producer", Resource: stream42}} {
+		if _, err := f.admin.Revoke(f.ctx(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.putResource(stream42, meeting)
+	if d, _ := f.check("user:p1", "screenshare", stream42); !d.GetAllowed() || d.GetRole() != "presenter" {
+		t.Errorf("after the move, user:p1 screenshare on %s: %v, want allowed as presenter", stream42, d)
+	}
+}
+
 func TestRevisionNotReachedNamesTheLatest(t *testing.T) {
 	f := newServer(t)
 	rev := f.world()

@@ -811,8 +811,11 @@ func (x *DeleteRoleResponse) GetRevision() uint64 {
 
 // PutResourceRequest registers a resource, or moves a registered one.
 // NOT_FOUND when the parent is not registered; FAILED_PRECONDITION for a
-// move under itself (CYCLE); RESOURCE_EXHAUSTED when a quota above has no
-// room (QUOTA_EXCEEDED) or the tree would be deeper than 32 (MAX_DEPTH).
+// move under itself (CYCLE), or one that would leave a grant it carries
+// with no definition of its role (ROLE_IN_USE) or under a definition that
+// could not grant it there: past its max_holders (MAX_HOLDERS) or outside
+// its bindable_on (NOT_BINDABLE); RESOURCE_EXHAUSTED when a quota above has
+// no room (QUOTA_EXCEEDED) or the tree would be deeper than 32 (MAX_DEPTH).
 type PutResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The resource, as type:id; not "root".
