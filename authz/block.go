@@ -64,8 +64,10 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 				}
 			}
 			if n := len(existing) - len(spent); n >= MaxBlocksPerBinding {
-				return errorf(ResourceExhausted, "subject", b.Subject,
+				e := errorf(ResourceExhausted, "subject", b.Subject,
 					"subject already carries %d unexpired blocks on %q, the most one subject may carry on one resource; unblock some first", n, b.Resource)
+				e.Meta = map[string]string{"resource": b.Resource, "limit": fmt.Sprint(MaxBlocksPerBinding), "used": fmt.Sprint(n)}
+				return e
 			}
 			for _, e := range spent {
 				p.change(Change{Op: OpDeleteBlock, Block: &Block{Subject: b.Subject, Resource: b.Resource, ID: e.ID}})

@@ -809,7 +809,7 @@ func (j *judge) verify() error {
 				}
 				if j.judged++; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged).limited(p.limits.Judged)
 				}
 				var bb, ab [MaxDepth + 1]uint32
 				pb, pa := before.path(at, bb[:0]), after.path(at, ab[:0])
@@ -824,11 +824,11 @@ func (j *judge) verify() error {
 				if len(moments) > MaxJudgedMoments {
 					return errorf(ResourceExhausted, "actor", actorName,
 						"%q holds grants and blocks on the way to %q that run out at more than %d different times, the most a write by an actor is judged at; the platform may make it without an actor",
-						name, x.name(at), MaxJudgedMoments)
+						name, x.name(at), MaxJudgedMoments).limited(MaxJudgedMoments)
 				}
 				if j.judged += len(moments) - 1; j.judged > p.limits.Judged {
 					return errorf(ResourceExhausted, "actor", actorName,
-						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged)
+						"the write would change permissions on more than %d (subject, resource) pairs, the most one write by an actor may; the platform may make it without an actor", p.limits.Judged).limited(p.limits.Judged)
 				}
 				for _, t := range moments {
 					was, is := before.effective(s, pb, t), after.effective(s, pa, t)
@@ -1170,7 +1170,7 @@ func (j *judge) holders(scope uint32, roles ...string) ([]string, error) {
 	x.walk(scope, func(n uint32) bool {
 		if visited++; visited > MaxJudged {
 			err = errorf(ResourceExhausted, "actor", p.by.Actor,
-				"the role's scope holds more than %d resources, the most a role write by an actor may judge; the platform may make it without an actor", MaxJudged)
+				"the role's scope holds more than %d resources, the most a role write by an actor may judge; the platform may make it without an actor", MaxJudged).limited(MaxJudged)
 			return false
 		}
 		holdersOfAny(x, n, sorted, set, visit)
@@ -1204,7 +1204,7 @@ func (j *judge) moved(id, parent uint32) ([]string, error) {
 	x.walk(id, func(uint32) bool { size++; return size <= limit })
 	if size > limit {
 		return nil, errorf(ResourceExhausted, "name", x.name(id),
-			"an actor may move a subtree of at most %d resources; this one holds more (the platform may move it without an actor)", limit)
+			"an actor may move a subtree of at most %d resources; this one holds more (the platform may move it without an actor)", limit).limited(limit)
 	}
 	old := map[uint32]bool{}
 	for a := x.nodes[id].parent; a != noNode; a = x.nodes[a].parent {

@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Code classifies an Error; the server maps each to one gRPC status code.
@@ -73,6 +74,16 @@ func (e *Error) WithField(prefix string) *Error {
 // as sets e's Kind, where it is built: errorf(...).as(KindCycle).
 func (e *Error) as(k Kind) *Error {
 	e.Kind = k
+	return e
+}
+
+// limited puts the limit e is refused at in its metadata, where a status
+// carries it (ErrorInfo "limit", QuotaFailure quota_value).
+func (e *Error) limited(n int) *Error {
+	if e.Meta == nil {
+		e.Meta = map[string]string{}
+	}
+	e.Meta["limit"] = strconv.Itoa(n)
 	return e
 }
 

@@ -264,11 +264,11 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 		d := v.depth(r.Parent) + 1
 		if d > MaxDepth {
 			return nil, errorf(ResourceExhausted, field+".parent", r.Parent,
-				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth).limited(MaxDepth)
 		}
 		if h := v.height(r.Name, MaxDepth-d); d+h > MaxDepth {
 			return nil, errorf(ResourceExhausted, field+".parent", r.Parent,
-				"moving %q under %q would make the tree %d or more levels deep; it may be at most %d deep", r.Name, r.Parent, d+h, MaxDepth).as(KindMaxDepth)
+				"moving %q under %q would make the tree %d or more levels deep; it may be at most %d deep", r.Name, r.Parent, d+h, MaxDepth).as(KindMaxDepth).limited(MaxDepth)
 		}
 		if id := x.lookupNode(r.Name); id != noNode {
 			if c := x.nodes[id].creator; c != 0 {

@@ -72,7 +72,7 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 		}
 		if d := x.depth(parent) + 1; d > MaxDepth {
 			return errorf(ResourceExhausted, "parent", r.Parent,
-				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth)
+				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth).limited(MaxDepth)
 		}
 		if by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
 			if err := p.mayStage(typ, parent, r.Name); err != nil {
@@ -304,7 +304,7 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 	}
 	if d := x.depth(parent) + 1 + x.height(id); d > MaxDepth {
 		return errorf(ResourceExhausted, "parent", x.name(parent),
-			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth).as(KindMaxDepth)
+			"moving %q under %q would make the tree %d levels deep; it may be at most %d deep", name, x.name(parent), d, MaxDepth).as(KindMaxDepth).limited(MaxDepth)
 	}
 	if orphan := p.orphanedByMove(id, parent); orphan != "" {
 		return errorf(FailedPrecondition, "parent", x.name(parent),

@@ -202,6 +202,34 @@ func TestMaxHoldersNamesTheLimit(t *testing.T) {
 		meta: map[string]string{"resource": stream42, "max_holders": "1", "scope": acme}})
 }
 
+// The most blocks one subject may carry on one resource is a limit like
+// the others: the refusal names it, and how many there are, in the
+// ErrorInfo and as the QuotaFailure's quota_value, and writes nothing.
+func TestTheBlocksLimitNamesTheLimit(t *testing.T) {
+	f := newServer(t)
+	f.world()
+	mute := &usherv1.BlockRequest{Subject: "user:z", Resource: stream42, Permissions: []string{"send-audio"}}
+	for range authz.MaxBlocksPerBinding {
+		f.block(mute)
+	}
+	before := f.snapshotState("user:z")
+	_, err := f.admin.Block(f.ctx(), mute)
+	st := wantCode(t, err, codes.ResourceExhausted)
+	limit := fmt.Sprint(authz.MaxBlocksPerBinding)
+	wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", field: "subject", value: "user:z",
+		meta: map[string]string{"resource": stream42, "limit": limit, "used": limit}})
+	for _, d := range st.Details() {
+		if q, ok := d.(*errdetails.QuotaFailure); ok {
+			if v := q.GetViolations()[0]; v.GetQuotaValue() != int64(authz.MaxBlocksPerBinding) || v.GetQuotaId() != "LIMIT_EXCEEDED" {
+				t.Errorf("QuotaFailure violation %v, want quota_value %d and quota_id LIMIT_EXCEEDED", v, authz.MaxBlocksPerBinding)
+			}
+		}
+	}
+	if diff := before.diff(f.snapshotState("user:z")); len(diff) > 0 {
+		t.Errorf("a refused block wrote something: %s", strings.Join(diff, "; "))
+	}
+}
+
 // A grant outside a role's bindable_on says, as MAX_HOLDERS does, on which
 // resource and by which definition.
 func TestNotBindableNamesTheResourceAndTheDefinition(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -839,7 +840,12 @@ func TestATreePastItsDepthIsRefusedAsALimit(t *testing.T) {
 			if want := fmt.Sprintf("%s %q", c.field, deepest); !strings.Contains(st.Message(), want) || !strings.Contains(st.Message(), "at most 32 deep") {
 				t.Errorf("message %q does not name %s and the limit", st.Message(), want)
 			}
-			wantDetails(t, st, refusal{reason: "MAX_DEPTH", field: c.field, value: deepest})
+			wantDetails(t, st, refusal{reason: "MAX_DEPTH", field: c.field, value: deepest, meta: map[string]string{"limit": "32"}})
+			for _, d := range st.Details() {
+				if q, ok := d.(*errdetails.QuotaFailure); ok && q.GetViolations()[0].GetQuotaValue() != authz.MaxDepth {
+					t.Errorf("QuotaFailure violation %v, want quota_value %d", q.GetViolations()[0], authz.MaxDepth)
+				}
+			}
 			if diff := before.diff(f.snapshotState()); len(diff) > 0 {
 				t.Errorf("a refused call wrote something: %s", strings.Join(diff, "; "))
 			}
