@@ -77,3 +77,33 @@ func TestAnActorWithLongAssignableListsIsJudgedQuickly(t *testing.T) {
 		t.Errorf("deputy is not defined at org:a as written: %v", len(roles))
 	}
 }
+
+// Each role a page of the roles an actor may assign looks at, through "*",
+// looks at each role that one lists: each was looked for among the names
+// the actor's roles list, 100,000 here, one by one, for 100,000 roles.
+func TestTheRolesAnActorWithLongAssignableListsMayAssignAreListedQuickly(t *testing.T) {
+	w := longListsWorld(t, func(i int) string { return fmt.Sprintf("n%03d-%04d", 0, i) })
+	var listed []string
+	quickly(t, "ListRoles(org:a, assignable_by: user:a), every page", 3*time.Second, func() error {
+		token := ""
+		for {
+			page, next, _, err := w.idx.ListRolesPage("org:a", "user:a", authz.MaxPageSize, token)
+			if err != nil {
+				return err
+			}
+			for _, r := range page {
+				listed = append(listed, r.Name)
+			}
+			if token = next; token == "" {
+				return nil
+			}
+		}
+	})
+	if len(listed) != authz.MaxRolesPerHolder {
+		t.Errorf("user:a may assign %d roles on org:a, want its %d own: %v", len(listed), authz.MaxRolesPerHolder, listed)
+	}
+	quickly(t, "Grant of held-000 by user:a", time.Second, func() error {
+		_, err := w.eng.Grant(w.ctx, as("user:a"), authz.Grant{Subject: "user:b", Role: "held-000", Resource: "org:a"})
+		return err
+	})
+}

@@ -146,6 +146,21 @@ func (x *Index) heldRoles(s uint32, path []uint32, now int64) []*roleDef {
 	return slices.Collect((&view{x: x}).held(s, path, now))
 }
 
+// heldAt is heldRoles of the actor at res, whose path is path, found once
+// for the plan: mayAssign asks for them for every role it looks at, and an
+// actor may hold a hundred roles on each level.
+func (p *plan) heldAt(res uint32, path []uint32) []*roleDef {
+	if held, ok := p.held[res]; ok {
+		return held
+	}
+	if p.held == nil {
+		p.held = map[uint32][]*roleDef{}
+	}
+	held := p.x.heldRoles(p.x.subj.lookup(p.by.Actor), path, p.now)
+	p.held[res] = held
+	return held
+}
+
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
 // at res, and the actor may assign role there (mayAssign).
 func (p *plan) mayGrant(role string, res uint32, verb string) error {
@@ -254,11 +269,11 @@ func (p *plan) mayAssignOnce(role string, res uint32, verb string) error {
 	var buf [MaxDepth + 1]uint32
 	path := x.path(res, buf[:0])
 	wildcard := false
-	for _, d := range x.heldRoles(actor, path, p.now) {
-		if slices.Contains(d.AssignableRoles, role) {
+	for _, d := range p.heldAt(res, path) {
+		if d.lists(role) {
 			return nil
 		}
-		wildcard = wildcard || slices.Contains(d.AssignableRoles, Wildcard)
+		wildcard = wildcard || d.lists(Wildcard)
 	}
 	deny := func(format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: %s", verb, role, x.name(res), fmt.Sprintf(format, args...))

@@ -583,6 +583,9 @@ type plan struct {
 	// less than above them (see narrowings), once they are found.
 	narrowing []uint32
 	narrowed  bool
+	// held are the roles the actor holds at each resource mayAssign looked
+	// at (see heldAt).
+	held map[uint32][]*roleDef
 	// weighed counts the resources mayAssign has weighed as places a grant
 	// reaches: what its looks cost.
 	weighed int

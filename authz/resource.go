@@ -254,7 +254,7 @@ func carriesMore(def, held *roleDef) bool {
 	if !def.perms.subsetOf(held.perms) || slices.Contains(def.Permissions, Wildcard) && !slices.Contains(held.Permissions, Wildcard) {
 		return true
 	}
-	return slices.ContainsFunc(def.AssignableRoles, func(r string) bool { return !slices.Contains(held.AssignableRoles, r) })
+	return slices.ContainsFunc(def.AssignableRoles, func(r string) bool { return !held.lists(r) })
 }
 
 // move plans moving id under parent, as r asks: a stage r names must be

@@ -125,7 +125,7 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 func (p *plan) mayLetAssign(name string, res uint32, held []*roleDef) bool {
 	x := p.x
 	if name == Wildcard || x.roleID(name) == noName || x.resolveAt(res, x.roleID(name)) == nil {
-		return slices.ContainsFunc(held, func(d *roleDef) bool { return slices.Contains(d.AssignableRoles, name) })
+		return slices.ContainsFunc(held, func(d *roleDef) bool { return d.lists(name) })
 	}
 	return p.mayAssign(name, res, "grant") == nil
 }

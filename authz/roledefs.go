@@ -17,7 +17,20 @@ func (x *Index) putRole(r Role) {
 		x.rolesAt[scope] = slices.Insert(list, i, role)
 		x.nodes[scope].flags |= nodeRoles
 	}
-	x.roleDefs[k] = &roleDef{Role: cloneRole(r), perms: x.cat.closure(r.Permissions)}
+	d := &roleDef{Role: cloneRole(r), perms: x.cat.closure(r.Permissions)}
+	if !slices.IsSorted(d.AssignableRoles) {
+		d.AssignableRoles = sortedSet(d.AssignableRoles) // as written before the lists were sorted
+	}
+	x.roleDefs[k] = d
+}
+
+// lists reports whether d lists name in assignable_roles. The list is a
+// sorted set (see normalizeRole), of up to a thousand names, and the roles
+// an actor holds on the way to a resource are a hundred on each level: it is
+// searched, not scanned, for each role a write or a page looks at.
+func (d *roleDef) lists(name string) bool {
+	_, found := slices.BinarySearch(d.AssignableRoles, name)
+	return found
 }
 
 // deleteRole removes the definition of name at scope, if there is one.
