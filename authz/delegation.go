@@ -1048,7 +1048,7 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 		return j.refuse(RuleNoEscalation, name, Wildcard, at, j.when("would become able to give %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 	}
 	for _, role := range assignedAfter {
-		if slices.Contains(assignedBefore, role) || role == j.admits || j.mayLetAssign(role, at) {
+		if sortedHas(assignedBefore, role) || role == j.admits || j.mayLetAssign(role, at) {
 			continue
 		}
 		what := fmt.Sprintf("%q would become able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
@@ -1079,7 +1079,7 @@ func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []ui
 		return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer be able to give %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 	}
 	for _, role := range assignedBefore {
-		if slices.Contains(assignedAfter, role) || j.mayLetAssign(role, at) {
+		if sortedHas(assignedAfter, role) || j.mayLetAssign(role, at) {
 			continue
 		}
 		what := fmt.Sprintf("%q would no longer be able to assign role %q on %q, which the actor may not assign there", name, role, x.name(at))
@@ -1094,7 +1094,15 @@ func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []ui
 func (j *judge) mayLetAssign(role string, res uint32) bool {
 	p, x := j.p, j.p.x
 	var buf [MaxDepth + 1]uint32
-	return p.mayLetAssign(role, res, x.heldRoles(x.subj.lookup(p.by.Actor), x.path(res, buf[:0]), p.now))
+	return p.mayLetAssign(role, res, p.heldAt(res, x.path(res, buf[:0])))
+}
+
+// sortedHas reports whether list, a sorted set such as power gives, holds
+// name: what a subject may assign is up to a thousand names for each role
+// it holds on the way, and each is looked up in the other list.
+func sortedHas(list []string, name string) bool {
+	_, found := slices.BinarySearch(list, name)
+	return found
 }
 
 // self applies rule 3 to the actor at one resource, at moment t: its
