@@ -791,7 +791,7 @@ func (j *judge) verify() error {
 		return false
 	})
 	p.guard(subjectKey(actorName))
-	powers := map[uint32]bitset{}
+	powers, effs := map[uint32]bitset{}, map[uint32]bitset{}
 	roots := make([]uint32, 0, len(regions))
 	for root := range regions {
 		roots = append(roots, root)
@@ -856,21 +856,35 @@ func (j *judge) verify() error {
 					if !handsOut && was.equal(is) {
 						continue
 					}
-					pow, ok := powers[at]
-					if !ok {
-						pow, _ = before.power(actor, pb, p.now)
-						powers[at] = pow
+					// beyond is what of set the actor may not give at at: its
+					// power there, which reads every name its roles list, is
+					// read only where its permissions do not cover set.
+					beyond := func(set bitset) bitset {
+						eff, ok := effs[at]
+						if !ok {
+							eff = before.effective(actor, pb, p.now)
+							effs[at] = eff
+						}
+						if rest := set.minus(eff); rest.empty() {
+							return rest
+						}
+						pow, ok := powers[at]
+						if !ok {
+							pow, _ = before.power(actor, pb, p.now)
+							powers[at] = pow
+						}
+						return set.minus(pow)
 					}
 					if handsOut {
-						if err := j.handsOn(before, after, s, name, pb, pa, at, t, pow); err != nil {
+						if err := j.handsOn(before, after, s, name, pb, pa, at, t, beyond); err != nil {
 							return err
 						}
 					}
 					if !was.equal(is) {
-						if missing := x.cat.top(is.minus(was).minus(pow)); missing != "" {
+						if missing := x.cat.top(beyond(is.minus(was))); missing != "" {
 							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
 						}
-						if missing := x.cat.top(was.minus(is).minus(pow)); missing != "" {
+						if missing := x.cat.top(beyond(was.minus(is))); missing != "" {
 							return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
 						}
 					}
@@ -885,7 +899,7 @@ func (j *judge) verify() error {
 						return j.refuse(RuleNoOverreach, name, Wildcard, at, j.when("would no longer carry %q on %q, every permission a later policy may declare too, which the actor neither carries there nor may assign", t))
 					}
 					if handsOut {
-						if err := j.handsOff(before, after, s, name, pb, pa, at, t, pow); err != nil {
+						if err := j.handsOff(before, after, s, name, pb, pa, at, t, beyond); err != nil {
 							return err
 						}
 					}
@@ -1034,14 +1048,14 @@ func (j *judge) when(format string, t int64) string {
 // handsOn applies rule 1 to what subject s, other than the actor, may hand
 // out at one resource, at moment t, after a write that changes which
 // definition of a role applies there or lifts a block of everything: what
-// it becomes able to give, the
-// actor holds there or may assign (pow), and each role it becomes able to
-// assign is one a definition by the actor there could let it assign.
-func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {
+// it becomes able to give, the actor holds there or may assign (beyond
+// leaves none of it), and each role it becomes able to assign is one a
+// definition by the actor there could let it assign.
+func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, beyond func(bitset) bitset) error {
 	x := j.p.x
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
-	if missing := x.cat.top(powerAfter.minus(powerBefore).minus(pow)); missing != "" {
+	if missing := x.cat.top(beyond(powerAfter.minus(powerBefore))); missing != "" {
 		return j.refuse(RuleNoEscalation, name, missing, at, j.when("would become able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
 	}
 	if after.wildcardPower(s, pa, t) && !before.wildcardPower(s, pb, t) && !j.mayGiveWildcard(before, at, pb) {
@@ -1061,18 +1075,18 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 // handsOff applies rule 2 to what subject s, other than the actor, may hand
 // out at one resource, at moment t, after such a write, or a block: you
 // take away only what you could give, so what it may no longer give, the
-// actor holds there or may assign (pow), and each role it may no longer
-// assign is one a definition by the actor there could let it assign. On a
-// resource the write deletes nothing is left to hand out, and what is lost
-// there is not judged so.
-func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, pow bitset) error {
+// actor holds there or may assign (beyond leaves none of it), and each role
+// it may no longer assign is one a definition by the actor there could let
+// it assign. On a resource the write deletes nothing is left to hand out,
+// and what is lost there is not judged so.
+func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, beyond func(bitset) bitset) error {
 	if j.exempt[at] {
 		return nil
 	}
 	x := j.p.x
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
-	if missing := x.cat.top(powerBefore.minus(powerAfter).minus(pow)); missing != "" {
+	if missing := x.cat.top(beyond(powerBefore.minus(powerAfter))); missing != "" {
 		return j.refuse(RuleNoOverreach, name, missing, at, j.when("would no longer be able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
 	}
 	if before.wildcardPower(s, pb, t) && !after.wildcardPower(s, pa, t) && !j.mayGiveWildcard(before, at, pb) {
