@@ -251,6 +251,27 @@ func TestSendBudgetCountsOffWhatItCounts(t *testing.T) {
 	}
 }
 
+// dialWindowless opens an HTTP/2 connection to addr whose client gives its
+// streams no window: the server can send no answer on it. The connection
+// is closed at the end of t.
+func dialWindowless(t *testing.T, addr string) *http2.Framer {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(raw, raw)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	return fr
+}
+
 // TestSendBudgetGivesBackWhatAResetStreamDrops has a client that does not
 // open its windows reset a call whose answer the server holds, while
 // another of its streams stays open: grpc-go drops the answer, and so must
@@ -263,20 +284,7 @@ func TestSendBudgetGivesBackWhatAResetStreamDrops(t *testing.T) {
 	// An answer well past a connection's allowance of 64 KiB.
 	batch := kindlessChecks(1000)
 
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(raw, raw)
-	// No stream window: the server can send no answer.
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-		t.Fatal(err)
-	}
+	fr := dialWindowless(t, addr)
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	request := func(id uint32, method string, msg proto.Message) {
@@ -795,21 +803,8 @@ func drainedConn(t *testing.T, limits server.ConnLimits) (*rawConn, *logBuffer) 
 // its allowance, and past the budget the rest are refused, SEND_BUDGET.
 func TestSmallAnswersAreCountedWithTheirStreams(t *testing.T) {
 	addr, _ := serveWithSendBudgetOf1(t)
-	raw, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := raw.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(raw, raw)
+	fr := dialWindowless(t, addr)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	// No stream window: the server can send no answer.
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-		t.Fatal(err)
-	}
 	b, err := proto.Marshal(&usherv1.CheckRequest{Subject: "user:alice", Permission: "join-call", Resource: "root"})
 	if err != nil {
 		t.Fatal(err)
