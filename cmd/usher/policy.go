@@ -483,12 +483,8 @@ func explainRefusal(doc *policy.Document, err error, prune bool) error {
 // refusedByUsher reports whether err is an answer Usher itself gave, which
 // carries its ErrorInfo: a refused write is never committed later.
 func refusedByUsher(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == client.Domain {
-			return true
-		}
-	}
-	return false
+	e, ok := client.FromError(err)
+	return ok && e.Domain == client.Domain
 }
 
 // testScenarios runs scenario files: a line per failing expectation, a
