@@ -506,18 +506,11 @@ func (v *view) resolve(path []uint32, role uint32) *roleDef {
 		// write defines it, when that is on fewer resources than the path.
 		scopes, written := v.x.roleScopes[role], v.roleScopes[role]
 		if len(scopes)+len(written) < len(path) {
-			best := -1
-			for _, list := range [2][]uint32{scopes, written} {
-				for _, scope := range list {
-					if i := slices.Index(path, scope); i >= 0 && (best < 0 || i < best) && v.definedAt(scope, role) != nil {
-						best = i
-					}
-				}
+			defines := func(scope uint32) bool { return v.definedAt(scope, role) != nil }
+			if i := nearestOf(path, defines, scopes, written); i >= 0 {
+				return v.definedAt(path[i], role)
 			}
-			if best < 0 {
-				return nil
-			}
-			return v.definedAt(path[best], role)
+			return nil
 		}
 	}
 	for _, a := range path {
@@ -1148,10 +1141,7 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 	}
 	// Both lists are sorted sets, of up to a thousand names for each role
 	// the actor holds on the way: each is looked up, not scanned for.
-	gained := slices.ContainsFunc(assignedAfter, func(r string) bool {
-		_, found := slices.BinarySearch(assignedBefore, r)
-		return !found
-	})
+	gained := slices.ContainsFunc(assignedAfter, func(r string) bool { return !sortedHas(assignedBefore, r) })
 	if gained || !slices.Equal(assignedBefore, assignedAfter) && !j.exempt[at] {
 		return j.deny(RuleNoSelfService,
 			fmt.Sprintf("%s: the write would change the roles the actor may assign on %q (from %v to %v)", RuleNoSelfService, x.name(at), assignedBefore, assignedAfter),

@@ -19,7 +19,9 @@ func (x *Index) putRole(r Role) {
 	}
 	d := &roleDef{Role: cloneRole(r), perms: x.cat.closure(r.Permissions)}
 	if !slices.IsSorted(d.AssignableRoles) {
-		d.AssignableRoles = sortedSet(d.AssignableRoles) // as written before the lists were sorted
+		// lists searches it: a change set written to the store by other
+		// means than PutRole and ApplyPolicy (normalizeRole) may not be.
+		d.AssignableRoles = sortedSet(d.AssignableRoles)
 	}
 	x.roleDefs[k] = d
 }
@@ -28,10 +30,7 @@ func (x *Index) putRole(r Role) {
 // sorted set (see normalizeRole), of up to a thousand names, and the roles
 // an actor holds on the way to a resource are a hundred on each level: it is
 // searched, not scanned, for each role a write or a page looks at.
-func (d *roleDef) lists(name string) bool {
-	_, found := slices.BinarySearch(d.AssignableRoles, name)
-	return found
-}
+func (d *roleDef) lists(name string) bool { return sortedHas(d.AssignableRoles, name) }
 
 // deleteRole removes the definition of name at scope, if there is one.
 func (x *Index) deleteRole(scope, name string) {
@@ -76,13 +75,7 @@ func (x *Index) resolve(path []uint32, role uint32) *roleDef {
 func (x *Index) definitionOn(path []uint32, role uint32) int {
 	if len(path) > shortPath {
 		if scopes := x.roleScopes[role]; len(scopes) < len(path) {
-			best := -1
-			for _, scope := range scopes {
-				if i := slices.Index(path, scope); i >= 0 && (best < 0 || i < best) {
-					best = i
-				}
-			}
-			return best
+			return nearestOf(path, nil, scopes)
 		}
 	}
 	for i, a := range path {
@@ -91,6 +84,20 @@ func (x *Index) definitionOn(path []uint32, role uint32) int {
 		}
 	}
 	return -1
+}
+
+// nearestOf is the first place on path of a scope of lists that defines
+// (nil: every one) holds for; -1 where none is on it.
+func nearestOf(path []uint32, defines func(scope uint32) bool, lists ...[]uint32) int {
+	best := -1
+	for _, list := range lists {
+		for _, scope := range list {
+			if i := slices.Index(path, scope); i >= 0 && (best < 0 || i < best) && (defines == nil || defines(scope)) {
+				best = i
+			}
+		}
+	}
+	return best
 }
 
 // shortPath is the longest path definitionOn walks whatever the role: the
