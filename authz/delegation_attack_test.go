@@ -387,6 +387,9 @@ func TestDelegationAttackUnblockAllWithinOneBudget(t *testing.T) {
 		if !errors.As(err, &e) || e.Code != authz.ResourceExhausted || e.Field != "actor" || e.Value != "user:h" {
 			t.Fatalf("Unblock of all, judged together beyond the budget: %v, want RESOURCE_EXHAUSTED", err)
 		}
+		if e.Meta["limit"] != "10" {
+			t.Errorf("refusal's metadata %v, want limit 10", e.Meta)
+		}
 		if diff := diffSnapshots(load(w), before, w.clock.Now()); diff != "" {
 			t.Fatalf("a refused write changed the state:\n%s", diff)
 		}

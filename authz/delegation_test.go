@@ -964,6 +964,9 @@ func TestActorMoveLimit(t *testing.T) {
 		if msg := e.Error(); !strings.Contains(msg, "at most 3 resources") || !strings.Contains(msg, "without an actor") {
 			t.Errorf("refusal %q does not name the limit, 3 resources, and the platform's way", msg)
 		}
+		if e.Meta["limit"] != "3" {
+			t.Errorf("refusal's metadata %v, want limit 3", e.Meta)
+		}
 		if w.parentOf("calltype:livestream") != "account:acme" {
 			t.Errorf("the refused move moved calltype:livestream to %q", w.parentOf("calltype:livestream"))
 		}
@@ -1022,6 +1025,9 @@ func TestActorWritesJudgeABoundedNumberOfMoments(t *testing.T) {
 	})
 	if !strings.Contains(e.Error(), fmt.Sprint(authz.MaxJudgedMoments)) || !strings.Contains(e.Error(), "without an actor") {
 		t.Errorf("refusal %q does not name the limit and the way around it", e)
+	}
+	if e.Meta["limit"] != fmt.Sprint(authz.MaxJudgedMoments) {
+		t.Errorf("refusal's metadata %v, want limit %d", e.Meta, authz.MaxJudgedMoments)
 	}
 	if _, err := w.eng.Grant(w.ctx, w.by, grant); err != nil {
 		t.Errorf("the platform's grant: %v", err)
