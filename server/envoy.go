@@ -377,8 +377,15 @@ func (j *jwtSubject) subject(value string) (string, error) {
 		}
 	}
 	claims := jwt.MapClaims{}
-	if _, err := j.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return j.key, nil }); err != nil {
+	parsed, err := j.parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return j.key, nil })
+	if err != nil {
 		return "", fmt.Errorf("header %s: invalid token: %v", j.header, err)
+	}
+	// RFC 7515, 4.1.11: a recipient that does not understand an extension
+	// crit lists must refuse the token, and Usher understands none (such as
+	// RFC 7797's unencoded payload, whose signature covers other bytes).
+	if crit, ok := parsed.Header["crit"]; ok {
+		return "", fmt.Errorf("header %s: invalid token: it lists critical header extensions %s, and Usher understands none", j.header, clip(fmt.Sprintf("%q", crit)))
 	}
 	sub, ok := claims[j.claim].(string)
 	if !ok || sub == "" {

@@ -791,6 +791,23 @@ func unsigned(t *testing.T, alg string, claims jwt.MapClaims) string {
 	return base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
 }
 
+// critical is a token signed with hmacSecret whose header lists ext in
+// crit (none for "") and carries claims.
+func critical(t *testing.T, ext string, claims jwt.MapClaims) string {
+	t.Helper()
+	token := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	token.Header["crit"] = []string{}
+	if ext != "" {
+		token.Header["crit"] = []string{ext}
+		token.Header[ext] = false
+	}
+	s, err := token.SignedString(hmacSecret)
+	if err != nil {
+		t.Fatalf("signing: %v", err)
+	}
+	return s
+}
+
 func with(c jwt.MapClaims, kv ...any) jwt.MapClaims {
 	out := jwt.MapClaims{}
 	for k, v := range c {
@@ -857,6 +874,10 @@ func TestEnvoyJWTHS256(t *testing.T) {
 		{"another scheme", "Basic YWxpY2U6c2VjcmV0", `want a bearer token, got scheme "Basic"`},
 		{"not a JWT", "Bearer not.a.jwt", "token is malformed"},
 		{"a subject claim that makes no subject name", hs(with(claims("alice"), "sub", "al\x01ice")), `subject "user:al\x01ice"`},
+		// RFC 7515, 4.1.11: a token whose crit lists an extension the
+		// recipient does not understand is invalid, and Usher knows none.
+		{"a critical extension", "Bearer " + critical(t, "b64", with(claims("alice"), "b64", false)), `critical header extensions ["b64"]`},
+		{"an empty crit", "Bearer " + critical(t, "", claims("alice")), "critical header extensions []"},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
