@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/usher-authz/usher/admission"
@@ -1505,5 +1506,82 @@ func TestAdmissionAtARevisionNotReachedSaysSo(t *testing.T) {
 				t.Errorf("the refused %s left %d sessions and %d knocks", c.name, n.Sessions, n.Knocks)
 			}
 		})
+	}
+}
+
+// Free text (a block's reason, a role's or permission's description, a
+// knock's note) is shown to people: in an admin console, a log, a terminal.
+// A control character other than a line break or a tab, or a bidirectional
+// override, would show them other text than is stored, and is refused
+// naming the field and the character, writing nothing. Text in any script,
+// with its marks and joiners, line breaks and tabs, is kept as sent.
+func TestFreeTextHoldsNoControlOrOverrideCharacter(t *testing.T) {
+	w := newAdmWorld(t, admission.Options{})
+	w.grant("user:guest", "guest", meeting7)
+	catalog, err := policy.Load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := []struct {
+		field string
+		write func(text string) error
+	}{
+		{"reason", func(text string) error {
+			_, err := w.admin.Block(callCtx(t), &usherv1.BlockRequest{Subject: "user:eve", Resource: meeting7, Reason: text})
+			return err
+		}},
+		{"role.description", func(text string) error {
+			_, err := w.admin.PutRole(callCtx(t), &usherv1.PutRoleRequest{Role: &usherv1.Role{Name: "speaker", Scope: meeting7,
+				Permissions: []string{"join-call"}, Description: text}})
+			return err
+		}},
+		{"policy.permissions[0].description", func(text string) error {
+			p := proto.Clone(catalog).(*usherv1.Policy)
+			p.Permissions[0].Description = text
+			_, err := w.admin.ApplyPolicy(callCtx(t), &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+		{"note", func(text string) error {
+			_, err := w.adm.Knock(callCtx(t), &usherv1.KnockRequest{Subject: "user:guest", Resource: meeting7, Note: text})
+			return err
+		}},
+	}
+	refused := []struct {
+		text, char string
+	}{
+		{"banned\x00for spam", "U+0000 at byte 6"},
+		{"\x1b[2K\rreason: none", "U+001B at byte 0"},
+		{"spam\u0085", "U+0085 at byte 4"},
+		{"refund \u202e7.01$ of 0", "U+202E at byte 7"},
+		{"\u2067hello\u2069", "U+2067 at byte 0"},
+		{"del\x7f", "U+007F at byte 3"},
+	}
+	for _, wr := range writes {
+		for _, r := range refused {
+			rev, changes := w.revision(w.conn)
+			st := wantCode(t, wr.write(r.text), codes.InvalidArgument)
+			if want := named(wr.field, r.text); !strings.HasPrefix(st.Message(), want) || !strings.Contains(st.Message(), r.char) {
+				t.Errorf("%s %q: %q, want it to begin %s and say %s", wr.field, r.text, st.Message(), want, r.char)
+			}
+			wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: wr.field, value: r.text})
+			if got, n := w.revision(w.conn); got != rev || n != changes {
+				t.Errorf("%s %q was refused, yet wrote: revision %d with %d change records, was %d with %d", wr.field, r.text, got, n, rev, changes)
+			}
+		}
+	}
+	if got := w.lobby(w.adm, meeting7); len(got) != 0 {
+		t.Errorf("lobby after the refused knocks = %v, want it empty", got)
+	}
+	// Kept: line breaks (of either platform) and tabs, a right-to-left mark
+	// in Hebrew, and an emoji of several code points joined.
+	for i, text := range []string{"line one\r\nline two\ttabbed", "\u05e9\u05dc\u05d5\u05dd\u200f!", "\U0001f469\u200d\U0001f4bb on call"} {
+		for _, wr := range writes {
+			if wr.field == "note" && i > 0 {
+				continue // one knock is enough
+			}
+			if err := wr.write(text); err != nil {
+				t.Errorf("%s %q: %v, want it kept", wr.field, text, err)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/usher-authz/usher/authz"
@@ -38,7 +39,9 @@ import (
 //	  exclusive_permissions of an                      lists past it before decoding (PutAdmission, ApplyPolicy)
 //	  admission rule; permissions its
 //	  LiveKit room_admin, room_record list
-//	description of a permission or role   1,024 bytes  INVALID_ARGUMENT
+//	description of a permission or role   1,024 bytes  INVALID_ARGUMENT; and, as for the two below, no
+//	                                                   control character but tab, CR and LF, and no
+//	                                                   bidirectional embedding, override or isolate
 //	reason of a block                     1,024 bytes  INVALID_ARGUMENT
 //	note of a knock                       256 bytes    INVALID_ARGUMENT (admission.MaxNoteLen)
 //	caller filter of Watch, ListChanges   128 bytes    INVALID_ARGUMENT
@@ -156,12 +159,38 @@ func (v *validator) count(field string, n, limit int, what string) {
 // text refuses free text longer than MaxTextLen bytes.
 func (v *validator) text(field, value string) { v.textUpTo(field, value, MaxTextLen) }
 
-// textUpTo refuses free text longer than limit bytes.
+// textUpTo refuses free text longer than limit bytes, or holding a
+// character that would make it read as other text where it is shown (see
+// unshowable).
 func (v *validator) textUpTo(field, value string, limit int) {
 	if len(value) > limit {
 		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
 			Reason: fmt.Sprintf("is %d bytes long; at most %d are allowed", len(value), limit)})
+		return
 	}
+	for i, r := range value {
+		if unshowable(r) {
+			v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
+				Reason: fmt.Sprintf("holds %U at byte %d: free text may hold line breaks and tabs but no other control character, nor a bidirectional embedding, override or isolate", r, i)})
+			return
+		}
+	}
+}
+
+// unshowable reports whether r has no place in free text that an admin
+// console, a log or a terminal shows: a control character other than a tab
+// or a line break (NUL, ESC, which starts a terminal's escape sequences,
+// C1), or a bidirectional embedding, override or isolate, which makes the
+// text after it read in another order than it is stored ("Trojan Source").
+// Marks such as U+200F, and joiners, are text.
+func unshowable(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r':
+		return false
+	case unicode.IsControl(r):
+		return true
+	}
+	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
 
 // pageToken refuses a page_token longer than MaxPageTokenLen bytes; the

@@ -177,13 +177,14 @@ lobby: {admit_permission: update-call-permissions, admit_role: call-member, bypa
 	c.step(exitDenied, says("OUTCOME_LOBBY"), "join", "user:gus", "call:acme:standup")
 	c.step(exitOK, says("SUBJECT", "user:gus"), "lobby", "call:acme:standup", "--actor", "user:hana", "-o", "table")
 	// A note is an end user's text: one that would clear the line and
-	// write another subject over it, or a row of its own, is printed
-	// quoted, within its own row.
-	c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "\x1b[2K\ruser:ceo\t2026-01-01T00:00:00Z\nuser:ceo")
+	// write another subject over it is refused; one that would make a
+	// row of its own is printed quoted, within its own row.
+	c.step(exitError, nil, "knock", "user:gus", "call:acme:standup", "--note", "\x1b[2K\ruser:ceo")
+	c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "Gus\r\nuser:ceo\t2026-01-01T00:00:00Z\nuser:ceo")
 	lobby := c.step(exitOK, nil, "lobby", "call:acme:standup", "--actor", "user:hana", "-o", "table")
-	if rows := tableRows(lobby); len(rows) != 2 || rows[1][0] != "user:gus" || rows[1][1] != `"\x1b[2K\ruser:ceo\t2026-01-01T00:00:00Z\nuser:ceo"` ||
-		strings.ContainsAny(lobby, "\x1b\r") {
-		t.Errorf("lobby --output table of a knock with a note of control characters:\n%q\nwant the header and user:gus's row, its note quoted", lobby)
+	if rows := tableRows(lobby); len(rows) != 2 || rows[1][0] != "user:gus" || rows[1][1] != `"Gus\r\nuser:ceo\t2026-01-01T00:00:00Z\nuser:ceo"` ||
+		strings.ContainsAny(lobby, "\r") {
+		t.Errorf("lobby --output table of a knock with a note of line breaks and a tab:\n%q\nwant the header and user:gus's row, its note quoted", lobby)
 	}
 	c.ok("deny", "user:gus", "call:acme:standup", "--actor", "user:hana")
 	knock := c.field(c.step(exitOK, says("OUTCOME_LOBBY"), "knock", "user:gus", "call:acme:standup", "--note", "Gus from sales"), "sessionId")

@@ -1214,7 +1214,9 @@ type BlockRequest struct {
 	Permissions []string `protobuf:"bytes,3,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	// When the block lapses; unset for never, otherwise in the future.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	// Free text for the decisions it makes; at most 1,024 bytes.
+	// Free text for the decisions it makes; at most 1,024 bytes, with no
+	// control character but line breaks and tabs, and no bidirectional
+	// embedding, override or isolate (INVALID_ARGUMENT).
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// As GrantRequest.actor. An actor needs usher.blocks.write on resource
 	// (or, for a block that lists its permissions, usher.blocks.write.P for

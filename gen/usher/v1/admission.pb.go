@@ -799,7 +799,9 @@ type KnockRequest struct {
 	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	// The call.
 	Resource string `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	// Shown to those who admit, e.g. a display name; at most 256 bytes.
+	// Shown to those who admit, e.g. a display name; at most 256 bytes, with
+	// no control character but line breaks and tabs, and no bidirectional
+	// embedding, override or isolate (INVALID_ARGUMENT).
 	Note string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
 	// As JoinRequest.min_revision: a knock right after a grant written
 	// through another server is judged with it.

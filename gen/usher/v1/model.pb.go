@@ -241,7 +241,9 @@ type Permission struct {
 	// The permissions that imply this one, each declared in the same catalog;
 	// at most 100, and no cycles.
 	Parents []string `protobuf:"bytes,2,rep,name=parents,proto3" json:"parents,omitempty"`
-	// Free text for people, at most 1,024 bytes.
+	// Free text for people, at most 1,024 bytes, with no control character
+	// but line breaks and tabs, and no bidirectional embedding, override or
+	// isolate (INVALID_ARGUMENT).
 	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -318,7 +320,9 @@ type Role struct {
 	// At most this many subjects may hold the role on one resource; 0 for no
 	// limit.
 	MaxHolders uint32 `protobuf:"varint,6,opt,name=max_holders,json=maxHolders,proto3" json:"max_holders,omitempty"`
-	// Free text for people, at most 1,024 bytes.
+	// Free text for people, at most 1,024 bytes, with no control character
+	// but line breaks and tabs, and no bidirectional embedding, override or
+	// isolate (INVALID_ARGUMENT).
 	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -491,7 +495,9 @@ type Block struct {
 	// The block counts as absent from this time on; unset for never.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Free text shown in the decisions the block makes
-	// (Decision.block_reason); at most 1,024 bytes.
+	// (Decision.block_reason); at most 1,024 bytes, with no control character
+	// but line breaks and tabs, and no bidirectional embedding, override or
+	// isolate (INVALID_ARGUMENT).
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The block's identity among the subject's blocks on the resource:
 	// letters, digits, '.', '_' and '-', at most 64 bytes. Blocks the server
