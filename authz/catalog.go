@@ -309,3 +309,38 @@ const ReservedPrefix = "usher."
 
 // IsReserved reports whether a permission is one of Usher's own.
 func IsReserved(perm string) bool { return strings.HasPrefix(perm, ReservedPrefix) }
+
+// ReservedNames are the permissions Usher checks itself. The resource ones
+// may be narrowed to a resource type (usher.resources.create.room), and
+// usher.blocks.write to a permission the catalog declares
+// (usher.blocks.write.send-audio).
+var ReservedNames = []string{PermGrantsWrite, PermBlocksWrite, PermRolesWrite, PermQuotasWrite,
+	PermResourcesCreate, PermResourcesMove, PermResourcesDelete}
+
+// NarrowedType is the resource type a resource permission is narrowed to
+// (room for usher.resources.create.room), if perm is one so narrowed.
+func NarrowedType(perm string) (string, bool) {
+	for _, p := range []string{PermResourcesCreate, PermResourcesMove, PermResourcesDelete} {
+		if typ, ok := strings.CutPrefix(perm, p+"."); ok && ValidateType("", typ) == nil {
+			return typ, true
+		}
+	}
+	return "", false
+}
+
+// checkedByUsher reports whether perm, declared in a catalog of which
+// declared says what else it declares, is a name Usher may find in it: one
+// not of the reserved prefix, or one of Usher's own, as ReservedNames says.
+// Any other usher.* name would be a permission nothing checks, and hidden
+// with Usher's own from the lists of capabilities: a typo, most likely, of
+// one that is checked.
+func checkedByUsher(perm string, declared func(string) bool) bool {
+	if !IsReserved(perm) || slices.Contains(ReservedNames, perm) {
+		return true
+	}
+	if narrowed, ok := strings.CutPrefix(perm, PermBlocksWrite+"."); ok {
+		return declared(narrowed) && !IsReserved(narrowed)
+	}
+	_, ok := NarrowedType(perm)
+	return ok
+}

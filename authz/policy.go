@@ -204,6 +204,11 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 		perms[i] = perm
 	}
 	for i, perm := range p.Permissions {
+		if !checkedByUsher(perm.Name, func(name string) bool { return seen[name] }) {
+			return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].name", i), perm.Name,
+				"Usher checks no permission of this name; its own are %s, the resource ones optionally narrowed to a resource type (usher.resources.create.room) and usher.blocks.write to a permission the policy declares (usher.blocks.write.send-audio)",
+				strings.Join(ReservedNames, ", "))
+		}
 		for j, parent := range perm.Parents {
 			if !seen[parent] {
 				return nil, errorf(Invalid, fmt.Sprintf("policy.permissions[%d].parents[%d]", i, j), parent, "parent is not declared in the policy").as(KindUndeclaredPermission)

@@ -102,7 +102,7 @@ func TestApplyPolicy(t *testing.T) {
 				p.Permissions[i].Parents = nil // no longer below block-users
 			}
 		}
-		p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.resources.write", Parents: []string{"end-call"}})
+		p.Permissions = append(p.Permissions, authz.Permission{Name: "usher.quotas.write", Parents: []string{"end-call"}})
 		if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -112,8 +112,8 @@ func TestApplyPolicy(t *testing.T) {
 		if d := w.check("user:alice", "block-users", "call:livestream:42"); !d.Allowed {
 			t.Errorf("moderator lost block-users: %+v", d)
 		}
-		if d := w.check("user:bob", "usher.resources.write", "call:livestream:42"); d.Reason != authz.ReasonBlocked {
-			t.Errorf("a block of end-call should now cover its new child usher.resources.write: %+v", d)
+		if d := w.check("user:bob", "usher.quotas.write", "call:livestream:42"); d.Reason != authz.ReasonBlocked {
+			t.Errorf("a block of end-call should now cover its new child usher.quotas.write: %+v", d)
 		}
 		if d := w.check("user:bob", "mute-users", "call:livestream:42"); !d.Allowed {
 			t.Errorf("host lost mute-users when the catalog was renumbered: %+v", d)

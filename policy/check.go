@@ -77,7 +77,7 @@ func (c *checker) index() {
 		if _, dup := c.declared[perm.GetName()]; !dup {
 			c.declared[perm.GetName()] = i
 		}
-		if typ, ok := reservedType(perm.GetName()); ok && typ != "" {
+		if typ, ok := authz.NarrowedType(perm.GetName()); ok {
 			c.namesType(typ, inPermissions)
 		}
 	}
@@ -195,12 +195,12 @@ func (c *checker) permissions() {
 					c.errorf(path+".name", name, "usher.blocks.write may be narrowed only to a permission the policy declares (usher.blocks.write.send-audio), and %q is not one%s",
 						narrowed, didYouMean(narrowed, keys(c.declared)))
 				}
-			} else if _, ok := reservedType(name); authz.IsReserved(name) && !ok {
-				if s := didYouMean(name, reservedNames); s != "" {
+			} else if _, ok := authz.NarrowedType(name); authz.IsReserved(name) && !ok && !slices.Contains(authz.ReservedNames, name) {
+				if s := didYouMean(name, authz.ReservedNames); s != "" {
 					c.errorf(path+".name", name, "Usher checks no permission of this name%s", s)
 				} else {
 					c.errorf(path+".name", name, "Usher checks no permission of this name; its own are %s, the last three optionally narrowed to a resource type (usher.resources.create.room)",
-						strings.Join(reservedNames, ", "))
+						strings.Join(authz.ReservedNames, ", "))
 				}
 			}
 		}
@@ -259,26 +259,6 @@ func (c *checker) permissionCycles() {
 			visit(i)
 		}
 	}
-}
-
-// reservedNames are the permissions Usher checks itself; the resource ones
-// may be narrowed to a type (usher.resources.create.room), and
-// usher.blocks.write to a declared permission (usher.blocks.write.send-audio).
-var reservedNames = []string{authz.PermGrantsWrite, authz.PermBlocksWrite, authz.PermRolesWrite, authz.PermQuotasWrite,
-	authz.PermResourcesCreate, authz.PermResourcesMove, authz.PermResourcesDelete}
-
-// reservedType reports whether perm is one of Usher's own permissions,
-// and the resource type it is narrowed to, if any.
-func reservedType(perm string) (string, bool) {
-	if slices.Contains(reservedNames, perm) {
-		return "", true
-	}
-	for _, p := range []string{authz.PermResourcesCreate, authz.PermResourcesMove, authz.PermResourcesDelete} {
-		if typ, ok := strings.CutPrefix(perm, p+"."); ok && authz.ValidateType("", typ) == nil {
-			return typ, true
-		}
-	}
-	return "", false
 }
 
 func (c *checker) resources() {

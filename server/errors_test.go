@@ -295,6 +295,27 @@ var errorCases = []errorCase{
 			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
 			return err
 		}},
+	{name: "a policy declaring an usher.* permission Usher does not check is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.grant.write",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "usher.grant.write"}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy narrowing usher.blocks.write to a permission it does not declare is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.blocks.write.send-audi",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "usher.blocks.write.send-audi"}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
+	{name: "a policy narrowing usher.blocks.write to one of Usher's own permissions is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.blocks.write.usher.grants.write",
+		call: func(ctx context.Context, f *fixture) error {
+			p := catalogOnly(ctx, f)
+			p.Permissions = append([]*usherv1.Permission{{Name: "usher.blocks.write.usher.grants.write"}}, p.Permissions...)
+			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+			return err
+		}},
 	{name: "a policy role naming an undeclared permission is refused, by its index in the policy", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "policy.roles[0].permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
