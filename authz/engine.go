@@ -642,9 +642,11 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		planned := x.rev
 		x.view.RUnlock()
 		if err != nil {
-			if !caughtUp && e.catchUp(ctx, planned) {
-				caughtUp = true
-				continue
+			if !caughtUp {
+				if moved, _ := e.catchUp(ctx, planned); moved {
+					caughtUp = true
+					continue
+				}
 			}
 			return 0, err
 		}
@@ -654,10 +656,22 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 			// change something (a grant revoked there a moment before),
 			// so it is planned again once the index has applied what
 			// the backend holds, and answers a revision at which it
-			// holds.
-			if !caughtUp && e.catchUp(ctx, planned) {
-				caughtUp = true
-				continue
+			// holds. A replica that cannot tell what the backend holds
+			// (cut off from etcd) answers Unavailable, as for any write:
+			// its index may hold what another replica undid since.
+			if !caughtUp {
+				moved, err := e.catchUp(ctx, planned)
+				if err != nil {
+					if ctx.Err() != nil {
+						return 0, ctx.Err()
+					}
+					return 0, &Error{Code: Unavailable, Kind: KindUnavailableStorage,
+						Reason: "the write was not confirmed: what the backend holds could not be read: " + err.Error(), Err: err}
+				}
+				if moved {
+					caughtUp = true
+					continue
+				}
 			}
 			return planned, nil
 		}
@@ -708,18 +722,31 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 // it did: a refusal is judged again there, so that what another replica
 // committed a moment before (a resource registered, a role granted to the
 // actor) is not refused as absent. A backend that does not say its
-// revision, or cannot, leaves the refusal as it is.
-func (e *Engine) catchUp(ctx context.Context, planned Revision) bool {
-	if ctx.Err() != nil {
-		return false
+// revision leaves the refusal as it is; one that cannot (out of reach), or
+// an index that does not reach that revision in time, does too, and err
+// says why, for a write that would otherwise be answered as done.
+func (e *Engine) catchUp(ctx context.Context, planned Revision) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if _, ok := e.backend.(interface {
+		Revision(context.Context) (Revision, error)
+	}); !ok {
+		return false, nil
 	}
 	latest, err := e.Latest(ctx)
-	if err != nil || latest <= planned {
-		return false
+	if err != nil {
+		return false, err
+	}
+	if latest <= planned {
+		return false, nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, maxRevisionWait)
 	defer cancel()
-	return e.waitFor(wctx, latest) == nil
+	if err := e.waitFor(wctx, latest); err != nil {
+		return false, fmt.Errorf("the index did not reach the latest revision, %d, from %d: %w", latest, planned, err)
+	}
+	return true, nil
 }
 
 // enqueue queues w for the committer, unless one of its guards is touched

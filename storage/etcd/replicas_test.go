@@ -18,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -820,7 +821,7 @@ func testNoOpBehind(t *testing.T, c *etcdtest.Cluster) {
 	b.await(a.must("Grant")(a.engine.Grant(ctx, admin, g)))
 	b.lag.Store(int64(time.Second))
 
-	revoked := a.must("Revoke")(a.engine.Revoke(ctx, admin, g))
+	revoked := a.retry("Revoke", func() (authz.Revision, error) { return a.engine.Revoke(ctx, admin, g) })
 	rev, err := b.engine.Grant(ctx, admin, g)
 	if err != nil {
 		t.Fatalf("%s: granting again what %s revoked a moment before: %v", b.name, a.name, err)
@@ -1261,4 +1262,73 @@ func TestReplicaCutOff(t *testing.T) {
 	a.await(latest)
 	cut.await(latest)
 	sameState(t, []string{"user:cut0", "user:cut1", "user:alone"}, a, cut)
+}
+
+// TestANoOpWriteOnAReplicaCutOffFailsUnavailable grants again, through a
+// replica cut off from etcd, a grant another replica revoked meanwhile: the
+// cut-off replica's index still holds it, but it cannot tell what etcd
+// holds, so the write fails UNAVAILABLE rather than answer, at a revision
+// older than the revoke's, a grant in force nowhere.
+func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	prefix := prefixOf(t)
+	// Replica A talks to members 1 and 2, which keep their quorum; the
+	// cut-off replica to member 0 only, which is killed.
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(1), c.Endpoint(2)}
+	a := startReplica(t, "replica A", prefix, cfg, authz.Options{})
+	cfg = c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(0)}
+	const commitTimeout = time.Second
+	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: commitTimeout})
+	applyDefaultPolicy(t, a)
+	ctx := context.Background()
+	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "call:c1"}))
+	g := authz.Grant{Subject: "user:x", Role: "call-member", Resource: "call:c1"}
+	cut.await(a.must("Grant")(a.engine.Grant(ctx, admin, g)))
+	cut.serve()
+
+	c.Kill(0)
+	revoked := a.retry("Revoke", func() (authz.Revision, error) { return a.engine.Revoke(ctx, admin, g) })
+
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := cut.admin.Grant(wctx, &usherv1.GrantRequest{Subject: g.Subject, Role: g.Role, Resource: g.Resource})
+	cancel()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("%s: granting again what %s revoked at revision %d: %v, revision %d; want UNAVAILABLE", cut.name, a.name, revoked, err, resp.GetRevision())
+	}
+	var info *errdetails.ErrorInfo
+	for _, d := range status.Convert(err).Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
+	}
+	if info.GetReason() != "UNAVAILABLE_STORAGE" || info.GetDomain() != "usher.v1" {
+		t.Errorf("%s: the refusal's ErrorInfo: %v; want reason UNAVAILABLE_STORAGE in domain usher.v1", cut.name, info)
+	}
+	// Nothing was written: the revoke is the latest revision, and the grant
+	// is in force nowhere.
+	if latest := a.latest(); latest != revoked {
+		t.Errorf("%s: the latest revision is %d after the refusal; want the revoke's, %d", a.name, latest, revoked)
+	}
+	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c1"}); err != nil || d.Allowed {
+		t.Errorf("%s: user:x join-call on call:c1 after the refusal: %+v, %v; want denied", a.name, d, err)
+	}
+}
+
+// retry makes write through r until it succeeds, while the cluster elects
+// a leader after a member was killed.
+func (r *replica) retry(what string, write func() (authz.Revision, error)) authz.Revision {
+	r.t.Helper()
+	deadline := time.Now().Add(converge)
+	for {
+		rev, err := write()
+		if err == nil {
+			return rev
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: %s: %v", r.name, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
