@@ -643,9 +643,22 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		x.view.RUnlock()
 		if err != nil {
 			if !caughtUp {
-				if moved, _ := e.catchUp(ctx, planned); moved {
+				moved, cerr := e.catchUp(ctx, planned)
+				if moved {
 					caughtUp = true
 					continue
+				}
+				if cerr != nil {
+					// Cut off from etcd, the replica cannot tell whether
+					// another replica committed what makes the write
+					// valid (the resource registered, the role granted
+					// to the actor): Unavailable, as any write there.
+					if ctx.Err() != nil {
+						return 0, ctx.Err()
+					}
+					return 0, &Error{Code: Unavailable, Kind: KindUnavailableStorage,
+						Reason: "the write could not be judged against what the backend holds, which could not be read (" + cerr.Error() +
+							"); this replica's index, at revision " + fmt.Sprint(planned) + ", refuses it: " + err.Error(), Err: cerr}
 				}
 			}
 			return 0, err
@@ -722,9 +735,9 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 // it did: a refusal is judged again there, so that what another replica
 // committed a moment before (a resource registered, a role granted to the
 // actor) is not refused as absent. A backend that does not say its
-// revision leaves the refusal as it is; one that cannot (out of reach), or
-// an index that does not reach that revision in time, does too, and err
-// says why, for a write that would otherwise be answered as done.
+// revision leaves the refusal as it is; err says why one that does could
+// not be followed there: it cannot say it (out of reach), or the index did
+// not reach that revision in time.
 func (e *Engine) catchUp(ctx context.Context, planned Revision) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err

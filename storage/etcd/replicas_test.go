@@ -1316,6 +1316,55 @@ func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 	}
 }
 
+// TestARefusedWriteOnAReplicaCutOffFailsUnavailable grants, through a
+// replica cut off from etcd, a role on a resource another replica
+// registered meanwhile: the cut-off replica's index has no such resource,
+// but it cannot tell what etcd holds, so the write fails UNAVAILABLE, to be
+// tried again, rather than NOT_FOUND.
+func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	prefix := prefixOf(t)
+	// Replica A talks to members 1 and 2, which keep their quorum; the
+	// cut-off replica to member 0 only, which is killed.
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(1), c.Endpoint(2)}
+	a := startReplica(t, "replica A", prefix, cfg, authz.Options{})
+	cfg = c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(0)}
+	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: time.Second})
+	cut.await(applyDefaultPolicy(t, a))
+	cut.serve()
+
+	c.Kill(0)
+	ctx := context.Background()
+	registered := a.retry("PutResource", func() (authz.Revision, error) {
+		return a.engine.PutResource(ctx, admin, authz.Resource{Name: "call:c2"})
+	})
+
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err := cut.admin.Grant(wctx, &usherv1.GrantRequest{Subject: "user:x", Role: "call-member", Resource: "call:c2"})
+	cancel()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("%s: granting a role on what %s registered at revision %d: %v; want UNAVAILABLE", cut.name, a.name, registered, err)
+	}
+	var info *errdetails.ErrorInfo
+	for _, d := range status.Convert(err).Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
+	}
+	if info.GetReason() != "UNAVAILABLE_STORAGE" || info.GetDomain() != "usher.v1" {
+		t.Errorf("%s: the refusal's ErrorInfo: %v; want reason UNAVAILABLE_STORAGE in domain usher.v1", cut.name, info)
+	}
+	// Nothing was written.
+	if latest := a.latest(); latest != registered {
+		t.Errorf("%s: the latest revision is %d after the refusal; want the registration's, %d", a.name, latest, registered)
+	}
+	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
+		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
+	}
+}
+
 // retry makes write through r until it succeeds, while the cluster elects
 // a leader after a member was killed.
 func (r *replica) retry(what string, write func() (authz.Revision, error)) authz.Revision {
