@@ -868,15 +868,21 @@ func (j *judge) verify() error {
 						}
 						return set.minus(pow)
 					}
+					// What the subject would gain is told first: what it
+					// could give includes what it holds, and a subject that
+					// gains a permission (an Admit's, say) is not one that
+					// becomes able to give it.
+					if !was.equal(is) {
+						if missing := x.cat.top(beyond(is.minus(was))); missing != "" {
+							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
+						}
+					}
 					if handsOut {
 						if err := j.handsOn(before, after, s, name, pb, pa, at, t, beyond); err != nil {
 							return err
 						}
 					}
 					if !was.equal(is) {
-						if missing := x.cat.top(beyond(is.minus(was))); missing != "" {
-							return j.refuse(RuleNoEscalation, name, missing, at, j.when("would gain %q on %q, which the actor neither holds there nor may assign", t))
-						}
 						if missing := x.cat.top(beyond(was.minus(is))); missing != "" {
 							return j.refuse(RuleNoOverreach, name, missing, at, j.when("would lose %q on %q, which the actor neither holds there nor may assign", t))
 						}

@@ -547,3 +547,40 @@ func TestAWatchCallResumedOnACallRegisteredAgainTellsOfNoneOfTheFirst(t *testing
 		}
 	}
 }
+
+// An Admit by an actor who holds the lobby's admit permission but not what
+// the admit role carries is refused as the grant would be: the admitted
+// subject would gain a permission the actor neither holds nor may assign,
+// and the message says so, not that the subject would become able to give
+// it (it holds no role that gives anything). Nothing is written and the
+// subject still waits.
+func TestAnAdmitOfMoreThanTheActorHoldsSaysWhatTheSubjectWouldGain(t *testing.T) {
+	w, sidecarConn, backendConn := newAdmWorldWithCallers(t)
+	sidecar := usherv1.NewAdmissionServiceClient(sidecarConn)
+	// An usher holds the admit permission and all that call-member
+	// carries but screenshare.
+	if _, err := w.engine.PutRole(t.Context(), w.by, authz.Role{Name: "usher", Scope: acme,
+		Permissions: []string{"update-call-permissions", "join-call", "read-call", "send-audio", "send-video", "create-reaction"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.grant("user:ursula", "usher", meeting7)
+	w.grant("user:gus", "guest", meeting7)
+	w.join(sidecar, "user:gus", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+	rev, changes := w.revision(backendConn)
+	_, err := sidecar.Admit(callCtx(t), &usherv1.AdmitRequest{Resource: meeting7, Subject: "user:gus", Actor: "user:ursula"})
+	st := wantCode(t, err, codes.PermissionDenied)
+	if want := `"user:gus" would gain "screenshare" on "` + meeting7 + `"`; !strings.Contains(st.Message(), want) {
+		t.Errorf("message %q does not say %s", st.Message(), want)
+	}
+	if strings.Contains(st.Message(), "able to give") {
+		t.Errorf("message %q says the admitted subject would become able to give what it would only hold", st.Message())
+	}
+	wantDetails(t, st, refusal{reason: "NO_ESCALATION", field: "actor", value: "user:ursula",
+		meta: map[string]string{"rule": "no escalation", "subject": "user:gus", "permission": "screenshare", "resource": meeting7}})
+	if r, n := w.revision(backendConn); r != rev || n != changes {
+		t.Errorf("the refused Admit wrote: revision %d with %d change records, was %d with %d", r, n, rev, changes)
+	}
+	if got := w.lobby(sidecar, meeting7); !slices.Equal(got, []string{"user:gus"}) {
+		t.Errorf("lobby after the refused Admit = %v, want gus still waiting", got)
+	}
+}
