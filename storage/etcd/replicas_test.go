@@ -1297,15 +1297,7 @@ func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("%s: granting again what %s revoked at revision %d: %v, revision %d; want UNAVAILABLE", cut.name, a.name, revoked, err, resp.GetRevision())
 	}
-	var info *errdetails.ErrorInfo
-	for _, d := range status.Convert(err).Details() {
-		if i, ok := d.(*errdetails.ErrorInfo); ok {
-			info = i
-		}
-	}
-	if info.GetReason() != "UNAVAILABLE_STORAGE" || info.GetDomain() != "usher.v1" {
-		t.Errorf("%s: the refusal's ErrorInfo: %v; want reason UNAVAILABLE_STORAGE in domain usher.v1", cut.name, info)
-	}
+	cut.wantUnavailableStorage(err)
 	// Nothing was written: the revoke is the latest revision, and the grant
 	// is in force nowhere.
 	if latest := a.latest(); latest != revoked {
@@ -1347,6 +1339,20 @@ func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("%s: granting a role on what %s registered at revision %d: %v; want UNAVAILABLE", cut.name, a.name, registered, err)
 	}
+	cut.wantUnavailableStorage(err)
+	// Nothing was written.
+	if latest := a.latest(); latest != registered {
+		t.Errorf("%s: the latest revision is %d after the refusal; want the registration's, %d", a.name, latest, registered)
+	}
+	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
+		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
+	}
+}
+
+// wantUnavailableStorage fails the test unless err, refused Unavailable,
+// carries Usher's ErrorInfo of reason UNAVAILABLE_STORAGE.
+func (r *replica) wantUnavailableStorage(err error) {
+	r.t.Helper()
 	var info *errdetails.ErrorInfo
 	for _, d := range status.Convert(err).Details() {
 		if i, ok := d.(*errdetails.ErrorInfo); ok {
@@ -1354,14 +1360,7 @@ func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 		}
 	}
 	if info.GetReason() != "UNAVAILABLE_STORAGE" || info.GetDomain() != "usher.v1" {
-		t.Errorf("%s: the refusal's ErrorInfo: %v; want reason UNAVAILABLE_STORAGE in domain usher.v1", cut.name, info)
-	}
-	// Nothing was written.
-	if latest := a.latest(); latest != registered {
-		t.Errorf("%s: the latest revision is %d after the refusal; want the registration's, %d", a.name, latest, registered)
-	}
-	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
-		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
+		r.t.Errorf("%s: the refusal's ErrorInfo: %v; want reason UNAVAILABLE_STORAGE in domain usher.v1", r.name, info)
 	}
 }
 
