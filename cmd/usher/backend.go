@@ -82,6 +82,14 @@ func addEtcdFlags(fs *pflag.FlagSet) *etcdFlags {
 // that it answers, so that a cluster out of reach fails a command at its
 // start rather than at its first write.
 func (e *etcdFlags) client(ctx context.Context, endpoints string) (*clientv3.Client, error) {
+	// Below 1 the store would take its defaults, which are not what the
+	// flag said the cluster takes.
+	if e.maxTxnOps < 1 {
+		return nil, fmt.Errorf("--etcd-max-txn-ops %d: must be at least 1, as the cluster's --max-txn-ops", e.maxTxnOps)
+	}
+	if e.maxTxnBytes < 1 {
+		return nil, fmt.Errorf("--etcd-max-request-bytes %d: must be at least 1, as the cluster's --max-request-bytes", e.maxTxnBytes)
+	}
 	cfg := clientv3.Config{
 		Endpoints:   strings.Split(endpoints, ","),
 		DialTimeout: 5 * time.Second,

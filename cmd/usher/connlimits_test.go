@@ -795,4 +795,19 @@ func TestServeRefusesALimitNamingItsFlag(t *testing.T) {
 			t.Errorf("usher %s: %v; want it refused, saying %q", strings.Join(tc.args, " "), err, tc.want)
 		}
 	}
+	// The cluster's limits, refused before any etcd is dialled (this one
+	// answers nothing).
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-max-txn-ops", "-1"}, "--etcd-max-txn-ops -1: must be at least 1"},
+		{[]string{"--etcd-max-txn-ops", "0"}, "--etcd-max-txn-ops 0: must be at least 1"},
+		{[]string{"--etcd-max-request-bytes", "-5"}, "--etcd-max-request-bytes -5: must be at least 1"},
+	} {
+		args := append([]string{"serve", "--addr", "127.0.0.1:0", "--etcd", "127.0.0.1:1"}, tc.args...)
+		if _, err := runIn(args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("usher %s: %v; want it refused, saying %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
 }
