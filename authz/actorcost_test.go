@@ -5,6 +5,7 @@ import (
 	"iter"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -199,4 +200,163 @@ func BenchmarkActorWithLongAssignableLists(b *testing.B) {
 			}
 		}
 	})
+}
+
+// deepListsWorld is longListsWorld on each level of a chain below root,
+// org:a the first level and d:31 the last: on each, 100 roles defined, each
+// listing 1,000 names (the last "*" and 999), all granted to user:a there;
+// expiring of those grants, on the last levels, run out at different
+// times. user:m hosts org:a, and user:a hosts d:own, below d:31, the
+// deepest a resource may be.
+func deepListsWorld(tb testing.TB, expiring int) *world {
+	tb.Helper()
+	if testing.Short() || raceDetector {
+		tb.Skip("writes against a world of 3,200,000 listed names")
+	}
+	p := attackPolicy()
+	lists := make([][]string, authz.MaxRolesPerHolder)
+	for r := range lists {
+		lists[r] = make([]string, authz.MaxRolesPerScope)
+		for i := range lists[r] {
+			lists[r][i] = fmt.Sprintf("o%03d-%04d", r, i)
+		}
+	}
+	lists[len(lists)-1] = append(lists[len(lists)-1][1:], authz.Wildcard)
+	parent := "org:a"
+	var levels []string
+	for l := 1; l < authz.MaxDepth; l++ {
+		name := "org:a"
+		if l > 1 {
+			name = fmt.Sprintf("d:%02d", l)
+			p.Resources = append(p.Resources, authz.Resource{Name: name, Parent: parent})
+		}
+		parent = name
+		levels = append(levels, name)
+		for r := range authz.MaxRolesPerHolder {
+			p.Roles = append(p.Roles, authz.Role{Name: fmt.Sprintf("h%02d-%03d", l, r), Scope: name,
+				Permissions: []string{"org.admin", "call.join"}, AssignableRoles: lists[r]})
+		}
+	}
+	w := newWorld(tb, p)
+	expires := w.clock.Now().Add(time.Hour)
+	var grants []authz.Change
+	for i := len(levels) - 1; i >= 0; i-- {
+		for r := authz.MaxRolesPerHolder - 1; r >= 0; r-- {
+			g := &authz.Grant{Subject: "user:a", Role: fmt.Sprintf("h%02d-%03d", i+1, r), Resource: levels[i]}
+			if len(grants) < expiring {
+				g.Expires = expires.Add(time.Duration(len(grants)) * time.Minute)
+			}
+			grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: g})
+		}
+	}
+	w.store(grants...)
+	w.grant("user:m", "host", "org:a")
+	w.put("d:own", parent)
+	w.grant("user:a", "host", "d:own")
+	return w
+}
+
+// BenchmarkActorWithDeepLongAssignableLists times, in deepListsWorld with
+// 200 of user:a's grants running out at different times, user:a's writes:
+// a PutRole and a DeleteRole at org:a, a Grant through "*" and its Revoke,
+// a moderator's mute of user:a, a page of what user:a may assign, and the
+// deletion of d:own.
+func BenchmarkActorWithDeepLongAssignableLists(b *testing.B) {
+	w := deepListsWorld(b, 200)
+	listed := make([]string, 0, authz.MaxRolesPerScope-1)
+	for i := 1; i < authz.MaxRolesPerScope; i++ {
+		listed = append(listed, fmt.Sprintf("o%03d-%04d", 0, i))
+	}
+	measure := func(b *testing.B, name string, fn func() error) {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	measure(b, "PutRole", func() error {
+		_, err := w.eng.PutRole(w.ctx, as("user:a"), authz.Role{Name: "deputy", Scope: "org:a", Permissions: []string{"call.join"}, AssignableRoles: listed})
+		return err
+	})
+	measure(b, "DeleteRole", func() error {
+		if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "gone", Scope: "org:a", Permissions: []string{"call.join"}}); err != nil {
+			return err
+		}
+		_, err := w.eng.DeleteRole(w.ctx, as("user:a"), "org:a", "gone")
+		return err
+	})
+	measure(b, "GrantThroughWildcard", func() error {
+		_, err := w.eng.Grant(w.ctx, as("user:a"), authz.Grant{Subject: "user:b", Role: "h01-000", Resource: "org:a"})
+		return err
+	})
+	measure(b, "Revoke", func() error {
+		_, err := w.eng.Revoke(w.ctx, as("user:a"), authz.Grant{Subject: "user:b", Role: "h01-000", Resource: "org:a"})
+		return err
+	})
+	measure(b, "Block", func() error {
+		_, _, err := w.eng.Block(w.ctx, as("user:m"), authz.Block{Subject: "user:a", Resource: "org:a", Permissions: []string{"call.join"}})
+		return err
+	})
+	measure(b, "ListRolesAssignableBy", func() error {
+		_, _, _, err := w.idx.ListRolesPage("org:a", "user:a", authz.MaxPageSize, "")
+		return err
+	})
+	measure(b, "DeleteOwnResource", func() error {
+		if _, err := w.eng.DeleteResource(w.ctx, as("user:a"), "d:own"); err != nil {
+			return err
+		}
+		w.put("d:own", "d:31")
+		w.grant("user:a", "host", "d:own")
+		return nil
+	})
+}
+
+// In deepListsWorld, user:a holds 3,100 roles on the way to its deepest
+// resource, listing 3,100,000 names, and 200 of its grants run out at
+// different times. Each of its writes was judged by all it may assign,
+// gathered and sorted at each resource below and at each moment: its
+// PutRole at org:a took a minute and 11 GB, a moderator's mute of it and
+// its deletion of its own resource more. Each is judged by what the write
+// changes: the definitions it holds before and after, compared, and the
+// names listed by those that differ.
+func TestAnActorWithDeepLongAssignableListsIsJudgedByWhatChanges(t *testing.T) {
+	w := deepListsWorld(t, 200)
+	const most = 100 << 20
+	writes := []struct {
+		what  string
+		write func() error
+	}{
+		{"PutRole of deputy at org:a by user:a", func() error {
+			_, err := w.eng.PutRole(w.ctx, as("user:a"), authz.Role{Name: "deputy", Scope: "org:a", Permissions: []string{"call.join"}, AssignableRoles: []string{"o000-0001"}})
+			return err
+		}},
+		{"DeleteRole of deputy at org:a by user:a", func() error {
+			_, err := w.eng.DeleteRole(w.ctx, as("user:a"), "org:a", "deputy")
+			return err
+		}},
+		{"Block of call.join for user:a on org:a by user:m", func() error {
+			_, _, err := w.eng.Block(w.ctx, as("user:m"), authz.Block{Subject: "user:a", Resource: "org:a", Permissions: []string{"call.join"}})
+			return err
+		}},
+		{"DeleteResource of d:own by user:a", func() error {
+			_, err := w.eng.DeleteResource(w.ctx, as("user:a"), "d:own")
+			return err
+		}},
+	}
+	for _, c := range writes {
+		var err error
+		bytes := allocated(func() { err = c.write() })
+		if err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
+		if bytes > most {
+			t.Errorf("%s allocated %d bytes; want at most %d", c.what, bytes, most)
+		}
+	}
+	if d := w.check("user:a", "call.join", "org:a"); d.Allowed {
+		t.Errorf("user:a may still join on org:a after the mute: %+v", d)
+	}
 }

@@ -393,6 +393,14 @@ type judge struct {
 	// admitted subject may hand out through it is judged, as it is for a
 	// definition, and it may assign the lobby role itself.
 	admits string
+	// redefined are the names of the roles the write defines or deletes,
+	// sorted (see sameHands), and whether the definitions each subject's
+	// grants on the way to each resource resolve to list one of them.
+	redefined       []string
+	redefinedListed map[uint64]bool
+	// heldBuf and heldAfterBuf hold the definitions sameHands and
+	// handsKept compare, for one comparison at a time.
+	heldBuf, heldAfterBuf []*roleDef
 }
 
 type judgedRegion struct {
@@ -434,6 +442,9 @@ type view struct {
 	// differ from the index's: a write that removes many subjects' grants
 	// is looked up by subject, not scanned once for each.
 	changed map[uint32][]uint32
+	// granted are the definitions granted roles resolve to, by resource
+	// and role (see resolveGranted).
+	granted map[uint64]*roleDef
 }
 
 func (v *view) subject(name string) uint32 {
@@ -521,6 +532,24 @@ func (v *view) resolve(path []uint32, role uint32) *roleDef {
 	return nil
 }
 
+// resolveGranted is resolve for the role of a grant on path: a subject is
+// judged at each moment one of its grants or blocks runs out, and its
+// grants, a hundred on each level, resolve at a resource the same at each.
+// Its answers hold once the write's changes are laid, as they are before
+// anything is judged.
+func (v *view) resolveGranted(path []uint32, role uint32) *roleDef {
+	k := uint64(path[0])<<32 | uint64(role)
+	if d, ok := v.granted[k]; ok {
+		return d
+	}
+	if v.granted == nil {
+		v.granted = map[uint64]*roleDef{}
+	}
+	d := v.resolve(path, role)
+	v.granted[k] = d
+	return d
+}
+
 // definedAt is the definition of role at a, as the write leaves it.
 func (v *view) definedAt(a, role uint32) *roleDef {
 	if d, ok := v.roles[roleKey(a, role)]; ok {
@@ -538,7 +567,7 @@ func (v *view) effective(s uint32, path []uint32, now int64) bitset {
 	for _, a := range path {
 		for _, g := range v.grantsOn(s, a) {
 			if live(g.exp, now) {
-				if d := v.resolve(path, g.role); d != nil {
+				if d := v.resolveGranted(path, g.role); d != nil {
 					set.union(d.perms)
 				}
 			}
@@ -578,6 +607,81 @@ func (v *view) power(s uint32, path []uint32, now int64) (bitset, []string) {
 	return set, sortedSet(names)
 }
 
+// powerPerms is power's set alone: the names s may assign, up to a
+// thousand for each role it holds on the way, are not gathered.
+func (v *view) powerPerms(s uint32, path []uint32, now int64) bitset {
+	set := v.effective(s, path, now)
+	for d := range v.held(s, path, now) {
+		for _, name := range d.AssignableRoles {
+			if name == Wildcard {
+				continue
+			}
+			if r := v.resolve(path, v.role(name)); r != nil {
+				set.union(r.perms)
+			}
+		}
+	}
+	return set
+}
+
+// sameHands reports whether s holds, at moment t, the same definitions on
+// its path before the write (pb) as after it (pa), the path itself the
+// same, and none of them lists a role the write defines or deletes: then
+// the roles s may assign there, what they carry there and whether one
+// carries "*" are the same before and after, and what s may hand out
+// differs only by its own permissions. Comparing the definitions held
+// costs a look at each grant; the names they list, up to a thousand each,
+// are not read.
+func (j *judge) sameHands(before, after *view, s uint32, pb, pa []uint32, t int64) bool {
+	if !slices.Equal(pb, pa) {
+		return false
+	}
+	held := j.heldBuf[:0]
+	for d := range before.held(s, pb, t) {
+		held = append(held, d)
+	}
+	j.heldBuf = held
+	i := 0
+	for d := range after.held(s, pa, t) {
+		if i == len(held) || held[i] != d {
+			return false
+		}
+		i++
+	}
+	if i != len(held) {
+		return false
+	}
+	return !j.listsRedefined(before, after, s, pb)
+}
+
+// listsRedefined reports whether a definition one of s's grants on path
+// resolves to, before the write or after it, live or not, lists a role the
+// write defines or deletes. It is found once for each subject and resource,
+// whatever the moments it is judged at.
+func (j *judge) listsRedefined(before, after *view, s uint32, path []uint32) bool {
+	if len(j.redefined) == 0 {
+		return false
+	}
+	k := pairKey(s, path[0])
+	if lists, ok := j.redefinedListed[k]; ok {
+		return lists
+	}
+	lists := false
+	for _, v := range []*view{before, after} {
+		for _, a := range path {
+			for _, g := range v.grantsOn(s, a) {
+				d := v.resolveGranted(path, g.role)
+				lists = lists || d != nil && slices.ContainsFunc(j.redefined, d.lists)
+			}
+		}
+	}
+	if j.redefinedListed == nil {
+		j.redefinedListed = map[uint64]bool{}
+	}
+	j.redefinedListed[k] = lists
+	return lists
+}
+
 // held yields the definitions, resolved at path[0], of the roles s holds
 // live on path at now: none while a block of everything covers s there.
 func (v *view) held(s uint32, path []uint32, now int64) iter.Seq[*roleDef] {
@@ -590,7 +694,7 @@ func (v *view) held(s uint32, path []uint32, now int64) iter.Seq[*roleDef] {
 				if !live(g.exp, now) {
 					continue
 				}
-				if d := v.resolve(path, g.role); d != nil && !yield(d) {
+				if d := v.resolveGranted(path, g.role); d != nil && !yield(d) {
 					return
 				}
 			}
@@ -699,6 +803,13 @@ func (j *judge) verify() error {
 		newSubj: map[string]uint32{}, newRoles: map[string]uint32{}, changed: map[uint32][]uint32{}}
 	after.lay(p.changes)
 	before.newSubj, before.newRoles = after.newSubj, after.newRoles
+	j.redefined = nil
+	for _, c := range p.changes {
+		if c.Op == OpPutRole || c.Op == OpDeleteRole {
+			j.redefined = append(j.redefined, c.Role.Name)
+		}
+	}
+	j.redefined = sortedSet(j.redefined)
 
 	regions := map[uint32]map[string]bool{}
 	add := func(root uint32, subjects ...string) {
@@ -1052,6 +1163,23 @@ func (j *judge) when(format string, t int64) string {
 // definition by the actor there could let it assign.
 func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64, beyond func(bitset) bitset) error {
 	x := j.p.x
+	if j.sameHands(before, after, s, pb, pa, t) {
+		// What s may give through the roles it may assign is the same: it
+		// may give more only where its own permissions grow beyond it.
+		if gained := after.effective(s, pa, t).minus(before.effective(s, pb, t)); !gained.empty() {
+			// beyond takes what the actor may give from what it is given,
+			// and what s may give through its roles from that, in either
+			// order: the latter, a thousand names for each role s holds,
+			// is read only for what the former leaves.
+			if rest := beyond(gained); !rest.empty() {
+				rest.subtract(before.powerPerms(s, pb, t))
+				if missing := x.cat.top(rest); missing != "" {
+					return j.refuse(RuleNoEscalation, name, missing, at, j.when("would become able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
+				}
+			}
+		}
+		return nil
+	}
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
 	if missing := x.cat.top(beyond(powerAfter.minus(powerBefore))); missing != "" {
@@ -1083,6 +1211,19 @@ func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []ui
 		return nil
 	}
 	x := j.p.x
+	if j.sameHands(before, after, s, pb, pa, t) {
+		// What s may give through the roles it may assign is the same: it
+		// may give less only where its own permissions shrink beyond it.
+		if lost := before.effective(s, pb, t).minus(after.effective(s, pa, t)); !lost.empty() {
+			if rest := beyond(lost); !rest.empty() {
+				rest.subtract(after.powerPerms(s, pa, t))
+				if missing := x.cat.top(rest); missing != "" {
+					return j.refuse(RuleNoOverreach, name, missing, at, j.when("would no longer be able to give %q on %q, through a role it may assign, which the actor neither holds there nor may assign", t))
+				}
+			}
+		}
+		return nil
+	}
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
 	if missing := x.cat.top(beyond(powerBefore.minus(powerAfter))); missing != "" {
@@ -1135,6 +1276,9 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 	} else if w0 && !w1 && !j.exempt[at] {
 		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would no longer carry %q on %q itself", t))
 	}
+	if j.handsKept(before, after, actor, pb, pa, was, t) {
+		return nil
+	}
 	// On a resource it deletes the actor may lose roles to assign, with its
 	// grants there, but gain none.
 	powerBefore, assignedBefore := before.power(actor, pb, t)
@@ -1154,6 +1298,104 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 			map[string]string{"subject": p.by.Actor, "resource": x.name(at)})
 	}
 	return nil
+}
+
+// handsKept reports, for self, that what the actor may hand out at path
+// pb, pa at moment t, its permissions was before the write and no more
+// after, neither grows nor changes (but for what it may lose on a resource
+// the write deletes), found by the definitions the actor holds before and
+// not after, and after and not before, alone: those it holds on both sides,
+// a hundred on each level listing a thousand names each, are not read. On
+// a path the write changes, where a definition held lists a role the write
+// defines or deletes, or where it finds a change, it reports false, and
+// self compares all the actor may hand out.
+func (j *judge) handsKept(before, after *view, s uint32, pb, pa []uint32, was bitset, t int64) bool {
+	if !slices.Equal(pb, pa) || j.listsRedefined(before, after, s, pb) {
+		return false
+	}
+	hb, ha := j.heldBuf[:0], j.heldAfterBuf[:0]
+	for d := range before.held(s, pb, t) {
+		hb = append(hb, d)
+	}
+	for d := range after.held(s, pa, t) {
+		ha = append(ha, d)
+	}
+	j.heldBuf, j.heldAfterBuf = hb, ha
+	if slices.Equal(hb, ha) {
+		return true
+	}
+	inB, inA := make(map[*roleDef]bool, len(hb)), make(map[*roleDef]bool, len(ha))
+	for _, d := range hb {
+		inB[d] = true
+	}
+	for _, d := range ha {
+		inA[d] = true
+	}
+	var onlyB, onlyA []*roleDef
+	for d := range inB {
+		if !inA[d] {
+			onlyB = append(onlyB, d)
+		}
+	}
+	for d := range inA {
+		if !inB[d] {
+			onlyA = append(onlyA, d)
+		}
+	}
+	if len(onlyA) == 0 && len(onlyB) == 0 {
+		return true
+	}
+	listedBy := func(set map[*roleDef]bool, name string) bool {
+		for d := range set {
+			if d.lists(name) {
+				return true
+			}
+		}
+		return false
+	}
+	// What the definitions held on one side alone let s give, and whether
+	// they let it give "*": what those held on both sides let it give is
+	// the same on both.
+	listed := func(v *view, path []uint32, defs []*roleDef) (bitset, bool) {
+		set, wild := newBitset(len(v.x.cat.perms)), false
+		for _, d := range defs {
+			wild = wild || slices.Contains(d.Permissions, Wildcard)
+			for _, name := range d.AssignableRoles {
+				if name == Wildcard {
+					continue
+				}
+				if r := v.resolve(path, v.role(name)); r != nil {
+					set.union(r.perms)
+					wild = wild || slices.Contains(r.Permissions, Wildcard)
+				}
+			}
+		}
+		return set, wild
+	}
+	gainB, wildB := listed(before, pb, onlyB)
+	gainA, wildA := listed(after, pa, onlyA)
+	gainA.subtract(was)
+	gainA.subtract(gainB)
+	if !gainA.empty() || wildA && !wildB {
+		return false
+	}
+	for _, d := range onlyA {
+		for _, name := range d.AssignableRoles {
+			if !listedBy(inB, name) {
+				return false
+			}
+		}
+	}
+	if !j.exempt[pb[0]] {
+		for _, d := range onlyB {
+			for _, name := range d.AssignableRoles {
+				if !listedBy(inA, name) {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 func (j *judge) refuse(rule, subject, perm string, at uint32, format string) error {
@@ -1220,11 +1462,12 @@ func (j *judge) holders(scope uint32, roles ...string) ([]string, error) {
 // listers returns roles, and the roles some definition of which lists one
 // of them in assignable_roles: where a write changes which definition of a
 // role applies, what the holders of its listers may hand out changes too.
+// They are read from listedBy, whatever the number of definitions.
 func (x *Index) listers(roles []string) []string {
 	out := slices.Clone(roles)
-	for _, d := range x.roleDefs {
-		if d != nil && slices.ContainsFunc(d.AssignableRoles, func(n string) bool { return slices.Contains(roles, n) }) {
-			out = append(out, d.Name)
+	for _, name := range roles {
+		for _, role := range x.listedBy[name] {
+			out = append(out, x.roleNames[role])
 		}
 	}
 	slices.Sort(out)

@@ -53,6 +53,12 @@ type Index struct {
 	roleScopes  map[uint32][]uint32 // role -> resources that define it
 	rolesAt     map[uint32][]uint32 // resource -> roles defined there, by name
 	roleHolders []int               // grants of each role, expired or not
+	// listedBy are, for each name some definition lists in
+	// assignable_roles, the roles of the definitions listing it, one entry
+	// a definition, sorted: a write that changes a role's definition finds
+	// the roles whose holders may hand it out here, not by reading every
+	// definition's list.
+	listedBy map[string][]uint32
 
 	bySubject  lists[subjectGrant]  // sorted by resource, then role name
 	byResource lists[resourceGrant] // sorted by role, then subject
@@ -172,6 +178,7 @@ func newIndex(clock Clock) *Index {
 		roleDefs:      map[uint64]*roleDef{},
 		roleScopes:    map[uint32][]uint32{},
 		rolesAt:       map[uint32][]uint32{},
+		listedBy:      map[string][]uint32{},
 		blocks:        map[uint64][]*blockEntry{},
 		subjBlocks:    map[uint32][]uint32{},
 		blockedOn:     map[uint32][]uint32{},

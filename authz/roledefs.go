@@ -23,7 +23,33 @@ func (x *Index) putRole(r Role) {
 		// means than PutRole and ApplyPolicy (normalizeRole) may not be.
 		d.AssignableRoles = sortedSet(d.AssignableRoles)
 	}
+	if old := x.roleDefs[k]; old != nil {
+		x.unlist(old, role)
+	}
 	x.roleDefs[k] = d
+	for _, name := range d.AssignableRoles {
+		x.listedBy[name] = insertRepeated(x.listedBy[name], role)
+	}
+}
+
+// unlist removes d, a definition of role, from listedBy.
+func (x *Index) unlist(d *roleDef, role uint32) {
+	for _, name := range d.AssignableRoles {
+		list := x.listedBy[name]
+		if i := searchUint32(list, role); i < len(list) && list[i] == role {
+			list = slices.Delete(list, i, i+1)
+		}
+		if len(list) == 0 {
+			delete(x.listedBy, name)
+		} else {
+			x.listedBy[name] = list
+		}
+	}
+}
+
+// insertRepeated inserts v into the sorted list, beside any v it holds.
+func insertRepeated(list []uint32, v uint32) []uint32 {
+	return slices.Insert(list, searchUint32(list, v), v)
 }
 
 // lists reports whether d lists name in assignable_roles. The list is a
@@ -38,6 +64,7 @@ func (x *Index) deleteRole(scope, name string) {
 	if id == noNode || role == noName || x.roleDefs[roleKey(id, role)] == nil {
 		return
 	}
+	x.unlist(x.roleDefs[roleKey(id, role)], role)
 	delete(x.roleDefs, roleKey(id, role))
 	x.roleScopes[role] = removeSorted(x.roleScopes[role], id)
 	if len(x.roleScopes[role]) == 0 {

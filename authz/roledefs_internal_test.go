@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -97,5 +98,67 @@ func TestDefinitionOnIsTheNearest(t *testing.T) {
 			}
 		}
 		check("after deletions")
+	}
+}
+
+// listers finds, through the index of what each definition lists, the
+// roles a scan of every definition's assignable_roles finds, as definitions
+// are put, redefined with other lists, deleted, and go with the resources
+// they are defined on.
+func TestListersAreTheDefinitionsListingARole(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 1))
+	snap := Snapshot{Permissions: []Permission{{Name: "p"}}}
+	for i := range 6 {
+		snap.Resources = append(snap.Resources, Resource{Name: fmt.Sprintf("folder:f%d", i)})
+	}
+	x, err := NewIndex(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"a", "b", "c", "d", "e", Wildcard}
+	scan := func(role string) []string {
+		var out []string
+		for _, d := range x.roleDefs {
+			if slices.Contains(d.AssignableRoles, role) {
+				out = append(out, d.Name)
+			}
+		}
+		out = append(out, role)
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	for step := range 400 {
+		var c Change
+		scope := fmt.Sprintf("folder:f%d", rng.IntN(6))
+		switch rng.IntN(8) {
+		case 0:
+			c = Change{Op: OpDeleteRole, Role: &Role{Name: names[rng.IntN(5)], Scope: scope}}
+		case 1:
+			if x.lookupNode(scope) != noNode && x.nodes[x.lookupNode(scope)].first == noNode {
+				c = Change{Op: OpDeleteResource, Resource: &Resource{Name: scope}}
+			} else {
+				c = Change{Op: OpPutResource, Resource: &Resource{Name: scope, Parent: RootName}}
+			}
+		default:
+			if x.lookupNode(scope) == noNode {
+				c = Change{Op: OpPutResource, Resource: &Resource{Name: scope, Parent: RootName}}
+				break
+			}
+			var listed []string
+			for _, n := range names {
+				if rng.IntN(3) == 0 {
+					listed = append(listed, n)
+				}
+			}
+			c = Change{Op: OpPutRole, Role: &Role{Name: names[rng.IntN(5)], Scope: scope, Permissions: []string{"p"}, AssignableRoles: sortedSet(listed)}}
+		}
+		if err := x.Apply(ChangeSet{Revision: x.rev + 1, Changes: []Change{c}}); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		for _, role := range names[:5] {
+			if got, want := x.listers([]string{role}), scan(role); !slices.Equal(got, want) {
+				t.Fatalf("step %d, after %v: listers of %q are %v, want %v", step, c.Op, role, got, want)
+			}
+		}
 	}
 }
