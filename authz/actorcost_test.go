@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"iter"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -358,5 +359,46 @@ func TestAnActorWithDeepLongAssignableListsIsJudgedByWhatChanges(t *testing.T) {
 	}
 	if d := w.check("user:a", "call.join", "org:a"); d.Allowed {
 		t.Errorf("user:a may still join on org:a after the mute: %+v", d)
+	}
+}
+
+// A full block takes from its subject all it may assign: in deepListsWorld
+// user:a's roles on the way to d:31 list 3,100,000 names, each read, sorted
+// and weighed, at each resource and moment judged, for seconds and a
+// gigabyte and more. A write by an actor that would read more of them than
+// MaxJudgedNames is refused, naming the limit, and writes nothing; the
+// platform may make it.
+func TestAnActorWriteReadsABoundedNumberOfListedNames(t *testing.T) {
+	w := deepListsWorld(t, 0)
+	var grants []authz.Change
+	for l := 1; l < authz.MaxDepth; l++ {
+		res := "org:a"
+		if l > 1 {
+			res = fmt.Sprintf("d:%02d", l)
+		}
+		for r := range authz.MaxRolesPerHolder {
+			grants = append(grants, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: "user:x", Role: fmt.Sprintf("h%02d-%03d", l, r), Resource: res}})
+		}
+	}
+	w.store(grants...)
+	block := authz.Block{Subject: "user:a", Resource: "d:31"}
+	var e *authz.Error
+	bytes := allocated(func() {
+		e = w.refuses(authz.ResourceExhausted, "actor", "user:x", func() (authz.Revision, error) {
+			rev, _, err := w.eng.Block(w.ctx, as("user:x"), block)
+			return rev, err
+		})
+	})
+	if !strings.Contains(e.Error(), fmt.Sprint(authz.MaxJudgedNames)) || !strings.Contains(e.Error(), "without an actor") {
+		t.Errorf("refusal %q does not name the limit and the way around it", e)
+	}
+	if e.Meta["limit"] != fmt.Sprint(authz.MaxJudgedNames) {
+		t.Errorf("refusal's metadata %v, want limit %d", e.Meta, authz.MaxJudgedNames)
+	}
+	if bytes > 100<<20 {
+		t.Errorf("the refused Block allocated %d bytes; want at most %d", bytes, 100<<20)
+	}
+	if _, _, err := w.eng.Block(w.ctx, w.by, block); err != nil {
+		t.Errorf("the platform's block: %v", err)
 	}
 }

@@ -45,6 +45,13 @@ const (
 	// now, and each time one of its grants or blocks on the way to the
 	// resource runs out. Each costs what comparing it now does.
 	MaxJudgedMoments = 256
+	// MaxJudgedNames is the most names listed in assignable_roles, by the
+	// roles the subjects judged hold, that one write by an actor may read
+	// where what they may assign before and after it is compared name by
+	// name: each read costs a sort of them. None are read where the roles
+	// a subject holds are the same before and after, nor, for the actor,
+	// where they differ in some: only the names those list are compared.
+	MaxJudgedNames = 1_000_000
 )
 
 // The rules of DESIGN.md's delegation invariant, as refusals name them.
@@ -401,6 +408,8 @@ type judge struct {
 	// heldBuf and heldAfterBuf hold the definitions sameHands and
 	// handsKept compare, for one comparison at a time.
 	heldBuf, heldAfterBuf []*roleDef
+	// namesRead counts the names read for MaxJudgedNames.
+	namesRead int
 }
 
 type judgedRegion struct {
@@ -652,6 +661,25 @@ func (j *judge) sameHands(before, after *view, s uint32, pb, pa []uint32, t int6
 		return false
 	}
 	return !j.listsRedefined(before, after, s, pb)
+}
+
+// readNames counts against MaxJudgedNames the names that the roles
+// subject s, called name, holds at moment t before the write (on pb) and
+// after it (on pa) list in assignable_roles, before power reads them, and
+// refuses the write once they are too many.
+func (j *judge) readNames(before, after *view, s uint32, name string, pb, pa []uint32, at uint32, t int64) error {
+	for d := range before.held(s, pb, t) {
+		j.namesRead += len(d.AssignableRoles)
+	}
+	for d := range after.held(s, pa, t) {
+		j.namesRead += len(d.AssignableRoles)
+	}
+	if j.namesRead <= MaxJudgedNames {
+		return nil
+	}
+	return errorf(ResourceExhausted, "actor", j.p.by.Actor,
+		"judging the write would read more than %d names listed in assignable_roles by the roles %q holds on the way to %q and the other subjects judged hold, the most a write by an actor is judged by; the platform may make it without an actor",
+		MaxJudgedNames, name, j.p.x.name(at)).limited(MaxJudgedNames)
 }
 
 // listsRedefined reports whether a definition one of s's grants on path
@@ -974,7 +1002,7 @@ func (j *judge) verify() error {
 						}
 						pow, ok := powers[at]
 						if !ok {
-							pow, _ = before.power(actor, pb, p.now)
+							pow = before.powerPerms(actor, pb, p.now)
 							powers[at] = pow
 						}
 						return set.minus(pow)
@@ -1180,6 +1208,9 @@ func (j *judge) handsOn(before, after *view, s uint32, name string, pb, pa []uin
 		}
 		return nil
 	}
+	if err := j.readNames(before, after, s, name, pb, pa, at, t); err != nil {
+		return err
+	}
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
 	if missing := x.cat.top(beyond(powerAfter.minus(powerBefore))); missing != "" {
@@ -1223,6 +1254,9 @@ func (j *judge) handsOff(before, after *view, s uint32, name string, pb, pa []ui
 			}
 		}
 		return nil
+	}
+	if err := j.readNames(before, after, s, name, pb, pa, at, t); err != nil {
+		return err
 	}
 	powerBefore, assignedBefore := before.power(s, pb, t)
 	powerAfter, assignedAfter := after.power(s, pa, t)
@@ -1281,6 +1315,9 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 	}
 	// On a resource it deletes the actor may lose roles to assign, with its
 	// grants there, but gain none.
+	if err := j.readNames(before, after, actor, p.by.Actor, pb, pa, at, t); err != nil {
+		return err
+	}
 	powerBefore, assignedBefore := before.power(actor, pb, t)
 	powerAfter, assignedAfter := after.power(actor, pa, t)
 	if missing := x.cat.top(powerAfter.minus(powerBefore)); missing != "" {
