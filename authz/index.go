@@ -55,7 +55,7 @@ type Index struct {
 	roleHolders []int               // grants of each role, expired or not
 	// listedBy are, for each name some definition lists in
 	// assignable_roles, the roles of the definitions listing it, one entry
-	// a definition, sorted: a write that changes a role's definition finds
+	// a definition, in no order: a write that changes a role's definition finds
 	// the roles whose holders may hand it out here, not by reading every
 	// definition's list.
 	listedBy map[string][]uint32

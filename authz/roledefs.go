@@ -28,16 +28,20 @@ func (x *Index) putRole(r Role) {
 	}
 	x.roleDefs[k] = d
 	for _, name := range d.AssignableRoles {
-		x.listedBy[name] = insertRepeated(x.listedBy[name], role)
+		x.listedBy[name] = append(x.listedBy[name], role)
 	}
 }
 
-// unlist removes d, a definition of role, from listedBy.
+// unlist removes d, a definition of role, from listedBy. A name's list is
+// in no order, so that loading a hundred thousand definitions that list one
+// name appends to it rather than insert in it: one entry of role goes, the
+// last taking its place.
 func (x *Index) unlist(d *roleDef, role uint32) {
 	for _, name := range d.AssignableRoles {
 		list := x.listedBy[name]
-		if i := searchUint32(list, role); i < len(list) && list[i] == role {
-			list = slices.Delete(list, i, i+1)
+		if i := slices.Index(list, role); i >= 0 {
+			list[i] = list[len(list)-1]
+			list = list[:len(list)-1]
 		}
 		if len(list) == 0 {
 			delete(x.listedBy, name)
@@ -45,11 +49,6 @@ func (x *Index) unlist(d *roleDef, role uint32) {
 			x.listedBy[name] = list
 		}
 	}
-}
-
-// insertRepeated inserts v into the sorted list, beside any v it holds.
-func insertRepeated(list []uint32, v uint32) []uint32 {
-	return slices.Insert(list, searchUint32(list, v), v)
 }
 
 // lists reports whether d lists name in assignable_roles. The list is a
