@@ -57,3 +57,38 @@ func TestMakefileFuzzesEveryTarget(t *testing.T) {
 		t.Fatal("found no fuzz target")
 	}
 }
+
+// make test runs every package under the race detector, under which
+// authz's tests of actors holding long assignable_roles lists skip, for
+// their size: the Makefile's LONG_LISTS runs them again without it, and
+// names each of them, so that none is only ever skipped.
+func TestMakefileRunsTheTestsThatSkipUnderRace(t *testing.T) {
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^LONG_LISTS = \^\(([\w|]+)\)\$\$$`).FindSubmatch(makefile)
+	if m == nil {
+		t.Fatal("the Makefile has no LONG_LISTS")
+	}
+	if !strings.Contains(string(makefile), "$(LONG_LISTS)' ./authz/") {
+		t.Error("the Makefile's run of ./authz/ without the race detector does not run LONG_LISTS")
+	}
+	listed := map[string]bool{}
+	for _, name := range strings.Split(string(m[1]), "|") {
+		listed[name] = true
+	}
+	src, err := os.ReadFile("../../authz/actorcost_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := regexp.MustCompile(`(?m)^func (Test\w+)\(`).FindAllSubmatch(src, -1)
+	if len(tests) == 0 {
+		t.Fatal("authz/actorcost_test.go has no test")
+	}
+	for _, f := range tests {
+		if !listed[string(f[1])] {
+			t.Errorf("%s skips under the race detector and is not in the Makefile's LONG_LISTS, so make test never runs it", f[1])
+		}
+	}
+}
