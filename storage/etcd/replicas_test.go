@@ -1270,17 +1270,7 @@ func TestReplicaCutOff(t *testing.T) {
 // holds, so the write fails UNAVAILABLE rather than answer, at a revision
 // older than the revoke's, a grant in force nowhere.
 func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
-	c := etcdtest.Start(t, 3)
-	prefix := prefixOf(t)
-	// Replica A talks to members 1 and 2, which keep their quorum; the
-	// cut-off replica to member 0 only, which is killed.
-	cfg := c.ClientConfig()
-	cfg.Endpoints = []string{c.Endpoint(1), c.Endpoint(2)}
-	a := startReplica(t, "replica A", prefix, cfg, authz.Options{})
-	cfg = c.ClientConfig()
-	cfg.Endpoints = []string{c.Endpoint(0)}
-	const commitTimeout = time.Second
-	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: commitTimeout})
+	c, a, cut := replicaToBeCutOff(t)
 	applyDefaultPolicy(t, a)
 	ctx := context.Background()
 	a.must("PutResource")(a.engine.PutResource(ctx, admin, authz.Resource{Name: "call:c1"}))
@@ -1314,16 +1304,7 @@ func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 // but it cannot tell what etcd holds, so the write fails UNAVAILABLE, to be
 // tried again, rather than NOT_FOUND.
 func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
-	c := etcdtest.Start(t, 3)
-	prefix := prefixOf(t)
-	// Replica A talks to members 1 and 2, which keep their quorum; the
-	// cut-off replica to member 0 only, which is killed.
-	cfg := c.ClientConfig()
-	cfg.Endpoints = []string{c.Endpoint(1), c.Endpoint(2)}
-	a := startReplica(t, "replica A", prefix, cfg, authz.Options{})
-	cfg = c.ClientConfig()
-	cfg.Endpoints = []string{c.Endpoint(0)}
-	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: time.Second})
+	c, a, cut := replicaToBeCutOff(t)
 	cut.await(applyDefaultPolicy(t, a))
 	cut.serve()
 
@@ -1347,6 +1328,23 @@ func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
 		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
 	}
+}
+
+// replicaToBeCutOff starts a cluster of three and two replicas over it:
+// replica A talks to members 1 and 2, which keep their quorum, the other
+// (with a commit timeout of a second) to member 0 only, for the test to
+// kill.
+func replicaToBeCutOff(t *testing.T) (*etcdtest.Cluster, *replica, *replica) {
+	t.Helper()
+	c := etcdtest.Start(t, 3)
+	prefix := prefixOf(t)
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(1), c.Endpoint(2)}
+	a := startReplica(t, "replica A", prefix, cfg, authz.Options{})
+	cfg = c.ClientConfig()
+	cfg.Endpoints = []string{c.Endpoint(0)}
+	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: time.Second})
+	return c, a, cut
 }
 
 // wantUnavailableStorage fails the test unless err, refused Unavailable,
