@@ -26,16 +26,20 @@ import (
 // SERVING while its index follows the storage backend, NOT_SERVING while it
 // rebuilds the index from a snapshot and from the moment it starts draining.
 // AdminService, which writes, is NOT_SERVING too while the backend refuses
-// every write until it is reopened; the rest keeps answering.
+// every write until it is reopened, or is out of reach (a replica cut off
+// from etcd); the rest keeps answering.
 type Server struct {
 	*grpc.Server
-	health   *health.Server
-	engine   *authz.Engine
-	watches  *watches
-	draining atomic.Bool
-	stop     chan struct{}
-	once     sync.Once
-	services []string // the services whose health report follows serving
+	health    *health.Server
+	engine    *authz.Engine
+	watches   *watches
+	draining  atomic.Bool
+	reach     *reach      // whether the backend is in reach, shared with Watch
+	unreached atomic.Bool // the last look found the backend out of reach
+	logger    *slog.Logger
+	stop      chan struct{}
+	once      sync.Once
+	services  []string // the services whose health report follows serving
 
 	callShares *streamShares // each caller's WatchCall streams; nil without the AdmissionService
 }
@@ -66,11 +70,12 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	}
 	gs := grpc.NewServer(opts...)
 	s := &Server{Server: gs, health: health.NewServer(), engine: engine, watches: newWatches(watchLimits(opts), shares.Watches), stop: make(chan struct{}),
-		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName}}
+		services: []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName, usherv1.AdminService_ServiceDesc.ServiceName},
+		reach:    &reach{engine: engine}, logger: logger}
 	metrics := metricsOf(opts)
 	decisionLog := decisionLogOf(opts)
 	waits := newRevisionWaits(engine, waitingBytes(opts))
-	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, reach: &reach{engine: engine}, decisionLog: decisionLog}
+	az := &authorizationServer{engine: engine, waits: waits, serving: s.serving, watches: s.watches, reach: s.reach, decisionLog: decisionLog}
 	if metrics != nil {
 		az.checks, az.batchChecks = metrics.check, metrics.batch
 	}
@@ -111,6 +116,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 	}
 	s.report()
 	go s.follow()
+	go s.followReach()
 	return s
 }
 
@@ -166,7 +172,7 @@ func (s *Server) report() {
 		status = healthpb.HealthCheckResponse_SERVING
 	}
 	writes := status
-	if s.engine.WritesStopped() != nil {
+	if s.engine.WritesStopped() != nil || s.unreached.Load() {
 		writes = healthpb.HealthCheckResponse_NOT_SERVING
 	}
 	for _, name := range s.services {
@@ -187,6 +193,42 @@ func (s *Server) follow() {
 		case <-t.C:
 			s.report()
 		case <-s.stop:
+			return
+		}
+	}
+}
+
+// followReach looks, every reachEvery, whether the backend is in reach,
+// until the server stops: a replica cut off from etcd refuses every write
+// Unavailable until it is back, and says so in AdminService's health, so
+// that a load balancer sends writes to another replica meanwhile. A look
+// takes at most the commit timeout; the health of the other services is
+// kept by follow meanwhile.
+func (s *Server) followReach() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	t := time.NewTicker(reachEvery)
+	defer t.Stop()
+	for {
+		err := s.reach.check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if was := s.unreached.Swap(err != nil); was != (err != nil) {
+			if err != nil {
+				s.logger.Warn("the storage backend is out of reach: writes are refused, and AdminService reports NOT_SERVING, until it is back", "error", err)
+			} else {
+				s.logger.Info("the storage backend is in reach again: writes are taken")
+			}
+			s.report()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
 			return
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
@@ -68,8 +69,9 @@ type replica struct {
 	lag atomic.Int64 // a time.Duration
 
 	// Set by serve.
-	authz usherv1.AuthorizationServiceClient
-	admin usherv1.AdminServiceClient
+	authz  usherv1.AuthorizationServiceClient
+	admin  usherv1.AdminServiceClient
+	health healthpb.HealthClient
 }
 
 // startReplica starts a replica under prefix with an etcd client of cfg.
@@ -154,6 +156,26 @@ func (r *replica) serve() {
 	}
 	r.t.Cleanup(func() { _ = conn.Close() })
 	r.authz, r.admin = usherv1.NewAuthorizationServiceClient(conn), usherv1.NewAdminServiceClient(conn)
+	r.health = healthpb.NewHealthClient(conn)
+}
+
+// awaitHealth waits until the replica's server reports want for service,
+// and fails the test if it does not within converge.
+func (r *replica) awaitHealth(service string, want healthpb.HealthCheckResponse_ServingStatus) {
+	r.t.Helper()
+	deadline := time.Now().Add(converge)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := r.health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		cancel()
+		if err == nil && resp.GetStatus() == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: health of %q: %v, %v; want %s within %v", r.name, service, resp.GetStatus(), err, want, converge)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (r *replica) revision() authz.Revision { return r.engine.Index().Revision() }
@@ -1327,6 +1349,42 @@ func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 	}
 	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
 		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
+	}
+}
+
+// A replica cut off from etcd refuses every write Unavailable until etcd is
+// back: its AdminService reports NOT_SERVING meanwhile, so that a load
+// balancer sends writes elsewhere, while the services answered from its
+// index, and the server as a whole, stay SERVING. Once etcd is back it
+// reports SERVING again and takes writes.
+func TestAReplicaCutOffReportsItsWritesRefused(t *testing.T) {
+	c, a, cut := replicaToBeCutOff(t)
+	cut.await(applyDefaultPolicy(t, a))
+	cut.serve()
+	adminService := usherv1.AdminService_ServiceDesc.ServiceName
+	cut.awaitHealth(adminService, healthpb.HealthCheckResponse_SERVING)
+
+	c.Kill(0)
+	cut.awaitHealth(adminService, healthpb.HealthCheckResponse_NOT_SERVING)
+	for _, service := range []string{"", usherv1.AuthorizationService_ServiceDesc.ServiceName} {
+		resp, err := cut.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("%s: health of %q while cut off: %v, %v; want SERVING", cut.name, service, resp.GetStatus(), err)
+		}
+	}
+	if _, err := cut.authz.Check(context.Background(), &usherv1.CheckRequest{Subject: "user:x", Permission: "join-call", Resource: "root"}); err != nil {
+		t.Errorf("%s: a Check while cut off: %v", cut.name, err)
+	}
+
+	c.Restart(0)
+	ctx, cancel := context.WithTimeout(context.Background(), converge)
+	defer cancel()
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cut.awaitHealth(adminService, healthpb.HealthCheckResponse_SERVING)
+	if _, err := cut.admin.PutResource(ctx, &usherv1.PutResourceRequest{Name: "call:back"}); err != nil {
+		t.Errorf("%s: a write once etcd is back: %v", cut.name, err)
 	}
 }
 
