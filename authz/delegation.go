@@ -600,20 +600,11 @@ func (v *view) effective(s uint32, path []uint32, now int64) bitset {
 // those of every role a role it holds there lists by name in
 // assignable_roles, each resolved there; and the names it may assign.
 func (v *view) power(s uint32, path []uint32, now int64) (bitset, []string) {
-	set := v.effective(s, path, now)
 	var names []string
 	for d := range v.held(s, path, now) {
-		for _, name := range d.AssignableRoles {
-			names = append(names, name)
-			if name == Wildcard {
-				continue
-			}
-			if r := v.resolve(path, v.role(name)); r != nil {
-				set.union(r.perms)
-			}
-		}
+		names = append(names, d.AssignableRoles...)
 	}
-	return set, sortedSet(names)
+	return v.powerPerms(s, path, now), sortedSet(names)
 }
 
 // powerPerms is power's set alone: the names s may assign, up to a
@@ -1310,7 +1301,7 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 	} else if w0 && !w1 && !j.exempt[at] {
 		return j.refuse(RuleNoSelfService, p.by.Actor, Wildcard, at, j.when("the actor would no longer carry %q on %q itself", t))
 	}
-	if j.handsKept(before, after, actor, pb, pa, was, t) {
+	if j.handsKept(before, after, actor, pb, pa, t) {
 		return nil
 	}
 	// On a resource it deletes the actor may lose roles to assign, with its
@@ -1338,15 +1329,19 @@ func (j *judge) self(before, after *view, pb, pa []uint32, was, is bitset, at ui
 }
 
 // handsKept reports, for self, that what the actor may hand out at path
-// pb, pa at moment t, its permissions was before the write and no more
-// after, neither grows nor changes (but for what it may lose on a resource
-// the write deletes), found by the definitions the actor holds before and
-// not after, and after and not before, alone: those it holds on both sides,
-// a hundred on each level listing a thousand names each, are not read. On
-// a path the write changes, where a definition held lists a role the write
-// defines or deletes, or where it finds a change, it reports false, and
-// self compares all the actor may hand out.
-func (j *judge) handsKept(before, after *view, s uint32, pb, pa []uint32, was bitset, t int64) bool {
+// pb, pa at moment t neither grows nor changes (but for what it may lose on
+// a resource the write deletes), found by the definitions the actor holds
+// before and not after, and after and not before, alone: those it holds on
+// both sides, a hundred on each level listing a thousand names each, are
+// not read. Each name one side alone lists being listed on the other side
+// too, the roles the actor may assign are the same; and as the path is
+// the same and the write defines or deletes none of them, each carries the
+// same there, so that what the actor may give differs only by its own
+// permissions, which self has held from growing. On a path the write
+// changes, where a definition held lists a role the write defines or
+// deletes, or where a name is listed on one side alone, it reports false,
+// and self compares all the actor may hand out.
+func (j *judge) handsKept(before, after *view, s uint32, pb, pa []uint32, t int64) bool {
 	if !slices.Equal(pb, pa) || j.listsRedefined(before, after, s, pb) {
 		return false
 	}
@@ -1368,71 +1363,22 @@ func (j *judge) handsKept(before, after *view, s uint32, pb, pa []uint32, was bi
 	for _, d := range ha {
 		inA[d] = true
 	}
-	var onlyB, onlyA []*roleDef
-	for d := range inB {
-		if !inA[d] {
-			onlyB = append(onlyB, d)
-		}
-	}
-	for d := range inA {
-		if !inB[d] {
-			onlyA = append(onlyA, d)
-		}
-	}
-	if len(onlyA) == 0 && len(onlyB) == 0 {
-		return true
-	}
-	listedBy := func(set map[*roleDef]bool, name string) bool {
-		for d := range set {
-			if d.lists(name) {
-				return true
+	// listedOnBoth reports whether each name that a definition held on
+	// one side (side) alone lists is listed by one held on the other.
+	listedOnBoth := func(side []*roleDef, other []*roleDef, inOther map[*roleDef]bool) bool {
+		for _, d := range side {
+			if inOther[d] {
+				continue
 			}
-		}
-		return false
-	}
-	// What the definitions held on one side alone let s give, and whether
-	// they let it give "*": what those held on both sides let it give is
-	// the same on both.
-	listed := func(v *view, path []uint32, defs []*roleDef) (bitset, bool) {
-		set, wild := newBitset(len(v.x.cat.perms)), false
-		for _, d := range defs {
-			wild = wild || slices.Contains(d.Permissions, Wildcard)
 			for _, name := range d.AssignableRoles {
-				if name == Wildcard {
-					continue
-				}
-				if r := v.resolve(path, v.role(name)); r != nil {
-					set.union(r.perms)
-					wild = wild || slices.Contains(r.Permissions, Wildcard)
-				}
-			}
-		}
-		return set, wild
-	}
-	gainB, wildB := listed(before, pb, onlyB)
-	gainA, wildA := listed(after, pa, onlyA)
-	gainA.subtract(was)
-	gainA.subtract(gainB)
-	if !gainA.empty() || wildA && !wildB {
-		return false
-	}
-	for _, d := range onlyA {
-		for _, name := range d.AssignableRoles {
-			if !listedBy(inB, name) {
-				return false
-			}
-		}
-	}
-	if !j.exempt[pb[0]] {
-		for _, d := range onlyB {
-			for _, name := range d.AssignableRoles {
-				if !listedBy(inA, name) {
+				if !slices.ContainsFunc(other, func(o *roleDef) bool { return o.lists(name) }) {
 					return false
 				}
 			}
 		}
+		return true
 	}
-	return true
+	return listedOnBoth(ha, hb, inB) && (j.exempt[pb[0]] || listedOnBoth(hb, ha, inA))
 }
 
 func (j *judge) refuse(rule, subject, perm string, at uint32, format string) error {
