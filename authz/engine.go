@@ -641,7 +641,17 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 		}
 		planned := x.rev
 		x.view.RUnlock()
-		if err != nil {
+		if err != nil || len(p.changes) == 0 {
+			// Refused, or nothing to write, as this index sees it; but
+			// another replica may have committed since what makes the
+			// write valid (the resource registered, the role granted to
+			// the actor) or change something (a grant revoked there a
+			// moment before), so it is planned again once the index has
+			// applied what the backend holds, and a write that changes
+			// nothing answers a revision at which it holds. A replica
+			// that cannot tell what the backend holds (cut off from etcd)
+			// answers Unavailable, as for any write: its index may hold
+			// what another replica undid since.
 			if !caughtUp {
 				moved, cerr := e.catchUp(ctx, planned)
 				if moved {
@@ -649,42 +659,19 @@ func (e *Engine) write(ctx context.Context, by Author, fn func(*plan) error) (Re
 					continue
 				}
 				if cerr != nil {
-					// Cut off from etcd, the replica cannot tell whether
-					// another replica committed what makes the write
-					// valid (the resource registered, the role granted
-					// to the actor): Unavailable, as any write there.
 					if ctx.Err() != nil {
 						return 0, ctx.Err()
 					}
-					return 0, &Error{Code: Unavailable, Kind: KindUnavailableStorage,
-						Reason: "the write could not be judged against what the backend holds, which could not be read (" + cerr.Error() +
-							"); this replica's index, at revision " + fmt.Sprint(planned) + ", refuses it: " + err.Error(), Err: cerr}
+					reason := "the write was not confirmed: what the backend holds could not be read: " + cerr.Error()
+					if err != nil {
+						reason = "the write could not be judged against what the backend holds, which could not be read (" + cerr.Error() +
+							"); this replica's index, at revision " + fmt.Sprint(planned) + ", refuses it: " + err.Error()
+					}
+					return 0, &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: reason, Err: cerr}
 				}
 			}
-			return 0, err
-		}
-		if len(p.changes) == 0 {
-			// Nothing to write as this index sees it; but another
-			// replica may have committed since what makes the write
-			// change something (a grant revoked there a moment before),
-			// so it is planned again once the index has applied what
-			// the backend holds, and answers a revision at which it
-			// holds. A replica that cannot tell what the backend holds
-			// (cut off from etcd) answers Unavailable, as for any write:
-			// its index may hold what another replica undid since.
-			if !caughtUp {
-				moved, err := e.catchUp(ctx, planned)
-				if err != nil {
-					if ctx.Err() != nil {
-						return 0, ctx.Err()
-					}
-					return 0, &Error{Code: Unavailable, Kind: KindUnavailableStorage,
-						Reason: "the write was not confirmed: what the backend holds could not be read: " + err.Error(), Err: err}
-				}
-				if moved {
-					caughtUp = true
-					continue
-				}
+			if err != nil {
+				return 0, err
 			}
 			return planned, nil
 		}
