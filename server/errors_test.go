@@ -289,33 +289,13 @@ var errorCases = []errorCase{
 			return err
 		}},
 	{name: "a policy with a malformed permission name is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "Record",
-		call: func(ctx context.Context, f *fixture) error {
-			p := catalogOnly(ctx, f)
-			p.Permissions = append([]*usherv1.Permission{{Name: "Record"}}, p.Permissions...)
-			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-			return err
-		}},
+		call: declaringFirst("Record")},
 	{name: "a policy declaring an usher.* permission Usher does not check is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.grant.write",
-		call: func(ctx context.Context, f *fixture) error {
-			p := catalogOnly(ctx, f)
-			p.Permissions = append([]*usherv1.Permission{{Name: "usher.grant.write"}}, p.Permissions...)
-			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-			return err
-		}},
+		call: declaringFirst("usher.grant.write")},
 	{name: "a policy narrowing usher.blocks.write to a permission it does not declare is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.blocks.write.send-audi",
-		call: func(ctx context.Context, f *fixture) error {
-			p := catalogOnly(ctx, f)
-			p.Permissions = append([]*usherv1.Permission{{Name: "usher.blocks.write.send-audi"}}, p.Permissions...)
-			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-			return err
-		}},
+		call: declaringFirst("usher.blocks.write.send-audi")},
 	{name: "a policy narrowing usher.blocks.write to one of Usher's own permissions is refused", code: codes.InvalidArgument, reason: "INVALID_FIELD", field: "policy.permissions[0].name", value: "usher.blocks.write.usher.grants.write",
-		call: func(ctx context.Context, f *fixture) error {
-			p := catalogOnly(ctx, f)
-			p.Permissions = append([]*usherv1.Permission{{Name: "usher.blocks.write.usher.grants.write"}}, p.Permissions...)
-			_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
-			return err
-		}},
+		call: declaringFirst("usher.blocks.write.usher.grants.write")},
 	{name: "a policy role naming an undeclared permission is refused, by its index in the policy", code: codes.InvalidArgument, reason: "UNDECLARED_PERMISSION", field: "policy.roles[0].permissions[1]", value: "bogus",
 		call: func(ctx context.Context, f *fixture) error {
 			p := catalogOnly(ctx, f)
@@ -633,6 +613,17 @@ func (b batchItem) GRPCStatus() *status.Status {
 // the code, that the message names the field and the value, that the
 // details carry them with the reason, and that the server's readable state
 // did not change.
+// declaringFirst applies the server's catalog with name declared before
+// the rest, as policy.permissions[0].
+func declaringFirst(name string) func(context.Context, *fixture) error {
+	return func(ctx context.Context, f *fixture) error {
+		p := catalogOnly(ctx, f)
+		p.Permissions = append([]*usherv1.Permission{{Name: name}}, p.Permissions...)
+		_, err := f.admin.ApplyPolicy(ctx, &usherv1.ApplyPolicyRequest{Policy: p})
+		return err
+	}
+}
+
 func TestErrors(t *testing.T) {
 	f := newServer(t)
 	errorWorld(f)

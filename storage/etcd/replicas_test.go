@@ -1310,14 +1310,8 @@ func TestANoOpWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 		t.Fatalf("%s: granting again what %s revoked at revision %d: %v, revision %d; want UNAVAILABLE", cut.name, a.name, revoked, err, resp.GetRevision())
 	}
 	cut.wantUnavailableStorage(err)
-	// Nothing was written: the revoke is the latest revision, and the grant
-	// is in force nowhere.
-	if latest := a.latest(); latest != revoked {
-		t.Errorf("%s: the latest revision is %d after the refusal; want the revoke's, %d", a.name, latest, revoked)
-	}
-	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c1"}); err != nil || d.Allowed {
-		t.Errorf("%s: user:x join-call on call:c1 after the refusal: %+v, %v; want denied", a.name, d, err)
-	}
+	// The revoke is the latest revision, and the grant in force nowhere.
+	a.wantNoGrantSince(revoked, "call:c1")
 }
 
 // TestARefusedWriteOnAReplicaCutOffFailsUnavailable grants, through a
@@ -1343,13 +1337,7 @@ func TestARefusedWriteOnAReplicaCutOffFailsUnavailable(t *testing.T) {
 		t.Fatalf("%s: granting a role on what %s registered at revision %d: %v; want UNAVAILABLE", cut.name, a.name, registered, err)
 	}
 	cut.wantUnavailableStorage(err)
-	// Nothing was written.
-	if latest := a.latest(); latest != registered {
-		t.Errorf("%s: the latest revision is %d after the refusal; want the registration's, %d", a.name, latest, registered)
-	}
-	if d, _, err := a.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: "call:c2"}); err != nil || d.Allowed {
-		t.Errorf("%s: user:x join-call on call:c2 after the refusal: %+v, %v; want denied", a.name, d, err)
-	}
+	a.wantNoGrantSince(registered, "call:c2")
 }
 
 // A replica cut off from etcd refuses every write Unavailable until etcd is
@@ -1403,6 +1391,19 @@ func replicaToBeCutOff(t *testing.T) (*etcdtest.Cluster, *replica, *replica) {
 	cfg.Endpoints = []string{c.Endpoint(0)}
 	cut := startReplica(t, "the cut-off replica", prefix, cfg, authz.Options{CommitTimeout: time.Second})
 	return c, a, cut
+}
+
+// wantNoGrantSince fails the test unless, after a refused grant of a role
+// to user:x on resource, rev is still the latest revision r sees and user:x
+// may not join-call there: nothing was written.
+func (r *replica) wantNoGrantSince(rev authz.Revision, resource string) {
+	r.t.Helper()
+	if latest := r.latest(); latest != rev {
+		r.t.Errorf("%s: the latest revision is %d after the refusal; want %d, as before it", r.name, latest, rev)
+	}
+	if d, _, err := r.engine.Check(authz.Query{Subject: "user:x", Permission: "join-call", Resource: resource}); err != nil || d.Allowed {
+		r.t.Errorf("%s: user:x join-call on %s after the refusal: %+v, %v; want denied", r.name, resource, d, err)
+	}
 }
 
 // wantUnavailableStorage fails the test unless err, refused Unavailable,
