@@ -463,7 +463,7 @@ func (v *view) subject(name string) uint32 {
 	if s, ok := v.newSubj[name]; ok {
 		return s
 	}
-	s := uint32(1<<31 + len(v.newSubj))
+	s := 1<<31 + uint32(len(v.newSubj))
 	v.newSubj[name] = s
 	return s
 }
@@ -475,7 +475,7 @@ func (v *view) role(name string) uint32 {
 	if r, ok := v.newRoles[name]; ok {
 		return r
 	}
-	r := uint32(1<<31 + len(v.newRoles))
+	r := 1<<31 + uint32(len(v.newRoles))
 	v.newRoles[name] = r
 	return r
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // unreached is a min_revision no test server reaches.
-const unreached = 1 << 40
+const unreached uint64 = 1 << 40
 
 // waitingBound is what the tests' servers let waiting reads hold
 // (server.MaxWaitingBytes scaled down, so that filling it moves a 64th

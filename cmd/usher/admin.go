@@ -379,7 +379,7 @@ with --subject, those that subject creates.`,
 	cmd.RunE = func(cmd *cobra.Command, a []string) error {
 		limit, err := strconv.ParseUint(a[2], 10, 32)
 		if err != nil {
-			return usagef("LIMIT %q: want a whole number from 0 to %d", a[2], math.MaxUint32)
+			return usagef("LIMIT %q: want a whole number from 0 to %d", a[2], uint32(math.MaxUint32))
 		}
 		quota.Scope, quota.ResourceType, quota.Limit = a[0], a[1], uint32(limit)
 		return c.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) (proto.Message, error) {

@@ -64,7 +64,7 @@ type Options struct {
 	Durable bool
 	// QuotaBackendBytes overrides the QuotaBackendBytes default, for
 	// benchmarks that store more.
-	QuotaBackendBytes int
+	QuotaBackendBytes int64
 	// MaxRequestBytes, when below the MaxRequestBytes default, overrides
 	// it, for tests of what a smaller request limit refuses.
 	MaxRequestBytes int

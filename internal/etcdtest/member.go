@@ -54,7 +54,7 @@ func newMember(dir string, i, clientPort, peerPort int) *member {
 // flags are the member's etcd flags, the same on every start: etcd reads the
 // initial cluster only when its data dir is empty and ignores it afterwards.
 func (m *member) flags(initialCluster, token string, opts Options) []string {
-	quota := QuotaBackendBytes
+	quota := int64(QuotaBackendBytes)
 	if opts.QuotaBackendBytes > 0 {
 		quota = opts.QuotaBackendBytes
 	}
@@ -79,7 +79,7 @@ func (m *member) flags(initialCluster, token string, opts Options) []string {
 		"--election-timeout=500",
 		"--max-txn-ops=" + strconv.Itoa(MaxTxnOps),
 		"--max-request-bytes=" + strconv.Itoa(requestBytes),
-		"--quota-backend-bytes=" + strconv.Itoa(quota),
+		"--quota-backend-bytes=" + strconv.FormatInt(quota, 10),
 		"--logger=zap",
 		"--log-outputs=stderr",
 		"--log-level=info",
