@@ -101,6 +101,23 @@ func serveOn(t *testing.T, bin, data string, more ...string) *usherProcess {
 	return startUsher(t, exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", data}, more...)...))
 }
 
+// stop sends SIGTERM and returns how the process exited and how long it
+// took, failing the test if it takes longer than within.
+func (p *usherProcess) stop(t *testing.T, within time.Duration) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		return p.waitErr, time.Since(start)
+	case <-time.After(within):
+		t.Fatalf("usher serve still runs %s after SIGTERM; stderr:\n%s", within, p.stderr)
+		return nil, 0
+	}
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *usherProcess) kill(t *testing.T) {
 	t.Helper()

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +19,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -55,7 +51,10 @@ func init() {
 	}
 	n, err := strconv.ParseUint(limit, 10, 64)
 	if err == nil {
-		err = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: n})
+		var rl syscall.Rlimit
+		setTo(&rl.Cur, n)
+		setTo(&rl.Max, n)
+		err = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &rl)
 	}
 	if err == nil {
 		var env []string
@@ -70,29 +69,16 @@ func init() {
 	os.Exit(2)
 }
 
+// setTo sets a limit's field to n, whichever integer type the system gives
+// it (int64 on FreeBSD, uint64 on Linux).
+func setTo[T int64 | uint64](field *T, n uint64) { *field = T(n) }
+
 // serveLimited starts `usher serve` unable to write files beyond limit bytes.
 func serveLimited(t *testing.T, bin, data string, limit int64) *usherProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data", data)
 	cmd.Env = append(os.Environ(), envFileSizeLimit+"="+strconv.FormatInt(limit, 10), envExec+"="+bin)
 	return startUsher(t, cmd)
-}
-
-// stop sends SIGTERM and returns how the process exited and how long it
-// took, failing the test if it takes longer than within.
-func (p *usherProcess) stop(t *testing.T, within time.Duration) (error, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-		return p.waitErr, time.Since(start)
-	case <-time.After(within):
-		t.Fatalf("usher serve still runs %s after SIGTERM; stderr:\n%s", within, p.stderr)
-		return nil, 0
-	}
 }
 
 // lockFree says whether the data file can be opened, and so locked, at once.
@@ -103,22 +89,6 @@ func lockFree(t *testing.T, path string) {
 		t.Fatalf("the data file cannot be opened after the server stopped: %v", err)
 	}
 	db.Close()
-}
-
-// scrape reads the metrics a server serves at url.
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing %s: %v", url, err)
-	}
-	return families
 }
 
 // handling waits until the process has begun handling a call of method, as
