@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"strconv"
+	"time"
 )
 
 // Reason says why a check was decided the way it was.
@@ -58,14 +59,29 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 
 // CheckBatchContext is CheckBatch for a caller that may go away: once ctx
 // is done, the batch stops within lookupStride queries and returns ctx's
-// error. The batch holds the lock Check needs while it runs, so one whose
-// answer no one waits for must not go on.
+// error.
+//
+// A batch starts under the lock Check takes, as a Check does. One that has
+// held it for maxBatchHold moves to the lock of the index's long readers
+// (view), which Apply takes before Check's: from then on an Apply waits for
+// the batch, and every Check goes on meanwhile. Should an Apply be waiting
+// for view already, the batch lets it in and starts again at the revision
+// it leaves; it starts again at most once, since nothing applies under
+// view.
 func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, []error, Revision, error) {
 	now := instant{clock: x.clock}
 	out := make([]Decision, len(qs))
 	var errs []error
 	x.mu.RLock()
-	defer x.mu.RUnlock()
+	long := false // view is held, not mu
+	defer func() {
+		if long {
+			x.view.RUnlock()
+		} else {
+			x.mu.RUnlock()
+		}
+	}()
+	rev, start := x.rev, time.Now()
 	// The queries go lookupStride at a time: their names are looked up
 	// together, and their subjects' grant lists read, before any is
 	// decided, so that the cache misses of different queries overlap.
@@ -76,6 +92,23 @@ func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, 
 	for at := 0; at < len(qs); at += lookupStride {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, x.rev, err
+		}
+		if !long && at > 0 && time.Since(start) >= maxBatchHold {
+			long = true
+			if x.view.TryRLock() {
+				x.mu.RUnlock()
+				batchMoved(false)
+			} else {
+				// An Apply waits for view, and may hold it waiting for mu:
+				// it goes first.
+				x.mu.RUnlock()
+				batchMoved(true)
+				x.view.RLock()
+				if x.rev != rev {
+					rev, at, errs, now = x.rev, 0, nil, instant{clock: x.clock}
+					clear(out)
+				}
+			}
 		}
 		part := qs[at:min(at+lookupStride, len(qs))]
 		for i, q := range part {
@@ -111,8 +144,19 @@ func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, 
 			out[at+i] = d
 		}
 	}
-	return out, errs, x.rev, nil
+	return out, errs, rev, nil
 }
+
+// maxBatchHold is how long a CheckBatch holds the lock Check takes before
+// it moves to view: a batch of a thousand checks of a subject holding a
+// hundred roles on each level of a deep path costs a second, which no
+// Check should wait for behind an Apply. A variable for the tests.
+var maxBatchHold = time.Millisecond
+
+// batchMoved is called as a CheckBatch moves to view: holding it, or
+// (waiting) about to wait for the Apply that waits for it. A variable for
+// the tests.
+var batchMoved = func(waiting bool) {}
 
 // touched keeps a read whose only purpose is to bring memory into the cache
 // from being compiled away.

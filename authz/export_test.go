@@ -77,3 +77,28 @@ func PolicyPruneWalks(x *Index, scope string, roles []string) (int, error) {
 	err := x.policyOrphans(v, nil)
 	return v.walked, err
 }
+
+// SetBatchHold makes a CheckBatch move to view once it has held the lock
+// Check takes for d, and call moved as it does (see batchMoved), until the
+// test ends.
+func SetBatchHold(t testing.TB, d time.Duration, moved func(waiting bool)) {
+	oldHold, oldMoved := maxBatchHold, batchMoved
+	maxBatchHold, batchMoved = d, moved
+	t.Cleanup(func() { maxBatchHold, batchMoved = oldHold, oldMoved })
+}
+
+// HoldView holds x's view lock, as a long admin read does, until release
+// is called.
+func HoldView(x *Index) (release func()) {
+	x.view.RLock()
+	return x.view.RUnlock
+}
+
+// ApplyWaits reports whether an Apply holds x's view lock or waits for it.
+func ApplyWaits(x *Index) bool {
+	if x.view.TryRLock() {
+		x.view.RUnlock()
+		return false
+	}
+	return true
+}
