@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -385,7 +386,16 @@ func (j *jwtSubject) subject(value string) (string, error) {
 	// crit lists must refuse the token, and Usher understands none (such as
 	// RFC 7797's unencoded payload, whose signature covers other bytes).
 	if crit, ok := parsed.Header["crit"]; ok {
-		return "", fmt.Errorf("header %s: invalid token: it lists critical header extensions %s, and Usher understands none", j.header, clip(fmt.Sprintf("%q", crit)))
+		listed, _ := json.Marshal(crit)
+		return "", fmt.Errorf("header %s: invalid token: it lists critical header extensions %s, and Usher understands none", j.header, clip(string(listed)))
+	}
+	// The parser turns a time claim into seconds of an int64, which a
+	// number past it overflows into the far past: a not-before or an
+	// issued-at of 1e19 would read as passed.
+	for _, name := range [...]string{"exp", "nbf", "iat"} {
+		if v, ok := claims[name].(float64); ok && math.Abs(v) > maxClaimSeconds {
+			return "", fmt.Errorf("header %s: invalid token: claim %s %g is not a time before the year 10000", j.header, name, v)
+		}
 	}
 	sub, ok := claims[j.claim].(string)
 	if !ok || sub == "" {
@@ -393,6 +403,10 @@ func (j *jwtSubject) subject(value string) (string, error) {
 	}
 	return sub, nil
 }
+
+// maxClaimSeconds is the last second of the year 9999, the latest time a
+// token's time claims may name.
+const maxClaimSeconds = 253402300799
 
 // maxUnverifiedToken is the longest token whose header and claims are
 // decoded before its signature is checked, as the JWT library does: JSON

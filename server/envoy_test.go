@@ -808,6 +808,19 @@ func critical(t *testing.T, ext string, claims jwt.MapClaims) string {
 	return s
 }
 
+// criticalAs is a token signed with hmacSecret whose header's crit is
+// crit, of any JSON type.
+func criticalAs(t *testing.T, crit any, claims jwt.MapClaims) string {
+	t.Helper()
+	token := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	token.Header["crit"] = crit
+	s, err := token.SignedString(hmacSecret)
+	if err != nil {
+		t.Fatalf("signing: %v", err)
+	}
+	return s
+}
+
 func with(c jwt.MapClaims, kv ...any) jwt.MapClaims {
 	out := jwt.MapClaims{}
 	for k, v := range c {
@@ -842,6 +855,9 @@ func TestEnvoyJWTHS256(t *testing.T) {
 	a := w.ask(t, join(hs(claims("alice"))))
 	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" || a.headers["x-usher-role"] != "host" {
 		t.Fatalf("a valid token: %+v", a)
+	}
+	if a := w.ask(t, join(hs(with(claims("alice"), "exp", 253402300799)))); a.code != codes.OK {
+		t.Errorf("a token valid until the last second of the year 9999: %+v", a)
 	}
 	if a := w.ask(t, join(hs(with(claims("alice"), "aud", []string{"billing", "usher"})))); a.code != codes.OK {
 		t.Errorf("a token for several audiences, the configured one among them: %+v", a)
@@ -878,6 +894,14 @@ func TestEnvoyJWTHS256(t *testing.T) {
 		// recipient does not understand is invalid, and Usher knows none.
 		{"a critical extension", "Bearer " + critical(t, "b64", with(claims("alice"), "b64", false)), `critical header extensions ["b64"]`},
 		{"an empty crit", "Bearer " + critical(t, "", claims("alice")), "critical header extensions []"},
+		{"a crit of null", "Bearer " + criticalAs(t, nil, claims("alice")), "critical header extensions null"},
+		{"a crit that is a number", "Bearer " + criticalAs(t, 1, claims("alice")), "critical header extensions 1"},
+		// The parser reads time claims as int64 seconds: past them, a
+		// number would overflow into the far past and pass.
+		{"a not-before past int64 seconds", hs(with(claims("alice"), "nbf", 1e19)), "claim nbf 1e+19 is not a time before the year 10000"},
+		{"a not-before of 2^63 seconds", hs(with(claims("alice"), "nbf", float64(math.MaxInt64))), "claim nbf 9.223372036854776e+18 is not a time before the year 10000"},
+		{"an issued-at of 1e300", hs(with(claims("alice"), "iat", 1e300)), "claim iat 1e+300 is not a time before the year 10000"},
+		{"an expiry of 1e19", hs(with(claims("alice"), "exp", 1e19)), "token is expired"},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
