@@ -277,6 +277,9 @@ func parseSHA256(s string) ([]byte, error) {
 // decodeStrict decodes JSON refusing unknown fields; path is where js is in
 // the file, for the message.
 func decodeStrict(js []byte, v any, path string) error {
+	if err := yamldoc.Spelt(js, v, path); err != nil {
+		return err
+	}
 	d := json.NewDecoder(bytes.NewReader(js))
 	d.DisallowUnknownFields()
 	err := d.Decode(v)

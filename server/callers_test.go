@@ -94,6 +94,17 @@ func TestParseCallersRefuses(t *testing.T) {
 		{"a second YAML document is an error, not dropped unread",
 			"callers:\n  - {name: a, kind: check, token_sha256: " + good + "}\n---\ncallers:\n  - {name: b, kind: admin, token_sha256: " + other + "}\n",
 			[]string{"line 3: the file holds one YAML document; a second one starts here"}},
+		// encoding/json matches keys to fields whatever their case: a
+		// "Kind: admin" would make a check caller an administrator.
+		{"a field spelt in another case is an error naming it",
+			"callers:\n  - {name: a, Kind: admin, token_sha256: " + good + "}\n",
+			[]string{`callers[0].Kind: unknown field "Kind"`, `"kind"`}},
+		{"a field spelt in another case is an error, beside its own spelling",
+			"callers:\n  - {name: a, kind: check, KIND: admin, token_sha256: " + good + "}\n",
+			[]string{`callers[0].KIND: unknown field "KIND"`}},
+		{"a top-level field spelt in another case is an error",
+			"Callers:\n  - {name: a, kind: check, token_sha256: " + good + "}\n",
+			[]string{`Callers: unknown field "Callers"`}},
 		{"an unknown top-level field is an error",
 			"caller:\n  - {name: a, kind: check, token_sha256: " + good + "}\n",
 			[]string{`unknown field "caller"`}},

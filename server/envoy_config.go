@@ -134,6 +134,9 @@ func ParseEnvoyConfig(data []byte) (EnvoyConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
+	if err := yamldoc.Spelt(js, &cfg, ""); err != nil {
+		return cfg, err
+	}
 	d := json.NewDecoder(bytes.NewReader(js))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&cfg); err != nil {

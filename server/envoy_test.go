@@ -1210,6 +1210,17 @@ func TestParseEnvoyConfigIsStrict(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `unknown field "permision"`) {
 		t.Errorf("a misspelt field: %v", err)
 	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"subject: {header: x-user-id}\nrules:\n  - {method: GET, path: /, resource: root, Permission: read-call}\n", `rules[0].Permission: unknown field "Permission"`},
+		{"subject: {Header: x-user-id}\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n", `subject.Header: unknown field "Header"`},
+		{"subject: {jwt: {algorithm: HS256, key_env: K, Issuer: x}}\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n", `subject.jwt.Issuer: unknown field "Issuer"`},
+		{"SUBJECT: {header: x-user-id}\nrules:\n  - {method: GET, path: /, resource: root, permission: read-call}\n", `SUBJECT: unknown field "SUBJECT"`},
+	} {
+		// encoding/json matches keys to fields whatever their case.
+		if _, err := server.ParseEnvoyConfig([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("a field spelt in another case: %v; want an error saying %s", err, tc.want)
+		}
+	}
 	_, err = server.ParseEnvoyConfig([]byte("subject: {header: x-user-id}\nsubject: {header: x-other}\n"))
 	if err == nil || !strings.Contains(err.Error(), `key "subject" already set`) {
 		t.Errorf("a field twice: %v", err)

@@ -1,6 +1,7 @@
 package yamldoc_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -25,6 +26,43 @@ func TestOneAcceptsASingleDocument(t *testing.T) {
 	for _, data := range []string{"a: 1\n", "---\na: 1\n", "a: 1\n...\n", "{\"a\": 1}", "", "# only a comment\n", "a: [unclosed\n"} {
 		if err := yamldoc.One([]byte(data)); err != nil {
 			t.Errorf("One(%q) = %v, want nil (a first document that does not parse is the reader's to report)", data, err)
+		}
+	}
+}
+
+func TestSpeltRefusesAFieldNameInAnotherCase(t *testing.T) {
+	type inner struct {
+		Algorithm string `json:"algorithm"`
+	}
+	type doc struct {
+		Kind    string            `json:"kind"`
+		Inner   *inner            `json:"inner,omitempty"`
+		List    []inner           `json:"list"`
+		ByName  map[string]inner  `json:"by_name"`
+		Raw     []json.RawMessage `json:"raw"`
+		Skipped string            `json:"-"`
+	}
+	for _, tc := range []struct{ js, want string }{
+		{`{"Kind": "admin"}`, `Kind: unknown field "Kind": field names are matched exactly; this one is "kind"`},
+		// encoding/json folds the Kelvin sign to k.
+		{`{"\u212aind": "admin"}`, "unknown field \"\u212aind\""},
+		{`{"inner": {"ALGORITHM": "HS256"}}`, `inner.ALGORITHM: unknown field "ALGORITHM"`},
+		{`{"list": [{"algorithm": "x"}, {"Algorithm": "y"}]}`, `list[1].Algorithm: unknown field "Algorithm"`},
+		{`{"by_name": {"a": {"algoRithm": "x"}}}`, `by_name.a.algoRithm: unknown field "algoRithm"`},
+	} {
+		err := yamldoc.Spelt([]byte(tc.js), &doc{}, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Spelt(%s) = %v, want an error saying %q", tc.js, err, tc.want)
+		}
+	}
+	for _, js := range []string{
+		`{"kind": "admin", "inner": {"algorithm": "x"}, "list": [{"algorithm": "y"}], "by_name": {"A": {"algorithm": "z"}}}`,
+		`{"raw": [{"Anything": 1}]}`,     // decoded, and judged, by the reader
+		`{"kinds": "x", "skipped": "y"}`, // unknown: the decoder's to refuse
+		`not json`,
+	} {
+		if err := yamldoc.Spelt([]byte(js), &doc{}, ""); err != nil {
+			t.Errorf("Spelt(%s) = %v, want nil", js, err)
 		}
 	}
 }
