@@ -20,7 +20,7 @@ const (
 	MaxParticipants = 1_000_000
 	// MaxRuleRoles bounds uncounted_roles, exclusive_roles,
 	// exclusive_permissions and the permissions a LiveKit mapping's
-	// room_admin and room_record list.
+	// room_admin, room_record and can_publish_sources list.
 	MaxRuleRoles = 64
 )
 
@@ -138,8 +138,19 @@ func ValidateAdmission(field string, a Admission) error {
 			if !slices.Contains(mediaSources, src) {
 				return errorf(Invalid, field+"livekit.can_publish_sources", src, "not a LiveKit track source; one of %v", mediaSources)
 			}
-			if err := validateMediaPermission(f, m.CanPublishSources[src]); err != nil {
-				return err
+			perms := m.CanPublishSources[src]
+			if n := strings.Count(perms, ",") + 1; n > MaxRuleRoles {
+				return errorf(Invalid, f, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
+			}
+			if perms == "" {
+				if err := validateMediaPermission(f, perms); err != nil {
+					return err
+				}
+			}
+			for _, perm := range MediaPermissions(perms) {
+				if err := validateMediaPermission(f, perm); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -188,7 +199,9 @@ func (a *Admission) permissions() [][2]string {
 			out = append(out, [2]string{"livekit.room_record", perm})
 		}
 		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
-			out = append(out, [2]string{"livekit.can_publish_sources." + src, m.CanPublishSources[src]})
+			for _, perm := range MediaPermissions(m.CanPublishSources[src]) {
+				out = append(out, [2]string{"livekit.can_publish_sources." + src, perm})
+			}
 		}
 	}
 	return slices.DeleteFunc(out, func(p [2]string) bool { return p[1] == "" })

@@ -508,6 +508,11 @@ func TestValidateAdmission(t *testing.T) {
 		{"a malformed LiveKit hidden", func(a *authz.Admission) { a.Media.Hidden = "Hidden" }, f + "livekit.hidden", "Hidden"},
 		{"a source LiveKit does not know", func(a *authz.Admission) { a.Media.CanPublishSources["webcam"] = "send-video" }, f + "livekit.can_publish_sources", "webcam"},
 		{"a source without its permission", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "" }, f + "livekit.can_publish_sources.camera", ""},
+		{"a malformed permission in a LiveKit source's list", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "send-video,Camera" }, f + "livekit.can_publish_sources.camera", "Camera"},
+		{"an empty permission in a LiveKit source's list", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "send-video," }, f + "livekit.can_publish_sources.camera", ""},
+		{"64 permissions in a LiveKit source's list are valid", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = strings.Join(roleNames(64), ",") }, "", ""},
+		{"65 permissions in a LiveKit source's list", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = strings.Join(roleNames(65), ",") }, f + "livekit.can_publish_sources.camera", "65"},
+		{"a reserved permission in a LiveKit source's list", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "send-video,usher.grants.write" }, f + "livekit.can_publish_sources.camera", "usher.grants.write"},
 		{"a LiveKit source of a reserved permission", func(a *authz.Admission) { a.Media.CanPublishSources["camera"] = "usher.grants.write" }, f + "livekit.can_publish_sources.camera", "usher.grants.write"},
 	}
 	for _, tc := range cases {

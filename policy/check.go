@@ -645,7 +645,9 @@ func admissionPermissions(a *usherv1.Admission) [][2]string {
 		add("livekit.room_join", m.GetRoomJoin())
 		add("livekit.can_publish", m.GetCanPublish())
 		for _, src := range keys(m.GetCanPublishSources()) {
-			add("livekit.can_publish_sources."+src, m.GetCanPublishSources()[src])
+			for _, perm := range authz.MediaPermissions(m.GetCanPublishSources()[src]) {
+				add("livekit.can_publish_sources."+src, perm)
+			}
 		}
 		add("livekit.can_subscribe", m.GetCanSubscribe())
 		add("livekit.can_publish_data", m.GetCanPublishData())

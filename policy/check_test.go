@@ -106,6 +106,8 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 				`p.yaml:13:104: admissions[0].uncounted_roles[0]: "Host": role must match [a-z0-9][a-z0-9._-]*`,
 				`p.yaml:13:164: admissions[0].livekit.can_publish_sources: "camra": not a LiveKit track source; one of [camera microphone screen_share screen_share_audio]`,
 			}},
+		{"each permission of a LiveKit source's list is declared", base + "admissions:\n  - {resource_type: call, join_permission: join-call, livekit: {room_join: join-call, can_publish_sources: {camera: \"join-call,call.manag\"}}}\n",
+			[]string{`p.yaml:13:117: admissions[0].livekit.can_publish_sources.camera: "call.manag": permission is not declared in the policy (did you mean "call.manage"?)`}},
 		{"an admission rule is listed once per scope and type", base + "admissions:\n  - {resource_type: call, join_permission: join-call}\n  - {scope: root, resource_type: call, join_permission: join-call}\n",
 			[]string{`p.yaml:14:34: admissions[1].resource_type: "call": admission rule is listed twice for scope "root" (first at line 13)`}},
 		{"names of the wrong shape, every one", strings.Replace(strings.Replace(base, "{name: member,", "{name: Member,", 1), "{name: account:acme}", "{name: acme}", 1),

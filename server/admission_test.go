@@ -848,7 +848,10 @@ func TestJoinOverGRPCReturnsTheGrantItsTokenCarries(t *testing.T) {
 		{"user:host", true, []string{"camera", "microphone", "screen_share", "screen_share_audio"}},
 		{"user:mod", false, []string{"camera", "microphone", "screen_share", "screen_share_audio"}},
 		{"user:member", false, []string{"camera", "microphone", "screen_share", "screen_share_audio"}},
-		{"user:muted", false, []string{"camera", "screen_share", "screen_share_audio"}},
+		// Audio shared with the screen is audio the client names: a
+		// participant muted by a block of send-audio may not speak through
+		// it (the default policy maps it to screenshare and send-audio).
+		{"user:muted", false, []string{"camera", "screen_share"}},
 	} {
 		t.Run(c.subject, func(t *testing.T) {
 			before := time.Now()

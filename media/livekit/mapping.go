@@ -1,6 +1,7 @@
 package livekit
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -33,8 +34,12 @@ type Mapping struct {
 	CanPublish string `json:"can_publish,omitempty" yaml:"can_publish,omitempty"`
 	// CanPublishSources maps a LiveKit track source (camera, microphone,
 	// screen_share, screen_share_audio) to the permission that lets a
-	// participant publish it. canPublish is true when at least one source is
-	// granted.
+	// participant publish it, or to several, separated by commas, all of
+	// which it must hold: the client names a track's source, so audio
+	// published as screen_share_audio is heard as a microphone is, and
+	// "screenshare,send-audio" keeps a participant muted by a block of
+	// send-audio from speaking through it. canPublish is true when at least
+	// one source is granted.
 	CanPublishSources map[string]string `json:"can_publish_sources,omitempty" yaml:"can_publish_sources,omitempty"`
 	// CanSubscribe gives canSubscribe.
 	CanSubscribe string `json:"can_subscribe,omitempty" yaml:"can_subscribe,omitempty"`
@@ -96,13 +101,18 @@ func (m Mapping) Validate() error {
 				Reason: "not a LiveKit track source; one of " + strings.Join(Sources, ", ")}
 		}
 		field := "can_publish_sources." + src
-		perm := m.CanPublishSources[src]
-		if perm == "" {
-			return &authz.Error{Code: authz.Invalid, Field: field, Value: perm,
+		perms := m.CanPublishSources[src]
+		if perms == "" {
+			return &authz.Error{Code: authz.Invalid, Field: field, Value: perms,
 				Reason: "a source must name the permission that lets a participant publish it; leave the source out to refuse it to everyone"}
 		}
-		if err := authz.ValidatePermission(field, perm); err != nil {
-			return err
+		if n := strings.Count(perms, ",") + 1; n > authz.MaxRuleRoles {
+			return &authz.Error{Code: authz.Invalid, Field: field, Value: fmt.Sprint(n), Reason: fmt.Sprintf("at most %d permissions", authz.MaxRuleRoles)}
+		}
+		for _, perm := range authz.MediaPermissions(perms) {
+			if err := authz.ValidatePermission(field, perm); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -116,7 +126,7 @@ func (m Mapping) Permissions() []string {
 		out = append(out, f.perms()...)
 	}
 	for _, p := range m.CanPublishSources {
-		out = append(out, p)
+		out = append(out, authz.MediaPermissions(p)...)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
@@ -191,7 +201,7 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 		publish = has(m.CanPublish)
 	} else if publish {
 		for _, src := range Sources {
-			if perm, ok := m.CanPublishSources[src]; ok && held(perm) {
+			if perms, ok := m.CanPublishSources[src]; ok && hasAll(perms) {
 				sources = append(sources, src)
 			}
 		}
@@ -207,8 +217,8 @@ func (m Mapping) VideoGrant(room string, granted []string) *auth.VideoGrant {
 	g.SetCanPublishData(has(m.CanPublishData))
 	if g.RoomAdmin {
 		// roomAdmin would let the participant give itself what it lacks.
-		for _, perm := range m.CanPublishSources {
-			g.RoomAdmin = g.RoomAdmin && held(perm)
+		for _, perms := range m.CanPublishSources {
+			g.RoomAdmin = g.RoomAdmin && hasAll(perms)
 		}
 		for _, perm := range []string{m.CanPublish, m.CanSubscribe, m.CanPublishData, m.Hidden} {
 			g.RoomAdmin = g.RoomAdmin && (perm == "" || held(perm))

@@ -24,7 +24,7 @@ var streamMapping = livekit.Mapping{
 		"microphone":         "send-audio",
 		"camera":             "send-video",
 		"screen_share":       "screenshare",
-		"screen_share_audio": "screenshare",
+		"screen_share_audio": "screenshare,send-audio",
 	},
 	CanSubscribe:   "join-call",
 	CanPublishData: "create-reaction",
@@ -35,7 +35,7 @@ var streamMapping = livekit.Mapping{
 
 const streamMappingYAML = `
 room_join: join-call
-can_publish_sources: {microphone: send-audio, camera: send-video, screen_share: screenshare, screen_share_audio: screenshare}
+can_publish_sources: {microphone: send-audio, camera: send-video, screen_share: screenshare, screen_share_audio: "screenshare,send-audio"}
 can_subscribe: join-call
 can_publish_data: create-reaction
 room_admin: update-call-permissions
@@ -94,6 +94,11 @@ func TestValidateNamesFieldAndValue(t *testing.T) {
 		{"room_record is checked", with(func(m *livekit.Mapping) { m.RoomRecord = "rec ord" }), "room_record", "rec ord"},
 		{"a source's permission is named by its source", with(func(m *livekit.Mapping) { m.CanPublishSources["camera"] = "Send Video" }), "can_publish_sources.camera", "Send Video"},
 		{"a source must name a permission", with(func(m *livekit.Mapping) { m.CanPublishSources["microphone"] = "" }), "can_publish_sources.microphone", ""},
+		{"each permission of a source's list is checked", with(func(m *livekit.Mapping) { m.CanPublishSources["screen_share_audio"] = "screenshare,Send Audio" }), "can_publish_sources.screen_share_audio", "Send Audio"},
+		{"a source's list names no empty permission", with(func(m *livekit.Mapping) { m.CanPublishSources["screen_share_audio"] = "screenshare," }), "can_publish_sources.screen_share_audio", ""},
+		{"a source's list names at most 64 permissions", with(func(m *livekit.Mapping) {
+			m.CanPublishSources["screen_share_audio"] = strings.Repeat("screenshare,", 64) + "send-audio"
+		}), "can_publish_sources.screen_share_audio", "65"},
 		{"a source LiveKit does not know is refused", with(func(m *livekit.Mapping) { m.CanPublishSources["cam"] = "send-video" }), "can_publish_sources", "cam"},
 		{"LiveKit's source names are lower case", with(func(m *livekit.Mapping) { m.CanPublishSources["CAMERA"] = "send-video" }), "can_publish_sources", "CAMERA"},
 	}
@@ -180,10 +185,14 @@ func TestVideoGrant(t *testing.T) {
 			grant{join: true, publish: true, subscribe: true, data: true, admin: true, record: true, hidden: true, sources: allSources}},
 		{"a call member publishes every source but administers nothing and is visible", streamMapping, memberCaps,
 			grant{join: true, publish: true, subscribe: true, data: true, sources: allSources}},
-		{"a muted participant (no send-audio) gets no microphone source", streamMapping, mutedCaps,
-			grant{join: true, publish: true, subscribe: true, data: true, sources: []lkproto.TrackSource{camera, screen, screenAudio}}},
+		// The client names a track's source: audio published as
+		// screen_share_audio is heard as a microphone is.
+		{"a muted participant (no send-audio) gets no microphone source, nor the screen's audio", streamMapping, mutedCaps,
+			grant{join: true, publish: true, subscribe: true, data: true, sources: []lkproto.TrackSource{camera, screen}}},
+		{"a source's list is given only to a holder of every permission in it", streamMapping, []string{"join-call", "send-audio"},
+			grant{join: true, publish: true, subscribe: true, sources: []lkproto.TrackSource{microphone}}},
 		{"a moderator muted by a block gets no roomAdmin, with which it could unmute itself", streamMapping, slices.DeleteFunc(slices.Clone(hostCaps), func(p string) bool { return p == "send-audio" }),
-			grant{join: true, publish: true, subscribe: true, data: true, record: true, hidden: true, sources: []lkproto.TrackSource{camera, screen, screenAudio}}},
+			grant{join: true, publish: true, subscribe: true, data: true, record: true, hidden: true, sources: []lkproto.TrackSource{camera, screen}}},
 		{"nor one kept from data messages", streamMapping, slices.DeleteFunc(slices.Clone(hostCaps), func(p string) bool { return p == "create-reaction" }),
 			grant{join: true, publish: true, subscribe: true, record: true, hidden: true, sources: allSources}},
 		{"nor one kept from hiding, which LiveKit's UpdateParticipant would let it give itself", streamMapping, slices.DeleteFunc(slices.Clone(hostCaps), func(p string) bool { return p == "join-backstage" }),

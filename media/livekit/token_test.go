@@ -44,8 +44,8 @@ func TestTokenVerifiesWithLiveKitAndCarriesTheCapabilities(t *testing.T) {
 			grant{join: true, publish: true, subscribe: true, data: true, admin: true, record: true, hidden: true, sources: allSources}},
 		{"a member's token publishes every source, visibly, without admin or record", memberCaps,
 			grant{join: true, publish: true, subscribe: true, data: true, sources: allSources}},
-		{"a muted participant's token has no microphone source", mutedCaps,
-			grant{join: true, publish: true, subscribe: true, data: true, sources: []lkproto.TrackSource{camera, screen, screenAudio}}},
+		{"a muted participant's token has no microphone source, nor the screen's audio", mutedCaps,
+			grant{join: true, publish: true, subscribe: true, data: true, sources: []lkproto.TrackSource{camera, screen}}},
 		{"a participant with no source publishes nothing", viewerCaps,
 			grant{join: true, subscribe: true, data: true}},
 	}

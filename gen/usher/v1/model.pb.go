@@ -1045,7 +1045,10 @@ type LiveKitMapping struct {
 	// gives canPublish for every source.
 	CanPublish string `protobuf:"bytes,2,opt,name=can_publish,json=canPublish,proto3" json:"can_publish,omitempty"`
 	// Track source (camera, microphone, screen_share, screen_share_audio) to
-	// the permission that lets a participant publish it.
+	// the permission that lets a participant publish it, or to several
+	// separated by commas, all required (at most 64): the client names a
+	// track's source, so "screen_share_audio": "screenshare,send-audio"
+	// keeps one muted by a block of send-audio from speaking through it.
 	CanPublishSources map[string]string `protobuf:"bytes,3,rep,name=can_publish_sources,json=canPublishSources,proto3" json:"can_publish_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Gives canSubscribe: receiving the others' tracks.
 	CanSubscribe string `protobuf:"bytes,4,opt,name=can_subscribe,json=canSubscribe,proto3" json:"can_subscribe,omitempty"`
