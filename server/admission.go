@@ -50,6 +50,7 @@ type admissionServer struct {
 	drained <-chan struct{}
 	shares  *streamShares   // each caller's WatchCall streams
 	initial *streamShares   // each caller's events of initial states not yet sent
+	paces   *paces          // each caller's events of whole initial states started a second
 	joins   decisionCounter // Join's outcomes, when the server has metrics
 	log     *DecisionLog    // nil: no decision log
 }
@@ -337,6 +338,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return err
 	}
 	defer release()
+	spend := func(int) {}
 	if n := s.m.Participants(req.GetResource()); n > 0 && s.m.Whole(req.GetResource(), authz.Revision(req.GetAfterRevision())) {
 		// A whole initial state, from the start or a resume that cannot
 		// resume, tells of every participant: one that the caller's share
@@ -347,12 +349,18 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 			return err
 		}
 		fits()
+		// Nor may one caller start such states, of streams it ends at once,
+		// faster than its share of what the node reads of them a second.
+		if spend, err = paceInitial(stream.Context(), s.paces, req.GetResource(), n+1); err != nil {
+			return err
+		}
 	}
 	w, err := s.m.Watch(req.GetResource(), authz.Revision(req.GetAfterRevision()))
 	if err != nil {
 		return toStatus(err)
 	}
 	defer w.Close()
+	spend(len(w.Initial))
 	// A client that does not read holds its initial state until it does:
 	// one caller's streams hold at most its share of what all hold.
 	unheld, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), len(w.Initial))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,7 +35,20 @@ type CallerShares struct {
 	// least one. A caller that holds none may start a stream whose initial
 	// state is larger than its share.
 	CallInitialEvents int
+	// CallInitialRate is how many events of whole initial states one
+	// caller's WatchCall streams may start a second, on average, of
+	// MaxInitialRate: each participant in one costs the node the work of
+	// reading its session and its grant, under the locks every Join takes,
+	// however soon its client ends the stream. 0 takes a quarter of
+	// MaxInitialRate. A caller under it may start one larger than it, and
+	// waits for the debt to be repaid before it starts another.
+	CallInitialRate int
 }
+
+// MaxInitialRate is how many events of whole initial states the WatchCall
+// streams of all callers together may start a second, of which each
+// caller has a share (CallerShares.CallInitialRate).
+const MaxInitialRate = 100_000
 
 // sharingCaller names the caller of ctx whose share of the session
 // store's live sessions and knocks its Joins and Knocks count against
@@ -116,6 +130,80 @@ func (s *streamShares) takeN(holder string, n int) (release func(), ok bool) {
 			delete(s.held, holder)
 		}
 	}, true
+}
+
+// paces bounds how fast each holder (a caller) spends something whose work
+// is proportional to what is spent: a holder may spend while its balance
+// is above zero, and the balance refills at rate a second, up to a
+// second's worth. One spend may take it below zero, into a debt the holder
+// repays before it spends again: a spend larger than a second's worth goes
+// through once, and no holder spends more than rate a second on average.
+type paces struct {
+	rate float64
+
+	mu sync.Mutex
+	by map[string]*balance // by holder; the callers of the callers file
+}
+
+type balance struct {
+	left float64
+	at   time.Time
+}
+
+func newPaces(rate int) *paces { return &paces{rate: float64(rate), by: map[string]*balance{}} }
+
+// balanceAt is holder's balance, refilled up to now. p.mu is held.
+func (p *paces) balanceAt(holder string, now time.Time) *balance {
+	b := p.by[holder]
+	if b == nil {
+		b = &balance{left: p.rate, at: now}
+		p.by[holder] = b
+	}
+	if now.After(b.at) {
+		b.left = min(p.rate, b.left+now.Sub(b.at).Seconds()*p.rate)
+		b.at = now
+	}
+	return b
+}
+
+// may reports whether holder may spend at now, or how long until it may.
+func (p *paces) may(holder string, now time.Time) (wait time.Duration, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b := p.balanceAt(holder, now); b.left <= 0 {
+		return time.Duration((-b.left/p.rate + 1e-3) * float64(time.Second)).Round(time.Millisecond), false
+	}
+	return 0, true
+}
+
+// spend takes n from holder's balance at now, below zero if need be.
+func (p *paces) spend(holder string, n int, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.balanceAt(holder, now).left -= float64(n)
+}
+
+// paceInitial refuses a WatchCall of call whose whole initial state, of n
+// events, the caller of ctx may not start yet, naming the caller, its rate
+// and when it may watch again; or returns spend, to call with the events
+// of the state once it has been read. A call without a caller is not
+// counted, as in takeCallerShare.
+func paceInitial(ctx context.Context, p *paces, call string, n int) (spend func(events int), err error) {
+	c, ok := callerIn(ctx)
+	if !ok {
+		return func(int) {}, nil
+	}
+	wait, ok := p.may(c.Name, time.Now())
+	if ok {
+		return func(events int) { p.spend(c.Name, events, time.Now()) }, nil
+	}
+	rate := strconv.Itoa(int(p.rate))
+	return nil, refuse(codes.ResourceExhausted,
+		fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
+			clip(call), c.Name, rate, wait),
+		details{reason: reasonCallerInitialRate, field: "resource", value: call,
+			meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
+			why:  fmt.Sprintf("one caller's WatchCall streams start whole initial states of at most %s events a second", rate)})
 }
 
 // takeCallerShare counts a stream of the caller of ctx against its share

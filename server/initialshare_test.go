@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -159,4 +162,54 @@ func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 	holdUnread(other)
 	refusedUnread(third, "WATCH_LIMIT", 0, 20)
 	refusedUnread(third, "WATCH_LIMIT", math.MaxUint64, 3)
+}
+
+// A caller that starts WatchCall streams of a large call and ends them at
+// once makes the node read the call whole each time, under the locks every
+// Join takes: it may start whole initial states of at most its share of
+// events a second, on average, and waits once it is past them. Another
+// caller watches meanwhile, and a resume that sends no whole state costs
+// nothing.
+func TestOneCallerStartingWholeInitialStatesIsPaced(t *testing.T) {
+	const participants = 29 // 30 events a whole state, with SYNCED
+	hogToken, otherToken, src := hogAndOther(t)
+	// Ten events a second each: a state of 30 takes the hog three seconds
+	// into its debt.
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	other := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken))))
+	for i := range participants {
+		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
+		w.join(other, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+	open := func(c usherv1.AdmissionServiceClient, after uint64) (*usherv1.WatchCallResponse, error) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel() // the client ends it once it has its first event
+		stream, err := c.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7, AfterRevision: after})
+		if err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+	first, err := open(hog, 0)
+	if err != nil {
+		t.Fatalf("the hog's first whole state: %v", err)
+	}
+	_, err = open(hog, 0)
+	st := wantCode(t, err, codes.ResourceExhausted)
+	info := wantDetails(t, st, refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7,
+		meta: map[string]string{"caller": "hog", "limit": "10", "events": "30"}})
+	if wait, err := time.ParseDuration(info.GetMetadata()["retry_after"]); err != nil || wait <= time.Second || wait > 3*time.Second {
+		t.Errorf("retry_after %q: want the two seconds and more the hog's debt takes to repay", info.GetMetadata()["retry_after"])
+	}
+	if !strings.Contains(st.Message(), `caller "hog"`) || !strings.Contains(st.Message(), "watch again in") {
+		t.Errorf("message %q: want it to name the caller and say when to watch again", st.Message())
+	}
+	// A resume from the revision of the state it was sent is no whole state.
+	if _, err := open(hog, first.GetEvent().GetRevision()); err != nil {
+		t.Errorf("the hog's resume, which sends no whole state: %v", err)
+	}
+	if _, err := open(other, 0); err != nil {
+		t.Errorf("the other caller's whole state beside the hog's debt: %v", err)
+	}
 }

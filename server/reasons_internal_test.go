@@ -53,6 +53,7 @@ func TestREADMEListsEveryReasonOfTheServer(t *testing.T) {
 		{codes.ResourceExhausted, reasonCallerWatchLimit},
 		{codes.ResourceExhausted, reasonConnectionWatchLimit},
 		{codes.ResourceExhausted, reasonCallerInitialLimit},
+		{codes.ResourceExhausted, reasonCallerInitialRate},
 		{codes.ResourceExhausted, reasonBackupLimit},
 		{codes.ResourceExhausted, reasonBackupNoRoom},
 		{codes.ResourceExhausted, reasonWaitLimit},

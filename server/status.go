@@ -54,8 +54,10 @@ const (
 	reasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"
 	reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
 	// A WatchCall refused because its caller's streams hold its share of
-	// the events of initial states not yet sent.
+	// the events of initial states not yet sent, or have started whole
+	// initial states faster than its share of MaxInitialRate.
 	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
+	reasonCallerInitialRate  = "CALLER_INITIAL_RATE"
 	// A Backup refused because MaxBackups are in progress, or because the
 	// copy it takes would leave the data file's disk too little room.
 	reasonBackupLimit  = "BACKUP_LIMIT"
