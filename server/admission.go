@@ -47,12 +47,13 @@ type admissionServer struct {
 	// drained is closed when the server drains, which it does before it
 	// stops: WatchCall streams end and new ones are refused, as Watch
 	// streams are.
-	drained <-chan struct{}
-	shares  *streamShares   // each caller's WatchCall streams
-	initial *streamShares   // each caller's events of initial states not yet sent
-	paces   *paces          // each caller's events of whole initial states started a second
-	joins   decisionCounter // Join's outcomes, when the server has metrics
-	log     *DecisionLog    // nil: no decision log
+	drained  <-chan struct{}
+	shares   *streamShares   // each caller's WatchCall streams
+	initial  *streamShares   // each caller's events of initial states not yet sent
+	paces    *paces          // each caller's events of whole initial states started a second
+	pacesAll *paces          // the server's, of all callers
+	joins    decisionCounter // Join's outcomes, when the server has metrics
+	log      *DecisionLog    // nil: no decision log
 }
 
 // maxSessionIDLen bounds a session id in a request; ids Usher makes are 32
@@ -351,7 +352,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		fits()
 		// Nor may one caller start such states, of streams it ends at once,
 		// faster than its share of what the node reads of them a second.
-		if spend, err = paceInitial(stream.Context(), s.paces, req.GetResource(), n+1); err != nil {
+		if spend, err = paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1); err != nil {
 			return err
 		}
 	}

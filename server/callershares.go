@@ -184,26 +184,42 @@ func (p *paces) spend(holder string, n int, now time.Time) {
 }
 
 // paceInitial refuses a WatchCall of call whose whole initial state, of n
-// events, the caller of ctx may not start yet, naming the caller, its rate
-// and when it may watch again; or returns spend, to call with the events
-// of the state once it has been read. A call without a caller is not
-// counted, as in takeCallerShare.
-func paceInitial(ctx context.Context, p *paces, call string, n int) (spend func(events int), err error) {
-	c, ok := callerIn(ctx)
-	if !ok {
-		return func(int) {}, nil
+// events, may not start yet: the server's streams have started as many
+// such events as all (server, its rate MaxInitialRate) may, or the caller
+// of ctx as many as one caller (callers) may. The refusal names the rate
+// and when to watch again. Otherwise it returns spend, to call with the
+// events of the state once it has been read. A call without a caller
+// counts against the server's rate alone, as the one anonymous caller,
+// whose share is the whole, as in takeCallerShare.
+func paceInitial(ctx context.Context, server, callers *paces, call string, n int) (spend func(events int), err error) {
+	c, isCaller := callerIn(ctx)
+	now := time.Now()
+	if wait, ok := server.may("", now); !ok {
+		rate := strconv.Itoa(int(server.rate))
+		return nil, refuse(codes.ResourceExhausted,
+			fmt.Sprintf("resource %q: this server's WatchCall streams have started whole initial states of more than the %s events a second it reads: watch again in %s, or resume from a revision",
+				clip(call), rate, wait),
+			details{reason: reasonInitialRate, field: "resource", value: call,
+				meta: map[string]string{"limit": rate, "events": strconv.Itoa(n), "retry_after": wait.String()},
+				why:  fmt.Sprintf("the server's WatchCall streams start whole initial states of at most %s events a second", rate)})
 	}
-	wait, ok := p.may(c.Name, time.Now())
-	if ok {
-		return func(events int) { p.spend(c.Name, events, time.Now()) }, nil
+	if !isCaller {
+		return func(events int) { server.spend("", events, time.Now()) }, nil
 	}
-	rate := strconv.Itoa(int(p.rate))
-	return nil, refuse(codes.ResourceExhausted,
-		fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
-			clip(call), c.Name, rate, wait),
-		details{reason: reasonCallerInitialRate, field: "resource", value: call,
-			meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
-			why:  fmt.Sprintf("one caller's WatchCall streams start whole initial states of at most %s events a second", rate)})
+	if wait, ok := callers.may(c.Name, now); !ok {
+		rate := strconv.Itoa(int(callers.rate))
+		return nil, refuse(codes.ResourceExhausted,
+			fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
+				clip(call), c.Name, rate, wait),
+			details{reason: reasonCallerInitialRate, field: "resource", value: call,
+				meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
+				why:  fmt.Sprintf("one caller's WatchCall streams start whole initial states of at most %s events a second", rate)})
+	}
+	return func(events int) {
+		now := time.Now()
+		server.spend("", events, now)
+		callers.spend(c.Name, events, now)
+	}, nil
 }
 
 // takeCallerShare counts a stream of the caller of ctx against its share

@@ -56,7 +56,7 @@ import (
 //	  streams hold unsent                 262,144      RESOURCE_EXHAUSTED (admission.Options.MaxInitialEvents)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_INITIAL_LIMIT (CallerShares.CallInitialEvents)
 //	whole initial states' events WatchCall
-//	  streams start a second, on average  100,000      none: the callers' shares bound it (MaxInitialRate)
+//	  streams start a second, on average  100,000      RESOURCE_EXHAUSTED, INITIAL_RATE (MaxInitialRate)
 //	  of them, one caller's               a quarter    RESOURCE_EXHAUSTED, CALLER_INITIAL_RATE (CallerShares.CallInitialRate)
 //	live sessions and lobby knocks        1,000,000    RESOURCE_EXHAUSTED, SESSION_LIMIT (admission.MemoryOptions.MaxSessions,
 //	                                                   etcdstore.Options.MaxSessions: of the cluster)

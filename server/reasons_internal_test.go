@@ -54,6 +54,7 @@ func TestREADMEListsEveryReasonOfTheServer(t *testing.T) {
 		{codes.ResourceExhausted, reasonConnectionWatchLimit},
 		{codes.ResourceExhausted, reasonCallerInitialLimit},
 		{codes.ResourceExhausted, reasonCallerInitialRate},
+		{codes.ResourceExhausted, reasonInitialRate},
 		{codes.ResourceExhausted, reasonBackupLimit},
 		{codes.ResourceExhausted, reasonBackupNoRoom},
 		{codes.ResourceExhausted, reasonWaitLimit},

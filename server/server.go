@@ -97,7 +97,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		s.callShares = newStreamShares(shareOf(shares.CallWatches, sessions.MaxWatchers()))
 		as := &admissionServer{m: sessions, waits: waits, drained: s.watches.drained.Done(), shares: s.callShares, log: decisionLog,
 			initial: newStreamShares(shareOf(shares.CallInitialEvents, sessions.MaxInitialEvents())),
-			paces:   newPaces(shareOf(shares.CallInitialRate, MaxInitialRate))}
+			paces:   newPaces(shareOf(shares.CallInitialRate, MaxInitialRate)), pacesAll: newPaces(MaxInitialRate)}
 		if metrics != nil {
 			as.joins = metrics.join
 		}

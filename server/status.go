@@ -55,9 +55,11 @@ const (
 	reasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT"
 	// A WatchCall refused because its caller's streams hold its share of
 	// the events of initial states not yet sent, or have started whole
-	// initial states faster than its share of MaxInitialRate.
+	// initial states faster than its share of MaxInitialRate; or because
+	// the server's have started them faster than MaxInitialRate.
 	reasonCallerInitialLimit = "CALLER_INITIAL_LIMIT"
 	reasonCallerInitialRate  = "CALLER_INITIAL_RATE"
+	reasonInitialRate        = "INITIAL_RATE"
 	// A Backup refused because MaxBackups are in progress, or because the
 	// copy it takes would leave the data file's disk too little room.
 	reasonBackupLimit  = "BACKUP_LIMIT"
