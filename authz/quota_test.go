@@ -599,6 +599,9 @@ func TestCreatorRole(t *testing.T) {
 			w.putAs("user:ws-owner", "event:gala2", "workspace:vancast-live")
 		}},
 		{"a creator role that cannot be granted on the new resource is FAILED_PRECONDITION, and nothing is written", func(t *testing.T, w *world) {
+			// The definition would apply to the grants of event.owner on the
+			// workspace's events: they go first.
+			w.deleteResource("event:launch")
 			w.role(authz.Role{Name: "event.owner", Scope: "workspace:vancast-live", Permissions: []string{"event.delete"}, BindableOn: []string{"call"}})
 			w.refuses(authz.FailedPrecondition, "name", "event:gala", func() (authz.Revision, error) {
 				return w.eng.PutResource(w.ctx, as("user:ws-admin"), authz.Resource{Name: "event:gala", Parent: "workspace:vancast-live"})

@@ -762,6 +762,7 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
 	after.Roles = append(after.Roles, role)
+	j.heldTo(after)
 	return after, true
 }
 
@@ -817,6 +818,7 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 		}
 	}
 	after.Grants = slices.DeleteFunc(after.Grants, orphaned)
+	j.heldTo(after)
 	return after, true
 }
 
@@ -1029,11 +1031,12 @@ func (j *judgement) orphans(after authz.Snapshot) {
 }
 
 // heldTo: a move puts the grants it carries under the definitions of
-// their roles where it lands, and holds them to those as a grant there
-// would be: a live grant whose definition changes may not come under one
-// whose bindable_on leaves out its resource's type, nor one whose
-// max_holders ("at most this many subjects may hold it on one resource")
-// the role's live holders there pass.
+// their roles where it lands, a role's definition or deletion the grants
+// it applies to under the new one or the one above, and holds them to
+// those as a grant there would be: a live grant whose definition changes
+// may not come under one whose bindable_on leaves out its resource's type,
+// nor one whose max_holders ("at most this many subjects may hold it on
+// one resource") the role's live holders there pass.
 func (j *judgement) heldTo(after authz.Snapshot) {
 	a := newReference(after, j.now)
 	for _, g := range after.Grants {
@@ -1042,7 +1045,7 @@ func (j *judgement) heldTo(after authz.Snapshot) {
 		}
 		was, _ := j.before.definition(g.Role, g.Resource)
 		is, ok := a.definition(g.Role, g.Resource)
-		if !ok || was.Scope == is.Scope {
+		if !ok || was.Scope == is.Scope && sameDefinition(was, is) {
 			continue
 		}
 		if len(is.BindableOn) > 0 && !slices.Contains(is.BindableOn, authz.TypeOf(g.Resource)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // PutRole defines r at r.Scope, replacing an earlier definition of the same
@@ -44,6 +45,20 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 				return err
 			}
 			if err := p.boundedDefinition(scope, r, asked); err != nil {
+				return err
+			}
+		}
+		if r.MaxHolders > 0 || len(r.BindableOn) > 0 {
+			def := &roleDef{Role: r}
+			err := p.heldToDefinition(scope, r.Name, def, func(res, why string) error {
+				value := fmt.Sprint(r.MaxHolders)
+				if why == "bindable_on" {
+					value = strings.Join(r.BindableOn, ",")
+				}
+				return errorf(FailedPrecondition, "role."+why, value,
+					"the definition of %q at %q would apply to its grants on %q", r.Name, r.Scope, res)
+			})
+			if err != nil {
 				return err
 			}
 		}
@@ -161,6 +176,19 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		// Which grants the deletion orphans is read along the tree: a
 		// definition above that covers them, the holders below.
 		p.guard(holdersKey(name), keyTree)
+		// The grants the deleted definition applied to come under the one
+		// above it, whose limits they must keep.
+		if up := x.nodes[id].parent; up != noNode {
+			if def := x.resolveAt(up, role); def != nil && (def.MaxHolders > 0 || len(def.BindableOn) > 0) {
+				err := p.heldToDefinition(id, name, def, func(res, why string) error {
+					return errorf(FailedPrecondition, "name", name,
+						"deleting the definition at %q would put its grants on %q under the one at %q", scope, res, def.Scope)
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
 		orphans, more, below := x.orphanedByDeletion(id, role, MaxRoleDeletionGrants)
 		switch {
 		case below != nil:
@@ -184,6 +212,67 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})
 		return nil
 	})
+}
+
+// heldToDefinition refuses a write that makes def the definition of role
+// name for the grants in scope's subtree that no definition below scope
+// covers, when their live holders on one resource would pass its
+// max_holders ("at most this many subjects may hold it on one resource"),
+// or one is on a resource of a type its bindable_on leaves out: as a move
+// that would put them under such a definition is refused, and a grant
+// under it would be. refusal makes the error, given the resource and the
+// limit passed ("max_holders", "bindable_on"), and its message is told
+// what to revoke.
+func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal func(res, why string) error) error {
+	x := p.x
+	role := x.roleID(name)
+	if role == noName || x.roleHolders[role] == 0 {
+		return nil
+	}
+	p.guard(holdersKey(name), keyTree)
+	var err error
+	x.walk(scope, func(n uint32) bool {
+		holders := x.holdersOf(n, role)
+		if len(holders) == 0 {
+			return true
+		}
+		// A definition below scope, nearer n, applies there still.
+		if d := x.resolveAt(n, role); d != nil {
+			if at := x.lookupNode(d.Scope); at != scope && x.under(at, scope) {
+				return true
+			}
+		}
+		held := 0
+		var first resourceGrant
+		for _, g := range holders {
+			if !live(g.exp, p.now) {
+				continue
+			}
+			if held == 0 {
+				first = g
+			}
+			held++
+		}
+		switch {
+		case held == 0:
+		case !def.bindableOn(x.typeName(n)):
+			e := refusal(x.name(n), "bindable_on").(*Error)
+			e.Reason += fmt.Sprintf(", and %s may be granted only on resources of type %v (bindable_on): %q holds it on %q, a %q; revoke that grant first",
+				name, def.BindableOn, x.subj.name(first.subj), x.name(n), x.typeName(n))
+			e.Kind = KindNotBindable
+			e.Meta = map[string]string{"resource": x.name(n), "role": name, "scope": def.Scope}
+			err = e
+		case def.MaxHolders > 0 && held > int(def.MaxHolders):
+			e := refusal(x.name(n), "max_holders").(*Error)
+			e.Reason += fmt.Sprintf(", which allows at most %d holders of %s on one resource (max_holders), and %d hold it there; revoke some first",
+				def.MaxHolders, name, held)
+			e.Kind = KindMaxHolders
+			e.Meta = map[string]string{"resource": x.name(n), "role": name, "max_holders": fmt.Sprint(def.MaxHolders), "scope": def.Scope}
+			err = e
+		}
+		return err == nil
+	})
+	return err
 }
 
 // MaxRoleDeletionGrants is how many grants a role's deletion revokes with
