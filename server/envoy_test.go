@@ -856,7 +856,7 @@ func TestEnvoyJWTHS256(t *testing.T) {
 	if a.code != codes.OK || a.headers["x-usher-subject"] != "user:alice" || a.headers["x-usher-role"] != "host" {
 		t.Fatalf("a valid token: %+v", a)
 	}
-	if a := w.ask(t, join(hs(with(claims("alice"), "exp", 253402300799)))); a.code != codes.OK {
+	if a := w.ask(t, join(hs(with(claims("alice"), "exp", int64(253402300799))))); a.code != codes.OK {
 		t.Errorf("a token valid until the last second of the year 9999: %+v", a)
 	}
 	if a := w.ask(t, join(hs(with(claims("alice"), "aud", []string{"billing", "usher"})))); a.code != codes.OK {
