@@ -54,6 +54,24 @@ func wantBatchAt(t *testing.T, got []authz.Decision, errs []error, gotRev, rev a
 	}
 }
 
+// batchAnswer is a CheckBatch's answer.
+type batchAnswer struct {
+	ds   []authz.Decision
+	errs []error
+	rev  authz.Revision
+}
+
+// checkBatchAsync asks x the batch qs, and sends its answer once it has
+// one.
+func checkBatchAsync(x *authz.Index, qs []authz.Query) <-chan batchAnswer {
+	batch := make(chan batchAnswer, 1)
+	go func() {
+		ds, errs, rev := x.CheckBatch(qs)
+		batch <- batchAnswer{ds, errs, rev}
+	}()
+	return batch
+}
+
 // The DESIGN's "Checks never wait on a write": a batch that holds the index
 // for long (a thousand checks of a subject with a hundred roles on each level
 // of a deep path take a second) does so under the lock of the index's long
@@ -66,16 +84,7 @@ func TestALongCheckBatchHoldsNoCheckBack(t *testing.T) {
 		moved <- waiting
 		<-resume
 	})
-	type answer struct {
-		ds   []authz.Decision
-		errs []error
-		rev  authz.Revision
-	}
-	batch := make(chan answer, 1)
-	go func() {
-		ds, errs, rev := x.CheckBatch(qs)
-		batch <- answer{ds, errs, rev}
-	}()
+	batch := checkBatchAsync(x, qs)
 	select {
 	case waiting := <-moved:
 		if waiting {
@@ -131,16 +140,7 @@ func TestALongCheckBatchLetsAWaitingApplyInAndStartsAgain(t *testing.T) {
 	}
 	moved := make(chan bool, 1)
 	authz.SetBatchHold(t, 0, func(waiting bool) { moved <- waiting })
-	type answer struct {
-		ds   []authz.Decision
-		errs []error
-		rev  authz.Revision
-	}
-	batch := make(chan answer, 1)
-	go func() {
-		ds, errs, rev := x.CheckBatch(qs)
-		batch <- answer{ds, errs, rev}
-	}()
+	batch := checkBatchAsync(x, qs)
 	select {
 	case waiting := <-moved:
 		if !waiting {
