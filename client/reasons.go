@@ -50,6 +50,8 @@ const (
 	ReasonWatchLimit           = "WATCH_LIMIT"            // the server holds as many Watch streams as it may
 	ReasonCallerWatchLimit     = "CALLER_WATCH_LIMIT"     // the caller holds its share of them
 	ReasonCallerInitialLimit   = "CALLER_INITIAL_LIMIT"   // the caller's WatchCall streams hold its share of the events of initial states not yet taken
+	ReasonInitialRate          = "INITIAL_RATE"           // the server's WatchCall streams have started as many events of whole initial states a second as it reads; retry_after says when to watch again
+	ReasonCallerInitialRate    = "CALLER_INITIAL_RATE"    // the caller's have started its share of them
 	ReasonConnectionWatchLimit = "CONNECTION_WATCH_LIMIT" // the connection holds its share of the health Watch streams
 	ReasonWatchFellBehind      = "WATCH_FELL_BEHIND"      // a WatchCall stream that did not keep up
 	ReasonSendBudget           = "SEND_BUDGET"            // answers their clients have not read hold the server's send budget
