@@ -61,27 +61,17 @@ func (x *Index) CheckBatch(qs []Query) ([]Decision, []error, Revision) {
 // is done, the batch stops within lookupStride queries and returns ctx's
 // error.
 //
-// A batch starts under the lock Check takes, as a Check does. One that has
-// held it for maxBatchHold moves to the lock of the index's long readers
-// (view), which Apply takes before Check's: from then on an Apply waits for
-// the batch, and every Check goes on meanwhile. Should an Apply be waiting
-// for view already, the batch lets it in and starts again at the revision
-// it leaves; it starts again at most once, since nothing applies under
-// view.
+// A batch starts under the lock Check takes, as a Check does, and one that
+// has held it for maxBatchHold leaves it as soon as that holds no one back
+// (see batchHold.yield).
 func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, []error, Revision, error) {
 	now := instant{clock: x.clock}
 	out := make([]Decision, len(qs))
 	var errs []error
 	x.mu.RLock()
-	long := false // view is held, not mu
-	defer func() {
-		if long {
-			x.view.RUnlock()
-		} else {
-			x.mu.RUnlock()
-		}
-	}()
-	rev, start := x.rev, time.Now()
+	h := batchHold{x: x, start: time.Now()}
+	defer h.release()
+	rev := x.rev
 	// The queries go lookupStride at a time: their names are looked up
 	// together, and their subjects' grant lists read, before any is
 	// decided, so that the cache misses of different queries overlap.
@@ -89,26 +79,10 @@ func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, 
 	var hashes [lookupStride]uint64
 	var subjects, resources [lookupStride]uint32
 	var grants [lookupStride][]subjectGrant
+strides:
 	for at := 0; at < len(qs); at += lookupStride {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, x.rev, err
-		}
-		if !long && at > 0 && time.Since(start) >= maxBatchHold {
-			long = true
-			if x.view.TryRLock() {
-				x.mu.RUnlock()
-				batchMoved(false)
-			} else {
-				// An Apply waits for view, and may hold it waiting for mu:
-				// it goes first.
-				x.mu.RUnlock()
-				batchMoved(true)
-				x.view.RLock()
-				if x.rev != rev {
-					rev, at, errs, now = x.rev, 0, nil, instant{clock: x.clock}
-					clear(out)
-				}
-			}
 		}
 		part := qs[at:min(at+lookupStride, len(qs))]
 		for i, q := range part {
@@ -133,6 +107,14 @@ func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, 
 		}
 		touched(read)
 		for i, q := range part {
+			if i%yieldEvery == yieldEvery-1 && h.yield() {
+				// An Apply went first: every check is asked again, at the
+				// revision it left.
+				rev, errs, now = x.rev, nil, instant{clock: x.clock}
+				clear(out)
+				at = -lookupStride
+				continue strides
+			}
 			d, err := x.decide(q, resources[i], "", subjects[i], grants[i], &now)
 			if err != nil {
 				if errs == nil {
@@ -147,16 +129,76 @@ func (x *Index) CheckBatchContext(ctx context.Context, qs []Query) ([]Decision, 
 	return out, errs, rev, nil
 }
 
+// batchHold is the lock a CheckBatch holds: the one Check takes (mu) until
+// the batch has held it for maxBatchHold, and then, as soon as it may, the
+// one of the index's long readers (view), which Apply takes before mu and
+// Check never takes.
+type batchHold struct {
+	x     *Index
+	start time.Time
+	long  bool // view is held, not mu
+}
+
+// yield moves a batch that has held mu for maxBatchHold to view, where an
+// Apply waits for it and no Check does; it reports whether the index
+// changed meanwhile, for the batch to start again. While an Apply waits
+// for view behind another of its readers (an admin read), Checks go on and
+// the batch stays where it is, waiting for no one. Once an Apply holds view
+// and waits for mu, every Check queues behind it: the batch lets it go
+// first, waits for it alone, and goes on under view. Nothing applies under
+// view, so a batch starts again at most once.
+func (h *batchHold) yield() (changed bool) {
+	if h.long || time.Since(h.start) < maxBatchHold {
+		return false
+	}
+	x := h.x
+	batchYields()
+	if x.view.TryRLock() {
+		x.mu.RUnlock()
+		h.long = true
+		batchMoved(false)
+		return false
+	}
+	if x.mu.TryRLock() {
+		// No Apply waits for mu.
+		x.mu.RUnlock()
+		return false
+	}
+	rev := x.rev
+	x.mu.RUnlock()
+	batchMoved(true)
+	x.view.RLock()
+	h.long = true
+	return x.rev != rev
+}
+
+func (h *batchHold) release() {
+	if h.long {
+		h.x.view.RUnlock()
+	} else {
+		h.x.mu.RUnlock()
+	}
+}
+
+// yieldEvery is how many checks a CheckBatch decides between two looks at
+// how long it has held mu: a look costs a reading of the clock, and a check
+// of a subject with thousands of grants on its path up to a millisecond.
+const yieldEvery = 8
+
 // maxBatchHold is how long a CheckBatch holds the lock Check takes before
 // it moves to view: a batch of a thousand checks of a subject holding a
 // hundred roles on each level of a deep path costs a second, which no
 // Check should wait for behind an Apply. A variable for the tests.
 var maxBatchHold = time.Millisecond
 
-// batchMoved is called as a CheckBatch moves to view: holding it, or
-// (waiting) about to wait for the Apply that waits for it. A variable for
-// the tests.
-var batchMoved = func(waiting bool) {}
+// batchYields is called as a batch that has held mu for maxBatchHold
+// looks whether it may leave it, and batchMoved as it moves to view:
+// holding it, or (waiting) about to wait for the Apply that holds it.
+// Variables for the tests.
+var (
+	batchYields = func() {}
+	batchMoved  = func(waiting bool) {}
+)
 
 // touched keeps a read whose only purpose is to bring memory into the cache
 // from being compiled away.

@@ -78,13 +78,13 @@ func PolicyPruneWalks(x *Index, scope string, roles []string) (int, error) {
 	return v.walked, err
 }
 
-// SetBatchHold makes a CheckBatch move to view once it has held the lock
-// Check takes for d, and call moved as it does (see batchMoved), until the
-// test ends.
-func SetBatchHold(t testing.TB, d time.Duration, moved func(waiting bool)) {
-	oldHold, oldMoved := maxBatchHold, batchMoved
-	maxBatchHold, batchMoved = d, moved
-	t.Cleanup(func() { maxBatchHold, batchMoved = oldHold, oldMoved })
+// SetBatchHold makes a CheckBatch look whether it may move to view once it
+// has held the lock Check takes for d, calling yields as it looks and moved
+// as it moves (see batchYields, batchMoved), until the test ends.
+func SetBatchHold(t testing.TB, d time.Duration, yields func(), moved func(waiting bool)) {
+	oldHold, oldYields, oldMoved := maxBatchHold, batchYields, batchMoved
+	maxBatchHold, batchYields, batchMoved = d, yields, moved
+	t.Cleanup(func() { maxBatchHold, batchYields, batchMoved = oldHold, oldYields, oldMoved })
 }
 
 // HoldView holds x's view lock, as a long admin read does, until release
@@ -92,6 +92,16 @@ func SetBatchHold(t testing.TB, d time.Duration, moved func(waiting bool)) {
 func HoldView(x *Index) (release func()) {
 	x.view.RLock()
 	return x.view.RUnlock
+}
+
+// ApplyWaitsForMu reports whether an Apply waits for x's mu, which it
+// takes once it holds view.
+func ApplyWaitsForMu(x *Index) bool {
+	if x.mu.TryRLock() {
+		x.mu.RUnlock()
+		return false
+	}
+	return true
 }
 
 // ApplyWaits reports whether an Apply holds x's view lock or waits for it.
