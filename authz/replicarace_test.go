@@ -251,3 +251,28 @@ func TestAPolicyPlannedBeforeItsScopeIsDeletedIsRefused(t *testing.T) {
 		again.Close()
 	}
 }
+
+// A role definition planned before a grant of the role was committed, on
+// a replica behind: planned again, the definition would apply to that
+// grant, on a resource of a type its bindable_on leaves out, and is
+// refused. Two holders granted meanwhile pass a max_holders of one alike.
+func TestARoleDefinitionPlannedBeforeAGrantOfItIsHeldToIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		role authz.Role
+		kind authz.Kind
+	}{
+		{"bindable_on", authz.Role{Name: "presenter", Scope: "calltype:livestream", Permissions: []string{"send-video"}, BindableOn: []string{"event"}}, authz.KindNotBindable},
+		{"max_holders", authz.Role{Name: "presenter", Scope: "calltype:livestream", Permissions: []string{"send-video"}, MaxHolders: 1}, authz.KindMaxHolders},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, streamPolicy())
+			w.role(authz.Role{Name: "presenter", Scope: "account:acme", Permissions: []string{"send-video"}})
+			stale := w.behind()
+			w.grant("user:ann", "presenter", "call:livestream:42")
+			w.grant("user:bob", "presenter", "call:livestream:42")
+			w.refusedBehind("defining presenter on calltype:livestream, whose grants on call:livestream:42 came meanwhile",
+				authz.FailedPrecondition, tc.kind, func() (authz.Revision, error) { return stale.PutRole(w.ctx, w.by, tc.role) })
+		})
+	}
+}

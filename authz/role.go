@@ -53,7 +53,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			err := p.heldToDefinition(scope, r.Name, def, func(res, why string) error {
 				value := fmt.Sprint(r.MaxHolders)
 				if why == "bindable_on" {
-					value = strings.Join(r.BindableOn, ",")
+					value = strings.Join(asked.BindableOn, ",")
 				}
 				return errorf(FailedPrecondition, "role."+why, value,
 					"the definition of %q at %q would apply to its grants on %q", r.Name, r.Scope, res)
@@ -225,26 +225,21 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 // what to revoke.
 func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal func(res, why string) error) error {
 	x := p.x
+	// A grant of the role committed meanwhile plans the write again.
+	p.guard(holdersKey(name), keyTree)
 	role := x.roleID(name)
 	if role == noName || x.roleHolders[role] == 0 {
 		return nil
 	}
-	p.guard(holdersKey(name), keyTree)
 	var err error
-	x.walk(scope, func(n uint32) bool {
-		holders := x.holdersOf(n, role)
-		if len(holders) == 0 {
-			return true
-		}
-		// A definition below scope, nearer n, applies there still.
-		if d := x.resolveAt(n, role); d != nil {
-			if at := x.lookupNode(d.Scope); at != scope && x.under(at, scope) {
-				return true
-			}
+	var visit func(n uint32) bool
+	visit = func(n uint32) bool {
+		if n != scope && x.nodes[n].flags&nodeRoles != 0 && x.roleDefs[roleKey(n, role)] != nil {
+			return true // a definition below scope applies here, and below
 		}
 		held := 0
 		var first resourceGrant
-		for _, g := range holders {
+		for _, g := range x.holdersOf(n, role) {
 			if !live(g.exp, p.now) {
 				continue
 			}
@@ -262,6 +257,7 @@ func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal
 			e.Kind = KindNotBindable
 			e.Meta = map[string]string{"resource": x.name(n), "role": name, "scope": def.Scope}
 			err = e
+			return false
 		case def.MaxHolders > 0 && held > int(def.MaxHolders):
 			e := refusal(x.name(n), "max_holders").(*Error)
 			e.Reason += fmt.Sprintf(", which allows at most %d holders of %s on one resource (max_holders), and %d hold it there; revoke some first",
@@ -269,9 +265,16 @@ func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal
 			e.Kind = KindMaxHolders
 			e.Meta = map[string]string{"resource": x.name(n), "role": name, "max_holders": fmt.Sprint(def.MaxHolders), "scope": def.Scope}
 			err = e
+			return false
 		}
-		return err == nil
-	})
+		for c := x.nodes[n].first; c != noNode; c = x.nodes[c].next {
+			if !visit(c) {
+				return false
+			}
+		}
+		return true
+	}
+	visit(scope)
 	return err
 }
 

@@ -50,7 +50,7 @@ func TestARoleDefinitionKeepsItsGrantsWithinItsLimits(t *testing.T) {
 		w := newLimits(t)
 		r := member
 		r.BindableOn = []string{"event", "calltype"}
-		e := w.refuses(authz.FailedPrecondition, "role.bindable_on", "calltype,event", func() (authz.Revision, error) { return w.eng.PutRole(w.ctx, w.by, r) })
+		e := w.refuses(authz.FailedPrecondition, "role.bindable_on", "event,calltype", func() (authz.Revision, error) { return w.eng.PutRole(w.ctx, w.by, r) })
 		if e.Kind != authz.KindNotBindable || e.Meta["role"] != "call-member" {
 			t.Errorf("refusal %v (%s, %v), want NOT_BINDABLE", e, e.Kind, e.Meta)
 		}
@@ -79,6 +79,15 @@ func TestARoleDefinitionKeepsItsGrantsWithinItsLimits(t *testing.T) {
 		if e.Kind != authz.KindMaxHolders || e.Meta["scope"] != "account:acme" || e.Meta["resource"] != "call:livestream:42" {
 			t.Errorf("refusal %v (%s, %v), want MAX_HOLDERS of the definition at account:acme on call:livestream:42", e, e.Kind, e.Meta)
 		}
+		// One above it bindable only on events leaves them on calls.
+		w.role(authz.Role{Name: "call-member", Scope: "account:acme", Permissions: []string{"join-call"}, BindableOn: []string{"event"}})
+		e = w.refuses(authz.FailedPrecondition, "name", "call-member", func() (authz.Revision, error) {
+			return w.eng.DeleteRole(w.ctx, w.by, "calltype:livestream", "call-member")
+		})
+		if e.Kind != authz.KindNotBindable || e.Meta["scope"] != "account:acme" {
+			t.Errorf("refusal %v (%s, %v), want NOT_BINDABLE of the definition at account:acme", e, e.Kind, e.Meta)
+		}
+		w.role(authz.Role{Name: "call-member", Scope: "account:acme", Permissions: []string{"join-call"}, MaxHolders: 1})
 		rev, err := w.eng.Revoke(context.Background(), w.by, authz.Grant{Subject: "user:bob", Role: "call-member", Resource: "call:livestream:42"})
 		w.ok("Revoke", rev, err)
 		rev, err = w.eng.DeleteRole(w.ctx, w.by, "calltype:livestream", "call-member")
