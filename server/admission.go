@@ -339,29 +339,41 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return err
 	}
 	defer release()
-	spend := func(int) {}
-	if n := s.m.Participants(req.GetResource()); n > 0 && s.m.Whole(req.GetResource(), authz.Revision(req.GetAfterRevision())) {
-		// A whole initial state, from the start or a resume that cannot
-		// resume, tells of every participant: one that the caller's share
-		// cannot hold is refused before it is read, which holds up the
-		// node's joins for as long as the call is large.
+	after := authz.Revision(req.GetAfterRevision())
+	n := s.m.Participants(req.GetResource())
+	// A watch from the start sends the whole state; a resume, when it
+	// cannot resume, which only a call with participants costs the asking.
+	whole := after == 0 || n > 0 && s.m.Whole(req.GetResource(), after)
+	if whole && n > 0 {
+		// A whole initial state tells of every participant: one that the
+		// caller's share cannot hold is refused before it is read, which
+		// holds up the node's joins for as long as the call is large.
 		fits, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), n+1)
 		if err != nil {
 			return err
 		}
 		fits()
-		// Nor may one caller start such states, of streams it ends at once,
-		// faster than its share of what the node reads of them a second.
-		if spend, err = paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1); err != nil {
+	}
+	// Nor may the server's callers, or one of them, start whole states, of
+	// streams they end at once, faster than their share of what the node
+	// reads of them a second.
+	var pace *initialPace
+	if whole {
+		if pace, err = paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1); err != nil {
 			return err
 		}
 	}
-	w, err := s.m.Watch(req.GetResource(), authz.Revision(req.GetAfterRevision()))
+	w, err := s.m.Watch(req.GetResource(), after)
 	if err != nil {
+		pace.settle(0)
 		return toStatus(err)
 	}
 	defer w.Close()
-	spend(len(w.Initial))
+	if pace == nil && resets(w.Initial) {
+		// A resume the view could no longer resume once it looked.
+		pace = chargeInitial(stream.Context(), s.pacesAll, s.paces)
+	}
+	pace.settle(len(w.Initial))
 	// A client that does not read holds its initial state until it does:
 	// one caller's streams hold at most its share of what all hold.
 	unheld, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), len(w.Initial))
@@ -432,4 +444,10 @@ func toCallEvent(ev admission.Event) *usherv1.CallEvent {
 		LivekitGrant: toLiveKitGrant(ev.Grant), Outcome: usherv1.Outcome(ev.Outcome), BlockId: ev.BlockID,
 		Note: ev.Note, Reset_: ev.Reset,
 	}
+}
+
+// resets reports whether a watch's initial state is the whole state sent
+// in place of a resume, which its SYNCED event says.
+func resets(initial []admission.Event) bool {
+	return len(initial) > 0 && initial[len(initial)-1].Kind == admission.EventSynced && initial[len(initial)-1].Reset
 }

@@ -133,11 +133,11 @@ func (s *streamShares) takeN(holder string, n int) (release func(), ok bool) {
 }
 
 // paces bounds how fast each holder (a caller) spends something whose work
-// is proportional to what is spent: a holder may spend while its balance
-// is above zero, and the balance refills at rate a second, up to a
-// second's worth. One spend may take it below zero, into a debt the holder
-// repays before it spends again: a spend larger than a second's worth goes
-// through once, and no holder spends more than rate a second on average.
+// is proportional to what is spent: a holder may take while its balance is
+// above zero, and the balance refills at rate a second, up to a second's
+// worth. One take may bring it below zero, into a debt the holder repays
+// before it takes again: a take larger than a second's worth goes through
+// once, and no holder spends more than rate a second on average.
 type paces struct {
 	rate float64
 
@@ -166,35 +166,80 @@ func (p *paces) balanceAt(holder string, now time.Time) *balance {
 	return b
 }
 
-// may reports whether holder may spend at now, or how long until it may.
-func (p *paces) may(holder string, now time.Time) (wait time.Duration, ok bool) {
+// take takes n from holder's balance at now, below zero if need be, unless
+// the balance is not above zero: then it reports how long until it is.
+// Taking and looking are one step, so that a holder's takes at once go
+// through one at a time, each while the last left something.
+func (p *paces) take(holder string, n int, now time.Time) (wait time.Duration, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if b := p.balanceAt(holder, now); b.left <= 0 {
+	b := p.balanceAt(holder, now)
+	if b.left <= 0 {
 		return time.Duration((-b.left/p.rate + 1e-3) * float64(time.Second)).Round(time.Millisecond), false
 	}
+	b.left -= float64(n)
 	return 0, true
 }
 
-// spend takes n from holder's balance at now, below zero if need be.
-func (p *paces) spend(holder string, n int, now time.Time) {
+// give gives n back to holder's balance (n < 0 takes more), up to a
+// second's worth.
+func (p *paces) give(holder string, n int, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.balanceAt(holder, now).left -= float64(n)
+	b := p.balanceAt(holder, now)
+	b.left = min(p.rate, b.left+float64(n))
 }
 
-// paceInitial refuses a WatchCall of call whose whole initial state, of n
-// events, may not start yet: the server's streams have started as many
-// such events as all (server, its rate MaxInitialRate) may, or the caller
-// of ctx as many as one caller (callers) may. The refusal names the rate
-// and when to watch again. Otherwise it returns spend, to call with the
-// events of the state once it has been read. A call without a caller
-// counts against the server's rate alone, as the one anonymous caller,
-// whose share is the whole, as in takeCallerShare.
-func paceInitial(ctx context.Context, server, callers *paces, call string, n int) (spend func(events int), err error) {
+// initialPace is what a WatchCall's whole initial state took from the
+// balances of the server and of its caller ("" for none): an estimate,
+// which settle makes what the state held.
+type initialPace struct {
+	server, callers *paces
+	caller          string
+	took            int
+}
+
+// settle makes what p took the events the state held: 0 gives all back, for
+// a watch that was refused. A nil p took nothing.
+func (p *initialPace) settle(events int) {
+	if p == nil {
+		return
+	}
+	now := time.Now()
+	p.server.give("", p.took-events, now)
+	if p.caller != "" {
+		p.callers.give(p.caller, p.took-events, now)
+	}
+	p.took = events
+}
+
+// paceInitial takes the n events of a WatchCall's whole initial state of
+// call from the balances of the server (server, its rate MaxInitialRate)
+// and of the caller of ctx (callers, each its share), or refuses the
+// stream when either has none left, naming the rate and when to watch
+// again. A call without a caller takes from the server's balance alone: it
+// is the one anonymous caller, whose share is the whole, as in
+// takeCallerShare.
+func paceInitial(ctx context.Context, server, callers *paces, call string, n int) (*initialPace, error) {
 	c, isCaller := callerIn(ctx)
 	now := time.Now()
-	if wait, ok := server.may("", now); !ok {
+	p := &initialPace{server: server, callers: callers, took: n}
+	if isCaller {
+		if wait, ok := callers.take(c.Name, n, now); !ok {
+			rate := strconv.Itoa(int(callers.rate))
+			return nil, refuse(codes.ResourceExhausted,
+				fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
+					clip(call), c.Name, rate, wait),
+				details{reason: reasonCallerInitialRate, field: "resource", value: call,
+					meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
+					why:  fmt.Sprintf("one caller's WatchCall streams start whole initial states of at most %s events a second", rate)})
+		}
+		p.caller = c.Name
+	}
+	if wait, ok := server.take("", n, now); !ok {
+		if isCaller {
+			callers.give(c.Name, n, now)
+		}
 		rate := strconv.Itoa(int(server.rate))
 		return nil, refuse(codes.ResourceExhausted,
 			fmt.Sprintf("resource %q: this server's WatchCall streams have started whole initial states of more than the %s events a second it reads: watch again in %s, or resume from a revision",
@@ -203,23 +248,17 @@ func paceInitial(ctx context.Context, server, callers *paces, call string, n int
 				meta: map[string]string{"limit": rate, "events": strconv.Itoa(n), "retry_after": wait.String()},
 				why:  fmt.Sprintf("the server's WatchCall streams start whole initial states of at most %s events a second", rate)})
 	}
-	if !isCaller {
-		return func(events int) { server.spend("", events, time.Now()) }, nil
+	return p, nil
+}
+
+// chargeInitial is a pace that took nothing yet, for a whole initial state
+// found only once it was read: settle charges it, whatever the balances.
+func chargeInitial(ctx context.Context, server, callers *paces) *initialPace {
+	p := &initialPace{server: server, callers: callers}
+	if c, ok := callerIn(ctx); ok {
+		p.caller = c.Name
 	}
-	if wait, ok := callers.may(c.Name, now); !ok {
-		rate := strconv.Itoa(int(callers.rate))
-		return nil, refuse(codes.ResourceExhausted,
-			fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
-				clip(call), c.Name, rate, wait),
-			details{reason: reasonCallerInitialRate, field: "resource", value: call,
-				meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
-				why:  fmt.Sprintf("one caller's WatchCall streams start whole initial states of at most %s events a second", rate)})
-	}
-	return func(events int) {
-		now := time.Now()
-		server.spend("", events, now)
-		callers.spend(c.Name, events, now)
-	}, nil
+	return p
 }
 
 // takeCallerShare counts a stream of the caller of ctx against its share

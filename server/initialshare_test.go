@@ -213,3 +213,33 @@ func TestOneCallerStartingWholeInitialStatesIsPaced(t *testing.T) {
 		t.Errorf("the other caller's whole state beside the hog's debt: %v", err)
 	}
 }
+
+// A call whose participants wait in its lobby, none in the call, has a
+// whole initial state of their knocks: it is paced as one of sessions is.
+func TestAWholeStateOfKnocksIsPaced(t *testing.T) {
+	const knocks = 29
+	hogToken, _, src := hogAndOther(t)
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	for i := range knocks {
+		subject := fmt.Sprintf("user:g%d", i)
+		w.grant(subject, "guest", meeting7)
+		if k, err := hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: subject, Resource: meeting7}); err != nil || k.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
+		}
+	}
+	first := watchCall(t, hog, meeting7, 0)
+	for range knocks + 1 { // WAITING each, then SYNCED
+		if a := <-first.events; a.err != nil {
+			t.Fatalf("the hog's first whole state: %v", a.err)
+		}
+	}
+	first.cancel()
+	stream, err := hog.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	st := wantCode(t, err, codes.ResourceExhausted)
+	wantDetails(t, st, refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7, meta: map[string]string{"caller": "hog", "limit": "10"}})
+}
