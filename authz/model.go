@@ -147,11 +147,13 @@ type Lobby struct {
 // MediaMapping says which permission gives each field of LiveKit's video
 // grant; media/livekit's Mapping is the same struct, with the token.
 //
-// RoomAdmin and RoomRecord may each name several permissions, separated by
-// commas, all of which a participant must hold: LiveKit's roomAdmin mutes,
-// removes and re-permissions participants, and roomRecord starts and stops
-// every egress, recordings and broadcasts alike, so either may stand for
-// more than one capability (MediaPermissions).
+// RoomAdmin, RoomRecord and each source of CanPublishSources may name
+// several permissions, separated by commas, all of which a participant
+// must hold: LiveKit's roomAdmin mutes, removes and re-permissions
+// participants, roomRecord starts and stops every egress, recordings and
+// broadcasts alike, and audio published as screen_share_audio is heard as
+// a microphone's is, so each may stand for more than one capability
+// (MediaPermissions).
 type MediaMapping struct {
 	RoomJoin          string
 	CanPublish        string
@@ -163,8 +165,8 @@ type MediaMapping struct {
 	Hidden            string
 }
 
-// MediaPermissions splits a RoomAdmin or RoomRecord value into the
-// permissions it names, all required; nil for "".
+// MediaPermissions splits a RoomAdmin, RoomRecord or source's value into
+// the permissions it names, all required; nil for "".
 func MediaPermissions(value string) []string {
 	if value == "" {
 		return nil
