@@ -26,9 +26,14 @@ func Spelt(js []byte, v any, path string) error {
 
 var rawMessage = reflect.TypeFor[json.RawMessage]()
 
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
 func spelt(doc any, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshaler) {
+		return nil // the type reads its JSON its own way
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -37,13 +42,7 @@ func spelt(doc any, t reflect.Type, path string) error {
 			return nil
 		}
 		fields := map[string]reflect.Type{}
-		for f := range t.Fields() {
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if !f.IsExported() || name == "-" {
-				continue
-			}
-			fields[cmp.Or(name, f.Name)] = f.Type
-		}
+		fieldsOf(t, fields)
 		for _, key := range slices.Sorted(maps.Keys(obj)) {
 			at := join(path, key)
 			ft, ok := fields[key]
@@ -81,6 +80,41 @@ func spelt(doc any, t reflect.Type, path string) error {
 		}
 	}
 	return nil
+}
+
+// fieldsOf adds to fields the JSON names of t's fields, by their types, as
+// encoding/json reads them: the fields of an untagged embedded struct as
+// t's own, after t's, which win over them.
+func fieldsOf(t reflect.Type, fields map[string]reflect.Type) {
+	var embedded []reflect.Type
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if ft := f.Type; f.Anonymous && name == "" {
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				embedded = append(embedded, ft)
+				continue
+			}
+		}
+		if f.IsExported() {
+			fields[cmp.Or(name, f.Name)] = f.Type
+		}
+	}
+	for _, e := range embedded {
+		inner := map[string]reflect.Type{}
+		fieldsOf(e, inner)
+		for name, ft := range inner {
+			if _, ok := fields[name]; !ok {
+				fields[name] = ft
+			}
+		}
+	}
 }
 
 func join(path, key string) string {

@@ -30,12 +30,25 @@ func TestOneAcceptsASingleDocument(t *testing.T) {
 	}
 }
 
+// ownJSON reads its JSON its own way, whatever the case of its keys.
+type ownJSON struct {
+	X string `json:"x"`
+}
+
+func (o *ownJSON) UnmarshalJSON([]byte) error { return nil }
+
 func TestSpeltRefusesAFieldNameInAnotherCase(t *testing.T) {
 	type inner struct {
 		Algorithm string `json:"algorithm"`
 	}
+	type Common struct {
+		Name string `json:"name"`
+	}
 	type doc struct {
+		Common
 		Kind    string            `json:"kind"`
+		Dash    string            `json:"-,"`
+		Own     ownJSON           `json:"own"`
 		Inner   *inner            `json:"inner,omitempty"`
 		List    []inner           `json:"list"`
 		ByName  map[string]inner  `json:"by_name"`
@@ -49,6 +62,8 @@ func TestSpeltRefusesAFieldNameInAnotherCase(t *testing.T) {
 		{`{"inner": {"ALGORITHM": "HS256"}}`, `inner.ALGORITHM: unknown field "ALGORITHM"`},
 		{`{"list": [{"algorithm": "x"}, {"Algorithm": "y"}]}`, `list[1].Algorithm: unknown field "Algorithm"`},
 		{`{"by_name": {"a": {"algoRithm": "x"}}}`, `by_name.a.algoRithm: unknown field "algoRithm"`},
+		// An embedded struct's fields are the document's own.
+		{`{"Name": "x"}`, `Name: unknown field "Name": field names are matched exactly; this one is "name"`},
 	} {
 		err := yamldoc.Spelt([]byte(tc.js), &doc{}, "")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -58,6 +73,8 @@ func TestSpeltRefusesAFieldNameInAnotherCase(t *testing.T) {
 	for _, js := range []string{
 		`{"kind": "admin", "inner": {"algorithm": "x"}, "list": [{"algorithm": "y"}], "by_name": {"A": {"algorithm": "z"}}}`,
 		`{"raw": [{"Anything": 1}]}`,     // decoded, and judged, by the reader
+		`{"name": "x", "-": "y"}`,        // an embedded struct's field, and one named "-"
+		`{"own": {"X": 1}}`,              // a type that reads its own JSON
 		`{"kinds": "x", "skipped": "y"}`, // unknown: the decoder's to refuse
 		`not json`,
 	} {
