@@ -394,7 +394,7 @@ func (j *jwtSubject) subject(value string) (string, error) {
 	// issued-at of 1e19 would read as passed.
 	for _, name := range [...]string{"exp", "nbf", "iat"} {
 		if v, ok := claims[name].(float64); ok && math.Abs(v) > maxClaimSeconds {
-			return "", fmt.Errorf("header %s: invalid token: claim %s %g is out of range: a time claim counts at most %d seconds, the end of the year 9999, either way from 1970", j.header, name, v, maxClaimSeconds)
+			return "", fmt.Errorf("header %s: invalid token: claim %s %g is out of range: a time claim counts at most %d seconds, the end of the year 9999, either way from 1970", j.header, name, v, int64(maxClaimSeconds))
 		}
 	}
 	sub, ok := claims[j.claim].(string)
