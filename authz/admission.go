@@ -122,15 +122,8 @@ func ValidateAdmission(field string, a Admission) error {
 			}
 		}
 		for _, f := range []struct{ name, value string }{{"room_admin", m.RoomAdmin}, {"room_record", m.RoomRecord}} {
-			// Counted before it is split: every Join and every change a
-			// WatchCall reports reads the list again.
-			if n := strings.Count(f.value, ",") + 1; f.value != "" && n > MaxRuleRoles {
-				return errorf(Invalid, field+"livekit."+f.name, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
-			}
-			for _, perm := range MediaPermissions(f.value) {
-				if err := validateMediaPermission(field+"livekit."+f.name, perm); err != nil {
-					return err
-				}
+			if err := validateMediaList(field+"livekit."+f.name, f.value); err != nil {
+				return err
 			}
 		}
 		for _, src := range slices.Sorted(maps.Keys(m.CanPublishSources)) {
@@ -138,20 +131,28 @@ func ValidateAdmission(field string, a Admission) error {
 			if !slices.Contains(mediaSources, src) {
 				return errorf(Invalid, field+"livekit.can_publish_sources", src, "not a LiveKit track source; one of %v", mediaSources)
 			}
-			perms := m.CanPublishSources[src]
-			if n := strings.Count(perms, ",") + 1; n > MaxRuleRoles {
-				return errorf(Invalid, f, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
+			// A source names at least one permission.
+			if perms := m.CanPublishSources[src]; perms == "" {
+				return validateMediaPermission(f, perms)
+			} else if err := validateMediaList(f, perms); err != nil {
+				return err
 			}
-			if perms == "" {
-				if err := validateMediaPermission(f, perms); err != nil {
-					return err
-				}
-			}
-			for _, perm := range MediaPermissions(perms) {
-				if err := validateMediaPermission(f, perm); err != nil {
-					return err
-				}
-			}
+		}
+	}
+	return nil
+}
+
+// validateMediaList checks a LiveKit mapping's value that names one
+// permission, or several separated by commas (MediaPermissions); "" names
+// none. It is counted before it is split: every Join and every change a
+// WatchCall reports reads the list again.
+func validateMediaList(field, value string) error {
+	if n := strings.Count(value, ",") + 1; value != "" && n > MaxRuleRoles {
+		return errorf(Invalid, field, fmt.Sprint(n), "at most %d permissions", MaxRuleRoles)
+	}
+	for _, perm := range MediaPermissions(value) {
+		if err := validateMediaPermission(field, perm); err != nil {
+			return err
 		}
 	}
 	return nil

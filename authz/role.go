@@ -50,7 +50,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 		}
 		if r.MaxHolders > 0 || len(r.BindableOn) > 0 {
 			def := &roleDef{Role: r}
-			err := p.heldToDefinition(scope, r.Name, def, func(res, why string) error {
+			err := p.heldToDefinition(scope, r.Name, def, func(res, why string) *Error {
 				value := fmt.Sprint(r.MaxHolders)
 				if why == "bindable_on" {
 					value = strings.Join(asked.BindableOn, ",")
@@ -180,7 +180,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		// above it, whose limits they must keep.
 		if up := x.nodes[id].parent; up != noNode {
 			if def := x.resolveAt(up, role); def != nil && (def.MaxHolders > 0 || len(def.BindableOn) > 0) {
-				err := p.heldToDefinition(id, name, def, func(res, why string) error {
+				err := p.heldToDefinition(id, name, def, func(res, why string) *Error {
 					return errorf(FailedPrecondition, "name", name,
 						"deleting the definition at %q would put its grants on %q under the one at %q", scope, res, def.Scope)
 				})
@@ -223,7 +223,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 // under it would be. refusal makes the error, given the resource and the
 // limit passed ("max_holders", "bindable_on"), and its message is told
 // what to revoke.
-func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal func(res, why string) error) error {
+func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal func(res, why string) *Error) error {
 	x := p.x
 	// A grant of the role committed meanwhile plans the write again.
 	p.guard(holdersKey(name), keyTree)
@@ -251,7 +251,7 @@ func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal
 		switch {
 		case held == 0:
 		case !def.bindableOn(x.typeName(n)):
-			e := refusal(x.name(n), "bindable_on").(*Error)
+			e := refusal(x.name(n), "bindable_on")
 			e.Reason += fmt.Sprintf(", and %s may be granted only on resources of type %v (bindable_on): %q holds it on %q, a %q; revoke that grant first",
 				name, def.BindableOn, x.subj.name(first.subj), x.name(n), x.typeName(n))
 			e.Kind = KindNotBindable
@@ -259,7 +259,7 @@ func (p *plan) heldToDefinition(scope uint32, name string, def *roleDef, refusal
 			err = e
 			return false
 		case def.MaxHolders > 0 && held > int(def.MaxHolders):
-			e := refusal(x.name(n), "max_holders").(*Error)
+			e := refusal(x.name(n), "max_holders")
 			e.Reason += fmt.Sprintf(", which allows at most %d holders of %s on one resource (max_holders), and %d hold it there; revoke some first",
 				def.MaxHolders, name, held)
 			e.Kind = KindMaxHolders

@@ -341,8 +341,10 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	defer release()
 	after := authz.Revision(req.GetAfterRevision())
 	n := s.m.Participants(req.GetResource())
-	// A watch from the start sends the whole state; a resume, when it
-	// cannot resume, which only a call with participants costs the asking.
+	// A watch from the start sends the whole state, and so does a resume
+	// that cannot resume. Asking costs a resume of a call with
+	// participants a read of the log on a cluster; one of a call with none
+	// is charged once read, should it send the whole state after all.
 	whole := after == 0 || n > 0 && s.m.Whole(req.GetResource(), after)
 	if whole && n > 0 {
 		// A whole initial state tells of every participant: one that the
