@@ -145,7 +145,9 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 		case OpPutBlock, OpDeleteBlock:
 			return path[c.Block.Resource]
 		case OpPutResource, OpDeleteResource:
-			return path[c.Resource.Name] // the resource or an ancestor moves or goes
+			// The resource or an ancestor moves or goes; the path is read
+			// from the index as it is, which holds no deleted resource.
+			return path[c.Resource.Name] || c.Resource.Name == q.Resource
 		case OpPutRole, OpDeleteRole:
 			return path[c.Role.Scope] // a definition that applies on the resource
 		}

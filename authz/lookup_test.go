@@ -773,3 +773,31 @@ func lookUpAll(t *testing.T, w *world, q authz.LookupResourcesQuery, size int) (
 		token = next
 	}
 }
+
+// A LookupSubjects whose resource is deleted between two pages is told to
+// start again, as after any change that may alter its answer: the first
+// page's revision held the resource, and no later page answers at it that
+// the resource is not registered.
+func TestALookupsResourceDeletedBetweenPagesStartsAgain(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	for i := range 3 {
+		w.grant(fmt.Sprintf("user:s%d", i), "call-member", "call:livestream:42")
+	}
+	q := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	_, next, _, err := w.eng.LookupSubjects(w.ctx, q, 1, "")
+	if err != nil || next == "" {
+		t.Fatalf("first page: %q, %v", next, err)
+	}
+	expired := func(what string) {
+		t.Helper()
+		_, _, _, err := w.eng.LookupSubjects(w.ctx, q, 1, next)
+		var e *authz.Error
+		if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" {
+			t.Errorf("the page after %s = %v, want FAILED_PRECONDITION %s on page_token", what, err, authz.KindPageTokenExpired)
+		}
+	}
+	w.deleteResource("call:livestream:42")
+	expired("its resource was deleted")
+	w.put("call:livestream:42", "account:globex")
+	expired("its resource was deleted and registered again elsewhere")
+}
