@@ -171,16 +171,26 @@ func (p *plan) heldAt(res uint32, path []uint32) []*roleDef {
 // mayGrant applies DESIGN.md's Grant rule for the actor: usher.grants.write
 // at res, and the actor may assign role there (mayAssign).
 func (p *plan) mayGrant(role string, res uint32, verb string) error {
-	x := p.x
-	p.guardActor()
-	if !p.actorHolds(res, PermGrantsWrite) {
-		e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: the actor lacks %q there",
-			verb, role, x.name(res), PermGrantsWrite)
-		e.Rule = RuleMissingPermission
-		e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": x.name(res)}
-		return e
+	if err := p.mayWriteGrants(role, res, verb); err != nil {
+		return err
 	}
 	return p.mayAssign(role, res, verb)
+}
+
+// mayWriteGrants refuses an actor that lacks usher.grants.write at res,
+// before anything else of the write is looked at: an actor without it
+// learns nothing of the roles defined there, nor of the grants.
+func (p *plan) mayWriteGrants(role string, res uint32, verb string) error {
+	p.guardActor()
+	if p.actorHolds(res, PermGrantsWrite) {
+		return nil
+	}
+	name := p.x.name(res)
+	e := errorf(PermissionDenied, "actor", p.by.Actor, "may not %s role %q on %q: the actor lacks %q there",
+		verb, role, name, PermGrantsWrite)
+	e.Rule = RuleMissingPermission
+	e.Meta = map[string]string{"permission": PermGrantsWrite, "role": role, "resource": name}
+	return e
 }
 
 // mayAssign reports whether role is one of the actor's own assignable roles

@@ -259,9 +259,12 @@ func TestDelegatedGrantMessages(t *testing.T) {
 			t.Errorf("the refusal %q does not name the rule", e.Reason)
 		}
 	})
-	t.Run("a role not visible at the scope is NOT_FOUND before any delegation test", func(t *testing.T) {
+	t.Run("a role not visible at the scope is NOT_FOUND to an actor who may grant there, before the rest of the delegation test", func(t *testing.T) {
 		w := vancastWorld(t)
 		w.refuses(authz.NotFound, "role", "event.janitor", func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:owner"), authz.Grant{Subject: "user:new", Role: "event.janitor", Resource: "event:launch"})
+		})
+		w.refuses(authz.PermissionDenied, "actor", "user:stranger", func() (authz.Revision, error) {
 			return w.eng.Grant(w.ctx, as("user:stranger"), authz.Grant{Subject: "user:new", Role: "event.janitor", Resource: "event:launch"})
 		})
 	})
@@ -1282,5 +1285,32 @@ func TestAListRolesPageOfAssignableRolesWeighsABoundedNumberOfResources(t *testi
 	}
 	if listed != roles {
 		t.Errorf("the pages listed %d of the %d guest roles, each of which user:ann may assign", listed, roles)
+	}
+}
+
+// An actor without usher.grants.write on a resource learns nothing of the
+// roles defined there: a grant of a role defined only in another tenant's
+// account, or of no role at all, is refused for what the actor lacks, as a
+// grant of a role it could see is; one that holds it is told the role is
+// not defined there.
+func TestAGrantByAnActorWithoutThePowerNamesNoRole(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(authz.Role{Name: "acme-vip", Scope: "account:acme", Permissions: []string{"join-call"}})
+	w.grant("user:g-mod", "moderator", "account:globex")
+	w.grant("user:a-admin", "admin", "account:acme")
+	for _, role := range []string{"acme-vip", "no-such-role", "call-member"} {
+		grant := func() (authz.Revision, error) {
+			return w.eng.Grant(w.ctx, as("user:g-mod"), authz.Grant{Subject: "user:x", Role: role, Resource: "call:livestream:42"})
+		}
+		e := w.refuses(authz.PermissionDenied, "actor", "user:g-mod", grant)
+		if e.Rule != authz.RuleMissingPermission || e.Meta["permission"] != "usher.grants.write" {
+			t.Errorf("granting %q: rule %q, meta %v; want %q lacking usher.grants.write", role, e.Rule, e.Meta, authz.RuleMissingPermission)
+		}
+	}
+	e := w.refuses(authz.NotFound, "role", "no-such-role", func() (authz.Revision, error) {
+		return w.eng.Grant(w.ctx, as("user:a-admin"), authz.Grant{Subject: "user:x", Role: "no-such-role", Resource: "call:livestream:42"})
+	})
+	if e.Kind != authz.KindRoleNotFound {
+		t.Errorf("a role that is not defined, granted by one who may grant: kind %q, want %q", e.Kind, authz.KindRoleNotFound)
 	}
 }

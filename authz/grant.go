@@ -21,14 +21,21 @@ func (e *Engine) Grant(ctx context.Context, by Author, g Grant) (Revision, error
 			return err
 		}
 		p.guard(resourceKey(g.Resource), keyRoles)
-		if x.resolveRole(res, g.Role) == nil {
-			return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource).as(KindRoleNotFound)
-		}
+		// The actor's power is judged first, so that an actor without it
+		// cannot learn which roles are defined there.
 		if by.Actor != "" {
 			if g.Subject == by.Actor {
 				return p.selfService("grant", "grant a role to itself")
 			}
-			if err := p.mayGrant(g.Role, res, "grant"); err != nil {
+			if err := p.mayWriteGrants(g.Role, res, "grant"); err != nil {
+				return err
+			}
+		}
+		if x.resolveRole(res, g.Role) == nil {
+			return errorf(NotFound, "role", g.Role, "no role of that name is defined at %q or above it", g.Resource).as(KindRoleNotFound)
+		}
+		if by.Actor != "" {
+			if err := p.mayAssign(g.Role, res, "grant"); err != nil {
 				return err
 			}
 		}

@@ -261,20 +261,25 @@ func (j *judgement) mayAssignSeen(role, s string, seen map[[2]string]bool) strin
 // grant: "Grant role R on resource s ...". The resource must be registered
 // and the role visible there (NOT_FOUND), the grant may not be the actor's
 // own ("it does not grant itself"), bindable_on and max_holders hold
-// (FAILED_PRECONDITION), and an expiry lies in the future.
+// (FAILED_PRECONDITION), and an expiry lies in the future. An actor that
+// may not grant there, or would grant itself, is refused that before it
+// learns whether the role is visible.
 func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
 	r := j.before
 	if !r.registered(g.Resource) {
 		j.refuse(authz.NotFound, "", "%s is not registered", g.Resource)
 		return j.s, false
 	}
-	def, ok := r.definition(g.Role, g.Resource)
-	if !ok {
-		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
-		return j.s, false
-	}
 	if g.Subject == j.actor {
 		j.refuse(authz.PermissionDenied, authz.RuleNoSelfService, "the actor would grant itself %s", g.Role)
+	}
+	def, ok := r.definition(g.Role, g.Resource)
+	if !ok {
+		if j.actor != "" {
+			j.require(g.Resource, authz.PermGrantsWrite, "grant of "+g.Role)
+		}
+		j.refuse(authz.NotFound, "", "no role %s is visible at %s", g.Role, g.Resource)
+		return j.s, false
 	}
 	j.mayGrant(g.Role, g.Resource, "grant")
 	return j.bind(g, def, false)
