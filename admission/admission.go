@@ -996,7 +996,7 @@ func (m *Manager) Deny(ctx context.Context, by authz.Author, resource, subject s
 			return err
 		}
 		return &authz.Error{Code: authz.PermissionDenied, Field: "actor", Value: by.Actor, Rule: authz.RuleNoSelfService,
-			Reason: "may not deny itself: " + authz.RuleNoSelfService, Meta: map[string]string{"subject": by.Actor}}
+			Reason: fmt.Sprintf("may not deny itself entry to %s: %s", resource, authz.RuleNoSelfService), Meta: map[string]string{"subject": by.Actor, "resource": resource}}
 	}
 	// No revision guards an Unknock: the actor's power, and the call and
 	// its lobby, are judged at the latest revision, not at what this node

@@ -591,7 +591,7 @@ func (e *Engine) Schedule(ctx context.Context, by Author, resource string, start
 	if err := checkStart("start_time", startsAt); err != nil {
 		return 0, err
 	}
-	return e.setStage(ctx, by, resource, "schedule", func(r *Resource) { r.StartsAt = startsAt.UTC() })
+	return e.setStage(ctx, by, resource, "schedule", "scheduling it", func(r *Resource) { r.StartsAt = startsAt.UTC() })
 }
 
 // checkStart refuses a start time that cannot be stored: the zero time is
@@ -608,14 +608,16 @@ func checkStart(field string, t time.Time) error {
 // GoLive takes resource live, or back to backstage, under the same rules as
 // Schedule.
 func (e *Engine) GoLive(ctx context.Context, by Author, resource string, live bool) (Revision, error) {
-	verb := "take live"
+	verb, doing := "take live", "taking it live"
 	if !live {
-		verb = "take backstage"
+		verb, doing = "take backstage", "taking it backstage"
 	}
-	return e.setStage(ctx, by, resource, verb, func(r *Resource) { r.Live = live })
+	return e.setStage(ctx, by, resource, verb, doing, func(r *Resource) { r.Live = live })
 }
 
-func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string, set func(*Resource)) (Revision, error) {
+// setStage sets resource's stage with set: verb names the write in
+// refusals, doing what requires the rule's stage permission.
+func (e *Engine) setStage(ctx context.Context, by Author, resource, verb, doing string, set func(*Resource)) (Revision, error) {
 	return e.write(ctx, by, func(p *plan) error {
 		x := p.x
 		p.does("%s %q", verb, resource)
@@ -635,7 +637,7 @@ func (e *Engine) setStage(ctx context.Context, by Author, resource, verb string,
 		if by.Actor != "" && rule.Stage == "" {
 			return platformOnlyError(p.by.Actor, "may not %s %q: its admission rule (at %q) names no stage permission, so only the platform may", verb, resource, rule.Scope)
 		}
-		if err := p.require(id, rule.Stage, "to "+verb+" it"); err != nil {
+		if err := p.require(id, rule.Stage, doing); err != nil {
 			return err
 		}
 		cur := x.resourceAt(id)
@@ -709,7 +711,7 @@ func (e *Engine) Admit(ctx context.Context, by Author, resource, subject string,
 			if subject == by.Actor {
 				return p.selfService("admit", "admit itself")
 			}
-			if err := p.require(id, rule.Lobby.Admit, "to admit to it"); err != nil {
+			if err := p.require(id, rule.Lobby.Admit, "admitting to it"); err != nil {
 				return err
 			}
 		}

@@ -855,6 +855,7 @@ func TestStage(t *testing.T) {
 		code         authz.Code
 		field, value string
 		rule         string
+		says         string // a phrase of the message
 	}{
 		{
 			name:  "an actor without the stage permission may not schedule",
@@ -863,6 +864,7 @@ func TestStage(t *testing.T) {
 				return w.eng.Schedule(w.ctx, as("user:gus"), lobbyCall, starts)
 			},
 			code: authz.PermissionDenied, field: "actor", value: "user:gus", rule: "missing permission",
+			says: "which scheduling it requires",
 		},
 		{
 			name:  "an actor who may register calls but not stage them may not register one with a stage",
@@ -877,6 +879,7 @@ func TestStage(t *testing.T) {
 			setup: func(w *world) { w.grant("user:mo", "moderator", "account:acme") },
 			write: func(w *world) (authz.Revision, error) { return w.eng.GoLive(w.ctx, as("user:mo"), liveCall, true) },
 			code:  authz.PermissionDenied, field: "actor", value: "user:mo", rule: "missing permission",
+			says: "which taking it live requires",
 		},
 		{
 			name: "a block of the stage permission takes it away",
@@ -984,6 +987,9 @@ func TestStage(t *testing.T) {
 			e := w.refuses(tc.code, tc.field, tc.value, func() (authz.Revision, error) { return tc.write(w) })
 			if e != nil && e.Rule != tc.rule {
 				t.Errorf("refusal names rule %q, want %q", e.Rule, tc.rule)
+			}
+			if e != nil && !strings.Contains(e.Error(), tc.says) {
+				t.Errorf("refusal %q does not say %q", e.Error(), tc.says)
 			}
 		})
 	}
@@ -1095,6 +1101,7 @@ func TestAdmit(t *testing.T) {
 		rule         string
 		kind         authz.Kind        // "": not looked at
 		meta         map[string]string // entries Meta must hold
+		says         string            // a phrase of the message
 	}{
 		{
 			name: "a subject blocked from the join permission since it knocked is admitted by no doorkeeper",
@@ -1126,6 +1133,7 @@ func TestAdmit(t *testing.T) {
 				return w.eng.Admit(w.ctx, as("user:mo"), lobbyCall, "user:kim", time.Time{})
 			},
 			code: authz.PermissionDenied, field: "actor", value: "user:mo", rule: "missing permission",
+			says: "which admitting to it requires",
 		},
 		{
 			name: "an actor without the admit permission may not admit, even holding usher.grants.write",
@@ -1204,6 +1212,9 @@ func TestAdmit(t *testing.T) {
 			}
 			if e != nil && tc.kind != "" && authz.KindOf(e) != tc.kind {
 				t.Errorf("refusal is of kind %q, want %q (%v)", authz.KindOf(e), tc.kind, e)
+			}
+			if e != nil && !strings.Contains(e.Error(), tc.says) {
+				t.Errorf("refusal %q does not say %q", e.Error(), tc.says)
 			}
 			for k, v := range tc.meta {
 				if e != nil && e.Meta[k] != v {

@@ -531,7 +531,7 @@ func TestAdmissionRefusesBadInputNamingTheField(t *testing.T) {
 		{"Deny: an actor who may admit may not deny itself", func() error {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: meeting7, Subject: "user:host", Actor: "user:host"})
 			return err
-		}, codes.PermissionDenied, named("actor", "user:host") + ": may not deny itself"},
+		}, codes.PermissionDenied, named("actor", "user:host") + ": may not deny itself entry to " + meeting7 + ": no self-service"},
 		{"Deny: an actor denying itself entry to an unknown resource is NOT_FOUND, as an Admit of itself is", func() error {
 			_, err := a.Deny(ctx, &usherv1.DenyRequest{Resource: "call:meeting:404", Subject: "user:host", Actor: "user:host"})
 			return err
