@@ -36,8 +36,9 @@ import (
 //   - a role's definition is the nearest on the way from the call to root,
 //     and so is the rule (README: "A rule at a scope overrides the one
 //     above it"); a definition below the rule's scope is another role,
-//     which the rule's uncounted and exclusive roles do not name (README:
-//     "The roles a rule names are those defined at its scope or above it");
+//     which the rule's uncounted roles do not name (README: "The roles a
+//     rule's uncounted_roles name are those defined at its scope or above
+//     it"), while its exclusive roles are held by name wherever defined;
 //   - a call moved out from under the rule's scope has no rule: a Join is
 //     FAILED_PRECONDITION, and its participants may no longer be there;
 //   - a deleted call takes its grants, blocks and roles with it, and its
@@ -225,7 +226,7 @@ func (r *reference) standing(subject, call string) standing {
 		}
 	}
 	for _, role := range rule.ExclusiveRoles {
-		if slices.Contains(ruleRoles, role) {
+		if !whole && slices.Contains(roles, role) {
 			st.marks = append(st.marks, authz.RoleMark+role)
 		}
 	}

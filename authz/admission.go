@@ -400,15 +400,18 @@ type Presence struct {
 	Capabilities []string
 	// Roles are the roles of the subject's live grants on the way to root
 	// as defined where the rule is or above it, sorted: the roles its
-	// uncounted_roles and exclusive_roles name. A role of the same name
-	// defined below the rule is another role, which they do not name: a
-	// tenant that may define roles on its account cannot make its users
-	// uncounted under a rule above the account by naming a role "host";
-	// under a rule on one of its events, the account's definitions are
-	// the rule's roles. None when a block of everything covers the subject.
+	// uncounted_roles name. A role of the same name defined below the rule
+	// is another role, which they do not name: a tenant that may define
+	// roles on its account cannot make its users uncounted under a rule
+	// above the account by naming a role "host"; under a rule on one of its
+	// events, the account's definitions are the rule's roles. None when a
+	// block of everything covers the subject.
 	Roles []string
 	// Exclusive is what the subject holds of the rule's exclusive roles and
-	// permissions, as "role NAME" and "permission NAME".
+	// permissions, as "role NAME" and "permission NAME". An exclusive role
+	// is held by its name, wherever it is defined: a restriction, which a
+	// tenant that may define roles does not lift by defining the role again
+	// below the rule.
 	Exclusive []string
 	// Backstage: the subject holds Rule.Backstage.
 	Backstage bool
@@ -497,7 +500,7 @@ func (x *Index) Presence(subject, resource string) Presence {
 	out.Roles = sortedSet(out.Roles)
 	if r := out.Rule; r != nil {
 		for _, role := range r.ExclusiveRoles {
-			if slices.Contains(out.Roles, role) {
+			if !whole && x.holdsRole(s, path, role, now) {
 				out.Exclusive = append(out.Exclusive, RoleMark+role)
 			}
 		}
@@ -512,6 +515,23 @@ func (x *Index) Presence(subject, resource string) Presence {
 	}
 	out.Until = expiryTime(until)
 	return out
+}
+
+// holdsRole reports whether s holds a live grant of the role named role on
+// path, wherever the role is defined.
+func (x *Index) holdsRole(s uint32, path []uint32, role string, now int64) bool {
+	id := x.roleID(role)
+	if id == noName {
+		return false
+	}
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if g.role == id && live(g.exp, now) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RoleMark and PermissionMark begin the marks, in Presence.Exclusive, of

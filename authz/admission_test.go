@@ -1418,10 +1418,10 @@ func TestPresence(t *testing.T) {
 // presenceWorlds is how many random worlds TestPresenceDifferential builds.
 const presenceWorlds = 150
 
-// The roles a rule's uncounted_roles and exclusive_roles name are those
-// defined where the rule is or above it. A role of the same name that a
-// tenant defines on its account is another role: holding it does not make a
-// participant uncounted by the platform's capacity.
+// The roles a rule's uncounted_roles name are those defined where the rule
+// is or above it. A role of the same name that a tenant defines on its
+// account is another role: holding it does not make a participant
+// uncounted by the platform's capacity.
 func TestRolesARuleNamesAreDefinedWhereItIsOrAbove(t *testing.T) {
 	w := newWorld(t, admissionPolicy())
 	w.grant("user:host", "host", lobbyCall)
@@ -1710,8 +1710,9 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 			soonest(b.Expires)
 		}
 	}
-	// The roles a rule names are those defined where it is or above it: the
-	// definition in force on the path lies at or past the rule's scope.
+	// The roles a rule's uncounted_roles name are those defined where it is
+	// or above it: the definition in force on the path lies at or past the
+	// rule's scope.
 	ruleScope := -1
 	if rule != nil {
 		ruleScope = slices.Index(path, cmp.Or(rule.Scope, authz.RootName))
@@ -1735,8 +1736,9 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 	slices.Sort(out.Roles)
 	out.Until = until
 	if rule != nil {
+		// An exclusive role is held by its name, wherever it is defined.
 		for _, role := range rule.ExclusiveRoles {
-			if slices.Contains(out.Roles, role) {
+			if !whole && slices.ContainsFunc(live, func(g authz.Grant) bool { return g.Role == role }) {
 				out.Exclusive = append(out.Exclusive, "role "+role)
 			}
 		}
@@ -2034,5 +2036,35 @@ func TestAnExportPageHoldsABoundedNumberOfEntries(t *testing.T) {
 	}
 	if all := exportPages(w, authz.MaxPageSize); len(all.Quotas) != 18000 {
 		t.Errorf("the pages hold %d quotas, want 18,000", len(all.Quotas))
+	}
+}
+
+// An exclusive role is held by its name wherever it is defined, while an
+// uncounted role is the rule's own definition only: a role defined again
+// below the rule neither lifts the rule's restriction (who may define roles
+// on its account cannot let two hosts share a room by restating "host"
+// there) nor gains its exemption.
+func TestAnExclusiveRoleDefinedAgainBelowTheRuleIsStillExclusive(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.putAdmission(authz.Admission{Scope: "account:acme", ResourceType: "call", Join: "join-call", MaxParticipants: 10,
+		ExclusiveRoles: []string{"host"}, UncountedRoles: []string{"moderator"}})
+	w.grant("user:h", "host", "call:livestream:42")
+	w.grant("user:m", "moderator", "call:livestream:42")
+	before := w.idx.Presence("user:h", "call:livestream:42")
+	if !slices.Equal(before.Exclusive, []string{authz.RoleMark + "host"}) {
+		t.Fatalf("the host holds %v exclusively, want [role host]", before.Exclusive)
+	}
+	w.role(authz.Role{Name: "host", Scope: "calltype:livestream", Permissions: []string{"join-call", "read-call", "end-call"}, BindableOn: []string{"call"}})
+	w.role(authz.Role{Name: "moderator", Scope: "calltype:livestream", Permissions: []string{"join-call", "read-call"}})
+	after := w.idx.Presence("user:h", "call:livestream:42")
+	if !slices.Equal(after.Exclusive, []string{authz.RoleMark + "host"}) {
+		t.Errorf("with host defined again below the rule, the host holds %v exclusively, want [role host]", after.Exclusive)
+	}
+	if m := w.idx.Presence("user:m", "call:livestream:42"); slices.Contains(m.Roles, "moderator") {
+		t.Errorf("with moderator defined again below the rule, the moderator's roles %v name it: it would be uncounted", m.Roles)
+	}
+	w.block(authz.Block{Subject: "user:h", Resource: "calltype:livestream"})
+	if p := w.idx.Presence("user:h", "call:livestream:42"); len(p.Exclusive) != 0 {
+		t.Errorf("blocked from everything, the host holds %v exclusively, want nothing", p.Exclusive)
 	}
 }
