@@ -156,11 +156,20 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 			ops = append(ops, s.endOp(knock, admission.Ending{Why: admission.Entered}, now))
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return 0, "", err
-		}
-		if !resp.Succeeded {
+		var committed int64
+		switch {
+		case err != nil:
+			// The answer may be lost after the commit, which replaced the
+			// subject's session or knock: revoking the new lease would then
+			// leave the subject with neither. Ask etcd which it was.
+			var landed bool
+			if committed, landed = s.landed(key, lease); !landed {
+				return 0, "", err
+			}
+		case !resp.Succeeded:
 			continue
+		default:
+			committed = resp.Header.Revision
 		}
 		lease = 0 // the session's now
 		for _, e := range []*entry{old, knock} {
@@ -168,7 +177,7 @@ func (s *Store) Join(ctx context.Context, sess admission.Session, max uint32) (a
 				s.revoke(e.lease)
 			}
 		}
-		s.await(ctx, resp.Header.Revision)
+		s.await(ctx, committed)
 		return admission.Admitted, detail, nil
 	}
 	return 0, "", s.contended(sess.Call)

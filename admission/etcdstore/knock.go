@@ -108,7 +108,15 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			clientv3.OpPut(s.idKey(k.ID), string(encodeID(true, k.Call, k.Subject, nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)),
 		).Commit()
 		if err != nil {
-			return admission.Knock{}, err
+			// An answer lost after the commit: the knock is in, under
+			// lease, which must not be revoked from under it.
+			at, landed := s.landed(key, lease)
+			if !landed {
+				return admission.Knock{}, err
+			}
+			lease = 0
+			s.await(ctx, at)
+			return k, nil
 		}
 		if resp.Succeeded {
 			lease = 0

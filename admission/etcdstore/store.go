@@ -621,6 +621,22 @@ func (s *Store) fits(ttl int64, now, expires time.Time) bool {
 	return ttl >= need && ttl <= max(need, s.shortest.Load())+1
 }
 
+// landed reports whether a write whose answer was lost put key under
+// lease, and the revision it did so at: lease is the write's own, new, so
+// the key is under it only if that write committed. It asks etcd within
+// revokeTimeout of its own, the caller's deadline being perhaps what cut
+// the answer short; an etcd that does not answer leaves it unknown, which
+// reports false.
+func (s *Store) landed(key string, lease clientv3.LeaseID) (int64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != lease {
+		return 0, false
+	}
+	return resp.Kvs[0].ModRevision, true
+}
+
 // revoke revokes a lease whose keys have ended; one that fails runs out.
 func (s *Store) revoke(l clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
