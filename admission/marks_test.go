@@ -231,12 +231,12 @@ func TestAJoinWhileTheViewMarksAnExpiredHostFindsTheCallFull(t *testing.T) {
 	w.wantJoin("user:late", "call:acme:big", admission.Full)
 }
 
-// The roles a rule names are those defined at its scope or above it. A
-// tenant that defines "host" on its account defines another role than the
-// one a rule above the account names: its holders count against that
+// The uncounted roles a rule names are those defined at its scope or above
+// it. A tenant that defines "host" on its account defines another role than
+// the one a rule above the account names: its holders count against that
 // rule's capacity. Under a rule on one of its calls, the account's
 // definition is above the rule, and is the role the rule names.
-func TestARuleNamesTheRolesDefinedAtItsScopeOrAbove(t *testing.T) {
+func TestARuleNamesTheUncountedRolesDefinedAtItsScopeOrAbove(t *testing.T) {
 	for _, tc := range []struct {
 		name, scope string
 		want        admission.Outcome

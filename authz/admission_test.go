@@ -1422,7 +1422,7 @@ const presenceWorlds = 150
 // is or above it. A role of the same name that a tenant defines on its
 // account is another role: holding it does not make a participant
 // uncounted by the platform's capacity.
-func TestRolesARuleNamesAreDefinedWhereItIsOrAbove(t *testing.T) {
+func TestUncountedRolesARuleNamesAreDefinedWhereItIsOrAbove(t *testing.T) {
 	w := newWorld(t, admissionPolicy())
 	w.grant("user:host", "host", lobbyCall)
 	if got := w.idx.Presence("user:host", lobbyCall).Roles; !slices.Equal(got, []string{"host"}) {

@@ -262,8 +262,9 @@ func (j *judgement) mayAssignSeen(role, s string, seen map[[2]string]bool) strin
 // and the role visible there (NOT_FOUND), the grant may not be the actor's
 // own ("it does not grant itself"), bindable_on and max_holders hold
 // (FAILED_PRECONDITION), and an expiry lies in the future. An actor that
-// may not grant there, or would grant itself, is refused that before it
-// learns whether the role is visible.
+// would grant itself, or lacks usher.grants.write there, is refused that
+// too where the role is not visible (which of the refusals the engine
+// gives first, TestAGrantByAnActorWithoutThePowerNamesNoRole pins).
 func (j *judgement) grant(g authz.Grant) (authz.Snapshot, bool) {
 	r := j.before
 	if !r.registered(g.Resource) {

@@ -27,7 +27,9 @@ type GrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The subject granted, as kind:id, e.g. "user:alice".
 	Subject string `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	// A role visible at resource: NOT_FOUND (ROLE_NOT_FOUND) otherwise.
+	// A role visible at resource: NOT_FOUND (ROLE_NOT_FOUND) otherwise, once
+	// an actor is found to hold usher.grants.write there (PERMISSION_DENIED,
+	// MISSING_PERMISSION, before it learns whether the role is defined).
 	// FAILED_PRECONDITION when its bindable_on leaves out the resource's type
 	// (NOT_BINDABLE) or it has max_holders holders there (MAX_HOLDERS).
 	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
