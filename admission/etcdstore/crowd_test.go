@@ -21,20 +21,12 @@ import (
 // webinar cost the whole crowd.
 func TestAJoinNoOneElseDecidesReadsNoOtherParticipant(t *testing.T) {
 	const crowd = 40
-	c := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	cli := c.Client(t)
-	read := &readCounter{KV: cli.KV}
-	cli.KV = read
-	s, err := etcdstore.New(ctx, cli, etcdstore.Options{Prefix: "/crowd/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	go func() {
-		for range admission.Feed(ctx, s) {
-		}
-	}()
+	var read *readCounter
+	s := storeThrough(t, "/crowd/", func(kv clientv3.KV) clientv3.KV {
+		read = &readCounter{KV: kv}
+		return read
+	})
 	now := time.Now()
 	join := func(subject string) {
 		t.Helper()
@@ -83,4 +75,22 @@ func (t *countedTxn) Commit() (*clientv3.TxnResponse, error) {
 		}
 	}
 	return resp, err
+}
+
+// storeThrough opens a store under prefix on a cluster of one member, its
+// client's KV wrapped by wrap, and takes its events as a manager would.
+func storeThrough(t *testing.T, prefix string, wrap func(clientv3.KV) clientv3.KV) *etcdstore.Store {
+	t.Helper()
+	cli := etcdtest.Start(t, 1).Client(t)
+	cli.KV = wrap(cli.KV)
+	s, err := etcdstore.New(t.Context(), cli, etcdstore.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	go func() {
+		for range admission.Feed(t.Context(), s) {
+		}
+	}()
+	return s
 }

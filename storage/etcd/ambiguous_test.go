@@ -3,69 +3,19 @@ package etcd_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/internal/etcdtest"
 	"github.com/usher-authz/usher/storage/etcd"
 )
 
-// lossyKV loses the answer to the next conditional transaction once it has
-// committed, as when the member that took it is killed before it answers.
-type lossyKV struct {
-	clientv3.KV
-	lose     atomic.Bool
-	drop     atomic.Bool  // fail the next one without sending it
-	thenDrop atomic.Bool  // once an answer is lost, drop the next one
-	pass     atomic.Int32 // conditional transactions to answer before lose applies
-}
-
-func (k *lossyKV) Txn(ctx context.Context) clientv3.Txn { return &lossyTxn{Txn: k.KV.Txn(ctx), kv: k} }
-
-type lossyTxn struct {
-	clientv3.Txn
-	kv          *lossyKV
-	conditional bool
-}
-
-func (t *lossyTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
-	t.Txn, t.conditional = t.Txn.If(cs...), len(cs) > 0
-	return t
-}
-
-func (t *lossyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	t.Txn = t.Txn.Then(ops...)
-	return t
-}
-
-func (t *lossyTxn) Else(ops ...clientv3.Op) clientv3.Txn {
-	t.Txn = t.Txn.Else(ops...)
-	return t
-}
-
-func (t *lossyTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.conditional && t.kv.drop.CompareAndSwap(true, false) {
-		return nil, context.DeadlineExceeded
-	}
-	resp, err := t.Txn.Commit()
-	if err == nil && t.conditional && t.kv.pass.Add(-1) < 0 && t.kv.lose.CompareAndSwap(true, false) {
-		if t.kv.thenDrop.CompareAndSwap(true, false) {
-			t.kv.drop.Store(true)
-		}
-		return nil, context.DeadlineExceeded
-	}
-	return resp, err
-}
-
-// lossyStore is a store of opts on a cluster of one member, through a
-// lossyKV.
-func lossyStore(t *testing.T, opts etcd.Options) (*lossyKV, *etcd.Store) {
+// lossyStore is a store of opts on a cluster of one member, through an
+// etcdtest.LossyKV.
+func lossyStore(t *testing.T, opts etcd.Options) (*etcdtest.LossyKV, *etcd.Store) {
 	t.Helper()
 	cli := etcdtest.Start(t, 1).Client(t)
-	kv := &lossyKV{KV: cli.KV}
+	kv := &etcdtest.LossyKV{KV: cli.KV}
 	cli.KV = kv
 	store := etcd.New(cli, opts)
 	t.Cleanup(func() { store.Close() })
@@ -86,7 +36,7 @@ func TestACommitWhoseAnswerWasLost(t *testing.T) {
 	if _, err := store.Commit(ctx, []authz.Write{write("first")}); err != nil {
 		t.Fatal(err)
 	}
-	kv.lose.Store(true)
+	kv.Lose.Store(true)
 	res, err := store.Commit(ctx, []authz.Write{write("second")})
 	logged, lerr := store.Changes(ctx, 1, 10)
 	if lerr != nil {
@@ -113,7 +63,7 @@ func TestACommitWhoseAnswerWasLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv.drop.Store(true)
+	kv.Drop.Store(true)
 	if res, err := store.Commit(ctx, []authz.Write{write("fourth")}); err == nil {
 		t.Fatalf("a commit whose transaction was never sent = %+v", res)
 	}
@@ -126,8 +76,8 @@ func TestACommitWhoseAnswerWasLost(t *testing.T) {
 
 	// A commit whose answer was lost, when etcd cannot then be asked
 	// whether it took effect, says that it may have.
-	kv.thenDrop.Store(true)
-	kv.lose.Store(true)
+	kv.ThenDrop.Store(true)
+	kv.Lose.Store(true)
 	if res, err := store.Commit(ctx, []authz.Write{write("sixth")}); !errors.Is(err, authz.ErrOutcomeUnknown) {
 		t.Fatalf("a commit whose answer was lost, and whether it took effect with it = %+v, %v; want an error saying so", res, err)
 	}
@@ -143,9 +93,9 @@ func TestABatchWhoseSecondTransactionMayHaveCommitted(t *testing.T) {
 	// the revision key: 4 operations alone, 7 together.
 	kv, store := lossyStore(t, etcd.Options{Prefix: prefixOf(t), MaxTxnOps: 5})
 	ctx := context.Background()
-	kv.pass.Store(1)
-	kv.thenDrop.Store(true)
-	kv.lose.Store(true)
+	kv.Pass.Store(1)
+	kv.ThenDrop.Store(true)
+	kv.Lose.Store(true)
 	res, err := store.Commit(ctx, []authz.Write{write("first"), write("second")})
 	if err != nil {
 		t.Fatalf("Commit = %v; want the first write committed", err)
