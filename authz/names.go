@@ -48,6 +48,15 @@ func ValidateType(field, value string) error {
 	return nil
 }
 
+// ValidateKind checks the form of a subject kind such as "user", which
+// follows a resource type's.
+func ValidateKind(field, value string) error {
+	if !validType(value) {
+		return errorf(Invalid, field, value, "subject kind must match [a-z][a-z0-9_-]{0,31}")
+	}
+	return nil
+}
+
 // TypeOf returns the type part of a resource name ("root" for root).
 func TypeOf(resource string) string {
 	if t, _, ok := strings.Cut(resource, ":"); ok {

@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -241,4 +242,16 @@ func FuzzValidatePermission(f *testing.F) {
 			t.Fatalf("a permission has no colon, yet TypeOf(%q) = %q", s, authz.TypeOf(s))
 		}
 	})
+}
+
+// A subject kind is refused as a subject kind, not as a resource type.
+func TestValidateKindNamesWhatItChecks(t *testing.T) {
+	err := authz.ValidateKind("subject_kind", "Bad")
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.Invalid || e.Field != "subject_kind" || e.Value != "Bad" || !strings.Contains(e.Reason, "subject kind must match") {
+		t.Errorf("ValidateKind(Bad) = %v, want INVALID_ARGUMENT on subject_kind saying what a subject kind must match", err)
+	}
+	if err := authz.ValidateKind("subject_kind", "user"); err != nil {
+		t.Errorf("ValidateKind(user) = %v", err)
+	}
 }

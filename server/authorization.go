@@ -213,7 +213,7 @@ func (s *authorizationServer) LookupSubjects(ctx context.Context, req *usherv1.L
 	v.resource("resource", req.GetResource())
 	v.permission("permission", req.GetPermission())
 	if k := req.GetSubjectKind(); k != "" {
-		v.add(authz.ValidateType("subject_kind", k))
+		v.add(authz.ValidateKind("subject_kind", k))
 	}
 	v.pageToken(req.GetPageToken())
 	if v.err != nil {
