@@ -42,17 +42,19 @@ func ValidateRoleName(field, value string) error {
 
 // ValidateType checks the form of a resource type such as "call".
 func ValidateType(field, value string) error {
-	if !validType(value) {
-		return errorf(Invalid, field, value, "resource type must match [a-z][a-z0-9_-]{0,31}")
-	}
-	return nil
+	return validateType(field, value, "resource type")
 }
 
 // ValidateKind checks the form of a subject kind such as "user", which
 // follows a resource type's.
 func ValidateKind(field, value string) error {
+	return validateType(field, value, "subject kind")
+}
+
+// validateType refuses value unless it has a type's form, naming it what.
+func validateType(field, value, what string) error {
 	if !validType(value) {
-		return errorf(Invalid, field, value, "subject kind must match [a-z][a-z0-9_-]{0,31}")
+		return errorf(Invalid, field, value, "%s must match [a-z][a-z0-9_-]{0,31}", what)
 	}
 	return nil
 }

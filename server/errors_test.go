@@ -864,3 +864,16 @@ func TestATreePastItsDepthIsRefusedAsALimit(t *testing.T) {
 		})
 	}
 }
+
+// LookupSubjects refuses a malformed subject_kind as a subject kind, not as
+// a resource type.
+func TestAMalformedSubjectKindIsRefusedAsOne(t *testing.T) {
+	f := newServer(t)
+	errorWorld(f)
+	_, err := f.authz.LookupSubjects(f.ctx(), &usherv1.LookupSubjectsRequest{Resource: stream42, Permission: "join-call", SubjectKind: "Bad"})
+	st := wantCode(t, err, codes.InvalidArgument)
+	if msg := st.Message(); !strings.Contains(msg, `subject_kind "Bad": subject kind must match`) {
+		t.Errorf("message %q; want it to refuse subject_kind \"Bad\" as a subject kind", msg)
+	}
+	wantDetails(t, st, refusal{reason: "INVALID_FIELD", field: "subject_kind", value: "Bad"})
+}

@@ -107,22 +107,23 @@ func (s *Store) Knock(ctx context.Context, k admission.Knock) (admission.Knock, 
 			clientv3.OpPut(key, string(value), clientv3.WithLease(lease)),
 			clientv3.OpPut(s.idKey(k.ID), string(encodeID(true, k.Call, k.Subject, nil, time.Time{}, s.opts.Node)), clientv3.WithLease(lease)),
 		).Commit()
-		if err != nil {
+		var committed int64
+		switch {
+		case err != nil:
 			// An answer lost after the commit: the knock is in, under
 			// lease, which must not be revoked from under it.
-			at, landed := s.landed(key, lease)
-			if !landed {
+			var landed bool
+			if committed, landed = s.landed(key, lease); !landed {
 				return admission.Knock{}, err
 			}
-			lease = 0
-			s.await(ctx, at)
-			return k, nil
+		case !resp.Succeeded:
+			continue
+		default:
+			committed = resp.Header.Revision
 		}
-		if resp.Succeeded {
-			lease = 0
-			s.await(ctx, resp.Header.Revision)
-			return k, nil
-		}
+		lease = 0
+		s.await(ctx, committed)
+		return k, nil
 	}
 	return admission.Knock{}, s.contended(k.Call)
 }
