@@ -304,7 +304,12 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		return r, nil
 	}
 	if e, ejected := m.v.joined(s, p); ejected {
-		return m.overtaken(subject, resource, e), nil
+		if o := m.overtaken(subject, resource, e); o.Outcome != Lobby {
+			return o, nil
+		}
+		// Sent back to the lobby as it joined: it knocks, as a Join now
+		// does.
+		return m.Join(asked, caller, subject, resource, p.Revision)
 	}
 	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
 	// Built without fmt: this is the hot path, and names need no escaping.
@@ -395,7 +400,7 @@ func (m *Manager) overtaken(subject, resource string, e Ending) Result {
 	p := m.engine.Index().Presence(subject, resource)
 	r := Result{Outcome: e.Outcome, Revision: p.Revision, BlockID: e.BlockID,
 		Reason: fmt.Sprintf("%s was ejected from %s as it joined: it may no longer be there", subject, resource)}
-	if out, why := ejectsSession(p, subject, resource); out != 0 {
+	if out, why := ejectsSession(p, subject, resource, m.clock.Now()); out != 0 {
 		r.Outcome, r.Reason, r.BlockID = out, why, ""
 		if out == Blocked {
 			r.BlockID, r.Scope = p.BlockID, p.Scope
@@ -654,7 +659,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		// A session of a call deleted, and registered again, has ended.
 		m.acted(ctx, p.Revision)
-		if out, why := ejectsSession(p, s.Subject, s.Call); out != 0 {
+		if out, why := ejectsSession(p, s.Subject, s.Call, m.clock.Now()); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			if _, err := m.store.End(ctx, id, e); errors.Is(err, ErrNoSession) {
 				// It ended otherwise meanwhile (a Leave), and not ejected.
@@ -771,15 +776,29 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 	return 0, ""
 }
 
-// ejectsSession is ejects for a participant in the call: one who no longer
-// holds what LiveKit's roomJoin requires may not join (Join answers
-// NoGrant), so it may not stay either; a LiveKit participant's permissions
-// have no roomJoin to take away.
-func ejectsSession(p authz.Presence, subject, call string) (Outcome, string) {
+// ejectsSession is ejects for a participant in the call, which stays only
+// while a Join now would let it in, capacity and occupancy apart: nor may
+// one stay whom the call has closed to again (taken backstage, or its start
+// moved later, and the subject may not join backstage: Join answers
+// NotStarted), whose admission from the lobby was revoked or ran out (Join
+// answers Lobby, and knocks), or who no longer holds what LiveKit's
+// roomJoin requires (Join answers NoGrant; a LiveKit participant's
+// permissions have no roomJoin to take away). It judges in Join's order.
+func ejectsSession(p authz.Presence, subject, call string, now time.Time) (Outcome, string) {
 	if out, why := ejects(p, subject, call); out != 0 {
 		return out, why
 	}
-	if m := p.Rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {
+	rule := p.Rule
+	if closed, _, why := notOpen(p, now); closed && !p.Backstage {
+		if rule.Backstage != "" {
+			return NotStarted, fmt.Sprintf("%s %s, and only holders of %q may be in it until then", call, why, rule.Backstage)
+		}
+		return NotStarted, call + " " + why
+	}
+	if l := rule.Lobby; l != nil && !p.SkipsLobby {
+		return Lobby, fmt.Sprintf("%s is no longer admitted to %s: joining again, it waits in the lobby until a holder of %q admits it", subject, call, l.Admit)
+	}
+	if m := rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {
 		return NoGrant, fmt.Sprintf("%s lacks %q in %s any more, which LiveKit's roomJoin requires", subject, m.RoomJoin, call)
 	}
 	return 0, ""
@@ -829,8 +848,9 @@ func (m *Manager) LeaveCall(ctx context.Context, subject, resource string) error
 			_, err := m.store.End(ctx, s.ID, Ending{Why: Left})
 			if err == nil {
 				// A participant who lost what let it past the lobby may
-				// wait there too, joined again: it has left both. The
-				// lobby is asked only when the call has one waiting.
+				// wait there too, joined again through a node whose view
+				// had yet to eject it: it has left both. The lobby is
+				// asked only when the call has one waiting.
 				if _, knocks := m.store.Count(resource); knocks > 0 {
 					_, err = m.store.Unknock(ctx, resource, subject, Left)
 				}

@@ -529,9 +529,9 @@ func TestARoleRedefinedOrACallDeletedReachesTheCallsBelowIt(t *testing.T) {
 		t.Errorf("in the room: %v, want [call.join]", ev.Capabilities)
 	}
 	// The account: more resources below it than there are live calls.
-	role("account:acme", "call.join", "send-audio")
-	if ev := nextEvent(t, inCall, "the call's member without video", changed(a.Session)); !slices.Equal(ev.Capabilities, []string{"call.join", "send-audio"}) {
-		t.Errorf("in the call: %v, want [call.join send-audio]", ev.Capabilities)
+	role("account:acme", "call.join", "send-video")
+	if ev := nextEvent(t, inCall, "the call's member without audio", changed(a.Session)); !slices.Equal(ev.Capabilities, []string{"call.join", "send-video"}) {
+		t.Errorf("in the call: %v, want [call.join send-video]", ev.Capabilities)
 	}
 	// The call deleted under its participant.
 	if _, err := w.eng.DeleteResource(w.ctx, w.by, "call:acme:1"); err != nil {

@@ -50,7 +50,11 @@ import (
 //     knock ends when the subject joins, is let in by an Admit after which
 //     it may join now, is denied, leaves, lapses, or its call is deleted;
 //     one who may no longer join is denied at its KeepAlive, which
-//     otherwise answers ADMITTED once the subject may join past the lobby.
+//     otherwise answers ADMITTED once the subject may join past the lobby;
+//   - a participant stays only while a Join now would let it in, capacity
+//     and occupancy apart: one whose admission from the lobby ended, or
+//     whom the call has closed to again (its start moved later), may no
+//     longer be there.
 
 const (
 	refAccount = "account:acme"
@@ -304,12 +308,22 @@ func (r *reference) eject() {
 	}
 }
 
-// refusal is the outcome that keeps s's subject out of s's call, or 0.
+// refusal is the outcome that takes s's subject out of s's call, or 0:
+// what a Join of it now would answer, capacity and occupancy apart.
 func (r *reference) refusal(s *refSession) Outcome {
 	if s.deleted {
 		return NoGrant
 	}
-	return r.standing(s.subject, s.call).refusal()
+	st := r.standing(s.subject, s.call)
+	switch {
+	case st.refusal() != 0:
+		return st.refusal()
+	case st.closed:
+		return NotStarted
+	case r.rule.Lobby != nil && !st.skipsLobby:
+		return Lobby
+	}
+	return 0
 }
 
 // join is the outcome DESIGN gives subject's Join of call now, and the
@@ -712,12 +726,14 @@ func (w *modelWorld) doKeepAlive() {
 		}
 	default:
 		e := w.ref.ended[id]
-		ejected := err == nil && (r.Outcome == Blocked || r.Outcome == NoGrant) && r.Expires.IsZero()
+		// The view may have ejected it a moment after the reference, for
+		// what a later write made of its standing.
+		ejected := err == nil && r.Expires.IsZero() && slices.Contains([]Outcome{Blocked, NoGrant, NotStarted, Lobby}, r.Outcome)
 		notFound := authz.CodeOf(err) == authz.NotFound
 		switch e.why {
 		case Ejected:
 			if !ejected {
-				w.fail("KeepAlive of ejected session %s = %+v, %v; want BLOCKED or NO_GRANT", id, r, err)
+				w.fail("KeepAlive of ejected session %s = %+v, %v; want BLOCKED, NO_GRANT, NOT_STARTED or LOBBY", id, r, err)
 			}
 		case Lapsed:
 			// A lease that ran out as a grant did may be told either way.

@@ -522,7 +522,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 			now := x.Presence(s.Subject, s.Call)
 			p = &now
 		}
-		if out, _ := ejectsSession(*p, s.Subject, s.Call); out != 0 {
+		if out, _ := ejectsSession(*p, s.Subject, s.Call, at); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{s.ID, e})
 			v.ended1(s.ID, e)
@@ -1001,7 +1001,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		}
 		delete(v.ahead, t)
 		p := x.Presence(t.s.Subject, t.s.Call)
-		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call); out != 0 {
+		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call, now); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{t.s.ID, e})
 			v.ended1(t.s.ID, e)

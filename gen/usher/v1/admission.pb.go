@@ -120,8 +120,9 @@ const (
 	// A participant's capabilities changed: the new set, and the LiveKit
 	// grant to update the participant to.
 	CallEventKind_CALL_EVENT_KIND_CHANGED CallEventKind = 5
-	// The participant may no longer be in the call (outcome says why): the
-	// session has ended, and the media server should remove it.
+	// The participant may no longer be in the call (outcome says why, as
+	// KeepAlive would): the session has ended, and the media server should
+	// remove it.
 	CallEventKind_CALL_EVENT_KIND_EJECTED CallEventKind = 6
 	// A participant, or a subject waiting in the lobby, left (Leave). A
 	// stream that resumes is also told so of a session that the subject's
@@ -621,10 +622,13 @@ func (x *KeepAliveRequest) GetSessionId() string {
 // KeepAliveResponse says whether the session or knock lives on.
 type KeepAliveResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// For a session: ADMITTED when the lease was renewed; BLOCKED or NO_GRANT
-	// when the subject may no longer be in the call, and the session has
-	// ended (this KeepAlive ended it, or an eject did before; the server
-	// remembers the last endings). For a knock: LOBBY while it waits, and
+	// For a session: ADMITTED when the lease was renewed; otherwise the
+	// session has ended (this KeepAlive ended it, or an eject did before; the
+	// server remembers the last endings), because the subject may no longer
+	// be in the call: what Join would answer now, capacity and occupancy
+	// apart (BLOCKED, NO_GRANT; NOT_STARTED when the call closed to it again;
+	// LOBBY when its admission from the lobby ended, and joining again it
+	// knocks). For a knock: LOBBY while it waits, and
 	// while the call has yet to open to the subject (the reason says until
 	// when); ADMITTED once the subject may Join (after an Admit too), BLOCKED or
 	// NO_GRANT when the knock has ended. A session or knock that left,

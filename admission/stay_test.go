@@ -1,0 +1,118 @@
+package admission_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
+)
+
+// A participant stays only while a Join now would let it in, capacity and
+// occupancy apart. An admission from the lobby that is revoked ("To send a
+// subject back to the lobby, revoke the admission", says the README), or
+// that runs out, sends its participant back there: the view ejects it
+// (LOBBY), its KeepAlive says so and renews nothing, and joining again it
+// knocks. A member, who needs no admission, stays.
+func TestAnAdmissionEndedSendsTheParticipantBackToTheLobby(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		until time.Time
+		end   func(w *world)
+	}{
+		{"revoked", time.Time{}, func(w *world) {
+			if _, err := w.eng.Revoke(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "call:acme:1"}); err != nil {
+				w.t.Fatalf("Revoke of the admission: %v", err)
+			}
+		}},
+		{"run out", start.Add(5 * time.Second), func(w *world) { w.clock.Advance(6 * time.Second) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grant("user:host", "host", "call:acme:1")
+			w.grant("user:guest", "guest", "account:acme")
+			w.grant("user:member", "member", "account:acme")
+			w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			if _, err := w.m.Admit(w.ctx, authz.Author{Caller: "test", Actor: "user:host"}, "call:acme:1", "user:guest", tc.until); err != nil {
+				t.Fatalf("Admit: %v", err)
+			}
+			in := w.wantJoin("user:guest", "call:acme:1", admission.Admitted)
+			member := w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+			watch := w.watch("call:acme:1")
+
+			tc.end(w)
+			ev := nextEvent(t, watch, "the guest's ejection", kindOf(admission.EventEjected, "user:guest"))
+			if ev.Outcome != admission.Lobby || ev.Session != in.Session {
+				t.Errorf("EJECTED = %+v; want session %s, LOBBY", ev, in.Session)
+			}
+			ren, err := w.m.KeepAlive(w.ctx, in.Session)
+			if err != nil || ren.Outcome != admission.Lobby || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive of the ejected guest = %+v, %v; want LOBBY, not renewed", ren, err)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, member.Session); err != nil || ren.Outcome != admission.Admitted {
+				t.Errorf("KeepAlive of the member = %+v, %v; want ADMITTED", ren, err)
+			}
+			again := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			lobby, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host")
+			if err != nil || len(lobby) != 1 || lobby[0].ID != again.Session {
+				t.Errorf("the lobby = %+v, %v; want the guest's new knock %s", lobby, err, again.Session)
+			}
+			if c := w.m.Counts(); c.Sessions != 1 {
+				t.Errorf("%d sessions live; want the member's alone", c.Sessions)
+			}
+		})
+	}
+}
+
+// A call that closes again to a participant that may not join backstage
+// takes it out: taken backstage (GoLive false) under a rule that keeps
+// calls backstage until they go live, or its start moved later than
+// join_ahead from now. Join would answer NOT_STARTED, and so does the
+// ejection; a holder of the backstage permission stays.
+func TestACallClosedAgainEjectsWhoMayNotBeBackstage(t *testing.T) {
+	for _, tc := range []struct {
+		name, call string
+		close      func(w *world, call string)
+		says       string
+	}{
+		{"taken backstage", "call:acme:stage", func(w *world, call string) {
+			if _, err := w.eng.GoLive(w.ctx, w.by, call, false); err != nil {
+				w.t.Fatal(err)
+			}
+		}, "is backstage until it goes live"},
+		{"its start moved later", "call:acme:1", func(w *world, call string) {
+			if _, err := w.eng.Schedule(w.ctx, w.by, call, start.Add(time.Hour)); err != nil {
+				w.t.Fatal(err)
+			}
+		}, "opens at "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grant("user:host", "host", "account:acme")
+			w.grant("user:member", "member", "account:acme")
+			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", true); err != nil {
+				t.Fatal(err)
+			}
+			host := w.wantJoin("user:host", tc.call, admission.Admitted)
+			member := w.wantJoin("user:member", tc.call, admission.Admitted)
+			watch := w.watch(tc.call)
+
+			tc.close(w, tc.call)
+			ev := nextEvent(t, watch, "the member's ejection", kindOf(admission.EventEjected, "user:member"))
+			if ev.Outcome != admission.NotStarted || ev.Session != member.Session {
+				t.Errorf("EJECTED = %+v; want session %s, NOT_STARTED", ev, member.Session)
+			}
+			ren, err := w.m.KeepAlive(w.ctx, member.Session)
+			if err != nil || ren.Outcome != admission.NotStarted || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive of the ejected member = %+v, %v; want NOT_STARTED, not renewed", ren, err)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, host.Session); err != nil || ren.Outcome != admission.Admitted {
+				t.Errorf("KeepAlive of the host, who may be backstage = %+v, %v; want ADMITTED", ren, err)
+			}
+			if r := w.wantJoin("user:member", tc.call, admission.NotStarted); !strings.Contains(r.Reason, tc.says) {
+				t.Errorf("Join of the member again: %q; want it to say %q", r.Reason, tc.says)
+			}
+		})
+	}
+}
