@@ -110,8 +110,8 @@ $(BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 
 # Go benchmarks, then a load run on loopback: Usher against a bare gRPC
 # server (the floor), interleaved; BENCH_DURATION sets each phase's time.
-bench: build
-	go test -run '^$$' -bench . -benchmem ./authz/ ./storage/ ./server/
+bench: build tools
+	go test -run '^$$' -bench . -benchmem ./authz/ ./admission/ ./internal/codec/ ./storage/... ./server/
 	bench/run.sh
 
 # FUZZTIME is a duration or a count of inputs (2000x). make test gives a

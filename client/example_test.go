@@ -31,7 +31,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	if !ok {
-		log.Printf("denied: %s", d.Reason) // NO_GRANT, BLOCKED, UNKNOWN_RESOURCE
+		log.Printf("denied: %s", d.Reason) // REASON_NO_GRANT, REASON_BLOCKED, REASON_UNKNOWN_RESOURCE
 	}
 
 	// A refusal is data: the reason, the field and its value, the rule.
@@ -39,7 +39,7 @@ func Example() {
 		Subject: "user:dave", Role: "owner", Resource: "call:default:42", Actor: "user:hank"})
 	var e *client.Error
 	if client.IsDenied(err) && errors.As(err, &e) {
-		log.Printf("%s may not: %s (%s)", e.Value, e.Reason, e.Metadata["rule"]) // user:hank may not: NOT_ASSIGNABLE (not assignable)
+		log.Printf("%s may not: %s (%s)", e.Value, e.Reason, e.Metadata["rule"]) // user:hank may not: MISSING_PERMISSION (missing permission)
 	}
 }
 

@@ -47,8 +47,12 @@ func DefaultWatchLimits() WatchLimits {
 	return WatchLimits{MaxStreams: 1024, Progress: 30 * time.Second, MaxHeldBytes: 64 << 20}
 }
 
-// Validate refuses negative limits, naming the field and the value (a
-// *LimitError).
+// MinWatchProgress is the shortest Progress: one shorter would have every
+// idle stream sent a message more often than a scheduler tick.
+const MinWatchProgress = 10 * time.Millisecond
+
+// Validate refuses negative limits, and a Progress other than 0 shorter
+// than MinWatchProgress, naming the field and the value (a *LimitError).
 func (l WatchLimits) Validate() error {
 	const negative = "must not be negative"
 	switch {
@@ -56,6 +60,8 @@ func (l WatchLimits) Validate() error {
 		return &LimitError{Field: "MaxStreams", Value: fmt.Sprint(l.MaxStreams), Problem: negative}
 	case l.Progress < 0:
 		return &LimitError{Field: "Progress", Value: l.Progress.String(), Problem: negative}
+	case l.Progress > 0 && l.Progress < MinWatchProgress:
+		return &LimitError{Field: "Progress", Value: l.Progress.String(), Problem: "must be 0 (never) or at least " + MinWatchProgress.String()}
 	case l.MaxHeldBytes < 0:
 		return &LimitError{Field: "MaxHeldBytes", Value: fmt.Sprint(l.MaxHeldBytes), Problem: negative}
 	}

@@ -786,6 +786,7 @@ func TestServeRefusesALimitNamingItsFlag(t *testing.T) {
 		{[]string{"--request-timeout", "-1s"}, "--request-timeout -1s: must not be negative"},
 		{[]string{"--max-watches", "-1"}, "--max-watches -1: must not be negative"},
 		{[]string{"--watch-progress", "-1s"}, "--watch-progress -1s: must not be negative"},
+		{[]string{"--watch-progress", "1ns"}, "--watch-progress 1ns: must be 0 (never) or at least 10ms"},
 	} {
 		// A serve that takes the limit stops at --policy-mode rather than
 		// serve.

@@ -143,7 +143,7 @@ variable their help names.`,
 	fs.IntVar(&watchLimits.MaxStreams, "max-watches", watchLimits.MaxStreams,
 		"most Watch streams held at once; more are refused with RESOURCE_EXHAUSTED (0: refuse every Watch)")
 	fs.DurationVar(&watchLimits.Progress, "watch-progress", watchLimits.Progress,
-		"send a Watch stream that has had no message for this long one with the revision it has reached (0: never)")
+		"send a Watch stream that has had no message for this long one with the revision it has reached (0: never; else at least 10ms)")
 	maxCallWatches := fs.Int("max-call-watches", admission.DefaultMaxWatchers,
 		fmt.Sprintf("most WatchCall streams held at once, counted apart from --max-watches; more are refused with RESOURCE_EXHAUSTED. "+
 			"Each holds a buffer of %d events (about 38 KiB)", admission.DefaultWatchBuffer))
