@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Lookups answer Check's question the other way round: every resource of a
@@ -51,6 +52,11 @@ type Found struct {
 // change set counts as at least one). A client may come back with a token
 // long after, so the bound holds however far back its revision is.
 const maxLookupChanges = 10000
+
+// maxLookupAge is how long after its first page a lookup's later pages are
+// answered: at the first page's time, a grant that ran out since still
+// counts, and no page counts one that ran out longer ago than this.
+const maxLookupAge = time.Minute
 
 // lookupScan is how many candidates (resources of the type below the
 // subject's grants, or grants on the resource's path) a page judges at
@@ -207,6 +213,10 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 	at := Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
 	checked := max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
 	when := int64(uint64(after.pos[6])<<32 | uint64(after.pos[7]))
+	if age := time.Duration(x.now() - when); age > maxLookupAge {
+		return errorf(FailedPrecondition, "page_token", fmt.Sprint(at),
+			"the lookup's first page was answered %s ago, and its later pages are answered at its time for at most %s; start the lookup again", age.Round(time.Second), maxLookupAge).as(KindPageTokenExpired)
+	}
 	for tries := 0; ; tries++ {
 		if e.Index() != x {
 			// A resync replaced the index that sealed the token.

@@ -558,7 +558,7 @@ func TestALookupPageWalksPastABoundedNumberOfResources(t *testing.T) {
 // neither lists its subject again, at its next grant, nor drops an answer.
 func TestALookupsPagesCountGrantsAsItsFirstPageDid(t *testing.T) {
 	w := newWorld(t, streamPolicy())
-	w.grantUntil("user:sam", "call-member", "call:livestream:42", w.clock.Now().Add(time.Minute))
+	w.grantUntil("user:sam", "call-member", "call:livestream:42", w.clock.Now().Add(10*time.Second))
 	w.grant("user:sam", "user", "calltype:livestream")
 	w.grant("user:uma", "call-member", "calltype:livestream")
 	q := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
@@ -566,7 +566,7 @@ func TestALookupsPagesCountGrantsAsItsFirstPageDid(t *testing.T) {
 	if err != nil || len(first) != 1 || first[0].Name != "user:sam" || token == "" {
 		t.Fatalf("the first page = %+v, %q, %v; want sam, nearest, and a next page", first, token, err)
 	}
-	w.clock.Advance(2 * time.Minute) // sam's grant on the call runs out
+	w.clock.Advance(20 * time.Second) // sam's grant on the call runs out
 	seen := map[string]int{"user:sam": 1}
 	for n := 0; token != "" && n < 10; n++ {
 		var page []authz.Found
@@ -580,6 +580,34 @@ func TestALookupsPagesCountGrantsAsItsFirstPageDid(t *testing.T) {
 	}
 	if seen["user:sam"] != 1 || seen["user:uma"] != 1 {
 		t.Errorf("subjects across the pages: %v; want sam and uma once each", seen)
+	}
+}
+
+// A lookup's later pages are answered at its first page's time for at
+// most a minute: past that, a page would count grants that ran out long
+// ago, and it is refused (PAGE_TOKEN_EXPIRED), to start again.
+func TestALookupsLaterPageAMinuteOnStartsAgain(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.grantUntil("user:sam", "call-member", "call:livestream:42", w.clock.Now().Add(10*time.Second))
+	w.grant("user:uma", "call-member", "calltype:livestream")
+	q := authz.LookupSubjectsQuery{Resource: "call:livestream:42", Permission: "join-call"}
+	_, token, _, err := w.eng.LookupSubjects(w.ctx, q, 1, "")
+	if err != nil || token == "" {
+		t.Fatalf("the first page: %q, %v", token, err)
+	}
+	w.clock.Advance(time.Minute)
+	if _, _, _, err := w.eng.LookupSubjects(w.ctx, q, 1, token); err != nil {
+		t.Fatalf("the next page a minute on: %v", err)
+	}
+	w.clock.Advance(time.Second)
+	_, _, _, err = w.eng.LookupSubjects(w.ctx, q, 1, token)
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || !strings.Contains(e.Reason, "1m1s ago") {
+		t.Fatalf("the next page a minute and a second on = %v; want FAILED_PRECONDITION %s on page_token, saying how long ago", err, authz.KindPageTokenExpired)
+	}
+	page, _, _, err := w.eng.LookupSubjects(w.ctx, q, 10, "")
+	if err != nil || len(page) != 1 || page[0].Name != "user:uma" {
+		t.Errorf("the lookup started again = %+v, %v; want uma alone", page, err)
 	}
 }
 

@@ -853,8 +853,10 @@ type LookupResourcesRequest struct {
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page, with the other fields as
 	// they were (page_size may change); INVALID_ARGUMENT for a token of
-	// another request, FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when the
-	// answer may have changed since the first page.
+	// another request. Every page is answered at the first page's revision
+	// and time (a grant that ran out since still counts, as it did then);
+	// FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) when a write since may have
+	// changed the answer, or the first page is more than a minute old.
 	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// As CheckRequest.min_revision.
 	MinRevision   uint64 `protobuf:"varint,7,opt,name=min_revision,json=minRevision,proto3" json:"min_revision,omitempty"`
