@@ -95,7 +95,9 @@ const (
 	// Left: Leave ended it.
 	Left
 	// Ejected: a renewal found the subject may no longer be in the call;
-	// Outcome and Reason say why (BLOCKED, NO_GRANT).
+	// Outcome and Reason say why: BLOCKED, NO_GRANT, NOT_STARTED (the
+	// call closed to it again), or, for a session, LOBBY (its admission
+	// ended: Join again to knock).
 	Ejected
 	// Gone: the server no longer knows the session (ErrSessionNotFound).
 	// Usher ends a session itself as soon as its subject is blocked or
@@ -262,7 +264,9 @@ func (s *Session) run(ctx context.Context, expires time.Time) SessionEnd {
 		switch {
 		case err == nil && out == usherv1.Outcome_OUTCOME_ADMITTED && s.knock:
 			return SessionEnd{Why: MayJoin, Outcome: out, Reason: resp.GetReason()}
-		case err == nil && (out == usherv1.Outcome_OUTCOME_ADMITTED || out == usherv1.Outcome_OUTCOME_LOBBY):
+		case err == nil && (out == usherv1.Outcome_OUTCOME_ADMITTED || s.knock && out == usherv1.Outcome_OUTCOME_LOBBY):
+			// A knock waits (LOBBY); a session renewed is ADMITTED, and
+			// any other answer ended it (LOBBY too: sent back there).
 			expires, failures = sent.Add(s.lease), 0
 			timer.Reset(interval)
 			continue

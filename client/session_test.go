@@ -167,6 +167,27 @@ func TestASessionLapsesWhenTheServerStaysAway(t *testing.T) {
 	}
 }
 
+// A participant sent back to the lobby, its admission revoked, is ejected
+// (LOBBY): its Session ends, rather than renew, and a Join knocks.
+func TestASessionSentBackToTheLobbyEnds(t *testing.T) {
+	const lease = 2 * time.Second
+	w := newWorld(t, withLease(lease))
+	w.grant("user:gus", "guest", meeting7)
+	w.grant("user:gus", "call-member", meeting7) // as Admit grants it
+	c := w.client(client.WithToken(sidecarToken))
+	s, err := join(t, c, "user:gus", meeting7, usherv1.Outcome_OUTCOME_ADMITTED).Keep(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Admin.Admin.Revoke(callCtx(t), &usherv1.RevokeRequest{Subject: "user:gus", Role: "call-member", Resource: meeting7}); err != nil {
+		t.Fatal(err)
+	}
+	if end := ended(t, s, 2*lease); end.Why != client.Ejected || end.Outcome != usherv1.Outcome_OUTCOME_LOBBY {
+		t.Fatalf("the session ended %v; want ejected, LOBBY", end)
+	}
+	join(t, c, "user:gus", meeting7, usherv1.Outcome_OUTCOME_LOBBY)
+}
+
 func TestAKnockEndsWhenTheSubjectMayJoin(t *testing.T) {
 	const lease = 2 * time.Second // as for a session: the knock is kept across renewals
 	w := newWorld(t, withLease(lease))
