@@ -74,7 +74,8 @@ whose subject may no longer be in the call is ended instead, and the answer
 says why.
 
 Exit status: 0 renewed (ADMITTED; a knock LOBBY, or ADMITTED once its subject
-may join), 3 ended (BLOCKED, NO_GRANT), 1 an error.`,
+may join), 3 ended (BLOCKED, NO_GRANT, NOT_STARTED, or LOBBY for a session
+sent back to the lobby), 1 an error.`,
 		Example: `  usher keepalive 5b0f...`,
 		Args:    argsExactly("SESSION_ID"),
 	}
@@ -86,7 +87,7 @@ may join), 3 ended (BLOCKED, NO_GRANT), 1 an error.`,
 			if err != nil {
 				return nil, err
 			}
-			if resp.GetOutcome() == usherv1.Outcome_OUTCOME_LOBBY {
+			if resp.GetOutcome() == usherv1.Outcome_OUTCOME_LOBBY && resp.GetExpireTime() != nil {
 				return resp, nil // a knock renewed, its subject waiting on
 			}
 			return resp, outcome(resp.GetOutcome(), usherv1.Outcome_OUTCOME_ADMITTED)

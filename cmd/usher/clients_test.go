@@ -198,6 +198,10 @@ lobby: {admit_permission: update-call-permissions, admit_role: call-member, bypa
 	c.step(exitOK, says("CALL_EVENT_KIND_SYNCED"), "watch-call", "call:acme:standup", "--timeout", "2s")
 	c.ok("leave", session)
 	c.ok("leave", "user:gus", "call:acme:standup")
+	// The admission revoked, the session has ended: sent back to the lobby.
+	again := c.field(c.step(exitOK, says("OUTCOME_ADMITTED"), "join", "user:gus", "call:acme:standup"), "sessionId")
+	c.ok("revoke", "user:gus", "call-member", "call:acme:standup")
+	c.step(exitDenied, says("OUTCOME_LOBBY"), "keepalive", again)
 
 	c.ok("schedule", "call:acme:standup", "2h", "--actor", "user:hana")
 	c.step(exitOK, says(`"startTime"`), "resources", "get", "call:acme:standup")
