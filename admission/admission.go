@@ -698,7 +698,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		if _, err := m.store.EndKnock(ctx, id, Denied); errors.Is(err, ErrNoSession) {
 			return m.endedMeanwhile(ctx, id)
 		}
-		m.v.note(id, Ending{Why: Denied})
+		m.v.note(id, Ending{Why: Denied, Outcome: out})
 		return Renewal{Outcome: out, Reason: why}, nil
 	}
 	k, err := m.store.RenewKnock(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
@@ -750,6 +750,8 @@ func (m *Manager) ended(id string) (Renewal, error) {
 		return Renewal{}, storeError(ErrNoSession)
 	case e.Why == Ejected:
 		return Renewal{Outcome: e.Outcome, Reason: "the session was ended: the participant may no longer be in the call"}, nil
+	case e.Why == Denied && e.Outcome != 0:
+		return Renewal{Outcome: e.Outcome, Reason: "the knock was ended: the subject may no longer join the call"}, nil
 	case e.Why == LetIn:
 		return Renewal{Outcome: Admitted, Reason: "admitted from the lobby: join now"}, nil
 	}
@@ -900,8 +902,9 @@ func (m *Manager) acted(ctx context.Context, rev authz.Revision) {
 }
 
 // waiting is who waits in call's lobby, longest first. A subject blocked,
-// or left with no grant, since it knocked may not join: its knock ends at
-// its next KeepAlive, and no one waits for it.
+// or left with no grant, since it knocked may not join: its knock ends as
+// the view reads the write where a stream watches the call (denyKnocks),
+// else at its next KeepAlive, and no one waits for it.
 func (m *Manager) waiting(call string) []Knock {
 	return m.admissible(call, m.store.Knocks(call))
 }

@@ -92,7 +92,10 @@ type refKnock struct {
 // refEnd is how the reference says a session ended.
 type refEnd struct {
 	why     Why
-	outcome Outcome // for Ejected
+	outcome Outcome // for Ejected, and a knock denied for its standing
+	// orGone: a later KeepAlive may find nothing rather than the outcome
+	// (a knock of a deleted call, which the view may have ended first).
+	orGone bool
 }
 
 type reference struct {
@@ -1160,6 +1163,7 @@ func (w *modelWorld) doKeepKnock() {
 			w.fail("KeepAlive of knock %s of a deleted call = %+v, %v; want NO_GRANT or NOT_FOUND", id, r, err)
 		}
 		w.ref.endKnock(id, Denied)
+		w.ref.ended[id] = refEnd{why: Denied, outcome: NoGrant, orGone: true}
 	case waits:
 		st := w.ref.standing(k.subject, k.call)
 		if out := st.refusal(); out != 0 {
@@ -1167,6 +1171,7 @@ func (w *modelWorld) doKeepKnock() {
 				w.fail("KeepAlive of knock %s of %s, who may no longer join %s, = %+v, %v; want %s", id, k.subject, k.call, r, err, out)
 			}
 			w.ref.endKnock(id, Denied)
+			w.ref.ended[id] = refEnd{why: Denied, outcome: out}
 			return
 		}
 		want := Lobby
@@ -1180,6 +1185,12 @@ func (w *modelWorld) doKeepKnock() {
 	case w.ref.ended[id].why == LetIn:
 		if err != nil || r.Outcome != Admitted {
 			w.fail("KeepAlive of knock %s, let in, = %+v, %v; want ADMITTED", id, r, err)
+		}
+	case w.ref.ended[id].outcome != 0:
+		// Ended for its subject's standing: told again, as remembered.
+		e := w.ref.ended[id]
+		if (err != nil || r.Outcome != e.outcome || !r.Expires.IsZero()) && !(e.orGone && authz.CodeOf(err) == authz.NotFound) {
+			w.fail("KeepAlive of knock %s, ended for its subject's standing, = %+v, %v; want %s", id, r, err, e.outcome)
 		}
 	default:
 		if authz.CodeOf(err) != authz.NotFound {

@@ -303,8 +303,8 @@ func TestAKnockOfABlockedSubjectEndsAtKeepAlive(t *testing.T) {
 	if list, _ := w.m.Lobby(w.ctx, "call:acme:1", ""); len(list) != 0 {
 		t.Errorf("the blocked subject still waits: %+v", list)
 	}
-	if _, err := w.m.KeepAlive(w.ctx, k.Session); authz.CodeOf(err) != authz.NotFound {
-		t.Errorf("KeepAlive of the ended knock = %v, want NotFound", err)
+	if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
+		t.Errorf("KeepAlive of the ended knock again = %+v, %v; want BLOCKED, as remembered", ren, err)
 	}
 }
 
@@ -765,8 +765,8 @@ func TestAJoinThatABanOvertakesIsRefusedWithNoToken(t *testing.T) {
 // An Admit of a subject banned since it knocked is refused, by a doorkeeper
 // and by the platform alike: FAILED_PRECONDITION naming the subject and the
 // block, and nothing written, neither a grant nor an end to the knock, nor
-// an ADMITTED told to watchers. The knock, out of the lobby's list, ends
-// at its KeepAlive, which says the subject is blocked.
+// an ADMITTED told to watchers. The knock ends at the ban, the call being
+// watched, which is told DENIED; its KeepAlive says the subject is blocked.
 func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefused(t *testing.T) {
 	w := newWorld(t)
 	w.grant("user:host", "host", "call:acme:1")
@@ -790,19 +790,19 @@ func TestAnAdmitOfASubjectBannedSinceItKnockedIsRefused(t *testing.T) {
 	if got := w.eng.Index().Revision(); got != rev {
 		t.Errorf("the refused Admits moved the revision from %d to %d", rev, got)
 	}
-	if n := w.m.Counts().Knocks; n != 1 {
-		t.Errorf("after the refused Admits the store holds %d knocks, want the banned subject's", n)
-	}
-	ren, err := w.m.KeepAlive(w.ctx, k.Session)
-	if err != nil || ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
-		t.Errorf("KeepAlive of the banned subject's knock = %+v, %v; want BLOCKED, the knock ended", ren, err)
-	}
 	nextEvent(t, watch, "DENIED, and no ADMITTED before it", func(ev admission.Event) bool {
 		if ev.Kind == admission.EventAdmitted && ev.Subject == "user:guest" {
 			t.Errorf("watchers heard of a refused Admit: %+v", ev)
 		}
 		return ev.Kind == admission.EventDenied && ev.Subject == "user:guest"
 	})
+	if n := w.m.Counts().Knocks; n != 0 {
+		t.Errorf("after the ban the store holds %d knocks, want none", n)
+	}
+	ren, err := w.m.KeepAlive(w.ctx, k.Session)
+	if err != nil || ren.Outcome != admission.Blocked || !ren.Expires.IsZero() {
+		t.Errorf("KeepAlive of the banned subject's knock = %+v, %v; want BLOCKED, the knock ended", ren, err)
+	}
 	if r := w.wantJoin("user:guest", "call:acme:1", admission.Blocked); r.Session != "" || r.Token != "" {
 		t.Errorf("the banned subject's Join = %+v, want no session and no token", r)
 	}

@@ -116,3 +116,65 @@ func TestACallClosedAgainEjectsWhoMayNotBeBackstage(t *testing.T) {
 		})
 	}
 }
+
+// A subject waiting in the lobby of a watched call that is banned, or
+// loses its grant, may no longer join: the knock ends as it would at its
+// next KeepAlive, and the stream is told DENIED ("a waiting subject was
+// denied, or may no longer join and its knock ended", says the proto), so
+// that a lobby drawn from WatchCall shows no one who may not come in. A
+// write of another subject's leaves the knock waiting.
+func TestAKnockOfASubjectThatMayNoLongerJoinIsDeniedOnTheStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(w *world)
+	}{
+		{"blocked", func(w *world) {
+			if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:guest", Resource: "account:acme"}); err != nil {
+				w.t.Fatal(err)
+			}
+		}},
+		{"its grant revoked", func(w *world) {
+			if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "account:acme"}); err != nil {
+				w.t.Fatal(err)
+			}
+		}},
+		{"its role redefined without the join permission", func(w *world) {
+			if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "guest", Scope: "account:acme", Permissions: []string{"send-audio"}}); err != nil {
+				w.t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.grant("user:host", "host", "call:acme:1")
+			w.grant("user:guest", "guest", "account:acme")
+			w.grant("user:other", "guest", "account:acme")
+			watch := w.watch("call:acme:1")
+			knock := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			other := w.wantJoin("user:other", "call:acme:1", admission.Lobby)
+			// A write of another's touches neither knock.
+			w.grant("user:host", "member", "call:acme:1")
+
+			tc.end(w)
+			ev := nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest"))
+			if ev.Session != knock.Session {
+				t.Errorf("DENIED = %+v; want knock %s", ev, knock.Session)
+			}
+			want := admission.NoGrant
+			if tc.name == "blocked" {
+				want = admission.Blocked
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, knock.Session); err != nil || ren.Outcome != want || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive of the denied knock = %+v, %v; want %s, the knock ended", ren, err, want)
+			}
+			lobby, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host")
+			if wantOther := tc.name != "its role redefined without the join permission"; err != nil ||
+				(wantOther && (len(lobby) != 1 || lobby[0].ID != other.Session)) || (!wantOther && len(lobby) != 0) {
+				t.Errorf("the lobby = %+v, %v", lobby, err)
+			}
+			if c := w.m.Counts(); c.Knocks != len(lobby) {
+				t.Errorf("%d knocks kept; want the %d the lobby lists", c.Knocks, len(lobby))
+			}
+		})
+	}
+}

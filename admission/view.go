@@ -774,10 +774,132 @@ func (v *view) sift(ctx context.Context) {
 	held := v.held(gone)
 	eject := v.leaveDeleted(gone, dirty)
 	eject = append(eject, v.reread(x, dirty)...)
+	lobbies := v.lobbiesTouched(x, sets, all, gone)
 	v.mu.Unlock()
 	v.followUp(ctx, eject)
 	if len(gone) > 0 {
 		v.endCalls(gone, held)
+	}
+	v.denyKnocks(lobbies)
+}
+
+// maxLobbyChanges is how many changes sift matches against the watched
+// calls one by one, for the knocks they may touch; past that, every knock
+// of a watched call is looked at.
+const maxLobbyChanges = 1024
+
+// lobbiesTouched returns the watched calls, but those of gone, whose
+// knocks sets may have left unable to join: by call, the subjects a grant
+// or a block names, or nil for every knock of the call. Only watched
+// calls: a stream is told DENIED of each knock denyKnocks ends, and the
+// knocks of a call no one watches end at their next KeepAlive, as
+// ListLobby leaves them out until then. v.mu is held.
+func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool, gone map[string]authz.Revision) map[string]map[string]bool {
+	if len(v.watchers) == 0 {
+		return nil
+	}
+	out := map[string]map[string]bool{}
+	n := 0
+	for _, cs := range sets {
+		n += len(cs.Changes)
+	}
+	if all || n > maxLobbyChanges {
+		for call := range v.watchers {
+			out[call] = nil
+		}
+	} else {
+		at := func(scope, subject string) {
+			if scope == "" {
+				scope = authz.RootName
+			}
+			for call := range v.watchers {
+				subjects, seen := out[call]
+				if (seen && subjects == nil) || !x.Under(call, scope) {
+					continue
+				}
+				if subject == "" {
+					out[call] = nil
+					continue
+				}
+				if subjects == nil {
+					subjects = map[string]bool{}
+					out[call] = subjects
+				}
+				subjects[subject] = true
+			}
+		}
+		for _, cs := range sets {
+			for _, c := range cs.Changes {
+				switch {
+				case c.Grant != nil:
+					at(c.Grant.Resource, c.Grant.Subject)
+				case c.Block != nil:
+					at(c.Block.Resource, c.Block.Subject)
+				case c.Role != nil:
+					at(c.Role.Scope, "")
+				case c.Resource != nil:
+					at(c.Resource.Name, "")
+				case c.Admission != nil:
+					at(c.Admission.Scope, "")
+				case c.Permission != nil:
+					at(authz.RootName, "")
+				}
+			}
+		}
+	}
+	for call := range gone {
+		delete(out, call) // endCalls denied its knocks
+	}
+	return out
+}
+
+// denyKnocks ends, denied, the knocks of lobbies (lobbiesTouched) whose
+// subjects may no longer join: blocked, or left with no grant of the join
+// permission, as their KeepAlive would. A knock made through another node
+// may rest on a grant this one has yet to apply: the knocks are judged
+// again at the latest revision before any is denied.
+func (v *view) denyKnocks(lobbies map[string]map[string]bool) {
+	if len(lobbies) == 0 {
+		return
+	}
+	x := v.m.engine.Index()
+	var deny []Knock
+	for call, subjects := range lobbies {
+		for _, k := range v.m.store.Knocks(call) {
+			if subjects != nil && !subjects[k.Subject] {
+				continue
+			}
+			if out, _ := ejects(x.Presence(k.Subject, call), k.Subject, call); out != 0 {
+				deny = append(deny, k)
+			}
+		}
+	}
+	if len(deny) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+	defer cancel()
+	if v.m.remote {
+		if err := v.m.engine.AwaitLatest(ctx); err != nil {
+			return // their KeepAlives deny them
+		}
+		x = v.m.engine.Index()
+	}
+	for _, k := range deny {
+		out, _ := ejects(x.Presence(k.Subject, k.Call), k.Subject, k.Call)
+		if out == 0 {
+			continue
+		}
+		// By its id: the subject may have knocked again since, and that
+		// knock is judged by the pass that reads it.
+		_, err := v.m.store.EndKnock(ctx, k.ID, Denied)
+		switch {
+		case err == nil:
+			// Its KeepAlive answers why, as its own denial would.
+			v.note(k.ID, Ending{Why: Denied, Outcome: out})
+		case !errors.Is(err, ErrNoSession):
+			v.m.logger.Warn("the knock of a subject that may no longer join could not be ended; its KeepAlive ends it", "call", k.Call, "subject", k.Subject, "error", err)
+		}
 	}
 }
 
@@ -1168,10 +1290,11 @@ func (v *view) note(id string, why Ending) {
 }
 
 // ended1 remembers how the session or knock id ended; the first word on
-// an id stands. v.mu is held.
+// an id stands, but for the outcome of a knock denied (denyKnocks), which
+// the store's event of it lacks. v.mu is held.
 func (v *view) ended1(id string, why Ending) {
 	key := v.idKey(id)
-	if _, ok := v.endings[key]; ok {
+	if e, ok := v.endings[key]; ok && (e.why != why.Why || e.outcome != 0 || why.Outcome == 0) {
 		return
 	}
 	v.record(key, why)

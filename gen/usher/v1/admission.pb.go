@@ -631,8 +631,10 @@ type KeepAliveResponse struct {
 	// knocks). For a knock: LOBBY while it waits, and
 	// while the call has yet to open to the subject (the reason says until
 	// when); ADMITTED once the subject may Join (after an Admit too), BLOCKED or
-	// NO_GRANT when the knock has ended. A session or knock that left,
-	// lapsed or was denied is NOT_FOUND, its message saying which.
+	// NO_GRANT when the knock has ended because the subject may no longer
+	// join (this KeepAlive ended it, or the server did as it read the write,
+	// where a WatchCall watches the call). A session or knock that left,
+	// lapsed or was denied (Deny) is NOT_FOUND, its message saying which.
 	Outcome Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=usher.v1.Outcome" json:"outcome,omitempty"`
 	// Says why, for people.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
