@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -227,9 +228,25 @@ func transient(err error) bool {
 	case codes.ResourceExhausted:
 		// Usher's limits that lift with time; not a message too large.
 		switch Reason(err) {
-		case ReasonWatchLimit, ReasonCallerWatchLimit, ReasonWatchFellBehind, ReasonSessionLimit, ReasonCallerSessionLimit:
+		case ReasonWatchLimit, ReasonCallerWatchLimit, ReasonWatchFellBehind, ReasonSessionLimit, ReasonCallerSessionLimit,
+			ReasonInitialRate, ReasonCallerInitialRate, ReasonCallerInitialLimit, ReasonSendBudget:
 			return true
 		}
+	case codes.FailedPrecondition:
+		// A node yet to apply what the call needs (a session admitted
+		// through another): it catches up.
+		return Reason(err) == ReasonRevisionNotReached
 	}
 	return false
+}
+
+// retryAfter is how long the server said to wait before trying again (its
+// retry_after), or 0.
+func retryAfter(err error) time.Duration {
+	e, ok := FromError(err)
+	if !ok {
+		return 0
+	}
+	d, _ := time.ParseDuration(e.Metadata["retry_after"])
+	return max(d, 0)
 }

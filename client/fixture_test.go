@@ -65,6 +65,7 @@ type world struct {
 	// files.
 	caFile, certFile, keyFile string
 	lease                     time.Duration
+	serverOptions             []grpc.ServerOption // beyond those usher serve sets
 
 	mu      sync.Mutex // guards what start and stop replace
 	store   *bolt.Store
@@ -176,7 +177,7 @@ func (w *world) start() {
 		t.Fatal(err)
 	}
 	m := admission.New(engine, admission.Options{})
-	opts := []grpc.ServerOption{server.WithCallers(callers), server.WithAdmission(m)}
+	opts := append([]grpc.ServerOption{server.WithCallers(callers), server.WithAdmission(m)}, w.serverOptions...)
 	if w.tls {
 		cfg, err := server.NewTLSConfig(server.TLSFiles{
 			Cert: filepath.Join(w.dir, "server.crt"), Key: filepath.Join(w.dir, "server.key"), ClientCA: w.caFile,

@@ -29,7 +29,6 @@ const (
 	ReasonFailedPrecondition = "FAILED_PRECONDITION"
 	ReasonCycle              = "CYCLE"
 	ReasonHasChildren        = "HAS_CHILDREN"
-	ReasonMaxDepth           = "MAX_DEPTH"
 	ReasonMaxHolders         = "MAX_HOLDERS"
 	ReasonNotBindable        = "NOT_BINDABLE" // outside the role's bindable_on
 	ReasonRoleInUse          = "ROLE_IN_USE"
@@ -44,6 +43,7 @@ const (
 // ResourceExhausted.
 const (
 	ReasonLimitExceeded        = "LIMIT_EXCEEDED" // a fixed limit
+	ReasonMaxDepth             = "MAX_DEPTH"      // the tree would grow deeper than it may
 	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
 	ReasonSessionLimit         = "SESSION_LIMIT"          // the server holds as many sessions and knocks as it may
 	ReasonCallerSessionLimit   = "CALLER_SESSION_LIMIT"   // the caller holds its share of them

@@ -68,7 +68,8 @@ func (c *Client) KeepSession(ctx context.Context, sessionID string, lease time.D
 }
 
 // Session keeps a session's lease, renewing it with KeepAlive every third
-// of the lease, until ctx ends, Leave is called, or the server ends the
+// of the lease (or of what the server's last renewal gave, should the
+// call's rule have shortened it since), until ctx ends, Leave is called, or the server ends the
 // session. A renewal that fails for a moment (the server restarting, the
 // network) is tried again, sooner, until the lease would have run out.
 // Done is closed when the session ends, and Wait says how.
@@ -102,8 +103,9 @@ const (
 	// Gone: the server no longer knows the session (ErrSessionNotFound).
 	// Usher ends a session itself as soon as its subject is blocked or
 	// loses its grant, so this is how a ban usually shows: the
-	// AdmissionService's WatchCall says why. A knock is Gone once
-	// admitted or denied: Join again to find out which.
+	// AdmissionService's WatchCall says why. A knock is Gone once denied
+	// by Deny (one that may no longer join ends Ejected, saying why; one
+	// admitted ends MayJoin).
 	Gone
 	// Lapsed: renewals failed until the lease ran out; Err is the last
 	// failure.
@@ -267,8 +269,15 @@ func (s *Session) run(ctx context.Context, expires time.Time) SessionEnd {
 		case err == nil && (out == usherv1.Outcome_OUTCOME_ADMITTED || s.knock && out == usherv1.Outcome_OUTCOME_LOBBY):
 			// A knock waits (LOBBY); a session renewed is ADMITTED, and
 			// any other answer ended it (LOBBY too: sent back there).
-			expires, failures = sent.Add(s.lease), 0
-			timer.Reset(interval)
+			// The server renews by the rule's lease as it is now, which an
+			// operator may have shortened since: the expiry it says, by
+			// this machine's clock, bounds the next renewal.
+			lease := s.lease
+			if t := resp.GetExpireTime(); t != nil {
+				lease = min(lease, max(time.Until(t.AsTime()), 3*renewRetry))
+			}
+			expires, failures = sent.Add(lease), 0
+			timer.Reset(lease / 3)
 			continue
 		case err == nil:
 			return SessionEnd{Why: Ejected, Outcome: out, Reason: resp.GetReason()}

@@ -113,9 +113,11 @@ func (c *Client) Watch(ctx context.Context, req *usherv1.WatchRequest, handle fu
 // WatchCall follows what happens in a call, calling handle with each event
 // in order: the participants and knocks present, SYNCED, then every join,
 // change, eject, leave, lapse and knock as it happens. When the stream
-// breaks, WatchCall waits, with backoff, and resumes from the last event's
-// revision: the server sends again the state of each participant that
-// changed since (as PRESENT, or the end of its session) and SYNCED, so
+// breaks, WatchCall waits, with backoff (or as long as a refusal's
+// retry_after says), and resumes from the revision of the last event from
+// SYNCED on (a stream cut before its SYNCED resumes from where the one
+// before it was): the server sends again the state of each participant
+// that changed since (as PRESENT, or the end of its session) and SYNCED, so
 // handle must take events as the current state of their participant, not
 // as steps, and key them by session: a subject's new session may be
 // reported before the end of its previous one. A SYNCED with Reset set
@@ -127,14 +129,27 @@ func (c *Client) Watch(ctx context.Context, req *usherv1.WatchRequest, handle fu
 // error it cannot get past by watching again. Reload does not apply.
 func (c *Client) WatchCall(ctx context.Context, resource string, after uint64, handle func(*usherv1.CallEvent) error, opts ...WatchOption) error {
 	o := watchOptionsOf(opts)
+	synced := false
 	open := func(ctx context.Context) (grpc.ServerStreamingClient[usherv1.WatchCallResponse], error) {
+		synced = false
 		return c.Admission.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: resource, AfterRevision: after})
 	}
 	got := func(m *usherv1.WatchCallResponse) error {
-		if err := handle(m.GetEvent()); err != nil {
+		ev := m.GetEvent()
+		if err := handle(ev); err != nil {
 			return err
 		}
-		after = m.GetEvent().GetRevision()
+		// The state a stream starts with comes in the order participants
+		// joined, each event at its own revision: only once SYNCED says it
+		// is whole does an event's revision say how far the stream has
+		// come. A stream cut before that is resumed from where the last
+		// one was, and sends that state again.
+		if ev.GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+			synced = true
+		}
+		if synced {
+			after = ev.GetRevision()
+		}
 		return nil
 	}
 	return follow(ctx, o, open, got, nil)
@@ -170,7 +185,7 @@ func follow[T any](ctx context.Context, o *watchOptions, open func(context.Conte
 			// rather than hammer a server whose log moves faster than
 			// the reload.
 			if reloaded {
-				if err := delay.wait(ctx); err != nil {
+				if err := delay.wait(ctx, 0); err != nil {
 					return err
 				}
 			}
@@ -186,7 +201,9 @@ func follow[T any](ctx context.Context, o *watchOptions, open func(context.Conte
 		if o.onRetry != nil {
 			o.onRetry(err)
 		}
-		if err := delay.wait(ctx); err != nil {
+		// A refusal that says when to try again (a WatchCall's
+		// INITIAL_RATE) is not tried before.
+		if err := delay.wait(ctx, retryAfter(err)); err != nil {
 			return err
 		}
 	}
@@ -222,14 +239,15 @@ type retryDelay struct {
 
 func (d *retryDelay) reset() { d.n = 0 }
 
-func (d *retryDelay) wait(ctx context.Context) error {
+// wait waits the next delay, and at least atLeast.
+func (d *retryDelay) wait(ctx context.Context, atLeast time.Duration) error {
 	next := d.first
 	for i := 0; i < d.n && next < d.max; i++ {
 		next *= 2
 	}
 	next = min(next, d.max)
 	d.n++
-	next = next/2 + rand.N(next/2+1)
+	next = max(next/2+rand.N(next/2+1), atLeast)
 	t := time.NewTimer(next)
 	defer t.Stop()
 	select {
