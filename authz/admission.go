@@ -811,6 +811,13 @@ func (e *Engine) PutAdmission(ctx context.Context, by Author, a Admission) (Revi
 		if f, perm := asked.undeclaredIn(x.cat); f != "" {
 			return errorf(Invalid, "admission."+f, perm, "permission is not declared in the catalog").as(KindUndeclaredPermission)
 		}
+		if l := a.Lobby; l != nil && l.Role != "" {
+			// An Admit grants it on a call below: it must be defined.
+			p.guard(keyRoles)
+			if r := x.roleID(l.Role); r == noName || len(x.roleScopes[r]) == 0 {
+				return errorf(NotFound, "admission.lobby.admit_role", l.Role, "no role of that name is defined, which an Admit would grant").as(KindRoleNotFound)
+			}
+		}
 		if old := x.admissions[a.ResourceType][id]; old != nil && sameAdmission(*old, a) {
 			return nil
 		}

@@ -18,7 +18,7 @@ const (
 	lobbyCall  = "call:default:1"     // root's rule: a lobby, a backstage
 	liveCall   = "call:livestream:42" // calltype:livestream's rule: exclusive host and end-call
 	liveCall2  = "call:livestream:43"
-	globexCall = "call:globex:7" // calltype:globex's rule: no stage permission, an undefined admit role
+	globexCall = "call:globex:7" // calltype:globex's rule: no stage permission, an admit role defined only at another account
 )
 
 // rootCallRule governs every call that no nearer rule does: it joins with
@@ -42,7 +42,8 @@ func livestreamRule() authz.Admission {
 }
 
 // globexRule names no stage permission, so only the platform stages
-// globex's calls, and a lobby whose admit role is defined nowhere.
+// globex's calls, and a lobby whose admit role is defined only at acme,
+// which globex's calls do not see.
 func globexRule() authz.Admission {
 	return authz.Admission{Scope: "calltype:globex", ResourceType: "call", Join: "join-call",
 		Lobby: &authz.Lobby{Admit: "admit-participants", Role: "globex-guest"}}
@@ -69,7 +70,8 @@ func admissionPolicy() authz.Policy {
 		authz.Role{Name: "producer", Scope: "root", Permissions: []string{"join-call", "update-call"}},
 		authz.Role{Name: "crew", Scope: "root", Permissions: []string{"join-backstage", "join-call"}},
 		authz.Role{Name: "director", Scope: "root", Permissions: []string{"call.control", "join-call"}},
-		authz.Role{Name: "organizer", Scope: "root", Permissions: []string{"create-call", "join-call"}})
+		authz.Role{Name: "organizer", Scope: "root", Permissions: []string{"create-call", "join-call"}},
+		authz.Role{Name: "globex-guest", Scope: "account:acme", Permissions: []string{"join-call"}})
 	p.Admissions = []authz.Admission{rootCallRule(), livestreamRule(), globexRule()}
 	return p
 }
@@ -1186,7 +1188,7 @@ func TestAdmit(t *testing.T) {
 			code: authz.FailedPrecondition, field: "resource", value: "calltype:default", kind: authz.KindNoAdmissionRule,
 		},
 		{
-			name: "an admit role defined nowhere above the call is NOT_FOUND",
+			name: "an admit role defined nowhere on the call's path is NOT_FOUND",
 			write: func(w *world) (authz.Revision, error) {
 				return w.eng.Admit(w.ctx, w.by, globexCall, "user:kim", time.Time{})
 			},

@@ -500,9 +500,17 @@ func (g *invariantGen) policy() authz.Policy {
 			p.Roles = append(p.Roles, r)
 		}
 	}
+	// What names a role names one defined somewhere: a policy naming
+	// another is refused.
+	var names []string
+	for _, r := range p.Roles {
+		if !slices.Contains(names, r.Name) {
+			names = append(names, r.Name)
+		}
+	}
 	for _, typ := range invTypes {
-		if rng.IntN(3) == 0 {
-			p.CreatorRoles = append(p.CreatorRoles, authz.CreatorRole{ResourceType: typ, Role: pick(rng, invRoles)})
+		if rng.IntN(3) == 0 && len(names) > 0 {
+			p.CreatorRoles = append(p.CreatorRoles, authz.CreatorRole{ResourceType: typ, Role: pick(rng, names)})
 		}
 	}
 	if rng.IntN(3) == 0 {
@@ -519,8 +527,8 @@ func (g *invariantGen) policy() authz.Policy {
 				continue
 			}
 			ruled[[2]string{a.Scope, a.ResourceType}] = true
-			if rng.IntN(5) > 0 {
-				a.Lobby = &authz.Lobby{Admit: pick(rng, domain), Role: pick(rng, invRoles)}
+			if rng.IntN(5) > 0 && len(names) > 0 {
+				a.Lobby = &authz.Lobby{Admit: pick(rng, domain), Role: pick(rng, names)}
 			}
 			p.Admissions = append(p.Admissions, a)
 		}

@@ -481,6 +481,9 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 			}
 		}
 	}
+	if err := x.policyRoleNames(p, opts, v, rules, creatorTypes, managed); err != nil {
+		return nil, err
+	}
 	if err := x.policyOrphans(v, placed); err != nil {
 		return nil, err
 	}
@@ -488,6 +491,56 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 		return nil, err
 	}
 	return changes, nil
+}
+
+// policyRoleNames refuses a policy that would leave a creator role, or the
+// admit_role of an admission rule's lobby, naming a role defined nowhere:
+// no actor could register a resource of that type, and no Admit let
+// anyone in. Those the policy lists are INVALID_ARGUMENT, as a policy
+// file's check finds them; those it leaves alone, whose role it prunes,
+// are ROLE_IN_USE.
+func (x *Index) policyRoleNames(p Policy, opts ApplyOptions, v *policyView, rules map[[2]string]bool, creatorTypes, managed map[string]bool) error {
+	defined := func(name string) bool {
+		for key, d := range v.roles {
+			if key[1] == name && d != nil {
+				return true
+			}
+		}
+		if r := x.roleID(name); r != noName {
+			for _, s := range x.roleScopes[r] {
+				if d, changed := v.roles[[2]string{x.name(s), name}]; !changed || d != nil {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i, c := range p.CreatorRoles {
+		if !defined(c.Role) {
+			return errorf(Invalid, fmt.Sprintf("policy.creator_roles[%d].role", i), c.Role, "role is defined neither in the policy nor on the server").as(KindRoleNotFound)
+		}
+	}
+	for i, a := range p.Admissions {
+		if a.Lobby != nil && a.Lobby.Role != "" && !defined(a.Lobby.Role) {
+			return errorf(Invalid, fmt.Sprintf("policy.admissions[%d].lobby.admit_role", i), a.Lobby.Role, "role is defined neither in the policy nor on the server").as(KindRoleNotFound)
+		}
+	}
+	for _, typ := range sortedKeys(x.creators) {
+		if role := x.creators[typ]; !creatorTypes[typ] && !opts.Prune && !defined(role) {
+			return errorf(FailedPrecondition, "policy.roles", role,
+				"role is missing from the policy but named by the creator role of %s", typ).as(KindRoleInUse)
+		}
+	}
+	for _, a := range x.allAdmissions() {
+		if rules[[2]string{a.Scope, a.ResourceType}] || (opts.Prune && managed[a.Scope]) {
+			continue
+		}
+		if a.Lobby != nil && a.Lobby.Role != "" && !defined(a.Lobby.Role) {
+			return errorf(FailedPrecondition, "policy.roles", a.Lobby.Role,
+				"role is missing from the policy but named by the admission rule for %s at %q, as its lobby's admit_role", a.ResourceType, a.Scope).as(KindRoleInUse)
+		}
+	}
+	return nil
 }
 
 // policyOrphans refuses a policy that would leave a grant with no

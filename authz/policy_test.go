@@ -304,6 +304,36 @@ func TestApplyPolicyRefusals(t *testing.T) {
 			opts:   authz.ApplyOptions{Prune: true},
 			code:   authz.FailedPrecondition, field: "policy.roles", value: "stage-manager", kind: authz.KindRoleInUse,
 		},
+		{
+			name: "a creator role naming a role defined nowhere is INVALID_ARGUMENT: no actor could register the type",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.CreatorRoles = []authz.CreatorRole{{ResourceType: "call", Role: "hots"}}
+				return p
+			},
+			code: authz.Invalid, field: "policy.creator_roles[0].role", value: "hots", kind: authz.KindRoleNotFound,
+		},
+		{
+			name: "a lobby whose admit_role is defined nowhere is INVALID_ARGUMENT: no Admit could let anyone in",
+			policy: func() authz.Policy {
+				p := streamPolicy()
+				p.Admissions = []authz.Admission{{ResourceType: "call", Join: "join-call", Lobby: &authz.Lobby{Admit: "join-call", Role: "gest"}}}
+				return p
+			},
+			code: authz.Invalid, field: "policy.admissions[0].lobby.admit_role", value: "gest", kind: authz.KindRoleNotFound,
+		},
+		{
+			name: "pruning the only definition of the admit_role of a rule set at run time is ROLE_IN_USE",
+			setup: func(w *world) {
+				w.role(authz.Role{Name: "front-desk", Scope: "root", Permissions: []string{"join-call"}})
+				w.put("account:initech", "root")
+				w.putAdmission(authz.Admission{Scope: "account:initech", ResourceType: "call", Join: "join-call",
+					Lobby: &authz.Lobby{Admit: "join-call", Role: "front-desk"}})
+			},
+			policy: streamPolicy,
+			opts:   authz.ApplyOptions{Prune: true},
+			code:   authz.FailedPrecondition, field: "policy.roles", value: "front-desk", kind: authz.KindRoleInUse,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -655,5 +685,50 @@ func TestAnActorAppliesNoPolicy(t *testing.T) {
 		if authz.KindOf(e) != authz.KindPlatformOnly || !strings.Contains(e.Error(), "policies are the platform's") {
 			t.Errorf("dry run %v: refusal %v (kind %s), want %s saying policies are the platform's", dry, e, authz.KindOf(e), authz.KindPlatformOnly)
 		}
+	}
+}
+
+// A role that a creator role or a lobby's admit_role names keeps a
+// definition: a rule naming one defined nowhere is NOT_FOUND, and the
+// deletion of its last definition is ROLE_IN_USE, naming what names it;
+// neither writes anything. A definition with another beside it goes.
+func TestWhatNamesARoleKeepsItDefined(t *testing.T) {
+	p := streamPolicy()
+	p.CreatorRoles = []authz.CreatorRole{{ResourceType: "call", Role: "host"}}
+	w := newWorld(t, p)
+	w.put("account:initech", "root")
+	w.refuses(authz.NotFound, "admission.lobby.admit_role", "front-desk", func() (authz.Revision, error) {
+		return w.eng.PutAdmission(w.ctx, w.by, authz.Admission{Scope: "account:initech", ResourceType: "call", Join: "join-call",
+			Lobby: &authz.Lobby{Admit: "join-call", Role: "front-desk"}})
+	})
+	w.role(authz.Role{Name: "front-desk", Scope: "account:initech", Permissions: []string{"join-call"}})
+	w.putAdmission(authz.Admission{Scope: "account:initech", ResourceType: "call", Join: "join-call",
+		Lobby: &authz.Lobby{Admit: "join-call", Role: "front-desk"}})
+	e := w.refuses(authz.FailedPrecondition, "name", "front-desk", func() (authz.Revision, error) {
+		return w.eng.DeleteRole(w.ctx, w.by, "account:initech", "front-desk")
+	})
+	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, `the admission rule for call at "account:initech"`) {
+		t.Errorf("deleting the lobby's only admit role: %v (%s); want ROLE_IN_USE naming the rule", e, e.Kind)
+	}
+	w.role(authz.Role{Name: "front-desk", Scope: "root", Permissions: []string{"join-call"}})
+	if _, err := w.eng.DeleteRole(w.ctx, w.by, "account:initech", "front-desk"); err != nil {
+		t.Errorf("deleting a definition with another beside it: %v", err)
+	}
+
+	creator := p.CreatorRoles[0]
+	var defs []string
+	for _, r := range p.Roles {
+		if r.Name == creator.Role {
+			defs = append(defs, r.Scope)
+		}
+	}
+	if len(defs) != 1 {
+		t.Fatalf("the creator role %q is defined at %v; want one scope", creator.Role, defs)
+	}
+	e = w.refuses(authz.FailedPrecondition, "name", creator.Role, func() (authz.Revision, error) {
+		return w.eng.DeleteRole(w.ctx, w.by, defs[0], creator.Role)
+	})
+	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, "the creator role of "+creator.ResourceType) {
+		t.Errorf("deleting the creator role's only definition: %v (%s); want ROLE_IN_USE naming the creator role", e, e.Kind)
 	}
 }

@@ -803,6 +803,15 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 		return j.s, false
 	}
 	j.notHeld(scope, name)
+	// The last definition of a role that a creator role or a lobby's
+	// admit_role names stays: without it no actor registers a resource of
+	// the type, and no Admit lets anyone in.
+	last := !slices.ContainsFunc(j.s.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope != scope })
+	if last && (slices.ContainsFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.Role == name }) ||
+		slices.ContainsFunc(j.s.Admissions, func(a authz.Admission) bool { return a.Lobby != nil && a.Lobby.Role == name })) {
+		j.refuse(authz.FailedPrecondition, "", "%s at %s is its last definition, which a creator role or a lobby names", name, scope)
+		return j.s, false
+	}
 	j.handsOut = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })

@@ -173,6 +173,14 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 				return err
 			}
 		}
+		if len(x.roleScopes[role]) == 1 {
+			// Its last definition: what names the role would break.
+			p.guard(keyCatalog)
+			if what := x.roleNamedBy(name); what != "" {
+				return errorf(FailedPrecondition, "name", name,
+					"role at %q is its only definition, and %s names it; change that first", scope, what).as(KindRoleInUse)
+			}
+		}
 		// Which grants the deletion orphans is read along the tree: a
 		// definition above that covers them, the holders below.
 		p.guard(holdersKey(name), keyTree)
@@ -212,6 +220,24 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		p.change(Change{Op: OpDeleteRole, Role: &Role{Name: name, Scope: scope}})
 		return nil
 	})
+}
+
+// roleNamedBy says what names the role name and would be left broken with
+// no definition of it anywhere: a creator role (no actor could register a
+// resource of its type) or an admission rule's lobby (no Admit could grant
+// its admit_role); "" when nothing does.
+func (x *Index) roleNamedBy(name string) string {
+	for _, typ := range sortedKeys(x.creators) {
+		if x.creators[typ] == name {
+			return fmt.Sprintf("the creator role of %s", typ)
+		}
+	}
+	for _, a := range x.allAdmissions() {
+		if a.Lobby != nil && a.Lobby.Role == name {
+			return fmt.Sprintf("the admission rule for %s at %q, as its lobby's admit_role", a.ResourceType, a.Scope)
+		}
+	}
+	return ""
 }
 
 // heldToDefinition refuses a write that makes def the definition of role

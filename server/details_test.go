@@ -509,8 +509,12 @@ func TestAdmitRefusalsOverTheLobbysRoleNameTheCall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The webinar's lobby names a role defined only for livestreams.
+	if _, err := w.engine.PutRole(ctx, w.by, authz.Role{Name: "front-desk", Scope: livestream, Permissions: []string{"join-call"}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.engine.PutAdmission(ctx, w.by, authz.Admission{Scope: "calltype:webinar", ResourceType: "call", Join: "join-call",
-		Lobby: &authz.Lobby{Admit: "update-call-permissions", Role: "undefined-role"}}); err != nil {
+		Lobby: &authz.Lobby{Admit: "update-call-permissions", Role: "front-desk"}}); err != nil {
 		t.Fatal(err)
 	}
 	w.grant("user:host", "host", "call:webinar:8")
@@ -526,7 +530,7 @@ func TestAdmitRefusalsOverTheLobbysRoleNameTheCall(t *testing.T) {
 		{"the lobby's role is not bindable on a call", stream42, codes.FailedPrecondition,
 			refusal{reason: "NOT_BINDABLE", field: "resource", value: stream42, meta: map[string]string{"role": "call-member"}}},
 		{"the lobby's role is defined nowhere above the call", "call:webinar:8", codes.NotFound,
-			refusal{reason: "ROLE_NOT_FOUND", field: "resource", value: "call:webinar:8", meta: map[string]string{"role": "undefined-role"}}},
+			refusal{reason: "ROLE_NOT_FOUND", field: "resource", value: "call:webinar:8", meta: map[string]string{"role": "front-desk"}}},
 	}
 	for _, c := range cases {
 		for _, actor := range []string{"", "user:host"} {

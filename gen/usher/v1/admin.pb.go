@@ -1493,9 +1493,12 @@ func (x *UnblockResponse) GetRevision() uint64 {
 
 // ApplyPolicyRequest applies a policy. INVALID_ARGUMENT for a malformed or
 // inconsistent policy (a permission still named by a stored role or block
-// but missing from the catalog: PERMISSION_IN_USE), naming the field path;
-// NOT_FOUND for a parent or scope neither registered nor listed before;
-// FAILED_PRECONDITION when the tree or a held role would break;
+// but missing from the catalog: PERMISSION_IN_USE; a creator role or a
+// lobby's admit_role naming a role defined nowhere: ROLE_NOT_FOUND),
+// naming the field path; NOT_FOUND for a parent or scope neither
+// registered nor listed before; FAILED_PRECONDITION when the tree or a
+// held role would break, or a role that a creator role or a lobby left
+// alone names would be defined nowhere (ROLE_IN_USE);
 // RESOURCE_EXHAUSTED when a quota would be exceeded or the tree would be
 // deeper than 32 (MAX_DEPTH); PERMISSION_DENIED (PLATFORM_ONLY) with an
 // actor.
