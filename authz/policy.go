@@ -28,9 +28,11 @@ type ApplyOptions struct {
 // resources (in order, so parents come first), roles, creator roles, quotas
 // and default quotas, in one write. Without Prune, what p does not list is
 // left alone, so roles and blocks already stored must name only permissions p
-// declares. The write is held to every rule a write of its parts would be:
-// quotas, the depth of the tree, and no grant left without a definition of
-// its role. It returns the changes it made (or, dry, would make); applying a
+// declares. The write is held to these rules a write of its parts would
+// be: quotas, the depth of the tree, no grant left without a definition of
+// its role, and no creator role or lobby naming a role defined nowhere;
+// not to the max_holders and bindable_on of the roles it redefines, which
+// the README says. It returns the changes it made (or, dry, would make); applying a
 // policy already in force writes nothing and returns none. A policy is the
 // platform's, as admission rules are: an actor may not apply one
 // (PermissionDenied), for it rewrites the catalog every scope shares.
