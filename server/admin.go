@@ -14,6 +14,9 @@ type adminServer struct {
 	engine *authz.Engine
 	waits  *revisionWaits
 	backup BackupSource // nil: Backup is UNIMPLEMENTED
+	// envoy, when the server answers Envoy, names permissions that a
+	// policy must keep declaring.
+	envoy *EnvoyService
 	// backups counts the Backup streams in progress, at most MaxBackups.
 	backups atomic.Int64
 }
@@ -238,6 +241,9 @@ func (s *adminServer) Unblock(ctx context.Context, req *usherv1.UnblockRequest) 
 func (s *adminServer) ApplyPolicy(ctx context.Context, req *usherv1.ApplyPolicyRequest) (*usherv1.ApplyPolicyResponse, error) {
 	p, err := policyOf(req)
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.envoy.keeps(p); err != nil {
 		return nil, toStatus(err)
 	}
 	rev, changes, err := s.engine.ApplyPolicy(ctx, author(ctx, req.GetActor()), p, authz.ApplyOptions{Prune: req.GetPrune(), DryRun: req.GetDryRun()})

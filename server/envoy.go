@@ -182,6 +182,22 @@ type envoyOption struct {
 }
 
 // envoyService finds the EnvoyService among opts, if any.
+// keeps refuses a policy whose catalog leaves out a permission a rule of
+// the mapping checks: every request the rule matches would then fail,
+// refused by Envoy for all. A nil service keeps nothing.
+func (e *EnvoyService) keeps(p authz.Policy) error {
+	if e == nil {
+		return nil
+	}
+	for _, rt := range e.h.routes {
+		if !slices.ContainsFunc(p.Permissions, func(d authz.Permission) bool { return d.Name == rt.permission }) {
+			return &authz.Error{Code: authz.Invalid, Kind: authz.KindPermissionInUse, Field: "policy.permissions", Value: rt.permission,
+				Reason: fmt.Sprintf("permission is missing from the policy but named by rules[%d].permission (%s) of the server's Envoy mapping (--envoy-config)", rt.index, rt.rule)}
+		}
+	}
+	return nil
+}
+
 func envoyService(opts []grpc.ServerOption) *EnvoyService {
 	for _, o := range opts {
 		if e, ok := o.(envoyOption); ok && e.service != nil {

@@ -32,8 +32,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
+	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	policies "github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
 	"github.com/usher-authz/usher/storage/memory"
@@ -1293,5 +1296,33 @@ func TestEnvoyRefusesAHeadAnEarlierGetRuleMatchesButForCase(t *testing.T) {
 	for _, method := range []string{"HEAD", "head"} {
 		wantDenial(t, w.ask(t, requestAs("carol", method, "/CALLS/meeting/7")), codes.PermissionDenied, 403, "NO_ROUTE",
 			method+" /CALLS/meeting/7 is a GET of rules[0] (GET /calls/{type}/{id}) to an API, which runs a HEAD by its GET route")
+	}
+}
+
+// A policy that leaves out a permission a rule of the Envoy mapping checks
+// is refused: every request the rule matches would fail, refused by Envoy
+// for all. INVALID_ARGUMENT (PERMISSION_IN_USE) names the permission and
+// the rule, and nothing is written; the policy that keeps it applies.
+func TestAPolicyKeepsThePermissionsTheEnvoyMappingChecks(t *testing.T) {
+	w := startEnvoy(t, headerConfig(), nil)
+	admin := usherv1.NewAdminServiceClient(w.conn)
+	p := envoyPolicy
+	p.Permissions = slices.DeleteFunc(slices.Clone(p.Permissions), func(d authz.Permission) bool { return d.Name == "read-call" })
+	p.Roles = []authz.Role{
+		{Name: "host", Scope: authz.RootName, Permissions: []string{"call.manage"}},
+		{Name: "member", Scope: authz.RootName, Permissions: []string{"join-call", "send-audio"}},
+	}
+	rev := w.engine.Index().Revision()
+	_, err := admin.ApplyPolicy(t.Context(), &usherv1.ApplyPolicyRequest{Policy: policies.FromAuthz(p)})
+	st, _ := status.FromError(err)
+	if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), `"read-call"`) || !strings.Contains(st.Message(), "rules[1].permission") {
+		t.Fatalf("ApplyPolicy without read-call = %v; want INVALID_ARGUMENT naming read-call and rules[1]", err)
+	}
+	wantDetails(t, st, refusal{reason: "PERMISSION_IN_USE", field: "policy.permissions", value: "read-call"})
+	if got := w.engine.Index().Revision(); got != rev {
+		t.Errorf("the refused policy moved the revision from %d to %d", rev, got)
+	}
+	if _, err := admin.ApplyPolicy(t.Context(), &usherv1.ApplyPolicyRequest{Policy: policies.FromAuthz(envoyPolicy)}); err != nil {
+		t.Errorf("ApplyPolicy of the policy that keeps it: %v", err)
 	}
 }

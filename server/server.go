@@ -91,7 +91,7 @@ func New(engine *authz.Engine, logger *slog.Logger, opts ...grpc.ServerOption) *
 		}
 	}
 	register(&usherv1.AuthorizationService_ServiceDesc, az)
-	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, waits: waits, backup: backupSource(opts)})
+	register(&usherv1.AdminService_ServiceDesc, &adminServer{engine: engine, waits: waits, backup: backupSource(opts), envoy: envoyService(opts)})
 	sessions := admissionManager(opts)
 	if sessions != nil {
 		s.callShares = newStreamShares(shareOf(shares.CallWatches, sessions.MaxWatchers()))
