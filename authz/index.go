@@ -146,6 +146,15 @@ func expiry(t time.Time) int64 {
 
 func live(expires, now int64) bool { return expires == 0 || expires > now }
 
+// expiredNote says, for a refusal that names a grant, that it has expired,
+// when it has: no listing shows it, and a Revoke still removes it.
+func (x *Index) expiredNote(exp int64) string {
+	if live(exp, x.now()) {
+		return ""
+	}
+	return fmt.Sprintf(" (expired at %s: listings leave it out, and Revoke removes it)", expiryTime(exp).UTC().Format(time.RFC3339))
+}
+
 func expiryTime(exp int64) time.Time {
 	if exp == 0 {
 		return time.Time{}

@@ -576,7 +576,7 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 				if len(grants[roleName]) == 0 {
 					roles = append(roles, roleName)
 				}
-				grants[roleName] = append(grants[roleName], fmt.Sprintf("%s on %s", x.subj.name(g.subj), x.name(at)))
+				grants[roleName] = append(grants[roleName], fmt.Sprintf("%s on %s%s", x.subj.name(g.subj), x.name(at), x.expiredNote(g.exp)))
 				total++
 			}
 		}

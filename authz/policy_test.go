@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 )
@@ -730,5 +731,28 @@ func TestWhatNamesARoleKeepsItDefined(t *testing.T) {
 	})
 	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, "the creator role of "+creator.ResourceType) {
 		t.Errorf("deleting the creator role's only definition: %v (%s); want ROLE_IN_USE naming the creator role", e, e.Kind)
+	}
+}
+
+// An expired grant counts as absent, but its record stays until revoked:
+// a move that would leave it with no definition of its role is refused
+// as for any grant, and the refusal says it has expired, since no listing
+// shows it, and that Revoke removes it. Revoked, the move goes.
+func TestAMoveRefusedForAnExpiredGrantSaysSo(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.role(authz.Role{Name: "temp", Scope: "account:acme", Permissions: []string{"join-call"}})
+	w.grantUntil("user:old", "temp", "call:livestream:42", w.clock.Now().Add(time.Minute))
+	w.clock.Advance(2 * time.Minute)
+	e := w.refuses(authz.FailedPrecondition, "parent", "account:globex", func() (authz.Revision, error) {
+		return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "calltype:livestream", Parent: "account:globex"})
+	})
+	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, `the grant of "temp" to "user:old"`) || !strings.Contains(e.Reason, "expired at") {
+		t.Errorf("the move = %v (%s); want ROLE_IN_USE naming the expired grant, and that it expired", e, e.Kind)
+	}
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:old", Role: "temp", Resource: "call:livestream:42"}); err != nil {
+		t.Fatalf("Revoke of the expired grant: %v", err)
+	}
+	if _, err := w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "calltype:livestream", Parent: "account:globex"}); err != nil {
+		t.Errorf("the move once the grant is revoked: %v", err)
 	}
 }

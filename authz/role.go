@@ -208,7 +208,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 				scope, below.Subject, below.Resource).as(KindRoleInUse)
 		case more:
 			return errorf(FailedPrecondition, "name", name,
-				"role at %q is held by more than %d grants that no other definition would cover (e.g. %s on %s); revoke them first",
+				"role at %q is held by more than %d grants that no other definition would cover (e.g. %s on %s), expired ones included, which listings leave out; revoke them first",
 				scope, MaxRoleDeletionGrants, orphans[0].Subject, orphans[0].Resource).as(KindRoleInUse)
 		}
 		for i := range orphans {
