@@ -206,3 +206,42 @@ func TestASessionFollowsALeaseShortenedWhileItLasts(t *testing.T) {
 		t.Errorf("in the call: %v; want alice, session %s", got, s.ID)
 	}
 }
+
+// failingWatch sends each Watch stream its first message, the revision it
+// starts after, then fails it UNAVAILABLE, as a node cut off from its
+// storage does.
+type failingWatch struct {
+	usherv1.UnimplementedAuthorizationServiceServer
+	streams atomic.Int64
+}
+
+func (f *failingWatch) Watch(_ *usherv1.WatchRequest, stream grpc.ServerStreamingServer[usherv1.WatchResponse]) error {
+	f.streams.Add(1)
+	if err := stream.Send(&usherv1.WatchResponse{Revision: 7}); err != nil {
+		return err
+	}
+	return refusal(codes.Unavailable, "UNAVAILABLE_STORAGE", "reading the change log: etcd is out of reach; watch again after revision 7")
+}
+
+// Watch backs off from a server whose every stream fails after its first
+// message: that message is no progress, and coming back every 100ms would
+// hammer a server in trouble.
+func TestWatchBacksOffFromStreamsThatFailAfterTheirFirstMessage(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &failingWatch{}
+	srv := grpc.NewServer()
+	usherv1.RegisterAuthorizationServiceServer(srv, f)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	_ = dial(t, lis.Addr().String()).Watch(ctx, &usherv1.WatchRequest{AfterRevision: 7}, func(*usherv1.WatchResponse) error { return nil })
+	// From 100ms doubling, each drawn from half to all: at most 7 streams
+	// in 3s; 30 and more when every stream starts the delay over.
+	if n := f.streams.Load(); n > 10 {
+		t.Errorf("%d Watch streams in 3s against a server whose every stream fails", n)
+	}
+}

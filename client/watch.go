@@ -44,8 +44,8 @@ func Reload(reload func(ctx context.Context, cause error) (after uint64, err err
 // Backoff sets the delay before the first attempt to resume a stream
 // (DefaultBackoff) and the most it doubles to (DefaultMaxDelay). Each delay
 // is drawn between half and all of that, so that clients cut off together
-// do not come back together; a stream that delivered a message starts
-// over from first.
+// do not come back together; a stream that delivered more than its first
+// message starts over from first.
 func Backoff(first, most time.Duration) WatchOption {
 	return func(o *watchOptions) { o.backoff, o.maxDelay = first, most }
 }
@@ -209,8 +209,10 @@ func follow[T any](ctx context.Context, o *watchOptions, open func(context.Conte
 	}
 }
 
-// receive runs one stream until it ends, and says whether it delivered a
-// message.
+// receive runs one stream until it ends, and says whether it got past its
+// first message: a server whose every stream sends that one (Watch's
+// revision to start after) and then fails is not progress, and is backed
+// off from.
 func receive[T any](ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[T], error), got func(*T) error) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -218,15 +220,15 @@ func receive[T any](ctx context.Context, open func(context.Context) (grpc.Server
 	if err != nil {
 		return false, err
 	}
-	progressed := false
+	n := 0
 	for {
 		m, err := stream.Recv()
 		if err != nil {
-			return progressed, err
+			return n > 1, err
 		}
-		progressed = true
+		n++
 		if err := got(m); err != nil {
-			return progressed, handlerError{err}
+			return n > 1, handlerError{err}
 		}
 	}
 }
