@@ -1,7 +1,9 @@
 package admission_test
 
 import (
+	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,5 +178,45 @@ func TestAKnockOfASubjectThatMayNoLongerJoinIsDeniedOnTheStream(t *testing.T) {
 				t.Errorf("%d knocks kept; want the %d the lobby lists", c.Knocks, len(lobby))
 			}
 		})
+	}
+}
+
+// unreachableKnockStore fails every EndKnock as a store out of reach does,
+// counting them.
+type unreachableKnockStore struct {
+	*admission.MemoryStore
+	asked atomic.Int32
+}
+
+func (s *unreachableKnockStore) EndKnock(ctx context.Context, id string, why admission.Why) (admission.Knock, error) {
+	s.asked.Add(1)
+	return admission.Knock{}, context.DeadlineExceeded
+}
+
+// Knocks the view would deny while the store is out of reach are left to
+// their KeepAlives after the first failure: the view does not wait out the
+// store once for each.
+func TestKnocksTheStoreCannotEndAreLeftToTheirKeepAlives(t *testing.T) {
+	store := &unreachableKnockStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:host", "host", "call:acme:1")
+	w.watch("call:acme:1")
+	var knocks []admission.Result
+	for _, s := range []string{"user:a", "user:b", "user:c"} {
+		w.grant(s, "guest", "account:acme")
+		knocks = append(knocks, w.wantJoin(s, "call:acme:1", admission.Lobby))
+	}
+	if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "guest", Scope: "account:acme", Permissions: []string{"send-audio"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A Join waits for the view to have acted on the write.
+	w.wantJoin("user:host", "call:acme:1", admission.Admitted)
+	if n := store.asked.Load(); n != 1 {
+		t.Errorf("the store was asked to end %d knocks; want 1, the rest left once it was out of reach", n)
+	}
+	for _, k := range knocks {
+		if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.NoGrant {
+			t.Errorf("KeepAlive of knock %s = %+v, %v; want NO_GRANT", k.Session, ren, err)
+		}
 	}
 }

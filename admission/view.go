@@ -885,7 +885,7 @@ func (v *view) denyKnocks(lobbies map[string]map[string]bool) {
 		}
 		x = v.m.engine.Index()
 	}
-	for _, k := range deny {
+	for i, k := range deny {
 		out, _ := ejects(x.Presence(k.Subject, k.Call), k.Subject, k.Call)
 		if out == 0 {
 			continue
@@ -898,7 +898,11 @@ func (v *view) denyKnocks(lobbies map[string]map[string]bool) {
 			// Its KeepAlive answers why, as its own denial would.
 			v.note(k.ID, Ending{Why: Denied, Outcome: out})
 		case !errors.Is(err, ErrNoSession):
-			v.m.logger.Warn("the knock of a subject that may no longer join could not be ended; its KeepAlive ends it", "call", k.Call, "subject", k.Subject, "error", err)
+			v.m.logger.Warn("the knock of a subject that may no longer join could not be ended; its KeepAlive ends it",
+				"call", k.Call, "subject", k.Subject, "left", len(deny)-i-1, "error", err)
+			if outOfReach(err) || ctx.Err() != nil {
+				return // the rest end at their KeepAlives
+			}
 		}
 	}
 }
