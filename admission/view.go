@@ -788,14 +788,22 @@ func (v *view) sift(ctx context.Context) {
 // of a watched call is looked at.
 const maxLobbyChanges = 1024
 
-// lobbiesTouched returns the watched calls, but those of gone, whose
-// knocks sets may have left unable to join: by call, the subjects a grant
-// or a block names, or nil for every knock of the call. Only watched
-// calls: a stream is told DENIED of each knock denyKnocks ends, and the
+// lobbiesTouched returns the watched calls with a lobby, but those of
+// gone, whose knocks sets may have left unable to join: by call, the
+// subjects a grant or a block names, or nil for every knock of the call.
+// Only watched calls: a stream is told DENIED of each knock denyKnocks ends, and the
 // knocks of a call no one watches end at their next KeepAlive, as
 // ListLobby leaves them out until then. v.mu is held.
 func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool, gone map[string]authz.Revision) map[string]map[string]bool {
-	if len(v.watchers) == 0 {
+	// Only the watched calls with a lobby: most have none, and a change
+	// is matched against each of them.
+	var lobbied []string
+	for call := range v.watchers {
+		if _, knocks := v.m.store.Count(call); knocks > 0 {
+			lobbied = append(lobbied, call)
+		}
+	}
+	if len(lobbied) == 0 {
 		return nil
 	}
 	out := map[string]map[string]bool{}
@@ -804,7 +812,7 @@ func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool,
 		n += len(cs.Changes)
 	}
 	if all || n > maxLobbyChanges {
-		for call := range v.watchers {
+		for _, call := range lobbied {
 			out[call] = nil
 		}
 	} else {
@@ -812,7 +820,7 @@ func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool,
 			if scope == "" {
 				scope = authz.RootName
 			}
-			for call := range v.watchers {
+			for _, call := range lobbied {
 				subjects, seen := out[call]
 				if (seen && subjects == nil) || !x.Under(call, scope) {
 					continue
