@@ -786,18 +786,21 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 // answers Lobby, and knocks), or who no longer holds what LiveKit's
 // roomJoin requires (Join answers NoGrant; a LiveKit participant's
 // permissions have no roomJoin to take away). It judges in Join's order.
+// A mute is not a way out: a block of the backstage, bypass or admit
+// permission leaves the participant in (Presence.StaysBackstage,
+// StaysPastLobby), with its capabilities changed.
 func ejectsSession(p authz.Presence, subject, call string, now time.Time) (Outcome, string) {
 	if out, why := ejects(p, subject, call); out != 0 {
 		return out, why
 	}
 	rule := p.Rule
-	if closed, _, why := notOpen(p, now); closed && !p.Backstage {
+	if closed, _, why := notOpen(p, now); closed && !p.StaysBackstage {
 		if rule.Backstage != "" {
 			return NotStarted, fmt.Sprintf("%s %s, and only holders of %q may be in it until then", call, why, rule.Backstage)
 		}
 		return NotStarted, call + " " + why
 	}
-	if l := rule.Lobby; l != nil && !p.SkipsLobby {
+	if l := rule.Lobby; l != nil && !p.StaysPastLobby {
 		return Lobby, fmt.Sprintf("%s is no longer admitted to %s: joining again, it waits in the lobby until a holder of %q admits it", subject, call, l.Admit)
 	}
 	if m := rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {

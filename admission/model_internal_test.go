@@ -147,7 +147,11 @@ type standing struct {
 	closed                              bool   // the call has not opened yet
 	max                                 uint32 // the rule's max_participants
 	blocked, joins, skipsLobby, counted bool
-	caps, marks                         []string
+	// staysPastLobby: skipsLobby read from the grants alone, for a
+	// participant in the call, whom a mute of the bypass or admit
+	// permission does not take out.
+	staysPastLobby bool
+	caps, marks    []string
 }
 
 func (r *reference) standing(subject, call string) standing {
@@ -225,6 +229,7 @@ func (r *reference) standing(subject, call string) standing {
 	}
 	if l := r.rule.Lobby; l != nil {
 		st.skipsLobby = slices.Contains(st.caps, l.Admit) || (l.Bypass != "" && slices.Contains(st.caps, l.Bypass)) || onCall[l.Role]
+		st.staysPastLobby = st.skipsLobby || granted(l.Admit) || (l.Bypass != "" && granted(l.Bypass))
 	}
 	st.counted = true
 	for _, role := range ruleRoles {
@@ -323,7 +328,7 @@ func (r *reference) refusal(s *refSession) Outcome {
 		return st.refusal()
 	case st.closed:
 		return NotStarted
-	case r.rule.Lobby != nil && !st.skipsLobby:
+	case r.rule.Lobby != nil && !st.staysPastLobby:
 		return Lobby
 	}
 	return 0

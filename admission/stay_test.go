@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -114,6 +115,64 @@ func TestACallClosedAgainEjectsWhoMayNotBeBackstage(t *testing.T) {
 			}
 			if r := w.wantJoin("user:member", tc.call, admission.NotStarted); !strings.Contains(r.Reason, tc.says) {
 				t.Errorf("Join of the member again: %q; want it to say %q", r.Reason, tc.says)
+			}
+		})
+	}
+}
+
+// A mute is not a way out of a call. An actor that may block only
+// send-video ("camera off") cannot block the join permission, and so could
+// take no one out; when send-video is also what lets a member past the
+// lobby, or a host's backstage permission is muted while the call is
+// backstage, the participant stays, with its capabilities changed. Only
+// a Join anew is refused by the mute.
+func TestAMuteOfWhatLetAParticipantInLeavesItIn(t *testing.T) {
+	for _, tc := range []struct {
+		name, subject, role, call, muted string
+		before                           func(w *world)
+	}{
+		{"the lobby's bypass permission", "user:member", "member", "call:acme:1", "send-video", func(*world) {}},
+		{"the backstage permission, while the call is backstage", "user:host", "host", "call:acme:stage", "call.backstage", func(w *world) {
+			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", false); err != nil {
+				w.t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			p := policy()
+			narrowed := "usher.blocks.write." + tc.muted
+			p.Permissions = append(p.Permissions, authz.Permission{Name: narrowed})
+			p.Roles = append(p.Roles, authz.Role{Name: "operator", Scope: "root", Permissions: []string{"call.join", tc.muted, narrowed}})
+			if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", true); err != nil {
+				t.Fatal(err)
+			}
+			w.grant("user:op", "operator", "account:acme")
+			w.grant(tc.subject, tc.role, "account:acme")
+			in := w.wantJoin(tc.subject, tc.call, admission.Admitted)
+			tc.before(w)
+			watch := w.watch(tc.call)
+			op := authz.Author{Caller: "test", Actor: "user:op"}
+			if _, _, err := w.eng.Block(w.ctx, op, authz.Block{Subject: tc.subject, Resource: tc.call, Permissions: []string{"call.join"}}); authz.CodeOf(err) != authz.PermissionDenied {
+				t.Fatalf("the operator's block of call.join: %v; want PERMISSION_DENIED", err)
+			}
+			if _, _, err := w.eng.Block(w.ctx, op, authz.Block{Subject: tc.subject, Resource: tc.call, Permissions: []string{tc.muted}}); err != nil {
+				t.Fatal(err)
+			}
+			ev := nextEvent(t, watch, "the mute", func(ev admission.Event) bool {
+				return ev.Session == in.Session && (ev.Kind == admission.EventChanged || ev.Kind == admission.EventEjected)
+			})
+			if ev.Kind != admission.EventChanged || slices.Contains(ev.Capabilities, tc.muted) {
+				t.Errorf("the mute of %s told %+v; want CHANGED, without it", tc.muted, ev)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, in.Session); err != nil || ren.Outcome != admission.Admitted {
+				t.Errorf("KeepAlive after the mute = %+v, %v; want ADMITTED", ren, err)
+			}
+			if p := w.eng.Index().Presence(tc.subject, tc.call); p.SkipsLobby || p.Backstage {
+				t.Errorf("Presence after the mute = %+v; a Join anew skips no lobby and is not backstage", p)
 			}
 		})
 	}

@@ -418,6 +418,13 @@ type Presence struct {
 	// SkipsLobby: the subject holds the lobby's admit or bypass permission,
 	// or a grant of its admit role on the resource itself.
 	SkipsLobby bool
+	// StaysBackstage and StaysPastLobby are Backstage and SkipsLobby for a
+	// participant already in the call: read from its grants, whatever
+	// blocks a part of them. A block of the backstage, bypass or admit
+	// permission (a mute, which an actor that may not block the join
+	// permission may write) keeps a subject from joining by it, not in the
+	// call: only what refuses the join permission itself takes it out.
+	StaysBackstage, StaysPastLobby bool
 	// Until is the earliest expiry of a live grant or block of the subject
 	// on the way to root: when its standing may change with no write. Zero
 	// when nothing expires.
@@ -459,7 +466,18 @@ func (x *Index) Presence(subject, resource string) Presence {
 				out.Joins, out.Role, out.Scope = true, x.roleNames[g.role], x.name(g.res)
 			}
 		}
+		// granted reads the grants alone, for what a block of perm does not
+		// take from a participant; asked only when holds said no.
+		granted := func(perm string) bool {
+			i := x.cat.id(perm)
+			if i < 0 {
+				return false
+			}
+			_, ok := x.granting(s, path, i, now)
+			return ok
+		}
 		out.Backstage = r.Backstage != "" && holds(r.Backstage)
+		out.StaysBackstage = out.Backstage || r.Backstage != "" && granted(r.Backstage)
 		if l := r.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || (l.Bypass != "" && holds(l.Bypass))
 			if role := x.roleID(l.Role); !out.SkipsLobby && role != noName {
@@ -467,6 +485,7 @@ func (x *Index) Presence(subject, resource string) Presence {
 					out.SkipsLobby = true
 				}
 			}
+			out.StaysPastLobby = out.SkipsLobby || granted(l.Admit) || (l.Bypass != "" && granted(l.Bypass))
 		}
 	}
 	set.subtract(x.cat.reserved) // in place: nothing reads set again

@@ -1262,6 +1262,9 @@ func presenceDiff(got, want authz.Presence) []string {
 	if got.SkipsLobby != want.SkipsLobby {
 		diff("SkipsLobby", got.SkipsLobby, want.SkipsLobby)
 	}
+	if got.StaysBackstage != want.StaysBackstage || got.StaysPastLobby != want.StaysPastLobby {
+		diff("StaysBackstage, StaysPastLobby", fmt.Sprint(got.StaysBackstage, " ", got.StaysPastLobby), fmt.Sprint(want.StaysBackstage, " ", want.StaysPastLobby))
+	}
 	if !got.Until.Equal(want.Until) {
 		diff("Until", got.Until, want.Until)
 	}
@@ -1288,6 +1291,10 @@ func TestPresence(t *testing.T) {
 	bannedID := w.block(authz.Block{Subject: "user:banned", Resource: "calltype:default", Expires: t0.Add(3 * time.Hour)})
 	w.grant("user:mod", "moderator", lobbyCall)
 	w.grant("user:crew", "crew", lobbyCall)
+	w.grant("user:muted-vip", "vip", "account:acme")
+	w.block(authz.Block{Subject: "user:muted-vip", Resource: lobbyCall, Permissions: []string{"skip-lobby"}})
+	w.grant("user:muted-crew", "crew", lobbyCall)
+	w.block(authz.Block{Subject: "user:muted-crew", Resource: "account:acme", Permissions: []string{"join-backstage"}})
 	w.grant("user:host", "host", liveCall)
 	w.grant("user:admin", "admin", "account:acme")
 	w.grant("user:director", "director", liveCall)
@@ -1338,19 +1345,19 @@ func TestPresence(t *testing.T) {
 			want: authz.Presence{Joins: true, Role: "guest", Scope: "calltype:default", Capabilities: guest, Roles: []string{"guest"}}},
 		{name: "a grant of the admit role on the call itself skips the lobby",
 			subject: "user:guest-here", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true}},
+			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true}},
 		{name: "an expired grant counts as absent",
 			subject: "user:guest-expired", resource: lobbyCall, rule: "root"},
 		{name: "the lobby's admit permission skips it",
 			subject: "user:door", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Joins: true, Role: "doorkeeper", Scope: "account:acme", Capabilities: []string{"admit-participants", "join-call", "read-call"},
-				Roles: []string{"doorkeeper"}, SkipsLobby: true}},
+				Roles: []string{"doorkeeper"}, SkipsLobby: true, StaysPastLobby: true}},
 		{name: "the lobby's bypass permission skips it",
 			subject: "user:vip", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call", "skip-lobby"}, Roles: []string{"vip"}, SkipsLobby: true}},
+			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call", "skip-lobby"}, Roles: []string{"vip"}, SkipsLobby: true, StaysPastLobby: true}},
 		{name: "a block of the join permission: blocked, naming the block and where it is",
 			subject: "user:blocked", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Blocked: true, BlockID: blockedID, Scope: "account:acme", Capabilities: []string{"read-call"}, Roles: []string{"guest"}, SkipsLobby: true}},
+			want: authz.Presence{Blocked: true, BlockID: blockedID, Scope: "account:acme", Capabilities: []string{"read-call"}, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true}},
 		{name: "a block of everything: no capabilities, no roles, and when it ends",
 			subject: "user:banned", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Blocked: true, BlockID: bannedID, Scope: "calltype:default", Until: t0.Add(3 * time.Hour)}},
@@ -1362,7 +1369,13 @@ func TestPresence(t *testing.T) {
 			want: authz.Presence{Joins: true, Role: "moderator", Scope: lobbyCall, Capabilities: moderator, Roles: []string{"moderator"}}},
 		{name: "the backstage permission",
 			subject: "user:crew", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-backstage", "join-call"}, Roles: []string{"crew"}, Backstage: true}},
+			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-backstage", "join-call"}, Roles: []string{"crew"}, Backstage: true, StaysBackstage: true}},
+		{name: "a block of the bypass permission: no skip of the lobby, but a participant stays past it",
+			subject: "user:muted-vip", resource: lobbyCall, rule: "root",
+			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call"}, Roles: []string{"vip"}, StaysPastLobby: true}},
+		{name: "a block of the backstage permission: not backstage, but a participant stays there",
+			subject: "user:muted-crew", resource: lobbyCall, rule: "root",
+			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-call"}, Roles: []string{"crew"}, StaysBackstage: true}},
 		{name: "an exclusive role, and the exclusive permission it names",
 			subject: "user:host", resource: liveCall, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "host", Scope: liveCall, Capabilities: host, Roles: []string{"host"},
@@ -1384,7 +1397,7 @@ func TestPresence(t *testing.T) {
 				Exclusive: []string{authz.OccupantMark}}},
 		{name: "Until is the earliest expiry on the path: a block's, before a grant's, ignoring those elsewhere",
 			subject: "user:until", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true,
+			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true,
 				Until: t0.Add(time.Hour)}},
 		{name: "Until is the earliest expiry on the path: a grant's, before a block's",
 			subject: "user:until2", resource: lobbyCall, rule: "root",
@@ -1684,7 +1697,17 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 		case refGranted:
 			out.Joins, out.Role, out.Scope = true, c.Role, c.Scope
 		}
+		// granted: a live grant's role holds perm, whatever blocks it.
+		granted := func(perm string) bool {
+			for _, g := range live {
+				if perms, ok := r.resolve(g.Role, path); perm != "" && r.declared(perm) && ok && r.grants(perms, perm) {
+					return true
+				}
+			}
+			return false
+		}
 		out.Backstage = holds(rule.Backstage)
+		out.StaysBackstage = out.Backstage || granted(rule.Backstage)
 		if l := rule.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || holds(l.Bypass)
 			for _, g := range live {
@@ -1692,6 +1715,7 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 					out.SkipsLobby = true
 				}
 			}
+			out.StaysPastLobby = out.SkipsLobby || granted(l.Admit) || granted(l.Bypass)
 		}
 	}
 	for _, p := range r.permissions(subject, resource) {
