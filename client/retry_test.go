@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -243,5 +244,59 @@ func TestWatchBacksOffFromStreamsThatFailAfterTheirFirstMessage(t *testing.T) {
 	// in 3s; 30 and more when every stream starts the delay over.
 	if n := f.streams.Load(); n > 10 {
 		t.Errorf("%d Watch streams in 3s against a server whose every stream fails", n)
+	}
+}
+
+// quietCall serves WatchCall streams of a quiet call: SYNCED, then nothing
+// for lives, then the stream is cut, as a proxy's connection age cuts one.
+type quietCall struct {
+	usherv1.UnimplementedAdmissionServiceServer
+	lives time.Duration
+	mu    sync.Mutex
+	gaps  []time.Duration // between a stream's cut and the next one's start
+	cut   time.Time
+}
+
+func (q *quietCall) WatchCall(_ *usherv1.WatchCallRequest, stream grpc.ServerStreamingServer[usherv1.WatchCallResponse]) error {
+	q.mu.Lock()
+	if !q.cut.IsZero() {
+		q.gaps = append(q.gaps, time.Since(q.cut))
+	}
+	q.mu.Unlock()
+	if err := stream.Send(&usherv1.WatchCallResponse{Event: &usherv1.CallEvent{Kind: usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED, Revision: 5}}); err != nil {
+		return err
+	}
+	time.Sleep(q.lives)
+	q.mu.Lock()
+	q.cut = time.Now()
+	q.mu.Unlock()
+	return status.Error(codes.Unavailable, "max connection age")
+}
+
+// A stream that stays open after its first message for as long as the
+// longest backoff is healthy, however little a quiet call sent on it: the
+// client resumes after it from the first delay, not after a longer one each
+// time.
+func TestWatchCallResumesAtOnceAfterAQuietStreamThatLasted(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &quietCall{lives: 150 * time.Millisecond}
+	srv := grpc.NewServer()
+	usherv1.RegisterAdmissionServiceServer(srv, q)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	_ = dial(t, lis.Addr().String()).WatchCall(ctx, "call:acme:1", 0, func(*usherv1.CallEvent) error { return nil },
+		client.Backoff(5*time.Millisecond, 100*time.Millisecond))
+	q.mu.Lock()
+	gaps := slices.Sorted(slices.Values(q.gaps))
+	q.mu.Unlock()
+	// Started over each time: 2.5 to 5ms. Not: from the fifth resume on,
+	// 50 to 100ms.
+	if len(gaps) < 5 || gaps[len(gaps)/2] > 30*time.Millisecond {
+		t.Errorf("resumed after quiet streams of 150ms following gaps of %v; want most under 30ms", gaps)
 	}
 }

@@ -45,7 +45,7 @@ func Reload(reload func(ctx context.Context, cause error) (after uint64, err err
 // (DefaultBackoff) and the most it doubles to (DefaultMaxDelay). Each delay
 // is drawn between half and all of that, so that clients cut off together
 // do not come back together; a stream that delivered more than its first
-// message starts over from first.
+// message, or stayed open for most after it, starts over from first.
 func Backoff(first, most time.Duration) WatchOption {
 	return func(o *watchOptions) { o.backoff, o.maxDelay = first, most }
 }
@@ -169,7 +169,7 @@ func follow[T any](ctx context.Context, o *watchOptions, open func(context.Conte
 	delay := retryDelay{first: o.backoff, max: o.maxDelay}
 	reloaded := false
 	for {
-		progressed, err := receive(ctx, open, got)
+		progressed, err := receive(ctx, open, got, o.maxDelay)
 		var h handlerError
 		switch {
 		case errors.As(err, &h):
@@ -209,11 +209,14 @@ func follow[T any](ctx context.Context, o *watchOptions, open func(context.Conte
 	}
 }
 
-// receive runs one stream until it ends, and says whether it got past its
-// first message: a server whose every stream sends that one (Watch's
-// revision to start after) and then fails is not progress, and is backed
-// off from.
-func receive[T any](ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[T], error), got func(*T) error) (bool, error) {
+// receive runs one stream until it ends, and says whether it made
+// progress: got past its first message, or stayed open after it for
+// healthy (a quiet call's stream sends SYNCED and then nothing, and is cut
+// hours later by a proxy's connection age). A server whose every stream
+// sends that one message (Watch's revision to start after, a SYNCED) and
+// then fails is not progress, and is backed off from.
+func receive[T any](ctx context.Context, open func(context.Context) (grpc.ServerStreamingClient[T], error), got func(*T) error,
+	healthy time.Duration) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := open(ctx)
@@ -221,14 +224,18 @@ func receive[T any](ctx context.Context, open func(context.Context) (grpc.Server
 		return false, err
 	}
 	n := 0
+	var first time.Time
+	progressed := func() bool { return n > 1 || n == 1 && time.Since(first) >= healthy }
 	for {
 		m, err := stream.Recv()
 		if err != nil {
-			return n > 1, err
+			return progressed(), err
 		}
-		n++
+		if n++; n == 1 {
+			first = time.Now()
+		}
 		if err := got(m); err != nil {
-			return n > 1, handlerError{err}
+			return progressed(), handlerError{err}
 		}
 	}
 }
