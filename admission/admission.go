@@ -532,19 +532,27 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 	// A write committed since p was read may have found no knock to act
 	// on, and the knock ends now as it would have had it been made first:
 	// an Admit lets it in; the call's deletion denies it, or it would wait
-	// in the lobby of a call registered again under the name. One kept
-	// out since otherwise (blocked, say) ends at its KeepAlive.
+	// in the lobby of a call registered again under the name; a ban, or a
+	// grant revoked, denies it as the view does (denyKnocks), its
+	// KeepAlive saying why.
 	if q := m.engine.Index().Presence(subject, resource); q.Revision != p.Revision {
 		var why Why
-		if out, _ := ejects(q, subject, resource); !q.Known {
+		out, _ := ejects(q, subject, resource)
+		switch {
+		case !q.Known:
+			why, out = Denied, 0
+		case out != 0:
 			why = Denied
-		} else if out == 0 {
+		default:
 			if _, decided := m.gate(q, subject, resource, m.clock.Now()); !decided && !noRoomJoin(&Result{}, q, subject, resource) {
 				why = LetIn
 			}
 		}
 		if why != 0 {
 			if _, err := m.store.EndKnock(ctx, k.ID, why); err == nil {
+				if out != 0 {
+					m.v.note(k.ID, Ending{Why: Denied, Outcome: out})
+				}
 				m.v.storeEvents()
 			}
 		}

@@ -279,3 +279,49 @@ func TestKnocksTheStoreCannotEndAreLeftToTheirKeepAlives(t *testing.T) {
 		}
 	}
 }
+
+// banBeforeKnockStore commits a ban of the knocking subject, and lets the
+// view act on it, just before the knock reaches the store: a write that
+// lands between Join's read and its knock, which the view finds no knock
+// to act on for.
+type banBeforeKnockStore struct {
+	*admission.MemoryStore
+	w    *world
+	once bool
+}
+
+func (s *banBeforeKnockStore) Knock(ctx context.Context, k admission.Knock) (admission.Knock, error) {
+	if !s.once && k.Subject == "user:guest" {
+		s.once = true
+		if _, _, err := s.w.eng.Block(ctx, s.w.by, authz.Block{Subject: "user:guest", Resource: "account:acme"}); err != nil {
+			s.w.t.Error(err)
+		}
+		// A read of the lobby waits for the view to have acted on it.
+		if _, err := s.w.m.Lobby(ctx, "call:acme:1", ""); err != nil {
+			s.w.t.Error(err)
+		}
+	}
+	return s.MemoryStore.Knock(ctx, k)
+}
+
+// A knock whose subject is banned as it is made ends as the view would
+// have ended it had it been made first: the stream is told DENIED, and its
+// KeepAlive says BLOCKED.
+func TestAKnockBannedAsItIsMadeIsDenied(t *testing.T) {
+	store := &banBeforeKnockStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	store.w = w
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:guest", "guest", "account:acme")
+	watch := w.watch("call:acme:1")
+	k := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if ev := nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest")); ev.Session != k.Session {
+		t.Errorf("DENIED = %+v; want knock %s", ev, k.Session)
+	}
+	if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.Blocked {
+		t.Errorf("KeepAlive of the banned subject's knock = %+v, %v; want BLOCKED", ren, err)
+	}
+	if c := w.m.Counts(); c.Knocks != 0 {
+		t.Errorf("%d knocks kept; want none", c.Knocks)
+	}
+}
