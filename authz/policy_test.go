@@ -756,3 +756,38 @@ func TestAMoveRefusedForAnExpiredGrantSaysSo(t *testing.T) {
 		t.Errorf("the move once the grant is revoked: %v", err)
 	}
 }
+
+// DeleteResource keeps the last definition of a role that a creator role
+// or a lobby's admit_role names, as DeleteRole does: the resource that
+// holds it is ROLE_IN_USE, naming the role and what names it, and nothing
+// is written. A rule on the resource itself goes with it, and does not
+// keep it.
+func TestADeletionKeepsTheOnlyDefinitionOfARoleThatIsNamed(t *testing.T) {
+	p := streamPolicy()
+	w := newWorld(t, p)
+	w.put("account:initech", "root")
+	w.put("account:hooli", "root")
+	w.role(authz.Role{Name: "concierge", Scope: "account:hooli", Permissions: []string{"join-call"}})
+	w.putAdmission(authz.Admission{Scope: "account:initech", ResourceType: "call", Join: "join-call",
+		Lobby: &authz.Lobby{Admit: "join-call", Role: "concierge"}})
+	e := w.refuses(authz.FailedPrecondition, "name", "account:hooli", func() (authz.Revision, error) {
+		return w.eng.DeleteResource(w.ctx, w.by, "account:hooli")
+	})
+	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, `"concierge"`) || !strings.Contains(e.Reason, `the admission rule for call at "account:initech"`) {
+		t.Errorf("deleting the only definition's resource: %v (%s); want ROLE_IN_USE naming the role and the rule", e, e.Kind)
+	}
+
+	// The rule and the only definition on one resource go together.
+	w.put("account:umbrella", "root")
+	w.role(authz.Role{Name: "usher-desk", Scope: "account:umbrella", Permissions: []string{"join-call"}})
+	w.putAdmission(authz.Admission{Scope: "account:umbrella", ResourceType: "call", Join: "join-call",
+		Lobby: &authz.Lobby{Admit: "join-call", Role: "usher-desk"}})
+	if _, err := w.eng.DeleteResource(w.ctx, w.by, "account:umbrella"); err != nil {
+		t.Errorf("deleting the resource of a rule and the only definition it names: %v", err)
+	}
+	// With a definition elsewhere, the resource goes.
+	w.role(authz.Role{Name: "concierge", Scope: "root", Permissions: []string{"join-call"}})
+	if _, err := w.eng.DeleteResource(w.ctx, w.by, "account:hooli"); err != nil {
+		t.Errorf("deleting a definition with another beside it: %v", err)
+	}
+}

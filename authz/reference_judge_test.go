@@ -610,6 +610,15 @@ func (j *judgement) deleteResource(name string) (authz.Snapshot, bool) {
 	if slices.ContainsFunc(j.s.Admissions, func(a authz.Admission) bool { return scopeOf(a) == name }) {
 		j.refuse(authz.PermissionDenied, authz.RulePlatformOnly, "%s holds an admission rule, which is the platform's", name)
 	}
+	// The last definition of a role that a creator role or a lobby's
+	// admit_role (of a rule elsewhere) names stays, as DeleteRole keeps it.
+	for _, d := range j.s.Roles {
+		last := d.Scope == name && !slices.ContainsFunc(j.s.Roles, func(o authz.Role) bool { return o.Name == d.Name && o.Scope != name })
+		if last && (slices.ContainsFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.Role == d.Name }) ||
+			slices.ContainsFunc(j.s.Admissions, func(a authz.Admission) bool { return a.Lobby != nil && a.Lobby.Role == d.Name && scopeOf(a) != name })) {
+			j.refuse(authz.FailedPrecondition, "", "%s at %s is its last definition, which a creator role or a lobby names", d.Name, name)
+		}
+	}
 	j.reRegistration(name)
 	after := clone(j.s)
 	var gone authz.Resource

@@ -617,6 +617,18 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 				}
 			}
 		}
+		// A role defined only here that a creator role or a lobby's
+		// admit_role names keeps its definition, as DeleteRole keeps it.
+		for _, r := range x.definedAt(id) {
+			if len(x.roleScopes[x.roleID(r.Name)]) != 1 {
+				continue
+			}
+			p.guard(keyCatalog)
+			if what := x.roleNamedByBut(r.Name, name); what != "" {
+				return errorf(FailedPrecondition, "name", name,
+					"the role %q defined at it has no other definition, and %s names it; define it elsewhere first", r.Name, what).as(KindRoleInUse)
+			}
+		}
 		if err := p.reRegistersItself(id); err != nil {
 			return err
 		}

@@ -226,14 +226,18 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 // no definition of it anywhere: a creator role (no actor could register a
 // resource of its type) or an admission rule's lobby (no Admit could grant
 // its admit_role); "" when nothing does.
-func (x *Index) roleNamedBy(name string) string {
+func (x *Index) roleNamedBy(name string) string { return x.roleNamedByBut(name, "") }
+
+// roleNamedByBut is roleNamedBy but for the admission rules at scope,
+// which go with the resource a deletion of scope deletes.
+func (x *Index) roleNamedByBut(name, scope string) string {
 	for _, typ := range sortedKeys(x.creators) {
 		if x.creators[typ] == name {
 			return fmt.Sprintf("the creator role of %s", typ)
 		}
 	}
 	for _, a := range x.allAdmissions() {
-		if a.Lobby != nil && a.Lobby.Role == name {
+		if a.Lobby != nil && a.Lobby.Role == name && (scope == "" || a.Scope != scope) {
 			return fmt.Sprintf("the admission rule for %s at %q, as its lobby's admit_role", a.ResourceType, a.Scope)
 		}
 	}

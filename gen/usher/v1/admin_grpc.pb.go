@@ -76,7 +76,9 @@ type AdminServiceClient interface {
 	// GetResource returns a registered resource.
 	GetResource(ctx context.Context, in *GetResourceRequest, opts ...grpc.CallOption) (*GetResourceResponse, error)
 	// DeleteResource removes a resource that has no children, with the grants,
-	// blocks, role definitions, quotas and admission rules on it.
+	// blocks, role definitions, quotas and admission rules on it. The last
+	// definition of a role that a creator role or a lobby's admit_role of a
+	// rule elsewhere names is kept: FAILED_PRECONDITION (ROLE_IN_USE).
 	DeleteResource(ctx context.Context, in *DeleteResourceRequest, opts ...grpc.CallOption) (*DeleteResourceResponse, error)
 	// Block denies a subject permissions on a resource, overriding grants.
 	Block(ctx context.Context, in *BlockRequest, opts ...grpc.CallOption) (*BlockResponse, error)
@@ -370,7 +372,9 @@ type AdminServiceServer interface {
 	// GetResource returns a registered resource.
 	GetResource(context.Context, *GetResourceRequest) (*GetResourceResponse, error)
 	// DeleteResource removes a resource that has no children, with the grants,
-	// blocks, role definitions, quotas and admission rules on it.
+	// blocks, role definitions, quotas and admission rules on it. The last
+	// definition of a role that a creator role or a lobby's admit_role of a
+	// rule elsewhere names is kept: FAILED_PRECONDITION (ROLE_IN_USE).
 	DeleteResource(context.Context, *DeleteResourceRequest) (*DeleteResourceResponse, error)
 	// Block denies a subject permissions on a resource, overriding grants.
 	Block(context.Context, *BlockRequest) (*BlockResponse, error)
