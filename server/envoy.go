@@ -181,7 +181,6 @@ type envoyOption struct {
 	service *EnvoyService
 }
 
-// envoyService finds the EnvoyService among opts, if any.
 // keeps refuses a policy whose catalog leaves out a permission a rule of
 // the mapping checks: every request the rule matches would then fail,
 // refused by Envoy for all. A nil service keeps nothing.
@@ -198,6 +197,7 @@ func (e *EnvoyService) keeps(p authz.Policy) error {
 	return nil
 }
 
+// envoyService finds the EnvoyService among opts, if any.
 func envoyService(opts []grpc.ServerOption) *EnvoyService {
 	for _, o := range opts {
 		if e, ok := o.(envoyOption); ok && e.service != nil {
