@@ -146,10 +146,11 @@ func expiry(t time.Time) int64 {
 
 func live(expires, now int64) bool { return expires == 0 || expires > now }
 
-// expiredNote says, for a refusal that names a grant, that it has expired,
-// when it has: no listing shows it, and a Revoke still removes it.
-func (x *Index) expiredNote(exp int64) string {
-	if live(exp, x.now()) {
+// expiredNote says, for a refusal that names a grant, that it has expired
+// at now, the write's instant: no listing shows it, and a Revoke still
+// removes it.
+func expiredNote(exp, now int64) string {
+	if live(exp, now) {
 		return ""
 	}
 	return fmt.Sprintf(" (expired at %s: listings leave it out, and Revoke removes it)", expiryTime(exp).UTC().Format(time.RFC3339))

@@ -42,7 +42,7 @@ func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts Appl
 	}
 	var changes []Change
 	rev, err := e.write(ctx, by, func(pl *plan) error {
-		cs, err := pl.x.planPolicy(p, opts, pl.guard)
+		cs, err := pl.x.planPolicy(p, opts, pl.now, pl.guard)
 		if err != nil {
 			return err
 		}
@@ -103,6 +103,7 @@ type policyView struct {
 	// looked counts the grants policyOrphans has looked at, and walked
 	// the resources it has walked past: what its search for orphans cost.
 	looked, walked int
+	now            int64 // the write's instant
 }
 
 // place puts name under parent in the view.
@@ -194,7 +195,7 @@ func (v *policyView) depth(name string) int {
 	return d
 }
 
-func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...string)) ([]Change, error) {
+func (x *Index) planPolicy(p Policy, opts ApplyOptions, now int64, guard func(keys ...string)) ([]Change, error) {
 	perms := make([]Permission, len(p.Permissions))
 	seen := map[string]bool{}
 	for i, perm := range p.Permissions {
@@ -234,7 +235,7 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, guard func(keys ...strin
 		}
 	}
 
-	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}, guard: guard}
+	v := &policyView{x: x, parents: map[string]string{}, children: map[string]map[string]bool{}, roles: map[[2]string]*Role{}, guard: guard, now: now}
 	var placed []string             // resources the policy registers or moves, in order
 	creators := map[string]string{} // who the policy says registered the resources it registers
 	for i, r := range p.Resources {
@@ -576,7 +577,7 @@ func (x *Index) policyOrphans(v *policyView, placed []string) error {
 				if len(grants[roleName]) == 0 {
 					roles = append(roles, roleName)
 				}
-				grants[roleName] = append(grants[roleName], fmt.Sprintf("%s on %s%s", x.subj.name(g.subj), x.name(at), x.expiredNote(g.exp)))
+				grants[roleName] = append(grants[roleName], fmt.Sprintf("%s on %s%s", x.subj.name(g.subj), x.name(at), expiredNote(g.exp, v.now)))
 				total++
 			}
 		}

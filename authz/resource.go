@@ -369,7 +369,7 @@ func (p *plan) orphanedByMove(id, parent uint32) string {
 			}
 			var buf [MaxDepth + 1]uint32
 			if x.resolveAt(n, g.role) != nil && v.resolve(v.path(n, buf[:0]), g.role) == nil {
-				first[g.role] = fmt.Sprintf("the grant of %q to %q on %q%s", x.roleNames[g.role], x.subj.name(g.subj), x.name(n), x.expiredNote(g.exp))
+				first[g.role] = fmt.Sprintf("the grant of %q to %q on %q%s", x.roleNames[g.role], x.subj.name(g.subj), x.name(n), expiredNote(g.exp, p.now))
 			}
 		})
 		// The answer is the first role's orphan, once it is found.
