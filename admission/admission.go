@@ -148,6 +148,7 @@ func New(engine *authz.Engine, opts Options) *Manager {
 	m.v.applied(engine.Index(), nil)
 	go m.v.loop()
 	go m.v.probe()
+	go m.v.deny()
 	return m
 }
 

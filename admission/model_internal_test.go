@@ -593,11 +593,13 @@ func newModelWorld(t *testing.T, seed uint64) *modelWorld {
 	return w
 }
 
-// settle has the view act on everything so far, as its loop would: the
-// store's events, the change sets the index applied, the expiries due.
+// settle has the view act on everything so far, as its loop and its
+// denials would: the store's events, the change sets the index applied,
+// the knocks they left unable to join, the expiries due.
 func (w *modelWorld) settle() {
 	w.m.v.storeEvents()
 	w.m.v.settle(w.ctx, w.eng.Index().Revision())
+	w.m.v.denyPass(context.Background())
 	w.m.v.expire(context.Background())
 	w.m.v.storeEvents()
 }

@@ -265,11 +265,11 @@ func TestKnocksTheStoreCannotEndAreLeftToTheirKeepAlives(t *testing.T) {
 		w.grant(s, "guest", "account:acme")
 		knocks = append(knocks, w.wantJoin(s, "call:acme:1", admission.Lobby))
 	}
-	if _, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "guest", Scope: "account:acme", Permissions: []string{"send-audio"}}); err != nil {
+	rev, err := w.eng.PutRole(w.ctx, w.by, authz.Role{Name: "guest", Scope: "account:acme", Permissions: []string{"send-audio"}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// A Join waits for the view to have acted on the write.
-	w.wantJoin("user:host", "call:acme:1", admission.Admitted)
+	eventually(t, "the view judged the knocks", func() bool { return w.m.DeniedUpTo() >= rev })
 	if n := store.asked.Load(); n != 1 {
 		t.Errorf("the store was asked to end %d knocks; want 1, the rest left once it was out of reach", n)
 	}
@@ -324,4 +324,57 @@ func TestAKnockBannedAsItIsMadeIsDenied(t *testing.T) {
 	if c := w.m.Counts(); c.Knocks != 0 {
 		t.Errorf("%d knocks kept; want none", c.Knocks)
 	}
+}
+
+// heldDenialStore holds every EndKnock that denies until letGo is closed
+// or its context ends, as a store a slow round trip away does.
+type heldDenialStore struct {
+	*admission.MemoryStore
+	entered  chan struct{}
+	letGo    chan struct{}
+	timedOut atomic.Bool
+}
+
+func (s *heldDenialStore) EndKnock(ctx context.Context, id string, why admission.Why) (admission.Knock, error) {
+	if why == admission.Denied {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-s.letGo:
+		case <-ctx.Done():
+			s.timedOut.Store(true)
+			return admission.Knock{}, ctx.Err()
+		}
+	}
+	return s.MemoryStore.EndKnock(ctx, id, why)
+}
+
+// The view ends the knocks a write leaves unable to join apart from the
+// pass that Joins wait for: a Join made while the store is slow to end
+// them is answered without waiting for it.
+func TestAJoinDoesNotWaitForTheDenialOfKnocks(t *testing.T) {
+	store := &heldDenialStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
+		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
+	w, _ := newWorldWith(t, admission.Options{Store: store, StoreWait: time.Second}, admission.MemoryOptions{})
+	w.grant("user:host", "host", "call:acme:1")
+	w.grant("user:guest", "guest", "account:acme")
+	w.grant("user:member", "member", "account:acme")
+	watch := w.watch("call:acme:1")
+	w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-store.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the view never asked the store to end the knock")
+	}
+	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
+	if store.timedOut.Load() {
+		t.Error("the Join was answered only once the denial had waited out the store")
+	}
+	close(store.letGo)
+	nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest"))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -155,9 +156,21 @@ type view struct {
 	markMu   passLock
 	unmarked atomic.Int64
 
-	stop   chan struct{}
-	done   chan struct{}
-	probed chan struct{} // closed when probe returns
+	// denyQ is what sift found of the lobbies it may have touched
+	// (lobbiesTouched), merged until deny takes it, up to the revision
+	// denyUpTo: knocks are denied apart from sift, which Joins wait for,
+	// so that no Join waits on a store write a denial makes. denied is the
+	// revision up to which deny has judged them. denyMu guards both.
+	denyMu   sync.Mutex
+	denyQ    map[string]map[string]bool
+	denyUpTo authz.Revision
+	denySig  chan struct{}
+	denied   atomic.Uint64
+
+	stop     chan struct{}
+	done     chan struct{}
+	probed   chan struct{} // closed when probe returns
+	denyDone chan struct{} // closed when deny returns
 }
 
 type tracked struct {
@@ -261,6 +274,7 @@ func newView(m *Manager, opts Options) *view {
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
 		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		denySig: make(chan struct{}, 1), denyDone: make(chan struct{}),
 		probed: make(chan struct{}), queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
 		siftMu: make(passLock, 1), expireMu: make(passLock, 1), markMu: make(passLock, 1),
 	}
@@ -318,6 +332,7 @@ func (v *view) close() {
 	close(v.stop)
 	<-v.done
 	<-v.probed
+	<-v.denyDone
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, ws := range v.watchers {
@@ -780,7 +795,72 @@ func (v *view) sift(ctx context.Context) {
 	if len(gone) > 0 {
 		v.endCalls(gone, held)
 	}
-	v.denyKnocks(lobbies)
+	v.queueDenials(lobbies, upTo)
+}
+
+// maxDenySubjects is how many subjects of one call the queue of denials
+// names; past that, every knock of the call is judged.
+const maxDenySubjects = 1024
+
+// queueDenials hands lobbies, found by the sift of the change sets up to
+// upTo, to deny.
+func (v *view) queueDenials(lobbies map[string]map[string]bool, upTo authz.Revision) {
+	v.denyMu.Lock()
+	if v.denyQ == nil {
+		v.denyQ = map[string]map[string]bool{}
+	}
+	for call, subjects := range lobbies {
+		have, queued := v.denyQ[call]
+		switch {
+		case !queued || subjects == nil:
+			v.denyQ[call] = subjects
+		case have != nil:
+			maps.Copy(have, subjects)
+			if len(have) > maxDenySubjects {
+				v.denyQ[call] = nil
+			}
+		}
+	}
+	v.denyUpTo = max(v.denyUpTo, upTo)
+	v.denyMu.Unlock()
+	select {
+	case v.denySig <- struct{}{}:
+	default:
+	}
+}
+
+// deny ends the knocks that sift found may no longer wait (denyKnocks),
+// pass after pass, until the view stops.
+func (v *view) deny() {
+	defer close(v.denyDone)
+	// A pass under way stops with the view, not a StoreWait later.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-v.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-v.denySig:
+		}
+		v.denyPass(ctx)
+	}
+}
+
+// denyPass takes what queueDenials queued, and acts on it.
+func (v *view) denyPass(ctx context.Context) {
+	v.denyMu.Lock()
+	lobbies, upTo := v.denyQ, v.denyUpTo
+	v.denyQ = nil
+	v.denyMu.Unlock()
+	v.denyKnocks(ctx, lobbies)
+	v.denied.Store(uint64(upTo))
 }
 
 // maxLobbyChanges is how many changes sift matches against the watched
@@ -866,7 +946,7 @@ func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool,
 // permission, as their KeepAlive would. A knock made through another node
 // may rest on a grant this one has yet to apply: the knocks are judged
 // again at the latest revision before any is denied.
-func (v *view) denyKnocks(lobbies map[string]map[string]bool) {
+func (v *view) denyKnocks(ctx context.Context, lobbies map[string]map[string]bool) {
 	if len(lobbies) == 0 {
 		return
 	}
@@ -885,7 +965,7 @@ func (v *view) denyKnocks(lobbies map[string]map[string]bool) {
 	if len(deny) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), v.storeWait)
+	ctx, cancel := context.WithTimeout(ctx, v.storeWait)
 	defer cancel()
 	if v.m.remote {
 		if err := v.m.engine.AwaitLatest(ctx); err != nil {

@@ -163,6 +163,7 @@ func newWatchWorld(t *testing.T, seed uint64) *watchWorld {
 	close(v.stop)
 	<-v.done
 	<-v.probed
+	<-v.denyDone
 	v.stop = make(chan struct{})
 	close(w.store.stop)
 	w.store.done.Wait()
@@ -210,6 +211,7 @@ func (w *watchWorld) settle() {
 	w.store.Count("") // ends the sessions whose leases ran out
 	v.storeEvents()
 	v.settle(w.ctx, w.eng.Index().Revision())
+	v.denyPass(context.Background())
 	v.expire(context.Background())
 	v.storeEvents()
 }
