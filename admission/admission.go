@@ -401,7 +401,7 @@ func (m *Manager) overtaken(subject, resource string, e Ending) Result {
 	p := m.engine.Index().Presence(subject, resource)
 	r := Result{Outcome: e.Outcome, Revision: p.Revision, BlockID: e.BlockID,
 		Reason: fmt.Sprintf("%s was ejected from %s as it joined: it may no longer be there", subject, resource)}
-	if out, why := ejectsSession(p, subject, resource, m.clock.Now()); out != 0 {
+	if out, why := ejectsSession(p, subject, resource, p.Capabilities, m.clock.Now()); out != 0 {
 		r.Outcome, r.Reason, r.BlockID = out, why, ""
 		if out == Blocked {
 			r.BlockID, r.Scope = p.BlockID, p.Scope
@@ -668,7 +668,7 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		p := m.engine.Index().Presence(s.Subject, s.Call)
 		// A session of a call deleted, and registered again, has ended.
 		m.acted(ctx, p.Revision)
-		if out, why := ejectsSession(p, s.Subject, s.Call, m.clock.Now()); out != 0 {
+		if out, why := ejectsSession(p, s.Subject, s.Call, s.Capabilities, m.clock.Now()); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			if _, err := m.store.End(ctx, id, e); errors.Is(err, ErrNoSession) {
 				// It ended otherwise meanwhile (a Leave), and not ejected.
@@ -796,20 +796,27 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 // roomJoin requires (Join answers NoGrant; a LiveKit participant's
 // permissions have no roomJoin to take away). It judges in Join's order.
 // A mute is not a way out: a block of the backstage, bypass or admit
-// permission leaves the participant in (Presence.StaysBackstage,
-// StaysPastLobby), with its capabilities changed.
-func ejectsSession(p authz.Presence, subject, call string, now time.Time) (Outcome, string) {
+// permission that the participant held when it joined (joinedWith, its
+// capabilities then) leaves it in (Presence.StaysBackstage,
+// StaysPastLobby), with its capabilities changed. One that kept it from
+// them when it joined still does: a participant that came in by an
+// admission, or while the call was open, goes when that ends.
+func ejectsSession(p authz.Presence, subject, call string, joinedWith []string, now time.Time) (Outcome, string) {
 	if out, why := ejects(p, subject, call); out != 0 {
 		return out, why
 	}
 	rule := p.Rule
-	if closed, _, why := notOpen(p, now); closed && !p.StaysBackstage {
+	cameBy := func(perms ...string) bool {
+		return slices.ContainsFunc(perms, func(perm string) bool { return perm != "" && slices.Contains(joinedWith, perm) })
+	}
+	backstage := p.Backstage || p.StaysBackstage && cameBy(rule.Backstage)
+	if closed, _, why := notOpen(p, now); closed && !backstage {
 		if rule.Backstage != "" {
 			return NotStarted, fmt.Sprintf("%s %s, and only holders of %q may be in it until then", call, why, rule.Backstage)
 		}
 		return NotStarted, call + " " + why
 	}
-	if l := rule.Lobby; l != nil && !p.StaysPastLobby {
+	if l := rule.Lobby; l != nil && !p.SkipsLobby && !(p.StaysPastLobby && cameBy(l.Admit, l.Bypass)) {
 		return Lobby, fmt.Sprintf("%s is no longer admitted to %s: joining again, it waits in the lobby until a holder of %q admits it", subject, call, l.Admit)
 	}
 	if m := rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {

@@ -79,7 +79,10 @@ type refBlock struct {
 type refSession struct {
 	id, subject, call string
 	expires           time.Time
-	deleted           bool // its call was deleted, whatever holds the name now
+	// cameBy: it joined holding the lobby's admit or bypass permission,
+	// a block of which since is a mute that leaves it in.
+	cameBy  bool
+	deleted bool // its call was deleted, whatever holds the name now
 }
 
 // refKnock is a subject waiting in a call's lobby.
@@ -328,7 +331,7 @@ func (r *reference) refusal(s *refSession) Outcome {
 		return st.refusal()
 	case st.closed:
 		return NotStarted
-	case r.rule.Lobby != nil && !st.staysPastLobby:
+	case r.rule.Lobby != nil && !st.skipsLobby && !(st.staysPastLobby && s.cameBy):
 		return Lobby
 	}
 	return 0
@@ -399,7 +402,12 @@ func (r *reference) admitted(id, subject, call string) {
 			r.ended[old] = refEnd{why: Replaced}
 		}
 	}
-	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf())}
+	st := r.standing(subject, call)
+	cameBy := false
+	if l := r.rule.Lobby; l != nil {
+		cameBy = slices.Contains(st.caps, l.Admit) || l.Bypass != "" && slices.Contains(st.caps, l.Bypass)
+	}
+	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf()), cameBy: cameBy}
 	if k := r.knockOf(subject, call); k != nil {
 		r.endKnock(k.id, Entered)
 	}

@@ -132,6 +132,7 @@ func TestAMuteOfWhatLetAParticipantInLeavesItIn(t *testing.T) {
 		before                           func(w *world)
 	}{
 		{"the lobby's bypass permission", "user:member", "member", "call:acme:1", "send-video", func(*world) {}},
+		{"the lobby's admit permission", "user:door", "door", "call:acme:1", "call.admit", func(*world) {}},
 		{"the backstage permission, while the call is backstage", "user:host", "host", "call:acme:stage", "call.backstage", func(w *world) {
 			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", false); err != nil {
 				w.t.Fatal(err)
@@ -143,7 +144,8 @@ func TestAMuteOfWhatLetAParticipantInLeavesItIn(t *testing.T) {
 			p := policy()
 			narrowed := "usher.blocks.write." + tc.muted
 			p.Permissions = append(p.Permissions, authz.Permission{Name: narrowed})
-			p.Roles = append(p.Roles, authz.Role{Name: "operator", Scope: "root", Permissions: []string{"call.join", tc.muted, narrowed}})
+			p.Roles = append(p.Roles, authz.Role{Name: "operator", Scope: "root", Permissions: []string{"call.join", tc.muted, narrowed}},
+				authz.Role{Name: "door", Scope: "root", Permissions: []string{"call.join", "call.admit"}})
 			if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -173,6 +175,68 @@ func TestAMuteOfWhatLetAParticipantInLeavesItIn(t *testing.T) {
 			}
 			if p := w.eng.Index().Presence(tc.subject, tc.call); p.SkipsLobby || p.Backstage {
 				t.Errorf("Presence after the mute = %+v; a Join anew skips no lobby and is not backstage", p)
+			}
+		})
+	}
+}
+
+// A block that kept a participant from what skips the lobby, or from the
+// backstage, when it joined is no mute: it came in by an admission, or
+// while the call was open, and goes when that ends, as the README says of
+// an admission revoked.
+func TestABlockInPlaceWhenTheParticipantJoinedStillHolds(t *testing.T) {
+	host := authz.Author{Caller: "test", Actor: "user:host"}
+	admitted := func(w *world, until time.Time) admission.Result {
+		w.grant("user:host", "host", "call:acme:1")
+		w.grant("user:m", "member", "account:acme")
+		if _, _, err := w.eng.Block(w.ctx, host, authz.Block{Subject: "user:m", Resource: "call:acme:1", Permissions: []string{"send-video"}}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.wantJoin("user:m", "call:acme:1", admission.Lobby) // its bypass is blocked
+		if _, err := w.m.Admit(w.ctx, host, "call:acme:1", "user:m", until); err != nil {
+			w.t.Fatal(err)
+		}
+		return w.wantJoin("user:m", "call:acme:1", admission.Admitted)
+	}
+	for _, tc := range []struct {
+		name, call string
+		want       admission.Outcome
+		run        func(w *world) admission.Result // joins, and ends what let it in
+	}{
+		{"an admission revoked", "call:acme:1", admission.Lobby, func(w *world) admission.Result {
+			in := admitted(w, time.Time{})
+			if _, err := w.eng.Revoke(w.ctx, host, authz.Grant{Subject: "user:m", Role: "guest", Resource: "call:acme:1"}); err != nil {
+				w.t.Fatal(err)
+			}
+			return in
+		}},
+		{"an admission run out", "call:acme:1", admission.Lobby, func(w *world) admission.Result {
+			in := admitted(w, start.Add(5*time.Second))
+			w.clock.Advance(6 * time.Second)
+			return in
+		}},
+		{"a live call taken backstage", "call:acme:stage", admission.NotStarted, func(w *world) admission.Result {
+			w.grant("user:m", "host", "account:acme")
+			if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:m", Resource: "call:acme:stage", Permissions: []string{"call.backstage"}}); err != nil {
+				w.t.Fatal(err)
+			}
+			w.wantJoin("user:m", "call:acme:stage", admission.NotStarted)
+			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", true); err != nil {
+				w.t.Fatal(err)
+			}
+			in := w.wantJoin("user:m", "call:acme:stage", admission.Admitted)
+			if _, err := w.eng.GoLive(w.ctx, w.by, "call:acme:stage", false); err != nil {
+				w.t.Fatal(err)
+			}
+			return in
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			in := tc.run(w)
+			ren, err := w.m.KeepAlive(w.ctx, in.Session)
+			if err != nil || ren.Outcome != tc.want || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive = %+v, %v; want %s, the session ended", ren, err, tc.want)
 			}
 		})
 	}
@@ -357,7 +421,7 @@ func (s *heldDenialStore) EndKnock(ctx context.Context, id string, why admission
 func TestAJoinDoesNotWaitForTheDenialOfKnocks(t *testing.T) {
 	store := &heldDenialStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)}),
 		entered: make(chan struct{}, 1), letGo: make(chan struct{})}
-	w, _ := newWorldWith(t, admission.Options{Store: store, StoreWait: time.Second}, admission.MemoryOptions{})
+	w, _ := newWorldWith(t, admission.Options{Store: store, StoreWait: time.Minute}, admission.MemoryOptions{})
 	w.grant("user:host", "host", "call:acme:1")
 	w.grant("user:guest", "guest", "account:acme")
 	w.grant("user:member", "member", "account:acme")
@@ -371,9 +435,21 @@ func TestAJoinDoesNotWaitForTheDenialOfKnocks(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the view never asked the store to end the knock")
 	}
-	w.wantJoin("user:member", "call:acme:1", admission.Admitted)
-	if store.timedOut.Load() {
-		t.Error("the Join was answered only once the denial had waited out the store")
+	joined := make(chan admission.Result, 1)
+	go func() {
+		r, err := w.m.Join(w.ctx, "", "user:member", "call:acme:1", 0)
+		if err != nil {
+			t.Error(err)
+		}
+		joined <- r
+	}()
+	select {
+	case r := <-joined:
+		if r.Outcome != admission.Admitted || store.timedOut.Load() {
+			t.Errorf("Join while the store held the denial = %s (the denial waited out the store: %v); want ADMITTED, the denial held", r.Outcome, store.timedOut.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the Join waits for the denial of a knock the store holds")
 	}
 	close(store.letGo)
 	nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest"))

@@ -174,11 +174,15 @@ type view struct {
 }
 
 type tracked struct {
-	s     place
-	caps  []string
-	rev   authz.Revision // when it joined or its caps last changed, as told
-	media *authz.MediaMapping
-	due   due // when to look again, when queued in v.dues
+	s    place
+	caps []string
+	// joined are its capabilities when it joined (Session.Capabilities):
+	// what it came in by, which a mute does not take it out of
+	// (ejectsSession).
+	joined []string
+	rev    authz.Revision // when it joined or its caps last changed, as told
+	media  *authz.MediaMapping
+	due    due // when to look again, when queued in v.dues
 	// ended: v.endings has its ending, and the store has yet to say so.
 	ended bool
 	// t's neighbours in its call's and its subject's lists: lists linked
@@ -520,10 +524,10 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 		t = in
 		// It keeps its lists and its standing in v.dues, whose records of
 		// it from before tell themselves apart by its generation.
-		*t = tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision, due: in.due, call: in.call, subject: in.subject}
+		*t = tracked{s: placeOf(s), caps: s.Capabilities, joined: s.Capabilities, rev: s.Revision, due: in.due, call: in.call, subject: in.subject}
 		v.sessions[s.ID] = t
 	} else {
-		t = &tracked{s: placeOf(s), caps: s.Capabilities, rev: s.Revision}
+		t = &tracked{s: placeOf(s), caps: s.Capabilities, joined: s.Capabilities, rev: s.Revision}
 		v.add(t)
 	}
 	if x.Revision() < s.Revision {
@@ -537,7 +541,7 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 			now := x.Presence(s.Subject, s.Call)
 			p = &now
 		}
-		if out, _ := ejectsSession(*p, s.Subject, s.Call, at); out != 0 {
+		if out, _ := ejectsSession(*p, s.Subject, s.Call, s.Capabilities, at); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{s.ID, e})
 			v.ended1(s.ID, e)
@@ -1215,7 +1219,7 @@ func (v *view) reread(x *authz.Index, dirty map[*tracked]bool) []ejection {
 		}
 		delete(v.ahead, t)
 		p := x.Presence(t.s.Subject, t.s.Call)
-		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call, now); out != 0 {
+		if out, _ := ejectsSession(p, t.s.Subject, t.s.Call, t.joined, now); out != 0 {
 			e := Ending{Why: Ejected, Outcome: out, BlockID: p.BlockID}
 			eject = append(eject, ejection{t.s.ID, e})
 			v.ended1(t.s.ID, e)

@@ -281,7 +281,7 @@ func (w *watchWorld) truth(call string) map[string]told {
 	out := map[string]told{}
 	for _, s := range w.store.Sessions(call) {
 		p := x.Presence(s.Subject, call)
-		if o, why := ejectsSession(p, s.Subject, call, w.clock.Now()); o != 0 {
+		if o, why := ejectsSession(p, s.Subject, call, s.Capabilities, w.clock.Now()); o != 0 {
 			w.fail("session %s of %s is live in %s, and may not be: %s", s.ID, s.Subject, call, why)
 		}
 		caps, _, _ := x.ListPermissions(s.Subject, call, false)

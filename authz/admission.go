@@ -418,12 +418,11 @@ type Presence struct {
 	// SkipsLobby: the subject holds the lobby's admit or bypass permission,
 	// or a grant of its admit role on the resource itself.
 	SkipsLobby bool
-	// StaysBackstage and StaysPastLobby are Backstage and SkipsLobby for a
-	// participant already in the call: read from its grants, whatever
-	// blocks a part of them. A block of the backstage, bypass or admit
-	// permission (a mute, which an actor that may not block the join
-	// permission may write) keeps a subject from joining by it, not in the
-	// call: only what refuses the join permission itself takes it out.
+	// StaysBackstage and StaysPastLobby are Backstage and SkipsLobby read
+	// from the subject's grants alone, whatever blocks a part of them: for
+	// a participant that joined holding the permission, a block of it
+	// since (a mute, which an actor that may not block the join permission
+	// may write) keeps it from joining again by it, not in the call.
 	StaysBackstage, StaysPastLobby bool
 	// Until is the earliest expiry of a live grant or block of the subject
 	// on the way to root: when its standing may change with no write. Zero

@@ -629,8 +629,9 @@ type KeepAliveResponse struct {
 	// apart (BLOCKED, NO_GRANT; NOT_STARTED when the call closed to it again;
 	// LOBBY when its admission from the lobby ended, and joining again it
 	// knocks). A block of the backstage, bypass or admit permission alone
-	// (a mute) changes a participant's capabilities and leaves it in; only
-	// a Join anew is refused for it. For a knock: LOBBY while it waits, and
+	// that the participant held when it joined (a mute) changes its
+	// capabilities and leaves it in; only a Join anew is refused for it. For
+	// a knock: LOBBY while it waits, and
 	// while the call has yet to open to the subject (the reason says until
 	// when); ADMITTED once the subject may Join (after an Admit too), BLOCKED or
 	// NO_GRANT when the knock has ended because the subject may no longer
