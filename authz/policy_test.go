@@ -790,4 +790,18 @@ func TestADeletionKeepsTheOnlyDefinitionOfARoleThatIsNamed(t *testing.T) {
 	if _, err := w.eng.DeleteResource(w.ctx, w.by, "account:hooli"); err != nil {
 		t.Errorf("deleting a definition with another beside it: %v", err)
 	}
+
+	// A creator role's only definition, likewise.
+	p.Resources = append(p.Resources, authz.Resource{Name: "account:founders"})
+	p.Roles = append(p.Roles, authz.Role{Name: "founder", Scope: "account:founders", Permissions: []string{"join-call"}})
+	p.CreatorRoles = []authz.CreatorRole{{ResourceType: "call", Role: "founder"}}
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e = w.refuses(authz.FailedPrecondition, "name", "account:founders", func() (authz.Revision, error) {
+		return w.eng.DeleteResource(w.ctx, w.by, "account:founders")
+	})
+	if e.Kind != authz.KindRoleInUse || !strings.Contains(e.Reason, "the creator role of call") {
+		t.Errorf("deleting the creator role's only definition's resource: %v (%s); want ROLE_IN_USE naming the creator role", e, e.Kind)
+	}
 }
