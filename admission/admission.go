@@ -549,13 +549,15 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 				why = LetIn
 			}
 		}
-		if why != 0 {
-			if _, err := m.store.EndKnock(ctx, k.ID, why); err == nil {
-				if out != 0 {
-					m.v.note(k.ID, Ending{Why: Denied, Outcome: out})
-				}
-				m.v.storeEvents()
-			}
+		var err error
+		switch {
+		case why == Denied && out != 0:
+			_, err = m.v.endKnockDenied(ctx, k.ID, out)
+		case why != 0:
+			_, err = m.store.EndKnock(ctx, k.ID, why)
+		}
+		if why != 0 && err == nil {
+			m.v.storeEvents()
 		}
 	}
 	r.Session, r.Expires, r.Lease = k.ID, k.Expires, lease
@@ -704,10 +706,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 	if out, why := ejects(p, k.Subject, k.Call); out != 0 {
 		// By its id: the subject may have knocked again since it was read,
 		// unblocked or granted anew, and that knock stays.
-		if _, err := m.store.EndKnock(ctx, id, Denied); errors.Is(err, ErrNoSession) {
+		if _, err := m.v.endKnockDenied(ctx, id, out); errors.Is(err, ErrNoSession) {
 			return m.endedMeanwhile(ctx, id)
 		}
-		m.v.note(id, Ending{Why: Denied, Outcome: out})
 		return Renewal{Outcome: out, Reason: why}, nil
 	}
 	k, err := m.store.RenewKnock(ctx, id, m.clock.Now().Add(p.Rule.LeaseOf()))
@@ -797,26 +798,29 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 // permissions have no roomJoin to take away). It judges in Join's order.
 // A mute is not a way out: a block of the backstage, bypass or admit
 // permission that the participant held when it joined (joinedWith, its
-// capabilities then) leaves it in (Presence.StaysBackstage,
-// StaysPastLobby), with its capabilities changed. One that kept it from
-// them when it joined still does: a participant that came in by an
-// admission, or while the call was open, goes when that ends.
+// capabilities then) leaves it in while a grant gives it the permission
+// (Presence.GrantedBackstage, GrantedAdmit, GrantedBypass), with its
+// capabilities changed. One that kept it from the permission when it
+// joined still does: a participant that came in by an admission, or while
+// the call was open, goes when that ends. Usher's reserved permissions are
+// none of a session's capabilities: one held by a grant is taken as held
+// when it joined.
 func ejectsSession(p authz.Presence, subject, call string, joinedWith []string, now time.Time) (Outcome, string) {
 	if out, why := ejects(p, subject, call); out != 0 {
 		return out, why
 	}
 	rule := p.Rule
-	cameBy := func(perms ...string) bool {
-		return slices.ContainsFunc(perms, func(perm string) bool { return perm != "" && slices.Contains(joinedWith, perm) })
+	cameBy := func(perm string, granted bool) bool {
+		return granted && perm != "" && (authz.IsReserved(perm) || slices.Contains(joinedWith, perm))
 	}
-	backstage := p.Backstage || p.StaysBackstage && cameBy(rule.Backstage)
+	backstage := p.Backstage || cameBy(rule.Backstage, p.GrantedBackstage)
 	if closed, _, why := notOpen(p, now); closed && !backstage {
 		if rule.Backstage != "" {
 			return NotStarted, fmt.Sprintf("%s %s, and only holders of %q may be in it until then", call, why, rule.Backstage)
 		}
 		return NotStarted, call + " " + why
 	}
-	if l := rule.Lobby; l != nil && !p.SkipsLobby && !(p.StaysPastLobby && cameBy(l.Admit, l.Bypass)) {
+	if l := rule.Lobby; l != nil && !p.SkipsLobby && !cameBy(l.Admit, p.GrantedAdmit) && !cameBy(l.Bypass, p.GrantedBypass) {
 		return Lobby, fmt.Sprintf("%s is no longer admitted to %s: joining again, it waits in the lobby until a holder of %q admits it", subject, call, l.Admit)
 	}
 	if m := rule.Media; m != nil && !slices.Contains(p.Capabilities, m.RoomJoin) {

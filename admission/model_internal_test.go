@@ -79,9 +79,10 @@ type refBlock struct {
 type refSession struct {
 	id, subject, call string
 	expires           time.Time
-	// cameBy: it joined holding the lobby's admit or bypass permission,
-	// a block of which since is a mute that leaves it in.
-	cameBy  bool
+	// joined: its capabilities when it joined; a block since of the
+	// lobby's admit or bypass permission held then is a mute that leaves
+	// it in.
+	joined  []string
 	deleted bool // its call was deleted, whatever holds the name now
 }
 
@@ -150,11 +151,10 @@ type standing struct {
 	closed                              bool   // the call has not opened yet
 	max                                 uint32 // the rule's max_participants
 	blocked, joins, skipsLobby, counted bool
-	// staysPastLobby: skipsLobby read from the grants alone, for a
-	// participant in the call, whom a mute of the bypass or admit
-	// permission does not take out.
-	staysPastLobby bool
-	caps, marks    []string
+	// grantedAdmit, grantedBypass: a grant gives the lobby's admit or
+	// bypass permission, whatever blocks it.
+	grantedAdmit, grantedBypass bool
+	caps, marks                 []string
 }
 
 func (r *reference) standing(subject, call string) standing {
@@ -232,7 +232,7 @@ func (r *reference) standing(subject, call string) standing {
 	}
 	if l := r.rule.Lobby; l != nil {
 		st.skipsLobby = slices.Contains(st.caps, l.Admit) || (l.Bypass != "" && slices.Contains(st.caps, l.Bypass)) || onCall[l.Role]
-		st.staysPastLobby = st.skipsLobby || granted(l.Admit) || (l.Bypass != "" && granted(l.Bypass))
+		st.grantedAdmit, st.grantedBypass = granted(l.Admit), l.Bypass != "" && granted(l.Bypass)
 	}
 	st.counted = true
 	for _, role := range ruleRoles {
@@ -331,7 +331,8 @@ func (r *reference) refusal(s *refSession) Outcome {
 		return st.refusal()
 	case st.closed:
 		return NotStarted
-	case r.rule.Lobby != nil && !st.skipsLobby && !(st.staysPastLobby && s.cameBy):
+	case r.rule.Lobby != nil && !st.skipsLobby && !(st.grantedAdmit && slices.Contains(s.joined, r.rule.Lobby.Admit)) &&
+		!(st.grantedBypass && slices.Contains(s.joined, r.rule.Lobby.Bypass)):
 		return Lobby
 	}
 	return 0
@@ -402,12 +403,7 @@ func (r *reference) admitted(id, subject, call string) {
 			r.ended[old] = refEnd{why: Replaced}
 		}
 	}
-	st := r.standing(subject, call)
-	cameBy := false
-	if l := r.rule.Lobby; l != nil {
-		cameBy = slices.Contains(st.caps, l.Admit) || l.Bypass != "" && slices.Contains(st.caps, l.Bypass)
-	}
-	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf()), cameBy: cameBy}
+	r.sessions[id] = &refSession{id: id, subject: subject, call: call, expires: r.now().Add(r.rule.LeaseOf()), joined: r.standing(subject, call).caps}
 	if k := r.knockOf(subject, call); k != nil {
 		r.endKnock(k.id, Entered)
 	}

@@ -147,6 +147,13 @@ type view struct {
 	endingNext  int
 	idSeed      maphash.Seed
 
+	// denying are the knocks being ended because their subjects may no
+	// longer join, with the outcome that says why, from before the store
+	// is asked until it has answered (endKnockDenied): the store's event of
+	// the ending, which a stream may be told of first, lacks it. Guarded
+	// by mu.
+	denying map[string]Outcome
+
 	// remarks are the sessions whose Counted or Exclusive the store has yet
 	// to be told of, with the revision the view read them at; markMu keeps
 	// those who tell it in the order the view read the marks, so that an
@@ -276,7 +283,7 @@ func newView(m *Manager, opts Options) *view {
 		bySubject: map[string]*tracked{}, ahead: map[*tracked]bool{}, watchers: map[string]map[*Watch]struct{}{},
 		maxWatch: opts.MaxWatchers, maxInitial: opts.MaxInitialEvents, buffer: opts.WatchBuffer, rememberN: opts.Remember,
 		storeWait: opts.StoreWait, forgotten: m.engine.Index().Revision(),
-		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{},
+		endings: map[uint64]endingOf{}, blockIDs: map[uint64]string{}, idSeed: maphash.MakeSeed(), remarks: map[string]authz.Revision{}, lastEnded: map[string]endedRef{}, denying: map[string]Outcome{},
 		appliedSig: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		denySig: make(chan struct{}, 1), denyDone: make(chan struct{}),
 		probed: make(chan struct{}), queued: m.engine.Index().Revision(), queuedCh: make(chan struct{}),
@@ -984,11 +991,9 @@ func (v *view) denyKnocks(ctx context.Context, lobbies map[string]map[string]boo
 		}
 		// By its id: the subject may have knocked again since, and that
 		// knock is judged by the pass that reads it.
-		_, err := v.m.store.EndKnock(ctx, k.ID, Denied)
+		_, err := v.endKnockDenied(ctx, k.ID, out)
 		switch {
 		case err == nil:
-			// Its KeepAlive answers why, as its own denial would.
-			v.note(k.ID, Ending{Why: Denied, Outcome: out})
 		case !errors.Is(err, ErrNoSession):
 			v.m.logger.Warn("the knock of a subject that may no longer join could not be ended; its KeepAlive ends it",
 				"call", k.Call, "subject", k.Subject, "left", len(deny)-i-1, "error", err)
@@ -997,6 +1002,24 @@ func (v *view) denyKnocks(ctx context.Context, lobbies map[string]map[string]boo
 			}
 		}
 	}
+}
+
+// endKnockDenied ends the knock id, denied because its subject may no
+// longer join (out), and remembers why for its KeepAlive, which answers
+// out as its own denial would. A stream told DENIED may ask at once: why
+// is noted before the store is asked, for the store's event to carry.
+func (v *view) endKnockDenied(ctx context.Context, id string, out Outcome) (Knock, error) {
+	v.mu.Lock()
+	v.denying[id] = out
+	v.mu.Unlock()
+	k, err := v.m.store.EndKnock(ctx, id, Denied)
+	if err == nil {
+		v.note(id, Ending{Why: Denied, Outcome: out})
+	}
+	v.mu.Lock()
+	delete(v.denying, id)
+	v.mu.Unlock()
+	return k, err
 }
 
 // held returns the deleted calls of gone of which a stream may hold
@@ -1389,6 +1412,9 @@ func (v *view) note(id string, why Ending) {
 // an id stands, but for the outcome of a knock denied (denyKnocks), which
 // the store's event of it lacks. v.mu is held.
 func (v *view) ended1(id string, why Ending) {
+	if out, ok := v.denying[id]; ok && why.Why == Denied && why.Outcome == 0 {
+		why.Outcome = out
+	}
 	key := v.idKey(id)
 	if e, ok := v.endings[key]; ok && (e.why != why.Why || e.outcome != 0 || why.Outcome == 0) {
 		return

@@ -418,12 +418,13 @@ type Presence struct {
 	// SkipsLobby: the subject holds the lobby's admit or bypass permission,
 	// or a grant of its admit role on the resource itself.
 	SkipsLobby bool
-	// StaysBackstage and StaysPastLobby are Backstage and SkipsLobby read
-	// from the subject's grants alone, whatever blocks a part of them: for
-	// a participant that joined holding the permission, a block of it
-	// since (a mute, which an actor that may not block the join permission
-	// may write) keeps it from joining again by it, not in the call.
-	StaysBackstage, StaysPastLobby bool
+	// GrantedBackstage, GrantedAdmit and GrantedBypass: a live grant of
+	// the subject's gives it Rule.Backstage, the lobby's admit permission,
+	// its bypass permission, whatever blocks a part of them. For a
+	// participant that joined holding one, a block of it since (a mute,
+	// which an actor that may not block the join permission may write)
+	// keeps it from joining again by it, not in the call.
+	GrantedBackstage, GrantedAdmit, GrantedBypass bool
 	// Until is the earliest expiry of a live grant or block of the subject
 	// on the way to root: when its standing may change with no write. Zero
 	// when nothing expires.
@@ -476,7 +477,7 @@ func (x *Index) Presence(subject, resource string) Presence {
 			return ok
 		}
 		out.Backstage = r.Backstage != "" && holds(r.Backstage)
-		out.StaysBackstage = out.Backstage || r.Backstage != "" && granted(r.Backstage)
+		out.GrantedBackstage = out.Backstage || r.Backstage != "" && granted(r.Backstage)
 		if l := r.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || (l.Bypass != "" && holds(l.Bypass))
 			if role := x.roleID(l.Role); !out.SkipsLobby && role != noName {
@@ -484,7 +485,8 @@ func (x *Index) Presence(subject, resource string) Presence {
 					out.SkipsLobby = true
 				}
 			}
-			out.StaysPastLobby = out.SkipsLobby || granted(l.Admit) || (l.Bypass != "" && granted(l.Bypass))
+			out.GrantedAdmit = holds(l.Admit) || granted(l.Admit)
+			out.GrantedBypass = l.Bypass != "" && (holds(l.Bypass) || granted(l.Bypass))
 		}
 	}
 	set.subtract(x.cat.reserved) // in place: nothing reads set again

@@ -1262,8 +1262,9 @@ func presenceDiff(got, want authz.Presence) []string {
 	if got.SkipsLobby != want.SkipsLobby {
 		diff("SkipsLobby", got.SkipsLobby, want.SkipsLobby)
 	}
-	if got.StaysBackstage != want.StaysBackstage || got.StaysPastLobby != want.StaysPastLobby {
-		diff("StaysBackstage, StaysPastLobby", fmt.Sprint(got.StaysBackstage, " ", got.StaysPastLobby), fmt.Sprint(want.StaysBackstage, " ", want.StaysPastLobby))
+	if got.GrantedBackstage != want.GrantedBackstage || got.GrantedAdmit != want.GrantedAdmit || got.GrantedBypass != want.GrantedBypass {
+		diff("GrantedBackstage, GrantedAdmit, GrantedBypass", fmt.Sprint(got.GrantedBackstage, " ", got.GrantedAdmit, " ", got.GrantedBypass),
+			fmt.Sprint(want.GrantedBackstage, " ", want.GrantedAdmit, " ", want.GrantedBypass))
 	}
 	if !got.Until.Equal(want.Until) {
 		diff("Until", got.Until, want.Until)
@@ -1345,19 +1346,19 @@ func TestPresence(t *testing.T) {
 			want: authz.Presence{Joins: true, Role: "guest", Scope: "calltype:default", Capabilities: guest, Roles: []string{"guest"}}},
 		{name: "a grant of the admit role on the call itself skips the lobby",
 			subject: "user:guest-here", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true}},
+			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true}},
 		{name: "an expired grant counts as absent",
 			subject: "user:guest-expired", resource: lobbyCall, rule: "root"},
 		{name: "the lobby's admit permission skips it",
 			subject: "user:door", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Joins: true, Role: "doorkeeper", Scope: "account:acme", Capabilities: []string{"admit-participants", "join-call", "read-call"},
-				Roles: []string{"doorkeeper"}, SkipsLobby: true, StaysPastLobby: true}},
+				Roles: []string{"doorkeeper"}, SkipsLobby: true, GrantedAdmit: true}},
 		{name: "the lobby's bypass permission skips it",
 			subject: "user:vip", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call", "skip-lobby"}, Roles: []string{"vip"}, SkipsLobby: true, StaysPastLobby: true}},
+			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call", "skip-lobby"}, Roles: []string{"vip"}, SkipsLobby: true, GrantedBypass: true}},
 		{name: "a block of the join permission: blocked, naming the block and where it is",
 			subject: "user:blocked", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Blocked: true, BlockID: blockedID, Scope: "account:acme", Capabilities: []string{"read-call"}, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true}},
+			want: authz.Presence{Blocked: true, BlockID: blockedID, Scope: "account:acme", Capabilities: []string{"read-call"}, Roles: []string{"guest"}, SkipsLobby: true}},
 		{name: "a block of everything: no capabilities, no roles, and when it ends",
 			subject: "user:banned", resource: lobbyCall, rule: "root",
 			want: authz.Presence{Blocked: true, BlockID: bannedID, Scope: "calltype:default", Until: t0.Add(3 * time.Hour)}},
@@ -1369,13 +1370,13 @@ func TestPresence(t *testing.T) {
 			want: authz.Presence{Joins: true, Role: "moderator", Scope: lobbyCall, Capabilities: moderator, Roles: []string{"moderator"}}},
 		{name: "the backstage permission",
 			subject: "user:crew", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-backstage", "join-call"}, Roles: []string{"crew"}, Backstage: true, StaysBackstage: true}},
-		{name: "a block of the bypass permission: no skip of the lobby, but a participant stays past it",
+			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-backstage", "join-call"}, Roles: []string{"crew"}, Backstage: true, GrantedBackstage: true}},
+		{name: "a block of the bypass permission: no skip of the lobby, but a grant of it",
 			subject: "user:muted-vip", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call"}, Roles: []string{"vip"}, StaysPastLobby: true}},
+			want: authz.Presence{Joins: true, Role: "vip", Scope: "account:acme", Capabilities: []string{"join-call"}, Roles: []string{"vip"}, GrantedBypass: true}},
 		{name: "a block of the backstage permission: not backstage, but a participant stays there",
 			subject: "user:muted-crew", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-call"}, Roles: []string{"crew"}, StaysBackstage: true}},
+			want: authz.Presence{Joins: true, Role: "crew", Scope: lobbyCall, Capabilities: []string{"join-call"}, Roles: []string{"crew"}, GrantedBackstage: true}},
 		{name: "an exclusive role, and the exclusive permission it names",
 			subject: "user:host", resource: liveCall, rule: "calltype:livestream",
 			want: authz.Presence{Joins: true, Role: "host", Scope: liveCall, Capabilities: host, Roles: []string{"host"},
@@ -1397,7 +1398,7 @@ func TestPresence(t *testing.T) {
 				Exclusive: []string{authz.OccupantMark}}},
 		{name: "Until is the earliest expiry on the path: a block's, before a grant's, ignoring those elsewhere",
 			subject: "user:until", resource: lobbyCall, rule: "root",
-			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true, StaysPastLobby: true,
+			want: authz.Presence{Joins: true, Role: "guest", Scope: lobbyCall, Capabilities: guest, Roles: []string{"guest"}, SkipsLobby: true,
 				Until: t0.Add(time.Hour)}},
 		{name: "Until is the earliest expiry on the path: a grant's, before a block's",
 			subject: "user:until2", resource: lobbyCall, rule: "root",
@@ -1707,7 +1708,7 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 			return false
 		}
 		out.Backstage = holds(rule.Backstage)
-		out.StaysBackstage = out.Backstage || granted(rule.Backstage)
+		out.GrantedBackstage = out.Backstage || granted(rule.Backstage)
 		if l := rule.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || holds(l.Bypass)
 			for _, g := range live {
@@ -1715,7 +1716,7 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 					out.SkipsLobby = true
 				}
 			}
-			out.StaysPastLobby = out.SkipsLobby || granted(l.Admit) || granted(l.Bypass)
+			out.GrantedAdmit, out.GrantedBypass = granted(l.Admit), granted(l.Bypass)
 		}
 	}
 	for _, p := range r.permissions(subject, resource) {
