@@ -708,6 +708,9 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		// unblocked or granted anew, and that knock stays.
 		if _, err := m.v.endKnockDenied(ctx, id, out); errors.Is(err, ErrNoSession) {
 			return m.endedMeanwhile(ctx, id)
+		} else if err != nil {
+			// It may have ended all the same: the next KeepAlive is told why.
+			m.v.note(id, Ending{Why: Denied, Outcome: out})
 		}
 		return Renewal{Outcome: out, Reason: why}, nil
 	}
@@ -802,16 +805,15 @@ func ejects(p authz.Presence, subject, call string) (Outcome, string) {
 // (Presence.GrantedBackstage, GrantedAdmit, GrantedBypass), with its
 // capabilities changed. One that kept it from the permission when it
 // joined still does: a participant that came in by an admission, or while
-// the call was open, goes when that ends. Usher's reserved permissions are
-// none of a session's capabilities: one held by a grant is taken as held
-// when it joined.
+// the call was open, goes when that ends. (A rule names none of Usher's
+// reserved permissions there, which are none of a session's capabilities.)
 func ejectsSession(p authz.Presence, subject, call string, joinedWith []string, now time.Time) (Outcome, string) {
 	if out, why := ejects(p, subject, call); out != 0 {
 		return out, why
 	}
 	rule := p.Rule
 	cameBy := func(perm string, granted bool) bool {
-		return granted && perm != "" && (authz.IsReserved(perm) || slices.Contains(joinedWith, perm))
+		return granted && perm != "" && slices.Contains(joinedWith, perm)
 	}
 	backstage := p.Backstage || cameBy(rule.Backstage, p.GrantedBackstage)
 	if closed, _, why := notOpen(p, now); closed && !backstage {

@@ -180,30 +180,6 @@ func TestAMuteOfWhatLetAParticipantInLeavesItIn(t *testing.T) {
 	}
 }
 
-// Usher's reserved permissions are none of a participant's capabilities,
-// so its session does not say whether it held one when it joined: a lobby
-// whose admit permission is one (whoever may grant may admit) takes a
-// participant holding it by a grant to have come in by it, and a mute of
-// it leaves the participant in.
-func TestAMuteOfAReservedAdmitPermissionLeavesAParticipantIn(t *testing.T) {
-	w := newWorld(t)
-	p := policy()
-	p.Admissions[0].Lobby.Admit = "usher.grants.write"
-	p.Roles = append(p.Roles, authz.Role{Name: "door", Scope: "root", Permissions: []string{"call.join", "usher.grants.write"}})
-	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	w.grant("user:door", "door", "account:acme")
-	in := w.wantJoin("user:door", "call:acme:1", admission.Admitted)
-	if _, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:door", Resource: "call:acme:1", Permissions: []string{"usher.grants.write"}}); err != nil {
-		t.Fatal(err)
-	}
-	if ren, err := w.m.KeepAlive(w.ctx, in.Session); err != nil || ren.Outcome != admission.Admitted {
-		t.Errorf("KeepAlive after the mute = %+v, %v; want ADMITTED", ren, err)
-	}
-	w.wantJoin("user:door", "call:acme:1", admission.Lobby) // a Join anew knocks
-}
-
 // A block that kept a participant from what skips the lobby, or from the
 // backstage, when it joined is no mute: it came in by an admission, or
 // while the call was open, and goes when that ends, as the README says of

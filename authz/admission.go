@@ -73,6 +73,12 @@ func ValidateAdmission(field string, a Admission) error {
 		if err := ValidatePermission(field+p.name, p.value); err != nil {
 			return err
 		}
+		// What let a participant in is read from its capabilities when it
+		// joined, which a mute since does not take it out by.
+		if by := p.name != "join_permission" && p.name != "stage_permission"; by && IsReserved(p.value) {
+			return errorf(Invalid, field+p.name, p.value,
+				"a participant's session keeps the capabilities it joined with, which say whether it came in backstage or past the lobby by this permission; Usher's reserved permissions (%s*) are none of them", ReservedPrefix)
+		}
 	}
 	if len(a.ExclusivePermissions) > MaxRuleRoles {
 		return errorf(Invalid, field+"exclusive_permissions", fmt.Sprint(len(a.ExclusivePermissions)), "at most %d permissions", MaxRuleRoles)

@@ -801,7 +801,9 @@ type Admission struct {
 	JoinPermission string `protobuf:"bytes,3,opt,name=join_permission,json=joinPermission,proto3" json:"join_permission,omitempty"`
 	// The permission that lets a subject join before the call opens: before
 	// join_ahead ahead of its start time, or before it goes live (a call
-	// taken live is open, whatever its start time).
+	// taken live is open, whatever its start time). Not one of Usher's
+	// reserved permissions (usher.*), nor are the lobby's: a session keeps
+	// what let it in among its capabilities, which those are none of.
 	BackstagePermission string `protobuf:"bytes,4,opt,name=backstage_permission,json=backstagePermission,proto3" json:"backstage_permission,omitempty"`
 	// Calls open only when they go live (AdmissionService.GoLive); until
 	// then only holders of backstage_permission may join.
