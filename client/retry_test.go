@@ -157,16 +157,9 @@ func TestASessionRenewalRefusedForAMomentIsTriedAgain(t *testing.T) {
 		refusal(codes.ResourceExhausted, client.ReasonSendBudget, "this server holds as many bytes of answers their clients have not read as it may: call again later"),
 	} {
 		t.Run(client.Reason(refused), func(t *testing.T) {
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
 			f := &scriptedAdmission{answers: []error{refused}}
-			srv := grpc.NewServer()
-			usherv1.RegisterAdmissionServiceServer(srv, f)
-			go srv.Serve(lis)
-			defer srv.Stop()
-			s := dial(t, lis.Addr().String()).KeepSession(t.Context(), "s1", time.Second)
+			addr := fake(t, func(srv *grpc.Server) { usherv1.RegisterAdmissionServiceServer(srv, f) })
+			s := dial(t, addr).KeepSession(t.Context(), "s1", time.Second)
 			select {
 			case <-s.Done():
 				t.Fatalf("the session ended %v at the refusal; want it renewed again", s.Wait())
@@ -228,18 +221,11 @@ func (f *failingWatch) Watch(_ *usherv1.WatchRequest, stream grpc.ServerStreamin
 // message: that message is no progress, and coming back every 100ms would
 // hammer a server in trouble.
 func TestWatchBacksOffFromStreamsThatFailAfterTheirFirstMessage(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := &failingWatch{}
-	srv := grpc.NewServer()
-	usherv1.RegisterAuthorizationServiceServer(srv, f)
-	go srv.Serve(lis)
-	defer srv.Stop()
+	addr := fake(t, func(srv *grpc.Server) { usherv1.RegisterAuthorizationServiceServer(srv, f) })
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
-	_ = dial(t, lis.Addr().String()).Watch(ctx, &usherv1.WatchRequest{AfterRevision: 7}, func(*usherv1.WatchResponse) error { return nil })
+	_ = dial(t, addr).Watch(ctx, &usherv1.WatchRequest{AfterRevision: 7}, func(*usherv1.WatchResponse) error { return nil })
 	// From 100ms doubling, each drawn from half to all: at most 7 streams
 	// in 3s; 30 and more when every stream starts the delay over.
 	if n := f.streams.Load(); n > 10 {
@@ -278,18 +264,11 @@ func (q *quietCall) WatchCall(_ *usherv1.WatchCallRequest, stream grpc.ServerStr
 // client resumes after it from the first delay, not after a longer one each
 // time.
 func TestWatchCallResumesAtOnceAfterAQuietStreamThatLasted(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	q := &quietCall{lives: 150 * time.Millisecond}
-	srv := grpc.NewServer()
-	usherv1.RegisterAdmissionServiceServer(srv, q)
-	go srv.Serve(lis)
-	defer srv.Stop()
+	addr := fake(t, func(srv *grpc.Server) { usherv1.RegisterAdmissionServiceServer(srv, q) })
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
-	_ = dial(t, lis.Addr().String()).WatchCall(ctx, "call:acme:1", 0, func(*usherv1.CallEvent) error { return nil },
+	_ = dial(t, addr).WatchCall(ctx, "call:acme:1", 0, func(*usherv1.CallEvent) error { return nil },
 		client.Backoff(5*time.Millisecond, 100*time.Millisecond))
 	q.mu.Lock()
 	gaps := slices.Sorted(slices.Values(q.gaps))
@@ -299,4 +278,19 @@ func TestWatchCallResumesAtOnceAfterAQuietStreamThatLasted(t *testing.T) {
 	if len(gaps) < 5 || gaps[len(gaps)/2] > 30*time.Millisecond {
 		t.Errorf("resumed after quiet streams of 150ms following gaps of %v; want most under 30ms", gaps)
 	}
+}
+
+// fake serves what register registers on a port of its own until the test
+// ends, and returns its address.
+func fake(t *testing.T, register func(*grpc.Server)) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	register(srv)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
 }
