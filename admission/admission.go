@@ -537,26 +537,18 @@ func (m *Manager) knock(ctx context.Context, r Result, p authz.Presence, caller,
 	// grant revoked, denies it as the view does (denyKnocks), its
 	// KeepAlive saying why.
 	if q := m.engine.Index().Presence(subject, resource); q.Revision != p.Revision {
-		var why Why
-		out, _ := ejects(q, subject, resource)
-		switch {
+		var err error = ErrNoSession // nothing ended
+		switch out, _ := ejects(q, subject, resource); {
 		case !q.Known:
-			why, out = Denied, 0
+			_, err = m.store.EndKnock(ctx, k.ID, Denied)
 		case out != 0:
-			why = Denied
+			_, err = m.v.endKnockDenied(ctx, k.ID, out)
 		default:
 			if _, decided := m.gate(q, subject, resource, m.clock.Now()); !decided && !noRoomJoin(&Result{}, q, subject, resource) {
-				why = LetIn
+				_, err = m.store.EndKnock(ctx, k.ID, LetIn)
 			}
 		}
-		var err error
-		switch {
-		case why == Denied && out != 0:
-			_, err = m.v.endKnockDenied(ctx, k.ID, out)
-		case why != 0:
-			_, err = m.store.EndKnock(ctx, k.ID, why)
-		}
-		if why != 0 && err == nil {
+		if err == nil {
 			m.v.storeEvents()
 		}
 	}
@@ -708,9 +700,6 @@ func (m *Manager) KeepAlive(ctx context.Context, id string) (Renewal, error) {
 		// unblocked or granted anew, and that knock stays.
 		if _, err := m.v.endKnockDenied(ctx, id, out); errors.Is(err, ErrNoSession) {
 			return m.endedMeanwhile(ctx, id)
-		} else if err != nil {
-			// It may have ended all the same: the next KeepAlive is told why.
-			m.v.note(id, Ending{Why: Denied, Outcome: out})
 		}
 		return Renewal{Outcome: out, Reason: why}, nil
 	}

@@ -477,3 +477,33 @@ func TestAJoinDoesNotWaitForTheDenialOfKnocks(t *testing.T) {
 	close(store.letGo)
 	nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest"))
 }
+
+// lostDenialStore ends every knock it is asked to deny, and then answers
+// as if the store had not been reached: a write whose answer was lost.
+type lostDenialStore struct{ *admission.MemoryStore }
+
+func (s lostDenialStore) EndKnock(ctx context.Context, id string, why admission.Why) (admission.Knock, error) {
+	k, err := s.MemoryStore.EndKnock(ctx, id, why)
+	if err == nil && why == admission.Denied {
+		return admission.Knock{}, context.DeadlineExceeded
+	}
+	return k, err
+}
+
+// A KeepAlive that denies a knock whose subject may no longer join, and
+// loses the store's answer, is told why; so is the KeepAlive after it,
+// the denial having gone through.
+func TestAKnockDeniedByAKeepAliveWhoseAnswerIsLostSaysWhy(t *testing.T) {
+	store := lostDenialStore{admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)})}
+	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
+	w.grant("user:guest", "guest", "account:acme")
+	k := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+	if _, err := w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "account:acme"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, which := range []string{"the KeepAlive that denies it", "the KeepAlive after"} {
+		if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.NoGrant {
+			t.Errorf("%s = %+v, %v; want NO_GRANT", which, ren, err)
+		}
+	}
+}

@@ -882,9 +882,9 @@ const maxLobbyChanges = 1024
 // lobbiesTouched returns the watched calls with a lobby, but those of
 // gone, whose knocks sets may have left unable to join: by call, the
 // subjects a grant or a block names, or nil for every knock of the call.
-// Only watched calls: a stream is told DENIED of each knock denyKnocks ends, and the
-// knocks of a call no one watches end at their next KeepAlive, as
-// ListLobby leaves them out until then. v.mu is held.
+// Only watched calls: a stream is told DENIED of each knock denyKnocks
+// ends, and the knocks of a call no one watches end at their next
+// KeepAlive, as ListLobby leaves them out until then. v.mu is held.
 func (v *view) lobbiesTouched(x *authz.Index, sets []*authz.ChangeSet, all bool, gone map[string]authz.Revision) map[string]map[string]bool {
 	// Only the watched calls with a lobby: most have none, and a change
 	// is matched against each of them.
@@ -1007,13 +1007,15 @@ func (v *view) denyKnocks(ctx context.Context, lobbies map[string]map[string]boo
 // endKnockDenied ends the knock id, denied because its subject may no
 // longer join (out), and remembers why for its KeepAlive, which answers
 // out as its own denial would. A stream told DENIED may ask at once: why
-// is noted before the store is asked, for the store's event to carry.
+// is noted before the store is asked, for the store's event to carry; and
+// after, unless the knock had ended otherwise, for a write whose answer
+// was lost may have gone through.
 func (v *view) endKnockDenied(ctx context.Context, id string, out Outcome) (Knock, error) {
 	v.mu.Lock()
 	v.denying[id] = out
 	v.mu.Unlock()
 	k, err := v.m.store.EndKnock(ctx, id, Denied)
-	if err == nil {
+	if !errors.Is(err, ErrNoSession) {
 		v.note(id, Ending{Why: Denied, Outcome: out})
 	}
 	v.mu.Lock()

@@ -429,7 +429,11 @@ type Presence struct {
 	// its bypass permission, whatever blocks a part of them. For a
 	// participant that joined holding one, a block of it since (a mute,
 	// which an actor that may not block the join permission may write)
-	// keeps it from joining again by it, not in the call.
+	// keeps it from joining again by it, not in the call. True where the
+	// subject holds it; otherwise read only where it can matter, for a
+	// call that may be closed (not live, and kept backstage until it goes
+	// live or scheduled) and a subject that does not skip the lobby, and
+	// false elsewhere: a Join pays for no more.
 	GrantedBackstage, GrantedAdmit, GrantedBypass bool
 	// Until is the earliest expiry of a live grant or block of the subject
 	// on the way to root: when its standing may change with no write. Zero
@@ -483,7 +487,8 @@ func (x *Index) Presence(subject, resource string) Presence {
 			return ok
 		}
 		out.Backstage = r.Backstage != "" && holds(r.Backstage)
-		out.GrantedBackstage = out.Backstage || r.Backstage != "" && granted(r.Backstage)
+		mayBeClosed := !st.live && (r.RequireLive || st.startsAt != 0)
+		out.GrantedBackstage = out.Backstage || r.Backstage != "" && mayBeClosed && granted(r.Backstage)
 		if l := r.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || (l.Bypass != "" && holds(l.Bypass))
 			if role := x.roleID(l.Role); !out.SkipsLobby && role != noName {
@@ -491,8 +496,8 @@ func (x *Index) Presence(subject, resource string) Presence {
 					out.SkipsLobby = true
 				}
 			}
-			out.GrantedAdmit = holds(l.Admit) || granted(l.Admit)
-			out.GrantedBypass = l.Bypass != "" && (holds(l.Bypass) || granted(l.Bypass))
+			out.GrantedAdmit = holds(l.Admit) || !out.SkipsLobby && granted(l.Admit)
+			out.GrantedBypass = l.Bypass != "" && (holds(l.Bypass) || !out.SkipsLobby && granted(l.Bypass))
 		}
 	}
 	set.subtract(x.cat.reserved) // in place: nothing reads set again

@@ -1711,7 +1711,7 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 			return false
 		}
 		out.Backstage = holds(rule.Backstage)
-		out.GrantedBackstage = out.Backstage || granted(rule.Backstage)
+		out.GrantedBackstage = out.Backstage || !out.Live && (rule.RequireLive || !out.StartsAt.IsZero()) && granted(rule.Backstage)
 		if l := rule.Lobby; l != nil {
 			out.SkipsLobby = holds(l.Admit) || holds(l.Bypass)
 			for _, g := range live {
@@ -1719,7 +1719,9 @@ func referencePresence(s authz.Snapshot, now time.Time, subject, resource string
 					out.SkipsLobby = true
 				}
 			}
-			out.GrantedAdmit, out.GrantedBypass = granted(l.Admit), granted(l.Bypass)
+			// Read from the grants only for one that does not skip it.
+			out.GrantedAdmit = holds(l.Admit) || !out.SkipsLobby && granted(l.Admit)
+			out.GrantedBypass = holds(l.Bypass) || !out.SkipsLobby && granted(l.Bypass)
 		}
 	}
 	for _, p := range r.permissions(subject, resource) {

@@ -32,8 +32,8 @@ type ApplyOptions struct {
 // be: quotas, the depth of the tree, no grant left without a definition of
 // its role, and no creator role or lobby naming a role defined nowhere;
 // not to the max_holders and bindable_on of the roles it redefines, which
-// the README says. It returns the changes it made (or, dry, would make); applying a
-// policy already in force writes nothing and returns none. A policy is the
+// the README says. It returns the changes it made (or, dry, would make);
+// applying a policy already in force writes nothing and returns none. A policy is the
 // platform's, as admission rules are: an actor may not apply one
 // (PermissionDenied), for it rewrites the catalog every scope shares.
 func (e *Engine) ApplyPolicy(ctx context.Context, by Author, p Policy, opts ApplyOptions) (Revision, []Change, error) {

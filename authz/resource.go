@@ -624,7 +624,7 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 				continue
 			}
 			p.guard(keyCatalog)
-			if what := x.roleNamedByBut(r.Name, name); what != "" {
+			if what := x.roleNamedBy(r.Name, name); what != "" {
 				return errorf(FailedPrecondition, "name", name,
 					"the role %q defined at it has no other definition, and %s names it; define it elsewhere first", r.Name, what).as(KindRoleInUse)
 			}

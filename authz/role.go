@@ -176,7 +176,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		if len(x.roleScopes[role]) == 1 {
 			// Its last definition: what names the role would break.
 			p.guard(keyCatalog)
-			if what := x.roleNamedBy(name); what != "" {
+			if what := x.roleNamedBy(name, ""); what != "" {
 				return errorf(FailedPrecondition, "name", name,
 					"role at %q is its only definition, and %s names it; change that first", scope, what).as(KindRoleInUse)
 			}
@@ -225,19 +225,16 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 // roleNamedBy says what names the role name and would be left broken with
 // no definition of it anywhere: a creator role (no actor could register a
 // resource of its type) or an admission rule's lobby (no Admit could grant
-// its admit_role); "" when nothing does.
-func (x *Index) roleNamedBy(name string) string { return x.roleNamedByBut(name, "") }
-
-// roleNamedByBut is roleNamedBy but for the admission rules at scope,
-// which go with the resource a deletion of scope deletes.
-func (x *Index) roleNamedByBut(name, scope string) string {
+// its admit_role); "" when nothing does. The rules at deleted, a resource
+// being deleted (or ""), go with it and name nothing.
+func (x *Index) roleNamedBy(name, deleted string) string {
 	for _, typ := range sortedKeys(x.creators) {
 		if x.creators[typ] == name {
 			return fmt.Sprintf("the creator role of %s", typ)
 		}
 	}
 	for _, a := range x.allAdmissions() {
-		if a.Lobby != nil && a.Lobby.Role == name && (scope == "" || a.Scope != scope) {
+		if a.Lobby != nil && a.Lobby.Role == name && (deleted == "" || a.Scope != deleted) {
 			return fmt.Sprintf("the admission rule for %s at %q, as its lobby's admit_role", a.ResourceType, a.Scope)
 		}
 	}

@@ -69,8 +69,8 @@ func (c *Client) KeepSession(ctx context.Context, sessionID string, lease time.D
 
 // Session keeps a session's lease, renewing it with KeepAlive every third
 // of the lease (or of what the server's last renewal gave, should the
-// call's rule have shortened it since), until ctx ends, Leave is called, or the server ends the
-// session. A renewal that fails for a moment (the server restarting, the
+// call's rule have shortened it since), until ctx ends, Leave is called,
+// or the server ends the session. A renewal that fails for a moment (the server restarting, the
 // network) is tried again, sooner, until the lease would have run out.
 // Done is closed when the session ends, and Wait says how.
 type Session struct {
