@@ -698,6 +698,33 @@ func roomPolicy() authz.Policy {
 	}
 }
 
+// creatorWorld has user:a holding admin on account:acme, where admin
+// carries org.admin (and with it usher.roles.write and
+// usher.resources.create) and secret; in workspace:w below, admin is
+// defined again with only usher.roles.write, usher.resources.create and
+// event.view. The
+// creator role of events is owner, which carries event.view.
+func creatorWorld(t *testing.T) *world {
+	w := newWorld(t, authz.Policy{
+		Permissions: []authz.Permission{
+			{Name: "org.admin"},
+			{Name: "secret"},
+			{Name: "event.view"},
+			{Name: authz.PermRolesWrite, Parents: []string{"org.admin"}},
+			{Name: authz.PermResourcesCreate, Parents: []string{"org.admin"}},
+		},
+		Resources: []authz.Resource{{Name: "account:acme"}, {Name: "workspace:w", Parent: "account:acme"}},
+		Roles: []authz.Role{
+			{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}},
+			{Name: "admin", Scope: "workspace:w", Permissions: []string{authz.PermRolesWrite, authz.PermResourcesCreate, "event.view"}},
+			{Name: "owner", Scope: "root", Permissions: []string{"event.view"}},
+		},
+		CreatorRoles: []authz.CreatorRole{{ResourceType: "event", Role: "owner"}},
+	})
+	w.grant("user:a", "admin", "account:acme")
+	return w
+}
+
 // everythingWorld has an owner of account:a who holds every permission
 // the catalog declares, through the one at the top of its tree, and an
 // admin who holds "*" there.
@@ -906,6 +933,37 @@ func TestDelegationInvariantCases(t *testing.T) {
 			actor: "user:admin", mentions: []string{"deputy", "*", "room:r"},
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.Grant(w.ctx, by, authz.Grant{Subject: "user:puppet", Role: "deputy", Resource: "account:a"})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role, granted when the actor registers a resource; a definition's permissions are bounded by the actor's own (rule 1): not the creator role, above a resource where the actor's own role is defined with less",
+			world: creatorWorld, actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; a definition is bounded by the actor's own (rule 1): the creator role above, carrying only what the actor holds wherever it applies",
+			world: creatorWorld, actor: "user:a", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", authz.PermResourcesCreate}})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role, bounded by rule 1: not the creator role's narrower definition, putting one that carries what the actor lacks in its place",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}})
+				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view", "secret"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role: the creator role's definition, when the one above carries nothing more",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view", authz.PermResourcesCreate}})
+				return w
+			},
+			actor: "user:a", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {

@@ -777,8 +777,43 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
 	after.Roles = append(after.Roles, role)
+	j.creatorGain(role.Name, role.Scope, after)
 	j.heldTo(after)
 	return after, true
+}
+
+// creatorGain: "The one exception is the creator role, granted when the
+// actor registers a resource", and a definition is "a grant to every
+// holder of that name below the scope: its permissions ... are bounded by
+// the actor's own (rule 1)". The actor is the holder to be of a creator
+// role wherever it may come to register a resource: what the role comes
+// to carry there after the write, beyond what it carries there before, is
+// the actor's own there.
+func (j *judgement) creatorGain(name, scope string, after authz.Snapshot) {
+	if !slices.ContainsFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.Role == name }) {
+		return
+	}
+	r, a := j.before, newReference(after, j.now)
+	at := []string{authz.RootName}
+	for _, res := range r.s.Resources {
+		at = append(at, res.Name)
+	}
+	for _, res := range at {
+		then, ok := a.definition(name, res)
+		if !ok {
+			continue
+		}
+		was := map[string]bool{}
+		if now, ok := r.definition(name, res); ok {
+			was = set(r.carries(now))
+		}
+		for _, p := range a.carries(then) {
+			if !was[p] && !r.holds(j.actor, p, res) {
+				j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role, would carry %s on %s after the write at %s, which the actor lacks there", name, p, res, scope)
+				return
+			}
+		}
+	}
 }
 
 // mayLetAssign reports whether a role may let its holders at resource
@@ -824,6 +859,7 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 	j.handsOut = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
+	j.creatorGain(name, scope, after)
 	a := newReference(after, j.now)
 	orphaned := func(g authz.Grant) bool {
 		_, was := r.definition(g.Role, g.Resource)

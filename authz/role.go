@@ -47,6 +47,9 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			if err := p.boundedDefinition(scope, r, asked); err != nil {
 				return err
 			}
+			if err := p.creatorGain(scope, r.Name, x.cat.closure(r.Permissions), "defining"); err != nil {
+				return err
+			}
 		}
 		if r.MaxHolders > 0 || len(r.BindableOn) > 0 {
 			def := &roleDef{Role: r}
@@ -131,6 +134,69 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	return nil
 }
 
+// creatorGain applies rule 1 to the actor as the holder to be of a creator
+// role that it defines (after, the permissions of the new definition) or
+// deletes (after, those of the definition above that takes its place; nil
+// for none) at scope: registering a resource grants it that role as
+// defined there (the creator role exception), with no test of its own.
+// What the role comes to carry in scope's subtree beyond what it carries
+// there now must be the actor's own wherever it applies: at scope and
+// wherever below it the actor's permissions may be less (its narrowings)
+// and no definition below scope takes over. Else an actor narrowed below
+// could define the role above, or delete the narrower definition, and
+// then register a resource below to take what it lacks there.
+func (p *plan) creatorGain(scope uint32, name string, after bitset, verb string) error {
+	x := p.x
+	p.guard(keyCatalog)
+	var types []string
+	for _, typ := range sortedKeys(x.creators) {
+		if x.creators[typ] == name {
+			types = append(types, typ)
+		}
+	}
+	if len(types) == 0 || after == nil {
+		return nil
+	}
+	role := x.roleID(name)
+	gain := after
+	if role != noName {
+		if before := x.resolveAt(scope, role); before != nil {
+			gain = after.minus(before.perms)
+		}
+	}
+	if gain.empty() {
+		return nil
+	}
+	// shadowed: a definition below scope, on the way up from at, applies
+	// at at whatever the write does.
+	shadowed := func(at uint32) bool {
+		for a := at; a != scope && role != noName; a = x.nodes[a].parent {
+			if x.roleDefs[roleKey(a, role)] != nil {
+				return true
+			}
+		}
+		return false
+	}
+	actor := x.subj.lookup(p.by.Actor)
+	points := []uint32{scope}
+	for _, at := range p.narrowings() {
+		if at != scope && x.under(at, scope) && !shadowed(at) {
+			points = append(points, at)
+		}
+	}
+	for _, at := range points {
+		if missing := x.cat.top(gain.minus(x.effective(actor, at, p.now))); missing != "" {
+			e := errorf(PermissionDenied, "actor", p.by.Actor,
+				"%s: %q is the creator role of %s resources, which the actor is granted on each one it registers; %s it at %q would let the actor take %q on %q, which it does not hold there",
+				RuleNoEscalation, name, strings.Join(types, ", "), verb, x.name(scope), missing, x.name(at))
+			e.Rule = RuleNoEscalation
+			e.Meta = map[string]string{"role": name, "permission": missing, "resource": x.name(at)}
+			return e
+		}
+	}
+	return nil
+}
+
 // mayLetAssign reports whether a role may let its holders at res assign
 // name, as a definition by the actor there may: name is one of the actor's
 // own assignable roles there, with held the roles it holds there. "*" is
@@ -170,6 +236,15 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 		}
 		if by.Actor != "" {
 			if err := p.notHeld(id, name, "delete"); err != nil {
+				return err
+			}
+			var after bitset // what the role carries in the subtree once deleted
+			if up := x.nodes[id].parent; up != noNode {
+				if def := x.resolveAt(up, role); def != nil {
+					after = def.perms
+				}
+			}
+			if err := p.creatorGain(id, name, after, "deleting"); err != nil {
 				return err
 			}
 		}
