@@ -298,9 +298,9 @@ func (c EnvoyConfig) compile() ([]envoyRoute, error) {
 			return nil, err
 		}
 		for _, earlier := range routes[:i] {
-			if earlier.shadows(rt) {
+			if how := earlier.shadows(rt); how != "" {
 				return nil, configError(fmt.Sprintf("rules[%d].path", i), r.Path,
-					"never matches: rules[%d] (%s %s) matches every request it would", earlier.index, c.Rules[earlier.index].Method, c.Rules[earlier.index].Path)
+					"never decides: rules[%d] (%s %s) %s every request it matches", earlier.index, c.Rules[earlier.index].Method, c.Rules[earlier.index].Path, how)
 			}
 		}
 		routes[i] = rt
@@ -421,27 +421,40 @@ func expand(tmpl []templatePart, value func(name string) string) string {
 	return b.String()
 }
 
-// shadows says whether r matches every request later would, so that later
-// can never decide anything.
-func (r envoyRoute) shadows(later envoyRoute) bool {
-	if r.method != "*" && r.method != later.method {
-		return false
+// shadows says how r decides every request later matches, so that later
+// never decides anything: r matches each of them ("matches"), or would
+// but for case ("matches but for case"), or is the GET rule of each HEAD
+// that later matches ("is the GET rule of"), and route answers it by r or
+// refuses it (NO_ROUTE). It is "" when later decides some request.
+func (r envoyRoute) shadows(later envoyRoute) string {
+	how := "matches"
+	switch {
+	case r.method == "*" || r.method == later.method:
+	case r.method == "GET" && later.method == "HEAD":
+		how = "is the GET rule of"
+	default:
+		return ""
 	}
 	if len(r.segments) != len(later.segments) {
-		return false
+		return ""
 	}
 	for i, s := range r.segments {
 		l := later.segments[i]
-		if s.name == "" && (l.name != "" || l.literal != s.literal) {
-			return false
+		if s.name == "" {
+			if l.name != "" || !equalFold(l.literal, s.literal) {
+				return ""
+			}
+			if l.literal != s.literal && how == "matches" {
+				how = "matches but for case"
+			}
 		}
 		// A variable fills with no segment that has one of unfillable,
 		// which a literal may have.
 		if s.name != "" && l.name == "" && strings.ContainsAny(l.literal, unfillable) {
-			return false
+			return ""
 		}
 	}
-	return true
+	return how
 }
 
 // unfillable are the characters of a segment that fills no variable; see

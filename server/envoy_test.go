@@ -1164,6 +1164,16 @@ func TestEnvoyConfigValidateNamesFieldAndValue(t *testing.T) {
 				{Method: "*", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "read-call"},
 				{Method: "GET", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "join-call"},
 			}}, "rules[1].path", "/calls/meeting/{id}"},
+		{"a HEAD rule after a GET rule that matches its paths is refused: each HEAD it matches is refused as a GET of the earlier",
+			server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{
+				{Method: "GET", Path: "/calls/{type}/{id}", Resource: "call:{type}:{id}", Permission: "join-call"},
+				{Method: "HEAD", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "read-call"},
+			}}, "rules[1].path", "/calls/meeting/{id}"},
+		{"a rule whose literal differs only in case from an earlier one's is refused: each request it matches is refused as the earlier one's but for case",
+			server.EnvoyConfig{Subject: server.EnvoySubject{Header: "x-user-id"}, Rules: []server.EnvoyRule{
+				{Method: "GET", Path: "/calls/meeting/{id}", Resource: "call:meeting:{id}", Permission: "join-call"},
+				{Method: "GET", Path: "/calls/MEETING/{id}", Resource: "call:meeting:{id}", Permission: "read-call"},
+			}}, "rules[1].path", "/calls/MEETING/{id}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
