@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -240,11 +242,9 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 			return nil, configError(field, where, "the HS256 secret is %d bytes long; at least %d are needed", len(secret), minHMACSecretLen)
 		}
 		// An issuer's public key or certificate, which anyone may have,
-		// would let anyone sign an HS256 token Usher takes: so would one
-		// whose line breaks a variable holds escaped ("\n") or whose lines
-		// are indented, which is no PEM block to a decoder.
-		if m := pemBegin.FindSubmatch(secret); m != nil {
-			return nil, configError(field, where, "the HS256 secret is a PEM %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", m[1])
+		// would let anyone sign an HS256 token Usher takes.
+		if form := publicKeyForm(secret); form != "" {
+			return nil, configError(field, where, "the HS256 secret is %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", form)
 		}
 		return secret, nil
 	default:
@@ -257,6 +257,49 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 		}
 		return key, nil
 	}
+}
+
+// publicKeyForm names the form in which secret holds a public key or a
+// certificate, as an issuer publishes them; "" when it holds none. A PEM
+// block counts however its lines are broken: escaped ("\n") in a
+// variable, or indented, it is no PEM block to a decoder but the same key.
+// So do a JSON Web Key or key set (an issuer's JWKS), and the DER of a key
+// or certificate, raw or in base64 of any alphabet and line breaks.
+func publicKeyForm(secret []byte) string {
+	if m := pemBegin.FindSubmatch(secret); m != nil {
+		return "a PEM " + string(m[1])
+	}
+	var jwk struct {
+		Kty  string            `json:"kty"`
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if json.Unmarshal(secret, &jwk) == nil && (jwk.Kty != "" || len(jwk.Keys) > 0) {
+		return "a JSON Web Key"
+	}
+	der := func(b []byte) string {
+		if _, err := x509.ParsePKIXPublicKey(b); err == nil {
+			return "public key"
+		}
+		if _, err := x509.ParsePKCS1PublicKey(b); err == nil {
+			return "public key"
+		}
+		if _, err := x509.ParseCertificate(b); err == nil {
+			return "certificate"
+		}
+		return ""
+	}
+	if what := der(secret); what != "" {
+		return "the DER of a " + what
+	}
+	text := strings.Join(strings.Fields(string(secret)), "")
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(text); err == nil {
+			if what := der(b); what != "" {
+				return "the DER of a " + what + " in base64"
+			}
+		}
+	}
+	return ""
 }
 
 // pemBegin finds the line that starts a PEM block, however the lines

@@ -747,11 +747,16 @@ var (
 
 func publicPEM(t *testing.T, k *rsa.PrivateKey) []byte {
 	t.Helper()
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: publicDER(t, k)})
+}
+
+func publicDER(t *testing.T, k *rsa.PrivateKey) []byte {
+	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	return der
 }
 
 func writeFile(t *testing.T, name string, data []byte) string {
@@ -1091,6 +1096,18 @@ func TestRegisterEnvoyRefuses(t *testing.T) {
 		{"a public key as an HS256 secret with its lines indented",
 			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", bytes.ReplaceAll(publicPEM(t, key), []byte("\n"), []byte("\n  ")))}),
 			"the HS256 secret is a PEM PUBLIC KEY, which is public"},
+		{"an RS256 public key as an HS256 secret in an issuer's JSON Web Key Set",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(`{"keys":[{"kty":"RSA","e":"AQAB","n":"`+base64.RawURLEncoding.EncodeToString(key.PublicKey.N.Bytes())+`"}]}`))}),
+			"the HS256 secret is a JSON Web Key, which is public"},
+		{"an RS256 public key as an HS256 secret, one JSON Web Key",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(`{"kty":"RSA","e":"AQAB","n":"`+base64.RawURLEncoding.EncodeToString(key.PublicKey.N.Bytes())+`"}`))}),
+			"the HS256 secret is a JSON Web Key, which is public"},
+		{"an RS256 public key as an HS256 secret, its DER in base64 without the PEM lines",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(base64.StdEncoding.EncodeToString(publicDER(t, key))+"\n"))}),
+			"the HS256 secret is the DER of a public key in base64, which is public"},
+		{"an RS256 public key as an HS256 secret, its DER as it is",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", publicDER(t, key))}),
+			"the HS256 secret is the DER of a public key, which is public"},
 		{"an RS256 key that is not PEM", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", hmacSecret)}), "not an RSA public key in PEM"},
 		{"an RSA key under 2048 bits", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyFile: writeFile(t, "k", publicPEM(t, small))}), "the RSA key has 1024 bits"},
 		{"an unset key variable", jwtConfig(server.EnvoyJWT{Algorithm: "RS256", KeyEnv: "USHER_TEST_UNSET_KEY"}), `subject.jwt.key_env "USHER_TEST_UNSET_KEY": the variable is not set`},
