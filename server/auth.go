@@ -93,7 +93,7 @@ func (a authenticator) admit(ctx context.Context) (caller Caller, ok bool, err e
 	}
 	if !caller.Kind.mayCall(method) {
 		return Caller{}, false, refuse(codes.PermissionDenied,
-			fmt.Sprintf("caller %q is a %s caller and may not call %s: %s callers may call only %s, %s and %s",
+			fmt.Sprintf("caller %q is a %s caller and may not call %s: %s callers may call only %s, %s and %s (and server reflection)",
 				caller.Name, caller.Kind, method, KindCheck, usherv1.AuthorizationService_ServiceDesc.ServiceName,
 				usherv1.AdmissionService_ServiceDesc.ServiceName, authv3.Authorization_ServiceDesc.ServiceName),
 			details{reason: reasonCallerKind, meta: map[string]string{"caller": caller.Name, "kind": string(caller.Kind), "method": method}})

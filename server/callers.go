@@ -30,7 +30,8 @@ type CallerKind string
 const (
 	// KindCheck callers, such as the sidecars next to media servers and
 	// Envoy, may call only the AuthorizationService, the AdmissionService
-	// and Envoy's envoy.service.auth.v3.Authorization.
+	// and Envoy's envoy.service.auth.v3.Authorization, and server
+	// reflection, as every caller may.
 	KindCheck CallerKind = "check"
 	// KindAdmin callers, the platform's services, may call everything.
 	KindAdmin CallerKind = "admin"
