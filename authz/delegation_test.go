@@ -699,19 +699,26 @@ func roomPolicy() authz.Policy {
 }
 
 // creatorWorld has user:a holding admin on account:acme, where admin
-// carries org.admin (and with it usher.roles.write and
-// usher.resources.create) and secret; in workspace:w below, admin is
+// carries org.admin (and with it usher.roles.write, usher.resources.create
+// and usher.resources.move) and secret; in workspace:w below, admin is
 // defined again with only usher.roles.write, usher.resources.create and
-// event.view. The
-// creator role of events is owner, which carries event.view.
+// event.view. The creator role of events is owner, which carries
+// event.view.
 func creatorWorld(t *testing.T) *world {
-	w := newWorld(t, authz.Policy{
+	w := newWorld(t, creatorPolicy())
+	w.grant("user:a", "admin", "account:acme")
+	return w
+}
+
+func creatorPolicy() authz.Policy {
+	return authz.Policy{
 		Permissions: []authz.Permission{
 			{Name: "org.admin"},
 			{Name: "secret"},
 			{Name: "event.view"},
 			{Name: authz.PermRolesWrite, Parents: []string{"org.admin"}},
 			{Name: authz.PermResourcesCreate, Parents: []string{"org.admin"}},
+			{Name: authz.PermResourcesMove, Parents: []string{"org.admin"}},
 		},
 		Resources: []authz.Resource{{Name: "account:acme"}, {Name: "workspace:w", Parent: "account:acme"}},
 		Roles: []authz.Role{
@@ -720,9 +727,7 @@ func creatorWorld(t *testing.T) *world {
 			{Name: "owner", Scope: "root", Permissions: []string{"event.view"}},
 		},
 		CreatorRoles: []authz.CreatorRole{{ResourceType: "event", Role: "owner"}},
-	})
-	w.grant("user:a", "admin", "account:acme")
-	return w
+	}
 }
 
 // everythingWorld has an owner of account:a who holds every permission
@@ -964,6 +969,57 @@ func TestDelegationInvariantCases(t *testing.T) {
 			actor: "user:a", allowed: true,
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
+			}}},
+		{reserved: reserved{name: "one may not delete (or move) a resource ... to take ... what one could not take directly: not a workspace out from under the creator role's narrower definition, where the actor's own role is defined with less",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.put("dept:d", "account:acme")
+				w.put("workspace:w", "dept:d")
+				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view", "secret"}})
+				w.role(authz.Role{Name: "owner", Scope: "dept:d", Permissions: []string{"event.view"}})
+				w.role(authz.Role{Name: "admin", Scope: "workspace:w", Permissions: []string{authz.PermRolesWrite, authz.PermResourcesCreate, authz.PermResourcesMove, "event.view"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutResource(w.ctx, by, authz.Resource{Name: "workspace:w", Parent: "account:acme"})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; its assignable_roles are bounded by the actor's own (rule 1): not a role the actor may not assign where its own role is defined with less",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.role(authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}})
+				w.role(authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "helper", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role, bounded by rule 1: not the creator role's narrower definition, putting one that lists what the actor may not assign in its place",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.role(authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}})
+				w.role(authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}})
+				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}})
+				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "helper", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; a block applies on the resource and its descendants: the creator role above a block of the actor may carry what the block covers, which it gives the actor nowhere below",
+			world: func(t *testing.T) *world {
+				p := creatorPolicy()
+				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
+				w := newWorld(t, p)
+				w.grant("user:a", "admin", "account:acme")
+				w.block(authz.Block{Subject: "user:a", Resource: "workspace:w", Permissions: []string{"secret"}})
+				return w
+			},
+			actor: "user:a", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {

@@ -515,6 +515,7 @@ func (j *judgement) move(name, parent string) (authz.Snapshot, bool) {
 	j.orphans(after)
 	j.heldTo(after)
 	j.quotas(after)
+	j.creatorGain(after)
 	// Admission rules are the platform's: an actor's move may not change
 	// which rule governs a resource it moves.
 	ra := newReference(after, j.now)
@@ -777,40 +778,59 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == role.Name && d.Scope == role.Scope })
 	after.Roles = append(after.Roles, role)
-	j.creatorGain(role.Name, role.Scope, after)
+	j.creatorGain(after)
 	j.heldTo(after)
 	return after, true
 }
 
 // creatorGain: "The one exception is the creator role, granted when the
 // actor registers a resource", and a definition is "a grant to every
-// holder of that name below the scope: its permissions ... are bounded by
-// the actor's own (rule 1)". The actor is the holder to be of a creator
-// role wherever it may come to register a resource: what the role comes
-// to carry there after the write, beyond what it carries there before, is
-// the actor's own there.
-func (j *judgement) creatorGain(name, scope string, after authz.Snapshot) {
-	if !slices.ContainsFunc(j.s.CreatorRoles, func(c authz.CreatorRole) bool { return c.Role == name }) {
-		return
-	}
+// holder of that name below the scope: its permissions and
+// assignable_roles are bounded by the actor's own (rule 1)". The actor is
+// the holder to be of every creator role wherever it may come to register
+// a resource: what the role comes to carry there after the write (a
+// definition, a deletion, a move), beyond what it carries there before, is
+// the actor's own there, unless a block of the actor there covers it (and
+// so takes it from the creator role too); and every role it comes to list
+// there, the actor may assign there.
+func (j *judgement) creatorGain(after authz.Snapshot) {
 	r, a := j.before, newReference(after, j.now)
+	// blocked: a live block of the actor on res's path covers p ("" for a
+	// block of everything).
+	blocked := func(p, res string) bool {
+		for _, b := range j.s.Blocks {
+			if b.Subject == j.actor && r.under(res, b.Resource) && r.unexpired(b.Expires) && (p == "" && len(b.Permissions) == 0 || p != "" && r.covers(b, p)) {
+				return true
+			}
+		}
+		return false
+	}
 	at := []string{authz.RootName}
 	for _, res := range r.s.Resources {
 		at = append(at, res.Name)
 	}
-	for _, res := range at {
-		then, ok := a.definition(name, res)
-		if !ok {
-			continue
-		}
-		was := map[string]bool{}
-		if now, ok := r.definition(name, res); ok {
-			was = set(r.carries(now))
-		}
-		for _, p := range a.carries(then) {
-			if !was[p] && !r.holds(j.actor, p, res) {
-				j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role, would carry %s on %s after the write at %s, which the actor lacks there", name, p, res, scope)
-				return
+	for _, c := range j.s.CreatorRoles {
+		for _, res := range at {
+			then, ok := a.definition(c.Role, res)
+			if !ok || blocked("", res) {
+				continue
+			}
+			now, had := r.definition(c.Role, res)
+			was := map[string]bool{}
+			if had {
+				was = set(r.carries(now))
+			}
+			for _, p := range a.carries(then) {
+				if !was[p] && !blocked(p, res) && !r.holds(j.actor, p, res) {
+					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role of %s, would carry %s on %s after the write, which the actor lacks there", c.Role, c.ResourceType, p, res)
+					return
+				}
+			}
+			for _, n := range then.AssignableRoles {
+				if (!had || !slices.Contains(now.AssignableRoles, n)) && !j.mayLetAssign(n, res) {
+					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role of %s, would list %s on %s after the write, which the actor may not assign there", c.Role, c.ResourceType, n, res)
+					return
+				}
 			}
 		}
 	}
@@ -859,7 +879,7 @@ func (j *judgement) deleteRole(scope, name string) (authz.Snapshot, bool) {
 	j.handsOut = true
 	after := clone(j.s)
 	after.Roles = slices.DeleteFunc(after.Roles, func(d authz.Role) bool { return d.Name == name && d.Scope == scope })
-	j.creatorGain(name, scope, after)
+	j.creatorGain(after)
 	a := newReference(after, j.now)
 	orphaned := func(g authz.Grant) bool {
 		_, was := r.definition(g.Role, g.Resource)

@@ -319,6 +319,19 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 	if err := p.rulesForMove(id, parent); err != nil {
 		return err
 	}
+	if p.by.Actor != "" {
+		// The creator roles as defined above the resource change with
+		// the move, for the resources the actor registers below it.
+		for _, cr := range x.creatorRoles() {
+			role := x.roleID(cr)
+			if role == noName || x.roleDefs[roleKey(id, role)] != nil {
+				continue
+			}
+			if err := p.creatorGain(id, cr, x.resolveAt(old, role), x.resolveAt(parent, role), fmt.Sprintf("moving %q under %q", name, x.name(parent))); err != nil {
+				return err
+			}
+		}
+	}
 	moved := x.resourceAt(id)
 	moved.Parent = x.name(parent)
 	p.change(Change{Op: OpPutResource, Resource: &moved})

@@ -47,7 +47,12 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 			if err := p.boundedDefinition(scope, r, asked); err != nil {
 				return err
 			}
-			if err := p.creatorGain(scope, r.Name, x.cat.closure(r.Permissions), "defining"); err != nil {
+			var before *roleDef
+			if id := x.roleID(r.Name); id != noName {
+				before = x.resolveAt(scope, id)
+			}
+			def := &roleDef{Role: r, perms: x.cat.closure(r.Permissions)}
+			if err := p.creatorGain(scope, r.Name, before, def, fmt.Sprintf("defining it at %q", r.Scope)); err != nil {
 				return err
 			}
 		}
@@ -134,20 +139,22 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	return nil
 }
 
-// creatorGain applies rule 1 to the actor as the holder to be of a creator
-// role that it defines (after, the permissions of the new definition) or
-// deletes (after, those of the definition above that takes its place; nil
-// for none) at scope: registering a resource grants it that role as
-// defined there (the creator role exception), with no test of its own.
-// What the role comes to carry in scope's subtree beyond what it carries
-// there now must be the actor's own wherever it applies: at scope and
-// wherever below it the actor's permissions may be less (its narrowings)
-// and no definition below scope takes over. Else an actor narrowed below
-// could define the role above, or delete the narrower definition, and
-// then register a resource below to take what it lacks there.
-func (p *plan) creatorGain(scope uint32, name string, after bitset, verb string) error {
+// creatorGain applies rule 1 to the actor as the holder to be of the
+// creator role name, whose definition in root's subtree a write of the
+// actor's turns from before into after (either nil for none): registering
+// a resource grants the actor that role as defined there (the creator role
+// exception), with no test of its own. What after carries and lists that
+// before does not must be the actor's own wherever it comes to apply: at
+// root and wherever below it a role the actor holds is defined again, and
+// no definition of name below root takes over. A block of the actor is no
+// such place: it takes what it covers from the creator role there too.
+// Else an actor whose role a workspace restates with less could define the
+// creator role above it, delete the workspace's narrower definition, or
+// move the workspace out from under it, and then register a resource in
+// the workspace to take what it lacks there. what says what the write does.
+func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, what string) error {
 	x := p.x
-	p.guard(keyCatalog)
+	p.guard(keyCatalog, keyRoles, subjectKey(p.by.Actor))
 	var types []string
 	for _, typ := range sortedKeys(x.creators) {
 		if x.creators[typ] == name {
@@ -157,20 +164,24 @@ func (p *plan) creatorGain(scope uint32, name string, after bitset, verb string)
 	if len(types) == 0 || after == nil {
 		return nil
 	}
-	role := x.roleID(name)
-	gain := after
-	if role != noName {
-		if before := x.resolveAt(scope, role); before != nil {
-			gain = after.minus(before.perms)
+	gain := after.perms
+	var lists []string
+	for _, n := range after.AssignableRoles {
+		if before == nil || !before.lists(n) {
+			lists = append(lists, n)
 		}
 	}
-	if gain.empty() {
+	if before != nil {
+		gain = gain.minus(before.perms)
+	}
+	if gain.empty() && len(lists) == 0 {
 		return nil
 	}
-	// shadowed: a definition below scope, on the way up from at, applies
-	// at at whatever the write does.
+	role := x.roleID(name)
+	// shadowed: a definition below root, on the way up from at, applies at
+	// at whatever the write does.
 	shadowed := func(at uint32) bool {
-		for a := at; a != scope && role != noName; a = x.nodes[a].parent {
+		for a := at; a != root && role != noName; a = x.nodes[a].parent {
 			if x.roleDefs[roleKey(a, role)] != nil {
 				return true
 			}
@@ -178,23 +189,83 @@ func (p *plan) creatorGain(scope uint32, name string, after bitset, verb string)
 		return false
 	}
 	actor := x.subj.lookup(p.by.Actor)
-	points := []uint32{scope}
-	for _, at := range p.narrowings() {
-		if at != scope && x.under(at, scope) && !shadowed(at) {
+	points := []uint32{root}
+	for _, at := range p.redefinitions() {
+		if at != root && x.under(at, root) && !shadowed(at) {
 			points = append(points, at)
 		}
 	}
+	refuse := func(at uint32, format string, args ...any) error {
+		e := errorf(PermissionDenied, "actor", p.by.Actor,
+			"%s: %q is the creator role of %s resources, which the actor is granted on each one it registers; %s would let it %s on %q, where it may not",
+			RuleNoEscalation, name, strings.Join(types, ", "), what, fmt.Sprintf(format, args...), x.name(at))
+		e.Rule = RuleNoEscalation
+		e.Meta = map[string]string{"role": name, "resource": x.name(at)}
+		return e
+	}
+	var buf [MaxDepth + 1]uint32
 	for _, at := range points {
-		if missing := x.cat.top(gain.minus(x.effective(actor, at, p.now))); missing != "" {
-			e := errorf(PermissionDenied, "actor", p.by.Actor,
-				"%s: %q is the creator role of %s resources, which the actor is granted on each one it registers; %s it at %q would let the actor take %q on %q, which it does not hold there",
-				RuleNoEscalation, name, strings.Join(types, ", "), verb, x.name(scope), missing, x.name(at))
-			e.Rule = RuleNoEscalation
-			e.Meta = map[string]string{"role": name, "permission": missing, "resource": x.name(at)}
-			return e
+		path := x.path(at, buf[:0])
+		// What the actor's blocks there cover, the creator role does not
+		// give it there either; under a block of everything, nothing.
+		gained, all := gain, false
+		for _, a := range path {
+			for _, b := range x.blocksOn(actor, a) {
+				if !live(b.exp, p.now) {
+					continue
+				}
+				if b.perms == nil {
+					all = true
+				} else {
+					gained = gained.minus(b.perms)
+				}
+			}
+		}
+		if all {
+			continue
+		}
+		if missing := x.cat.top(gained.minus(x.effectiveOn(actor, path, p.now))); missing != "" {
+			return refuse(at, "take %q", missing)
+		}
+		for _, n := range lists {
+			if !p.mayLetAssign(n, at, p.heldAt(at, path)) {
+				return refuse(at, "grant %q", n)
+			}
 		}
 	}
 	return nil
+}
+
+// redefinitions are the resources where a role the actor holds, by a live
+// grant, is defined: the places its permissions may be less than on the
+// resource above, blocks aside.
+func (p *plan) redefinitions() []uint32 {
+	x := p.x
+	actor := x.subj.lookup(p.by.Actor)
+	if actor == noName {
+		return nil
+	}
+	var roles, out []uint32
+	for _, g := range x.bySubject.get(actor) {
+		if live(g.exp, p.now) {
+			roles = append(roles, g.role)
+		}
+	}
+	for _, r := range sortedUnique(roles) {
+		out = append(out, x.roleScopes[r]...)
+	}
+	return sortedUnique(out)
+}
+
+// creatorRoles are the names of the creator roles, each once.
+func (x *Index) creatorRoles() []string {
+	var out []string
+	for _, typ := range sortedKeys(x.creators) {
+		if n := x.creators[typ]; !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // mayLetAssign reports whether a role may let its holders at res assign
@@ -238,13 +309,11 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 			if err := p.notHeld(id, name, "delete"); err != nil {
 				return err
 			}
-			var after bitset // what the role carries in the subtree once deleted
+			var above *roleDef // the definition that takes the deleted one's place
 			if up := x.nodes[id].parent; up != noNode {
-				if def := x.resolveAt(up, role); def != nil {
-					after = def.perms
-				}
+				above = x.resolveAt(up, role)
 			}
-			if err := p.creatorGain(id, name, after, "deleting"); err != nil {
+			if err := p.creatorGain(id, name, x.roleDefs[roleKey(id, role)], above, fmt.Sprintf("deleting its definition at %q", scope)); err != nil {
 				return err
 			}
 		}
