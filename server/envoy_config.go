@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -243,6 +244,12 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 		}
 		// An issuer's public key or certificate, which anyone may have,
 		// would let anyone sign an HS256 token Usher takes.
+		var jwk struct {
+			Kty string `json:"kty"`
+		}
+		if json.Unmarshal(secret, &jwk) == nil && jwk.Kty == "oct" {
+			return nil, configError(field, where, "the HS256 secret is a JSON Web Key of a shared secret: give the secret itself (its k, decoded), not the key's JSON")
+		}
 		if form := publicKeyForm(secret); form != "" {
 			return nil, configError(field, where, "the HS256 secret is %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", form)
 		}
@@ -263,8 +270,9 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 // certificate, as an issuer publishes them; "" when it holds none. A PEM
 // block counts however its lines are broken: escaped ("\n") in a
 // variable, or indented, it is no PEM block to a decoder but the same key.
-// So do a JSON Web Key or key set (an issuer's JWKS), and the DER of a key
-// or certificate, raw or in base64 of any alphabet and line breaks.
+// So do a JSON Web Key or key set (an issuer's JWKS), the DER of a key or
+// certificate, raw, in hex or in base64 of any alphabet and line breaks,
+// and a PEM block in base64.
 func publicKeyForm(secret []byte) string {
 	if m := pemBegin.FindSubmatch(secret); m != nil {
 		return "a PEM " + string(m[1])
@@ -273,7 +281,7 @@ func publicKeyForm(secret []byte) string {
 		Kty  string            `json:"kty"`
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if json.Unmarshal(secret, &jwk) == nil && (jwk.Kty != "" || len(jwk.Keys) > 0) {
+	if json.Unmarshal(secret, &jwk) == nil && (jwk.Kty != "" && jwk.Kty != "oct" || len(jwk.Keys) > 0) {
 		return "a JSON Web Key"
 	}
 	der := func(b []byte) string {
@@ -292,10 +300,19 @@ func publicKeyForm(secret []byte) string {
 		return "the DER of a " + what
 	}
 	text := strings.Join(strings.Fields(string(secret)), "")
+	if b, err := hex.DecodeString(text); err == nil {
+		if what := der(b); what != "" {
+			return "the DER of a " + what + " in hex"
+		}
+	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(text); err == nil {
 			if what := der(b); what != "" {
 				return "the DER of a " + what + " in base64"
+			}
+			// As a Kubernetes Secret's data shows a file.
+			if m := pemBegin.FindSubmatch(b); m != nil {
+				return "a PEM " + string(m[1]) + " in base64"
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -1105,6 +1106,15 @@ func TestRegisterEnvoyRefuses(t *testing.T) {
 		{"an RS256 public key as an HS256 secret, its DER in base64 without the PEM lines",
 			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(base64.StdEncoding.EncodeToString(publicDER(t, key))+"\n"))}),
 			"the HS256 secret is the DER of a public key in base64, which is public"},
+		{"an RS256 public key as an HS256 secret, its PEM in base64, as a Kubernetes Secret's data shows it",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(base64.StdEncoding.EncodeToString(publicPEM(t, key))))}),
+			"the HS256 secret is a PEM PUBLIC KEY in base64, which is public"},
+		{"an RS256 public key as an HS256 secret, its DER in hex",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(hex.EncodeToString(publicDER(t, key))))}),
+			"the HS256 secret is the DER of a public key in hex, which is public"},
+		{"a shared secret as a JSON Web Key, which is no secret's bytes",
+			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", []byte(`{"kty":"oct","k":"`+base64.RawURLEncoding.EncodeToString(hmacSecret)+`"}`))}),
+			"the HS256 secret is a JSON Web Key of a shared secret: give the secret itself"},
 		{"an RS256 public key as an HS256 secret, its DER as it is",
 			jwtConfig(server.EnvoyJWT{Algorithm: "HS256", KeyFile: writeFile(t, "k", publicDER(t, key))}),
 			"the HS256 secret is the DER of a public key, which is public"},
