@@ -710,6 +710,22 @@ func creatorWorld(t *testing.T) *world {
 	return w
 }
 
+// creatorWorldWith is creatorWorld with roles defined in it, in order.
+func creatorWorldWith(roles ...authz.Role) func(*testing.T) *world {
+	return func(t *testing.T) *world {
+		w := creatorWorld(t)
+		for _, r := range roles {
+			w.role(r)
+		}
+		return w
+	}
+}
+
+// deleteOwnerAtW deletes the definition of owner at workspace:w.
+func deleteOwnerAtW(w *world, by authz.Author) (authz.Revision, error) {
+	return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
+}
+
 func creatorPolicy() authz.Policy {
 	return authz.Policy{
 		Permissions: []authz.Permission{
@@ -950,26 +966,16 @@ func TestDelegationInvariantCases(t *testing.T) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", authz.PermResourcesCreate}})
 			}}},
 		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role, bounded by rule 1: not the creator role's narrower definition, putting one that carries what the actor lacks in its place",
-			world: func(t *testing.T) *world {
-				w := creatorWorld(t)
-				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}})
-				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view", "secret"}})
-				return w
-			},
+			world: creatorWorldWith(
+				authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}},
+				authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view", "secret"}}),
 			actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
-			}}},
+			write: deleteOwnerAtW}},
 		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role: the creator role's definition, when the one above carries nothing more",
-			world: func(t *testing.T) *world {
-				w := creatorWorld(t)
-				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view", authz.PermResourcesCreate}})
-				return w
-			},
+			world: creatorWorldWith(
+				authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view", authz.PermResourcesCreate}}),
 			actor: "user:a", allowed: true,
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
-			}}},
+			write: deleteOwnerAtW}},
 		{reserved: reserved{name: "one may not delete (or move) a resource ... to take ... what one could not take directly: not a workspace out from under the creator role's narrower definition, where the actor's own role is defined with less",
 			world: func(t *testing.T) *world {
 				w := creatorWorld(t)
@@ -985,29 +991,21 @@ func TestDelegationInvariantCases(t *testing.T) {
 				return w.eng.PutResource(w.ctx, by, authz.Resource{Name: "workspace:w", Parent: "account:acme"})
 			}}},
 		{reserved: reserved{name: "The one exception is the creator role; its assignable_roles are bounded by the actor's own (rule 1): not a role the actor may not assign where its own role is defined with less",
-			world: func(t *testing.T) *world {
-				w := creatorWorld(t)
-				w.role(authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}})
-				w.role(authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}})
-				return w
-			},
+			world: creatorWorldWith(
+				authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}},
+				authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}}),
 			actor: "user:a", mentions: []string{"owner", "helper", "workspace:w"},
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}})
 			}}},
 		{reserved: reserved{name: "The one exception is the creator role; usher.roles.write deletes a role, bounded by rule 1: not the creator role's narrower definition, putting one that lists what the actor may not assign in its place",
-			world: func(t *testing.T) *world {
-				w := creatorWorld(t)
-				w.role(authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}})
-				w.role(authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}})
-				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}})
-				w.role(authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}})
-				return w
-			},
+			world: creatorWorldWith(
+				authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}},
+				authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}},
+				authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}},
+				authz.Role{Name: "owner", Scope: "workspace:w", Permissions: []string{"event.view"}}),
 			actor: "user:a", mentions: []string{"owner", "helper", "workspace:w"},
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.DeleteRole(w.ctx, by, "workspace:w", "owner")
-			}}},
+			write: deleteOwnerAtW}},
 		{reserved: reserved{name: "The one exception is the creator role; a block applies on the resource and its descendants: the creator role above a block of the actor may carry what the block covers, which it gives the actor nowhere below",
 			world: func(t *testing.T) *world {
 				p := creatorPolicy()
