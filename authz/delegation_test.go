@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -710,6 +711,37 @@ func creatorWorld(t *testing.T) *world {
 	return w
 }
 
+// TestACreatorRoleRefusalNamesWhatTheActorLacks: "Every refusal is
+// PERMISSION_DENIED with a message naming the rule, the actor, and what it
+// lacked", and "the status carries the same as machine-readable details".
+func TestACreatorRoleRefusalNamesWhatTheActorLacks(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		world func(*testing.T) *world
+		role  authz.Role
+		meta  map[string]string
+	}{
+		{"a permission", creatorWorld,
+			authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}},
+			map[string]string{"role": "owner", "permission": "secret", "resource": "workspace:w"}},
+		{"a listed role", creatorWorldWith(
+			authz.Role{Name: "helper", Scope: "root", Permissions: []string{"secret"}},
+			authz.Role{Name: "admin", Scope: "root", Permissions: []string{"org.admin", "secret", "event.view"}, AssignableRoles: []string{"helper"}}),
+			authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}},
+			map[string]string{"role": "helper", "listed_by": "owner", "resource": "workspace:w"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := tc.world(t)
+			e := w.refuses(authz.PermissionDenied, "actor", "user:a", func() (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, as("user:a"), tc.role)
+			})
+			if e.Rule != authz.RuleNoEscalation || !maps.Equal(e.Meta, tc.meta) {
+				t.Errorf("refusal %q: rule %q, meta %v; want %q, %v", e.Error(), e.Rule, e.Meta, authz.RuleNoEscalation, tc.meta)
+			}
+		})
+	}
+}
+
 // creatorWorldWith is creatorWorld with roles defined in it, in order.
 func creatorWorldWith(roles ...authz.Role) func(*testing.T) *world {
 	return func(t *testing.T) *world {
@@ -1018,6 +1050,30 @@ func TestDelegationInvariantCases(t *testing.T) {
 			actor: "user:a", allowed: true,
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
+		{reserved: reserved{name: "Grant ... some role the actor holds at s lists R in assignable_roles (no further test): not a role the creator role lists, defined above a resource where the actor's own role is defined with less, to carry what the actor lacks there",
+			world: creatorWorldWith(
+				authz.Role{Name: "helper", Scope: "root", Permissions: []string{"event.view"}},
+				authz.Role{Name: "owner", Scope: "root", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}}),
+			actor: "user:a", mentions: []string{"helper", "owner", "secret", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "helper", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; \"*\" only for an actor whose own roles carry it: not by deleting the definition that stands in the way of one that carries it",
+			world: func(t *testing.T) *world {
+				// The actor holds every permission declared, wherever it
+				// holds admin, but not "*".
+				p := creatorPolicy()
+				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
+				w := newWorld(t, p)
+				w.grant("user:a", "admin", "account:acme")
+				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{authz.Wildcard}})
+				w.role(authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "*", "account:acme"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.DeleteRole(w.ctx, by, "account:acme", "owner")
 			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {

@@ -788,11 +788,14 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 // holder of that name below the scope: its permissions and
 // assignable_roles are bounded by the actor's own (rule 1)". The actor is
 // the holder to be of every creator role wherever it may come to register
-// a resource: what the role comes to carry there after the write (a
-// definition, a deletion, a move), beyond what it carries there before, is
-// the actor's own there, unless a block of the actor there covers it (and
-// so takes it from the creator role too); and every role it comes to list
-// there, the actor may assign there.
+// a resource, and may then give, with no further test, every role the
+// creator role lists by name, and the roles those list ("lists by name").
+// What such a role comes to carry at a resource after the write (a
+// definition, a deletion, a move), beyond what it carries there before,
+// is the actor's own there ("*" only if its roles there carry "*"), and
+// every role it comes to list there, the actor may assign there. A block
+// of the actor covers the creator role it would hold too, but not a role
+// it would give another.
 func (j *judgement) creatorGain(after authz.Snapshot) {
 	r, a := j.before, newReference(after, j.now)
 	// blocked: a live block of the actor on res's path covers p ("" for a
@@ -805,30 +808,59 @@ func (j *judgement) creatorGain(after authz.Snapshot) {
 		}
 		return false
 	}
+	wildcard := func(res string) bool {
+		return slices.ContainsFunc(r.heldRoles(j.actor, res), func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) })
+	}
+	// The roles the creator roles reach by name, through every definition.
+	creator, reach := map[string]bool{}, []string{}
+	for _, c := range j.s.CreatorRoles {
+		if !creator[c.Role] {
+			creator[c.Role] = true
+			reach = append(reach, c.Role)
+		}
+	}
+	seen := set(reach)
+	for i := 0; i < len(reach); i++ {
+		for _, d := range j.s.Roles {
+			if d.Name != reach[i] {
+				continue
+			}
+			for _, n := range d.AssignableRoles {
+				if n != authz.Wildcard && !seen[n] {
+					seen[n] = true
+					reach = append(reach, n)
+				}
+			}
+		}
+	}
 	at := []string{authz.RootName}
 	for _, res := range r.s.Resources {
 		at = append(at, res.Name)
 	}
-	for _, c := range j.s.CreatorRoles {
+	for _, name := range reach {
 		for _, res := range at {
-			then, ok := a.definition(c.Role, res)
-			if !ok || blocked("", res) {
+			then, ok := a.definition(name, res)
+			if !ok || creator[name] && blocked("", res) {
 				continue
 			}
-			now, had := r.definition(c.Role, res)
+			now, had := r.definition(name, res)
 			was := map[string]bool{}
 			if had {
 				was = set(r.carries(now))
 			}
+			if slices.Contains(then.Permissions, authz.Wildcard) && (!had || !slices.Contains(now.Permissions, authz.Wildcard)) && !wildcard(res) {
+				j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, which registering leads to, would carry * on %s after the write, which the actor's roles do not carry there", name, res)
+				return
+			}
 			for _, p := range a.carries(then) {
-				if !was[p] && !blocked(p, res) && !r.holds(j.actor, p, res) {
-					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role of %s, would carry %s on %s after the write, which the actor lacks there", c.Role, c.ResourceType, p, res)
+				if !was[p] && !(creator[name] && blocked(p, res)) && !r.holds(j.actor, p, res) {
+					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, which registering leads to, would carry %s on %s after the write, which the actor lacks there", name, p, res)
 					return
 				}
 			}
 			for _, n := range then.AssignableRoles {
 				if (!had || !slices.Contains(now.AssignableRoles, n)) && !j.mayLetAssign(n, res) {
-					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, the creator role of %s, would list %s on %s after the write, which the actor may not assign there", c.Role, c.ResourceType, n, res)
+					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, which registering leads to, would list %s on %s after the write, which the actor may not assign there", name, n, res)
 					return
 				}
 			}

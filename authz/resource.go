@@ -320,9 +320,10 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 		return err
 	}
 	if p.by.Actor != "" {
-		// The creator roles as defined above the resource change with
-		// the move, for the resources the actor registers below it.
-		for _, cr := range x.creatorRoles() {
+		// The creator roles, and the roles they lead to, as defined above
+		// the resource change with the move, for the resources the actor
+		// registers below it.
+		for _, cr := range sortedKeys(x.reached()) {
 			role := x.roleID(cr)
 			if role == noName || x.roleDefs[roleKey(id, role)] != nil {
 				continue

@@ -139,29 +139,30 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 	return nil
 }
 
-// creatorGain applies rule 1 to the actor as the holder to be of the
-// creator role name, whose definition in root's subtree a write of the
+// creatorGain applies rule 1 to the actor as the holder to be of a
+// creator role, whose definition of name in root's subtree a write of the
 // actor's turns from before into after (either nil for none): registering
 // a resource grants the actor that role as defined there (the creator role
-// exception), with no test of its own. What after carries and lists that
-// before does not must be the actor's own wherever it comes to apply: at
-// root and wherever below it a role the actor holds is defined again, and
-// no definition of name below root takes over. A block of the actor is no
-// such place: it takes what it covers from the creator role there too.
+// exception), with no test of its own, and with it the power to give the
+// roles it lists by name, and the roles those list, with no test either
+// ("lists by name"). What after carries and lists that before does not
+// must be the actor's own wherever it comes to apply: at root and wherever
+// below it the actor's own permissions may be less, and no definition of
+// name below root takes over. "*" only for an actor whose roles carry it
+// there. For the creator role itself, a block of the actor takes what it
+// covers from the role too; a role the creator gives goes to another
+// subject, whom the actor's blocks do not reach.
+//
 // Else an actor whose role a workspace restates with less could define the
-// creator role above it, delete the workspace's narrower definition, or
-// move the workspace out from under it, and then register a resource in
-// the workspace to take what it lacks there. what says what the write does.
+// creator role, or a role it lists, above the workspace, delete the
+// workspace's narrower definition, or move the workspace out from under
+// it, and then register a resource in the workspace to take, or give, what
+// it lacks there. what says what the write does.
 func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, what string) error {
 	x := p.x
 	p.guard(keyCatalog, keyRoles, subjectKey(p.by.Actor))
-	var types []string
-	for _, typ := range sortedKeys(x.creators) {
-		if x.creators[typ] == name {
-			types = append(types, typ)
-		}
-	}
-	if len(types) == 0 || after == nil {
+	creator, via := x.creatorReach(name)
+	if via == "" || after == nil {
 		return nil
 	}
 	gain := after.perms
@@ -174,7 +175,8 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, wha
 	if before != nil {
 		gain = gain.minus(before.perms)
 	}
-	if gain.empty() && len(lists) == 0 {
+	wildcard := slices.Contains(after.Permissions, Wildcard) && (before == nil || !slices.Contains(before.Permissions, Wildcard))
+	if gain.empty() && len(lists) == 0 && !wildcard {
 		return nil
 	}
 	role := x.roleID(name)
@@ -189,51 +191,129 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, wha
 		return false
 	}
 	actor := x.subj.lookup(p.by.Actor)
+	below := p.narrowings()
+	if creator {
+		below = p.redefinitions()
+	}
 	points := []uint32{root}
-	for _, at := range p.redefinitions() {
+	for _, at := range below {
 		if at != root && x.under(at, root) && !shadowed(at) {
 			points = append(points, at)
 		}
 	}
-	refuse := func(at uint32, format string, args ...any) error {
+	refuse := func(at uint32, meta map[string]string, format string, args ...any) error {
 		e := errorf(PermissionDenied, "actor", p.by.Actor,
-			"%s: %q is the creator role of %s resources, which the actor is granted on each one it registers; %s would let it %s on %q, where it may not",
-			RuleNoEscalation, name, strings.Join(types, ", "), what, fmt.Sprintf(format, args...), x.name(at))
+			"%s: %q is %s, so %s would let the actor %s on %q, where it may not",
+			RuleNoEscalation, name, via, what, fmt.Sprintf(format, args...), x.name(at))
 		e.Rule = RuleNoEscalation
-		e.Meta = map[string]string{"role": name, "resource": x.name(at)}
+		meta["resource"] = x.name(at)
+		e.Meta = meta
 		return e
 	}
 	var buf [MaxDepth + 1]uint32
 	for _, at := range points {
 		path := x.path(at, buf[:0])
-		// What the actor's blocks there cover, the creator role does not
-		// give it there either; under a block of everything, nothing.
-		gained, all := gain, false
-		for _, a := range path {
-			for _, b := range x.blocksOn(actor, a) {
-				if !live(b.exp, p.now) {
-					continue
-				}
-				if b.perms == nil {
-					all = true
-				} else {
-					gained = gained.minus(b.perms)
+		gained := gain
+		if creator {
+			// What the actor's blocks there cover, the creator role does
+			// not give it there either; under a block of everything,
+			// nothing.
+			all := false
+			for _, a := range path {
+				for _, b := range x.blocksOn(actor, a) {
+					if !live(b.exp, p.now) {
+						continue
+					}
+					if b.perms == nil {
+						all = true
+					} else {
+						gained = gained.minus(b.perms)
+					}
 				}
 			}
+			if all {
+				continue
+			}
 		}
-		if all {
-			continue
+		held := p.heldAt(at, path)
+		if wildcard && !carriesWildcard(slices.Values(held)) {
+			return refuse(at, map[string]string{"role": name, "permission": Wildcard}, "%s %q, every permission a later policy may declare too", verb(creator, "take", "give"), Wildcard)
 		}
 		if missing := x.cat.top(gained.minus(x.effectiveOn(actor, path, p.now))); missing != "" {
-			return refuse(at, "take %q", missing)
+			return refuse(at, map[string]string{"role": name, "permission": missing}, "%s %q", verb(creator, "take", "give"), missing)
 		}
 		for _, n := range lists {
-			if !p.mayLetAssign(n, at, p.heldAt(at, path)) {
-				return refuse(at, "grant %q", n)
+			if !p.mayLetAssign(n, at, held) {
+				return refuse(at, map[string]string{"role": n, "listed_by": name}, "grant %q", n)
 			}
 		}
 	}
 	return nil
+}
+
+// verb is yes when cond holds, else no.
+func verb(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
+}
+
+// creatorReach says how an actor that registers a resource comes to hold,
+// or to give with no test, the role name: as a creator role (creator), or
+// through a creator role that lists it by name, or lists one that does,
+// in any definition; via says so, "" when it does not.
+func (x *Index) creatorReach(name string) (creator bool, via string) {
+	var types []string
+	for _, typ := range sortedKeys(x.creators) {
+		if x.creators[typ] == name {
+			types = append(types, typ)
+		}
+	}
+	if len(types) > 0 {
+		return true, fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
+	}
+	from := x.reached()
+	by, ok := from[name]
+	switch {
+	case !ok:
+		return false, ""
+	case from[by] == "":
+		return false, fmt.Sprintf("listed by name by the creator role %q, so that the actor may give it on each resource it registers", by)
+	}
+	c := by
+	for from[c] != "" {
+		c = from[c]
+	}
+	return false, fmt.Sprintf("listed by name by %q, which the creator role %q leads to, so that the actor may give it on each resource it registers", by, c)
+}
+
+// reached maps the creator roles, and the roles reached from them by the
+// names their definitions list in assignable_roles, breadth first, each
+// to the role it was first reached from ("" for a creator role).
+func (x *Index) reached() map[string]string {
+	from := map[string]string{}
+	queue := x.creatorRoles()
+	for _, c := range queue {
+		from[c] = ""
+	}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		id := x.roleID(n)
+		if id == noName {
+			continue
+		}
+		for _, scope := range x.roleScopes[id] {
+			for _, l := range x.roleDefs[roleKey(scope, id)].AssignableRoles {
+				if _, seen := from[l]; !seen && l != Wildcard {
+					from[l] = n
+					queue = append(queue, l)
+				}
+			}
+		}
+	}
+	return from
 }
 
 // redefinitions are the resources where a role the actor holds, by a live
