@@ -1075,6 +1075,27 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.DeleteRole(w.ctx, by, "account:acme", "owner")
 			}}},
+		{reserved: reserved{name: "Grant ... some role the actor holds at s lists R in assignable_roles (no further test): a role that the creator role lists only in another account's definition is the actor's to define as it may any other",
+			world: func(t *testing.T) *world {
+				w := creatorWorldWith(authz.Role{Name: "helper", Scope: "root", Permissions: []string{"event.view"}})(t)
+				w.put("account:other", "root")
+				w.role(authz.Role{Name: "owner", Scope: "account:other", Permissions: []string{"event.view"}, AssignableRoles: []string{"helper"}})
+				return w
+			},
+			actor: "user:a", allowed: true,
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "helper", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
+		{reserved: reserved{name: "The one exception is the creator role; a block ends, and the creator role stays: a block of the actor where its own role lacks a permission does not let it put that permission in the creator role",
+			world: func(t *testing.T) *world {
+				w := creatorWorld(t)
+				w.block(authz.Block{Subject: "user:a", Resource: "workspace:w", Permissions: []string{"secret"}})
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
 				w := newWorld(t, roomPolicy())

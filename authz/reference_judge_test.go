@@ -788,59 +788,85 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 // holder of that name below the scope: its permissions and
 // assignable_roles are bounded by the actor's own (rule 1)". The actor is
 // the holder to be of every creator role wherever it may come to register
-// a resource, and may then give, with no further test, every role the
-// creator role lists by name, and the roles those list ("lists by name").
-// What such a role comes to carry at a resource after the write (a
-// definition, a deletion, a move), beyond what it carries there before,
-// is the actor's own there ("*" only if its roles there carry "*"), and
-// every role it comes to list there, the actor may assign there. A block
-// of the actor covers the creator role it would hold too, but not a role
-// it would give another.
+// a resource, and may then give there, with no further test, every role
+// the creator role lists by name there, and the roles those list there
+// ("lists by name"). What such a role comes to carry at a resource after
+// the write (a definition, a deletion, a move), beyond what it carries
+// there before, is the actor's own there ("*" only if its roles there
+// carry "*"), and every role it comes to list there, the actor may assign
+// there. The creator role is the actor's for good, and is weighed against
+// what the actor's grants give it, its blocks left out, for a block ends;
+// a role it would give is weighed against what the actor holds.
 func (j *judgement) creatorGain(after authz.Snapshot) {
 	r, a := j.before, newReference(after, j.now)
-	// blocked: a live block of the actor on res's path covers p ("" for a
-	// block of everything).
-	blocked := func(p, res string) bool {
-		for _, b := range j.s.Blocks {
-			if b.Subject == j.actor && r.under(res, b.Resource) && r.unexpired(b.Expires) && (p == "" && len(b.Permissions) == 0 || p != "" && r.covers(b, p)) {
-				return true
-			}
-		}
-		return false
-	}
-	wildcard := func(res string) bool {
-		return slices.ContainsFunc(r.heldRoles(j.actor, res), func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) })
-	}
-	// The roles the creator roles reach by name, through every definition.
-	creator, reach := map[string]bool{}, []string{}
+	creator := map[string]bool{}
+	var roots []string
 	for _, c := range j.s.CreatorRoles {
 		if !creator[c.Role] {
 			creator[c.Role] = true
-			reach = append(reach, c.Role)
+			roots = append(roots, c.Role)
 		}
 	}
-	seen := set(reach)
-	for i := 0; i < len(reach); i++ {
-		for _, d := range j.s.Roles {
-			if d.Name != reach[i] {
-				continue
-			}
-			for _, n := range d.AssignableRoles {
-				if n != authz.Wildcard && !seen[n] {
-					seen[n] = true
-					reach = append(reach, n)
+	// reach: the roles reached from the creator roles by name, through the
+	// definitions def gives of each.
+	reach := func(def func(name string) []authz.Role) map[string]bool {
+		seen := set(roots)
+		queue := slices.Clone(roots)
+		for i := 0; i < len(queue); i++ {
+			for _, d := range def(queue[i]) {
+				for _, n := range d.AssignableRoles {
+					if n != authz.Wildcard && !seen[n] {
+						seen[n] = true
+						queue = append(queue, n)
+					}
 				}
 			}
 		}
+		return seen
+	}
+	anywhere := reach(func(name string) []authz.Role {
+		var out []authz.Role
+		for _, d := range j.s.Roles {
+			if d.Name == name {
+				out = append(out, d)
+			}
+		}
+		return out
+	})
+	// granted: the roles the actor's live grants give it at res, its
+	// blocks left out.
+	granted := func(res string) []authz.Role {
+		var out []authz.Role
+		for _, at := range r.path(res) {
+			for _, g := range j.s.Grants {
+				if g.Subject == j.actor && g.Resource == at && r.unexpired(g.Expires) {
+					if d, ok := r.definition(g.Role, res); ok {
+						out = append(out, d)
+					}
+				}
+			}
+		}
+		return out
+	}
+	carriesWildcard := func(roles []authz.Role) bool {
+		return slices.ContainsFunc(roles, func(d authz.Role) bool { return slices.Contains(d.Permissions, authz.Wildcard) })
 	}
 	at := []string{authz.RootName}
 	for _, res := range r.s.Resources {
 		at = append(at, res.Name)
 	}
-	for _, name := range reach {
+	for _, name := range slices.Sorted(maps.Keys(anywhere)) {
 		for _, res := range at {
 			then, ok := a.definition(name, res)
-			if !ok || creator[name] && blocked("", res) {
+			if !ok {
+				continue
+			}
+			if !creator[name] && !reach(func(n string) []authz.Role {
+				if d, ok := a.definition(n, res); ok {
+					return []authz.Role{d}
+				}
+				return nil
+			})[name] {
 				continue
 			}
 			now, had := r.definition(name, res)
@@ -848,12 +874,24 @@ func (j *judgement) creatorGain(after authz.Snapshot) {
 			if had {
 				was = set(r.carries(now))
 			}
-			if slices.Contains(then.Permissions, authz.Wildcard) && (!had || !slices.Contains(now.Permissions, authz.Wildcard)) && !wildcard(res) {
+			holds := func(p string) bool { return r.holds(j.actor, p, res) }
+			roles := r.heldRoles(j.actor, res)
+			if creator[name] {
+				roles = granted(res)
+				carried := map[string]bool{}
+				for _, d := range roles {
+					for _, p := range r.carries(d) {
+						carried[p] = true
+					}
+				}
+				holds = func(p string) bool { return carried[p] }
+			}
+			if slices.Contains(then.Permissions, authz.Wildcard) && (!had || !slices.Contains(now.Permissions, authz.Wildcard)) && !carriesWildcard(roles) {
 				j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, which registering leads to, would carry * on %s after the write, which the actor's roles do not carry there", name, res)
 				return
 			}
 			for _, p := range a.carries(then) {
-				if !was[p] && !(creator[name] && blocked(p, res)) && !r.holds(j.actor, p, res) {
+				if !was[p] && !holds(p) {
 					j.refuse(authz.PermissionDenied, authz.RuleNoEscalation, "%s, which registering leads to, would carry %s on %s after the write, which the actor lacks there", name, p, res)
 					return
 				}

@@ -323,12 +323,24 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 		// The creator roles, and the roles they lead to, as defined above
 		// the resource change with the move, for the resources the actor
 		// registers below it.
+		// A role resolves in the moved subtree as it does now up to the
+		// resource, and from the new parent up beyond it.
+		moved := func(at, role uint32) *roleDef {
+			for a := at; ; a = x.nodes[a].parent {
+				if d := x.roleDefs[roleKey(a, role)]; d != nil {
+					return d
+				}
+				if a == id {
+					return x.resolveAt(parent, role)
+				}
+			}
+		}
 		for _, cr := range sortedKeys(x.reached()) {
 			role := x.roleID(cr)
 			if role == noName || x.roleDefs[roleKey(id, role)] != nil {
 				continue
 			}
-			if err := p.creatorGain(id, cr, x.resolveAt(old, role), x.resolveAt(parent, role), fmt.Sprintf("moving %q under %q", name, x.name(parent))); err != nil {
+			if err := p.creatorGain(id, cr, x.resolveAt(old, role), x.resolveAt(parent, role), moved, fmt.Sprintf("moving %q under %q", name, x.name(parent))); err != nil {
 				return err
 			}
 		}

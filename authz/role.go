@@ -52,7 +52,7 @@ func (e *Engine) PutRole(ctx context.Context, by Author, r Role) (Revision, erro
 				before = x.resolveAt(scope, id)
 			}
 			def := &roleDef{Role: r, perms: x.cat.closure(r.Permissions)}
-			if err := p.creatorGain(scope, r.Name, before, def, fmt.Sprintf("defining it at %q", r.Scope)); err != nil {
+			if err := p.creatorGain(scope, r.Name, before, def, x.resolveAt, fmt.Sprintf("defining it at %q", r.Scope)); err != nil {
 				return err
 			}
 		}
@@ -144,25 +144,38 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 // actor's turns from before into after (either nil for none): registering
 // a resource grants the actor that role as defined there (the creator role
 // exception), with no test of its own, and with it the power to give the
-// roles it lists by name, and the roles those list, with no test either
-// ("lists by name"). What after carries and lists that before does not
-// must be the actor's own wherever it comes to apply: at root and wherever
-// below it the actor's own permissions may be less, and no definition of
-// name below root takes over. "*" only for an actor whose roles carry it
-// there. For the creator role itself, a block of the actor takes what it
-// covers from the role too; a role the creator gives goes to another
-// subject, whom the actor's blocks do not reach.
+// roles it lists by name there, and the roles those list there, with no
+// test either ("lists by name"). What after carries and lists that before
+// does not must be the actor's own wherever it comes to apply and the
+// creator role leads to it: at root and wherever below it the actor's own
+// permissions may be less, or a role's definition may lead to it, and no
+// definition of name below root takes over. "*" only for an actor whose
+// roles carry it there. resolve finds a role's definition at a resource as
+// it will be after the write.
+//
+// The creator role itself is judged against what the actor's grants give
+// it, its blocks left out: a block ends (it runs out, or is lifted, which
+// takes the actor nothing), and the creator role stays. A role the creator
+// gives goes to another subject, and is judged against what the actor
+// holds, as a grant would be.
 //
 // Else an actor whose role a workspace restates with less could define the
-// creator role, or a role it lists, above the workspace, delete the
+// creator role, or a role it leads to, above the workspace, delete the
 // workspace's narrower definition, or move the workspace out from under
 // it, and then register a resource in the workspace to take, or give, what
 // it lacks there. what says what the write does.
-func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, what string) error {
+func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, resolve func(at, role uint32) *roleDef, what string) error {
 	x := p.x
 	p.guard(keyCatalog, keyRoles, subjectKey(p.by.Actor))
-	creator, via := x.creatorReach(name)
-	if via == "" || after == nil {
+	var types []string
+	for _, typ := range sortedKeys(x.creators) {
+		if x.creators[typ] == name {
+			types = append(types, typ)
+		}
+	}
+	creator := len(types) > 0
+	reach := x.reached()
+	if _, reached := reach[name]; !reached || after == nil {
 		return nil
 	}
 	gain := after.perms
@@ -190,10 +203,17 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, wha
 		}
 		return false
 	}
-	actor := x.subj.lookup(p.by.Actor)
-	below := p.narrowings()
-	if creator {
-		below = p.redefinitions()
+	below := p.redefinitions()
+	if !creator {
+		below = slices.Clone(p.narrowings())
+		// Where a definition of a role on the way from a creator role
+		// may lead to name, or stop leading to it.
+		for n := range reach {
+			if id := x.roleID(n); id != noName {
+				below = append(below, x.roleScopes[id]...)
+			}
+		}
+		below = sortedUnique(below)
 	}
 	points := []uint32{root}
 	for _, at := range below {
@@ -201,97 +221,88 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, wha
 			points = append(points, at)
 		}
 	}
-	refuse := func(at uint32, meta map[string]string, format string, args ...any) error {
-		e := errorf(PermissionDenied, "actor", p.by.Actor,
-			"%s: %q is %s, so %s would let the actor %s on %q, where it may not",
-			RuleNoEscalation, name, via, what, fmt.Sprintf(format, args...), x.name(at))
-		e.Rule = RuleNoEscalation
-		meta["resource"] = x.name(at)
-		e.Meta = meta
-		return e
+	actor := x.subj.lookup(p.by.Actor)
+	take := "give"
+	if creator {
+		take = "take"
 	}
 	var buf [MaxDepth + 1]uint32
 	for _, at := range points {
-		path := x.path(at, buf[:0])
-		gained := gain
-		if creator {
-			// What the actor's blocks there cover, the creator role does
-			// not give it there either; under a block of everything,
-			// nothing.
-			all := false
-			for _, a := range path {
-				for _, b := range x.blocksOn(actor, a) {
-					if !live(b.exp, p.now) {
-						continue
-					}
-					if b.perms == nil {
-						all = true
-					} else {
-						gained = gained.minus(b.perms)
-					}
-				}
-			}
-			if all {
+		via := fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
+		if !creator {
+			from := x.reachedAt(at, resolve)
+			by, ok := from[name]
+			if !ok {
 				continue
 			}
+			c := by
+			for from[c] != "" {
+				c = from[c]
+			}
+			via = fmt.Sprintf("listed by name by %q there, to which the creator role %q leads, so that the actor may give it on each resource it registers", by, c)
 		}
+		refuse := func(meta map[string]string, format string, args ...any) error {
+			e := errorf(PermissionDenied, "actor", p.by.Actor,
+				"%s: %q is %s, and %s would let the actor %s on %q, where it may not",
+				RuleNoEscalation, name, via, what, fmt.Sprintf(format, args...), x.name(at))
+			e.Rule = RuleNoEscalation
+			meta["resource"] = x.name(at)
+			e.Meta = meta
+			return e
+		}
+		path := x.path(at, buf[:0])
 		held := p.heldAt(at, path)
-		if wildcard && !carriesWildcard(slices.Values(held)) {
-			return refuse(at, map[string]string{"role": name, "permission": Wildcard}, "%s %q, every permission a later policy may declare too", verb(creator, "take", "give"), Wildcard)
+		have, roles := x.effectiveOn(actor, path, p.now), held
+		if creator {
+			roles = x.grantedRoles(actor, path, p.now)
+			have = newBitset(len(x.cat.perms))
+			for _, d := range roles {
+				have.union(d.perms)
+			}
 		}
-		if missing := x.cat.top(gained.minus(x.effectiveOn(actor, path, p.now))); missing != "" {
-			return refuse(at, map[string]string{"role": name, "permission": missing}, "%s %q", verb(creator, "take", "give"), missing)
+		if wildcard && !carriesWildcard(slices.Values(roles)) {
+			return refuse(map[string]string{"role": name, "permission": Wildcard}, "%s %q, every permission a later policy may declare too", take, Wildcard)
+		}
+		if missing := x.cat.top(gain.minus(have)); missing != "" {
+			return refuse(map[string]string{"role": name, "permission": missing}, "%s %q", take, missing)
 		}
 		for _, n := range lists {
 			if !p.mayLetAssign(n, at, held) {
-				return refuse(at, map[string]string{"role": n, "listed_by": name}, "grant %q", n)
+				return refuse(map[string]string{"role": n, "listed_by": name}, "grant %q", n)
 			}
 		}
 	}
 	return nil
 }
 
-// verb is yes when cond holds, else no.
-func verb(cond bool, yes, no string) string {
-	if cond {
-		return yes
-	}
-	return no
-}
-
-// creatorReach says how an actor that registers a resource comes to hold,
-// or to give with no test, the role name: as a creator role (creator), or
-// through a creator role that lists it by name, or lists one that does,
-// in any definition; via says so, "" when it does not.
-func (x *Index) creatorReach(name string) (creator bool, via string) {
-	var types []string
-	for _, typ := range sortedKeys(x.creators) {
-		if x.creators[typ] == name {
-			types = append(types, typ)
+// reachedAt maps the creator roles, and the roles reached from them by
+// the names their definitions at at list in assignable_roles, breadth
+// first, each to the role it was first reached from ("" for a creator
+// role). resolve finds a role's definition at at.
+func (x *Index) reachedAt(at uint32, resolve func(at, role uint32) *roleDef) map[string]string {
+	return x.reachFrom(func(role uint32) []*roleDef {
+		if d := resolve(at, role); d != nil {
+			return []*roleDef{d}
 		}
-	}
-	if len(types) > 0 {
-		return true, fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
-	}
-	from := x.reached()
-	by, ok := from[name]
-	switch {
-	case !ok:
-		return false, ""
-	case from[by] == "":
-		return false, fmt.Sprintf("listed by name by the creator role %q, so that the actor may give it on each resource it registers", by)
-	}
-	c := by
-	for from[c] != "" {
-		c = from[c]
-	}
-	return false, fmt.Sprintf("listed by name by %q, which the creator role %q leads to, so that the actor may give it on each resource it registers", by, c)
+		return nil
+	})
 }
 
-// reached maps the creator roles, and the roles reached from them by the
-// names their definitions list in assignable_roles, breadth first, each
-// to the role it was first reached from ("" for a creator role).
+// reached is reachedAt through every definition, wherever it is.
 func (x *Index) reached() map[string]string {
+	return x.reachFrom(func(role uint32) []*roleDef {
+		var out []*roleDef
+		for _, scope := range x.roleScopes[role] {
+			out = append(out, x.roleDefs[roleKey(scope, role)])
+		}
+		return out
+	})
+}
+
+// reachFrom maps the creator roles, and the roles that the definitions
+// defs gives of each role reached list by name, breadth first, each to the
+// role it was first reached from ("" for a creator role).
+func (x *Index) reachFrom(defs func(role uint32) []*roleDef) map[string]string {
 	from := map[string]string{}
 	queue := x.creatorRoles()
 	for _, c := range queue {
@@ -304,8 +315,8 @@ func (x *Index) reached() map[string]string {
 		if id == noName {
 			continue
 		}
-		for _, scope := range x.roleScopes[id] {
-			for _, l := range x.roleDefs[roleKey(scope, id)].AssignableRoles {
+		for _, d := range defs(id) {
+			for _, l := range d.AssignableRoles {
 				if _, seen := from[l]; !seen && l != Wildcard {
 					from[l] = n
 					queue = append(queue, l)
@@ -314,6 +325,25 @@ func (x *Index) reached() map[string]string {
 		}
 	}
 	return from
+}
+
+// grantedRoles are the definitions, resolved at path[0], of the roles s
+// holds there by live grants on path, its blocks left out.
+func (x *Index) grantedRoles(s uint32, path []uint32, now int64) []*roleDef {
+	if s == noName {
+		return nil
+	}
+	var out []*roleDef
+	for _, a := range path {
+		for _, g := range x.grantsOn(s, a) {
+			if live(g.exp, now) {
+				if d := x.resolve(path, g.role); d != nil {
+					out = append(out, d)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // redefinitions are the resources where a role the actor holds, by a live
@@ -393,7 +423,7 @@ func (e *Engine) DeleteRole(ctx context.Context, by Author, scope, name string) 
 			if up := x.nodes[id].parent; up != noNode {
 				above = x.resolveAt(up, role)
 			}
-			if err := p.creatorGain(id, name, x.roleDefs[roleKey(id, role)], above, fmt.Sprintf("deleting its definition at %q", scope)); err != nil {
+			if err := p.creatorGain(id, name, x.roleDefs[roleKey(id, role)], above, x.resolveAt, fmt.Sprintf("deleting its definition at %q", scope)); err != nil {
 				return err
 			}
 		}
