@@ -1096,6 +1096,18 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
 				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
 			}}},
+		{reserved: reserved{name: "The one exception is the creator role; expired grants give no power: a grant that runs out does not let the actor put what it gives into the creator role, which stays",
+			world: func(t *testing.T) *world {
+				p := creatorPolicy()
+				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
+				w := newWorld(t, p)
+				w.grantUntil("user:a", "admin", "account:acme", time.Now().Add(time.Hour))
+				return w
+			},
+			actor: "user:a", mentions: []string{"owner", "secret", "account:acme"},
+			write: func(w *world, by authz.Author) (authz.Revision, error) {
+				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+			}}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
 				w := newWorld(t, roomPolicy())

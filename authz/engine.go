@@ -586,6 +586,9 @@ type plan struct {
 	// held are the roles the actor holds at each resource mayAssign looked
 	// at (see heldAt).
 	held map[uint32][]*roleDef
+	// reach and listers are creatorReach's, found once for the plan.
+	reach   map[string]string
+	listers map[string][]string
 	// weighed counts the resources mayAssign has weighed as places a grant
 	// reaches: what its looks cost.
 	weighed int

@@ -335,7 +335,8 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 				}
 			}
 		}
-		for _, cr := range sortedKeys(x.reached()) {
+		reach, _ := p.creatorReach()
+		for _, cr := range sortedKeys(reach) {
 			role := x.roleID(cr)
 			if role == noName || x.roleDefs[roleKey(id, role)] != nil {
 				continue

@@ -153,9 +153,10 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 // roles carry it there. resolve finds a role's definition at a resource as
 // it will be after the write.
 //
-// The creator role itself is judged against what the actor's grants give
-// it, its blocks left out: a block ends (it runs out, or is lifted, which
-// takes the actor nothing), and the creator role stays. A role the creator
+// The creator role itself is judged against what the actor holds for
+// good: what its grants with no expiry give it, its blocks left out. A
+// block ends (it runs out, or is lifted, which takes the actor nothing),
+// and so does a grant that expires, and the creator role stays. A role the creator
 // gives goes to another subject, and is judged against what the actor
 // holds, as a grant would be.
 //
@@ -174,7 +175,7 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 		}
 	}
 	creator := len(types) > 0
-	reach := x.reached()
+	reach, listers := p.creatorReach()
 	if _, reached := reach[name]; !reached || after == nil {
 		return nil
 	}
@@ -206,11 +207,16 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 	below := p.redefinitions()
 	if !creator {
 		below = slices.Clone(p.narrowings())
-		// Where a definition of a role on the way from a creator role
-		// may lead to name, or stop leading to it.
-		for n := range reach {
-			if id := x.roleID(n); id != noName {
-				below = append(below, x.roleScopes[id]...)
+		// Where a definition of a role on the way from a creator role to
+		// name may come to lead to it.
+		seen := map[string]bool{name: true}
+		for queue := []string{name}; len(queue) > 0; queue = queue[1:] {
+			for _, l := range listers[queue[0]] {
+				if !seen[l] {
+					seen[l] = true
+					queue = append(queue, l)
+					below = append(below, x.roleScopes[x.roleID(l)]...)
+				}
 			}
 		}
 		below = sortedUnique(below)
@@ -227,17 +233,19 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 		take = "take"
 	}
 	var buf [MaxDepth + 1]uint32
-	for _, at := range points {
+	for i, at := range points {
+		if i%1024 == 1023 {
+			// Many points cost seconds: the write stops when its caller
+			// gives up.
+			if err := p.ctx.Err(); err != nil {
+				return err
+			}
+		}
 		via := fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
 		if !creator {
-			from := x.reachedAt(at, resolve)
-			by, ok := from[name]
+			by, c, ok := p.leadsTo(at, name, resolve)
 			if !ok {
 				continue
-			}
-			c := by
-			for from[c] != "" {
-				c = from[c]
 			}
 			via = fmt.Sprintf("listed by name by %q there, to which the creator role %q leads, so that the actor may give it on each resource it registers", by, c)
 		}
@@ -254,7 +262,7 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 		held := p.heldAt(at, path)
 		have, roles := x.effectiveOn(actor, path, p.now), held
 		if creator {
-			roles = x.grantedRoles(actor, path, p.now)
+			roles = x.grantedRoles(actor, path)
 			have = newBitset(len(x.cat.perms))
 			for _, d := range roles {
 				have.union(d.perms)
@@ -275,20 +283,81 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 	return nil
 }
 
-// reachedAt maps the creator roles, and the roles reached from them by
-// the names their definitions at at list in assignable_roles, breadth
-// first, each to the role it was first reached from ("" for a creator
-// role). resolve finds a role's definition at at.
-func (x *Index) reachedAt(at uint32, resolve func(at, role uint32) *roleDef) map[string]string {
-	return x.reachFrom(func(role uint32) []*roleDef {
-		if d := resolve(at, role); d != nil {
-			return []*roleDef{d}
+// leadsTo reports whether a creator role leads to name at at, by the
+// definitions resolve finds there: by lists name there, and the chain of
+// listings from the creator role c reaches by.
+func (p *plan) leadsTo(at uint32, name string, resolve func(at, role uint32) *roleDef) (by, c string, ok bool) {
+	x := p.x
+	_, listers := p.creatorReach()
+	seen := map[string]bool{}
+	// from is the creator role from which a chain of listings at at
+	// reaches n, "" when none does.
+	var from func(n string) string
+	from = func(n string) string {
+		if x.creatorOf(n) {
+			return n
 		}
-		return nil
-	})
+		if seen[n] {
+			return ""
+		}
+		seen[n] = true
+		for _, l := range listers[n] {
+			if d := resolve(at, x.roleID(l)); d != nil && d.lists(n) {
+				if c := from(l); c != "" {
+					return c
+				}
+			}
+		}
+		return ""
+	}
+	seen[name] = true
+	for _, l := range listers[name] {
+		if d := resolve(at, x.roleID(l)); d != nil && d.lists(name) {
+			if c := from(l); c != "" {
+				return l, c, true
+			}
+		}
+	}
+	return "", "", false
 }
 
-// reached is reachedAt through every definition, wherever it is.
+// creatorOf reports whether name is a creator role.
+func (x *Index) creatorOf(name string) bool {
+	for _, r := range x.creators {
+		if r == name {
+			return true
+		}
+	}
+	return false
+}
+
+// creatorReach is x.reached(), and the roles among it whose definitions
+// list each role by name, found once for the plan.
+func (p *plan) creatorReach() (reach map[string]string, listers map[string][]string) {
+	if p.reach == nil {
+		x := p.x
+		p.reach, p.listers = x.reached(), map[string][]string{}
+		for _, n := range sortedKeys(p.reach) {
+			id := x.roleID(n)
+			if id == noName {
+				continue
+			}
+			for _, scope := range x.roleScopes[id] {
+				for _, l := range x.roleDefs[roleKey(scope, id)].AssignableRoles {
+					if l != Wildcard && !slices.Contains(p.listers[l], n) {
+						p.listers[l] = append(p.listers[l], n)
+					}
+				}
+			}
+		}
+	}
+	return p.reach, p.listers
+}
+
+// reached maps the creator roles, and the roles reached from them by the
+// names any of their definitions list in assignable_roles, wherever they
+// are, breadth first, each to the role it was first reached from ("" for a
+// creator role).
 func (x *Index) reached() map[string]string {
 	return x.reachFrom(func(role uint32) []*roleDef {
 		var out []*roleDef
@@ -328,15 +397,16 @@ func (x *Index) reachFrom(defs func(role uint32) []*roleDef) map[string]string {
 }
 
 // grantedRoles are the definitions, resolved at path[0], of the roles s
-// holds there by live grants on path, its blocks left out.
-func (x *Index) grantedRoles(s uint32, path []uint32, now int64) []*roleDef {
+// holds there for good: by grants on path with no expiry, its blocks left
+// out.
+func (x *Index) grantedRoles(s uint32, path []uint32) []*roleDef {
 	if s == noName {
 		return nil
 	}
 	var out []*roleDef
 	for _, a := range path {
 		for _, g := range x.grantsOn(s, a) {
-			if live(g.exp, now) {
+			if g.exp == 0 {
 				if d := x.resolve(path, g.role); d != nil {
 					out = append(out, d)
 				}
