@@ -742,6 +742,20 @@ func TestACreatorRoleRefusalNamesWhatTheActorLacks(t *testing.T) {
 	}
 }
 
+// plainCreatorWorld has creatorWorld's policy, with admin defined at root
+// only, and no grants.
+func plainCreatorWorld(t *testing.T) *world {
+	p := creatorPolicy()
+	p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
+	return newWorld(t, p)
+}
+
+// putOwnerWithSecret defines owner, the creator role of events, at
+// account:acme with event.view and secret.
+func putOwnerWithSecret(w *world, by authz.Author) (authz.Revision, error) {
+	return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
+}
+
 // creatorWorldWith is creatorWorld with roles defined in it, in order.
 func creatorWorldWith(roles ...authz.Role) func(*testing.T) *world {
 	return func(t *testing.T) *world {
@@ -989,9 +1003,7 @@ func TestDelegationInvariantCases(t *testing.T) {
 			}}},
 		{reserved: reserved{name: "The one exception is the creator role, granted when the actor registers a resource; a definition's permissions are bounded by the actor's own (rule 1): not the creator role, above a resource where the actor's own role is defined with less",
 			world: creatorWorld, actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
-			}}},
+			write: putOwnerWithSecret}},
 		{reserved: reserved{name: "The one exception is the creator role; a definition is bounded by the actor's own (rule 1): the creator role above, carrying only what the actor holds wherever it applies",
 			world: creatorWorld, actor: "user:a", allowed: true,
 			write: func(w *world, by authz.Author) (authz.Revision, error) {
@@ -1040,17 +1052,13 @@ func TestDelegationInvariantCases(t *testing.T) {
 			write: deleteOwnerAtW}},
 		{reserved: reserved{name: "The one exception is the creator role; a block applies on the resource and its descendants: the creator role above a block of the actor may carry what the block covers, which it gives the actor nowhere below",
 			world: func(t *testing.T) *world {
-				p := creatorPolicy()
-				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
-				w := newWorld(t, p)
+				w := plainCreatorWorld(t)
 				w.grant("user:a", "admin", "account:acme")
 				w.block(authz.Block{Subject: "user:a", Resource: "workspace:w", Permissions: []string{"secret"}})
 				return w
 			},
 			actor: "user:a", allowed: true,
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
-			}}},
+			write: putOwnerWithSecret}},
 		{reserved: reserved{name: "Grant ... some role the actor holds at s lists R in assignable_roles (no further test): not a role the creator role lists, defined above a resource where the actor's own role is defined with less, to carry what the actor lacks there",
 			world: creatorWorldWith(
 				authz.Role{Name: "helper", Scope: "root", Permissions: []string{"event.view"}},
@@ -1063,9 +1071,7 @@ func TestDelegationInvariantCases(t *testing.T) {
 			world: func(t *testing.T) *world {
 				// The actor holds every permission declared, wherever it
 				// holds admin, but not "*".
-				p := creatorPolicy()
-				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
-				w := newWorld(t, p)
+				w := plainCreatorWorld(t)
 				w.grant("user:a", "admin", "account:acme")
 				w.role(authz.Role{Name: "owner", Scope: "root", Permissions: []string{authz.Wildcard}})
 				w.role(authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view"}})
@@ -1093,21 +1099,15 @@ func TestDelegationInvariantCases(t *testing.T) {
 				return w
 			},
 			actor: "user:a", mentions: []string{"owner", "secret", "workspace:w"},
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
-			}}},
+			write: putOwnerWithSecret}},
 		{reserved: reserved{name: "The one exception is the creator role; expired grants give no power: a grant that runs out does not let the actor put what it gives into the creator role, which stays",
 			world: func(t *testing.T) *world {
-				p := creatorPolicy()
-				p.Roles = slices.DeleteFunc(p.Roles, func(r authz.Role) bool { return r.Scope == "workspace:w" })
-				w := newWorld(t, p)
+				w := plainCreatorWorld(t)
 				w.grantUntil("user:a", "admin", "account:acme", time.Now().Add(time.Hour))
 				return w
 			},
 			actor: "user:a", mentions: []string{"owner", "secret", "account:acme"},
-			write: func(w *world, by authz.Author) (authz.Revision, error) {
-				return w.eng.PutRole(w.ctx, by, authz.Role{Name: "owner", Scope: "account:acme", Permissions: []string{"event.view", "secret"}})
-			}}},
+			write: putOwnerWithSecret}},
 		{reserved: reserved{name: "an event's Owner deletes the event: the actor may lose its own grants on the resource it deletes",
 			world: func(t *testing.T) *world {
 				w := newWorld(t, roomPolicy())
