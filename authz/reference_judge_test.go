@@ -795,9 +795,9 @@ func (j *judgement) putRole(role authz.Role) (authz.Snapshot, bool) {
 // there before, is the actor's own there ("*" only if its roles there
 // carry "*"), and every role it comes to list there, the actor may assign
 // there. The creator role is the actor's for good, and is weighed against
-// what the actor holds for good, by grants with no expiry, its blocks left
-// out, for a block ends, and so does a grant that expires; a role it would
-// give is weighed against what the actor holds.
+// what the actor's grants give it, its blocks left out, for a block ends,
+// and takes from the creator role what it takes from the others; a role it
+// would give is weighed against what the actor holds.
 func (j *judgement) creatorGain(after authz.Snapshot) {
 	r, a := j.before, newReference(after, j.now)
 	creator := map[string]bool{}
@@ -834,13 +834,13 @@ func (j *judgement) creatorGain(after authz.Snapshot) {
 		}
 		return out
 	})
-	// granted: the roles the actor holds at res for good, by grants with
-	// no expiry, its blocks left out.
+	// granted: the roles the actor's live grants give it at res, its
+	// blocks left out.
 	granted := func(res string) []authz.Role {
 		var out []authz.Role
 		for _, at := range r.path(res) {
 			for _, g := range j.s.Grants {
-				if g.Subject == j.actor && g.Resource == at && g.Expires.IsZero() {
+				if g.Subject == j.actor && g.Resource == at && r.unexpired(g.Expires) {
 					if d, ok := r.definition(g.Role, res); ok {
 						out = append(out, d)
 					}

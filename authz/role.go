@@ -153,10 +153,11 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 // roles carry it there. resolve finds a role's definition at a resource as
 // it will be after the write.
 //
-// The creator role itself is judged against what the actor holds for
-// good: what its grants with no expiry give it, its blocks left out. A
-// block ends (it runs out, or is lifted, which takes the actor nothing),
-// and so does a grant that expires, and the creator role stays. A role the creator
+// The creator role itself is judged against what the actor's grants give
+// it, its blocks left out: a block ends (it runs out, or is lifted, which
+// takes the actor nothing), and the creator role stays; a block of the
+// actor takes from the creator role what it takes from the actor's other
+// roles. A role the creator
 // gives goes to another subject, and is judged against what the actor
 // holds, as a grant would be.
 //
@@ -262,7 +263,7 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 		held := p.heldAt(at, path)
 		have, roles := x.effectiveOn(actor, path, p.now), held
 		if creator {
-			roles = x.grantedRoles(actor, path)
+			roles = x.grantedRoles(actor, path, p.now)
 			have = newBitset(len(x.cat.perms))
 			for _, d := range roles {
 				have.union(d.perms)
@@ -397,16 +398,15 @@ func (x *Index) reachFrom(defs func(role uint32) []*roleDef) map[string]string {
 }
 
 // grantedRoles are the definitions, resolved at path[0], of the roles s
-// holds there for good: by grants on path with no expiry, its blocks left
-// out.
-func (x *Index) grantedRoles(s uint32, path []uint32) []*roleDef {
+// holds there by live grants on path, its blocks left out.
+func (x *Index) grantedRoles(s uint32, path []uint32, now int64) []*roleDef {
 	if s == noName {
 		return nil
 	}
 	var out []*roleDef
 	for _, a := range path {
 		for _, g := range x.grantsOn(s, a) {
-			if g.exp == 0 {
+			if live(g.exp, now) {
 				if d := x.resolve(path, g.role); d != nil {
 					out = append(out, d)
 				}
