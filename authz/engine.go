@@ -587,7 +587,7 @@ type plan struct {
 	// at (see heldAt).
 	held map[uint32][]*roleDef
 	// reach and listers are creatorReach's, found once for the plan.
-	reach   map[string]string
+	reach   map[string]bool
 	listers map[string][]string
 	// weighed counts the resources mayAssign has weighed as places a grant
 	// reaches: what its looks cost.

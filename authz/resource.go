@@ -322,9 +322,8 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 	if p.by.Actor != "" {
 		// The creator roles, and the roles they lead to, as defined above
 		// the resource change with the move, for the resources the actor
-		// registers below it.
-		// A role resolves in the moved subtree as it does now up to the
-		// resource, and from the new parent up beyond it.
+		// registers below it: a role resolves in the moved subtree as it
+		// does now up to the resource, and from the new parent beyond it.
 		moved := func(at, role uint32) *roleDef {
 			for a := at; ; a = x.nodes[a].parent {
 				if d := x.roleDefs[roleKey(a, role)]; d != nil {

@@ -157,9 +157,8 @@ func (p *plan) boundedDefinition(scope uint32, r, asked Role) error {
 // it, its blocks left out: a block ends (it runs out, or is lifted, which
 // takes the actor nothing), and the creator role stays; a block of the
 // actor takes from the creator role what it takes from the actor's other
-// roles. A role the creator
-// gives goes to another subject, and is judged against what the actor
-// holds, as a grant would be.
+// roles. A role the creator gives goes to another subject, and is judged
+// against what the actor holds, as a grant would be.
 //
 // Else an actor whose role a workspace restates with less could define the
 // creator role, or a role it leads to, above the workspace, delete the
@@ -177,7 +176,7 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 	}
 	creator := len(types) > 0
 	reach, listers := p.creatorReach()
-	if _, reached := reach[name]; !reached || after == nil {
+	if !reach[name] || after == nil {
 		return nil
 	}
 	gain := after.perms
@@ -242,15 +241,18 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 				return err
 			}
 		}
-		via := fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
+		var by, c string
 		if !creator {
-			by, c, ok := p.leadsTo(at, name, resolve)
-			if !ok {
+			var ok bool
+			if by, c, ok = p.leadsTo(at, name, resolve); !ok {
 				continue
 			}
-			via = fmt.Sprintf("listed by name by %q there, to which the creator role %q leads, so that the actor may give it on each resource it registers", by, c)
 		}
 		refuse := func(meta map[string]string, format string, args ...any) error {
+			via := fmt.Sprintf("the creator role of %s resources, which the actor is granted on each one it registers", strings.Join(types, ", "))
+			if !creator {
+				via = fmt.Sprintf("listed by name by %q there, to which the creator role %q leads, so that the actor may give it on each resource it registers", by, c)
+			}
 			e := errorf(PermissionDenied, "actor", p.by.Actor,
 				"%s: %q is %s, and %s would let the actor %s on %q, where it may not",
 				RuleNoEscalation, name, via, what, fmt.Sprintf(format, args...), x.name(at))
@@ -332,69 +334,44 @@ func (x *Index) creatorOf(name string) bool {
 	return false
 }
 
-// creatorReach is x.reached(), and the roles among it whose definitions
-// list each role by name, found once for the plan.
-func (p *plan) creatorReach() (reach map[string]string, listers map[string][]string) {
-	if p.reach == nil {
-		x := p.x
-		p.reach, p.listers = x.reached(), map[string][]string{}
-		for _, n := range sortedKeys(p.reach) {
-			id := x.roleID(n)
-			if id == noName {
-				continue
-			}
-			for _, scope := range x.roleScopes[id] {
-				for _, l := range x.roleDefs[roleKey(scope, id)].AssignableRoles {
-					if l != Wildcard && !slices.Contains(p.listers[l], n) {
-						p.listers[l] = append(p.listers[l], n)
-					}
-				}
-			}
-		}
+// creatorReach finds, once for the plan, the roles the creator roles lead
+// to by the names any of their definitions list in assignable_roles,
+// wherever they are (the creator roles among them), and for each role the
+// roles among those whose definitions list it.
+func (p *plan) creatorReach() (reach map[string]bool, listers map[string][]string) {
+	if p.reach != nil {
+		return p.reach, p.listers
 	}
-	return p.reach, p.listers
-}
-
-// reached maps the creator roles, and the roles reached from them by the
-// names any of their definitions list in assignable_roles, wherever they
-// are, breadth first, each to the role it was first reached from ("" for a
-// creator role).
-func (x *Index) reached() map[string]string {
-	return x.reachFrom(func(role uint32) []*roleDef {
-		var out []*roleDef
-		for _, scope := range x.roleScopes[role] {
-			out = append(out, x.roleDefs[roleKey(scope, role)])
-		}
-		return out
-	})
-}
-
-// reachFrom maps the creator roles, and the roles that the definitions
-// defs gives of each role reached list by name, breadth first, each to the
-// role it was first reached from ("" for a creator role).
-func (x *Index) reachFrom(defs func(role uint32) []*roleDef) map[string]string {
-	from := map[string]string{}
+	x := p.x
+	p.reach, p.listers = map[string]bool{}, map[string][]string{}
 	queue := x.creatorRoles()
 	for _, c := range queue {
-		from[c] = ""
+		p.reach[c] = true
 	}
-	for len(queue) > 0 {
+	for ; len(queue) > 0; queue = queue[1:] {
 		n := queue[0]
-		queue = queue[1:]
 		id := x.roleID(n)
 		if id == noName {
 			continue
 		}
-		for _, d := range defs(id) {
-			for _, l := range d.AssignableRoles {
-				if _, seen := from[l]; !seen && l != Wildcard {
-					from[l] = n
+		for _, scope := range x.roleScopes[id] {
+			for _, l := range x.roleDefs[roleKey(scope, id)].AssignableRoles {
+				if l == Wildcard {
+					continue
+				}
+				// n's definitions are read one after another: n is last
+				// in l's listers if it is there at all.
+				if k := len(p.listers[l]); k == 0 || p.listers[l][k-1] != n {
+					p.listers[l] = append(p.listers[l], n)
+				}
+				if !p.reach[l] {
+					p.reach[l] = true
 					queue = append(queue, l)
 				}
 			}
 		}
 	}
-	return from
+	return p.reach, p.listers
 }
 
 // grantedRoles are the definitions, resolved at path[0], of the roles s
