@@ -244,13 +244,20 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 		}
 		// An issuer's public key or certificate, which anyone may have,
 		// would let anyone sign an HS256 token Usher takes.
+		form := publicKeyForm(secret)
 		var jwk struct {
-			Kty string `json:"kty"`
+			Kty  string            `json:"kty"`
+			Keys []json.RawMessage `json:"keys"`
 		}
-		if json.Unmarshal(secret, &jwk) == nil && jwk.Kty == "oct" {
-			return nil, configError(field, where, "the HS256 secret is a JSON Web Key of a shared secret: give the secret itself (its k, decoded), not the key's JSON")
+		if json.Unmarshal(secret, &jwk) == nil {
+			switch {
+			case jwk.Kty == "oct":
+				return nil, configError(field, where, "the HS256 secret is a JSON Web Key of a shared secret: give the secret itself (its k, decoded), not the key's JSON")
+			case jwk.Kty != "" || len(jwk.Keys) > 0:
+				form = "a JSON Web Key" // or an issuer's key set
+			}
 		}
-		if form := publicKeyForm(secret); form != "" {
+		if form != "" {
 			return nil, configError(field, where, "the HS256 secret is %s, which is public: HS256 needs a secret shared only with the issuer, RS256 verifies with a public key", form)
 		}
 		return secret, nil
@@ -270,19 +277,12 @@ func (j *EnvoyJWT) verificationKey() (any, error) {
 // certificate, as an issuer publishes them; "" when it holds none. A PEM
 // block counts however its lines are broken: escaped ("\n") in a
 // variable, or indented, it is no PEM block to a decoder but the same key.
-// So do a JSON Web Key or key set (an issuer's JWKS), the DER of a key or
-// certificate, raw, in hex or in base64 of any alphabet and line breaks,
-// and a PEM block in base64.
+// So do the DER of a key or certificate, raw, in hex or in base64 of any
+// alphabet and line breaks, and a PEM block in base64. (A JSON Web Key is
+// verificationKey's to tell.)
 func publicKeyForm(secret []byte) string {
 	if m := pemBegin.FindSubmatch(secret); m != nil {
 		return "a PEM " + string(m[1])
-	}
-	var jwk struct {
-		Kty  string            `json:"kty"`
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if json.Unmarshal(secret, &jwk) == nil && (jwk.Kty != "" && jwk.Kty != "oct" || len(jwk.Keys) > 0) {
-		return "a JSON Web Key"
 	}
 	der := func(b []byte) string {
 		if _, err := x509.ParsePKIXPublicKey(b); err == nil {
