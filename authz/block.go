@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,12 +11,13 @@ import (
 )
 
 // MaxBlocksPerBinding is the most blocks one subject may carry on one
-// resource.
+// resource. A new block past it takes the place of blocks that ran out,
+// or else of live ones it covers and outlasts.
 const MaxBlocksPerBinding = 100
 
 // Block denies b.Subject the listed permissions (all when none are listed),
 // with everything they imply, on b.Resource and below. Blocks are additive:
-// a new block never replaces or weakens another. A block with an ID that
+// a new block never weakens another (see MaxBlocksPerBinding). A block with an ID that
 // exists replaces that block; without an ID, the block gets a new one.
 func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, string, error) {
 	asked := b.Permissions // errors index the request's list, not the sorted one
@@ -56,12 +58,22 @@ func (e *Engine) Block(ctx context.Context, by Author, b Block) (Revision, strin
 		} else if len(existing) >= MaxBlocksPerBinding {
 			// Blocks that ran out deny nothing: they make way for this
 			// one, so that none can be filled with them to keep a ban
-			// from being placed.
-			var spent []*blockEntry
+			// from being placed. Nor with live ones (an accomplice's
+			// mutes): when those that ran out are too few, as few as
+			// needed of the live ones this one covers and outlasts make
+			// way, the soonest to run out first; while this one lives,
+			// they deny nothing it does not.
+			var spent, covered []*blockEntry
 			for _, e := range existing {
 				if !live(e.exp, p.now) {
 					spent = append(spent, e)
+				} else if covers(b, e) {
+					covered = append(covered, e)
 				}
+			}
+			if short := len(existing) - len(spent) - MaxBlocksPerBinding + 1; short > 0 && len(covered) >= short {
+				slices.SortStableFunc(covered, func(c, d *blockEntry) int { return cmpExpiry(c.exp, d.exp) })
+				spent = append(spent, covered[:short]...)
 			}
 			if n := len(existing) - len(spent); n >= MaxBlocksPerBinding {
 				e := errorf(ResourceExhausted, "subject", b.Subject,
@@ -175,6 +187,34 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 		p.judged = true
 		return nil
 	})
+}
+
+// covers reports whether b denies all that e denies, for at least as long:
+// it lists no permission, or every one e lists, and runs out no sooner.
+func covers(b Block, e *blockEntry) bool {
+	if exp := expiry(b.Expires); exp != 0 && (e.exp == 0 || e.exp > exp) {
+		return false
+	}
+	if len(b.Permissions) == 0 {
+		return true
+	}
+	return len(e.Permissions) > 0 && !slices.ContainsFunc(e.Permissions, func(perm string) bool {
+		_, found := slices.BinarySearch(b.Permissions, perm)
+		return !found
+	})
+}
+
+// cmpExpiry orders expiries soonest first, never last.
+func cmpExpiry(a, b int64) int {
+	switch {
+	case a == b:
+		return 0
+	case a == 0:
+		return 1
+	case b == 0:
+		return -1
+	}
+	return cmp.Compare(a, b)
 }
 
 func newBlockID() string {

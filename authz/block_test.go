@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -65,8 +66,9 @@ func TestBlock(t *testing.T) {
 			for range authz.MaxBlocksPerBinding {
 				w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-audio"}})
 			}
+			// A block that covers none of them finds no room.
 			w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
-				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42"}))
+				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-video"}}))
 			})
 		}},
 		{"blocks that ran out make way: a subject's slots filled with them still take a ban, which lifts them", func(t *testing.T, w *world) {
@@ -89,7 +91,7 @@ func TestBlock(t *testing.T) {
 				w.block(authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"send-audio"}})
 			}
 			w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
-				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42"}))
+				return noID(w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:bob", Resource: "call:livestream:42", Permissions: []string{"screenshare"}}))
 			})
 		}},
 		{"a moderator's ban makes way through spent blocks too, the deletes judged with it", func(t *testing.T, w *world) {
@@ -156,4 +158,94 @@ func TestBlock(t *testing.T) {
 			tc.run(t, newWorld(t, streamPolicy()))
 		})
 	}
+}
+
+// A subject's block slots on a resource, filled with live mutes by someone
+// who may only mute, must not keep a ban out: "a later block never weakens
+// an earlier one", and a block that covers a mute and outlasts it takes
+// nothing from it while it lives. So the fewest such mutes make way, the
+// soonest to run out first; a block that covers none finds no room.
+func TestALiveBlockMakesWayForOneThatCoversIt(t *testing.T) {
+	policy := func() authz.Policy {
+		p := streamPolicy()
+		p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermBlocksWrite + ".send-audio", Parents: []string{"mute-users"}})
+		p.Roles = append(p.Roles, authz.Role{Name: "muter", Scope: "root", Permissions: []string{"mute-users", "join-call", "send-audio"}})
+		return p
+	}
+	const call = "call:livestream:42"
+	// fill has user:muter mute user:bob on the call in every slot, the
+	// i-th mute running out i+1 hours from now, or never with forever.
+	fill := func(t *testing.T, w *world, forever bool) {
+		w.grant("user:muter", "muter", call)
+		w.grant("user:mod", "moderator", call)
+		w.grant("user:bob", "call-member", call)
+		for i := range authz.MaxBlocksPerBinding {
+			b := authz.Block{Subject: "user:bob", Resource: call, ID: fmt.Sprintf("mute-%03d", i), Permissions: []string{"send-audio"}}
+			if !forever {
+				b.Expires = w.clock.Now().Add(time.Duration(authz.MaxBlocksPerBinding-i) * time.Hour)
+			}
+			if _, _, err := w.eng.Block(w.ctx, as("user:muter"), b); err != nil {
+				t.Fatalf("mute %d: %v", i, err)
+			}
+		}
+	}
+	t.Run("a moderator's ban takes the place of the mute that runs out soonest", func(t *testing.T) {
+		w := newWorld(t, policy())
+		fill(t, w, false)
+		if _, _, err := w.eng.Block(w.ctx, as("user:mod"), authz.Block{Subject: "user:bob", Resource: call, ID: "ban", Reason: "ban"}); err != nil {
+			t.Fatalf("the moderator's ban, the slots full of mutes: %v", err)
+		}
+		sets := w.be.committed()
+		var got []string
+		for _, c := range sets[len(sets)-1].Changes {
+			got = append(got, c.Op.String()+" "+c.Block.ID)
+		}
+		if want := []string{"delete_block mute-099", "put_block ban"}; !slices.Equal(got, want) {
+			t.Errorf("the ban's change set = %v, want %v", got, want)
+		}
+		if d := w.check("user:bob", "join-call", call); d.Allowed || d.BlockReason != "ban" {
+			t.Errorf("after the ban, Check = %+v", d)
+		}
+		// The other mutes stay, and outlive the ban lifted.
+		if _, err := w.eng.Unblock(w.ctx, as("user:mod"), "user:bob", call, "ban"); err != nil {
+			t.Fatalf("lifting the ban: %v", err)
+		}
+		if d := w.check("user:bob", "send-audio", call); d.Allowed {
+			t.Errorf("after the ban is lifted, Check of send-audio = %+v, want the mutes to deny it", d)
+		}
+	})
+	t.Run("a mute that covers and outlasts another takes its place too", func(t *testing.T) {
+		w := newWorld(t, policy())
+		fill(t, w, false)
+		if _, _, err := w.eng.Block(w.ctx, as("user:muter"), authz.Block{Subject: "user:bob", Resource: call, ID: "long", Permissions: []string{"send-audio"}}); err != nil {
+			t.Fatalf("a mute with no end, the slots full of mutes that end: %v", err)
+		}
+		if d := w.check("user:bob", "send-audio", call); d.Allowed {
+			t.Errorf("after the mute, Check = %+v", d)
+		}
+	})
+	t.Run("a ban that runs out before every mute finds no room", func(t *testing.T) {
+		w := newWorld(t, policy())
+		fill(t, w, false)
+		w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
+			return noID(w.eng.Block(w.ctx, as("user:mod"), authz.Block{Subject: "user:bob", Resource: call, Expires: w.clock.Now().Add(time.Minute)}))
+		})
+	})
+	t.Run("a ban with an end finds no room among mutes with none", func(t *testing.T) {
+		w := newWorld(t, policy())
+		fill(t, w, true)
+		w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
+			return noID(w.eng.Block(w.ctx, as("user:mod"), authz.Block{Subject: "user:bob", Resource: call, Expires: w.clock.Now().Add(1000 * time.Hour)}))
+		})
+	})
+	t.Run("a mute never takes a ban's place", func(t *testing.T) {
+		w := newWorld(t, policy())
+		w.grant("user:muter", "muter", call)
+		for i := range authz.MaxBlocksPerBinding {
+			w.block(authz.Block{Subject: "user:bob", Resource: call, ID: fmt.Sprintf("ban-%03d", i), Expires: w.clock.Now().Add(time.Minute)})
+		}
+		w.refuses(authz.ResourceExhausted, "subject", "user:bob", func() (authz.Revision, error) {
+			return noID(w.eng.Block(w.ctx, as("user:muter"), authz.Block{Subject: "user:bob", Resource: call, Permissions: []string{"send-audio"}}))
+		})
+	})
 }

@@ -1,8 +1,10 @@
 package authz_test
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -1037,7 +1039,28 @@ func (j *judgement) block(b authz.Block) (authz.Snapshot, bool) {
 		}
 	}
 	if !replaced && unexpired >= authz.MaxBlocksPerBinding {
-		j.refuse(authz.ResourceExhausted, "", "%s carries %d unexpired blocks on %s already", b.Subject, unexpired, b.Resource)
+		// The fewest unexpired blocks that b covers and outlasts make
+		// way for it, the soonest to run out first.
+		var covered []authz.Block
+		for _, o := range j.s.Blocks {
+			if o.Subject == b.Subject && o.Resource == b.Resource && r.unexpired(o.Expires) && coversBlock(b, o) {
+				covered = append(covered, o)
+			}
+		}
+		short := unexpired - authz.MaxBlocksPerBinding + 1
+		if len(covered) < short {
+			j.refuse(authz.ResourceExhausted, "", "%s carries %d unexpired blocks on %s already", b.Subject, unexpired, b.Resource)
+		} else {
+			slices.SortFunc(covered, func(x, y authz.Block) int {
+				if c := cmp.Compare(expiresOrNever(x.Expires), expiresOrNever(y.Expires)); c != 0 {
+					return c
+				}
+				return strings.Compare(x.ID, y.ID)
+			})
+			for _, o := range covered[:short] {
+				after.Blocks = slices.DeleteFunc(after.Blocks, func(a authz.Block) bool { return sameBlockKey(a, o) })
+			}
+		}
 	}
 	if !replaced && carried >= authz.MaxBlocksPerBinding {
 		// Blocks that ran out make way for the new one.
@@ -1872,4 +1895,33 @@ func TestReferenceJudgeRefusesPastMaxDepthAsTheEngineDoes(t *testing.T) {
 			t.Errorf("%s: the engine refuses it %v; the reference's verdicts do not explain it: %v", write, err, verdicts)
 		}
 	}
+}
+
+// coversBlock reports whether b denies all that o denies, for at least as
+// long: it lists no permission or every one o lists, and runs out no
+// sooner.
+func coversBlock(b, o authz.Block) bool {
+	if expiresOrNever(b.Expires) < expiresOrNever(o.Expires) {
+		return false
+	}
+	if len(b.Permissions) == 0 {
+		return true
+	}
+	if len(o.Permissions) == 0 {
+		return false
+	}
+	for _, p := range o.Permissions {
+		if !slices.Contains(b.Permissions, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// expiresOrNever is an expiry in Unix nanoseconds, the largest for none.
+func expiresOrNever(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }

@@ -213,7 +213,9 @@ func TestTheBlocksLimitNamesTheLimit(t *testing.T) {
 		f.block(mute)
 	}
 	before := f.snapshotState("user:z")
-	_, err := f.admin.Block(f.ctx(), mute)
+	// A block that covers none of them: one that did would take the
+	// place of one.
+	_, err := f.admin.Block(f.ctx(), &usherv1.BlockRequest{Subject: "user:z", Resource: stream42, Permissions: []string{"send-video"}})
 	st := wantCode(t, err, codes.ResourceExhausted)
 	limit := fmt.Sprint(authz.MaxBlocksPerBinding)
 	wantDetails(t, st, refusal{reason: "LIMIT_EXCEEDED", field: "subject", value: "user:z",

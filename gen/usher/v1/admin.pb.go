@@ -1205,7 +1205,10 @@ func (x *DeleteResourceResponse) GetRevision() uint64 {
 // BlockRequest adds or replaces a block. INVALID_ARGUMENT for an
 // undeclared permission; NOT_FOUND when the resource is not registered;
 // RESOURCE_EXHAUSTED when the subject already carries 100 unexpired blocks
-// there; blocks that ran out make way for the new one, which deletes them.
+// there; blocks that ran out make way for the new one, which deletes them,
+// or else as few as needed of the unexpired blocks it covers (it lists no
+// permission, or every one they list) and outlasts, the soonest to run out
+// first.
 type BlockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The subject to block, as kind:id.
