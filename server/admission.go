@@ -344,7 +344,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	// A watch from the start sends the whole state, and so does a resume
 	// that cannot resume. Asking costs a resume of a call with
 	// participants a read of the log on a cluster; one of a call with none
-	// is charged once read, should it send the whole state after all.
+	// does not ask. Either is paced below by what it sent.
 	whole := after == 0 || n > 0 && s.m.Whole(req.GetResource(), after)
 	if whole && n > 0 {
 		// A whole initial state tells of every participant: one that the
@@ -356,14 +356,14 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		}
 		fits()
 	}
-	// Nor may the server's callers, or one of them, start whole states, of
-	// streams they end at once, faster than their share of what the node
-	// reads of them a second.
-	var pace *initialPace
-	if whole {
-		if pace, err = paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1); err != nil {
-			return err
-		}
+	// Nor may the server's callers, or one of them, start streams, which
+	// they may end at once, faster than their share of what the node
+	// reads of them a second: a resume reads every participant of the
+	// call, under the same locks, to find those changed since its
+	// revision, and sends the lobby whole, as a whole state does.
+	pace, err := paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1)
+	if err != nil {
+		return err
 	}
 	w, err := s.m.Watch(req.GetResource(), after)
 	if err != nil {
@@ -371,11 +371,7 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		return toStatus(err)
 	}
 	defer w.Close()
-	if pace == nil && resets(w.Initial) {
-		// A resume the view could no longer resume once it looked.
-		pace = chargeInitial(stream.Context(), s.pacesAll, s.paces)
-	}
-	pace.settle(len(w.Initial))
+	pace.settle(max(len(w.Initial), n+1))
 	// A client that does not read holds its initial state until it does:
 	// one caller's streams hold at most its share of what all hold.
 	unheld, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), len(w.Initial))
@@ -446,10 +442,4 @@ func toCallEvent(ev admission.Event) *usherv1.CallEvent {
 		LivekitGrant: toLiveKitGrant(ev.Grant), Outcome: usherv1.Outcome(ev.Outcome), BlockId: ev.BlockID,
 		Note: ev.Note, Reset_: ev.Reset,
 	}
-}
-
-// resets reports whether a watch's initial state is the whole state sent
-// in place of a resume, which its SYNCED event says.
-func resets(initial []admission.Event) bool {
-	return len(initial) > 0 && initial[len(initial)-1].Kind == admission.EventSynced && initial[len(initial)-1].Reset
 }

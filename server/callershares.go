@@ -228,7 +228,7 @@ func paceInitial(ctx context.Context, server, callers *paces, call string, n int
 		if wait, ok := callers.take(c.Name, n, now); !ok {
 			rate := strconv.Itoa(int(callers.rate))
 			return nil, refuse(codes.ResourceExhausted,
-				fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose whole initial states hold more than the %s events a second one caller may start: watch again in %s, or resume from a revision",
+				fmt.Sprintf("resource %q: caller %q has started WatchCall streams whose calls hold more than the %s events a second one caller may start: watch again in %s",
 					clip(call), c.Name, rate, wait),
 				details{reason: reasonCallerInitialRate, field: "resource", value: call,
 					meta: map[string]string{"limit": rate, "caller": c.Name, "events": strconv.Itoa(n), "retry_after": wait.String()},
@@ -242,23 +242,13 @@ func paceInitial(ctx context.Context, server, callers *paces, call string, n int
 		}
 		rate := strconv.Itoa(int(server.rate))
 		return nil, refuse(codes.ResourceExhausted,
-			fmt.Sprintf("resource %q: this server's WatchCall streams have started whole initial states of more than the %s events a second it reads: watch again in %s, or resume from a revision",
+			fmt.Sprintf("resource %q: this server's WatchCall streams have started calls of more than the %s events a second it reads: watch again in %s",
 				clip(call), rate, wait),
 			details{reason: reasonInitialRate, field: "resource", value: call,
 				meta: map[string]string{"limit": rate, "events": strconv.Itoa(n), "retry_after": wait.String()},
 				why:  fmt.Sprintf("the server's WatchCall streams start whole initial states of at most %s events a second", rate)})
 	}
 	return p, nil
-}
-
-// chargeInitial is a pace that took nothing yet, for a whole initial state
-// found only once it was read: settle charges it, whatever the balances.
-func chargeInitial(ctx context.Context, server, callers *paces) *initialPace {
-	p := &initialPace{server: server, callers: callers}
-	if c, ok := callerIn(ctx); ok {
-		p.caller = c.Name
-	}
-	return p
 }
 
 // takeCallerShare counts a stream of the caller of ctx against its share

@@ -168,8 +168,8 @@ func TestAWatchCallThatCannotFitIsRefusedUnread(t *testing.T) {
 // once makes the node read the call whole each time, under the locks every
 // Join takes: it may start whole initial states of at most its share of
 // events a second, on average, and waits once it is past them. Another
-// caller watches meanwhile, and a resume that sends no whole state costs
-// nothing.
+// caller watches meanwhile. A resume, which reads the call as whole to
+// find who changed since its revision, is paced alike.
 func TestOneCallerStartingWholeInitialStatesIsPaced(t *testing.T) {
 	const participants = 29 // 30 events a whole state, with SYNCED
 	hogToken, otherToken, src := hogAndOther(t)
@@ -205,10 +205,11 @@ func TestOneCallerStartingWholeInitialStatesIsPaced(t *testing.T) {
 	if !strings.Contains(st.Message(), `caller "hog"`) || !strings.Contains(st.Message(), "watch again in") {
 		t.Errorf("message %q: want it to name the caller and say when to watch again", st.Message())
 	}
-	// A resume from the revision of the state it was sent is no whole state.
-	if _, err := open(hog, first.GetEvent().GetRevision()); err != nil {
-		t.Errorf("the hog's resume, which sends no whole state: %v", err)
-	}
+	// A resume from the revision of the state it was sent reads the call
+	// whole as well, to find who changed since: paced alike.
+	_, err = open(hog, first.GetEvent().GetRevision())
+	wantDetails(t, wantCode(t, err, codes.ResourceExhausted), refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7,
+		meta: map[string]string{"caller": "hog", "limit": "10", "events": "30"}})
 	if _, err := open(other, 0); err != nil {
 		t.Errorf("the other caller's whole state beside the hog's debt: %v", err)
 	}
@@ -242,4 +243,95 @@ func TestAWholeStateOfKnocksIsPaced(t *testing.T) {
 	_, err = stream.Recv()
 	st := wantCode(t, err, codes.ResourceExhausted)
 	wantDetails(t, st, refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7, meta: map[string]string{"caller": "hog", "limit": "10"}})
+}
+
+// A resume from a revision at or past a whole state's sends every knock of
+// the lobby again: it is paced as the whole state is
+// (TestAWholeStateOfKnocksIsPaced), or a caller would have the same whole
+// lobby as often as it liked, by naming a revision.
+func TestAResumeOfALobbyIsPaced(t *testing.T) {
+	const knocks = 29
+	hogToken, _, src := hogAndOther(t)
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	for i := range knocks {
+		subject := fmt.Sprintf("user:g%d", i)
+		w.grant(subject, "guest", meeting7)
+		if k, err := hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: subject, Resource: meeting7}); err != nil || k.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
+		}
+	}
+	first := watchCall(t, hog, meeting7, 0)
+	var rev uint64
+	for range knocks + 1 {
+		a := <-first.events
+		if a.err != nil {
+			t.Fatalf("the hog's first whole state: %v", a.err)
+		}
+		rev = a.ev.GetRevision()
+	}
+	first.cancel()
+	// 10 events a second: the first state of 30 put the hog 2 s into
+	// debt. Twenty resumes at once, each the whole lobby again.
+	sent := 0
+	for i := range 20 {
+		s := watchCall(t, hog, meeting7, rev)
+		n := 0
+		for {
+			a := <-s.events
+			if a.err != nil {
+				t.Logf("resume %d refused after %d events: %v", i, n, a.err)
+				break
+			}
+			n++
+			if a.ev.GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+				break
+			}
+		}
+		s.cancel()
+		sent += n
+	}
+	if sent > 2*(knocks+1) {
+		t.Errorf("with a pace of 10 events a second, already in debt, the hog had %d events of the lobby sent within a moment through resumes (%d resumes of the whole lobby)", sent, sent/(knocks+1))
+	}
+}
+
+// A resume of a call with participants reads every one of them, under the
+// locks every Join takes, as a whole state does, to find those changed
+// since its revision: a caller deep in debt for whole states waits to
+// resume too.
+func TestResumesOfALargeCallArePaced(t *testing.T) {
+	const participants = 29
+	hogToken, otherToken, src := hogAndOther(t)
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	other := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken))))
+	for i := range participants {
+		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
+		w.join(other, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+	first := watchCall(t, hog, meeting7, 0)
+	var rev uint64
+	for range participants + 1 {
+		a := <-first.events
+		if a.err != nil {
+			t.Fatalf("the hog's first whole state: %v", a.err)
+		}
+		rev = a.ev.GetRevision()
+	}
+	first.cancel()
+	admitted := 0
+	for i := range 100 {
+		s := watchCall(t, hog, meeting7, rev)
+		if a := <-s.events; a.err == nil {
+			admitted++
+		} else if i == 99 {
+			wantDetails(t, wantCode(t, a.err, codes.ResourceExhausted), refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7,
+				meta: map[string]string{"caller": "hog", "limit": "10", "events": fmt.Sprint(participants + 1)}})
+		}
+		s.cancel()
+	}
+	if admitted > 1 {
+		t.Errorf("a hog 2 s in debt at 10 events a second had %d resumes of a call of %d participants read whole (%d participants read), none refused", admitted, participants, admitted*participants)
+	}
 }

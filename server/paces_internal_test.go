@@ -111,9 +111,4 @@ func TestPaceInitialOfTheServer(t *testing.T) {
 	if info.GetReason() != "INITIAL_RATE" || md["field"] != "resource" || md["value"] != "call:meeting:7" || md["limit"] != "10" || md["events"] != "30" || md["retry_after"] == "" {
 		t.Errorf("ErrorInfo %v %v, want INITIAL_RATE naming resource call:meeting:7, limit 10, events 30 and retry_after", info.GetReason(), md)
 	}
-	// A whole state found only once read is charged, whatever is left.
-	chargeInitial(ctx, all, callers).settle(5)
-	if wait, _ := all.take("", 0, time.Now()); wait < 2*time.Second {
-		t.Errorf("after a state found whole once read, the server waits %s; want the 2.5 s its debt of 25 takes", wait)
-	}
 }
