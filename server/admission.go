@@ -340,19 +340,36 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	}
 	defer release()
 	after := authz.Revision(req.GetAfterRevision())
-	n := s.m.Participants(req.GetResource())
+	for {
+		// A watch that fell behind, as one write that changes more of the
+		// call's participants than its buffer holds makes it, however fast
+		// its client reads, starts again in place from the last revision
+		// sent, as the client's resume would: paced and shared alike.
+		last, err := s.watchCall(stream, req.GetResource(), after)
+		if authz.KindOf(err) != authz.KindWatchFellBehind {
+			return err
+		}
+		after = last
+	}
+}
+
+// watchCall sends call's state after after (all of it for 0), then what
+// happens, until the stream or the watch ends. A watch that fell behind
+// ends with its authz error, and the revision of the last event sent.
+func (s *admissionServer) watchCall(stream grpc.ServerStreamingServer[usherv1.WatchCallResponse], call string, after authz.Revision) (authz.Revision, error) {
+	n := s.m.Participants(call)
 	// A watch from the start sends the whole state, and so does a resume
 	// that cannot resume. Asking costs a resume of a call with
 	// participants a read of the log on a cluster; one of a call with none
 	// does not ask. Either is paced below by what it sent.
-	whole := after == 0 || n > 0 && s.m.Whole(req.GetResource(), after)
+	whole := after == 0 || n > 0 && s.m.Whole(call, after)
 	if whole && n > 0 {
 		// A whole initial state tells of every participant: one that the
 		// caller's share cannot hold is refused before it is read, which
 		// holds up the node's joins for as long as the call is large.
-		fits, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), n+1)
+		fits, err := takeInitialShare(stream.Context(), s.initial, call, n+1)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		fits()
 	}
@@ -361,30 +378,30 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 	// reads of them a second: a resume reads every participant of the
 	// call, under the same locks, to find those changed since its
 	// revision, and sends the lobby whole, as a whole state does.
-	pace, err := paceInitial(stream.Context(), s.pacesAll, s.paces, req.GetResource(), n+1)
+	pace, err := paceInitial(stream.Context(), s.pacesAll, s.paces, call, n+1)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	w, err := s.m.Watch(req.GetResource(), after)
+	w, err := s.m.Watch(call, after)
 	if err != nil {
 		pace.settle(0)
-		return toStatus(err)
+		return 0, toStatus(err)
 	}
 	defer w.Close()
 	pace.settle(max(len(w.Initial), n+1))
 	// A client that does not read holds its initial state until it does:
 	// one caller's streams hold at most its share of what all hold.
-	unheld, err := takeInitialShare(stream.Context(), s.initial, req.GetResource(), len(w.Initial))
+	unheld, err := takeInitialShare(stream.Context(), s.initial, call, len(w.Initial))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// The initial state is a call's whole; once sent, a stream that stays
 	// open for hours must not keep it.
-	var last authz.Revision // the revision of the last event sent
+	last := after // the revision of the last event sent
 	for _, ev := range w.Initial {
 		if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
 			unheld()
-			return err
+			return last, err
 		}
 		last = max(last, ev.Revision)
 	}
@@ -396,22 +413,25 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		case <-ctx.Done():
 			// Cancelled or past its deadline, the stream ends as the
 			// client ended it, not as if the watch had.
-			return toStatus(ctx.Err())
+			return last, toStatus(ctx.Err())
 		case <-s.drained:
-			return stopping()
+			return last, stopping()
 		case ev, ok := <-w.C:
 			if !ok {
 				err := w.Err()
-				if authz.KindOf(err) == authz.KindUnavailableStorage {
-					return cutOff(err, last)
+				switch authz.KindOf(err) {
+				case authz.KindUnavailableStorage:
+					return last, cutOff(err, last)
+				case authz.KindWatchFellBehind:
+					return last, err
 				}
 				if err != nil {
-					return toStatus(err)
+					return last, toStatus(err)
 				}
-				return nil
+				return last, nil
 			}
 			if err := stream.Send(&usherv1.WatchCallResponse{Event: toCallEvent(ev)}); err != nil {
-				return err
+				return last, err
 			}
 			last = max(last, ev.Revision)
 		}

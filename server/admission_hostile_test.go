@@ -24,11 +24,12 @@ import (
 	"github.com/usher-authz/usher/storage/bolt"
 )
 
-// A WatchCall whose client stops reading is cut off once it falls behind,
-// but its stream stays open, its last messages held by HTTP/2 flow control,
-// until the client reads or goes. It counts against the server's WatchCall
-// streams until then: otherwise a client could hold any number of them
-// open, each with what it has not read, by letting each fall behind.
+// A WatchCall whose client stops reading falls behind, but its stream
+// stays open, its last messages held by HTTP/2 flow control, until the
+// client reads (and the stream starts again in place) or goes. It counts
+// against the server's WatchCall streams until then: otherwise a client
+// could hold any number of them open, each with what it has not read, by
+// letting each fall behind.
 func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 	w := newAdmWorld(t, admission.Options{MaxWatchers: 2})
 	w.grant("user:busy", "call-member", meeting7)
@@ -38,7 +39,8 @@ func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 	// buffer hold; the reading watch hears of each, so every one has been
 	// offered to the slow watch too.
 	const pairs = 1500
-	stream, reader := w.fallBehind(t, ctx, pairs)
+	slowCtx, slowCancel := context.WithCancel(ctx)
+	stream, reader := w.fallBehind(t, slowCtx, pairs)
 	for range 2 * pairs {
 		reader.next("an event on the reading watch", func(*usherv1.CallEvent) bool { return true })
 	}
@@ -48,8 +50,9 @@ func TestAWatchCallCutOffButUnreadStillCounts(t *testing.T) {
 	err := watchCall(t, w.adm, meeting7, 0).end(5 * time.Second)
 	wantStatus(t, err, codes.ResourceExhausted, "at most 2 WatchCall streams")
 
-	// The slow client reads at last, to the end; its slot is free again.
-	readBehind(t, stream, admission.DefaultWatchBuffer, pairs)
+	// The slow client reads at last, and goes; its slot is free again.
+	readToTheRestart(t, stream, pairs)
+	slowCancel()
 	eventually(t, 5*time.Second, "the cut-off stream's slot is free once it ended", func() bool {
 		probe, err := w.adm.WatchCall(ctx, &usherv1.WatchCallRequest{Resource: meeting7})
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"runtime"
@@ -1209,7 +1210,11 @@ func TestWatchCallResumesFromARevision(t *testing.T) {
 	}
 }
 
-func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
+// A watch whose client reads too slowly falls behind; its stream does not
+// end but starts again in place, as the client's resume from the last
+// revision it was sent would: the sessions that ended since, the
+// participants that changed (PRESENT), the lobby, SYNCED, then what happens.
+func TestAWatchCallThatFallsBehindStartsAgainInPlace(t *testing.T) {
 	const buffer = 64
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
 	w.grant("user:busy", "call-member", meeting7)
@@ -1233,12 +1238,75 @@ func TestAWatchCallThatFallsBehindEndsResourceExhausted(t *testing.T) {
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health while a watch is stuck: %v, %v", h, err)
 	}
-	w.join(w.adm, "user:busy", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	busy := w.join(w.adm, "user:busy", meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
 	reader.next("JOINED after the bursts", event(usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, "user:busy"))
 
 	// The slow client reads at last: what was sent before it fell behind,
-	// then the end.
-	readBehind(t, stream, buffer, pairs)
+	// then the state since, then SYNCED, with user:busy in; the stream
+	// stays open.
+	evs := readToTheRestart(t, stream, pairs)
+	present := map[string]bool{} // sessions the slow client takes as in
+	for _, ev := range evs {
+		switch ev.GetKind() {
+		case usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT:
+			present[ev.GetSessionId()] = true
+		case usherv1.CallEventKind_CALL_EVENT_KIND_LEFT:
+			delete(present, ev.GetSessionId())
+		}
+	}
+	if len(present) != 1 || !present[busy.GetSessionId()] {
+		t.Errorf("the slow client takes %v as in the call, want user:busy's session %s alone", slices.Collect(maps.Keys(present)), busy.GetSessionId())
+	}
+	// It hears what happens next.
+	b := w.block("user:busy", meeting7, "send-audio")
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for the mute: %v", err)
+		}
+		if ev := m.GetEvent(); ev.GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_CHANGED && ev.GetSubject() == "user:busy" {
+			if slices.Contains(ev.GetCapabilities(), "send-audio") {
+				t.Errorf("after the mute %s: %v", b, ev)
+			}
+			break
+		}
+	}
+}
+
+// One write that changes more of a call's participants at once than a
+// watch's buffer holds leaves a client that reads as fast as it can with
+// every change, on the same stream.
+func TestOneWriteChangingMoreParticipantsThanAWatchHoldsKeepsTheStream(t *testing.T) {
+	const buffer, participants = 64, 150
+	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
+	for i := range participants {
+		subject := fmt.Sprintf("user:p%03d", i)
+		w.grant(subject, "call-member", meeting7)
+		w.join(w.adm, subject, meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+	s := watchCall(t, w.adm, meeting7, 0)
+	if got := len(s.initial()); got != participants+1 {
+		t.Fatalf("the initial state holds %d events, want %d", got, participants+1)
+	}
+	// Every call-member of the call is muted by one definition.
+	if _, err := w.engine.PutRole(t.Context(), w.by, authz.Role{Name: "call-member", Scope: meeting7,
+		Permissions: []string{"join-call", "read-call", "send-video", "screenshare", "create-reaction"}}); err != nil {
+		t.Fatal(err)
+	}
+	muted := map[string]bool{}
+	for len(muted) < participants {
+		a := s.next(fmt.Sprintf("the change of the %d participants not yet heard of (%d heard)", participants-len(muted), len(muted)), func(ev *usherv1.CallEvent) bool {
+			k := ev.GetKind()
+			return k == usherv1.CallEventKind_CALL_EVENT_KIND_CHANGED || k == usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT
+		})
+		if slices.Contains(a.ev.GetCapabilities(), "send-audio") || hasSource(a.ev.GetLivekitGrant(), "microphone") {
+			t.Fatalf("after the mute, %v", a.ev)
+		}
+		muted[a.ev.GetSubject()] = true
+	}
+	// The stream is open still, and says what happens next.
+	w.block("user:p000", meeting7)
+	s.next("the ban's EJECTED", event(usherv1.CallEventKind_CALL_EVENT_KIND_EJECTED, "user:p000"))
 }
 
 // fallBehind opens a WatchCall of meeting7 from a client that reads
@@ -1283,23 +1351,30 @@ func (w *admWorld) fallBehind(t *testing.T, ctx context.Context, pairs int) (ush
 	return stream, reader
 }
 
-// readBehind reads a watch that fell behind to its end: what was sent
-// before, then RESOURCE_EXHAUSTED naming the buffer, short of the 2*pairs
-// events sent.
-func readBehind(t *testing.T, stream usherv1.AdmissionService_WatchCallClient, buffer, pairs int) {
+// readToTheRestart reads a watch that fell behind up to the SYNCED of its
+// start in place, which only a watch that fell behind sends: what was sent
+// before, then the state since the last revision sent, each session that
+// ended since among it. It must not start over with reset: the server
+// remembers where it left.
+func readToTheRestart(t *testing.T, stream usherv1.AdmissionService_WatchCallClient, pairs int) []*usherv1.CallEvent {
 	t.Helper()
-	read := 0
+	var evs []*usherv1.CallEvent
 	for {
-		if _, err := stream.Recv(); err != nil {
-			wantStatus(t, err, codes.ResourceExhausted, fmt.Sprintf("fell %d events behind", buffer))
-			break
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("after %d events, the slow client's stream ended: %v", len(evs), err)
 		}
-		read++
+		ev := m.GetEvent()
+		evs = append(evs, ev)
+		if ev.GetKind() != usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+			continue
+		}
+		if ev.GetReset_() {
+			t.Errorf("the stream started again with reset, though the server remembers the revision it left at: %v", ev)
+		}
+		t.Logf("the slow client read %d events for the %d sent, and is in step", len(evs), 2*pairs)
+		return evs
 	}
-	if read >= 2*pairs {
-		t.Errorf("the slow client read all %d events: it never fell behind", read)
-	}
-	t.Logf("the slow client read %d of %d events before RESOURCE_EXHAUSTED", read, 2*pairs)
 }
 
 func TestWatchCallsPastTheLimitAreRefused(t *testing.T) {

@@ -111,7 +111,8 @@ const (
 	// stream's start or resume are the whole lobby, replacing what the
 	// client knew of it.
 	CallEventKind_CALL_EVENT_KIND_WAITING CallEventKind = 2
-	// The state so far has been sent; what follows happens live. A resume
+	// The state so far has been sent; what follows happens live. A stream
+	// that fell behind starts again in place, and sends another. A resume
 	// that reaches back further than the server remembers sends the whole
 	// state with reset set: forget what you knew.
 	CallEventKind_CALL_EVENT_KIND_SYNCED CallEventKind = 3
@@ -1600,10 +1601,13 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 // initial state does not fit beside those other streams are sending (262,144
 // events at once); RESOURCE_EXHAUSTED (CALLER_WATCH_LIMIT, the metadata
 // naming "caller" and "limit") past the caller's share of them
-// (--max-call-watches-per-caller, a quarter by default). The stream ends with
-// RESOURCE_EXHAUSTED (WATCH_FELL_BEHIND) when the client falls 256 events
-// behind, and UNAVAILABLE (SHUTTING_DOWN) when the server stops: resume
-// from the last revision received. It ends with NOT_FOUND once the call is
+// (--max-call-watches-per-caller, a quarter by default). A stream that
+// falls 256 events behind (a slow client, or one write that changes more of
+// the call's participants) starts again in place, as a resume from the last
+// revision it sent would, paced as a resume is: it ends with the pace's
+// RESOURCE_EXHAUSTED (INITIAL_RATE, CALLER_INITIAL_RATE, naming
+// retry_after) when that refuses, and with UNAVAILABLE (SHUTTING_DOWN) when
+// the server stops: resume from the last revision received. It ends with NOT_FOUND once the call is
 // deleted, after telling of its participants' ejection: a call registered
 // again under the name is another, to watch anew.
 type WatchCallRequest struct {
