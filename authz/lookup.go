@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -180,7 +179,8 @@ func (e *Engine) LookupSubjects(ctx context.Context, q LookupSubjectsQuery, size
 // nor moves it to another page.
 type lookupAt struct {
 	rev, checked Revision
-	now          int64 // unix nanoseconds
+	now          int64  // unix nanoseconds
+	token        string // of the page asked for, "" for a first page
 }
 
 // atRevision runs fn under the index's view lock, with the page token of
@@ -208,13 +208,13 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 	if after == nil {
 		x.view.RLock()
 		defer x.view.RUnlock()
-		return fn(x, nil, lookupAt{x.rev, x.rev, x.now()})
+		return fn(x, nil, lookupAt{rev: x.rev, checked: x.rev, now: x.now()})
 	}
 	at := Revision(uint64(after.pos[0])<<32 | uint64(after.pos[1]))
 	checked := max(at, Revision(uint64(after.pos[4])<<32|uint64(after.pos[5])))
 	when := int64(uint64(after.pos[6])<<32 | uint64(after.pos[7]))
 	if age := time.Duration(x.now() - when); age > maxLookupAge {
-		return errorf(FailedPrecondition, "page_token", fmt.Sprint(at),
+		return errorf(FailedPrecondition, "page_token", token,
 			"the lookup's first page was answered %s ago, and its later pages are answered at its time for at most %s; start the lookup again", age.Round(time.Second), maxLookupAge).as(KindPageTokenExpired)
 	}
 	for tries := 0; ; tries++ {
@@ -225,13 +225,13 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 		x.view.RLock()
 		now := x.rev
 		if checked == now {
-			err := fn(x, after, lookupAt{at, now, when})
+			err := fn(x, after, lookupAt{rev: at, checked: now, now: when, token: token})
 			x.view.RUnlock()
 			return err
 		}
 		x.view.RUnlock()
 		if checked > now || now-checked > maxLookupChanges || tries == 3 {
-			return lookupMoved(at, now)
+			return lookupMoved(token, at, now)
 		}
 		read, n := 0, 1
 		for from := checked; from < now; n = min(2*n, maxLookupBatch) {
@@ -243,32 +243,32 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			counts, err := e.backend.ChangeCounts(rctx, from, limit)
 			cancel()
 			if err != nil {
-				return logUnread(ctx, err, at, now)
+				return logUnread(ctx, err, token, at, now)
 			}
 			if len(counts) == 0 {
-				return lookupMoved(at, now)
+				return lookupMoved(token, at, now)
 			}
 			next := read
 			for _, k := range counts {
 				next += max(1, k)
 			}
 			if next > maxLookupChanges {
-				return lookupMoved(at, now)
+				return lookupMoved(token, at, now)
 			}
 			rctx, cancel = e.LogRead(ctx)
 			batch, err := e.backend.Changes(rctx, from, limit)
 			cancel()
 			if err != nil {
-				return logUnread(ctx, err, at, now)
+				return logUnread(ctx, err, token, at, now)
 			}
 			if len(batch) == 0 {
-				return lookupMoved(at, now)
+				return lookupMoved(token, at, now)
 			}
 			for _, cs := range batch {
 				read += max(1, len(cs.Changes))
 			}
 			if read > maxLookupChanges {
-				return lookupMoved(at, now)
+				return lookupMoved(token, at, now)
 			}
 			// relevant reads the index, which writes change in place: under
 			// its view lock, as pages are answered.
@@ -278,7 +278,7 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 			})
 			x.view.RUnlock()
 			if moved >= 0 {
-				return lookupMoved(at, batch[moved].Revision)
+				return lookupMoved(token, at, batch[moved].Revision)
 			}
 			from = batch[len(batch)-1].Revision
 		}
@@ -291,18 +291,20 @@ func (e *Engine) atRevision(ctx context.Context, token string, filter uint64, re
 // logUnread is what a lookup's page answers when it cannot read the change
 // log since at: a log compacted past it, in which the answer may have
 // changed; its caller's own end; or the backend out of reach.
-func logUnread(ctx context.Context, err error, at, now Revision) error {
+func logUnread(ctx context.Context, err error, token string, at, now Revision) error {
 	switch {
 	case errors.Is(err, ErrCompacted):
-		return lookupMoved(at, now)
+		return lookupMoved(token, at, now)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
 	return &Error{Code: Unavailable, Kind: KindUnavailableStorage, Reason: "reading the change log: " + err.Error(), Err: err}
 }
 
-func lookupMoved(at, now Revision) error {
-	return errorf(FailedPrecondition, "page_token", fmt.Sprint(at),
+// lookupMoved refuses the page of token, answered at, as one whose answer
+// may have changed by now.
+func lookupMoved(token string, at, now Revision) error {
+	return errorf(FailedPrecondition, "page_token", token,
 		"the answer may have changed since revision %d, which the lookup's first page was answered at (revision %d changed it); start the lookup again", at, now).as(KindPageTokenExpired)
 }
 
@@ -352,7 +354,7 @@ func (x *Index) lookupResources(q LookupResourcesQuery, size int, after *pageTok
 			// token is this index's (atRevision).
 			top = x.liveNode(after.pos[2])
 			if n = x.lookupNode(after.text); top == noNode || n == noNode || !x.under(n, top) {
-				return nil, "", lookupMoved(at.rev, at.checked)
+				return nil, "", lookupMoved(at.token, at.rev, at.checked)
 			}
 			from = top + 1
 		}

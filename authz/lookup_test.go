@@ -399,8 +399,8 @@ func TestALaterPageReadsNoChangeSetLargerThanItMayRead(t *testing.T) {
 		t.Errorf("the page read %d changes of the change set of 20,000 committed since its token; want none", read)
 	}
 	var e *authz.Error
-	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" || e.Kind != authz.KindPageTokenExpired {
-		t.Errorf("a page after a change set larger than a page reads = %v, want FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) on page_token", err)
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Field != "page_token" || e.Kind != authz.KindPageTokenExpired || e.Value != next {
+		t.Errorf("a page after a change set larger than a page reads = %v, want FAILED_PRECONDITION (PAGE_TOKEN_EXPIRED) on page_token, naming the token sent", err)
 	}
 }
 
@@ -602,8 +602,8 @@ func TestALookupsLaterPageAMinuteOnStartsAgain(t *testing.T) {
 	w.clock.Advance(time.Second)
 	_, _, _, err = w.eng.LookupSubjects(w.ctx, q, 1, token)
 	var e *authz.Error
-	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || !strings.Contains(e.Reason, "1m1s ago") {
-		t.Fatalf("the next page a minute and a second on = %v; want FAILED_PRECONDITION %s on page_token, saying how long ago", err, authz.KindPageTokenExpired)
+	if !errors.As(err, &e) || e.Code != authz.FailedPrecondition || e.Kind != authz.KindPageTokenExpired || e.Field != "page_token" || e.Value != token || !strings.Contains(e.Reason, "1m1s ago") {
+		t.Fatalf("the next page a minute and a second on = %v; want FAILED_PRECONDITION %s on page_token, naming the token sent and saying how long ago", err, authz.KindPageTokenExpired)
 	}
 	page, _, _, err := w.eng.LookupSubjects(w.ctx, q, 10, "")
 	if err != nil || len(page) != 1 || page[0].Name != "user:uma" {
