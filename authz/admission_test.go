@@ -909,6 +909,20 @@ func TestStage(t *testing.T) {
 			code:  authz.FailedPrecondition, field: "resource", value: "calltype:default",
 		},
 		{
+			name: "the platform registering a resource no rule governs with a start (FAILED_PRECONDITION, as Schedule)",
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "calltype:staged", Parent: "account:acme", StartsAt: starts})
+			},
+			code: authz.FailedPrecondition, field: "name", value: "calltype:staged", says: "no admission rule governs calltype resources there",
+		},
+		{
+			name: "the platform registering a resource no rule governs live (FAILED_PRECONDITION, as GoLive)",
+			write: func(w *world) (authz.Revision, error) {
+				return w.eng.PutResource(w.ctx, w.by, authz.Resource{Name: "calltype:staged", Parent: "account:acme", Live: true})
+			},
+			code: authz.FailedPrecondition, field: "name", value: "calltype:staged", says: "so a stage means nothing",
+		},
+		{
 			name:  "going live needs a rule too",
 			write: func(w *world) (authz.Revision, error) { return w.eng.GoLive(w.ctx, w.by, "account:acme", true) },
 			code:  authz.FailedPrecondition, field: "resource", value: "account:acme",

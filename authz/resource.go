@@ -74,7 +74,7 @@ func (e *Engine) putResource(ctx context.Context, by Author, r Resource, only bo
 			return errorf(ResourceExhausted, "parent", r.Parent,
 				"a resource under %q would be %d levels deep; the tree may be at most %d deep", r.Parent, d, MaxDepth).as(KindMaxDepth).limited(MaxDepth)
 		}
-		if by.Actor != "" && (!r.StartsAt.IsZero() || r.Live) {
+		if !r.StartsAt.IsZero() || r.Live {
 			if err := p.mayStage(typ, parent, r.Name); err != nil {
 				return err
 			}
