@@ -116,7 +116,9 @@ func (c *Client) Watch(ctx context.Context, req *usherv1.WatchRequest, handle fu
 // breaks, WatchCall waits, with backoff (or as long as a refusal's
 // retry_after says), and resumes from the revision of the last event from
 // SYNCED on (a stream cut before its SYNCED resumes from where the one
-// before it was): the server sends again the state of each participant
+// before it was, and one cut within a state the server started again in
+// place, from its first PRESENT or WAITING to its SYNCED, from before that
+// state): the server sends again the state of each participant
 // that changed since (as PRESENT, or the end of its session) and SYNCED, so
 // handle must take events as the current state of their participant, not
 // as steps, and key them by session: a subject's new session may be
@@ -144,8 +146,14 @@ func (c *Client) WatchCall(ctx context.Context, resource string, after uint64, h
 		// is whole does an event's revision say how far the stream has
 		// come. A stream cut before that is resumed from where the last
 		// one was, and sends that state again.
-		if ev.GetKind() == usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED {
+		switch ev.GetKind() {
+		case usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED:
 			synced = true
+		case usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT, usherv1.CallEventKind_CALL_EVENT_KIND_WAITING:
+			// A state the server started again in place (a stream that
+			// fell behind): its events are in join order, not in
+			// revision order, until its SYNCED.
+			synced = false
 		}
 		if synced {
 			after = ev.GetRevision()

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/client"
@@ -297,5 +300,98 @@ func TestWatchCallResumesAcrossACutConnection(t *testing.T) {
 	})
 	if retries.Load() == 0 {
 		t.Error("the watch was never resumed")
+	}
+}
+
+// restartingServer sends a WatchCall stream that starts again in place,
+// as a server's stream that fell behind does, and is cut partway through
+// that state: PRESENT user:early (muted at revision 12) has come, user:late's
+// EJECTED (banned at 11) has not. It answers a resume as a server does,
+// with what changed at its revision or later.
+type restartingServer struct {
+	usherv1.UnimplementedAdmissionServiceServer
+	mu      sync.Mutex
+	resumes []uint64
+}
+
+func (s *restartingServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.ServerStreamingServer[usherv1.WatchCallResponse]) error {
+	ev := func(kind usherv1.CallEventKind, rev uint64, subject, session string) *usherv1.WatchCallResponse {
+		return &usherv1.WatchCallResponse{Event: &usherv1.CallEvent{Kind: kind, Revision: rev, Subject: subject, SessionId: session}}
+	}
+	var msgs []*usherv1.WatchCallResponse
+	if after := req.GetAfterRevision(); after == 0 {
+		msgs = []*usherv1.WatchCallResponse{
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED, 3, "", ""),
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, 4, "user:early", "e1"),
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_JOINED, 4, "user:late", "l1"),
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT, 12, "user:early", "e1"),
+		}
+	} else {
+		s.mu.Lock()
+		s.resumes = append(s.resumes, after)
+		s.mu.Unlock()
+		for _, m := range []*usherv1.WatchCallResponse{
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT, 12, "user:early", "e1"),
+			ev(usherv1.CallEventKind_CALL_EVENT_KIND_EJECTED, 11, "user:late", "l1"),
+		} {
+			if m.GetEvent().GetRevision() >= after {
+				msgs = append(msgs, m)
+			}
+		}
+		msgs = append(msgs, ev(usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED, 12, "", ""))
+	}
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	if req.GetAfterRevision() == 0 {
+		return status.Error(codes.Unavailable, "connection cut")
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// A state the server starts again in place comes in join order, not
+// revision order: a client cut off within it resumes from before it, or
+// it would never hear of an ending below a PRESENT's revision.
+func TestWatchCallResumesFromBeforeAStateStartedAgainInPlace(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	fake := &restartingServer{}
+	usherv1.RegisterAdmissionServiceServer(srv, fake)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	c := dial(t, lis.Addr().String())
+
+	in := map[string]string{}
+	syncs := 0
+	done := errors.New("the resume's SYNCED")
+	err = c.WatchCall(callCtx(t), "call:meeting:7", 0, func(ev *usherv1.CallEvent) error {
+		switch ev.GetKind() {
+		case usherv1.CallEventKind_CALL_EVENT_KIND_PRESENT, usherv1.CallEventKind_CALL_EVENT_KIND_JOINED:
+			in[ev.GetSubject()] = ev.GetSessionId()
+		case usherv1.CallEventKind_CALL_EVENT_KIND_EJECTED:
+			delete(in, ev.GetSubject())
+		case usherv1.CallEventKind_CALL_EVENT_KIND_SYNCED:
+			if syncs++; syncs == 2 {
+				return done
+			}
+		}
+		return nil
+	}, fast)
+	if !errors.Is(err, done) {
+		t.Fatalf("WatchCall: %v", err)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if !slices.Equal(fake.resumes, []uint64{4}) {
+		t.Errorf("resumed from %v, want from 4, the last revision before the state started again", fake.resumes)
+	}
+	if _, ok := in["user:late"]; ok {
+		t.Errorf("the handler takes user:late as in the call still: its EJECTED at 11, below the PRESENT at 12 it was cut after, was never told")
 	}
 }

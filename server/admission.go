@@ -349,6 +349,11 @@ func (s *admissionServer) WatchCall(req *usherv1.WatchCallRequest, stream grpc.S
 		if authz.KindOf(err) != authz.KindWatchFellBehind {
 			return err
 		}
+		select {
+		case <-s.drained:
+			return stopping()
+		default:
+		}
 		after = last
 	}
 }

@@ -1212,8 +1212,8 @@ func TestWatchCallResumesFromARevision(t *testing.T) {
 
 // A watch whose client reads too slowly falls behind; its stream does not
 // end but starts again in place, as the client's resume from the last
-// revision it was sent would: the sessions that ended since, the
-// participants that changed (PRESENT), the lobby, SYNCED, then what happens.
+// revision it was sent would: the participants that changed (PRESENT), the
+// sessions that ended since, the lobby, SYNCED, then what happens.
 func TestAWatchCallThatFallsBehindStartsAgainInPlace(t *testing.T) {
 	const buffer = 64
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
@@ -1661,5 +1661,39 @@ func TestFreeTextHoldsNoControlOrOverrideCharacter(t *testing.T) {
 				t.Errorf("%s %q: %v, want it kept", wr.field, text, err)
 			}
 		}
+	}
+}
+
+// Deleting a call of more participants than a watch's buffer holds ejects
+// them all in one write, and its streams fall behind; they end NOT_FOUND,
+// which says that no participant is left, however many EJECTED they told
+// of before.
+func TestDeletingALargeCallEndsItsStreamsNotFound(t *testing.T) {
+	const buffer, participants = 64, 150
+	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
+	for i := range participants {
+		subject := fmt.Sprintf("user:p%03d", i)
+		w.grant(subject, "call-member", meeting7)
+		w.join(w.adm, subject, meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+	s := watchCall(t, w.adm, meeting7, 0)
+	s.initial()
+	if _, err := w.engine.DeleteResource(t.Context(), w.by, meeting7); err != nil {
+		t.Fatal(err)
+	}
+	ejected := 0
+	for {
+		a := <-s.events
+		if a.err != nil {
+			wantStatus(t, a.err, codes.NotFound, meeting7)
+			break
+		}
+		if k := a.ev.GetKind(); k != usherv1.CallEventKind_CALL_EVENT_KIND_EJECTED {
+			t.Errorf("after the deletion, %v, want EJECTED alone", a.ev)
+		}
+		ejected++
+	}
+	if ejected == 0 || ejected > participants {
+		t.Errorf("the stream told of %d ejections of the %d participants", ejected, participants)
 	}
 }

@@ -1607,9 +1607,15 @@ func (x *GoLiveResponse) GetRevision() uint64 {
 // revision it sent would, paced as a resume is: it ends with the pace's
 // RESOURCE_EXHAUSTED (INITIAL_RATE, CALLER_INITIAL_RATE, naming
 // retry_after) when that refuses, and with UNAVAILABLE (SHUTTING_DOWN) when
-// the server stops: resume from the last revision received. It ends with NOT_FOUND once the call is
-// deleted, after telling of its participants' ejection: a call registered
-// again under the name is another, to watch anew.
+// the server stops. Resume from the revision of the last event received,
+// leaving out a state's: from a stream's start, or a PRESENT or WAITING
+// (a state started again in place), up to the SYNCED that follows, the
+// events are in join order, not revision order, and a resume from one
+// would skip an ending below it. It ends with NOT_FOUND once the call is
+// deleted, after telling of its participants' ejection; a stream that the
+// deletion's ejections made fall behind (more participants than its 256
+// events) is told of only some of them: NOT_FOUND means no participant is
+// left. A call registered again under the name is another, to watch anew.
 type WatchCallRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The call.
