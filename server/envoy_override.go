@@ -253,7 +253,33 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 	case query != "" && strings.Count(query, "&") >= maxOverriddenParameters:
 		return "", fmt.Errorf("%s overrides POST with %s: an overridden request's query holds at most %d parameters", first.where, clip(named), maxOverriddenParameters)
 	}
+	// Envoy sets only the parameter spelt "_method" upstream; another
+	// spelling of it (%5Fmethod, .method), empty or padded as Usher does
+	// not read it, goes upstream as it came, and an API that decodes names
+	// and takes the first value (Tomcat, Node's querystring) would run the
+	// request as the POST it is.
+	if name, ok := strayMethodParameter(query); ok {
+		return "", fmt.Errorf("query parameter %s: a POST overridden with %s spells _method only as _method, the one set upstream", clip(name), clip(named))
+	}
 	return named, nil
+}
+
+// strayMethodParameter finds a query parameter read as _method
+// (isMethodParameter) whose name is spelt otherwise than "_method".
+func strayMethodParameter(query string) (string, bool) {
+	for rest := query; rest != ""; {
+		pair := rest
+		if i := strings.IndexAny(rest, "&;"); i >= 0 {
+			pair, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
+		name, _, _ := strings.Cut(pair, "=")
+		if name != "_method" && isMethodParameter(name) {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // maxOverriddenParameters is the most query parameters an overridden

@@ -280,6 +280,19 @@ func TestEnvoyHonorsAMethodOverride(t *testing.T) {
 		{"a request overridden by a header with a query of many parameters",
 			bob("POST", "/accounts/globex/calls?"+strings.Repeat("A=1&", 100)+"B=1", "x-http-method-override", "DELETE"),
 			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "header x-http-method-override overrides POST with DELETE: an overridden request's query holds at most 100 parameters"},
+		// Envoy sets upstream only the parameter spelt _method; another
+		// spelling, empty or padded, goes upstream as it came, where an
+		// API that decodes names and takes the first value (Tomcat's
+		// getParameter, Node's querystring) runs the POST it is.
+		{"an empty %5Fmethod beside the _method that overrides",
+			bob("POST", "/accounts/globex/calls?%5Fmethod=&_method=DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "query parameter %5Fmethod: a POST overridden with DELETE spells _method only as _method, the one set upstream"},
+		{"a padded %5Fmethod",
+			bob("POST", "/accounts/globex/calls?%5Fmethod=+DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "query parameter %5Fmethod: a POST overridden with DELETE spells _method only as _method, the one set upstream"},
+		{"an empty %5Fmethod beside an override header",
+			bob("POST", "/accounts/globex/calls?%5Fmethod=", "x-http-method-override", "DELETE"),
+			codes.PermissionDenied, 403, "METHOD_OVERRIDE", "query parameter %5Fmethod: a POST overridden with DELETE spells _method only as _method, the one set upstream"},
 		{"an override that is no method",
 			bob("POST", "/calls/meeting/8", "x-http-method-override", "GET /admin"),
 			codes.PermissionDenied, 403, "METHOD_OVERRIDE", `header x-http-method-override: "GET /ADMIN" is not a method`},
