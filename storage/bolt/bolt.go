@@ -153,8 +153,24 @@ func Open(path string, opts Options) (s *Store, err error) {
 			if rev, err = storage.DecodeRevision(meta.Get(keyRevision)); err != nil {
 				return err
 			}
-			compacted, err = storage.DecodeRevision(meta.Get(keyCompacted))
-			return err
+			if compacted, err = storage.DecodeRevision(meta.Get(keyCompacted)); err != nil {
+				return err
+			}
+			// The log ends at the file's revision (or, emptied by a
+			// compaction, begins after it). A revision that disagrees is
+			// damage that still decodes: served, the next commit would
+			// reuse a revision the log holds, overwriting its change set,
+			// or leave a gap no watcher gets past.
+			end := compacted
+			if k, _ := tx.Bucket(bucketChanges).Cursor().Last(); k != nil {
+				if end, err = storage.DecodeRevision(k); err != nil {
+					return err
+				}
+			}
+			if end != rev {
+				return fmt.Errorf("the data file is damaged (restore it from a backup with usher restore): the change log ends at revision %d, the file says it is at %d", end, rev)
+			}
+			return nil
 		})
 	})
 	if err != nil {
