@@ -144,6 +144,16 @@ func (w *admWorld) block(subject, resource string, perms ...string) string {
 	return id
 }
 
+// crowd has n call-members, user:p000 and on, join resource.
+func (w *admWorld) crowd(resource string, n int) {
+	w.t.Helper()
+	for i := range n {
+		subject := fmt.Sprintf("user:p%03d", i)
+		w.grant(subject, "call-member", resource)
+		w.join(w.adm, subject, resource, usherv1.Outcome_OUTCOME_ADMITTED)
+	}
+}
+
 func (w *admWorld) join(c usherv1.AdmissionServiceClient, subject, resource string, want usherv1.Outcome) *usherv1.JoinResponse {
 	w.t.Helper()
 	resp, err := c.Join(callCtx(w.t), &usherv1.JoinRequest{Subject: subject, Resource: resource})
@@ -1279,11 +1289,7 @@ func TestAWatchCallThatFallsBehindStartsAgainInPlace(t *testing.T) {
 func TestOneWriteChangingMoreParticipantsThanAWatchHoldsKeepsTheStream(t *testing.T) {
 	const buffer, participants = 64, 150
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
-	for i := range participants {
-		subject := fmt.Sprintf("user:p%03d", i)
-		w.grant(subject, "call-member", meeting7)
-		w.join(w.adm, subject, meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
-	}
+	w.crowd(meeting7, participants)
 	s := watchCall(t, w.adm, meeting7, 0)
 	if got := len(s.initial()); got != participants+1 {
 		t.Fatalf("the initial state holds %d events, want %d", got, participants+1)
@@ -1671,11 +1677,7 @@ func TestFreeTextHoldsNoControlOrOverrideCharacter(t *testing.T) {
 func TestDeletingALargeCallEndsItsStreamsNotFound(t *testing.T) {
 	const buffer, participants = 64, 150
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
-	for i := range participants {
-		subject := fmt.Sprintf("user:p%03d", i)
-		w.grant(subject, "call-member", meeting7)
-		w.join(w.adm, subject, meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
-	}
+	w.crowd(meeting7, participants)
 	s := watchCall(t, w.adm, meeting7, 0)
 	s.initial()
 	if _, err := w.engine.DeleteResource(t.Context(), w.by, meeting7); err != nil {

@@ -150,14 +150,7 @@ func methodOverrides(http *authv3.AttributeContext_HttpRequest, query string) it
 				}
 			}
 		}
-		for rest := query; rest != ""; {
-			pair := rest
-			if i := strings.IndexAny(rest, "&;"); i >= 0 {
-				pair, rest = rest[:i], rest[i+1:]
-			} else {
-				rest = ""
-			}
-			name, value, _ := strings.Cut(pair, "=")
+		for name, value := range queryPairs(query) {
 			if isMethodParameter(name) {
 				if !add("query parameter _method", unescapeQuery(value), false) {
 					return
@@ -267,19 +260,31 @@ func (h *envoyServer) method(http *authv3.AttributeContext_HttpRequest, query st
 // strayMethodParameter finds a query parameter read as _method
 // (isMethodParameter) whose name is spelt otherwise than "_method".
 func strayMethodParameter(query string) (string, bool) {
-	for rest := query; rest != ""; {
-		pair := rest
-		if i := strings.IndexAny(rest, "&;"); i >= 0 {
-			pair, rest = rest[:i], rest[i+1:]
-		} else {
-			rest = ""
-		}
-		name, _, _ := strings.Cut(pair, "=")
+	for name := range queryPairs(query) {
 		if name != "_method" && isMethodParameter(name) {
 			return name, true
 		}
 	}
 	return "", false
+}
+
+// queryPairs yields the names and values of a raw query's parameters, as
+// they are spelt, split at & and at ;.
+func queryPairs(query string) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for rest := query; rest != ""; {
+			pair := rest
+			if i := strings.IndexAny(rest, "&;"); i >= 0 {
+				pair, rest = rest[:i], rest[i+1:]
+			} else {
+				rest = ""
+			}
+			name, value, _ := strings.Cut(pair, "=")
+			if !yield(name, value) {
+				return
+			}
+		}
+	}
 }
 
 // maxOverriddenParameters is the most query parameters an overridden

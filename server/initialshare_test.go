@@ -261,16 +261,7 @@ func TestAResumeOfALobbyIsPaced(t *testing.T) {
 			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
 		}
 	}
-	first := watchCall(t, hog, meeting7, 0)
-	var rev uint64
-	for range knocks + 1 {
-		a := <-first.events
-		if a.err != nil {
-			t.Fatalf("the hog's first whole state: %v", a.err)
-		}
-		rev = a.ev.GetRevision()
-	}
-	first.cancel()
+	rev := wholeState(t, hog, knocks+1)
 	// 10 events a second: the first state of 30 put the hog 2 s into
 	// debt. Twenty resumes at once, each the whole lobby again.
 	sent := 0
@@ -310,16 +301,7 @@ func TestResumesOfALargeCallArePaced(t *testing.T) {
 		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
 		w.join(other, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
 	}
-	first := watchCall(t, hog, meeting7, 0)
-	var rev uint64
-	for range participants + 1 {
-		a := <-first.events
-		if a.err != nil {
-			t.Fatalf("the hog's first whole state: %v", a.err)
-		}
-		rev = a.ev.GetRevision()
-	}
-	first.cancel()
+	rev := wholeState(t, hog, participants+1)
 	admitted := 0
 	for i := range 100 {
 		s := watchCall(t, hog, meeting7, rev)
@@ -334,4 +316,21 @@ func TestResumesOfALargeCallArePaced(t *testing.T) {
 	if admitted > 1 {
 		t.Errorf("a hog 2 s in debt at 10 events a second had %d resumes of a call of %d participants read whole (%d participants read), none refused", admitted, participants, admitted*participants)
 	}
+}
+
+// wholeState watches meeting7 from the start, reads its whole state of n
+// events and ends the stream, answering the revision of its SYNCED.
+func wholeState(t *testing.T, c usherv1.AdmissionServiceClient, n int) uint64 {
+	t.Helper()
+	s := watchCall(t, c, meeting7, 0)
+	defer s.cancel()
+	var rev uint64
+	for range n {
+		a := <-s.events
+		if a.err != nil {
+			t.Fatalf("the whole state: %v", a.err)
+		}
+		rev = a.ev.GetRevision()
+	}
+	return rev
 }
