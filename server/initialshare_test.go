@@ -219,23 +219,8 @@ func TestOneCallerStartingWholeInitialStatesIsPaced(t *testing.T) {
 // whole initial state of their knocks: it is paced as one of sessions is.
 func TestAWholeStateOfKnocksIsPaced(t *testing.T) {
 	const knocks = 29
-	hogToken, _, src := hogAndOther(t)
-	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
-	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
-	for i := range knocks {
-		subject := fmt.Sprintf("user:g%d", i)
-		w.grant(subject, "guest", meeting7)
-		if k, err := hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: subject, Resource: meeting7}); err != nil || k.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
-			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
-		}
-	}
-	first := watchCall(t, hog, meeting7, 0)
-	for range knocks + 1 { // WAITING each, then SYNCED
-		if a := <-first.events; a.err != nil {
-			t.Fatalf("the hog's first whole state: %v", a.err)
-		}
-	}
-	first.cancel()
+	hog := hogWithALobby(t, knocks)
+	wholeState(t, hog, knocks+1) // WAITING each, then SYNCED
 	stream, err := hog.WatchCall(t.Context(), &usherv1.WatchCallRequest{Resource: meeting7})
 	if err != nil {
 		t.Fatal(err)
@@ -251,16 +236,7 @@ func TestAWholeStateOfKnocksIsPaced(t *testing.T) {
 // lobby as often as it liked, by naming a revision.
 func TestAResumeOfALobbyIsPaced(t *testing.T) {
 	const knocks = 29
-	hogToken, _, src := hogAndOther(t)
-	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
-	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
-	for i := range knocks {
-		subject := fmt.Sprintf("user:g%d", i)
-		w.grant(subject, "guest", meeting7)
-		if k, err := hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: subject, Resource: meeting7}); err != nil || k.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
-			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
-		}
-	}
+	hog := hogWithALobby(t, knocks)
 	rev := wholeState(t, hog, knocks+1)
 	// 10 events a second: the first state of 30 put the hog 2 s into
 	// debt. Twenty resumes at once, each the whole lobby again.
@@ -333,4 +309,21 @@ func wholeState(t *testing.T, c usherv1.AdmissionServiceClient, n int) uint64 {
 		rev = a.ev.GetRevision()
 	}
 	return rev
+}
+
+// hogWithALobby is the client of a caller "hog" that may start whole states
+// of 10 events a second, and has knocked n guests into meeting7's lobby.
+func hogWithALobby(t *testing.T, n int) usherv1.AdmissionServiceClient {
+	t.Helper()
+	hogToken, _, src := hogAndOther(t)
+	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	for i := range n {
+		subject := fmt.Sprintf("user:g%d", i)
+		w.grant(subject, "guest", meeting7)
+		if k, err := hog.Knock(callCtx(t), &usherv1.KnockRequest{Subject: subject, Resource: meeting7}); err != nil || k.GetOutcome() != usherv1.Outcome_OUTCOME_LOBBY {
+			t.Fatalf("Knock(%s) = %v, %v", subject, k, err)
+		}
+	}
+	return hog
 }
