@@ -2,6 +2,8 @@ package authz_test
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -248,4 +250,81 @@ func TestALiveBlockMakesWayForOneThatCoversIt(t *testing.T) {
 			return noID(w.eng.Block(w.ctx, as("user:muter"), authz.Block{Subject: "user:bob", Resource: call, Permissions: []string{"send-audio"}}))
 		})
 	})
+}
+
+// Near the limit the engine and the reference judge agree on which blocks
+// make way for a new one, and on whether any may: random worlds of a
+// subject carrying MaxBlocksPerBinding blocks, some run out, of random
+// permissions and ends, and one more block by a moderator or by one who
+// may only mute.
+func TestBlocksAtTheLimitAgreeWithTheReference(t *testing.T) {
+	const call = "call:livestream:42"
+	perms := []string{"send-audio", "send-video", "screenshare"}
+	seeds := 300
+	if raceDetector {
+		seeds = 30
+	}
+	tally := &invariantTally{kinds: map[string]*kindTally{}}
+	for seed := range uint64(seeds) {
+		rng := rand.New(rand.NewPCG(seed, 0xb10c))
+		p := streamPolicy()
+		p.Permissions = append(p.Permissions, authz.Permission{Name: authz.PermBlocksWrite + ".send-audio", Parents: []string{"mute-users"}})
+		p.Roles = append(p.Roles, authz.Role{Name: "muter", Scope: "root", Permissions: []string{"mute-users", "join-call", "send-audio"}})
+		w := newWorld(t, p)
+		w.grant("user:mod", "moderator", call)
+		w.grant("user:muter", "muter", call)
+		w.grant("user:bob", "call-member", call)
+		// some returns a random block's permissions, none for all.
+		some := func() []string {
+			var out []string
+			for _, p := range perms {
+				if rng.IntN(2) == 0 {
+					out = append(out, p)
+				}
+			}
+			if rng.IntN(3) == 0 {
+				return []string{"send-audio"}
+			}
+			return out
+		}
+		// until returns a random end: none, or a few hours on.
+		until := func() time.Time {
+			if rng.IntN(3) == 0 {
+				return time.Time{}
+			}
+			return w.clock.Now().Add(time.Duration(1+rng.IntN(4)) * time.Hour)
+		}
+		var changes []authz.Change
+		spent := rng.IntN(2) == 0   // whether some have run out
+		uniform := rng.IntN(2) == 0 // or all are alike, with no end
+		alike := some()
+		for i := range authz.MaxBlocksPerBinding {
+			b := authz.Block{Subject: "user:bob", Resource: call, ID: fmt.Sprintf("b%03d", i), Permissions: some(), Expires: until()}
+			if uniform {
+				b.Permissions, b.Expires = alike, time.Time{}
+			}
+			if spent && rng.IntN(20) == 0 {
+				b.Expires = w.clock.Now().Add(time.Minute) // to run out
+			}
+			changes = append(changes, authz.Change{Op: authz.OpPutBlock, Block: &b})
+		}
+		w.store(changes...)
+		w.clock.Advance(2 * time.Minute)
+		actor := []string{"user:mod", "user:muter"}[rng.IntN(2)]
+		b := authz.Block{Subject: "user:bob", Resource: call, ID: fmt.Sprintf("new%d", seed), Permissions: some(), Expires: until()}
+		if rng.IntN(8) == 0 {
+			b.ID = fmt.Sprintf("b%03d", rng.IntN(authz.MaxBlocksPerBinding)) // one it replaces
+		}
+		judgeWrite(t, w, seed, 0, fmt.Sprintf("go test ./authz -run TestBlocksAtTheLimitAgreeWithTheReference (seed %d)", seed), tally, actor, refWrite{Op: "Block", Block: b})
+	}
+	made, full := 0, 0
+	for _, kind := range slices.Sorted(maps.Keys(tally.kinds)) {
+		k := tally.kinds[kind]
+		t.Logf("%s: %d accepted, %d refused %v", kind, k.accepted, k.refused, k.why)
+		made += k.accepted
+		full += k.why["RESOURCE_EXHAUSTED"]
+	}
+	if made == 0 || full == 0 {
+		t.Errorf("%d blocks placed and %d refused for the limit: the worlds judge too little", made, full)
+	}
 }
