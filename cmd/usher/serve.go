@@ -352,6 +352,13 @@ variable their help names.`,
 		if err != nil {
 			return err
 		}
+		if callers == nil && !*allowUnauthenticated && !listensOnLoopback(lis) {
+			// localhost is taken at its name above; what it resolved to
+			// decides.
+			lis.Close()
+			return fmt.Errorf("refusing to serve %s without authentication: it resolved to %s, which is not a loopback address; "+
+				"give --callers FILE, listen on 127.0.0.1, or pass --allow-unauthenticated", *addr, lis.Addr())
+		}
 		lis, limitOpts := limits.Apply(lis, creds, logger)
 		serverOpts = append(serverOpts, limitOpts...)
 		serverOpts = append(serverOpts, server.WithWatchLimits(watchLimits), server.WithCallerShares(shares))
@@ -518,6 +525,13 @@ func livekitKey(file, name string) (*livekit.APIKey, error) {
 
 // isLoopback says whether addr (host:port) listens on loopback only:
 // 127.0.0.0/8, ::1 or localhost. An empty host listens everywhere.
+// listensOnLoopback reports whether lis listens on a loopback address
+// alone, whatever name it was given.
+func listensOnLoopback(lis net.Listener) bool {
+	a, ok := lis.Addr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}
+
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -265,6 +265,26 @@ func TestIsLoopback(t *testing.T) {
 	}
 }
 
+// What a name resolved to decides whether a server without callers may
+// listen there: localhost names loopback only where it resolves to it.
+func TestListensOnLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:0": true,
+		"localhost:0": true, // as this machine resolves it
+		"0.0.0.0:0":   false,
+		":0":          false,
+	} {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := listensOnLoopback(lis); got != want {
+			t.Errorf("listensOnLoopback(a listener on %q, at %s) = %v, want %v", addr, lis.Addr(), got, want)
+		}
+		lis.Close()
+	}
+}
+
 // damagedDataFiles writes a data file of enough grants that their bucket's
 // root is a branch page, and two damaged copies: one cut in half, one whose
 // grants root points its first child back at itself.
