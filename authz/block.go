@@ -12,7 +12,8 @@ import (
 
 // MaxBlocksPerBinding is the most blocks one subject may carry on one
 // resource. A new block past it takes the place of blocks that ran out,
-// or else of live ones it covers and outlasts.
+// or else of live ones it covers and outlasts, so that one who may only
+// mute cannot keep a ban out; lifted early, it does not bring them back.
 const MaxBlocksPerBinding = 100
 
 // Block denies b.Subject the listed permissions (all when none are listed),

@@ -1208,7 +1208,7 @@ func (x *DeleteResourceResponse) GetRevision() uint64 {
 // there; blocks that ran out make way for the new one, which deletes them,
 // or else as few as needed of the unexpired blocks it covers (it lists no
 // permission, or every one they list) and outlasts, the soonest to run out
-// first.
+// first: lifted before they would have ended, it does not bring them back.
 type BlockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The subject to block, as kind:id.
