@@ -494,7 +494,7 @@ func serveMetrics(addr string, metrics *server.Metrics, profiling bool, logger *
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	if profiling && !isLoopback(addr) {
+	if profiling && !listensOnLoopback(lis) {
 		logger.Warn("--pprof on a non-loopback --metrics-addr: whoever reaches it can profile the server", "addr", lis.Addr().String())
 	}
 	hs := server.ServeMetrics(lis, metrics, profiling, logger)
@@ -523,8 +523,6 @@ func livekitKey(file, name string) (*livekit.APIKey, error) {
 	return &k, nil
 }
 
-// isLoopback says whether addr (host:port) listens on loopback only:
-// 127.0.0.0/8, ::1 or localhost. An empty host listens everywhere.
 // listensOnLoopback reports whether lis listens on a loopback address
 // alone, whatever name it was given.
 func listensOnLoopback(lis net.Listener) bool {
@@ -532,6 +530,8 @@ func listensOnLoopback(lis net.Listener) bool {
 	return ok && a.IP.IsLoopback()
 }
 
+// isLoopback says whether addr (host:port) listens on loopback only:
+// 127.0.0.0/8, ::1 or localhost. An empty host listens everywhere.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
