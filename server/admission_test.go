@@ -144,13 +144,13 @@ func (w *admWorld) block(subject, resource string, perms ...string) string {
 	return id
 }
 
-// crowd has n call-members, user:p000 and on, join resource.
-func (w *admWorld) crowd(resource string, n int) {
+// crowd has n call-members, user:p000 and on, join resource through c.
+func (w *admWorld) crowd(c usherv1.AdmissionServiceClient, resource string, n int) {
 	w.t.Helper()
 	for i := range n {
 		subject := fmt.Sprintf("user:p%03d", i)
 		w.grant(subject, "call-member", resource)
-		w.join(w.adm, subject, resource, usherv1.Outcome_OUTCOME_ADMITTED)
+		w.join(c, subject, resource, usherv1.Outcome_OUTCOME_ADMITTED)
 	}
 }
 
@@ -1289,7 +1289,7 @@ func TestAWatchCallThatFallsBehindStartsAgainInPlace(t *testing.T) {
 func TestOneWriteChangingMoreParticipantsThanAWatchHoldsKeepsTheStream(t *testing.T) {
 	const buffer, participants = 64, 150
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
-	w.crowd(meeting7, participants)
+	w.crowd(w.adm, meeting7, participants)
 	s := watchCall(t, w.adm, meeting7, 0)
 	if got := len(s.initial()); got != participants+1 {
 		t.Fatalf("the initial state holds %d events, want %d", got, participants+1)
@@ -1677,7 +1677,7 @@ func TestFreeTextHoldsNoControlOrOverrideCharacter(t *testing.T) {
 func TestDeletingALargeCallEndsItsStreamsNotFound(t *testing.T) {
 	const buffer, participants = 64, 150
 	w := newAdmWorld(t, admission.Options{WatchBuffer: buffer})
-	w.crowd(meeting7, participants)
+	w.crowd(w.adm, meeting7, participants)
 	s := watchCall(t, w.adm, meeting7, 0)
 	s.initial()
 	if _, err := w.engine.DeleteResource(t.Context(), w.by, meeting7); err != nil {

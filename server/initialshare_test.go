@@ -272,11 +272,7 @@ func TestResumesOfALargeCallArePaced(t *testing.T) {
 	hogToken, otherToken, src := hogAndOther(t)
 	w := newAdmWorld(t, admission.Options{}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
 	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
-	other := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken))))
-	for i := range participants {
-		w.grant(fmt.Sprintf("user:p%d", i), "call-member", meeting7)
-		w.join(other, fmt.Sprintf("user:p%d", i), meeting7, usherv1.Outcome_OUTCOME_ADMITTED)
-	}
+	w.crowd(usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken)))), meeting7, participants)
 	rev := wholeState(t, hog, participants+1)
 	admitted := 0
 	for i := range 100 {
