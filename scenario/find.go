@@ -57,10 +57,16 @@ func Find(paths []string) ([]string, error) {
 	return out, nil
 }
 
-// isScenario reports whether data is a YAML mapping with a steps key.
+// isScenario reports whether data is a YAML mapping with a steps key. A
+// file that is not valid YAML is one when a line of it starts with steps:
+// a scenario broken by a typo is reported by Load, not skipped as if it
+// were no scenario at all.
 func isScenario(data []byte) bool {
 	var doc yaml.Node
-	if yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc) != nil || len(doc.Content) != 1 {
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		return stepsLine.Match(data)
+	}
+	if len(doc.Content) != 1 {
 		return false
 	}
 	top := doc.Content[0]
@@ -74,6 +80,9 @@ func isScenario(data []byte) bool {
 	}
 	return false
 }
+
+// stepsLine finds a top-level steps key in a file the YAML parser refuses.
+var stepsLine = regexp.MustCompile(`(?m)^["']?steps["']?[ \t]*:`)
 
 // Pattern selects scenario files and expectations by name, as `usher
 // policy test --run` does: FILE/STEP matches the files whose name (without

@@ -116,11 +116,14 @@ func TestFindTakesDirectories(t *testing.T) {
 	write("mine.yaml", "permissions: [{name: a}]\n") // the policy b names: not a scenario
 	write("nested/a.yml", "policy: default\nsteps: []\n")
 	write("notes.txt", "steps: []\n")
+	// A scenario a typo left invalid YAML is found, for Load to report,
+	// not skipped as no scenario: its expectations would never run.
+	write("nested/broken.yaml", "policy: default\nsteps:\n  - check: {subject: user:x, permission: join-call, resource: root\n")
 	got, err := scenario.Find([]string{dir, filepath.Join(dir, "mine.yaml")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{filepath.Join(dir, "b.yaml"), filepath.Join(dir, "nested/a.yml"), filepath.Join(dir, "mine.yaml")}
+	want := []string{filepath.Join(dir, "b.yaml"), filepath.Join(dir, "nested/a.yml"), filepath.Join(dir, "nested/broken.yaml"), filepath.Join(dir, "mine.yaml")}
 	if !slices.Equal(got, want) {
 		t.Errorf("Find = %v, want %v (a file named is taken as it is)", got, want)
 	}
