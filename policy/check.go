@@ -32,7 +32,8 @@ import (
 // time).
 func Check(d *Document) Diagnostics {
 	c := &checker{doc: d, p: d.Policy, declared: map[string]int{}, roles: map[string][]int{},
-		listed: map[string]int{}, types: map[string]map[string]bool{}, warnedScope: map[string]bool{}}
+		listed: map[string]int{}, types: map[string]map[string]bool{}, warnedScope: map[string]bool{},
+		suggested: map[[2]string]string{}, sorted: map[string][]string{}}
 	c.index()
 	c.permissions()
 	c.resources()
@@ -57,6 +58,44 @@ type checker struct {
 	// field that names types.
 	types       map[string]map[string]bool
 	warnedScope map[string]bool
+	// suggested memoizes didYouMean per candidate set and name: a file's
+	// aliases may name one misspelling a million times, and each
+	// suggestion measures every candidate.
+	suggested map[[2]string]string
+	sorted    map[string][]string
+}
+
+// maxSuggestions bounds the distinct names a check measures against the
+// candidates for a "did you mean": past it, findings carry none.
+const maxSuggestions = 1000
+
+// suggest is didYouMean(name, keys(set)), memoized, with the candidates
+// sorted once per set, and bounded by maxSuggestions.
+func (c *checker) suggest(setName string, set []string, name string) string {
+	key := [2]string{setName, name}
+	if s, ok := c.suggested[key]; ok {
+		return s
+	}
+	if len(c.suggested) >= maxSuggestions {
+		return ""
+	}
+	s := didYouMean(name, set)
+	c.suggested[key] = s
+	return s
+}
+
+func (c *checker) suggestPermission(name string) string {
+	if _, ok := c.sorted["permissions"]; !ok {
+		c.sorted["permissions"] = keys(c.declared)
+	}
+	return c.suggest("permissions", c.sorted["permissions"], name)
+}
+
+func (c *checker) suggestRole(name string) string {
+	if _, ok := c.sorted["roles"]; !ok {
+		c.sorted["roles"] = keys(c.roles)
+	}
+	return c.suggest("roles", c.sorted["roles"], name)
 }
 
 // Where resource types are named, for types: a type is known when it is
@@ -193,7 +232,7 @@ func (c *checker) permissions() {
 			if narrowed, ok := strings.CutPrefix(name, authz.PermBlocksWrite+"."); ok {
 				if _, declared := c.declared[narrowed]; !declared || authz.IsReserved(narrowed) {
 					c.errorf(path+".name", name, "usher.blocks.write may be narrowed only to a permission the policy declares (usher.blocks.write.send-audio), and %q is not one%s",
-						narrowed, didYouMean(narrowed, keys(c.declared)))
+						narrowed, c.suggestPermission(narrowed))
 				}
 			} else if _, ok := authz.NarrowedType(name); authz.IsReserved(name) && !ok && !slices.Contains(authz.ReservedNames, name) {
 				if s := didYouMean(name, authz.ReservedNames); s != "" {
@@ -213,7 +252,7 @@ func (c *checker) permissions() {
 				continue
 			}
 			if _, ok := c.declared[parent]; !ok && !c.doc.broken["permissions"] {
-				c.errorf(ppath, parent, "parent is not declared in the policy%s", didYouMean(parent, keys(c.declared)))
+				c.errorf(ppath, parent, "parent is not declared in the policy%s", c.suggestPermission(parent))
 			}
 		}
 	}
@@ -347,7 +386,7 @@ func (c *checker) role(path, name string) bool {
 		if c.doc.broken["roles"] {
 			return false // it may be among the roles that could not be read
 		}
-		c.errorf(path, name, "role is not defined in the policy%s", didYouMean(name, keys(c.roles)))
+		c.errorf(path, name, "role is not defined in the policy%s", c.suggestRole(name))
 		return false
 	}
 	return true
@@ -359,7 +398,7 @@ func (c *checker) permission(path, name string) {
 		return
 	}
 	if _, ok := c.declared[name]; !ok && !c.doc.broken["permissions"] {
-		c.errorf(path, name, "permission is not declared in the policy%s", didYouMean(name, keys(c.declared)))
+		c.errorf(path, name, "permission is not declared in the policy%s", c.suggestPermission(name))
 	}
 }
 
