@@ -247,7 +247,13 @@ func (r *reader) merge(n *yaml.Node, path string, merged map[*yaml.Node]bool) []
 				sources = v.Content
 			}
 			for _, s := range sources {
-				if s = resolve(s); s.Kind == yaml.MappingNode && !merged[s] && r.visit(s, path) {
+				if s = resolve(s); s.Kind != yaml.MappingNode {
+					// YAML's merge takes mappings only: anything else
+					// would be merged as nothing, silently.
+					r.add(pos(s), path, "a merge key (<<) takes a mapping or a list of mappings, got %s", describe(s))
+					continue
+				}
+				if !merged[s] && r.visit(s, path) {
 					merged[s] = true
 					from = append(from, r.merge(s, path, merged)...)
 				}

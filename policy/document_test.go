@@ -241,3 +241,23 @@ func TestFindingsAfterADroppedItemPointAtTheirOwnItems(t *testing.T) {
 		}
 	}
 }
+
+// YAML's merge key takes a mapping or a list of them; anything else, as an
+// anchor of a permission list, would merge nothing, silently.
+func TestReadRefusesAMergeOfWhatIsNoMapping(t *testing.T) {
+	const file = `permissions: [{name: a}]
+roles:
+  - name: r
+    scope: root
+    permissions: &perms [a]
+  - <<: *perms
+    name: s
+  - <<: 5
+    name: t
+`
+	_, diags := policy.Read("m.yaml", []byte(file))
+	sameLines(t, diags,
+		`m.yaml:5:26: roles[1]: a merge key (<<) takes a mapping or a list of mappings, got "a"`,
+		`m.yaml:8:9: roles[2]: a merge key (<<) takes a mapping or a list of mappings, got the number 5`,
+	)
+}
