@@ -193,7 +193,7 @@ func (e *Engine) Unblock(ctx context.Context, by Author, subject, resource, id s
 // covers reports whether b denies all that e denies, for at least as long:
 // it lists no permission, or every one e lists, and runs out no sooner.
 func covers(b Block, e *blockEntry) bool {
-	if exp := expiry(b.Expires); exp != 0 && (e.exp == 0 || e.exp > exp) {
+	if cmpExpiry(expiry(b.Expires), e.exp) < 0 {
 		return false
 	}
 	if len(b.Permissions) == 0 {

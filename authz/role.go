@@ -292,36 +292,29 @@ func (p *plan) creatorGain(root uint32, name string, before, after *roleDef, res
 func (p *plan) leadsTo(at uint32, name string, resolve func(at, role uint32) *roleDef) (by, c string, ok bool) {
 	x := p.x
 	_, listers := p.creatorReach()
-	seen := map[string]bool{}
-	// from is the creator role from which a chain of listings at at
-	// reaches n, "" when none does.
-	var from func(n string) string
-	from = func(n string) string {
-		if x.creatorOf(n) {
-			return n
-		}
-		if seen[n] {
-			return ""
-		}
-		seen[n] = true
+	seen := map[string]bool{name: true}
+	// from finds a role that lists n at at and that a chain of listings
+	// from the creator role c reaches, or is c.
+	var from func(n string) (by, c string)
+	from = func(n string) (string, string) {
 		for _, l := range listers[n] {
-			if d := resolve(at, x.roleID(l)); d != nil && d.lists(n) {
-				if c := from(l); c != "" {
-					return c
+			if d := resolve(at, x.roleID(l)); d == nil || !d.lists(n) {
+				continue
+			}
+			if x.creatorOf(l) {
+				return l, l
+			}
+			if !seen[l] {
+				seen[l] = true
+				if _, c := from(l); c != "" {
+					return l, c
 				}
 			}
 		}
-		return ""
+		return "", ""
 	}
-	seen[name] = true
-	for _, l := range listers[name] {
-		if d := resolve(at, x.roleID(l)); d != nil && d.lists(name) {
-			if c := from(l); c != "" {
-				return l, c, true
-			}
-		}
-	}
-	return "", "", false
+	by, c = from(name)
+	return by, c, c != ""
 }
 
 // creatorOf reports whether name is a creator role.

@@ -33,7 +33,7 @@ import (
 func Check(d *Document) Diagnostics {
 	c := &checker{doc: d, p: d.Policy, declared: map[string]int{}, roles: map[string][]int{},
 		listed: map[string]int{}, types: map[string]map[string]bool{}, warnedScope: map[string]bool{},
-		suggested: map[[2]string]string{}, sorted: map[string][]string{}}
+		suggested: map[[2]string]string{}}
 	c.index()
 	c.permissions()
 	c.resources()
@@ -58,44 +58,39 @@ type checker struct {
 	// field that names types.
 	types       map[string]map[string]bool
 	warnedScope map[string]bool
-	// suggested memoizes didYouMean per candidate set and name: a file's
-	// aliases may name one misspelling a million times, and each
-	// suggestion measures every candidate.
-	suggested map[[2]string]string
-	sorted    map[string][]string
+	// suggested memoizes didYouMean by what is named (permission or role)
+	// and the name: a file's aliases may name one misspelling a million
+	// times, and each suggestion measures every candidate, which
+	// permNames and roleNames hold sorted once.
+	suggested            map[[2]string]string
+	permNames, roleNames []string
 }
 
 // maxSuggestions bounds the distinct names a check measures against the
 // candidates for a "did you mean": past it, findings carry none.
 const maxSuggestions = 1000
 
-// suggest is didYouMean(name, keys(set)), memoized, with the candidates
-// sorted once per set, and bounded by maxSuggestions.
-func (c *checker) suggest(setName string, set []string, name string) string {
-	key := [2]string{setName, name}
-	if s, ok := c.suggested[key]; ok {
+// suggest is didYouMean(name, *among), memoized, with *among sorted from
+// set once, and bounded by maxSuggestions.
+func suggest[V any](c *checker, what string, among *[]string, set map[string]V, name string) string {
+	key := [2]string{what, name}
+	if s, ok := c.suggested[key]; ok || len(c.suggested) >= maxSuggestions {
 		return s
 	}
-	if len(c.suggested) >= maxSuggestions {
-		return ""
+	if *among == nil {
+		*among = keys(set)
 	}
-	s := didYouMean(name, set)
+	s := didYouMean(name, *among)
 	c.suggested[key] = s
 	return s
 }
 
 func (c *checker) suggestPermission(name string) string {
-	if _, ok := c.sorted["permissions"]; !ok {
-		c.sorted["permissions"] = keys(c.declared)
-	}
-	return c.suggest("permissions", c.sorted["permissions"], name)
+	return suggest(c, "permission", &c.permNames, c.declared, name)
 }
 
 func (c *checker) suggestRole(name string) string {
-	if _, ok := c.sorted["roles"]; !ok {
-		c.sorted["roles"] = keys(c.roles)
-	}
-	return c.suggest("roles", c.sorted["roles"], name)
+	return suggest(c, "role", &c.roleNames, c.roles, name)
 }
 
 // Where resource types are named, for types: a type is known when it is

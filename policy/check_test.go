@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -188,5 +189,32 @@ func TestQuotaFieldIsAResourceTheQuotaCounts(t *testing.T) {
 		if got := d.QuotaField("quota", c.meta); got != c.want {
 			t.Errorf("QuotaField(%v) = %s, want %s", c.meta, got, c.want)
 		}
+	}
+}
+
+// A "did you mean" is measured for at most 1,000 distinct names a file
+// misspells, each once however often it is named: past them, findings
+// carry none.
+func TestSuggestionsAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("permissions:\n")
+	for i := range 1001 {
+		fmt.Fprintf(&b, "  - {name: p%04d}\n", i)
+	}
+	b.WriteString("roles:\n  - name: r\n    scope: root\n    permissions: [")
+	for i := range 1001 {
+		fmt.Fprintf(&b, "q%04d, ", i)
+	}
+	b.WriteString("q0000]\n")
+	var suggested, bare []string
+	for _, d := range validate(t, b.String()) {
+		if strings.Contains(d.Message, "did you mean") {
+			suggested = append(suggested, d.Path)
+		} else {
+			bare = append(bare, d.Path)
+		}
+	}
+	if len(suggested) != 1001 || len(bare) != 1 || bare[0] != "roles[0].permissions[1000]" {
+		t.Errorf("%d findings with a suggestion, and without one %v; want the 1,000 names first misspelt with one, q0000 again with it, and the 1,001st without", len(suggested), bare)
 	}
 }

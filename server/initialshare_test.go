@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/usher-authz/usher/admission"
+	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
 	"github.com/usher-authz/usher/server"
 )
@@ -322,4 +323,30 @@ func hogWithALobby(t *testing.T, n int) usherv1.AdmissionServiceClient {
 		}
 	}
 	return hog
+}
+
+// A stream that falls behind starts again in place only within its
+// caller's pace: a hog in debt for the whole state it just took has its
+// stream end with the pace's refusal, which says when to watch again.
+func TestAStreamThatFallsBehindInDebtEndsWithThePace(t *testing.T) {
+	const participants = 150
+	hogToken, otherToken, src := hogAndOther(t)
+	w := newAdmWorld(t, admission.Options{WatchBuffer: 64}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
+	w.crowd(usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken)))), meeting7, participants)
+	s := watchCall(t, hog, meeting7, 0)
+	s.initial()
+	// Every call-member is muted by one definition: more changes than
+	// the stream's buffer holds.
+	if _, err := w.engine.PutRole(t.Context(), w.by, authz.Role{Name: "call-member", Scope: meeting7,
+		Permissions: []string{"join-call", "read-call", "send-video", "screenshare", "create-reaction"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.end(5 * time.Second)
+	st := wantCode(t, err, codes.ResourceExhausted)
+	wantDetails(t, st, refusal{reason: "CALLER_INITIAL_RATE", field: "resource", value: meeting7,
+		meta: map[string]string{"caller": "hog", "limit": "10", "events": fmt.Sprint(participants + 1)}})
+	if !strings.Contains(st.Message(), "watch again in") {
+		t.Errorf("message %q: want it to say when to watch again", st.Message())
+	}
 }

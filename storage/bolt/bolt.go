@@ -156,19 +156,14 @@ func Open(path string, opts Options) (s *Store, err error) {
 			if compacted, err = storage.DecodeRevision(meta.Get(keyCompacted)); err != nil {
 				return err
 			}
-			// The log ends at the file's revision (or, emptied by a
-			// compaction, begins after it). A revision that disagrees is
-			// damage that still decodes: served, the next commit would
-			// reuse a revision the log holds, overwriting its change set,
-			// or leave a gap no watcher gets past.
 			end := compacted
 			if k, _ := tx.Bucket(bucketChanges).Cursor().Last(); k != nil {
 				if end, err = storage.DecodeRevision(k); err != nil {
 					return err
 				}
 			}
-			if end != rev {
-				return fmt.Errorf("the data file is damaged (restore it from a backup with usher restore): the change log ends at revision %d, the file says it is at %d", end, rev)
+			if err := logEndsAt(end, rev); err != nil {
+				return fmt.Errorf("the data file is damaged (restore it from a backup with usher restore): %w", err)
 			}
 			return nil
 		})

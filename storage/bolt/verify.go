@@ -133,10 +133,22 @@ func verifyContents(tx *bbolt.Tx) (authz.Revision, error) {
 	if err != nil {
 		return 0, fmt.Errorf("change log: %w", err)
 	}
-	if last != rev {
-		return 0, fmt.Errorf("the change log ends at revision %d, the file is at %d", last, rev)
+	if err := logEndsAt(last, rev); err != nil {
+		return 0, err
 	}
 	return rev, nil
+}
+
+// logEndsAt refuses a file whose change log ends at last (its compaction
+// point when it is empty) while the file says it is at rev: damage that
+// still decodes, after which the next commit would reuse a revision the
+// log holds, overwriting its change set, or leave a gap no watcher gets
+// past.
+func logEndsAt(last, rev authz.Revision) error {
+	if last != rev {
+		return fmt.Errorf("the change log ends at revision %d, the file says it is at %d", last, rev)
+	}
+	return nil
 }
 
 // openShared opens path read-only, which takes bbolt's shared lock: it
