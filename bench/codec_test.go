@@ -6,9 +6,11 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -57,14 +59,15 @@ func TestRawCodecSendsTheBytesAndReadsTheFirstField(t *testing.T) {
 	}
 }
 
-// The floor answers a pre-encoded health check SERVING, and knows nothing
-// else.
-func TestFloorServesHealthOnly(t *testing.T) {
+// The floor answers a pre-encoded health check SERVING and every Join with
+// the answer it was given, and knows nothing else.
+func TestFloorServesHealthAndJoinOnly(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := Floor()
+	answer := &usherv1.JoinResponse{Outcome: usherv1.Outcome_OUTCOME_ADMITTED, LivekitToken: "t", SessionId: "s"}
+	srv := Floor(answer)
 	go srv.Serve(lis)
 	defer srv.Stop()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -83,11 +86,21 @@ func TestFloorServesHealthOnly(t *testing.T) {
 	if r.Field1 != uint64(healthpb.HealthCheckResponse_SERVING) {
 		t.Errorf("status %d, want SERVING", r.Field1)
 	}
+	admission := usherv1.NewAdmissionServiceClient(conn)
+	for _, subject := range []string{"user:a", "user:b"} {
+		got, err := admission.Join(context.Background(), &usherv1.JoinRequest{Subject: subject, Resource: "call:c"})
+		if err != nil || !proto.Equal(got, answer) {
+			t.Errorf("Join of %s = %v, %v; want %v", subject, got, err, answer)
+		}
+	}
+	if _, err := admission.KeepAlive(context.Background(), &usherv1.KeepAliveRequest{SessionId: "s"}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("KeepAlive: %v, want Unimplemented", err)
+	}
 	check, err := Encode(&usherv1.CheckRequest{Subject: "user:a", Permission: "p", Resource: "root"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.Invoke(context.Background(), usherv1.AuthorizationService_Check_FullMethodName, &check, &r, CallOption()); err == nil {
-		t.Error("the floor answered a Check")
+	if err := conn.Invoke(context.Background(), usherv1.AuthorizationService_Check_FullMethodName, &check, &r, CallOption()); status.Code(err) != codes.Unimplemented {
+		t.Errorf("Check: %v, want Unimplemented", err)
 	}
 }

@@ -293,11 +293,14 @@ func (run Run) Print(w io.Writer) {
 		}
 	}
 	for _, c := range run.Compared {
-		verdict := "met"
-		if !c.Met {
-			verdict = "NOT met"
+		verdict := ": met"
+		switch {
+		case c.MinThroughput == 0 && c.MaxP99 == 0:
+			verdict = ""
+		case !c.Met:
+			verdict = ": NOT met"
 		}
-		fmt.Fprintf(w, "%s / %s: throughput %s%s, p99 %s%s: %s\n", c.Phase, c.Base,
+		fmt.Fprintf(w, "%s / %s: throughput %s%s, p99 %s%s%s\n", c.Phase, c.Base,
 			ratio(c.ThroughputRatio), bound(">=", c.MinThroughput), ratio(c.P99Ratio), bound("<=", c.MaxP99), verdict)
 	}
 	if wr := run.Writes; wr != nil {

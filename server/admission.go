@@ -89,7 +89,7 @@ func (s *admissionServer) Join(ctx context.Context, req *usherv1.JoinRequest) (*
 	if s.log != nil {
 		s.log.join(ctx, req.GetSubject(), req.GetResource(), r)
 	}
-	return toJoinResponse(r), nil
+	return JoinResponse(r), nil
 }
 
 // joinAnswer holds a Join's answer and the messages it points to, made in
@@ -101,7 +101,8 @@ type joinAnswer struct {
 	lease   durationpb.Duration
 }
 
-func toJoinResponse(r admission.Result) *usherv1.JoinResponse {
+// JoinResponse is the answer Join gives for r.
+func JoinResponse(r admission.Result) *usherv1.JoinResponse {
 	a := &joinAnswer{}
 	out := &a.resp
 	out.Outcome, out.Reason, out.Capabilities = usherv1.Outcome(r.Outcome), r.Reason, r.Capabilities

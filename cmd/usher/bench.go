@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,9 +16,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/usher-authz/usher/admission"
 	"github.com/usher-authz/usher/authz"
 	"github.com/usher-authz/usher/bench"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/media/livekit"
 	"github.com/usher-authz/usher/policy"
 	"github.com/usher-authz/usher/server"
 	"github.com/usher-authz/usher/storage/bolt"
@@ -228,11 +232,14 @@ func benchGrantCommand() *cobra.Command {
 func benchFloorCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "floor",
-		Short: "Serve grpc.health.v1 only, as a bare gRPC server: the floor the load commands compare with",
-		Long: `Floor serves grpc.health.v1 only, with grpc-go's own health server: the
-floor the load commands measure Usher against. It prints its address, and
-serves until SIGINT or SIGTERM. Without --floor, the load commands start one
-of their own.`,
+		Short: "Serve grpc.health.v1 and a Join that decides nothing, as a bare gRPC server: the floor the load commands compare with",
+		Long: `Floor serves grpc.health.v1, with grpc-go's own health server: the floor
+the load commands measure Usher against. It also answers every
+usher.v1.AdmissionService Join with the one answer Usher gives a
+call-member of the default policy's calls, its LiveKit token signed once at
+start: what gRPC alone costs to carry a Join and its answer. It prints its
+address, and serves until SIGINT or SIGTERM. Without --floor, the load
+commands start one of their own.`,
 		Example: "  usher bench floor --addr 127.0.0.1:7172",
 		Args:    argsExactly(),
 	}
@@ -246,7 +253,11 @@ of their own.`,
 		if err != nil {
 			return err
 		}
-		srv := bench.Floor()
+		answer, err := floorJoinAnswer()
+		if err != nil {
+			return err
+		}
+		srv := bench.Floor(answer)
 		stop := make(chan os.Signal, 1)
 		signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 		fmt.Printf("%s %s\n", floorBanner, lis.Addr())
@@ -263,5 +274,45 @@ of their own.`,
 	return cmd
 }
 
+// floorJoinAnswer is the answer the floor gives every Join: the one Usher
+// gives a call-member of the default policy's calls, with a LiveKit token
+// signed once, by a key of the floor's own.
+func floorJoinAnswer() (*usherv1.JoinResponse, error) {
+	msg, err := policy.Load("default")
+	if err != nil {
+		return nil, err
+	}
+	p := server.FromPolicy(msg)
+	var rule *authz.Admission
+	for i, a := range p.Admissions {
+		if a.ResourceType == "call" && a.Media != nil {
+			rule = &p.Admissions[i]
+		}
+	}
+	i := slices.IndexFunc(p.Roles, func(r authz.Role) bool { return r.Name == floorRole })
+	if rule == nil || i < 0 {
+		return nil, fmt.Errorf("the default policy has no LiveKit mapping for calls, or no role %q", floorRole)
+	}
+	const subject, call = "user:u1", "call:a1-w1-t1-c1"
+	caps := slices.Sorted(slices.Values(p.Roles[i].Permissions))
+	grant := livekit.Mapping(*rule.Media).VideoGrant(call, caps)
+	lease := rule.LeaseOf()
+	key := livekit.APIKey{Key: "floor", Secret: strings.Repeat("f", livekit.MinSecretLen)}
+	token, err := key.Signer().Sign(subject, grant, lease)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	return server.JoinResponse(admission.Result{
+		Outcome:      admission.Admitted,
+		Reason:       subject + " joins " + call + ` by "` + rule.Join + `", held as "` + floorRole + `" on "` + call + `"`,
+		Capabilities: caps, Session: strings.Repeat("0", 32), Expires: now.Add(lease), Lease: lease,
+		Token: token, Grant: grant, Role: floorRole, Scope: call, Revision: 1,
+	}), nil
+}
+
+// floorRole is the role of the floor's Join answer.
+const floorRole = "call-member"
+
 // floorBanner starts the line the floor prints, followed by its address.
-const floorBanner = "usher bench floor: serving grpc.health.v1 on"
+const floorBanner = "usher bench floor: serving grpc.health.v1 and Join on"

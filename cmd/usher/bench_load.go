@@ -179,6 +179,11 @@ func benchLoad(mode string, f *loadFlags) error {
 	if err := w.verify(ctx); err != nil {
 		return err
 	}
+	if mode == "join" {
+		if err := verifyFloorJoin(ctx, floorConn); err != nil {
+			return err
+		}
+	}
 	var side func(workers int) sideLoad
 	switch mode {
 	case "lookup":
@@ -216,6 +221,10 @@ func benchLoad(mode string, f *loadFlags) error {
 		targets := []bench.Target{
 			{Name: "floor health", Server: "floor", PID: f.floorPID, Call: healthCall(floorConn, healthReq, workers)},
 		}
+		if mode == "join" {
+			// The same Joins, answered by the floor without deciding.
+			targets = append(targets, bench.Target{Name: floorJoin, Server: "floor", PID: f.floorPID, Call: replay(floorConn, w, workers)})
+		}
 		if f.health {
 			targets = append(targets, bench.Target{Name: "usher health", Server: "usher", PID: f.serverPID, Call: healthCall(conn, healthReq, workers)})
 		}
@@ -252,6 +261,9 @@ func benchLoad(mode string, f *loadFlags) error {
 			if st.Errors > 0 {
 				failures = append(failures, fmt.Sprintf("%s at concurrency %d: %d errors", st.Name, workers, st.Errors))
 			}
+		}
+		if floor, ok := phases[floorJoin]; ok {
+			run.Compared = append(run.Compared, bench.Compare(phases[usher.Name], floor, 0, 0))
 		}
 		for _, c := range s.compare {
 			run.Compared = append(run.Compared, bench.Compare(phases[c.phase], phases[usher.Name], c.minThroughput, c.maxP99))
@@ -497,7 +509,7 @@ func verifyListPermissions(conn *grpc.ClientConn, idx *authz.Index, queries []be
 func verifyJoins(conn *grpc.ClientConn, joins []bench.Join) func(context.Context) error {
 	client := usherv1.NewAdmissionServiceClient(conn)
 	return func(ctx context.Context) error {
-		tokens := 0
+		tokens, size := 0, 0
 		sample := joins[:min(len(joins), 100)]
 		for _, j := range sample {
 			resp, err := client.Join(ctx, &usherv1.JoinRequest{Subject: j.Subject, Resource: j.Call})
@@ -511,13 +523,32 @@ func verifyJoins(conn *grpc.ClientConn, joins []bench.Join) func(context.Context
 			if resp.GetLivekitToken() != "" {
 				tokens++
 			}
+			size += proto.Size(resp)
 		}
+		fmt.Printf("usher's answers to the first %d joins: %d bytes on average\n", len(sample), size/max(len(sample), 1))
 		if tokens < len(sample) {
 			fmt.Printf("WARNING: %d of %d admitted joins carry no LiveKit token: start usher serve with USHER_LIVEKIT_API_KEY and USHER_LIVEKIT_API_SECRET to measure Join with one\n",
 				len(sample)-tokens, len(sample))
 		}
 		return nil
 	}
+}
+
+// floorJoin names the phase of the floor's Joins.
+const floorJoin = "floor join"
+
+// verifyFloorJoin fails unless the floor answers a Join as it should, with
+// a token, and says how large its answer is.
+func verifyFloorJoin(ctx context.Context, floor *grpc.ClientConn) error {
+	resp, err := usherv1.NewAdmissionServiceClient(floor).Join(ctx, &usherv1.JoinRequest{Subject: "user:u1", Resource: "call:a1-w1-t1-c1"})
+	if err != nil {
+		return fmt.Errorf("the floor's Join: %w (a floor of an older usher?)", err)
+	}
+	if resp.GetOutcome() != usherv1.Outcome_OUTCOME_ADMITTED || resp.GetLivekitToken() == "" {
+		return fmt.Errorf("the floor's Join answered %s with token %q, want ADMITTED with one", resp.GetOutcome(), resp.GetLivekitToken())
+	}
+	fmt.Printf("the floor's answer to every join: %d bytes\n", proto.Size(resp))
+	return nil
 }
 
 // floorProcess is a floor the load tool started, as a child process of the

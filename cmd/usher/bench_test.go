@@ -93,7 +93,7 @@ func TestBenchLoadsBesideTheFloor(t *testing.T) {
 			[]string{"floor health", "usher health", "usher check", "usher check +200 grants/s"}},
 		{"listpermissions", nil, []string{"floor health", "usher listpermissions"}},
 		{"checkbatch", []string{"--batch", "10"}, []string{"floor health", "usher checkbatch"}},
-		{"join", []string{"--concurrency", "4"}, []string{"floor health", "usher join"}},
+		{"join", []string{"--concurrency", "4"}, []string{"floor health", "floor join", "usher join"}},
 	} {
 		path := filepath.Join(dir, c.mode+".json")
 		args := append(append([]string{"bench", c.mode, "--json", path}, quick...), c.args...)
@@ -135,8 +135,18 @@ func TestBenchLoadsBesideTheFloor(t *testing.T) {
 					t.Errorf("checkbatch: %+v", ph)
 				}
 			case "join":
-				if ph := run.Phases[1]; ph.Outcomes["ADMITTED"] != ph.Calls {
-					t.Errorf("join outcomes %v over %d calls, want all admitted", ph.Outcomes, ph.Calls)
+				for _, ph := range run.Phases[1:] {
+					if ph.Outcomes["ADMITTED"] != ph.Calls {
+						t.Errorf("%s outcomes %v over %d calls, want all admitted", ph.Name, ph.Outcomes, ph.Calls)
+					}
+				}
+				if c := run.Compared; len(c) != 1 || c[0].Phase != "usher join" || c[0].Base != "floor join" || c[0].ThroughputRatio <= 0 {
+					t.Errorf("join at %d: compared %+v, want Usher's Joins against the floor's", run.Concurrency, c)
+				}
+				for _, want := range []string{"usher's answers to the first 100 joins: ", "the floor's answer to every join: ", "usher join / floor join: throughput "} {
+					if !strings.Contains(string(out), want) {
+						t.Errorf("join printed no %q:\n%s", want, out)
+					}
 				}
 				if strings.Contains(string(out), "no LiveKit token") {
 					t.Errorf("join warned of tokens missing:\n%s", out)
