@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A load run on loopback: populate a platform (a million grants by default),
 # start usher on it with a LiveKit key so that admitted joins carry a token,
-# start the floor (a bare gRPC server serving only the health check), and
-# load each against the other, interleaved in short rounds: Check at 8 and 32
+# start the floor (a bare gRPC server serving the health check and a Join
+# that decides nothing), and load each against the other, interleaved in
+# short rounds: Check at 8 and 32
 # calls in flight, ListPermissions, CheckBatch, Join at 32, Check beside
 # lookups and beside an administrator's listings and moves at 8 and 32, Check
 # while grants stream in, then durable Grants. Everything started here is

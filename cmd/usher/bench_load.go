@@ -295,7 +295,7 @@ func benchLoad(mode string, f *loadFlags) error {
 	return nil
 }
 
-// healthCall is a grpc.health.v1 Check, the floor's only call.
+// healthCall is a grpc.health.v1 Check.
 func healthCall(conn *grpc.ClientConn, req bench.Encoded, workers int) bench.Call {
 	opts := []grpc.CallOption{bench.CallOption()}
 	return func(ctx context.Context, w, seq int) (string, error) {
