@@ -304,7 +304,8 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		}
 		return r, nil
 	}
-	if e, ejected := m.v.joined(s, p); ejected {
+	st, e, ejected := m.v.joined(s, p)
+	if ejected {
 		if o := m.overtaken(subject, resource, e); o.Outcome != Lobby {
 			return o, nil
 		}
@@ -312,18 +313,32 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 		// does.
 		return m.Join(asked, caller, subject, resource, p.Revision)
 	}
-	r.Capabilities, r.Session, r.Expires, r.Lease = p.Capabilities, s.ID, s.Expires, lease
+	// The answer and its token carry what the call's watchers were told of
+	// the participant: a write that took capabilities away while the
+	// session was written (a mute, a demotion) is in it, and a media
+	// server hears of every later one as CHANGED.
+	if !slices.Equal(st.caps, p.Capabilities) || st.media != rule.Media {
+		r.Grant = nil
+		if st.media != nil {
+			r.Grant = livekit.Mapping(*st.media).VideoGrant(resource, st.caps)
+		}
+	}
+	until := p.Until
+	if !st.until.IsZero() && (until.IsZero() || st.until.Before(until)) {
+		until = st.until
+	}
+	r.Capabilities, r.Session, r.Expires, r.Lease = st.caps, s.ID, s.Expires, lease
 	// Built without fmt: this is the hot path, and names need no escaping.
 	r.Reason = subject + " joins " + resource + ` by "` + rule.Join + `", held as "` + p.Role + `" on "` + p.Scope + `"`
 	if r.Backstage {
 		r.Reason += ", backstage"
 	}
-	if rule.Media != nil && m.signer != nil {
+	if r.Grant != nil && m.signer != nil {
 		// Measured from now, as the token is signed: the store may have
 		// kept the join waiting (a crowd joining one call through a
 		// cluster), and the lease and the standing run from before it.
 		now := m.clock.Now()
-		if !p.Until.IsZero() && !p.Until.After(now) {
+		if !until.IsZero() && !until.After(now) {
 			// The standing the join was decided on ran out while it
 			// waited: a token signed from it would outlive it, by the
 			// wait and by the second a token lasts at least, and cannot
@@ -338,7 +353,7 @@ func (m *Manager) Join(ctx context.Context, caller, subject, resource string, mi
 			}
 			return m.Join(asked, caller, subject, resource, p.Revision)
 		}
-		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(s.Expires, p.Until, now))
+		r.Token, err = m.signer.Sign(subject, r.Grant, tokenTTL(s.Expires, until, now))
 		if err != nil {
 			// The mapping and key were checked; the session must not stay
 			// without the token that goes with it.

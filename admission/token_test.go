@@ -392,3 +392,93 @@ func verifiedClaims(t *testing.T, token string) *jwt.RegisteredClaims {
 	}
 	return claims
 }
+
+// farStore is a memory store the manager takes for one a round trip away:
+// its joins are told to the view as another node's would be.
+type farStore struct{ *admission.MemoryStore }
+
+// A write that takes capabilities away, committed while a Join writes its
+// session, is in the Join's answer and its token as in the JOINED event the
+// call's watchers hear: a media server that follows WatchCall is told of
+// every later change as CHANGED, and of none before.
+func TestAJoinAnswersWhatItsWatchersAreTold(t *testing.T) {
+	const call = "call:acme:1"
+	muteEnds := time.Now().Add(5 * time.Second)
+	writes := []struct {
+		name  string
+		roles []string
+		write func(w *world) (authz.Revision, error)
+		want  lkGrant
+		// until bounds the token's expiry, when the write makes the
+		// standing end sooner than the lease.
+		until time.Time
+	}{
+		{"a mute", []string{"member"}, func(w *world) (authz.Revision, error) {
+			rev, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:m", Resource: call, Permissions: []string{"send-audio"}})
+			return rev, err
+		}, lkGrant{join: true, publish: true, subscribe: true, data: true, sources: []string{"camera", "screen_share"}}, time.Time{}},
+		{"a host demoted to member", []string{"member", "host"}, func(w *world) (authz.Revision, error) {
+			return w.eng.Revoke(w.ctx, w.by, authz.Grant{Subject: "user:m", Role: "host", Resource: call})
+		}, lkGrant{join: true, publish: true, subscribe: true, data: true, sources: []string{"camera", "microphone", "screen_share", "screen_share_audio"}}, time.Time{}},
+		{"a mute for five seconds", []string{"member"}, func(w *world) (authz.Revision, error) {
+			rev, _, err := w.eng.Block(w.ctx, w.by, authz.Block{Subject: "user:m", Resource: call, Permissions: []string{"send-audio"}, Expires: muteEnds})
+			return rev, err
+		}, lkGrant{join: true, publish: true, subscribe: true, data: true, sources: []string{"camera", "screen_share"}}, muteEnds},
+	}
+	stores := []struct {
+		name string
+		make func() admission.Store
+	}{
+		{"the node's store", func() admission.Store { return admission.NewMemoryStore(admission.MemoryOptions{}) }},
+		{"a store a round trip away", func() admission.Store { return farStore{admission.NewMemoryStore(admission.MemoryOptions{})} }},
+	}
+	for _, st := range stores {
+		for _, c := range writes {
+			t.Run(st.name+"/"+c.name, func(t *testing.T) {
+				w := newTokenWorldWith(t, admission.Options{LiveKit: &tokenKey, Store: st.make()})
+				for _, role := range c.roles {
+					w.grant("user:m", role, call)
+				}
+				watch := w.watch(call)
+				var wrote authz.Revision
+				w.m.WriteWhileJoining(func() {
+					rev, err := c.write(w)
+					if err != nil {
+						t.Errorf("the write: %v", err)
+					}
+					wrote = rev
+				})
+				r := w.join("user:m", call)
+				if r.Outcome != admission.Admitted || r.Revision >= wrote {
+					t.Fatalf("Join = %s at revision %d, the write at %d; want it admitted, read before the write", r.Outcome, r.Revision, wrote)
+				}
+				now := w.eng.Index().Presence("user:m", call)
+				if !slices.Equal(r.Capabilities, now.Capabilities) {
+					t.Errorf("capabilities %v, want %v as the write left them", r.Capabilities, now.Capabilities)
+				}
+				if got := readLKGrant(r.Grant); !reflect.DeepEqual(got, c.want) {
+					t.Errorf("the answer's grant %+v, want %+v", got, c.want)
+				}
+				claims := verifiedClaims(t, r.Token)
+				v, err := auth.ParseAPIToken(r.Token)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, grants, err := v.Verify(tokenKey.Secret)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := readLKGrant(grants.Video); !reflect.DeepEqual(got, c.want) {
+					t.Errorf("the token's grant %+v, want %+v", got, c.want)
+				}
+				if !c.until.IsZero() && claims.ExpiresAt.After(c.until) {
+					t.Errorf("the token expires at %s, after the mute ends at %s", claims.ExpiresAt.Time, c.until)
+				}
+				joined := nextEvent(t, watch, "JOINED", kindOf(admission.EventJoined, "user:m"))
+				if !slices.Equal(joined.Capabilities, r.Capabilities) || !reflect.DeepEqual(readLKGrant(joined.Grant), c.want) {
+					t.Errorf("JOINED tells %v, %+v; the answer %v, %+v", joined.Capabilities, readLKGrant(joined.Grant), r.Capabilities, readLKGrant(r.Grant))
+				}
+			})
+		}
+	}
+}

@@ -573,13 +573,25 @@ func (v *view) join(x *authz.Index, s Session, at time.Time, p *authz.Presence, 
 	return eject
 }
 
+// toldOf is what the view has told a call's watchers of a participant: its
+// capabilities, under the LiveKit mapping they were read with, and until,
+// when the standing they were read from runs out (zero when it does not,
+// or when the view is looking at it again).
+type toldOf struct {
+	caps  []string
+	media *authz.MediaMapping
+	until time.Time
+}
+
 // joined brings a session this node just made into the view, so that a
 // watch started after Join returns sees it; the store's event for it then
 // finds it there. A session that has ended since is left out. It reports
 // whether the view has ejected the session already, and why: a write
 // that committed after Join read the subject may have taken its place in
-// the call away.
-func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
+// the call away. Otherwise it says what the view told of the participant
+// (p's, when it tracks the session no longer): a write that committed
+// after Join read p is in it, and the watchers hear of every later one.
+func (v *view) joined(s Session, p authz.Presence) (toldOf, Ending, bool) {
 	x := v.m.engine.Index()
 	v.mu.Lock()
 	// What the store queued before the join (the end of the subject's last
@@ -594,12 +606,18 @@ func (v *view) joined(s Session, p authz.Presence) (Ending, bool) {
 	// have been ejected.
 	var e Ending
 	ended := false
+	now := toldOf{caps: p.Capabilities, media: p.Rule.Media, until: p.Until}
 	if t := v.sessions[s.ID]; t == nil || t.ended {
 		e, ended = v.endingAt(v.idKey(s.ID))
+	} else if !v.ahead[t] {
+		now = toldOf{caps: t.caps, media: t.media}
+		if t.due.queued {
+			now.until = time.Unix(0, t.due.at)
+		}
 	}
 	v.mu.Unlock()
 	v.followUp(context.Background(), eject)
-	return e, ended && e.Why == Ejected
+	return now, e, ended && e.Why == Ejected
 }
 
 // followUp does what the view decided under v.mu and leaves to the store:

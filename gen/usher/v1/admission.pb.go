@@ -281,7 +281,10 @@ type JoinResponse struct {
 	// Says why, for people.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// ADMITTED: the subject's permissions in the call, as ListPermissions
-	// gives them (Usher's reserved permissions left out).
+	// gives them (Usher's reserved permissions left out): those WatchCall's
+	// JOINED tells of the session. A write that took some away while the
+	// session was written (a mute, a demotion) is in them; WatchCall tells
+	// of every later one as CHANGED.
 	Capabilities []string `protobuf:"bytes,3,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// ADMITTED: the session, for KeepAlive and Leave. LOBBY: the knock.
 	SessionId string `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -290,7 +293,8 @@ type JoinResponse struct {
 	// ADMITTED and LOBBY: the rule's lease, how often to KeepAlive at least.
 	Lease *durationpb.Duration `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
 	// ADMITTED, where the rule has a LiveKit mapping and the server a key: a
-	// LiveKit access token valid no longer than the lease.
+	// LiveKit access token of those capabilities, valid no longer than the
+	// lease.
 	LivekitToken string `protobuf:"bytes,7,opt,name=livekit_token,json=livekitToken,proto3" json:"livekit_token,omitempty"`
 	// The video grant the token carries.
 	LivekitGrant *LiveKitGrant `protobuf:"bytes,8,opt,name=livekit_grant,json=livekitGrant,proto3" json:"livekit_grant,omitempty"`
