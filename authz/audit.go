@@ -11,7 +11,7 @@ import (
 // set ones combine with AND.
 type ChangeFilter struct {
 	Subject  string // a change to the subject's grants, blocks or quotas
-	Resource string // a change on, of or under the resource's definitions
+	Resource string // a change on, of or under the resource's definitions, or of what is registered under it
 	Actor    string
 	Caller   string
 }
@@ -43,7 +43,9 @@ func (c Change) touches() (subject string, resources []string) {
 	case *Quota:
 		return e.Subject, []string{e.Scope}
 	case *Resource:
-		return e.Creator, []string{e.Name, e.Parent}
+		// A resource registered under a parent, moved from one to another,
+		// or deleted from one, changes what is registered under each.
+		return e.Creator, []string{e.Name, e.Parent, c.PreviousParent}
 	case *Role:
 		return "", []string{e.Scope}
 	}

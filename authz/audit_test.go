@@ -346,3 +346,43 @@ func TestListChangesPagesHoldAtMostMaxPageChanges(t *testing.T) {
 		t.Errorf("pages of one %v, want %v", got, wantPages)
 	}
 }
+
+// A resource's filter keeps the change sets that change what is registered
+// under it: a child registered, moved in, moved out or deleted, and the
+// change names the parent a resource leaves.
+func TestAChangeFilterOfAParentSeesItsChildrenLeave(t *testing.T) {
+	w := newWorld(t, vancastPolicy())
+	platform := authz.Author{Caller: "svc:console"}
+	w.must("account:other")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "account:other"}))
+	base := w.idx.Revision()
+	w.must("register")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:x", Parent: "account:vancast"}))
+	w.must("move out")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:x", Parent: "account:other"}))
+	w.must("register y")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:y", Parent: "account:other"}))
+	w.must("delete y")(w.eng.DeleteResource(w.ctx, platform, "workspace:y"))
+	w.must("move back")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:x", Parent: "account:vancast"}))
+	for _, c := range []struct {
+		resource string
+		want     []authz.Revision
+	}{
+		{"account:vancast", []authz.Revision{base + 1, base + 2, base + 5}},
+		{"account:other", []authz.Revision{base + 2, base + 3, base + 4, base + 5}},
+		{"workspace:x", []authz.Revision{base + 1, base + 2, base + 5}},
+	} {
+		var got []authz.Revision
+		for _, cs := range allChanges(t, w, authz.ChangeFilter{Resource: c.resource}, 0) {
+			if cs.Revision > base {
+				got = append(got, cs.Revision)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("the changes of %s: revisions %v, want %v", c.resource, got, c.want)
+		}
+	}
+	var from []string
+	for _, cs := range allChanges(t, w, authz.ChangeFilter{}, 0)[base:] {
+		from = append(from, cs.Changes[len(cs.Changes)-1].PreviousParent)
+	}
+	if want := []string{"", "account:vancast", "", "account:other", "account:other"}; !slices.Equal(from, want) {
+		t.Errorf("the parents left: %q, want %q", from, want)
+	}
+}

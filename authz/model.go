@@ -259,6 +259,10 @@ type Change struct {
 	CreatorRole  *CreatorRole
 	DefaultQuota *DefaultQuota
 	Admission    *Admission
+	// PreviousParent is the parent a resource leaves: for OpPutResource,
+	// when it moves, and for OpDeleteResource. Empty otherwise, and in
+	// change sets written before it was kept.
+	PreviousParent string
 }
 
 // entity returns the one entity the change carries, or nil.

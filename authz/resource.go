@@ -347,7 +347,7 @@ func (p *plan) move(id, parent uint32, r Resource) error {
 	}
 	moved := x.resourceAt(id)
 	moved.Parent = x.name(parent)
-	p.change(Change{Op: OpPutResource, Resource: &moved})
+	p.change(Change{Op: OpPutResource, Resource: &moved, PreviousParent: x.name(x.nodes[id].parent)})
 	return nil
 }
 
@@ -683,7 +683,7 @@ func (e *Engine) DeleteResource(ctx context.Context, by Author, name string) (Re
 		for _, a := range x.admissionsAt(id) {
 			p.change(Change{Op: OpDeleteAdmission, Admission: &Admission{Scope: name, ResourceType: a.ResourceType}})
 		}
-		p.change(Change{Op: OpDeleteResource, Resource: &Resource{Name: name}})
+		p.change(Change{Op: OpDeleteResource, Resource: &Resource{Name: name}, PreviousParent: x.name(x.nodes[id].parent)})
 		return nil
 	})
 }

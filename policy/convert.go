@@ -179,7 +179,7 @@ func toDuration(d time.Duration) *durationpb.Duration {
 func FromAuthzChanges(cs []authz.Change) []*usherv1.Change {
 	out := make([]*usherv1.Change, 0, len(cs))
 	for _, c := range cs {
-		ch := &usherv1.Change{Op: usherv1.Op(c.Op)}
+		ch := &usherv1.Change{Op: usherv1.Op(c.Op), PreviousParent: c.PreviousParent}
 		switch {
 		case c.Permission != nil:
 			ch.Entity = &usherv1.Change_Permission{Permission: permissionFromAuthz(*c.Permission)}

@@ -291,7 +291,7 @@ func EncodeChangeSet(cs authz.ChangeSet) ([]byte, error) {
 		if err := c.Check(); err != nil {
 			return nil, fmt.Errorf("change %d: %w", i, err)
 		}
-		rc := &recordv1.Change{Op: recordv1.Op(c.Op)}
+		rc := &recordv1.Change{Op: recordv1.Op(c.Op), PreviousParent: c.PreviousParent}
 		switch c.Op {
 		case authz.OpPutPermission, authz.OpDeletePermission:
 			p := c.Permission
@@ -345,7 +345,7 @@ func DecodeChangeSet(v []byte) (authz.ChangeSet, error) {
 	}
 	cs := authz.ChangeSet{Revision: authz.Revision(m.Revision), Time: time.Unix(0, m.Time).UTC(), Caller: m.Caller, Actor: m.Actor}
 	for i, rc := range m.Changes {
-		c := authz.Change{Op: authz.Op(rc.Op)}
+		c := authz.Change{Op: authz.Op(rc.Op), PreviousParent: rc.PreviousParent}
 		switch e := rc.Entity.(type) {
 		case *recordv1.Change_Permission:
 			c.Permission = &authz.Permission{Name: e.Permission.Name, Parents: e.Permission.Parents, Description: e.Permission.Description}

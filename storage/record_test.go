@@ -14,9 +14,12 @@ import (
 // changes it asks for, as decoding it whole and slicing would give.
 func TestAChangeSetPartIsTheWholeSliced(t *testing.T) {
 	cs := authz.ChangeSet{Revision: 7, Time: time.Unix(0, 1_700_000_000_123).UTC(), Caller: "importer", Actor: "user:ann"}
-	for i := range 10 {
+	for i := range 8 {
 		cs.Changes = append(cs.Changes, authz.Change{Op: authz.OpPutGrant, Grant: &authz.Grant{Subject: fmt.Sprintf("user:u%d", i), Role: "user", Resource: "call:c"}})
 	}
+	cs.Changes = append(cs.Changes,
+		authz.Change{Op: authz.OpPutResource, Resource: &authz.Resource{Name: "call:c", Parent: "account:b"}, PreviousParent: "account:a"},
+		authz.Change{Op: authz.OpDeleteResource, Resource: &authz.Resource{Name: "call:d"}, PreviousParent: "account:b"})
 	v, err := storage.EncodeChangeSet(cs)
 	if err != nil {
 		t.Fatal(err)
@@ -24,6 +27,9 @@ func TestAChangeSetPartIsTheWholeSliced(t *testing.T) {
 	whole, err := storage.DecodeChangeSet(v)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(whole, cs) {
+		t.Fatalf("decoded %+v, want %+v as encoded", whole, cs)
 	}
 	for _, c := range []struct{ from, n int }{{0, 10}, {0, 3}, {3, 4}, {9, 5}, {10, 1}, {12, 3}} {
 		part, total, err := storage.DecodeChangeSetPart(v, c.from, c.n)

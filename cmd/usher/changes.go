@@ -83,7 +83,8 @@ func changesTable(w io.Writer, m proto.Message) {
 }
 
 // formatRecord renders one change record as a line: revision, time, who, and
-// each change as op followed by its entity in compact JSON.
+// each change as op followed by its entity in compact JSON, and the parent
+// a resource moved or deleted leaves.
 func formatRecord(rec *usherv1.ChangeRecord) string {
 	who := rec.GetCaller()
 	if rec.GetActor() != "" {
@@ -95,6 +96,9 @@ func formatRecord(rec *usherv1.ChangeRecord) string {
 		if m := entityOf(c); m != nil {
 			b, _ := protojson.Marshal(m)
 			entity = " " + string(b)
+		}
+		if from := c.GetPreviousParent(); from != "" {
+			entity += " from " + from
 		}
 		parts = append(parts, opName(c.GetOp())+entity)
 	}

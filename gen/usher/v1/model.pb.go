@@ -1279,9 +1279,13 @@ type Change struct {
 	//	*Change_CreatorRole
 	//	*Change_DefaultQuota
 	//	*Change_Admission
-	Entity        isChange_Entity `protobuf_oneof:"entity"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Entity isChange_Entity `protobuf_oneof:"entity"`
+	// The parent a resource leaves: for OP_PUT_RESOURCE when it moves, and
+	// for OP_DELETE_RESOURCE. Empty otherwise, and in changes written by a
+	// server that did not keep it.
+	PreviousParent string `protobuf:"bytes,12,opt,name=previous_parent,json=previousParent,proto3" json:"previous_parent,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Change) Reset() {
@@ -1407,6 +1411,13 @@ func (x *Change) GetAdmission() *Admission {
 		}
 	}
 	return nil
+}
+
+func (x *Change) GetPreviousParent() string {
+	if x != nil {
+		return x.PreviousParent
+	}
+	return ""
 }
 
 type isChange_Entity interface {
@@ -1673,7 +1684,7 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x0edefault_quotas\x18\x06 \x03(\v2\x16.usher.v1.DefaultQuotaR\rdefaultQuotas\x123\n" +
 	"\n" +
 	"admissions\x18\a \x03(\v2\x13.usher.v1.AdmissionR\n" +
-	"admissions\"\xfa\x03\n" +
+	"admissions\"\xa3\x04\n" +
 	"\x06Change\x12\x1c\n" +
 	"\x02op\x18\n" +
 	" \x01(\x0e2\f.usher.v1.OpR\x02op\x126\n" +
@@ -1687,7 +1698,8 @@ const file_usher_v1_model_proto_rawDesc = "" +
 	"\x05quota\x18\a \x01(\v2\x0f.usher.v1.QuotaH\x00R\x05quota\x12:\n" +
 	"\fcreator_role\x18\b \x01(\v2\x15.usher.v1.CreatorRoleH\x00R\vcreatorRole\x12=\n" +
 	"\rdefault_quota\x18\t \x01(\v2\x16.usher.v1.DefaultQuotaH\x00R\fdefaultQuota\x123\n" +
-	"\tadmission\x18\v \x01(\v2\x13.usher.v1.AdmissionH\x00R\tadmissionB\b\n" +
+	"\tadmission\x18\v \x01(\v2\x13.usher.v1.AdmissionH\x00R\tadmission\x12'\n" +
+	"\x0fprevious_parent\x18\f \x01(\tR\x0epreviousParentB\b\n" +
 	"\x06entityJ\x04\b\x01\x10\x02R\aop_name\"\xd2\x01\n" +
 	"\fChangeRecord\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12.\n" +

@@ -1007,6 +1007,13 @@ func (m *Change) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		}
 		i -= size
 	}
+	if len(m.PreviousParent) > 0 {
+		i -= len(m.PreviousParent)
+		copy(dAtA[i:], m.PreviousParent)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.PreviousParent)))
+		i--
+		dAtA[i] = 0x62
+	}
 	if m.Op != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Op))
 		i--
@@ -1696,6 +1703,10 @@ func (m *Change) SizeVT() (n int) {
 	}
 	if m.Op != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Op))
+	}
+	l = len(m.PreviousParent)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -5063,6 +5074,38 @@ func (m *Change) UnmarshalVT(dAtA []byte) error {
 				}
 				m.Entity = &Change_Admission{Admission: v}
 			}
+			iNdEx = postIndex
+		case 12:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PreviousParent", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.PreviousParent = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
@@ -8718,6 +8761,42 @@ func (m *Change) UnmarshalVTUnsafe(dAtA []byte) error {
 				}
 				m.Entity = &Change_Admission{Admission: v}
 			}
+			iNdEx = postIndex
+		case 12:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field PreviousParent", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return protohelpers.ErrInvalidLength
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			var stringValue string
+			if intStringLen > 0 {
+				stringValue = unsafe.String(&dAtA[iNdEx], intStringLen)
+			}
+			m.PreviousParent = stringValue
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex

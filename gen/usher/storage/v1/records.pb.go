@@ -1109,9 +1109,12 @@ type Change struct {
 	//	*Change_CreatorRole
 	//	*Change_DefaultQuota
 	//	*Change_Admission
-	Entity        isChange_Entity `protobuf_oneof:"entity"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Entity isChange_Entity `protobuf_oneof:"entity"`
+	// The parent a resource leaves: for OP_PUT_RESOURCE when it moves, and
+	// for OP_DELETE_RESOURCE. Empty otherwise.
+	PreviousParent string `protobuf:"bytes,11,opt,name=previous_parent,json=previousParent,proto3" json:"previous_parent,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Change) Reset() {
@@ -1237,6 +1240,13 @@ func (x *Change) GetAdmission() *Admission {
 		}
 	}
 	return nil
+}
+
+func (x *Change) GetPreviousParent() string {
+	if x != nil {
+		return x.PreviousParent
+	}
+	return ""
 }
 
 type isChange_Entity interface {
@@ -1475,7 +1485,7 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\x06hidden\x18\b \x01(\tR\x06hidden\x1aD\n" +
 	"\x16CanPublishSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x04\n" +
 	"\x06Change\x12$\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x14.usher.storage.v1.OpR\x02op\x12>\n" +
 	"\n" +
@@ -1489,7 +1499,8 @@ const file_usher_storage_v1_records_proto_rawDesc = "" +
 	"\fcreator_role\x18\b \x01(\v2\x1d.usher.storage.v1.CreatorRoleH\x00R\vcreatorRole\x12E\n" +
 	"\rdefault_quota\x18\t \x01(\v2\x1e.usher.storage.v1.DefaultQuotaH\x00R\fdefaultQuota\x12;\n" +
 	"\tadmission\x18\n" +
-	" \x01(\v2\x1b.usher.storage.v1.AdmissionH\x00R\tadmissionB\b\n" +
+	" \x01(\v2\x1b.usher.storage.v1.AdmissionH\x00R\tadmission\x12'\n" +
+	"\x0fprevious_parent\x18\v \x01(\tR\x0epreviousParentB\b\n" +
 	"\x06entity\"\x9d\x01\n" +
 	"\tChangeSet\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
