@@ -70,9 +70,11 @@ var lookupScan = 10_000
 // a policy apply ends the page's reading as soon as it is read.
 const maxLookupBatch = 64
 
-// LookupResources returns one page of q's answer, in the order of the tree,
-// with the token of the next page ("" on the last) and the revision every
-// page is answered at.
+// LookupResources returns one page of q's answer, with the token of the next page ("" on the last) and the revision every
+// page is answered at. The answer comes a subtree at a time: the resources
+// below each resource where the subject holds a grant that reaches them, in
+// the order of the tree, the subtrees in the index's own order, which holds
+// for every page of the lookup.
 func (e *Engine) LookupResources(ctx context.Context, q LookupResourcesQuery, size int, token string) ([]Found, string, Revision, error) {
 	size, err := pageSize(size)
 	if err != nil {

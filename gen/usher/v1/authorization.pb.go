@@ -946,7 +946,10 @@ func (x *LookupResourcesRequest) GetMinRevision() uint64 {
 // LookupResourcesResponse is one page of a LookupResources.
 type LookupResourcesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The resources found, in the order of the tree.
+	// The resources found, a subtree at a time: those below each resource
+	// where the subject holds a grant that reaches them, in the order of the
+	// tree; the subtrees in an order of the server's own, which holds for
+	// every page of the lookup. Each is listed once.
 	Resources []*LookedUp `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
