@@ -2,6 +2,7 @@ package admission_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -318,6 +319,48 @@ func TestAKnockOfASubjectThatMayNoLongerJoinIsDeniedOnTheStream(t *testing.T) {
 			}
 			if c := w.m.Counts(); c.Knocks != len(lobby) {
 				t.Errorf("%d knocks kept; want the %d the lobby lists", c.Knocks, len(lobby))
+			}
+		})
+	}
+}
+
+// A knock whose subject's grant runs out while it waits is denied on the
+// stream as one whose grant is revoked is: DESIGN counts an expiry among
+// the changes a call's stream tells. It is, whether the stream opened
+// before the knock or after; the knock of a grant that lasts waits on.
+func TestAKnockWhoseGrantRunsOutIsDeniedOnTheStream(t *testing.T) {
+	for _, watchedFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("watched before the knock: %v", watchedFirst), func(t *testing.T) {
+			w := newWorld(t)
+			w.grant("user:host", "host", "call:acme:1")
+			ends := w.clock.Now().Add(5 * time.Second) // within the knocks' lease of 10s
+			if _, err := w.eng.Grant(w.ctx, w.by, authz.Grant{Subject: "user:guest", Role: "guest", Resource: "account:acme", Expires: ends}); err != nil {
+				t.Fatal(err)
+			}
+			w.grant("user:other", "guest", "account:acme")
+			var watch *admission.Watch
+			if watchedFirst {
+				watch = w.watch("call:acme:1")
+			}
+			knock := w.wantJoin("user:guest", "call:acme:1", admission.Lobby)
+			other := w.wantJoin("user:other", "call:acme:1", admission.Lobby)
+			if !watchedFirst {
+				watch = w.watch("call:acme:1")
+			}
+			// The view has judged the knocks, and found both may wait.
+			before := w.eng.Index().Revision()
+			eventually(t, "the view judged the knocks", func() bool { return w.m.DeniedUpTo() >= before })
+			w.clock.Set(ends)
+			ev := nextEvent(t, watch, "the knock's denial", kindOf(admission.EventDenied, "user:guest"))
+			if ev.Session != knock.Session {
+				t.Errorf("DENIED = %+v; want knock %s", ev, knock.Session)
+			}
+			if ren, err := w.m.KeepAlive(w.ctx, knock.Session); err != nil || ren.Outcome != admission.NoGrant || !ren.Expires.IsZero() {
+				t.Errorf("KeepAlive of the denied knock = %+v, %v; want NO_GRANT, the knock ended", ren, err)
+			}
+			lobby, err := w.m.Lobby(w.ctx, "call:acme:1", "user:host")
+			if err != nil || len(lobby) != 1 || lobby[0].ID != other.Session {
+				t.Errorf("the lobby = %+v, %v; want the other knock waiting", lobby, err)
 			}
 		})
 	}

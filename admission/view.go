@@ -173,6 +173,13 @@ type view struct {
 	denyUpTo authz.Revision
 	denySig  chan struct{}
 	denied   atomic.Uint64
+	// lobbyDue is, for each watched call with knocks, the soonest a grant
+	// or block of a knocker's there runs out (unix nanoseconds): the call's
+	// knocks are judged again then, and a knocker whose grant ran out is
+	// denied, as one whose grant was revoked is. denyAt is the soonest of
+	// them, read each tick without denyMu. denyMu guards lobbyDue.
+	lobbyDue map[string]int64
+	denyAt   atomic.Int64
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -290,6 +297,7 @@ func newView(m *Manager, opts Options) *view {
 		siftMu: make(passLock, 1), expireMu: make(passLock, 1), markMu: make(passLock, 1),
 	}
 	v.dueAt.Store(math.MaxInt64)
+	v.denyAt.Store(math.MaxInt64)
 	return v
 }
 
@@ -504,6 +512,10 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 		case e.Knock != nil && e.Ended == nil:
 			k := e.Knock
 			v.broadcast(k.Call, Event{Kind: EventKnocked, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID, Note: k.Note})
+			if len(v.watchers[k.Call]) > 0 {
+				// Judged apart, for when its standing runs out.
+				v.queueDenials(map[string]map[string]bool{k.Call: {k.Subject: true}}, 0)
+			}
 		case e.Knock != nil:
 			k := e.Knock
 			v.ended1(k.ID, *e.Ended)
@@ -872,24 +884,76 @@ func (v *view) deny() {
 		case <-ctx.Done():
 		}
 	}()
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-v.denySig:
+		case <-tick.C:
+			if v.m.clock.Now().UnixNano() < v.denyAt.Load() {
+				continue
+			}
 		}
 		v.denyPass(ctx)
 	}
 }
 
-// denyPass takes what queueDenials queued, and acts on it.
+// denyPass takes what queueDenials queued, and the lobbies whose knocks
+// are due to be judged again (lobbyDue), and acts on them.
 func (v *view) denyPass(ctx context.Context) {
+	now := v.m.clock.Now().UnixNano()
 	v.denyMu.Lock()
 	lobbies, upTo := v.denyQ, v.denyUpTo
 	v.denyQ = nil
+	for call, at := range v.lobbyDue {
+		if at <= now {
+			if lobbies == nil {
+				lobbies = map[string]map[string]bool{}
+			}
+			lobbies[call] = nil // every knock of the call
+			delete(v.lobbyDue, call)
+		}
+	}
+	v.setDenyAt()
 	v.denyMu.Unlock()
 	v.denyKnocks(ctx, lobbies)
 	v.denied.Store(uint64(upTo))
+}
+
+// setDenyAt sets denyAt to the soonest of lobbyDue. v.denyMu is held.
+func (v *view) setDenyAt() {
+	at := int64(math.MaxInt64)
+	for _, t := range v.lobbyDue {
+		at = min(at, t)
+	}
+	v.denyAt.Store(at)
+}
+
+// judgeLobbyAt notes when the knocks of call judged by a pass of
+// denyKnocks are next to be judged: at the soonest of until, the ends of
+// their knockers' standing (zero for none), or as before, when only some
+// were judged (whole false). Only for a call watched still: the knocks of
+// a call no one watches end at their next KeepAlive.
+func (v *view) judgeLobbyAt(call string, whole bool, until int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	watched := len(v.watchers[call]) > 0
+	v.denyMu.Lock()
+	defer v.denyMu.Unlock()
+	if at, ok := v.lobbyDue[call]; ok && !whole {
+		until = min(at, until)
+	}
+	if !watched || until == math.MaxInt64 {
+		delete(v.lobbyDue, call)
+	} else {
+		if v.lobbyDue == nil {
+			v.lobbyDue = map[string]int64{}
+		}
+		v.lobbyDue[call] = until
+	}
+	v.setDenyAt()
 }
 
 // maxLobbyChanges is how many changes sift matches against the watched
@@ -982,14 +1046,19 @@ func (v *view) denyKnocks(ctx context.Context, lobbies map[string]map[string]boo
 	x := v.m.engine.Index()
 	var deny []Knock
 	for call, subjects := range lobbies {
+		until := int64(math.MaxInt64)
 		for _, k := range v.m.store.Knocks(call) {
 			if subjects != nil && !subjects[k.Subject] {
 				continue
 			}
-			if out, _ := ejects(x.Presence(k.Subject, call), k.Subject, call); out != 0 {
+			p := x.Presence(k.Subject, call)
+			if out, _ := ejects(p, k.Subject, call); out != 0 {
 				deny = append(deny, k)
+			} else if !p.Until.IsZero() {
+				until = min(until, p.Until.UnixNano())
 			}
 		}
+		v.judgeLobbyAt(call, subjects == nil, until)
 	}
 	if len(deny) == 0 {
 		return
@@ -1515,6 +1584,13 @@ func (v *view) drop(w *Watch, err error) {
 	delete(ws, w)
 	if len(ws) == 0 {
 		delete(v.watchers, w.call)
+		// Its knocks are judged apart no more (judgeLobbyAt).
+		v.denyMu.Lock()
+		if _, ok := v.lobbyDue[w.call]; ok {
+			delete(v.lobbyDue, w.call)
+			v.setDenyAt()
+		}
+		v.denyMu.Unlock()
 	}
 	v.nwatchers--
 	w.err = err
@@ -1845,5 +1921,9 @@ func (v *view) start(call string, after authz.Revision, since time.Time, lost bo
 	}
 	v.watchers[call][w] = struct{}{}
 	v.nwatchers++
+	if len(knocks) > 0 {
+		// Its knocks are judged apart, for when their standing runs out.
+		v.queueDenials(map[string]map[string]bool{call: nil}, 0)
+	}
 	return w, st, nil
 }
