@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
+	"github.com/usher-authz/usher/internal/rfc3339"
 )
 
 // Document is a policy file as read: the message, and where each of its
@@ -458,7 +459,7 @@ func (r *reader) scalar(n *yaml.Node, fd protoreflect.FieldDescriptor, path stri
 		}
 		switch md.FullName() {
 		case timestampName:
-			t, err := time.Parse(time.RFC3339Nano, n.Value)
+			t, err := rfc3339.Parse(n.Value)
 			if err != nil {
 				return fail("want a time such as 2030-01-01T09:00:00Z, got %s", describe(n))
 			}

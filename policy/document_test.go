@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -260,4 +261,23 @@ roles:
 		`m.yaml:5:26: roles[1]: a merge key (<<) takes a mapping or a list of mappings, got "a"`,
 		`m.yaml:8:9: roles[2]: a merge key (<<) takes a mapping or a list of mappings, got the number 5`,
 	)
+}
+
+// A time is read as RFC 3339 writes it: an offset past ±23:59, which Go's
+// time.Parse takes, is refused at its line; a lowercase "t" or "z" is read.
+func TestReadTakesTimesAsRFC3339WritesThem(t *testing.T) {
+	const file = `resources:
+  - {name: "account:a"}
+  - {name: "call:a:1", parent: "account:a", start_time: "2030-01-01T00:00:00+24:00"}
+  - {name: "call:a:2", parent: "account:a", start_time: "2030-01-01T00:00:00+00:60"}
+  - {name: "call:a:3", parent: "account:a", start_time: "2030-01-01t09:00:00z"}
+`
+	p, diags := policy.Read("t.yaml", []byte(file))
+	sameLines(t, diags,
+		`t.yaml:3:57: resources[1].start_time: want a time such as 2030-01-01T09:00:00Z, got "2030-01-01T00:00:00+24:00"`,
+		`t.yaml:4:57: resources[2].start_time: want a time such as 2030-01-01T09:00:00Z, got "2030-01-01T00:00:00+00:60"`,
+	)
+	if got := p.Policy.GetResources()[3].GetStartTime().AsTime(); !got.Equal(time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)) {
+		t.Errorf("resources[3].start_time = %v, want 2030-01-01T09:00:00Z", got)
+	}
 }

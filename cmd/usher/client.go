@@ -100,6 +100,9 @@ func (c *clientFlags) session(cmd *cobra.Command, do func(ctx context.Context, c
 	if err != nil {
 		return err
 	}
+	if c.timeout < 0 {
+		return usagef("--timeout %s: must not be negative (0: no deadline)", c.timeout)
+	}
 	conn, err := c.dial()
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/usher-authz/usher/internal/rfc3339"
 )
 
 // timeFlag is a point in time given as RFC 3339 (2026-12-01T09:00:00Z) or
@@ -21,7 +23,7 @@ func (f *timeFlag) Set(s string) error {
 		f.at, f.set, f.raw = time.Now().Add(d), true, s
 		return nil
 	}
-	t, err := time.Parse(time.RFC3339, s)
+	t, err := rfc3339.Parse(s)
 	if err != nil {
 		return fmt.Errorf("want an RFC 3339 time (2026-12-01T09:00:00Z) or a duration from now (2h, 90m)")
 	}
