@@ -435,6 +435,20 @@ var errorCases = []errorCase{
 				JoinPermission: "join-call", JoinAhead: &durationpb.Duration{Seconds: 315576000000}}})
 			return err
 		}},
+	{name: "PutAdmission's join_ahead a fraction of a second past the longest is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "admission.join_ahead", value: "9223372036s 900000000ns",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{Scope: acme, ResourceType: "call",
+				JoinPermission: "join-call", JoinAhead: &durationpb.Duration{Seconds: 9223372036, Nanos: 900000000}}})
+			return err
+		}},
+	{name: "PutAdmission's lease a fraction of a second past the longest the other way is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
+		field: "admission.lease", value: "-9223372036s -854775809ns",
+		call: func(ctx context.Context, f *fixture) error {
+			_, err := f.admin.PutAdmission(ctx, &usherv1.PutAdmissionRequest{Admission: &usherv1.Admission{Scope: acme, ResourceType: "call",
+				JoinPermission: "join-call", Lease: &durationpb.Duration{Seconds: -9223372036, Nanos: -854775809}}})
+			return err
+		}},
 	{name: "a policy admission rule's lease of minus ten thousand years is quoted as sent", code: codes.InvalidArgument, reason: "INVALID_FIELD",
 		field: "policy.admissions[0].lease", value: "-315576000000s 0ns",
 		call: func(ctx context.Context, f *fixture) error {

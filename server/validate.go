@@ -219,7 +219,9 @@ func (v *validator) duration(field string, d *durationpb.Duration) {
 		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value, Reason: "not a valid duration: " + err.Error()})
 		return
 	}
-	if s := d.GetSeconds(); s > math.MaxInt64/int64(time.Second) || s < math.MinInt64/int64(time.Second) {
+	const maxS, maxN = math.MaxInt64 / int64(time.Second), math.MaxInt64 % int64(time.Second)
+	const minS, minN = math.MinInt64 / int64(time.Second), math.MinInt64 % int64(time.Second)
+	if s, n := d.GetSeconds(), int64(d.GetNanos()); s > maxS || s == maxS && n > maxN || s < minS || s == minS && n < minN {
 		v.add(&authz.Error{Code: authz.Invalid, Field: field, Value: value,
 			Reason: fmt.Sprintf("a duration is at most %s either way", time.Duration(math.MaxInt64).Truncate(time.Second))})
 	}
