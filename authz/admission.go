@@ -645,6 +645,10 @@ func (e *Engine) Schedule(ctx context.Context, by Author, resource string, start
 	return e.setStage(ctx, by, resource, "schedule", "scheduling it", func(r *Resource) { r.StartsAt = startsAt.UTC() })
 }
 
+// ValidateStart checks that t, a resource's start time, is one Usher keeps
+// (checkStart).
+func ValidateStart(field string, t time.Time) error { return checkStart(field, t) }
+
 // checkStart refuses a start time that cannot be stored: the zero time is
 // none, and any other is after the Unix epoch (which would read as none)
 // and before 2262.

@@ -319,6 +319,9 @@ func (c *checker) resources() {
 		if r.GetCreator() != "" {
 			c.shape(authz.ValidateSubject(path+".creator", r.GetCreator()))
 		}
+		if st := r.GetStartTime(); st != nil {
+			c.shape(authz.ValidateStart(path+".start_time", st.AsTime()))
+		}
 	}
 }
 
