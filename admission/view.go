@@ -412,9 +412,11 @@ func (v *view) revision() authz.Revision { return v.m.engine.Index().Revision() 
 
 // storeEvents brings the store's events into the view and tells watchers.
 func (v *view) storeEvents() {
-	x := v.m.engine.Index()
 	v.mu.Lock()
-	eject := v.consume(x, nil, "", nil)
+	// The index is read under v.mu: read before it, it could be older than
+	// one a sift that took v.mu first has judged the view's sessions at,
+	// and a session brought in from it would miss the writes in between.
+	eject := v.consume(v.m.engine.Index(), nil, "", nil)
 	v.mu.Unlock()
 	v.followUp(context.Background(), eject)
 }
@@ -604,8 +606,8 @@ type toldOf struct {
 // (p's, when it tracks the session no longer): a write that committed
 // after Join read p is in it, and the watchers hear of every later one.
 func (v *view) joined(s Session, p authz.Presence) (toldOf, Ending, bool) {
-	x := v.m.engine.Index()
 	v.mu.Lock()
+	x := v.m.engine.Index() // under v.mu, as storeEvents reads it
 	// What the store queued before the join (the end of the subject's last
 	// session, say) goes first, and likely the join itself with it.
 	eject := v.consume(x, nil, s.ID, &p)
