@@ -360,13 +360,19 @@ func TestAChangeFilterOfAParentSeesItsChildrenLeave(t *testing.T) {
 	w.must("register y")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:y", Parent: "account:other"}))
 	w.must("delete y")(w.eng.DeleteResource(w.ctx, platform, "workspace:y"))
 	w.must("move back")(w.eng.PutResource(w.ctx, platform, authz.Resource{Name: "workspace:x", Parent: "account:vancast"}))
+	// A policy moves it out again.
+	p := vancastPolicy()
+	p.Resources = append(p.Resources, authz.Resource{Name: "account:other"}, authz.Resource{Name: "workspace:x", Parent: "account:other"})
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, platform, p, authz.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		resource string
 		want     []authz.Revision
 	}{
-		{"account:vancast", []authz.Revision{base + 1, base + 2, base + 5}},
-		{"account:other", []authz.Revision{base + 2, base + 3, base + 4, base + 5}},
-		{"workspace:x", []authz.Revision{base + 1, base + 2, base + 5}},
+		{"account:vancast", []authz.Revision{base + 1, base + 2, base + 5, base + 6}},
+		{"account:other", []authz.Revision{base + 2, base + 3, base + 4, base + 5, base + 6}},
+		{"workspace:x", []authz.Revision{base + 1, base + 2, base + 5, base + 6}},
 	} {
 		var got []authz.Revision
 		for _, cs := range allChanges(t, w, authz.ChangeFilter{Resource: c.resource}, 0) {
@@ -382,7 +388,7 @@ func TestAChangeFilterOfAParentSeesItsChildrenLeave(t *testing.T) {
 	for _, cs := range allChanges(t, w, authz.ChangeFilter{}, 0)[base:] {
 		from = append(from, cs.Changes[len(cs.Changes)-1].PreviousParent)
 	}
-	if want := []string{"", "account:vancast", "", "account:other", "account:other"}; !slices.Equal(from, want) {
+	if want := []string{"", "account:vancast", "", "account:other", "account:other", "account:vancast"}; !slices.Equal(from, want) {
 		t.Errorf("the parents left: %q, want %q", from, want)
 	}
 }

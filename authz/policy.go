@@ -258,7 +258,8 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, now int64, guard func(ke
 					"moving %q under %q would form a cycle: the parent is the resource itself or below it", r.Name, r.Parent).as(KindCycle)
 			}
 		}
-		if cur, ok := v.parentOf(r.Name); ok && cur == r.Parent {
+		cur, known := v.parentOf(r.Name)
+		if known && cur == r.Parent {
 			if id := x.lookupNode(r.Name); id != noNode && !v.moved(r.Name) && !x.sameStage(id, r) {
 				r.Creator = x.creatorName(id)
 				changes = append(changes, Change{Op: OpPutResource, Resource: &r})
@@ -291,7 +292,11 @@ func (x *Index) planPolicy(p Policy, opts ApplyOptions, now int64, guard func(ke
 		if x.lookupNode(r.Name) == noNode {
 			creators[r.Name] = r.Creator
 		}
-		changes = append(changes, Change{Op: OpPutResource, Resource: &r})
+		move := Change{Op: OpPutResource, Resource: &r}
+		if known {
+			move.PreviousParent = cur // it leaves cur
+		}
+		changes = append(changes, move)
 	}
 	changes = x.dropResourceRoundTrips(changes)
 
