@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/usher-authz/usher/authz"
 	usherv1 "github.com/usher-authz/usher/gen/usher/v1"
@@ -319,7 +320,10 @@ func (c *checker) resources() {
 		if r.GetCreator() != "" {
 			c.shape(authz.ValidateSubject(path+".creator", r.GetCreator()))
 		}
-		if st := r.GetStartTime(); st != nil {
+		if st := r.GetStartTime(); st != nil && st.AsTime().IsZero() {
+			// Given, it would read as none.
+			c.errorf(path+".start_time", st.AsTime().Format(time.RFC3339Nano), "a start time is after the Unix epoch; leave it unset for none")
+		} else if st != nil {
 			c.shape(authz.ValidateStart(path+".start_time", st.AsTime()))
 		}
 	}
@@ -528,6 +532,9 @@ func (c *checker) admissions() {
 			seen[key] = i
 		}
 		c.references(path, a, nil)
+		if rec := a.GetLivekit().GetRoomRecord(); rec != "" {
+			c.warnf(path+".livekit.room_record", rec, "LiveKit checks roomRecord against no room: a token that carries it lets its bearer start and stop the egress of every room of the LiveKit server; map it only where each holder of %s may record every room there, or start recordings from the platform's backend", rec)
+		}
 	}
 }
 

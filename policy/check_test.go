@@ -40,10 +40,11 @@ func TestValidateChecksEveryCrossReference(t *testing.T) {
 		{"a permission's parent must be declared", strings.Replace(base, "parents: [call.manage]}\n  - {name: usher", "parents: [call.manag]}\n  - {name: usher", 1),
 			[]string{`p.yaml:3:33: permissions[1].parents[0]: "call.manag": parent is not declared in the policy (did you mean "call.manage"?)`}},
 		{"every start time out of range is an error, each at its line", strings.Replace(base, "  - {name: account:acme}\n",
-			"  - {name: account:acme, start_time: \"1960-01-01T00:00:00Z\"}\n  - {name: call:acme:1, parent: account:acme, start_time: \"1969-12-31T23:59:59Z\"}\n", 1),
+			"  - {name: account:acme, start_time: \"1960-01-01T00:00:00Z\"}\n  - {name: call:acme:1, parent: account:acme, start_time: \"1969-12-31T23:59:59Z\"}\n  - {name: call:acme:2, parent: account:acme, start_time: \"0001-01-01T00:00:00Z\"}\n", 1),
 			[]string{
 				`p.yaml:6:38: resources[0].start_time: "1960-01-01T00:00:00Z": a start time is after the Unix epoch and at or before 2262-04-11T23:47:16.854775807Z; leave it unset for none`,
 				`p.yaml:7:59: resources[1].start_time: "1969-12-31T23:59:59Z": a start time is after the Unix epoch and at or before 2262-04-11T23:47:16.854775807Z; leave it unset for none`,
+				`p.yaml:8:59: resources[2].start_time: "0001-01-01T00:00:00Z": a start time is after the Unix epoch; leave it unset for none`,
 			}},
 		{"a field is given once", base + "permissions: []\n",
 			[]string{`p.yaml:12:1: permissions: the field is given twice (first at line 1)`}},

@@ -23,6 +23,15 @@ func TestParse(t *testing.T) {
 		{"2027-01-01T00:00:00+00:60", time.Time{}},
 		{"2027-01-01T00:00:00-99:99", time.Time{}},
 		{"2027-01-01T00:00:00", time.Time{}},
+		// Go's time.Parse takes these; RFC 3339 does not.
+		{"2026-12-01T9:00:00Z", time.Time{}},
+		{"2026-12-01T09:00:00,5Z", time.Time{}},
+		{"2026-12-01T09:00:00.Z", time.Time{}},
+		{"2026-12-01T09:00:00+0200", time.Time{}},
+		{"２026-12-01T09:00:00Z", time.Time{}},
+		// time.Parse still judges the fields' values.
+		{"2026-13-01T09:00:00Z", time.Time{}},
+		{"2026-12-01T24:00:00Z", time.Time{}},
 		{"2027-01-01 00:00:00Z", time.Time{}},
 		{"", time.Time{}},
 		{"z", time.Time{}},
