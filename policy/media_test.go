@@ -12,8 +12,9 @@ import (
 // participant's capabilities (seeds/003: "A capability is an action ... The
 // list of capabilities assigned to a role defines what a user is allowed to
 // do") do not: LiveKit's roomAdmin lists, mutes, removes and re-permissions
-// participants and updates the room; its roomRecord starts and stops every
-// egress, recordings and broadcasts alike.
+// participants and updates the room; its roomRecord, which LiveKit checks
+// against no room, would record every room of the LiveKit server, so the
+// shipped policies map it to nothing.
 func TestStreamLiveKitGrantCarriesOnlyTheCapabilities(t *testing.T) {
 	joins := []string{"join-call", "send-audio", "send-video", "screenshare", "create-reaction"}
 	with := func(caps ...string) []string { return append(slices.Clone(joins), caps...) }
@@ -32,9 +33,7 @@ func TestStreamLiveKitGrantCarriesOnlyTheCapabilities(t *testing.T) {
 			with("read-call", "update-call", "mute-users", "remove-call-member"), false, false},
 		{"start-record-call alone gets no roomRecord, with which it could stop recordings",
 			with("start-record-call"), false, false},
-		{"recording without broadcasting gets no roomRecord, with which it could broadcast",
-			with("start-record-call", "stop-record-call"), false, false},
-		{"the built-in host and admin, with all 23 capabilities, get both", all, true, true},
+		{"the built-in host and admin, with all 23 capabilities, get roomAdmin and no roomRecord, which is every room's", all, true, false},
 	}
 	for _, name := range []string{"stream", "default"} {
 		p, err := policy.Load(name)
@@ -59,5 +58,26 @@ func TestStreamLiveKitGrantCarriesOnlyTheCapabilities(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// A policy that maps room_record is warned: LiveKit's roomRecord lets its
+// bearer record every room of the LiveKit server, not the call's alone.
+func TestAMappingOfRoomRecordIsWarned(t *testing.T) {
+	d, _ := policy.Read("p.yaml", []byte(`permissions:
+  - name: join-call
+  - name: record
+admissions:
+  - resource_type: call
+    join_permission: join-call
+    livekit: {room_join: join-call, room_record: record}
+`))
+	var got []string
+	for _, f := range policy.Validate(d) {
+		got = append(got, f.String())
+	}
+	want := `p.yaml:7:50: warning: admissions[0].livekit.room_record: "record": LiveKit checks roomRecord against no room: a token that carries it lets its bearer start and stop the egress of every room of the LiveKit server; map it only where each holder of record may record every room there, or start recordings from the platform's backend`
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("findings %q, want one: %s", got, want)
 	}
 }

@@ -1063,7 +1063,9 @@ type LiveKitMapping struct {
 	RoomAdmin string `protobuf:"bytes,6,opt,name=room_admin,json=roomAdmin,proto3" json:"room_admin,omitempty"`
 	// Gives roomRecord: starting and stopping LiveKit egress (recordings and
 	// broadcasts). One permission, or several separated by commas, all
-	// required; at most 64.
+	// required; at most 64. LiveKit checks roomRecord against no room: a
+	// token that carries it lets its bearer record every room of the LiveKit
+	// server, so `usher policy validate` warns of a mapping of it.
 	RoomRecord string `protobuf:"bytes,7,opt,name=room_record,json=roomRecord,proto3" json:"room_record,omitempty"`
 	// Gives hidden: the participant is in the room but not shown to others.
 	Hidden        string `protobuf:"bytes,8,opt,name=hidden,proto3" json:"hidden,omitempty"`
