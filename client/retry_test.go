@@ -233,6 +233,31 @@ func TestWatchBacksOffFromStreamsThatFailAfterTheirFirstMessage(t *testing.T) {
 	}
 }
 
+// A Backoff with no most, or with no first, still backs off, as the
+// defaults do: with a first of 1s and no most, one stream and the next in a
+// second (not 10,000).
+func TestABackoffOfZeroStillBacksOff(t *testing.T) {
+	for _, c := range []struct {
+		first, most time.Duration
+		within      time.Duration
+		atMost      int64
+	}{
+		{time.Second, 0, time.Second, 2},
+		{0, 0, time.Second, 5}, // DefaultBackoff, 100ms, doubling
+		{-time.Second, -1, time.Second, 5},
+	} {
+		f := &failingWatch{}
+		addr := fake(t, func(srv *grpc.Server) { usherv1.RegisterAuthorizationServiceServer(srv, f) })
+		ctx, cancel := context.WithTimeout(t.Context(), c.within)
+		_ = dial(t, addr).Watch(ctx, &usherv1.WatchRequest{AfterRevision: 7}, func(*usherv1.WatchResponse) error { return nil },
+			client.Backoff(c.first, c.most))
+		cancel()
+		if n := f.streams.Load(); n > c.atMost || n == 0 {
+			t.Errorf("Backoff(%s, %s): %d Watch streams in %s against a server whose every stream fails, want 1 to %d", c.first, c.most, n, c.within, c.atMost)
+		}
+	}
+}
+
 // quietCall serves WatchCall streams of a quiet call: SYNCED, then nothing
 // for lives, then the stream is cut, as a proxy's connection age cuts one.
 type quietCall struct {

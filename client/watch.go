@@ -45,9 +45,17 @@ func Reload(reload func(ctx context.Context, cause error) (after uint64, err err
 // (DefaultBackoff) and the most it doubles to (DefaultMaxDelay). Each delay
 // is drawn between half and all of that, so that clients cut off together
 // do not come back together; a stream that delivered more than its first
-// message, or stayed open for most after it, starts over from first.
+// message, or stayed open for most after it, starts over from first. Zero
+// or less is the default of each, and a most below first is first: a
+// client never comes back at once, again and again.
 func Backoff(first, most time.Duration) WatchOption {
-	return func(o *watchOptions) { o.backoff, o.maxDelay = first, most }
+	if first <= 0 {
+		first = DefaultBackoff
+	}
+	if most <= 0 {
+		most = DefaultMaxDelay
+	}
+	return func(o *watchOptions) { o.backoff, o.maxDelay = first, max(first, most) }
 }
 
 // OnRetry calls fn with the error that ended a stream each time Watch or
