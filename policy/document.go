@@ -460,6 +460,9 @@ func (r *reader) scalar(n *yaml.Node, fd protoreflect.FieldDescriptor, path stri
 		switch md.FullName() {
 		case timestampName:
 			t, err := rfc3339.Parse(n.Value)
+			if errors.Is(err, rfc3339.ErrLeapSecond) {
+				return fail("%v, got %s", err, describe(n))
+			}
 			if err != nil {
 				return fail("want a time such as 2030-01-01T09:00:00Z, got %s", describe(n))
 			}

@@ -271,11 +271,13 @@ func TestReadTakesTimesAsRFC3339WritesThem(t *testing.T) {
   - {name: "call:a:1", parent: "account:a", start_time: "2030-01-01T00:00:00+24:00"}
   - {name: "call:a:2", parent: "account:a", start_time: "2030-01-01T00:00:00+00:60"}
   - {name: "call:a:3", parent: "account:a", start_time: "2030-01-01t09:00:00z"}
+  - {name: "call:a:4", parent: "account:a", start_time: "2030-12-31T23:59:60Z"}
 `
 	p, diags := policy.Read("t.yaml", []byte(file))
 	sameLines(t, diags,
 		`t.yaml:3:57: resources[1].start_time: want a time such as 2030-01-01T09:00:00Z, got "2030-01-01T00:00:00+24:00"`,
 		`t.yaml:4:57: resources[2].start_time: want a time such as 2030-01-01T09:00:00Z, got "2030-01-01T00:00:00+00:60"`,
+		`t.yaml:6:57: resources[4].start_time: a leap second (:60) is not taken: write :59 or the next minute's :00, got "2030-12-31T23:59:60Z"`,
 	)
 	if got := p.Policy.GetResources()[3].GetStartTime().AsTime(); !got.Equal(time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)) {
 		t.Errorf("resources[3].start_time = %v, want 2030-01-01T09:00:00Z", got)

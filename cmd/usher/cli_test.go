@@ -278,6 +278,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"check", "a", "b", "c", "--output", "yaml"}, `--output "yaml": want json or table`},
 		{[]string{"grant", "a", "b", "c", "--expires", "tomorrow"}, "want an RFC 3339 time"},
 		{[]string{"grant", "a", "b", "c", "--expires", "2027-01-01T00:00:00+24:00"}, "want an RFC 3339 time"},
+		{[]string{"grant", "a", "b", "c", "--expires", "2030-12-31T23:59:60Z"}, "a leap second (:60) is not taken"},
 		{[]string{"check", "a", "b", "c", "--timeout=-1s"}, "--timeout -1s: must not be negative (0: no deadline)"},
 		{[]string{"watch", "--timeout=-1s"}, "--timeout -1s: must not be negative (0: no deadline)"},
 		{[]string{"list-grants"}, "give --subject, --resource or both"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,9 @@ func (f *timeFlag) Set(s string) error {
 		return nil
 	}
 	t, err := rfc3339.Parse(s)
+	if errors.Is(err, rfc3339.ErrLeapSecond) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("want an RFC 3339 time (2026-12-01T09:00:00Z) or a duration from now (2h, 90m)")
 	}

@@ -23,8 +23,15 @@ func Parse(s string) (time.Time, error) {
 	if err := shape(b); err != nil {
 		return time.Time{}, err
 	}
+	if b[17] == '6' && b[18] == '0' {
+		return time.Time{}, ErrLeapSecond
+	}
 	return time.Parse(time.RFC3339Nano, string(b))
 }
+
+// ErrLeapSecond refuses a leap second, which RFC 3339 writes but neither
+// Go's time nor protobuf's Timestamp holds.
+var ErrLeapSecond = errors.New("a leap second (:60) is not taken: write :59 or the next minute's :00")
 
 // shape checks that b is laid out as RFC 3339's date-time: full-date "T"
 // partial-time time-offset, each number of its width, and the offset's

@@ -1,6 +1,7 @@
 package rfc3339
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -29,6 +30,8 @@ func TestParse(t *testing.T) {
 		{"2026-12-01T09:00:00.Z", time.Time{}},
 		{"2026-12-01T09:00:00+0200", time.Time{}},
 		{"２026-12-01T09:00:00Z", time.Time{}},
+		// A leap second, which neither Go's time nor a Timestamp holds.
+		{"2016-12-31T23:59:60Z", time.Time{}},
 		// time.Parse still judges the fields' values.
 		{"2026-13-01T09:00:00Z", time.Time{}},
 		{"2026-12-01T24:00:00Z", time.Time{}},
@@ -46,5 +49,11 @@ func TestParse(t *testing.T) {
 		if err != nil || !got.Equal(c.want) {
 			t.Errorf("Parse(%q) = %v, %v; want %v", c.in, got, err, c.want)
 		}
+	}
+}
+
+func TestALeapSecondIsRefusedAsOne(t *testing.T) {
+	if _, err := Parse("2016-12-31T23:59:60Z"); !errors.Is(err, ErrLeapSecond) {
+		t.Errorf("Parse of a leap second: %v, want ErrLeapSecond", err)
 	}
 }
