@@ -317,6 +317,9 @@ func (x *Index) admissionsAt(id uint32) []Admission {
 	return out
 }
 
+// Admissions returns every admission rule in force, by scope name and type.
+func (x *Index) Admissions() []Admission { return x.allAdmissions() }
+
 // allAdmissions returns every rule, by scope name and type.
 func (x *Index) allAdmissions() []Admission {
 	var out []Admission

@@ -448,6 +448,9 @@ variable their help names.`,
 			}
 			logger.Info("policy applied", "policy", name, "revision", idx.Revision())
 		}
+		if key != nil {
+			warnRoomRecord(logger, engine.Index())
+		}
 		// Signals are caught before the address is printed, so that whoever
 		// reads it may stop the server at once.
 		stop := make(chan os.Signal, 1)
@@ -596,4 +599,16 @@ func loadEnvoy(file string) (*server.EnvoyService, error) {
 		return nil, fmt.Errorf("--envoy-config: %s: %w", file, err)
 	}
 	return envoy, nil
+}
+
+// warnRoomRecord warns of each admission rule in force that maps LiveKit's
+// roomRecord, which LiveKit checks against no room: a data file made by a
+// policy that mapped it keeps the rule until a policy says otherwise.
+func warnRoomRecord(logger *slog.Logger, x *authz.Index) {
+	for _, a := range x.Admissions() {
+		if a.Media != nil && a.Media.RoomRecord != "" {
+			logger.Warn("an admission rule maps LiveKit's roomRecord, which LiveKit checks against no room: a token that carries it lets its bearer start and stop the egress of every room of the LiveKit server; apply a policy that maps nothing to room_record (the shipped ones do not)",
+				"scope", a.Scope, "resource_type", a.ResourceType, "room_record", a.Media.RoomRecord)
+		}
+	}
 }

@@ -469,3 +469,23 @@ func TestServeThatFailsToStartWritesNoPolicy(t *testing.T) {
 		t.Errorf("the data file of a start refused for its address is at revision %d, %v; want 0, nothing written", rev, err)
 	}
 }
+
+// A server that signs LiveKit tokens warns of each admission rule in force
+// that maps roomRecord, which LiveKit checks against no room: a data file
+// made by a policy that mapped it keeps the rule. The shipped policy maps
+// nothing to it, and no warning is logged.
+func TestServeWarnsOfARuleThatMapsRoomRecord(t *testing.T) {
+	bin, dir := buildUsher(t)
+	t.Setenv("USHER_LIVEKIT_API_KEY", "servekey")
+	t.Setenv("USHER_LIVEKIT_API_SECRET", "serve-secret-long-enough-for-hmac-0123456789")
+	const warning = "an admission rule maps LiveKit's roomRecord, which LiveKit checks against no room"
+	_, stderr := startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "mapped.db"),
+		"--policy", filepath.Join("..", "..", "policy", "testdata", "all-fields.yaml"))
+	if got := stderr.String(); !strings.Contains(got, warning) || !strings.Contains(got, "room_record=call.manage") {
+		t.Errorf("serving a rule that maps roomRecord, stderr:\n%s\nwant the warning naming call.manage", got)
+	}
+	_, stderr = startServe(t, bin, "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "default.db"))
+	if got := stderr.String(); strings.Contains(got, warning) {
+		t.Errorf("serving the default policy, stderr:\n%s\nwant no warning of roomRecord", got)
+	}
+}

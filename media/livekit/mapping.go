@@ -23,8 +23,11 @@ import (
 //	can_subscribe: join-call
 //	can_publish_data: create-reaction
 //	room_admin: update-call-permissions
-//	room_record: start-record-call
 //	hidden: join-backstage
+//
+// room_record may name permissions too, but LiveKit checks roomRecord
+// against no room: a token that carries it may record every room of the
+// LiveKit server.
 type Mapping struct {
 	// RoomJoin gives roomJoin; it is required, and a participant who does
 	// not hold it gets no token at all.
@@ -57,8 +60,9 @@ type Mapping struct {
 	// say, gets no roomAdmin, with which it could unmute itself.
 	RoomAdmin string `json:"room_admin,omitempty" yaml:"room_admin,omitempty"`
 	// RoomRecord gives roomRecord: starting and stopping every egress,
-	// recordings and broadcasts alike. Like RoomAdmin it may name several
-	// permissions, all required.
+	// recordings and broadcasts alike, of every room of the LiveKit server
+	// (LiveKit checks it against no room). Like RoomAdmin it may name
+	// several permissions, all required.
 	RoomRecord string `json:"room_record,omitempty" yaml:"room_record,omitempty"`
 	// Hidden gives hidden: the participant is invisible to the others.
 	Hidden string `json:"hidden,omitempty" yaml:"hidden,omitempty"`
