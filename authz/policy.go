@@ -699,7 +699,23 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 		}
 		return 0
 	}
+	// delta is what the policy does to each quota's count, as it leaves
+	// the tree: what it places below a scope, less what it moves out from
+	// below one; the write is one, so only where it ends is judged.
 	delta := map[Quota]int{}
+	var grown []Quota // delta's keys, in the order they first grew
+	count := func(scope string, add placement, sign int) {
+		for key, n := range add {
+			if _, ok := limit(scope, key[0], key[1]); !ok {
+				continue
+			}
+			k := Quota{Scope: scope, ResourceType: key[0], Subject: key[1]}
+			if _, seen := delta[k]; !seen {
+				grown = append(grown, k)
+			}
+			delta[k] += sign * n
+		}
+	}
 	for _, name := range placed {
 		var add placement
 		oldAncestors := map[string]bool{}
@@ -712,33 +728,36 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 			add = placement{}
 			add.add(TypeOf(name), creators[name])
 		}
+		newAncestors := map[string]bool{}
 		for a, ok := v.parentOf(name); ok && a != ""; a, ok = v.parentOf(a) {
+			newAncestors[a] = true
 			if oldAncestors[a] {
 				continue
 			}
 			// Where no quota is set, none may be set meanwhile either.
 			v.guard(quotaScopeKey(a))
-			for key, n := range add {
-				max, ok := limit(a, key[0], key[1])
-				if !ok {
-					continue
-				}
-				k := Quota{Scope: a, ResourceType: key[0], Subject: key[1]}
-				delta[k] += n
-				if u := used(a, key[0], key[1]) + delta[k]; u > int(max) {
-					whose := ""
-					if key[1] != "" {
-						whose = fmt.Sprintf(" registered by %q", key[1])
-					}
-					e := errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", a, key[0]),
-						"the policy would put %d %s resources%s below %q, where at most %d may exist", u, key[0], whose, a, max).as(KindQuotaExceeded)
-					e.Meta = map[string]string{"scope": a, "resource_type": key[0], "limit": fmt.Sprint(max), "used": fmt.Sprint(u)}
-					if key[1] != "" {
-						e.Meta["subject"] = key[1]
-					}
-					return e
-				}
+			count(a, add, 1)
+		}
+		for _, a := range sortedKeys(oldAncestors) {
+			if !newAncestors[a] {
+				count(a, add, -1) // moved out from below a
 			}
+		}
+	}
+	for _, k := range grown {
+		max, _ := limit(k.Scope, k.ResourceType, k.Subject)
+		if u := used(k.Scope, k.ResourceType, k.Subject) + delta[k]; delta[k] > 0 && u > int(max) {
+			whose := ""
+			if k.Subject != "" {
+				whose = fmt.Sprintf(" registered by %q", k.Subject)
+			}
+			e := errorf(ResourceExhausted, "quota", fmt.Sprintf("%s/%s", k.Scope, k.ResourceType),
+				"the policy would put %d %s resources%s below %q, where at most %d may exist", u, k.ResourceType, whose, k.Scope, max).as(KindQuotaExceeded)
+			e.Meta = map[string]string{"scope": k.Scope, "resource_type": k.ResourceType, "limit": fmt.Sprint(max), "used": fmt.Sprint(u)}
+			if k.Subject != "" {
+				e.Meta["subject"] = k.Subject
+			}
+			return e
 		}
 	}
 	return nil

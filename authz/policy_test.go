@@ -805,3 +805,38 @@ func TestADeletionKeepsTheOnlyDefinitionOfARoleThatIsNamed(t *testing.T) {
 		t.Errorf("deleting the creator role's only definition's resource: %v (%s); want ROLE_IN_USE naming the creator role", e, e.Kind)
 	}
 }
+
+// A policy is one write: a quota is judged by the tree it leaves, so a
+// policy that moves a call out from below a full workspace and registers
+// another there is within the quota, and one that registers two is not,
+// named by the count it would leave.
+func TestApplyPolicyJudgesQuotasByTheTreeItLeaves(t *testing.T) {
+	w := newWorld(t, streamPolicy())
+	w.put("workspace:pw", "account:acme")
+	w.put("workspace:pt", "account:acme")
+	w.put("call:pa1", "workspace:pw")
+	w.quota(authz.Quota{Scope: "workspace:pw", ResourceType: "call", Limit: 1})
+	p := streamPolicy()
+	p.Resources = append(p.Resources,
+		authz.Resource{Name: "workspace:pw", Parent: "account:acme"},
+		authz.Resource{Name: "workspace:pt", Parent: "account:acme"},
+		authz.Resource{Name: "call:pa1", Parent: "workspace:pt"},
+		authz.Resource{Name: "call:pb1", Parent: "workspace:pw"})
+	before := w.idx.Revision()
+	if _, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{}); err != nil {
+		t.Fatalf("a policy that leaves one call below workspace:pw: %v", err)
+	}
+	if w.idx.Revision() == before {
+		t.Fatal("the policy wrote nothing")
+	}
+	p.Resources = append(p.Resources, authz.Resource{Name: "call:pc1", Parent: "workspace:pw"})
+	before = w.idx.Revision()
+	_, _, err := w.eng.ApplyPolicy(w.ctx, w.by, p, authz.ApplyOptions{})
+	var e *authz.Error
+	if !errors.As(err, &e) || e.Kind != authz.KindQuotaExceeded || e.Meta["used"] != "2" || e.Meta["limit"] != "1" || e.Meta["scope"] != "workspace:pw" {
+		t.Fatalf("a policy that would leave two calls below workspace:pw = %v (details %v), want QUOTA_EXCEEDED used 2 of 1", err, e)
+	}
+	if w.idx.Revision() != before {
+		t.Errorf("the refused policy wrote: revision %d, was %d", w.idx.Revision(), before)
+	}
+}
