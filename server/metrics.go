@@ -3,18 +3,22 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/usher-authz/usher/admission"
@@ -226,7 +230,7 @@ func writtenWithin(h http.Handler, d time.Duration, profiling bool) http.Handler
 // /debug/pprof/: a listener of its own, apart from the gRPC port.
 func MetricsMux(m *Metrics, profiling bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.Handler())
+	mux.Handle("/metrics", scrapesLimited(m.Handler()))
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -365,4 +369,62 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descKnocks, float64(n.Knocks))
 		gauge(descCallWatch, float64(n.Watches))
 	}
+}
+
+// Scrapes of /metrics, each one peer's (an IPv4 address or an IPv6 /64, as
+// the listener counts them): rendering the page costs a few milliseconds of
+// CPU, and a scraper asks once every several seconds, so a peer's scrapes
+// past MetricsScrapeBurst at once are rendered MetricsScrapesPerSecond a
+// second, each waiting its turn up to MetricsScrapeWait, and answered 429
+// Too Many Requests, with Retry-After, past that. Without it one peer's four
+// connections, asking back to back, kept more than a core busy.
+const (
+	MetricsScrapesPerSecond = 2
+	MetricsScrapeBurst      = 4
+	MetricsScrapeWait       = 5 * time.Second
+	// maxScrapePeers bounds the peers whose scrapes are counted; a peer
+	// whose count is back to a full burst is forgotten to make room.
+	maxScrapePeers = 4 * MaxMetricsConns
+)
+
+// scrapesLimited answers h's requests within each peer's rate of scrapes.
+func scrapesLimited(h http.Handler) http.Handler {
+	var (
+		mu    sync.Mutex
+		peers = map[string]*rate.Limiter{}
+	)
+	limiter := func(peer string) *rate.Limiter {
+		mu.Lock()
+		defer mu.Unlock()
+		if l := peers[peer]; l != nil {
+			return l
+		}
+		if len(peers) >= maxScrapePeers {
+			for k, l := range peers {
+				if l.Tokens() >= MetricsScrapeBurst {
+					delete(peers, k)
+				}
+			}
+			if len(peers) >= maxScrapePeers {
+				return nil // so many peers scraping at once: this one waits
+			}
+		}
+		l := rate.NewLimiter(MetricsScrapesPerSecond, MetricsScrapeBurst)
+		peers[peer] = l
+		return l
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer := r.RemoteAddr
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			peer = peerKey(net.TCPAddrFromAddrPort(ap))
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), MetricsScrapeWait)
+		defer cancel()
+		if l := limiter(peer); l == nil || l.Wait(ctx) != nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("at most %d scrapes a second from one peer", MetricsScrapesPerSecond), http.StatusTooManyRequests)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -320,5 +323,48 @@ func TestAWatchCallEndedByItsDeadlineEndsNotOK(t *testing.T) {
 	}
 	if ok, late, cancelled := ended(s, "OK"), ended(s, "DeadlineExceeded"), ended(s, "Canceled"); ok != 0 || late+cancelled != 1 {
 		t.Errorf("the server counted the WatchCall its deadline ended as OK %v times, DeadlineExceeded %v and Canceled %v; want it ended once, not OK", ok, late, cancelled)
+	}
+}
+
+// One peer's scrapes past a burst of four are rendered two a second, each
+// waiting its turn, so that a peer asking back to back cannot keep the
+// server busy rendering the page; another peer's scrapes do not wait for
+// its turns.
+func TestAPeersScrapesAreRenderedAFewASecond(t *testing.T) {
+	h := httptest.NewServer(server.MetricsMux(server.NewMetrics(), false))
+	defer h.Close()
+	from := func(ip string) *http.Client {
+		return &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}}
+	}
+	var done atomic.Int32
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 8 {
+		wg.Go(func() {
+			resp, err := from("127.0.0.1").Get(h.URL + "/metrics")
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("a scrape: %v, %v; want 200 once its turn came", resp, err)
+				return
+			}
+			resp.Body.Close()
+			done.Add(1)
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := done.Load(); n != server.MetricsScrapeBurst {
+		t.Errorf("%d of 8 scrapes from one peer answered in 300ms, want the burst of %d", n, server.MetricsScrapeBurst)
+	}
+	resp, err := from("127.0.0.2").Get(h.URL + "/metrics")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("another peer's scrape: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if n := done.Load(); n >= 8 {
+		t.Errorf("the first peer's scrapes were all answered before the other peer's: %d", n)
+	}
+	wg.Wait()
+	// Four past the burst, two a second: at least 1.5 s.
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Errorf("8 scrapes from one peer took %s, want at least 1.5s", took)
 	}
 }
