@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -31,6 +33,10 @@ type TracingConfig struct {
 	SampleRatio float64
 	// Version is the service.version traces carry.
 	Version string
+	// Logger is where OpenTelemetry's errors go (an export that failed, a
+	// collector out of reach), as warnings: otherwise they are printed as
+	// plain text with Go's standard log, amid the server's own records.
+	Logger *slog.Logger
 }
 
 // DefaultSampleRatio traces one call in a hundred of those that come
@@ -61,6 +67,12 @@ func StartTracing(ctx context.Context, c TracingConfig) (*sdktrace.TracerProvide
 		opts = append(opts, otlptracegrpc.WithEndpointURL(c.Endpoint))
 	case c.Endpoint != "":
 		opts = append(opts, otlptracegrpc.WithEndpoint(c.Endpoint))
+	}
+	if c.Logger != nil {
+		logger := c.Logger
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			logger.Warn("OpenTelemetry failed", "error", err)
+		}))
 	}
 	exporter, err := otlptracegrpc.New(ctx, opts...)
 	if err != nil {

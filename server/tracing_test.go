@@ -2,7 +2,10 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,5 +168,28 @@ func TestAStrangersTraceContextIsNotContinued(t *testing.T) {
 	}
 	if spans[0].Parent().TraceID() != parent.TraceID() {
 		t.Errorf("the caller's Check has parent %v, want the caller's %v", spans[0].Parent(), parent)
+	}
+}
+
+// OpenTelemetry's own errors (an export that failed) go to the server's
+// logger, as records in its format, rather than as plain text through Go's
+// standard log amid JSON lines.
+func TestTracingErrorsGoToTheServersLog(t *testing.T) {
+	var buf strings.Builder // written only by otel.Handle below, in this goroutine
+	logger := slog.New(slog.NewJSONHandler(&buf, nil))
+	tp, err := server.StartTracing(t.Context(), server.TracingConfig{Endpoint: "http://127.0.0.1:4317", SampleRatio: 1, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(ctx)
+	}()
+	otel.Handle(errors.New("traces export: collector out of reach"))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {})) // the buffer is read below
+	var rec struct{ Level, Msg, Error string }
+	if err := json.Unmarshal([]byte(strings.TrimSpace(buf.String())), &rec); err != nil || rec.Level != "WARN" || rec.Error != "traces export: collector out of reach" {
+		t.Errorf("the server's log holds %q (%v), want one JSON warning with the error", buf.String(), err)
 	}
 }

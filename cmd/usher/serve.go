@@ -385,7 +385,7 @@ variable their help names.`,
 			logger.Info("no LiveKit key: admitted joins carry no token")
 		}
 		serverOpts = append(serverOpts, server.WithAdmission(sessions))
-		tracing.Version = readBuildVersion().Version
+		tracing.Version, tracing.Logger = readBuildVersion().Version, logger
 		tp, err := server.StartTracing(ctx, tracing)
 		if err != nil {
 			return err
