@@ -317,9 +317,9 @@ func TestAKnockOfASubjectThatMayNoLongerJoinIsDeniedOnTheStream(t *testing.T) {
 				(wantOther && (len(lobby) != 1 || lobby[0].ID != other.Session)) || (!wantOther && len(lobby) != 0) {
 				t.Errorf("the lobby = %+v, %v", lobby, err)
 			}
-			if c := w.m.Counts(); c.Knocks != len(lobby) {
-				t.Errorf("%d knocks kept; want the %d the lobby lists", c.Knocks, len(lobby))
-			}
+			// The other knock's denial, when it has one, may come a pass
+			// after this one's.
+			eventually(t, fmt.Sprintf("the store keeping the %d knocks the lobby lists", len(lobby)), func() bool { return w.m.Counts().Knocks == len(lobby) })
 		})
 	}
 }
@@ -380,7 +380,9 @@ func (s *unreachableKnockStore) EndKnock(ctx context.Context, id string, why adm
 
 // Knocks the view would deny while the store is out of reach are left to
 // their KeepAlives after the first failure: the view does not wait out the
-// store once for each.
+// store once for each, but once a pass. The write's pass asks once; a knock
+// the view hears of only after the write has the call's knocks judged in a
+// pass of their own, which asks once more.
 func TestKnocksTheStoreCannotEndAreLeftToTheirKeepAlives(t *testing.T) {
 	store := &unreachableKnockStore{MemoryStore: admission.NewMemoryStore(admission.MemoryOptions{Clock: authz.NewManualClock(start)})}
 	w, _ := newWorldWith(t, admission.Options{Store: store}, admission.MemoryOptions{})
@@ -400,8 +402,9 @@ func TestKnocksTheStoreCannotEndAreLeftToTheirKeepAlives(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the view judged the knocks", func() bool { return w.m.DeniedUpTo() >= rev })
-	if n := store.asked.Load(); n != 1 {
-		t.Errorf("the store was asked to end %d knocks; want 1, the rest left once it was out of reach", n)
+	time.Sleep(100 * time.Millisecond) // five of the view's ticks: a pass of the call's knocks is done
+	if n := store.asked.Load(); n < 1 || n > 2 {
+		t.Errorf("the store was asked to end %d knocks; want 1 or 2, once a pass, the rest left once it was out of reach", n)
 	}
 	for _, k := range knocks {
 		if ren, err := w.m.KeepAlive(w.ctx, k.Session); err != nil || ren.Outcome != admission.NoGrant {

@@ -515,8 +515,16 @@ func (v *view) consume(x *authz.Index, eject []ejection, own string, p *authz.Pr
 			k := e.Knock
 			v.broadcast(k.Call, Event{Kind: EventKnocked, Revision: x.Revision(), Time: e.Time, Subject: k.Subject, Session: k.ID, Note: k.Note})
 			if len(v.watchers[k.Call]) > 0 {
-				// Judged apart, for when its standing runs out.
-				v.queueDenials(map[string]map[string]bool{k.Call: {k.Subject: true}}, 0)
+				// The call's knocks are judged again when this one's
+				// standing runs out; or at once, when it may no longer join
+				// already (a write, or the time, passed since it knocked):
+				// one pass for the call, however many such knocks.
+				p := x.Presence(k.Subject, k.Call)
+				if out, _ := ejects(p, k.Subject, k.Call); out != 0 {
+					v.lobbyDueBy(k.Call, v.m.clock.Now().UnixNano())
+				} else if !p.Until.IsZero() {
+					v.lobbyDueBy(k.Call, p.Until.UnixNano())
+				}
 			}
 		case e.Knock != nil:
 			k := e.Knock
@@ -931,6 +939,21 @@ func (v *view) setDenyAt() {
 		at = min(at, t)
 	}
 	v.denyAt.Store(at)
+}
+
+// lobbyDueBy has the knocks of call judged again no later than at. v.mu is
+// held.
+func (v *view) lobbyDueBy(call string, at int64) {
+	v.denyMu.Lock()
+	defer v.denyMu.Unlock()
+	if cur, ok := v.lobbyDue[call]; ok && cur <= at {
+		return
+	}
+	if v.lobbyDue == nil {
+		v.lobbyDue = map[string]int64{}
+	}
+	v.lobbyDue[call] = at
+	v.setDenyAt()
 }
 
 // judgeLobbyAt notes when the knocks of call judged by a pass of
