@@ -297,6 +297,7 @@ func newView(m *Manager, opts Options) *view {
 		siftMu: make(passLock, 1), expireMu: make(passLock, 1), markMu: make(passLock, 1),
 	}
 	v.dueAt.Store(math.MaxInt64)
+	v.lobbyDue = map[string]int64{}
 	v.denyAt.Store(math.MaxInt64)
 	return v
 }
@@ -926,19 +927,31 @@ func (v *view) denyPass(ctx context.Context) {
 			delete(v.lobbyDue, call)
 		}
 	}
-	v.setDenyAt()
+	v.denyAt.Store(v.soonestLobbyDue())
 	v.denyMu.Unlock()
 	v.denyKnocks(ctx, lobbies)
 	v.denied.Store(uint64(upTo))
 }
 
-// setDenyAt sets denyAt to the soonest of lobbyDue. v.denyMu is held.
-func (v *view) setDenyAt() {
-	at := int64(math.MaxInt64)
-	for _, t := range v.lobbyDue {
-		at = min(at, t)
+// setLobbyDue has the knocks of call judged again at at (math.MaxInt64:
+// never), and denyAt follow. v.denyMu is held.
+func (v *view) setLobbyDue(call string, at int64) {
+	if at == math.MaxInt64 {
+		delete(v.lobbyDue, call)
+	} else {
+		v.lobbyDue[call] = at
 	}
-	v.denyAt.Store(at)
+	v.denyAt.Store(v.soonestLobbyDue())
+}
+
+// soonestLobbyDue is the soonest of lobbyDue, math.MaxInt64 when empty.
+// v.denyMu is held.
+func (v *view) soonestLobbyDue() int64 {
+	soonest := int64(math.MaxInt64)
+	for _, at := range v.lobbyDue {
+		soonest = min(soonest, at)
+	}
+	return soonest
 }
 
 // lobbyDueBy has the knocks of call judged again no later than at. v.mu is
@@ -946,39 +959,28 @@ func (v *view) setDenyAt() {
 func (v *view) lobbyDueBy(call string, at int64) {
 	v.denyMu.Lock()
 	defer v.denyMu.Unlock()
-	if cur, ok := v.lobbyDue[call]; ok && cur <= at {
-		return
+	if cur, ok := v.lobbyDue[call]; !ok || at < cur {
+		v.setLobbyDue(call, at)
 	}
-	if v.lobbyDue == nil {
-		v.lobbyDue = map[string]int64{}
-	}
-	v.lobbyDue[call] = at
-	v.setDenyAt()
 }
 
 // judgeLobbyAt notes when the knocks of call judged by a pass of
 // denyKnocks are next to be judged: at the soonest of until, the ends of
-// their knockers' standing (zero for none), or as before, when only some
-// were judged (whole false). Only for a call watched still: the knocks of
-// a call no one watches end at their next KeepAlive.
+// their knockers' standing (math.MaxInt64 for none), or as before, when
+// only some were judged (whole false). Only for a call watched still: the
+// knocks of a call no one watches end at their next KeepAlive.
 func (v *view) judgeLobbyAt(call string, whole bool, until int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	watched := len(v.watchers[call]) > 0
 	v.denyMu.Lock()
 	defer v.denyMu.Unlock()
 	if at, ok := v.lobbyDue[call]; ok && !whole {
 		until = min(at, until)
 	}
-	if !watched || until == math.MaxInt64 {
-		delete(v.lobbyDue, call)
-	} else {
-		if v.lobbyDue == nil {
-			v.lobbyDue = map[string]int64{}
-		}
-		v.lobbyDue[call] = until
+	if len(v.watchers[call]) == 0 {
+		until = math.MaxInt64
 	}
-	v.setDenyAt()
+	v.setLobbyDue(call, until)
 }
 
 // maxLobbyChanges is how many changes sift matches against the watched
@@ -1612,8 +1614,7 @@ func (v *view) drop(w *Watch, err error) {
 		// Its knocks are judged apart no more (judgeLobbyAt).
 		v.denyMu.Lock()
 		if _, ok := v.lobbyDue[w.call]; ok {
-			delete(v.lobbyDue, w.call)
-			v.setDenyAt()
+			v.setLobbyDue(w.call, math.MaxInt64)
 		}
 		v.denyMu.Unlock()
 	}
@@ -1947,8 +1948,9 @@ func (v *view) start(call string, after authz.Revision, since time.Time, lost bo
 	v.watchers[call][w] = struct{}{}
 	v.nwatchers++
 	if len(knocks) > 0 {
-		// Its knocks are judged apart, for when their standing runs out.
-		v.queueDenials(map[string]map[string]bool{call: nil}, 0)
+		// Its knocks are judged at the next tick, and again whenever a
+		// knocker's standing runs out (lobbyDue).
+		v.lobbyDueBy(call, v.m.clock.Now().UnixNano())
 	}
 	return w, st, nil
 }
