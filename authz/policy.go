@@ -703,7 +703,7 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 	// the tree: what it places below a scope, less what it moves out from
 	// below one; the write is one, so only where it ends is judged.
 	delta := map[Quota]int{}
-	var grown []Quota // delta's keys, in the order they first grew
+	var counted []Quota // delta's keys, in the order they were first counted
 	count := func(scope string, add placement, sign int) {
 		for key, n := range add {
 			if _, ok := limit(scope, key[0], key[1]); !ok {
@@ -711,7 +711,7 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 			}
 			k := Quota{Scope: scope, ResourceType: key[0], Subject: key[1]}
 			if _, seen := delta[k]; !seen {
-				grown = append(grown, k)
+				counted = append(counted, k)
 			}
 			delta[k] += sign * n
 		}
@@ -744,7 +744,7 @@ func (x *Index) policyQuotas(v *policyView, placed []string, creators map[string
 			}
 		}
 	}
-	for _, k := range grown {
+	for _, k := range counted {
 		max, _ := limit(k.Scope, k.ResourceType, k.Subject)
 		if u := used(k.Scope, k.ResourceType, k.Subject) + delta[k]; delta[k] > 0 && u > int(max) {
 			whose := ""

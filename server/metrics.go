@@ -406,7 +406,7 @@ func scrapesLimited(h http.Handler) http.Handler {
 				}
 			}
 			if len(peers) >= maxScrapePeers {
-				return nil // so many peers scraping at once: this one waits
+				return nil // so many peers scraping at once: this one is refused
 			}
 		}
 		l := rate.NewLimiter(MetricsScrapesPerSecond, MetricsScrapeBurst)
