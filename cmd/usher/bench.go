@@ -293,7 +293,7 @@ func floorJoinAnswer() (*usherv1.JoinResponse, error) {
 	if rule == nil || i < 0 {
 		return nil, fmt.Errorf("the default policy has no LiveKit mapping for calls, or no role %q", floorRole)
 	}
-	const subject, call = "user:u1", "call:a1-w1-t1-c1"
+	subject, call := floorSubject, floorCall
 	caps := slices.Sorted(slices.Values(p.Roles[i].Permissions))
 	grant := livekit.Mapping(*rule.Media).VideoGrant(call, caps)
 	lease := rule.LeaseOf()
@@ -311,8 +311,9 @@ func floorJoinAnswer() (*usherv1.JoinResponse, error) {
 	}), nil
 }
 
-// floorRole is the role of the floor's Join answer.
-const floorRole = "call-member"
+// floorRole, floorSubject and floorCall are whose Join the floor's answer
+// is: it answers every Join so, whoever asks.
+const floorRole, floorSubject, floorCall = "call-member", "user:u1", "call:a1-w1-t1-c1"
 
 // floorBanner starts the line the floor prints, followed by its address.
 const floorBanner = "usher bench floor: serving grpc.health.v1 and Join on"

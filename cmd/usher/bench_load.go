@@ -540,7 +540,7 @@ const floorJoin = "floor join"
 // verifyFloorJoin fails unless the floor answers a Join as it should, with
 // a token, and says how large its answer is.
 func verifyFloorJoin(ctx context.Context, floor *grpc.ClientConn) error {
-	resp, err := usherv1.NewAdmissionServiceClient(floor).Join(ctx, &usherv1.JoinRequest{Subject: "user:u1", Resource: "call:a1-w1-t1-c1"})
+	resp, err := usherv1.NewAdmissionServiceClient(floor).Join(ctx, &usherv1.JoinRequest{Subject: floorSubject, Resource: floorCall})
 	if err != nil {
 		return fmt.Errorf("the floor's Join: %w (a floor of an older usher?)", err)
 	}
