@@ -331,7 +331,9 @@ func hogWithALobby(t *testing.T, n int) usherv1.AdmissionServiceClient {
 func TestAStreamThatFallsBehindInDebtEndsWithThePace(t *testing.T) {
 	const participants = 150
 	hogToken, otherToken, src := hogAndOther(t)
-	w := newAdmWorld(t, admission.Options{WatchBuffer: 64}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
+	// A buffer far smaller than the 150 changes one write makes: the
+	// stream falls behind though its client reads as fast as it can.
+	w := newAdmWorld(t, admission.Options{WatchBuffer: 16}, server.WithCallers(src), server.WithCallerShares(server.CallerShares{CallInitialRate: 10}))
 	hog := usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(hogToken))))
 	w.crowd(usherv1.NewAdmissionServiceClient(w.dial(grpc.WithPerRPCCredentials(bearer(otherToken)))), meeting7, participants)
 	s := watchCall(t, hog, meeting7, 0)

@@ -230,7 +230,7 @@ func writtenWithin(h http.Handler, d time.Duration, profiling bool) http.Handler
 // /debug/pprof/: a listener of its own, apart from the gRPC port.
 func MetricsMux(m *Metrics, profiling bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", scrapesLimited(m.Handler()))
+	mux.Handle("/metrics", scrapesLimited(m.Handler(), MetricsScrapesPerSecond, MetricsScrapeBurst, MetricsScrapeWait))
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -387,8 +387,9 @@ const (
 	maxScrapePeers = 4 * MaxMetricsConns
 )
 
-// scrapesLimited answers h's requests within each peer's rate of scrapes.
-func scrapesLimited(h http.Handler) http.Handler {
+// scrapesLimited answers h's requests within each peer's rate of scrapes:
+// perSecond, burst at once, each waiting its turn up to wait.
+func scrapesLimited(h http.Handler, perSecond rate.Limit, burst int, wait time.Duration) http.Handler {
 	var (
 		mu    sync.Mutex
 		peers = map[string]*rate.Limiter{}
@@ -401,7 +402,7 @@ func scrapesLimited(h http.Handler) http.Handler {
 		}
 		if len(peers) >= maxScrapePeers {
 			for k, l := range peers {
-				if l.Tokens() >= MetricsScrapeBurst {
+				if l.Tokens() >= float64(burst) {
 					delete(peers, k)
 				}
 			}
@@ -409,7 +410,7 @@ func scrapesLimited(h http.Handler) http.Handler {
 				return nil // so many peers scraping at once: this one is refused
 			}
 		}
-		l := rate.NewLimiter(MetricsScrapesPerSecond, MetricsScrapeBurst)
+		l := rate.NewLimiter(perSecond, burst)
 		peers[peer] = l
 		return l
 	}
@@ -418,11 +419,11 @@ func scrapesLimited(h http.Handler) http.Handler {
 		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			peer = peerKey(net.TCPAddrFromAddrPort(ap))
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), MetricsScrapeWait)
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		defer cancel()
 		if l := limiter(peer); l == nil || l.Wait(ctx) != nil {
 			w.Header().Set("Retry-After", "1")
-			http.Error(w, fmt.Sprintf("at most %d scrapes a second from one peer", MetricsScrapesPerSecond), http.StatusTooManyRequests)
+			http.Error(w, fmt.Sprintf("at most %v scrapes a second from one peer", perSecond), http.StatusTooManyRequests)
 			return
 		}
 		h.ServeHTTP(w, r)
